@@ -1,0 +1,87 @@
+"""The ``duckflock`` command: each subcommand parses, makes one library call, renders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .database import connect
+from .demo import run_demo
+from .errors import DuckflockError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="duckflock")
+def cli() -> None:
+    """duckflock: a live DuckDB for Python.
+
+    Many threads write into one DuckDB database while analyses over it stay fresh.
+    Run `duckflock COMMAND --help` for each command.
+    """
+
+
+@cli.command()
+@click.option(
+    "--database",
+    "database",
+    default="my_persistent_db.duckdb",
+    show_default=True,
+    help="DuckDB file to write (created if missing; the table is replaced).",
+)
+@click.option("--memory", is_flag=True, help="Use an in-memory database instead of a file.")
+@click.option("--writers", default=50, show_default=True, type=click.IntRange(min=0))
+@click.option("--readers", default=5, show_default=True, type=click.IntRange(min=0))
+@click.option("--seed", default=6, show_default=True, help="Seed for shuffling the threads.")
+def demo(database: str, memory: bool, writers: int, readers: int, seed: int) -> None:
+    """Replay DuckDB's "multiple Python threads" guide on duckflock.
+
+    WRITERS threads each insert their name; READERS threads each print
+    (thread_name, row_counter, current_timestamp). The threads start in a shuffled
+    order, then the whole table is shown ordered by insert_time.
+    """
+    console = Console()
+    target = ":memory:" if memory else database
+    with connect(target) as db:
+        report = run_demo(
+            db,
+            writers=writers,
+            readers=readers,
+            seed=seed,
+            on_read=lambda line: click.echo(repr([line])),
+        )
+    console.print(_table(["thread_name", "insert_time"], report.rows, title="my_inserts"))
+    where = "in memory" if memory else database
+    console.print(
+        f"{len(report.rows)} rows from {writers} writers, {len(report.reads)} reads, "
+        f"{report.elapsed * 1000:.1f} ms ({where})"
+    )
+
+
+def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> Table:
+    table = Table(title=title or None)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("NULL" if value is None else str(value) for value in row))
+    return table
+
+
+def main() -> None:
+    """Console-script entry point: duckflock errors print as one line, exit 1."""
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        raise SystemExit(130) from None
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except click.exceptions.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except DuckflockError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+        raise SystemExit(1) from None

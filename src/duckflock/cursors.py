@@ -1,0 +1,81 @@
+"""Per-thread DuckDB cursors: created lazily, reused by their thread, closed when it ends.
+
+The guide makes every thread call ``duckdb_con.cursor()`` by hand. Here each thread gets
+its own cursor the first time it touches the Database; when the thread ends, CPython drops
+its ``threading.local`` slot, and the slot's finalizer closes the cursor, so 10,000
+short-lived threads leave no open cursors behind.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+import duckdb
+
+
+class _Slot:
+    """A thread's hold on its cursor; when the slot is collected, the cursor is closed."""
+
+    __slots__ = ("__weakref__", "cursor")
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self.cursor = cursor
+
+
+class CursorPool:
+    """Hands each thread its own cursor of one DuckDB connection, and closes them all."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
+        self._connection = connection
+        self._local = threading.local()
+        # guards _open and _closed: cursors are registered from any thread and released
+        # from the finalizers of ending threads
+        self._lock = threading.Lock()
+        self._open: dict[int, duckdb.DuckDBPyConnection] = {}
+        self._closed = False
+
+    def for_thread(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor, created on first use."""
+        slot: _Slot | None = getattr(self._local, "slot", None)
+        if slot is not None:
+            return slot.cursor
+        cursor = self.new()
+        slot = _Slot(cursor)
+        self._local.slot = slot
+        weakref.finalize(slot, self._release, id(cursor))
+        return cursor
+
+    def new(self) -> duckdb.DuckDBPyConnection:
+        """A new cursor, tracked so that :meth:`close_all` closes it."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cursor pool is closed")
+            cursor = self._connection.cursor()
+            # keyed by id(): the dict holds the cursor, so its id stays unique while tracked
+            self._open[id(cursor)] = cursor
+            return cursor
+
+    def forget(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        """Close a cursor from :meth:`new` and stop tracking it."""
+        self._release(id(cursor))
+
+    def _release(self, key: int) -> None:
+        with self._lock:
+            cursor = self._open.pop(key, None)
+        if cursor is not None:
+            cursor.close()
+
+    @property
+    def open_count(self) -> int:
+        """How many cursors are open now (per-thread and explicit)."""
+        with self._lock:
+            return len(self._open)
+
+    def close_all(self) -> None:
+        with self._lock:
+            self._closed = True
+            cursors = list(self._open.values())
+            self._open.clear()
+        for cursor in cursors:
+            cursor.close()

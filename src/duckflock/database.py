@@ -1,0 +1,284 @@
+"""Database: one DuckDB connection shared safely by every thread of the process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import duckdb
+
+from .cursors import CursorPool
+from .errors import (
+    ClosedError,
+    ConflictError,
+    TransactionAbortedError,
+    is_conflict,
+    translate,
+)
+
+T = TypeVar("T")
+
+_BACKOFF_BASE = 0.002  # seconds; the first conflict retry waits up to this, then doubling
+_BACKOFF_CAP = 0.2
+_CLOSE_GRACE = 5.0  # seconds close() lets running statements finish before interrupting
+
+
+class Database:
+    """A DuckDB database that any thread may use without cursor bookkeeping.
+
+    Each thread transparently gets its own DuckDB cursor (what the guide does by hand with
+    ``.cursor()``); statements return DuckDB's own result object, so ``fetchall``,
+    ``fetchone``, ``df``, ``arrow`` and ``pl`` work as usual. Use :func:`duckflock.connect`
+    to make one.
+    """
+
+    def __init__(
+        self,
+        database: str | os.PathLike[str] = ":memory:",
+        *,
+        read_only: bool = False,
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        self.path = os.fspath(database)
+        self.read_only = read_only
+        try:
+            self._connection = duckdb.connect(self.path, read_only=read_only, config=config or {})
+        except duckdb.Error as exc:
+            raise translate(exc) from exc
+        self._cursors = CursorPool(self._connection)
+        # guards _closed and _active: close() waits for running statements to drain
+        self._state = threading.Condition()
+        self._closed = False
+        self._active = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close every cursor and the connection. Idempotent; safe from any thread.
+
+        Statements already running get a few seconds to finish, then are interrupted.
+        Any use afterwards, from any thread, raises :class:`ClosedError`.
+        """
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
+            drained = self._state.wait_for(lambda: self._active == 0, timeout=_CLOSE_GRACE)
+        if not drained:
+            self._connection.interrupt()
+        self._cursors.close_all()
+        self._connection.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<duckflock.Database {self.path!r} {state}>"
+
+    def _enter(self) -> None:
+        with self._state:
+            if self._closed:
+                raise ClosedError(f"database {self.path!r} is closed")
+            self._active += 1
+
+    def _leave(self) -> None:
+        with self._state:
+            self._active -= 1
+            if self._active == 0 and self._closed:
+                self._state.notify_all()
+
+    def _fail(self, exc: BaseException, sql: str | None, params: Any = None) -> Exception:
+        if self._closed:
+            return ClosedError(f"database {self.path!r} was closed during the call")
+        return translate(exc, sql=sql, params=params)
+
+    # -- statements --------------------------------------------------------------------
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
+        """Run one statement on this thread's cursor and return it for fetching.
+
+        ``params`` fill ``?`` or ``$name`` placeholders. The result is DuckDB's: call
+        ``fetchall()``, ``fetchone()``, ``df()``, ``arrow()`` or ``pl()`` on it.
+        """
+        _check_sql(sql)
+        self._enter()
+        try:
+            return self._cursors.for_thread().execute(sql, params)
+        except duckdb.Error as exc:
+            raise self._fail(exc, sql, params) from exc
+        finally:
+            self._leave()
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any] | dict[str, Any]]) -> Any:
+        """Run one statement once per parameter set, on this thread's cursor."""
+        _check_sql(sql)
+        rows = list(params)
+        self._enter()
+        try:
+            return self._cursors.for_thread().executemany(sql, rows)
+        except duckdb.Error as exc:
+            raise self._fail(exc, sql, rows) from exc
+        finally:
+            self._leave()
+
+    def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
+        """A lazy DuckDB relation for ``query`` on this thread's cursor."""
+        _check_sql(query)
+        self._enter()
+        try:
+            return self._cursors.for_thread().sql(query, params=params)
+        except duckdb.Error as exc:
+            raise self._fail(exc, query, params) from exc
+        finally:
+            self._leave()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A dedicated DuckDB cursor, for code that wants one explicitly.
+
+        It has its own transaction state and temp objects; ``close()`` it when done (the
+        Database closes any left open).
+        """
+        self._enter()
+        try:
+            return self._cursors.new()
+        finally:
+            self._leave()
+
+    @property
+    def open_cursors(self) -> int:
+        """How many DuckDB cursors are open now: one per live thread that used this
+        Database, plus explicit ones."""
+        return self._cursors.open_count
+
+    # -- transactions ------------------------------------------------------------------
+
+    def transaction(
+        self,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        retries: int = 5,
+        **kwargs: Any,
+    ) -> T:
+        """Run ``fn(cursor, *args, **kwargs)`` inside BEGIN … COMMIT and return its result.
+
+        ``cursor`` is a DuckDB cursor dedicated to this transaction. On DuckDB's
+        write-write conflict the whole function runs again (up to ``retries`` times, with
+        jittered exponential backoff), so ``fn`` should only touch the database; after
+        the last retry :class:`ConflictError` is raised. If a statement failed inside the
+        transaction, DuckDB rolls it back even though its COMMIT answers without error:
+        duckflock raises :class:`TransactionAbortedError` instead of reporting success.
+        """
+        if retries < 0:
+            raise ValueError(f"retries must be >= 0, not {retries}")
+        self._enter()
+        try:
+            cursor = self._cursors.new()
+        finally:
+            self._leave()
+        try:
+            for attempt in range(retries + 1):
+                try:
+                    return self._run_once(cursor, fn, args, kwargs)
+                except _Conflict as conflict:
+                    if attempt == retries:
+                        raise ConflictError(
+                            f"transaction still conflicted after {retries + 1} attempts: "
+                            f"{conflict.cause}",
+                        ) from conflict.cause
+                    delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)
+                    time.sleep(random.uniform(0, delay))
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            self._cursors.forget(cursor)
+
+    def _run_once(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        self._enter()
+        try:
+            cursor.execute("BEGIN TRANSACTION")
+            try:
+                result = fn(cursor, *args, **kwargs)
+                # DuckDB answers COMMIT of an aborted transaction with silence (and rolls
+                # back); any statement raises there, so this probe turns silence into an error
+                cursor.execute("SELECT 1")
+                cursor.execute("COMMIT")
+            except BaseException as exc:
+                _rollback(cursor)
+                if _conflicted(exc):
+                    raise _Conflict(exc) from exc
+                if isinstance(exc, duckdb.TransactionException) and "aborted" in str(exc):
+                    raise TransactionAbortedError(
+                        "a statement failed inside the transaction, so DuckDB rolled it "
+                        "back; nothing was committed",
+                    ) from exc
+                if isinstance(exc, duckdb.Error):
+                    raise self._fail(exc, None) from exc
+                raise
+            return result
+        except duckdb.Error as exc:  # BEGIN itself failed
+            raise self._fail(exc, "BEGIN TRANSACTION") from exc
+        finally:
+            self._leave()
+
+
+class _Conflict(Exception):
+    """Internal: one attempt of a transaction hit a write-write conflict."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+def _conflicted(exc: BaseException) -> bool:
+    return is_conflict(exc) or isinstance(exc, ConflictError)
+
+
+def _rollback(cursor: duckdb.DuckDBPyConnection) -> None:
+    # no transaction may be open any more (DuckDB already rolled back): nothing to undo
+    with contextlib.suppress(duckdb.Error):
+        cursor.execute("ROLLBACK")
+
+
+def _check_sql(sql: object) -> None:
+    if not isinstance(sql, str):
+        raise TypeError(f"sql must be a str, not {type(sql).__name__}")
+
+
+def connect(
+    database: str | Path = ":memory:",
+    *,
+    read_only: bool = False,
+    config: dict[str, Any] | None = None,
+) -> Database:
+    """Open (or create) a DuckDB database for use from many threads.
+
+    ``database`` is a file path, or ``":memory:"`` (the default) for an in-memory
+    database. ``config`` is passed to DuckDB (e.g. ``{"threads": 4}``).
+    """
+    return Database(database, read_only=read_only, config=config)

@@ -1,0 +1,107 @@
+"""The guide's scenario — 50 writer and 5 reader threads on one database — on duckflock.
+
+Faithful to ``multiple-python-threads.md``: the same table, thread names, counts, seed and
+shuffle, and readers that print ``(thread_name, row_counter, current_timestamp)``. What the
+guide does by hand (a ``cursor()`` per thread, one autocommit INSERT each) is duckflock's
+job here: threads just call the Database.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .database import Database
+
+CREATE_TABLE = """
+    CREATE OR REPLACE TABLE my_inserts (
+        thread_name VARCHAR,
+        insert_time TIMESTAMP DEFAULT current_timestamp
+    )
+"""
+
+READ_COUNT = """
+    SELECT ? AS thread_name, count(*) AS row_counter, current_timestamp
+    FROM my_inserts
+"""
+
+
+@dataclass
+class DemoReport:
+    """What a demo run saw: every reader's line, the final table, and the timing."""
+
+    reads: list[tuple[str, int, datetime]] = field(default_factory=list)
+    rows: list[tuple[str, datetime]] = field(default_factory=list)
+    elapsed: float = 0.0
+
+
+def run_demo(
+    db: Database,
+    *,
+    writers: int = 50,
+    readers: int = 5,
+    seed: int = 6,
+    on_read: Callable[[tuple[str, int, datetime]], None] | None = None,
+) -> DemoReport:
+    """Run the scenario on ``db``: create the table, start the shuffled threads, collect."""
+    if writers < 0 or readers < 0:
+        raise ValueError("writers and readers must be >= 0")
+    report = DemoReport()
+    # guards report.reads: readers append from their own threads
+    reads_lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def write_from_thread() -> None:
+        db.execute(
+            "INSERT INTO my_inserts (thread_name) VALUES (?)",
+            [threading.current_thread().name],
+        )
+
+    def read_from_thread() -> None:
+        row: Any = db.execute(READ_COUNT, [threading.current_thread().name]).fetchone()
+        line = (row[0], row[1], row[2])
+        with reads_lock:
+            report.reads.append(line)
+        if on_read is not None:
+            on_read(line)
+
+    def guarded(target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as exc:  # reported after join, not lost in a thread
+                failures.append(exc)
+
+        return run
+
+    db.execute(CREATE_TABLE)
+    threads = [
+        threading.Thread(target=guarded(write_from_thread), name=f"write_thread_{i}")
+        for i in range(writers)
+    ] + [
+        threading.Thread(target=guarded(read_from_thread), name=f"read_thread_{j}")
+        for j in range(readers)
+    ]
+    random.seed(seed)
+    random.shuffle(threads)
+
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    report.elapsed = time.perf_counter() - started
+    if failures:
+        raise failures[0]
+    report.rows = [
+        (name, at)
+        for name, at in db.execute(
+            "SELECT thread_name, insert_time FROM my_inserts ORDER BY insert_time"
+        ).fetchall()
+    ]
+    return report

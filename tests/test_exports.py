@@ -1,0 +1,44 @@
+"""The public surface is exactly what __all__ says, and the error tree is one tree."""
+
+from __future__ import annotations
+
+import duckflock
+from duckflock import errors
+
+
+def test_public_names_are_pinned() -> None:
+    assert set(duckflock.__all__) == {
+        "BindError",
+        "CatalogError",
+        "ClosedError",
+        "ConflictError",
+        "ConstraintError",
+        "ConversionError",
+        "Database",
+        "DuckflockError",
+        "IngestError",
+        "IngestTimeoutError",
+        "ParserError",
+        "QueryError",
+        "QueueFullError",
+        "RowRejectedError",
+        "SchemaMismatchError",
+        "StorageError",
+        "TransactionAbortedError",
+        "TransactionError",
+        "UnknownTableError",
+        "WriterBrokenError",
+        "__version__",
+        "connect",
+    }
+    for name in duckflock.__all__:
+        assert hasattr(duckflock, name), name
+
+
+def test_every_error_descends_from_the_root_and_is_drawn_in_the_docstring() -> None:
+    doc = errors.__doc__ or ""
+    for name in errors.__all__:
+        obj = getattr(errors, name)
+        if isinstance(obj, type):
+            assert issubclass(obj, errors.DuckflockError), name
+            assert name in doc, f"{name} missing from the tree in errors.py's docstring"
