@@ -75,3 +75,19 @@ def test_help_explains_every_command() -> None:
     result = CliRunner().invoke(cli, ["demo", "--help"])
     assert "--writers" in result.output
     assert "--memory" in result.output
+
+
+def test_cli_reference_in_docs_is_generated_from_help() -> None:
+    from duckflock.cli import reference
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+    assert path.read_text() == reference(), "docs/cli.md is stale: run `make docs`"
+
+
+def test_bench_ingest_quick_prints_every_figure_and_ratio() -> None:
+    result = CliRunner().invoke(cli, ["bench", "ingest", "--quick"])
+    assert result.exit_code == 0, result.output
+    for key in ("(a)", "(b)", "(c)", "(d)", "(d2)", "(e)", "(f)"):
+        assert key in result.output
+    assert "b / a = " in result.output
+    assert "x a" in result.output

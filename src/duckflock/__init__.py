@@ -28,6 +28,8 @@ from .errors import (
     UnknownTableError,
     WriterBrokenError,
 )
+from .ingest import IngestStats
+from .receipts import Receipt
 
 __version__ = "0.1.0"
 
@@ -41,10 +43,12 @@ __all__ = [
     "Database",
     "DuckflockError",
     "IngestError",
+    "IngestStats",
     "IngestTimeoutError",
     "ParserError",
     "QueryError",
     "QueueFullError",
+    "Receipt",
     "RowRejectedError",
     "SchemaMismatchError",
     "StorageError",

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
+from .bench import Figure, Sizes, format_figure, run, summary
 from .database import connect
 from .demo import run_demo
 from .errors import DuckflockError
@@ -60,6 +61,60 @@ def demo(database: str, memory: bool, writers: int, readers: int, seed: int) -> 
         f"{len(report.rows)} rows from {writers} writers, {len(report.reads)} reads, "
         f"{report.elapsed * 1000:.1f} ms ({where})"
     )
+
+
+@cli.group()
+def bench() -> None:
+    """Benchmarks that print their figures and ratios (see BENCHMARKS.md)."""
+
+
+@bench.command("ingest")
+@click.option("--quick", is_flag=True, help="Small sizes: a smoke run of a few seconds.")
+def bench_ingest(quick: bool) -> None:
+    """Ingest throughput: the guide's pattern vs duckflock, SQLite for comparison.
+
+    (a) the guide: 50 threads, a cursor each, one autocommit INSERT per row;
+    (b) 50 threads each waiting for db.insert's acknowledgement; (c) 8 threads
+    streaming single rows with wait=False; (d) 8 threads inserting 10,000-row Arrow
+    chunks; (e) raw DuckDB's one-INSERT ceiling; (f) SQLite WAL. Ratios are to (a),
+    measured in the same run.
+    """
+    console = Console()
+    sizes = Sizes.quick() if quick else Sizes()
+
+    def show(figure: Figure, baseline: Figure | None) -> None:
+        console.print(format_figure(figure, baseline), highlight=False)
+
+    results = run(sizes, report=show)
+    for line in summary(results):
+        console.print(line, highlight=False)
+
+
+def reference() -> str:
+    """The CLI reference in Markdown, made from every command's ``--help``."""
+    lines = [
+        "# CLI",
+        "",
+        "Generated from `--help` by `make docs` (a test keeps it in step).",
+        "`python -m duckflock` is the same program.",
+    ]
+
+    def walk(command: click.Command, path: list[str], parent: click.Context | None) -> None:
+        ctx = click.Context(
+            command,
+            info_name=path[-1],
+            parent=parent,
+            terminal_width=88,
+            max_content_width=88,
+            **command.context_settings,
+        )
+        lines.extend(["", f"## `{' '.join(path)}`", "", "```", command.get_help(ctx), "```"])
+        if isinstance(command, click.Group):
+            for name in sorted(command.commands):
+                walk(command.commands[name], [*path, name], ctx)
+
+    walk(cli, ["duckflock"], None)
+    return "\n".join(lines) + "\n"
 
 
 def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]], title: str = "") -> Table:

@@ -18,10 +18,15 @@ from .cursors import CursorPool
 from .errors import (
     ClosedError,
     ConflictError,
+    IngestError,
     TransactionAbortedError,
     is_conflict,
     translate,
 )
+from .ingest import IngestStats, Writer
+from .receipts import Receipt
+from .rows import to_parts
+from .schema import SchemaCache
 
 T = TypeVar("T")
 
@@ -45,18 +50,27 @@ class Database:
         *,
         read_only: bool = False,
         config: dict[str, Any] | None = None,
+        max_queued_rows: int = 500_000,
+        max_batch_rows: int = 200_000,
     ) -> None:
+        if max_queued_rows < 1 or max_batch_rows < 1:
+            raise ValueError("max_queued_rows and max_batch_rows must be >= 1")
         self.path = os.fspath(database)
         self.read_only = read_only
+        self._max_queued_rows = max_queued_rows
+        self._max_batch_rows = max_batch_rows
         try:
             self._connection = duckdb.connect(self.path, read_only=read_only, config=config or {})
         except duckdb.Error as exc:
             raise translate(exc) from exc
         self._cursors = CursorPool(self._connection)
-        # guards _closed and _active: close() waits for running statements to drain
+        self._schemas = SchemaCache(self._cursors.for_thread)
+        # guards _closed, _active and _writer: close() waits for running statements to
+        # drain; the writer starts on the first insert
         self._state = threading.Condition()
         self._closed = False
         self._active = 0
+        self._writer: Writer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -74,6 +88,10 @@ class Database:
             if self._closed:
                 return
             self._closed = True
+            writer = self._writer
+        if writer is not None:
+            writer.close()  # commits everything accepted before close()
+        with self._state:
             drained = self._state.wait_for(lambda: self._active == 0, timeout=_CLOSE_GRACE)
         if not drained:
             self._connection.interrupt()
@@ -123,6 +141,8 @@ class Database:
         _check_sql(sql)
         self._enter()
         try:
+            if not _reads_only(sql):
+                self._schemas.invalidate()
             return self._cursors.for_thread().execute(sql, params)
         except duckdb.Error as exc:
             raise self._fail(exc, sql, params) from exc
@@ -135,6 +155,8 @@ class Database:
         rows = list(params)
         self._enter()
         try:
+            if not _reads_only(sql):
+                self._schemas.invalidate()
             return self._cursors.for_thread().executemany(sql, rows)
         except duckdb.Error as exc:
             raise self._fail(exc, sql, rows) from exc
@@ -163,6 +185,87 @@ class Database:
             return self._cursors.new()
         finally:
             self._leave()
+
+    # -- ingest ------------------------------------------------------------------------
+
+    def insert(
+        self,
+        table: str,
+        data: Any,
+        *,
+        columns: Sequence[str] | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> Receipt:
+        """Append rows to ``table`` through the group-commit writer.
+
+        ``data`` is one row (a dict, or a tuple in table or ``columns`` order), an
+        iterable of rows, a pandas or polars DataFrame, or a pyarrow Table/RecordBatch.
+        Columns left out take their DEFAULT. One call is all-or-nothing.
+
+        With ``wait=True`` (the default) this returns once the rows are committed
+        (durable); otherwise it returns at once and the :class:`Receipt` tells when. A
+        full queue blocks the caller, or raises :class:`QueueFullError` after
+        ``timeout`` seconds (which also bounds the wait for the commit).
+        """
+        if self._closed:
+            raise ClosedError(f"database {self.path!r} is closed")
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0, not {timeout}")
+        started = None if timeout is None else time.monotonic()
+        if type(data) is dict and columns is None and type(table) is str:
+            # the hot path, one dict row: two dict lookups when the keys were seen before
+            schema = self._schemas.get(table)
+            keys = tuple(data)
+            names = schema.checked.get(keys)
+            if names is None:
+                schema, names = self._schemas.resolve(table, keys)
+            receipt = Receipt(schema, columns=names, row=tuple(data.values()))
+        else:
+            schema, parts, nrows = to_parts(self._schemas, table, data, columns)
+            if nrows == 0:
+                return Receipt.empty()
+            receipt = Receipt(schema, parts=parts, nrows=nrows)
+        writer = self._writer or self._ingest()
+        writer.submit(receipt, timeout, wait=wait)
+        if wait:
+            if started is not None and timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - started))
+            receipt.wait(timeout)
+        return receipt
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every insert accepted so far is committed (or has failed)."""
+        writer = self._writer
+        if writer is not None:
+            writer.flush(timeout)
+        elif self._closed:
+            raise ClosedError(f"database {self.path!r} is closed")
+
+    def stats(self) -> IngestStats:
+        """Rows and batches committed, rows queued, batch size and commit percentiles."""
+        writer = self._writer
+        if writer is None:
+            return IngestStats(0, 0, 0, 0, 0, self._max_queued_rows, {}, {})
+        return writer.stats()
+
+    def _ingest(self) -> Writer:
+        writer = self._writer
+        if writer is not None:
+            return writer
+        with self._state:
+            if self._closed:
+                raise ClosedError(f"database {self.path!r} is closed")
+            if self.read_only:
+                raise IngestError(f"database {self.path!r} is open read-only")
+            if self._writer is None:
+                self._writer = Writer(
+                    self._cursors.new,
+                    max_queued_rows=self._max_queued_rows,
+                    max_batch_rows=self._max_batch_rows,
+                    on_schema_change=self._schemas.invalidate,
+                )
+            return self._writer
 
     @property
     def open_cursors(self) -> int:
@@ -228,6 +331,7 @@ class Database:
                 # back); any statement raises there, so this probe turns silence into an error
                 cursor.execute("SELECT 1")
                 cursor.execute("COMMIT")
+                self._schemas.invalidate()  # fn may have changed tables
             except BaseException as exc:
                 _rollback(cursor)
                 if _conflicted(exc):
@@ -265,6 +369,12 @@ def _rollback(cursor: duckdb.DuckDBPyConnection) -> None:
         cursor.execute("ROLLBACK")
 
 
+def _reads_only(sql: str) -> bool:
+    """True when ``sql`` cannot change the catalog (so cached table schemas stay valid)."""
+    head = sql.lstrip()[:8].upper()
+    return head.startswith(("SELECT", "WITH", "FROM", "SHOW", "DESCRIBE", "EXPLAIN"))
+
+
 def _check_sql(sql: object) -> None:
     if not isinstance(sql, str):
         raise TypeError(f"sql must be a str, not {type(sql).__name__}")
@@ -275,10 +385,21 @@ def connect(
     *,
     read_only: bool = False,
     config: dict[str, Any] | None = None,
+    max_queued_rows: int = 500_000,
+    max_batch_rows: int = 200_000,
 ) -> Database:
     """Open (or create) a DuckDB database for use from many threads.
 
     ``database`` is a file path, or ``":memory:"`` (the default) for an in-memory
     database. ``config`` is passed to DuckDB (e.g. ``{"threads": 4}``).
+
+    Ingest tuning: at most ``max_queued_rows`` accepted-but-uncommitted rows are held
+    (producers block beyond that); one commit takes at most ``max_batch_rows`` rows.
     """
-    return Database(database, read_only=read_only, config=config)
+    return Database(
+        database,
+        read_only=read_only,
+        config=config,
+        max_queued_rows=max_queued_rows,
+        max_batch_rows=max_batch_rows,
+    )

@@ -3,7 +3,8 @@
 Faithful to ``multiple-python-threads.md``: the same table, thread names, counts, seed and
 shuffle, and readers that print ``(thread_name, row_counter, current_timestamp)``. What the
 guide does by hand (a ``cursor()`` per thread, one autocommit INSERT each) is duckflock's
-job here: threads just call the Database.
+job here: readers just call ``db.execute`` and writers ``db.insert``, which the writer
+thread group-commits.
 """
 
 from __future__ import annotations
@@ -57,10 +58,8 @@ def run_demo(
     failures: list[BaseException] = []
 
     def write_from_thread() -> None:
-        db.execute(
-            "INSERT INTO my_inserts (thread_name) VALUES (?)",
-            [threading.current_thread().name],
-        )
+        # group-committed with the other writers; returns once durable
+        db.insert("my_inserts", {"thread_name": threading.current_thread().name})
 
     def read_from_thread() -> None:
         row: Any = db.execute(READ_COUNT, [threading.current_thread().name]).fetchone()

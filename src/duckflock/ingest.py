@@ -1,0 +1,375 @@
+"""The write path: a bounded inbox, one writer thread, group commit.
+
+Producers put their receipt into an inbox (``queue.SimpleQueue``: a C-level put, no
+Python lock, so producer threads never queue up behind one another) and, when they wait,
+park on the receipt's own lock. The writer thread takes everything the inbox holds (up
+to ``max_batch_rows``), appends it with one statement per table and column list (see
+:mod:`duckflock.appends`), commits, and then wakes every caller of the batch at once.
+
+One writer thread, on purpose: for small batches what limits throughput here is the GIL,
+not the commit. Each DuckDB call releases it and winning it back from fifty busy producer
+threads costs about 0.5 ms, so one autocommitted statement per batch on one writer beat
+two to four overlapping writer connections (BENCHMARKS.md). With one writer, commits
+happen in inbox order by construction: what one thread submits is committed in order.
+
+Memory is bounded: single rows are admitted while the rows queued (in the inbox plus
+held by the writer) are under ``max_queued_rows``; larger calls, and every call once the
+bound is reached, go through a locked path that blocks until there is room (or raises
+:class:`QueueFullError` after the caller's timeout). Concurrent single-row producers may
+overshoot the bound by at most one row each.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+
+from .appends import StorageFailure, commit_batch
+from .errors import (
+    ClosedError,
+    DuckflockError,
+    IngestTimeoutError,
+    QueueFullError,
+    StorageError,
+    WriterBrokenError,
+)
+from .receipts import Receipt
+
+# A batch nobody waits for (only wait=False calls) may gather for this long, until it
+# reaches LINGER_ROWS, before it is committed: small commits while producers stream
+# cost each of them a GIL round trip (measured: 150k rows/s without, 380k with).
+LINGER_SECONDS = 0.01
+LINGER_ROWS = 20_000
+_SAMPLES = 4096  # batch sizes and commit latencies kept for percentiles
+_CLOSE = None  # the inbox sentinel
+
+
+@dataclass(frozen=True)
+class IngestStats:
+    """A snapshot of the write path (see ``Database.stats``)."""
+
+    rows_committed: int
+    batches_committed: int
+    calls_rejected: int
+    rows_queued: int
+    rows_queued_peak: int
+    max_queued_rows: int
+    batch_rows: dict[str, float]
+    commit_ms: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _percentiles(samples: Sequence[float]) -> dict[str, float]:
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+    last = len(ordered) - 1
+    return {
+        "p50": ordered[last // 2],
+        "p90": ordered[(last * 9) // 10],
+        "p99": ordered[(last * 99) // 100],
+        "max": ordered[last],
+    }
+
+
+class Writer:
+    """The write path of one Database: the inbox and the writer thread."""
+
+    def __init__(
+        self,
+        new_cursor: Callable[[], duckdb.DuckDBPyConnection],
+        *,
+        max_queued_rows: int = 500_000,
+        max_batch_rows: int = 200_000,
+        on_commit: Callable[[list[Receipt]], None] | None = None,
+        on_schema_change: Callable[[], None] | None = None,
+    ) -> None:
+        if max_queued_rows < 1 or max_batch_rows < 1:
+            raise ValueError("max_queued_rows and max_batch_rows must be >= 1")
+        self.max_queued_rows = max_queued_rows
+        self.max_batch_rows = max_batch_rows
+        # stop gathering well before producers would block on a full queue
+        self._linger_rows = min(LINGER_ROWS, max(1, max_queued_rows // 2))
+        self._on_commit = on_commit
+        self._on_schema_change = on_schema_change
+        self._inbox: queue.SimpleQueue[Receipt | None] = queue.SimpleQueue()
+        # guards _big_rows, _closing, _exited, _broken, every receipt's finish() against
+        # a late wait(), and _held_rows decreases (with _has_room, which wakes producers
+        # waiting for room)
+        self._lock = threading.Lock()
+        self._has_room = threading.Condition(self._lock)
+        self._big_rows = 0  # rows of multi-row calls still in the inbox
+        self._held_rows = 0  # rows the writer took from the inbox and has not finished
+        self._peak = 0
+        self._closing = False
+        self._exited = False
+        self._broken: BaseException | None = None
+        self._current: list[Receipt] = []  # the batch being committed
+        self._current_markers: list[Receipt] = []  # flush markers riding on it
+        # guards the counters and samples below; written by the writer thread only
+        self._stats_lock = threading.Lock()
+        self._rows_committed = 0
+        self._batches_committed = 0
+        self._calls_rejected = 0
+        self._batch_rows: deque[float] = deque(maxlen=_SAMPLES)
+        self._commit_ms: deque[float] = deque(maxlen=_SAMPLES)
+        self._thread = threading.Thread(
+            target=self._run, args=(new_cursor(),), name="duckflock-writer", daemon=True
+        )
+        self._thread.start()
+
+    # -- producers ---------------------------------------------------------------------
+
+    def submit(self, receipt: Receipt, timeout: float | None, *, wait: bool) -> Receipt:
+        """Queue one call. A full queue blocks (QueueFullError after ``timeout``)."""
+        if self._closing or self._broken is not None:
+            self._refuse()
+        if (
+            receipt._nrows > 1
+            or self._inbox.qsize() + self._big_rows + self._held_rows >= self.max_queued_rows
+        ):
+            self._admit(receipt, timeout)
+        receipt._guard = self._lock
+        if wait:
+            receipt.park()  # before the put, so the writer cannot finish it unseen
+        self._inbox.put(receipt)
+        if self._closing or self._broken is not None:
+            self._reclaim()  # the writer may have gone: fail what it will never take
+        return receipt
+
+    def _queued(self) -> int:
+        return self._inbox.qsize() + self._big_rows + self._held_rows
+
+    def _admit(self, receipt: Receipt, timeout: float | None) -> None:
+        """The locked path: wait for room, and count a multi-row call's rows."""
+        nrows = receipt._nrows
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while (queued := self._queued()) + nrows > self.max_queued_rows and queued > 0:
+                if self._closing or self._broken is not None:
+                    self._refuse()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise QueueFullError(
+                        f"ingest queue full ({queued:,} of {self.max_queued_rows:,} rows) for "
+                        f"{timeout} s; {nrows:,} rows for {receipt.table!r} not accepted"
+                    )
+                self._has_room.wait(remaining)
+            if nrows > 1:
+                self._big_rows += nrows
+
+    def _refuse(self) -> None:
+        if self._broken is not None:
+            raise WriterBrokenError(f"the writer died: {self._broken!r}") from self._broken
+        raise ClosedError("the database is closing; no more inserts are accepted")
+
+    def _reclaim(self) -> None:
+        with self._lock:
+            if self._exited:
+                self._fail_leftovers()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every call accepted so far is committed (or failed)."""
+        marker = Receipt(None, nrows=0)
+        marker._guard = self._lock
+        marker.park()
+        self._inbox.put(marker)  # finished only after everything queued before it
+        if self._closing or self._broken is not None:
+            self._reclaim()
+        try:
+            marker.wait(timeout)
+        except IngestTimeoutError:
+            raise IngestTimeoutError(f"flush did not finish within {timeout} s") from None
+        if self._broken is not None:
+            raise WriterBrokenError(f"the writer died: {self._broken!r}") from self._broken
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        """Commit everything accepted, then stop the writer thread."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            self._has_room.notify_all()  # producers waiting for room get ClosedError
+        self._inbox.put(_CLOSE)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._broken is None and self._thread.is_alive()
+
+    def stats(self) -> IngestStats:
+        queued = self._queued()
+        with self._stats_lock:
+            return IngestStats(
+                rows_committed=self._rows_committed,
+                batches_committed=self._batches_committed,
+                calls_rejected=self._calls_rejected,
+                rows_queued=queued,
+                rows_queued_peak=max(self._peak, queued),
+                max_queued_rows=self.max_queued_rows,
+                batch_rows=_percentiles(self._batch_rows),
+                commit_ms=_percentiles(self._commit_ms),
+            )
+
+    # -- the writer thread -------------------------------------------------------------
+
+    def _run(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        try:
+            while True:
+                receipts, markers, stop = self._gather()
+                if receipts:
+                    self._commit(cursor, receipts)
+                self._finish(receipts, markers)
+                if stop:
+                    break
+            with self._lock:
+                self._exited = True
+                self._fail_leftovers()
+        except BaseException as exc:  # a bug or a dead connection: fail everyone waiting
+            self._break(exc)
+
+    def _gather(self) -> tuple[list[Receipt], list[Receipt], bool]:
+        """The next batch: block for one call, then take what the inbox holds.
+
+        Returns the calls, the flush markers among them, and whether close() was seen.
+        """
+        inbox = self._inbox
+        receipts: list[Receipt] = self._current
+        markers: list[Receipt] = self._current_markers
+        rows = 0
+        urgent = False
+        deadline = 0.0
+        yielded = False
+        item = inbox.get()
+        while True:
+            if item is _CLOSE:
+                return receipts, markers, True
+            if item._schema is None:
+                markers.append(item)
+                urgent = True
+            else:
+                receipts.append(item)
+                n = item._nrows
+                rows += n
+                self._held_rows += n
+                if n > 1:
+                    with self._lock:
+                        self._big_rows -= n
+                if item._waiter is not None:
+                    urgent = True
+                if rows >= self.max_batch_rows:
+                    break
+            try:
+                item = inbox.get_nowait()
+            except queue.Empty:
+                if not yielded:
+                    # let producers that are runnable right now (woken by the last commit)
+                    # hand in their calls before this batch is sealed: one GIL yield
+                    yielded = True
+                    time.sleep(0)
+                    try:
+                        item = inbox.get_nowait()
+                        continue
+                    except queue.Empty:
+                        pass
+                if urgent or rows >= self._linger_rows or self._closing:
+                    break
+                if not deadline:
+                    deadline = time.monotonic() + LINGER_SECONDS
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = inbox.get(timeout=remaining)
+                except queue.Empty:
+                    break
+        queued = self._queued()
+        if queued > self._peak:
+            self._peak = queued
+        return receipts, markers, False
+
+    def _commit(self, cursor: duckdb.DuckDBPyConnection, receipts: list[Receipt]) -> None:
+        started = time.perf_counter()
+        try:
+            commit_batch(cursor, receipts, self._on_schema_change)
+        except StorageFailure as exc:
+            for receipt in receipts:
+                if receipt._error is None and not receipt._committed:
+                    error = StorageError(f"commit into {receipt.table!r} failed: {exc}")
+                    error.__cause__ = exc.__cause__
+                    receipt._error = error
+        committed = 0
+        rejected = 0
+        for receipt in receipts:
+            if receipt._committed:
+                committed += receipt._nrows
+            else:
+                rejected += 1
+        with self._stats_lock:
+            self._rows_committed += committed
+            self._calls_rejected += rejected
+            if committed:
+                self._batches_committed += 1
+            self._batch_rows.append(sum(r._nrows for r in receipts))
+            self._commit_ms.append((time.perf_counter() - started) * 1000)
+
+    def _finish(self, receipts: list[Receipt], markers: list[Receipt]) -> None:
+        rows = sum(r._nrows for r in receipts)
+        with self._lock:
+            for receipt in receipts:
+                receipt.finish()
+            for marker in markers:
+                marker.finish()
+            self._held_rows -= rows
+            self._has_room.notify_all()
+        self._current = []
+        self._current_markers = []
+        if self._on_commit is not None and receipts:
+            self._on_commit(receipts)  # must not raise: a listener's bug is not the writer's
+
+    def _fail_leftovers(self) -> None:
+        """Fail every call still in the inbox; the caller holds the lock."""
+        error: DuckflockError
+        if self._broken is not None:
+            error = WriterBrokenError(f"the writer died: {self._broken!r}")
+            error.__cause__ = self._broken
+        else:
+            error = ClosedError("the database closed before this insert was taken")
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item is _CLOSE:
+                continue
+            if item._schema is not None:
+                item._error = error
+            item.finish()
+
+    def _break(self, exc: BaseException) -> None:
+        """The writer thread died: fail every waiting call, refuse new ones."""
+        with self._lock:
+            self._broken = exc
+            self._exited = True
+            for receipt in self._current:
+                if receipt._error is None and not receipt._committed:
+                    error = WriterBrokenError(f"the writer died before committing: {exc!r}")
+                    error.__cause__ = exc
+                    receipt._error = error
+                receipt.finish()
+            for marker in self._current_markers:
+                marker.finish()
+            self._current = []
+            self._current_markers = []
+            self._fail_leftovers()
+            self._has_room.notify_all()
