@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import duckflock
 from duckflock.cli import cli
-from duckflock.demo import run_demo
+from duckflock.demo import run_demo, run_live_demo
 
 
 def test_scenario_invariants(db: duckflock.Database) -> None:
@@ -91,3 +91,25 @@ def test_bench_ingest_quick_prints_every_figure_and_ratio() -> None:
         assert key in result.output
     assert "b / a = " in result.output
     assert "x a" in result.output
+
+
+def test_live_demo_versions_grow_to_the_final_count(db: duckflock.Database) -> None:
+    report = run_live_demo(db, writers=30)
+    versions = [r.version for r in report.versions]
+    assert versions == sorted(set(versions))
+    totals = [sum(n for _, n in r.rows()) for r in report.versions]
+    assert all(0 <= t <= 30 for t in totals)
+    assert totals == sorted(totals)  # each version reflects at least what the last did
+    final = report.versions[-1].rows()
+    assert sorted(name for name, _ in final) == sorted(f"write_thread_{i}" for i in range(30))
+    assert all(count == 1 for _, count in final)
+    assert len(report.rows) == 30
+
+
+def test_demo_live_command_prints_versions() -> None:
+    result = CliRunner().invoke(cli, ["demo", "--memory", "--live", "--writers", "15"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("rows_per_thread v")]
+    assert lines
+    assert lines[-1].endswith("15 rows from 15 threads")
+    assert "live versions" in result.output

@@ -8,6 +8,7 @@ from duckflock import errors
 
 def test_public_names_are_pinned() -> None:
     assert set(duckflock.__all__) == {
+        "AnalysisError",
         "BindError",
         "CatalogError",
         "ClosedError",
@@ -23,11 +24,15 @@ def test_public_names_are_pinned() -> None:
         "QueryError",
         "QueueFullError",
         "Receipt",
+        "Result",
+        "ResultTimeoutError",
         "RowRejectedError",
         "SchemaMismatchError",
         "StorageError",
+        "Subscription",
         "TransactionAbortedError",
         "TransactionError",
+        "UnknownAnalysisError",
         "UnknownTableError",
         "WriterBrokenError",
         "__version__",

@@ -26,7 +26,6 @@ from duckflock import (
     UnknownTableError,
     WriterBrokenError,
     appends,
-    ingest,
 )
 
 EVENTS = """CREATE TABLE events (
@@ -74,14 +73,14 @@ class WriterGate:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.open = threading.Event()
         self.reached = threading.Event()
-        real = ingest.commit_batch
+        real = appends.Committer.commit_batch
 
-        def gated(*args: Any, **kwargs: Any) -> None:
+        def gated(committer: appends.Committer, receipts: Any) -> None:
             self.reached.set()
             assert self.open.wait(30), "test never opened the gate"
-            real(*args, **kwargs)
+            real(committer, receipts)
 
-        monkeypatch.setattr(ingest, "commit_batch", gated)
+        monkeypatch.setattr(appends.Committer, "commit_batch", gated)
 
 
 @pytest.fixture
@@ -483,10 +482,10 @@ def test_writer_death_fails_every_waiter(monkeypatch: pytest.MonkeyPatch) -> Non
     blocked.wait()
     assert gate.reached.wait(30)
 
-    def explode(*args: Any, **kwargs: Any) -> None:
+    def explode(committer: appends.Committer, receipts: Any) -> None:
         raise RuntimeError("injected writer bug")
 
-    monkeypatch.setattr(ingest, "commit_batch", explode)
+    monkeypatch.setattr(appends.Committer, "commit_batch", explode)
     gate.open.set()  # the gated call proceeds into the real commit...
     for thread in threads:
         thread.join(30)

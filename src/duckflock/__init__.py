@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .database import Database, connect
 from .errors import (
+    AnalysisError,
     BindError,
     CatalogError,
     ClosedError,
@@ -20,20 +21,24 @@ from .errors import (
     ParserError,
     QueryError,
     QueueFullError,
+    ResultTimeoutError,
     RowRejectedError,
     SchemaMismatchError,
     StorageError,
     TransactionAbortedError,
     TransactionError,
+    UnknownAnalysisError,
     UnknownTableError,
     WriterBrokenError,
 )
 from .ingest import IngestStats
 from .receipts import Receipt
+from .results import Result, Subscription
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnalysisError",
     "BindError",
     "CatalogError",
     "ClosedError",
@@ -49,11 +54,15 @@ __all__ = [
     "QueryError",
     "QueueFullError",
     "Receipt",
+    "Result",
+    "ResultTimeoutError",
     "RowRejectedError",
     "SchemaMismatchError",
     "StorageError",
+    "Subscription",
     "TransactionAbortedError",
     "TransactionError",
+    "UnknownAnalysisError",
     "UnknownTableError",
     "WriterBrokenError",
     "__version__",

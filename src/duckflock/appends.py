@@ -53,7 +53,7 @@ class StorageFailure(Exception):
 class Group:
     """Rows for one statement: one table, one column list, Python rows or Arrow."""
 
-    __slots__ = ("arrows", "columns", "rows", "schema")
+    __slots__ = ("arrows", "capture", "columns", "rows", "schema")
 
     def __init__(
         self,
@@ -66,6 +66,7 @@ class Group:
         self.columns = columns
         self.rows = rows
         self.arrows = arrows
+        self.capture = False  # hand the stored rows (RETURNING *) to incremental analyses
 
     def takes(self, part: Part) -> bool:
         if part.columns != self.columns:
@@ -84,12 +85,13 @@ class Group:
             self.arrows.append(part.arrow)
 
 
-def plan(receipts: Sequence[Receipt]) -> list[Group]:
+def plan(receipts: Sequence[Receipt], capture: frozenset[str] = frozenset()) -> list[Group]:
     """Group the calls' rows into statements, keeping each table's rows in order.
 
     Rows join the latest group of their table when the column list and kind match;
     otherwise they open a new group, so rows of one table are never reordered. Single
-    rows (the hot path) are appended without any object per row.
+    rows (the hot path) are appended without any object per row. Groups of tables in
+    ``capture`` will return the rows as stored.
     """
     groups: list[Group] = []
     latest: dict[str, Group] = {}
@@ -116,6 +118,9 @@ def plan(receipts: Sequence[Receipt]) -> list[Group]:
                     group = Group(schema, part.columns, arrows=[part.arrow])
                 latest[key] = group
                 groups.append(group)
+    if capture:
+        for group in groups:
+            group.capture = group.schema.key in capture
     return groups
 
 
@@ -123,13 +128,21 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def append(cursor: duckdb.DuckDBPyConnection, group: Group) -> None:
-    """Run the one statement that appends ``group``'s rows."""
+def append(cursor: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:
+    """Run the one statement that appends ``group``'s rows.
+
+    Returns the rows as DuckDB stored them (defaults filled, values cast) when the group
+    is captured, else None.
+    """
     table = group.schema.sql_name
+    returning = " RETURNING *" if group.capture else ""
     if not group.columns:  # rows given as {}: every column takes its DEFAULT
-        for _ in range(len(group.rows or ())):
-            cursor.execute(f"INSERT INTO {table} DEFAULT VALUES")
-        return
+        stored = [
+            _stored(cursor.execute(f"INSERT INTO {table} DEFAULT VALUES{returning}"), group)
+            for _ in range(len(group.rows or ()))
+        ]
+        kept = [t for t in stored if t is not None]
+        return pa.concat_tables(kept) if kept else None
     columns = ", ".join(_quote(c) for c in group.columns)
     if group.rows is not None:
         rows = group.rows
@@ -137,8 +150,8 @@ def append(cursor: duckdb.DuckDBPyConnection, group: Group) -> None:
         if len(rows) * width <= VALUES_MAX_PARAMS:
             one = "(" + ", ".join("?" * width) + ")"
             sql = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([one] * len(rows))
-            cursor.execute(sql, [value for row in rows for value in row])
-            return
+            result = cursor.execute(sql + returning, [value for row in rows for value in row])
+            return _stored(result, group)
         # column lists by index: zip(*rows) is 30x slower at 100k rows
         arrays = [pa.array([row[i] for row in rows]) for i in range(width)]
         data = pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(width)])
@@ -147,9 +160,16 @@ def append(cursor: duckdb.DuckDBPyConnection, group: Group) -> None:
         data = group.arrows[0] if len(group.arrows) == 1 else pa.concat_tables(group.arrows)
     cursor.register(BATCH_VIEW, data)
     try:
-        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM {BATCH_VIEW}")
+        result = cursor.execute(
+            f"INSERT INTO {table} ({columns}) SELECT * FROM {BATCH_VIEW}{returning}"
+        )
+        return _stored(result, group)
     finally:
         cursor.unregister(BATCH_VIEW)
+
+
+def _stored(result: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:
+    return result.to_arrow_table() if group.capture else None
 
 
 def _rollback(cursor: duckdb.DuckDBPyConnection) -> None:
@@ -163,6 +183,7 @@ def attempt(
     groups: Sequence[Group],
     *,
     commit: bool,
+    stored: list[tuple[str, pa.Table]] | None = None,
 ) -> BaseException | None:
     """Append ``groups`` atomically; commit or roll back. Returns the rows' fault, if any.
 
@@ -170,16 +191,24 @@ def attempt(
     round trips that each give up the GIL, and winning it back from busy producer threads
     is what small batches wait for. Raises :class:`StorageFailure` for anything that is
     not the rows' fault. Never sends COMMIT after a failed statement (DuckDB would answer
-    it quietly and roll back).
+    it quietly and roll back). Rows of captured groups are added to ``stored`` once
+    committed.
     """
+    kept: list[tuple[str, pa.Table]] = []
     try:
         if commit and len(groups) == 1:
-            append(cursor, groups[0])
-            return None
-        cursor.execute("BEGIN TRANSACTION")
-        for group in groups:
-            append(cursor, group)
-        cursor.execute("COMMIT" if commit else "ROLLBACK")
+            table = append(cursor, groups[0])
+            if table is not None:
+                kept.append((groups[0].schema.key, table))
+        else:
+            cursor.execute("BEGIN TRANSACTION")
+            for group in groups:
+                table = append(cursor, group)
+                if table is not None:
+                    kept.append((group.schema.key, table))
+            cursor.execute("COMMIT" if commit else "ROLLBACK")
+        if commit and stored is not None:
+            stored.extend(kept)
         return None
     except ROW_FAULTS as exc:
         _rollback(cursor)
@@ -189,43 +218,52 @@ def attempt(
         raise StorageFailure(str(exc)) from exc
 
 
-def commit_batch(
-    cursor: duckdb.DuckDBPyConnection,
-    receipts: list[Receipt],
-    on_schema_change: Callable[[], None] | None = None,
-) -> None:
-    """Commit ``receipts``; mark each committed, or give it its own error.
+class Committer:
+    """Commits batches on one cursor; what it stores for captured tables it collects."""
 
-    Raises :class:`StorageFailure` when the storage fails; calls committed before that
-    stay marked committed.
-    """
-    failure = attempt(cursor, plan(receipts), commit=True)
-    if failure is None:
-        for receipt in receipts:
-            receipt._committed = True
-    elif len(receipts) == 1:
-        receipts[0]._error = _rejection(cursor, receipts[0], failure, on_schema_change)
-    else:
-        _isolate(cursor, receipts, on_schema_change)
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        on_schema_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.cursor = cursor
+        self.on_schema_change = on_schema_change
+        self.capture: frozenset[str] = frozenset()
+        self.stored: list[tuple[str, pa.Table]] = []
 
+    def commit_batch(self, receipts: list[Receipt]) -> None:
+        """Commit ``receipts``; mark each committed, or give it its own error.
 
-def _isolate(
-    cursor: duckdb.DuckDBPyConnection,
-    receipts: list[Receipt],
-    on_schema_change: Callable[[], None] | None,
-) -> None:
-    """Bisect calls whose joint commit failed: commit the halves that go in cleanly, and
-    give each call that fails alone its own error. At most 2n-1 attempts for n calls."""
-    middle = len(receipts) // 2
-    for half in (receipts[:middle], receipts[middle:]):
-        fault = attempt(cursor, plan(half), commit=True)
-        if fault is None:
-            for receipt in half:
+        Raises :class:`StorageFailure` when the storage fails; calls committed before
+        that stay marked committed.
+        """
+        failure = attempt(
+            self.cursor, plan(receipts, self.capture), commit=True, stored=self.stored
+        )
+        if failure is None:
+            for receipt in receipts:
                 receipt._committed = True
-        elif len(half) == 1:
-            half[0]._error = _rejection(cursor, half[0], fault, on_schema_change)
+        elif len(receipts) == 1:
+            receipts[0]._error = self._rejection(receipts[0], failure)
         else:
-            _isolate(cursor, half, on_schema_change)
+            self._isolate(receipts)
+
+    def _isolate(self, receipts: list[Receipt]) -> None:
+        """Bisect calls whose joint commit failed: commit the halves that go in cleanly,
+        and give each call that fails alone its own error. At most 2n-1 attempts."""
+        middle = len(receipts) // 2
+        for half in (receipts[:middle], receipts[middle:]):
+            fault = attempt(self.cursor, plan(half, self.capture), commit=True, stored=self.stored)
+            if fault is None:
+                for receipt in half:
+                    receipt._committed = True
+            elif len(half) == 1:
+                half[0]._error = self._rejection(half[0], fault)
+            else:
+                self._isolate(half)
+
+    def _rejection(self, receipt: Receipt, failure: BaseException) -> RowRejectedError:
+        return _rejection(self.cursor, receipt, failure, self.on_schema_change)
 
 
 def _rejection(

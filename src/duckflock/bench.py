@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from .database import connect
+from .database import Database, connect
 
 TABLE = """CREATE OR REPLACE TABLE my_inserts (
     thread_name VARCHAR, insert_time TIMESTAMP DEFAULT current_timestamp)"""
@@ -158,11 +158,22 @@ def closed_loop(workdir: Path, threads: int, per_thread: int) -> Figure:
     )
 
 
-def streaming(workdir: Path, threads: int, per_thread: int) -> Figure:
-    """(c) 8 threads inserting single rows with ``wait=False``, then ``flush()``."""
-    path = workdir / "c.duckdb"
+def streaming(
+    workdir: Path,
+    threads: int,
+    per_thread: int,
+    setup: Callable[[Database], Any] | None = None,
+) -> Figure:
+    """(c) 8 threads inserting single rows with ``wait=False``, then ``flush()``.
+
+    ``setup`` runs on the fresh database before the clock starts (e.g. to define
+    analyses that then refresh while the rows stream in).
+    """
+    path = workdir / f"c{'_setup' if setup else ''}.duckdb"
     with connect(path) as db:
         db.execute(TABLE)
+        if setup is not None:
+            setup(db)
 
         def write(i: int) -> None:
             row = {"thread_name": threading.current_thread().name}

@@ -12,8 +12,9 @@ from rich.table import Table
 from . import __version__
 from .bench import Figure, Sizes, format_figure, run, summary
 from .database import connect
-from .demo import run_demo
+from .demo import run_demo, run_live_demo
 from .errors import DuckflockError
+from .results import Result
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,28 +39,48 @@ def cli() -> None:
 @click.option("--writers", default=50, show_default=True, type=click.IntRange(min=0))
 @click.option("--readers", default=5, show_default=True, type=click.IntRange(min=0))
 @click.option("--seed", default=6, show_default=True, help="Seed for shuffling the threads.")
-def demo(database: str, memory: bool, writers: int, readers: int, seed: int) -> None:
+@click.option(
+    "--live",
+    is_flag=True,
+    help="Replace the readers by a live analysis (rows per thread, refreshed on change) "
+    "and print each version as it arrives.",
+)
+def demo(database: str, memory: bool, writers: int, readers: int, seed: int, live: bool) -> None:
     """Replay DuckDB's "multiple Python threads" guide on duckflock.
 
     WRITERS threads each insert their name; READERS threads each print
     (thread_name, row_counter, current_timestamp). The threads start in a shuffled
-    order, then the whole table is shown ordered by insert_time.
+    order, then the whole table is shown ordered by insert_time. With --live the
+    readers give way to an analysis that refreshes itself as rows commit.
     """
     console = Console()
     target = ":memory:" if memory else database
     with connect(target) as db:
-        report = run_demo(
-            db,
-            writers=writers,
-            readers=readers,
-            seed=seed,
-            on_read=lambda line: click.echo(repr([line])),
-        )
+        if live:
+            report = run_live_demo(db, writers=writers, seed=seed, on_version=_print_version)
+        else:
+            report = run_demo(
+                db,
+                writers=writers,
+                readers=readers,
+                seed=seed,
+                on_read=lambda line: click.echo(repr([line])),
+            )
     console.print(_table(["thread_name", "insert_time"], report.rows, title="my_inserts"))
     where = "in memory" if memory else database
+    seen = f"{len(report.versions)} live versions" if live else f"{len(report.reads)} reads"
     console.print(
-        f"{len(report.rows)} rows from {writers} writers, {len(report.reads)} reads, "
+        f"{len(report.rows)} rows from {writers} writers, {seen}, "
         f"{report.elapsed * 1000:.1f} ms ({where})"
+    )
+
+
+def _print_version(result: Result) -> None:
+    rows = result.rows()
+    total = sum(int(count) for _, count in rows)
+    click.echo(
+        f"rows_per_thread v{result.version} ({result.mode}, {result.duration * 1000:.1f} ms): "
+        f"{total} rows from {len(rows)} threads"
     )
 
 

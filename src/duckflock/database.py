@@ -7,13 +7,14 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import duckdb
 
+from .analyses import Scheduler
 from .cursors import CursorPool
 from .errors import (
     ClosedError,
@@ -25,6 +26,7 @@ from .errors import (
 )
 from .ingest import IngestStats, Writer
 from .receipts import Receipt
+from .results import Result, Subscription
 from .rows import to_parts
 from .schema import SchemaCache
 
@@ -52,25 +54,34 @@ class Database:
         config: dict[str, Any] | None = None,
         max_queued_rows: int = 500_000,
         max_batch_rows: int = 200_000,
+        max_concurrent_analyses: int = 1,
     ) -> None:
+        if max_concurrent_analyses < 1:
+            raise ValueError("max_concurrent_analyses must be >= 1")
         if max_queued_rows < 1 or max_batch_rows < 1:
             raise ValueError("max_queued_rows and max_batch_rows must be >= 1")
         self.path = os.fspath(database)
         self.read_only = read_only
         self._max_queued_rows = max_queued_rows
         self._max_batch_rows = max_batch_rows
+        self._max_concurrent_analyses = max_concurrent_analyses
         try:
             self._connection = duckdb.connect(self.path, read_only=read_only, config=config or {})
         except duckdb.Error as exc:
             raise translate(exc) from exc
         self._cursors = CursorPool(self._connection)
         self._schemas = SchemaCache(self._cursors.for_thread)
-        # guards _closed, _active and _writer: close() waits for running statements to
-        # drain; the writer starts on the first insert
+        # guards _closed, _active, _writer and _scheduler: close() waits for running
+        # statements to drain; the writer starts on the first insert, the scheduler on
+        # the first analysis
         self._state = threading.Condition()
         self._closed = False
         self._active = 0
         self._writer: Writer | None = None
+        self._scheduler: Scheduler | None = None
+        # held by the writer around each commit and its notice; exists before the writer
+        # so that an analysis pinning a snapshot never races the writer's creation
+        self._commit_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -89,8 +100,11 @@ class Database:
                 return
             self._closed = True
             writer = self._writer
+            scheduler = self._scheduler
         if writer is not None:
             writer.close()  # commits everything accepted before close()
+        if scheduler is not None:
+            scheduler.close()  # ends watchers and subscriptions cleanly
         with self._state:
             drained = self._state.wait_for(lambda: self._active == 0, timeout=_CLOSE_GRACE)
         if not drained:
@@ -141,9 +155,13 @@ class Database:
         _check_sql(sql)
         self._enter()
         try:
-            if not _reads_only(sql):
+            writes = not _reads_only(sql)
+            if writes:
                 self._schemas.invalidate()
-            return self._cursors.for_thread().execute(sql, params)
+            result = self._cursors.for_thread().execute(sql, params)
+            if writes:
+                self._wrote()
+            return result
         except duckdb.Error as exc:
             raise self._fail(exc, sql, params) from exc
         finally:
@@ -155,9 +173,13 @@ class Database:
         rows = list(params)
         self._enter()
         try:
-            if not _reads_only(sql):
+            writes = not _reads_only(sql)
+            if writes:
                 self._schemas.invalidate()
-            return self._cursors.for_thread().executemany(sql, rows)
+            result = self._cursors.for_thread().executemany(sql, rows)
+            if writes:
+                self._wrote()
+            return result
         except duckdb.Error as exc:
             raise self._fail(exc, sql, rows) from exc
         finally:
@@ -249,6 +271,113 @@ class Database:
             return IngestStats(0, 0, 0, 0, 0, self._max_queued_rows, {}, {})
         return writer.stats()
 
+    def _wrote(self) -> None:
+        """A statement that may have written ran outside db.insert."""
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.on_raw_write()
+
+    def _on_commit(self, seq: int, tables: set[str], stored: list[tuple[str, Any]]) -> None:
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.on_commit(seq, tables, stored)
+
+    def _on_capture_change(self, tables: frozenset[str]) -> None:
+        writer = self._writer
+        if writer is not None:
+            writer.capture = tables
+
+    # -- analyses ------------------------------------------------------------------------
+
+    def analysis(
+        self,
+        name: str,
+        sql: str,
+        *,
+        every: float | None = None,
+        on_change: bool = False,
+        min_interval: float = 0.1,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+    ) -> None:
+        """Register (or replace) an analysis that keeps itself fresh.
+
+        It runs at once, then every ``every`` seconds and/or (``on_change``) after
+        commits that touched a table it reads, at most once per ``min_interval``.
+        Invalid SQL or unknown tables raise here. Append-only aggregates over one table
+        refresh incrementally; ``analyses()`` says which mode each uses and why.
+        """
+        self._analyses().define(
+            name, sql, every=every, on_change=on_change, min_interval=min_interval, params=params
+        )
+
+    def drop_analysis(self, name: str) -> None:
+        """Remove an analysis; its watchers end."""
+        self._analyses().drop(name)
+
+    def analyses(self) -> list[dict[str, Any]]:
+        """Every analysis with its schedule, last refresh, duration, rows, error, mode."""
+        scheduler = self._scheduler
+        return [] if scheduler is None else scheduler.statuses()
+
+    def result(
+        self, name: str, *, min_version: int | None = None, timeout: float | None = None
+    ) -> Result | None:
+        """The latest result of ``name`` (None before its first run); never runs a query.
+
+        With ``min_version``, waits until that version exists (``ResultTimeoutError``
+        after ``timeout`` seconds).
+        """
+        return self._analyses().result(name, min_version, timeout)
+
+    def refresh(self, name: str, *, timeout: float | None = None) -> Result:
+        """Run ``name`` now and return the result, which reflects every commit made
+        before this call."""
+        return self._analyses().refresh(name, timeout)
+
+    def watch(self, name: str) -> Iterator[Result]:
+        """Iterate over results: the current one, then each new version as it lands.
+
+        A slow reader skips to the newest version. Ends when the analysis is dropped or
+        the Database closes.
+        """
+        return self._analyses().watch(name)
+
+    def watch_async(self, name: str) -> AsyncIterator[Result]:
+        """``watch`` for asyncio code: ``async for result in db.watch_async(name)``."""
+        return self._analyses().watch_async(name)
+
+    def subscribe(self, name: str, callback: Callable[[Result], Any]) -> Subscription:
+        """Call ``callback(result)`` for each new version, on a thread of its own.
+
+        A callback that raises is logged and stays subscribed; a slow one skips
+        versions. ``.cancel()`` the returned subscription to stop.
+        """
+        return self._analyses().subscribe(name, callback)
+
+    def _analyses(self) -> Scheduler:
+        if self._closed:
+            raise ClosedError(f"database {self.path!r} is closed")
+        scheduler = self._scheduler
+        if scheduler is not None:
+            return scheduler
+        with self._state:
+            if self._closed:
+                raise ClosedError(f"database {self.path!r} is closed")
+            if self._scheduler is None:
+                self._scheduler = Scheduler(
+                    new_cursor=self._cursors.new,
+                    close_cursor=self._cursors.forget,
+                    commit_lock=lambda: self._commit_lock,
+                    committed_seq=self._committed_seq,
+                    on_capture_change=self._on_capture_change,
+                    max_concurrent=self._max_concurrent_analyses,
+                )
+            return self._scheduler
+
+    def _committed_seq(self) -> int:
+        writer = self._writer
+        return writer.committed_seq if writer is not None else 0
+
     def _ingest(self) -> Writer:
         writer = self._writer
         if writer is not None:
@@ -263,8 +392,12 @@ class Database:
                     self._cursors.new,
                     max_queued_rows=self._max_queued_rows,
                     max_batch_rows=self._max_batch_rows,
+                    on_commit=self._on_commit,
                     on_schema_change=self._schemas.invalidate,
+                    commit_lock=self._commit_lock,
                 )
+                if self._scheduler is not None:
+                    self._writer.capture = self._scheduler.capture()
             return self._writer
 
     @property
@@ -332,6 +465,7 @@ class Database:
                 cursor.execute("SELECT 1")
                 cursor.execute("COMMIT")
                 self._schemas.invalidate()  # fn may have changed tables
+                self._wrote()
             except BaseException as exc:
                 _rollback(cursor)
                 if _conflicted(exc):
@@ -387,6 +521,7 @@ def connect(
     config: dict[str, Any] | None = None,
     max_queued_rows: int = 500_000,
     max_batch_rows: int = 200_000,
+    max_concurrent_analyses: int = 1,
 ) -> Database:
     """Open (or create) a DuckDB database for use from many threads.
 
@@ -395,6 +530,7 @@ def connect(
 
     Ingest tuning: at most ``max_queued_rows`` accepted-but-uncommitted rows are held
     (producers block beyond that); one commit takes at most ``max_batch_rows`` rows.
+    At most ``max_concurrent_analyses`` analyses refresh at once.
     """
     return Database(
         database,
@@ -402,4 +538,5 @@ def connect(
         config=config,
         max_queued_rows=max_queued_rows,
         max_batch_rows=max_batch_rows,
+        max_concurrent_analyses=max_concurrent_analyses,
     )

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from .database import Database
+from .results import Result
 
 CREATE_TABLE = """
     CREATE OR REPLACE TABLE my_inserts (
@@ -32,6 +33,14 @@ READ_COUNT = """
 """
 
 
+LIVE_ANALYSIS = """
+    SELECT thread_name, count(*) AS row_counter
+    FROM my_inserts
+    GROUP BY thread_name
+    ORDER BY thread_name
+"""
+
+
 @dataclass
 class DemoReport:
     """What a demo run saw: every reader's line, the final table, and the timing."""
@@ -39,6 +48,7 @@ class DemoReport:
     reads: list[tuple[str, int, datetime]] = field(default_factory=list)
     rows: list[tuple[str, datetime]] = field(default_factory=list)
     elapsed: float = 0.0
+    versions: list[Result] = field(default_factory=list)  # --live: every version seen
 
 
 def run_demo(
@@ -97,6 +107,60 @@ def run_demo(
     report.elapsed = time.perf_counter() - started
     if failures:
         raise failures[0]
+    report.rows = [
+        (name, at)
+        for name, at in db.execute(
+            "SELECT thread_name, insert_time FROM my_inserts ORDER BY insert_time"
+        ).fetchall()
+    ]
+    return report
+
+
+def run_live_demo(
+    db: Database,
+    *,
+    writers: int = 50,
+    seed: int = 6,
+    on_version: Callable[[Result], None] | None = None,
+) -> DemoReport:
+    """The scenario with its readers replaced by a live analysis.
+
+    ``rows_per_thread`` re-runs after commits (incrementally: it is an append-only
+    aggregate) and every version is handed to ``on_version`` as it lands.
+    """
+    if writers < 0:
+        raise ValueError("writers must be >= 0")
+    report = DemoReport()
+    db.execute(CREATE_TABLE)
+    db.analysis("rows_per_thread", LIVE_ANALYSIS, on_change=True, min_interval=0.005)
+
+    def seen(result: Result) -> None:
+        report.versions.append(result)
+        if on_version is not None:
+            on_version(result)
+
+    subscription = db.subscribe("rows_per_thread", seen)
+    threads = [
+        threading.Thread(
+            target=lambda: db.insert(
+                "my_inserts", {"thread_name": threading.current_thread().name}
+            ),
+            name=f"write_thread_{i}",
+        )
+        for i in range(writers)
+    ]
+    random.seed(seed)
+    random.shuffle(threads)
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    final = db.refresh("rows_per_thread")  # reflects every acknowledged insert
+    report.elapsed = time.perf_counter() - started
+    subscription.cancel()
+    if not report.versions or report.versions[-1].version < final.version:
+        seen(final)
     report.rows = [
         (name, at)
         for name, at in db.execute(

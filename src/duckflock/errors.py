@@ -15,6 +15,9 @@
      │         ├── ConflictError          write-write conflict, still there after every retry
      │         └── TransactionAbortedError a statement failed inside the transaction, so
      │                                      DuckDB rolled it back (its COMMIT says nothing)
+     ├── AnalysisError              a live analysis could not be found or waited for
+     │    ├── UnknownAnalysisError  no analysis of that name (.name)
+     │    └── ResultTimeoutError    no result of the wanted version within the timeout
      └── IngestError                the write path (db.insert) could not take or commit rows
           ├── SchemaMismatchError   unknown column or wrong row width, found before queueing
           ├── RowRejectedError      DuckDB rejected a row of this call (.table, .row_index,
@@ -38,6 +41,7 @@ from typing import Any
 import duckdb
 
 __all__ = [
+    "AnalysisError",
     "BindError",
     "CatalogError",
     "ClosedError",
@@ -50,11 +54,13 @@ __all__ = [
     "ParserError",
     "QueryError",
     "QueueFullError",
+    "ResultTimeoutError",
     "RowRejectedError",
     "SchemaMismatchError",
     "StorageError",
     "TransactionAbortedError",
     "TransactionError",
+    "UnknownAnalysisError",
     "UnknownTableError",
     "WriterBrokenError",
     "translate",
@@ -127,6 +133,25 @@ class TransactionAbortedError(TransactionError):
     DuckDB answers COMMIT of such a transaction without error (and rolls back); duckflock
     raises this instead of reporting success.
     """
+
+
+class AnalysisError(DuckflockError):
+    """A live analysis could not be found or waited for."""
+
+
+class UnknownAnalysisError(AnalysisError, KeyError):
+    """No analysis has this name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no analysis named {name!r}")
+        self.name = name
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ResultTimeoutError(AnalysisError, TimeoutError):
+    """No result of the wanted version arrived within the timeout."""
 
 
 class IngestError(DuckflockError):

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
-from .appends import StorageFailure, commit_batch
+from .appends import Committer, StorageFailure
 from .errors import (
     ClosedError,
     DuckflockError,
@@ -90,8 +91,9 @@ class Writer:
         *,
         max_queued_rows: int = 500_000,
         max_batch_rows: int = 200_000,
-        on_commit: Callable[[list[Receipt]], None] | None = None,
+        on_commit: Callable[[int, set[str], list[tuple[str, pa.Table]]], None] | None = None,
         on_schema_change: Callable[[], None] | None = None,
+        commit_lock: threading.Lock | None = None,
     ) -> None:
         if max_queued_rows < 1 or max_batch_rows < 1:
             raise ValueError("max_queued_rows and max_batch_rows must be >= 1")
@@ -100,7 +102,11 @@ class Writer:
         # stop gathering well before producers would block on a full queue
         self._linger_rows = min(LINGER_ROWS, max(1, max_queued_rows // 2))
         self._on_commit = on_commit
-        self._on_schema_change = on_schema_change
+        self._committer = Committer(new_cursor(), on_schema_change)
+        # held around each commit and its notice: whoever holds it sees no commit happen
+        # (analyses take it to pin a snapshot that lines up with the commit notices)
+        self.commit_lock = commit_lock or threading.Lock()
+        self.committed_seq = 0  # batches finished so far; written under commit_lock
         self._inbox: queue.SimpleQueue[Receipt | None] = queue.SimpleQueue()
         # guards _big_rows, _closing, _exited, _broken, every receipt's finish() against
         # a late wait(), and _held_rows decreases (with _has_room, which wakes producers
@@ -122,9 +128,7 @@ class Writer:
         self._calls_rejected = 0
         self._batch_rows: deque[float] = deque(maxlen=_SAMPLES)
         self._commit_ms: deque[float] = deque(maxlen=_SAMPLES)
-        self._thread = threading.Thread(
-            target=self._run, args=(new_cursor(),), name="duckflock-writer", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="duckflock-writer", daemon=True)
         self._thread.start()
 
     # -- producers ---------------------------------------------------------------------
@@ -204,6 +208,15 @@ class Writer:
             self._thread.join(timeout)
 
     @property
+    def capture(self) -> frozenset[str]:
+        """Tables whose stored rows are handed to ``on_commit`` (incremental analyses)."""
+        return self._committer.capture
+
+    @capture.setter
+    def capture(self, tables: frozenset[str]) -> None:
+        self._committer.capture = tables
+
+    @property
     def alive(self) -> bool:
         return self._broken is None and self._thread.is_alive()
 
@@ -223,13 +236,16 @@ class Writer:
 
     # -- the writer thread -------------------------------------------------------------
 
-    def _run(self, cursor: duckdb.DuckDBPyConnection) -> None:
+    def _run(self) -> None:
         try:
             while True:
                 receipts, markers, stop = self._gather()
-                if receipts:
-                    self._commit(cursor, receipts)
-                self._finish(receipts, markers)
+                with self.commit_lock:
+                    if receipts:
+                        self._commit(receipts)
+                    self.committed_seq += 1
+                    self._notify(receipts)
+                    self._finish(receipts, markers)
                 if stop:
                     break
             with self._lock:
@@ -298,10 +314,10 @@ class Writer:
             self._peak = queued
         return receipts, markers, False
 
-    def _commit(self, cursor: duckdb.DuckDBPyConnection, receipts: list[Receipt]) -> None:
+    def _commit(self, receipts: list[Receipt]) -> None:
         started = time.perf_counter()
         try:
-            commit_batch(cursor, receipts, self._on_schema_change)
+            self._committer.commit_batch(receipts)
         except StorageFailure as exc:
             for receipt in receipts:
                 if receipt._error is None and not receipt._committed:
@@ -334,8 +350,16 @@ class Writer:
             self._has_room.notify_all()
         self._current = []
         self._current_markers = []
-        if self._on_commit is not None and receipts:
-            self._on_commit(receipts)  # must not raise: a listener's bug is not the writer's
+
+    def _notify(self, receipts: list[Receipt]) -> None:
+        """Tell the listener which tables changed, with the captured stored rows."""
+        stored, self._committer.stored = self._committer.stored, []
+        if self._on_commit is None or not receipts:
+            return
+        tables = {r._schema.key for r in receipts if r._committed and r._schema is not None}
+        if tables:
+            # must not raise: a listener's bugs are not the writer's
+            self._on_commit(self.committed_seq, tables, stored)
 
     def _fail_leftovers(self) -> None:
         """Fail every call still in the inbox; the caller holds the lock."""

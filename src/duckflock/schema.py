@@ -28,6 +28,11 @@ class TableSchema:
     # key tuples already checked against this schema -> canonical column names
     checked: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, repr=False)
 
+    @property
+    def key(self) -> str:
+        """The name analyses compare with: see :func:`table_key`."""
+        return table_key(self.name)
+
     def resolve(self, names: Iterable[str]) -> tuple[str, ...] | None:
         """The canonical column names for ``names`` or None if any is unknown/repeated."""
         key = tuple(names)
@@ -59,6 +64,11 @@ class TableSchema:
                 f"its columns are {', '.join(self.columns)}"
             )
         return f"column named twice in an insert into {self.name!r}: {key}"
+
+
+def table_key(name: str) -> str:
+    """A table name as analyses and the writer compare them: lower case, last part."""
+    return name.replace('"', "").split(".")[-1].lower()
 
 
 def quote_table(name: str) -> str:

@@ -1,0 +1,423 @@
+"""Which analysis SQL can refresh incrementally, and the queries that do it.
+
+DuckDB parses the SQL for us (``json_serialize_sql``): from its syntax tree we read the
+tables a query reads, and decide whether it has the shape
+
+    SELECT keys…, aggregates… FROM one_table [WHERE row-local predicate]
+    [GROUP BY keys] [HAVING …] [ORDER BY …] [LIMIT …]
+
+with aggregates among count(*), count(x), sum, min, max and avg (no DISTINCT, FILTER or
+ORDER BY inside them). Such a query keeps a *state*: one row per group holding partial
+aggregates (``__k0…`` keys, ``__p0…`` partials; avg keeps a sum and a count). Three
+queries are generated, each run by DuckDB:
+
+- ``build``: the state from the whole table (the first refresh, and after any write that
+  is not an append through ``db.insert``);
+- ``merge``: the state folded together with the partials of newly appended rows;
+- ``final``: the query's own output from the state: its select list (cast to the types
+  the full query has), HAVING as a filter, ORDER BY and LIMIT.
+
+Everything else — joins, CTEs, subqueries, window functions, DISTINCT, other
+aggregates, volatile functions, parameters — refreshes by re-running the whole query.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from .errors import BindError, ParserError, QueryError, translate
+
+STATE = "__duckflock_state"
+DELTA = "__duckflock_delta"
+
+_SUPPORTED = {"count_star", "count", "sum", "min", "max", "avg", "mean"}
+_VOLATILE = {
+    "random",
+    "uuid",
+    "gen_random_uuid",
+    "now",
+    "current_timestamp",
+    "get_current_timestamp",
+    "transaction_timestamp",
+    "current_date",
+    "current_time",
+    "get_current_time",
+    "today",
+    "nextval",
+    "currval",
+    "setseed",
+    "current_localtime",
+    "current_localtimestamp",
+}
+_ROW_LOCAL_CLASSES = {
+    "COLUMN_REF",
+    "CONSTANT",
+    "FUNCTION",
+    "OPERATOR",
+    "CAST",
+    "CASE",
+    "COMPARISON",
+    "CONJUNCTION",
+    "BETWEEN",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The generated queries of an incremental analysis."""
+
+    table: str  # the source table's key (lower-case name)
+    pin: str  # touches the table: DuckDB takes a transaction's snapshot at first access
+    build: str  # state from the whole table
+    merge: str  # state + partials of DELTA -> new state
+    final: str  # the query's output from STATE
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What an analysis query reads, and how it can refresh."""
+
+    tables: frozenset[str]
+    columns: tuple[str, ...]
+    plan: Plan | None
+    reason: str  # why it refreshes as it does, in words
+    types: tuple[str, ...] = field(default=())
+
+
+def _parse(cursor: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
+    raw = cursor.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    tree: dict[str, Any] = json.loads(raw[0] if raw else "{}")
+    if tree.get("error"):
+        message = tree.get("error_message", "cannot parse")
+        if tree.get("error_type") == "parser":
+            raise ParserError(f"Parser Error: {message}", sql=sql)
+        raise QueryError(f"an analysis must be one SELECT statement: {message}", sql=sql)
+    if len(tree["statements"]) != 1:
+        raise QueryError("an analysis must be exactly one SELECT statement", sql=sql)
+    return tree
+
+
+def _walk(node: Any) -> Any:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _walk(value)
+
+
+def _tables(tree: dict[str, Any]) -> frozenset[str]:
+    ctes = {
+        entry["key"].lower()
+        for node in _walk(tree)
+        if isinstance(node.get("cte_map"), dict)
+        for entry in node["cte_map"].get("map", [])
+    }
+    names = {
+        node["table_name"].lower()
+        for node in _walk(tree)
+        if node.get("type") == "BASE_TABLE" and node.get("table_name")
+    }
+    return frozenset(names - ctes)
+
+
+def inspect(cursor: duckdb.DuckDBPyConnection, sql: str, *, params: Any = None) -> Shape:
+    """Parse and bind ``sql``; raise for bad SQL or unknown tables; plan if possible."""
+    tree = _parse(cursor, sql)
+    if tree["statements"][0]["node"].get("type") is None:
+        raise QueryError("an analysis must be a SELECT statement", sql=sql)
+    try:
+        if params is None:
+            described = cursor.execute(f"DESCRIBE {sql}").fetchall()
+            columns = tuple(str(row[0]) for row in described)
+            types = tuple(str(row[1]) for row in described)
+        else:
+            probe = cursor.execute(f"SELECT * FROM ({sql}) AS __q LIMIT 0", params)
+            columns = tuple(str(d[0]) for d in probe.description or [])
+            types = tuple(str(d[1]) for d in probe.description or [])
+    except duckdb.Error as exc:
+        raise translate(exc, sql=sql, params=params) from exc
+    tables = _tables(tree)
+    if params is not None:
+        return Shape(tables, columns, None, "full: the query takes parameters", types)
+    planner = _Planner(cursor, tree["statements"][0]["node"], columns, types)
+    try:
+        plan = planner.plan()
+    except _NotIncremental as why:
+        return Shape(tables, columns, None, f"full: {why}", types)
+    return Shape(tables, columns, plan, "incremental: append-only aggregate", types)
+
+
+class _NotIncremental(Exception):
+    """The query's shape needs a full re-run; the message says why."""
+
+
+def _canonical(node: Any) -> str:
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in ("alias", "query_location")}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return json.dumps(strip(node), sort_keys=True)
+
+
+class _Planner:
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        node: dict[str, Any],
+        columns: tuple[str, ...],
+        types: tuple[str, ...],
+    ) -> None:
+        self._cursor = cursor
+        self._node = node
+        self._columns = columns
+        self._types = types
+        self._keys: dict[str, int] = {}  # canonical group expression -> key index
+        self._partials: list[tuple[str, str]] = []  # (partial SQL, merge aggregate)
+        self._finals: dict[str, str] = {}  # canonical aggregate -> final SQL over state
+
+    # -- checks --------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        node = self._node
+        if node.get("type") != "SELECT_NODE":
+            raise _NotIncremental("not a plain SELECT (set operation or VALUES)")
+        if node.get("cte_map", {}).get("map"):
+            raise _NotIncremental("the query uses a WITH clause")
+        source = node.get("from_table") or {}
+        if source.get("type") != "BASE_TABLE":
+            raise _NotIncremental("it does not read exactly one table (join or subquery)")
+        if source.get("sample") or source.get("at_clause") or node.get("sample"):
+            raise _NotIncremental("it samples or time-travels")
+        if node.get("qualify") is not None:
+            raise _NotIncremental("it uses QUALIFY")
+        if node.get("aggregate_handling") != "STANDARD_HANDLING":
+            raise _NotIncremental("it uses GROUP BY ALL or another special grouping")
+        groups = node.get("group_expressions") or []
+        sets = node.get("group_sets") or []
+        if groups and sets != [list(range(len(groups)))]:
+            raise _NotIncremental("it uses GROUPING SETS, ROLLUP or CUBE")
+        for modifier in node.get("modifiers") or []:
+            if modifier["type"] not in ("ORDER_MODIFIER", "LIMIT_MODIFIER"):
+                raise _NotIncremental(f"it uses {modifier['type'].split('_')[0]}")
+        where = node.get("where_clause")
+        if where is not None:
+            self._row_local(where, "the WHERE clause")
+        for i, group in enumerate(groups):
+            self._row_local(group, "a GROUP BY expression")
+            self._keys[_canonical(group)] = i
+        select = node.get("select_list") or []
+        if any(item.get("class") == "STAR" for item in select):
+            raise _NotIncremental("it selects *")
+        final_select = [self._final(item) for item in select]
+        if not self._partials:
+            raise _NotIncremental("it has no aggregate")
+        having = node.get("having")
+        final_having = self._final(having) if having is not None else None
+        return self._assemble(source, where, groups, final_select, final_having)
+
+    def _row_local(self, expr: dict[str, Any], where: str) -> None:
+        for sub in _walk(expr):
+            cls = sub.get("class")
+            if cls is None:
+                continue
+            if cls not in _ROW_LOCAL_CLASSES:
+                raise _NotIncremental(f"{where} uses {cls.lower()}")
+            if cls == "FUNCTION":
+                name = sub.get("function_name", "").lower()
+                if name in _VOLATILE:
+                    raise _NotIncremental(f"{where} calls {name}(), which is not repeatable")
+                if self._is_aggregate(name):
+                    raise _NotIncremental(f"{where} contains an aggregate")
+            if cls == "COLUMN_REF" and sub.get("column_names", [""])[-1].lower() == "rowid":
+                raise _NotIncremental(f"{where} reads rowid")
+
+    def _is_aggregate(self, name: str) -> bool:
+        row = self._cursor.execute(
+            "SELECT count(*) FROM duckdb_functions() "
+            "WHERE function_type = 'aggregate' AND function_name = ?",
+            [name],
+        ).fetchone()
+        return bool(row and row[0])
+
+    # -- rewriting -------------------------------------------------------------------
+
+    def _final(self, expr: dict[str, Any]) -> dict[str, Any]:
+        """``expr`` rewritten over the state: keys and aggregates become state columns."""
+        canonical = _canonical(expr)
+        if canonical in self._keys:
+            return self._column(f"__k{self._keys[canonical]}")
+        cls = expr.get("class")
+        if cls == "FUNCTION" and self._is_aggregate(expr.get("function_name", "").lower()):
+            return self._parse_expr(self._aggregate(expr, canonical))
+        if cls in ("WINDOW", "SUBQUERY"):
+            raise _NotIncremental(f"it uses a {cls.lower()} expression")
+        if cls == "COLUMN_REF":
+            raise _NotIncremental("it selects a column that is not grouped")
+        if cls is None or cls not in _ROW_LOCAL_CLASSES:
+            raise _NotIncremental(f"it uses {str(cls).lower()} in its output")
+        if cls == "FUNCTION" and expr.get("function_name", "").lower() in _VOLATILE:
+            raise _NotIncremental(f"it calls {expr['function_name']}()")
+        rewritten = copy.copy(expr)
+        for key, value in expr.items():
+            if isinstance(value, dict) and "class" in value:
+                rewritten[key] = self._final(value)
+            elif (
+                isinstance(value, list)
+                and value
+                and all(isinstance(v, dict) and "class" in v for v in value)
+            ):
+                rewritten[key] = [self._final(v) for v in value]
+            elif key == "case_checks":
+                rewritten[key] = [{k: self._final(v) for k, v in check.items()} for check in value]
+        return rewritten
+
+    def _aggregate(self, expr: dict[str, Any], canonical: str) -> str:
+        if canonical in self._finals:
+            return self._finals[canonical]
+        name = expr["function_name"].lower()
+        if name not in _SUPPORTED:
+            raise _NotIncremental(f"{name}() cannot be merged from partial results")
+        if expr.get("distinct") or expr.get("filter") or expr.get("export_state"):
+            raise _NotIncremental(f"{name}() uses DISTINCT, FILTER or EXPORT_STATE")
+        if (expr.get("order_bys") or {}).get("orders"):
+            raise _NotIncremental(f"{name}() has an ORDER BY")
+        children = expr.get("children") or []
+        if name == "count_star":
+            final = self._partial("count(*)", "sum")
+        else:
+            if len(children) != 1:
+                raise _NotIncremental(f"{name}() takes {len(children)} arguments")
+            self._row_local(children[0], f"the argument of {name}()")
+            arg = self._sql(children[0])
+            if name == "count":
+                final = self._partial(f"count({arg})", "sum")
+            elif name in ("sum", "min", "max"):
+                final = self._partial(f"{name}({arg})", name if name != "sum" else "sum")
+            else:  # avg / mean: a sum and a count
+                total = self._partial(f"sum({arg})", "sum")
+                count = self._partial(f"count({arg})", "sum")
+                final = f"({total} / NULLIF({count}, 0))"
+        self._finals[canonical] = final
+        return final
+
+    def _partial(self, sql: str, merge: str) -> str:
+        self._partials.append((sql, merge))
+        return f"__p{len(self._partials) - 1}"
+
+    def _assemble(
+        self,
+        source: dict[str, Any],
+        where: dict[str, Any] | None,
+        groups: list[dict[str, Any]],
+        select: list[dict[str, Any]],
+        having: dict[str, Any] | None,
+    ) -> Plan:
+        table_sql = ".".join(
+            _ident(part) for part in (source.get("catalog_name"), source.get("schema_name")) if part
+        )
+        table_sql = (table_sql + "." if table_sql else "") + _ident(source["table_name"])
+        alias = _ident(source.get("alias") or source["table_name"])
+        keys = [f"{self._sql(g)} AS __k{i}" for i, g in enumerate(groups)]
+        partials = [f"{sql} AS __p{i}" for i, (sql, _) in enumerate(self._partials)]
+        where_sql = f" WHERE {self._sql(where)}" if where is not None else ""
+        group_sql = " GROUP BY " + ", ".join(self._sql(g) for g in groups) if groups else ""
+
+        def partial_over(relation: str) -> str:
+            return (
+                f"SELECT {', '.join(keys + partials)} FROM {relation} AS {alias}"
+                f"{where_sql}{group_sql}"
+            )
+
+        key_names = [f"__k{i}" for i in range(len(groups))]
+        merged = [f"{merge}(__p{i}) AS __p{i}" for i, (_, merge) in enumerate(self._partials)]
+        merge_sql = (
+            f"SELECT {', '.join(key_names + merged)} FROM "
+            f"(SELECT * FROM {STATE} UNION ALL ({partial_over(DELTA)}))"
+            + (f" GROUP BY {', '.join(key_names)}" if key_names else "")
+        )
+        outputs = [
+            f"CAST({self._sql(expr)} AS {kind}) AS {_ident(name)}"
+            for expr, name, kind in zip(select, self._columns, self._types, strict=True)
+        ]
+        final_sql = f"SELECT {', '.join(outputs)} FROM {STATE}"
+        if having is not None:
+            final_sql += f" WHERE {self._sql(having)}"
+        final_sql += self._modifiers()
+        return Plan(
+            table=source["table_name"].lower(),
+            pin=f"SELECT 1 FROM {table_sql} LIMIT 0",
+            build=partial_over(table_sql),
+            merge=merge_sql,
+            final=final_sql,
+        )
+
+    def _modifiers(self) -> str:
+        sql = ""
+        aliases = {name.lower() for name in self._columns}
+        for modifier in self._node.get("modifiers") or []:
+            if modifier["type"] == "ORDER_MODIFIER":
+                terms = []
+                for order in modifier["orders"]:
+                    expr = order["expression"]
+                    if expr.get("class") == "CONSTANT" or (
+                        expr.get("class") == "COLUMN_REF"
+                        and len(expr["column_names"]) == 1
+                        and expr["column_names"][0].lower() in aliases
+                        and _canonical(expr) not in self._keys
+                    ):
+                        term = self._sql(expr)  # a position or an output name
+                    else:
+                        term = self._sql(self._final(expr))
+                    direction = {"ASCENDING": " ASC", "DESCENDING": " DESC"}.get(order["type"], "")
+                    nulls = {"NULLS FIRST": " NULLS FIRST", "NULLS LAST": " NULLS LAST"}.get(
+                        order.get("null_order", ""), ""
+                    )
+                    terms.append(term + direction + nulls)
+                sql += " ORDER BY " + ", ".join(terms)
+            elif modifier["type"] == "LIMIT_MODIFIER":
+                if modifier.get("limit") is not None:
+                    sql += f" LIMIT {self._sql(modifier['limit'])}"
+                if modifier.get("offset") is not None:
+                    sql += f" OFFSET {self._sql(modifier['offset'])}"
+        return sql
+
+    # -- SQL text from syntax trees --------------------------------------------------
+
+    def _column(self, name: str) -> dict[str, Any]:
+        return {
+            "class": "COLUMN_REF",
+            "type": "COLUMN_REF",
+            "alias": "",
+            "query_location": 0,
+            "column_names": [name],
+        }
+
+    def _parse_expr(self, sql: str) -> dict[str, Any]:
+        tree = _parse(self._cursor, f"SELECT {sql}")
+        expr: dict[str, Any] = tree["statements"][0]["node"]["select_list"][0]
+        return expr
+
+    def _sql(self, expr: dict[str, Any]) -> str:
+        expr = dict(expr, alias="")
+        template = _parse(self._cursor, "SELECT 1")
+        template["statements"][0]["node"]["select_list"] = [expr]
+        row = self._cursor.execute(
+            "SELECT json_deserialize_sql(?::JSON)", [json.dumps(template)]
+        ).fetchone()
+        if not row or not isinstance(row[0], str) or not row[0].startswith("SELECT "):
+            raise BindError("cannot render an expression of the analysis")
+        return row[0][len("SELECT ") :]
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'

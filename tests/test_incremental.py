@@ -1,0 +1,186 @@
+"""Incremental refresh: which SQL qualifies, and the invariant that it equals a full run."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import duckdb
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import duckflock
+from duckflock import ParserError, QueryError, RowRejectedError
+from duckflock.incremental import inspect
+
+TABLE = """CREATE TABLE t (
+    k VARCHAR NOT NULL,
+    g INTEGER,
+    v DOUBLE,
+    n BIGINT CHECK (n IS NULL OR n > -1000000))"""
+
+# every supported aggregate, WHERE, HAVING, ORDER BY + LIMIT, expressions over
+# aggregates and keys, a global aggregate
+QUERIES = {
+    "all_aggregates": "SELECT k, count(*) AS c, count(v) AS cv, sum(v) AS s, min(n) AS lo, "
+    "max(n) AS hi, avg(v) AS a, sum(n) AS sn, avg(n) AS an FROM t GROUP BY k",
+    "where": "SELECT k, g, count(*) AS c, sum(n) AS s FROM t WHERE v > 0 AND g <> 2 GROUP BY k, g",
+    "having_order_limit": "SELECT k, count(*) AS c, max(v) AS m FROM t GROUP BY k "
+    "HAVING count(*) > 1 ORDER BY c DESC, k LIMIT 3",
+    "expressions": "SELECT upper(k) AS uk, g % 2 AS parity, sum(n) * 2 + count(*) AS x, "
+    "avg(v) - min(v) AS spread FROM t GROUP BY upper(k), g % 2 ORDER BY uk, parity",
+    "global": "SELECT count(*) AS c, sum(v) AS s, min(k) AS first_k, avg(n) AS an FROM t",
+}
+
+keys = st.sampled_from(["a", "b", "c", "d", "e"])
+row = st.fixed_dictionaries(
+    {"k": keys},
+    optional={
+        "g": st.one_of(st.none(), st.integers(-3, 3)),
+        "v": st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False)),
+        "n": st.one_of(st.none(), st.integers(-(10**9), 10**9)),
+    },
+)
+bad_row = st.one_of(
+    st.just({"k": None, "v": 1.0}),  # NOT NULL
+    st.just({"k": "a", "n": -2_000_000}),  # CHECK
+    st.just({"k": "a", "g": "not a number"}),  # cast
+)
+operation = st.one_of(
+    st.tuples(st.just("row"), row),
+    st.tuples(st.just("chunk"), st.lists(row, min_size=0, max_size=40)),
+    st.tuples(st.just("bad"), st.lists(row, max_size=5), bad_row),
+    st.tuples(st.just("refresh")),
+    st.tuples(st.just("update")),
+)
+
+
+def same(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]], ordered: bool) -> bool:
+    if not ordered:
+        a, b = sorted(a, key=repr), sorted(b, key=repr)
+    if len(a) != len(b):
+        return False
+    for left, right in zip(a, b, strict=True):
+        for x, y in zip(left, right, strict=True):
+            if isinstance(x, float) and isinstance(y, float):
+                if not math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-6):
+                    return False
+            elif x != y:
+                return False
+    return True
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(st.lists(operation, max_size=25))
+def test_incremental_equals_a_full_run(operations: list[tuple[Any, ...]]) -> None:
+    with duckflock.connect() as db:
+        db.execute(TABLE)
+        for name, sql in QUERIES.items():
+            db.analysis(name, sql)
+        modes: set[str] = set()
+        for op in [*operations, ("refresh",)]:
+            kind = op[0]
+            if kind == "row" or kind == "chunk":
+                db.insert("t", op[1], wait=False)
+            elif kind == "bad":
+                with pytest.raises(RowRejectedError):
+                    db.insert("t", [*op[1], op[2]])
+            elif kind == "update":
+                db.execute("UPDATE t SET n = n + 1 WHERE k = 'a'")
+            else:
+                db.flush()
+                for name, sql in QUERIES.items():
+                    result = db.refresh(name, timeout=60)
+                    modes.add(result.mode)
+                    assert result.error is None, result.error
+                    full = db.execute(sql).fetchall()
+                    ordered = "ORDER BY" in sql
+                    assert same(result.rows(), full, ordered), (name, result.rows(), full)
+        assert all(a["incremental"] for a in db.analyses())
+
+
+def test_update_falls_back_to_a_full_run_and_says_why() -> None:
+    with duckflock.connect() as db:
+        db.execute(TABLE)
+        db.analysis("sums", QUERIES["all_aggregates"])
+        db.insert("t", [{"k": "a", "n": 1}, {"k": "b", "n": 2}])
+        assert db.refresh("sums").mode == "incremental"
+        db.execute("UPDATE t SET n = 100 WHERE k = 'a'")
+        after = db.refresh("sums")
+        assert after.mode == "full"
+        status = db.analyses()[0]
+        assert "outside db.insert" in status["reason"]
+        assert dict((r[0], r[7]) for r in after.rows()) == {"a": 100, "b": 2}
+        db.insert("t", {"k": "a", "n": 1})
+        again = db.refresh("sums")
+        assert again.mode == "incremental"  # back on the fast path from the rebuilt state
+        assert dict((r[0], r[7]) for r in again.rows()) == {"a": 101, "b": 2}
+
+
+def test_first_refresh_after_a_restart_is_full(tmp_path: Any) -> None:
+    path = tmp_path / "restart.duckdb"
+    with duckflock.connect(path) as db:
+        db.execute(TABLE)
+        db.insert("t", [{"k": "a", "n": i} for i in range(10)])
+    with duckflock.connect(path) as db:
+        db.analysis("sums", "SELECT k, sum(n) AS s FROM t GROUP BY k")
+        first = db.result("sums", min_version=1, timeout=30)
+        assert first is not None
+        assert first.mode == "full"
+        assert first.rows() == [("a", 45)]
+
+
+@pytest.mark.parametrize(
+    ("sql", "why"),
+    [
+        ("SELECT k, median(v) FROM t GROUP BY k", "median() cannot be merged"),
+        ("SELECT k, count(DISTINCT g) FROM t GROUP BY k", "DISTINCT"),
+        ("SELECT t.k, count(*) FROM t JOIN t AS u USING (k) GROUP BY t.k", "one table"),
+        ("SELECT k, sum(v) OVER () AS w FROM t", "not grouped"),
+        ("SELECT sum(s) FROM (SELECT sum(v) AS s FROM t)", "one table"),
+        ("WITH x AS (SELECT * FROM t) SELECT count(*) FROM x", "WITH"),
+        ("SELECT * FROM t", "selects *"),
+        ("SELECT k, count(*) FROM t WHERE random() < 0.5 GROUP BY k", "random()"),
+        ("SELECT k, count(*) FROM t GROUP BY ROLLUP (k)", "ROLLUP"),
+        ("SELECT DISTINCT k FROM t", "DISTINCT"),
+        ("SELECT k FROM t GROUP BY k", "no aggregate"),
+        ("SELECT k, sum(v) FILTER (WHERE g = 1) FROM t GROUP BY k", "FILTER"),
+    ],
+)
+def test_other_shapes_fall_back_to_full_runs(sql: str, why: str) -> None:
+    con = duckdb.connect()
+    con.execute(TABLE)
+    shape = inspect(con.cursor(), sql)
+    assert shape.plan is None
+    assert why in shape.reason
+    assert shape.tables == frozenset({"t"})
+
+
+def test_tables_are_found_by_the_parser_not_a_regex() -> None:
+    con = duckdb.connect()
+    con.execute(TABLE)
+    con.execute("CREATE TABLE other (k VARCHAR)")
+    shape = inspect(
+        con.cursor(),
+        "WITH t2 AS (SELECT k FROM other) "
+        "SELECT 'FROM t' AS label, count(*) FROM t JOIN t2 USING (k)",
+    )
+    assert shape.tables == frozenset({"t", "other"})
+
+
+def test_bad_sql_is_refused_at_definition() -> None:
+    con = duckdb.connect()
+    con.execute(TABLE)
+    with pytest.raises(ParserError):
+        inspect(con.cursor(), "SELEC k FROM t")
+    with pytest.raises(duckflock.CatalogError, match="nowhere"):
+        inspect(con.cursor(), "SELECT * FROM nowhere")
+    with pytest.raises(QueryError, match="SELECT"):
+        inspect(con.cursor(), "DELETE FROM t")
+    with pytest.raises(QueryError, match="exactly one"):
+        inspect(con.cursor(), "SELECT 1; SELECT 2")
