@@ -49,8 +49,8 @@ def test_each_thread_gets_its_own_reused_cursor(memdb: duckflock.Database) -> No
 
     def work(name: str) -> None:
         barrier.wait()  # all four alive at once, so no cursor can be reused across them
-        first = memdb.execute("SELECT 1")
-        second = memdb.execute("SELECT 2")
+        first = memdb.execute("SELECT 1")._cursor  # the DuckDB cursor behind the results
+        second = memdb.execute("SELECT 2")._cursor
         seen[name] = [id(first), id(second)]
         barrier.wait()
 

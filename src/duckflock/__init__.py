@@ -6,9 +6,11 @@ Many threads write into one database, each with no cursor bookkeeping; see
 
 from __future__ import annotations
 
-from .database import Database, connect
+from .client import Client, RemoteResults
+from .database import Database, Results, connect
 from .errors import (
     AnalysisError,
+    AuthenticationError,
     BindError,
     CatalogError,
     ClosedError,
@@ -19,16 +21,22 @@ from .errors import (
     IngestError,
     IngestTimeoutError,
     ParserError,
+    PayloadTooLargeError,
     QueryError,
+    QueryRefusedError,
+    QueryTimeoutError,
     QueueFullError,
+    RequestError,
     ResultTimeoutError,
     RowRejectedError,
     SchemaMismatchError,
     StorageError,
     TransactionAbortedError,
     TransactionError,
+    TransportError,
     UnknownAnalysisError,
     UnknownTableError,
+    UnsupportedMediaTypeError,
     WriterBrokenError,
 )
 from .ingest import IngestStats
@@ -39,8 +47,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnalysisError",
+    "AuthenticationError",
     "BindError",
     "CatalogError",
+    "Client",
     "ClosedError",
     "ConflictError",
     "ConstraintError",
@@ -51,19 +61,27 @@ __all__ = [
     "IngestStats",
     "IngestTimeoutError",
     "ParserError",
+    "PayloadTooLargeError",
     "QueryError",
+    "QueryRefusedError",
+    "QueryTimeoutError",
     "QueueFullError",
     "Receipt",
+    "RemoteResults",
+    "RequestError",
     "Result",
     "ResultTimeoutError",
+    "Results",
     "RowRejectedError",
     "SchemaMismatchError",
     "StorageError",
     "Subscription",
     "TransactionAbortedError",
     "TransactionError",
+    "TransportError",
     "UnknownAnalysisError",
     "UnknownTableError",
+    "UnsupportedMediaTypeError",
     "WriterBrokenError",
     "__version__",
     "connect",

@@ -11,6 +11,7 @@ raises :class:`StorageFailure`: the caller fails the rest of the batch with it.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -291,12 +292,49 @@ def _rejection(
             else:
                 low = middle + 1
         row_index = low - 1
+    row = _row_at(receipt, row_index)
     return RowRejectedError(
         table=receipt.table,
         cause=_cause(failure),
         row_index=row_index,
-        row=_row_at(receipt, row_index),
+        row=row,
+        column=_culprit(cursor, receipt, failure, row),
     )
+
+
+def _culprit(
+    cursor: duckdb.DuckDBPyConnection,
+    receipt: Receipt,
+    failure: BaseException,
+    row: dict[str, Any] | None,
+) -> str | None:
+    """The column to blame, when it can be told: from DuckDB's message, or by trying
+    to cast each of the row's values to its column's type."""
+    message = str(failure)
+    for pattern in (r"NOT NULL constraint failed: [^.\s]+\.(\w+)", r'Duplicate key "(\w+):'):
+        found = re.search(pattern, message)
+        if found:
+            return found.group(1)
+    if row is None or receipt._schema is None:
+        return None
+    try:
+        types = dict(
+            cursor.execute(
+                "SELECT lower(column_name), data_type FROM duckdb_columns() "
+                "WHERE lower(table_name) = ?",
+                [receipt._schema.key],
+            ).fetchall()
+        )
+        for column, value in row.items():
+            kind = types.get(str(column).lower())
+            if value is None or kind is None:
+                continue
+            ok = cursor.execute(f"SELECT TRY_CAST(? AS {kind}) IS NOT NULL", [value]).fetchone()
+            if ok is not None and not ok[0]:
+                return str(column)
+    except (duckdb.Error, TypeError, ValueError):
+        return None  # only context for the message: never fail the rejection over it
+    return None
 
 
 def _cause(exc: BaseException) -> QueryError:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from . import __version__
 from .bench import Figure, Sizes, format_figure, run, summary
+from .client import Client
 from .database import connect
 from .demo import run_demo, run_live_demo
 from .errors import DuckflockError
@@ -109,6 +112,207 @@ def bench_ingest(quick: bool) -> None:
     results = run(sizes, report=show)
     for line in summary(results):
         console.print(line, highlight=False)
+
+
+@cli.command()
+@click.argument("database")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML file declaring [[tables]] (sql = DDL) and [[analyses]] (name, sql, every, "
+    "on_change, min_interval).",
+)
+@click.option(
+    "--token",
+    envvar="DUCKFLOCK_TOKEN",
+    help="Bearer token every endpoint but /v1/health requires (or $DUCKFLOCK_TOKEN). "
+    "Required to listen on anything but loopback.",
+)
+@click.option("--max-body", default=64 * 2**20, show_default=True, help="Body size cap, bytes.")
+@click.option("--row-cap", default=100_000, show_default=True, help="Rows a query returns at most.")
+@click.option("--query-timeout", default=30.0, show_default=True, help="Seconds a query may run.")
+@click.option("--log-level", default="info", show_default=True)
+def serve(
+    database: str,
+    host: str,
+    port: int,
+    config_path: str | None,
+    token: str | None,
+    max_body: int,
+    row_cap: int,
+    query_timeout: float,
+    log_level: str,
+) -> None:
+    """Serve DATABASE over HTTP: ingest, read-only queries, live analyses, a dashboard.
+
+    Other processes and machines write and read through it (DuckDB allows one writing
+    process per file). The database is locked down: queries cannot touch files,
+    extensions or settings. SIGINT/SIGTERM commit what was accepted, checkpoint and
+    exit 0. The dashboard is at http://HOST:PORT/ (add ?access_token=… with a token).
+    """
+    from .server.app import ServerSettings
+    from .server.serve import ServeConfig
+    from .server.serve import serve as run
+
+    try:
+        config = ServeConfig.load(config_path) if config_path else None
+        settings = ServerSettings(
+            token=token, max_body=max_body, query_row_cap=row_cap, query_timeout=query_timeout
+        )
+        run(database, host=host, port=port, settings=settings, config=config, log_level=log_level)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _is_url(target: str) -> bool:
+    return target.startswith(("http://", "https://"))
+
+
+def _emit(table: Any, fmt: str) -> None:
+    if fmt == "json":
+        import json
+
+        columns = table.column_names
+        rows = [dict(zip(columns, row, strict=True)) for row in _rows_of(table)]
+        click.echo(json.dumps(rows, default=str, indent=2))
+    elif fmt == "csv":
+        import io
+
+        import pyarrow.csv as pa_csv
+
+        sink = io.BytesIO()
+        pa_csv.write_csv(table, sink)
+        click.echo(sink.getvalue().decode(), nl=False)
+    else:
+        Console().print(_table(table.column_names, _rows_of(table)))
+
+
+def _rows_of(table: Any) -> list[tuple[Any, ...]]:
+    columns = [column.to_pylist() for column in table.columns]
+    return list(zip(*columns, strict=True)) if columns else []
+
+
+@cli.command()
+@click.argument("target")
+@click.argument("sql")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option("--token", envvar="DUCKFLOCK_TOKEN", help="Bearer token for a server URL.")
+def query(target: str, sql: str, fmt: str, token: str | None) -> None:
+    """Run SQL against TARGET: a database file (opened read-only) or a server URL.
+
+    \b
+    duckflock query events.duckdb "SELECT count(*) FROM my_inserts"
+    duckflock query http://127.0.0.1:8765 "SELECT * FROM my_inserts LIMIT 5" --format csv
+    """
+    if _is_url(target):
+        with Client(target, token=token) as client:
+            results = client.execute(sql)
+            table = results.table
+            if results.truncated:
+                Console(stderr=True).print("[yellow]truncated to the server's row cap[/yellow]")
+    else:
+        with connect(target, read_only=True) as db:
+            table = db.execute(sql).to_arrow_table()
+    _emit(table, fmt)
+
+
+@cli.command()
+@click.argument("target")
+@click.argument("table")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "csv", "parquet", "ndjson"]),
+    default="auto",
+    show_default=True,
+    help="File format (auto: from the extension).",
+)
+@click.option("--chunk-rows", default=100_000, show_default=True, help="Rows per insert call.")
+@click.option("--token", envvar="DUCKFLOCK_TOKEN", help="Bearer token for a server URL.")
+def load(target: str, table: str, file: str, fmt: str, chunk_rows: int, token: str | None) -> None:
+    """Load FILE (CSV, Parquet or NDJSON) into TABLE of TARGET, in chunks, with progress.
+
+    TARGET is a database file or a server URL. Each chunk is one atomic insert; a bad
+    row stops the load and names the chunk and row.
+    """
+    from .loading import chunks_of, file_format
+
+    kind = file_format(file) if fmt == "auto" else fmt
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rows]:,} rows"),
+        TimeRemainingColumn(),
+    )
+    loaded = 0
+    with progress:
+        task = progress.add_task(f"{file} -> {table}", total=Path(file).stat().st_size, rows=0)
+        if _is_url(target):
+            with Client(target, token=token) as client:
+                for chunk, position in chunks_of(file, kind, chunk_rows):
+                    loaded += client.insert(table, chunk, chunk_rows=chunk_rows)
+                    progress.update(task, completed=position, rows=loaded)
+        else:
+            with connect(target) as db:
+                for chunk, position in chunks_of(file, kind, chunk_rows):
+                    loaded += db.insert(table, chunk).rows
+                    progress.update(task, completed=position, rows=loaded)
+    Console().print(f"loaded {loaded:,} rows into {table}")
+
+
+@cli.command()
+@click.argument("url")
+@click.option("--token", envvar="DUCKFLOCK_TOKEN", help="Bearer token.")
+def status(url: str, token: str | None) -> None:
+    """Show a server's health, tables, ingest statistics and analyses."""
+    console = Console()
+    with Client(url, token=token) as client:
+        health = client.health()
+        console.print(f"[bold]{url}[/bold] {health['status']} (duckflock {health['version']})")
+        console.print(
+            _table(
+                ["table", "rows", "columns"],
+                [
+                    (t["name"], f"{t['rows']:,}", ", ".join(c["name"] for c in t["columns"]))
+                    for t in client.tables()
+                ],
+                title="tables",
+            )
+        )
+        stats = client.stats()
+        console.print(
+            f"ingest: {stats['rows_committed']:,} rows in {stats['batches_committed']:,} "
+            f"batches, {stats['rows_queued']:,} queued, {stats['calls_rejected']:,} rejected, "
+            f"commit p50 {stats['commit_ms'].get('p50', 0):.2f} ms"
+        )
+        console.print(
+            _table(
+                ["analysis", "version", "mode", "rows", "last ms", "error"],
+                [
+                    (
+                        a["name"],
+                        a["version"],
+                        a["mode"],
+                        a["rows"],
+                        "" if a["duration"] is None else f"{a['duration'] * 1000:.1f}",
+                        a["error"] or "",
+                    )
+                    for a in client.analyses()
+                ],
+                title="analyses",
+            )
+        )
 
 
 def reference() -> str:

@@ -3,7 +3,8 @@
 The guide makes every thread call ``duckdb_con.cursor()`` by hand. Here each thread gets
 its own cursor the first time it touches the Database; when the thread ends, CPython drops
 its ``threading.local`` slot, and the slot's finalizer closes the cursor, so 10,000
-short-lived threads leave no open cursors behind.
+short-lived threads leave no open cursors behind. Explicit cursors (``db.cursor()``, the
+writer's, each analysis's) are tracked weakly: their owner closes them, or drops them.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ class CursorPool:
     def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
         self._connection = connection
         self._local = threading.local()
-        # guards _open and _closed: cursors are registered from any thread and released
-        # from the finalizers of ending threads
+        # guards _by_thread, _explicit and _closed: cursors are registered from any
+        # thread and released from the finalizers of ending threads
         self._lock = threading.Lock()
-        self._open: dict[int, duckdb.DuckDBPyConnection] = {}
+        # keyed by id(): the dict holds the cursor, so its id stays unique while tracked
+        self._by_thread: dict[int, duckdb.DuckDBPyConnection] = {}
+        self._explicit: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
         self._closed = False
 
     def for_thread(self) -> duckdb.DuckDBPyConnection:
@@ -40,29 +43,36 @@ class CursorPool:
         slot: _Slot | None = getattr(self._local, "slot", None)
         if slot is not None:
             return slot.cursor
-        cursor = self.new()
+        with self._lock:
+            self._check_open()
+            cursor = self._connection.cursor()
+            self._by_thread[id(cursor)] = cursor
         slot = _Slot(cursor)
         self._local.slot = slot
         weakref.finalize(slot, self._release, id(cursor))
         return cursor
 
     def new(self) -> duckdb.DuckDBPyConnection:
-        """A new cursor, tracked so that :meth:`close_all` closes it."""
+        """A new cursor for an owner that closes it (or drops it); closed by close_all."""
         with self._lock:
-            if self._closed:
-                raise RuntimeError("cursor pool is closed")
+            self._check_open()
             cursor = self._connection.cursor()
-            # keyed by id(): the dict holds the cursor, so its id stays unique while tracked
-            self._open[id(cursor)] = cursor
+            self._explicit.add(cursor)
             return cursor
 
     def forget(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        """Close a cursor from :meth:`new` and stop tracking it."""
-        self._release(id(cursor))
+        """Close a cursor from :meth:`new`."""
+        with self._lock:
+            self._explicit.discard(cursor)
+        cursor.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("cursor pool is closed")
 
     def _release(self, key: int) -> None:
         with self._lock:
-            cursor = self._open.pop(key, None)
+            cursor = self._by_thread.pop(key, None)
         if cursor is not None:
             cursor.close()
 
@@ -70,12 +80,13 @@ class CursorPool:
     def open_count(self) -> int:
         """How many cursors are open now (per-thread and explicit)."""
         with self._lock:
-            return len(self._open)
+            return len(self._by_thread) + len(self._explicit)
 
     def close_all(self) -> None:
         with self._lock:
             self._closed = True
-            cursors = list(self._open.values())
-            self._open.clear()
+            cursors = [*self._by_thread.values(), *self._explicit]
+            self._by_thread.clear()
+            self._explicit.clear()
         for cursor in cursors:
             cursor.close()

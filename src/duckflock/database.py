@@ -146,7 +146,7 @@ class Database:
 
     # -- statements --------------------------------------------------------------------
 
-    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Results:
         """Run one statement on this thread's cursor and return it for fetching.
 
         ``params`` fill ``?`` or ``$name`` placeholders. The result is DuckDB's: call
@@ -158,16 +158,17 @@ class Database:
             writes = not _reads_only(sql)
             if writes:
                 self._schemas.invalidate()
-            result = self._cursors.for_thread().execute(sql, params)
+            cursor = self._cursors.for_thread()
+            cursor.execute(sql, params)
             if writes:
                 self._wrote()
-            return result
+            return Results(self, cursor, sql)
         except duckdb.Error as exc:
             raise self._fail(exc, sql, params) from exc
         finally:
             self._leave()
 
-    def executemany(self, sql: str, params: Iterable[Sequence[Any] | dict[str, Any]]) -> Any:
+    def executemany(self, sql: str, params: Iterable[Sequence[Any] | dict[str, Any]]) -> Results:
         """Run one statement once per parameter set, on this thread's cursor."""
         _check_sql(sql)
         rows = list(params)
@@ -176,10 +177,11 @@ class Database:
             writes = not _reads_only(sql)
             if writes:
                 self._schemas.invalidate()
-            result = self._cursors.for_thread().executemany(sql, rows)
+            cursor = self._cursors.for_thread()
+            cursor.executemany(sql, rows)
             if writes:
                 self._wrote()
-            return result
+            return Results(self, cursor, sql)
         except duckdb.Error as exc:
             raise self._fail(exc, sql, rows) from exc
         finally:
@@ -400,6 +402,49 @@ class Database:
                     self._writer.capture = self._scheduler.capture()
             return self._writer
 
+    def tables(self) -> list[dict[str, Any]]:
+        """Every table: its name, columns (name and type) and row count."""
+        listing = self.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() "
+            "WHERE NOT internal AND database_name = current_database() "
+            "ORDER BY schema_name, table_name"
+        ).fetchall()
+        tables = []
+        for schema, table in listing:
+            name = table if schema == "main" else f"{schema}.{table}"
+            columns = self.execute(
+                "SELECT column_name, data_type FROM duckdb_columns() "
+                "WHERE schema_name = ? AND table_name = ? AND database_name = current_database() "
+                "ORDER BY column_index",
+                [schema, table],
+            ).fetchall()
+            count = self.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()
+            tables.append(
+                {
+                    "name": name,
+                    "columns": [{"name": c, "type": t} for c, t in columns],
+                    "rows": int(count[0]) if count else 0,
+                }
+            )
+        return tables
+
+    def lock_down(self) -> None:
+        """Forbid file and network access and extension loading, then lock DuckDB's
+        configuration, for the rest of this database's life.
+
+        For databases exposed to others (``duckflock serve`` calls it after creating
+        its tables): no statement can read or write files (``read_csv``, ``COPY … TO``,
+        ``ATTACH``, the database file itself), install or load extensions, or change a
+        setting. duckflock's own ingest and analyses keep working.
+        """
+        for statement in (
+            "SET enable_external_access = false",
+            "SET autoinstall_known_extensions = false",
+            "SET autoload_known_extensions = false",
+            "SET lock_configuration = true",
+        ):
+            self.execute(statement)
+
     @property
     def open_cursors(self) -> int:
         """How many DuckDB cursors are open now: one per live thread that used this
@@ -483,6 +528,42 @@ class Database:
             raise self._fail(exc, "BEGIN TRANSACTION") from exc
         finally:
             self._leave()
+
+
+class Results:
+    """What ``execute`` returns: the thread's DuckDB cursor, holding the statement's result.
+
+    Every DuckDB method works as usual (``fetchall``, ``fetchone``, ``df``, ``arrow``,
+    ``pl``, ``description``…); calls count as running statements, so ``close()`` waits
+    for them, and after close they raise :class:`ClosedError` like everything else.
+    """
+
+    __slots__ = ("_cursor", "_db", "_sql")
+
+    def __init__(self, db: Database, cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
+        self._db = db
+        self._cursor = cursor
+        self._sql = sql
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._cursor, name)
+        if not callable(attribute):
+            return attribute
+        db, sql = self._db, self._sql
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            db._enter()
+            try:
+                return attribute(*args, **kwargs)
+            except duckdb.Error as exc:
+                raise db._fail(exc, sql) from exc
+            finally:
+                db._leave()
+
+        return call
+
+    def __repr__(self) -> str:
+        return f"<duckflock.Results of {self._sql[:60]!r}>"
 
 
 class _Conflict(Exception):

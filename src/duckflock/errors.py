@@ -11,10 +11,17 @@
      │    ├── BindError             wrong parameters, bad types in the SQL itself
      │    ├── ConstraintError       NOT NULL, CHECK, PRIMARY KEY / UNIQUE, FOREIGN KEY
      │    ├── ConversionError       a value cannot be cast to the column's type
+     │    ├── QueryRefusedError     the server's query endpoint does not run this (403)
+     │    ├── QueryTimeoutError     the query ran past its time limit and was interrupted
      │    └── TransactionError      the transaction could not commit
      │         ├── ConflictError          write-write conflict, still there after every retry
      │         └── TransactionAbortedError a statement failed inside the transaction, so
      │                                      DuckDB rolled it back (its COMMIT says nothing)
+     ├── TransportError             the server could not be reached (client side)
+     ├── RequestError               an HTTP request to the server was malformed (400)
+     │    ├── AuthenticationError   missing or wrong bearer token (401)
+     │    ├── PayloadTooLargeError  the body is over the server's limit (413)
+     │    └── UnsupportedMediaTypeError  no parser for that Content-Type (415)
      ├── AnalysisError              a live analysis could not be found or waited for
      │    ├── UnknownAnalysisError  no analysis of that name (.name)
      │    └── ResultTimeoutError    no result of the wanted version within the timeout
@@ -29,7 +36,10 @@
           └── WriterBrokenError     the writer thread died; everything waiting on it fails
 
 Programmer mistakes (a non-string SQL, a negative timeout, an unsupported insert type) stay
-``TypeError`` / ``ValueError``. DuckDB's own exceptions are translated at the boundary by
+``TypeError`` / ``ValueError``. Every class carries ``http_status``: the server renders
+any of them as ``{"error": {"type": <class name>, "message": …, <fields>}}`` with that
+status, and the client raises the same class again (:func:`from_payload`), so embedded
+and remote code catch the same things. DuckDB's own exceptions are translated at the boundary by
 :func:`translate`, always ``raise … from exc`` so the original stays on ``__cause__``.
 """
 
@@ -42,6 +52,7 @@ import duckdb
 
 __all__ = [
     "AnalysisError",
+    "AuthenticationError",
     "BindError",
     "CatalogError",
     "ClosedError",
@@ -52,17 +63,24 @@ __all__ = [
     "IngestError",
     "IngestTimeoutError",
     "ParserError",
+    "PayloadTooLargeError",
     "QueryError",
+    "QueryRefusedError",
+    "QueryTimeoutError",
     "QueueFullError",
+    "RequestError",
     "ResultTimeoutError",
     "RowRejectedError",
     "SchemaMismatchError",
     "StorageError",
     "TransactionAbortedError",
     "TransactionError",
+    "TransportError",
     "UnknownAnalysisError",
     "UnknownTableError",
+    "UnsupportedMediaTypeError",
     "WriterBrokenError",
+    "from_payload",
     "translate",
 ]
 
@@ -70,19 +88,32 @@ __all__ = [
 class DuckflockError(Exception):
     """Root of every error duckflock raises."""
 
+    http_status = 500
+
+    def fields(self) -> dict[str, Any]:
+        """The context worth sending over HTTP (JSON-serialisable)."""
+        return {}
+
 
 class ClosedError(DuckflockError):
     """The Database was closed; it cannot be used any more."""
 
+    http_status = 503
+
 
 class QueryError(DuckflockError):
     """DuckDB refused or failed a statement. ``.sql`` holds the statement's text."""
+
+    http_status = 400
 
     def __init__(self, message: str, *, sql: str | None = None, params: Any = None) -> None:
         super().__init__(message)
         self.message = message
         self.sql = sql
         self.params = params
+
+    def fields(self) -> dict[str, Any]:
+        return {"sql": self.sql}
 
     def __str__(self) -> str:
         if self.sql is None:
@@ -98,9 +129,14 @@ class CatalogError(QueryError):
 class UnknownTableError(CatalogError):
     """The table named in an insert does not exist."""
 
+    http_status = 404
+
     def __init__(self, table: str, message: str | None = None) -> None:
         super().__init__(message or f"table {table!r} does not exist")
         self.table = table
+
+    def fields(self) -> dict[str, Any]:
+        return {"table": self.table}
 
 
 class ParserError(QueryError):
@@ -118,6 +154,20 @@ class ConstraintError(QueryError):
 class ConversionError(QueryError):
     """A value cannot be converted to the column's type."""
 
+    http_status = 422
+
+
+class QueryRefusedError(QueryError):
+    """The server's query endpoint runs one read-only SELECT; this is something else."""
+
+    http_status = 403
+
+
+class QueryTimeoutError(QueryError, TimeoutError):
+    """The query ran past its time limit and was interrupted."""
+
+    http_status = 504
+
 
 class TransactionError(QueryError):
     """The transaction could not be committed."""
@@ -125,6 +175,8 @@ class TransactionError(QueryError):
 
 class ConflictError(TransactionError):
     """A write-write conflict persisted through every retry."""
+
+    http_status = 409
 
 
 class TransactionAbortedError(TransactionError):
@@ -135,16 +187,53 @@ class TransactionAbortedError(TransactionError):
     """
 
 
+class TransportError(DuckflockError, ConnectionError):
+    """The client could not reach the server, or the connection broke."""
+
+    http_status = 502
+
+
+class RequestError(DuckflockError):
+    """An HTTP request was malformed: the message carries the parser's words."""
+
+    http_status = 400
+
+
+class AuthenticationError(RequestError):
+    """The bearer token is missing or wrong."""
+
+    http_status = 401
+
+
+class PayloadTooLargeError(RequestError):
+    """The request body is larger than the server accepts."""
+
+    http_status = 413
+
+
+class UnsupportedMediaTypeError(RequestError):
+    """The server has no parser for the request's Content-Type."""
+
+    http_status = 415
+
+
 class AnalysisError(DuckflockError):
     """A live analysis could not be found or waited for."""
+
+    http_status = 400
 
 
 class UnknownAnalysisError(AnalysisError, KeyError):
     """No analysis has this name."""
 
+    http_status = 404
+
     def __init__(self, name: str) -> None:
         super().__init__(f"no analysis named {name!r}")
         self.name = name
+
+    def fields(self) -> dict[str, Any]:
+        return {"name": self.name}
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -153,17 +242,25 @@ class UnknownAnalysisError(AnalysisError, KeyError):
 class ResultTimeoutError(AnalysisError, TimeoutError):
     """No result of the wanted version arrived within the timeout."""
 
+    http_status = 504
+
 
 class IngestError(DuckflockError):
     """The write path could not take or commit rows."""
+
+    http_status = 422
 
 
 class SchemaMismatchError(IngestError, ValueError):
     """The rows do not fit the table: an unknown column, or a row of the wrong width."""
 
-    def __init__(self, message: str, *, table: str) -> None:
+    def __init__(self, message: str, *, table: str, column: str | None = None) -> None:
         super().__init__(message)
         self.table = table
+        self.column = column
+
+    def fields(self) -> dict[str, Any]:
+        return {"table": self.table, "column": self.column}
 
 
 class RowRejectedError(IngestError):
@@ -181,21 +278,38 @@ class RowRejectedError(IngestError):
         cause: QueryError,
         row_index: int | None,
         row: dict[str, Any] | None,
+        column: str | None = None,
     ) -> None:
         where = f"row {row_index}" if row_index is not None else "a row"
+        if column is not None:
+            where += f", column {column!r}"
         super().__init__(f"insert into {table!r} rejected: {where}: {cause.message}")
         self.table = table
         self.cause = cause
         self.row_index = row_index
         self.row = row
+        self.column = column
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "row_index": self.row_index,
+            "column": self.column,
+            "reason": self.cause.message,
+            "cause": type(self.cause).__name__,
+        }
 
 
 class QueueFullError(IngestError, TimeoutError):
     """The bounded ingest queue stayed full for longer than the caller's timeout."""
 
+    http_status = 503
+
 
 class IngestTimeoutError(IngestError, TimeoutError):
     """The rows were accepted but their commit did not finish within the timeout."""
+
+    http_status = 504
 
 
 class StorageError(IngestError):
@@ -204,9 +318,13 @@ class StorageError(IngestError):
     Nothing in the batch was acknowledged.
     """
 
+    http_status = 500
+
 
 class WriterBrokenError(IngestError):
     """The writer thread died; every insert waiting on it, and every later one, fails."""
+
+    http_status = 503
 
 
 _BY_DUCKDB_TYPE: Sequence[tuple[type[BaseException], type[QueryError]]] = (
@@ -234,3 +352,27 @@ def translate(exc: BaseException, *, sql: str | None = None, params: Any = None)
 def is_conflict(exc: BaseException) -> bool:
     """True for DuckDB's write-write conflict, the one error worth retrying."""
     return isinstance(exc, duckdb.TransactionException) and "conflict" in str(exc).lower()
+
+
+def from_payload(payload: dict[str, Any]) -> DuckflockError:
+    """Rebuild the error a server sent (``{"type", "message", …fields}``) as its class."""
+    name = str(payload.get("type", "DuckflockError"))
+    message = str(payload.get("message", "unknown error"))
+    cls = globals().get(name)
+    if not (isinstance(cls, type) and issubclass(cls, DuckflockError)):
+        cls = DuckflockError
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    fields = {k: v for k, v in payload.items() if k not in ("type", "message")}
+    if issubclass(cls, QueryError):
+        error.message = message  # type: ignore[attr-defined]
+        error.sql = fields.pop("sql", None)  # type: ignore[attr-defined]
+        error.params = None  # type: ignore[attr-defined]
+    if issubclass(cls, RowRejectedError):
+        cause_cls = globals().get(str(fields.get("cause")), QueryError)
+        error.cause = cause_cls(str(fields.get("reason", message)))  # type: ignore[attr-defined]
+        error.row = None  # type: ignore[attr-defined]
+    for key, value in fields.items():
+        if key != "cause":
+            setattr(error, key, value)
+    return error

@@ -21,6 +21,8 @@ overshoot the bound by at most one row each.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import queue
 import threading
 import time
@@ -49,6 +51,8 @@ from .receipts import Receipt
 LINGER_SECONDS = 0.01
 LINGER_ROWS = 20_000
 _SAMPLES = 4096  # batch sizes and commit latencies kept for percentiles
+# upper bounds (seconds) of the commit-latency histogram exported as metrics
+COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _CLOSE = None  # the inbox sentinel
 
 
@@ -64,6 +68,9 @@ class IngestStats:
     max_queued_rows: int
     batch_rows: dict[str, float]
     commit_ms: dict[str, float]
+    # cumulative counts per COMMIT_BUCKETS bound (then +Inf), and the sum in seconds
+    commit_histogram: tuple[int, ...] = ()
+    commit_seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -128,6 +135,8 @@ class Writer:
         self._calls_rejected = 0
         self._batch_rows: deque[float] = deque(maxlen=_SAMPLES)
         self._commit_ms: deque[float] = deque(maxlen=_SAMPLES)
+        self._commit_counts = [0] * (len(COMMIT_BUCKETS) + 1)
+        self._commit_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="duckflock-writer", daemon=True)
         self._thread.start()
 
@@ -232,6 +241,8 @@ class Writer:
                 max_queued_rows=self.max_queued_rows,
                 batch_rows=_percentiles(self._batch_rows),
                 commit_ms=_percentiles(self._commit_ms),
+                commit_histogram=tuple(itertools.accumulate(self._commit_counts)),
+                commit_seconds=self._commit_seconds,
             )
 
     # -- the writer thread -------------------------------------------------------------
@@ -337,7 +348,10 @@ class Writer:
             if committed:
                 self._batches_committed += 1
             self._batch_rows.append(sum(r._nrows for r in receipts))
-            self._commit_ms.append((time.perf_counter() - started) * 1000)
+            seconds = time.perf_counter() - started
+            self._commit_ms.append(seconds * 1000)
+            self._commit_counts[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
+            self._commit_seconds += seconds
 
     def _finish(self, receipts: list[Receipt], markers: list[Receipt]) -> None:
         rows = sum(r._nrows for r in receipts)

@@ -126,7 +126,12 @@ class SchemaCache:
             schema = self.refresh(table)  # the table may have changed behind our back
             found = schema.resolve(key)
             if found is None:
-                raise SchemaMismatchError(schema.explain_mismatch(key), table=table)
+                unknown = [n for n in key if str(n).lower() not in schema.by_lower]
+                raise SchemaMismatchError(
+                    schema.explain_mismatch(key),
+                    table=table,
+                    column=str(unknown[0]) if unknown else None,
+                )
         return schema, found
 
     def invalidate(self) -> None:

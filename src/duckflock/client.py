@@ -1,0 +1,336 @@
+"""Client: the Database verbs against a ``duckflock serve`` over HTTP (httpx).
+
+Errors come back as the same classes the embedded Database raises (the server sends the
+class name; :func:`duckflock.errors.from_payload` rebuilds it), so code catches the same
+things either way. Large inserts travel as Arrow IPC in chunks; each chunk is one
+atomic request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import httpx
+import pyarrow as pa
+
+from .errors import ClosedError, DuckflockError, QueryError, TransportError, from_payload
+from .results import Result
+
+ARROW = "application/vnd.apache.arrow.stream"
+_ARROW_ABOVE = 1_000  # rows: list inserts this large (with uniform keys) go as Arrow
+
+
+class RemoteResults:
+    """A query's rows, fetched: the DuckDB-style accessors over an Arrow table."""
+
+    def __init__(self, table: pa.Table, truncated: bool) -> None:
+        self.table = table
+        self.truncated = truncated  # the server's row cap cut the result short
+
+    @property
+    def description(self) -> list[tuple[str, str]]:
+        return [(field.name, str(field.type)) for field in self.table.schema]
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        columns = [column.to_pylist() for column in self.table.columns]
+        return list(zip(*columns, strict=True)) if columns else []
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        rows = self.table.slice(0, 1)
+        return self.__class__(rows, False).fetchall()[0] if rows.num_rows else None
+
+    def arrow(self) -> pa.Table:
+        return self.table
+
+    def df(self) -> Any:
+        return self.table.to_pandas()
+
+    def pl(self) -> Any:
+        import polars
+
+        return polars.from_arrow(self.table)
+
+
+def _arrow_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _as_arrow(data: Any) -> pa.Table | None:
+    if isinstance(data, pa.Table):
+        return data
+    if isinstance(data, pa.RecordBatch):
+        return pa.Table.from_batches([data])
+    module = type(data).__module__
+    if module.startswith("pandas") and type(data).__name__ == "DataFrame":
+        return pa.Table.from_pandas(data, preserve_index=False)
+    if module.startswith("polars") and type(data).__name__ == "DataFrame":
+        return data.to_arrow()
+    return None
+
+
+class Client:
+    """Talk to a duckflock server: ``Client("http://127.0.0.1:8765", token=…)``."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection pool; idempotent. Later calls raise ClosedError."""
+        if not self._closed:
+            self._closed = True
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<duckflock.Client {self.url} {'closed' if self._closed else 'open'}>"
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if self._closed:
+            raise ClosedError("the client is closed")
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise TransportError(f"cannot reach {self.url}: {exc}") from exc
+        _raise_for(response)
+        return response
+
+    # -- verbs -------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/v1/health").json())
+
+    def tables(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/v1/tables").json())
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/v1/stats").json())
+
+    def insert(
+        self,
+        table: str,
+        data: Any,
+        *,
+        columns: Sequence[str] | None = None,
+        wait: bool = True,
+        chunk_rows: int = 100_000,
+    ) -> int:
+        """Insert rows (same shapes as ``Database.insert``); returns how many were sent.
+
+        One call is atomic when it fits in one request; larger Arrow data goes in
+        ``chunk_rows`` chunks, each committed on its own.
+        """
+        suffix = "" if wait else "?wait=false"
+        path = f"/v1/tables/{table}/rows{suffix}"
+        arrow = _as_arrow(data)
+        if arrow is None:
+            rows = self._rows(data, columns)
+            uniform = rows and all(isinstance(r, dict) for r in rows)
+            if uniform and len(rows) >= _ARROW_ABOVE and len({tuple(r) for r in rows}) == 1:
+                arrow = pa.Table.from_pylist(rows)
+            else:
+                for start in range(0, len(rows), chunk_rows):
+                    self._request("POST", path, json=rows[start : start + chunk_rows])
+                return len(rows)
+        elif columns is not None:
+            arrow = arrow.rename_columns(list(columns))
+        for batch in arrow.to_batches(max_chunksize=chunk_rows):
+            self._request(
+                "POST",
+                path,
+                content=_arrow_bytes(pa.Table.from_batches([batch])),
+                headers={"Content-Type": ARROW},
+            )
+        return int(arrow.num_rows)
+
+    @staticmethod
+    def _rows(data: Any, columns: Sequence[str] | None) -> list[Any]:
+        if isinstance(data, dict | tuple):
+            data = [data]
+        elif isinstance(data, str | bytes) or not isinstance(data, Iterable):
+            raise TypeError(
+                "insert takes a dict or tuple (one row), an iterable of them, a DataFrame "
+                f"or an Arrow table, not {type(data).__name__}"
+            )
+        rows = list(data)
+        if columns is not None:
+            names = list(columns)
+            return [
+                dict(zip(names, row, strict=True)) if not isinstance(row, dict) else row
+                for row in rows
+            ]
+        return [list(row) if isinstance(row, tuple) else row for row in rows]
+
+    def execute(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
+    ) -> RemoteResults:
+        """Run one read-only SELECT on the server; fetch with fetchall/df/arrow/pl."""
+        response = self._request(
+            "POST",
+            "/v1/query",
+            json={"sql": sql, "params": params},
+            headers={"Accept": ARROW},
+        )
+        table = pa.ipc.open_stream(response.content).read_all()
+        return RemoteResults(table, response.headers.get("x-duckflock-truncated") == "true")
+
+    def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
+        """``execute(…).arrow()``: the rows as a pyarrow Table."""
+        return self.execute(sql, params).table
+
+    def query_df(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
+        """The rows as a pandas DataFrame."""
+        return self.execute(sql, params).df()
+
+    # -- analyses ----------------------------------------------------------------------
+
+    def analyses(self) -> list[dict[str, Any]]:
+        return list(self._request("GET", "/v1/analyses").json())
+
+    def analysis(
+        self,
+        name: str,
+        sql: str,
+        *,
+        every: float | None = None,
+        on_change: bool = False,
+        min_interval: float = 0.1,
+        params: Sequence[Any] | dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Define or replace an analysis on the server; returns its status."""
+        body = {
+            "sql": sql,
+            "every": every,
+            "on_change": on_change,
+            "min_interval": min_interval,
+            "params": params,
+        }
+        return dict(self._request("PUT", f"/v1/analyses/{name}", json=body).json())
+
+    def drop_analysis(self, name: str) -> None:
+        self._request("DELETE", f"/v1/analyses/{name}")
+
+    def result(
+        self, name: str, *, min_version: int | None = None, timeout: float | None = None
+    ) -> Result:
+        """The latest result (waits for the first, or for ``min_version``)."""
+        params: dict[str, Any] = {}
+        if min_version is not None:
+            params["min_version"] = min_version
+        if timeout is not None:
+            params["timeout"] = timeout
+        response = self._request(
+            "GET", f"/v1/analyses/{name}/result", params=params, headers={"Accept": ARROW}
+        )
+        headers = response.headers
+        error = headers.get("x-duckflock-error")
+        rebuilt = from_payload(json.loads(error)) if error else None
+        return Result(
+            name=name,
+            table=pa.ipc.open_stream(response.content).read_all(),
+            version=int(headers["x-duckflock-version"]),
+            refreshed_at=datetime.fromisoformat(headers["x-duckflock-refreshed-at"]),
+            duration=float(headers["x-duckflock-duration"]),
+            watermark=int(headers["x-duckflock-watermark"]),
+            mode=headers["x-duckflock-mode"],
+            error=rebuilt if isinstance(rebuilt, QueryError) else None,
+        )
+
+    def watch(self, name: str) -> Iterator[Result]:
+        """Each new version as the server pushes it (server-sent events)."""
+        if self._closed:
+            raise ClosedError("the client is closed")
+        try:
+            with self._http.stream(
+                "GET", f"/v1/analyses/{name}/events", timeout=httpx.Timeout(60, read=60)
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    _raise_for(response)
+                for event, data in _sse(response.iter_lines()):
+                    if event == "result":
+                        yield _result_from_json(json.loads(data))
+        except httpx.TransportError as exc:
+            raise TransportError(f"the event stream from {self.url} broke: {exc}") from exc
+
+
+def _sse(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
+    """(event, data) pairs of a server-sent event stream (comments and pings skipped)."""
+    event, data = "message", list[str]()
+    for line in lines:
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "event":
+                event = value
+            elif field == "data":
+                data.append(value)
+
+
+def _result_from_json(payload: dict[str, Any]) -> Result:
+    columns = payload["columns"]
+    rows = payload["rows"]
+    table = pa.table({c: [row[i] for row in rows] for i, c in enumerate(columns)})
+    error = payload.get("error")
+    rebuilt = from_payload(error) if error else None
+    return Result(
+        name=payload["name"],
+        table=table,
+        version=int(payload["version"]),
+        refreshed_at=datetime.fromisoformat(payload["refreshed_at"]),
+        duration=float(payload["duration"]),
+        watermark=int(payload["watermark"]),
+        mode=str(payload["mode"]),
+        error=rebuilt if isinstance(rebuilt, QueryError) else None,
+    )
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 400:
+        return
+    try:
+        payload = response.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        raise DuckflockError(
+            f"HTTP {response.status_code} from the server: {response.text[:200]}"
+        ) from None
+    raise from_payload(payload)
+
+
+__all__ = ["Client", "RemoteResults"]
