@@ -1,7 +1,14 @@
 from __future__ import annotations
 
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,3 +29,80 @@ def memdb() -> Iterator[duckflock.Database]:
     database = duckflock.connect()
     yield database
     database.close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """A real ``duckflock serve`` subprocess on 127.0.0.1 (uvicorn)."""
+
+    def __init__(self, database: Path, *args: str, token: str | None = None) -> None:
+        self.database = database
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = token
+        command = [
+            sys.executable,
+            "-m",
+            "duckflock",
+            "serve",
+            str(database),
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warning",
+            *args,
+        ]
+        if token:
+            command += ["--token", token]
+        self.log = database.with_suffix(".log").open("w+")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        with duckflock.Client(self.url, timeout=1) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited early:\n{self.output()}")
+                try:
+                    client.health()
+                    return
+                except duckflock.TransportError:
+                    threading.Event().wait(0.05)  # the server is still starting: try again
+        raise RuntimeError(f"server not ready after {timeout} s:\n{self.output()}")
+
+    def client(self, **kwargs: Any) -> duckflock.Client:
+        return duckflock.Client(self.url, token=self.token, **kwargs)
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+        return int(self.process.returncode)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    config = tmp_path / "duckflock.toml"
+    config.write_text(
+        "[[tables]]\n"
+        'sql = "CREATE TABLE IF NOT EXISTS events (p INTEGER, i INTEGER, note VARCHAR)"\n'
+    )
+    process = ServerProcess(tmp_path / "served.duckdb", "--config", str(config))
+    yield process
+    process.stop()

@@ -247,7 +247,10 @@ def load(target: str, table: str, file: str, fmt: str, chunk_rows: int, token: s
     """
     from .loading import chunks_of, file_format
 
-    kind = file_format(file) if fmt == "auto" else fmt
+    try:
+        kind = file_format(file) if fmt == "auto" else fmt
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

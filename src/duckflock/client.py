@@ -85,12 +85,19 @@ class Client:
         *,
         timeout: float = 120.0,
         transport: httpx.BaseTransport | None = None,
+        http: httpx.Client | None = None,
     ) -> None:
+        """``transport`` swaps the network (tests); ``http`` brings a ready httpx.Client
+        (e.g. Starlette's TestClient) whose base URL is used instead of ``url``."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
-        self._http = httpx.Client(
-            base_url=self.url, headers=headers, timeout=timeout, transport=transport
-        )
+        if http is not None:
+            http.headers.update(headers)
+            self._http = http
+        else:
+            self._http = httpx.Client(
+                base_url=self.url, headers=headers, timeout=timeout, transport=transport
+            )
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import random
@@ -20,6 +21,8 @@ from .errors import (
     ClosedError,
     ConflictError,
     IngestError,
+    IngestTimeoutError,
+    QueueFullError,
     TransactionAbortedError,
     is_conflict,
     translate,
@@ -237,19 +240,9 @@ class Database:
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must be >= 0, not {timeout}")
         started = None if timeout is None else time.monotonic()
-        if type(data) is dict and columns is None and type(table) is str:
-            # the hot path, one dict row: two dict lookups when the keys were seen before
-            schema = self._schemas.get(table)
-            keys = tuple(data)
-            names = schema.checked.get(keys)
-            if names is None:
-                schema, names = self._schemas.resolve(table, keys)
-            receipt = Receipt(schema, columns=names, row=tuple(data.values()))
-        else:
-            schema, parts, nrows = to_parts(self._schemas, table, data, columns)
-            if nrows == 0:
-                return Receipt.empty()
-            receipt = Receipt(schema, parts=parts, nrows=nrows)
+        receipt = self._receipt(table, data, columns)
+        if receipt.done:
+            return receipt
         writer = self._writer or self._ingest()
         writer.submit(receipt, timeout, wait=wait)
         if wait:
@@ -257,6 +250,65 @@ class Database:
                 timeout = max(0.0, timeout - (time.monotonic() - started))
             receipt.wait(timeout)
         return receipt
+
+    async def insert_async(
+        self,
+        table: str,
+        data: Any,
+        *,
+        columns: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> Receipt:
+        """``insert`` for asyncio code: awaits the commit without holding a thread.
+
+        Checking and queueing take microseconds on the event loop; only when the queue is
+        full does the wait for room move to the loop's default executor.
+        """
+        if self._closed:
+            raise ClosedError(f"database {self.path!r} is closed")
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0, not {timeout}")
+        receipt = self._receipt(table, data, columns)
+        if receipt.done:
+            return receipt
+        loop = asyncio.get_running_loop()
+        committed = loop.create_future()
+
+        def settle() -> None:
+            if not committed.done():
+                committed.set_result(None)
+
+        # set before queueing: the writer treats a call someone awaits as urgent
+        receipt._on_done = lambda: loop.call_soon_threadsafe(settle)
+        writer = self._writer or self._ingest()
+        try:
+            writer.submit(receipt, 0, wait=False)
+        except QueueFullError:
+            await loop.run_in_executor(None, lambda: writer.submit(receipt, timeout, wait=False))
+        try:
+            await asyncio.wait_for(committed, timeout)
+        except TimeoutError:
+            raise IngestTimeoutError(
+                f"{receipt.rows} rows for {receipt.table!r} were accepted but not committed "
+                f"within {timeout} s; they may still commit"
+            ) from None
+        receipt.wait(0)  # done: returns, or raises the call's own error
+        return receipt
+
+    def _receipt(self, table: str, data: Any, columns: Sequence[str] | None) -> Receipt:
+        """Check ``data`` against the table (in the caller) and wrap it for the writer."""
+        if type(data) is dict and columns is None and type(table) is str:
+            # the hot path, one dict row: two dict lookups when the keys were seen before
+            schema = self._schemas.get(table)
+            keys = tuple(data)
+            names = schema.checked.get(keys)
+            if names is None:
+                schema, names = self._schemas.resolve(table, keys)
+            return Receipt(schema, columns=names, row=tuple(data.values()))
+        schema, parts, nrows = to_parts(self._schemas, table, data, columns)
+        if nrows == 0:
+            return Receipt.empty()
+        return Receipt(schema, parts=parts, nrows=nrows)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every insert accepted so far is committed (or has failed)."""

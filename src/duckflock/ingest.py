@@ -292,8 +292,8 @@ class Writer:
                 if n > 1:
                     with self._lock:
                         self._big_rows -= n
-                if item._waiter is not None:
-                    urgent = True
+                if item._waiter is not None or item._on_done is not None:
+                    urgent = True  # somebody waits for this one: no lingering
                 if rows >= self.max_batch_rows:
                     break
             try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from _thread import allocate_lock
+from collections.abc import Callable
 from typing import Any
 
 from .errors import IngestTimeoutError
@@ -28,6 +29,7 @@ class Receipt:
         "_finished",
         "_guard",
         "_nrows",
+        "_on_done",
         "_parts",
         "_row",
         "_schema",
@@ -54,6 +56,7 @@ class Receipt:
         self._finished = False
         self._guard: threading.Lock | None = None
         self._waiter: Any = None
+        self._on_done: Callable[[], object] | None = None
 
     @classmethod
     def empty(cls) -> Receipt:
@@ -74,6 +77,28 @@ class Receipt:
         waiter = self._waiter
         if waiter is not None:
             waiter.release()
+        callback = self._on_done
+        if callback is not None:
+            callback()
+
+    def add_done_callback(self, callback: Callable[[], object]) -> None:
+        """Call ``callback()`` once the call is done (at once if it already is).
+
+        It runs on the writer thread while the writer holds its lock: it must be quick
+        and must not block (``loop.call_soon_threadsafe`` is the intended use, for
+        asyncio code awaiting a commit without a thread).
+        """
+        guard = self._guard
+        if guard is None:  # not queued: done already (a call without rows)
+            callback()
+            return
+        with guard:
+            if not self._finished:
+                if self._on_done is not None:
+                    raise RuntimeError("a receipt takes one done-callback")
+                self._on_done = callback
+                return
+        callback()
 
     def parts(self) -> list[Part]:
         """The call's rows as parts (a single row becomes a one-row part)."""

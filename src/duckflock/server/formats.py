@@ -114,7 +114,10 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
     if isinstance(value, decimal.Decimal):
-        return str(value)  # exact: JSON numbers would round
+        exponent = value.as_tuple().exponent
+        if isinstance(exponent, int) and exponent >= 0:
+            return int(value)  # HUGEINT sums arrive as scale-0 decimals
+        return str(value)  # exact: a JSON number would round
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, bytes):

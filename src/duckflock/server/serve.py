@@ -7,10 +7,12 @@ commits everything accepted, checkpoints and closes the database; the process ex
 from __future__ import annotations
 
 import ipaddress
+import signal
 import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -109,4 +111,12 @@ def serve(
     """Run the server until SIGINT/SIGTERM."""
     settings = settings or ServerSettings()
     _, app = prepare(database, settings, config, host)
+    # uvicorn handles SIGINT/SIGTERM while it runs (graceful shutdown), then re-raises the
+    # signal under the handlers it found: make those a no-op, so a clean stop exits 0
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _after_shutdown)
     uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
+
+
+def _after_shutdown(sig: int, frame: FrameType | None) -> None:
+    """The server has already shut down gracefully; nothing left to interrupt."""

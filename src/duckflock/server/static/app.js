@@ -94,6 +94,14 @@ function chart(result) {
       label.textContent = `${rows[i][0]}: ${v}`;
       bar.appendChild(label);
       svg.appendChild(bar);
+      if (values.length <= 20) {
+        const text = document.createElementNS(svg.namespaceURI, "text");
+        text.setAttribute("x", pad + step * (i + 0.5));
+        text.setAttribute("y", height - 4);
+        text.setAttribute("text-anchor", "middle");
+        text.textContent = String(rows[i][0]).slice(0, 12);
+        svg.appendChild(text);
+      }
     });
   }
   return svg;

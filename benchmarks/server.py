@@ -1,0 +1,190 @@
+"""Server benchmark: 4 client processes against a real `duckflock serve`, vs embedded.
+
+Run: .venv/bin/python benchmarks/server.py [--quick]
+
+(a) one row per request, each waiting for its acknowledgement;
+(b) 1,000-row JSON batches;
+(c) 100,000-row Arrow IPC batches.
+Each is compared with the same work done embedded (4 threads calling db.insert) in the
+same run. Targets on 2 cores: (a) >= 2,000 acknowledged requests/s; (c) >= 50% of the
+embedded chunk ingest.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+import duckflock
+
+TABLE = "CREATE TABLE IF NOT EXISTS events (p INTEGER, i INTEGER, note VARCHAR)"
+CLIENTS = 4
+
+
+def _rows(p: int, start: int, count: int) -> list[dict[str, Any]]:
+    return [{"p": p, "i": i, "note": "x"} for i in range(start, start + count)]
+
+
+def _arrow(p: int, start: int, count: int) -> pa.Table:
+    return pa.table(
+        {
+            "p": pa.array([p] * count, pa.int32()),
+            "i": pa.array(range(start, start + count), pa.int32()),
+            "note": ["x"] * count,
+        }
+    )
+
+
+def work(kind: str, p: int, requests: int, send: Callable[[Any], Any]) -> None:
+    """One client's share: ``requests`` calls of the scenario's shape."""
+    if kind == "a":
+        for i in range(requests):
+            send({"p": p, "i": i, "note": "x"})
+    elif kind == "b":
+        for r in range(requests):
+            send(_rows(p, r * 1_000, 1_000))
+    else:
+        for r in range(requests):
+            send(_arrow(p, r * 100_000, 100_000))
+
+
+def _client(url: str, kind: str, p: int, requests: int, barrier: Any, out: Any) -> None:
+    with duckflock.Client(url) as client:
+        client.health()
+        if kind == "c":  # build the Arrow payloads before the clock starts
+            tables = [_arrow(p, r * 100_000, 100_000) for r in range(requests)]
+        barrier.wait()
+        started = time.perf_counter()
+        if kind == "c":
+            for table in tables:
+                client.insert("events", table)
+        else:
+            work(kind, p, requests, lambda data: client.insert("events", data))
+        out.put(time.perf_counter() - started)
+
+
+def over_http(url: str, kind: str, requests: int) -> float:
+    """Seconds for CLIENTS processes to finish their share, from a common start."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(CLIENTS + 1)
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=_client, args=(url, kind, p, requests, barrier, out))
+        for p in range(CLIENTS)
+    ]
+    for proc in procs:
+        proc.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for proc in procs:
+        proc.join()
+    elapsed = time.perf_counter() - started
+    assert all(proc.exitcode == 0 for proc in procs)
+    return elapsed
+
+
+def embedded(path: Path, kind: str, requests: int) -> float:
+    with duckflock.connect(path) as db:
+        db.execute(TABLE)
+        payloads = (
+            {p: [_arrow(p, r * 100_000, 100_000) for r in range(requests)] for p in range(CLIENTS)}
+            if kind == "c"
+            else {}
+        )
+        barrier = threading.Barrier(CLIENTS + 1)
+
+        def run(p: int) -> None:
+            barrier.wait()
+            if kind == "c":
+                for table in payloads[p]:
+                    db.insert("events", table)
+            else:
+                work(kind, p, requests, lambda data: db.insert("events", data))
+
+        threads = [threading.Thread(target=run, args=(p,)) for p in range(CLIENTS)]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        started = time.perf_counter()
+        for thread in threads:
+            thread.join()
+        return time.perf_counter() - started
+
+
+def start_server(path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = path.with_suffix(".toml")
+    config.write_text(f'[[tables]]\nsql = "{TABLE}"\n')
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "duckflock",
+            "serve",
+            str(path),
+            "--port",
+            str(port),
+            "--config",
+            str(config),
+            "--log-level",
+            "warning",
+        ]
+    )
+    url = f"http://127.0.0.1:{port}"
+    with duckflock.Client(url, timeout=1) as client:
+        for _ in range(300):
+            try:
+                client.health()
+                return proc, url
+            except duckflock.TransportError:
+                time.sleep(0.05)  # the server is still starting
+    raise RuntimeError("server did not start")
+
+
+def main(argv: list[str]) -> None:
+    quick = "--quick" in argv
+    shares = {"a": 200 if quick else 1_000, "b": 10 if quick else 50, "c": 1 if quick else 5}
+    rows_per = {"a": 1, "b": 1_000, "c": 100_000}
+    labels = {
+        "a": "one row per request, acked",
+        "b": "1,000-row JSON batches",
+        "c": "100,000-row Arrow IPC batches",
+    }
+    with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
+        for kind in "abc":
+            requests = shares[kind]
+            total_requests = CLIENTS * requests
+            total_rows = total_requests * rows_per[kind]
+            proc, url = start_server(Path(tmp) / f"served_{kind}.duckdb")
+            try:
+                remote = over_http(url, kind, requests)
+                with duckflock.Client(url) as client:
+                    landed = client.execute("SELECT count(*) FROM events").fetchone()
+                assert landed == (total_rows,), landed
+            finally:
+                proc.terminate()
+                proc.wait(30)
+            local = embedded(Path(tmp) / f"embedded_{kind}.duckdb", kind, requests)
+            print(
+                f"({kind}) {labels[kind]:32s} http: {total_requests / remote:>9,.0f} req/s "
+                f"{total_rows / remote:>12,.0f} rows/s | embedded: "
+                f"{total_rows / local:>12,.0f} rows/s | ratio {local / remote:6.1%}",
+                flush=True,
+            )
+    print("targets: (a) >= 2,000 acknowledged requests/s; (c) ratio >= 50%")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
