@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 import duckflock
+from duckflock.bench import run_threads
 
 TABLE = "CREATE TABLE IF NOT EXISTS events (p INTEGER, i INTEGER, note VARCHAR)"
 CLIENTS = 4
@@ -101,24 +101,15 @@ def embedded(path: Path, kind: str, requests: int) -> float:
             if kind == "c"
             else {}
         )
-        barrier = threading.Barrier(CLIENTS + 1)
 
         def run(p: int) -> None:
-            barrier.wait()
             if kind == "c":
                 for table in payloads[p]:
                     db.insert("events", table)
             else:
                 work(kind, p, requests, lambda data: db.insert("events", data))
 
-        threads = [threading.Thread(target=run, args=(p,)) for p in range(CLIENTS)]
-        for thread in threads:
-            thread.start()
-        barrier.wait()
-        started = time.perf_counter()
-        for thread in threads:
-            thread.join()
-        return time.perf_counter() - started
+        return run_threads(CLIENTS, run, "embedded")
 
 
 def start_server(path: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -75,7 +75,7 @@ def format_figure(figure: Figure, baseline: Figure | None) -> str:
     ).rstrip()
 
 
-def _run_threads(count: int, target: Callable[[int], None], name: str) -> float:
+def run_threads(count: int, target: Callable[[int], None], name: str) -> float:
     """Start ``count`` threads at one barrier; return the seconds until all are done."""
     barrier = threading.Barrier(count + 1)
     errors: list[BaseException] = []
@@ -125,7 +125,7 @@ def guide_pattern(workdir: Path, threads: int, per_thread: int) -> Figure:
             local.execute("INSERT INTO my_inserts (thread_name) VALUES (?)", (name,)).fetchall()
         local.close()
 
-    seconds = _run_threads(threads, write, "write_thread")
+    seconds = run_threads(threads, write, "write_thread")
     con.close()
     rows = _count(path)
     return Figure("a", f"guide pattern, {threads} threads, autocommit per row", rows, seconds)
@@ -147,7 +147,7 @@ def closed_loop(workdir: Path, threads: int, per_thread: int) -> Figure:
                 db.insert("my_inserts", {"thread_name": name})
                 mine.append(clock() - started)
 
-        seconds = _run_threads(threads, write, "write_thread")
+        seconds = run_threads(threads, write, "write_thread")
     ordered = sorted(x for per in latencies for x in per)
     extra = {
         "p50_ms": ordered[len(ordered) // 2] * 1000,
@@ -185,7 +185,7 @@ def streaming(
             write(i)
             db.flush()
 
-        seconds = _run_threads(threads, write_and_flush, "stream")
+        seconds = run_threads(threads, write_and_flush, "stream")
     return Figure("c", f"duckflock streaming, {threads} threads, wait=False", _count(path), seconds)
 
 
@@ -206,7 +206,7 @@ def chunks(workdir: Path, threads: int, per_thread: int, chunk_rows: int, *, wai
                 db.insert("my_inserts", data[i], wait=wait)
             db.flush()
 
-        seconds = _run_threads(threads, write, "chunk")
+        seconds = run_threads(threads, write, "chunk")
     mode = "ack per chunk" if wait else "wait=False"
     return Figure(
         "d" if wait else "d2",
@@ -248,7 +248,7 @@ def sqlite_wal(workdir: Path, threads: int, per_thread: int, synchronous: str) -
             con.execute("INSERT INTO my_inserts (thread_name) VALUES (?)", (name,))
         con.close()
 
-    seconds = _run_threads(threads, write, "sqlite")
+    seconds = run_threads(threads, write, "sqlite")
     rows = setup.execute("SELECT count(*) FROM my_inserts").fetchone()[0]
     setup.close()
     return Figure("f", f"SQLite WAL synchronous={synchronous}, {threads} threads", rows, seconds)

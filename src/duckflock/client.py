@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from .errors import ClosedError, DuckflockError, QueryError, TransportError, from_payload
 from .results import Result
+from .rows import as_arrow, ipc_bytes
 
 ARROW = "application/vnd.apache.arrow.stream"
 _ARROW_ABOVE = 1_000  # rows: list inserts this large (with uniform keys) go as Arrow
@@ -53,26 +54,6 @@ class RemoteResults:
         import polars
 
         return polars.from_arrow(self.table)
-
-
-def _arrow_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
-
-
-def _as_arrow(data: Any) -> pa.Table | None:
-    if isinstance(data, pa.Table):
-        return data
-    if isinstance(data, pa.RecordBatch):
-        return pa.Table.from_batches([data])
-    module = type(data).__module__
-    if module.startswith("pandas") and type(data).__name__ == "DataFrame":
-        return pa.Table.from_pandas(data, preserve_index=False)
-    if module.startswith("polars") and type(data).__name__ == "DataFrame":
-        return data.to_arrow()
-    return None
 
 
 class Client:
@@ -159,7 +140,7 @@ class Client:
         """
         suffix = "" if wait else "?wait=false"
         path = f"/v1/tables/{table}/rows{suffix}"
-        arrow = _as_arrow(data)
+        arrow = as_arrow(data)
         if arrow is None:
             rows = self._rows(data, columns)
             uniform = rows and all(isinstance(r, dict) for r in rows)
@@ -175,7 +156,7 @@ class Client:
             self._request(
                 "POST",
                 path,
-                content=_arrow_bytes(pa.Table.from_batches([batch])),
+                content=ipc_bytes(pa.Table.from_batches([batch])),
                 headers={"Content-Type": ARROW},
             )
         return int(arrow.num_rows)

@@ -51,6 +51,45 @@ class DemoReport:
     versions: list[Result] = field(default_factory=list)  # --live: every version seen
 
 
+def _writer(db: Database) -> Callable[[], object]:
+    """The guide's writer: insert this thread's name (group-committed, durable on return)."""
+    return lambda: db.insert("my_inserts", {"thread_name": threading.current_thread().name})
+
+
+def _run_shuffled(jobs: list[tuple[str, Callable[[], object]]], seed: int) -> None:
+    """One thread per (name, job), shuffled with the guide's seed, all started, all
+    joined; a failure in any thread is raised here, not lost."""
+    failures: list[BaseException] = []
+
+    def guarded(job: Callable[[], object]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                job()
+            except BaseException as exc:  # reported after join, not lost in a thread
+                failures.append(exc)
+
+        return run
+
+    threads = [threading.Thread(target=guarded(job), name=name) for name, job in jobs]
+    random.seed(seed)
+    random.shuffle(threads)
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
+def _table_rows(db: Database) -> list[tuple[str, datetime]]:
+    return [
+        (name, at)
+        for name, at in db.execute(
+            "SELECT thread_name, insert_time FROM my_inserts ORDER BY insert_time"
+        ).fetchall()
+    ]
+
+
 def run_demo(
     db: Database,
     *,
@@ -65,11 +104,6 @@ def run_demo(
     report = DemoReport()
     # guards report.reads: readers append from their own threads
     reads_lock = threading.Lock()
-    failures: list[BaseException] = []
-
-    def write_from_thread() -> None:
-        # group-committed with the other writers; returns once durable
-        db.insert("my_inserts", {"thread_name": threading.current_thread().name})
 
     def read_from_thread() -> None:
         row: Any = db.execute(READ_COUNT, [threading.current_thread().name]).fetchone()
@@ -79,40 +113,13 @@ def run_demo(
         if on_read is not None:
             on_read(line)
 
-    def guarded(target: Callable[[], None]) -> Callable[[], None]:
-        def run() -> None:
-            try:
-                target()
-            except BaseException as exc:  # reported after join, not lost in a thread
-                failures.append(exc)
-
-        return run
-
     db.execute(CREATE_TABLE)
-    threads = [
-        threading.Thread(target=guarded(write_from_thread), name=f"write_thread_{i}")
-        for i in range(writers)
-    ] + [
-        threading.Thread(target=guarded(read_from_thread), name=f"read_thread_{j}")
-        for j in range(readers)
-    ]
-    random.seed(seed)
-    random.shuffle(threads)
-
+    jobs = [(f"write_thread_{i}", _writer(db)) for i in range(writers)]
+    jobs += [(f"read_thread_{j}", read_from_thread) for j in range(readers)]
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _run_shuffled(jobs, seed)
     report.elapsed = time.perf_counter() - started
-    if failures:
-        raise failures[0]
-    report.rows = [
-        (name, at)
-        for name, at in db.execute(
-            "SELECT thread_name, insert_time FROM my_inserts ORDER BY insert_time"
-        ).fetchall()
-    ]
+    report.rows = _table_rows(db)
     return report
 
 
@@ -140,31 +147,14 @@ def run_live_demo(
             on_version(result)
 
     subscription = db.subscribe("rows_per_thread", seen)
-    threads = [
-        threading.Thread(
-            target=lambda: db.insert(
-                "my_inserts", {"thread_name": threading.current_thread().name}
-            ),
-            name=f"write_thread_{i}",
-        )
-        for i in range(writers)
-    ]
-    random.seed(seed)
-    random.shuffle(threads)
     started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    final = db.refresh("rows_per_thread")  # reflects every acknowledged insert
+    try:
+        _run_shuffled([(f"write_thread_{i}", _writer(db)) for i in range(writers)], seed)
+        final = db.refresh("rows_per_thread")  # reflects every acknowledged insert
+    finally:
+        subscription.cancel()
     report.elapsed = time.perf_counter() - started
-    subscription.cancel()
     if not report.versions or report.versions[-1].version < final.version:
         seen(final)
-    report.rows = [
-        (name, at)
-        for name, at in db.execute(
-            "SELECT thread_name, insert_time FROM my_inserts ORDER BY insert_time"
-        ).fetchall()
-    ]
+    report.rows = _table_rows(db)
     return report

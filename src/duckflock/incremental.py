@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,26 +103,27 @@ def _parse(cursor: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
     return tree
 
 
-def _walk(node: Any) -> Any:
+def walk(node: Any) -> Iterator[dict[str, Any]]:
+    """Every object in a syntax tree from ``json_serialize_sql``, depth first."""
     if isinstance(node, dict):
         yield node
         for value in node.values():
-            yield from _walk(value)
+            yield from walk(value)
     elif isinstance(node, list):
         for value in node:
-            yield from _walk(value)
+            yield from walk(value)
 
 
 def _tables(tree: dict[str, Any]) -> frozenset[str]:
     ctes = {
         entry["key"].lower()
-        for node in _walk(tree)
+        for node in walk(tree)
         if isinstance(node.get("cte_map"), dict)
         for entry in node["cte_map"].get("map", [])
     }
     names = {
         node["table_name"].lower()
-        for node in _walk(tree)
+        for node in walk(tree)
         if node.get("type") == "BASE_TABLE" and node.get("table_name")
     }
     return frozenset(names - ctes)
@@ -226,7 +228,7 @@ class _Planner:
         return self._assemble(source, where, groups, final_select, final_having)
 
     def _row_local(self, expr: dict[str, Any], where: str) -> None:
-        for sub in _walk(expr):
+        for sub in walk(expr):
             cls = sub.get("class")
             if cls is None:
                 continue

@@ -83,7 +83,7 @@ def to_parts(
         schema, names = _tuple_columns(cache, table, columns)
         _check_width(schema, names, data, 0)
         return schema, [Part(names, rows=[data])], 1
-    arrow = _as_arrow(data)
+    arrow = as_arrow(data)
     if arrow is not None:
         return _arrow_parts(cache, table, arrow, columns)
     if isinstance(data, str | bytes | bytearray) or not isinstance(data, Iterable):
@@ -154,7 +154,8 @@ def _dict_parts(
     return schema, parts, len(rows)
 
 
-def _as_arrow(data: Any) -> pa.Table | None:
+def as_arrow(data: Any) -> pa.Table | None:
+    """``data`` as a pyarrow Table if it is Arrow or a pandas/polars DataFrame, else None."""
     if isinstance(data, pa.Table):
         return data
     if isinstance(data, pa.RecordBatch):
@@ -184,3 +185,11 @@ def _arrow_parts(
     if arrow.num_rows == 0:
         return schema, [], 0
     return schema, [Part(canonical, arrow=arrow)], int(arrow.num_rows)
+
+
+def ipc_bytes(table: pa.Table) -> bytes:
+    """``table`` as an Arrow IPC stream."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())

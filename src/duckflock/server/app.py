@@ -35,6 +35,7 @@ from ..errors import (
     RequestError,
 )
 from ..results import Result
+from ..rows import ipc_bytes
 from . import formats, openapi
 from .guard import QueryGuard
 from .metrics import Metrics
@@ -172,7 +173,7 @@ def _number(request: Request, name: str, cast: Callable[[str], Any]) -> Any:
 def _render(table: Any, accept: str | None, headers: dict[str, str], payload: Any) -> Response:
     kind = formats.media_type(accept, default=formats.JSON) or formats.JSON
     if kind == formats.ARROW:
-        return Response(formats.arrow_bytes(table), headers=headers, media_type=formats.ARROW)
+        return Response(ipc_bytes(table), headers=headers, media_type=formats.ARROW)
     if kind == formats.CSV:
         return Response(formats.csv_bytes(table), headers=headers, media_type=formats.CSV)
     return _json(payload, headers=headers)

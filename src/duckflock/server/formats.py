@@ -154,13 +154,6 @@ def result_json(result: Result) -> dict[str, Any]:
     }
 
 
-def arrow_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue().to_pybytes())
-
-
 def csv_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
     pa_csv.write_csv(table, sink)

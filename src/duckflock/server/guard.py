@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ import pyarrow as pa
 
 from ..database import Database
 from ..errors import ParserError, QueryRefusedError, QueryTimeoutError, translate
+from ..incremental import walk
 
 # table functions that read files or the network, run SQL of their own, or write
 _DENIED_FUNCTIONS = {
@@ -47,16 +47,6 @@ _DENIED_SCALARS = {"nextval", "setval", "getenv"}
 class QueryOutcome:
     table: pa.Table
     truncated: bool
-
-
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _walk(value)
 
 
 class QueryGuard:
@@ -93,7 +83,7 @@ class QueryGuard:
             raise QueryRefusedError(
                 "only plain SELECT queries are allowed (not PRAGMA, EXPLAIN or SET)", sql=sql
             )
-        for node in _walk(tree):
+        for node in walk(tree):
             if node.get("type") == "TABLE_FUNCTION":
                 function = node.get("function") or {}
                 name = str(function.get("function_name", "")).lower()
