@@ -260,3 +260,38 @@ def test_async_watch() -> None:
     rows = asyncio.run(main())
     assert rows[0] == []
     assert rows[-1] == [("z", 1, 9)]
+
+
+def test_waiting_for_a_version_follows_a_replacement_and_ends_on_drop(
+    memdb: duckflock.Database,
+) -> None:
+    memdb.execute(EVENTS)
+    memdb.analysis("x", "SELECT count(*) AS n FROM events")
+    first = memdb.result("x", min_version=1, timeout=30)
+    assert first is not None
+    outcome: list[Any] = []
+    waiting = threading.Event()
+
+    def wait_for_next() -> None:
+        waiting.set()
+        outcome.append(memdb.result("x", min_version=first.version + 1, timeout=30))
+
+    waiter = threading.Thread(target=wait_for_next)
+    waiter.start()
+    assert waiting.wait(30)
+    memdb.analysis("x", "SELECT count(*) + 1 AS n FROM events")  # replaced, not dropped
+    waiter.join(30)
+    assert outcome[0].rows() == [(1,)]
+
+    def wait_forever() -> None:
+        try:
+            memdb.result("x", min_version=10**6)
+        except UnknownAnalysisError as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait_forever)
+    waiter.start()
+    memdb.drop_analysis("x")
+    waiter.join(30)
+    assert not waiter.is_alive()
+    assert isinstance(outcome[-1], UnknownAnalysisError)

@@ -192,6 +192,7 @@ class Scheduler:
             del self._analyses[name]
             analysis.dropped = True
             mailboxes = list(analysis.mailboxes)
+            self._published.notify_all()  # result(min_version=…) waiters: it is gone
             if not analysis.running:
                 self._close_cursor(analysis.cursor)
         for mailbox in mailboxes:
@@ -228,15 +229,17 @@ class Scheduler:
             analysis = self._get(name)
             if min_version is None:
                 return analysis.result
-            ok = self._published.wait_for(
-                lambda: analysis.version >= min_version or analysis.dropped or self._stopping,
-                timeout=timeout,
-            )
+
+            def reached() -> bool:
+                # follow the name: a replaced analysis carries its version numbers on
+                current = self._analyses.get(name)
+                return self._stopping or current is None or current.version >= min_version
+
+            ok = self._published.wait_for(reached, timeout=timeout)
+            self._check_open()
+            analysis = self._get(name)  # dropped meanwhile: UnknownAnalysisError
             if analysis.version >= min_version:
                 return analysis.result
-            self._check_open()
-            if analysis.dropped:
-                raise UnknownAnalysisError(name)
             assert not ok
             raise ResultTimeoutError(
                 f"analysis {name!r} did not reach version {min_version} within {timeout} s "
