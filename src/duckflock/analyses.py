@@ -32,7 +32,7 @@ import duckdb
 import pyarrow as pa
 
 from .errors import ClosedError, QueryError, ResultTimeoutError, UnknownAnalysisError, translate
-from .incremental import DELTA, STATE, Shape, inspect
+from .incremental import DELTA, STATE, Shape, inspect, split
 from .results import Mailbox, Result, Subscription, async_mailbox
 
 
@@ -57,6 +57,7 @@ class Analysis:
     dropped: bool = False
     # incremental: the kept state, rows stored since it was taken, and why to rebuild
     state: pa.Table | None = None
+    last_table: pa.Table | None = None  # the result the state gave: reused when nothing new
     collecting: bool = False
     deltas: list[pa.Table] = field(default_factory=list)
     delta_rows: int = 0
@@ -437,7 +438,7 @@ class Scheduler:
                         analysis.collecting = True
                         analysis.deltas, analysis.delta_rows = [], 0
                         analysis.delta_watermark = watermark
-                state = cursor.execute(plan.build).to_arrow_table()
+                state, table = split(plan, cursor.execute(plan.build).to_arrow_table())
                 cursor.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(duckdb.Error):
@@ -450,7 +451,7 @@ class Scheduler:
             with self._lock:
                 deltas, analysis.deltas, analysis.delta_rows = analysis.deltas, [], 0
                 watermark = analysis.delta_watermark
-            state = analysis.state
+            state, table = analysis.state, analysis.last_table
             if deltas:
                 try:
                     delta = pa.concat_tables(deltas)
@@ -458,11 +459,11 @@ class Scheduler:
                     with self._lock:
                         self._taint(analysis, "the table's columns changed")
                     return self._incremental(analysis)
-                state = _over_arrow(cursor, plan.merge, state, delta)
+                state, table = split(plan, _over_arrow(cursor, plan.refresh, state, delta))
             analysis.mode = "incremental"
             analysis.reason = f"incremental: folded in {sum(d.num_rows for d in deltas):,} rows"
-        table = _over_arrow(cursor, plan.final, state)
-        analysis.state = state
+        assert table is not None
+        analysis.state, analysis.last_table = state, table
         return table, watermark
 
     def _publish(
