@@ -523,3 +523,52 @@ def test_read_only_database_refuses_inserts(tmp_path: Path) -> None:
         pytest.raises(duckflock.IngestError, match="read-only"),
     ):
         ro.insert("events", {"thread": 0, "seq": 0})
+
+
+def test_insert_async_awaits_the_commit_and_raises_the_calls_error() -> None:
+    import asyncio
+
+    async def main(db: duckflock.Database) -> list[Any]:
+        good = await db.insert_async("readings", [{"id": 1, "sensor": "a"}])
+        with pytest.raises(RowRejectedError) as info:
+            await db.insert_async("readings", {"id": 2, "sensor": None})
+        both = await asyncio.gather(
+            db.insert_async("readings", {"id": 3, "sensor": "b"}),
+            db.insert_async("readings", {"id": 4, "sensor": "c"}),
+        )
+        return [good.rows, info.value.row_index, [r.rows for r in both]]
+
+    with duckflock.connect() as db:
+        db.execute(POISON)
+        assert asyncio.run(main(db)) == [1, 0, [1, 1]]
+        assert db.execute("SELECT count(*) FROM readings").fetchone() == (3,)
+
+
+def test_insert_async_waits_for_room_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    db = duckflock.connect(max_queued_rows=10)
+    db.execute(EVENTS)
+    gate = WriterGate(monkeypatch)
+    first = db.insert("events", [{"thread": 0, "seq": s} for s in range(10)], wait=False)
+    assert gate.reached.wait(30)
+
+    async def main() -> None:
+        ticks = 0
+
+        async def heartbeat() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        beat = asyncio.create_task(heartbeat())
+        with pytest.raises(QueueFullError):
+            await db.insert_async("events", {"thread": 1, "seq": 0}, timeout=0.2)
+        beat.cancel()
+        assert ticks > 10  # the loop kept running while the insert waited for room
+
+    asyncio.run(main())
+    gate.open.set()
+    first.wait(30)
+    db.close()

@@ -225,10 +225,6 @@ class Writer:
     def capture(self, tables: frozenset[str]) -> None:
         self._committer.capture = tables
 
-    @property
-    def alive(self) -> bool:
-        return self._broken is None and self._thread.is_alive()
-
     def stats(self) -> IngestStats:
         queued = self._queued()
         with self._stats_lock:
