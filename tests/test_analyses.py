@@ -295,3 +295,28 @@ def test_waiting_for_a_version_follows_a_replacement_and_ends_on_drop(
     waiter.join(30)
     assert not waiter.is_alive()
     assert isinstance(outcome[-1], UnknownAnalysisError)
+
+
+def test_a_bug_in_a_refresh_is_recorded_and_the_thread_lives_on(
+    memdb: duckflock.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from duckflock import analyses
+
+    memdb.execute(EVENTS)
+    memdb.analysis("per_k", PER_K)
+    memdb.result("per_k", min_version=1, timeout=30)
+    real_split = analyses.split
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("injected bug")
+
+    monkeypatch.setattr(analyses, "split", broken)
+    memdb.insert("events", {"k": "a", "v": 1})
+    failed = memdb.refresh("per_k", timeout=30)
+    assert failed.error is not None
+    assert "injected bug" in failed.error.message
+    monkeypatch.setattr(analyses, "split", real_split)
+    memdb.insert("events", {"k": "b", "v": 2})
+    healed = memdb.refresh("per_k", timeout=30)
+    assert healed.error is None
+    assert healed.rows() == [("a", 1, 1), ("b", 1, 2)]

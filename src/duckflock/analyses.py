@@ -33,7 +33,7 @@ import pyarrow as pa
 
 from .errors import ClosedError, QueryError, ResultTimeoutError, UnknownAnalysisError, translate
 from .incremental import DELTA, STATE, Shape, inspect, split
-from .results import Mailbox, Result, Subscription, async_mailbox
+from .results import Mailbox, Result, Subscription, async_mailbox, log
 
 
 @dataclass(eq=False)
@@ -415,6 +415,10 @@ class Scheduler:
             watermark = self._committed_seq()
         except QueryError as exc:
             error, watermark = exc, self._committed_seq()
+        except Exception as exc:  # a bug must not kill the analysis thread: record it
+            log.exception("refreshing analysis %r failed", analysis.name)
+            error = QueryError(f"refresh failed: {type(exc).__name__}: {exc}", sql=analysis.sql)
+            watermark = self._committed_seq()
         duration = time.perf_counter() - started
         self._publish(analysis, table, error, duration, watermark)
 
@@ -444,7 +448,7 @@ class Scheduler:
                 with contextlib.suppress(duckdb.Error):
                     cursor.execute("ROLLBACK")
                 with self._lock:
-                    analysis.collecting = False
+                    self._taint(analysis, "the last refresh failed: the state is rebuilt")
                 raise
             analysis.mode, analysis.reason = "full", f"full: {why}"
         else:
@@ -459,7 +463,13 @@ class Scheduler:
                     with self._lock:
                         self._taint(analysis, "the table's columns changed")
                     return self._incremental(analysis)
-                state, table = split(plan, _over_arrow(cursor, plan.refresh, state, delta))
+                try:
+                    state, table = split(plan, _over_arrow(cursor, plan.refresh, state, delta))
+                except BaseException:
+                    # the taken rows are folded in nowhere now: rebuild from the table
+                    with self._lock:
+                        self._taint(analysis, "the last refresh failed: the state is rebuilt")
+                    raise
             analysis.mode = "incremental"
             analysis.reason = f"incremental: folded in {sum(d.num_rows for d in deltas):,} rows"
         assert table is not None

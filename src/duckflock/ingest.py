@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -368,8 +369,10 @@ class Writer:
             return
         tables = {r._schema.key for r in receipts if r._committed and r._schema is not None}
         if tables:
-            # must not raise: a listener's bugs are not the writer's
-            self._on_commit(self.committed_seq, tables, stored)
+            try:
+                self._on_commit(self.committed_seq, tables, stored)
+            except Exception:  # a listener's bug is not the writer's: log it, go on
+                logging.getLogger("duckflock").exception("a commit listener failed")
 
     def _fail_leftovers(self) -> None:
         """Fail every call still in the inbox; the caller holds the lock."""
