@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -15,16 +14,14 @@ from typing import Any, TypeVar
 
 import duckdb
 
+from . import transactions
 from .analyses import Scheduler
 from .cursors import CursorPool
 from .errors import (
     ClosedError,
-    ConflictError,
     IngestError,
     IngestTimeoutError,
     QueueFullError,
-    TransactionAbortedError,
-    is_conflict,
     translate,
 )
 from .ingest import IngestStats, Writer
@@ -35,8 +32,6 @@ from .schema import SchemaCache
 
 T = TypeVar("T")
 
-_BACKOFF_BASE = 0.002  # seconds; the first conflict retry waits up to this, then doubling
-_BACKOFF_CAP = 0.2
 _CLOSE_GRACE = 5.0  # seconds close() lets running statements finish before interrupting
 
 
@@ -135,6 +130,15 @@ class Database:
             if self._closed:
                 raise ClosedError(f"database {self.path!r} is closed")
             self._active += 1
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        """Count a statement as running (close() waits for it); ClosedError if closed."""
+        self._enter()
+        try:
+            yield
+        finally:
+            self._leave()
 
     def _leave(self) -> None:
         with self._state:
@@ -522,64 +526,29 @@ class Database:
         transaction, DuckDB rolls it back even though its COMMIT answers without error:
         duckflock raises :class:`TransactionAbortedError` instead of reporting success.
         """
-        if retries < 0:
-            raise ValueError(f"retries must be >= 0, not {retries}")
         self._enter()
         try:
             cursor = self._cursors.new()
         finally:
             self._leave()
         try:
-            for attempt in range(retries + 1):
-                try:
-                    return self._run_once(cursor, fn, args, kwargs)
-                except _Conflict as conflict:
-                    if attempt == retries:
-                        raise ConflictError(
-                            f"transaction still conflicted after {retries + 1} attempts: "
-                            f"{conflict.cause}",
-                        ) from conflict.cause
-                    delay = min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)
-                    time.sleep(random.uniform(0, delay))
-            raise AssertionError("unreachable")  # pragma: no cover
+            return transactions.run(
+                cursor,
+                fn,
+                args,
+                kwargs,
+                retries=retries,
+                running=self._running,
+                committed=self._committed,
+                fail=self._fail,
+            )
         finally:
             self._cursors.forget(cursor)
 
-    def _run_once(
-        self,
-        cursor: duckdb.DuckDBPyConnection,
-        fn: Callable[..., T],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
-        self._enter()
-        try:
-            cursor.execute("BEGIN TRANSACTION")
-            try:
-                result = fn(cursor, *args, **kwargs)
-                # DuckDB answers COMMIT of an aborted transaction with silence (and rolls
-                # back); any statement raises there, so this probe turns silence into an error
-                cursor.execute("SELECT 1")
-                cursor.execute("COMMIT")
-                self._schemas.invalidate()  # fn may have changed tables
-                self._wrote()
-            except BaseException as exc:
-                _rollback(cursor)
-                if _conflicted(exc):
-                    raise _Conflict(exc) from exc
-                if isinstance(exc, duckdb.TransactionException) and "aborted" in str(exc):
-                    raise TransactionAbortedError(
-                        "a statement failed inside the transaction, so DuckDB rolled it "
-                        "back; nothing was committed",
-                    ) from exc
-                if isinstance(exc, duckdb.Error):
-                    raise self._fail(exc, None) from exc
-                raise
-            return result
-        except duckdb.Error as exc:  # BEGIN itself failed
-            raise self._fail(exc, "BEGIN TRANSACTION") from exc
-        finally:
-            self._leave()
+    def _committed(self) -> None:
+        """A transaction committed: it may have changed tables or written rows."""
+        self._schemas.invalidate()
+        self._wrote()
 
 
 class Results:
@@ -616,24 +585,6 @@ class Results:
 
     def __repr__(self) -> str:
         return f"<duckflock.Results of {self._sql[:60]!r}>"
-
-
-class _Conflict(Exception):
-    """Internal: one attempt of a transaction hit a write-write conflict."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-def _conflicted(exc: BaseException) -> bool:
-    return is_conflict(exc) or isinstance(exc, ConflictError)
-
-
-def _rollback(cursor: duckdb.DuckDBPyConnection) -> None:
-    # no transaction may be open any more (DuckDB already rolled back): nothing to undo
-    with contextlib.suppress(duckdb.Error):
-        cursor.execute("ROLLBACK")
 
 
 def _reads_only(sql: str) -> bool:
