@@ -184,3 +184,21 @@ def test_bad_sql_is_refused_at_definition() -> None:
         inspect(con.cursor(), "DELETE FROM t")
     with pytest.raises(QueryError, match="exactly one"):
         inspect(con.cursor(), "SELECT 1; SELECT 2")
+
+
+def test_a_write_behind_with_taints_the_state() -> None:
+    with duckflock.connect() as db:
+        db.execute(TABLE)
+        db.analysis("sums", "SELECT k, sum(n) AS s FROM t GROUP BY k")
+        db.insert("t", {"k": "a", "n": 1})
+        assert db.refresh("sums").mode == "incremental"
+        db.execute(
+            "WITH extra AS (SELECT 'a' AS k, 41 AS n) "
+            "INSERT INTO t SELECT k, NULL, NULL, n FROM extra"
+        )
+        after = db.refresh("sums")
+        assert after.mode == "full"
+        assert after.rows() == [("a", 42)]
+        db.execute("WITH x AS (SELECT 1) SELECT * FROM x")  # a read: no rebuild needed
+        db.insert("t", {"k": "a", "n": 1})
+        assert db.refresh("sums").mode == "incremental"

@@ -345,6 +345,16 @@ class Scheduler:
                     self._taint(analysis, f"over {self._max_delta_rows:,} rows between refreshes")
             self._wake.notify()
 
+    def on_lost_notice(self) -> None:
+        """A commit notice could not be handled: no incremental state can be trusted."""
+        with self._lock:
+            for analysis in self._analyses.values():
+                if analysis.shape.plan is not None:
+                    self._taint(analysis, "a commit notice was lost")
+                if analysis.on_change and analysis.dirty_at is None:
+                    analysis.dirty_at = time.monotonic()
+            self._wake.notify()
+
     def on_raw_write(self) -> None:
         """A write that did not go through db.insert: incremental states are stale."""
         now = time.monotonic()

@@ -337,8 +337,13 @@ class Database:
 
     def _on_commit(self, seq: int, tables: set[str], stored: list[tuple[str, Any]]) -> None:
         scheduler = self._scheduler
-        if scheduler is not None:
+        if scheduler is None:
+            return
+        try:
             scheduler.on_commit(seq, tables, stored)
+        except Exception:
+            scheduler.on_lost_notice()  # rebuild incremental states rather than miss rows
+            raise
 
     def _on_capture_change(self, tables: frozenset[str]) -> None:
         writer = self._writer
@@ -588,9 +593,21 @@ class Results:
 
 
 def _reads_only(sql: str) -> bool:
-    """True when ``sql`` cannot change the catalog (so cached table schemas stay valid)."""
+    """True when ``sql`` only reads, so cached schemas and incremental states stay valid.
+
+    The common prefixes decide at once; ``WITH …`` (which may end in INSERT, UPDATE or
+    DELETE) asks DuckDB's parser.
+    """
     head = sql.lstrip()[:8].upper()
-    return head.startswith(("SELECT", "WITH", "FROM", "SHOW", "DESCRIBE", "EXPLAIN"))
+    if head.startswith(("SELECT", "FROM", "SHOW", "DESCRIBE", "EXPLAIN")):
+        return True
+    if head.startswith("WITH"):
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error:
+            return True  # it will not run either: execute reports the parse error
+        return all(st.type == duckdb.StatementType.SELECT for st in statements)
+    return False
 
 
 def _check_sql(sql: object) -> None:
