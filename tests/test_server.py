@@ -138,6 +138,14 @@ def test_ingest_errors_have_their_status_and_shape(
         "RequestError",
     )
     error_of(http.post(rows, json=42), 400, "RequestError")
+    deep = b"[" * 20_000 + b"]" * 20_000
+    nested = error_of(
+        http.post(rows, content=deep, headers={"Content-Type": "application/json"}),
+        400,
+        "RequestError",
+    )
+    assert "nested too deeply" in nested["message"]
+    error_of(http.post("/v1/query", content=deep), 400, "RequestError")
     error_of(
         http.post(rows, content=b"k=1", headers={"Content-Type": "text/plain"}),
         415,

@@ -151,10 +151,7 @@ async def _body(request: Request, limit: int) -> bytes:
 
 async def _json_body(request: Request, limit: int) -> dict[str, Any]:
     body = await _body(request, limit)
-    try:
-        payload = json.loads(body or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestError(f"malformed JSON: {exc}") from exc
+    payload = formats.loads(body or b"{}", "JSON")
     if not isinstance(payload, dict):
         raise RequestError("the body must be a JSON object")
     return payload

@@ -58,10 +58,7 @@ def parse_rows(
     if not body.strip():
         raise RequestError("the request body is empty")
     if kind == JSON:
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RequestError(f"malformed JSON: {exc}") from exc
+        data = loads(body, "JSON")
         if isinstance(data, dict):
             return [data]
         if not isinstance(data, list):
@@ -74,10 +71,7 @@ def parse_rows(
         for number, line in enumerate(body.splitlines(), start=1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise RequestError(f"malformed NDJSON on line {number}: {exc}") from exc
+            row = loads(line, f"NDJSON on line {number}")
             if not isinstance(row, dict):
                 raise RequestError(f"NDJSON line {number} is not a JSON object")
             rows.append(row)
@@ -88,6 +82,16 @@ def parse_rows(
         return pa.ipc.open_stream(body).read_all()
     except (pa.ArrowInvalid, OSError) as exc:
         raise RequestError(f"malformed Arrow IPC stream: {exc}") from exc
+
+
+def loads(text: bytes, what: str) -> Any:
+    """JSON, or RequestError with the parser's message (too deep nesting included)."""
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(f"malformed {what}: {exc}") from exc
+    except RecursionError:
+        raise RequestError(f"malformed {what}: nested too deeply") from None
 
 
 def _csv(body: bytes) -> pa.Table:
