@@ -301,6 +301,7 @@ def test_a_bug_in_a_refresh_is_recorded_and_the_thread_lives_on(
     memdb: duckflock.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from duckflock import analyses
+    from duckflock.arrowfold import ArrowPlan
 
     memdb.execute(EVENTS)
     memdb.analysis("per_k", PER_K)
@@ -310,12 +311,15 @@ def test_a_bug_in_a_refresh_is_recorded_and_the_thread_lives_on(
     def broken(*args: Any) -> Any:
         raise RuntimeError("injected bug")
 
-    monkeypatch.setattr(analyses, "split", broken)
+    real_fold = ArrowPlan.fold
+    monkeypatch.setattr(analyses, "split", broken)  # the DuckDB path
+    monkeypatch.setattr(ArrowPlan, "fold", broken)  # the pyarrow path
     memdb.insert("events", {"k": "a", "v": 1})
     failed = memdb.refresh("per_k", timeout=30)
     assert failed.error is not None
     assert "injected bug" in failed.error.message
     monkeypatch.setattr(analyses, "split", real_split)
+    monkeypatch.setattr(ArrowPlan, "fold", real_fold)
     memdb.insert("events", {"k": "b", "v": 2})
     healed = memdb.refresh("per_k", timeout=30)
     assert healed.error is None

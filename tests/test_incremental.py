@@ -31,7 +31,14 @@ QUERIES = {
     "expressions": "SELECT upper(k) AS uk, g % 2 AS parity, sum(n) * 2 + count(*) AS x, "
     "avg(v) - min(v) AS spread FROM t GROUP BY upper(k), g % 2 ORDER BY uk, parity",
     "global": "SELECT count(*) AS c, sum(v) AS s, min(k) AS first_k, avg(n) AS an FROM t",
+    # plain shapes: folded by pyarrow, not DuckDB
+    "plain_ordered": "SELECT k, g, count(*) AS c, max(v) AS m, min(k) AS lo FROM t "
+    "GROUP BY k, g ORDER BY c DESC, k, g LIMIT 4",
+    "plain_global": "SELECT count(*), sum(n), avg(v), max(k) FROM t",
+    "plain_positions": "SELECT g, sum(n) AS s, count(n) AS cn, avg(n) AS an FROM t "
+    "GROUP BY g ORDER BY 1 DESC",
 }
+ARROW_PATH = {"all_aggregates", "global", "plain_ordered", "plain_global", "plain_positions"}
 
 keys = st.sampled_from(["a", "b", "c", "d", "e"])
 row = st.fixed_dictionaries(
@@ -102,6 +109,15 @@ def test_incremental_equals_a_full_run(operations: list[tuple[Any, ...]]) -> Non
                     ordered = "ORDER BY" in sql
                     assert same(result.rows(), full, ordered), (name, result.rows(), full)
         assert all(a["incremental"] for a in db.analyses())
+
+
+def test_plain_shapes_take_the_pyarrow_path_and_others_do_not() -> None:
+    con = duckdb.connect()
+    con.execute(TABLE)
+    for name, sql in QUERIES.items():
+        plan = inspect(con.cursor(), sql).plan
+        assert plan is not None, name
+        assert (plan.arrow is not None) == (name in ARROW_PATH), name
 
 
 def test_update_falls_back_to_a_full_run_and_says_why() -> None:
@@ -202,3 +218,61 @@ def test_a_write_behind_with_taints_the_state() -> None:
         db.execute("WITH x AS (SELECT 1) SELECT * FROM x")  # a read: no rebuild needed
         db.insert("t", {"k": "a", "n": 1})
         assert db.refresh("sums").mode == "incremental"
+
+
+def test_the_pyarrow_path_matches_duckdb_on_every_type() -> None:
+    import datetime as dt
+    import decimal
+    import random
+
+    random.seed(3)
+    with duckflock.connect() as db:
+        db.execute(
+            "CREATE TABLE t (k VARCHAR, b BOOLEAN, i TINYINT, s SMALLINT, n INTEGER, "
+            "l BIGINT, h HUGEINT, f FLOAT, d DOUBLE, m DECIMAL(10,2), big DECIMAL(30,4), "
+            "ts TIMESTAMP, day DATE, u UINTEGER)"
+        )
+        sql = (
+            "SELECT k, count(*) AS c, sum(i), sum(s), sum(n), sum(l), sum(h), sum(f), sum(d), "
+            "sum(m), sum(big), min(b), max(b), min(ts), max(ts), min(day), max(day), avg(n), "
+            "avg(m), avg(l), count(h), min(k), max(u), sum(u) FROM t GROUP BY k ORDER BY k"
+        )
+        db.analysis("a", sql)
+        assert db.analyses()[0]["incremental"]
+        db.refresh("a")
+
+        def maybe(value: Any) -> Any:
+            return None if random.random() < 0.15 else value
+
+        for _ in range(4):
+            db.insert(
+                "t",
+                [
+                    {
+                        "k": maybe(random.choice("abc")),
+                        "b": maybe(random.random() < 0.5),
+                        "i": maybe(random.randint(-128, 127)),
+                        "s": maybe(random.randint(-32768, 32767)),
+                        "n": maybe(random.randint(-(2**31), 2**31 - 1)),
+                        "l": maybe(random.randint(-(2**63), 2**63 - 1)),
+                        "h": maybe(random.randint(-(2**100), 2**100)),
+                        "f": maybe(random.uniform(-1e6, 1e6)),
+                        "d": maybe(random.uniform(-1e9, 1e9)),
+                        "m": maybe(decimal.Decimal(random.randint(-(10**8), 10**8)) / 100),
+                        "big": maybe(decimal.Decimal(random.randint(-(10**20), 10**20)) / 10**4),
+                        "ts": maybe(
+                            dt.datetime(2020, 1, 1) + dt.timedelta(seconds=random.randint(0, 10**8))
+                        ),
+                        "day": maybe(
+                            dt.date(2020, 1, 1) + dt.timedelta(days=random.randint(0, 2000))
+                        ),
+                        "u": maybe(random.randint(0, 2**32 - 1)),
+                    }
+                    for _ in range(random.randint(1, 300))
+                ],
+            )
+            result = db.refresh("a")
+            assert result.mode == "incremental"
+            full = db.execute(sql)
+            assert result.table.schema.types == full.to_arrow_table().schema.types
+            assert same(result.rows(), db.execute(sql).fetchall(), ordered=True)

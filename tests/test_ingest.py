@@ -572,3 +572,14 @@ def test_insert_async_waits_for_room_off_the_event_loop(monkeypatch: pytest.Monk
     gate.open.set()
     first.wait(30)
     db.close()
+
+
+def test_big_batches_accept_what_small_ones_do(memdb: duckflock.Database) -> None:
+    """Values beyond Arrow's inferred types (HUGEINT ints, ints mixed with numeric text)
+    are accepted whatever the batch size, as DuckDB's VALUES path accepts them."""
+    memdb.execute("CREATE TABLE wide (h HUGEINT, n INTEGER)")
+    rows = [{"h": 2**100 + i, "n": i if i % 2 else str(i)} for i in range(1000)]
+    memdb.insert("wide", rows)  # 2,000 values: the Arrow path
+    memdb.insert("wide", rows[:3])  # 6 values: the VALUES path
+    total = memdb.execute("SELECT count(*), sum(n), max(h) FROM wide").fetchone()
+    assert total == (1003, sum(range(1000)) + 3, 2**100 + 999)

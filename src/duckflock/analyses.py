@@ -474,7 +474,10 @@ class Scheduler:
                         self._taint(analysis, "the table's columns changed")
                     return self._incremental(analysis)
                 try:
-                    state, table = split(plan, _over_arrow(cursor, plan.refresh, state, delta))
+                    if plan.arrow is not None:  # plain shape: pyarrow, no DuckDB query at all
+                        state, table = plan.arrow.fold(state, delta)
+                    else:
+                        state, table = split(plan, _over_arrow(cursor, plan.refresh, state, delta))
                 except BaseException:
                     # the taken rows are folded in nowhere now: rebuild from the table
                     with self._lock:

@@ -10,6 +10,8 @@ raises :class:`StorageFailure`: the caller fails the rest of the batch with it.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -154,7 +156,7 @@ def append(cursor: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:
             result = cursor.execute(sql + returning, [value for row in rows for value in row])
             return _stored(result, group)
         # column lists by index: zip(*rows) is 30x slower at 100k rows
-        arrays = [pa.array([row[i] for row in rows]) for i in range(width)]
+        arrays = [_column([row[i] for row in rows]) for i in range(width)]
         data = pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(width)])
     else:
         assert group.arrows is not None
@@ -167,6 +169,25 @@ def append(cursor: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:
         return _stored(result, group)
     finally:
         cursor.unregister(BATCH_VIEW)
+
+
+_TEXTABLE = (int, float, str, decimal.Decimal, dt.date, dt.time, dt.timedelta)
+
+
+def _column(values: list[Any]) -> pa.Array:
+    """Python values as an Arrow column for DuckDB to cast to the table's types.
+
+    Arrow infers one type per column and refuses what DuckDB's VALUES path takes (ints
+    beyond 64 bits for HUGEINT, ints mixed with strings): such columns go as text, and
+    DuckDB casts them exactly as it casts a VALUES parameter — the same rows are
+    accepted whatever the batch size.
+    """
+    try:
+        return pa.array(values)
+    except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError):
+        if all(v is None or isinstance(v, _TEXTABLE) for v in values):
+            return pa.array([None if v is None else str(v) for v in values], pa.string())
+        raise
 
 
 def _stored(result: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:

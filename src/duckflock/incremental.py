@@ -35,6 +35,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .arrowfold import ArrowPlan, Output
 from .errors import BindError, ParserError, QueryError, translate
 
 STATE = "__duckflock_state"
@@ -93,6 +94,7 @@ class Plan:
     ordered: bool  # has ORDER BY
     offset: int
     limit: int | None
+    arrow: ArrowPlan | None = None  # the pyarrow fast path, for the plainest shapes
 
 
 def split(plan: Plan, table: pa.Table) -> tuple[pa.Table, pa.Table]:
@@ -162,6 +164,7 @@ def _tables(tree: dict[str, Any]) -> frozenset[str]:
 def inspect(cursor: duckdb.DuckDBPyConnection, sql: str, *, params: Any = None) -> Shape:
     """Parse and bind ``sql``; raise for bad SQL or unknown tables; plan if possible."""
     tree = _parse(cursor, sql)
+    schema: pa.Schema | None = None
     if tree["statements"][0]["node"].get("type") is None:
         raise QueryError("an analysis must be a SELECT statement", sql=sql)
     try:
@@ -169,6 +172,7 @@ def inspect(cursor: duckdb.DuckDBPyConnection, sql: str, *, params: Any = None) 
             described = cursor.execute(f"DESCRIBE {sql}").fetchall()
             columns = tuple(str(row[0]) for row in described)
             types = tuple(str(row[1]) for row in described)
+            schema = cursor.execute(f"SELECT * FROM ({sql}) AS __q LIMIT 0").to_arrow_table().schema
         else:
             probe = cursor.execute(f"SELECT * FROM ({sql}) AS __q LIMIT 0", params)
             columns = tuple(str(d[0]) for d in probe.description or [])
@@ -178,7 +182,7 @@ def inspect(cursor: duckdb.DuckDBPyConnection, sql: str, *, params: Any = None) 
     tables = _tables(tree)
     if params is not None:
         return Shape(tables, columns, None, "full: the query takes parameters", types)
-    planner = _Planner(cursor, tree["statements"][0]["node"], columns, types)
+    planner = _Planner(cursor, tree["statements"][0]["node"], columns, types, schema)
     try:
         plan = planner.plan()
     except _NotIncremental as why:
@@ -208,6 +212,7 @@ class _Planner:
         node: dict[str, Any],
         columns: tuple[str, ...],
         types: tuple[str, ...],
+        schema: pa.Schema | None = None,
     ) -> None:
         self._cursor = cursor
         self._node = node
@@ -216,6 +221,11 @@ class _Planner:
         self._keys: dict[str, int] = {}  # canonical group expression -> key index
         self._partials: list[tuple[str, str]] = []  # (partial SQL, merge aggregate)
         self._finals: dict[str, str] = {}  # canonical aggregate -> final SQL over state
+        # for the pyarrow fast path: each partial's (kind, plain column / None / False),
+        # and each aggregate's output in terms of partials
+        self._specs: list[tuple[str, str | bool | None]] = []
+        self._outputs: dict[str, Output] = {}
+        self._schema = schema
 
     # -- checks --------------------------------------------------------------------
 
@@ -325,26 +335,88 @@ class _Planner:
             raise _NotIncremental(f"{name}() has an ORDER BY")
         children = expr.get("children") or []
         if name == "count_star":
-            final = self._partial("count(*)", "sum")
+            final = self._partial("count(*)", "sum", ("count_all", None))
+            self._outputs[canonical] = Output("partial", len(self._partials) - 1)
         else:
             if len(children) != 1:
                 raise _NotIncremental(f"{name}() takes {len(children)} arguments")
-            self._row_local(children[0], f"the argument of {name}()")
-            arg = self._sql(children[0])
-            if name == "count":
-                final = self._partial(f"count({arg})", "sum")
-            elif name in ("sum", "min", "max"):
-                final = self._partial(f"{name}({arg})", name if name != "sum" else "sum")
+            child = children[0]
+            self._row_local(child, f"the argument of {name}()")
+            arg = self._sql(child)
+            column = _plain_column(child)
+            if name in ("count", "sum", "min", "max"):
+                final = self._partial(
+                    f"{name}({arg})", "sum" if name == "count" else name, (name, column)
+                )
+                self._outputs[canonical] = Output("partial", len(self._partials) - 1)
             else:  # avg / mean: a sum and a count
-                total = self._partial(f"sum({arg})", "sum")
-                count = self._partial(f"count({arg})", "sum")
+                total = self._partial(f"sum({arg})", "sum", ("sum", column))
+                count = self._partial(f"count({arg})", "sum", ("count", column))
                 final = f"({total} / NULLIF({count}, 0))"
+                self._outputs[canonical] = Output(
+                    "avg", len(self._partials) - 2, len(self._partials) - 1
+                )
         self._finals[canonical] = final
         return final
 
-    def _partial(self, sql: str, merge: str) -> str:
+    def _partial(self, sql: str, merge: str, spec: tuple[str, str | bool | None]) -> str:
         self._partials.append((sql, merge))
+        self._specs.append(spec)
         return f"__p{len(self._partials) - 1}"
+
+    def _arrow_plan(
+        self,
+        where: dict[str, Any] | None,
+        groups: list[dict[str, Any]],
+        having: dict[str, Any] | None,
+        offset: int,
+        limit: int | None,
+    ) -> ArrowPlan | None:
+        """The pyarrow fast path, when the shape is plain enough (None otherwise)."""
+        if where is not None or having is not None or self._schema is None:
+            return None
+        keys = [_plain_column(g) for g in groups]
+        specs = self._specs
+        if any(k is False for k in keys) or any(column is False for _, column in specs):
+            return None
+        outputs = []
+        for item in self._node.get("select_list") or []:  # the query's own, not rewritten
+            canonical = _canonical(item)
+            if canonical in self._keys:
+                outputs.append(Output("key", self._keys[canonical]))
+            elif canonical in self._outputs:
+                outputs.append(self._outputs[canonical])
+            else:
+                return None  # an expression over aggregates or keys: DuckDB computes it
+        order = []
+        names = [name.lower() for name in self._columns]
+        for modifier in self._node.get("modifiers") or []:
+            for item in modifier.get("orders", []) if modifier["type"] == "ORDER_MODIFIER" else []:
+                if item.get("null_order") not in ("ORDER_DEFAULT", "NULLS LAST"):
+                    return None
+                expr = item["expression"]
+                if expr.get("class") == "CONSTANT":
+                    index = self._constant(expr, "an ORDER BY position") - 1
+                elif expr.get("class") == "COLUMN_REF" and len(expr["column_names"]) == 1:
+                    name = expr["column_names"][0].lower()
+                    if name not in names or names.count(name) > 1:
+                        return None
+                    index = names.index(name)
+                else:
+                    return None
+                order.append((index, item["type"] == "DESCENDING"))
+        return ArrowPlan(
+            keys=tuple(str(k) for k in keys),
+            partials=tuple(
+                (kind, column if isinstance(column, str) else None) for kind, column in specs
+            ),
+            outputs=tuple(outputs),
+            names=self._columns,
+            schema=self._schema,
+            order=tuple(order),
+            offset=offset,
+            limit=limit,
+        )
 
     def _assemble(
         self,
@@ -402,6 +474,7 @@ class _Planner:
             ordered=bool(order),
             offset=offset,
             limit=limit,
+            arrow=self._arrow_plan(where, groups, having, offset, limit),
         )
 
     def _modifiers(self, outputs: list[str]) -> tuple[str, int, int | None]:
@@ -473,6 +546,13 @@ class _Planner:
         if not row or not isinstance(row[0], str) or not row[0].startswith("SELECT "):
             raise BindError("cannot render an expression of the analysis")
         return row[0][len("SELECT ") :]
+
+
+def _plain_column(expr: dict[str, Any]) -> str | bool:
+    """The column an expression names, or False when it is anything more."""
+    if expr.get("class") == "COLUMN_REF" and expr.get("column_names"):
+        return str(expr["column_names"][-1])
+    return False
 
 
 def _ident(name: str) -> str:
