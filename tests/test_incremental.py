@@ -276,3 +276,19 @@ def test_the_pyarrow_path_matches_duckdb_on_every_type() -> None:
             full = db.execute(sql)
             assert result.table.schema.types == full.to_arrow_table().schema.types
             assert same(result.rows(), db.execute(sql).fetchall(), ordered=True)
+
+
+def test_keys_pyarrow_cannot_group_fall_back_to_duckdb(caplog: pytest.LogCaptureFixture) -> None:
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE nested (tags VARCHAR[], n INTEGER)")
+        db.analysis("per_tags", "SELECT tags, sum(n) AS s FROM nested GROUP BY tags")
+        db.insert("nested", [{"tags": ["a", "b"], "n": 1}, {"tags": ["a", "b"], "n": 2}])
+        first = db.refresh("per_tags")
+        db.insert("nested", [{"tags": ["a", "b"], "n": 3}, {"tags": ["c"], "n": 4}])
+        second = db.refresh("per_tags")
+        assert second.error is None
+        assert sorted(second.rows()) == sorted(
+            db.execute("SELECT tags, sum(n) FROM nested GROUP BY tags").fetchall()
+        )
+        assert first.error is None
+        assert "pyarrow cannot fold" in caplog.text  # the fast path gave way to DuckDB

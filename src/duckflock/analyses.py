@@ -32,7 +32,7 @@ import duckdb
 import pyarrow as pa
 
 from .errors import ClosedError, QueryError, ResultTimeoutError, UnknownAnalysisError, translate
-from .incremental import DELTA, STATE, Shape, inspect, split
+from .incremental import DELTA, STATE, Plan, Shape, inspect, split
 from .results import Mailbox, Result, Subscription, async_mailbox, log
 
 
@@ -63,6 +63,7 @@ class Analysis:
     delta_rows: int = 0
     delta_watermark: int = 0
     tainted: str | None = None
+    fast: bool = True  # the pyarrow fold may be used (see Plan.arrow)
     mode: str = ""
     reason: str = ""
     mailboxes: set[Mailbox] = field(default_factory=set)
@@ -474,10 +475,10 @@ class Scheduler:
                         self._taint(analysis, "the table's columns changed")
                     return self._incremental(analysis)
                 try:
-                    if plan.arrow is not None:  # plain shape: pyarrow, no DuckDB query at all
-                        state, table = plan.arrow.fold(state, delta)
-                    else:
-                        state, table = split(plan, _over_arrow(cursor, plan.refresh, state, delta))
+                    folded = self._fold(analysis, plan, state, delta)
+                    if folded is None:
+                        folded = split(plan, _over_arrow(cursor, plan.refresh, state, delta))
+                    state, table = folded
                 except BaseException:
                     # the taken rows are folded in nowhere now: rebuild from the table
                     with self._lock:
@@ -488,6 +489,24 @@ class Scheduler:
         assert table is not None
         analysis.state, analysis.last_table = state, table
         return table, watermark
+
+    @staticmethod
+    def _fold(
+        analysis: Analysis, plan: Plan, state: pa.Table | None, delta: pa.Table
+    ) -> tuple[pa.Table, pa.Table] | None:
+        """The pyarrow fast path for plain shapes; None where it does not apply.
+
+        A column type pyarrow cannot group or aggregate turns it off for this analysis:
+        DuckDB does the refresh instead, then and from then on.
+        """
+        if plan.arrow is None or not analysis.fast or state is None:
+            return None
+        try:
+            return plan.arrow.fold(state, delta)
+        except (pa.ArrowException, TypeError, ValueError):
+            log.warning("analysis %r: pyarrow cannot fold it; DuckDB will", analysis.name)
+            analysis.fast = False
+            return None
 
     def _publish(
         self,
