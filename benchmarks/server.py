@@ -88,34 +88,12 @@ def _lean_client(port: int, p: int, requests: int, barrier: Any, out: Any) -> No
     out.put(None)
 
 
-def lean_http(url: str, clients: int, requests: int) -> float:
+def _processes(target: Callable[..., None], args: list[tuple[Any, ...]]) -> float:
+    """Seconds for one spawned process per ``args`` to finish, from a common start."""
     ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(clients + 1)
+    barrier = ctx.Barrier(len(args) + 1)
     out = ctx.Queue()
-    port = int(url.rsplit(":", 1)[1])
-    procs = [
-        ctx.Process(target=_lean_client, args=(port, p, requests, barrier, out))
-        for p in range(clients)
-    ]
-    for proc in procs:
-        proc.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for proc in procs:
-        proc.join()
-    assert all(proc.exitcode == 0 for proc in procs)
-    return time.perf_counter() - started
-
-
-def over_http(url: str, kind: str, requests: int) -> float:
-    """Seconds for CLIENTS processes to finish their share, from a common start."""
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(CLIENTS + 1)
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(target=_client, args=(url, kind, p, requests, barrier, out))
-        for p in range(CLIENTS)
-    ]
+    procs = [ctx.Process(target=target, args=(*a, barrier, out)) for a in args]
     for proc in procs:
         proc.start()
     barrier.wait()
@@ -125,6 +103,15 @@ def over_http(url: str, kind: str, requests: int) -> float:
     elapsed = time.perf_counter() - started
     assert all(proc.exitcode == 0 for proc in procs)
     return elapsed
+
+
+def lean_http(url: str, clients: int, requests: int) -> float:
+    port = int(url.rsplit(":", 1)[1])
+    return _processes(_lean_client, [(port, p, requests) for p in range(clients)])
+
+
+def over_http(url: str, kind: str, requests: int) -> float:
+    return _processes(_client, [(url, kind, p, requests) for p in range(CLIENTS)])
 
 
 def embedded(path: Path, kind: str, requests: int) -> float:
