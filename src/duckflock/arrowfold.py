@@ -42,34 +42,36 @@ class ArrowPlan:
 
     def fold(self, state: pa.Table, delta: pa.Table) -> tuple[pa.Table, pa.Table]:
         """(new state, result) from the state and the newly stored rows."""
-        keys = [f"__k{i}" for i in range(len(self.keys))]
-        renamed = delta.select(list(self.keys)).rename_columns(keys) if keys else None
-        columns: dict[str, pa.Array] = {} if renamed is None else {k: renamed[k] for k in keys}
         aggregations: list[tuple[Any, ...]] = []
+        extra: dict[str, pa.ChunkedArray] = {}
         for i, (kind, column) in enumerate(self.partials):
-            source = f"__s{i}"
-            values = delta[column] if column is not None else pa.nulls(delta.num_rows)
+            source = column if column is not None else (self.keys[0] if self.keys else None)
+            if source is None:  # count(*) without keys: any column counts every row
+                source = delta.column_names[0]
+            values = delta[source]
             if kind == "sum" and pa.types.is_integer(values.type):
-                values = pc.cast(values, pa.decimal128(38, 0))  # exact, like DuckDB's HUGEINT
-            elif kind == "sum" and pa.types.is_floating(values.type):
-                values = pc.cast(values, pa.float64())  # DuckDB sums FLOAT as DOUBLE
-            columns[source] = values
+                source = f"__s{i}"  # exact, like DuckDB's HUGEINT
+                extra[source] = pc.cast(values, pa.decimal128(38, 0))
+            elif (
+                kind == "sum" and pa.types.is_floating(values.type) and values.type != pa.float64()
+            ):
+                source = f"__s{i}"  # DuckDB sums FLOAT as DOUBLE
+                extra[source] = pc.cast(values, pa.float64())
             if kind == "count_all":
                 aggregations.append((source, "count", pc.CountOptions(mode="all")))
             elif kind == "count":
                 aggregations.append((source, "count", pc.CountOptions(mode="only_valid")))
             else:
                 aggregations.append((source, kind))
-        partial = _aggregate(pa.table(columns), keys, aggregations)
-        partial = partial.rename_columns(keys + [f"__p{i}" for i in range(len(self.partials))])
-        partial = partial.select(state.column_names).cast(state.schema)
-        both = pa.concat_tables([state, partial])
-        merged = _aggregate(
-            both,
-            keys,
-            [(f"__p{i}", _MERGE[kind]) for i, (kind, _) in enumerate(self.partials)],
-        ).rename_columns(keys + [f"__p{i}" for i in range(len(self.partials))])
-        merged = merged.select(state.column_names).cast(state.schema)
+        rows = delta
+        for name, values in extra.items():
+            rows = rows.append_column(name, values)
+        partial = _conform(_aggregate(rows, list(self.keys), aggregations), state.schema)
+        merges = [(f"__p{i}", _MERGE[kind]) for i, (kind, _) in enumerate(self.partials)]
+        keys = [f"__k{i}" for i in range(len(self.keys))]
+        merged = _conform(
+            _aggregate(pa.concat_tables([state, partial]), keys, merges), state.schema
+        )
         return merged, self.result(merged)
 
     def result(self, state: pa.Table) -> pa.Table:
@@ -100,7 +102,20 @@ class ArrowPlan:
 
 
 def _aggregate(table: pa.Table, keys: list[str], aggregations: list[tuple[Any, ...]]) -> pa.Table:
-    """Group by ``keys`` (none: one row for the whole table); keys first, then aggregates."""
+    """Group by ``keys`` (none: one row for the whole table); keys first, then the
+    aggregates in the order asked."""
     result = table.group_by(keys, use_threads=False).aggregate(aggregations)
+    width = len(aggregations)
     names = result.column_names
-    return result.select(keys + [n for n in names if n not in keys])
+    if names[: len(keys)] == keys:  # pyarrow puts the keys first (older ones: last)
+        return result
+    return result.select(names[width:] + names[:width])
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table``'s columns, in order, under ``schema``'s names and types."""
+    arrays = [
+        column if column.type == field.type else pc.cast(column, field.type)
+        for column, field in zip(table.columns, schema, strict=True)
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
