@@ -255,8 +255,11 @@ class Scheduler:
             analysis = self._get(name)
             # a run in progress may have read the data before this call: wait for the next
             target = analysis.version + (2 if analysis.running else 1)
-            analysis.forced = True
-            self._wake.notify()
+            if not analysis.running and self._busy < self._max_concurrent:
+                self._dispatch(analysis, time.monotonic())  # straight to a worker
+            else:
+                analysis.forced = True
+                self._wake.notify()
         result = self.result(name, target, timeout)
         assert result is not None
         return result
@@ -389,14 +392,17 @@ class Scheduler:
                         break
                     if self._busy >= self._max_concurrent:
                         break  # a finishing worker wakes us
-                    analysis = self._analyses[name]
-                    analysis.running = True
-                    analysis.last_started = now
-                    analysis.dirty_at = None
-                    analysis.forced = False
-                    self._busy += 1
-                    self._jobs.put(analysis)
+                    self._dispatch(self._analyses[name], now)
                 self._wake.wait(wait)
+
+    def _dispatch(self, analysis: Analysis, now: float) -> None:
+        """Hand ``analysis`` to an analysis thread; the caller holds the lock."""
+        analysis.running = True
+        analysis.last_started = now
+        analysis.dirty_at = None
+        analysis.forced = False
+        self._busy += 1
+        self._jobs.put(analysis)
 
     def _work(self) -> None:
         while (analysis := self._jobs.get()) is not None:
