@@ -75,10 +75,10 @@ class WriterGate:
         self.reached = threading.Event()
         real = appends.Committer.commit_batch
 
-        def gated(committer: appends.Committer, receipts: Any) -> None:
+        def gated(committer: appends.Committer, receipts: Any) -> bool:
             self.reached.set()
             assert self.open.wait(30), "test never opened the gate"
-            real(committer, receipts)
+            return real(committer, receipts)
 
         monkeypatch.setattr(appends.Committer, "commit_batch", gated)
 

@@ -247,11 +247,12 @@ class Committer:
         self.capture: frozenset[str] = frozenset()
         self.stored: list[tuple[str, pa.Table]] = []
 
-    def commit_batch(self, receipts: list[Receipt]) -> None:
+    def commit_batch(self, receipts: list[Receipt]) -> bool:
         """Commit ``receipts``; mark each committed, or give it its own error.
 
-        Raises :class:`StorageFailure` when the storage fails; calls committed before
-        that stay marked committed.
+        Returns True when the whole batch went in at once. Raises
+        :class:`StorageFailure` when the storage fails; calls committed before that stay
+        marked committed.
         """
         failure = attempt(
             self.cursor, plan(receipts, self.capture), commit=True, stored=self.stored
@@ -259,10 +260,12 @@ class Committer:
         if failure is None:
             for receipt in receipts:
                 receipt._committed = True
-        elif len(receipts) == 1:
+            return True
+        if len(receipts) == 1:
             receipts[0]._error = self._rejection(receipts[0], failure)
         else:
             self._isolate(receipts)
+        return False
 
     def _isolate(self, receipts: list[Receipt]) -> None:
         """Bisect calls whose joint commit failed: commit the halves that go in cleanly,

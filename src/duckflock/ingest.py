@@ -247,13 +247,13 @@ class Writer:
     def _run(self) -> None:
         try:
             while True:
-                receipts, markers, stop = self._gather()
+                receipts, markers, rows, stop = self._gather()
                 with self.commit_lock:
                     if receipts:
-                        self._commit(receipts)
+                        self._commit(receipts, rows)
                     self.committed_seq += 1
                     self._notify(receipts)
-                    self._finish(receipts, markers)
+                    self._finish(receipts, markers, rows)
                 if stop:
                     break
             with self._lock:
@@ -262,10 +262,11 @@ class Writer:
         except BaseException as exc:  # a bug or a dead connection: fail everyone waiting
             self._break(exc)
 
-    def _gather(self) -> tuple[list[Receipt], list[Receipt], bool]:
+    def _gather(self) -> tuple[list[Receipt], list[Receipt], int, bool]:
         """The next batch: block for one call, then take what the inbox holds.
 
-        Returns the calls, the flush markers among them, and whether close() was seen.
+        Returns the calls, the flush markers among them, their row count, and whether
+        close() was seen.
         """
         inbox = self._inbox
         receipts: list[Receipt] = self._current
@@ -277,7 +278,7 @@ class Writer:
         item = inbox.get()
         while True:
             if item is _CLOSE:
-                return receipts, markers, True
+                return receipts, markers, rows, True
             if item._schema is None:
                 markers.append(item)
                 urgent = True
@@ -320,38 +321,35 @@ class Writer:
         queued = self._queued()
         if queued > self._peak:
             self._peak = queued
-        return receipts, markers, False
+        return receipts, markers, rows, False
 
-    def _commit(self, receipts: list[Receipt]) -> None:
+    def _commit(self, receipts: list[Receipt], rows: int) -> None:
         started = time.perf_counter()
+        whole = False
         try:
-            self._committer.commit_batch(receipts)
+            whole = self._committer.commit_batch(receipts)
         except StorageFailure as exc:
             for receipt in receipts:
                 if receipt._error is None and not receipt._committed:
                     error = StorageError(f"commit into {receipt.table!r} failed: {exc}")
                     error.__cause__ = exc.__cause__
                     receipt._error = error
-        committed = 0
-        rejected = 0
-        for receipt in receipts:
-            if receipt._committed:
-                committed += receipt._nrows
-            else:
-                rejected += 1
+        committed, rejected = rows, 0
+        if not whole:  # some calls failed: count them one by one
+            committed = sum(r._nrows for r in receipts if r._committed)
+            rejected = sum(1 for r in receipts if not r._committed)
         with self._stats_lock:
             self._rows_committed += committed
             self._calls_rejected += rejected
             if committed:
                 self._batches_committed += 1
-            self._batch_rows.append(sum(r._nrows for r in receipts))
+            self._batch_rows.append(rows)
             seconds = time.perf_counter() - started
             self._commit_ms.append(seconds * 1000)
             self._commit_counts[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
             self._commit_seconds += seconds
 
-    def _finish(self, receipts: list[Receipt], markers: list[Receipt]) -> None:
-        rows = sum(r._nrows for r in receipts)
+    def _finish(self, receipts: list[Receipt], markers: list[Receipt], rows: int) -> None:
         with self._lock:
             for receipt in receipts:
                 receipt.finish()

@@ -77,28 +77,9 @@ class Receipt:
         waiter = self._waiter
         if waiter is not None:
             waiter.release()
-        callback = self._on_done
+        callback = self._on_done  # set before queueing by Database.insert_async
         if callback is not None:
-            callback()
-
-    def add_done_callback(self, callback: Callable[[], object]) -> None:
-        """Call ``callback()`` once the call is done (at once if it already is).
-
-        It runs on the writer thread while the writer holds its lock: it must be quick
-        and must not block (``loop.call_soon_threadsafe`` is the intended use, for
-        asyncio code awaiting a commit without a thread).
-        """
-        guard = self._guard
-        if guard is None:  # not queued: done already (a call without rows)
-            callback()
-            return
-        with guard:
-            if not self._finished:
-                if self._on_done is not None:
-                    raise RuntimeError("a receipt takes one done-callback")
-                self._on_done = callback
-                return
-        callback()
+            callback()  # quick and non-blocking (loop.call_soon_threadsafe)
 
     def parts(self) -> list[Part]:
         """The call's rows as parts (a single row becomes a one-row part)."""

@@ -10,7 +10,6 @@ _ERROR = {
     "description": 'Error: {"error": {"type": <duckflock error class>, "message": …, …}}',
     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
-_FORMATS = ["application/json", "application/vnd.apache.arrow.stream", "text/csv"]
 _INGEST = [
     "application/json",
     "application/x-ndjson",
