@@ -245,7 +245,7 @@ class Database:
             raise ValueError(f"timeout must be >= 0, not {timeout}")
         started = None if timeout is None else time.monotonic()
         receipt = self._receipt(table, data, columns)
-        if receipt.done:
+        if receipt._finished:  # a call without rows
             return receipt
         writer = self._writer or self._ingest()
         writer.submit(receipt, timeout, wait=wait)
@@ -273,7 +273,7 @@ class Database:
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must be >= 0, not {timeout}")
         receipt = self._receipt(table, data, columns)
-        if receipt.done:
+        if receipt._finished:  # a call without rows
             return receipt
         loop = asyncio.get_running_loop()
         committed = loop.create_future()
