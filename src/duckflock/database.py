@@ -16,6 +16,7 @@ import duckdb
 
 from . import transactions
 from .analyses import Scheduler
+from .checks import flag, seconds
 from .cursors import CursorPool, Slot
 from .errors import (
     ClosedError,
@@ -256,8 +257,8 @@ class Database:
         """
         if self._closed:
             raise ClosedError(f"database {self.path!r} is closed")
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0, not {timeout}")
+        timeout = seconds(timeout, "timeout")
+        wait = flag(wait, "wait")
         started = None if timeout is None else time.monotonic()
         receipt = self._receipt(table, data, columns)
         if receipt._finished:  # a call without rows
@@ -285,8 +286,7 @@ class Database:
         """
         if self._closed:
             raise ClosedError(f"database {self.path!r} is closed")
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0, not {timeout}")
+        timeout = seconds(timeout, "timeout")
         receipt = self._receipt(table, data, columns)
         if receipt._finished:  # a call without rows
             return receipt
@@ -326,11 +326,12 @@ class Database:
             return Receipt(schema, columns=names, row=tuple(data.values()))
         schema, parts, nrows = to_parts(self._schemas, table, data, columns)
         if nrows == 0:
-            return Receipt.empty()
+            return Receipt.empty(schema)
         return Receipt(schema, parts=parts, nrows=nrows)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every insert accepted so far is committed (or has failed)."""
+        timeout = seconds(timeout, "timeout")
         writer = self._writer
         if writer is not None:
             writer.flush(timeout)
@@ -551,6 +552,14 @@ class Database:
         transaction, DuckDB rolls it back even though its COMMIT answers without error:
         duckflock raises :class:`TransactionAbortedError` instead of reporting success.
         """
+        if not callable(fn):
+            raise TypeError(
+                "transaction takes a function of a cursor, e.g. "
+                "db.transaction(lambda cur: cur.execute(...)); to run one statement, "
+                f"use db.execute; not {type(fn).__name__}"
+            )
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            raise TypeError(f"retries must be a whole number, not {type(retries).__name__}")
         self._enter()
         try:
             cursor = self._cursors.new()
