@@ -63,3 +63,21 @@ def test_suggestions_name_user_tables_only(events: duckflock.Database) -> None:
     assert "pg_" not in str(unrelated.value)
     with pytest.raises(CatalogError, match=r'Did you mean "events"'):
         events.execute("SELECT * FROM evnts")
+
+
+@pytest.mark.parametrize(
+    ("sql", "said"),
+    [
+        ("DELETE FROM events", "not a DELETE statement"),
+        ("SELECT 1; SELECT 2", "not 2 statements"),
+        ("PRAGMA version", "not a PRAGMA statement"),
+        ("", "not an empty string"),
+    ],
+)
+def test_an_analysis_that_is_not_one_select_says_what_it_is(
+    events: duckflock.Database, sql: str, said: str
+) -> None:
+    with pytest.raises(duckflock.QueryError, match=said) as refused:
+        events.analysis("a", sql)
+    assert "serialized" not in str(refused.value)
+    assert events.analyses() == []

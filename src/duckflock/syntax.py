@@ -79,10 +79,25 @@ def parse(cursor: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
         message = tree.get("error_message", "cannot parse")
         if tree.get("error_type") == "parser":
             raise ParserError(f"Parser Error: {message}", sql=sql)
-        raise QueryError(f"an analysis must be one SELECT statement: {message}", sql=sql)
-    if len(tree["statements"]) != 1:
-        raise QueryError("an analysis must be exactly one SELECT statement", sql=sql)
+    if tree.get("error") or len(tree["statements"]) != 1:
+        raise QueryError(f"an analysis must be one SELECT statement, not {_kinds(sql)}", sql=sql)
     return tree
+
+
+def _kinds(sql: str) -> str:
+    """What ``sql`` holds, in words: ``a DELETE statement``, ``3 statements``…"""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return "this"
+    if not statements:
+        return "an empty string"
+    if len(statements) > 1:
+        return f"{len(statements)} statements"
+    kind = statements[0].type.name
+    if kind == "SELECT":  # PRAGMA and friends are rewritten to SELECT by the parser
+        kind = sql.split(None, 1)[0].upper()
+    return f"a {kind} statement"
 
 
 def walk(node: Any) -> Iterator[dict[str, Any]]:
