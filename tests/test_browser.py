@@ -455,7 +455,8 @@ def test_dashboard_with_a_token(tmp_path: Path, browser: Any) -> None:
         page.wait_for_selector("#analysis-message.error", timeout=10_000)
         message = page.inner_text("#analysis-message")
         assert "AuthenticationError" in message and "admin role" in message
-        page.wait_for_selector('#status:text-matches("AuthenticationError")', timeout=10_000)
+        page.wait_for_selector('#connection[data-state="refused"]', timeout=10_000)
+        assert "AuthenticationError" in page.inner_text("#status")
         assert "read role" in page.inner_text("#status")
         shoot(page, "token-refused.png")
 

@@ -102,7 +102,7 @@ function explain(error, role) {
 // would retry by themselves every few seconds) and logs nothing of its own.
 
 const connection = {
-  state: "connecting", // "connecting" | "live" | "offline"
+  state: "connecting", // "connecting" | "live" | "refused" (token) | "offline"
   attempt: 0, // reconnect attempts made in this outage
   due: 0, // when the next attempt runs (ms since epoch)
   timer: 0,
@@ -161,7 +161,8 @@ function renderConnection() {
   if (connection.state === "connecting") text = "connecting…";
   else if (connection.state === "live") {
     text = "live" + (connection.updated ? " · updated " + time(connection.updated) : "");
-    if (connection.problem) text += " · " + connection.problem;
+  } else if (connection.state === "refused") {
+    text = "connected, but " + connection.problem;
   } else {
     const wait = Math.max(0, Math.ceil((connection.due - Date.now()) / 1000));
     text = connection.due
@@ -262,13 +263,13 @@ function niceStep(span, count) {
   return (fraction <= 1 ? 1 : fraction <= 2 ? 2 : fraction <= 5 ? 5 : 10) * power;
 }
 
-function niceTicks(lo, hi, count) {
+function niceTicks(lo, hi, count, minStep = 0) {
   if (lo === hi) {
     const pad = Math.abs(lo) * 0.1 || 1;
     lo -= pad;
     hi += pad;
   }
-  const step = niceStep(hi - lo, count);
+  const step = Math.max(minStep, niceStep(hi - lo, count));
   const start = Math.floor(lo / step) * step;
   const ticks = [];
   for (let i = 0; start + i * step <= hi + step * 1e-9; i++) ticks.push(start + i * step);
@@ -351,7 +352,9 @@ function drawChart(data, model, series, width, height) {
   }
   let lo = Math.min(...present), hi = Math.max(...present);
   if (!isTime) [lo, hi] = [Math.min(lo, 0), Math.max(hi, 0)]; // bars start at zero
-  const yTicks = niceTicks(lo, hi, Math.max(2, Math.floor(plotH / 36)));
+  // counts and other integers get whole-number ticks
+  const whole = series.every((i) => /^u?int/.test(data.types[i]));
+  const yTicks = niceTicks(lo, hi, Math.max(2, Math.floor(plotH / 36)), whole ? 1 : 0);
   const yLo = yTicks.ticks[0], yHi = yTicks.ticks[yTicks.ticks.length - 1];
   const y = (v) => margin.top + plotH - ((v - yLo) / (yHi - yLo || 1)) * plotH;
 
@@ -916,7 +919,7 @@ async function poll() {
     connection.problem = "";
   } catch (error) {
     if (error instanceof OfflineError || connection.state === "offline") return; // attempts take over
-    connection.state = "live";
+    connection.state = "refused";
     connection.problem = explain(error, "read");
   }
   renderConnection();
