@@ -239,6 +239,13 @@ def test_sql_box_shows_a_table_and_a_time_chart(workspace: ServerProcess, browse
     assert page.text_content(f"{result} .x-title") == "sensor"
     assert page.locator(f"{result} rect.bar").count() == 1
     assert page.inner_text(f"{result} tbody td.num") == "40"
+    # many categories: the first 60 are charted, and the chart says so
+    page.fill("#sql", "SELECT 'k' || i AS k, i * 1000 AS v FROM range(100) AS t(i)")
+    page.click("#run")
+    page.wait_for_selector(f"{result} .chart-note", timeout=10_000)
+    assert page.locator(f"{result} rect.bar").count() == 60
+    assert page.inner_text(f"{result} .chart-note") == "chart: the first 60 of 100 rows"
+    assert page.inner_text(f"{result} tbody tr:nth-child(100) td.num") == "99,000"
 
     # errors say what is wrong: bad SQL, and a write through the read-only box
     page.fill("#sql", "SELEC nonsense")

@@ -10,6 +10,8 @@ const POLL_MS = 2000; // tables and the analysis list are re-read this often whi
 const RETRY_FIRST_MS = 500; // first reconnect attempt after the server went away…
 const RETRY_CAP_MS = 10000; // …then doubling, capped here
 const STREAM_RETRY_CAP_MS = 30000; // an event stream that keeps failing is retried slower
+const REQUEST_TIMEOUT_MS = 20000; // a listing or health check not answered by then: offline
+const ACTION_TIMEOUT_MS = 120000; // a query or a definition may take the server's time
 const CHART_POINTS = 2000; // a time chart draws the newest this many rows
 const CHART_BARS = 60; // a bar chart draws the first this many rows
 const SVG = "http://www.w3.org/2000/svg";
@@ -57,11 +59,12 @@ class ApiError extends Error {
 
 class OfflineError extends Error {}
 
-// One request. A network failure (the server is gone) switches the page to its
-// reconnecting state and throws OfflineError; an error answer throws ApiError.
-async function api(path, method = "GET", body = undefined) {
+// One request. A network failure or no answer in time (the server is gone or stuck)
+// switches the page to its reconnecting state and throws OfflineError; an error answer
+// throws ApiError.
+async function api(path, method = "GET", body = undefined, timeout = REQUEST_TIMEOUT_MS) {
   const headers = token ? { Authorization: "Bearer " + token } : {};
-  const init = { method, headers, cache: "no-store" };
+  const init = { method, headers, cache: "no-store", signal: AbortSignal.timeout(timeout) };
   if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -137,7 +140,8 @@ async function attempt() {
   renderConnection();
   let ok = false;
   try {
-    ok = (await fetch("/v1/health", { cache: "no-store" })).ok;
+    const signal = AbortSignal.timeout(REQUEST_TIMEOUT_MS);
+    ok = (await fetch("/v1/health", { cache: "no-store", signal })).ok;
   } catch {
     ok = false; // still gone: the browser has logged the failed request once
   }
@@ -511,7 +515,13 @@ class View {
       return;
     }
     const width = Math.max(320, Math.floor(this.container.clientWidth || 600));
-    plot.replaceChildren(drawChart(this.data, model, series, width, this.height));
+    const parts = [drawChart(this.data, model, series, width, this.height)];
+    const limit = model.keyKind === "time" ? CHART_POINTS : CHART_BARS;
+    if (this.data.rows.length > limit) {
+      const which = model.keyKind === "time" ? "newest" : "first";
+      parts.push(el("div", "chart-note muted", `chart: the ${which} ${limit.toLocaleString()} of ${this.data.rows.length.toLocaleString()} rows`));
+    }
+    plot.replaceChildren(...parts);
   }
 
   table(model) {
@@ -588,7 +598,7 @@ async function runQuery() {
   $("#query-meta").textContent = "running…";
   const started = performance.now();
   try {
-    const data = await api("/v1/query", "POST", { sql });
+    const data = await api("/v1/query", "POST", { sql }, ACTION_TIMEOUT_MS);
     $("#query-meta").textContent = `${Math.round(performance.now() - started).toLocaleString()} ms`;
     queryView.show(data);
   } catch (error) {
@@ -683,7 +693,7 @@ async function preview(name) {
   $("#preview-columns").textContent =
     `${table.rows.toLocaleString()} rows · ` + table.columns.map((c) => `${c.name} ${c.type}`).join(", ");
   try {
-    previewView.show(await api("/v1/query", "POST", { sql }));
+    previewView.show(await api("/v1/query", "POST", { sql }, ACTION_TIMEOUT_MS));
   } catch (error) {
     previewView.data = null;
     $("#preview-result").replaceChildren(errorBox(explain(error, "read")));
@@ -872,7 +882,7 @@ form.addEventListener("submit", async (event) => {
   const save = $("#analysis-save");
   save.disabled = true;
   try {
-    await api(`/v1/analyses/${encodeURIComponent(name)}`, "PUT", body);
+    await api(`/v1/analyses/${encodeURIComponent(name)}`, "PUT", body, ACTION_TIMEOUT_MS);
     form.hidden = true;
     say(`${form.dataset.mode === "edit" ? "Saved" : "Defined"} analysis “${name}”.`, true);
     await refreshAnalyses();
@@ -912,6 +922,11 @@ let pollTimer = 0;
 
 async function poll() {
   clearTimeout(pollTimer);
+  if (document.hidden && connection.state === "live") {
+    // a background tab asks nothing; it catches up when shown (visibilitychange)
+    pollTimer = setTimeout(poll, POLL_MS);
+    return;
+  }
   try {
     await Promise.all([refreshTables(), refreshAnalyses()]);
     connection.state = "live";
@@ -939,6 +954,9 @@ $("#token-form").addEventListener("submit", (event) => {
   if (connection.state !== "offline") poll();
 });
 
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && connection.state !== "offline") poll();
+});
 setInterval(() => connection.state === "offline" && renderConnection(), 1000);
 renderConnection();
 poll();
