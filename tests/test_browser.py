@@ -474,3 +474,76 @@ def test_dashboard_with_a_token(tmp_path: Path, browser: Any) -> None:
         assert console.page_errors() == []
     finally:
         assert process.stop() == 0
+
+
+def test_scales_names_and_formats_in_the_page(browser: Any) -> None:
+    """The page's own functions, on cases the end-to-end tests do not reach."""
+    from duckflock.server.app import _dashboard_html
+
+    page = browser.new_page(locale="en-US")
+    page.set_content(_dashboard_html())  # no server: the page only goes offline
+
+    def js(expression: str) -> Any:
+        return page.evaluate(expression)
+
+    utc = "Date.UTC(2026, 0, 5, 9, 0, 0)"
+    assert js(f"parseTime('2026-01-05T09:00:00') === {utc}")
+    assert js(f"parseTime('2026-01-05 09:00:00.123456') === {utc} + 123")
+    assert js(f"parseTime('2026-01-05T11:00:00+02:00') === {utc}")
+    assert js("parseTime('2026-01-05') === Date.UTC(2026, 0, 5)")
+    assert js("Number.isNaN(parseTime(null))")
+    labels = """(lo, hi, n) => { const t = timeTicks(lo, hi, n);
+        return t.ticks.map((x, i) => timeLabel(x, t.step, t.ticks[i - 1])); }"""
+    assert js(f"({labels})({utc}, {utc} + 30000, 6)") == [
+        "01-05 09:00:00", "09:00:05", "09:00:10", "09:00:15", "09:00:20", "09:00:25",
+        "09:00:30",
+    ]  # fmt: skip
+    assert js(f"({labels})({utc} + 1, {utc} + 400, 4)") == [
+        "01-05 09:00:00.100",
+        "09:00:00.200",
+        "09:00:00.300",
+        "09:00:00.400",
+    ]
+    assert js(f"({labels})({utc}, {utc} + 3 * 86400000, 4)") == [
+        "2026-01-06",
+        "2026-01-07",
+        "2026-01-08",
+    ]
+    assert js(f"({labels})({utc}, Date.UTC(2028, 5, 1), 6)") == [
+        "2026-07",
+        "2027-01",
+        "2027-07",
+        "2028-01",
+    ]
+    assert js("niceTicks(3, 97, 5).ticks") == [0, 20, 40, 60, 80, 100]
+    assert js("niceTicks(0, 1, 5, 1).ticks") == [0, 1]
+    assert js("niceTicks(-0.3, 0.3, 4).ticks") == [-0.4, -0.2, 0, 0.2, 0.4]
+    assert js("formatNumber('12345678.901')") == "12,345,678.901"  # a decimal: every digit
+    assert js("formatNumber('-98765432109876543210')") == "-98,765,432,109,876,543,210"
+    assert js("formatNumber(1234567)") == "1,234,567"
+    assert js("formatNumber(1234.56789)") == "1,234.568"
+    assert js("formatNumber(0.000123456)") == "0.0001235"
+    assert js("formatTick(250000, 50000)") == "250K"
+    assert js("formatTick(0.25, 0.05)") == "0.25"
+    kinds = ["int64", "uint8", "double", "decimal128(10, 2)", "timestamp[us, tz=UTC]",
+             "date32[day]", "time64[us]", "string", "month_day_nano_interval", "bool"]  # fmt: skip
+    assert js(f"{json.dumps(kinds)}.map(kindOf)") == [
+        "number", "number", "number", "number", "time", "time", "other", "other", "other",
+        "other",
+    ]  # fmt: skip
+    assert js("describe({types: ['int32', 'int64']}).key") == 0  # the first labels the rest
+    assert js("describe({types: ['double']}).keyKind") == "index"
+    # the preview's SQL: each part quoted, quotes doubled, whatever the listing's form
+    cases = [
+        ({"name": "a.b", "schema": "main", "columns": []}, '"main"."a.b"'),
+        ({"name": "s.t", "schema": "s", "columns": []}, '"s"."t"'),
+        ({"name": ODD_NAME, "schema": ODD_SCHEMA, "columns": []}, '"odd.schema"."say ""hi"" now"'),
+        ({"name": "x", "schema": "s", "table": 'q"t', "columns": []}, '"s"."q""t"'),
+    ]
+    for table, target in cases:
+        assert js(f"previewSql({json.dumps(table)})") == (
+            f"SELECT * FROM {target} ORDER BY rowid DESC LIMIT 50"
+        )
+    with_rowid = {"name": "t", "schema": "main", "columns": [{"name": "RowId", "type": "INT"}]}
+    assert js(f"previewSql({json.dumps(with_rowid)})") == 'SELECT * FROM "main"."t" LIMIT 50'
+    page.close()

@@ -275,14 +275,18 @@ function niceTicks(lo, hi, count, minStep = 0) {
   }
   const step = Math.max(minStep, niceStep(hi - lo, count));
   const start = Math.floor(lo / step) * step;
+  // rounded to the step's digits, so 0.1 + 0.2 is drawn as 0.3
+  const digits = Math.max(0, 1 - Math.floor(Math.log10(step)));
+  const at = (i) => Number((start + i * step).toFixed(digits)) || 0;
   const ticks = [];
-  for (let i = 0; start + i * step <= hi + step * 1e-9; i++) ticks.push(start + i * step);
-  if (ticks[ticks.length - 1] < hi - step * 1e-9) ticks.push(start + ticks.length * step);
-  return { ticks: ticks.map((t) => (Math.abs(t) < step * 1e-9 ? 0 : t)), step };
+  for (let i = 0; at(i) <= hi + step * 1e-9; i++) ticks.push(at(i));
+  if (ticks[ticks.length - 1] < hi - step * 1e-9) ticks.push(at(ticks.length));
+  return { ticks, step };
 }
 
 const SECOND = 1000, MINUTE = 60 * SECOND, HOUR = 60 * MINUTE, DAY = 24 * HOUR;
-const TIME_STEPS = [1, 2, 5, 10, 15, 30].map((n) => n * SECOND)
+const TIME_STEPS = [10, 20, 50, 100, 200, 500]
+  .concat([1, 2, 5, 10, 15, 30].map((n) => n * SECOND))
   .concat([1, 2, 5, 10, 15, 30].map((n) => n * MINUTE))
   .concat([1, 2, 3, 6, 12].map((n) => n * HOUR))
   .concat([1, 2, 7].map((n) => n * DAY));
@@ -298,8 +302,11 @@ function timeTicks(lo, hi, count) {
   const months = [1, 2, 3, 6, 12, 24, 60, 120].find((m) => (hi - lo) / (m * 30.44 * DAY) <= count) || 240;
   const first = new Date(lo);
   let index = Math.ceil((first.getUTCFullYear() * 12 + first.getUTCMonth()) / months) * months;
-  for (let t = 0; (t = Date.UTC(Math.floor(index / 12), index % 12, 1)) <= hi; index += months) {
+  for (;;) {
+    const t = Date.UTC(Math.floor(index / 12), index % 12, 1);
+    if (t > hi) break;
     if (t >= lo) ticks.push(t);
+    index += months;
   }
   return { ticks, step: months * 30 * DAY };
 }
@@ -309,7 +316,7 @@ function timeLabel(t, step, previous) {
   if (step >= 360 * DAY) return iso.slice(0, 4);
   if (step >= 28 * DAY) return iso.slice(0, 7);
   if (step >= DAY) return iso.slice(0, 10);
-  const clock = step < MINUTE ? iso.slice(11, 19) : iso.slice(11, 16);
+  const clock = iso.slice(11, step < SECOND ? 23 : step < MINUTE ? 19 : 16);
   const sameDay = previous !== undefined && new Date(previous).toISOString().slice(0, 10) === iso.slice(0, 10);
   return sameDay ? clock : `${iso.slice(5, 10)} ${clock}`;
 }
