@@ -398,7 +398,7 @@ function drawChart(data, model, series, width, height) {
     let tLo = keys[0], tHi = keys[keys.length - 1];
     if (tLo === tHi) [tLo, tHi] = [tLo - MINUTE, tHi + MINUTE];
     const x = (t) => margin.left + ((t - tLo) / (tHi - tLo)) * plotW;
-    const ticks = timeTicks(tLo, tHi, Math.max(2, Math.floor(plotW / 95)));
+    const ticks = timeTicks(tLo, tHi, Math.max(3, Math.floor(plotW / 95)));
     ticks.ticks.forEach((t, i) => {
       xAxis.appendChild(svgEl("line", { class: "tick-mark", x1: x(t), x2: x(t), y1: baseline, y2: baseline + 4 }));
       xAxis.appendChild(svgEl("text", { class: "tick time-tick", x: x(t), y: baseline + 16, "text-anchor": "middle" },
