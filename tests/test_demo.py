@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,9 @@ from click.testing import CliRunner
 
 import duckflock
 from duckflock.cli import cli
-from duckflock.demo import run_demo, run_live_demo
+from duckflock.cli.demo import run_demo, run_live_demo
+
+READ_LINE = r"read_thread_\d: row_counter=\d+ at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d[.\d]*\+00:00"
 
 
 def test_scenario_invariants(db: duckflock.Database) -> None:
@@ -39,8 +42,10 @@ def test_demo_command_prints_readers_table_and_summary(tmp_path: Path) -> None:
     path = tmp_path / "cli.duckdb"
     result = CliRunner().invoke(cli, ["demo", "--database", str(path), "--writers", "12"])
     assert result.exit_code == 0, result.output
-    reader_lines = [line for line in result.output.splitlines() if line.startswith("[('read_")]
+    reader_lines = [line for line in result.output.splitlines() if line.startswith("read_")]
     assert len(reader_lines) == 5
+    # readable: the thread, its count and an ISO timestamp, no Python reprs
+    assert all(re.fullmatch(READ_LINE, line) for line in reader_lines), reader_lines
     assert "my_inserts" in result.output
     assert result.output.count("write_thread_") == 12
     assert "12 rows from 12 writers, 5 reads" in result.output
