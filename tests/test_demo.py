@@ -92,7 +92,7 @@ def test_cli_reference_in_docs_is_generated_from_help() -> None:
 def test_bench_ingest_quick_prints_every_figure_and_ratio() -> None:
     result = CliRunner().invoke(cli, ["bench", "ingest", "--quick"])
     assert result.exit_code == 0, result.output
-    for key in ("(a)", "(b)", "(c)", "(d)", "(d2)", "(e)", "(f)"):
+    for key in ("(a)", "(b)", "(c)", "(c2)", "(d)", "(d2)", "(e)", "(f)"):
         assert key in result.output
     assert "b / a = " in result.output
     assert "x a" in result.output

@@ -6,7 +6,6 @@ HTTP :class:`Client` (``duckflock[client]``), the server (``[server]``) and the 
 line (``[cli]``) are extras, imported when first used.
 """
 
-
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 

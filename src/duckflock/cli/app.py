@@ -108,7 +108,8 @@ def bench_ingest(quick: bool) -> None:
 
     (a) the guide: 50 threads, a cursor each, one autocommit INSERT per row;
     (b) 50 threads each waiting for db.insert's acknowledgement; (c) 8 threads
-    streaming single rows with wait=False; (d) 8 threads inserting 10,000-row Arrow
+    streaming single rows with wait=False, as dicts, and (c2) as tuples with
+    columns=; (d) 8 threads inserting 10,000-row Arrow
     chunks; (e) raw DuckDB's one-INSERT ceiling; (f) SQLite WAL. Ratios are to (a),
     measured in the same run.
     """
@@ -240,8 +241,30 @@ def reference() -> str:
             for name in sorted(command.commands):
                 walk(command.commands[name], [*path, name], ctx)
 
+    lines.extend(["", "## Examples", "", EXAMPLES.strip("\n")])
     walk(cli, ["duckflock"], None)
     return "\n".join(lines) + "\n"
+
+
+# run by the docs test like every example: on a file, then against a running server
+EXAMPLES = """
+Everything on a database file, then the same against a server (`$DUCKFLOCK_URL`):
+
+```sh
+printf 'id,sensor,value\\n1,s1,0.5\\n2,s2,1.5\\n3,s1,2.5\\n' > readings.csv
+gzip -k readings.csv
+duckflock load readings.duckdb readings readings.csv --pk id     # creates the table
+duckflock sql readings.duckdb "UPDATE readings SET value = value * 2 WHERE sensor = 's1'"
+duckflock query readings.duckdb "SELECT sensor, sum(value) AS total FROM readings GROUP BY 1"
+duckflock query readings.duckdb "SELECT * FROM range(1000000)" --limit 5 --format csv
+duckflock tables readings.duckdb
+duckflock status readings.duckdb
+duckflock load "$DUCKFLOCK_URL" readings readings.csv.gz          # .gz and .zst read as is
+duckflock sql "$DUCKFLOCK_URL" "DELETE FROM readings WHERE value > 4"
+duckflock query "$DUCKFLOCK_URL" "SELECT count(*) AS n FROM readings" --format json
+duckflock status "$DUCKFLOCK_URL"
+```
+"""
 
 
 def main() -> None:
