@@ -150,7 +150,7 @@ def test_load_creates_the_table_from_the_files_inferred_schema(tmp_path: Path) -
     again = cli_run("load", str(path), "readings", str(gz))
     assert again.returncode == 1
     assert "line 2" in again.stderr
-    assert "0 rows were committed" in again.stderr
+    assert "0 rows of the file were committed" in again.stderr
     assert "Traceback" not in again.stderr
 
 
@@ -180,7 +180,7 @@ def test_load_names_the_file_line_and_the_rows_already_committed(tmp_path: Path)
     assert run.returncode == 1, run.stderr
     assert "line 57" in run.stderr
     assert "fifty-five" in run.stderr
-    assert "50 rows were committed" in run.stderr  # five whole chunks before the bad one
+    assert "50 rows of the file were committed" in run.stderr  # five whole chunks
     with duckflock.connect(path, read_only=True) as db:
         assert db.execute("SELECT count(*) FROM events WHERE p = 7").fetchone() == (50,)
 

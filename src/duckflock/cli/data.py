@@ -182,6 +182,10 @@ def status(target: str, token: str | None) -> None:
             f"batches, {stats['rows_queued']:,} queued, {stats['calls_rejected']:,} rejected, "
             f"commit p50 {stats['commit_ms'].get('p50', 0):.2f} ms"
         )
+        analyses = remote.analyses()
+        if not analyses:
+            out.print("analyses: none defined")
+            return
         out.print(
             render.table(
                 ["analysis", "version", "mode", "rows", "last ms", "error"],
@@ -194,7 +198,7 @@ def status(target: str, token: str | None) -> None:
                         "" if a["duration"] is None else f"{a['duration'] * 1000:.1f}",
                         a["error"] or "",
                     )
-                    for a in remote.analyses()
+                    for a in analyses
                 ],
                 title="analyses",
             )

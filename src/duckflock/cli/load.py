@@ -189,8 +189,8 @@ def _failed(
     reason = cause.message if row is not None and cause is not None else str(exc)
     return click.ClickException(
         f"{file}, {where}: {type(exc).__name__}: {reason}\n"
-        f"{committed:,} rows were committed before it (each chunk commits whole; "
-        "the failing chunk committed nothing)."
+        f"{committed:,} rows of the file were committed before it (each chunk commits "
+        "whole; the failing chunk committed nothing)."
     )
 
 
