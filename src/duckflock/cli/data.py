@@ -85,12 +85,14 @@ def query(target: str, sql: str, fmt: str, limit: int, token: str | None) -> Non
     started = time.perf_counter()
     if targets.is_url(target):
         with targets.client(target, token) as remote:
-            batches, schema, note = _remote(remote.execute(sql))
+            with render.working("querying the server…"):
+                fetched = remote.execute(sql)
+            batches, schema, note = _remote(fetched)
             _show(batches, schema, fmt, limit, started, note)
         return
     with targets.database(target, read_only=True) as db:
         reader = db.execute(sql).to_arrow_reader(8192)
-        _show(iter(reader), reader.schema, fmt, limit, started)
+        _show(render.started(reader, "running…"), reader.schema, fmt, limit, started)
 
 
 @click.command("sql")
@@ -112,16 +114,19 @@ def sql_command(target: str, statement: str, fmt: str, limit: int, token: str | 
     started = time.perf_counter()
     if targets.is_url(target):
         with targets.client(target, token) as remote:
-            batches, schema, note = _remote(remote.run(statement))
+            with render.working("running on the server…"):
+                done = remote.run(statement)
+            batches, schema, note = _remote(done)
             _show(batches, schema, fmt, limit, started, note)
         return
     with targets.database(target, read_only=False) as db:
-        results = db.execute(statement)
+        with render.working("running…"):
+            results = db.execute(statement)
         if results.description is None:
             click.echo(f"OK in {(time.perf_counter() - started) * 1000:,.1f} ms", err=True)
             return
         reader = results.to_arrow_reader(8192)
-        _show(iter(reader), reader.schema, fmt, limit, started)
+        _show(render.started(reader, "running…"), reader.schema, fmt, limit, started)
 
 
 def _tables(target: str, token: str | None) -> list[dict[str, Any]]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import io
+import itertools
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -22,6 +24,7 @@ import pyarrow.csv as pa_csv
 from rich.console import Console
 from rich.table import Table
 
+_TABLE_BLOCK = 10_000  # rows of one drawn table when --limit 0 streams a large result
 _WIDE = 1 << 16  # columns a console writing into a pipe or file may use: "as wide as needed"
 
 
@@ -35,6 +38,27 @@ def console(stderr: bool = False) -> Console:
         soft_wrap=not terminal,
         highlight=False,
     )
+
+
+@contextmanager
+def working(what: str) -> Iterator[None]:
+    """A spinner on stderr while a statement runs: on a terminal only, gone when done."""
+    err = console(stderr=True)
+    if not err.is_terminal:
+        yield
+        return
+    with err.status(what):
+        yield
+
+
+def started(reader: pa.RecordBatchReader, what: str) -> Iterator[pa.RecordBatch]:
+    """``reader``'s batches; the wait for the first one (the query's work) shows a spinner."""
+    with working(what):
+        try:
+            first = reader.read_next_batch()
+        except StopIteration:
+            return iter(())
+    return itertools.chain([first], reader)
 
 
 def text(value: Any) -> str:
@@ -119,15 +143,21 @@ class Emitter:
                 click.echo(prefix + json.dumps(record, default=text), nl=False)
                 self.rows += 1
             return
-        else:  # a table is drawn once, over rows held up to --limit
+        else:  # drawn over rows held up to --limit, or in blocks when there is none
             self._pending.extend(rows_of(batch))
+            if len(self._pending) >= _TABLE_BLOCK:
+                self._draw()
         self.rows += batch.num_rows
+
+    def _draw(self) -> None:
+        grid = table(self.schema.names, self._pending, numeric=_numeric(self.schema))
+        console().print(grid)
+        self._pending = []
 
     def close(self) -> None:
         if self.fmt == "json":
             click.echo("[]" if self.rows == 0 else "\n]")
-        elif self.fmt == "table":
-            grid = table(self.schema.names, self._pending, numeric=_numeric(self.schema))
-            console().print(grid)
+        elif self.fmt == "table" and (self._pending or self.rows == 0):
+            self._draw()
         elif self.fmt == "csv" and self.rows == 0:
             click.echo(",".join(f'"{name}"' for name in self.schema.names))
