@@ -231,14 +231,14 @@ def test_query_streams_with_a_default_limit_and_a_footer(tmp_path: Path) -> None
     assert lines[1:] == [str(n) for n in range(1000)]  # the default --limit
     assert "1,000 rows in" in run.stderr
     assert "--limit 0 shows all" in run.stderr
-    # --limit 0: every row, drawn as tables of 10,000 rows while the rest streams in
+    # --limit 0: every row, drawn as tables of about 10,000 rows while the rest streams in
     everything = cli_run("query", str(path), "SELECT * FROM range(25000)", "--limit", "0")
     assert everything.returncode == 0
     assert "25,000 rows in" in everything.stderr
     assert "more rows" not in everything.stderr
     cells = [line.strip("│ ") for line in everything.stdout.splitlines() if line.startswith("│")]
     assert cells == [str(n) for n in range(25000)]
-    assert everything.stdout.count("┏") == 3
+    assert everything.stdout.count("┏") >= 2  # not one table held in memory to the end
     as_json = cli_run("query", str(path), "SELECT i FROM events WHERE false", "--format", "json")
     assert json.loads(as_json.stdout) == []
 
