@@ -95,6 +95,23 @@ def test_a_missing_cli_extra_is_named() -> None:
     assert "pip install 'duckflock[cli]'" in run.stdout
 
 
+def test_the_command_without_the_cli_extra_says_which_extra() -> None:
+    run = python(
+        """
+        import sys
+        sys.modules["click"] = None
+        sys.argv = ["duckflock", "--help"]
+        from duckflock.__main__ import run
+        run()
+        """
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip() == (
+        "error: the duckflock command needs the 'cli' extra (click is not installed): "
+        "pip install 'duckflock[cli]'"
+    )
+
+
 def test_serve_without_the_server_extra_says_which_extra(tmp_path: Path) -> None:
     run = python(
         f"""
