@@ -151,6 +151,7 @@ def test_load_creates_the_table_from_the_files_inferred_schema(tmp_path: Path) -
     assert again.returncode == 1
     assert "line 2" in again.stderr
     assert "0 rows of the file were committed" in again.stderr
+    assert "--replace" not in again.stderr  # the table was not created by this load
     assert "Traceback" not in again.stderr
 
 
@@ -181,8 +182,26 @@ def test_load_names_the_file_line_and_the_rows_already_committed(tmp_path: Path)
     assert "line 57" in run.stderr
     assert "fifty-five" in run.stderr
     assert "50 rows of the file were committed" in run.stderr  # five whole chunks
+    assert "--replace" not in run.stderr
     with duckflock.connect(path, read_only=True) as db:
         assert db.execute("SELECT count(*) FROM events WHERE p = 7").fetchone() == (50,)
+
+
+def test_load_keeps_non_iso_csv_dates_as_text_instead_of_failing_every_row(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "dates.duckdb"
+    csv_file = tmp_path / "eu.csv"
+    csv_file.write_text("day,n\n31/01/2024,1\n29/02/2024,2\n")
+    result = CliRunner().invoke(cli, ["load", str(path), "days", str(csv_file)])
+    assert result.exit_code == 0, result.output
+    assert "day kept as VARCHAR" in result.output
+    with duckflock.connect(path, read_only=True) as db:
+        rows = db.execute("SELECT strptime(day, '%d/%m/%Y')::DATE, n FROM days ORDER BY n")
+        assert [(d.isoformat(), n) for d, n in rows.fetchall()] == [
+            ("2024-01-31", 1),
+            ("2024-02-29", 2),
+        ]
 
 
 def test_load_refuses_a_missing_table_with_no_create_and_a_pk_on_an_existing_one(
@@ -320,3 +339,20 @@ def test_a_file_held_by_a_server_points_to_the_url(server: ServerProcess) -> Non
         assert "duckflock serve" in run.stderr
         assert "URL" in run.stderr
         assert "Traceback" not in run.stderr
+
+
+def test_a_failed_load_into_a_table_it_created_says_how_to_start_over(tmp_path: Path) -> None:
+    path = tmp_path / "over.duckdb"
+    csv_file = tmp_path / "dupes.csv"
+    csv_file.write_text("id,v\n1,a\n2,b\n1,c\n")
+    run = cli_run("load", str(path), "items", str(csv_file), "--pk", "id", "--chunk-rows", "2")
+    assert run.returncode == 1
+    assert "line 4" in run.stderr
+    assert "2 rows of the file were committed" in run.stderr
+    assert "This load created items: --replace starts it over." in run.stderr
+    fixed = tmp_path / "fixed.csv"
+    fixed.write_text("id,v\n1,a\n2,b\n3,c\n")
+    again = cli_run("load", str(path), "items", str(fixed), "--pk", "id", "--replace")
+    assert again.returncode == 0, again.stderr
+    with duckflock.connect(path, read_only=True) as db:
+        assert db.execute("SELECT count(*) FROM items").fetchone() == (3,)

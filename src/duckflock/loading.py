@@ -150,8 +150,18 @@ def _rechunk(
         yield Chunk(table, done, first_line + done, position())
 
 
-def inferred_columns(path: str, kind: str) -> list[tuple[str, str]]:
-    """(name, DuckDB type) of each column, as DuckDB reads the file by itself."""
+_ISO_DATES = {"%Y-%m-%d"}
+_ISO_TIMESTAMPS = {"%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S.%f"}
+
+
+def inferred_columns(path: str, kind: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """(name, DuckDB type) of each column as DuckDB reads the file by itself, and notes
+    on the columns kept as text.
+
+    The rows travel as text and DuckDB casts them on insert, which reads ISO dates and
+    timestamps only: a CSV whose dates DuckDB's sniffer read in another form
+    (``01/02/2024``) keeps those columns as VARCHAR rather than fail on every row.
+    """
     reader = {
         "csv": "read_csv(?)",
         "ndjson": "read_json(?, format = 'newline_delimited')",
@@ -159,9 +169,26 @@ def inferred_columns(path: str, kind: str) -> list[tuple[str, str]]:
     }.get(kind)
     if reader is None:
         raise ValueError(f"unknown format {kind!r}: csv, parquet or ndjson")
+    notes = []
     with duckdb.connect() as con:
         described = con.execute(f"DESCRIBE SELECT * FROM {reader}", [path]).fetchall()
-    return [(str(row[0]), str(row[1])) for row in described]
+        columns = [(str(row[0]), str(row[1])) for row in described]
+        if kind == "csv":
+            sniffed = con.execute(
+                "SELECT DateFormat, TimestampFormat FROM sniff_csv(?)", [path]
+            ).fetchone()
+            dates, stamps = sniffed if sniffed else (None, None)
+            for kept, form in (("DATE", dates), ("TIMESTAMP", stamps)):
+                if form is None or form in _ISO_DATES | _ISO_TIMESTAMPS:
+                    continue
+                names = [name for name, kind_ in columns if kind_ == kept]
+                if names:
+                    columns = [(n, "VARCHAR" if t == kept else t) for n, t in columns]
+                    notes.append(
+                        f"{', '.join(names)} kept as VARCHAR: {kept.lower()}s written as "
+                        f"{form} (convert with strptime(column, '{form}'))"
+                    )
+    return columns, notes
 
 
 def create_table_sql(

@@ -125,7 +125,7 @@ def load(
                     "load creates it from the file)"
                 )
             try:
-                columns = loading.inferred_columns(file, kind)
+                columns, notes = loading.inferred_columns(file, kind)
                 ddl = loading.create_table_sql(
                     name, columns, primary_key=primary_key, replace=replace
                 )
@@ -137,11 +137,19 @@ def load(
                 ) from None
             run(ddl)
             click.echo(f"created {table} ({', '.join(f'{c} {t}' for c, t in columns)})", err=True)
+            for note in notes:
+                click.echo(f"note: {note}", err=True)
         elif primary_key:
             raise click.UsageError(
                 f"--pk applies to a table being created; {table!r} exists (add --replace)"
             )
-        loaded = _stream(file, kind, chunk_rows, insert, table)
+        try:
+            loaded = _stream(file, kind, chunk_rows, insert, table)
+        except click.ClickException as exc:
+            if not (replace or not exists):
+                raise
+            hint = f" This load created {table}: --replace starts it over."
+            raise click.ClickException(exc.message + hint) from None
     render.console(stderr=True).print(f"loaded {loaded:,} rows into {table}")
 
 
