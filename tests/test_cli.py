@@ -356,3 +356,22 @@ def test_a_failed_load_into_a_table_it_created_says_how_to_start_over(tmp_path: 
     assert again.returncode == 0, again.stderr
     with duckflock.connect(path, read_only=True) as db:
         assert db.execute("SELECT count(*) FROM items").fetchone() == (3,)
+
+
+def test_load_takes_schema_qualified_and_quoted_table_names(tmp_path: Path) -> None:
+    path = tmp_path / "names.duckdb"
+    csv_file = tmp_path / "rows.csv"
+    csv_file.write_text("a,b\n1,x\n2,y\n")
+    schema = CliRunner().invoke(cli, ["sql", str(path), "CREATE SCHEMA staging"])
+    assert schema.exit_code == 0, schema.output
+    for name in ("staging.readings", '"my table"'):
+        for _ in range(2):  # created, then found again and appended to
+            result = CliRunner().invoke(cli, ["load", str(path), name, str(csv_file)])
+            assert result.exit_code == 0, result.output
+    with duckflock.connect(path, read_only=True) as db:
+        assert db.execute("SELECT count(*) FROM staging.readings").fetchone() == (4,)
+        assert db.execute('SELECT count(*) FROM "my table"').fetchone() == (4,)
+    # a name that is not one is refused before any SQL is built
+    bad = CliRunner().invoke(cli, ["load", str(path), 'x"; DROP TABLE t; --', str(csv_file)])
+    assert bad.exit_code == 2
+    assert "TABLE" in bad.output

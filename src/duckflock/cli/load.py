@@ -115,9 +115,9 @@ def load(
         kind = loading.file_format(file) if fmt == "auto" else fmt
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    name = targets.quote_name(table)
-    with _connection(target, table, token) as (insert, run, names):
-        exists = table.lower() in {n.lower() for n in names()}
+    name, wanted = targets.table_name(table)
+    with _connection(target, table, token) as (insert, run, listed):
+        exists = any(targets.same_table(n, wanted) for n in listed())
         if replace or not exists:
             if not exists and not create:
                 raise click.UsageError(

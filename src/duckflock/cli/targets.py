@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .. import names
 from ..database import Database, connect
 from ..errors import QueryError
 
@@ -53,14 +54,23 @@ def client(url: str, token: str | None) -> Iterator[Client]:
         yield remote
 
 
-def quote_name(name: str) -> str:
-    """``schema.table`` or ``table`` as quoted SQL for the CLI's CREATE TABLE.
+def table_name(name: str) -> tuple[str, str]:
+    """The TABLE argument as (quoted SQL for CREATE TABLE, its parts in lower case).
 
-    Local stopgap until the catalog identity layer quotes names in one place: each
-    dot-separated part is double-quoted with embedded quotes doubled, so a name is
-    always data, never SQL.
+    Parsed and quoted by the identity layer (:mod:`duckflock.names`), the one place
+    that turns a caller's name into SQL; a name it refuses is a usage error.
     """
-    parts = name.split(".")
-    if not all(parts):
-        raise click.BadParameter(f"{name!r} is not a table name", param_hint="TABLE")
-    return ".".join('"' + part.replace('"', '""') + '"' for part in parts)
+    try:
+        parts = names.parse(name)
+        quoted = ".".join(names.quote(part) for part in parts)
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="TABLE") from None
+    return quoted, ".".join(part.lower() for part in parts)
+
+
+def same_table(listed: str, wanted: str) -> bool:
+    """Whether a name from ``tables()`` is the table whose lower-cased parts are ``wanted``."""
+    try:
+        return ".".join(part.lower() for part in names.parse(listed)) == wanted
+    except ValueError:
+        return False
