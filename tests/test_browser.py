@@ -79,12 +79,12 @@ def test_dashboard_shows_rows_live(server: ServerProcess, browser: Any) -> None:
 
 
 def test_dashboard_with_a_token(tmp_path: Path, browser: Any) -> None:
-    process = ServerProcess(tmp_path / "secret.duckdb", token="t0ken")
+    process = ServerProcess(tmp_path / "secret.duckdb", token="t0ken-t0ken-t0ken")
     try:
         with process.client() as client:
             client.analysis("n", "SELECT 42 AS answer", every=60)
         page = browser.new_page()
-        page.goto(process.url + "/?access_token=t0ken")
+        page.goto(process.url + "/?access_token=t0ken-t0ken-t0ken")
         page.wait_for_selector('.card[data-name="n"] td:text-is("42")', timeout=10_000)
         page.goto(process.url + "/")
         assert "AuthenticationError" in page.inner_text("body")
