@@ -159,6 +159,15 @@ def bench_ingest(quick: bool) -> None:
     show_default=True,
     help="Seconds the shutdown (commit, checkpoint) may take; exit 1 past it.",
 )
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    help="Seconds a connection may take to send a request's headers (then 408).",
+)
+@click.option(
+    "--max-connections", default=1000, show_default=True, help="Open connections at most."
+)
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     database: str,
@@ -174,6 +183,8 @@ def serve(
     per_client: int,
     queue_timeout: float,
     shutdown_timeout: float,
+    header_timeout: float,
+    max_connections: int,
     log_level: str,
 ) -> None:
     """Serve DATABASE over HTTP: ingest, read-only queries, live analyses, a dashboard.
@@ -213,6 +224,8 @@ def serve(
             config=config,
             log_level=log_level,
             shutdown_timeout=shutdown_timeout,
+            header_timeout=header_timeout,
+            max_connections=max_connections,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc

@@ -184,6 +184,9 @@ def create_app(
         what="long-poll",
     )
     bodies = ByteBudget(settings.body_budget, settings.queue_timeout)
+    metrics.gauge("duckflock_query_slots_busy", "Queries holding a slot", lambda: query_slots.busy)
+    metrics.gauge("duckflock_long_polls_waiting", "Long polls waiting", lambda: wait_slots.busy)
+    metrics.gauge("duckflock_body_bytes_held", "Weighted body bytes held", lambda: bodies.used)
     stopping: dict[str, Any] = {"flag": False, "event": None}
 
     def render_error(exc: DuckflockError, headers: dict[str, str] | None = None) -> Response:
