@@ -316,13 +316,13 @@ def test_token_guards_every_endpoint_but_health(db: duckflock.Database) -> None:
             401,
             "AuthenticationError",
         )
-        assert http.get("/v1/tables", headers={"Authorization": "Bearer s3cret-s3cret-s3cret"}).status_code == 200
+        bearer = {"Authorization": "Bearer s3cret-s3cret-s3cret"}
+        assert http.get("/v1/tables", headers=bearer).status_code == 200
         assert http.get("/v1/tables?access_token=s3cret-s3cret-s3cret").status_code == 200
         with pytest.raises(AuthenticationError):
             Client("http://testserver", http=http).tables()
-        assert (
-            Client("http://testserver", token="s3cret-s3cret-s3cret", http=http).tables()[0]["name"] == "events"
-        )
+        client = Client("http://testserver", token="s3cret-s3cret-s3cret", http=http)
+        assert client.tables()[0]["name"] == "events"
 
 
 def test_open_bind_without_token_is_refused() -> None:
