@@ -154,6 +154,12 @@ def bench_ingest(quick: bool) -> None:
     help="Seconds a request waits for a free slot before 503.",
 )
 @click.option(
+    "--max-wait",
+    default=60.0,
+    show_default=True,
+    help="Seconds a long poll (?timeout= of a result) may wait at most.",
+)
+@click.option(
     "--shutdown-timeout",
     default=30.0,
     show_default=True,
@@ -182,6 +188,7 @@ def serve(
     concurrency: int,
     per_client: int,
     queue_timeout: float,
+    max_wait: float,
     shutdown_timeout: float,
     header_timeout: float,
     max_connections: int,
@@ -215,6 +222,7 @@ def serve(
             concurrency=concurrency,
             per_client=per_client,
             queue_timeout=queue_timeout,
+            max_wait=max_wait,
         )
         code = run(
             database,

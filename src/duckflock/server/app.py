@@ -316,7 +316,7 @@ def create_app(
         return _json(payload, 200 if reason is None else 503)
 
     async def spec(request: Request) -> Response:
-        return _json(openapi.document())
+        return _json(openapi.document(max_wait=settings.max_wait))
 
     async def page(request: Request) -> Response:
         return HTMLResponse(dashboard)

@@ -152,7 +152,7 @@ def _csv(body: bytes) -> pa.Table:
                 strings_can_be_null=True,
             ),
         )
-    except (pa.ArrowInvalid, UnicodeDecodeError, StopIteration) as exc:
+    except (pa.ArrowInvalid, UnicodeDecodeError, StopIteration, csv.Error) as exc:
         raise RequestError(f"malformed CSV: {exc}") from exc
 
 
