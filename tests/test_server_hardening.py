@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -613,3 +614,15 @@ def test_health_says_not_ready_when_ingest_cannot_be_accepted(tmp_path: Path) ->
         http.app.state.db.close()  # type: ignore[attr-defined]
         assert http.get("/v1/health").status_code == 503
         _error(http.post("/v1/tables/t/rows", json={"a": 1}), 503, "ClosedError")
+
+
+def test_the_docs_show_the_role_of_every_route() -> None:
+    from duckflock.server.auth import ROUTE_ROLES
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "http-api.md").read_text()
+    documented = {}
+    for routes, role in re.findall(r"^\| (`[A-Z]+ .*?) \| (none|read|write|admin) \|$", text, re.M):
+        for method, path in re.findall(r"`([A-Z]+) (\S+?)`", routes):
+            documented[(method, path)] = role
+    assert documented.pop(("GET", "/v1/health")) == "none"
+    assert documented == ROUTE_ROLES
