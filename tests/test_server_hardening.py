@@ -626,3 +626,78 @@ def test_the_docs_show_the_role_of_every_route() -> None:
             documented[(method, path)] = role
     assert documented.pop(("GET", "/v1/health")) == "none"
     assert documented == ROUTE_ROLES
+
+
+def test_big_ingest_bodies_are_bounded_and_do_not_stall_other_clients(tmp_path: Path) -> None:
+    server = ServerProcess(tmp_path / "ingest.duckdb", "--config", str(_config(tmp_path)))
+    process = psutil.Process(server.process.pid)
+    rows = [{"p": n % 7, "i": n, "note": "x" * 100} for n in range(100_000)]
+    body = json.dumps(rows).encode()  # ~13 MB, under the 16 MiB JSON cap
+    latencies: list[float] = []
+    peak = [0]
+    done = threading.Event()
+
+    def ping() -> None:
+        with _http(server) as http:
+            while not done.is_set():
+                started = time.monotonic()
+                assert http.get("/v1/health").status_code == 200
+                latencies.append(time.monotonic() - started)
+                peak[0] = max(peak[0], process.memory_info().rss)
+
+    pinger = threading.Thread(target=ping)
+    pinger.start()
+    try:
+        with _http(server) as http:
+            big = b"[" + b'{"p": 1},' * 7_000_000 + b'{"p": 1}]'  # 63 MB
+            _error(http.post("/v1/tables/events/rows", content=big, headers=JSON), 413)
+            for _ in range(3):
+                response = http.post("/v1/tables/events/rows", content=body, headers=JSON)
+                assert response.json() == {"table": "events", "rows": 100_000, "committed": True}
+    finally:
+        done.set()
+        pinger.join(30)
+        assert server.stop() == 0
+    print(  # RELIABILITY.md
+        f"ingest: 3 x 13 MB JSON bodies, peak RSS {peak[0] / 2**20:.0f} MiB, "
+        f"slowest /v1/health meanwhile {max(latencies) * 1000:.0f} ms over {len(latencies)}"
+    )
+    assert max(latencies) < 1.0
+    assert peak[0] < 1.5 * 2**30
+
+
+def test_a_bug_is_a_500_with_the_error_body_and_is_not_re_raised() -> None:
+    from starlette.testclient import TestClient
+
+    from duckflock.server import ServerSettings, create_app
+
+    async def boom(request: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    with duckflock.connect() as db:
+        app = create_app(db, ServerSettings())
+        app.add_route("/boom", boom)
+        # raise_server_exceptions: anything escaping the app (which makes uvicorn reset
+        # the keep-alive connection) would fail this test
+        with TestClient(app, base_url="http://localhost") as http:
+            error = _error(http.get("/boom"), 500, "DuckflockError")
+            assert error["message"] == "internal error: RuntimeError"
+            assert 'status="500"' in http.get("/metrics").text
+
+
+def test_a_shutdown_that_cannot_commit_is_reported(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from duckflock.server import ServerSettings
+    from duckflock.server.serve import prepare
+
+    db, app = prepare(str(tmp_path / "x.duckdb"), ServerSettings(), None, "127.0.0.1")
+    with TestClient(app, base_url="http://localhost"):
+        db.close()  # the shutdown's flush and checkpoint now fail
+    assert app.state.shutdown.ok is False
+    assert "shutdown failed: ClosedError" in str(app.state.shutdown.error)
+    db2, app2 = prepare(str(tmp_path / "y.duckdb"), ServerSettings(), None, "127.0.0.1")
+    with TestClient(app2, base_url="http://localhost"):
+        pass
+    assert app2.state.shutdown.ok is True
+    assert db2.closed

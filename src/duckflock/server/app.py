@@ -56,6 +56,7 @@ from .metrics import Metrics
 
 log = logging.getLogger("duckflock.server")
 _MiB = 2**20
+_INLINE_BODY = 64 * 1024  # bytes: bodies up to this are parsed and queued on the event loop
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,12 @@ def create_app(
         what="long-poll",
     )
     bodies = ByteBudget(settings.body_budget, settings.queue_timeout)
+    ingest_slots = Slots(
+        total=settings.concurrency,
+        per_client=settings.per_client,
+        queue_timeout=settings.ingest_timeout or settings.queue_timeout,
+        what="large-ingest",
+    )
     metrics.gauge("duckflock_query_slots_busy", "Queries holding a slot", lambda: query_slots.busy)
     metrics.gauge("duckflock_long_polls_waiting", "Long polls waiting", lambda: wait_slots.busy)
     metrics.gauge("duckflock_body_bytes_held", "Weighted body bytes held", lambda: bodies.used)
@@ -233,24 +240,29 @@ def create_app(
             )
         return kind
 
-    async def read_body(request: Request, limit: int, weight: int) -> bytes:
+    def body_size(request: Request, limit: int) -> int:
+        """The declared body size (or ``limit`` when not declared); 413 over ``limit``."""
         declared = request.headers.get("content-length")
         size = int(declared) if declared is not None and declared.isdigit() else limit
         if size > limit:
             raise PayloadTooLargeError(f"the body is {size:,} bytes; the limit is {limit:,}")
-        async with bodies.hold(size * weight):
-            chunks = []
-            got = 0
-            async for chunk in request.stream():
-                got += len(chunk)
-                if got > limit:
-                    raise PayloadTooLargeError(f"the body is over the {limit:,}-byte limit")
-                chunks.append(chunk)
-            return b"".join(chunks)
+        return size
+
+    async def read_body(request: Request, limit: int) -> bytes:
+        chunks = []
+        got = 0
+        async for chunk in request.stream():
+            got += len(chunk)
+            if got > limit:
+                raise PayloadTooLargeError(f"the body is over the {limit:,}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def json_object(request: Request) -> dict[str, Any]:
         require_type(request, formats.JSON)
-        body = await read_body(request, settings.max_request_json, 20)
+        limit = settings.max_request_json
+        async with bodies.hold(body_size(request, limit) * 20):
+            body = await read_body(request, limit)
         payload = formats.loads(body or b"{}", "JSON")
         if not isinstance(payload, dict):
             raise RequestError("the body must be a JSON object")
@@ -341,20 +353,29 @@ def create_app(
         reason = ingest_state(db)
         if reason is not None:
             raise ClosedError(f"ingest is not accepted now: {reason}")
-        body = await read_body(request, limit, 40 if textual else 3)
         content_type = request.headers.get("content-type")
-        if len(body) <= 64 * 1024:  # microseconds: not worth a thread hop
-            rows = formats.parse_rows(body, content_type)
-        else:
-            rows = await run_in_threadpool(formats.parse_rows, body, content_type)
-        del body
+        timeout = settings.ingest_timeout
         try:
-            if wait:
-                receipt = await db.insert_async(table, rows, timeout=settings.ingest_timeout)
-            else:
-                receipt = await run_in_threadpool(
-                    lambda: db.insert(table, rows, wait=False, timeout=settings.ingest_timeout)
-                )
+            # the budget covers the body and what parsing makes of it, until queued
+            async with bodies.hold(body_size(request, limit) * (40 if textual else 3)):
+                body = await read_body(request, limit)
+                if len(body) <= _INLINE_BODY and wait:  # microseconds: no thread hop
+                    rows = formats.parse_rows(body, content_type)
+                    receipt = None
+                else:
+                    # parsing and checking a big body take a while: in a worker thread (a
+                    # slot bounds how many), never on the event loop
+                    def parse_and_queue() -> Any:
+                        parsed = formats.parse_rows(body, content_type)
+                        return db.insert(table, parsed, wait=False, timeout=timeout)
+
+                    async with ingest_slots.hold(client_of(request)):
+                        receipt = await run_in_threadpool(parse_and_queue)
+                body = b""  # the parsed rows are queued: let the bytes go
+            if receipt is None:
+                receipt = await db.insert_async(table, rows, timeout=timeout)
+            elif wait:
+                await run_in_threadpool(receipt.wait, timeout)
         except DuckflockError:
             raise
         except (TypeError, ValueError, UnicodeError) as exc:  # the shape of the rows, in words
