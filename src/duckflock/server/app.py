@@ -138,18 +138,20 @@ def _result_headers(result: Result) -> dict[str, str]:
     return headers
 
 
-def ingest_state(db: Database) -> str | None:
+def ingest_state(db: Database, *, thorough: bool = False) -> str | None:
     """Why ingest cannot be accepted now, or None when it can.
 
-    The one place that reads the write path's health: ``db.stats()`` will say it
-    (``writer_state``) once the library exposes it; until then, a closed database or a
-    writer that died or is closing.
+    The one place that reads the write path's health. ``thorough`` (health checks) also
+    asks ``db.stats()``, which will say it (``writer_state``) once the library exposes it;
+    the per-request check stays cheap: a closed database, or a writer that died or is
+    closing.
     """
     if db.closed:
         return "the database is closed"
-    state = getattr(db.stats(), "writer_state", None)
-    if state is not None:
-        return None if state in ("ok", "idle", "running") else f"the writer is {state}"
+    if thorough:
+        state = getattr(db.stats(), "writer_state", None)
+        if state is not None and state not in ("ok", "idle", "running"):
+            return f"the writer is {state}"
     writer = getattr(db, "_writer", None)
     if writer is None:
         return None
@@ -184,7 +186,8 @@ def create_app(
         queue_timeout=settings.queue_timeout,
         what="long-poll",
     )
-    bodies = ByteBudget(settings.body_budget, settings.queue_timeout)
+    # bodies under 64 KiB (weighted: a few MiB) are not counted: they come and go fast
+    bodies = ByteBudget(settings.body_budget, settings.queue_timeout, free_below=4 * _MiB)
     ingest_slots = Slots(
         total=settings.concurrency,
         per_client=settings.per_client,
@@ -222,9 +225,11 @@ def create_app(
     def client_of(request: Request) -> str:
         return str(request.scope.get("duckflock.client", "local"))
 
+    any_tokens = bool(settings.all_tokens())
+
     def needs(role: str, endpoint: Callable[[Request], Awaitable[Response]]) -> Any:
         async def guarded(request: Request) -> Response:
-            if settings.all_tokens() and not allows(request.scope.get("duckflock.role"), role):
+            if any_tokens and not allows(request.scope.get("duckflock.role"), role):
                 raise ForbiddenError(f"this needs a token with the {role!r} role")
             return await endpoint(request)
 
@@ -317,7 +322,9 @@ def create_app(
     # -- routes --------------------------------------------------------------------------------
 
     async def health(request: Request) -> Response:
-        reason = "the server is shutting down" if stopping["flag"] else ingest_state(db)
+        reason = (
+            "the server is shutting down" if stopping["flag"] else ingest_state(db, thorough=True)
+        )
         payload = {
             "status": "ok" if reason is None else "not ready",
             "version": __version__,

@@ -162,11 +162,11 @@ class AuthMiddleware:
         scope["duckflock.client"] = str(peer)
         error: DuckflockError | None = None
         headers: dict[str, str] = {}
-        request = Request(scope)
         if scope["path"] in PUBLIC_PATHS:
             scope["duckflock.role"] = None
         elif not self.tokens:
-            if is_loopback_host(request.headers.get("host", "")):
+            host = next((v for k, v in scope["headers"] if k == b"host"), b"")
+            if is_loopback_host(host.decode("latin-1")):
                 scope["duckflock.role"] = "admin"  # tokenless: loopback only, everything
             else:
                 error = ForbiddenError(
@@ -174,6 +174,7 @@ class AuthMiddleware:
                     "loopback host (localhost, 127.0.0.1, [::1]); set a token to serve others"
                 )
         else:
+            request = Request(scope)
             given = request.headers.get("authorization", "")
             token = given[7:].strip() if given.lower().startswith("bearer ") else ""
             token = token or request.query_params.get("access_token", "")

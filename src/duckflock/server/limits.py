@@ -89,8 +89,9 @@ class Slots:
 class ByteBudget:
     """Bytes of request bodies (weighted by parse cost) the server holds at once."""
 
-    def __init__(self, total: int, queue_timeout: float) -> None:
+    def __init__(self, total: int, queue_timeout: float, free_below: int = 0) -> None:
         self.total = total
+        self.free_below = free_below
         self.queue_timeout = queue_timeout
         self.used = 0
         self._freed: asyncio.Condition | None = None
@@ -98,6 +99,9 @@ class ByteBudget:
     @contextlib.asynccontextmanager
     async def hold(self, size: int) -> AsyncIterator[None]:
         size = min(size, self.total)  # one body alone may always use the whole budget
+        if size <= self.free_below:  # small bodies: not worth the bookkeeping
+            yield
+            return
         if self._freed is None:
             self._freed = asyncio.Condition()
         async with self._freed:
