@@ -370,14 +370,19 @@ def create_app(
                     rows = formats.parse_rows(body, content_type)
                     receipt = None
                 else:
-                    # parsing and checking a big body take a while: in a worker thread (a
-                    # slot bounds how many), never on the event loop
+                    # parsing a big body, and checking rows that are not Arrow, take a
+                    # while: in a worker thread (a slot bounds how many), never on the loop
                     def parse_and_queue() -> Any:
                         parsed = formats.parse_rows(body, content_type)
+                        if wait and isinstance(parsed, pa.Table):
+                            return parsed  # columnar: queued on the loop in microseconds
                         return db.insert(table, parsed, wait=False, timeout=timeout)
 
                     async with ingest_slots.hold(client_of(request)):
-                        receipt = await run_in_threadpool(parse_and_queue)
+                        outcome = await run_in_threadpool(parse_and_queue)
+                    rows, receipt = (
+                        (outcome, None) if isinstance(outcome, pa.Table) else (None, outcome)
+                    )
                 body = b""  # the parsed rows are queued: let the bytes go
             if receipt is None:
                 receipt = await db.insert_async(table, rows, timeout=timeout)

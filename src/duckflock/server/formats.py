@@ -74,7 +74,9 @@ def parse_rows(
     if not body.strip():
         raise RequestError("the request body is empty")
     if kind == JSON:
-        data = _json_array(body) if body.lstrip()[:1] == b"[" else loads(body, "JSON")
+        # up to 1 MiB json.loads is fastest (milliseconds); beyond, parse element by element
+        chunked = len(body) > _CHUNKED_ABOVE and body.lstrip()[:1] == b"["
+        data = _json_array(body) if chunked else loads(body, "JSON")
         if isinstance(data, dict):
             return [data]
         if not isinstance(data, list):
@@ -103,6 +105,7 @@ def parse_rows(
 
 
 _DECODER = json.JSONDecoder()
+_CHUNKED_ABOVE = 2**20  # bytes
 _SPACE = re.compile(r"[ \t\n\r]*")
 
 
