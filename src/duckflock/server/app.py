@@ -28,10 +28,9 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..database import Database
@@ -50,6 +49,7 @@ from ..errors import (
 from ..results import Result
 from . import formats, openapi, policy, render
 from .auth import ROUTE_ROLES, AuthMiddleware, Tokens, allows
+from .edge import Edge
 from .guard import QueryGuard
 from .limits import ByteBudget, Slots
 from .metrics import Metrics
@@ -553,7 +553,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(AuthMiddleware, tokens=Tokens(settings.all_tokens()), render=render_error)
-    app.add_middleware(_Edge, metrics=metrics, render=render_error)
+    app.add_middleware(Edge, metrics=metrics, render=render_error)
     app.state.db = db
     app.state.metrics = metrics
     app.state.guard = guard
@@ -575,49 +575,3 @@ def _accepts_timeout(db: Database) -> bool:
         return "timeout" in inspect.signature(db.analysis).parameters
     except (TypeError, ValueError):
         return False
-
-
-class _Edge:
-    """The outermost layer: stamps the arrival time, counts finished requests by method,
-    route template and status, and turns anything that escaped the routes into a 500
-    with the error body (the connection stays usable) — or, when the client went away
-    mid-request, into nothing at all (counted as 499, logged at debug level)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics, render: Any) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.render = render
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        scope["duckflock.arrived"] = time.monotonic()
-        status = 0
-
-        async def counting_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, counting_send)
-        except ClientDisconnect:
-            status = 499  # the client closed the connection before its answer
-            log.debug("client went away during %s %s", scope["method"], scope["path"])
-        except OSError as exc:  # writing to a connection that is gone
-            status = status or 499
-            log.debug("connection lost during %s %s: %s", scope["method"], scope["path"], exc)
-        except Exception as exc:
-            log.exception("unexpected error in %s %s", scope["method"], scope["path"])
-            if status == 0:
-                error = DuckflockError(f"internal error: {type(exc).__name__}")
-                response = self.render(error)
-                with contextlib.suppress(OSError, RuntimeError):
-                    await response(scope, receive, counting_send)
-                status = 500
-        finally:
-            # the router leaves the matched route in the scope
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], route, str(status or 499)).inc()
