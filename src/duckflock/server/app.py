@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import inspect
 import json
-import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,7 +53,6 @@ from .guard import QueryGuard
 from .limits import ByteBudget, Slots
 from .metrics import Metrics
 
-log = logging.getLogger("duckflock.server")
 _MiB = 2**20
 _INLINE_BODY = 64 * 1024  # bytes: bodies up to this are parsed and queued on the event loop
 
