@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -40,9 +41,17 @@ def free_port() -> int:
 class ServerProcess:
     """A real ``duckflock serve`` subprocess on 127.0.0.1 (uvicorn)."""
 
-    def __init__(self, database: Path, *args: str, token: str | None = None) -> None:
+    def __init__(
+        self,
+        database: Path,
+        *args: str,
+        token: str | None = None,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        log_level: str = "warning",
+    ) -> None:
         self.database = database
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = token
         command = [
@@ -54,13 +63,17 @@ class ServerProcess:
             "--port",
             str(self.port),
             "--log-level",
-            "warning",
+            log_level,
             *args,
         ]
         if token:
             command += ["--token", token]
-        self.log = database.with_suffix(".log").open("w+")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        self.log_path = database.with_suffix(".log")
+        self.log = self.log_path.open("a+")
+        environ = {**os.environ, **(env or {})}
+        self.process = subprocess.Popen(
+            command, stdout=self.log, stderr=subprocess.STDOUT, env=environ
+        )
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
@@ -72,7 +85,7 @@ class ServerProcess:
                 try:
                     client.health()
                     return
-                except duckflock.TransportError:
+                except (duckflock.TransportError, duckflock.ClosedError):
                     threading.Event().wait(0.05)  # the server is still starting: try again
         raise RuntimeError(f"server not ready after {timeout} s:\n{self.output()}")
 
@@ -80,9 +93,9 @@ class ServerProcess:
         return duckflock.Client(self.url, token=self.token, **kwargs)
 
     def output(self) -> str:
-        self.log.flush()
-        self.log.seek(0)
-        return self.log.read()
+        if not self.log.closed:
+            self.log.flush()
+        return self.log_path.read_text()
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.process.poll() is None:

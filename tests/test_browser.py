@@ -444,12 +444,12 @@ def test_disconnected_state_backs_off_quietly_and_recovers(
 
 
 def test_dashboard_with_a_token(tmp_path: Path, browser: Any) -> None:
-    process = ServerProcess(tmp_path / "secret.duckdb", token="t0ken")
+    process = ServerProcess(tmp_path / "secret.duckdb", token="t0ken-t0ken-t0ken")
     try:
         with process.client() as client:
             client.analysis("n", "SELECT 42 AS answer", every=60)
         console = Console()
-        page = open_page(browser, process.url + "/?access_token=t0ken", console)
+        page = open_page(browser, process.url + "/?access_token=t0ken-t0ken-t0ken", console)
         page.wait_for_selector('.card[data-name="n"] td:text-is("42")', timeout=10_000)
         # a refused token: the action says which role it needs
         page.fill("#token", "wrong")

@@ -45,7 +45,7 @@ def test_ingest_query_and_watch_over_http(server: ServerProcess) -> None:
 
 
 def test_token_over_a_real_socket(tmp_path: Path) -> None:
-    process = ServerProcess(tmp_path / "token.duckdb", token="t0ken")
+    process = ServerProcess(tmp_path / "token.duckdb", token="t0ken-t0ken-t0ken")
     try:
         with duckflock.Client(process.url) as anonymous:
             assert anonymous.health()["status"] == "ok"

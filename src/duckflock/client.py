@@ -116,7 +116,18 @@ class Client:
     # -- verbs -------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        return dict(self._request("GET", "/v1/health").json())
+        """The server's health: ``{"status": "ok" | "not ready", …}`` (a server that
+        cannot take ingest now answers 503 with ``"reason"``; that is returned too)."""
+        if self._closed:
+            raise ClosedError("the client is closed")
+        try:
+            response = self._http.get("/v1/health")
+        except httpx.TransportError as exc:
+            raise TransportError(f"cannot reach {self.url}: {exc}") from exc
+        if response.status_code == 503 and "status" in _json_or_empty(response):
+            return dict(response.json())
+        _raise_for(response)
+        return dict(response.json())
 
     def tables(self) -> list[dict[str, Any]]:
         return list(self._request("GET", "/v1/tables").json())
@@ -189,8 +200,10 @@ class Client:
             json={"sql": sql, "params": params},
             headers={"Accept": ARROW},
         )
-        table = pa.ipc.open_stream(response.content).read_all()
-        return RemoteResults(table, response.headers.get("x-duckflock-truncated") == "true")
+        table, truncated = _read_arrow(response.content)
+        return RemoteResults(
+            table, truncated or response.headers.get("x-duckflock-truncated") == "true"
+        )
 
     def run(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> RemoteResults:
         """Run one DDL or DML statement on the server (``CREATE``, ``INSERT``, ``UPDATE``…);
@@ -257,7 +270,7 @@ class Client:
         rebuilt = from_payload(json.loads(error)) if error else None
         return Result(
             name=name,
-            table=pa.ipc.open_stream(response.content).read_all(),
+            table=_read_arrow(response.content)[0],
             version=int(headers["x-duckflock-version"]),
             refreshed_at=datetime.fromisoformat(headers["x-duckflock-refreshed-at"]),
             duration=float(headers["x-duckflock-duration"]),
@@ -319,6 +332,36 @@ def _result_from_json(payload: dict[str, Any]) -> Result:
         mode=str(payload["mode"]),
         error=rebuilt if isinstance(rebuilt, QueryError) else None,
     )
+
+
+def _read_arrow(data: bytes) -> tuple[pa.Table, bool]:
+    """An Arrow IPC stream from the server, and whether it was cut short (its last,
+    empty batch then carries ``duckflock.truncated``; a cut made by an error raises)."""
+    reader = pa.ipc.open_stream(data)
+    batches = []
+    truncated = False
+    while True:
+        try:
+            batch, metadata = reader.read_next_batch_with_custom_metadata()
+        except StopIteration:
+            break
+        marker = metadata.get(b"duckflock.truncated") if metadata else None
+        if marker is not None:
+            truncated = True
+            details = json.loads(marker)
+            if details.get("reason") == "error" and details.get("error"):
+                raise from_payload(details["error"])
+            continue
+        batches.append(batch)
+    return pa.Table.from_batches(batches, schema=reader.schema), truncated
+
+
+def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
+    try:
+        payload = response.json()
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
 
 
 def _raise_for(response: httpx.Response) -> None:

@@ -20,8 +20,11 @@
      ├── TransportError             the server could not be reached (client side)
      ├── RequestError               an HTTP request to the server was malformed (400)
      │    ├── AuthenticationError   missing or wrong bearer token (401)
+     │    ├── ForbiddenError        the token's role may not do this, or a refused Host (403)
      │    ├── PayloadTooLargeError  the body is over the server's limit (413)
      │    └── UnsupportedMediaTypeError  no parser for that Content-Type (415)
+     ├── ServerBusyError            the server's concurrency or memory limits are full (503,
+     │                              .retry_after seconds)
      ├── AnalysisError              a live analysis could not be found or waited for
      │    ├── UnknownAnalysisError  no analysis of that name (.name)
      │    └── ResultTimeoutError    no result of the wanted version within the timeout
@@ -61,6 +64,7 @@ __all__ = [
     "ConstraintError",
     "ConversionError",
     "DuckflockError",
+    "ForbiddenError",
     "IngestError",
     "IngestTimeoutError",
     "ParserError",
@@ -73,6 +77,7 @@ __all__ = [
     "ResultTimeoutError",
     "RowRejectedError",
     "SchemaMismatchError",
+    "ServerBusyError",
     "StorageError",
     "TransactionAbortedError",
     "TransactionError",
@@ -204,6 +209,25 @@ class AuthenticationError(RequestError):
     """The bearer token is missing or wrong."""
 
     http_status = 401
+
+
+class ForbiddenError(RequestError):
+    """The token is valid but its role may not do this (or the Host header is refused)."""
+
+    http_status = 403
+
+
+class ServerBusyError(DuckflockError):
+    """The server's concurrency or memory limits stayed full; retry after a while."""
+
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def fields(self) -> dict[str, Any]:
+        return {"retry_after": self.retry_after}
 
 
 class PayloadTooLargeError(RequestError):

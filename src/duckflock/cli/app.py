@@ -148,36 +148,53 @@ def bench_ingest(quick: bool) -> None:
 @click.option(
     "--token",
     envvar="DUCKFLOCK_TOKEN",
-    help="Bearer token every endpoint but /v1/health requires (or $DUCKFLOCK_TOKEN). "
-    "Required to listen on anything but loopback.",
+    help="Admin bearer token (or $DUCKFLOCK_TOKEN; at least 16 characters). More tokens with "
+    "roles: $DUCKFLOCK_{READ,WRITE,ADMIN}_TOKEN or [[tokens]] in the config. Required to "
+    "listen on anything but loopback.",
 )
+@click.option("--max-body", default=64 * 2**20, show_default=True, help="Body size cap, bytes.")
+@click.option("--row-cap", default=100_000, show_default=True, help="Rows a query returns at most.")
 @click.option(
-    "--max-body",
-    default=64 * 2**20,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Body size cap, bytes.",
-)
-@click.option(
-    "--row-cap",
-    default=100_000,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Rows a query returns at most.",
+    "--byte-cap", default=64 * 2**20, show_default=True, help="Bytes one response sends at most."
 )
 @click.option(
     "--query-timeout",
     default=30.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True, max=86_400),
-    help="Seconds a query may run.",
+    help="Seconds from a query's arrival to its last byte.",
 )
 @click.option(
-    "--log-level",
-    default="info",
-    show_default=True,
-    type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"]),
+    "--concurrency", default=8, show_default=True, help="Queries running at once (all clients)."
 )
+@click.option("--per-client", default=4, show_default=True, help="Queries one client may run.")
+@click.option(
+    "--queue-timeout",
+    default=10.0,
+    show_default=True,
+    help="Seconds a request waits for a free slot before 503.",
+)
+@click.option(
+    "--max-wait",
+    default=60.0,
+    show_default=True,
+    help="Seconds a long poll (?timeout= of a result) may wait at most.",
+)
+@click.option(
+    "--shutdown-timeout",
+    default=30.0,
+    show_default=True,
+    help="Seconds the shutdown (commit, checkpoint) may take; exit 1 past it.",
+)
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    help="Seconds a connection may take to send a request's headers (then 408).",
+)
+@click.option(
+    "--max-connections", default=1000, show_default=True, help="Open connections at most."
+)
+@click.option("--log-level", default="info", show_default=True)
 def serve(
     database: str,
     host: str,
@@ -186,32 +203,67 @@ def serve(
     token: str | None,
     max_body: int,
     row_cap: int,
+    byte_cap: int,
     query_timeout: float,
+    concurrency: int,
+    per_client: int,
+    queue_timeout: float,
+    max_wait: float,
+    shutdown_timeout: float,
+    header_timeout: float,
+    max_connections: int,
     log_level: str,
 ) -> None:
     """Serve DATABASE over HTTP: ingest, read-only queries, live analyses, a dashboard.
 
     Other processes and machines write and read through it (DuckDB allows one writing
     process per file). The database is locked down: queries cannot touch files,
-    extensions or settings. SIGINT/SIGTERM commit what was accepted, checkpoint and
-    exit 0. The dashboard is at http://HOST:PORT/ (add ?access_token=… with a token).
+    extensions or settings. SIGINT/SIGTERM interrupt queries, commit what was accepted,
+    checkpoint and exit 0 (1 if that failed); a second signal exits at once. The
+    dashboard is at http://HOST:PORT/ (add ?access_token=… with a token).
     """
+    import os
+    import sys
+
     try:
         require("server", "duckflock serve", "starlette", "uvicorn", "sse_starlette")
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
     from ..server.app import ServerSettings
+    from ..server.auth import tokens_from_env
     from ..server.serve import ServeConfig
     from ..server.serve import serve as run
 
     try:
         config = ServeConfig.load(config_path) if config_path else None
         settings = ServerSettings(
-            token=token, max_body=max_body, query_row_cap=row_cap, query_timeout=query_timeout
+            token=token,
+            tokens=tokens_from_env(),
+            max_body=max_body,
+            query_row_cap=row_cap,
+            query_byte_cap=byte_cap,
+            query_timeout=query_timeout,
+            concurrency=concurrency,
+            per_client=per_client,
+            queue_timeout=queue_timeout,
+            max_wait=max_wait,
         )
-        run(database, host=host, port=port, settings=settings, config=config, log_level=log_level)
+        code = run(
+            database,
+            host=host,
+            port=port,
+            settings=settings,
+            config=config,
+            log_level=log_level,
+            shutdown_timeout=shutdown_timeout,
+            header_timeout=header_timeout,
+            max_connections=max_connections,
+        )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # the database is closed; no stray thread may hold the exit
 
 
 for command in (data.query, data.sql_command, data.tables, load.load, data.status):

@@ -1,58 +1,103 @@
 """The HTTP skin over a Database: routes parse, call one library method, render.
 
-Blocking DuckDB work runs in Starlette's thread pool; nothing here knows DuckDB details
-the library does not. Every error is rendered by one handler as
-``{"error": {"type": …, "message": …, …}}`` with the status its class carries.
+One server policy applies to every route that runs SQL or waits (:mod:`.policy`'s
+checks, :mod:`.guard`, :mod:`.limits`): the statement guard, a deadline counted from the
+request's arrival, a row cap and a byte cap on what is sent, finite validated long-poll
+bounds, and per-client and total concurrency with a queue timeout. Results stream
+(:mod:`.render`); bodies are parsed in worker threads within a memory budget. Every
+error is rendered by one function as ``{"error": {"type": …, "message": …, …}}`` with
+the status its class carries; nothing reaches the client as a dropped connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import hmac
+import inspect
 import json
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import pyarrow as pa
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette.sse import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..database import Database
 from ..errors import (
-    AuthenticationError,
+    ClosedError,
     DuckflockError,
+    ForbiddenError,
     PayloadTooLargeError,
     QueryError,
     RequestError,
+    ResultTimeoutError,
+    ServerBusyError,
+    UnknownAnalysisError,
+    UnsupportedMediaTypeError,
 )
 from ..results import Result
-from ..rows import ipc_bytes
-from . import formats, openapi
-from .guard import QueryGuard
+from . import formats, openapi, policy, render
+from .auth import ROUTE_ROLES, AuthMiddleware, Tokens, allows
+from .edge import Edge
+from .guard import QueryGuard, run_statement
+from .limits import ByteBudget, Slots
 from .metrics import Metrics
 
-PUBLIC_PATHS = {"/v1/health"}
+_MiB = 2**20
+_INLINE_BODY = 64 * 1024  # bytes: bodies up to this are parsed and queued on the event loop
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Limits and auth of one server."""
+    """Limits and auth of one server (validated: every bound finite and positive)."""
 
-    token: str | None = None
-    max_body: int = 64 * 2**20  # bytes
+    token: str | None = None  # an admin token (``--token``)
+    tokens: Mapping[str, str] = field(default_factory=dict)  # more tokens: token -> role
+    max_body: int = 64 * _MiB  # bytes of one ingest body (CSV, Arrow)
+    max_json_body: int = 16 * _MiB  # bytes of one JSON/NDJSON body (parsing costs ~40x)
+    max_request_json: int = 1 * _MiB  # bytes of a query or analysis definition
     query_row_cap: int = 100_000
-    query_timeout: float = 30.0  # seconds
+    query_byte_cap: int = 64 * _MiB  # bytes of one response
+    query_timeout: float = 30.0  # seconds from arrival to the last byte of a result
     ingest_timeout: float | None = 60.0  # seconds a request may wait for room and commit
-    result_timeout: float = 10.0  # default wait for an analysis's first result
+    result_timeout: float = 10.0  # default wait for an analysis's first/next result
+    max_wait: float = 60.0  # the longest ``?timeout=`` a long poll may ask for
+    concurrency: int = 8  # queries (and analysis definitions) running at once
+    per_client: int = 4  # of which one client may hold
+    waits: int = 256  # long polls waiting at once
+    waits_per_client: int = 32
+    queue_timeout: float = 10.0  # seconds a request may wait for a slot, then 503
+    body_budget: int = 512 * _MiB  # weighted bytes of bodies being read/parsed at once
+    min_every: float = 0.05  # seconds: the shortest analysis interval accepted over HTTP
+
+    def __post_init__(self) -> None:
+        Tokens(self.all_tokens())  # empty, short or role-less tokens fail here, at start
+        for name in ("max_body", "max_json_body", "max_request_json", "query_row_cap"):
+            policy.positive_int(getattr(self, name), name)
+        for name in ("query_byte_cap", "concurrency", "per_client", "waits"):
+            policy.positive_int(getattr(self, name), name)
+        policy.positive_int(self.waits_per_client, "waits_per_client")
+        policy.positive_int(self.body_budget, "body_budget")
+        for name in ("query_timeout", "result_timeout", "max_wait", "queue_timeout", "min_every"):
+            policy.bounded_seconds(getattr(self, name), name)
+        if self.ingest_timeout is not None:
+            policy.bounded_seconds(self.ingest_timeout, "ingest_timeout")
+
+    def all_tokens(self) -> dict[str, str]:
+        found = dict(self.tokens)
+        if self.token is not None:
+            found[self.token] = "admin"
+        return found
 
 
 def error_payload(exc: DuckflockError) -> dict[str, Any]:
@@ -65,115 +110,15 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
     return Response(formats.dumps(payload), status, headers, media_type=formats.JSON)
 
 
-async def _on_duckflock_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, DuckflockError)
-    return _json(error_payload(exc), exc.http_status)
+_STATUS_TYPES = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLargeError"}
 
 
-async def _on_http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
-    return _json({"error": {"type": kind, "message": exc.detail}}, exc.status_code)
-
-
-async def _on_unexpected(request: Request, exc: Exception) -> Response:
-    message = f"internal error: {type(exc).__name__}: {exc}"
-    return _json({"error": {"type": "InternalError", "message": message}}, 500)
-
-
-class _Auth:
-    """Bearer token on every path but /v1/health (header, or ``access_token`` in the
-    query string for EventSource and the dashboard's first load)."""
-
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
-        self.app = app
-        self.token = token
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.token is None or scope["path"] in PUBLIC_PATHS:
-            await self.app(scope, receive, send)
-            return
-        request = Request(scope)
-        given = request.headers.get("authorization", "")
-        token = given[7:] if given.lower().startswith("bearer ") else ""
-        token = token or request.query_params.get("access_token", "")
-        if hmac.compare_digest(token.encode(), self.token.encode()):
-            await self.app(scope, receive, send)
-            return
-        error = AuthenticationError("a valid bearer token is required (Authorization: Bearer …)")
-        response = _json(error_payload(error), 401, {"WWW-Authenticate": "Bearer"})
-        await response(scope, receive, send)
-
-
-class _CountRequests:
-    """Counts finished requests by method, route template and status."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500
-
-        async def counting_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, counting_send)
-        finally:
-            # the router leaves the matched route in the scope
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-
-
-_INLINE_BODY = 64 * 1024  # bytes: ingest bodies up to this are parsed on the event loop
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"the body is {int(declared):,} bytes; the limit is {limit:,}")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"the body is over the {limit:,}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _json_body(request: Request, limit: int) -> dict[str, Any]:
-    body = await _body(request, limit)
-    payload = formats.loads(body or b"{}", "JSON")
-    if not isinstance(payload, dict):
-        raise RequestError("the body must be a JSON object")
-    return payload
-
-
-def _number(request: Request, name: str, cast: Callable[[str], Any]) -> Any:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return None
-    try:
-        return cast(raw)
-    except ValueError:
-        raise RequestError(f"query parameter {name}={raw!r} is not a number") from None
-
-
-def _render(table: Any, accept: str | None, headers: dict[str, str], payload: Any) -> Response:
-    kind = formats.media_type(accept, default=formats.JSON) or formats.JSON
-    if kind == formats.ARROW:
-        return Response(ipc_bytes(table), headers=headers, media_type=formats.ARROW)
-    if kind == formats.CSV:
-        return Response(formats.csv_bytes(table), headers=headers, media_type=formats.CSV)
-    return _json(payload, headers=headers)
+def _dashboard_html() -> str:
+    static = resources.files("duckflock.server") / "static"
+    page = (static / "index.html").read_text()
+    return page.replace("/*STYLE*/", (static / "style.css").read_text()).replace(
+        "/*SCRIPT*/", (static / "app.js").read_text()
+    )
 
 
 def _result_headers(result: Result) -> dict[str, str]:
@@ -191,27 +136,28 @@ def _result_headers(result: Result) -> dict[str, str]:
     return headers
 
 
-def _capped(db: Database, sql: str, params: Any, cap: int) -> tuple[Any, bool]:
-    """Run one statement; its first ``cap`` rows as an Arrow table, and whether cut."""
-    import pyarrow as pa
+def ingest_state(db: Database, *, thorough: bool = False) -> str | None:
+    """Why ingest cannot be accepted now, or None when it can.
 
-    reader = db.execute(sql, params).to_arrow_reader(8192)
-    batches, rows = [], 0
-    for batch in reader:
-        if rows + batch.num_rows > cap:
-            batches.append(batch.slice(0, cap - rows))
-            return pa.Table.from_batches(batches, schema=reader.schema), True
-        batches.append(batch)
-        rows += batch.num_rows
-    return pa.Table.from_batches(batches, schema=reader.schema), False
-
-
-def _dashboard_html() -> str:
-    static = resources.files("duckflock.server") / "static"
-    page = (static / "index.html").read_text()
-    return page.replace("/*STYLE*/", (static / "style.css").read_text()).replace(
-        "/*SCRIPT*/", (static / "app.js").read_text()
-    )
+    The one place that reads the write path's health. ``thorough`` (health checks) also
+    asks ``db.stats()``, which will say it (``writer_state``) once the library exposes it;
+    the per-request check stays cheap: a closed database, or a writer that died or is
+    closing.
+    """
+    if db.closed:
+        return "the database is closed"
+    if thorough:
+        state = getattr(db.stats(), "writer_state", None)
+        if state is not None and state not in ("ok", "idle", "running"):
+            return f"the writer is {state}"
+    writer = getattr(db, "_writer", None)
+    if writer is None:
+        return None
+    if getattr(writer, "_broken", None) is not None:
+        return "the writer died; ingest fails until the server restarts"
+    if getattr(writer, "_closing", False):
+        return "the writer is closing"
+    return None
 
 
 def create_app(
@@ -220,17 +166,174 @@ def create_app(
     *,
     on_shutdown: Callable[[], None] | None = None,
 ) -> Starlette:
-    """The ASGI app serving ``db``. ``on_shutdown`` runs (in a thread) when it stops."""
+    """The ASGI app serving ``db``. ``on_shutdown`` runs (in a thread) when it stops;
+    ``app.state.begin_shutdown()`` interrupts running queries and waits at once."""
     settings = settings or ServerSettings()
     guard = QueryGuard(db, row_cap=settings.query_row_cap, timeout=settings.query_timeout)
     metrics = Metrics(db)
     dashboard = _dashboard_html()
+    query_slots = Slots(
+        total=settings.concurrency,
+        per_client=settings.per_client,
+        queue_timeout=settings.queue_timeout,
+        what="query",
+    )
+    wait_slots = Slots(
+        total=settings.waits,
+        per_client=settings.waits_per_client,
+        queue_timeout=settings.queue_timeout,
+        what="long-poll",
+    )
+    # bodies under 64 KiB (weighted: a few MiB) are not counted: they come and go fast
+    bodies = ByteBudget(settings.body_budget, settings.queue_timeout, free_below=4 * _MiB)
+    ingest_slots = Slots(
+        total=settings.concurrency,
+        per_client=settings.per_client,
+        queue_timeout=settings.ingest_timeout or settings.queue_timeout,
+        what="large-ingest",
+    )
+    metrics.gauge("duckflock_query_slots_busy", "Queries holding a slot", lambda: query_slots.busy)
+    metrics.gauge("duckflock_long_polls_waiting", "Long polls waiting", lambda: wait_slots.busy)
+    metrics.gauge("duckflock_body_bytes_held", "Weighted body bytes held", lambda: bodies.used)
+    stopping: dict[str, Any] = {"flag": False, "event": None}
+
+    def render_error(exc: DuckflockError, headers: dict[str, str] | None = None) -> Response:
+        payload = error_payload(exc)
+        payload["error"]["message"] = guard.scrub(str(payload["error"]["message"]))
+        extra = dict(headers or {})
+        if isinstance(exc, ServerBusyError):
+            extra["Retry-After"] = str(exc.retry_after)
+        return _json(payload, exc.http_status, extra)
+
+    async def on_duckflock_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DuckflockError)
+        return render_error(exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        kind = _STATUS_TYPES.get(exc.status_code, "HTTPError")
+        body = {"error": {"type": kind, "message": exc.detail}}
+        return _json(body, exc.status_code, dict(exc.headers or {}))
+
+    # -- helpers shared by the routes ------------------------------------------------------
+
+    def arrived(request: Request) -> float:
+        return float(request.scope.get("duckflock.arrived", time.monotonic()))
+
+    def client_of(request: Request) -> str:
+        return str(request.scope.get("duckflock.client", "local"))
+
+    any_tokens = bool(settings.all_tokens())
+
+    def needs(role: str, endpoint: Callable[[Request], Awaitable[Response]]) -> Any:
+        async def guarded(request: Request) -> Response:
+            if any_tokens and not allows(request.scope.get("duckflock.role"), role):
+                raise ForbiddenError(f"this needs a token with the {role!r} role")
+            return await endpoint(request)
+
+        guarded.__name__ = endpoint.__name__
+        return guarded
+
+    def require_type(request: Request, *allowed: str) -> str:
+        header = request.headers.get("content-type")
+        kind = formats.content_type(header)
+        if kind not in allowed:
+            raise UnsupportedMediaTypeError(
+                f"Content-Type {header!r} is not accepted here; send {' or '.join(allowed)}"
+            )
+        return kind
+
+    def body_size(request: Request, limit: int) -> int:
+        """The declared body size (or ``limit`` when not declared); 413 over ``limit``."""
+        declared = request.headers.get("content-length")
+        size = int(declared) if declared is not None and declared.isdigit() else limit
+        if size > limit:
+            raise PayloadTooLargeError(f"the body is {size:,} bytes; the limit is {limit:,}")
+        return size
+
+    async def read_body(request: Request, limit: int) -> bytes:
+        chunks = []
+        got = 0
+        async for chunk in request.stream():
+            got += len(chunk)
+            if got > limit:
+                raise PayloadTooLargeError(f"the body is over the {limit:,}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def json_object(request: Request) -> dict[str, Any]:
+        require_type(request, formats.JSON)
+        limit = settings.max_request_json
+        async with bodies.hold(body_size(request, limit) * 20):
+            body = await read_body(request, limit)
+        payload = formats.loads(body or b"{}", "JSON")
+        if not isinstance(payload, dict):
+            raise RequestError("the body must be a JSON object")
+        return payload
+
+    def deadline_of(request: Request) -> float:
+        return arrived(request) + settings.query_timeout
+
+    async def stream(
+        request: Request,
+        open_source: Callable[[], tuple[pa.Schema, Callable[[], pa.RecordBatch | None]]],
+        close_source: Callable[[], None],
+        *,
+        row_cap: int | None,
+        headers: dict[str, str] | None = None,
+        head: dict[str, Any] | None = None,
+        slot: contextlib.AbstractAsyncContextManager[None] | None = None,
+    ) -> Response:
+        """Run ``open_source`` in a thread, then stream its batches within the caps.
+        ``close_source`` and the slot are released when the stream ends, whatever way."""
+        kind = formats.media_type(request.headers.get("accept"), formats.JSON) or formats.JSON
+        stack = contextlib.AsyncExitStack()
+        try:
+            if slot is not None:
+                await stack.enter_async_context(slot)
+            stack.push_async_callback(run_in_threadpool, close_source)
+            schema, next_batch = await run_in_threadpool(open_source)
+            encoder = render.encoder_for(kind, schema, head)
+            pump = render.Pump(
+                next_batch, encoder, row_cap=row_cap, byte_cap=settings.query_byte_cap
+            )
+            first, complete = await run_in_threadpool(pump.prefetch)
+        except BaseException:
+            await stack.aclose()
+            raise
+        out_headers = dict(headers or {})
+        if complete:
+            out_headers["X-Duckflock-Truncated"] = str(pump.truncation is not None).lower()
+            await stack.aclose()
+            return Response(first, headers=out_headers, media_type=encoder.media_type)
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                yield first
+                while (chunk := await run_in_threadpool(pump.step)) is not None:
+                    yield chunk
+            finally:
+                await stack.aclose()
+
+        return StreamingResponse(body(), headers=out_headers, media_type=encoder.media_type)
+
+    # -- routes --------------------------------------------------------------------------------
 
     async def health(request: Request) -> Response:
-        return _json({"status": "ok", "version": __version__, "closed": db.closed})
+        reason = (
+            "the server is shutting down" if stopping["flag"] else ingest_state(db, thorough=True)
+        )
+        payload = {
+            "status": "ok" if reason is None else "not ready",
+            "version": __version__,
+            "closed": db.closed,
+        }
+        if reason is not None:
+            payload["reason"] = reason
+        return _json(payload, 200 if reason is None else 503)
 
     async def spec(request: Request) -> Response:
-        return _json(openapi.document())
+        return _json(openapi.document(max_wait=settings.max_wait))
 
     async def page(request: Request) -> Response:
         return HTMLResponse(dashboard)
@@ -240,170 +343,255 @@ def create_app(
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def tables(request: Request) -> Response:
-        return _json(await run_in_threadpool(db.tables))
+        async with query_slots.hold(client_of(request), deadline_of(request)):
+            return _json(await run_in_threadpool(db.tables))
 
     async def stats(request: Request) -> Response:
         return _json((await run_in_threadpool(db.stats)).as_dict())
 
     async def ingest(request: Request) -> Response:
         table = request.path_params["table"]
-        wait = request.query_params.get("wait", "true").lower() not in ("false", "0", "no")
-        body = await _body(request, settings.max_body)
-        kind = request.headers.get("content-type")
-
-        def parse() -> Any:
-            return formats.parse_rows(body, kind)
-
-        # small bodies are parsed on the event loop (microseconds); big ones in a thread
-        rows = parse() if len(body) <= _INLINE_BODY else await run_in_threadpool(parse)
+        wait = policy.flag(request.query_params.get("wait"), "wait", default=True)
+        kind = require_type(request, formats.JSON, formats.NDJSON, formats.CSV, formats.ARROW)
+        textual = kind in (formats.JSON, formats.NDJSON)
+        limit = min(settings.max_json_body, settings.max_body) if textual else settings.max_body
+        reason = ingest_state(db)
+        if reason is not None:
+            raise ClosedError(f"ingest is not accepted now: {reason}")
+        content_type = request.headers.get("content-type")
+        timeout = settings.ingest_timeout
         try:
-            if wait:
-                receipt = await db.insert_async(table, rows, timeout=settings.ingest_timeout)
-            else:
-                receipt = await run_in_threadpool(
-                    lambda: db.insert(table, rows, wait=False, timeout=settings.ingest_timeout)
-                )
+            # the budget covers the body and what parsing makes of it, until queued
+            async with bodies.hold(body_size(request, limit) * (40 if textual else 3)):
+                body = await read_body(request, limit)
+                if len(body) <= _INLINE_BODY and wait:  # microseconds: no thread hop
+                    rows = formats.parse_rows(body, content_type)
+                    receipt = None
+                else:
+                    # parsing a big body, and checking rows that are not Arrow, take a
+                    # while: in a worker thread (a slot bounds how many), never on the loop
+                    def parse_and_queue() -> Any:
+                        parsed = formats.parse_rows(body, content_type)
+                        if wait and isinstance(parsed, pa.Table):
+                            return parsed  # columnar: queued on the loop in microseconds
+                        return db.insert(table, parsed, wait=False, timeout=timeout)
+
+                    async with ingest_slots.hold(client_of(request)):
+                        outcome = await run_in_threadpool(parse_and_queue)
+                    rows, receipt = (
+                        (outcome, None) if isinstance(outcome, pa.Table) else (None, outcome)
+                    )
+                body = b""  # the parsed rows are queued: let the bytes go
+            if receipt is None:
+                receipt = await db.insert_async(table, rows, timeout=timeout)
+            elif wait:
+                await run_in_threadpool(receipt.wait, timeout)
         except DuckflockError:
             raise
-        except (TypeError, ValueError) as exc:  # the shape of the rows, in words
+        except (TypeError, ValueError, UnicodeError) as exc:  # the shape of the rows, in words
             raise RequestError(str(exc)) from exc
         payload = {"table": table, "rows": receipt.rows, "committed": wait}
         return _json(payload, 200 if wait else 202)
 
     async def query(request: Request) -> Response:
-        payload = await _json_body(request, settings.max_body)
-        sql = payload.get("sql")
-        if not isinstance(sql, str):
-            raise RequestError('the body needs "sql": a string')
-        params = payload.get("params")
-        if params is not None and not isinstance(params, list | dict):
-            raise RequestError('"params" must be an array or an object')
-        outcome = await run_in_threadpool(guard.run, sql, params)
-        headers = {"X-Duckflock-Truncated": str(outcome.truncated).lower()}
-        body = {**formats.table_json(outcome.table), "truncated": outcome.truncated}
-        return _render(outcome.table, request.headers.get("accept"), headers, body)
+        payload = await json_object(request)
+        sql, params = policy.sql_and_params(payload)
+        deadline = deadline_of(request)
+        running: list[Any] = []
+
+        def open_source() -> tuple[pa.Schema, Callable[[], pa.RecordBatch | None]]:
+            running.append(guard.open(sql, params, deadline=deadline))
+            return running[0].schema, running[0].next_batch
+
+        def close_source() -> None:
+            for query in running:
+                query.close()
+
+        return await stream(
+            request,
+            open_source,
+            close_source,
+            row_cap=settings.query_row_cap,
+            slot=query_slots.hold(client_of(request), deadline),
+        )
 
     async def statement(request: Request) -> Response:
-        # DDL and DML (`duckflock sql URL …`), through db.execute like embedded code.
-        # TODO(roles): admin role only once tokens carry roles; until then it is gated
-        # like ingest, by the server's one token (none on a loopback-only server)
-        payload = await _json_body(request, settings.max_body)
-        sql = payload.get("sql")
-        if not isinstance(sql, str):
-            raise RequestError('the body needs "sql": a string')
-        params = payload.get("params")
-        if params is not None and not isinstance(params, list | dict):
-            raise RequestError('"params" must be an array or an object')
-        table, truncated = await run_in_threadpool(_capped, db, sql, params, settings.query_row_cap)
-        headers = {"X-Duckflock-Truncated": str(truncated).lower()}
-        body = {**formats.table_json(table), "truncated": truncated}
-        return _render(table, request.headers.get("accept"), headers, body)
+        # DDL and DML (`duckflock sql URL …`, admin role): a transaction of its own, so the
+        # library sees the write (cached schemas, incremental states) and the deadline
+        # interrupts the statement like a query's
+        payload = await json_object(request)
+        sql, params = policy.sql_and_params(payload)
+        deadline = deadline_of(request)
+        batches: list[pa.RecordBatch] = []
+
+        def open_source() -> tuple[pa.Schema, Callable[[], pa.RecordBatch | None]]:
+            schema = run_statement(db, sql, params, deadline, settings.query_row_cap, batches)
+            return schema, lambda: batches.pop(0) if batches else None
+
+        return await stream(
+            request,
+            open_source,
+            batches.clear,
+            row_cap=settings.query_row_cap,
+            slot=query_slots.hold(client_of(request), deadline),
+        )
 
     async def analyses(request: Request) -> Response:
         return _json(await run_in_threadpool(db.analyses))
 
-    async def define(request: Request) -> Response:
+    async def analysis(request: Request) -> Response:
         name = request.path_params["name"]
-        payload = await _json_body(request, settings.max_body)
-        sql = payload.get("sql")
-        if not isinstance(sql, str):
-            raise RequestError('the body needs "sql": a string')
-        try:
-            every = None if payload.get("every") is None else float(payload["every"])
-            min_interval = float(payload.get("min_interval", 0.1))
-        except (TypeError, ValueError) as exc:
-            raise RequestError(f"bad analysis options: {exc}") from exc
+        if request.method == "DELETE":
+            await run_in_threadpool(db.drop_analysis, name)
+            return Response(status_code=204)
+        payload = await json_object(request)
+        options = policy.analysis_options(payload, min_every=settings.min_every)
+        if _accepts_timeout(db):
+            options["timeout"] = settings.query_timeout
 
         def define_it() -> None:
+            guard.check(options["sql"])  # the same statement guard as /v1/query
             try:
-                db.analysis(
-                    name,
-                    sql,
-                    every=every,
-                    on_change=bool(payload.get("on_change", False)),
-                    min_interval=min_interval,
-                    params=payload.get("params"),
-                )
+                db.analysis(name, **options)
             except DuckflockError:
                 raise
-            except (TypeError, ValueError) as exc:  # a bad option value (every <= 0, …)
+            except (TypeError, ValueError) as exc:  # a bad option value, in words
                 raise RequestError(str(exc)) from exc
 
-        await run_in_threadpool(define_it)
+        async with query_slots.hold(client_of(request), deadline_of(request)):
+            await run_in_threadpool(define_it)
         status = next(a for a in await run_in_threadpool(db.analyses) if a["name"] == name)
         return _json(status, 201)
 
-    async def drop(request: Request) -> Response:
-        await run_in_threadpool(db.drop_analysis, request.path_params["name"])
-        return Response(status_code=204)
+    async def wait_for(name: str, min_version: int | None, timeout: float) -> Result:
+        """The latest result of ``name`` at ``min_version`` or newer, waited for without
+        a thread (the scheduler's async mailbox); ends early on shutdown."""
+        found = await run_in_threadpool(db.result, name)  # UnknownAnalysisError now
+        wanted = 1 if min_version is None else min_version
+        if found is not None and found.version >= wanted:
+            return found
+        if stopping["flag"]:
+            raise ClosedError("the server is shutting down")
+        try:
+            async with asyncio.timeout(timeout):
+                async for result in db.watch_async(name):
+                    if stopping["flag"]:
+                        break
+                    if result.version >= wanted:
+                        return result
+        except TimeoutError:
+            raise ResultTimeoutError(
+                f"analysis {name!r} did not reach version {wanted} within {timeout:g} s"
+            ) from None
+        if stopping["flag"] or db.closed:
+            raise ClosedError("the server is shutting down")
+        raise UnknownAnalysisError(name)  # dropped while waited for
 
     async def result(request: Request) -> Response:
         name = request.path_params["name"]
-        min_version = _number(request, "min_version", int) or 1
-        timeout = _number(request, "timeout", float)
-        found = await run_in_threadpool(
-            lambda: db.result(
-                name,
-                min_version=min_version,
-                timeout=settings.result_timeout if timeout is None else timeout,
-            )
+        min_version = policy.min_version(request.query_params.get("min_version"))
+        timeout = policy.wait_seconds(
+            request.query_params.get("timeout"), settings.result_timeout, settings.max_wait
         )
-        assert found is not None
-        return _render(
-            found.table,
-            request.headers.get("accept"),
-            _result_headers(found),
-            formats.result_json(found),
+        async with wait_slots.hold(client_of(request)):
+            waiter = asyncio.ensure_future(wait_for(name, min_version, timeout))
+            stopping.setdefault("waiters", set()).add(waiter)
+            try:
+                found = await waiter
+            except asyncio.CancelledError:
+                if stopping["flag"]:
+                    raise ClosedError("the server is shutting down") from None
+                raise
+            finally:
+                stopping["waiters"].discard(waiter)
+        batches = iter(found.table.to_batches(max_chunksize=2048))
+        return await stream(
+            request,
+            lambda: (found.table.schema, lambda: next(batches, None)),
+            lambda: None,
+            row_cap=None,
+            headers=_result_headers(found),
+            head=formats.result_json_head(found),
         )
 
     async def events(request: Request) -> Response:
         name = request.path_params["name"]
         await run_in_threadpool(db.result, name)  # 404 now for an unknown analysis
 
-        async def stream() -> AsyncIterator[dict[str, str]]:
+        async def feed() -> AsyncIterator[dict[str, str]]:
             async for found in db.watch_async(name):
-                yield {
-                    "event": "result",
-                    "id": str(found.version),
-                    "data": formats.dumps(formats.result_json(found)).decode(),
-                }
+                if stopping["flag"]:
+                    return
+                data = await run_in_threadpool(formats.result_event, found, settings.query_byte_cap)
+                yield {"event": "result", "id": str(found.version), "data": data}
 
-        return EventSourceResponse(stream(), ping=15)
+        return EventSourceResponse(feed(), ping=15)
+
+    def route(path: str, endpoint: Any, methods: list[str]) -> Route:
+        role = max((ROUTE_ROLES[(m, path)] for m in methods), key=("read", "write", "admin").index)
+        return Route(path, needs(role, endpoint), methods=methods)
 
     routes = [
-        Route("/", page),
-        Route("/openapi.json", spec),
-        Route("/metrics", prometheus),
-        Route("/v1/health", health),
-        Route("/v1/tables", tables),
-        Route("/v1/tables/{table}/rows", ingest, methods=["POST"]),
-        Route("/v1/query", query, methods=["POST"]),
-        Route("/v1/sql", statement, methods=["POST"]),
-        Route("/v1/stats", stats),
-        Route("/v1/analyses", analyses),
-        Route("/v1/analyses/{name}", define, methods=["PUT"]),
-        Route("/v1/analyses/{name}", drop, methods=["DELETE"]),
-        Route("/v1/analyses/{name}/result", result),
-        Route("/v1/analyses/{name}/events", events),
+        route("/", page, ["GET"]),
+        route("/openapi.json", spec, ["GET"]),
+        route("/metrics", prometheus, ["GET"]),
+        Route("/v1/health", health, methods=["GET"]),
+        route("/v1/tables", tables, ["GET"]),
+        route("/v1/tables/{table}/rows", ingest, ["POST"]),
+        route("/v1/query", query, ["POST"]),
+        route("/v1/sql", statement, ["POST"]),
+        route("/v1/stats", stats, ["GET"]),
+        route("/v1/analyses", analyses, ["GET"]),
+        Route(
+            "/v1/analyses/{name}",
+            _by_method({"PUT": needs("admin", analysis), "DELETE": needs("admin", analysis)}),
+            methods=["PUT", "DELETE"],
+        ),
+        route("/v1/analyses/{name}/result", result, ["GET"]),
+        route("/v1/analyses/{name}/events", events, ["GET"]),
     ]
+
+    def begin_shutdown() -> None:
+        """Interrupt running queries and end long polls and event streams (any thread)."""
+        stopping["flag"] = True
+        guard.stop()
+        for waiter in list(stopping.get("waiters", ())):
+            loop = waiter.get_loop()
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                loop.call_soon_threadsafe(waiter.cancel)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        begin_shutdown()
         if on_shutdown is not None:
             await run_in_threadpool(on_shutdown)
 
     app = Starlette(
         routes=routes,
-        exception_handlers={
-            DuckflockError: _on_duckflock_error,
-            HTTPException: _on_http_error,
-            Exception: _on_unexpected,
-        },
+        exception_handlers={DuckflockError: on_duckflock_error, HTTPException: on_http_error},
         lifespan=lifespan,
     )
-    app.add_middleware(_Auth, token=settings.token)
-    app.add_middleware(_CountRequests, metrics=metrics)
+    app.add_middleware(AuthMiddleware, tokens=Tokens(settings.all_tokens()), render=render_error)
+    app.add_middleware(Edge, metrics=metrics, render=render_error)
     app.state.db = db
     app.state.metrics = metrics
+    app.state.guard = guard
+    app.state.begin_shutdown = begin_shutdown
+    app.state.slots = query_slots
     return app
+
+
+def _by_method(endpoints: dict[str, Any]) -> Any:
+    async def dispatch(request: Request) -> Response:
+        return await endpoints[request.method](request)  # type: ignore[no-any-return]
+
+    return dispatch
+
+
+def _accepts_timeout(db: Database) -> bool:
+    """Whether the library's ``analysis()`` takes a per-analysis time limit (issue 8)."""
+    try:
+        return "timeout" in inspect.signature(db.analysis).parameters
+    except (TypeError, ValueError):
+        return False

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 import csv
-import datetime as dt
-import decimal
 import io
 import json
-import math
-import uuid
+import re
 from typing import Any
 
 import pyarrow as pa
@@ -17,6 +13,7 @@ import pyarrow.csv as pa_csv
 
 from ..errors import RequestError, UnsupportedMediaTypeError
 from ..results import Result
+from . import values
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -34,7 +31,7 @@ _ALIASES = {
 
 
 def media_type(header: str | None, default: str | None = None) -> str | None:
-    """The canonical media type named by a Content-Type or Accept header (first match)."""
+    """The canonical media type an Accept header asks for (its first known entry)."""
     if not header:
         return default
     for part in header.split(","):
@@ -46,19 +43,40 @@ def media_type(header: str | None, default: str | None = None) -> str | None:
     return None
 
 
+def content_type(header: str | None) -> str | None:
+    """The canonical media type of a Content-Type header, or None.
+
+    Strict on purpose: a Content-Type names exactly one type, so
+    ``text/plain;,application/json`` is ``text/plain`` — a type a web page may send
+    to any origin without a CORS preflight, which must never reach a parser.
+    """
+    if not header:
+        return None
+    name = header.split(";", 1)[0].strip().lower()
+    return _ALIASES.get(name)
+
+
 def parse_rows(
-    body: bytes, content_type: str | None
+    body: bytes, content_type_header: str | None
 ) -> list[dict[str, Any]] | list[Any] | pa.Table:
-    """An ingest body as rows (JSON object/array, NDJSON, CSV) or an Arrow table."""
-    kind = media_type(content_type)
+    """An ingest body as rows (JSON object/array, NDJSON, CSV) or an Arrow table.
+
+    Runs in a worker thread (bodies can be megabytes). Text that is not valid Unicode
+    — a lone surrogate escaped in JSON, invalid UTF-8 in CSV or Arrow — is refused here
+    with a 400, before it can reach the writer.
+    """
+    kind = content_type(content_type_header)
     if kind is None:
         raise UnsupportedMediaTypeError(
-            f"cannot ingest Content-Type {content_type!r}; use {JSON}, {NDJSON}, {CSV} or {ARROW}"
+            f"cannot ingest Content-Type {content_type_header!r}; "
+            f"use {JSON}, {NDJSON}, {CSV} or {ARROW}"
         )
     if not body.strip():
         raise RequestError("the request body is empty")
     if kind == JSON:
-        data = loads(body, "JSON")
+        # up to 1 MiB json.loads is fastest (milliseconds); beyond, parse element by element
+        chunked = len(body) > _CHUNKED_ABOVE and body.lstrip()[:1] == b"["
+        data = _json_array(body) if chunked else loads(body, "JSON")
         if isinstance(data, dict):
             return [data]
         if not isinstance(data, list):
@@ -79,19 +97,90 @@ def parse_rows(
     if kind == CSV:
         return _csv(body)
     try:
-        return pa.ipc.open_stream(body).read_all()
+        table = pa.ipc.open_stream(body).read_all()
+        table.validate(full=True)  # invalid UTF-8 in a string column, bad offsets
     except (pa.ArrowInvalid, OSError) as exc:
         raise RequestError(f"malformed Arrow IPC stream: {exc}") from exc
+    return table
+
+
+_DECODER = json.JSONDecoder()
+_CHUNKED_ABOVE = 2**20  # bytes
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _json_array(body: bytes) -> list[Any]:
+    """A JSON array parsed one element at a time: the same result as ``json.loads``, but
+    the GIL changes hands between elements, so a big body in a worker thread does not
+    stall the event loop for the whole parse."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"malformed JSON: {exc}") from exc
+    rows: list[Any] = []
+    position = _SPACE.match(text, 0).end() + 1  # type: ignore[union-attr]  # past the "["
+    position = _SPACE.match(text, position).end()  # type: ignore[union-attr]
+    try:
+        if text[position : position + 1] == "]":
+            position += 1
+        else:
+            while True:
+                row, position = _DECODER.raw_decode(text, position)
+                rows.append(row)
+                position = _SPACE.match(text, position).end()  # type: ignore[union-attr]
+                separator = text[position : position + 1]
+                position = _SPACE.match(text, position + 1).end()  # type: ignore[union-attr]
+                if separator == "]":
+                    break
+                if separator != ",":
+                    raise json.JSONDecodeError("expected ',' or ']'", text, position - 1)
+        if text[position:].strip():
+            raise json.JSONDecodeError("extra data", text, position)
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"malformed JSON: {exc}") from exc
+    except RecursionError:
+        raise RequestError("malformed JSON: nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(body):
+        check_text(rows, "JSON")
+    return rows
+
+
+# a \uD800-\uDFFF escape: JSON allows it, Python decodes it, UTF-8 cannot hold it alone
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
 def loads(text: bytes, what: str) -> Any:
-    """JSON, or RequestError with the parser's message (too deep nesting included)."""
+    """JSON, or RequestError with the parser's message (too deep nesting and lone
+    surrogates included)."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"malformed {what}: {exc}") from exc
     except RecursionError:
         raise RequestError(f"malformed {what}: nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(text):  # rare: then check every string for real
+        check_text(value, what)
+    return value
+
+
+def check_text(value: Any, what: str) -> None:
+    """RequestError if any string in ``value`` (keys too) is not valid Unicode."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise RequestError(
+                    f"malformed {what}: a string holds a lone surrogate "
+                    f"({item[exc.start]!r} at position {exc.start}); text must be valid Unicode"
+                ) from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _csv(body: bytes) -> pa.Table:
@@ -106,41 +195,42 @@ def _csv(body: bytes) -> pa.Table:
                 strings_can_be_null=True,
             ),
         )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+    except (pa.ArrowInvalid, UnicodeDecodeError, StopIteration, csv.Error) as exc:
         raise RequestError(f"malformed CSV: {exc}") from exc
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, decimal.Decimal):
-        exponent = value.as_tuple().exponent
-        if isinstance(exponent, int) and exponent >= 0:
-            return int(value)  # HUGEINT sums arrive as scale-0 decimals
-        return str(value)  # exact: a JSON number would round
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def table_json(table: pa.Table) -> dict[str, Any]:
     """Columns, their types and the rows (as arrays) of an Arrow table."""
-    columns = [column.to_pylist() for column in table.columns]
     return {
         "columns": table.column_names,
         "types": [str(field.type) for field in table.schema],
-        "rows": [[_plain(v) for v in row] for row in zip(*columns, strict=True)] if columns else [],
+        "rows": values.rows(table),
     }
+
+
+def result_json_head(result: Result) -> dict[str, Any]:
+    """A result's fields but its columns and rows."""
+    return {
+        "name": result.name,
+        "version": result.version,
+        "refreshed_at": result.refreshed_at.isoformat(),
+        "duration": result.duration,
+        "watermark": result.watermark,
+        "mode": result.mode,
+        "error": None
+        if result.error is None
+        else {"type": type(result.error).__name__, "message": result.error.message},
+    }
+
+
+def result_event(result: Result, byte_cap: int) -> str:
+    """One server-sent event's data: the result as JSON, or — over ``byte_cap`` — its
+    fields with no rows and ``"truncated": true`` (fetch it from /result instead)."""
+    text = dumps(result_json(result))
+    if len(text) > byte_cap:
+        head = result_json_head(result)
+        text = dumps({**head, "columns": result.table.column_names, "rows": [], "truncated": True})
+    return text.decode()
 
 
 def result_json(result: Result) -> dict[str, Any]:
@@ -158,11 +248,12 @@ def result_json(result: Result) -> dict[str, Any]:
     }
 
 
-def csv_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    pa_csv.write_csv(table, sink)
-    return sink.getvalue()
-
-
 def dumps(payload: Any) -> bytes:
-    return json.dumps(payload, default=_plain, separators=(",", ":")).encode()
+    """Strict JSON (never NaN or Infinity: a non-finite float becomes null)."""
+    try:
+        text = json.dumps(payload, default=values.plain, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        text = json.dumps(
+            values.clean(payload), default=values.plain, separators=(",", ":"), allow_nan=False
+        )
+    return text.encode()

@@ -1,18 +1,23 @@
-"""The query endpoint's guard: one read-only SELECT, a row cap and a time limit.
+"""The server's SQL policy: one read-only SELECT, a deadline, interruptible.
 
 Two layers. The database itself is locked down (:meth:`Database.lock_down`): no file or
 network access, no extensions, configuration locked — DuckDB enforces that for every
-statement. On top, each query is checked with DuckDB's own parser: exactly one
-statement, of type SELECT, that serialises as a SELECT (PRAGMA and EXPLAIN do not), and
-that calls no table function that reads files or runs other SQL. Then it runs on a
-cursor of its own, interrupted when its time is up, and at most ``row_cap`` rows are
-fetched.
+statement. On top, each query (and each analysis defined over HTTP) is checked with
+DuckDB's own parser: exactly one statement, of type SELECT, that serialises as a SELECT
+(PRAGMA and EXPLAIN do not), and that calls no function that reads files, runs other
+SQL (``query``, ``json_execute_serialized_sql``), writes (``checkpoint``) or reveals
+where the database lives (``duckdb_databases``, ``duckdb_settings``,
+``current_setting``). Then it runs on a cursor of its own, interrupted at its deadline
+(counted from the request's arrival), and is read one record batch at a time.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,13 +25,22 @@ import duckdb
 import pyarrow as pa
 
 from ..database import Database
-from ..errors import ParserError, QueryRefusedError, QueryTimeoutError, translate
+from ..errors import (
+    DuckflockError,
+    ParserError,
+    QueryError,
+    QueryRefusedError,
+    QueryTimeoutError,
+    translate,
+)
 from ..syntax import walk
 
-# table functions that read files or the network, run SQL of their own, or write
+# table functions (and views) that read files or the network, run SQL of their own,
+# write, or reveal the database's path, temp directory, settings or logs
 _DENIED_FUNCTIONS = {
     "query",
     "query_table",
+    "json_execute_serialized_sql",
     "glob",
     "sniff_csv",
     "parquet_scan",
@@ -34,13 +48,98 @@ _DENIED_FUNCTIONS = {
     "parquet_schema",
     "parquet_file_metadata",
     "parquet_kv_metadata",
+    "parquet_bloom_probe",
     "iceberg_scan",
     "delta_scan",
     "checkpoint",
     "force_checkpoint",
     "duckdb_secrets",
+    "duckdb_secret_types",
+    "which_secret",
+    "duckdb_databases",
+    "pragma_database_list",
+    "duckdb_settings",
+    "pg_settings",
+    "duckdb_temporary_files",
+    "duckdb_extensions",
+    "duckdb_external_file_cache",
+    "duckdb_logs",
+    "duckdb_logs_parsed",
+    "duckdb_log_contexts",
+    "enable_logging",
+    "disable_logging",
+    "truncate_duckdb_logs",
 }
-_DENIED_SCALARS = {"nextval", "setval", "getenv"}
+_DENIED_SCALARS = {"nextval", "setval", "getenv", "current_setting", "write_log"}
+
+
+class RunningQuery:
+    """One checked query on a cursor of its own, read batch by batch until ``close()``."""
+
+    def __init__(
+        self, guard: QueryGuard, sql: str, params: Any, deadline: float, batch_rows: int
+    ) -> None:
+        self.guard = guard
+        self.sql = sql
+        self.params = params
+        self.cursor = guard.db.cursor()
+        self._closed = False
+        self.timer = threading.Timer(max(deadline - time.monotonic(), 0.0), self.cursor.interrupt)
+        self.timer.daemon = True
+        self.timer.start()
+        guard._running.add(self)
+        try:
+            if deadline <= time.monotonic():
+                raise duckdb.InterruptException("deadline passed before the query started")
+            self.reader = self.cursor.execute(sql, params).to_arrow_reader(batch_rows)
+            self.schema: pa.Schema = self.reader.schema
+        except BaseException as exc:
+            self.close()
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, duckdb.InterruptException):
+            if self.guard.stopping:
+                return QueryTimeoutError("the server is shutting down", sql=self.sql)
+            return QueryTimeoutError(
+                f"the query ran past its {self.guard.timeout:g} s limit (counted from the "
+                "request's arrival) and was stopped",
+                sql=self.sql,
+            )
+        if isinstance(exc, duckdb.PermissionException):
+            return QueryRefusedError(str(exc), sql=self.sql)
+        if isinstance(exc, duckdb.Error):
+            return translate(exc, sql=self.sql, params=self.params)
+        return exc
+
+    def next_batch(self) -> pa.RecordBatch | None:
+        """The next record batch, or None at the end (QueryError on failure)."""
+        try:
+            return self.reader.read_next_batch()
+        except StopIteration:
+            return None
+        except duckdb.Error as exc:
+            raise self._translate(exc) from exc
+        except pa.ArrowException as exc:  # DuckDB's errors can surface through Arrow
+            if "interrupt" in str(exc).lower():
+                raise self._translate(duckdb.InterruptException(str(exc))) from exc
+            raise QueryError(str(exc), sql=self.sql) from exc
+
+    def interrupt(self) -> None:
+        self.cursor.interrupt()
+
+    def close(self) -> None:
+        """Stop the query and free its cursor (idempotent; any thread)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.timer.cancel()
+        self.guard._running.discard(self)
+        try:
+            self.cursor.interrupt()
+            self.cursor.close()  # db.cursor() tracks it weakly: closed and dropped here
+        except duckdb.Error:
+            pass  # the database closed first: nothing left to free
 
 
 @dataclass(frozen=True)
@@ -58,6 +157,9 @@ class QueryGuard:
         self.db = db
         self.row_cap = row_cap
         self.timeout = timeout
+        self.stopping = False
+        self._running: weakref.WeakSet[RunningQuery] = weakref.WeakSet()
+        self._secrets = _secrets_of(db)
 
     def check(self, sql: str) -> None:
         """Raise QueryRefusedError unless ``sql`` is exactly one read-only SELECT."""
@@ -93,40 +195,102 @@ class QueryGuard:
                 name = str(node.get("table_name", ""))
                 if "/" in name or "\\" in name or "." in name:
                     raise QueryRefusedError(f"reading files ({name!r}) is not allowed", sql=sql)
+                if name.lower() in _DENIED_FUNCTIONS:
+                    raise QueryRefusedError(f"{name} is not allowed here", sql=sql)
             elif node.get("class") == "FUNCTION":
                 name = str(node.get("function_name", "")).lower()
                 if name in _DENIED_SCALARS:
                     raise QueryRefusedError(f"{name}() is not allowed here", sql=sql)
 
-    def run(self, sql: str, params: Any = None) -> QueryOutcome:
-        """Check, then run with the time limit; at most ``row_cap`` rows come back."""
+    def open(
+        self, sql: str, params: Any = None, *, deadline: float | None = None, batch_rows: int = 2048
+    ) -> RunningQuery:
+        """Check ``sql``, then start it; the caller reads batches and closes it."""
         self.check(sql)
-        cursor = self.db.cursor()
-        timer = threading.Timer(self.timeout, cursor.interrupt)
-        timer.daemon = True
-        timer.start()
+        if deadline is None:
+            deadline = time.monotonic() + self.timeout
+        return RunningQuery(self, sql, params, deadline, batch_rows)
+
+    def run(self, sql: str, params: Any = None, *, deadline: float | None = None) -> QueryOutcome:
+        """Check, then run to the end (at most ``row_cap`` rows) within the time limit."""
+        running = self.open(sql, params, deadline=deadline)
         try:
-            reader = cursor.execute(sql, params).to_arrow_reader(8192)
             batches: list[pa.RecordBatch] = []
             rows = 0
             truncated = False
-            for batch in reader:
+            while (batch := running.next_batch()) is not None:
                 if rows + batch.num_rows > self.row_cap:
                     batches.append(batch.slice(0, self.row_cap - rows))
                     truncated = True
                     break
                 batches.append(batch)
                 rows += batch.num_rows
-            table = pa.Table.from_batches(batches, schema=reader.schema)
-            return QueryOutcome(table, truncated)
-        except duckdb.InterruptException as exc:
-            raise QueryTimeoutError(
-                f"the query ran past its {self.timeout} s limit and was stopped", sql=sql
-            ) from exc
-        except duckdb.PermissionException as exc:
-            raise QueryRefusedError(str(exc), sql=sql) from exc
-        except duckdb.Error as exc:
-            raise translate(exc, sql=sql, params=params) from exc
+            return QueryOutcome(pa.Table.from_batches(batches, schema=running.schema), truncated)
+        finally:
+            running.close()
+
+    def stop(self) -> None:
+        """Interrupt every running query (server shutdown); later ones still run."""
+        self.stopping = True
+        for running in list(self._running):
+            running.interrupt()
+
+    def scrub(self, text: str) -> str:
+        """``text`` without the database's path, its directory or the temp directory."""
+        for secret in self._secrets:
+            text = text.replace(secret, "<hidden>")
+        return text
+
+
+def _secrets_of(db: Database) -> list[str]:
+    """Paths an error message must not show: longest first, so the most specific wins."""
+    found = {str(db.path)} if db.path != ":memory:" else set()
+    if db.path != ":memory:":
+        absolute = os.path.abspath(db.path)
+        found |= {absolute, os.path.dirname(absolute)}
+    try:
+        row = db.execute("SELECT current_setting('temp_directory')").fetchone()
+        if row and row[0]:
+            found |= {str(row[0]), os.path.abspath(str(row[0]))}
+    except DuckflockError:
+        pass
+    found.add(os.path.expanduser("~"))
+    return sorted((s for s in found if len(s) > 1), key=len, reverse=True)
+
+
+def run_statement(
+    db: Database, sql: str, params: Any, deadline: float, row_cap: int, out: list[pa.RecordBatch]
+) -> pa.Schema:
+    """Run DDL or DML (``POST /v1/sql``, admin role) in a transaction of its own.
+
+    The transaction tells the library that something was written (cached schemas and
+    incremental states are renewed); the deadline interrupts it. At most ``row_cap``
+    rows of what it returns are put into ``out``; the schema is returned.
+    """
+
+    def work(cursor: duckdb.DuckDBPyConnection) -> pa.Schema:
+        timer = threading.Timer(max(deadline - time.monotonic(), 0.0), cursor.interrupt)
+        timer.daemon = True
+        timer.start()
+        try:
+            reader = cursor.execute(sql, params).to_arrow_reader(8192)
+            rows = 0
+            for batch in reader:
+                out.append(batch.slice(0, max(row_cap - rows, 0)))
+                rows += batch.num_rows
+                if rows >= row_cap:
+                    break
+            return reader.schema
         finally:
             timer.cancel()
-            cursor.close()  # db.cursor() tracks it weakly: closed and dropped here
+
+    try:
+        return db.transaction(work, retries=0)
+    except QueryError as exc:
+        if isinstance(exc.__cause__, duckdb.InterruptException):
+            raise QueryTimeoutError(
+                "the statement ran past its time limit (counted from the request's arrival) "
+                "and was stopped; nothing was committed",
+                sql=sql,
+            ) from exc
+        raise

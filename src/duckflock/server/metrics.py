@@ -6,9 +6,9 @@ custom collector: nothing is counted twice); HTTP requests are counted as they f
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -77,3 +77,7 @@ class Metrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+
+    def gauge(self, name: str, description: str, read: Callable[[], float]) -> None:
+        """A figure read at scrape time (slots busy, long polls waiting)."""
+        Gauge(name, description, registry=self.registry).set_function(read)

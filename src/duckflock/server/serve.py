@@ -1,14 +1,27 @@
 """``duckflock serve``: open the database, apply the TOML config, run uvicorn.
 
-SIGINT/SIGTERM stop uvicorn gracefully: it stops accepting, then the app's shutdown
-commits everything accepted, checkpoints and closes the database; the process exits 0.
+The first SIGINT/SIGTERM stops accepting, interrupts running queries and long polls,
+then the app's shutdown commits everything accepted, checkpoints and closes the
+database, all within ``shutdown_timeout``: exit status 0 when that finished, 1 when it
+could not (a commit or the checkpoint failed, or time ran out). A second signal stops
+the process at once (status 1); everything acknowledged is already committed.
+
+uvicorn's HTTP protocol is extended with what uvicorn lacks: a deadline for a
+request's headers (slow-header connections are closed with 408) and a cap on open
+connections (more are closed at once), so idle sockets cannot exhaust file descriptors.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
+import os
+import re
 import signal
 import socket
+import sys
+import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,17 +29,23 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..database import Database, connect
 from .app import ServerSettings, create_app
+from .auth import tokens_from_config
+from .policy import bounded_seconds
+
+log = logging.getLogger("duckflock.server")
 
 
 @dataclass
 class ServeConfig:
-    """What a duckflock.toml declares: tables (DDL) and analyses."""
+    """What a duckflock.toml declares: tables (DDL), analyses and tokens with roles."""
 
     tables: list[str] = field(default_factory=list)
     analyses: list[dict[str, Any]] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)  # token -> role
 
     @classmethod
     def load(cls, path: str | Path) -> ServeConfig:
@@ -39,9 +58,13 @@ class ServeConfig:
         for i, analysis in enumerate(analyses):
             if not isinstance(analysis, dict) or "name" not in analysis or "sql" not in analysis:
                 raise ValueError(f"config: analyses[{i}] needs a name and sql")
+            for key in ("every", "min_interval"):
+                if analysis.get(key) is not None:
+                    bounded_seconds(analysis[key], f"config: analyses[{i}].{key}", zero_ok=True)
         if not all(isinstance(t, str) for t in tables):
             raise ValueError("config: each [[tables]] entry needs sql = '…'")
-        return cls(tables=tables, analyses=analyses)
+        tokens = tokens_from_config(data.get("tokens", []))
+        return cls(tables=tables, analyses=analyses, tokens=tokens)
 
     def apply(self, db: Database) -> None:
         for ddl in self.tables:
@@ -72,11 +95,29 @@ def is_loopback(host: str) -> bool:
             return False
 
 
+class Shutdown:
+    """The outcome of the app's shutdown: finished, and without error?"""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.ok = False
+        self.error: str | None = None
+
+
 def prepare(
-    database: str, settings: ServerSettings, config: ServeConfig | None, host: str
+    database: str,
+    settings: ServerSettings,
+    config: ServeConfig | None,
+    host: str,
+    *,
+    shutdown_timeout: float = 30.0,
 ) -> tuple[Database, Any]:
     """The locked-down database and the app serving it (refuses an open bind)."""
-    if settings.token is None and not is_loopback(host):
+    if config is not None and config.tokens:
+        settings = ServerSettings(
+            **{**settings.__dict__, "tokens": {**config.tokens, **settings.tokens}}
+        )
+    if not settings.all_tokens() and not is_loopback(host):
         raise ValueError(
             f"refusing to listen on {host} without a token: anyone who can reach it could "
             "write and read; pass --token (or bind to 127.0.0.1)"
@@ -89,14 +130,125 @@ def prepare(
     except BaseException:
         db.close()
         raise
+    outcome = Shutdown(shutdown_timeout)
 
-    def shutdown() -> None:
-        db.flush(timeout=60)
+    def finish() -> None:
+        db.flush(timeout=shutdown_timeout)
         if db.path != ":memory:":
             db.execute("CHECKPOINT")
         db.close()
 
-    return db, create_app(db, settings, on_shutdown=shutdown)
+    def shutdown() -> None:
+        """``finish`` within the time limit, in a daemon thread (a hung checkpoint must
+        not hang the process)."""
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                finish()
+            except BaseException as exc:  # reported as the exit status, not raised
+                errors.append(exc)
+
+        worker = threading.Thread(target=run, name="duckflock-shutdown", daemon=True)
+        worker.start()
+        worker.join(shutdown_timeout)
+        if worker.is_alive():
+            outcome.error = f"shutdown did not finish within {shutdown_timeout:g} s"
+        elif errors:
+            outcome.error = f"shutdown failed: {type(errors[0]).__name__}: {errors[0]}"
+        else:
+            outcome.ok = True
+        if outcome.error:
+            log.error("%s", outcome.error)
+
+    app = create_app(db, settings, on_shutdown=shutdown)
+    app.state.shutdown = outcome
+    return db, app
+
+
+class _AccessTokenFilter(logging.Filter):
+    """Hides ``access_token=…`` in uvicorn's access log lines."""
+
+    _TOKEN = re.compile(r"(access_token=)[^&\s]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self._TOKEN.sub(r"\1<hidden>", a) if isinstance(a, str) else a for a in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = self._TOKEN.sub(r"\1<hidden>", record.msg)
+        return True
+
+
+def protocol(*, header_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a header deadline and a connection cap."""
+
+    class Protocol(HttpToolsProtocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                self.logger.warning("over %d open connections: closing a new one", max_connections)
+                transport.close()
+                return
+            self._arm()
+
+        def _arm(self) -> None:
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(header_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _too_slow(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing():
+                self.transport.write(
+                    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n"
+                    b"content-length: 29\r\nconnection: close\r\n\r\n"
+                    b"request headers came too slow"
+                )
+                self.transport.close()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._disarm()  # the keep-alive timeout takes over until the next request
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return Protocol
+
+
+class _Server(uvicorn.Server):
+    """First signal: graceful stop, interrupting queries and waits. Second: exit now."""
+
+    def __init__(self, config: uvicorn.Config, app: Any) -> None:
+        super().__init__(config)
+        self.app = app
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.should_exit:
+            log.error("second signal: stopping now, without waiting for the shutdown")
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        super().handle_exit(sig, frame)
+        self.app.state.begin_shutdown()
 
 
 def serve(
@@ -107,15 +259,36 @@ def serve(
     settings: ServerSettings | None = None,
     config: ServeConfig | None = None,
     log_level: str = "info",
-) -> None:
-    """Run the server until SIGINT/SIGTERM."""
+    shutdown_timeout: float = 30.0,
+    header_timeout: float = 10.0,
+    max_connections: int = 1000,
+) -> int:
+    """Run the server until SIGINT/SIGTERM; the exit status (0: clean shutdown)."""
     settings = settings or ServerSettings()
-    _, app = prepare(database, settings, config, host)
-    # uvicorn handles SIGINT/SIGTERM while it runs (graceful shutdown), then re-raises the
-    # signal under the handlers it found: make those a no-op, so a clean stop exits 0
+    bounded_seconds(shutdown_timeout, "shutdown_timeout")
+    bounded_seconds(header_timeout, "header_timeout")
+    if max_connections < 1:
+        raise ValueError("max_connections must be >= 1")
+    _, app = prepare(database, settings, config, host, shutdown_timeout=shutdown_timeout)
+    # uvicorn re-raises the signal it handled once it is done, under the handlers it
+    # found: make those a no-op, so the exit status is ours
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _after_shutdown)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="on")
+    uv_config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        lifespan="on",
+        http=protocol(header_timeout=header_timeout, max_connections=max_connections),
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=max(1, int(shutdown_timeout // 3)),
+    )
+    logging.getLogger("uvicorn.access").addFilter(_AccessTokenFilter())
+    server = _Server(uv_config, app)
+    server.run()
+    outcome: Shutdown = app.state.shutdown
+    return 0 if outcome.ok else 1
 
 
 def _after_shutdown(sig: int, frame: FrameType | None) -> None:

@@ -1,0 +1,290 @@
+"""Results streamed to the client in JSON, NDJSON, CSV or Arrow, within a row and a byte cap.
+
+A :class:`Pump` pulls record batches one at a time (from a DuckDB record-batch reader or
+a stored result), encodes them in the asked-for format and hands out bytes, so the
+server holds one batch at a time whatever the result's size. JSON is built only when
+JSON is asked for.
+
+When a result stops early — the row cap, the byte cap, or an error after the first
+bytes were sent (the status line is gone by then) — the stream still ends well-formed
+and says why, in the format's own way:
+
+- JSON: ``"truncated": true`` and ``"truncation": {"reason", "message", "rows"}`` after
+  ``"rows"`` (``"truncated": false`` when complete);
+- NDJSON: a last line ``{"duckflock_truncated": {"reason", "message", "rows"}}``;
+- CSV: a last line ``#duckflock_truncated,<reason>,<rows>,<message>``;
+- Arrow IPC: a last, empty record batch whose custom metadata holds
+  ``duckflock.truncated`` (the same JSON object).
+
+``reason`` is ``"rows"``, ``"bytes"`` or ``"error"`` (then ``"error"`` holds the error's
+``type`` and ``message``). When the whole result fits in what is read before the
+response starts, the ``X-Duckflock-Truncated`` header says ``true``/``false`` as well.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import DuckflockError
+from . import values
+from .formats import ARROW, CSV, JSON, NDJSON
+
+PREFETCH_BYTES = 256 * 1024  # encoded before the status line goes out
+TRUNCATED_KEY = "duckflock.truncated"
+
+
+class _Text:
+    """Row-at-a-time text formats."""
+
+    def __init__(self, schema: pa.Schema, head: dict[str, Any] | None = None) -> None:
+        self.names = schema.names
+        self.schema = schema
+        self.head = head or {}
+        self.first = True
+
+    def start(self) -> bytes:
+        raise NotImplementedError
+
+    def rows(self, batch: pa.RecordBatch) -> list[bytes]:
+        raise NotImplementedError
+
+    def end(self, truncation: dict[str, Any] | None) -> bytes:
+        raise NotImplementedError
+
+
+def _dump(value: Any) -> str:
+    return json.dumps(value, default=values.plain, separators=(",", ":"), allow_nan=False)
+
+
+class JsonEncoder(_Text):
+    media_type = JSON
+
+    def start(self) -> bytes:
+        head = {
+            **self.head,
+            "columns": self.names,
+            "types": [str(field.type) for field in self.schema],
+        }
+        return (_dump(head)[:-1] + ',"rows":[').encode()
+
+    def rows(self, batch: pa.RecordBatch) -> list[bytes]:
+        out = []
+        for row in values.rows(batch):
+            text = _dump(row)
+            out.append(text.encode() if self.first else b"," + text.encode())
+            self.first = False
+        return out
+
+    def end(self, truncation: dict[str, Any] | None) -> bytes:
+        if truncation is None:
+            return b'],"truncated":false}'
+        return ('],"truncated":true,"truncation":' + _dump(truncation) + "}").encode()
+
+
+class NdjsonEncoder(_Text):
+    media_type = NDJSON
+
+    def start(self) -> bytes:
+        return b""
+
+    def rows(self, batch: pa.RecordBatch) -> list[bytes]:
+        return [
+            (_dump(dict(zip(self.names, row, strict=True))) + "\n").encode()
+            for row in values.rows(batch)
+        ]
+
+    def end(self, truncation: dict[str, Any] | None) -> bytes:
+        if truncation is None:
+            return b""
+        return (_dump({"duckflock_truncated": truncation}) + "\n").encode()
+
+
+class CsvEncoder(_Text):
+    media_type = CSV
+
+    def _line(self, cells: list[Any]) -> bytes:
+        sink = io.StringIO()
+        csv.writer(sink, lineterminator="\n").writerow(cells)
+        return sink.getvalue().encode()
+
+    def start(self) -> bytes:
+        return self._line(self.names)
+
+    def rows(self, batch: pa.RecordBatch) -> list[bytes]:
+        out = []
+        for row in values.rows(batch):
+            cells = [_csv_cell(v) for v in row]
+            out.append(self._line(cells))
+        return out
+
+    def end(self, truncation: dict[str, Any] | None) -> bytes:
+        if truncation is None:
+            return b""
+        return self._line(
+            [
+                "#duckflock_truncated",
+                truncation["reason"],
+                truncation["rows"],
+                truncation["message"],
+            ]
+        )
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return _dump(value)
+    return value
+
+
+class ArrowEncoder:
+    """Arrow IPC stream, one record batch per message."""
+
+    media_type = ARROW
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._sink = io.BytesIO()
+        self._writer = pa.ipc.new_stream(self._sink, schema)
+
+    def _take(self) -> bytes:
+        data = self._sink.getvalue()
+        self._sink.seek(0)
+        self._sink.truncate()
+        return data
+
+    def start(self) -> bytes:
+        return self._take()  # the schema message
+
+    def batch(self, batch: pa.RecordBatch) -> bytes:
+        self._writer.write_batch(batch)
+        return self._take()
+
+    def end(self, truncation: dict[str, Any] | None) -> bytes:
+        if truncation is not None:
+            empty = pa.RecordBatch.from_pylist([], schema=self.schema)
+            self._writer.write_batch(empty, custom_metadata={TRUNCATED_KEY: _dump(truncation)})
+        self._writer.close()
+        return self._take()
+
+
+Encoder = JsonEncoder | NdjsonEncoder | CsvEncoder | ArrowEncoder
+
+
+def encoder_for(kind: str, schema: pa.Schema, head: dict[str, Any] | None = None) -> Encoder:
+    if kind == ARROW:
+        return ArrowEncoder(schema)
+    if kind == CSV:
+        return CsvEncoder(schema)
+    if kind == NDJSON:
+        return NdjsonEncoder(schema)
+    return JsonEncoder(schema, head)
+
+
+class Pump:
+    """Pulls batches from ``next_batch`` (None at the end), encodes them, caps them.
+
+    ``step()`` runs in a worker thread; it returns the next bytes to send, or None when
+    the stream is over. Errors before :meth:`prefetch` returns propagate (the route still
+    sends a proper error status); later ones end the stream with a truncation marker.
+    """
+
+    def __init__(
+        self,
+        next_batch: Callable[[], pa.RecordBatch | None],
+        encoder: Encoder,
+        *,
+        row_cap: int | None,
+        byte_cap: int,
+    ) -> None:
+        self.next_batch = next_batch
+        self.encoder = encoder
+        self.row_cap = row_cap
+        self.byte_cap = byte_cap
+        self.rows = 0
+        self.bytes = 0
+        self.truncation: dict[str, Any] | None = None
+        self.finished = False
+        self._started = False
+        self._streaming = False  # True once the status line is out: errors become markers
+        self._pending: pa.RecordBatch | None = None
+
+    def prefetch(self) -> tuple[bytes, bool]:
+        """What to send first, and whether that is the whole stream."""
+        parts = []
+        size = 0
+        while size < PREFETCH_BYTES:
+            chunk = self.step()
+            if chunk is None:
+                break
+            parts.append(chunk)
+            size += len(chunk)
+        self._streaming = True
+        return b"".join(parts), self.finished
+
+    def step(self) -> bytes | None:
+        if self.finished:
+            return None
+        if not self._started:
+            self._started = True
+            return self.encoder.start()
+        try:
+            batch = self._pending if self._pending is not None else self.next_batch()
+            self._pending = None
+        except DuckflockError as exc:
+            if not self._streaming:
+                raise
+            return self._end("error", str(exc), error=exc)
+        if batch is None:
+            return self._end(None, "")
+        if self.row_cap is not None and self.rows + batch.num_rows > self.row_cap:
+            if self.rows >= self.row_cap:
+                return self._end("rows", f"the result has more than {self.row_cap:,} rows")
+            self._pending = batch.slice(self.row_cap - self.rows)
+            batch = batch.slice(0, self.row_cap - self.rows)
+        data, taken = self._encode(batch, self.byte_cap - self.bytes)
+        self.rows += taken
+        self.bytes += len(data)
+        if taken < batch.num_rows:
+            self._pending = None
+            tail = self._end(
+                "bytes", f"the result is over the {self.byte_cap:,}-byte limit of one response"
+            )
+            return data + (tail or b"")
+        return data
+
+    def _encode(self, batch: pa.RecordBatch, budget: int) -> tuple[bytes, int]:
+        if isinstance(self.encoder, ArrowEncoder):
+            rows = batch.num_rows
+            while rows > 0:
+                part = batch.slice(0, rows)
+                if pa.ipc.get_record_batch_size(part) <= budget:
+                    return self.encoder.batch(part), rows
+                rows //= 2
+            return b"", 0
+        pieces = self.encoder.rows(batch)
+        out = []
+        size = 0
+        for piece in pieces:
+            if size + len(piece) > budget:
+                break
+            out.append(piece)
+            size += len(piece)
+        return b"".join(out), len(out)
+
+    def _end(self, reason: str | None, message: str, error: DuckflockError | None = None) -> bytes:
+        self.finished = True
+        if reason is not None:
+            self.truncation = {"reason": reason, "message": message, "rows": self.rows}
+            if error is not None:
+                self.truncation["error"] = {"type": type(error).__name__, "message": str(error)}
+        return self.encoder.end(self.truncation)
