@@ -318,12 +318,14 @@ def test_sql_tables_and_load_against_a_server(server: ServerProcess, tmp_path: P
 
 
 def test_sql_against_a_server_needs_its_token(tmp_path: Path) -> None:
-    process = ServerProcess(tmp_path / "locked.duckdb", token="s3cret")
+    process = ServerProcess(tmp_path / "locked.duckdb", token="s3cret-s3cret-s3cret")
     try:
         refused = cli_run("sql", process.url, "CREATE TABLE t (x INTEGER)")
         assert refused.returncode == 1
         assert "AuthenticationError" in refused.stderr
-        allowed = cli_run("sql", process.url, "CREATE TABLE t (x INTEGER)", "--token", "s3cret")
+        allowed = cli_run(
+            "sql", process.url, "CREATE TABLE t (x INTEGER)", "--token", "s3cret-s3cret-s3cret"
+        )
         assert allowed.returncode == 0, allowed.stderr
     finally:
         assert process.stop() == 0

@@ -49,9 +49,13 @@ def test_each_thread_gets_its_own_reused_cursor(memdb: duckflock.Database) -> No
 
     def work(name: str) -> None:
         barrier.wait()  # all four alive at once, so no cursor can be reused across them
-        first = memdb.execute("SELECT 1")._cursor  # the DuckDB cursor behind the results
-        second = memdb.execute("SELECT 2")._cursor
-        seen[name] = [id(first), id(second)]
+        ids = []
+        for sql in ("SELECT 1", "SELECT 2"):
+            results = memdb.execute(sql)
+            ids.append(id(results._cursor))  # the DuckDB cursor behind the results
+            results.fetchall()  # read to the end: the cursor goes back to its thread
+            del results
+        seen[name] = ids
         barrier.wait()
 
     threads = [threading.Thread(target=work, args=(f"t{i}",)) for i in range(4)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -231,3 +233,37 @@ def test_identity_quotes_every_part() -> None:
     identity = Identity("my db", 'sch"ema', "t.x")
     assert identity.sql == '"my db"."sch""ema"."t.x"'
     assert identity.display("my db") == '"sch""ema"."t.x"'
+
+
+def test_a_result_dropped_half_read_does_not_hold_back_checkpoints(tmp_path: Path) -> None:
+    """An idle thread's unfinished result would keep a transaction open, and CHECKPOINT
+    (so the WAL's bound) would fail for as long as the thread lives."""
+    db = duckflock.connect(str(tmp_path / "c.duckdb"))
+    try:
+        db.execute("SELECT * FROM range(100000)").fetchmany(3)  # dropped half-read
+        reader = db.execute("SELECT * FROM range(100000)").to_arrow_reader(1000)
+        assert reader.read_next_batch().num_rows > 0
+        db.transaction(lambda cur: cur.execute("CREATE TABLE t (x INTEGER)"))
+        with pytest.raises(duckflock.TransactionError):  # the reader still streams
+            run_in_thread(lambda: db.execute("CHECKPOINT"))
+        assert sum(batch.num_rows for batch in reader) > 0
+        del reader
+        run_in_thread(lambda: db.execute("CHECKPOINT"))
+    finally:
+        db.close()
+
+
+def run_in_thread(fn: Callable[[], object]) -> None:
+    errors: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join(30)
+    if errors:
+        raise errors[0]

@@ -168,7 +168,7 @@ def test_make_demo_installs_only_the_cli_extra_and_make_test_the_dev_extras() ->
     assert "pytest" in test
 
 
-def test_ci_runs_exactly_the_readmes_test_command() -> None:
+def test_ci_runs_exactly_the_readmes_two_commands() -> None:
     readme = (ROOT / "README.md").read_text()
     assert re.search(r"^make test\b", readme, re.MULTILINE)
     ci = (ROOT / ".ci" / "run").read_text()
@@ -177,7 +177,8 @@ def test_ci_runs_exactly_the_readmes_test_command() -> None:
         for line in ci.splitlines()
         if line.strip() and not line.startswith((" ", "#", "set ", "cd ", "export ", "if ", "fi"))
     ]
-    assert commands == ["make test"]
+    assert commands == ["make demo", "make test"]  # the README's two commands, in order
+    assert re.search(r"^make demo\b", readme, re.MULTILINE)
 
 
 @pytest.mark.skipif(not Path("/usr/bin/id").exists(), reason="needs /usr/bin/id")

@@ -11,12 +11,19 @@ first one's. So a statement *leases* a cursor of its thread for as long as its r
 object lives: ``db.execute(a)`` kept in ``r1`` while ``db.execute(b)`` runs puts ``b`` on
 a spare cursor of the same thread, and ``r1`` still reads ``a``'s rows. In the common
 ``db.execute(…).fetchall()`` the result dies at once and the thread reuses one cursor.
+
+A result dropped before it was read to the end may still hold DuckDB's streaming result
+and, with it, an open transaction — which keeps ``CHECKPOINT`` (and so the WAL's bound)
+from happening for as long as the idle thread lives. Such a cursor is closed rather than
+reused; one handed to an Arrow reader is closed when the reader goes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import weakref
+from collections.abc import Callable
 
 import duckdb
 
@@ -24,20 +31,34 @@ import duckdb
 class Slot:
     """A thread's cursors; when the slot is collected, they are closed.
 
-    ``free`` holds the cursors no live result leases (list append and pop are atomic, so
-    a result released on another thread needs no lock).
+    ``cursor`` serves relations (``db.sql``); statements lease the others. ``free``
+    holds the leased cursors no live result holds (list append and pop are atomic, so a
+    result released on another thread needs no lock).
     """
 
-    __slots__ = ("__weakref__", "all", "cursor", "free")
+    __slots__ = ("__weakref__", "all", "cursor", "free", "retire")
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        self.cursor = cursor  # the thread's first cursor (relations use it)
-        self.free = [cursor]
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        retire: Callable[[Slot, duckdb.DuckDBPyConnection], None],
+    ) -> None:
+        self.cursor = cursor
+        self.free: list[duckdb.DuckDBPyConnection] = []
         self.all = [cursor]
+        self.retire = retire
 
-    def release(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        """A result on ``cursor`` is gone: the cursor may take the next statement."""
-        self.free.append(cursor)
+    def release(self, cursor: duckdb.DuckDBPyConnection, *, drained: bool) -> None:
+        """A result on ``cursor`` is gone: the cursor takes the next statement if the
+        result was read to the end, else it is closed (its transaction with it)."""
+        if drained:
+            self.free.append(cursor)
+        else:
+            self.retire(self, cursor)
+
+    def release_with(self, cursor: duckdb.DuckDBPyConnection, reader: object) -> None:
+        """``reader`` streams from ``cursor``: close the cursor when the reader goes."""
+        weakref.finalize(reader, self.retire, self, cursor)
 
 
 class CursorPool:
@@ -58,7 +79,7 @@ class CursorPool:
         slot: Slot | None = getattr(self._local, "slot", None)
         if slot is not None:
             return slot
-        slot = Slot(self._register())
+        slot = Slot(self._register(), self._retire)
         self._local.slot = slot
         weakref.finalize(slot, self._release, slot.all)
         return slot
@@ -98,6 +119,16 @@ class CursorPool:
         with self._lock:
             self._explicit.discard(cursor)
         cursor.close()
+
+    def _retire(self, slot: Slot, cursor: duckdb.DuckDBPyConnection) -> None:
+        """Close one leased cursor of ``slot`` (any thread)."""
+        with self._lock:
+            known = self._by_thread.pop(id(cursor), None) is not None
+        with contextlib.suppress(ValueError):
+            slot.all.remove(cursor)
+        if known:
+            with contextlib.suppress(duckdb.Error):
+                cursor.close()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -185,10 +185,10 @@ class Database:
                 self._wrote()
             return Results(self, slot, cursor, sql)
         except duckdb.Error as exc:
-            slot.release(cursor)
+            slot.release(cursor, drained=False)
             raise self._fail(exc, sql, params) from exc
         except BaseException:
-            slot.release(cursor)
+            slot.release(cursor, drained=False)
             raise
         finally:
             self._leave()
@@ -600,6 +600,15 @@ class Database:
         self._wrote()
 
 
+# Results methods that read the result to its end (the cursor can take the next
+# statement afterwards), and those that hand the pending result to an Arrow reader
+_DRAINING = frozenset(
+    {"fetchall", "fetchdf", "df", "fetch_df", "arrow", "fetch_arrow_table", "to_arrow_table"}
+    | {"pl", "fetchnumpy", "torch", "tf"}
+)
+_HANDING_OFF = frozenset({"to_arrow_reader", "fetch_record_batch"})
+
+
 class Results:
     """What ``execute`` returns: a DuckDB cursor of this thread, holding the statement's
     result for as long as this object lives (see :mod:`duckflock.cursors`).
@@ -609,7 +618,7 @@ class Results:
     for them, and after close they raise :class:`ClosedError` like everything else.
     """
 
-    __slots__ = ("_cursor", "_db", "_slot", "_sql")
+    __slots__ = ("_cursor", "_db", "_drained", "_reader", "_slot", "_sql")
 
     def __init__(
         self, db: Database, slot: Slot, cursor: duckdb.DuckDBPyConnection, sql: str
@@ -618,9 +627,14 @@ class Results:
         self._slot = slot
         self._cursor = cursor
         self._sql = sql
+        self._drained = False
+        self._reader: object | None = None
 
     def __del__(self) -> None:
-        self._slot.release(self._cursor)
+        if self._reader is not None:
+            self._slot.release_with(self._cursor, self._reader)
+        else:
+            self._slot.release(self._cursor, drained=self._drained)
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._cursor, name)
@@ -631,11 +645,16 @@ class Results:
         def call(*args: Any, **kwargs: Any) -> Any:
             db._enter()
             try:
-                return attribute(*args, **kwargs)
+                value = attribute(*args, **kwargs)
             except duckdb.Error as exc:
                 raise db._fail(exc, sql) from exc
             finally:
                 db._leave()
+            if name in _DRAINING or (name in ("fetchone", "fetchmany") and not value):
+                self._drained = True
+            elif name in _HANDING_OFF:
+                self._reader = value
+            return value
 
         return call
 

@@ -137,6 +137,12 @@ class RunningQuery:
         self.guard._running.discard(self)
         try:
             self.cursor.interrupt()
+            reader = getattr(self, "reader", None)
+            if reader is not None:
+                # the reader holds DuckDB's streaming result, and with it a transaction
+                # that would keep CHECKPOINT from running: release it before the cursor
+                reader.close()
+                del self.reader
             self.cursor.close()  # db.cursor() tracks it weakly: closed and dropped here
         except duckdb.Error:
             pass  # the database closed first: nothing left to free
