@@ -299,9 +299,7 @@ def attempt(
         durable = commit and _DURABLE_WORDS in str(exc).lower()
         if durable and stored is not None:
             stored.extend(kept)
-        raise StorageFailure(
-            str(exc), committed=durable, invalidated=invalidated(exc)
-        ) from exc
+        raise StorageFailure(str(exc), committed=durable, invalidated=invalidated(exc)) from exc
 
 
 class Committer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 
 import duckdb
 
@@ -18,10 +19,11 @@ import duckdb
 class _Slot:
     """A thread's hold on its cursor; when the slot is collected, the cursor is closed."""
 
-    __slots__ = ("__weakref__", "cursor")
+    __slots__ = ("__weakref__", "cursor", "generation")
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, generation: int) -> None:
         self.cursor = cursor
+        self.generation = generation  # the connection it belongs to (see reconnect)
 
 
 class CursorPool:
@@ -37,17 +39,19 @@ class CursorPool:
         self._by_thread: dict[int, duckdb.DuckDBPyConnection] = {}
         self._explicit: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
         self._closed = False
+        self._generation = 0  # bumped by reconnect: older thread slots are stale
 
     def for_thread(self) -> duckdb.DuckDBPyConnection:
         """This thread's cursor, created on first use."""
         slot: _Slot | None = getattr(self._local, "slot", None)
-        if slot is not None:
+        if slot is not None and slot.generation == self._generation:
             return slot.cursor
         with self._lock:
             self._check_open()
             cursor = self._connection.cursor()
             self._by_thread[id(cursor)] = cursor
-        slot = _Slot(cursor)
+            generation = self._generation
+        slot = _Slot(cursor, generation)
         self._local.slot = slot
         weakref.finalize(slot, self._release, id(cursor))
         return cursor
@@ -81,6 +85,23 @@ class CursorPool:
         """How many cursors are open now (per-thread and explicit)."""
         with self._lock:
             return len(self._by_thread) + len(self._explicit)
+
+    def reconnect(self, connect: Callable[[], duckdb.DuckDBPyConnection]) -> None:
+        """Close every cursor and the connection, then hand out cursors of a new one.
+
+        For a database DuckDB invalidated: it can only be reopened once nothing holds
+        the old instance. Threads get a fresh cursor on their next call.
+        """
+        with self._lock:
+            self._check_open()
+            cursors = [*self._by_thread.values(), *self._explicit]
+            self._by_thread.clear()
+            self._explicit.clear()
+            self._generation += 1
+            for cursor in cursors:
+                cursor.close()
+            self._connection.close()
+            self._connection = connect()
 
     def close_all(self) -> None:
         with self._lock:
