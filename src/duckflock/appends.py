@@ -65,7 +65,6 @@ ROW_FAULTS: tuple[type[BaseException], ...] = (
 _STORAGE_ERRORS: tuple[type[BaseException], ...] = (
     duckdb.IOException,
     duckdb.FatalException,
-    duckdb.InternalException,
     duckdb.ConnectionException,
     duckdb.PermissionException,
     duckdb.InterruptException,
@@ -88,13 +87,25 @@ _STORAGE_WORDS = (
 _DURABLE_WORDS = "commit succeeded and is durable"
 
 
-def storage_fault(exc: BaseException) -> bool:
-    """True when ``exc`` is the storage's fault rather than the rows'."""
+def storage_fault(exc: BaseException, cursor: duckdb.DuckDBPyConnection | None = None) -> bool:
+    """True when ``exc`` is the storage's fault rather than the rows'.
+
+    DuckDB's InternalException is both: a value can raise one (``['', {}]`` bound to a
+    DECIMAL column: "Operation requires a flat vector") and leave the connection fine,
+    or the instance can be broken. ``cursor`` (outside any transaction) is then probed.
+    """
     if isinstance(exc, _STORAGE_ERRORS):
         return True
-    if isinstance(exc, duckdb.Error):
-        message = str(exc).lower()
-        return any(word in message for word in _STORAGE_WORDS)
+    if not isinstance(exc, duckdb.Error):
+        return False
+    message = str(exc).lower()
+    if any(word in message for word in _STORAGE_WORDS):
+        return True
+    if isinstance(exc, duckdb.InternalException) and cursor is not None:
+        try:
+            cursor.execute("SELECT 1").fetchall()
+        except Exception:
+            return True
     return False
 
 
@@ -197,12 +208,20 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def append(cursor: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:
-    """Run the one statement that appends ``group``'s rows.
+def append(
+    cursor: duckdb.DuckDBPyConnection, group: Group, *, autocommit: bool = False
+) -> pa.Table | None:
+    """Run the statement that appends ``group``'s rows.
 
     Returns the rows as DuckDB stored them (defaults filled, values cast) when the group
-    is captured, else None.
+    is captured, else None. With ``autocommit`` (no transaction open), the rare shapes
+    that take several statements open one, so the call stays all-or-nothing.
     """
+    if autocommit and _several_statements(group):
+        cursor.execute("BEGIN TRANSACTION")
+        stored = append(cursor, group)
+        cursor.execute("COMMIT")
+        return stored
     table = group.schema.sql_name
     returning = " RETURNING *" if group.capture else ""
     if not group.columns:  # rows given as {}: every column takes its DEFAULT
@@ -217,12 +236,21 @@ def append(cursor: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:
         rows = group.rows
         width = len(group.columns)
         if len(rows) * width <= VALUES_MAX_PARAMS:
-            one = "(" + ", ".join("?" * width) + ")"
-            sql = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([one] * len(rows))
-            result = cursor.execute(sql + returning, [value for row in rows for value in row])
-            return _stored(result, group)
-        # column lists by index: zip(*rows) is 30x slower at 100k rows
-        arrays = [_column([row[i] for row in rows]) for i in range(width)]
+            return _values(cursor, table, columns, rows, group)
+        try:
+            # column lists by index: zip(*rows) is 30x slower at 100k rows
+            arrays = [_column([row[i] for row in rows]) for i in range(width)]
+        except Exception:
+            # values Arrow cannot hold in one column (a list among strings, an object):
+            # bind them as VALUES parameters, so a row is accepted or refused the same
+            # whatever the size of its batch (the rejection's prefix search relies on it)
+            step = max(1, VALUES_MAX_PARAMS // width)
+            parts = [
+                _values(cursor, table, columns, rows[k : k + step], group)
+                for k in range(0, len(rows), step)
+            ]
+            kept = [t for t in parts if t is not None]
+            return pa.concat_tables(kept) if kept else None
         data = pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(width)])
     else:
         assert group.arrows is not None
@@ -235,6 +263,29 @@ def append(cursor: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:
         return _stored(result, group)
     finally:
         cursor.unregister(BATCH_VIEW)
+
+
+def _several_statements(group: Group) -> bool:
+    """True when appending ``group`` may take more than one statement: rows of only
+    DEFAULTs, or Python rows that Arrow may refuse to hold (the VALUES fallback)."""
+    if not group.columns:
+        return len(group.rows or ()) > 1
+    return group.rows is not None and len(group.rows) * len(group.columns) > VALUES_MAX_PARAMS
+
+
+def _values(
+    cursor: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: str,
+    rows: list[tuple[Any, ...]],
+    group: Group,
+) -> pa.Table | None:
+    """Append ``rows`` as one parameterised VALUES statement."""
+    one = "(" + ", ".join("?" * len(group.columns)) + ")"
+    sql = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([one] * len(rows))
+    returning = " RETURNING *" if group.capture else ""
+    result = cursor.execute(sql + returning, [value for row in rows for value in row])
+    return _stored(result, group)
 
 
 _TEXTABLE = (int, float, str, decimal.Decimal, dt.date, dt.time, dt.timedelta)
@@ -279,7 +330,7 @@ def attempt(
     kept: list[tuple[str, pa.Table]] = []
     try:
         if commit and len(groups) == 1:
-            table = append(cursor, groups[0])
+            table = append(cursor, groups[0], autocommit=True)
             if table is not None:
                 kept.append((groups[0].schema.key, table))
         else:
@@ -294,7 +345,7 @@ def attempt(
         return None
     except Exception as exc:  # whatever the type: the rows' fault unless storage says so
         rollback_quietly(cursor)
-        if not storage_fault(exc):
+        if not storage_fault(exc, cursor):
             return exc
         durable = commit and _DURABLE_WORDS in str(exc).lower()
         if durable and stored is not None:
