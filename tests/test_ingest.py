@@ -458,7 +458,9 @@ def test_close_commits_what_was_accepted(tmp_path: Path, monkeypatch: pytest.Mon
         )
 
 
-def test_a_writer_bug_fails_its_batch_and_the_writer_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_writer_bug_fails_its_batch_and_the_writer_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     db = duckflock.connect()
     db.execute(EVENTS)
     db.insert("events", {"thread": 0, "seq": 0})
