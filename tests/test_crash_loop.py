@@ -47,7 +47,8 @@ def size(rng):
 
 def producer(lane):
     rng = random.Random(seed * 100 + lane)
-    log = os.open(os.path.join(logdir, f"{cycle}-{lane}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    name = os.path.join(logdir, f"{cycle}-{lane}.log")
+    log = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     for k in range(10**9):
         batch = cycle * 10**9 + lane * 10**7 + k
         n = size(rng)

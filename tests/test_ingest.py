@@ -24,7 +24,6 @@ from duckflock import (
     SchemaMismatchError,
     StorageError,
     UnknownTableError,
-    WriterBrokenError,
     appends,
 )
 
