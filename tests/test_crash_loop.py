@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import duckflock
 
 SCALE = max(1, int(os.environ.get("DUCKFLOCK_FAULT_SCALE", "1")))
@@ -82,6 +84,7 @@ def _read_logs(logdir: Path, cycle: int) -> tuple[dict[int, int], set[int]]:
     return submitted, acked
 
 
+@pytest.mark.timeout(int(60 + CYCLES * 8))
 def test_kill_9_loses_no_acknowledged_row_and_tears_no_batch(tmp_path: Path) -> None:
     path = tmp_path / "crash.duckdb"
     logdir = tmp_path / "logs"
