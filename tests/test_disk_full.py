@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +39,7 @@ config = {"checkpoint_threshold": threshold} if threshold else {}
 db = duckflock.connect(path, config=config)
 db.execute("CREATE TABLE IF NOT EXISTS t (batch INTEGER, i INTEGER, pad VARCHAR)")
 db.execute("CHECKPOINT")
+db.lock_down()  # must hold on a reopened connection too
 report = {"acked": [], "failed": [], "errors": [], "states": [], "reopens": 0}
 batch = 0
 
@@ -75,12 +77,14 @@ stats = db.stats()
 report["reopens"] = stats.reopens
 report["storage_failures"] = stats.storage_failures
 report["last_state"] = stats.state
+report["external_access"] = db.execute(
+    "SELECT current_setting('enable_external_access')").fetchone()[0]
 db.close()
 print(json.dumps(report))
 """
 
 
-def _run(path: Path, mode: str) -> dict[str, object]:
+def _run(path: Path, mode: str) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, "-c", CHILD, str(path), mode, str(ROUNDS)],
         capture_output=True,
@@ -88,13 +92,13 @@ def _run(path: Path, mode: str) -> dict[str, object]:
         timeout=110,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return report
 
 
-def _check_intact(path: Path, report: dict[str, object]) -> None:
-    acked = {batch: n for batch, n in report["acked"]}  # type: ignore[attr-defined]
-    failed = {batch for batch, _ in report["failed"]}  # type: ignore[attr-defined]
+def _check_intact(path: Path, report: dict[str, Any]) -> None:
+    acked = {batch: n for batch, n in report["acked"]}
+    failed = {batch for batch, _ in report["failed"]}
     with duckflock.connect(path, read_only=True) as db:
         present = dict(db.execute("SELECT batch, count(*) FROM t GROUP BY 1").fetchall())
     for batch, n in acked.items():
@@ -111,12 +115,12 @@ def test_a_full_disk_fails_the_batch_and_writes_resume_when_space_returns(
     path = tmp_path / "full.duckdb"
     report = _run(path, "commit")
     assert report["failed"], "the disk never filled"
-    assert all("StorageError" in e for e in report["errors"])  # type: ignore[attr-defined]
-    assert "failed" in report["states"]  # type: ignore[operator]
+    assert all("StorageError" in e for e in report["errors"])
+    assert "failed" in report["states"]
     assert report["last_state"] == "ok"
-    assert report["storage_failures"] >= 1  # type: ignore[operator]
+    assert report["storage_failures"] >= 1
     # after each refill the last three batches went in
-    assert len(report["acked"]) >= 3 + 3 * ROUNDS  # type: ignore[arg-type]
+    assert len(report["acked"]) >= 3 + 3 * ROUNDS
     _check_intact(path, report)
 
 
@@ -130,5 +134,6 @@ def test_a_failed_checkpoint_invalidates_duckdb_and_duckflock_reopens_it(
     report = _run(path, mode)
     assert report["failed"], "the disk never filled"
     assert report["reopens"] >= 1, report  # DuckDB invalidated the instance; we reopened
+    assert report["external_access"] is False  # lock_down() survived the reopen
     assert report["last_state"] == "ok"
     _check_intact(path, report)

@@ -66,6 +66,7 @@ class Database:
         self._max_batch_rows = max_batch_rows
         self._max_concurrent_analyses = max_concurrent_analyses
         self._config = dict(config or {})
+        self._replayed: list[str] = []  # settings to apply again if the file is reopened
         self._connection = self._open()
         self._cursors = CursorPool(self._connection)
         self._schemas = SchemaCache(self._cursors.for_thread)
@@ -103,8 +104,15 @@ class Database:
             raise ClosedError(f"database {self.path!r} is closed")
 
         def connect() -> duckdb.DuckDBPyConnection:
-            self._connection = self._open()
-            return self._connection
+            connection = self._open()
+            try:
+                for statement in self._replayed:  # lock_down() holds for the new one too
+                    connection.execute(statement)
+            except BaseException:
+                connection.close()
+                raise
+            self._connection = connection
+            return connection
 
         self._cursors.reconnect(connect)
         self._schemas.invalidate()
@@ -543,6 +551,7 @@ class Database:
             "SET lock_configuration = true",
         ):
             self.execute(statement)
+            self._replayed.append(statement)  # a reopened connection gets them again
 
     @property
     def open_cursors(self) -> int:
