@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 import duckflock
 from duckflock import appends
+from duckflock import rows as rows_module
 from duckflock.errors import ConversionError, RowRejectedError, StorageError
 
 SCALE = max(1, int(os.environ.get("DUCKFLOCK_FAULT_SCALE", "1")))
@@ -238,16 +239,37 @@ def _invalid_utf8(values: list[bytes]) -> pa.Array:
     )
 
 
+def _bad_table(nrows: int, at: int) -> pa.Table:
+    values = [b"fine"] * nrows
+    values[at] = b"\xff\xfe"
+    return pa.table({"id": pa.array(range(nrows), pa.int32()), "s": _invalid_utf8(values)})
+
+
 @pytest.mark.parametrize("nrows", [1, 5, 2000])
-def test_arrow_with_invalid_utf8_fails_alone_and_names_row_and_column(nrows: int) -> None:
+def test_invalid_utf8_in_arrow_is_refused_in_the_caller(nrows: int) -> None:
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (id INTEGER, s VARCHAR)")
+    chunked = pa.concat_tables([_bad_table(3, 0).slice(1), _bad_table(nrows, nrows // 2)])
+    with pytest.raises(RowRejectedError) as caught:
+        db.insert("t", chunked, wait=False)
+    assert caught.value.row_index == 2 + nrows // 2
+    assert caught.value.column == "s"
+    assert isinstance(caught.value.cause, ConversionError)
+    assert db.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    db.close()
+
+
+@pytest.mark.parametrize("nrows", [1, 5, 2000])
+def test_invalid_utf8_that_reaches_the_writer_fails_alone_naming_row_and_column(
+    nrows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer is safe without the caller's check too (it is skipped here)."""
+    monkeypatch.setattr(rows_module, "_validate", lambda schema, arrow: None)
     db = duckflock.connect()
     db.execute("CREATE TABLE t (id INTEGER, s VARCHAR)")
     at = nrows // 2
-    values = [b"fine"] * nrows
-    values[at] = b"\xff\xfe"
-    bad = pa.table({"id": pa.array(range(nrows), pa.int32()), "s": _invalid_utf8(values)})
     good = db.insert("t", {"id": -1, "s": "good"}, wait=False)
-    rejected = db.insert("t", bad, wait=False)
+    rejected = db.insert("t", _bad_table(nrows, at), wait=False)
     after = db.insert("t", {"id": -2, "s": "after"}, wait=False)
     with pytest.raises(RowRejectedError) as caught:
         rejected.wait(30)
@@ -255,6 +277,7 @@ def test_arrow_with_invalid_utf8_fails_alone_and_names_row_and_column(nrows: int
     assert caught.value.column == "s"
     assert good.wait(30) == 1 and after.wait(30) == 1
     assert db.execute("SELECT id FROM t ORDER BY id").fetchall() == [(-2,), (-1,)]
+    assert db.stats().state == "ok"
     db.close()
 
 
