@@ -378,7 +378,7 @@ def test_storage_failure_fails_the_whole_batch(
     memdb.execute(EVENTS)
     memdb.insert("events", {"thread": 0, "seq": 0})
 
-    def disk_full(cursor: Any, group: Any) -> None:
+    def disk_full(cursor: Any, group: Any, **kwargs: Any) -> None:
         raise duckdb.IOException("IO Error: No space left on device")
 
     monkeypatch.setattr(appends, "append", disk_full)
