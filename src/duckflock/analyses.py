@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from .errors import ClosedError, QueryError, ResultTimeoutError, UnknownAnalysisError, translate
 from .incremental import DELTA, STATE, Plan, Shape, inspect, split
+from .names import Identity
 from .results import Mailbox, Result, Subscription, async_mailbox, log
 
 
@@ -89,7 +90,7 @@ class Analysis:
             "every": self.every,
             "on_change": self.on_change,
             "min_interval": self.min_interval,
-            "tables": sorted(self.shape.tables),
+            "tables": sorted(t.display() for t in self.shape.tables),
             "version": self.version,
             "last_refresh": result.refreshed_at if result else None,
             "duration": result.duration if result else None,
@@ -112,7 +113,7 @@ class Scheduler:
         close_cursor: Callable[[duckdb.DuckDBPyConnection], None],
         commit_lock: Callable[[], threading.Lock],
         committed_seq: Callable[[], int],
-        on_capture_change: Callable[[frozenset[str]], None],
+        on_capture_change: Callable[[frozenset[Identity]], None],
         max_concurrent: int = 1,
         max_delta_rows: int = 2_000_000,
     ) -> None:
@@ -201,7 +202,7 @@ class Scheduler:
             mailbox.close()
         self._on_capture_change(self.capture())
 
-    def capture(self) -> frozenset[str]:
+    def capture(self) -> frozenset[Identity]:
         """The tables whose stored rows incremental analyses need."""
         with self._lock:
             return frozenset(
@@ -328,12 +329,14 @@ class Scheduler:
 
     # -- change notices ----------------------------------------------------------------
 
-    def on_commit(self, seq: int, tables: set[str], stored: list[tuple[str, pa.Table]]) -> None:
+    def on_commit(
+        self, seq: int, tables: set[Identity], stored: list[tuple[Identity, pa.Table]]
+    ) -> None:
         """The writer committed rows into ``tables`` (called under its commit lock)."""
         now = time.monotonic()
         with self._lock:
             for analysis in self._analyses.values():
-                if not analysis.shape.tables & tables:
+                if not analysis.shape.reads.touches(tables):
                     continue
                 if analysis.on_change and analysis.dirty_at is None:
                     analysis.dirty_at = now

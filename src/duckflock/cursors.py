@@ -5,6 +5,12 @@ its own cursor the first time it touches the Database; when the thread ends, CPy
 its ``threading.local`` slot, and the slot's finalizer closes the cursor, so 10,000
 short-lived threads leave no open cursors behind. Explicit cursors (``db.cursor()``, the
 writer's, each analysis's) are tracked weakly: their owner closes them, or drops them.
+
+A DuckDB cursor holds one pending result: running a second statement on it replaces the
+first one's. So a statement *leases* a cursor of its thread for as long as its result
+object lives: ``db.execute(a)`` kept in ``r1`` while ``db.execute(b)`` runs puts ``b`` on
+a spare cursor of the same thread, and ``r1`` still reads ``a``'s rows. In the common
+``db.execute(…).fetchall()`` the result dies at once and the thread reuses one cursor.
 """
 
 from __future__ import annotations
@@ -16,14 +22,24 @@ from collections.abc import Callable
 import duckdb
 
 
-class _Slot:
-    """A thread's hold on its cursor; when the slot is collected, the cursor is closed."""
+class Slot:
+    """A thread's cursors; when the slot is collected, they are closed.
 
-    __slots__ = ("__weakref__", "cursor", "generation")
+    ``free`` holds the cursors no live result leases (list append and pop are atomic, so
+    a result released on another thread needs no lock).
+    """
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, generation: int) -> None:
-        self.cursor = cursor
-        self.generation = generation  # the connection it belongs to (see reconnect)
+    __slots__ = ("__weakref__", "all", "cursor", "free", "generation")
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, generation: int = 0) -> None:
+        self.cursor = cursor  # the thread's first cursor (relations use it)
+        self.free = [cursor]
+        self.all = [cursor]
+        self.generation = generation  # the connection its cursors belong to (reconnect)
+
+    def release(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        """A result on ``cursor`` is gone: the cursor may take the next statement."""
+        self.free.append(cursor)
 
 
 class CursorPool:
@@ -41,20 +57,37 @@ class CursorPool:
         self._closed = False
         self._generation = 0  # bumped by reconnect: older thread slots are stale
 
-    def for_thread(self) -> duckdb.DuckDBPyConnection:
-        """This thread's cursor, created on first use."""
-        slot: _Slot | None = getattr(self._local, "slot", None)
+    def _slot(self) -> Slot:
+        slot: Slot | None = getattr(self._local, "slot", None)
         if slot is not None and slot.generation == self._generation:
-            return slot.cursor
+            return slot
+        generation = self._generation
+        slot = Slot(self._register(), generation)
+        self._local.slot = slot
+        weakref.finalize(slot, self._release, slot.all)
+        return slot
+
+    def _register(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
             self._check_open()
             cursor = self._connection.cursor()
             self._by_thread[id(cursor)] = cursor
-            generation = self._generation
-        slot = _Slot(cursor, generation)
-        self._local.slot = slot
-        weakref.finalize(slot, self._release, id(cursor))
         return cursor
+
+    def for_thread(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor, created on first use."""
+        return self._slot().cursor
+
+    def lease(self) -> tuple[Slot, duckdb.DuckDBPyConnection]:
+        """A cursor of this thread that no live result holds; give it back with
+        ``slot.release(cursor)`` when the result is gone."""
+        slot = self._slot()
+        try:
+            return slot, slot.free.pop()
+        except IndexError:
+            cursor = self._register()
+            slot.all.append(cursor)
+            return slot, cursor
 
     def new(self) -> duckdb.DuckDBPyConnection:
         """A new cursor for an owner that closes it (or drops it); closed by close_all."""
@@ -74,10 +107,10 @@ class CursorPool:
         if self._closed:
             raise RuntimeError("cursor pool is closed")
 
-    def _release(self, key: int) -> None:
+    def _release(self, cursors: list[duckdb.DuckDBPyConnection]) -> None:
         with self._lock:
-            cursor = self._by_thread.pop(key, None)
-        if cursor is not None:
+            mine = [c for c in cursors if self._by_thread.pop(id(c), None) is not None]
+        for cursor in mine:
             cursor.close()
 
     @property
@@ -90,7 +123,7 @@ class CursorPool:
         """Close every cursor and the connection, then hand out cursors of a new one.
 
         For a database DuckDB invalidated: it can only be reopened once nothing holds
-        the old instance. Threads get a fresh cursor on their next call.
+        the old instance. Threads get fresh cursors on their next call.
         """
         with self._lock:
             self._check_open()
