@@ -414,3 +414,53 @@ def test_storage_faults_are_told_from_row_faults() -> None:
     assert not appends.storage_fault(duckdb.ConstraintException("NOT NULL constraint failed"))
     assert not appends.storage_fault(RuntimeError("Unable to cast Python instance"))
     assert not appends.storage_fault(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"))
+
+
+def test_an_invalidated_database_is_reopened_and_failing_reopens_are_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DuckDB invalidated the instance (simulated): the batch gets StorageError, the
+    writer reopens the file; while reopening fails, each batch fails fast with
+    StorageError and the next one tries again; readers get working cursors after."""
+    db = duckflock.connect(tmp_path / "reopen.duckdb")
+    db.execute("CREATE TABLE t (n INTEGER)")
+    db.insert("t", {"n": 0})
+    real_attempt, real_reopen = appends.attempt, db._reopen
+    invalidate = threading.Event()
+    refusals = [2]  # reopen fails this many times first
+
+    def fatal(cursor: Any, groups: Any, **kwargs: Any) -> BaseException | None:
+        if invalidate.is_set() and kwargs.get("commit"):
+            invalidate.clear()
+            raise appends.StorageFailure(
+                "FATAL Error: database has been invalidated", invalidated=True
+            )
+        return real_attempt(cursor, groups, **kwargs)
+
+    def reopen() -> None:
+        if refusals[0] > 0:
+            refusals[0] -= 1
+            raise OSError("still no space")
+        real_reopen()
+
+    monkeypatch.setattr(appends, "attempt", fatal)
+    monkeypatch.setattr(db._ingest(), "_reopen", reopen)
+    invalidate.set()
+    with pytest.raises(StorageError, match="invalidated"):
+        db.insert("t", {"n": 1}, timeout=30)
+    assert db.stats().state == "failed"
+    assert "still no space" in (db.stats().last_storage_error or "")
+    with pytest.raises(StorageError, match="could not be reopened"):
+        db.insert("t", {"n": 2}, timeout=30)  # the second refusal
+    db.insert("t", {"n": 3}, timeout=30)  # reopened first, then committed
+    stats = db.stats()
+    assert (stats.state, stats.reopens) == ("ok", 1)
+    assert db.execute("SELECT list(n ORDER BY n) FROM t").fetchone() == ([0, 3],)
+    seen: list[Any] = []
+    reader = threading.Thread(
+        target=lambda: seen.append(db.execute("SELECT count(*) FROM t").fetchone())
+    )
+    reader.start()
+    reader.join(30)
+    assert seen == [(2,)]
+    db.close()
