@@ -33,7 +33,7 @@ path, mode, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 threshold, room, fill_rows = {
     "commit": (None, 300_000, 2000),
     "checkpoint": ("256KB", 300_000, 2000),
-    "durable": ("1MB", 1_500_000, 500),
+    "durable": ("1MB", 1_500_000, 2000),
 }[mode]
 config = {"checkpoint_threshold": threshold} if threshold else {}
 db = duckflock.connect(path, config=config)
