@@ -212,16 +212,14 @@ def append(
 
     Returns the rows as DuckDB stored them (defaults filled, values cast) when the group
     is captured, else None. With ``autocommit`` (no transaction open), the rare shapes
-    that take several statements open one, so the call stays all-or-nothing.
+    that take several statements open one, so the call stays all-or-nothing; the common
+    ones stay one autocommitted statement.
     """
-    if autocommit and _several_statements(group):
-        cursor.execute("BEGIN TRANSACTION")
-        stored = append(cursor, group)
-        cursor.execute("COMMIT")
-        return stored
     table = group.schema.sql_name
     returning = " RETURNING *" if group.capture else ""
     if not group.columns:  # rows given as {}: every column takes its DEFAULT
+        if autocommit and len(group.rows or ()) > 1:
+            return _in_transaction(cursor, group)
         stored = [
             _stored(cursor.execute(f"INSERT INTO {table} DEFAULT VALUES{returning}"), group)
             for _ in range(len(group.rows or ()))
@@ -241,6 +239,8 @@ def append(
             # values Arrow cannot hold in one column (a list among strings, an object):
             # bind them as VALUES parameters, so a row is accepted or refused the same
             # whatever the size of its batch (the rejection's prefix search relies on it)
+            if autocommit:
+                return _in_transaction(cursor, group)
             step = max(1, VALUES_MAX_PARAMS // width)
             parts = [
                 _values(cursor, table, columns, rows[k : k + step], group)
@@ -262,12 +262,12 @@ def append(
         cursor.unregister(BATCH_VIEW)
 
 
-def _several_statements(group: Group) -> bool:
-    """True when appending ``group`` may take more than one statement: rows of only
-    DEFAULTs, or Python rows that Arrow may refuse to hold (the VALUES fallback)."""
-    if not group.columns:
-        return len(group.rows or ()) > 1
-    return group.rows is not None and len(group.rows) * len(group.columns) > VALUES_MAX_PARAMS
+def _in_transaction(cursor: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:
+    """Append ``group`` with several statements inside one transaction."""
+    cursor.execute("BEGIN TRANSACTION")
+    stored = append(cursor, group)
+    cursor.execute("COMMIT")
+    return stored
 
 
 def _values(
