@@ -464,3 +464,21 @@ def test_an_invalidated_database_is_reopened_and_failing_reopens_are_retried(
     reader.join(30)
     assert seen == [(2,)]
     db.close()
+
+
+def test_a_call_arrow_cannot_hold_is_still_all_or_nothing() -> None:
+    """Rows Arrow refuses as one column (a list among strings) go in as several VALUES
+    statements: one transaction, so a bad row late in the call leaves nothing behind."""
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER CHECK (n >= 0), s VARCHAR)")
+    rows: list[dict[str, Any]] = [{"n": k, "s": "text"} for k in range(300)]
+    rows[0]["s"] = [1, 2]  # DuckDB's VALUES casts it to '[1, 2]'; Arrow cannot mix it
+    rows[250]["n"] = -1
+    with pytest.raises(RowRejectedError) as caught:
+        db.insert("t", rows, timeout=30)
+    assert caught.value.row_index == 250
+    assert db.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    rows[250]["n"] = 250
+    assert db.insert("t", rows, timeout=30).rows == 300
+    assert db.execute("SELECT s FROM t WHERE n = 0").fetchone() == ("[1, 2]",)
+    db.close()
