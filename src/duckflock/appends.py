@@ -1,17 +1,24 @@
 """Turning a batch of insert calls into DuckDB statements, and isolating bad calls.
 
 :func:`commit_batch` appends a batch with one statement per table and column list and
-commits it. When the rows are at fault (a constraint, a cast, a bad value) it bisects the
-calls, commits every half that goes in cleanly, and gives each call that fails on its
-own a :class:`RowRejectedError` naming its first offending row, found by a prefix search
-inside rolled-back transactions. A failure that is not the rows' fault (I/O, disk full)
-raises :class:`StorageFailure`: the caller fails the rest of the batch with it.
+commits it. When the rows are at fault it bisects the calls, commits every half that goes
+in cleanly, and gives each call that fails on its own a :class:`RowRejectedError` naming
+its first offending row (and column, when it can be told), found by a prefix search
+inside rolled-back transactions.
+
+*Any* exception raised while appending a call's rows is that call's fault, whatever its
+type — a constraint or cast error from DuckDB, but also a ``RuntimeError`` from binding a
+lone surrogate, a ``UnicodeDecodeError`` from an Arrow column holding invalid UTF-8, an
+``OverflowError``: the writer thread must never die of a caller's data. Only a storage
+fault (:func:`storage_fault`: I/O, disk full, an invalidated database) is not: it raises
+:class:`StorageFailure` and the writer fails the rest of the batch with it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
+import logging
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,7 +39,8 @@ from .transactions import rollback_quietly
 VALUES_MAX_PARAMS = 256
 BATCH_VIEW = "__duckflock_batch"
 
-# Failures caused by the rows themselves; anything else from DuckDB is the storage's fault.
+# Failures typically caused by the rows themselves (kept for reference and callers that
+# classify DuckDB errors; attempt() treats every non-storage exception as the rows' fault).
 ROW_FAULTS: tuple[type[BaseException], ...] = (
     duckdb.ConstraintException,
     duckdb.ConversionException,
@@ -50,8 +58,77 @@ ROW_FAULTS: tuple[type[BaseException], ...] = (
 )
 
 
+# DuckDB errors that are the storage's fault whatever the rows: the file system failed, or
+# DuckDB gave up on the database instance. Checked by experiment on 1.5.5: a commit that
+# cannot write (RLIMIT_FSIZE, disk full) raises TransactionException "Failed to commit:
+# Could not write file …" and the connection stays usable; a failed checkpoint raises
+# FatalException and invalidates the instance until it is reopened.
+_STORAGE_ERRORS: tuple[type[BaseException], ...] = (
+    duckdb.IOException,
+    duckdb.FatalException,
+    duckdb.ConnectionException,
+    duckdb.PermissionException,
+    duckdb.InterruptException,
+)
+_STORAGE_WORDS = (
+    "could not write",
+    "could not fsync",
+    "could not read",
+    "could not open",
+    "could not truncate",
+    "no space left",
+    "file too large",
+    "input/output error",
+    "disk quota",
+    "database has been invalidated",
+)
+# DuckDB's FatalException after a commit whose automatic checkpoint failed: the rows are
+# in the WAL ("Transaction COMMIT succeeded and is durable, but the autocheckpoint failed.
+# Reopen the database instance to recover.")
+_DURABLE_WORDS = "commit succeeded and is durable"
+
+
+def storage_fault(exc: BaseException, cursor: duckdb.DuckDBPyConnection | None = None) -> bool:
+    """True when ``exc`` is the storage's fault rather than the rows'.
+
+    DuckDB's InternalException is both: a value can raise one (``['', {}]`` bound to a
+    DECIMAL column: "Operation requires a flat vector") and leave the connection fine,
+    or the instance can be broken. ``cursor`` (outside any transaction) is then probed.
+    """
+    if isinstance(exc, _STORAGE_ERRORS):
+        return True
+    if not isinstance(exc, duckdb.Error):
+        return False
+    message = str(exc).lower()
+    if any(word in message for word in _STORAGE_WORDS):
+        return True
+    if isinstance(exc, duckdb.InternalException) and cursor is not None:
+        try:
+            cursor.execute("SELECT 1").fetchall()
+        except Exception:
+            return True
+    return False
+
+
+def invalidated(exc: BaseException) -> bool:
+    """True when DuckDB gave up on the database instance: it must be reopened."""
+    if isinstance(exc, duckdb.FatalException):
+        return True
+    return "database has been invalidated" in str(exc).lower()
+
+
 class StorageFailure(Exception):
-    """A commit failed for a reason that is not the rows' fault."""
+    """A commit failed for a reason that is not the rows' fault.
+
+    ``committed``: DuckDB reported the commit itself durable (the checkpoint after it
+    failed). ``invalidated``: the database instance must be reopened before the next
+    commit.
+    """
+
+    def __init__(self, message: str, *, committed: bool = False, invalidated: bool = False):
+        super().__init__(message)
+        self.committed = committed
+        self.invalidated = invalidated
 
 
 class Group:
@@ -128,15 +205,21 @@ def plan(receipts: Sequence[Receipt], capture: frozenset[Identity] = frozenset()
     return groups
 
 
-def append(cursor: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:
-    """Run the one statement that appends ``group``'s rows.
+def append(
+    cursor: duckdb.DuckDBPyConnection, group: Group, *, autocommit: bool = False
+) -> pa.Table | None:
+    """Run the statement that appends ``group``'s rows.
 
     Returns the rows as DuckDB stored them (defaults filled, values cast) when the group
-    is captured, else None.
+    is captured, else None. With ``autocommit`` (no transaction open), the rare shapes
+    that take several statements open one, so the call stays all-or-nothing; the common
+    ones stay one autocommitted statement.
     """
     table = group.schema.sql_name
     returning = " RETURNING *" if group.capture else ""
     if not group.columns:  # rows given as {}: every column takes its DEFAULT
+        if autocommit and len(group.rows or ()) > 1:
+            return _in_transaction(cursor, group)
         stored = [
             _stored(cursor.execute(f"INSERT INTO {table} DEFAULT VALUES{returning}"), group)
             for _ in range(len(group.rows or ()))
@@ -148,12 +231,23 @@ def append(cursor: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:
         rows = group.rows
         width = len(group.columns)
         if len(rows) * width <= VALUES_MAX_PARAMS:
-            one = "(" + ", ".join("?" * width) + ")"
-            sql = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([one] * len(rows))
-            result = cursor.execute(sql + returning, [value for row in rows for value in row])
-            return _stored(result, group)
-        # column lists by index: zip(*rows) is 30x slower at 100k rows
-        arrays = [_column([row[i] for row in rows]) for i in range(width)]
+            return _values(cursor, table, columns, rows, group)
+        try:
+            # column lists by index: zip(*rows) is 30x slower at 100k rows
+            arrays = [_column([row[i] for row in rows]) for i in range(width)]
+        except Exception:
+            # values Arrow cannot hold in one column (a list among strings, an object):
+            # bind them as VALUES parameters, so a row is accepted or refused the same
+            # whatever the size of its batch (the rejection's prefix search relies on it)
+            if autocommit:
+                return _in_transaction(cursor, group)
+            step = max(1, VALUES_MAX_PARAMS // width)
+            parts = [
+                _values(cursor, table, columns, rows[k : k + step], group)
+                for k in range(0, len(rows), step)
+            ]
+            kept = [t for t in parts if t is not None]
+            return pa.concat_tables(kept) if kept else None
         data = pa.Table.from_arrays(arrays, names=[f"c{i}" for i in range(width)])
     else:
         assert group.arrows is not None
@@ -166,6 +260,29 @@ def append(cursor: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:
         return _stored(result, group)
     finally:
         cursor.unregister(BATCH_VIEW)
+
+
+def _in_transaction(cursor: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:
+    """Append ``group`` with several statements inside one transaction."""
+    cursor.execute("BEGIN TRANSACTION")
+    stored = append(cursor, group)
+    cursor.execute("COMMIT")
+    return stored
+
+
+def _values(
+    cursor: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: str,
+    rows: list[tuple[Any, ...]],
+    group: Group,
+) -> pa.Table | None:
+    """Append ``rows`` as one parameterised VALUES statement."""
+    one = "(" + ", ".join("?" * len(group.columns)) + ")"
+    sql = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([one] * len(rows))
+    returning = " RETURNING *" if group.capture else ""
+    result = cursor.execute(sql + returning, [value for row in rows for value in row])
+    return _stored(result, group)
 
 
 _TEXTABLE = (int, float, str, decimal.Decimal, dt.date, dt.time, dt.timedelta)
@@ -210,7 +327,7 @@ def attempt(
     kept: list[tuple[Identity, pa.Table]] = []
     try:
         if commit and len(groups) == 1:
-            table = append(cursor, groups[0])
+            table = append(cursor, groups[0], autocommit=True)
             if table is not None:
                 kept.append((groups[0].schema.key, table))
         else:
@@ -223,12 +340,14 @@ def attempt(
         if commit and stored is not None:
             stored.extend(kept)
         return None
-    except ROW_FAULTS as exc:
+    except Exception as exc:  # whatever the type: the rows' fault unless storage says so
         rollback_quietly(cursor)
-        return exc
-    except duckdb.Error as exc:
-        rollback_quietly(cursor)
-        raise StorageFailure(str(exc)) from exc
+        if not storage_fault(exc, cursor):
+            return exc
+        durable = commit and _DURABLE_WORDS in str(exc).lower()
+        if durable and stored is not None:
+            stored.extend(kept)
+        raise StorageFailure(str(exc), committed=durable, invalidated=invalidated(exc)) from exc
 
 
 class Committer:
@@ -248,15 +367,12 @@ class Committer:
         """Commit ``receipts``; mark each committed, or give it its own error.
 
         Returns True when the whole batch went in at once. Raises
-        :class:`StorageFailure` when the storage fails; calls committed before that stay
-        marked committed.
+        :class:`StorageFailure` when the storage fails; calls committed before that
+        (or by the failing commit itself, when DuckDB says it is durable) stay marked
+        committed.
         """
-        failure = attempt(
-            self.cursor, plan(receipts, self.capture), commit=True, stored=self.stored
-        )
+        failure = self._attempt(receipts)
         if failure is None:
-            for receipt in receipts:
-                receipt._committed = True
             return True
         if len(receipts) == 1:
             receipts[0]._error = self._rejection(receipts[0], failure)
@@ -264,22 +380,45 @@ class Committer:
             self._isolate(receipts)
         return False
 
+    def _attempt(self, receipts: list[Receipt]) -> BaseException | None:
+        """Commit ``receipts`` together; mark them committed, or return the rows' fault."""
+        try:
+            failure = attempt(
+                self.cursor, plan(receipts, self.capture), commit=True, stored=self.stored
+            )
+        except StorageFailure as exc:
+            if exc.committed:
+                for receipt in receipts:
+                    receipt._committed = True
+            raise
+        if failure is None:
+            for receipt in receipts:
+                receipt._committed = True
+        return failure
+
     def _isolate(self, receipts: list[Receipt]) -> None:
         """Bisect calls whose joint commit failed: commit the halves that go in cleanly,
         and give each call that fails alone its own error. At most 2n-1 attempts."""
         middle = len(receipts) // 2
         for half in (receipts[:middle], receipts[middle:]):
-            fault = attempt(self.cursor, plan(half, self.capture), commit=True, stored=self.stored)
+            fault = self._attempt(half)
             if fault is None:
-                for receipt in half:
-                    receipt._committed = True
-            elif len(half) == 1:
+                continue
+            if len(half) == 1:
                 half[0]._error = self._rejection(half[0], fault)
             else:
                 self._isolate(half)
 
     def _rejection(self, receipt: Receipt, failure: BaseException) -> RowRejectedError:
-        return _rejection(self.cursor, receipt, failure, self.on_schema_change)
+        try:
+            return _rejection(self.cursor, receipt, failure, self.on_schema_change)
+        except StorageFailure:
+            raise
+        except Exception as exc:  # describing the row failed too: still the call's error
+            logging.getLogger("duckflock").debug("could not narrow a rejection", exc_info=exc)
+            return RowRejectedError(
+                table=receipt.table, cause=_cause(failure), row_index=None, row=None
+            )
 
 
 def _rejection(
@@ -307,14 +446,39 @@ def _rejection(
             else:
                 low = middle + 1
         row_index = low - 1
-    row = _row_at(receipt, row_index)
+    row, column = _row_at(receipt, row_index)
+    if column is None and not isinstance(failure, duckdb.Error) and row is not None:
+        column = _unbindable(cursor, row)
+        value = None if column is None else row.get(column)
+        if isinstance(value, str):
+            failure = _encoding_error(value) or failure
+    if column is None:
+        try:
+            column = _culprit(cursor, receipt, failure, row)
+        except Exception:  # only context for the message: never fail the rejection
+            column = None
     return RowRejectedError(
         table=receipt.table,
         cause=_cause(failure),
         row_index=row_index,
         row=row,
-        column=_culprit(cursor, receipt, failure, row),
+        column=column,
     )
+
+
+def _unbindable(cursor: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> str | None:
+    """The first column whose value DuckDB cannot even take as a parameter (a str with a
+    lone surrogate, an object of no SQL type): the culprit of a non-DuckDB failure."""
+    for column, value in row.items():
+        try:
+            cursor.execute("SELECT ?", [value]).fetchall()
+        except duckdb.Error as exc:
+            if storage_fault(exc):
+                raise StorageFailure(str(exc), invalidated=invalidated(exc)) from exc
+            return str(column)
+        except Exception:
+            return str(column)
+    return None
 
 
 def _culprit(
@@ -355,12 +519,40 @@ def _culprit(
 def _cause(exc: BaseException) -> QueryError:
     if isinstance(exc, duckdb.Error):
         return translate(exc)
-    return ConversionError(f"{type(exc).__name__}: {exc}")
+    if isinstance(exc, UnicodeError):
+        reason = "a string is not valid Unicode (a lone surrogate, or invalid UTF-8)"
+    else:
+        reason = "a value cannot be passed to DuckDB"
+    return ConversionError(f"{reason}: {type(exc).__name__}: {exc}")
 
 
-def _row_at(receipt: Receipt, row_index: int) -> dict[str, Any] | None:
+def _encoding_error(value: str) -> UnicodeEncodeError | None:
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        return exc
+    return None
+
+
+def _row_at(receipt: Receipt, row_index: int) -> tuple[dict[str, Any] | None, str | None]:
+    """The call's row ``row_index`` as a dict, and the first column whose value cannot
+    even be read back (an Arrow string holding invalid UTF-8), if any."""
     for part in receipt.parts():
         for position in range(len(part)):
             if part.index_of(position) == row_index:
-                return part.row(position)
-    return None
+                if part.arrow is None:
+                    return part.row(position), None
+                return _arrow_row(part.arrow, position)
+    return None, None
+
+
+def _arrow_row(table: pa.Table, position: int) -> tuple[dict[str, Any], str | None]:
+    row: dict[str, Any] = {}
+    bad: str | None = None
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        try:
+            row[name] = column.slice(position, 1).to_pylist()[0]
+        except Exception as exc:
+            row[name] = f"<unreadable: {type(exc).__name__}>"
+            bad = bad or name
+    return row, bad

@@ -36,17 +36,19 @@ class Slot:
     result released on another thread needs no lock).
     """
 
-    __slots__ = ("__weakref__", "all", "cursor", "free", "retire")
+    __slots__ = ("__weakref__", "all", "cursor", "free", "generation", "retire")
 
     def __init__(
         self,
         cursor: duckdb.DuckDBPyConnection,
         retire: Callable[[Slot, duckdb.DuckDBPyConnection], None],
+        generation: int = 0,
     ) -> None:
         self.cursor = cursor
         self.free: list[duckdb.DuckDBPyConnection] = []
         self.all = [cursor]
         self.retire = retire
+        self.generation = generation  # the connection its cursors belong to (reconnect)
 
     def release(self, cursor: duckdb.DuckDBPyConnection, *, drained: bool) -> None:
         """A result on ``cursor`` is gone: the cursor takes the next statement if the
@@ -74,12 +76,14 @@ class CursorPool:
         self._by_thread: dict[int, duckdb.DuckDBPyConnection] = {}
         self._explicit: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
         self._closed = False
+        self._generation = 0  # bumped by reconnect: older thread slots are stale
 
     def _slot(self) -> Slot:
         slot: Slot | None = getattr(self._local, "slot", None)
-        if slot is not None:
+        if slot is not None and slot.generation == self._generation:
             return slot
-        slot = Slot(self._register(), self._retire)
+        generation = self._generation
+        slot = Slot(self._register(), self._retire, generation)
         self._local.slot = slot
         weakref.finalize(slot, self._release, slot.all)
         return slot
@@ -145,6 +149,23 @@ class CursorPool:
         """How many cursors are open now (per-thread and explicit)."""
         with self._lock:
             return len(self._by_thread) + len(self._explicit)
+
+    def reconnect(self, connect: Callable[[], duckdb.DuckDBPyConnection]) -> None:
+        """Close every cursor and the connection, then hand out cursors of a new one.
+
+        For a database DuckDB invalidated: it can only be reopened once nothing holds
+        the old instance. Threads get fresh cursors on their next call.
+        """
+        with self._lock:
+            self._check_open()
+            cursors = [*self._by_thread.values(), *self._explicit]
+            self._by_thread.clear()
+            self._explicit.clear()
+            self._generation += 1
+            for cursor in cursors:
+                cursor.close()
+            self._connection.close()
+            self._connection = connect()
 
     def close_all(self) -> None:
         with self._lock:

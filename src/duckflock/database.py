@@ -20,9 +20,11 @@ from .checks import flag, seconds
 from .cursors import CursorPool, Slot
 from .errors import (
     ClosedError,
+    DatabaseDamagedError,
     IngestError,
     IngestTimeoutError,
     QueueFullError,
+    StorageError,
     translate,
 )
 from .ingest import IngestStats, Writer
@@ -66,10 +68,9 @@ class Database:
         self._max_queued_rows = max_queued_rows
         self._max_batch_rows = max_batch_rows
         self._max_concurrent_analyses = max_concurrent_analyses
-        try:
-            self._connection = duckdb.connect(self.path, read_only=read_only, config=config or {})
-        except duckdb.Error as exc:
-            raise translate(exc) from exc
+        self._config = dict(config or {})
+        self._replayed: list[str] = []  # settings to apply again if the file is reopened
+        self._connection = self._open()
         self._cursors = CursorPool(self._connection)
         # names resolve on a cursor of their own: no caller's USE or SET changes them
         self._schemas = SchemaCache(self._cursors.new())
@@ -86,6 +87,44 @@ class Database:
         self._commit_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        """Open the DuckDB connection; a damaged file or WAL gets an error saying what
+        to do about it."""
+        try:
+            return duckdb.connect(self.path, read_only=self.read_only, config=self._config)
+        except duckdb.Error as exc:
+            damaged = _damaged(self.path, exc)
+            if damaged is not None:
+                raise damaged from exc
+            raise translate(exc) from exc
+
+    def _reopen(self) -> None:
+        """DuckDB invalidated the database (a checkpoint failed on a full disk): close
+        every cursor and open the file again. Called by the writer, between batches."""
+        if self.path in ("", ":memory:") or self.path.startswith(":memory:"):
+            raise StorageError("an in-memory database cannot be reopened: its data is gone")
+        if self._closed:
+            raise ClosedError(f"database {self.path!r} is closed")
+
+        def connect() -> duckdb.DuckDBPyConnection:
+            connection = self._open()
+            try:
+                for statement in self._replayed:  # lock_down() holds for the new one too
+                    connection.execute(statement)
+            except BaseException:
+                connection.close()
+                raise
+            self._connection = connection
+            return connection
+
+        self._cursors.reconnect(connect)
+        # the schema cache's own cursor was closed with the rest: a new cache, new cursor
+        self._schemas = SchemaCache(self._cursors.new())
+        scheduler = self._scheduler
+        if scheduler is not None:
+            # rows captured for incremental analyses may be lost with the old instance
+            scheduler.on_lost_notice()
 
     @property
     def closed(self) -> bool:
@@ -297,8 +336,13 @@ class Database:
             if not committed.done():
                 committed.set_result(None)
 
+        def wake() -> None:
+            # a loop that closed (its asyncio.run gave up) raises: nobody is waiting
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle)
+
         # set before queueing: the writer treats a call someone awaits as urgent
-        receipt._on_done = lambda: loop.call_soon_threadsafe(settle)
+        receipt._on_done = wake
         writer = self._writer or self._ingest()
         try:
             writer.submit(receipt, 0, wait=False)
@@ -354,7 +398,9 @@ class Database:
             raise ClosedError(f"database {self.path!r} is closed")
 
     def stats(self) -> IngestStats:
-        """Rows and batches committed, rows queued, batch size and commit percentiles."""
+        """Rows and batches committed, rows queued, batch size and commit percentiles,
+        and the write path's health: ``state`` ("ok", "recovering" or "failed"),
+        ``storage_failures``, ``reopens`` and ``last_storage_error``."""
         writer = self._writer
         if writer is None:
             return IngestStats(0, 0, 0, 0, 0, self._max_queued_rows, {}, {})
@@ -489,8 +535,10 @@ class Database:
                     max_queued_rows=self._max_queued_rows,
                     max_batch_rows=self._max_batch_rows,
                     on_commit=self._on_commit,
-                    on_schema_change=self._schemas.invalidate,
+                    # through self: _reopen replaces the cache
+                    on_schema_change=lambda: self._schemas.invalidate(),
                     commit_lock=self._commit_lock,
+                    reopen=self._reopen,
                 )
                 if self._scheduler is not None:
                     self._writer.capture = self._scheduler.capture()
@@ -541,6 +589,7 @@ class Database:
             "SET lock_configuration = true",
         ):
             self.execute(statement)
+            self._replayed.append(statement)  # a reopened connection gets them again
 
     @property
     def open_cursors(self) -> int:
@@ -660,6 +709,30 @@ class Results:
 
     def __repr__(self) -> str:
         return f"<duckflock.Results of {self._sql[:60]!r}>"
+
+
+def _damaged(path: str, exc: duckdb.Error) -> DatabaseDamagedError | None:
+    """The error for a database that DuckDB cannot open because a file is damaged."""
+    message = str(exc)
+    lowered = message.lower()
+    if not isinstance(exc, duckdb.IOException | duckdb.SerializationException) or not any(
+        word in lowered for word in ("corrupt", "checksum", "replaying wal", "damaged")
+    ):
+        return None
+    wal = path + ".wal"
+    if "wal" in lowered:
+        advice = (
+            f"cannot open {path!r}: its write-ahead log {wal!r} is damaged ({message}). "
+            f"It holds the commits made since the last checkpoint. To open the database "
+            f"as of that checkpoint, move the log aside (mv {wal!r} {wal + '.damaged'!r}) "
+            f"and keep it for inspection, or restore both files from a backup."
+        )
+    else:
+        advice = (
+            f"cannot open {path!r}: the database file is damaged ({message}). Restore it "
+            f"(and {wal!r}) from a backup."
+        )
+    return DatabaseDamagedError(advice, path=path, wal=wal)
 
 
 def _check_sql(sql: object) -> None:

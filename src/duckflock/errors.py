@@ -4,6 +4,8 @@
 
     DuckflockError                  root: catch this to catch everything duckflock raises
      ├── ClosedError                the Database (or Client) was closed; nothing more can be done
+     ├── DatabaseDamagedError       connect() could not open the file: a damaged WAL or
+     │                              database file (.path, .wal); the message says the way out
      ├── QueryError                 DuckDB refused or failed a statement (.sql, .params)
      │    ├── CatalogError          unknown table, column, function or schema
      │    │    └── UnknownTableError   insert into a table that does not exist (.table)
@@ -63,6 +65,7 @@ __all__ = [
     "ConflictError",
     "ConstraintError",
     "ConversionError",
+    "DatabaseDamagedError",
     "DuckflockError",
     "ForbiddenError",
     "IngestError",
@@ -105,6 +108,24 @@ class ClosedError(DuckflockError):
     """The Database was closed; it cannot be used any more."""
 
     http_status = 503
+
+
+class DatabaseDamagedError(DuckflockError):
+    """The database could not be opened because its file or its WAL is damaged.
+
+    ``.path`` is the database file, ``.wal`` its write-ahead log; the message names the
+    damaged file and what to do about it.
+    """
+
+    http_status = 500
+
+    def __init__(self, message: str, *, path: str, wal: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.wal = wal
+
+    def fields(self) -> dict[str, Any]:
+        return {"path": self.path, "wal": self.wal}
 
 
 class QueryError(DuckflockError):

@@ -22,6 +22,7 @@ overshoot the bound by at most one row each.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import logging
 import queue
@@ -39,6 +40,7 @@ from .appends import Committer, StorageFailure
 from .errors import (
     ClosedError,
     DuckflockError,
+    IngestError,
     IngestTimeoutError,
     QueueFullError,
     StorageError,
@@ -75,6 +77,13 @@ class IngestStats:
     # cumulative counts per COMMIT_BUCKETS bound (then +Inf), and the sum in seconds
     commit_histogram: tuple[int, ...] = ()
     commit_seconds: float = 0.0
+    # the write path's health: "ok"; "failed" (the last commit failed on storage, or
+    # the database could not be reopened: the next batch tries again); "recovering"
+    # (reopening an invalidated database now)
+    state: str = "ok"
+    storage_failures: int = 0  # batches whose commit failed on storage
+    reopens: int = 0  # times the database was reopened after DuckDB invalidated it
+    last_storage_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -106,6 +115,7 @@ class Writer:
         | None = None,
         on_schema_change: Callable[[], None] | None = None,
         commit_lock: threading.Lock | None = None,
+        reopen: Callable[[], None] | None = None,
     ) -> None:
         if max_queued_rows < 1 or max_batch_rows < 1:
             raise ValueError("max_queued_rows and max_batch_rows must be >= 1")
@@ -114,7 +124,12 @@ class Writer:
         # stop gathering well before producers would block on a full queue
         self._linger_rows = min(LINGER_ROWS, max(1, max_queued_rows // 2))
         self._on_commit = on_commit
+        self._new_cursor = new_cursor
         self._committer = Committer(new_cursor(), on_schema_change)
+        # closes every cursor and reopens the database after DuckDB invalidated it
+        # (None: it cannot be reopened, e.g. in memory)
+        self._reopen = reopen
+        self._needs_reopen = False  # written by the writer thread only
         # held around each commit and its notice: whoever holds it sees no commit happen
         # (analyses take it to pin a snapshot that lines up with the commit notices)
         self.commit_lock = commit_lock or threading.Lock()
@@ -142,6 +157,10 @@ class Writer:
         self._commit_ms: deque[float] = deque(maxlen=_SAMPLES)
         self._commit_counts = [0] * (len(COMMIT_BUCKETS) + 1)
         self._commit_seconds = 0.0
+        self._state = "ok"
+        self._storage_failures = 0
+        self._reopens = 0
+        self._last_storage_error: str | None = None
         self._thread = threading.Thread(target=self._run, name="duckflock-writer", daemon=True)
         self._thread.start()
 
@@ -244,6 +263,10 @@ class Writer:
                 commit_ms=_percentiles(self._commit_ms),
                 commit_histogram=tuple(itertools.accumulate(self._commit_counts)),
                 commit_seconds=self._commit_seconds,
+                state=self._state,
+                storage_failures=self._storage_failures,
+                reopens=self._reopens,
+                last_storage_error=self._last_storage_error,
             )
 
     # -- the writer thread -------------------------------------------------------------
@@ -254,7 +277,7 @@ class Writer:
                 receipts, markers, rows, stop = self._gather()
                 with self.commit_lock:
                     if receipts:
-                        self._commit(receipts, rows)
+                        self._commit_guarded(receipts, rows)
                     self.committed_seq += 1
                     self._notify(receipts)
                     self._finish(receipts, markers, rows)
@@ -263,8 +286,20 @@ class Writer:
             with self._lock:
                 self._exited = True
                 self._fail_leftovers()
-        except BaseException as exc:  # a bug or a dead connection: fail everyone waiting
+        except BaseException as exc:  # a bug in the loop itself: fail everyone waiting
             self._break(exc)
+
+    def _commit_guarded(self, receipts: list[Receipt], rows: int) -> None:
+        """Commit one batch; whatever goes wrong fails this batch's calls, not the writer."""
+        try:
+            self._commit(receipts, rows)
+        except Exception as exc:  # a bug: log it, fail the batch's open calls, go on
+            logging.getLogger("duckflock").exception("the writer failed a batch")
+            for receipt in receipts:
+                if receipt._error is None and not receipt._committed:
+                    error = IngestError(f"the writer failed this batch (a bug): {exc!r}")
+                    error.__cause__ = exc
+                    receipt._error = error
 
     def _gather(self) -> tuple[list[Receipt], list[Receipt], int, bool]:
         """The next batch: block for one call, then take what the inbox holds.
@@ -330,9 +365,13 @@ class Writer:
     def _commit(self, receipts: list[Receipt], rows: int) -> None:
         started = time.perf_counter()
         whole = False
+        failure: StorageFailure | None = None
         try:
+            if self._needs_reopen:
+                self._recover()
             whole = self._committer.commit_batch(receipts)
         except StorageFailure as exc:
+            failure = exc
             for receipt in receipts:
                 if receipt._error is None and not receipt._committed:
                     error = StorageError(f"commit into {receipt.table!r} failed: {exc}")
@@ -352,6 +391,39 @@ class Writer:
             self._commit_ms.append(seconds * 1000)
             self._commit_counts[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
             self._commit_seconds += seconds
+            if failure is not None:
+                self._storage_failures += 1
+                self._last_storage_error = str(failure)
+                self._state = "failed"
+            elif self._state != "ok":
+                self._state = "ok"
+        if failure is not None and (failure.invalidated or failure.committed):
+            # DuckDB gave up on the instance: reopen now, so the next batch finds it
+            # ready (and again before each batch while reopening fails)
+            self._needs_reopen = True
+            with contextlib.suppress(StorageFailure):  # "failed": the next batch retries
+                self._recover()
+
+    def _recover(self) -> None:
+        """Reopen the invalidated database and take a fresh cursor on it."""
+        if self._reopen is None:
+            raise StorageFailure("the database was invalidated and cannot be reopened")
+        with self._stats_lock:
+            self._state = "recovering"
+        try:
+            self._reopen()
+            self._committer.cursor = self._new_cursor()
+        except Exception as exc:
+            with self._stats_lock:
+                self._state = "failed"
+                self._last_storage_error = f"reopening the database failed: {exc}"
+            logging.getLogger("duckflock").warning("reopening the database failed: %s", exc)
+            raise StorageFailure(f"the database could not be reopened: {exc}") from exc
+        self._needs_reopen = False
+        with self._stats_lock:
+            self._reopens += 1
+            self._state = "ok"
+        logging.getLogger("duckflock").warning("the database was reopened after a fault")
 
     def _finish(self, receipts: list[Receipt], markers: list[Receipt], rows: int) -> None:
         with self._lock:

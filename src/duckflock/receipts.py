@@ -9,6 +9,7 @@ queueing behind one another.
 
 from __future__ import annotations
 
+import logging
 import threading
 from _thread import allocate_lock
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from typing import Any
 from .errors import IngestTimeoutError
 from .rows import Part
 from .schema import TableSchema
+
+_log = logging.getLogger("duckflock")
 
 
 class Receipt:
@@ -79,7 +82,12 @@ class Receipt:
             waiter.release()
         callback = self._on_done  # set before queueing by Database.insert_async
         if callback is not None:
-            callback()  # quick and non-blocking (loop.call_soon_threadsafe)
+            try:
+                callback()  # quick and non-blocking (loop.call_soon_threadsafe)
+            except Exception:
+                # the caller's callback fails the caller, never the writer: an event loop
+                # that closed while its insert was pending raises RuntimeError here
+                _log.warning("an insert's completion callback failed", exc_info=True)
 
     def parts(self) -> list[Part]:
         """The call's rows as parts (a single row becomes a one-row part)."""

@@ -9,12 +9,13 @@ recognised by its module and converted by its own ``to_arrow``/pyarrow.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
 
-from .errors import SchemaMismatchError
+from .errors import ConversionError, RowRejectedError, SchemaMismatchError
 from .schema import SchemaCache, TableSchema
 
 
@@ -184,7 +185,44 @@ def _arrow_parts(
         arrow = arrow.rename_columns(list(canonical))
     if arrow.num_rows == 0:
         return schema, [], 0
+    _validate(schema, arrow)
     return schema, [Part(canonical, arrow=arrow)], int(arrow.num_rows)
+
+
+def _validate(schema: TableSchema, arrow: pa.Table) -> None:
+    """Refuse malformed Arrow data (invalid UTF-8, offsets out of range) in the caller.
+
+    DuckDB reads Arrow buffers as they are: a string holding invalid UTF-8 fails the
+    batch it rides in (the writer then isolates it), and broken offsets could make it
+    read out of bounds. A full validation costs about 5 ms per million strings here,
+    against about 160 ms to insert them, and runs on the caller's thread.
+    """
+    try:
+        arrow.validate(full=True)
+    except pa.ArrowException as exc:
+        for name, column in zip(arrow.column_names, arrow.columns, strict=True):
+            try:
+                column.validate(full=True)
+            except pa.ArrowException as bad:
+                raise _invalid(schema, column, name, bad) from bad
+        raise _invalid(schema, None, None, exc) from exc
+
+
+def _invalid(
+    schema: TableSchema, column: pa.ChunkedArray | None, name: str | None, exc: Exception
+) -> RowRejectedError:
+    row_index = None
+    found = re.search(r"In chunk (\d+):.* index (\d+)", str(exc))
+    if column is not None and found:
+        chunk, index = int(found.group(1)), int(found.group(2))
+        row_index = sum(len(c) for c in column.chunks[:chunk]) + index
+    return RowRejectedError(
+        table=schema.name,
+        cause=ConversionError(f"the Arrow data is invalid: {exc}"),
+        row_index=row_index,
+        row=None,
+        column=name,
+    )
 
 
 def ipc_bytes(table: pa.Table) -> bytes:
