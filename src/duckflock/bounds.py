@@ -9,7 +9,7 @@ messages say what is accepted.
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 EVERY_FLOOR = 0.01  # seconds: the shortest interval an analysis may run at
@@ -47,8 +47,9 @@ def seconds(
 def count(name: str, value: Any, *, low: int = 0, high: int | None = None) -> int:
     """``value`` as an int in ``[low, high]`` (a bool is not a count)."""
     accepted = f"an int from {low}" + (f" to {high}" if high is not None else " up")
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be {accepted}, not {type(value).__name__} {value!r}")
-    if value < low or (high is not None and value > high):
+    number = int(value)
+    if number < low or (high is not None and number > high):
         raise ValueError(f"{name} must be {accepted}, not {value!r}")
-    return value
+    return number
