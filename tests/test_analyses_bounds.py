@@ -408,52 +408,80 @@ def test_timings_in_range_are_accepted(events: duckflock.Database) -> None:
 
 
 def test_concurrent_define_and_drop_never_leave_an_analysis_without_its_rows() -> None:
-    """Definitions churn on two threads while two others insert; the writer's capture set
-    ends equal to the scheduler's and every incremental analysis equals a full run."""
+    """One thread defines an incremental analysis over ``events``, inserts, checks it
+    against a full run and drops it, round after round, while two others churn
+    definitions and inserts over ``other``. A capture set published out of order would
+    leave ``events`` uncaptured while its analysis folds: the check would fail."""
     with duckflock.connect(max_concurrent_analyses=2) as db:
         db.execute(EVENTS)
         db.execute("CREATE TABLE other (x INTEGER)")
-        rounds = 25
-        start = threading.Barrier(4)
-        failures: list[BaseException] = []
+        publish = db._on_capture_change
 
-        def churn(prefix: str) -> None:
+        def slow_publish(tables: frozenset[str]) -> None:
+            # not synchronisation: a delay in the churning thread's publishes widens the
+            # window in which its older capture set could overwrite a newer one
+            if threading.current_thread().name == "churn":
+                time.sleep(0.003)
+            publish(tables)
+
+        db._on_capture_change = slow_publish  # type: ignore[method-assign]
+        rounds = 20
+        start = threading.Barrier(3)
+        done = threading.Event()
+        failures: list[BaseException] = []
+        mismatches: list[tuple[int, Any, Any]] = []
+
+        def check_events() -> None:
             try:
                 start.wait(30)
                 for i in range(rounds):
-                    table = "events" if i % 2 == 0 else "other"
-                    sql = (
-                        PER_K
-                        if table == "events"
-                        else "SELECT x, count(*) AS n FROM other GROUP BY x"
-                    )
-                    db.analysis(f"{prefix}{i}", sql, on_change=True, min_interval=0)
-                    if i >= 2:
-                        db.drop_analysis(f"{prefix}{i - 2}")
+                    db.analysis(f"e{i}", PER_K)
+                    db.result(f"e{i}", min_version=1, timeout=60)  # the state is built
+                    for j in range(3):
+                        db.insert("events", {"k": f"k{j}", "v": i})
+                    result = db.refresh(f"e{i}", timeout=60)
+                    expected = db.execute(PER_K).fetchall()
+                    if result.rows() != expected:
+                        mismatches.append((i, result.rows(), expected))
+                    db.drop_analysis(f"e{i}")
+            except BaseException as exc:
+                failures.append(exc)
+            finally:
+                done.set()
+
+        def churn_other() -> None:
+            try:
+                start.wait(30)
+                i = 0
+                while not done.is_set():
+                    db.analysis(f"o{i}", "SELECT x, count(*) AS n FROM other GROUP BY x")
+                    if i:
+                        db.drop_analysis(f"o{i - 1}")
+                    i += 1
             except BaseException as exc:
                 failures.append(exc)
 
-        def insert(k: str) -> None:
+        def insert_other() -> None:
             try:
                 start.wait(30)
-                for i in range(150):
-                    db.insert("events", {"k": k, "v": i})
-                    if i % 10 == 0:
-                        db.insert("other", {"x": i % 3})
+                i = 0
+                while not done.is_set():
+                    db.insert("other", {"x": i % 3})
+                    i += 1
             except BaseException as exc:
                 failures.append(exc)
 
         threads = [
-            threading.Thread(target=churn, args=("a",)),
-            threading.Thread(target=churn, args=("b",)),
-            threading.Thread(target=insert, args=("p",)),
-            threading.Thread(target=insert, args=("q",)),
+            threading.Thread(target=check_events),
+            threading.Thread(target=churn_other, name="churn"),
+            threading.Thread(target=insert_other),
         ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(120)
         assert failures == []
+        assert mismatches == []
         db.flush()
         scheduler, writer = db._scheduler, db._writer
         assert scheduler is not None and writer is not None
@@ -461,8 +489,7 @@ def test_concurrent_define_and_drop_never_leave_an_analysis_without_its_rows() -
         for item in db.analyses():
             assert item["incremental"]
             result = db.refresh(item["name"], timeout=60)
-            expected = db.execute(item["sql"]).fetchall()
-            assert sorted(result.rows()) == sorted(expected), item["name"]
+            assert sorted(result.rows()) == sorted(db.execute(item["sql"]).fetchall())
 
 
 def test_rows_the_writer_did_not_hand_over_make_the_state_rebuild(
