@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import duckflock
 from duckflock import ParserError, QueryError, RowRejectedError
 from duckflock.incremental import inspect
+from duckflock.names import Identity
 
 TABLE = """CREATE TABLE t (
     k VARCHAR NOT NULL,
@@ -174,7 +175,7 @@ def test_other_shapes_fall_back_to_full_runs(sql: str, why: str) -> None:
     shape = inspect(con.cursor(), sql)
     assert shape.plan is None
     assert why in shape.reason
-    assert shape.tables == frozenset({"t"})
+    assert shape.tables == frozenset({Identity("memory", "main", "t")})
 
 
 def test_tables_are_found_by_the_parser_not_a_regex() -> None:
@@ -186,7 +187,9 @@ def test_tables_are_found_by_the_parser_not_a_regex() -> None:
         "WITH t2 AS (SELECT k FROM other) "
         "SELECT 'FROM t' AS label, count(*) FROM t JOIN t2 USING (k)",
     )
-    assert shape.tables == frozenset({"t", "other"})
+    assert shape.tables == frozenset(
+        {Identity("memory", "main", "t"), Identity("memory", "main", "other")}
+    )
 
 
 def test_bad_sql_is_refused_at_definition() -> None:

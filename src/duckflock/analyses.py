@@ -38,7 +38,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from . import bounds
+from .checks import count, seconds
 from .errors import (
     ClosedError,
     QueryError,
@@ -48,12 +48,16 @@ from .errors import (
     translate,
 )
 from .incremental import inspect
+from .names import Identity
 from .refreshing import Analysis, Cancelled, Refresher, taint
 from .results import Mailbox, Result, Subscription, async_mailbox, log
 
 DEFAULT_TIMEOUT = 60.0  # seconds one run of an analysis may take, unless told otherwise
 DEFAULT_WORKERS = 2  # analysis threads: one slow analysis leaves the others a thread
 REINTERRUPT = 0.05  # seconds between interrupts of a run that has not stopped yet
+MAX_WORKERS = 64  # analysis threads per Database
+EVERY_FLOOR = 0.01  # seconds: a shorter interval is a busy loop, not a schedule
+TIMEOUT_FLOOR = 0.01  # seconds: the shortest time limit a run may have
 
 
 class Scheduler:
@@ -66,17 +70,13 @@ class Scheduler:
         close_cursor: Callable[[duckdb.DuckDBPyConnection], None],
         commit_lock: Callable[[], threading.Lock],
         committed_seq: Callable[[], int],
-        on_capture_change: Callable[[frozenset[str]], None],
+        on_capture_change: Callable[[frozenset[Identity]], None],
         max_concurrent: int = DEFAULT_WORKERS,
         default_timeout: float = DEFAULT_TIMEOUT,
         max_delta_rows: int = 2_000_000,
     ) -> None:
-        self._max_concurrent = bounds.count(
-            "max_concurrent_analyses", max_concurrent, low=1, high=bounds.MAX_WORKERS
-        )
-        timeout = bounds.seconds("analysis_timeout", default_timeout, floor=bounds.TIMEOUT_FLOOR)
-        assert timeout is not None
-        self._default_timeout = timeout
+        self._max_concurrent = max_concurrent  # both checked by Database (connect)
+        self._default_timeout = default_timeout
         self._new_cursor = new_cursor
         self._close_cursor = close_cursor
         self._committed_seq = committed_seq
@@ -124,9 +124,12 @@ class Scheduler:
             raise TypeError(f"sql must be a str, not {type(sql).__name__}")
         if not isinstance(on_change, bool):
             raise TypeError(f"on_change must be True or False, not {on_change!r}")
-        every = bounds.seconds("every", every, floor=bounds.EVERY_FLOOR, optional=True)
-        interval = bounds.seconds("min_interval", min_interval)
-        limit = bounds.seconds("timeout", timeout, floor=bounds.TIMEOUT_FLOOR, optional=True)
+        # None means no interval / the default limit here, not "no limit": checked apart
+        if every is not None:
+            every = seconds(every, "every", minimum=EVERY_FLOOR, optional=False)
+        interval = seconds(min_interval, "min_interval", optional=False)
+        if timeout is not None:
+            timeout = seconds(timeout, "timeout", minimum=TIMEOUT_FLOOR, optional=False)
         assert interval is not None
         cursor = self._new_cursor()
         try:
@@ -141,7 +144,7 @@ class Scheduler:
             every,
             on_change,
             interval,
-            self._default_timeout if limit is None else limit,
+            self._default_timeout if timeout is None else timeout,
             shape,
             cursor,
         )
@@ -208,12 +211,12 @@ class Scheduler:
         with self._lock:
             self._publish_capture()
 
-    def _capture(self) -> frozenset[str]:
+    def _capture(self) -> frozenset[Identity]:
         return frozenset(
             a.shape.plan.table for a in self._analyses.values() if a.shape.plan is not None
         )
 
-    def capture(self) -> frozenset[str]:
+    def capture(self) -> frozenset[Identity]:
         """The tables whose stored rows incremental analyses need."""
         with self._lock:
             return self._capture()
@@ -242,8 +245,8 @@ class Scheduler:
         Waiting follows the name: after a replacement only the replacement's results
         count (its versions continue the old numbers). Ends early on drop or close.
         """
-        wanted = None if min_version is None else bounds.count("min_version", min_version)
-        limit = bounds.seconds("timeout", timeout, optional=True)
+        wanted = None if min_version is None else count(min_version, "min_version")
+        limit = seconds(timeout, "timeout")
         with self._lock:
             analysis = self._get(name)
             if wanted is None:
@@ -261,7 +264,7 @@ class Scheduler:
         Without a timeout the wait is still bounded: by the analysis's own time limit
         (its run is interrupted then) and those of the runs queued before it.
         """
-        limit = bounds.seconds("timeout", timeout, optional=True)
+        limit = seconds(timeout, "timeout")
         with self._lock:
             self._check_open()
             analysis = self._get(name)
@@ -368,12 +371,14 @@ class Scheduler:
 
     # -- change notices ----------------------------------------------------------------
 
-    def on_commit(self, seq: int, tables: set[str], stored: list[tuple[str, pa.Table]]) -> None:
+    def on_commit(
+        self, seq: int, tables: set[Identity], stored: list[tuple[Identity, pa.Table]]
+    ) -> None:
         """The writer committed rows into ``tables`` (called under its commit lock)."""
         now = time.monotonic()
         with self._lock:
             for analysis in self._analyses.values():
-                if not analysis.shape.tables & tables:
+                if not analysis.shape.reads.touches(tables):
                     continue
                 if analysis.on_change and analysis.dirty_at is None:
                     analysis.dirty_at = now

@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from .errors import ConversionError, QueryError, RowRejectedError, translate
+from .names import Identity, quote
 from .receipts import Receipt
 from .rows import Part
 from .schema import TableSchema
@@ -88,7 +89,7 @@ class Group:
             self.arrows.append(part.arrow)
 
 
-def plan(receipts: Sequence[Receipt], capture: frozenset[str] = frozenset()) -> list[Group]:
+def plan(receipts: Sequence[Receipt], capture: frozenset[Identity] = frozenset()) -> list[Group]:
     """Group the calls' rows into statements, keeping each table's rows in order.
 
     Rows join the latest group of their table when the column list and kind match;
@@ -127,10 +128,6 @@ def plan(receipts: Sequence[Receipt], capture: frozenset[str] = frozenset()) -> 
     return groups
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def append(cursor: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:
     """Run the one statement that appends ``group``'s rows.
 
@@ -146,7 +143,7 @@ def append(cursor: duckdb.DuckDBPyConnection, group: Group) -> pa.Table | None:
         ]
         kept = [t for t in stored if t is not None]
         return pa.concat_tables(kept) if kept else None
-    columns = ", ".join(_quote(c) for c in group.columns)
+    columns = ", ".join(quote(c) for c in group.columns)
     if group.rows is not None:
         rows = group.rows
         width = len(group.columns)
@@ -199,7 +196,7 @@ def attempt(
     groups: Sequence[Group],
     *,
     commit: bool,
-    stored: list[tuple[str, pa.Table]] | None = None,
+    stored: list[tuple[Identity, pa.Table]] | None = None,
 ) -> BaseException | None:
     """Append ``groups`` atomically; commit or roll back. Returns the rows' fault, if any.
 
@@ -210,7 +207,7 @@ def attempt(
     it quietly and roll back). Rows of captured groups are added to ``stored`` once
     committed.
     """
-    kept: list[tuple[str, pa.Table]] = []
+    kept: list[tuple[Identity, pa.Table]] = []
     try:
         if commit and len(groups) == 1:
             table = append(cursor, groups[0])
@@ -244,8 +241,8 @@ class Committer:
     ) -> None:
         self.cursor = cursor
         self.on_schema_change = on_schema_change
-        self.capture: frozenset[str] = frozenset()
-        self.stored: list[tuple[str, pa.Table]] = []
+        self.capture: frozenset[Identity] = frozenset()
+        self.stored: list[tuple[Identity, pa.Table]] = []
 
     def commit_batch(self, receipts: list[Receipt]) -> bool:
         """Commit ``receipts``; mark each committed, or give it its own error.
@@ -339,8 +336,8 @@ def _culprit(
         types = dict(
             cursor.execute(
                 "SELECT lower(column_name), data_type FROM duckdb_columns() "
-                "WHERE lower(table_name) = ?",
-                [receipt._schema.key],
+                "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+                list(receipt._schema.identity),
             ).fetchall()
         )
         for column, value in row.items():

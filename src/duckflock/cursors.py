@@ -5,6 +5,12 @@ its own cursor the first time it touches the Database; when the thread ends, CPy
 its ``threading.local`` slot, and the slot's finalizer closes the cursor, so 10,000
 short-lived threads leave no open cursors behind. Explicit cursors (``db.cursor()``, the
 writer's, each analysis's) are tracked weakly: their owner closes them, or drops them.
+
+A DuckDB cursor holds one pending result: running a second statement on it replaces the
+first one's. So a statement *leases* a cursor of its thread for as long as its result
+object lives: ``db.execute(a)`` kept in ``r1`` while ``db.execute(b)`` runs puts ``b`` on
+a spare cursor of the same thread, and ``r1`` still reads ``a``'s rows. In the common
+``db.execute(…).fetchall()`` the result dies at once and the thread reuses one cursor.
 """
 
 from __future__ import annotations
@@ -15,13 +21,23 @@ import weakref
 import duckdb
 
 
-class _Slot:
-    """A thread's hold on its cursor; when the slot is collected, the cursor is closed."""
+class Slot:
+    """A thread's cursors; when the slot is collected, they are closed.
 
-    __slots__ = ("__weakref__", "cursor")
+    ``free`` holds the cursors no live result leases (list append and pop are atomic, so
+    a result released on another thread needs no lock).
+    """
+
+    __slots__ = ("__weakref__", "all", "cursor", "free")
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
-        self.cursor = cursor
+        self.cursor = cursor  # the thread's first cursor (relations use it)
+        self.free = [cursor]
+        self.all = [cursor]
+
+    def release(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        """A result on ``cursor`` is gone: the cursor may take the next statement."""
+        self.free.append(cursor)
 
 
 class CursorPool:
@@ -38,19 +54,36 @@ class CursorPool:
         self._explicit: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
         self._closed = False
 
-    def for_thread(self) -> duckdb.DuckDBPyConnection:
-        """This thread's cursor, created on first use."""
-        slot: _Slot | None = getattr(self._local, "slot", None)
+    def _slot(self) -> Slot:
+        slot: Slot | None = getattr(self._local, "slot", None)
         if slot is not None:
-            return slot.cursor
+            return slot
+        slot = Slot(self._register())
+        self._local.slot = slot
+        weakref.finalize(slot, self._release, slot.all)
+        return slot
+
+    def _register(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
             self._check_open()
             cursor = self._connection.cursor()
             self._by_thread[id(cursor)] = cursor
-        slot = _Slot(cursor)
-        self._local.slot = slot
-        weakref.finalize(slot, self._release, id(cursor))
         return cursor
+
+    def for_thread(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor, created on first use."""
+        return self._slot().cursor
+
+    def lease(self) -> tuple[Slot, duckdb.DuckDBPyConnection]:
+        """A cursor of this thread that no live result holds; give it back with
+        ``slot.release(cursor)`` when the result is gone."""
+        slot = self._slot()
+        try:
+            return slot, slot.free.pop()
+        except IndexError:
+            cursor = self._register()
+            slot.all.append(cursor)
+            return slot, cursor
 
     def new(self) -> duckdb.DuckDBPyConnection:
         """A new cursor for an owner that closes it (or drops it); closed by close_all."""
@@ -70,10 +103,10 @@ class CursorPool:
         if self._closed:
             raise RuntimeError("cursor pool is closed")
 
-    def _release(self, key: int) -> None:
+    def _release(self, cursors: list[duckdb.DuckDBPyConnection]) -> None:
         with self._lock:
-            cursor = self._by_thread.pop(key, None)
-        if cursor is not None:
+            mine = [c for c in cursors if self._by_thread.pop(id(c), None) is not None]
+        for cursor in mine:
             cursor.close()
 
     @property

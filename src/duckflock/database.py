@@ -14,9 +14,10 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from . import bounds, transactions
-from .analyses import DEFAULT_TIMEOUT, DEFAULT_WORKERS, Scheduler
-from .cursors import CursorPool
+from . import transactions
+from .analyses import DEFAULT_TIMEOUT, DEFAULT_WORKERS, MAX_WORKERS, TIMEOUT_FLOOR, Scheduler
+from .checks import count, flag, seconds
+from .cursors import CursorPool, Slot
 from .errors import (
     ClosedError,
     IngestError,
@@ -25,10 +26,12 @@ from .errors import (
     translate,
 )
 from .ingest import IngestStats, Writer
+from .names import Identity
 from .receipts import Receipt
 from .results import Result, Subscription
 from .rows import to_parts
 from .schema import SchemaCache
+from .syntax import READ, WRITE, classify
 
 T = TypeVar("T")
 
@@ -55,10 +58,10 @@ class Database:
         max_concurrent_analyses: int = DEFAULT_WORKERS,
         analysis_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        bounds.count(
-            "max_concurrent_analyses", max_concurrent_analyses, low=1, high=bounds.MAX_WORKERS
+        workers = count(
+            max_concurrent_analyses, "max_concurrent_analyses", minimum=1, maximum=MAX_WORKERS
         )
-        limit = bounds.seconds("analysis_timeout", analysis_timeout, floor=bounds.TIMEOUT_FLOOR)
+        limit = seconds(analysis_timeout, "analysis_timeout", minimum=TIMEOUT_FLOOR, optional=False)
         assert limit is not None
         if max_queued_rows < 1 or max_batch_rows < 1:
             raise ValueError("max_queued_rows and max_batch_rows must be >= 1")
@@ -66,14 +69,15 @@ class Database:
         self.read_only = read_only
         self._max_queued_rows = max_queued_rows
         self._max_batch_rows = max_batch_rows
-        self._max_concurrent_analyses = max_concurrent_analyses
+        self._max_concurrent_analyses = workers
         self._analysis_timeout = limit
         try:
             self._connection = duckdb.connect(self.path, read_only=read_only, config=config or {})
         except duckdb.Error as exc:
             raise translate(exc) from exc
         self._cursors = CursorPool(self._connection)
-        self._schemas = SchemaCache(self._cursors.for_thread)
+        # names resolve on a cursor of their own: no caller's USE or SET changes them
+        self._schemas = SchemaCache(self._cursors.new())
         # guards _closed, _active, _writer and _scheduler: close() waits for running
         # statements to drain; the writer starts on the first insert, the scheduler on
         # the first analysis
@@ -165,49 +169,61 @@ class Database:
         """Run one statement on this thread's cursor and return it for fetching.
 
         ``params`` fill ``?`` or ``$name`` placeholders. The result is DuckDB's: call
-        ``fetchall()``, ``fetchone()``, ``df()``, ``arrow()`` or ``pl()`` on it.
+        ``fetchall()``, ``fetchone()``, ``df()``, ``arrow()`` or ``pl()`` on it. A result
+        kept while the thread runs more statements still reads its own rows.
         """
         _check_sql(sql)
-        self._enter()
-        try:
-            writes = not _reads_only(sql)
-            if writes:
-                self._schemas.invalidate()
-            cursor = self._cursors.for_thread()
-            cursor.execute(sql, params)
-            if writes:
-                self._wrote()
-            return Results(self, cursor, sql)
-        except duckdb.Error as exc:
-            raise self._fail(exc, sql, params) from exc
-        finally:
-            self._leave()
+        return self._run(sql, params, many=False)
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any] | dict[str, Any]]) -> Results:
         """Run one statement once per parameter set, on this thread's cursor."""
         _check_sql(sql)
-        rows = list(params)
+        return self._run(sql, list(params), many=True)
+
+    def _run(self, sql: str, params: Any, *, many: bool) -> Results:
         self._enter()
+        slot, cursor = self._cursors.lease()
         try:
-            writes = not _reads_only(sql)
-            if writes:
-                self._schemas.invalidate()
-            cursor = self._cursors.for_thread()
-            cursor.executemany(sql, rows)
-            if writes:
+            kind = self._before(sql)
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
+            if kind == WRITE:
                 self._wrote()
-            return Results(self, cursor, sql)
+            return Results(self, slot, cursor, sql)
         except duckdb.Error as exc:
-            raise self._fail(exc, sql, rows) from exc
+            slot.release(cursor)
+            raise self._fail(exc, sql, params) from exc
+        except BaseException:
+            slot.release(cursor)
+            raise
         finally:
             self._leave()
 
+    def _before(self, sql: str) -> str:
+        """Classify ``sql`` (DuckDB's parser); drop cached schemas if it may change them."""
+        kind = classify(sql)
+        if kind != READ:
+            self._schemas.invalidate()
+        return kind
+
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
-        """A lazy DuckDB relation for ``query`` on this thread's cursor."""
+        """A lazy DuckDB relation for ``query`` on this thread's cursor.
+
+        A statement that is not a query (INSERT, UPDATE, DDL…) runs at once, as in DuckDB.
+        Writes made with the relation's own methods (``insert_into``, ``create``,
+        ``to_table``…) bypass duckflock like an explicit :meth:`cursor` does: analyses do
+        not see them; run such writes with :meth:`execute`.
+        """
         _check_sql(query)
         self._enter()
         try:
-            return self._cursors.for_thread().sql(query, params=params)
+            kind = self._before(query)
+            relation = self._cursors.for_thread().sql(query, params=params)
+            if kind == WRITE:
+                self._wrote()
+            return relation
         except duckdb.Error as exc:
             raise self._fail(exc, query, params) from exc
         finally:
@@ -249,8 +265,8 @@ class Database:
         """
         if self._closed:
             raise ClosedError(f"database {self.path!r} is closed")
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0, not {timeout}")
+        timeout = seconds(timeout, "timeout")
+        wait = flag(wait, "wait")
         started = None if timeout is None else time.monotonic()
         receipt = self._receipt(table, data, columns)
         if receipt._finished:  # a call without rows
@@ -278,8 +294,7 @@ class Database:
         """
         if self._closed:
             raise ClosedError(f"database {self.path!r} is closed")
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0, not {timeout}")
+        timeout = seconds(timeout, "timeout")
         receipt = self._receipt(table, data, columns)
         if receipt._finished:  # a call without rows
             return receipt
@@ -319,11 +334,12 @@ class Database:
             return Receipt(schema, columns=names, row=tuple(data.values()))
         schema, parts, nrows = to_parts(self._schemas, table, data, columns)
         if nrows == 0:
-            return Receipt.empty()
+            return Receipt.empty(schema)
         return Receipt(schema, parts=parts, nrows=nrows)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every insert accepted so far is committed (or has failed)."""
+        timeout = seconds(timeout, "timeout")
         writer = self._writer
         if writer is not None:
             writer.flush(timeout)
@@ -343,7 +359,9 @@ class Database:
         if scheduler is not None:
             scheduler.on_raw_write()
 
-    def _on_commit(self, seq: int, tables: set[str], stored: list[tuple[str, Any]]) -> None:
+    def _on_commit(
+        self, seq: int, tables: set[Identity], stored: list[tuple[Identity, Any]]
+    ) -> None:
         scheduler = self._scheduler
         if scheduler is None:
             return
@@ -353,7 +371,7 @@ class Database:
             scheduler.on_lost_notice()  # rebuild incremental states rather than miss rows
             raise
 
-    def _on_capture_change(self, tables: frozenset[str]) -> None:
+    def _on_capture_change(self, tables: frozenset[Identity]) -> None:
         writer = self._writer
         if writer is not None:
             writer.capture = tables
@@ -493,25 +511,28 @@ class Database:
             return self._writer
 
     def tables(self) -> list[dict[str, Any]]:
-        """Every table: its name, columns (name and type) and row count."""
+        """Every table of the current database: its name (as ``insert`` takes it), schema,
+        columns (name and type) and row count."""
         listing = self.execute(
-            "SELECT schema_name, table_name FROM duckdb_tables() "
-            "WHERE NOT internal AND database_name = current_database() "
+            "SELECT database_name, schema_name, table_name, current_database() "
+            "FROM duckdb_tables() "
+            "WHERE NOT internal AND NOT temporary AND database_name = current_database() "
             "ORDER BY schema_name, table_name"
         ).fetchall()
         tables = []
-        for schema, table in listing:
-            name = table if schema == "main" else f"{schema}.{table}"
+        for catalog, schema, table, current in listing:
+            identity = Identity(catalog, schema, table)
             columns = self.execute(
                 "SELECT column_name, data_type FROM duckdb_columns() "
-                "WHERE schema_name = ? AND table_name = ? AND database_name = current_database() "
+                "WHERE database_name = ? AND schema_name = ? AND table_name = ? "
                 "ORDER BY column_index",
-                [schema, table],
+                list(identity),
             ).fetchall()
-            count = self.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchone()
+            count = self.execute(f"SELECT count(*) FROM {identity.sql}").fetchone()
             tables.append(
                 {
-                    "name": name,
+                    "name": identity.display(current),
+                    "schema": schema,
                     "columns": [{"name": c, "type": t} for c, t in columns],
                     "rows": int(count[0]) if count else 0,
                 }
@@ -560,6 +581,14 @@ class Database:
         transaction, DuckDB rolls it back even though its COMMIT answers without error:
         duckflock raises :class:`TransactionAbortedError` instead of reporting success.
         """
+        if not callable(fn):
+            raise TypeError(
+                "transaction takes a function of a cursor, e.g. "
+                "db.transaction(lambda cur: cur.execute(...)); to run one statement, "
+                f"use db.execute; not {type(fn).__name__}"
+            )
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            raise TypeError(f"retries must be a whole number, not {type(retries).__name__}")
         self._enter()
         try:
             cursor = self._cursors.new()
@@ -586,19 +615,26 @@ class Database:
 
 
 class Results:
-    """What ``execute`` returns: the thread's DuckDB cursor, holding the statement's result.
+    """What ``execute`` returns: a DuckDB cursor of this thread, holding the statement's
+    result for as long as this object lives (see :mod:`duckflock.cursors`).
 
     Every DuckDB method works as usual (``fetchall``, ``fetchone``, ``df``, ``arrow``,
     ``pl``, ``description``…); calls count as running statements, so ``close()`` waits
     for them, and after close they raise :class:`ClosedError` like everything else.
     """
 
-    __slots__ = ("_cursor", "_db", "_sql")
+    __slots__ = ("_cursor", "_db", "_slot", "_sql")
 
-    def __init__(self, db: Database, cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
+    def __init__(
+        self, db: Database, slot: Slot, cursor: duckdb.DuckDBPyConnection, sql: str
+    ) -> None:
         self._db = db
+        self._slot = slot
         self._cursor = cursor
         self._sql = sql
+
+    def __del__(self) -> None:
+        self._slot.release(self._cursor)
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._cursor, name)
@@ -619,24 +655,6 @@ class Results:
 
     def __repr__(self) -> str:
         return f"<duckflock.Results of {self._sql[:60]!r}>"
-
-
-def _reads_only(sql: str) -> bool:
-    """True when ``sql`` only reads, so cached schemas and incremental states stay valid.
-
-    The common prefixes decide at once; ``WITH …`` (which may end in INSERT, UPDATE or
-    DELETE) asks DuckDB's parser.
-    """
-    head = sql.lstrip()[:8].upper()
-    if head.startswith(("SELECT", "FROM", "SHOW", "DESCRIBE", "EXPLAIN")):
-        return True
-    if head.startswith("WITH"):
-        try:
-            statements = duckdb.extract_statements(sql)
-        except duckdb.Error:
-            return True  # it will not run either: execute reports the parse error
-        return all(st.type == duckdb.StatementType.SELECT for st in statements)
-    return False
 
 
 def _check_sql(sql: object) -> None:
@@ -663,7 +681,7 @@ def connect(
     (producers block beyond that); one commit takes at most ``max_batch_rows`` rows.
     Analyses: at most ``max_concurrent_analyses`` (1 to 64, default 2) refresh at
     once; a run of one is interrupted after ``analysis_timeout`` seconds (0.01 to a
-    week, default 60) unless ``analysis(timeout=…)`` says otherwise.
+    day, default 60) unless ``analysis(timeout=…)`` says otherwise.
     """
     return Database(
         database,

@@ -45,6 +45,7 @@ and remote code catch the same things. DuckDB's own exceptions are translated at
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -338,9 +339,15 @@ _BY_DUCKDB_TYPE: Sequence[tuple[type[BaseException], type[QueryError]]] = (
 )
 
 
+# DuckDB suggests the nearest catalog name even when it is one of its own system views
+_SYSTEM_SUGGESTION = re.compile(
+    r'\nDid you mean "(?:pg_|duckdb_|sqlite_|information_schema|main\.pg_|system\.)[^"]*"\?'
+)
+
+
 def translate(exc: BaseException, *, sql: str | None = None, params: Any = None) -> QueryError:
     """Map a DuckDB exception onto duckflock's tree, keeping the SQL text."""
-    message = str(exc)
+    message = _SYSTEM_SUGGESTION.sub("", str(exc))
     for duck_type, ours in _BY_DUCKDB_TYPE:
         if isinstance(exc, duck_type):
             if ours is TransactionError and is_conflict(exc):

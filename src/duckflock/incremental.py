@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +35,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .arrowfold import ArrowPlan, Output
-from .errors import BindError, ParserError, QueryError, translate
+from .errors import BindError, QueryError, translate
+from .names import Identity, Resolver, quote
+from .syntax import Reads, parse, reads, table_parts, walk
 
 STATE = "__duckflock_state"
 DELTA = "__duckflock_delta"
@@ -84,7 +85,7 @@ class Plan:
     overhead on small inputs, more than the work itself.
     """
 
-    table: str  # the source table's key (lower-case name)
+    table: Identity  # the source table
     pin: str  # touches the table: DuckDB takes a transaction's snapshot at first access
     build: str  # from the whole table
     refresh: str  # from STATE and the new rows in DELTA
@@ -115,79 +116,42 @@ def split(plan: Plan, table: pa.Table) -> tuple[pa.Table, pa.Table]:
 class Shape:
     """What an analysis query reads, and how it can refresh."""
 
-    tables: frozenset[str]
+    reads: Reads
     columns: tuple[str, ...]
     plan: Plan | None
     reason: str  # why it refreshes as it does, in words
     types: tuple[str, ...] = field(default=())
 
-
-def _parse(cursor: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
-    raw = cursor.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
-    tree: dict[str, Any] = json.loads(raw[0] if raw else "{}")
-    if tree.get("error"):
-        message = tree.get("error_message", "cannot parse")
-        if tree.get("error_type") == "parser":
-            raise ParserError(f"Parser Error: {message}", sql=sql)
-        raise QueryError(f"an analysis must be one SELECT statement: {message}", sql=sql)
-    if len(tree["statements"]) != 1:
-        raise QueryError("an analysis must be exactly one SELECT statement", sql=sql)
-    return tree
-
-
-def walk(node: Any) -> Iterator[dict[str, Any]]:
-    """Every object in a syntax tree from ``json_serialize_sql``, depth first."""
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from walk(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from walk(value)
-
-
-def _tables(tree: dict[str, Any]) -> frozenset[str]:
-    ctes = {
-        entry["key"].lower()
-        for node in walk(tree)
-        if isinstance(node.get("cte_map"), dict)
-        for entry in node["cte_map"].get("map", [])
-    }
-    names = {
-        node["table_name"].lower()
-        for node in walk(tree)
-        if node.get("type") == "BASE_TABLE" and node.get("table_name")
-    }
-    return frozenset(names - ctes)
+    @property
+    def tables(self) -> frozenset[Identity]:
+        """The base tables it reads (views expanded)."""
+        return self.reads.tables
 
 
 def inspect(cursor: duckdb.DuckDBPyConnection, sql: str, *, params: Any = None) -> Shape:
     """Parse and bind ``sql``; raise for bad SQL or unknown tables; plan if possible."""
-    tree = _parse(cursor, sql)
-    schema: pa.Schema | None = None
+    tree = parse(cursor, sql)
     if tree["statements"][0]["node"].get("type") is None:
         raise QueryError("an analysis must be a SELECT statement", sql=sql)
     try:
+        # a relation binds the query without running it, whatever trails it (; or --)
+        relation = cursor.sql(sql, params=params)
+        columns = tuple(str(name) for name in relation.columns)
+        types = tuple(str(kind) for kind in relation.types)
+        schema: pa.Schema | None = None
         if params is None:
-            described = cursor.execute(f"DESCRIBE {sql}").fetchall()
-            columns = tuple(str(row[0]) for row in described)
-            types = tuple(str(row[1]) for row in described)
-            schema = cursor.execute(f"SELECT * FROM ({sql}) AS __q LIMIT 0").to_arrow_table().schema
-        else:
-            probe = cursor.execute(f"SELECT * FROM ({sql}) AS __q LIMIT 0", params)
-            columns = tuple(str(d[0]) for d in probe.description or [])
-            types = tuple(str(d[1]) for d in probe.description or [])
+            schema = relation.limit(0).to_arrow_table().schema
     except duckdb.Error as exc:
         raise translate(exc, sql=sql, params=params) from exc
-    tables = _tables(tree)
+    read = reads(cursor, tree)
     if params is not None:
-        return Shape(tables, columns, None, "full: the query takes parameters", types)
+        return Shape(read, columns, None, "full: the query takes parameters", types)
     planner = _Planner(cursor, tree["statements"][0]["node"], columns, types, schema)
     try:
         plan = planner.plan()
     except _NotIncremental as why:
-        return Shape(tables, columns, None, f"full: {why}", types)
-    return Shape(tables, columns, plan, "incremental: append-only aggregate", types)
+        return Shape(read, columns, None, f"full: {why}", types)
+    return Shape(read, columns, plan, "incremental: append-only aggregate", types)
 
 
 class _NotIncremental(Exception):
@@ -238,6 +202,10 @@ class _Planner:
         source = node.get("from_table") or {}
         if source.get("type") != "BASE_TABLE":
             raise _NotIncremental("it does not read exactly one table (join or subquery)")
+        found = Resolver(self._cursor).lookup(table_parts(source))
+        if found is None or found.kind != "table":
+            raise _NotIncremental("it reads a view, not a table")
+        self._source = found.identity
         if source.get("sample") or source.get("at_clause") or node.get("sample"):
             raise _NotIncremental("it samples or time-travels")
         if node.get("qualify") is not None:
@@ -426,11 +394,8 @@ class _Planner:
         select: list[dict[str, Any]],
         having: dict[str, Any] | None,
     ) -> Plan:
-        table_sql = ".".join(
-            _ident(part) for part in (source.get("catalog_name"), source.get("schema_name")) if part
-        )
-        table_sql = (table_sql + "." if table_sql else "") + _ident(source["table_name"])
-        alias = _ident(source.get("alias") or source["table_name"])
+        table_sql = self._source.sql
+        alias = quote(source.get("alias") or source["table_name"])
         keys = [f"{self._sql(g)} AS __k{i}" for i, g in enumerate(groups)]
         partials = [f"{sql} AS __p{i}" for i, (sql, _) in enumerate(self._partials)]
         where_sql = f" WHERE {self._sql(where)}" if where is not None else ""
@@ -464,7 +429,7 @@ class _Planner:
             return f"WITH __merged AS ({state_sql}) SELECT *, {', '.join(extras)} FROM __merged"
 
         return Plan(
-            table=source["table_name"].lower(),
+            table=self._source,
             pin=f"SELECT 1 FROM {table_sql} LIMIT 0",
             build=with_outputs(partial_over(table_sql)),
             refresh=with_outputs(merge_sql),
@@ -532,13 +497,13 @@ class _Planner:
         }
 
     def _parse_expr(self, sql: str) -> dict[str, Any]:
-        tree = _parse(self._cursor, f"SELECT {sql}")
+        tree = parse(self._cursor, f"SELECT {sql}")
         expr: dict[str, Any] = tree["statements"][0]["node"]["select_list"][0]
         return expr
 
     def _sql(self, expr: dict[str, Any]) -> str:
         expr = dict(expr, alias="")
-        template = _parse(self._cursor, "SELECT 1")
+        template = parse(self._cursor, "SELECT 1")
         template["statements"][0]["node"]["select_list"] = [expr]
         row = self._cursor.execute(
             "SELECT json_deserialize_sql(?::JSON)", [json.dumps(template)]
@@ -553,7 +518,3 @@ def _plain_column(expr: dict[str, Any]) -> str | bool:
     if expr.get("class") == "COLUMN_REF" and expr.get("column_names"):
         return str(expr["column_names"][-1])
     return False
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

@@ -44,6 +44,7 @@ from .errors import (
     StorageError,
     WriterBrokenError,
 )
+from .names import Identity
 from .receipts import Receipt
 
 # A batch nobody waits for (only wait=False calls) may gather for this long, until it
@@ -55,6 +56,8 @@ _SAMPLES = 4096  # batch sizes and commit latencies kept for percentiles
 # upper bounds (seconds) of the commit-latency histogram exported as metrics
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _CLOSE = None  # the inbox sentinel
+# told, after each commit, its sequence number, the tables it changed and captured rows
+CommitListener = Callable[[int, set[Identity], list[tuple[Identity, pa.Table]]], None]
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,8 @@ class Writer:
         *,
         max_queued_rows: int = 500_000,
         max_batch_rows: int = 200_000,
-        on_commit: Callable[[int, set[str], list[tuple[str, pa.Table]]], None] | None = None,
+        on_commit: Callable[[int, set[Identity], list[tuple[Identity, pa.Table]]], None]
+        | None = None,
         on_schema_change: Callable[[], None] | None = None,
         commit_lock: threading.Lock | None = None,
     ) -> None:
@@ -218,12 +222,12 @@ class Writer:
             self._thread.join(timeout)
 
     @property
-    def capture(self) -> frozenset[str]:
+    def capture(self) -> frozenset[Identity]:
         """Tables whose stored rows are handed to ``on_commit`` (incremental analyses)."""
         return self._committer.capture
 
     @capture.setter
-    def capture(self, tables: frozenset[str]) -> None:
+    def capture(self, tables: frozenset[Identity]) -> None:
         self._committer.capture = tables
 
     def stats(self) -> IngestStats:

@@ -59,9 +59,9 @@ class Receipt:
         self._on_done: Callable[[], object] | None = None
 
     @classmethod
-    def empty(cls) -> Receipt:
-        """The receipt of a call with no rows: done at once."""
-        receipt = cls(None, nrows=0)
+    def empty(cls, schema: TableSchema | None = None) -> Receipt:
+        """The receipt of a call with no rows (into ``schema``'s table): done at once."""
+        receipt = cls(schema, nrows=0)
         receipt._finished = True
         return receipt
 

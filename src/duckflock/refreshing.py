@@ -89,7 +89,7 @@ class Analysis:
             "on_change": self.on_change,
             "min_interval": self.min_interval,
             "timeout": self.timeout,
-            "tables": sorted(self.shape.tables),
+            "tables": sorted(t.display() for t in self.shape.tables),
             "version": self.version,
             "last_refresh": result.refreshed_at if result else None,
             "duration": result.duration if result else None,

@@ -9,29 +9,36 @@ fresh schema before it is reported, so DDL from elsewhere cannot cause a false e
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import duckdb
 
-from .errors import SchemaMismatchError, UnknownTableError, translate
+from .errors import SchemaMismatchError, translate
+from .names import Identity, Resolver
+
+_COLUMNS_SQL = (
+    "SELECT column_name FROM duckdb_columns() "
+    "WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index"
+)
 
 
 @dataclass(frozen=True)
 class TableSchema:
-    """A table's name as the caller gave it, its quoted SQL name and its columns."""
+    """A table's name as the caller gave it, its catalog identity and its columns."""
 
     name: str
-    sql_name: str
+    identity: Identity
+    sql_name: str  # identity.sql, kept: the writer groups rows by it
     columns: tuple[str, ...]
     by_lower: dict[str, str] = field(repr=False)
     # key tuples already checked against this schema -> canonical column names
     checked: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     @property
-    def key(self) -> str:
-        """The name analyses compare with: see :func:`table_key`."""
-        return table_key(self.name)
+    def key(self) -> Identity:
+        """The table's identity: what commit notices, captures and analyses compare."""
+        return self.identity
 
     def resolve(self, names: Iterable[str]) -> tuple[str, ...] | None:
         """The canonical column names for ``names`` or None if any is unknown/repeated."""
@@ -66,23 +73,14 @@ class TableSchema:
         return f"column named twice in an insert into {self.name!r}: {key}"
 
 
-def table_key(name: str) -> str:
-    """A table name as analyses and the writer compare them: lower case, last part."""
-    return name.replace('"', "").split(".")[-1].lower()
-
-
-def quote_table(name: str) -> str:
-    """``schema.table`` -> ``"schema"."table"``; a name already quoted is kept as is."""
-    if '"' in name:
-        return name
-    return ".".join('"' + part + '"' for part in name.split("."))
-
-
 class SchemaCache:
     """Table name -> :class:`TableSchema`, filled on demand, emptied after DDL."""
 
-    def __init__(self, cursor: Callable[[], duckdb.DuckDBPyConnection]) -> None:
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        # a cursor of the cache's own, so a caller's USE or SET cannot change what a name
+        # means; guarded by _query_lock (a DuckDB cursor serves one statement at a time)
         self._cursor = cursor
+        self._query_lock = threading.Lock()
         # guards _tables: filled from any producer thread, emptied after DDL
         self._lock = threading.Lock()
         self._tables: dict[str, TableSchema] = {}
@@ -96,20 +94,17 @@ class SchemaCache:
     def refresh(self, table: str) -> TableSchema:
         if not isinstance(table, str):
             raise TypeError(f"table must be a str, not {type(table).__name__}")
-        sql_name = quote_table(table)
-        sql = f"SELECT * FROM {sql_name} LIMIT 0"
         try:
-            description = self._cursor().execute(sql).description or []
-        except duckdb.CatalogException as exc:
-            raise UnknownTableError(table, f"table {table!r} does not exist") from exc
-        except duckdb.ParserException as exc:
-            raise UnknownTableError(table, f"{table!r} is not a valid table name") from exc
+            with self._query_lock:
+                identity = Resolver(self._cursor).table(table)
+                rows = self._cursor.execute(_COLUMNS_SQL, list(identity)).fetchall()
         except duckdb.Error as exc:
-            raise translate(exc, sql=sql) from exc
-        columns = tuple(str(item[0]) for item in description)
+            raise translate(exc) from exc
+        columns = tuple(str(row[0]) for row in rows)
         schema = TableSchema(
             name=table,
-            sql_name=sql_name,
+            identity=identity,
+            sql_name=identity.sql,
             columns=columns,
             by_lower={c.lower(): c for c in columns},
         )

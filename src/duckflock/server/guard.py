@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from ..database import Database
 from ..errors import ParserError, QueryRefusedError, QueryTimeoutError, translate
-from ..incremental import walk
+from ..syntax import walk
 
 # table functions that read files or the network, run SQL of their own, or write
 _DENIED_FUNCTIONS = {

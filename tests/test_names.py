@@ -1,0 +1,233 @@
+"""Names are data: resolved against the catalog, quoted in one place, never spliced."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import duckflock
+from duckflock import UnknownTableError
+from duckflock.names import Identity, parse, quote
+from duckflock.syntax import READ, SESSION, WRITE, classify, view_query
+
+
+def test_a_table_name_cannot_inject_sql(memdb: duckflock.Database) -> None:
+    memdb.execute("CREATE TABLE t (x INTEGER)")
+    memdb.execute("CREATE TABLE victim (x INTEGER)")
+    memdb.execute("INSERT INTO victim VALUES (1)")
+    attack = '"t"; DROP TABLE victim; SELECT * FROM "t"'
+    with pytest.raises(UnknownTableError, match="not a valid table name"):
+        memdb.insert(attack, {"x": 1})
+    memdb.lock_down()
+    with pytest.raises(UnknownTableError):
+        memdb.insert(attack, {"x": 1})
+    assert memdb.execute("SELECT count(*) FROM victim").fetchone() == (1,)
+    assert memdb.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_a_malformed_name_fails_its_caller_alone(memdb: duckflock.Database) -> None:
+    memdb.execute("CREATE TABLE t (x INTEGER)")
+    barrier = threading.Barrier(9)
+    errors: list[BaseException] = []
+
+    def good(i: int) -> None:
+        barrier.wait()
+        for j in range(50):
+            memdb.insert("t", {"x": i * 100 + j})
+
+    def bad() -> None:
+        barrier.wait()
+        for _ in range(50):
+            try:
+                memdb.insert('"t" WHERE true', {"x": -1})
+            except UnknownTableError as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=good, args=(i,)) for i in range(8)]
+    threads.append(threading.Thread(target=bad))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(errors) == 50
+    assert memdb.execute("SELECT count(*), min(x) FROM t").fetchone() == (400, 0)
+
+
+def test_names_with_quotes_and_dots_round_trip_through_tables(
+    memdb: duckflock.Database,
+) -> None:
+    memdb.execute('CREATE TABLE "a""b" (x INTEGER)')
+    memdb.execute('CREATE SCHEMA "s.x"')
+    memdb.execute('CREATE TABLE "s.x"."my table" (x INTEGER)')
+    names = {t["name"]: t for t in memdb.tables()}
+    assert set(names) == {'a"b', '"s.x"."my table"'}
+    for name in names:
+        memdb.insert(name, {"x": 7})
+    assert [t["rows"] for t in memdb.tables()] == [1, 1]
+    assert names['"s.x"."my table"']["schema"] == "s.x"
+
+
+def test_schemas_are_told_apart_by_inserts_and_analyses(memdb: duckflock.Database) -> None:
+    memdb.execute("CREATE SCHEMA other")
+    memdb.execute("CREATE TABLE events (v INTEGER)")
+    memdb.execute("CREATE TABLE other.events (v INTEGER)")
+    memdb.insert("events", [{"v": i} for i in range(10)])  # 45
+    memdb.analysis("main_sum", "SELECT sum(v) AS s FROM events")
+    memdb.analysis("other_sum", "SELECT sum(v) AS s FROM other.events")
+    assert memdb.refresh("main_sum").rows() == [(45,)]
+    memdb.insert("other.events", {"v": 1000})
+    memdb.insert("OTHER.Events", {"v": 1})
+    assert memdb.refresh("main_sum").rows() == [(45,)]
+    assert memdb.refresh("other_sum").rows() == [(1001,)]
+    modes = {a["name"]: a for a in memdb.analyses()}
+    assert modes["other_sum"]["tables"] == ["other.events"]
+    assert modes["main_sum"]["tables"] == ["events"]
+
+
+def test_an_analysis_over_a_view_sees_inserts_into_its_base_table(
+    memdb: duckflock.Database,
+) -> None:
+    memdb.execute("CREATE SCHEMA s")
+    memdb.execute("CREATE TABLE s.base (v INTEGER)")
+    memdb.execute("CREATE TABLE base (v INTEGER)")  # same name, other schema: not read
+    memdb.execute("CREATE VIEW s.positive AS SELECT * FROM base WHERE v > 0")
+    memdb.analysis("n", "SELECT count(*) AS n FROM s.positive", on_change=True)
+    assert memdb.refresh("n").rows() == [(0,)]
+    status = memdb.analyses()[0]
+    assert status["tables"] == ["s.base"]  # the view binds `base` in its own schema
+    assert status["incremental"] is False
+    for i in range(10):
+        memdb.insert("s.base", {"v": i + 1})
+    assert memdb.refresh("n").rows() == [(10,)]
+    # and on_change fires for the base table, through the view
+    version = memdb.result("n").version  # type: ignore[union-attr]
+    memdb.insert("s.base", {"v": 5})
+    assert memdb.result("n", min_version=version + 1, timeout=30).rows() == [(11,)]  # type: ignore[union-attr]
+    with pytest.raises(UnknownTableError, match="is a view"):
+        memdb.insert("s.positive", {"v": 1})
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM query('SELECT count(*) AS n FROM t')",
+        "SELECT * FROM query_table('t')",
+        "SELECT * FROM counted()",
+    ],
+)
+def test_queries_that_hide_their_tables_refresh_on_every_commit(
+    memdb: duckflock.Database, sql: str
+) -> None:
+    memdb.execute("CREATE TABLE t (v INTEGER)")
+    memdb.execute("CREATE MACRO counted() AS TABLE SELECT count(*) AS n FROM t")
+    memdb.analysis("hidden", sql, on_change=True)
+    first = memdb.refresh("hidden")
+    memdb.insert("t", {"v": 1})
+    later = memdb.result("hidden", min_version=first.version + 1, timeout=30)
+    assert later is not None
+    assert later.table.num_rows == 1
+
+
+@pytest.mark.parametrize(
+    "sql", ["SELECT count(*) AS n FROM t;", "SELECT count(*) AS n FROM t -- trailing"]
+)
+def test_analysis_sql_may_end_in_a_semicolon_or_a_comment(
+    memdb: duckflock.Database, sql: str
+) -> None:
+    memdb.execute("CREATE TABLE t (v INTEGER)")
+    memdb.insert("t", [{"v": 1}, {"v": 2}])
+    memdb.analysis("n", sql)
+    assert memdb.refresh("n").rows() == [(2,)]
+    memdb.insert("t", {"v": 3})
+    assert memdb.refresh("n").rows() == [(3,)]
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        "db.sql('DELETE FROM t WHERE v < 5')",
+        "db.execute('SELECT 1; DELETE FROM t WHERE v < 5')",
+        "db.execute('EXPLAIN ANALYZE DELETE FROM t WHERE v < 5')",
+        "db.executemany('DELETE FROM t WHERE v < ?', [[5]])",
+        "db.execute('WITH x AS (SELECT 5) DELETE FROM t WHERE v < (FROM x)')",
+        "db.transaction(lambda c: c.execute('DELETE FROM t WHERE v < 5'))",
+    ],
+)
+def test_every_write_path_makes_incremental_state_rebuild(
+    memdb: duckflock.Database, write: str
+) -> None:
+    memdb.execute("CREATE TABLE t (v INTEGER)")
+    memdb.insert("t", [{"v": i} for i in range(10)])
+    memdb.analysis("s", "SELECT sum(v) AS s, count(*) AS n FROM t")
+    assert memdb.refresh("s").rows() == [(45, 10)]
+    eval(write, {"db": memdb})
+    memdb.insert("t", {"v": 100})
+    assert memdb.refresh("s").rows() == [(135, 6)]
+    full = memdb.execute("SELECT sum(v) AS s, count(*) AS n FROM t").fetchall()
+    assert memdb.result("s").rows() == full  # type: ignore[union-attr]
+
+
+def test_a_kept_result_reads_its_own_rows(memdb: duckflock.Database) -> None:
+    first = memdb.execute("SELECT 1 AS a")
+    second = memdb.execute("SELECT 2 AS b")
+    assert first.fetchall() == [(1,)]
+    assert second.fetchall() == [(2,)]
+    assert [d[0] for d in first.description] == ["a"]
+    memdb.execute("SELECT 3").fetchall()  # needs a third cursor: both results live
+    before = memdb.open_cursors
+    for _ in range(100):
+        memdb.execute("SELECT 3").fetchall()  # a result dropped at once frees its cursor
+    assert memdb.open_cursors == before
+
+
+@pytest.mark.parametrize(
+    ("sql", "kind"),
+    [
+        ("SELECT 1", READ),
+        ("FROM t", READ),
+        ("EXPLAIN SELECT 1", READ),
+        ("SELECT 1; DELETE FROM t", WRITE),
+        ("EXPLAIN ANALYZE DELETE FROM t", WRITE),
+        ("EXPLAIN /* x */ ANALYZE DELETE FROM t", WRITE),
+        ("EXPLAIN DELETE FROM t", WRITE),
+        ("WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a", WRITE),
+        ("CALL checkpoint()", WRITE),
+        ("PRAGMA table_info('t')", READ),
+        ("SET threads = 2", SESSION),
+        ("USE memory", SESSION),
+        ("not sql at all", READ),
+    ],
+)
+def test_statements_are_classified_by_the_parser(sql: str, kind: str) -> None:
+    assert classify(sql) == kind
+
+
+def test_view_text_is_read_with_quotes_respected() -> None:
+    assert view_query('CREATE VIEW "x AS SELECT 1" (a) AS SELECT x FROM t;') == "SELECT x FROM t"
+    assert view_query('CREATE VIEW s."v(""" ("a)", b) AS FROM t;') == "FROM t"
+    assert view_query("CREATE TABLE t (x INTEGER);") is None
+
+
+@given(
+    st.lists(
+        st.text(min_size=1, max_size=12).filter(lambda s: "\x00" not in s), min_size=1, max_size=3
+    )
+)
+@settings(max_examples=200, deadline=None)
+def test_quoted_names_parse_back_to_their_parts(parts: list[str]) -> None:
+    assert parse(".".join(quote(p) for p in parts)) == tuple(parts)
+
+
+@pytest.mark.parametrize("bad", ["", "a..b", '"open', 'a"b.c', "a.b.c.d", '"t" x', "."])
+def test_malformed_names_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - each message names the problem
+        parse(bad)
+
+
+def test_identity_quotes_every_part() -> None:
+    identity = Identity("my db", 'sch"ema', "t.x")
+    assert identity.sql == '"my db"."sch""ema"."t.x"'
+    assert identity.display("my db") == '"sch""ema"."t.x"'
