@@ -1,11 +1,12 @@
 """Analyses are bounded and fair: time limits, cancellation, close(), validated timings,
 waiting across a replacement, and a capture set that concurrent definitions cannot
-leave stale."""
+leave stale. ``DUCKFLOCK_ANALYSES_ROUNDS`` (default 20) lengthens the capture race."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ RUNAWAY = "SELECT count(*) AS n FROM range(10000000000000::BIGINT)"
 EVENTS = "CREATE TABLE events (k VARCHAR, v INTEGER)"
 PER_K = "SELECT k, count(*) AS n, sum(v) AS s FROM events GROUP BY k ORDER BY k"
 COUNT = "SELECT count(*) AS n FROM events"
+ROUNDS = int(os.environ.get("DUCKFLOCK_ANALYSES_ROUNDS", "20"))
 
 
 @pytest.fixture
@@ -425,7 +427,7 @@ def test_concurrent_define_and_drop_never_leave_an_analysis_without_its_rows() -
             publish(tables)
 
         db._on_capture_change = slow_publish  # type: ignore[method-assign]
-        rounds = 20
+        rounds = ROUNDS
         start = threading.Barrier(3)
         done = threading.Event()
         failures: list[BaseException] = []
