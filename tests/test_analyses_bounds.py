@@ -370,6 +370,12 @@ def test_waits_are_finite_and_not_negative(
         events.result("x", min_version=1, timeout=value)
     with pytest.raises(error, match=r"timeout must be a number of seconds from 0 to 86400"):
         events.refresh("x", timeout=value)
+    subscription = events.subscribe("x", lambda result: None)
+    with pytest.raises(error, match=r"timeout must be a number of seconds from 0 to 86400"):
+        subscription.cancel(value)
+    assert subscription.active
+    subscription.cancel()
+    assert not subscription.active
 
 
 @pytest.mark.parametrize(
