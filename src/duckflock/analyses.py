@@ -273,7 +273,7 @@ class Scheduler:
             if not analysis.running and self._busy < self._max_concurrent:
                 self._dispatch(analysis, time.monotonic())  # straight to a worker
                 if analysis.deadline < self._next_wake:
-                    self._wake.notify()  # the watchdog must know the new deadline
+                    self._wake.notify()  # the watchdog must know the new deadline (rare)
             else:
                 analysis.forced = True
                 self._wake.notify()
@@ -440,6 +440,11 @@ class Scheduler:
                     analysis = self._analyses[name]
                     self._dispatch(analysis, now)
                     wake = min(wake, analysis.deadline)
+                # never sleep past the shortest time limit: a run that refresh() hands
+                # straight to a worker then needs no wake-up of this thread to be watched
+                # (its deadline is later than our next look), which keeps refresh() fast
+                shortest = min((a.timeout for a in self._analyses.values()), default=math.inf)
+                wake = min(wake, now + shortest)
                 self._next_wake = wake
                 self._wake.wait(None if wake == math.inf else max(0.0, wake - now))
 
