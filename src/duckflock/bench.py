@@ -163,14 +163,15 @@ def streaming(
     threads: int,
     per_thread: int,
     setup: Callable[[Database], Any] | None = None,
+    **options: Any,
 ) -> Figure:
     """(c) 8 threads inserting single rows with ``wait=False``, then ``flush()``.
 
     ``setup`` runs on the fresh database before the clock starts (e.g. to define
-    analyses that then refresh while the rows stream in).
+    analyses that then refresh while the rows stream in); ``options`` go to ``connect``.
     """
-    path = workdir / f"c{'_setup' if setup else ''}.duckdb"
-    with connect(path) as db:
+    path = workdir / f"c{'_setup' if setup else ''}{len(list(workdir.glob('c*.duckdb')))}.duckdb"
+    with connect(path, **options) as db:
         db.execute(TABLE)
         if setup is not None:
             setup(db)
