@@ -1,15 +1,26 @@
-"""The dashboard in a real browser: headless Chromium (Debian's) driven by Playwright."""
+"""The dashboard in a real browser: headless Chromium (Debian's) driven by Playwright,
+against a real ``duckflock serve`` (uvicorn) subprocess.
+
+Screenshots of each state are kept in test-artifacts/ for a person to look at.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
+import json
+import re
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import conftest
+import duckflock
 from conftest import ServerProcess
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -25,9 +36,20 @@ FLAGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
+# a table in a schema with a dot in its name, whose own name holds quotes and spaces;
+# and one in main whose name holds a quote and an apostrophe
+ODD_SCHEMA = "odd.schema"
+ODD_TABLE = 'say "hi" now'
+ODD_NAME = '"odd.schema"."say ""hi"" now"'  # as /v1/tables lists it (and insert takes it)
+MAIN_ODD = 'it\'s "quoted"'
+READINGS_START = dt.datetime(2026, 1, 5, 9, 0)
+HOURLY = (
+    "SELECT date_trunc('hour', taken_at) AS hour, avg(temperature) AS temperature, "
+    "max(humidity) AS humidity FROM readings GROUP BY 1"
+)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     playwright_sync = pytest.importorskip("playwright.sync_api")
     assert Path(CHROMIUM).exists(), "Debian's chromium is needed (.ci/run installs it)"
@@ -35,6 +57,92 @@ def browser() -> Iterator[Any]:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         yield chromium
         chromium.close()
+
+
+@dataclass
+class Console:
+    """What the page logged. Chromium itself logs one "Failed to load resource" line per
+    failed request (a refused connection, a 4xx answer); everything else is the page's."""
+
+    lines: list[tuple[float, str, str]] = field(default_factory=list)
+
+    def attach(self, page: Any) -> None:
+        page.on("console", lambda m: self.lines.append((time.monotonic(), m.type, m.text)))
+        page.on("pageerror", lambda e: self.lines.append((time.monotonic(), "pageerror", str(e))))
+
+    def page_errors(self) -> list[str]:
+        return [
+            text
+            for _, kind, text in self.lines
+            if kind in ("error", "pageerror", "warning")
+            and not text.startswith("Failed to load resource")
+        ]
+
+    def failed_requests(self, since: float = 0.0) -> list[str]:
+        return [
+            text
+            for at, kind, text in self.lines
+            if at >= since and kind == "error" and text.startswith("Failed to load resource")
+        ]
+
+
+def open_page(browser: Any, url: str, console: Console) -> Any:
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, locale="en-US")
+    console.attach(page)
+    page.goto(url)
+    return page
+
+
+def shoot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def build_workspace(path: Path) -> None:
+    """A database file with a time series, a plain table and two oddly named tables."""
+    db = duckflock.connect(str(path))
+    try:
+        db.execute("CREATE TABLE events (p INTEGER, i INTEGER, note VARCHAR)")
+        db.execute(
+            "CREATE TABLE readings (taken_at TIMESTAMP, sensor VARCHAR, temperature DOUBLE, "
+            "humidity DOUBLE, pressure DECIMAL(10, 2))"
+        )
+        db.execute(f"CREATE SCHEMA {duckflock_quote(ODD_SCHEMA)}")
+        db.execute(f"CREATE TABLE {ODD_NAME} (k INTEGER, label VARCHAR)")
+        db.execute(f"CREATE TABLE {duckflock_quote(MAIN_ODD)} (amount BIGINT)")
+        db.insert(
+            "readings",
+            [
+                {
+                    "taken_at": READINGS_START + dt.timedelta(minutes=10 * i),
+                    "sensor": "s1",
+                    "temperature": 20 + i * 0.5,
+                    "humidity": 60 - i * 0.25,
+                    "pressure": f"{1000 + i * 12.25:.2f}",
+                }
+                for i in range(40)
+            ],
+        )
+        db.insert(ODD_NAME, [{"k": k, "label": f"row {k}"} for k in range(5)])
+        db.insert(duckflock_quote(MAIN_ODD), [{"amount": 1_234_567}])
+    finally:
+        db.close()
+
+
+def duckflock_quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Iterator[ServerProcess]:
+    build_workspace(tmp_path / "work.duckdb")
+    config = tmp_path / "duckflock.toml"
+    config.write_text(
+        f"[[analyses]]\nname = 'hourly'\nsql = \"{HOURLY}\"\non_change = true\nmin_interval = 0\n"
+    )
+    process = ServerProcess(tmp_path / "work.duckdb", "--config", str(config))
+    yield process
+    process.stop()
 
 
 def test_dashboard_shows_rows_live(server: ServerProcess, browser: Any) -> None:
@@ -48,11 +156,8 @@ def test_dashboard_shows_rows_live(server: ServerProcess, browser: Any) -> None:
             min_interval=0,
         )
         client.analysis("broken", "SELECT CAST(note AS INTEGER) AS x FROM events", every=0.2)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        problems: list[str] = []
-        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: problems.append(str(e)))
-        page.goto(server.url + "/")
+        console = Console()
+        page = open_page(browser, server.url + "/", console)
         page.wait_for_selector('#tables tr[data-table="events"] td.rows', timeout=10_000)
         card = '.card[data-name="latest_notes"]'
         page.wait_for_selector(f"{card}[data-version]", timeout=10_000)
@@ -72,10 +177,270 @@ def test_dashboard_shows_rows_live(server: ServerProcess, browser: Any) -> None:
             ".textContent === '5'",
             timeout=5_000,
         )
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        assert page.get_attribute("#connection", "data-state") == "live"
+        shoot(page, "dashboard.png")
         page.close()
-    assert problems == []
+    assert console.page_errors() == []
+
+
+def test_sql_box_shows_a_table_and_a_time_chart(workspace: ServerProcess, browser: Any) -> None:
+    console = Console()
+    page = open_page(browser, workspace.url + "/", console)
+    # the SQL orders oldest first: the table shows newest first, the chart runs left to right
+    page.fill(
+        "#sql",
+        "SELECT taken_at, temperature, humidity, pressure FROM readings ORDER BY taken_at",
+    )
+    page.click("#run")
+    page.wait_for_selector("#query-result svg.line-chart polyline.line", timeout=10_000)
+    result = "#query-result"
+    first_row = page.locator(f"{result} tbody tr").first
+    assert first_row.locator("td").nth(0).inner_text() == "2026-01-05 15:30:00"
+    assert first_row.locator("td").nth(3).inner_text() == "1,477.75"  # decimal, grouped, exact
+    assert page.inner_text(f"{result} .table-note").startswith("40 rows")
+    assert "newest first by taken_at" in page.inner_text(f"{result} .table-note")
+    # every numeric column can be charted; the first one is by default
+    columns = page.eval_on_selector_all(
+        f"{result} .legend input", "boxes => boxes.map(b => [b.dataset.column, b.checked])"
+    )
+    assert columns == [["temperature", True], ["humidity", False], ["pressure", False]]
+    assert page.text_content(f"{result} .x-title") == "taken_at (UTC)"
+    assert page.text_content(f"{result} .y-title") == "temperature"
+    ticks = page.eval_on_selector_all(f"{result} .time-tick", "t => t.map(x => x.textContent)")
+    assert ticks[0] == "01-05 09:00" and all(re.fullmatch(r"\d\d:\d\d", t) for t in ticks[1:])
+    assert len(ticks) >= 4
+    # time runs left to right and the temperature rises: x grows, y (downwards) shrinks
+    points = page.get_attribute(f'{result} polyline[data-column="temperature"]', "points")
+    assert points is not None
+    xy = [tuple(map(float, p.split(","))) for p in points.split()]
+    assert len(xy) == 40
+    assert all(a[0] < b[0] and a[1] > b[1] for a, b in itertools.pairwise(xy))
+    # formatted tick labels on the value axis
+    labels = page.eval_on_selector_all(f"{result} .y-axis text", "t => t.map(x => x.textContent)")
+    assert labels and all(re.fullmatch(r"\d+", label) for label in labels)
+
+    # pick humidity as well, then drop temperature
+    page.check(f'{result} .legend input[data-column="humidity"]')
+    page.wait_for_selector(f'{result} polyline[data-column="humidity"]')
+    assert page.text_content(f"{result} .y-title") == "value"
+    page.uncheck(f'{result} .legend input[data-column="temperature"]')
+    assert page.locator(f'{result} polyline[data-column="temperature"]').count() == 0
+    assert page.text_content(f"{result} .y-title") == "humidity"
+    page.check(f'{result} .legend input[data-column="pressure"]')
+    page.wait_for_selector(f'{result} polyline[data-column="pressure"]')
+    big = page.eval_on_selector_all(f"{result} .y-axis text", "t => t.map(x => x.textContent)")
+    assert "1,000" in big, big  # grouped thousands
+    shoot(page, "query.png")
+
+    # a grouped result: bars with one label per category, axis titles
+    page.fill("#sql", "SELECT sensor, count(*) AS n, max(pressure) AS top FROM readings GROUP BY 1")
+    page.press("#sql", "Control+Enter")
+    page.wait_for_selector(f"{result} svg.bar-chart rect.bar", timeout=10_000)
+    assert page.text_content(f"{result} .x-title") == "sensor"
+    assert page.locator(f"{result} rect.bar").count() == 1
+    assert page.inner_text(f"{result} tbody td.num") == "40"
+    # many categories: the first 60 are charted, and the chart says so
+    page.fill("#sql", "SELECT 'k' || i AS k, i * 1000 AS v FROM range(100) AS t(i)")
+    page.click("#run")
+    page.wait_for_selector(f"{result} .chart-note", timeout=10_000)
+    assert page.locator(f"{result} rect.bar").count() == 60
+    assert page.inner_text(f"{result} .chart-note") == "chart: the first 60 of 100 rows"
+    assert page.inner_text(f"{result} tbody tr:nth-child(100) td.num") == "99,000"
+
+    # errors say what is wrong: bad SQL, and a write through the read-only box
+    page.fill("#sql", "SELEC nonsense")
+    page.click("#run")
+    page.wait_for_selector(f"{result} .error")
+    assert page.inner_text(f"{result} .error").startswith("ParserError:")
+    page.fill("#sql", "DELETE FROM readings")
+    page.click("#run")
+    page.wait_for_selector(f'{result} .error:text-matches("^QueryRefusedError")')
+    with workspace.client() as client:
+        assert client.query("SELECT count(*) AS n FROM readings").column("n").to_pylist() == [40]
+    page.close()
+    assert console.page_errors() == []
+
+
+def test_table_browser_previews_names_that_need_quoting(
+    workspace: ServerProcess, browser: Any
+) -> None:
+    console = Console()
+    page = open_page(browser, workspace.url + "/", console)
+    row = f"#tables tr[data-table={json.dumps(ODD_NAME)}]"
+    page.wait_for_selector(row, timeout=10_000)
+    with workspace.client() as client:  # the newest row must come first
+        client.insert(ODD_NAME, {"k": 99, "label": "newest"})
+    page.click(row)
+    page.wait_for_selector("#preview-result tbody tr", timeout=10_000)
+    expected = 'SELECT * FROM "odd.schema"."say ""hi"" now" ORDER BY rowid DESC LIMIT 50'
+    assert page.inner_text("#preview-sql") == expected
+    assert page.inner_text("#preview-name") == ODD_NAME
+    cells = page.eval_on_selector_all(
+        "#preview-result tbody tr", "rows => rows.map(r => r.cells[1].textContent)"
+    )
+    assert cells == ["newest", "row 4", "row 3", "row 2", "row 1", "row 0"]
+    assert "k INTEGER, label VARCHAR" in page.inner_text("#preview-columns")
+    shoot(page, "preview.png")
+
+    # a main-schema table whose name has a quote and an apostrophe
+    page.click(f"#tables tr[data-table={json.dumps(MAIN_ODD)}]")
+    page.wait_for_selector('#preview-result td:text-is("1,234,567")', timeout=10_000)
+    ticks = page.eval_on_selector_all(
+        "#preview-result .y-axis text", "t => t.map(x => x.textContent)"
+    )
+    assert "1M" in ticks and "500K" in ticks, ticks  # big numbers in compact form
+    assert page.inner_text("#preview-sql") == (
+        'SELECT * FROM "main"."it\'s ""quoted""" ORDER BY rowid DESC LIMIT 50'
+    )
+    # the preview's SQL opens in the query box and runs there
+    page.click("#preview-edit")
+    assert page.input_value("#sql") == page.inner_text("#preview-sql")
+    page.click("#run")
+    page.wait_for_selector('#query-result td:text-is("1,234,567")', timeout=10_000)
+    page.close()
+    assert console.page_errors() == []
+
+
+def test_define_edit_and_drop_an_analysis(workspace: ServerProcess, browser: Any) -> None:
+    console = Console()
+    page = open_page(browser, workspace.url + "/", console)
+    page.wait_for_selector('.card[data-name="hourly"][data-version]', timeout=10_000)
+    # the time-keyed analysis: a line chart on a time axis, newest hour first in its table
+    hourly = '.card[data-name="hourly"]'
+    page.wait_for_selector(f"{hourly} svg.line-chart .time-tick")
+    assert page.inner_text(f"{hourly} tbody tr:first-child td:first-child") == (
+        "2026-01-05 15:00:00"
+    )
+    # every action shows the role it needs
+    assert page.inner_text("#new-analysis + .role") == "admin role"
+    assert page.inner_text(f"{hourly} .card-actions .role") == "admin role"
+    assert page.inner_text("#run + .role") == "read role"
+
+    page.click("#new-analysis")
+    page.fill("#analysis-name", "per_sensor")
+    page.fill(
+        "#analysis-sql", "SELECT sensor, count(*) AS n FROM readings GROUP BY sensor ORDER BY 1"
+    )
+    page.fill("#analysis-min-interval", "0")
+    page.click("#analysis-save")
+    card = '.card[data-name="per_sensor"]'
+    page.wait_for_selector(f'{card} td:text-is("40")', timeout=10_000)
+    assert "Defined analysis" in page.inner_text("#analysis-message")
+    assert page.is_hidden("#analysis-form")
+    with workspace.client() as client:
+        status = {a["name"]: a for a in client.analyses()}["per_sensor"]
+        assert status["on_change"] is True and status["every"] is None
+        # on new data: a new sensor shows up in the card by itself
+        client.insert("readings", {"taken_at": "2026-01-05 09:00:00", "sensor": "s2"})
+    page.wait_for_selector(f'{card} td:text-is("s2")', timeout=10_000)
+    assert page.locator(f"{card} svg.bar-chart rect.bar").count() == 2
+    shoot(page, "analyses.png")
+
+    # edit: the form comes back filled in; the name stays, the SQL changes
+    page.click(f"{card} button.edit")
+    assert page.input_value("#analysis-name") == "per_sensor"
+    assert page.get_attribute("#analysis-name", "readonly") is not None
+    assert "count(*) AS n" in page.input_value("#analysis-sql")
+    page.fill(
+        "#analysis-sql",
+        "SELECT sensor, count(*) AS n, avg(temperature) AS mean FROM readings "
+        "GROUP BY sensor ORDER BY 1",
+    )
+    page.fill("#analysis-every", "30")
+    page.click("#analysis-save")
+    page.wait_for_selector(f'{card} .legend input[data-column="mean"]', timeout=10_000)
+    assert "Saved analysis" in page.inner_text("#analysis-message")
+    assert "every 30 s" in page.inner_text(f"{card} .schedule")
+    with workspace.client() as client:
+        status = {a["name"]: a for a in client.analyses()}["per_sensor"]
+        assert "avg(temperature)" in status["sql"] and status["every"] == 30
+
+    # a bad definition says what is wrong and leaves the form open
+    page.click("#new-analysis")
+    page.fill("#analysis-name", "bad")
+    page.fill("#analysis-sql", "SELECT * FROM no_such_table")
+    page.click("#analysis-save")
+    page.wait_for_selector("#analysis-message.error", timeout=10_000)
+    assert page.inner_text("#analysis-message").startswith("CatalogError:")
+    assert page.is_visible("#analysis-form")
+    page.click("#analysis-cancel")
+
+    # drop: the first click arms the button, the second drops
+    page.click(f"{card} button.drop")
+    assert page.inner_text(f"{card} button.drop") == "Confirm drop"
+    with workspace.client() as client:
+        assert "per_sensor" in {a["name"] for a in client.analyses()}
+    page.click(f"{card} button.drop")
+    page.wait_for_selector(card, state="detached", timeout=10_000)
+    assert "Dropped analysis" in page.inner_text("#analysis-message")
+    with workspace.client() as client:
+        assert {a["name"] for a in client.analyses()} == {"hourly"}
+    page.close()
+    assert console.page_errors() == []
+
+
+def test_disconnected_state_backs_off_quietly_and_recovers(
+    tmp_path: Path, browser: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_workspace(tmp_path / "work.duckdb")
+    config = tmp_path / "duckflock.toml"
+    config.write_text(
+        f"[[analyses]]\nname = 'hourly'\nsql = \"{HOURLY}\"\non_change = true\nmin_interval = 0\n"
+    )
+    process = ServerProcess(tmp_path / "work.duckdb", "--config", str(config))
+    console = Console()
+    try:
+        page = open_page(browser, process.url + "/", console)
+        page.wait_for_selector('.card[data-name="hourly"][data-version]', timeout=10_000)
+        page.wait_for_selector('#connection[data-state="live"]', timeout=10_000)
+        assert page.is_hidden("#banner")
+
+        assert process.stop() == 0
+        outage = time.monotonic()
+        page.wait_for_selector('#connection[data-state="offline"]', timeout=10_000)
+        assert page.is_visible("#banner")
+        assert "cannot be reached" in page.inner_text("#banner")
+        assert page.evaluate("document.body.classList.contains('stale')")
+        page.wait_for_function(  # the stale data is greyed out
+            "Number(getComputedStyle(document.querySelector('#analyses')).opacity) < 0.6",
+            timeout=5_000,
+        )
+        # the kept data stays on the page
+        assert page.locator('.card[data-name="hourly"] tbody tr').count() == 7
+        # attempts back off: 0.5, 1, 2 s apart …; one request each, nothing else logged
+        page.wait_for_function(
+            "Number(document.querySelector('#connection').dataset.attempt) >= 3",
+            timeout=15_000,
+        )
+        assert re.search(r"disconnected · retrying", page.inner_text("#status"))
+        shoot(page, "offline.png")
+        attempts = int(page.get_attribute("#connection", "data-attempt") or 0)
+        failed = console.failed_requests(since=outage)
+        # each attempt logs one line (Chromium's own); plus at most the poll's two
+        # requests, the event stream cut mid-answer and one health check as it began
+        assert len(failed) <= attempts + 4, failed
+        assert all(line.startswith("Failed to load resource: net::ERR_") for line in failed)
+        assert console.page_errors() == []
+        elapsed = time.monotonic() - outage
+        # no spam: a request every 2 s (the old poll) would have made this many lines
+        assert len(failed) < elapsed / 2 + 4
+
+        # the same port again: the page finds the server by itself
+        monkeypatch.setattr(conftest, "free_port", lambda: process.port)
+        process = ServerProcess(tmp_path / "work.duckdb", "--config", str(config))
+        page.wait_for_selector('#connection[data-state="live"]', timeout=20_000)
+        assert page.is_hidden("#banner")
+        assert not page.evaluate("document.body.classList.contains('stale')")
+        with process.client() as client:
+            client.insert("readings", {"taken_at": "2026-01-05 16:05:00", "temperature": 99.5})
+        card = '.card[data-name="hourly"]'
+        page.wait_for_selector(f'{card} td:text-is("2026-01-05 16:00:00")', timeout=10_000)
+        assert page.inner_text(f"{card} tbody tr:first-child td:nth-child(2)") == "99.5"
+        shoot(page, "recovered.png")
+        page.close()
+        assert console.page_errors() == []
+    finally:
+        process.stop()
 
 
 def test_dashboard_with_a_token(tmp_path: Path, browser: Any) -> None:
@@ -83,11 +448,102 @@ def test_dashboard_with_a_token(tmp_path: Path, browser: Any) -> None:
     try:
         with process.client() as client:
             client.analysis("n", "SELECT 42 AS answer", every=60)
-        page = browser.new_page()
-        page.goto(process.url + "/?access_token=t0ken")
+        console = Console()
+        page = open_page(browser, process.url + "/?access_token=t0ken", console)
         page.wait_for_selector('.card[data-name="n"] td:text-is("42")', timeout=10_000)
+        # a refused token: the action says which role it needs
+        page.fill("#token", "wrong")
+        page.click("#token-form button")
+        assert "access_token=wrong" in page.url
+        page.click("#new-analysis")
+        page.fill("#analysis-name", "m")
+        page.fill("#analysis-sql", "SELECT 1 AS one")
+        page.click("#analysis-save")
+        page.wait_for_selector("#analysis-message.error", timeout=10_000)
+        message = page.inner_text("#analysis-message")
+        assert "AuthenticationError" in message and "admin role" in message
+        page.wait_for_selector('#connection[data-state="refused"]', timeout=10_000)
+        assert "AuthenticationError" in page.inner_text("#status")
+        assert "read role" in page.inner_text("#status")
+        shoot(page, "token-refused.png")
+
+        # the page itself needs the token today (only /v1/health is public)
         page.goto(process.url + "/")
         assert "AuthenticationError" in page.inner_text("body")
         page.close()
+        assert console.page_errors() == []
     finally:
         assert process.stop() == 0
+
+
+def test_scales_names_and_formats_in_the_page(browser: Any) -> None:
+    """The page's own functions, on cases the end-to-end tests do not reach."""
+    from duckflock.server.app import _dashboard_html
+
+    page = browser.new_page(locale="en-US")
+    page.set_content(_dashboard_html())  # no server: the page only goes offline
+
+    def js(expression: str) -> Any:
+        return page.evaluate(expression)
+
+    utc = "Date.UTC(2026, 0, 5, 9, 0, 0)"
+    assert js(f"parseTime('2026-01-05T09:00:00') === {utc}")
+    assert js(f"parseTime('2026-01-05 09:00:00.123456') === {utc} + 123")
+    assert js(f"parseTime('2026-01-05T11:00:00+02:00') === {utc}")
+    assert js("parseTime('2026-01-05') === Date.UTC(2026, 0, 5)")
+    assert js("Number.isNaN(parseTime(null))")
+    labels = """(lo, hi, n) => { const t = timeTicks(lo, hi, n);
+        return t.ticks.map((x, i) => timeLabel(x, t.step, t.ticks[i - 1])); }"""
+    assert js(f"({labels})({utc}, {utc} + 30000, 6)") == [
+        "01-05 09:00:00", "09:00:05", "09:00:10", "09:00:15", "09:00:20", "09:00:25",
+        "09:00:30",
+    ]  # fmt: skip
+    assert js(f"({labels})({utc} + 1, {utc} + 400, 4)") == [
+        "01-05 09:00:00.100",
+        "09:00:00.200",
+        "09:00:00.300",
+        "09:00:00.400",
+    ]
+    assert js(f"({labels})({utc}, {utc} + 3 * 86400000, 4)") == [
+        "2026-01-06",
+        "2026-01-07",
+        "2026-01-08",
+    ]
+    assert js(f"({labels})({utc}, Date.UTC(2028, 5, 1), 6)") == [
+        "2026-07",
+        "2027-01",
+        "2027-07",
+        "2028-01",
+    ]
+    assert js("niceTicks(3, 97, 5).ticks") == [0, 20, 40, 60, 80, 100]
+    assert js("niceTicks(0, 1, 5, 1).ticks") == [0, 1]
+    assert js("niceTicks(-0.3, 0.3, 4).ticks") == [-0.4, -0.2, 0, 0.2, 0.4]
+    assert js("formatNumber('12345678.901')") == "12,345,678.901"  # a decimal: every digit
+    assert js("formatNumber('-98765432109876543210')") == "-98,765,432,109,876,543,210"
+    assert js("formatNumber(1234567)") == "1,234,567"
+    assert js("formatNumber(1234.56789)") == "1,234.568"
+    assert js("formatNumber(0.000123456)") == "0.0001235"
+    assert js("formatTick(250000, 50000)") == "250K"
+    assert js("formatTick(0.25, 0.05)") == "0.25"
+    kinds = ["int64", "uint8", "double", "decimal128(10, 2)", "timestamp[us, tz=UTC]",
+             "date32[day]", "time64[us]", "string", "month_day_nano_interval", "bool"]  # fmt: skip
+    assert js(f"{json.dumps(kinds)}.map(kindOf)") == [
+        "number", "number", "number", "number", "time", "time", "other", "other", "other",
+        "other",
+    ]  # fmt: skip
+    assert js("describe({types: ['int32', 'int64']}).key") == 0  # the first labels the rest
+    assert js("describe({types: ['double']}).keyKind") == "index"
+    # the preview's SQL: each part quoted, quotes doubled, whatever the listing's form
+    cases = [
+        ({"name": "a.b", "schema": "main", "columns": []}, '"main"."a.b"'),
+        ({"name": "s.t", "schema": "s", "columns": []}, '"s"."t"'),
+        ({"name": ODD_NAME, "schema": ODD_SCHEMA, "columns": []}, '"odd.schema"."say ""hi"" now"'),
+        ({"name": "x", "schema": "s", "table": 'q"t', "columns": []}, '"s"."q""t"'),
+    ]
+    for table, target in cases:
+        assert js(f"previewSql({json.dumps(table)})") == (
+            f"SELECT * FROM {target} ORDER BY rowid DESC LIMIT 50"
+        )
+    with_rowid = {"name": "t", "schema": "main", "columns": [{"name": "RowId", "type": "INT"}]}
+    assert js(f"previewSql({json.dumps(with_rowid)})") == 'SELECT * FROM "main"."t" LIMIT 50'
+    page.close()

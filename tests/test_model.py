@@ -169,3 +169,5 @@ Model.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestModel = Model.TestCase
+# the whole machine is one pytest test: its time limit grows with the knobs
+TestModel.pytestmark = [pytest.mark.timeout(max(120, EXAMPLES * STEPS // 5))]
