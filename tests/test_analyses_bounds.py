@@ -16,6 +16,7 @@ import pytest
 
 import duckflock
 from duckflock import ClosedError, QueryTimeoutError, ResultTimeoutError, UnknownAnalysisError
+from duckflock.results import Mailbox
 
 RUNAWAY = "SELECT count(*) AS n FROM range(10000000000000::BIGINT)"
 EVENTS = "CREATE TABLE events (k VARCHAR, v INTEGER)"
@@ -278,6 +279,42 @@ def test_refresh_follows_a_replacement_defined_while_it_waits() -> None:
         assert not refresher.is_alive()
         (result,) = outcome
         assert result.rows() == [(7,)]
+
+
+def test_refresh_right_after_a_result_waits_for_one_run_not_two(
+    events: duckflock.Database,
+) -> None:
+    """A run that has published but whose thread has not finished yet (here: held in a
+    reader's wake-up) is not "a run in progress" any more: refresh() must not wait for a
+    second run that nothing schedules."""
+    events.analysis("x", COUNT)
+    assert events.result("x", min_version=1, timeout=30) is not None
+    scheduler = events._scheduler
+    assert scheduler is not None
+    analysis = scheduler._analyses["x"]
+    gate = threading.Event()
+    blocked = threading.Event()
+
+    def hold_the_worker() -> None:  # runs on the analysis thread, after the publish
+        blocked.set()
+        gate.wait(30)
+
+    gate.set()  # _attach delivers the current result on this thread: let it through
+    scheduler._attach("x", Mailbox(on_put=hold_the_worker))
+    blocked.clear()
+    gate.clear()
+    first = events.refresh("x", timeout=30)  # published; its thread is held now
+    assert blocked.wait(30) and analysis.running
+    outcome: list[Any] = []
+    refresher = threading.Thread(target=lambda: outcome.append(events.refresh("x", timeout=30)))
+    refresher.start()
+    deadline = time.monotonic() + 30
+    while not analysis.forced and refresher.is_alive() and time.monotonic() < deadline:
+        threading.Event().wait(0.001)  # until refresh() has taken its target (a state)
+    gate.set()
+    refresher.join(60)
+    (second,) = outcome
+    assert second.version == first.version + 1
 
 
 # -- close --------------------------------------------------------------------------------

@@ -256,7 +256,7 @@ class Scheduler:
                 result = current.result
                 return result is not None and result.version >= wanted
 
-            return self._wait(name, reached, limit, f"version {wanted}")
+            return self._wait(name, reached, limit, f"version {wanted} or later")
 
     def refresh(self, name: str, timeout: float | None = None) -> Result:
         """Run ``name`` now (after any run in progress) and return its new result.
@@ -268,8 +268,10 @@ class Scheduler:
         with self._lock:
             self._check_open()
             analysis = self._get(name)
-            # a run in progress may have read the data before this call: wait for the next
-            target = analysis.version + (2 if analysis.running else 1)
+            # a run in progress may have read the data before this call: wait for a run
+            # dispatched after it (counted by runs, not versions: a run in progress may
+            # already have published while its thread is still finishing)
+            target = analysis.runs + 1
             if not analysis.running and self._busy < self._max_concurrent:
                 self._dispatch(analysis, time.monotonic())  # straight to a worker
                 if analysis.deadline < self._next_wake:
@@ -283,9 +285,9 @@ class Scheduler:
                 if result is None:
                     return False
                 # a replacement defined after this call ran after it, whatever its version
-                return current is not analysis or result.version >= target
+                return current is not analysis or current.published_run >= target
 
-            return self._wait(name, fresh, limit, f"version {target}")
+            return self._wait(name, fresh, limit, "a run started after refresh()")
 
     def _wait(
         self, name: str, done: Callable[[Analysis], bool], timeout: float | None, wanted: str
@@ -303,8 +305,8 @@ class Scheduler:
             assert current.result is not None
             return current.result
         raise ResultTimeoutError(
-            f"analysis {name!r} did not reach {wanted} within {timeout} s "
-            f"(it is at {current.version})"
+            f"analysis {name!r} had no result of {wanted} within {timeout} s "
+            f"(it is at version {current.version})"
         )
 
     def _attach(self, name: str, mailbox: Mailbox) -> None:
@@ -466,6 +468,7 @@ class Scheduler:
         analysis.last_started = now
         analysis.dirty_at = None
         analysis.forced = False
+        analysis.runs += 1
         analysis.cancel = None
         analysis.deadline = now + analysis.timeout
         self._busy += 1
@@ -531,6 +534,7 @@ class Scheduler:
                 previous = analysis.result
                 table = previous.table if previous is not None else pa.table({})
             analysis.version += 1
+            analysis.published_run = analysis.runs  # no other run starts while one runs
             result = Result(
                 name=analysis.name,
                 table=table,

@@ -46,6 +46,8 @@ class Analysis:
     cursor: duckdb.DuckDBPyConnection
     version: int = 0
     result: Result | None = None
+    runs: int = 0  # runs dispatched so far
+    published_run: int = 0  # the run the current result came from
     last_started: float | None = None
     dirty_at: float | None = None
     running: bool = False
