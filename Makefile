@@ -1,43 +1,54 @@
-# The two front-door commands: `make demo` and `make test`. Both create .venv when missing.
+# The two front-door commands: `make demo` and `make test`. Both create .venv when missing:
+# the demo installs what it runs (duckflock with its [cli] extra), the tests the dev extras.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.installed-cli
+DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint format typecheck install clean bench docs
+.PHONY: demo test system-deps lint format typecheck install clean bench docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-
-$(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUNTIME): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[cli]'
+	touch $(RUNTIME)
+
+$(DEV): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV) $(RUNTIME)
 
-install: $(STAMP)
+install: $(DEV)
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/duckflock demo
 
-lint: $(STAMP)
+# Debian's chromium (browser tests) and curl (the HTTP docs' examples): installed with
+# apt when missing, or one sentence saying what to install
+system-deps:
+	@.ci/system-deps
+
+lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 
-format: $(STAMP)
+format: $(DEV)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-typecheck: $(STAMP)
+typecheck: $(DEV)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: system-deps lint typecheck
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python benchmarks/ingest.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 
-docs: $(STAMP)
+docs: $(DEV)
 	$(BIN)/python -c "from duckflock.cli import reference; print(reference(), end='')" > docs/cli.md

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 
 import duckflock
-from duckflock.bench import streaming
+from duckflock.cli.bench import streaming
 
 SQL = "SELECT k, count(*), sum(v), min(v), max(v), avg(v) FROM t GROUP BY k"
 ROUNDS = 7

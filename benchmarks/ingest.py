@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from duckflock.bench import Figure, Sizes, format_figure, run, summary
+from duckflock.cli.bench import Figure, Sizes, format_figure, run, summary
 
 
 def show(figure: Figure, baseline: Figure | None) -> None:

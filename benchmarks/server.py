@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 import duckflock
-from duckflock.bench import run_threads
+from duckflock.cli.bench import run_threads
 
 TABLE = "CREATE TABLE IF NOT EXISTS events (p INTEGER, i INTEGER, note VARCHAR)"
 CLIENTS = 4

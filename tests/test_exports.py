@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import duckflock
 from duckflock import errors
 
@@ -50,6 +52,18 @@ def test_public_names_are_pinned() -> None:
     }
     for name in duckflock.__all__:
         assert hasattr(duckflock, name), name
+
+
+def test_all_lists_every_public_name_and_nothing_else() -> None:
+    """A new public name cannot slip in unlisted (httpx's habit); the lazily imported
+    client names are listed although they are not in the module until first use."""
+    public = {
+        name
+        for name, value in vars(duckflock).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert duckflock.__all__ == sorted([*public, "Client", "RemoteResults", "__version__"])
+    assert {"Client", "RemoteResults"} <= set(dir(duckflock))
 
 
 def test_every_error_descends_from_the_root_and_is_drawn_in_the_docstring() -> None:

@@ -1,36 +1,28 @@
-"""The README's Python example and the docs' examples run as written."""
+"""The README's promises about set-up: two commands, what they need, what they cost.
+
+Its examples run in test_docs.py like every other page's.
+"""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
-def _python_blocks(path: Path) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.DOTALL)
-
-
-@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.name)
-def test_python_examples_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    blocks = _python_blocks(path)
-    if path.name == "README.md":
-        assert blocks, "the README must carry a Python example"
-    monkeypatch.chdir(tmp_path)
-    namespace: dict[str, object] = {"__name__": "__docs__"}
-    for block in blocks:
-        exec(compile(block, str(path), "exec"), namespace)
-    assert os.getcwd() == str(tmp_path)
-
-
-def test_readme_shows_the_two_quickstart_commands() -> None:
+def test_readme_shows_the_two_quickstart_commands_and_what_they_need() -> None:
     text = (ROOT / "README.md").read_text()
-    assert "make demo" in text
-    assert "make test" in text
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert "make test" in ci
+    assert re.search(r"^make demo\b", text, re.MULTILINE)
+    assert re.search(r"^make test\b", text, re.MULTILINE)
+    assert "Python 3.11" in text
+    assert "chromium" in text  # the one thing make test installs beyond Python packages
+    # the demo's set-up cost is measured and stated
+    assert re.search(r"\d+ MB", text)
+    assert re.search(r"\d+ s\b", text)
+
+
+def test_readme_lists_the_extras() -> None:
+    text = (ROOT / "README.md").read_text()
+    for extra in ("duckflock[client]", "duckflock[server]", "duckflock[cli]", "duckflock[all]"):
+        assert extra in text

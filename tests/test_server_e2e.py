@@ -160,34 +160,3 @@ def test_the_http_docs_curl_examples_run(server: ServerProcess) -> None:
             check=False,
         )
         assert run.returncode == 0, f"{block}\n{run.stdout}\n{run.stderr}"
-
-
-def test_the_readme_client_example_runs_against_a_server(tmp_path: Path) -> None:
-    """README.md's server example (a function of the URL), called against a real server."""
-    config = tmp_path / "readme.toml"
-    config.write_text(
-        "[[tables]]\n"
-        'sql = "CREATE TABLE my_inserts (thread_name VARCHAR, '
-        'insert_time TIMESTAMP DEFAULT current_timestamp)"\n'
-        "[[analyses]]\n"
-        'name = "per_thread"\n'
-        'sql = "SELECT thread_name, count(*) AS n FROM my_inserts GROUP BY 1"\n'
-        "on_change = true\n"
-    )
-    process = ServerProcess(tmp_path / "readme.duckdb", "--config", str(config))
-    try:
-        text = (ROOT / "README.md").read_text()
-        (block,) = [
-            b
-            for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL)
-            if "duckflock.Client(url)" in b
-        ]
-        namespace: dict[str, object] = {}
-        exec(compile(block, "README.md", "exec"), namespace)
-        report = namespace["report"]
-        assert callable(report)
-        report(process.url)
-        with process.client() as client:
-            assert client.execute("SELECT thread_name FROM my_inserts").fetchall() == [("remote",)]
-    finally:
-        assert process.stop() == 0

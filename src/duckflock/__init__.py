@@ -1,12 +1,14 @@
 """duckflock: a live DuckDB for Python.
 
 Many threads write into one database, each with no cursor bookkeeping; see
-:func:`connect` and :class:`Database`.
+:func:`connect` and :class:`Database`. This module needs DuckDB and pyarrow only: the
+HTTP :class:`Client` (``duckflock[client]``), the server (``[server]``) and the command
+line (``[cli]``) are extras, imported when first used.
 """
 
-from __future__ import annotations
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
-from .client import Client, RemoteResults
 from .database import Database, Results, connect
 from .errors import (
     AnalysisError,
@@ -43,7 +45,30 @@ from .ingest import IngestStats
 from .receipts import Receipt
 from .results import Result, Subscription
 
+if _TYPE_CHECKING:  # imported on first use: the HTTP client is the [client] extra
+    from .client import Client, RemoteResults
+
 __version__ = "0.1.0"
+
+_LAZY = {"Client", "RemoteResults"}
+
+
+def __getattr__(name: str) -> _Any:
+    """``duckflock.Client`` imports the HTTP client (httpx) only when first asked for."""
+    if name in _LAZY:
+        from ._extras import missing
+
+        try:
+            from . import client
+        except ImportError as exc:
+            raise missing("client", "duckflock.Client", exc) from exc
+        return getattr(client, name)
+    raise AttributeError(f"module 'duckflock' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "AnalysisError",

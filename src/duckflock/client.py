@@ -192,6 +192,18 @@ class Client:
         table = pa.ipc.open_stream(response.content).read_all()
         return RemoteResults(table, response.headers.get("x-duckflock-truncated") == "true")
 
+    def run(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> RemoteResults:
+        """Run one DDL or DML statement on the server (``CREATE``, ``INSERT``, ``UPDATE``…);
+        its rows (e.g. DuckDB's ``Count``) come back like a query's. Needs the token."""
+        response = self._request(
+            "POST",
+            "/v1/sql",
+            json={"sql": sql, "params": params},
+            headers={"Accept": ARROW},
+        )
+        table = pa.ipc.open_stream(response.content).read_all()
+        return RemoteResults(table, response.headers.get("x-duckflock-truncated") == "true")
+
     def query(self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None) -> pa.Table:
         """``execute(…).arrow()``: the rows as a pyarrow Table."""
         return self.execute(sql, params).table

@@ -332,6 +332,21 @@ class Database:
             if names is None:
                 schema, names = self._schemas.resolve(table, keys)
             return Receipt(schema, columns=names, row=tuple(data.values()))
+        if type(data) is tuple and type(table) is str and not isinstance(columns, str):
+            # the hot path, one tuple row: the column list is resolved once per schema,
+            # then found again by one dict lookup (as for dict rows above)
+            schema = self._schemas.get(table)
+            if columns is None:
+                resolved = schema.columns
+            else:
+                columns = columns if type(columns) is tuple else tuple(columns)
+                found = schema.checked.get(columns)
+                if found is None:
+                    schema, found = self._schemas.resolve(table, columns)
+                resolved = found
+            if len(resolved) == len(data):
+                return Receipt(schema, columns=resolved, row=data)
+            # a row of the wrong width: the general path words the error
         schema, parts, nrows = to_parts(self._schemas, table, data, columns)
         if nrows == 0:
             return Receipt.empty(schema)

@@ -42,6 +42,12 @@ class Result:
         """The table as a pandas DataFrame (needs pandas)."""
         return self.table.to_pandas()
 
+    def pl(self) -> Any:
+        """The table as a polars DataFrame (needs polars)."""
+        import polars
+
+        return polars.from_arrow(self.table)
+
     def rows(self) -> list[tuple[Any, ...]]:
         """The table as a list of tuples."""
         columns = [column.to_pylist() for column in self.table.columns]

@@ -191,6 +191,21 @@ def _result_headers(result: Result) -> dict[str, str]:
     return headers
 
 
+def _capped(db: Database, sql: str, params: Any, cap: int) -> tuple[Any, bool]:
+    """Run one statement; its first ``cap`` rows as an Arrow table, and whether cut."""
+    import pyarrow as pa
+
+    reader = db.execute(sql, params).to_arrow_reader(8192)
+    batches, rows = [], 0
+    for batch in reader:
+        if rows + batch.num_rows > cap:
+            batches.append(batch.slice(0, cap - rows))
+            return pa.Table.from_batches(batches, schema=reader.schema), True
+        batches.append(batch)
+        rows += batch.num_rows
+    return pa.Table.from_batches(batches, schema=reader.schema), False
+
+
 def _dashboard_html() -> str:
     static = resources.files("duckflock.server") / "static"
     page = (static / "index.html").read_text()
@@ -267,6 +282,22 @@ def create_app(
         headers = {"X-Duckflock-Truncated": str(outcome.truncated).lower()}
         body = {**formats.table_json(outcome.table), "truncated": outcome.truncated}
         return _render(outcome.table, request.headers.get("accept"), headers, body)
+
+    async def statement(request: Request) -> Response:
+        # DDL and DML (`duckflock sql URL …`), through db.execute like embedded code.
+        # TODO(roles): admin role only once tokens carry roles; until then it is gated
+        # like ingest, by the server's one token (none on a loopback-only server)
+        payload = await _json_body(request, settings.max_body)
+        sql = payload.get("sql")
+        if not isinstance(sql, str):
+            raise RequestError('the body needs "sql": a string')
+        params = payload.get("params")
+        if params is not None and not isinstance(params, list | dict):
+            raise RequestError('"params" must be an array or an object')
+        table, truncated = await run_in_threadpool(_capped, db, sql, params, settings.query_row_cap)
+        headers = {"X-Duckflock-Truncated": str(truncated).lower()}
+        body = {**formats.table_json(table), "truncated": truncated}
+        return _render(table, request.headers.get("accept"), headers, body)
 
     async def analyses(request: Request) -> Response:
         return _json(await run_in_threadpool(db.analyses))
@@ -347,6 +378,7 @@ def create_app(
         Route("/v1/tables", tables),
         Route("/v1/tables/{table}/rows", ingest, methods=["POST"]),
         Route("/v1/query", query, methods=["POST"]),
+        Route("/v1/sql", statement, methods=["POST"]),
         Route("/v1/stats", stats),
         Route("/v1/analyses", analyses),
         Route("/v1/analyses/{name}", define, methods=["PUT"]),

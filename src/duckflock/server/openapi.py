@@ -95,6 +95,12 @@ def document() -> dict[str, Any]:
                     body=["application/json"],
                 )
             },
+            "/v1/sql": {
+                "post": _op(
+                    "One DDL or DML statement (needs the token): its rows, capped like queries",
+                    body=["application/json"],
+                )
+            },
             "/v1/stats": {"get": _op("Write-path statistics")},
             "/v1/analyses": {"get": _op("Every analysis with its status")},
             "/v1/analyses/{name}": {

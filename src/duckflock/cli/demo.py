@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .database import Database
-from .results import Result
+from ..database import Database
+from ..results import Result
 
 CREATE_TABLE = """
     CREATE OR REPLACE TABLE my_inserts (

@@ -1,0 +1,76 @@
+"""A command's TARGET: a database file (opened here) or a server URL (through the Client)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from .. import names
+from ..database import Database, connect
+from ..errors import QueryError
+
+if TYPE_CHECKING:
+    from ..client import Client
+
+
+def is_url(target: str) -> bool:
+    return target.startswith(("http://", "https://"))
+
+
+@contextmanager
+def database(path: str, *, read_only: bool) -> Iterator[Database]:
+    """Open ``path``; a file another process holds (a running server) is a usage error
+    that says to go through the server instead."""
+    if read_only and path != ":memory:" and not Path(path).exists():
+        raise click.UsageError(f"no database file {path!r} (give a .duckdb path or a server URL)")
+    try:
+        db = connect(path, read_only=read_only)
+    except QueryError as exc:
+        if "lock" in exc.message.lower():
+            raise click.ClickException(
+                f"{path} is in use by another process, most likely a running `duckflock "
+                "serve` (DuckDB lets one process open a file for writing): run this "
+                "command against the server's URL instead, e.g. http://127.0.0.1:8765"
+            ) from None
+        raise
+    with db:
+        yield db
+
+
+@contextmanager
+def client(url: str, token: str | None) -> Iterator[Client]:
+    """A Client for ``url``; the [client] extra is named when httpx is missing."""
+    from .._extras import missing
+
+    try:
+        from ..client import Client
+    except ImportError as exc:
+        raise click.ClickException(str(missing("client", "a server URL", exc))) from None
+    with Client(url, token=token) as remote:
+        yield remote
+
+
+def table_name(name: str) -> tuple[str, str]:
+    """The TABLE argument as (quoted SQL for CREATE TABLE, its parts in lower case).
+
+    Parsed and quoted by the identity layer (:mod:`duckflock.names`), the one place
+    that turns a caller's name into SQL; a name it refuses is a usage error.
+    """
+    try:
+        parts = names.parse(name)
+        quoted = ".".join(names.quote(part) for part in parts)
+    except (TypeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="TABLE") from None
+    return quoted, ".".join(part.lower() for part in parts)
+
+
+def same_table(listed: str, wanted: str) -> bool:
+    """Whether a name from ``tables()`` is the table whose lower-cased parts are ``wanted``."""
+    try:
+        return ".".join(part.lower() for part in names.parse(listed)) == wanted
+    except ValueError:
+        return False
