@@ -1,6 +1,6 @@
 """Analyses benchmark: incremental refresh vs a full re-run, and ingest with analyses.
 
-Run: .venv/bin/python benchmarks/analyses.py [--quick]
+Run: .venv/bin/python benchmarks/analyses.py [--quick] [--workers]
 
 1. Tables of 1M, 5M and 20M rows (generated inside DuckDB), 50 groups. Insert 10,000
    rows through db.insert, then time the refresh of
@@ -8,6 +8,8 @@ Run: .venv/bin/python benchmarks/analyses.py [--quick]
    incrementally (the analysis) and as a full re-run (the same SQL), same run.
 2. The ingest benchmark's streaming figure (8 threads, single rows, wait=False) with 5
    on-change analyses over the table, as a ratio to streaming alone.
+3. With --workers: the same with 1, 2 and 4 analysis threads (max_concurrent_analyses),
+   interleaved over 5 rounds, medians: more threads must not slow the writer.
 """
 
 from __future__ import annotations
@@ -94,6 +96,24 @@ def main(argv: list[str]) -> None:
         print(f"streaming alone:              {alone.rate:>12,.0f} rows/s")
         print(f"streaming with 5 analyses:    {with_analyses.rate:>12,.0f} rows/s")
         print(f"ratio = {with_analyses.rate / alone.rate:.0%} (target >= 70%)")
+
+        if "--workers" in argv:
+            rates: dict[int, list[float]] = {1: [], 2: [], 4: []}
+            for _ in range(5):
+                for workers in rates:
+                    figure = streaming(
+                        workdir,
+                        8,
+                        per_thread // 2,
+                        setup=five_analyses,
+                        max_concurrent_analyses=workers,
+                    )
+                    rates[workers].append(figure.rate)
+            for workers, figures in rates.items():
+                print(
+                    f"streaming with 5 analyses, {workers} analysis thread(s): "
+                    f"{statistics.median(figures):>10,.0f} rows/s (median of 5)"
+                )
 
 
 if __name__ == "__main__":

@@ -300,25 +300,25 @@ def test_waiting_for_a_version_follows_a_replacement_and_ends_on_drop(
 def test_a_bug_in_a_refresh_is_recorded_and_the_thread_lives_on(
     memdb: duckflock.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from duckflock import analyses
+    from duckflock import refreshing
     from duckflock.arrowfold import ArrowPlan
 
     memdb.execute(EVENTS)
     memdb.analysis("per_k", PER_K)
     memdb.result("per_k", min_version=1, timeout=30)
-    real_split = analyses.split
+    real_split = refreshing.split
 
     def broken(*args: Any) -> Any:
         raise RuntimeError("injected bug")
 
     real_fold = ArrowPlan.fold
-    monkeypatch.setattr(analyses, "split", broken)  # the DuckDB path
+    monkeypatch.setattr(refreshing, "split", broken)  # the DuckDB path
     monkeypatch.setattr(ArrowPlan, "fold", broken)  # the pyarrow path
     memdb.insert("events", {"k": "a", "v": 1})
     failed = memdb.refresh("per_k", timeout=30)
     assert failed.error is not None
     assert "injected bug" in failed.error.message
-    monkeypatch.setattr(analyses, "split", real_split)
+    monkeypatch.setattr(refreshing, "split", real_split)
     monkeypatch.setattr(ArrowPlan, "fold", real_fold)
     memdb.insert("events", {"k": "b", "v": 2})
     healed = memdb.refresh("per_k", timeout=30)

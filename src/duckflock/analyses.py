@@ -2,105 +2,62 @@
 
 A scheduler thread (``duckflock-scheduler``) decides when each analysis is due — every
 ``every`` seconds, and/or after commits that touched a table it reads, debounced by
-``min_interval`` — and hands it to a small pool of analysis threads
-(``duckflock-analysis-N``, ``max_concurrent`` of them, 1 by default so the writer keeps
-a core). Each analysis runs on a DuckDB cursor of its own; DuckDB's MVCC means it never
-blocks the writer. Results are cached (reading one never runs a query) and pushed to
-every mailbox of the analysis.
+``min_interval`` — and hands it to a pool of analysis threads (``duckflock-analysis-N``,
+``max_concurrent`` of them). Due analyses go out oldest-due first, so with N threads one
+slow analysis cannot keep the others from refreshing. Each analysis runs on a DuckDB
+cursor of its own; DuckDB's MVCC means it never blocks the writer. Results are cached
+(reading one never runs a query) and pushed to every mailbox of the analysis.
 
-Append-only aggregates refresh incrementally (:mod:`duckflock.incremental`): the writer
+Every run has a time limit (``timeout``). The scheduler thread is also the watchdog: at
+a run's deadline it interrupts that analysis's cursor (and only that one), and repeats
+the interrupt until the run ends; the run publishes a :class:`QueryTimeoutError` result
+that keeps the last good table. Dropping or replacing a running analysis, and
+``close()``, interrupt it the same way, and nothing it computed is published.
+
+Append-only aggregates refresh incrementally (:mod:`duckflock.refreshing`): the writer
 hands over the rows it stored (``INSERT … RETURNING *``) for the tables such analyses
-read, and a refresh folds only those into the kept state. Any other write to the
-database through duckflock (UPDATE, DELETE, a raw INSERT, DDL) taints the state, and the
-next refresh rebuilds it from the whole table — a full run, shown in ``analyses()``.
-Writes that bypass the Database (another process, an explicit ``db.cursor()``) are not
-seen: use ``db.execute`` for them.
+read — the capture set, which is published to the writer under this scheduler's lock
+together with the definition change that alters it — and a refresh folds only those
+into the kept state. Any other write to the database through duckflock (UPDATE, DELETE,
+a raw INSERT, DDL) taints the state, and the next refresh rebuilds it from the whole
+table — a full run, shown in ``analyses()``. Writes that bypass the Database (another
+process, an explicit ``db.cursor()``) are not seen: use ``db.execute`` for them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
-from .errors import ClosedError, QueryError, ResultTimeoutError, UnknownAnalysisError, translate
-from .incremental import DELTA, STATE, Plan, Shape, inspect, split
+from .checks import count, seconds
+from .errors import (
+    ClosedError,
+    QueryError,
+    QueryTimeoutError,
+    ResultTimeoutError,
+    UnknownAnalysisError,
+    translate,
+)
+from .incremental import inspect
 from .names import Identity
+from .refreshing import Analysis, Cancelled, Refresher, taint
 from .results import Mailbox, Result, Subscription, async_mailbox, log
 
-
-@dataclass(eq=False)
-class Analysis:
-    """One registered analysis and its scheduling state (guarded by the scheduler)."""
-
-    name: str
-    sql: str
-    params: Any
-    every: float | None
-    on_change: bool
-    min_interval: float
-    shape: Shape
-    cursor: duckdb.DuckDBPyConnection
-    version: int = 0
-    result: Result | None = None
-    last_started: float | None = None
-    dirty_at: float | None = None
-    running: bool = False
-    forced: bool = False  # refresh() asked for a run now
-    dropped: bool = False
-    # incremental: the kept state, rows stored since it was taken, and why to rebuild
-    state: pa.Table | None = None
-    last_table: pa.Table | None = None  # the result the state gave: reused when nothing new
-    collecting: bool = False
-    deltas: list[pa.Table] = field(default_factory=list)
-    delta_rows: int = 0
-    delta_watermark: int = 0
-    tainted: str | None = None
-    fast: bool = True  # the pyarrow fold may be used (see Plan.arrow)
-    mode: str = ""
-    reason: str = ""
-    mailboxes: set[Mailbox] = field(default_factory=set)
-
-    def due_at(self) -> float | None:
-        """When this analysis should next run (monotonic seconds), or None."""
-        if self.running or self.dropped:
-            return None
-        if self.last_started is None or self.forced:
-            return 0.0
-        times = []
-        if self.every is not None:
-            times.append(self.last_started + self.every)
-        if self.on_change and self.dirty_at is not None:
-            times.append(max(self.dirty_at, self.last_started + self.min_interval))
-        return min(times) if times else None
-
-    def status(self) -> dict[str, Any]:
-        result = self.result
-        return {
-            "name": self.name,
-            "sql": self.sql,
-            "every": self.every,
-            "on_change": self.on_change,
-            "min_interval": self.min_interval,
-            "tables": sorted(t.display() for t in self.shape.tables),
-            "version": self.version,
-            "last_refresh": result.refreshed_at if result else None,
-            "duration": result.duration if result else None,
-            "rows": result.table.num_rows if result else None,
-            "error": result.error.message if result and result.error else None,
-            "mode": self.mode or ("incremental" if self.shape.plan else "full"),
-            "reason": self.reason or self.shape.reason,
-            "incremental": self.shape.plan is not None,
-            "running": self.running,
-        }
+DEFAULT_TIMEOUT = 60.0  # seconds one run of an analysis may take, unless told otherwise
+DEFAULT_WORKERS = 2  # analysis threads: one slow analysis leaves the others a thread
+REINTERRUPT = 0.05  # seconds between interrupts of a run that has not stopped yet
+MAX_WORKERS = 64  # analysis threads per Database
+EVERY_FLOOR = 0.01  # seconds: a shorter interval is a busy loop, not a schedule
+TIMEOUT_FLOOR = 0.01  # seconds: the shortest time limit a run may have
 
 
 class Scheduler:
@@ -114,32 +71,35 @@ class Scheduler:
         commit_lock: Callable[[], threading.Lock],
         committed_seq: Callable[[], int],
         on_capture_change: Callable[[frozenset[Identity]], None],
-        max_concurrent: int = 1,
+        max_concurrent: int = DEFAULT_WORKERS,
+        default_timeout: float = DEFAULT_TIMEOUT,
         max_delta_rows: int = 2_000_000,
     ) -> None:
-        if max_concurrent < 1:
-            raise ValueError(f"max_concurrent must be >= 1, not {max_concurrent}")
+        self._max_concurrent = max_concurrent  # both checked by Database (connect)
+        self._default_timeout = default_timeout
         self._new_cursor = new_cursor
         self._close_cursor = close_cursor
-        self._commit_lock = commit_lock
         self._committed_seq = committed_seq
         self._on_capture_change = on_capture_change
-        self._max_concurrent = max_concurrent
         self._max_delta_rows = max_delta_rows
-        # guards every Analysis's mutable fields, _analyses, _busy and _stopping;
-        # _wake wakes the scheduler thread, _published wakes result(min_version=…)
+        # guards every Analysis's mutable fields, _analyses, _running, _busy, _next_wake,
+        # _stopping and the capture set published to the writer; _wake wakes the
+        # scheduler thread (and close()), _published wakes result()/refresh() waiters
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._published = threading.Condition(self._lock)
         self._analyses: dict[str, Analysis] = {}
+        self._running: set[Analysis] = set()  # dispatched and not finished, dropped or not
         self._busy = 0
+        self._next_wake = math.inf  # when the waiting scheduler thread wakes by itself
         self._stopping = False
+        self._refresher = Refresher(self._lock, commit_lock, committed_seq)
         self._jobs: queue.SimpleQueue[Analysis | None] = queue.SimpleQueue()
         self._subscriptions: set[Subscription] = set()
         self._thread = threading.Thread(target=self._run, name="duckflock-scheduler", daemon=True)
         self._workers = [
             threading.Thread(target=self._work, name=f"duckflock-analysis-{i}", daemon=True)
-            for i in range(max_concurrent)
+            for i in range(self._max_concurrent)
         ]
         self._thread.start()
         for worker in self._workers:
@@ -156,58 +116,110 @@ class Scheduler:
         on_change: bool,
         min_interval: float,
         params: Any,
+        timeout: float | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError("an analysis needs a non-empty name")
         if not isinstance(sql, str):
             raise TypeError(f"sql must be a str, not {type(sql).__name__}")
-        if every is not None and every <= 0:
-            raise ValueError(f"every must be > 0 seconds, not {every}")
-        if min_interval < 0:
-            raise ValueError(f"min_interval must be >= 0, not {min_interval}")
+        if not isinstance(on_change, bool):
+            raise TypeError(f"on_change must be True or False, not {on_change!r}")
+        # None means no interval / the default limit here, not "no limit": checked apart
+        if every is not None:
+            every = seconds(every, "every", minimum=EVERY_FLOOR, optional=False)
+        interval = seconds(min_interval, "min_interval", optional=False)
+        if timeout is not None:
+            timeout = seconds(timeout, "timeout", minimum=TIMEOUT_FLOOR, optional=False)
+        assert interval is not None
         cursor = self._new_cursor()
         try:
             shape = inspect(cursor, sql, params=params)
         except BaseException:
             self._close_cursor(cursor)
             raise
-        analysis = Analysis(name, sql, params, every, on_change, min_interval, shape, cursor)
-        if shape.plan is not None:
-            # the writer must capture before the first refresh pins its snapshot, or rows
-            # committed in between would be in neither the snapshot nor the deltas
-            self._on_capture_change(self.capture() | {shape.plan.table})
+        analysis = Analysis(
+            name,
+            sql,
+            params,
+            every,
+            on_change,
+            interval,
+            self._default_timeout if timeout is None else timeout,
+            shape,
+            cursor,
+        )
         with self._lock:
-            self._check_open()
+            if self._stopping:
+                self._close_cursor(cursor)
+                raise ClosedError("the database is closed")
             old = self._analyses.get(name)
             if old is not None:
-                old.dropped = True
                 analysis.version = old.version
                 analysis.mailboxes = old.mailboxes
-                if not old.running:
-                    self._close_cursor(old.cursor)
+                self._retire(old, "replaced")
             self._analyses[name] = analysis
+            # before the first run can be dispatched (which needs this lock): the writer
+            # must capture before that run pins its snapshot, or rows committed in between
+            # would be in neither the snapshot nor the deltas
+            self._publish_capture()
+            self._published.notify_all()  # result() waiters now follow the replacement
             self._wake.notify()
-        self._on_capture_change(self.capture())
 
     def drop(self, name: str) -> None:
         with self._lock:
             analysis = self._get(name)
             del self._analyses[name]
-            analysis.dropped = True
+            self._retire(analysis, "dropped")
             mailboxes = list(analysis.mailboxes)
+            self._publish_capture()
             self._published.notify_all()  # result(min_version=…) waiters: it is gone
-            if not analysis.running:
-                self._close_cursor(analysis.cursor)
         for mailbox in mailboxes:
             mailbox.close()
-        self._on_capture_change(self.capture())
+
+    def _retire(self, analysis: Analysis, why: str) -> None:
+        """No more runs of ``analysis``; a run in progress is interrupted. Holds the lock."""
+        analysis.dropped = True
+        if analysis.running:
+            self._cancel(analysis, why)
+        else:
+            self._close_cursor(analysis.cursor)
+
+    def _cancel(self, analysis: Analysis, why: str) -> None:
+        """Stop the run of ``analysis`` now; the watchdog repeats it. Holds the lock."""
+        if analysis.cancel is None:
+            analysis.cancel = why
+        self._interrupt(analysis)
+        analysis.deadline = time.monotonic() + REINTERRUPT
+        if analysis.deadline < self._next_wake:
+            self._wake.notify()
+
+    @staticmethod
+    def _interrupt(analysis: Analysis) -> None:
+        with contextlib.suppress(duckdb.Error):  # the run ended and closed it meanwhile
+            analysis.cursor.interrupt()
+
+    def _publish_capture(self) -> None:
+        """Tell the writer which tables to capture; the caller holds the lock.
+
+        Computed and handed over under the lock, so two definition changes cannot
+        publish out of order and leave an analysis without its rows.
+        """
+        self._on_capture_change(self._capture())
+
+    def publish_capture(self) -> None:
+        """Publish the capture set again (a writer was just created)."""
+        with self._lock:
+            self._publish_capture()
+
+    def _capture(self) -> frozenset[Identity]:
+        return frozenset(
+            a.shape.plan.table for a in self._analyses.values() if a.shape.plan is not None
+        )
 
     def capture(self) -> frozenset[Identity]:
         """The tables whose stored rows incremental analyses need."""
         with self._lock:
-            return frozenset(
-                a.shape.plan.table for a in self._analyses.values() if a.shape.plan is not None
-            )
+            return self._capture()
 
     def statuses(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -228,42 +240,74 @@ class Scheduler:
     def result(
         self, name: str, min_version: int | None = None, timeout: float | None = None
     ) -> Result | None:
+        """The latest result; with ``min_version``, wait for a result at least that new.
+
+        Waiting follows the name: after a replacement only the replacement's results
+        count (its versions continue the old numbers). Ends early on drop or close.
+        """
+        wanted = None if min_version is None else count(min_version, "min_version")
+        limit = seconds(timeout, "timeout")
         with self._lock:
             analysis = self._get(name)
-            if min_version is None:
+            if wanted is None:
                 return analysis.result
 
-            def reached() -> bool:
-                # follow the name: a replaced analysis carries its version numbers on
-                current = self._analyses.get(name)
-                return self._stopping or current is None or current.version >= min_version
+            def reached(current: Analysis) -> bool:
+                result = current.result
+                return result is not None and result.version >= wanted
 
-            ok = self._published.wait_for(reached, timeout=timeout)
-            self._check_open()
-            analysis = self._get(name)  # dropped meanwhile: UnknownAnalysisError
-            if analysis.version >= min_version:
-                return analysis.result
-            assert not ok
-            raise ResultTimeoutError(
-                f"analysis {name!r} did not reach version {min_version} within {timeout} s "
-                f"(it is at {analysis.version})"
-            )
+            return self._wait(name, reached, limit, f"version {wanted} or later")
 
     def refresh(self, name: str, timeout: float | None = None) -> Result:
-        """Run ``name`` now (after any run in progress) and return its new result."""
+        """Run ``name`` now (after any run in progress) and return its new result.
+
+        Without a timeout the wait is still bounded: by the analysis's own time limit
+        (its run is interrupted then) and those of the runs queued before it.
+        """
+        limit = seconds(timeout, "timeout")
         with self._lock:
             self._check_open()
             analysis = self._get(name)
-            # a run in progress may have read the data before this call: wait for the next
-            target = analysis.version + (2 if analysis.running else 1)
+            # a run in progress may have read the data before this call: wait for a run
+            # dispatched after it (counted by runs, not versions: a run in progress may
+            # already have published while its thread is still finishing)
+            target = analysis.runs + 1
             if not analysis.running and self._busy < self._max_concurrent:
                 self._dispatch(analysis, time.monotonic())  # straight to a worker
+                if analysis.deadline < self._next_wake:
+                    self._wake.notify()  # the watchdog must know the new deadline (rare)
             else:
                 analysis.forced = True
                 self._wake.notify()
-        result = self.result(name, target, timeout)
-        assert result is not None
-        return result
+
+            def fresh(current: Analysis) -> bool:
+                result = current.result
+                if result is None:
+                    return False
+                # a replacement defined after this call ran after it, whatever its version
+                return current is not analysis or current.published_run >= target
+
+            return self._wait(name, fresh, limit, "a run started after refresh()")
+
+    def _wait(
+        self, name: str, done: Callable[[Analysis], bool], timeout: float | None, wanted: str
+    ) -> Result:
+        """Wait (holding the lock) until the analysis now called ``name`` is ``done``."""
+
+        def ready() -> bool:
+            current = self._analyses.get(name)
+            return self._stopping or current is None or done(current)
+
+        self._published.wait_for(ready, timeout=timeout)
+        self._check_open()
+        current = self._get(name)  # dropped meanwhile: UnknownAnalysisError
+        if done(current):
+            assert current.result is not None
+            return current.result
+        raise ResultTimeoutError(
+            f"analysis {name!r} had no result of {wanted} within {timeout} s "
+            f"(it is at version {current.version})"
+        )
 
     def _attach(self, name: str, mailbox: Mailbox) -> None:
         with self._lock:
@@ -343,13 +387,19 @@ class Scheduler:
                 plan = analysis.shape.plan
                 if plan is None or not analysis.collecting or analysis.tainted:
                     continue
+                handed = False
                 for table, rows in stored:
                     if table == plan.table:
                         analysis.deltas.append(rows)
                         analysis.delta_rows += rows.num_rows
+                        handed = True
+                if plan.table in tables and not handed:
+                    # rows landed in its table but the writer did not capture them
+                    taint(analysis, "a commit's rows were not handed over")
+                    continue
                 analysis.delta_watermark = seq
                 if analysis.delta_rows > self._max_delta_rows:
-                    self._taint(analysis, f"over {self._max_delta_rows:,} rows between refreshes")
+                    taint(analysis, f"over {self._max_delta_rows:,} rows between refreshes")
             self._wake.notify()
 
     def on_lost_notice(self) -> None:
@@ -357,7 +407,7 @@ class Scheduler:
         with self._lock:
             for analysis in self._analyses.values():
                 if analysis.shape.plan is not None:
-                    self._taint(analysis, "a commit notice was lost")
+                    taint(analysis, "a commit notice was lost")
                 if analysis.on_change and analysis.dirty_at is None:
                     analysis.dirty_at = time.monotonic()
             self._wake.notify()
@@ -370,33 +420,47 @@ class Scheduler:
                 if analysis.on_change and analysis.dirty_at is None:
                     analysis.dirty_at = now
                 if analysis.shape.plan is not None:
-                    self._taint(analysis, "a write outside db.insert (UPDATE, DELETE, raw INSERT)")
+                    taint(analysis, "a write outside db.insert (UPDATE, DELETE, raw INSERT)")
             self._wake.notify()
 
-    def _taint(self, analysis: Analysis, why: str) -> None:
-        analysis.tainted = why
-        analysis.collecting = False
-        analysis.deltas = []
-        analysis.delta_rows = 0
-
-    # -- the scheduler thread and the analysis threads ---------------------------------
+    # -- the scheduler thread (dispatch and watchdog) and the analysis threads ---------
 
     def _run(self) -> None:
         with self._lock:
             while not self._stopping:
                 now = time.monotonic()
+                wake = self._watch(now)
                 due = sorted(
                     (at, a.name) for a in self._analyses.values() if (at := a.due_at()) is not None
                 )
-                wait: float | None = None
                 for at, name in due:
                     if at > now:
-                        wait = at - now
+                        wake = min(wake, at)
                         break
                     if self._busy >= self._max_concurrent:
                         break  # a finishing worker wakes us
-                    self._dispatch(self._analyses[name], now)
-                self._wake.wait(wait)
+                    analysis = self._analyses[name]
+                    self._dispatch(analysis, now)
+                    wake = min(wake, analysis.deadline)
+                # never sleep past the shortest time limit: a run that refresh() hands
+                # straight to a worker then needs no wake-up of this thread to be watched
+                # (its deadline is later than our next look), which keeps refresh() fast
+                shortest = min((a.timeout for a in self._analyses.values()), default=math.inf)
+                wake = min(wake, now + shortest)
+                self._next_wake = wake
+                self._wake.wait(None if wake == math.inf else max(0.0, wake - now))
+
+    def _watch(self, now: float) -> float:
+        """Interrupt each run past its deadline; when to look again. Holds the lock."""
+        wake = math.inf
+        for analysis in self._running:
+            if now >= analysis.deadline:
+                if analysis.cancel is None:
+                    analysis.cancel = "timeout"
+                self._interrupt(analysis)
+                analysis.deadline = now + REINTERRUPT
+            wake = min(wake, analysis.deadline)
+        return wake
 
     def _dispatch(self, analysis: Analysis, now: float) -> None:
         """Hand ``analysis`` to an analysis thread; the caller holds the lock."""
@@ -404,7 +468,11 @@ class Scheduler:
         analysis.last_started = now
         analysis.dirty_at = None
         analysis.forced = False
+        analysis.runs += 1
+        analysis.cancel = None
+        analysis.deadline = now + analysis.timeout
         self._busy += 1
+        self._running.add(analysis)
         self._jobs.put(analysis)
 
     def _work(self) -> None:
@@ -415,21 +483,19 @@ class Scheduler:
                 with self._lock:
                     analysis.running = False
                     self._busy -= 1
+                    self._running.discard(analysis)
                     if analysis.dropped:
                         self._close_cursor(analysis.cursor)
-                    self._wake.notify()
+                    self._wake.notify_all()  # the scheduler thread, and close()
 
     def _refresh(self, analysis: Analysis) -> None:
         started = time.perf_counter()
         error: QueryError | None = None
         table: pa.Table | None = None
         try:
-            if analysis.shape.plan is not None:
-                table, watermark = self._incremental(analysis)
-            else:
-                watermark = self._committed_seq()
-                analysis.mode, analysis.reason = "full", analysis.shape.reason
-                table = analysis.cursor.execute(analysis.sql, analysis.params).to_arrow_table()
+            table, watermark = self._refresher.run(analysis)
+        except Cancelled:
+            watermark = self._committed_seq()
         except duckdb.Error as exc:
             error = translate(exc, sql=analysis.sql)
             watermark = self._committed_seq()
@@ -440,82 +506,18 @@ class Scheduler:
             error = QueryError(f"refresh failed: {type(exc).__name__}: {exc}", sql=analysis.sql)
             watermark = self._committed_seq()
         duration = time.perf_counter() - started
-        self._publish(analysis, table, error, duration, watermark)
-
-    def _incremental(self, analysis: Analysis) -> tuple[pa.Table, int]:
-        plan = analysis.shape.plan
-        assert plan is not None
-        cursor = analysis.cursor
         with self._lock:
-            rebuild = analysis.state is None or analysis.tainted is not None
-            why = analysis.tainted or "first refresh: the state is built from the whole table"
-        if rebuild:
-            cursor.execute("BEGIN TRANSACTION")
-            try:
-                with self._commit_lock():
-                    # pin the snapshot while no commit can land: DuckDB takes it at the
-                    # transaction's first access to the database (BEGIN and SELECT 1 do not)
-                    cursor.execute(plan.pin).fetchall()
-                    watermark = self._committed_seq()
-                    with self._lock:
-                        analysis.tainted = None
-                        analysis.collecting = True
-                        analysis.deltas, analysis.delta_rows = [], 0
-                        analysis.delta_watermark = watermark
-                state, table = split(plan, cursor.execute(plan.build).to_arrow_table())
-                cursor.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(duckdb.Error):
-                    cursor.execute("ROLLBACK")
-                with self._lock:
-                    self._taint(analysis, "the last refresh failed: the state is rebuilt")
-                raise
-            analysis.mode, analysis.reason = "full", f"full: {why}"
-        else:
-            with self._lock:
-                deltas, analysis.deltas, analysis.delta_rows = analysis.deltas, [], 0
-                watermark = analysis.delta_watermark
-            state, table = analysis.state, analysis.last_table
-            if deltas:
-                try:
-                    delta = pa.concat_tables(deltas)
-                except pa.ArrowInvalid:  # the table changed shape: start over
-                    with self._lock:
-                        self._taint(analysis, "the table's columns changed")
-                    return self._incremental(analysis)
-                try:
-                    folded = self._fold(analysis, plan, state, delta)
-                    if folded is None:
-                        folded = split(plan, _over_arrow(cursor, plan.refresh, state, delta))
-                    state, table = folded
-                except BaseException:
-                    # the taken rows are folded in nowhere now: rebuild from the table
-                    with self._lock:
-                        self._taint(analysis, "the last refresh failed: the state is rebuilt")
-                    raise
-            analysis.mode = "incremental"
-            analysis.reason = f"incremental: folded in {sum(d.num_rows for d in deltas):,} rows"
-        assert table is not None
-        analysis.state, analysis.last_table = state, table
-        return table, watermark
-
-    @staticmethod
-    def _fold(
-        analysis: Analysis, plan: Plan, state: pa.Table | None, delta: pa.Table
-    ) -> tuple[pa.Table, pa.Table] | None:
-        """The pyarrow fast path for plain shapes; None where it does not apply.
-
-        A column type pyarrow cannot group or aggregate turns it off for this analysis:
-        DuckDB does the refresh instead, then and from then on.
-        """
-        if plan.arrow is None or not analysis.fast or state is None:
-            return None
-        try:
-            return plan.arrow.fold(state, delta)
-        except (pa.ArrowException, TypeError, ValueError):
-            log.warning("analysis %r: pyarrow cannot fold it; DuckDB will", analysis.name)
-            analysis.fast = False
-            return None
+            cancel = analysis.cancel
+        if cancel == "timeout":
+            if table is None:  # a run that finished as its time ran out keeps its table
+                error = QueryTimeoutError(
+                    f"analysis {analysis.name!r} ran past its time limit of "
+                    f"{analysis.timeout:g} s and was interrupted",
+                    sql=analysis.sql,
+                )
+        elif cancel is not None:
+            return  # dropped, replaced or closing: its result is nobody's
+        self._publish(analysis, table, error, duration, watermark)
 
     def _publish(
         self,
@@ -532,6 +534,7 @@ class Scheduler:
                 previous = analysis.result
                 table = previous.table if previous is not None else pa.table({})
             analysis.version += 1
+            analysis.published_run = analysis.runs  # no other run starts while one runs
             result = Result(
                 name=analysis.name,
                 table=table,
@@ -551,7 +554,12 @@ class Scheduler:
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the threads, end every watcher and subscription cleanly."""
+        """Interrupt running analyses, stop the threads, end watchers and subscriptions.
+
+        Bounded by ``timeout`` in all (plus whatever a subscriber's callback is doing
+        when it runs out: callbacks cannot be interrupted, their threads are daemons).
+        """
+        deadline = time.monotonic() + timeout
         with self._lock:
             if self._stopping:
                 return
@@ -559,48 +567,26 @@ class Scheduler:
             analyses = list(self._analyses.values())
             for analysis in analyses:
                 analysis.dropped = True
-                if analysis.running:
-                    analysis.cursor.interrupt()
+            for analysis in self._running:
+                analysis.cancel = analysis.cancel or "closing"
             self._wake.notify_all()
             self._published.notify_all()
             subscriptions = list(self._subscriptions)
+            # the scheduler thread is leaving: interrupt here until every run has ended
+            while self._busy and (left := deadline - time.monotonic()) > 0:
+                for analysis in self._running:
+                    self._interrupt(analysis)
+                self._wake.wait(min(REINTERRUPT, left))
         for _ in self._workers:
             self._jobs.put(None)
-        self._thread.join(timeout)
-        for worker in self._workers:
-            worker.join(timeout)
+        for thread in (self._thread, *self._workers):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            for analysis in analyses:
+                if not analysis.running:  # a run that outlived the bound closes its own
+                    self._close_cursor(analysis.cursor)
         for analysis in analyses:
             for mailbox in list(analysis.mailboxes):
                 mailbox.close()
-            self._close_cursor(analysis.cursor)
         for subscription in subscriptions:
-            subscription.cancel(timeout)
-
-
-def _over_arrow(
-    cursor: duckdb.DuckDBPyConnection,
-    sql: str,
-    __duckflock_state: pa.Table,
-    __duckflock_delta: pa.Table | None = None,
-) -> pa.Table:
-    """Run ``sql`` over the state (and delta) Arrow tables.
-
-    DuckDB finds them by their names among this frame's locals (its Python replacement
-    scan): 0.6 ms cheaper per query than register + unregister, which matters when the
-    whole refresh takes a few milliseconds. If replacement scans are switched off in the
-    database's config, registering them is the fallback.
-    """
-    assert STATE == "__duckflock_state" and DELTA == "__duckflock_delta"
-    try:
-        return cursor.execute(sql).to_arrow_table()
-    except duckdb.CatalogException:
-        tables = {STATE: __duckflock_state}
-        if __duckflock_delta is not None:
-            tables[DELTA] = __duckflock_delta
-        for name, table in tables.items():
-            cursor.register(name, table)
-        try:
-            return cursor.execute(sql).to_arrow_table()
-        finally:
-            for name in tables:
-                cursor.unregister(name)
+            subscription.cancel(max(0.0, deadline - time.monotonic()))

@@ -2,12 +2,13 @@
 
 A wait of ``nan`` seconds compares false with everything and so slips through a plain
 ``timeout < 0`` check; ``inf`` or ``1e300`` overflows the lock primitives. Every
-timeout, interval and flag enters the library through these functions.
+timeout, interval, count and flag enters the library through these functions.
 """
 
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 MAX_WAIT = 86_400.0  # one day: longer waits are spelled ``None`` (no limit)
 
@@ -39,3 +40,15 @@ def flag(value: object, name: str) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, not {type(value).__name__} {value!r}")
     return value
+
+
+def count(value: object, name: str, *, minimum: int = 0, maximum: int | None = None) -> int:
+    """``value`` as an int in range (a bool is not a count; numpy ints are), or
+    TypeError/ValueError saying what is accepted."""
+    accepted = f"an int from {minimum}" + (f" to {maximum}" if maximum is not None else " up")
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be {accepted}, not {type(value).__name__} {value!r}")
+    number = int(value)
+    if number < minimum or (maximum is not None and number > maximum):
+        raise ValueError(f"{name} must be {accepted}, not {value!r}")
+    return number

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import duckdb
 
 from . import transactions
-from .analyses import Scheduler
-from .checks import flag, seconds
+from .analyses import DEFAULT_TIMEOUT, DEFAULT_WORKERS, MAX_WORKERS, TIMEOUT_FLOOR, Scheduler
+from .checks import count, flag, seconds
 from .cursors import CursorPool, Slot
 from .errors import (
     ClosedError,
@@ -57,17 +57,22 @@ class Database:
         config: dict[str, Any] | None = None,
         max_queued_rows: int = 500_000,
         max_batch_rows: int = 200_000,
-        max_concurrent_analyses: int = 1,
+        max_concurrent_analyses: int = DEFAULT_WORKERS,
+        analysis_timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        if max_concurrent_analyses < 1:
-            raise ValueError("max_concurrent_analyses must be >= 1")
+        workers = count(
+            max_concurrent_analyses, "max_concurrent_analyses", minimum=1, maximum=MAX_WORKERS
+        )
+        limit = seconds(analysis_timeout, "analysis_timeout", minimum=TIMEOUT_FLOOR, optional=False)
+        assert limit is not None
         if max_queued_rows < 1 or max_batch_rows < 1:
             raise ValueError("max_queued_rows and max_batch_rows must be >= 1")
         self.path = os.fspath(database)
         self.read_only = read_only
         self._max_queued_rows = max_queued_rows
         self._max_batch_rows = max_batch_rows
-        self._max_concurrent_analyses = max_concurrent_analyses
+        self._max_concurrent_analyses = workers
+        self._analysis_timeout = limit
         self._config = dict(config or {})
         self._replayed: list[str] = []  # settings to apply again if the file is reopened
         self._connection = self._open()
@@ -133,8 +138,10 @@ class Database:
     def close(self) -> None:
         """Close every cursor and the connection. Idempotent; safe from any thread.
 
-        Statements already running get a few seconds to finish, then are interrupted.
-        Any use afterwards, from any thread, raises :class:`ClosedError`.
+        Running analyses are interrupted at once (their results are not published);
+        inserts accepted before the call are committed; other statements already
+        running get a few seconds to finish, then are interrupted. Any use afterwards,
+        from any thread, raises :class:`ClosedError`.
         """
         with self._state:
             if self._closed:
@@ -142,10 +149,11 @@ class Database:
             self._closed = True
             writer = self._writer
             scheduler = self._scheduler
+        if scheduler is not None:
+            # first: interrupting analyses frees the cores for the writer's last commits
+            scheduler.close()  # ends watchers and subscriptions cleanly
         if writer is not None:
             writer.close()  # commits everything accepted before close()
-        if scheduler is not None:
-            scheduler.close()  # ends watchers and subscriptions cleanly
         with self._state:
             drained = self._state.wait_for(lambda: self._active == 0, timeout=_CLOSE_GRACE)
         if not drained:
@@ -440,20 +448,32 @@ class Database:
         on_change: bool = False,
         min_interval: float = 0.1,
         params: Sequence[Any] | dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> None:
         """Register (or replace) an analysis that keeps itself fresh.
 
-        It runs at once, then every ``every`` seconds and/or (``on_change``) after
-        commits that touched a table it reads, at most once per ``min_interval``.
-        Invalid SQL or unknown tables raise here. Append-only aggregates over one table
-        refresh incrementally; ``analyses()`` says which mode each uses and why.
+        It runs at once, then every ``every`` seconds (at least 0.01) and/or
+        (``on_change``) after commits that touched a table it reads, at most once per
+        ``min_interval`` seconds (0 or more). A run taking longer than ``timeout``
+        seconds (default: ``connect(analysis_timeout=…)``, 60) is interrupted and
+        publishes a :class:`QueryTimeoutError` result that keeps the last good table.
+        Replacing a running analysis interrupts it. Invalid SQL, unknown tables and
+        timings that are not finite numbers in range raise here. Append-only aggregates
+        over one table refresh incrementally; ``analyses()`` says which mode each uses
+        and why.
         """
         self._analyses().define(
-            name, sql, every=every, on_change=on_change, min_interval=min_interval, params=params
+            name,
+            sql,
+            every=every,
+            on_change=on_change,
+            min_interval=min_interval,
+            params=params,
+            timeout=timeout,
         )
 
     def drop_analysis(self, name: str) -> None:
-        """Remove an analysis; its watchers end."""
+        """Remove an analysis; a run in progress is interrupted; its watchers end."""
         self._analyses().drop(name)
 
     def analyses(self) -> list[dict[str, Any]]:
@@ -466,14 +486,20 @@ class Database:
     ) -> Result | None:
         """The latest result of ``name`` (None before its first run); never runs a query.
 
-        With ``min_version``, waits until that version exists (``ResultTimeoutError``
-        after ``timeout`` seconds).
+        With ``min_version`` (an int >= 0), waits until a result of at least that
+        version exists (``ResultTimeoutError`` after ``timeout`` seconds; None waits
+        until then, the drop of the analysis or close()). After a replacement only the
+        replacement's results count.
         """
         return self._analyses().result(name, min_version, timeout)
 
     def refresh(self, name: str, *, timeout: float | None = None) -> Result:
         """Run ``name`` now and return the result, which reflects every commit made
-        before this call."""
+        before this call.
+
+        Bounded even without ``timeout``: by the analysis's own time limit (a run past
+        it returns a result carrying :class:`QueryTimeoutError`).
+        """
         return self._analyses().refresh(name, timeout)
 
     def watch(self, name: str) -> Iterator[Result]:
@@ -513,6 +539,7 @@ class Database:
                     committed_seq=self._committed_seq,
                     on_capture_change=self._on_capture_change,
                     max_concurrent=self._max_concurrent_analyses,
+                    default_timeout=self._analysis_timeout,
                 )
             return self._scheduler
 
@@ -541,7 +568,9 @@ class Database:
                     reopen=self._reopen,
                 )
                 if self._scheduler is not None:
-                    self._writer.capture = self._scheduler.capture()
+                    # under the scheduler's lock: a concurrent define or drop cannot
+                    # publish in between and be overwritten by this older set
+                    self._scheduler.publish_capture()
             return self._writer
 
     def tables(self) -> list[dict[str, Any]]:
@@ -747,7 +776,8 @@ def connect(
     config: dict[str, Any] | None = None,
     max_queued_rows: int = 500_000,
     max_batch_rows: int = 200_000,
-    max_concurrent_analyses: int = 1,
+    max_concurrent_analyses: int = DEFAULT_WORKERS,
+    analysis_timeout: float = DEFAULT_TIMEOUT,
 ) -> Database:
     """Open (or create) a DuckDB database for use from many threads.
 
@@ -756,7 +786,9 @@ def connect(
 
     Ingest tuning: at most ``max_queued_rows`` accepted-but-uncommitted rows are held
     (producers block beyond that); one commit takes at most ``max_batch_rows`` rows.
-    At most ``max_concurrent_analyses`` analyses refresh at once.
+    Analyses: at most ``max_concurrent_analyses`` (1 to 64, default 2) refresh at
+    once; a run of one is interrupted after ``analysis_timeout`` seconds (0.01 to a
+    day, default 60) unless ``analysis(timeout=…)`` says otherwise.
     """
     return Database(
         database,
@@ -765,4 +797,5 @@ def connect(
         max_queued_rows=max_queued_rows,
         max_batch_rows=max_batch_rows,
         max_concurrent_analyses=max_concurrent_analyses,
+        analysis_timeout=analysis_timeout,
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from .checks import seconds
 from .errors import QueryError
 
 log = logging.getLogger("duckflock")
@@ -142,7 +143,9 @@ class Subscription:
                 log.exception("subscriber of analysis %r raised; it stays subscribed", self.name)
 
     def cancel(self, timeout: float | None = 5.0) -> None:
-        """Stop delivering results; waits for a running callback unless called from it."""
+        """Stop delivering results; waits (up to ``timeout`` seconds) for a running
+        callback unless called from it."""
+        timeout = seconds(timeout, "timeout")
         self._mailbox.close()
         self._on_cancel(self._mailbox)
         if self._thread is not threading.current_thread():

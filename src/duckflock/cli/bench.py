@@ -165,16 +165,19 @@ def streaming(
     setup: Callable[[Database], Any] | None = None,
     *,
     tuples: bool = False,
+    **options: Any,
 ) -> Figure:
     """(c) 8 threads inserting single rows with ``wait=False``, then ``flush()``.
 
     Rows are dicts, or with ``tuples`` (c2) the same rows as tuples with a column list:
     ``insert("my_inserts", (name,), columns=["thread_name"], wait=False)``.
     ``setup`` runs on the fresh database before the clock starts (e.g. to define
-    analyses that then refresh while the rows stream in).
+    analyses that then refresh while the rows stream in); ``options`` go to ``connect``.
     """
-    path = workdir / f"c{'_setup' if setup else ''}{'_tuples' if tuples else ''}.duckdb"
-    with connect(path) as db:
+    kind = f"c{'_setup' if setup else ''}{'_tuples' if tuples else ''}"
+    # a new file per call: the analyses benchmark calls this many times in one directory
+    path = workdir / f"{kind}{len(list(workdir.glob(kind + '*.duckdb')))}.duckdb"
+    with connect(path, **options) as db:
         db.execute(TABLE)
         if setup is not None:
             setup(db)
