@@ -40,6 +40,8 @@ db = duckflock.connect(path, config=config)
 db.execute("CREATE TABLE IF NOT EXISTS t (batch INTEGER, i INTEGER, pad VARCHAR)")
 db.execute("CHECKPOINT")
 db.lock_down()  # must hold on a reopened connection too
+# analyses must keep working across a reopen (their cursors belong to the old instance)
+db.analysis("n", "SELECT count(*) AS n, sum(i) AS s FROM t", on_change=True)
 report = {"acked": [], "failed": [], "errors": [], "states": [], "reopens": 0}
 batch = 0
 
@@ -74,6 +76,10 @@ for round in range(rounds):
     report["states"].append(db.stats().state)
     db.execute("CHECKPOINT")
 stats = db.stats()
+refreshed = db.refresh("n", timeout=60)
+report["analysis_error"] = None if refreshed.error is None else str(refreshed.error)
+report["analysis_equal"] = refreshed.rows() == db.execute(
+    "SELECT count(*) AS n, sum(i) AS s FROM t").fetchall()
 report["reopens"] = stats.reopens
 report["storage_failures"] = stats.storage_failures
 report["last_state"] = stats.state
@@ -135,5 +141,7 @@ def test_a_failed_checkpoint_invalidates_duckdb_and_duckflock_reopens_it(
     assert report["failed"], "the disk never filled"
     assert report["reopens"] >= 1, report  # DuckDB invalidated the instance; we reopened
     assert report["external_access"] is False  # lock_down() survived the reopen
+    assert report["analysis_error"] is None  # analyses took cursors of the new instance
+    assert report["analysis_equal"]
     assert report["last_state"] == "ok"
     _check_intact(path, report)

@@ -412,6 +412,22 @@ class Scheduler:
                     analysis.dirty_at = time.monotonic()
             self._wake.notify()
 
+    def on_reopen(self) -> None:
+        """The database was reopened: every analysis's cursor belonged to the old
+        instance, and rows captured for incremental states may be lost with it."""
+        now = time.monotonic()
+        with self._lock:
+            for analysis in self._analyses.values():
+                if analysis.running:
+                    analysis.stale_cursor = True  # swapped when the run ends
+                else:
+                    analysis.cursor = self._new_cursor()
+                if analysis.shape.plan is not None:
+                    taint(analysis, "the database was reopened")
+                if analysis.on_change and analysis.dirty_at is None:
+                    analysis.dirty_at = now
+            self._wake.notify()
+
     def on_raw_write(self) -> None:
         """A write that did not go through db.insert: incremental states are stale."""
         now = time.monotonic()
@@ -486,6 +502,9 @@ class Scheduler:
                     self._running.discard(analysis)
                     if analysis.dropped:
                         self._close_cursor(analysis.cursor)
+                    elif analysis.stale_cursor:
+                        analysis.stale_cursor = False
+                        analysis.cursor = self._new_cursor()
                     self._wake.notify_all()  # the scheduler thread, and close()
 
     def _refresh(self, analysis: Analysis) -> None:

@@ -128,8 +128,7 @@ class Database:
         self._schemas = SchemaCache(self._cursors.new())
         scheduler = self._scheduler
         if scheduler is not None:
-            # rows captured for incremental analyses may be lost with the old instance
-            scheduler.on_lost_notice()
+            scheduler.on_reopen()  # new cursors; incremental states rebuilt
 
     @property
     def closed(self) -> bool:

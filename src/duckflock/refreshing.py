@@ -51,6 +51,7 @@ class Analysis:
     last_started: float | None = None
     dirty_at: float | None = None
     running: bool = False
+    stale_cursor: bool = False  # the database was reopened while it ran: new cursor after
     forced: bool = False  # refresh() asked for a run now
     dropped: bool = False
     # the run in progress: when the scheduler interrupts it next, and why it was stopped
