@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import io
 import json
+import math
 import threading
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -298,11 +302,14 @@ def test_query_bad_input(http: TestClient) -> None:
 # -- auth ------------------------------------------------------------------------------
 
 
-def test_token_guards_every_endpoint_but_health(db: duckflock.Database) -> None:
+def test_token_guards_every_endpoint_but_health_and_the_page(db: duckflock.Database) -> None:
     with make_client(db, token="s3cret-s3cret-s3cret") as http:
         assert http.get("/v1/health").json()["status"] == "ok"
+        page = http.get("/")  # the dashboard page holds no data: it asks for the token
+        assert page.status_code == 200
+        with_token = http.get("/", headers={"Authorization": "Bearer s3cret-s3cret-s3cret"})
+        assert page.text == with_token.text  # the same static page, whoever asks
         for method, path in [
-            ("GET", "/"),
             ("GET", "/v1/tables"),
             ("GET", "/metrics"),
             ("GET", "/openapi.json"),
@@ -480,3 +487,54 @@ def test_json_values_render_plainly(http: TestClient) -> None:
     assert row[:5] == ["1.50", "2024-01-02", "Infinity", None, [1, 2]]
     assert row[5] == {"a": 1}
     json.dumps(row)
+
+
+def test_tables_whose_names_look_like_files_are_read_files_are_not(
+    db: duckflock.Database,
+) -> None:
+    db.execute('CREATE TABLE "a.b" (x INTEGER)')
+    db.execute('CREATE SCHEMA "odd/schema"')
+    db.execute('CREATE TABLE "odd/schema"."c\\d" (x INTEGER)')
+    db.insert("a.b", {"x": 1})
+    db.insert('"odd/schema"."c\\d"', {"x": 2})
+    with make_client(db) as http:
+        for sql, value in [
+            ('SELECT x FROM "a.b"', 1),
+            ('SELECT x FROM main."a.b"', 1),
+            ('SELECT x FROM "odd/schema"."c\\d"', 2),
+        ]:
+            answer = http.post("/v1/query", json={"sql": sql})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["rows"] == [[value]]
+        for sql in ["SELECT * FROM 'x.csv'", 'SELECT * FROM "/etc/passwd"', 'FROM "a.c"']:
+            error_of(http.post("/v1/query", json={"sql": sql}), 403, "QueryRefusedError")
+        names = {(t["schema"], t["table"]) for t in http.get("/v1/tables").json()}
+        assert {("main", "a.b"), ("odd/schema", "c\\d")} <= names
+
+
+def test_the_client_sends_dates_decimals_and_odd_names(db: duckflock.Database) -> None:
+    db.execute(
+        "CREATE TABLE typed "
+        "(seen TIMESTAMP, day DATE, amount DECIMAL(10, 2), id UUID, took INTERVAL)"
+    )
+    row = {
+        "seen": dt.datetime(2026, 11, 30, 7, 30, 1),
+        "day": dt.date(2026, 11, 30),
+        "amount": decimal.Decimal("12.34"),
+        "id": uuid.UUID(int=7),
+        "took": dt.timedelta(seconds=90),
+    }
+    with make_client(db) as http:
+        client = Client("http://testserver", http=http)
+        client.insert("typed", [row])
+        assert db.execute("SELECT * FROM typed").fetchall() == [tuple(row.values())]
+        with pytest.raises(ValueError, match="NaN and infinities cannot be sent as JSON"):
+            client.insert("typed", [{"amount": math.nan, "day": None}])
+        with pytest.raises(TypeError, match="cannot be sent as JSON"):
+            client.insert("typed", [{"amount": object(), "day": None}])
+        status = client.analysis("odd?name#1", "SELECT count(*) AS n FROM typed", timeout=0.2)
+        assert status["name"] == "odd?name#1"
+        assert status["timeout"] == 0.2
+        assert client.result("odd?name#1", min_version=1, timeout=30).rows() == [(1,)]
+        with pytest.raises(duckflock.RequestError, match="at most the server's query time"):
+            client.analysis("long", "SELECT 1", timeout=3600)

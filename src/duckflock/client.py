@@ -8,11 +8,15 @@ atomic request.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import json
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pyarrow as pa
@@ -149,8 +153,10 @@ class Client:
         One call is atomic when it fits in one request; larger Arrow data goes in
         ``chunk_rows`` chunks, each committed on its own.
         """
+        if not isinstance(table, str):
+            raise TypeError(f"table must be a str, not {type(table).__name__}")
         suffix = "" if wait else "?wait=false"
-        path = f"/v1/tables/{table}/rows{suffix}"
+        path = f"/v1/tables/{_segment(table)}/rows{suffix}"
         arrow = as_arrow(data)
         if arrow is None:
             rows = self._rows(data, columns)
@@ -159,7 +165,12 @@ class Client:
                 arrow = pa.Table.from_pylist(rows)
             else:
                 for start in range(0, len(rows), chunk_rows):
-                    self._request("POST", path, json=rows[start : start + chunk_rows])
+                    self._request(
+                        "POST",
+                        path,
+                        content=_json_rows(rows[start : start + chunk_rows]),
+                        headers={"Content-Type": "application/json"},
+                    )
                 return len(rows)
         elif columns is not None:
             arrow = arrow.rename_columns(list(columns))
@@ -239,8 +250,10 @@ class Client:
         on_change: bool = False,
         min_interval: float = 0.1,
         params: Sequence[Any] | dict[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Define or replace an analysis on the server; returns its status."""
+        """Define or replace an analysis on the server; returns its status. ``timeout``
+        (at most the server's query time limit, which is the default) bounds each run."""
         body = {
             "sql": sql,
             "every": every,
@@ -248,10 +261,12 @@ class Client:
             "min_interval": min_interval,
             "params": params,
         }
-        return dict(self._request("PUT", f"/v1/analyses/{name}", json=body).json())
+        if timeout is not None:
+            body["timeout"] = timeout
+        return dict(self._request("PUT", f"/v1/analyses/{_segment(name)}", json=body).json())
 
     def drop_analysis(self, name: str) -> None:
-        self._request("DELETE", f"/v1/analyses/{name}")
+        self._request("DELETE", f"/v1/analyses/{_segment(name)}")
 
     def result(
         self, name: str, *, min_version: int | None = None, timeout: float | None = None
@@ -263,7 +278,7 @@ class Client:
         if timeout is not None:
             params["timeout"] = timeout
         response = self._request(
-            "GET", f"/v1/analyses/{name}/result", params=params, headers={"Accept": ARROW}
+            "GET", f"/v1/analyses/{_segment(name)}/result", params=params, headers={"Accept": ARROW}
         )
         headers = response.headers
         error = headers.get("x-duckflock-error")
@@ -285,7 +300,7 @@ class Client:
             raise ClosedError("the client is closed")
         try:
             with self._http.stream(
-                "GET", f"/v1/analyses/{name}/events", timeout=httpx.Timeout(60, read=60)
+                "GET", f"/v1/analyses/{_segment(name)}/events", timeout=httpx.Timeout(60, read=60)
             ) as response:
                 if response.status_code >= 400:
                     response.read()
@@ -377,3 +392,32 @@ def _raise_for(response: httpx.Response) -> None:
 
 
 __all__ = ["Client", "RemoteResults"]
+
+
+def _segment(name: str) -> str:
+    """A table or analysis name as one URL path segment (``?``, ``#``, ``%`` escaped)."""
+    return quote(name, safe="")
+
+
+def _plain(value: Any) -> Any:
+    """JSON for values json cannot write: text DuckDB casts to the column's type."""
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return f"{value.total_seconds()} seconds"
+    if isinstance(value, decimal.Decimal | uuid.UUID):
+        return str(value)
+    raise TypeError(
+        f"a {type(value).__name__} value cannot be sent as JSON; pass the rows as an Arrow "
+        "table or a DataFrame instead"
+    )
+
+
+def _json_rows(rows: list[Any]) -> bytes:
+    try:
+        return json.dumps(rows, default=_plain, allow_nan=False).encode()
+    except ValueError:
+        raise ValueError(
+            "NaN and infinities cannot be sent as JSON; pass the rows as an Arrow table or "
+            "a DataFrame instead"
+        ) from None

@@ -573,8 +573,9 @@ class Database:
             return self._writer
 
     def tables(self) -> list[dict[str, Any]]:
-        """Every table of the current database: its name (as ``insert`` takes it), schema,
-        columns (name and type) and row count."""
+        """Every table of the current database: its ``name`` as ``insert`` takes it, its
+        ``catalog``, ``schema`` and ``table`` as the catalog spells them, its columns
+        (name and type) and row count."""
         listing = self.execute(
             "SELECT database_name, schema_name, table_name, current_database() "
             "FROM duckdb_tables() "
@@ -594,7 +595,9 @@ class Database:
             tables.append(
                 {
                     "name": identity.display(current),
+                    "catalog": catalog,
                     "schema": schema,
+                    "table": table,
                     "columns": [{"name": c, "type": t} for c, t in columns],
                     "rows": int(count[0]) if count else 0,
                 }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -140,16 +139,17 @@ def ingest_state(db: Database, *, thorough: bool = False) -> str | None:
     """Why ingest cannot be accepted now, or None when it can.
 
     The one place that reads the write path's health. ``thorough`` (health checks) also
-    asks ``db.stats()``, which will say it (``writer_state``) once the library exposes it;
-    the per-request check stays cheap: a closed database, or a writer that died or is
-    closing.
+    asks ``db.stats()``: a write path whose last commit failed on storage (``"failed"``)
+    or that is reopening the database (``"recovering"``) is not ready. The per-request
+    check stays cheap: a closed database, or a writer that died or is closing.
     """
     if db.closed:
         return "the database is closed"
     if thorough:
-        state = getattr(db.stats(), "writer_state", None)
-        if state is not None and state not in ("ok", "idle", "running"):
-            return f"the writer is {state}"
+        stats = db.stats()
+        if stats.state != "ok":
+            why = f": {stats.last_storage_error}" if stats.last_storage_error else ""
+            return f"the write path is {stats.state}{why}"
     writer = getattr(db, "_writer", None)
     if writer is None:
         return None
@@ -446,8 +446,14 @@ def create_app(
             return Response(status_code=204)
         payload = await json_object(request)
         options = policy.analysis_options(payload, min_every=settings.min_every)
-        if _accepts_timeout(db):
+        # an analysis runs under the server's query time limit, or a shorter one it asks
+        if options["timeout"] is None:
             options["timeout"] = settings.query_timeout
+        elif options["timeout"] > settings.query_timeout:
+            raise RequestError(
+                f'"timeout" may be at most the server\'s query time limit, '
+                f"{settings.query_timeout:g} s, not {options['timeout']!r}"
+            )
 
         def define_it() -> None:
             guard.check(options["sql"])  # the same statement guard as /v1/query
@@ -532,7 +538,7 @@ def create_app(
         return Route(path, needs(role, endpoint), methods=methods)
 
     routes = [
-        route("/", page, ["GET"]),
+        Route("/", page, methods=["GET"]),  # public: the page holds no data
         route("/openapi.json", spec, ["GET"]),
         route("/metrics", prometheus, ["GET"]),
         Route("/v1/health", health, methods=["GET"]),
@@ -587,11 +593,3 @@ def _by_method(endpoints: dict[str, Any]) -> Any:
         return await endpoints[request.method](request)  # type: ignore[no-any-return]
 
     return dispatch
-
-
-def _accepts_timeout(db: Database) -> bool:
-    """Whether the library's ``analysis()`` takes a per-analysis time limit (issue 8)."""
-    try:
-        return "timeout" in inspect.signature(db.analysis).parameters
-    except (TypeError, ValueError):
-        return False

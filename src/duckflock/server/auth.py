@@ -29,7 +29,7 @@ from ..errors import AuthenticationError, DuckflockError, ForbiddenError
 
 ROLES = ("read", "write", "admin")
 MIN_TOKEN_LENGTH = 16
-PUBLIC_PATHS = {"/v1/health"}
+PUBLIC_PATHS = {"/v1/health", "/"}  # the dashboard page holds no data: it asks for a token
 # environment variables read by ``duckflock serve`` (DUCKFLOCK_TOKEN is ``--token``: admin)
 ROLE_ENV = {
     "read": "DUCKFLOCK_READ_TOKEN",
@@ -39,7 +39,6 @@ ROLE_ENV = {
 
 # (method, route template) -> least role; the docs' tables are checked against this
 ROUTE_ROLES: dict[tuple[str, str], str] = {
-    ("GET", "/"): "read",
     ("GET", "/openapi.json"): "read",
     ("GET", "/metrics"): "read",
     ("GET", "/v1/tables"): "read",

@@ -33,7 +33,8 @@ from ..errors import (
     QueryTimeoutError,
     translate,
 )
-from ..syntax import walk
+from ..names import Resolver
+from ..syntax import table_parts, walk
 
 # table functions (and views) that read files or the network, run SQL of their own,
 # write, or reveal the database's path, temp directory, settings or logs
@@ -199,7 +200,7 @@ class QueryGuard:
                     raise QueryRefusedError(f"{name}() is not allowed here", sql=sql)
             elif node.get("type") == "BASE_TABLE":
                 name = str(node.get("table_name", ""))
-                if "/" in name or "\\" in name or "." in name:
+                if ("/" in name or "\\" in name or "." in name) and not self._is_table(node):
                     raise QueryRefusedError(f"reading files ({name!r}) is not allowed", sql=sql)
                 if name.lower() in _DENIED_FUNCTIONS:
                     raise QueryRefusedError(f"{name} is not allowed here", sql=sql)
@@ -207,6 +208,15 @@ class QueryGuard:
                 name = str(node.get("function_name", "")).lower()
                 if name in _DENIED_SCALARS:
                     raise QueryRefusedError(f"{name}() is not allowed here", sql=sql)
+
+    def _is_table(self, node: dict[str, Any]) -> bool:
+        """True when a name that looks like a file is a table or view of the catalog
+        (``main."a.b"``): only then may it be read."""
+        cursor = self.db.cursor()
+        try:
+            return Resolver(cursor).lookup(table_parts(node)) is not None
+        finally:
+            cursor.close()
 
     def open(
         self, sql: str, params: Any = None, *, deadline: float | None = None, batch_rows: int = 2048

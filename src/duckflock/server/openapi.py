@@ -120,6 +120,12 @@ def document(*, max_wait: float = 60.0) -> dict[str, Any]:
                     "on_change": {"type": "boolean"},
                     "min_interval": {"type": "number", "minimum": 0, "maximum": 86400},
                     "params": _PARAMS,
+                    "timeout": {
+                        "oneOf": [
+                            {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
+                            {"type": "null"},
+                        ]
+                    },
                 },
             }
         }

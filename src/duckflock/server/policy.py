@@ -94,7 +94,7 @@ def sql_and_params(payload: dict[str, Any]) -> tuple[str, Any]:
     return sql, params
 
 
-_ANALYSIS_KEYS = {"sql", "every", "on_change", "min_interval", "params"}
+_ANALYSIS_KEYS = {"sql", "every", "on_change", "min_interval", "params", "timeout"}
 
 
 def analysis_options(payload: dict[str, Any], *, min_every: float) -> dict[str, Any]:
@@ -115,10 +115,14 @@ def analysis_options(payload: dict[str, Any], *, min_every: float) -> dict[str, 
     on_change = payload.get("on_change", False)
     if not isinstance(on_change, bool):
         raise RequestError(f'"on_change" must be true or false, not {on_change!r}')
+    timeout = payload.get("timeout")
+    if timeout is not None:
+        timeout = _request(bounded_seconds, timeout, '"timeout"')
     return {
         "sql": sql,
         "every": every,
         "on_change": on_change,
         "min_interval": min_interval,
         "params": params,
+        "timeout": timeout,
     }
