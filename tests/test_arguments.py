@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +84,40 @@ def test_an_analysis_that_is_not_one_select_says_what_it_is(
         events.analysis("a", sql)
     assert "serialized" not in str(refused.value)
     assert events.analyses() == []
+
+
+def test_a_file_that_cannot_be_opened_is_an_open_error(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "folder" / "x.duckdb"
+    with pytest.raises(duckflock.OpenError, match="its folder does not exist") as refused:
+        duckflock.connect(missing)
+    assert not isinstance(refused.value, duckflock.QueryError)
+    assert refused.value.path == str(missing)
+
+
+def test_a_file_another_process_holds_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "held.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, duckdb; c = duckdb.connect(sys.argv[1]); print('ready', flush=True); "
+            "sys.stdin.read()",
+            str(path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        with pytest.raises(duckflock.OpenError, match="another process holds it"):
+            duckflock.connect(path)
+    finally:
+        holder.communicate("", timeout=30)
+
+
+@pytest.mark.parametrize("config", [{"nope": 1}, {"threads": "many"}])
+def test_a_bad_config_is_a_value_error(config: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="is refused by DuckDB") as refused:
+        duckflock.connect(config=config)
+    assert not isinstance(refused.value, duckflock.DuckflockError)

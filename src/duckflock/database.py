@@ -23,6 +23,7 @@ from .errors import (
     DatabaseDamagedError,
     IngestError,
     IngestTimeoutError,
+    OpenError,
     QueueFullError,
     StorageError,
     translate,
@@ -98,11 +99,14 @@ class Database:
         to do about it."""
         try:
             return duckdb.connect(self.path, read_only=self.read_only, config=self._config)
+        except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+            # a setting DuckDB does not know, or a value it cannot take: the caller's config
+            raise ValueError(f"config {self._config!r} is refused by DuckDB: {exc}") from exc
         except duckdb.Error as exc:
             damaged = _damaged(self.path, exc)
             if damaged is not None:
                 raise damaged from exc
-            raise translate(exc) from exc
+            raise _open_error(self.path, exc) from exc
 
     def _reopen(self) -> None:
         """DuckDB invalidated the database (a checkpoint failed on a full disk): close
@@ -764,6 +768,23 @@ def _damaged(path: str, exc: duckdb.Error) -> DatabaseDamagedError | None:
             f"(and {wal!r}) from a backup."
         )
     return DatabaseDamagedError(advice, path=path, wal=wal)
+
+
+def _open_error(path: str, exc: duckdb.Error) -> OpenError:
+    """Why ``path`` could not be opened, in the user's terms."""
+    text = str(exc)
+    if "lock" in text.lower():
+        why = (
+            "another process holds it (DuckDB lets one process open a file for writing; if "
+            "it is a running `duckflock serve`, go through its URL)"
+        )
+    elif "No such file or directory" in text:
+        why = "its folder does not exist"
+    elif "Permission denied" in text:
+        why = "permission denied"
+    else:
+        why = text
+    return OpenError(f"cannot open database {path!r}: {why}\n({text})", path=path)
 
 
 def _check_sql(sql: object) -> None:

@@ -4,8 +4,9 @@
 
     DuckflockError                  root: catch this to catch everything duckflock raises
      ├── ClosedError                the Database (or Client) was closed; nothing more can be done
-     ├── DatabaseDamagedError       connect() could not open the file: a damaged WAL or
-     │                              database file (.path, .wal); the message says the way out
+     ├── OpenError                  connect() could not open the database file (.path): a
+     │    │                         missing folder, no permission, held by another process
+     │    └── DatabaseDamagedError  a damaged WAL or file; the message names it and the way out
      ├── QueryError                 DuckDB refused or failed a statement (.sql, .params)
      │    ├── CatalogError          unknown table, column, function or schema
      │    │    └── UnknownTableError   insert into a table that does not exist (.table)
@@ -66,6 +67,7 @@ __all__ = [
     "ConstraintError",
     "ConversionError",
     "DatabaseDamagedError",
+    "OpenError",
     "DuckflockError",
     "ForbiddenError",
     "IngestError",
@@ -110,7 +112,20 @@ class ClosedError(DuckflockError):
     http_status = 503
 
 
-class DatabaseDamagedError(DuckflockError):
+class OpenError(DuckflockError):
+    """``connect()`` could not open the database file; ``.path`` names it."""
+
+    http_status = 500
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def fields(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+
+class DatabaseDamagedError(OpenError):
     """The database could not be opened because its file or its WAL is damaged.
 
     ``.path`` is the database file, ``.wal`` its write-ahead log; the message names the
@@ -120,8 +135,7 @@ class DatabaseDamagedError(DuckflockError):
     http_status = 500
 
     def __init__(self, message: str, *, path: str, wal: str) -> None:
-        super().__init__(message)
-        self.path = path
+        super().__init__(message, path=path)
         self.wal = wal
 
     def fields(self) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import click
 
 from .. import names
 from ..database import Database, connect
-from ..errors import QueryError
+from ..errors import OpenError
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -29,8 +29,8 @@ def database(path: str, *, read_only: bool) -> Iterator[Database]:
         raise click.UsageError(f"no database file {path!r} (give a .duckdb path or a server URL)")
     try:
         db = connect(path, read_only=read_only)
-    except QueryError as exc:
-        if "lock" in exc.message.lower():
+    except OpenError as exc:
+        if "another process holds it" in str(exc):
             raise click.ClickException(
                 f"{path} is in use by another process, most likely a running `duckflock "
                 "serve` (DuckDB lets one process open a file for writing): run this "
