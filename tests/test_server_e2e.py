@@ -160,3 +160,30 @@ def test_the_http_docs_curl_examples_run(server: ServerProcess) -> None:
             check=False,
         )
         assert run.returncode == 0, f"{block}\n{run.stdout}\n{run.stderr}"
+
+
+def test_analyses_defined_over_http_survive_a_restart(tmp_path: Path) -> None:
+    config = tmp_path / "duckflock.toml"
+    config.write_text('[[tables]]\nsql = "CREATE TABLE IF NOT EXISTS events (p INTEGER)"\n')
+    database = tmp_path / "restart.duckdb"
+    first = ServerProcess(database, "--config", str(config))
+    try:
+        with first.client() as client:
+            client.analysis("n", "SELECT count(*) AS n FROM events", on_change=True)
+            client.insert("events", [{"p": 1}, {"p": 2}])
+    finally:
+        assert first.stop() == 0
+    second = ServerProcess(database, "--config", str(config))
+    try:
+        with second.client() as client:
+            assert [a["name"] for a in client.analyses()] == ["n"]
+            assert client.result("n", min_version=1, timeout=30).rows() == [(2,)]
+            client.drop_analysis("n")
+    finally:
+        assert second.stop() == 0
+    third = ServerProcess(database, "--config", str(config))
+    try:
+        with third.client() as client:
+            assert client.analyses() == []
+    finally:
+        assert third.stop() == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -14,13 +15,14 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from . import transactions
+from . import definitions, transactions
 from .analyses import DEFAULT_TIMEOUT, DEFAULT_WORKERS, MAX_WORKERS, TIMEOUT_FLOOR, Scheduler
 from .checks import count, flag, seconds
 from .cursors import CursorPool, Slot
 from .errors import (
     ClosedError,
     DatabaseDamagedError,
+    DuckflockError,
     IngestError,
     IngestTimeoutError,
     OpenError,
@@ -37,6 +39,7 @@ from .schema import SchemaCache
 from .syntax import READ, WRITE, classify
 
 T = TypeVar("T")
+log = logging.getLogger("duckflock")
 
 _CLOSE_GRACE = 5.0  # seconds close() lets running statements finish before interrupting
 
@@ -60,7 +63,9 @@ class Database:
         max_batch_rows: int = 200_000,
         max_concurrent_analyses: int = DEFAULT_WORKERS,
         analysis_timeout: float = DEFAULT_TIMEOUT,
+        restore_analyses: bool = True,
     ) -> None:
+        restore = flag(restore_analyses, "restore_analyses")
         workers = count(
             max_concurrent_analyses, "max_concurrent_analyses", minimum=1, maximum=MAX_WORKERS
         )
@@ -91,6 +96,12 @@ class Database:
         # held by the writer around each commit and its notice; exists before the writer
         # so that an analysis pinning a snapshot never races the writer's creation
         self._commit_lock = threading.Lock()
+        if restore:
+            try:
+                self._restore()
+            except BaseException:
+                self.close()
+                raise
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -452,6 +463,7 @@ class Database:
         min_interval: float = 0.1,
         params: Sequence[Any] | dict[str, Any] | None = None,
         timeout: float | None = None,
+        persist: bool = True,
     ) -> None:
         """Register (or replace) an analysis that keeps itself fresh.
 
@@ -464,7 +476,13 @@ class Database:
         timings that are not finite numbers in range raise here. Append-only aggregates
         over one table refresh incrementally; ``analyses()`` says which mode each uses
         and why.
+
+        On a database file the definition is kept in the file (``persist=False`` does
+        not) and defined again whenever the file is opened (see :func:`connect`).
         """
+        keep = flag(persist, "persist") and self._keeps_definitions()
+        if keep:
+            definitions.params_json(params)  # refuse what cannot be kept, before defining
         self._analyses().define(
             name,
             sql,
@@ -474,10 +492,49 @@ class Database:
             params=params,
             timeout=timeout,
         )
+        if keep:
+            definition = definitions.Definition(
+                name, sql, every, on_change, min_interval, timeout, params
+            )
+            self._on_private_cursor(definitions.save, definition)
 
     def drop_analysis(self, name: str) -> None:
-        """Remove an analysis; a run in progress is interrupted; its watchers end."""
+        """Remove an analysis (and its kept definition); a run in progress is
+        interrupted; its watchers end."""
         self._analyses().drop(name)
+        if self._keeps_definitions():
+            self._on_private_cursor(definitions.delete, name)
+
+    def _keeps_definitions(self) -> bool:
+        return not self.read_only and not self.path.startswith(":memory:") and self.path != ""
+
+    def _on_private_cursor(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(cursor, *args)`` on a cursor of its own (no commit notice: bookkeeping)."""
+        self._enter()
+        try:
+            cursor = self._cursors.new()
+            try:
+                return fn(cursor, *args)
+            except duckdb.Error as exc:
+                raise self._fail(exc, None) from exc
+            finally:
+                self._cursors.forget(cursor)
+        finally:
+            self._leave()
+
+    def _restore(self) -> None:
+        """Define again every analysis kept in the file; one that no longer binds (its
+        table was dropped) is logged and stays kept."""
+        for definition in self._on_private_cursor(definitions.load):
+            try:
+                self._analyses().define(definition.name, definition.sql, **definition.options())
+            except (DuckflockError, ValueError, TypeError) as exc:
+                log.warning(
+                    "analysis %r kept in %s was not defined again: %s",
+                    definition.name,
+                    self.path,
+                    exc,
+                )
 
     def analyses(self) -> list[dict[str, Any]]:
         """Every analysis with its schedule, last refresh, duration, rows, error, mode."""
@@ -584,7 +641,9 @@ class Database:
             "SELECT database_name, schema_name, table_name, current_database() "
             "FROM duckdb_tables() "
             "WHERE NOT internal AND NOT temporary AND database_name = current_database() "
-            "ORDER BY schema_name, table_name"
+            "AND NOT (schema_name = ? AND table_name = 'analyses') "  # duckflock's own
+            "ORDER BY schema_name, table_name",
+            [definitions.SCHEMA],
         ).fetchall()
         tables = []
         for catalog, schema, table, current in listing:
@@ -801,6 +860,7 @@ def connect(
     max_batch_rows: int = 200_000,
     max_concurrent_analyses: int = DEFAULT_WORKERS,
     analysis_timeout: float = DEFAULT_TIMEOUT,
+    restore_analyses: bool = True,
 ) -> Database:
     """Open (or create) a DuckDB database for use from many threads.
 
@@ -811,7 +871,9 @@ def connect(
     (producers block beyond that); one commit takes at most ``max_batch_rows`` rows.
     Analyses: at most ``max_concurrent_analyses`` (1 to 64, default 2) refresh at
     once; a run of one is interrupted after ``analysis_timeout`` seconds (0.01 to a
-    day, default 60) unless ``analysis(timeout=…)`` says otherwise.
+    day, default 60) unless ``analysis(timeout=…)`` says otherwise. The analyses kept
+    in the file (every ``analysis()`` on a file keeps its definition) are defined again
+    at once, unless ``restore_analyses=False`` (for one-off work on the file).
     """
     return Database(
         database,
@@ -821,4 +883,5 @@ def connect(
         max_batch_rows=max_batch_rows,
         max_concurrent_analyses=max_concurrent_analyses,
         analysis_timeout=analysis_timeout,
+        restore_analyses=restore_analyses,
     )

@@ -62,7 +62,7 @@ def demo(database: str, memory: bool, writers: int, readers: int, seed: int, liv
     """
     console = render.console()
     target = ":memory:" if memory else database
-    with connect(target) as db:
+    with connect(target, restore_analyses=False) as db:
         if live:
             report = run_live_demo(db, writers=writers, seed=seed, on_version=_print_version)
         else:

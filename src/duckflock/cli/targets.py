@@ -28,7 +28,7 @@ def database(path: str, *, read_only: bool) -> Iterator[Database]:
     if read_only and path != ":memory:" and not Path(path).exists():
         raise click.UsageError(f"no database file {path!r} (give a .duckdb path or a server URL)")
     try:
-        db = connect(path, read_only=read_only)
+        db = connect(path, read_only=read_only, restore_analyses=False)  # one-off work
     except OpenError as exc:
         if "another process holds it" in str(exc):
             raise click.ClickException(
