@@ -75,3 +75,18 @@ def test_a_read_only_file_restores_without_writing(tmp_path: Path) -> None:
         db.drop_analysis("answer")
     with duckflock.connect(path) as db:
         assert [a["name"] for a in db.analyses()] == ["answer"]
+
+
+def test_wait_says_at_definition_that_the_first_run_fails(
+    memdb: duckflock.Database,
+) -> None:
+    memdb.execute("CREATE TABLE t (note VARCHAR)")
+    memdb.insert("t", {"note": "not a number"})
+    with pytest.raises(duckflock.ConversionError, match="not a number"):
+        memdb.analysis("bad", "SELECT CAST(note AS INTEGER) AS x FROM t", wait=True)
+    assert memdb.analyses() == []
+    first = memdb.analysis("good", "SELECT count(*) AS n FROM t", wait=True)
+    assert first is not None and first.rows() == [(1,)]
+    # without wait, the definition stands and the error is on the result
+    assert memdb.analysis("later", "SELECT CAST(note AS INTEGER) AS x FROM t") is None
+    assert memdb.refresh("later").error is not None

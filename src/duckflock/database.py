@@ -464,7 +464,8 @@ class Database:
         params: Sequence[Any] | dict[str, Any] | None = None,
         timeout: float | None = None,
         persist: bool = True,
-    ) -> None:
+        wait: bool = False,
+    ) -> Result | None:
         """Register (or replace) an analysis that keeps itself fresh.
 
         It runs at once, then every ``every`` seconds (at least 0.01) and/or
@@ -479,8 +480,14 @@ class Database:
 
         On a database file the definition is kept in the file (``persist=False`` does
         not) and defined again whenever the file is opened (see :func:`connect`).
+
+        Errors that only running the SQL can find (a cast that fails on the data, a
+        division by zero) show on the results (``result(name).error``) — unless
+        ``wait=True``: then this returns the first result, or raises its error and
+        defines nothing.
         """
         keep = flag(persist, "persist") and self._keeps_definitions()
+        first = flag(wait, "wait")
         if keep:
             definitions.params_json(params)  # refuse what cannot be kept, before defining
         self._analyses().define(
@@ -492,11 +499,19 @@ class Database:
             params=params,
             timeout=timeout,
         )
+        result = None
+        if first:
+            result = self.refresh(name)
+            if result.error is not None:
+                with contextlib.suppress(DuckflockError):
+                    self._analyses().drop(name)
+                raise result.error
         if keep:
             definition = definitions.Definition(
                 name, sql, every, on_change, min_interval, timeout, params
             )
             self._on_private_cursor(definitions.save, definition)
+        return result
 
     def drop_analysis(self, name: str) -> None:
         """Remove an analysis (and its kept definition); a run in progress is
