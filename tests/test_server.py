@@ -538,3 +538,17 @@ def test_the_client_sends_dates_decimals_and_odd_names(db: duckflock.Database) -
         assert client.result("odd?name#1", min_version=1, timeout=30).rows() == [(1,)]
         with pytest.raises(duckflock.RequestError, match="at most the server's query time"):
             client.analysis("long", "SELECT 1", timeout=3600)
+
+
+@pytest.mark.parametrize(
+    ("sql", "kind"),
+    [("", "QueryRefusedError"), ("  ; ", "QueryRefusedError"), ("CREATE TABLE", "ParserError")],
+)
+def test_sql_route_needs_exactly_one_statement(db: duckflock.Database, sql: str, kind: str) -> None:
+    with make_client(db) as http:
+        refused = http.post("/v1/sql", json={"sql": sql})
+        assert refused.status_code in (400, 403), refused.text
+        assert refused.json()["error"]["type"] == kind
+        two = http.post("/v1/sql", json={"sql": "CREATE TABLE a (x INT); CREATE TABLE b (x INT)"})
+        assert two.json()["error"]["type"] == "QueryRefusedError"
+        assert not any(t["table"] in ("a", "b") for t in db.tables())

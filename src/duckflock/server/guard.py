@@ -284,6 +284,13 @@ def run_statement(
     rows of what it returns are put into ``out``; the schema is returned.
     """
 
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise translate(exc, sql=sql) from exc
+    if len(statements) != 1:
+        raise QueryRefusedError(f"POST /v1/sql runs one statement, not {len(statements)}", sql=sql)
+
     def work(cursor: duckdb.DuckDBPyConnection) -> pa.Schema:
         timer = threading.Timer(max(deadline - time.monotonic(), 0.0), cursor.interrupt)
         timer.daemon = True
