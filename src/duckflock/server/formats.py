@@ -234,18 +234,7 @@ def result_event(result: Result, byte_cap: int) -> str:
 
 
 def result_json(result: Result) -> dict[str, Any]:
-    return {
-        "name": result.name,
-        "version": result.version,
-        "refreshed_at": result.refreshed_at.isoformat(),
-        "duration": result.duration,
-        "watermark": result.watermark,
-        "mode": result.mode,
-        "error": None
-        if result.error is None
-        else {"type": type(result.error).__name__, "message": result.error.message},
-        **table_json(result.table),
-    }
+    return {**result_json_head(result), **table_json(result.table)}
 
 
 def dumps(payload: Any) -> bytes:
