@@ -9,7 +9,7 @@ line (``[cli]``) are extras, imported when first used.
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from .database import Database, Results, connect
+from .database import Database, connect
 from .errors import (
     AnalysisError,
     AuthenticationError,
@@ -48,6 +48,7 @@ from .errors import (
 from .ingest import IngestStats
 from .receipts import Receipt
 from .results import Result, Subscription
+from .statements import Results
 
 if _TYPE_CHECKING:  # imported on first use: the HTTP client is the [client] extra
     from .client import Client, RemoteResults

@@ -18,24 +18,24 @@ import duckdb
 from . import definitions, transactions
 from .analyses import DEFAULT_TIMEOUT, DEFAULT_WORKERS, MAX_WORKERS, TIMEOUT_FLOOR, Scheduler
 from .checks import count, flag, seconds
-from .cursors import CursorPool, Slot
+from .cursors import CursorPool
 from .errors import (
     ClosedError,
-    DatabaseDamagedError,
     DuckflockError,
     IngestError,
     IngestTimeoutError,
-    OpenError,
     QueueFullError,
     StorageError,
     translate,
 )
 from .ingest import IngestStats, Writer
 from .names import Identity
+from .opening import open_connection
 from .receipts import Receipt
 from .results import Result, Subscription
 from .rows import to_parts
 from .schema import SchemaCache
+from .statements import Results
 from .syntax import READ, WRITE, classify
 
 T = TypeVar("T")
@@ -106,18 +106,7 @@ class Database:
     # -- lifecycle ---------------------------------------------------------------------
 
     def _open(self) -> duckdb.DuckDBPyConnection:
-        """Open the DuckDB connection; a damaged file or WAL gets an error saying what
-        to do about it."""
-        try:
-            return duckdb.connect(self.path, read_only=self.read_only, config=self._config)
-        except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
-            # a setting DuckDB does not know, or a value it cannot take: the caller's config
-            raise ValueError(f"config {self._config!r} is refused by DuckDB: {exc}") from exc
-        except duckdb.Error as exc:
-            damaged = _damaged(self.path, exc)
-            if damaged is not None:
-                raise damaged from exc
-            raise _open_error(self.path, exc) from exc
+        return open_connection(self.path, read_only=self.read_only, config=self._config)
 
     def _reopen(self) -> None:
         """DuckDB invalidated the database (a checkpoint failed on a full disk): close
@@ -756,109 +745,6 @@ class Database:
         """A transaction committed: it may have changed tables or written rows."""
         self._schemas.invalidate()
         self._wrote()
-
-
-# Results methods that read the result to its end (the cursor can take the next
-# statement afterwards), and those that hand the pending result to an Arrow reader
-_DRAINING = frozenset(
-    {"fetchall", "fetchdf", "df", "fetch_df", "arrow", "fetch_arrow_table", "to_arrow_table"}
-    | {"pl", "fetchnumpy", "torch", "tf"}
-)
-_HANDING_OFF = frozenset({"to_arrow_reader", "fetch_record_batch"})
-
-
-class Results:
-    """What ``execute`` returns: a DuckDB cursor of this thread, holding the statement's
-    result for as long as this object lives (see :mod:`duckflock.cursors`).
-
-    Every DuckDB method works as usual (``fetchall``, ``fetchone``, ``df``, ``arrow``,
-    ``pl``, ``description``…); calls count as running statements, so ``close()`` waits
-    for them, and after close they raise :class:`ClosedError` like everything else.
-    """
-
-    __slots__ = ("_cursor", "_db", "_drained", "_reader", "_slot", "_sql")
-
-    def __init__(
-        self, db: Database, slot: Slot, cursor: duckdb.DuckDBPyConnection, sql: str
-    ) -> None:
-        self._db = db
-        self._slot = slot
-        self._cursor = cursor
-        self._sql = sql
-        self._drained = False
-        self._reader: object | None = None
-
-    def __del__(self) -> None:
-        if self._reader is not None:
-            self._slot.release_with(self._cursor, self._reader)
-        else:
-            self._slot.release(self._cursor, drained=self._drained)
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._cursor, name)
-        if not callable(attribute):
-            return attribute
-        db, sql = self._db, self._sql
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            db._enter()
-            try:
-                value = attribute(*args, **kwargs)
-            except duckdb.Error as exc:
-                raise db._fail(exc, sql) from exc
-            finally:
-                db._leave()
-            if name in _DRAINING or (name in ("fetchone", "fetchmany") and not value):
-                self._drained = True
-            elif name in _HANDING_OFF:
-                self._reader = value
-            return value
-
-        return call
-
-    def __repr__(self) -> str:
-        return f"<duckflock.Results of {self._sql[:60]!r}>"
-
-
-def _damaged(path: str, exc: duckdb.Error) -> DatabaseDamagedError | None:
-    """The error for a database that DuckDB cannot open because a file is damaged."""
-    message = str(exc)
-    lowered = message.lower()
-    if not isinstance(exc, duckdb.IOException | duckdb.SerializationException) or not any(
-        word in lowered for word in ("corrupt", "checksum", "replaying wal", "damaged")
-    ):
-        return None
-    wal = path + ".wal"
-    if "wal" in lowered:
-        advice = (
-            f"cannot open {path!r}: its write-ahead log {wal!r} is damaged ({message}). "
-            f"It holds the commits made since the last checkpoint. To open the database "
-            f"as of that checkpoint, move the log aside (mv {wal!r} {wal + '.damaged'!r}) "
-            f"and keep it for inspection, or restore both files from a backup."
-        )
-    else:
-        advice = (
-            f"cannot open {path!r}: the database file is damaged ({message}). Restore it "
-            f"(and {wal!r}) from a backup."
-        )
-    return DatabaseDamagedError(advice, path=path, wal=wal)
-
-
-def _open_error(path: str, exc: duckdb.Error) -> OpenError:
-    """Why ``path`` could not be opened, in the user's terms."""
-    text = str(exc)
-    if "lock" in text.lower():
-        why = (
-            "another process holds it (DuckDB lets one process open a file for writing; if "
-            "it is a running `duckflock serve`, go through its URL)"
-        )
-    elif "No such file or directory" in text:
-        why = "its folder does not exist"
-    elif "Permission denied" in text:
-        why = "permission denied"
-    else:
-        why = text
-    return OpenError(f"cannot open database {path!r}: {why}\n({text})", path=path)
 
 
 def _check_sql(sql: object) -> None:
