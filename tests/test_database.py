@@ -386,3 +386,25 @@ def test_mixed_read_write_stress_in_a_subprocess(tmp_path: Path, target: str) ->
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "(800, 800)"
+
+
+def test_a_database_left_open_is_closed_cleanly_at_exit(tmp_path: Path) -> None:
+    """Forgetting close() must not crash the process (DuckDB aborts when its objects die
+    under a running analysis thread) nor lose what insert(wait=False) accepted."""
+    script = (
+        "import sys, duckflock\n"
+        "db = duckflock.connect(sys.argv[1])\n"
+        "db.execute('CREATE TABLE IF NOT EXISTS t (x INTEGER)')\n"
+        "db.analysis('a', 'SELECT count(*) FROM t', every=0.01, persist=False)\n"
+        "db.analysis('b', 'SELECT sum(x) FROM t', on_change=True, persist=False)\n"
+        "db.insert('t', [{'x': i} for i in range(100)], wait=False)\n"
+    )
+    path = tmp_path / "left-open.duckdb"
+    for _ in range(8):
+        run = subprocess.run(
+            [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+        assert "terminate called" not in run.stderr
+    with duckflock.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM t").fetchone() == (800,)

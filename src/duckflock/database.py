@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -40,6 +42,19 @@ from .syntax import READ, WRITE, classify
 
 T = TypeVar("T")
 log = logging.getLogger("duckflock")
+
+# Databases not closed yet: closed at interpreter exit, before it tears down the objects
+# their threads use (DuckDB aborts the process when its objects die under a running
+# analysis or writer thread: "terminate called without an active exception")
+_OPEN: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for db in list(_OPEN):
+        with contextlib.suppress(Exception):
+            db.close()
+
 
 _CLOSE_GRACE = 5.0  # seconds close() lets running statements finish before interrupting
 
@@ -96,6 +111,7 @@ class Database:
         # held by the writer around each commit and its notice; exists before the writer
         # so that an analysis pinning a snapshot never races the writer's creation
         self._commit_lock = threading.Lock()
+        _OPEN.add(self)
         if restore:
             try:
                 self._restore()
