@@ -240,17 +240,61 @@ def test_a_result_dropped_half_read_does_not_hold_back_checkpoints(tmp_path: Pat
     (so the WAL's bound) would fail for as long as the thread lives."""
     db = duckflock.connect(str(tmp_path / "c.duckdb"))
     try:
-        db.execute("SELECT * FROM range(100000)").fetchmany(3)  # dropped half-read
+        # a streaming result read by fetchone and dropped: finished on drop
+        db.execute("SELECT current_setting('temp_directory')").fetchone()
+        db.execute("SELECT * FROM range(1000)").fetchmany(3)
+        db.transaction(lambda cur: cur.execute("CREATE TABLE t (x INTEGER)"))
+        run_in_thread(lambda: db.execute("CHECKPOINT"))
         reader = db.execute("SELECT * FROM range(100000)").to_arrow_reader(1000)
         assert reader.read_next_batch().num_rows > 0
-        db.transaction(lambda cur: cur.execute("CREATE TABLE t (x INTEGER)"))
+        db.transaction(lambda cur: cur.execute("CREATE TABLE t2 (x INTEGER)"))
         with pytest.raises(duckflock.TransactionError):  # the reader still streams
             run_in_thread(lambda: db.execute("CHECKPOINT"))
+        assert db.execute("SELECT 42").fetchall() == [(42,)]  # beside the reader
         assert sum(batch.num_rows for batch in reader) > 0
         del reader
         run_in_thread(lambda: db.execute("CHECKPOINT"))
     finally:
         db.close()
+
+
+def test_a_thread_keeps_its_session_across_statements(memdb: duckflock.Database) -> None:
+    memdb.execute("CREATE TABLE t (x INTEGER)")
+    memdb.execute("BEGIN TRANSACTION")
+    memdb.execute("INSERT INTO t VALUES (1)")
+    memdb.execute("ROLLBACK")
+    assert memdb.execute("SELECT count(*) FROM t").fetchone() == (0,)
+    memdb.execute("CREATE TEMP TABLE scratch AS SELECT 7 AS x")
+    assert memdb.execute("SELECT x FROM scratch").fetchall() == [(7,)]
+    memdb.execute("SET VARIABLE answer = 42")
+    assert memdb.execute("SELECT getvariable('answer')").fetchone() == (42,)
+    memdb.execute("PREPARE twice AS SELECT 2 * ?")
+    assert memdb.execute("EXECUTE twice(21)").fetchall() == [(42,)]
+
+
+def test_a_result_half_read_then_superseded_says_so(memdb: duckflock.Database) -> None:
+    half = memdb.execute("SELECT * FROM range(10)")
+    assert half.fetchone() == (0,)
+    unread = memdb.execute("SELECT 'kept' AS word")
+    memdb.execute("SELECT 3")
+    with pytest.raises(ValueError, match="read in part"):
+        half.fetchall()
+    assert unread.fetchone() == ("kept",)  # an unread result was kept whole
+    assert unread.fetchall() == []
+    assert [d[0] for d in unread.description] == ["word"]
+
+
+@pytest.mark.parametrize("method", ["execute", "cursor", "executemany", "begin", "sql"])
+def test_a_result_runs_no_sql_past_the_database(memdb: duckflock.Database, method: str) -> None:
+    memdb.execute("CREATE TABLE t (x INTEGER)")
+    memdb.insert("t", [{"x": i} for i in range(10)])
+    memdb.analysis("s", "SELECT sum(x) AS s, count(*) AS n FROM t")
+    memdb.refresh("s")
+    results = memdb.execute("SELECT 1")
+    with pytest.raises(AttributeError, match="run statements with the Database"):
+        getattr(results, method)
+    memdb.insert("t", {"x": 100})
+    assert memdb.refresh("s").rows() == memdb.execute("SELECT sum(x), count(*) FROM t").fetchall()
 
 
 def run_in_thread(fn: Callable[[], object]) -> None:

@@ -7,15 +7,12 @@ short-lived threads leave no open cursors behind. Explicit cursors (``db.cursor(
 writer's, each analysis's) are tracked weakly: their owner closes them, or drops them.
 
 A DuckDB cursor holds one pending result: running a second statement on it replaces the
-first one's. So a statement *leases* a cursor of its thread for as long as its result
-object lives: ``db.execute(a)`` kept in ``r1`` while ``db.execute(b)`` runs puts ``b`` on
-a spare cursor of the same thread, and ``r1`` still reads ``a``'s rows. In the common
-``db.execute(…).fetchall()`` the result dies at once and the thread reuses one cursor.
-
-A result dropped before it was read to the end may still hold DuckDB's streaming result
-and, with it, an open transaction — which keeps ``CHECKPOINT`` (and so the WAL's bound)
-from happening for as long as the idle thread lives. Such a cursor is closed rather than
-reused; one handed to an Arrow reader is closed when the reader goes.
+first one's. Every statement of a thread runs on the thread's one cursor (so its
+transaction, temp tables, variables and prepared statements carry from one ``execute``
+to the next), and a result object the caller still holds when the thread runs its next
+statement is dealt with first (:mod:`duckflock.statements`): an unread one is kept (its
+rows fetched), one half read can no longer be used and says so. Only while an Arrow
+reader streams from the thread's cursor does the next statement go to a spare cursor.
 """
 
 from __future__ import annotations
@@ -24,6 +21,7 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 import duckdb
 
@@ -31,12 +29,21 @@ import duckdb
 class Slot:
     """A thread's cursors; when the slot is collected, they are closed.
 
-    ``cursor`` serves relations (``db.sql``); statements lease the others. ``free``
-    holds the leased cursors no live result holds (list append and pop are atomic, so a
-    result released on another thread needs no lock).
+    ``cursor`` runs the thread's statements and relations; ``current`` is the result
+    of its last statement while the caller holds it; ``statements`` counts them.
     """
 
-    __slots__ = ("__weakref__", "all", "cursor", "free", "generation", "retire")
+    __slots__ = (
+        "__weakref__",
+        "all",
+        "current",
+        "cursor",
+        "generation",
+        "owner",
+        "reader",
+        "retire",
+        "statements",
+    )
 
     def __init__(
         self,
@@ -45,21 +52,20 @@ class Slot:
         generation: int = 0,
     ) -> None:
         self.cursor = cursor
-        self.free: list[duckdb.DuckDBPyConnection] = []
         self.all = [cursor]
         self.retire = retire
         self.generation = generation  # the connection its cursors belong to (reconnect)
+        self.owner = threading.get_ident()
+        self.current: weakref.ref[Any] | None = None
+        self.reader: weakref.ref[Any] | None = None  # an Arrow reader on ``cursor``
+        self.statements = 0
 
-    def release(self, cursor: duckdb.DuckDBPyConnection, *, drained: bool) -> None:
-        """A result on ``cursor`` is gone: the cursor takes the next statement if the
-        result was read to the end, else it is closed (its transaction with it)."""
-        if drained:
-            self.free.append(cursor)
-        else:
-            self.retire(self, cursor)
+    def streaming(self) -> bool:
+        """True while an Arrow reader streams from the thread's cursor."""
+        return self.reader is not None and self.reader() is not None
 
     def release_with(self, cursor: duckdb.DuckDBPyConnection, reader: object) -> None:
-        """``reader`` streams from ``cursor``: close the cursor when the reader goes."""
+        """``reader`` streams from the spare ``cursor``: close it when the reader goes."""
         weakref.finalize(reader, self.retire, self, cursor)
 
 
@@ -99,16 +105,15 @@ class CursorPool:
         """This thread's cursor, created on first use."""
         return self._slot().cursor
 
-    def lease(self) -> tuple[Slot, duckdb.DuckDBPyConnection]:
-        """A cursor of this thread that no live result holds; give it back with
-        ``slot.release(cursor)`` when the result is gone."""
-        slot = self._slot()
-        try:
-            return slot, slot.free.pop()
-        except IndexError:
-            cursor = self._register()
-            slot.all.append(cursor)
-            return slot, cursor
+    def slot(self) -> Slot:
+        """This thread's cursors, created on first use."""
+        return self._slot()
+
+    def spare(self, slot: Slot) -> duckdb.DuckDBPyConnection:
+        """A cursor for one statement of ``slot``'s thread; ``slot.retire`` closes it."""
+        cursor = self._register()
+        slot.all.append(cursor)
+        return cursor
 
     def new(self) -> duckdb.DuckDBPyConnection:
         """A new cursor for an owner that closes it (or drops it); closed by close_all."""

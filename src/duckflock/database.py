@@ -240,22 +240,29 @@ class Database:
 
     def _run(self, sql: str, params: Any, *, many: bool) -> Results:
         self._enter()
-        slot, cursor = self._cursors.lease()
         try:
-            kind = self._before(sql)
-            if many:
-                cursor.executemany(sql, params)
-            else:
-                cursor.execute(sql, params)
+            slot = self._cursors.slot()
+            cursor, spare = slot.cursor, False
+            holder = slot.current() if slot.current is not None else None
+            if slot.streaming():  # an Arrow reader reads the thread's cursor
+                cursor, spare = self._cursors.spare(slot), True
+            elif holder is not None and holder.pending:
+                holder.settle()  # kept whole if unread, else no longer readable
+            try:
+                kind = self._before(sql)
+                if many:
+                    cursor.executemany(sql, params)
+                else:
+                    cursor.execute(sql, params)
+            except BaseException:
+                if spare:
+                    slot.retire(slot, cursor)
+                raise
             if kind == WRITE:
                 self._wrote()
-            return Results(self, slot, cursor, sql)
+            return Results(self, slot, cursor, sql, spare=spare)
         except duckdb.Error as exc:
-            slot.release(cursor, drained=False)
             raise self._fail(exc, sql, params) from exc
-        except BaseException:
-            slot.release(cursor, drained=False)
-            raise
         finally:
             self._leave()
 
@@ -278,7 +285,11 @@ class Database:
         self._enter()
         try:
             kind = self._before(query)
-            relation = self._cursors.for_thread().sql(query, params=params)
+            slot = self._cursors.slot()
+            holder = slot.current() if slot.current is not None else None
+            if holder is not None and holder.pending and not slot.streaming():
+                holder.settle()  # a statement that is not a query runs on the cursor now
+            relation = slot.cursor.sql(query, params=params)
             if kind == WRITE:
                 self._wrote()
             return relation
