@@ -131,9 +131,10 @@ def test_an_interrupted_incremental_rebuild_rolls_back_and_the_writer_is_not_hel
     # the next rebuild's build query never ends by itself; the proxy says when it starts
     runaway_shape = dataclasses.replace(shape, plan=dataclasses.replace(shape.plan, build=RUNAWAY))
     building = threading.Event()
+    events.execute("UPDATE events SET v = v + 10 WHERE k = 'a'")  # taints: rebuild next
     analysis.cursor = _Spy(analysis.cursor, RUNAWAY, building)  # type: ignore[assignment]
     analysis.shape = runaway_shape
-    events.execute("UPDATE events SET v = v + 10 WHERE k = 'a'")  # taints: rebuild next
+    analysis.reinspect = False  # keep the runaway plan (a write asks to plan the SQL again)
     outcome: list[duckflock.Result] = []
     refresher = threading.Thread(target=lambda: outcome.append(events.refresh("agg", timeout=60)))
     refresher.start()

@@ -143,6 +143,8 @@ class Model(RuleBasedStateMachine):
                 "CREATE OR REPLACE VIEW pos AS SELECT * FROM events WHERE v > 10",
                 "CREATE OR REPLACE VIEW pos AS SELECT * FROM other.events WHERE v > 0",
                 "ALTER TABLE events ADD COLUMN IF NOT EXISTS extra INTEGER DEFAULT 1",
+                "ALTER TABLE events ALTER v TYPE DOUBLE",
+                "ALTER TABLE other.events ALTER v TYPE BIGINT",
                 "CHECKPOINT",
             ]
         )

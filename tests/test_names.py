@@ -311,3 +311,24 @@ def run_in_thread(fn: Callable[[], object]) -> None:
     thread.join(30)
     if errors:
         raise errors[0]
+
+
+def test_an_analysis_follows_ddl_on_its_tables_and_views(memdb: duckflock.Database) -> None:
+    memdb.execute("CREATE TABLE t (v INTEGER)")
+    memdb.execute("CREATE TABLE u (v DOUBLE)")
+    memdb.execute("CREATE VIEW w AS SELECT * FROM t")
+    memdb.analysis("s", "SELECT sum(v) AS s, max(v) AS m FROM t")
+    memdb.analysis("n", "SELECT count(*) AS n FROM w", on_change=True)
+    memdb.insert("t", {"v": 1})
+    memdb.refresh("s")
+    memdb.execute("ALTER TABLE t ALTER v TYPE DOUBLE")  # the plan cast to INTEGER
+    memdb.execute("UPDATE t SET v = 0.25")
+    memdb.insert("t", {"v": 0.5})
+    assert memdb.refresh("s").rows() == [(0.75, 0.5)]
+    memdb.execute("CREATE OR REPLACE VIEW w AS SELECT * FROM u")  # w reads u now
+    first = memdb.refresh("n")
+    assert first.rows() == [(0,)]
+    assert next(a for a in memdb.analyses() if a["name"] == "n")["tables"] == ["u"]
+    memdb.insert("u", {"v": 1.0})  # on_change follows the view to its new table
+    later = memdb.result("n", min_version=first.version + 1, timeout=30)
+    assert later is not None and later.rows() == [(1,)]

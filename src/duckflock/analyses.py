@@ -93,7 +93,9 @@ class Scheduler:
         self._busy = 0
         self._next_wake = math.inf  # when the waiting scheduler thread wakes by itself
         self._stopping = False
-        self._refresher = Refresher(self._lock, commit_lock, committed_seq)
+        self._refresher = Refresher(
+            self._lock, commit_lock, committed_seq, on_new_shape=self.publish_capture
+        )
         self._jobs: queue.SimpleQueue[Analysis | None] = queue.SimpleQueue()
         self._subscriptions: set[Subscription] = set()
         self._thread = threading.Thread(target=self._run, name="duckflock-scheduler", daemon=True)
@@ -418,6 +420,7 @@ class Scheduler:
         now = time.monotonic()
         with self._lock:
             for analysis in self._analyses.values():
+                analysis.reinspect = True
                 if analysis.running:
                     analysis.stale_cursor = True  # swapped when the run ends
                 else:
@@ -433,6 +436,7 @@ class Scheduler:
         now = time.monotonic()
         with self._lock:
             for analysis in self._analyses.values():
+                analysis.reinspect = True  # DDL may have changed types, views, shapes
                 if analysis.on_change and analysis.dirty_at is None:
                     analysis.dirty_at = now
                 if analysis.shape.plan is not None:

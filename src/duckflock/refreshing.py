@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from .incremental import DELTA, STATE, Plan, Shape, split
+from .incremental import DELTA, STATE, Plan, Shape, inspect, split
 from .results import Mailbox, Result, log
 
 
@@ -52,6 +52,7 @@ class Analysis:
     dirty_at: float | None = None
     running: bool = False
     stale_cursor: bool = False  # the database was reopened while it ran: new cursor after
+    reinspect: bool = False  # a write outside db.insert (DDL too): plan the SQL again
     forced: bool = False  # refresh() asked for a run now
     dropped: bool = False
     # the run in progress: when the scheduler interrupts it next, and why it was stopped
@@ -127,19 +128,41 @@ class Refresher:
         lock: threading.Lock,
         commit_lock: Callable[[], threading.Lock],
         committed_seq: Callable[[], int],
+        on_new_shape: Callable[[], None] = lambda: None,
     ) -> None:
         self._lock = lock  # the scheduler's: guards deltas, taint and collecting
         self._commit_lock = commit_lock
         self._committed_seq = committed_seq
+        self._on_new_shape = on_new_shape  # publishes the capture set again
 
     def run(self, analysis: Analysis) -> tuple[pa.Table, int]:
         """The new result table and the writer commits it reflects at least."""
         check(analysis)
+        if analysis.reinspect:
+            self._reinspect(analysis)
         if analysis.shape.plan is not None:
             return self._incremental(analysis, analysis.shape.plan)
         watermark = self._committed_seq()
         analysis.mode, analysis.reason = "full", analysis.shape.reason
         return analysis.cursor.execute(analysis.sql, analysis.params).to_arrow_table(), watermark
+
+    def _reinspect(self, analysis: Analysis) -> None:
+        """Plan the SQL again after a write outside db.insert: DDL may have changed a
+        column's type (the plan casts to the types it found), what a view reads, or
+        whether the shape is incremental at all. The state is rebuilt either way."""
+        shape = inspect(analysis.cursor, analysis.sql, params=analysis.params)
+        with self._lock:
+            old = analysis.shape
+            analysis.shape = shape
+            analysis.reinspect = False
+            analysis.state = None
+            analysis.fast = True
+            if shape.plan is not None:
+                taint(analysis, analysis.tainted or "the table changed: the state is rebuilt")
+        if (old.plan is None) != (shape.plan is None) or (
+            old.plan is not None and shape.plan is not None and old.plan.table != shape.plan.table
+        ):
+            self._on_new_shape()
 
     def _incremental(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int]:
         with self._lock:
