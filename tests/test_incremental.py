@@ -295,3 +295,30 @@ def test_keys_pyarrow_cannot_group_fall_back_to_duckdb(caplog: pytest.LogCapture
         )
         assert first.error is None
         assert "pyarrow cannot fold" in caplog.text  # the fast path gave way to DuckDB
+
+
+def test_nan_and_overflow_give_what_a_full_run_gives() -> None:
+    """pyarrow ranks and groups NaN unlike DuckDB, and merging partial HUGEINT sums
+    wraps where a full run raises: such shapes fold in DuckDB or run in full."""
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE t (g VARCHAR, v DOUBLE, h HUGEINT)")
+        queries = {
+            "mx": "SELECT max(v) AS m, min(v) AS lo FROM t",
+            "top": "SELECT g, sum(v) AS s FROM t GROUP BY g ORDER BY 2 DESC LIMIT 1",
+            "by_v": "SELECT v, count(*) AS n FROM t GROUP BY v ORDER BY n, v",
+            "hs": "SELECT sum(h) AS s FROM t",
+        }
+        for name, sql in queries.items():
+            db.analysis(name, sql)
+        db.insert("t", [{"g": "a", "v": 5.0, "h": 2**126}, {"g": "b", "v": 1.0, "h": 1}])
+        for name in queries:
+            db.refresh(name)
+        db.insert("t", [{"g": "c", "v": math.nan, "h": 2**126}, {"g": "c", "v": math.nan}])
+        for name in ("mx", "top", "by_v"):
+            got = db.refresh(name).rows()
+            full = db.execute(queries[name]).fetchall()
+            assert repr(got) == repr(full), name  # repr: nan == nan
+        overflowed = db.refresh("hs")
+        assert overflowed.error is not None and "Overflow" in str(overflowed.error)
+        with pytest.raises(duckflock.QueryError, match="Overflow"):
+            db.execute(queries["hs"]).fetchall()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,6 +207,7 @@ class _Planner:
         if found is None or found.kind != "table":
             raise _NotIncremental("it reads a view, not a table")
         self._source = found.identity
+        self._alias = quote(source.get("alias") or source["table_name"])
         if source.get("sample") or source.get("at_clause") or node.get("sample"):
             raise _NotIncremental("it samples or time-travels")
         if node.get("qualify") is not None:
@@ -312,6 +314,11 @@ class _Planner:
             self._row_local(child, f"the argument of {name}()")
             arg = self._sql(child)
             column = _plain_column(child)
+            if name in ("sum", "avg", "mean") and self._wide(arg):
+                raise _NotIncremental(
+                    f"{name}() of a 128-bit or decimal value: a full run raises on overflow, "
+                    "merging partial sums would not"
+                )
             if name in ("count", "sum", "min", "max"):
                 final = self._partial(
                     f"{name}({arg})", "sum" if name == "count" else name, (name, column)
@@ -326,6 +333,15 @@ class _Planner:
                 )
         self._finals[canonical] = final
         return final
+
+    def _wide(self, arg: str) -> bool:
+        """Whether ``arg`` (over the source table) is 128-bit: HUGEINT, UHUGEINT, or a
+        DECIMAL wider than 18 digits (their sums overflow where DuckDB checks)."""
+        probe = self._cursor.execute(
+            f"SELECT ({arg}) FROM {self._source.sql} AS {self._alias} LIMIT 0"
+        ).description
+        kind = str(probe[0][1]).upper() if probe else ""
+        return kind.startswith(("HUGEINT", "UHUGEINT", "VARINT", "BIGNUM")) or _wide_decimal(kind)
 
     def _partial(self, sql: str, merge: str, spec: tuple[str, str | bool | None]) -> str:
         self._partials.append((sql, merge))
@@ -346,6 +362,8 @@ class _Planner:
         keys = [_plain_column(g) for g in groups]
         specs = self._specs
         if any(k is False for k in keys) or any(column is False for _, column in specs):
+            return None
+        if not self._arrow_agrees(keys, specs):
             return None
         outputs = []
         for item in self._node.get("select_list") or []:  # the query's own, not rewritten
@@ -372,6 +390,8 @@ class _Planner:
                     index = names.index(name)
                 else:
                     return None
+                if pa.types.is_floating(self._schema.field(index).type):
+                    return None  # NaN sorts last in DuckDB, not in pyarrow
                 order.append((index, item["type"] == "DESCENDING"))
         return ArrowPlan(
             keys=tuple(str(k) for k in keys),
@@ -385,6 +405,34 @@ class _Planner:
             offset=offset,
             limit=limit,
         )
+
+    def _arrow_agrees(
+        self, keys: list[str | bool], specs: list[tuple[str, str | bool | None]]
+    ) -> bool:
+        """Whether pyarrow computes what DuckDB does for these columns' types: not for
+        floating keys, min or max (NaN: DuckDB groups it, and ranks it above every
+        number), nor for sums of 128-bit or decimal columns (DuckDB raises on overflow,
+        pyarrow's decimal128 does not)."""
+        rows = self._cursor.execute(
+            "SELECT lower(column_name), data_type FROM duckdb_columns() "
+            "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+            list(self._source),
+        ).fetchall()
+        types = {name: str(kind).upper() for name, kind in rows}
+
+        def kind(column: str | bool | None) -> str:
+            return types.get(str(column).lower(), "") if isinstance(column, str) else ""
+
+        floating = ("FLOAT", "DOUBLE", "REAL")
+        wide = ("HUGEINT", "UHUGEINT", "DECIMAL", "VARINT", "BIGNUM")  # pyarrow: none
+        if any(kind(key).startswith(floating) for key in keys):
+            return False
+        for aggregate, column in specs:
+            if aggregate in ("min", "max") and kind(column).startswith(floating):
+                return False
+            if aggregate == "sum" and kind(column).startswith(wide):
+                return False
+        return True
 
     def _assemble(
         self,
@@ -511,6 +559,11 @@ class _Planner:
         if not row or not isinstance(row[0], str) or not row[0].startswith("SELECT "):
             raise BindError("cannot render an expression of the analysis")
         return row[0][len("SELECT ") :]
+
+
+def _wide_decimal(kind: str) -> bool:
+    found = re.match(r"DECIMAL\((\d+)", kind)
+    return found is not None and int(found.group(1)) > 18
 
 
 def _plain_column(expr: dict[str, Any]) -> str | bool:
