@@ -33,7 +33,7 @@ QUERIES = {
     "avg(v) - min(v) AS spread FROM t GROUP BY upper(k), g % 2 ORDER BY uk, parity",
     "global": "SELECT count(*) AS c, sum(v) AS s, min(k) AS first_k, avg(n) AS an FROM t",
     # plain shapes: folded by pyarrow, not DuckDB
-    "plain_ordered": "SELECT k, g, count(*) AS c, max(v) AS m, min(k) AS lo FROM t "
+    "plain_ordered": "SELECT k, g, count(*) AS c, max(n) AS m, min(k) AS lo FROM t "
     "GROUP BY k, g ORDER BY c DESC, k, g LIMIT 4",
     "plain_global": "SELECT count(*), sum(n), avg(v), max(k) FROM t",
     "plain_positions": "SELECT g, sum(n) AS s, count(n) AS cn, avg(n) AS an FROM t "
@@ -236,8 +236,9 @@ def test_the_pyarrow_path_matches_duckdb_on_every_type() -> None:
             "ts TIMESTAMP, day DATE, u UINTEGER)"
         )
         sql = (
-            "SELECT k, count(*) AS c, sum(i), sum(s), sum(n), sum(l), sum(h), sum(f), sum(d), "
-            "sum(m), sum(big), min(b), max(b), min(ts), max(ts), min(day), max(day), avg(n), "
+            # sums of 128-bit values run in full (test_nan_and_overflow_…), not here
+            "SELECT k, count(*) AS c, sum(i), sum(s), sum(n), sum(l), sum(f), sum(d), "
+            "sum(m), min(b), max(b), min(ts), max(ts), min(day), max(day), avg(n), "
             "avg(m), avg(l), count(h), min(k), max(u), sum(u) FROM t GROUP BY k ORDER BY k"
         )
         db.analysis("a", sql)
