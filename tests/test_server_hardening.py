@@ -702,3 +702,36 @@ def test_a_shutdown_that_cannot_commit_is_reported(tmp_path: Path) -> None:
         pass
     assert app2.state.shutdown.ok is True
     assert db2.closed
+
+
+def test_shutdown_refuses_queries_still_queued_for_a_slot(tmp_path: Path) -> None:
+    """Six runaway queries from one client: four run, two wait for a slot. SIGTERM
+    interrupts the four and refuses the two with a 503 body: none starts afterwards."""
+    server = ServerProcess(tmp_path / "queued.duckdb", "--query-timeout", "60")
+    answers: list[tuple[int, str]] = []
+
+    def call() -> None:
+        with _http(server) as own:
+            try:
+                response = own.post("/v1/query", json={"sql": SLOW})
+                answers.append((response.status_code, response.json()["error"]["type"]))
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                answers.append((0, repr(exc)))
+
+    calls = [threading.Thread(target=call) for _ in range(6)]
+    for thread in calls:
+        thread.start()
+    try:
+        with _http(server) as http:  # four hold a slot; the other two are queued
+            deadline = time.monotonic() + 20
+            while "duckflock_query_slots_busy 4.0" not in http.get("/metrics").text:
+                assert time.monotonic() < deadline
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) == 0, server.output()
+        assert time.monotonic() - started < 8
+        for thread in calls:
+            thread.join(10)
+        assert sorted(answers) == [(503, "ServerBusyError")] * 2 + [(504, "QueryTimeoutError")] * 4
+    finally:
+        server.stop()

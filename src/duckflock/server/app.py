@@ -560,6 +560,7 @@ def create_app(
     def begin_shutdown() -> None:
         """Interrupt running queries and end long polls and event streams (any thread)."""
         stopping["flag"] = True
+        query_slots.stopping = wait_slots.stopping = True  # first: queued ones must not start
         guard.stop()
         for waiter in list(stopping.get("waiters", ())):
             loop = waiter.get_loop()

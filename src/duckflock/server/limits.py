@@ -43,6 +43,7 @@ class Slots:
         self._all: asyncio.Semaphore | None = None  # made on the event loop, at first use
         self._clients: dict[str, _Queue] = {}
         self.busy = 0  # slots held now (for /metrics)
+        self.stopping = False  # set at shutdown: queued requests are refused
 
     @contextlib.asynccontextmanager
     async def hold(self, client: str, deadline: float | None = None) -> AsyncIterator[None]:
@@ -71,6 +72,11 @@ class Slots:
                     f"({self.per_client} per client, {self.total} in all); retry later",
                     retry_after=max(1, math.ceil(self.queue_timeout / 4)),
                 ) from None
+            if self.stopping:  # queued before shutdown began: nothing more starts
+                raise ServerBusyError(
+                    "the server is shutting down; retry once it is back",
+                    retry_after=max(1, math.ceil(self.queue_timeout / 4)),
+                )
             self.busy += 1
             try:
                 yield
