@@ -121,3 +121,20 @@ def test_a_bad_config_is_a_value_error(config: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="is refused by DuckDB") as refused:
         duckflock.connect(config=config)
     assert not isinstance(refused.value, duckflock.DuckflockError)
+
+
+def test_lone_surrogates_are_refused_with_a_clear_error(events: duckflock.Database) -> None:
+    with pytest.raises(ValueError, match=r"sql holds a lone surrogate .* index 8"):
+        events.execute("SELECT '\ud800'")
+    with pytest.raises(ValueError, match=r"params\[0\] holds a lone surrogate"):
+        events.execute("SELECT ?", ["\udfff"])
+    with pytest.raises(ValueError, match=r"params\[1\]\[0\] holds a lone surrogate"):
+        events.executemany("SELECT ?", [["ok"], ["\ud800"]])
+    with pytest.raises(ValueError, match="lone surrogate"):
+        events.sql("SELECT '\ud800'")
+    with pytest.raises(duckflock.UnknownTableError, match="not a valid table name"):
+        events.insert("events\ud800", {"v": 1})
+    with pytest.raises(ValueError, match="the analysis name holds a lone surrogate"):
+        events.analysis("n\ud800", "SELECT 1")
+    assert events.analyses() == []
+    assert events.execute("SELECT count(*) FROM events").fetchone() == (0,)

@@ -52,3 +52,30 @@ def count(value: object, name: str, *, minimum: int = 0, maximum: int | None = N
     if number < minimum or (maximum is not None and number > maximum):
         raise ValueError(f"{name} must be {accepted}, not {value!r}")
     return number
+
+
+def text(value: str, name: str) -> str:
+    """``value`` if it is valid text: a lone surrogate (half of a UTF-16 pair, which
+    no UTF-8 can hold) is refused with a ValueError naming where it is."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{name} holds a lone surrogate ({value[exc.start]!r} at index {exc.start}): "
+            "it is not valid text"
+        ) from None
+    return value
+
+
+def texts(value: object, name: str, depth: int = 0) -> None:
+    """Every string inside ``value`` (parameters: lists, tuples and dicts of them) is
+    valid text; ValueError otherwise."""
+    if isinstance(value, str):
+        text(value, name)
+    elif depth < 8 and isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            texts(item, f"{name}[{i}]", depth + 1)
+    elif depth < 8 and isinstance(value, dict):
+        for key, item in value.items():
+            texts(key, f"{name} key", depth + 1)
+            texts(item, f"{name}[{key!r}]", depth + 1)

@@ -114,6 +114,11 @@ class Client:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise TransportError(f"cannot reach {self.url}: {exc}") from exc
+        except UnicodeEncodeError as exc:  # a lone surrogate in the SQL, params or a name
+            raise ValueError(
+                f"the request holds a lone surrogate ({exc.object[exc.start]!r}): it is not "
+                "valid text"
+            ) from None
         _raise_for(response)
         return response
 

@@ -19,7 +19,7 @@ import duckdb
 
 from . import definitions, transactions
 from .analyses import DEFAULT_TIMEOUT, DEFAULT_WORKERS, MAX_WORKERS, TIMEOUT_FLOOR, Scheduler
-from .checks import count, flag, seconds
+from .checks import count, flag, seconds, text, texts
 from .cursors import CursorPool
 from .errors import (
     ClosedError,
@@ -230,13 +230,14 @@ class Database:
         ``fetchall()``, ``fetchone()``, ``df()``, ``arrow()`` or ``pl()`` on it. A result
         kept while the thread runs more statements still reads its own rows.
         """
-        _check_sql(sql)
+        _check_sql(sql, params)
         return self._run(sql, params, many=False)
 
     def executemany(self, sql: str, params: Iterable[Sequence[Any] | dict[str, Any]]) -> Results:
         """Run one statement once per parameter set, on this thread's cursor."""
-        _check_sql(sql)
-        return self._run(sql, list(params), many=True)
+        rows = list(params)
+        _check_sql(sql, rows)
+        return self._run(sql, rows, many=True)
 
     def _run(self, sql: str, params: Any, *, many: bool) -> Results:
         self._enter()
@@ -281,7 +282,7 @@ class Database:
         ``to_table``…) bypass duckflock like an explicit :meth:`cursor` does: analyses do
         not see them; run such writes with :meth:`execute`.
         """
-        _check_sql(query)
+        _check_sql(query, params)
         self._enter()
         try:
             kind = self._before(query)
@@ -502,6 +503,12 @@ class Database:
         ``wait=True``: then this returns the first result, or raises its error and
         defines nothing.
         """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"an analysis needs a non-empty str name, not {name!r}")
+        text(name, "the analysis name")
+        if isinstance(sql, str):
+            text(sql, "sql")
+        texts(params, "params")
         keep = flag(persist, "persist") and self._keeps_definitions()
         first = flag(wait, "wait")
         if keep:
@@ -774,9 +781,11 @@ class Database:
         self._wrote()
 
 
-def _check_sql(sql: object) -> None:
+def _check_sql(sql: object, params: object = None) -> None:
     if not isinstance(sql, str):
         raise TypeError(f"sql must be a str, not {type(sql).__name__}")
+    text(sql, "sql")
+    texts(params, "params")
 
 
 def connect(

@@ -48,6 +48,14 @@ class Identity(NamedTuple):
         return ".".join(_display_part(part) for part in parts)
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False  # a lone surrogate: no table can have it in its name
+    return True
+
+
 class Resolved(NamedTuple):
     """What a name resolved to: its identity, ``"table"`` or ``"view"``, a view's SQL."""
 
@@ -197,7 +205,7 @@ class Resolver:
         """The table or view a caller's ``text`` names; UnknownTableError otherwise."""
         if not isinstance(text, str):
             raise TypeError(f"a table name must be a str, not {type(text).__name__}")
-        if not text or "\x00" in text:
+        if not text or "\x00" in text or not _encodable(text):
             raise UnknownTableError(text, f"{text!r} is not a valid table name")
         literal = self.lookup((text,))  # a name that is a table's name as it stands
         if literal is not None:
