@@ -552,3 +552,19 @@ def test_sql_route_needs_exactly_one_statement(db: duckflock.Database, sql: str,
         two = http.post("/v1/sql", json={"sql": "CREATE TABLE a (x INT); CREATE TABLE b (x INT)"})
         assert two.json()["error"]["type"] == "QueryRefusedError"
         assert not any(t["table"] in ("a", "b") for t in db.tables())
+
+
+def test_an_arrow_body_is_one_stream_and_nothing_after_it(db: duckflock.Database) -> None:
+    from duckflock.rows import ipc_bytes
+
+    stream = ipc_bytes(pa.table({"k": ["a", "b"], "v": [3, 4]}))
+    arrow = {"Content-Type": "application/vnd.apache.arrow.stream"}
+    with make_client(db) as http:
+        for body in (stream + stream, stream + b"garbage"):
+            refused = http.post("/v1/tables/events/rows", content=body, headers=arrow)
+            error_of(refused, 400, "RequestError")
+            assert "after the Arrow IPC stream" in refused.json()["error"]["message"]
+        assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
+        accepted = http.post("/v1/tables/events/rows", content=stream, headers=arrow)
+        assert accepted.status_code == 200, accepted.text
+    assert db.execute("SELECT count(*) FROM events").fetchone() == (2,)

@@ -97,8 +97,14 @@ def parse_rows(
     if kind == CSV:
         return _csv(body)
     try:
-        table = pa.ipc.open_stream(body).read_all()
+        source = pa.BufferReader(body)
+        table = pa.ipc.open_stream(source).read_all()
         table.validate(full=True)  # invalid UTF-8 in a string column, bad offsets
+        if source.tell() != len(body):  # a second stream, or bytes after the end mark
+            raise RequestError(
+                f"the body has {len(body) - source.tell():,} bytes after the Arrow IPC "
+                "stream's end: send one stream per request"
+            )
     except (pa.ArrowInvalid, OSError) as exc:
         raise RequestError(f"malformed Arrow IPC stream: {exc}") from exc
     return table
