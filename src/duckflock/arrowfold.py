@@ -40,6 +40,17 @@ class ArrowPlan:
     offset: int
     limit: int | None
 
+    def has_nan(self, state: pa.Table, delta: pa.Table) -> bool:
+        """Whether a floating column the fold reads holds NaN (the new rows' keys and
+        arguments, the state's keys and partials): there pyarrow and DuckDB differ."""
+        used = {column for column in self.keys} | {c for _, c in self.partials if c}
+        columns = [delta[name] for name in used if name in delta.column_names]
+        columns += list(state.columns)
+        return any(
+            pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py()
+            for column in columns
+        )
+
     def fold(self, state: pa.Table, delta: pa.Table) -> tuple[pa.Table, pa.Table]:
         """(new state, result) from the state and the newly stored rows."""
         aggregations: list[tuple[Any, ...]] = []

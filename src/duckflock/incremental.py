@@ -390,8 +390,6 @@ class _Planner:
                     index = names.index(name)
                 else:
                     return None
-                if pa.types.is_floating(self._schema.field(index).type):
-                    return None  # NaN sorts last in DuckDB, not in pyarrow
                 order.append((index, item["type"] == "DESCENDING"))
         return ArrowPlan(
             keys=tuple(str(k) for k in keys),
@@ -410,9 +408,9 @@ class _Planner:
         self, keys: list[str | bool], specs: list[tuple[str, str | bool | None]]
     ) -> bool:
         """Whether pyarrow computes what DuckDB does for these columns' types: not for
-        floating keys, min or max (NaN: DuckDB groups it, and ranks it above every
-        number), nor for sums of 128-bit or decimal columns (DuckDB raises on overflow,
-        pyarrow's decimal128 does not)."""
+        sums of 128-bit or decimal columns (DuckDB raises on overflow, pyarrow's
+        decimal128 does not). NaN, where they differ too, is checked on each fold
+        (``ArrowPlan.has_nan``)."""
         rows = self._cursor.execute(
             "SELECT lower(column_name), data_type FROM duckdb_columns() "
             "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
@@ -423,16 +421,10 @@ class _Planner:
         def kind(column: str | bool | None) -> str:
             return types.get(str(column).lower(), "") if isinstance(column, str) else ""
 
-        floating = ("FLOAT", "DOUBLE", "REAL")
         wide = ("HUGEINT", "UHUGEINT", "DECIMAL", "VARINT", "BIGNUM")  # pyarrow: none
-        if any(kind(key).startswith(floating) for key in keys):
-            return False
-        for aggregate, column in specs:
-            if aggregate in ("min", "max") and kind(column).startswith(floating):
-                return False
-            if aggregate == "sum" and kind(column).startswith(wide):
-                return False
-        return True
+        return not any(
+            aggregate == "sum" and kind(column).startswith(wide) for aggregate, column in specs
+        )
 
     def _assemble(
         self,

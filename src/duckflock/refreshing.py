@@ -244,6 +244,11 @@ def _fold(
     """
     if plan.arrow is None or not analysis.fast or state is None:
         return None
+    if plan.arrow.has_nan(state, delta):
+        # pyarrow skips NaN in min/max and sorts it apart; DuckDB ranks it above every
+        # number and groups it: from the first NaN on, DuckDB folds this analysis
+        analysis.fast = False
+        return None
     try:
         return plan.arrow.fold(state, delta)
     except (pa.ArrowException, TypeError, ValueError):
