@@ -193,6 +193,9 @@ def create_app(
         what="large-ingest",
     )
     metrics.gauge("duckflock_query_slots_busy", "Queries holding a slot", lambda: query_slots.busy)
+    metrics.gauge(
+        "duckflock_query_slots_waiting", "Queries waiting for a slot", lambda: query_slots.waiting
+    )
     metrics.gauge("duckflock_long_polls_waiting", "Long polls waiting", lambda: wait_slots.busy)
     metrics.gauge("duckflock_body_bytes_held", "Weighted body bytes held", lambda: bodies.used)
     stopping: dict[str, Any] = {"flag": False, "event": None}

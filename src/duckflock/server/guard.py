@@ -90,6 +90,8 @@ class RunningQuery:
         self.timer.start()
         guard._running.add(self)
         try:
+            if guard.stopping:  # after stop() looked for queries to interrupt: none starts
+                raise duckdb.InterruptException("the server is shutting down")
             if deadline <= time.monotonic():
                 raise duckdb.InterruptException("deadline passed before the query started")
             self.reader = self.cursor.execute(sql, params).to_arrow_reader(batch_rows)
@@ -246,7 +248,7 @@ class QueryGuard:
             running.close()
 
     def stop(self) -> None:
-        """Interrupt every running query (server shutdown); later ones still run."""
+        """Interrupt every running query (server shutdown); none starts afterwards."""
         self.stopping = True
         for running in list(self._running):
             running.interrupt()

@@ -43,6 +43,7 @@ class Slots:
         self._all: asyncio.Semaphore | None = None  # made on the event loop, at first use
         self._clients: dict[str, _Queue] = {}
         self.busy = 0  # slots held now (for /metrics)
+        self.waiting = 0  # requests waiting for a slot now (for /metrics)
         self.stopping = False  # set at shutdown: queued requests are refused
 
     @contextlib.asynccontextmanager
@@ -61,11 +62,15 @@ class Slots:
         got_client = got_all = False
         try:
             try:
-                async with asyncio.timeout(max(wait, 0.0)):
-                    await queue.semaphore.acquire()
-                    got_client = True
-                    await self._all.acquire()
-                    got_all = True
+                self.waiting += 1
+                try:
+                    async with asyncio.timeout(max(wait, 0.0)):
+                        await queue.semaphore.acquire()
+                        got_client = True
+                        await self._all.acquire()
+                        got_all = True
+                finally:
+                    self.waiting -= 1
             except TimeoutError:
                 raise ServerBusyError(
                     f"the server is busy: no {self.what} slot freed up within {wait:.1f} s "
