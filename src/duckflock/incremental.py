@@ -363,7 +363,7 @@ class _Planner:
         specs = self._specs
         if any(k is False for k in keys) or any(column is False for _, column in specs):
             return None
-        if not self._arrow_agrees(keys, specs):
+        if not self._arrow_agrees(specs):
             return None
         outputs = []
         for item in self._node.get("select_list") or []:  # the query's own, not rewritten
@@ -404,9 +404,7 @@ class _Planner:
             limit=limit,
         )
 
-    def _arrow_agrees(
-        self, keys: list[str | bool], specs: list[tuple[str, str | bool | None]]
-    ) -> bool:
+    def _arrow_agrees(self, specs: list[tuple[str, str | bool | None]]) -> bool:
         """Whether pyarrow computes what DuckDB does for these columns' types: not for
         sums of 128-bit or decimal columns (DuckDB raises on overflow, pyarrow's
         decimal128 does not). NaN, where they differ too, is checked on each fold

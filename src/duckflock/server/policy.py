@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from .. import checks
 from ..errors import RequestError
 from .formats import check_text
 
@@ -25,16 +26,16 @@ def positive_int(value: Any, name: str) -> int:
 
 
 def bounded_seconds(value: Any, name: str, *, zero_ok: bool = False) -> float:
-    """A finite number of seconds in (0, one day] (or [0, …] with ``zero_ok``)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
-    low_ok = value >= 0 if zero_ok else value > 0
-    if not math.isfinite(value) or not low_ok or value > MAX_SECONDS:
-        bound = ">= 0" if zero_ok else "> 0"
-        raise ValueError(
-            f"{name} must be finite, {bound} and at most {MAX_SECONDS:g} s, not {value!r}"
-        )
-    return float(value)
+    """A finite number of seconds in (0, one day] (or [0, …] with ``zero_ok``): the
+    library's own check (:func:`duckflock.checks.seconds`), every failure a ValueError."""
+    try:
+        number = checks.seconds(value, name, maximum=MAX_SECONDS, optional=False)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    assert number is not None
+    if number == 0 and not zero_ok:
+        raise ValueError(f"{name} must be more than 0 seconds, not {value!r}")
+    return number
 
 
 def _request(fn: Any, *args: Any, **kwargs: Any) -> Any:
