@@ -389,6 +389,11 @@ class Scheduler:
                 plan = analysis.shape.plan
                 if plan is None or not analysis.collecting or analysis.tainted:
                     continue
+                if not plan.joined.isdisjoint(tables):
+                    # new dimension rows would join the fact rows already folded in
+                    changed = sorted(t.display() for t in plan.joined & tables)
+                    taint(analysis, f"a write to the joined {', '.join(changed)}")
+                    continue
                 handed = False
                 for table, rows in stored:
                     if table == plan.table:

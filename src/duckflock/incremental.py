@@ -3,13 +3,21 @@
 DuckDB parses the SQL for us (``json_serialize_sql``): from its syntax tree we read the
 tables a query reads, and decide whether it has the shape
 
-    SELECT keys…, aggregates… FROM one_table [WHERE row-local predicate]
+    SELECT keys…, aggregates… FROM fact [JOIN dimension …] [WHERE row-local predicate]
     [GROUP BY keys] [HAVING …] [ORDER BY …] [LIMIT …]
 
-with aggregates among count(*), count(x), sum, min, max and avg (no DISTINCT, FILTER or
-ORDER BY inside them). Such a query keeps a *state*: one row per group holding partial
-aggregates (``__k0…`` keys, ``__p0…`` partials; avg keeps a sum and a count). Three
-queries are generated, each run by DuckDB:
+Keys are any repeatable expressions of the rows (``date_trunc('second', ts)``,
+``time_bucket(…)``, ``upper(sensor)``; by position or output name too): DuckDB's own
+catalogue (``duckdb_functions().stability``) says which functions give the same answer
+every time. Aggregates are those :mod:`duckflock.states` can merge (count, sum, min,
+max, avg, bool_and/bool_or, arg_max/arg_min, ordered first/last, count(DISTINCT …),
+approx_count_distinct, each with or without FILTER). The fact table is the leftmost
+table of the FROM clause; INNER, LEFT, SEMI and ANTI joins to other tables (or views)
+are per fact row, so the new fact rows joined with the current dimension rows are
+exactly what the join gains; a write to a dimension table rebuilds the state.
+
+Such a query keeps a *state*: one row per group holding partial aggregates (``__k0…``
+keys, ``__p0…`` partials). Two queries are generated, each run by DuckDB:
 
 - ``build``: the state from the whole table (the first refresh, and after any write that
   is not an append through ``db.insert``);
@@ -19,13 +27,15 @@ Both also compute, per state row, the query's own outputs (its select list cast 
 types the full query has), the HAVING flag and the ORDER BY rank; :func:`split` filters,
 sorts and slices (LIMIT/OFFSET) those with pyarrow into the result.
 
-Everything else — joins, CTEs, subqueries, window functions, DISTINCT, other
-aggregates, volatile functions, parameters — refreshes by re-running the whole query.
+Everything else — CTEs, subqueries, window functions, other aggregates, volatile
+functions, parameters — refreshes by re-running the whole query; the Shape's reason
+names the first construct that prevents an incremental refresh.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -38,30 +48,13 @@ import pyarrow.compute as pc
 from .arrowfold import ArrowPlan, Output
 from .errors import BindError, QueryError, translate
 from .names import Identity, Resolver, quote
+from .states import Aggregate, NotMergeable, Slots, plan_aggregate
 from .syntax import Reads, parse, reads, table_parts, walk
 
 STATE = "__duckflock_state"
 DELTA = "__duckflock_delta"
 
-_SUPPORTED = {"count_star", "count", "sum", "min", "max", "avg", "mean"}
-_VOLATILE = {
-    "random",
-    "uuid",
-    "gen_random_uuid",
-    "now",
-    "current_timestamp",
-    "get_current_timestamp",
-    "transaction_timestamp",
-    "current_date",
-    "current_time",
-    "get_current_time",
-    "today",
-    "nextval",
-    "currval",
-    "setseed",
-    "current_localtime",
-    "current_localtimestamp",
-}
+DISTINCT_LIMIT = 1_000_000  # distinct values kept in all groups' sets, at most
 _ROW_LOCAL_CLASSES = {
     "COLUMN_REF",
     "CONSTANT",
@@ -73,6 +66,9 @@ _ROW_LOCAL_CLASSES = {
     "CONJUNCTION",
     "BETWEEN",
 }
+# joins that give each fact row its own result rows (so the new fact rows' join is new)
+_PER_ROW_JOINS = {"INNER", "LEFT", "SEMI", "ANTI"}
+_PLAIN_REFS = {"REGULAR", "NATURAL", "CROSS"}
 
 
 @dataclass(frozen=True)
@@ -86,7 +82,7 @@ class Plan:
     overhead on small inputs, more than the work itself.
     """
 
-    table: Identity  # the source table
+    table: Identity  # the source (fact) table: its appended rows are folded in
     pin: str  # touches the table: DuckDB takes a transaction's snapshot at first access
     build: str  # from the whole table
     refresh: str  # from STATE and the new rows in DELTA
@@ -97,6 +93,24 @@ class Plan:
     offset: int
     limit: int | None
     arrow: ArrowPlan | None = None  # the pyarrow fast path, for the plainest shapes
+    sets: tuple[str, ...] = ()  # state columns holding count(DISTINCT …) value lists
+    distinct_limit: int = DISTINCT_LIMIT  # values those may hold in all, then: full
+    joined: frozenset[Identity] = frozenset()  # dimension tables: a write rebuilds
+
+    def oversized(self, state: pa.Table) -> str | None:
+        """Why the state is too big to keep (its distinct sets), or None."""
+        if not self.sets:
+            return None
+        held = sum(
+            pc.sum(pc.fill_null(pc.list_value_length(state[column]), 0)).as_py() or 0
+            for column in self.sets
+        )
+        if held <= self.distinct_limit:
+            return None
+        return (
+            f"full: count(DISTINCT …) would keep {held:,} values, over distinct_limit="
+            f"{self.distinct_limit:,}"
+        )
 
 
 def split(plan: Plan, table: pa.Table) -> tuple[pa.Table, pa.Table]:
@@ -128,8 +142,18 @@ class Shape:
         """The base tables it reads (views expanded)."""
         return self.reads.tables
 
+    def full(self, reason: str) -> Shape:
+        """This shape, refreshing by full runs from now on, for ``reason``."""
+        return Shape(self.reads, self.columns, None, reason, self.types)
 
-def inspect(cursor: duckdb.DuckDBPyConnection, sql: str, *, params: Any = None) -> Shape:
+
+def inspect(
+    cursor: duckdb.DuckDBPyConnection,
+    sql: str,
+    *,
+    params: Any = None,
+    distinct_limit: int = DISTINCT_LIMIT,
+) -> Shape:
     """Parse and bind ``sql``; raise for bad SQL or unknown tables; plan if possible."""
     tree = parse(cursor, sql)
     if tree["statements"][0]["node"].get("type") is None:
@@ -149,10 +173,10 @@ def inspect(cursor: duckdb.DuckDBPyConnection, sql: str, *, params: Any = None) 
         return Shape(read, columns, None, "full: the query takes parameters", types)
     planner = _Planner(cursor, tree["statements"][0]["node"], columns, types, schema)
     try:
-        plan = planner.plan()
-    except _NotIncremental as why:
+        plan = planner.plan(distinct_limit)
+    except (_NotIncremental, NotMergeable) as why:
         return Shape(read, columns, None, f"full: {why}", types)
-    return Shape(read, columns, plan, "incremental: append-only aggregate", types)
+    return Shape(read, columns, plan, f"incremental: {planner.describe()}", types)
 
 
 class _NotIncremental(Exception):
@@ -184,31 +208,45 @@ class _Planner:
         self._columns = columns
         self._types = types
         self._keys: dict[str, int] = {}  # canonical group expression -> key index
-        self._partials: list[tuple[str, str]] = []  # (partial SQL, merge aggregate)
+        self._slots = Slots()
         self._finals: dict[str, str] = {}  # canonical aggregate -> final SQL over state
-        # for the pyarrow fast path: each partial's (kind, plain column / None / False),
-        # and each aggregate's output in terms of partials
-        self._specs: list[tuple[str, str | bool | None]] = []
+        self._kinds: list[str] = []  # the aggregates used, for the reason
+        # for the pyarrow fast path: each aggregate's output in terms of partials
         self._outputs: dict[str, Output] = {}
         self._schema = schema
+        self._joined: set[Identity] = set()
+        # every function name DuckDB knows: (all overloads repeatable, any is aggregate)
+        self._functions: dict[str, tuple[bool, bool]] = {
+            str(name): (bool(repeatable), bool(aggregate))
+            for name, repeatable, aggregate in cursor.execute(
+                "SELECT lower(function_name), "
+                "bool_and(coalesce(stability = 'CONSISTENT', false)), "
+                "bool_or(function_type = 'aggregate') FROM duckdb_functions() GROUP BY 1"
+            ).fetchall()
+        }
+
+    def describe(self) -> str:
+        """The incremental reason: what kind of shape it is."""
+        what = "append-only aggregate"
+        if self._joined:
+            names = ", ".join(sorted(t.display() for t in self._joined))
+            what += f" of {self._source.display()} joined with {names} (a write to those rebuilds)"
+        kinds = sorted(set(self._kinds) - {"count_star", "count", "sum", "min", "max", "avg"})
+        if kinds:
+            what += f" ({', '.join(kinds)})"
+        return what
 
     # -- checks --------------------------------------------------------------------
 
-    def plan(self) -> Plan:
+    def plan(self, distinct_limit: int = DISTINCT_LIMIT) -> Plan:
         node = self._node
         if node.get("type") != "SELECT_NODE":
             raise _NotIncremental("not a plain SELECT (set operation or VALUES)")
         if node.get("cte_map", {}).get("map"):
             raise _NotIncremental("the query uses a WITH clause")
         source = node.get("from_table") or {}
-        if source.get("type") != "BASE_TABLE":
-            raise _NotIncremental("it does not read exactly one table (join or subquery)")
-        found = Resolver(self._cursor).lookup(table_parts(source))
-        if found is None or found.kind != "table":
-            raise _NotIncremental("it reads a view, not a table")
-        self._source = found.identity
-        self._alias = quote(source.get("alias") or source["table_name"])
-        if source.get("sample") or source.get("at_clause") or node.get("sample"):
+        fact = self._fact(source)
+        if fact.get("sample") or fact.get("at_clause") or node.get("sample"):
             raise _NotIncremental("it samples or time-travels")
         if node.get("qualify") is not None:
             raise _NotIncremental("it uses QUALIFY")
@@ -221,21 +259,138 @@ class _Planner:
         for modifier in node.get("modifiers") or []:
             if modifier["type"] not in ("ORDER_MODIFIER", "LIMIT_MODIFIER"):
                 raise _NotIncremental(f"it uses {modifier['type'].split('_')[0]}")
+        self._from_build, self._from_delta = self._from_clauses(source, fact)
+        self._names = self._column_names()
+        self._join_conditions(source)
         where = node.get("where_clause")
         if where is not None:
             self._row_local(where, "the WHERE clause")
+        select = node.get("select_list") or []
+        groups = [self._group(group, select) for group in groups]
         for i, group in enumerate(groups):
             self._row_local(group, "a GROUP BY expression")
-            self._keys[_canonical(group)] = i
-        select = node.get("select_list") or []
+            self._keys.setdefault(_canonical(group), i)
         if any(item.get("class") == "STAR" for item in select):
             raise _NotIncremental("it selects *")
         final_select = [self._final(item) for item in select]
-        if not self._partials:
+        if not self._slots.partials:
             raise _NotIncremental("it has no aggregate")
         having = node.get("having")
         final_having = self._final(having) if having is not None else None
-        return self._assemble(source, where, groups, final_select, final_having)
+        plan = self._assemble(where, groups, final_select, final_having)
+        return dataclasses.replace(
+            plan,
+            sets=tuple(self._slots.sets),
+            distinct_limit=distinct_limit,
+            joined=frozenset(self._joined),
+        )
+
+    def _fact(self, source: dict[str, Any]) -> dict[str, Any]:
+        """The fact table's node: the leftmost table, every join on its way per-row."""
+        node = source
+        while node.get("type") == "JOIN":
+            kind, ref = node.get("join_type"), node.get("ref_type")
+            if kind not in _PER_ROW_JOINS or ref not in _PLAIN_REFS:
+                raise _NotIncremental(
+                    f"it uses a {ref if ref not in _PLAIN_REFS else kind} join "
+                    "(only INNER, LEFT, SEMI and ANTI joins to the leftmost table refresh "
+                    "incrementally)"
+                )
+            self._dimension(node["right"])
+            node = node["left"]
+        if node.get("type") != "BASE_TABLE":
+            raise _NotIncremental(
+                f"it reads from a {str(node.get('type', 'nothing')).lower().replace('_', ' ')}, "
+                "not a table"
+            )
+        found = Resolver(self._cursor).lookup(table_parts(node))
+        if found is None or found.kind != "table":
+            raise _NotIncremental("it reads a view, not a table, first in FROM")
+        self._source = found.identity
+        self._fact_node = node
+        self._alias = quote(node.get("alias") or node["table_name"])
+        if self._source in self._joined:
+            raise _NotIncremental(f"it joins {self._source.display()} with itself")
+        return node
+
+    def _dimension(self, node: dict[str, Any]) -> None:
+        """A joined side: tables and views only (a write to any of them rebuilds)."""
+        if node.get("type") == "JOIN":
+            if node.get("ref_type") not in _PLAIN_REFS:
+                raise _NotIncremental(f"it uses a {node.get('ref_type')} join")
+            self._dimension(node["left"])
+            self._dimension(node["right"])
+            return
+        if node.get("type") != "BASE_TABLE":
+            kind = str(node.get("type", "nothing")).lower().replace("_", " ")
+            raise _NotIncremental(f"it joins a {kind}, not a table")
+        if node.get("sample") or node.get("at_clause"):
+            raise _NotIncremental("it samples or time-travels")
+        found = Resolver(self._cursor).lookup(table_parts(node))
+        if found is None:
+            raise _NotIncremental("it joins a table the catalog does not know")
+        if found.kind == "table":
+            self._joined.add(found.identity)
+        else:
+            read = reads(self._cursor, parse(self._cursor, f"SELECT 1 FROM {found.identity.sql}"))
+            if read.any_table:
+                raise _NotIncremental(
+                    f"it joins {found.identity.display()}, which may read any table"
+                )
+            self._joined |= read.tables
+
+    def _from_clauses(self, source: dict[str, Any], fact: dict[str, Any]) -> tuple[str, str]:
+        """The FROM clause over the whole fact table, and over the new rows (DELTA)."""
+        alias = fact.get("alias") or fact["table_name"]
+        whole = dict(
+            fact,
+            catalog_name=self._source.catalog,
+            schema_name=self._source.schema,
+            table_name=self._source.name,
+            alias=alias,
+        )
+        new = dict(fact, catalog_name="", schema_name="", table_name=DELTA, alias=alias)
+
+        def render(replacement: dict[str, Any]) -> str:
+            tree = _replace(source, fact, replacement)
+            template = parse(self._cursor, "SELECT 1 FROM __duckflock_x")
+            template["statements"][0]["node"]["from_table"] = tree
+            return self._render(template, "SELECT 1 FROM ")
+
+        return render(whole), render(new)
+
+    def _column_names(self) -> set[str]:
+        """Lower-case names of every column the FROM clause gives, and its tables'."""
+        try:
+            description = self._cursor.execute(
+                f"SELECT * FROM {self._from_build} LIMIT 0"
+            ).description
+        except duckdb.Error as exc:
+            raise _NotIncremental(f"its FROM clause does not bind alone ({exc})") from exc
+        return {str(column[0]).lower() for column in description or []}
+
+    def _join_conditions(self, node: dict[str, Any]) -> None:
+        if node.get("type") == "JOIN":
+            if node.get("condition") is not None:
+                self._row_local(node["condition"], "a join condition")
+            self._join_conditions(node["left"])
+            self._join_conditions(node["right"])
+
+    def _group(self, group: dict[str, Any], select: list[dict[str, Any]]) -> dict[str, Any]:
+        """A GROUP BY term with positions (``GROUP BY 1``) and output names resolved to
+        the select list's expressions, as DuckDB resolves them."""
+        if group.get("class") == "CONSTANT":
+            position = self._constant(group, "a GROUP BY position")
+            if not 1 <= position <= len(select):
+                raise _NotIncremental(f"GROUP BY {position} is out of range")
+            return dict(select[position - 1], alias="")
+        if group.get("class") == "COLUMN_REF" and len(group.get("column_names", [])) == 1:
+            name = group["column_names"][0].lower()
+            if name not in self._names:
+                for item in select:
+                    if str(item.get("alias", "")).lower() == name:
+                        return dict(item, alias="")
+        return group
 
     def _row_local(self, expr: dict[str, Any], where: str) -> None:
         for sub in walk(expr):
@@ -246,20 +401,24 @@ class _Planner:
                 raise _NotIncremental(f"{where} uses {cls.lower()}")
             if cls == "FUNCTION":
                 name = sub.get("function_name", "").lower()
-                if name in _VOLATILE:
+                repeatable, aggregate = self._functions.get(name, (True, False))
+                if not repeatable:
                     raise _NotIncremental(f"{where} calls {name}(), which is not repeatable")
-                if self._is_aggregate(name):
+                if aggregate:
                     raise _NotIncremental(f"{where} contains an aggregate")
-            if cls == "COLUMN_REF" and sub.get("column_names", [""])[-1].lower() == "rowid":
-                raise _NotIncremental(f"{where} reads rowid")
+            if cls == "COLUMN_REF":
+                parts = [str(part).lower() for part in sub.get("column_names", [""])]
+                if parts[-1] == "rowid":
+                    raise _NotIncremental(f"{where} reads rowid")
+                if not any(part in self._names for part in parts):
+                    # current_timestamp, current_date… parse as column names
+                    raise _NotIncremental(
+                        f"{where} reads {'.'.join(parts)}, which is not a column "
+                        "(a special value such as current_timestamp is not repeatable)"
+                    )
 
     def _is_aggregate(self, name: str) -> bool:
-        row = self._cursor.execute(
-            "SELECT count(*) FROM duckdb_functions() "
-            "WHERE function_type = 'aggregate' AND function_name = ?",
-            [name],
-        ).fetchone()
-        return bool(row and row[0])
+        return self._functions.get(name, (True, False))[1]
 
     # -- rewriting -------------------------------------------------------------------
 
@@ -274,11 +433,18 @@ class _Planner:
         if cls in ("WINDOW", "SUBQUERY"):
             raise _NotIncremental(f"it uses a {cls.lower()} expression")
         if cls == "COLUMN_REF":
-            raise _NotIncremental("it selects a column that is not grouped")
+            key = self._same_column(expr)
+            if key is not None:
+                return self._column(f"__k{key}")
+            raise _NotIncremental(
+                f"it selects {'.'.join(expr.get('column_names', []))}, which is not grouped"
+            )
         if cls is None or cls not in _ROW_LOCAL_CLASSES:
             raise _NotIncremental(f"it uses {str(cls).lower()} in its output")
-        if cls == "FUNCTION" and expr.get("function_name", "").lower() in _VOLATILE:
-            raise _NotIncremental(f"it calls {expr['function_name']}()")
+        if cls == "FUNCTION":
+            name = expr.get("function_name", "").lower()
+            if not self._functions.get(name, (True, False))[0]:
+                raise _NotIncremental(f"it calls {name}(), which is not repeatable")
         rewritten = copy.copy(expr)
         for key, value in expr.items():
             if isinstance(value, dict) and "class" in value:
@@ -293,60 +459,84 @@ class _Planner:
                 rewritten[key] = [{k: self._final(v) for k, v in check.items()} for check in value]
         return rewritten
 
+    def _same_column(self, expr: dict[str, Any]) -> int | None:
+        """The key that names the same column as ``expr`` one qualified, one not
+        (``site`` and ``sensors.site``): DuckDB binds both to one column or refuses."""
+        parts = [str(p).lower() for p in expr.get("column_names", [])]
+        found = []
+        for canonical, index in self._keys.items():
+            key = json.loads(canonical)
+            if key.get("class") != "COLUMN_REF":
+                continue
+            other = [str(p).lower() for p in key.get("column_names", [])]
+            if other[-1] == parts[-1] and (len(other) == 1 or len(parts) == 1):
+                found.append(index)
+        return found[0] if len(found) == 1 else None
+
     def _aggregate(self, expr: dict[str, Any], canonical: str) -> str:
         if canonical in self._finals:
             return self._finals[canonical]
         name = expr["function_name"].lower()
-        if name not in _SUPPORTED:
-            raise _NotIncremental(f"{name}() cannot be merged from partial results")
-        if expr.get("distinct") or expr.get("filter") or expr.get("export_state"):
-            raise _NotIncremental(f"{name}() uses DISTINCT, FILTER or EXPORT_STATE")
-        if (expr.get("order_bys") or {}).get("orders"):
-            raise _NotIncremental(f"{name}() has an ORDER BY")
+        if expr.get("export_state"):
+            raise _NotIncremental(f"{name}() uses EXPORT_STATE")
         children = expr.get("children") or []
-        if name == "count_star":
-            final = self._partial("count(*)", "sum", ("count_all", None))
-            self._outputs[canonical] = Output("partial", len(self._partials) - 1)
-        else:
-            if len(children) != 1:
-                raise _NotIncremental(f"{name}() takes {len(children)} arguments")
-            child = children[0]
+        for child in children:
             self._row_local(child, f"the argument of {name}()")
-            arg = self._sql(child)
-            column = _plain_column(child)
-            if name in ("sum", "avg", "mean") and self._wide(arg):
-                raise _NotIncremental(
-                    f"{name}() of a 128-bit or decimal value: a full run raises on overflow, "
-                    "merging partial sums would not"
-                )
-            if name in ("count", "sum", "min", "max"):
-                final = self._partial(
-                    f"{name}({arg})", "sum" if name == "count" else name, (name, column)
-                )
-                self._outputs[canonical] = Output("partial", len(self._partials) - 1)
-            else:  # avg / mean: a sum and a count
-                total = self._partial(f"sum({arg})", "sum", ("sum", column))
-                count = self._partial(f"count({arg})", "sum", ("count", column))
-                final = f"({total} / NULLIF({count}, 0))"
-                self._outputs[canonical] = Output(
-                    "avg", len(self._partials) - 2, len(self._partials) - 1
-                )
+        args = [self._sql(child) for child in children]
+        condition = expr.get("filter")
+        if condition is not None:
+            self._row_local(condition, f"the FILTER of {name}()")
+        orders = (expr.get("order_bys") or {}).get("orders") or []
+        order = None
+        if len(orders) > 1:
+            raise _NotIncremental(f"{name}() orders by more than one expression")
+        if orders:
+            self._row_local(orders[0]["expression"], f"the ORDER BY of {name}()")
+            order = (
+                self._sql(orders[0]["expression"]),
+                {"ASCENDING": "ASC", "DESCENDING": "DESC"}.get(orders[0]["type"], ""),
+                {"NULLS FIRST": "NULLS FIRST", "NULLS LAST": "NULLS LAST"}.get(
+                    orders[0].get("null_order", ""), ""
+                ),
+            )
+        if name in ("sum", "avg", "mean") and args and self._wide(args[0]):
+            raise _NotIncremental(
+                f"{name}() of a 128-bit or decimal value: a full run raises on overflow, "
+                "merging partial sums would not"
+            )
+        aggregate = Aggregate(
+            name=name,
+            args=args,
+            plain=[_plain_column(child) for child in children],
+            filter=self._sql(condition) if condition is not None else None,
+            order=order,
+            distinct=bool(expr.get("distinct")),
+            arg_type=lambda: self._type(args[0]),
+        )
+        final, partial = plan_aggregate(aggregate, self._slots)
+        self._kinds.append(
+            name
+            + (" DISTINCT" if aggregate.distinct else "")
+            + (" FILTER" if condition is not None else "")
+        )
+        if partial is not None:
+            self._outputs[canonical] = Output("partial", partial)
+        elif name in ("avg", "mean") and condition is None:
+            last = len(self._slots.partials) - 1
+            self._outputs[canonical] = Output("avg", last - 1, last)
         self._finals[canonical] = final
         return final
+
+    def _type(self, arg: str) -> str:
+        """The DuckDB type of ``arg`` over the FROM clause."""
+        probe = self._cursor.execute(f"SELECT ({arg}) FROM {self._from_build} LIMIT 0").description
+        return str(probe[0][1]).upper() if probe else ""
 
     def _wide(self, arg: str) -> bool:
         """Whether ``arg`` (over the source table) is 128-bit: HUGEINT, UHUGEINT, or a
         DECIMAL wider than 18 digits (their sums overflow where DuckDB checks)."""
-        probe = self._cursor.execute(
-            f"SELECT ({arg}) FROM {self._source.sql} AS {self._alias} LIMIT 0"
-        ).description
-        kind = str(probe[0][1]).upper() if probe else ""
+        kind = self._type(arg)
         return kind.startswith(("HUGEINT", "UHUGEINT", "VARINT", "BIGNUM")) or _wide_decimal(kind)
-
-    def _partial(self, sql: str, merge: str, spec: tuple[str, str | bool | None]) -> str:
-        self._partials.append((sql, merge))
-        self._specs.append(spec)
-        return f"__p{len(self._partials) - 1}"
 
     def _arrow_plan(
         self,
@@ -357,10 +547,10 @@ class _Planner:
         limit: int | None,
     ) -> ArrowPlan | None:
         """The pyarrow fast path, when the shape is plain enough (None otherwise)."""
-        if where is not None or having is not None or self._schema is None:
+        if where is not None or having is not None or self._schema is None or self._joined:
             return None
         keys = [_plain_column(g) for g in groups]
-        specs = self._specs
+        specs = [partial.spec for partial in self._slots.partials]
         if any(k is False for k in keys) or any(column is False for _, column in specs):
             return None
         if not self._arrow_agrees(specs):
@@ -426,30 +616,28 @@ class _Planner:
 
     def _assemble(
         self,
-        source: dict[str, Any],
         where: dict[str, Any] | None,
         groups: list[dict[str, Any]],
         select: list[dict[str, Any]],
         having: dict[str, Any] | None,
     ) -> Plan:
-        table_sql = self._source.sql
-        alias = quote(source.get("alias") or source["table_name"])
+        partials = self._slots.partials
         keys = [f"{self._sql(g)} AS __k{i}" for i, g in enumerate(groups)]
-        partials = [f"{sql} AS __p{i}" for i, (sql, _) in enumerate(self._partials)]
+        columns = [f"{partial.sql} AS __p{i}" for i, partial in enumerate(partials)]
         where_sql = f" WHERE {self._sql(where)}" if where is not None else ""
         group_sql = " GROUP BY " + ", ".join(self._sql(g) for g in groups) if groups else ""
 
         def partial_over(relation: str) -> str:
-            return (
-                f"SELECT {', '.join(keys + partials)} FROM {relation} AS {alias}"
-                f"{where_sql}{group_sql}"
-            )
+            return f"SELECT {', '.join(keys + columns)} FROM {relation}{where_sql}{group_sql}"
 
         key_names = [f"__k{i}" for i in range(len(groups))]
-        merged = [f"{merge}(__p{i}) AS __p{i}" for i, (_, merge) in enumerate(self._partials)]
+        merged = [f"{partial.merge} AS __p{i}" for i, partial in enumerate(partials)]
+        # __d tells the kept state's row of a group (0) from the new rows' (1): merges
+        # that keep a winner let the older rows win a tie, as a scan in order does
         merge_sql = (
             f"SELECT {', '.join(key_names + merged)} FROM "
-            f"(SELECT * FROM {STATE} UNION ALL ({partial_over(DELTA)}))"
+            f"(SELECT *, 0 AS __d FROM {STATE} UNION ALL "
+            f"SELECT *, 1 AS __d FROM ({partial_over(self._from_delta)}))"
             + (f" GROUP BY {', '.join(key_names)}" if key_names else "")
         )
         outputs = [
@@ -468,10 +656,10 @@ class _Planner:
 
         return Plan(
             table=self._source,
-            pin=f"SELECT 1 FROM {table_sql} LIMIT 0",
-            build=with_outputs(partial_over(table_sql)),
+            pin=f"SELECT 1 FROM {self._source.sql} LIMIT 0",
+            build=with_outputs(partial_over(self._from_build)),
             refresh=with_outputs(merge_sql),
-            state_columns=tuple(key_names + [f"__p{i}" for i in range(len(self._partials))]),
+            state_columns=tuple(key_names + [f"__p{i}" for i in range(len(partials))]),
             outputs=self._columns,
             filtered=having is not None,
             ordered=bool(order),
@@ -540,15 +728,27 @@ class _Planner:
         return expr
 
     def _sql(self, expr: dict[str, Any]) -> str:
-        expr = dict(expr, alias="")
         template = parse(self._cursor, "SELECT 1")
-        template["statements"][0]["node"]["select_list"] = [expr]
+        template["statements"][0]["node"]["select_list"] = [dict(expr, alias="")]
+        return self._render(template, "SELECT ")
+
+    def _render(self, tree: dict[str, Any], prefix: str) -> str:
+        """SQL text of a syntax tree, less ``prefix`` (which it must start with)."""
         row = self._cursor.execute(
-            "SELECT json_deserialize_sql(?::JSON)", [json.dumps(template)]
+            "SELECT json_deserialize_sql(?::JSON)", [json.dumps(tree)]
         ).fetchone()
-        if not row or not isinstance(row[0], str) or not row[0].startswith("SELECT "):
+        if not row or not isinstance(row[0], str) or not row[0].startswith(prefix):
             raise BindError("cannot render an expression of the analysis")
-        return row[0][len("SELECT ") :]
+        return row[0][len(prefix) :]
+
+
+def _replace(tree: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``tree`` with the node ``old`` (the very object) replaced by ``new``."""
+    if tree is old:
+        return new
+    if tree.get("type") == "JOIN":
+        return dict(tree, left=_replace(tree["left"], old, new), right=tree["right"])
+    return tree
 
 
 def _wide_decimal(kind: str) -> bool:

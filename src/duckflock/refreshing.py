@@ -187,9 +187,14 @@ class Refresher:
                     folded = _fold(analysis, plan, state, delta)
                     if folded is None:
                         check(analysis)
-                        folded = split(
-                            plan, _over_arrow(analysis.cursor, plan.refresh, state, delta)
-                        )
+                        if plan.joined:
+                            folded = self._joined_fold(analysis, plan, state, delta)
+                        else:
+                            folded = split(
+                                plan, _over_arrow(analysis.cursor, plan.refresh, state, delta)
+                            )
+                    if folded is None:  # a joined table changed meanwhile: rebuild
+                        return self._incremental(analysis, plan)
                     state, table = folded
                 except BaseException:
                     # the taken rows are folded in nowhere now: rebuild from the table
@@ -197,10 +202,47 @@ class Refresher:
                         taint(analysis, "the last refresh failed: the state is rebuilt")
                     raise
             analysis.mode = "incremental"
-            analysis.reason = f"incremental: folded in {sum(d.num_rows for d in deltas):,} rows"
-        assert table is not None
+            what = analysis.shape.reason.removeprefix("incremental: ")
+            rows = sum(d.num_rows for d in deltas)
+            analysis.reason = f"incremental: folded in {rows:,} rows; {what}"
+        assert table is not None and state is not None
+        too_big = plan.oversized(state)
+        if too_big is not None:  # this result is right; the next runs are full
+            with self._lock:
+                analysis.shape = analysis.shape.full(too_big)
+                taint(analysis, too_big)
+            analysis.state, analysis.last_table = None, None
+            analysis.mode, analysis.reason = "full", too_big
+            self._on_new_shape()
+            return table, watermark
         analysis.state, analysis.last_table = state, table
         return table, watermark
+
+    def _joined_fold(
+        self, analysis: Analysis, plan: Plan, state: pa.Table, delta: pa.Table
+    ) -> tuple[pa.Table, pa.Table] | None:
+        """The fold of a join, reading the joined tables as they were when the state
+        was taken: in a transaction pinned while no commit lands, after checking that
+        none of them was written since (None if one was: the state is tainted)."""
+        cursor = analysis.cursor
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            with self._commit_lock():
+                # every commit so far has been announced (on_commit runs under this lock)
+                cursor.execute(plan.pin).fetchall()
+                with self._lock:
+                    changed = analysis.tainted is not None
+            if changed:
+                cursor.execute("ROLLBACK")
+                return None
+            check(analysis)
+            folded = split(plan, _over_arrow(cursor, plan.refresh, state, delta))
+            cursor.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                cursor.execute("ROLLBACK")
+            raise
+        return folded
 
     def _rebuild(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, pa.Table, int]:
         """State and result from the whole table, in a transaction pinned between commits.
