@@ -23,8 +23,8 @@ Why each one merges exactly (every claim checked against DuckDB 1.5.5 by experim
 - ``first(v ORDER BY o)``/``last``: the state keeps the winner's value and ordering key
   and whether the group had rows; the merge orders the two candidates the same way.
 - ``count(DISTINCT x)``: the state keeps the group's distinct values as a list (NULLs
-  left out). Merging the lists deduplicates with DuckDB's own DISTINCT, which counts
-  NaN once and -0.0 as 0.0 (``list_distinct`` does not: it keeps every NaN).
+  left out). Merging the lists with ``list_distinct`` counts -0.0 as 0.0 like DISTINCT
+  does, but keeps every NaN, where DISTINCT counts one: NaNs are folded into one.
 - ``approx_count_distinct(x)``: its HyperLogLog state is exported (``EXPORT_STATE``,
   kept as a BLOB) and merged with ``combine``: the union of two sketches is the sketch of
   the union, and ``finalize`` gives what a full run gives. The BLOB is DuckDB's memory
@@ -131,12 +131,28 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
         return out, len(slots.partials) - 1
     arg = agg.args[0]
     if name == "count" and agg.distinct:
+        kind = agg.arg_type()
+        floating = kind in ("FLOAT", "DOUBLE")
+        if not floating and any(word in kind for word in ("FLOAT", "DOUBLE")):
+            raise NotMergeable(f"count(DISTINCT …) of {kind}: NaN inside it cannot be merged")
+
+        def union(p: str) -> str:
+            merged = f"list_distinct(flatten(list({p})))"
+            if not floating:
+                return merged
+            # list_distinct keeps every NaN; DuckDB's DISTINCT counts them as one value
+            return (
+                f"CASE WHEN len(list_filter({merged}, __u -> isnan(__u))) > 0 THEN "
+                f"list_concat(list_filter({merged}, __u -> NOT isnan(__u)), "
+                f"[CAST('NaN' AS {kind})]) ELSE {merged} END"
+            )
+
         values = slots.add(
             _filtered(
                 f"list(DISTINCT {arg})",
                 f"({arg}) IS NOT NULL" + (f" AND ({where})" if where else ""),
             ),
-            lambda p: f"(SELECT list(DISTINCT __u) FROM unnest(flatten(list({p}))) AS __x(__u))",
+            union,
             ("set", False),
         )
         slots.sets.append(values)
@@ -161,7 +177,9 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
     if name in ("first", "last"):
         return _ordered_pick(agg, slots), None
     assert name == "approx_count_distinct"
-    empty = f"approx_count_distinct(CAST(NULL AS {agg.arg_type()})) EXPORT_STATE"
+    # an empty sketch of the right type, as a constant (an aggregate here would turn
+    # the outputs query into an aggregate): combine() needs a state first, BLOB second
+    empty = f"(SELECT approx_count_distinct(CAST(NULL AS {agg.arg_type()})) EXPORT_STATE)"
     sketch = slots.add(
         f"CAST({_filtered(f'approx_count_distinct({arg}) EXPORT_STATE', where)} AS BLOB)",
         lambda p: (
@@ -174,26 +192,30 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
 
 
 def _arg_extreme(agg: Aggregate, slots: Slots) -> str:
-    """arg_max/arg_min: the winning value and its ordering key; older rows win ties."""
+    """arg_max/arg_min: the winning value and its ordering key; older rows win ties.
+
+    The merge compares the two candidates with ``>``/``<``, which orders NaN above
+    every number and equal to itself and -0.0 equal to 0.0, as DuckDB's own arg_max
+    does (a struct comparison would not: it tells NaN and -0.0 apart)."""
     value, key = agg.args
     biggest = agg.name in ("arg_max", "max_by")
-    pick, extreme = ("arg_max", "max") if biggest else ("arg_min", "min")
+    pick, extreme, beats = ("arg_max", "max", ">") if biggest else ("arg_min", "min", "<")
     both = f"({value}) IS NOT NULL AND ({key}) IS NOT NULL"
     where = both + (f" AND ({agg.filter})" if agg.filter else "")
-    # slot order: the value first, then its key (the value's merge reads the key's slot)
     first = len(slots.partials)
-    key_slot = f"__p{first + 1}"
-    tie = "-__d" if biggest else "__d"  # the state's row (__d = 0) wins a tie
-    winner = slots.add(
-        _filtered(f"{pick}({value}, {key})", where),
-        lambda p: (
-            f"{pick}({p}, CASE WHEN {key_slot} IS NOT NULL "
-            f"THEN {{'o': {key_slot}, 't': {tie}}} END)"
-        ),
-        ("pick", False),
-    )
-    slots.add(_filtered(f"{extreme}({key})", where), lambda p: f"{extreme}({p})", ("key", False))
-    return winner
+    value_slot, key_slot = f"__p{first}", f"__p{first + 1}"
+
+    def merge(slot: str) -> str:
+        old, new = (f"any_value({slot}) FILTER (WHERE __d = {d})" for d in (0, 1))
+        old_key, new_key = (f"any_value({key_slot}) FILTER (WHERE __d = {d})" for d in (0, 1))
+        return (
+            f"CASE WHEN {new_key} IS NULL THEN {old} WHEN {old_key} IS NULL THEN {new} "
+            f"WHEN {new_key} {beats} {old_key} THEN {new} ELSE {old} END"
+        )
+
+    slots.add(_filtered(f"{pick}({value}, {key})", where), merge, ("pick", False))
+    slots.add(_filtered(f"{extreme}({key})", where), merge, ("key", False))
+    return value_slot
 
 
 def _ordered_pick(agg: Aggregate, slots: Slots) -> str:
@@ -207,14 +229,17 @@ def _ordered_pick(agg: Aggregate, slots: Slots) -> str:
     key_slot, seen_slot = f"__p{first + 1}", f"__p{first + 2}"
     merge_order = f"{key_slot} {direction} {nulls}".strip()
     seen = f"{seen_slot} > 0"
+    # on a tie the state's candidate (older rows) wins, for last as for first: DuckDB's
+    # last(v ORDER BY o) returns the first row it saw among those tied for last
+    tie = "__d" if agg.name == "first" else "__d DESC"
     winner = slots.add(
         _filtered(f"{agg.name}({value} ORDER BY {order})", agg.filter),
-        lambda p: f"{agg.name}({p} ORDER BY {merge_order}, __d) FILTER (WHERE {seen})",
+        lambda p: f"{agg.name}({p} ORDER BY {merge_order}, {tie}) FILTER (WHERE {seen})",
         ("pick", False),
     )
     slots.add(
         _filtered(f"{agg.name}({key} ORDER BY {order})", agg.filter),
-        lambda p: f"{agg.name}({p} ORDER BY {merge_order}, __d) FILTER (WHERE {seen})",
+        lambda p: f"{agg.name}({p} ORDER BY {merge_order}, {tie}) FILTER (WHERE {seen})",
         ("key", False),
     )
     slots.add(_filtered("count(*)", agg.filter), lambda p: f"sum({p})", ("seen", False))
