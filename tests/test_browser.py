@@ -333,6 +333,8 @@ def test_define_edit_and_drop_an_analysis(workspace: ServerProcess, browser: Any
         # on new data: a new sensor shows up in the card by itself
         client.insert("readings", {"taken_at": "2026-01-05 09:00:00", "sensor": "s2"})
     page.wait_for_selector(f'{card} td:text-is("s2")', timeout=10_000)
+    # the card says which mode the run took, and why
+    page.wait_for_selector(f'{card} .reason:has-text("incremental: folded in")', timeout=10_000)
     assert page.locator(f"{card} svg.bar-chart rect.bar").count() == 2
     shoot(page, "analyses.png")
 

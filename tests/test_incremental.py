@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
 import re
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -134,18 +136,26 @@ def same(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]], ordered: bool) -> b
     return True
 
 
+EXAMPLES = int(os.environ.get("DUCKFLOCK_PROPERTY_EXAMPLES", "25"))
+# the shapes before issue 13, and those it added: two runs, each within the time limit
+FIRST = list(QUERIES)[: list(QUERIES).index("seconds")]
+GROUPS = {"first": FIRST, "issue13": [name for name in QUERIES if name not in FIRST]}
+
+
+@pytest.mark.parametrize("group", sorted(GROUPS))
 @settings(
-    max_examples=40,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(st.lists(operation, max_size=25))
-def test_incremental_equals_a_full_run(operations: list[tuple[Any, ...]]) -> None:
+@given(operations=st.lists(operation, max_size=25))
+def test_incremental_equals_a_full_run(group: str, operations: list[tuple[Any, ...]]) -> None:
+    queries = {name: QUERIES[name] for name in GROUPS[group]}
     with duckflock.connect() as db:
         db.execute(TABLE)
         db.execute(DIMENSION)
         db.insert("dim", [{"g": 1, "site": "n"}, {"g": 2, "site": "s"}, {"g": 1, "site": "s"}])
-        for name, sql in QUERIES.items():
+        for name, sql in queries.items():
             db.analysis(name, sql)
         modes: set[str] = set()
         for op in [*operations, ("refresh",)]:
@@ -163,7 +173,7 @@ def test_incremental_equals_a_full_run(operations: list[tuple[Any, ...]]) -> Non
                 db.execute("UPDATE dim SET site = 'w' WHERE g = 2")
             else:
                 db.flush()
-                for name, sql in QUERIES.items():
+                for name, sql in queries.items():
                     result = db.refresh(name, timeout=60)
                     modes.add(result.mode)
                     assert result.error is None, result.error
@@ -397,3 +407,95 @@ def test_nan_and_overflow_give_what_a_full_run_gives() -> None:
         assert overflowed.error is not None and "Overflow" in str(overflowed.error)
         with pytest.raises(duckflock.QueryError, match="Overflow"):
             db.execute(queries["hs"]).fetchall()
+
+
+def test_mode_and_reason_name_the_shape_and_what_blocks_it() -> None:
+    with duckflock.connect() as db:
+        db.execute(TABLE)
+        db.analysis("latest", QUERIES["latest"])
+        db.analysis("window", "SELECT k, sum(v) OVER () AS w FROM t")
+        db.analysis("median", "SELECT k, median(v) AS m FROM t GROUP BY k")
+        db.insert("t", [{"k": "a", "v": 1.0}])
+        for name in ("latest", "window", "median"):
+            db.refresh(name)
+        db.insert("t", [{"k": "a", "v": 2.0}, {"k": "b", "v": 3.0}])
+        latest = db.refresh("latest")
+        assert latest.mode == "incremental"
+        assert latest.reason.startswith("incremental: folded in 2 rows")
+        assert "arg_max()" in latest.reason and "min_by()" in latest.reason
+        median = db.refresh("median")
+        assert median.mode == "full"
+        assert median.reason == "full: median() cannot be merged from partial results"
+        status = {a["name"]: a for a in db.analyses()}
+        assert status["window"]["mode"] == "full"
+        assert "not grouped" in status["window"]["reason"]
+        assert status["median"]["reason"] == median.reason
+        assert status["latest"]["reason"] == latest.reason
+
+
+def test_distinct_sets_past_the_limit_fall_back_to_full_runs_and_say_so() -> None:
+    with duckflock.connect(distinct_limit=5) as db:
+        db.execute(TABLE)
+        sql = "SELECT g, count(DISTINCT n) AS dn FROM t GROUP BY g ORDER BY g"
+        db.analysis("dn", sql)
+        db.insert("t", [{"k": "a", "g": 1, "n": i} for i in range(3)])
+        assert db.refresh("dn").rows() == [(1, 3)]
+        db.insert("t", [{"k": "a", "g": 1, "n": 1}, {"k": "a", "g": 2, "n": 7}])
+        assert db.refresh("dn").mode == "incremental"  # 4 values kept: within the limit
+        db.insert("t", [{"k": "a", "g": 2, "n": i} for i in range(10, 13)])
+        over = db.refresh("dn")
+        assert over.rows() == db.execute(sql).fetchall() == [(1, 3), (2, 4)]
+        assert "distinct_limit=5" in over.reason and over.mode == "full"
+        db.insert("t", {"k": "a", "g": 3, "n": 1})
+        after = db.refresh("dn")
+        assert after.mode == "full" and after.rows() == db.execute(sql).fetchall()
+        (status,) = db.analyses()
+        assert not status["incremental"] and "would keep 7 values" in status["reason"]
+    with pytest.raises(ValueError, match="distinct_limit"):
+        duckflock.connect(distinct_limit=-1)
+
+
+def test_a_write_to_a_joined_table_rebuilds_and_facts_then_fold_again() -> None:
+    with duckflock.connect() as db:
+        db.execute(TABLE)
+        db.execute(DIMENSION)
+        db.insert("dim", [{"g": 1, "site": "north"}])
+        sql = QUERIES["joined"]
+        db.analysis("sites", sql)
+        db.insert("t", [{"k": "a", "g": 1, "n": 5}, {"k": "b", "g": 2, "n": 7}])
+        assert db.refresh("sites").rows() == [("north", 1, 5)]
+        db.insert("t", [{"k": "a", "g": 1, "n": 1}])
+        folded = db.refresh("sites")
+        assert folded.mode == "incremental" and folded.rows() == [("north", 2, 6)]
+        # the dimension gains a row through db.insert: the facts already folded in join it
+        db.insert("dim", [{"g": 2, "site": "south"}])
+        rebuilt = db.refresh("sites")
+        assert rebuilt.mode == "full" and "a write to the joined dim" in rebuilt.reason
+        assert sorted(rebuilt.rows()) == sorted(db.execute(sql).fetchall())
+        assert sorted(rebuilt.rows()) == [("north", 2, 6), ("south", 1, 7)]
+        db.insert("t", [{"k": "c", "g": 2, "n": 3}])
+        again = db.refresh("sites")
+        assert again.mode == "incremental"
+        assert sorted(again.rows()) == [("north", 2, 6), ("south", 2, 10)]
+
+
+def test_approx_count_distinct_sketches_merge_to_what_a_full_run_gives() -> None:
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE u AS SELECT range % 4 AS g, range AS id FROM range(50000)")
+        sql = "SELECT g, approx_count_distinct(id) AS n, count(DISTINCT id % 1000) AS d FROM u "
+        sql += "GROUP BY g ORDER BY g"
+        db.analysis("users", sql)
+        db.refresh("users")
+        for start in (50_000, 90_000):
+            db.insert(
+                "u",
+                pa.table(
+                    {
+                        "g": [i % 4 for i in range(start, start + 40_000)],
+                        "id": list(range(start, start + 40_000)),
+                    }
+                ),
+            )
+            result = db.refresh("users")
+            assert result.mode == "incremental"
+            assert result.rows() == db.execute(sql).fetchall()

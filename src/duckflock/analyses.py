@@ -47,7 +47,7 @@ from .errors import (
     UnknownAnalysisError,
     translate,
 )
-from .incremental import inspect
+from .incremental import DISTINCT_LIMIT, inspect
 from .names import Identity
 from .refreshing import Analysis, Cancelled, Refresher, taint
 from .results import Mailbox, Result, Subscription, async_mailbox, log
@@ -74,7 +74,9 @@ class Scheduler:
         max_concurrent: int = DEFAULT_WORKERS,
         default_timeout: float = DEFAULT_TIMEOUT,
         max_delta_rows: int = 2_000_000,
+        distinct_limit: int = DISTINCT_LIMIT,
     ) -> None:
+        self._distinct_limit = distinct_limit
         self._max_concurrent = max_concurrent  # both checked by Database (connect)
         self._default_timeout = default_timeout
         self._new_cursor = new_cursor
@@ -94,7 +96,11 @@ class Scheduler:
         self._next_wake = math.inf  # when the waiting scheduler thread wakes by itself
         self._stopping = False
         self._refresher = Refresher(
-            self._lock, commit_lock, committed_seq, on_new_shape=self.publish_capture
+            self._lock,
+            commit_lock,
+            committed_seq,
+            on_new_shape=self.publish_capture,
+            distinct_limit=distinct_limit,
         )
         self._jobs: queue.SimpleQueue[Analysis | None] = queue.SimpleQueue()
         self._subscriptions: set[Subscription] = set()
@@ -135,7 +141,7 @@ class Scheduler:
         assert interval is not None
         cursor = self._new_cursor()
         try:
-            shape = inspect(cursor, sql, params=params)
+            shape = inspect(cursor, sql, params=params, distinct_limit=self._distinct_limit)
         except BaseException:
             self._close_cursor(cursor)
             raise
@@ -572,6 +578,7 @@ class Scheduler:
                 watermark=watermark,
                 mode=analysis.mode or "full",
                 error=error,
+                reason=analysis.reason or analysis.shape.reason,
             )
             analysis.result = result
             mailboxes = list(analysis.mailboxes)

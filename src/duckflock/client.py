@@ -351,6 +351,7 @@ def _result_from_json(payload: dict[str, Any]) -> Result:
         watermark=int(payload["watermark"]),
         mode=str(payload["mode"]),
         error=rebuilt if isinstance(rebuilt, QueryError) else None,
+        reason=str(payload.get("reason", "")),
     )
 
 

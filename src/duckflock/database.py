@@ -30,6 +30,7 @@ from .errors import (
     StorageError,
     translate,
 )
+from .incremental import DISTINCT_LIMIT
 from .ingest import IngestStats, Writer
 from .names import Identity
 from .opening import open_connection
@@ -79,8 +80,10 @@ class Database:
         max_concurrent_analyses: int = DEFAULT_WORKERS,
         analysis_timeout: float = DEFAULT_TIMEOUT,
         restore_analyses: bool = True,
+        distinct_limit: int = DISTINCT_LIMIT,
     ) -> None:
         restore = flag(restore_analyses, "restore_analyses")
+        self._distinct_limit = count(distinct_limit, "distinct_limit")
         workers = count(
             max_concurrent_analyses, "max_concurrent_analyses", minimum=1, maximum=MAX_WORKERS
         )
@@ -638,6 +641,7 @@ class Database:
                     on_capture_change=self._on_capture_change,
                     max_concurrent=self._max_concurrent_analyses,
                     default_timeout=self._analysis_timeout,
+                    distinct_limit=self._distinct_limit,
                 )
             return self._scheduler
 
@@ -798,6 +802,7 @@ def connect(
     max_concurrent_analyses: int = DEFAULT_WORKERS,
     analysis_timeout: float = DEFAULT_TIMEOUT,
     restore_analyses: bool = True,
+    distinct_limit: int = DISTINCT_LIMIT,
 ) -> Database:
     """Open (or create) a DuckDB database for use from many threads.
 
@@ -810,7 +815,9 @@ def connect(
     once; a run of one is interrupted after ``analysis_timeout`` seconds (0.01 to a
     day, default 60) unless ``analysis(timeout=…)`` says otherwise. The analyses kept
     in the file (every ``analysis()`` on a file keeps its definition) are defined again
-    at once, unless ``restore_analyses=False`` (for one-off work on the file).
+    at once, unless ``restore_analyses=False`` (for one-off work on the file). An
+    incremental analysis with ``count(DISTINCT …)`` keeps each group's distinct values:
+    beyond ``distinct_limit`` values in all (default 1,000,000) it runs in full instead.
     """
     return Database(
         database,
@@ -821,4 +828,5 @@ def connect(
         max_concurrent_analyses=max_concurrent_analyses,
         analysis_timeout=analysis_timeout,
         restore_analyses=restore_analyses,
+        distinct_limit=distinct_limit,
     )

@@ -231,9 +231,10 @@ class _Planner:
         if self._joined:
             names = ", ".join(sorted(t.display() for t in self._joined))
             what += f" of {self._source.display()} joined with {names} (a write to those rebuilds)"
-        kinds = sorted(set(self._kinds) - {"count_star", "count", "sum", "min", "max", "avg"})
+        plain = {"count(*)", "count()", "sum()", "min()", "max()", "avg()", "mean()"}
+        kinds = sorted(set(self._kinds) - plain)
         if kinds:
-            what += f" ({', '.join(kinds)})"
+            what += f" with {', '.join(kinds)}"
         return what
 
     # -- checks --------------------------------------------------------------------
@@ -433,9 +434,9 @@ class _Planner:
         if cls in ("WINDOW", "SUBQUERY"):
             raise _NotIncremental(f"it uses a {cls.lower()} expression")
         if cls == "COLUMN_REF":
-            key = self._same_column(expr)
-            if key is not None:
-                return self._column(f"__k{key}")
+            same = self._same_column(expr)
+            if same is not None:
+                return self._column(f"__k{same}")
             raise _NotIncremental(
                 f"it selects {'.'.join(expr.get('column_names', []))}, which is not grouped"
             )
@@ -515,7 +516,7 @@ class _Planner:
         )
         final, partial = plan_aggregate(aggregate, self._slots)
         self._kinds.append(
-            name
+            ("count(*)" if name == "count_star" else f"{name}()")
             + (" DISTINCT" if aggregate.distinct else "")
             + (" FILTER" if condition is not None else "")
         )

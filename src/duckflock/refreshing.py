@@ -23,7 +23,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from .incremental import DELTA, STATE, Plan, Shape, inspect, split
+from .incremental import DELTA, DISTINCT_LIMIT, STATE, Plan, Shape, inspect, split
 from .results import Mailbox, Result, log
 
 
@@ -129,7 +129,9 @@ class Refresher:
         commit_lock: Callable[[], threading.Lock],
         committed_seq: Callable[[], int],
         on_new_shape: Callable[[], None] = lambda: None,
+        distinct_limit: int = DISTINCT_LIMIT,
     ) -> None:
+        self._distinct_limit = distinct_limit
         self._lock = lock  # the scheduler's: guards deltas, taint and collecting
         self._commit_lock = commit_lock
         self._committed_seq = committed_seq
@@ -150,7 +152,12 @@ class Refresher:
         """Plan the SQL again after a write outside db.insert: DDL may have changed a
         column's type (the plan casts to the types it found), what a view reads, or
         whether the shape is incremental at all. The state is rebuilt either way."""
-        shape = inspect(analysis.cursor, analysis.sql, params=analysis.params)
+        shape = inspect(
+            analysis.cursor,
+            analysis.sql,
+            params=analysis.params,
+            distinct_limit=self._distinct_limit,
+        )
         with self._lock:
             old = analysis.shape
             analysis.shape = shape

@@ -223,6 +223,7 @@ def result_json_head(result: Result) -> dict[str, Any]:
         "duration": result.duration,
         "watermark": result.watermark,
         "mode": result.mode,
+        "reason": result.reason,
         "error": None
         if result.error is None
         else {"type": type(result.error).__name__, "message": result.error.message},

@@ -756,7 +756,14 @@ function ensureCard(name) {
   actions.append(edit, drop, rolePill("admin"));
   head.append(el("h3", "", name), actions);
   const body = el("div", "card-body");
-  node.append(head, el("div", "schedule muted"), el("div", "meta"), el("div", "card-message"), body);
+  node.append(
+    head,
+    el("div", "schedule muted"),
+    el("div", "meta"),
+    el("div", "reason"),
+    el("div", "card-message"),
+    body,
+  );
   $("#analyses").appendChild(node);
   card = { node, view: new View(body, { maxRows: 50, height: 190 }), status: null };
   cards.set(name, card);
@@ -784,6 +791,10 @@ function renderResult(result) {
   node.querySelector(".meta").textContent =
     `v${result.version} · ${result.mode} · ${(result.duration * 1000).toFixed(1)} ms · ` +
     `${result.rows.length.toLocaleString()} rows · ${new Date(result.refreshed_at).toLocaleTimeString()}`;
+  // the mode's why: what an incremental run folded in, or what made it a full run
+  const reason = node.querySelector(".reason");
+  reason.textContent = result.reason || "";
+  reason.dataset.mode = result.mode;
   const message = node.querySelector(".card-message");
   message.replaceChildren();
   if (result.error) message.appendChild(errorBox(`${result.error.type}: ${result.error.message}`));
