@@ -1,11 +1,13 @@
 """Analyses benchmark: incremental refresh vs a full re-run, and ingest with analyses.
 
-Run: .venv/bin/python benchmarks/analyses.py [--quick] [--workers]
+Run: .venv/bin/python benchmarks/analyses.py [--quick] [--large] [--workers] [--shapes-only]
 
-1. Tables of 1M, 5M and 20M rows (generated inside DuckDB), 50 groups. Insert 10,000
-   rows through db.insert, then time the refresh of
-   SELECT k, count(*), sum(v), min(v), max(v), avg(v) FROM t GROUP BY k
-   incrementally (the analysis) and as a full re-run (the same SQL), same run.
+1. Tables of 1M and 5M rows (20M with --large; 200k and 1M with --quick), generated
+   inside DuckDB: 50 sensors, timestamps over one day, 1,000 users, a 50-row dimension
+   table of sites. One analysis per shape (SHAPES) is defined; each round inserts 10,000
+   rows through db.insert, then times each analysis's refresh incrementally (db.refresh,
+   wall time) and as a full re-run of the same SQL, same run, median of the rounds. The
+   two results are compared: a shape whose incremental result differs fails the run.
 2. The ingest benchmark's streaming figure (8 threads, single rows, wait=False) with 5
    on-change analyses over the table, as a ratio to streaming alone.
 3. With --workers: the same with 1, 2 and 4 analysis threads (max_concurrent_analyses),
@@ -14,11 +16,13 @@ Run: .venv/bin/python benchmarks/analyses.py [--quick] [--workers]
 
 from __future__ import annotations
 
+import math
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -26,59 +30,117 @@ import duckflock
 from duckflock.cli.bench import streaming
 
 SQL = "SELECT k, count(*), sum(v), min(v), max(v), avg(v) FROM t GROUP BY k"
-ROUNDS = 7
+# one analysis per shape issue 13 asked for (and the plain aggregate before it)
+SHAPES = {
+    "plain aggregate": SQL,
+    "time buckets": "SELECT time_bucket(INTERVAL '1 minute', ts) AS minute, count(*) AS n, "
+    "avg(v) AS mean FROM t GROUP BY 1",
+    "date_trunc key": "SELECT date_trunc('hour', ts) AS hour, sensor, max(v) AS hi FROM t "
+    "GROUP BY 1, 2",
+    "expression key": "SELECT upper(sensor) AS s, sum(v) AS total FROM t GROUP BY upper(sensor)",
+    "latest per key": "SELECT sensor, arg_max(v, ts) AS latest, max(ts) AS at FROM t "
+    "GROUP BY sensor",
+    "first/last ordered": "SELECT k, first(v ORDER BY ts) AS opening, "
+    "last(v ORDER BY ts) AS closing FROM t GROUP BY k",
+    "filter + bool": "SELECT k, count(*) FILTER (WHERE ok) AS good, bool_and(v >= 0) AS sane, "
+    "avg(v) FILTER (WHERE NOT ok) AS bad_mean FROM t GROUP BY k",
+    "count distinct": "SELECT k, count(DISTINCT user_id) AS users FROM t GROUP BY k",
+    "approx distinct": "SELECT k, approx_count_distinct(user_id) AS users FROM t GROUP BY k",
+    "join dimension": "SELECT s.site, count(*) AS n, avg(t.v) AS mean FROM t "
+    "JOIN sensors AS s USING (sensor) GROUP BY s.site",
+}
+ROUNDS = 5
+NEW_ROWS = 10_000
 
 
-def refresh_figures(workdir: Path, rows: int) -> tuple[float, float, float]:
-    """Median incremental refresh (wall and reported), and median full re-run, seconds."""
+def _chunk(round_: int, rows: int) -> pa.Table:
+    start = rows + round_ * NEW_ROWS
+    ids = range(start, start + NEW_ROWS)
+    return pa.table(
+        {
+            "k": pa.array([i % 50 for i in ids], pa.int32()),
+            "v": [float(i % 997) / 10 for i in ids],
+            "ts": pa.array([86_400_000_000 + i for i in ids], pa.timestamp("us")),
+            "sensor": [f"s{i % 50}" for i in ids],
+            "user_id": pa.array([(i * 7) % 1000 for i in ids], pa.int32()),
+            "ok": [i % 3 != 0 for i in ids],
+        }
+    )
+
+
+def _same(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
+    a, b = sorted(a, key=repr), sorted(b, key=repr)
+    return len(a) == len(b) and all(
+        (math.isclose(x, y, rel_tol=1e-9) if isinstance(x, float) else x == y)
+        for left, right in zip(a, b, strict=True)
+        for x, y in zip(left, right, strict=True)
+    )
+
+
+def shape_figures(workdir: Path, rows: int) -> dict[str, tuple[float, float, str]]:
+    """Per shape: median incremental refresh (wall) and median full re-run, seconds,
+    and the mode the refreshes ran in."""
     path = workdir / f"t_{rows}.duckdb"
     with duckflock.connect(path) as db:
         db.execute(
-            f"CREATE TABLE t AS SELECT (range % 50)::INTEGER AS k, random() * 100 AS v "
-            f"FROM range({rows})"
+            "CREATE TABLE t AS SELECT (range % 50)::INTEGER AS k, random() * 100 AS v, "
+            "TIMESTAMP '2026-01-01' + to_microseconds((range * 86400000000 // "
+            f"{rows})::BIGINT) AS ts, 's' || (range % 50) AS sensor, "
+            f"((range * 7) % 1000)::INTEGER AS user_id, range % 3 <> 0 AS ok FROM range({rows})"
+        )
+        db.execute(
+            "CREATE TABLE sensors AS SELECT 's' || range AS sensor, 'site' || (range % 5) AS site "
+            "FROM range(50)"
         )
         db.execute("CHECKPOINT")
-        db.analysis("agg", SQL)
-        db.result("agg", min_version=1, timeout=600)  # the first refresh builds the state
-        chunk = pa.table(
-            {"k": pa.array([i % 50 for i in range(10_000)], pa.int32()), "v": [1.5] * 10_000}
-        )
-        wall, reported, full = [], [], []
-        for _ in range(ROUNDS):
-            db.insert("t", chunk)
-            started = time.perf_counter()
-            result = db.refresh("agg")
-            wall.append(time.perf_counter() - started)
-            reported.append(result.duration)
-            assert result.mode == "incremental", result.mode
-            started = time.perf_counter()
-            expected = db.execute(SQL + " ORDER BY k").fetchall()
-            full.append(time.perf_counter() - started)
-            got = sorted(result.rows())
-            assert [r[:2] for r in got] == [r[:2] for r in expected], "incremental != full"
-    return statistics.median(wall), statistics.median(reported), statistics.median(full)
+        for name, sql in SHAPES.items():
+            db.analysis(name, sql)
+            db.result(name, min_version=1, timeout=600)  # the first refresh builds the state
+        wall: dict[str, list[float]] = {name: [] for name in SHAPES}
+        full: dict[str, list[float]] = {name: [] for name in SHAPES}
+        modes: dict[str, set[str]] = {name: set() for name in SHAPES}
+        for round_ in range(ROUNDS):
+            db.insert("t", _chunk(round_, rows))
+            for name, sql in SHAPES.items():
+                started = time.perf_counter()
+                result = db.refresh(name)
+                wall[name].append(time.perf_counter() - started)
+                modes[name].add(result.mode)
+                started = time.perf_counter()
+                expected = db.execute(sql).fetchall()
+                full[name].append(time.perf_counter() - started)
+                assert result.error is None, (name, result.error)
+                assert _same(result.rows(), expected), f"{name}: incremental != full"
+    return {
+        name: (statistics.median(wall[name]), statistics.median(full[name]), "/".join(modes[name]))
+        for name in SHAPES
+    }
 
 
 def main(argv: list[str]) -> None:
     quick = "--quick" in argv
-    sizes = [200_000, 1_000_000] if quick else [1_000_000, 5_000_000, 20_000_000]
+    sizes = [200_000, 1_000_000] if quick else [1_000_000, 5_000_000]
+    if "--large" in argv:
+        sizes.append(20_000_000)
     with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
         workdir = Path(tmp)
-        incremental_at = {}
-        for rows in sizes:
-            wall, reported, full = refresh_figures(workdir, rows)
-            incremental_at[rows] = wall
-            print(
-                f"{rows:>11,} rows: incremental refresh {wall * 1000:7.2f} ms wall "
-                f"({reported * 1000:6.2f} ms in the analysis thread), full re-run "
-                f"{full * 1000:8.2f} ms -> {full / wall:6.1f}x faster",
-                flush=True,
-            )
-        small, large = incremental_at[sizes[0]], incremental_at[sizes[-1]]
+        figures = {rows: shape_figures(workdir, rows) for rows in sizes}
+        small, large = sizes[0], sizes[-1]
         print(
-            f"incremental at {sizes[-1]:,} / at {sizes[0]:,} rows = {large / small:.2f}x "
-            "(target: within 2x)"
+            f"refresh after {NEW_ROWS:,} new rows, median of {ROUNDS}: incremental ms / full ms "
+            "(ratio) per table size; flat = incremental at the largest / at the smallest"
         )
+        header = "".join(f"{f'{rows:,} rows':>28}" for rows in sizes)
+        print(f"{'shape':<20}{header}{'flat':>8}  mode")
+        for name in SHAPES:
+            cells = ""
+            for rows in sizes:
+                wall, full, _ = figures[rows][name]
+                cells += f"{wall * 1000:>9.2f} /{full * 1000:>8.1f} ({full / wall:>5.0f}x)"
+            flat = figures[large][name][0] / figures[small][name][0]
+            print(f"{name:<20}{cells}{flat:>7.2f}x  {figures[large][name][2]}", flush=True)
+        if "--shapes-only" in argv:
+            return
 
         per_thread = 5_000 if quick else 60_000
         alone = streaming(workdir, 8, per_thread)
