@@ -499,3 +499,21 @@ def test_approx_count_distinct_sketches_merge_to_what_a_full_run_gives() -> None
             result = db.refresh("users")
             assert result.mode == "incremental"
             assert result.rows() == db.execute(sql).fetchall()
+
+
+def test_ties_keep_the_older_row_as_a_scan_of_a_small_table_does() -> None:
+    """DuckDB keeps the first row it scans among those tied for the extreme (on a large
+    table, whichever thread's row): the state keeps the older row, NaN ties included."""
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE w (k VARCHAR, v INTEGER, o DOUBLE)")
+        sql = (
+            "SELECT k, arg_max(v, o) AS hi, arg_min(v, o) AS lo, first(v ORDER BY o) AS f, "
+            "last(v ORDER BY o) AS l FROM w GROUP BY k ORDER BY k"
+        )
+        db.analysis("ties", sql)
+        db.insert("w", [("a", 1, 5.0), ("b", 1, math.nan)])
+        db.refresh("ties")
+        db.insert("w", [("a", 2, 5.0), ("b", 2, math.nan), ("a", 3, 5.0)])
+        result = db.refresh("ties")
+        assert result.mode == "incremental"
+        assert result.rows() == db.execute(sql).fetchall() == [("a", 1, 1, 1, 1), ("b", 1, 1, 1, 1)]
