@@ -246,6 +246,7 @@ def test_first_refresh_after_a_restart_is_full(tmp_path: Any) -> None:
         ("SELECT k, count(*) FROM t RIGHT JOIN dim USING (g) GROUP BY k", "RIGHT join"),
         ("SELECT count(*) FROM dim JOIN t USING (g)", "joined with"),  # see below
         ("SELECT k, count(*) FROM t JOIN (SELECT * FROM dim) USING (g) GROUP BY k", "subquery"),
+        ("SELECT main.t.k, count(*) FROM t GROUP BY main.t.k", "over new rows does not run"),
     ],
 )
 def test_other_shapes_fall_back_to_full_runs(sql: str, why: str) -> None:

@@ -34,6 +34,7 @@ names the first construct that prevents an incremental refresh.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -279,6 +280,7 @@ class _Planner:
         having = node.get("having")
         final_having = self._final(having) if having is not None else None
         plan = self._assemble(where, groups, final_select, final_having)
+        self._probe(plan)
         return dataclasses.replace(
             plan,
             sets=tuple(self._slots.sets),
@@ -655,6 +657,7 @@ class _Planner:
         def with_outputs(state_sql: str) -> str:
             return f"WITH __merged AS ({state_sql}) SELECT *, {', '.join(extras)} FROM __merged"
 
+        self._delta_build = with_outputs(partial_over(self._from_delta))
         return Plan(
             table=self._source,
             pin=f"SELECT 1 FROM {self._source.sql} LIMIT 0",
@@ -668,6 +671,26 @@ class _Planner:
             limit=limit,
             arrow=self._arrow_plan(where, groups, having, offset, limit),
         )
+
+    def _probe(self, plan: Plan) -> None:
+        """Run the refresh once over no rows: SQL that binds over the table but not over
+        the new rows (a column named ``schema.table.column``) or a merge DuckDB refuses
+        would otherwise fail every refresh; here it makes the analysis run in full."""
+        cursor = self._cursor
+        empty = cursor.execute(f"SELECT * FROM {self._source.sql} LIMIT 0").to_arrow_table()
+        try:
+            cursor.register(DELTA, empty)
+            try:
+                state = cursor.execute(self._delta_build).to_arrow_table()
+                cursor.register(STATE, state.select(list(plan.state_columns)))
+                cursor.execute(plan.refresh).fetchall()
+            finally:
+                for name in (STATE, DELTA):
+                    with contextlib.suppress(duckdb.Error):
+                        cursor.unregister(name)
+        except duckdb.Error as exc:
+            message = str(exc).splitlines()[0]
+            raise _NotIncremental(f"its refresh over new rows does not run ({message})") from exc
 
     def _modifiers(self, outputs: list[str]) -> tuple[str, int, int | None]:
         """ORDER BY terms over the state (output names and positions resolved to the
