@@ -243,7 +243,16 @@ class Refresher:
                 cursor.execute("ROLLBACK")
                 return None
             check(analysis)
-            folded = split(plan, _over_arrow(cursor, plan.refresh, state, delta))
+            # registered, not found by a replacement scan: a failed lookup (scans off in
+            # the config) would abort the transaction before the fallback could run
+            cursor.register(STATE, state)
+            cursor.register(DELTA, delta)
+            try:
+                folded = split(plan, cursor.execute(plan.refresh).to_arrow_table())
+            finally:
+                for name in (STATE, DELTA):
+                    with contextlib.suppress(duckdb.Error):
+                        cursor.unregister(name)
             cursor.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):
