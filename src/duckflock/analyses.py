@@ -47,8 +47,9 @@ from .errors import (
     UnknownAnalysisError,
     translate,
 )
-from .incremental import DISTINCT_LIMIT, inspect
+from .incremental import inspect
 from .names import Identity
+from .plans import DISTINCT_LIMIT
 from .refreshing import Analysis, Cancelled, Refresher, taint
 from .results import Mailbox, Result, Subscription, async_mailbox, log
 

@@ -30,10 +30,10 @@ from .errors import (
     StorageError,
     translate,
 )
-from .incremental import DISTINCT_LIMIT
 from .ingest import IngestStats, Writer
 from .names import Identity
 from .opening import open_connection
+from .plans import DISTINCT_LIMIT
 from .receipts import Receipt
 from .results import Result, Subscription
 from .rows import to_parts

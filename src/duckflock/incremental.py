@@ -24,7 +24,7 @@ keys, ``__p0…`` partials). Two queries are generated, each run by DuckDB:
 - ``refresh``: the state folded together with the partials of newly appended rows.
 
 Both also compute, per state row, the query's own outputs (its select list cast to the
-types the full query has), the HAVING flag and the ORDER BY rank; :func:`split` filters,
+types the full query has), the HAVING flag and the ORDER BY rank; :func:`duckflock.plans.split` filters,
 sorts and slices (LIMIT/OFFSET) those with pyarrow into the result.
 
 Everything else — CTEs, subqueries, window functions, other aggregates, volatile
@@ -44,18 +44,15 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .arrowfold import ArrowPlan, Output
 from .errors import BindError, QueryError, translate
-from .names import Identity, Resolver, quote
-from .states import Aggregate, NotMergeable, Slots, plan_aggregate
-from .syntax import Reads, parse, reads, table_parts, walk
+from .names import Identity
+from .plans import DELTA, DISTINCT_LIMIT, STATE, Plan
+from .sources import sources
+from .states import Aggregate, NotIncremental, Slots, plan_aggregate
+from .syntax import Reads, parse, reads, walk
 
-STATE = "__duckflock_state"
-DELTA = "__duckflock_delta"
-
-DISTINCT_LIMIT = 1_000_000  # distinct values kept in all groups' sets, at most
 _ROW_LOCAL_CLASSES = {
     "COLUMN_REF",
     "CONSTANT",
@@ -67,65 +64,6 @@ _ROW_LOCAL_CLASSES = {
     "CONJUNCTION",
     "BETWEEN",
 }
-# joins that give each fact row its own result rows (so the new fact rows' join is new)
-_PER_ROW_JOINS = {"INNER", "LEFT", "SEMI", "ANTI"}
-_PLAIN_REFS = {"REGULAR", "NATURAL", "CROSS"}
-
-
-@dataclass(frozen=True)
-class Plan:
-    """The generated queries of an incremental analysis, and how to read their output.
-
-    ``build`` and ``refresh`` each return the new state (``__k…``/``__p…`` columns) and,
-    beside it, the query's outputs (``__o…``, cast to the full query's types), a HAVING
-    flag (``__keep``) and an ORDER BY rank (``__rank``); :func:`split` turns that into
-    the state and the result. One DuckDB query per refresh: each costs 1-2 ms of fixed
-    overhead on small inputs, more than the work itself.
-    """
-
-    table: Identity  # the source (fact) table: its appended rows are folded in
-    pin: str  # touches the table: DuckDB takes a transaction's snapshot at first access
-    build: str  # from the whole table
-    refresh: str  # from STATE and the new rows in DELTA
-    state_columns: tuple[str, ...]
-    outputs: tuple[str, ...]  # the full query's column names
-    filtered: bool  # has HAVING
-    ordered: bool  # has ORDER BY
-    offset: int
-    limit: int | None
-    arrow: ArrowPlan | None = None  # the pyarrow fast path, for the plainest shapes
-    sets: tuple[str, ...] = ()  # state columns holding count(DISTINCT …) value lists
-    distinct_limit: int = DISTINCT_LIMIT  # values those may hold in all, then: full
-    joined: frozenset[Identity] = frozenset()  # dimension tables: a write rebuilds
-
-    def oversized(self, state: pa.Table) -> str | None:
-        """Why the state is too big to keep (its distinct sets), or None."""
-        if not self.sets:
-            return None
-        held = sum(
-            pc.sum(pc.fill_null(pc.list_value_length(state[column]), 0)).as_py() or 0
-            for column in self.sets
-        )
-        if held <= self.distinct_limit:
-            return None
-        return (
-            f"full: count(DISTINCT …) would keep {held:,} values, over distinct_limit="
-            f"{self.distinct_limit:,}"
-        )
-
-
-def split(plan: Plan, table: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """(state, result) from the output of ``plan.build`` or ``plan.refresh``."""
-    state = table.select(list(plan.state_columns))
-    result = table
-    if plan.filtered:
-        result = result.filter(pc.fill_null(result["__keep"], False))
-    if plan.ordered:
-        result = result.sort_by("__rank")
-    if plan.offset or plan.limit is not None:
-        result = result.slice(plan.offset, plan.limit)
-    result = result.select([f"__o{i}" for i in range(len(plan.outputs))])
-    return state, result.rename_columns(list(plan.outputs))
 
 
 @dataclass(frozen=True)
@@ -175,13 +113,9 @@ def inspect(
     planner = _Planner(cursor, tree["statements"][0]["node"], columns, types, schema)
     try:
         plan = planner.plan(distinct_limit)
-    except (_NotIncremental, NotMergeable) as why:
+    except NotIncremental as why:
         return Shape(read, columns, None, f"full: {why}", types)
     return Shape(read, columns, plan, f"incremental: {planner.describe()}", types)
-
-
-class _NotIncremental(Exception):
-    """The query's shape needs a full re-run; the message says why."""
 
 
 def _canonical(node: Any) -> str:
@@ -243,27 +177,29 @@ class _Planner:
     def plan(self, distinct_limit: int = DISTINCT_LIMIT) -> Plan:
         node = self._node
         if node.get("type") != "SELECT_NODE":
-            raise _NotIncremental("not a plain SELECT (set operation or VALUES)")
+            raise NotIncremental("not a plain SELECT (set operation or VALUES)")
         if node.get("cte_map", {}).get("map"):
-            raise _NotIncremental("the query uses a WITH clause")
-        source = node.get("from_table") or {}
-        fact = self._fact(source)
+            raise NotIncremental("the query uses a WITH clause")
+        found = sources(self._cursor, node.get("from_table") or {}, DELTA, self._render)
+        self._source, self._joined = found.fact, set(found.joined)
+        fact = found.fact_node
         if fact.get("sample") or fact.get("at_clause") or node.get("sample"):
-            raise _NotIncremental("it samples or time-travels")
+            raise NotIncremental("it samples or time-travels")
         if node.get("qualify") is not None:
-            raise _NotIncremental("it uses QUALIFY")
+            raise NotIncremental("it uses QUALIFY")
         if node.get("aggregate_handling") != "STANDARD_HANDLING":
-            raise _NotIncremental("it uses GROUP BY ALL or another special grouping")
+            raise NotIncremental("it uses GROUP BY ALL or another special grouping")
         groups = node.get("group_expressions") or []
         sets = node.get("group_sets") or []
         if groups and sets != [list(range(len(groups)))]:
-            raise _NotIncremental("it uses GROUPING SETS, ROLLUP or CUBE")
+            raise NotIncremental("it uses GROUPING SETS, ROLLUP or CUBE")
         for modifier in node.get("modifiers") or []:
             if modifier["type"] not in ("ORDER_MODIFIER", "LIMIT_MODIFIER"):
-                raise _NotIncremental(f"it uses {modifier['type'].split('_')[0]}")
-        self._from_build, self._from_delta = self._from_clauses(source, fact)
-        self._names = self._column_names()
-        self._join_conditions(source)
+                raise NotIncremental(f"it uses {modifier['type'].split('_')[0]}")
+        self._from_build, self._from_delta = found.whole, found.new
+        self._names = found.columns
+        for condition in found.conditions:
+            self._row_local(condition, "a join condition")
         where = node.get("where_clause")
         if where is not None:
             self._row_local(where, "the WHERE clause")
@@ -273,10 +209,10 @@ class _Planner:
             self._row_local(group, "a GROUP BY expression")
             self._keys.setdefault(_canonical(group), i)
         if any(item.get("class") == "STAR" for item in select):
-            raise _NotIncremental("it selects *")
+            raise NotIncremental("it selects *")
         final_select = [self._final(item) for item in select]
         if not self._slots.partials:
-            raise _NotIncremental("it has no aggregate")
+            raise NotIncremental("it has no aggregate")
         having = node.get("having")
         final_having = self._final(having) if having is not None else None
         plan = self._assemble(where, groups, final_select, final_having)
@@ -288,104 +224,13 @@ class _Planner:
             joined=frozenset(self._joined),
         )
 
-    def _fact(self, source: dict[str, Any]) -> dict[str, Any]:
-        """The fact table's node: the leftmost table, every join on its way per-row."""
-        node = source
-        while node.get("type") == "JOIN":
-            kind, ref = node.get("join_type"), node.get("ref_type")
-            if kind not in _PER_ROW_JOINS or ref not in _PLAIN_REFS:
-                raise _NotIncremental(
-                    f"it uses a {ref if ref not in _PLAIN_REFS else kind} join "
-                    "(only INNER, LEFT, SEMI and ANTI joins to the leftmost table refresh "
-                    "incrementally)"
-                )
-            self._dimension(node["right"])
-            node = node["left"]
-        if node.get("type") != "BASE_TABLE":
-            raise _NotIncremental(
-                f"it reads from a {str(node.get('type', 'nothing')).lower().replace('_', ' ')}, "
-                "not a table"
-            )
-        found = Resolver(self._cursor).lookup(table_parts(node))
-        if found is None or found.kind != "table":
-            raise _NotIncremental("it reads a view, not a table, first in FROM")
-        self._source = found.identity
-        self._fact_node = node
-        self._alias = quote(node.get("alias") or node["table_name"])
-        if self._source in self._joined:
-            raise _NotIncremental(f"it joins {self._source.display()} with itself")
-        return node
-
-    def _dimension(self, node: dict[str, Any]) -> None:
-        """A joined side: tables and views only (a write to any of them rebuilds)."""
-        if node.get("type") == "JOIN":
-            if node.get("ref_type") not in _PLAIN_REFS:
-                raise _NotIncremental(f"it uses a {node.get('ref_type')} join")
-            self._dimension(node["left"])
-            self._dimension(node["right"])
-            return
-        if node.get("type") != "BASE_TABLE":
-            kind = str(node.get("type", "nothing")).lower().replace("_", " ")
-            raise _NotIncremental(f"it joins a {kind}, not a table")
-        if node.get("sample") or node.get("at_clause"):
-            raise _NotIncremental("it samples or time-travels")
-        found = Resolver(self._cursor).lookup(table_parts(node))
-        if found is None:
-            raise _NotIncremental("it joins a table the catalog does not know")
-        if found.kind == "table":
-            self._joined.add(found.identity)
-        else:
-            read = reads(self._cursor, parse(self._cursor, f"SELECT 1 FROM {found.identity.sql}"))
-            if read.any_table:
-                raise _NotIncremental(
-                    f"it joins {found.identity.display()}, which may read any table"
-                )
-            self._joined |= read.tables
-
-    def _from_clauses(self, source: dict[str, Any], fact: dict[str, Any]) -> tuple[str, str]:
-        """The FROM clause over the whole fact table, and over the new rows (DELTA)."""
-        alias = fact.get("alias") or fact["table_name"]
-        whole = dict(
-            fact,
-            catalog_name=self._source.catalog,
-            schema_name=self._source.schema,
-            table_name=self._source.name,
-            alias=alias,
-        )
-        new = dict(fact, catalog_name="", schema_name="", table_name=DELTA, alias=alias)
-
-        def render(replacement: dict[str, Any]) -> str:
-            tree = _replace(source, fact, replacement)
-            template = parse(self._cursor, "SELECT 1 FROM __duckflock_x")
-            template["statements"][0]["node"]["from_table"] = tree
-            return self._render(template, "SELECT 1 FROM ")
-
-        return render(whole), render(new)
-
-    def _column_names(self) -> set[str]:
-        """Lower-case names of every column the FROM clause gives, and its tables'."""
-        try:
-            description = self._cursor.execute(
-                f"SELECT * FROM {self._from_build} LIMIT 0"
-            ).description
-        except duckdb.Error as exc:
-            raise _NotIncremental(f"its FROM clause does not bind alone ({exc})") from exc
-        return {str(column[0]).lower() for column in description or []}
-
-    def _join_conditions(self, node: dict[str, Any]) -> None:
-        if node.get("type") == "JOIN":
-            if node.get("condition") is not None:
-                self._row_local(node["condition"], "a join condition")
-            self._join_conditions(node["left"])
-            self._join_conditions(node["right"])
-
     def _group(self, group: dict[str, Any], select: list[dict[str, Any]]) -> dict[str, Any]:
         """A GROUP BY term with positions (``GROUP BY 1``) and output names resolved to
         the select list's expressions, as DuckDB resolves them."""
         if group.get("class") == "CONSTANT":
             position = self._constant(group, "a GROUP BY position")
             if not 1 <= position <= len(select):
-                raise _NotIncremental(f"GROUP BY {position} is out of range")
+                raise NotIncremental(f"GROUP BY {position} is out of range")
             return dict(select[position - 1], alias="")
         if group.get("class") == "COLUMN_REF" and len(group.get("column_names", [])) == 1:
             name = group["column_names"][0].lower()
@@ -401,21 +246,21 @@ class _Planner:
             if cls is None:
                 continue
             if cls not in _ROW_LOCAL_CLASSES:
-                raise _NotIncremental(f"{where} uses {cls.lower()}")
+                raise NotIncremental(f"{where} uses {cls.lower()}")
             if cls == "FUNCTION":
                 name = sub.get("function_name", "").lower()
                 repeatable, aggregate = self._functions.get(name, (True, False))
                 if not repeatable:
-                    raise _NotIncremental(f"{where} calls {name}(), which is not repeatable")
+                    raise NotIncremental(f"{where} calls {name}(), which is not repeatable")
                 if aggregate:
-                    raise _NotIncremental(f"{where} contains an aggregate")
+                    raise NotIncremental(f"{where} contains an aggregate")
             if cls == "COLUMN_REF":
                 parts = [str(part).lower() for part in sub.get("column_names", [""])]
                 if parts[-1] == "rowid":
-                    raise _NotIncremental(f"{where} reads rowid")
+                    raise NotIncremental(f"{where} reads rowid")
                 if not any(part in self._names for part in parts):
                     # current_timestamp, current_date… parse as column names
-                    raise _NotIncremental(
+                    raise NotIncremental(
                         f"{where} reads {'.'.join(parts)}, which is not a column "
                         "(a special value such as current_timestamp is not repeatable)"
                     )
@@ -434,20 +279,20 @@ class _Planner:
         if cls == "FUNCTION" and self._is_aggregate(expr.get("function_name", "").lower()):
             return self._parse_expr(self._aggregate(expr, canonical))
         if cls in ("WINDOW", "SUBQUERY"):
-            raise _NotIncremental(f"it uses a {cls.lower()} expression")
+            raise NotIncremental(f"it uses a {cls.lower()} expression")
         if cls == "COLUMN_REF":
             same = self._same_column(expr)
             if same is not None:
                 return self._column(f"__k{same}")
-            raise _NotIncremental(
+            raise NotIncremental(
                 f"it selects {'.'.join(expr.get('column_names', []))}, which is not grouped"
             )
         if cls is None or cls not in _ROW_LOCAL_CLASSES:
-            raise _NotIncremental(f"it uses {str(cls).lower()} in its output")
+            raise NotIncremental(f"it uses {str(cls).lower()} in its output")
         if cls == "FUNCTION":
             name = expr.get("function_name", "").lower()
             if not self._functions.get(name, (True, False))[0]:
-                raise _NotIncremental(f"it calls {name}(), which is not repeatable")
+                raise NotIncremental(f"it calls {name}(), which is not repeatable")
         rewritten = copy.copy(expr)
         for key, value in expr.items():
             if isinstance(value, dict) and "class" in value:
@@ -481,7 +326,7 @@ class _Planner:
             return self._finals[canonical]
         name = expr["function_name"].lower()
         if expr.get("export_state"):
-            raise _NotIncremental(f"{name}() uses EXPORT_STATE")
+            raise NotIncremental(f"{name}() uses EXPORT_STATE")
         children = expr.get("children") or []
         for child in children:
             self._row_local(child, f"the argument of {name}()")
@@ -492,7 +337,7 @@ class _Planner:
         orders = (expr.get("order_bys") or {}).get("orders") or []
         order = None
         if len(orders) > 1:
-            raise _NotIncremental(f"{name}() orders by more than one expression")
+            raise NotIncremental(f"{name}() orders by more than one expression")
         if orders:
             self._row_local(orders[0]["expression"], f"the ORDER BY of {name}()")
             order = (
@@ -503,7 +348,7 @@ class _Planner:
                 ),
             )
         if name in ("sum", "avg", "mean") and args and self._wide(args[0]):
-            raise _NotIncremental(
+            raise NotIncremental(
                 f"{name}() of a 128-bit or decimal value: a full run raises on overflow, "
                 "merging partial sums would not"
             )
@@ -690,7 +535,7 @@ class _Planner:
                         cursor.unregister(name)
         except duckdb.Error as exc:
             message = str(exc).splitlines()[0]
-            raise _NotIncremental(f"its refresh over new rows does not run ({message})") from exc
+            raise NotIncremental(f"its refresh over new rows does not run ({message})") from exc
 
     def _modifiers(self, outputs: list[str]) -> tuple[str, int, int | None]:
         """ORDER BY terms over the state (output names and positions resolved to the
@@ -705,7 +550,7 @@ class _Planner:
                     if expr.get("class") == "CONSTANT":
                         position = self._constant(expr, "an ORDER BY position")
                         if not 1 <= position <= len(outputs):
-                            raise _NotIncremental(f"ORDER BY {position} is out of range")
+                            raise NotIncremental(f"ORDER BY {position} is out of range")
                         term = outputs[position - 1]
                     elif (
                         expr.get("class") == "COLUMN_REF"
@@ -732,7 +577,7 @@ class _Planner:
     def _constant(expr: dict[str, Any], what: str) -> int:
         value = (expr.get("value") or {}).get("value") if expr.get("class") == "CONSTANT" else None
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise _NotIncremental(f"{what} is not a constant whole number")
+            raise NotIncremental(f"{what} is not a constant whole number")
         return value
 
     # -- SQL text from syntax trees --------------------------------------------------
@@ -764,15 +609,6 @@ class _Planner:
         if not row or not isinstance(row[0], str) or not row[0].startswith(prefix):
             raise BindError("cannot render an expression of the analysis")
         return row[0][len(prefix) :]
-
-
-def _replace(tree: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``tree`` with the node ``old`` (the very object) replaced by ``new``."""
-    if tree is old:
-        return new
-    if tree.get("type") == "JOIN":
-        return dict(tree, left=_replace(tree["left"], old, new), right=tree["right"])
-    return tree
 
 
 def _wide_decimal(kind: str) -> bool:

@@ -23,7 +23,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from .incremental import DELTA, DISTINCT_LIMIT, STATE, Plan, Shape, inspect, split
+from .incremental import Shape, inspect
+from .plans import DELTA, DISTINCT_LIMIT, STATE, Plan, split
 from .results import Mailbox, Result, log
 
 

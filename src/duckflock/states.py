@@ -62,8 +62,9 @@ class Aggregate:
     arg_type: Callable[[], str] = field(default=lambda: "INTEGER")  # of args[0]
 
 
-class NotMergeable(Exception):
-    """The aggregate has no exact merge; the message says why."""
+class NotIncremental(Exception):
+    """The query needs a full re-run (here: an aggregate has no exact merge); the
+    message says why."""
 
 
 class Slots:
@@ -110,16 +111,16 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
     the pyarrow path) the index of the one partial that is its value, if any."""
     name = agg.name
     if name not in SUPPORTED:
-        raise NotMergeable(f"{name}() cannot be merged from partial results")
+        raise NotIncremental(f"{name}() cannot be merged from partial results")
     if agg.distinct and name not in ("count", "min", "max", "bool_and", "bool_or"):
-        raise NotMergeable(f"{name}(DISTINCT …) cannot be merged from partial results")
+        raise NotIncremental(f"{name}(DISTINCT …) cannot be merged from partial results")
     if agg.order is not None and name not in ("first", "last"):
-        raise NotMergeable(f"{name}() has an ORDER BY")
+        raise NotIncremental(f"{name}() has an ORDER BY")
     where = agg.filter
     arrow_ok = where is None
     expected = {"count_star": 0, "arg_max": 2, "arg_min": 2, "max_by": 2, "min_by": 2}
     if len(agg.args) != expected.get(name, 1):
-        raise NotMergeable(f"{name}() takes {len(agg.args)} arguments")
+        raise NotIncremental(f"{name}() takes {len(agg.args)} arguments")
 
     def spec(kind: str, column: str | bool | None) -> tuple[str, str | bool | None]:
         return (kind, column) if arrow_ok and kind in ARROW_KINDS else (kind, False)
@@ -134,7 +135,7 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
         kind = agg.arg_type()
         floating = kind in ("FLOAT", "DOUBLE")
         if not floating and any(word in kind for word in ("FLOAT", "DOUBLE")):
-            raise NotMergeable(f"count(DISTINCT …) of {kind}: NaN inside it cannot be merged")
+            raise NotIncremental(f"count(DISTINCT …) of {kind}: NaN inside it cannot be merged")
 
         def union(p: str) -> str:
             merged = f"list_distinct(flatten(list({p})))"
@@ -221,7 +222,7 @@ def _arg_extreme(agg: Aggregate, slots: Slots) -> str:
 def _ordered_pick(agg: Aggregate, slots: Slots) -> str:
     """first/last(v ORDER BY o): the winner's value, its key, and whether rows were seen."""
     if agg.order is None:
-        raise NotMergeable(f"{agg.name}() without ORDER BY depends on the scan order")
+        raise NotIncremental(f"{agg.name}() without ORDER BY depends on the scan order")
     value = agg.args[0]
     key, direction, nulls = agg.order
     order = f"{key} {direction} {nulls}".strip()
