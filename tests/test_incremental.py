@@ -243,7 +243,7 @@ def test_first_refresh_after_a_restart_is_full(tmp_path: Any) -> None:
         ("SELECT k, first(v) FROM t GROUP BY k", "scan order"),
         ("SELECT k, string_agg(k, ',') FROM t GROUP BY k", "string_agg() cannot be merged"),
         ("SELECT k, arg_max(v, ts, 2) FROM t GROUP BY k", "takes 3 arguments"),
-        ("SELECT k, count(*) FROM t RIGHT JOIN dim USING (g) GROUP BY k", "RIGHT join"),
+        ("SELECT k, count(*) FROM t RIGHT JOIN dim USING (g) GROUP BY k", "RIGHT JOIN"),
         ("SELECT count(*) FROM dim JOIN t USING (g)", "joined with"),  # see below
         ("SELECT k, count(*) FROM t JOIN (SELECT * FROM dim) USING (g) GROUP BY k", "subquery"),
         ("SELECT main.t.k, count(*) FROM t GROUP BY main.t.k", "over new rows does not run"),

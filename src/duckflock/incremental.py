@@ -24,8 +24,9 @@ keys, ``__p0…`` partials). Two queries are generated, each run by DuckDB:
 - ``refresh``: the state folded together with the partials of newly appended rows.
 
 Both also compute, per state row, the query's own outputs (its select list cast to the
-types the full query has), the HAVING flag and the ORDER BY rank; :func:`duckflock.plans.split` filters,
-sorts and slices (LIMIT/OFFSET) those with pyarrow into the result.
+types the full query has), the HAVING flag and the ORDER BY rank;
+:func:`duckflock.plans.split` filters, sorts and slices (LIMIT/OFFSET) those with pyarrow
+into the result.
 
 Everything else — CTEs, subqueries, window functions, other aggregates, volatile
 functions, parameters — refreshes by re-running the whole query; the Shape's reason
@@ -325,21 +326,22 @@ class _Planner:
         if canonical in self._finals:
             return self._finals[canonical]
         name = expr["function_name"].lower()
+        shown = "count(*)" if name == "count_star" else f"{name}()"
         if expr.get("export_state"):
             raise NotIncremental(f"{name}() uses EXPORT_STATE")
         children = expr.get("children") or []
         for child in children:
-            self._row_local(child, f"the argument of {name}()")
+            self._row_local(child, f"the argument of {shown}")
         args = [self._sql(child) for child in children]
         condition = expr.get("filter")
         if condition is not None:
-            self._row_local(condition, f"the FILTER of {name}()")
+            self._row_local(condition, f"the FILTER of {shown}")
         orders = (expr.get("order_bys") or {}).get("orders") or []
         order = None
         if len(orders) > 1:
-            raise NotIncremental(f"{name}() orders by more than one expression")
+            raise NotIncremental(f"{shown} orders by more than one expression")
         if orders:
-            self._row_local(orders[0]["expression"], f"the ORDER BY of {name}()")
+            self._row_local(orders[0]["expression"], f"the ORDER BY of {shown}")
             order = (
                 self._sql(orders[0]["expression"]),
                 {"ASCENDING": "ASC", "DESCENDING": "DESC"}.get(orders[0]["type"], ""),

@@ -51,7 +51,7 @@ def sources(
         kind, ref = node.get("join_type"), node.get("ref_type")
         if kind not in _PER_ROW_JOINS or ref not in _PLAIN_REFS:
             raise NotIncremental(
-                f"it uses a {ref if ref not in _PLAIN_REFS else kind} join "
+                f"it uses {ref if ref not in _PLAIN_REFS else kind} JOIN "
                 "(only INNER, LEFT, SEMI and ANTI joins to the leftmost table refresh "
                 "incrementally)"
             )
@@ -104,7 +104,7 @@ def _dimension(
     """A joined side: tables and views only (a write to any of them rebuilds)."""
     if node.get("type") == "JOIN":
         if node.get("ref_type") not in _PLAIN_REFS:
-            raise NotIncremental(f"it uses a {node.get('ref_type')} join")
+            raise NotIncremental(f"it uses {node.get('ref_type')} JOIN")
         if node.get("condition") is not None:
             conditions.append(node["condition"])
         _dimension(cursor, node["left"], joined, conditions)
