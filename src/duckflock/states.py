@@ -196,8 +196,9 @@ def _arg_extreme(agg: Aggregate, slots: Slots) -> str:
     """arg_max/arg_min: the winning value and its ordering key; older rows win ties.
 
     The merge compares the two candidates with ``>``/``<``, which orders NaN above
-    every number and equal to itself and -0.0 equal to 0.0, as DuckDB's own arg_max
-    does (a struct comparison would not: it tells NaN and -0.0 apart)."""
+    every number and equal to itself, as DuckDB's own arg_max does (a struct comparison
+    did not: NaN ties went to the newer row). Ties between -0.0 and 0.0 are not pinned:
+    which of the two a full run keeps was not found to follow the scan order."""
     value, key = agg.args
     biggest = agg.name in ("arg_max", "max_by")
     pick, extreme, beats = ("arg_max", "max", ">") if biggest else ("arg_min", "min", "<")
