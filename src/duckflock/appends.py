@@ -20,18 +20,28 @@ import datetime as dt
 import decimal
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
-from .errors import ConversionError, QueryError, RowRejectedError, translate
+from .errors import (
+    ConflictError,
+    ConversionError,
+    QueryError,
+    RowRejectedError,
+    translate,
+)
 from .names import Identity, quote
 from .receipts import Receipt
 from .rows import Part
 from .schema import TableSchema
 from .transactions import rollback_quietly
+
+if TYPE_CHECKING:
+    from .lake import Retry
 
 # Below this many values a batch is appended as one parameterised VALUES statement; above
 # it, as an Arrow scan. Measured here: 50 one-column rows take 0.66 ms as VALUES and 1.6 ms
@@ -357,11 +367,15 @@ class Committer:
         self,
         cursor: duckdb.DuckDBPyConnection,
         on_schema_change: Callable[[], None] | None = None,
+        retry: Retry | None = None,
     ) -> None:
         self.cursor = cursor
         self.on_schema_change = on_schema_change
         self.capture: frozenset[Identity] = frozenset()
         self.stored: list[tuple[Identity, pa.Table]] = []
+        # when a failed commit is tried again (a lake: catalog away, conflict retries
+        # spent); None: never
+        self.retry = retry
 
     def commit_batch(self, receipts: list[Receipt]) -> bool:
         """Commit ``receipts``; mark each committed, or give it its own error.
@@ -374,6 +388,14 @@ class Committer:
         failure = self._attempt(receipts)
         if failure is None:
             return True
+        if self.retry is not None and self.retry.conflict(failure):
+            # a real conflict (the retries are spent), not the rows' fault: no bisecting
+            for receipt in receipts:
+                receipt._error = ConflictError(
+                    f"rows for {receipt.table!r} not committed: the lake kept conflicting "
+                    f"after retries: {failure}"
+                )
+            return False
         if len(receipts) == 1:
             receipts[0]._error = self._rejection(receipts[0], failure)
         else:
@@ -381,20 +403,43 @@ class Committer:
         return False
 
     def _attempt(self, receipts: list[Receipt]) -> BaseException | None:
-        """Commit ``receipts`` together; mark them committed, or return the rows' fault."""
-        try:
-            failure = attempt(
-                self.cursor, plan(receipts, self.capture), commit=True, stored=self.stored
-            )
-        except StorageFailure as exc:
-            if exc.committed:
-                for receipt in receipts:
-                    receipt._committed = True
-            raise
+        """Commit ``receipts`` together; mark them committed, or return the rows' fault.
+
+        With ``retry``, a failure it says is transient (nothing committed) is tried
+        again after its pause."""
+        started = time.monotonic()
+        tries = 0
+        while True:
+            try:
+                failure = attempt(
+                    self.cursor, plan(receipts, self.capture), commit=True, stored=self.stored
+                )
+            except StorageFailure as exc:
+                if exc.committed:
+                    for receipt in receipts:
+                        receipt._committed = True
+                pause = self._pause(exc.__cause__ or exc, tries, started, exc.committed)
+                if pause is None:
+                    raise
+            else:
+                if failure is None:
+                    break
+                pause = self._pause(failure, tries, started, False)
+                if pause is None:
+                    break
+            tries += 1
+            time.sleep(pause)
         if failure is None:
             for receipt in receipts:
                 receipt._committed = True
         return failure
+
+    def _pause(
+        self, exc: BaseException, tries: int, started: float, committed: bool
+    ) -> float | None:
+        if self.retry is None or committed:
+            return None
+        return self.retry.delay(exc, tries, started)
 
     def _isolate(self, receipts: list[Receipt]) -> None:
         """Bisect calls whose joint commit failed: commit the halves that go in cleanly,

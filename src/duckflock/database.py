@@ -31,6 +31,9 @@ from .errors import (
     translate,
 )
 from .ingest import IngestStats, Writer
+from .lake import LakeOptions, Retry, is_lake, open_lake
+from .lake import prepare as prepare_lake
+from .lake_watch import LakeWatch
 from .names import Identity
 from .opening import open_connection
 from .receipts import Receipt
@@ -79,6 +82,8 @@ class Database:
         max_concurrent_analyses: int = DEFAULT_WORKERS,
         analysis_timeout: float = DEFAULT_TIMEOUT,
         restore_analyses: bool = True,
+        data_path: str | os.PathLike[str] | None = None,
+        lake: LakeOptions | None = None,
     ) -> None:
         restore = flag(restore_analyses, "restore_analyses")
         workers = count(
@@ -96,8 +101,15 @@ class Database:
         self._analysis_timeout = limit
         self._config = dict(config or {})
         self._replayed: list[str] = []  # settings to apply again if the file is reopened
+        self.is_lake = is_lake(self.path)
+        if not self.is_lake and (data_path is not None or lake is not None):
+            raise ValueError("data_path= and lake= are for a 'ducklake:' database only")
+        if lake is not None and not isinstance(lake, LakeOptions):
+            raise TypeError(f"lake must be a duckflock.LakeOptions, not {type(lake).__name__}")
+        self._data_path = data_path
+        self._lake_options = lake or LakeOptions()
         self._connection = self._open()
-        self._cursors = CursorPool(self._connection)
+        self._cursors = CursorPool(self._connection, prepare_lake if self.is_lake else None)
         # names resolve on a cursor of their own: no caller's USE or SET changes them
         self._schemas = SchemaCache(self._cursors.new())
         # guards _closed, _active, _writer and _scheduler: close() waits for running
@@ -111,6 +123,15 @@ class Database:
         # held by the writer around each commit and its notice; exists before the writer
         # so that an analysis pinning a snapshot never races the writer's creation
         self._commit_lock = threading.Lock()
+        # the lake's snapshot poller and maintenance (None: not a lake)
+        self._lake: LakeWatch | None = None
+        if self.is_lake:
+            self._lake = LakeWatch(
+                self._cursors.new,
+                self._lake_options,
+                self._on_lake_change,
+                maintain=not read_only,
+            )
         _OPEN.add(self)
         if restore:
             try:
@@ -122,6 +143,14 @@ class Database:
     # -- lifecycle ---------------------------------------------------------------------
 
     def _open(self) -> duckdb.DuckDBPyConnection:
+        if self.is_lake:
+            return open_lake(
+                self.path,
+                data_path=self._data_path,
+                options=self._lake_options,
+                read_only=self.read_only,
+                config=self._config,
+            )
         return open_connection(self.path, read_only=self.read_only, config=self._config)
 
     def _reopen(self) -> None:
@@ -168,6 +197,8 @@ class Database:
             self._closed = True
             writer = self._writer
             scheduler = self._scheduler
+        if self._lake is not None:
+            self._lake.close()  # interrupts a maintenance run
         if scheduler is not None:
             # first: interrupting analyses frees the cores for the writer's last commits
             scheduler.close()  # ends watchers and subscriptions cleanly
@@ -463,6 +494,29 @@ class Database:
             scheduler.on_lost_notice()  # rebuild incremental states rather than miss rows
             raise
 
+    def _on_lake_change(self) -> None:
+        """The lake's snapshot moved (any process committed): every analysis may be
+        stale, and incremental states miss rows this process did not write."""
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.on_raw_write()
+
+    # -- the lake ----------------------------------------------------------------------
+
+    def maintain(self, steps: Sequence[str] | None = None) -> dict[str, Any]:
+        """Maintain a lake now: flush inlined rows to Parquet, merge adjacent files,
+        expire old snapshots, delete unreferenced files (or only ``steps``, a subset
+        of ``"flush"``, ``"merge"``, ``"expire"``, ``"cleanup"``). Returns the data
+        files before and after, the seconds taken and any step's error."""
+        if self._lake is None:
+            raise ValueError(f"maintain() is for a 'ducklake:' database, not {self.path!r}")
+        with self._running():
+            return self._lake.maintain(None if steps is None else tuple(steps))
+
+    def lake_state(self) -> dict[str, Any] | None:
+        """A lake's latest snapshot id and maintenance state (None: not a lake)."""
+        return None if self._lake is None else self._lake.state()
+
     def _on_capture_change(self, tables: frozenset[Identity]) -> None:
         writer = self._writer
         if writer is not None:
@@ -544,7 +598,8 @@ class Database:
             self._on_private_cursor(definitions.delete, name)
 
     def _keeps_definitions(self) -> bool:
-        return not self.read_only and not self.path.startswith(":memory:") and self.path != ""
+        # not in a lake: its definitions table would be DDL that every process races on
+        return not self.is_lake and not self.read_only and not self.path.startswith(":memory:") and self.path != ""
 
     def _on_private_cursor(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(cursor, *args)`` on a cursor of its own (no commit notice: bookkeeping)."""
@@ -664,6 +719,7 @@ class Database:
                     on_schema_change=lambda: self._schemas.invalidate(),
                     commit_lock=self._commit_lock,
                     reopen=self._reopen,
+                    retry=Retry(self._lake_options.retry_seconds) if self.is_lake else None,
                 )
                 if self._scheduler is not None:
                     # under the scheduler's lock: a concurrent define or drop cannot
@@ -798,6 +854,8 @@ def connect(
     max_concurrent_analyses: int = DEFAULT_WORKERS,
     analysis_timeout: float = DEFAULT_TIMEOUT,
     restore_analyses: bool = True,
+    data_path: str | Path | None = None,
+    lake: LakeOptions | None = None,
 ) -> Database:
     """Open (or create) a DuckDB database for use from many threads.
 
@@ -811,6 +869,13 @@ def connect(
     day, default 60) unless ``analysis(timeout=…)`` says otherwise. The analyses kept
     in the file (every ``analysis()`` on a file keeps its definition) are defined again
     at once, unless ``restore_analyses=False`` (for one-off work on the file).
+
+    ``"ducklake:postgres:dbname=… host=…"`` opens a DuckLake with its catalog in
+    PostgreSQL and its Parquet files under ``data_path`` (needed when the lake is new),
+    which many processes on many machines may write at once; ``"ducklake:<file>"``
+    keeps the catalog in a DuckDB file (one process). ``lake`` tunes inlining, the
+    snapshot polling, maintenance and retries (:class:`LakeOptions`). Needs
+    ``pip install 'duckflock[lake]'``.
     """
     return Database(
         database,
@@ -821,4 +886,6 @@ def connect(
         max_concurrent_analyses=max_concurrent_analyses,
         analysis_timeout=analysis_timeout,
         restore_analyses=restore_analyses,
+        data_path=data_path,
+        lake=lake,
     )
