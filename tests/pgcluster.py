@@ -39,9 +39,10 @@ def binaries() -> Path:
 class Cluster:
     """initdb + start in a temporary folder; ``dsn`` is a libpq connection string."""
 
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self) -> None:
         self.bin = binaries()
-        self.root = Path(tempfile.mkdtemp(prefix="duckflock-pg-", dir=root))
+        # in the system's temp folder: the ``postgres`` user cannot enter pytest's
+        self.root = Path(tempfile.mkdtemp(prefix="duckflock-pg-"))
         self.data = self.root / "data"
         self.socket_dir = self.root / "run"
         self.socket_dir.mkdir()
@@ -59,24 +60,29 @@ class Cluster:
 
     @property
     def dsn(self) -> str:
-        return f"dbname={DATABASE} host={self.socket_dir} user=postgres"
+        return self.dsn_of(DATABASE)
+
+    def dsn_of(self, database: str) -> str:
+        return f"dbname={database} host={self.socket_dir} user=postgres"
+
+    def create_database(self, name: str) -> str:
+        """A new empty database (one per test: each gets a lake of its own)."""
+        self._run("createdb", "-h", str(self.socket_dir), "-U", "postgres", name)
+        return self.dsn_of(name)
 
     def _run(self, tool: str, *args: str) -> None:
-        subprocess.run(
-            [*self._as, str(self.bin / tool), *args],
-            check=True,
-            capture_output=True,
-            timeout=60,
+        done = subprocess.run(
+            [*self._as, str(self.bin / tool), *args], capture_output=True, text=True, timeout=60
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr}{done.stdout}")
 
     def start(self) -> None:
         options = (
             f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off "
             "-c full_page_writes=off -c max_connections=200"
         )
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start"
-        )
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
 
     def stop(self) -> None:
         """Stop at once (``-m immediate``: what a crash or an outage looks like)."""

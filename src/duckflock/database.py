@@ -520,7 +520,9 @@ class Database:
     def _on_capture_change(self, tables: frozenset[Identity]) -> None:
         writer = self._writer
         if writer is not None:
-            writer.capture = tables
+            # DuckLake refuses INSERT … RETURNING, and other processes' rows are never
+            # handed over anyway: on a lake, analyses refresh in full
+            writer.capture = frozenset() if self.is_lake else tables
 
     # -- analyses ------------------------------------------------------------------------
 
@@ -599,7 +601,12 @@ class Database:
 
     def _keeps_definitions(self) -> bool:
         # not in a lake: its definitions table would be DDL that every process races on
-        return not self.is_lake and not self.read_only and not self.path.startswith(":memory:") and self.path != ""
+        return (
+            not self.is_lake
+            and not self.read_only
+            and not self.path.startswith(":memory:")
+            and self.path != ""
+        )
 
     def _on_private_cursor(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(cursor, *args)`` on a cursor of its own (no commit notice: bookkeeping)."""

@@ -24,7 +24,10 @@ import contextlib
 import importlib.util
 import os
 import random
+import re
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ _EXTENSIONS = (
 _UNREACHABLE = (
     "unable to connect to postgres",
     "failed to query most recent snapshot",
+    "failed to execute query",
     "could not connect to server",
     "connection refused",
     "server closed the connection",
@@ -96,7 +100,9 @@ class LakeOptions:
 STEPS = {
     "flush": f"CALL ducklake_flush_inlined_data('{CATALOG}')",
     "merge": f"CALL ducklake_merge_adjacent_files('{CATALOG}')",
-    "expire": f"CALL ducklake_expire_snapshots('{CATALOG}', older_than => now() - CAST(? AS INTERVAL))",
+    "expire": (
+        f"CALL ducklake_expire_snapshots('{CATALOG}', older_than => now() - CAST(? AS INTERVAL))"
+    ),
     "cleanup": f"CALL ducklake_cleanup_old_files('{CATALOG}', cleanup_all => true)",
 }
 
@@ -156,15 +162,18 @@ def open_lake(
     except duckdb.Error as exc:
         connection.close()
         raise OpenError(
-            f"cannot open the lake {redact(target)!r}: {exc}", path=redact(target)
+            f"cannot open the lake {redact(target)!r}: {redact(str(exc))}", path=redact(target)
         ) from exc
     return connection
 
 
-def redact(target: str) -> str:
-    """``target`` without a libpq ``password=…``: it goes into errors and logs."""
-    words = [w if not w.lower().startswith("password=") else "password=…" for w in target.split()]
-    return " ".join(words)
+_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s\"']+)", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` without a libpq ``password=…`` (DuckDB's errors quote the whole
+    connection string): it goes into errors, logs and the server's state."""
+    return _PASSWORD.sub(r"\1…", text)
 
 
 def prepare(cursor: duckdb.DuckDBPyConnection) -> None:
@@ -179,26 +188,74 @@ def unreachable(exc: BaseException) -> bool:
 
 
 class Retry:
-    """When the writer tries a batch again on a lake: the catalog was unreachable
-    (for up to ``seconds``), or DuckLake's own retries of a conflict ran out."""
+    """How the writer commits on a lake, and when it tries a batch again.
+
+    Each batch's commit carries a tag (DuckLake's commit message). A commit can fail
+    after PostgreSQL took it -- the connection dropped before the answer came -- so
+    after a storage failure :meth:`landed` asks the catalog whether the tag is there:
+    if so the batch is committed, else it is tried again (nothing was). The catalog
+    may be away meanwhile: up to ``seconds`` pass before the callers get a
+    :class:`StorageError`. A conflict DuckLake's own retries did not resolve is tried
+    again a few times, then raised as :class:`ConflictError`.
+    """
 
     CONFLICT_ATTEMPTS = 5
+    AUTHOR = "duckflock"
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.retries = 0  # batches tried again, for stats
 
+    @staticmethod
+    def new_tag() -> str:
+        return uuid.uuid4().hex
+
+    def tagger(self, tag: str | None) -> Callable[[duckdb.DuckDBPyConnection], None] | None:
+        """What runs first in the batch's transaction: its commit message."""
+        if tag is None:
+            return None
+
+        def begin(cursor: duckdb.DuckDBPyConnection) -> None:
+            cursor.execute(f"CALL {CATALOG}.set_commit_message(?, ?)", [self.AUTHOR, tag])
+
+        return begin
+
+    def landed(self, cursor: duckdb.DuckDBPyConnection, tag: str, started: float) -> bool | None:
+        """Whether the commit tagged ``tag`` is in the lake; None when the catalog
+        stayed away past the deadline (or cannot be asked)."""
+        attempt = 0
+        while True:
+            try:
+                row = cursor.execute(
+                    f"SELECT count(*) FROM {CATALOG}.snapshots() "
+                    "WHERE author = ? AND commit_message = ?",
+                    [self.AUTHOR, tag],
+                ).fetchone()
+                return bool(row and row[0])
+            except duckdb.Error as exc:
+                with contextlib.suppress(duckdb.Error):
+                    cursor.execute("ROLLBACK")
+                if not unreachable(exc) or time.monotonic() - started >= self.seconds:
+                    return None
+            time.sleep(min(1.0, 0.05 * 2**attempt))
+            attempt += 1
+
     def delay(self, exc: BaseException, attempt: int, started: float) -> float | None:
-        """Seconds to wait before trying again, or None to give up."""
-        if unreachable(exc):
-            if time.monotonic() - started >= self.seconds:
+        """Seconds to wait before trying again, or None to give up. ``exc`` is a
+        storage failure known not to have committed, or a conflict."""
+        if self.conflict(exc):
+            if attempt >= self.CONFLICT_ATTEMPTS:
                 return None
             self.retries += 1
-            return min(1.0, 0.05 * 2**attempt)
-        if self.conflict(exc) and attempt < self.CONFLICT_ATTEMPTS:
-            self.retries += 1
             return random.uniform(0, 0.05 * 2**attempt)
-        return None
+        if not isinstance(exc, duckdb.Error) and exc.__cause__ is None:
+            return None  # not a failure of DuckDB's: the rows' fault (a bad value)
+        if isinstance(exc, duckdb.Error) and not unreachable(exc):
+            return None  # the rows' fault
+        if time.monotonic() - started >= self.seconds:
+            return None
+        self.retries += 1
+        return float(min(1.0, 0.05 * 2**attempt))
 
     @staticmethod
     def conflict(exc: BaseException) -> bool:

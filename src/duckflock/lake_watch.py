@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-from .lake import STEPS, LakeOptions, data_files, snapshot_id
+from .lake import STEPS, LakeOptions, data_files, redact, snapshot_id
 
 log = logging.getLogger("duckflock")
 _JOIN = 10.0  # seconds close() waits for each thread
@@ -88,7 +88,7 @@ class LakeWatch:
                     self._on_change()
             except Exception as exc:  # the catalog away, or closing: record, go on
                 with self._lock:
-                    self.poll_error = str(exc).splitlines()[0]
+                    self.poll_error = redact(str(exc).splitlines()[0])
                 if isinstance(exc, RuntimeError):  # the cursor pool closed
                     return
             self._stop.wait(self._options.poll_interval)
@@ -130,10 +130,10 @@ class LakeWatch:
                             cursor.execute(STEPS[step])
                         cursor.fetchall()
                     except duckdb.Error as exc:
-                        errors[step] = str(exc).splitlines()[0]
+                        errors[step] = redact(str(exc).splitlines()[0])
                 after = data_files(cursor)
             except duckdb.Error as exc:
-                errors["files"] = str(exc).splitlines()[0]
+                errors["files"] = redact(str(exc).splitlines()[0])
                 before = after = -1
             finally:
                 with self._lock:
