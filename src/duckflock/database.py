@@ -32,6 +32,7 @@ from .errors import (
 )
 from .ingest import IngestStats, Writer
 from .lake import LakeOptions, Retry, is_lake, open_lake
+from .lake import allowed_directories as lake_allowed
 from .lake import prepare as prepare_lake
 from .lake_watch import LakeWatch
 from .names import Identity
@@ -775,9 +776,11 @@ class Database:
         For databases exposed to others (``duckflock serve`` calls it after creating
         its tables): no statement can read or write files (``read_csv``, ``COPY … TO``,
         ``ATTACH``, the database file itself), install or load extensions, or change a
-        setting. duckflock's own ingest and analyses keep working.
+        setting. duckflock's own ingest and analyses keep working; on a lake, so do its
+        Parquet writes (its data path stays allowed).
         """
         for statement in (
+            *(lake_allowed(self._cursors.for_thread()) if self.is_lake else ()),
             "SET enable_external_access = false",
             "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false",

@@ -70,7 +70,8 @@ class LakeOptions:
     made by any process refreshes the ``on_change`` analyses.
     ``maintenance_interval``: seconds between maintenance runs (None: never; call
     ``db.maintain()``); each run does the steps in ``maintenance``.
-    ``expire_older_than``: snapshots older than this (a DuckDB interval) are expired.
+    ``expire_older_than``: snapshots older than this (a DuckDB interval) are expired, and
+    files scheduled for deletion that long ago are deleted.
     ``retry_seconds``: how long the writer keeps retrying a batch while the catalog
     cannot be reached, before its callers get a :class:`StorageError`.
     ``settings``: extra DuckDB settings (``ducklake_max_retry_count`` …), set at open.
@@ -103,7 +104,10 @@ STEPS = {
     "expire": (
         f"CALL ducklake_expire_snapshots('{CATALOG}', older_than => now() - CAST(? AS INTERVAL))"
     ),
-    "cleanup": f"CALL ducklake_cleanup_old_files('{CATALOG}', cleanup_all => true)",
+    # only files scheduled for deletion that long ago: another process may still read them
+    "cleanup": (
+        f"CALL ducklake_cleanup_old_files('{CATALOG}', older_than => now() - CAST(? AS INTERVAL))"
+    ),
 }
 
 
@@ -284,3 +288,25 @@ def data_files(cursor: duckdb.DuckDBPyConnection) -> int:
             ).fetchone()
             total += int(row[0]) if row else 0
     return total
+
+
+def allowed_directories(cursor: duckdb.DuckDBPyConnection) -> list[str]:
+    """The settings that keep the lake's data path writable under ``lock_down``.
+
+    With external access off, DuckDB allows only ``allowed_directories``, and there
+    DuckLake creates one folder level, not two (checked on 1.5.5): each schema's folder
+    under the data path is made now, so a table's first file can make its own.
+    """
+    row = cursor.execute(
+        f"SELECT value FROM ducklake_options('{CATALOG}') WHERE option_name = 'data_path'"
+    ).fetchone()
+    if row is None or not row[0]:
+        return []
+    data_path = str(row[0])
+    if "://" not in data_path:
+        schemas = cursor.execute(
+            "SELECT schema_name FROM duckdb_schemas() WHERE database_name = ?", [CATALOG]
+        ).fetchall()
+        for (schema,) in schemas:
+            os.makedirs(os.path.join(data_path, str(schema)), exist_ok=True)
+    return [f"SET allowed_directories = [{_literal(data_path)}]"]

@@ -124,7 +124,7 @@ class LakeWatch:
                     if self._stop.is_set():
                         break
                     try:
-                        if step == "expire":
+                        if step in ("expire", "cleanup"):
                             cursor.execute(STEPS[step], [self._options.expire_older_than])
                         else:
                             cursor.execute(STEPS[step])
