@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port
-from test_lake import new_lake
 
 import duckflock
+from conftest import free_port
+from test_lake import new_lake
 
 
 class LakeServer:
