@@ -6,7 +6,8 @@ Inserts rows ``(worker, k)`` for k in 0..ROWS-1 into ``events``. MODE ``rows``: 
 ``db.insert(..., wait=False)`` per row, then ``flush()``; ``chunks``: CHUNK rows per
 ``db.insert`` (waiting for each). With ACKS, each acknowledged chunk appends ``first last``
 to that file (fsynced) and a failed call ``ERR <type> <first> <message>``: what the kill -9
-and outage tests compare with the lake. Prints ``done <seconds>``.
+and outage tests compare with the lake. Prints ``done <seconds>``. With LAKE_WRITER_GO set,
+prints ``ready`` once connected and starts at the next line on stdin (the benchmark).
 """
 
 from __future__ import annotations
@@ -24,8 +25,14 @@ def main() -> None:
     target, worker, rows, chunk, mode = sys.argv[1:6]
     acks_path = sys.argv[6] if len(sys.argv) > 6 else None
     w, n, size = int(worker), int(rows), int(chunk)
-    options = duckflock.LakeOptions(maintenance_interval=None, retry_seconds=60.0)
-    db = duckflock.connect(target, lake=options)
+    if target.startswith("ducklake:"):
+        options = duckflock.LakeOptions(maintenance_interval=None, retry_seconds=60.0)
+        db = duckflock.connect(target, lake=options)
+    else:  # the embedded single-file baseline of benchmarks/lake.py
+        db = duckflock.connect(target)
+    if os.environ.get("LAKE_WRITER_GO"):  # the benchmark starts every writer at once
+        print("ready", flush=True)
+        sys.stdin.readline()
     acks = open(acks_path, "a", buffering=1) if acks_path else None  # noqa: SIM115
     started = time.perf_counter()
     if mode == "rows":
