@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pytest
 
 import duckflock
+from duckflock import appends
 from duckflock import lake as lake_module
 
 SCALE = float(os.environ.get("DUCKFLOCK_LAKE_SCALE", "1"))
@@ -259,3 +261,58 @@ def test_postgres_outage_writers_retry_and_lose_nothing(tmp_path: Path) -> None:
                 assert not errors  # the writer retried by itself while PostgreSQL was away
                 assert len(ranges) > stopped[w]  # and resumed
                 assert counts(db, w) == dict.fromkeys(range(rows), 1)
+
+
+# -- conflicts, read-only, the command line --------------------------------------------
+
+
+def _conflict() -> duckdb.TransactionException:
+    return duckdb.TransactionException("Transaction conflict: another commit changed events")
+
+
+def test_a_conflict_is_retried_then_raised_as_conflict_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = f"ducklake:{tmp_path / 'meta.ducklake'}"
+    real = appends.attempt
+    failures = {"left": 2}
+
+    def flaky(*args: Any, **kwargs: Any) -> BaseException | None:
+        if kwargs.get("commit") and failures["left"] > 0:
+            failures["left"] -= 1
+            return _conflict()
+        return real(*args, **kwargs)
+
+    with duckflock.connect(target, data_path=str(tmp_path / "data")) as db:
+        db.execute("CREATE TABLE t (a INTEGER)")
+        monkeypatch.setattr(appends, "attempt", flaky)
+        db.insert("t", {"a": 1})  # two conflicts, then it commits
+        assert failures["left"] == 0
+        failures["left"] = 1_000  # conflicts that never end
+        with pytest.raises(duckflock.ConflictError, match="kept conflicting"):
+            db.insert("t", {"a": 2}, timeout=60)
+        monkeypatch.setattr(appends, "attempt", real)
+        db.insert("t", {"a": 3})  # the writer goes on
+        assert db.execute("SELECT a FROM t ORDER BY a").fetchall() == [(1,), (3,)]
+
+
+def test_read_only_lake_reads_and_refuses_inserts(tmp_path: Path) -> None:
+    target = f"ducklake:{tmp_path / 'meta.ducklake'}"
+    with duckflock.connect(target, data_path=str(tmp_path / "data")) as db:
+        db.execute("CREATE TABLE t (a INTEGER)")
+        db.insert("t", [(1,), (2,)])
+    with duckflock.connect(target, read_only=True) as db:
+        assert db.execute("SELECT count(*) FROM t").fetchone() == (2,)
+        with pytest.raises(duckflock.IngestError, match="read-only"):
+            db.insert("t", {"a": 3})
+
+
+def test_the_command_line_takes_a_lake(tmp_path: Path) -> None:
+    target = f"ducklake:{tmp_path / 'meta.ducklake'}"
+    with duckflock.connect(target, data_path=str(tmp_path / "data")) as db:
+        db.execute("CREATE TABLE t (a INTEGER)")
+        db.insert("t", [(1,), (2,)])
+    command = [sys.executable, "-m", "duckflock", "query", target, "SELECT sum(a) AS s FROM t"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "3" in run.stdout
