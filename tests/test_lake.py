@@ -145,8 +145,9 @@ def test_four_writer_processes_every_row_once_and_an_analysis_follows(
     target, _ = lake
     rows = int(20_000 * SCALE)
     poll = 0.2
-    options = duckflock.LakeOptions(poll_interval=poll, maintenance_interval=None)
-    with duckflock.connect(target, lake=options) as db:  # the fifth process: this one
+    # the fifth process (this one) also maintains the lake while the others write
+    options = duckflock.LakeOptions(poll_interval=poll, maintenance_interval=0.5)
+    with duckflock.connect(target, lake=options) as db:
         db.analysis(
             "per_worker",
             "SELECT worker, count(*) AS n, count(DISTINCT k) AS keys FROM events GROUP BY 1",
@@ -169,6 +170,8 @@ def test_four_writer_processes_every_row_once_and_an_analysis_follows(
         assert lag < poll + 5.0
         for w in range(4):
             assert set(counts(db, w).values()) == {1}
+        state = db.lake_state()
+        assert state is not None and state["maintenance_runs"] >= 1
 
 
 def test_kill_9_of_one_writer_keeps_what_it_acknowledged(
