@@ -125,6 +125,8 @@ def test_lake_options_are_checked() -> None:
         duckflock.LakeOptions(poll_interval=0)
     with pytest.raises(ValueError, match="maintenance steps"):
         duckflock.LakeOptions(maintenance=("vacuum",))
+    with pytest.raises(ValueError, match="not a DuckDB setting"):
+        duckflock.LakeOptions(settings={"threads = 1; DROP TABLE events": 1})
     with pytest.raises(ValueError, match="ducklake"):
         duckflock.connect(":memory:", data_path="/tmp/x")
 

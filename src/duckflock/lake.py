@@ -8,14 +8,16 @@ loads the ``ducklake`` and ``postgres_scanner`` extensions from their pinned whe
 ``ducklake:<file>`` target keeps the catalog in a DuckDB file instead: one host, one
 process.
 
-What the catalog says about concurrency, checked by experiment on 1.5.5: appends from
-several processes into one table all commit (DuckLake retries its metadata commit
-itself, ``ducklake_max_retry_count``); a catalog that cannot be reached fails the
-statement with an IOException *before* anything is committed ("Failed to query most
-recent snapshot …", "Unable to connect to Postgres"), and the same connection works
-again once PostgreSQL is back. :class:`Retry` turns that into bounded retries of the
-batch by the writer. Each commit is one snapshot; ``ducklake_current_snapshot`` reads
-the latest id in ~1.4 ms, which :mod:`duckflock.lake_watch` polls.
+What the catalog does, checked by experiment on 1.5.5: appends from several processes
+into one table all commit (DuckLake retries its metadata commit itself,
+``ducklake_max_retry_count``). A catalog that cannot be reached fails a statement with
+an IOException ("Failed to query most recent snapshot …", "Unable to connect to
+Postgres"), and the same connection works again once PostgreSQL is back; PostgreSQL
+stopped in the middle of a commit fails it with "Failed to commit: Failed to execute
+query …", when it cannot be told whether the commit landed. :class:`Retry` tags each
+commit so that the writer can ask, and retries the batch only if it did not. Each
+commit is one snapshot; ``ducklake_current_snapshot`` reads the latest id in ~1.4 ms,
+which :mod:`duckflock.lake_watch` polls.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import duckdb
 from .errors import OpenError
 
 PREFIX = "ducklake:"
+_SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CATALOG = "lake"  # the name the lake is attached as, and every cursor's default
 EXTRA = "lake"
 # (wheel module, extension): the wheels of duckdb-extension-* for DuckDB's own version
@@ -44,7 +47,8 @@ _EXTENSIONS = (
     ("duckdb_extension_ducklake", "ducklake"),
     ("duckdb_extension_postgres_scanner", "postgres_scanner"),
 )
-# words of an error raised before the catalog accepted anything: safe to retry
+# words of an error saying the catalog is away (before or during a statement): worth
+# waiting for, and a batch that failed so is retried once the catalog says it did not land
 _UNREACHABLE = (
     "unable to connect to postgres",
     "failed to query most recent snapshot",
@@ -89,6 +93,9 @@ class LakeOptions:
         from .checks import count, seconds
 
         count(self.inline_rows, "inline_rows")
+        for name in self.settings:
+            if not isinstance(name, str) or not _SETTING.fullmatch(name):
+                raise ValueError(f"settings: {name!r} is not a DuckDB setting name")
         seconds(self.poll_interval, "poll_interval", minimum=0.01, optional=False)
         seconds(self.maintenance_interval, "maintenance_interval", minimum=0.1)
         seconds(self.retry_seconds, "retry_seconds", optional=False)
@@ -186,7 +193,7 @@ def prepare(cursor: duckdb.DuckDBPyConnection) -> None:
 
 
 def unreachable(exc: BaseException) -> bool:
-    """True when ``exc`` says the catalog could not be reached: nothing was committed."""
+    """True when ``exc`` says the catalog could not be reached (or went away)."""
     message = str(exc).lower()
     return isinstance(exc, duckdb.Error) and any(word in message for word in _UNREACHABLE)
 
