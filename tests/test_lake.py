@@ -226,10 +226,14 @@ def test_maintenance_reduces_data_files_and_keeps_rows(tmp_path: Path, postgres:
 
 def test_scheduled_maintenance_runs_and_flushes_inlined_rows(tmp_path: Path, postgres: Any) -> None:
     target, _ = new_lake(postgres, tmp_path)
-    options = duckflock.LakeOptions(inline_rows=100, maintenance_interval=0.2)
-    with duckflock.connect(target, lake=options) as db:
+    files = "SELECT count(*) FROM ducklake_list_files('lake', 'events')"
+    inlining = duckflock.LakeOptions(inline_rows=100, maintenance_interval=None)
+    with duckflock.connect(target, lake=inlining) as db:
         for k in range(30):
             db.insert("events", (0, k))  # small commits: inlined in the catalog
+        assert db.execute(files).fetchone() == (0,)
+    options = duckflock.LakeOptions(inline_rows=100, maintenance_interval=0.2)
+    with duckflock.connect(target, lake=options) as db:
         deadline = time.monotonic() + 30
         state = db.lake_state()
         while state is not None and not state["maintenance_runs"]:
@@ -238,8 +242,8 @@ def test_scheduled_maintenance_runs_and_flushes_inlined_rows(tmp_path: Path, pos
             state = db.lake_state()
         assert state is not None and state["maintenance_error"] is None
         assert counts(db, 0) == dict.fromkeys(range(30), 1)
-        files = db.execute("SELECT count(*) FROM ducklake_list_files('lake', 'events')").fetchone()
-        assert files is not None and files[0] >= 1  # the inlined rows now live in Parquet
+        found = db.execute(files).fetchone()
+        assert found is not None and found[0] >= 1  # the inlined rows now live in Parquet
 
 
 def test_postgres_outage_writers_retry_and_lose_nothing(tmp_path: Path) -> None:
