@@ -500,7 +500,7 @@ class Database:
         stale, and incremental states miss rows this process did not write."""
         scheduler = self._scheduler
         if scheduler is not None:
-            scheduler.on_raw_write()
+            scheduler.on_raw_write("a process committed into the lake")
 
     # -- the lake ----------------------------------------------------------------------
 
