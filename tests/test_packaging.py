@@ -140,7 +140,14 @@ def test_core_dependencies_are_duckdb_and_pyarrow_and_extras_hold_the_rest() -> 
         _requirement_names(extras["server"])
     )
     assert {"click", "rich", "httpx"} == _requirement_names(extras["cli"])
-    assert extras["all"] == ["duckflock[client,server,cli,pandas,polars]"]
+    assert extras["all"] == ["duckflock[client,server,cli,pandas,polars,lake]"]
+    # the DuckLake extensions' wheels, for exactly the pinned DuckDB
+    duckdb_pin = next(r for r in project["dependencies"] if r.startswith("duckdb"))
+    version = duckdb_pin.split("==")[1]
+    assert sorted(extras["lake"]) == [
+        f"duckdb-extension-ducklake=={version}",
+        f"duckdb-extension-postgres-scanner=={version}",
+    ]
     assert "duckflock[all]" in extras["dev"]
 
 

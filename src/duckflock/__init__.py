@@ -46,6 +46,7 @@ from .errors import (
     WriterBrokenError,
 )
 from .ingest import IngestStats
+from .lake import LakeOptions
 from .receipts import Receipt
 from .results import Result, Subscription
 from .statements import Results
@@ -92,6 +93,7 @@ __all__ = [
     "IngestError",
     "IngestStats",
     "IngestTimeoutError",
+    "LakeOptions",
     "OpenError",
     "ParserError",
     "PayloadTooLargeError",

@@ -443,8 +443,11 @@ class Scheduler:
                     analysis.dirty_at = now
             self._wake.notify()
 
-    def on_raw_write(self) -> None:
-        """A write that did not go through db.insert: incremental states are stale."""
+    def on_raw_write(
+        self, why: str = "a write outside db.insert (UPDATE, DELETE, raw INSERT)"
+    ) -> None:
+        """A write that did not go through db.insert (or another process's commit into a
+        lake): incremental states are stale."""
         now = time.monotonic()
         with self._lock:
             for analysis in self._analyses.values():
@@ -452,7 +455,7 @@ class Scheduler:
                 if analysis.on_change and analysis.dirty_at is None:
                     analysis.dirty_at = now
                 if analysis.shape.plan is not None:
-                    taint(analysis, "a write outside db.insert (UPDATE, DELETE, raw INSERT)")
+                    taint(analysis, why)
             self._wake.notify()
 
     # -- the scheduler thread (dispatch and watchdog) and the analysis threads ---------

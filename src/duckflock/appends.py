@@ -16,22 +16,33 @@ fault (:func:`storage_fault`: I/O, disk full, an invalidated database) is not: i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import logging
 import re
+import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
-from .errors import ConversionError, QueryError, RowRejectedError, translate
+from .errors import (
+    ConflictError,
+    ConversionError,
+    QueryError,
+    RowRejectedError,
+    translate,
+)
 from .names import Identity, quote
 from .receipts import Receipt
 from .rows import Part
 from .schema import TableSchema
 from .transactions import rollback_quietly
+
+if TYPE_CHECKING:
+    from .lake import Retry
 
 # Below this many values a batch is appended as one parameterised VALUES statement; above
 # it, as an Arrow scan. Measured here: 50 one-column rows take 0.66 ms as VALUES and 1.6 ms
@@ -81,6 +92,10 @@ _STORAGE_WORDS = (
     "input/output error",
     "disk quota",
     "database has been invalidated",
+    # a DuckLake catalog in PostgreSQL that went away (postgres_scanner's words)
+    "unable to connect to postgres",
+    "failed to query most recent snapshot",
+    "failed to execute query",
 )
 # DuckDB's FatalException after a commit whose automatic checkpoint failed: the rows are
 # in the WAL ("Transaction COMMIT succeeded and is durable, but the autocheckpoint failed.
@@ -252,7 +267,15 @@ def append(
     else:
         assert group.arrows is not None
         data = group.arrows[0] if len(group.arrows) == 1 else pa.concat_tables(group.arrows)
-    cursor.register(BATCH_VIEW, data)
+    try:
+        cursor.register(BATCH_VIEW, data)
+    except duckdb.CatalogException:
+        # left by a registration that failed half-way (on a lake, register starts a
+        # transaction that asks the catalog, which may be away): replace it
+        with contextlib.suppress(duckdb.Error):
+            cursor.unregister(BATCH_VIEW)
+        cursor.execute(f"DROP VIEW IF EXISTS temp.main.{BATCH_VIEW}")
+        cursor.register(BATCH_VIEW, data)
     try:
         result = cursor.execute(
             f"INSERT INTO {table} ({columns}) SELECT * FROM {BATCH_VIEW}{returning}"
@@ -314,6 +337,7 @@ def attempt(
     *,
     commit: bool,
     stored: list[tuple[Identity, pa.Table]] | None = None,
+    begin: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
 ) -> BaseException | None:
     """Append ``groups`` atomically; commit or roll back. Returns the rows' fault, if any.
 
@@ -322,16 +346,19 @@ def attempt(
     is what small batches wait for. Raises :class:`StorageFailure` for anything that is
     not the rows' fault. Never sends COMMIT after a failed statement (DuckDB would answer
     it quietly and roll back). Rows of captured groups are added to ``stored`` once
-    committed.
+    committed. ``begin`` runs first inside the transaction (a lake tags the commit),
+    and forces one.
     """
     kept: list[tuple[Identity, pa.Table]] = []
     try:
-        if commit and len(groups) == 1:
+        if commit and len(groups) == 1 and begin is None:
             table = append(cursor, groups[0], autocommit=True)
             if table is not None:
                 kept.append((groups[0].schema.key, table))
         else:
             cursor.execute("BEGIN TRANSACTION")
+            if begin is not None and commit:
+                begin(cursor)
             for group in groups:
                 table = append(cursor, group)
                 if table is not None:
@@ -357,11 +384,15 @@ class Committer:
         self,
         cursor: duckdb.DuckDBPyConnection,
         on_schema_change: Callable[[], None] | None = None,
+        retry: Retry | None = None,
     ) -> None:
         self.cursor = cursor
         self.on_schema_change = on_schema_change
         self.capture: frozenset[Identity] = frozenset()
         self.stored: list[tuple[Identity, pa.Table]] = []
+        # when a failed commit is tried again (a lake: catalog away, conflict retries
+        # spent); None: never
+        self.retry = retry
 
     def commit_batch(self, receipts: list[Receipt]) -> bool:
         """Commit ``receipts``; mark each committed, or give it its own error.
@@ -374,6 +405,14 @@ class Committer:
         failure = self._attempt(receipts)
         if failure is None:
             return True
+        if self.retry is not None and self.retry.conflict(failure):
+            # a real conflict (the retries are spent), not the rows' fault: no bisecting
+            for receipt in receipts:
+                receipt._error = ConflictError(
+                    f"rows for {receipt.table!r} not committed: the lake kept conflicting "
+                    f"after retries: {failure}"
+                )
+            return False
         if len(receipts) == 1:
             receipts[0]._error = self._rejection(receipts[0], failure)
         else:
@@ -381,20 +420,50 @@ class Committer:
         return False
 
     def _attempt(self, receipts: list[Receipt]) -> BaseException | None:
-        """Commit ``receipts`` together; mark them committed, or return the rows' fault."""
-        try:
-            failure = attempt(
-                self.cursor, plan(receipts, self.capture), commit=True, stored=self.stored
-            )
-        except StorageFailure as exc:
-            if exc.committed:
-                for receipt in receipts:
-                    receipt._committed = True
-            raise
-        if failure is None:
-            for receipt in receipts:
-                receipt._committed = True
-        return failure
+        """Commit ``receipts`` together; mark them committed, or return the rows' fault.
+
+        With ``retry`` (a lake), each commit carries a tag: after a storage failure the
+        catalog is asked whether the tag landed (a commit whose answer was lost), and
+        if not the batch is tried again until ``retry`` gives up."""
+        retry = self.retry
+        tag = retry.new_tag() if retry is not None else None
+        started = time.monotonic()
+        tries = 0
+        while True:
+            try:
+                failure = attempt(
+                    self.cursor,
+                    plan(receipts, self.capture),
+                    commit=True,
+                    stored=self.stored,
+                    begin=None if retry is None else retry.tagger(tag),
+                )
+            except StorageFailure as exc:
+                if exc.committed or retry is None or tag is None:
+                    if exc.committed:
+                        self._mark(receipts)
+                    raise
+                landed = retry.landed(self.cursor, tag, started)
+                if landed:
+                    self._mark(receipts)
+                    return None
+                pause = None if landed is None else retry.delay(exc, tries, started)
+                if pause is None:
+                    raise
+            else:
+                if failure is None:
+                    self._mark(receipts)
+                    return None
+                pause = None if retry is None else retry.delay(failure, tries, started)
+                if pause is None:
+                    return failure
+            tries += 1
+            time.sleep(pause)
+
+    @staticmethod
+    def _mark(receipts: list[Receipt]) -> None:
+        for receipt in receipts:
+            receipt._committed = True
 
     def _isolate(self, receipts: list[Receipt]) -> None:
         """Bisect calls whose joint commit failed: commit the halves that go in cleanly,

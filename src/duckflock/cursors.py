@@ -72,8 +72,14 @@ class Slot:
 class CursorPool:
     """Hands each thread its own cursor of one DuckDB connection, and closes them all."""
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
+    def __init__(
+        self,
+        connection: duckdb.DuckDBPyConnection,
+        prepare: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    ) -> None:
         self._connection = connection
+        # run on each new cursor (a lake: USE lake, which DuckDB keeps per cursor)
+        self._prepare = prepare
         self._local = threading.local()
         # guards _by_thread, _explicit and _closed: cursors are registered from any
         # thread and released from the finalizers of ending threads
@@ -97,8 +103,18 @@ class CursorPool:
     def _register(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
             self._check_open()
-            cursor = self._connection.cursor()
+            cursor = self._cursor()
             self._by_thread[id(cursor)] = cursor
+        return cursor
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        cursor = self._connection.cursor()
+        if self._prepare is not None:
+            try:
+                self._prepare(cursor)
+            except BaseException:
+                cursor.close()
+                raise
         return cursor
 
     def for_thread(self) -> duckdb.DuckDBPyConnection:
@@ -119,7 +135,7 @@ class CursorPool:
         """A new cursor for an owner that closes it (or drops it); closed by close_all."""
         with self._lock:
             self._check_open()
-            cursor = self._connection.cursor()
+            cursor = self._cursor()
             self._explicit.add(cursor)
             return cursor
 

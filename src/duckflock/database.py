@@ -31,6 +31,10 @@ from .errors import (
     translate,
 )
 from .ingest import IngestStats, Writer
+from .lake import LakeOptions, Retry, is_lake, open_lake
+from .lake import allowed_directories as lake_allowed
+from .lake import prepare as prepare_lake
+from .lake_watch import LakeWatch
 from .names import Identity
 from .opening import open_connection
 from .plans import DISTINCT_LIMIT
@@ -81,6 +85,8 @@ class Database:
         analysis_timeout: float = DEFAULT_TIMEOUT,
         restore_analyses: bool = True,
         distinct_limit: int = DISTINCT_LIMIT,
+        data_path: str | os.PathLike[str] | None = None,
+        lake: LakeOptions | None = None,
     ) -> None:
         restore = flag(restore_analyses, "restore_analyses")
         self._distinct_limit = count(distinct_limit, "distinct_limit")
@@ -99,8 +105,15 @@ class Database:
         self._analysis_timeout = limit
         self._config = dict(config or {})
         self._replayed: list[str] = []  # settings to apply again if the file is reopened
+        self.is_lake = is_lake(self.path)
+        if not self.is_lake and (data_path is not None or lake is not None):
+            raise ValueError("data_path= and lake= are for a 'ducklake:' database only")
+        if lake is not None and not isinstance(lake, LakeOptions):
+            raise TypeError(f"lake must be a duckflock.LakeOptions, not {type(lake).__name__}")
+        self._data_path = data_path
+        self._lake_options = lake or LakeOptions()
         self._connection = self._open()
-        self._cursors = CursorPool(self._connection)
+        self._cursors = CursorPool(self._connection, prepare_lake if self.is_lake else None)
         # names resolve on a cursor of their own: no caller's USE or SET changes them
         self._schemas = SchemaCache(self._cursors.new())
         # guards _closed, _active, _writer and _scheduler: close() waits for running
@@ -114,6 +127,15 @@ class Database:
         # held by the writer around each commit and its notice; exists before the writer
         # so that an analysis pinning a snapshot never races the writer's creation
         self._commit_lock = threading.Lock()
+        # the lake's snapshot poller and maintenance (None: not a lake)
+        self._lake: LakeWatch | None = None
+        if self.is_lake:
+            self._lake = LakeWatch(
+                self._cursors.new,
+                self._lake_options,
+                self._on_lake_change,
+                maintain=not read_only,
+            )
         _OPEN.add(self)
         if restore:
             try:
@@ -125,6 +147,14 @@ class Database:
     # -- lifecycle ---------------------------------------------------------------------
 
     def _open(self) -> duckdb.DuckDBPyConnection:
+        if self.is_lake:
+            return open_lake(
+                self.path,
+                data_path=self._data_path,
+                options=self._lake_options,
+                read_only=self.read_only,
+                config=self._config,
+            )
         return open_connection(self.path, read_only=self.read_only, config=self._config)
 
     def _reopen(self) -> None:
@@ -171,6 +201,8 @@ class Database:
             self._closed = True
             writer = self._writer
             scheduler = self._scheduler
+        if self._lake is not None:
+            self._lake.close()  # interrupts a maintenance run
         if scheduler is not None:
             # first: interrupting analyses frees the cores for the writer's last commits
             scheduler.close()  # ends watchers and subscriptions cleanly
@@ -466,10 +498,35 @@ class Database:
             scheduler.on_lost_notice()  # rebuild incremental states rather than miss rows
             raise
 
+    def _on_lake_change(self) -> None:
+        """The lake's snapshot moved (any process committed): every analysis may be
+        stale, and incremental states miss rows this process did not write."""
+        scheduler = self._scheduler
+        if scheduler is not None:
+            scheduler.on_raw_write("a process committed into the lake")
+
+    # -- the lake ----------------------------------------------------------------------
+
+    def maintain(self, steps: Sequence[str] | None = None) -> dict[str, Any]:
+        """Maintain a lake now: flush inlined rows to Parquet, merge adjacent files,
+        expire old snapshots, delete unreferenced files (or only ``steps``, a subset
+        of ``"flush"``, ``"merge"``, ``"expire"``, ``"cleanup"``). Returns the data
+        files before and after, the seconds taken and any step's error."""
+        if self._lake is None:
+            raise ValueError(f"maintain() is for a 'ducklake:' database, not {self.path!r}")
+        with self._running():
+            return self._lake.maintain(None if steps is None else tuple(steps))
+
+    def lake_state(self) -> dict[str, Any] | None:
+        """A lake's latest snapshot id and maintenance state (None: not a lake)."""
+        return None if self._lake is None else self._lake.state()
+
     def _on_capture_change(self, tables: frozenset[Identity]) -> None:
         writer = self._writer
         if writer is not None:
-            writer.capture = tables
+            # DuckLake refuses INSERT … RETURNING, and other processes' rows are never
+            # handed over anyway: on a lake, analyses refresh in full
+            writer.capture = frozenset() if self.is_lake else tables
 
     # -- analyses ------------------------------------------------------------------------
 
@@ -547,7 +604,13 @@ class Database:
             self._on_private_cursor(definitions.delete, name)
 
     def _keeps_definitions(self) -> bool:
-        return not self.read_only and not self.path.startswith(":memory:") and self.path != ""
+        # not in a lake: its definitions table would be DDL that every process races on
+        return (
+            not self.is_lake
+            and not self.read_only
+            and not self.path.startswith(":memory:")
+            and self.path != ""
+        )
 
     def _on_private_cursor(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(cursor, *args)`` on a cursor of its own (no commit notice: bookkeeping)."""
@@ -668,6 +731,7 @@ class Database:
                     on_schema_change=lambda: self._schemas.invalidate(),
                     commit_lock=self._commit_lock,
                     reopen=self._reopen,
+                    retry=Retry(self._lake_options.retry_seconds) if self.is_lake else None,
                 )
                 if self._scheduler is not None:
                     # under the scheduler's lock: a concurrent define or drop cannot
@@ -716,9 +780,11 @@ class Database:
         For databases exposed to others (``duckflock serve`` calls it after creating
         its tables): no statement can read or write files (``read_csv``, ``COPY … TO``,
         ``ATTACH``, the database file itself), install or load extensions, or change a
-        setting. duckflock's own ingest and analyses keep working.
+        setting. duckflock's own ingest and analyses keep working; on a lake, so do its
+        Parquet writes (its data path stays allowed).
         """
         for statement in (
+            *(lake_allowed(self._cursors.for_thread()) if self.is_lake else ()),
             "SET enable_external_access = false",
             "SET autoinstall_known_extensions = false",
             "SET autoload_known_extensions = false",
@@ -803,6 +869,8 @@ def connect(
     analysis_timeout: float = DEFAULT_TIMEOUT,
     restore_analyses: bool = True,
     distinct_limit: int = DISTINCT_LIMIT,
+    data_path: str | Path | None = None,
+    lake: LakeOptions | None = None,
 ) -> Database:
     """Open (or create) a DuckDB database for use from many threads.
 
@@ -818,6 +886,13 @@ def connect(
     at once, unless ``restore_analyses=False`` (for one-off work on the file). An
     incremental analysis with ``count(DISTINCT …)`` keeps each group's distinct values:
     beyond ``distinct_limit`` values in all (default 1,000,000) it runs in full instead.
+
+    ``"ducklake:postgres:dbname=… host=…"`` opens a DuckLake with its catalog in
+    PostgreSQL and its Parquet files under ``data_path`` (needed when the lake is new),
+    which many processes on many machines may write at once; ``"ducklake:<file>"``
+    keeps the catalog in a DuckDB file (one process). ``lake`` tunes inlining, the
+    snapshot polling, maintenance and retries (:class:`LakeOptions`). Needs
+    ``pip install 'duckflock[lake]'``.
     """
     return Database(
         database,
@@ -829,4 +904,6 @@ def connect(
         analysis_timeout=analysis_timeout,
         restore_analyses=restore_analyses,
         distinct_limit=distinct_limit,
+        data_path=data_path,
+        lake=lake,
     )

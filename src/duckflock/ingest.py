@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -48,6 +48,9 @@ from .errors import (
 )
 from .names import Identity
 from .receipts import Receipt
+
+if TYPE_CHECKING:
+    from .lake import Retry
 
 # A batch nobody waits for (only wait=False calls) may gather for this long, until it
 # reaches LINGER_ROWS, before it is committed: small commits while producers stream
@@ -116,6 +119,7 @@ class Writer:
         on_schema_change: Callable[[], None] | None = None,
         commit_lock: threading.Lock | None = None,
         reopen: Callable[[], None] | None = None,
+        retry: Retry | None = None,
     ) -> None:
         if max_queued_rows < 1 or max_batch_rows < 1:
             raise ValueError("max_queued_rows and max_batch_rows must be >= 1")
@@ -125,7 +129,7 @@ class Writer:
         self._linger_rows = min(LINGER_ROWS, max(1, max_queued_rows // 2))
         self._on_commit = on_commit
         self._new_cursor = new_cursor
-        self._committer = Committer(new_cursor(), on_schema_change)
+        self._committer = Committer(new_cursor(), on_schema_change, retry)
         # closes every cursor and reopens the database after DuckDB invalidated it
         # (None: it cannot be reopened, e.g. in memory)
         self._reopen = reopen

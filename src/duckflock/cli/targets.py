@@ -25,7 +25,8 @@ def is_url(target: str) -> bool:
 def database(path: str, *, read_only: bool) -> Iterator[Database]:
     """Open ``path``; a file another process holds (a running server) is a usage error
     that says to go through the server instead."""
-    if read_only and path != ":memory:" and not Path(path).exists():
+    lake = path.startswith("ducklake:")  # a DuckLake: its catalog says what exists
+    if read_only and path != ":memory:" and not lake and not Path(path).exists():
         raise click.UsageError(f"no database file {path!r} (give a .duckdb path or a server URL)")
     try:
         db = connect(path, read_only=read_only, restore_analyses=False)  # one-off work

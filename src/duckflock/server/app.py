@@ -350,7 +350,11 @@ def create_app(
             return _json(await run_in_threadpool(db.tables))
 
     async def stats(request: Request) -> Response:
-        return _json((await run_in_threadpool(db.stats)).as_dict())
+        figures = (await run_in_threadpool(db.stats)).as_dict()
+        lake = db.lake_state()
+        if lake is not None:  # a DuckLake: its snapshot id and maintenance state
+            figures["lake"] = lake
+        return _json(figures)
 
     async def ingest(request: Request) -> Response:
         table = request.path_params["table"]

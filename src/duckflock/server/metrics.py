@@ -7,6 +7,7 @@ custom collector: nothing is counted twice); HTTP requests are counted as they f
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import (
@@ -63,6 +64,45 @@ class _DatabaseCollector(Collector):
             versions.add_metric([status["name"]], status["version"])
         yield durations
         yield versions
+        lake = self._db.lake_state()
+        if lake is not None:
+            yield from _lake_metrics(lake)
+
+
+def _lake_metrics(lake: dict[str, Any]) -> Iterator[Metric]:
+    """A DuckLake's latest snapshot id (as this process last polled it) and maintenance."""
+    if lake["snapshot"] is not None:
+        yield GaugeMetricFamily(
+            "duckflock_lake_snapshot_id", "The lake's latest snapshot id", value=lake["snapshot"]
+        )
+    yield CounterMetricFamily(
+        "duckflock_lake_snapshot_changes",
+        "Times the polled snapshot id moved (any process committed)",
+        value=lake["changes"],
+    )
+    yield GaugeMetricFamily(
+        "duckflock_lake_catalog_up",
+        "1 when the last poll of the catalog succeeded",
+        value=0 if lake["poll_error"] else 1,
+    )
+    yield CounterMetricFamily(
+        "duckflock_lake_maintenance_runs", "Maintenance runs", value=lake["maintenance_runs"]
+    )
+    yield CounterMetricFamily(
+        "duckflock_lake_maintenance_failures",
+        "Maintenance runs with a failed step",
+        value=lake["maintenance_failures"],
+    )
+    yield GaugeMetricFamily(
+        "duckflock_lake_maintenance_running", "1 while maintenance runs", value=lake["maintaining"]
+    )
+    last = lake["last_maintenance"]
+    if last is not None and last["files_after"] >= 0:
+        yield GaugeMetricFamily(
+            "duckflock_lake_data_files",
+            "Data files after the last maintenance run",
+            value=last["files_after"],
+        )
 
 
 class Metrics:

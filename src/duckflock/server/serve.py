@@ -134,7 +134,7 @@ def prepare(
 
     def finish() -> None:
         db.flush(timeout=shutdown_timeout)
-        if db.path != ":memory:":
+        if db.path != ":memory:" and not db.is_lake:  # a lake's CHECKPOINT is maintenance
             db.execute("CHECKPOINT")
         db.close()
 

@@ -938,6 +938,29 @@ async function dropAnalysis(name, button) {
 
 let pollTimer = 0;
 
+// a DuckLake: its snapshot id and maintenance state, from /v1/stats ("lake"). Asked
+// once; then on each poll only when the server is in front of a lake.
+let lakeServer = null;
+
+async function refreshLake() {
+  if (lakeServer === false) return;
+  const stats = await api("/v1/stats");
+  lakeServer = Boolean(stats.lake);
+  const box = $("#lake");
+  box.hidden = !lakeServer;
+  if (!lakeServer) return;
+  const lake = stats.lake;
+  const last = lake.last_maintenance;
+  let text = `lake snapshot ${lake.snapshot ?? "?"}`;
+  text += lake.poll_error ? ` · catalog unreachable: ${lake.poll_error}` : "";
+  text += lake.maintaining ? " · maintenance running" : ` · ${lake.maintenance_runs} maintenance runs`;
+  if (last) {
+    text += ` · last ${new Date(last.at).toLocaleTimeString()}: ${last.files_before} → ${last.files_after} files`;
+  }
+  if (lake.maintenance_error) text += ` · error: ${lake.maintenance_error}`;
+  box.textContent = text;
+}
+
 async function poll() {
   clearTimeout(pollTimer);
   if (document.hidden && connection.state === "live") {
@@ -946,7 +969,7 @@ async function poll() {
     return;
   }
   try {
-    await Promise.all([refreshTables(), refreshAnalyses()]);
+    await Promise.all([refreshTables(), refreshAnalyses(), refreshLake()]);
     connection.state = "live";
     connection.updated = Date.now();
     connection.problem = "";

@@ -1,0 +1,113 @@
+"""DuckLake benchmark: rows/s into one lake from 1, 2 and 4 writer processes.
+
+Run: .venv/bin/python benchmarks/lake.py [--quick]
+
+Starts a throw-away PostgreSQL (Debian's, as the tests do: tests/pgcluster.py) for the
+catalog, with Parquet files in a temporary folder. Each figure is rows committed per
+second of wall time, from the moment every writer process is connected and told to go to
+the moment the last one has its rows acknowledged: single rows (``db.insert(row,
+wait=False)``, then ``flush()``) and 10,000-row chunks (Arrow, each acknowledged). The
+embedded single-file figure is measured in the same run the same way (one process, a
+DuckDB file), and the issue's target is the 4-process chunk figure over it (>= 50%).
+Last, the data files of the 4-process chunk lake before and after ``db.maintain()``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import duckflock  # noqa: E402
+from pgcluster import Cluster  # noqa: E402
+
+WRITER = str(ROOT / "tests" / "lake_writer.py")
+CHUNK = 10_000
+
+
+def writers(target: str, count: int, rows: int, mode: str) -> float:
+    """Rows/s of ``count`` writer processes, each inserting ``rows`` rows."""
+    env = {**os.environ, "LAKE_WRITER_GO": "1"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, WRITER, target, str(w), str(rows), str(CHUNK), mode],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for w in range(count)
+    ]
+    for process in processes:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+    started = time.perf_counter()
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+    for process in processes:
+        process.communicate(timeout=600)
+        assert process.returncode == 0
+    return count * rows / (time.perf_counter() - started)
+
+
+def fresh(kind: str, cluster: Cluster, folder: Path, name: str) -> str:
+    """A new empty target with the ``events`` table."""
+    if kind == "file":
+        target = str(folder / f"{name}.duckdb")
+        data = None
+    else:
+        target = "ducklake:postgres:" + cluster.create_database(name)
+        data = str(folder / name)
+    with duckflock.connect(target, data_path=data) if data else duckflock.connect(target) as db:
+        db.execute("CREATE TABLE events (worker INTEGER, k BIGINT)")
+    return target
+
+
+def main(argv: list[str]) -> None:
+    quick = "--quick" in argv
+    single_rows = 5_000 if quick else 20_000
+    chunk_rows = 50_000 if quick else 200_000
+    with Cluster() as cluster, tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        embedded = {
+            mode: writers(fresh("file", cluster, folder, f"file_{mode}"), 1, rows, mode)
+            for mode, rows in (("rows", single_rows), ("chunks", chunk_rows))
+        }
+        print(f"{'writers':>8} {'single rows/s':>15} {'chunk rows/s':>15}")
+        print(f"{'embedded':>8} {embedded['rows']:>15,.0f} {embedded['chunks']:>15,.0f}")
+        chunk_lake = ""
+        figures = {}
+        for count in (1, 2, 4):
+            single = writers(
+                fresh("lake", cluster, folder, f"rows{count}"), count, single_rows, "rows"
+            )
+            target = fresh("lake", cluster, folder, f"chunks{count}")
+            chunks = writers(target, count, chunk_rows, "chunks")
+            figures[count] = (single, chunks)
+            chunk_lake = target
+            print(f"{count:>8} {single:>15,.0f} {chunks:>15,.0f}", flush=True)
+        ratio = figures[4][1] / embedded["chunks"]
+        print(
+            f"4-process lake chunk ingest / embedded single-file chunk ingest: {ratio:.0%} "
+            f"(target >= 50%: {'met' if ratio >= 0.5 else 'missed'})"
+        )
+        with duckflock.connect(
+            chunk_lake, lake=duckflock.LakeOptions(maintenance_interval=None)
+        ) as db:
+            report = db.maintain()
+            print(
+                f"4-process chunk lake: {report['files_before']} data files before maintenance, "
+                f"{report['files_after']} after ({report['seconds']:.2f} s)"
+            )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,62 @@
+"""A writer process for the lake tests and benchmark: ``db.insert`` into a lake table.
+
+    python lake_writer.py TARGET WORKER ROWS CHUNK MODE [ACKS]
+
+Inserts rows ``(worker, k)`` for k in 0..ROWS-1 into ``events``. MODE ``rows``: one
+``db.insert(..., wait=False)`` per row, then ``flush()``; ``chunks``: CHUNK rows per
+``db.insert`` (waiting for each). With ACKS, each acknowledged chunk appends ``first last``
+to that file (fsynced) and a failed call ``ERR <type> <first> <message>``: what the kill -9
+and outage tests compare with the lake. Prints ``done <seconds>``. With LAKE_WRITER_GO set,
+prints ``ready`` once connected and starts at the next line on stdin (the benchmark).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pyarrow as pa
+
+import duckflock
+
+
+def main() -> None:
+    target, worker, rows, chunk, mode = sys.argv[1:6]
+    acks_path = sys.argv[6] if len(sys.argv) > 6 else None
+    w, n, size = int(worker), int(rows), int(chunk)
+    if target.startswith("ducklake:"):
+        options = duckflock.LakeOptions(maintenance_interval=None, retry_seconds=60.0)
+        db = duckflock.connect(target, lake=options)
+    else:  # the embedded single-file baseline of benchmarks/lake.py
+        db = duckflock.connect(target)
+    if os.environ.get("LAKE_WRITER_GO"):  # the benchmark starts every writer at once
+        print("ready", flush=True)
+        sys.stdin.readline()
+    acks = open(acks_path, "a", buffering=1) if acks_path else None  # noqa: SIM115
+    started = time.perf_counter()
+    if mode == "rows":
+        for k in range(n):
+            db.insert("events", (w, k), wait=False)
+        db.flush()
+    else:
+        for first in range(0, n, size):
+            ks = list(range(first, min(n, first + size)))
+            batch = pa.table({"worker": pa.array([w] * len(ks), pa.int32()), "k": ks})
+            try:
+                db.insert("events", batch)
+            except duckflock.DuckflockError as exc:
+                if acks is not None:
+                    message = str(exc).splitlines()[0]
+                    acks.write(f"ERR {type(exc).__name__} {ks[0]} {message}\n")
+                    continue
+                raise
+            if acks is not None:
+                acks.write(f"{ks[0]} {ks[-1]}\n")
+                os.fsync(acks.fileno())
+    print(f"done {time.perf_counter() - started:.3f}", flush=True)
+    db.close()
+
+
+if __name__ == "__main__":
+    main()
