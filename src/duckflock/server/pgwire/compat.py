@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import duckdb
 
 from ... import __version__
+from .clients import describe_query
 
 SERVER_VERSION = "15.0"
 VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (duckflock {__version__}, DuckDB {duckdb.__version__})"
@@ -134,6 +135,7 @@ _REWRITES = [
     (re.compile(r"OPERATOR\(\s*pg_catalog\.([~!<>=*]+)\s*\)", re.I), r"\1"),
     (re.compile(r'\s+COLLATE\s+(?:pg_catalog\.)?"?default"?', re.I), ""),
     (re.compile(r"::\s*(?:pg_catalog\.)?(?:regclass|regtype|regproc|regnamespace)\b", re.I), ""),
+    (re.compile(r"::\s*pg_catalog\.", re.I), "::"),
     (re.compile(r"pg_catalog\.pg_get_userbyid\(\s*[\w.]+\s*\)", re.I), "'duckflock'"),
     (re.compile(r"(?<![\w.])pg_get_userbyid\(\s*[\w.]+\s*\)", re.I), "'duckflock'"),
 ]
@@ -142,6 +144,9 @@ _REWRITES = [
 def rewrite(sql: str) -> str:
     """``sql`` in DuckDB's spelling where only the spelling of a client's catalog query
     differs; other SQL is returned as it is."""
+    replaced = describe_query(sql)
+    if replaced is not None:
+        return replaced
     if "pg_" not in sql.lower() and "version(" not in sql.lower() and "::reg" not in sql.lower():
         return sql
     for pattern, replacement in _REWRITES:
@@ -183,7 +188,9 @@ _CASTS = {
     "bytea": 17,
     "blob": 17,
     "interval": 1186,
+    "oid": 26,
 }
+_ARRAY_CASTS = {23: 1007, 21: 1005, 20: 1016, 25: 1009, 1043: 1015, 26: 1028, 701: 1022, 16: 1000}
 
 
 def parameter_types(sql: str, given: list[int]) -> list[int]:
@@ -191,10 +198,11 @@ def parameter_types(sql: str, given: list[int]) -> list[int]:
     else text (which DuckDB casts where the value is used)."""
     count = max(parameter_count(sql), len(given))
     found = list(given) + [0] * (count - len(given))
-    for number, name in re.findall(r"\$(\d+)\s*::\s*([A-Za-z_]\w*)", sql):
+    for number, name, array in re.findall(r"\$(\d+)\s*::\s*([A-Za-z_]\w*)(\[\])?", sql):
         index = int(number) - 1
         if 0 <= index < count and found[index] == 0:
-            found[index] = _CASTS.get(name.lower(), 0)
+            oid = _CASTS.get(name.lower(), 0)
+            found[index] = _ARRAY_CASTS.get(oid, 0) if array else oid
     return [oid or 25 for oid in found]
 
 

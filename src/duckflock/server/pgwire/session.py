@@ -254,6 +254,7 @@ class Session:
         while True:
             self.wait_for_client()
             kind, body = self.reader.message()
+            log.debug("pg session %d: %r %d bytes", self.pid, kind, len(body))
             if kind == b"X":
                 return
             if kind == b"S":
@@ -282,6 +283,7 @@ class Session:
                     self.skipping = True
 
     def fail(self, exc: BaseException) -> None:
+        log.debug("pg session %d: error %r", self.pid, exc)
         if not isinstance(exc, DuckflockError | ValueError | TypeError):
             log.exception("pg session %d: unexpected error", self.pid)
         self.close_portals()
@@ -316,11 +318,12 @@ class Session:
         fields = Body(body)
         name, sql = fields.string(), fields.string()
         given = [fields.int32() for _ in range(fields.int16())]
+        log.debug("pg session %d: parse %r %r", self.pid, sql, given)
         parts = compat.split(sql)
         if len(parts) > 1:
             raise QueryError("a prepared statement holds one statement", sql=sql)
         statement = compat.classify(parts[0])
-        self.prepared[name] = Prepared(statement, compat.parameter_types(statement.sql, given))
+        self.prepared[name] = Prepared(statement, compat.parameter_types(parts[0], given))
         self.send(message(b"1"))
 
     def on_bind(self, body: bytes) -> None:

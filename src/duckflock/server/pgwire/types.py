@@ -317,7 +317,32 @@ def _numeric_from_binary(data: bytes) -> decimal.Decimal:
     return -value if sign == 0x4000 else value
 
 
+_ELEMENT_OF = {array: element for element, array in ARRAY_OF.items()} | {1028: OID, 1015: TEXT}
+
+
+def _binary_array_param(data: bytes) -> list[Any]:
+    """A one-dimensional array in binary form (the elements' own binary forms)."""
+    dims, _, element = struct.unpack_from("!iii", data)
+    if dims == 0:
+        return []
+    if dims != 1:
+        raise ValueError("only one-dimensional array parameters are supported")
+    count, _ = struct.unpack_from("!ii", data, 12)
+    at, values = 20, []
+    for _ in range(count):
+        size = _I4.unpack_from(data, at)[0]
+        at += 4
+        if size < 0:
+            values.append(None)
+        else:
+            values.append(_binary_param(element, data[at : at + size]))
+            at += size
+    return values
+
+
 def _binary_param(oid: int, data: bytes) -> Any:
+    if oid in _ELEMENT_OF:
+        return _binary_array_param(data)
     if oid == BOOL:
         return data != b"\x00"
     if oid == INT2:
