@@ -6,7 +6,8 @@ extended statistics, publications, inheritance). Those queries are recognised by
 they select and replaced by SQL over ``duckdb_columns()`` and ``pg_class`` that returns
 the same columns. asyncpg asks for the element types of arrays with a recursive query
 over ``pg_type`` (``typeinfo_tree``), answered from the array types this port sends; and
-it turns JIT off around it (``set_config('jit', …)``), which is a no-op here. Each
+it turns JIT off around it (``set_config('jit', …)``), which is a no-op here. ADBC's
+driver maps types by their receive functions (``typreceive`` of ``pg_type``). Each
 replacement is duckflock's own read-only SQL and still runs through the guard.
 """
 
@@ -93,6 +94,42 @@ def _asyncpg_types() -> str:
     )
 
 
+# (oid, name, receive function, array oid): what ADBC's driver maps its Arrow types by
+_RECEIVE = [
+    (16, "bool", "boolrecv", 1000),
+    (17, "bytea", "bytearecv", 1001),
+    (18, "char", "charrecv", 1002),
+    (19, "name", "namerecv", 1003),
+    (20, "int8", "int8recv", 1016),
+    (21, "int2", "int2recv", 1005),
+    (23, "int4", "int4recv", 1007),
+    (25, "text", "textrecv", 1009),
+    (26, "oid", "oidrecv", 1028),
+    (114, "json", "json_recv", 199),
+    (700, "float4", "float4recv", 1021),
+    (701, "float8", "float8recv", 1022),
+    (1042, "bpchar", "bpcharrecv", 1014),
+    (1043, "varchar", "varcharrecv", 1015),
+    (1082, "date", "date_recv", 1182),
+    (1083, "time", "time_recv", 1183),
+    (1114, "timestamp", "timestamp_recv", 1115),
+    (1184, "timestamptz", "timestamptz_recv", 1185),
+    (1186, "interval", "interval_recv", 1187),
+    (1700, "numeric", "numeric_recv", 1231),
+    (2950, "uuid", "uuid_recv", 2951),
+    (3802, "jsonb", "jsonb_recv", 3807),
+]
+
+
+def _adbc_types() -> str:
+    values = ", ".join(f"({o}, '{n}', '{r}', 0, 0, {a})" for o, n, r, a in _RECEIVE)
+    return (
+        "SELECT * FROM (VALUES "
+        + values
+        + ") AS t(oid, typname, typreceive, typbasetype, typrelid, typarray)"
+    )
+
+
 def describe_query(sql: str) -> str | None:
     """Replacement SQL for one of psql's ``\\d`` queries or asyncpg's type queries, or
     None for any other."""
@@ -102,6 +139,8 @@ def describe_query(sql: str) -> str | None:
         return "SELECT 'off' AS cur, 'off' AS new"
     if "pg_catalog" not in sql:
         return None
+    if "typreceive" in sql and "FROM pg_catalog.pg_type" in sql:
+        return _adbc_types()
     oid = re.search(_OID, sql)
     if "c.relforcerowsecurity" in sql and oid:
         return (

@@ -136,6 +136,8 @@ _REWRITES = [
     (re.compile(r'\s+COLLATE\s+(?:pg_catalog\.)?"?default"?', re.I), ""),
     (re.compile(r"::\s*(?:pg_catalog\.)?(?:regclass|regtype|regproc|regnamespace)\b", re.I), ""),
     (re.compile(r"::\s*pg_catalog\.", re.I), "::"),
+    # psycopg's TypeInfo.fetch (SQLAlchemy asks for hstore): no such types here
+    (re.compile(r"to_regtype\((\$\d+)\)", re.I), r"(CASE WHEN \1 IS NULL THEN 0 END)"),
     (re.compile(r"pg_catalog\.pg_get_userbyid\(\s*[\w.]+\s*\)", re.I), "'duckflock'"),
     (re.compile(r"(?<![\w.])pg_get_userbyid\(\s*[\w.]+\s*\)", re.I), "'duckflock'"),
 ]
@@ -147,7 +149,11 @@ def rewrite(sql: str) -> str:
     replaced = describe_query(sql)
     if replaced is not None:
         return replaced
-    if "pg_" not in sql.lower() and "version(" not in sql.lower() and "::reg" not in sql.lower():
+    if (
+        "pg_" not in sql.lower()
+        and "version(" not in sql.lower() and "::reg" not in sql.lower()
+        and "to_regtype" not in sql.lower()
+    ):
         return sql
     for pattern, replacement in _REWRITES:
         sql = pattern.sub(replacement, sql)

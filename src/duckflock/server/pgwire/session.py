@@ -293,6 +293,7 @@ class Session:
 
     def on_query(self, body: bytes) -> None:
         sql = Body(body).string()
+        log.debug("pg session %d: query %r", self.pid, sql)
         for part in compat.split(sql):
             statement = compat.classify(part)
             if statement.kind == "empty":
@@ -543,8 +544,9 @@ class Session:
             count = len(outcome.names)
             head = struct.pack("!bh", int(binary), count) + _I2.pack(int(binary)) * count
             self.send(message(b"H", head))
-            if binary:
-                self.send(copy_data(COPY_SIGNATURE))
+            # the binary header travels with the first rows, as PostgreSQL sends it
+            # (ADBC's reader expects a row right after the header in the same message)
+            prefix = COPY_SIGNATURE if binary else b""
             rows = 0
             header = outcome.names if plan.header else None
             while (batch := outcome.next_batch()) is not None:
@@ -557,11 +559,12 @@ class Session:
                 else:
                     data = encoder.copy_text(batch)
                 rows += batch.num_rows
-                self.send(copy_data(data))
+                self.send(copy_data(prefix + data))
+                prefix = b""
                 if rows >= self.server.row_cap:
                     break
             if binary:
-                self.send(copy_data(COPY_TRAILER))
+                self.send(copy_data(prefix + COPY_TRAILER))
             self.send(message(b"c"))
             self.send(command_complete(f"COPY {rows}"))
         finally:
