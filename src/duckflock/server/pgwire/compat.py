@@ -151,7 +151,8 @@ def rewrite(sql: str) -> str:
         return replaced
     if (
         "pg_" not in sql.lower()
-        and "version(" not in sql.lower() and "::reg" not in sql.lower()
+        and "version(" not in sql.lower()
+        and "::reg" not in sql.lower()
         and "to_regtype" not in sql.lower()
     ):
         return sql

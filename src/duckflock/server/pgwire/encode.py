@@ -72,9 +72,7 @@ class RowEncoder:
     def copy_text(self, batch: pa.RecordBatch) -> bytes:
         lines = []
         for row in zip(*self._values(batch), strict=True):
-            fields = [
-                b"\\N" if v is None else v.replace(b"\\", b"\\\\") for v in row
-            ]
+            fields = [b"\\N" if v is None else v.replace(b"\\", b"\\\\") for v in row]
             fields = [
                 f.replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
                 for f in fields

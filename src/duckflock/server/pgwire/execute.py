@@ -274,9 +274,7 @@ class Executor:
                 f"INSERT names {len(names)} columns but gives {table.num_columns} values",
                 sql=sql,
             )
-        receipt = self.db.insert(
-            target, table.rename_columns(names), timeout=self.ingest_timeout
-        )
+        receipt = self.db.insert(target, table.rename_columns(names), timeout=self.ingest_timeout)
         return Outcome(f"INSERT 0 {receipt.rows}")
 
     def _columns(self, target: str) -> list[str]:

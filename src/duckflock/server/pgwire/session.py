@@ -10,24 +10,21 @@ touched). Errors inside the extended protocol skip to the next Sync, as PostgreS
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import hmac
 import logging
 import secrets
-import select
 import socket
 import ssl
 import struct
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from ...errors import AuthenticationError, DuckflockError, QueryError, QueryTimeoutError
-from ...results import Result, Subscription
 from . import compat, types
+from .channels import Channels
 from .compat import Statement
 from .encode import COPY_SIGNATURE, COPY_TRAILER, RowEncoder, copy_data
 from .execute import Outcome, copy_plan
@@ -45,7 +42,6 @@ from .messages import (
     error,
     message,
     notice,
-    notification,
     parameter_status,
     ready,
     row_description,
@@ -99,12 +95,9 @@ class Session:
         self.out_size = 0
         self.running: Outcome | None = None  # what a cancel request interrupts
         self.cancelled = False
-        self.listens: dict[str, Subscription] = {}
-        self._notes: collections.deque[bytes] = collections.deque()
-        self._notes_lock = threading.Lock()  # guards _notes and _wake
-        self._wake: tuple[socket.socket, socket.socket] | None = None
+        self.channels = Channels(server.db)
 
-    # -- output ---------------------------------------------------------------------------
+    # -- output ---------------------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
         self.out.append(data)
@@ -130,11 +123,12 @@ class Session:
         self.send(error(text, sqlstate(exc), "FATAL" if fatal else "ERROR"))
 
     def ready_for_query(self) -> None:
-        self._send_notes()
+        for note in self.channels.take():
+            self.send(note)
         self.send(ready(b"T" if self.in_tx else b"I"))
         self.flush()
 
-    # -- start-up ---------------------------------------------------------------------------
+    # -- start-up -------------------------------------------------------------------------------
 
     def serve(self) -> None:
         try:
@@ -270,7 +264,7 @@ class Session:
             if self.skipping and kind != b"Q":
                 continue
             try:
-                handler(body)
+                handler(body)  # type: ignore[no-untyped-call]
             except (Disconnected, OSError):
                 raise
             except ProtocolError:
@@ -289,7 +283,7 @@ class Session:
         self.close_portals()
         self.send_error(exc)
 
-    # -- simple query -----------------------------------------------------------------------------
+    # -- simple query ---------------------------------------------------------------------------
 
     def on_query(self, body: bytes) -> None:
         sql = Body(body).string()
@@ -313,7 +307,7 @@ class Session:
                 self.close_outcome(portal)
         self.ready_for_query()
 
-    # -- extended query -----------------------------------------------------------------------------
+    # -- extended query -------------------------------------------------------------------------
 
     def on_parse(self, body: bytes) -> None:
         fields = Body(body)
@@ -412,7 +406,7 @@ class Session:
             self.close_portal(name)
         self.send(message(b"3"))
 
-    # -- running statements ---------------------------------------------------------------------------
+    # -- running statements ---------------------------------------------------------------------
 
     def open_portal(self, portal: Portal) -> None:
         if portal.outcome is not None:
@@ -426,10 +420,14 @@ class Session:
     def outcome(self, statement: Statement, params: list[Any]) -> Outcome:
         kind, executor = statement.kind, self.server.executor
         if kind == "tx":
-            self.in_tx = statement.tag == "BEGIN" or (self.in_tx and statement.tag not in (
-                "COMMIT",
-                "ROLLBACK",
-            ))
+            self.in_tx = statement.tag == "BEGIN" or (
+                self.in_tx
+                and statement.tag
+                not in (
+                    "COMMIT",
+                    "ROLLBACK",
+                )
+            )
             return Outcome(statement.tag)
         if kind == "set":
             return self.set(statement)
@@ -438,10 +436,10 @@ class Session:
             value = self.settings.get(name, compat.SHOW_ONLY.get(name, ""))
             return Outcome.table("SHOW", pa.table({name: [value]}), ["VARCHAR"])
         if kind == "listen":
-            self.listen(statement.name)
+            self.channels.listen(statement.name, self.pid)
             return Outcome("LISTEN")
         if kind == "unlisten":
-            self.unlisten(statement.name)
+            self.channels.unlisten(statement.name)
             return Outcome("UNLISTEN")
         if kind == "notify":
             raise QueryError("NOTIFY is not supported: channels are analyses, notified on refresh")
@@ -510,7 +508,7 @@ class Session:
             room = server.row_cap - portal.rows
             if batch.num_rows > room:
                 batch = batch.slice(0, room)
-                portal.notes.append(f"the result was cut at the server's {server.row_cap:,}-row cap")
+                portal.notes.append(f"the result was cut at the {server.row_cap:,}-row cap")
             if limit and sent + batch.num_rows > limit:
                 portal.pending = batch.slice(limit - sent)
                 batch = batch.slice(0, limit - sent)
@@ -520,7 +518,7 @@ class Session:
             sent += batch.num_rows
             self.send(data)
             if portal.bytes > server.byte_cap:
-                portal.notes.append(f"the result was cut at the server's {server.byte_cap:,}-byte cap")
+                portal.notes.append(f"the result was cut at the {server.byte_cap:,}-byte cap")
             if portal.notes:
                 portal.pending = None
                 break
@@ -595,76 +593,23 @@ class Session:
         if running is not None and running.running is not None:
             running.running.interrupt()
 
-    # -- LISTEN / NOTIFY ------------------------------------------------------------------------------
-
-    def listen(self, name: str) -> None:
-        if name in self.listens:
-            return
-        db = self.server.db
-        current = db.result(name)  # UnknownAnalysisError now
-        seen = current.version if current is not None else 0
-
-        def deliver(result: Result) -> None:
-            if result.version > seen:
-                self.notify(name, str(result.version))
-
-        with self._notes_lock:
-            if self._wake is None:
-                self._wake = socket.socketpair()
-        self.listens[name] = db.subscribe(name, deliver)
-
-    def unlisten(self, name: str) -> None:
-        names = list(self.listens) if name == "*" else [name]
-        for each in names:
-            subscription = self.listens.pop(each, None)
-            if subscription is not None:
-                subscription.cancel(timeout=1.0)
-
-    def notify(self, channel: str, payload: str) -> None:
-        """Queue a notification (any thread); the session's thread sends it."""
-        with self._notes_lock:
-            self._notes.append(notification(self.pid, channel, payload))
-            if self._wake is not None:
-                with contextlib.suppress(OSError):
-                    self._wake[1].send(b"\x00")
-
-    def _send_notes(self) -> None:
-        with self._notes_lock:
-            notes = list(self._notes)
-            self._notes.clear()
-        for note in notes:
-            self.send(note)
+    # -- the end --------------------------------------------------------------------------------
 
     def wait_for_client(self) -> None:
         """Until the client has sent something; notifications go out meanwhile."""
-        wake = self._wake
-        if wake is None:
-            return
-        poller = select.poll()
-        poller.register(self.sock.fileno(), select.POLLIN)
-        poller.register(wake[0].fileno(), select.POLLIN)
-        while True:
-            self._send_notes()
+        while self.channels.listening:
+            for note in self.channels.take():
+                self.send(note)
             self.flush()
             if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+                return  # decrypted bytes already wait: poll() would not see them
+            if self.channels.wait(self.sock):
                 return
-            events = dict(poller.poll())
-            if wake[0].fileno() in events:
-                with contextlib.suppress(OSError):
-                    wake[0].recv(4096)
-            if self.sock.fileno() in events:
-                return
-
-    # -- the end -------------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self.unlisten("*")
+        self.channels.close()
         with contextlib.suppress(Exception):
             self.close_portals()
         self.server.unregister(self)
-        with self._notes_lock:
-            wake, self._wake = self._wake, None
-        for end in wake or ():
-            end.close()
         with contextlib.suppress(OSError):
             self.sock.close()

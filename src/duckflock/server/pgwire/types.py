@@ -142,13 +142,19 @@ def _numeric_text(value: Any) -> bytes:
     return str(value).encode()
 
 
+def _datetime(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value
+    found: dt.datetime = value.to_pydatetime()  # a pandas Timestamp (nanoseconds)
+    return found
+
+
 def _timestamp_text(value: Any) -> bytes:
-    if not isinstance(value, dt.datetime):  # a pandas Timestamp (nanoseconds)
-        value = value.to_pydatetime()
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC)
-        return value.replace(tzinfo=None).isoformat(sep=" ").encode() + b"+00"
-    return value.isoformat(sep=" ").encode()
+    moment = _datetime(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC)
+        return moment.replace(tzinfo=None).isoformat(sep=" ").encode() + b"+00"
+    return moment.isoformat(sep=" ").encode()
 
 
 def _interval_parts(value: Any) -> tuple[int, int, int]:
@@ -243,9 +249,8 @@ def numeric_binary(value: Any) -> bytes:
 
 
 def _micros_since_2000(value: Any) -> int:
-    if not isinstance(value, dt.datetime):
-        value = value.to_pydatetime()
-    delta = value - (_EPOCH if value.tzinfo is None else _EPOCH_TZ)
+    moment = _datetime(value)
+    delta = moment - (_EPOCH if moment.tzinfo is None else _EPOCH_TZ)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
@@ -328,7 +333,7 @@ def _binary_array_param(data: bytes) -> list[Any]:
     if dims != 1:
         raise ValueError("only one-dimensional array parameters are supported")
     count, _ = struct.unpack_from("!ii", data, 12)
-    at, values = 20, []
+    at, values = 20, list[Any]()
     for _ in range(count):
         size = _I4.unpack_from(data, at)[0]
         at += 4
