@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import struct
 from collections.abc import Sequence
 
@@ -60,13 +58,18 @@ class RowEncoder:
             parts.append(b"D" + _I4.pack(len(body) + 4) + body)
         return b"".join(parts)
 
-    def copy_binary(self, batch: pa.RecordBatch) -> bytes:
+    def copy_binary(self, batch: pa.RecordBatch, prefix: bytes = b"") -> bytes:
+        """CopyData messages, one per row as PostgreSQL sends them (ADBC's reader takes
+        one row from each message); ``prefix`` (the file header) leads the first."""
         head = _I2.pack(batch.num_columns)
         parts = []
         for row in zip(*self._values(batch), strict=True):
-            parts.append(head)
+            fields = [prefix, head]
+            prefix = b""
             for value in row:
-                parts.append(_NULL if value is None else _I4.pack(len(value)) + value)
+                fields.append(_NULL if value is None else _I4.pack(len(value)) + value)
+            body = b"".join(fields)
+            parts.append(b"d" + _I4.pack(len(body) + 4) + body)
         return b"".join(parts)
 
     def copy_text(self, batch: pa.RecordBatch) -> bytes:
@@ -81,13 +84,17 @@ class RowEncoder:
         return b"".join(lines)
 
     def copy_csv(self, batch: pa.RecordBatch, header: list[str] | None) -> bytes:
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        if header is not None:
-            writer.writerow(header)
+        """CSV as PostgreSQL writes it: NULL is an empty field, an empty string is ``""``."""
+        lines = [b",".join(_csv_field(n.encode()) for n in header)] if header is not None else []
         for row in zip(*self._values(batch), strict=True):
-            writer.writerow(["" if v is None else v.decode() for v in row])
-        return text.getvalue().encode()
+            lines.append(b",".join(b"" if v is None else _csv_field(v) for v in row))
+        return b"".join(line + b"\n" for line in lines)
+
+
+def _csv_field(value: bytes) -> bytes:
+    if value and not any(c in value for c in (b",", b'"', b"\n", b"\r")):
+        return value
+    return b'"' + value.replace(b'"', b'""') + b'"'
 
 
 def copy_data(data: bytes) -> bytes:

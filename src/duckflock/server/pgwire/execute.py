@@ -34,7 +34,7 @@ from ...errors import (
 from ...names import Resolver
 from ...syntax import walk
 from ..auth import allows
-from ..guard import QueryGuard, RunningQuery, run_statement
+from ..guard import QueryGuard, run_statement
 from .compat import _NAME, unquote
 
 ANALYSES_SCHEMA = "analyses"
@@ -53,7 +53,6 @@ class Outcome:
     duck_types: list[str] | None = None
     next_batch: Callable[[], pa.RecordBatch | None] = field(default=lambda: None)
     close: Callable[[], None] = _nothing
-    running: RunningQuery | None = None  # what a cancel request interrupts
 
     @classmethod
     def table(cls, tag: str, table: pa.Table, duck_types: list[str]) -> Outcome:
@@ -69,7 +68,8 @@ _INSERT = re.compile(
 )
 _NOT_APPEND = re.compile(r"\b(RETURNING|ON\s+CONFLICT|OR\s+REPLACE|OR\s+IGNORE)\b", re.I)
 _COPY = re.compile(
-    rf"COPY\s+(?:\((.*)\)|((?:{_NAME})(?:\s*\.\s*(?:{_NAME})){{0,2}}))\s+TO\s+STDOUT\b\s*(.*)",
+    rf"COPY\s+(?:\((.*)\)|((?:{_NAME})(?:\s*\.\s*(?:{_NAME})){{0,2}})"
+    rf"(?:\s*\(\s*((?:{_NAME})(?:\s*,\s*(?:{_NAME}))*)\s*\))?)\s+TO\s+STDOUT\b\s*(.*)",
     re.S | re.I,
 )
 
@@ -86,8 +86,8 @@ def copy_plan(sql: str) -> CopyPlan:
     match = _COPY.fullmatch(sql)
     if not match:
         raise QueryRefusedError("only COPY (query) TO STDOUT or COPY table TO STDOUT", sql=sql)
-    query = match.group(1) or f"SELECT * FROM {match.group(2)}"
-    options = match.group(3).lower()
+    query = match.group(1) or f"SELECT {match.group(3) or '*'} FROM {match.group(2)}"
+    options = match.group(4).lower()
     found = re.search(r"format\s*'?(\w+)", options)
     kind = found.group(1) if found else ("csv" if re.search(r"\bcsv\b", options) else "text")
     if kind not in ("text", "csv", "binary"):
@@ -162,20 +162,27 @@ class Executor:
         row = self.db.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchone()
         return str(row[0]) if row else sql, tables
 
-    def select(self, sql: str, params: Any, *, deadline: float | None = None) -> Outcome:
-        """A guarded SELECT, open and ready to be read batch by batch."""
+    def select(
+        self,
+        sql: str,
+        params: Any,
+        *,
+        on_cursor: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    ) -> Outcome:
+        """A guarded SELECT, open and ready to be read batch by batch. ``on_cursor`` is
+        told the query's cursor before it starts (a cancel request interrupts it)."""
         sql, tables = self._analyses(sql)
 
         def register(cursor: duckdb.DuckDBPyConnection) -> None:
+            if on_cursor is not None:
+                on_cursor(cursor)
             for alias, table in tables.items():
                 cursor.register(alias, table)
 
         release = self._slot()
         try:
-            deadline = deadline if deadline is not None else time.monotonic() + self.timeout
-            running = self.guard.open(
-                sql, params or None, deadline=deadline, prepare=register if tables else None
-            )
+            deadline = time.monotonic() + self.timeout
+            running = self.guard.open(sql, params or None, deadline=deadline, prepare=register)
         except BaseException:
             release()
             raise
@@ -187,7 +194,7 @@ class Executor:
             running.close()
             release()
 
-        return Outcome("SELECT", names, duck_types, running.next_batch, close, running)
+        return Outcome("SELECT", names, duck_types, running.next_batch, close)
 
     def describe(self, sql: str, count: int, role: str) -> tuple[list[str], list[str]] | None:
         """The columns ``sql`` will return, found without running it (None: no rows)."""
@@ -214,10 +221,16 @@ class Executor:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def run(self, sql: str, params: Any, role: str) -> Outcome:
+    def run(
+        self,
+        sql: str,
+        params: Any,
+        role: str,
+        on_cursor: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    ) -> Outcome:
         """A statement of the ``sql`` kind: SELECT for everyone, the rest for admin."""
         if self.is_select(sql):
-            return self.select(sql, params)
+            return self.select(sql, params, on_cursor=on_cursor)
         if not allows(role, "admin"):
             raise QueryRefusedError(
                 "this port runs SELECT for the read role, and INSERT for the write role; "

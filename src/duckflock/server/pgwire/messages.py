@@ -179,6 +179,8 @@ _CODES: list[tuple[type[BaseException], str]] = [
 
 def sqlstate(exc: BaseException) -> str:
     """The SQLSTATE code for a duckflock error (XX000, internal_error, when unknown)."""
+    if isinstance(exc, RowRejectedError) and isinstance(exc.cause, DuckflockError):
+        return sqlstate(exc.cause)  # the row's own fault: a conversion, a constraint
     if isinstance(exc, DuckflockError):
         for cls, code in _CODES:
             if isinstance(exc, cls):

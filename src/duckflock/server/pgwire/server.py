@@ -161,6 +161,8 @@ class PgServer:
         self._stopping.set()
         self.guard.stop()
         if self._listener is not None:
+            with contextlib.suppress(OSError):  # wakes accept(), which close() alone does not
+                self._listener.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 self._listener.close()
         with self._lock:

@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import pyarrow as pa
 
 from ...errors import AuthenticationError, DuckflockError, QueryError, QueryTimeoutError
@@ -93,7 +94,7 @@ class Session:
         self.skipping = False  # an extended-protocol error: ignore messages until Sync
         self.out: list[bytes] = []
         self.out_size = 0
-        self.running: Outcome | None = None  # what a cancel request interrupts
+        self.cursor: duckdb.DuckDBPyConnection | None = None  # what a cancel interrupts
         self.cancelled = False
         self.channels = Channels(server.db)
 
@@ -265,16 +266,17 @@ class Session:
                 continue
             try:
                 handler(body)  # type: ignore[no-untyped-call]
-            except (Disconnected, OSError):
-                raise
-            except ProtocolError:
+            except (Disconnected, ProtocolError):
                 raise
             except Exception as exc:
+                if isinstance(exc, OSError) and not isinstance(exc, DuckflockError):
+                    raise  # the socket failed (QueryTimeoutError is an OSError too)
                 self.fail(exc)
                 if kind == b"Q":
                     self.ready_for_query()
-                else:
+                else:  # sent now, as PostgreSQL does: a client may wait for it before Sync
                     self.skipping = True
+                    self.flush()
 
     def fail(self, exc: BaseException) -> None:
         log.debug("pg session %d: error %r", self.pid, exc)
@@ -449,9 +451,10 @@ class Session:
             return Outcome(statement.tag)
         if kind == "insert":
             return executor.insert(statement.sql, params, self.role)
-        outcome = executor.run(statement.sql, params, self.role)
-        self.running = outcome
-        return outcome
+        return executor.run(statement.sql, params, self.role, self.running_on)
+
+    def running_on(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self.cursor = cursor
 
     def set(self, statement: Statement) -> Outcome:
         if statement.tag == "RESET":
@@ -533,8 +536,7 @@ class Session:
 
     def copy_out(self, statement: Statement, params: list[Any]) -> None:
         plan = copy_plan(statement.sql)
-        outcome = self.server.executor.select(plan.query, params)
-        self.running = outcome
+        outcome = self.server.executor.select(plan.query, params, on_cursor=self.running_on)
         try:
             assert outcome.duck_types is not None and outcome.names is not None
             binary = plan.format == "binary"
@@ -550,15 +552,15 @@ class Session:
             while (batch := outcome.next_batch()) is not None:
                 batch = batch.slice(0, max(self.server.row_cap - rows, 0))
                 if plan.format == "binary":
-                    data = encoder.copy_binary(batch)
+                    if batch.num_rows:
+                        self.send(encoder.copy_binary(batch, prefix))
+                        prefix = b""
                 elif plan.format == "csv":
-                    data = encoder.copy_csv(batch, header)
+                    self.send(copy_data(encoder.copy_csv(batch, header)))
                     header = None
                 else:
-                    data = encoder.copy_text(batch)
+                    self.send(copy_data(encoder.copy_text(batch)))
                 rows += batch.num_rows
-                self.send(copy_data(prefix + data))
-                prefix = b""
                 if rows >= self.server.row_cap:
                     break
             if binary:
@@ -566,13 +568,12 @@ class Session:
             self.send(message(b"c"))
             self.send(command_complete(f"COPY {rows}"))
         finally:
-            self.running = None
+            self.cursor = None
             outcome.close()
 
     def close_outcome(self, portal: Portal) -> None:
         if portal.outcome is not None:
-            if self.running is portal.outcome:
-                self.running = None
+            self.cursor = None
             portal.outcome.close()
 
     def close_portal(self, name: str) -> None:
@@ -588,10 +589,11 @@ class Session:
         """A cancel request for this session (from another connection's thread)."""
         if not hmac.compare_digest(_I4.pack(secret), _I4.pack(self.secret)):
             return
-        running = self.running
+        cursor = self.cursor
         self.cancelled = True
-        if running is not None and running.running is not None:
-            running.running.interrupt()
+        if cursor is not None:
+            with contextlib.suppress(duckdb.Error):  # it finished and closed meanwhile
+                cursor.interrupt()
 
     # -- the end --------------------------------------------------------------------------------
 
