@@ -177,7 +177,7 @@ def test_refused_statements_are_clean_errors_and_the_connection_goes_on(
 ) -> None:
     before = pg.db.execute("SELECT count(*) FROM events").fetchone()
     with pgclients.connect(client, pg.port, token) as conn:
-        with pytest.raises(Exception, match="allowed|admin|write role") as refused:
+        with pytest.raises(Exception, match=r"allowed|admin|write role") as refused:
             conn.query(sql)
         assert pgclients.sqlstate(refused.value) == "42501", refused.value
         assert conn.query("SELECT 1") == [(1,)]
