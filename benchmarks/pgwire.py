@@ -76,7 +76,9 @@ def queries_per_second(target: Callable[..., None], where: Any, seconds: float) 
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(CLIENTS + 1)
     out = ctx.Queue()
-    procs = [ctx.Process(target=target, args=(where, seconds, barrier, out)) for _ in range(CLIENTS)]
+    procs = [
+        ctx.Process(target=target, args=(where, seconds, barrier, out)) for _ in range(CLIENTS)
+    ]
     for proc in procs:
         proc.start()
     barrier.wait()

@@ -9,11 +9,12 @@ Each page's fenced blocks run in order, in a fresh directory, sharing one namesp
 - a ``toml`` block is the page's ``duckflock.toml``, written before anything runs.
 
 Examples address a server as ``http://127.0.0.1:8765`` (the default) or
-``$DUCKFLOCK_URL``, and its Postgres port as ``5433``: all are pointed at the page's server, which is the one its own
-``duckflock serve`` started or else one whose database has ``events (p INTEGER,
-i INTEGER, note VARCHAR)``, as docs/http-api.md says. Not run, on purpose: ``make demo``
-and ``make test`` (CI runs the suite through them), a ``nginx`` block (another program's
-configuration) and docs/cli.md's ``--help`` output (test_demo checks it is current).
+``$DUCKFLOCK_URL``, and its Postgres port as ``5433``: all are pointed at the page's
+server, which is the one its own ``duckflock serve`` started or else one whose database
+has ``events (p INTEGER, i INTEGER, note VARCHAR)``, as docs/http-api.md says. Not run,
+on purpose: ``make demo`` and ``make test`` (CI runs the suite through them), a ``nginx``
+block (another program's configuration) and docs/cli.md's ``--help`` output (test_demo
+checks it is current).
 """
 
 from __future__ import annotations

@@ -17,13 +17,13 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pgclients
 import psycopg
 import pytest
 import trustme
-from conftest import ServerProcess, free_port
 
 import duckflock
+import pgclients
+from conftest import ServerProcess, free_port
 from duckflock.server.app import ServerSettings
 from duckflock.server.pgwire import PgServer, PgSettings
 
@@ -88,7 +88,7 @@ def test_psql_lists_describes_and_queries(served: tuple[ServerProcess, int]) -> 
     run = _psql(port, READ, "\\dt", "\\d events", "SELECT note FROM events WHERE i = 1")
     assert run.returncode == 0, run.stderr
     assert "events" in run.stdout and "table" in run.stdout  # \dt
-    assert "Table \"main.events\"" in run.stdout and "integer" in run.stdout  # \d events
+    assert 'Table "main.events"' in run.stdout and "integer" in run.stdout  # \d events
     assert " psql\n" in run.stdout and "(1 row)" in run.stdout
     refused = _psql(port, READ, "DROP TABLE events")
     assert refused.returncode != 0 and "admin role" in refused.stderr

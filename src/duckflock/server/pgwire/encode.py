@@ -46,17 +46,34 @@ class RowEncoder:
             out.append([None if v is None else encode(v) for v in values])
         return out
 
+    def _cells(self, batch: pa.RecordBatch) -> list[list[bytes]]:
+        """Each column's values as DataRow fields: a length, then the bytes (-1: NULL)."""
+        out = []
+        for column, duck_type, kind, fmt, encode in zip(
+            batch.columns, self.duck_types, self.columns, self.formats, self.encoders, strict=True
+        ):
+            fast = types.encoded_by_arrow(column, kind.oid, fmt == 1)
+            if fast is not None:
+                out.append([_NULL if e is None else _I4.pack(len(e)) + e for e in fast])
+                continue
+            values = types.column_values(column, duck_type)
+            if column.null_count == 0:
+                encoded = [encode(v) for v in values]
+                out.append([_I4.pack(len(e)) + e for e in encoded])
+            else:
+                out.append([_NULL if v is None else _field(encode(v)) for v in values])
+        return out
+
     def data_rows(self, batch: pa.RecordBatch) -> bytes:
         """One DataRow message per row of ``batch``."""
+        columns = self._cells(batch)
+        if not columns:
+            return (b"D" + _I4.pack(6) + _I2.pack(0)) * int(batch.num_rows)
         head = _I2.pack(batch.num_columns)
-        parts = []
-        for row in zip(*self._values(batch), strict=True):
-            fields = [head]
-            for value in row:
-                fields.append(_NULL if value is None else _I4.pack(len(value)) + value)
-            body = b"".join(fields)
-            parts.append(b"D" + _I4.pack(len(body) + 4) + body)
-        return b"".join(parts)
+        join = b"".join
+        pack = _I4.pack
+        rows: map[bytes] = map(join, zip(*columns, strict=True))
+        return join([b"D" + pack(len(body) + 6) + head + body for body in rows])
 
     def copy_binary(self, batch: pa.RecordBatch, prefix: bytes = b"") -> bytes:
         """CopyData messages, one per row as PostgreSQL sends them (ADBC's reader takes
@@ -95,6 +112,10 @@ def _csv_field(value: bytes) -> bytes:
     if value and not any(c in value for c in (b",", b'"', b"\n", b"\r")):
         return value
     return b'"' + value.replace(b'"', b'""') + b'"'
+
+
+def _field(value: bytes) -> bytes:
+    return _I4.pack(len(value)) + value
 
 
 def copy_data(data: bytes) -> bytes:
