@@ -489,3 +489,75 @@ def test_cleartext_needs_tls_and_settings_are_validated(tmp_path: Path) -> None:
         PgSettings(port=70000)
     with pytest.raises(ValueError, match="max_connections"):
         PgSettings(port=0, max_connections=0)
+
+
+# -- the HTTP suite's lockdown probes, over this port ----------------------------------------------
+
+# tests/test_server.py and tests/test_server_hardening.py refuse these on /v1/query
+LOCKDOWN_PROBES = [
+    "UPDATE events SET n = 1",
+    "DELETE FROM events",
+    "CREATE TABLE evil (x INTEGER)",
+    "DROP TABLE events",
+    "ATTACH 'other.duckdb' AS other",
+    "COPY events TO 'out.csv'",
+    "COPY events FROM '/etc/passwd'",
+    "INSTALL httpfs",
+    "LOAD httpfs",
+    "PRAGMA version",
+    "CALL checkpoint()",
+    "EXPLAIN SELECT 1",
+    "SELECT * FROM read_csv('/etc/passwd')",
+    "SELECT * FROM read_blob('/etc/passwd')",
+    "SELECT * FROM read_text('pg.duckdb')",
+    "SELECT * FROM '/etc/passwd'",
+    "SELECT * FROM glob('/*')",
+    "SELECT * FROM query('SELECT 1')",
+    "SELECT * FROM query_table('events')",
+    "SELECT * FROM checkpoint()",
+    "SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT 1'))",
+    "SELECT path FROM duckdb_databases()",
+    "SELECT * FROM duckdb_databases",
+    "SELECT * FROM pragma_database_list",
+    "SELECT value FROM duckdb_settings() WHERE name = 'temp_directory'",
+    "SELECT current_setting('temp_directory')",
+    "SELECT * FROM duckdb_temporary_files()",
+    "SELECT nextval('s')",
+    "SELECT getenv('HOME')",
+    "COPY (SELECT * FROM read_csv('/etc/passwd')) TO STDOUT",
+    "INSERT INTO events SELECT * FROM read_csv('/etc/passwd')",
+    "WITH x AS (SELECT 1) SELECT * FROM x; DROP TABLE events",
+]
+
+
+@pytest.mark.parametrize("sql", LOCKDOWN_PROBES)
+@pytest.mark.parametrize("token", [READ, WRITE])
+def test_the_http_lockdown_probes_are_refused_here_too(pg: Served, token: str, sql: str) -> None:
+    before = pg.db.execute("SELECT count(*) FROM events").fetchone()
+    with psycopg.connect(pgclients.dsn(pg.port, token), autocommit=True) as conn:
+        for prepare in (False, True):  # the simple and the extended protocol
+            with pytest.raises(psycopg.Error) as refused:
+                conn.execute(sql, prepare=prepare) if prepare else conn.execute(sql)
+            # refused (42501), or a prepared statement of two statements (42000)
+            assert refused.value.sqlstate in ("42501", "42000"), refused.value
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert pg.db.execute("SELECT count(*) FROM events").fetchone() == before
+    evil = "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'evil'"
+    assert pg.db.execute(evil).fetchone() == (0,)
+
+
+def test_settings_and_transactions_are_the_sessions_own(pg: Served) -> None:
+    threads = pg.db.execute("SELECT current_setting('threads')").fetchone()
+    with psycopg.connect(pgclients.dsn(pg.port, ADMIN), autocommit=True) as conn:
+        conn.execute("SET threads = 1")  # a session setting here: DuckDB's stays locked
+        assert conn.execute("SHOW threads").fetchone() == ("1",)
+        assert ("n", "INTEGER") in [r[:2] for r in conn.execute("SHOW events").fetchall()]
+        conn.execute("RESET threads")
+        conn.execute("SET application_name = 'probe'")
+        assert conn.execute("SHOW application_name").fetchone() == ("probe",)
+        assert conn.execute("SHOW TRANSACTION ISOLATION LEVEL").fetchone() == ("read committed",)
+        conn.execute("BEGIN TRANSACTION")
+        conn.execute("ROLLBACK")
+        results = conn.execute("SELECT 1; SELECT 2")  # each statement of a query string runs
+        assert results.fetchall() == [(1,)] and results.nextset() and results.fetchall() == [(2,)]
+    assert pg.db.execute("SELECT current_setting('threads')").fetchone() == threads

@@ -102,9 +102,10 @@ def classify(sql: str) -> Statement:
         rest = body[4:].strip()
         if re.fullmatch(r"TRANSACTION\s+ISOLATION\s+LEVEL", rest, re.I):
             return Statement("show", body, "SHOW", "transaction_isolation")
-        if re.fullmatch(_NAME, rest) and unquote(rest).lower() in _KNOWN:
-            return Statement("show", body, "SHOW", _KNOWN[unquote(rest).lower()])
-        return Statement("sql", body)  # DuckDB's SHOW TABLES, SHOW <table>
+        if re.fullmatch(_NAME, rest) and unquote(rest).lower() not in ("tables", "databases"):
+            # a setting, or (when the session has no such setting) DuckDB's SHOW <table>
+            return Statement("show", body, "SHOW", setting_name(unquote(rest)))
+        return Statement("sql", body)  # DuckDB's SHOW TABLES, SHOW ALL TABLES
     if first in ("LISTEN", "UNLISTEN", "NOTIFY"):
         match = re.fullmatch(rf"\w+\s+({_NAME}|\*)(?:\s*,\s*'.*')?", body, re.S)
         if not match:

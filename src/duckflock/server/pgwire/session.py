@@ -376,8 +376,12 @@ class Session:
 
     def describe_statement(self, prepared: Prepared) -> tuple[list[str], list[str]] | None:
         statement = prepared.statement
-        if statement.kind == "show":
+        if statement.kind == "show" and (
+            statement.name in self.settings or statement.name in compat.SHOW_ONLY
+        ):
             return [statement.name], ["VARCHAR"]
+        if statement.kind == "show":
+            return self.server.executor.describe(statement.sql, 0, self.role)
         if statement.kind != "sql":
             return None
         count = len(prepared.param_types)
@@ -435,7 +439,9 @@ class Session:
             return self.set(statement)
         if kind == "show":
             name = statement.name
-            value = self.settings.get(name, compat.SHOW_ONLY.get(name, ""))
+            value = self.settings.get(name, compat.SHOW_ONLY.get(name))
+            if value is None:  # not a setting: DuckDB's SHOW <table>
+                return executor.run(statement.sql, params, self.role, self.running_on)
             return Outcome.table("SHOW", pa.table({name: [value]}), ["VARCHAR"])
         if kind == "listen":
             self.channels.listen(statement.name, self.pid)
