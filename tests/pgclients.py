@@ -7,13 +7,11 @@ rows as tuples; :func:`sqlstate` reads the SQLSTATE out of any client's error.
 from __future__ import annotations
 
 import asyncio
+import importlib
 from typing import Any
 
-import adbc_driver_postgresql.dbapi as adbc
-import asyncpg
-import pg8000.native
-import psycopg
-import sqlalchemy as sa
+# each client is imported when first used: a child process that runs one client
+# (test_a_client_killed_mid_result_leaves_the_server_serving) starts faster
 
 CLIENTS = ["psycopg", "pg8000", "asyncpg", "sqlalchemy", "adbc"]
 
@@ -43,6 +41,7 @@ class Psycopg(Client):
 
     def __init__(self, port: int, token: str) -> None:
         super().__init__(port, token)
+        psycopg = importlib.import_module("psycopg")
         self.conn = psycopg.connect(dsn(port, token), autocommit=True)
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
@@ -58,7 +57,8 @@ class Pg8000(Client):
 
     def __init__(self, port: int, token: str) -> None:
         super().__init__(port, token)
-        self.conn = pg8000.native.Connection(
+        pg8000 = importlib.import_module("pg8000.native")
+        self.conn = pg8000.Connection(
             "duckflock", host="127.0.0.1", port=port, password=token, timeout=30
         )
 
@@ -74,6 +74,7 @@ class Asyncpg(Client):
 
     def __init__(self, port: int, token: str) -> None:
         super().__init__(port, token)
+        asyncpg = importlib.import_module("asyncpg")
         self.loop = asyncio.new_event_loop()
         try:
             self.conn = self.loop.run_until_complete(
@@ -101,6 +102,7 @@ class Sqlalchemy(Client):
 
     def __init__(self, port: int, token: str) -> None:
         super().__init__(port, token)
+        self.sa = sa = importlib.import_module("sqlalchemy")
         url = f"postgresql+psycopg://duckflock:{token}@127.0.0.1:{port}/duckflock"
         self.engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         try:
@@ -111,7 +113,7 @@ class Sqlalchemy(Client):
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         try:
-            result = self.conn.execute(sa.text(sql))
+            result = self.conn.execute(self.sa.text(sql))
             rows = [tuple(row) for row in result] if result.returns_rows else []
             self.conn.commit()
             return rows
@@ -130,6 +132,7 @@ class Adbc(Client):
     def __init__(self, port: int, token: str) -> None:
         super().__init__(port, token)
         uri = f"postgresql://duckflock:{token}@127.0.0.1:{port}/duckflock?sslmode=disable"
+        adbc = importlib.import_module("adbc_driver_postgresql.dbapi")
         self.conn = adbc.connect(uri, autocommit=True)
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:

@@ -13,6 +13,8 @@ import datetime as dt
 import decimal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -467,12 +469,23 @@ def test_protocol_garbage_and_too_many_connections(pg: Served) -> None:
                 while chunk := raw.recv(4096):  # until the server closes the connection
                     answer += chunk
             assert answer == b"" or answer.startswith(b"E"), answer
-    # over max_connections: refused at once with 53300, and the others go on
-    one = PgSettings(port=0, max_connections=1)
-    small = PgServer(pg.db, ServerSettings(tokens={READ: "read"}), one)
-    small.start()
+    # over max_connections: refused at once with 53300, and the others go on; a broken
+    # message after start-up (tokenless here: no password) is 08P01, then the end
+    small = PgServer(pg.db, ServerSettings(), PgSettings(port=0, max_connections=1)).start()
     try:
-        with pgclients.connect("psycopg", small.port, READ) as first:
+        with socket.create_connection(("127.0.0.1", small.port), timeout=10) as raw:
+            options = b"user\x00u\x00\x00"
+            raw.sendall(struct.pack("!ii", 8 + len(options), 196608) + options)
+            answer = b""
+            while not answer.endswith(b"Z\x00\x00\x00\x05I"):  # ReadyForQuery
+                answer += raw.recv(4096)
+            raw.sendall(b"P" + struct.pack("!i", 13) + b"\x00SELECT 1")  # no end to the SQL
+            answer = b""
+            with contextlib.suppress(ConnectionError):
+                while chunk := raw.recv(4096):
+                    answer += chunk
+            assert answer.startswith(b"E") and b"08P01" in answer, answer
+        with pgclients.connect("psycopg", small.port, "") as first:
             with pytest.raises(psycopg.OperationalError, match="too many connections"):
                 psycopg.connect(pgclients.dsn(small.port, READ))
             assert first.query("SELECT 2") == [(2,)]
@@ -561,3 +574,33 @@ def test_settings_and_transactions_are_the_sessions_own(pg: Served) -> None:
         results = conn.execute("SELECT 1; SELECT 2")  # each statement of a query string runs
         assert results.fetchall() == [(1,)] and results.nextset() and results.fetchall() == [(2,)]
     assert pg.db.execute("SELECT current_setting('threads')").fetchone() == threads
+
+
+KILLED_CLIENT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import pgclients
+conn = pgclients.connect(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+print("connected", flush=True)
+conn.query("SELECT range, repeat('x', 10000) AS pad FROM range(15000)")
+"""
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_client_killed_mid_result_leaves_the_server_serving(pg: Served, client: str) -> None:
+    cursors = pg.db.open_cursors
+    tests = str(Path(__file__).parent)
+    args = [sys.executable, "-c", KILLED_CLIENT, tests, client, str(pg.port), READ]
+    child = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "connected\n"
+        _until(lambda: bool(pg.server.guard._running) or child.poll() is not None)
+        child.kill()  # mid-result: 150 MB the client was still reading
+    finally:
+        child.kill()
+        child.wait(30)
+        if child.stdout is not None:
+            child.stdout.close()
+    _until(lambda: not pg.server.guard._running and pg.db.open_cursors <= cursors + 1)
+    with pgclients.connect(client, pg.port, READ) as conn:
+        assert conn.query("SELECT count(*) FROM kinds") == [(2,)]

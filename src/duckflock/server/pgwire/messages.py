@@ -89,18 +89,29 @@ class Body:
         self.at = 0
 
     def int16(self) -> int:
-        value = _I2.unpack_from(self.data, self.at)[0]
+        try:
+            value = _I2.unpack_from(self.data, self.at)[0]
+        except struct.error:
+            raise ProtocolError("a message ends in the middle of a field") from None
         self.at += 2
         return int(value)
 
     def int32(self) -> int:
-        value = _I4.unpack_from(self.data, self.at)[0]
+        try:
+            value = _I4.unpack_from(self.data, self.at)[0]
+        except struct.error:
+            raise ProtocolError("a message ends in the middle of a field") from None
         self.at += 4
         return int(value)
 
     def string(self) -> str:
-        end = self.data.index(b"\x00", self.at)
-        text = self.data[self.at : end].decode("utf-8")
+        end = self.data.find(b"\x00", self.at)
+        if end < 0:
+            raise ProtocolError("a string field has no terminating zero byte")
+        try:
+            text = self.data[self.at : end].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("a string field is not UTF-8") from None
         self.at = end + 1
         return text
 
