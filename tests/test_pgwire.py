@@ -121,16 +121,23 @@ def test_a_client_lists_tables_and_columns(pg: Served, client: str) -> None:
         assert ("live",) in listed
 
 
-def test_sqlalchemy_reflects_table_names(pg: Served) -> None:
+def test_sqlalchemy_reflects_tables_and_pandas_reads_and_appends(pg: Served) -> None:
+    import pandas as pd
     import sqlalchemy as sa
 
-    url = f"postgresql+psycopg://duckflock:{READ}@127.0.0.1:{pg.port}/duckflock"
+    url = f"postgresql+psycopg://duckflock:{WRITE}@127.0.0.1:{pg.port}/duckflock"
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     try:
-        assert {"events", "kinds", "live"} <= set(sa.inspect(engine).get_table_names())
-        with engine.connect() as conn:
-            frame = conn.execute(sa.text("SELECT name FROM events WHERE n = :n"), {"n": -1})
-            assert frame.fetchall() == []
+        inspector = sa.inspect(engine)
+        assert {"events", "kinds", "live"} <= set(inspector.get_table_names())
+        columns = {c["name"]: c["type"] for c in inspector.get_columns("kinds")}
+        assert isinstance(columns["d"], sa.Numeric) and columns["d"].scale == 3
+        assert isinstance(columns["tz"], sa.DateTime) and columns["tz"].timezone
+        assert isinstance(columns["arr"], sa.ARRAY)
+        frame = pd.DataFrame({"name": ["pandas"] * 3, "n": [1, 2, 3]})
+        frame.to_sql("events", engine, if_exists="append", index=False)  # through the writer
+        back = pd.read_sql("SELECT n FROM events WHERE name = 'pandas' ORDER BY n", engine)
+        assert back["n"].tolist() == [1, 2, 3]
     finally:
         engine.dispose()
 

@@ -7,7 +7,8 @@ they select and replaced by SQL over ``duckdb_columns()`` and ``pg_class`` that 
 the same columns. asyncpg asks for the element types of arrays with a recursive query
 over ``pg_type`` (``typeinfo_tree``), answered from the array types this port sends; and
 it turns JIT off around it (``set_config('jit', …)``), which is a no-op here. ADBC's
-driver maps types by their receive functions (``typreceive`` of ``pg_type``). Each
+driver maps types by their receive functions (``typreceive`` of ``pg_type``), and
+SQLAlchemy reflects columns with ``pg_get_serial_sequence``, which DuckDB lacks. Each
 replacement is duckflock's own read-only SQL and still runs through the guard.
 """
 
@@ -130,6 +131,24 @@ def _adbc_types() -> str:
     )
 
 
+def _sqlalchemy_columns(sql: str) -> str | None:
+    """SQLAlchemy's column reflection (``inspect(engine).get_columns``): every parameter
+    it binds is used, as DuckDB wants, and the tables it names are looked up."""
+    names = re.search(r"relname IN \(([^)]*)\)", sql)
+    count = max((int(n) for n in re.findall(r"\$(\d+)", sql)), default=0)
+    if names is None or not count:
+        return None
+    used = " AND ".join(f"(${i} IS NULL OR true)" for i in range(1, count + 1))
+    return (
+        f"SELECT column_name AS name, {_type_name('data_type')} AS format_type, "
+        'column_default AS "default", NOT is_nullable AS not_null, table_name, '
+        "comment, '' AS generated, NULL::VARCHAR AS identity_options, "
+        "NULL::VARCHAR AS collation FROM duckdb_columns() "
+        f"WHERE NOT internal AND database_name = current_database() "
+        f"AND table_name IN ({names.group(1)}) AND {used} ORDER BY table_name, column_index"
+    )
+
+
 def describe_query(sql: str) -> str | None:
     """Replacement SQL for one of psql's ``\\d`` queries or asyncpg's type queries, or
     None for any other."""
@@ -141,6 +160,8 @@ def describe_query(sql: str) -> str | None:
         return None
     if "typreceive" in sql and "FROM pg_catalog.pg_type" in sql:
         return _adbc_types()
+    if "pg_get_serial_sequence" in sql and "AS identity_options" in sql:
+        return _sqlalchemy_columns(sql)
     oid = re.search(_OID, sql)
     if "c.relforcerowsecurity" in sql and oid:
         return (

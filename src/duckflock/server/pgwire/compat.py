@@ -137,6 +137,7 @@ _REWRITES = [
     (re.compile(r'\s+COLLATE\s+(?:pg_catalog\.)?"?default"?', re.I), ""),
     (re.compile(r"::\s*(?:pg_catalog\.)?(?:regclass|regtype|regproc|regnamespace)\b", re.I), ""),
     (re.compile(r"::\s*pg_catalog\.", re.I), "::"),
+    (re.compile(r"CAST\((\$\d+|[\w.]+) AS (?:pg_catalog\.)?REG(?:CLASS|TYPE|PROC)\)", re.I), r"\1"),
     # psycopg's TypeInfo.fetch (SQLAlchemy asks for hstore): no such types here
     (re.compile(r"to_regtype\((\$\d+)\)", re.I), r"(CASE WHEN \1 IS NULL THEN 0 END)"),
     (re.compile(r"pg_catalog\.pg_get_userbyid\(\s*[\w.]+\s*\)", re.I), "'duckflock'"),
