@@ -503,8 +503,18 @@ def test_protocol_garbage_and_too_many_connections(pg: Served) -> None:
 
 
 def test_cleartext_needs_tls_and_settings_are_validated(tmp_path: Path) -> None:
+    from duckflock.server.serve import ServeConfig
+
     with pytest.raises(ValueError, match="certificate"):
         PgSettings(port=0, cleartext=True)
+    with pytest.raises(ValueError, match="true or false"):
+        PgSettings(port=0, require_tls="yes")  # type: ignore[arg-type]
+    config = tmp_path / "duckflock.toml"
+    config.write_text("[pg]\nport = 5433\nsurprise = 1\n")
+    with pytest.raises(ValueError, match="unknown \\[pg\\] options"):
+        ServeConfig.load(config)
+    config.write_text("[pg]\nport = 5433\ncertfile = 'x.pem'\n")
+    assert ServeConfig.load(config).pg == {"port": 5433, "certfile": "x.pem"}
     with pytest.raises(ValueError, match="port"):
         PgSettings(port=70000)
     with pytest.raises(ValueError, match="max_connections"):

@@ -48,6 +48,9 @@ class PgSettings:
             raise ValueError(f"pg port must be from 0 to 65535, not {self.port!r}")
         positive_int(self.max_connections, "pg max_connections")
         bounded_seconds(self.startup_timeout, "pg startup_timeout")
+        for name in ("require_tls", "cleartext"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"pg {name} must be true or false, not {getattr(self, name)!r}")
         if (self.require_tls or self.cleartext) and not self.certfile:
             raise ValueError("pg require_tls and cleartext need a TLS certificate (pg_certfile)")
 
