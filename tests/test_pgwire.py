@@ -583,6 +583,8 @@ def test_settings_and_transactions_are_the_sessions_own(pg: Served) -> None:
         assert conn.execute("SHOW threads").fetchone() == ("1",)
         assert ("n", "INTEGER") in [r[:2] for r in conn.execute("SHOW events").fetchall()]
         conn.execute("RESET threads")
+        with pytest.raises(psycopg.errors.UndefinedTable):  # no such setting now: a table?
+            conn.execute("SHOW threads")
         conn.execute("SET application_name = 'probe'")
         assert conn.execute("SHOW application_name").fetchone() == ("probe",)
         assert conn.execute("SHOW TRANSACTION ISOLATION LEVEL").fetchone() == ("read committed",)

@@ -124,6 +124,34 @@ def classify(sql: str) -> Statement:
 
 
 _KNOWN = {k.lower(): k for k in (*DEFAULT_SETTINGS, *SHOW_ONLY)}
+# reported to the client, but fixed: values are always sent this way
+_FIXED = ("TimeZone", "DateStyle", "IntervalStyle", "client_encoding")
+
+
+def apply_setting(settings: dict[str, str], statement: Statement) -> list[str]:
+    """Apply a ``SET``/``RESET`` to a session's ``settings``; the names whose new value
+    the client is told (ParameterStatus). DuckDB's own settings are never touched."""
+    if statement.tag == "RESET":
+        names = list(settings) if statement.name == "all" else [statement.name]
+        changed = []
+        for name in map(setting_name, names):
+            if name in DEFAULT_SETTINGS:
+                settings[name] = DEFAULT_SETTINGS[name]
+                changed.append(name)
+            else:
+                settings.pop(name, None)
+        return changed
+    if not statement.name:
+        return []  # SET TRANSACTION …, SET SESSION CHARACTERISTICS …: nothing to keep
+    name = setting_name(statement.name)
+    if name == "client_encoding" and statement.value.upper().replace("-", "") not in (
+        "UTF8",
+        "UNICODE",
+    ):
+        raise ValueError("only client_encoding UTF8 is supported")
+    if name not in _FIXED:
+        settings[name] = statement.value  # a value duckflock reports but does not interpret
+    return [name] if name in DEFAULT_SETTINGS else []
 
 
 def setting_name(name: str) -> str:

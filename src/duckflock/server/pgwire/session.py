@@ -463,25 +463,9 @@ class Session:
         self.cursor = cursor
 
     def set(self, statement: Statement) -> Outcome:
-        if statement.tag == "RESET":
-            names = list(self.settings) if statement.name == "all" else [statement.name]
-            for name in names:
-                name = compat.setting_name(name)
-                if name in compat.DEFAULT_SETTINGS:
-                    self.settings[name] = compat.DEFAULT_SETTINGS[name]
-            return Outcome("RESET")
-        if statement.name:
-            name = compat.setting_name(statement.name)
-            if name in ("client_encoding",) and statement.value.upper().replace("-", "") not in (
-                "UTF8",
-                "UNICODE",
-            ):
-                raise ValueError("only client_encoding UTF8 is supported")
-            if name not in ("TimeZone", "DateStyle", "IntervalStyle", "client_encoding"):
-                self.settings[name] = statement.value  # values duckflock does not interpret
-            if name in compat.DEFAULT_SETTINGS:
-                self.send(parameter_status(name, self.settings[name]))
-        return Outcome("SET")
+        for name in compat.apply_setting(self.settings, statement):
+            self.send(parameter_status(name, self.settings[name]))
+        return Outcome(statement.tag)
 
     def describe_rows(self, portal: Portal) -> bytes:
         assert portal.outcome is not None and portal.outcome.names is not None
