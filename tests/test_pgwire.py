@@ -290,7 +290,7 @@ def test_pg8000_and_asyncpg_parameters(pg: Served) -> None:
         assert rows == [["tab\there"]]
     with pgclients.connect("asyncpg", pg.port, READ) as ap:
         assert isinstance(ap, pgclients.Asyncpg)
-        fetch = ap.conn.fetch("SELECT $1::INTEGER * 2 AS x, $2::VARCHAR AS y", 21, "z")
+        fetch = ap.conn.fetch("SELECT $1::INTEGER * 2 AS x, $2::VARCHAR AS y -- described", 21, "z")
         assert [tuple(r) for r in ap.loop.run_until_complete(fetch)] == [(42, "z")]
 
 

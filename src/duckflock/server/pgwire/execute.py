@@ -202,7 +202,7 @@ class Executor:
             return None
         bare = sql.strip().rstrip(";")
         try:
-            outcome = self.select(f"SELECT * FROM ({bare}) AS q LIMIT 0", [None] * count)
+            outcome = self.select(f"SELECT * FROM ({bare}\n) AS q LIMIT 0", [None] * count)
         except (ParserError, QueryRefusedError):
             outcome = self.select(bare, [None] * count)
         try:
