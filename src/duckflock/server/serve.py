@@ -318,6 +318,9 @@ def serve(
         timeout_graceful_shutdown=max(1, int(shutdown_timeout // 3)),
     )
     logging.getLogger("uvicorn.access").addFilter(_AccessTokenFilter())
+    if app.state.pg is not None:  # uvicorn's logging is configured now: say it beside its own
+        where = f"{host}:{app.state.pg.port}"
+        logging.getLogger("uvicorn.error").info("Postgres protocol on %s", where)
     server = _Server(uv_config, app)
     server.run()
     outcome: Shutdown = app.state.shutdown
