@@ -245,7 +245,8 @@ class Executor:
         release = self._slot()
         try:
             deadline = time.monotonic() + self.timeout
-            schema = run_statement(self.db, sql, params or None, deadline, 100_000, batches)
+            cap = self.guard.row_cap
+            schema = run_statement(self.db, sql, params or None, deadline, cap, batches)
         finally:
             release()
         kind = duckdb.extract_statements(sql)[0].type.name
