@@ -227,11 +227,11 @@ def numeric_binary(value: Any) -> bytes:
     assert isinstance(exponent, int)
     scale = max(-exponent, 0)
     text = "".join(map(str, digits))
-    if exponent > 0:
-        text += "0" * exponent
-        exponent = 0
-    whole = text[: len(text) + exponent] or "0"
-    fraction = text[len(text) + exponent :] if exponent < 0 else ""
+    if exponent >= 0:
+        whole, fraction = text + "0" * exponent, ""
+    else:  # 0.000001: the digits are padded to the left of the decimal point first
+        padded = text.rjust(-exponent + 1, "0")
+        whole, fraction = padded[:exponent], padded[exponent:]
     whole = whole.zfill((len(whole) + 3) // 4 * 4)
     fraction = fraction.ljust((len(fraction) + 3) // 4 * 4, "0")
     groups = [int(whole[i : i + 4]) for i in range(0, len(whole), 4)]
@@ -364,9 +364,48 @@ def _binary_array_param(data: bytes) -> list[Any]:
     return values
 
 
+_SPACE = " \t\n\r\v\f"  # what PostgreSQL's array_in skips (not str.strip's \x1c-\x1f)
+
+
+def _text_array_param(oid: int, text: str) -> list[Any]:
+    """A one-dimensional array literal (``{1,NULL,"a b"}``), elements read as ``oid``."""
+    text = text.strip(_SPACE)
+    if not (text.startswith("{") and text.endswith("}")):
+        raise ValueError(f"{text!r} is not an array literal")
+    values: list[Any] = []
+    at, end = 1, len(text) - 1
+    while at < end:
+        if text[at] == '"':
+            at += 1
+            chars = []
+            while text[at] != '"':
+                if text[at] == "\\":
+                    at += 1
+                chars.append(text[at])
+                at += 1
+            values.append(_text_param(oid, "".join(chars)))
+            at += 1
+        else:
+            comma = text.find(",", at)
+            comma = end if comma < 0 else comma
+            item = text[at:comma].strip(_SPACE)
+            if "{" in item:
+                raise ValueError("only one-dimensional array parameters are supported")
+            values.append(None if item.upper() == "NULL" else _text_param(oid, item))
+            at = comma
+        if at < end and text[at] == ",":
+            at += 1
+    return values
+
+
 def _binary_param(oid: int, data: bytes) -> Any:
     if oid in _ELEMENT_OF:
         return _binary_array_param(data)
+    if oid == INTERVAL:
+        micros, days, months = _INTERVAL.unpack(data)
+        if not months:
+            return dt.timedelta(days=days, microseconds=micros)
+        return f"{months} months {days} days {micros} microseconds"  # DuckDB casts it
     if oid == BOOL:
         return data != b"\x00"
     if oid == INT2:
@@ -399,6 +438,8 @@ def _binary_param(oid: int, data: bytes) -> Any:
 
 
 def _text_param(oid: int, text: str) -> Any:
+    if oid in _ELEMENT_OF:
+        return _text_array_param(_ELEMENT_OF[oid], text)
     if oid == BOOL:
         return text.strip().lower() in _TRUE_TEXT
     if oid in (INT2, INT4, INT8, OID):
@@ -418,5 +459,5 @@ def decode_param(oid: int, binary: bool, data: bytes | None) -> Any:
         return None
     try:
         return _binary_param(oid, data) if binary else _text_param(oid, data.decode())
-    except (struct.error, UnicodeDecodeError, decimal.InvalidOperation) as exc:
+    except (struct.error, UnicodeDecodeError, decimal.InvalidOperation, IndexError) as exc:
         raise ValueError(f"cannot read a parameter of type OID {oid}: {exc}") from None
