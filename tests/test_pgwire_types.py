@@ -113,3 +113,16 @@ def test_numeric_binary_matches_postgresql_examples() -> None:
     assert numeric_binary(decimal.Decimal("1E+8")) == bytes.fromhex(
         "0001" + "0002" + "0000" * 2 + "0001"
     )
+
+
+@FAST
+@given(st.binary(max_size=40))
+def test_bytes(conns: Any, value: bytes) -> None:
+    _roundtrip(conns, "SELECT %s::BLOB", value)
+
+
+@FAST
+@given(st.dates(min_value=dt.date(1, 1, 1)), TEXT)
+def test_dates_and_text(conns: Any, day: dt.date, text: str) -> None:
+    _roundtrip(conns, "SELECT %s::DATE", day)
+    _roundtrip(conns, "SELECT %s::VARCHAR", text)
