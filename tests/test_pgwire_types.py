@@ -126,3 +126,22 @@ def test_bytes(conns: Any, value: bytes) -> None:
 def test_dates_and_text(conns: Any, day: dt.date, text: str) -> None:
     _roundtrip(conns, "SELECT %s::DATE", day)
     _roundtrip(conns, "SELECT %s::VARCHAR", text)
+
+
+def test_types_without_a_postgresql_match_arrive_as_text(conns: Any) -> None:
+    _, connections = conns
+    sql = (
+        "SELECT {'a': 1, 'b': [1, 2]} AS s, [[1, 2], [3]] AS nested, 'x'::ENUM('x', 'y') AS e, "
+        "12345678901234567890::UBIGINT AS u, 2::HUGEINT AS h, '101'::BIT AS bits"
+    )
+    for binary, conn in connections.items():
+        row = conn.cursor(binary=binary).execute(sql).fetchone()
+        assert row is not None
+        assert row[:5] == (
+            '{"a": 1, "b": [1, 2]}',
+            "[[1, 2], [3]]",
+            "x",
+            decimal.Decimal("12345678901234567890"),
+            decimal.Decimal(2),
+        ), binary
+        assert isinstance(row[5], str)  # BIT: its storage, readable (not a decode error)

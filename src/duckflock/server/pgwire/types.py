@@ -176,11 +176,13 @@ def _interval_text(value: Any) -> bytes:
 
 
 def _as_json_text(value: Any) -> bytes:
-    if isinstance(value, str):
-        return value.encode()
-    if isinstance(value, bytes):
-        return value
-    return json.dumps(value, default=str, ensure_ascii=False).encode()
+    """Nested values as JSON; a scalar PostgreSQL has no type for (TIMETZ, BIT) as its
+    own text."""
+    if isinstance(value, bytes):  # BIT's storage, say: as bytea's text, valid UTF-8
+        return b"\\x" + value.hex().encode()
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, default=str, ensure_ascii=False).encode()
+    return str(value).encode()
 
 
 def _text_array(values: list[Any], encode: Encoder, quoted: bool) -> bytes:
