@@ -399,8 +399,14 @@ def test_insert_tags_parameters_and_bad_rows(pg: Served) -> None:
         with pytest.raises(psycopg.errors.InvalidTextRepresentation):
             cursor.execute("INSERT INTO events (name, n) VALUES ('bad', 'not a number')")
         conn.rollback()
+        notices: list[str] = []
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        cursor.execute("INSERT INTO events (name, n) VALUES ('kept', 1)")
+        conn.rollback()  # every statement committed on its own, and the client is told
+        assert any("ROLLBACK undid nothing" in n for n in notices), notices
         assert cursor.execute("SELECT count(*) FROM events WHERE name = 'many'").fetchone() == (5,)
     assert pg.db.execute("SELECT count(*) FROM events WHERE name = 'bad'").fetchone() == (0,)
+    assert pg.db.execute("SELECT count(*) FROM events WHERE name = 'kept'").fetchone() == (1,)
 
 
 def test_the_admin_role_runs_ddl_and_dml(pg: Served) -> None:
@@ -492,6 +498,7 @@ def test_protocol_garbage_and_too_many_connections(pg: Served) -> None:
                 while chunk := raw.recv(4096):
                     answer += chunk
             assert answer.startswith(b"E") and b"08P01" in answer, answer
+        _until(lambda: small.connections == 0)  # its thread has ended
         with pgclients.connect("psycopg", small.port, "") as first:
             with pytest.raises(psycopg.OperationalError, match="too many connections"):
                 psycopg.connect(pgclients.dsn(small.port, READ))

@@ -91,6 +91,7 @@ class Session:
         self.prepared: dict[str, Prepared] = {}
         self.portals: dict[str, Portal] = {}
         self.in_tx = False
+        self.committed_in_tx = 0  # writing statements since BEGIN (each committed at once)
         self.skipping = False  # an extended-protocol error: ignore messages until Sync
         self.out: list[bytes] = []
         self.out_size = 0
@@ -426,15 +427,7 @@ class Session:
     def outcome(self, statement: Statement, params: list[Any]) -> Outcome:
         kind, executor = statement.kind, self.server.executor
         if kind == "tx":
-            self.in_tx = statement.tag == "BEGIN" or (
-                self.in_tx
-                and statement.tag
-                not in (
-                    "COMMIT",
-                    "ROLLBACK",
-                )
-            )
-            return Outcome(statement.tag)
+            return self.transaction(statement.tag)
         if kind == "set":
             return self.set(statement)
         if kind == "show":
@@ -456,8 +449,28 @@ class Session:
                 self.prepared.pop(statement.name, None)
             return Outcome(statement.tag)
         if kind == "insert":
-            return executor.insert(statement.sql, params, self.role)
-        return executor.run(statement.sql, params, self.role, self.running_on)
+            outcome = executor.insert(statement.sql, params, self.role)
+        else:
+            outcome = executor.run(statement.sql, params, self.role, self.running_on)
+        if outcome.names is None or not outcome.tag.startswith("SELECT"):
+            self.committed_in_tx += self.in_tx  # a write: committed already
+        return outcome
+
+    def transaction(self, tag: str) -> Outcome:
+        """BEGIN/COMMIT/ROLLBACK: accepted, and nothing to do, since every statement
+        commits on its own; a ROLLBACK after writes says that it undid none."""
+        if tag == "ROLLBACK" and self.committed_in_tx:
+            self.send(
+                notice(
+                    f"ROLLBACK undid nothing: duckflock committed each of the "
+                    f"{self.committed_in_tx} writing statement(s) of this transaction on its own",
+                    "25000",
+                )
+            )
+        if tag in ("COMMIT", "ROLLBACK") or (tag == "BEGIN" and not self.in_tx):
+            self.committed_in_tx = 0
+        self.in_tx = tag == "BEGIN" or (self.in_tx and tag not in ("COMMIT", "ROLLBACK"))
+        return Outcome(tag)
 
     def running_on(self, cursor: duckdb.DuckDBPyConnection) -> None:
         self.cursor = cursor
