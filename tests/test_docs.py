@@ -9,11 +9,12 @@ Each page's fenced blocks run in order, in a fresh directory, sharing one namesp
 - a ``toml`` block is the page's ``duckflock.toml``, written before anything runs.
 
 Examples address a server as ``http://127.0.0.1:8765`` (the default) or
-``$DUCKFLOCK_URL``: both are pointed at the page's server, which is the one its own
-``duckflock serve`` started or else one whose database has ``events (p INTEGER,
-i INTEGER, note VARCHAR)``, as docs/http-api.md says. Not run, on purpose: ``make demo``
-and ``make test`` (CI runs the suite through them), a ``nginx`` block (another program's
-configuration) and docs/cli.md's ``--help`` output (test_demo checks it is current).
+``$DUCKFLOCK_URL``, and its Postgres port as ``5433``: all are pointed at the page's
+server, which is the one its own ``duckflock serve`` started or else one whose database
+has ``events (p INTEGER, i INTEGER, note VARCHAR)``, as docs/http-api.md says. Not run,
+on purpose: ``make demo`` and ``make test`` (CI runs the suite through them), a ``nginx``
+block (another program's configuration) and docs/cli.md's ``--help`` output (test_demo
+checks it is current).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServerProcess
+from conftest import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 DEFAULT_URL = "http://127.0.0.1:8765"
+DEFAULT_PG_PORT = "5433"
 NOT_RUN = {"make demo", "make test"}  # the front-door commands: CI runs them
 
 
@@ -53,6 +55,7 @@ class Page:
         self.workdir = workdir
         self.servers: list[ServerProcess] = []
         self.namespace: dict[str, object] = {"__name__": "__docs__"}
+        self.pg_port: int | None = None  # the page's server's --pg-port, on a free port
 
     @property
     def url(self) -> str:
@@ -68,6 +71,8 @@ class Page:
         return self.servers[-1].url
 
     def _addressed(self, code: str) -> str:
+        if self.pg_port is not None:
+            code = code.replace(DEFAULT_PG_PORT, str(self.pg_port))
         if DEFAULT_URL in code or "DUCKFLOCK_URL" in code:
             return code.replace(DEFAULT_URL, self.url)
         return code
@@ -106,6 +111,9 @@ class Page:
         if "--port" in args:
             at = args.index("--port")
             del args[at : at + 2]
+        if "--pg-port" in args:
+            self.pg_port = free_port()
+            args[args.index("--pg-port") + 1] = str(self.pg_port)
         database, options = args[0], args[1:]
         self.servers.append(ServerProcess(self.workdir / database, *options))
 

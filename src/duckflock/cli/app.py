@@ -194,6 +194,19 @@ def bench_ingest(quick: bool) -> None:
 @click.option(
     "--max-connections", default=1000, show_default=True, help="Open connections at most."
 )
+@click.option(
+    "--pg-port",
+    type=click.IntRange(0, 65535),
+    help="Also serve the PostgreSQL wire protocol on this port (psql, drivers, BI tools): "
+    "the same database, tokens (as passwords) and limits. Off unless given (or [pg] port "
+    "in the config).",
+)
+@click.option(
+    "--pg-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    help="TLS certificate (PEM) for the Postgres port; the key in it or --pg-key.",
+)
+@click.option("--pg-key", type=click.Path(exists=True, dir_okay=False), help="Its TLS key (PEM).")
 @click.option("--log-level", default="info", show_default=True)
 def serve(
     database: str,
@@ -212,6 +225,9 @@ def serve(
     shutdown_timeout: float,
     header_timeout: float,
     max_connections: int,
+    pg_port: int | None,
+    pg_cert: str | None,
+    pg_key: str | None,
     log_level: str,
 ) -> None:
     """Serve DATABASE over HTTP: ingest, read-only queries, live analyses, a dashboard.
@@ -220,7 +236,8 @@ def serve(
     process per file). The database is locked down: queries cannot touch files,
     extensions or settings. SIGINT/SIGTERM interrupt queries, commit what was accepted,
     checkpoint and exit 0 (1 if that failed); a second signal exits at once. The
-    dashboard is at http://HOST:PORT/ (add ?access_token=… with a token).
+    dashboard is at http://HOST:PORT/ (add ?access_token=… with a token). With
+    --pg-port, psql and PostgreSQL drivers connect too (docs/postgres.md).
     """
     import os
     import sys
@@ -231,6 +248,7 @@ def serve(
         raise click.ClickException(str(exc)) from None
     from ..server.app import ServerSettings
     from ..server.auth import tokens_from_env
+    from ..server.pgwire import PgSettings
     from ..server.serve import ServeConfig
     from ..server.serve import serve as run
 
@@ -248,6 +266,11 @@ def serve(
             queue_timeout=queue_timeout,
             max_wait=max_wait,
         )
+        options = dict(config.pg) if config is not None else {}
+        for key, value in (("port", pg_port), ("certfile", pg_cert), ("keyfile", pg_key)):
+            if value is not None:
+                options[key] = value
+        pg = PgSettings(host=host, **options) if "port" in options else None
         code = run(
             database,
             host=host,
@@ -258,8 +281,9 @@ def serve(
             shutdown_timeout=shutdown_timeout,
             header_timeout=header_timeout,
             max_connections=max_connections,
+            pg=pg,
         )
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from exc
     sys.stdout.flush()
     sys.stderr.flush()

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,7 +79,13 @@ class RunningQuery:
     """One checked query on a cursor of its own, read batch by batch until ``close()``."""
 
     def __init__(
-        self, guard: QueryGuard, sql: str, params: Any, deadline: float, batch_rows: int
+        self,
+        guard: QueryGuard,
+        sql: str,
+        params: Any,
+        deadline: float,
+        batch_rows: int,
+        prepare: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> None:
         self.guard = guard
         self.sql = sql
@@ -94,6 +101,8 @@ class RunningQuery:
                 raise duckdb.InterruptException("the server is shutting down")
             if deadline <= time.monotonic():
                 raise duckdb.InterruptException("deadline passed before the query started")
+            if prepare is not None:  # e.g. the Postgres port registers analysis results
+                prepare(self.cursor)
             self.reader = self.cursor.execute(sql, params).to_arrow_reader(batch_rows)
             self.schema: pa.Schema = self.reader.schema
         except BaseException as exc:
@@ -221,13 +230,20 @@ class QueryGuard:
             cursor.close()
 
     def open(
-        self, sql: str, params: Any = None, *, deadline: float | None = None, batch_rows: int = 2048
+        self,
+        sql: str,
+        params: Any = None,
+        *,
+        deadline: float | None = None,
+        batch_rows: int = 2048,
+        prepare: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> RunningQuery:
-        """Check ``sql``, then start it; the caller reads batches and closes it."""
+        """Check ``sql``, then start it; the caller reads batches and closes it.
+        ``prepare`` runs on the query's own cursor first (to register Arrow tables)."""
         self.check(sql)
         if deadline is None:
             deadline = time.monotonic() + self.timeout
-        return RunningQuery(self, sql, params, deadline, batch_rows)
+        return RunningQuery(self, sql, params, deadline, batch_rows, prepare)
 
     def run(self, sql: str, params: Any = None, *, deadline: float | None = None) -> QueryOutcome:
         """Check, then run to the end (at most ``row_cap`` rows) within the time limit."""

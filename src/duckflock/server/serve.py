@@ -34,9 +34,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from ..database import Database, connect
 from .app import ServerSettings, create_app
 from .auth import tokens_from_config
+from .pgwire import PgServer, PgSettings
 from .policy import bounded_seconds
 
 log = logging.getLogger("duckflock.server")
+
+
+PG_OPTIONS = {"port", "certfile", "keyfile", "require_tls", "cleartext", "max_connections"}
 
 
 @dataclass
@@ -46,6 +50,7 @@ class ServeConfig:
     tables: list[str] = field(default_factory=list)
     analyses: list[dict[str, Any]] = field(default_factory=list)
     tokens: dict[str, str] = field(default_factory=dict)  # token -> role
+    pg: dict[str, Any] = field(default_factory=dict)  # [pg]: the Postgres port's options
 
     @classmethod
     def load(cls, path: str | Path) -> ServeConfig:
@@ -64,7 +69,13 @@ class ServeConfig:
         if not all(isinstance(t, str) for t in tables):
             raise ValueError("config: each [[tables]] entry needs sql = '…'")
         tokens = tokens_from_config(data.get("tokens", []))
-        return cls(tables=tables, analyses=analyses, tokens=tokens)
+        pg = data.get("pg", {})
+        if not isinstance(pg, dict):
+            raise ValueError("config: [pg] must be a table of options (port = 5433, …)")
+        unknown = set(pg) - PG_OPTIONS
+        if unknown:
+            raise ValueError(f"config: unknown [pg] options {sorted(unknown)}")
+        return cls(tables=tables, analyses=analyses, tokens=tokens, pg=pg)
 
     def apply(self, db: Database) -> None:
         for ddl in self.tables:
@@ -111,8 +122,10 @@ def prepare(
     host: str,
     *,
     shutdown_timeout: float = 30.0,
+    pg: PgSettings | None = None,
 ) -> tuple[Database, Any]:
-    """The locked-down database and the app serving it (refuses an open bind)."""
+    """The locked-down database and the app serving it (refuses an open bind); with
+    ``pg``, the Postgres port too, on the same database and policy."""
     if config is not None and config.tokens:
         settings = ServerSettings(
             **{**settings.__dict__, "tokens": {**config.tokens, **settings.tokens}}
@@ -131,8 +144,17 @@ def prepare(
         db.close()
         raise
     outcome = Shutdown(shutdown_timeout)
+    pg_server = None
+    if pg is not None:
+        try:
+            pg_server = PgServer(db, settings, pg).start()
+        except BaseException:
+            db.close()
+            raise
 
     def finish() -> None:
+        if pg_server is not None:  # no statement starts once the flush begins
+            pg_server.stop(timeout=min(5.0, shutdown_timeout / 3))
         db.flush(timeout=shutdown_timeout)
         if db.path != ":memory:" and not db.is_lake:  # a lake's CHECKPOINT is maintenance
             db.execute("CHECKPOINT")
@@ -163,6 +185,15 @@ def prepare(
 
     app = create_app(db, settings, on_shutdown=shutdown)
     app.state.shutdown = outcome
+    app.state.pg = pg_server
+    if pg_server is not None:
+        begin_http = app.state.begin_shutdown
+
+        def begin_shutdown() -> None:
+            begin_http()
+            pg_server.guard.stop()  # interrupts the Postgres port's queries at once
+
+        app.state.begin_shutdown = begin_shutdown
     return db, app
 
 
@@ -262,14 +293,16 @@ def serve(
     shutdown_timeout: float = 30.0,
     header_timeout: float = 10.0,
     max_connections: int = 1000,
+    pg: PgSettings | None = None,
 ) -> int:
-    """Run the server until SIGINT/SIGTERM; the exit status (0: clean shutdown)."""
+    """Run the server until SIGINT/SIGTERM; the exit status (0: clean shutdown). With
+    ``pg``, the Postgres wire protocol is served on its port as well."""
     settings = settings or ServerSettings()
     bounded_seconds(shutdown_timeout, "shutdown_timeout")
     bounded_seconds(header_timeout, "header_timeout")
     if max_connections < 1:
         raise ValueError("max_connections must be >= 1")
-    _, app = prepare(database, settings, config, host, shutdown_timeout=shutdown_timeout)
+    _, app = prepare(database, settings, config, host, shutdown_timeout=shutdown_timeout, pg=pg)
     # uvicorn re-raises the signal it handled once it is done, under the handlers it
     # found: make those a no-op, so the exit status is ours
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -285,6 +318,9 @@ def serve(
         timeout_graceful_shutdown=max(1, int(shutdown_timeout // 3)),
     )
     logging.getLogger("uvicorn.access").addFilter(_AccessTokenFilter())
+    if app.state.pg is not None:  # uvicorn's logging is configured now: say it beside its own
+        where = f"{host}:{app.state.pg.port}"
+        logging.getLogger("uvicorn.error").info("Postgres protocol on %s", where)
     server = _Server(uv_config, app)
     server.run()
     outcome: Shutdown = app.state.shutdown

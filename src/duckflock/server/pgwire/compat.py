@@ -1,0 +1,262 @@
+"""What PostgreSQL clients say that DuckDB does not: sorted out before any SQL runs.
+
+Transaction control is accepted and does nothing (every statement commits on its own;
+:doc:`docs/postgres.md` says so); ``SET``/``RESET`` change the session's settings and
+``SHOW`` reads them; ``LISTEN``/``UNLISTEN`` subscribe to analyses. Catalog queries of
+psql and drivers are rewritten where only the spelling differs from DuckDB's
+(``OPERATOR(pg_catalog.~)``, ``COLLATE pg_catalog.default``, ``version()``), then run
+through the same guard as any query.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import duckdb
+
+from ... import __version__
+from .clients import describe_query
+
+SERVER_VERSION = "15.0"
+VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (duckflock {__version__}, DuckDB {duckdb.__version__})"
+
+# reported at start-up (ParameterStatus) and readable with SHOW
+DEFAULT_SETTINGS = {
+    "server_version": SERVER_VERSION,
+    "server_version_num": "150000",
+    "server_encoding": "UTF8",
+    "client_encoding": "UTF8",
+    "DateStyle": "ISO, MDY",
+    "TimeZone": "UTC",
+    "IntervalStyle": "postgres",
+    "integer_datetimes": "on",
+    "standard_conforming_strings": "on",
+    "is_superuser": "off",
+    "application_name": "",
+}
+# readable with SHOW, not reported at start-up
+SHOW_ONLY = {
+    "transaction_isolation": "read committed",
+    "default_transaction_isolation": "read committed",
+    "transaction_read_only": "off",
+    "search_path": '"$user", public',
+    "max_identifier_length": "63",
+    "lc_collate": "C",
+    "lc_ctype": "C",
+    "extra_float_digits": "1",
+}
+STARTUP_REPORTED = tuple(DEFAULT_SETTINGS)
+
+_NAME = r'"(?:[^"]|"")*"|[A-Za-z_][\w$]*'
+_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a query string, sorted by what handles it."""
+
+    kind: str  # empty tx set show listen unlisten notify discard deallocate copy insert sql
+    sql: str
+    tag: str = ""
+    name: str = ""  # a setting's, channel's or prepared statement's name
+    value: str = ""  # a setting's new value
+
+
+def unquote(name: str) -> str:
+    if name.startswith('"') and name.endswith('"') and len(name) >= 2:
+        return name[1:-1].replace('""', '"')
+    return name.lower()
+
+
+def _words(sql: str) -> list[str]:
+    return sql.split(None, 3)
+
+
+def classify(sql: str) -> Statement:
+    """What ``sql`` (one statement) is, for the session to dispatch."""
+    body = sql[_COMMENTS.match(sql).end() :].strip().rstrip(";").strip()  # type: ignore[union-attr]
+    if not body:
+        return Statement("empty", body)
+    words = [w.upper() for w in _words(body)]
+    first = words[0]
+    if first in ("BEGIN", "START"):
+        return Statement("tx", body, "BEGIN")
+    if first in ("COMMIT", "END"):
+        return Statement("tx", body, "COMMIT")
+    if first in ("ROLLBACK", "ABORT"):
+        return Statement("tx", body, "ROLLBACK")
+    if first in ("SAVEPOINT", "RELEASE"):
+        return Statement("tx", body, first)
+    if first == "SET":
+        match = re.fullmatch(
+            rf"SET\s+(?:SESSION\s+|LOCAL\s+)?({_NAME})\s*(?:=|\s+TO\s+)\s*(.*)", body, re.S | re.I
+        )
+        if match:
+            value = match.group(2).strip().strip("'")
+            return Statement("set", body, "SET", unquote(match.group(1)), value)
+        return Statement("set", body, "SET")  # SET TRANSACTION …, SET TIME ZONE …: no-ops
+    if first == "RESET":
+        return Statement("set", body, "RESET", unquote(words[1]) if len(words) > 1 else "all")
+    if first == "SHOW":
+        rest = body[4:].strip()
+        if re.fullmatch(r"TRANSACTION\s+ISOLATION\s+LEVEL", rest, re.I):
+            return Statement("show", body, "SHOW", "transaction_isolation")
+        if re.fullmatch(_NAME, rest) and unquote(rest).lower() not in ("tables", "databases"):
+            # a setting, or (when the session has no such setting) DuckDB's SHOW <table>
+            return Statement("show", body, "SHOW", setting_name(unquote(rest)))
+        return Statement("sql", body)  # DuckDB's SHOW TABLES, SHOW ALL TABLES
+    if first in ("LISTEN", "UNLISTEN", "NOTIFY"):
+        match = re.fullmatch(rf"\w+\s+({_NAME}|\*)(?:\s*,\s*'.*')?", body, re.S)
+        if not match:
+            raise ValueError(f"{first} needs a channel name: {first} analysis_name")
+        return Statement(first.lower(), body, first, unquote(match.group(1)))
+    if first in ("DISCARD",):
+        return Statement("discard", body, f"DISCARD {words[1] if len(words) > 1 else 'ALL'}")
+    if first == "DEALLOCATE":
+        name = words[-1] if len(words) > 1 else ""
+        return Statement("deallocate", body, "DEALLOCATE", "" if name == "ALL" else name)
+    if first == "COPY":
+        return Statement("copy", body, "COPY")
+    if first == "INSERT":
+        return Statement("insert", body, "INSERT")
+    return Statement("sql", rewrite(body))
+
+
+_KNOWN = {k.lower(): k for k in (*DEFAULT_SETTINGS, *SHOW_ONLY)}
+# reported to the client, but fixed: values are always sent this way
+_FIXED = ("TimeZone", "DateStyle", "IntervalStyle", "client_encoding")
+
+
+def apply_setting(settings: dict[str, str], statement: Statement) -> list[str]:
+    """Apply a ``SET``/``RESET`` to a session's ``settings``; the names whose new value
+    the client is told (ParameterStatus). DuckDB's own settings are never touched."""
+    if statement.tag == "RESET":
+        names = list(settings) if statement.name == "all" else [statement.name]
+        changed = []
+        for name in map(setting_name, names):
+            if name in DEFAULT_SETTINGS:
+                settings[name] = DEFAULT_SETTINGS[name]
+                changed.append(name)
+            else:
+                settings.pop(name, None)
+        return changed
+    if not statement.name:
+        return []  # SET TRANSACTION …, SET SESSION CHARACTERISTICS …: nothing to keep
+    name = setting_name(statement.name)
+    if name == "client_encoding" and statement.value.upper().replace("-", "") not in (
+        "UTF8",
+        "UNICODE",
+    ):
+        raise ValueError("only client_encoding UTF8 is supported")
+    if name not in _FIXED:
+        settings[name] = statement.value  # a value duckflock reports but does not interpret
+    return [name] if name in DEFAULT_SETTINGS else []
+
+
+def setting_name(name: str) -> str:
+    """The canonical spelling of a setting (``datestyle`` -> ``DateStyle``)."""
+    return _KNOWN.get(name.lower(), name.lower())
+
+
+_REWRITES = [
+    (re.compile(r"(?:pg_catalog\.)?version\(\s*\)", re.I), f"'{VERSION_TEXT}'"),
+    (re.compile(r"OPERATOR\(\s*pg_catalog\.([~!<>=*]+)\s*\)", re.I), r"\1"),
+    (re.compile(r'\s+COLLATE\s+(?:pg_catalog\.)?"?default"?', re.I), ""),
+    (re.compile(r"::\s*(?:pg_catalog\.)?(?:regclass|regtype|regproc|regnamespace)\b", re.I), ""),
+    (re.compile(r"::\s*pg_catalog\.", re.I), "::"),
+    (re.compile(r"CAST\((\$\d+|[\w.]+) AS (?:pg_catalog\.)?REG(?:CLASS|TYPE|PROC)\)", re.I), r"\1"),
+    # psycopg's TypeInfo.fetch (SQLAlchemy asks for hstore): no such types here
+    (re.compile(r"to_regtype\((\$\d+)\)", re.I), r"(CASE WHEN \1 IS NULL THEN 0 END)"),
+    (re.compile(r"pg_catalog\.pg_get_userbyid\(\s*[\w.]+\s*\)", re.I), "'duckflock'"),
+    (re.compile(r"(?<![\w.])pg_get_userbyid\(\s*[\w.]+\s*\)", re.I), "'duckflock'"),
+]
+
+
+def rewrite(sql: str) -> str:
+    """``sql`` in DuckDB's spelling where only the spelling of a client's catalog query
+    differs; other SQL is returned as it is."""
+    replaced = describe_query(sql)
+    if replaced is not None:
+        return replaced
+    if (
+        "pg_" not in sql.lower()
+        and "version(" not in sql.lower()
+        and "::reg" not in sql.lower()
+        and "to_regtype" not in sql.lower()
+    ):
+        return sql
+    for pattern, replacement in _REWRITES:
+        sql = pattern.sub(replacement, sql)
+    return sql
+
+
+def parameter_count(sql: str) -> int:
+    """The highest ``$n`` in ``sql``, outside string literals and quoted names."""
+    bare = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "''", sql)
+    found = [int(n) for n in re.findall(r"\$(\d+)", bare)]
+    return max(found, default=0)
+
+
+_CASTS = {
+    "int": 23,
+    "int4": 23,
+    "integer": 23,
+    "int2": 21,
+    "smallint": 21,
+    "int8": 20,
+    "bigint": 20,
+    "float4": 700,
+    "real": 700,
+    "float8": 701,
+    "double": 701,
+    "float": 701,
+    "numeric": 1700,
+    "decimal": 1700,
+    "bool": 16,
+    "boolean": 16,
+    "text": 25,
+    "varchar": 1043,
+    "date": 1082,
+    "timestamp": 1114,
+    "timestamptz": 1184,
+    "uuid": 2950,
+    "json": 114,
+    "bytea": 17,
+    "blob": 17,
+    "interval": 1186,
+    "oid": 26,
+}
+_ARRAY_CASTS = {23: 1007, 21: 1005, 20: 1016, 25: 1009, 1043: 1015, 26: 1028, 701: 1022, 16: 1000}
+
+
+def parameter_types(sql: str, given: list[int]) -> list[int]:
+    """Each parameter's type OID: the client's, else a cast's in the SQL (``$1::int``),
+    else text (which DuckDB casts where the value is used)."""
+    count = max(parameter_count(sql), len(given))
+    found = list(given) + [0] * (count - len(given))
+    for number, name, array in re.findall(r"\$(\d+)\s*::\s*([A-Za-z_]\w*)(\[\])?", sql):
+        index = int(number) - 1
+        if 0 <= index < count and found[index] == 0:
+            oid = _CASTS.get(name.lower(), 0)
+            found[index] = _ARRAY_CASTS.get(oid, 0) if array else oid
+    return [oid or 25 for oid in found]
+
+
+def split(sql: str) -> list[str]:
+    """The statements of a simple Query message (DuckDB's parser splits them; text it
+    cannot parse stays one statement, so its error is reported as DuckDB's)."""
+    if ";" not in sql.strip().rstrip(";"):
+        return [sql]
+    first = classify_word(sql)
+    if first in ("LISTEN", "UNLISTEN", "NOTIFY", "SET", "SHOW", "RESET", "DISCARD"):
+        return [part for part in sql.split(";") if part.strip()] or [sql]
+    try:
+        return [s.query for s in duckdb.extract_statements(sql)] or [sql]
+    except duckdb.Error:
+        return [sql]
+
+
+def classify_word(sql: str) -> str:
+    body = sql[_COMMENTS.match(sql).end() :]  # type: ignore[union-attr]
+    return body.split(None, 1)[0].upper() if body.strip() else ""

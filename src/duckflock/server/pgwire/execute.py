@@ -1,0 +1,305 @@
+"""The server policy applied to one statement from the Postgres port.
+
+The same rules as the HTTP routes, by role: ``read`` runs one locked-down SELECT through
+the HTTP server's :class:`~duckflock.server.guard.QueryGuard` (its check, its deadline,
+its interruptible cursor); ``write`` may also ``INSERT … VALUES/SELECT``, which becomes
+an Arrow table computed by a guarded SELECT and appended through the group-commit writer
+(``db.insert``: answered once committed); ``admin`` may also run any other statement,
+through the same :func:`~duckflock.server.guard.run_statement` as ``POST /v1/sql``.
+Analyses are tables of the schema ``analyses``: ``SELECT * FROM analyses.per_thread``
+reads the latest result, registered on the query's own cursor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ...database import Database
+from ...errors import (
+    AnalysisError,
+    ParserError,
+    QueryRefusedError,
+    ServerBusyError,
+    translate,
+)
+from ...names import Resolver
+from ...syntax import walk
+from ..auth import allows
+from ..guard import QueryGuard, run_statement
+from .compat import _NAME, unquote
+
+ANALYSES_SCHEMA = "analyses"
+
+
+def _nothing() -> None:
+    return None
+
+
+@dataclass
+class Outcome:
+    """What a statement gives back: a tag, and rows when it has columns."""
+
+    tag: str
+    names: list[str] | None = None
+    duck_types: list[str] | None = None
+    next_batch: Callable[[], pa.RecordBatch | None] = field(default=lambda: None)
+    close: Callable[[], None] = _nothing
+
+    @classmethod
+    def table(cls, tag: str, table: pa.Table, duck_types: list[str]) -> Outcome:
+        batches = iter(table.to_batches())
+        return cls(tag, table.column_names, duck_types, lambda: next(batches, None))
+
+
+_INSERT = re.compile(
+    rf"INSERT\s+INTO\s+((?:{_NAME})(?:\s*\.\s*(?:{_NAME})){{0,2}})\s*"
+    rf"(?:\(\s*((?:{_NAME})(?:\s*,\s*(?:{_NAME}))*)\s*\))?\s*"
+    r"((?:VALUES|SELECT|WITH|FROM|TABLE)\b.*)",
+    re.S | re.I,
+)
+_NOT_APPEND = re.compile(r"\b(RETURNING|ON\s+CONFLICT|OR\s+REPLACE|OR\s+IGNORE)\b", re.I)
+_COPY = re.compile(
+    rf"COPY\s+(?:\((.*)\)|((?:{_NAME})(?:\s*\.\s*(?:{_NAME})){{0,2}})"
+    rf"(?:\s*\(\s*((?:{_NAME})(?:\s*,\s*(?:{_NAME}))*)\s*\))?)\s+TO\s+STDOUT\b\s*(.*)",
+    re.S | re.I,
+)
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    query: str
+    format: str  # text, csv or binary
+    header: bool
+
+
+def copy_plan(sql: str) -> CopyPlan:
+    """What ``COPY … TO STDOUT`` asks for (QueryRefusedError for any other COPY)."""
+    match = _COPY.fullmatch(sql)
+    if not match:
+        raise QueryRefusedError("only COPY (query) TO STDOUT or COPY table TO STDOUT", sql=sql)
+    query = match.group(1) or f"SELECT {match.group(3) or '*'} FROM {match.group(2)}"
+    options = match.group(4).lower()
+    found = re.search(r"format\s*'?(\w+)", options)
+    kind = found.group(1) if found else ("csv" if re.search(r"\bcsv\b", options) else "text")
+    if kind not in ("text", "csv", "binary"):
+        raise QueryRefusedError(f"COPY format {kind!r} is not supported", sql=sql)
+    return CopyPlan(query, kind, bool(re.search(r"\bheader\b(?!\s+false)", options)))
+
+
+class Executor:
+    """Runs statements for one server: its database, guard and limits."""
+
+    def __init__(
+        self,
+        db: Database,
+        guard: QueryGuard,
+        *,
+        timeout: float,
+        ingest_timeout: float | None,
+        concurrency: int,
+        queue_timeout: float,
+    ) -> None:
+        self.db = db
+        self.guard = guard
+        self.timeout = timeout
+        self.ingest_timeout = ingest_timeout
+        self.queue_timeout = queue_timeout
+        self._slots = threading.BoundedSemaphore(concurrency)  # statements running at once
+        self.busy = 0
+
+    def _slot(self) -> Callable[[], None]:
+        if not self._slots.acquire(timeout=self.queue_timeout):
+            raise ServerBusyError(
+                f"the server is busy: no query slot freed up within {self.queue_timeout:g} s",
+                retry_after=1,
+            )
+        released = threading.Event()
+
+        def release() -> None:
+            if not released.is_set():
+                released.set()
+                self._slots.release()
+
+        return release
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _analyses(self, sql: str) -> tuple[str, dict[str, pa.Table]]:
+        """``sql`` with each ``analyses.<name>`` replaced by a name registered for it."""
+        if ANALYSES_SCHEMA not in sql.lower():
+            return sql, {}
+        row = self.db.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        tree = json.loads(row[0] if row else "{}")
+        if tree.get("error"):
+            return sql, {}
+        tables: dict[str, pa.Table] = {}
+        for node in walk(tree):
+            if node.get("type") != "BASE_TABLE":
+                continue
+            if str(node.get("schema_name", "")).lower() != ANALYSES_SCHEMA:
+                continue
+            if str(node.get("catalog_name", "")).lower() not in ("", "duckflock"):
+                continue
+            result = self.db.result(str(node["table_name"]))
+            if result is None:
+                raise AnalysisError(f"analysis {node['table_name']!r} has no result yet")
+            alias = f"__duckflock_analysis_{len(tables)}"
+            tables[alias] = result.table
+            node.update(catalog_name="", schema_name="", table_name=alias)
+            if not node.get("alias"):
+                node["alias"] = str(result.name)
+        if not tables:
+            return sql, {}
+        row = self.db.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchone()
+        return str(row[0]) if row else sql, tables
+
+    def select(
+        self,
+        sql: str,
+        params: Any,
+        *,
+        on_cursor: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    ) -> Outcome:
+        """A guarded SELECT, open and ready to be read batch by batch. ``on_cursor`` is
+        told the query's cursor before it starts (a cancel request interrupts it)."""
+        sql, tables = self._analyses(sql)
+
+        def register(cursor: duckdb.DuckDBPyConnection) -> None:
+            if on_cursor is not None:
+                on_cursor(cursor)
+            for alias, table in tables.items():
+                cursor.register(alias, table)
+
+        release = self._slot()
+        try:
+            deadline = time.monotonic() + self.timeout
+            running = self.guard.open(sql, params or None, deadline=deadline, prepare=register)
+        except BaseException:
+            release()
+            raise
+        description = running.cursor.description or []
+        names = list(running.schema.names)
+        duck_types = [str(d[1]) for d in description] or ["VARCHAR"] * len(names)
+
+        def close() -> None:
+            running.close()
+            release()
+
+        return Outcome("SELECT", names, duck_types, running.next_batch, close)
+
+    def describe(self, sql: str, count: int, role: str) -> tuple[list[str], list[str]] | None:
+        """The columns ``sql`` will return, found without running it (None: no rows)."""
+        if not self.is_select(sql):
+            return None
+        bare = sql.strip().rstrip(";")
+        try:
+            outcome = self.select(f"SELECT * FROM ({bare}\n) AS q LIMIT 0", [None] * count)
+        except (ParserError, QueryRefusedError):
+            outcome = self.select(bare, [None] * count)
+        try:
+            assert outcome.names is not None and outcome.duck_types is not None
+            return outcome.names, outcome.duck_types
+        finally:
+            outcome.close()
+
+    @staticmethod
+    def is_select(sql: str) -> bool:
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise translate(exc, sql=sql) from exc
+        return len(statements) == 1 and statements[0].type == duckdb.StatementType.SELECT
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def run(
+        self,
+        sql: str,
+        params: Any,
+        role: str,
+        on_cursor: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    ) -> Outcome:
+        """A statement of the ``sql`` kind: SELECT for everyone, the rest for admin."""
+        if self.is_select(sql):
+            return self.select(sql, params, on_cursor=on_cursor)
+        if not allows(role, "admin"):
+            raise QueryRefusedError(
+                "this port runs SELECT for the read role, and INSERT for the write role; "
+                "other statements need the admin role",
+                sql=sql,
+            )
+        return self.statement(sql, params)
+
+    def statement(self, sql: str, params: Any) -> Outcome:
+        """DDL or DML (admin), in a transaction of its own, like ``POST /v1/sql``."""
+        batches: list[pa.RecordBatch] = []
+        release = self._slot()
+        try:
+            deadline = time.monotonic() + self.timeout
+            cap = self.guard.row_cap
+            schema = run_statement(self.db, sql, params or None, deadline, cap, batches)
+        finally:
+            release()
+        kind = duckdb.extract_statements(sql)[0].type.name
+        if kind in ("INSERT", "UPDATE", "DELETE") and schema.names == ["Count"]:
+            count = sum(int(b.column(0)[0].as_py() or 0) for b in batches if b.num_rows)
+            tag = f"INSERT 0 {count}" if kind == "INSERT" else f"{kind} {count}"
+            return Outcome(tag)
+        tag = " ".join(sql.split()[:2]).upper() if kind in ("CREATE", "DROP", "ALTER") else kind
+        if not schema.names or schema.names == ["Success"]:
+            return Outcome(tag)
+        table = pa.Table.from_batches(batches, schema=schema)
+        return Outcome.table("SELECT", table, ["VARCHAR"] * table.num_columns)
+
+    def insert(self, sql: str, params: Any, role: str) -> Outcome:
+        """``INSERT INTO t [(cols)] VALUES … | SELECT …`` through the group-commit writer."""
+        match = _INSERT.fullmatch(sql)
+        if match is None or _NOT_APPEND.search(match.group(3)):
+            if allows(role, "admin"):
+                return self.statement(sql, params)
+            raise QueryRefusedError(
+                "the write role may INSERT INTO table [(columns)] VALUES … or SELECT …; "
+                "RETURNING, ON CONFLICT and other statements need the admin role",
+                sql=sql,
+            )
+        if not allows(role, "write"):
+            raise QueryRefusedError("INSERT needs a token with the write role", sql=sql)
+        target, columns, source = match.group(1), match.group(2), match.group(3)
+        outcome = self.guard.run(source, params or None)
+        if outcome.truncated:
+            raise QueryRefusedError(
+                f"one INSERT may add at most {self.guard.row_cap:,} rows", sql=sql
+            )
+        table = outcome.table
+        names = [unquote(c.strip()) for c in columns.split(",")] if columns else None
+        if names is None:
+            names = self._columns(target)[: table.num_columns]
+        if len(names) != table.num_columns:
+            raise QueryRefusedError(
+                f"INSERT names {len(names)} columns but gives {table.num_columns} values",
+                sql=sql,
+            )
+        receipt = self.db.insert(target, table.rename_columns(names), timeout=self.ingest_timeout)
+        return Outcome(f"INSERT 0 {receipt.rows}")
+
+    def _columns(self, target: str) -> list[str]:
+        cursor = self.db.cursor()
+        try:
+            identity = Resolver(cursor).table(target)
+            rows = cursor.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE database_name = ? "
+                "AND schema_name = ? AND table_name = ? ORDER BY column_index",
+                list(identity),
+            ).fetchall()
+        finally:
+            cursor.close()
+        return [str(r[0]) for r in rows]

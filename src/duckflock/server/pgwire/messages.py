@@ -1,0 +1,202 @@
+"""Protocol 3.0 messages: reading frames from a socket, building the server's replies.
+
+Every message after start-up is a type byte, a 4-byte length (itself included) and a
+body; the start-up packet has no type byte. A frame over :data:`MAX_MESSAGE` bytes is
+refused before it is read, so a client cannot make the server buffer gigabytes.
+Errors map onto SQLSTATE codes by duckflock error class (:func:`sqlstate`).
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections.abc import Iterable
+
+from ...errors import (
+    AuthenticationError,
+    BindError,
+    CatalogError,
+    ClosedError,
+    ConflictError,
+    ConstraintError,
+    ConversionError,
+    DuckflockError,
+    ForbiddenError,
+    IngestError,
+    ParserError,
+    QueryRefusedError,
+    QueryTimeoutError,
+    QueueFullError,
+    RowRejectedError,
+    ServerBusyError,
+    TransactionError,
+    UnknownAnalysisError,
+    UnknownTableError,
+)
+
+MAX_MESSAGE = 64 * 2**20  # bytes of one client message (a Bind's parameters, a long query)
+SSL_REQUEST, GSS_REQUEST, CANCEL_REQUEST, PROTOCOL_3 = 80877103, 80877104, 80877102, 196608
+
+_I2, _I4 = struct.Struct("!h"), struct.Struct("!i")
+
+
+class ProtocolError(Exception):
+    """The client broke the protocol; the connection is closed after saying so."""
+
+
+class Disconnected(Exception):
+    """The client went away."""
+
+
+class Reader:
+    """Frames from a socket (plain or TLS)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def exactly(self, count: int) -> bytes:
+        chunks = []
+        while count:
+            chunk = self.sock.recv(min(count, 1 << 20))
+            if not chunk:
+                raise Disconnected
+            chunks.append(chunk)
+            count -= len(chunk)
+        return b"".join(chunks)
+
+    def startup(self) -> tuple[int, bytes]:
+        """The start-up packet's code and body."""
+        length = _I4.unpack(self.exactly(4))[0]
+        if not 8 <= length <= 10_000:
+            raise ProtocolError(f"a start-up packet of {length} bytes")
+        body = self.exactly(length - 4)
+        return _I4.unpack(body[:4])[0], body[4:]
+
+    def message(self) -> tuple[bytes, bytes]:
+        """The next message's type byte and body."""
+        head = self.exactly(5)
+        length = _I4.unpack(head[1:])[0]
+        if length < 4 or length > MAX_MESSAGE:
+            raise ProtocolError(f"a message of {length} bytes (the limit is {MAX_MESSAGE})")
+        return head[:1], self.exactly(length - 4)
+
+
+class Body:
+    """Reads the fields of one message body."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.at = 0
+
+    def int16(self) -> int:
+        try:
+            value = _I2.unpack_from(self.data, self.at)[0]
+        except struct.error:
+            raise ProtocolError("a message ends in the middle of a field") from None
+        self.at += 2
+        return int(value)
+
+    def int32(self) -> int:
+        try:
+            value = _I4.unpack_from(self.data, self.at)[0]
+        except struct.error:
+            raise ProtocolError("a message ends in the middle of a field") from None
+        self.at += 4
+        return int(value)
+
+    def string(self) -> str:
+        end = self.data.find(b"\x00", self.at)
+        if end < 0:
+            raise ProtocolError("a string field has no terminating zero byte")
+        try:
+            text = self.data[self.at : end].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError("a string field is not UTF-8") from None
+        self.at = end + 1
+        return text
+
+    def raw(self, count: int) -> bytes:
+        if count < 0 or self.at + count > len(self.data):
+            raise ProtocolError("a field runs past the end of its message")
+        value = self.data[self.at : self.at + count]
+        self.at += count
+        return value
+
+
+def message(kind: bytes, body: bytes = b"") -> bytes:
+    return kind + _I4.pack(len(body) + 4) + body
+
+
+def cstr(text: str) -> bytes:
+    return text.encode("utf-8").replace(b"\x00", b"") + b"\x00"
+
+
+def parameter_status(name: str, value: str) -> bytes:
+    return message(b"S", cstr(name) + cstr(value))
+
+
+def ready(status: bytes) -> bytes:
+    return message(b"Z", status)
+
+
+def command_complete(tag: str) -> bytes:
+    return message(b"C", cstr(tag))
+
+
+def row_description(columns: Iterable[tuple[str, int, int, int]]) -> bytes:
+    """``columns``: (name, type OID, type size, format code)."""
+    parts = []
+    for name, oid, size, fmt in columns:
+        parts.append(cstr(name) + struct.pack("!ihihih", 0, 0, oid, size, -1, fmt))
+    return message(b"T", _I2.pack(len(parts)) + b"".join(parts))
+
+
+def notification(pid: int, channel: str, payload: str) -> bytes:
+    return message(b"A", _I4.pack(pid) + cstr(channel) + cstr(payload))
+
+
+def notice(text: str, code: str = "01000") -> bytes:
+    fields = b"SWARNING\x00VWARNING\x00C" + cstr(code) + b"M" + cstr(text)
+    return message(b"N", fields + b"\x00")
+
+
+def error(text: str, code: str, severity: str = "ERROR") -> bytes:
+    fields = b"S" + cstr(severity) + b"V" + cstr(severity) + b"C" + cstr(code)
+    return message(b"E", fields + b"M" + cstr(text) + b"\x00")
+
+
+# most specific class first: the first match wins
+_CODES: list[tuple[type[BaseException], str]] = [
+    (AuthenticationError, "28P01"),  # invalid_password
+    (ForbiddenError, "42501"),  # insufficient_privilege
+    (QueryRefusedError, "42501"),
+    (QueryTimeoutError, "57014"),  # query_canceled
+    (UnknownTableError, "42P01"),  # undefined_table
+    (UnknownAnalysisError, "42P01"),
+    (CatalogError, "42P01"),
+    (ParserError, "42601"),  # syntax_error
+    (BindError, "42804"),  # datatype_mismatch
+    (ConversionError, "22P02"),  # invalid_text_representation
+    (ConstraintError, "23000"),  # integrity_constraint_violation
+    (RowRejectedError, "23000"),
+    (ConflictError, "40001"),  # serialization_failure
+    (TransactionError, "25000"),  # invalid_transaction_state
+    (ServerBusyError, "53300"),  # too_many_connections
+    (QueueFullError, "53000"),  # insufficient_resources
+    (ClosedError, "57P01"),  # admin_shutdown
+    (IngestError, "58000"),  # system_error
+]
+
+
+def sqlstate(exc: BaseException) -> str:
+    """The SQLSTATE code for a duckflock error (XX000, internal_error, when unknown)."""
+    if isinstance(exc, RowRejectedError) and isinstance(exc.cause, DuckflockError):
+        return sqlstate(exc.cause)  # the row's own fault: a conversion, a constraint
+    if isinstance(exc, DuckflockError):
+        for cls, code in _CODES:
+            if isinstance(exc, cls):
+                return code
+        return "42000" if exc.http_status < 500 else "XX000"
+    if isinstance(exc, ValueError | TypeError):
+        return "22023"  # invalid_parameter_value
+    return "XX000"

@@ -1,0 +1,179 @@
+"""The Postgres port's listener: one named thread accepting, one per connection.
+
+Blocking threads, not asyncio: every statement is a blocking DuckDB call anyway, a
+connection is mostly idle between statements, and the number of connections is capped
+(``max_connections``; more get a ``too_many_connections`` error at once). Statements run
+at once are capped separately by the executor's slots, as on the HTTP side. ``stop()``
+stops accepting, interrupts running queries, closes every connection and joins the
+threads within a bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+
+from ...database import Database
+from ..app import ServerSettings
+from ..auth import Tokens
+from ..guard import QueryGuard
+from ..policy import bounded_seconds, positive_int
+from .execute import Executor
+from .messages import error
+from .scram import ScramKeys
+from .session import Session
+
+log = logging.getLogger("duckflock.pgwire")
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """The Postgres port's own options (the rest are the server's ``ServerSettings``)."""
+
+    port: int = 5433  # 0: any free port
+    host: str = "127.0.0.1"
+    certfile: str | None = None  # TLS: a PEM certificate chain …
+    keyfile: str | None = None  # … and its key (or both in certfile)
+    require_tls: bool = False  # refuse connections that did not negotiate TLS
+    cleartext: bool = False  # over TLS, ask for the password itself instead of SCRAM
+    max_connections: int = 64
+    startup_timeout: float = 10.0  # seconds a client may take to start up and authenticate
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ValueError(f"pg port must be from 0 to 65535, not {self.port!r}")
+        positive_int(self.max_connections, "pg max_connections")
+        bounded_seconds(self.startup_timeout, "pg startup_timeout")
+        for name in ("require_tls", "cleartext"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"pg {name} must be true or false, not {getattr(self, name)!r}")
+        if (self.require_tls or self.cleartext) and not self.certfile:
+            raise ValueError("pg require_tls and cleartext need a TLS certificate (pg_certfile)")
+
+
+class PgServer:
+    """Serves ``db`` over the PostgreSQL protocol with the policy of ``settings``."""
+
+    def __init__(self, db: Database, settings: ServerSettings, pg: PgSettings) -> None:
+        self.db = db
+        self.pg = pg
+        self.guard = QueryGuard(db, row_cap=settings.query_row_cap, timeout=settings.query_timeout)
+        self.executor = Executor(
+            db,
+            self.guard,
+            timeout=settings.query_timeout,
+            ingest_timeout=settings.ingest_timeout,
+            concurrency=settings.concurrency,
+            queue_timeout=settings.queue_timeout,
+        )
+        self.row_cap = settings.query_row_cap
+        self.byte_cap = settings.query_byte_cap
+        self.tokens = Tokens(settings.all_tokens())
+        self.scram = ScramKeys(settings.all_tokens())
+        self.cleartext = pg.cleartext
+        self.require_tls = pg.require_tls
+        self.startup_timeout = pg.startup_timeout
+        self.tls: ssl.SSLContext | None = None
+        if pg.certfile:
+            self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.tls.load_cert_chain(pg.certfile, pg.keyfile)
+        self._lock = threading.Lock()  # guards _sessions, _connections, _next_pid
+        self._sessions: dict[int, Session] = {}  # authenticated, by backend pid
+        self._connections: dict[threading.Thread, socket.socket] = {}
+        self._next_pid = 1000
+        self._listener: socket.socket | None = None
+        self._acceptor: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    @property
+    def port(self) -> int:
+        assert self._listener is not None, "start() the server first"
+        return int(self._listener.getsockname()[1])
+
+    def start(self) -> PgServer:
+        listener = socket.create_server((self.pg.host, self.pg.port), backlog=128)
+        self._listener = listener
+        self._acceptor = threading.Thread(
+            target=self._accept, name="duckflock-pg-accept", daemon=True
+        )
+        self._acceptor.start()
+        log.info("Postgres protocol on %s:%d", self.pg.host, self.port)
+        return self
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        count = 0
+        while not self._stopping.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return  # the listener was closed: stop() is running
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self._lock:
+                full = len(self._connections) >= self.pg.max_connections
+                if not full and not self._stopping.is_set():
+                    count += 1
+                    thread = threading.Thread(
+                        target=self._serve, args=(sock,), name=f"duckflock-pg-{count}", daemon=True
+                    )
+                    self._connections[thread] = sock
+                    thread.start()
+                    continue
+            with contextlib.suppress(OSError):
+                # a start-up packet is not read: the error goes out at once
+                sock.sendall(error("too many connections to this server", "53300", "FATAL"))
+            sock.close()
+
+    def _serve(self, sock: socket.socket) -> None:
+        try:
+            Session(self, sock).serve()
+        except Exception:  # the session's own handlers report to the client
+            log.exception("Postgres connection failed")
+        finally:
+            with self._lock:
+                self._connections.pop(threading.current_thread(), None)
+
+    def register(self, session: Session) -> int:
+        with self._lock:
+            self._next_pid += 1
+            self._sessions[self._next_pid] = session
+            return self._next_pid
+
+    def unregister(self, session: Session) -> None:
+        with self._lock:
+            if self._sessions.get(session.pid) is session:
+                del self._sessions[session.pid]
+
+    def cancel(self, pid: int, secret: int) -> None:
+        with self._lock:
+            session = self._sessions.get(pid)
+        if session is not None:
+            session.cancel(secret)
+
+    @property
+    def connections(self) -> int:
+        with self._lock:
+            return len(self._connections)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop accepting, interrupt queries, close connections; bounded by ``timeout``."""
+        self._stopping.set()
+        self.guard.stop()
+        if self._listener is not None:
+            with contextlib.suppress(OSError):  # wakes accept(), which close() alone does not
+                self._listener.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                self._listener.close()
+        with self._lock:
+            connections = dict(self._connections)
+        for sock in connections.values():
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        if self._acceptor is not None:
+            self._acceptor.join(timeout)
+        for thread in connections:
+            thread.join(timeout / max(len(connections), 1))

@@ -1,0 +1,465 @@
+"""DuckDB types as PostgreSQL sees them: type OIDs, and values in text or binary form.
+
+A column's OID comes from DuckDB's own type name (the cursor's ``description``: Arrow
+alone cannot tell JSON or UUID from text); its values come from the Arrow batch. Types
+PostgreSQL has no match for (STRUCT, MAP, UNION, BIT, nested lists) are sent as ``text``
+holding their JSON, so every client can at least read them. Parameters arrive in text or
+binary form with the OID the client chose; they are decoded to Python values DuckDB
+binds (text of an unknown type stays a string, and DuckDB casts it where it is used).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import re
+import struct
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+# OIDs of the built-in types (pg_type.oid), and their array types
+BOOL, BYTEA, INT8, INT2, INT4, TEXT, JSON, FLOAT4, FLOAT8 = 16, 17, 20, 21, 23, 25, 114, 700, 701
+UNKNOWN, VARCHAR, BPCHAR, NAME, OID, CHAR = 705, 1043, 1042, 19, 26, 18
+DATE, TIME, TIMESTAMP, TIMESTAMPTZ, INTERVAL, TIMETZ = 1082, 1083, 1114, 1184, 1186, 1266
+NUMERIC, UUID, JSONB = 1700, 2950, 3802
+ARRAY_OF = {
+    BOOL: 1000,
+    BYTEA: 1001,
+    INT2: 1005,
+    INT4: 1007,
+    TEXT: 1009,
+    INT8: 1016,
+    FLOAT4: 1021,
+    FLOAT8: 1022,
+    JSON: 199,
+    DATE: 1182,
+    TIME: 1183,
+    TIMESTAMP: 1115,
+    TIMESTAMPTZ: 1185,
+    INTERVAL: 1187,
+    NUMERIC: 1231,
+    UUID: 2951,
+}
+TYPE_SIZE = {BOOL: 1, INT2: 2, INT4: 4, INT8: 8, FLOAT4: 4, FLOAT8: 8, DATE: 4, TIME: 8}
+TYPE_SIZE |= {TIMESTAMP: 8, TIMESTAMPTZ: 8, INTERVAL: 16, UUID: 16}
+
+_SCALARS = {
+    "BOOLEAN": BOOL,
+    "TINYINT": INT2,
+    "SMALLINT": INT2,
+    "UTINYINT": INT2,
+    "INTEGER": INT4,
+    "USMALLINT": INT4,
+    "BIGINT": INT8,
+    "UINTEGER": INT8,
+    "UBIGINT": NUMERIC,
+    "HUGEINT": NUMERIC,
+    "UHUGEINT": NUMERIC,
+    "BIGNUM": NUMERIC,
+    "VARINT": NUMERIC,
+    "FLOAT": FLOAT4,
+    "DOUBLE": FLOAT8,
+    "VARCHAR": TEXT,
+    "BLOB": BYTEA,
+    "DATE": DATE,
+    "TIME": TIME,
+    "TIMESTAMP": TIMESTAMP,
+    "TIMESTAMP_S": TIMESTAMP,
+    "TIMESTAMP_MS": TIMESTAMP,
+    "TIMESTAMP_NS": TIMESTAMP,
+    "TIMESTAMP WITH TIME ZONE": TIMESTAMPTZ,
+    "INTERVAL": INTERVAL,
+    "UUID": UUID,
+    "JSON": JSON,
+}
+_EPOCH_DATE = dt.date(2000, 1, 1)
+_EPOCH = dt.datetime(2000, 1, 1)
+_EPOCH_TZ = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_I2, _I4, _I8 = struct.Struct("!h"), struct.Struct("!i"), struct.Struct("!q")
+_F4, _F8 = struct.Struct("!f"), struct.Struct("!d")
+_INTERVAL = struct.Struct("!qii")
+
+Encoder = Callable[[Any], bytes]
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """How one result column goes over the wire."""
+
+    oid: int
+    size: int  # pg_type.typlen: -1 for variable length
+    text: Encoder  # a non-null Python value -> text form
+    binary: Encoder  # a non-null Python value -> binary form
+
+
+def _oid_of(duck_type: str) -> int | None:
+    if duck_type.startswith("DECIMAL"):
+        return NUMERIC
+    if duck_type.startswith("ENUM"):
+        return TEXT
+    return _SCALARS.get(duck_type)
+
+
+def column_type(duck_type: str) -> ColumnType:
+    """The wire form of a column whose DuckDB type is named ``duck_type``."""
+    oid = _oid_of(duck_type)
+    if oid is not None:
+        return ColumnType(oid, TYPE_SIZE.get(oid, -1), _TEXT[oid], _BINARY[oid])
+    element = re.fullmatch(r"(.+)\[\]", duck_type)
+    inner = _oid_of(element.group(1)) if element else None
+    if inner is not None:
+        text_of, binary_of = _TEXT[inner], _BINARY[inner]
+        quoted = inner in (TEXT, JSON, BYTEA, UUID, TIMESTAMP, TIMESTAMPTZ, INTERVAL, DATE, TIME)
+        return ColumnType(
+            ARRAY_OF[inner],
+            -1,
+            lambda v: _text_array(v, text_of, quoted),
+            lambda v: _binary_array(v, inner, binary_of),
+        )
+    # no PostgreSQL match: JSON text that any client can read
+    return ColumnType(TEXT, -1, _as_json_text, _as_json_text)
+
+
+# -- text forms ------------------------------------------------------------------------------
+
+
+def _float_text(value: float) -> bytes:
+    if value != value:
+        return b"NaN"
+    if value in (float("inf"), float("-inf")):
+        return b"Infinity" if value > 0 else b"-Infinity"
+    return repr(value).encode()
+
+
+def _numeric_text(value: Any) -> bytes:
+    if isinstance(value, decimal.Decimal):
+        return b"NaN" if value.is_nan() else format(value, "f").encode()
+    return str(value).encode()
+
+
+def _datetime(value: Any) -> dt.datetime:
+    if isinstance(value, dt.datetime):
+        return value
+    found: dt.datetime = value.to_pydatetime()  # a pandas Timestamp (nanoseconds)
+    return found
+
+
+def _timestamp_text(value: Any) -> bytes:
+    moment = _datetime(value)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC)
+        return moment.replace(tzinfo=None).isoformat(sep=" ").encode() + b"+00"
+    return moment.isoformat(sep=" ").encode()
+
+
+def _interval_parts(value: Any) -> tuple[int, int, int]:
+    """(months, days, microseconds) of a month_day_nano value or a timedelta."""
+    if isinstance(value, dt.timedelta):
+        return 0, value.days, value.seconds * 1_000_000 + value.microseconds
+    return int(value.months), int(value.days), int(value.nanoseconds) // 1000
+
+
+def _interval_text(value: Any) -> bytes:
+    months, days, micros = _interval_parts(value)
+    sign = "-" if micros < 0 else ""
+    micros = abs(micros)
+    seconds, micro = divmod(micros, 1_000_000)
+    clock = f"{sign}{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    if micro:
+        clock += f".{micro:06d}"
+    return f"{months} mons {days} days {clock}".encode()
+
+
+def _as_json_text(value: Any) -> bytes:
+    """Nested values as JSON; a scalar PostgreSQL has no type for (TIMETZ, BIT) as its
+    own text."""
+    if isinstance(value, bytes):  # BIT's storage, say: as bytea's text, valid UTF-8
+        return b"\\x" + value.hex().encode()
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, default=str, ensure_ascii=False).encode()
+    return str(value).encode()
+
+
+def _text_array(values: list[Any], encode: Encoder, quoted: bool) -> bytes:
+    parts = []
+    for value in values:
+        if value is None:
+            parts.append(b"NULL")
+            continue
+        text = encode(value)
+        if quoted or not text or re.search(rb'[{},"\\\s]', text) or text.upper() == b"NULL":
+            text = b'"' + text.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+        parts.append(text)
+    return b"{" + b",".join(parts) + b"}"
+
+
+_TEXT: dict[int, Encoder] = {
+    BOOL: lambda v: b"t" if v else b"f",
+    INT2: lambda v: str(v).encode(),
+    INT4: lambda v: str(v).encode(),
+    INT8: lambda v: str(v).encode(),
+    FLOAT4: _float_text,
+    FLOAT8: _float_text,
+    NUMERIC: _numeric_text,
+    TEXT: lambda v: v.encode() if isinstance(v, str) else str(v).encode(),
+    JSON: lambda v: v.encode() if isinstance(v, str) else _as_json_text(v),
+    BYTEA: lambda v: b"\\x" + bytes(v).hex().encode(),
+    DATE: lambda v: v.isoformat().encode(),
+    TIME: lambda v: v.isoformat().encode(),
+    TIMESTAMP: _timestamp_text,
+    TIMESTAMPTZ: _timestamp_text,
+    INTERVAL: _interval_text,
+    UUID: lambda v: str(v).encode(),
+}
+
+# -- binary forms ----------------------------------------------------------------------------
+
+
+def numeric_binary(value: Any) -> bytes:
+    """PostgreSQL's numeric_send: base-10000 digits with weight, sign and scale."""
+    number = decimal.Decimal(value)
+    if number.is_nan():
+        return struct.pack("!hhHh", 0, 0, 0xC000, 0)
+    sign, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int)
+    scale = max(-exponent, 0)
+    text = "".join(map(str, digits))
+    if exponent >= 0:
+        whole, fraction = text + "0" * exponent, ""
+    else:  # 0.000001: the digits are padded to the left of the decimal point first
+        padded = text.rjust(-exponent + 1, "0")
+        whole, fraction = padded[:exponent], padded[exponent:]
+    whole = whole.zfill((len(whole) + 3) // 4 * 4)
+    fraction = fraction.ljust((len(fraction) + 3) // 4 * 4, "0")
+    groups = [int(whole[i : i + 4]) for i in range(0, len(whole), 4)]
+    weight = len(groups) - 1
+    groups += [int(fraction[i : i + 4]) for i in range(0, len(fraction), 4)]
+    while groups and groups[0] == 0:  # leading zero groups lower the weight
+        groups.pop(0)
+        weight -= 1
+    while groups and groups[-1] == 0:
+        groups.pop()
+    if not groups:
+        weight = 0
+    head = struct.pack("!hhHh", len(groups), weight, 0x4000 if sign else 0, scale)
+    return head + struct.pack(f"!{len(groups)}H", *groups)
+
+
+def _micros_since_2000(value: Any) -> int:
+    moment = _datetime(value)
+    delta = moment - (_EPOCH if moment.tzinfo is None else _EPOCH_TZ)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _time_binary(value: dt.time) -> bytes:
+    micros = ((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000
+    return _I8.pack(micros + value.microsecond)
+
+
+def _interval_binary(value: Any) -> bytes:
+    months, days, micros = _interval_parts(value)
+    return _INTERVAL.pack(micros, days, months)
+
+
+_BINARY: dict[int, Encoder] = {
+    BOOL: lambda v: b"\x01" if v else b"\x00",
+    INT2: _I2.pack,
+    INT4: _I4.pack,
+    INT8: _I8.pack,
+    FLOAT4: _F4.pack,
+    FLOAT8: _F8.pack,
+    NUMERIC: numeric_binary,
+    TEXT: _TEXT[TEXT],
+    JSON: _TEXT[JSON],
+    BYTEA: bytes,
+    DATE: lambda v: _I4.pack((v - _EPOCH_DATE).days),
+    TIME: _time_binary,
+    TIMESTAMP: lambda v: _I8.pack(_micros_since_2000(v)),
+    TIMESTAMPTZ: lambda v: _I8.pack(_micros_since_2000(v)),
+    INTERVAL: _interval_binary,
+    UUID: lambda v: uuid.UUID(str(v)).bytes,
+}
+
+
+def _binary_array(values: list[Any], element: int, encode: Encoder) -> bytes:
+    has_null = any(v is None for v in values)
+    out = [struct.pack("!iiiii", 1, int(has_null), element, len(values), 1)]
+    for value in values:
+        if value is None:
+            out.append(b"\xff\xff\xff\xff")
+        else:
+            data = encode(value)
+            out.append(_I4.pack(len(data)) + data)
+    return b"".join(out)
+
+
+_ARROW_TEXT = {INT2, INT4, INT8, TEXT, JSON, UUID}  # Arrow's own cast spells these as we do
+
+
+def encoded_by_arrow(
+    column: pa.Array | pa.ChunkedArray, oid: int, binary: bool
+) -> list[bytes | None] | None:
+    """The column's values in wire form, cast by Arrow in one call instead of one Python
+    call per value; None when this type needs the Python encoders."""
+    if oid not in _ARROW_TEXT or (binary and oid not in (TEXT, JSON)):
+        return None
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if not (pa.types.is_integer(column.type) or pa.types.is_string(column.type)):
+        return None
+    if not pa.types.is_string(column.type):
+        column = column.cast(pa.string())
+    return column.cast(pa.binary()).to_pylist()  # type: ignore[no-any-return]
+
+
+def column_values(column: pa.Array | pa.ChunkedArray, duck_type: str) -> list[Any]:
+    """The Python values of one Arrow column (dictionary-encoded ENUMs as strings)."""
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    if duck_type == "TIMESTAMP_NS" and pa.types.is_timestamp(column.type):
+        column = column.cast(pa.timestamp("us", column.type.tz), safe=False)
+    return column.to_pylist()  # type: ignore[no-any-return]
+
+
+# -- parameters ------------------------------------------------------------------------------
+
+_TRUE_TEXT = {"t", "true", "y", "yes", "on", "1"}
+
+
+def _numeric_from_binary(data: bytes) -> decimal.Decimal:
+    count, weight, sign, scale = struct.unpack_from("!hhHh", data)
+    if sign == 0xC000:
+        return decimal.Decimal("NaN")
+    groups = struct.unpack_from(f"!{count}H", data, 8)
+    value = decimal.Decimal(0)
+    for i, group in enumerate(groups):
+        value += decimal.Decimal(group).scaleb(4 * (weight - i))
+    value = value.quantize(decimal.Decimal(1).scaleb(-scale)) if scale else value
+    return -value if sign == 0x4000 else value
+
+
+_ELEMENT_OF = {array: element for element, array in ARRAY_OF.items()} | {1028: OID, 1015: TEXT}
+
+
+def _binary_array_param(data: bytes) -> list[Any]:
+    """A one-dimensional array in binary form (the elements' own binary forms)."""
+    dims, _, element = struct.unpack_from("!iii", data)
+    if dims == 0:
+        return []
+    if dims != 1:
+        raise ValueError("only one-dimensional array parameters are supported")
+    count, _ = struct.unpack_from("!ii", data, 12)
+    at, values = 20, list[Any]()
+    for _ in range(count):
+        size = _I4.unpack_from(data, at)[0]
+        at += 4
+        if size < 0:
+            values.append(None)
+        else:
+            values.append(_binary_param(element, data[at : at + size]))
+            at += size
+    return values
+
+
+_SPACE = " \t\n\r\v\f"  # what PostgreSQL's array_in skips (not str.strip's \x1c-\x1f)
+
+
+def _text_array_param(oid: int, text: str) -> list[Any]:
+    """A one-dimensional array literal (``{1,NULL,"a b"}``), elements read as ``oid``."""
+    text = text.strip(_SPACE)
+    if not (text.startswith("{") and text.endswith("}")):
+        raise ValueError(f"{text!r} is not an array literal")
+    values: list[Any] = []
+    at, end = 1, len(text) - 1
+    while at < end:
+        if text[at] == '"':
+            at += 1
+            chars = []
+            while text[at] != '"':
+                if text[at] == "\\":
+                    at += 1
+                chars.append(text[at])
+                at += 1
+            values.append(_text_param(oid, "".join(chars)))
+            at += 1
+        else:
+            comma = text.find(",", at)
+            comma = end if comma < 0 else comma
+            item = text[at:comma].strip(_SPACE)
+            if "{" in item:
+                raise ValueError("only one-dimensional array parameters are supported")
+            values.append(None if item.upper() == "NULL" else _text_param(oid, item))
+            at = comma
+        if at < end and text[at] == ",":
+            at += 1
+    return values
+
+
+def _binary_param(oid: int, data: bytes) -> Any:
+    if oid in _ELEMENT_OF:
+        return _binary_array_param(data)
+    if oid == INTERVAL:
+        micros, days, months = _INTERVAL.unpack(data)
+        if not months:
+            return dt.timedelta(days=days, microseconds=micros)
+        return f"{months} months {days} days {micros} microseconds"  # DuckDB casts it
+    if oid == BOOL:
+        return data != b"\x00"
+    if oid == INT2:
+        return _I2.unpack(data)[0]
+    if oid in (INT4, OID):
+        return _I4.unpack(data)[0]
+    if oid == INT8:
+        return _I8.unpack(data)[0]
+    if oid == FLOAT4:
+        return _F4.unpack(data)[0]
+    if oid == FLOAT8:
+        return _F8.unpack(data)[0]
+    if oid == NUMERIC:
+        return _numeric_from_binary(data)
+    if oid == BYTEA:
+        return bytes(data)
+    if oid == DATE:
+        return _EPOCH_DATE + dt.timedelta(days=_I4.unpack(data)[0])
+    if oid == TIMESTAMP:
+        return _EPOCH + dt.timedelta(microseconds=_I8.unpack(data)[0])
+    if oid == TIMESTAMPTZ:
+        return _EPOCH_TZ + dt.timedelta(microseconds=_I8.unpack(data)[0])
+    if oid == UUID:
+        return str(uuid.UUID(bytes=bytes(data)))
+    if oid == JSONB:
+        return data[1:].decode()  # a version byte, then the text
+    if oid in (TEXT, VARCHAR, BPCHAR, NAME, JSON, UNKNOWN, CHAR, 0):
+        return data.decode()
+    raise ValueError(f"binary parameters of type OID {oid} are not supported; send them as text")
+
+
+def _text_param(oid: int, text: str) -> Any:
+    if oid in _ELEMENT_OF:
+        return _text_array_param(_ELEMENT_OF[oid], text)
+    if oid == BOOL:
+        return text.strip().lower() in _TRUE_TEXT
+    if oid in (INT2, INT4, INT8, OID):
+        return int(text)
+    if oid in (FLOAT4, FLOAT8):
+        return float(text)
+    if oid == NUMERIC:
+        return decimal.Decimal(text)
+    if oid == BYTEA:
+        return bytes.fromhex(text[2:]) if text.startswith("\\x") else text.encode()
+    return text  # dates, times, uuids, json, unknown: DuckDB casts the string where used
+
+
+def decode_param(oid: int, binary: bool, data: bytes | None) -> Any:
+    """One Bind parameter as a Python value (ValueError when it cannot be read)."""
+    if data is None:
+        return None
+    try:
+        return _binary_param(oid, data) if binary else _text_param(oid, data.decode())
+    except (struct.error, UnicodeDecodeError, decimal.InvalidOperation, IndexError) as exc:
+        raise ValueError(f"cannot read a parameter of type OID {oid}: {exc}") from None
