@@ -404,6 +404,42 @@ class Scheduler:
                     taint(analysis, f"over {self._max_delta_rows:,} rows between refreshes")
             self._wake.notify()
 
+    @property
+    def max_delta_rows(self) -> int:
+        """Rows an incremental analysis keeps between refreshes before it rebuilds."""
+        return self._max_delta_rows
+
+    def retains(self, table: Identity) -> bool:
+        """Whether an incremental analysis reads ``table`` (its deletes are worth capturing)."""
+        with self._lock:
+            return any(
+                a.shape.plan is not None and a.shape.plan.table == table
+                for a in self._analyses.values()
+            )
+
+    def on_delete(self, table: Identity, rows: pa.Table | None) -> None:
+        """A DELETE through the Database committed ``rows`` out of ``table`` (None: they
+        were not captured). Called under the commit lock, like :meth:`on_commit`."""
+        now = time.monotonic()
+        with self._lock:
+            for analysis in self._analyses.values():
+                if not analysis.shape.reads.touches({table}):
+                    continue
+                if analysis.on_change and analysis.dirty_at is None:
+                    analysis.dirty_at = now
+                plan = analysis.shape.plan
+                if plan is None or not analysis.collecting or analysis.tainted:
+                    continue
+                if rows is None or plan.retract is None or plan.table != table:
+                    taint(analysis, "a DELETE whose rows could not be taken out one by one")
+                    continue
+                if rows.num_rows:
+                    analysis.removed.append(rows)
+                    analysis.removed_rows += rows.num_rows
+                if analysis.delta_rows + analysis.removed_rows > self._max_delta_rows:
+                    taint(analysis, f"over {self._max_delta_rows:,} rows between refreshes")
+            self._wake.notify()
+
     def on_lost_notice(self) -> None:
         """A commit notice could not be handled: no incremental state can be trusted."""
         with self._lock:

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 from .arrowfold import ArrowPlan, Output
 from .errors import BindError, QueryError, translate
 from .names import Identity, Resolver, quote
+from .retention import Retraction, hidden_partials, retraction
 from .syntax import Reads, parse, reads, table_parts, walk
 
 STATE = "__duckflock_state"
@@ -97,6 +98,7 @@ class Plan:
     offset: int
     limit: int | None
     arrow: ArrowPlan | None = None  # the pyarrow fast path, for the plainest shapes
+    retract: Retraction | None = None  # how deleted rows leave the state (retention.py)
 
 
 def split(plan: Plan, table: pa.Table) -> tuple[pa.Table, pa.Table]:
@@ -434,6 +436,9 @@ class _Planner:
     ) -> Plan:
         table_sql = self._source.sql
         alias = quote(source.get("alias") or source["table_name"])
+        # retention deletes (duckflock.retention): a hidden count(*) and count(x) per sum(x)
+        for sql, merge, spec in hidden_partials(self._partials, self._specs):
+            self._partial(sql, merge, spec)
         keys = [f"{self._sql(g)} AS __k{i}" for i, g in enumerate(groups)]
         partials = [f"{sql} AS __p{i}" for i, (sql, _) in enumerate(self._partials)]
         where_sql = f" WHERE {self._sql(where)}" if where is not None else ""
@@ -478,6 +483,15 @@ class _Planner:
             offset=offset,
             limit=limit,
             arrow=self._arrow_plan(where, groups, having, offset, limit),
+            retract=retraction(
+                table_sql=table_sql,
+                alias=alias,
+                keys=[self._sql(g) for g in groups],
+                partials=self._partials,
+                where_sql=where_sql,
+                deleted_partials=partial_over(DELTA),
+                state=STATE,
+            ),
         )
 
     def _modifiers(self, outputs: list[str]) -> tuple[str, int, int | None]:

@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from .incremental import DELTA, STATE, Plan, Shape, inspect, split
 from .results import Mailbox, Result, log
+from .retention import retract
 
 
 class Cancelled(Exception):
@@ -65,6 +66,8 @@ class Analysis:
     deltas: list[pa.Table] = field(default_factory=list)
     delta_rows: int = 0
     delta_watermark: int = 0
+    removed: list[pa.Table] = field(default_factory=list)  # rows deleted since (retention)
+    removed_rows: int = 0
     tainted: str | None = None
     fast: bool = True  # the pyarrow fold may be used (see Plan.arrow)
     mode: str = ""
@@ -112,6 +115,8 @@ def taint(analysis: Analysis, why: str) -> None:
     analysis.collecting = False
     analysis.deltas = []
     analysis.delta_rows = 0
+    analysis.removed = []
+    analysis.removed_rows = 0
 
 
 def check(analysis: Analysis) -> None:
@@ -173,6 +178,10 @@ class Refresher:
             analysis.mode, analysis.reason = "full", f"full: {why}"
         else:
             with self._lock:
+                deleting = bool(analysis.removed)
+            if deleting:
+                return self._retract(analysis, plan)
+            with self._lock:
                 deltas, analysis.deltas, analysis.delta_rows = analysis.deltas, [], 0
                 watermark = analysis.delta_watermark
             state, table = analysis.state, analysis.last_table
@@ -184,13 +193,7 @@ class Refresher:
                         taint(analysis, "the table's columns changed")
                     return self._incremental(analysis, plan)
                 try:
-                    folded = _fold(analysis, plan, state, delta)
-                    if folded is None:
-                        check(analysis)
-                        folded = split(
-                            plan, _over_arrow(analysis.cursor, plan.refresh, state, delta)
-                        )
-                    state, table = folded
+                    state, table = self._fold_in(analysis, plan, state, delta)
                 except BaseException:
                     # the taken rows are folded in nowhere now: rebuild from the table
                     with self._lock:
@@ -200,6 +203,60 @@ class Refresher:
             analysis.reason = f"incremental: folded in {sum(d.num_rows for d in deltas):,} rows"
         assert table is not None
         analysis.state, analysis.last_table = state, table
+        return table, watermark
+
+    @staticmethod
+    def _fold_in(
+        analysis: Analysis, plan: Plan, state: pa.Table | None, delta: pa.Table
+    ) -> tuple[pa.Table, pa.Table]:
+        """(state, result) with the appended rows ``delta`` folded in."""
+        folded = _fold(analysis, plan, state, delta)
+        if folded is None:
+            check(analysis)
+            assert state is not None
+            folded = split(plan, _over_arrow(analysis.cursor, plan.refresh, state, delta))
+        return folded
+
+    def _retract(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int]:
+        """Fold in the appended rows and take out the deleted ones (retention.py).
+
+        Runs in a transaction whose snapshot is pinned, under the commit lock, together
+        with taking the deltas: groups that subtraction cannot settle (min/max, NaN) are
+        recomputed from the table at exactly the data the state then describes.
+        """
+        cursor = analysis.cursor
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            with self._commit_lock():
+                cursor.execute(plan.pin).fetchall()
+                with self._lock:
+                    deltas, analysis.deltas, analysis.delta_rows = analysis.deltas, [], 0
+                    removed, analysis.removed, analysis.removed_rows = analysis.removed, [], 0
+                    watermark = analysis.delta_watermark
+            check(analysis)
+            state = analysis.state
+            assert state is not None and plan.retract is not None
+            appended = sum(d.num_rows for d in deltas)
+            if deltas:
+                state, _ = self._fold_in(analysis, plan, state, pa.concat_tables(deltas))
+            gone = pa.concat_tables(removed)
+            check(analysis)
+            state = retract(cursor, plan.retract, state, gone)
+            check(analysis)
+            # the outputs (HAVING, ORDER BY, LIMIT) from the new state: a fold of no rows
+            state, table = split(plan, _over_arrow(cursor, plan.refresh, state, gone.slice(0, 0)))
+            cursor.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                cursor.execute("ROLLBACK")
+            with self._lock:
+                taint(analysis, "the last refresh failed: the state is rebuilt")
+            raise
+        analysis.state, analysis.last_table = state, table
+        analysis.mode = "incremental"
+        analysis.reason = (
+            f"incremental: folded in {appended:,} rows, took out {gone.num_rows:,} deleted"
+        )
         return table, watermark
 
     def _rebuild(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, pa.Table, int]:
@@ -221,6 +278,7 @@ class Refresher:
                     analysis.tainted = None
                     analysis.collecting = True
                     analysis.deltas, analysis.delta_rows = [], 0
+                    analysis.removed, analysis.removed_rows = [], 0
                     analysis.delta_watermark = watermark
             check(analysis)
             state, table = split(plan, cursor.execute(plan.build).to_arrow_table())

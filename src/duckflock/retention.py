@@ -1,0 +1,336 @@
+"""Retention deletes: subtract the rows a DELETE removed from incremental states.
+
+A ``DELETE`` run through ``db.execute`` (one statement, autocommitted) on a table that
+incremental analyses read is run as ``BEGIN; DELETE … RETURNING *; COMMIT``, the COMMIT
+under the writer's commit lock. The deleted rows are handed to the scheduler under that
+lock too, so they are ordered against db.insert commits and against the snapshot an
+analysis pins when it (re)builds, exactly as appended rows are: a row deleted after a
+state's snapshot is subtracted from it, one deleted before is not in it.
+
+A refresh then folds the appended rows in as usual and *retracts* the deleted ones:
+
+- count(*), count(x) and sum(x) (also avg's two) are invertible: the deleted rows'
+  partials are subtracted, group by group. Every incremental state keeps a hidden
+  count(*) (a group whose rows are all gone disappears, as in a full run) and a count(x)
+  beside each sum(x) (a sum whose values are all gone is NULL, not 0);
+- min/max are not: a group whose deleted rows reached its min (max) is recomputed from
+  the table, at a snapshot pinned together with the deltas it takes (so the group is
+  exact, with no row counted twice). So is a floating sum that meets NaN or infinity,
+  where subtraction is not the inverse of addition.
+
+Anything that cannot be captured this way — a DELETE inside an explicit transaction,
+several statements, ``executemany``, ``EXPLAIN ANALYZE``, a DELETE that has its own
+``RETURNING``, a temporary table of the same name, more deleted rows than an analysis
+keeps between refreshes, any other aggregate — keeps the old behaviour: the analyses on
+that table rebuild from the whole table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .names import Identity, Resolver
+
+KEYS = "__duckflock_keys"
+_BATCH = 65_536
+
+# -- the write path: which statements are captured, and how -----------------------------
+
+
+def target(sql: str) -> tuple[str, ...] | None:
+    """The name parts of the table ``sql`` deletes from, when ``sql`` is exactly one
+    ``DELETE`` (WITH-prefixed or not) without a RETURNING of its own; else None."""
+    try:
+        statements = duckdb.extract_statements(sql)
+        tokens = duckdb.tokenize(sql)
+    except duckdb.Error:
+        return None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.DELETE:
+        return None
+    depth = 0
+    found: int | None = None
+    for i, (position, kind) in enumerate(tokens):
+        word = _word(sql, position)
+        if kind == duckdb.token_type.operator:
+            depth += sql.count("(", position, position + 1) - sql.count(")", position, position + 1)
+        elif kind == duckdb.token_type.keyword and word == "returning":
+            return None  # its caller wants its own rows back
+        elif kind == duckdb.token_type.keyword and word == "delete" and depth == 0:
+            found = i
+    if found is None or found + 2 >= len(tokens):
+        return None
+    if _word(sql, tokens[found + 1][0]) != "from":
+        return None
+    return _name(sql, tokens, found + 2)
+
+
+def _word(sql: str, position: int) -> str:
+    match = re.match(r"[A-Za-z_]+", sql[position:])
+    return match.group(0).lower() if match else ""
+
+
+_BARE = re.compile(r"[A-Za-z_\u0080-\U0010ffff][\w$\u0080-\U0010ffff]*")
+
+
+def _name(sql: str, tokens: list[tuple[int, Any]], i: int) -> tuple[str, ...] | None:
+    """A dotted name of up to three parts starting at token ``i``."""
+    parts: list[str] = []
+    while i < len(tokens) and tokens[i][1] == duckdb.token_type.identifier:
+        position = tokens[i][0]
+        if sql[position] == '"':
+            match = re.match(r'"((?:[^"]|"")*)"', sql[position:])
+            if match is None:
+                return None
+            parts.append(match.group(1).replace('""', '"'))
+        else:
+            match = _BARE.match(sql, position)
+            if match is None:
+                return None
+            parts.append(match.group(0))
+        i += 1
+        if i < len(tokens) and sql[tokens[i][0]] == "." and i + 1 < len(tokens):
+            i += 1
+            continue
+        break
+    return tuple(parts) if 1 <= len(parts) <= 3 else None
+
+
+def returning(sql: str) -> str:
+    """``sql`` with ``RETURNING *``: after any trailing semicolons, on a line of its own
+    (a trailing ``--`` comment would swallow it otherwise)."""
+    return sql.rstrip().rstrip(";").rstrip() + "\nRETURNING *"
+
+
+def resolve(cursor: duckdb.DuckDBPyConnection, parts: tuple[str, ...]) -> Identity | None:
+    """The base table ``parts`` names on ``cursor``, as its DELETE binds it; None when
+    unsure (a temporary table of that name shadows the catalog's, or it is not a table)."""
+    try:
+        shadow = cursor.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND lower(table_name) = lower(?)",
+            [parts[-1]],
+        ).fetchone()
+        if shadow is None or shadow[0]:
+            return None
+        found = Resolver(cursor).lookup(parts)
+    except duckdb.Error:  # e.g. the cursor's transaction is aborted: run it plainly
+        return None
+    return found.identity if found is not None and found.kind == "table" else None
+
+
+def delete(
+    cursor: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: Any,
+    *,
+    columns: list[str],
+    commit_lock: threading.Lock,
+    committed: Callable[[pa.Table | None], None],
+    limit: int,
+) -> int | None:
+    """Run the DELETE ``sql`` capturing its rows; the number deleted, or None when it did
+    not run because the cursor is inside a transaction of its caller's.
+
+    ``committed`` gets the deleted rows (None: more than ``limit`` of them, or not the
+    table's columns) under ``commit_lock``, right after the COMMIT.
+    """
+    try:
+        cursor.execute("BEGIN TRANSACTION")
+    except duckdb.TransactionException:
+        return None  # the caller's own transaction: it may yet roll back
+    try:
+        result = cursor.execute(returning(sql), params)
+        reader = result.to_arrow_reader(_BATCH)
+        batches: list[pa.RecordBatch] = []
+        deleted = 0
+        for batch in reader:
+            deleted += batch.num_rows
+            if deleted <= limit:
+                batches.append(batch)
+        rows: pa.Table | None = pa.Table.from_batches(batches, schema=reader.schema)
+        if deleted > limit or [name.lower() for name in reader.schema.names] != columns:
+            rows = None
+        with commit_lock:
+            cursor.execute("COMMIT")
+            committed(rows)
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            cursor.execute("ROLLBACK")
+        raise
+    # what a plain DELETE answers: one row, the number of rows deleted
+    cursor.execute('SELECT CAST(? AS BIGINT) AS "Count"', [deleted])
+    return deleted
+
+
+def table_columns(cursor: duckdb.DuckDBPyConnection, table: Identity) -> list[str]:
+    rows = cursor.execute(
+        "SELECT lower(column_name) FROM duckdb_columns() "
+        "WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
+        list(table),
+    ).fetchall()
+    return [str(name) for (name,) in rows]
+
+
+# -- the plan: hidden partials and the SQL of a retraction ------------------------------
+
+_PARTIAL = re.compile(r"(count|sum|min|max)\((.*)\)\Z", re.DOTALL)
+
+
+def hidden_partials(
+    partials: list[tuple[str, str]], specs: list[tuple[str, str | bool | None]]
+) -> list[tuple[str, str, tuple[str, str | bool | None]]]:
+    """The partials a state needs beside ``partials`` to take deletes: a count(*), and a
+    count(x) for each sum(x) — as (SQL, merge, pyarrow spec), to add to the plan."""
+    have = {sql for sql, _ in partials}
+    extra: list[tuple[str, str, tuple[str, str | bool | None]]] = []
+    if "count(*)" not in have:
+        extra.append(("count(*)", "sum", ("count_all", None)))
+        have.add("count(*)")
+    for (sql, _), (_, column) in zip(partials, specs, strict=True):
+        match = _PARTIAL.match(sql)
+        if match and match.group(1) == "sum" and f"count({match.group(2)})" not in have:
+            extra.append((f"count({match.group(2)})", "sum", ("count", column)))
+            have.add(f"count({match.group(2)})")
+    return extra
+
+
+@dataclass(frozen=True)
+class Retraction:
+    """How to take deleted rows out of a state (see the module docstring)."""
+
+    subtract: str  # over STATE and DELTA (the deleted rows): new state + __again flag
+    recompute: str  # over the source table and KEYS: the partials of those groups
+    keys: int  # how many key columns the state has
+
+
+def retraction(
+    *,
+    table_sql: str,
+    alias: str,
+    keys: list[str],
+    partials: list[tuple[str, str]],
+    where_sql: str,
+    deleted_partials: str,
+    state: str,
+) -> Retraction | None:
+    """The queries that retract deleted rows, or None where a partial is not one of
+    count/sum/min/max (those deletes rebuild the state).
+
+    ``keys`` and ``partials`` are the SQL of the group keys and partials over the source
+    table (``alias``), ``where_sql`` its `` WHERE …`` (or ""), ``deleted_partials`` the
+    query of the partials of the rows in ``delta``.
+    """
+    kinds: list[tuple[str, str]] = []
+    for sql, merge in partials:
+        match = _PARTIAL.match(sql)
+        if match is None or merge != {"count": "sum"}.get(match.group(1), match.group(1)):
+            return None
+        kinds.append((match.group(1), match.group(2)))
+    if ("count", "*") not in kinds:
+        return None
+    rows = kinds.index(("count", "*"))
+    columns = [f"s.__k{i}" for i in range(len(keys))]
+    again: list[str] = []
+    for i, (kind, arg) in enumerate(kinds):
+        mine, gone = f"s.__p{i}", f"g.__p{i}"
+        if kind == "count":
+            columns.append(f"{mine} - coalesce({gone}, 0) AS __p{i}")
+        elif kind == "sum":
+            if ("count", arg) not in kinds:
+                return None
+            n = kinds.index(("count", arg))
+            columns.append(
+                f"CASE WHEN s.__p{n} - coalesce(g.__p{n}, 0) = 0 THEN NULL "
+                f"ELSE {mine} - coalesce({gone}, 0) END AS __p{i}"
+            )
+            # NaN and infinity do not subtract back out: recompute that group
+            again.append(
+                f"({gone} IS NOT NULL AND coalesce(NOT (isfinite(TRY_CAST({mine} AS DOUBLE)) "
+                f"AND isfinite(TRY_CAST({gone} AS DOUBLE))), true))"
+            )
+        else:  # min / max: recompute the group when its extreme may have gone
+            columns.append(f"{mine} AS __p{i}")
+            compare = "<=" if kind == "min" else ">="
+            again.append(f"({gone} IS NOT NULL AND {gone} {compare} {mine})")
+    join = " AND ".join(f"s.__k{i} IS NOT DISTINCT FROM g.__k{i}" for i in range(len(keys)))
+    flag = " OR ".join(again) if again else "false"
+    # a global aggregate always has its one row; a group with no rows left is gone
+    alive = f" WHERE s.__p{rows} - coalesce(g.__p{rows}, 0) > 0" if keys else ""
+    subtract = (
+        f"WITH __gone AS ({deleted_partials}) "
+        f"SELECT {', '.join(columns)}, coalesce({flag}, true) AS __again "
+        f"FROM {state} AS s LEFT JOIN __gone AS g ON {join or 'true'}{alive}"
+    )
+    select = [f"{sql} AS __k{i}" for i, sql in enumerate(keys)]
+    select += [f"{sql} AS __p{i}" for i, (sql, _) in enumerate(partials)]
+    semi = ""
+    if keys:
+        on = " AND ".join(
+            f"({sql}) IS NOT DISTINCT FROM __r.__k{i}" for i, sql in enumerate(keys)
+        )
+        semi = f" SEMI JOIN {KEYS} AS __r ON {on}"
+    group = f" GROUP BY {', '.join(keys)}" if keys else ""
+    recompute = f"SELECT {', '.join(select)} FROM {table_sql} AS {alias}{semi}{where_sql}{group}"
+    return Retraction(subtract=subtract, recompute=recompute, keys=len(keys))
+
+
+# -- the refresh: subtract, then recompute what subtraction cannot --------------------
+
+
+def retract(
+    cursor: duckdb.DuckDBPyConnection,
+    retraction: Retraction,
+    state: pa.Table,
+    deleted: pa.Table,
+) -> pa.Table:
+    """``state`` without ``deleted``'s rows. Runs on ``cursor`` inside the transaction
+    whose snapshot matches the state (see :class:`duckflock.refreshing.Refresher`)."""
+    out = _run(cursor, retraction.subtract, state, deleted, None)
+    again = out["__again"]
+    kept = out.filter(pc.invert(pc.fill_null(again, True))).drop_columns(["__again"])
+    if not pc.any(again).as_py():
+        return _conform(kept, state.schema)
+    flagged = out.filter(pc.fill_null(again, True))
+    keys = flagged.select([f"__k{i}" for i in range(retraction.keys)])
+    recomputed = _run(cursor, retraction.recompute, state, deleted, keys)
+    return pa.concat_tables([_conform(kept, state.schema), _conform(recomputed, state.schema)])
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    arrays = [
+        column if column.type == field.type else pc.cast(column, field.type)
+        for column, field in zip(table.columns, schema, strict=True)
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _run(
+    cursor: duckdb.DuckDBPyConnection,
+    sql: str,
+    __duckflock_state: pa.Table,
+    __duckflock_delta: pa.Table,
+    __duckflock_keys: pa.Table | None,
+) -> pa.Table:
+    """``sql`` over the Arrow tables, found by name (DuckDB's replacement scan; see
+    ``refreshing._over_arrow``), registered where replacement scans are off."""
+    try:
+        return cursor.execute(sql).to_arrow_table()
+    except duckdb.CatalogException:
+        tables = {"__duckflock_state": __duckflock_state, "__duckflock_delta": __duckflock_delta}
+        if __duckflock_keys is not None:
+            tables[KEYS] = __duckflock_keys
+        for name, table in tables.items():
+            cursor.register(name, table)
+        try:
+            return cursor.execute(sql).to_arrow_table()
+        finally:
+            for name in tables:
+                cursor.unregister(name)
