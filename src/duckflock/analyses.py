@@ -603,6 +603,7 @@ class Scheduler:
                 watermark=watermark,
                 mode=analysis.mode or "full",
                 error=error,
+                now=analysis.window_now if analysis.shape.window is not None else None,
             )
             analysis.result = result
             mailboxes = list(analysis.mailboxes)

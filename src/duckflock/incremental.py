@@ -39,6 +39,7 @@ from .arrowfold import ArrowPlan, Output
 from .errors import BindError, QueryError, translate
 from .names import Identity, Resolver, quote
 from .retention import Retraction, hidden_partials, retraction
+from .windows import Window, sliding
 from .syntax import Reads, parse, reads, table_parts, walk
 
 STATE = "__duckflock_state"
@@ -124,6 +125,7 @@ class Shape:
     plan: Plan | None
     reason: str  # why it refreshes as it does, in words
     types: tuple[str, ...] = field(default=())
+    window: Window | None = None  # a sliding window over now(): plan is its bucketed state
 
     @property
     def tables(self) -> frozenset[Identity]:
@@ -153,8 +155,31 @@ def inspect(cursor: duckdb.DuckDBPyConnection, sql: str, *, params: Any = None) 
     try:
         plan = planner.plan()
     except _NotIncremental as why:
-        return Shape(read, columns, None, f"full: {why}", types)
+        windowed = _sliding(cursor, tree["statements"][0]["node"], columns, types)
+        if windowed is None:
+            return Shape(read, columns, None, f"full: {why}", types)
+        plan, window = windowed
+        reason = f"incremental: sliding window over {window.column}"
+        return Shape(read, columns, plan, reason, types, window=window)
     return Shape(read, columns, plan, "incremental: append-only aggregate", types)
+
+
+def _sliding(
+    cursor: duckdb.DuckDBPyConnection,
+    node: dict[str, Any],
+    columns: tuple[str, ...],
+    types: tuple[str, ...],
+) -> tuple[Plan, Window] | None:
+    """A sliding window over now() (duckflock.windows), planned with this planner."""
+
+    def plan_node(select: dict[str, Any]) -> Plan:
+        return _Planner(cursor, select, columns, types).plan()
+
+    render = _Planner(cursor, node, columns, types)._sql
+    try:
+        return sliding(cursor, node, columns, types, plan_node, render, _VOLATILE)
+    except (_NotIncremental, duckdb.Error, QueryError):
+        return None
 
 
 class _NotIncremental(Exception):
@@ -254,6 +279,14 @@ class _Planner:
                     raise _NotIncremental(f"{where} contains an aggregate")
             if cls == "COLUMN_REF" and sub.get("column_names", [""])[-1].lower() == "rowid":
                 raise _NotIncremental(f"{where} reads rowid")
+            if cls == "COLUMN_REF" and [n.lower() for n in sub.get("column_names", [])] in (
+                ["current_timestamp"],
+                ["current_date"],
+                ["current_time"],
+                ["localtimestamp"],
+                ["localtime"],
+            ):  # keywords, parsed as columns: volatile like now()
+                raise _NotIncremental(f"{where} reads {sub['column_names'][0]}, not repeatable")
 
     def _is_aggregate(self, name: str) -> bool:
         row = self._cursor.execute(

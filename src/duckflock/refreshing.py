@@ -18,6 +18,7 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import duckdb
@@ -25,6 +26,7 @@ import pyarrow as pa
 
 from .incremental import DELTA, STATE, Plan, Shape, inspect, split
 from .results import Mailbox, Result, log
+from . import windows
 from .retention import retract
 
 
@@ -68,6 +70,7 @@ class Analysis:
     delta_watermark: int = 0
     removed: list[pa.Table] = field(default_factory=list)  # rows deleted since (retention)
     removed_rows: int = 0
+    window_now: datetime | None = None  # the instant the last window result is at
     tainted: str | None = None
     fast: bool = True  # the pyarrow fold may be used (see Plan.arrow)
     mode: str = ""
@@ -145,6 +148,8 @@ class Refresher:
         check(analysis)
         if analysis.reinspect:
             self._reinspect(analysis)
+        if analysis.shape.plan is not None and analysis.shape.window is not None:
+            return self._windowed(analysis, analysis.shape.plan)
         if analysis.shape.plan is not None:
             return self._incremental(analysis, analysis.shape.plan)
         watermark = self._committed_seq()
@@ -218,12 +223,37 @@ class Refresher:
         return folded
 
     def _retract(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int]:
-        """Fold in the appended rows and take out the deleted ones (retention.py).
+        """Fold in the appended rows and take out the deleted ones (retention.py)."""
+        table, watermark, appended, deleted = self._pinned(analysis, plan)
+        analysis.mode = "incremental"
+        analysis.reason = f"incremental: folded in {appended:,} rows, took out {deleted:,} deleted"
+        return table, watermark
 
-        Runs in a transaction whose snapshot is pinned, under the commit lock, together
-        with taking the deltas: groups that subtraction cannot settle (min/max, NaN) are
-        recomputed from the table at exactly the data the state then describes.
-        """
+    def _windowed(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int]:
+        """A sliding window (windows.py): the bucketed state brought up to date, then
+        combined at this run's instant."""
+        with self._lock:
+            rebuild = analysis.state is None or analysis.tainted is not None
+            why = analysis.tainted or "first refresh: the state is built from the whole table"
+        if rebuild:
+            analysis.state, _, _ = self._rebuild(analysis, plan)
+        table, watermark, appended, deleted = self._pinned(analysis, plan)
+        analysis.mode = "full" if rebuild else "incremental"
+        analysis.reason = (
+            f"full: {why}"
+            if rebuild
+            else f"incremental: window at {analysis.window_now}, folded in {appended:,} rows"
+            + (f", took out {deleted:,} deleted" if deleted else "")
+        )
+        return table, watermark
+
+    def _pinned(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int, int, int]:
+        """Bring the state up to date in a transaction whose snapshot is pinned, under
+        the commit lock, together with taking the deltas: groups that subtraction cannot
+        settle (min/max, NaN) and a window's boundary buckets are computed from the table
+        at exactly the data the state then describes. (result, watermark, rows folded in,
+        rows taken out)."""
+        window = analysis.shape.window
         cursor = analysis.cursor
         cursor.execute("BEGIN TRANSACTION")
         try:
@@ -235,16 +265,29 @@ class Refresher:
                     watermark = analysis.delta_watermark
             check(analysis)
             state = analysis.state
-            assert state is not None and plan.retract is not None
+            assert state is not None
             appended = sum(d.num_rows for d in deltas)
             if deltas:
                 state, _ = self._fold_in(analysis, plan, state, pa.concat_tables(deltas))
-            gone = pa.concat_tables(removed)
+            gone = pa.concat_tables(removed) if removed else None
+            if gone is not None:
+                assert plan.retract is not None
+                check(analysis)
+                state = retract(cursor, plan.retract, state, gone)
             check(analysis)
-            state = retract(cursor, plan.retract, state, gone)
-            check(analysis)
-            # the outputs (HAVING, ORDER BY, LIMIT) from the new state: a fold of no rows
-            state, table = split(plan, _over_arrow(cursor, plan.refresh, state, gone.slice(0, 0)))
+            if window is None:
+                assert gone is not None
+                # the outputs (HAVING, ORDER BY, LIMIT) from the new state: a fold of no rows
+                empty = gone.slice(0, 0)
+                state, table = split(plan, _over_arrow(cursor, plan.refresh, state, empty))
+            else:
+                # instants never go back: expired buckets would be needed again
+                instant = max(windows.now(), analysis.window_now or windows.now())
+                state, out = windows.combine(
+                    cursor, window, state, instant, lambda q, s, d: _over_arrow(cursor, q, s, d)
+                )
+                table = split(window.combine, out)[1]
+                analysis.window_now = instant
             cursor.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):
@@ -253,11 +296,7 @@ class Refresher:
                 taint(analysis, "the last refresh failed: the state is rebuilt")
             raise
         analysis.state, analysis.last_table = state, table
-        analysis.mode = "incremental"
-        analysis.reason = (
-            f"incremental: folded in {appended:,} rows, took out {gone.num_rows:,} deleted"
-        )
-        return table, watermark
+        return table, watermark, appended, 0 if gone is None else gone.num_rows
 
     def _rebuild(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, pa.Table, int]:
         """State and result from the whole table, in a transaction pinned between commits.

@@ -37,6 +37,7 @@ class Result:
     watermark: int  # writer commits (batches) the result reflects at least
     mode: str  # "incremental" or "full"
     error: QueryError | None = None  # set when the last run failed; table is the last good
+    now: datetime | None = None  # a sliding window's instant: the value now() stood for
 
     def df(self) -> Any:
         """The table as a pandas DataFrame (needs pandas)."""
