@@ -39,8 +39,8 @@ from .arrowfold import ArrowPlan, Output
 from .errors import BindError, QueryError, translate
 from .names import Identity, Resolver, quote
 from .retention import Retraction, hidden_partials, retraction
-from .windows import Window, sliding
 from .syntax import Reads, parse, reads, table_parts, walk
+from .windows import Window, sliding
 
 STATE = "__duckflock_state"
 DELTA = "__duckflock_delta"

@@ -24,9 +24,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from . import windows
 from .incremental import DELTA, STATE, Plan, Shape, inspect, split
 from .results import Mailbox, Result, log
-from . import windows
 from .retention import retract
 
 

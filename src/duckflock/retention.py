@@ -273,9 +273,7 @@ def retraction(
     select += [f"{sql} AS __p{i}" for i, (sql, _) in enumerate(partials)]
     semi = ""
     if keys:
-        on = " AND ".join(
-            f"({sql}) IS NOT DISTINCT FROM __r.__k{i}" for i, sql in enumerate(keys)
-        )
+        on = " AND ".join(f"({sql}) IS NOT DISTINCT FROM __r.__k{i}" for i, sql in enumerate(keys))
         semi = f" SEMI JOIN {KEYS} AS __r ON {on}"
     group = f" GROUP BY {', '.join(keys)}" if keys else ""
     recompute = f"SELECT {', '.join(select)} FROM {table_sql} AS {alias}{semi}{where_sql}{group}"
