@@ -105,9 +105,15 @@ def _name(sql: str, tokens: list[tuple[int, Any]], i: int) -> tuple[str, ...] | 
 
 
 def returning(sql: str) -> str:
-    """``sql`` with ``RETURNING *``: after any trailing semicolons, on a line of its own
-    (a trailing ``--`` comment would swallow it otherwise)."""
-    return sql.rstrip().rstrip(";").rstrip() + "\nRETURNING *"
+    """``sql`` with ``RETURNING *``: before any trailing semicolons (and what follows
+    them), on a line of its own (a trailing ``--`` comment would swallow it otherwise)."""
+    tokens = duckdb.tokenize(sql)
+    end = len(tokens)
+    while end and sql.startswith(";", tokens[end - 1][0]):
+        end -= 1
+    if end < len(tokens):
+        sql = sql[: tokens[end][0]]
+    return sql.rstrip() + "\nRETURNING *"
 
 
 def resolve(cursor: duckdb.DuckDBPyConnection, parts: tuple[str, ...]) -> Identity | None:
@@ -142,12 +148,17 @@ def delete(
     ``committed`` gets the deleted rows (None: more than ``limit`` of them, or not the
     table's columns) under ``commit_lock``, right after the COMMIT.
     """
-    try:
-        cursor.execute("BEGIN TRANSACTION")
-    except duckdb.TransactionException:
+    if _in_transaction(cursor):
         return None  # the caller's own transaction: it may yet roll back
+    cursor.execute("BEGIN TRANSACTION")
     try:
-        result = cursor.execute(returning(sql), params)
+        try:
+            result = cursor.execute(returning(sql), params)
+        except duckdb.ParserException:
+            # RETURNING did not fit where it was put: run the statement as it was
+            with contextlib.suppress(duckdb.Error):
+                cursor.execute("ROLLBACK")
+            return None
         reader = result.to_arrow_reader(_BATCH)
         batches: list[pa.RecordBatch] = []
         deleted = 0
@@ -168,6 +179,15 @@ def delete(
     # what a plain DELETE answers: one row, the number of rows deleted
     cursor.execute('SELECT CAST(? AS BIGINT) AS "Count"', [deleted])
     return deleted
+
+
+def _in_transaction(cursor: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``cursor`` is inside an explicit transaction. (A failed BEGIN would say
+    so too, but it aborts the caller's transaction.) Autocommit gives each statement a
+    transaction of its own; an explicit one keeps its id."""
+    first = cursor.execute("SELECT txid_current()").fetchone()
+    second = cursor.execute("SELECT txid_current()").fetchone()
+    return first == second
 
 
 def table_columns(cursor: duckdb.DuckDBPyConnection, table: Identity) -> list[str]:
