@@ -44,6 +44,9 @@ from .windows import Window, sliding
 
 STATE = "__duckflock_state"
 DELTA = "__duckflock_delta"
+# the new rows, scanned so that no filter is pushed into the Arrow scan: pyarrow compares
+# NaN as unordered, DuckDB as greater than every number (WHERE v > 0 must keep NaN rows)
+_DELTA_ROWS = f"(SELECT * FROM {DELTA} LIMIT 9223372036854775807)"
 
 _SUPPORTED = {"count_star", "count", "sum", "min", "max", "avg", "mean"}
 _VOLATILE = {
@@ -487,7 +490,7 @@ class _Planner:
         merged = [f"{merge}(__p{i}) AS __p{i}" for i, (_, merge) in enumerate(self._partials)]
         merge_sql = (
             f"SELECT {', '.join(key_names + merged)} FROM "
-            f"(SELECT * FROM {STATE} UNION ALL ({partial_over(DELTA)}))"
+            f"(SELECT * FROM {STATE} UNION ALL ({partial_over(_DELTA_ROWS)}))"
             + (f" GROUP BY {', '.join(key_names)}" if key_names else "")
         )
         outputs = [
@@ -522,7 +525,7 @@ class _Planner:
                 keys=[self._sql(g) for g in groups],
                 partials=self._partials,
                 where_sql=where_sql,
-                deleted_partials=partial_over(DELTA),
+                deleted_partials=partial_over(_DELTA_ROWS),
                 state=STATE,
             ),
         )
