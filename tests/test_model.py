@@ -4,8 +4,9 @@ analysis equals a full run of its SQL.
 Hypothesis drives a Database through inserts (good and bad), analyses defined, replaced
 and dropped, UPDATE / DELETE / DDL through ``execute``, ``executemany``, ``sql``,
 transactions, multi-statement strings and ``EXPLAIN ANALYZE``, over tables in two
-schemas with the same name and views over them. After every step each analysis is
-refreshed and compared with its SQL run in full. ``DUCKFLOCK_MODEL_EXAMPLES`` (default
+schemas with the same name and views over them, and retention deletes (every path, NULL
+keys, NaN) under incremental and sliding-window analyses. After every step each analysis
+is refreshed and compared with its SQL run in full (a window's at ``Result.now``). ``DUCKFLOCK_MODEL_EXAMPLES`` (default
 25) and ``DUCKFLOCK_MODEL_STEPS`` (default 30) make the run longer.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -45,6 +47,10 @@ QUERIES = [
     "SELECT count(*) AS n FROM events;",
     "SELECT k, max(v) - min(v) AS spread FROM other.big GROUP BY k ORDER BY spread DESC, k",
     "SELECT count(*) AS n FROM query_table('events') -- reads through a table function",
+    # retention deletes and sliding windows (NULL keys, NaN) over readings
+    "SELECT k, count(*) AS n, sum(x) AS s, min(x) AS lo, max(x) AS hi FROM readings GROUP BY k",
+    "SELECT k, count(*) AS n, avg(x) AS a FROM readings "
+    "WHERE ts > now() - INTERVAL 10 SECOND GROUP BY k",
 ]
 TABLES = ["events", "other.events", "main.events", '"other"."events"']
 KEYS = st.sampled_from(["a", "b", "c", "d", "e"])
@@ -65,10 +71,28 @@ WRITES = [
 ]
 
 
+# (how, SQL): deletes of readings, through every path a DELETE can take
+RETENTION = [
+    ("execute", "DELETE FROM readings WHERE x < ?"),
+    ("execute", "DELETE FROM readings WHERE ts < now() - to_seconds(? % 15); -- retention"),
+    ("execute", "WITH c AS (SELECT ? AS v) DELETE FROM readings WHERE isnan(x) OR x > (FROM c)"),
+    ("rollback", "DELETE FROM readings WHERE x > ?"),
+    ("executemany", "DELETE FROM readings WHERE x = ?"),
+    ("transaction", "DELETE FROM readings WHERE k IS NULL AND x > ?"),
+]
+READING = st.fixed_dictionaries(
+    {
+        "k": st.sampled_from([None, "a", "b"]),
+        "x": st.one_of(st.none(), st.floats(-100, 100), st.just(math.nan)),
+        "age": st.one_of(st.none(), st.floats(-20.0, 2.0)),
+    }
+)
+
+
 def normal(rows: list[tuple[Any, ...]], ordered: bool) -> list[tuple[Any, ...]]:
     def value(x: Any) -> Any:
         if isinstance(x, float | Decimal):
-            return None if math.isnan(x) else round(float(x), 6)
+            return "nan" if math.isnan(x) else round(float(x), 6)
         return x
 
     out = [tuple(value(x) for x in row) for row in rows]
@@ -86,6 +110,7 @@ class Model(RuleBasedStateMachine):
             self.db.execute(f"CREATE TABLE {table} (k VARCHAR NOT NULL, v INTEGER)")
         self.db.execute("CREATE VIEW pos AS SELECT * FROM events WHERE v > 0")
         self.db.execute("CREATE VIEW other.big AS SELECT * FROM events WHERE v > 50")
+        self.db.execute("CREATE TABLE readings (k VARCHAR, x DOUBLE, ts TIMESTAMP)")
         self.live: dict[str, str] = {}
         self.count = 0
 
@@ -137,6 +162,35 @@ class Model(RuleBasedStateMachine):
         else:
             self.db.transaction(lambda cursor: cursor.execute(sql))
 
+    @rule(rows=st.lists(READING, min_size=1, max_size=10))
+    def insert_readings(self, rows: list[dict[str, Any]]) -> None:
+        now = datetime.now()
+        self.db.insert(
+            "readings",
+            [
+                {
+                    "k": r["k"],
+                    "x": r["x"],
+                    "ts": None if r["age"] is None else now + timedelta(seconds=r["age"]),
+                }
+                for r in rows
+            ],
+        )
+
+    @rule(delete=st.sampled_from(RETENTION), value=st.integers(-100, 100))
+    def retain(self, delete: tuple[str, str], value: int) -> None:
+        how, sql = delete
+        if how == "execute":
+            self.db.execute(sql, [value])
+        elif how == "rollback":
+            self.db.execute("BEGIN")
+            self.db.execute(sql, [value])
+            self.db.execute("ROLLBACK")
+        elif how == "executemany":
+            self.db.executemany(sql, [[value], [value + 1]])
+        else:
+            self.db.transaction(lambda cursor: cursor.execute(sql, [value]))
+
     @rule(
         ddl=st.sampled_from(
             [
@@ -159,6 +213,8 @@ class Model(RuleBasedStateMachine):
         for name, sql in self.live.items():
             result = self.db.refresh(name, timeout=60)
             assert result.error is None, result.error
+            if result.now is not None:  # a sliding window: the full run at its instant
+                sql = sql.replace("now()", f"CAST('{result.now.isoformat()}' AS TIMESTAMPTZ)")
             full = self.db.execute(sql).fetchall()
             ordered = "ORDER BY" in sql
             assert normal(result.rows(), ordered) == normal(full, ordered), (name, sql)

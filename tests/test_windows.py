@@ -143,7 +143,7 @@ def test_buckets_expire_as_the_window_moves(wdb: duckflock.Database) -> None:
     wdb.insert("w", rows_at([("a", 1.0, -i / 100) for i in range(90)]))
     first = wdb.refresh("recent")
     assert first.rows() and first.now is not None
-    analysis = wdb._analyses()._analyses["recent"]  # noqa: SLF001 (its kept state)
+    analysis = wdb._analyses()._analyses["recent"]
     assert analysis.state is not None
     buckets = analysis.state.num_rows
     assert buckets > 10
