@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import duckflock
-from duckflock.retention import returning, target
+from duckflock.retention import returning, selecting, target
 
 EXAMPLES = int(os.environ.get("DUCKFLOCK_RETENTION_EXAMPLES", "12"))
 TABLE = "CREATE TABLE m (k VARCHAR, g INTEGER, x DOUBLE, n INTEGER)"
@@ -96,6 +96,19 @@ def test_target_names_the_deleted_table_or_declines(sql: str, parts: Any) -> Non
 
 
 @pytest.mark.parametrize(
+    ("sql", "select"),
+    [
+        ("DELETE FROM m WHERE x < 1;", "SELECT * FROM m WHERE x < 1;"),
+        ("WITH d AS (SELECT 1) delete FROM m AS z", "WITH d AS (SELECT 1) SELECT * FROM m AS z"),
+        ("DELETE FROM m USING o WHERE m.k = o.k", None),
+        ("DELETE FROM m WHERE x < random()", None),
+    ],
+)
+def test_selecting_reads_the_rows_a_delete_deletes(sql: str, select: str | None) -> None:
+    assert selecting(sql) == select
+
+
+@pytest.mark.parametrize(
     "sql",
     [
         "DELETE FROM t WHERE v < 2;",
@@ -131,6 +144,9 @@ def test_a_delete_is_taken_out_not_rebuilt(mdb: duckflock.Database) -> None:
         "DELETE FROM main.m WHERE g = 2 AND x > 10;",
         "DELETE FROM m",
         "DELETE FROM m WHERE false",
+        # through RETURNING *: a join, and a predicate that differs between runs
+        "DELETE FROM m USING (SELECT 'a' AS k) AS o WHERE m.k = o.k",
+        "DELETE FROM m WHERE random() < 2 AND n > 0",
     ],
 )
 def test_delete_forms_agree_with_a_full_run(mdb: duckflock.Database, sql: str) -> None:

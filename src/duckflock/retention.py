@@ -49,6 +49,40 @@ _BATCH = 65_536
 def target(sql: str) -> tuple[str, ...] | None:
     """The name parts of the table ``sql`` deletes from, when ``sql`` is exactly one
     ``DELETE`` (WITH-prefixed or not) without a RETURNING of its own; else None."""
+    found = _delete_keyword(sql)
+    if found is None:
+        return None
+    tokens, at = found
+    if at + 2 >= len(tokens) or _word(sql, tokens[at + 1][0]) != "from":
+        return None
+    return _name(sql, tokens, at + 2)
+
+
+_UNREPEATABLE = {"random", "uuid", "gen_random_uuid", "uuidv4", "uuidv7", "nextval", "setseed"}
+
+
+def selecting(sql: str) -> str | None:
+    """The SELECT of the rows the DELETE ``sql`` deletes (same parameters), or None.
+
+    ``[WITH …] DELETE FROM t [AS a] [WHERE …]`` becomes ``[WITH …] SELECT * FROM t …``;
+    run in the DELETE's transaction just before it, it reads the very rows it deletes.
+    That costs a scan of those rows; ``RETURNING *`` fetches them one by one from
+    storage, ~15x slower. Not for ``USING`` (a join) or calls that differ between runs.
+    """
+    found = _delete_keyword(sql)
+    if found is None:
+        return None
+    tokens, at = found
+    words = {_word(sql, position) for position, _ in tokens}
+    if "using" in words or words & _UNREPEATABLE:
+        return None
+    position = tokens[at][0]
+    return sql[:position] + "SELECT *" + sql[position + len("delete") :]
+
+
+def _delete_keyword(sql: str) -> tuple[list[tuple[int, Any]], int] | None:
+    """The tokens of ``sql`` and the index of its top-level DELETE keyword, when ``sql``
+    is one DELETE statement without RETURNING."""
     try:
         statements = duckdb.extract_statements(sql)
         tokens = duckdb.tokenize(sql)
@@ -66,11 +100,7 @@ def target(sql: str) -> tuple[str, ...] | None:
             return None  # its caller wants its own rows back
         elif kind == duckdb.token_type.keyword and word == "delete" and depth == 0:
             found = i
-    if found is None or found + 2 >= len(tokens):
-        return None
-    if _word(sql, tokens[found + 1][0]) != "from":
-        return None
-    return _name(sql, tokens, found + 2)
+    return None if found is None else (tokens, found)
 
 
 def _word(sql: str, position: int) -> str:
@@ -152,22 +182,10 @@ def delete(
         return None  # the caller's own transaction: it may yet roll back
     cursor.execute("BEGIN TRANSACTION")
     try:
-        try:
-            result = cursor.execute(returning(sql), params)
-        except duckdb.ParserException:
-            # RETURNING did not fit where it was put: run the statement as it was
-            with contextlib.suppress(duckdb.Error):
-                cursor.execute("ROLLBACK")
-            return None
-        reader = result.to_arrow_reader(_BATCH)
-        batches: list[pa.RecordBatch] = []
-        deleted = 0
-        for batch in reader:
-            deleted += batch.num_rows
-            if deleted <= limit:
-                batches.append(batch)
-        rows: pa.Table | None = pa.Table.from_batches(batches, schema=reader.schema)
-        if deleted > limit or [name.lower() for name in reader.schema.names] != columns:
+        rows, deleted = _capture(cursor, sql, params, limit)
+        if deleted < 0:
+            return None  # rolled back: nothing ran
+        if rows is not None and [name.lower() for name in rows.schema.names] != columns:
             rows = None
         with commit_lock:
             cursor.execute("COMMIT")
@@ -179,6 +197,47 @@ def delete(
     # what a plain DELETE answers: one row, the number of rows deleted
     cursor.execute('SELECT CAST(? AS BIGINT) AS "Count"', [deleted])
     return deleted
+
+
+def _capture(
+    cursor: duckdb.DuckDBPyConnection, sql: str, params: Any, limit: int
+) -> tuple[pa.Table | None, int]:
+    """Delete, inside the open transaction: (the deleted rows or None, how many).
+    -1 rows: the statement did not run and the transaction was rolled back."""
+    select = selecting(sql)
+    if select is not None:
+        try:
+            rows, seen = _read(cursor.execute(select, params).to_arrow_reader(_BATCH), limit)
+        except duckdb.Error:
+            # not a SELECT after all (it aborted the transaction): let the DELETE speak
+            cursor.execute("ROLLBACK")
+            cursor.execute("BEGIN TRANSACTION")
+        else:
+            counted = cursor.execute(sql, params).fetchone()
+            deleted = int(counted[0]) if counted else -1
+            # same snapshot, same rows: a different count means it did not hold
+            return (rows if deleted == seen else None), deleted
+    try:
+        result = cursor.execute(returning(sql), params)
+    except duckdb.ParserException:
+        # RETURNING did not fit where it was put: run the statement as it was
+        with contextlib.suppress(duckdb.Error):
+            cursor.execute("ROLLBACK")
+        return None, -1
+    return _read(result.to_arrow_reader(_BATCH), limit)
+
+
+def _read(reader: pa.RecordBatchReader, limit: int) -> tuple[pa.Table | None, int]:
+    """(the rows, or None past ``limit`` of them; how many)."""
+    batches: list[pa.RecordBatch] = []
+    seen = 0
+    for batch in reader:
+        seen += batch.num_rows
+        if seen <= limit:
+            batches.append(batch)
+    if seen > limit:
+        return None, seen
+    return pa.Table.from_batches(batches, schema=reader.schema), seen
 
 
 def _in_transaction(cursor: duckdb.DuckDBPyConnection) -> bool:
