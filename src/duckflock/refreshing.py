@@ -273,13 +273,22 @@ class Refresher:
             if gone is not None:
                 assert plan.retract is not None
                 check(analysis)
-                state = retract(cursor, plan.retract, state, gone)
+                state = retract(
+                    cursor, plan.retract, state, gone, plan.arrow if analysis.fast else None
+                )
             check(analysis)
             if window is None:
                 assert gone is not None
                 # the outputs (HAVING, ORDER BY, LIMIT) from the new state: a fold of no rows
                 empty = gone.slice(0, 0)
-                state, table = split(plan, _over_arrow(cursor, plan.refresh, state, empty))
+                if (
+                    plan.arrow is not None
+                    and analysis.fast
+                    and not plan.arrow.has_nan(state, empty)
+                ):
+                    table = plan.arrow.result(state)  # pyarrow: no DuckDB query
+                else:
+                    state, table = split(plan, _over_arrow(cursor, plan.refresh, state, empty))
             else:
                 # instants never go back: expired buckets would be needed again
                 instant = max(windows.now(), analysis.window_now or windows.now())

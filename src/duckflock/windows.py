@@ -209,8 +209,8 @@ def sliding(
     boundary = (
         f"SELECT * FROM {table.sql} AS {alias} WHERE ({cut}) "
         f"AND NOT coalesce((time_bucket({interval}, {column_sql}) {op} ({bound_sql})), false) "
-        f"AND {column_sql} < __duckflock_high"
-    )
+        f"AND {column_sql} >= __duckflock_low AND {column_sql} < __duckflock_high"
+    )  # the last two in the column's own type: they prune row groups (zone maps)
     window = Window(
         combine=combine,
         keys=n,
@@ -260,17 +260,24 @@ def combine(
     inside = flagged.filter(whole).drop_columns(["__in", "__live", bucket])
     cut = flagged.filter(pc.and_(live, pc.invert(whole)))[bucket]
     if len(cut) and cut.null_count < len(cut):
+        low: datetime = pc.min(cut).as_py()
         high: datetime = pc.max(cut).as_py() + timedelta(microseconds=window.width)
-        if window.column_type == "TIMESTAMPTZ":
-            high_sql = literal(high)
-        else:
-            high_sql = f"CAST('{high.isoformat()}' AS TIMESTAMP)"
+        low_sql, high_sql = _typed(low, window.column_type), _typed(high, window.column_type)
     else:
-        high_sql = "NULL"  # no bucket is cut: no rows
+        low_sql = high_sql = "NULL"  # no bucket is cut: no rows
     rows = cursor.execute(
-        at(window.boundary, instant).replace("__duckflock_high", high_sql)
+        at(window.boundary, instant)
+        .replace("__duckflock_low", low_sql)
+        .replace("__duckflock_high", high_sql)
     ).to_arrow_table()
     return kept, over(window.combine.refresh, inside, rows)
+
+
+def _typed(instant: datetime, column_type: str) -> str:
+    """A bucket start as a literal of the window column's own type."""
+    if column_type == "TIMESTAMPTZ":
+        return literal(instant)
+    return f"CAST('{instant.isoformat()}' AS TIMESTAMP)"
 
 
 def now() -> datetime:
