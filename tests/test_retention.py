@@ -339,3 +339,26 @@ def test_property_inserts_and_deletes_equal_a_full_run(steps: list[Any]) -> None
             assert "incremental" in reason(db, name), reason(db, name)
     finally:
         db.close()
+
+
+def test_plain_shapes_subtract_in_pyarrow(
+    mdb: duckflock.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No DuckDB query over the deleted rows for plain shapes (min/max groups whose
+    extreme went are still recomputed from the table, by DuckDB)."""
+    import duckflock.retention as retention
+
+    run = retention._run
+    subtracts: list[str] = []
+
+    def spy(cursor: Any, sql: str, *tables: Any) -> Any:
+        if sql.startswith("WITH __gone"):
+            subtracts.append(sql)
+        return run(cursor, sql, *tables)
+
+    monkeypatch.setattr(retention, "_run", spy)
+    mdb.execute("DELETE FROM m WHERE n BETWEEN 0 AND 10")
+    agree(mdb, {name: QUERIES[name] for name in ("sums", "extremes", "global")})
+    assert subtracts == []
+    agree(mdb, {"where_having": QUERIES["where_having"]})  # a WHERE: DuckDB subtracts
+    assert len(subtracts) == 1
