@@ -6,8 +6,9 @@ and dropped, UPDATE / DELETE / DDL through ``execute``, ``executemany``, ``sql``
 transactions, multi-statement strings and ``EXPLAIN ANALYZE``, over tables in two
 schemas with the same name and views over them, and retention deletes (every path, NULL
 keys, NaN) under incremental and sliding-window analyses. After every step each analysis
-is refreshed and compared with its SQL run in full (a window's at ``Result.now``). ``DUCKFLOCK_MODEL_EXAMPLES`` (default
-25) and ``DUCKFLOCK_MODEL_STEPS`` (default 30) make the run longer.
+is refreshed and compared with its SQL run in full (a window's at ``Result.now``).
+``DUCKFLOCK_MODEL_EXAMPLES`` (default 25) and ``DUCKFLOCK_MODEL_STEPS`` (default 30) make
+the run longer.
 """
 
 from __future__ import annotations
