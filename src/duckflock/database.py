@@ -479,9 +479,9 @@ class Database:
         def committed(rows: Any) -> None:  # under the commit lock, after the COMMIT
             try:
                 scheduler.on_delete(table, rows)
-            except Exception:
+            except Exception:  # the DELETE did commit: the caller's call succeeded
+                log.exception("handing a DELETE's rows to the analyses failed")
                 scheduler.on_lost_notice()  # rebuild incremental states rather than drift
-                raise
 
         deleted = retention.delete(
             cursor,
