@@ -183,12 +183,13 @@ class Refresher:
             analysis.mode, analysis.reason = "full", f"full: {why}"
         else:
             with self._lock:
+                # in one hold: rows appended after a DELETE are never folded without it
                 deleting = bool(analysis.removed)
+                if not deleting:
+                    deltas, analysis.deltas, analysis.delta_rows = analysis.deltas, [], 0
+                    watermark = analysis.delta_watermark
             if deleting:
                 return self._retract(analysis, plan)
-            with self._lock:
-                deltas, analysis.deltas, analysis.delta_rows = analysis.deltas, [], 0
-                watermark = analysis.delta_watermark
             state, table = analysis.state, analysis.last_table
             if deltas:
                 try:
