@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 import duckflock
 from duckflock.retention import returning, selecting, target
 
-EXAMPLES = int(os.environ.get("DUCKFLOCK_RETENTION_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("DUCKFLOCK_RETENTION_EXAMPLES", "10"))
 TABLE = "CREATE TABLE m (k VARCHAR, g INTEGER, x DOUBLE, n INTEGER)"
 QUERIES = {
     "sums": "SELECT k, count(*) AS c, count(x) AS cx, sum(n) AS s, avg(x) AS a FROM m GROUP BY k",

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import duckflock
 from duckflock.windows import literal
 
-EXAMPLES = int(os.environ.get("DUCKFLOCK_WINDOW_EXAMPLES", "10"))
+EXAMPLES = int(os.environ.get("DUCKFLOCK_WINDOW_EXAMPLES", "8"))
 QUERIES = {
     "per_key": "SELECT k, count(*) AS c, sum(v) AS s, min(v) AS lo, max(ts) AS last FROM w "
     "WHERE ts > now() - INTERVAL 10 SECOND GROUP BY k",
