@@ -224,11 +224,57 @@ class Refresher:
         return folded
 
     def _retract(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int]:
-        """Fold in the appended rows and take out the deleted ones (retention.py)."""
-        table, watermark, appended, deleted = self._pinned(analysis, plan)
+        """Fold in the appended rows and take out the deleted ones (retention.py).
+
+        Subtraction needs nothing but the state and the rows: it runs first, with no
+        transaction. Only when a group needs the table (min/max, infinity) are the rows
+        put back and the whole refresh done again in a pinned transaction.
+        """
+        with self._lock:
+            deltas, analysis.deltas, analysis.delta_rows = analysis.deltas, [], 0
+            removed, analysis.removed, analysis.removed_rows = analysis.removed, [], 0
+            watermark = analysis.delta_watermark
+        state = analysis.state
+        assert state is not None and plan.retract is not None
+        gone = pa.concat_tables(removed)
+        deleted = gone.num_rows
+        try:
+            if deltas:
+                state, _ = self._fold_in(analysis, plan, state, pa.concat_tables(deltas))
+            check(analysis)
+            arrow = plan.arrow if analysis.fast else None
+            settled = retract(analysis.cursor, plan.retract, state, gone, arrow, settle=False)
+            if settled is not None:
+                table = self._outputs(analysis, plan, settled, gone.slice(0, 0))
+        except BaseException:
+            with self._lock:
+                taint(analysis, "the last refresh failed: the state is rebuilt")
+            raise
+        appended = sum(d.num_rows for d in deltas)
+        if settled is None:
+            with self._lock:  # in order, before whatever arrived since
+                tainted = analysis.tainted is not None
+                if not tainted:
+                    analysis.deltas[:0] = deltas
+                    analysis.delta_rows += appended
+                    analysis.removed[:0] = removed
+                    analysis.removed_rows += deleted
+            if tainted:  # meanwhile: what was taken is no use, rebuild
+                return self._incremental(analysis, plan)
+            table, watermark, appended, deleted = self._pinned(analysis, plan)
+        else:
+            analysis.state, analysis.last_table = settled, table
         analysis.mode = "incremental"
         analysis.reason = f"incremental: folded in {appended:,} rows, took out {deleted:,} deleted"
         return table, watermark
+
+    @staticmethod
+    def _outputs(analysis: Analysis, plan: Plan, state: pa.Table, empty: pa.Table) -> pa.Table:
+        """The result (HAVING, ORDER BY, LIMIT) of ``state``: pyarrow for plain shapes,
+        else a DuckDB fold of no rows (``empty``: the source table's columns)."""
+        if plan.arrow is not None and analysis.fast and not plan.arrow.has_nan(state, empty):
+            return plan.arrow.result(state)
+        return split(plan, _over_arrow(analysis.cursor, plan.refresh, state, empty))[1]
 
     def _windowed(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int]:
         """A sliding window (windows.py): the bucketed state brought up to date, then
@@ -281,15 +327,7 @@ class Refresher:
             if window is None:
                 assert gone is not None
                 # the outputs (HAVING, ORDER BY, LIMIT) from the new state: a fold of no rows
-                empty = gone.slice(0, 0)
-                if (
-                    plan.arrow is not None
-                    and analysis.fast
-                    and not plan.arrow.has_nan(state, empty)
-                ):
-                    table = plan.arrow.result(state)  # pyarrow: no DuckDB query
-                else:
-                    state, table = split(plan, _over_arrow(cursor, plan.refresh, state, empty))
+                table = self._outputs(analysis, plan, state, gone.slice(0, 0))
             else:
                 # instants never go back: expired buckets would be needed again
                 instant = max(windows.now(), analysis.window_now or windows.now())

@@ -382,9 +382,13 @@ def retract(
     state: pa.Table,
     deleted: pa.Table,
     arrow: ArrowPlan | None = None,
-) -> pa.Table:
-    """``state`` without ``deleted``'s rows. Runs on ``cursor`` inside the transaction
-    whose snapshot matches the state (see :class:`duckflock.refreshing.Refresher`).
+    *,
+    settle: bool = True,
+) -> pa.Table | None:
+    """``state`` without ``deleted``'s rows. Groups that subtraction cannot settle are
+    recomputed on ``cursor``, inside the transaction whose snapshot matches the state
+    (see :class:`duckflock.refreshing.Refresher`); with ``settle=False`` there is no
+    such transaction, and None says one is needed.
 
     With ``arrow`` (a plain shape, see :mod:`duckflock.arrowfold`) pyarrow aggregates the
     deleted rows (DuckDB takes ~10x longer over Arrow input), unless NaN is about, where
@@ -397,11 +401,13 @@ def retract(
             out = _arrow_subtract(retraction, state, partials)
     if out is None:
         out = _run(cursor, retraction.subtract, state, deleted, None)
-    again = out["__again"]
-    kept = out.filter(pc.invert(pc.fill_null(again, True))).drop_columns(["__again"])
+    again = pc.fill_null(out["__again"], True)
+    kept = out.filter(pc.invert(again)).drop_columns(["__again"])
     if not pc.any(again).as_py():
         return _conform(kept, state.schema)
-    flagged = out.filter(pc.fill_null(again, True))
+    if not settle:
+        return None
+    flagged = out.filter(again)
     keys = flagged.select([f"__k{i}" for i in range(retraction.keys)])
     recomputed = _run(cursor, retraction.recompute, state, deleted, keys)
     return pa.concat_tables([_conform(kept, state.schema), _conform(recomputed, state.schema)])
@@ -409,32 +415,46 @@ def retract(
 
 def _arrow_partials(arrow: ArrowPlan, rows: pa.Table, schema: pa.Schema) -> pa.Table:
     """The partials of ``rows`` per group, as the state's columns (what ArrowPlan.fold
-    computes for new rows, before it merges them)."""
+    computes for new rows, before it merges them). A partial asked twice (avg's sum
+    beside a sum of the same column) is aggregated once."""
     aggregations: list[tuple[Any, ...]] = []
+    index: dict[tuple[str, str], int] = {}  # (kind, source) -> aggregation
+    picks: list[int] = []
     for i, (kind, column) in enumerate(arrow.partials):
         source = column if column is not None else (arrow.keys[0] if arrow.keys else None)
         if source is None:  # count(*) without keys: any column counts every row
             source = rows.column_names[0]
-        values = rows[source]
-        if kind == "sum" and pa.types.is_integer(values.type):
-            source = f"__s{i}"  # exact, like DuckDB's HUGEINT
-            rows = rows.append_column(source, pc.cast(values, pa.decimal128(38, 0)))
-        elif kind == "sum" and pa.types.is_floating(values.type):
-            source = f"__s{i}"  # DuckDB sums FLOAT as DOUBLE
-            rows = rows.append_column(source, pc.cast(values, pa.float64()))
-        if kind == "count_all":
-            aggregations.append((source, "count", pc.CountOptions(mode="all")))
-        elif kind == "count":
-            aggregations.append((source, "count", pc.CountOptions(mode="only_valid")))
-        else:
-            aggregations.append((source, kind))
+        if (kind, source) not in index:
+            values = rows[source]
+            name = source
+            if kind == "sum" and pa.types.is_integer(values.type):
+                name = f"__s{i}"  # exact, like DuckDB's HUGEINT
+                rows = rows.append_column(name, pc.cast(values, pa.decimal128(38, 0)))
+            elif (
+                kind == "sum"
+                and pa.types.is_floating(values.type)
+                and (values.type != pa.float64())
+            ):
+                name = f"__s{i}"  # DuckDB sums FLOAT as DOUBLE
+                rows = rows.append_column(name, pc.cast(values, pa.float64()))
+            if kind == "count_all":
+                aggregations.append((name, "count", pc.CountOptions(mode="all")))
+            elif kind == "count":
+                aggregations.append((name, "count", pc.CountOptions(mode="only_valid")))
+            else:
+                aggregations.append((name, kind))
+            index[(kind, source)] = len(aggregations) - 1
+        picks.append(index[(kind, source)])
     keys = list(arrow.keys)
     grouped = rows.group_by(keys, use_threads=False).aggregate(aggregations)
     names = grouped.column_names
-    if names[: len(keys)] != keys:  # pyarrow puts the keys first (older ones: last)
-        width = len(aggregations)
-        grouped = grouped.select(names[width:] + names[:width])
-    return _conform(grouped, schema)
+    width = len(aggregations)
+    if names[: len(keys)] == keys:  # pyarrow puts the keys first (older ones: last)
+        key_columns, values_at = grouped.columns[: len(keys)], len(keys)
+    else:
+        key_columns, values_at = grouped.columns[width:], 0
+    columns = list(key_columns) + [grouped.column(values_at + pick) for pick in picks]
+    return _conform(pa.Table.from_arrays(columns, names=schema.names), schema)
 
 
 def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table) -> pa.Table:
