@@ -158,7 +158,7 @@ def inspect(cursor: duckdb.DuckDBPyConnection, sql: str, *, params: Any = None) 
     try:
         plan = planner.plan()
     except _NotIncremental as why:
-        windowed = _sliding(cursor, tree["statements"][0]["node"], columns, types)
+        windowed = _sliding(cursor, tree["statements"][0]["node"], columns, types, schema)
         if windowed is None:
             return Shape(read, columns, None, f"full: {why}", types)
         plan, window = windowed
@@ -172,11 +172,12 @@ def _sliding(
     node: dict[str, Any],
     columns: tuple[str, ...],
     types: tuple[str, ...],
+    schema: pa.Schema | None,
 ) -> tuple[Plan, Window] | None:
     """A sliding window over now() (duckflock.windows), planned with this planner."""
 
     def plan_node(select: dict[str, Any]) -> Plan:
-        return _Planner(cursor, select, columns, types).plan()
+        return _Planner(cursor, select, columns, types, schema).plan()
 
     render = _Planner(cursor, node, columns, types)._sql
     try:

@@ -331,10 +331,10 @@ class Refresher:
             else:
                 # instants never go back: expired buckets would be needed again
                 instant = max(windows.now(), analysis.window_now or windows.now())
-                state, out = windows.combine(
+                state, inside, rows = windows.cut(
                     cursor, window, state, instant, lambda q, s, d: _over_arrow(cursor, q, s, d)
                 )
-                table = split(window.combine, out)[1]
+                table = _combined(cursor, window.combine, inside, rows)
                 analysis.window_now = instant
             cursor.execute("COMMIT")
         except BaseException:
@@ -400,6 +400,17 @@ def _fold(
         log.warning("analysis %r: pyarrow cannot fold it; DuckDB will", analysis.name)
         analysis.fast = False
         return None
+
+
+def _combined(
+    cursor: duckdb.DuckDBPyConnection, plan: Plan, inside: pa.Table, rows: pa.Table
+) -> pa.Table:
+    """A window's result: its buckets inside the window merged by the query's own keys,
+    with the rows of the cut buckets folded in (pyarrow for plain shapes)."""
+    if plan.arrow is not None and not plan.arrow.has_nan(inside, rows):
+        with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
+            return plan.arrow.fold(inside, rows)[1]
+    return split(plan, _over_arrow(cursor, plan.refresh, inside, rows))[1]
 
 
 def _over_arrow(

@@ -240,14 +240,16 @@ def at(sql: str, instant: datetime) -> str:
     return sql.replace(NOW, literal(instant))
 
 
-def combine(
+def cut(
     cursor: duckdb.DuckDBPyConnection,
     window: Window,
     state: pa.Table,
     instant: datetime,
     over: Callable[[str, pa.Table, pa.Table | None], pa.Table],
-) -> tuple[pa.Table, pa.Table]:
-    """(the state without expired buckets, the combine plan's output at ``instant``).
+) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """(the state without expired buckets, the buckets inside the window without their
+    bucket column, the table's rows of the buckets the boundary cuts) at ``instant``:
+    the window's result is ``window.combine`` folding those rows into those buckets.
 
     ``over(sql, state, delta)`` runs SQL over Arrow tables named STATE and DELTA. Runs
     inside the transaction the state's snapshot is pinned in.
@@ -270,7 +272,7 @@ def combine(
         .replace("__duckflock_low", low_sql)
         .replace("__duckflock_high", high_sql)
     ).to_arrow_table()
-    return kept, over(window.combine.refresh, inside, rows)
+    return kept, inside, rows
 
 
 def _typed(instant: datetime, column_type: str) -> str:
