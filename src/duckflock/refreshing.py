@@ -314,7 +314,16 @@ class Refresher:
             state = analysis.state
             assert state is not None
             appended = sum(d.num_rows for d in deltas)
-            if deltas:
+            # instants never go back: expired buckets would be needed again
+            instant = max(windows.now(), analysis.window_now or windows.now())
+            flagged = None
+            if window is not None and deltas and not removed:
+                # fold and flag the buckets in one query
+                sql = windows.at(windows.flagging(window, plan.refresh), instant)
+                flagged = _over_arrow(cursor, sql, state, pa.concat_tables(deltas)).select(
+                    [*plan.state_columns, "__in", "__live"]
+                )
+            elif deltas:
                 state, _ = self._fold_in(analysis, plan, state, pa.concat_tables(deltas))
             gone = pa.concat_tables(removed) if removed else None
             if gone is not None:
@@ -329,10 +338,13 @@ class Refresher:
                 # the outputs (HAVING, ORDER BY, LIMIT) from the new state: a fold of no rows
                 table = self._outputs(analysis, plan, state, gone.slice(0, 0))
             else:
-                # instants never go back: expired buckets would be needed again
-                instant = max(windows.now(), analysis.window_now or windows.now())
                 state, inside, rows = windows.cut(
-                    cursor, window, state, instant, lambda q, s, d: _over_arrow(cursor, q, s, d)
+                    cursor,
+                    window,
+                    state,
+                    instant,
+                    lambda q, s, d: _over_arrow(cursor, q, s, d),
+                    flagged,
                 )
                 table = _combined(cursor, window.combine, inside, rows)
                 analysis.window_now = instant
