@@ -18,9 +18,11 @@ Append-only aggregates refresh incrementally (:mod:`duckflock.refreshing`): the 
 hands over the rows it stored (``INSERT … RETURNING *``) for the tables such analyses
 read — the capture set, which is published to the writer under this scheduler's lock
 together with the definition change that alters it — and a refresh folds only those
-into the kept state. Any other write to the database through duckflock (UPDATE, DELETE,
-a raw INSERT, DDL) taints the state, and the next refresh rebuilds it from the whole
-table — a full run, shown in ``analyses()``. Writes that bypass the Database (another
+into the kept state. A DELETE through ``db.execute`` hands over the rows it deleted
+(:mod:`duckflock.retention`), which a refresh takes out of the state. Any other write to
+the database through duckflock (UPDATE, a raw INSERT, DDL, a DELETE that could not be
+captured) taints the state, and the next refresh rebuilds it from the whole table — a
+full run, shown in ``analyses()``. Writes that bypass the Database (another
 process, an explicit ``db.cursor()``) are not seen: use ``db.execute`` for them.
 """
 
