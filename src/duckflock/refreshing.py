@@ -227,17 +227,38 @@ class Refresher:
         """Fold in the appended rows and take out the deleted ones (retention.py).
 
         Subtraction needs nothing but the state and the rows: it runs first, with no
-        transaction. Only when a group needs the table (min/max, infinity) are the rows
-        put back and the whole refresh done again in a pinned transaction.
+        transaction. Only when a group needs the table (min/max, infinity) is the whole
+        refresh done in a pinned transaction — at once for a min or max (they usually
+        do), else with the rows put back first.
         """
+        assert plan.retract is not None
+        done = None
+        if not {"min", "max"} & set(plan.retract.kinds):
+            done = self._subtract(analysis, plan)
+        if done is None:
+            with self._lock:
+                tainted = analysis.tainted is not None
+            if tainted:  # meanwhile: what was taken is no use, rebuild
+                return self._incremental(analysis, plan)
+            done = self._pinned(analysis, plan)
+        table, watermark, appended, deleted = done
+        analysis.mode = "incremental"
+        analysis.reason = f"incremental: folded in {appended:,} rows, took out {deleted:,} deleted"
+        return table, watermark
+
+    def _subtract(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int, int, int] | None:
+        """The refresh by subtraction alone, as :meth:`_pinned` returns it; None when a
+        group needs the table (the rows are put back, in order, unless the state was
+        tainted meanwhile)."""
+        assert plan.retract is not None
         with self._lock:
             deltas, analysis.deltas, analysis.delta_rows = analysis.deltas, [], 0
             removed, analysis.removed, analysis.removed_rows = analysis.removed, [], 0
             watermark = analysis.delta_watermark
         state = analysis.state
-        assert state is not None and plan.retract is not None
+        assert state is not None
         gone = pa.concat_tables(removed)
-        deleted = gone.num_rows
+        appended = sum(d.num_rows for d in deltas)
         try:
             if deltas:
                 state, _ = self._fold_in(analysis, plan, state, pa.concat_tables(deltas))
@@ -246,27 +267,20 @@ class Refresher:
             settled = retract(analysis.cursor, plan.retract, state, gone, arrow, settle=False)
             if settled is not None:
                 table = self._outputs(analysis, plan, settled, gone.slice(0, 0))
+                analysis.state, analysis.last_table = settled, table
+                return table, watermark, appended, gone.num_rows
         except BaseException:
             with self._lock:
                 taint(analysis, "the last refresh failed: the state is rebuilt")
             raise
-        appended = sum(d.num_rows for d in deltas)
-        if settled is None:
-            with self._lock:  # in order, before whatever arrived since
-                tainted = analysis.tainted is not None
-                if not tainted:
-                    analysis.deltas[:0] = deltas
-                    analysis.delta_rows += appended
-                    analysis.removed[:0] = removed
-                    analysis.removed_rows += deleted
-            if tainted:  # meanwhile: what was taken is no use, rebuild
-                return self._incremental(analysis, plan)
-            table, watermark, appended, deleted = self._pinned(analysis, plan)
-        else:
-            analysis.state, analysis.last_table = settled, table
-        analysis.mode = "incremental"
-        analysis.reason = f"incremental: folded in {appended:,} rows, took out {deleted:,} deleted"
-        return table, watermark
+        with self._lock:  # before whatever arrived since
+            if analysis.tainted is not None:
+                return None
+            analysis.deltas[:0] = deltas
+            analysis.delta_rows += appended
+            analysis.removed[:0] = removed
+            analysis.removed_rows += gone.num_rows
+        return None
 
     @staticmethod
     def _outputs(analysis: Analysis, plan: Plan, state: pa.Table, empty: pa.Table) -> pa.Table:
