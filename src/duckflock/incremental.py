@@ -38,9 +38,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import functools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -517,7 +517,7 @@ class _Planner:
         # beside each sum(x), when every partial can take deletes
         hidden = hidden_partials(self._slots.partials) if not self._joined else None
         for sql, merge, spec in hidden or []:
-            self._slots.add(sql, functools.partial("{0}({1})".format, merge), spec)
+            self._slots.add(sql, _merged_by(merge), spec)
         partials = self._slots.partials
         keys = [f"{self._sql(g)} AS __k{i}" for i, g in enumerate(groups)]
         columns = [f"{partial.sql} AS __p{i}" for i, partial in enumerate(partials)]
@@ -668,6 +668,10 @@ class _Planner:
         if not row or not isinstance(row[0], str) or not row[0].startswith(prefix):
             raise BindError("cannot render an expression of the analysis")
         return row[0][len(prefix) :]
+
+
+def _merged_by(aggregate: str) -> Callable[[str], str]:
+    return lambda partial: f"{aggregate}({partial})"
 
 
 def _wide_decimal(kind: str) -> bool:
