@@ -10,7 +10,8 @@ Run: .venv/bin/python benchmarks/analyses.py [--quick] [--large] [--workers] [--
    two results are compared: a shape whose incremental result differs fails the run.
 2. The ingest benchmark's streaming figure (8 threads, single rows, wait=False) with 5
    on-change analyses over the table, as a ratio to streaming alone.
-3. With --workers: the same with 1, 2 and 4 analysis threads (max_concurrent_analyses),
+3. Retention deletes of 1% of the table and sliding-window refreshes (benchmarks/retention.py).
+4. With --workers: the same with 1, 2 and 4 analysis threads (max_concurrent_analyses),
    interleaved over 5 rounds, medians: more threads must not slow the writer.
 """
 
@@ -158,6 +159,10 @@ def main(argv: list[str]) -> None:
         print(f"streaming alone:              {alone.rate:>12,.0f} rows/s")
         print(f"streaming with 5 analyses:    {with_analyses.rate:>12,.0f} rows/s")
         print(f"ratio = {with_analyses.rate / alone.rate:.0%} (target >= 70%)")
+
+        import retention  # benchmarks/retention.py: retention deletes, sliding windows
+
+        retention.main(argv)
 
         if "--workers" in argv:
             rates: dict[int, list[float]] = {1: [], 2: [], 4: []}

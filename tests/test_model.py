@@ -4,9 +4,11 @@ analysis equals a full run of its SQL.
 Hypothesis drives a Database through inserts (good and bad), analyses defined, replaced
 and dropped, UPDATE / DELETE / DDL through ``execute``, ``executemany``, ``sql``,
 transactions, multi-statement strings and ``EXPLAIN ANALYZE``, over tables in two
-schemas with the same name and views over them. After every step each analysis is
-refreshed and compared with its SQL run in full. ``DUCKFLOCK_MODEL_EXAMPLES`` (default
-25) and ``DUCKFLOCK_MODEL_STEPS`` (default 30) make the run longer.
+schemas with the same name and views over them, and retention deletes (every path, NULL
+keys, NaN) under incremental and sliding-window analyses. After every step each analysis
+is refreshed and compared with its SQL run in full (a window's at ``Result.now``).
+``DUCKFLOCK_MODEL_EXAMPLES`` (default 25) and ``DUCKFLOCK_MODEL_STEPS`` (default 30) make
+the run longer.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -56,6 +59,16 @@ QUERIES = [
     "last(v ORDER BY v) FILTER (WHERE v < 50) AS l FROM events GROUP BY k",
     "SELECT e.k, count(b.v) AS n, count(DISTINCT b.v) AS dv FROM events e "
     "LEFT JOIN other.big b ON e.k = b.k AND b.v > 60 GROUP BY e.k",
+    # retention deletes and sliding windows (NULL keys, NaN) over readings
+    "SELECT k, count(*) AS n, sum(x) AS s, min(x) AS lo, max(x) AS hi FROM readings GROUP BY k",
+    "SELECT k, count(*) AS n, avg(x) AS a FROM readings "
+    "WHERE ts > now() - INTERVAL 10 SECOND GROUP BY k",
+    # both together: deletes from FILTER/boolean/expression-key states (subtracted or
+    # recomputed), from a window with a distinct count (rebuilt)
+    "SELECT upper(k) AS uk, count(x) FILTER (WHERE x > 0) AS pos, "
+    "sum(x) FILTER (WHERE x < 50) AS s, bool_and(x > 0) AS allpos FROM readings GROUP BY 1",
+    "SELECT k IS NULL AS nk, count(DISTINCT k) AS dk, max(x) FILTER (WHERE x < 50) AS hi "
+    "FROM readings WHERE ts >= now() - INTERVAL 5 SECOND GROUP BY 1",
 ]
 TABLES = ["events", "other.events", "main.events", '"other"."events"']
 KEYS = st.sampled_from(["a", "b", "c", "d", "e"])
@@ -76,10 +89,28 @@ WRITES = [
 ]
 
 
+# (how, SQL): deletes of readings, through every path a DELETE can take
+RETENTION = [
+    ("execute", "DELETE FROM readings WHERE x < ?"),
+    ("execute", "DELETE FROM readings WHERE ts < now() - to_seconds(? % 15); -- retention"),
+    ("execute", "WITH c AS (SELECT ? AS v) DELETE FROM readings WHERE isnan(x) OR x > (FROM c)"),
+    ("rollback", "DELETE FROM readings WHERE x > ?"),
+    ("executemany", "DELETE FROM readings WHERE x = ?"),
+    ("transaction", "DELETE FROM readings WHERE k IS NULL AND x > ?"),
+]
+READING = st.fixed_dictionaries(
+    {
+        "k": st.sampled_from([None, "a", "b"]),
+        "x": st.one_of(st.none(), st.floats(-100, 100), st.just(math.nan)),
+        "age": st.one_of(st.none(), st.floats(-20.0, 2.0)),
+    }
+)
+
+
 def normal(rows: list[tuple[Any, ...]], ordered: bool) -> list[tuple[Any, ...]]:
     def value(x: Any) -> Any:
         if isinstance(x, float | Decimal):
-            return None if math.isnan(x) else round(float(x), 6)
+            return "nan" if math.isnan(x) else round(float(x), 6)
         return x
 
     out = [tuple(value(x) for x in row) for row in rows]
@@ -97,6 +128,7 @@ class Model(RuleBasedStateMachine):
             self.db.execute(f"CREATE TABLE {table} (k VARCHAR NOT NULL, v INTEGER)")
         self.db.execute("CREATE VIEW pos AS SELECT * FROM events WHERE v > 0")
         self.db.execute("CREATE VIEW other.big AS SELECT * FROM events WHERE v > 50")
+        self.db.execute("CREATE TABLE readings (k VARCHAR, x DOUBLE, ts TIMESTAMP)")
         self.live: dict[str, str] = {}
         self.count = 0
 
@@ -148,6 +180,35 @@ class Model(RuleBasedStateMachine):
         else:
             self.db.transaction(lambda cursor: cursor.execute(sql))
 
+    @rule(rows=st.lists(READING, min_size=1, max_size=10))
+    def insert_readings(self, rows: list[dict[str, Any]]) -> None:
+        now = datetime.now()
+        self.db.insert(
+            "readings",
+            [
+                {
+                    "k": r["k"],
+                    "x": r["x"],
+                    "ts": None if r["age"] is None else now + timedelta(seconds=r["age"]),
+                }
+                for r in rows
+            ],
+        )
+
+    @rule(delete=st.sampled_from(RETENTION), value=st.integers(-100, 100))
+    def retain(self, delete: tuple[str, str], value: int) -> None:
+        how, sql = delete
+        if how == "execute":
+            self.db.execute(sql, [value])
+        elif how == "rollback":
+            self.db.execute("BEGIN")
+            self.db.execute(sql, [value])
+            self.db.execute("ROLLBACK")
+        elif how == "executemany":
+            self.db.executemany(sql, [[value], [value + 1]])
+        else:
+            self.db.transaction(lambda cursor: cursor.execute(sql, [value]))
+
     @rule(
         ddl=st.sampled_from(
             [
@@ -170,6 +231,8 @@ class Model(RuleBasedStateMachine):
         for name, sql in self.live.items():
             result = self.db.refresh(name, timeout=60)
             assert result.error is None, result.error
+            if result.now is not None:  # a sliding window: the full run at its instant
+                sql = sql.replace("now()", f"CAST('{result.now.isoformat()}' AS TIMESTAMPTZ)")
             full = self.db.execute(sql).fetchall()
             ordered = re.search(r"ORDER BY [^)]*$", sql) is not None  # not first(… ORDER BY)
             assert normal(result.rows(), ordered) == normal(full, ordered), (name, sql)

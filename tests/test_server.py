@@ -378,6 +378,24 @@ def test_tables_analyses_and_results(http: TestClient, db: duckflock.Database) -
     error_of(http.delete("/v1/analyses/per_k"), 404, "UnknownAnalysisError")
 
 
+def test_a_sliding_windows_instant_reaches_json_and_the_client(
+    http: TestClient, db: duckflock.Database
+) -> None:
+    db.insert("events", [{"k": "a", "v": 1}, {"k": "b", "v": 2}])
+    sql = "SELECT k, count(*) AS n FROM events WHERE seen > now() - INTERVAL 1 HOUR GROUP BY k"
+    assert http.put("/v1/analyses/recent", json={"sql": sql}).status_code == 201
+    plain = "SELECT count(*) AS n FROM events"
+    assert http.put("/v1/analyses/plain", json={"sql": plain}).status_code == 201
+    result = http.get("/v1/analyses/recent/result").json()
+    instant = dt.datetime.fromisoformat(result["now"])
+    assert instant.tzinfo is not None and sorted(result["rows"]) == [["a", 1], ["b", 1]]
+    assert http.get("/v1/analyses/plain/result").json()["now"] is None
+    client = Client("http://testserver", http=http)
+    fetched = client.result("recent")
+    assert fetched.now is not None and fetched.now >= instant
+    assert client.result("plain").now is None
+
+
 def test_metrics_and_openapi(http: TestClient, db: duckflock.Database) -> None:
     http.post("/v1/tables/events/rows", json=[{"k": "a"}, {"k": "b"}])
     http.post("/v1/tables/events/rows", json={"k": None})

@@ -18,9 +18,11 @@ Append-only aggregates refresh incrementally (:mod:`duckflock.refreshing`): the 
 hands over the rows it stored (``INSERT … RETURNING *``) for the tables such analyses
 read — the capture set, which is published to the writer under this scheduler's lock
 together with the definition change that alters it — and a refresh folds only those
-into the kept state. Any other write to the database through duckflock (UPDATE, DELETE,
-a raw INSERT, DDL) taints the state, and the next refresh rebuilds it from the whole
-table — a full run, shown in ``analyses()``. Writes that bypass the Database (another
+into the kept state. A DELETE through ``db.execute`` hands over the rows it deleted
+(:mod:`duckflock.retention`), which a refresh takes out of the state. Any other write to
+the database through duckflock (UPDATE, a raw INSERT, DDL, a DELETE that could not be
+captured) taints the state, and the next refresh rebuilds it from the whole table — a
+full run, shown in ``analyses()``. Writes that bypass the Database (another
 process, an explicit ``db.cursor()``) are not seen: use ``db.execute`` for them.
 """
 
@@ -416,6 +418,42 @@ class Scheduler:
                     taint(analysis, f"over {self._max_delta_rows:,} rows between refreshes")
             self._wake.notify()
 
+    @property
+    def max_delta_rows(self) -> int:
+        """Rows an incremental analysis keeps between refreshes before it rebuilds."""
+        return self._max_delta_rows
+
+    def retains(self, table: Identity) -> bool:
+        """Whether an incremental analysis reads ``table`` (its deletes are worth capturing)."""
+        with self._lock:
+            return any(
+                a.shape.plan is not None and a.shape.plan.table == table
+                for a in self._analyses.values()
+            )
+
+    def on_delete(self, table: Identity, rows: pa.Table | None) -> None:
+        """A DELETE through the Database committed ``rows`` out of ``table`` (None: they
+        were not captured). Called under the commit lock, like :meth:`on_commit`."""
+        now = time.monotonic()
+        with self._lock:
+            for analysis in self._analyses.values():
+                if not analysis.shape.reads.touches({table}):
+                    continue
+                if analysis.on_change and analysis.dirty_at is None:
+                    analysis.dirty_at = now
+                plan = analysis.shape.plan
+                if plan is None or not analysis.collecting or analysis.tainted:
+                    continue
+                if rows is None or plan.retract is None or plan.table != table:
+                    taint(analysis, "a DELETE whose rows could not be taken out one by one")
+                    continue
+                if rows.num_rows:
+                    analysis.removed.append(rows)
+                    analysis.removed_rows += rows.num_rows
+                if analysis.delta_rows + analysis.removed_rows > self._max_delta_rows:
+                    taint(analysis, f"over {self._max_delta_rows:,} rows between refreshes")
+            self._wake.notify()
+
     def on_lost_notice(self) -> None:
         """A commit notice could not be handled: no incremental state can be trusted."""
         with self._lock:
@@ -583,6 +621,7 @@ class Scheduler:
                 mode=analysis.mode or "full",
                 error=error,
                 reason=analysis.reason or analysis.shape.reason,
+                now=analysis.window_now if analysis.shape.window is not None else None,
             )
             analysis.result = result
             mailboxes = list(analysis.mailboxes)

@@ -297,6 +297,9 @@ class Client:
             watermark=int(headers["x-duckflock-watermark"]),
             mode=headers["x-duckflock-mode"],
             error=rebuilt if isinstance(rebuilt, QueryError) else None,
+            now=datetime.fromisoformat(headers["x-duckflock-now"])
+            if "x-duckflock-now" in headers
+            else None,
         )
 
     def watch(self, name: str) -> Iterator[Result]:
@@ -352,6 +355,7 @@ def _result_from_json(payload: dict[str, Any]) -> Result:
         mode=str(payload["mode"]),
         error=rebuilt if isinstance(rebuilt, QueryError) else None,
         reason=str(payload.get("reason", "")),
+        now=datetime.fromisoformat(payload["now"]) if payload.get("now") else None,
     )
 
 

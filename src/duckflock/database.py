@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from . import definitions, transactions
+from . import definitions, retention, transactions
 from .analyses import DEFAULT_TIMEOUT, DEFAULT_WORKERS, MAX_WORKERS, TIMEOUT_FLOOR, Scheduler
 from .checks import count, flag, seconds, text, texts
 from .cursors import CursorPool
@@ -288,6 +288,8 @@ class Database:
                 kind = self._before(sql)
                 if many:
                     cursor.executemany(sql, params)
+                elif kind == WRITE and self._delete(cursor, sql, params):
+                    kind = READ  # its rows went to the analyses: no rebuild
                 else:
                     cursor.execute(sql, params)
             except BaseException:
@@ -520,6 +522,38 @@ class Database:
     def lake_state(self) -> dict[str, Any] | None:
         """A lake's latest snapshot id and maintenance state (None: not a lake)."""
         return None if self._lake is None else self._lake.state()
+
+    # -- retention deletes -------------------------------------------------------------
+
+    def _delete(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: Any) -> bool:
+        """Run ``sql`` capturing its deleted rows for incremental analyses, if it is a
+        DELETE they can take (:mod:`duckflock.retention`); False: not run, run it plainly."""
+        scheduler = self._scheduler
+        # a lake's analyses rebuild on its snapshot poller (other processes delete too)
+        parts = retention.target(sql) if scheduler is not None and self._lake is None else None
+        if scheduler is None or parts is None:
+            return False
+        table = retention.resolve(cursor, parts)
+        if table is None or not scheduler.retains(table):
+            return False
+
+        def committed(rows: Any) -> None:  # under the commit lock, after the COMMIT
+            try:
+                scheduler.on_delete(table, rows)
+            except Exception:  # the DELETE did commit: the caller's call succeeded
+                log.exception("handing a DELETE's rows to the analyses failed")
+                scheduler.on_lost_notice()  # rebuild incremental states rather than drift
+
+        deleted = retention.delete(
+            cursor,
+            sql,
+            params,
+            columns=retention.table_columns(cursor, table),
+            commit_lock=self._commit_lock,
+            committed=committed,
+            limit=scheduler.max_delta_rows,
+        )
+        return deleted is not None
 
     def _on_capture_change(self, tables: frozenset[Identity]) -> None:
         writer = self._writer

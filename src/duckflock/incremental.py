@@ -40,6 +40,7 @@ import copy
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,10 +51,18 @@ from .arrowfold import ArrowPlan, Output
 from .errors import BindError, QueryError, translate
 from .names import Identity
 from .plans import DELTA, DISTINCT_LIMIT, STATE, Plan
+from .retention import hidden_partials, retraction
 from .sources import sources
 from .states import Aggregate, NotIncremental, Slots, plan_aggregate
 from .syntax import Reads, parse, reads, walk
+from .windows import Window, sliding
 
+# the new rows, scanned so that no filter is pushed into the Arrow scan: pyarrow compares
+# NaN as unordered, DuckDB as greater than every number (WHERE v > 0 must keep NaN rows)
+_DELTA_ROWS = f"(SELECT * FROM {DELTA} LIMIT 9223372036854775807)"
+# partial kinds whose merge takes any number of a group's state rows (a window merges
+# its buckets by the query's keys); pick/key/sketch merge one old row with one new
+_MANY_ROWS = {"count_all", "count", "sum", "min", "max", "bool_and", "bool_or", "set", "seen"}
 _ROW_LOCAL_CLASSES = {
     "COLUMN_REF",
     "CONSTANT",
@@ -76,6 +85,7 @@ class Shape:
     plan: Plan | None
     reason: str  # why it refreshes as it does, in words
     types: tuple[str, ...] = field(default=())
+    window: Window | None = None  # a sliding window over now(): plan is its bucketed state
 
     @property
     def tables(self) -> frozenset[Identity]:
@@ -115,8 +125,40 @@ def inspect(
     try:
         plan = planner.plan(distinct_limit)
     except NotIncremental as why:
-        return Shape(read, columns, None, f"full: {why}", types)
+        node = tree["statements"][0]["node"]
+        windowed = _sliding(cursor, node, columns, types, schema, distinct_limit)
+        if windowed is None:
+            return Shape(read, columns, None, f"full: {why}", types)
+        plan, window = windowed
+        reason = f"incremental: sliding window over {window.column}"
+        return Shape(read, columns, plan, reason, types, window=window)
     return Shape(read, columns, plan, f"incremental: {planner.describe()}", types)
+
+
+def _sliding(
+    cursor: duckdb.DuckDBPyConnection,
+    node: dict[str, Any],
+    columns: tuple[str, ...],
+    types: tuple[str, ...],
+    schema: pa.Schema | None,
+    distinct_limit: int,
+) -> tuple[Plan, Window] | None:
+    """A sliding window over now() (duckflock.windows), planned with this planner."""
+
+    def plan_node(select: dict[str, Any]) -> Plan:
+        planner = _Planner(cursor, select, columns, types, schema)
+        plan = planner.plan(distinct_limit)
+        kinds = {partial.spec[0] for partial in planner._slots.partials}
+        if not kinds <= _MANY_ROWS:  # the window's buckets of a group merge at once
+            raise NotIncremental("a window over an aggregate kept as a winner or sketch")
+        return plan
+
+    planner = _Planner(cursor, node, columns, types)
+    volatile = {name for name, (repeatable, _) in planner._functions.items() if not repeatable}
+    try:
+        return sliding(cursor, node, columns, types, plan_node, planner._sql, volatile)
+    except (NotIncremental, duckdb.Error, QueryError):
+        return None
 
 
 def _canonical(node: Any) -> str:
@@ -181,7 +223,7 @@ class _Planner:
             raise NotIncremental("not a plain SELECT (set operation or VALUES)")
         if node.get("cte_map", {}).get("map"):
             raise NotIncremental("the query uses a WITH clause")
-        found = sources(self._cursor, node.get("from_table") or {}, DELTA, self._render)
+        found = sources(self._cursor, node.get("from_table") or {}, _DELTA_ROWS, self._render)
         self._source, self._joined = found.fact, set(found.joined)
         fact = found.fact_node
         if fact.get("sample") or fact.get("at_clause") or node.get("sample"):
@@ -471,6 +513,11 @@ class _Planner:
         select: list[dict[str, Any]],
         having: dict[str, Any] | None,
     ) -> Plan:
+        # retention deletes (duckflock.retention): a hidden count(*) and a count(x)
+        # beside each sum(x), when every partial can take deletes
+        hidden = hidden_partials(self._slots.partials) if not self._joined else None
+        for sql, merge, spec in hidden or []:
+            self._slots.add(sql, _merged_by(merge), spec)
         partials = self._slots.partials
         keys = [f"{self._sql(g)} AS __k{i}" for i, g in enumerate(groups)]
         columns = [f"{partial.sql} AS __p{i}" for i, partial in enumerate(partials)]
@@ -517,6 +564,16 @@ class _Planner:
             offset=offset,
             limit=limit,
             arrow=self._arrow_plan(where, groups, having, offset, limit),
+            retract=None
+            if hidden is None
+            else retraction(
+                source_sql=self._from_build,
+                keys=[self._sql(g) for g in groups],
+                partials=partials,
+                where_sql=where_sql,
+                deleted_partials=partial_over(self._from_delta),
+                state=STATE,
+            ),
         )
 
     def _probe(self, plan: Plan) -> None:
@@ -611,6 +668,10 @@ class _Planner:
         if not row or not isinstance(row[0], str) or not row[0].startswith(prefix):
             raise BindError("cannot render an expression of the analysis")
         return row[0][len(prefix) :]
+
+
+def _merged_by(aggregate: str) -> Callable[[str], str]:
+    return lambda partial: f"{aggregate}({partial})"
 
 
 def _wide_decimal(kind: str) -> bool:

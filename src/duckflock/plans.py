@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from .arrowfold import ArrowPlan
 from .names import Identity
+from .retention import Retraction
 
 STATE = "__duckflock_state"  # the kept state, as the refresh query names it
 DELTA = "__duckflock_delta"  # the newly appended rows
@@ -45,6 +46,7 @@ class Plan:
     sets: tuple[str, ...] = ()  # state columns holding count(DISTINCT …) value lists
     distinct_limit: int = DISTINCT_LIMIT  # values those may hold in all, then: full
     joined: frozenset[Identity] = frozenset()  # dimension tables: a write rebuilds
+    retract: Retraction | None = None  # how deleted rows leave the state (retention.py)
 
     def oversized(self, state: pa.Table) -> str | None:
         """Why the state is too big to keep (its distinct sets), or None."""

@@ -18,14 +18,17 @@ import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from . import windows
 from .incremental import Shape, inspect
 from .plans import DELTA, DISTINCT_LIMIT, STATE, Plan, split
 from .results import Mailbox, Result, log
+from .retention import retract
 
 
 class Cancelled(Exception):
@@ -66,6 +69,9 @@ class Analysis:
     deltas: list[pa.Table] = field(default_factory=list)
     delta_rows: int = 0
     delta_watermark: int = 0
+    removed: list[pa.Table] = field(default_factory=list)  # rows deleted since (retention)
+    removed_rows: int = 0
+    window_now: datetime | None = None  # the instant the last window result is at
     tainted: str | None = None
     fast: bool = True  # the pyarrow fold may be used (see Plan.arrow)
     mode: str = ""
@@ -113,6 +119,8 @@ def taint(analysis: Analysis, why: str) -> None:
     analysis.collecting = False
     analysis.deltas = []
     analysis.delta_rows = 0
+    analysis.removed = []
+    analysis.removed_rows = 0
 
 
 def check(analysis: Analysis) -> None:
@@ -143,6 +151,8 @@ class Refresher:
         check(analysis)
         if analysis.reinspect:
             self._reinspect(analysis)
+        if analysis.shape.plan is not None and analysis.shape.window is not None:
+            return self._windowed(analysis, analysis.shape.plan)
         if analysis.shape.plan is not None:
             return self._incremental(analysis, analysis.shape.plan)
         watermark = self._committed_seq()
@@ -181,8 +191,13 @@ class Refresher:
             analysis.mode, analysis.reason = "full", f"full: {why}"
         else:
             with self._lock:
-                deltas, analysis.deltas, analysis.delta_rows = analysis.deltas, [], 0
-                watermark = analysis.delta_watermark
+                # in one hold: rows appended after a DELETE are never folded without it
+                deleting = bool(analysis.removed)
+                if not deleting:
+                    deltas, analysis.deltas, analysis.delta_rows = analysis.deltas, [], 0
+                    watermark = analysis.delta_watermark
+            if deleting:
+                return self._retract(analysis, plan)
             state, table = analysis.state, analysis.last_table
             if deltas:
                 try:
@@ -225,6 +240,169 @@ class Refresher:
             return table, watermark
         analysis.state, analysis.last_table = state, table
         return table, watermark
+
+    @staticmethod
+    def _fold_in(
+        analysis: Analysis, plan: Plan, state: pa.Table | None, delta: pa.Table
+    ) -> tuple[pa.Table, pa.Table]:
+        """(state, result) with the appended rows ``delta`` folded in (not a join: its
+        deletes rebuild, and a window reads one table)."""
+        assert not plan.joined
+        folded = _fold(analysis, plan, state, delta)
+        if folded is None:
+            check(analysis)
+            assert state is not None
+            folded = split(plan, _over_arrow(analysis.cursor, plan.refresh, state, delta))
+        return folded
+
+    def _retract(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int]:
+        """Fold in the appended rows and take out the deleted ones (retention.py).
+
+        Subtraction needs nothing but the state and the rows: it runs first, with no
+        transaction. Only when a group needs the table (min/max, infinity) is the whole
+        refresh done in a pinned transaction — at once for a min or max (they usually
+        do), else with the rows put back first.
+        """
+        assert plan.retract is not None
+        done = None
+        if not {"min", "max"} & set(plan.retract.kinds):
+            done = self._subtract(analysis, plan)
+        if done is None:
+            with self._lock:
+                tainted = analysis.tainted is not None
+            if tainted:  # meanwhile: what was taken is no use, rebuild
+                return self._incremental(analysis, plan)
+            done = self._pinned(analysis, plan)
+        table, watermark, appended, deleted = done
+        analysis.mode = "incremental"
+        analysis.reason = f"incremental: folded in {appended:,} rows, took out {deleted:,} deleted"
+        return table, watermark
+
+    def _subtract(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int, int, int] | None:
+        """The refresh by subtraction alone, as :meth:`_pinned` returns it; None when a
+        group needs the table (the rows are put back, in order, unless the state was
+        tainted meanwhile)."""
+        assert plan.retract is not None
+        with self._lock:
+            deltas, analysis.deltas, analysis.delta_rows = analysis.deltas, [], 0
+            removed, analysis.removed, analysis.removed_rows = analysis.removed, [], 0
+            watermark = analysis.delta_watermark
+        state = analysis.state
+        assert state is not None
+        gone = pa.concat_tables(removed)
+        appended = sum(d.num_rows for d in deltas)
+        try:
+            if deltas:
+                state, _ = self._fold_in(analysis, plan, state, pa.concat_tables(deltas))
+            check(analysis)
+            arrow = plan.arrow if analysis.fast else None
+            settled = retract(analysis.cursor, plan.retract, state, gone, arrow, settle=False)
+            if settled is not None:
+                table = self._outputs(analysis, plan, settled, gone.slice(0, 0))
+                analysis.state, analysis.last_table = settled, table
+                return table, watermark, appended, gone.num_rows
+        except BaseException:
+            with self._lock:
+                taint(analysis, "the last refresh failed: the state is rebuilt")
+            raise
+        with self._lock:  # before whatever arrived since
+            if analysis.tainted is not None:
+                return None
+            analysis.deltas[:0] = deltas
+            analysis.delta_rows += appended
+            analysis.removed[:0] = removed
+            analysis.removed_rows += gone.num_rows
+        return None
+
+    @staticmethod
+    def _outputs(analysis: Analysis, plan: Plan, state: pa.Table, empty: pa.Table) -> pa.Table:
+        """The result (HAVING, ORDER BY, LIMIT) of ``state``: pyarrow for plain shapes,
+        else a DuckDB fold of no rows (``empty``: the source table's columns)."""
+        if plan.arrow is not None and analysis.fast and not plan.arrow.has_nan(state, empty):
+            return plan.arrow.result(state)
+        return split(plan, _over_arrow(analysis.cursor, plan.refresh, state, empty))[1]
+
+    def _windowed(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int]:
+        """A sliding window (windows.py): the bucketed state brought up to date, then
+        combined at this run's instant."""
+        with self._lock:
+            rebuild = analysis.state is None or analysis.tainted is not None
+            why = analysis.tainted or "first refresh: the state is built from the whole table"
+        if rebuild:
+            analysis.state, _, _ = self._rebuild(analysis, plan)
+        table, watermark, appended, deleted = self._pinned(analysis, plan)
+        analysis.mode = "full" if rebuild else "incremental"
+        analysis.reason = (
+            f"full: {why}"
+            if rebuild
+            else f"incremental: window at {analysis.window_now}, folded in {appended:,} rows"
+            + (f", took out {deleted:,} deleted" if deleted else "")
+        )
+        return table, watermark
+
+    def _pinned(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int, int, int]:
+        """Bring the state up to date in a transaction whose snapshot is pinned, under
+        the commit lock, together with taking the deltas: groups that subtraction cannot
+        settle (min/max, NaN) and a window's boundary buckets are computed from the table
+        at exactly the data the state then describes. (result, watermark, rows folded in,
+        rows taken out)."""
+        window = analysis.shape.window
+        cursor = analysis.cursor
+        cursor.execute("BEGIN TRANSACTION")
+        try:
+            with self._commit_lock():
+                cursor.execute(plan.pin).fetchall()
+                with self._lock:
+                    deltas, analysis.deltas, analysis.delta_rows = analysis.deltas, [], 0
+                    removed, analysis.removed, analysis.removed_rows = analysis.removed, [], 0
+                    watermark = analysis.delta_watermark
+            check(analysis)
+            state = analysis.state
+            assert state is not None
+            appended = sum(d.num_rows for d in deltas)
+            # instants never go back: expired buckets would be needed again
+            instant = max(windows.now(), analysis.window_now or windows.now())
+            flagged = None
+            if window is not None and deltas and not removed:
+                # fold and flag the buckets in one query
+                sql = windows.at(windows.flagging(window, plan.refresh), instant)
+                flagged = _over_arrow(cursor, sql, state, pa.concat_tables(deltas)).select(
+                    [*plan.state_columns, "__in", "__live"]
+                )
+            elif deltas:
+                state, _ = self._fold_in(analysis, plan, state, pa.concat_tables(deltas))
+            gone = pa.concat_tables(removed) if removed else None
+            if gone is not None:
+                assert plan.retract is not None
+                check(analysis)
+                state = retract(
+                    cursor, plan.retract, state, gone, plan.arrow if analysis.fast else None
+                )
+            check(analysis)
+            if window is None:
+                assert gone is not None
+                # the outputs (HAVING, ORDER BY, LIMIT) from the new state: a fold of no rows
+                table = self._outputs(analysis, plan, state, gone.slice(0, 0))
+            else:
+                state, inside, rows = windows.cut(
+                    cursor,
+                    window,
+                    state,
+                    instant,
+                    lambda q, s, d: _over_arrow(cursor, q, s, d),
+                    flagged,
+                )
+                table = _combined(cursor, window.combine, inside, rows)
+                analysis.window_now = instant
+            cursor.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):
+                cursor.execute("ROLLBACK")
+            with self._lock:
+                taint(analysis, "the last refresh failed: the state is rebuilt")
+            raise
+        analysis.state, analysis.last_table = state, table
+        return table, watermark, appended, 0 if gone is None else gone.num_rows
 
     def _joined_fold(
         self, analysis: Analysis, plan: Plan, state: pa.Table, delta: pa.Table
@@ -280,6 +458,7 @@ class Refresher:
                     analysis.tainted = None
                     analysis.collecting = True
                     analysis.deltas, analysis.delta_rows = [], 0
+                    analysis.removed, analysis.removed_rows = [], 0
                     analysis.delta_watermark = watermark
             check(analysis)
             state, table = split(plan, cursor.execute(plan.build).to_arrow_table())
@@ -314,6 +493,17 @@ def _fold(
         log.warning("analysis %r: pyarrow cannot fold it; DuckDB will", analysis.name)
         analysis.fast = False
         return None
+
+
+def _combined(
+    cursor: duckdb.DuckDBPyConnection, plan: Plan, inside: pa.Table, rows: pa.Table
+) -> pa.Table:
+    """A window's result: its buckets inside the window merged by the query's own keys,
+    with the rows of the cut buckets folded in (pyarrow for plain shapes)."""
+    if plan.arrow is not None and not plan.arrow.has_nan(inside, rows):
+        with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
+            return plan.arrow.fold(inside, rows)[1]
+    return split(plan, _over_arrow(cursor, plan.refresh, inside, rows))[1]
 
 
 def _over_arrow(

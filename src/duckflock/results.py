@@ -38,6 +38,7 @@ class Result:
     mode: str  # "incremental" or "full"
     error: QueryError | None = None  # set when the last run failed; table is the last good
     reason: str = ""  # why it ran in that mode (full: the first construct or event to blame)
+    now: datetime | None = None  # a sliding window's instant: the value now() stood for
 
     def df(self) -> Any:
         """The table as a pandas DataFrame (needs pandas)."""

@@ -31,7 +31,7 @@ class Sources:
     fact_node: dict[str, Any]  # its node in the syntax tree (sample, time travel)
     joined: frozenset[Identity]  # the base tables joined to it (views expanded)
     whole: str  # the FROM clause over the whole fact table
-    new: str  # the FROM clause over the new rows (a table named ``delta``)
+    new: str  # the FROM clause over the new rows (the relation ``delta``)
     conditions: tuple[dict[str, Any], ...]  # the join conditions
     columns: frozenset[str]  # lower-case names of the columns the FROM clause gives
 
@@ -42,8 +42,9 @@ def sources(
     delta: str,
     render: Callable[[dict[str, Any], str], str],
 ) -> Sources:
-    """The fact table and dimensions of ``source`` (a FROM clause's syntax tree);
-    ``render(tree, prefix)`` turns a statement's tree into SQL less ``prefix``."""
+    """The fact table and dimensions of ``source`` (a FROM clause's syntax tree), the new
+    rows being the relation ``delta`` (SQL); ``render(tree, prefix)`` turns a
+    statement's tree into SQL less ``prefix``."""
     joined: set[Identity] = set()
     conditions: list[dict[str, Any]] = []
     node = source
@@ -72,7 +73,11 @@ def sources(
     whole = dict(
         node, catalog_name=fact.catalog, schema_name=fact.schema, table_name=fact.name, alias=alias
     )
-    new = dict(node, catalog_name="", schema_name="", table_name=delta, alias=alias)
+    # the new rows: a relation's SQL (a subquery of the registered Arrow table)
+    new = dict(
+        parse(cursor, f"SELECT 1 FROM {delta} AS __x")["statements"][0]["node"]["from_table"]
+    )
+    new["alias"] = alias
 
     def clause(replacement: dict[str, Any]) -> str:
         template = parse(cursor, "SELECT 1 FROM __duckflock_x")

@@ -128,6 +128,8 @@ def _result_headers(result: Result) -> dict[str, str]:
         "X-Duckflock-Watermark": str(result.watermark),
         "X-Duckflock-Mode": result.mode,
     }
+    if result.now is not None:  # a sliding window's instant
+        headers["X-Duckflock-Now"] = result.now.isoformat()
     if result.error is not None:
         headers["X-Duckflock-Error"] = json.dumps(
             {"type": type(result.error).__name__, "message": result.error.message}

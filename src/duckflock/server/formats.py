@@ -224,6 +224,7 @@ def result_json_head(result: Result) -> dict[str, Any]:
         "watermark": result.watermark,
         "mode": result.mode,
         "reason": result.reason,
+        "now": None if result.now is None else result.now.isoformat(),  # a sliding window's
         "error": None
         if result.error is None
         else {"type": type(result.error).__name__, "message": result.error.message},

@@ -1,0 +1,155 @@
+"""Retention deletes and sliding windows: incremental refresh vs a full re-run.
+
+Run: .venv/bin/python benchmarks/retention.py [--quick]
+     (DUCKFLOCK_BENCH_20M=1 adds 20M rows; benchmarks/analyses.py runs this too)
+
+1. Retention: a table of N rows (50 groups, ``ts`` ascending), the analysis
+   ``SELECT k, count(*), sum(v), avg(v) FROM t GROUP BY k``; each round deletes the oldest
+   1% of the table through ``db.execute("DELETE FROM t WHERE ts < ?")`` and times the
+   refresh (incremental: the deleted rows are subtracted) against a full re-run of the
+   same SQL, median of the rounds. The DELETE's own time is shown with the capture
+   (``RETURNING *``) and as a plain DELETE on a cursor.
+2. Sliding window: the same table spread over the last hour, the analysis
+   ``… WHERE ts > now() - INTERVAL 5 MINUTE GROUP BY k``; each round inserts 10,000 new
+   rows and times the refresh against a full re-run at the result's instant.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+
+import duckflock
+from duckflock.windows import literal
+
+RETAIN = "SELECT k, count(*) AS n, sum(v) AS s, avg(v) AS a FROM t GROUP BY k"
+WINDOW = (
+    "SELECT k, count(*) AS n, sum(v) AS s, avg(v) AS a FROM t "
+    "WHERE ts > now() - INTERVAL 5 MINUTE GROUP BY k"
+)
+ROUNDS = 5
+
+
+def _table(db: duckflock.Database, rows: int, span_us: int) -> None:
+    """``rows`` rows, 50 groups, ``ts`` ascending over the ``span_us`` before now."""
+    db.execute(
+        "CREATE TABLE t AS SELECT (range % 50)::INTEGER AS k, random() * 100 AS v, "
+        f"(now()::TIMESTAMP - to_microseconds(({rows} - range) * {span_us} // {rows})) AS ts "
+        f"FROM range({rows})"
+    )
+    db.execute("CHECKPOINT")
+
+
+def retention_figures(workdir: Path, rows: int) -> tuple[float, float, float, float, float]:
+    """Medians: incremental refresh (wall, in the analysis thread), full re-run, captured
+    DELETE, plain DELETE (s)."""
+    path = workdir / f"r_{rows}.duckdb"
+    with duckflock.connect(path) as db:
+        _table(db, rows, 86_400_000_000)
+        first, last = db.execute("SELECT min(ts), max(ts) FROM t").fetchone() or (None, None)
+        assert isinstance(first, datetime) and isinstance(last, datetime)
+        step = (last - first) / 100  # 1% of the rows per round (ts is evenly spread)
+        db.analysis("retain", RETAIN)
+        db.result("retain", min_version=1, timeout=600)
+        incremental, reported, full, captured, plain = [], [], [], [], []
+        cutoff = first
+        for _ in range(ROUNDS):
+            cutoff += step
+            started = time.perf_counter()
+            deleted = db.execute("DELETE FROM t WHERE ts < ?", [cutoff]).fetchall()
+            captured.append(time.perf_counter() - started)
+            assert deleted[0][0] > 0
+            started = time.perf_counter()
+            result = db.refresh("retain")
+            incremental.append(time.perf_counter() - started)
+            reported.append(result.duration)
+            assert result.mode == "incremental", result.mode
+            started = time.perf_counter()
+            expected = db.execute(RETAIN).fetchall()
+            full.append(time.perf_counter() - started)
+            assert sorted(r[:2] for r in result.rows()) == sorted(r[:2] for r in expected)
+        # the same DELETE on a cursor of its own: not captured (the analysis would not
+        # even see it), for the capture's cost
+        cursor = db.cursor()
+        for _ in range(ROUNDS):
+            cutoff += step
+            started = time.perf_counter()
+            cursor.execute("DELETE FROM t WHERE ts < ?", [cutoff]).fetchall()
+            plain.append(time.perf_counter() - started)
+        cursor.close()
+    return (
+        statistics.median(incremental),
+        statistics.median(reported),
+        statistics.median(full),
+        statistics.median(captured),
+        statistics.median(plain),
+    )
+
+
+def window_figures(workdir: Path, rows: int) -> tuple[float, float, float]:
+    """Medians: incremental window refresh after 10,000 new rows (wall, in the analysis
+    thread), full re-run (s)."""
+    path = workdir / f"w_{rows}.duckdb"
+    with duckflock.connect(path) as db:
+        _table(db, rows, 3_600_000_000)
+        db.analysis("window", WINDOW)
+        db.result("window", min_version=1, timeout=600)
+        incremental, reported, full = [], [], []
+        for _ in range(ROUNDS):
+            now = datetime.now()
+            chunk = pa.table(
+                {
+                    "k": pa.array([i % 50 for i in range(10_000)], pa.int32()),
+                    "v": [1.5] * 10_000,
+                    "ts": [now - timedelta(microseconds=i) for i in range(10_000)],
+                }
+            )
+            db.insert("t", chunk)
+            started = time.perf_counter()
+            result = db.refresh("window")
+            incremental.append(time.perf_counter() - started)
+            reported.append(result.duration)
+            assert result.mode == "incremental" and result.now is not None, result.mode
+            sql = WINDOW.replace("now()", literal(result.now))
+            started = time.perf_counter()
+            expected = db.execute(sql).fetchall()
+            full.append(time.perf_counter() - started)
+            assert sorted(r[:2] for r in result.rows()) == sorted(r[:2] for r in expected)
+    return statistics.median(incremental), statistics.median(reported), statistics.median(full)
+
+
+def main(argv: list[str]) -> None:
+    quick = "--quick" in argv
+    sizes = [200_000, 1_000_000] if quick else [1_000_000, 5_000_000]
+    if os.environ.get("DUCKFLOCK_BENCH_20M"):
+        sizes.append(20_000_000)
+    with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
+        workdir = Path(tmp)
+        for rows in sizes:
+            inc, own, full, captured, plain = retention_figures(workdir, rows)
+            print(
+                f"retention {rows:>11,} rows, delete 1%: refresh {inc * 1000:7.2f} ms "
+                f"({own * 1000:.2f} in the analysis thread), "
+                f"full re-run {full * 1000:8.2f} ms -> {full / inc:6.1f}x faster; "
+                f"the DELETE {captured * 1000:.1f} ms captured, {plain * 1000:.1f} ms plain",
+                flush=True,
+            )
+        for rows in sizes:
+            inc, own, full = window_figures(workdir, rows)
+            print(
+                f"window    {rows:>11,} rows, +10,000 rows: refresh {inc * 1000:7.2f} ms "
+                f"({own * 1000:.2f} in the analysis thread), "
+                f"full re-run {full * 1000:8.2f} ms -> {full / inc:6.1f}x faster",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,225 @@
+"""Sliding windows over now(): which queries qualify, and the invariant that each result
+equals a full run of the SQL with now() at the result's instant (``Result.now``) — across
+appends, retention deletes, NULL keys and timestamps, NaN, and buckets that expire."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import duckflock
+from duckflock.windows import literal
+
+EXAMPLES = int(os.environ.get("DUCKFLOCK_WINDOW_EXAMPLES", "8"))
+QUERIES = {
+    "per_key": "SELECT k, count(*) AS c, sum(v) AS s, min(v) AS lo, max(ts) AS last FROM w "
+    "WHERE ts > now() - INTERVAL 10 SECOND GROUP BY k",
+    "global": "SELECT count(*) AS c, avg(v) AS a, max(v) AS hi FROM w "
+    "WHERE now() - INTERVAL 4 SECOND <= ts AND v > -50",
+    "top": "SELECT k, count(*) AS c FROM w WHERE ts >= current_timestamp - INTERVAL 20 SECOND "
+    "GROUP BY k ORDER BY c DESC, k NULLS FIRST LIMIT 2",
+    "zoned": "SELECT k, count(*) AS c, sum(v) AS s FROM w WHERE tz > now() - INTERVAL 6 SECOND "
+    "GROUP BY k HAVING count(*) > 1",
+}
+TABLE = "CREATE TABLE w (k VARCHAR, v DOUBLE, ts TIMESTAMP, tz TIMESTAMPTZ)"
+
+
+def normal(rows: list[tuple[Any, ...]], ordered: bool) -> list[tuple[Any, ...]]:
+    def value(x: Any) -> Any:
+        if isinstance(x, float | Decimal):
+            x = float(x)
+            return "nan" if math.isnan(x) else round(x, 6)
+        return x
+
+    out = [tuple(value(x) for x in row) for row in rows]
+    return out if ordered else sorted(out, key=repr)
+
+
+def at(sql: str, instant: datetime) -> str:
+    """``sql`` with now() at ``instant``: the full run to compare with."""
+    return sql.replace("now()", literal(instant)).replace("current_timestamp", literal(instant))
+
+
+def reason(db: duckflock.Database, name: str) -> str:
+    return str(next(a for a in db.analyses() if a["name"] == name)["reason"])
+
+
+def agree(db: duckflock.Database, names: dict[str, str] = QUERIES) -> None:
+    for name, sql in names.items():
+        result = db.refresh(name, timeout=60)
+        assert result.error is None, result.error
+        assert result.now is not None
+        ordered = "ORDER BY" in sql
+        full = db.execute(at(sql, result.now)).fetchall()
+        assert normal(result.rows(), ordered) == normal(full, ordered), (name, reason(db, name))
+
+
+def rows_at(offsets: list[tuple[str | None, float, float | None]]) -> list[dict[str, Any]]:
+    """Rows whose timestamps are ``offset`` seconds from now (None: a NULL timestamp)."""
+    now = datetime.now(UTC)
+    out = []
+    for key, value, offset in offsets:
+        instant = None if offset is None else now + timedelta(seconds=offset)
+        out.append(
+            {
+                "k": key,
+                "v": value,
+                "ts": None if instant is None else instant.replace(tzinfo=None),
+                "tz": instant,
+            }
+        )
+    return out
+
+
+@pytest.fixture
+def wdb() -> Any:
+    db = duckflock.connect()
+    db.execute("SET TimeZone = 'UTC'")
+    db.execute(TABLE)
+    yield db
+    db.close()
+
+
+# -- which queries are windows ------------------------------------------------------
+
+
+def test_window_shapes_are_incremental(wdb: duckflock.Database) -> None:
+    for name, sql in QUERIES.items():
+        wdb.analysis(name, sql)
+        assert "sliding window" in reason(wdb, name), name
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT count(*) FROM w WHERE ts < now()",  # an upper bound: not a window
+        "SELECT count(*) FROM w WHERE ts > now() - INTERVAL 1 MINUTE OR k = 'a'",
+        "SELECT count(*), now() FROM w WHERE ts > now() - INTERVAL 1 MINUTE",
+        "SELECT count(*) FROM w WHERE ts > now() - INTERVAL 1 MINUTE AND ts < now()",
+        "SELECT count(*) FROM w WHERE ts > now() + INTERVAL 1 MINUTE",  # empty span
+        "SELECT count(*) FROM w WHERE ts > now() - INTERVAL 1 HOUR * random()",
+        "SELECT count(*) FROM w WHERE ts > current_timestamp - INTERVAL 1 HOUR AND v > random()",
+        "SELECT count(*) FROM w WHERE v > epoch(now())",
+    ],
+)
+def test_other_uses_of_now_run_in_full(wdb: duckflock.Database, sql: str) -> None:
+    wdb.analysis("a", sql)
+    assert reason(wdb, "a").startswith("full"), reason(wdb, "a")
+
+
+# -- results equal a full run at their instant ---------------------------------------
+
+
+def test_appends_and_deletes_agree_at_each_instant(wdb: duckflock.Database) -> None:
+    wdb.insert(
+        "w",
+        rows_at(
+            [(k, float(i), -i / 10) for i, k in enumerate(["a", "b", None] * 100)]
+            + [(None, math.nan, -1.0), ("a", 1.0, None), ("b", math.inf, 2.0)]
+        ),
+    )
+    for name, sql in QUERIES.items():
+        wdb.analysis(name, sql)
+    agree(wdb)
+    wdb.insert("w", rows_at([("a", 5.0, -0.5), ("c", -60.0, -5.0), (None, 2.0, 0.0)]))
+    agree(wdb)
+    wdb.execute("DELETE FROM w WHERE v > 100")
+    agree(wdb)
+    for name in QUERIES:
+        assert reason(wdb, name).startswith("incremental"), reason(wdb, name)
+
+
+def test_buckets_expire_as_the_window_moves(wdb: duckflock.Database) -> None:
+    sql = "SELECT k, count(*) AS c FROM w WHERE ts > now() - INTERVAL 1 SECOND GROUP BY k"
+    wdb.analysis("recent", sql)
+    wdb.insert("w", rows_at([("a", 1.0, -i / 100) for i in range(90)]))
+    first = wdb.refresh("recent")
+    assert first.rows() and first.now is not None
+    analysis = wdb._analyses()._analyses["recent"]
+    assert analysis.state is not None
+    buckets = analysis.state.num_rows
+    assert buckets > 10
+    deadline = time.monotonic() + 10
+    result = first
+    # refresh as time passes (no other thread to wait for: the clock is the subject)
+    while result.rows() and time.monotonic() < deadline:
+        result = wdb.refresh("recent")
+        assert result.now is not None and result.now >= first.now
+        full = wdb.execute(at(sql, result.now)).fetchall()
+        assert normal(result.rows(), False) == normal(full, False)
+    assert result.rows() == []
+    assert analysis.state is not None and analysis.state.num_rows < buckets
+
+
+def test_a_late_row_for_an_expired_bucket_stays_out(wdb: duckflock.Database) -> None:
+    sql = QUERIES["per_key"]
+    wdb.analysis("per_key", sql)
+    wdb.insert("w", rows_at([("a", 1.0, -30.0), ("a", 2.0, -1.0)]))
+    agree(wdb, {"per_key": sql})
+    wdb.insert("w", rows_at([("a", 3.0, -3600.0)]))
+    agree(wdb, {"per_key": sql})
+
+
+# -- the property ----------------------------------------------------------------
+
+offsets = st.one_of(st.none(), st.floats(-25.0, 5.0))
+values = st.one_of(
+    st.none(), st.floats(-100, 100, allow_nan=False), st.sampled_from([math.nan, math.inf])
+)
+batch = st.lists(
+    st.tuples(st.sampled_from([None, "a", "b", "c"]), values, offsets), min_size=1, max_size=12
+)
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("insert"), batch),
+        st.tuples(
+            st.just("delete"),
+            st.sampled_from(
+                [
+                    "DELETE FROM w WHERE v < ?",
+                    "DELETE FROM w WHERE k IS NULL OR v > ?;",
+                    "DELETE FROM w WHERE ts < now() - to_seconds(? % 20) -- retention",
+                ]
+            ),
+            st.integers(-100, 100),
+        ),
+        st.tuples(st.just("check")),
+    ),
+    min_size=1,
+    max_size=10,
+)
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(steps=steps)
+def test_property_windows_equal_a_full_run_at_their_instant(steps: list[Any]) -> None:
+    db = duckflock.connect()
+    try:
+        db.execute("SET TimeZone = 'UTC'")
+        db.execute(TABLE)
+        for name, sql in QUERIES.items():
+            db.analysis(name, sql)
+        for step in steps:
+            if step[0] == "insert":
+                db.insert("w", rows_at(step[1]))
+            elif step[0] == "delete":
+                db.execute(step[1], [step[2]])
+            else:
+                agree(db)
+        agree(db)
+        for name in QUERIES:
+            assert reason(db, name).startswith("incremental"), reason(db, name)
+    finally:
+        db.close()
