@@ -196,7 +196,7 @@ def test_plain_shapes_take_the_pyarrow_path_and_others_do_not() -> None:
 def test_update_falls_back_to_a_full_run_and_says_why() -> None:
     with duckflock.connect() as db:
         db.execute(TABLE)
-        db.analysis("sums", QUERIES["all_aggregates"])
+        db.analysis("sums", QUERIES["all_aggregates"], wait=True)  # the state is built
         db.insert("t", [{"k": "a", "n": 1}, {"k": "b", "n": 2}])
         assert db.refresh("sums").mode == "incremental"
         db.execute("UPDATE t SET n = 100 WHERE k = 'a'")
@@ -292,7 +292,7 @@ def test_bad_sql_is_refused_at_definition() -> None:
 def test_a_write_behind_with_taints_the_state() -> None:
     with duckflock.connect() as db:
         db.execute(TABLE)
-        db.analysis("sums", "SELECT k, sum(n) AS s FROM t GROUP BY k")
+        db.analysis("sums", "SELECT k, sum(n) AS s FROM t GROUP BY k", wait=True)
         db.insert("t", {"k": "a", "n": 1})
         assert db.refresh("sums").mode == "incremental"
         db.execute(

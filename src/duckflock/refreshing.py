@@ -163,16 +163,24 @@ class Refresher:
         """Plan the SQL again after a write outside db.insert: DDL may have changed a
         column's type (the plan casts to the types it found), what a view reads, or
         whether the shape is incremental at all. The state is rebuilt either way."""
-        shape = inspect(
-            analysis.cursor,
-            analysis.sql,
-            params=analysis.params,
-            distinct_limit=self._distinct_limit,
-        )
+        with self._lock:
+            # cleared before inspecting, not after: a write (CREATE OR REPLACE VIEW…) that
+            # lands while this inspects sets it again, and the next run looks again
+            analysis.reinspect = False
+        try:
+            shape = inspect(
+                analysis.cursor,
+                analysis.sql,
+                params=analysis.params,
+                distinct_limit=self._distinct_limit,
+            )
+        except BaseException:
+            with self._lock:
+                analysis.reinspect = True
+            raise
         with self._lock:
             old = analysis.shape
             analysis.shape = shape
-            analysis.reinspect = False
             analysis.state = None
             analysis.fast = True
             if shape.plan is not None:
