@@ -17,6 +17,7 @@ import secrets
 import socket
 import ssl
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -150,14 +151,17 @@ class Session:
 
     def startup(self) -> bool:
         """Negotiate TLS, read the start-up packet, authenticate; False: nothing follows."""
+        deadline = time.monotonic() + self.server.startup_timeout
+        self.reader.deadline = deadline  # for the whole start-up, not each read
         self.sock.settimeout(self.server.startup_timeout)
         code, body = self.reader.startup()
         while code in (SSL_REQUEST, GSS_REQUEST):
             tls = self.server.tls
             if code == SSL_REQUEST and tls is not None:
                 self.sock.sendall(b"S")
+                self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 self.sock = tls.wrap_socket(self.sock, server_side=True)
-                self.reader = Reader(self.sock)
+                self.reader = Reader(self.sock, deadline)
             else:
                 self.sock.sendall(b"N")
             code, body = self.reader.startup()
@@ -188,6 +192,7 @@ class Session:
             return False
         self.role = role
         self.pid = self.server.register(self)
+        self.reader.deadline = None
         self.sock.settimeout(None)
         self.send(message(b"R", _I4.pack(0)))
         for name in compat.STARTUP_REPORTED:
