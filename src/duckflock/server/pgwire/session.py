@@ -77,6 +77,8 @@ class Portal:
     bytes: int = 0
     done: bool = False
     notes: list[str] = field(default_factory=list)
+    deadline: float = 0.0  # of its query: past it, a suspended portal gives its slot back
+    expired: bool = False
 
 
 class Session:
@@ -407,7 +409,7 @@ class Session:
             self.copy_out(statement, portal.params)
             return
         self.open_portal(portal)
-        self.send_rows(portal, limit)
+        self.send_rows(portal, max(limit, 0))  # PostgreSQL: 0 or less, every row
 
     def on_close(self, body: bytes) -> None:
         fields = Body(body)
@@ -421,9 +423,16 @@ class Session:
     # -- running statements ---------------------------------------------------------------------
 
     def open_portal(self, portal: Portal) -> None:
+        if portal.expired:
+            raise QueryTimeoutError(
+                f"the query ran past its {self.server.executor.timeout:g} s limit while its "
+                "portal was suspended, and was stopped",
+                sql=portal.prepared.statement.sql,
+            )
         if portal.outcome is not None:
             return
         self.cancelled = False
+        portal.deadline = time.monotonic() + self.server.executor.timeout
         portal.outcome = self.outcome(portal.prepared.statement, portal.params)
         if portal.outcome.names is not None:
             assert portal.outcome.duck_types is not None
@@ -606,15 +615,26 @@ class Session:
     # -- the end --------------------------------------------------------------------------------
 
     def wait_for_client(self) -> None:
-        """Until the client has sent something; notifications go out meanwhile."""
-        while self.channels.listening:
+        """Until the client has sent something; notifications go out meanwhile, and a
+        suspended portal past its query's deadline is closed (its query slot and its
+        DuckDB transaction would otherwise be held for as long as the client idles)."""
+        while True:
+            held = [p for p in self.portals.values() if p.outcome is not None and not p.done]
+            if not held and not self.channels.listening:
+                return
             for note in self.channels.take():
                 self.send(note)
             self.flush()
             if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
                 return  # decrypted bytes already wait: poll() would not see them
-            if self.channels.wait(self.sock):
+            now = time.monotonic()
+            wait = max(min(p.deadline for p in held) - now, 0.0) if held else None
+            if self.channels.wait(self.sock, wait):
                 return
+            for portal in held:
+                if portal.deadline <= time.monotonic():
+                    self.close_outcome(portal)
+                    portal.outcome, portal.done, portal.expired = None, True, True
 
     def close(self) -> None:
         self.channels.close()

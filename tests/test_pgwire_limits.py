@@ -1,0 +1,128 @@
+"""The Postgres port's bounds against a hostile client: the start-up deadline is one
+deadline (not one per byte), and a suspended portal gives its query slot back at the
+query's time limit."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import duckflock
+import pgclients
+from duckflock.server.app import ServerSettings
+from duckflock.server.pgwire import PgServer, PgSettings
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[duckflock.Database]:
+    database = duckflock.connect(str(tmp_path / "limits.duckdb"))
+    database.lock_down()
+    yield database
+    database.close()
+
+
+def _message(kind: bytes, body: bytes = b"") -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+def _read_until(sock: socket.socket, end: bytes) -> bytes:
+    answer = b""
+    while not answer.endswith(end):
+        chunk = sock.recv(4096)
+        assert chunk, f"the server closed the connection: {answer!r}"
+        answer += chunk
+    return answer
+
+
+def test_a_start_up_packet_trickled_byte_by_byte_is_cut_at_the_startup_timeout(
+    db: duckflock.Database,
+) -> None:
+    server = PgServer(db, ServerSettings(), PgSettings(port=0, startup_timeout=1.0)).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            raw.sendall(struct.pack("!i", 1000))  # a start-up packet that never ends
+            started, closed = time.monotonic(), False
+            pace = threading.Event()
+            while time.monotonic() - started < 8:  # one byte every 0.2 s: each recv is quick
+                try:
+                    raw.sendall(b"\x01")
+                except OSError:
+                    closed = True
+                    break
+                pace.wait(0.2)  # the attacker's pace, not a synchronisation
+            assert closed, "a client trickling its start-up packet kept its connection"
+            assert time.monotonic() - started < 5  # the 1 s deadline, with a wide margin
+        deadline = time.monotonic() + 10
+        while server.connections and time.monotonic() < deadline:
+            pace.wait(0.01)
+        assert server.connections == 0
+    finally:
+        server.stop()
+
+
+def test_a_suspended_portal_gives_its_query_slot_back_at_the_time_limit(
+    db: duckflock.Database,
+) -> None:
+    settings = ServerSettings(query_timeout=1.0, concurrency=1, queue_timeout=8.0)
+    server = PgServer(db, settings, PgSettings(port=0)).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            options = b"user\x00u\x00\x00"
+            raw.sendall(struct.pack("!ii", 8 + len(options), 196608) + options)
+            _read_until(raw, b"Z\x00\x00\x00\x05I")
+            # one row of a long result, then neither Sync nor Close: the portal stays open
+            raw.sendall(
+                _message(b"P", b"s\x00SELECT * FROM range(1000000)\x00\x00\x00")
+                + _message(b"B", b"p\x00s\x00\x00\x00\x00\x00\x00\x00")
+                + _message(b"E", b"p\x00\x00\x00\x00\x01")
+                + _message(b"H")
+            )
+            _read_until(raw, b"s\x00\x00\x00\x04")  # PortalSuspended
+            # the only slot is the portal's until its 1 s limit, then another client's
+            started = time.monotonic()
+            with pgclients.connect("psycopg", server.port, "") as other:
+                assert other.query("SELECT 2") == [(2,)]
+            assert time.monotonic() - started < 6
+            # the expired portal says so when the client comes back to it
+            raw.sendall(_message(b"E", b"p\x00\x00\x00\x00\x01") + _message(b"S"))
+            answer = _read_until(raw, b"Z\x00\x00\x00\x05I")
+            assert answer.startswith(b"E") and b"57014" in answer, answer
+    finally:
+        server.stop()
+
+
+def test_psycopg_still_reads_a_result_in_pieces(db: duckflock.Database) -> None:
+    settings = ServerSettings(query_timeout=5.0, concurrency=1)
+    server = PgServer(db, settings, PgSettings(port=0)).start()
+    try:
+        with psycopg.connect(pgclients.dsn(server.port, ""), autocommit=True) as conn:
+            rows = conn.execute("SELECT * FROM range(50000)").fetchall()
+            assert len(rows) == 50000
+    finally:
+        server.stop()
+
+
+def test_execute_with_a_negative_row_limit_sends_every_row(db: duckflock.Database) -> None:
+    server = PgServer(db, ServerSettings(), PgSettings(port=0)).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            options = b"user\x00u\x00\x00"
+            raw.sendall(struct.pack("!ii", 8 + len(options), 196608) + options)
+            _read_until(raw, b"Z\x00\x00\x00\x05I")
+            raw.sendall(  # PostgreSQL reads a max_rows of 0 or less as "no limit"
+                _message(b"P", b"s\x00SELECT * FROM range(3)\x00\x00\x00")
+                + _message(b"B", b"p\x00s\x00\x00\x00\x00\x00\x00\x00")
+                + _message(b"E", b"p\x00" + struct.pack("!i", -1))
+                + _message(b"S")
+            )
+            answer = _read_until(raw, b"Z\x00\x00\x00\x05I")
+            assert b"SELECT 3\x00" in answer and b"E\x00" not in answer, answer
+    finally:
+        server.stop()
