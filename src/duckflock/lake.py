@@ -172,19 +172,24 @@ def open_lake(
         connection.execute(f"USE {CATALOG}")
     except duckdb.Error as exc:
         connection.close()
+        # from None: DuckDB's own error, chained as the cause, quotes the connection string
+        # with its password, and every logged traceback would print it
         raise OpenError(
             f"cannot open the lake {redact(target)!r}: {redact(str(exc))}", path=redact(target)
-        ) from exc
+        ) from None
     return connection
 
 
 _PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s\"']+)", re.IGNORECASE)
+# libpq's URI spelling: postgresql://user:password@host/db
+_URI_PASSWORD = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@\"']*:)([^\s@\"']*)(@)")
 
 
 def redact(text: str) -> str:
-    """``text`` without a libpq ``password=…`` (DuckDB's errors quote the whole
-    connection string): it goes into errors, logs and the server's state."""
-    return _PASSWORD.sub(r"\1…", text)
+    """``text`` without a libpq ``password=…`` or a URI's ``user:password@`` (DuckDB's
+    errors quote the whole connection string): it goes into errors, logs and the
+    server's state."""
+    return _URI_PASSWORD.sub(r"\1…\3", _PASSWORD.sub(r"\1…", text))
 
 
 def prepare(cursor: duckdb.DuckDBPyConnection) -> None:
