@@ -54,3 +54,19 @@ def test_repr_and_closed_errors_of_a_lake_hide_the_password(tmp_path: object) ->
     with pytest.raises(duckflock.ClosedError) as closed:
         db.execute("SELECT 1")
     assert SECRET not in str(closed.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"expire_older_than": "banana"}, ValueError),
+        ({"expire_older_than": 3600}, TypeError),
+        ({"maintenance": "flush"}, TypeError),
+    ],
+)
+def test_lake_options_refuse_what_maintenance_would_fail_on_later(
+    options: dict[str, object], error: type[Exception]
+) -> None:
+    with pytest.raises(error, match=next(iter(options))):
+        duckflock.LakeOptions(**options)  # type: ignore[arg-type]
+    assert duckflock.LakeOptions(expire_older_than="2 days").expire_older_than == "2 days"
