@@ -126,3 +126,23 @@ def test_execute_with_a_negative_row_limit_sends_every_row(db: duckflock.Databas
             assert b"SELECT 3\x00" in answer and b"E\x00" not in answer, answer
     finally:
         server.stop()
+
+
+def test_copy_to_stdout_is_cut_at_the_byte_cap(db: duckflock.Database) -> None:
+    settings = ServerSettings(query_byte_cap=1_000_000)
+    server = PgServer(db, settings, PgSettings(port=0)).start()
+    try:
+        with psycopg.connect(pgclients.dsn(server.port, ""), autocommit=True) as conn:
+            notes: list[str] = []
+            conn.add_notice_handler(lambda diag: notes.append(diag.message_primary or ""))
+            copied = 0
+            sql = "COPY (SELECT repeat('x', 1000) FROM range(50000)) TO STDOUT"
+            with conn.cursor().copy(sql) as copy:
+                for chunk in copy:
+                    copied += len(chunk)
+            # 50 MB asked for: a few batches past the 1 MB cap at most (2,048 rows a batch)
+            assert 1_000_000 < copied < 10_000_000
+            assert any("byte cap" in note for note in notes), notes
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        server.stop()

@@ -564,25 +564,28 @@ class Session:
             # the binary header travels with the first rows, as PostgreSQL sends it
             # (ADBC's reader expects a row right after the header in the same message)
             prefix = COPY_SIGNATURE if binary else b""
-            rows = 0
+            rows = sent = 0
             header = outcome.names if plan.header else None
             while (batch := outcome.next_batch()) is not None:
                 batch = batch.slice(0, max(self.server.row_cap - rows, 0))
                 if plan.format == "binary":
-                    if batch.num_rows:
-                        self.send(encoder.copy_binary(batch, prefix))
-                        prefix = b""
+                    data = encoder.copy_binary(batch, prefix) if batch.num_rows else b""
+                    prefix = prefix if not data else b""
                 elif plan.format == "csv":
-                    self.send(copy_data(encoder.copy_csv(batch, header)))
+                    data = copy_data(encoder.copy_csv(batch, header))
                     header = None
                 else:
-                    self.send(copy_data(encoder.copy_text(batch)))
+                    data = copy_data(encoder.copy_text(batch))
+                self.send(data)
                 rows += batch.num_rows
-                if rows >= self.server.row_cap:
-                    break
+                sent += len(data)
+                if rows >= self.server.row_cap or sent > self.server.byte_cap:
+                    break  # the same caps as a SELECT's (the byte cap: whole batches)
             if binary:
                 self.send(copy_data(prefix + COPY_TRAILER))
             self.send(message(b"c"))
+            if sent > self.server.byte_cap:
+                self.send(notice(f"the result was cut at the {self.server.byte_cap:,}-byte cap"))
             self.send(command_complete(f"COPY {rows}"))
         finally:
             self.cursor = None
