@@ -146,3 +146,41 @@ def test_copy_to_stdout_is_cut_at_the_byte_cap(db: duckflock.Database) -> None:
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         server.stop()
+
+
+def test_one_connection_holds_at_most_per_client_suspended_results(
+    db: duckflock.Database,
+) -> None:
+    settings = ServerSettings(concurrency=3, per_client=2, queue_timeout=8.0)
+    server = PgServer(db, settings, PgSettings(port=0)).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            options = b"user\x00u\x00\x00"
+            raw.sendall(struct.pack("!ii", 8 + len(options), 196608) + options)
+            _read_until(raw, b"Z\x00\x00\x00\x05I")
+            parse = _message(b"P", b"s\x00SELECT * FROM range(1000000)\x00\x00\x00")
+            raw.sendall(parse)
+            for portal in (b"p1", b"p2"):
+                raw.sendall(
+                    _message(b"B", portal + b"\x00s\x00\x00\x00\x00\x00\x00\x00")
+                    + _message(b"E", portal + b"\x00\x00\x00\x00\x01")
+                    + _message(b"H")
+                )
+                _read_until(raw, b"s\x00\x00\x00\x04")  # PortalSuspended
+            raw.sendall(
+                _message(b"B", b"p3\x00s\x00\x00\x00\x00\x00\x00\x00")
+                + _message(b"E", b"p3\x00\x00\x00\x00\x01")
+                + _message(b"H")
+            )
+            answer = b""
+            while b"53300" not in answer:
+                chunk = raw.recv(4096)
+                assert chunk, answer
+                answer += chunk
+            # the third slot is left for everyone else, at once
+            started = time.monotonic()
+            with pgclients.connect("psycopg", server.port, "") as other:
+                assert other.query("SELECT 2") == [(2,)]
+            assert time.monotonic() - started < 4
+    finally:
+        server.stop()

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from ...errors import AuthenticationError, DuckflockError, QueryError, QueryTimeoutError
+from ...errors import (
+    AuthenticationError,
+    DuckflockError,
+    QueryError,
+    QueryTimeoutError,
+    ServerBusyError,
+)
 from . import compat, types
 from .channels import Channels
 from .compat import Statement
@@ -431,6 +437,12 @@ class Session:
             )
         if portal.outcome is not None:
             return
+        if len(self.held_portals()) >= self.server.per_client:
+            raise ServerBusyError(
+                f"this connection holds {self.server.per_client} suspended results already "
+                "(each takes a query slot): read them to the end, close them, or Sync",
+                retry_after=1,
+            )
         self.cancelled = False
         portal.deadline = time.monotonic() + self.server.executor.timeout
         portal.outcome = self.outcome(portal.prepared.statement, portal.params)
@@ -596,6 +608,14 @@ class Session:
             self.cursor = None
             portal.outcome.close()
 
+    def held_portals(self) -> list[Portal]:
+        """Portals with rows still to send: each holds a query slot and a cursor."""
+        return [
+            p
+            for p in self.portals.values()
+            if p.outcome is not None and p.outcome.names is not None and not p.done
+        ]
+
     def close_portal(self, name: str) -> None:
         portal = self.portals.pop(name, None)
         if portal is not None:
@@ -622,7 +642,7 @@ class Session:
         suspended portal past its query's deadline is closed (its query slot and its
         DuckDB transaction would otherwise be held for as long as the client idles)."""
         while True:
-            held = [p for p in self.portals.values() if p.outcome is not None and not p.done]
+            held = self.held_portals()
             if not held and not self.channels.listening:
                 return
             for note in self.channels.take():
