@@ -184,3 +184,24 @@ def test_one_connection_holds_at_most_per_client_suspended_results(
             assert time.monotonic() - started < 4
     finally:
         server.stop()
+
+
+def test_a_client_that_stops_reading_gives_its_slot_back_at_the_time_limit(
+    db: duckflock.Database,
+) -> None:
+    settings = ServerSettings(query_timeout=1.0, concurrency=1, queue_timeout=8.0)
+    server = PgServer(db, settings, PgSettings(port=0)).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            options = b"user\x00u\x00\x00"
+            raw.sendall(struct.pack("!ii", 8 + len(options), 196608) + options)
+            _read_until(raw, b"Z\x00\x00\x00\x05I")
+            # ~100 MB asked for, and never read: the server's sendall fills the buffers
+            raw.sendall(_message(b"Q", b"SELECT repeat('x', 1000) FROM range(100000)\x00"))
+            started = time.monotonic()
+            with pgclients.connect("psycopg", server.port, "") as other:
+                assert other.query("SELECT 2") == [(2,)]
+            assert time.monotonic() - started < 6
+    finally:
+        server.stop()

@@ -35,7 +35,7 @@ from . import compat, types
 from .channels import Channels
 from .compat import Statement
 from .encode import COPY_SIGNATURE, COPY_TRAILER, RowEncoder, copy_data
-from .execute import Outcome, copy_plan
+from .execute import CopyPlan, Outcome, copy_plan
 from .messages import (
     CANCEL_REQUEST,
     GSS_REQUEST,
@@ -105,6 +105,7 @@ class Session:
         self.out: list[bytes] = []
         self.out_size = 0
         self.cursor: duckdb.DuckDBPyConnection | None = None  # what a cancel interrupts
+        self.sending_until: float | None = None  # the deadline of the rows being sent
         self.cancelled = False
         self.channels = Channels(server.db)
 
@@ -117,11 +118,24 @@ class Session:
             self.flush()
 
     def flush(self) -> None:
+        """Send what is buffered, within the running statement's deadline (else the
+        query time limit): a client that stops reading would otherwise block this
+        thread in sendall for good, holding its query slot and cursor. Past it the
+        connection is closed (TimeoutError)."""
         if self.out:
             data = b"".join(self.out)
             self.out.clear()
             self.out_size = 0
-            self.sock.sendall(data)
+            limit = self.server.executor.timeout
+            if self.sending_until is not None:
+                limit = self.sending_until - time.monotonic()
+            if limit <= 0:
+                raise TimeoutError("the client did not take its rows within the time limit")
+            self.sock.settimeout(limit)
+            try:
+                self.sock.sendall(data)
+            finally:
+                self.sock.settimeout(None)
 
     def send_error(self, exc: BaseException, *, fatal: bool = False) -> None:
         if isinstance(exc, QueryTimeoutError) and self.cancelled:
@@ -523,6 +537,13 @@ class Session:
         """Up to ``limit`` rows (0: all) of the portal, then CommandComplete or
         PortalSuspended; the server's row and byte caps end a result early with a
         warning."""
+        self.sending_until = portal.deadline
+        try:
+            self._send_rows(portal, limit)
+        finally:
+            self.sending_until = None
+
+    def _send_rows(self, portal: Portal, limit: int) -> None:
         outcome = portal.outcome
         assert outcome is not None
         if outcome.names is None or portal.done:
@@ -565,6 +586,13 @@ class Session:
 
     def copy_out(self, statement: Statement, params: list[Any]) -> None:
         plan = copy_plan(statement.sql)
+        self.sending_until = time.monotonic() + self.server.executor.timeout
+        try:
+            self._copy_out(plan, params)
+        finally:
+            self.sending_until = None
+
+    def _copy_out(self, plan: CopyPlan, params: list[Any]) -> None:
         outcome = self.server.executor.select(plan.query, params, on_cursor=self.running_on)
         try:
             assert outcome.duck_types is not None and outcome.names is not None
