@@ -18,6 +18,7 @@ import duckflock
 import pgclients
 from duckflock.server.app import ServerSettings
 from duckflock.server.pgwire import PgServer, PgSettings
+from duckflock.server.pgwire.compat import rewrite
 
 
 @pytest.fixture
@@ -205,3 +206,24 @@ def test_a_client_that_stops_reading_gives_its_slot_back_at_the_time_limit(
             assert time.monotonic() - started < 6
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT 'version()' AS s",
+        "SELECT 'OPERATOR(pg_catalog.~)' AS s",
+        'SELECT 1 AS "pg_get_userbyid(x)"',
+        "SELECT 'x::regclass' AS s",
+        "CALL pragma_version()",
+    ],
+)
+def test_catalog_rewrites_leave_literals_names_and_other_functions_alone(sql: str) -> None:
+    assert rewrite(sql) == sql
+
+
+def test_catalog_rewrites_still_apply_to_client_queries() -> None:
+    assert "duckflock" in rewrite("SELECT version()")
+    assert rewrite("SELECT c.relname OPERATOR(pg_catalog.~) '^(x)$' COLLATE \"default\"") == (
+        "SELECT c.relname ~ '^(x)$'"
+    )
