@@ -18,7 +18,7 @@ import duckflock
 import pgclients
 from duckflock.server.app import ServerSettings
 from duckflock.server.pgwire import PgServer, PgSettings
-from duckflock.server.pgwire.compat import rewrite
+from duckflock.server.pgwire.compat import rewrite, split
 
 
 @pytest.fixture
@@ -227,3 +227,9 @@ def test_catalog_rewrites_still_apply_to_client_queries() -> None:
     assert rewrite("SELECT c.relname OPERATOR(pg_catalog.~) '^(x)$' COLLATE \"default\"") == (
         "SELECT c.relname ~ '^(x)$'"
     )
+
+
+def test_a_semicolon_inside_quotes_does_not_split_a_set_or_listen() -> None:
+    assert split("SET application_name = 'a;b'") == ["SET application_name = 'a;b'"]
+    assert split("LISTEN \"x;y\"; SELECT ';'") == ['LISTEN "x;y"', " SELECT ';'"]
+    assert split("SET a = 1; SET b = 2;") == ["SET a = 1", " SET b = 2"]

@@ -261,11 +261,21 @@ def split(sql: str) -> list[str]:
         return [sql]
     first = classify_word(sql)
     if first in ("LISTEN", "UNLISTEN", "NOTIFY", "SET", "SHOW", "RESET", "DISCARD"):
-        return [part for part in sql.split(";") if part.strip()] or [sql]
+        # DuckDB's parser knows none of these: split at each ; outside quotes
+        parts, at = [], 0
+        for token in _SEMICOLONS.finditer(sql):
+            if token.group(0) == ";":
+                parts.append(sql[at : token.start()])
+                at = token.end()
+        parts.append(sql[at:])
+        return [part for part in parts if part.strip()] or [sql]
     try:
         return [s.query for s in duckdb.extract_statements(sql)] or [sql]
     except duckdb.Error:
         return [sql]
+
+
+_SEMICOLONS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|;")
 
 
 def classify_word(sql: str) -> str:
