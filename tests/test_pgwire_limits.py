@@ -233,3 +233,57 @@ def test_a_semicolon_inside_quotes_does_not_split_a_set_or_listen() -> None:
     assert split("SET application_name = 'a;b'") == ["SET application_name = 'a;b'"]
     assert split("LISTEN \"x;y\"; SELECT ';'") == ['LISTEN "x;y"', " SELECT ';'"]
     assert split("SET a = 1; SET b = 2;") == ["SET a = 1", " SET b = 2"]
+
+
+def _rows(answer: bytes) -> list[list[bytes | None]]:
+    """The DataRow messages of a reply, as raw field values."""
+    rows, at = [], 0
+    while at < len(answer):
+        kind, size = answer[at : at + 1], struct.unpack("!i", answer[at + 1 : at + 5])[0]
+        body, at = answer[at + 5 : at + 1 + size], at + 1 + size
+        if kind == b"D":
+            fields, pos = [], 2
+            for _ in range(struct.unpack("!h", body[:2])[0]):
+                length = struct.unpack("!i", body[pos : pos + 4])[0]
+                pos += 4
+                fields.append(None if length < 0 else body[pos : pos + length])
+                pos += max(length, 0)
+            rows.append(fields)
+    return rows
+
+
+def test_infinite_and_far_dates_and_timestamps_arrive_as_postgresql_sends_them(
+    db: duckflock.Database,
+) -> None:
+    sql = (
+        b"SELECT d, t, tz, tn FROM (VALUES "
+        b"('infinity'::DATE, 'infinity'::TIMESTAMP, 'infinity'::TIMESTAMPTZ, "
+        b"'infinity'::TIMESTAMP_NS), "
+        b"('-infinity', '-infinity', '-infinity', '-infinity'), "
+        b"('10000-01-01', '10000-01-01', '2024-01-01 00:00:00+00', '2024-01-01'), "
+        b"(NULL, NULL, NULL, NULL)) AS v(d, t, tz, tn)"
+    )
+    server = PgServer(db, ServerSettings(), PgSettings(port=0)).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            options = b"user\x00u\x00\x00"
+            raw.sendall(struct.pack("!ii", 8 + len(options), 196608) + options)
+            _read_until(raw, b"Z\x00\x00\x00\x05I")
+            raw.sendall(_message(b"Q", sql + b"\x00"))
+            text = _rows(_read_until(raw, b"Z\x00\x00\x00\x05I"))
+            assert text[0] == [b"infinity"] * 4
+            assert text[1] == [b"-infinity"] * 4
+            assert text[2][:2] == [b"10000-01-01", b"10000-01-01 00:00:00"]
+            assert text[3] == [None] * 4
+            raw.sendall(  # binary: PostgreSQL's infinities are the integer type's extremes
+                _message(b"P", b"\x00" + sql + b"\x00\x00\x00")
+                + _message(b"B", b"\x00\x00\x00\x00\x00\x00\x00\x01\x00\x01")
+                + _message(b"E", b"\x00\x00\x00\x00\x00")
+                + _message(b"S")
+            )
+            binary = _rows(_read_until(raw, b"Z\x00\x00\x00\x05I"))
+            assert binary[0] == [struct.pack("!i", 2**31 - 1)] + [struct.pack("!q", 2**63 - 1)] * 3
+            assert binary[1] == [struct.pack("!i", -(2**31))] + [struct.pack("!q", -(2**63))] * 3
+            assert binary[2][0] == struct.pack("!i", 2932897 - 10957)  # 10000-01-01
+    finally:
+        server.stop()
