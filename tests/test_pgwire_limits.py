@@ -1,6 +1,7 @@
-"""The Postgres port's bounds against a hostile client: the start-up deadline is one
-deadline (not one per byte), and a suspended portal gives its query slot back at the
-query's time limit."""
+"""The Postgres port against a hostile or careless client: its bounds (one start-up
+deadline, query slots given back by suspended portals and by clients that stop reading,
+the byte cap on COPY), and values PostgreSQL spells its own way (infinite dates, booleans,
+literals the catalog rewrites must leave alone)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 import duckflock
 import pgclients
 from duckflock.server.app import ServerSettings
-from duckflock.server.pgwire import PgServer, PgSettings
+from duckflock.server.pgwire import PgServer, PgSettings, types
 from duckflock.server.pgwire.compat import rewrite, split
 
 
@@ -287,3 +288,25 @@ def test_infinite_and_far_dates_and_timestamps_arrive_as_postgresql_sends_them(
             assert binary[2][0] == struct.pack("!i", 2932897 - 10957)  # 10000-01-01
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("oid", "binary", "value", "expected"),
+    [
+        (16, False, b"maybe", None),  # not a boolean: refused, not false
+        (16, False, b" Of ", False),
+        (16, False, b"ye", True),
+        (1082, True, struct.pack("!i", 2**31 - 1), "infinity"),
+        (1082, True, struct.pack("!i", -(2**31)), "-infinity"),
+        (1114, True, struct.pack("!q", 2**63 - 1), "infinity"),
+        (1184, True, struct.pack("!q", -(2**63)), "-infinity"),
+    ],
+)
+def test_parameters_postgresql_spells_its_own_way(
+    oid: int, binary: bool, value: bytes, expected: object
+) -> None:
+    if expected is None:
+        with pytest.raises(ValueError, match="boolean"):
+            types.decode_param(oid, binary, value)
+    else:
+        assert types.decode_param(oid, binary, value) == expected

@@ -400,7 +400,9 @@ def _moments(column: pa.Array | pa.ChunkedArray) -> list[Any]:
 
 # -- parameters ------------------------------------------------------------------------------
 
-_TRUE_TEXT = {"t", "true", "y", "yes", "on", "1"}
+# what PostgreSQL's boolin takes (any prefix of true/false/yes/no, on/off, 1/0)
+_TRUE_TEXT = {"t", "tr", "tru", "true", "y", "ye", "yes", "on", "1"}
+_FALSE_TEXT = {"f", "fa", "fal", "fals", "false", "n", "no", "of", "off", "0"}
 
 
 def _numeric_from_binary(data: bytes) -> decimal.Decimal:
@@ -497,11 +499,15 @@ def _binary_param(oid: int, data: bytes) -> Any:
     if oid == BYTEA:
         return bytes(data)
     if oid == DATE:
-        return _EPOCH_DATE + dt.timedelta(days=_I4.unpack(data)[0])
-    if oid == TIMESTAMP:
-        return _EPOCH + dt.timedelta(microseconds=_I8.unpack(data)[0])
-    if oid == TIMESTAMPTZ:
-        return _EPOCH_TZ + dt.timedelta(microseconds=_I8.unpack(data)[0])
+        days = _I4.unpack(data)[0]
+        if abs(days) >= _INT32_MAX:  # PostgreSQL's infinities: DuckDB casts the words
+            return "infinity" if days > 0 else "-infinity"
+        return _EPOCH_DATE + dt.timedelta(days=days)
+    if oid in (TIMESTAMP, TIMESTAMPTZ):
+        micros = _I8.unpack(data)[0]
+        if abs(micros) >= _INT64_MAX:
+            return "infinity" if micros > 0 else "-infinity"
+        return (_EPOCH if oid == TIMESTAMP else _EPOCH_TZ) + dt.timedelta(microseconds=micros)
     if oid == UUID:
         return str(uuid.UUID(bytes=bytes(data)))
     if oid == JSONB:
@@ -515,7 +521,10 @@ def _text_param(oid: int, text: str) -> Any:
     if oid in _ELEMENT_OF:
         return _text_array_param(_ELEMENT_OF[oid], text)
     if oid == BOOL:
-        return text.strip().lower() in _TRUE_TEXT
+        word = text.strip(_SPACE).lower()
+        if word in _TRUE_TEXT or word in _FALSE_TEXT:
+            return word in _TRUE_TEXT
+        raise ValueError(f"invalid input syntax for type boolean: {text!r}")
     if oid in (INT2, INT4, INT8, OID):
         return int(text)
     if oid in (FLOAT4, FLOAT8):
@@ -533,5 +542,11 @@ def decode_param(oid: int, binary: bool, data: bytes | None) -> Any:
         return None
     try:
         return _binary_param(oid, data) if binary else _text_param(oid, data.decode())
-    except (struct.error, UnicodeDecodeError, decimal.InvalidOperation, IndexError) as exc:
+    except (
+        struct.error,
+        UnicodeDecodeError,
+        decimal.InvalidOperation,
+        IndexError,
+        OverflowError,
+    ) as exc:
         raise ValueError(f"cannot read a parameter of type OID {oid}: {exc}") from None
