@@ -20,6 +20,7 @@ import pgclients
 from duckflock.server.app import ServerSettings
 from duckflock.server.pgwire import PgServer, PgSettings, types
 from duckflock.server.pgwire.compat import rewrite, split
+from duckflock.server.pgwire.scram import ScramKeys
 
 
 @pytest.fixture
@@ -310,3 +311,11 @@ def test_parameters_postgresql_spells_its_own_way(
             types.decode_param(oid, binary, value)
     else:
         assert types.decode_param(oid, binary, value) == expected
+
+
+@pytest.mark.parametrize("final", [b"\xff\xfe", b"p=AAAA,r={nonce}", b"r={nonce}"])
+def test_a_garbled_scram_final_message_is_a_failed_login(final: bytes) -> None:
+    exchange = ScramKeys({"read-token-0123456789": "read"}).exchange()
+    server_first = exchange.server_first(b"n,,n=,r=abcdefgh").decode()
+    nonce = server_first.split(",")[0][2:]
+    assert exchange.server_final(final.replace(b"{nonce}", nonce.encode())) is None
