@@ -31,7 +31,7 @@ from .errors import (
     translate,
 )
 from .ingest import IngestStats, Writer
-from .lake import LakeOptions, Retry, is_lake, open_lake
+from .lake import LakeOptions, Retry, is_lake, open_lake, redact
 from .lake import allowed_directories as lake_allowed
 from .lake import prepare as prepare_lake
 from .lake_watch import LakeWatch
@@ -106,6 +106,8 @@ class Database:
         self._config = dict(config or {})
         self._replayed: list[str] = []  # settings to apply again if the file is reopened
         self.is_lake = is_lake(self.path)
+        # what messages and repr() show: a lake's connection string may hold a password
+        self._shown = redact(self.path) if self.is_lake else self.path
         if not self.is_lake and (data_path is not None or lake is not None):
             raise ValueError("data_path= and lake= are for a 'ducklake:' database only")
         if lake is not None and not isinstance(lake, LakeOptions):
@@ -163,7 +165,7 @@ class Database:
         if self.path in ("", ":memory:") or self.path.startswith(":memory:"):
             raise StorageError("an in-memory database cannot be reopened: its data is gone")
         if self._closed:
-            raise ClosedError(f"database {self.path!r} is closed")
+            raise ClosedError(f"database {self._shown!r} is closed")
 
         def connect() -> duckdb.DuckDBPyConnection:
             connection = self._open()
@@ -228,12 +230,12 @@ class Database:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<duckflock.Database {self.path!r} {state}>"
+        return f"<duckflock.Database {self._shown!r} {state}>"
 
     def _enter(self) -> None:
         with self._state:
             if self._closed:
-                raise ClosedError(f"database {self.path!r} is closed")
+                raise ClosedError(f"database {self._shown!r} is closed")
             self._active += 1
 
     @contextlib.contextmanager
@@ -253,7 +255,7 @@ class Database:
 
     def _fail(self, exc: BaseException, sql: str | None, params: Any = None) -> Exception:
         if self._closed:
-            return ClosedError(f"database {self.path!r} was closed during the call")
+            return ClosedError(f"database {self._shown!r} was closed during the call")
         return translate(exc, sql=sql, params=params)
 
     # -- statements --------------------------------------------------------------------
@@ -371,7 +373,7 @@ class Database:
         ``timeout`` seconds (which also bounds the wait for the commit).
         """
         if self._closed:
-            raise ClosedError(f"database {self.path!r} is closed")
+            raise ClosedError(f"database {self._shown!r} is closed")
         timeout = seconds(timeout, "timeout")
         wait = flag(wait, "wait")
         started = None if timeout is None else time.monotonic()
@@ -400,7 +402,7 @@ class Database:
         full does the wait for room move to the loop's default executor.
         """
         if self._closed:
-            raise ClosedError(f"database {self.path!r} is closed")
+            raise ClosedError(f"database {self._shown!r} is closed")
         timeout = seconds(timeout, "timeout")
         receipt = self._receipt(table, data, columns)
         if receipt._finished:  # a call without rows
@@ -471,7 +473,7 @@ class Database:
         if writer is not None:
             writer.flush(timeout)
         elif self._closed:
-            raise ClosedError(f"database {self.path!r} is closed")
+            raise ClosedError(f"database {self._shown!r} is closed")
 
     def stats(self) -> IngestStats:
         """Rows and batches committed, rows queued, batch size and commit percentiles,
@@ -515,7 +517,7 @@ class Database:
         of ``"flush"``, ``"merge"``, ``"expire"``, ``"cleanup"``). Returns the data
         files before and after, the seconds taken and any step's error."""
         if self._lake is None:
-            raise ValueError(f"maintain() is for a 'ducklake:' database, not {self.path!r}")
+            raise ValueError(f"maintain() is for a 'ducklake:' database, not {self._shown!r}")
         with self._running():
             return self._lake.maintain(None if steps is None else tuple(steps))
 
@@ -722,13 +724,13 @@ class Database:
 
     def _analyses(self) -> Scheduler:
         if self._closed:
-            raise ClosedError(f"database {self.path!r} is closed")
+            raise ClosedError(f"database {self._shown!r} is closed")
         scheduler = self._scheduler
         if scheduler is not None:
             return scheduler
         with self._state:
             if self._closed:
-                raise ClosedError(f"database {self.path!r} is closed")
+                raise ClosedError(f"database {self._shown!r} is closed")
             if self._scheduler is None:
                 self._scheduler = Scheduler(
                     new_cursor=self._cursors.new,
@@ -752,9 +754,9 @@ class Database:
             return writer
         with self._state:
             if self._closed:
-                raise ClosedError(f"database {self.path!r} is closed")
+                raise ClosedError(f"database {self._shown!r} is closed")
             if self.read_only:
-                raise IngestError(f"database {self.path!r} is open read-only")
+                raise IngestError(f"database {self._shown!r} is open read-only")
             if self._writer is None:
                 self._writer = Writer(
                     self._cursors.new,

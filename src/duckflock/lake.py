@@ -99,6 +99,23 @@ class LakeOptions:
         seconds(self.poll_interval, "poll_interval", minimum=0.01, optional=False)
         seconds(self.maintenance_interval, "maintenance_interval", minimum=0.1)
         seconds(self.retry_seconds, "retry_seconds", optional=False)
+        if not isinstance(self.maintenance, tuple | list) or not all(
+            isinstance(step, str) for step in self.maintenance
+        ):
+            raise TypeError(f"maintenance must be a tuple of step names, not {self.maintenance!r}")
+        if not isinstance(self.expire_older_than, str):
+            raise TypeError(
+                "expire_older_than must be a DuckDB interval string, "
+                f"not {self.expire_older_than!r}"
+            )
+        try:  # checked now: a bad one would fail every maintenance run, on a thread, in a log
+            with duckdb.connect(":memory:") as probe:
+                probe.execute("SELECT CAST(? AS INTERVAL)", [self.expire_older_than])
+        except duckdb.Error:
+            raise ValueError(
+                f"expire_older_than must be a DuckDB interval such as '1 hour', "
+                f"not {self.expire_older_than!r}"
+            ) from None
         unknown = set(self.maintenance) - set(STEPS)
         if unknown:
             raise ValueError(f"maintenance steps are {sorted(STEPS)}, not {sorted(unknown)}")
@@ -172,19 +189,24 @@ def open_lake(
         connection.execute(f"USE {CATALOG}")
     except duckdb.Error as exc:
         connection.close()
+        # from None: DuckDB's own error, chained as the cause, quotes the connection string
+        # with its password, and every logged traceback would print it
         raise OpenError(
             f"cannot open the lake {redact(target)!r}: {redact(str(exc))}", path=redact(target)
-        ) from exc
+        ) from None
     return connection
 
 
 _PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s\"']+)", re.IGNORECASE)
+# libpq's URI spelling: postgresql://user:password@host/db
+_URI_PASSWORD = re.compile(r"(\b[A-Za-z][\w+.-]*://[^\s:/@\"']*:)([^\s@\"']*)(@)")
 
 
 def redact(text: str) -> str:
-    """``text`` without a libpq ``password=…`` (DuckDB's errors quote the whole
-    connection string): it goes into errors, logs and the server's state."""
-    return _PASSWORD.sub(r"\1…", text)
+    """``text`` without a libpq ``password=…`` or a URI's ``user:password@`` (DuckDB's
+    errors quote the whole connection string): it goes into errors, logs and the
+    server's state."""
+    return _URI_PASSWORD.sub(r"\1…\3", _PASSWORD.sub(r"\1…", text))
 
 
 def prepare(cursor: duckdb.DuckDBPyConnection) -> None:

@@ -69,16 +69,17 @@ class Channels:
             self._notes.clear()
         return notes
 
-    def wait(self, sock: socket.socket) -> bool:
-        """Wait for the client (True) or a notification (False)."""
+    def wait(self, sock: socket.socket, timeout: float | None = None) -> bool:
+        """Wait for the client (True), or a notification or ``timeout`` seconds (False)."""
         wake = self._wake
-        if wake is None:
+        if wake is None and timeout is None:
             return True
         poller = select.poll()
         poller.register(sock.fileno(), select.POLLIN)
-        poller.register(wake[0].fileno(), select.POLLIN)
-        events = dict(poller.poll())
-        if wake[0].fileno() in events:
+        if wake is not None:
+            poller.register(wake[0].fileno(), select.POLLIN)
+        events = dict(poller.poll(None if timeout is None else int(timeout * 1000) + 1))
+        if wake is not None and wake[0].fileno() in events:
             with contextlib.suppress(OSError):
                 wake[0].recv(4096)
         return sock.fileno() in events

@@ -160,7 +160,7 @@ def setting_name(name: str) -> str:
 
 
 _REWRITES = [
-    (re.compile(r"(?:pg_catalog\.)?version\(\s*\)", re.I), f"'{VERSION_TEXT}'"),
+    (re.compile(r"(?<![\w.])(?:pg_catalog\.)?version\(\s*\)", re.I), f"'{VERSION_TEXT}'"),
     (re.compile(r"OPERATOR\(\s*pg_catalog\.([~!<>=*]+)\s*\)", re.I), r"\1"),
     (re.compile(r'\s+COLLATE\s+(?:pg_catalog\.)?"?default"?', re.I), ""),
     (re.compile(r"::\s*(?:pg_catalog\.)?(?:regclass|regtype|regproc|regnamespace)\b", re.I), ""),
@@ -186,6 +186,17 @@ def rewrite(sql: str) -> str:
         and "to_regtype" not in sql.lower()
     ):
         return sql
+    parts, at = [], 0
+    for quoted in _QUOTED.finditer(sql):  # the client's literals and names stay as sent
+        parts += [_rewrite_code(sql[at : quoted.start()]), quoted.group(0)]
+        at = quoted.end()
+    return "".join([*parts, _rewrite_code(sql[at:])])
+
+
+_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?!default\")(?:[^\"]|\"\")*\"")  # COLLATE "default"
+
+
+def _rewrite_code(sql: str) -> str:
     for pattern, replacement in _REWRITES:
         sql = pattern.sub(replacement, sql)
     return sql
@@ -250,11 +261,21 @@ def split(sql: str) -> list[str]:
         return [sql]
     first = classify_word(sql)
     if first in ("LISTEN", "UNLISTEN", "NOTIFY", "SET", "SHOW", "RESET", "DISCARD"):
-        return [part for part in sql.split(";") if part.strip()] or [sql]
+        # DuckDB's parser knows none of these: split at each ; outside quotes
+        parts, at = [], 0
+        for token in _SEMICOLONS.finditer(sql):
+            if token.group(0) == ";":
+                parts.append(sql[at : token.start()])
+                at = token.end()
+        parts.append(sql[at:])
+        return [part for part in parts if part.strip()] or [sql]
     try:
         return [s.query for s in duckdb.extract_statements(sql)] or [sql]
     except duckdb.Error:
         return [sql]
+
+
+_SEMICOLONS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|;")
 
 
 def classify_word(sql: str) -> str:

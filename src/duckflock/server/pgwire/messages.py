@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from collections.abc import Iterable
 
 from ...errors import (
@@ -49,14 +50,22 @@ class Disconnected(Exception):
 
 
 class Reader:
-    """Frames from a socket (plain or TLS)."""
+    """Frames from a socket (plain or TLS). With a ``deadline`` (``time.monotonic()``)
+    every read ends by it: a socket timeout alone bounds each recv, so a client sending
+    a byte at a time would never be cut off."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, deadline: float | None = None) -> None:
         self.sock = sock
+        self.deadline = deadline
 
     def exactly(self, count: int) -> bytes:
         chunks = []
         while count:
+            if self.deadline is not None:
+                left = self.deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the client took too long to start up")
+                self.sock.settimeout(left)
             chunk = self.sock.recv(min(count, 1 << 20))
             if not chunk:
                 raise Disconnected

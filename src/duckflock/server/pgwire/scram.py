@@ -92,11 +92,15 @@ class ScramExchange:
 
     def server_final(self, client_final: bytes) -> tuple[str, bytes] | None:
         """(role, the server's final message) when the proof matches a token, else None."""
-        text = client_final.decode("utf-8")
+        try:
+            text = client_final.decode("utf-8")
+        except UnicodeDecodeError:
+            return None  # a failed authentication, not an internal error
         attributes = _attributes(text)
-        if attributes.get("r") != self._nonce or "p" not in attributes:
+        proof_at = text.rfind(",p=")
+        if attributes.get("r") != self._nonce or "p" not in attributes or proof_at < 0:
             return None
-        without_proof = text[: text.rindex(",p=")]
+        without_proof = text[:proof_at]
         auth_message = ",".join((self._client_first_bare, self._server_first, without_proof))
         try:
             proof = base64.b64decode(attributes["p"], validate=True)

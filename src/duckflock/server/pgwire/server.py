@@ -71,6 +71,7 @@ class PgServer:
             queue_timeout=settings.queue_timeout,
         )
         self.row_cap = settings.query_row_cap
+        self.per_client = settings.per_client  # suspended results one connection may hold
         self.byte_cap = settings.query_byte_cap
         self.tokens = Tokens(settings.all_tokens())
         self.scram = ScramKeys(settings.all_tokens())

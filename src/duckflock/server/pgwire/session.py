@@ -17,18 +17,25 @@ import secrets
 import socket
 import ssl
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
 
-from ...errors import AuthenticationError, DuckflockError, QueryError, QueryTimeoutError
+from ...errors import (
+    AuthenticationError,
+    DuckflockError,
+    QueryError,
+    QueryTimeoutError,
+    ServerBusyError,
+)
 from . import compat, types
 from .channels import Channels
 from .compat import Statement
 from .encode import COPY_SIGNATURE, COPY_TRAILER, RowEncoder, copy_data
-from .execute import Outcome, copy_plan
+from .execute import CopyPlan, Outcome, copy_plan
 from .messages import (
     CANCEL_REQUEST,
     GSS_REQUEST,
@@ -76,6 +83,8 @@ class Portal:
     bytes: int = 0
     done: bool = False
     notes: list[str] = field(default_factory=list)
+    deadline: float = 0.0  # of its query: past it, a suspended portal gives its slot back
+    expired: bool = False
 
 
 class Session:
@@ -96,6 +105,7 @@ class Session:
         self.out: list[bytes] = []
         self.out_size = 0
         self.cursor: duckdb.DuckDBPyConnection | None = None  # what a cancel interrupts
+        self.sending_until: float | None = None  # the deadline of the rows being sent
         self.cancelled = False
         self.channels = Channels(server.db)
 
@@ -108,11 +118,24 @@ class Session:
             self.flush()
 
     def flush(self) -> None:
+        """Send what is buffered, within the running statement's deadline (else the
+        query time limit): a client that stops reading would otherwise block this
+        thread in sendall for good, holding its query slot and cursor. Past it the
+        connection is closed (TimeoutError)."""
         if self.out:
             data = b"".join(self.out)
             self.out.clear()
             self.out_size = 0
-            self.sock.sendall(data)
+            limit = self.server.executor.timeout
+            if self.sending_until is not None:
+                limit = self.sending_until - time.monotonic()
+            if limit <= 0:
+                raise TimeoutError("the client did not take its rows within the time limit")
+            self.sock.settimeout(limit)
+            try:
+                self.sock.sendall(data)
+            finally:
+                self.sock.settimeout(None)
 
     def send_error(self, exc: BaseException, *, fatal: bool = False) -> None:
         if isinstance(exc, QueryTimeoutError) and self.cancelled:
@@ -150,14 +173,17 @@ class Session:
 
     def startup(self) -> bool:
         """Negotiate TLS, read the start-up packet, authenticate; False: nothing follows."""
+        deadline = time.monotonic() + self.server.startup_timeout
+        self.reader.deadline = deadline  # for the whole start-up, not each read
         self.sock.settimeout(self.server.startup_timeout)
         code, body = self.reader.startup()
         while code in (SSL_REQUEST, GSS_REQUEST):
             tls = self.server.tls
             if code == SSL_REQUEST and tls is not None:
                 self.sock.sendall(b"S")
+                self.sock.settimeout(max(deadline - time.monotonic(), 0.001))
                 self.sock = tls.wrap_socket(self.sock, server_side=True)
-                self.reader = Reader(self.sock)
+                self.reader = Reader(self.sock, deadline)
             else:
                 self.sock.sendall(b"N")
             code, body = self.reader.startup()
@@ -188,6 +214,7 @@ class Session:
             return False
         self.role = role
         self.pid = self.server.register(self)
+        self.reader.deadline = None
         self.sock.settimeout(None)
         self.send(message(b"R", _I4.pack(0)))
         for name in compat.STARTUP_REPORTED:
@@ -402,7 +429,7 @@ class Session:
             self.copy_out(statement, portal.params)
             return
         self.open_portal(portal)
-        self.send_rows(portal, limit)
+        self.send_rows(portal, max(limit, 0))  # PostgreSQL: 0 or less, every row
 
     def on_close(self, body: bytes) -> None:
         fields = Body(body)
@@ -416,9 +443,22 @@ class Session:
     # -- running statements ---------------------------------------------------------------------
 
     def open_portal(self, portal: Portal) -> None:
+        if portal.expired:
+            raise QueryTimeoutError(
+                f"the query ran past its {self.server.executor.timeout:g} s limit while its "
+                "portal was suspended, and was stopped",
+                sql=portal.prepared.statement.sql,
+            )
         if portal.outcome is not None:
             return
+        if len(self.held_portals()) >= self.server.per_client:
+            raise ServerBusyError(
+                f"this connection holds {self.server.per_client} suspended results already "
+                "(each takes a query slot): read them to the end, close them, or Sync",
+                retry_after=1,
+            )
         self.cancelled = False
+        portal.deadline = time.monotonic() + self.server.executor.timeout
         portal.outcome = self.outcome(portal.prepared.statement, portal.params)
         if portal.outcome.names is not None:
             assert portal.outcome.duck_types is not None
@@ -497,6 +537,13 @@ class Session:
         """Up to ``limit`` rows (0: all) of the portal, then CommandComplete or
         PortalSuspended; the server's row and byte caps end a result early with a
         warning."""
+        self.sending_until = portal.deadline
+        try:
+            self._send_rows(portal, limit)
+        finally:
+            self.sending_until = None
+
+    def _send_rows(self, portal: Portal, limit: int) -> None:
         outcome = portal.outcome
         assert outcome is not None
         if outcome.names is None or portal.done:
@@ -539,6 +586,13 @@ class Session:
 
     def copy_out(self, statement: Statement, params: list[Any]) -> None:
         plan = copy_plan(statement.sql)
+        self.sending_until = time.monotonic() + self.server.executor.timeout
+        try:
+            self._copy_out(plan, params)
+        finally:
+            self.sending_until = None
+
+    def _copy_out(self, plan: CopyPlan, params: list[Any]) -> None:
         outcome = self.server.executor.select(plan.query, params, on_cursor=self.running_on)
         try:
             assert outcome.duck_types is not None and outcome.names is not None
@@ -550,25 +604,28 @@ class Session:
             # the binary header travels with the first rows, as PostgreSQL sends it
             # (ADBC's reader expects a row right after the header in the same message)
             prefix = COPY_SIGNATURE if binary else b""
-            rows = 0
+            rows = sent = 0
             header = outcome.names if plan.header else None
             while (batch := outcome.next_batch()) is not None:
                 batch = batch.slice(0, max(self.server.row_cap - rows, 0))
                 if plan.format == "binary":
-                    if batch.num_rows:
-                        self.send(encoder.copy_binary(batch, prefix))
-                        prefix = b""
+                    data = encoder.copy_binary(batch, prefix) if batch.num_rows else b""
+                    prefix = prefix if not data else b""
                 elif plan.format == "csv":
-                    self.send(copy_data(encoder.copy_csv(batch, header)))
+                    data = copy_data(encoder.copy_csv(batch, header))
                     header = None
                 else:
-                    self.send(copy_data(encoder.copy_text(batch)))
+                    data = copy_data(encoder.copy_text(batch))
+                self.send(data)
                 rows += batch.num_rows
-                if rows >= self.server.row_cap:
-                    break
+                sent += len(data)
+                if rows >= self.server.row_cap or sent > self.server.byte_cap:
+                    break  # the same caps as a SELECT's (the byte cap: whole batches)
             if binary:
                 self.send(copy_data(prefix + COPY_TRAILER))
             self.send(message(b"c"))
+            if sent > self.server.byte_cap:
+                self.send(notice(f"the result was cut at the {self.server.byte_cap:,}-byte cap"))
             self.send(command_complete(f"COPY {rows}"))
         finally:
             self.cursor = None
@@ -578,6 +635,14 @@ class Session:
         if portal.outcome is not None:
             self.cursor = None
             portal.outcome.close()
+
+    def held_portals(self) -> list[Portal]:
+        """Portals with rows still to send: each holds a query slot and a cursor."""
+        return [
+            p
+            for p in self.portals.values()
+            if p.outcome is not None and p.outcome.names is not None and not p.done
+        ]
 
     def close_portal(self, name: str) -> None:
         portal = self.portals.pop(name, None)
@@ -601,15 +666,26 @@ class Session:
     # -- the end --------------------------------------------------------------------------------
 
     def wait_for_client(self) -> None:
-        """Until the client has sent something; notifications go out meanwhile."""
-        while self.channels.listening:
+        """Until the client has sent something; notifications go out meanwhile, and a
+        suspended portal past its query's deadline is closed (its query slot and its
+        DuckDB transaction would otherwise be held for as long as the client idles)."""
+        while True:
+            held = self.held_portals()
+            if not held and not self.channels.listening:
+                return
             for note in self.channels.take():
                 self.send(note)
             self.flush()
             if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
                 return  # decrypted bytes already wait: poll() would not see them
-            if self.channels.wait(self.sock):
+            now = time.monotonic()
+            wait = max(min(p.deadline for p in held) - now, 0.0) if held else None
+            if self.channels.wait(self.sock, wait):
                 return
+            for portal in held:
+                if portal.deadline <= time.monotonic():
+                    self.close_outcome(portal)
+                    portal.outcome, portal.done, portal.expired = None, True, True
 
     def close(self) -> None:
         self.channels.close()

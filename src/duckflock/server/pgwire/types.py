@@ -10,6 +10,7 @@ binds (text of an unknown type stays a string, and DuckDB casts it where it is u
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import decimal
 import json
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # OIDs of the built-in types (pg_type.oid), and their array types
 BOOL, BYTEA, INT8, INT2, INT4, TEXT, JSON, FLOAT4, FLOAT8 = 16, 17, 20, 21, 23, 25, 114, 700, 701
@@ -80,6 +82,19 @@ _SCALARS = {
 _EPOCH_DATE = dt.date(2000, 1, 1)
 _EPOCH = dt.datetime(2000, 1, 1)
 _EPOCH_TZ = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class Beyond:
+    """A date or timestamp Python's datetime cannot hold: DuckDB's ``infinity`` and
+    ``-infinity``, or a year past 9999. ``text`` is its PostgreSQL text, ``since_2000``
+    its binary value (days or microseconds from 2000-01-01; PostgreSQL's infinities
+    are the integer type's extremes)."""
+
+    text: bytes
+    since_2000: int
+
+
 _I2, _I4, _I8 = struct.Struct("!h"), struct.Struct("!i"), struct.Struct("!q")
 _F4, _F8 = struct.Struct("!f"), struct.Struct("!d")
 _INTERVAL = struct.Struct("!qii")
@@ -150,6 +165,8 @@ def _datetime(value: Any) -> dt.datetime:
 
 
 def _timestamp_text(value: Any) -> bytes:
+    if isinstance(value, Beyond):
+        return value.text
     moment = _datetime(value)
     if moment.tzinfo is not None:
         moment = moment.astimezone(dt.UTC)
@@ -209,7 +226,7 @@ _TEXT: dict[int, Encoder] = {
     TEXT: lambda v: v.encode() if isinstance(v, str) else str(v).encode(),
     JSON: lambda v: v.encode() if isinstance(v, str) else _as_json_text(v),
     BYTEA: lambda v: b"\\x" + bytes(v).hex().encode(),
-    DATE: lambda v: v.isoformat().encode(),
+    DATE: lambda v: v.text if isinstance(v, Beyond) else v.isoformat().encode(),
     TIME: lambda v: v.isoformat().encode(),
     TIMESTAMP: _timestamp_text,
     TIMESTAMPTZ: _timestamp_text,
@@ -251,6 +268,8 @@ def numeric_binary(value: Any) -> bytes:
 
 
 def _micros_since_2000(value: Any) -> int:
+    if isinstance(value, Beyond):
+        return value.since_2000
     moment = _datetime(value)
     delta = moment - (_EPOCH if moment.tzinfo is None else _EPOCH_TZ)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
@@ -277,7 +296,7 @@ _BINARY: dict[int, Encoder] = {
     TEXT: _TEXT[TEXT],
     JSON: _TEXT[JSON],
     BYTEA: bytes,
-    DATE: lambda v: _I4.pack((v - _EPOCH_DATE).days),
+    DATE: lambda v: _I4.pack(v.since_2000 if isinstance(v, Beyond) else (v - _EPOCH_DATE).days),
     TIME: _time_binary,
     TIMESTAMP: lambda v: _I8.pack(_micros_since_2000(v)),
     TIMESTAMPTZ: lambda v: _I8.pack(_micros_since_2000(v)),
@@ -321,14 +340,69 @@ def column_values(column: pa.Array | pa.ChunkedArray, duck_type: str) -> list[An
     """The Python values of one Arrow column (dictionary-encoded ENUMs as strings)."""
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
-    if duck_type == "TIMESTAMP_NS" and pa.types.is_timestamp(column.type):
-        column = column.cast(pa.timestamp("us", column.type.tz), safe=False)
+    if pa.types.is_date32(column.type) or pa.types.is_timestamp(column.type):
+        return _moments(column)
     return column.to_pylist()  # type: ignore[no-any-return]
+
+
+_INT32_MAX, _INT64_MAX = 2**31 - 1, 2**63 - 1
+_DAYS_1970_2000 = 10_957
+_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0}  # ns: microseconds = raw // 1000
+
+
+_FRACTION = re.compile(r"\.(\d*?)0*(?=\+00$|$)")  # PostgreSQL: 00:00:00.5, not .500000
+
+
+def _short_fraction(match: re.Match[str]) -> str:
+    return "." + match.group(1) if match.group(1) else ""
+
+
+def _moments(column: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """Dates and timestamps as Python values, and as :class:`Beyond` where Python's
+    datetime cannot hold them (one infinite row failed the whole result before)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    is_date = pa.types.is_date32(column.type)
+    numbers = column.view(pa.int32() if is_date else pa.int64())
+    top = _INT32_MAX if is_date else _INT64_MAX
+    unit = "day" if is_date else column.type.unit
+    extremes = pc.min_max(numbers).as_py()
+    if extremes["max"] != top and extremes["min"] != -top:  # no infinity: all at once
+        with contextlib.suppress(OverflowError, ValueError):
+            if unit == "ns":
+                return column.cast(pa.timestamp("us", column.type.tz), safe=False).to_pylist()  # type: ignore[no-any-return]
+            return column.to_pylist()  # type: ignore[no-any-return]
+    raw = numbers.to_pylist()
+    values: list[Any] = []
+    for i, number in enumerate(raw):
+        if number is None:
+            values.append(None)
+        elif number == top:
+            values.append(Beyond(b"infinity", top))
+        elif number == -top:
+            values.append(Beyond(b"-infinity", -top - 1))
+        elif unit == "ns":
+            moment = column[i : i + 1].cast(pa.timestamp("us", column.type.tz), safe=False)
+            values.append(moment[0].as_py())
+        else:
+            try:
+                values.append(column[i].as_py())
+            except (OverflowError, ValueError):  # a year past 9999: Arrow's own spelling
+                text = str(column[i : i + 1].cast(pa.string())[0].as_py())
+                if is_date:
+                    values.append(Beyond(text.encode(), number - _DAYS_1970_2000))
+                else:
+                    micros = number * _MICROS[unit] - _DAYS_1970_2000 * 86_400_000_000
+                    text = _FRACTION.sub(_short_fraction, text.replace("+0000", "+00"))
+                    values.append(Beyond(text.encode(), micros))
+    return values
 
 
 # -- parameters ------------------------------------------------------------------------------
 
-_TRUE_TEXT = {"t", "true", "y", "yes", "on", "1"}
+# what PostgreSQL's boolin takes (any prefix of true/false/yes/no, on/off, 1/0)
+_TRUE_TEXT = {"t", "tr", "tru", "true", "y", "ye", "yes", "on", "1"}
+_FALSE_TEXT = {"f", "fa", "fal", "fals", "false", "n", "no", "of", "off", "0"}
 
 
 def _numeric_from_binary(data: bytes) -> decimal.Decimal:
@@ -425,11 +499,15 @@ def _binary_param(oid: int, data: bytes) -> Any:
     if oid == BYTEA:
         return bytes(data)
     if oid == DATE:
-        return _EPOCH_DATE + dt.timedelta(days=_I4.unpack(data)[0])
-    if oid == TIMESTAMP:
-        return _EPOCH + dt.timedelta(microseconds=_I8.unpack(data)[0])
-    if oid == TIMESTAMPTZ:
-        return _EPOCH_TZ + dt.timedelta(microseconds=_I8.unpack(data)[0])
+        days = _I4.unpack(data)[0]
+        if abs(days) >= _INT32_MAX:  # PostgreSQL's infinities: DuckDB casts the words
+            return "infinity" if days > 0 else "-infinity"
+        return _EPOCH_DATE + dt.timedelta(days=days)
+    if oid in (TIMESTAMP, TIMESTAMPTZ):
+        micros = _I8.unpack(data)[0]
+        if abs(micros) >= _INT64_MAX:
+            return "infinity" if micros > 0 else "-infinity"
+        return (_EPOCH if oid == TIMESTAMP else _EPOCH_TZ) + dt.timedelta(microseconds=micros)
     if oid == UUID:
         return str(uuid.UUID(bytes=bytes(data)))
     if oid == JSONB:
@@ -443,7 +521,10 @@ def _text_param(oid: int, text: str) -> Any:
     if oid in _ELEMENT_OF:
         return _text_array_param(_ELEMENT_OF[oid], text)
     if oid == BOOL:
-        return text.strip().lower() in _TRUE_TEXT
+        word = text.strip(_SPACE).lower()
+        if word in _TRUE_TEXT or word in _FALSE_TEXT:
+            return word in _TRUE_TEXT
+        raise ValueError(f"invalid input syntax for type boolean: {text!r}")
     if oid in (INT2, INT4, INT8, OID):
         return int(text)
     if oid in (FLOAT4, FLOAT8):
@@ -461,5 +542,11 @@ def decode_param(oid: int, binary: bool, data: bytes | None) -> Any:
         return None
     try:
         return _binary_param(oid, data) if binary else _text_param(oid, data.decode())
-    except (struct.error, UnicodeDecodeError, decimal.InvalidOperation, IndexError) as exc:
+    except (
+        struct.error,
+        UnicodeDecodeError,
+        decimal.InvalidOperation,
+        IndexError,
+        OverflowError,
+    ) as exc:
         raise ValueError(f"cannot read a parameter of type OID {oid}: {exc}") from None
