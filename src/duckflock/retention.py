@@ -61,25 +61,59 @@ def target(sql: str) -> tuple[str, ...] | None:
 
 
 _UNREPEATABLE = {"random", "uuid", "gen_random_uuid", "uuidv4", "uuidv7", "nextval", "setseed"}
+# a subquery (or CTE) may sample, LIMIT without an order, or read a view or table macro
+# that does: the SELECT and the DELETE could then pick as many rows but not the same ones
+_SUBQUERY = {"select", "sample", "tablesample", "limit", "using"}
 
 
-def selecting(sql: str) -> str | None:
+def selecting(sql: str, cursor: duckdb.DuckDBPyConnection | None = None) -> str | None:
     """The SELECT of the rows the DELETE ``sql`` deletes (same parameters), or None.
 
     ``[WITH …] DELETE FROM t [AS a] [WHERE …]`` becomes ``[WITH …] SELECT * FROM t …``;
     run in the DELETE's transaction just before it, it reads the very rows it deletes.
     That costs a scan of those rows; ``RETURNING *`` fetches them one by one from
-    storage, ~15x slower. Not for ``USING`` (a join) or calls that differ between runs.
+    storage, ~15x slower. Only for a predicate sure to pick the same rows twice: not for
+    ``USING`` (a join), subqueries and CTEs, or calls that may differ between runs
+    (volatile functions and, with ``cursor``, a user's macros, whose bodies are not
+    checked).
     """
     found = _delete_keyword(sql)
     if found is None:
         return None
     tokens, at = found
     words = {_word(sql, position) for position, _ in tokens}
-    if "using" in words or words & _UNREPEATABLE:
+    froms = sum(1 for position, _ in tokens if _word(sql, position) == "from")
+    if froms > 1 or words & (_UNREPEATABLE | _SUBQUERY):
+        return None
+    if cursor is not None and _volatile(cursor, sql, tokens):
         return None
     position = tokens[at][0]
     return sql[:position] + "SELECT *" + sql[position + len("delete") :]
+
+
+def _volatile(cursor: duckdb.DuckDBPyConnection, sql: str, tokens: list[tuple[int, Any]]) -> bool:
+    """Whether a word of ``sql`` names a volatile function or a user's macro (its body
+    is not checked). Table functions and macros come with a FROM: a subquery already."""
+    names = sorted({_plain(sql, position) for position, _ in tokens} - {""})
+    try:
+        row = cursor.execute(
+            "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) IN "
+            "(SELECT lower(unnest(?))) "
+            "AND (stability = 'VOLATILE' OR (function_type = 'macro' AND NOT internal))",
+            [names],
+        ).fetchone()
+    except duckdb.Error:
+        return True
+    return row is None or bool(row[0])
+
+
+def _plain(sql: str, position: int) -> str:
+    """The name a token at ``position`` spells (quoted or not), else ""."""
+    if sql[position] == '"':
+        match = re.match(r'"((?:[^"]|"")*)"', sql[position:])
+        return match.group(1).replace('""', '"') if match else ""
+    match = _BARE.match(sql, position)
+    return match.group(0) if match else ""
 
 
 def _delete_keyword(sql: str) -> tuple[list[tuple[int, Any]], int] | None:
@@ -206,7 +240,7 @@ def _capture(
 ) -> tuple[pa.Table | None, int]:
     """Delete, inside the open transaction: (the deleted rows or None, how many).
     -1 rows: the statement did not run and the transaction was rolled back."""
-    select = selecting(sql)
+    select = selecting(sql, cursor)
     if select is not None:
         try:
             rows, seen = _read(cursor.execute(select, params).to_arrow_reader(_BATCH), limit)
