@@ -168,6 +168,33 @@ def test_a_late_row_for_an_expired_bucket_stays_out(wdb: duckflock.Database) -> 
     agree(wdb, {"per_key": sql})
 
 
+def test_a_dst_gap_in_the_session_time_zone_keeps_timestamps_exact(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a TIMESTAMP meets now() as local time: 02:59 on New York's spring-forward day
+    # (a time that does not exist) casts to 07:59Z, after 03:00 (07:00Z). The bucket
+    # holding both expired by its end while its 02:59 rows were still inside the window.
+    clock = [datetime(2026, 3, 8, 7, 30, tzinfo=UTC)]
+    monkeypatch.setattr("duckflock.windows.now", lambda: clock[0])
+    db = duckflock.connect()
+    try:
+        db.execute("SET GLOBAL TimeZone = 'America/New_York'")
+        db.execute("CREATE TABLE w (k INTEGER, ts TIMESTAMP)")
+        start = datetime(2026, 3, 8, 0, 30)  # local, naive
+        db.insert("w", [(i % 2, start + timedelta(seconds=7 * i)) for i in range(2000)])
+        sql = "SELECT k, count(*) AS c FROM w WHERE ts > now() - INTERVAL 1 HOUR GROUP BY k"
+        db.analysis("hour", sql)
+        for _ in range(6):
+            result = db.refresh("hour", timeout=60)
+            assert result.now is not None
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert sorted(result.rows()) == sorted(full), (result.now, result.reason)
+            clock[0] += timedelta(minutes=10)
+        assert result.mode == "incremental", result.reason
+    finally:
+        db.close()
+
+
 # -- the property ----------------------------------------------------------------
 
 offsets = st.one_of(st.none(), st.floats(-25.0, 5.0))

@@ -201,14 +201,15 @@ def sliding(
     combine = plan_node(rest)
     plan = plan_node(bucketed)
     n = len(groups)
-    inside = (
-        f"SELECT *, (__k{n} {op} ({bound_sql})) AS __in, "
-        f"((__k{n} + {interval}) {op} ({bound_sql})) AS __live FROM __duckflock_state"
-    )
+    whole, live = _flags(f"__k{n}", interval, width, op, bound_sql, column_type)
+    inside = f"SELECT *, {whole} AS __in, {live} AS __live FROM __duckflock_state"
     cut = render(_placeholder(where))
+    start, _ = _flags(
+        f"time_bucket({interval}, {column_sql})", interval, width, op, bound_sql, column_type
+    )
     boundary = (
         f"SELECT * FROM {table.sql} AS {alias} WHERE ({cut}) "
-        f"AND NOT coalesce((time_bucket({interval}, {column_sql}) {op} ({bound_sql})), false) "
+        f"AND NOT coalesce({start}, false) "
         f"AND {column_sql} >= __duckflock_low AND {column_sql} < __duckflock_high"
     )  # the last two in the column's own type: they prune row groups (zone maps)
     window = Window(
@@ -221,6 +222,29 @@ def sliding(
         column=column_sql,
     )
     return plan, window
+
+
+def _flags(
+    bucket: str, interval: str, width: int, op: str, bound: str, column_type: str
+) -> tuple[str, str]:
+    """(the bucket is whole inside the window, it is not expired), in SQL.
+
+    A TIMESTAMP compares with now() through a cast to TIMESTAMPTZ in the session's time
+    zone, which is not monotonic: the local times a DST gap skips (02:30 on a spring-
+    forward day in New York) come out an hour later than 03:00. A bucket that spans a
+    jump is judged by neither end: never whole, and not expired until two days past
+    (no offset changes by more), so its rows are recomputed with the predicate itself.
+    """
+    inside = f"({bucket} {op} ({bound}))"
+    live = f"(({bucket} + {interval}) {op} ({bound}))"
+    if column_type != "TIMESTAMP":
+        return inside, live
+    steady = (
+        f"(epoch_us(CAST({bucket} + {interval} AS TIMESTAMPTZ)) "
+        f"- epoch_us(CAST({bucket} AS TIMESTAMPTZ)) = {width})"
+    )
+    late = f"(({bucket} + {interval} + INTERVAL 2 DAY) {op} ({bound}))"
+    return f"({inside} AND {steady})", f"({live} OR (NOT {steady} AND {late}))"
 
 
 def _bucket_node(cursor: duckdb.DuckDBPyConnection, interval: str, column_sql: str) -> Any:
