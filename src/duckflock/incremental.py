@@ -76,6 +76,12 @@ _ROW_LOCAL_CLASSES = {
 }
 
 
+# CONSISTENT in duckdb_functions() yet not the same answer every time: the local clock
+# (WHERE ts > current_localtimestamp() - INTERVAL 1 HOUR folded rows in and never let
+# them go), and session state that SET changes
+_MISLABELLED = ("current_localtimestamp", "current_localtime", "getvariable", "current_setting")
+
+
 @dataclass(frozen=True)
 class Shape:
     """What an analysis query reads, and how it can refresh."""
@@ -202,6 +208,8 @@ class _Planner:
                 "bool_or(function_type = 'aggregate') FROM duckdb_functions() GROUP BY 1"
             ).fetchall()
         }
+        for name in _MISLABELLED:  # the catalogue calls them CONSISTENT; they are not
+            self._functions[name] = (False, self._functions.get(name, (False, False))[1])
 
     def describe(self) -> str:
         """The incremental reason: what kind of shape it is."""
