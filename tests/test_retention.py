@@ -94,6 +94,10 @@ def mdb() -> Any:
         ('DELETE FROM "odd ""name"" here" WHERE true', ('odd "name" here',)),
         ("WITH d AS (SELECT 1 AS n) DELETE FROM m WHERE n IN (FROM d)", ("m",)),
         ("/* c */ DELETE FROM m USING other o WHERE m.k = o.k", ("m",)),
+        # unreserved keywords are names (these rebuilt every analysis on the table)
+        ("DELETE FROM data WHERE x < 1", ("data",)),
+        ("DELETE FROM main.value AS v", ("main", "value")),
+        ("DELETE FROM ONLY session WHERE true", ("session",)),
         # not captured: its own RETURNING, several statements, EXPLAIN, not a DELETE
         ("DELETE FROM m RETURNING k", None),
         ("DELETE FROM m; DELETE FROM m", None),
@@ -185,6 +189,18 @@ def test_deletes_that_pick_rows_at_random_take_out_the_rows_deleted(
         mdb.execute(sql)
         agree(mdb)
         assert all("took out" in reason(mdb, name) for name in QUERIES), sql
+
+
+def test_a_table_named_by_a_keyword_is_taken_out_too() -> None:
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE data (k INTEGER, n INTEGER)")
+        db.insert("data", [(i % 3, i) for i in range(30)])
+        sql = "SELECT k, count(*) AS c, sum(n) AS s FROM data GROUP BY k"
+        db.analysis("per_k", sql)
+        db.refresh("per_k")
+        assert db.execute("DELETE FROM ONLY data WHERE n < ?", [10]).fetchall() == [(10,)]
+        agree(db, {"per_k": sql})
+        assert "took out 10 deleted" in reason(db, "per_k"), reason(db, "per_k")
 
 
 def test_states_that_cannot_take_rows_out_rebuild_and_agree(mdb: duckflock.Database) -> None:

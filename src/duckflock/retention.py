@@ -58,7 +58,10 @@ def target(sql: str) -> tuple[str, ...] | None:
     tokens, at = found
     if at + 2 >= len(tokens) or _word(sql, tokens[at + 1][0]) != "from":
         return None
-    return _name(sql, tokens, at + 2)
+    at += 2
+    if _word(sql, tokens[at][0]) == "only" and tokens[at][1] == duckdb.token_type.keyword:
+        at += 1  # DELETE FROM ONLY t: t
+    return _name(sql, tokens, at)
 
 
 _UNREPEATABLE = {"random", "uuid", "gen_random_uuid", "uuidv4", "uuidv7", "nextval", "setseed"}
@@ -160,7 +163,9 @@ _BARE = re.compile(r"[A-Za-z_\u0080-\U0010ffff][\w$\u0080-\U0010ffff]*")
 def _name(sql: str, tokens: list[tuple[int, Any]], i: int) -> tuple[str, ...] | None:
     """A dotted name of up to three parts starting at token ``i``."""
     parts: list[str] = []
-    while i < len(tokens) and tokens[i][1] == duckdb.token_type.identifier:
+    # unreserved keywords name tables too (data, value, name, type, day, session…)
+    kinds = (duckdb.token_type.identifier, duckdb.token_type.keyword)
+    while i < len(tokens) and tokens[i][1] in kinds:
         position = tokens[i][0]
         if sql[position] == '"':
             match = re.match(r'"((?:[^"]|"")*)"', sql[position:])
