@@ -239,11 +239,13 @@ def _flags(
     live = f"(({bucket} + {interval}) {op} ({bound}))"
     if column_type != "TIMESTAMP":
         return inside, live
+    # infinity, and ends out of TIMESTAMPTZ's range, are judged by their ends as before
     steady = (
-        f"(epoch_us(CAST({bucket} + {interval} AS TIMESTAMPTZ)) "
-        f"- epoch_us(CAST({bucket} AS TIMESTAMPTZ)) = {width})"
+        f"coalesce(NOT isfinite({bucket}) OR "
+        f"epoch_us(TRY_CAST(try({bucket} + {interval}) AS TIMESTAMPTZ)) "
+        f"- epoch_us(TRY_CAST({bucket} AS TIMESTAMPTZ)) = {width}, true)"
     )
-    late = f"(({bucket} + {interval} + INTERVAL 2 DAY) {op} ({bound}))"
+    late = f"(try({bucket} + {interval} + INTERVAL 2 DAY) {op} ({bound}))"
     return f"({inside} AND {steady})", f"({live} OR (NOT {steady} AND {late}))"
 
 
