@@ -119,6 +119,11 @@ def test_target_names_the_deleted_table_or_declines(sql: str, parts: Any) -> Non
         # a CTE or subquery may sample or LIMIT: as many rows twice, not the same ones
         ("WITH d AS (SELECT 1) delete FROM m AS z", None),
         ("DELETE FROM m WHERE n IN (FROM m TABLESAMPLE 3 ROWS)", None),
+        ("DELETE FROM m WHERE n IN (FROM m LIMIT 3)", None),
+        (
+            "DELETE FROM m WHERE x IS DISTINCT FROM extract(year FROM now())",
+            "SELECT * FROM m WHERE x IS DISTINCT FROM extract(year FROM now())",
+        ),
         ("DELETE FROM m USING o WHERE m.k = o.k", None),
         ("DELETE FROM m WHERE x < random()", None),
     ],

@@ -86,8 +86,12 @@ def selecting(sql: str, cursor: duckdb.DuckDBPyConnection | None = None) -> str 
         return None
     tokens, at = found
     words = {_word(sql, position) for position, _ in tokens}
-    froms = sum(1 for position, _ in tokens if _word(sql, position) == "from")
-    if froms > 1 or words & (_UNREPEATABLE | _SUBQUERY):
+    # FROM-first subqueries: (FROM t …); not IS DISTINCT FROM, extract(year FROM ts)
+    from_first = any(
+        sql.startswith("(", before) and _word(sql, position) == "from"
+        for (before, _), (position, _) in itertools.pairwise(tokens)
+    )
+    if from_first or words & (_UNREPEATABLE | _SUBQUERY):
         return None
     if cursor is not None and _volatile(cursor, sql, tokens):
         return None
