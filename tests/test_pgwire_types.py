@@ -145,3 +145,19 @@ def test_types_without_a_postgresql_match_arrive_as_text(conns: Any) -> None:
             decimal.Decimal(2),
         ), binary
         assert isinstance(row[5], str)  # BIT: its storage, readable (not a decode error)
+
+
+def test_integers_wider_than_arrow_holds_arrive_right(conns: Any) -> None:
+    # DuckDB exports UHUGEINT as decimal128: 2^128 - 1 came back as -1; BIGNUM as bytes
+    _, connections = conns
+    top = 2**128 - 1
+    sql = (
+        f"SELECT {top}::UHUGEINT AS u, [{top}::UHUGEINT, 7::UHUGEINT] AS l, "
+        "'-123456789012345678901234567890123456789012345'::VARINT AS v"
+    )
+    for binary, conn in connections.items():
+        row = conn.cursor(binary=binary).execute(sql).fetchone()
+        assert row is not None
+        assert row[0] == decimal.Decimal(top), binary
+        assert row[1] == [decimal.Decimal(top), decimal.Decimal(7)], binary
+        assert row[2] == decimal.Decimal("-123456789012345678901234567890123456789012345"), binary
