@@ -161,3 +161,28 @@ def test_integers_wider_than_arrow_holds_arrive_right(conns: Any) -> None:
         assert row[0] == decimal.Decimal(top), binary
         assert row[1] == [decimal.Decimal(top), decimal.Decimal(7)], binary
         assert row[2] == decimal.Decimal("-123456789012345678901234567890123456789012345"), binary
+
+
+def test_wide_integers_in_analyses_full_incremental_and_over_the_port() -> None:
+    top = 2**128 - 1
+    db = duckflock.connect()
+    db.execute("CREATE TABLE wide (k UHUGEINT, n INTEGER)")
+    db.insert("wide", [{"k": top, "n": 1}, {"k": 3, "n": 4}])
+    full = db.analysis("full_wide", "SELECT k, [k] AS l FROM wide ORDER BY k", wait=True)
+    db.analysis("sums", "SELECT k, sum(n) AS s FROM wide GROUP BY k", wait=True)
+    db.insert("wide", [{"k": top, "n": 2}, {"k": top - 1, "n": 1}])
+    sums = db.refresh("sums")
+    assert sums.mode == "incremental"
+    assert full is not None and full.rows()[-1] == (top, [top])
+    assert sorted(sums.rows()) == [(3, 4), (top - 1, 1), (top, 3)]
+    db.lock_down()
+    server = PgServer(db, ServerSettings(), PgSettings(port=0)).start()
+    try:
+        with psycopg.connect(pgclients.dsn(server.port, "x"), autocommit=True) as conn:
+            # DuckDB scans no decimal256: the registered result carries UHUGEINT as text
+            sql = "SELECT k, l FROM analyses.full_wide ORDER BY length(k) DESC LIMIT 1"
+            row = conn.execute(sql).fetchone()
+            assert row == (str(top), [str(top)])
+    finally:
+        server.stop()
+        db.close()

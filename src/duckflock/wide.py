@@ -124,3 +124,60 @@ def repair(data: T, duck_types: list[Any]) -> T:
 def description_types(cursor: Any) -> list[Any]:
     """The DuckDB types of a cursor's result columns ([] when it has none)."""
     return [column[1] for column in (cursor.description or [])]
+
+
+def named_types(names: tuple[str, ...] | list[str]) -> list[Any]:
+    """DuckDB types parsed from their names (an analysis' shape keeps them as text);
+    [] when none is wide, or a name does not parse (nothing is repaired then)."""
+    if not any("UHUGEINT" in name or "BIGNUM" in name for name in names):
+        return []
+    import duckdb
+
+    try:
+        return [duckdb.type(name) for name in names]
+    except duckdb.Error:
+        return []
+
+
+def _text_type(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_decimal256(kind):
+        return pa.string()
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(_text_type(kind.value_type), kind.list_size)
+    if pa.types.is_list(kind):
+        return pa.list_(_text_type(kind.value_type))
+    if pa.types.is_map(kind):
+        return pa.map_(_text_type(kind.key_type), _text_type(kind.item_type))
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, _text_type(f.type)) for f in kind])
+    return kind
+
+
+def _text_value(kind: pa.DataType, value: Any) -> Any:
+    if value is None:
+        return None
+    if pa.types.is_decimal256(kind):
+        return str(value)
+    if pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind):
+        return [_text_value(kind.value_type, item) for item in value]
+    if pa.types.is_map(kind):
+        return [(_text_value(kind.key_type, k), _text_value(kind.item_type, v)) for k, v in value]
+    if pa.types.is_struct(kind):
+        return {f.name: _text_value(f.type, value.get(f.name)) for f in kind}
+    return value
+
+
+def readable(table: pa.Table) -> pa.Table:
+    """``table`` as DuckDB can scan it again: it reads no ``decimal256(39, 0)``, so a
+    repaired UHUGEINT becomes its decimal text (an analysis result queried in SQL)."""
+    if not any(_text_type(field.type) != field.type for field in table.schema):
+        return table
+    columns, fields = [], []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        kind = _text_type(field.type)
+        if kind != field.type:
+            values = [_text_value(field.type, item) for item in column.to_pylist()]
+            column = pa.chunked_array([pa.array(values, type=kind)])
+        columns.append(column)
+        fields.append(pa.field(field.name, kind, field.nullable))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))

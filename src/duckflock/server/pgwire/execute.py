@@ -33,6 +33,7 @@ from ...errors import (
 )
 from ...names import Resolver
 from ...syntax import walk
+from ...wide import readable
 from ..auth import allows
 from ..guard import QueryGuard, run_statement
 from .compat import _NAME, unquote
@@ -153,7 +154,7 @@ class Executor:
             if result is None:
                 raise AnalysisError(f"analysis {node['table_name']!r} has no result yet")
             alias = f"__duckflock_analysis_{len(tables)}"
-            tables[alias] = result.table
+            tables[alias] = readable(result.table)  # DuckDB scans no decimal256
             node.update(catalog_name="", schema_name="", table_name=alias)
             if not node.get("alias"):
                 node["alias"] = str(result.name)
