@@ -181,3 +181,11 @@ def readable(table: pa.Table) -> pa.Table:
         columns.append(column)
         fields.append(pa.field(field.name, kind, field.nullable))
     return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def repair_reader(reader: pa.RecordBatchReader, duck_types: list[Any]) -> pa.RecordBatchReader:
+    """``reader`` with each batch repaired as it is read (the CLI streams results)."""
+    if not needs_repair(duck_types):
+        return reader
+    batches = (repair(batch, duck_types) for batch in reader)
+    return pa.RecordBatchReader.from_batches(repair_schema(reader.schema, duck_types), batches)
