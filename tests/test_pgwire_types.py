@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import os
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -186,3 +188,29 @@ def test_wide_integers_in_analyses_full_incremental_and_over_the_port() -> None:
     finally:
         server.stop()
         db.close()
+
+
+def test_values_python_cannot_hold_arrive_as_postgresql_sends_them(conns: Any) -> None:
+    # 24:00:00 arrived as 00:00:00; infinite dates in a list or struct failed with XX000;
+    # a DECIMAL list arrived as "[Decimal('1.5')]" (text) or 22023 (binary)
+    from psycopg.types.string import ByteaBinaryLoader, TextLoader
+
+    _, connections = conns
+    sql = (
+        "SELECT '24:00:00'::TIME, ['24:00:00'::TIME], [DATE 'infinity'], "
+        "[TIMESTAMP '-infinity'], {'d': DATE 'infinity', 't': '24:00:00'::TIME}, "
+        "[1.5::DECIMAL(3,1)]"
+    )
+    for binary, conn in connections.items():
+        cursor = conn.cursor(binary=binary)
+        for name in ("time", "date", "timestamp"):  # psycopg's Python types cannot hold them
+            cursor.adapters.register_loader(name, ByteaBinaryLoader if binary else TextLoader)
+        row = cursor.execute(sql).fetchone()
+        assert row is not None
+        if binary:
+            day, moment = struct.pack("!q", 86_400_000_000), struct.pack("!i", 2**31 - 1)
+            assert row[:4] == (day, [day], [moment], [struct.pack("!q", -(2**63))])
+        else:
+            assert row[:4] == ("24:00:00", ["24:00:00"], ["infinity"], ["-infinity"])
+        assert json.loads(row[4]) == {"d": "infinity", "t": "24:00:00"}, binary
+        assert row[5] == [decimal.Decimal("1.5")], binary
