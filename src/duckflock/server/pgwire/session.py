@@ -213,6 +213,10 @@ class Session:
             self.flush()
             return False
         self.role = role
+        if not self.server.established():
+            self.send(error("too many connections to this server", "53300", "FATAL"))
+            self.flush()
+            return False
         self.pid = self.server.register(self)
         self.reader.deadline = None
         self.sock.settimeout(None)
