@@ -380,3 +380,48 @@ def test_one_peer_cannot_take_the_whole_start_up_budget(db: duckflock.Database) 
         for sock in silent:
             sock.close()
         server.stop()
+
+
+def test_per_connection_caps_error_echo_and_command_tags(db: duckflock.Database) -> None:
+    from duckflock.server.pgwire.session import MAX_PORTALS, MAX_PREPARED
+
+    server = PgServer(db, ServerSettings(), PgSettings(port=0)).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            options = b"user\x00u\x00\x00"
+            raw.sendall(struct.pack("!ii", 8 + len(options), 196608) + options)
+            _read_until(raw, b"Z\x00\x00\x00\x05I")
+            # prepared statements without end were kept: the cap is 54000, then Sync goes on
+            parses = b"".join(
+                _message(b"P", f"s{i}\x00SELECT 1\x00".encode() + b"\x00\x00")
+                for i in range(MAX_PREPARED + 1)
+            )
+            raw.sendall(parses + _message(b"S"))
+            answer = _read_until(raw, b"Z\x00\x00\x00\x05I")
+            assert answer.count(b"1\x00\x00\x00\x04") == MAX_PREPARED
+            assert b"54000" in answer and b"prepared statements" in answer
+            binds = b"".join(
+                _message(b"B", f"p{i}\x00s0\x00".encode() + b"\x00\x00\x00\x00\x00\x00")
+                for i in range(MAX_PORTALS + 1)
+            )
+            raw.sendall(binds + _message(b"S"))
+            answer = _read_until(raw, b"Z\x00\x00\x00\x05I")
+            assert answer.count(b"2\x00\x00\x00\x04") == MAX_PORTALS
+            assert b"54000" in answer and b"portals" in answer
+        with psycopg.connect(pgclients.dsn(server.port, "x"), autocommit=True) as conn:
+            huge = "x" * 1_000_000  # echoed whole in the error before
+            with pytest.raises(psycopg.DataError) as bad:
+                conn.execute("SELECT %s::FLOAT8", [huge], binary=False, prepare=False)
+            assert len(str(bad.value)) < 10_000 and "characters cut" in str(bad.value)
+            tags = {}
+            for sql in ("CHECKPOINT", "CREATE OR REPLACE TABLE tagged (a INT)", "ANALYZE"):
+                tags[sql] = conn.execute(sql).statusmessage
+            tags["as"] = conn.execute("CREATE TABLE t2 AS SELECT 1 AS a").statusmessage
+            assert tags == {
+                "CHECKPOINT": "CHECKPOINT",
+                "CREATE OR REPLACE TABLE tagged (a INT)": "CREATE TABLE",
+                "ANALYZE": "ANALYZE",
+                "as": "SELECT 1",
+            }
+    finally:
+        server.stop()
