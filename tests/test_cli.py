@@ -377,3 +377,21 @@ def test_load_takes_schema_qualified_and_quoted_table_names(tmp_path: Path) -> N
     bad = CliRunner().invoke(cli, ["load", str(path), 'x"; DROP TABLE t; --', str(csv_file)])
     assert bad.exit_code == 2
     assert "TABLE" in bad.output
+
+
+def test_wide_integers_are_shown_right_from_a_file(tmp_path: Path) -> None:
+    # DuckDB exports UHUGEINT as decimal128: 2^128 - 1 was shown as -1; BIGNUM as bytes
+    path = tmp_path / "wide.duckdb"
+    top, big = 2**128 - 1, "-12345678901234567890123456789012345678901"
+    with duckflock.connect(path) as db:
+        db.execute(f"CREATE TABLE t AS SELECT {top}::UHUGEINT AS u, '{big}'::VARINT AS v")
+        kept = db.execute("SELECT u, v FROM t")
+        db.execute("SELECT 1")  # the first result is kept as Arrow, and was wrapped there
+        assert kept.fetchall() == [(top, big)]
+    for command in ("query", "sql"):
+        shown = CliRunner().invoke(
+            cli, [command, str(path), "SELECT u, v FROM t", "--format", "json"]
+        )
+        assert shown.exit_code == 0, shown.output
+        row = json.loads(shown.stdout)[0]
+        assert (int(row["u"]), row["v"]) == (top, big), command

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -319,3 +320,108 @@ def test_a_garbled_scram_final_message_is_a_failed_login(final: bytes) -> None:
     server_first = exchange.server_first(b"n,,n=,r=abcdefgh").decode()
     nonce = server_first.split(",")[0][2:]
     assert exchange.server_final(final.replace(b"{nonce}", nonce.encode())) is None
+
+
+def _until(condition: Any, timeout: float = 10.0) -> None:
+    """Wait (bounded) for a condition the server's threads bring about."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        threading.Event().wait(0.01)
+
+
+def test_connections_in_start_up_have_their_own_budget(db: duckflock.Database) -> None:
+    # sockets that never start up counted against max_connections: a few re-opened every
+    # startup_timeout locked out every login; and 53300 was sent before the client's first
+    # packet was read (psycopg: "server sent an error response during SSL exchange")
+    settings = PgSettings(port=0, max_connections=2, max_startups=3, max_startups_per_peer=3)
+    server = PgServer(db, ServerSettings(), settings).start()
+    silent: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            silent.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+        _until(lambda: server.connections == 2)
+        dsn = pgclients.dsn(server.port, "x", sslmode="prefer")  # asks for TLS first
+        with psycopg.connect(dsn) as first:  # was refused: 2 sockets open, max_connections 2
+            assert first.execute("SELECT 1").fetchone() == (1,)
+            silent.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+            _until(lambda: server.connections == 4)
+            with pytest.raises(psycopg.OperationalError) as refused:
+                psycopg.connect(dsn)  # the start-up budget is full
+            assert "too many connections starting up" in str(refused.value)
+            assert "SSL" not in str(refused.value)
+            silent.pop().close()
+            _until(lambda: server.connections == 3)
+            with psycopg.connect(dsn) as second:
+                assert second.execute("SELECT 2").fetchone() == (2,)
+                with pytest.raises(psycopg.OperationalError, match="too many connections to"):
+                    psycopg.connect(dsn)  # max_connections
+            assert first.execute("SELECT 3").fetchone() == (3,)
+    finally:
+        for sock in silent:
+            sock.close()
+        server.stop()
+
+
+def test_one_peer_cannot_take_the_whole_start_up_budget(db: duckflock.Database) -> None:
+    settings = PgSettings(port=0, max_startups=4, max_startups_per_peer=2)
+    server = PgServer(db, ServerSettings(), settings).start()
+    silent = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(2)]
+    try:
+        _until(lambda: server.connections == 2)
+        with pytest.raises(psycopg.OperationalError, match="starting up"):
+            psycopg.connect(pgclients.dsn(server.port, "x"))
+        # another loopback address is another peer: it still starts up (tokenless: no password)
+        with socket.create_connection(("127.0.0.1", server.port), 10, ("127.0.0.2", 0)) as other:
+            options = b"user\x00u\x00\x00"
+            other.sendall(struct.pack("!ii", 8 + len(options), 196608) + options)
+            assert _read_until(other, b"Z\x00\x00\x00\x05I").startswith(b"R")
+    finally:
+        for sock in silent:
+            sock.close()
+        server.stop()
+
+
+def test_per_connection_caps_error_echo_and_command_tags(db: duckflock.Database) -> None:
+    from duckflock.server.pgwire.session import MAX_PORTALS, MAX_PREPARED
+
+    server = PgServer(db, ServerSettings(), PgSettings(port=0)).start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            options = b"user\x00u\x00\x00"
+            raw.sendall(struct.pack("!ii", 8 + len(options), 196608) + options)
+            _read_until(raw, b"Z\x00\x00\x00\x05I")
+            # prepared statements without end were kept: the cap is 54000, then Sync goes on
+            parses = b"".join(
+                _message(b"P", f"s{i}\x00SELECT 1\x00".encode() + b"\x00\x00")
+                for i in range(MAX_PREPARED + 1)
+            )
+            raw.sendall(parses + _message(b"S"))
+            answer = _read_until(raw, b"Z\x00\x00\x00\x05I")
+            assert answer.count(b"1\x00\x00\x00\x04") == MAX_PREPARED
+            assert b"54000" in answer and b"prepared statements" in answer
+            binds = b"".join(
+                _message(b"B", f"p{i}\x00s0\x00".encode() + b"\x00\x00\x00\x00\x00\x00")
+                for i in range(MAX_PORTALS + 1)
+            )
+            raw.sendall(binds + _message(b"S"))
+            answer = _read_until(raw, b"Z\x00\x00\x00\x05I")
+            assert answer.count(b"2\x00\x00\x00\x04") == MAX_PORTALS
+            assert b"54000" in answer and b"portals" in answer
+        with psycopg.connect(pgclients.dsn(server.port, "x"), autocommit=True) as conn:
+            huge = "x" * 1_000_000  # echoed whole in the error before
+            with pytest.raises(psycopg.DataError) as bad:
+                conn.execute("SELECT %s::FLOAT8", [huge], binary=False, prepare=False)
+            assert len(str(bad.value)) < 10_000 and "characters cut" in str(bad.value)
+            tags = {}
+            for sql in ("CHECKPOINT", "CREATE OR REPLACE TABLE tagged (a INT)", "ANALYZE"):
+                tags[sql] = conn.execute(sql).statusmessage
+            tags["as"] = conn.execute("CREATE TABLE t2 AS SELECT 1 AS a").statusmessage
+            assert tags == {
+                "CHECKPOINT": "CHECKPOINT",
+                "CREATE OR REPLACE TABLE tagged (a INT)": "CREATE TABLE",
+                "ANALYZE": "ANALYZE",
+                "as": "SELECT 1",
+            }
+    finally:
+        server.stop()

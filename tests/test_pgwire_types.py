@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import os
+import struct
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,3 +147,70 @@ def test_types_without_a_postgresql_match_arrive_as_text(conns: Any) -> None:
             decimal.Decimal(2),
         ), binary
         assert isinstance(row[5], str)  # BIT: its storage, readable (not a decode error)
+
+
+def test_integers_wider_than_arrow_holds_arrive_right(conns: Any) -> None:
+    # DuckDB exports UHUGEINT as decimal128: 2^128 - 1 came back as -1; BIGNUM as bytes
+    _, connections = conns
+    top = 2**128 - 1
+    sql = (
+        f"SELECT {top}::UHUGEINT AS u, [{top}::UHUGEINT, 7::UHUGEINT] AS l, "
+        "'-123456789012345678901234567890123456789012345'::VARINT AS v"
+    )
+    for binary, conn in connections.items():
+        row = conn.cursor(binary=binary).execute(sql).fetchone()
+        assert row is not None
+        assert row[0] == decimal.Decimal(top), binary
+        assert row[1] == [decimal.Decimal(top), decimal.Decimal(7)], binary
+        assert row[2] == decimal.Decimal("-123456789012345678901234567890123456789012345"), binary
+
+
+def test_wide_integers_in_analyses_full_incremental_and_over_the_port() -> None:
+    top = 2**128 - 1
+    db = duckflock.connect()
+    db.execute("CREATE TABLE wide (k UHUGEINT, n INTEGER)")
+    db.insert("wide", [{"k": top, "n": 1}, {"k": 3, "n": 4}])
+    full = db.analysis("full_wide", "SELECT k, [k] AS l FROM wide ORDER BY k", wait=True)
+    db.analysis("sums", "SELECT k, sum(n) AS s FROM wide GROUP BY k", wait=True)
+    db.insert("wide", [{"k": top, "n": 2}, {"k": top - 1, "n": 1}])
+    sums = db.refresh("sums")
+    assert sums.mode == "incremental"
+    assert full is not None and full.rows()[-1] == (top, [top])
+    assert sorted(sums.rows()) == [(3, 4), (top - 1, 1), (top, 3)]
+    db.lock_down()
+    server = PgServer(db, ServerSettings(), PgSettings(port=0)).start()
+    try:
+        with psycopg.connect(pgclients.dsn(server.port, "x"), autocommit=True) as conn:
+            # DuckDB scans no decimal256: the registered result carries UHUGEINT as text
+            sql = "SELECT k, l FROM analyses.full_wide ORDER BY length(k) DESC LIMIT 1"
+            row = conn.execute(sql).fetchone()
+            assert row == (str(top), [str(top)])
+    finally:
+        server.stop()
+        db.close()
+
+
+def test_values_python_cannot_hold_arrive_as_postgresql_sends_them(conns: Any) -> None:
+    # 24:00:00 arrived as 00:00:00; infinite dates in a list or struct failed with XX000;
+    # a DECIMAL list arrived as "[Decimal('1.5')]" (text) or 22023 (binary)
+    from psycopg.types.string import ByteaBinaryLoader, TextLoader
+
+    _, connections = conns
+    sql = (
+        "SELECT '24:00:00'::TIME, ['24:00:00'::TIME], [DATE 'infinity'], "
+        "[TIMESTAMP '-infinity'], {'d': DATE 'infinity', 't': '24:00:00'::TIME}, "
+        "[1.5::DECIMAL(3,1)]"
+    )
+    for binary, conn in connections.items():
+        cursor = conn.cursor(binary=binary)
+        for name in ("time", "date", "timestamp"):  # psycopg's Python types cannot hold them
+            cursor.adapters.register_loader(name, ByteaBinaryLoader if binary else TextLoader)
+        row = cursor.execute(sql).fetchone()
+        assert row is not None
+        if binary:
+            day, moment = struct.pack("!q", 86_400_000_000), struct.pack("!i", 2**31 - 1)
+            assert row[:4] == (day, [day], [moment], [struct.pack("!q", -(2**63))])
+        else:
+            assert row[:4] == ("24:00:00", ["24:00:00"], ["infinity"], ["-infinity"])
+        assert json.loads(row[4]) == {"d": "infinity", "t": "24:00:00"}, binary
+        assert row[5] == [decimal.Decimal("1.5")], binary

@@ -586,3 +586,16 @@ def test_an_arrow_body_is_one_stream_and_nothing_after_it(db: duckflock.Database
         accepted = http.post("/v1/tables/events/rows", content=stream, headers=arrow)
         assert accepted.status_code == 200, accepted.text
     assert db.execute("SELECT count(*) FROM events").fetchone() == (2,)
+
+
+def test_integers_wider_than_arrow_holds_arrive_right_in_every_format(http: TestClient) -> None:
+    # DuckDB exports UHUGEINT as decimal128: 2^128 - 1 came back as -1; BIGNUM as bytes
+    top = 2**128 - 1
+    sql = {"sql": f"SELECT {top}::UHUGEINT AS u, '-98765432109876543210987654321'::VARINT AS v"}
+    body = http.post("/v1/query", json=sql).json()
+    assert [int(body["rows"][0][0]), body["rows"][0][1]] == [top, "-98765432109876543210987654321"]
+    arrow = http.post("/v1/query", json=sql, headers={"Accept": ARROW})
+    table = pa.ipc.open_stream(arrow.content).read_all()
+    assert table.to_pydict() == {"u": [top], "v": ["-98765432109876543210987654321"]}
+    csv = http.post("/v1/query", json=sql, headers={"Accept": "text/csv"})
+    assert str(top) in csv.text and "-98765432109876543210987654321" in csv.text

@@ -29,6 +29,7 @@ from .incremental import Shape, inspect
 from .plans import DELTA, DISTINCT_LIMIT, STATE, Plan, split
 from .results import Mailbox, Result, log
 from .retention import retract
+from .wide import description_types, named_types, repair
 
 
 class Cancelled(Exception):
@@ -148,6 +149,12 @@ class Refresher:
 
     def run(self, analysis: Analysis) -> tuple[pa.Table, int]:
         """The new result table and the writer commits it reflects at least."""
+        table, watermark = self._run(analysis)
+        if analysis.shape.plan is not None:  # UHUGEINT, BIGNUM: see wide.py
+            table = repair(table, named_types(analysis.shape.types))
+        return table, watermark
+
+    def _run(self, analysis: Analysis) -> tuple[pa.Table, int]:
         check(analysis)
         if analysis.reinspect:
             self._reinspect(analysis)
@@ -157,7 +164,8 @@ class Refresher:
             return self._incremental(analysis, analysis.shape.plan)
         watermark = self._committed_seq()
         analysis.mode, analysis.reason = "full", analysis.shape.reason
-        return analysis.cursor.execute(analysis.sql, analysis.params).to_arrow_table(), watermark
+        cursor = analysis.cursor.execute(analysis.sql, analysis.params)
+        return repair(cursor.to_arrow_table(), description_types(cursor)), watermark
 
     def _reinspect(self, analysis: Analysis) -> None:
         """Plan the SQL again after a write outside db.insert: DDL may have changed a

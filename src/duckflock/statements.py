@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from .cursors import Slot
+from .wide import repair
 
 if TYPE_CHECKING:
     from .database import Database
@@ -113,7 +114,10 @@ class Results:
             self._stale = True
             return
         self._description = self._cursor.description
-        table = self._cursor.to_arrow_table() if self._description is not None else None
+        table = None
+        if self._description is not None:  # UHUGEINT, BIGNUM: see wide.py
+            types = [column[1] for column in self._description]
+            table = repair(self._cursor.to_arrow_table(), types)
         self._kept = _Kept(table)
 
     def __del__(self) -> None:

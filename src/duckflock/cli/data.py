@@ -10,6 +10,7 @@ from typing import Any
 import click
 import pyarrow as pa
 
+from ..wide import description_types, repair_reader
 from . import render, targets
 
 TOKEN = click.option(
@@ -91,7 +92,8 @@ def query(target: str, sql: str, fmt: str, limit: int, token: str | None) -> Non
             _show(batches, schema, fmt, limit, started, note)
         return
     with targets.database(target, read_only=True) as db:
-        reader = db.execute(sql).to_arrow_reader(8192)
+        results = db.execute(sql)
+        reader = repair_reader(results.to_arrow_reader(8192), description_types(results))
         _show(render.started(reader, "running…"), reader.schema, fmt, limit, started)
 
 
@@ -125,7 +127,7 @@ def sql_command(target: str, statement: str, fmt: str, limit: int, token: str | 
         if results.description is None:
             click.echo(f"OK in {(time.perf_counter() - started) * 1000:,.1f} ms", err=True)
             return
-        reader = results.to_arrow_reader(8192)
+        reader = repair_reader(results.to_arrow_reader(8192), description_types(results))
         _show(render.started(reader, "running…"), reader.schema, fmt, limit, started)
 
 

@@ -36,6 +36,7 @@ from ..errors import (
 )
 from ..names import Resolver
 from ..syntax import table_parts, walk
+from ..wide import description_types, repair, repair_schema
 
 # table functions (and views) that read files or the network, run SQL of their own,
 # write, or reveal the database's path, temp directory, settings or logs
@@ -104,7 +105,8 @@ class RunningQuery:
             if prepare is not None:  # e.g. the Postgres port registers analysis results
                 prepare(self.cursor)
             self.reader = self.cursor.execute(sql, params).to_arrow_reader(batch_rows)
-            self.schema: pa.Schema = self.reader.schema
+            self._types = description_types(self.cursor)  # UHUGEINT, BIGNUM: see wide.py
+            self.schema: pa.Schema = repair_schema(self.reader.schema, self._types)
         except BaseException as exc:
             self.close()
             raise self._translate(exc) from exc
@@ -127,7 +129,7 @@ class RunningQuery:
     def next_batch(self) -> pa.RecordBatch | None:
         """The next record batch, or None at the end (QueryError on failure)."""
         try:
-            return self.reader.read_next_batch()
+            return repair(self.reader.read_next_batch(), self._types)
         except StopIteration:
             return None
         except duckdb.Error as exc:
@@ -315,13 +317,14 @@ def run_statement(
         timer.start()
         try:
             reader = cursor.execute(sql, params).to_arrow_reader(8192)
+            types = description_types(cursor)
             rows = 0
             for batch in reader:
-                out.append(batch.slice(0, max(row_cap - rows, 0)))
+                out.append(repair(batch.slice(0, max(row_cap - rows, 0)), types))
                 rows += batch.num_rows
                 if rows >= row_cap:
                     break
-            return reader.schema
+            return repair_schema(reader.schema, types)
         finally:
             timer.cancel()
 

@@ -41,6 +41,7 @@ log = logging.getLogger("duckflock.server")
 
 
 PG_OPTIONS = {"port", "certfile", "keyfile", "require_tls", "cleartext", "max_connections"}
+PG_OPTIONS |= {"max_startups", "max_startups_per_peer", "startup_timeout"}
 
 
 @dataclass

@@ -33,6 +33,7 @@ from ...errors import (
 )
 from ...names import Resolver
 from ...syntax import walk
+from ...wide import readable
 from ..auth import allows
 from ..guard import QueryGuard, run_statement
 from .compat import _NAME, unquote
@@ -95,6 +96,29 @@ def copy_plan(sql: str) -> CopyPlan:
     return CopyPlan(query, kind, bool(re.search(r"\bheader\b(?!\s+false)", options)))
 
 
+_CREATE_MODIFIERS = {"OR", "REPLACE", "TEMP", "TEMPORARY", "UNIQUE", "PERSISTENT"}
+
+
+def _created(sql: str) -> str:
+    """PostgreSQL's tag for a CREATE: ``CREATE TABLE`` (was ``SELECT 0``), whatever
+    modifiers (OR REPLACE, TEMP…) come between."""
+    words = sql.split()[1:]
+    kind = next((w.upper() for w in words if w.upper() not in _CREATE_MODIFIERS), "")
+    return f"CREATE {kind}".strip()
+
+
+def _tag(kind: str, sql: str) -> str:
+    """The command tag of a statement DuckDB classed as ``kind``."""
+    words = sql.upper().split()
+    if kind in ("DROP", "ALTER"):
+        return " ".join(words[:2])
+    if words[:1] == ["CHECKPOINT"] or words[:2] == ["FORCE", "CHECKPOINT"]:
+        return "CHECKPOINT"  # DuckDB calls it CALL
+    if kind == "VACUUM" and words[:1] == ["ANALYZE"]:
+        return "ANALYZE"
+    return kind
+
+
 class Executor:
     """Runs statements for one server: its database, guard and limits."""
 
@@ -153,7 +177,7 @@ class Executor:
             if result is None:
                 raise AnalysisError(f"analysis {node['table_name']!r} has no result yet")
             alias = f"__duckflock_analysis_{len(tables)}"
-            tables[alias] = result.table
+            tables[alias] = readable(result.table)  # DuckDB scans no decimal256
             node.update(catalog_name="", schema_name="", table_name=alias)
             if not node.get("alias"):
                 node["alias"] = str(result.name)
@@ -254,7 +278,12 @@ class Executor:
             count = sum(int(b.column(0)[0].as_py() or 0) for b in batches if b.num_rows)
             tag = f"INSERT 0 {count}" if kind == "INSERT" else f"{kind} {count}"
             return Outcome(tag)
-        tag = " ".join(sql.split()[:2]).upper() if kind in ("CREATE", "DROP", "ALTER") else kind
+        if kind == "CREATE" and schema.names == ["Count"]:
+            rows = [b.column(0)[0].as_py() for b in batches if b.num_rows]
+            if rows:  # CREATE TABLE … AS: PostgreSQL's tag is SELECT n
+                return Outcome(f"SELECT {int(rows[0] or 0)}")
+            return Outcome(_created(sql))
+        tag = _tag(kind, sql)
         if not schema.names or schema.names == ["Success"]:
             return Outcome(tag)
         table = pa.Table.from_batches(batches, schema=schema)

@@ -36,6 +36,7 @@ from ...errors import (
 )
 
 MAX_MESSAGE = 64 * 2**20  # bytes of one client message (a Bind's parameters, a long query)
+MAX_ERROR_TEXT = 4000  # characters of an error message (one may echo a 64 MiB parameter)
 SSL_REQUEST, GSS_REQUEST, CANCEL_REQUEST, PROTOCOL_3 = 80877103, 80877104, 80877102, 196608
 
 _I2, _I4 = struct.Struct("!h"), struct.Struct("!i")
@@ -197,8 +198,14 @@ _CODES: list[tuple[type[BaseException], str]] = [
 ]
 
 
+class LimitExceeded(ValueError):
+    """A per-connection limit was reached (prepared statements, portals)."""
+
+
 def sqlstate(exc: BaseException) -> str:
     """The SQLSTATE code for a duckflock error (XX000, internal_error, when unknown)."""
+    if isinstance(exc, LimitExceeded):
+        return "54000"  # program_limit_exceeded
     if isinstance(exc, RowRejectedError) and isinstance(exc.cause, DuckflockError):
         return sqlstate(exc.cause)  # the row's own fault: a conversion, a constraint
     if isinstance(exc, DuckflockError):

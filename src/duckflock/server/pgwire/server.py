@@ -1,8 +1,10 @@
 """The Postgres port's listener: one named thread accepting, one per connection.
 
 Blocking threads, not asyncio: every statement is a blocking DuckDB call anyway, a
-connection is mostly idle between statements, and the number of connections is capped
-(``max_connections``; more get a ``too_many_connections`` error at once). Statements run
+connection is mostly idle between statements, and the number of connections is capped:
+``max_connections`` past start-up, and apart from them ``max_startups`` still starting
+up (and ``max_startups_per_peer`` from one address). A refused connection gets
+``too_many_connections`` once its first packet is read. Statements run
 at once are capped separately by the executor's slots, as on the HTTP side. ``stop()``
 stops accepting, interrupts running queries, closes every connection and joins the
 threads within a bound.
@@ -14,7 +16,9 @@ import contextlib
 import logging
 import socket
 import ssl
+import struct
 import threading
+import time
 from dataclasses import dataclass
 
 from ...database import Database
@@ -23,11 +27,20 @@ from ..auth import Tokens
 from ..guard import QueryGuard
 from ..policy import bounded_seconds, positive_int
 from .execute import Executor
-from .messages import error
+from .messages import (
+    CANCEL_REQUEST,
+    GSS_REQUEST,
+    SSL_REQUEST,
+    ProtocolError,
+    Reader,
+    error,
+)
 from .scram import ScramKeys
 from .session import Session
 
 log = logging.getLogger("duckflock.pgwire")
+_REFUSERS = 8  # refused connections answered at once; past that they are closed unanswered
+_REFUSE_SECONDS = 2.0  # how long a refused client has to send its first packet
 
 
 @dataclass(frozen=True)
@@ -40,13 +53,20 @@ class PgSettings:
     keyfile: str | None = None  # … and its key (or both in certfile)
     require_tls: bool = False  # refuse connections that did not negotiate TLS
     cleartext: bool = False  # over TLS, ask for the password itself instead of SCRAM
-    max_connections: int = 64
+    max_connections: int = 64  # connections past start-up (authenticated)
     startup_timeout: float = 10.0  # seconds a client may take to start up and authenticate
+    # connections still starting up (TLS, start-up packet, password) have their own, smaller
+    # budget, in all and per peer address: sockets re-opened every startup_timeout seconds
+    # no longer lock out logins once max_connections of them are open
+    max_startups: int = 16
+    max_startups_per_peer: int = 8
 
     def __post_init__(self) -> None:
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ValueError(f"pg port must be from 0 to 65535, not {self.port!r}")
         positive_int(self.max_connections, "pg max_connections")
+        positive_int(self.max_startups, "pg max_startups")
+        positive_int(self.max_startups_per_peer, "pg max_startups_per_peer")
         bounded_seconds(self.startup_timeout, "pg startup_timeout")
         for name in ("require_tls", "cleartext"):
             if not isinstance(getattr(self, name), bool):
@@ -85,6 +105,8 @@ class PgServer:
         self._lock = threading.Lock()  # guards _sessions, _connections, _next_pid
         self._sessions: dict[int, Session] = {}  # authenticated, by backend pid
         self._connections: dict[threading.Thread, socket.socket] = {}
+        self._starting: dict[threading.Thread, str] = {}  # in start-up: the peer's address
+        self._refusing = 0  # threads answering a refused connection (at most _REFUSERS)
         self._next_pid = 1000
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
@@ -110,24 +132,69 @@ class PgServer:
         count = 0
         while not self._stopping.is_set():
             try:
-                sock, _ = self._listener.accept()
+                sock, address = self._listener.accept()
             except OSError:
                 return  # the listener was closed: stop() is running
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            peer = str(address[0])
             with self._lock:
-                full = len(self._connections) >= self.pg.max_connections
-                if not full and not self._stopping.is_set():
+                refusal = self._refusal(peer)
+                if refusal is None:
                     count += 1
                     thread = threading.Thread(
                         target=self._serve, args=(sock,), name=f"duckflock-pg-{count}", daemon=True
                     )
                     self._connections[thread] = sock
+                    self._starting[thread] = peer
                     thread.start()
                     continue
-            with contextlib.suppress(OSError):
-                # a start-up packet is not read: the error goes out at once
-                sock.sendall(error("too many connections to this server", "53300", "FATAL"))
+                answer = self._refusing < _REFUSERS
+                self._refusing += answer
+            if answer:
+                threading.Thread(
+                    target=self._refuse,
+                    args=(sock, refusal),
+                    name="duckflock-pg-refuse",
+                    daemon=True,
+                ).start()
+            else:  # a flood: no thread more, the socket is closed unanswered
+                sock.close()
+
+    def _refusal(self, peer: str) -> str | None:
+        """Why a new connection from ``peer`` is refused, or None (under the lock)."""
+        if self._stopping.is_set():
+            return "the server is shutting down"
+        same_peer = sum(1 for other in self._starting.values() if other == peer)
+        if (
+            len(self._starting) >= self.pg.max_startups
+            or same_peer >= self.pg.max_startups_per_peer
+        ):
+            return "too many connections starting up on this server"
+        if len(self._connections) - len(self._starting) >= self.pg.max_connections:
+            return "too many connections to this server"
+        return None
+
+    def _refuse(self, sock: socket.socket, text: str) -> None:
+        """Read the client's first packet (answering an SSL request with N), then send
+        53300: an error sent before it is read is taken for a failed TLS exchange. A
+        cancel request is still carried out."""
+        try:
+            reader = Reader(sock, time.monotonic() + _REFUSE_SECONDS)
+            sock.settimeout(_REFUSE_SECONDS)
+            code, body = reader.startup()
+            if code in (SSL_REQUEST, GSS_REQUEST):
+                sock.sendall(b"N")
+                code, body = reader.startup()
+            if code == CANCEL_REQUEST and len(body) >= 8:
+                self.cancel(*struct.unpack("!ii", body[:8]))
+            else:
+                sock.sendall(error(text, "53300", "FATAL"))
+        except (OSError, ProtocolError, struct.error):
+            pass  # a client that sends nothing useful in time just gets the end
+        finally:
             sock.close()
+            with self._lock:
+                self._refusing -= 1
 
     def _serve(self, sock: socket.socket) -> None:
         try:
@@ -137,6 +204,18 @@ class PgServer:
         finally:
             with self._lock:
                 self._connections.pop(threading.current_thread(), None)
+                self._starting.pop(threading.current_thread(), None)
+
+    def established(self) -> bool:
+        """The calling session's start-up is done: it counts against ``max_connections``
+        from now on (False: that budget is full, and it must end)."""
+        thread = threading.current_thread()
+        with self._lock:
+            self._starting.pop(thread, None)
+            if len(self._connections) - len(self._starting) > self.pg.max_connections:
+                self._connections.pop(thread, None)
+                return False
+            return True
 
     def register(self, session: Session) -> int:
         with self._lock:

@@ -39,10 +39,12 @@ from .execute import CopyPlan, Outcome, copy_plan
 from .messages import (
     CANCEL_REQUEST,
     GSS_REQUEST,
+    MAX_ERROR_TEXT,
     PROTOCOL_3,
     SSL_REQUEST,
     Body,
     Disconnected,
+    LimitExceeded,
     ProtocolError,
     Reader,
     command_complete,
@@ -62,6 +64,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("duckflock.pgwire")
 _I2, _I4 = struct.Struct("!h"), struct.Struct("!i")
+MAX_PREPARED = 1000  # named prepared statements one connection may hold (each keeps its SQL)
+MAX_PORTALS = 1000  # portals one connection may hold open
 _FLUSH_AT = 256 * 1024  # bytes of output buffered before they are sent
 
 
@@ -145,6 +149,8 @@ class Session:
         else:
             text = str(exc)
         text = self.server.guard.scrub(text)
+        if len(text) > MAX_ERROR_TEXT:
+            text = f"{text[:MAX_ERROR_TEXT]}… ({len(text) - MAX_ERROR_TEXT:,} characters cut)"
         self.send(error(text, sqlstate(exc), "FATAL" if fatal else "ERROR"))
 
     def ready_for_query(self) -> None:
@@ -213,6 +219,10 @@ class Session:
             self.flush()
             return False
         self.role = role
+        if not self.server.established():
+            self.send(error("too many connections to this server", "53300", "FATAL"))
+            self.flush()
+            return False
         self.pid = self.server.register(self)
         self.reader.deadline = None
         self.sock.settimeout(None)
@@ -348,6 +358,11 @@ class Session:
         if len(parts) > 1:
             raise QueryError("a prepared statement holds one statement", sql=sql)
         statement = compat.classify(parts[0])
+        if name not in self.prepared and len(self.prepared) >= MAX_PREPARED:
+            raise LimitExceeded(
+                f"this connection holds {MAX_PREPARED} prepared statements, the most it may: "
+                "close some (DEALLOCATE, or a Close message) first"
+            )
         self.prepared[name] = Prepared(statement, compat.parameter_types(parts[0], given))
         self.send(message(b"1"))
 
@@ -370,6 +385,11 @@ class Session:
             params.append(types.decode_param(oids[i], param_formats[i] == 1, data))
         formats = [fields.int16() for _ in range(fields.int16())]
         self.close_portal(portal_name)
+        if len(self.portals) >= MAX_PORTALS:
+            raise LimitExceeded(
+                f"this connection holds {MAX_PORTALS} portals, the most it may: close some "
+                "(a Close message, or end the transaction) first"
+            )
         self.portals[portal_name] = Portal(prepared, params, formats)
         self.send(message(b"2"))
 

@@ -85,6 +85,19 @@ _EPOCH_TZ = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
+class Clock:
+    """A time of day in microseconds: Python's time stops before 24:00:00, which DuckDB
+    and PostgreSQL both have (it arrived as 00:00:00)."""
+
+    micros: int
+
+    def __str__(self) -> str:
+        seconds, micro = divmod(self.micros, 1_000_000)
+        text = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        return f"{text}.{micro:06d}" if micro else text
+
+
+@dataclass(frozen=True)
 class Beyond:
     """A date or timestamp Python's datetime cannot hold: DuckDB's ``infinity`` and
     ``-infinity``, or a year past 9999. ``text`` is its PostgreSQL text, ``since_2000``
@@ -113,6 +126,8 @@ class ColumnType:
 
 
 def _oid_of(duck_type: str) -> int | None:
+    if re.search(r"\[\d*\]$", duck_type):  # a list: DECIMAL(3,1)[] is not a numeric
+        return None
     if duck_type.startswith("DECIMAL"):
         return NUMERIC
     if duck_type.startswith("ENUM"):
@@ -192,13 +207,17 @@ def _interval_text(value: Any) -> bytes:
     return f"{months} mons {days} days {clock}".encode()
 
 
+def _json_default(value: Any) -> str:
+    return value.text.decode() if isinstance(value, Beyond) else str(value)
+
+
 def _as_json_text(value: Any) -> bytes:
     """Nested values as JSON; a scalar PostgreSQL has no type for (TIMETZ, BIT) as its
     own text."""
     if isinstance(value, bytes):  # BIT's storage, say: as bytea's text, valid UTF-8
         return b"\\x" + value.hex().encode()
     if isinstance(value, dict | list | tuple):
-        return json.dumps(value, default=str, ensure_ascii=False).encode()
+        return json.dumps(value, default=_json_default, ensure_ascii=False).encode()
     return str(value).encode()
 
 
@@ -227,7 +246,7 @@ _TEXT: dict[int, Encoder] = {
     JSON: lambda v: v.encode() if isinstance(v, str) else _as_json_text(v),
     BYTEA: lambda v: b"\\x" + bytes(v).hex().encode(),
     DATE: lambda v: v.text if isinstance(v, Beyond) else v.isoformat().encode(),
-    TIME: lambda v: v.isoformat().encode(),
+    TIME: lambda v: str(v).encode() if isinstance(v, Clock) else v.isoformat().encode(),
     TIMESTAMP: _timestamp_text,
     TIMESTAMPTZ: _timestamp_text,
     INTERVAL: _interval_text,
@@ -275,7 +294,9 @@ def _micros_since_2000(value: Any) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def _time_binary(value: dt.time) -> bytes:
+def _time_binary(value: Any) -> bytes:
+    if isinstance(value, Clock):
+        return _I8.pack(value.micros)
     micros = ((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000
     return _I8.pack(micros + value.microsecond)
 
@@ -340,9 +361,61 @@ def column_values(column: pa.Array | pa.ChunkedArray, duck_type: str) -> list[An
     """The Python values of one Arrow column (dictionary-encoded ENUMs as strings)."""
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
-    if pa.types.is_date32(column.type) or pa.types.is_timestamp(column.type):
+    return _values(column)
+
+
+def _has_moments(kind: pa.DataType) -> bool:
+    if pa.types.is_date32(kind) or pa.types.is_timestamp(kind) or pa.types.is_time(kind):
+        return True
+    if pa.types.is_map(kind):
+        return _has_moments(kind.key_type) or _has_moments(kind.item_type)
+    if pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _has_moments(kind.value_type)
+    if pa.types.is_struct(kind):
+        return any(_has_moments(field.type) for field in kind)
+    return False
+
+
+def _values(column: pa.Array | pa.ChunkedArray) -> list[Any]:
+    """Python values, with dates, timestamps and times as :func:`_moments` and
+    :func:`_clocks` give them, nested ones too (an infinite date in a list failed the
+    whole result with XX000)."""
+    kind = column.type
+    if not _has_moments(kind):
+        return column.to_pylist()  # type: ignore[no-any-return]
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if pa.types.is_date32(kind) or pa.types.is_timestamp(kind):
         return _moments(column)
-    return column.to_pylist()  # type: ignore[no-any-return]
+    if pa.types.is_time(kind):
+        return _clocks(column)
+    nulls = column.is_null().to_pylist()
+    if pa.types.is_struct(kind):
+        fields = [_values(part) for part in column.flatten()]
+        names = [field.name for field in kind]
+        return [
+            None if null else {name: values[i] for name, values in zip(names, fields, strict=True)}
+            for i, null in enumerate(nulls)
+        ]
+    if pa.types.is_fixed_size_list(kind):
+        size, start = kind.list_size, column.offset * kind.list_size
+        inner = _values(column.values[start : start + size * len(column)])
+        return [None if null else inner[i * size : (i + 1) * size] for i, null in enumerate(nulls)]
+    offsets = column.offsets.to_pylist()  # lists and maps: into the whole child array
+    if pa.types.is_map(kind):
+        keys, items = _values(column.keys), _values(column.items)
+        inner = list(zip(keys, items, strict=True))
+    else:
+        inner = _values(column.values)
+    return [None if null else inner[offsets[i] : offsets[i + 1]] for i, null in enumerate(nulls)]
+
+
+def _clocks(column: pa.Array) -> list[Any]:
+    """Times of day as :class:`Clock` (24:00:00 is one; Python's time has no such)."""
+    unit = column.type.unit
+    raw = column.view(pa.int64() if column.type.bit_width == 64 else pa.int32()).to_pylist()
+    per = {"s": 1_000_000, "ms": 1_000, "us": 1}.get(unit)
+    return [None if n is None else Clock(n * per if per else n // 1000) for n in raw]
 
 
 _INT32_MAX, _INT64_MAX = 2**31 - 1, 2**63 - 1

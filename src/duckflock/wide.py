@@ -1,0 +1,191 @@
+"""Integers too wide for DuckDB's Arrow export, made right before anyone reads them.
+
+DuckDB 1.5.5 exports ``UHUGEINT`` as ``decimal128(38, 0)``: the 128 bits are kept, but a
+value of 2^127 or more reads back negative (``2^128 - 1`` is ``-1``). ``BIGNUM``
+(``VARINT``) arrives as opaque bytes in DuckDB's own encoding. Every door reads results
+as Arrow (HTTP formats, the Postgres port, ``Result.rows()``, analyses), so the repair is
+made once, on the Arrow data, using the column types DuckDB reports: ``UHUGEINT`` becomes
+``decimal256(39, 0)`` with the wrapped values unwrapped, ``BIGNUM`` becomes its decimal
+text (Arrow has no integer that wide). Columns without these types are untouched.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import pyarrow as pa
+
+UHUGEINT_ARROW = pa.decimal256(39, 0)
+T = TypeVar("T", pa.RecordBatch, pa.Table)
+
+
+def _needs(duck: Any) -> bool:
+    kind = getattr(duck, "id", "")
+    if kind in ("uhugeint", "bignum"):
+        return True
+    if kind in ("list", "struct", "map", "array", "union"):
+        return any(_needs(child) for _, child in duck.children if hasattr(child, "id"))
+    return False
+
+
+def _arrow_type(duck: Any, current: pa.DataType) -> pa.DataType:
+    """``current`` (DuckDB's export of ``duck``) with the wide integers made right."""
+    kind = duck.id
+    if kind == "uhugeint":
+        return UHUGEINT_ARROW
+    if kind in ("bignum", "union"):
+        return pa.string()
+    if kind == "list":
+        child = duck.children[0][1]
+        return pa.list_(_arrow_type(child, current.value_type))
+    if kind == "array":
+        child = duck.children[0][1]
+        return pa.list_(_arrow_type(child, current.value_type), current.list_size)
+    if kind == "map":
+        key, value = duck.children[0][1], duck.children[1][1]
+        return pa.map_(_arrow_type(key, current.key_type), _arrow_type(value, current.item_type))
+    if kind == "struct":
+        return pa.struct(
+            [
+                pa.field(name, _arrow_type(child, current.field(index).type))
+                for index, (name, child) in enumerate(duck.children)
+            ]
+        )
+    return current
+
+
+def bignum(data: bytes) -> int:
+    """DuckDB's BIGNUM bytes as an int: a 3-byte header (sign bit, byte count), then the
+    magnitude big-endian; a negative number has every byte inverted."""
+    negative = not data[0] & 0x80
+    body = bytes(255 - b for b in data[3:]) if negative else data[3:]
+    value = int.from_bytes(body, "big")
+    return -value if negative else value
+
+
+def _value(duck: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    kind = duck.id
+    if kind == "uhugeint":
+        # int arithmetic: Decimal's default context would round to 28 digits
+        return Decimal(int(value) + 2**128) if value < 0 else value
+    if kind == "bignum":
+        return str(bignum(value)) if isinstance(value, bytes) else str(value)
+    if kind in ("list", "array"):
+        child = duck.children[0][1]
+        return [_value(child, item) for item in value]
+    if kind == "map":
+        key, item = duck.children[0][1], duck.children[1][1]
+        return [(_value(key, k), _value(item, v)) for k, v in value]
+    if kind == "struct":
+        return {name: _value(child, value.get(name)) for name, child in duck.children}
+    if kind == "union":
+        for _, child in duck.children[1:]:  # the value's own member is not known here
+            if getattr(child, "id", "") in ("uhugeint", "bignum"):
+                return str(_value(child, value))
+        return str(value)
+    return value
+
+
+def needs_repair(duck_types: list[Any]) -> bool:
+    """Whether any column of these DuckDB types needs :func:`repair`."""
+    return any(_needs(duck) for duck in duck_types)
+
+
+def repair_schema(schema: pa.Schema, duck_types: list[Any]) -> pa.Schema:
+    fields = []
+    for index, field in enumerate(schema):
+        duck = duck_types[index] if index < len(duck_types) else None
+        if duck is not None and _needs(duck):
+            field = pa.field(field.name, _arrow_type(duck, field.type), field.nullable)
+        fields.append(field)
+    return pa.schema(fields, metadata=schema.metadata)
+
+
+def repair(data: T, duck_types: list[Any]) -> T:
+    """``data`` (a batch or table DuckDB exported) with its wide integers made right."""
+    if not needs_repair(duck_types):
+        return data
+    schema = repair_schema(data.schema, duck_types)
+    columns = []
+    for index, column in enumerate(data.columns):
+        duck = duck_types[index] if index < len(duck_types) else None
+        if duck is not None and _needs(duck):
+            values = [_value(duck, item) for item in column.to_pylist()]
+            column = pa.array(values, type=schema.field(index).type)
+        columns.append(column)
+    if isinstance(data, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def description_types(cursor: Any) -> list[Any]:
+    """The DuckDB types of a cursor's result columns ([] when it has none)."""
+    return [column[1] for column in (cursor.description or [])]
+
+
+def named_types(names: tuple[str, ...] | list[str]) -> list[Any]:
+    """DuckDB types parsed from their names (an analysis' shape keeps them as text);
+    [] when none is wide, or a name does not parse (nothing is repaired then)."""
+    if not any("UHUGEINT" in name or "BIGNUM" in name for name in names):
+        return []
+    import duckdb
+
+    try:
+        return [duckdb.type(name) for name in names]
+    except duckdb.Error:
+        return []
+
+
+def _text_type(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_decimal256(kind):
+        return pa.string()
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(_text_type(kind.value_type), kind.list_size)
+    if pa.types.is_list(kind):
+        return pa.list_(_text_type(kind.value_type))
+    if pa.types.is_map(kind):
+        return pa.map_(_text_type(kind.key_type), _text_type(kind.item_type))
+    if pa.types.is_struct(kind):
+        return pa.struct([pa.field(f.name, _text_type(f.type)) for f in kind])
+    return kind
+
+
+def _text_value(kind: pa.DataType, value: Any) -> Any:
+    if value is None:
+        return None
+    if pa.types.is_decimal256(kind):
+        return str(value)
+    if pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind):
+        return [_text_value(kind.value_type, item) for item in value]
+    if pa.types.is_map(kind):
+        return [(_text_value(kind.key_type, k), _text_value(kind.item_type, v)) for k, v in value]
+    if pa.types.is_struct(kind):
+        return {f.name: _text_value(f.type, value.get(f.name)) for f in kind}
+    return value
+
+
+def readable(table: pa.Table) -> pa.Table:
+    """``table`` as DuckDB can scan it again: it reads no ``decimal256(39, 0)``, so a
+    repaired UHUGEINT becomes its decimal text (an analysis result queried in SQL)."""
+    if not any(_text_type(field.type) != field.type for field in table.schema):
+        return table
+    columns, fields = [], []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        kind = _text_type(field.type)
+        if kind != field.type:
+            values = [_text_value(field.type, item) for item in column.to_pylist()]
+            column = pa.chunked_array([pa.array(values, type=kind)])
+        columns.append(column)
+        fields.append(pa.field(field.name, kind, field.nullable))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def repair_reader(reader: pa.RecordBatchReader, duck_types: list[Any]) -> pa.RecordBatchReader:
+    """``reader`` with each batch repaired as it is read (the CLI streams results)."""
+    if not needs_repair(duck_types):
+        return reader
+    batches = (repair(batch, duck_types) for batch in reader)
+    return pa.RecordBatchReader.from_batches(repair_schema(reader.schema, duck_types), batches)
