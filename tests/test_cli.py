@@ -395,3 +395,20 @@ def test_wide_integers_are_shown_right_from_a_file(tmp_path: Path) -> None:
         assert shown.exit_code == 0, shown.output
         row = json.loads(shown.stdout)[0]
         assert (int(row["u"]), row["v"]) == (top, big), command
+
+
+def test_csv_writes_lists_structs_and_maps_as_json(tmp_path: Path) -> None:
+    path = tmp_path / "nested.duckdb"
+    with duckflock.connect(str(path)) as db:
+        db.execute(
+            "CREATE TABLE t AS SELECT 1 AS i, [1, 2] AS l, {'a': 'x'} AS s, MAP {'k': 3} AS m "
+            "UNION ALL SELECT 2, NULL, NULL, NULL"
+        )
+    sql = "SELECT * FROM t ORDER BY i"
+    result = CliRunner().invoke(cli, ["query", str(path), sql, "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        '"i","l","s","m"',
+        '1,"[1, 2]","{""a"": ""x""}","{""k"": 3}"',
+        "2,,,",
+    ]

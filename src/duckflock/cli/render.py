@@ -120,6 +120,31 @@ def limited(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.Record
         yield batch
 
 
+def _flat(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with lists, structs and maps as JSON text: pyarrow's CSV writer takes no
+    nested types (it raised ArrowInvalid, a traceback for ``--format csv``)."""
+    if not any(pa.types.is_nested(field.type) for field in batch.schema):
+        return batch
+    columns = [
+        _json_column(column) if pa.types.is_nested(column.type) else column
+        for column in batch.columns
+    ]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _json_column(column: pa.Array) -> pa.Array:
+    pairs = pa.types.is_map(column.type)  # a MAP reads as (key, value) pairs: an object
+
+    def dump(value: Any) -> str | None:
+        if value is None:
+            return None
+        if pairs:
+            value = {k if isinstance(k, str) else text(k): v for k, v in value}
+        return json.dumps(value, default=text)
+
+    return pa.array([dump(v) for v in column.to_pylist()], pa.string())
+
+
 class Emitter:
     """Writes batches as they come, in one format; counts the rows written."""
 
@@ -133,7 +158,7 @@ class Emitter:
         if self.fmt == "csv":
             sink = io.BytesIO()
             options = pa_csv.WriteOptions(include_header=self.rows == 0)
-            pa_csv.write_csv(pa.Table.from_batches([batch], self.schema), sink, options)
+            pa_csv.write_csv(pa.Table.from_batches([_flat(batch)]), sink, options)
             click.echo(sink.getvalue().decode(), nl=False)
         elif self.fmt == "json":
             names = self.schema.names
