@@ -418,7 +418,7 @@ def test_plain_shapes_subtract_in_pyarrow(
     extreme went are still recomputed from the table, by DuckDB)."""
     import duckflock.retention as retention
 
-    run = retention._run
+    run = retention.over_arrow
     subtracts: list[str] = []
 
     def spy(cursor: Any, sql: str, *tables: Any) -> Any:
@@ -426,7 +426,7 @@ def test_plain_shapes_subtract_in_pyarrow(
             subtracts.append(sql)
         return run(cursor, sql, *tables)
 
-    monkeypatch.setattr(retention, "_run", spy)
+    monkeypatch.setattr(retention, "over_arrow", spy)
     mdb.execute("DELETE FROM m WHERE n BETWEEN 0 AND 10")
     agree(mdb, {name: QUERIES[name] for name in ("sums", "extremes", "global")})
     assert subtracts == []

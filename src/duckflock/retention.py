@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .arrowfold import ArrowPlan
+from .arrowquery import over_arrow
 from .names import Identity, Resolver
 from .states import Partial
 
@@ -475,7 +476,7 @@ def retract(
             partials = _arrow_partials(arrow, deleted, state.schema)
             out = _arrow_subtract(retraction, state, partials)
     if out is None:
-        out = _run(cursor, retraction.subtract, state, deleted, None)
+        out = over_arrow(cursor, retraction.subtract, state, deleted, None)
     again = pc.fill_null(out["__again"], True)
     kept = out.filter(pc.invert(again)).drop_columns(["__again"])
     if not pc.any(again).as_py():
@@ -484,7 +485,7 @@ def retract(
         return None
     flagged = out.filter(again)
     keys = flagged.select([f"__k{i}" for i in range(retraction.keys)])
-    recomputed = _run(cursor, retraction.recompute, state, deleted, keys)
+    recomputed = over_arrow(cursor, retraction.recompute, state, deleted, keys)
     return pa.concat_tables([_conform(kept, state.schema), _conform(recomputed, state.schema)])
 
 
@@ -595,27 +596,3 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
         for column, field in zip(table.columns, schema, strict=True)
     ]
     return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _run(
-    cursor: duckdb.DuckDBPyConnection,
-    sql: str,
-    __duckflock_state: pa.Table,
-    __duckflock_delta: pa.Table,
-    __duckflock_keys: pa.Table | None,
-) -> pa.Table:
-    """``sql`` over the Arrow tables, found by name (DuckDB's replacement scan; see
-    ``refreshing._over_arrow``), registered where replacement scans are off."""
-    try:
-        return cursor.execute(sql).to_arrow_table()
-    except duckdb.CatalogException:
-        tables = {"__duckflock_state": __duckflock_state, "__duckflock_delta": __duckflock_delta}
-        if __duckflock_keys is not None:
-            tables[KEYS] = __duckflock_keys
-        for name, table in tables.items():
-            cursor.register(name, table)
-        try:
-            return cursor.execute(sql).to_arrow_table()
-        finally:
-            for name in tables:
-                cursor.unregister(name)
