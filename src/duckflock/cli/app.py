@@ -12,6 +12,7 @@ from .._extras import require
 from ..database import connect
 from ..errors import DuckflockError
 from ..results import Result
+from ..server.settings import ListenSettings, PgSettings, ServerSettings, flagged
 from . import data, load, render
 from .bench import Figure, Sizes, format_figure, run, summary
 from .demo import run_demo, run_live_demo
@@ -134,6 +135,20 @@ def bench_ingest(quick: bool) -> None:
         console.print(line)
 
 
+SERVER_FLAGS = [spec.name for _, spec in flagged(ServerSettings)]
+
+
+def serve_settings(command: Any) -> Any:
+    """The options of ``serve`` that are settings: each one's flag, default and help come
+    from its field (:mod:`duckflock.server.settings`), in the order declared there."""
+    found = [*flagged(ServerSettings), *flagged(ListenSettings)]
+    for flag, spec in reversed(found):  # click lists options in the order applied
+        command = click.option(
+            flag, spec.name, default=spec.default, show_default=True, help=spec.metadata["help"]
+        )(command)
+    return command
+
+
 @cli.command()
 @click.argument("database")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -152,48 +167,7 @@ def bench_ingest(quick: bool) -> None:
     "roles: $DUCKFLOCK_{READ,WRITE,ADMIN}_TOKEN or [[tokens]] in the config. Required to "
     "listen on anything but loopback.",
 )
-@click.option("--max-body", default=64 * 2**20, show_default=True, help="Body size cap, bytes.")
-@click.option("--row-cap", default=100_000, show_default=True, help="Rows a query returns at most.")
-@click.option(
-    "--byte-cap", default=64 * 2**20, show_default=True, help="Bytes one response sends at most."
-)
-@click.option(
-    "--query-timeout",
-    default=30.0,
-    show_default=True,
-    help="Seconds from a query's arrival to its last byte.",
-)
-@click.option(
-    "--concurrency", default=8, show_default=True, help="Queries running at once (all clients)."
-)
-@click.option("--per-client", default=4, show_default=True, help="Queries one client may run.")
-@click.option(
-    "--queue-timeout",
-    default=10.0,
-    show_default=True,
-    help="Seconds a request waits for a free slot before 503.",
-)
-@click.option(
-    "--max-wait",
-    default=60.0,
-    show_default=True,
-    help="Seconds a long poll (?timeout= of a result) may wait at most.",
-)
-@click.option(
-    "--shutdown-timeout",
-    default=30.0,
-    show_default=True,
-    help="Seconds the shutdown (commit, checkpoint) may take; exit 1 past it.",
-)
-@click.option(
-    "--header-timeout",
-    default=10.0,
-    show_default=True,
-    help="Seconds a connection may take to send a request's headers (then 408).",
-)
-@click.option(
-    "--max-connections", default=1000, show_default=True, help="Open connections at most."
-)
+@serve_settings
 @click.option(
     "--pg-port",
     type=click.IntRange(0, 65535),
@@ -214,21 +188,11 @@ def serve(
     port: int,
     config_path: str | None,
     token: str | None,
-    max_body: int,
-    row_cap: int,
-    byte_cap: int,
-    query_timeout: float,
-    concurrency: int,
-    per_client: int,
-    queue_timeout: float,
-    max_wait: float,
-    shutdown_timeout: float,
-    header_timeout: float,
-    max_connections: int,
     pg_port: int | None,
     pg_cert: str | None,
     pg_key: str | None,
     log_level: str,
+    **limits: Any,
 ) -> None:
     """Serve DATABASE over HTTP: ingest, read-only queries, live analyses, a dashboard.
 
@@ -246,26 +210,14 @@ def serve(
         require("server", "duckflock serve", "starlette", "uvicorn", "sse_starlette")
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
-    from ..server.app import ServerSettings
     from ..server.auth import tokens_from_env
-    from ..server.pgwire import PgSettings
     from ..server.serve import ServeConfig
     from ..server.serve import serve as run
 
     try:
         config = ServeConfig.load(config_path) if config_path else None
-        settings = ServerSettings(
-            token=token,
-            tokens=tokens_from_env(),
-            max_body=max_body,
-            query_row_cap=row_cap,
-            query_byte_cap=byte_cap,
-            query_timeout=query_timeout,
-            concurrency=concurrency,
-            per_client=per_client,
-            queue_timeout=queue_timeout,
-            max_wait=max_wait,
-        )
+        server_limits = {k: limits.pop(k) for k in SERVER_FLAGS}
+        settings = ServerSettings(token=token, tokens=tokens_from_env(), **server_limits)
         options = dict(config.pg) if config is not None else {}
         for key, value in (("port", pg_port), ("certfile", pg_cert), ("keyfile", pg_key)):
             if value is not None:
@@ -278,10 +230,8 @@ def serve(
             settings=settings,
             config=config,
             log_level=log_level,
-            shutdown_timeout=shutdown_timeout,
-            header_timeout=header_timeout,
-            max_connections=max_connections,
             pg=pg,
+            **limits,  # the HTTP listener's (ListenSettings)
         )
     except (ValueError, TypeError) as exc:
         raise click.UsageError(str(exc)) from exc

@@ -1,10 +1,30 @@
-"""The HTTP server: ``create_app(db)`` for any ASGI host, ``duckflock serve`` to run it."""
+"""The server: ``create_app(db)`` for any ASGI host, ``duckflock serve`` to run it.
+
+:mod:`.settings` needs no extra (the CLI reads its defaults from it); everything else
+needs the ``server`` extra, which the first use of ``create_app`` or ``QueryGuard`` names
+when it is missing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from .._extras import require
+from .settings import ServerSettings
 
-require("server", "duckflock.server", "starlette", "uvicorn", "sse_starlette", "prometheus_client")
-
-from .app import ServerSettings, create_app  # noqa: E402  (after the check naming the extra)
-from .guard import QueryGuard  # noqa: E402
+if TYPE_CHECKING:
+    from .app import create_app
+    from .guard import QueryGuard
 
 __all__ = ["QueryGuard", "ServerSettings", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in ("create_app", "QueryGuard"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    require(
+        "server", "duckflock.server", "starlette", "uvicorn", "sse_starlette", "prometheus_client"
+    )
+    from . import app, guard
+
+    return {"create_app": app.create_app, "QueryGuard": guard.QueryGuard}[name]

@@ -1,12 +1,12 @@
-"""The HTTP skin over a Database: routes parse, call one library method, render.
+"""The HTTP skin over the serving service: routes parse, ask it, render.
 
-One server policy applies to every route that runs SQL or waits (:mod:`.policy`'s
-checks, :mod:`.guard`, :mod:`.limits`): the statement guard, a deadline counted from the
-request's arrival, a row cap and a byte cap on what is sent, finite validated long-poll
-bounds, and per-client and total concurrency with a queue timeout. Results stream
-(:mod:`.render`); bodies are parsed in worker threads within a memory budget. Every
-error is rendered by one function as ``{"error": {"type": …, "message": …, …}}`` with
-the status its class carries; nothing reaches the client as a dropped connection.
+The policy — tokens and roles, the statement guard, query slots shared with the
+Postgres port, deadlines and caps — is the :class:`~.service.Service`'s; the routes
+are the route table's (:mod:`.routes`). What is HTTP's own lives here: request bodies
+(parsed in worker threads within a memory budget, :mod:`.bodies`), streamed results
+(:mod:`.render`), long polls and event streams, and the one function that renders every
+error as ``{"error": {"type": …, "message": …, …}}`` with the status its class carries;
+nothing reaches the client as a dropped connection.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -27,76 +25,31 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from .. import __version__
 from ..database import Database
 from ..errors import (
     ClosedError,
     DuckflockError,
     ForbiddenError,
-    PayloadTooLargeError,
     QueryError,
     RequestError,
     ResultTimeoutError,
     ServerBusyError,
     UnknownAnalysisError,
-    UnsupportedMediaTypeError,
 )
 from ..results import Result
-from . import formats, openapi, policy, render
-from .auth import ROUTE_ROLES, AuthMiddleware, Tokens, allows
+from . import formats, openapi, policy
+from .auth import AuthMiddleware, allows
+from .bodies import INLINE_BODY, Bodies, stream
 from .edge import Edge
-from .guard import QueryGuard, run_statement
-from .limits import ByteBudget, Slots
-from .metrics import Metrics
+from .limits import Slots
+from .routes import PUBLIC_PATHS, ROUTES
+from .service import Service
+from .settings import ServerSettings
 
-_MiB = 2**20
-_INLINE_BODY = 64 * 1024  # bytes: bodies up to this are parsed and queued on the event loop
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """Limits and auth of one server (validated: every bound finite and positive)."""
-
-    token: str | None = None  # an admin token (``--token``)
-    tokens: Mapping[str, str] = field(default_factory=dict)  # more tokens: token -> role
-    max_body: int = 64 * _MiB  # bytes of one ingest body (CSV, Arrow)
-    max_json_body: int = 16 * _MiB  # bytes of one JSON/NDJSON body (parsing costs ~40x)
-    max_request_json: int = 1 * _MiB  # bytes of a query or analysis definition
-    query_row_cap: int = 100_000
-    query_byte_cap: int = 64 * _MiB  # bytes of one response
-    query_timeout: float = 30.0  # seconds from arrival to the last byte of a result
-    ingest_timeout: float | None = 60.0  # seconds a request may wait for room and commit
-    result_timeout: float = 10.0  # default wait for an analysis's first/next result
-    max_wait: float = 60.0  # the longest ``?timeout=`` a long poll may ask for
-    concurrency: int = 8  # queries (and analysis definitions) running at once
-    per_client: int = 4  # of which one client may hold
-    waits: int = 256  # long polls waiting at once
-    waits_per_client: int = 32
-    queue_timeout: float = 10.0  # seconds a request may wait for a slot, then 503
-    body_budget: int = 512 * _MiB  # weighted bytes of bodies being read/parsed at once
-    min_every: float = 0.05  # seconds: the shortest analysis interval accepted over HTTP
-
-    def __post_init__(self) -> None:
-        Tokens(self.all_tokens())  # empty, short or role-less tokens fail here, at start
-        for name in ("max_body", "max_json_body", "max_request_json", "query_row_cap"):
-            policy.positive_int(getattr(self, name), name)
-        for name in ("query_byte_cap", "concurrency", "per_client", "waits"):
-            policy.positive_int(getattr(self, name), name)
-        policy.positive_int(self.waits_per_client, "waits_per_client")
-        policy.positive_int(self.body_budget, "body_budget")
-        for name in ("query_timeout", "result_timeout", "max_wait", "queue_timeout", "min_every"):
-            policy.bounded_seconds(getattr(self, name), name)
-        if self.ingest_timeout is not None:
-            policy.bounded_seconds(self.ingest_timeout, "ingest_timeout")
-
-    def all_tokens(self) -> dict[str, str]:
-        found = dict(self.tokens)
-        if self.token is not None:
-            found[self.token] = "admin"
-        return found
+__all__ = ["HttpApi", "ServerSettings", "create_app", "error_payload"]
 
 
 def error_payload(exc: DuckflockError) -> dict[str, Any]:
@@ -137,243 +90,202 @@ def _result_headers(result: Result) -> dict[str, str]:
     return headers
 
 
-def ingest_state(db: Database, *, thorough: bool = False) -> str | None:
-    """Why ingest cannot be accepted now, or None when it can.
+def _client(request: Request) -> str:
+    """The client's name the auth middleware left (:meth:`Service.client_key`)."""
+    return str(request.scope.get("duckflock.client", "local"))
 
-    The one place that reads the write path's health. ``thorough`` (health checks) also
-    asks ``db.stats()``: a write path whose last commit failed on storage (``"failed"``)
-    or that is reopening the database (``"recovering"``) is not ready. The per-request
-    check stays cheap: a closed database, or a writer that died or is closing.
+
+class HttpApi:
+    """The HTTP routes over one service: each handler (named by the route table) parses
+    the request, asks the service or the database, and renders.
+
+    Owner: :func:`create_app`; its handlers run on the event loop. What it holds of its
+    own is HTTP's: the long-poll slots, the large-ingest slots, the body budget and the
+    set of long polls to end at shutdown (touched on the loop only, and by
+    :meth:`_end_waits` through ``call_soon_threadsafe``).
     """
-    if db.closed:
-        return "the database is closed"
-    if thorough:
-        stats = db.stats()
-        if stats.state != "ok":
-            why = f": {stats.last_storage_error}" if stats.last_storage_error else ""
-            return f"the write path is {stats.state}{why}"
-    writer = getattr(db, "_writer", None)
-    if writer is None:
-        return None
-    if getattr(writer, "_broken", None) is not None:
-        return "the writer died; ingest fails until the server restarts"
-    if getattr(writer, "_closing", False):
-        return "the writer is closing"
-    return None
 
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.db = service.db
+        self.settings = settings = service.settings
+        self.dashboard = _dashboard_html()
+        self.waits = Slots(
+            total=settings.waits,
+            per_client=settings.waits_per_client,
+            queue_timeout=settings.queue_timeout,
+            what="long-poll",
+        )
+        self.bodies = Bodies(settings)
+        metrics = service.metrics
+        metrics.gauge("duckflock_long_polls_waiting", "Long polls waiting", lambda: self.waits.busy)
+        metrics.gauge(
+            "duckflock_body_bytes_held", "Weighted body bytes held", lambda: self.bodies.used
+        )
+        self._waiters: set[asyncio.Future[Result]] = set()  # long polls, ended at shutdown
+        service.on_stop(self._end_waits)
 
-def create_app(
-    db: Database,
-    settings: ServerSettings | None = None,
-    *,
-    on_shutdown: Callable[[], None] | None = None,
-) -> Starlette:
-    """The ASGI app serving ``db``. ``on_shutdown`` runs (in a thread) when it stops;
-    ``app.state.begin_shutdown()`` interrupts running queries and waits at once."""
-    settings = settings or ServerSettings()
-    guard = QueryGuard(db, row_cap=settings.query_row_cap, timeout=settings.query_timeout)
-    metrics = Metrics(db)
-    dashboard = _dashboard_html()
-    query_slots = Slots(
-        total=settings.concurrency,
-        per_client=settings.per_client,
-        queue_timeout=settings.queue_timeout,
-        what="query",
-    )
-    wait_slots = Slots(
-        total=settings.waits,
-        per_client=settings.waits_per_client,
-        queue_timeout=settings.queue_timeout,
-        what="long-poll",
-    )
-    # bodies under 64 KiB (weighted: a few MiB) are not counted: they come and go fast
-    bodies = ByteBudget(settings.body_budget, settings.queue_timeout, free_below=4 * _MiB)
-    ingest_slots = Slots(
-        total=settings.concurrency,
-        per_client=settings.per_client,
-        queue_timeout=settings.ingest_timeout or settings.queue_timeout,
-        what="large-ingest",
-    )
-    metrics.gauge("duckflock_query_slots_busy", "Queries holding a slot", lambda: query_slots.busy)
-    metrics.gauge(
-        "duckflock_query_slots_waiting", "Queries waiting for a slot", lambda: query_slots.waiting
-    )
-    metrics.gauge("duckflock_long_polls_waiting", "Long polls waiting", lambda: wait_slots.busy)
-    metrics.gauge("duckflock_body_bytes_held", "Weighted body bytes held", lambda: bodies.used)
-    stopping: dict[str, Any] = {"flag": False, "event": None}
+    @property
+    def stopping(self) -> bool:
+        return self.service.stopping.is_set()
 
-    def render_error(exc: DuckflockError, headers: dict[str, str] | None = None) -> Response:
+    def _end_waits(self) -> None:
+        self.waits.stop()
+        for waiter in list(self._waiters):
+            with contextlib.suppress(RuntimeError):  # the loop has already closed
+                waiter.get_loop().call_soon_threadsafe(waiter.cancel)
+
+    def render_error(self, exc: DuckflockError, headers: dict[str, str] | None = None) -> Response:
         payload = error_payload(exc)
-        payload["error"]["message"] = guard.scrub(str(payload["error"]["message"]))
+        payload["error"]["message"] = self.service.scrub(str(payload["error"]["message"]))
         extra = dict(headers or {})
         if isinstance(exc, ServerBusyError):
             extra["Retry-After"] = str(exc.retry_after)
         return _json(payload, exc.http_status, extra)
 
-    async def on_duckflock_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, DuckflockError)
-        return render_error(exc)
+    def _deadline(self, request: Request) -> float:
+        return self.service.deadline(request.scope.get("duckflock.arrived"))
 
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        kind = _STATUS_TYPES.get(exc.status_code, "HTTPError")
-        body = {"error": {"type": kind, "message": exc.detail}}
-        return _json(body, exc.status_code, dict(exc.headers or {}))
+    # -- public --------------------------------------------------------------------------------
 
-    # -- helpers shared by the routes ------------------------------------------------------
+    async def page(self, request: Request) -> Response:
+        return HTMLResponse(self.dashboard)
 
-    def arrived(request: Request) -> float:
-        return float(request.scope.get("duckflock.arrived", time.monotonic()))
+    async def health(self, request: Request) -> Response:
+        payload = self.service.health()
+        return _json(payload, 200 if payload["status"] == "ok" else 503)
 
-    def client_of(request: Request) -> str:
-        return str(request.scope.get("duckflock.client", "local"))
+    # -- read ----------------------------------------------------------------------------------
 
-    any_tokens = bool(settings.all_tokens())
+    async def spec(self, request: Request) -> Response:
+        return _json(openapi.document(max_wait=self.settings.max_wait))
 
-    def needs(role: str, endpoint: Callable[[Request], Awaitable[Response]]) -> Any:
-        async def guarded(request: Request) -> Response:
-            if any_tokens and not allows(request.scope.get("duckflock.role"), role):
-                raise ForbiddenError(f"this needs a token with the {role!r} role")
-            return await endpoint(request)
-
-        guarded.__name__ = endpoint.__name__
-        return guarded
-
-    def require_type(request: Request, *allowed: str) -> str:
-        header = request.headers.get("content-type")
-        kind = formats.content_type(header)
-        if kind not in allowed:
-            raise UnsupportedMediaTypeError(
-                f"Content-Type {header!r} is not accepted here; send {' or '.join(allowed)}"
-            )
-        return kind
-
-    def body_size(request: Request, limit: int) -> int:
-        """The declared body size (or ``limit`` when not declared); 413 over ``limit``."""
-        declared = request.headers.get("content-length")
-        size = int(declared) if declared is not None and declared.isdigit() else limit
-        if size > limit:
-            raise PayloadTooLargeError(f"the body is {size:,} bytes; the limit is {limit:,}")
-        return size
-
-    async def read_body(request: Request, limit: int) -> bytes:
-        chunks = []
-        got = 0
-        async for chunk in request.stream():
-            got += len(chunk)
-            if got > limit:
-                raise PayloadTooLargeError(f"the body is over the {limit:,}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def json_object(request: Request) -> dict[str, Any]:
-        require_type(request, formats.JSON)
-        limit = settings.max_request_json
-        async with bodies.hold(body_size(request, limit) * 20):
-            body = await read_body(request, limit)
-        payload = formats.loads(body or b"{}", "JSON")
-        if not isinstance(payload, dict):
-            raise RequestError("the body must be a JSON object")
-        return payload
-
-    def deadline_of(request: Request) -> float:
-        return arrived(request) + settings.query_timeout
-
-    async def stream(
-        request: Request,
-        open_source: Callable[[], tuple[pa.Schema, Callable[[], pa.RecordBatch | None]]],
-        close_source: Callable[[], None],
-        *,
-        row_cap: int | None,
-        headers: dict[str, str] | None = None,
-        head: dict[str, Any] | None = None,
-        slot: contextlib.AbstractAsyncContextManager[None] | None = None,
-    ) -> Response:
-        """Run ``open_source`` in a thread, then stream its batches within the caps.
-        ``close_source`` and the slot are released when the stream ends, whatever way."""
-        kind = formats.media_type(request.headers.get("accept"), formats.JSON) or formats.JSON
-        stack = contextlib.AsyncExitStack()
-        try:
-            if slot is not None:
-                await stack.enter_async_context(slot)
-            stack.push_async_callback(run_in_threadpool, close_source)
-            schema, next_batch = await run_in_threadpool(open_source)
-            encoder = render.encoder_for(kind, schema, head)
-            pump = render.Pump(
-                next_batch, encoder, row_cap=row_cap, byte_cap=settings.query_byte_cap
-            )
-            first, complete = await run_in_threadpool(pump.prefetch)
-        except BaseException:
-            await stack.aclose()
-            raise
-        out_headers = dict(headers or {})
-        if complete:
-            out_headers["X-Duckflock-Truncated"] = str(pump.truncation is not None).lower()
-            await stack.aclose()
-            return Response(first, headers=out_headers, media_type=encoder.media_type)
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                yield first
-                while (chunk := await run_in_threadpool(pump.step)) is not None:
-                    yield chunk
-            finally:
-                await stack.aclose()
-
-        return StreamingResponse(body(), headers=out_headers, media_type=encoder.media_type)
-
-    # -- routes --------------------------------------------------------------------------------
-
-    async def health(request: Request) -> Response:
-        reason = (
-            "the server is shutting down" if stopping["flag"] else ingest_state(db, thorough=True)
-        )
-        payload = {
-            "status": "ok" if reason is None else "not ready",
-            "version": __version__,
-            "closed": db.closed,
-        }
-        if reason is not None:
-            payload["reason"] = reason
-        return _json(payload, 200 if reason is None else 503)
-
-    async def spec(request: Request) -> Response:
-        return _json(openapi.document(max_wait=settings.max_wait))
-
-    async def page(request: Request) -> Response:
-        return HTMLResponse(dashboard)
-
-    async def prometheus(request: Request) -> Response:
-        body = await run_in_threadpool(generate_latest, metrics.registry)
+    async def prometheus(self, request: Request) -> Response:
+        body = await run_in_threadpool(generate_latest, self.service.metrics.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    async def tables(request: Request) -> Response:
-        async with query_slots.hold(client_of(request), deadline_of(request)):
-            return _json(await run_in_threadpool(db.tables))
+    async def tables(self, request: Request) -> Response:
+        async with self.service.hold_slot(_client(request), self._deadline(request)):
+            return _json(await run_in_threadpool(self.db.tables))
 
-    async def stats(request: Request) -> Response:
-        figures = (await run_in_threadpool(db.stats)).as_dict()
-        lake = db.lake_state()
+    async def stats(self, request: Request) -> Response:
+        figures = (await run_in_threadpool(self.db.stats)).as_dict()
+        lake = self.db.lake_state()
         if lake is not None:  # a DuckLake: its snapshot id and maintenance state
             figures["lake"] = lake
         return _json(figures)
 
-    async def ingest(request: Request) -> Response:
+    async def query(self, request: Request) -> Response:
+        sql, params = policy.sql_and_params(await self.bodies.json_object(request))
+        deadline = self._deadline(request)
+        running: list[Any] = []
+
+        def open_source() -> tuple[pa.Schema, Callable[[], pa.RecordBatch | None]]:
+            running.append(self.service.open_query(sql, params, deadline))
+            return running[0].schema, running[0].next_batch
+
+        def close_source() -> None:
+            for query in running:
+                query.close()
+
+        return await stream(
+            request,
+            open_source,
+            close_source,
+            row_cap=self.settings.query_row_cap,
+            byte_cap=self.settings.query_byte_cap,
+            slot=self.service.hold_slot(_client(request), deadline),
+        )
+
+    async def analyses(self, request: Request) -> Response:
+        return _json(await run_in_threadpool(self.db.analyses))
+
+    async def result(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        min_version = policy.min_version(request.query_params.get("min_version"))
+        timeout = policy.wait_seconds(
+            request.query_params.get("timeout"),
+            self.settings.result_timeout,
+            self.settings.max_wait,
+        )
+        async with self.waits.hold(_client(request)):
+            waiter = asyncio.ensure_future(self._wait_for(name, min_version, timeout))
+            self._waiters.add(waiter)
+            try:
+                found = await waiter
+            except asyncio.CancelledError:
+                if self.stopping:
+                    raise ClosedError("the server is shutting down") from None
+                raise
+            finally:
+                self._waiters.discard(waiter)
+        batches = iter(found.table.to_batches(max_chunksize=2048))
+        return await stream(
+            request,
+            lambda: (found.table.schema, lambda: next(batches, None)),
+            lambda: None,
+            row_cap=None,
+            byte_cap=self.settings.query_byte_cap,
+            headers=_result_headers(found),
+            head=formats.result_json_head(found),
+        )
+
+    async def _wait_for(self, name: str, min_version: int | None, timeout: float) -> Result:
+        """The latest result of ``name`` at ``min_version`` or newer, waited for without
+        a thread (the scheduler's async mailbox); ends early on shutdown."""
+        found = await run_in_threadpool(self.db.result, name)  # UnknownAnalysisError now
+        wanted = 1 if min_version is None else min_version
+        if found is not None and found.version >= wanted:
+            return found
+        if self.stopping:
+            raise ClosedError("the server is shutting down")
+        try:
+            async with asyncio.timeout(timeout):
+                async for result in self.db.watch_async(name):
+                    if self.stopping:
+                        break
+                    if result.version >= wanted:
+                        return result
+        except TimeoutError:
+            raise ResultTimeoutError(
+                f"analysis {name!r} did not reach version {wanted} within {timeout:g} s"
+            ) from None
+        if self.stopping or self.db.closed:
+            raise ClosedError("the server is shutting down")
+        raise UnknownAnalysisError(name)  # dropped while waited for
+
+    async def events(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        await run_in_threadpool(self.db.result, name)  # 404 now for an unknown analysis
+
+        async def feed() -> AsyncIterator[dict[str, str]]:
+            async for found in self.db.watch_async(name):
+                if self.stopping:
+                    return
+                data = await run_in_threadpool(
+                    formats.result_event, found, self.settings.query_byte_cap
+                )
+                yield {"event": "result", "id": str(found.version), "data": data}
+
+        return EventSourceResponse(feed(), ping=15)
+
+    # -- write ---------------------------------------------------------------------------------
+
+    async def ingest(self, request: Request) -> Response:
         table = request.path_params["table"]
         wait = policy.flag(request.query_params.get("wait"), "wait", default=True)
-        kind = require_type(request, formats.JSON, formats.NDJSON, formats.CSV, formats.ARROW)
-        textual = kind in (formats.JSON, formats.NDJSON)
-        limit = min(settings.max_json_body, settings.max_body) if textual else settings.max_body
-        reason = ingest_state(db)
+        kind, limit = self.bodies.ingest_kind(request)
+        reason = self.service.ingest_refusal()
         if reason is not None:
             raise ClosedError(f"ingest is not accepted now: {reason}")
         content_type = request.headers.get("content-type")
-        timeout = settings.ingest_timeout
+        timeout = self.settings.ingest_timeout
+        db = self.db
         try:
             # the budget covers the body and what parsing makes of it, until queued
-            async with bodies.hold(body_size(request, limit) * (40 if textual else 3)):
-                body = await read_body(request, limit)
-                if len(body) <= _INLINE_BODY and wait:  # microseconds: no thread hop
+            async with self.bodies.hold_ingest(request, kind, limit):
+                body = await self.bodies.read(request, limit)
+                if len(body) <= INLINE_BODY and wait:  # microseconds: no thread hop
                     rows = formats.parse_rows(body, content_type)
                     receipt = None
                 else:
@@ -385,7 +297,7 @@ def create_app(
                             return parsed  # columnar: queued on the loop in microseconds
                         return db.insert(table, parsed, wait=False, timeout=timeout)
 
-                    async with ingest_slots.hold(client_of(request)):
+                    async with self.bodies.parsing.hold(_client(request)):
                         outcome = await run_in_threadpool(parse_and_queue)
                     rows, receipt = (
                         (outcome, None) if isinstance(outcome, pa.Table) else (None, outcome)
@@ -402,204 +314,120 @@ def create_app(
         payload = {"table": table, "rows": receipt.rows, "committed": wait}
         return _json(payload, 200 if wait else 202)
 
-    async def query(request: Request) -> Response:
-        payload = await json_object(request)
-        sql, params = policy.sql_and_params(payload)
-        deadline = deadline_of(request)
-        running: list[Any] = []
+    # -- admin ---------------------------------------------------------------------------------
 
-        def open_source() -> tuple[pa.Schema, Callable[[], pa.RecordBatch | None]]:
-            running.append(guard.open(sql, params, deadline=deadline))
-            return running[0].schema, running[0].next_batch
-
-        def close_source() -> None:
-            for query in running:
-                query.close()
-
-        return await stream(
-            request,
-            open_source,
-            close_source,
-            row_cap=settings.query_row_cap,
-            slot=query_slots.hold(client_of(request), deadline),
-        )
-
-    async def statement(request: Request) -> Response:
+    async def statement(self, request: Request) -> Response:
         # DDL and DML (`duckflock sql URL …`, admin role): a transaction of its own, so the
         # library sees the write (cached schemas, incremental states) and the deadline
         # interrupts the statement like a query's
-        payload = await json_object(request)
-        sql, params = policy.sql_and_params(payload)
-        deadline = deadline_of(request)
+        sql, params = policy.sql_and_params(await self.bodies.json_object(request))
+        deadline = self._deadline(request)
         batches: list[pa.RecordBatch] = []
 
         def open_source() -> tuple[pa.Schema, Callable[[], pa.RecordBatch | None]]:
-            schema = run_statement(db, sql, params, deadline, settings.query_row_cap, batches)
+            schema = self.service.run_statement(sql, params, deadline, batches)
             return schema, lambda: batches.pop(0) if batches else None
 
         return await stream(
             request,
             open_source,
             batches.clear,
-            row_cap=settings.query_row_cap,
-            slot=query_slots.hold(client_of(request), deadline),
+            row_cap=self.settings.query_row_cap,
+            byte_cap=self.settings.query_byte_cap,
+            slot=self.service.hold_slot(_client(request), deadline),
         )
 
-    async def analyses(request: Request) -> Response:
-        return _json(await run_in_threadpool(db.analyses))
-
-    async def analysis(request: Request) -> Response:
+    async def define_analysis(self, request: Request) -> Response:
         name = request.path_params["name"]
-        if request.method == "DELETE":
-            await run_in_threadpool(db.drop_analysis, name)
-            return Response(status_code=204)
-        payload = await json_object(request)
-        options = policy.analysis_options(payload, min_every=settings.min_every)
-        # an analysis runs under the server's query time limit, or a shorter one it asks
-        if options["timeout"] is None:
-            options["timeout"] = settings.query_timeout
-        elif options["timeout"] > settings.query_timeout:
-            raise RequestError(
-                f'"timeout" may be at most the server\'s query time limit, '
-                f"{settings.query_timeout:g} s, not {options['timeout']!r}"
-            )
-
-        def define_it() -> None:
-            guard.check(options["sql"])  # the same statement guard as /v1/query
-            try:
-                db.analysis(name, **options)
-            except DuckflockError:
-                raise
-            except (TypeError, ValueError) as exc:  # a bad option value, in words
-                raise RequestError(str(exc)) from exc
-
-        async with query_slots.hold(client_of(request), deadline_of(request)):
-            await run_in_threadpool(define_it)
-        status = next(a for a in await run_in_threadpool(db.analyses) if a["name"] == name)
+        options = self.service.analysis_options(await self.bodies.json_object(request))
+        async with self.service.hold_slot(_client(request), self._deadline(request)):
+            status = await run_in_threadpool(self.service.define_analysis, name, options)
         return _json(status, 201)
 
-    async def wait_for(name: str, min_version: int | None, timeout: float) -> Result:
-        """The latest result of ``name`` at ``min_version`` or newer, waited for without
-        a thread (the scheduler's async mailbox); ends early on shutdown."""
-        found = await run_in_threadpool(db.result, name)  # UnknownAnalysisError now
-        wanted = 1 if min_version is None else min_version
-        if found is not None and found.version >= wanted:
-            return found
-        if stopping["flag"]:
-            raise ClosedError("the server is shutting down")
-        try:
-            async with asyncio.timeout(timeout):
-                async for result in db.watch_async(name):
-                    if stopping["flag"]:
-                        break
-                    if result.version >= wanted:
-                        return result
-        except TimeoutError:
-            raise ResultTimeoutError(
-                f"analysis {name!r} did not reach version {wanted} within {timeout:g} s"
-            ) from None
-        if stopping["flag"] or db.closed:
-            raise ClosedError("the server is shutting down")
-        raise UnknownAnalysisError(name)  # dropped while waited for
+    async def drop_analysis(self, request: Request) -> Response:
+        await run_in_threadpool(self.db.drop_analysis, request.path_params["name"])
+        return Response(status_code=204)
 
-    async def result(request: Request) -> Response:
-        name = request.path_params["name"]
-        min_version = policy.min_version(request.query_params.get("min_version"))
-        timeout = policy.wait_seconds(
-            request.query_params.get("timeout"), settings.result_timeout, settings.max_wait
-        )
-        async with wait_slots.hold(client_of(request)):
-            waiter = asyncio.ensure_future(wait_for(name, min_version, timeout))
-            stopping.setdefault("waiters", set()).add(waiter)
-            try:
-                found = await waiter
-            except asyncio.CancelledError:
-                if stopping["flag"]:
-                    raise ClosedError("the server is shutting down") from None
-                raise
-            finally:
-                stopping["waiters"].discard(waiter)
-        batches = iter(found.table.to_batches(max_chunksize=2048))
-        return await stream(
-            request,
-            lambda: (found.table.schema, lambda: next(batches, None)),
-            lambda: None,
-            row_cap=None,
-            headers=_result_headers(found),
-            head=formats.result_json_head(found),
-        )
+    # -- the router ----------------------------------------------------------------------------
 
-    async def events(request: Request) -> Response:
-        name = request.path_params["name"]
-        await run_in_threadpool(db.result, name)  # 404 now for an unknown analysis
+    def routes(self) -> list[Route]:
+        """The Starlette routes of the route table, each behind its role check."""
+        checked = bool(self.service.tokens)
+        found = []
+        for spec in ROUTES:
+            endpoint: Callable[[Request], Awaitable[Response]] = getattr(self, spec.handler)
+            if spec.role is not None:
+                endpoint = _needs(spec.role, endpoint, checked)
+            found.append(Route(spec.path, endpoint, methods=[spec.method], name=spec.handler))
+        return found
 
-        async def feed() -> AsyncIterator[dict[str, str]]:
-            async for found in db.watch_async(name):
-                if stopping["flag"]:
-                    return
-                data = await run_in_threadpool(formats.result_event, found, settings.query_byte_cap)
-                yield {"event": "result", "id": str(found.version), "data": data}
 
-        return EventSourceResponse(feed(), ping=15)
+def _needs(
+    role: str, endpoint: Callable[[Request], Awaitable[Response]], checked: bool
+) -> Callable[[Request], Awaitable[Response]]:
+    """``endpoint`` behind the check that the caller's role is at least ``role`` (a
+    tokenless server, loopback only, lets everything through)."""
 
-    def route(path: str, endpoint: Any, methods: list[str]) -> Route:
-        role = max((ROUTE_ROLES[(m, path)] for m in methods), key=("read", "write", "admin").index)
-        return Route(path, needs(role, endpoint), methods=methods)
+    async def guarded(request: Request) -> Response:
+        if checked and not allows(request.scope.get("duckflock.role"), role):
+            raise ForbiddenError(f"this needs a token with the {role!r} role")
+        return await endpoint(request)
 
-    routes = [
-        Route("/", page, methods=["GET"]),  # public: the page holds no data
-        route("/openapi.json", spec, ["GET"]),
-        route("/metrics", prometheus, ["GET"]),
-        Route("/v1/health", health, methods=["GET"]),
-        route("/v1/tables", tables, ["GET"]),
-        route("/v1/tables/{table}/rows", ingest, ["POST"]),
-        route("/v1/query", query, ["POST"]),
-        route("/v1/sql", statement, ["POST"]),
-        route("/v1/stats", stats, ["GET"]),
-        route("/v1/analyses", analyses, ["GET"]),
-        Route(
-            "/v1/analyses/{name}",
-            _by_method({"PUT": needs("admin", analysis), "DELETE": needs("admin", analysis)}),
-            methods=["PUT", "DELETE"],
-        ),
-        route("/v1/analyses/{name}/result", result, ["GET"]),
-        route("/v1/analyses/{name}/events", events, ["GET"]),
-    ]
+    guarded.__name__ = endpoint.__name__
+    return guarded
 
-    def begin_shutdown() -> None:
-        """Interrupt running queries and end long polls and event streams (any thread)."""
-        stopping["flag"] = True
-        query_slots.stopping = wait_slots.stopping = True  # first: queued ones must not start
-        guard.stop()
-        for waiter in list(stopping.get("waiters", ())):
-            loop = waiter.get_loop()
-            with contextlib.suppress(RuntimeError):  # the loop has already closed
-                loop.call_soon_threadsafe(waiter.cancel)
+
+def create_app(
+    db: Database,
+    settings: ServerSettings | None = None,
+    *,
+    service: Service | None = None,
+    on_shutdown: Callable[[], None] | None = None,
+) -> Starlette:
+    """The ASGI app serving ``db`` over ``service`` (the serving service it shares with
+    the Postgres port; made from ``db`` and ``settings`` when not given). ``on_shutdown``
+    runs (in a thread) when it stops; ``app.state.begin_shutdown()`` begins the service's
+    shutdown: running queries are interrupted and waits end, on every protocol."""
+    if service is None:
+        service = Service(db, settings)
+    elif service.db is not db or (settings is not None and settings != service.settings):
+        raise ValueError("create_app: the service serves another database or settings")
+    api = HttpApi(service)
+
+    async def on_duckflock_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DuckflockError)
+        return api.render_error(exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        kind = _STATUS_TYPES.get(exc.status_code, "HTTPError")
+        body = {"error": {"type": kind, "message": exc.detail}}
+        return _json(body, exc.status_code, dict(exc.headers or {}))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
-        begin_shutdown()
+        service.stop()
         if on_shutdown is not None:
             await run_in_threadpool(on_shutdown)
 
     app = Starlette(
-        routes=routes,
+        routes=api.routes(),
         exception_handlers={DuckflockError: on_duckflock_error, HTTPException: on_http_error},
         lifespan=lifespan,
     )
-    app.add_middleware(AuthMiddleware, tokens=Tokens(settings.all_tokens()), render=render_error)
-    app.add_middleware(Edge, metrics=metrics, render=render_error)
+    app.add_middleware(
+        AuthMiddleware,
+        tokens=service.tokens,
+        render=api.render_error,
+        public=PUBLIC_PATHS,
+        client_key=service.client_key,
+    )
+    app.add_middleware(Edge, metrics=service.metrics, render=api.render_error)
     app.state.db = db
-    app.state.metrics = metrics
-    app.state.guard = guard
-    app.state.begin_shutdown = begin_shutdown
-    app.state.slots = query_slots
+    app.state.service = service
+    app.state.metrics = service.metrics
+    app.state.guard = service.guard
+    app.state.begin_shutdown = service.stop
+    app.state.slots = service.queries
     return app
-
-
-def _by_method(endpoints: dict[str, Any]) -> Any:
-    async def dispatch(request: Request) -> Response:
-        return await endpoints[request.method](request)  # type: ignore[no-any-return]
-
-    return dispatch

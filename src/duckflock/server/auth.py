@@ -2,7 +2,7 @@
 
 Roles are ordered — ``read`` (query, tables, results, events, metrics, the dashboard),
 ``write`` (+ ingest), ``admin`` (+ analyses CRUD, DDL) — and each route names the least
-role it needs (:data:`ROUTE_ROLES`, which the docs show). Tokens are compared in
+role it needs in the route table (:mod:`.routes`, which the docs show). Tokens are compared in
 constant time as SHA-256 digests (every configured token is compared, so the time does
 not depend on which one matched). A token shorter than :data:`MIN_TOKEN_LENGTH` is
 refused at start.
@@ -19,7 +19,8 @@ import hashlib
 import hmac
 import ipaddress
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from enum import StrEnum
 from typing import Any
 
 from starlette.requests import Request
@@ -27,30 +28,22 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import AuthenticationError, DuckflockError, ForbiddenError
 
-ROLES = ("read", "write", "admin")
+
+class Role(StrEnum):
+    """What a token may do; ordered, each role includes the ones before it."""
+
+    READ = "read"  # queries, tables, results, events, metrics
+    WRITE = "write"  # + ingest
+    ADMIN = "admin"  # + analyses' definitions, DDL and DML
+
+
+ROLES = tuple(Role)
 MIN_TOKEN_LENGTH = 16
-PUBLIC_PATHS = {"/v1/health", "/"}  # the dashboard page holds no data: it asks for a token
 # environment variables read by ``duckflock serve`` (DUCKFLOCK_TOKEN is ``--token``: admin)
 ROLE_ENV = {
     "read": "DUCKFLOCK_READ_TOKEN",
     "write": "DUCKFLOCK_WRITE_TOKEN",
     "admin": "DUCKFLOCK_ADMIN_TOKEN",
-}
-
-# (method, route template) -> least role; the docs' tables are checked against this
-ROUTE_ROLES: dict[tuple[str, str], str] = {
-    ("GET", "/openapi.json"): "read",
-    ("GET", "/metrics"): "read",
-    ("GET", "/v1/tables"): "read",
-    ("GET", "/v1/stats"): "read",
-    ("POST", "/v1/query"): "read",
-    ("GET", "/v1/analyses"): "read",
-    ("GET", "/v1/analyses/{name}/result"): "read",
-    ("GET", "/v1/analyses/{name}/events"): "read",
-    ("POST", "/v1/tables/{table}/rows"): "write",
-    ("PUT", "/v1/analyses/{name}"): "admin",
-    ("DELETE", "/v1/analyses/{name}"): "admin",
-    ("POST", "/v1/sql"): "admin",
 }
 
 
@@ -146,22 +139,32 @@ def is_loopback_host(host: str) -> bool:
 
 class AuthMiddleware:
     """Sets ``scope["duckflock.role"]`` and ``scope["duckflock.client"]`` (the key the
-    concurrency limits use), or answers 401/403 itself."""
+    concurrency limits use: :meth:`Service.client_key`), or answers 401/403 itself.
+    ``public`` are the paths that need no token (the route table's)."""
 
-    def __init__(self, app: ASGIApp, tokens: Tokens, render: Any) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        tokens: Tokens,
+        render: Any,
+        public: frozenset[str],
+        client_key: Callable[[str | None, int | None], str],
+    ) -> None:
         self.app = app
         self.tokens = tokens
         self.render = render  # (DuckflockError, headers) -> Response
+        self.public = public
+        self.client_key = client_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        peer = (scope.get("client") or ("local", 0))[0]
-        scope["duckflock.client"] = str(peer)
+        peer = (scope.get("client") or (None, 0))[0]
+        scope["duckflock.client"] = self.client_key(peer, None)
         error: DuckflockError | None = None
         headers: dict[str, str] = {}
-        if scope["path"] in PUBLIC_PATHS:
+        if scope["path"] in self.public:
             scope["duckflock.role"] = None
         elif not self.tokens:
             host = next((v for k, v in scope["headers"] if k == b"host"), b"")
@@ -185,7 +188,7 @@ class AuthMiddleware:
                 headers["WWW-Authenticate"] = "Bearer"
             else:
                 scope["duckflock.role"] = match[1]
-                scope["duckflock.client"] = f"{peer}/token{match[0]}"
+                scope["duckflock.client"] = self.client_key(peer, match[0])
         if error is None:
             await self.app(scope, receive, send)
             return

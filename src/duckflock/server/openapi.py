@@ -1,22 +1,21 @@
-"""The OpenAPI document served at ``/openapi.json``: every route, body, parameter, status.
+"""The OpenAPI document served at ``/openapi.json``, made from the route table.
 
 It is precise enough for a fuzzer (schemathesis, in the test suite) to generate valid
 and invalid requests and check every answer against it: request bodies with their
 schemas, query parameters with their bounds (from the server's settings), the role each
-route needs, and every status a route can answer with the error body's schema.
+route needs, and every status a route can answer with the error body's schema. Each
+route's own part comes from :data:`~duckflock.server.routes.ROUTES`; what every route
+shares (auth errors, the error body, the Accept header, path parameters) is added here.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from .. import __version__
-from .auth import ROUTE_ROLES
-
-_JSON = "application/json"
-_NDJSON = "application/x-ndjson"
-_CSV = "text/csv"
-_ARROW = "application/vnd.apache.arrow.stream"
+from .formats import ARROW, CSV, JSON, NDJSON
+from .routes import ROUTES, Route
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -31,62 +30,62 @@ _ERROR_SCHEMA = {
 }
 _ERROR = {
     "description": 'Error: {"error": {"type": <duckflock error class>, "message": …, …}}',
-    "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+    "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
-_ROWS = {
-    "description": "Rows: JSON (columns, types, rows, truncated), NDJSON, CSV or Arrow by Accept",
-    "content": {
-        _JSON: {"schema": {"$ref": "#/components/schemas/Rows"}},
-        _NDJSON: {"schema": {"type": "string"}},
-        _CSV: {"schema": {"type": "string"}},
-        _ARROW: {"schema": {"type": "string", "format": "binary"}},
+_ROWS_SCHEMA = {
+    "type": "object",
+    "required": ["columns", "types", "rows", "truncated"],
+    "properties": {
+        "columns": {"type": "array", "items": {"type": "string"}},
+        "types": {"type": "array", "items": {"type": "string"}},
+        "rows": {"type": "array", "items": {"type": "array"}},
+        "truncated": {"type": "boolean"},
+        "truncation": {"type": "object"},
     },
-}
-_ANY_JSON = {"description": "OK", "content": {_JSON: {"schema": {}}}}
-_NAME = {
-    "name": "name",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "minLength": 1},
-}
-_TABLE = {
-    "name": "table",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "minLength": 1},
 }
 _ACCEPT = {
     "name": "Accept",
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "enum": [_JSON, _NDJSON, _CSV, _ARROW]},
+    "schema": {"type": "string", "enum": [JSON, NDJSON, CSV, ARROW]},
 }
-_PARAMS = {"oneOf": [{"type": "array"}, {"type": "object"}, {"type": "null"}]}
 
 
-def _op(
-    summary: str,
-    path: str,
-    method: str,
-    responses: dict[str, Any],
-    *,
-    parameters: list[dict[str, Any]] | None = None,
-    body: dict[str, Any] | None = None,
-    errors: tuple[str, ...] = (),
-    public: bool = False,
-) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "responses": dict(responses)}
-    if public:
+def _parameters(route: Route, max_wait: float) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+        for name in re.findall(r"{(\w+)}", route.path)
+    ]
+    if route.accept:
+        found.append(_ACCEPT)
+    found.extend(dict(p) for p in route.query)
+    if route.waits:
+        found.append(
+            {
+                "name": "timeout",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "number", "minimum": 0, "maximum": max_wait},
+            }
+        )
+    return found
+
+
+def operation(route: Route, max_wait: float) -> dict[str, Any]:
+    """The OpenAPI operation of one route."""
+    op: dict[str, Any] = {"summary": route.summary, "responses": dict(route.responses)}
+    errors = route.errors
+    if route.role is None:
         op["security"] = []
     else:
-        role = ROUTE_ROLES[(method.upper(), path)]
-        op["description"] = f"Needs a token with the `{role}` role (or none on loopback)."
-        op["x-duckflock-role"] = role
+        op["description"] = f"Needs a token with the `{route.role}` role (or none on loopback)."
+        op["x-duckflock-role"] = str(route.role)
         errors = ("401", "403", *errors)
+    parameters = _parameters(route, max_wait)
     if parameters:
         op["parameters"] = parameters
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": body}
+    if route.body is not None:
+        op["requestBody"] = {"required": True, "content": dict(route.body)}
         errors = ("400", "413", "415", *errors)
     for status in (*errors, "503"):
         op["responses"].setdefault(status, _ERROR)
@@ -94,64 +93,10 @@ def _op(
 
 
 def document(*, max_wait: float = 60.0) -> dict[str, Any]:
-    sql_body = {
-        _JSON: {
-            "schema": {
-                "type": "object",
-                "required": ["sql"],
-                "properties": {"sql": {"type": "string"}, "params": _PARAMS},
-            }
-        }
-    }
-    analysis_body = {
-        _JSON: {
-            "schema": {
-                "type": "object",
-                "required": ["sql"],
-                "additionalProperties": False,
-                "properties": {
-                    "sql": {"type": "string"},
-                    "every": {
-                        "oneOf": [
-                            {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
-                            {"type": "null"},
-                        ]
-                    },
-                    "on_change": {"type": "boolean"},
-                    "min_interval": {"type": "number", "minimum": 0, "maximum": 86400},
-                    "params": _PARAMS,
-                    "timeout": {
-                        "oneOf": [
-                            {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
-                            {"type": "null"},
-                        ]
-                    },
-                },
-            }
-        }
-    }
-    ingest_body = {
-        _JSON: {
-            "schema": {
-                "oneOf": [
-                    {"type": "object"},
-                    {"type": "array", "items": {"type": ["object", "array"]}},
-                ]
-            }
-        },
-        _NDJSON: {"schema": {"type": "string"}},
-        _CSV: {"schema": {"type": "string"}},
-        _ARROW: {"schema": {"type": "string", "format": "binary"}},
-    }
-    ingested = {
-        "type": "object",
-        "required": ["table", "rows", "committed"],
-        "properties": {
-            "table": {"type": "string"},
-            "rows": {"type": "integer"},
-            "committed": {"type": "boolean"},
-        },
-    }
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        if route.documented:
+            paths.setdefault(route.path, {})[route.method.lower()] = operation(route, max_wait)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -162,180 +107,8 @@ def document(*, max_wait: float = 60.0) -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": _ERROR_SCHEMA,
-                "Rows": {
-                    "type": "object",
-                    "required": ["columns", "types", "rows", "truncated"],
-                    "properties": {
-                        "columns": {"type": "array", "items": {"type": "string"}},
-                        "types": {"type": "array", "items": {"type": "string"}},
-                        "rows": {"type": "array", "items": {"type": "array"}},
-                        "truncated": {"type": "boolean"},
-                        "truncation": {"type": "object"},
-                    },
-                },
-            },
+            "schemas": {"Error": _ERROR_SCHEMA, "Rows": _ROWS_SCHEMA},
         },
         "security": [{"bearer": []}],
-        "paths": {
-            "/v1/health": {
-                "get": _op(
-                    "Liveness and readiness (503 'not ready' when ingest cannot be accepted)",
-                    "/v1/health",
-                    "get",
-                    {
-                        "200": {
-                            "description": "Ready",
-                            "content": {_JSON: {"schema": {"type": "object"}}},
-                        },
-                        "503": {
-                            "description": "Not ready",
-                            "content": {_JSON: {"schema": {"type": "object"}}},
-                        },
-                    },
-                    public=True,
-                )
-            },
-            "/v1/tables": {
-                "get": _op(
-                    "Tables with their columns and row counts",
-                    "/v1/tables",
-                    "get",
-                    {"200": _ANY_JSON},
-                    errors=("504",),
-                )
-            },
-            "/v1/tables/{table}/rows": {
-                "post": _op(
-                    "Insert rows; answers after the commit (202 at once with wait=false)",
-                    "/v1/tables/{table}/rows",
-                    "post",
-                    {
-                        "200": {
-                            "description": "Committed",
-                            "content": {_JSON: {"schema": ingested}},
-                        },
-                        "202": {
-                            "description": "Accepted",
-                            "content": {_JSON: {"schema": ingested}},
-                        },
-                    },
-                    parameters=[
-                        _TABLE,
-                        {
-                            "name": "wait",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "string", "enum": ["true", "false", "1", "0"]},
-                        },
-                    ],
-                    body=ingest_body,
-                    errors=("404", "422", "504"),
-                )
-            },
-            "/v1/query": {
-                "post": _op(
-                    "One read-only SELECT with parameters, streamed within the row and byte caps",
-                    "/v1/query",
-                    "post",
-                    {"200": _ROWS},
-                    parameters=[_ACCEPT],
-                    body=sql_body,
-                    errors=("404", "422", "504"),
-                )
-            },
-            "/v1/stats": {
-                "get": _op("Write-path statistics", "/v1/stats", "get", {"200": _ANY_JSON})
-            },
-            "/v1/analyses": {
-                "get": _op(
-                    "Every analysis with its status", "/v1/analyses", "get", {"200": _ANY_JSON}
-                )
-            },
-            "/v1/sql": {
-                "post": _op(
-                    "One DDL or DML statement in a transaction of its own (admin role); "
-                    "what it returns, within the row and byte caps",
-                    "/v1/sql",
-                    "post",
-                    {"200": _ROWS},
-                    parameters=[_ACCEPT],
-                    body=sql_body,
-                    errors=("404", "409", "422", "504"),
-                )
-            },
-            "/v1/analyses/{name}": {
-                "put": _op(
-                    "Define or replace an analysis (checked by the query guard)",
-                    "/v1/analyses/{name}",
-                    "put",
-                    {"201": {"description": "Defined", "content": {_JSON: {"schema": {}}}}},
-                    parameters=[_NAME],
-                    body=analysis_body,
-                    errors=("404", "422", "504"),
-                ),
-                "delete": _op(
-                    "Drop an analysis",
-                    "/v1/analyses/{name}",
-                    "delete",
-                    {"204": {"description": "Dropped"}},
-                    parameters=[_NAME],
-                    errors=("404",),
-                ),
-            },
-            "/v1/analyses/{name}/result": {
-                "get": _op(
-                    "The latest result (or wait for min_version up to timeout seconds)",
-                    "/v1/analyses/{name}/result",
-                    "get",
-                    {"200": _ROWS},
-                    parameters=[
-                        _NAME,
-                        _ACCEPT,
-                        {
-                            "name": "min_version",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 2**62},
-                        },
-                        {
-                            "name": "timeout",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "number", "minimum": 0, "maximum": max_wait},
-                        },
-                    ],
-                    errors=("400", "404", "504"),
-                )
-            },
-            "/v1/analyses/{name}/events": {
-                "get": _op(
-                    "Server-sent events: each new version as JSON",
-                    "/v1/analyses/{name}/events",
-                    "get",
-                    {
-                        "200": {
-                            "description": "An event stream",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                        }
-                    },
-                    parameters=[_NAME],
-                    errors=("404",),
-                )
-            },
-            "/metrics": {
-                "get": _op(
-                    "Prometheus metrics",
-                    "/metrics",
-                    "get",
-                    {
-                        "200": {
-                            "description": "Prometheus text format",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
-                    },
-                )
-            },
-        },
+        "paths": paths,
     }

@@ -32,16 +32,14 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..database import Database, connect
-from .app import ServerSettings, create_app
+from .app import create_app
 from .auth import tokens_from_config
-from .pgwire import PgServer, PgSettings
+from .pgwire import PgServer
 from .policy import bounded_seconds
+from .service import Service
+from .settings import PG_CONFIG_KEYS, ListenSettings, PgSettings, ServerSettings, default
 
 log = logging.getLogger("duckflock.server")
-
-
-PG_OPTIONS = {"port", "certfile", "keyfile", "require_tls", "cleartext", "max_connections"}
-PG_OPTIONS |= {"max_startups", "max_startups_per_peer", "startup_timeout"}
 
 
 @dataclass
@@ -73,7 +71,7 @@ class ServeConfig:
         pg = data.get("pg", {})
         if not isinstance(pg, dict):
             raise ValueError("config: [pg] must be a table of options (port = 5433, …)")
-        unknown = set(pg) - PG_OPTIONS
+        unknown = set(pg) - PG_CONFIG_KEYS
         if unknown:
             raise ValueError(f"config: unknown [pg] options {sorted(unknown)}")
         return cls(tables=tables, analyses=analyses, tokens=tokens, pg=pg)
@@ -122,11 +120,12 @@ def prepare(
     config: ServeConfig | None,
     host: str,
     *,
-    shutdown_timeout: float = 30.0,
+    shutdown_timeout: float = default(ListenSettings, "shutdown_timeout"),
     pg: PgSettings | None = None,
 ) -> tuple[Database, Any]:
     """The locked-down database and the app serving it (refuses an open bind); with
-    ``pg``, the Postgres port too, on the same database and policy."""
+    ``pg``, the Postgres port too: both protocol layers over one serving service, so
+    one policy and one pool of query slots."""
     if config is not None and config.tokens:
         settings = ServerSettings(
             **{**settings.__dict__, "tokens": {**config.tokens, **settings.tokens}}
@@ -146,12 +145,13 @@ def prepare(
         raise
     outcome = Shutdown(shutdown_timeout)
     pg_server = None
-    if pg is not None:
-        try:
-            pg_server = PgServer(db, settings, pg).start()
-        except BaseException:
-            db.close()
-            raise
+    try:
+        service = Service(db, settings)
+        if pg is not None:
+            pg_server = PgServer(db, None, pg, service=service).start()
+    except BaseException:
+        db.close()
+        raise
 
     def finish() -> None:
         if pg_server is not None:  # no statement starts once the flush begins
@@ -184,17 +184,9 @@ def prepare(
         if outcome.error:
             log.error("%s", outcome.error)
 
-    app = create_app(db, settings, on_shutdown=shutdown)
+    app = create_app(db, service=service, on_shutdown=shutdown)
     app.state.shutdown = outcome
     app.state.pg = pg_server
-    if pg_server is not None:
-        begin_http = app.state.begin_shutdown
-
-        def begin_shutdown() -> None:
-            begin_http()
-            pg_server.guard.stop()  # interrupts the Postgres port's queries at once
-
-        app.state.begin_shutdown = begin_shutdown
     return db, app
 
 
@@ -291,18 +283,19 @@ def serve(
     settings: ServerSettings | None = None,
     config: ServeConfig | None = None,
     log_level: str = "info",
-    shutdown_timeout: float = 30.0,
-    header_timeout: float = 10.0,
-    max_connections: int = 1000,
+    shutdown_timeout: float = default(ListenSettings, "shutdown_timeout"),
+    header_timeout: float = default(ListenSettings, "header_timeout"),
+    max_connections: int = default(ListenSettings, "max_connections"),
     pg: PgSettings | None = None,
 ) -> int:
     """Run the server until SIGINT/SIGTERM; the exit status (0: clean shutdown). With
     ``pg``, the Postgres wire protocol is served on its port as well."""
     settings = settings or ServerSettings()
-    bounded_seconds(shutdown_timeout, "shutdown_timeout")
-    bounded_seconds(header_timeout, "header_timeout")
-    if max_connections < 1:
-        raise ValueError("max_connections must be >= 1")
+    ListenSettings(  # each checked: ValueError naming it
+        shutdown_timeout=shutdown_timeout,
+        header_timeout=header_timeout,
+        max_connections=max_connections,
+    )
     _, app = prepare(database, settings, config, host, shutdown_timeout=shutdown_timeout, pg=pg)
     # uvicorn re-raises the signal it handled once it is done, under the handlers it
     # found: make those a no-op, so the exit status is ours

@@ -9,6 +9,7 @@ chatter (:mod:`.compat`), the server's policy (:mod:`.execute`), one connection
 (:mod:`.session`) and the listener (:mod:`.server`).
 """
 
-from .server import PgServer, PgSettings
+from ..settings import PgSettings
+from .server import PgServer
 
 __all__ = ["PgServer", "PgSettings"]

@@ -1,11 +1,13 @@
-"""The server policy applied to one statement from the Postgres port.
+"""The serving service's policy applied to one statement from the Postgres port.
 
-The same rules as the HTTP routes, by role: ``read`` runs one locked-down SELECT through
-the HTTP server's :class:`~duckflock.server.guard.QueryGuard` (its check, its deadline,
-its interruptible cursor); ``write`` may also ``INSERT … VALUES/SELECT``, which becomes
-an Arrow table computed by a guarded SELECT and appended through the group-commit writer
+The same rules as the HTTP routes, asked of the same :class:`~duckflock.server.service.Service`,
+by role: ``read`` runs one locked-down SELECT through the service's
+:class:`~duckflock.server.guard.QueryGuard` (its check, its deadline, its interruptible
+cursor); ``write`` may also ``INSERT … VALUES/SELECT``, which becomes an Arrow table
+computed by a guarded SELECT and appended through the group-commit writer
 (``db.insert``: answered once committed); ``admin`` may also run any other statement,
-through the same :func:`~duckflock.server.guard.run_statement` as ``POST /v1/sql``.
+through the same statement path as ``POST /v1/sql``. Each takes one of the service's
+query slots for its client (address and token), the pool HTTP queries take from too.
 Analyses are tables of the schema ``analyses``: ``SELECT * FROM analyses.per_thread``
 reads the latest result, registered on the query's own cursor.
 """
@@ -14,8 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,19 +23,13 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ...database import Database
-from ...errors import (
-    AnalysisError,
-    ParserError,
-    QueryRefusedError,
-    ServerBusyError,
-    translate,
-)
+from ...errors import AnalysisError, ParserError, QueryRefusedError, translate
 from ...names import Resolver
 from ...syntax import walk
 from ...wide import readable
 from ..auth import allows
-from ..guard import QueryGuard, run_statement
+from ..limits import Release
+from ..service import Service
 from .compat import _NAME, unquote
 
 ANALYSES_SCHEMA = "analyses"
@@ -120,40 +114,18 @@ def _tag(kind: str, sql: str) -> str:
 
 
 class Executor:
-    """Runs statements for one server: its database, guard and limits."""
+    """Runs statements for one Postgres server over its serving service."""
 
-    def __init__(
-        self,
-        db: Database,
-        guard: QueryGuard,
-        *,
-        timeout: float,
-        ingest_timeout: float | None,
-        concurrency: int,
-        queue_timeout: float,
-    ) -> None:
-        self.db = db
-        self.guard = guard
-        self.timeout = timeout
-        self.ingest_timeout = ingest_timeout
-        self.queue_timeout = queue_timeout
-        self._slots = threading.BoundedSemaphore(concurrency)  # statements running at once
-        self.busy = 0
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.db = service.db
+        self.guard = service.guard
+        self.timeout = service.settings.query_timeout
+        self.ingest_timeout = service.settings.ingest_timeout
 
-    def _slot(self) -> Callable[[], None]:
-        if not self._slots.acquire(timeout=self.queue_timeout):
-            raise ServerBusyError(
-                f"the server is busy: no query slot freed up within {self.queue_timeout:g} s",
-                retry_after=1,
-            )
-        released = threading.Event()
-
-        def release() -> None:
-            if not released.is_set():
-                released.set()
-                self._slots.release()
-
-        return release
+    def _slot(self, client: str) -> Release:
+        """One of the service's query slots for ``client`` (53300 when none frees up)."""
+        return self.service.take_slot(client)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -191,10 +163,12 @@ class Executor:
         sql: str,
         params: Any,
         *,
+        client: str,
         on_cursor: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> Outcome:
-        """A guarded SELECT, open and ready to be read batch by batch. ``on_cursor`` is
-        told the query's cursor before it starts (a cancel request interrupts it)."""
+        """A guarded SELECT for ``client``, open and ready to be read batch by batch (it
+        holds a query slot until closed). ``on_cursor`` is told the query's cursor before
+        it starts (a cancel request interrupts it)."""
         sql, tables = self._analyses(sql)
 
         def register(cursor: duckdb.DuckDBPyConnection) -> None:
@@ -203,10 +177,10 @@ class Executor:
             for alias, table in tables.items():
                 cursor.register(alias, table)
 
-        release = self._slot()
+        release = self._slot(client)
         try:
-            deadline = time.monotonic() + self.timeout
-            running = self.guard.open(sql, params or None, deadline=deadline, prepare=register)
+            deadline = self.service.deadline()
+            running = self.service.open_query(sql, params or None, deadline, register)
         except BaseException:
             release()
             raise
@@ -220,15 +194,18 @@ class Executor:
 
         return Outcome("SELECT", names, duck_types, running.next_batch, close)
 
-    def describe(self, sql: str, count: int, role: str) -> tuple[list[str], list[str]] | None:
+    def describe(
+        self, sql: str, count: int, role: str, *, client: str
+    ) -> tuple[list[str], list[str]] | None:
         """The columns ``sql`` will return, found without running it (None: no rows)."""
         if not self.is_select(sql):
             return None
         bare = sql.strip().rstrip(";")
         try:
-            outcome = self.select(f"SELECT * FROM ({bare}\n) AS q LIMIT 0", [None] * count)
+            limited = f"SELECT * FROM ({bare}\n) AS q LIMIT 0"
+            outcome = self.select(limited, [None] * count, client=client)
         except (ParserError, QueryRefusedError):
-            outcome = self.select(bare, [None] * count)
+            outcome = self.select(bare, [None] * count, client=client)
         try:
             assert outcome.names is not None and outcome.duck_types is not None
             return outcome.names, outcome.duck_types
@@ -251,26 +228,27 @@ class Executor:
         params: Any,
         role: str,
         on_cursor: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+        *,
+        client: str,
     ) -> Outcome:
         """A statement of the ``sql`` kind: SELECT for everyone, the rest for admin."""
         if self.is_select(sql):
-            return self.select(sql, params, on_cursor=on_cursor)
+            return self.select(sql, params, client=client, on_cursor=on_cursor)
         if not allows(role, "admin"):
             raise QueryRefusedError(
                 "this port runs SELECT for the read role, and INSERT for the write role; "
                 "other statements need the admin role",
                 sql=sql,
             )
-        return self.statement(sql, params)
+        return self.statement(sql, params, client=client)
 
-    def statement(self, sql: str, params: Any) -> Outcome:
+    def statement(self, sql: str, params: Any, *, client: str) -> Outcome:
         """DDL or DML (admin), in a transaction of its own, like ``POST /v1/sql``."""
         batches: list[pa.RecordBatch] = []
-        release = self._slot()
+        release = self._slot(client)
         try:
-            deadline = time.monotonic() + self.timeout
-            cap = self.guard.row_cap
-            schema = run_statement(self.db, sql, params or None, deadline, cap, batches)
+            deadline = self.service.deadline()
+            schema = self.service.run_statement(sql, params or None, deadline, batches)
         finally:
             release()
         kind = duckdb.extract_statements(sql)[0].type.name
@@ -289,12 +267,12 @@ class Executor:
         table = pa.Table.from_batches(batches, schema=schema)
         return Outcome.table("SELECT", table, ["VARCHAR"] * table.num_columns)
 
-    def insert(self, sql: str, params: Any, role: str) -> Outcome:
+    def insert(self, sql: str, params: Any, role: str, *, client: str) -> Outcome:
         """``INSERT INTO t [(cols)] VALUES … | SELECT …`` through the group-commit writer."""
         match = _INSERT.fullmatch(sql)
         if match is None or _NOT_APPEND.search(match.group(3)):
             if allows(role, "admin"):
-                return self.statement(sql, params)
+                return self.statement(sql, params, client=client)
             raise QueryRefusedError(
                 "the write role may INSERT INTO table [(columns)] VALUES … or SELECT …; "
                 "RETURNING, ON CONFLICT and other statements need the admin role",
@@ -303,7 +281,11 @@ class Executor:
         if not allows(role, "write"):
             raise QueryRefusedError("INSERT needs a token with the write role", sql=sql)
         target, columns, source = match.group(1), match.group(2), match.group(3)
-        outcome = self.guard.run(source, params or None)
+        release = self._slot(client)  # its SELECT runs like any other query
+        try:
+            outcome = self.service.run_query(source, params or None, self.service.deadline())
+        finally:
+            release()
         if outcome.truncated:
             raise QueryRefusedError(
                 f"one INSERT may add at most {self.guard.row_cap:,} rows", sql=sql

@@ -30,6 +30,7 @@ class _Keys:
     stored: bytes
     server: bytes
     role: str
+    token: int  # its index in the tokens given (the service's name for the token)
 
 
 class ScramKeys:
@@ -38,11 +39,11 @@ class ScramKeys:
     def __init__(self, tokens: Mapping[str, str]) -> None:
         self.salt = secrets.token_bytes(16)
         self._keys = []
-        for token, role in tokens.items():
+        for index, (token, role) in enumerate(tokens.items()):
             salted = hashlib.pbkdf2_hmac("sha256", token.encode(), self.salt, ITERATIONS)
             client_key = _hmac(salted, b"Client Key")
             stored = hashlib.sha256(client_key).digest()
-            self._keys.append(_Keys(stored, _hmac(salted, b"Server Key"), role))
+            self._keys.append(_Keys(stored, _hmac(salted, b"Server Key"), role, index))
 
     def exchange(self) -> ScramExchange:
         return ScramExchange(self)
@@ -74,6 +75,7 @@ class ScramExchange:
         self._client_first_bare = ""
         self._server_first = ""
         self._nonce = ""
+        self.token: int | None = None  # the index of the token that matched, once one did
 
     def server_first(self, client_first: bytes) -> bytes:
         """The challenge for the client's first message (ValueError when malformed)."""
@@ -109,5 +111,6 @@ class ScramExchange:
         keys = self.keys.match(proof, auth_message.encode())
         if keys is None:
             return None
+        self.token = keys.token
         signature = base64.b64encode(_hmac(keys.server, auth_message.encode())).decode()
         return keys.role, f"v={signature}".encode()

@@ -4,10 +4,10 @@ Blocking threads, not asyncio: every statement is a blocking DuckDB call anyway,
 connection is mostly idle between statements, and the number of connections is capped:
 ``max_connections`` past start-up, and apart from them ``max_startups`` still starting
 up (and ``max_startups_per_peer`` from one address). A refused connection gets
-``too_many_connections`` once its first packet is read. Statements run
-at once are capped separately by the executor's slots, as on the HTTP side. ``stop()``
-stops accepting, interrupts running queries, closes every connection and joins the
-threads within a bound.
+``too_many_connections`` once its first packet is read. Statements run at once are
+capped by the serving service's query slots — the same pool as the HTTP side's, so
+``concurrency`` counts both protocols together. ``stop()`` stops accepting, interrupts
+running queries, closes every connection and joins the threads within a bound.
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ import ssl
 import struct
 import threading
 import time
-from dataclasses import dataclass
 
 from ...database import Database
-from ..app import ServerSettings
-from ..auth import Tokens
-from ..guard import QueryGuard
-from ..policy import bounded_seconds, positive_int
+from ..service import Service
+from ..settings import PgSettings, ServerSettings
 from .execute import Executor
 from .messages import (
     CANCEL_REQUEST,
@@ -43,57 +40,33 @@ _REFUSERS = 8  # refused connections answered at once; past that they are closed
 _REFUSE_SECONDS = 2.0  # how long a refused client has to send its first packet
 
 
-@dataclass(frozen=True)
-class PgSettings:
-    """The Postgres port's own options (the rest are the server's ``ServerSettings``)."""
-
-    port: int = 5433  # 0: any free port
-    host: str = "127.0.0.1"
-    certfile: str | None = None  # TLS: a PEM certificate chain …
-    keyfile: str | None = None  # … and its key (or both in certfile)
-    require_tls: bool = False  # refuse connections that did not negotiate TLS
-    cleartext: bool = False  # over TLS, ask for the password itself instead of SCRAM
-    max_connections: int = 64  # connections past start-up (authenticated)
-    startup_timeout: float = 10.0  # seconds a client may take to start up and authenticate
-    # connections still starting up (TLS, start-up packet, password) have their own, smaller
-    # budget, in all and per peer address: sockets re-opened every startup_timeout seconds
-    # no longer lock out logins once max_connections of them are open
-    max_startups: int = 16
-    max_startups_per_peer: int = 8
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
-            raise ValueError(f"pg port must be from 0 to 65535, not {self.port!r}")
-        positive_int(self.max_connections, "pg max_connections")
-        positive_int(self.max_startups, "pg max_startups")
-        positive_int(self.max_startups_per_peer, "pg max_startups_per_peer")
-        bounded_seconds(self.startup_timeout, "pg startup_timeout")
-        for name in ("require_tls", "cleartext"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"pg {name} must be true or false, not {getattr(self, name)!r}")
-        if (self.require_tls or self.cleartext) and not self.certfile:
-            raise ValueError("pg require_tls and cleartext need a TLS certificate (pg_certfile)")
-
-
 class PgServer:
-    """Serves ``db`` over the PostgreSQL protocol with the policy of ``settings``."""
+    """Serves ``db`` over the PostgreSQL protocol: a protocol layer over ``service`` (the
+    serving service it shares with the HTTP app; made from ``db`` and ``settings`` when
+    not given), with the listener options of ``pg``."""
 
-    def __init__(self, db: Database, settings: ServerSettings, pg: PgSettings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: ServerSettings | None,
+        pg: PgSettings,
+        *,
+        service: Service | None = None,
+    ) -> None:
+        if service is None:
+            service = Service(db, settings)
+        elif service.db is not db or (settings is not None and settings != service.settings):
+            raise ValueError("PgServer: the service serves another database or settings")
+        settings = service.settings
         self.db = db
         self.pg = pg
-        self.guard = QueryGuard(db, row_cap=settings.query_row_cap, timeout=settings.query_timeout)
-        self.executor = Executor(
-            db,
-            self.guard,
-            timeout=settings.query_timeout,
-            ingest_timeout=settings.ingest_timeout,
-            concurrency=settings.concurrency,
-            queue_timeout=settings.queue_timeout,
-        )
+        self.service = service
+        self.guard = service.guard
+        self.executor = Executor(service)
         self.row_cap = settings.query_row_cap
         self.per_client = settings.per_client  # suspended results one connection may hold
         self.byte_cap = settings.query_byte_cap
-        self.tokens = Tokens(settings.all_tokens())
+        self.tokens = service.tokens
         self.scram = ScramKeys(settings.all_tokens())
         self.cleartext = pg.cleartext
         self.require_tls = pg.require_tls
@@ -242,7 +215,7 @@ class PgServer:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop accepting, interrupt queries, close connections; bounded by ``timeout``."""
         self._stopping.set()
-        self.guard.stop()
+        self.service.stop()
         if self._listener is not None:
             with contextlib.suppress(OSError):  # wakes accept(), which close() alone does not
                 self._listener.shutdown(socket.SHUT_RDWR)

@@ -99,6 +99,8 @@ class Session:
         self.pid = 0
         self.secret = secrets.randbits(31)
         self.role = "read"
+        self.token: int | None = None  # which token authenticated (its index), at login
+        self.client = ""  # the service's name for this client (address and token), at login
         self.user = ""
         self.settings = dict(compat.DEFAULT_SETTINGS)
         self.prepared: dict[str, Prepared] = {}
@@ -219,6 +221,7 @@ class Session:
             self.flush()
             return False
         self.role = role
+        self.client = self.server.service.client_key(_peer(self.sock), self.token)
         if not self.server.established():
             self.send(error("too many connections to this server", "53300", "FATAL"))
             self.flush()
@@ -245,7 +248,10 @@ class Session:
             if kind != b"p":
                 raise ProtocolError("expected a password message")
             match = server.tokens.match(body.rstrip(b"\x00").decode("utf-8", "replace"))
-            return None if match is None else match[1]
+            if match is None:
+                return None
+            self.token = match[0]
+            return match[1]
         exchange = server.scram.exchange()
         self.send(message(b"R", _I4.pack(10) + cstr(MECHANISM) + b"\x00"))
         self.flush()
@@ -269,6 +275,7 @@ class Session:
         if outcome is None:
             return None
         role, final = outcome
+        self.token = exchange.token
         self.send(message(b"R", _I4.pack(12) + final))
         return role
 
@@ -429,11 +436,11 @@ class Session:
         ):
             return [statement.name], ["VARCHAR"]
         if statement.kind == "show":
-            return self.server.executor.describe(statement.sql, 0, self.role)
+            return self.server.executor.describe(statement.sql, 0, self.role, client=self.client)
         if statement.kind != "sql":
             return None
         count = len(prepared.param_types)
-        return self.server.executor.describe(statement.sql, count, self.role)
+        return self.server.executor.describe(statement.sql, count, self.role, client=self.client)
 
     def on_execute(self, body: bytes) -> None:
         fields = Body(body)
@@ -494,7 +501,9 @@ class Session:
             name = statement.name
             value = self.settings.get(name, compat.SHOW_ONLY.get(name))
             if value is None:  # not a setting: DuckDB's SHOW <table>
-                return executor.run(statement.sql, params, self.role, self.running_on)
+                return executor.run(
+                    statement.sql, params, self.role, self.running_on, client=self.client
+                )
             return Outcome.table("SHOW", pa.table({name: [value]}), ["VARCHAR"])
         if kind == "listen":
             self.channels.listen(statement.name, self.pid)
@@ -509,9 +518,11 @@ class Session:
                 self.prepared.pop(statement.name, None)
             return Outcome(statement.tag)
         if kind == "insert":
-            outcome = executor.insert(statement.sql, params, self.role)
+            outcome = executor.insert(statement.sql, params, self.role, client=self.client)
         else:
-            outcome = executor.run(statement.sql, params, self.role, self.running_on)
+            outcome = executor.run(
+                statement.sql, params, self.role, self.running_on, client=self.client
+            )
         if outcome.names is None or not outcome.tag.startswith("SELECT"):
             self.committed_in_tx += self.in_tx  # a write: committed already
         return outcome
@@ -613,7 +624,9 @@ class Session:
             self.sending_until = None
 
     def _copy_out(self, plan: CopyPlan, params: list[Any]) -> None:
-        outcome = self.server.executor.select(plan.query, params, on_cursor=self.running_on)
+        outcome = self.server.executor.select(
+            plan.query, params, client=self.client, on_cursor=self.running_on
+        )
         try:
             assert outcome.duck_types is not None and outcome.names is not None
             binary = plan.format == "binary"
@@ -714,3 +727,11 @@ class Session:
         self.server.unregister(self)
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _peer(sock: socket.socket) -> str | None:
+    """The client's address (None once the socket is gone)."""
+    try:
+        return str(sock.getpeername()[0])
+    except OSError:
+        return None

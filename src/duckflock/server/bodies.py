@@ -1,0 +1,150 @@
+"""What HTTP requests bring and take away: bodies read within a memory budget, results
+streamed within the row and byte caps.
+
+A body takes bytes from one budget (:class:`~.limits.ByteBudget`) before it is read,
+weighted by what parsing it costs, and is refused with 413 past its limit (declared or
+counted). A result is opened in a worker thread and streamed batch by batch
+(:mod:`.render`); its query slot and cursor are released when the stream ends, whatever
+way it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pyarrow as pa
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..errors import PayloadTooLargeError, RequestError, UnsupportedMediaTypeError
+from . import formats, render
+from .limits import ByteBudget, Slots
+from .settings import ServerSettings
+
+_MiB = 2**20
+INLINE_BODY = 64 * 1024  # bytes: bodies up to this are parsed and queued on the event loop
+
+
+class Bodies:
+    """Request bodies of one app: the byte budget and the slots of large ingest parses.
+
+    Owner: :class:`~.app.HttpApi`; used on the event loop only.
+    """
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        # bodies under 64 KiB (weighted: a few MiB) are not counted: they come and go fast
+        self.budget = ByteBudget(settings.body_budget, settings.queue_timeout, free_below=4 * _MiB)
+        self.parsing = Slots(
+            total=settings.concurrency,
+            per_client=settings.per_client,
+            queue_timeout=settings.ingest_timeout or settings.queue_timeout,
+            what="large-ingest",
+        )
+
+    @property
+    def used(self) -> int:
+        return self.budget.used
+
+    @staticmethod
+    def require_type(request: Request, *allowed: str) -> str:
+        header = request.headers.get("content-type")
+        kind = formats.content_type(header)
+        if kind not in allowed:
+            raise UnsupportedMediaTypeError(
+                f"Content-Type {header!r} is not accepted here; send {' or '.join(allowed)}"
+            )
+        return kind
+
+    @staticmethod
+    def size(request: Request, limit: int) -> int:
+        """The declared body size (or ``limit`` when not declared); 413 over ``limit``."""
+        declared = request.headers.get("content-length")
+        size = int(declared) if declared is not None and declared.isdigit() else limit
+        if size > limit:
+            raise PayloadTooLargeError(f"the body is {size:,} bytes; the limit is {limit:,}")
+        return size
+
+    @staticmethod
+    async def read(request: Request, limit: int) -> bytes:
+        chunks = []
+        got = 0
+        async for chunk in request.stream():
+            got += len(chunk)
+            if got > limit:
+                raise PayloadTooLargeError(f"the body is over the {limit:,}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def json_object(self, request: Request) -> dict[str, Any]:
+        """A JSON object body (a query, an analysis definition), within its limit."""
+        self.require_type(request, formats.JSON)
+        limit = self.settings.max_request_json
+        async with self.budget.hold(self.size(request, limit) * 20):
+            body = await self.read(request, limit)
+        payload = formats.loads(body or b"{}", "JSON")
+        if not isinstance(payload, dict):
+            raise RequestError("the body must be a JSON object")
+        return payload
+
+    def ingest_kind(self, request: Request) -> tuple[str, int]:
+        """The media type of an ingest body and its byte limit (JSON's is lower)."""
+        kind = self.require_type(request, formats.JSON, formats.NDJSON, formats.CSV, formats.ARROW)
+        settings = self.settings
+        textual = kind in (formats.JSON, formats.NDJSON)
+        limit = min(settings.max_json_body, settings.max_body) if textual else settings.max_body
+        return kind, limit
+
+    def hold_ingest(
+        self, request: Request, kind: str, limit: int
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """The budget an ingest body holds until its rows are queued: the body and what
+        parsing makes of it."""
+        textual = kind in (formats.JSON, formats.NDJSON)
+        return self.budget.hold(self.size(request, limit) * (40 if textual else 3))
+
+
+async def stream(
+    request: Request,
+    open_source: Callable[[], tuple[pa.Schema, Callable[[], pa.RecordBatch | None]]],
+    close_source: Callable[[], None],
+    *,
+    row_cap: int | None,
+    byte_cap: int,
+    headers: dict[str, str] | None = None,
+    head: dict[str, Any] | None = None,
+    slot: contextlib.AbstractAsyncContextManager[None] | None = None,
+) -> Response:
+    """Run ``open_source`` in a thread, then stream its batches within the caps.
+    ``close_source`` and the slot are released when the stream ends, whatever way."""
+    kind = formats.media_type(request.headers.get("accept"), formats.JSON) or formats.JSON
+    stack = contextlib.AsyncExitStack()
+    try:
+        if slot is not None:
+            await stack.enter_async_context(slot)
+        stack.push_async_callback(run_in_threadpool, close_source)
+        schema, next_batch = await run_in_threadpool(open_source)
+        encoder = render.encoder_for(kind, schema, head)
+        pump = render.Pump(next_batch, encoder, row_cap=row_cap, byte_cap=byte_cap)
+        first, complete = await run_in_threadpool(pump.prefetch)
+    except BaseException:
+        await stack.aclose()
+        raise
+    out_headers = dict(headers or {})
+    if complete:
+        out_headers["X-Duckflock-Truncated"] = str(pump.truncation is not None).lower()
+        await stack.aclose()
+        return Response(first, headers=out_headers, media_type=encoder.media_type)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            yield first
+            while (chunk := await run_in_threadpool(pump.step)) is not None:
+                yield chunk
+        finally:
+            await stack.aclose()
+
+    return StreamingResponse(body(), headers=out_headers, media_type=encoder.media_type)
