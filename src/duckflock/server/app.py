@@ -351,20 +351,35 @@ class HttpApi:
     # -- the router ----------------------------------------------------------------------------
 
     def routes(self) -> list[Route]:
-        """The Starlette routes of the route table, each behind its role check."""
+        """The Starlette routes of the route table, each handler behind its role check;
+        one Starlette route per path (a 405's Allow header names all its methods)."""
         checked = bool(self.service.tokens)
-        found = []
+        by_path: dict[str, dict[str, Endpoint]] = {}
         for spec in ROUTES:
-            endpoint: Callable[[Request], Awaitable[Response]] = getattr(self, spec.handler)
+            endpoint: Endpoint = getattr(self, spec.handler)
             if spec.role is not None:
                 endpoint = _needs(spec.role, endpoint, checked)
-            found.append(Route(spec.path, endpoint, methods=[spec.method], name=spec.handler))
-        return found
+            by_path.setdefault(spec.path, {})[spec.method] = endpoint
+        return [
+            Route(path, _by_method(endpoints), methods=list(endpoints))
+            for path, endpoints in by_path.items()
+        ]
 
 
-def _needs(
-    role: str, endpoint: Callable[[Request], Awaitable[Response]], checked: bool
-) -> Callable[[Request], Awaitable[Response]]:
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _by_method(endpoints: dict[str, Endpoint]) -> Endpoint:
+    if len(endpoints) == 1:
+        return next(iter(endpoints.values()))
+
+    async def dispatch(request: Request) -> Response:
+        return await endpoints[request.method](request)
+
+    return dispatch
+
+
+def _needs(role: str, endpoint: Endpoint, checked: bool) -> Endpoint:
     """``endpoint`` behind the check that the caller's role is at least ``role`` (a
     tokenless server, loopback only, lets everything through)."""
 
