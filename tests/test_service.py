@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from conftest import ServerProcess, free_port
-from pgclients import dsn, sqlstate
 
 import duckflock
+from conftest import ServerProcess, free_port
 from duckflock.server import ServerSettings
 from duckflock.server.routes import ROUTES
+from pgclients import dsn, sqlstate
 
 SLOW = "SELECT count(*) FROM range(1000000000000) a"  # runs until its time limit stops it
 ADMIN = "admin-token-0123456789abcdef"
@@ -247,3 +247,59 @@ def test_serve_options_take_their_defaults_and_help_from_the_settings() -> None:
         if spec.metadata.get("check") is not None:
             with pytest.raises(ValueError, match=spec.name):
                 ServerSettings(**{spec.name: -1})
+
+
+# -- one pool of slots, from threads and the event loop -----------------------------------
+
+
+def test_one_pool_of_slots_serves_threads_and_the_event_loop_first_come_first_served() -> None:
+    """A thread (the Postgres side) and a coroutine (the HTTP side) take from one pool; a
+    queued thread is woken by a release on the event loop; a client over its share is
+    passed over for the next client in the queue; stop() refuses the queued at once."""
+    import asyncio
+
+    from duckflock.errors import ServerBusyError
+    from duckflock.server.limits import Slots
+
+    slots = Slots(total=2, per_client=1, queue_timeout=30, what="query")
+    first = slots.take("a")  # a Postgres connection's thread
+    got: dict[str, Callable[[], None]] = {}
+    queued = threading.Event()
+
+    refused: list[str] = []
+
+    def wait_for(client: str) -> None:
+        try:
+            got[client] = slots.take(client)
+        except ServerBusyError as exc:
+            refused.append(str(exc))
+
+    async def http_side() -> None:
+        release = await slots.acquire("b")  # the second slot, on the event loop
+        assert (slots.busy, slots.peak) == (2, 2)
+        flood = threading.Thread(target=wait_for, args=("a",))  # "a" holds its share
+        flood.start()
+        other = threading.Thread(target=wait_for, args=("c",))
+        while slots.waiting < 1:  # bounded by the thread's start
+            await asyncio.sleep(0.001)
+        other.start()
+        while slots.waiting < 2:
+            await asyncio.sleep(0.001)
+        queued.set()
+        release()  # from the loop: "c" is next — "a" is passed over, over its share
+        await asyncio.to_thread(other.join, 10)
+        assert "c" in got and "a" not in got
+        assert slots.held_by("c") == 1 and slots.waiting == 1
+        slots.stop()  # "a" is refused now, not after its 30 s queue timeout
+        await asyncio.to_thread(flood.join, 10)
+        assert not flood.is_alive() and "a" not in got
+        assert len(refused) == 1 and "shutting down" in refused[0]
+
+    asyncio.run(http_side())
+    assert queued.is_set()
+    first()
+    first()  # a release is idempotent
+    got["c"]()
+    assert slots.busy == 0 and slots.held_by("a") == 0
+    with pytest.raises(ServerBusyError, match="shutting down"):
+        slots.take("d")

@@ -110,34 +110,38 @@ class Slots:
             del self._held[client]
         self.busy -= 1
 
-    def _release(self, client: str) -> None:
-        with self._lock:
-            self._give_nolock(client)
-            self._grant_nolock()
-
     def _releaser(self, client: str) -> Release:
         """A release for one held slot; calling it again does nothing."""
-        done = threading.Lock()  # taken once: the first call releases
+        held = [True]  # under the pool's lock: the first call releases
 
         def release() -> None:
-            if done.acquire(blocking=False):
-                self._release(client)
+            with self._lock:
+                if held[0]:
+                    held[0] = False
+                    self._give_nolock(client)
+                    self._grant_nolock()
 
         return release
 
-    def _enqueue(self, client: str, wake: Callable[[], None]) -> _Waiter:
-        waiter = _Waiter(client, wake)
+    def _at_once(self, client: str) -> Release | None:
+        """A slot taken now when nobody is queued and there is room (the usual case: no
+        waiter, no wake-up); None when the caller must queue."""
         with self._lock:
             if self.stopping:
                 raise self._shutting_down()
-            free = not self._queue and self.busy < self.total  # nobody queued: no wake-up
-            if free and self._held.get(client, 0) < self.per_client:
-                self._take_nolock(client)
-                waiter.granted = True
-                return waiter
+            if self._queue or self.busy >= self.total:
+                return None
+            if self._held.get(client, 0) >= self.per_client:
+                return None
+            self._take_nolock(client)
+        return self._releaser(client)
+
+    def _enqueue(self, waiter: _Waiter) -> None:
+        with self._lock:
+            if self.stopping:
+                raise self._shutting_down()
             self._queue.append(waiter)
             self._grant_nolock()
-        return waiter
 
     def _settle(self, waiter: _Waiter, wait: float) -> Release:
         """After a wait ended (granted, timed out, stopped or cancelled): the slot's
@@ -179,15 +183,21 @@ class Slots:
         """Block this thread until ``client`` holds a slot; its release (idempotent).
         ServerBusyError if none frees up within the queue timeout (or before
         ``deadline``, a ``time.monotonic()``)."""
+        release = self._at_once(client)
+        if release is not None:
+            return release
         wait = self._wait_for(deadline)
         granted = threading.Event()
-        waiter = self._enqueue(client, granted.set)
-        if not waiter.granted:
-            granted.wait(wait)
+        waiter = _Waiter(client, granted.set)
+        self._enqueue(waiter)
+        granted.wait(wait)
         return self._settle(waiter, wait)
 
     async def acquire(self, client: str, deadline: float | None = None) -> Release:
         """:meth:`take` for the event loop: the wait holds no thread."""
+        release = self._at_once(client)
+        if release is not None:
+            return release
         wait = self._wait_for(deadline)
         loop = asyncio.get_running_loop()
         woken = loop.create_future()
@@ -195,17 +205,17 @@ class Slots:
         def wake() -> None:  # from any thread, under the pool's lock
             loop.call_soon_threadsafe(_resolve, woken)
 
-        waiter = self._enqueue(client, wake)
-        if not waiter.granted:
-            try:
-                async with asyncio.timeout(wait):
-                    await woken
-            except TimeoutError:
-                pass  # _settle says busy, or takes the slot granted at the last moment
-            except BaseException:  # cancelled: a slot granted meanwhile goes back
-                with contextlib.suppress(ServerBusyError):
-                    self._settle(waiter, wait)()
-                raise
+        waiter = _Waiter(client, wake)
+        self._enqueue(waiter)
+        try:
+            async with asyncio.timeout(wait):
+                await woken
+        except TimeoutError:
+            pass  # _settle says busy, or takes the slot granted at the last moment
+        except BaseException:  # cancelled: a slot granted meanwhile goes back
+            with contextlib.suppress(ServerBusyError):
+                self._settle(waiter, wait)()
+            raise
         return self._settle(waiter, wait)
 
     @contextlib.asynccontextmanager
