@@ -20,6 +20,7 @@ A limit written here applies to both protocols.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -104,7 +105,9 @@ class Service:
         """A query slot for ``client``, waited for on this thread (Postgres)."""
         return self.queries.take(client, deadline)
 
-    def hold_slot(self, client: str, deadline: float | None = None) -> Any:
+    def hold_slot(
+        self, client: str, deadline: float | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         """A query slot for ``client`` as an async context manager (HTTP)."""
         return self.queries.hold(client, deadline)
 
