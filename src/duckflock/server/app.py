@@ -335,6 +335,13 @@ def create_app(
         }
         if reason is not None:
             payload["reason"] = reason
+        # kept definitions refused at start (the guard, or no longer binding): ready,
+        # but an admin should look (GET /v1/analyses shows them; DELETE drops them)
+        refused = [a for a in await run_in_threadpool(db.analyses) if a["refused"]]
+        if refused:
+            payload["refused_analyses"] = [
+                {"name": a["name"], "reason": guard.scrub(a["refused"])} for a in refused
+            ]
         return _json(payload, 200 if reason is None else 503)
 
     async def spec(request: Request) -> Response:
@@ -467,7 +474,8 @@ def create_app(
         def define_it() -> None:
             guard.check(options["sql"])  # the same statement guard as /v1/query
             try:
-                db.analysis(name, **options)
+                who = str(request.scope.get("duckflock.principal", "http"))
+                db.analysis(name, **options, defined_by=who)
             except DuckflockError:
                 raise
             except (TypeError, ValueError) as exc:  # a bad option value, in words

@@ -34,6 +34,7 @@ from ..errors import (
     QueryTimeoutError,
     translate,
 )
+from .. import project
 from ..names import Resolver
 from ..syntax import table_parts, walk
 from ..wide import description_types, repair, repair_schema
@@ -308,6 +309,7 @@ def run_statement(
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
         raise translate(exc, sql=sql) from exc
+    project.check_statement(sql)  # duckflock's own schema: through the analyses API only
     if len(statements) != 1:
         raise QueryRefusedError(f"POST /v1/sql runs one statement, not {len(statements)}", sql=sql)
 

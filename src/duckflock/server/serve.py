@@ -25,6 +25,7 @@ import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -32,8 +33,10 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..database import Database, connect
+from ..errors import DuckflockError
 from .app import ServerSettings, create_app
 from .auth import tokens_from_config
+from .guard import QueryGuard
 from .pgwire import PgServer, PgSettings
 from .policy import bounded_seconds
 
@@ -78,10 +81,18 @@ class ServeConfig:
             raise ValueError(f"config: unknown [pg] options {sorted(unknown)}")
         return cls(tables=tables, analyses=analyses, tokens=tokens, pg=pg)
 
-    def apply(self, db: Database) -> None:
+    def apply_tables(self, db: Database) -> None:
+        """The config's DDL (before the lockdown: it may load files)."""
         for ddl in self.tables:
             db.execute(ddl)
-        for analysis in self.analyses:
+
+    def apply_analyses(self, db: Database, check: Callable[[str], None]) -> None:
+        """The config's analyses, each through ``check`` (the statement guard) first."""
+        for i, analysis in enumerate(self.analyses):
+            try:
+                check(analysis["sql"])
+            except DuckflockError as exc:
+                raise ValueError(f"config: analyses[{i}] ({analysis['name']!r}): {exc}") from exc
             db.analysis(
                 analysis["name"],
                 analysis["sql"],
@@ -89,6 +100,7 @@ class ServeConfig:
                 on_change=bool(analysis.get("on_change", False)),
                 min_interval=float(analysis.get("min_interval", 0.1)),
                 params=analysis.get("params"),
+                defined_by="config",
             )
 
 
@@ -136,11 +148,17 @@ def prepare(
             f"refusing to listen on {host} without a token: anyone who can reach it could "
             "write and read; pass --token (or bind to 127.0.0.1)"
         )
-    db = connect(database)
+    # kept analyses are defined only once the lockdown holds and each passed the same
+    # statement guard as PUT /v1/analyses: the file may have been edited offline
+    db = connect(database, restore_analyses=False)
     try:
         if config is not None:
-            config.apply(db)
+            config.apply_tables(db)
         db.lock_down()
+        check = QueryGuard(db).check
+        if config is not None:
+            config.apply_analyses(db, check)
+        db.restore_analyses(check)
     except BaseException:
         db.close()
         raise
