@@ -825,7 +825,7 @@ class Database:
             "WHERE NOT internal AND NOT temporary AND database_name = current_database() "
             "AND NOT (schema_name = ? AND table_name = 'analyses') "  # duckflock's own
             "ORDER BY schema_name, table_name",
-            [definitions.SCHEMA],
+            [project.SCHEMA],
         ).fetchall()
         tables = []
         for catalog, schema, table, current in listing:

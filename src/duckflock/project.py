@@ -15,7 +15,7 @@ surface asks — ``db.execute``, ``executemany``, ``sql``, ``db.insert``, the se
   OR REPLACE, USE, PREPARE …). The names are DuckDB's own tokens (its scanner, so a
   name inside a string or comment is not one) compared as DuckDB's binder compares
   identifiers: ASCII letters without case, anything else exactly, so a look-alike
-  (``duckfloсk`` with a Cyrillic ``с``, a Kelvin sign for ``K``) is another schema.
+  (``duckflock`` spelt with a Cyrillic es, a Kelvin sign for ``K``) is another schema.
 - :func:`check_search_path` — after a ``SET schema``/``SET search_path`` on a thread's
   cursor: the schema must not be where unqualified names resolve.
 """

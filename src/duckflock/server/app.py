@@ -328,7 +328,7 @@ def create_app(
         reason = (
             "the server is shutting down" if stopping["flag"] else ingest_state(db, thorough=True)
         )
-        payload = {
+        payload: dict[str, Any] = {
             "status": "ok" if reason is None else "not ready",
             "version": __version__,
             "closed": db.closed,

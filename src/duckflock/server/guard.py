@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from .. import project
 from ..database import Database
 from ..errors import (
     DuckflockError,
@@ -34,7 +35,6 @@ from ..errors import (
     QueryTimeoutError,
     translate,
 )
-from .. import project
 from ..names import Resolver
 from ..syntax import table_parts, walk
 from ..wide import description_types, repair, repair_schema

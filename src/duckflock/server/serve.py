@@ -23,9 +23,9 @@ import socket
 import sys
 import threading
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
