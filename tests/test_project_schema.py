@@ -26,7 +26,7 @@ import duckflock
 import pgclients
 from conftest import ServerProcess, free_port
 from duckflock.server import ServerSettings
-from duckflock.server.serve import prepare
+from duckflock.server.serve import ServeConfig, prepare
 
 READ = "schema-read-token-0123456789"
 WRITE = "schema-write-token-0123456789"
@@ -280,6 +280,16 @@ def test_an_offline_edited_definition_gets_no_further_than_the_guard(tmp_path: P
     assert [name for name, _, _ in _kept(path)] == ["legit"]
 
 
+def test_a_config_analysis_passes_the_guard_before_it_runs(tmp_path: Path) -> None:
+    config = tmp_path / "duckflock.toml"
+    config.write_text(f'[[analyses]]\nname = "peek"\nsql = "{HOSTILE}"\n')
+    path = tmp_path / "config.duckdb"
+    with pytest.raises(ValueError, match=r"analyses\[0\] \('peek'\).*read_text"):
+        prepare(str(path), ServerSettings(), ServeConfig.load(config), "127.0.0.1")
+    with duckflock.connect(path) as db:  # closed by the failed start, nothing kept
+        assert db.analyses() == []
+
+
 def test_a_library_database_keeps_restoring_its_own_definitions(tmp_path: Path) -> None:
     # without a server there is no guard: the file's owner runs what it defined, and a
     # refused definition is only what a check refuses
@@ -380,7 +390,7 @@ def test_a_served_database_refuses_every_role_and_runs_only_guarded_definitions(
                 seen.append(reader.get(route, params={"timeout": 10}).text)
             assert "[[0]]" in seen[-1].replace(" ", "")  # the legit one survived and ran
         with _pg(pg_port, READ) as conn:
-            for sql in ("SELECT * FROM hostile", "SELECT * FROM read_text('/etc/passwd')"):
+            for sql in ("SELECT * FROM analyses.hostile", "SELECT * FROM read_text('/etc/passwd')"):
                 with contextlib.suppress(psycopg.Error):
                     seen.append(str(conn.execute(sql).fetchall()))
         assert not any(PASSWD in text for text in seen)
