@@ -123,16 +123,23 @@ def test_no_statement_writes_the_project_schema(
         "SET search_path = 'DUCK' || 'FLOCK'",
     ],
 )
-def test_a_set_that_makes_the_schema_current_is_refused_and_undone(
+def test_a_write_while_the_schema_is_on_the_search_path_is_refused(
     kept: duckflock.Database, statement: str
 ) -> None:
+    insert = f"INSERT INTO analyses {COLUMNS} VALUES {ROW}"
     for run in (kept.execute, kept.sql):
+        run(statement)  # a SET writes nothing; reads may use the new path
+        assert kept.execute("SELECT count(*) FROM analyses").fetchone() == (1,)
         with pytest.raises(duckflock.QueryRefusedError) as refused:
-            run(statement)
+            run(insert)
         _refused(refused)
-        # the next statement resolves names as before: the schema is not reachable
-        with pytest.raises(duckflock.CatalogError):
-            kept.execute(f"INSERT INTO analyses {COLUMNS} VALUES {ROW}")
+        with pytest.raises(duckflock.QueryRefusedError):
+            run(insert)  # still: the path has not changed
+        kept.execute("RESET search_path")
+        kept.execute("RESET schema")
+        with pytest.raises(duckflock.CatalogError) as missing:  # resolves as before
+            run(insert)
+        assert not isinstance(missing.value, duckflock.QueryRefusedError)
     assert kept.execute("SELECT count(*) FROM duckflock.analyses").fetchone() == (1,)
 
 

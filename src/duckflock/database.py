@@ -20,7 +20,7 @@ import duckdb
 from . import definitions, project, retention, transactions
 from .analyses import DEFAULT_TIMEOUT, DEFAULT_WORKERS, MAX_WORKERS, TIMEOUT_FLOOR, Scheduler
 from .checks import count, flag, seconds, text, texts
-from .cursors import CursorPool
+from .cursors import CursorPool, Slot
 from .errors import (
     ClosedError,
     DuckflockError,
@@ -291,14 +291,13 @@ class Database:
                 holder.settle()  # kept whole if unread, else no longer readable
             try:
                 kind = self._before(sql)
+                self._resolving(slot, cursor, kind, sql)
                 if many:
                     cursor.executemany(sql, params)
                 elif kind == WRITE and self._delete(cursor, sql, params):
                     kind = READ  # its rows went to the analyses: no rebuild
                 else:
                     cursor.execute(sql, params)
-                if kind == SESSION:  # USE and SET schema must not reach duckflock's own
-                    project.check_search_path(cursor, sql)
             except BaseException:
                 if spare:
                     slot.retire(slot, cursor)
@@ -320,6 +319,16 @@ class Database:
             self._schemas.invalidate()
         return kind
 
+    @staticmethod
+    def _resolving(slot: Slot, cursor: duckdb.DuckDBPyConnection, kind: str, sql: str) -> None:
+        """Before a write on a cursor whose search path a SET or USE changed: refused
+        while duckflock's own schema is on it (:func:`project.check_search_path`)."""
+        if kind == SESSION:
+            slot.resolving |= project.resolves(sql)
+        elif kind == WRITE and slot.resolving:
+            project.check_search_path(cursor, sql)
+            slot.resolving = False  # clean now; the next SET or USE asks again
+
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         """A lazy DuckDB relation for ``query`` on this thread's cursor.
 
@@ -336,9 +345,8 @@ class Database:
             holder = slot.current() if slot.current is not None else None
             if holder is not None and holder.pending and not slot.streaming():
                 holder.settle()  # a statement that is not a query runs on the cursor now
+            self._resolving(slot, slot.cursor, kind, query)
             relation = slot.cursor.sql(query, params=params)
-            if kind == SESSION:
-                project.check_search_path(slot.cursor, query)
             if kind == WRITE:
                 self._wrote()
             return relation

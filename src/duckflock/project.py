@@ -16,8 +16,9 @@ surface asks — ``db.execute``, ``executemany``, ``sql``, ``db.insert``, the se
   name inside a string or comment is not one) compared as DuckDB's binder compares
   identifiers: ASCII letters without case, anything else exactly, so a look-alike
   (``duckflock`` spelt with a Cyrillic es, a Kelvin sign for ``K``) is another schema.
-- :func:`check_search_path` — after a ``SET schema``/``SET search_path`` on a thread's
-  cursor: the schema must not be where unqualified names resolve.
+- :func:`check_search_path` — before the first write after a ``USE``, ``SET schema`` or
+  ``SET search_path`` on a thread's cursor: the schema must not be where unqualified
+  names resolve (asked of DuckDB: ``current_schemas``), or the write is refused.
 """
 
 from __future__ import annotations
@@ -58,17 +59,22 @@ def check_table(identity: Identity, sql: str | None = None) -> None:
         raise QueryRefusedError(f"{identity.display()} cannot be written: {_USE_API}", sql=sql)
 
 
+def resolves(sql: str) -> bool:
+    """True when ``sql`` (a SET-type statement) may change where names resolve:
+    ``USE``, ``SET schema``, ``SET search_path`` (``PRAGMA`` spellings included)."""
+    return _RESOLVING.search(sql) is not None
+
+
 def check_search_path(cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
     """QueryRefusedError when duckflock's schema is on ``cursor``'s search path (its
-    current schema included), after ``sql`` (a ``SET``) put it there; the search path
-    is reset first, so unqualified names cannot reach the schema afterwards."""
+    current schema included), where an unqualified name in ``sql`` (a write) could
+    resolve to it. Asked of DuckDB, once after each SET or USE that may move it."""
     row = cursor.execute("SELECT current_schemas(false)").fetchone()
     if row is None or not any(is_schema(str(name)) for name in row[0] or ()):
         return
-    cursor.execute("RESET search_path")
-    cursor.execute("RESET schema")
     raise QueryRefusedError(
-        f"this statement put {SCHEMA!r} on the search path, which was reset: {_USE_API}",
+        f"this thread's search path holds {SCHEMA!r} (an earlier USE, SET schema or SET "
+        f"search_path): writes are refused until it does not; {_USE_API}",
         sql=sql,
     )
 
@@ -82,6 +88,8 @@ def check_statement(sql: str) -> None:
 
 @functools.lru_cache(maxsize=4096)
 def _refusal(sql: str) -> str | None:
+    if SCHEMA not in sql.lower() and not resolves(sql):
+        return None  # it cannot name the schema, nor change where names resolve
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error:
@@ -98,7 +106,7 @@ def _refusal(sql: str) -> str | None:
                 "a write after USE / SET schema / SET search_path in one string (where "
                 "its names resolve is only known once it has run): run them apart"
             )
-        resolving |= kind == SESSION and _RESOLVING.search(statement.query) is not None
+        resolving |= kind == SESSION and resolves(statement.query)
     return None
 
 
