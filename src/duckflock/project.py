@@ -81,6 +81,9 @@ def check_search_path(cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
 
 def check_statement(sql: str) -> None:
     """QueryRefusedError when a statement of ``sql`` may write duckflock's schema."""
+    lowered = sql.lower()
+    if SCHEMA not in lowered and "schema" not in lowered and "search_path" not in lowered:
+        return  # it cannot name the schema, nor move the search path to it (USE names it)
     why = _refusal(sql)
     if why is not None:
         raise QueryRefusedError(f"{why}: {_USE_API}", sql=sql)
@@ -88,8 +91,6 @@ def check_statement(sql: str) -> None:
 
 @functools.lru_cache(maxsize=4096)
 def _refusal(sql: str) -> str | None:
-    if SCHEMA not in sql.lower() and not resolves(sql):
-        return None  # it cannot name the schema, nor change where names resolve
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error:
