@@ -272,6 +272,8 @@ def test_an_offline_edited_definition_gets_no_further_than_the_guard(tmp_path: P
         health = http.get("/v1/health").json()
         assert health["status"] == "ok"
         assert [r["name"] for r in health["refused_analyses"]] == ["hostile"]
+        metrics = http.get("/metrics", headers=reader).text
+        assert "duckflock_analyses_refused 1.0" in metrics
         result = http.get("/v1/analyses/hostile/result", headers=reader)
         assert result.status_code == 404
         legit = http.get("/v1/analyses/legit/result", headers=reader)

@@ -327,7 +327,8 @@ class Database:
             slot.resolving |= project.resolves(sql)
         elif kind == WRITE and slot.resolving:
             project.check_search_path(cursor, sql)
-            slot.resolving = False  # clean now; the next SET or USE asks again
+            if cursor is slot.cursor:  # (a spare cursor has a search path of its own)
+                slot.resolving = False  # clean now; the next SET or USE asks again
 
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         """A lazy DuckDB relation for ``query`` on this thread's cursor.

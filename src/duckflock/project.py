@@ -16,6 +16,8 @@ surface asks — ``db.execute``, ``executemany``, ``sql``, ``db.insert``, the se
   name inside a string or comment is not one) compared as DuckDB's binder compares
   identifiers: ASCII letters without case, anything else exactly, so a look-alike
   (``duckflock`` spelt with a Cyrillic es, a Kelvin sign for ``K``) is another schema.
+  Any identifier counts, wherever it stands (a column named ``duckflock`` too): the
+  parser does not say which names of a write are schemas, so the name is reserved.
 - :func:`check_search_path` — before the first write after a ``USE``, ``SET schema`` or
   ``SET search_path`` on a thread's cursor: the schema must not be where unqualified
   names resolve (asked of DuckDB: ``current_schemas``), or the write is refused.
@@ -41,9 +43,9 @@ _USE_API = (
     "no statement writes it; change analyses through the analyses API "
     "(db.analysis / db.drop_analysis, PUT / DELETE /v1/analyses/{name})"
 )
-# a bare identifier as DuckDB's scanner reads one (ident_start, then ident_cont)
 # settings that change where unqualified names resolve
 _RESOLVING = re.compile(r"\A\s*USE\b|\bschema\b|\bsearch_path\b", re.IGNORECASE)
+# a bare identifier as DuckDB's scanner reads one (ident_start, then ident_cont)
 _BARE = re.compile(r"[A-Za-z_\x80-\U0010ffff][A-Za-z_0-9$\x80-\U0010ffff]*")
 
 
