@@ -9,8 +9,10 @@ database only after each passed the server's statement guard (``restore_analyses
 The table is written on a cursor of its own, outside the commit notices: it is
 duckflock's bookkeeping, not data any analysis reads.
 
-What the file holds is not trusted: it may have been edited offline. A row is only
-ever defined (and so run) after the same checks as at creation.
+What the file holds is not trusted: it may have been edited offline. On a served
+database a row is only ever defined (and so run) after the same guard as at creation;
+one that fails it, cannot be read or no longer binds is kept, listed as refused
+(:class:`Ledger`), and never run.
 """
 
 from __future__ import annotations
