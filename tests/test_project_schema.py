@@ -254,6 +254,34 @@ def test_a_file_from_before_provenance_restores(tmp_path: Path) -> None:
     assert [(name, who) for name, _, who in _kept(path)] == [("new", "library"), ("old", None)]
 
 
+def test_rows_that_are_not_definitions_are_refused_and_a_broken_table_stops_the_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "odd.duckdb"
+    _edit_offline(
+        path,
+        "CREATE SCHEMA duckflock; CREATE TABLE duckflock.analyses (name VARCHAR, sql "
+        "VARCHAR, every DOUBLE, on_change BOOLEAN, min_interval DOUBLE, timeout DOUBLE, "
+        "params VARCHAR, defined_at TIMESTAMP, defined_by VARCHAR); "
+        "INSERT INTO duckflock.analyses VALUES "
+        "('no_sql', NULL, NULL, false, 0, NULL, NULL, NULL, 'me'), "
+        "('bad_params', 'SELECT 1 AS one', NULL, false, 0, NULL, '{oops', NULL, NULL), "
+        "('bad_interval', 'SELECT 1 AS one', NULL, false, -1, NULL, NULL, NULL, NULL)",
+    )
+    with duckflock.connect(path) as db:
+        refused = {a["name"]: a["refused"] for a in db.analyses()}
+        assert "not readable" in refused["no_sql"] and "not readable" in refused["bad_params"]
+        assert "could not be defined again" in refused["bad_interval"]
+        for name in refused:
+            db.drop_analysis(name)
+        assert db.analyses() == []
+    _edit_offline(path, "ALTER TABLE duckflock.analyses DROP COLUMN sql")
+    with pytest.raises(duckflock.OpenError, match="restore_analyses=False"):
+        duckflock.connect(path)
+    with duckflock.connect(path, restore_analyses=False) as db:
+        assert db.analyses() == []
+
+
 def test_an_offline_edited_definition_gets_no_further_than_the_guard(tmp_path: Path) -> None:
     path = tmp_path / "edited.duckdb"
     with duckflock.connect(path) as db:

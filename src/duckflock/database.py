@@ -26,6 +26,7 @@ from .errors import (
     DuckflockError,
     IngestError,
     IngestTimeoutError,
+    OpenError,
     QueryError,
     QueueFullError,
     StorageError,
@@ -701,7 +702,16 @@ class Database:
         read, or no longer binds (its table was dropped) is not run: it is logged,
         listed by :meth:`analyses` as refused with the reason, and stays kept until
         :meth:`drop_analysis` or a new definition of its name."""
-        for kept in self._on_private_cursor(definitions.load):
+        try:
+            found = self._on_private_cursor(definitions.load)
+        except QueryError as exc:  # its columns changed: edited offline
+            raise OpenError(
+                f"the analyses kept in {self._shown!r} ({project.WHERE}) cannot be read: "
+                f"{exc.message}; repair or drop that table with plain DuckDB, or open the "
+                "file with restore_analyses=False",
+                path=self._shown,
+            ) from exc
+        for kept in found:
             if self._ledger.knows(kept.name):
                 continue  # defined in this process already (a server's config): newer
             reason = kept.reason if isinstance(kept, definitions.Unreadable) else None
