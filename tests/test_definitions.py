@@ -49,8 +49,13 @@ def test_a_kept_analysis_that_no_longer_binds_is_logged_not_fatal(
     with duckflock.connect(path, restore_analyses=False) as db:
         db.execute("DROP TABLE t")
     with duckflock.connect(path) as db:
-        assert [a["name"] for a in db.analyses()] == ["still"]
-        assert "'n'" in caplog.text and "was not defined again" in caplog.text
+        listed = {a["name"]: a for a in db.analyses()}
+        assert listed["still"]["refused"] is None and listed["still"]["mode"] != "refused"
+        assert "could not be defined again" in listed["n"]["refused"]  # listed, not run
+        assert listed["n"]["mode"] == "refused"
+        with pytest.raises(duckflock.UnknownAnalysisError):
+            db.result("n")
+        assert "'n'" in caplog.text and "was not run" in caplog.text
         db.execute("CREATE TABLE t (v INTEGER)")
     with duckflock.connect(path) as db:  # kept: back once its table is
         assert {a["name"] for a in db.analyses()} == {"n", "still"}

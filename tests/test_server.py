@@ -28,6 +28,7 @@ from duckflock import (
     UnknownTableError,
 )
 from duckflock.server import ServerSettings, create_app
+from duckflock.server.guard import QueryGuard
 from duckflock.server.serve import ServeConfig, is_loopback, prepare
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -484,9 +485,11 @@ def test_serve_config_declares_tables_and_analyses(tmp_path: Any) -> None:
     )
     config = ServeConfig.load(path)
     with duckflock.connect() as db:
-        config.apply(db)
+        config.apply_tables(db)
+        config.apply_analyses(db, QueryGuard(db).check)
         assert [a["name"] for a in db.analyses()] == ["total"]
         assert db.analyses()[0]["on_change"] is True
+        assert db.analyses()[0]["defined_by"] == "config"
     bad = tmp_path / "bad.toml"
     bad.write_text("[[analyses]]\nsql = 'SELECT 1'\n")
     with pytest.raises(ValueError, match="needs a name"):

@@ -41,6 +41,7 @@ class Slot:
         "generation",
         "owner",
         "reader",
+        "resolving",
         "retire",
         "statements",
     )
@@ -59,6 +60,9 @@ class Slot:
         self.current: weakref.ref[Any] | None = None
         self.reader: weakref.ref[Any] | None = None  # an Arrow reader on ``cursor``
         self.statements = 0
+        # a SET schema / search_path or USE ran on ``cursor``: where its names resolve is
+        # asked of DuckDB before its next write (duckflock's own schema: project.py)
+        self.resolving = False
 
     def streaming(self) -> bool:
         """True while an Arrow reader streams from the thread's cursor."""

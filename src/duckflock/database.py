@@ -17,15 +17,17 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from . import definitions, retention, transactions
+from . import definitions, project, retention, transactions
 from .analyses import DEFAULT_TIMEOUT, DEFAULT_WORKERS, MAX_WORKERS, TIMEOUT_FLOOR, Scheduler
 from .checks import count, flag, seconds, text, texts
-from .cursors import CursorPool
+from .cursors import CursorPool, Slot
 from .errors import (
     ClosedError,
     DuckflockError,
     IngestError,
     IngestTimeoutError,
+    OpenError,
+    QueryError,
     QueueFullError,
     StorageError,
     translate,
@@ -43,7 +45,7 @@ from .results import Result, Subscription
 from .rows import to_parts
 from .schema import SchemaCache
 from .statements import Results
-from .syntax import READ, WRITE, classify
+from .syntax import READ, SESSION, WRITE, classify
 
 T = TypeVar("T")
 log = logging.getLogger("duckflock")
@@ -138,10 +140,12 @@ class Database:
                 self._on_lake_change,
                 maintain=not read_only,
             )
+        # who defined each analysis; kept definitions not defined again at start
+        self._ledger = definitions.Ledger()
         _OPEN.add(self)
         if restore:
             try:
-                self._restore()
+                self.restore_analyses()
             except BaseException:
                 self.close()
                 raise
@@ -288,6 +292,7 @@ class Database:
                 holder.settle()  # kept whole if unread, else no longer readable
             try:
                 kind = self._before(sql)
+                self._resolving(slot, cursor, kind, sql)
                 if many:
                     cursor.executemany(sql, params)
                 elif kind == WRITE and self._delete(cursor, sql, params):
@@ -307,11 +312,24 @@ class Database:
             self._leave()
 
     def _before(self, sql: str) -> str:
-        """Classify ``sql`` (DuckDB's parser); drop cached schemas if it may change them."""
+        """Classify ``sql`` (DuckDB's parser); drop cached schemas if it may change them.
+        A statement that would write duckflock's own schema is refused here."""
+        project.check_statement(sql)
         kind = classify(sql)
         if kind != READ:
             self._schemas.invalidate()
         return kind
+
+    @staticmethod
+    def _resolving(slot: Slot, cursor: duckdb.DuckDBPyConnection, kind: str, sql: str) -> None:
+        """Before a write on a cursor whose search path a SET or USE changed: refused
+        while duckflock's own schema is on it (:func:`project.check_search_path`)."""
+        if kind == SESSION:
+            slot.resolving |= project.resolves(sql)
+        elif kind == WRITE and slot.resolving:
+            project.check_search_path(cursor, sql)
+            if cursor is slot.cursor:  # (a spare cursor has a search path of its own)
+                slot.resolving = False  # clean now; the next SET or USE asks again
 
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         """A lazy DuckDB relation for ``query`` on this thread's cursor.
@@ -329,6 +347,7 @@ class Database:
             holder = slot.current() if slot.current is not None else None
             if holder is not None and holder.pending and not slot.streaming():
                 holder.settle()  # a statement that is not a query runs on the cursor now
+            self._resolving(slot, slot.cursor, kind, query)
             relation = slot.cursor.sql(query, params=params)
             if kind == WRITE:
                 self._wrote()
@@ -578,6 +597,7 @@ class Database:
         timeout: float | None = None,
         persist: bool = True,
         wait: bool = False,
+        defined_by: str = definitions.LIBRARY,
     ) -> Result | None:
         """Register (or replace) an analysis that keeps itself fresh.
 
@@ -598,10 +618,16 @@ class Database:
         division by zero) show on the results (``result(name).error``) — unless
         ``wait=True``: then this returns the first result, or raises its error and
         defines nothing.
+
+        ``defined_by`` is kept with the definition and shown by :meth:`analyses`: who
+        defined it (``"library"``; the server records the role and token).
         """
         if not isinstance(name, str) or not name:
             raise ValueError(f"an analysis needs a non-empty str name, not {name!r}")
         text(name, "the analysis name")
+        if not isinstance(defined_by, str) or not defined_by:
+            raise ValueError(f"defined_by must be a non-empty str, not {defined_by!r}")
+        text(defined_by, "defined_by")
         if isinstance(sql, str):
             text(sql, "sql")
         texts(params, "params")
@@ -625,17 +651,23 @@ class Database:
                 with contextlib.suppress(DuckflockError):
                     self._analyses().drop(name)
                 raise result.error
+        self._ledger.defined(name, defined_by)
         if keep:
             definition = definitions.Definition(
-                name, sql, every, on_change, min_interval, timeout, params
+                name, sql, every, on_change, min_interval, timeout, params, defined_by
             )
             self._on_private_cursor(definitions.save, definition)
         return result
 
     def drop_analysis(self, name: str) -> None:
         """Remove an analysis (and its kept definition); a run in progress is
-        interrupted; its watchers end."""
-        self._analyses().drop(name)
+        interrupted; its watchers end. A definition refused at start is dropped too."""
+        if self._ledger.is_refused(name):
+            if self._closed:
+                raise ClosedError(f"database {self._shown!r} is closed")
+        else:
+            self._analyses().drop(name)
+        self._ledger.forget(name)
         if self._keeps_definitions():
             self._on_private_cursor(definitions.delete, name)
 
@@ -662,24 +694,51 @@ class Database:
         finally:
             self._leave()
 
-    def _restore(self) -> None:
-        """Define again every analysis kept in the file; one that no longer binds (its
-        table was dropped) is logged and stays kept."""
-        for definition in self._on_private_cursor(definitions.load):
-            try:
-                self._analyses().define(definition.name, definition.sql, **definition.options())
-            except (DuckflockError, ValueError, TypeError) as exc:
-                log.warning(
-                    "analysis %r kept in %s was not defined again: %s",
-                    definition.name,
-                    self.path,
-                    exc,
-                )
+    def restore_analyses(self, check: Callable[[str], None] | None = None) -> None:
+        """Define again every analysis kept in the file that this process has not
+        defined yet, each only after ``check(sql)`` passed (a server's statement guard:
+        ``duckflock serve`` opens the file with ``restore_analyses=False`` and calls
+        this once it is locked down). A definition that fails the check, cannot be
+        read, or no longer binds (its table was dropped) is not run: it is logged,
+        listed by :meth:`analyses` as refused with the reason, and stays kept until
+        :meth:`drop_analysis` or a new definition of its name."""
+        try:
+            found = self._on_private_cursor(definitions.load)
+        except QueryError as exc:  # its columns changed: edited offline
+            raise OpenError(
+                f"the analyses kept in {self._shown!r} ({project.WHERE}) cannot be read: "
+                f"{exc.message}; repair or drop that table with plain DuckDB, or open the "
+                "file with restore_analyses=False",
+                path=self._shown,
+            ) from exc
+        for kept in found:
+            if self._ledger.knows(kept.name):
+                continue  # defined in this process already (a server's config): newer
+            reason = kept.reason if isinstance(kept, definitions.Unreadable) else None
+            if reason is None and check is not None:
+                try:
+                    check(kept.sql)
+                except DuckflockError as exc:
+                    message = exc.message if isinstance(exc, QueryError) else str(exc)
+                    reason = f"refused by the statement guard: {message}"
+            if reason is None and isinstance(kept, definitions.Definition):
+                try:
+                    self._analyses().define(kept.name, kept.sql, **kept.options())
+                    self._ledger.defined(kept.name, kept.defined_by)
+                    continue
+                except (DuckflockError, ValueError, TypeError) as exc:
+                    message = exc.message if isinstance(exc, QueryError) else str(exc)
+                    reason = f"could not be defined again: {message}"
+            self._ledger.refuse(kept, reason or "not defined again")
+            log.warning("analysis %r kept in %s was not run: %s", kept.name, self._shown, reason)
 
     def analyses(self) -> list[dict[str, Any]]:
-        """Every analysis with its schedule, last refresh, duration, rows, error, mode."""
+        """Every analysis with its schedule, last refresh, duration, rows, error, mode,
+        and who defined it (``defined_by``); a kept definition that was not defined
+        again at start is listed too, with ``refused`` saying why (see
+        :meth:`restore_analyses`)."""
         scheduler = self._scheduler
-        return [] if scheduler is None else scheduler.statuses()
+        return self._ledger.annotate([] if scheduler is None else scheduler.statuses())
 
     def result(
         self, name: str, *, min_version: int | None = None, timeout: float | None = None
@@ -785,7 +844,7 @@ class Database:
             "WHERE NOT internal AND NOT temporary AND database_name = current_database() "
             "AND NOT (schema_name = ? AND table_name = 'analyses') "  # duckflock's own
             "ORDER BY schema_name, table_name",
-            [definitions.SCHEMA],
+            [project.SCHEMA],
         ).fetchall()
         tables = []
         for catalog, schema, table, current in listing:

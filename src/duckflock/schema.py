@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from . import project
 from .errors import SchemaMismatchError, translate
 from .names import Identity, Resolver
 
@@ -100,6 +101,7 @@ class SchemaCache:
                 rows = self._cursor.execute(_COLUMNS_SQL, list(identity)).fetchall()
         except duckdb.Error as exc:
             raise translate(exc) from exc
+        project.check_table(identity)  # never cached: every insert into it is refused
         columns = tuple(str(row[0]) for row in rows)
         schema = TableSchema(
             name=table,

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -152,7 +153,7 @@ class HttpApi:
         return HTMLResponse(self.dashboard)
 
     async def health(self, request: Request) -> Response:
-        payload = self.service.health()
+        payload = await run_in_threadpool(self.service.health)
         return _json(payload, 200 if payload["status"] == "ok" else 503)
 
     # -- read ----------------------------------------------------------------------------------
@@ -341,7 +342,10 @@ class HttpApi:
         name = request.path_params["name"]
         options = self.service.analysis_options(await self.bodies.json_object(request))
         async with self.service.hold_slot(_client(request), self._deadline(request)):
-            status = await run_in_threadpool(self.service.define_analysis, name, options)
+            who = str(request.scope.get("duckflock.principal", "http"))
+            status = await run_in_threadpool(
+                partial(self.service.define_analysis, name, options, defined_by=who)
+            )
         return _json(status, 201)
 
     async def drop_analysis(self, request: Request) -> Response:

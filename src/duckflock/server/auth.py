@@ -138,9 +138,11 @@ def is_loopback_host(host: str) -> bool:
 
 
 class AuthMiddleware:
-    """Sets ``scope["duckflock.role"]`` and ``scope["duckflock.client"]`` (the key the
-    concurrency limits use: :meth:`Service.client_key`), or answers 401/403 itself.
-    ``public`` are the paths that need no token (the route table's)."""
+    """Sets ``scope["duckflock.role"]``, ``scope["duckflock.client"]`` (the key the
+    concurrency limits use: :meth:`Service.client_key`) and ``scope["duckflock.principal"]``
+    (who, as analyses record it: the role and the token's number, never the token), or
+    answers 401/403 itself. ``public`` are the paths that need no token (the route
+    table's)."""
 
     def __init__(
         self,
@@ -170,6 +172,7 @@ class AuthMiddleware:
             host = next((v for k, v in scope["headers"] if k == b"host"), b"")
             if is_loopback_host(host.decode("latin-1")):
                 scope["duckflock.role"] = "admin"  # tokenless: loopback only, everything
+                scope["duckflock.principal"] = "admin (no token, loopback)"
             else:
                 error = ForbiddenError(
                     "this server has no token, so it answers only requests addressed to a "
@@ -189,6 +192,8 @@ class AuthMiddleware:
             else:
                 scope["duckflock.role"] = match[1]
                 scope["duckflock.client"] = self.client_key(peer, match[0])
+                # who, in what an analysis records as its definer: never the token itself
+                scope["duckflock.principal"] = f"{match[1]} token #{match[0] + 1}"
         if error is None:
             await self.app(scope, receive, send)
             return

@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from .. import project
 from ..database import Database
 from ..errors import (
     DuckflockError,
@@ -308,6 +309,7 @@ def run_statement(
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
         raise translate(exc, sql=sql) from exc
+    project.check_statement(sql)  # duckflock's own schema: through the analyses API only
     if len(statements) != 1:
         raise QueryRefusedError(f"POST /v1/sql runs one statement, not {len(statements)}", sql=sql)
 

@@ -58,12 +58,21 @@ class _DatabaseCollector(Collector):
         versions = CounterMetricFamily(
             "duckflock_analysis_refreshes", "Refreshes of each analysis", labels=["analysis"]
         )
+        refused = 0
         for status in self._db.analyses():
+            if status["refused"]:  # kept, never run: counted apart
+                refused += 1
+                continue
             if status["duration"] is not None:
                 durations.add_metric([status["name"], status["mode"]], status["duration"])
             versions.add_metric([status["name"]], status["version"])
         yield durations
         yield versions
+        yield GaugeMetricFamily(
+            "duckflock_analyses_refused",
+            "Kept analysis definitions refused at start (GET /v1/analyses says why)",
+            value=refused,
+        )
         lake = self._db.lake_state()
         if lake is not None:
             yield from _lake_metrics(lake)

@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -32,6 +33,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..database import Database, connect
+from ..errors import DuckflockError
 from .app import create_app
 from .auth import tokens_from_config
 from .pgwire import PgServer
@@ -76,10 +78,18 @@ class ServeConfig:
             raise ValueError(f"config: unknown [pg] options {sorted(unknown)}")
         return cls(tables=tables, analyses=analyses, tokens=tokens, pg=pg)
 
-    def apply(self, db: Database) -> None:
+    def apply_tables(self, db: Database) -> None:
+        """The config's DDL (before the lockdown: it may load files)."""
         for ddl in self.tables:
             db.execute(ddl)
-        for analysis in self.analyses:
+
+    def apply_analyses(self, db: Database, check: Callable[[str], None]) -> None:
+        """The config's analyses, each through ``check`` (the statement guard) first."""
+        for i, analysis in enumerate(self.analyses):
+            try:
+                check(analysis["sql"])
+            except DuckflockError as exc:
+                raise ValueError(f"config: analyses[{i}] ({analysis['name']!r}): {exc}") from exc
             db.analysis(
                 analysis["name"],
                 analysis["sql"],
@@ -87,6 +97,7 @@ class ServeConfig:
                 on_change=bool(analysis.get("on_change", False)),
                 min_interval=float(analysis.get("min_interval", 0.1)),
                 params=analysis.get("params"),
+                defined_by="config",
             )
 
 
@@ -135,18 +146,20 @@ def prepare(
             f"refusing to listen on {host} without a token: anyone who can reach it could "
             "write and read; pass --token (or bind to 127.0.0.1)"
         )
-    db = connect(database)
-    try:
-        if config is not None:
-            config.apply(db)
-        db.lock_down()
-    except BaseException:
-        db.close()
-        raise
+    # kept analyses are defined only once the lockdown holds and each passed the same
+    # statement guard as PUT /v1/analyses: the file may have been edited offline
+    db = connect(database, restore_analyses=False)
     outcome = Shutdown(shutdown_timeout)
     pg_server = None
     try:
+        if config is not None:
+            config.apply_tables(db)
+        db.lock_down()
         service = Service(db, settings)
+        check = service.guard.check  # the one guard every protocol's statements pass
+        if config is not None:
+            config.apply_analyses(db, check)
+        db.restore_analyses(check)
         if pg is not None:
             pg_server = PgServer(db, None, pg, service=service).start()
     except BaseException:

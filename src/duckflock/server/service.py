@@ -152,12 +152,15 @@ class Service:
             )
         return options
 
-    def define_analysis(self, name: str, options: dict[str, Any]) -> dict[str, Any]:
-        """Define (or replace) analysis ``name`` after the statement guard's check; its
-        status (blocking: run it in a worker thread holding a query slot)."""
+    def define_analysis(
+        self, name: str, options: dict[str, Any], *, defined_by: str
+    ) -> dict[str, Any]:
+        """Define (or replace) analysis ``name`` after the statement guard's check, kept
+        with who defined it; its status (blocking: run it in a worker thread holding a
+        query slot)."""
         self.guard.check(options["sql"])  # the same statement guard as every query
         try:
-            self.db.analysis(name, **options)
+            self.db.analysis(name, **options, defined_by=defined_by)
         except DuckflockError:
             raise
         except (TypeError, ValueError) as exc:  # a bad option value, in words
@@ -183,6 +186,13 @@ class Service:
         }
         if reason is not None:
             payload["reason"] = reason
+        # kept definitions refused at start (the guard, or no longer binding): ready,
+        # but an admin should look (GET /v1/analyses shows them; DELETE drops them)
+        refused = [a for a in self.db.analyses() if a["refused"]]
+        if refused:
+            payload["refused_analyses"] = [
+                {"name": a["name"], "reason": self.guard.scrub(a["refused"])} for a in refused
+            ]
         return payload
 
     # -- the end ---------------------------------------------------------------------------------
