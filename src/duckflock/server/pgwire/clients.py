@@ -162,20 +162,6 @@ def describe_query(sql: str) -> str | None:
         return _adbc_types()
     if "pg_get_serial_sequence" in sql and "AS identity_options" in sql:
         return _sqlalchemy_columns(sql)
-    oid = re.search(_OID, sql)
-    if "c.relforcerowsecurity" in sql and oid:
-        return (
-            "SELECT 0 AS relchecks, c.relkind, false, false, false, false, false, false, false, "
-            "'', 0, '', 'p', 'd', 'heap' FROM pg_catalog.pg_class c "
-            f"WHERE c.oid = {int(oid.group(1))}"
-        )
-    if "FROM pg_catalog.pg_attribute a" in sql and "a.attidentity" in sql and oid:
-        return (
-            f"SELECT column_name AS attname, {_type_name('data_type')} AS format_type, "
-            "column_default AS default, NOT is_nullable AS attnotnull, "
-            "NULL::VARCHAR AS attcollation, '' AS attidentity, '' AS attgenerated "
-            f"FROM duckdb_columns() WHERE table_oid = {int(oid.group(1))} ORDER BY column_index"
-        )
     if "FROM pg_catalog.pg_policy" in sql:
         return _empty(6)
     if "FROM pg_catalog.pg_statistic_ext" in sql:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import duckdb
 
 from ... import __version__
+from . import catalog
 from .clients import describe_query
 
 SERVER_VERSION = "15.0"
@@ -165,11 +166,11 @@ _REWRITES = [
     (re.compile(r'\s+COLLATE\s+(?:pg_catalog\.)?"?default"?', re.I), ""),
     (re.compile(r"::\s*(?:pg_catalog\.)?(?:regclass|regtype|regproc|regnamespace)\b", re.I), ""),
     (re.compile(r"::\s*pg_catalog\.", re.I), "::"),
+    # DuckDB's functions psql calls by pg_catalog.name (array_to_string…): its own
+    (re.compile(r"(?<![\w.])pg_catalog\s*\.\s*(\w+)\s*(?=\()", re.I), r"\1"),
     (re.compile(r"CAST\((\$\d+|[\w.]+) AS (?:pg_catalog\.)?REG(?:CLASS|TYPE|PROC)\)", re.I), r"\1"),
     # psycopg's TypeInfo.fetch (SQLAlchemy asks for hstore): no such types here
     (re.compile(r"to_regtype\((\$\d+)\)", re.I), r"(CASE WHEN \1 IS NULL THEN 0 END)"),
-    (re.compile(r"pg_catalog\.pg_get_userbyid\(\s*[\w.]+\s*\)", re.I), "'duckflock'"),
-    (re.compile(r"(?<![\w.])pg_get_userbyid\(\s*[\w.]+\s*\)", re.I), "'duckflock'"),
 ]
 
 
@@ -181,6 +182,7 @@ def rewrite(sql: str) -> str:
         return replaced
     if (
         "pg_" not in sql.lower()
+        and "information_schema" not in sql.lower()
         and "version(" not in sql.lower()
         and "::reg" not in sql.lower()
         and "to_regtype" not in sql.lower()
@@ -188,9 +190,16 @@ def rewrite(sql: str) -> str:
         return sql
     parts, at = [], 0
     for quoted in _QUOTED.finditer(sql):  # the client's literals and names stay as sent
-        parts += [_rewrite_code(sql[at : quoted.start()]), quoted.group(0)]
+        code, literal = _rewrite_code(sql[at : quoted.start()]), quoted.group(0)
+        if _MATCH_OPERATOR.search(code) and literal.startswith("'"):
+            # PostgreSQL's ~ finds the pattern anywhere; DuckDB's must match it all
+            literal = "'(?s).*(?:" + literal[1:-1] + ").*'"
+        parts += [code, literal]
         at = quoted.end()
     return "".join([*parts, _rewrite_code(sql[at:])])
+
+
+_MATCH_OPERATOR = re.compile(r"(?<![~!])!?~\s*$")
 
 
 _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?!default\")(?:[^\"]|\"\")*\"")  # COLLATE "default"
@@ -199,7 +208,7 @@ _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?!default\")(?:[^\"]|\"\")*\"")  # COLL
 def _rewrite_code(sql: str) -> str:
     for pattern, replacement in _REWRITES:
         sql = pattern.sub(replacement, sql)
-    return sql
+    return catalog.rename(sql)
 
 
 def parameter_count(sql: str) -> int:

@@ -36,6 +36,7 @@ from ...syntax import walk
 from ...wide import readable
 from ..auth import allows
 from ..guard import QueryGuard, run_statement
+from . import catalog
 from .compat import _NAME, unquote
 
 ANALYSES_SCHEMA = "analyses"
@@ -202,6 +203,7 @@ class Executor:
                 on_cursor(cursor)
             for alias, table in tables.items():
                 cursor.register(alias, table)
+            catalog.install(cursor, sql, self.db)  # the pg_catalog views the query reads
 
         release = self._slot()
         try:
