@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterable
+from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from ...database import Database
 from ...definitions import SCHEMA as OWN_SCHEMA
@@ -76,6 +75,14 @@ def _type_rows() -> str:
 def _oid(base: int, *parts: str) -> str:
     """SQL for a made-up OID: ``base`` plus a hash of ``parts`` joined."""
     return f"({base} + hash(concat_ws('.', {', '.join(parts)})) % {_SPAN})::BIGINT"
+
+
+def _pairs(count: int) -> str:
+    """A macro overload taking ``count`` key/value pairs, as ``json_object`` does."""
+    names = [(f"k{i}", f"v{i}") for i in range(count)]
+    parameters = ", ".join(f"{k}, {v}" for k, v in names)
+    arguments = ", ".join(f"{k}::VARCHAR, {v}" for k, v in names)
+    return f"({parameters}) AS json_object({arguments})"
 
 
 _CATEGORY = {
@@ -250,8 +257,10 @@ _OBJECTS: list[tuple[str, str]] = [
         "true AS indimmediate, false AS indisclustered, true AS indisvalid, "
         "false AS indcheckxmin, true AS indisready, true AS indislive, "
         "false AS indisreplident, indkey, list_transform(indkey, k -> 0) AS indcollation, "
-        "list_transform(indkey, k -> 0) AS indclass, list_transform(indkey, k -> 0) AS "
-        "indoption, NULL::VARCHAR AS indexprs, NULL::VARCHAR AS indpred "
+        "list_transform(indkey, k -> 0) AS indclass, "
+        # an int2vector travels as text ('0 0'): SQLAlchemy splits it
+        "array_to_string(list_transform(indkey, k -> 0), ' ') AS indoption, "
+        "NULL::VARCHAR AS indexprs, NULL::VARCHAR AS indpred "
         "FROM duckflock_indexes",
     ),
     (
@@ -282,7 +291,7 @@ _OBJECTS: list[tuple[str, str]] = [
         "NULL::BIGINT[] AS protrftypes, macro_definition AS prosrc, NULL::VARCHAR AS probin, "
         "NULL::VARCHAR AS prosqlbody, NULL::VARCHAR[] AS proconfig, NULL::VARCHAR[] AS proacl "
         "FROM duckdb_functions() AS f JOIN duckdb_schemas() AS s USING (database_name, schema_name) "
-        f"WHERE f.{_MINE.replace(' AND ', ' AND f.')} AND NOT f.internal",
+        "WHERE f.database_name = current_database() AND NOT f.internal",
     ),
     (
         "pg_description",
@@ -295,6 +304,14 @@ _OBJECTS: list[tuple[str, str]] = [
         "pg_inherits",
         "CREATE TEMP VIEW pg_inherits AS SELECT 0 AS inhrelid, 0 AS inhparent, "
         "0 AS inhseqno, false AS inhdetachpending WHERE false",
+    ),
+    (
+        "pg_collation",
+        "CREATE TEMP VIEW pg_collation AS SELECT 100 AS oid, 'default' AS collname, "
+        "(SELECT oid FROM duckflock_namespaces WHERE nspname = 'pg_catalog') AS "
+        f"collnamespace, {_OWNER} AS collowner, 'd' AS collprovider, true AS "
+        "collisdeterministic, -1 AS collencoding, NULL::VARCHAR AS collcollate, "
+        "NULL::VARCHAR AS collctype",
     ),
     (
         "pg_opclass",
@@ -357,14 +374,18 @@ _OBJECTS: list[tuple[str, str]] = [
         "|| CASE WHEN typelem <> 0 THEN '[]' ELSE '' END FROM duckflock_pg_types "
         "WHERE oid = type_oid)",
     ),
-    ("pg_encoding_to_char", "CREATE TEMP MACRO pg_encoding_to_char(e) AS "
-     "CASE WHEN e = 6 THEN 'UTF8' ELSE '' END"),
+    (
+        "pg_encoding_to_char",
+        "CREATE TEMP MACRO pg_encoding_to_char(e) AS CASE WHEN e = 6 THEN 'UTF8' ELSE '' END",
+    ),
     ("pg_get_userbyid", f"CREATE TEMP MACRO pg_get_userbyid(r) AS '{_OWNER_NAME}'"),
     # sizes: DuckDB keeps no per-table byte count (NULL, as for a relation not found)
     ("pg_table_size", "CREATE TEMP MACRO pg_table_size(r) AS NULL::BIGINT"),
     ("pg_total_relation_size", "CREATE TEMP MACRO pg_total_relation_size(r) AS NULL::BIGINT"),
-    ("pg_relation_size", "CREATE TEMP MACRO pg_relation_size(r) AS NULL::BIGINT, "
-     "(r, fork) AS NULL::BIGINT"),
+    (
+        "pg_relation_size",
+        "CREATE TEMP MACRO pg_relation_size(r) AS NULL::BIGINT, (r, fork) AS NULL::BIGINT",
+    ),
     (
         "pg_get_function_result",
         "CREATE TEMP MACRO pg_get_function_result(f) AS (SELECT CASE WHEN any_value(proretset) "
@@ -406,6 +427,26 @@ _OBJECTS: list[tuple[str, str]] = [
         "FROM pg_description WHERE objoid = r AND objsubid = n)",
     ),
     ("pg_get_serial_sequence", "CREATE TEMP MACRO pg_get_serial_sequence(t, c) AS NULL::VARCHAR"),
+    (
+        "pg_table_is_visible",
+        # visible: in the search path (DuckDB's current schema, then pg_catalog)
+        "CREATE TEMP MACRO pg_table_is_visible(r) AS coalesce((SELECT n.nspname IN "
+        "(current_schema(), 'pg_catalog') FROM duckflock_relations AS c JOIN "
+        "duckflock_namespaces AS n ON n.oid = c.relnamespace WHERE c.oid = r), false)",
+    ),
+    (
+        "json_build_object",
+        # the arities SQLAlchemy's column reflection calls (collation: 2 pairs, identity: 7)
+        "CREATE TEMP MACRO json_build_object" + ", ".join(_pairs(n) for n in (1, 2, 7)),
+    ),
+    (
+        "duckflock_setting",
+        # current_setting() as clients' catalog queries call it: PostgreSQL's answers
+        # (DuckDB's own settings stay unreadable, as the guard wants)
+        "CREATE TEMP MACRO duckflock_setting(name) AS CASE name "
+        "WHEN 'default_table_access_method' THEN 'duckdb' END, "
+        "(name, missing_ok) AS CASE name WHEN 'default_table_access_method' THEN 'duckdb' END",
+    ),
 ]
 _STATEMENTS = dict(_OBJECTS)
 _HELPERS = (_ANALYSES, _TYPES)  # analyses first: their columns have types too
@@ -468,21 +509,24 @@ def analysis_oid(name: str) -> int:
 def _register_analyses(cursor: duckdb.DuckDBPyConnection, db: Database) -> None:
     """Each analysis with a result as an empty view of its columns, and a table naming
     them (its name, OID, column and row counts)."""
-    rows: dict[str, list[object]] = {"name": [], "view_name": [], "oid": [], "columns": [],
-                                      "rows": []}
+    rows: list[tuple[str, str, int, int, int]] = []
     for status in db.analyses():
         result = db.result(str(status["name"]))
         if result is None:
-            continue
-        view = f"duckflock_analysis_{len(rows['name'])}"
+            continue  # no columns to show before its first result
+        view = f"duckflock_analysis_{len(rows)}"
         cursor.register(view, readable(result.table).slice(0, 0))
-        for key, value in zip(rows, (result.name, view, analysis_oid(result.name),
-                                     result.table.num_columns, result.table.num_rows),
-                              strict=True):
-            rows[key].append(value)
-    schema = pa.schema([("name", pa.string()), ("view_name", pa.string()),
-                        ("oid", pa.int64()), ("columns", pa.int64()), ("rows", pa.int64())])
-    cursor.register(_ANALYSES, pa.table(rows, schema=schema))
+        table = result.table
+        rows.append(
+            (result.name, view, analysis_oid(result.name), table.num_columns, table.num_rows)
+        )
+    _table(
+        cursor,
+        _ANALYSES,
+        ("name", "view_name", "oid", "columns", "rows"),
+        ("VARCHAR", "VARCHAR", "BIGINT", "BIGINT", "BIGINT"),
+        rows,
+    )
 
 
 def _register_types(cursor: duckdb.DuckDBPyConnection) -> None:
@@ -491,19 +535,27 @@ def _register_types(cursor: duckdb.DuckDBPyConnection) -> None:
         "SELECT DISTINCT data_type FROM duckdb_columns() "
         "WHERE database_name IN (current_database(), 'temp')"
     ).fetchall()
-    names = [str(row[0]) for row in found]
-    pairs = [column_type(name) for name in names]
-    cursor.register(
+    rows = [(str(row[0]), *column_type(str(row[0]))) for row in found]
+    _table(
+        cursor,
         _TYPES,
-        pa.table(
-            {
-                "data_type": pa.array(names, pa.string()),
-                "atttypid": pa.array([p[0] for p in pairs], pa.int64()),
-                "atttypmod": pa.array([p[1] for p in pairs], pa.int32()),
-            }
-        ),
+        ("data_type", "atttypid", "atttypmod"),
+        ("VARCHAR", "BIGINT", "INTEGER"),
+        rows,
     )
 
 
-def referenced(names: Iterable[str]) -> bool:
-    return any(name in _STATEMENTS for name in names)
+def _table(
+    cursor: duckdb.DuckDBPyConnection,
+    name: str,
+    columns: tuple[str, ...],
+    kinds: tuple[str, ...],
+    rows: list[tuple[Any, ...]],
+) -> None:
+    """A temporary table of ``rows`` (not a registered Arrow table: DuckDB 1.5.5 cannot
+    push a join's bloom filter into an Arrow scan)."""
+    select = ", ".join(
+        f"unnest(?::{kind}[]) AS {column}" for column, kind in zip(columns, kinds, strict=True)
+    )
+    values = [list(column) for column in zip(*rows, strict=True)] or [[] for _ in columns]
+    cursor.execute(f"CREATE TEMP TABLE {name} AS SELECT {select}", values)

@@ -169,6 +169,15 @@ _REWRITES = [
     # DuckDB's functions psql calls by pg_catalog.name (array_to_string…): its own
     (re.compile(r"(?<![\w.])pg_catalog\s*\.\s*(\w+)\s*(?=\()", re.I), r"\1"),
     (re.compile(r"CAST\((\$\d+|[\w.]+) AS (?:pg_catalog\.)?REG(?:CLASS|TYPE|PROC)\)", re.I), r"\1"),
+    # CAST(any expression AS REGCLASS): its oid (or name) as text
+    (
+        re.compile(r"\bAS\s+(?:pg_catalog\.)?REG(?:CLASS|TYPE|PROC|NAMESPACE)\s*\)", re.I),
+        "AS VARCHAR)",
+    ),
+    (
+        re.compile(r"(?<![\w.])(?:pg_catalog\s*\.\s*)?current_setting\s*\(", re.I),
+        "duckflock_setting(",
+    ),
     # psycopg's TypeInfo.fetch (SQLAlchemy asks for hstore): no such types here
     (re.compile(r"to_regtype\((\$\d+)\)", re.I), r"(CASE WHEN \1 IS NULL THEN 0 END)"),
 ]

@@ -168,6 +168,11 @@ class Executor:
             return sql, {}
         tables: dict[str, pa.Table] = {}
         for node in walk(tree):
+            names = node.get("column_names")
+            if node.get("class") == "COLUMN_REF" and isinstance(names, list) and len(names) > 2:
+                if str(names[-3]).lower() == ANALYSES_SCHEMA:  # analyses.t.c, as SQLAlchemy
+                    node["column_names"] = names[-2:]  # writes it: t.c (t is the alias)
+                continue
             if node.get("type") != "BASE_TABLE":
                 continue
             if str(node.get("schema_name", "")).lower() != ANALYSES_SCHEMA:
