@@ -77,6 +77,16 @@ def _oid(base: int, *parts: str) -> str:
     return f"({base} + hash(concat_ws('.', {', '.join(parts)})) % {_SPAN})::BIGINT"
 
 
+def _lookup(source: str, key: str, argument: str, value: str) -> str:
+    """A scalar subquery: ``value`` of the row of ``source`` whose ``key`` is ``argument``
+    (a macro parameter), the inner names hidden from the argument's own columns."""
+    return (
+        f"(SELECT any_value(duckflock_value) FROM (SELECT {key} AS duckflock_key, {value} "
+        f"AS duckflock_value FROM {source}) AS duckflock_lookup "
+        f"WHERE duckflock_key = {argument})"
+    )
+
+
 def _pairs(count: int) -> str:
     """A macro overload taking ``count`` key/value pairs, as ``json_object`` does."""
     names = [(f"k{i}", f"v{i}") for i in range(count)]
@@ -290,7 +300,8 @@ _OBJECTS: list[tuple[str, str]] = [
         "parameters AS proargnames, NULL::VARCHAR AS proargdefaults, "
         "NULL::BIGINT[] AS protrftypes, macro_definition AS prosrc, NULL::VARCHAR AS probin, "
         "NULL::VARCHAR AS prosqlbody, NULL::VARCHAR[] AS proconfig, NULL::VARCHAR[] AS proacl "
-        "FROM duckdb_functions() AS f JOIN duckdb_schemas() AS s USING (database_name, schema_name) "
+        "FROM duckdb_functions() AS f "
+        "JOIN duckdb_schemas() AS s USING (database_name, schema_name) "
         "WHERE f.database_name = current_database() AND NOT f.internal",
     ),
     (
@@ -365,14 +376,18 @@ _OBJECTS: list[tuple[str, str]] = [
         "default_character_set_schema, NULL::VARCHAR AS default_character_set_name, "
         "NULL::VARCHAR AS sql_path FROM duckflock_namespaces",
     ),
-    # functions psql and drivers call
+    # functions psql and drivers call; a lookup names its columns duckflock_* so that an
+    # argument (a column of the caller's query: indexrelid, c.oid) is never captured
     (
         "format_type",
-        "CREATE TEMP MACRO format_type(type_oid, typmod) AS (SELECT spelled "
-        "|| CASE WHEN coalesce(nullif(typelem, 0), oid) = 1700 AND typmod >= 4 THEN '(' "
-        "|| ((typmod - 4) >> 16) || ',' || ((typmod - 4) & 65535) || ')' ELSE '' END "
-        "|| CASE WHEN typelem <> 0 THEN '[]' ELSE '' END FROM duckflock_pg_types "
-        "WHERE oid = type_oid)",
+        "CREATE TEMP MACRO format_type(type_oid, typmod) AS "
+        + _lookup("duckflock_pg_types", "oid", "type_oid", "spelled")
+        + " || CASE WHEN "
+        + _lookup("duckflock_pg_types", "oid", "type_oid", "coalesce(nullif(typelem, 0), oid)")
+        + f" = {types.NUMERIC} AND typmod >= 4 THEN '(' || ((typmod - 4) >> 16) || ',' "
+        "|| ((typmod - 4) & 65535) || ')' ELSE '' END || CASE WHEN "
+        + _lookup("duckflock_pg_types", "oid", "type_oid", "typelem <> 0")
+        + " THEN '[]' ELSE '' END",
     ),
     (
         "pg_encoding_to_char",
@@ -388,51 +403,63 @@ _OBJECTS: list[tuple[str, str]] = [
     ),
     (
         "pg_get_function_result",
-        "CREATE TEMP MACRO pg_get_function_result(f) AS (SELECT CASE WHEN any_value(proretset) "
-        "THEN 'SETOF record' ELSE '' END FROM pg_proc WHERE oid = f)",
+        "CREATE TEMP MACRO pg_get_function_result(f) AS "
+        + _lookup("pg_proc", "oid", "f", "CASE WHEN proretset THEN 'SETOF record' ELSE '' END"),
     ),
     (
         "pg_get_function_arguments",
         "CREATE TEMP MACRO pg_get_function_arguments(f) AS "
-        "(SELECT array_to_string(any_value(proargnames), ', ') FROM pg_proc WHERE oid = f)",
+        + _lookup("pg_proc", "oid", "f", "array_to_string(proargnames, ', ')"),
     ),
     (
         "pg_get_function_identity_arguments",
         "CREATE TEMP MACRO pg_get_function_identity_arguments(f) AS "
-        "(SELECT array_to_string(any_value(proargnames), ', ') FROM pg_proc WHERE oid = f)",
+        + _lookup("pg_proc", "oid", "f", "array_to_string(proargnames, ', ')"),
     ),
     (
         "pg_get_indexdef",
-        "CREATE TEMP MACRO pg_get_indexdef(i) AS (SELECT indexdef FROM duckflock_indexes "
-        "WHERE indexrelid = i), (i, col, pretty) AS (SELECT indexdef FROM duckflock_indexes "
-        "WHERE indexrelid = i)",
+        "CREATE TEMP MACRO pg_get_indexdef(i) AS "
+        + _lookup("duckflock_indexes", "indexrelid", "i", "indexdef")
+        + ", (i, col, pretty) AS "
+        + _lookup("duckflock_indexes", "indexrelid", "i", "indexdef"),
     ),
     (
         "pg_get_constraintdef",
-        "CREATE TEMP MACRO pg_get_constraintdef(c) AS (SELECT condef FROM "
-        "duckflock_constraints WHERE oid = c), (c, pretty) AS (SELECT condef FROM "
-        "duckflock_constraints WHERE oid = c)",
+        "CREATE TEMP MACRO pg_get_constraintdef(c) AS "
+        + _lookup("duckflock_constraints", "oid", "c", "condef")
+        + ", (c, pretty) AS "
+        + _lookup("duckflock_constraints", "oid", "c", "condef"),
     ),
     ("pg_get_expr", "CREATE TEMP MACRO pg_get_expr(e, r) AS e, (e, r, pretty) AS e"),
     (
         "obj_description",
-        "CREATE TEMP MACRO obj_description(o) AS (SELECT any_value(description) FROM "
-        "pg_description WHERE objoid = o AND objsubid = 0), (o, catalog) AS (SELECT "
-        "any_value(description) FROM pg_description WHERE objoid = o AND objsubid = 0 "
-        "AND classoid = catalog)",
+        "CREATE TEMP MACRO obj_description(o) AS "
+        + _lookup("pg_description", "objoid || '/' || objsubid", "o || '/0'", "description")
+        + ", (o, catalog) AS "
+        + _lookup(
+            "pg_description",
+            "objoid || '/' || objsubid || '/' || classoid",
+            "o || '/0/' || catalog",
+            "description",
+        ),
     ),
     (
         "col_description",
-        "CREATE TEMP MACRO col_description(r, n) AS (SELECT any_value(description) "
-        "FROM pg_description WHERE objoid = r AND objsubid = n)",
+        "CREATE TEMP MACRO col_description(r, n) AS "
+        + _lookup("pg_description", "objoid || '/' || objsubid", "r || '/' || n", "description"),
     ),
     ("pg_get_serial_sequence", "CREATE TEMP MACRO pg_get_serial_sequence(t, c) AS NULL::VARCHAR"),
     (
         "pg_table_is_visible",
         # visible: in the search path (DuckDB's current schema, then pg_catalog)
-        "CREATE TEMP MACRO pg_table_is_visible(r) AS coalesce((SELECT n.nspname IN "
-        "(current_schema(), 'pg_catalog') FROM duckflock_relations AS c JOIN "
-        "duckflock_namespaces AS n ON n.oid = c.relnamespace WHERE c.oid = r), false)",
+        "CREATE TEMP MACRO pg_table_is_visible(r) AS coalesce("
+        + _lookup(
+            "duckflock_relations JOIN duckflock_namespaces AS n ON n.oid = relnamespace",
+            "duckflock_relations.oid",
+            "r",
+            "nspname IN (current_schema(), 'pg_catalog')",
+        )
+        + ", false)",
     ),
     (
         "json_build_object",
