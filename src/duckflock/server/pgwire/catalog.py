@@ -44,7 +44,7 @@ _TYPES = "duckflock_column_types"  # registered per query: DuckDB type -> (oid, 
 _ANALYSES = "duckflock_analyses"  # registered per query: analysis -> its result's view
 
 
-def column_type(duck_type: str) -> tuple[int, int]:
+def catalog_type(duck_type: str) -> tuple[int, int]:
     """``(atttypid, atttypmod)`` of a column of DuckDB type ``duck_type``."""
     element = duck_type.removesuffix("[]")
     if element == "VARCHAR":  # travels as text; PostgreSQL's unbounded VARCHAR
@@ -485,6 +485,9 @@ def _named(text: str) -> set[str]:
 
 
 _READS = {name: _named(statement) - {name} for name, statement in _OBJECTS}
+# every name above contains one of these
+_MARKERS = ("pg_", "information_schema_", "format_type", "_description", "json_build", "duckflock_")
+assert all(any(m in name for m in _MARKERS) for name in [*_STATEMENTS, *_HELPERS])
 _PG_NAMES = [n for n, _ in _OBJECTS if not n.startswith(("duckflock_", "information_schema_"))]
 _QUALIFIED = re.compile(
     r"(?<![\w.\"])pg_catalog\s*\.\s*(" + "|".join(_PG_NAMES) + r")\b"
@@ -507,6 +510,9 @@ def rename(sql: str) -> str:
 
 def needed(sql: str) -> list[str]:
     """The objects ``sql`` reads, with those they read, in the order they are created."""
+    lowered = sql.lower()
+    if not any(marker in lowered for marker in _MARKERS):
+        return []  # most SQL: one pass over the text, no word list
     found = _named(sql)
     todo = list(found)
     while todo:
@@ -562,7 +568,7 @@ def _register_types(cursor: duckdb.DuckDBPyConnection) -> None:
         "SELECT DISTINCT data_type FROM duckdb_columns() "
         "WHERE database_name IN (current_database(), 'temp')"
     ).fetchall()
-    rows = [(str(row[0]), *column_type(str(row[0]))) for row in found]
+    rows = [(str(row[0]), *catalog_type(str(row[0]))) for row in found]
     _table(
         cursor,
         _TYPES,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import duckdb
 
 from ... import __version__
-from . import catalog
+from . import catalog, types
 from .clients import describe_query
 
 SERVER_VERSION = "15.0"
@@ -227,36 +227,22 @@ def parameter_count(sql: str) -> int:
     return max(found, default=0)
 
 
+# a cast's type name -> OID: PostgreSQL's names and spellings (types.PG_TYPES), and DuckDB's
 _CASTS = {
-    "int": 23,
-    "int4": 23,
-    "integer": 23,
-    "int2": 21,
-    "smallint": 21,
-    "int8": 20,
-    "bigint": 20,
-    "float4": 700,
-    "real": 700,
-    "float8": 701,
-    "double": 701,
-    "float": 701,
-    "numeric": 1700,
-    "decimal": 1700,
-    "bool": 16,
-    "boolean": 16,
-    "text": 25,
-    "varchar": 1043,
-    "date": 1082,
-    "timestamp": 1114,
-    "timestamptz": 1184,
-    "uuid": 2950,
-    "json": 114,
-    "bytea": 17,
-    "blob": 17,
-    "interval": 1186,
-    "oid": 26,
+    name: oid for oid, kind in types.PG_TYPES.items() for name in (kind.name, kind.spelled)
+} | {
+    "int": types.INT4,
+    "double": types.FLOAT8,
+    "float": types.FLOAT8,
+    "decimal": types.NUMERIC,
+    "blob": types.BYTEA,
 }
-_ARRAY_CASTS = {23: 1007, 21: 1005, 20: 1016, 25: 1009, 1043: 1015, 26: 1028, 701: 1022, 16: 1000}
+# element OID -> array OID, for the arrays a parameter can be read as
+_ARRAY_CASTS = {
+    oid: kind.array
+    for oid, kind in types.PG_TYPES.items()
+    if oid in types.ARRAY_OF or oid in (types.OID, types.VARCHAR)
+}
 
 
 def parameter_types(sql: str, given: list[int]) -> list[int]:
