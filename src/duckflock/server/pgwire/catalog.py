@@ -113,37 +113,41 @@ _MINE = f"database_name = current_database() AND schema_name <> '{OWN_SCHEMA}'"
 _OBJECTS: list[tuple[str, str]] = [
     (
         "duckflock_pg_types",
-        "CREATE TEMP VIEW duckflock_pg_types AS SELECT * FROM (VALUES "
+        "CREATE TEMP TABLE duckflock_pg_types AS SELECT * FROM (VALUES "
         + _type_rows()
         + ") AS t(oid, typname, spelled, typreceive, typelem, typarray, typlen)",
     ),
     (
         "duckflock_namespaces",
-        "CREATE TEMP VIEW duckflock_namespaces AS "
+        "CREATE TEMP TABLE duckflock_namespaces AS "
         f"SELECT oid, schema_name AS nspname FROM duckdb_schemas() WHERE {_MINE} "
         "UNION ALL SELECT oid, schema_name FROM duckdb_schemas() WHERE database_name = 'system' "
         "AND schema_name IN ('pg_catalog', 'information_schema') "
         f"UNION ALL SELECT {_ANALYSES_NAMESPACE}, '{ANALYSES_SCHEMA}'",
     ),
     (
-        "duckflock_columns",
-        # every column of a relation clients see, with its PostgreSQL type
-        "CREATE TEMP VIEW duckflock_columns AS "
-        "SELECT c.table_oid AS attrelid, c.schema_name, c.table_name, c.column_name, "
-        "c.column_index, c.data_type AS duck_type, c.is_nullable, c.column_default, "
-        "c.numeric_precision, c.numeric_precision_radix, c.numeric_scale, "
-        "c.character_maximum_length, c.comment, t.atttypid, t.atttypmod "
-        f"FROM duckdb_columns() AS c JOIN {_TYPES} AS t ON t.data_type = c.data_type "
-        f"WHERE c.{_MINE.replace(' AND ', ' AND c.')} "
+        "duckflock_raw_columns",
+        # every column of a relation clients see, with DuckDB's type
+        "CREATE TEMP TABLE duckflock_raw_columns AS "
+        "SELECT table_oid AS attrelid, schema_name, table_name, column_name, "
+        "column_index, data_type AS duck_type, is_nullable, column_default, "
+        "numeric_precision, numeric_precision_radix, numeric_scale, "
+        f"character_maximum_length, comment FROM duckdb_columns() WHERE {_MINE} "
         f"UNION ALL SELECT a.oid, '{ANALYSES_SCHEMA}', a.name, c.column_name, c.column_index, "
         "c.data_type, true, NULL, c.numeric_precision, c.numeric_precision_radix, "
-        "c.numeric_scale, c.character_maximum_length, NULL, t.atttypid, t.atttypmod "
+        "c.numeric_scale, c.character_maximum_length, NULL "
         f"FROM {_ANALYSES} AS a JOIN duckdb_columns() AS c ON c.database_name = 'temp' "
-        f"AND c.table_name = a.view_name JOIN {_TYPES} AS t ON t.data_type = c.data_type",
+        "AND c.table_name = a.view_name",
+    ),
+    (
+        "duckflock_columns",
+        # … and PostgreSQL's (the types table is made from the column types found above)
+        "CREATE TEMP TABLE duckflock_columns AS SELECT c.*, t.atttypid, t.atttypmod "
+        f"FROM duckflock_raw_columns AS c JOIN {_TYPES} AS t ON t.data_type = c.duck_type",
     ),
     (
         "duckflock_constraints",
-        "CREATE TEMP VIEW duckflock_constraints AS SELECT "
+        "CREATE TEMP TABLE duckflock_constraints AS SELECT "
         + _oid(_CONSTRAINT_BASE, "schema_name", "table_name", "constraint_name")
         + " AS oid, "
         + _oid(_INDEX_BASE, "schema_name", "table_name", "constraint_name")
@@ -161,7 +165,7 @@ _OBJECTS: list[tuple[str, str]] = [
     (
         "duckflock_relations",
         # tables, views, sequences, indexes (and those behind keys), analyses
-        "CREATE TEMP VIEW duckflock_relations AS "
+        "CREATE TEMP TABLE duckflock_relations AS "
         "SELECT table_oid AS oid, table_name AS relname, schema_oid AS relnamespace, "
         "schema_name, 'r' AS relkind, column_count AS relnatts, "
         "check_constraint_count AS relchecks, (index_count > 0 OR has_primary_key OR EXISTS "
@@ -183,7 +187,7 @@ _OBJECTS: list[tuple[str, str]] = [
     ),
     (
         "duckflock_indexes",
-        "CREATE TEMP VIEW duckflock_indexes AS "
+        "CREATE TEMP TABLE duckflock_indexes AS "
         "SELECT index_oid AS indexrelid, conrelid AS indrelid, contype = 'p' AS indisprimary, "
         "true AS indisunique, conkey AS indkey, 'CREATE UNIQUE INDEX ' || conname || ' ON ' "
         "|| schema_name || '.' || table_name || ' USING art (' "
@@ -476,7 +480,7 @@ _OBJECTS: list[tuple[str, str]] = [
     ),
 ]
 _STATEMENTS = dict(_OBJECTS)
-_HELPERS = (_ANALYSES, _TYPES)  # analyses first: their columns have types too
+_HELPERS = (_ANALYSES, _TYPES)
 _WORDS = re.compile(r"\w+")
 
 
@@ -485,6 +489,9 @@ def _named(text: str) -> set[str]:
 
 
 _READS = {name: _named(statement) - {name} for name, statement in _OBJECTS}
+_READS[_TYPES] = {"duckflock_raw_columns"}
+_ORDER = [_ANALYSES, *_STATEMENTS]  # the order objects are made in
+_ORDER.insert(_ORDER.index("duckflock_raw_columns") + 1, _TYPES)
 # every name above contains one of these
 _MARKERS = ("pg_", "information_schema_", "format_type", "_description", "json_build", "duckflock_")
 assert all(any(m in name for m in _MARKERS) for name in [*_STATEMENTS, *_HELPERS])
@@ -520,7 +527,7 @@ def needed(sql: str) -> list[str]:
             if name not in found:
                 found.add(name)
                 todo.append(name)
-    return [name for name in (*_HELPERS, *_STATEMENTS) if name in found]
+    return [name for name in _ORDER if name in found]
 
 
 def install(cursor: duckdb.DuckDBPyConnection, sql: str, db: Database) -> None:
@@ -564,10 +571,7 @@ def _register_analyses(cursor: duckdb.DuckDBPyConnection, db: Database) -> None:
 
 def _register_types(cursor: duckdb.DuckDBPyConnection) -> None:
     """Each DuckDB type a column has, with its PostgreSQL OID and typmod."""
-    found = cursor.execute(
-        "SELECT DISTINCT data_type FROM duckdb_columns() "
-        "WHERE database_name IN (current_database(), 'temp')"
-    ).fetchall()
+    found = cursor.execute("SELECT DISTINCT duck_type FROM duckflock_raw_columns").fetchall()
     rows = [(str(row[0]), *catalog_type(str(row[0]))) for row in found]
     _table(
         cursor,
