@@ -22,7 +22,7 @@ import pytest
 import duckflock
 import pgclients
 from duckflock.server.app import ServerSettings
-from duckflock.server.pgwire import PgServer, PgSettings
+from duckflock.server.pgwire import PgServer, PgSettings, types
 
 READ = "catalog-read-token-0123456789"
 # spelled so that DuckDB and PostgreSQL both take it, with the same meaning
@@ -127,6 +127,14 @@ def test_describe_table_prints_what_postgresql_prints(served: Served, table: str
     assert ours.split('"')[0].strip() == theirs.split('"')[0].strip()  # Table, View
 
 
+def test_describe_plus_shows_the_columns_and_a_views_definition(served: Served) -> None:
+    ours, theirs = duckflock_psql(served, "\\d+ events"), postgres_psql(served, "\\d+ events")
+    assert _cells(ours)[0] == _cells(theirs)[0]  # the same headings
+    assert [row[:4] for row in _cells(ours)] == [row[:4] for row in _cells(theirs)]
+    view = duckflock_psql(served, "\\d+ big_events")
+    assert "View definition:" in view and "value" in view.split("View definition:")[1]
+
+
 def test_describe_table_shows_primary_keys_and_unique_constraints(served: Served) -> None:
     events = _section(duckflock_psql(served, "\\d events"), "Indexes")
     assert events == ['"events_id_pkey" PRIMARY KEY, art (id)']
@@ -222,7 +230,12 @@ def test_information_schema_names_types_as_postgresql_does(served: Served, schem
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
             "JOIN pg_class c ON c.oid = a.attrelid WHERE c.relname = 'events' ORDER BY a.attnum"
         ).fetchall()
-        typenames = dict(conn.execute("SELECT oid, typname FROM pg_catalog.pg_type").fetchall())
+        typenames = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT oid, typname, typreceive, typarray, typcategory FROM pg_catalog.pg_type"
+            ).fetchall()
+        }
     with psycopg.connect(served.postgres, autocommit=True) as conn:
         pg_schema = "public" if schema == "main" else schema
         theirs = conn.execute(COLUMNS, [pg_schema]).fetchall()
@@ -230,17 +243,24 @@ def test_information_schema_names_types_as_postgresql_does(served: Served, schem
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
             "WHERE a.attrelid = 'events'::regclass AND a.attnum > 0 ORDER BY a.attnum"
         ).fetchall()
-        pg_typenames = dict(
-            conn.execute(
-                "SELECT oid::INTEGER, typname::TEXT FROM pg_type WHERE oid = ANY(%s)",
+        pg_typenames = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT oid::INTEGER, typname::TEXT, typreceive::TEXT, typarray::INTEGER, "
+                "typcategory::TEXT FROM pg_type WHERE oid = ANY(%s)",
                 [list(typenames)],
             ).fetchall()
-        )
+        }
     assert ours and ours == theirs
     assert formatted == pg_formatted
-    assert typenames == pg_typenames  # every type duckflock lists, named as PostgreSQL does
+    # every type duckflock lists (types.PG_TYPES, and their arrays), as PostgreSQL lists it
+    assert typenames == pg_typenames
     assert ("analyses", "per_name", "BASE TABLE") in tables
     assert not [t for t in tables if t[0] == "duckflock"]
+
+
+def test_the_wires_array_types_are_the_type_tables() -> None:
+    assert {oid: types.PG_TYPES[oid].array for oid in types.ARRAY_OF} == types.ARRAY_OF
 
 
 def test_analysis_columns_are_in_information_schema(served: Served) -> None:

@@ -95,12 +95,14 @@ def _pairs(count: int) -> str:
     return f"({parameters}) AS json_object({arguments})"
 
 
-_CATEGORY = {
-    "N": (types.INT2, types.INT4, types.INT8, types.FLOAT4, types.FLOAT8, types.NUMERIC),
-    "S": (types.TEXT, types.VARCHAR, types.BPCHAR, types.NAME, types.CHAR),
+_CATEGORY = {  # pg_type.typcategory; U (user-defined) for the rest
+    "N": (types.INT2, types.INT4, types.INT8, types.FLOAT4, types.FLOAT8, types.NUMERIC, types.OID),
+    "S": (types.TEXT, types.VARCHAR, types.BPCHAR, types.NAME),
     "B": (types.BOOL,),
     "D": (types.DATE, types.TIME, types.TIMESTAMP, types.TIMESTAMPTZ, types.TIMETZ),
     "T": (types.INTERVAL,),
+    "Z": (types.CHAR,),
+    "X": (types.UNKNOWN,),
 }
 _CATEGORY_SQL = " ".join(
     f"WHEN t.oid IN ({', '.join(map(str, oids))}) THEN '{letter}'"
@@ -221,10 +223,12 @@ _OBJECTS: list[tuple[str, str]] = [
         "CREATE TEMP VIEW pg_attribute AS SELECT attrelid, column_name AS attname, "
         "atttypid, -1 AS attstattarget, coalesce(t.typlen, -1)::SMALLINT AS attlen, "
         "column_index::SMALLINT AS attnum, CASE WHEN duck_type LIKE '%[]' THEN 1 ELSE 0 END "
-        "AS attndims, -1 AS attcacheoff, atttypmod, false AS attbyval, 'x' AS attstorage, "
+        "AS attndims, -1 AS attcacheoff, atttypmod, false AS attbyval, "
+        "CASE WHEN t.typlen > 0 THEN 'p' ELSE 'x' END AS attstorage, "
         "'i' AS attalign, NOT is_nullable AS attnotnull, column_default IS NOT NULL AS "
         "atthasdef, false AS atthasmissing, '' AS attidentity, '' AS attgenerated, "
         "false AS attisdropped, true AS attislocal, 0 AS attinhcount, 0 AS attcollation, "
+        "'' AS attcompression, "
         "NULL::VARCHAR[] AS attacl, NULL::VARCHAR[] AS attoptions, "
         "NULL::VARCHAR[] AS attfdwoptions, NULL::VARCHAR AS attmissingval "
         "FROM duckflock_columns LEFT JOIN duckflock_pg_types AS t ON t.oid = atttypid",
@@ -433,6 +437,13 @@ _OBJECTS: list[tuple[str, str]] = [
         + _lookup("duckflock_constraints", "oid", "c", "condef")
         + ", (c, pretty) AS "
         + _lookup("duckflock_constraints", "oid", "c", "condef"),
+    ),
+    (
+        "pg_get_viewdef",
+        "CREATE TEMP MACRO pg_get_viewdef(v) AS "
+        + _lookup("duckdb_views()", "view_oid", "v", "sql")
+        + ", (v, pretty) AS "
+        + _lookup("duckdb_views()", "view_oid", "v", "sql"),
     ),
     ("pg_get_expr", "CREATE TEMP MACRO pg_get_expr(e, r) AS e, (e, r, pretty) AS e"),
     (

@@ -63,7 +63,7 @@ def describe_query(sql: str) -> str | None:
         return "SELECT 'off' AS cur, 'off' AS new"
     if "pg_catalog" not in sql:
         return None
-    if "typreceive" in sql and "FROM pg_catalog.pg_type" in sql:
+    if "typreceive != 0" in sql and "FROM pg_catalog.pg_type" in sql:  # ADBC's
         return _adbc_types()
     if "FROM pg_catalog.pg_policy" in sql:
         return _empty(6)
