@@ -259,6 +259,32 @@ def test_information_schema_names_types_as_postgresql_does(served: Served, schem
     assert not [t for t in tables if t[0] == "duckflock"]
 
 
+KEYS = [
+    "SELECT table_name, constraint_type FROM information_schema.table_constraints "
+    "WHERE table_schema = %s AND constraint_type <> 'CHECK' ORDER BY 1, 2",
+    "SELECT table_name, column_name, ordinal_position FROM information_schema.key_column_usage "
+    "WHERE table_schema = %s ORDER BY 1, 2",
+    "SELECT tablename, hasindexes FROM pg_tables WHERE schemaname = %s ORDER BY 1",
+    "SELECT viewname FROM pg_views WHERE schemaname = %s",
+    "SELECT table_name FROM information_schema.views WHERE table_schema = %s",
+    "SELECT tablename FROM pg_indexes WHERE schemaname = %s ORDER BY 1",
+]
+
+
+@pytest.mark.parametrize("sql", KEYS)
+@pytest.mark.parametrize("schema", ["main", "sales"])
+def test_keys_tables_and_views_are_listed_as_postgresql_lists_them(
+    served: Served, schema: str, sql: str
+) -> None:
+    with psycopg.connect(pgclients.dsn(served.port, READ), autocommit=True) as conn:
+        ours = conn.execute(sql, [schema]).fetchall()
+        hidden = conn.execute(sql, ["duckflock"]).fetchall()
+    with psycopg.connect(served.postgres, autocommit=True) as conn:
+        theirs = conn.execute(sql, ["public" if schema == "main" else schema]).fetchall()
+    assert ours == theirs
+    assert not hidden  # duckflock's own schema: its table has a primary key
+
+
 def test_the_wires_array_types_are_the_type_tables() -> None:
     assert {oid: types.PG_TYPES[oid].array for oid in types.ARRAY_OF} == types.ARRAY_OF
 

@@ -384,6 +384,57 @@ _OBJECTS: list[tuple[str, str]] = [
         "default_character_set_schema, NULL::VARCHAR AS default_character_set_name, "
         "NULL::VARCHAR AS sql_path FROM duckflock_namespaces",
     ),
+    (
+        "pg_tables",
+        f"CREATE TEMP VIEW pg_tables AS SELECT schema_name AS schemaname, relname AS tablename, "
+        f"'{_OWNER_NAME}' AS tableowner, NULL::VARCHAR AS tablespace, relhasindex AS "
+        "hasindexes, false AS hasrules, false AS hastriggers, false AS rowsecurity "
+        "FROM duckflock_relations WHERE relkind = 'r'",
+    ),
+    (
+        "pg_views",
+        "CREATE TEMP VIEW pg_views AS SELECT v.schema_name AS schemaname, view_name AS "
+        f"viewname, '{_OWNER_NAME}' AS viewowner, sql AS definition FROM duckdb_views() AS v "
+        f"WHERE v.{_MINE.replace(' AND ', ' AND v.')} AND NOT internal",
+    ),
+    (
+        "pg_indexes",
+        "CREATE TEMP VIEW pg_indexes AS SELECT t.schema_name AS schemaname, t.relname AS "
+        "tablename, i.relname AS indexname, NULL::VARCHAR AS tablespace, indexdef "
+        "FROM duckflock_indexes AS x JOIN duckflock_relations AS t ON t.oid = x.indrelid "
+        "JOIN duckflock_relations AS i ON i.oid = x.indexrelid",
+    ),
+    (
+        "information_schema_views",
+        "CREATE TEMP VIEW information_schema_views AS SELECT current_database() AS "
+        "table_catalog, schema_name AS table_schema, view_name AS table_name, "
+        "sql AS view_definition, 'NONE' AS check_option, 'NO' AS is_updatable, "
+        "'NO' AS is_insertable_into, 'NO' AS is_trigger_updatable, "
+        "'NO' AS is_trigger_deletable, 'NO' AS is_trigger_insertable_into "
+        f"FROM duckdb_views() WHERE {_MINE} AND NOT internal",
+    ),
+    (
+        "information_schema_table_constraints",
+        "CREATE TEMP VIEW information_schema_table_constraints AS SELECT current_database() "
+        "AS constraint_catalog, schema_name AS constraint_schema, conname AS constraint_name, "
+        "current_database() AS table_catalog, schema_name AS table_schema, table_name, "
+        "CASE contype WHEN 'p' THEN 'PRIMARY KEY' WHEN 'u' THEN 'UNIQUE' "
+        "WHEN 'f' THEN 'FOREIGN KEY' ELSE 'CHECK' END AS constraint_type, "
+        "'NO' AS is_deferrable, 'NO' AS initially_deferred, 'YES' AS enforced, "
+        "CASE WHEN contype IN ('p', 'u') THEN 'YES' END AS nulls_distinct "
+        "FROM duckflock_constraints",
+    ),
+    (
+        "information_schema_key_column_usage",
+        "CREATE TEMP VIEW information_schema_key_column_usage AS SELECT current_database() "
+        "AS constraint_catalog, schema_name AS constraint_schema, conname AS constraint_name, "
+        "current_database() AS table_catalog, schema_name AS table_schema, table_name, "
+        "unnest(constraint_column_names) AS column_name, "
+        "unnest(range(1, len(constraint_column_names) + 1)) AS ordinal_position, "
+        "CASE WHEN contype = 'f' THEN unnest(range(1, len(constraint_column_names) + 1)) END "
+        "AS position_in_unique_constraint FROM duckflock_constraints "
+        "WHERE contype IN ('p', 'u', 'f')",
+    ),
     # functions psql and drivers call; a lookup names its columns duckflock_* so that an
     # argument (a column of the caller's query: indexrelid, c.oid) is never captured
     (
@@ -504,12 +555,18 @@ _READS[_TYPES] = {"duckflock_raw_columns"}
 _ORDER = [_ANALYSES, *_STATEMENTS]  # the order objects are made in
 _ORDER.insert(_ORDER.index("duckflock_raw_columns") + 1, _TYPES)
 # every name above contains one of these
-_MARKERS = ("pg_", "information_schema_", "format_type", "_description", "json_build", "duckflock_")
+_MARKERS = ("pg_", "information_schema", "format_type", "_description", "json_build", "duckflock_")
 assert all(any(m in name for m in _MARKERS) for name in [*_STATEMENTS, *_HELPERS])
 _PG_NAMES = [n for n, _ in _OBJECTS if not n.startswith(("duckflock_", "information_schema_"))]
 _QUALIFIED = re.compile(
     r"(?<![\w.\"])pg_catalog\s*\.\s*(" + "|".join(_PG_NAMES) + r")\b"
-    r"|(?<![\w.\"])information_schema\s*\.\s*(tables|columns|schemata)\b",
+    r"|(?<![\w.\"])information_schema\s*\.\s*("
+    + "|".join(
+        n.removeprefix("information_schema_")
+        for n, _ in _OBJECTS
+        if n.startswith("information_schema_")
+    )
+    + r")\b",
     re.I,
 )
 
