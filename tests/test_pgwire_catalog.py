@@ -35,6 +35,8 @@ SCHEMA = [
     "CREATE TABLE sales.orders (order_id BIGINT UNIQUE, customer VARCHAR NOT NULL, "
     "amount NUMERIC(12,3))",
     "CREATE VIEW big_events AS SELECT id, value FROM events WHERE value > 10",
+    "CREATE TABLE sales.lines (order_id BIGINT REFERENCES sales.orders(order_id), "
+    "qty INTEGER CHECK (qty > 0))",
 ]
 ROWS = [
     "INSERT INTO events (id, name, value, price, tags) VALUES "
@@ -144,6 +146,21 @@ def test_describe_table_shows_primary_keys_and_unique_constraints(served: Served
     assert [line.split(" ", 1)[1].split(",")[0] for line in events] == [
         line.split(" ", 1)[1].split(",")[0]
         for line in _section(postgres_psql(served, "\\d events"), "Indexes")
+    ]
+
+
+def test_describe_table_shows_foreign_keys_and_checks_as_postgresql_does(served: Served) -> None:
+    for table in ("sales.lines", "sales.orders"):
+        ours, theirs = duckflock_psql(served, f"\\d {table}"), postgres_psql(served, f"\\d {table}")
+        for title in ("Check constraints", "Foreign-key constraints", "Referenced by"):
+            assert len(_section(ours, title)) == len(_section(theirs, title)), (table, title)
+    lines = duckflock_psql(served, "\\d sales.lines")
+    assert _section(lines, "Foreign-key constraints") == [
+        '"lines_order_id_order_id_fkey" FOREIGN KEY (order_id) REFERENCES sales.orders(order_id)'
+    ]
+    assert _section(duckflock_psql(served, "\\d sales.orders"), "Referenced by") == [
+        'TABLE "lines" CONSTRAINT "lines_order_id_order_id_fkey" FOREIGN KEY (order_id) '
+        "REFERENCES sales.orders(order_id)"
     ]
 
 
@@ -314,6 +331,18 @@ def _reflected(engine: Any, schema: str | None) -> dict[str, Any]:
                 for c in inspector.get_columns(name, schema=schema)
             ],
             "pk": inspector.get_pk_constraint(name, schema=schema)["constrained_columns"],
+            "fk": [
+                (
+                    k["constrained_columns"],
+                    k["referred_schema"],
+                    k["referred_table"],
+                    k["referred_columns"],
+                )
+                for k in inspector.get_foreign_keys(name, schema=schema)
+            ],
+            "unique": [
+                u["column_names"] for u in inspector.get_unique_constraints(name, schema=schema)
+            ],
             "table": [(c.name, str(c.type), c.primary_key) for c in table.columns],
         }
     return found

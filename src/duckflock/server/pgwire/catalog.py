@@ -161,6 +161,11 @@ _OBJECTS: list[tuple[str, str]] = [
         "constraint_column_names, referenced_table, referenced_column_names, "
         "CASE WHEN constraint_type IN ('PRIMARY KEY', 'UNIQUE') THEN constraint_type || ' (' "
         "|| array_to_string(constraint_column_names, ', ') || ')' "
+        # PostgreSQL's spelling: the referenced table qualified unless in the search path
+        "WHEN constraint_type = 'FOREIGN KEY' THEN 'FOREIGN KEY (' "
+        "|| array_to_string(constraint_column_names, ', ') || ') REFERENCES ' "
+        "|| CASE WHEN schema_name = current_schema() THEN '' ELSE schema_name || '.' END "
+        "|| referenced_table || '(' || array_to_string(referenced_column_names, ', ') || ')' "
         "ELSE constraint_text END AS condef, expression "
         f"FROM duckdb_constraints() WHERE {_MINE} AND constraint_type <> 'NOT NULL'",
     ),
@@ -170,22 +175,28 @@ _OBJECTS: list[tuple[str, str]] = [
         "CREATE TEMP TABLE duckflock_relations AS "
         "SELECT table_oid AS oid, table_name AS relname, schema_oid AS relnamespace, "
         "schema_name, 'r' AS relkind, column_count AS relnatts, "
-        "check_constraint_count AS relchecks, (index_count > 0 OR has_primary_key OR EXISTS "
-        "(SELECT 1 FROM duckflock_constraints k WHERE k.conrelid = table_oid AND k.contype "
-        "IN ('p', 'u'))) AS relhasindex, estimated_size::FLOAT AS reltuples, comment, "
-        f"temporary FROM duckdb_tables() WHERE {_MINE} "
+        # an index listed in pg_index (DuckDB's own behind a foreign key is not)
+        "check_constraint_count AS relchecks, (EXISTS (SELECT 1 FROM duckflock_constraints k "
+        "WHERE k.conrelid = duckdb_tables.table_oid AND k.contype IN ('p', 'u')) OR EXISTS "
+        "(SELECT 1 FROM duckdb_indexes() i WHERE i.table_oid = duckdb_tables.table_oid)) "
+        "AS relhasindex, estimated_size::FLOAT AS reltuples, comment, "
+        # a foreign key from or to it: psql's \\d then lists them
+        "temporary, EXISTS (SELECT 1 FROM duckflock_constraints k WHERE k.contype = 'f' AND "
+        "(k.conrelid = duckdb_tables.table_oid OR (k.referenced_table = duckdb_tables.table_name "
+        "AND k.schema_name = "
+        f"duckdb_tables.schema_name))) AS relhastriggers FROM duckdb_tables() WHERE {_MINE} "
         "UNION ALL SELECT view_oid, view_name, schema_oid, schema_name, 'v', column_count, 0, "
-        "false, 0, comment, temporary FROM duckdb_views() "
+        "false, 0, comment, temporary, false FROM duckdb_views() "
         f"WHERE {_MINE} AND NOT internal "
         "UNION ALL SELECT sequence_oid, sequence_name, schema_oid, schema_name, 'S', 0, 0, "
-        f"false, 0, comment, temporary FROM duckdb_sequences() WHERE {_MINE} "
+        f"false, 0, comment, temporary, false FROM duckdb_sequences() WHERE {_MINE} "
         "UNION ALL SELECT index_oid, index_name, schema_oid, schema_name, 'i', 0, 0, false, "
-        f"0, comment, false FROM duckdb_indexes() WHERE {_MINE} "
+        f"0, comment, false, false FROM duckdb_indexes() WHERE {_MINE} "
         "UNION ALL SELECT index_oid, conname, connamespace, schema_name, 'i', "
-        "len(conkey), 0, false, 0, NULL, false FROM duckflock_constraints "
+        "len(conkey), 0, false, 0, NULL, false, false FROM duckflock_constraints "
         "WHERE contype IN ('p', 'u') "
         f"UNION ALL SELECT oid, name, {_ANALYSES_NAMESPACE}, '{ANALYSES_SCHEMA}', 'r', "
-        f"columns, 0, false, rows::FLOAT, NULL, false FROM {_ANALYSES}",
+        f"columns, 0, false, rows::FLOAT, NULL, false, false FROM {_ANALYSES}",
     ),
     (
         "duckflock_indexes",
@@ -212,7 +223,7 @@ _OBJECTS: list[tuple[str, str]] = [
         "AS relam, 0 AS relfilenode, 0 AS reltablespace, 0 AS relpages, reltuples, "
         "0 AS relallvisible, 0 AS reltoastrelid, relhasindex, false AS relisshared, "
         "CASE WHEN temporary THEN 't' ELSE 'p' END AS relpersistence, relkind, relnatts, "
-        "relchecks, false AS relhasrules, false AS relhastriggers, false AS relhassubclass, "
+        "relchecks, false AS relhasrules, relhastriggers, false AS relhassubclass, "
         "false AS relrowsecurity, false AS relforcerowsecurity, true AS relispopulated, "
         "'d' AS relreplident, false AS relispartition, 0 AS relrewrite, 0 AS relfrozenxid, "
         "0 AS relminmxid, NULL::VARCHAR[] AS relacl, NULL::VARCHAR[] AS reloptions, "
@@ -495,6 +506,16 @@ _OBJECTS: list[tuple[str, str]] = [
         + _lookup("duckdb_views()", "view_oid", "v", "sql")
         + ", (v, pretty) AS "
         + _lookup("duckdb_views()", "view_oid", "v", "sql"),
+    ),
+    (
+        "pg_partition_ancestors",  # of a relation that is no partition: itself
+        "CREATE TEMP MACRO pg_partition_ancestors(r) AS r::BIGINT",
+    ),
+    (
+        "duckflock_regclass",  # a regclass shown: the relation's name
+        "CREATE TEMP MACRO duckflock_regclass(r) AS coalesce("
+        + _lookup("duckflock_relations", "oid", "r::BIGINT", "relname")
+        + ", r::VARCHAR)",
     ),
     ("pg_get_expr", "CREATE TEMP MACRO pg_get_expr(e, r) AS e, (e, r, pretty) AS e"),
     (

@@ -3,7 +3,7 @@
 Most of the catalog is :mod:`catalog`'s views and macros, which clients' queries read as
 sent. A few queries cannot bind in DuckDB whatever the views say, so they are recognised
 by what they select and replaced by SQL that returns the same columns: psql's ``\\d``
-asks about row-level policies, extended statistics and publications with PostgreSQL-only
+asks about row-level policies, extended statistics, publications and triggers with PostgreSQL-only
 constructs (none exist here: no rows); asyncpg asks for the element types of arrays with
 a recursive query over ``pg_type`` (``typeinfo_tree``), answered from the array types this
 port sends, and turns JIT off around it (``set_config('jit', …)``), a no-op here; ADBC's
@@ -71,4 +71,6 @@ def describe_query(sql: str) -> str | None:
         return _empty(9)
     if "FROM pg_catalog.pg_publication" in sql:
         return _empty(3)
+    if "FROM pg_catalog.pg_trigger t" in sql:  # \\d of a table with foreign keys
+        return _empty(5)
     return None

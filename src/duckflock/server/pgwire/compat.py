@@ -164,6 +164,11 @@ _REWRITES = [
     (re.compile(r"(?<![\w.])(?:pg_catalog\.)?version\(\s*\)", re.I), f"'{VERSION_TEXT}'"),
     (re.compile(r"OPERATOR\(\s*pg_catalog\.([~!<>=*]+)\s*\)", re.I), r"\1"),
     (re.compile(r'\s+COLLATE\s+(?:pg_catalog\.)?"?default"?', re.I), ""),
+    # a regclass shown (psql's "Referenced by"): its name; compared: the oid itself
+    (
+        re.compile(r"([\w.]+)\s*::\s*(?:pg_catalog\.)?regclass(?=\s+AS\b)", re.I),
+        r"duckflock_regclass(\1)",
+    ),
     (re.compile(r"::\s*(?:pg_catalog\.)?(?:regclass|regtype|regproc|regnamespace)\b", re.I), ""),
     (re.compile(r"::\s*pg_catalog\.", re.I), "::"),
     # DuckDB's functions psql calls by pg_catalog.name (array_to_string…): its own
@@ -197,6 +202,7 @@ def rewrite(sql: str) -> str:
         and "to_regtype" not in sql.lower()
     ):
         return sql
+    sql = _OID_LITERAL.sub(r"\1", sql)  # '16409'::regclass: the number
     parts, at = [], 0
     for quoted in _QUOTED.finditer(sql):  # the client's literals and names stay as sent
         code, literal = _rewrite_code(sql[at : quoted.start()]), quoted.group(0)
@@ -208,6 +214,7 @@ def rewrite(sql: str) -> str:
     return "".join([*parts, _rewrite_code(sql[at:])])
 
 
+_OID_LITERAL = re.compile(r"'(\d+)'\s*::\s*(?:pg_catalog\.)?regclass\b", re.I)
 _MATCH_OPERATOR = re.compile(r"(?<![~!])!?~\s*$")
 
 
