@@ -235,6 +235,14 @@ COLUMNS = (
 )
 
 
+def _by_oid(
+    conn: psycopg.Connection[Any], select: str, where: str = "", params: Any = None
+) -> dict[int, tuple[Any, ...]]:
+    """pg_type's rows, by OID."""
+    rows = conn.execute(select + " FROM pg_catalog.pg_type" + where, params).fetchall()
+    return {row[0]: tuple(row[1:]) for row in rows}
+
+
 @pytest.mark.parametrize("schema", ["main", "sales"])
 def test_information_schema_names_types_as_postgresql_does(served: Served, schema: str) -> None:
     with psycopg.connect(pgclients.dsn(served.port, READ), autocommit=True) as conn:
@@ -247,12 +255,7 @@ def test_information_schema_names_types_as_postgresql_does(served: Served, schem
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
             "JOIN pg_class c ON c.oid = a.attrelid WHERE c.relname = 'events' ORDER BY a.attnum"
         ).fetchall()
-        typenames = {
-            row[0]: row[1:]
-            for row in conn.execute(
-                "SELECT oid, typname, typreceive, typarray, typcategory FROM pg_catalog.pg_type"
-            ).fetchall()
-        }
+        typenames = _by_oid(conn, "SELECT oid, typname, typreceive, typarray, typcategory")
     with psycopg.connect(served.postgres, autocommit=True) as conn:
         pg_schema = "public" if schema == "main" else schema
         theirs = conn.execute(COLUMNS, [pg_schema]).fetchall()
@@ -260,14 +263,13 @@ def test_information_schema_names_types_as_postgresql_does(served: Served, schem
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
             "WHERE a.attrelid = 'events'::regclass AND a.attnum > 0 ORDER BY a.attnum"
         ).fetchall()
-        pg_typenames = {
-            row[0]: row[1:]
-            for row in conn.execute(
-                "SELECT oid::INTEGER, typname::TEXT, typreceive::TEXT, typarray::INTEGER, "
-                "typcategory::TEXT FROM pg_type WHERE oid = ANY(%s)",
-                [list(typenames)],
-            ).fetchall()
-        }
+        pg_typenames = _by_oid(
+            conn,
+            "SELECT oid::INTEGER, typname::TEXT, typreceive::TEXT, typarray::INTEGER, "
+            "typcategory::TEXT",
+            " WHERE oid = ANY(%s)",
+            [list(typenames)],
+        )
     assert ours and ours == theirs
     assert formatted == pg_formatted
     # every type duckflock lists (types.PG_TYPES, and their arrays), as PostgreSQL lists it

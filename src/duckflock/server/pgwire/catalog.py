@@ -87,6 +87,14 @@ def _lookup(source: str, key: str, argument: str, value: str) -> str:
     )
 
 
+def _lookup_macro(name: str, extra: str, source: str, key: str, value: str) -> str:
+    """A macro ``name(x)`` (and ``name(x, extra…)``, whose extra arguments change nothing
+    here) giving :func:`_lookup`'s value for ``x``."""
+    body = _lookup(source, key, "x", value)
+    overloads = [f"(x) AS {body}", *([f"(x, {extra}) AS {body}"] if extra else [])]
+    return f"CREATE TEMP MACRO {name}" + ", ".join(overloads)
+
+
 def _pairs(count: int) -> str:
     """A macro overload taking ``count`` key/value pairs, as ``json_object`` does."""
     names = [(f"k{i}", f"v{i}") for i in range(count)]
@@ -473,39 +481,31 @@ _OBJECTS: list[tuple[str, str]] = [
     ),
     (
         "pg_get_function_result",
-        "CREATE TEMP MACRO pg_get_function_result(f) AS "
-        + _lookup("pg_proc", "oid", "f", "CASE WHEN proretset THEN 'SETOF record' ELSE '' END"),
+        _lookup_macro(
+            "pg_get_function_result",
+            "",
+            "pg_proc",
+            "oid",
+            "CASE WHEN proretset THEN 'SETOF record' ELSE '' END",
+        ),
     ),
-    (
-        "pg_get_function_arguments",
-        "CREATE TEMP MACRO pg_get_function_arguments(f) AS "
-        + _lookup("pg_proc", "oid", "f", "array_to_string(proargnames, ', ')"),
-    ),
-    (
-        "pg_get_function_identity_arguments",
-        "CREATE TEMP MACRO pg_get_function_identity_arguments(f) AS "
-        + _lookup("pg_proc", "oid", "f", "array_to_string(proargnames, ', ')"),
+    *(
+        (name, _lookup_macro(name, "", "pg_proc", "oid", "array_to_string(proargnames, ', ')"))
+        for name in ("pg_get_function_arguments", "pg_get_function_identity_arguments")
     ),
     (
         "pg_get_indexdef",
-        "CREATE TEMP MACRO pg_get_indexdef(i) AS "
-        + _lookup("duckflock_indexes", "indexrelid", "i", "indexdef")
-        + ", (i, col, pretty) AS "
-        + _lookup("duckflock_indexes", "indexrelid", "i", "indexdef"),
+        _lookup_macro(
+            "pg_get_indexdef", "col, pretty", "duckflock_indexes", "indexrelid", "indexdef"
+        ),
     ),
     (
         "pg_get_constraintdef",
-        "CREATE TEMP MACRO pg_get_constraintdef(c) AS "
-        + _lookup("duckflock_constraints", "oid", "c", "condef")
-        + ", (c, pretty) AS "
-        + _lookup("duckflock_constraints", "oid", "c", "condef"),
+        _lookup_macro("pg_get_constraintdef", "pretty", "duckflock_constraints", "oid", "condef"),
     ),
     (
         "pg_get_viewdef",
-        "CREATE TEMP MACRO pg_get_viewdef(v) AS "
-        + _lookup("duckdb_views()", "view_oid", "v", "sql")
-        + ", (v, pretty) AS "
-        + _lookup("duckdb_views()", "view_oid", "v", "sql"),
+        _lookup_macro("pg_get_viewdef", "pretty", "duckdb_views()", "view_oid", "sql"),
     ),
     (
         "pg_partition_ancestors",  # of a relation that is no partition: itself
