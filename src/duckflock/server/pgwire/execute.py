@@ -37,9 +37,8 @@ from ...wide import readable
 from ..auth import allows
 from ..guard import QueryGuard, run_statement
 from . import catalog
+from .catalog_relations import ANALYSES_SCHEMA
 from .compat import _NAME, unquote
-
-ANALYSES_SCHEMA = "analyses"
 
 
 def _nothing() -> None:
