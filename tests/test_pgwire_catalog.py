@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ import pytest
 import duckflock
 import pgclients
 from duckflock.server.app import ServerSettings
-from duckflock.server.pgwire import PgServer, PgSettings, types
+from duckflock.server.pgwire import PgServer, PgSettings, catalog, types
 
 READ = "catalog-read-token-0123456789"
 # spelled so that DuckDB and PostgreSQL both take it, with the same meaning
@@ -302,6 +303,16 @@ def test_keys_tables_and_views_are_listed_as_postgresql_lists_them(
         theirs = conn.execute(sql, ["public" if schema == "main" else schema]).fetchall()
     assert ours == theirs
     assert not hidden  # duckflock's own schema: its table has a primary key
+
+
+def test_analysis_oids_are_stable_and_distinct() -> None:
+    names = [f"a{i}" for i in range(50_000)]  # some of them hash alike
+    hashes = [zlib.crc32(name.encode()) % 2**27 for name in names]
+    assert len(set(hashes)) < len(names)
+    oids = catalog.analysis_oids(names)
+    assert len(set(oids.values())) == len(names)
+    assert catalog.analysis_oids(list(reversed(names))) == oids  # any order: the same
+    assert all(0 < oid < 2**31 for oid in oids.values())  # clients read OIDs as int4
 
 
 def test_the_wires_array_types_are_the_type_tables() -> None:

@@ -123,25 +123,32 @@ def install(cursor: duckdb.DuckDBPyConnection, sql: str, db: Database) -> None:
             cursor.execute(_STATEMENTS[name])
 
 
-def analysis_oid(name: str) -> int:
-    """The made-up OID of an analysis's table: the same on every connection."""
-    return ANALYSIS_BASE + zlib.crc32(name.encode()) % SPAN
+def analysis_oids(names: list[str]) -> dict[str, int]:
+    """The made-up OID of each analysis's table: a hash of its name, the same on every
+    connection; two names that hash alike take the next free OID, in name order."""
+    taken: dict[str, int] = {}
+    used: set[int] = set()
+    for name in sorted(names):
+        oid = ANALYSIS_BASE + zlib.crc32(name.encode()) % SPAN
+        while oid in used:
+            oid = ANALYSIS_BASE + (oid - ANALYSIS_BASE + 1) % SPAN
+        used.add(oid)
+        taken[name] = oid
+    return taken
 
 
 def _register_analyses(cursor: duckdb.DuckDBPyConnection, db: Database) -> None:
     """Each analysis with a result as an empty view of its columns, and a table naming
     them (its name, OID, column and row counts)."""
+    results = [db.result(str(status["name"])) for status in db.analyses()]
+    found = [r for r in results if r is not None]  # no columns before a first result
+    oids = analysis_oids([r.name for r in found])
     rows: list[tuple[str, str, int, int, int]] = []
-    for status in db.analyses():
-        result = db.result(str(status["name"]))
-        if result is None:
-            continue  # no columns to show before its first result
+    for result in found:
         view = f"duckflock_analysis_{len(rows)}"
         cursor.register(view, readable(result.table).slice(0, 0))
         table = result.table
-        rows.append(
-            (result.name, view, analysis_oid(result.name), table.num_columns, table.num_rows)
-        )
+        rows.append((result.name, view, oids[result.name], table.num_columns, table.num_rows))
     _table(
         cursor,
         _ANALYSES,
