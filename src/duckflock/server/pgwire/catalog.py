@@ -4,9 +4,10 @@ DuckDB has a ``pg_catalog`` of its own (views over ``duckdb_tables()`` and frien
 it names types as DuckDB does (``VARCHAR``, ``DOUBLE``), lists duckflock's own schema,
 knows no primary-key indexes and lacks what psql's ``\\l``, ``\\dt+``, ``\\d table`` and
 ``\\df`` call (``pg_encoding_to_char``, ``pg_get_indexdef``, ``pg_get_function_result``…).
-Here each relation and function clients read is a DuckDB temporary view or macro,
-created on the query's own cursor just before a catalog query runs (only those the
-query names, with what they read): the client's SQL runs as it was sent, with
+Here each relation and function clients read is a DuckDB temporary view or macro
+(:mod:`catalog_relations`, :mod:`catalog_functions`), created on the query's own
+cursor just before a catalog query runs (only those the query names, with what they
+read): the client's SQL runs as it was sent, with
 ``pg_catalog.`` left off the names defined here (a temporary object comes first in
 DuckDB's search path, as ``pg_catalog`` does in PostgreSQL's) and
 ``information_schema.x`` read from the view ``information_schema_x``.
