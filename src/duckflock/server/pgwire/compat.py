@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import duckdb
 
 from ... import __version__
+from . import catalog, types
 from .clients import describe_query
 
 SERVER_VERSION = "15.0"
@@ -163,13 +164,27 @@ _REWRITES = [
     (re.compile(r"(?<![\w.])(?:pg_catalog\.)?version\(\s*\)", re.I), f"'{VERSION_TEXT}'"),
     (re.compile(r"OPERATOR\(\s*pg_catalog\.([~!<>=*]+)\s*\)", re.I), r"\1"),
     (re.compile(r'\s+COLLATE\s+(?:pg_catalog\.)?"?default"?', re.I), ""),
+    # a regclass shown (psql's "Referenced by"): its name; compared: the oid itself
+    (
+        re.compile(r"([\w.]+)\s*::\s*(?:pg_catalog\.)?regclass(?=\s+AS\b)", re.I),
+        r"duckflock_regclass(\1)",
+    ),
     (re.compile(r"::\s*(?:pg_catalog\.)?(?:regclass|regtype|regproc|regnamespace)\b", re.I), ""),
     (re.compile(r"::\s*pg_catalog\.", re.I), "::"),
+    # DuckDB's functions psql calls by pg_catalog.name (array_to_string…): its own
+    (re.compile(r"(?<![\w.])pg_catalog\s*\.\s*(\w+)\s*(?=\()", re.I), r"\1"),
     (re.compile(r"CAST\((\$\d+|[\w.]+) AS (?:pg_catalog\.)?REG(?:CLASS|TYPE|PROC)\)", re.I), r"\1"),
+    # CAST(any expression AS REGCLASS): its oid (or name) as text
+    (
+        re.compile(r"\bAS\s+(?:pg_catalog\.)?REG(?:CLASS|TYPE|PROC|NAMESPACE)\s*\)", re.I),
+        "AS VARCHAR)",
+    ),
+    (
+        re.compile(r"(?<![\w.])(?:pg_catalog\s*\.\s*)?current_setting\s*\(", re.I),
+        "duckflock_setting(",
+    ),
     # psycopg's TypeInfo.fetch (SQLAlchemy asks for hstore): no such types here
     (re.compile(r"to_regtype\((\$\d+)\)", re.I), r"(CASE WHEN \1 IS NULL THEN 0 END)"),
-    (re.compile(r"pg_catalog\.pg_get_userbyid\(\s*[\w.]+\s*\)", re.I), "'duckflock'"),
-    (re.compile(r"(?<![\w.])pg_get_userbyid\(\s*[\w.]+\s*\)", re.I), "'duckflock'"),
 ]
 
 
@@ -181,16 +196,26 @@ def rewrite(sql: str) -> str:
         return replaced
     if (
         "pg_" not in sql.lower()
+        and "information_schema" not in sql.lower()
         and "version(" not in sql.lower()
         and "::reg" not in sql.lower()
         and "to_regtype" not in sql.lower()
     ):
         return sql
+    sql = _OID_LITERAL.sub(r"\1", sql)  # '16409'::regclass: the number
     parts, at = [], 0
     for quoted in _QUOTED.finditer(sql):  # the client's literals and names stay as sent
-        parts += [_rewrite_code(sql[at : quoted.start()]), quoted.group(0)]
+        code, literal = _rewrite_code(sql[at : quoted.start()]), quoted.group(0)
+        if _MATCH_OPERATOR.search(code) and literal.startswith("'"):
+            # PostgreSQL's ~ finds the pattern anywhere; DuckDB's must match it all
+            literal = "'(?s).*(?:" + literal[1:-1] + ").*'"
+        parts += [code, literal]
         at = quoted.end()
     return "".join([*parts, _rewrite_code(sql[at:])])
+
+
+_OID_LITERAL = re.compile(r"'(\d+)'\s*::\s*(?:pg_catalog\.)?regclass\b", re.I)
+_MATCH_OPERATOR = re.compile(r"(?<![~!])!?~\s*$")
 
 
 _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?!default\")(?:[^\"]|\"\")*\"")  # COLLATE "default"
@@ -199,7 +224,7 @@ _QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?!default\")(?:[^\"]|\"\")*\"")  # COLL
 def _rewrite_code(sql: str) -> str:
     for pattern, replacement in _REWRITES:
         sql = pattern.sub(replacement, sql)
-    return sql
+    return catalog.rename(sql)
 
 
 def parameter_count(sql: str) -> int:
@@ -209,36 +234,22 @@ def parameter_count(sql: str) -> int:
     return max(found, default=0)
 
 
+# a cast's type name -> OID: PostgreSQL's names and spellings (types.PG_TYPES), and DuckDB's
 _CASTS = {
-    "int": 23,
-    "int4": 23,
-    "integer": 23,
-    "int2": 21,
-    "smallint": 21,
-    "int8": 20,
-    "bigint": 20,
-    "float4": 700,
-    "real": 700,
-    "float8": 701,
-    "double": 701,
-    "float": 701,
-    "numeric": 1700,
-    "decimal": 1700,
-    "bool": 16,
-    "boolean": 16,
-    "text": 25,
-    "varchar": 1043,
-    "date": 1082,
-    "timestamp": 1114,
-    "timestamptz": 1184,
-    "uuid": 2950,
-    "json": 114,
-    "bytea": 17,
-    "blob": 17,
-    "interval": 1186,
-    "oid": 26,
+    name: oid for oid, kind in types.PG_TYPES.items() for name in (kind.name, kind.spelled)
+} | {
+    "int": types.INT4,
+    "double": types.FLOAT8,
+    "float": types.FLOAT8,
+    "decimal": types.NUMERIC,
+    "blob": types.BYTEA,
 }
-_ARRAY_CASTS = {23: 1007, 21: 1005, 20: 1016, 25: 1009, 1043: 1015, 26: 1028, 701: 1022, 16: 1000}
+# element OID -> array OID, for the arrays a parameter can be read as
+_ARRAY_CASTS = {
+    oid: kind.array
+    for oid, kind in types.PG_TYPES.items()
+    if oid in types.ARRAY_OF or oid in (types.OID, types.VARCHAR)
+}
 
 
 def parameter_types(sql: str, given: list[int]) -> list[int]:

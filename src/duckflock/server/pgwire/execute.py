@@ -30,9 +30,9 @@ from ...wide import readable
 from ..auth import allows
 from ..limits import Release
 from ..service import Service
+from . import catalog
+from .catalog_relations import ANALYSES_SCHEMA
 from .compat import _NAME, unquote
-
-ANALYSES_SCHEMA = "analyses"
 
 
 def _nothing() -> None:
@@ -139,6 +139,11 @@ class Executor:
             return sql, {}
         tables: dict[str, pa.Table] = {}
         for node in walk(tree):
+            names = node.get("column_names")
+            if node.get("class") == "COLUMN_REF" and isinstance(names, list) and len(names) > 2:
+                if str(names[-3]).lower() == ANALYSES_SCHEMA:  # analyses.t.c, as SQLAlchemy
+                    node["column_names"] = names[-2:]  # writes it: t.c (t is the alias)
+                continue
             if node.get("type") != "BASE_TABLE":
                 continue
             if str(node.get("schema_name", "")).lower() != ANALYSES_SCHEMA:
@@ -176,6 +181,7 @@ class Executor:
                 on_cursor(cursor)
             for alias, table in tables.items():
                 cursor.register(alias, table)
+            catalog.install(cursor, sql, self.db)  # the pg_catalog views the query reads
 
         release = self._slot(client)
         try:

@@ -50,6 +50,45 @@ ARRAY_OF = {
 TYPE_SIZE = {BOOL: 1, INT2: 2, INT4: 4, INT8: 8, FLOAT4: 4, FLOAT8: 8, DATE: 4, TIME: 8}
 TYPE_SIZE |= {TIMESTAMP: 8, TIMESTAMPTZ: 8, INTERVAL: 16, UUID: 16}
 
+
+@dataclass(frozen=True)
+class PgType:
+    """A built-in type as PostgreSQL's catalog names it: the one table the catalog
+    (pg_type, format_type, information_schema) and the parameter casts derive from."""
+
+    name: str  # pg_type.typname, information_schema's udt_name
+    spelled: str  # format_type's spelling, information_schema's data_type
+    receive: str  # pg_type.typreceive (ADBC maps types by it)
+    array: int  # the OID of its array type
+
+
+PG_TYPES = {
+    BOOL: PgType("bool", "boolean", "boolrecv", 1000),
+    BYTEA: PgType("bytea", "bytea", "bytearecv", 1001),
+    CHAR: PgType("char", '"char"', "charrecv", 1002),
+    NAME: PgType("name", "name", "namerecv", 1003),
+    INT8: PgType("int8", "bigint", "int8recv", 1016),
+    INT2: PgType("int2", "smallint", "int2recv", 1005),
+    INT4: PgType("int4", "integer", "int4recv", 1007),
+    TEXT: PgType("text", "text", "textrecv", 1009),
+    OID: PgType("oid", "oid", "oidrecv", 1028),
+    JSON: PgType("json", "json", "json_recv", 199),
+    FLOAT4: PgType("float4", "real", "float4recv", 1021),
+    FLOAT8: PgType("float8", "double precision", "float8recv", 1022),
+    UNKNOWN: PgType("unknown", "unknown", "unknownrecv", 0),
+    BPCHAR: PgType("bpchar", "character", "bpcharrecv", 1014),
+    VARCHAR: PgType("varchar", "character varying", "varcharrecv", 1015),
+    DATE: PgType("date", "date", "date_recv", 1182),
+    TIME: PgType("time", "time without time zone", "time_recv", 1183),
+    TIMESTAMP: PgType("timestamp", "timestamp without time zone", "timestamp_recv", 1115),
+    TIMESTAMPTZ: PgType("timestamptz", "timestamp with time zone", "timestamptz_recv", 1185),
+    INTERVAL: PgType("interval", "interval", "interval_recv", 1187),
+    TIMETZ: PgType("timetz", "time with time zone", "timetz_recv", 1270),
+    NUMERIC: PgType("numeric", "numeric", "numeric_recv", 1231),
+    UUID: PgType("uuid", "uuid", "uuid_recv", 2951),
+    JSONB: PgType("jsonb", "jsonb", "jsonb_recv", 3807),
+}
+
 _SCALARS = {
     "BOOLEAN": BOOL,
     "TINYINT": INT2,
