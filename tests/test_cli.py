@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,7 +111,12 @@ def test_query_load_and_status_against_a_server(server: ServerProcess, tmp_path:
     assert "ingest: 1,200 rows" in status.output
 
 
-def cli_run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli_run(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """The real console entry point in a subprocess: exit codes and stderr as users see."""
     return subprocess.run(
         [sys.executable, "-m", "duckflock", *args],
@@ -118,6 +124,8 @@ def cli_run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         text=True,
         timeout=60,
         cwd=cwd,
+        env={**os.environ, **(env or {})},
+        input=stdin,
         check=False,
     )
 
@@ -249,15 +257,18 @@ def test_query_streams_with_a_default_limit_and_a_footer(tmp_path: Path) -> None
     assert lines[0] == '"n"'
     assert lines[1:] == [str(n) for n in range(1000)]  # the default --limit
     assert "1,000 rows in" in run.stderr
-    assert "--limit 0 shows all" in run.stderr
-    # --limit 0: every row, drawn as tables of about 10,000 rows while the rest streams in
-    everything = cli_run("query", str(path), "SELECT * FROM range(25000)", "--limit", "0")
+    assert "--limit 0 reads all" in run.stderr
+    # --limit 0 in a table: only what fits the terminal is drawn, the rest is counted
+    everything = cli_run(
+        "query", str(path), "SELECT * FROM range(250000)", "--limit", "0", env={"LINES": "30"}
+    )
     assert everything.returncode == 0
-    assert "25,000 rows in" in everything.stderr
-    assert "more rows" not in everything.stderr
+    assert "250,000 rows in" in everything.stderr
     cells = [line.strip("│ ") for line in everything.stdout.splitlines() if line.startswith("│")]
-    assert cells == [str(n) for n in range(25000)]
-    assert everything.stdout.count("┏") >= 2  # not one table held in memory to the end
+    assert cells == [str(n) for n in range(24)]  # 30 lines less borders, header and footer
+    assert "249,976 not drawn" in everything.stderr
+    assert "--format csv, json or arrow" in everything.stderr
+    assert "more rows" not in everything.stderr
     as_json = cli_run("query", str(path), "SELECT i FROM events WHERE false", "--format", "json")
     assert json.loads(as_json.stdout) == []
 
@@ -279,11 +290,16 @@ def test_sql_on_a_file_creates_it_and_runs_ddl_and_dml(tmp_path: Path) -> None:
         cli, ["sql", str(path), "CREATE TABLE notes (id INTEGER PRIMARY KEY, body VARCHAR)"]
     )
     assert created.exit_code == 0, created.output
+    assert created.stderr.startswith("CREATE done in ")  # one line, no empty Count table
+    assert created.stdout == ""
+    dropped = cli_run("sql", str(path), "DROP TABLE IF EXISTS absent")
+    assert dropped.stdout == ""
+    assert dropped.stderr.startswith("DROP done in "), dropped.stderr
     inserted = CliRunner().invoke(
         cli, ["sql", str(path), "INSERT INTO notes VALUES (1, 'a'), (2, 'b')", "--format", "json"]
     )
     assert inserted.exit_code == 0, inserted.output
-    assert '"Count": 2' in inserted.output
+    assert json.loads(inserted.stdout) == [{"Count": 2}]
     listed = CliRunner().invoke(cli, ["tables", str(path)])
     assert "notes" in listed.output
     assert "id INTEGER, body VARCHAR" in listed.output
@@ -300,10 +316,12 @@ def test_sql_on_a_file_creates_it_and_runs_ddl_and_dml(tmp_path: Path) -> None:
 def test_sql_tables_and_load_against_a_server(server: ServerProcess, tmp_path: Path) -> None:
     ddl = CliRunner().invoke(cli, ["sql", server.url, "CREATE TABLE kv (k VARCHAR, v INTEGER)"])
     assert ddl.exit_code == 0, ddl.output
+    assert ddl.stderr.startswith("CREATE done in "), ddl.output
+    assert "Count" not in ddl.output
     dml = CliRunner().invoke(
         cli, ["sql", server.url, "INSERT INTO kv VALUES ('a', 1), ('b', 2)", "--format", "json"]
     )
-    assert '"Count": 2' in dml.output
+    assert json.loads(dml.stdout) == [{"Count": 2}]
     ndjson = tmp_path / "more.ndjson"
     ndjson.write_text("".join(json.dumps({"k": f"n{i}", "n": i}) + "\n" for i in range(40)))
     created = CliRunner().invoke(cli, ["load", server.url, "numbers", str(ndjson)])

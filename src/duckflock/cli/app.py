@@ -14,7 +14,7 @@ from ..errors import DuckflockError
 from ..results import Result
 from . import data, load, render
 from .bench import Figure, Sizes, format_figure, run, summary
-from .demo import run_demo, run_live_demo
+from .demo import next_steps, program_name, run_demo, run_live_demo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -80,6 +80,10 @@ def demo(database: str, memory: bool, writers: int, readers: int, seed: int, liv
         f"{len(report.rows)} rows from {writers} writers, {seen}, "
         f"{report.elapsed * 1000:.1f} ms ({where})"
     )
+    if not memory:
+        console.print("\n[bold]Next, try:[/bold]")
+        for step in next_steps(database, program_name()):
+            console.print(f"  {step}", markup=False, soft_wrap=True)
 
 
 def _print_read(line: tuple[str, int, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +20,12 @@ TOKEN = click.option(
 FORMAT = click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "csv", "json"]),
-    default="table",
+    type=click.Choice([f.value for f in render.Format]),
+    default=render.Format.TABLE.value,
     show_default=True,
-    help="table (fits the terminal), csv or json; rows are written as they arrive.",
+    callback=lambda _ctx, _param, value: render.Format(value),
+    help="table: the rows that fit the terminal (the rest counted); csv, json or arrow "
+    "(Arrow IPC): every row up to --limit, streamed as it arrives (> file).",
 )
 LIMIT = click.option(
     "--limit",
@@ -36,7 +39,7 @@ LIMIT = click.option(
 def _show(
     batches: Iterator[pa.RecordBatch],
     schema: pa.Schema,
-    fmt: str,
+    fmt: render.Format,
     limit: int,
     started: float,
     note: str = "",
@@ -53,8 +56,14 @@ def _show(
     emitter.close()
     took = (time.perf_counter() - started) * 1000
     footer = f"{emitter.rows:,} row{'s' if emitter.rows != 1 else ''} in {took:,.1f} ms"
+    hidden = emitter.rows - emitter.shown
+    if hidden:
+        footer += (
+            f"; {hidden:,} not drawn (the table shows what fits the terminal; "
+            "--format csv, json or arrow writes every row, e.g. into a file)"
+        )
     if more:
-        footer += f"; more rows exist (--limit {limit} stopped here, --limit 0 shows all)"
+        footer += f"; more rows exist (--limit {limit} stopped here, --limit 0 reads all)"
     if note:
         footer += f"; {note}"
     click.echo(footer, err=True)
@@ -72,7 +81,7 @@ def _remote(results: Any) -> tuple[Iterator[pa.RecordBatch], pa.Schema, str]:
 @FORMAT
 @LIMIT
 @TOKEN
-def query(target: str, sql: str, fmt: str, limit: int, token: str | None) -> None:
+def query(target: str, sql: str, fmt: render.Format, limit: int, token: str | None) -> None:
     """Run a read-only SELECT against TARGET: a database file or a server URL.
 
     Rows are written as DuckDB produces them, at most --limit of them (0: all), with a
@@ -103,11 +112,14 @@ def query(target: str, sql: str, fmt: str, limit: int, token: str | None) -> Non
 @FORMAT
 @LIMIT
 @TOKEN
-def sql_command(target: str, statement: str, fmt: str, limit: int, token: str | None) -> None:
+def sql_command(
+    target: str, statement: str, fmt: render.Format, limit: int, token: str | None
+) -> None:
     """Run DDL or DML (CREATE, INSERT, UPDATE, DELETE…) on TARGET: a file or a server.
 
     A database file is created when missing. On a server this needs its token (write
-    rights). Whatever the statement returns (DuckDB's Count, RETURNING rows) is shown.
+    rights). What DML returns (DuckDB's Count, RETURNING rows) is shown; DDL, which
+    returns nothing to show, prints one line saying it is done.
 
     \b
     duckflock sql events.duckdb "CREATE TABLE readings (sensor VARCHAR, value DOUBLE)"
@@ -119,16 +131,42 @@ def sql_command(target: str, statement: str, fmt: str, limit: int, token: str | 
             with render.working("running on the server…"):
                 done = remote.run(statement)
             batches, schema, note = _remote(done)
-            _show(batches, schema, fmt, limit, started, note)
+            _done_or_show(statement, batches, schema, fmt, limit, started, note)
         return
     with targets.database(target, read_only=False) as db:
         with render.working("running…"):
             results = db.execute(statement)
         if results.description is None:
-            click.echo(f"OK in {(time.perf_counter() - started) * 1000:,.1f} ms", err=True)
+            _done_or_show(statement, iter(()), pa.schema([]), fmt, limit, started)
             return
         reader = repair_reader(results.to_arrow_reader(8192), description_types(results))
-        _show(render.started(reader, "running…"), reader.schema, fmt, limit, started)
+        _done_or_show(
+            statement, render.started(reader, "running…"), reader.schema, fmt, limit, started
+        )
+
+
+# the columns of DuckDB's answer to a statement that has nothing to show (DDL, SET)
+_STATUS_COLUMNS = ([], ["Count"], ["Success"])
+
+
+def _done_or_show(
+    statement: str,
+    batches: Iterator[pa.RecordBatch],
+    schema: pa.Schema,
+    fmt: render.Format,
+    limit: int,
+    started: float,
+    note: str = "",
+) -> None:
+    """DDL's empty status answer as one line ("CREATE done in 2.1 ms"); rows as rows."""
+    if schema.names in _STATUS_COLUMNS:
+        first = next(batches, None)
+        if first is None or (first.num_rows == 0 and next(batches, None) is None):
+            took = (time.perf_counter() - started) * 1000
+            click.echo(f"{render.statement_kind(statement)} done in {took:,.1f} ms", err=True)
+            return
+        batches = itertools.chain([first], batches)
+    _show(batches, schema, fmt, limit, started, note)
 
 
 def _tables(target: str, token: str | None) -> list[dict[str, Any]]:
