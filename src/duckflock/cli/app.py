@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from .. import __version__
@@ -12,9 +13,10 @@ from .._extras import require
 from ..database import connect
 from ..errors import DuckflockError
 from ..results import Result
-from . import data, load, render
+from . import analysis, data, load, render
 from .bench import Figure, Sizes, format_figure, run, summary
 from .demo import next_steps, program_name, run_demo, run_live_demo
+from .hints import next_step
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -294,7 +296,14 @@ def serve(
     os._exit(code)  # the database is closed; no stray thread may hold the exit
 
 
-for command in (data.query, data.sql_command, data.tables, load.load, data.status):
+for command in (
+    data.query,
+    data.sql_command,
+    data.tables,
+    load.load,
+    data.status,
+    analysis.analysis,
+):
     cli.add_command(command)
 
 
@@ -359,9 +368,11 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         raise SystemExit(exc.exit_code) from None
     except DuckflockError as exc:
-        render.console(stderr=True).print(
-            f"[red]error:[/red] {type(exc).__name__}: {exc}", markup=True, highlight=False
-        )
+        err = render.console(stderr=True)
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))}", highlight=False)
+        hint = next_step(exc)
+        if hint is not None:
+            err.print(f"[bold]next:[/bold] {escape(hint)}", highlight=False)
         raise SystemExit(1) from None
     except ImportError as exc:  # an extra that is not installed: the message names it
         click.echo(f"error: {exc}", err=True)

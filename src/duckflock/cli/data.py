@@ -146,7 +146,7 @@ def sql_command(
 
 
 # the columns of DuckDB's answer to a statement that has nothing to show (DDL, SET)
-_STATUS_COLUMNS = ([], ["Count"], ["Success"])
+_STATUS_COLUMNS: tuple[list[str], ...] = ([], ["Count"], ["Success"])
 
 
 def _done_or_show(

@@ -22,8 +22,11 @@ import click
 import duckdb
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-from rich.console import Console
+from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
+
+from ..results import Result
 
 _WIDE = 1 << 16  # columns a console writing into a pipe or file may use: "as wide as needed"
 
@@ -287,3 +290,28 @@ def _concatenated(column: pa.ChunkedArray) -> bytes:
         first, last = offsets[0].as_py(), offsets[len(chunk)].as_py()
         parts.append(memoryview(data)[first:last])
     return b"".join(parts)
+
+
+def result_view(result: Result, out: Console) -> Group:
+    """One analysis result as the terminal shows it: a line saying which version it is,
+    then the rows that fit ``out``'s height and how many did not."""
+    at = text(result.refreshed_at.replace(microsecond=0))
+    head = (
+        f"[bold]{escape(result.name)}[/bold] v{result.version} · {result.mode} · "
+        f"{result.duration * 1000:,.1f} ms · {at} · {result.table.num_rows:,} rows"
+    )
+    parts: list[Any] = [head]
+    if result.error is not None:
+        parts.append(
+            f"[red]last run failed[/red] (the rows are the last good ones): "
+            f"{escape(type(result.error).__name__)}: {escape(result.error.message)}"
+        )
+    room = max(1, out.height - _TABLE_CHROME - len(parts))
+    shown = result.table.slice(0, room)
+    parts.append(table(shown.column_names, rows_of(shown), numeric=_numeric(shown.schema)))
+    left = result.table.num_rows - shown.num_rows
+    if left:
+        parts.append(
+            f"… {left:,} more rows (`duckflock analysis show … --format csv` writes them all)"
+        )
+    return Group(*parts)
