@@ -13,7 +13,7 @@ from .._extras import require
 from ..database import connect
 from ..errors import DuckflockError
 from ..results import Result
-from . import analysis, data, load, render
+from . import analysis, banner, data, load, render
 from .bench import Figure, Sizes, format_figure, run, summary
 from .demo import next_steps, program_name, run_demo, run_live_demo
 from .hints import next_step
@@ -277,6 +277,19 @@ def serve(
             if value is not None:
                 options[key] = value
         pg = PgSettings(host=host, **options) if "port" in options else None
+        click.echo(
+            banner.text(
+                database,
+                host=host,
+                port=port,
+                settings=settings,
+                pg=pg,
+                sources=banner.token_sources(
+                    token, settings.tokens, config.tokens if config else {}
+                ),
+            ),
+            err=True,
+        )
         code = run(
             database,
             host=host,
