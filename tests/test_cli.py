@@ -87,8 +87,9 @@ def test_load_refuses_unknown_formats_and_reports_bad_rows(tmp_path: Path) -> No
         check=False,
     )
     assert run.returncode == 1
-    assert "RowRejectedError" in run.stderr
-    assert "line 3" in run.stderr  # the file's line: header, 1,1, then 1,one
+    # the file's line (header, 1,1, then 1,one) and column, with DuckDB's reason
+    assert "bad.csv, line 3, column i: ConversionError" in run.stderr
+    assert "nothing was loaded: events is as it was" in run.stderr
     assert "Traceback" not in run.stderr
 
 
@@ -157,8 +158,8 @@ def test_load_creates_the_table_from_the_files_inferred_schema(tmp_path: Path) -
     # the primary key was declared: loading the same ids again fails on the first line
     again = cli_run("load", str(path), "readings", str(gz))
     assert again.returncode == 1
-    assert "line 2" in again.stderr
-    assert "0 rows of the file were committed" in again.stderr
+    assert "line 2, column id: ConstraintError" in again.stderr
+    assert "nothing was loaded: readings is as it was" in again.stderr
     assert "--replace" not in again.stderr  # the table was not created by this load
     assert "Traceback" not in again.stderr
 
@@ -179,7 +180,7 @@ def test_load_reads_zstd_ndjson_and_replaces_on_request(tmp_path: Path) -> None:
         assert db.execute("SELECT count(*) FROM events").fetchone() == (3,)  # untouched
 
 
-def test_load_names_the_file_line_and_the_rows_already_committed(tmp_path: Path) -> None:
+def test_load_is_all_or_nothing_and_names_the_file_line_and_column(tmp_path: Path) -> None:
     path = make_db(tmp_path / "line.duckdb")
     body = [f"7,{i},ok" for i in range(100)]
     body[55] = "7,fifty-five,bad"  # data row 56: line 57 of the file (line 1 is the header)
@@ -187,10 +188,17 @@ def test_load_names_the_file_line_and_the_rows_already_committed(tmp_path: Path)
     bad.write_text("p,i,note\n" + "\n".join(body) + "\n")
     run = cli_run("load", str(path), "events", str(bad), "--chunk-rows", "10")
     assert run.returncode == 1, run.stderr
-    assert "line 57" in run.stderr
+    assert "rows.csv, line 57, column i: ConversionError" in run.stderr
     assert "fifty-five" in run.stderr
-    assert "50 rows of the file were committed" in run.stderr  # five whole chunks
-    assert "--replace" not in run.stderr
+    assert "nothing was loaded: events is as it was" in run.stderr
+    assert "--rejects" in run.stderr  # what to do next
+    with duckflock.connect(path, read_only=True) as db:  # five good chunks, none kept
+        assert db.execute("SELECT count(*) FROM events WHERE p = 7").fetchone() == (0,)
+    # --chunked: chunk by chunk, as before; the error says what was committed
+    chunked = cli_run("load", str(path), "events", str(bad), "--chunk-rows", "10", "--chunked")
+    assert chunked.returncode == 1
+    assert "line 57" in chunked.stderr
+    assert "50 rows of the file were committed" in chunked.stderr  # five whole chunks
     with duckflock.connect(path, read_only=True) as db:
         assert db.execute("SELECT count(*) FROM events WHERE p = 7").fetchone() == (50,)
 
@@ -361,11 +369,25 @@ def test_a_file_held_by_a_server_points_to_the_url(server: ServerProcess) -> Non
         assert "Traceback" not in run.stderr
 
 
-def test_a_failed_load_into_a_table_it_created_says_how_to_start_over(tmp_path: Path) -> None:
+def test_a_failed_load_into_a_table_it_creates_leaves_no_table(tmp_path: Path) -> None:
     path = tmp_path / "over.duckdb"
     csv_file = tmp_path / "dupes.csv"
     csv_file.write_text("id,v\n1,a\n2,b\n1,c\n")
+    # all or nothing: the CREATE TABLE is part of the load, so it goes too
     run = cli_run("load", str(path), "items", str(csv_file), "--pk", "id", "--chunk-rows", "2")
+    assert run.returncode == 1
+    # the duplicate is in a later chunk than the key it repeats: its lines are named
+    assert "dupes.csv, line 4 (they go in alone: together with the earlier" in run.stderr
+    assert (
+        'ConstraintError: Constraint Error: PRIMARY KEY or UNIQUE constraint violation: duplicate key "1"'
+        in run.stderr
+    )
+    with duckflock.connect(path, read_only=True) as db:
+        assert db.tables() == []
+    # --chunked: the table stays with the chunks before the failure, and says so
+    run = cli_run(
+        "load", str(path), "items", str(csv_file), "--pk", "id", "--chunk-rows", "2", "--chunked"
+    )
     assert run.returncode == 1
     assert "line 4" in run.stderr
     assert "2 rows of the file were committed" in run.stderr
