@@ -378,10 +378,7 @@ def test_a_failed_load_into_a_table_it_creates_leaves_no_table(tmp_path: Path) -
     assert run.returncode == 1
     # the duplicate is in a later chunk than the key it repeats: its lines are named
     assert "dupes.csv, line 4 (they go in alone: together with the earlier" in run.stderr
-    assert (
-        'ConstraintError: Constraint Error: PRIMARY KEY or UNIQUE constraint violation: duplicate key "1"'
-        in run.stderr
-    )
+    assert 'UNIQUE constraint violation: duplicate key "1"' in run.stderr
     with duckflock.connect(path, read_only=True) as db:
         assert db.tables() == []
     # --chunked: the table stays with the chunks before the failure, and says so

@@ -358,7 +358,8 @@ def inferred_columns(path: str, kind: str) -> tuple[list[tuple[str, str]], list[
     (``01/02/2024``) keeps those columns as VARCHAR rather than fail on every row.
     """
     reader = {
-        "csv": "read_csv(?)",
+        # a bad line (too few fields) must not make the sniffer read one column
+        "csv": "read_csv(?, ignore_errors = true)",
         "ndjson": "read_json(?, format = 'newline_delimited')",
         "parquet": "read_parquet(?)",
     }.get(kind)
