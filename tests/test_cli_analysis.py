@@ -20,6 +20,7 @@ import duckflock
 from conftest import ServerProcess
 from test_cli import cli_run
 
+WATCH = [sys.executable, "-m", "duckflock", "analysis", "watch"]
 PER_P = "SELECT p, count(*) AS n, sum(i) AS total FROM events GROUP BY p ORDER BY p"
 
 
@@ -85,8 +86,7 @@ def test_define_show_watch_and_drop_on_a_server(server: ServerProcess) -> None:
     assert [tuple(r.values()) for r in json.loads(shown.stdout)] == truth
     # watch in a pipe: each version written after the last; --versions bounds it
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "duckflock", "analysis", "watch", server.url, "per_p"]
-        + ["--versions", "2"],
+        [*WATCH, server.url, "per_p", "--versions", "2"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -159,7 +159,7 @@ def test_watch_redraws_what_fits_a_terminal_and_ctrl_c_exits_cleanly(tmp_path: P
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("LINES", "COLUMNS")}
     watcher = subprocess.Popen(
-        [sys.executable, "-m", "duckflock", "analysis", "watch", str(path), "many"],
+        [*WATCH, str(path), "many"],
         stdin=terminal,
         stdout=terminal,
         stderr=terminal,
