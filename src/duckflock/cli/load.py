@@ -310,7 +310,8 @@ def _remote(
             remote.run(ddl)
         return 0
     whole = loading.Chunk(
-        pa.concat_tables([p.table for p in parts]),
+        # one batch: the client sends a table's batches as requests of their own
+        pa.concat_tables([p.table for p in parts]).combine_chunks(),
         0,
         parts[0].first_line,
         parts[-1].position,
@@ -351,7 +352,11 @@ def _stepwise(
     with _rejects(rejects_path) as reject, _progress(path, table) as advance:
         try:
             for chunk in loading.chunks_of(path, kind, chunk_rows, reject):
-                loaded += _insert_keeping(insert, chunk, reject) if reject else insert(chunk.table)
+                if reject is None:
+                    loaded += insert(chunk.table)
+                else:
+                    loaded += _insert_keeping(insert, chunk, reject)
+                    reject.flush()
                 advance(chunk, loaded)
         except RowRejectedError as exc:
             assert chunk is not None
@@ -409,17 +414,25 @@ def _reason(exc: RowRejectedError, column_first: bool = True) -> str:
 
 
 class _Rejects:
-    """Writes each bad line to a CSV file (line, reason, text) and counts them."""
+    """Writes each bad line to a CSV file (line, reason, text) in the file's order, and
+    counts them. Lines that do not parse come while their chunk is read, refused rows
+    once it is inserted: each chunk's are held until :meth:`flush`, then sorted."""
 
     def __init__(self, out: IO[str]) -> None:
         self._writer = csv.writer(out)
         self._writer.writerow(["line", "reason", "text"])
+        self._held: list[loading.BadLine] = []
         self.count = 0
 
     def __call__(self, bad: loading.BadLine) -> None:
-        where = bad.line if bad.line is not None else f"row {(bad.row or 0) + 1}"
-        self._writer.writerow([where, bad.reason, bad.text])
+        self._held.append(bad)
         self.count += 1
+
+    def flush(self) -> None:
+        for bad in sorted(self._held, key=lambda b: (b.line or 0, b.row or 0)):
+            where = bad.line if bad.line is not None else f"row {(bad.row or 0) + 1}"
+            self._writer.writerow([where, bad.reason, bad.text])
+        self._held = []
 
 
 @contextmanager
@@ -428,7 +441,11 @@ def _rejects(path: str | None) -> Iterator[_Rejects | None]:
         yield None
         return
     with open(path, "w", newline="", encoding="utf-8") as out:
-        yield _Rejects(out)
+        rejects = _Rejects(out)
+        try:
+            yield rejects
+        finally:
+            rejects.flush()
 
 
 def _rejected(chunk: loading.Chunk, exc: RowRejectedError, table: str) -> click.ClickException:
