@@ -359,12 +359,23 @@ duckflock load readings.duckdb readings readings.csv --pk id     # creates the t
 duckflock sql readings.duckdb "UPDATE readings SET value = value * 2 WHERE sensor = 's1'"
 duckflock query readings.duckdb "SELECT sensor, sum(value) AS total FROM readings GROUP BY 1"
 duckflock query readings.duckdb "SELECT * FROM range(1000000)" --limit 5 --format csv
+duckflock query readings.duckdb "SELECT * FROM range(1000000)" --limit 0 --format arrow > all.arrow
 duckflock tables readings.duckdb
 duckflock status readings.duckdb
+printf 'id,sensor,value\n4,s2,oops\n5,s2,3.5\n' | duckflock load readings.duckdb readings - \
+    --format csv --rejects bad-lines.csv                          # stdin; bad lines set aside
+duckflock analysis define readings.duckdb per_sensor \
+    "SELECT sensor, count(*) AS n FROM readings GROUP BY 1"
+duckflock analysis show readings.duckdb per_sensor --format csv
 duckflock load "$DUCKFLOCK_URL" readings readings.csv.gz          # .gz and .zst read as is
 duckflock sql "$DUCKFLOCK_URL" "DELETE FROM readings WHERE value > 4"
 duckflock query "$DUCKFLOCK_URL" "SELECT count(*) AS n FROM readings" --format json
 duckflock status "$DUCKFLOCK_URL"
+duckflock analysis define "$DUCKFLOCK_URL" total \
+    "SELECT sum(value) AS total FROM readings" --on-change
+duckflock analysis watch "$DUCKFLOCK_URL" total --versions 1      # live until Ctrl-C without it
+duckflock analysis list "$DUCKFLOCK_URL"
+duckflock analysis drop "$DUCKFLOCK_URL" total
 ```
 """
 

@@ -165,15 +165,15 @@ def run_live_demo(
 
 def next_steps(database: str, program: str = "duckflock") -> list[str]:
     """The three things to try after the demo, on the file it wrote: look at the rows,
-    serve them, and define an analysis that keeps itself fresh."""
+    serve them, and (while it serves) define an analysis that keeps itself fresh."""
     url = "http://127.0.0.1:8765"
     per_thread = "SELECT thread_name, count(*) AS n FROM my_inserts GROUP BY 1"
     return [
         f"{program} query {database} "
         '"SELECT thread_name, insert_time FROM my_inserts ORDER BY insert_time"',
-        f"{program} serve {database}     # then open {url}/ (Ctrl-C stops it)",
-        f'{program} analysis define {url} per_thread "{per_thread}" --on-change '
-        f"&& {program} analysis watch {url} per_thread",
+        f"{program} serve {database}    # then open {url}/ (Ctrl-C stops it)",
+        f'{program} analysis define {url} per_thread "{per_thread}" --on-change'
+        f"    # in a second terminal; then: {program} analysis watch {url} per_thread",
     ]
 
 
