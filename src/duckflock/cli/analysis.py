@@ -16,7 +16,7 @@ import click
 from rich.live import Live
 
 from ..results import Result
-from . import render, targets
+from . import data, render, targets
 from .data import FORMAT, LIMIT, TOKEN, _show
 
 _FIRST_RESULT_WAIT = 60.0  # seconds show waits for an analysis's first result
@@ -163,7 +163,7 @@ def show(target: str, name: str, fmt: render.Format, limit: int, token: str | No
         out.print(render.result_view(result, out))
         return
     table = result.table
-    _show(iter(table.to_batches(max_chunksize=8192)), table.schema, fmt, limit, started)
+    _show(iter(table.to_batches(max_chunksize=data.BATCH_ROWS)), table.schema, fmt, limit, started)
 
 
 @analysis.command("watch")

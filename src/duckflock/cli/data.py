@@ -14,6 +14,10 @@ import pyarrow as pa
 from ..wide import description_types, repair_reader
 from . import render, targets
 
+# rows per Arrow batch read from DuckDB: 8,192 spent a third of a 2.7M-row export in
+# per-batch overhead; 65,536 is still a few ms before the first row shows
+BATCH_ROWS = 65_536
+
 TOKEN = click.option(
     "--token", envvar="DUCKFLOCK_TOKEN", help="Bearer token for a server URL ($DUCKFLOCK_TOKEN)."
 )
@@ -72,7 +76,7 @@ def _show(
 def _remote(results: Any) -> tuple[Iterator[pa.RecordBatch], pa.Schema, str]:
     table = results.table
     note = "truncated to the server's row cap" if results.truncated else ""
-    return iter(table.to_batches(max_chunksize=8192)), table.schema, note
+    return iter(table.to_batches(max_chunksize=BATCH_ROWS)), table.schema, note
 
 
 @click.command()
@@ -102,7 +106,7 @@ def query(target: str, sql: str, fmt: render.Format, limit: int, token: str | No
         return
     with targets.database(target, read_only=True) as db:
         results = db.execute(sql)
-        reader = repair_reader(results.to_arrow_reader(8192), description_types(results))
+        reader = repair_reader(results.to_arrow_reader(BATCH_ROWS), description_types(results))
         _show(render.started(reader, "running…"), reader.schema, fmt, limit, started)
 
 
@@ -139,7 +143,7 @@ def sql_command(
         if results.description is None:
             _done_or_show(statement, iter(()), pa.schema([]), fmt, limit, started)
             return
-        reader = repair_reader(results.to_arrow_reader(8192), description_types(results))
+        reader = repair_reader(results.to_arrow_reader(BATCH_ROWS), description_types(results))
         _done_or_show(
             statement, render.started(reader, "running…"), reader.schema, fmt, limit, started
         )
