@@ -86,8 +86,12 @@ class Page:
         commands = _commands(code)
         if set(commands) <= NOT_RUN:
             return
-        if commands == [DEMO]:
-            code = "duckflock demo"
+        if DEMO in commands:
+            code = "\n".join(
+                "duckflock demo" if command == DEMO else command
+                for command in commands
+                if command not in NOT_RUN
+            )
         if len(commands) == 1 and commands[0].startswith("duckflock serve "):
             self.serve(commands[0])
             return

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -34,6 +35,29 @@ from ..errors import DuckflockError, RowRejectedError
 from ..loads import ChunkRejectedError, insert_all
 from . import render, targets
 from .data import TOKEN
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One load: the file to read (stdin already copied to one), its format, the table
+    as typed and as quoted SQL, the CREATE TABLE it starts with, and how to commit."""
+
+    path: str
+    kind: str
+    table: str
+    name: str
+    chunk_rows: int
+    ddl: str | None
+    rejects_path: str | None
+    chunked: bool
+
+    @property
+    def all_or_nothing(self) -> bool:
+        return self.rejects_path is None and not self.chunked
+
+    def chunks(self, reject: Callable[[loading.BadLine], None] | None = None) -> Iterator[Any]:
+        return loading.chunks_of(self.path, self.kind, self.chunk_rows, reject)
+
 
 Insert = Callable[[pa.Table], int]
 Advance = Callable[[loading.Chunk, int], None]
@@ -131,12 +155,14 @@ def load(
             with targets.client(target, token) as remote:
                 exists = any(targets.same_table(t["name"], wanted) for t in remote.tables())
                 ddl = _ddl(path, kind, table, target, name, exists, create, replace, primary_key)
-                loaded = _remote(remote, table, path, kind, chunk_rows, ddl, rejects_path, chunked)
+                job = _Job(path, kind, table, name, chunk_rows, ddl, rejects_path, chunked)
+                loaded = _remote(remote, job)
         else:
             with targets.database(target, read_only=False) as db:
                 exists = any(targets.same_table(t["name"], wanted) for t in db.tables())
                 ddl = _ddl(path, kind, table, target, name, exists, create, replace, primary_key)
-                loaded = _local(db, table, name, path, kind, chunk_rows, ddl, rejects_path, chunked)
+                job = _Job(path, kind, table, name, chunk_rows, ddl, rejects_path, chunked)
+                loaded = _local(db, job)
     render.console(stderr=True).print(f"loaded {loaded:,} rows from {shown} into {table}")
 
 
@@ -236,80 +262,65 @@ def _progress(path: str, table: str) -> Iterator[Advance]:
         yield lambda chunk, rows: progress.update(task, completed=chunk.position, rows=rows)
 
 
-def _local(
-    db: Any,
-    table: str,
-    name: str,
-    path: str,
-    kind: str,
-    chunk_rows: int,
-    ddl: str | None,
-    rejects_path: str | None,
-    chunked: bool,
-) -> int:
-    if rejects_path is None and not chunked:
+def _local(db: Any, job: _Job) -> int:
+    if job.all_or_nothing:
         try:
-            with _progress(path, table) as advance:
-                chunks = loading.chunks_of(path, kind, chunk_rows)
-                return insert_all(db, name, chunks, create=ddl, on_chunk=advance)
+            with _progress(job.path, job.table) as advance:
+                return insert_all(db, job.name, job.chunks(), create=job.ddl, on_chunk=advance)
         except ChunkRejectedError as exc:
-            raise _rejected(exc.chunk, exc.error, table) from None
+            raise _rejected(exc.chunk, exc.error, job.table) from None
         except loading.BadFileError as exc:
-            raise click.ClickException(f"{exc}\n{_nothing(table)}") from None
-    if ddl is not None:
-        db.execute(ddl)
-    return _stepwise(
-        lambda chunk: db.insert(table, chunk).rows,
-        table,
-        path,
-        kind,
-        chunk_rows,
-        rejects_path,
-        created=ddl is not None,
-    )
+            raise click.ClickException(f"{exc}\n{_nothing(job.table)}") from None
+    if job.ddl is not None:
+        db.execute(job.ddl)
+    return _stepwise(lambda chunk: int(db.insert(job.table, chunk).rows), job)
 
 
-def _remote(
-    remote: Any,
-    table: str,
-    path: str,
-    kind: str,
-    chunk_rows: int,
-    ddl: str | None,
-    rejects_path: str | None,
-    chunked: bool,
-) -> int:
+def _remote(remote: Any, job: _Job) -> int:
     def insert(chunk: pa.Table) -> int:
-        return int(remote.insert(table, chunk, chunk_rows=max(1, chunk.num_rows)))
+        return int(remote.insert(job.table, chunk, chunk_rows=max(1, chunk.num_rows)))
 
-    if rejects_path is not None or chunked:
-        if ddl is not None:
-            remote.run(ddl)
-        return _stepwise(
-            insert, table, path, kind, chunk_rows, rejects_path, created=ddl is not None
-        )
+    if job.ddl is not None and not job.all_or_nothing:
+        remote.run(job.ddl)
+    if not job.all_or_nothing:
+        return _stepwise(insert, job)
+    try:
+        whole = _in_one_request(job)
+    except loading.BadFileError as exc:
+        raise click.ClickException(f"{exc}\n{_nothing(job.table)}") from None
+    if job.ddl is not None:
+        remote.run(job.ddl)
+    if whole is None:
+        return 0
+    try:
+        with render.working(f"sending {whole.table.num_rows:,} rows in one request…"):
+            return insert(whole.table)
+    except RowRejectedError as exc:
+        if job.ddl is not None and "REPLACE" not in job.ddl:  # the table this load made
+            remote.run(f"DROP TABLE IF EXISTS {job.name}")
+        raise _rejected(whole, exc, job.table) from None
+
+
+def _in_one_request(job: _Job) -> loading.Chunk | None:
+    """The whole file as one chunk (None when it has no rows), refused when it is over
+    what one request may carry."""
     parts: list[loading.Chunk] = []
     size = 0
-    try:
-        with _progress(path, table) as advance:
-            for chunk in loading.chunks_of(path, kind, chunk_rows):
-                parts.append(chunk)
-                size += chunk.table.nbytes
-                if size > ONE_REQUEST_BYTES:
-                    raise click.ClickException(
-                        f"over {ONE_REQUEST_BYTES // 2**20} MiB as Arrow: too large "
-                        "for one request, so it cannot be loaded all or nothing on a server. "
-                        "--chunked commits it chunk by chunk; --rejects keeps the good rows; "
-                        "or load it into a database file. Nothing was loaded."
-                    )
-                advance(chunk, sum(p.table.num_rows for p in parts))
-    except loading.BadFileError as exc:
-        raise click.ClickException(f"{exc}\n{_nothing(table)}") from None
+    with _progress(job.path, job.table) as advance:
+        for chunk in job.chunks():
+            parts.append(chunk)
+            size += chunk.table.nbytes
+            if size > ONE_REQUEST_BYTES:
+                raise click.ClickException(
+                    f"over {ONE_REQUEST_BYTES // 2**20} MiB as Arrow: too large for one "
+                    "request, so it cannot be loaded all or nothing on a server. --chunked "
+                    "commits it chunk by chunk; --rejects keeps the good rows; or load it into "
+                    "a database file. Nothing was loaded."
+                )
+            advance(chunk, sum(p.table.num_rows for p in parts))
     if not parts:
-        if ddl is not None:
-            remote.run(ddl)
-        return 0
-    whole = loading.Chunk(
+        return None
+    return loading.Chunk(
         # one batch: the client sends a table's batches as requests of their own
         pa.concat_tables([p.table for p in parts]).combine_chunks(),
         0,
@@ -318,15 +329,6 @@ def _remote(
         _joined([p.lines for p in parts]),
         _joined([p.texts for p in parts]),
     )
-    if ddl is not None:
-        remote.run(ddl)
-    try:
-        with render.working(f"sending {whole.table.num_rows:,} rows in one request…"):
-            return insert(whole.table)
-    except RowRejectedError as exc:
-        if ddl is not None and "REPLACE" not in ddl:
-            remote.run(f"DROP TABLE IF EXISTS {targets.table_name(table)[0]}")
-        raise _rejected(whole, exc, table) from None
 
 
 def _joined(parts: list[list[Any] | None]) -> list[Any] | None:
@@ -335,23 +337,15 @@ def _joined(parts: list[list[Any] | None]) -> list[Any] | None:
     return [item for p in parts for item in p or []]
 
 
-def _stepwise(
-    insert: Insert,
-    table: str,
-    path: str,
-    kind: str,
-    chunk_rows: int,
-    rejects_path: str | None,
-    *,
-    created: bool,
-) -> int:
-    """Chunk by chunk, each committed on its own; with ``rejects_path``, a refused row
-    is written there and the rest of its chunk goes on."""
+def _stepwise(insert: Insert, job: _Job) -> int:
+    """Chunk by chunk, each committed on its own; with ``--rejects``, a refused row is
+    written there and the rest of its chunk goes on."""
+    table, created = job.table, job.ddl is not None
     loaded = 0
     chunk: loading.Chunk | None = None
-    with _rejects(rejects_path) as reject, _progress(path, table) as advance:
+    with _rejects(job.rejects_path) as reject, _progress(job.path, table) as advance:
         try:
-            for chunk in loading.chunks_of(path, kind, chunk_rows, reject):
+            for chunk in job.chunks(reject):
                 if reject is None:
                     loaded += insert(chunk.table)
                 else:
@@ -368,7 +362,7 @@ def _stepwise(
             raise _committed(click.ClickException(message), loaded, created, table) from None
     if reject is not None and reject.count:
         render.console(stderr=True).print(
-            f"{reject.count:,} bad lines written to {rejects_path}", markup=False
+            f"{reject.count:,} bad lines written to {job.rejects_path}", markup=False
         )
     return loaded
 
