@@ -9,7 +9,6 @@ request to a server).
 
 from __future__ import annotations
 
-import csv
 import shutil
 import sys
 import tempfile
@@ -17,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 import pyarrow as pa
@@ -33,7 +32,7 @@ from rich.progress import (
 from .. import loading
 from ..errors import DuckflockError, RowRejectedError
 from ..loads import ChunkRejectedError, insert_all
-from . import render, targets
+from . import rejects, render, targets
 from .data import TOKEN
 
 
@@ -59,7 +58,7 @@ class _Job:
         return loading.chunks_of(self.path, self.kind, self.chunk_rows, reject)
 
 
-Insert = Callable[[pa.Table], int]
+Insert = rejects.Insert
 Advance = Callable[[loading.Chunk, int], None]
 ONE_REQUEST_BYTES = 64 * 2**20  # a server's default --max-body: one atomic request at most
 NOTHING_LOADED = "nothing was loaded: {table} is as it was"
@@ -343,13 +342,13 @@ def _stepwise(insert: Insert, job: _Job) -> int:
     table, created = job.table, job.ddl is not None
     loaded = 0
     chunk: loading.Chunk | None = None
-    with _rejects(job.rejects_path) as reject, _progress(job.path, table) as advance:
+    with rejects.rejects_file(job.rejects_path) as reject, _progress(job.path, table) as advance:
         try:
             for chunk in job.chunks(reject):
                 if reject is None:
                     loaded += insert(chunk.table)
                 else:
-                    loaded += _insert_keeping(insert, chunk, reject)
+                    loaded += rejects.insert_keeping(insert, chunk, reject)
                     reject.flush()
                 advance(chunk, loaded)
         except RowRejectedError as exc:
@@ -367,81 +366,6 @@ def _stepwise(insert: Insert, job: _Job) -> int:
     return loaded
 
 
-def _insert_keeping(
-    insert: Insert, chunk: loading.Chunk, reject: Callable[[loading.BadLine], None]
-) -> int:
-    """Insert ``chunk``; each refused row goes to ``reject`` and the others in."""
-    loaded = 0
-    pending = [chunk]
-    while pending:
-        part = pending.pop()
-        if not part.table.num_rows:
-            continue
-        try:
-            loaded += insert(part.table)
-        except RowRejectedError as exc:
-            reason = _reason(exc)
-            row = exc.row_index
-            if row is None or not 0 <= row < part.table.num_rows:
-                for i in range(part.table.num_rows):  # the call could not be narrowed
-                    reject(
-                        loading.BadLine(
-                            part.line_of(i), reason, part.text_of(i), part.first_row + i
-                        )
-                    )
-                continue
-            reject(
-                loading.BadLine(part.line_of(row), reason, part.text_of(row), part.first_row + row)
-            )
-            head, tail = part.without(row)
-            pending.extend([tail, head])  # the head goes in first: the file's order
-    return loaded
-
-
-def _reason(exc: RowRejectedError, column_first: bool = True) -> str:
-    """DuckDB's reason, with the column when it is known: ``column i: ConversionError: …``."""
-    cause: Any = getattr(exc, "cause", None)
-    message = cause.message if cause is not None else str(exc)
-    column = getattr(exc, "column", None)
-    kind = type(cause).__name__ if cause is not None else type(exc).__name__
-    return f"{f'column {column}: ' if column and column_first else ''}{kind}: {message}"
-
-
-class _Rejects:
-    """Writes each bad line to a CSV file (line, reason, text) in the file's order, and
-    counts them. Lines that do not parse come while their chunk is read, refused rows
-    once it is inserted: each chunk's are held until :meth:`flush`, then sorted."""
-
-    def __init__(self, out: IO[str]) -> None:
-        self._writer = csv.writer(out)
-        self._writer.writerow(["line", "reason", "text"])
-        self._held: list[loading.BadLine] = []
-        self.count = 0
-
-    def __call__(self, bad: loading.BadLine) -> None:
-        self._held.append(bad)
-        self.count += 1
-
-    def flush(self) -> None:
-        for bad in sorted(self._held, key=lambda b: (b.line or 0, b.row or 0)):
-            where = bad.line if bad.line is not None else f"row {(bad.row or 0) + 1}"
-            self._writer.writerow([where, bad.reason, bad.text])
-        self._held = []
-
-
-@contextmanager
-def _rejects(path: str | None) -> Iterator[_Rejects | None]:
-    if path is None:
-        yield None
-        return
-    with open(path, "w", newline="", encoding="utf-8") as out:
-        rejects = _Rejects(out)
-        try:
-            yield rejects
-        finally:
-            rejects.flush()
-
-
 def _rejected(chunk: loading.Chunk, exc: RowRejectedError, table: str) -> click.ClickException:
     """A refused row as the file's line and column, and what to do about it."""
     row = exc.row_index
@@ -457,7 +381,7 @@ def _rejected(chunk: loading.Chunk, exc: RowRejectedError, table: str) -> click.
         where += " (they go in alone: together with the earlier lines they do not)"
     column = getattr(exc, "column", None)
     where += f", column {column}" if column else ""
-    return click.ClickException(f"{where}: {_reason(exc, False)}\n{_nothing(table)}")
+    return click.ClickException(f"{where}: {rejects.reason(exc, False)}\n{_nothing(table)}")
 
 
 def _nothing(table: str) -> str:
