@@ -40,6 +40,10 @@ LIMIT = click.option(
 )
 
 
+# the columns of DuckDB's answer to a statement that has nothing to show (DDL, SET)
+_STATUS_COLUMNS: tuple[list[str], ...] = ([], ["Count"], ["Success"])
+
+
 def _show(
     batches: Iterator[pa.RecordBatch],
     schema: pa.Schema,
@@ -47,8 +51,19 @@ def _show(
     limit: int,
     started: float,
     note: str = "",
+    statement: str | None = None,
 ) -> None:
-    """Write the rows as they come (at most ``limit``), then the footer on stderr."""
+    """Write the rows as they come (at most ``limit``), then the footer on stderr.
+
+    The answer of a ``statement`` with nothing to show (DDL's empty Count) is one line
+    instead: ``CREATE done in 2.1 ms``."""
+    if statement is not None and schema.names in _STATUS_COLUMNS:
+        first = next(batches, None)
+        if first is None or (first.num_rows == 0 and next(batches, None) is None):
+            took = (time.perf_counter() - started) * 1000
+            click.echo(f"{render.statement_kind(statement)} done in {took:,.1f} ms", err=True)
+            return
+        batches = itertools.chain([first], batches)
     emitter = render.Emitter(fmt, schema)
     more = False
     for batch in render.limited(batches, limit + 1 if limit else 0):
@@ -135,42 +150,17 @@ def sql_command(
             with render.working("running on the server…"):
                 done = remote.run(statement)
             batches, schema, note = _remote(done)
-            _done_or_show(statement, batches, schema, fmt, limit, started, note)
+            _show(batches, schema, fmt, limit, started, note, statement)
         return
     with targets.database(target, read_only=False) as db:
         with render.working("running…"):
             results = db.execute(statement)
         if results.description is None:
-            _done_or_show(statement, iter(()), pa.schema([]), fmt, limit, started)
+            _show(iter(()), pa.schema([]), fmt, limit, started, statement=statement)
             return
         reader = repair_reader(results.to_arrow_reader(BATCH_ROWS), description_types(results))
-        _done_or_show(
-            statement, render.started(reader, "running…"), reader.schema, fmt, limit, started
-        )
-
-
-# the columns of DuckDB's answer to a statement that has nothing to show (DDL, SET)
-_STATUS_COLUMNS: tuple[list[str], ...] = ([], ["Count"], ["Success"])
-
-
-def _done_or_show(
-    statement: str,
-    batches: Iterator[pa.RecordBatch],
-    schema: pa.Schema,
-    fmt: render.Format,
-    limit: int,
-    started: float,
-    note: str = "",
-) -> None:
-    """DDL's empty status answer as one line ("CREATE done in 2.1 ms"); rows as rows."""
-    if schema.names in _STATUS_COLUMNS:
-        first = next(batches, None)
-        if first is None or (first.num_rows == 0 and next(batches, None) is None):
-            took = (time.perf_counter() - started) * 1000
-            click.echo(f"{render.statement_kind(statement)} done in {took:,.1f} ms", err=True)
-            return
-        batches = itertools.chain([first], batches)
-    _show(batches, schema, fmt, limit, started, note)
+        batches = render.started(reader, "running…")
+        _show(batches, reader.schema, fmt, limit, started, statement=statement)
 
 
 def _tables(target: str, token: str | None) -> list[dict[str, Any]]:
