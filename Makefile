@@ -1,5 +1,6 @@
 # The two front-door commands: `make demo` and `make test`. Both create .venv when missing:
-# the demo installs what it runs (duckflock with its [cli] extra), the tests the dev extras.
+# the demo installs what it runs and what it suggests next (duckflock with its [cli] and
+# [server] extras, so the README's `duckflock serve` works), the tests the dev extras.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(RUNTIME): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[cli]'
+	$(BIN)/python -m pip install --quiet -e '.[cli,server]'
 	touch $(RUNTIME)
 
 $(DEV): $(BIN)/python pyproject.toml

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -86,8 +87,9 @@ def test_load_refuses_unknown_formats_and_reports_bad_rows(tmp_path: Path) -> No
         check=False,
     )
     assert run.returncode == 1
-    assert "RowRejectedError" in run.stderr
-    assert "line 3" in run.stderr  # the file's line: header, 1,1, then 1,one
+    # the file's line (header, 1,1, then 1,one) and column, with DuckDB's reason
+    assert "bad.csv, line 3, column i: ConversionError" in run.stderr
+    assert "nothing was loaded: events is as it was" in run.stderr
     assert "Traceback" not in run.stderr
 
 
@@ -110,7 +112,12 @@ def test_query_load_and_status_against_a_server(server: ServerProcess, tmp_path:
     assert "ingest: 1,200 rows" in status.output
 
 
-def cli_run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli_run(
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """The real console entry point in a subprocess: exit codes and stderr as users see."""
     return subprocess.run(
         [sys.executable, "-m", "duckflock", *args],
@@ -118,6 +125,8 @@ def cli_run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
         text=True,
         timeout=60,
         cwd=cwd,
+        env={**os.environ, **(env or {})},
+        input=stdin,
         check=False,
     )
 
@@ -149,8 +158,8 @@ def test_load_creates_the_table_from_the_files_inferred_schema(tmp_path: Path) -
     # the primary key was declared: loading the same ids again fails on the first line
     again = cli_run("load", str(path), "readings", str(gz))
     assert again.returncode == 1
-    assert "line 2" in again.stderr
-    assert "0 rows of the file were committed" in again.stderr
+    assert "line 2, column id: ConstraintError" in again.stderr
+    assert "nothing was loaded: readings is as it was" in again.stderr
     assert "--replace" not in again.stderr  # the table was not created by this load
     assert "Traceback" not in again.stderr
 
@@ -171,7 +180,7 @@ def test_load_reads_zstd_ndjson_and_replaces_on_request(tmp_path: Path) -> None:
         assert db.execute("SELECT count(*) FROM events").fetchone() == (3,)  # untouched
 
 
-def test_load_names_the_file_line_and_the_rows_already_committed(tmp_path: Path) -> None:
+def test_load_is_all_or_nothing_and_names_the_file_line_and_column(tmp_path: Path) -> None:
     path = make_db(tmp_path / "line.duckdb")
     body = [f"7,{i},ok" for i in range(100)]
     body[55] = "7,fifty-five,bad"  # data row 56: line 57 of the file (line 1 is the header)
@@ -179,10 +188,17 @@ def test_load_names_the_file_line_and_the_rows_already_committed(tmp_path: Path)
     bad.write_text("p,i,note\n" + "\n".join(body) + "\n")
     run = cli_run("load", str(path), "events", str(bad), "--chunk-rows", "10")
     assert run.returncode == 1, run.stderr
-    assert "line 57" in run.stderr
+    assert "rows.csv, line 57, column i: ConversionError" in run.stderr
     assert "fifty-five" in run.stderr
-    assert "50 rows of the file were committed" in run.stderr  # five whole chunks
-    assert "--replace" not in run.stderr
+    assert "nothing was loaded: events is as it was" in run.stderr
+    assert "--rejects" in run.stderr  # what to do next
+    with duckflock.connect(path, read_only=True) as db:  # five good chunks, none kept
+        assert db.execute("SELECT count(*) FROM events WHERE p = 7").fetchone() == (0,)
+    # --chunked: chunk by chunk, as before; the error says what was committed
+    chunked = cli_run("load", str(path), "events", str(bad), "--chunk-rows", "10", "--chunked")
+    assert chunked.returncode == 1
+    assert "line 57" in chunked.stderr
+    assert "50 rows of the file were committed" in chunked.stderr  # five whole chunks
     with duckflock.connect(path, read_only=True) as db:
         assert db.execute("SELECT count(*) FROM events WHERE p = 7").fetchone() == (50,)
 
@@ -249,15 +265,18 @@ def test_query_streams_with_a_default_limit_and_a_footer(tmp_path: Path) -> None
     assert lines[0] == '"n"'
     assert lines[1:] == [str(n) for n in range(1000)]  # the default --limit
     assert "1,000 rows in" in run.stderr
-    assert "--limit 0 shows all" in run.stderr
-    # --limit 0: every row, drawn as tables of about 10,000 rows while the rest streams in
-    everything = cli_run("query", str(path), "SELECT * FROM range(25000)", "--limit", "0")
+    assert "--limit 0 reads all" in run.stderr
+    # --limit 0 in a table: only what fits the terminal is drawn, the rest is counted
+    everything = cli_run(
+        "query", str(path), "SELECT * FROM range(250000)", "--limit", "0", env={"LINES": "30"}
+    )
     assert everything.returncode == 0
-    assert "25,000 rows in" in everything.stderr
-    assert "more rows" not in everything.stderr
+    assert "250,000 rows in" in everything.stderr
     cells = [line.strip("│ ") for line in everything.stdout.splitlines() if line.startswith("│")]
-    assert cells == [str(n) for n in range(25000)]
-    assert everything.stdout.count("┏") >= 2  # not one table held in memory to the end
+    assert cells == [str(n) for n in range(24)]  # 30 lines less borders, header and footer
+    assert "249,976 not drawn" in everything.stderr
+    assert "--format csv, json or arrow" in everything.stderr
+    assert "more rows" not in everything.stderr
     as_json = cli_run("query", str(path), "SELECT i FROM events WHERE false", "--format", "json")
     assert json.loads(as_json.stdout) == []
 
@@ -279,11 +298,16 @@ def test_sql_on_a_file_creates_it_and_runs_ddl_and_dml(tmp_path: Path) -> None:
         cli, ["sql", str(path), "CREATE TABLE notes (id INTEGER PRIMARY KEY, body VARCHAR)"]
     )
     assert created.exit_code == 0, created.output
+    assert created.stderr.startswith("CREATE done in ")  # one line, no empty Count table
+    assert created.stdout == ""
+    dropped = cli_run("sql", str(path), "DROP TABLE IF EXISTS absent")
+    assert dropped.stdout == ""
+    assert dropped.stderr.startswith("DROP done in "), dropped.stderr
     inserted = CliRunner().invoke(
         cli, ["sql", str(path), "INSERT INTO notes VALUES (1, 'a'), (2, 'b')", "--format", "json"]
     )
     assert inserted.exit_code == 0, inserted.output
-    assert '"Count": 2' in inserted.output
+    assert json.loads(inserted.stdout) == [{"Count": 2}]
     listed = CliRunner().invoke(cli, ["tables", str(path)])
     assert "notes" in listed.output
     assert "id INTEGER, body VARCHAR" in listed.output
@@ -300,10 +324,12 @@ def test_sql_on_a_file_creates_it_and_runs_ddl_and_dml(tmp_path: Path) -> None:
 def test_sql_tables_and_load_against_a_server(server: ServerProcess, tmp_path: Path) -> None:
     ddl = CliRunner().invoke(cli, ["sql", server.url, "CREATE TABLE kv (k VARCHAR, v INTEGER)"])
     assert ddl.exit_code == 0, ddl.output
+    assert ddl.stderr.startswith("CREATE done in "), ddl.output
+    assert "Count" not in ddl.output
     dml = CliRunner().invoke(
         cli, ["sql", server.url, "INSERT INTO kv VALUES ('a', 1), ('b', 2)", "--format", "json"]
     )
-    assert '"Count": 2' in dml.output
+    assert json.loads(dml.stdout) == [{"Count": 2}]
     ndjson = tmp_path / "more.ndjson"
     ndjson.write_text("".join(json.dumps({"k": f"n{i}", "n": i}) + "\n" for i in range(40)))
     created = CliRunner().invoke(cli, ["load", server.url, "numbers", str(ndjson)])
@@ -343,11 +369,22 @@ def test_a_file_held_by_a_server_points_to_the_url(server: ServerProcess) -> Non
         assert "Traceback" not in run.stderr
 
 
-def test_a_failed_load_into_a_table_it_created_says_how_to_start_over(tmp_path: Path) -> None:
+def test_a_failed_load_into_a_table_it_creates_leaves_no_table(tmp_path: Path) -> None:
     path = tmp_path / "over.duckdb"
     csv_file = tmp_path / "dupes.csv"
     csv_file.write_text("id,v\n1,a\n2,b\n1,c\n")
+    # all or nothing: the CREATE TABLE is part of the load, so it goes too
     run = cli_run("load", str(path), "items", str(csv_file), "--pk", "id", "--chunk-rows", "2")
+    assert run.returncode == 1
+    # the duplicate is in a later chunk than the key it repeats: its lines are named
+    assert "dupes.csv, line 4 (they go in alone: together with the earlier" in run.stderr
+    assert 'UNIQUE constraint violation: duplicate key "1"' in run.stderr
+    with duckflock.connect(path, read_only=True) as db:
+        assert db.tables() == []
+    # --chunked: the table stays with the chunks before the failure, and says so
+    run = cli_run(
+        "load", str(path), "items", str(csv_file), "--pk", "id", "--chunk-rows", "2", "--chunked"
+    )
     assert run.returncode == 1
     assert "line 4" in run.stderr
     assert "2 rows of the file were committed" in run.stderr

@@ -165,9 +165,9 @@ def _make_recipe(target: str) -> str:
     return run.stdout
 
 
-def test_make_demo_installs_only_the_cli_extra_and_make_test_the_dev_extras() -> None:
+def test_make_demo_installs_the_cli_and_server_extras_and_make_test_the_dev_extras() -> None:
     demo = _make_recipe("demo")
-    assert "-e '.[cli]'" in demo
+    assert "-e '.[cli,server]'" in demo  # the README's `duckflock serve` works after it
     assert "dev" not in demo
     test = _make_recipe("test")
     assert "-e '.[dev]'" in test

@@ -550,6 +550,22 @@ def _unbindable(cursor: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> str |
     return None
 
 
+# DuckDB's messages that name the column at fault (checked on 1.5.5)
+_COLUMN_IN_MESSAGE = (
+    re.compile(r"NOT NULL constraint failed: [^.\s]+\.(\w+)"),
+    re.compile(r'Duplicate key "(\w+):'),
+)
+
+
+def column_in(message: str) -> str | None:
+    """The column DuckDB's error ``message`` blames, when it names one."""
+    for pattern in _COLUMN_IN_MESSAGE:
+        found = pattern.search(message)
+        if found:
+            return found.group(1)
+    return None
+
+
 def _culprit(
     cursor: duckdb.DuckDBPyConnection,
     receipt: Receipt,
@@ -558,11 +574,9 @@ def _culprit(
 ) -> str | None:
     """The column to blame, when it can be told: from DuckDB's message, or by trying
     to cast each of the row's values to its column's type."""
-    message = str(failure)
-    for pattern in (r"NOT NULL constraint failed: [^.\s]+\.(\w+)", r'Duplicate key "(\w+):'):
-        found = re.search(pattern, message)
-        if found:
-            return found.group(1)
+    named = column_in(str(failure))
+    if named is not None:
+        return named
     if row is None or receipt._schema is None:
         return None
     try:

@@ -13,9 +13,12 @@ A table that does not exist yet takes the schema DuckDB infers from the file
 from __future__ import annotations
 
 import csv
+import io
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import duckdb
 import pyarrow as pa
@@ -42,15 +45,63 @@ _HEADER_BYTES = 1 << 20  # a CSV header longer than this is not a header
 @dataclass(frozen=True)
 class Chunk:
     """Rows of a file: the rows, the file line of the first (None for Parquet, whose
-    rows have no lines) and how many bytes of the file were read so far."""
+    rows have no lines) and how many bytes of the file were read so far. Read with
+    ``keep_text`` (the lenient reading that sets bad lines aside), each row also has
+    its own line and its text as it stood in the file."""
 
     table: pa.Table
     first_row: int  # index of the first row in the file, from 0
     first_line: int | None
     position: int
+    lines: list[int] | None = None  # each row's line, when rows are not one per line
+    texts: list[str] | None = None  # each row's text in the file
 
     def line_of(self, row_index: int) -> int | None:
+        if self.lines is not None:
+            return self.lines[row_index]
         return None if self.first_line is None else self.first_line + row_index
+
+    def text_of(self, row_index: int) -> str:
+        if self.texts is not None:
+            return self.texts[row_index]
+        row = self.table.slice(row_index, 1).to_pylist()[0]
+        return json.dumps(row, default=str)
+
+    def without(self, row_index: int) -> tuple[Chunk, Chunk]:
+        """(the rows before ``row_index``, the rows after it)."""
+
+        def part(start: int, stop: int) -> Chunk:
+            return Chunk(
+                self.table.slice(start, stop - start),
+                self.first_row + start,
+                self.line_of(start) if start < self.table.num_rows else None,
+                self.position,
+                None if self.lines is None else self.lines[start:stop],
+                None if self.texts is None else self.texts[start:stop],
+            )
+
+        return part(0, row_index), part(row_index + 1, self.table.num_rows)
+
+
+class BadLine(NamedTuple):
+    """A line of a file that cannot be a row: where, why, and what it said."""
+
+    line: int | None  # None for formats without lines (Parquet: see ``row``)
+    reason: str
+    text: str
+    row: int | None = None  # the row's index in the file, from 0, when it had one
+
+
+class BadFileError(ValueError):
+    """The file itself does not parse at ``line`` (a CSV record with the wrong number
+    of fields, NDJSON that is not JSON)."""
+
+    def __init__(self, path: str, line: int | None, reason: str) -> None:
+        where = f"line {line}" if line is not None else "a line"
+        super().__init__(f"{where}: {reason}")
+        self.path = path
+        self.line = line
+        self.reason = reason
 
 
 def compression(path: str) -> str | None:
@@ -92,8 +143,16 @@ def csv_header(path: str) -> list[str]:
     return next(csv.reader([first], delimiter=_delimiter(path)), [])
 
 
-def chunks_of(path: str, kind: str, rows: int) -> Iterator[Chunk]:
-    """The file's rows in chunks of at most ``rows`` rows."""
+def chunks_of(
+    path: str, kind: str, rows: int, rejects: Callable[[BadLine], None] | None = None
+) -> Iterator[Chunk]:
+    """The file's rows in chunks of at most ``rows`` rows.
+
+    Without ``rejects`` a line that cannot be a row raises :class:`BadFileError` naming
+    it. With ``rejects``, such lines go to it and reading goes on; the lines are then
+    read by Python's csv and json modules (slower than pyarrow's readers, but each
+    row keeps its exact line and text for the rows DuckDB refuses later).
+    """
     if rows < 1:
         raise ValueError("chunks need at least one row")
     if kind == "parquet":
@@ -108,7 +167,13 @@ def chunks_of(path: str, kind: str, rows: int) -> Iterator[Chunk]:
             done += batch.num_rows
             yield Chunk(pa.Table.from_batches([batch]), first, None, size * done // total)
         return
+    if kind not in ("csv", "ndjson"):
+        raise ValueError(f"unknown format {kind!r}: csv, parquet or ndjson")
+    if rejects is not None:
+        yield from _lenient(path, kind, rows, rejects)
+        return
     raw, stream = _open(path)
+    done = 0
     try:
         if kind == "csv":
             header = csv_header(path)
@@ -120,14 +185,142 @@ def chunks_of(path: str, kind: str, rows: int) -> Iterator[Chunk]:
                     column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True
                 ),
             )
-            yield from _rechunk(reader, rows, raw.tell, first_line=2)  # line 1: the header
-        elif kind == "ndjson":
-            reader = pa_json.open_json(stream, read_options=pa_json.ReadOptions(block_size=1 << 22))
-            yield from _rechunk(reader, rows, raw.tell, first_line=1)
+            first_line = 2  # line 1: the header
         else:
-            raise ValueError(f"unknown format {kind!r}: csv, parquet or ndjson")
+            reader = pa_json.open_json(stream, read_options=pa_json.ReadOptions(block_size=1 << 22))
+            first_line = 1
+        for chunk in _rechunk(reader, rows, raw.tell, first_line):
+            done = chunk.first_row + chunk.table.num_rows
+            yield chunk
+    except pa.ArrowInvalid as exc:
+        # pyarrow's message has no line: find it, reading again from the first row not
+        # yet handed out (only the failing block is read twice)
+        bad = _first_bad(path, kind, done)
+        line, reason = (bad.line, bad.reason) if bad is not None else (None, str(exc))
+        raise BadFileError(path, line, reason) from None
     finally:
         raw.close()
+
+
+Record = tuple[int, str, "list[str] | dict[str, Any] | BadLine"]  # (line, text, value)
+_NULLS = frozenset(pa_csv.ConvertOptions().null_values)  # what pyarrow's reader reads as NULL
+
+
+def _records(path: str, kind: str) -> Iterator[tuple[list[str] | None, Record, int]]:
+    """(the CSV header, record, bytes read) for each data record; a record of the wrong
+    width is a :class:`BadLine`."""
+    raw, stream = _open(path)
+    try:
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
+        records = _csv_records(text, _delimiter(path)) if kind == "csv" else _json_records(text)
+        header: list[str] | None = None
+        for line, raw_text, value in records:
+            if isinstance(value, list):
+                if header is None:
+                    header = value
+                    continue
+                if len(value) != len(header):
+                    found = len(value)
+                    reason = f"expected {len(header)} fields (as the header has), found {found}"
+                    value = BadLine(line, reason, raw_text)
+            yield header, (line, raw_text, value), raw.tell()
+    finally:
+        raw.close()
+
+
+def _first_bad(path: str, kind: str, skip: int) -> BadLine | None:
+    """The first bad line after ``skip`` good rows."""
+    done = 0
+    for _, (_, _, value), _ in _records(path, kind):
+        if isinstance(value, BadLine):
+            if done >= skip:
+                return value
+        else:
+            done += 1
+    return None
+
+
+def _lenient(
+    path: str, kind: str, rows: int, rejects: Callable[[BadLine], None]
+) -> Iterator[Chunk]:
+    """Chunks read record by record (exact lines and texts); bad lines to ``rejects``."""
+    pending: list[Record] = []
+    header: list[str] | None = None
+    done = 0
+    position = 0
+    for header, record, position in _records(path, kind):
+        value = record[2]
+        if isinstance(value, BadLine):
+            rejects(value)
+            continue
+        done += 1
+        pending.append(record)
+        if len(pending) == rows:
+            yield _chunk_of(pending, header, done - len(pending), position)
+            pending = []
+    if pending:
+        yield _chunk_of(pending, header, done - len(pending), position)
+
+
+def _csv_records(text: io.TextIOWrapper, delimiter: str) -> Iterator[Record]:
+    """(line, text, fields) of each CSV record; a record may span several lines."""
+    taken: list[str] = []
+
+    def lines() -> Iterator[str]:
+        for line in text:
+            taken.append(line)
+            yield line
+
+    reader = csv.reader(lines(), delimiter=delimiter)
+    start = 1
+    while True:
+        taken.clear()
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            record = "".join(taken).rstrip("\r\n")
+            yield start, record, BadLine(start, f"not CSV: {exc}", record)
+        else:
+            if fields:  # a blank line is no record
+                yield start, "".join(taken).rstrip("\r\n"), fields
+        start = reader.line_num + 1
+
+
+def _json_records(text: io.TextIOWrapper) -> Iterator[Record]:
+    """(line, text, object) of each NDJSON line."""
+    for number, line in enumerate(text, start=1):
+        record = line.rstrip("\r\n")
+        if not record.strip():
+            continue
+        try:
+            value = json.loads(record)
+        except ValueError as exc:
+            yield number, record, BadLine(number, f"not JSON: {exc}", record)
+            continue
+        if not isinstance(value, dict):
+            yield number, record, BadLine(number, "not a JSON object", record)
+            continue
+        yield number, record, value
+
+
+def _chunk_of(pending: list[Record], header: list[str] | None, first: int, position: int) -> Chunk:
+    values = [value for _, _, value in pending]
+    if header is not None:  # CSV: every value as text, DuckDB casts it on insert
+        table = pa.table(
+            {
+                name: pa.array(
+                    [None if row[i] in _NULLS else row[i] for row in values],  # type: ignore[index]
+                    pa.string(),
+                )
+                for i, name in enumerate(header)
+            }
+        )
+    else:
+        table = pa.Table.from_pylist(values)
+    lines = [line for line, _, _ in pending]
+    return Chunk(table, first, lines[0], position, lines, [text for _, text, _ in pending])
 
 
 def _rechunk(
@@ -165,7 +358,8 @@ def inferred_columns(path: str, kind: str) -> tuple[list[tuple[str, str]], list[
     (``01/02/2024``) keeps those columns as VARCHAR rather than fail on every row.
     """
     reader = {
-        "csv": "read_csv(?)",
+        # a bad line (too few fields) must not make the sniffer read one column
+        "csv": "read_csv(?, ignore_errors = true)",
         "ndjson": "read_json(?, format = 'newline_delimited')",
         "parquet": "read_parquet(?)",
     }.get(kind)

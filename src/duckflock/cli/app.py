@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from .. import __version__
@@ -13,9 +14,10 @@ from ..database import connect
 from ..errors import DuckflockError
 from ..results import Result
 from ..server.settings import ListenSettings, PgSettings, ServerSettings, flagged
-from . import data, load, render
+from . import analysis, banner, data, load, render
 from .bench import Figure, Sizes, format_figure, run, summary
-from .demo import run_demo, run_live_demo
+from .demo import next_steps, program_name, run_demo, run_live_demo
+from .hints import next_step
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -81,6 +83,10 @@ def demo(database: str, memory: bool, writers: int, readers: int, seed: int, liv
         f"{len(report.rows)} rows from {writers} writers, {seen}, "
         f"{report.elapsed * 1000:.1f} ms ({where})"
     )
+    if not memory:
+        console.print("\n[bold]Next, try:[/bold]")
+        for step in next_steps(database, program_name()):
+            console.print(f"  {step}", markup=False, soft_wrap=True)
 
 
 def _print_read(line: tuple[str, int, Any]) -> None:
@@ -223,6 +229,19 @@ def serve(
             if value is not None:
                 options[key] = value
         pg = PgSettings(host=host, **options) if "port" in options else None
+        click.echo(
+            banner.text(
+                database,
+                host=host,
+                port=port,
+                settings=settings,
+                pg=pg,
+                sources=banner.token_sources(
+                    token, settings.tokens, config.tokens if config else {}
+                ),
+            ),
+            err=True,
+        )
         code = run(
             database,
             host=host,
@@ -240,7 +259,14 @@ def serve(
     os._exit(code)  # the database is closed; no stray thread may hold the exit
 
 
-for command in (data.query, data.sql_command, data.tables, load.load, data.status):
+for command in (
+    data.query,
+    data.sql_command,
+    data.tables,
+    load.load,
+    data.status,
+    analysis.analysis,
+):
     cli.add_command(command)
 
 
@@ -283,12 +309,23 @@ duckflock load readings.duckdb readings readings.csv --pk id     # creates the t
 duckflock sql readings.duckdb "UPDATE readings SET value = value * 2 WHERE sensor = 's1'"
 duckflock query readings.duckdb "SELECT sensor, sum(value) AS total FROM readings GROUP BY 1"
 duckflock query readings.duckdb "SELECT * FROM range(1000000)" --limit 5 --format csv
+duckflock query readings.duckdb "SELECT * FROM range(1000000)" --limit 0 --format arrow > all.arrow
 duckflock tables readings.duckdb
 duckflock status readings.duckdb
+printf 'id,sensor,value\n4,s2,oops\n5,s2,3.5\n' | duckflock load readings.duckdb readings - \
+    --format csv --rejects bad-lines.csv                          # stdin; bad lines set aside
+duckflock analysis define readings.duckdb per_sensor \
+    "SELECT sensor, count(*) AS n FROM readings GROUP BY 1"
+duckflock analysis show readings.duckdb per_sensor --format csv
 duckflock load "$DUCKFLOCK_URL" readings readings.csv.gz          # .gz and .zst read as is
 duckflock sql "$DUCKFLOCK_URL" "DELETE FROM readings WHERE value > 4"
 duckflock query "$DUCKFLOCK_URL" "SELECT count(*) AS n FROM readings" --format json
 duckflock status "$DUCKFLOCK_URL"
+duckflock analysis define "$DUCKFLOCK_URL" total \
+    "SELECT sum(value) AS total FROM readings" --on-change
+duckflock analysis watch "$DUCKFLOCK_URL" total --versions 1      # live until Ctrl-C without it
+duckflock analysis list "$DUCKFLOCK_URL"
+duckflock analysis drop "$DUCKFLOCK_URL" total
 ```
 """
 
@@ -305,9 +342,11 @@ def main() -> None:
     except click.exceptions.Exit as exc:
         raise SystemExit(exc.exit_code) from None
     except DuckflockError as exc:
-        render.console(stderr=True).print(
-            f"[red]error:[/red] {type(exc).__name__}: {exc}", markup=True, highlight=False
-        )
+        err = render.console(stderr=True)
+        err.print(f"[red]error:[/red] {type(exc).__name__}: {escape(str(exc))}", highlight=False)
+        hint = next_step(exc)
+        if hint is not None:
+            err.print(f"[bold]next:[/bold] {escape(hint)}", highlight=False)
         raise SystemExit(1) from None
     except ImportError as exc:  # an extra that is not installed: the message names it
         click.echo(f"error: {exc}", err=True)

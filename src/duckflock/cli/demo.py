@@ -10,11 +10,14 @@ thread group-commits.
 from __future__ import annotations
 
 import random
+import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from ..database import Database
@@ -158,3 +161,31 @@ def run_live_demo(
         seen(final)
     report.rows = _table_rows(db)
     return report
+
+
+def next_steps(database: str, program: str = "duckflock") -> list[str]:
+    """The three things to try after the demo, on the file it wrote: look at the rows,
+    serve them, and (while it serves) define an analysis that keeps itself fresh."""
+    url = "http://127.0.0.1:8765"
+    per_thread = "SELECT thread_name, count(*) AS n FROM my_inserts GROUP BY 1"
+    return [
+        f"{program} query {database} "
+        '"SELECT thread_name, insert_time FROM my_inserts ORDER BY insert_time"',
+        f"{program} serve {database}    # then open {url}/ (Ctrl-C stops it)",
+        f'{program} analysis define {url} per_thread "{per_thread}" --on-change'
+        f"    # in a second terminal; then: {program} analysis watch {url} per_thread",
+    ]
+
+
+def program_name() -> str:
+    """How to call this ``duckflock``: by name when PATH finds this one, else its path
+    (``make demo`` leaves it in .venv/bin without activating anything)."""
+    here = Path(sys.argv[0]) if Path(sys.argv[0]).name == "duckflock" else None
+    here = here or Path(sys.executable).parent / "duckflock"
+    found = shutil.which("duckflock")
+    if found and Path(found).resolve() == here.resolve():
+        return "duckflock"
+    try:
+        return str(here.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)

@@ -1,9 +1,20 @@
-"""``duckflock load``: a file into a table of a database file or a server, in chunks."""
+"""``duckflock load``: a file (or stdin) into a table of a database file or a server.
+
+All or nothing by default: on a file, every chunk goes in one transaction (with the
+``CREATE TABLE`` that makes a new table); on a server, the whole file goes in one
+request, which commits atomically. ``--rejects`` keeps the good rows and writes each bad
+line with its reason; ``--chunked`` commits chunk by chunk (for files too large for one
+request to a server).
+"""
 
 from __future__ import annotations
 
+import shutil
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,47 +31,52 @@ from rich.progress import (
 
 from .. import loading
 from ..errors import DuckflockError, RowRejectedError
-from . import render, targets
+from ..loads import ChunkRejectedError, insert_all
+from . import rejects, render, targets
 from .data import TOKEN
 
-Insert = Callable[[pa.Table], int]
-Run = Callable[[str], object]
+
+@dataclass(frozen=True)
+class _Job:
+    """One load: the file to read (stdin already copied to one), its format, the table
+    as typed and as quoted SQL, the CREATE TABLE it starts with, and how to commit."""
+
+    path: str
+    kind: str
+    table: str
+    name: str
+    chunk_rows: int
+    ddl: str | None
+    rejects_path: str | None
+    chunked: bool
+
+    @property
+    def all_or_nothing(self) -> bool:
+        return self.rejects_path is None and not self.chunked
+
+    def chunks(self, reject: Callable[[loading.BadLine], None] | None = None) -> Iterator[Any]:
+        return loading.chunks_of(self.path, self.kind, self.chunk_rows, reject)
 
 
-@contextmanager
-def _connection(
-    target: str, table: str, token: str | None
-) -> Iterator[tuple[Insert, Run, Callable[[], list[str]]]]:
-    """(insert a chunk into ``table``, run DDL, list table names) on a file or a server.
-
-    ``table`` goes to the library as data, as the user typed it."""
-    if targets.is_url(target):
-        with targets.client(target, token) as remote:
-            yield (
-                lambda chunk: remote.insert(table, chunk, chunk_rows=chunk.num_rows),
-                remote.run,
-                lambda: [t["name"] for t in remote.tables()],
-            )
-        return
-    with targets.database(target, read_only=False) as db:
-        yield (
-            lambda chunk: db.insert(table, chunk).rows,
-            db.execute,
-            lambda: [t["name"] for t in db.tables()],
-        )
+Insert = rejects.Insert
+Advance = Callable[[loading.Chunk, int], None]
+ONE_REQUEST_BYTES = 64 * 2**20  # a server's default --max-body: one atomic request at most
+NOTHING_LOADED = "nothing was loaded: {table} is as it was"
+KEEP_GOING = "--rejects FILE loads the good rows and writes the bad lines there"
 
 
 @click.command()
 @click.argument("target")
 @click.argument("table")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["auto", "csv", "parquet", "ndjson"]),
     default="auto",
     show_default=True,
-    help="File format (auto: from the extension; .gz and .zst are read compressed).",
+    help="File format (auto: from the extension; .gz and .zst are read compressed; "
+    "stdin needs it).",
 )
 @click.option(
     "--create/--no-create",
@@ -81,11 +97,24 @@ def _connection(
     help="Primary key column of a table being created (repeat for a composite key).",
 )
 @click.option(
+    "--rejects",
+    "rejects_path",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Keep going past bad lines: load the good rows, write each bad line to this CSV "
+    "file (line, reason, text).",
+)
+@click.option(
+    "--chunked",
+    is_flag=True,
+    help="Commit each chunk on its own instead of all or nothing (a file too large for one "
+    "request to a server).",
+)
+@click.option(
     "--chunk-rows",
     default=100_000,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Rows per insert call; each chunk commits atomically.",
+    help="Rows read (and, with --chunked or --rejects, committed) at a time.",
 )
 @TOKEN
 def load(
@@ -96,66 +125,126 @@ def load(
     create: bool,
     replace: bool,
     primary_key: tuple[str, ...],
+    rejects_path: str | None,
+    chunked: bool,
     chunk_rows: int,
     token: str | None,
 ) -> None:
-    """Load FILE (CSV, TSV, Parquet or NDJSON; .gz/.zst too) into TABLE of TARGET.
+    """Load FILE (CSV, TSV, Parquet or NDJSON; .gz/.zst too; - for stdin) into TABLE.
 
     TARGET is a database file (created if missing) or a server URL. A TABLE that does
     not exist is created with the columns DuckDB infers from FILE (--no-create refuses
-    instead); --replace recreates it. Rows go in chunks of --chunk-rows, each committed
-    atomically: a bad row stops the load, naming its line in FILE and how many rows
-    were already committed.
+    instead); --replace recreates it. The load is all or nothing: a bad line stops it,
+    naming its line and column, and TABLE stays as it was. --rejects FILE loads the
+    good rows and writes each bad line there with its reason; --chunked commits chunk
+    by chunk. On a server, all or nothing means one request (64 MiB of Arrow at most);
+    larger files need --chunked or --rejects.
 
     \b
     duckflock load events.duckdb readings readings.csv.gz --pk id
-    duckflock load http://127.0.0.1:8765 readings more.ndjson
+    duckflock load events.duckdb readings more.csv --rejects bad-lines.csv
+    zcat big.csv.gz | duckflock load http://127.0.0.1:8765 readings - --format csv
     """
+    if rejects_path is not None and chunked:
+        raise click.UsageError("--rejects commits the good rows as it goes: drop --chunked")
+    shown = "stdin" if file == "-" else file
+    with _readable(file, fmt) as (path, kind), _naming(shown):
+        name, wanted = targets.table_name(table)
+        if targets.is_url(target):
+            with targets.client(target, token) as remote:
+                exists = any(targets.same_table(t["name"], wanted) for t in remote.tables())
+                ddl = _ddl(path, kind, table, target, name, exists, create, replace, primary_key)
+                job = _Job(path, kind, table, name, chunk_rows, ddl, rejects_path, chunked)
+                loaded = _remote(remote, job)
+        else:
+            with targets.database(target, read_only=False) as db:
+                exists = any(targets.same_table(t["name"], wanted) for t in db.tables())
+                ddl = _ddl(path, kind, table, target, name, exists, create, replace, primary_key)
+                job = _Job(path, kind, table, name, chunk_rows, ddl, rejects_path, chunked)
+                loaded = _local(db, job)
+    render.console(stderr=True).print(f"loaded {loaded:,} rows from {shown} into {table}")
+
+
+@contextmanager
+def _naming(shown: str) -> Iterator[None]:
+    """Errors of the load (not of its arguments) start with the file they are about."""
     try:
-        kind = loading.file_format(file) if fmt == "auto" else fmt
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from exc
-    name, wanted = targets.table_name(table)
-    with _connection(target, table, token) as (insert, run, listed):
-        exists = any(targets.same_table(n, wanted) for n in listed())
-        if replace or not exists:
-            if not exists and not create:
-                raise click.UsageError(
-                    f"table {table!r} does not exist in {target} (without --no-create, "
-                    "load creates it from the file)"
-                )
-            try:
-                columns, notes = loading.inferred_columns(file, kind)
-                ddl = loading.create_table_sql(
-                    name, columns, primary_key=primary_key, replace=replace
-                )
-            except ValueError as exc:
-                raise click.UsageError(str(exc)) from exc
-            except Exception as exc:  # DuckDB could not read the file to infer it
-                raise click.ClickException(
-                    f"{file}: DuckDB cannot infer its columns: {exc}"
-                ) from None
-            run(ddl)
-            click.echo(f"created {table} ({', '.join(f'{c} {t}' for c, t in columns)})", err=True)
-            for note in notes:
-                click.echo(f"note: {note}", err=True)
-        elif primary_key:
+        yield
+    except click.UsageError:
+        raise
+    except click.ClickException as exc:
+        where = ", " if exc.message.startswith(("line", "row")) else ": "
+        raise click.ClickException(f"{shown}{where}{exc.message}") from None
+
+
+@contextmanager
+def _readable(file: str, fmt: str) -> Iterator[tuple[str, str]]:
+    """(a path to read, its format); stdin is first copied into a temporary file, so it
+    is read like any file (DuckDB infers its columns, errors name its lines)."""
+    if file != "-":
+        if not Path(file).is_file():
+            raise click.BadParameter(f"no file {file!r}", param_hint="FILE")
+        try:
+            yield file, loading.file_format(file) if fmt == "auto" else fmt
+        except ValueError as exc:
+            if "--format" in str(exc) and fmt == "auto":
+                raise click.UsageError(str(exc)) from None
+            raise
+        return
+    if fmt == "auto":
+        raise click.UsageError("stdin has no extension to tell its format: pass --format csv")
+    with tempfile.TemporaryDirectory(prefix="duckflock-load-") as folder:
+        spooled = Path(folder) / f"stdin.{fmt}"
+        with render.working("reading stdin…"), spooled.open("wb") as out:
+            shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+        yield str(spooled), fmt
+
+
+def _ddl(
+    path: str,
+    kind: str,
+    table: str,
+    target: str,
+    name: str,
+    exists: bool,
+    create: bool,
+    replace: bool,
+    primary_key: tuple[str, ...],
+) -> str | None:
+    """The CREATE TABLE this load starts with, or None for an existing table."""
+    if exists and not replace:
+        if primary_key:
             raise click.UsageError(
                 f"--pk applies to a table being created; {table!r} exists (add --replace)"
             )
-        try:
-            loaded = _stream(file, kind, chunk_rows, insert, table)
-        except click.ClickException as exc:
-            if not (replace or not exists):
-                raise
-            hint = f" This load created {table}: --replace starts it over."
-            raise click.ClickException(exc.message + hint) from None
-    render.console(stderr=True).print(f"loaded {loaded:,} rows into {table}")
+        return None
+    if not exists and not create:
+        raise click.UsageError(
+            f"table {table!r} does not exist in {target} (without --no-create, load "
+            "creates it from the file)"
+        )
+    try:
+        columns, notes = loading.inferred_columns(path, kind)
+        ddl = loading.create_table_sql(name, columns, primary_key=primary_key, replace=replace)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    except Exception as exc:  # DuckDB could not read the file to infer it
+        raise click.ClickException(f"DuckDB cannot infer the file's columns: {exc}") from None
+    err = render.console(stderr=True)
+    err.print(
+        f"{'replacing' if exists else 'creating'} {table} "
+        f"({', '.join(f'{c} {t}' for c, t in columns)})",
+        markup=False,
+        highlight=False,
+    )
+    for note in notes:
+        err.print(f"note: {note}", markup=False, highlight=False)
+    return ddl
 
 
-def _stream(file: str, kind: str, chunk_rows: int, insert: Insert, table: str) -> int:
-    """Insert every chunk with a progress bar; an error names the line and the rows
-    committed before it."""
+@contextmanager
+def _progress(path: str, table: str) -> Iterator[Advance]:
+    """A progress bar (bytes read, rows loaded) on stderr while the load runs."""
     progress = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -165,43 +254,149 @@ def _stream(file: str, kind: str, chunk_rows: int, insert: Insert, table: str) -
         TimeRemainingColumn(),
         console=render.console(stderr=True),
         transient=True,
+        disable=not render.console(stderr=True).is_terminal,
     )
+    with progress:
+        task = progress.add_task(f"-> {table}", total=Path(path).stat().st_size, rows=0)
+        yield lambda chunk, rows: progress.update(task, completed=chunk.position, rows=rows)
+
+
+def _local(db: Any, job: _Job) -> int:
+    if job.all_or_nothing:
+        try:
+            with _progress(job.path, job.table) as advance:
+                return insert_all(db, job.name, job.chunks(), create=job.ddl, on_chunk=advance)
+        except ChunkRejectedError as exc:
+            raise _rejected(exc.chunk, exc.error, job.table) from None
+        except loading.BadFileError as exc:
+            raise click.ClickException(f"{exc}\n{_nothing(job.table)}") from None
+    if job.ddl is not None:
+        db.execute(job.ddl)
+    return _stepwise(lambda chunk: int(db.insert(job.table, chunk).rows), job)
+
+
+def _remote(remote: Any, job: _Job) -> int:
+    def insert(chunk: pa.Table) -> int:
+        return int(remote.insert(job.table, chunk, chunk_rows=max(1, chunk.num_rows)))
+
+    if job.ddl is not None and not job.all_or_nothing:
+        remote.run(job.ddl)
+    if not job.all_or_nothing:
+        return _stepwise(insert, job)
+    try:
+        whole = _in_one_request(job)
+    except loading.BadFileError as exc:
+        raise click.ClickException(f"{exc}\n{_nothing(job.table)}") from None
+    if job.ddl is not None:
+        remote.run(job.ddl)
+    if whole is None:
+        return 0
+    try:
+        with render.working(f"sending {whole.table.num_rows:,} rows in one request…"):
+            return insert(whole.table)
+    except RowRejectedError as exc:
+        if job.ddl is not None and "REPLACE" not in job.ddl:  # the table this load made
+            remote.run(f"DROP TABLE IF EXISTS {job.name}")
+        raise _rejected(whole, exc, job.table) from None
+
+
+def _in_one_request(job: _Job) -> loading.Chunk | None:
+    """The whole file as one chunk (None when it has no rows), refused when it is over
+    what one request may carry."""
+    parts: list[loading.Chunk] = []
+    size = 0
+    with _progress(job.path, job.table) as advance:
+        for chunk in job.chunks():
+            parts.append(chunk)
+            size += chunk.table.nbytes
+            if size > ONE_REQUEST_BYTES:
+                raise click.ClickException(
+                    f"over {ONE_REQUEST_BYTES // 2**20} MiB as Arrow: too large for one "
+                    "request, so it cannot be loaded all or nothing on a server. --chunked "
+                    "commits it chunk by chunk; --rejects keeps the good rows; or load it into "
+                    "a database file. Nothing was loaded."
+                )
+            advance(chunk, sum(p.table.num_rows for p in parts))
+    if not parts:
+        return None
+    return loading.Chunk(
+        # one batch: the client sends a table's batches as requests of their own
+        pa.concat_tables([p.table for p in parts]).combine_chunks(),
+        0,
+        parts[0].first_line,
+        parts[-1].position,
+        _joined([p.lines for p in parts]),
+        _joined([p.texts for p in parts]),
+    )
+
+
+def _joined(parts: list[list[Any] | None]) -> list[Any] | None:
+    if any(p is None for p in parts):
+        return None
+    return [item for p in parts for item in p or []]
+
+
+def _stepwise(insert: Insert, job: _Job) -> int:
+    """Chunk by chunk, each committed on its own; with ``--rejects``, a refused row is
+    written there and the rest of its chunk goes on."""
+    table, created = job.table, job.ddl is not None
     loaded = 0
     chunk: loading.Chunk | None = None
-    with progress:
-        task = progress.add_task(f"{file} -> {table}", total=Path(file).stat().st_size, rows=0)
+    with rejects.rejects_file(job.rejects_path) as reject, _progress(job.path, table) as advance:
         try:
-            for chunk in loading.chunks_of(file, kind, chunk_rows):
-                loaded += insert(chunk.table)
-                progress.update(task, completed=chunk.position, rows=loaded)
+            for chunk in job.chunks(reject):
+                if reject is None:
+                    loaded += insert(chunk.table)
+                else:
+                    loaded += rejects.insert_keeping(insert, chunk, reject)
+                    reject.flush()
+                advance(chunk, loaded)
         except RowRejectedError as exc:
-            raise _failed(file, chunk, loaded, exc, exc.row_index) from None
+            assert chunk is not None
+            raise _committed(_rejected(chunk, exc, table), loaded, created, table) from None
+        except loading.BadFileError as exc:
+            raise _committed(click.ClickException(str(exc)), loaded, created, table) from None
         except DuckflockError as exc:
-            raise _failed(file, chunk, loaded, exc, None) from None
-        except (pa.ArrowException, ValueError) as exc:  # the file itself does not parse
-            raise _failed(file, None, loaded, exc, None) from None
+            message = f"{type(exc).__name__}: {exc}"
+            raise _committed(click.ClickException(message), loaded, created, table) from None
+    if reject is not None and reject.count:
+        render.console(stderr=True).print(
+            f"{reject.count:,} bad lines written to {job.rejects_path}", markup=False
+        )
     return loaded
 
 
-def _failed(
-    file: str, chunk: loading.Chunk | None, committed: int, exc: Exception, row: int | None
-) -> click.ClickException:
-    if chunk is not None and row is not None:
+def _rejected(chunk: loading.Chunk, exc: RowRejectedError, table: str) -> click.ClickException:
+    """A refused row as the file's line and column, and what to do about it."""
+    row = exc.row_index
+    if row is not None and 0 <= row < chunk.table.num_rows:
         line = chunk.line_of(row)
         where = f"line {line}" if line is not None else f"row {chunk.first_row + row + 1}"
-    elif chunk is not None:
-        where = f"the chunk from {_where(chunk)}"
     else:
-        where = f"after {committed:,} rows"
-    cause: Any = getattr(exc, "cause", None)
-    reason = cause.message if row is not None and cause is not None else str(exc)
-    return click.ClickException(
-        f"{file}, {where}: {type(exc).__name__}: {reason}\n"
-        f"{committed:,} rows of the file were committed before it (each chunk commits "
+        first, last = chunk.line_of(0), chunk.line_of(chunk.table.num_rows - 1)
+        if first is None:
+            where = f"rows {chunk.first_row + 1}-{chunk.first_row + chunk.table.num_rows}"
+        else:
+            where = f"line {first}" if first == last else f"lines {first}-{last}"
+        where += " (they go in alone: together with the earlier lines they do not)"
+    column = getattr(exc, "column", None)
+    where += f", column {column}" if column else ""
+    return click.ClickException(f"{where}: {rejects.reason(exc, False)}\n{_nothing(table)}")
+
+
+def _nothing(table: str) -> str:
+    return f"{NOTHING_LOADED.format(table=table)} ({KEEP_GOING})."
+
+
+def _committed(
+    error: click.ClickException, loaded: int, created: bool, table: str
+) -> click.ClickException:
+    """``error`` of a chunk-by-chunk load, saying what was committed before it."""
+    message = error.message.split("\n")[0]
+    message += (
+        f"\n{loaded:,} rows of the file were committed before it (each chunk commits "
         "whole; the failing chunk committed nothing)."
     )
-
-
-def _where(chunk: loading.Chunk) -> str:
-    line = chunk.line_of(0)
-    return f"line {line}" if line is not None else f"row {chunk.first_row + 1}"
+    if created:
+        message += f" This load created {table}: --replace starts it over."
+    return click.ClickException(message)

@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import io
 import itertools
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from enum import StrEnum
+from typing import Any, BinaryIO
 
 import click
+import duckdb
 import pyarrow as pa
 import pyarrow.csv as pa_csv
-from rich.console import Console
+from rich.console import Console, Group
+from rich.markup import escape
 from rich.table import Table
 
-_TABLE_BLOCK = 10_000  # rows of one drawn table when --limit 0 streams a large result
+from ..results import Result
+
 _WIDE = 1 << 16  # columns a console writing into a pipe or file may use: "as wide as needed"
 
 
@@ -59,6 +62,16 @@ def started(reader: pa.RecordBatchReader, what: str) -> Iterator[pa.RecordBatch]
         except StopIteration:
             return iter(())
     return itertools.chain([first], reader)
+
+
+def statement_kind(sql: str) -> str:
+    """What kind of statement ``sql`` (its last one) is, as DuckDB's parser names it
+    (``CREATE``, ``DROP``, ``ALTER``…); ``statement`` when it cannot tell."""
+    try:
+        parsed = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return "statement"
+    return parsed[-1].type.name if parsed else "statement"
 
 
 def text(value: Any) -> str:
@@ -145,44 +158,160 @@ def _json_column(column: pa.Array) -> pa.Array:
     return pa.array([dump(v) for v in column.to_pylist()], pa.string())
 
 
-class Emitter:
-    """Writes batches as they come, in one format; counts the rows written."""
+class Format(StrEnum):
+    """How ``query`` and ``sql`` write rows."""
 
-    def __init__(self, fmt: str, schema: pa.Schema) -> None:
+    TABLE = "table"  # what fits the terminal, drawn; the rest counted, not drawn
+    CSV = "csv"  # every row, streamed (pyarrow's CSV writer)
+    JSON = "json"  # every row as one JSON array, streamed (DuckDB's to_json)
+    ARROW = "arrow"  # every row as an Arrow IPC stream (binary: into a file or a pipe)
+
+
+_TABLE_CHROME = 6  # lines around a table's rows: borders, header, the footer, the prompt
+_JSON_SEPARATOR = ",\n  "
+
+
+def fitting_rows(out: Console) -> int:
+    """Rows of a table that fit ``out``'s height (the terminal's, or $LINES)."""
+    return max(1, out.height - _TABLE_CHROME)
+
+
+class Emitter:
+    """Writes batches as they come, in one format; counts the rows written.
+
+    The table format draws only the rows that fit the terminal (``shown``) and counts
+    the others (``rows``): drawing millions of rows through rich took minutes and
+    showed nobody anything. The other formats write bytes straight to stdout.
+    """
+
+    def __init__(self, fmt: Format, schema: pa.Schema) -> None:
         self.fmt = fmt
         self.schema = schema
         self.rows = 0
+        self._console = console()
+        self._room = fitting_rows(self._console) if fmt is Format.TABLE else 0
         self._pending: list[tuple[Any, ...]] = []
+        self._out: BinaryIO | None = None
+        self._csv: pa_csv.CSVWriter | None = None
+        self._ipc: pa.ipc.RecordBatchStreamWriter | None = None
+        self._duck: duckdb.DuckDBPyConnection | None = None
+        if fmt is not Format.TABLE:
+            sys.stdout.flush()  # text written before (none, usually) stays in order
+            self._out = sys.stdout.buffer  # CliRunner swaps sys.stdout: look it up now
+        if fmt is Format.ARROW:
+            if self._out is not None and self._out.isatty():
+                raise click.UsageError(
+                    "--format arrow writes binary Arrow IPC: redirect it into a file "
+                    "(> rows.arrow) or a pipe"
+                )
+            self._ipc = pa.ipc.new_stream(self._out, schema)
+        elif fmt is Format.CSV:
+            flat = pa.schema(
+                [pa.field(f.name, pa.string()) if pa.types.is_nested(f.type) else f for f in schema]
+            )
+            self._csv = pa_csv.CSVWriter(self._out, flat)
+
+    @property
+    def shown(self) -> int:
+        """Rows actually written or drawn (the table format draws what fits)."""
+        return min(self.rows, self._room) if self.fmt is Format.TABLE else self.rows
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if self.fmt == "csv":
-            sink = io.BytesIO()
-            options = pa_csv.WriteOptions(include_header=self.rows == 0)
-            pa_csv.write_csv(pa.Table.from_batches([_flat(batch)]), sink, options)
-            click.echo(sink.getvalue().decode(), nl=False)
-        elif self.fmt == "json":
-            names = self.schema.names
-            for row in rows_of(batch):
-                prefix = "[\n  " if self.rows == 0 else ",\n  "
-                record = dict(zip(names, row, strict=True))
-                click.echo(prefix + json.dumps(record, default=text), nl=False)
-                self.rows += 1
-            return
-        else:  # drawn over rows held up to --limit, or in blocks when there is none
-            self._pending.extend(rows_of(batch))
-            if len(self._pending) >= _TABLE_BLOCK:
-                self._draw()
+        if self._csv is not None:
+            self._csv.write_batch(_flat(batch))
+        elif self._ipc is not None:
+            self._ipc.write_batch(batch)
+        elif self.fmt is Format.JSON:
+            self._json(batch)
+        else:
+            room = self._room - len(self._pending)
+            if room > 0:
+                self._pending.extend(rows_of(batch.slice(0, room)))
         self.rows += batch.num_rows
 
-    def _draw(self) -> None:
-        grid = table(self.schema.names, self._pending, numeric=_numeric(self.schema))
-        console().print(grid)
-        self._pending = []
+    def _json(self, batch: pa.RecordBatch) -> None:
+        """The rows as JSON objects, written by DuckDB's ``to_json`` (over 1M rows/s);
+        a column DuckDB cannot read from Arrow (a repaired UHUGEINT) goes through
+        Python's json instead."""
+        assert self._out is not None
+        if not batch.num_rows:
+            return
+        try:
+            if self._duck is None:
+                self._duck = duckdb.connect()
+            self._duck.register("__duckflock_rows", batch)
+            try:
+                texts = self._duck.execute(
+                    "SELECT ? || to_json(b)::VARCHAR FROM __duckflock_rows AS b",
+                    [_JSON_SEPARATOR],
+                ).to_arrow_table()
+            finally:
+                self._duck.unregister("__duckflock_rows")
+            data = _concatenated(texts.column(0))
+        except duckdb.Error:
+            names = self.schema.names
+            data = "".join(
+                _JSON_SEPARATOR + json.dumps(dict(zip(names, row, strict=True)), default=text)
+                for row in rows_of(batch)
+            ).encode()
+        if self.rows == 0:
+            data = b"[\n  " + data[len(_JSON_SEPARATOR) :]
+        self._out.write(data)
 
     def close(self) -> None:
-        if self.fmt == "json":
-            click.echo("[]" if self.rows == 0 else "\n]")
-        elif self.fmt == "table" and (self._pending or self.rows == 0):
-            self._draw()
-        elif self.fmt == "csv" and self.rows == 0:
-            click.echo(",".join(f'"{name}"' for name in self.schema.names))
+        if self._csv is not None:
+            self._csv.close()
+        elif self._ipc is not None:
+            self._ipc.close()
+        elif self.fmt is Format.JSON:
+            assert self._out is not None
+            self._out.write(b"[]\n" if self.rows == 0 else b"\n]\n")
+        else:
+            grid = table(self.schema.names, self._pending, numeric=_numeric(self.schema))
+            self._console.print(grid)
+        if self._out is not None:
+            self._out.flush()
+        if self._duck is not None:
+            self._duck.close()
+
+
+def _concatenated(column: pa.ChunkedArray) -> bytes:
+    """The values of a string column without nulls, one after another: the bytes of its
+    data buffer between the first and the last offset (no Python string per row)."""
+    parts = []
+    for chunk in column.chunks:
+        if not len(chunk):
+            continue
+        chunk = chunk.cast(pa.large_string()) if chunk.type != pa.large_string() else chunk
+        _, offsets_buffer, data = chunk.buffers()
+        offsets = pa.Array.from_buffers(
+            pa.int64(), len(chunk) + 1, [None, offsets_buffer], offset=chunk.offset
+        )
+        first, last = offsets[0].as_py(), offsets[len(chunk)].as_py()
+        parts.append(memoryview(data)[first:last])
+    return b"".join(parts)
+
+
+def result_view(result: Result, out: Console) -> Group:
+    """One analysis result as the terminal shows it: a line saying which version it is,
+    then the rows that fit ``out``'s height and how many did not."""
+    at = text(result.refreshed_at.replace(microsecond=0))
+    head = (
+        f"[bold]{escape(result.name)}[/bold] v{result.version} · {result.mode} · "
+        f"{result.duration * 1000:,.1f} ms · {at} · {result.table.num_rows:,} rows"
+    )
+    parts: list[Any] = [head]
+    if result.error is not None:
+        parts.append(
+            f"[red]last run failed[/red] (the rows are the last good ones): "
+            f"{escape(type(result.error).__name__)}: {escape(result.error.message)}"
+        )
+    room = max(1, out.height - _TABLE_CHROME - len(parts))
+    shown = result.table.slice(0, room)
+    parts.append(table(shown.column_names, rows_of(shown), numeric=_numeric(shown.schema)))
+    left = result.table.num_rows - shown.num_rows
+    if left:
+        parts.append(
+            f"… {left:,} more rows (`duckflock analysis show … --format csv` writes them all)"
+        )
+    return Group(*parts)

@@ -22,14 +22,15 @@ def is_url(target: str) -> bool:
 
 
 @contextmanager
-def database(path: str, *, read_only: bool) -> Iterator[Database]:
+def database(path: str, *, read_only: bool, restore: bool = False) -> Iterator[Database]:
     """Open ``path``; a file another process holds (a running server) is a usage error
-    that says to go through the server instead."""
+    that says to go through the server instead. ``restore`` defines the analyses kept
+    in the file again (the ``analysis`` commands); other commands leave them be."""
     lake = path.startswith("ducklake:")  # a DuckLake: its catalog says what exists
     if read_only and path != ":memory:" and not lake and not Path(path).exists():
         raise click.UsageError(f"no database file {path!r} (give a .duckdb path or a server URL)")
     try:
-        db = connect(path, read_only=read_only, restore_analyses=False)  # one-off work
+        db = connect(path, read_only=read_only, restore_analyses=restore)
     except OpenError as exc:
         if "another process holds it" in str(exc):
             raise click.ClickException(
