@@ -195,6 +195,12 @@ def bench_ingest(quick: bool) -> None:
     "--max-connections", default=1000, show_default=True, help="Open connections at most."
 )
 @click.option(
+    "--max-connections-per-peer",
+    default=100,
+    show_default=True,
+    help="Open HTTP connections one address may hold.",
+)
+@click.option(
     "--pg-port",
     type=click.IntRange(0, 65535),
     help="Also serve the PostgreSQL wire protocol on this port (psql, drivers, BI tools): "
@@ -225,6 +231,7 @@ def serve(
     shutdown_timeout: float,
     header_timeout: float,
     max_connections: int,
+    max_connections_per_peer: int,
     pg_port: int | None,
     pg_cert: str | None,
     pg_key: str | None,
@@ -281,6 +288,7 @@ def serve(
             shutdown_timeout=shutdown_timeout,
             header_timeout=header_timeout,
             max_connections=max_connections,
+            max_connections_per_peer=max_connections_per_peer,
             pg=pg,
         )
     except (ValueError, TypeError) as exc:

@@ -47,6 +47,7 @@ from ..errors import (
 from ..results import Result
 from . import formats, openapi, policy, render
 from .auth import ROUTE_ROLES, AuthMiddleware, Tokens, allows
+from .backoff import Backoff
 from .edge import Edge
 from .guard import QueryGuard, run_statement
 from .limits import ByteBudget, Slots
@@ -167,12 +168,16 @@ def create_app(
     settings: ServerSettings | None = None,
     *,
     on_shutdown: Callable[[], None] | None = None,
+    backoff: Backoff | None = None,
 ) -> Starlette:
     """The ASGI app serving ``db``. ``on_shutdown`` runs (in a thread) when it stops;
-    ``app.state.begin_shutdown()`` interrupts running queries and waits at once."""
+    ``app.state.begin_shutdown()`` interrupts running queries and waits at once.
+    ``backoff``: the failed-authentication back-off, shared with the Postgres port."""
     settings = settings or ServerSettings()
+    backoff = backoff or Backoff()
     guard = QueryGuard(db, row_cap=settings.query_row_cap, timeout=settings.query_timeout)
     metrics = Metrics(db)
+    metrics.watch_backoff(backoff)
     dashboard = _dashboard_html()
     query_slots = Slots(
         total=settings.concurrency,
@@ -588,7 +593,8 @@ def create_app(
         exception_handlers={DuckflockError: on_duckflock_error, HTTPException: on_http_error},
         lifespan=lifespan,
     )
-    app.add_middleware(AuthMiddleware, tokens=Tokens(settings.all_tokens()), render=render_error)
+    tokens = Tokens(settings.all_tokens())
+    app.add_middleware(AuthMiddleware, tokens=tokens, render=render_error, backoff=backoff)
     app.add_middleware(Edge, metrics=metrics, render=render_error)
     app.state.db = db
     app.state.metrics = metrics

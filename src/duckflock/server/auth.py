@@ -15,9 +15,11 @@ which this refuses.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -25,7 +27,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import AuthenticationError, DuckflockError, ForbiddenError
+from ..errors import AuthenticationError, DuckflockError, ForbiddenError, ServerBusyError
+from .backoff import Backoff, Door, Refused
 
 ROLES = ("read", "write", "admin")
 MIN_TOKEN_LENGTH = 16
@@ -146,12 +149,16 @@ def is_loopback_host(host: str) -> bool:
 
 class AuthMiddleware:
     """Sets ``scope["duckflock.role"]`` and ``scope["duckflock.client"]`` (the key the
-    concurrency limits use), or answers 401/403 itself."""
+    concurrency limits use), or answers 401/403 itself. A presented token waits out the
+    peer's back-off (:mod:`.backoff`) before it is checked; a wrong one adds to it."""
 
-    def __init__(self, app: ASGIApp, tokens: Tokens, render: Any) -> None:
+    def __init__(
+        self, app: ASGIApp, tokens: Tokens, render: Any, backoff: Backoff | None = None
+    ) -> None:
         self.app = app
         self.tokens = tokens
         self.render = render  # (DuckflockError, headers) -> Response
+        self.backoff = backoff or Backoff()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -177,17 +184,34 @@ class AuthMiddleware:
             given = request.headers.get("authorization", "")
             token = given[7:].strip() if given.lower().startswith("bearer ") else ""
             token = token or request.query_params.get("access_token", "")
-            match = self.tokens.match(token) if token else None
-            if match is None:
+            try:
+                match = await self.check(str(peer), token)
+            except Refused as exc:
+                match = None
+                error = ServerBusyError(str(exc), retry_after=math.ceil(exc.retry_after))
+            if match is not None:
+                scope["duckflock.role"] = match[1]
+                scope["duckflock.client"] = f"{peer}/token{match[0]}"
+            elif error is None:
                 error = AuthenticationError(
                     "a valid bearer token is required (Authorization: Bearer …)"
                 )
                 headers["WWW-Authenticate"] = "Bearer"
-            else:
-                scope["duckflock.role"] = match[1]
-                scope["duckflock.client"] = f"{peer}/token{match[0]}"
         if error is None:
             await self.app(scope, receive, send)
             return
         response = self.render(error, headers)
         await response(scope, receive, send)
+
+    async def check(self, peer: str, token: str) -> tuple[int, str] | None:
+        """The token's (index, role), after the peer's back-off; None when it is wrong
+        or missing (only a wrong one counts as a failure)."""
+        if not token:
+            return None
+        wait = self.backoff.reserve(peer, token, Door.HTTP)
+        if wait:
+            await asyncio.sleep(wait)
+        match = self.tokens.match(token)
+        if match is None:
+            self.backoff.failed(peer, token, Door.HTTP)
+        return match

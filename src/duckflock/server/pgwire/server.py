@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from ...database import Database
 from ..app import ServerSettings
 from ..auth import Tokens
+from ..backoff import Backoff
+from ..connections import PeerLimit
 from ..guard import QueryGuard
 from ..policy import bounded_seconds, positive_int
 from .execute import Executor
@@ -60,6 +62,7 @@ class PgSettings:
     # no longer lock out logins once max_connections of them are open
     max_startups: int = 16
     max_startups_per_peer: int = 8
+    max_connections_per_peer: int = 32  # logged-in connections from one address
 
     def __post_init__(self) -> None:
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
@@ -67,6 +70,7 @@ class PgSettings:
         positive_int(self.max_connections, "pg max_connections")
         positive_int(self.max_startups, "pg max_startups")
         positive_int(self.max_startups_per_peer, "pg max_startups_per_peer")
+        positive_int(self.max_connections_per_peer, "pg max_connections_per_peer")
         bounded_seconds(self.startup_timeout, "pg startup_timeout")
         for name in ("require_tls", "cleartext"):
             if not isinstance(getattr(self, name), bool):
@@ -78,9 +82,14 @@ class PgSettings:
 class PgServer:
     """Serves ``db`` over the PostgreSQL protocol with the policy of ``settings``."""
 
-    def __init__(self, db: Database, settings: ServerSettings, pg: PgSettings) -> None:
+    def __init__(
+        self, db: Database, settings: ServerSettings, pg: PgSettings, backoff: Backoff | None = None
+    ) -> None:
         self.db = db
         self.pg = pg
+        self.backoff = backoff or Backoff()  # shared with the HTTP app by ``serve``
+        self.peers = PeerLimit(pg.max_connections_per_peer)
+        self.max_sql = settings.max_request_json  # the HTTP query body's cap, for SQL text
         self.guard = QueryGuard(db, row_cap=settings.query_row_cap, timeout=settings.query_timeout)
         self.executor = Executor(
             db,
@@ -106,6 +115,7 @@ class PgServer:
         self._sessions: dict[int, Session] = {}  # authenticated, by backend pid
         self._connections: dict[threading.Thread, socket.socket] = {}
         self._starting: dict[threading.Thread, str] = {}  # in start-up: the peer's address
+        self._logged_in: dict[threading.Thread, str] = {}  # past start-up: counted in peers
         self._refusing = 0  # threads answering a refused connection (at most _REFUSERS)
         self._next_pid = 1000
         self._listener: socket.socket | None = None
@@ -205,17 +215,25 @@ class PgServer:
             with self._lock:
                 self._connections.pop(threading.current_thread(), None)
                 self._starting.pop(threading.current_thread(), None)
+                peer = self._logged_in.pop(threading.current_thread(), None)
+            if peer is not None:
+                self.peers.leave(peer)
 
-    def established(self) -> bool:
+    def established(self) -> str | None:
         """The calling session's start-up is done: it counts against ``max_connections``
-        from now on (False: that budget is full, and it must end)."""
+        and its address's ``max_connections_per_peer`` from now on (or why it must end:
+        a budget is full)."""
         thread = threading.current_thread()
         with self._lock:
-            self._starting.pop(thread, None)
+            peer = self._starting.pop(thread, "unknown")
             if len(self._connections) - len(self._starting) > self.pg.max_connections:
                 self._connections.pop(thread, None)
-                return False
-            return True
+                return "too many connections to this server"
+            if not self.peers.enter(peer):
+                self._connections.pop(thread, None)
+                return "too many connections from this address"
+            self._logged_in[thread] = peer
+            return None
 
     def register(self, session: Session) -> int:
         with self._lock:
