@@ -565,7 +565,9 @@ class Session:
         if kind == "notify":
             raise QueryError("NOTIFY is not supported: channels are analyses, notified on refresh")
         if kind in ("discard", "deallocate"):
-            if kind == "deallocate":
+            if kind == "deallocate" and statement.sql.split()[-1].upper() == "ALL":
+                self.prepared.clear()  # compat names it "", like the unnamed statement
+            elif kind == "deallocate":
                 self.prepared.pop(statement.name, None)
             return Outcome(statement.tag)
         if kind == "insert":

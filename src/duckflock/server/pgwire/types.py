@@ -203,10 +203,11 @@ def _timestamp_text(value: Any) -> bytes:
     if isinstance(value, Beyond | Unrepresentable):
         return _representable(value).text
     moment = _datetime(value)
+    zone = b""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC)
-        return moment.replace(tzinfo=None).isoformat(sep=" ").encode() + b"+00"
-    return moment.isoformat(sep=" ").encode()
+        moment, zone = moment.astimezone(dt.UTC).replace(tzinfo=None), b"+00"
+    text = moment.isoformat(sep=" ").encode()
+    return (text.rstrip(b"0") if moment.microsecond else text) + zone  # .5, as PostgreSQL
 
 
 def _interval_parts(value: Any) -> tuple[int, int, int]:
