@@ -318,6 +318,19 @@ def test_every_date_and_timestamp_postgresql_carries_arrives_in_text_and_binary(
             assert caught.value.sqlstate == "22008"
         assert conn.execute("SELECT 'still here'").fetchone() == ("still here",)
 
+    # asyncpg reads binary results on its own: its raw (tuple) codecs see the numbers
+    client = pgclients.connect("asyncpg", _pg(served), READ)
+    assert isinstance(client, pgclients.Asyncpg)
+    with client:
+        for name in ("date", "timestamp", "timestamptz"):
+            client.loop.run_until_complete(
+                client.conn.set_type_codec(
+                    name, schema="pg_catalog", encoder=tuple, decoder=tuple, format="tuple"
+                )
+            )
+        for expr in MOMENTS:
+            assert client.query(f"SELECT {expr}") == [((_oracle(expr)[1],),)], expr
+
 
 # -- 5. one address cannot hold every connection ----------------------------------------------
 
