@@ -73,6 +73,9 @@ def test_the_back_off_recovers_and_its_memory_is_bounded() -> None:
     for i in range(1000):
         backoff.failed(f"10.1.{i // 256}.{i % 256}", f"token-{i}", Door.HTTP)
     assert backoff.tracked == 100
+    clock.now += 61
+    backoff.failed("10.9.9.9", None, Door.HTTP)  # the forgotten ones go with the next failure
+    assert backoff.tracked == 1
 
 
 def test_the_back_off_is_thread_safe() -> None:

@@ -111,6 +111,8 @@ class Backoff:
         :class:`Refused` when that would be longer than ``max_wait``."""
         now = self.clock()
         with self._lock:
+            if not self._entries:  # nobody failed lately: the common case costs a lock
+                return 0.0
             entries = [e for k in self._keys(address, token) if (e := self._entry(k, now))]
             delays = [self._delay(e.failures) for e in entries]
             if not any(delays):
@@ -139,7 +141,11 @@ class Backoff:
                 self._entries[key] = entry
                 self._entries.move_to_end(key)
                 worst = max(worst, entry.failures)
-            while len(self._entries) > self.max_keys:
+            # oldest failure first: drop what is forgotten, and past max_keys the oldest
+            while self._entries and (
+                len(self._entries) > self.max_keys
+                or now - next(iter(self._entries.values())).last > self.forget
+            ):
                 self._entries.popitem(last=False)
         log.warning(
             "failed authentication over %s from %s (%d in a row); the next attempt waits %.2f s",
