@@ -224,6 +224,41 @@ def test_no_module_of_the_server_names_a_route_but_the_table() -> None:
         assert not named, f"{module.relative_to(server)} names {named}: use the route table"
 
 
+# -- one back-off after failed authentication ------------------------------------------------
+
+
+def test_one_back_off_counts_wrong_tokens_of_both_protocols_in_the_services_metrics() -> None:
+    """The HTTP app and the Postgres port consult the service's back-off (not one each):
+    a wrong bearer token and a wrong password land in the same counts and /metrics."""
+    from starlette.testclient import TestClient
+
+    from duckflock.server import create_app
+    from duckflock.server.backoff import Door
+    from duckflock.server.pgwire import PgServer
+    from duckflock.server.service import Service
+    from duckflock.server.settings import PgSettings
+
+    wrong = "wrong-token-0123456789abcdef"
+    db = duckflock.connect(":memory:")
+    try:
+        service = Service(db, ServerSettings(tokens={READ: "read"}))
+        client = TestClient(create_app(db, service=service))
+        pg = PgServer(db, None, PgSettings(port=0), service=service).start()
+        try:
+            refused = client.get("/metrics", headers={"Authorization": f"Bearer {wrong}"})
+            assert refused.status_code == 401
+            with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+                psycopg.connect(dsn(pg.port, wrong))
+            assert service.backoff.failures == {Door.HTTP: 1, Door.POSTGRES: 1}
+            text = client.get("/metrics", headers={"Authorization": f"Bearer {READ}"}).text
+            for door in Door:
+                assert f'duckflock_auth_failures_total{{protocol="{door}"}} 1.0' in text
+        finally:
+            pg.stop()
+    finally:
+        db.close()
+
+
 # -- the settings table ---------------------------------------------------------------------
 
 

@@ -441,6 +441,7 @@ def create_app(
         render=api.render_error,
         public=PUBLIC_PATHS,
         client_key=service.client_key,
+        backoff=service.backoff,
     )
     app.add_middleware(Edge, metrics=service.metrics, render=api.render_error)
     app.state.db = db

@@ -15,9 +15,11 @@ which this refuses.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ipaddress
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
@@ -26,7 +28,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import AuthenticationError, DuckflockError, ForbiddenError
+from ..errors import AuthenticationError, DuckflockError, ForbiddenError, ServerBusyError
+from .backoff import Backoff, Door, Refused
 
 
 class Role(StrEnum):
@@ -142,7 +145,8 @@ class AuthMiddleware:
     concurrency limits use: :meth:`Service.client_key`) and ``scope["duckflock.principal"]``
     (who, as analyses record it: the role and the token's number, never the token), or
     answers 401/403 itself. ``public`` are the paths that need no token (the route
-    table's)."""
+    table's). A presented token waits out the peer's ``backoff`` (the service's, shared
+    with the Postgres port: :mod:`.backoff`) before it is checked; a wrong one adds to it."""
 
     def __init__(
         self,
@@ -151,12 +155,14 @@ class AuthMiddleware:
         render: Any,
         public: frozenset[str],
         client_key: Callable[[str | None, int | None], str],
+        backoff: Backoff,
     ) -> None:
         self.app = app
         self.tokens = tokens
         self.render = render  # (DuckflockError, headers) -> Response
         self.public = public
         self.client_key = client_key
+        self.backoff = backoff
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -183,19 +189,36 @@ class AuthMiddleware:
             given = request.headers.get("authorization", "")
             token = given[7:].strip() if given.lower().startswith("bearer ") else ""
             token = token or request.query_params.get("access_token", "")
-            match = self.tokens.match(token) if token else None
-            if match is None:
-                error = AuthenticationError(
-                    "a valid bearer token is required (Authorization: Bearer …)"
-                )
-                headers["WWW-Authenticate"] = "Bearer"
-            else:
+            try:
+                match = await self.check(str(peer), token)
+            except Refused as exc:
+                match = None
+                error = ServerBusyError(str(exc), retry_after=math.ceil(exc.retry_after))
+            if match is not None:
                 scope["duckflock.role"] = match[1]
                 scope["duckflock.client"] = self.client_key(peer, match[0])
                 # who, in what an analysis records as its definer: never the token itself
                 scope["duckflock.principal"] = f"{match[1]} token #{match[0] + 1}"
+            elif error is None:
+                error = AuthenticationError(
+                    "a valid bearer token is required (Authorization: Bearer …)"
+                )
+                headers["WWW-Authenticate"] = "Bearer"
         if error is None:
             await self.app(scope, receive, send)
             return
         response = self.render(error, headers)
         await response(scope, receive, send)
+
+    async def check(self, peer: str, token: str) -> tuple[int, str] | None:
+        """The token's (index, role), after the peer's back-off; None when it is wrong
+        or missing (only a wrong one counts as a failure)."""
+        if not token:
+            return None
+        wait = self.backoff.reserve(peer, token, Door.HTTP)
+        if wait:
+            await asyncio.sleep(wait)
+        match = self.tokens.match(token)
+        if match is None:
+            self.backoff.failed(peer, token, Door.HTTP)
+        return match

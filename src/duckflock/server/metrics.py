@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from ..database import Database
 from ..ingest import COMMIT_BUCKETS
+from .backoff import Backoff
 
 
 class _DatabaseCollector(Collector):
@@ -114,6 +115,34 @@ def _lake_metrics(lake: dict[str, Any]) -> Iterator[Metric]:
         )
 
 
+class _BackoffCollector(Collector):
+    """Failed authentications and refused attempts by protocol, read at scrape time."""
+
+    def __init__(self, backoff: Backoff) -> None:
+        self._backoff = backoff
+
+    def collect(self) -> Iterator[Metric]:
+        failures = CounterMetricFamily(
+            "duckflock_auth_failures", "Failed authentications", labels=["protocol"]
+        )
+        refusals = CounterMetricFamily(
+            "duckflock_auth_refused",
+            "Authentication attempts refused by the back-off, unchecked",
+            labels=["protocol"],
+        )
+        for door, count in self._backoff.failures.items():
+            failures.add_metric([door.value], count)
+        for door, count in self._backoff.refusals.items():
+            refusals.add_metric([door.value], count)
+        yield failures
+        yield refusals
+        yield GaugeMetricFamily(
+            "duckflock_auth_backoff_keys",
+            "Addresses and tokens with recent failed authentications",
+            value=self._backoff.tracked,
+        )
+
+
 class Metrics:
     """The server's registry: the database's figures and HTTP request counts."""
 
@@ -126,6 +155,10 @@ class Metrics:
             ["method", "route", "status"],
             registry=self.registry,
         )
+
+    def watch_backoff(self, backoff: Backoff) -> None:
+        """Export the authentication back-off's counts (both protocols)."""
+        self.registry.register(_BackoffCollector(backoff))
 
     def gauge(self, name: str, description: str, read: Callable[[], float]) -> None:
         """A figure read at scrape time (slots busy, long polls waiting)."""

@@ -6,18 +6,19 @@ database, all within ``shutdown_timeout``: exit status 0 when that finished, 1 w
 could not (a commit or the checkpoint failed, or time ran out). A second signal stops
 the process at once (status 1); everything acknowledged is already committed.
 
-uvicorn's HTTP protocol is extended with what uvicorn lacks: a deadline for a
-request's headers (slow-header connections are closed with 408) and a cap on open
-connections (more are closed at once), so idle sockets cannot exhaust file descriptors.
+uvicorn's HTTP protocol is extended with what uvicorn lacks (:mod:`.connections`): a
+deadline for a request's headers (slow-header connections are closed with 408), a cap
+on open connections and one per address (more are closed at once), so idle sockets
+cannot exhaust file descriptors. One back-off after failed authentication
+(:mod:`.backoff`) serves both ports, and every log handler hides secrets
+(:mod:`.redaction`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import os
-import re
 import signal
 import socket
 import sys
@@ -30,12 +31,13 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ..database import Database, connect
 from ..errors import DuckflockError
+from . import redaction
 from .app import create_app
 from .auth import tokens_from_config
+from .connections import http_protocol
 from .pgwire import PgServer
 from .policy import bounded_seconds
 from .service import Service
@@ -203,73 +205,6 @@ def prepare(
     return db, app
 
 
-class _AccessTokenFilter(logging.Filter):
-    """Hides ``access_token=…`` in uvicorn's access log lines."""
-
-    _TOKEN = re.compile(r"(access_token=)[^&\s]*")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                self._TOKEN.sub(r"\1<hidden>", a) if isinstance(a, str) else a for a in record.args
-            )
-        if isinstance(record.msg, str):
-            record.msg = self._TOKEN.sub(r"\1<hidden>", record.msg)
-        return True
-
-
-def protocol(*, header_timeout: float, max_connections: int) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with a header deadline and a connection cap."""
-
-    class Protocol(HttpToolsProtocol):
-        _header_timer: asyncio.TimerHandle | None = None
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            if len(self.connections) > max_connections:
-                self.logger.warning("over %d open connections: closing a new one", max_connections)
-                transport.close()
-                return
-            self._arm()
-
-        def _arm(self) -> None:
-            if self._header_timer is None:
-                self._header_timer = self.loop.call_later(header_timeout, self._too_slow)
-
-        def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-
-        def _too_slow(self) -> None:
-            self._header_timer = None
-            if not self.transport.is_closing():
-                self.transport.write(
-                    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\n"
-                    b"content-length: 29\r\nconnection: close\r\n\r\n"
-                    b"request headers came too slow"
-                )
-                self.transport.close()
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._arm()
-
-        def on_headers_complete(self) -> None:
-            self._disarm()
-            super().on_headers_complete()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._disarm()  # the keep-alive timeout takes over until the next request
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-    return Protocol
-
-
 class _Server(uvicorn.Server):
     """First signal: graceful stop, interrupting queries and waits. Second: exit now."""
 
@@ -299,6 +234,7 @@ def serve(
     shutdown_timeout: float = default(ListenSettings, "shutdown_timeout"),
     header_timeout: float = default(ListenSettings, "header_timeout"),
     max_connections: int = default(ListenSettings, "max_connections"),
+    max_connections_per_peer: int = default(ListenSettings, "max_connections_per_peer"),
     pg: PgSettings | None = None,
 ) -> int:
     """Run the server until SIGINT/SIGTERM; the exit status (0: clean shutdown). With
@@ -308,6 +244,7 @@ def serve(
         shutdown_timeout=shutdown_timeout,
         header_timeout=header_timeout,
         max_connections=max_connections,
+        max_connections_per_peer=max_connections_per_peer,
     )
     _, app = prepare(database, settings, config, host, shutdown_timeout=shutdown_timeout, pg=pg)
     # uvicorn re-raises the signal it handled once it is done, under the handlers it
@@ -320,11 +257,15 @@ def serve(
         port=port,
         log_level=log_level,
         lifespan="on",
-        http=protocol(header_timeout=header_timeout, max_connections=max_connections),
+        http=http_protocol(
+            header_timeout=header_timeout,
+            max_connections=max_connections,
+            per_peer=max_connections_per_peer,
+        ),
         timeout_keep_alive=5,
         timeout_graceful_shutdown=max(1, int(shutdown_timeout // 3)),
     )
-    logging.getLogger("uvicorn.access").addFilter(_AccessTokenFilter())
+    redaction.install()  # uvicorn's handlers exist now: every one of them hides secrets
     if app.state.pg is not None:  # uvicorn's logging is configured now: say it beside its own
         where = f"{host}:{app.state.pg.port}"
         logging.getLogger("uvicorn.error").info("Postgres protocol on %s", where)

@@ -4,8 +4,9 @@ The HTTP app (:mod:`.app`) and the Postgres port (:mod:`.pgwire`) are thin proto
 layers over one :class:`Service`: they parse, ask it, and render. It holds what must be
 the same whichever way a client comes in —
 
-- **who**: the tokens and their roles, and the name of a client (:meth:`client_key`:
-  its address and its token), which keys its share of the slots on both protocols;
+- **who**: the tokens and their roles, the name of a client (:meth:`client_key`:
+  its address and its token), which keys its share of the slots on both protocols, and
+  the one back-off after failed authentication (:mod:`.backoff`) both consult;
 - **what may run**: the one :class:`~.guard.QueryGuard` over the locked-down database
   (every read surface's statement check and interruptible cursor) and the statement
   path of the admin role;
@@ -33,6 +34,7 @@ from .. import __version__
 from ..database import Database
 from ..errors import DuckflockError, RequestError
 from .auth import Tokens
+from .backoff import Backoff
 from .guard import QueryGuard, QueryOutcome, RunningQuery, run_statement
 from .limits import Release, Slots
 from .metrics import Metrics
@@ -78,9 +80,10 @@ class Service:
             "The most queries that held a slot at once since the server started",
             lambda: self.queries.peak,
         )
-        # a place for the failed-authentication back-off (per address and token), to be
-        # consulted by both protocols before they check a token; None: no back-off
-        self.auth_backoff: Any = None
+        # the failed-authentication back-off (per address and token), one for both
+        # protocols: each waits it out before it checks a token, and counts a wrong one
+        self.backoff = Backoff()
+        self.metrics.watch_backoff(self.backoff)
         self.stopping = threading.Event()
         self._on_stop: list[Callable[[], None]] = []  # protocols' own wake-ups at shutdown
         self._on_stop_lock = threading.Lock()  # guards _on_stop

@@ -178,6 +178,12 @@ class ListenSettings:
     max_connections: int = setting(
         1000, "Open connections at most.", flag="--max-connections", check=positive_int
     )
+    max_connections_per_peer: int = setting(
+        100,
+        "Open HTTP connections one address may hold.",
+        flag="--max-connections-per-peer",
+        check=positive_int,
+    )
 
     def __post_init__(self) -> None:
         _check_fields(self)
@@ -207,6 +213,9 @@ class PgSettings:
     # no longer lock out logins once max_connections of them are open
     max_startups: int = setting(16, "connections still starting up", check=positive_int)
     max_startups_per_peer: int = setting(8, "of which from one address", check=positive_int)
+    max_connections_per_peer: int = setting(
+        32, "logged-in connections from one address", check=positive_int
+    )
 
     def __post_init__(self) -> None:
         _check_fields(self, "pg ")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 
@@ -39,30 +40,42 @@ class RowEncoder:
     def _values(self, batch: pa.RecordBatch) -> list[list[bytes | None]]:
         """Each column's encoded values (None for NULL)."""
         out = []
-        for column, duck_type, encode in zip(
-            batch.columns, self.duck_types, self.encoders, strict=True
+        for name, column, duck_type, encode in zip(
+            batch.schema.names, batch.columns, self.duck_types, self.encoders, strict=True
         ):
-            values = types.column_values(column, duck_type)
-            out.append([None if v is None else encode(v) for v in values])
+            with _naming(name):
+                values = types.column_values(column, duck_type)
+                out.append([None if v is None else encode(v) for v in values])
         return out
 
     def _cells(self, batch: pa.RecordBatch) -> list[list[bytes]]:
         """Each column's values as DataRow fields: a length, then the bytes (-1: NULL)."""
         out = []
-        for column, duck_type, kind, fmt, encode in zip(
-            batch.columns, self.duck_types, self.columns, self.formats, self.encoders, strict=True
+        for name, column, duck_type, kind, fmt, encode in zip(
+            batch.schema.names,
+            batch.columns,
+            self.duck_types,
+            self.columns,
+            self.formats,
+            self.encoders,
+            strict=True,
         ):
-            fast = types.encoded_by_arrow(column, kind.oid, fmt == 1)
-            if fast is not None:
-                out.append([_NULL if e is None else _I4.pack(len(e)) + e for e in fast])
-                continue
-            values = types.column_values(column, duck_type)
-            if column.null_count == 0:
-                encoded = [encode(v) for v in values]
-                out.append([_I4.pack(len(e)) + e for e in encoded])
-            else:
-                out.append([_NULL if v is None else _field(encode(v)) for v in values])
+            with _naming(name):
+                out.append(self._column_cells(column, duck_type, kind, fmt, encode))
         return out
+
+    @staticmethod
+    def _column_cells(
+        column: pa.Array, duck_type: str, kind: types.ColumnType, fmt: int, encode: types.Encoder
+    ) -> list[bytes]:
+        fast = types.encoded_by_arrow(column, kind.oid, fmt == 1)
+        if fast is not None:
+            return [_NULL if e is None else _I4.pack(len(e)) + e for e in fast]
+        values = types.column_values(column, duck_type)
+        if column.null_count == 0:
+            encoded = [encode(v) for v in values]
+            return [_I4.pack(len(e)) + e for e in encoded]
+        return [_NULL if v is None else _field(encode(v)) for v in values]
 
     def data_rows(self, batch: pa.RecordBatch) -> bytes:
         """One DataRow message per row of ``batch``."""
@@ -106,6 +119,15 @@ class RowEncoder:
         for row in zip(*self._values(batch), strict=True):
             lines.append(b",".join(b"" if v is None else _csv_field(v) for v in row))
         return b"".join(line + b"\n" for line in lines)
+
+
+@contextlib.contextmanager
+def _naming(column: str) -> Iterator[None]:
+    """A value PostgreSQL cannot carry names its column (22008, never XX000)."""
+    try:
+        yield
+    except types.OutOfRange as exc:
+        raise types.OutOfRange(f'column "{column}": {exc}') from None
 
 
 def _csv_field(value: bytes) -> bytes:

@@ -34,8 +34,12 @@ from ...errors import (
     UnknownAnalysisError,
     UnknownTableError,
 )
+from .types import OutOfRange
 
 MAX_MESSAGE = 64 * 2**20  # bytes of one client message (a Bind's parameters, a long query)
+# bytes of a password or SASL message, read before anyone is authenticated: PostgreSQL's
+# own PG_MAX_AUTH_TOKEN_LENGTH (16 start-ups announcing 64 MiB each held ~1 GB before)
+MAX_AUTH_MESSAGE = 65_535
 MAX_ERROR_TEXT = 4000  # characters of an error message (one may echo a 64 MiB parameter)
 SSL_REQUEST, GSS_REQUEST, CANCEL_REQUEST, PROTOCOL_3 = 80877103, 80877104, 80877102, 196608
 
@@ -82,12 +86,13 @@ class Reader:
         body = self.exactly(length - 4)
         return _I4.unpack(body[:4])[0], body[4:]
 
-    def message(self) -> tuple[bytes, bytes]:
-        """The next message's type byte and body."""
+    def message(self, limit: int = MAX_MESSAGE) -> tuple[bytes, bytes]:
+        """The next message's type byte and body; one announcing more than ``limit``
+        bytes is refused before its body is read."""
         head = self.exactly(5)
         length = _I4.unpack(head[1:])[0]
-        if length < 4 or length > MAX_MESSAGE:
-            raise ProtocolError(f"a message of {length} bytes (the limit is {MAX_MESSAGE})")
+        if length < 4 or length > limit:
+            raise ProtocolError(f"a message of {length} bytes (the limit is {limit})")
         return head[:1], self.exactly(length - 4)
 
 
@@ -206,6 +211,8 @@ def sqlstate(exc: BaseException) -> str:
     """The SQLSTATE code for a duckflock error (XX000, internal_error, when unknown)."""
     if isinstance(exc, LimitExceeded):
         return "54000"  # program_limit_exceeded
+    if isinstance(exc, OutOfRange):
+        return "22008"  # datetime_field_overflow
     if isinstance(exc, RowRejectedError) and isinstance(exc.cause, DuckflockError):
         return sqlstate(exc.cause)  # the row's own fault: a conversion, a constraint
     if isinstance(exc, DuckflockError):

@@ -21,6 +21,7 @@ import threading
 import time
 
 from ...database import Database
+from ..connections import PeerLimit
 from ..service import Service
 from ..settings import PgSettings, ServerSettings
 from .execute import Executor
@@ -61,6 +62,9 @@ class PgServer:
         self.db = db
         self.pg = pg
         self.service = service
+        self.backoff = service.backoff  # the HTTP app's too: one back-off for both ports
+        self.peers = PeerLimit(pg.max_connections_per_peer)
+        self.max_sql = settings.max_request_json  # the HTTP query body's cap, for SQL text
         self.guard = service.guard
         self.executor = Executor(service)
         self.row_cap = settings.query_row_cap
@@ -79,6 +83,7 @@ class PgServer:
         self._sessions: dict[int, Session] = {}  # authenticated, by backend pid
         self._connections: dict[threading.Thread, socket.socket] = {}
         self._starting: dict[threading.Thread, str] = {}  # in start-up: the peer's address
+        self._logged_in: dict[threading.Thread, str] = {}  # past start-up: counted in peers
         self._refusing = 0  # threads answering a refused connection (at most _REFUSERS)
         self._next_pid = 1000
         self._listener: socket.socket | None = None
@@ -178,17 +183,25 @@ class PgServer:
             with self._lock:
                 self._connections.pop(threading.current_thread(), None)
                 self._starting.pop(threading.current_thread(), None)
+                peer = self._logged_in.pop(threading.current_thread(), None)
+            if peer is not None:
+                self.peers.leave(peer)
 
-    def established(self) -> bool:
+    def established(self) -> str | None:
         """The calling session's start-up is done: it counts against ``max_connections``
-        from now on (False: that budget is full, and it must end)."""
+        and its address's ``max_connections_per_peer`` from now on (or why it must end:
+        a budget is full)."""
         thread = threading.current_thread()
         with self._lock:
-            self._starting.pop(thread, None)
+            peer = self._starting.pop(thread, "unknown")
             if len(self._connections) - len(self._starting) > self.pg.max_connections:
                 self._connections.pop(thread, None)
-                return False
-            return True
+                return "too many connections to this server"
+            if not self.peers.enter(peer):
+                self._connections.pop(thread, None)
+                return "too many connections from this address"
+            self._logged_in[thread] = peer
+            return None
 
     def register(self, session: Session) -> int:
         with self._lock:

@@ -31,6 +31,7 @@ from ...errors import (
     QueryTimeoutError,
     ServerBusyError,
 )
+from ..backoff import Door, Refused
 from . import compat, types
 from .channels import Channels
 from .compat import Statement
@@ -39,6 +40,7 @@ from .execute import CopyPlan, Outcome, copy_plan
 from .messages import (
     CANCEL_REQUEST,
     GSS_REQUEST,
+    MAX_AUTH_MESSAGE,
     MAX_ERROR_TEXT,
     PROTOCOL_3,
     SSL_REQUEST,
@@ -66,6 +68,12 @@ log = logging.getLogger("duckflock.pgwire")
 _I2, _I4 = struct.Struct("!h"), struct.Struct("!i")
 MAX_PREPARED = 1000  # named prepared statements one connection may hold (each keeps its SQL)
 MAX_PORTALS = 1000  # portals one connection may hold open
+# bytes one connection's prepared statements (SQL) and portals (Bind parameters) hold in
+# all: 1000 Parse messages of 1 MiB each held 1 GB; one message of the most a client may
+# send always fits when nothing else is held
+MAX_HELD_BYTES = 64 * 2**20
+MAX_SETTINGS = 100  # session settings a connection may add (SET) beside the reported ones
+MAX_SETTING_TEXT = 4096  # characters of one setting's name or value
 _FLUSH_AT = 256 * 1024  # bytes of output buffered before they are sent
 
 
@@ -73,6 +81,7 @@ _FLUSH_AT = 256 * 1024  # bytes of output buffered before they are sent
 class Prepared:
     statement: Statement
     param_types: list[int]
+    size: int = 0  # bytes of its Parse message, counted in MAX_HELD_BYTES
 
 
 @dataclass
@@ -89,6 +98,7 @@ class Portal:
     notes: list[str] = field(default_factory=list)
     deadline: float = 0.0  # of its query: past it, a suspended portal gives its slot back
     expired: bool = False
+    size: int = 0  # bytes of its Bind message, counted in MAX_HELD_BYTES
 
 
 class Session:
@@ -96,6 +106,7 @@ class Session:
         self.server = server
         self.sock = sock
         self.reader = Reader(sock)
+        self.peer = _peer(sock) or "unknown"  # the address: back-off, caps, client name
         self.pid = 0
         self.secret = secrets.randbits(31)
         self.role = "read"
@@ -214,16 +225,22 @@ class Session:
             self.send(error("this server accepts TLS connections only", "28000", "FATAL"))
             self.flush()
             return False
-        role = self.authenticate()
+        try:
+            role = self.authenticate()
+        except Refused as exc:  # the address's back-off: refused without a check
+            self.send(error(str(exc), "53300", "FATAL"))
+            self.flush()
+            return False
         if role is None:
             failed = AuthenticationError(f'password authentication failed for user "{self.user}"')
             self.send(error(str(failed), "28P01", "FATAL"))
             self.flush()
             return False
         self.role = role
-        self.client = self.server.service.client_key(_peer(self.sock), self.token)
-        if not self.server.established():
-            self.send(error("too many connections to this server", "53300", "FATAL"))
+        self.client = self.server.service.client_key(self.peer, self.token)
+        refusal = self.server.established()
+        if refusal is not None:
+            self.send(error(refusal, "53300", "FATAL"))
             self.flush()
             return False
         self.pid = self.server.register(self)
@@ -244,18 +261,21 @@ class Session:
         if server.cleartext and isinstance(self.sock, ssl.SSLSocket):
             self.send(message(b"R", _I4.pack(3)))
             self.flush()
-            kind, body = self.reader.message()
+            kind, body = self.reader.message(MAX_AUTH_MESSAGE)
             if kind != b"p":
                 raise ProtocolError("expected a password message")
-            match = server.tokens.match(body.rstrip(b"\x00").decode("utf-8", "replace"))
+            password = body.rstrip(b"\x00").decode("utf-8", "replace")
+            self.wait_out_backoff(password)
+            match = server.tokens.match(password)
             if match is None:
+                server.backoff.failed(self.peer, password, Door.POSTGRES)
                 return None
             self.token = match[0]
             return match[1]
         exchange = server.scram.exchange()
         self.send(message(b"R", _I4.pack(10) + cstr(MECHANISM) + b"\x00"))
         self.flush()
-        kind, body = self.reader.message()
+        kind, body = self.reader.message(MAX_AUTH_MESSAGE)
         if kind != b"p":
             raise ProtocolError("expected a SASL initial response")
         fields = Body(body)
@@ -268,16 +288,29 @@ class Session:
             raise ProtocolError(str(exc)) from None
         self.send(message(b"R", _I4.pack(11) + challenge))
         self.flush()
-        kind, body = self.reader.message()
+        kind, body = self.reader.message(MAX_AUTH_MESSAGE)
         if kind != b"p":
             raise ProtocolError("expected a SASL response")
+        self.wait_out_backoff(None)  # SCRAM never shows the token: per address only
         outcome = exchange.server_final(body)
         if outcome is None:
+            server.backoff.failed(self.peer, None, Door.POSTGRES)
             return None
         role, final = outcome
         self.token = exchange.token
         self.send(message(b"R", _I4.pack(12) + final))
         return role
+
+    def wait_out_backoff(self, token: str | None) -> None:
+        """Wait out the address's back-off before checking a password (the client has
+        no answer meanwhile); :class:`Refused` when that would pass the start-up
+        deadline or the back-off's own bound."""
+        wait = self.server.backoff.reserve(self.peer, token, Door.POSTGRES)
+        if wait:
+            deadline = self.reader.deadline
+            if deadline is not None and time.monotonic() + wait >= deadline:
+                raise Refused(wait)
+            time.sleep(wait)  # a start-up slot (per peer too) is held meanwhile
 
     # -- the loop -------------------------------------------------------------------------------
 
@@ -332,8 +365,27 @@ class Session:
 
     # -- simple query ---------------------------------------------------------------------------
 
+    def check_sql(self, sql: str) -> None:
+        """SQL text over the server's cap (the HTTP query body's) is refused."""
+        if len(sql) > self.server.max_sql:
+            raise LimitExceeded(
+                f"the SQL text is {len(sql):,} characters; the limit is {self.server.max_sql:,}"
+            )
+
+    def check_held(self, size: int, replacing: Prepared | Portal | None) -> None:
+        """Room for ``size`` more bytes of prepared statements and portals."""
+        held = sum(p.size for p in self.prepared.values())
+        held += sum(p.size for p in self.portals.values())
+        held -= replacing.size if replacing is not None else 0
+        if held and held + size > MAX_HELD_BYTES:
+            raise LimitExceeded(
+                f"this connection's prepared statements and portals hold {held:,} bytes; "
+                f"{size:,} more would pass the {MAX_HELD_BYTES:,}-byte limit: close some first"
+            )
+
     def on_query(self, body: bytes) -> None:
         sql = Body(body).string()
+        self.check_sql(sql)
         log.debug("pg session %d: query %r", self.pid, sql)
         for part in compat.split(sql):
             statement = compat.classify(part)
@@ -360,7 +412,9 @@ class Session:
         fields = Body(body)
         name, sql = fields.string(), fields.string()
         given = [fields.int32() for _ in range(fields.int16())]
-        log.debug("pg session %d: parse %r %r", self.pid, sql, given)
+        log.debug("pg session %d: parse %r %r", self.pid, sql[:200], given)
+        self.check_sql(sql)
+        self.check_held(len(body), self.prepared.get(name))
         parts = compat.split(sql)
         if len(parts) > 1:
             raise QueryError("a prepared statement holds one statement", sql=sql)
@@ -370,7 +424,8 @@ class Session:
                 f"this connection holds {MAX_PREPARED} prepared statements, the most it may: "
                 "close some (DEALLOCATE, or a Close message) first"
             )
-        self.prepared[name] = Prepared(statement, compat.parameter_types(parts[0], given))
+        types_of = compat.parameter_types(parts[0], given)
+        self.prepared[name] = Prepared(statement, types_of, len(body))
         self.send(message(b"1"))
 
     def on_bind(self, body: bytes) -> None:
@@ -392,12 +447,13 @@ class Session:
             params.append(types.decode_param(oids[i], param_formats[i] == 1, data))
         formats = [fields.int16() for _ in range(fields.int16())]
         self.close_portal(portal_name)
+        self.check_held(len(body), None)
         if len(self.portals) >= MAX_PORTALS:
             raise LimitExceeded(
                 f"this connection holds {MAX_PORTALS} portals, the most it may: close some "
                 "(a Close message, or end the transaction) first"
             )
-        self.portals[portal_name] = Portal(prepared, params, formats)
+        self.portals[portal_name] = Portal(prepared, params, formats, size=len(body))
         self.send(message(b"2"))
 
     def on_describe(self, body: bytes) -> None:
@@ -514,7 +570,9 @@ class Session:
         if kind == "notify":
             raise QueryError("NOTIFY is not supported: channels are analyses, notified on refresh")
         if kind in ("discard", "deallocate"):
-            if kind == "deallocate":
+            if kind == "deallocate" and statement.sql.split()[-1].upper() == "ALL":
+                self.prepared.clear()  # compat names it "", like the unnamed statement
+            elif kind == "deallocate":
                 self.prepared.pop(statement.name, None)
             return Outcome(statement.tag)
         if kind == "insert":
@@ -547,6 +605,20 @@ class Session:
         self.cursor = cursor
 
     def set(self, statement: Statement) -> Outcome:
+        """SET/RESET of a session setting, within :data:`MAX_SETTINGS` settings of at
+        most :data:`MAX_SETTING_TEXT` characters (they were unbounded)."""
+        if statement.tag != "RESET" and statement.name:
+            name = compat.setting_name(statement.name)
+            if max(len(name), len(statement.value)) > MAX_SETTING_TEXT:
+                raise LimitExceeded(
+                    f"a setting's name and value may have {MAX_SETTING_TEXT:,} characters each"
+                )
+            added = len(self.settings) - len(compat.DEFAULT_SETTINGS)
+            if name not in self.settings and added >= MAX_SETTINGS:
+                raise LimitExceeded(
+                    f"this connection has set {MAX_SETTINGS} settings of its own, the most it "
+                    "may: RESET some first"
+                )
         for name in compat.apply_setting(self.settings, statement):
             self.send(parameter_status(name, self.settings[name]))
         return Outcome(statement.tag)
@@ -733,5 +805,5 @@ def _peer(sock: socket.socket) -> str | None:
     """The client's address (None once the socket is gone)."""
     try:
         return str(sock.getpeername()[0])
-    except OSError:
+    except (OSError, IndexError):
         return None

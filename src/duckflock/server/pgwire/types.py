@@ -138,13 +138,33 @@ class Clock:
 
 @dataclass(frozen=True)
 class Beyond:
-    """A date or timestamp Python's datetime cannot hold: DuckDB's ``infinity`` and
-    ``-infinity``, or a year past 9999. ``text`` is its PostgreSQL text, ``since_2000``
-    its binary value (days or microseconds from 2000-01-01; PostgreSQL's infinities
-    are the integer type's extremes)."""
+    """A date or timestamp Python's datetime cannot hold (``infinity``, a year before 1
+    or past 9999) that PostgreSQL can: ``text`` is its PostgreSQL text (``0044-03-15
+    BC``), ``since_2000`` its binary value (days or microseconds from 2000-01-01;
+    PostgreSQL's infinities are the integer type's extremes)."""
 
     text: bytes
     since_2000: int
+
+
+@dataclass(frozen=True)
+class Unrepresentable:
+    """A date or timestamp DuckDB holds and PostgreSQL cannot (a DATE past 5874897 AD,
+    anything before 4713 BC): its encoders raise :class:`OutOfRange`; inside JSON text
+    (a struct, a map) it is DuckDB's own spelling."""
+
+    text: str
+    kind: str  # date or timestamp
+
+
+class OutOfRange(ValueError):
+    """A value PostgreSQL's type cannot carry (SQLSTATE 22008, naming the column)."""
+
+
+def _representable(value: Beyond | Unrepresentable) -> Beyond:
+    if isinstance(value, Unrepresentable):
+        raise OutOfRange(f"{value.kind} out of range for PostgreSQL: {value.text}")
+    return value
 
 
 _I2, _I4, _I8 = struct.Struct("!h"), struct.Struct("!i"), struct.Struct("!q")
@@ -219,13 +239,14 @@ def _datetime(value: Any) -> dt.datetime:
 
 
 def _timestamp_text(value: Any) -> bytes:
-    if isinstance(value, Beyond):
-        return value.text
+    if isinstance(value, Beyond | Unrepresentable):
+        return _representable(value).text
     moment = _datetime(value)
+    zone = b""
     if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC)
-        return moment.replace(tzinfo=None).isoformat(sep=" ").encode() + b"+00"
-    return moment.isoformat(sep=" ").encode()
+        moment, zone = moment.astimezone(dt.UTC).replace(tzinfo=None), b"+00"
+    text = moment.isoformat(sep=" ").encode()
+    return (text.rstrip(b"0") if moment.microsecond else text) + zone  # .5, as PostgreSQL
 
 
 def _interval_parts(value: Any) -> tuple[int, int, int]:
@@ -247,7 +268,9 @@ def _interval_text(value: Any) -> bytes:
 
 
 def _json_default(value: Any) -> str:
-    return value.text.decode() if isinstance(value, Beyond) else str(value)
+    if isinstance(value, Beyond):
+        return value.text.decode()
+    return value.text if isinstance(value, Unrepresentable) else str(value)
 
 
 def _as_json_text(value: Any) -> bytes:
@@ -284,7 +307,11 @@ _TEXT: dict[int, Encoder] = {
     TEXT: lambda v: v.encode() if isinstance(v, str) else str(v).encode(),
     JSON: lambda v: v.encode() if isinstance(v, str) else _as_json_text(v),
     BYTEA: lambda v: b"\\x" + bytes(v).hex().encode(),
-    DATE: lambda v: v.text if isinstance(v, Beyond) else v.isoformat().encode(),
+    DATE: lambda v: (
+        _representable(v).text
+        if isinstance(v, Beyond | Unrepresentable)
+        else v.isoformat().encode()
+    ),
     TIME: lambda v: str(v).encode() if isinstance(v, Clock) else v.isoformat().encode(),
     TIMESTAMP: _timestamp_text,
     TIMESTAMPTZ: _timestamp_text,
@@ -326,11 +353,17 @@ def numeric_binary(value: Any) -> bytes:
 
 
 def _micros_since_2000(value: Any) -> int:
-    if isinstance(value, Beyond):
-        return value.since_2000
+    if isinstance(value, Beyond | Unrepresentable):
+        return _representable(value).since_2000
     moment = _datetime(value)
     delta = moment - (_EPOCH if moment.tzinfo is None else _EPOCH_TZ)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _days_since_2000(value: Any) -> int:
+    if isinstance(value, Beyond | Unrepresentable):
+        return _representable(value).since_2000
+    return int((value - _EPOCH_DATE).days)
 
 
 def _time_binary(value: Any) -> bytes:
@@ -356,7 +389,7 @@ _BINARY: dict[int, Encoder] = {
     TEXT: _TEXT[TEXT],
     JSON: _TEXT[JSON],
     BYTEA: bytes,
-    DATE: lambda v: _I4.pack(v.since_2000 if isinstance(v, Beyond) else (v - _EPOCH_DATE).days),
+    DATE: lambda v: _I4.pack(_days_since_2000(v)),
     TIME: _time_binary,
     TIMESTAMP: lambda v: _I8.pack(_micros_since_2000(v)),
     TIMESTAMPTZ: lambda v: _I8.pack(_micros_since_2000(v)),
@@ -459,54 +492,98 @@ def _clocks(column: pa.Array) -> list[Any]:
 
 _INT32_MAX, _INT64_MAX = 2**31 - 1, 2**63 - 1
 _DAYS_1970_2000 = 10_957
-_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0}  # ns: microseconds = raw // 1000
+_MICROS_PER_DAY = 86_400_000_000
+_PER_MICRO = {"s": 1_000_000, "ms": 1_000, "us": 1}  # ns: divided by 1000 (toward zero)
+# what PostgreSQL carries (its datatype/timestamp.h), from 2000-01-01: dates from
+# 4713-11-24 BC up to (not including) 5874898-01-01, timestamps from 4713-11-24 BC
+# 00:00 up to (not including) 294277-01-01 00:00
+_DATE_RANGE = range(-2_451_545, 2_145_031_949)
+_TIMESTAMP_RANGE = range(-211_813_488_000_000_000, 9_223_371_331_200_000_000)
 
 
-_FRACTION = re.compile(r"\.(\d*?)0*(?=\+00$|$)")  # PostgreSQL: 00:00:00.5, not .500000
+def _civil(days: int) -> tuple[int, int, int]:
+    """(year, month, day) of ``days`` since 1970-01-01 in the proleptic Gregorian
+    calendar, any year (year 0 is 1 BC): H. Hinnant's days_from_civil, inverted."""
+    days += 719_468
+    era = days // 146_097
+    day_of_era = days - era * 146_097
+    year_of_era = (
+        day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146_096
+    ) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    shifted = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * shifted + 2) // 5 + 1
+    month = shifted + 3 if shifted < 10 else shifted - 9
+    return year_of_era + era * 400 + (month <= 2), month, day
 
 
-def _short_fraction(match: re.Match[str]) -> str:
-    return "." + match.group(1) if match.group(1) else ""
+def _date_text(days: int) -> tuple[str, str]:
+    """PostgreSQL's text of a date (days since 1970) without its era, and the era."""
+    year, month, day = _civil(days)
+    era = "" if year > 0 else " BC"
+    return f"{year if year > 0 else 1 - year:04d}-{month:02d}-{day:02d}", era
+
+
+def _moment_text(micros: int, tz: bool) -> str:
+    """PostgreSQL's text of a timestamp (microseconds since 1970): ``0044-03-15
+    10:00:00 BC``, ``12000-01-01 00:00:00.5+00``."""
+    days, micro = divmod(micros, _MICROS_PER_DAY)
+    date, era = _date_text(days)
+    seconds, fraction = divmod(micro, 1_000_000)
+    clock = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    if fraction:
+        clock += f".{fraction:06d}".rstrip("0")
+    return f"{date} {clock}{'+00' if tz else ''}{era}"
+
+
+def _beyond(number: int, unit: str, tz: bool) -> Beyond | Unrepresentable:
+    """A finite date (``unit`` "day") or timestamp Python cannot hold, from its Arrow
+    integer (days, or ``unit``s, since 1970)."""
+    if unit == "day":
+        since_2000 = number - _DAYS_1970_2000
+        date, era = _date_text(number)
+        if since_2000 not in _DATE_RANGE:
+            return Unrepresentable(date + era, "date")
+        return Beyond((date + era).encode(), since_2000)
+    if unit == "ns":  # exact, toward zero as DuckDB casts TIMESTAMP_NS to TIMESTAMP
+        micros = -(-number // 1000) if number < 0 else number // 1000
+    else:
+        micros = number * _PER_MICRO[unit]
+    since_2000 = micros - _DAYS_1970_2000 * _MICROS_PER_DAY
+    text = _moment_text(micros, tz)
+    if since_2000 not in _TIMESTAMP_RANGE:
+        return Unrepresentable(text, "timestamp")
+    return Beyond(text.encode(), since_2000)
 
 
 def _moments(column: pa.Array | pa.ChunkedArray) -> list[Any]:
-    """Dates and timestamps as Python values, and as :class:`Beyond` where Python's
-    datetime cannot hold them (one infinite row failed the whole result before)."""
+    """Dates and timestamps as Python values, and as :class:`Beyond` (or
+    :class:`Unrepresentable`) where Python's datetime cannot hold them (one infinite
+    row failed the whole result before)."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     is_date = pa.types.is_date32(column.type)
     numbers = column.view(pa.int32() if is_date else pa.int64())
     top = _INT32_MAX if is_date else _INT64_MAX
     unit = "day" if is_date else column.type.unit
+    tz = not is_date and column.type.tz is not None
     extremes = pc.min_max(numbers).as_py()
     if extremes["max"] != top and extremes["min"] != -top:  # no infinity: all at once
         with contextlib.suppress(OverflowError, ValueError):
             if unit == "ns":
                 return column.cast(pa.timestamp("us", column.type.tz), safe=False).to_pylist()  # type: ignore[no-any-return]
-            return column.to_pylist()  # type: ignore[no-any-return]
-    raw = numbers.to_pylist()
-    values: list[Any] = []
-    for i, number in enumerate(raw):
+            values: list[Any] = column.to_pylist()
+            return values
+    values = []
+    for number in numbers.to_pylist():
         if number is None:
             values.append(None)
         elif number == top:
             values.append(Beyond(b"infinity", top))
         elif number == -top:
             values.append(Beyond(b"-infinity", -top - 1))
-        elif unit == "ns":
-            moment = column[i : i + 1].cast(pa.timestamp("us", column.type.tz), safe=False)
-            values.append(moment[0].as_py())
         else:
-            try:
-                values.append(column[i].as_py())
-            except (OverflowError, ValueError):  # a year past 9999: Arrow's own spelling
-                text = str(column[i : i + 1].cast(pa.string())[0].as_py())
-                if is_date:
-                    values.append(Beyond(text.encode(), number - _DAYS_1970_2000))
-                else:
-                    micros = number * _MICROS[unit] - _DAYS_1970_2000 * 86_400_000_000
-                    text = _FRACTION.sub(_short_fraction, text.replace("+0000", "+00"))
-                    values.append(Beyond(text.encode(), micros))
+            values.append(_beyond(number, unit, tz))
     return values
 
 
