@@ -45,7 +45,7 @@ from ..errors import (
     UnsupportedMediaTypeError,
 )
 from ..results import Result
-from . import formats, openapi, policy, render
+from . import formats, history, openapi, policy, render
 from .auth import ROUTE_ROLES, AuthMiddleware, Tokens, allows
 from .edge import Edge
 from .guard import QueryGuard, run_statement
@@ -78,6 +78,8 @@ class ServerSettings:
     queue_timeout: float = 10.0  # seconds a request may wait for a slot, then 503
     body_budget: int = 512 * _MiB  # weighted bytes of bodies being read/parsed at once
     min_every: float = 0.05  # seconds: the shortest analysis interval accepted over HTTP
+    history_results: int = 120  # versions of each analysis kept for /history (the dashboard)
+    history_bytes: int = 64 * _MiB  # Arrow bytes those versions may hold, all analyses together
 
     def __post_init__(self) -> None:
         Tokens(self.all_tokens())  # empty, short or role-less tokens fail here, at start
@@ -87,6 +89,8 @@ class ServerSettings:
             policy.positive_int(getattr(self, name), name)
         policy.positive_int(self.waits_per_client, "waits_per_client")
         policy.positive_int(self.body_budget, "body_budget")
+        policy.positive_int(self.history_results, "history_results")
+        policy.positive_int(self.history_bytes, "history_bytes")
         for name in ("query_timeout", "result_timeout", "max_wait", "queue_timeout", "min_every"):
             policy.bounded_seconds(getattr(self, name), name)
         if self.ingest_timeout is not None:
@@ -174,6 +178,8 @@ def create_app(
     guard = QueryGuard(db, row_cap=settings.query_row_cap, timeout=settings.query_timeout)
     metrics = Metrics(db)
     dashboard = _dashboard_html()
+    kept = history.History(results=settings.history_results, max_bytes=settings.history_bytes)
+    feeder = history.Feeder(db, kept)
     query_slots = Slots(
         total=settings.concurrency,
         per_client=settings.per_client,
@@ -338,7 +344,7 @@ def create_app(
         return _json(payload, 200 if reason is None else 503)
 
     async def spec(request: Request) -> Response:
-        return _json(openapi.document(max_wait=settings.max_wait))
+        return _json(openapi.document(max_wait=settings.max_wait, history=settings.history_results))
 
     async def page(request: Request) -> Response:
         return HTMLResponse(dashboard)
@@ -475,6 +481,7 @@ def create_app(
 
         async with query_slots.hold(client_of(request), deadline_of(request)):
             await run_in_threadpool(define_it)
+        feeder.follow(name)
         status = next(a for a in await run_in_threadpool(db.analyses) if a["name"] == name)
         return _json(status, 201)
 
@@ -529,6 +536,22 @@ def create_app(
             head=formats.result_json_head(found),
         )
 
+    async def analysis_history(request: Request) -> Response:
+        # the last versions kept by this server (``history_results``), one table
+        name = request.path_params["name"]
+        last = policy.last_count(request.query_params.get("last"), settings.history_results)
+        await run_in_threadpool(history.catch_up, kept, lambda: db.result(name))  # 404 here
+        table, versions = await run_in_threadpool(history.history_table, kept.results(name), last)
+        batches = iter(table.to_batches(max_chunksize=8192))
+        head = {"name": name, "versions": versions, "limit": settings.history_results}
+        return await stream(
+            request,
+            lambda: (table.schema, lambda: next(batches, None)),
+            lambda: None,
+            row_cap=settings.query_row_cap,
+            head=head,
+        )
+
     async def events(request: Request) -> Response:
         name = request.path_params["name"]
         await run_in_threadpool(db.result, name)  # 404 now for an unknown analysis
@@ -563,6 +586,7 @@ def create_app(
             methods=["PUT", "DELETE"],
         ),
         route("/v1/analyses/{name}/result", result, ["GET"]),
+        route("/v1/analyses/{name}/history", analysis_history, ["GET"]),
         route("/v1/analyses/{name}/events", events, ["GET"]),
     ]
 
@@ -578,7 +602,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        feeder.start()
         yield
+        await feeder.stop()
         begin_shutdown()
         if on_shutdown is not None:
             await run_in_threadpool(on_shutdown)
@@ -595,6 +621,7 @@ def create_app(
     app.state.guard = guard
     app.state.begin_shutdown = begin_shutdown
     app.state.slots = query_slots
+    app.state.history = kept
     return app
 
 

@@ -47,6 +47,7 @@ ROUTE_ROLES: dict[tuple[str, str], str] = {
     ("GET", "/v1/analyses"): "read",
     ("GET", "/v1/analyses/{name}/result"): "read",
     ("GET", "/v1/analyses/{name}/events"): "read",
+    ("GET", "/v1/analyses/{name}/history"): "read",
     ("POST", "/v1/tables/{table}/rows"): "write",
     ("PUT", "/v1/analyses/{name}"): "admin",
     ("DELETE", "/v1/analyses/{name}"): "admin",

@@ -17,6 +17,7 @@ _JSON = "application/json"
 _NDJSON = "application/x-ndjson"
 _CSV = "text/csv"
 _ARROW = "application/vnd.apache.arrow.stream"
+_PARQUET = "application/vnd.apache.parquet"
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -34,12 +35,14 @@ _ERROR = {
     "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
 _ROWS = {
-    "description": "Rows: JSON (columns, types, rows, truncated), NDJSON, CSV or Arrow by Accept",
+    "description": "Rows: JSON (columns, types, rows, truncated), NDJSON, CSV, Arrow or "
+    "Parquet by Accept",
     "content": {
         _JSON: {"schema": {"$ref": "#/components/schemas/Rows"}},
         _NDJSON: {"schema": {"type": "string"}},
         _CSV: {"schema": {"type": "string"}},
         _ARROW: {"schema": {"type": "string", "format": "binary"}},
+        _PARQUET: {"schema": {"type": "string", "format": "binary"}},
     },
 }
 _ANY_JSON = {"description": "OK", "content": {_JSON: {"schema": {}}}}
@@ -59,7 +62,7 @@ _ACCEPT = {
     "name": "Accept",
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "enum": [_JSON, _NDJSON, _CSV, _ARROW]},
+    "schema": {"type": "string", "enum": [_JSON, _NDJSON, _CSV, _ARROW, _PARQUET]},
 }
 _PARAMS = {"oneOf": [{"type": "array"}, {"type": "object"}, {"type": "null"}]}
 
@@ -93,7 +96,7 @@ def _op(
     return op
 
 
-def document(*, max_wait: float = 60.0) -> dict[str, Any]:
+def document(*, max_wait: float = 60.0, history: int = 120) -> dict[str, Any]:
     sql_body = {
         _JSON: {
             "schema": {
@@ -307,6 +310,26 @@ def document(*, max_wait: float = 60.0) -> dict[str, Any]:
                         },
                     ],
                     errors=("400", "404", "504"),
+                )
+            },
+            "/v1/analyses/{name}/history": {
+                "get": _op(
+                    "The last versions this server kept (history_results, within "
+                    "history_bytes): version, refreshed_at, then the result's columns",
+                    "/v1/analyses/{name}/history",
+                    "get",
+                    {"200": _ROWS},
+                    parameters=[
+                        _NAME,
+                        _ACCEPT,
+                        {
+                            "name": "last",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 0, "maximum": history},
+                        },
+                    ],
+                    errors=("400", "404"),
                 )
             },
             "/v1/analyses/{name}/events": {

@@ -68,6 +68,19 @@ def min_version(raw: str | None) -> int | None:
     return value
 
 
+def last_count(raw: str | None, cap: int) -> int | None:
+    """``?last=``: how many of the newest versions, an integer from 0 to ``cap``."""
+    if raw is None:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise RequestError(f"query parameter last={raw!r} is not an integer") from None
+    if not 0 <= value <= cap:
+        raise RequestError(f"query parameter last={raw!r} must be between 0 and {cap}")
+    return value
+
+
 def wait_seconds(raw: str | None, default: float, cap: float) -> float:
     """``?timeout=``: finite seconds in [0, cap]."""
     if raw is None:

@@ -1,4 +1,5 @@
-"""Results streamed to the client in JSON, NDJSON, CSV or Arrow, within a row and a byte cap.
+"""Results streamed to the client in JSON, NDJSON, CSV, Arrow or Parquet, within a row and
+a byte cap.
 
 A :class:`Pump` pulls record batches one at a time (from a DuckDB record-batch reader or
 a stored result), encodes them in the asked-for format and hands out bytes, so the
@@ -14,7 +15,11 @@ and says why, in the format's own way:
 - NDJSON: a last line ``{"duckflock_truncated": {"reason", "message", "rows"}}``;
 - CSV: a last line ``#duckflock_truncated,<reason>,<rows>,<message>``;
 - Arrow IPC: a last, empty record batch whose custom metadata holds
-  ``duckflock.truncated`` (the same JSON object).
+  ``duckflock.truncated`` (the same JSON object);
+- Parquet: the file footer's key-value metadata holds ``duckflock.truncated``. Each
+  batch becomes a row group as it comes, so a big answer streams like the others; the
+  footer (written last) makes the file readable, so a stream cut by an error after its
+  start is still a valid file that says so.
 
 ``reason`` is ``"rows"``, ``"bytes"`` or ``"error"`` (then ``"error"`` holds the error's
 ``type`` and ``message``). When the whole result fits in what is read before the
@@ -30,10 +35,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from ..errors import DuckflockError
+from ..errors import DuckflockError, RequestError
 from . import values
-from .formats import ARROW, CSV, JSON, NDJSON
+from .formats import ARROW, CSV, JSON, NDJSON, PARQUET
 
 PREFETCH_BYTES = 256 * 1024  # encoded before the status line goes out
 TRUNCATED_KEY = "duckflock.truncated"
@@ -177,10 +183,42 @@ class ArrowEncoder:
         return self._take()
 
 
+class ParquetEncoder(ArrowEncoder):
+    """A Parquet file, one row group per record batch, streamed as it is written."""
+
+    media_type = PARQUET
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._sink = io.BytesIO()
+        try:
+            self._parquet = pq.ParquetWriter(self._sink, schema, compression="zstd")
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
+            raise RequestError(
+                f"this result cannot be written as Parquet ({exc}); ask for Arrow "
+                f"({ARROW}) or CSV, or cast the column in the SQL"
+            ) from exc
+
+    def start(self) -> bytes:
+        return self._take()  # the magic bytes
+
+    def batch(self, batch: pa.RecordBatch) -> bytes:
+        self._parquet.write_batch(batch)
+        return self._take()
+
+    def end(self, truncation: dict[str, Any] | None) -> bytes:
+        if truncation is not None:
+            self._parquet.add_key_value_metadata({TRUNCATED_KEY: _dump(truncation)})
+        self._parquet.close()
+        return self._take()
+
+
 Encoder = JsonEncoder | NdjsonEncoder | CsvEncoder | ArrowEncoder
 
 
 def encoder_for(kind: str, schema: pa.Schema, head: dict[str, Any] | None = None) -> Encoder:
+    if kind == PARQUET:
+        return ParquetEncoder(schema)
     if kind == ARROW:
         return ArrowEncoder(schema)
     if kind == CSV:
