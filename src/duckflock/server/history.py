@@ -93,8 +93,9 @@ class History:
 
 
 def history_table(results: list[Result], last: int | None = None) -> tuple[pa.Table, list[int]]:
-    """The ``last`` (default: all) results in one table, and their versions: ``version`` and ``refreshed_at`` (UTC), then the
-    result's columns, one row per result row, oldest version first.
+    """The ``last`` (default: all) results in one table, and their versions: ``version``
+    and ``refreshed_at`` (UTC), then the result's columns, one row per result row, oldest
+    version first.
 
     Only the versions shaped like the newest are included (an edit that changed the
     columns starts the chart afresh). A result column already named ``version`` or
