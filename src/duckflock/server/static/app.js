@@ -278,17 +278,18 @@ function defaultSeries(names) {
 // ---------------------------------------------------------------------------------------
 // sorting and filtering what is shown (in the page; exports come from the server)
 
-const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
-
+// numbers by value, times by instant, text by code point (DuckDB's default collation,
+// so a column sorts as ORDER BY … NULLS LAST sorts it)
 function compareValues(a, b, kind) {
   if (kind === "number") {
     const x = toNumber(a), y = toNumber(b);
-    if (x !== null && y !== null && x !== y) return x - y;
+    if (x !== null && y !== null) return x - y;
   } else if (kind === "time") {
     const x = parseTime(a), y = parseTime(b);
-    if (!Number.isNaN(x) && !Number.isNaN(y) && x !== y) return x - y;
+    if (!Number.isNaN(x) && !Number.isNaN(y)) return x - y;
   }
-  return collator.compare(formatCell(a, kind), formatCell(b, kind));
+  const x = formatCell(a, kind), y = formatCell(b, kind);
+  return x < y ? -1 : x > y ? 1 : 0;
 }
 
 // rows sorted by the column at ``index`` (``dir`` 1 up, -1 down); NULLs last either way,
@@ -608,7 +609,7 @@ class View {
     if (signature !== this.signature) {
       // a new shape: default columns and axes; a sort by a column that is gone ends
       this.selected = null;
-      if (this.x !== null && this.x !== ROW_NUMBER && !data.columns.includes(this.x)) this.x = null;
+      this.x = null;
       if (this.sort && !data.columns.includes(this.sort.column)) this.sort = null;
     }
     this.signature = signature;
