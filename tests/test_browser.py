@@ -550,6 +550,23 @@ def test_scales_names_and_formats_in_the_page(browser: Any) -> None:
         "other",
     ]  # fmt: skip
     assert js("describe({types: ['int32', 'int64']}).key") == 0  # the first labels the rest
+    # a chosen x axis, and the default y that is not an identifier
+    chosen = "({columns: ['id', 'ts', 'v'], types: ['int64', 'timestamp[us]', 'double']})"
+    assert js(f"describe({chosen}).key") == 1
+    assert js(f"describe({chosen}, 'id').keyKind") == "category"
+    assert js(f"describe({chosen}, '#row').numeric") == [0, 2]
+    assert js("defaultSeries(['id', 'sensor_id', 'n'])") == "n"
+    assert js("defaultSeries(['id'])") == "id"
+    # sorting: numbers by value, NULLs last both ways, ties in their order
+    rows = "[[1, '10'], [2, null], [3, '9.5'], [4, '-1'], [5, '10']]"
+    assert js(f"sortRows({rows}, 1, 'number', 1).map(r => r[0])") == [4, 3, 1, 5, 2]
+    assert js(f"sortRows({rows}, 1, 'number', -1).map(r => r[0])") == [1, 5, 3, 4, 2]
+    assert js("sortRows([['b'], ['B'], ['a']], 0, 'other', 1).map(r => r[0])") == ["B", "a", "b"]
+    # filtering: as shown or as sent (1234 finds "1,234"), and NULL by its name
+    table = "[[1234, 'x'], [5, null], [6, 'y']]"
+    assert js(f"filterRows({table}, ['number', 'other'], '1234').length") == 1
+    assert js(f"filterRows({table}, ['number', 'other'], '1,234').length") == 1
+    assert js(f"filterRows({table}, ['number', 'other'], 'null')[0][0]") == 5
     assert js("describe({types: ['double']}).keyKind") == "index"
     # the preview's SQL: each part quoted, quotes doubled, whatever the listing's form
     cases = [

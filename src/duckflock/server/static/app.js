@@ -674,7 +674,7 @@ class View {
     const xOptions = [[ROW_NUMBER, "row number"], ...data.columns.map((name) => [name, name])];
     const yOptions = model.numeric.map((i) => [data.columns[i], data.columns[i]]);
     const picked = model.numeric.map((i) => data.columns[i]).filter((n) => this.selected.has(n));
-    if (picked.length > 1) yOptions.unshift(["", `${picked.length} columns (ticked below)`]);
+    if (picked.length > 1) yOptions.unshift(["", `${picked.length} ticked below`]);
     if (!yOptions.length) yOptions.push(["", "no number column"]);
     fillSelect(this.xSelect, xOptions, model.key < 0 ? ROW_NUMBER : data.columns[model.key]);
     fillSelect(this.ySelect, yOptions, picked.length === 1 ? picked[0] : "");
