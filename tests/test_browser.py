@@ -19,7 +19,6 @@ from typing import Any
 
 import duckdb
 import httpx
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -659,10 +658,11 @@ def test_filter_narrows_the_table_and_the_chart(
     workspace: ServerProcess, browser: Any, tmp_path: Path
 ) -> None:
     with workspace.client() as client:
-        client.insert(
-            "readings",
-            [{"taken_at": f"2026-01-06 0{i}:00:00", "sensor": "s2", "temperature": i} for i in range(5)],
-        )  # fmt: skip
+        rows = [
+            {"taken_at": f"2026-01-06 0{i}:00:00", "sensor": "s2", "temperature": i}
+            for i in range(5)
+        ]
+        client.insert("readings", rows)
     console = Console()
     page = open_page(browser, workspace.url + "/", console)
     run_sql(page, "SELECT sensor, taken_at, temperature FROM readings")
@@ -736,7 +736,10 @@ def test_export_downloads_what_the_server_makes(
     csv = tmp_path / download.value.suggested_filename
     download.value.save_as(csv)
     assert csv.name == "query.csv"
-    types = "{'taken_at': 'TIMESTAMP', 'sensor': 'VARCHAR', 'temperature': 'DOUBLE', 'pressure': 'DECIMAL(10,2)'}"  # fmt: skip
+    types = (
+        "{'taken_at': 'TIMESTAMP', 'sensor': 'VARCHAR', 'temperature': 'DOUBLE', "
+        "'pressure': 'DECIMAL(10,2)'}"
+    )
     oracle.execute(f"CREATE TABLE from_csv AS SELECT * FROM read_csv('{csv}', types = {types})")
     assert differences("from_csv") == 0
     assert oracle.execute("SELECT count(*) FROM from_csv").fetchone() == (40,)
@@ -915,8 +918,10 @@ def test_layout_fills_the_window_without_clipping(
     )
     assert all(left >= 0 and right <= width + 0.5 for _, left, right in boxes), boxes
     cards = page.eval_on_selector_all(
-        ".card", "cs => cs.map(c => { const r = c.getBoundingClientRect(); return [r.left, r.top, r.width]; })"
-    )  # fmt: skip
+        ".card",
+        "cs => cs.map(c => { const r = c.getBoundingClientRect(); "
+        "return [r.left, r.top, r.width]; })",
+    )
     if width == 1280:  # side by side, and the work area takes what the table list leaves
         assert cards[0][1] == cards[1][1] and cards[0][0] < cards[1][0]
         main = page.eval_on_selector("main", "m => m.getBoundingClientRect().width")
