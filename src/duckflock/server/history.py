@@ -165,6 +165,10 @@ class Feeder:
                 current = {a["name"] for a in await run_in_threadpool(self.db.analyses)}
             except DuckflockError:
                 return  # closed meanwhile
+            except Exception:  # a bug must not end the history quietly: say so, go on
+                log.exception("the analysis history could not list the analyses")
+                await asyncio.sleep(self.every)
+                continue
             for name in current:
                 self.follow(name)
             for name in self.history.names() - current:
