@@ -899,6 +899,8 @@ def test_layout_fills_the_window_without_clipping(
         client.analysis(
             "per_sensor", "SELECT sensor, count(*) AS n FROM readings GROUP BY 1", every=60
         )
+        for i in range(40):  # a table list taller than the window
+            client.run(f"CREATE TABLE extra_{i:02} (x INTEGER)")
     console = Console()
     page = browser.new_page(viewport={"width": width, "height": 800}, locale="en-US")
     console.attach(page)
@@ -926,6 +928,16 @@ def test_layout_fills_the_window_without_clipping(
         assert cards[0][1] == cards[1][1] and cards[0][0] < cards[1][0]
         main = page.eval_on_selector("main", "m => m.getBoundingClientRect().width")
         assert main > width * 0.6
+        # the sticky table list fits the window and scrolls by itself: its last table
+        # can be reached (a sticky box taller than the window would be cut off)
+        page.wait_for_selector('#tables tr[data-table="extra_39"]', timeout=10_000)
+        bottom = page.eval_on_selector("aside", "a => a.getBoundingClientRect().bottom")
+        assert bottom <= 800
+        page.eval_on_selector("aside", "a => { a.scrollTop = a.scrollHeight; }")
+        last = page.eval_on_selector(
+            '#tables tr[data-table="extra_39"]', "r => r.getBoundingClientRect().bottom"
+        )
+        assert last <= 800
     else:  # one column, as wide as the window allows
         assert cards[0][0] == cards[1][0] and cards[0][1] < cards[1][1]
         assert all(w > width * 0.8 for _, _, w in cards)
