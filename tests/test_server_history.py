@@ -183,3 +183,19 @@ def test_query_and_result_as_parquet_match_duckdb(db: duckflock.Database) -> Non
         )
         assert interval.status_code == 400
         assert "cannot be written as Parquet" in interval.json()["error"]["message"]
+
+
+def test_a_parquet_answer_cut_by_the_byte_cap_is_a_valid_file_that_says_so(
+    db: duckflock.Database,
+) -> None:
+    sql = "SELECT range AS i, range::VARCHAR AS s FROM range(3000000)"
+    with client(db, query_byte_cap=1_000_000, query_row_cap=10_000_000) as http:
+        answer = http.post("/v1/query", json={"sql": sql}, headers={"Accept": PARQUET})
+        assert answer.status_code == 200
+        assert len(answer.content) <= 1_000_000 + 64 * 1024  # the cap, plus the footer
+        got = pq.ParquetFile(io.BytesIO(answer.content))
+        marker = got.metadata.metadata[b"duckflock.truncated"]
+        assert b'"reason":"bytes"' in marker
+        table = got.read()
+        assert 0 < table.num_rows < 3_000_000
+        assert table.column("i").to_pylist() == list(range(table.num_rows))  # a clean prefix

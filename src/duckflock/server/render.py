@@ -152,15 +152,15 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-class ArrowEncoder:
-    """Arrow IPC stream, one record batch per message."""
+class _Binary:
+    """Batch-at-a-time binary formats: a writer fills a buffer, each step takes what it
+    wrote. The byte cap is checked against a batch's Arrow size before it is written."""
 
-    media_type = ARROW
+    media_type: str
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
         self._sink = io.BytesIO()
-        self._writer = pa.ipc.new_stream(self._sink, schema)
 
     def _take(self) -> bytes:
         data = self._sink.getvalue()
@@ -169,51 +169,67 @@ class ArrowEncoder:
         return data
 
     def start(self) -> bytes:
-        return self._take()  # the schema message
+        return self._take()  # what the writer wrote when it opened: schema, magic bytes
 
     def batch(self, batch: pa.RecordBatch) -> bytes:
-        self._writer.write_batch(batch)
+        self._write(batch)
         return self._take()
 
     def end(self, truncation: dict[str, Any] | None) -> bytes:
-        if truncation is not None:
-            empty = pa.RecordBatch.from_pylist([], schema=self.schema)
-            self._writer.write_batch(empty, custom_metadata={TRUNCATED_KEY: _dump(truncation)})
-        self._writer.close()
+        self._close(None if truncation is None else _dump(truncation))
         return self._take()
 
+    def _write(self, batch: pa.RecordBatch) -> None:
+        raise NotImplementedError
 
-class ParquetEncoder(ArrowEncoder):
+    def _close(self, truncation: str | None) -> None:
+        raise NotImplementedError
+
+
+class ArrowEncoder(_Binary):
+    """Arrow IPC stream, one record batch per message."""
+
+    media_type = ARROW
+
+    def __init__(self, schema: pa.Schema) -> None:
+        super().__init__(schema)
+        self._writer = pa.ipc.new_stream(self._sink, schema)
+
+    def _write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def _close(self, truncation: str | None) -> None:
+        if truncation is not None:
+            empty = pa.RecordBatch.from_pylist([], schema=self.schema)
+            self._writer.write_batch(empty, custom_metadata={TRUNCATED_KEY: truncation})
+        self._writer.close()
+
+
+class ParquetEncoder(_Binary):
     """A Parquet file, one row group per record batch, streamed as it is written."""
 
     media_type = PARQUET
 
     def __init__(self, schema: pa.Schema) -> None:
-        self.schema = schema
-        self._sink = io.BytesIO()
+        super().__init__(schema)
         try:
-            self._parquet = pq.ParquetWriter(self._sink, schema, compression="zstd")
+            self._writer = pq.ParquetWriter(self._sink, schema, compression="zstd")
         except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
             raise RequestError(
                 f"this result cannot be written as Parquet ({exc}); ask for Arrow "
                 f"({ARROW}) or CSV, or cast the column in the SQL"
             ) from exc
 
-    def start(self) -> bytes:
-        return self._take()  # the magic bytes
+    def _write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
 
-    def batch(self, batch: pa.RecordBatch) -> bytes:
-        self._parquet.write_batch(batch)
-        return self._take()
-
-    def end(self, truncation: dict[str, Any] | None) -> bytes:
+    def _close(self, truncation: str | None) -> None:
         if truncation is not None:
-            self._parquet.add_key_value_metadata({TRUNCATED_KEY: _dump(truncation)})
-        self._parquet.close()
-        return self._take()
+            self._writer.add_key_value_metadata({TRUNCATED_KEY: truncation})
+        self._writer.close()
 
 
-Encoder = JsonEncoder | NdjsonEncoder | CsvEncoder | ArrowEncoder
+Encoder = JsonEncoder | NdjsonEncoder | CsvEncoder | ArrowEncoder | ParquetEncoder
 
 
 def encoder_for(kind: str, schema: pa.Schema, head: dict[str, Any] | None = None) -> Encoder:
@@ -301,7 +317,7 @@ class Pump:
         return data
 
     def _encode(self, batch: pa.RecordBatch, budget: int) -> tuple[bytes, int]:
-        if isinstance(self.encoder, ArrowEncoder):
+        if isinstance(self.encoder, _Binary):
             rows = batch.num_rows
             while rows > 0:
                 part = batch.slice(0, rows)
