@@ -319,6 +319,18 @@ function filterRows(rows, kinds, text) {
   );
 }
 
+// a click, or Enter or Space from the keyboard (a header is focusable)
+function onActivate(node, action) {
+  node.tabIndex = 0;
+  node.addEventListener("click", action);
+  node.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      action();
+    }
+  });
+}
+
 // A header that sorts its table: the arrow shows the order, a click asks for the other.
 function sortHeader(th, dir, auto) {
   th.classList.add("sortable");
@@ -733,7 +745,7 @@ class View {
       th.dataset.column = name;
       th.appendChild(el("span", "type", data.types[i].replace(/^timestamp\[us(, tz=(.*))?\]$/, "timestamp $2").trim()));
       sortHeader(th, order && order.column === name ? order.dir : 0, order && order.auto);
-      th.addEventListener("click", () => {
+      onActivate(th, () => {
         const current = this.order(describe(this.data, this.x));
         const dir = current && current.column === name ? -current.dir : 1;
         this.sort = { column: name, dir };
@@ -974,7 +986,7 @@ function renderTables() {
 }
 
 document.querySelectorAll("#tables thead th").forEach((th, i) => {
-  th.addEventListener("click", () => {
+  onActivate(th, () => {
     tablesSort = { column: i, dir: tablesSort && tablesSort.column === i ? -tablesSort.dir : 1 };
     renderTables();
   });
