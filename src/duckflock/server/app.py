@@ -604,8 +604,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         feeder.start()
         yield
-        await feeder.stop()
         begin_shutdown()
+        await feeder.stop()
         if on_shutdown is not None:
             await run_in_threadpool(on_shutdown)
 
