@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import httpx
+import pyarrow.parquet as pq
 import pytest
 
 import conftest
@@ -96,6 +99,15 @@ def open_page(browser: Any, url: str, console: Console) -> Any:
 def shoot(page: Any, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+
+
+def shoot_into(page: Any, folder: Path, name: str) -> Path:
+    """A full-page screenshot in the test's own folder (scrolled to the top first, so
+    sticky parts sit where a person sees them)."""
+    page.evaluate("window.scrollTo(0, 0)")
+    path = folder / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
 
 
 def build_workspace(path: Path) -> None:
@@ -537,6 +549,23 @@ def test_scales_names_and_formats_in_the_page(browser: Any) -> None:
         "other",
     ]  # fmt: skip
     assert js("describe({types: ['int32', 'int64']}).key") == 0  # the first labels the rest
+    # a chosen x axis, and the default y that is not an identifier
+    chosen = "({columns: ['id', 'ts', 'v'], types: ['int64', 'timestamp[us]', 'double']})"
+    assert js(f"describe({chosen}).key") == 1
+    assert js(f"describe({chosen}, 'id').keyKind") == "category"
+    assert js(f"describe({chosen}, '#row').numeric") == [0, 2]
+    assert js("defaultSeries(['id', 'sensor_id', 'n'])") == "n"
+    assert js("defaultSeries(['id'])") == "id"
+    # sorting: numbers by value, NULLs last both ways, ties in their order
+    rows = "[[1, '10'], [2, null], [3, '9.5'], [4, '-1'], [5, '10']]"
+    assert js(f"sortRows({rows}, 1, 'number', 1).map(r => r[0])") == [4, 3, 1, 5, 2]
+    assert js(f"sortRows({rows}, 1, 'number', -1).map(r => r[0])") == [1, 5, 3, 4, 2]
+    assert js("sortRows([['b'], ['B'], ['a']], 0, 'other', 1).map(r => r[0])") == ["B", "a", "b"]
+    # filtering: as shown or as sent (1234 finds "1,234"), and NULL by its name
+    table = "[[1234, 'x'], [5, null], [6, 'y']]"
+    assert js(f"filterRows({table}, ['number', 'other'], '1234').length") == 1
+    assert js(f"filterRows({table}, ['number', 'other'], '1,234').length") == 1
+    assert js(f"filterRows({table}, ['number', 'other'], 'null')[0][0]") == 5
     assert js("describe({types: ['double']}).keyKind") == "index"
     # the preview's SQL: each part quoted, quotes doubled, whatever the listing's form
     cases = [
@@ -552,3 +581,391 @@ def test_scales_names_and_formats_in_the_page(browser: Any) -> None:
     with_rowid = {"name": "t", "schema": "main", "columns": [{"name": "RowId", "type": "INT"}]}
     assert js(f"previewSql({json.dumps(with_rowid)})") == 'SELECT * FROM "main"."t" LIMIT 50'
     page.close()
+
+
+# -- working with results: sort, filter, export, axes, history, layout ---------------------------
+
+MIXED = (
+    "SELECT * FROM (VALUES ('b', 10, TIMESTAMP '2026-01-02 00:00:00'), "
+    "('a', 9.5, TIMESTAMP '2026-01-10 00:00:00'), ('c', NULL, NULL), "
+    "('D', 100, TIMESTAMP '2025-12-31 23:00:00'), ('e', -1, TIMESTAMP '2026-01-03 00:00:00'), "
+    "('a2', 10, TIMESTAMP '2026-01-01 00:00:00')) AS t(k, v, seen)"
+)
+
+
+def column_cells(page: Any, result: str, index: int) -> list[str | None]:
+    """A shown column: the raw value of number cells (their tooltip), else the text;
+    None for NULL."""
+    return list(
+        page.eval_on_selector_all(
+            f"{result} tbody tr",
+            f"""rows => rows.map(r => {{ const td = r.cells[{index}];
+                return td.classList.contains('null') ? null : (td.title || td.textContent); }})""",
+        )
+    )
+
+
+def run_sql(page: Any, sql: str) -> None:
+    page.fill("#sql", sql)
+    page.click("#run")
+    page.wait_for_function(
+        "document.querySelector('#run').disabled === false "
+        "&& document.querySelector('#query-meta').textContent.endsWith('ms')",
+        timeout=10_000,
+    )
+
+
+def test_sort_a_result_by_any_column_as_duckdb_orders_it(
+    workspace: ServerProcess, browser: Any, tmp_path: Path
+) -> None:
+    console = Console()
+    page = open_page(browser, workspace.url + "/", console)
+    run_sql(page, MIXED)
+    result = "#query-result"
+    oracle = duckdb.connect()
+
+    def expected(column: str, direction: str) -> list[Any]:
+        rows = oracle.execute(f"SELECT {column} FROM ({MIXED}) ORDER BY {column} {direction} "
+                              "NULLS LAST").fetchall()  # fmt: skip
+        return [row[0] for row in rows]
+
+    # numbers by value (10 after 9.5, not before it as text), NULL last both ways
+    page.click(f'{result} th[data-column="v"]')
+    shown = column_cells(page, result, 1)
+    assert [None if v is None else float(v) for v in shown] == [
+        None if v is None else float(v) for v in expected("v", "ASC")
+    ]
+    assert page.get_attribute(f'{result} th[data-column="v"]', "aria-sort") == "ascending"
+    assert "sorted by v ↑" in page.inner_text(f"{result} .table-note")
+    page.click(f'{result} th[data-column="v"]')
+    shown = column_cells(page, result, 1)
+    assert [None if v is None else float(v) for v in shown] == [
+        None if v is None else float(v) for v in expected("v", "DESC")
+    ]
+    # times by instant, text by code point (DuckDB's default collation: 'D' before 'a')
+    page.click(f'{result} th[data-column="seen"]')
+    assert column_cells(page, result, 2) == [
+        None if t is None else t.isoformat(sep=" ") for t in expected("seen", "ASC")
+    ]
+    page.focus(f'{result} th[data-column="k"]')  # from the keyboard too
+    page.keyboard.press("Enter")
+    assert column_cells(page, result, 0) == expected("k", "ASC")
+    shoot_into(page, tmp_path, "sorted.png")
+    page.close()
+    assert console.page_errors() == []
+
+
+def test_filter_narrows_the_table_and_the_chart(
+    workspace: ServerProcess, browser: Any, tmp_path: Path
+) -> None:
+    with workspace.client() as client:
+        rows = [
+            {"taken_at": f"2026-01-06 0{i}:00:00", "sensor": "s2", "temperature": i}
+            for i in range(5)
+        ]
+        client.insert("readings", rows)
+    console = Console()
+    page = open_page(browser, workspace.url + "/", console)
+    run_sql(page, "SELECT sensor, taken_at, temperature FROM readings")
+    result = "#query-result"
+    assert page.locator(f"{result} tbody tr").count() == 45
+    page.fill(f"{result} .filter", "s2")
+    page.wait_for_function(
+        f"document.querySelectorAll('{result} tbody tr').length === 5", timeout=5_000
+    )
+    assert set(column_cells(page, result, 0)) == {"s2"}
+    assert "5 match “s2”" in page.inner_text(f"{result} .table-note")
+    points = page.get_attribute(f'{result} polyline[data-column="temperature"]', "points")
+    assert points is not None and len(points.split()) == 5  # the chart shows what is kept
+    # a number as it was sent finds its grouped form too; no match: an empty table
+    page.fill(f"{result} .filter", "nothing like this")
+    page.wait_for_function(f"document.querySelectorAll('{result} tbody tr').length === 0")
+    page.fill(f"{result} .filter", "")
+    page.wait_for_function(f"document.querySelectorAll('{result} tbody tr').length === 45")
+
+    # the table list has a filter and sortable headers too
+    page.fill("#tables-filter", "quoted")
+    page.wait_for_function("document.querySelectorAll('#tables tbody tr').length === 1")
+    assert page.get_attribute("#tables tbody tr", "data-table") == MAIN_ODD
+    page.fill("#tables-filter", "")
+    page.click("#tables th:nth-child(2)")  # rows, ascending
+    page.click("#tables th:nth-child(2)")  # then descending
+    counts = page.eval_on_selector_all(
+        "#tables tbody td.rows", "cells => cells.map(c => Number(c.textContent.replace(/,/g, '')))"
+    )
+    assert counts == sorted(counts, reverse=True) and counts[0] == 45
+    shoot_into(page, tmp_path, "filtered.png")
+    page.close()
+    assert console.page_errors() == []
+
+
+def test_export_downloads_what_the_server_makes(
+    workspace: ServerProcess, browser: Any, tmp_path: Path
+) -> None:
+    console = Console()
+    page = browser.new_page(
+        viewport={"width": 1280, "height": 900}, locale="en-US", accept_downloads=True
+    )
+    console.attach(page)
+    page.goto(workspace.url + "/")
+    sql = "SELECT taken_at, sensor, temperature, pressure FROM readings ORDER BY taken_at"
+    run_sql(page, sql)
+    page.fill("#query-result .filter", "15:30")  # the page's filter does not cut an export
+    with workspace.client() as client:
+        expected = client.query(sql)
+    oracle = duckdb.connect()
+    oracle.register("expected", expected)
+
+    def differences(relation: str) -> int:
+        both = f"(SELECT * FROM expected EXCEPT ALL SELECT * FROM {relation}) UNION ALL " + (
+            f"(SELECT * FROM {relation} EXCEPT ALL SELECT * FROM expected)"
+        )
+        row = oracle.execute(f"SELECT count(*) FROM ({both})").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    with page.expect_download() as download:
+        page.click("#query-result .export-parquet")
+    parquet = tmp_path / download.value.suggested_filename
+    download.value.save_as(parquet)
+    assert parquet.name == "query.parquet"
+    assert pq.read_table(parquet).equals(expected)  # the same types and values
+    page.wait_for_selector("#query-result .export-note:has-text('downloaded query.parquet')")
+
+    with page.expect_download() as download:
+        page.click("#query-result .export-csv")
+    csv = tmp_path / download.value.suggested_filename
+    download.value.save_as(csv)
+    assert csv.name == "query.csv"
+    types = (
+        "{'taken_at': 'TIMESTAMP', 'sensor': 'VARCHAR', 'temperature': 'DOUBLE', "
+        "'pressure': 'DECIMAL(10,2)'}"
+    )
+    oracle.execute(f"CREATE TABLE from_csv AS SELECT * FROM read_csv('{csv}', types = {types})")
+    assert differences("from_csv") == 0
+    assert oracle.execute("SELECT count(*) FROM from_csv").fetchone() == (40,)
+
+    # an analysis's latest result, and a previewed table (the whole table, not the 50 shown)
+    with workspace.client() as client:
+        client.insert("readings", [{"sensor": "s9", "temperature": t} for t in range(60)])
+        hourly = client.result("hourly", min_version=2, timeout=10)
+        assert hourly is not None
+        whole = client.query("SELECT * FROM readings")
+    page.wait_for_selector(f'.card[data-name="hourly"][data-version="{hourly.version}"]')
+    with page.expect_download() as download:
+        page.click('.card[data-name="hourly"] .latest .export-parquet')
+    path = tmp_path / "hourly.parquet"
+    download.value.save_as(path)
+    assert download.value.suggested_filename == "hourly.parquet"
+    assert pq.read_table(path).equals(hourly.table)
+    page.click('#tables tr[data-table="readings"]')
+    page.wait_for_selector("#preview-result tbody tr")
+    assert page.locator("#preview-result tbody tr").count() == 50
+    with page.expect_download() as download:
+        page.click("#preview-result .export-parquet")
+    path = tmp_path / "readings.parquet"
+    download.value.save_as(path)
+    assert pq.read_table(path).sort_by("temperature").equals(whole.sort_by("temperature"))
+    assert pq.read_table(path).num_rows == 100
+    page.close()
+    assert console.page_errors() == []
+
+
+def test_axes_default_to_time_and_can_be_changed(workspace: ServerProcess, browser: Any) -> None:
+    console = Console()
+    page = open_page(browser, workspace.url + "/", console)
+    result = "#query-result"
+    # an id first and a time second: the time is the x axis, the id is not charted
+    run_sql(
+        page,
+        "SELECT row_number() OVER (ORDER BY taken_at) AS id, taken_at AS ts, "
+        "temperature AS reading FROM readings",
+    )
+    page.wait_for_selector(f"{result} svg.line-chart polyline.line")
+    assert page.text_content(f"{result} .x-title") == "ts (UTC)"
+    assert page.text_content(f"{result} .y-title") == "reading"
+    assert page.input_value(f"{result} .x-select") == "ts"
+    assert page.input_value(f"{result} .y-select") == "reading"
+    # y: the id instead
+    page.select_option(f"{result} .y-select", "id")
+    assert page.text_content(f"{result} .y-title") == "id"
+    assert page.is_checked(f'{result} .legend input[data-column="id"]')
+    assert not page.is_checked(f'{result} .legend input[data-column="reading"]')
+    # x: the id (categories in row order: bars) and then the row number
+    page.select_option(f"{result} .x-select", "id")
+    page.wait_for_selector(f"{result} svg.bar-chart rect.bar")
+    assert page.text_content(f"{result} .x-title") == "id"
+    assert page.input_value(f"{result} .y-select") == "reading"  # the key is not a value
+    assert page.locator(f"{result} rect.bar").count() == 40
+    page.select_option(f"{result} .x-select", "#row")
+    assert page.text_content(f"{result} .x-title") == "row"
+    # the choice survives a new answer of the same shape, and ends with a new shape
+    page.click("#run")
+    page.wait_for_selector(f"{result} svg.bar-chart")
+    assert page.input_value(f"{result} .x-select") == "#row"
+    run_sql(page, "SELECT taken_at, humidity FROM readings")
+    page.wait_for_selector(f"{result} svg.line-chart")
+    assert page.input_value(f"{result} .x-select") == "taken_at"
+    page.close()
+    assert console.page_errors() == []
+
+
+def test_history_tab_charts_the_kept_versions_over_time(
+    workspace: ServerProcess, browser: Any, tmp_path: Path
+) -> None:
+    name = "per_sensor"
+    card = f'.card[data-name="{name}"]'
+    with workspace.client() as client:
+        client.analysis(
+            name,
+            "SELECT sensor, count(*) AS n, avg(temperature) AS mean FROM readings GROUP BY 1",
+            on_change=True,
+            min_interval=0,
+        )
+        version = 0
+        for i in range(3):  # one version per commit
+            client.insert("readings", {"sensor": "s2", "temperature": i})
+            found = client.result(name, min_version=version + 1, timeout=10)
+            assert found is not None
+            version = found.version
+    console = Console()
+    page = open_page(browser, workspace.url + "/", console)
+    page.wait_for_selector(f"{card}[data-version]", timeout=10_000)
+    page.click(f"{card} .tab-history")
+    page.wait_for_selector(f"{card} .history svg.line-chart polyline.line", timeout=10_000)
+    assert page.is_hidden(f"{card} .latest")
+
+    def kept() -> dict[str, Any]:
+        answer = httpx.get(f"{workspace.url}/v1/analyses/{name}/history", timeout=10)
+        return dict(answer.json())
+
+    def shown() -> dict[str, list[float | None]]:
+        """Each line of the history table: the sensor's value per version, oldest first
+        (None: the sensor was not in that version)."""
+        columns = page.eval_on_selector_all(
+            f"{card} .history thead th", "ths => ths.map(th => th.dataset.column)"
+        )
+        rows = page.eval_on_selector_all(
+            f"{card} .history tbody tr",
+            "rows => rows.map(r => [...r.cells].map(c => "
+            "c.classList.contains('null') ? null : (c.title || c.textContent)))",
+        )
+        rows.reverse()  # shown newest first
+        return {
+            c: [None if r[i] is None else float(r[i]) for r in rows]
+            for i, c in enumerate(columns)
+            if i > 0
+        }
+
+    history = kept()
+    n = history["columns"].index("n")
+    by_version = {(row[0], row[2]): float(row[n]) for row in history["rows"]}
+    sensors = {row[2] for row in history["rows"]}
+    expected = {s: [by_version.get((v, s)) for v in history["versions"]] for s in sensors}
+    assert shown() == expected
+    assert expected["s2"][-3:] == [1.0, 2.0, 3.0]  # it grew by one per version
+    assert "n per sensor" in page.inner_text(f"{card} .history-note")
+    points = page.get_attribute(f'{card} .history polyline[data-column="s1"]', "points")
+    assert points is not None and len(points.split()) == len(history["versions"])
+
+    # a new version arrives by the event stream and joins the chart (the s2 line
+    # starts at its first version: a missing value breaks a line, it does not draw zero)
+    s2_points = sum(v is not None for v in expected["s2"])
+    with workspace.client() as client:
+        client.insert("readings", {"sensor": "s2", "temperature": 9})
+    page.wait_for_function(
+        f"""document.querySelector('{card} .history polyline[data-column="s2"]')
+            .getAttribute('points').trim().split(' ').length === {s2_points + 1}""",
+        timeout=10_000,
+    )
+    assert shown()["s2"][-1] == 4.0
+    # another value to chart
+    page.select_option(f"{card} .history-value", "mean")
+    assert "mean per sensor" in page.inner_text(f"{card} .history-note")
+    with workspace.client() as client:
+        means = client.query("SELECT avg(temperature) AS m FROM readings WHERE sensor = 's2'")
+    assert shown()["s2"][-1] == pytest.approx(means.column("m")[0].as_py(), rel=1e-12)
+    shoot_into(page, tmp_path, "history.png")
+    page.click(f"{card} .tab-latest")
+    assert page.is_visible(f"{card} .latest svg")
+    page.close()
+    assert console.page_errors() == []
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_layout_fills_the_window_without_clipping(
+    workspace: ServerProcess, browser: Any, tmp_path: Path, width: int
+) -> None:
+    with workspace.client() as client:
+        client.analysis(
+            "per_sensor", "SELECT sensor, count(*) AS n FROM readings GROUP BY 1", every=60
+        )
+        for i in range(40):  # a table list taller than the window
+            client.run(f"CREATE TABLE extra_{i:02} (x INTEGER)")
+    console = Console()
+    page = browser.new_page(viewport={"width": width, "height": 800}, locale="en-US")
+    console.attach(page)
+    page.goto(workspace.url + "/")
+    for name in ("hourly", "per_sensor"):
+        page.wait_for_selector(f'.card[data-name="{name}"] svg', timeout=10_000)
+    run_sql(page, "SELECT taken_at, sensor, temperature, humidity, pressure FROM readings")
+    page.click('#tables tr[data-table="readings"]')
+    page.wait_for_selector("#preview-result svg")
+    page.wait_for_timeout(300)  # the resize re-render is debounced; nothing to wait on
+    # nothing is wider than the window: no horizontal scroll, every box inside it
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    boxes = page.eval_on_selector_all(
+        "header, section, .card, .card svg, #query-result svg, .toolbar, aside",
+        "nodes => nodes.map(n => { const r = n.getBoundingClientRect(); "
+        "return [n.tagName + '.' + n.className.baseVal ?? n.className, r.left, r.right]; })",
+    )
+    assert all(left >= 0 and right <= width + 0.5 for _, left, right in boxes), boxes
+    cards = page.eval_on_selector_all(
+        ".card",
+        "cs => cs.map(c => { const r = c.getBoundingClientRect(); "
+        "return [r.left, r.top, r.width]; })",
+    )
+    if width == 1280:  # side by side, and the work area takes what the table list leaves
+        assert cards[0][1] == cards[1][1] and cards[0][0] < cards[1][0]
+        main = page.eval_on_selector("main", "m => m.getBoundingClientRect().width")
+        assert main > width * 0.6
+        # the sticky table list fits the window and scrolls by itself: its last table
+        # can be reached (a sticky box taller than the window would be cut off)
+        page.wait_for_selector('#tables tr[data-table="extra_39"]', timeout=10_000)
+        bottom = page.eval_on_selector("aside", "a => a.getBoundingClientRect().bottom")
+        assert bottom <= 800
+        page.eval_on_selector("aside", "a => { a.scrollTop = a.scrollHeight; }")
+        last = page.eval_on_selector(
+            '#tables tr[data-table="extra_39"]', "r => r.getBoundingClientRect().bottom"
+        )
+        assert last <= 800
+    else:  # one column, as wide as the window allows
+        assert cards[0][0] == cards[1][0] and cards[0][1] < cards[1][1]
+        assert all(w > width * 0.8 for _, _, w in cards)
+        # the table list sits above the work area, not beside it
+        aside = page.eval_on_selector("aside", "a => a.getBoundingClientRect().bottom")
+        assert aside <= page.eval_on_selector("main", "m => m.getBoundingClientRect().top")
+    shoot_into(page, tmp_path, f"layout-{width}.png")
+    page.close()
+    assert console.page_errors() == []
+
+
+def test_the_name_field_says_why_it_refuses_a_name(workspace: ServerProcess, browser: Any) -> None:
+    console = Console()
+    page = open_page(browser, workspace.url + "/", console)
+    page.click("#new-analysis")
+    page.fill("#analysis-name", "a/b")
+    page.fill("#analysis-sql", "SELECT 1 AS one")
+    page.click("#analysis-save")
+    message = page.eval_on_selector("#analysis-name", "input => input.validationMessage")
+    assert "/v1/analyses/{name}" in message and "“/”" in message
+    assert page.is_visible("#analysis-form")
+    # any other text is a name: spaces, dots and quotes included
+    page.fill("#analysis-name", 'my "odd" name.v2')
+    assert page.eval_on_selector("#analysis-name", "input => input.validationMessage") == ""
+    page.click("#analysis-save")
+    page.wait_for_selector('.card[data-name=\'my "odd" name.v2\'] td:text-is("1")', timeout=10_000)
+    with workspace.client() as client:
+        assert 'my "odd" name.v2' in {a["name"] for a in client.analyses()}
+    page.close()
+    assert console.page_errors() == []

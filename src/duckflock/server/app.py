@@ -4,7 +4,8 @@ The policy — tokens and roles, the statement guard, query slots shared with th
 Postgres port, deadlines and caps — is the :class:`~.service.Service`'s; the routes
 are the route table's (:mod:`.routes`). What is HTTP's own lives here: request bodies
 (parsed in worker threads within a memory budget, :mod:`.bodies`), streamed results
-(:mod:`.render`), long polls and event streams, and the one function that renders every
+(:mod:`.render`), long polls and event streams, each analysis's recent versions kept for
+the dashboard (:mod:`.history`), and the one function that renders every
 error as ``{"error": {"type": …, "message": …, …}}`` with the status its class carries;
 nothing reaches the client as a dropped connection.
 """
@@ -45,6 +46,7 @@ from . import formats, openapi, policy
 from .auth import AuthMiddleware, allows
 from .bodies import INLINE_BODY, Bodies, stream
 from .edge import Edge
+from .history import Feeder, History, catch_up, history_table
 from .limits import Slots
 from .routes import PUBLIC_PATHS, ROUTES
 from .service import Service
@@ -101,7 +103,8 @@ class HttpApi:
     the request, asks the service or the database, and renders.
 
     Owner: :func:`create_app`; its handlers run on the event loop. What it holds of its
-    own is HTTP's: the long-poll slots, the large-ingest slots, the body budget and the
+    own is HTTP's: the long-poll slots, the large-ingest slots, the body budget, the
+    analyses' history and its feeder (started and stopped by the app's lifespan) and the
     set of long polls to end at shutdown (touched on the loop only, and by
     :meth:`_end_waits` through ``call_soon_threadsafe``).
     """
@@ -118,6 +121,8 @@ class HttpApi:
             what="long-poll",
         )
         self.bodies = Bodies(settings)
+        self.kept = History(results=settings.history_results, max_bytes=settings.history_bytes)
+        self.feeder = Feeder(self.db, self.kept)
         metrics = service.metrics
         metrics.gauge("duckflock_long_polls_waiting", "Long polls waiting", lambda: self.waits.busy)
         metrics.gauge(
@@ -159,7 +164,7 @@ class HttpApi:
     # -- read ----------------------------------------------------------------------------------
 
     async def spec(self, request: Request) -> Response:
-        return _json(openapi.document(max_wait=self.settings.max_wait))
+        return _json(openapi.document(self.settings))
 
     async def prometheus(self, request: Request) -> Response:
         body = await run_in_threadpool(generate_latest, self.service.metrics.registry)
@@ -229,6 +234,23 @@ class HttpApi:
             byte_cap=self.settings.query_byte_cap,
             headers=_result_headers(found),
             head=formats.result_json_head(found),
+        )
+
+    async def history(self, request: Request) -> Response:
+        # the last versions kept by this server (``history_results``), one table
+        name = request.path_params["name"]
+        cap = self.settings.history_results
+        last = policy.last_count(request.query_params.get("last"), cap)
+        await run_in_threadpool(catch_up, self.kept, partial(self.db.result, name))  # 404 here
+        table, versions = await run_in_threadpool(history_table, self.kept.results(name), last)
+        batches = iter(table.to_batches(max_chunksize=8192))
+        return await stream(
+            request,
+            lambda: (table.schema, lambda: next(batches, None)),
+            lambda: None,
+            row_cap=self.settings.query_row_cap,
+            byte_cap=self.settings.query_byte_cap,
+            head={"name": name, "versions": versions, "limit": cap},
         )
 
     async def _wait_for(self, name: str, min_version: int | None, timeout: float) -> Result:
@@ -346,6 +368,7 @@ class HttpApi:
             status = await run_in_threadpool(
                 partial(self.service.define_analysis, name, options, defined_by=who)
             )
+        self.feeder.follow(name)
         return _json(status, 201)
 
     async def drop_analysis(self, request: Request) -> Response:
@@ -425,8 +448,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        api.feeder.start()
         yield
-        service.stop()
+        service.stop()  # first: running queries are interrupted, waits end
+        await api.feeder.stop()
         if on_shutdown is not None:
             await run_in_threadpool(on_shutdown)
 
@@ -450,4 +475,5 @@ def create_app(
     app.state.guard = service.guard
     app.state.begin_shutdown = service.stop
     app.state.slots = service.queries
+    app.state.history = api.kept
     return app

@@ -1,4 +1,5 @@
-"""Request bodies in, results out: JSON, NDJSON, CSV and Arrow IPC, by content type."""
+"""Request bodies in, results out: JSON, NDJSON, CSV and Arrow IPC, by content type;
+results also as Parquet (an answer format only: ingest takes files through ``load``)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ JSON = "application/json"
 NDJSON = "application/x-ndjson"
 CSV = "text/csv"
 ARROW = "application/vnd.apache.arrow.stream"
+PARQUET = "application/vnd.apache.parquet"  # IANA-registered in 2024
+# what an ingest body may be (Content-Type); answers may also be Parquet (Accept)
 _ALIASES = {
     "application/json": JSON,
     "application/x-ndjson": NDJSON,
@@ -28,6 +31,7 @@ _ALIASES = {
     "application/vnd.apache.arrow.stream": ARROW,
     "application/x-arrow": ARROW,
 }
+_ANSWER_ALIASES = {**_ALIASES, PARQUET: PARQUET, "application/x-parquet": PARQUET}
 
 
 def media_type(header: str | None, default: str | None = None) -> str | None:
@@ -36,8 +40,8 @@ def media_type(header: str | None, default: str | None = None) -> str | None:
         return default
     for part in header.split(","):
         name = part.split(";")[0].strip().lower()
-        if name in _ALIASES:
-            return _ALIASES[name]
+        if name in _ANSWER_ALIASES:
+            return _ANSWER_ALIASES[name]
         if name in ("*/*", "application/*") and default is not None:
             return default
     return None

@@ -14,8 +14,9 @@ import re
 from typing import Any
 
 from .. import __version__
-from .formats import ARROW, CSV, JSON, NDJSON
-from .routes import ROUTES, Route
+from .formats import JSON
+from .routes import ROUTES, ROWS, Route
+from .settings import ServerSettings
 
 _ERROR_SCHEMA = {
     "type": "object",
@@ -47,31 +48,36 @@ _ACCEPT = {
     "name": "Accept",
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "enum": [JSON, NDJSON, CSV, ARROW]},
+    "schema": {"type": "string", "enum": list(ROWS["content"])},  # the formats rows come in
 }
 
 
-def _parameters(route: Route, max_wait: float) -> list[dict[str, Any]]:
+def _parameters(route: Route, settings: ServerSettings) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
         for name in re.findall(r"{(\w+)}", route.path)
     ]
     if route.accept:
         found.append(_ACCEPT)
-    found.extend(dict(p) for p in route.query)
+    for given in route.query:
+        parameter = dict(given)
+        bound = route.bounds.get(parameter["name"])
+        if bound is not None:  # its maximum is this server's setting
+            parameter["schema"] = {**parameter["schema"], "maximum": getattr(settings, bound)}
+        found.append(parameter)
     if route.waits:
         found.append(
             {
                 "name": "timeout",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "number", "minimum": 0, "maximum": max_wait},
+                "schema": {"type": "number", "minimum": 0, "maximum": settings.max_wait},
             }
         )
     return found
 
 
-def operation(route: Route, max_wait: float) -> dict[str, Any]:
+def operation(route: Route, settings: ServerSettings) -> dict[str, Any]:
     """The OpenAPI operation of one route."""
     op: dict[str, Any] = {"summary": route.summary, "responses": dict(route.responses)}
     errors = route.errors
@@ -81,7 +87,7 @@ def operation(route: Route, max_wait: float) -> dict[str, Any]:
         op["description"] = f"Needs a token with the `{route.role}` role (or none on loopback)."
         op["x-duckflock-role"] = str(route.role)
         errors = ("401", "403", *errors)
-    parameters = _parameters(route, max_wait)
+    parameters = _parameters(route, settings)
     if parameters:
         op["parameters"] = parameters
     if route.body is not None:
@@ -92,11 +98,13 @@ def operation(route: Route, max_wait: float) -> dict[str, Any]:
     return op
 
 
-def document(*, max_wait: float = 60.0) -> dict[str, Any]:
+def document(settings: ServerSettings | None = None) -> dict[str, Any]:
+    """The document of the server with ``settings`` (its bounds: the defaults if None)."""
+    settings = settings or ServerSettings()
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         if route.documented:
-            paths.setdefault(route.path, {})[route.method.lower()] = operation(route, max_wait)
+            paths.setdefault(route.path, {})[route.method.lower()] = operation(route, settings)
     return {
         "openapi": "3.1.0",
         "info": {

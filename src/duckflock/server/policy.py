@@ -55,17 +55,27 @@ def flag(raw: str | None, name: str, *, default: bool) -> bool:
     raise RequestError(f"query parameter {name}={raw!r} must be true or false")
 
 
-def min_version(raw: str | None) -> int | None:
-    """``?min_version=``: an integer from 1 to 2**62."""
+def _whole(raw: str | None, name: str, low: int, high: int, bounds: str) -> int | None:
+    """``?name=``: an integer from ``low`` to ``high`` (``bounds`` says them in words)."""
     if raw is None:
         return None
     try:
         value = int(raw)
     except ValueError:
-        raise RequestError(f"query parameter min_version={raw!r} is not an integer") from None
-    if not 1 <= value <= MAX_VERSION:
-        raise RequestError(f"query parameter min_version={raw!r} must be between 1 and 2**62")
+        raise RequestError(f"query parameter {name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise RequestError(f"query parameter {name}={raw!r} must be between {bounds}")
     return value
+
+
+def min_version(raw: str | None) -> int | None:
+    """``?min_version=``: an integer from 1 to 2**62."""
+    return _whole(raw, "min_version", 1, MAX_VERSION, "1 and 2**62")
+
+
+def last_count(raw: str | None, cap: int) -> int | None:
+    """``?last=``: how many of the newest versions, an integer from 0 to ``cap``."""
+    return _whole(raw, "last", 0, cap, f"0 and {cap}")
 
 
 def wait_seconds(raw: str | None, default: float, cap: float) -> float:

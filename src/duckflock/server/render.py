@@ -1,4 +1,5 @@
-"""Results streamed to the client in JSON, NDJSON, CSV or Arrow, within a row and a byte cap.
+"""Results streamed to the client in JSON, NDJSON, CSV, Arrow or Parquet, within a row and
+a byte cap.
 
 A :class:`Pump` pulls record batches one at a time (from a DuckDB record-batch reader or
 a stored result), encodes them in the asked-for format and hands out bytes, so the
@@ -14,7 +15,11 @@ and says why, in the format's own way:
 - NDJSON: a last line ``{"duckflock_truncated": {"reason", "message", "rows"}}``;
 - CSV: a last line ``#duckflock_truncated,<reason>,<rows>,<message>``;
 - Arrow IPC: a last, empty record batch whose custom metadata holds
-  ``duckflock.truncated`` (the same JSON object).
+  ``duckflock.truncated`` (the same JSON object);
+- Parquet: the file footer's key-value metadata holds ``duckflock.truncated``. Each
+  batch becomes a row group as it comes, so a big answer streams like the others; the
+  footer (written last) makes the file readable, so a stream cut by an error after its
+  start is still a valid file that says so.
 
 ``reason`` is ``"rows"``, ``"bytes"`` or ``"error"`` (then ``"error"`` holds the error's
 ``type`` and ``message``). When the whole result fits in what is read before the
@@ -30,10 +35,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from ..errors import DuckflockError
+from ..errors import DuckflockError, RequestError
 from . import values
-from .formats import ARROW, CSV, JSON, NDJSON
+from .formats import ARROW, CSV, JSON, NDJSON, PARQUET
 
 PREFETCH_BYTES = 256 * 1024  # encoded before the status line goes out
 TRUNCATED_KEY = "duckflock.truncated"
@@ -146,15 +152,15 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-class ArrowEncoder:
-    """Arrow IPC stream, one record batch per message."""
+class _Binary:
+    """Batch-at-a-time binary formats: a writer fills a buffer, each step takes what it
+    wrote. The byte cap is checked against a batch's Arrow size before it is written."""
 
-    media_type = ARROW
+    media_type: str
 
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
         self._sink = io.BytesIO()
-        self._writer = pa.ipc.new_stream(self._sink, schema)
 
     def _take(self) -> bytes:
         data = self._sink.getvalue()
@@ -163,24 +169,72 @@ class ArrowEncoder:
         return data
 
     def start(self) -> bytes:
-        return self._take()  # the schema message
+        return self._take()  # what the writer wrote when it opened: schema, magic bytes
 
     def batch(self, batch: pa.RecordBatch) -> bytes:
-        self._writer.write_batch(batch)
+        self._write(batch)
         return self._take()
 
     def end(self, truncation: dict[str, Any] | None) -> bytes:
-        if truncation is not None:
-            empty = pa.RecordBatch.from_pylist([], schema=self.schema)
-            self._writer.write_batch(empty, custom_metadata={TRUNCATED_KEY: _dump(truncation)})
-        self._writer.close()
+        self._close(None if truncation is None else _dump(truncation))
         return self._take()
 
+    def _write(self, batch: pa.RecordBatch) -> None:
+        raise NotImplementedError
 
-Encoder = JsonEncoder | NdjsonEncoder | CsvEncoder | ArrowEncoder
+    def _close(self, truncation: str | None) -> None:
+        raise NotImplementedError
+
+
+class ArrowEncoder(_Binary):
+    """Arrow IPC stream, one record batch per message."""
+
+    media_type = ARROW
+
+    def __init__(self, schema: pa.Schema) -> None:
+        super().__init__(schema)
+        self._writer = pa.ipc.new_stream(self._sink, schema)
+
+    def _write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def _close(self, truncation: str | None) -> None:
+        if truncation is not None:
+            empty = pa.RecordBatch.from_pylist([], schema=self.schema)
+            self._writer.write_batch(empty, custom_metadata={TRUNCATED_KEY: truncation})
+        self._writer.close()
+
+
+class ParquetEncoder(_Binary):
+    """A Parquet file, one row group per record batch, streamed as it is written."""
+
+    media_type = PARQUET
+
+    def __init__(self, schema: pa.Schema) -> None:
+        super().__init__(schema)
+        try:
+            self._writer = pq.ParquetWriter(self._sink, schema, compression="zstd")
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
+            raise RequestError(
+                f"this result cannot be written as Parquet ({exc}); ask for Arrow "
+                f"({ARROW}) or CSV, or cast the column in the SQL"
+            ) from exc
+
+    def _write(self, batch: pa.RecordBatch) -> None:
+        self._writer.write_batch(batch)
+
+    def _close(self, truncation: str | None) -> None:
+        if truncation is not None:
+            self._writer.add_key_value_metadata({TRUNCATED_KEY: truncation})
+        self._writer.close()
+
+
+Encoder = JsonEncoder | NdjsonEncoder | CsvEncoder | ArrowEncoder | ParquetEncoder
 
 
 def encoder_for(kind: str, schema: pa.Schema, head: dict[str, Any] | None = None) -> Encoder:
+    if kind == PARQUET:
+        return ParquetEncoder(schema)
     if kind == ARROW:
         return ArrowEncoder(schema)
     if kind == CSV:
@@ -263,7 +317,7 @@ class Pump:
         return data
 
     def _encode(self, batch: pa.RecordBatch, budget: int) -> tuple[bytes, int]:
-        if isinstance(self.encoder, ArrowEncoder):
+        if isinstance(self.encoder, _Binary):
             rows = batch.num_rows
             while rows > 0:
                 part = batch.slice(0, rows)

@@ -10,11 +10,11 @@ middleware's), the role map the docs show (:func:`roles`) and the OpenAPI docume
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .auth import Role
-from .formats import ARROW, CSV, JSON, NDJSON
+from .formats import ARROW, CSV, JSON, NDJSON, PARQUET
 
 _PARAMS = {"oneOf": [{"type": "array"}, {"type": "object"}, {"type": "null"}]}
 _SECONDS = {
@@ -69,12 +69,14 @@ _INGESTED = {
     },
 }
 ROWS = {
-    "description": "Rows: JSON (columns, types, rows, truncated), NDJSON, CSV or Arrow by Accept",
+    "description": "Rows: JSON (columns, types, rows, truncated), NDJSON, CSV, Arrow or "
+    "Parquet by Accept",
     "content": {
         JSON: {"schema": {"$ref": "#/components/schemas/Rows"}},
         NDJSON: {"schema": {"type": "string"}},
         CSV: {"schema": {"type": "string"}},
         ARROW: {"schema": {"type": "string", "format": "binary"}},
+        PARQUET: {"schema": {"type": "string", "format": "binary"}},
     },
 }
 _ANY_JSON = {"description": "OK", "content": {JSON: {"schema": {}}}}
@@ -85,7 +87,9 @@ _OBJECT = {JSON: {"schema": {"type": "object"}}}
 class Route:
     """One HTTP route. ``role`` None: public (no token). ``accept``: answers rows in the
     format its Accept header asks for; ``waits``: takes ``?timeout=`` up to the server's
-    ``max_wait``; ``documented`` False: left out of the OpenAPI document."""
+    ``max_wait``; ``bounds``: query parameter -> the :class:`~.settings.ServerSettings`
+    field that is its maximum (the handler checks it against the same field);
+    ``documented`` False: left out of the OpenAPI document."""
 
     method: str
     path: str
@@ -97,6 +101,7 @@ class Route:
     query: tuple[Mapping[str, Any], ...] = ()
     accept: bool = False
     waits: bool = False
+    bounds: Mapping[str, str] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
     documented: bool = True
 
@@ -227,6 +232,26 @@ ROUTES: tuple[Route, ...] = (
         accept=True,
         waits=True,
         errors=("400", "404", "504"),
+    ),
+    Route(
+        "GET",
+        "/v1/analyses/{name}/history",
+        Role.READ,
+        "history",
+        "The last versions this server kept (history_results, within history_bytes): "
+        "version, refreshed_at, then the result's columns",
+        {"200": ROWS},
+        query=(
+            {
+                "name": "last",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 0},
+            },
+        ),
+        bounds={"last": "history_results"},
+        accept=True,
+        errors=("400", "404"),
     ),
     Route(
         "GET",

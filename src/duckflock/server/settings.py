@@ -121,6 +121,18 @@ class ServerSettings:
         flag="--max-wait",
         check=bounded_seconds,
     )
+    history_results: int = setting(
+        120,
+        "Versions of each analysis kept for its history (the dashboard's chart over time).",
+        flag="--history-results",
+        check=positive_int,
+    )
+    history_bytes: int = setting(
+        64 * _MiB,
+        "Arrow bytes those versions may hold, all analyses together.",
+        flag="--history-bytes",
+        check=positive_int,
+    )
     # -- set from the environment, the config file or by a program
     token: str | None = setting(None, "an admin token (--token)")
     tokens: Mapping[str, str] = setting(None, "more tokens: token -> role", factory=dict)

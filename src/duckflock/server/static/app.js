@@ -247,17 +247,100 @@ function formatCell(value, kind) {
 // ---------------------------------------------------------------------------------------
 // charts
 
-// Which column is the key (x axis) and which are values: a time column first, else the
-// first non-numeric one; when all columns are numbers, the first labels the others.
-function describe(data) {
+const ROW_NUMBER = "#row"; // the x axis choice "row number"
+const ID_LIKE = /^(id|rowid|.+_id)$/i; // identifiers: never charted by default
+
+// Which column is the key (x axis) and which are values. Chosen by the user (``x``: a
+// column name, or ROW_NUMBER), else a time column first, else the first non-numeric
+// one; when all columns are numbers, the first labels the others.
+function describe(data, x = null) {
   const kinds = data.types.map(kindOf);
-  let key = kinds.indexOf("time");
-  if (key < 0) key = kinds.indexOf("other");
-  if (key < 0 && kinds.length > 1) key = 0;
+  let key;
+  if (x === ROW_NUMBER) key = -1;
+  else if (x !== null && data.columns && data.columns.includes(x)) key = data.columns.indexOf(x);
+  else {
+    key = kinds.indexOf("time");
+    if (key < 0) key = kinds.indexOf("other");
+    if (key < 0 && kinds.length > 1) key = 0;
+  }
   const numeric = [];
   kinds.forEach((kind, i) => kind === "number" && i !== key && numeric.push(i));
   const keyKind = key < 0 ? "index" : kinds[key] === "time" ? "time" : "category";
   return { kinds, key, keyKind, numeric };
+}
+
+// The column charted by default: the first number that is not an identifier (an `id`
+// over time says nothing), else the first number.
+function defaultSeries(names) {
+  return names.find((name) => !ID_LIKE.test(name)) ?? names[0];
+}
+
+// ---------------------------------------------------------------------------------------
+// sorting and filtering what is shown (in the page; exports come from the server)
+
+// numbers by value, times by instant, text by code point (DuckDB's default collation,
+// so a column sorts as ORDER BY … NULLS LAST sorts it)
+function compareValues(a, b, kind) {
+  if (kind === "number") {
+    const x = toNumber(a), y = toNumber(b);
+    if (x !== null && y !== null) return x - y;
+  } else if (kind === "time") {
+    const x = parseTime(a), y = parseTime(b);
+    if (!Number.isNaN(x) && !Number.isNaN(y)) return x - y;
+  }
+  const x = formatCell(a, kind), y = formatCell(b, kind);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+// rows sorted by the column at ``index`` (``dir`` 1 up, -1 down); NULLs last either way,
+// ties keep their order
+function sortRows(rows, index, kind, dir) {
+  const isNull = (v) => v === null || v === undefined;
+  return rows
+    .map((row, i) => [row, i])
+    .sort(([a, i], [b, j]) => {
+      const x = a[index], y = b[index];
+      if (isNull(x) || isNull(y)) return isNull(x) && isNull(y) ? i - j : isNull(x) ? 1 : -1;
+      return dir * compareValues(x, y, kind) || i - j;
+    })
+    .map(([row]) => row);
+}
+
+// rows with ``text`` in a cell, as shown or as sent (so 1234 finds "1,234")
+function filterRows(rows, kinds, text) {
+  const needle = text.trim().toLowerCase();
+  if (!needle) return rows;
+  return rows.filter((row) =>
+    row.some((value, i) => {
+      if (value === null || value === undefined) return "null".includes(needle);
+      const raw = typeof value === "object" ? JSON.stringify(value) : String(value);
+      return raw.toLowerCase().includes(needle) || formatCell(value, kinds[i]).toLowerCase().includes(needle);
+    }),
+  );
+}
+
+// a click, or Enter or Space from the keyboard (a header is focusable)
+function onActivate(node, action) {
+  node.tabIndex = 0;
+  node.addEventListener("click", action);
+  node.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" || event.key === " ") {
+      event.preventDefault();
+      action();
+    }
+  });
+}
+
+// A header that sorts its table: the arrow shows the order, a click asks for the other.
+function sortHeader(th, dir, auto) {
+  th.classList.add("sortable");
+  th.setAttribute("aria-sort", dir === 0 ? "none" : dir > 0 ? "ascending" : "descending");
+  th.title = dir === 0 ? "click to sort by this column" : "click to reverse the order";
+  if (dir !== 0) {
+    const arrow = el("span", "sorted", dir > 0 ? " ↑" : " ↓");
+    arrow.title = auto ? "newest first" : dir > 0 ? "ascending" : "descending";
+    th.insertBefore(arrow, th.querySelector(".type"));
+  }
 }
 
 function niceStep(span, count) {
@@ -458,37 +541,120 @@ function drawChart(data, model, series, width, height) {
 }
 
 // ---------------------------------------------------------------------------------------
-// a result view: legend (pick the numeric columns to chart), chart, table
+// a result view: a toolbar (filter, axes, export), the chart with its legend (pick the
+// numeric columns to chart), the table (click a header to sort)
 
 const views = new Set();
+const EXPORTS = {
+  csv: { type: "text/csv", label: "CSV", suffix: "csv" },
+  parquet: { type: "application/vnd.apache.parquet", label: "Parquet", suffix: "parquet" },
+};
 
 class View {
-  constructor(container, { maxRows, height }) {
+  // ``exporter``: () => {path, method, body, name} of the server request that gives the
+  // whole result (in any format, by Accept); none: no export buttons
+  constructor(container, { maxRows, height, exporter = null, allSeries = false }) {
     this.container = container;
     this.maxRows = maxRows;
     this.height = height;
+    this.exporter = exporter;
+    this.allSeries = allSeries; // chart every number column by default (up to the palette)
     this.data = null;
     this.selected = null; // names of the charted columns; null: the default
+    this.x = null; // the x axis: a column name or ROW_NUMBER; null: the automatic choice
+    this.sort = null; // {column, dir}: the user's order; null: the default
+    this.filter = "";
     this.signature = "";
+    this.toolbar = el("div", "toolbar");
+    this.toolbar.hidden = true;
+    const filter = el("input", "filter");
+    filter.type = "search";
+    filter.placeholder = "filter rows";
+    filter.title = "Show only the rows with this text in a cell (in the chart too); exports hold the whole result";
+    filter.setAttribute("aria-label", "filter rows");
+    filter.addEventListener("input", () => {
+      this.filter = filter.value;
+      this.render();
+    });
+    this.xSelect = el("select", "x-select");
+    this.xSelect.title = "the chart's x axis";
+    this.xSelect.addEventListener("change", () => {
+      this.x = this.xSelect.value;
+      this.render();
+    });
+    this.ySelect = el("select", "y-select");
+    this.ySelect.title = "the chart's y axis (tick more columns below the chart to add them)";
+    this.ySelect.addEventListener("change", () => {
+      if (this.ySelect.value) this.selected = new Set([this.ySelect.value]);
+      this.render();
+    });
+    const axes = el("span", "axes");
+    const xLabel = el("label", "", "x ");
+    xLabel.appendChild(this.xSelect);
+    const yLabel = el("label", "", "y ");
+    yLabel.appendChild(this.ySelect);
+    axes.append(xLabel, yLabel);
+    this.toolbar.append(filter, axes);
+    if (exporter) {
+      const exports = el("span", "exports");
+      exports.appendChild(el("span", "muted", "export"));
+      for (const [format, spec] of Object.entries(EXPORTS)) {
+        const button = el("button", "export-" + format, spec.label);
+        button.type = "button";
+        button.title = `Download the whole result as ${spec.label}, made by the server (not only the rows shown; up to its row and byte caps)`;
+        button.addEventListener("click", () => this.export(format, button));
+        exports.appendChild(button);
+      }
+      this.exportNote = el("span", "export-note muted");
+      exports.appendChild(this.exportNote);
+      this.toolbar.appendChild(exports);
+    }
+    this.message = el("div", "view-message");
+    this.chartBox = el("div", "chart-box");
+    this.tableBox = el("div", "table-box");
+    container.replaceChildren(this.toolbar, this.message, this.chartBox, this.tableBox);
     views.add(this);
   }
 
   show(data) {
     const signature = JSON.stringify([data.columns, data.types]);
-    if (signature !== this.signature) this.selected = null; // a new shape: default columns
+    if (signature !== this.signature) {
+      // a new shape: default columns and axes; a sort by a column that is gone ends
+      this.selected = null;
+      this.x = null;
+      if (this.sort && !data.columns.includes(this.sort.column)) this.sort = null;
+    }
     this.signature = signature;
     this.data = data;
+    this.message.replaceChildren();
     this.render();
+  }
+
+  // an error instead of a result: the last result goes
+  error(text) {
+    this.data = null;
+    this.signature = "";
+    this.toolbar.hidden = true;
+    this.message.replaceChildren(errorBox(text));
+    this.chartBox.replaceChildren();
+    this.tableBox.replaceChildren();
   }
 
   render() {
     const data = this.data;
     if (!data) return;
-    const model = describe(data);
+    this.toolbar.hidden = false;
+    const model = describe(data, this.x);
     const names = model.numeric.map((i) => data.columns[i]);
-    if (!this.selected || !names.some((n) => this.selected.has(n))) this.selected = new Set(names.slice(0, 1));
-    const chartBox = el("div", "chart-box");
-    if (names.length && data.rows.length) {
+    if (!this.selected || !names.some((n) => this.selected.has(n))) {
+      this.selected = new Set(this.allSeries ? names.slice(0, PALETTE.length) : [defaultSeries(names)].filter(Boolean));
+    }
+    this.renderAxes(model);
+    const rows = filterRows(data.rows, model.kinds, this.filter);
+    const shown = { ...data, rows };
+    const chartBox = this.chartBox;
+    chartBox.replaceChildren();
+    if (names.length && rows.length) {
       const legend = el("div", "legend");
       legend.appendChild(el("span", "muted", "chart:"));
       model.numeric.forEach((column, n) => {
@@ -500,66 +666,91 @@ class View {
         box.addEventListener("change", () => {
           if (box.checked) this.selected.add(box.dataset.column);
           else this.selected.delete(box.dataset.column);
-          this.renderChart(chartBox, model);
+          this.renderAxes(model);
+          this.renderChart(shown, model);
         });
         const swatch = el("span", "swatch");
         swatch.style.background = PALETTE[n % PALETTE.length];
         label.append(box, swatch, document.createTextNode(data.columns[column]));
         legend.appendChild(label);
       });
-      chartBox.appendChild(legend);
-      chartBox.appendChild(el("div", "plot"));
+      chartBox.append(legend, el("div", "plot"));
+      this.renderChart(shown, model);
     }
-    this.container.replaceChildren(chartBox, this.table(model));
-    if (names.length && data.rows.length) this.renderChart(chartBox, model);
+    this.tableBox.replaceChildren(this.table(model, rows));
   }
 
-  renderChart(chartBox, model) {
-    const plot = chartBox.querySelector(".plot");
-    const series = model.numeric.filter((i) => this.selected.has(this.data.columns[i]));
+  // the axis selects: options rebuilt only when they change (an open select stays open)
+  renderAxes(model) {
+    const data = this.data;
+    const xOptions = [[ROW_NUMBER, "row number"], ...data.columns.map((name) => [name, name])];
+    const yOptions = model.numeric.map((i) => [data.columns[i], data.columns[i]]);
+    const picked = model.numeric.map((i) => data.columns[i]).filter((n) => this.selected.has(n));
+    if (picked.length > 1) yOptions.unshift(["", `${picked.length} ticked below`]);
+    if (!yOptions.length) yOptions.push(["", "no number column"]);
+    fillSelect(this.xSelect, xOptions, model.key < 0 ? ROW_NUMBER : data.columns[model.key]);
+    fillSelect(this.ySelect, yOptions, picked.length === 1 ? picked[0] : "");
+    this.ySelect.disabled = model.numeric.length === 0;
+  }
+
+  renderChart(data, model) {
+    const plot = this.chartBox.querySelector(".plot");
+    if (!plot) return;
+    const series = model.numeric.filter((i) => data.columns[i] !== undefined && this.selected.has(data.columns[i]));
     if (series.length === 0) {
       plot.replaceChildren(el("p", "muted", "Tick a column above to chart it."));
       return;
     }
-    const width = Math.max(320, Math.floor(this.container.clientWidth || 600));
-    const parts = [drawChart(this.data, model, series, width, this.height)];
+    // the chart fits its box at any width (no horizontal scroll on a phone)
+    const width = Math.max(200, Math.floor(this.container.clientWidth || 600));
+    const parts = [drawChart(data, model, series, width, this.height)];
     const limit = model.keyKind === "time" ? CHART_POINTS : CHART_BARS;
-    if (this.data.rows.length > limit) {
+    if (data.rows.length > limit) {
       const which = model.keyKind === "time" ? "newest" : "first";
-      parts.push(el("div", "chart-note muted", `chart: the ${which} ${limit.toLocaleString()} of ${this.data.rows.length.toLocaleString()} rows`));
+      parts.push(el("div", "chart-note muted", `chart: the ${which} ${limit.toLocaleString()} of ${data.rows.length.toLocaleString()} rows`));
     }
     plot.replaceChildren(...parts);
   }
 
-  table(model) {
+  // the order shown: the user's, else newest first when the key is a time
+  order(model) {
     const data = this.data;
-    let rows = data.rows;
-    const newestFirst = model.keyKind === "time";
-    if (newestFirst) {
-      // the newest rows on top, whatever order the SQL gave (rows without a time last)
-      const time = (row) => {
-        const t = parseTime(row[model.key]);
-        return Number.isNaN(t) ? -Infinity : t;
-      };
-      rows = rows.slice().sort((a, b) => time(b) - time(a));
+    if (this.sort && data.columns.includes(this.sort.column)) return { ...this.sort, auto: false };
+    if (model.keyKind === "time") return { column: data.columns[model.key], dir: -1, auto: true };
+    return null;
+  }
+
+  table(model, filtered) {
+    const data = this.data;
+    const order = this.order(model);
+    let rows = filtered;
+    if (order) {
+      const index = data.columns.indexOf(order.column);
+      rows = sortRows(rows, index, model.kinds[index], order.dir);
     }
     const wrap = el("div", "table-wrap");
     const shown = rows.slice(0, this.maxRows);
-    const note = [`${data.rows.length.toLocaleString()} row${data.rows.length === 1 ? "" : "s"}`];
+    const total = data.rows.length;
+    const note = [`${total.toLocaleString()} row${total === 1 ? "" : "s"}`];
+    if (this.filter.trim()) note.push(`${rows.length.toLocaleString()} match “${this.filter.trim()}”`);
     if (shown.length < rows.length) note.push(`showing ${shown.length.toLocaleString()}`);
-    if (newestFirst) note.push(`newest first by ${data.columns[model.key]}`);
+    if (order && order.auto) note.push(`newest first by ${order.column}`);
+    else if (order) note.push(`sorted by ${order.column} ${order.dir > 0 ? "↑" : "↓"}`);
     if (data.truncated) note.push("cut at the server's row cap");
     wrap.appendChild(el("div", "table-note muted", note.join(" · ")));
     const table = el("table", "grid result");
     const head = el("tr");
     data.columns.forEach((name, i) => {
       const th = el("th", model.kinds[i] === "number" ? "num" : "", name);
-      if (newestFirst && i === model.key) {
-        const arrow = el("span", "sorted", " ↓");
-        arrow.title = "newest first";
-        th.appendChild(arrow);
-      }
+      th.dataset.column = name;
       th.appendChild(el("span", "type", data.types[i].replace(/^timestamp\[us(, tz=(.*))?\]$/, "timestamp $2").trim()));
+      sortHeader(th, order && order.column === name ? order.dir : 0, order && order.auto);
+      onActivate(th, () => {
+        const current = this.order(describe(this.data, this.x));
+        const dir = current && current.column === name ? -current.dir : 1;
+        this.sort = { column: name, dir };
+        this.render();
+      });
       head.appendChild(th);
     });
     const thead = el("thead");
@@ -580,6 +771,78 @@ class View {
     wrap.appendChild(table);
     return wrap;
   }
+
+  async export(format, button) {
+    const request = this.exporter && this.exporter();
+    if (!request) return;
+    const spec = EXPORTS[format];
+    button.disabled = true;
+    this.exportNote.textContent = `preparing ${spec.label}…`;
+    try {
+      const got = await download(request, spec.type, `${fileName(request.name)}.${spec.suffix}`);
+      this.exportNote.textContent =
+        `downloaded ${got.name} (${formatBytes(got.bytes)})` + (got.truncated ? " · cut at the server's caps" : "");
+    } catch (error) {
+      this.exportNote.textContent = "";
+      this.message.replaceChildren(errorBox(explain(error, "read")));
+    } finally {
+      button.disabled = false;
+    }
+  }
+}
+
+function fillSelect(select, options, value) {
+  const signature = JSON.stringify(options);
+  if (select.dataset.options !== signature) {
+    select.replaceChildren(...options.map(([v, text]) => {
+      const option = el("option", "", text);
+      option.value = v;
+      return option;
+    }));
+    select.dataset.options = signature;
+  }
+  select.value = value;
+}
+
+const fileName = (name) => String(name || "result").replace(/[^\w.-]+/g, "_").slice(0, 80) || "result";
+
+function formatBytes(bytes) {
+  if (bytes < 1024) return `${bytes} B`;
+  if (bytes < 1024 * 1024) return `${fractions.format(bytes / 1024)} KiB`;
+  return `${fractions.format(bytes / 1024 / 1024)} MiB`;
+}
+
+// A file made by the server (Accept: its type) saved by the browser. The server streams
+// it within its caps; the page only hands the bytes to the browser's download.
+async function download(request, type, name) {
+  const headers = { Accept: type };
+  if (token) headers.Authorization = "Bearer " + token;
+  const init = { method: request.method || "GET", headers, cache: "no-store", signal: AbortSignal.timeout(ACTION_TIMEOUT_MS) };
+  if (request.body !== undefined) {
+    headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(request.body);
+  }
+  let response;
+  let blob;
+  try {
+    response = await fetch(request.path, init);
+    if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
+    blob = await response.blob();
+  } catch (error) {
+    if (error instanceof ApiError) throw error;
+    connectionLost();
+    throw new OfflineError("the server cannot be reached");
+  }
+  const url = URL.createObjectURL(blob);
+  const link = el("a");
+  link.href = url;
+  link.download = name;
+  link.hidden = true;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+  return { name, bytes: blob.size, truncated: response.headers.get("X-Duckflock-Truncated") === "true" };
 }
 
 let resizeTimer = 0;
@@ -595,7 +858,12 @@ function errorBox(text) {
 // ---------------------------------------------------------------------------------------
 // the SQL box (POST /v1/query, read role)
 
-const queryView = new View($("#query-result"), { maxRows: 500, height: 260 });
+let querySql = ""; // the SQL of the result shown: exports run it again on the server
+const queryView = new View($("#query-result"), {
+  maxRows: 500,
+  height: 260,
+  exporter: () => querySql && { path: "/v1/query", method: "POST", body: { sql: querySql }, name: "query" },
+});
 
 async function runQuery() {
   const sql = $("#sql").value.trim();
@@ -607,11 +875,12 @@ async function runQuery() {
   try {
     const data = await api("/v1/query", "POST", { sql }, ACTION_TIMEOUT_MS);
     $("#query-meta").textContent = `${Math.round(performance.now() - started).toLocaleString()} ms`;
+    querySql = sql;
     queryView.show(data);
   } catch (error) {
     $("#query-meta").textContent = "";
-    queryView.data = null;
-    $("#query-result").replaceChildren(errorBox(explain(error, "read")));
+    querySql = "";
+    queryView.error(explain(error, "read"));
   } finally {
     run.disabled = false;
   }
@@ -645,8 +914,10 @@ function tableName(table) {
   return rest.startsWith('"') && rest.endsWith('"') ? rest.slice(1, -1).replaceAll('""', '"') : rest;
 }
 
+const tableTarget = (table) => quoteIdent(table.schema || "main") + "." + quoteIdent(tableName(table));
+
 function previewSql(table) {
-  const target = quoteIdent(table.schema || "main") + "." + quoteIdent(tableName(table));
+  const target = tableTarget(table);
   // rowid is the insertion order; a column of that name would shadow it
   const ordered = !table.columns.some((c) => c.name.toLowerCase() === "rowid");
   return `SELECT * FROM ${target}${ordered ? " ORDER BY rowid DESC" : ""} LIMIT 50`;
@@ -654,35 +925,73 @@ function previewSql(table) {
 
 const tables = new Map(); // name -> the latest listing entry
 const previous = new Map(); // name -> {rows, at}: for rows per second
-const previewView = new View($("#preview-result"), { maxRows: 50, height: 220 });
+// the preview shows the newest rows; its export is the whole table (within the caps)
+const previewView = new View($("#preview-result"), {
+  maxRows: 50,
+  height: 220,
+  exporter: () => {
+    const table = previewing && tables.get(previewing);
+    return table && { path: "/v1/query", method: "POST", body: { sql: `SELECT * FROM ${tableTarget(table)}` }, name: tableName(table) };
+  },
+});
 let previewing = null; // the name of the table being previewed
+
+let listed = []; // [[name, rows, rate]] from the last listing, in the server's order
+let tablesSort = null; // {column: index, dir}: the user's order; null: the server's
+const TABLE_KINDS = ["other", "number", "number"];
 
 async function refreshTables() {
   const listing = await api("/v1/tables");
   const now = performance.now();
-  const body = $("#tables tbody");
-  body.replaceChildren();
   tables.clear();
-  for (const table of listing) {
+  listed = listing.map((table) => {
     tables.set(table.name, table);
-    const row = el("tr");
-    row.dataset.table = table.name;
-    row.tabIndex = 0;
-    row.title = table.columns.map((c) => `${c.name} ${c.type}`).join("\n");
-    if (table.name === previewing) row.classList.add("selected");
     const before = previous.get(table.name);
     const rate = before ? ((table.rows - before.rows) * 1000) / (now - before.at) : 0;
     previous.set(table.name, { rows: table.rows, at: now });
+    return [table.name, table.rows, Math.max(0, Math.round(rate))];
+  });
+  renderTables();
+}
+
+// the listing, filtered by the box above it and sorted by the header clicked
+function renderTables() {
+  let rows = filterRows(listed, TABLE_KINDS, $("#tables-filter").value);
+  if (tablesSort) rows = sortRows(rows, tablesSort.column, TABLE_KINDS[tablesSort.column], tablesSort.dir);
+  document.querySelectorAll("#tables thead th").forEach((th, i) => {
+    th.querySelectorAll(".sorted").forEach((arrow) => arrow.remove());
+    sortHeader(th, tablesSort && tablesSort.column === i ? tablesSort.dir : 0, false);
+  });
+  const body = $("#tables tbody");
+  body.replaceChildren();
+  for (const [name, count, rate] of rows) {
+    const table = tables.get(name);
+    const row = el("tr");
+    row.dataset.table = name;
+    row.tabIndex = 0;
+    // the hover text: the table's columns, which the preview's SQL reads
+    row.title = `${name}: click to preview its newest rows. Columns:\n` +
+      table.columns.map((c) => `${c.name} ${c.type}`).join("\n");
+    if (name === previewing) row.classList.add("selected");
     row.append(
-      el("td", "name", table.name),
-      el("td", "rows num", table.rows.toLocaleString()),
-      el("td", "rate num", Math.max(0, Math.round(rate)).toLocaleString()),
+      el("td", "name", name),
+      el("td", "rows num", count.toLocaleString()),
+      el("td", "rate num", rate.toLocaleString()),
     );
-    row.addEventListener("click", () => preview(table.name));
-    row.addEventListener("keydown", (event) => event.key === "Enter" && preview(table.name));
+    row.addEventListener("click", () => preview(name));
+    row.addEventListener("keydown", (event) => event.key === "Enter" && preview(name));
     body.appendChild(row);
   }
+  $("#tables-note").textContent = rows.length < listed.length ? `${rows.length} of ${listed.length} tables` : "";
 }
+
+document.querySelectorAll("#tables thead th").forEach((th, i) => {
+  onActivate(th, () => {
+    tablesSort = { column: i, dir: tablesSort && tablesSort.column === i ? -tablesSort.dir : 1 };
+    renderTables();
+  });
+});
+$("#tables-filter").addEventListener("input", renderTables);
 
 async function preview(name) {
   const table = tables.get(name);
@@ -702,8 +1011,7 @@ async function preview(name) {
   try {
     previewView.show(await api("/v1/query", "POST", { sql }, ACTION_TIMEOUT_MS));
   } catch (error) {
-    previewView.data = null;
-    $("#preview-result").replaceChildren(errorBox(explain(error, "read")));
+    previewView.error(explain(error, "read"));
   }
 }
 
@@ -740,6 +1048,8 @@ function schedule(status) {
   return parts.join(" · ");
 }
 
+const analysisPath = (name) => `/v1/analyses/${encodeURIComponent(name)}`;
+
 function ensureCard(name) {
   let card = cards.get(name);
   if (card) return card;
@@ -755,25 +1065,159 @@ function ensureCard(name) {
   const actions = el("span", "card-actions");
   actions.append(edit, drop, rolePill("admin"));
   head.append(el("h3", "", name), actions);
-  const body = el("div", "card-body");
+  // two tabs: the latest result, and how it moved over the versions the server kept
+  const tabs = el("div", "tabs");
+  tabs.setAttribute("role", "tablist");
+  const latestTab = el("button", "tab tab-latest", "Latest");
+  latestTab.title = "the latest result, as it refreshes";
+  const historyTab = el("button", "tab tab-history", "History");
+  historyTab.title = "how the result moved: the last versions this server keeps in memory, charted over time";
+  tabs.append(latestTab, historyTab);
+  const body = el("div", "card-body latest");
+  const pane = el("div", "history");
+  pane.hidden = true;
+  const controls = el("div", "history-controls");
+  const valueLabel = el("label", "", "value ");
+  const valueSelect = el("select", "history-value");
+  valueSelect.title = "the result column charted over time (one line per row of the result, by its key)";
+  valueLabel.appendChild(valueSelect);
+  controls.append(valueLabel, el("span", "history-note muted"));
+  const historyBody = el("div", "history-body");
+  pane.append(controls, historyBody);
   node.append(
     head,
     el("div", "schedule muted"),
     el("div", "meta"),
     el("div", "reason"),
     el("div", "card-message"),
+    tabs,
     body,
+    pane,
   );
   $("#analyses").appendChild(node);
-  card = { node, view: new View(body, { maxRows: 50, height: 190 }), status: null };
+  card = {
+    node,
+    view: new View(body, { maxRows: 50, height: 190, exporter: () => ({ path: analysisPath(name) + "/result", name }) }),
+    history: {
+      long: null, // {columns, types, rows}: version, refreshed_at, then the result's columns
+      limit: 0,
+      value: null, // the charted column; null: the default
+      select: valueSelect,
+      view: new View(historyBody, {
+        maxRows: 50,
+        height: 190,
+        allSeries: true,
+        exporter: () => ({ path: analysisPath(name) + "/history", name: name + "-history" }),
+      }),
+    },
+    status: null,
+  };
+  const select = (showHistory) => {
+    latestTab.setAttribute("aria-selected", String(!showHistory));
+    historyTab.setAttribute("aria-selected", String(showHistory));
+    body.hidden = showHistory;
+    pane.hidden = !showHistory;
+    node.dataset.tab = showHistory ? "history" : "latest";
+    if (showHistory) loadHistory(name);
+    else card.view.render();
+  };
+  latestTab.type = historyTab.type = "button";
+  latestTab.addEventListener("click", () => select(false));
+  historyTab.addEventListener("click", () => select(true));
+  valueSelect.addEventListener("change", () => {
+    card.history.value = valueSelect.value;
+    renderHistory(card);
+  });
+  select(false);
   cards.set(name, card);
   return card;
+}
+
+// The history from the server once, then each new version from the event stream.
+async function loadHistory(name) {
+  const card = cards.get(name);
+  if (!card) return;
+  try {
+    const data = await api(analysisPath(name) + "/history", "GET", undefined, ACTION_TIMEOUT_MS);
+    card.history.long = { columns: data.columns, types: data.types, rows: data.rows };
+    card.history.limit = data.limit;
+    renderHistory(card);
+  } catch (error) {
+    card.history.view.error(explain(error, "read"));
+  }
+}
+
+function appendHistory(card, result) {
+  const history = card.history;
+  const long = history.long;
+  if (!long || !result.types) return;
+  const shape = JSON.stringify([result.columns, result.types]);
+  const rows = result.rows.map((row) => [result.version, result.refreshed_at, ...row]);
+  if (JSON.stringify([long.columns.slice(2), long.types.slice(2)]) !== shape) {
+    // new columns (an edit): the history starts again, as the server's does
+    history.long = { columns: ["version", "refreshed_at", ...result.columns], types: ["int64", "timestamp[us, tz=UTC]", ...result.types], rows };
+  } else {
+    const last = long.rows.length ? long.rows[long.rows.length - 1][0] : 0;
+    if (result.version <= last) return;
+    long.rows.push(...rows);
+    const versions = [...new Set(long.rows.map((row) => row[0]))];
+    if (versions.length > history.limit) {
+      const first = versions[versions.length - history.limit];
+      long.rows = long.rows.filter((row) => row[0] >= first);
+    }
+  }
+  if (!card.node.querySelector(".history").hidden) renderHistory(card);
+}
+
+// The long history pivoted for the chart: one row per version (x: refreshed_at), one
+// column per row of the result (by its key; the newest version's keys first).
+function renderHistory(card) {
+  const history = card.history;
+  const long = history.long;
+  if (!long) return;
+  const result = { columns: long.columns.slice(2), types: long.types.slice(2) };
+  const model = describe(result);
+  const values = model.numeric.map((i) => result.columns[i]);
+  const note = card.node.querySelector(".history-note");
+  const versions = new Map();
+  for (const row of long.rows) if (!versions.has(row[0])) versions.set(row[0], { at: row[1], cells: new Map() });
+  if (!values.length) {
+    fillSelect(history.select, [["", "no number column"]], "");
+    history.select.disabled = true;
+    note.textContent = `${versions.size} versions kept`;
+    history.view.error("Nothing to chart over time: the result has no number column.");
+    return;
+  }
+  history.select.disabled = false;
+  const value = values.includes(history.value) ? history.value : defaultSeries(values);
+  fillSelect(history.select, values.map((v) => [v, v]), value);
+  const valueIndex = 2 + result.columns.indexOf(value);
+  const keyIndex = model.key >= 0 && model.keyKind !== "index" ? 2 + model.key : -1;
+  const order = [];
+  for (let i = long.rows.length - 1; i >= 0; i--) {
+    const row = long.rows[i];
+    const group = keyIndex < 0 ? value : formatCell(row[keyIndex], model.kinds[keyIndex - 2]);
+    if (!order.includes(group)) order.push(group);
+    const cells = versions.get(row[0]).cells;
+    if (!cells.has(group)) cells.set(group, row[valueIndex]);
+  }
+  const groups = order.slice(0, PALETTE.length);
+  const key = keyIndex < 0 ? "" : ` per ${result.columns[keyIndex - 2]}`;
+  note.textContent =
+    `${versions.size} version${versions.size === 1 ? "" : "s"} kept (up to ${history.limit}) · ${value}${key}` +
+    (groups.length < order.length ? ` · the ${groups.length} newest of ${order.length} lines` : "");
+  history.view.show({
+    columns: ["refreshed_at", ...groups],
+    types: ["timestamp[us, tz=UTC]", ...groups.map(() => long.types[valueIndex])],
+    rows: [...versions.values()].map((entry) => [entry.at, ...groups.map((g) => (entry.cells.has(g) ? entry.cells.get(g) : null))]),
+  });
 }
 
 function removeCard(name) {
   const card = cards.get(name);
   if (card) {
     views.delete(card.view);
+    views.delete(card.history.view);
     card.node.remove();
   }
   cards.delete(name);
@@ -790,7 +1234,7 @@ function renderResult(result) {
   node.dataset.version = result.version;
   node.querySelector(".meta").textContent =
     `v${result.version} · ${result.mode} · ${(result.duration * 1000).toFixed(1)} ms · ` +
-    `${result.rows.length.toLocaleString()} rows · ${new Date(result.refreshed_at).toLocaleTimeString()}`;
+    `${result.rows.length.toLocaleString()} row${result.rows.length === 1 ? "" : "s"} · ${new Date(result.refreshed_at).toLocaleTimeString()}`;
   // the mode's why: what an incremental run folded in, or what made it a full run
   const reason = node.querySelector(".reason");
   reason.textContent = result.reason || "";
@@ -798,7 +1242,13 @@ function renderResult(result) {
   const message = node.querySelector(".card-message");
   message.replaceChildren();
   if (result.error) message.appendChild(errorBox(`${result.error.type}: ${result.error.message}`));
+  if (result.truncated) {
+    // over the byte cap of one event: the rows are not in it; export fetches them whole
+    message.appendChild(el("div", "muted", "This version is too big to send as an event; export it to see its rows."));
+    return;
+  }
   card.view.show(result);
+  appendHistory(card, result);
 }
 
 function follow(name) {
@@ -876,10 +1326,25 @@ function openForm(status) {
   $("#analysis-on-change").checked = status ? Boolean(status.on_change) : true;
   $("#analysis-min-interval").value = status ? status.min_interval : 0.1;
   $("#analysis-save").textContent = status ? "Save" : "Define";
+  checkName();
   say("", true);
   (status ? $("#analysis-sql") : $("#analysis-name")).focus();
   form.scrollIntoView({ block: "nearest" });
 }
+
+// The browser's own bubble for a name it refuses says why (the name is in the URL).
+function checkName() {
+  const input = $("#analysis-name");
+  const name = input.value;
+  input.setCustomValidity(
+    name.includes("/")
+      ? "An analysis name cannot hold “/”: the name is part of its address, /v1/analyses/{name}."
+      : name.trim()
+        ? ""
+        : "Give the analysis a name: any text but “/” (it is part of its address, /v1/analyses/{name}).",
+  );
+}
+$("#analysis-name").addEventListener("input", checkName);
 
 $("#new-analysis").addEventListener("click", () => openForm(null));
 $("#analysis-cancel").addEventListener("click", () => {
@@ -900,7 +1365,7 @@ form.addEventListener("submit", async (event) => {
   const save = $("#analysis-save");
   save.disabled = true;
   try {
-    await api(`/v1/analyses/${encodeURIComponent(name)}`, "PUT", body, ACTION_TIMEOUT_MS);
+    await api(analysisPath(name), "PUT", body, ACTION_TIMEOUT_MS);
     form.hidden = true;
     say(`${form.dataset.mode === "edit" ? "Saved" : "Defined"} analysis “${name}”.`, true);
     await refreshAnalyses();
