@@ -365,7 +365,8 @@ class Workload:
     def window_row(self) -> str:
         choice = self.rng.random()
         k = self.rng.choice(["'a'", "'b'", "NULL", "''"])
-        x = self.rng.choice(["1.5", "-2.0", "NULL", "'nan'", "0.25", "-0.0"])
+        x = "CAST(" + self.rng.choice(["1.5", "-2.0", "NULL", "'nan'", "0.25", "'-0.0'"]) + " AS DOUBLE)"
+        k = f"CAST({k} AS VARCHAR)"
         if choice < 0.75:
             ago = self.rng.choice([0, 1, 5, 30, 60 * 29, 60 * 31, 3600, 7200, 7300])
             ts = f"now() - INTERVAL {ago} SECOND"

@@ -481,6 +481,29 @@ class Scheduler:
                     analysis.dirty_at = now
             self._wake.notify()
 
+    def on_catalog_change(self, changed: frozenset[Identity], why: str) -> None:
+        """DDL created, dropped or redefined ``changed`` (by identity): the analyses
+        that read one of them, or a name one of them has (a new object may shadow
+        what they read), plan again and rebuild; the others keep their states."""
+        names = {identity.name.lower() for identity in changed}
+        now = time.monotonic()
+        with self._lock:
+            for analysis in self._analyses.values():
+                reads = analysis.shape.reads
+                objects = reads.tables | reads.views
+                if not (
+                    reads.any_table
+                    or not objects.isdisjoint(changed)
+                    or not names.isdisjoint(o.name.lower() for o in objects)
+                ):
+                    continue
+                analysis.reinspect = True
+                if analysis.on_change and analysis.dirty_at is None:
+                    analysis.dirty_at = now
+                if analysis.shape.plan is not None:
+                    taint(analysis, why)
+            self._wake.notify()
+
     def on_raw_write(
         self, why: str = "a write outside db.insert (UPDATE, DELETE, raw INSERT)"
     ) -> None:

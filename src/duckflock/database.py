@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from . import definitions, retention, transactions
+from . import definitions, effects, retention, transactions
 from .analyses import DEFAULT_TIMEOUT, DEFAULT_WORKERS, MAX_WORKERS, TIMEOUT_FLOOR, Scheduler
 from .checks import count, flag, seconds, text, texts
 from .cursors import CursorPool
@@ -43,7 +43,7 @@ from .results import Result, Subscription
 from .rows import to_parts
 from .schema import SchemaCache
 from .statements import Results
-from .syntax import READ, WRITE, classify
+from .syntax import READ, WRITE, catalog_only, classify, said
 
 T = TypeVar("T")
 log = logging.getLogger("duckflock")
@@ -118,6 +118,8 @@ class Database:
         self._cursors = CursorPool(self._connection, prepare_lake if self.is_lake else None)
         # names resolve on a cursor of their own: no caller's USE or SET changes them
         self._schemas = SchemaCache(self._cursors.new())
+        # global settings and the catalog, read around SET and DDL (a cursor of its own)
+        self._effects = effects.Watch(self._cursors.new)
         # guards _closed, _active, _writer and _scheduler: close() waits for running
         # statements to drain; the writer starts on the first insert, the scheduler on
         # the first analysis
@@ -181,6 +183,7 @@ class Database:
         self._cursors.reconnect(connect)
         # the schema cache's own cursor was closed with the rest: a new cache, new cursor
         self._schemas = SchemaCache(self._cursors.new())
+        self._effects = effects.Watch(self._cursors.new)
         scheduler = self._scheduler
         if scheduler is not None:
             scheduler.on_reopen()  # new cursors; incremental states rebuilt
@@ -288,18 +291,19 @@ class Database:
                 holder.settle()  # kept whole if unread, else no longer readable
             try:
                 kind = self._before(sql)
-                if many:
-                    cursor.executemany(sql, params)
-                elif kind == WRITE and self._delete(cursor, sql, params):
-                    kind = READ  # its rows went to the analyses: no rebuild
-                else:
-                    cursor.execute(sql, params)
+                with self._watching(sql, kind) as watched:
+                    if many:
+                        cursor.executemany(sql, params)
+                    elif kind == WRITE and self._delete(cursor, sql, params):
+                        kind = READ  # its rows went to the analyses: no rebuild
+                    else:
+                        cursor.execute(sql, params)
             except BaseException:
                 if spare:
                     slot.retire(slot, cursor)
                 raise
-            if kind == WRITE:
-                self._wrote()
+            if kind == WRITE and not watched:
+                self._wrote(f"{said(sql)} through db.execute")
             return Results(self, slot, cursor, sql, spare=spare)
         except duckdb.Error as exc:
             raise self._fail(exc, sql, params) from exc
@@ -312,6 +316,42 @@ class Database:
         if kind != READ:
             self._schemas.invalidate()
         return kind
+
+    @contextlib.contextmanager
+    def _watching(self, sql: str, kind: str) -> Iterator[bool]:
+        """Around a statement: if it may change a setting, or only the catalog, what it
+        changed decides which analyses rebuild (:mod:`duckflock.effects`). Yields
+        whether it is watched so (else a write taints every incremental state). The
+        check runs even when the statement fails or is interrupted: part of a string of
+        statements may have run."""
+        scheduler = self._scheduler
+        watched = scheduler is not None and kind != READ
+        catalog = watched and kind == WRITE and catalog_only(sql)
+        if not watched or (kind == WRITE and not catalog):
+            yield False
+            return
+        assert scheduler is not None
+        settings = self._effects.settings()
+        objects = self._effects.catalog() if catalog else None
+        try:
+            yield True
+        finally:
+            self._changed(scheduler, sql, settings, objects)
+
+    def _changed(
+        self,
+        scheduler: Scheduler,
+        sql: str,
+        settings: dict[str, str],
+        objects: effects.Catalog | None,
+    ) -> None:
+        changed = effects.changed_settings(settings, self._effects.settings())
+        if changed:
+            scheduler.on_raw_write(f"{said(sql)} changed {', '.join(changed)}")
+        if objects is not None:
+            gone = effects.changed_objects(objects, self._effects.catalog())
+            if gone:
+                scheduler.on_catalog_change(gone, f"{said(sql)} changed the catalog")
 
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         """A lazy DuckDB relation for ``query`` on this thread's cursor.
@@ -329,9 +369,10 @@ class Database:
             holder = slot.current() if slot.current is not None else None
             if holder is not None and holder.pending and not slot.streaming():
                 holder.settle()  # a statement that is not a query runs on the cursor now
-            relation = slot.cursor.sql(query, params=params)
-            if kind == WRITE:
-                self._wrote()
+            with self._watching(query, kind) as watched:
+                relation = slot.cursor.sql(query, params=params)
+            if kind == WRITE and not watched:
+                self._wrote(f"{said(query)} through db.sql")
             return relation
         except duckdb.Error as exc:
             raise self._fail(exc, query, params) from exc
@@ -484,11 +525,11 @@ class Database:
             return IngestStats(0, 0, 0, 0, 0, self._max_queued_rows, {}, {})
         return writer.stats()
 
-    def _wrote(self) -> None:
-        """A statement that may have written ran outside db.insert."""
+    def _wrote(self, why: str) -> None:
+        """A statement that may have written ran outside db.insert (``why`` names it)."""
         scheduler = self._scheduler
         if scheduler is not None:
-            scheduler.on_raw_write()
+            scheduler.on_raw_write(why)
 
     def _on_commit(
         self, seq: int, tables: set[Identity], stored: list[tuple[Identity, Any]]
@@ -867,6 +908,9 @@ class Database:
             cursor = self._cursors.new()
         finally:
             self._leave()
+        scheduler = self._scheduler
+        # a SET GLOBAL inside holds whether or not the transaction commits
+        settings = self._effects.settings() if scheduler is not None else None
         try:
             return transactions.run(
                 cursor,
@@ -880,11 +924,13 @@ class Database:
             )
         finally:
             self._cursors.forget(cursor)
+            if scheduler is not None and settings is not None:
+                self._changed(scheduler, "a db.transaction", settings, None)
 
     def _committed(self) -> None:
         """A transaction committed: it may have changed tables or written rows."""
         self._schemas.invalidate()
-        self._wrote()
+        self._wrote("a db.transaction committed")
 
 
 def _check_sql(sql: object, params: object = None) -> None:
