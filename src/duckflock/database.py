@@ -118,6 +118,9 @@ class Database:
         self._cursors = CursorPool(self._connection, prepare_lake if self.is_lake else None)
         # names resolve on a cursor of their own: no caller's USE or SET changes them
         self._schemas = SchemaCache(self._cursors.new())
+        # a test's seam: called at named points of a statement's run ("ran", and
+        # retention's "deleted", "committed", "handed"); raises to simulate a Ctrl-C
+        self._fault: Callable[[str], None] = _no_fault
         # global settings and the catalog, read around SET and DDL (a cursor of its own)
         self._effects = effects.Watch(self._cursors.new)
         # guards _closed, _active, _writer and _scheduler: close() waits for running
@@ -291,19 +294,18 @@ class Database:
                 holder.settle()  # kept whole if unread, else no longer readable
             try:
                 kind = self._before(sql)
-                with self._watching(sql, kind) as watched:
+                with self._watching(sql, kind, "db.execute") as watched:
                     if many:
                         cursor.executemany(sql, params)
                     elif kind == WRITE and self._delete(cursor, sql, params):
-                        kind = READ  # its rows went to the analyses: no rebuild
+                        watched.handed = True  # its rows went to the analyses: no rebuild
                     else:
                         cursor.execute(sql, params)
+                    self._fault("ran")
             except BaseException:
                 if spare:
                     slot.retire(slot, cursor)
                 raise
-            if kind == WRITE and not watched:
-                self._wrote(f"{said(sql)} through db.execute")
             return Results(self, slot, cursor, sql, spare=spare)
         except duckdb.Error as exc:
             raise self._fail(exc, sql, params) from exc
@@ -318,23 +320,32 @@ class Database:
         return kind
 
     @contextlib.contextmanager
-    def _watching(self, sql: str, kind: str) -> Iterator[bool]:
-        """Around a statement: if it may change a setting, or only the catalog, what it
-        changed decides which analyses rebuild (:mod:`duckflock.effects`). Yields
-        whether it is watched so (else a write taints every incremental state). The
-        check runs even when the statement fails or is interrupted: part of a string of
-        statements may have run."""
+    def _watching(self, sql: str, kind: str, via: str) -> Iterator[_Watched]:
+        """Around a statement: what it changed decides which analyses rebuild. A SET
+        that changes a global setting of :mod:`duckflock.effects` rebuilds all; DDL
+        rebuilds those reading what it changed in the catalog; any other write taints
+        every incremental state unless its rows were handed over (``handed``).
+
+        The check runs in ``finally``, even when the statement failed or was
+        interrupted (Ctrl-C) after its commit: part of it may have run, and no analysis
+        may be left believing nothing changed."""
+        watched = _Watched()
         scheduler = self._scheduler
-        watched = scheduler is not None and kind != READ
-        catalog = watched and kind == WRITE and catalog_only(sql)
-        if not watched or (kind == WRITE and not catalog):
-            yield False
+        if scheduler is None or kind == READ:
+            yield watched
             return
-        assert scheduler is not None
+        catalog = kind == WRITE and catalog_only(sql)
+        if kind == WRITE and not catalog:
+            try:
+                yield watched
+            finally:
+                if not watched.handed:
+                    self._wrote(f"{said(sql)} through {via}")
+            return
         settings = self._effects.settings()
         objects = self._effects.catalog() if catalog else None
         try:
-            yield True
+            yield watched
         finally:
             self._changed(scheduler, sql, settings, objects)
 
@@ -369,10 +380,9 @@ class Database:
             holder = slot.current() if slot.current is not None else None
             if holder is not None and holder.pending and not slot.streaming():
                 holder.settle()  # a statement that is not a query runs on the cursor now
-            with self._watching(query, kind) as watched:
+            with self._watching(query, kind, "db.sql"):
                 relation = slot.cursor.sql(query, params=params)
-            if kind == WRITE and not watched:
-                self._wrote(f"{said(query)} through db.sql")
+                self._fault("ran")
             return relation
         except duckdb.Error as exc:
             raise self._fail(exc, query, params) from exc
@@ -594,7 +604,9 @@ class Database:
             columns=retention.table_columns(cursor, table),
             commit_lock=self._commit_lock,
             committed=committed,
+            lost=lambda: scheduler.on_delete(table, None),
             limit=scheduler.max_delta_rows,
+            fault=self._fault,
         )
         return deleted is not None
 
@@ -931,6 +943,19 @@ class Database:
         """A transaction committed: it may have changed tables or written rows."""
         self._schemas.invalidate()
         self._wrote("a db.transaction committed")
+
+
+class _Watched:
+    """What :meth:`Database._watching` learns from the statement it watches."""
+
+    __slots__ = ("handed",)
+
+    def __init__(self) -> None:
+        self.handed = False  # a DELETE whose rows the analyses took: nothing to rebuild
+
+
+def _no_fault(point: str) -> None:
+    """The fault hook's default: nothing (tests raise at ``point``)."""
 
 
 def _check_sql(sql: object, params: object = None) -> None:
