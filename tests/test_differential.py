@@ -205,7 +205,8 @@ POOLS: dict[str, list[tuple[str, Any]]] = {
     ),
     "n": _pool(
         "BIGINT",
-        [(None, None)] + [(str(i), i) for i in (0, 1, -2, 7, 2**62, -(2**62), 9_007_199_254_740_993)],
+        [(None, None)]
+        + [(str(i), i) for i in (0, 1, -2, 7, 2**62, -(2**62), 9_007_199_254_740_993)],
     ),
     "h": _pool("HUGEINT", [(None, None)] + [(str(i), i) for i in (0, 3, -(2**100), 2**120 + 1)]),
     "u": _pool("UHUGEINT", [(None, None)] + [(str(i), i) for i in (0, 5, 2**127 + 5, 2**128 - 1)]),
@@ -365,7 +366,11 @@ class Workload:
     def window_row(self) -> str:
         choice = self.rng.random()
         k = self.rng.choice(["'a'", "'b'", "NULL", "''"])
-        x = "CAST(" + self.rng.choice(["1.5", "-2.0", "NULL", "'nan'", "0.25", "'-0.0'"]) + " AS DOUBLE)"
+        x = (
+            "CAST("
+            + self.rng.choice(["1.5", "-2.0", "NULL", "'nan'", "0.25", "'-0.0'"])
+            + " AS DOUBLE)"
+        )
         k = f"CAST({k} AS VARCHAR)"
         if choice < 0.75:
             ago = self.rng.choice([0, 1, 5, 30, 60 * 29, 60 * 31, 3600, 7200, 7300])
@@ -536,8 +541,10 @@ class Workload:
         if self.rng.random() < 0.5:
             self.db.insert("dim", {"g": self.rng.randint(-1, 3), "site": self.rng.choice("nsx")})
         else:
-            self.db.execute(f"UPDATE sensors SET site = 'site{self.rng.randint(0, 3)}' "
-                            f"WHERE sensor = 's{self.rng.randint(0, 6)}'")
+            self.db.execute(
+                f"UPDATE sensors SET site = 'site{self.rng.randint(0, 3)}' "
+                f"WHERE sensor = 's{self.rng.randint(0, 6)}'"
+            )
 
     def ddl(self) -> None:
         self.junk += 1
@@ -572,7 +579,9 @@ class Workload:
             self.db.execute(f"INSERT INTO w VALUES {rows}")
         else:
             # through the writer: fetch the values as DuckDB makes them, then insert them
-            table = self.db.execute(f"SELECT * FROM (VALUES {rows}) AS v(k, x, ts, tz)").to_arrow_table()
+            table = self.db.execute(
+                f"SELECT * FROM (VALUES {rows}) AS v(k, x, ts, tz)"
+            ).to_arrow_table()
             self.db.insert("w", table)
         if self.rng.random() < 0.2:
             self.db.execute("DELETE FROM w WHERE x < 0 OR k IS NULL")
@@ -603,14 +612,17 @@ class Workload:
             if name in KNOWN_WRONG:
                 self.tally.known[name] = self.tally.known.get(name, 0) + 1
                 continue
-            self.tally.mismatches.append(
+            mismatch = (
                 f"seed {self.seed} after {self.log[-3:]} shape {name!r} ({result.mode}: "
                 f"{result.reason}; error {result.error}):\n  incremental {got}\n  full "
                 f"{expected}"
             )
+            print("MISMATCH", mismatch, flush=True)
+            self.tally.mismatches.append(mismatch)
 
 
-@pytest.mark.timeout(max(240, STEPS * SEEDS * 3))
+# about 0.1 s per comparison on a loaded machine
+@pytest.mark.timeout(max(300, STEPS * SEEDS * len(SHAPES) // 5))
 def test_every_analysis_equals_a_full_run_after_every_write() -> None:
     tally = Tally()
     for seed in range(SEEDS):
@@ -622,6 +634,11 @@ def test_every_analysis_equals_a_full_run_after_every_write() -> None:
                 workload.compare()
         finally:
             workload.close()
+        print(
+            f"\nseed {seed}: {tally.comparisons} comparisons so far, "
+            f"{len(tally.mismatches)} mismatches",
+            flush=True,
+        )
     print(
         f"\ndifferential: {tally.comparisons} comparisons over {len(SHAPES)} shapes, "
         f"{SEEDS} seeds x {STEPS} steps; {len(tally.mismatches)} mismatches; "

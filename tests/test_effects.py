@@ -18,7 +18,9 @@ COLLATED = "SELECT k, count(*) AS n FROM t GROUP BY k"
 
 
 def test_every_setting_duckdb_lists_has_a_decision() -> None:
-    listed = {row[0] for row in duckdb.connect().execute("SELECT name FROM duckdb_settings()").fetchall()}
+    listed = {
+        row[0] for row in duckdb.connect().execute("SELECT name FROM duckdb_settings()").fetchall()
+    }
     assert listed - SETTINGS.keys() == set(), "decide these in duckflock/effects.py"
     assert SETTINGS.keys() - listed == set(), "DuckDB no longer lists these"
     for name in ("TimeZone", "Calendar", "default_collation", "default_null_order"):
@@ -33,7 +35,9 @@ def zoned() -> Iterator[duckflock.Database]:
     db.analysis("calendar", CALENDAR)
     db.analysis("collated", COLLATED)
     for hour in (1, 4, 6, 23):
-        db.insert("t", {"k": "a" if hour % 2 else "A", "tz": dt.datetime(2026, 1, 1, hour, tzinfo=dt.UTC)})
+        db.insert(
+            "t", {"k": "a" if hour % 2 else "A", "tz": dt.datetime(2026, 1, 1, hour, tzinfo=dt.UTC)}
+        )
     for name in ("zoned", "calendar", "collated"):
         db.refresh(name)
     db.insert("t", {"k": "a", "tz": dt.datetime(2026, 1, 1, 2, tzinfo=dt.UTC)})

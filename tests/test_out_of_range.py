@@ -23,8 +23,12 @@ EXTREMES = [
     ("e", "now()::TIMESTAMP", "now()"),
 ]
 PLAIN = "SELECT k, max(ts) AS ts, min(tz) AS tz, list(ts ORDER BY ts) AS all_ts FROM w GROUP BY k"
-WINDOW = "SELECT k, count(*) AS n, max(ts) AS hi FROM w WHERE ts > now() - INTERVAL 1 HOUR GROUP BY k"
-ZONED_WINDOW = "SELECT k, count(*) AS n, min(tz) AS lo FROM w WHERE tz >= now() - INTERVAL 1 HOUR GROUP BY k"
+WINDOW = (
+    "SELECT k, count(*) AS n, max(ts) AS hi FROM w WHERE ts > now() - INTERVAL 1 HOUR GROUP BY k"
+)
+ZONED_WINDOW = (
+    "SELECT k, count(*) AS n, min(tz) AS lo FROM w WHERE tz >= now() - INTERVAL 1 HOUR GROUP BY k"
+)
 
 
 @pytest.fixture

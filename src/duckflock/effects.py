@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from enum import StrEnum
+from typing import Any
 
 import duckdb
 
@@ -129,9 +130,11 @@ class Watch:
         self._new_cursor = new_cursor
         self._cursor: duckdb.DuckDBPyConnection | None = None  # opened on first use
         self._lock = threading.Lock()  # guards _cursor and the statements on it
-        self._watched = sorted(name for name, effect in SETTINGS.items() if effect is Effect.RESULTS)
+        self._watched = sorted(
+            name for name, effect in SETTINGS.items() if effect is Effect.RESULTS
+        )
 
-    def _run(self, sql: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
+    def _run(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         with self._lock:
             if self._cursor is None:
                 self._cursor = self._new_cursor()
@@ -145,14 +148,16 @@ class Watch:
     def catalog(self) -> Catalog:
         """Every table, view and macro by identity: (oid, definition)."""
         return {
-            Identity(str(c), str(s), str(n)): (int(oid), str(sql))  # type: ignore[call-overload]
+            Identity(str(c), str(s), str(n)): (int(oid), str(sql))
             for c, s, n, oid, sql in self._run(_CATALOG_SQL)
         }
 
 
 def changed_settings(before: dict[str, str], after: dict[str, str]) -> list[str]:
     """The settings whose global value differs."""
-    return sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    return sorted(
+        name for name in before.keys() | after.keys() if before.get(name) != after.get(name)
+    )
 
 
 def changed_objects(before: Catalog, after: Catalog) -> frozenset[Identity]:

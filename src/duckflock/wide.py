@@ -215,7 +215,8 @@ def _as_duckdb_would(values: pa.Array) -> list[Any]:
 def column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     """One column's values as Python objects, as DuckDB's Python API returns them."""
     try:
-        return column.to_pylist()
+        values: list[Any] = column.to_pylist()
+        return values
     except (OverflowError, ValueError, pa.ArrowException):
         pass
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
