@@ -505,14 +505,19 @@ class Scheduler:
             self._wake.notify()
 
     def on_raw_write(
-        self, why: str = "a write outside db.insert (UPDATE, DELETE, raw INSERT)"
+        self,
+        why: str = "a write outside db.insert (UPDATE, DELETE, raw INSERT)",
+        *,
+        replan: bool = True,
     ) -> None:
         """A write that did not go through db.insert (or another process's commit into a
-        lake): incremental states are stale."""
+        lake): incremental states are stale. ``replan``: it may have changed the catalog
+        (DDL may have changed types, views, shapes); rows alone need no new plan."""
         now = time.monotonic()
         with self._lock:
             for analysis in self._analyses.values():
-                analysis.reinspect = True  # DDL may have changed types, views, shapes
+                if replan:
+                    analysis.reinspect = True
                 if analysis.on_change and analysis.dirty_at is None:
                     analysis.dirty_at = now
                 if analysis.shape.plan is not None:

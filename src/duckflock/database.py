@@ -43,7 +43,7 @@ from .results import Result, Subscription
 from .rows import to_parts
 from .schema import SchemaCache
 from .statements import Results
-from .syntax import READ, WRITE, catalog_only, classify, said
+from .syntax import READ, WRITE, catalog_only, classify, data_only, said
 
 T = TypeVar("T")
 log = logging.getLogger("duckflock")
@@ -340,7 +340,7 @@ class Database:
                 yield watched
             finally:
                 if not watched.handed:
-                    self._wrote(f"{said(sql)} through {via}")
+                    self._wrote(f"{said(sql)} through {via}", replan=not data_only(sql))
             return
         settings = self._effects.settings()
         objects = self._effects.catalog() if catalog else None
@@ -535,11 +535,12 @@ class Database:
             return IngestStats(0, 0, 0, 0, 0, self._max_queued_rows, {}, {})
         return writer.stats()
 
-    def _wrote(self, why: str) -> None:
-        """A statement that may have written ran outside db.insert (``why`` names it)."""
+    def _wrote(self, why: str, *, replan: bool = True) -> None:
+        """A statement that may have written ran outside db.insert (``why`` names it);
+        ``replan``: it may have changed the catalog too."""
         scheduler = self._scheduler
         if scheduler is not None:
-            scheduler.on_raw_write(why)
+            scheduler.on_raw_write(why, replan=replan)
 
     def _on_commit(
         self, seq: int, tables: set[Identity], stored: list[tuple[Identity, Any]]

@@ -84,6 +84,25 @@ def catalog_only(sql: str) -> bool:
     )
 
 
+_DATA_TYPES = {
+    duckdb.StatementType.SELECT,
+    duckdb.StatementType.INSERT,
+    duckdb.StatementType.UPDATE,
+    duckdb.StatementType.DELETE,
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def data_only(sql: str) -> bool:
+    """Whether ``sql`` only reads and writes rows (SELECT, INSERT, UPDATE, DELETE): the
+    catalog is as it was, so no analysis needs planning again."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return False
+    return bool(statements) and all(s.type in _DATA_TYPES for s in statements)
+
+
 def _is_checkpoint(query: str) -> bool:
     return re.fullmatch(r"\s*(FORCE\s+)?CHECKPOINT\s*;?\s*", query, re.IGNORECASE) is not None
 
