@@ -131,8 +131,9 @@ EXOTIC = {
     "avg exact": "SELECT g, avg(nb) AS an, avg(h) AS ah, avg(d) AS ad FROM f GROUP BY g",
     "wide sums": "SELECT g, sum(h) AS sh, sum(d) AS sd, sum(nb) AS sn, min(u) AS lu, "
     "max(u) AS hu, min(h) AS lh, max(d) AS hd FROM f GROUP BY g",
-    "strings": "SELECT k, count(*) AS n, min(k) AS lo, max(c) AS hc, count(DISTINCT k) AS dk "
+    "strings": "SELECT k, count(*) AS n, min(k) AS lo, max(k) AS hi, count(DISTINCT k) AS dk "
     "FROM f GROUP BY k",
+    "collated min/max": "SELECT g, min(c) AS lo, max(c) AS hi FROM f GROUP BY g",
     "temporal": "SELECT g, min(ts) AS lt, max(ts) AS ht, min(tz) AS lz, max(tz) AS hz, "
     "min(iv) AS li, max(iv) AS hi, count(DISTINCT ts) AS dt FROM f GROUP BY g",
     "interval key": "SELECT iv, count(*) AS n FROM f GROUP BY iv",
@@ -160,6 +161,9 @@ SHAPES = {**BENCHMARK, **INCREMENTAL, **EXOTIC}
 KNOWN_WRONG: frozenset[str] = frozenset(
     {
         "collated key",  # 'a' and 'A' under NOCASE: one group in DuckDB
+        # ordered by the collation ('é' = 'É' under NOCASE: DuckDB returns either
+        # spelling of a tied extreme, the first it scans, like arg_max's ties)
+        "collated min/max",
         "double key",  # -0.0 and 0.0, NaN and NaN: one group each in DuckDB
         "float_key",  # the same, over big
         "interval key",  # INTERVAL '1 day' = INTERVAL '24 hours' in DuckDB
