@@ -170,6 +170,7 @@ KNOWN_WRONG: frozenset[str] = frozenset(
         "enum min/max",  # ENUM declaration order
         "enum key",  # …and its ordering after a fold
         "avg exact",  # avg of BIGINT beyond 2^53, HUGEINT, DECIMAL: computed in doubles
+        "float cancellation",  # a retention delete subtracts doubles (1e16 + 1 - 1e16 = 0)
     }
 )
 
@@ -651,3 +652,27 @@ def test_every_analysis_equals_a_full_run_after_every_write() -> None:
         f"known-wrong (fold) mismatches: {dict(sorted(tally.known.items()))}"
     )
     assert not tally.mismatches, "\n".join(tally.mismatches[:10])
+
+
+@pytest.mark.parametrize("path", ["execute", "transaction"])
+def test_float_cancellation_on_retention(path: str) -> None:
+    """Sums of doubles are exact only in some orders: 1e16 + 1 then deleting the 1e16
+    row leaves 1.0 in DuckDB's full run; subtracting doubles gives 0.0."""
+    sql = "SELECT k, sum(v) AS s, avg(v) AS a FROM c GROUP BY k"
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE c (k VARCHAR, v DOUBLE)")
+        db.analysis("float cancellation", sql)
+        db.insert("c", [{"k": "a", "v": 1e16}, {"k": "a", "v": 1.0}, {"k": "b", "v": 0.1}])
+        db.refresh("float cancellation")
+        db.insert("c", [{"k": "b", "v": 0.2}, {"k": "b", "v": 0.3}])
+        db.refresh("float cancellation")
+        if path == "execute":
+            db.execute("DELETE FROM c WHERE v > 1e15 OR v = 0.2")
+        else:
+            db.transaction(lambda cur: cur.execute("DELETE FROM c WHERE v > 1e15 OR v = 0.2"))
+        result = db.refresh("float cancellation")
+        cursor = db.execute(sql)
+        same = canon(result.table) == canon(cursor.to_arrow_table())
+        if not same and "float cancellation" in KNOWN_WRONG:
+            pytest.xfail("float retraction: the fold's (KNOWN_WRONG)")
+        assert same, (result.rows(), db.execute(sql).fetchall())
