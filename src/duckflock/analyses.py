@@ -486,23 +486,17 @@ class Scheduler:
         that read one of them, or a name one of them has (a new object may shadow
         what they read), plan again and rebuild; the others keep their states."""
         names = {identity.name.lower() for identity in changed}
-        now = time.monotonic()
-        with self._lock:
-            for analysis in self._analyses.values():
-                reads = analysis.shape.reads
-                objects = reads.tables | reads.views
-                if not (
-                    reads.any_table
-                    or not objects.isdisjoint(changed)
-                    or not names.isdisjoint(o.name.lower() for o in objects)
-                ):
-                    continue
-                analysis.reinspect = True
-                if analysis.on_change and analysis.dirty_at is None:
-                    analysis.dirty_at = now
-                if analysis.shape.plan is not None:
-                    taint(analysis, why)
-            self._wake.notify()
+
+        def reads_it(analysis: Analysis) -> bool:
+            reads = analysis.shape.reads
+            objects = reads.tables | reads.views
+            return (
+                reads.any_table
+                or not objects.isdisjoint(changed)
+                or not names.isdisjoint(o.name.lower() for o in objects)
+            )
+
+        self._stale(why, replan=True, which=reads_it)
 
     def on_raw_write(
         self,
@@ -513,9 +507,16 @@ class Scheduler:
         """A write that did not go through db.insert (or another process's commit into a
         lake): incremental states are stale. ``replan``: it may have changed the catalog
         (DDL may have changed types, views, shapes); rows alone need no new plan."""
+        self._stale(why, replan=replan, which=lambda analysis: True)
+
+    def _stale(self, why: str, *, replan: bool, which: Callable[[Analysis], bool]) -> None:
+        """Mark ``which`` analyses to run again (``replan``: planned again first), their
+        incremental states to rebuild, for ``why``."""
         now = time.monotonic()
         with self._lock:
             for analysis in self._analyses.values():
+                if not which(analysis):
+                    continue
                 if replan:
                     analysis.reinspect = True
                 if analysis.on_change and analysis.dirty_at is None:
