@@ -203,7 +203,7 @@ def test_update_falls_back_to_a_full_run_and_says_why() -> None:
         after = db.refresh("sums")
         assert after.mode == "full"
         status = db.analyses()[0]
-        assert "outside db.insert" in status["reason"]
+        assert "UPDATE t SET n = 100 WHERE k = 'a' through db.execute" in status["reason"]
         assert dict((r[0], r[7]) for r in after.rows()) == {"a": 100, "b": 2}
         db.insert("t", {"k": "a", "n": 1})
         again = db.refresh("sums")

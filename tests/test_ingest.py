@@ -585,3 +585,22 @@ def test_big_batches_accept_what_small_ones_do(memdb: duckflock.Database) -> Non
     memdb.insert("wide", rows[:3])  # 6 values: the VALUES path
     total = memdb.execute("SELECT count(*), sum(n), max(h) FROM wide").fetchone()
     assert total == (1003, sum(range(1000)) + 3, 2**100 + 999)
+
+
+def test_a_receipt_finished_while_its_waiter_takes_the_guard_returns() -> None:
+    """The writer may finish a receipt between wait()'s first look and its guard: then
+    nothing was parked, and wait() returns (was: AttributeError on None, found by the
+    differential tester's wait=False inserts)."""
+    from duckflock.receipts import Receipt
+
+    receipt = Receipt(None, nrows=3)
+
+    class FinishingGuard:  # the writer finishes the receipt as the guard is taken
+        def __enter__(self) -> None:
+            receipt._finished = True
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    receipt._guard = FinishingGuard()  # type: ignore[assignment]
+    assert receipt.wait(1) == 3

@@ -481,15 +481,44 @@ class Scheduler:
                     analysis.dirty_at = now
             self._wake.notify()
 
+    def on_catalog_change(self, changed: frozenset[Identity], why: str) -> None:
+        """DDL created, dropped or redefined ``changed`` (by identity): the analyses
+        that read one of them, or a name one of them has (a new object may shadow
+        what they read), plan again and rebuild; the others keep their states."""
+        names = {identity.name.lower() for identity in changed}
+
+        def reads_it(analysis: Analysis) -> bool:
+            reads = analysis.shape.reads
+            objects = reads.tables | reads.views
+            return (
+                reads.any_table
+                or not objects.isdisjoint(changed)
+                or not names.isdisjoint(o.name.lower() for o in objects)
+            )
+
+        self._stale(why, replan=True, which=reads_it)
+
     def on_raw_write(
-        self, why: str = "a write outside db.insert (UPDATE, DELETE, raw INSERT)"
+        self,
+        why: str = "a write outside db.insert (UPDATE, DELETE, raw INSERT)",
+        *,
+        replan: bool = True,
     ) -> None:
         """A write that did not go through db.insert (or another process's commit into a
-        lake): incremental states are stale."""
+        lake): incremental states are stale. ``replan``: it may have changed the catalog
+        (DDL may have changed types, views, shapes); rows alone need no new plan."""
+        self._stale(why, replan=replan, which=lambda analysis: True)
+
+    def _stale(self, why: str, *, replan: bool, which: Callable[[Analysis], bool]) -> None:
+        """Mark ``which`` analyses to run again (``replan``: planned again first), their
+        incremental states to rebuild, for ``why``."""
         now = time.monotonic()
         with self._lock:
             for analysis in self._analyses.values():
-                analysis.reinspect = True  # DDL may have changed types, views, shapes
+                if not which(analysis):
+                    continue
+                if replan:
+                    analysis.reinspect = True
                 if analysis.on_change and analysis.dirty_at is None:
                     analysis.dirty_at = now
                 if analysis.shape.plan is not None:

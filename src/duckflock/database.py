@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from . import definitions, project, retention, transactions
+from . import definitions, effects, project, retention, transactions
 from .analyses import DEFAULT_TIMEOUT, DEFAULT_WORKERS, MAX_WORKERS, TIMEOUT_FLOOR, Scheduler
 from .checks import count, flag, seconds, text, texts
 from .cursors import CursorPool, Slot
@@ -45,7 +45,7 @@ from .results import Result, Subscription
 from .rows import to_parts
 from .schema import SchemaCache
 from .statements import Results
-from .syntax import READ, SESSION, WRITE, classify
+from .syntax import READ, SESSION, WRITE, catalog_only, classify, data_only, said
 
 T = TypeVar("T")
 log = logging.getLogger("duckflock")
@@ -120,6 +120,11 @@ class Database:
         self._cursors = CursorPool(self._connection, prepare_lake if self.is_lake else None)
         # names resolve on a cursor of their own: no caller's USE or SET changes them
         self._schemas = SchemaCache(self._cursors.new())
+        # a test's seam: called at named points of a statement's run ("ran", and
+        # retention's "deleted", "committed", "handed"); raises to simulate a Ctrl-C
+        self._fault: Callable[[str], None] = _no_fault
+        # global settings and the catalog, read around SET and DDL (a cursor of its own)
+        self._effects = effects.Watch(self._cursors.new)
         # guards _closed, _active, _writer and _scheduler: close() waits for running
         # statements to drain; the writer starts on the first insert, the scheduler on
         # the first analysis
@@ -185,6 +190,7 @@ class Database:
         self._cursors.reconnect(connect)
         # the schema cache's own cursor was closed with the rest: a new cache, new cursor
         self._schemas = SchemaCache(self._cursors.new())
+        self._effects = effects.Watch(self._cursors.new)
         scheduler = self._scheduler
         if scheduler is not None:
             scheduler.on_reopen()  # new cursors; incremental states rebuilt
@@ -293,18 +299,18 @@ class Database:
             try:
                 kind = self._before(sql)
                 self._resolving(slot, cursor, kind, sql)
-                if many:
-                    cursor.executemany(sql, params)
-                elif kind == WRITE and self._delete(cursor, sql, params):
-                    kind = READ  # its rows went to the analyses: no rebuild
-                else:
-                    cursor.execute(sql, params)
+                with self._watching(sql, kind, "db.execute") as watched:
+                    if many:
+                        cursor.executemany(sql, params)
+                    elif kind == WRITE and self._delete(cursor, sql, params):
+                        watched.handed = True  # its rows went to the analyses: no rebuild
+                    else:
+                        cursor.execute(sql, params)
+                    self._fault("ran")
             except BaseException:
                 if spare:
                     slot.retire(slot, cursor)
                 raise
-            if kind == WRITE:
-                self._wrote()
             return Results(self, slot, cursor, sql, spare=spare)
         except duckdb.Error as exc:
             raise self._fail(exc, sql, params) from exc
@@ -331,6 +337,51 @@ class Database:
             if cursor is slot.cursor:  # (a spare cursor has a search path of its own)
                 slot.resolving = False  # clean now; the next SET or USE asks again
 
+    @contextlib.contextmanager
+    def _watching(self, sql: str, kind: str, via: str) -> Iterator[_Watched]:
+        """Around a statement: what it changed decides which analyses rebuild. A SET
+        that changes a global setting of :mod:`duckflock.effects` rebuilds all; DDL
+        rebuilds those reading what it changed in the catalog; any other write taints
+        every incremental state unless its rows were handed over (``handed``).
+
+        The check runs in ``finally``, even when the statement failed or was
+        interrupted (Ctrl-C) after its commit: part of it may have run, and no analysis
+        may be left believing nothing changed."""
+        watched = _Watched()
+        scheduler = self._scheduler
+        if scheduler is None or kind == READ:
+            yield watched
+            return
+        catalog = kind == WRITE and catalog_only(sql)
+        if kind == WRITE and not catalog:
+            try:
+                yield watched
+            finally:
+                if not watched.handed:
+                    self._wrote(f"{said(sql)} through {via}", replan=not data_only(sql))
+            return
+        settings = self._effects.settings()
+        objects = self._effects.catalog() if catalog else None
+        try:
+            yield watched
+        finally:
+            self._changed(scheduler, sql, settings, objects)
+
+    def _changed(
+        self,
+        scheduler: Scheduler,
+        sql: str,
+        settings: dict[str, str],
+        objects: effects.Catalog | None,
+    ) -> None:
+        changed = effects.changed_settings(settings, self._effects.settings())
+        if changed:
+            scheduler.on_raw_write(f"{said(sql)} changed {', '.join(changed)}")
+        if objects is not None:
+            gone = effects.changed_objects(objects, self._effects.catalog())
+            if gone:
+                scheduler.on_catalog_change(gone, f"{said(sql)} changed the catalog")
+
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         """A lazy DuckDB relation for ``query`` on this thread's cursor.
 
@@ -348,9 +399,9 @@ class Database:
             if holder is not None and holder.pending and not slot.streaming():
                 holder.settle()  # a statement that is not a query runs on the cursor now
             self._resolving(slot, slot.cursor, kind, query)
-            relation = slot.cursor.sql(query, params=params)
-            if kind == WRITE:
-                self._wrote()
+            with self._watching(query, kind, "db.sql"):
+                relation = slot.cursor.sql(query, params=params)
+                self._fault("ran")
             return relation
         except duckdb.Error as exc:
             raise self._fail(exc, query, params) from exc
@@ -503,11 +554,12 @@ class Database:
             return IngestStats(0, 0, 0, 0, 0, self._max_queued_rows, {}, {})
         return writer.stats()
 
-    def _wrote(self) -> None:
-        """A statement that may have written ran outside db.insert."""
+    def _wrote(self, why: str, *, replan: bool = True) -> None:
+        """A statement that may have written ran outside db.insert (``why`` names it);
+        ``replan``: it may have changed the catalog too."""
         scheduler = self._scheduler
         if scheduler is not None:
-            scheduler.on_raw_write()
+            scheduler.on_raw_write(why, replan=replan)
 
     def _on_commit(
         self, seq: int, tables: set[Identity], stored: list[tuple[Identity, Any]]
@@ -572,7 +624,9 @@ class Database:
             columns=retention.table_columns(cursor, table),
             commit_lock=self._commit_lock,
             committed=committed,
+            lost=lambda: scheduler.on_delete(table, None),
             limit=scheduler.max_delta_rows,
+            fault=self._fault,
         )
         return deleted is not None
 
@@ -926,6 +980,9 @@ class Database:
             cursor = self._cursors.new()
         finally:
             self._leave()
+        scheduler = self._scheduler
+        # a SET GLOBAL inside holds whether or not the transaction commits
+        settings = self._effects.settings() if scheduler is not None else None
         try:
             return transactions.run(
                 cursor,
@@ -939,11 +996,26 @@ class Database:
             )
         finally:
             self._cursors.forget(cursor)
+            if scheduler is not None and settings is not None:
+                self._changed(scheduler, "a db.transaction", settings, None)
 
     def _committed(self) -> None:
         """A transaction committed: it may have changed tables or written rows."""
         self._schemas.invalidate()
-        self._wrote()
+        self._wrote("a db.transaction committed")
+
+
+class _Watched:
+    """What :meth:`Database._watching` learns from the statement it watches."""
+
+    __slots__ = ("handed",)
+
+    def __init__(self) -> None:
+        self.handed = False  # a DELETE whose rows the analyses took: nothing to rebuild
+
+
+def _no_fault(point: str) -> None:
+    """The fault hook's default: nothing (tests raise at ``point``)."""
 
 
 def _check_sql(sql: object, params: object = None) -> None:

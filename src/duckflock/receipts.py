@@ -127,7 +127,10 @@ class Receipt:
                     if not self._finished and self._waiter is None:
                         self.park()
                     waiter = self._waiter
-            if not waiter.acquire(timeout=-1 if timeout is None else timeout):
+            # finished between the first look and the guard: nothing was parked
+            if waiter is None:
+                assert self._finished
+            elif not waiter.acquire(timeout=-1 if timeout is None else timeout):
                 if not self._finished:
                     raise IngestTimeoutError(
                         f"{self._nrows} rows for {self.table!r} were accepted but not "

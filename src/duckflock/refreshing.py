@@ -116,8 +116,9 @@ class Analysis:
 
 
 def taint(analysis: Analysis, why: str) -> None:
-    """Drop the incremental state's deltas: the next run rebuilds. Caller holds the lock."""
-    analysis.tainted = why
+    """Drop the incremental state's deltas: the next run rebuilds. Caller holds the lock.
+    The first reason since the last rebuild is the one shown."""
+    analysis.tainted = analysis.tainted or why
     analysis.collecting = False
     analysis.deltas = []
     analysis.delta_rows = 0

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from .checks import seconds
 from .errors import QueryError
+from .wide import python_rows
 
 log = logging.getLogger("duckflock")
 
@@ -51,9 +52,9 @@ class Result:
         return polars.from_arrow(self.table)
 
     def rows(self) -> list[tuple[Any, ...]]:
-        """The table as a list of tuples."""
-        columns = [column.to_pylist() for column in self.table.columns]
-        return list(zip(*columns, strict=True)) if columns else []
+        """The table as a list of tuples, each value as DuckDB's Python API gives it
+        (``datetime.max`` for TIMESTAMP 'infinity', text for the year 294000)."""
+        return python_rows(self.table)
 
     def __repr__(self) -> str:
         state = f" error={self.error.message!r}" if self.error else ""

@@ -226,13 +226,18 @@ def delete(
     columns: list[str],
     commit_lock: threading.Lock,
     committed: Callable[[pa.Table | None], None],
+    lost: Callable[[], None],
     limit: int,
+    fault: Callable[[str], None] = lambda point: None,
 ) -> int | None:
     """Run the DELETE ``sql`` capturing its rows; the number deleted, or None when it did
     not run because the cursor is inside a transaction of its caller's.
 
     ``committed`` gets the deleted rows (None: more than ``limit`` of them, or not the
-    table's columns) under ``commit_lock``, right after the COMMIT.
+    table's columns) under ``commit_lock``, right after the COMMIT. Anything raised from
+    the COMMIT until they are handed over (a Ctrl-C between the two) calls ``lost``
+    first, still under the lock: the analyses rebuild rather than keep the deleted rows.
+    ``fault(point)`` is a test's seam ("deleted", "committed", "handed").
     """
     if _in_transaction(cursor):
         return None  # the caller's own transaction: it may yet roll back
@@ -243,13 +248,20 @@ def delete(
             return None  # rolled back: nothing ran
         if rows is not None and [name.lower() for name in rows.schema.names] != columns:
             rows = None
+        fault("deleted")
         with commit_lock:
-            cursor.execute("COMMIT")
-            committed(rows)
+            try:
+                cursor.execute("COMMIT")
+                fault("committed")
+                committed(rows)
+            except BaseException:
+                lost()  # committed or not: rebuilding is right either way
+                raise
     except BaseException:
         with contextlib.suppress(duckdb.Error):
             cursor.execute("ROLLBACK")
         raise
+    fault("handed")
     # what a plain DELETE answers: one row, the number of rows deleted
     cursor.execute('SELECT CAST(? AS BIGINT) AS "Count"', [deleted])
     return deleted

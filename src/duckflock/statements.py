@@ -23,7 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from .cursors import Slot
-from .wide import repair
+from .wide import python_rows, repair
 
 if TYPE_CHECKING:
     from .database import Database
@@ -243,5 +243,4 @@ class _Kept:
 
 
 def _tuples(table: pa.Table) -> list[tuple[Any, ...]]:
-    columns = [column.to_pylist() for column in table.columns]
-    return list(zip(*columns, strict=True)) if columns else []
+    return python_rows(table)

@@ -51,11 +51,70 @@ def classify(sql: str) -> str:
             continue
         if statement.type == duckdb.StatementType.EXPLAIN and _explains_a_read(statement.query):
             continue
+        if statement.type == duckdb.StatementType.TRANSACTION and _opens_or_undoes(statement.query):
+            continue  # BEGIN writes nothing, ROLLBACK undoes what was seen when it ran
         if statement.type in _SESSION_TYPES:
             kind = SESSION
             continue
         return WRITE
     return kind
+
+
+# statements that change the catalog and nothing else: what they changed is read off the
+# catalog itself (effects.py), so only the analyses reading it rebuild
+_CATALOG_TYPES = {
+    duckdb.StatementType.CREATE,
+    duckdb.StatementType.DROP,
+    duckdb.StatementType.ALTER,
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def catalog_only(sql: str) -> bool:
+    """Whether every statement in ``sql`` is CREATE, DROP, ALTER or CHECKPOINT: writes
+    whose whole effect shows in the catalog (a table created AS SELECT is new)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return False
+    return bool(statements) and all(
+        s.type in _CATALOG_TYPES
+        or (s.type == duckdb.StatementType.CALL and _is_checkpoint(s.query))
+        for s in statements
+    )
+
+
+_DATA_TYPES = {
+    duckdb.StatementType.SELECT,
+    duckdb.StatementType.INSERT,
+    duckdb.StatementType.UPDATE,
+    duckdb.StatementType.DELETE,
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def data_only(sql: str) -> bool:
+    """Whether ``sql`` only reads and writes rows (SELECT, INSERT, UPDATE, DELETE): the
+    catalog is as it was, so no analysis needs planning again."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return False
+    return bool(statements) and all(s.type in _DATA_TYPES for s in statements)
+
+
+def _is_checkpoint(query: str) -> bool:
+    return re.fullmatch(r"\s*(FORCE\s+)?CHECKPOINT\s*;?\s*", query, re.IGNORECASE) is not None
+
+
+def said(sql: str, limit: int = 80) -> str:
+    """A statement as a reason quotes it: whitespace collapsed, cut at ``limit``."""
+    text = " ".join(sql.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _opens_or_undoes(query: str) -> bool:
+    return re.match(r"\s*(BEGIN|START|ROLLBACK|ABORT)\b", query, re.IGNORECASE) is not None
 
 
 def _explains_a_read(query: str) -> bool:

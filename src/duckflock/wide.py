@@ -11,6 +11,7 @@ text (Arrow has no integer that wide). Columns without these types are untouched
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -189,3 +190,47 @@ def repair_reader(reader: pa.RecordBatchReader, duck_types: list[Any]) -> pa.Rec
         return reader
     batches = (repair(batch, duck_types) for batch in reader)
     return pa.RecordBatchReader.from_batches(repair_schema(reader.schema, duck_types), batches)
+
+
+# -- values Python cannot hold --------------------------------------------------------------
+# TIMESTAMP 'infinity', the year 294000, DATE '-infinity': Arrow keeps them, to_pylist
+# raises OverflowError. DuckDB's Python API gives datetime.max / datetime.min for the
+# infinities and the text of the others; those values are handed to DuckDB to convert.
+_converter_lock = threading.Lock()  # guards _converter (one statement at a time)
+_converter: Any = None
+
+
+def _as_duckdb_would(values: pa.Array) -> list[Any]:
+    """``values`` converted by DuckDB's own Python conversion."""
+    import duckdb
+
+    global _converter
+    with _converter_lock:
+        if _converter is None:
+            _converter = duckdb.connect()
+        table = pa.table({"v": values})
+        return [row[0] for row in _converter.from_arrow(table).fetchall()]
+
+
+def column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """One column's values as Python objects, as DuckDB's Python API returns them."""
+    try:
+        values: list[Any] = column.to_pylist()
+        return values
+    except (OverflowError, ValueError, pa.ArrowException):
+        pass
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    out: list[Any] = []
+    for chunk in chunks:
+        for index, scalar in enumerate(chunk):
+            try:
+                out.append(scalar.as_py())
+            except (OverflowError, ValueError, pa.ArrowException):
+                out.append(_as_duckdb_would(chunk.slice(index, 1))[0])
+    return out
+
+
+def python_rows(table: pa.Table) -> list[tuple[Any, ...]]:
+    """A table's rows as tuples of Python values (:func:`column_values`)."""
+    columns = [column_values(column) for column in table.columns]
+    return list(zip(*columns, strict=True)) if columns else []

@@ -204,9 +204,7 @@ def sliding(
     whole, live = _flags(f"__k{n}", interval, width, op, bound_sql, column_type)
     inside = f"SELECT *, {whole} AS __in, {live} AS __live FROM __duckflock_state"
     cut = render(_placeholder(where))
-    start, _ = _flags(
-        f"time_bucket({interval}, {column_sql})", interval, width, op, bound_sql, column_type
-    )
+    start, _ = _flags(bucket_sql(interval, column_sql), interval, width, op, bound_sql, column_type)
     boundary = (
         f"SELECT * FROM {table.sql} AS {alias} WHERE ({cut}) "
         f"AND NOT coalesce({start}, false) "
@@ -249,9 +247,16 @@ def _flags(
     return f"({inside} AND {steady})", f"({live} OR (NOT {steady} AND {late}))"
 
 
+def bucket_sql(interval: str, column_sql: str) -> str:
+    """The bucket of a row: ``time_bucket``, or the row's own instant where time_bucket
+    overflows (a TIMESTAMPTZ near the minimum: DuckDB subtracts its origin in INT64). A
+    bucket of one instant is still a bucket its rows are in: the flags hold for it."""
+    return f"coalesce(try(time_bucket({interval}, {column_sql})), {column_sql})"
+
+
 def _bucket_node(cursor: duckdb.DuckDBPyConnection, interval: str, column_sql: str) -> Any:
     raw = cursor.execute(
-        "SELECT json_serialize_sql(?)", [f"SELECT time_bucket({interval}, {column_sql})"]
+        "SELECT json_serialize_sql(?)", [f"SELECT {bucket_sql(interval, column_sql)}"]
     ).fetchone()
     assert raw is not None
     return json.loads(raw[0])["statements"][0]["node"]["select_list"][0]
