@@ -11,8 +11,9 @@ A refresh then folds the appended rows in as usual and *retracts* the deleted on
 
 - count(*), count(x) and the exact sum(x) (integers as HUGEINT, DECIMAL; also avg's
   two) are invertible: the deleted rows' partials are subtracted, group by group.
-  Every incremental state keeps a hidden count(*) (a group whose rows are all gone disappears, as in a full run) and a count(x)
-  beside each sum(x) (a sum whose values are all gone is NULL, not 0);
+  Every incremental state keeps a hidden count(*) (a group whose rows are all gone
+  disappears, as in a full run) and a count(x) beside each sum(x) (a sum whose values
+  are all gone is NULL, not 0);
 - min/max are not: a group whose deleted rows reached its min (max) is recomputed from
   the table, at a snapshot pinned together with the deltas it takes (so the group is
   exact, with no row counted twice). So is a FLOAT/DOUBLE sum (and avg) that deleted
