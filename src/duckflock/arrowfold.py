@@ -17,19 +17,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .averages import Division, averages
-
 _MERGE = {"count_all": "sum", "count": "sum", "sum": "sum", "min": "min", "max": "max"}
 
 
 @dataclass(frozen=True)
 class Output:
-    """One output column: a key, a partial, or an average of two partials."""
+    """One output column: a key, a partial, or an average of two partials (a FLOAT or
+    DOUBLE sum over a count: an exact sum's avg is DuckDB's to finalise)."""
 
     kind: str  # "key", "partial" or "avg"
     index: int  # key or partial index (for avg: the sum's)
     count: int = -1  # for avg: the count's partial index
-    exact: tuple[Division, int] | None = None  # for avg of an exact sum: how DuckDB divides
 
 
 @dataclass(frozen=True)
@@ -97,9 +95,6 @@ class ArrowPlan:
                 value = state[f"__k{output.index}"]
             elif output.kind == "partial":
                 value = state[f"__p{output.index}"]
-            elif output.exact is not None:
-                total, count = state[f"__p{output.index}"], state[f"__p{output.count}"]
-                value = averages(total, count, *output.exact)
             else:
                 total = pc.cast(state[f"__p{output.index}"], pa.float64())
                 count = pc.cast(state[f"__p{output.count}"], pa.float64())

@@ -1,131 +1,76 @@
-"""avg finalised as DuckDB 1.5.5 finalises it, from an exact sum and a count.
+"""avg of integers and DECIMALs finalised by DuckDB's own avg, from an exact sum and count.
 
-DuckDB's ``avg`` of an integer or DECIMAL keeps the sum as an integer (a HUGEINT, or
-the DECIMAL's unscaled value) and divides only at the end
-(``extension/core_functions/aggregate/algebraic/avg.cpp``):
+DuckDB's ``avg`` of an integer or DECIMAL keeps its sum exact (a HUGEINT, or the
+DECIMAL's unscaled value) and divides only at the end
+(``extension/core_functions/aggregate/algebraic/avg.cpp``): in ``long double`` (x86's
+80-bit type) for most integer types, in doubles for SMALLINT; a DECIMAL's divident is
+``count * 10^scale``. A sum divided by a count in SQL (doubles) is off in the last bits.
 
-- SMALLINT and DECIMAL(≤4) (``IntegerAverageOperation``): ``double(sum) / divident``,
-  in doubles;
-- every other integer (TINYINT, INTEGER, BIGINT, the unsigned ones are cast to BIGINT or
-  HUGEINT) and DECIMAL(5…18) (``IntegerAverageOperationHugeint``/``HugeintAverage…``):
-  the HUGEINT sum converted to ``long double`` (``CastBigintToFloating``: the low and
-  high 64-bit halves), divided by ``long double`` divident, then rounded to a double;
+Rather than re-implement that division, the kept sum and count are handed to DuckDB's
+avg itself: an ``avg`` aggregate state (``AvgState``: the count as a little-endian
+``uint64``, then the sum as ``int64`` for SMALLINT, ``hugeint`` otherwise) is written
+as a BLOB, ``combine``d into an empty state of the right type and ``finalize``d. The
+layout is DuckDB 1.5.5's memory image (pinned; tests/test_exact.py holds it bit-equal
+to DuckDB's avg over random inputs).
 
-the divident being ``count``, times ``10^scale`` (a double) for a DECIMAL. ``long
-double`` is x86's 80-bit extended type: numpy's ``longdouble`` on this platform, where a
-test holds every result bit-equal to DuckDB's own avg. A sum divided by a count in
-doubles is off in the last bits.
+A DECIMAL's avg cannot export its state (it has bind data), so its sum is handed to the
+integer avg with the count multiplied by ``10^scale``: the same division while that
+product is exact, below 2^53 (DECIMAL(≤4), divided in doubles) or 2^64 (wider) — for
+scales up to 6, groups of up to 9·10^11 and 1.8·10^13 rows; wider scales run in full.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal
-from enum import StrEnum
+import re
 
-import duckdb
-import numpy as np
-import pyarrow as pa
-
-FUNCTION = "__duckflock_avg"
-_LOW = (1 << 64) - 1
-_TWO64 = np.longdouble(2.0) ** 64
-
-
-class Division(StrEnum):
-    """How DuckDB divides an exact sum by its count."""
-
-    DOUBLE = "double"  # SMALLINT, DECIMAL(≤4)
-    LONG_DOUBLE = "long double"  # other integers, DECIMAL(5…18)
+_INTEGERS = {
+    # argument type: (the avg overload whose state it fills, bytes of its sum)
+    "TINYINT": ("BIGINT", 16),
+    "SMALLINT": ("SMALLINT", 8),
+    "INTEGER": ("BIGINT", 16),
+    "BIGINT": ("BIGINT", 16),
+    "UTINYINT": ("BIGINT", 16),
+    "USMALLINT": ("BIGINT", 16),
+    "UINTEGER": ("BIGINT", 16),
+    "UBIGINT": ("HUGEINT", 16),
+}
+MAX_SCALE = 6  # DECIMAL avgs of wider scales run in full (see the module docstring)
 
 
-def division(kind: str) -> tuple[Division, int] | None:
-    """(division, scale) of DuckDB's avg over an argument of type ``kind``; None where
-    the sum is floating (a double sum divided by the count: what a query over the
-    state computes already) or not kept here (128-bit and wider DECIMAL sums)."""
+class Inexact(Exception):
+    """DuckDB's avg of this type cannot be finalised from the kept state here."""
+
+
+def final_sql(total: str, count: str, kind: str) -> str | None:
+    """SQL of DuckDB's avg over an argument of type ``kind`` from the state's exact sum
+    (``total``) and count partials; None for a floating sum (its avg is the double sum
+    over the count, which SQL over the state computes as DuckDB does). Raises
+    :class:`Inexact` for a DECIMAL of a scale over :data:`MAX_SCALE`."""
     kind = kind.upper()
-    if kind == "SMALLINT":
-        return Division.DOUBLE, 0
-    if kind in ("TINYINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"):
-        return Division.LONG_DOUBLE, 0
-    if kind.startswith("DECIMAL("):
-        width, scale = (int(part) for part in kind[len("DECIMAL(") : -1].split(","))
-        if width <= 4:
-            return Division.DOUBLE, scale
-        if width <= 18:
-            return Division.LONG_DOUBLE, scale
-    return None
+    if kind in _INTEGERS:
+        overload, width = _INTEGERS[kind]
+        return _finalised(overload, width, f"CAST({count} AS BIGINT)", f"CAST({total} AS HUGEINT)")
+    found = re.fullmatch(r"DECIMAL\((\d+),\s*(\d+)\)", kind)
+    if found is None:
+        return None
+    precision, scale = int(found.group(1)), int(found.group(2))
+    if scale > MAX_SCALE:
+        raise Inexact(f"avg() of {kind}: a scale over {MAX_SCALE}")
+    # the unscaled sum, exactly: DuckDB prints a DECIMAL with all its scale's digits
+    unscaled = f"CAST(replace(CAST({total} AS VARCHAR), '.', '') AS HUGEINT)"
+    overload, width = ("SMALLINT", 8) if precision <= 4 else ("BIGINT", 16)
+    return _finalised(overload, width, f"CAST({count} AS BIGINT) * {10**scale}", unscaled)
 
 
-def average(total: int, count: int, how: Division, scale: int) -> float:
-    """DuckDB's avg of values whose unscaled sum is ``total`` over ``count`` rows."""
-    factor = float(10**scale)  # AverageDecimalBindData keeps 10^scale as a double
-    if how is Division.DOUBLE:
-        divident = float(count) * factor if scale else float(count)
-        return float(total) / divident
-    upper, lower = total >> 64, total & _LOW
-    if upper == -1:  # CastBigintToFloating's special case for small negatives
-        value = -np.longdouble(np.uint64(_LOW - lower)) - np.longdouble(1)
-    else:
-        value = np.longdouble(np.uint64(lower)) + np.longdouble(np.int64(upper)) * _TWO64
-    long_divident = np.longdouble(np.uint64(count))
-    if scale:
-        long_divident *= np.longdouble(factor)
-    return float(value / long_divident)
+def _finalised(overload: str, width: int, count: str, total: str) -> str:
+    value = f"CAST({total} AS {'HUGEINT' if width == 16 else 'BIGINT'})"
+    state = f"from_hex({_little_endian(count, 8)} || {_little_endian(value, width)})"
+    empty = f"(SELECT avg(CAST(NULL AS {overload})) EXPORT_STATE)"
+    return f"finalize(combine({empty}, {state}))"
 
 
-def unscaled(text: str, scale: int) -> int:
-    """The unscaled integer of a sum DuckDB printed (``123.450`` at scale 3: 123450)."""
-    return int(Decimal(text).scaleb(scale))
-
-
-def averages(
-    totals: pa.Array | pa.ChunkedArray,
-    counts: pa.Array | pa.ChunkedArray,
-    how: Division,
-    scale: int,
-) -> pa.Array:
-    """:func:`average` over arrays (NULL where the count is 0 or NULL)."""
-    out: list[float | None] = []
-    for total, count in zip(totals.to_pylist(), counts.to_pylist(), strict=True):
-        if total is None or not count:
-            out.append(None)
-        else:
-            out.append(average(unscaled(str(total), scale), int(count), how, scale))
-    return pa.array(out, pa.float64())
-
-
-def final_sql(total: str, count: str, how: Division, scale: int) -> str:
-    """SQL of the avg from the state's exact sum and count partials."""
-    return (
-        f"{FUNCTION}(CAST({total} AS VARCHAR), CAST({count} AS BIGINT), "
-        f"{scale}, {'true' if how is Division.LONG_DOUBLE else 'false'})"
-    )
-
-
-def _udf(totals: pa.Array, counts: pa.Array, scales: pa.Array, longs: pa.Array) -> pa.Array:
-    """The SQL function: :func:`averages` (scale and division are final_sql's constants)."""
-    if not len(totals):
-        return pa.array([], pa.float64())
-    how = Division.LONG_DOUBLE if longs[0].as_py() else Division.DOUBLE
-    return averages(totals, counts, how, int(scales[0].as_py()))
-
-
-def register(cursor: duckdb.DuckDBPyConnection) -> None:
-    """Make :data:`FUNCTION` known to ``cursor``'s database (all its cursors share it)."""
-    try:
-        cursor.create_function(
-            FUNCTION,
-            _udf,
-            [
-                duckdb.sqltype("VARCHAR"),
-                duckdb.sqltype("BIGINT"),
-                duckdb.sqltype("INTEGER"),
-                duckdb.sqltype("BOOLEAN"),
-            ],
-            duckdb.sqltype("DOUBLE"),
-            type=duckdb.func.ARROW,
-            side_effects=False,
-        )
-    except (duckdb.NotImplementedException, duckdb.CatalogException) as exc:
-        if "already" not in str(exc):  # already there: one function per name and database
-            raise
+def _little_endian(sql: str, width: int) -> str:
+    """Hex of the integer ``sql`` as ``width`` little-endian bytes (two's complement:
+    DuckDB's to_hex gives a negative number's full width)."""
+    digits = f"lpad(to_hex({sql}), {2 * width}, '0')"
+    return f"array_to_string(list_reverse(regexp_extract_all({digits}, '..')), '')"

@@ -49,7 +49,6 @@ import pyarrow as pa
 
 from .arrowfold import ArrowPlan, Output
 from .arrowquery import lost_types, typed
-from .averages import division, register
 from .errors import BindError, QueryError, translate
 from .names import Identity, quote
 from .plans import DELTA, DISTINCT_LIMIT, STATE, Plan
@@ -139,7 +138,6 @@ def inspect(
 ) -> Shape:
     """Parse and bind ``sql``; raise for bad SQL or unknown tables; plan if possible."""
     tree = parse(cursor, sql)
-    register(cursor)  # the exact avg finaliser (duckflock.averages)
     if tree["statements"][0]["node"].get("type") is None:
         raise QueryError("an analysis must be a SELECT statement", sql=sql)
     try:
@@ -459,8 +457,8 @@ class _Planner:
             self._outputs[canonical] = Output("partial", partial)
         elif name in ("avg", "mean") and condition is None:
             last = len(self._slots.partials) - 1
-            exact = division(self._type(args[0]))
-            self._outputs[canonical] = Output("avg", last - 1, last, exact)
+            if "finalize(" not in final:  # a floating sum: pyarrow divides as DuckDB does
+                self._outputs[canonical] = Output("avg", last - 1, last)
         self._finals[canonical] = final
         return final
 
@@ -610,7 +608,17 @@ class _Planner:
             for i, kind in enumerate(state_types[len(key_names) :])
             if str(kind) in ("FLOAT", "DOUBLE")
         )
-        merged = [f"{partial.merge} AS __p{i}" for i, partial in enumerate(partials)]
+        merged = [
+            (
+                _tie_kept(i, partial.spec[0])
+                if partial.spec[0] in ("min", "max") and _several_forms(str(kind))
+                else partial.merge
+            )
+            + f" AS __p{i}"
+            for (i, partial), kind in zip(
+                enumerate(partials), state_types[len(key_names) :], strict=True
+            )
+        ]
         # a key whose equal values differ (-0.0 and 0.0, 'a' and 'A' under NOCASE): the
         # group keeps the value seen first, the state's, as a scan in order does
         shown = [
@@ -774,6 +782,16 @@ def _several_forms(kind: str) -> bool:
     """Whether equal values of DuckDB type ``kind`` can differ in form: floating
     (-0.0 = 0.0) and strings (collations), alone or nested."""
     return any(word in kind for word in ("FLOAT", "DOUBLE", "VARCHAR"))
+
+
+def _tie_kept(index: int, kind: str) -> str:
+    """The merge of a min/max partial whose equal values differ in form (-0.0 and 0.0,
+    'a' and 'A' under NOCASE): on a tie the kept state's value stays, as the first one
+    a scan in order sees does (a plain min over the union picks either)."""
+    name = f"__p{index}"
+    old, new = (f"{kind}({name}) FILTER (WHERE __d = {d})" for d in (0, 1))
+    beats = "<" if kind == "min" else ">"
+    return f"CASE WHEN {new} {beats} {old} THEN {new} ELSE coalesce({old}, {new}) END"
 
 
 def _not_running(exc: duckdb.Error) -> NotIncremental:

@@ -26,7 +26,6 @@ import pyarrow as pa
 
 from . import windows
 from .arrowquery import over_arrow
-from .averages import FUNCTION, register
 from .incremental import Shape, inspect
 from .plans import DELTA, DISTINCT_LIMIT, STATE, Plan, split
 from .results import Mailbox, Result, log
@@ -465,8 +464,6 @@ class Refresher:
         run. The commit lock is held only while the snapshot is pinned (one LIMIT 0 scan).
         """
         cursor = analysis.cursor
-        if FUNCTION in plan.build:  # a new state: on this cursor's database, maybe new
-            register(cursor)
         cursor.execute("BEGIN TRANSACTION")
         try:
             with self._commit_lock():

@@ -16,9 +16,9 @@ Why each one merges exactly (every claim checked against DuckDB 1.5.5 by experim
 
 - ``count``/``sum``/``min``/``max``/``avg``/``bool_and``/``bool_or``: associative. Sums
   keep DuckDB's own types (HUGEINT for integers, DECIMAL(38, s) for decimals: exact);
-  ``avg`` of an integer or DECIMAL is finalised from that exact sum and the count as
-  DuckDB's avg finalises it (:mod:`duckflock.averages`), of a FLOAT/DOUBLE as the
-  double sum over the count, as DuckDB does.
+  ``avg`` of an integer or DECIMAL is finalised from that exact sum and the count by
+  DuckDB's own avg (:mod:`duckflock.averages`), of a FLOAT/DOUBLE as the double sum
+  over the count, as DuckDB's does.
 - ``FILTER (WHERE c)``: the filter applies to the source rows, so to each partial.
 - ``arg_max(v, o)``/``arg_min``: DuckDB skips rows whose ``v`` or ``o`` is NULL and, on
   equal ``o``, keeps the row it saw first (a single-threaded scan sees rows in insertion
@@ -43,7 +43,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .averages import division, final_sql
+from .averages import Inexact, final_sql
 
 ARROW_KINDS = {"count_all", "count", "sum", "min", "max"}  # what arrowfold can merge
 
@@ -178,9 +178,12 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
         count = slots.add(
             _filtered(f"count({arg})", where), lambda p: f"sum({p})", spec("count", agg.plain[0])
         )
-        exact = division(agg.arg_type())
-        if exact is not None:  # an exact sum: divided as DuckDB's avg divides it
-            return f"({final_sql(total, count, *exact)})", None
+        try:
+            exact = final_sql(total, count, agg.arg_type())
+        except Inexact as why:
+            raise NotIncremental(str(why)) from why
+        if exact is not None:  # an exact sum: finalised by DuckDB's own avg
+            return f"({exact})", None
         return f"({total} / NULLIF({count}, 0))", None
     if name in ("arg_max", "arg_min", "max_by", "min_by"):
         return _arg_extreme(agg, slots), None
