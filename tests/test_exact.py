@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 import os
 from decimal import Decimal
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import duckflock
@@ -289,3 +290,91 @@ def test_avg_of_integers_and_decimals_is_exact_in_every_mode() -> None:
             assert result.mode == "incremental"
             ordered = "ORDER" in sql
             assert rows(result.table, ordered) == rows(full(db, sql), ordered), name
+
+
+# -- a property over key types x aggregates ----------------------------------------------
+
+LEVELS = ("zero", "mid", "alpha")
+COLUMNS: dict[str, st.SearchStrategy[Any]] = {
+    "d": st.sampled_from([0.0, -0.0, math.nan, math.inf, -math.inf, 1.5, -2.0]),
+    "s": st.sampled_from(["a", "A", "b", "B", "ß"]),
+    "acc": st.sampled_from(["e", "é", "E", "u", "ü"]),
+    "e": st.sampled_from(LEVELS),
+    "dec": st.sampled_from(
+        [Decimal("0"), Decimal("-0.0001"), Decimal("1.5"), Decimal("9" * 33 + ".9999")]
+    ),
+    "h": st.sampled_from([0, 1, -(2**100), 2**126, -7]),
+    "u": st.sampled_from([0, 1, 2**127, 2**64]),
+    "dt": st.sampled_from(["2026-01-01", "1970-01-01", "2026-03-29"]),
+    "ts": st.sampled_from(["2026-03-29 01:30:00", "2026-03-29 02:30:00", "1999-12-31 23:59:59"]),
+    "tz": st.sampled_from(
+        ["2026-03-29 00:30:00+00", "2026-03-29 01:30:00+01", "2026-10-25 01:00:00+02"]
+    ),
+    "iv": st.sampled_from(["1 day", "24 hours", "30 days", "1 month", "0 seconds"]),
+    "b": st.booleans(),
+    "l": st.sampled_from([[1], [1, 2], [], [2], [None]]),
+    "st": st.sampled_from([{"x": 1, "y": "a"}, {"x": 1, "y": "A"}, {"x": None, "y": "b"}]),
+}
+KEYED = sorted(COLUMNS)
+PROPERTY_TABLE = (
+    "CREATE TABLE t (seq BIGINT, v BIGINT, d DOUBLE, s VARCHAR COLLATE NOCASE, "
+    "acc VARCHAR COLLATE NOACCENT, e level, dec DECIMAL(38, 4), h HUGEINT, u UHUGEINT, "
+    "dt DATE, ts TIMESTAMP, tz TIMESTAMPTZ, iv INTERVAL, b BOOLEAN, l INTEGER[], "
+    "st STRUCT(x INTEGER, y VARCHAR COLLATE NOCASE))"
+)
+table_row = st.fixed_dictionaries(
+    {"v": st.one_of(st.none(), st.integers(-(2**62), 2**62))},
+    optional={name: st.one_of(st.none(), values) for name, values in COLUMNS.items()},
+)
+step = st.one_of(
+    st.tuples(st.just("insert"), st.lists(table_row, min_size=1, max_size=12)),
+    st.tuples(st.just("delete"), st.integers(2, 4)),
+)
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    key=st.sampled_from(KEYED),
+    other=st.sampled_from(KEYED),
+    first=st.lists(table_row, max_size=12),
+    steps=st.lists(step, min_size=1, max_size=5),
+)
+def test_property_every_key_type_and_aggregate_equals_a_full_run(
+    key: str, other: str, first: list[dict[str, Any]], steps: list[tuple[Any, ...]]
+) -> None:
+    sqls = {
+        "sums": f"SELECT {key} AS key, count(*) AS c, sum(v) AS s, avg(v) AS a, "
+        f"count({other}) AS co FROM t GROUP BY {key}",
+        "orders": f"SELECT {key} AS key, min({other}) AS lo, max({other}) AS hi, "
+        f"arg_max(seq, {other}) AS top, first({other} ORDER BY seq) AS f, "
+        f"last({other} ORDER BY seq) AS la FROM t GROUP BY {key}",
+        "distinct": f"SELECT {key} AS key, count(DISTINCT {other}) AS n FROM t GROUP BY {key}",
+        "where": f"SELECT {key} AS key, count(*) AS c, sum(v) AS s FROM t "
+        f"WHERE {other} IS NOT NULL GROUP BY {key}",
+    }
+    seq = iter(range(1, 10_000))
+
+    def numbered(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [dict(row, seq=next(seq)) for row in batch]
+
+    with duckflock.connect() as db:
+        db.execute(f"CREATE TYPE level AS ENUM {LEVELS!r}")
+        db.execute(PROPERTY_TABLE)
+        if first:
+            db.insert("t", numbered(first))
+        for name, sql in sqls.items():
+            db.analysis(name, sql)
+            db.refresh(name)
+        for kind, arg in steps:
+            if kind == "insert":
+                db.insert("t", numbered(arg))
+            else:
+                db.execute(f"DELETE FROM t WHERE seq % {arg} = 0")
+            for name, sql in sqls.items():
+                result = db.refresh(name, timeout=60)
+                assert result.error is None, result.error
+                assert rows(result.table) == rows(full(db, sql)), (name, result.reason)

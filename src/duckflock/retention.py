@@ -366,6 +366,7 @@ class Retraction:
     subtract_partials: str  # the same, DELTA being the deleted rows' partials already
     recompute: str  # over the source table and KEYS: the partials of those groups
     keys: int  # how many key columns the state has
+    recompute_all: str = ""  # recompute's query for every group (no KEYS to join)
     kinds: tuple[str, ...] = ()  # count / sum / min / max, per partial
     counts: tuple[int, ...] = ()  # per sum partial: its count(x) partial (else -1)
     rows: int = 0  # the count(*) partial
@@ -447,10 +448,12 @@ def retraction(
         semi = f" SEMI JOIN {keys_relation} AS __r ON {on}"
     group = f" GROUP BY {', '.join(keys)}" if keys else ""
     recompute = f"SELECT {', '.join(select)} FROM {source_sql}{semi}{where_sql}{group}"
+    recompute_all = f"SELECT {', '.join(select)} FROM {source_sql}{where_sql}{group}"
     return Retraction(
         subtract=subtract,
         subtract_partials=subtract_partials,
         recompute=recompute,
+        recompute_all=recompute_all,
         keys=len(keys),
         kinds=tuple(kind for kind, _ in kinds),
         counts=tuple(
@@ -496,6 +499,9 @@ def retract(
     if not settle:
         return None
     flagged = out.filter(again)
+    if flagged.num_rows == out.num_rows and retraction.recompute_all:
+        # every group (a DELETE of the oldest rows, say): one scan, no join of the keys
+        return _conform(over_arrow(cursor, retraction.recompute_all, state), state.schema)
     keys = flagged.select([f"__k{i}" for i in range(retraction.keys)])
     recomputed = over_arrow(cursor, retraction.recompute, state, deleted, keys)
     return pa.concat_tables([_conform(kept, state.schema), _conform(recomputed, state.schema)])
