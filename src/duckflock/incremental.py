@@ -780,8 +780,9 @@ class _Planner:
 
 def _several_forms(kind: str) -> bool:
     """Whether equal values of DuckDB type ``kind`` can differ in form: floating
-    (-0.0 = 0.0) and strings (collations), alone or nested."""
-    return any(word in kind for word in ("FLOAT", "DOUBLE", "VARCHAR"))
+    (-0.0 = 0.0), strings (collations) and intervals ('1 day' = '24 hours'), alone or
+    nested."""
+    return any(word in kind for word in ("FLOAT", "DOUBLE", "VARCHAR", "INTERVAL"))
 
 
 def _tie_kept(index: int, kind: str) -> str:
