@@ -263,7 +263,7 @@ def test_avg_of_integers_and_decimals_is_exact_in_every_mode() -> None:
         "plain": "SELECT g, avg(n) AS a, avg(i) AS ai FROM t GROUP BY g",  # pyarrow path
         "where": "SELECT g, avg(n) AS a, avg(d) AS ad, avg(s) AS sa FROM t WHERE g >= 0 GROUP BY g",
         "expression": "SELECT g, avg(n) * 2 AS twice, avg(d) + 1 AS ad FROM t GROUP BY g "
-        "HAVING avg(n) > 0 ORDER BY avg(n)",
+        "HAVING avg(n) > 0 ORDER BY avg(n), g",
     }
     big = [4103518836017640370, 3534075908275365165, 2777282568125235874]
     cents = [390208752048062146, 874750104663661129, 728766605435873395]
