@@ -555,21 +555,25 @@ class _Planner:
         for column in compared:
             if kind(column) not in _ARROW_COMPARES:
                 return False
-            if kind(column) == "VARCHAR" and self._collated(str(column)):
+            if kind(column) == "VARCHAR" and self._collated(quote(str(column)), self._source.sql):
                 return False
         return True
 
-    def _collated(self, column: str) -> bool:
-        """Whether DuckDB compares ``column`` (VARCHAR) other than byte by byte: a
-        collation of its own, or the default_collation. DuckDB decides, over strings
-        that every collation it has would merge (case, accents, composed forms)."""
+    def _collated(self, expr: str, relation: str) -> bool:
+        """Whether DuckDB compares ``expr`` (a VARCHAR over ``relation``) other than
+        byte by byte: a collation of its own, or the default_collation. DuckDB decides,
+        over strings that every collation it has would merge (case, accents, composed
+        forms); anything it will not compare with strings counts as collated."""
         probe = ["a", "A", "\u00e9", "e", "e\u0301"]
-        row = self._cursor.execute(
-            f"SELECT count(*) FROM (SELECT __x FROM (SELECT * FROM (SELECT {quote(column)} "
-            f"AS __x FROM {self._source.sql} LIMIT 0) UNION ALL SELECT unnest(?::VARCHAR[])) "
-            "GROUP BY __x)",
-            [probe],
-        ).fetchone()
+        try:
+            row = self._cursor.execute(
+                f"SELECT count(*) FROM (SELECT __x FROM (SELECT * FROM (SELECT ({expr}) "
+                f"AS __x FROM {relation} LIMIT 0) UNION ALL SELECT unnest(?::VARCHAR[])) "
+                "GROUP BY __x)",
+                [probe],
+            ).fetchone()
+        except duckdb.Error:
+            return True
         return row is None or row[0] != len(probe)
 
     def _assemble(
@@ -585,7 +589,8 @@ class _Planner:
         for sql, merge, spec in hidden or []:
             self._slots.add(sql, _merged_by(merge), spec)
         partials = self._slots.partials
-        keys = [f"{self._sql(g)} AS __k{i}" for i, g in enumerate(groups)]
+        keys_sql = [self._sql(g) for g in groups]
+        keys = [f"{sql} AS __k{i}" for i, sql in enumerate(keys_sql)]
         columns = [f"{partial.sql} AS __p{i}" for i, partial in enumerate(partials)]
         where_sql = f" WHERE {self._sql(where)}" if where is not None else ""
         group_sql = " GROUP BY " + ", ".join(self._sql(g) for g in groups) if groups else ""
@@ -622,8 +627,11 @@ class _Planner:
         # a key whose equal values differ (-0.0 and 0.0, 'a' and 'A' under NOCASE): the
         # group keeps the value seen first, the state's, as a scan in order does
         shown = [
-            f"arg_min({name}, __d) AS {name}" if _several_forms(str(kind)) else name
-            for name, kind in zip(key_names, state_types, strict=False)
+            f"arg_min({name}, __d) AS {name}"
+            if _several_forms(str(kind))
+            and (str(kind) != "VARCHAR" or self._collated(key, self._from_build))
+            else name
+            for name, kind, key in zip(key_names, state_types, keys_sql, strict=False)
         ]
         # __d tells the kept state's row of a group (0) from the new rows' (1): merges
         # that keep a winner let the older rows win a tie, as a scan in order does
