@@ -52,8 +52,12 @@ def lost_types(cursor: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
     relation = cursor.sql(f"SELECT * FROM ({sql}) LIMIT 0")
     names = [str(name) for name in relation.columns]
     before = [str(kind) for kind in relation.types]
-    exported = relation.to_arrow_table()  # noqa: F841 - read by the query below
-    after = [str(kind) for kind in cursor.sql("SELECT * FROM exported").types]
+    # registered, not found by a replacement scan (a locked-down config turns those off)
+    cursor.register("__duckflock_exported", relation.to_arrow_table())
+    try:
+        after = [str(kind) for kind in cursor.sql("SELECT * FROM __duckflock_exported").types]
+    finally:
+        cursor.unregister("__duckflock_exported")
     return {
         name: kind for name, kind, back in zip(names, before, after, strict=True) if kind != back
     }
