@@ -22,7 +22,8 @@ _MERGE = {"count_all": "sum", "count": "sum", "sum": "sum", "min": "min", "max":
 
 @dataclass(frozen=True)
 class Output:
-    """One output column: a key, a partial, or an average of two partials."""
+    """One output column: a key, a partial, or an average of two partials (a FLOAT or
+    DOUBLE sum over a count: an exact sum's avg is DuckDB's to finalise)."""
 
     kind: str  # "key", "partial" or "avg"
     index: int  # key or partial index (for avg: the sum's)
@@ -41,13 +42,15 @@ class ArrowPlan:
     limit: int | None
 
     def has_nan(self, state: pa.Table, delta: pa.Table) -> bool:
-        """Whether a floating column the fold reads holds NaN (the new rows' keys and
-        arguments, the state's keys and partials): there pyarrow and DuckDB differ."""
+        """Whether a floating column the fold reads holds NaN or -0.0 (the new rows' keys
+        and arguments, the state's keys and partials): there pyarrow and DuckDB differ
+        (DuckDB groups NaN with NaN and -0.0 with 0.0, ranks NaN above every number)."""
         used = {column for column in self.keys} | {c for _, c in self.partials if c}
         columns = [delta[name] for name in used if name in delta.column_names]
         columns += list(state.columns)
         return any(
-            pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py()
+            pa.types.is_floating(column.type)
+            and (pc.any(pc.is_nan(column)).as_py() or _signed_zero(column))
             for column in columns
         )
 
@@ -110,6 +113,15 @@ class ArrowPlan:
         if self.offset or self.limit is not None:
             table = table.slice(self.offset, self.limit)
         return table.rename_columns(list(self.names))
+
+
+def _signed_zero(column: pa.ChunkedArray) -> bool:
+    """Whether a floating column holds -0.0 (its sign bit set on a zero)."""
+    bits = {2: pa.int16(), 4: pa.int32(), 8: pa.int64()}[column.type.byte_width]
+    lowest = -(1 << (bits.bit_width - 1))
+    return any(
+        pc.any(pc.equal(chunk.view(bits), lowest)).as_py() for chunk in column.chunks if len(chunk)
+    )
 
 
 def _aggregate(table: pa.Table, keys: list[str], aggregations: list[tuple[Any, ...]]) -> pa.Table:

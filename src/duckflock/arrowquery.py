@@ -5,6 +5,8 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
+from .names import quote
+
 
 def over_arrow(
     cursor: duckdb.DuckDBPyConnection,
@@ -36,3 +38,41 @@ def over_arrow(
         finally:
             for name in present:
                 cursor.unregister(name)
+
+
+def lost_types(cursor: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
+    """The columns of ``sql``'s result whose DuckDB type does not come back from a trip
+    through Arrow (ENUM and structs of it read back as VARCHAR, HUGEINT as DECIMAL,
+    UUID as VARCHAR, TIMETZ as TIME…), each with the type to cast it back to.
+
+    DuckDB decides: the result's own types against those it reads from the Arrow table
+    it exports. (Collations do not travel in a type name at all; a query that needs one
+    gets it from a typed relation, see :func:`typed`.)
+    """
+    relation = cursor.sql(f"SELECT * FROM ({sql}) LIMIT 0")
+    names = [str(name) for name in relation.columns]
+    before = [str(kind) for kind in relation.types]
+    # registered, not found by a replacement scan (a locked-down config turns those off)
+    cursor.register("__duckflock_exported", relation.to_arrow_table())
+    try:
+        after = [str(kind) for kind in cursor.sql("SELECT * FROM __duckflock_exported").types]
+    finally:
+        cursor.unregister("__duckflock_exported")
+    return {
+        name: kind for name, kind, back in zip(names, before, after, strict=True) if kind != back
+    }
+
+
+def typed(relation: str, columns: list[str], lost: dict[str, str], like: str = "") -> str:
+    """``relation`` (Arrow input) as a query with ``columns`` of their DuckDB types: the
+    ``lost`` ones cast back, and, with ``like`` (a query of the same columns over the
+    original table), unioned with its empty result, whose collations the union's column
+    types then keep (a VARCHAR COLLATE NOCASE key groups 'a' with 'A' again)."""
+    select = ", ".join(
+        f"CAST({quote(name)} AS {lost[name]}) AS {quote(name)}" if name in lost else quote(name)
+        for name in columns
+    )
+    body = f"SELECT {select} FROM {relation}" if lost else f"SELECT * FROM {relation}"
+    if like:
+        body = f"SELECT * FROM (SELECT * FROM ({like}) LIMIT 0) UNION ALL {body}"
+    return f"({body})"

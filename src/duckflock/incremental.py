@@ -40,7 +40,7 @@ import copy
 import dataclasses
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,10 +48,11 @@ import duckdb
 import pyarrow as pa
 
 from .arrowfold import ArrowPlan, Output
+from .arrowquery import lost_types, typed
 from .errors import BindError, QueryError, translate
-from .names import Identity
+from .names import Identity, quote
 from .plans import DELTA, DISTINCT_LIMIT, STATE, Plan
-from .retention import hidden_partials, retraction
+from .retention import KEYS, hidden_partials, retraction
 from .sources import sources
 from .states import Aggregate, NotIncremental, Slots, plan_aggregate
 from .syntax import Reads, parse, reads, walk
@@ -60,6 +61,7 @@ from .windows import Window, sliding
 # the new rows, scanned so that no filter is pushed into the Arrow scan: pyarrow compares
 # NaN as unordered, DuckDB as greater than every number (WHERE v > 0 must keep NaN rows)
 _DELTA_ROWS = f"(SELECT * FROM {DELTA} LIMIT 9223372036854775807)"
+_NEW = "__duckflock_new"  # stands for the new rows while the FROM clause is rendered
 # partial kinds whose merge takes any number of a group's state rows (a window merges
 # its buckets by the query's keys); pick/key/sketch merge one old row with one new
 _MANY_ROWS = {"count_all", "count", "sum", "min", "max", "bool_and", "bool_or", "set", "seen"}
@@ -75,6 +77,30 @@ _ROW_LOCAL_CLASSES = {
     "BETWEEN",
 }
 
+
+# column types whose equality and order pyarrow shares with DuckDB (floats: checked for
+# NaN and -0.0 on every fold, see ArrowPlan.has_nan)
+_ARROW_COMPARES = {
+    "BOOLEAN",
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "FLOAT",
+    "DOUBLE",
+    "VARCHAR",
+    "DATE",
+    "TIME",
+    "TIMESTAMP",
+    "TIMESTAMP_S",
+    "TIMESTAMP_MS",
+    "TIMESTAMP_NS",
+    "TIMESTAMP WITH TIME ZONE",
+}
 
 # CONSISTENT in duckdb_functions() yet not the same answer every time: the local clock
 # (WHERE ts > current_localtimestamp() - INTERVAL 1 HOUR folded rows in and never let
@@ -231,7 +257,15 @@ class _Planner:
             raise NotIncremental("not a plain SELECT (set operation or VALUES)")
         if node.get("cte_map", {}).get("map"):
             raise NotIncremental("the query uses a WITH clause")
-        found = sources(self._cursor, node.get("from_table") or {}, _DELTA_ROWS, self._render)
+        found = sources(self._cursor, node.get("from_table") or {}, _NEW, self._render)
+        # the new rows as the fact table's own types (ENUM, collations…), so that keys,
+        # filters and orderings over them follow DuckDB's equality and order. Put in
+        # after the FROM clause is rendered: DuckDB does not serialise a cast to ENUM
+        whole = f"SELECT * FROM {found.fact.sql}"
+        lost = lost_types(self._cursor, whole)
+        names = [str(name) for name in self._cursor.sql(f"{whole} LIMIT 0").columns]
+        new = typed(_DELTA_ROWS, names, lost, like=whole)
+        found = dataclasses.replace(found, new=re.sub(rf'"?{_NEW}"?', lambda _: new, found.new))
         self._source, self._joined = found.fact, set(found.joined)
         fact = found.fact_node
         if fact.get("sample") or fact.get("at_clause") or node.get("sample"):
@@ -423,7 +457,8 @@ class _Planner:
             self._outputs[canonical] = Output("partial", partial)
         elif name in ("avg", "mean") and condition is None:
             last = len(self._slots.partials) - 1
-            self._outputs[canonical] = Output("avg", last - 1, last)
+            if "finalize(" not in final:  # a floating sum: pyarrow divides as DuckDB does
+                self._outputs[canonical] = Output("avg", last - 1, last)
         self._finals[canonical] = final
         return final
 
@@ -453,7 +488,7 @@ class _Planner:
         specs = [partial.spec for partial in self._slots.partials]
         if any(k is False for k in keys) or any(column is False for _, column in specs):
             return None
-        if not self._arrow_agrees(specs):
+        if not self._arrow_agrees(specs, keys):
             return None
         outputs = []
         for item in self._node.get("select_list") or []:  # the query's own, not rewritten
@@ -494,7 +529,9 @@ class _Planner:
             limit=limit,
         )
 
-    def _arrow_agrees(self, specs: list[tuple[str, str | bool | None]]) -> bool:
+    def _arrow_agrees(
+        self, specs: list[tuple[str, str | bool | None]], keys: list[str | bool]
+    ) -> bool:
         """Whether pyarrow computes what DuckDB does for these columns' types: not for
         sums of 128-bit or decimal columns (DuckDB raises on overflow, pyarrow's
         decimal128 does not). NaN, where they differ too, is checked on each fold
@@ -510,9 +547,34 @@ class _Planner:
             return types.get(str(column).lower(), "") if isinstance(column, str) else ""
 
         wide = ("HUGEINT", "UHUGEINT", "DECIMAL", "VARINT", "BIGNUM")  # pyarrow: none
-        return not any(
-            aggregate == "sum" and kind(column).startswith(wide) for aggregate, column in specs
-        )
+        if any(aggregate == "sum" and kind(column).startswith(wide) for aggregate, column in specs):
+            return False
+        # keys and min/max: only types whose equality and order pyarrow shares with
+        # DuckDB (not ENUM, nested, DECIMAL, INTERVAL, UUID…; not collated strings)
+        compared = [k for k in keys] + [c for a, c in specs if a in ("min", "max")]
+        for column in compared:
+            if kind(column) not in _ARROW_COMPARES:
+                return False
+            if kind(column) == "VARCHAR" and self._collated(quote(str(column)), self._source.sql):
+                return False
+        return True
+
+    def _collated(self, expr: str, relation: str) -> bool:
+        """Whether DuckDB compares ``expr`` (a VARCHAR over ``relation``) other than
+        byte by byte: a collation of its own, or the default_collation. DuckDB decides,
+        over strings that every collation it has would merge (case, accents, composed
+        forms); anything it will not compare with strings counts as collated."""
+        probe = ["a", "A", "\u00e9", "e", "e\u0301"]
+        try:
+            row = self._cursor.execute(
+                f"SELECT count(*) FROM (SELECT __x FROM (SELECT * FROM (SELECT ({expr}) "
+                f"AS __x FROM {relation} LIMIT 0) UNION ALL SELECT unnest(?::VARCHAR[])) "
+                "GROUP BY __x)",
+                [probe],
+            ).fetchone()
+        except duckdb.Error:
+            return True
+        return row is None or row[0] != len(probe)
 
     def _assemble(
         self,
@@ -527,7 +589,8 @@ class _Planner:
         for sql, merge, spec in hidden or []:
             self._slots.add(sql, _merged_by(merge), spec)
         partials = self._slots.partials
-        keys = [f"{self._sql(g)} AS __k{i}" for i, g in enumerate(groups)]
+        keys_sql = [self._sql(g) for g in groups]
+        keys = [f"{sql} AS __k{i}" for i, sql in enumerate(keys_sql)]
         columns = [f"{partial.sql} AS __p{i}" for i, partial in enumerate(partials)]
         where_sql = f" WHERE {self._sql(where)}" if where is not None else ""
         group_sql = " GROUP BY " + ", ".join(self._sql(g) for g in groups) if groups else ""
@@ -536,12 +599,45 @@ class _Planner:
             return f"SELECT {', '.join(keys + columns)} FROM {relation}{where_sql}{group_sql}"
 
         key_names = [f"__k{i}" for i in range(len(groups))]
-        merged = [f"{partial.merge} AS __p{i}" for i, partial in enumerate(partials)]
+        state_names = key_names + [f"__p{i}" for i in range(len(partials))]
+        try:
+            with self._empty_delta():
+                # the state comes back from Arrow: its columns cast back to their own types
+                state_types = self._cursor.sql(partial_over(self._from_delta)).types
+                state_lost = lost_types(self._cursor, partial_over(self._from_delta))
+        except duckdb.Error as exc:
+            raise _not_running(exc) from exc
+        state = typed(STATE, state_names, state_lost)
+        floating = frozenset(
+            i
+            for i, kind in enumerate(state_types[len(key_names) :])
+            if str(kind) in ("FLOAT", "DOUBLE")
+        )
+        merged = [
+            (
+                _tie_kept(i, partial.spec[0])
+                if partial.spec[0] in ("min", "max") and _several_forms(str(kind))
+                else partial.merge
+            )
+            + f" AS __p{i}"
+            for (i, partial), kind in zip(
+                enumerate(partials), state_types[len(key_names) :], strict=True
+            )
+        ]
+        # a key whose equal values differ (-0.0 and 0.0, 'a' and 'A' under NOCASE): the
+        # group keeps the value seen first, the state's, as a scan in order does
+        shown = [
+            f"arg_min({name}, __d) AS {name}"
+            if _several_forms(str(kind))
+            and (str(kind) != "VARCHAR" or self._collated(key, self._from_build))
+            else name
+            for name, kind, key in zip(key_names, state_types, keys_sql, strict=False)
+        ]
         # __d tells the kept state's row of a group (0) from the new rows' (1): merges
         # that keep a winner let the older rows win a tie, as a scan in order does
         merge_sql = (
-            f"SELECT {', '.join(key_names + merged)} FROM "
-            f"(SELECT *, 0 AS __d FROM {STATE} UNION ALL "
+            f"SELECT {', '.join(shown + merged)} FROM "
+            f"(SELECT *, 0 AS __d FROM {state} UNION ALL "
             f"SELECT *, 1 AS __d FROM ({partial_over(self._from_delta)}))"
             + (f" GROUP BY {', '.join(key_names)}" if key_names else "")
         )
@@ -580,7 +676,10 @@ class _Planner:
                 partials=partials,
                 where_sql=where_sql,
                 deleted_partials=partial_over(self._from_delta),
-                state=STATE,
+                state=state,
+                keys_relation=typed(KEYS, key_names, state_lost),
+                deltas=typed(DELTA, state_names, state_lost),
+                floating=floating,
             ),
         )
 
@@ -589,20 +688,29 @@ class _Planner:
         the new rows (a column named ``schema.table.column``) or a merge DuckDB refuses
         would otherwise fail every refresh; here it makes the analysis run in full."""
         cursor = self._cursor
-        empty = cursor.execute(f"SELECT * FROM {self._source.sql} LIMIT 0").to_arrow_table()
         try:
-            cursor.register(DELTA, empty)
-            try:
-                state = cursor.execute(self._delta_build).to_arrow_table()
-                cursor.register(STATE, state.select(list(plan.state_columns)))
-                cursor.execute(plan.refresh).fetchall()
-            finally:
-                for name in (STATE, DELTA):
+            with self._empty_delta():
+                try:
+                    state = cursor.execute(self._delta_build).to_arrow_table()
+                    cursor.register(STATE, state.select(list(plan.state_columns)))
+                    cursor.execute(plan.refresh).fetchall()
+                finally:
                     with contextlib.suppress(duckdb.Error):
-                        cursor.unregister(name)
+                        cursor.unregister(STATE)
         except duckdb.Error as exc:
-            message = str(exc).splitlines()[0]
-            raise NotIncremental(f"its refresh over new rows does not run ({message})") from exc
+            raise _not_running(exc) from exc
+
+    @contextlib.contextmanager
+    def _empty_delta(self) -> Iterator[None]:
+        """The new rows registered as none of the fact table's (to bind and probe)."""
+        cursor = self._cursor
+        empty = cursor.execute(f"SELECT * FROM {self._source.sql} LIMIT 0").to_arrow_table()
+        cursor.register(DELTA, empty)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                cursor.unregister(DELTA)
 
     def _modifiers(self, outputs: list[str]) -> tuple[str, int, int | None]:
         """ORDER BY terms over the state (output names and positions resolved to the
@@ -676,6 +784,28 @@ class _Planner:
         if not row or not isinstance(row[0], str) or not row[0].startswith(prefix):
             raise BindError("cannot render an expression of the analysis")
         return row[0][len(prefix) :]
+
+
+def _several_forms(kind: str) -> bool:
+    """Whether equal values of DuckDB type ``kind`` can differ in form: floating
+    (-0.0 = 0.0), strings (collations) and intervals ('1 day' = '24 hours'), alone or
+    nested."""
+    return any(word in kind for word in ("FLOAT", "DOUBLE", "VARCHAR", "INTERVAL"))
+
+
+def _tie_kept(index: int, kind: str) -> str:
+    """The merge of a min/max partial whose equal values differ in form (-0.0 and 0.0,
+    'a' and 'A' under NOCASE): on a tie the kept state's value stays, as the first one
+    a scan in order sees does (a plain min over the union picks either)."""
+    name = f"__p{index}"
+    old, new = (f"{kind}({name}) FILTER (WHERE __d = {d})" for d in (0, 1))
+    beats = "<" if kind == "min" else ">"
+    return f"CASE WHEN {new} {beats} {old} THEN {new} ELSE coalesce({old}, {new}) END"
+
+
+def _not_running(exc: duckdb.Error) -> NotIncremental:
+    message = str(exc).splitlines()[0]
+    return NotIncremental(f"its refresh over new rows does not run ({message})")
 
 
 def _merged_by(aggregate: str) -> Callable[[str], str]:

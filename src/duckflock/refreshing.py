@@ -283,7 +283,7 @@ class Refresher:
         """
         assert plan.retract is not None
         done = None
-        if not {"min", "max"} & set(plan.retract.kinds):
+        if plan.retract.exact:
             done = self._subtract(analysis, plan)
         if done is None:
             with self._lock:

@@ -9,14 +9,16 @@ state's snapshot is subtracted from it, one deleted before is not in it.
 
 A refresh then folds the appended rows in as usual and *retracts* the deleted ones:
 
-- count(*), count(x) and sum(x) (also avg's two) are invertible: the deleted rows'
-  partials are subtracted, group by group. Every incremental state keeps a hidden
-  count(*) (a group whose rows are all gone disappears, as in a full run) and a count(x)
-  beside each sum(x) (a sum whose values are all gone is NULL, not 0);
+- count(*), count(x) and the exact sum(x) (integers as HUGEINT, DECIMAL; also avg's
+  two) are invertible: the deleted rows' partials are subtracted, group by group.
+  Every incremental state keeps a hidden count(*) (a group whose rows are all gone
+  disappears, as in a full run) and a count(x) beside each sum(x) (a sum whose values
+  are all gone is NULL, not 0);
 - min/max are not: a group whose deleted rows reached its min (max) is recomputed from
   the table, at a snapshot pinned together with the deltas it takes (so the group is
-  exact, with no row counted twice). So is a floating sum that meets NaN or infinity,
-  where subtraction is not the inverse of addition.
+  exact, with no row counted twice). So is a FLOAT/DOUBLE sum (and avg) that deleted
+  rows touch: subtraction is not the inverse of floating addition (1e16 + 1 - 1e16 is
+  0, not 1; NaN and infinity never come back out).
 
 Anything that cannot be captured this way — a DELETE inside an explicit transaction,
 several statements, ``executemany``, ``EXPLAIN ANALYZE``, a DELETE that has its own
@@ -376,9 +378,16 @@ class Retraction:
     subtract_partials: str  # the same, DELTA being the deleted rows' partials already
     recompute: str  # over the source table and KEYS: the partials of those groups
     keys: int  # how many key columns the state has
+    recompute_all: str = ""  # recompute's query for every group (no KEYS to join)
     kinds: tuple[str, ...] = ()  # count / sum / min / max, per partial
     counts: tuple[int, ...] = ()  # per sum partial: its count(x) partial (else -1)
     rows: int = 0  # the count(*) partial
+    floating: frozenset[int] = frozenset()  # FLOAT/DOUBLE sum partials: recomputed
+
+    @property
+    def exact(self) -> bool:
+        """Whether subtraction alone settles every group (no min/max, no float sum)."""
+        return not self.floating and not {"min", "max"} & set(self.kinds)
 
 
 def retraction(
@@ -388,6 +397,9 @@ def retraction(
     where_sql: str,
     deleted_partials: str,
     state: str,
+    keys_relation: str = KEYS,
+    deltas: str = "__duckflock_delta",
+    floating: frozenset[int] = frozenset(),
 ) -> Retraction | None:
     """The queries that retract deleted rows, or None where a partial cannot take them
     (those deletes rebuild the state).
@@ -421,11 +433,11 @@ def retraction(
                 f"CASE WHEN s.__p{n} - coalesce(g.__p{n}, 0) = 0 THEN NULL "
                 f"ELSE {mine} - coalesce({gone}, 0) END AS __p{i}"
             )
-            # NaN and infinity do not subtract back out: recompute that group
-            again.append(
-                f"({gone} IS NOT NULL AND coalesce(NOT (isfinite(TRY_CAST({mine} AS DOUBLE)) "
-                f"AND isfinite(TRY_CAST({gone} AS DOUBLE))), true))"
-            )
+            if i in floating:
+                # a floating sum less the deleted values is not the sum of the values left
+                # (1e16 + 1 - 1e16 is 0, NaN and infinity do not come out at all):
+                # recompute the groups deleted rows touched
+                again.append(f"({gone} IS NOT NULL)")
         else:  # min / max: recompute the group when its extreme may have gone
             columns.append(f"{mine} AS __p{i}")
             compare = "<=" if kind == "min" else ">="
@@ -439,25 +451,28 @@ def retraction(
         f"FROM {state} AS s LEFT JOIN __gone AS g ON {join or 'true'}{alive}"
     )
     subtract = f"WITH __gone AS ({deleted_partials}) {body}"
-    subtract_partials = f"WITH __gone AS (SELECT * FROM __duckflock_delta) {body}"
+    subtract_partials = f"WITH __gone AS (SELECT * FROM {deltas}) {body}"
     select = [f"{sql} AS __k{i}" for i, sql in enumerate(keys)]
     select += [f"{sql} AS __p{i}" for i, sql in enumerate(sqls)]
     semi = ""
     if keys:
         on = " AND ".join(f"({sql}) IS NOT DISTINCT FROM __r.__k{i}" for i, sql in enumerate(keys))
-        semi = f" SEMI JOIN {KEYS} AS __r ON {on}"
+        semi = f" SEMI JOIN {keys_relation} AS __r ON {on}"
     group = f" GROUP BY {', '.join(keys)}" if keys else ""
     recompute = f"SELECT {', '.join(select)} FROM {source_sql}{semi}{where_sql}{group}"
+    recompute_all = f"SELECT {', '.join(select)} FROM {source_sql}{where_sql}{group}"
     return Retraction(
         subtract=subtract,
         subtract_partials=subtract_partials,
         recompute=recompute,
+        recompute_all=recompute_all,
         keys=len(keys),
         kinds=tuple(kind for kind, _ in kinds),
         counts=tuple(
             sqls.index(str(_count_of(sql))) if kind == "sum" else -1 for kind, sql in kinds
         ),
         rows=rows,
+        floating=floating,
     )
 
 
@@ -496,6 +511,9 @@ def retract(
     if not settle:
         return None
     flagged = out.filter(again)
+    if flagged.num_rows == out.num_rows and retraction.recompute_all:
+        # every group (a DELETE of the oldest rows, say): one scan, no join of the keys
+        return _conform(over_arrow(cursor, retraction.recompute_all, state), state.schema)
     keys = flagged.select([f"__k{i}" for i in range(retraction.keys)])
     recomputed = over_arrow(cursor, retraction.recompute, state, deleted, keys)
     return pa.concat_tables([_conform(kept, state.schema), _conform(recomputed, state.schema)])
@@ -586,9 +604,8 @@ def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table)
         if kind == "sum":
             count = column[f"__p{retraction.counts[i]}"]
             value = pc.if_else(pc.equal(count, 0), pa.scalar(None, value.type), value)
-            if pa.types.is_floating(value.type):  # infinity does not subtract back out
-                finite = pc.and_(pc.is_finite(column[f"__p{i}"]), pc.is_finite(deleted))
-                again = pc.or_(again, pc.and_(pc.is_valid(deleted), pc.invert(finite)))
+            if pa.types.is_floating(value.type):  # not exact: recompute (see retraction)
+                again = pc.or_(again, pc.is_valid(deleted))
         elif kind in ("min", "max"):
             reached = pc.less_equal if kind == "min" else pc.greater_equal
             hit = pc.fill_null(reached(deleted, value), True)

@@ -14,7 +14,11 @@ and a ``final`` expression over the merged partials: the aggregate's value.
 
 Why each one merges exactly (every claim checked against DuckDB 1.5.5 by experiment):
 
-- ``count``/``sum``/``min``/``max``/``avg``/``bool_and``/``bool_or``: associative.
+- ``count``/``sum``/``min``/``max``/``avg``/``bool_and``/``bool_or``: associative. Sums
+  keep DuckDB's own types (HUGEINT for integers, DECIMAL(38, s) for decimals: exact);
+  ``avg`` of an integer or DECIMAL is finalised from that exact sum and the count by
+  DuckDB's own avg (:mod:`duckflock.averages`), of a FLOAT/DOUBLE as the double sum
+  over the count, as DuckDB's does.
 - ``FILTER (WHERE c)``: the filter applies to the source rows, so to each partial.
 - ``arg_max(v, o)``/``arg_min``: DuckDB skips rows whose ``v`` or ``o`` is NULL and, on
   equal ``o``, keeps the row it saw first (a single-threaded scan sees rows in insertion
@@ -38,6 +42,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from .averages import Inexact, final_sql
 
 ARROW_KINDS = {"count_all", "count", "sum", "min", "max"}  # what arrowfold can merge
 
@@ -136,6 +142,8 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
         floating = kind in ("FLOAT", "DOUBLE")
         if not floating and any(word in kind for word in ("FLOAT", "DOUBLE")):
             raise NotIncremental(f"count(DISTINCT …) of {kind}: NaN inside it cannot be merged")
+        if "INTERVAL" in kind:  # list_distinct tells '1 day' from '24 hours'; DISTINCT not
+            raise NotIncremental(f"count(DISTINCT …) of {kind}: its equal forms cannot be merged")
 
         def union(p: str) -> str:
             merged = f"list_distinct(flatten(list({p})))"
@@ -172,6 +180,12 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
         count = slots.add(
             _filtered(f"count({arg})", where), lambda p: f"sum({p})", spec("count", agg.plain[0])
         )
+        try:
+            exact = final_sql(total, count, agg.arg_type())
+        except Inexact as why:
+            raise NotIncremental(str(why)) from why
+        if exact is not None:  # an exact sum: finalised by DuckDB's own avg
+            return f"({exact})", None
         return f"({total} / NULLIF({count}, 0))", None
     if name in ("arg_max", "arg_min", "max_by", "min_by"):
         return _arg_extreme(agg, slots), None
