@@ -17,10 +17,6 @@ and every value (floats by their bits). Sums are of values that add exactly in a
 ``DUCKFLOCK_DIFF_STEPS`` (default 15) sets the steps per seed, ``DUCKFLOCK_DIFF_SEEDS``
 (default 2) the seeds and ``DUCKFLOCK_DIFF_FIRST_SEED`` (default 0) the first (to split a
 long run over processes); the test prints how many comparisons it made.
-
-Shapes that fail only because of the fold's own semantics (owned by the fold work) are
-listed in ``KNOWN_WRONG``, the one place to delete them from once that lands: their
-mismatches are counted and printed, not failed.
 """
 
 from __future__ import annotations
@@ -158,21 +154,6 @@ SHAPES = {**BENCHMARK, **INCREMENTAL, **EXOTIC}
 # collations and intervals; ENUM ordering; float subtraction on retention deletes; avg of
 # integers and decimals computed in doubles). Their mismatches are counted, not failed.
 # Delete entries as the fold work lands: the tester then holds them too.
-KNOWN_WRONG: frozenset[str] = frozenset(
-    {
-        "collated key",  # 'a' and 'A' under NOCASE: one group in DuckDB
-        # ordered by the collation ('é' = 'É' under NOCASE: DuckDB returns either
-        # spelling of a tied extreme, the first it scans, like arg_max's ties)
-        "collated min/max",
-        "double key",  # -0.0 and 0.0, NaN and NaN: one group each in DuckDB
-        "float_key",  # the same, over big
-        "interval key",  # INTERVAL '1 day' = INTERVAL '24 hours' in DuckDB
-        "enum min/max",  # ENUM declaration order
-        "enum key",  # …and its ordering after a fold
-        "avg exact",  # avg of BIGINT beyond 2^53, HUGEINT, DECIMAL: computed in doubles
-        "float cancellation",  # a retention delete subtracts doubles (1e16 + 1 - 1e16 = 0)
-    }
-)
 
 
 # -- values ------------------------------------------------------------------------------
@@ -330,7 +311,6 @@ def canon(table: pa.Table) -> tuple[list[str], list[tuple[Any, ...]]]:
 class Tally:
     comparisons: int = 0
     mismatches: list[str] = field(default_factory=list)
-    known: dict[str, int] = field(default_factory=dict)
 
 
 # -- the workload -------------------------------------------------------------------------
@@ -616,9 +596,6 @@ class Workload:
             self.tally.comparisons += 1
             if got == expected:
                 continue
-            if name in KNOWN_WRONG:
-                self.tally.known[name] = self.tally.known.get(name, 0) + 1
-                continue
             mismatch = (
                 f"seed {self.seed} after {self.log[-3:]} shape {name!r} ({result.mode}: "
                 f"{result.reason}; error {result.error}):\n  incremental {got}\n  full "
@@ -648,8 +625,7 @@ def test_every_analysis_equals_a_full_run_after_every_write() -> None:
         )
     print(
         f"\ndifferential: {tally.comparisons} comparisons over {len(SHAPES)} shapes, "
-        f"{SEEDS} seeds x {STEPS} steps; {len(tally.mismatches)} mismatches; "
-        f"known-wrong (fold) mismatches: {dict(sorted(tally.known.items()))}"
+        f"{SEEDS} seeds x {STEPS} steps; {len(tally.mismatches)} mismatches"
     )
     assert not tally.mismatches, "\n".join(tally.mismatches[:10])
 
@@ -673,6 +649,4 @@ def test_float_cancellation_on_retention(path: str) -> None:
         result = db.refresh("float cancellation")
         cursor = db.execute(sql)
         same = canon(result.table) == canon(cursor.to_arrow_table())
-        if not same and "float cancellation" in KNOWN_WRONG:
-            pytest.xfail("float retraction: the fold's (KNOWN_WRONG)")
         assert same, (result.rows(), db.execute(sql).fetchall())
