@@ -25,10 +25,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from starlette.testclient import TestClient
 
 import duckflock
 import pgclients
-from duckflock.server.app import ServerSettings
+from duckflock.server.app import ServerSettings, create_app
 from duckflock.server.pgwire import PgServer, PgSettings
 from pgclients import CLIENTS
 
@@ -581,6 +582,33 @@ def test_the_http_lockdown_probes_are_refused_here_too(pg: Served, token: str, s
     assert pg.db.execute("SELECT count(*) FROM events").fetchone() == before
     evil = "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'evil'"
     assert pg.db.execute(evil).fetchone() == (0,)
+
+
+# writes that name duckflock's own schema anywhere: POST /v1/sql refuses them
+# (project.check_statement), so the Postgres port's INSERT path must too
+SCHEMA_NAMING_INSERTS = [
+    "INSERT INTO events SELECT name, 1 FROM duckflock.analyses",
+    "INSERT INTO events SELECT 1 AS duckflock, 2",
+]
+
+
+def test_an_insert_naming_the_project_schema_is_refused_as_over_http(pg: Served) -> None:
+    before = pg.db.execute("SELECT count(*) FROM events").fetchone()
+    http = TestClient(create_app(pg.db, service=pg.server.service))  # one app per service
+    for sql in SCHEMA_NAMING_INSERTS:
+        answer = http.post(
+            "/v1/sql", json={"sql": sql}, headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+        assert answer.status_code == 403, answer.text
+        for token in (WRITE, ADMIN):
+            with psycopg.connect(pgclients.dsn(pg.port, token), autocommit=True) as conn:
+                for prepare in (False, True):  # the simple and the extended protocol
+                    with pytest.raises(psycopg.Error) as refused:
+                        conn.execute(sql, prepare=prepare) if prepare else conn.execute(sql)
+                    assert refused.value.sqlstate == "42501", refused.value
+                    assert answer.json()["error"]["message"] in str(refused.value)
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert pg.db.execute("SELECT count(*) FROM events").fetchone() == before
 
 
 def test_settings_and_transactions_are_the_sessions_own(pg: Served) -> None:

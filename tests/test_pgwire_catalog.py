@@ -18,13 +18,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import psycopg
 import pytest
+from starlette.testclient import TestClient
 
 import duckflock
 import pgclients
 from duckflock.server.app import ServerSettings
 from duckflock.server.pgwire import PgServer, PgSettings, catalog, types
+from duckflock.server.serve import prepare
 
 READ = "catalog-read-token-0123456789"
 # spelled so that DuckDB and PostgreSQL both take it, with the same meaning
@@ -314,6 +317,47 @@ def test_analysis_oids_are_stable_and_distinct() -> None:
     assert len(set(oids.values())) == len(names)
     assert catalog.analysis_oids(list(reversed(names))) == oids  # any order: the same
     assert all(0 < oid < 2**31 for oid in oids.values())  # clients read OIDs as int4
+
+
+def test_a_refused_analysis_is_left_out_of_every_listing(tmp_path: Any) -> None:
+    # a definition edited into the file offline is refused by the guard at start: it
+    # has no table to list, and listing it must not break the catalog for everyone
+    import sqlalchemy as sa
+
+    path = tmp_path / "refused.duckdb"
+    with duckflock.connect(path) as db:
+        db.execute("CREATE TABLE t (v INTEGER)")
+        db.analysis("legit", "SELECT count(*) AS n FROM t")
+    with duckdb.connect(str(path)) as raw:
+        raw.execute(
+            "INSERT INTO duckflock.analyses (name, sql, on_change, min_interval) "
+            "VALUES ('evil', $$SELECT * FROM read_text('/etc/passwd')$$, false, 0)"
+        )
+    settings = ServerSettings(tokens={READ: "read"})
+    db, app = prepare(str(path), settings, None, "127.0.0.1", pg=PgSettings(port=0))
+    with db, TestClient(app):
+        assert db.result("legit", min_version=1, timeout=30) is not None
+        assert {a["name"]: a["mode"] for a in db.analyses()}["evil"] == "refused"
+        port = app.state.pg.port
+        where = ["-h", "127.0.0.1", "-p", str(port), "-U", "duckflock", "duckflock"]
+        listed = [row[:2] for row in _cells(_psql(where, "\\dt *.*", password=READ))]
+        assert ("analyses", "legit") in listed and ("analyses", "evil") not in listed
+        with psycopg.connect(pgclients.dsn(port, READ), autocommit=True) as conn:
+            relations = conn.execute("SELECT relname FROM pg_catalog.pg_class").fetchall()
+            tables = conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                ["analyses"],
+            ).fetchall()
+        assert ("legit",) in relations and ("evil",) not in relations
+        assert tables == [("legit",)]
+        engine = sa.create_engine(
+            f"postgresql+psycopg://duckflock:{READ}@127.0.0.1:{port}/duckflock",
+            poolclass=sa.pool.NullPool,
+        )
+        try:
+            assert sa.inspect(engine).get_table_names(schema="analyses") == ["legit"]
+        finally:
+            engine.dispose()
 
 
 def test_the_wires_array_types_are_the_type_tables() -> None:

@@ -30,6 +30,7 @@ from typing import Any
 import duckdb
 
 from ...database import Database
+from ...errors import UnknownAnalysisError
 from ...wide import readable
 from . import types
 from .catalog_functions import FUNCTIONS
@@ -140,9 +141,19 @@ def analysis_oids(names: list[str]) -> dict[str, int]:
 
 def _register_analyses(cursor: duckdb.DuckDBPyConnection, db: Database) -> None:
     """Each analysis with a result as an empty view of its columns, and a table naming
-    them (its name, OID, column and row counts)."""
-    results = [db.result(str(status["name"])) for status in db.analyses()]
-    found = [r for r in results if r is not None]  # no columns before a first result
+    them (its name, OID, column and row counts). A refused definition (edited into the
+    file offline, never run: ``refused`` set) has no result and is left out, as is one
+    dropped since it was listed."""
+    found = []
+    for status in db.analyses():
+        if status["refused"] is not None:
+            continue
+        try:
+            result = db.result(str(status["name"]))
+        except UnknownAnalysisError:
+            continue  # dropped meanwhile
+        if result is not None:  # no columns before a first result
+            found.append(result)
     oids = analysis_oids([r.name for r in found])
     rows: list[tuple[str, str, int, int, int]] = []
     for result in found:

@@ -23,6 +23,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from ... import project
 from ...errors import AnalysisError, ParserError, QueryRefusedError, translate
 from ...names import Resolver
 from ...syntax import walk
@@ -274,7 +275,11 @@ class Executor:
         return Outcome.table("SELECT", table, ["VARCHAR"] * table.num_columns)
 
     def insert(self, sql: str, params: Any, role: str, *, client: str) -> Outcome:
-        """``INSERT INTO t [(cols)] VALUES … | SELECT …`` through the group-commit writer."""
+        """``INSERT INTO t [(cols)] VALUES … | SELECT …`` through the group-commit writer.
+
+        The whole statement passes the rule ``POST /v1/sql`` asks first: its SELECT
+        alone is a read, and ``db.insert`` sees only the target."""
+        project.check_statement(sql)  # duckflock's own schema: through the analyses API only
         match = _INSERT.fullmatch(sql)
         if match is None or _NOT_APPEND.search(match.group(3)):
             if allows(role, "admin"):
