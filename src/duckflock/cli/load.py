@@ -29,7 +29,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .. import loading
+from .. import loading, project
 from ..errors import DuckflockError, RowRejectedError
 from ..loads import ChunkRejectedError, insert_all
 from . import rejects, render, targets
@@ -150,6 +150,12 @@ def load(
     shown = "stdin" if file == "-" else file
     with _readable(file, fmt) as (path, kind), _naming(shown):
         name, wanted = targets.table_name(table)
+        if project.names_schema(name):  # the rule every write asks (loads.insert_all too)
+            raise click.BadParameter(
+                f"{table!r} names {project.SCHEMA!r}, duckflock's own schema: no load writes "
+                "it; load into a table of another schema",
+                param_hint="TABLE",
+            )
         if targets.is_url(target):
             with targets.client(target, token) as remote:
                 exists = any(targets.same_table(t["name"], wanted) for t in remote.tables())
