@@ -138,7 +138,8 @@ def load(
     naming its line and column, and TABLE stays as it was. --rejects FILE loads the
     good rows and writes each bad line there with its reason; --chunked commits chunk
     by chunk. On a server, all or nothing means one request (64 MiB of Arrow at most);
-    larger files need --chunked or --rejects.
+    larger files need --chunked or --rejects. As in DuckDB's read_csv, only an empty
+    CSV field is NULL (NaN, NULL, N/A are values); a line that is not UTF-8 is a bad line.
 
     \b
     duckflock load events.duckdb readings readings.csv.gz --pk id
