@@ -449,3 +449,26 @@ def test_csv_writes_lists_structs_and_maps_as_json(tmp_path: Path) -> None:
         '1,"[1, 2]","{""a"": ""x""}","{""k"": 3}"',
         "2,,,",
     ]
+
+
+def test_arguments_that_are_not_utf8_are_one_line_errors(tmp_path: Path) -> None:
+    path = make_db(tmp_path / "a.duckdb")
+    ab = tmp_path / "ab.csv"
+    ab.write_text("p,i,note\n1,2,x\n")
+    odd_file = tmp_path / os.fsdecode(b"f\xff.csv")  # a legal file name, not UTF-8
+    odd_file.write_text("p,i,note\n1,2,x\n")
+    # Python reads each byte that is not UTF-8 as a lone surrogate ('\udcff' for 0xff)
+    for args in (
+        ("analysis", "define", str(path), "q7\udcff", "SELECT 1"),
+        ("load", str(path), "t\udcff", str(ab)),
+        ("load", str(path), "events", str(odd_file)),
+        ("query", str(path), "SELECT '\udcff'"),
+    ):
+        run = cli_run(*args)
+        assert run.returncode == 2, (args, run.stderr)
+        assert "Traceback" not in run.stderr
+        [line] = run.stderr.strip().splitlines()
+        assert "is not UTF-8: byte 0xff" in line
+        assert "\\xff" in line  # the argument shown, its bad byte escaped
+    with duckflock.connect(path, read_only=True, restore_analyses=False) as db:
+        assert db.execute("SELECT count(*) FROM events").fetchall() == [(3,)]

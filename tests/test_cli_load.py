@@ -7,8 +7,14 @@ import io
 import json
 from pathlib import Path
 
+import duckdb
+import httpx
+import pytest
+
 import duckflock
 from conftest import ServerProcess
+from duckflock import loading
+from duckflock.loads import insert_all
 from test_cli import cli_run, make_db
 
 # line 1 header; 4: too few fields; 5-6: one record over two lines; 7: too many fields;
@@ -128,3 +134,92 @@ def test_load_on_a_server_is_one_atomic_request(server: ServerProcess, tmp_path:
     assert [(r["line"], r["text"]) for r in rejects_of(rejects)] == [("302", "2,two,b")]
     with server.client() as client:
         assert client.execute("SELECT count(*) FROM events WHERE p = 2").fetchone() == (300,)
+
+
+# the spellings pyarrow reads as NULL by default, and values DuckDB reads as floats
+NULLISH = (
+    'id,name,v\n1,NULL,NaN\n2,nan,nan\n3,N/A,inf\n4,"",-Infinity\n5,,\n6,null,"NaN"\n'
+    "7,#N/A,-inf\n8, ,1.5\n"
+)
+SEEN = "SELECT id, name, name IS NULL, v::VARCHAR, v IS NULL FROM {} ORDER BY id"
+
+
+def test_csv_values_are_null_only_where_duckdbs_read_csv_says(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    nullish = tmp_path / "nullish.csv"
+    nullish.write_text(NULLISH)
+    with duckdb.connect() as con:  # the oracle: DuckDB reading the file by itself
+        expected = con.execute(SEEN.format("read_csv(?)"), [str(nullish)]).fetchall()
+    path = tmp_path / "n.duckdb"
+    assert cli_run("load", str(path), "t", str(nullish)).returncode == 0
+    assert rows_of(path, SEEN.format("t")) == expected
+    rejects = tmp_path / "rejects.csv"  # read record by record by Python's csv module
+    run = cli_run("load", str(path), "kept", str(nullish), "--rejects", str(rejects))
+    assert run.returncode == 0, run.stderr
+    assert rows_of(path, SEEN.format("kept")) == expected
+    run = cli_run("load", server.url, "t", str(nullish))  # to a server, as Arrow
+    assert run.returncode == 0, run.stderr
+    with server.client() as client:
+        assert client.execute(SEEN.format("t")).fetchall() == expected
+        client.run("CREATE TABLE posted AS FROM t LIMIT 0")
+    posted = httpx.post(  # the rows route reads a CSV body itself
+        f"{server.url}/v1/tables/posted/rows",
+        content=NULLISH.encode(),
+        headers={"Content-Type": "text/csv"},
+        timeout=30,
+    )
+    assert posted.status_code == 200, posted.text
+    with server.client() as client:
+        assert client.execute(SEEN.format("posted")).fetchall() == expected
+
+
+def test_load_never_writes_duckflocks_own_schema(tmp_path: Path) -> None:
+    path = tmp_path / "own.duckdb"
+    with duckflock.connect(path) as db:
+        db.analysis("q", "SELECT 1 AS x")  # makes duckflock.analyses
+    before = rows_of(path, "SELECT * FROM duckflock.analyses")
+    ab = tmp_path / "ab.csv"
+    ab.write_text("a,b\n1,2\n")
+    for table in ("duckflock.evil", '"DuckFlock".x', "DUCKFLOCK.analyses", "own.duckflock.y"):
+        for extra in ((), ("--rejects", str(tmp_path / "r.csv")), ("--chunked",)):
+            run = cli_run("load", str(path), table, str(ab), *extra)
+            assert run.returncode == 2, (table, extra, run.stderr)
+            assert "duckflock's own schema" in run.stderr
+            assert "Traceback" not in run.stderr
+    schemas = "SELECT DISTINCT table_schema, table_name FROM information_schema.tables"
+    assert rows_of(path, schemas) == [("duckflock", "analyses")]
+    assert rows_of(path, "SELECT * FROM duckflock.analyses") == before
+    # the library's all-or-nothing insert asks the same rule, for a table that exists too
+    with duckflock.connect(path) as db:
+        chunk = next(loading.chunks_of(str(ab), "csv", 10))
+        for create in ('CREATE TABLE "duckflock"."z" (a BIGINT, b BIGINT)', None):
+            with pytest.raises(duckflock.QueryRefusedError, match="duckflock's own"):
+                insert_all(db, '"duckflock"."analyses"', [chunk], create=create)
+    assert rows_of(path, "SELECT * FROM duckflock.analyses") == before
+
+
+def test_a_line_that_is_not_utf8_is_a_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "u.duckdb"
+    with duckflock.connect(path) as db:
+        db.execute("CREATE TABLE t (id INTEGER, name VARCHAR, v DOUBLE)")
+    bad = tmp_path / "badutf.csv"
+    bad.write_bytes(b"id,name,v\n3,c\xff\xfe,1\n4,d,2\n")
+    bad_json = tmp_path / "badutf.ndjson"  # pyarrow's JSON reader took such bytes as text
+    bad_json.write_bytes(b'{"id": 4, "name": "d", "v": 2}\n{"id": 3, "name": "c\xff"}\n')
+    for source in (bad, bad_json):
+        run = cli_run("load", str(path), "t", str(source))  # all or nothing: names the line
+        assert run.returncode == 1
+        assert f"{source.name}, line 2: not UTF-8: byte 0xff" in run.stderr
+        assert "Traceback" not in run.stderr
+        assert rows_of(path, "SELECT count(*) FROM t") == [(0,)]
+        rejects = tmp_path / f"{source.name}.rejects"
+        run = cli_run("load", str(path), "t", str(source), "--rejects", str(rejects))
+        assert run.returncode == 0, run.stderr
+        written = rejects_of(rejects)
+        assert [r["line"] for r in written] == ["2"]
+        assert written[0]["reason"].startswith("not UTF-8: byte 0xff")
+        assert "\\xff" in written[0]["text"]  # the bad byte shown, the file still UTF-8
+        assert rows_of(path, "SELECT id, name FROM t") == [(4, "d")]  # not 'c\ufffd\ufffd'
+        with duckflock.connect(path) as db:
+            db.execute("DELETE FROM t")

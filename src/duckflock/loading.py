@@ -3,8 +3,10 @@
 pyarrow streams each format (gzip- or zstd-compressed too: ``rows.csv.gz``,
 ``events.ndjson.zst``), so memory stays at about one chunk whatever the file's size.
 CSV values stay text: DuckDB casts them to the table's column types on insert, so a bad
-value is reported by the insert with its row. Each chunk knows the file line of its
-first row, so an error can name the line, not the row within a chunk.
+value is reported by the insert with its row. Only an empty field is NULL, as in
+DuckDB's own ``read_csv`` (:data:`CSV_NULLS`): ``NaN``, ``NULL`` or ``N/A`` stay text.
+Each chunk knows the file line of its first row, so an error can name the line, not
+the row within a chunk. A line that is not UTF-8 is a bad line, named like any other.
 
 A table that does not exist yet takes the schema DuckDB infers from the file
 (:func:`inferred_columns`), read by DuckDB's own CSV sniffer / JSON and Parquet readers.
@@ -15,10 +17,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import duckdb
 import pyarrow as pa
@@ -40,6 +43,21 @@ FORMATS = {
 COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 
 _HEADER_BYTES = 1 << 20  # a CSV header longer than this is not a header
+# What a CSV field reads as NULL: the empty field only (quoted too), as DuckDB's own
+# read_csv reads it by default. pyarrow's default list ("NaN", "nan", "NULL", "N/A",
+# "null", "#N/A" …) made a NaN NULL; DuckDB reads it as NaN, "NULL" as the text NULL.
+CSV_NULLS = frozenset({""})
+
+
+def csv_convert_options(header: Sequence[str]) -> pa_csv.ConvertOptions:
+    """pyarrow's CSV reading for every reader of CSV (files and request bodies):
+    each of ``header``'s columns as text, NULL only for :data:`CSV_NULLS`."""
+    return pa_csv.ConvertOptions(
+        column_types=dict.fromkeys(header, pa.string()),
+        null_values=sorted(CSV_NULLS),
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -181,9 +199,7 @@ def chunks_of(
                 stream,
                 read_options=pa_csv.ReadOptions(block_size=1 << 22),
                 parse_options=pa_csv.ParseOptions(delimiter=_delimiter(path)),
-                convert_options=pa_csv.ConvertOptions(
-                    column_types=dict.fromkeys(header, pa.string()), strings_can_be_null=True
-                ),
+                convert_options=csv_convert_options(header),
             )
             first_line = 2  # line 1: the header
         else:
@@ -203,7 +219,8 @@ def chunks_of(
 
 
 Record = tuple[int, str, "list[str] | dict[str, Any] | BadLine"]  # (line, text, value)
-_NULLS = frozenset(pa_csv.ConvertOptions().null_values)  # what pyarrow's reader reads as NULL
+# a byte that is not UTF-8, as the surrogateescape error handler reads it
+_NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
 
 def _records(path: str, kind: str) -> Iterator[tuple[list[str] | None, Record, int]]:
@@ -211,10 +228,20 @@ def _records(path: str, kind: str) -> Iterator[tuple[list[str] | None, Record, i
     width is a :class:`BadLine`."""
     raw, stream = _open(path)
     try:
-        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
+        # a byte that is not UTF-8 reads as a lone surrogate, found below: its line is bad
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
         records = _csv_records(text, _delimiter(path)) if kind == "csv" else _json_records(text)
         header: list[str] | None = None
         for line, raw_text, value in records:
+            not_utf8 = _NOT_UTF8.search(raw_text)
+            if not_utf8 is not None and not isinstance(value, BadLine):
+                data = raw_text.encode("utf-8", "surrogateescape")
+                at = len(raw_text[: not_utf8.start()].encode("utf-8", "surrogateescape"))
+                reason = f"not UTF-8: byte 0x{data[at]:02x} at byte {at + 1} of the line"
+                if header is None and kind == "csv":
+                    raise BadFileError(path, line, f"the header is {reason}")
+                # the text as valid UTF-8 still: each bad byte written \xff
+                value = BadLine(line, reason, data.decode("utf-8", "backslashreplace"))
             if isinstance(value, list):
                 if header is None:
                     header = value
@@ -308,11 +335,11 @@ def _json_records(text: io.TextIOWrapper) -> Iterator[Record]:
 def _chunk_of(pending: list[Record], header: list[str] | None, first: int, position: int) -> Chunk:
     values = [value for _, _, value in pending]
     if header is not None:  # CSV: every value as text, DuckDB casts it on insert
+        fields = cast("list[list[str]]", values)
         table = pa.table(
             {
                 name: pa.array(
-                    [None if row[i] in _NULLS else row[i] for row in values],  # type: ignore[index]
-                    pa.string(),
+                    [None if row[i] in CSV_NULLS else row[i] for row in fields], pa.string()
                 )
                 for i, name in enumerate(header)
             }
@@ -331,6 +358,9 @@ def _rechunk(
     count = 0
     done = 0
     for batch in reader:
+        # pyarrow's JSON reader takes bytes that are not UTF-8 into its strings (its CSV
+        # reader refuses them); DuckDB would refuse them later, and with no line
+        batch.validate(full=True)
         pending.append(batch)
         count += batch.num_rows
         while count >= rows:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
+from . import project
 from .appends import column_in
 from .errors import QueryError, RowRejectedError
 from .loading import Chunk
@@ -44,9 +45,11 @@ class ChunkRejectedError(Exception):
 
 def _append(cursor: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
     columns = ", ".join(quote(name) for name in data.column_names)
+    sql = f"INSERT INTO {table} ({columns}) SELECT * FROM {_VIEW}"
+    project.check_statement(sql)  # the raw cursor asks nothing: duckflock's schema is not written
     cursor.register(_VIEW, data)
     try:
-        cursor.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM {_VIEW}")
+        cursor.execute(sql)
     finally:
         cursor.unregister(_VIEW)
 
@@ -61,8 +64,12 @@ def insert_all(
 ) -> int:
     """Append every chunk to ``table`` (quoted SQL) in one transaction, after ``create``
     (DDL making the table) when given; the rows appended. ``on_chunk(chunk, rows so
-    far)`` follows each chunk. Raises :class:`ChunkRejectedError` for a refused row, or
-    what reading ``chunks`` raises, with nothing committed."""
+    far)`` follows each chunk. Raises :class:`ChunkRejectedError` for a refused row,
+    :class:`QueryRefusedError` for a table in duckflock's own schema
+    (:func:`project.check_statement`), or what reading ``chunks`` raises, with nothing
+    committed."""
+    if create is not None:
+        project.check_statement(create)  # not a table in duckflock's own schema
     failed: list[tuple[Chunk, duckdb.Error]] = []
 
     def load(cursor: duckdb.DuckDBPyConnection) -> int:

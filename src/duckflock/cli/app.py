@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import click
@@ -330,9 +332,27 @@ duckflock analysis drop "$DUCKFLOCK_URL" total
 """
 
 
+def utf8_arguments(arguments: list[str]) -> None:
+    """A usage error for an argument that is not UTF-8 (Python reads its bytes as lone
+    surrogates): names, SQL and paths reach DuckDB, JSON and HTTP as UTF-8 text, where
+    such a string fails with a traceback far from the argument."""
+    for number, argument in enumerate(arguments, start=1):
+        try:
+            argument.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            data = os.fsencode(argument)
+            at = len(os.fsencode(argument[: exc.start]))
+            shown = data.decode("utf-8", "backslashreplace")
+            raise click.UsageError(
+                f"argument {number} ({shown}) is not UTF-8: byte 0x{data[at]:02x} at byte "
+                f"{at + 1}; names, SQL and file paths must be UTF-8 text"
+            ) from None
+
+
 def main() -> None:
     """Console-script entry point: duckflock errors print as one line, exit 1."""
     try:
+        utf8_arguments(sys.argv[1:])
         cli(standalone_mode=False)
     except click.exceptions.Abort:
         raise SystemExit(130) from None

@@ -29,7 +29,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .. import loading
+from .. import loading, project
 from ..errors import DuckflockError, RowRejectedError
 from ..loads import ChunkRejectedError, insert_all
 from . import rejects, render, targets
@@ -138,7 +138,8 @@ def load(
     naming its line and column, and TABLE stays as it was. --rejects FILE loads the
     good rows and writes each bad line there with its reason; --chunked commits chunk
     by chunk. On a server, all or nothing means one request (64 MiB of Arrow at most);
-    larger files need --chunked or --rejects.
+    larger files need --chunked or --rejects. As in DuckDB's read_csv, only an empty
+    CSV field is NULL (NaN, NULL, N/A are values); a line that is not UTF-8 is a bad line.
 
     \b
     duckflock load events.duckdb readings readings.csv.gz --pk id
@@ -150,6 +151,12 @@ def load(
     shown = "stdin" if file == "-" else file
     with _readable(file, fmt) as (path, kind), _naming(shown):
         name, wanted = targets.table_name(table)
+        if project.names_schema(name):  # the rule every write asks (loads.insert_all too)
+            raise click.BadParameter(
+                f"{table!r} names {project.SCHEMA!r}, duckflock's own schema: no load writes "
+                "it; load into a table of another schema",
+                param_hint="TABLE",
+            )
         if targets.is_url(target):
             with targets.client(target, token) as remote:
                 exists = any(targets.same_table(t["name"], wanted) for t in remote.tables())

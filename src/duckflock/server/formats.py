@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from ..errors import RequestError, UnsupportedMediaTypeError
+from ..loading import csv_convert_options
 from ..results import Result
 from . import values
 
@@ -200,10 +201,7 @@ def _csv(body: bytes) -> pa.Table:
         header = next(csv.reader([first_line]))
         return pa_csv.read_csv(
             io.BytesIO(body),
-            convert_options=pa_csv.ConvertOptions(
-                column_types=dict.fromkeys(header, pa.string()),
-                strings_can_be_null=True,
-            ),
+            convert_options=csv_convert_options(header),  # NULL as DuckDB's read_csv
         )
     except (pa.ArrowInvalid, UnicodeDecodeError, StopIteration, csv.Error) as exc:
         raise RequestError(f"malformed CSV: {exc}") from exc
