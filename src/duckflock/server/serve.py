@@ -268,7 +268,8 @@ def serve(
         timeout_keep_alive=5,
         timeout_graceful_shutdown=max(1, int(shutdown_timeout // 3)),
     )
-    redaction.install()  # uvicorn's handlers exist now: every one of them hides secrets
+    # uvicorn's handlers exist now: every one of them hides secrets, the known tokens too
+    redaction.install(app.state.service.settings.all_tokens())
     if app.state.pg is not None:  # uvicorn's logging is configured now: say it beside its own
         where = f"{host}:{app.state.pg.port}"
         logging.getLogger("uvicorn.error").info("Postgres protocol on %s", where)
