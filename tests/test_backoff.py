@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from duckflock.server.backoff import Backoff, Door, Refused
-from duckflock.server.redaction import RedactingFilter, redact
+from duckflock.server.redaction import RedactingFilter, redact, remember
 
 
 class Clock:
@@ -111,6 +111,11 @@ def test_a_failure_is_logged_without_the_token(caplog: pytest.LogCaptureFixture)
         "GET /v1/tables?access%5Ftoken=SECRET HTTP/1.1",
         "GET /v1/tables?a=1&%61ccess%5ftoken=SECRET&b=2 HTTP/1.1",
         "GET /v1/tables?ACCESS_TOKEN=SECRET",
+        # spellings the server does not take as a token, but whose value may be one
+        "GET /v1/tables?access_token%3DSECRET HTTP/1.1",
+        "GET /v1/tables?access+token=SECRET HTTP/1.1",
+        "GET /v1/tables?;access_token=SECRET HTTP/1.1",
+        "GET /v1/tables?access_token[]=SECRET HTTP/1.1",
         "Authorization: Bearer SECRET",
         "cannot open postgresql://user:SECRET@host/db",
         "ducklake:postgres:dbname=x password=SECRET host=y",
@@ -118,6 +123,32 @@ def test_a_failure_is_logged_without_the_token(caplog: pytest.LogCaptureFixture)
 )
 def test_redaction_hides_secrets_however_spelled(line: str) -> None:
     assert "SECRET" not in redact(line)
+
+
+KNOWN = "known-token/+&=0123456789"  # a configured token, with URL-special characters
+KNOWN_ENCODED = "known-token%2F%2B%26%3D0123456789"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"GET /v1/tables?access_token%3D{KNOWN_ENCODED} HTTP/1.1",
+        f"GET /v1/tables?access+token={KNOWN_ENCODED} HTTP/1.1",
+        f"GET /v1/tables?;access_token={KNOWN} HTTP/1.1",
+        f"GET /v1/tables?access_token[]={KNOWN} HTTP/1.1",
+        f"GET /v1/tables?anything={KNOWN_ENCODED}&b=2 HTTP/1.1",
+        f"GET /v1/tables/{KNOWN_ENCODED.replace('k', '%6B')} HTTP/1.1",
+        "GET /v1/tables?x=%6Bnown-token/+%26=0123456789 HTTP/1.1",  # split over pieces
+        f"GET /v1/tables?x={KNOWN.replace('+', '%2B')} HTTP/1.1",
+        f"a header: {KNOWN}",
+    ],
+)
+def test_a_known_token_is_hidden_whatever_carries_it(line: str) -> None:
+    remember([KNOWN])
+    cleaned = redact(line)
+    assert "<hidden>" in cleaned
+    for spelling in (KNOWN, KNOWN_ENCODED, "0123456789"):
+        assert spelling not in cleaned, cleaned
 
 
 def test_the_filter_cleans_arguments_apart_and_tracebacks() -> None:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pytest
 
+import duckflock
 from conftest import ServerProcess, free_port
 from test_cli import cli_run, make_db
 
@@ -84,6 +86,24 @@ def test_errors_say_what_to_do_next(tmp_path: Path) -> None:
             assert "Traceback" not in run.stderr
     finally:
         assert process.stop() == 0
+
+
+def test_a_password_in_the_url_never_reaches_an_error_or_the_screen() -> None:
+    # before: `cannot reach http://user:SECRETPW@127.0.0.1:…` printed the password
+    url = f"http://user:SECRETPW@127.0.0.1:{free_port()}"
+    for args in (("query", url, "SELECT 1"), ("tables", url), ("status", url)):
+        away = cli_run(*args)
+        assert away.returncode == 1
+        assert "TransportError: cannot reach http://user:…@127.0.0.1:" in away.stderr, args
+        assert "SECRETPW" not in away.stdout + away.stderr, args
+    client = duckflock.Client(url, timeout=5)
+    try:
+        assert "SECRETPW" not in repr(client)
+        with pytest.raises(duckflock.TransportError) as caught:
+            client.health()
+        assert "SECRETPW" not in str(caught.value)
+    finally:
+        client.close()
 
 
 def test_query_writes_arrow_and_json_as_duckdb_reads_them(tmp_path: Path) -> None:

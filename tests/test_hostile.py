@@ -35,6 +35,7 @@ import pytest
 
 import pgclients
 from conftest import ServerProcess, free_port
+from duckflock.server.settings import ListenSettings, default
 
 ROUNDS = max(1, int(os.environ.get("DUCKFLOCK_HOSTILE_ROUNDS", "1")))
 READ, WRITE, ADMIN = "read-token-0123456789", "write-token-0123456789", "admin-token-0123456789"
@@ -169,6 +170,42 @@ def test_an_announced_64_mib_sasl_response_is_refused_before_it_is_read(
         assert client.query("SELECT 1") == [(1,)]
 
 
+def test_a_mebibyte_of_one_header_is_refused_with_431_and_closed(served: ServerProcess) -> None:
+    # before: httptools buffered one header line however long it grew (60 MB a connection;
+    # 10 connections from one address took the server from 191 to 531 MB) until the 10 s
+    # header deadline; now the bytes before the headers end are capped
+    cap = default(ListenSettings, "max_header_bytes")
+    head = b"GET /v1/tables HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: "
+    for _ in range(ROUNDS):
+        sock = _connect(served.port, ATTACKER)
+
+        def flood(sock: socket.socket = sock) -> None:
+            try:
+                sock.sendall(head)
+                for _ in range(16):  # 1 MiB, no CRLF
+                    sock.sendall(b"a" * 2**16)
+            except OSError:
+                pass  # the server closed the connection: what it should do
+
+        sender = threading.Thread(target=flood)
+        try:
+            started = time.monotonic()
+            sender.start()
+            answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 431 "), answer
+            assert f"over {cap} bytes".encode() in answer  # the limit is named
+            assert _closed_at_once(sock)
+            assert time.monotonic() - started < 8  # not the 10 s header deadline
+        finally:
+            sender.join(timeout=30)
+            sock.close()
+    # headers under the cap are served as before, on a fresh connection
+    with httpx.Client(base_url=served.url, timeout=30) as http:
+        pad = {"X-Pad": "a" * (cap // 2), "Authorization": f"Bearer {READ}"}
+        assert http.get("/v1/tables", headers=pad).status_code == 200
+        assert http.get("/v1/tables", headers={"Authorization": f"Bearer {READ}"}).is_success
+
+
 # -- 2. bounds after authentication --------------------------------------------------------------
 
 
@@ -218,6 +255,16 @@ def test_a_percent_encoded_access_token_never_reaches_the_log(served: ServerProc
                 assert http.get(f"/v1/tables?{key}={token}").status_code == 200, key
             answer = http.get(f"/nowhere?a=1&access%5Ftoken={token}&b=2")
             assert answer.status_code == 404
+            # spellings the server does not take as a token: refused, and still hidden
+            # (any key at all: the configured tokens themselves are hidden)
+            for query in (
+                "access_token%3D",
+                "access+token=",
+                ";access_token=",
+                "access_token[]=",
+                "x=",
+            ):
+                assert http.get(f"/v1/tables?{query}{token}").status_code == 401, query
     log = served.output()
     assert "/v1/tables?access%5Ftoken=<hidden>" in log
     assert "/nowhere?a=1&access%5Ftoken=<hidden>&b=2" in log

@@ -22,6 +22,7 @@ import httpx
 import pyarrow as pa
 
 from .errors import ClosedError, DuckflockError, QueryError, TransportError, from_payload
+from .lake import redact
 from .results import Result
 from .rows import as_arrow, ipc_bytes
 
@@ -76,6 +77,7 @@ class Client:
         (e.g. Starlette's TestClient) whose base URL is used instead of ``url``."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
+        self._shown = redact(self.url)  # in errors and repr: a user:password@ hidden
         if http is not None:
             http.headers.update(headers)
             self._http = http
@@ -105,7 +107,7 @@ class Client:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<duckflock.Client {self.url} {'closed' if self._closed else 'open'}>"
+        return f"<duckflock.Client {self._shown} {'closed' if self._closed else 'open'}>"
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if self._closed:
@@ -113,7 +115,7 @@ class Client:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise TransportError(f"cannot reach {self.url}: {exc}") from exc
+            raise TransportError(f"cannot reach {self._shown}: {redact(str(exc))}") from exc
         except UnicodeEncodeError as exc:  # a lone surrogate in the SQL, params or a name
             raise ValueError(
                 f"the request holds a lone surrogate ({exc.object[exc.start]!r}): it is not "
@@ -132,7 +134,7 @@ class Client:
         try:
             response = self._http.get("/v1/health")
         except httpx.TransportError as exc:
-            raise TransportError(f"cannot reach {self.url}: {exc}") from exc
+            raise TransportError(f"cannot reach {self._shown}: {redact(str(exc))}") from exc
         if response.status_code == 503 and "status" in _json_or_empty(response):
             return dict(response.json())
         _raise_for(response)
@@ -317,7 +319,9 @@ class Client:
                     if event == "result":
                         yield _result_from_json(json.loads(data))
         except httpx.TransportError as exc:
-            raise TransportError(f"the event stream from {self.url} broke: {exc}") from exc
+            raise TransportError(
+                f"the event stream from {self._shown} broke: {redact(str(exc))}"
+            ) from exc
 
 
 def _sse(lines: Iterator[str]) -> Iterator[tuple[str, str]]:

@@ -15,6 +15,7 @@ from typing import Any
 import click
 from rich.live import Live
 
+from ..lake import redact
 from ..results import Result
 from . import data, render, targets
 from .data import FORMAT, LIMIT, TOKEN, _show
@@ -98,7 +99,7 @@ def define(
     ):
         first = db.analysis(name, sql, wait=True, **options)
     assert first is not None
-    out.print(f"defined {name}, kept in {target}", highlight=False, markup=False)
+    out.print(f"defined {name}, kept in {redact(target)}", highlight=False, markup=False)
     out.print(render.result_view(first, out))
 
 
@@ -120,7 +121,7 @@ def list_(target: str, token: str | None) -> None:
     with _live(target, token) as live:
         statuses = live.analyses()
     if not statuses:
-        click.echo(f"no analyses on {target} (define one with `duckflock analysis define`)")
+        click.echo(f"no analyses on {redact(target)} (define one with `duckflock analysis define`)")
         return
     render.console().print(
         render.table(

@@ -11,6 +11,7 @@ from typing import Any
 import click
 import pyarrow as pa
 
+from ..lake import redact
 from ..wide import description_types, repair_reader
 from . import render, targets
 
@@ -213,7 +214,9 @@ def status(target: str, token: str | None) -> None:
         return
     with targets.client(target, token) as remote:
         health = remote.health()
-        out.print(f"[bold]{target}[/bold] {health['status']} (duckflock {health['version']})")
+        out.print(
+            f"[bold]{redact(target)}[/bold] {health['status']} (duckflock {health['version']})"
+        )
         out.print(_tables_grid(remote.tables()))
         stats = remote.stats()
         out.print(

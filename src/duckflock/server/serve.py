@@ -233,6 +233,7 @@ def serve(
     log_level: str = "info",
     shutdown_timeout: float = default(ListenSettings, "shutdown_timeout"),
     header_timeout: float = default(ListenSettings, "header_timeout"),
+    max_header_bytes: int = default(ListenSettings, "max_header_bytes"),
     max_connections: int = default(ListenSettings, "max_connections"),
     max_connections_per_peer: int = default(ListenSettings, "max_connections_per_peer"),
     pg: PgSettings | None = None,
@@ -243,6 +244,7 @@ def serve(
     ListenSettings(  # each checked: ValueError naming it
         shutdown_timeout=shutdown_timeout,
         header_timeout=header_timeout,
+        max_header_bytes=max_header_bytes,
         max_connections=max_connections,
         max_connections_per_peer=max_connections_per_peer,
     )
@@ -259,13 +261,15 @@ def serve(
         lifespan="on",
         http=http_protocol(
             header_timeout=header_timeout,
+            max_header_bytes=max_header_bytes,
             max_connections=max_connections,
             per_peer=max_connections_per_peer,
         ),
         timeout_keep_alive=5,
         timeout_graceful_shutdown=max(1, int(shutdown_timeout // 3)),
     )
-    redaction.install()  # uvicorn's handlers exist now: every one of them hides secrets
+    # uvicorn's handlers exist now: every one of them hides secrets, the known tokens too
+    redaction.install(app.state.service.settings.all_tokens())
     if app.state.pg is not None:  # uvicorn's logging is configured now: say it beside its own
         where = f"{host}:{app.state.pg.port}"
         logging.getLogger("uvicorn.error").info("Postgres protocol on %s", where)

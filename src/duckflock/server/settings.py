@@ -187,6 +187,12 @@ class ListenSettings:
         flag="--header-timeout",
         check=bounded_seconds,
     )
+    max_header_bytes: int = setting(
+        64 * 1024,
+        "Bytes a request's line and headers may take (then 431).",
+        flag="--max-header-bytes",
+        check=positive_int,
+    )
     max_connections: int = setting(
         1000, "Open connections at most.", flag="--max-connections", check=positive_int
     )
