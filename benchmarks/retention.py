@@ -3,12 +3,14 @@
 Run: .venv/bin/python benchmarks/retention.py [--quick]
      (DUCKFLOCK_BENCH_20M=1 adds 20M rows; benchmarks/analyses.py runs this too)
 
-1. Retention: a table of N rows (50 groups, ``ts`` ascending), the analysis
-   ``SELECT k, count(*), sum(v), avg(v) FROM t GROUP BY k``; each round deletes the oldest
-   1% of the table through ``db.execute("DELETE FROM t WHERE ts < ?")`` and times the
-   refresh (incremental: the deleted rows are subtracted) against a full re-run of the
-   same SQL, median of the rounds. The DELETE's own time is shown with the capture
-   (``RETURNING *``) and as a plain DELETE on a cursor.
+1. Retention: a table of N rows (50 groups, ``ts`` ascending) and one of two analyses
+   (RETAIN): ``double``, ``SELECT k, count(*), sum(v), avg(v) FROM t GROUP BY k`` over a
+   DOUBLE ``v`` (a delete recomputes the groups it touches: subtracting floats is not
+   exact), and ``exact``, counts, sums of a BIGINT and a DECIMAL(18, 2) and the avg of the
+   BIGINT (the deleted rows are subtracted). Each round deletes the oldest 1% of the table
+   through ``db.execute("DELETE FROM t WHERE ts < ?")`` and times the refresh against a
+   full re-run of the same SQL in the same process, median of the rounds. The DELETE's
+   own time is shown with the capture and as a plain DELETE on a cursor.
 2. Sliding window: the same table spread over the last hour, the analysis
    ``… WHERE ts > now() - INTERVAL 5 MINUTE GROUP BY k``; each round inserts 10,000 new
    rows and times the refresh against a full re-run at the result's instant.
@@ -29,7 +31,14 @@ import pyarrow as pa
 import duckflock
 from duckflock.windows import literal
 
-RETAIN = "SELECT k, count(*) AS n, sum(v) AS s, avg(v) AS a FROM t GROUP BY k"
+RETAIN = {
+    "double": "SELECT k, count(*) AS n, sum(v) AS s, avg(v) AS a FROM t GROUP BY k",
+    "exact": "SELECT k, count(*) AS n, sum(i) AS si, sum(d) AS sd, avg(i) AS a FROM t GROUP BY k",
+}
+# the exact shape's columns: a BIGINT and a DECIMAL(18, 2)
+EXACT_COLUMNS = (
+    "(range * 7919 % 100003)::BIGINT AS i, (range % 10007 * 0.01)::DECIMAL(18, 2) AS d, "
+)
 WINDOW = (
     "SELECT k, count(*) AS n, sum(v) AS s, avg(v) AS a FROM t "
     "WHERE ts > now() - INTERVAL 5 MINUTE GROUP BY k"
@@ -37,26 +46,31 @@ WINDOW = (
 ROUNDS = 5
 
 
-def _table(db: duckflock.Database, rows: int, span_us: int) -> None:
-    """``rows`` rows, 50 groups, ``ts`` ascending over the ``span_us`` before now."""
+def _table(db: duckflock.Database, rows: int, span_us: int, exact: bool = False) -> None:
+    """``rows`` rows, 50 groups, ``ts`` ascending over the ``span_us`` before now (with
+    ``exact``, the exact shape's columns too)."""
     db.execute(
         "CREATE TABLE t AS SELECT (range % 50)::INTEGER AS k, random() * 100 AS v, "
+        f"{EXACT_COLUMNS if exact else ''}"
         f"(now()::TIMESTAMP - to_microseconds(({rows} - range) * {span_us} // {rows})) AS ts "
         f"FROM range({rows})"
     )
     db.execute("CHECKPOINT")
 
 
-def retention_figures(workdir: Path, rows: int) -> tuple[float, float, float, float, float]:
-    """Medians: incremental refresh (wall, in the analysis thread), full re-run, captured
-    DELETE, plain DELETE (s)."""
-    path = workdir / f"r_{rows}.duckdb"
+def retention_figures(
+    workdir: Path, rows: int, shape: str
+) -> tuple[float, float, float, float, float]:
+    """Medians for the RETAIN ``shape``: incremental refresh (wall, in the analysis
+    thread), full re-run, captured DELETE, plain DELETE (s)."""
+    sql = RETAIN[shape]
+    path = workdir / f"r_{shape}_{rows}.duckdb"
     with duckflock.connect(path) as db:
-        _table(db, rows, 86_400_000_000)
+        _table(db, rows, 86_400_000_000, exact=shape == "exact")
         first, last = db.execute("SELECT min(ts), max(ts) FROM t").fetchone() or (None, None)
         assert isinstance(first, datetime) and isinstance(last, datetime)
         step = (last - first) / 100  # 1% of the rows per round (ts is evenly spread)
-        db.analysis("retain", RETAIN)
+        db.analysis("retain", sql)
         db.result("retain", min_version=1, timeout=600)
         incremental, reported, full, captured, plain = [], [], [], [], []
         cutoff = first
@@ -72,9 +86,11 @@ def retention_figures(workdir: Path, rows: int) -> tuple[float, float, float, fl
             reported.append(result.duration)
             assert result.mode == "incremental", result.mode
             started = time.perf_counter()
-            expected = db.execute(RETAIN).fetchall()
+            expected = db.execute(sql).fetchall()
             full.append(time.perf_counter() - started)
-            assert sorted(r[:2] for r in result.rows()) == sorted(r[:2] for r in expected)
+            # the exact shape equals the full run exactly, every column
+            width = None if shape == "exact" else 2
+            assert sorted(r[:width] for r in result.rows()) == sorted(r[:width] for r in expected)
         # the same DELETE on a cursor of its own: not captured (the analysis would not
         # even see it), for the capture's cost
         cursor = db.cursor()
@@ -133,18 +149,20 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
         workdir = Path(tmp)
         for rows in sizes:
-            inc, own, full, captured, plain = retention_figures(workdir, rows)
-            print(
-                f"retention {rows:>11,} rows, delete 1%: refresh {inc * 1000:7.2f} ms "
-                f"({own * 1000:.2f} in the analysis thread), "
-                f"full re-run {full * 1000:8.2f} ms -> {full / inc:6.1f}x faster; "
-                f"the DELETE {captured * 1000:.1f} ms captured, {plain * 1000:.1f} ms plain",
-                flush=True,
-            )
+            for shape in RETAIN:
+                inc, own, full, captured, plain = retention_figures(workdir, rows, shape)
+                print(
+                    f"retention {shape:<6} {rows:>11,} rows, delete 1%: refresh "
+                    f"{inc * 1000:7.2f} ms "
+                    f"({own * 1000:.2f} in the analysis thread), "
+                    f"full re-run {full * 1000:8.2f} ms -> {full / inc:6.1f}x faster; "
+                    f"the DELETE {captured * 1000:.1f} ms captured, {plain * 1000:.1f} ms plain",
+                    flush=True,
+                )
         for rows in sizes:
             inc, own, full = window_figures(workdir, rows)
             print(
-                f"window    {rows:>11,} rows, +10,000 rows: refresh {inc * 1000:7.2f} ms "
+                f"{'window':<16} {rows:>11,} rows, +10,000 rows: refresh {inc * 1000:7.2f} ms "
                 f"({own * 1000:.2f} in the analysis thread), "
                 f"full re-run {full * 1000:8.2f} ms -> {full / inc:6.1f}x faster",
                 flush=True,
