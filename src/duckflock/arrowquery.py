@@ -63,13 +63,31 @@ def lost_types(cursor: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
     }
 
 
+# DuckDB exports UHUGEINT as decimal128(38, 0) holding the same 128 bits (see wide.py):
+# read back, a value of 2**127 or more is negative, and a plain cast to UHUGEINT fails
+_HALF = 2**127
+
+
+def cast_back(column: str, kind: str) -> str:
+    """SQL turning ``column``, read back from Arrow, into DuckDB type ``kind`` again."""
+    if kind == "UHUGEINT":
+        # v < 0 stands for v + 2**128: (v + 2**127) fits a HUGEINT, then + 2**127 unsigned.
+        # DuckDB evaluates both branches of a CASE, so each is clamped to its own domain
+        v, lowest = f"CAST({column} AS HUGEINT)", f"CAST('-{_HALF}' AS HUGEINT)"
+        wrapped = f"CAST(least({v}, -1) - {lowest} AS UHUGEINT) + CAST('{_HALF}' AS UHUGEINT)"
+        # (least/greatest skip NULLs: a NULL takes neither branch and stays NULL)
+        plain = f"CAST(greatest({v}, 0) AS UHUGEINT)"
+        return f"CASE WHEN {v} < 0 THEN {wrapped} WHEN {v} >= 0 THEN {plain} END"
+    return f"CAST({column} AS {kind})"
+
+
 def typed(relation: str, columns: list[str], lost: dict[str, str], like: str = "") -> str:
     """``relation`` (Arrow input) as a query with ``columns`` of their DuckDB types: the
     ``lost`` ones cast back, and, with ``like`` (a query of the same columns over the
     original table), unioned with its empty result, whose collations the union's column
     types then keep (a VARCHAR COLLATE NOCASE key groups 'a' with 'A' again)."""
     select = ", ".join(
-        f"CAST({quote(name)} AS {lost[name]}) AS {quote(name)}" if name in lost else quote(name)
+        f"{cast_back(quote(name), lost[name])} AS {quote(name)}" if name in lost else quote(name)
         for name in columns
     )
     body = f"SELECT {select} FROM {relation}" if lost else f"SELECT * FROM {relation}"
