@@ -625,13 +625,17 @@ class _Planner:
             )
         ]
         # a key whose equal values differ (-0.0 and 0.0, 'a' and 'A' under NOCASE): the
-        # group keeps the value seen first, the state's, as a scan in order does
-        shown = [
-            f"arg_min({name}, __d) AS {name}"
+        # group keeps the value seen first, the state's, as a scan in order does (and a
+        # delete recomputes the groups it touches: the next row's form shows)
+        forms = frozenset(
+            i
+            for i, (kind, key) in enumerate(zip(state_types, keys_sql, strict=False))
             if _several_forms(str(kind))
             and (str(kind) != "VARCHAR" or self._collated(key, self._from_build))
-            else name
-            for name, kind, key in zip(key_names, state_types, keys_sql, strict=False)
+        )
+        shown = [
+            f"arg_min({name}, __d) AS {name}" if i in forms else name
+            for i, name in enumerate(key_names)
         ]
         # __d tells the kept state's row of a group (0) from the new rows' (1): merges
         # that keep a winner let the older rows win a tie, as a scan in order does
@@ -680,6 +684,7 @@ class _Planner:
                 keys_relation=typed(KEYS, key_names, state_lost),
                 deltas=typed(DELTA, state_names, state_lost),
                 floating=floating,
+                forms=bool(forms),
             ),
         )
 

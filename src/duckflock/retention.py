@@ -18,7 +18,10 @@ A refresh then folds the appended rows in as usual and *retracts* the deleted on
   the table, at a snapshot pinned together with the deltas it takes (so the group is
   exact, with no row counted twice). So is a FLOAT/DOUBLE sum (and avg) that deleted
   rows touch: subtraction is not the inverse of floating addition (1e16 + 1 - 1e16 is
-  0, not 1; NaN and infinity never come back out).
+  0, not 1; NaN and infinity never come back out). So is every group deleted rows
+  touch when a key's equal values differ in form (-0.0 and 0.0, '30 days' and
+  '720 hours', 'a' and 'A' under NOCASE): the group shows its first row's form, as a
+  full run does, and that row may be the one deleted.
 
 Anything that cannot be captured this way — a DELETE inside an explicit transaction,
 several statements, ``executemany``, ``EXPLAIN ANALYZE``, a DELETE that has its own
@@ -383,11 +386,13 @@ class Retraction:
     counts: tuple[int, ...] = ()  # per sum partial: its count(x) partial (else -1)
     rows: int = 0  # the count(*) partial
     floating: frozenset[int] = frozenset()  # FLOAT/DOUBLE sum partials: recomputed
+    forms: bool = False  # a key's equal values differ in form: touched groups recomputed
 
     @property
     def exact(self) -> bool:
-        """Whether subtraction alone settles every group (no min/max, no float sum)."""
-        return not self.floating and not {"min", "max"} & set(self.kinds)
+        """Whether subtraction alone settles every group (no min/max, no float sum, no
+        key of several forms)."""
+        return not self.floating and not self.forms and not {"min", "max"} & set(self.kinds)
 
 
 def retraction(
@@ -400,13 +405,17 @@ def retraction(
     keys_relation: str = KEYS,
     deltas: str = "__duckflock_delta",
     floating: frozenset[int] = frozenset(),
+    forms: bool = False,
 ) -> Retraction | None:
     """The queries that retract deleted rows, or None where a partial cannot take them
     (those deletes rebuild the state).
 
     ``keys`` and ``partials`` are the SQL of the group keys and partials over the source
     table (``source_sql``, its FROM clause), ``where_sql`` its `` WHERE …`` (or ""),
-    ``deleted_partials`` the query of the partials of the rows in ``delta``.
+    ``deleted_partials`` the query of the partials of the rows in ``delta``. With
+    ``forms`` (a key whose equal values differ in form: -0.0 and 0.0, '30 days' and
+    '720 hours', 'a' and 'A' under NOCASE) every group deleted rows touch is recomputed:
+    it shows the form of its first row, which may be gone.
     """
     kinds: list[tuple[str, str]] = []  # (kind, SQL): a sum finds its count by SQL
     for partial in partials:
@@ -442,6 +451,8 @@ def retraction(
             columns.append(f"{mine} AS __p{i}")
             compare = "<=" if kind == "min" else ">="
             again.append(f"({gone} IS NOT NULL AND {gone} {compare} {mine})")
+    if forms:
+        again.append(f"(g.__p{rows} IS NOT NULL)")
     join = " AND ".join(f"s.__k{i} IS NOT DISTINCT FROM g.__k{i}" for i in range(len(keys)))
     flag = " OR ".join(again) if again else "false"
     # a global aggregate always has its one row; a group with no rows left is gone
@@ -473,6 +484,7 @@ def retraction(
         ),
         rows=rows,
         floating=floating,
+        forms=forms,
     )
 
 
@@ -598,6 +610,8 @@ def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table)
     grouped = both.group_by(keys, use_threads=False).aggregate(aggregations)
     column = {name: grouped[f"{name}_{merge}"] for name, merge in aggregations}
     again = pa.array([False] * grouped.num_rows)
+    if retraction.forms:  # the group's first row, whose key form it shows, may be gone
+        again = pc.is_valid(column[f"__g{retraction.rows}"])
     out: dict[str, Any] = {k: grouped[k] for k in keys}
     for i, kind in enumerate(retraction.kinds):
         value, deleted = column[f"__p{i}"], column[f"__g{i}"]
