@@ -142,6 +142,11 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
         floating = kind in ("FLOAT", "DOUBLE")
         if not floating and any(word in kind for word in ("FLOAT", "DOUBLE")):
             raise NotIncremental(f"count(DISTINCT …) of {kind}: NaN inside it cannot be merged")
+        if "ENUM(" in kind:
+            # its state is a list of ENUM: DuckDB 1.5.5 exports that as a list of Arrow
+            # dictionaries, and scanning one back whose list is empty or NULL fails an
+            # internal assertion that invalidates the whole database
+            raise NotIncremental(f"count(DISTINCT …) of {kind}: its list state cannot be scanned")
         if "INTERVAL" in kind:  # list_distinct tells '1 day' from '24 hours'; DISTINCT not
             raise NotIncremental(f"count(DISTINCT …) of {kind}: its equal forms cannot be merged")
 
