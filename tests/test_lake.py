@@ -268,7 +268,9 @@ def test_postgres_outage_writers_retry_and_lose_nothing(tmp_path: Path) -> None:
             for w in range(2):
                 ranges, errors = acknowledged(acks[w])
                 assert not errors  # the writer retried by itself while PostgreSQL was away
-                assert len(ranges) > stopped[w]  # and resumed
+                # and resumed (unless it had acknowledged every chunk before the stop: on
+                # an idle machine 100 chunks can all land before PostgreSQL is down)
+                assert len(ranges) > stopped[w] or stopped[w] == rows // 100
                 assert counts(db, w) == dict.fromkeys(range(rows), 1)
 
 
