@@ -29,7 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 
 import duckflock
-from duckflock.windows import literal
+from duckflock.live.windows import literal
 
 RETAIN = {
     "double": "SELECT k, count(*) AS n, sum(v) AS s, avg(v) AS a FROM t GROUP BY k",

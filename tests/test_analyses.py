@@ -300,8 +300,8 @@ def test_waiting_for_a_version_follows_a_replacement_and_ends_on_drop(
 def test_a_bug_in_a_refresh_is_recorded_and_the_thread_lives_on(
     memdb: duckflock.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from duckflock import refreshing
-    from duckflock.arrowfold import ArrowPlan
+    from duckflock.live import refresh as refreshing
+    from duckflock.live.fold.arrow import ArrowPlan
 
     memdb.execute(EVENTS)
     memdb.analysis("per_k", PER_K)

@@ -16,7 +16,7 @@ import pytest
 
 import duckflock
 from duckflock import ClosedError, QueryTimeoutError, ResultTimeoutError, UnknownAnalysisError
-from duckflock.results import Mailbox
+from duckflock.live.results import Mailbox
 
 RUNAWAY = "SELECT count(*) AS n FROM range(10000000000000::BIGINT)"
 EVENTS = "CREATE TABLE events (k VARCHAR, v INTEGER)"

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pytest
 
 import duckflock
-from duckflock.wide import description_types, repair
+from duckflock.core.wide import description_types, repair
 
 STEPS = int(os.environ.get("DUCKFLOCK_DIFF_STEPS", "15"))
 SEEDS = int(os.environ.get("DUCKFLOCK_DIFF_SEEDS", "2"))

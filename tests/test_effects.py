@@ -10,7 +10,7 @@ import duckdb
 import pytest
 
 import duckflock
-from duckflock.effects import SETTINGS, Effect
+from duckflock.core.effects import SETTINGS, Effect
 
 ZONED = "SELECT date_trunc('day', tz) AS day, count(*) AS n FROM t GROUP BY 1"
 CALENDAR = "SELECT date_part('year', tz) AS y, count(*) AS n FROM t GROUP BY 1"

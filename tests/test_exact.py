@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import duckflock
-from duckflock.averages import final_sql
+from duckflock.live.fold.averages import final_sql
 
 EXAMPLES = int(os.environ.get("DUCKFLOCK_PROPERTY_EXAMPLES", "25"))
 
@@ -298,7 +298,7 @@ def _literal(kind: str, value: int) -> str:
 @settings(max_examples=EXAMPLES * 20, deadline=None)
 @given(data=st.data(), kind=st.sampled_from(AVG_TYPES))
 def test_avg_finaliser_is_bit_equal_to_duckdbs_avg(data: st.DataObject, kind: str) -> None:
-    """The state's sum and count, finalised by DuckDB's avg (duckflock.averages), give
+    """The state's sum and count, finalised by DuckDB's avg (duckflock.live.fold.averages), give
     exactly what avg over the rows gives."""
     values = data.draw(st.lists(_values(kind), min_size=0, max_size=8))
     text = [_literal(kind, v) for v in values]

@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import duckflock
-from duckflock import appends
-from duckflock import rows as rows_module
 from duckflock.errors import ConversionError, RowRejectedError, StorageError
+from duckflock.ingest import appends
+from duckflock.ingest import rows as rows_module
 
 SCALE = max(1, int(os.environ.get("DUCKFLOCK_FAULT_SCALE", "1")))
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

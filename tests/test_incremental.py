@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 import duckflock
 from duckflock import ParserError, QueryError, RowRejectedError
-from duckflock.incremental import inspect
-from duckflock.names import Identity
+from duckflock.core.names import Identity
+from duckflock.live.plan.incremental import inspect
 
 TABLE = """CREATE SEQUENCE IF NOT EXISTS seq; CREATE TABLE t (
     k VARCHAR NOT NULL,
@@ -74,7 +74,7 @@ QUERIES = {
     "left_joined": "SELECT t.k, count(site) AS c, count(DISTINCT site) AS ds "
     "FROM t LEFT JOIN dim USING (g) GROUP BY t.k ORDER BY t.k",
 }
-# avg(n) of a BIGINT is DuckDB's own avg to finalise (duckflock.averages): the shapes
+# avg(n) of a BIGINT is DuckDB's own avg to finalise (duckflock.live.fold.averages): the shapes
 # with one (all_aggregates, global, plain_positions) fold in DuckDB
 ARROW_PATH = {
     "plain_ordered",

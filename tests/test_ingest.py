@@ -591,7 +591,7 @@ def test_a_receipt_finished_while_its_waiter_takes_the_guard_returns() -> None:
     """The writer may finish a receipt between wait()'s first look and its guard: then
     nothing was parked, and wait() returns (was: AttributeError on None, found by the
     differential tester's wait=False inserts)."""
-    from duckflock.receipts import Receipt
+    from duckflock.ingest.receipts import Receipt
 
     receipt = Receipt(None, nrows=3)
 

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pytest
 
 import duckflock
-from duckflock import appends
-from duckflock import lake as lake_module
+from duckflock.ingest import appends
+from duckflock.lake import connection as lake_module
 
 SCALE = float(os.environ.get("DUCKFLOCK_LAKE_SCALE", "1"))
 WRITER = str(Path(__file__).with_name("lake_writer.py"))

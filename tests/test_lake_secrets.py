@@ -8,7 +8,7 @@ import traceback
 import pytest
 
 import duckflock
-from duckflock.lake import redact
+from duckflock.lake.connection import redact
 
 SECRET = "S3CRET-pw-42"
 

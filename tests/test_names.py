@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 import duckflock
 from duckflock import UnknownTableError
-from duckflock.names import Identity, parse, quote
-from duckflock.syntax import READ, SESSION, WRITE, classify, view_query
+from duckflock.core.names import Identity, parse, quote
+from duckflock.core.syntax import READ, SESSION, WRITE, classify, view_query
 
 
 def test_a_table_name_cannot_inject_sql(memdb: duckflock.Database) -> None:

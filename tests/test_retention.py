@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import duckflock
-from duckflock.retention import returning, selecting, target
+from duckflock.live.fold.retention import returning, selecting, target
 
 EXAMPLES = int(os.environ.get("DUCKFLOCK_RETENTION_EXAMPLES", "10"))
 TABLE = "CREATE TABLE m (k VARCHAR, g INTEGER, x DOUBLE, n INTEGER)"
@@ -416,7 +416,7 @@ def test_plain_shapes_subtract_in_pyarrow(
 ) -> None:
     """No DuckDB query over the deleted rows for plain shapes (min/max groups whose
     extreme went are still recomputed from the table, by DuckDB)."""
-    import duckflock.retention as retention
+    import duckflock.live.fold.retention as retention
 
     run = retention.over_arrow
     subtracts: list[str] = []

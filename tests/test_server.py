@@ -576,7 +576,7 @@ def test_sql_route_needs_exactly_one_statement(db: duckflock.Database, sql: str,
 
 
 def test_an_arrow_body_is_one_stream_and_nothing_after_it(db: duckflock.Database) -> None:
-    from duckflock.rows import ipc_bytes
+    from duckflock.ingest.rows import ipc_bytes
 
     stream = ipc_bytes(pa.table({"k": ["a", "b"], "v": [3, 4]}))
     arrow = {"Content-Type": "application/vnd.apache.arrow.stream"}

@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import duckflock
-from duckflock.results import Result
+from duckflock.live.results import Result
 from duckflock.server import ServerSettings, create_app
 from duckflock.server.history import History, history_table
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import duckflock
-from duckflock.windows import literal
+from duckflock.live.windows import literal
 
 EXAMPLES = int(os.environ.get("DUCKFLOCK_WINDOW_EXAMPLES", "8"))
 QUERIES = {
@@ -175,7 +175,7 @@ def test_a_dst_gap_in_the_session_time_zone_keeps_timestamps_exact(
     # (a time that does not exist) casts to 07:59Z, after 03:00 (07:00Z). The bucket
     # holding both expired by its end while its 02:59 rows were still inside the window.
     clock = [datetime(2026, 3, 8, 7, 30, tzinfo=UTC)]
-    monkeypatch.setattr("duckflock.windows.now", lambda: clock[0])
+    monkeypatch.setattr("duckflock.live.windows.now", lambda: clock[0])
     db = duckflock.connect()
     try:
         db.execute("SET GLOBAL TimeZone = 'America/New_York'")

@@ -9,8 +9,9 @@ line (``[cli]``) are extras, imported when first used.
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from .database import Database, connect
-from .errors import (
+from duckflock.core.statements import Results
+from duckflock.database import Database, connect
+from duckflock.errors import (
     AnalysisError,
     AuthenticationError,
     BindError,
@@ -45,14 +46,13 @@ from .errors import (
     UnsupportedMediaTypeError,
     WriterBrokenError,
 )
-from .ingest import IngestStats
-from .lake import LakeOptions
-from .receipts import Receipt
-from .results import Result, Subscription
-from .statements import Results
+from duckflock.ingest.receipts import Receipt
+from duckflock.ingest.writer import IngestStats
+from duckflock.lake.connection import LakeOptions
+from duckflock.live.results import Result, Subscription
 
 if _TYPE_CHECKING:  # imported on first use: the HTTP client is the [client] extra
-    from .client import Client, RemoteResults
+    from duckflock.client import Client, RemoteResults
 
 __version__ = "0.1.0"
 
@@ -62,10 +62,10 @@ _LAZY = {"Client", "RemoteResults"}
 def __getattr__(name: str) -> _Any:
     """``duckflock.Client`` imports the HTTP client (httpx) only when first asked for."""
     if name in _LAZY:
-        from ._extras import missing
+        from duckflock._extras import missing
 
         try:
-            from . import client
+            from duckflock import client
         except ImportError as exc:
             raise missing("client", "duckflock.Client", exc) from exc
         return getattr(client, name)

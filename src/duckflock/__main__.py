@@ -9,7 +9,7 @@ from __future__ import annotations
 
 def run() -> None:
     try:
-        from .cli import main
+        from duckflock.cli import main
     except ImportError as exc:
         raise SystemExit(f"error: {exc}") from None
     main()

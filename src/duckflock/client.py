@@ -21,10 +21,10 @@ from urllib.parse import quote
 import httpx
 import pyarrow as pa
 
-from .errors import ClosedError, DuckflockError, QueryError, TransportError, from_payload
-from .lake import redact
-from .results import Result
-from .rows import as_arrow, ipc_bytes
+from duckflock.errors import ClosedError, DuckflockError, QueryError, TransportError, from_payload
+from duckflock.ingest.rows import as_arrow, ipc_bytes
+from duckflock.lake.connection import redact
+from duckflock.live.results import Result
 
 ARROW = "application/vnd.apache.arrow.stream"
 _ARROW_ABOVE = 1_000  # rows: list inserts this large (with uniform keys) go as Arrow

@@ -17,11 +17,14 @@ from typing import Any, TypeVar
 
 import duckdb
 
-from . import definitions, effects, project, retention, transactions
-from .analyses import DEFAULT_TIMEOUT, DEFAULT_WORKERS, MAX_WORKERS, TIMEOUT_FLOOR, Scheduler
-from .checks import count, flag, seconds, text, texts
-from .cursors import CursorPool, Slot
-from .errors import (
+from duckflock.core import effects, project, transactions
+from duckflock.core.checks import count, flag, seconds, text, texts
+from duckflock.core.cursors import CursorPool, Slot
+from duckflock.core.names import Identity
+from duckflock.core.opening import open_connection
+from duckflock.core.statements import Results
+from duckflock.core.syntax import READ, SESSION, WRITE, catalog_only, classify, data_only, said
+from duckflock.errors import (
     ClosedError,
     DuckflockError,
     IngestError,
@@ -32,20 +35,25 @@ from .errors import (
     StorageError,
     translate,
 )
-from .ingest import IngestStats, Writer
-from .lake import LakeOptions, Retry, is_lake, open_lake, redact
-from .lake import allowed_directories as lake_allowed
-from .lake import prepare as prepare_lake
-from .lake_watch import LakeWatch
-from .names import Identity
-from .opening import open_connection
-from .plans import DISTINCT_LIMIT
-from .receipts import Receipt
-from .results import Result, Subscription
-from .rows import to_parts
-from .schema import SchemaCache
-from .statements import Results
-from .syntax import READ, SESSION, WRITE, catalog_only, classify, data_only, said
+from duckflock.ingest.receipts import Receipt
+from duckflock.ingest.rows import to_parts
+from duckflock.ingest.schema import SchemaCache
+from duckflock.ingest.writer import IngestStats, Writer
+from duckflock.lake.connection import LakeOptions, Retry, is_lake, open_lake, redact
+from duckflock.lake.connection import allowed_directories as lake_allowed
+from duckflock.lake.connection import prepare as prepare_lake
+from duckflock.lake.watch import LakeWatch
+from duckflock.live import definitions
+from duckflock.live.analyses import (
+    DEFAULT_TIMEOUT,
+    DEFAULT_WORKERS,
+    MAX_WORKERS,
+    TIMEOUT_FLOOR,
+    Scheduler,
+)
+from duckflock.live.fold import retention
+from duckflock.live.plan.plans import DISTINCT_LIMIT
+from duckflock.live.results import Result, Subscription
 
 T = TypeVar("T")
 log = logging.getLogger("duckflock")
@@ -340,7 +348,7 @@ class Database:
     @contextlib.contextmanager
     def _watching(self, sql: str, kind: str, via: str) -> Iterator[_Watched]:
         """Around a statement: what it changed decides which analyses rebuild. A SET
-        that changes a global setting of :mod:`duckflock.effects` rebuilds all; DDL
+        that changes a global setting of :mod:`duckflock.core.effects` rebuilds all; DDL
         rebuilds those reading what it changed in the catalog; any other write taints
         every incremental state unless its rows were handed over (``handed``).
 
@@ -600,7 +608,7 @@ class Database:
 
     def _delete(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: Any) -> bool:
         """Run ``sql`` capturing its deleted rows for incremental analyses, if it is a
-        DELETE they can take (:mod:`duckflock.retention`); False: not run, run it plainly."""
+        DELETE they can take (:mod:`duckflock.live.fold.retention`); False: run it plainly."""
         scheduler = self._scheduler
         # a lake's analyses rebuild on its snapshot poller (other processes delete too)
         parts = retention.target(sql) if scheduler is not None and self._lake is None else None

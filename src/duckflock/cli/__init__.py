@@ -7,10 +7,10 @@ they are programs of the command line, not part of the embedded library.
 
 from __future__ import annotations
 
-from .._extras import require
+from duckflock._extras import require
 
 require("cli", "the duckflock command", "click", "rich")
 
-from .app import cli, main, reference  # noqa: E402  (after the check that names the extra)
+from duckflock.cli.app import cli, main, reference  # noqa: E402  (after the check that names the extra)
 
 __all__ = ["cli", "main", "reference"]

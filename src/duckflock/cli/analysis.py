@@ -15,10 +15,10 @@ from typing import Any
 import click
 from rich.live import Live
 
-from ..lake import redact
-from ..results import Result
-from . import data, render, targets
-from .data import FORMAT, LIMIT, TOKEN, _show
+from duckflock.cli import data, render, targets
+from duckflock.cli.data import FORMAT, LIMIT, TOKEN, _show
+from duckflock.lake.connection import redact
+from duckflock.live.results import Result
 
 _FIRST_RESULT_WAIT = 60.0  # seconds show waits for an analysis's first result
 

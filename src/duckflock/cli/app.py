@@ -10,16 +10,16 @@ import click
 from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from .. import __version__
-from .._extras import require
-from ..database import connect
-from ..errors import DuckflockError
-from ..results import Result
-from ..server.settings import ListenSettings, PgSettings, ServerSettings, flagged
-from . import analysis, banner, data, load, render
-from .bench import Figure, Sizes, format_figure, run, summary
-from .demo import next_steps, program_name, run_demo, run_live_demo
-from .hints import next_step
+from duckflock import __version__
+from duckflock._extras import require
+from duckflock.cli import analysis, banner, data, load, render
+from duckflock.cli.bench import Figure, Sizes, format_figure, run, summary
+from duckflock.cli.demo import next_steps, program_name, run_demo, run_live_demo
+from duckflock.cli.hints import next_step
+from duckflock.database import connect
+from duckflock.errors import DuckflockError
+from duckflock.live.results import Result
+from duckflock.server.settings import ListenSettings, PgSettings, ServerSettings, flagged
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -218,9 +218,9 @@ def serve(
         require("server", "duckflock serve", "starlette", "uvicorn", "sse_starlette")
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
-    from ..server.auth import tokens_from_env
-    from ..server.serve import ServeConfig
-    from ..server.serve import serve as run
+    from duckflock.server.auth import tokens_from_env
+    from duckflock.server.serve import ServeConfig
+    from duckflock.server.serve import serve as run
 
     try:
         config = ServeConfig.load(config_path) if config_path else None

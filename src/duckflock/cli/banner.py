@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..server.app import ServerSettings
-    from ..server.pgwire import PgSettings
+    from duckflock.server.app import ServerSettings
+    from duckflock.server.pgwire import PgSettings
 
 PG_USER = "duckflock"  # any user name is accepted; the password is a token
 
@@ -68,7 +68,7 @@ def token_sources(
 ) -> list[str]:
     """Where the server's tokens came from, with their roles: option and variable names
     (``{token: role}`` maps in, never a token out)."""
-    from ..server.auth import ROLE_ENV
+    from duckflock.server.auth import ROLE_ENV
 
     found = ["--token or $DUCKFLOCK_TOKEN (admin)"] if token is not None else []
     found += [f"${ROLE_ENV[role]} ({role})" for role in sorted(set(env_tokens.values()))]

@@ -21,7 +21,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ..database import Database, connect
+from duckflock.database import Database, connect
 
 TABLE = """CREATE OR REPLACE TABLE my_inserts (
     thread_name VARCHAR, insert_time TIMESTAMP DEFAULT current_timestamp)"""

@@ -11,9 +11,9 @@ from typing import Any
 import click
 import pyarrow as pa
 
-from ..lake import redact
-from ..wide import description_types, repair_reader
-from . import render, targets
+from duckflock.cli import render, targets
+from duckflock.core.wide import description_types, repair_reader
+from duckflock.lake.connection import redact
 
 # rows per Arrow batch read from DuckDB: 8,192 spent a third of a 2.7M-row export in
 # per-batch overhead; 65,536 is still a few ms before the first row shows

@@ -20,8 +20,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..database import Database
-from ..results import Result
+from duckflock.database import Database
+from duckflock.live.results import Result
 
 CREATE_TABLE = """
     CREATE OR REPLACE TABLE my_inserts (

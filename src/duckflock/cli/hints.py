@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ..errors import (
+from duckflock.core.syntax import WRITE, classify
+from duckflock.errors import (
     AuthenticationError,
     CatalogError,
     ConflictError,
@@ -22,7 +23,6 @@ from ..errors import (
     TransportError,
     UnknownAnalysisError,
 )
-from ..syntax import WRITE, classify
 
 TOKENS = (
     "pass --token TOKEN or set $DUCKFLOCK_TOKEN: the server's admin token (its --token), or "

@@ -29,11 +29,12 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .. import loading, project
-from ..errors import DuckflockError, RowRejectedError
-from ..loads import ChunkRejectedError, insert_all
-from . import rejects, render, targets
-from .data import TOKEN
+from duckflock.cli import rejects, render, targets
+from duckflock.cli.data import TOKEN
+from duckflock.core import project
+from duckflock.errors import DuckflockError, RowRejectedError
+from duckflock.ingest import files as loading
+from duckflock.ingest.loads import ChunkRejectedError, insert_all
 
 
 @dataclass(frozen=True)

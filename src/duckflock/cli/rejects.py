@@ -14,8 +14,8 @@ from typing import IO, Any
 
 import pyarrow as pa
 
-from .. import loading
-from ..errors import RowRejectedError
+from duckflock.errors import RowRejectedError
+from duckflock.ingest import files as loading
 
 Insert = Callable[[pa.Table], int]
 

@@ -26,7 +26,7 @@ from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 
-from ..results import Result
+from duckflock.live.results import Result
 
 _WIDE = 1 << 16  # columns a console writing into a pipe or file may use: "as wide as needed"
 

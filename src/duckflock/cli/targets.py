@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from .. import names
-from ..database import Database, connect
-from ..errors import OpenError
+from duckflock.core import names
+from duckflock.database import Database, connect
+from duckflock.errors import OpenError
 
 if TYPE_CHECKING:
-    from ..client import Client
+    from duckflock.client import Client
 
 
 def is_url(target: str) -> bool:
@@ -46,10 +46,10 @@ def database(path: str, *, read_only: bool, restore: bool = False) -> Iterator[D
 @contextmanager
 def client(url: str, token: str | None) -> Iterator[Client]:
     """A Client for ``url``; the [client] extra is named when httpx is missing."""
-    from .._extras import missing
+    from duckflock._extras import missing
 
     try:
-        from ..client import Client
+        from duckflock.client import Client
     except ImportError as exc:
         raise click.ClickException(str(missing("client", "a server URL", exc))) from None
     with Client(url, token=token) as remote:
@@ -59,7 +59,7 @@ def client(url: str, token: str | None) -> Iterator[Client]:
 def table_name(name: str) -> tuple[str, str]:
     """The TABLE argument as (quoted SQL for CREATE TABLE, its parts in lower case).
 
-    Parsed and quoted by the identity layer (:mod:`duckflock.names`), the one place
+    Parsed and quoted by the identity layer (:mod:`duckflock.core.names`), the one place
     that turns a caller's name into SQL; a name it refuses is a usage error.
     """
     try:

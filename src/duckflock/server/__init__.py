@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .._extras import require
-from .settings import ServerSettings
+from duckflock._extras import require
+from duckflock.server.settings import ServerSettings
 
 if TYPE_CHECKING:
-    from .app import create_app
-    from .guard import QueryGuard
+    from duckflock.server.app import create_app
+    from duckflock.server.guard import QueryGuard
 
 __all__ = ["QueryGuard", "ServerSettings", "create_app"]
 
@@ -25,6 +25,6 @@ def __getattr__(name: str) -> Any:
     require(
         "server", "duckflock.server", "starlette", "uvicorn", "sse_starlette", "prometheus_client"
     )
-    from . import app, guard
+    from duckflock.server import app, guard
 
     return {"create_app": app.create_app, "QueryGuard": guard.QueryGuard}[name]

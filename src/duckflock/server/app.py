@@ -30,8 +30,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from ..database import Database
-from ..errors import (
+from duckflock.database import Database
+from duckflock.errors import (
     ClosedError,
     DuckflockError,
     ForbiddenError,
@@ -41,16 +41,16 @@ from ..errors import (
     ServerBusyError,
     UnknownAnalysisError,
 )
-from ..results import Result
-from . import formats, openapi, policy
-from .auth import AuthMiddleware, allows
-from .bodies import INLINE_BODY, Bodies, stream
-from .edge import Edge
-from .history import Feeder, History, catch_up, history_table
-from .limits import Slots
-from .routes import PUBLIC_PATHS, ROUTES
-from .service import Service
-from .settings import ServerSettings
+from duckflock.live.results import Result
+from duckflock.server import formats, openapi, policy
+from duckflock.server.auth import AuthMiddleware, allows
+from duckflock.server.bodies import INLINE_BODY, Bodies, stream
+from duckflock.server.edge import Edge
+from duckflock.server.history import Feeder, History, catch_up, history_table
+from duckflock.server.limits import Slots
+from duckflock.server.routes import PUBLIC_PATHS, ROUTES
+from duckflock.server.service import Service
+from duckflock.server.settings import ServerSettings
 
 __all__ = ["HttpApi", "ServerSettings", "create_app", "error_payload"]
 

@@ -28,8 +28,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import AuthenticationError, DuckflockError, ForbiddenError, ServerBusyError
-from .backoff import Backoff, Door, Refused
+from duckflock.errors import AuthenticationError, DuckflockError, ForbiddenError, ServerBusyError
+from duckflock.server.backoff import Backoff, Door, Refused
 
 
 class Role(StrEnum):

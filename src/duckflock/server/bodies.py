@@ -19,10 +19,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..errors import PayloadTooLargeError, RequestError, UnsupportedMediaTypeError
-from . import formats, render
-from .limits import ByteBudget, Slots
-from .settings import ServerSettings
+from duckflock.errors import PayloadTooLargeError, RequestError, UnsupportedMediaTypeError
+from duckflock.server import formats, render
+from duckflock.server.limits import ByteBudget, Slots
+from duckflock.server.settings import ServerSettings
 
 _MiB = 2**20
 INLINE_BODY = 64 * 1024  # bytes: bodies up to this are parsed and queued on the event loop

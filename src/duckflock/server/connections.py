@@ -18,7 +18,7 @@ from collections import Counter
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .policy import positive_int
+from duckflock.server.policy import positive_int
 
 
 class PeerLimit:

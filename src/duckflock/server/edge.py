@@ -15,8 +15,8 @@ from typing import Any
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import DuckflockError
-from .metrics import Metrics
+from duckflock.errors import DuckflockError
+from duckflock.server.metrics import Metrics
 
 log = logging.getLogger("duckflock.server")
 

@@ -12,10 +12,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from ..errors import RequestError, UnsupportedMediaTypeError
-from ..loading import csv_convert_options
-from ..results import Result
-from . import values
+from duckflock.errors import RequestError, UnsupportedMediaTypeError
+from duckflock.ingest.files import csv_convert_options
+from duckflock.live.results import Result
+from duckflock.server import values
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"

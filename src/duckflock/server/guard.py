@@ -25,9 +25,12 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from .. import project
-from ..database import Database
-from ..errors import (
+from duckflock.core import project
+from duckflock.core.names import Resolver
+from duckflock.core.syntax import table_parts, walk
+from duckflock.core.wide import description_types, repair, repair_schema
+from duckflock.database import Database
+from duckflock.errors import (
     DuckflockError,
     ParserError,
     QueryError,
@@ -35,9 +38,6 @@ from ..errors import (
     QueryTimeoutError,
     translate,
 )
-from ..names import Resolver
-from ..syntax import table_parts, walk
-from ..wide import description_types, repair, repair_schema
 
 # table functions (and views) that read files or the network, run SQL of their own,
 # write, or reveal the database's path, temp directory, settings or logs

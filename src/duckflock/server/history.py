@@ -26,9 +26,9 @@ from datetime import UTC
 import pyarrow as pa
 from starlette.concurrency import run_in_threadpool
 
-from ..database import Database
-from ..errors import DuckflockError
-from ..results import Result
+from duckflock.database import Database
+from duckflock.errors import DuckflockError
+from duckflock.live.results import Result
 
 log = logging.getLogger("duckflock")
 

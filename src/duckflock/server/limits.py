@@ -28,7 +28,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 
-from ..errors import ServerBusyError
+from duckflock.errors import ServerBusyError
 
 Release = Callable[[], None]
 

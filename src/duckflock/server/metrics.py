@@ -18,9 +18,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ..database import Database
-from ..ingest import COMMIT_BUCKETS
-from .backoff import Backoff
+from duckflock.database import Database
+from duckflock.ingest.writer import COMMIT_BUCKETS
+from duckflock.server.backoff import Backoff
 
 
 class _DatabaseCollector(Collector):

@@ -13,10 +13,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .. import __version__
-from .formats import JSON
-from .routes import ROUTES, ROWS, Route
-from .settings import ServerSettings
+from duckflock import __version__
+from duckflock.server.formats import JSON
+from duckflock.server.routes import ROUTES, ROWS, Route
+from duckflock.server.settings import ServerSettings
 
 _ERROR_SCHEMA = {
     "type": "object",

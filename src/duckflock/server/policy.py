@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .. import checks
-from ..errors import RequestError
-from .formats import check_text
+from duckflock.core import checks
+from duckflock.errors import RequestError
+from duckflock.server.formats import check_text
 
 MAX_SECONDS = 86_400.0  # one day: the longest interval or limit anything may name
 MAX_VERSION = 2**62
@@ -27,7 +27,7 @@ def positive_int(value: Any, name: str) -> int:
 
 def bounded_seconds(value: Any, name: str, *, zero_ok: bool = False) -> float:
     """A finite number of seconds in (0, one day] (or [0, …] with ``zero_ok``): the
-    library's own check (:func:`duckflock.checks.seconds`), every failure a ValueError."""
+    library's own check (:func:`duckflock.core.checks.seconds`), every failure a ValueError."""
     try:
         number = checks.seconds(value, name, maximum=MAX_SECONDS, optional=False)
     except TypeError as exc:

@@ -6,7 +6,7 @@ its key compared by its letters alone, so ``?access%5Ftoken=…``, ``?access+tok
 ``?access_token=…`` (an unknown token, perhaps a real one mistyped). By value: every
 token the server knows (:func:`remember`, given the configured ones at start) is hidden
 wherever it appears in a line, as itself or percent-encoded, whatever key or spelling
-carried it. The lake's connection strings go through :func:`duckflock.lake.redact`.
+carried it. The lake's connection strings go through :func:`duckflock.lake.connection.redact`.
 :func:`install` puts the filter on every handler that writes log lines (uvicorn's
 access and error logs, the root logger's, the last-resort one), so a record is cleaned
 whatever logger it came from; tracebacks are cleaned too.
@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable
 from urllib.parse import unquote, unquote_plus
 
-from ..lake import redact as redact_lake
+from duckflock.lake.connection import redact as redact_lake
 
 HIDDEN = "<hidden>"
 TOKEN_KEYS = frozenset({"access_token"})  # query keys that carry a token (see auth.py)

@@ -37,9 +37,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DuckflockError, RequestError
-from . import values
-from .formats import ARROW, CSV, JSON, NDJSON, PARQUET
+from duckflock.errors import DuckflockError, RequestError
+from duckflock.server import values
+from duckflock.server.formats import ARROW, CSV, JSON, NDJSON, PARQUET
 
 PREFETCH_BYTES = 256 * 1024  # encoded before the status line goes out
 TRUNCATED_KEY = "duckflock.truncated"

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .auth import Role
-from .formats import ARROW, CSV, JSON, NDJSON, PARQUET
+from duckflock.server.auth import Role
+from duckflock.server.formats import ARROW, CSV, JSON, NDJSON, PARQUET
 
 _PARAMS = {"oneOf": [{"type": "array"}, {"type": "object"}, {"type": "null"}]}
 _SECONDS = {

@@ -32,16 +32,22 @@ from typing import Any
 
 import uvicorn
 
-from ..database import Database, connect
-from ..errors import DuckflockError
-from . import redaction
-from .app import create_app
-from .auth import tokens_from_config
-from .connections import http_protocol
-from .pgwire import PgServer
-from .policy import bounded_seconds
-from .service import Service
-from .settings import PG_CONFIG_KEYS, ListenSettings, PgSettings, ServerSettings, default
+from duckflock.database import Database, connect
+from duckflock.errors import DuckflockError
+from duckflock.server import redaction
+from duckflock.server.app import create_app
+from duckflock.server.auth import tokens_from_config
+from duckflock.server.connections import http_protocol
+from duckflock.server.pgwire import PgServer
+from duckflock.server.policy import bounded_seconds
+from duckflock.server.service import Service
+from duckflock.server.settings import (
+    PG_CONFIG_KEYS,
+    ListenSettings,
+    PgSettings,
+    ServerSettings,
+    default,
+)
 
 log = logging.getLogger("duckflock.server")
 

@@ -30,16 +30,16 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from .. import __version__
-from ..database import Database
-from ..errors import DuckflockError, RequestError
-from .auth import Tokens
-from .backoff import Backoff
-from .guard import QueryGuard, QueryOutcome, RunningQuery, run_statement
-from .limits import Release, Slots
-from .metrics import Metrics
-from .policy import analysis_options
-from .settings import ServerSettings
+from duckflock import __version__
+from duckflock.database import Database
+from duckflock.errors import DuckflockError, RequestError
+from duckflock.server.auth import Tokens
+from duckflock.server.backoff import Backoff
+from duckflock.server.guard import QueryGuard, QueryOutcome, RunningQuery, run_statement
+from duckflock.server.limits import Release, Slots
+from duckflock.server.metrics import Metrics
+from duckflock.server.policy import analysis_options
+from duckflock.server.settings import ServerSettings
 
 LOCAL = "local"  # the client name of a caller with no address (in-process ASGI)
 

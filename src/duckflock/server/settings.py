@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .policy import bounded_seconds, positive_int
+from duckflock.server.policy import bounded_seconds, positive_int
 
 _MiB = 2**20
 
@@ -158,7 +158,7 @@ class ServerSettings:
     )
 
     def __post_init__(self) -> None:
-        from .auth import Tokens
+        from duckflock.server.auth import Tokens
 
         Tokens(self.all_tokens())  # empty, short or role-less tokens fail here, at start
         _check_fields(self)

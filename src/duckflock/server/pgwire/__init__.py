@@ -9,7 +9,7 @@ chatter (:mod:`.compat`), the server's policy (:mod:`.execute`), one connection
 (:mod:`.session`) and the listener (:mod:`.server`).
 """
 
-from ..settings import PgSettings
-from .server import PgServer
+from duckflock.server.pgwire.server import PgServer
+from duckflock.server.settings import PgSettings
 
 __all__ = ["PgServer", "PgSettings"]

@@ -29,12 +29,12 @@ from typing import Any
 
 import duckdb
 
-from ...database import Database
-from ...errors import UnknownAnalysisError
-from ...wide import readable
-from . import types
-from .catalog_functions import FUNCTIONS
-from .catalog_relations import (
+from duckflock.core.wide import readable
+from duckflock.database import Database
+from duckflock.errors import UnknownAnalysisError
+from duckflock.server.pgwire import types
+from duckflock.server.pgwire.catalog_functions import FUNCTIONS
+from duckflock.server.pgwire.catalog_relations import (
     ANALYSES_TABLE,
     ANALYSIS_BASE,
     RELATIONS,

@@ -7,8 +7,8 @@ relations they read (:mod:`catalog_relations`).
 
 from __future__ import annotations
 
-from . import types
-from .catalog_relations import OWNER_NAME
+from duckflock.server.pgwire import types
+from duckflock.server.pgwire.catalog_relations import OWNER_NAME
 
 
 def _lookup(source: str, key: str, argument: str, value: str) -> str:

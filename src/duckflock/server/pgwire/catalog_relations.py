@@ -10,8 +10,8 @@ PostgreSQL-shaped selections from them.
 
 from __future__ import annotations
 
-from ...project import SCHEMA as OWN_SCHEMA
-from . import types
+from duckflock.core.project import SCHEMA as OWN_SCHEMA
+from duckflock.server.pgwire import types
 
 ANALYSES_SCHEMA = "analyses"
 # OIDs duckflock makes up: each range 2**27 wide, all below 2**31 (clients read int4)

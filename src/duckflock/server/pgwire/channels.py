@@ -14,9 +14,9 @@ import select
 import socket
 import threading
 
-from ...database import Database
-from ...results import Result, Subscription
-from .messages import notification
+from duckflock.database import Database
+from duckflock.live.results import Result, Subscription
+from duckflock.server.pgwire.messages import notification
 
 
 class Channels:

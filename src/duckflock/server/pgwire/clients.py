@@ -14,7 +14,7 @@ through the guard.
 
 from __future__ import annotations
 
-from . import types
+from duckflock.server.pgwire import types
 
 
 def _empty(count: int) -> str:

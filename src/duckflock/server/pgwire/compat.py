@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import duckdb
 
-from ... import __version__
-from . import catalog, types
-from .clients import describe_query
+from duckflock import __version__
+from duckflock.server.pgwire import catalog, types
+from duckflock.server.pgwire.clients import describe_query
 
 SERVER_VERSION = "15.0"
 VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (duckflock {__version__}, DuckDB {duckdb.__version__})"

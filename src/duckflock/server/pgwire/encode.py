@@ -8,8 +8,8 @@ from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 
-from . import types
-from .messages import message
+from duckflock.server.pgwire import types
+from duckflock.server.pgwire.messages import message
 
 _I2, _I4 = struct.Struct("!h"), struct.Struct("!i")
 _NULL = b"\xff\xff\xff\xff"

@@ -23,17 +23,17 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from ... import project
-from ...errors import AnalysisError, ParserError, QueryRefusedError, translate
-from ...names import Resolver
-from ...syntax import walk
-from ...wide import readable
-from ..auth import allows
-from ..limits import Release
-from ..service import Service
-from . import catalog
-from .catalog_relations import ANALYSES_SCHEMA
-from .compat import _NAME, unquote
+from duckflock.core import project
+from duckflock.core.names import Resolver
+from duckflock.core.syntax import walk
+from duckflock.core.wide import readable
+from duckflock.errors import AnalysisError, ParserError, QueryRefusedError, translate
+from duckflock.server.auth import allows
+from duckflock.server.limits import Release
+from duckflock.server.pgwire import catalog
+from duckflock.server.pgwire.catalog_relations import ANALYSES_SCHEMA
+from duckflock.server.pgwire.compat import _NAME, unquote
+from duckflock.server.service import Service
 
 
 def _nothing() -> None:

@@ -13,7 +13,7 @@ import struct
 import time
 from collections.abc import Iterable
 
-from ...errors import (
+from duckflock.errors import (
     AuthenticationError,
     BindError,
     CatalogError,
@@ -34,7 +34,7 @@ from ...errors import (
     UnknownAnalysisError,
     UnknownTableError,
 )
-from .types import OutOfRange
+from duckflock.server.pgwire.types import OutOfRange
 
 MAX_MESSAGE = 64 * 2**20  # bytes of one client message (a Bind's parameters, a long query)
 # bytes of a password or SASL message, read before anyone is authenticated: PostgreSQL's

@@ -20,12 +20,10 @@ import struct
 import threading
 import time
 
-from ...database import Database
-from ..connections import PeerLimit
-from ..service import Service
-from ..settings import PgSettings, ServerSettings
-from .execute import Executor
-from .messages import (
+from duckflock.database import Database
+from duckflock.server.connections import PeerLimit
+from duckflock.server.pgwire.execute import Executor
+from duckflock.server.pgwire.messages import (
     CANCEL_REQUEST,
     GSS_REQUEST,
     SSL_REQUEST,
@@ -33,8 +31,10 @@ from .messages import (
     Reader,
     error,
 )
-from .scram import ScramKeys
-from .session import Session
+from duckflock.server.pgwire.scram import ScramKeys
+from duckflock.server.pgwire.session import Session
+from duckflock.server.service import Service
+from duckflock.server.settings import PgSettings, ServerSettings
 
 log = logging.getLogger("duckflock.pgwire")
 _REFUSERS = 8  # refused connections answered at once; past that they are closed unanswered

@@ -24,20 +24,20 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from ...errors import (
+from duckflock.errors import (
     AuthenticationError,
     DuckflockError,
     QueryError,
     QueryTimeoutError,
     ServerBusyError,
 )
-from ..backoff import Door, Refused
-from . import compat, types
-from .channels import Channels
-from .compat import Statement
-from .encode import COPY_SIGNATURE, COPY_TRAILER, RowEncoder, copy_data
-from .execute import CopyPlan, Outcome, copy_plan
-from .messages import (
+from duckflock.server.backoff import Door, Refused
+from duckflock.server.pgwire import compat, types
+from duckflock.server.pgwire.channels import Channels
+from duckflock.server.pgwire.compat import Statement
+from duckflock.server.pgwire.encode import COPY_SIGNATURE, COPY_TRAILER, RowEncoder, copy_data
+from duckflock.server.pgwire.execute import CopyPlan, Outcome, copy_plan
+from duckflock.server.pgwire.messages import (
     CANCEL_REQUEST,
     GSS_REQUEST,
     MAX_AUTH_MESSAGE,
@@ -59,10 +59,10 @@ from .messages import (
     row_description,
     sqlstate,
 )
-from .scram import MECHANISM
+from duckflock.server.pgwire.scram import MECHANISM
 
 if TYPE_CHECKING:
-    from .server import PgServer
+    from duckflock.server.pgwire.server import PgServer
 
 log = logging.getLogger("duckflock.pgwire")
 _I2, _I4 = struct.Struct("!h"), struct.Struct("!i")

@@ -1,0 +1,1 @@
+"""The database underneath: cursors, statements, transactions, names, the project's schema."""

@@ -1,0 +1,67 @@
+"""Opening a database file, with errors that say what went wrong and what to do."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+from duckflock.errors import DatabaseDamagedError, OpenError
+
+
+def open_connection(
+    path: str, *, read_only: bool, config: dict[str, Any]
+) -> duckdb.DuckDBPyConnection:
+    """DuckDB's connection to ``path``; a damaged file or WAL, a file that cannot be
+    opened, or a refused ``config`` get an error saying why."""
+    try:
+        return duckdb.connect(path, read_only=read_only, config=config)
+    except (duckdb.InvalidInputException, duckdb.ConversionException) as exc:
+        # a setting DuckDB does not know, or a value it cannot take: the caller's config
+        raise ValueError(f"config {config!r} is refused by DuckDB: {exc}") from exc
+    except duckdb.Error as exc:
+        damaged = _damaged(path, exc)
+        if damaged is not None:
+            raise damaged from exc
+        raise _open_error(path, exc) from exc
+
+
+def _damaged(path: str, exc: duckdb.Error) -> DatabaseDamagedError | None:
+    """The error for a database that DuckDB cannot open because a file is damaged."""
+    message = str(exc)
+    lowered = message.lower()
+    if not isinstance(exc, duckdb.IOException | duckdb.SerializationException) or not any(
+        word in lowered for word in ("corrupt", "checksum", "replaying wal", "damaged")
+    ):
+        return None
+    wal = path + ".wal"
+    if "wal" in lowered:
+        advice = (
+            f"cannot open {path!r}: its write-ahead log {wal!r} is damaged ({message}). "
+            f"It holds the commits made since the last checkpoint. To open the database "
+            f"as of that checkpoint, move the log aside (mv {wal!r} {wal + '.damaged'!r}) "
+            f"and keep it for inspection, or restore both files from a backup."
+        )
+    else:
+        advice = (
+            f"cannot open {path!r}: the database file is damaged ({message}). Restore it "
+            f"(and {wal!r}) from a backup."
+        )
+    return DatabaseDamagedError(advice, path=path, wal=wal)
+
+
+def _open_error(path: str, exc: duckdb.Error) -> OpenError:
+    """Why ``path`` could not be opened, in the user's terms."""
+    text = str(exc)
+    if "lock" in text.lower():
+        why = (
+            "another process holds it (DuckDB lets one process open a file for writing; if "
+            "it is a running `duckflock serve`, go through its URL)"
+        )
+    elif "No such file or directory" in text:
+        why = "its folder does not exist"
+    elif "Permission denied" in text:
+        why = "permission denied"
+    else:
+        why = text
+    return OpenError(f"cannot open database {path!r}: {why}\n({text})", path=path)

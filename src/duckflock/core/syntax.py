@@ -1,0 +1,315 @@
+"""What SQL does, asked of DuckDB's own parser: whether it writes, and what it reads.
+
+Two questions decide whether cached schemas and incremental states stay valid:
+
+- :func:`classify` — does a statement string (one or several statements) write? Every
+  statement is typed by ``duckdb.extract_statements``; only SELECT (and EXPLAIN of a
+  SELECT) reads. ``EXPLAIN ANALYZE DELETE …`` runs the DELETE, so it writes; ``SET`` and
+  ``USE`` change how names resolve, so cached schemas are dropped.
+- :func:`reads` — which tables does a query read? The syntax tree
+  (``json_serialize_sql``) names them; each name is resolved against the catalog
+  (:mod:`duckflock.core.names`), views are expanded to the tables they read, and a query that
+  reads tables in ways the tree does not show (``query('…')``, ``query_table``, macros)
+  is marked as reading any table.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import duckdb
+
+from duckflock.core.names import Identity, Resolver, parse_prefix
+from duckflock.errors import ParserError, QueryError
+
+READ, SESSION, WRITE = "read", "session", "write"
+
+_SESSION_TYPES = {duckdb.StatementType.SET}
+# table functions that read tables named by a string (or a serialized query)
+_DYNAMIC_READERS = {"query", "query_table", "json_execute_serialized_sql"}
+
+
+@functools.lru_cache(maxsize=4096)
+def classify(sql: str) -> str:
+    """``WRITE`` if any statement in ``sql`` may change data or the catalog, ``SESSION``
+    if one changes settings (names may resolve differently), else ``READ``.
+
+    SQL that does not parse is ``READ``: it will not run either, and the caller
+    reports DuckDB's parse error.
+    """
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return READ
+    kind = READ
+    for statement in statements:
+        if statement.type == duckdb.StatementType.SELECT:
+            continue
+        if statement.type == duckdb.StatementType.EXPLAIN and _explains_a_read(statement.query):
+            continue
+        if statement.type == duckdb.StatementType.TRANSACTION and _opens_or_undoes(statement.query):
+            continue  # BEGIN writes nothing, ROLLBACK undoes what was seen when it ran
+        if statement.type in _SESSION_TYPES:
+            kind = SESSION
+            continue
+        return WRITE
+    return kind
+
+
+# statements that change the catalog and nothing else: what they changed is read off the
+# catalog itself (effects.py), so only the analyses reading it rebuild
+_CATALOG_TYPES = {
+    duckdb.StatementType.CREATE,
+    duckdb.StatementType.DROP,
+    duckdb.StatementType.ALTER,
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def catalog_only(sql: str) -> bool:
+    """Whether every statement in ``sql`` is CREATE, DROP, ALTER or CHECKPOINT: writes
+    whose whole effect shows in the catalog (a table created AS SELECT is new)."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return False
+    return bool(statements) and all(
+        s.type in _CATALOG_TYPES
+        or (s.type == duckdb.StatementType.CALL and _is_checkpoint(s.query))
+        for s in statements
+    )
+
+
+_DATA_TYPES = {
+    duckdb.StatementType.SELECT,
+    duckdb.StatementType.INSERT,
+    duckdb.StatementType.UPDATE,
+    duckdb.StatementType.DELETE,
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def data_only(sql: str) -> bool:
+    """Whether ``sql`` only reads and writes rows (SELECT, INSERT, UPDATE, DELETE): the
+    catalog is as it was, so no analysis needs planning again."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return False
+    return bool(statements) and all(s.type in _DATA_TYPES for s in statements)
+
+
+def _is_checkpoint(query: str) -> bool:
+    return re.fullmatch(r"\s*(FORCE\s+)?CHECKPOINT\s*;?\s*", query, re.IGNORECASE) is not None
+
+
+def said(sql: str, limit: int = 80) -> str:
+    """A statement as a reason quotes it: whitespace collapsed, cut at ``limit``."""
+    text = " ".join(sql.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _opens_or_undoes(query: str) -> bool:
+    return re.match(r"\s*(BEGIN|START|ROLLBACK|ABORT)\b", query, re.IGNORECASE) is not None
+
+
+def _explains_a_read(query: str) -> bool:
+    """``EXPLAIN <select>`` reads; ``EXPLAIN ANALYZE <anything>`` runs it, and anything
+    that is not plainly ``EXPLAIN`` + one SELECT counts as a write."""
+    found = re.match(r"\s*EXPLAIN\s+(.*)\Z", query, re.IGNORECASE | re.DOTALL)
+    if found is None:
+        return False
+    try:
+        inner = duckdb.extract_statements(found.group(1))
+    except duckdb.Error:
+        return False  # EXPLAIN ANALYZE …, EXPLAIN (options) …: assume it runs
+    return len(inner) == 1 and inner[0].type == duckdb.StatementType.SELECT
+
+
+def parse(cursor: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
+    """The syntax tree of one SELECT statement (QueryError for anything else)."""
+    raw = cursor.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    tree: dict[str, Any] = json.loads(raw[0] if raw else "{}")
+    if tree.get("error"):
+        message = tree.get("error_message", "cannot parse")
+        if tree.get("error_type") == "parser":
+            raise ParserError(f"Parser Error: {message}", sql=sql)
+    if tree.get("error") or len(tree["statements"]) != 1:
+        raise QueryError(f"an analysis must be one SELECT statement, not {_kinds(sql)}", sql=sql)
+    return tree
+
+
+def _kinds(sql: str) -> str:
+    """What ``sql`` holds, in words: ``a DELETE statement``, ``3 statements``…"""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return "this"
+    if not statements:
+        return "an empty string"
+    if len(statements) > 1:
+        return f"{len(statements)} statements"
+    kind = statements[0].type.name
+    if kind == "SELECT":  # PRAGMA and friends are rewritten to SELECT by the parser
+        kind = sql.split(None, 1)[0].upper()
+    return f"a {kind} statement"
+
+
+def walk(node: Any) -> Iterator[dict[str, Any]]:
+    """Every object in a syntax tree from ``json_serialize_sql``, depth first."""
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from walk(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk(value)
+
+
+def table_parts(node: dict[str, Any]) -> tuple[str, ...]:
+    """The name parts of a BASE_TABLE node: ``(catalog, schema, name)``, as written."""
+    qualifiers = (node.get("catalog_name"), node.get("schema_name"))
+    return (*(str(part) for part in qualifiers if part), str(node["table_name"]))
+
+
+class Reads(NamedTuple):
+    """The base tables a query reads (views expanded), and whether it may read any."""
+
+    tables: frozenset[Identity]
+    any_table: bool  # it reads tables the syntax tree does not name (query(), macros)
+    views: frozenset[Identity]  # the views it reads through
+
+    def touches(self, changed: set[Identity] | frozenset[Identity]) -> bool:
+        return self.any_table or not self.tables.isdisjoint(changed)
+
+
+def reads(cursor: duckdb.DuckDBPyConnection, tree: dict[str, Any]) -> Reads:
+    """The tables the query in ``tree`` reads, resolved as DuckDB binds them."""
+    resolver = Resolver(cursor)
+    tables: set[Identity] = set()
+    views: set[Identity] = set()
+    dynamic = _reads_into(cursor, resolver, tree, None, tables, views, depth=0)
+    return Reads(frozenset(tables), dynamic, frozenset(views))
+
+
+_MAX_VIEW_DEPTH = 32
+
+
+def _reads_into(
+    cursor: duckdb.DuckDBPyConnection,
+    resolver: Resolver,
+    tree: dict[str, Any],
+    near: tuple[str, str] | None,
+    tables: set[Identity],
+    views: set[Identity],
+    depth: int,
+) -> bool:
+    if depth > _MAX_VIEW_DEPTH:
+        return True  # views nested this deep: do not guess, refresh on every commit
+    dynamic = False
+    functions: set[str] = set()
+    for node in walk(tree):
+        if node.get("type") == "BASE_TABLE" and node.get("table_name"):
+            # a CTE's name resolves to nothing (or, harmlessly, to a table it shadows)
+            found = resolver.lookup(table_parts(node), near=near)
+            if found is None:
+                continue
+            if found.kind == "table":
+                tables.add(found.identity)
+            elif found.identity not in views:
+                views.add(found.identity)
+                dynamic |= _view_reads(cursor, resolver, found, tables, views, depth)
+        elif node.get("type") == "TABLE_FUNCTION" or node.get("class") == "FUNCTION":
+            function = node.get("function") or node
+            name = str(function.get("function_name", "")).lower()
+            if name:
+                functions.add(name)
+    if functions & _DYNAMIC_READERS or _macros(cursor, functions):
+        dynamic = True
+    return dynamic
+
+
+def _view_reads(
+    cursor: duckdb.DuckDBPyConnection,
+    resolver: Resolver,
+    view: Any,
+    tables: set[Identity],
+    views: set[Identity],
+    depth: int,
+) -> bool:
+    query = view_query(view.sql or "")
+    if query is None:
+        return True  # a view whose text we cannot read: assume it reads anything
+    try:
+        tree = parse(cursor, query)
+    except QueryError:
+        return True
+    near = (view.identity.catalog, view.identity.schema)
+    return _reads_into(cursor, resolver, tree, near, tables, views, depth + 1)
+
+
+def view_query(create: str) -> str | None:
+    """The SELECT of a ``CREATE VIEW name [(aliases)] AS <query>;`` as DuckDB stores it."""
+    head = re.match(
+        r"\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP(?:ORARY)?\s+)?VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?",
+        create,
+        re.IGNORECASE,
+    )
+    if head is None:
+        return None
+    rest = parse_prefix(create, head.end())
+    if rest is None:
+        return None
+    i = rest
+    while i < len(create) and create[i].isspace():
+        i += 1
+    if i < len(create) and create[i] == "(":  # column aliases: quoted or bare names
+        i = _skip_parenthesised(create, i)
+        if i < 0:
+            return None
+    tail = re.match(r"\s*AS\s+(.*?);?\s*\Z", create[i:], re.IGNORECASE | re.DOTALL)
+    return tail.group(1) if tail else None
+
+
+def _skip_parenthesised(text: str, i: int) -> int:
+    """The index after the ``)`` closing the ``(`` at ``i`` (quotes respected), or -1."""
+    depth = 0
+    while i < len(text):
+        char = text[i]
+        if char == '"':
+            end = i + 1
+            while True:
+                end = text.find('"', end)
+                if end < 0:
+                    return -1
+                if end + 1 < len(text) and text[end + 1] == '"':
+                    end += 2
+                    continue
+                break
+            i = end + 1
+            continue
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return -1
+
+
+def _macros(cursor: duckdb.DuckDBPyConnection, functions: set[str]) -> bool:
+    """True when any of ``functions`` is a macro (its body may read any table)."""
+    if not functions:
+        return False
+    row = cursor.execute(
+        "SELECT count(*) FROM duckdb_functions() "
+        "WHERE function_type IN ('macro', 'table_macro') AND lower(function_name) IN "
+        "(SELECT unnest(?::VARCHAR[]))",
+        [sorted(functions)],
+    ).fetchone()
+    return bool(row and row[0])

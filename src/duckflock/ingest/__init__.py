@@ -1,0 +1,1 @@
+"""The write path: row shapes, schemas, the writer and its group commit, loading files."""

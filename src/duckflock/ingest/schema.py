@@ -1,0 +1,136 @@
+"""Table schemas for the write path, cached so bad inserts fail in the caller, cheaply.
+
+An insert names a table and columns; checking them against DuckDB on every call would cost
+a query. The cache asks DuckDB once per table and is dropped whenever a statement that may
+change the catalog runs through the Database; an unknown column is re-checked against a
+fresh schema before it is reported, so DDL from elsewhere cannot cause a false error.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import duckdb
+
+from duckflock.core import project
+from duckflock.core.names import Identity, Resolver
+from duckflock.errors import SchemaMismatchError, translate
+
+_COLUMNS_SQL = (
+    "SELECT column_name FROM duckdb_columns() "
+    "WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index"
+)
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A table's name as the caller gave it, its catalog identity and its columns."""
+
+    name: str
+    identity: Identity
+    sql_name: str  # identity.sql, kept: the writer groups rows by it
+    columns: tuple[str, ...]
+    by_lower: dict[str, str] = field(repr=False)
+    # key tuples already checked against this schema -> canonical column names
+    checked: dict[tuple[str, ...], tuple[str, ...]] = field(default_factory=dict, repr=False)
+
+    @property
+    def key(self) -> Identity:
+        """The table's identity: what commit notices, captures and analyses compare."""
+        return self.identity
+
+    def resolve(self, names: Iterable[str]) -> tuple[str, ...] | None:
+        """The canonical column names for ``names`` or None if any is unknown/repeated."""
+        key = tuple(names)
+        found = self.checked.get(key)
+        if found is not None:
+            return found
+        canonical = []
+        for name in key:
+            if not isinstance(name, str):
+                return None
+            column = self.by_lower.get(name.lower())
+            if column is None:
+                return None
+            canonical.append(column)
+        if len(set(canonical)) != len(canonical):
+            return None
+        found = tuple(canonical)
+        self.checked[key] = found
+        return found
+
+    def explain_mismatch(self, names: Iterable[str]) -> str:
+        """Why ``names`` do not fit this table, in words."""
+        key = list(names)
+        unknown = [n for n in key if not isinstance(n, str) or n.lower() not in self.by_lower]
+        if unknown:
+            listed = ", ".join(repr(n) for n in unknown)
+            return (
+                f"table {self.name!r} has no column {listed}; "
+                f"its columns are {', '.join(self.columns)}"
+            )
+        return f"column named twice in an insert into {self.name!r}: {key}"
+
+
+class SchemaCache:
+    """Table name -> :class:`TableSchema`, filled on demand, emptied after DDL."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        # a cursor of the cache's own, so a caller's USE or SET cannot change what a name
+        # means; guarded by _query_lock (a DuckDB cursor serves one statement at a time)
+        self._cursor = cursor
+        self._query_lock = threading.Lock()
+        # guards _tables: filled from any producer thread, emptied after DDL
+        self._lock = threading.Lock()
+        self._tables: dict[str, TableSchema] = {}
+
+    def get(self, table: str) -> TableSchema:
+        schema = self._tables.get(table)
+        if schema is not None:
+            return schema
+        return self.refresh(table)
+
+    def refresh(self, table: str) -> TableSchema:
+        if not isinstance(table, str):
+            raise TypeError(f"table must be a str, not {type(table).__name__}")
+        try:
+            with self._query_lock:
+                identity = Resolver(self._cursor).table(table)
+                rows = self._cursor.execute(_COLUMNS_SQL, list(identity)).fetchall()
+        except duckdb.Error as exc:
+            raise translate(exc) from exc
+        project.check_table(identity)  # never cached: every insert into it is refused
+        columns = tuple(str(row[0]) for row in rows)
+        schema = TableSchema(
+            name=table,
+            identity=identity,
+            sql_name=identity.sql,
+            columns=columns,
+            by_lower={c.lower(): c for c in columns},
+        )
+        with self._lock:
+            self._tables[table] = schema
+        return schema
+
+    def resolve(self, table: str, names: Iterable[str]) -> tuple[TableSchema, tuple[str, ...]]:
+        """The schema and canonical columns for an insert, or SchemaMismatchError."""
+        schema = self.get(table)
+        key = tuple(names)
+        found = schema.resolve(key)
+        if found is None:
+            schema = self.refresh(table)  # the table may have changed behind our back
+            found = schema.resolve(key)
+            if found is None:
+                unknown = [n for n in key if str(n).lower() not in schema.by_lower]
+                raise SchemaMismatchError(
+                    schema.explain_mismatch(key),
+                    table=table,
+                    column=str(unknown[0]) if unknown else None,
+                )
+        return schema, found
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._tables.clear()

@@ -1,0 +1,490 @@
+"""The write path: a bounded inbox, one writer thread, group commit.
+
+Producers put their receipt into an inbox (``queue.SimpleQueue``: a C-level put, no
+Python lock, so producer threads never queue up behind one another) and, when they wait,
+park on the receipt's own lock. The writer thread takes everything the inbox holds (up
+to ``max_batch_rows``), appends it with one statement per table and column list (see
+:mod:`duckflock.ingest.appends`), commits, and then wakes every caller of the batch at once.
+
+One writer thread, on purpose: for small batches what limits throughput here is the GIL,
+not the commit. Each DuckDB call releases it and winning it back from fifty busy producer
+threads costs about 0.5 ms, so one autocommitted statement per batch on one writer beat
+two to four overlapping writer connections (BENCHMARKS.md). With one writer, commits
+happen in inbox order by construction: what one thread submits is committed in order.
+
+Memory is bounded: single rows are admitted while the rows queued (in the inbox plus
+held by the writer) are under ``max_queued_rows``; larger calls, and every call once the
+bound is reached, go through a locked path that blocks until there is room (or raises
+:class:`QueueFullError` after the caller's timeout). Concurrent single-row producers may
+overshoot the bound by at most one row each.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+
+from duckflock.core.names import Identity
+from duckflock.errors import (
+    ClosedError,
+    DuckflockError,
+    IngestError,
+    IngestTimeoutError,
+    QueueFullError,
+    StorageError,
+    WriterBrokenError,
+)
+from duckflock.ingest.appends import Committer, StorageFailure
+from duckflock.ingest.receipts import Receipt
+
+if TYPE_CHECKING:
+    from duckflock.lake.connection import Retry
+
+# A batch nobody waits for (only wait=False calls) may gather for this long, until it
+# reaches LINGER_ROWS, before it is committed: small commits while producers stream
+# cost each of them a GIL round trip (measured: 150k rows/s without, 380k with).
+LINGER_SECONDS = 0.01
+LINGER_ROWS = 20_000
+_SAMPLES = 4096  # batch sizes and commit latencies kept for percentiles
+# upper bounds (seconds) of the commit-latency histogram exported as metrics
+COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_CLOSE = None  # the inbox sentinel
+# told, after each commit, its sequence number, the tables it changed and captured rows
+CommitListener = Callable[[int, set[Identity], list[tuple[Identity, pa.Table]]], None]
+
+
+@dataclass(frozen=True)
+class IngestStats:
+    """A snapshot of the write path (see ``Database.stats``)."""
+
+    rows_committed: int
+    batches_committed: int
+    calls_rejected: int
+    rows_queued: int
+    rows_queued_peak: int
+    max_queued_rows: int
+    batch_rows: dict[str, float]
+    commit_ms: dict[str, float]
+    # cumulative counts per COMMIT_BUCKETS bound (then +Inf), and the sum in seconds
+    commit_histogram: tuple[int, ...] = ()
+    commit_seconds: float = 0.0
+    # the write path's health: "ok"; "failed" (the last commit failed on storage, or
+    # the database could not be reopened: the next batch tries again); "recovering"
+    # (reopening an invalidated database now)
+    state: str = "ok"
+    storage_failures: int = 0  # batches whose commit failed on storage
+    reopens: int = 0  # times the database was reopened after DuckDB invalidated it
+    last_storage_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _percentiles(samples: Sequence[float]) -> dict[str, float]:
+    if not samples:
+        return {}
+    ordered = sorted(samples)
+    last = len(ordered) - 1
+    return {
+        "p50": ordered[last // 2],
+        "p90": ordered[(last * 9) // 10],
+        "p99": ordered[(last * 99) // 100],
+        "max": ordered[last],
+    }
+
+
+class Writer:
+    """The write path of one Database: the inbox and the writer thread."""
+
+    def __init__(
+        self,
+        new_cursor: Callable[[], duckdb.DuckDBPyConnection],
+        *,
+        max_queued_rows: int = 500_000,
+        max_batch_rows: int = 200_000,
+        on_commit: Callable[[int, set[Identity], list[tuple[Identity, pa.Table]]], None]
+        | None = None,
+        on_schema_change: Callable[[], None] | None = None,
+        commit_lock: threading.Lock | None = None,
+        reopen: Callable[[], None] | None = None,
+        retry: Retry | None = None,
+    ) -> None:
+        if max_queued_rows < 1 or max_batch_rows < 1:
+            raise ValueError("max_queued_rows and max_batch_rows must be >= 1")
+        self.max_queued_rows = max_queued_rows
+        self.max_batch_rows = max_batch_rows
+        # stop gathering well before producers would block on a full queue
+        self._linger_rows = min(LINGER_ROWS, max(1, max_queued_rows // 2))
+        self._on_commit = on_commit
+        self._new_cursor = new_cursor
+        self._committer = Committer(new_cursor(), on_schema_change, retry)
+        # closes every cursor and reopens the database after DuckDB invalidated it
+        # (None: it cannot be reopened, e.g. in memory)
+        self._reopen = reopen
+        self._needs_reopen = False  # written by the writer thread only
+        # held around each commit and its notice: whoever holds it sees no commit happen
+        # (analyses take it to pin a snapshot that lines up with the commit notices)
+        self.commit_lock = commit_lock or threading.Lock()
+        self.committed_seq = 0  # batches finished so far; written under commit_lock
+        self._inbox: queue.SimpleQueue[Receipt | None] = queue.SimpleQueue()
+        # guards _big_rows, _closing, _exited, _broken, every receipt's finish() against
+        # a late wait(), and _held_rows decreases (with _has_room, which wakes producers
+        # waiting for room)
+        self._lock = threading.Lock()
+        self._has_room = threading.Condition(self._lock)
+        self._big_rows = 0  # rows of multi-row calls still in the inbox
+        self._held_rows = 0  # rows the writer took from the inbox and has not finished
+        self._peak = 0
+        self._closing = False
+        self._exited = False
+        self._broken: BaseException | None = None
+        self._current: list[Receipt] = []  # the batch being committed
+        self._current_markers: list[Receipt] = []  # flush markers riding on it
+        # guards the counters and samples below; written by the writer thread only
+        self._stats_lock = threading.Lock()
+        self._rows_committed = 0
+        self._batches_committed = 0
+        self._calls_rejected = 0
+        self._batch_rows: deque[float] = deque(maxlen=_SAMPLES)
+        self._commit_ms: deque[float] = deque(maxlen=_SAMPLES)
+        self._commit_counts = [0] * (len(COMMIT_BUCKETS) + 1)
+        self._commit_seconds = 0.0
+        self._state = "ok"
+        self._storage_failures = 0
+        self._reopens = 0
+        self._last_storage_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="duckflock-writer", daemon=True)
+        self._thread.start()
+
+    # -- producers ---------------------------------------------------------------------
+
+    def submit(self, receipt: Receipt, timeout: float | None, *, wait: bool) -> Receipt:
+        """Queue one call. A full queue blocks (QueueFullError after ``timeout``)."""
+        if self._closing or self._broken is not None:
+            self._refuse()
+        if (
+            receipt._nrows > 1
+            or self._inbox.qsize() + self._big_rows + self._held_rows >= self.max_queued_rows
+        ):
+            self._admit(receipt, timeout)
+        receipt._guard = self._lock
+        if wait:
+            receipt.park()  # before the put, so the writer cannot finish it unseen
+        self._inbox.put(receipt)
+        if self._closing or self._broken is not None:
+            self._reclaim()  # the writer may have gone: fail what it will never take
+        return receipt
+
+    def _queued(self) -> int:
+        return self._inbox.qsize() + self._big_rows + self._held_rows
+
+    def _admit(self, receipt: Receipt, timeout: float | None) -> None:
+        """The locked path: wait for room, and count a multi-row call's rows."""
+        nrows = receipt._nrows
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while (queued := self._queued()) + nrows > self.max_queued_rows and queued > 0:
+                if self._closing or self._broken is not None:
+                    self._refuse()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise QueueFullError(
+                        f"ingest queue full ({queued:,} of {self.max_queued_rows:,} rows) for "
+                        f"{timeout} s; {nrows:,} rows for {receipt.table!r} not accepted"
+                    )
+                self._has_room.wait(remaining)
+            if nrows > 1:
+                self._big_rows += nrows
+
+    def _refuse(self) -> None:
+        if self._broken is not None:
+            raise WriterBrokenError(f"the writer died: {self._broken!r}") from self._broken
+        raise ClosedError("the database is closing; no more inserts are accepted")
+
+    def _reclaim(self) -> None:
+        with self._lock:
+            if self._exited:
+                self._fail_leftovers()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every call accepted so far is committed (or failed)."""
+        marker = Receipt(None, nrows=0)
+        marker._guard = self._lock
+        marker.park()
+        self._inbox.put(marker)  # finished only after everything queued before it
+        if self._closing or self._broken is not None:
+            self._reclaim()
+        try:
+            marker.wait(timeout)
+        except IngestTimeoutError:
+            raise IngestTimeoutError(f"flush did not finish within {timeout} s") from None
+        if self._broken is not None:
+            raise WriterBrokenError(f"the writer died: {self._broken!r}") from self._broken
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        """Commit everything accepted, then stop the writer thread."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            self._has_room.notify_all()  # producers waiting for room get ClosedError
+        self._inbox.put(_CLOSE)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    @property
+    def capture(self) -> frozenset[Identity]:
+        """Tables whose stored rows are handed to ``on_commit`` (incremental analyses)."""
+        return self._committer.capture
+
+    @capture.setter
+    def capture(self, tables: frozenset[Identity]) -> None:
+        self._committer.capture = tables
+
+    def stats(self) -> IngestStats:
+        queued = self._queued()
+        with self._stats_lock:
+            return IngestStats(
+                rows_committed=self._rows_committed,
+                batches_committed=self._batches_committed,
+                calls_rejected=self._calls_rejected,
+                rows_queued=queued,
+                rows_queued_peak=max(self._peak, queued),
+                max_queued_rows=self.max_queued_rows,
+                batch_rows=_percentiles(self._batch_rows),
+                commit_ms=_percentiles(self._commit_ms),
+                commit_histogram=tuple(itertools.accumulate(self._commit_counts)),
+                commit_seconds=self._commit_seconds,
+                state=self._state,
+                storage_failures=self._storage_failures,
+                reopens=self._reopens,
+                last_storage_error=self._last_storage_error,
+            )
+
+    # -- the writer thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                receipts, markers, rows, stop = self._gather()
+                with self.commit_lock:
+                    if receipts:
+                        self._commit_guarded(receipts, rows)
+                    self.committed_seq += 1
+                    self._notify(receipts)
+                    self._finish(receipts, markers, rows)
+                if stop:
+                    break
+            with self._lock:
+                self._exited = True
+                self._fail_leftovers()
+        except BaseException as exc:  # a bug in the loop itself: fail everyone waiting
+            self._break(exc)
+
+    def _commit_guarded(self, receipts: list[Receipt], rows: int) -> None:
+        """Commit one batch; whatever goes wrong fails this batch's calls, not the writer."""
+        try:
+            self._commit(receipts, rows)
+        except Exception as exc:  # a bug: log it, fail the batch's open calls, go on
+            logging.getLogger("duckflock").exception("the writer failed a batch")
+            for receipt in receipts:
+                if receipt._error is None and not receipt._committed:
+                    error = IngestError(f"the writer failed this batch (a bug): {exc!r}")
+                    error.__cause__ = exc
+                    receipt._error = error
+
+    def _gather(self) -> tuple[list[Receipt], list[Receipt], int, bool]:
+        """The next batch: block for one call, then take what the inbox holds.
+
+        Returns the calls, the flush markers among them, their row count, and whether
+        close() was seen.
+        """
+        inbox = self._inbox
+        receipts: list[Receipt] = self._current
+        markers: list[Receipt] = self._current_markers
+        rows = 0
+        urgent = False
+        deadline = 0.0
+        yielded = False
+        item = inbox.get()
+        while True:
+            if item is _CLOSE:
+                return receipts, markers, rows, True
+            if item._schema is None:
+                markers.append(item)
+                urgent = True
+            else:
+                receipts.append(item)
+                n = item._nrows
+                rows += n
+                self._held_rows += n
+                if n > 1:
+                    with self._lock:
+                        self._big_rows -= n
+                if item._waiter is not None or item._on_done is not None:
+                    urgent = True  # somebody waits for this one: no lingering
+                if rows >= self.max_batch_rows:
+                    break
+            try:
+                item = inbox.get_nowait()
+            except queue.Empty:
+                if not yielded:
+                    # let producers that are runnable right now (woken by the last commit)
+                    # hand in their calls before this batch is sealed: one GIL yield
+                    yielded = True
+                    time.sleep(0)
+                    try:
+                        item = inbox.get_nowait()
+                        continue
+                    except queue.Empty:
+                        pass
+                if urgent or rows >= self._linger_rows or self._closing:
+                    break
+                if not deadline:
+                    deadline = time.monotonic() + LINGER_SECONDS
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = inbox.get(timeout=remaining)
+                except queue.Empty:
+                    break
+        queued = self._queued()
+        if queued > self._peak:
+            self._peak = queued
+        return receipts, markers, rows, False
+
+    def _commit(self, receipts: list[Receipt], rows: int) -> None:
+        started = time.perf_counter()
+        whole = False
+        failure: StorageFailure | None = None
+        try:
+            if self._needs_reopen:
+                self._recover()
+            whole = self._committer.commit_batch(receipts)
+        except StorageFailure as exc:
+            failure = exc
+            for receipt in receipts:
+                if receipt._error is None and not receipt._committed:
+                    error = StorageError(f"commit into {receipt.table!r} failed: {exc}")
+                    error.__cause__ = exc.__cause__
+                    receipt._error = error
+        committed, rejected = rows, 0
+        if not whole:  # some calls failed: count them one by one
+            committed = sum(r._nrows for r in receipts if r._committed)
+            rejected = sum(1 for r in receipts if not r._committed)
+        with self._stats_lock:
+            self._rows_committed += committed
+            self._calls_rejected += rejected
+            if committed:
+                self._batches_committed += 1
+            self._batch_rows.append(rows)
+            seconds = time.perf_counter() - started
+            self._commit_ms.append(seconds * 1000)
+            self._commit_counts[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
+            self._commit_seconds += seconds
+            if failure is not None:
+                self._storage_failures += 1
+                self._last_storage_error = str(failure)
+                self._state = "failed"
+            elif self._state != "ok":
+                self._state = "ok"
+        if failure is not None and (failure.invalidated or failure.committed):
+            # DuckDB gave up on the instance: reopen now, so the next batch finds it
+            # ready (and again before each batch while reopening fails)
+            self._needs_reopen = True
+            with contextlib.suppress(StorageFailure):  # "failed": the next batch retries
+                self._recover()
+
+    def _recover(self) -> None:
+        """Reopen the invalidated database and take a fresh cursor on it."""
+        if self._reopen is None:
+            raise StorageFailure("the database was invalidated and cannot be reopened")
+        with self._stats_lock:
+            self._state = "recovering"
+        try:
+            self._reopen()
+            self._committer.cursor = self._new_cursor()
+        except Exception as exc:
+            with self._stats_lock:
+                self._state = "failed"
+                self._last_storage_error = f"reopening the database failed: {exc}"
+            logging.getLogger("duckflock").warning("reopening the database failed: %s", exc)
+            raise StorageFailure(f"the database could not be reopened: {exc}") from exc
+        self._needs_reopen = False
+        with self._stats_lock:
+            self._reopens += 1
+            self._state = "ok"
+        logging.getLogger("duckflock").warning("the database was reopened after a fault")
+
+    def _finish(self, receipts: list[Receipt], markers: list[Receipt], rows: int) -> None:
+        with self._lock:
+            for receipt in receipts:
+                receipt.finish()
+            for marker in markers:
+                marker.finish()
+            self._held_rows -= rows
+            self._has_room.notify_all()
+        self._current = []
+        self._current_markers = []
+
+    def _notify(self, receipts: list[Receipt]) -> None:
+        """Tell the listener which tables changed, with the captured stored rows."""
+        stored, self._committer.stored = self._committer.stored, []
+        if self._on_commit is None or not receipts:
+            return
+        tables = {r._schema.key for r in receipts if r._committed and r._schema is not None}
+        if tables:
+            try:
+                self._on_commit(self.committed_seq, tables, stored)
+            except Exception:  # a listener's bug is not the writer's: log it, go on
+                logging.getLogger("duckflock").exception("a commit listener failed")
+
+    def _fail_leftovers(self) -> None:
+        """Fail every call still in the inbox; the caller holds the lock."""
+        error: DuckflockError
+        if self._broken is not None:
+            error = WriterBrokenError(f"the writer died: {self._broken!r}")
+            error.__cause__ = self._broken
+        else:
+            error = ClosedError("the database closed before this insert was taken")
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if item is _CLOSE:
+                continue
+            if item._schema is not None:
+                item._error = error
+            item.finish()
+
+    def _break(self, exc: BaseException) -> None:
+        """The writer thread died: fail every waiting call, refuse new ones."""
+        with self._lock:
+            self._broken = exc
+            self._exited = True
+            for receipt in self._current:
+                if receipt._error is None and not receipt._committed:
+                    error = WriterBrokenError(f"the writer died before committing: {exc!r}")
+                    error.__cause__ = exc
+                    receipt._error = error
+                receipt.finish()
+            for marker in self._current_markers:
+                marker.finish()
+            self._current = []
+            self._current_markers = []
+            self._fail_leftovers()
+            self._has_room.notify_all()

@@ -1,0 +1,1 @@
+"""DuckLake: one dataset written and analysed by many processes, and watching its snapshots."""

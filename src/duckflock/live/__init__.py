@@ -1,0 +1,1 @@
+"""Live analyses: definitions, the scheduler, refreshes, results and subscriptions."""

@@ -1,0 +1,1 @@
+"""How incremental states merge, retract and finalise."""

@@ -1,0 +1,641 @@
+"""Retention deletes: subtract the rows a DELETE removed from incremental states.
+
+A ``DELETE`` run through ``db.execute`` (one statement, autocommitted) on a table that
+incremental analyses read is run as ``BEGIN; DELETE … RETURNING *; COMMIT``, the COMMIT
+under the writer's commit lock. The deleted rows are handed to the scheduler under that
+lock too, so they are ordered against db.insert commits and against the snapshot an
+analysis pins when it (re)builds, exactly as appended rows are: a row deleted after a
+state's snapshot is subtracted from it, one deleted before is not in it.
+
+A refresh then folds the appended rows in as usual and *retracts* the deleted ones:
+
+- count(*), count(x) and the exact sum(x) (integers as HUGEINT, DECIMAL; also avg's
+  two) are invertible: the deleted rows' partials are subtracted, group by group.
+  Every incremental state keeps a hidden count(*) (a group whose rows are all gone
+  disappears, as in a full run) and a count(x) beside each sum(x) (a sum whose values
+  are all gone is NULL, not 0);
+- min/max are not: a group whose deleted rows reached its min (max) is recomputed from
+  the table, at a snapshot pinned together with the deltas it takes (so the group is
+  exact, with no row counted twice). So is a FLOAT/DOUBLE sum (and avg) that deleted
+  rows touch: subtraction is not the inverse of floating addition (1e16 + 1 - 1e16 is
+  0, not 1; NaN and infinity never come back out). So is every group deleted rows
+  touch when a key's equal values differ in form (-0.0 and 0.0, '30 days' and
+  '720 hours', 'a' and 'A' under NOCASE): the group shows its first row's form, as a
+  full run does, and that row may be the one deleted.
+
+Anything that cannot be captured this way — a DELETE inside an explicit transaction,
+several statements, ``executemany``, ``EXPLAIN ANALYZE``, a DELETE that has its own
+``RETURNING``, a temporary table of the same name, more deleted rows than an analysis
+keeps between refreshes, any other aggregate — keeps the old behaviour: the analyses on
+that table rebuild from the whole table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from duckflock.core.names import Identity, Resolver
+from duckflock.live.fold.arrow import ArrowPlan
+from duckflock.live.fold.query import over_arrow
+from duckflock.live.fold.states import Partial
+
+KEYS = "__duckflock_keys"
+_BATCH = 65_536
+
+# -- the write path: which statements are captured, and how -----------------------------
+
+
+def target(sql: str) -> tuple[str, ...] | None:
+    """The name parts of the table ``sql`` deletes from, when ``sql`` is exactly one
+    ``DELETE`` (WITH-prefixed or not) without a RETURNING of its own; else None."""
+    found = _delete_keyword(sql)
+    if found is None:
+        return None
+    tokens, at = found
+    if at + 2 >= len(tokens) or _word(sql, tokens[at + 1][0]) != "from":
+        return None
+    at += 2
+    if _word(sql, tokens[at][0]) == "only" and tokens[at][1] == duckdb.token_type.keyword:
+        at += 1  # DELETE FROM ONLY t: t
+    return _name(sql, tokens, at)
+
+
+_UNREPEATABLE = {"random", "uuid", "gen_random_uuid", "uuidv4", "uuidv7", "nextval", "setseed"}
+# a subquery (or CTE) may sample, LIMIT without an order, or read a view or table macro
+# that does: the SELECT and the DELETE could then pick as many rows but not the same ones
+_SUBQUERY = {"select", "sample", "tablesample", "limit", "using"}
+
+
+def selecting(sql: str, cursor: duckdb.DuckDBPyConnection | None = None) -> str | None:
+    """The SELECT of the rows the DELETE ``sql`` deletes (same parameters), or None.
+
+    ``[WITH …] DELETE FROM t [AS a] [WHERE …]`` becomes ``[WITH …] SELECT * FROM t …``;
+    run in the DELETE's transaction just before it, it reads the very rows it deletes.
+    That costs a scan of those rows; ``RETURNING *`` fetches them one by one from
+    storage, ~15x slower. Only for a predicate sure to pick the same rows twice: not for
+    ``USING`` (a join), subqueries and CTEs, or calls that may differ between runs
+    (volatile functions and, with ``cursor``, a user's macros, whose bodies are not
+    checked).
+    """
+    found = _delete_keyword(sql)
+    if found is None:
+        return None
+    tokens, at = found
+    words = {_word(sql, position) for position, _ in tokens}
+    # FROM-first subqueries: (FROM t …); not IS DISTINCT FROM, extract(year FROM ts)
+    from_first = any(
+        sql.startswith("(", before) and _word(sql, position) == "from"
+        for (before, _), (position, _) in itertools.pairwise(tokens)
+    )
+    if from_first or words & (_UNREPEATABLE | _SUBQUERY):
+        return None
+    if cursor is not None and _volatile(cursor, sql, tokens):
+        return None
+    position = tokens[at][0]
+    return sql[:position] + "SELECT *" + sql[position + len("delete") :]
+
+
+def _volatile(cursor: duckdb.DuckDBPyConnection, sql: str, tokens: list[tuple[int, Any]]) -> bool:
+    """Whether a word of ``sql`` names a volatile function or a user's macro (its body
+    is not checked). Table functions and macros come with a FROM: a subquery already."""
+    names = sorted(
+        {
+            _plain(sql, position)
+            for (position, _), (after, _) in itertools.pairwise(tokens)
+            if sql.startswith("(", after)  # a call: the catalogue costs ~10 ms to ask
+        }
+        - {""}
+    )
+    if not names:
+        return False
+    try:
+        row = cursor.execute(
+            "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) IN "
+            "(SELECT lower(unnest(?))) "
+            "AND (stability = 'VOLATILE' OR (function_type = 'macro' AND NOT internal))",
+            [names],
+        ).fetchone()
+    except duckdb.Error:
+        return True
+    return row is None or bool(row[0])
+
+
+def _plain(sql: str, position: int) -> str:
+    """The name a token at ``position`` spells (quoted or not), else ""."""
+    if sql[position] == '"':
+        match = re.match(r'"((?:[^"]|"")*)"', sql[position:])
+        return match.group(1).replace('""', '"') if match else ""
+    match = _BARE.match(sql, position)
+    return match.group(0) if match else ""
+
+
+def _delete_keyword(sql: str) -> tuple[list[tuple[int, Any]], int] | None:
+    """The tokens of ``sql`` and the index of its top-level DELETE keyword, when ``sql``
+    is one DELETE statement without RETURNING."""
+    try:
+        statements = duckdb.extract_statements(sql)
+        tokens = duckdb.tokenize(sql)
+    except duckdb.Error:
+        return None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.DELETE:
+        return None
+    depth = 0
+    found: int | None = None
+    for i, (position, kind) in enumerate(tokens):
+        word = _word(sql, position)
+        if kind == duckdb.token_type.operator:
+            depth += sql.count("(", position, position + 1) - sql.count(")", position, position + 1)
+        elif kind == duckdb.token_type.keyword and word == "returning":
+            return None  # its caller wants its own rows back
+        elif kind == duckdb.token_type.keyword and word == "delete" and depth == 0:
+            found = i
+    return None if found is None else (tokens, found)
+
+
+def _word(sql: str, position: int) -> str:
+    match = re.match(r"[A-Za-z_]+", sql[position:])
+    return match.group(0).lower() if match else ""
+
+
+_BARE = re.compile(r"[A-Za-z_\u0080-\U0010ffff][\w$\u0080-\U0010ffff]*")
+
+
+def _name(sql: str, tokens: list[tuple[int, Any]], i: int) -> tuple[str, ...] | None:
+    """A dotted name of up to three parts starting at token ``i``."""
+    parts: list[str] = []
+    # unreserved keywords name tables too (data, value, name, type, day, session…)
+    kinds = (duckdb.token_type.identifier, duckdb.token_type.keyword)
+    while i < len(tokens) and tokens[i][1] in kinds:
+        position = tokens[i][0]
+        if sql[position] == '"':
+            match = re.match(r'"((?:[^"]|"")*)"', sql[position:])
+            if match is None:
+                return None
+            parts.append(match.group(1).replace('""', '"'))
+        else:
+            match = _BARE.match(sql, position)
+            if match is None:
+                return None
+            parts.append(match.group(0))
+        i += 1
+        if i < len(tokens) and sql[tokens[i][0]] == "." and i + 1 < len(tokens):
+            i += 1
+            continue
+        break
+    return tuple(parts) if 1 <= len(parts) <= 3 else None
+
+
+def returning(sql: str) -> str:
+    """``sql`` with ``RETURNING *``: before any trailing semicolons (and what follows
+    them), on a line of its own (a trailing ``--`` comment would swallow it otherwise)."""
+    tokens = duckdb.tokenize(sql)
+    end = len(tokens)
+    while end and sql.startswith(";", tokens[end - 1][0]):
+        end -= 1
+    if end < len(tokens):
+        sql = sql[: tokens[end][0]]
+    return sql.rstrip() + "\nRETURNING *"
+
+
+def resolve(cursor: duckdb.DuckDBPyConnection, parts: tuple[str, ...]) -> Identity | None:
+    """The base table ``parts`` names on ``cursor``, as its DELETE binds it; None when
+    unsure (a temporary table of that name shadows the catalog's, or it is not a table)."""
+    try:
+        shadow = cursor.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND lower(table_name) = lower(?)",
+            [parts[-1]],
+        ).fetchone()
+        if shadow is None or shadow[0]:
+            return None
+        found = Resolver(cursor).lookup(parts)
+    except duckdb.Error:  # e.g. the cursor's transaction is aborted: run it plainly
+        return None
+    return found.identity if found is not None and found.kind == "table" else None
+
+
+def delete(
+    cursor: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: Any,
+    *,
+    columns: list[str],
+    commit_lock: threading.Lock,
+    committed: Callable[[pa.Table | None], None],
+    lost: Callable[[], None],
+    limit: int,
+    fault: Callable[[str], None] = lambda point: None,
+) -> int | None:
+    """Run the DELETE ``sql`` capturing its rows; the number deleted, or None when it did
+    not run because the cursor is inside a transaction of its caller's.
+
+    ``committed`` gets the deleted rows (None: more than ``limit`` of them, or not the
+    table's columns) under ``commit_lock``, right after the COMMIT. Anything raised from
+    the COMMIT until they are handed over (a Ctrl-C between the two) calls ``lost``
+    first, still under the lock: the analyses rebuild rather than keep the deleted rows.
+    ``fault(point)`` is a test's seam ("deleted", "committed", "handed").
+    """
+    if _in_transaction(cursor):
+        return None  # the caller's own transaction: it may yet roll back
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        rows, deleted = _capture(cursor, sql, params, limit)
+        if deleted < 0:
+            return None  # rolled back: nothing ran
+        if rows is not None and [name.lower() for name in rows.schema.names] != columns:
+            rows = None
+        fault("deleted")
+        with commit_lock:
+            try:
+                cursor.execute("COMMIT")
+                fault("committed")
+                committed(rows)
+            except BaseException:
+                lost()  # committed or not: rebuilding is right either way
+                raise
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            cursor.execute("ROLLBACK")
+        raise
+    fault("handed")
+    # what a plain DELETE answers: one row, the number of rows deleted
+    cursor.execute('SELECT CAST(? AS BIGINT) AS "Count"', [deleted])
+    return deleted
+
+
+def _capture(
+    cursor: duckdb.DuckDBPyConnection, sql: str, params: Any, limit: int
+) -> tuple[pa.Table | None, int]:
+    """Delete, inside the open transaction: (the deleted rows or None, how many).
+    -1 rows: the statement did not run and the transaction was rolled back."""
+    select = selecting(sql, cursor)
+    if select is not None:
+        try:
+            rows, seen = _read(cursor.execute(select, params).to_arrow_reader(_BATCH), limit)
+        except duckdb.Error:
+            # not a SELECT after all (it aborted the transaction): let the DELETE speak
+            cursor.execute("ROLLBACK")
+            cursor.execute("BEGIN TRANSACTION")
+        else:
+            counted = cursor.execute(sql, params).fetchone()
+            deleted = int(counted[0]) if counted else -1
+            # same snapshot, same rows: a different count means it did not hold
+            return (rows if deleted == seen else None), deleted
+    try:
+        result = cursor.execute(returning(sql), params)
+    except duckdb.ParserException:
+        # RETURNING did not fit where it was put: run the statement as it was
+        with contextlib.suppress(duckdb.Error):
+            cursor.execute("ROLLBACK")
+        return None, -1
+    return _read(result.to_arrow_reader(_BATCH), limit)
+
+
+def _read(reader: pa.RecordBatchReader, limit: int) -> tuple[pa.Table | None, int]:
+    """(the rows, or None past ``limit`` of them; how many)."""
+    batches: list[pa.RecordBatch] = []
+    seen = 0
+    for batch in reader:
+        seen += batch.num_rows
+        if seen <= limit:
+            batches.append(batch)
+    if seen > limit:
+        return None, seen
+    return pa.Table.from_batches(batches, schema=reader.schema), seen
+
+
+def _in_transaction(cursor: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``cursor`` is inside an explicit transaction. (A failed BEGIN would say
+    so too, but it aborts the caller's transaction.) Autocommit gives each statement a
+    transaction of its own; an explicit one keeps its id."""
+    first = cursor.execute("SELECT txid_current()").fetchone()
+    second = cursor.execute("SELECT txid_current()").fetchone()
+    return first == second
+
+
+def table_columns(cursor: duckdb.DuckDBPyConnection, table: Identity) -> list[str]:
+    rows = cursor.execute(
+        "SELECT lower(column_name) FROM duckdb_columns() "
+        "WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
+        list(table),
+    ).fetchall()
+    return [str(name) for (name,) in rows]
+
+
+# -- the plan: hidden partials and the SQL of a retraction ------------------------------
+
+# what each partial kind (states.Partial.spec[0]) is to a delete: subtracted, or its
+# group recomputed when the deleted rows reached its extreme (bool_and is a min of
+# booleans, bool_or a max); other kinds (distinct sets, sketches, winners) rebuild
+_RETRACTS = {
+    "count_all": "count",
+    "count": "count",
+    "sum": "sum",
+    "min": "min",
+    "max": "max",
+    "bool_and": "min",
+    "bool_or": "max",
+}
+
+
+def _count_of(sql: str) -> str | None:
+    """The count(x) partial beside a sum(x) partial (FILTER kept), from its SQL."""
+    return "count" + sql[len("sum") :] if sql.startswith("sum(") else None
+
+
+def hidden_partials(
+    partials: list[Partial],
+) -> list[tuple[str, str, tuple[str, str | bool | None]]] | None:
+    """The partials a state needs beside ``partials`` to take deletes: a count(*), and a
+    count(x) for each sum(x) — as (SQL, merge aggregate, pyarrow spec), to add to the
+    plan. None: a partial cannot take deletes (the state rebuilds on one anyway)."""
+    if any(partial.spec[0] not in _RETRACTS for partial in partials):
+        return None
+    have = {partial.sql for partial in partials}
+    extra: list[tuple[str, str, tuple[str, str | bool | None]]] = []
+    if "count(*)" not in have:
+        extra.append(("count(*)", "sum", ("count_all", None)))
+        have.add("count(*)")
+    for partial in partials:
+        count = _count_of(partial.sql) if partial.spec[0] == "sum" else None
+        if count is not None and count not in have:
+            extra.append((count, "sum", ("count", partial.spec[1])))
+            have.add(count)
+    return extra
+
+
+@dataclass(frozen=True)
+class Retraction:
+    """How to take deleted rows out of a state (see the module docstring)."""
+
+    subtract: str  # over STATE and DELTA (the deleted rows): new state + __again flag
+    subtract_partials: str  # the same, DELTA being the deleted rows' partials already
+    recompute: str  # over the source table and KEYS: the partials of those groups
+    keys: int  # how many key columns the state has
+    recompute_all: str = ""  # recompute's query for every group (no KEYS to join)
+    kinds: tuple[str, ...] = ()  # count / sum / min / max, per partial
+    counts: tuple[int, ...] = ()  # per sum partial: its count(x) partial (else -1)
+    rows: int = 0  # the count(*) partial
+    floating: frozenset[int] = frozenset()  # FLOAT/DOUBLE sum partials: recomputed
+    forms: bool = False  # a key's equal values differ in form: touched groups recomputed
+
+    @property
+    def exact(self) -> bool:
+        """Whether subtraction alone settles every group (no min/max, no float sum, no
+        key of several forms)."""
+        return not self.floating and not self.forms and not {"min", "max"} & set(self.kinds)
+
+
+def retraction(
+    source_sql: str,
+    keys: list[str],
+    partials: list[Partial],
+    where_sql: str,
+    deleted_partials: str,
+    state: str,
+    keys_relation: str = KEYS,
+    deltas: str = "__duckflock_delta",
+    floating: frozenset[int] = frozenset(),
+    forms: bool = False,
+) -> Retraction | None:
+    """The queries that retract deleted rows, or None where a partial cannot take them
+    (those deletes rebuild the state).
+
+    ``keys`` and ``partials`` are the SQL of the group keys and partials over the source
+    table (``source_sql``, its FROM clause), ``where_sql`` its `` WHERE …`` (or ""),
+    ``deleted_partials`` the query of the partials of the rows in ``delta``. With
+    ``forms`` (a key whose equal values differ in form: -0.0 and 0.0, '30 days' and
+    '720 hours', 'a' and 'A' under NOCASE) every group deleted rows touch is recomputed:
+    it shows the form of its first row, which may be gone.
+    """
+    kinds: list[tuple[str, str]] = []  # (kind, SQL): a sum finds its count by SQL
+    for partial in partials:
+        kind = _RETRACTS.get(partial.spec[0])
+        if kind is None:
+            return None
+        kinds.append((kind, partial.sql))
+    sqls = [partial.sql for partial in partials]
+    if "count(*)" not in sqls:
+        return None
+    rows = sqls.index("count(*)")
+    columns = [f"s.__k{i}" for i in range(len(keys))]
+    again: list[str] = []
+    for i, (kind, arg) in enumerate(kinds):
+        mine, gone = f"s.__p{i}", f"g.__p{i}"
+        if kind == "count":
+            columns.append(f"{mine} - coalesce({gone}, 0) AS __p{i}")
+        elif kind == "sum":
+            count = _count_of(arg)
+            if count not in sqls:
+                return None
+            n = sqls.index(count)
+            columns.append(
+                f"CASE WHEN s.__p{n} - coalesce(g.__p{n}, 0) = 0 THEN NULL "
+                f"ELSE {mine} - coalesce({gone}, 0) END AS __p{i}"
+            )
+            if i in floating:
+                # a floating sum less the deleted values is not the sum of the values left
+                # (1e16 + 1 - 1e16 is 0, NaN and infinity do not come out at all):
+                # recompute the groups deleted rows touched
+                again.append(f"({gone} IS NOT NULL)")
+        else:  # min / max: recompute the group when its extreme may have gone
+            columns.append(f"{mine} AS __p{i}")
+            compare = "<=" if kind == "min" else ">="
+            again.append(f"({gone} IS NOT NULL AND {gone} {compare} {mine})")
+    if forms:
+        again.append(f"(g.__p{rows} IS NOT NULL)")
+    join = " AND ".join(f"s.__k{i} IS NOT DISTINCT FROM g.__k{i}" for i in range(len(keys)))
+    flag = " OR ".join(again) if again else "false"
+    # a global aggregate always has its one row; a group with no rows left is gone
+    alive = f" WHERE s.__p{rows} - coalesce(g.__p{rows}, 0) > 0" if keys else ""
+    body = (
+        f"SELECT {', '.join(columns)}, coalesce({flag}, true) AS __again "
+        f"FROM {state} AS s LEFT JOIN __gone AS g ON {join or 'true'}{alive}"
+    )
+    subtract = f"WITH __gone AS ({deleted_partials}) {body}"
+    subtract_partials = f"WITH __gone AS (SELECT * FROM {deltas}) {body}"
+    select = [f"{sql} AS __k{i}" for i, sql in enumerate(keys)]
+    select += [f"{sql} AS __p{i}" for i, sql in enumerate(sqls)]
+    semi = ""
+    if keys:
+        on = " AND ".join(f"({sql}) IS NOT DISTINCT FROM __r.__k{i}" for i, sql in enumerate(keys))
+        semi = f" SEMI JOIN {keys_relation} AS __r ON {on}"
+    group = f" GROUP BY {', '.join(keys)}" if keys else ""
+    recompute = f"SELECT {', '.join(select)} FROM {source_sql}{semi}{where_sql}{group}"
+    recompute_all = f"SELECT {', '.join(select)} FROM {source_sql}{where_sql}{group}"
+    return Retraction(
+        subtract=subtract,
+        subtract_partials=subtract_partials,
+        recompute=recompute,
+        recompute_all=recompute_all,
+        keys=len(keys),
+        kinds=tuple(kind for kind, _ in kinds),
+        counts=tuple(
+            sqls.index(str(_count_of(sql))) if kind == "sum" else -1 for kind, sql in kinds
+        ),
+        rows=rows,
+        floating=floating,
+        forms=forms,
+    )
+
+
+# -- the refresh: subtract, then recompute what subtraction cannot --------------------
+
+
+def retract(
+    cursor: duckdb.DuckDBPyConnection,
+    retraction: Retraction,
+    state: pa.Table,
+    deleted: pa.Table,
+    arrow: ArrowPlan | None = None,
+    *,
+    settle: bool = True,
+) -> pa.Table | None:
+    """``state`` without ``deleted``'s rows. Groups that subtraction cannot settle are
+    recomputed on ``cursor``, inside the transaction whose snapshot matches the state
+    (see :class:`duckflock.live.refresh.Refresher`); with ``settle=False`` there is no
+    such transaction, and None says one is needed.
+
+    With ``arrow`` (a plain shape, see :mod:`duckflock.live.fold.arrow`) pyarrow aggregates the
+    deleted rows (DuckDB takes ~10x longer over Arrow input), unless NaN is about, where
+    the two disagree.
+    """
+    out = None
+    if arrow is not None and not arrow.has_nan(state, deleted):
+        with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
+            partials = _arrow_partials(arrow, deleted, state.schema)
+            out = _arrow_subtract(retraction, state, partials)
+    if out is None:
+        out = over_arrow(cursor, retraction.subtract, state, deleted, None)
+    again = pc.fill_null(out["__again"], True)
+    kept = out.filter(pc.invert(again)).drop_columns(["__again"])
+    if not pc.any(again).as_py():
+        return _conform(kept, state.schema)
+    if not settle:
+        return None
+    flagged = out.filter(again)
+    if flagged.num_rows == out.num_rows and retraction.recompute_all:
+        # every group (a DELETE of the oldest rows, say): one scan, no join of the keys
+        return _conform(over_arrow(cursor, retraction.recompute_all, state), state.schema)
+    keys = flagged.select([f"__k{i}" for i in range(retraction.keys)])
+    recomputed = over_arrow(cursor, retraction.recompute, state, deleted, keys)
+    return pa.concat_tables([_conform(kept, state.schema), _conform(recomputed, state.schema)])
+
+
+def _arrow_partials(arrow: ArrowPlan, rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The partials of ``rows`` per group, as the state's columns (what ArrowPlan.fold
+    computes for new rows, before it merges them). A partial asked twice (avg's sum
+    beside a sum of the same column) is aggregated once."""
+    aggregations: list[tuple[Any, ...]] = []
+    index: dict[tuple[str, str], int] = {}  # (kind, source) -> aggregation
+    picks: list[int] = []
+    for i, (kind, column) in enumerate(arrow.partials):
+        source = column if column is not None else (arrow.keys[0] if arrow.keys else None)
+        if source is None:  # count(*) without keys: any column counts every row
+            source = rows.column_names[0]
+        if (kind, source) not in index:
+            values = rows[source]
+            name = source
+            if kind == "sum" and pa.types.is_integer(values.type):
+                name = f"__s{i}"  # exact, like DuckDB's HUGEINT
+                rows = rows.append_column(name, pc.cast(values, pa.decimal128(38, 0)))
+            elif (
+                kind == "sum"
+                and pa.types.is_floating(values.type)
+                and (values.type != pa.float64())
+            ):
+                name = f"__s{i}"  # DuckDB sums FLOAT as DOUBLE
+                rows = rows.append_column(name, pc.cast(values, pa.float64()))
+            if kind == "count_all":
+                aggregations.append((name, "count", pc.CountOptions(mode="all")))
+            elif kind == "count":
+                aggregations.append((name, "count", pc.CountOptions(mode="only_valid")))
+            else:
+                aggregations.append((name, kind))
+            index[(kind, source)] = len(aggregations) - 1
+        picks.append(index[(kind, source)])
+    keys = list(arrow.keys)
+    grouped = rows.group_by(keys, use_threads=False).aggregate(aggregations)
+    names = grouped.column_names
+    width = len(aggregations)
+    if names[: len(keys)] == keys:  # pyarrow puts the keys first (older ones: last)
+        key_columns, values_at = grouped.columns[: len(keys)], len(keys)
+    else:
+        key_columns, values_at = grouped.columns[width:], 0
+    columns = list(key_columns) + [grouped.column(values_at + pick) for pick in picks]
+    return _conform(pa.Table.from_arrays(columns, names=schema.names), schema)
+
+
+def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table) -> pa.Table:
+    """What ``retraction.subtract`` computes, in pyarrow (a DuckDB query over Arrow input
+    costs milliseconds of fixed overhead; this, a fraction of one). No NaN here (the
+    caller checked): pyarrow and DuckDB agree on the rest.
+
+    The state and the negated partials of the deleted rows are summed per group; min/max
+    partials of the deleted rows go to columns of their own (``__g…``) to be compared
+    with the group's. Null keys group together, as in DuckDB.
+    """
+    keys = [f"__k{i}" for i in range(retraction.keys)]
+    n = len(retraction.kinds)
+    gone_columns = {}
+    for i, kind in enumerate(retraction.kinds):
+        column = partials[f"__p{i}"]
+        gone_columns[f"__g{i}"] = column
+        if kind in ("count", "sum"):
+            gone_columns[f"__p{i}"] = pc.negate(column)
+        else:
+            gone_columns[f"__p{i}"] = pa.nulls(len(column), column.type)
+    gone = pa.table(
+        {**{k: partials[k] for k in keys}, **{f"__p{i}": gone_columns[f"__p{i}"] for i in range(n)}}
+    )
+    mine = state.select(keys + [f"__p{i}" for i in range(n)])
+    for i in range(n):
+        mine = mine.append_column(f"__g{i}", pa.nulls(mine.num_rows, partials[f"__p{i}"].type))
+        gone = gone.append_column(f"__g{i}", gone_columns[f"__g{i}"])
+    both = pa.concat_tables([_conform(mine, gone.schema), gone])
+    aggregations: list[tuple[Any, ...]] = []
+    for i, kind in enumerate(retraction.kinds):
+        merge = "sum" if kind in ("count", "sum") else kind
+        aggregations.append((f"__p{i}", merge))
+        aggregations.append((f"__g{i}", merge))
+    grouped = both.group_by(keys, use_threads=False).aggregate(aggregations)
+    column = {name: grouped[f"{name}_{merge}"] for name, merge in aggregations}
+    again = pa.array([False] * grouped.num_rows)
+    if retraction.forms:  # the group's first row, whose key form it shows, may be gone
+        again = pc.is_valid(column[f"__g{retraction.rows}"])
+    out: dict[str, Any] = {k: grouped[k] for k in keys}
+    for i, kind in enumerate(retraction.kinds):
+        value, deleted = column[f"__p{i}"], column[f"__g{i}"]
+        if kind == "sum":
+            count = column[f"__p{retraction.counts[i]}"]
+            value = pc.if_else(pc.equal(count, 0), pa.scalar(None, value.type), value)
+            if pa.types.is_floating(value.type):  # not exact: recompute (see retraction)
+                again = pc.or_(again, pc.is_valid(deleted))
+        elif kind in ("min", "max"):
+            reached = pc.less_equal if kind == "min" else pc.greater_equal
+            hit = pc.fill_null(reached(deleted, value), True)
+            again = pc.or_(again, pc.and_(pc.is_valid(deleted), hit))
+        out[f"__p{i}"] = value
+    table = pa.table(out)
+    again = pc.fill_null(again, True)
+    table = table.append_column("__again", again)
+    if keys:  # a group with no rows left is gone; a global aggregate keeps its row
+        table = table.filter(pc.greater(table[f"__p{retraction.rows}"], 0))
+    return table
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    arrays = [
+        column if column.type == field.type else pc.cast(column, field.type)
+        for column, field in zip(table.columns, schema, strict=True)
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)

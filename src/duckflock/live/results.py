@@ -1,0 +1,162 @@
+"""Analysis results and how they reach watchers.
+
+A :class:`Result` is immutable: an Arrow table with its version and timing. Every
+watcher, subscriber and async iterator reads from a :class:`Mailbox` of its own that
+holds only the newest result: a slow reader skips to the newest version instead of
+slowing the scheduler or anyone else, and its memory is one result at most.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+
+from duckflock.core.checks import seconds
+from duckflock.core.wide import python_rows
+from duckflock.errors import QueryError
+
+log = logging.getLogger("duckflock")
+
+
+@dataclass(frozen=True)
+class Result:
+    """One version of an analysis's output. Reading it never runs a query."""
+
+    name: str
+    table: pa.Table
+    version: int
+    refreshed_at: datetime
+    duration: float  # seconds the refresh took
+    watermark: int  # writer commits (batches) the result reflects at least
+    mode: str  # "incremental" or "full"
+    error: QueryError | None = None  # set when the last run failed; table is the last good
+    reason: str = ""  # why it ran in that mode (full: the first construct or event to blame)
+    now: datetime | None = None  # a sliding window's instant: the value now() stood for
+
+    def df(self) -> Any:
+        """The table as a pandas DataFrame (needs pandas)."""
+        return self.table.to_pandas()
+
+    def pl(self) -> Any:
+        """The table as a polars DataFrame (needs polars)."""
+        import polars
+
+        return polars.from_arrow(self.table)
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """The table as a list of tuples, each value as DuckDB's Python API gives it
+        (``datetime.max`` for TIMESTAMP 'infinity', text for the year 294000)."""
+        return python_rows(self.table)
+
+    def __repr__(self) -> str:
+        state = f" error={self.error.message!r}" if self.error else ""
+        return (
+            f"<Result {self.name!r} v{self.version} {self.table.num_rows} rows {self.mode}{state}>"
+        )
+
+
+class Mailbox:
+    """One reader's view of an analysis: the newest result, and whether it ended."""
+
+    def __init__(self, on_put: Callable[[], object] | None = None) -> None:
+        # guards _latest and _closed
+        self._cond = threading.Condition()
+        self._latest: Result | None = None
+        self._closed = False
+        self._on_put = on_put
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def put(self, result: Result) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._latest = result
+            self._cond.notify_all()
+        self._signal()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._signal()
+
+    def _signal(self) -> None:
+        if self._on_put is not None:
+            # the event loop of an async reader may have closed: nobody left to wake
+            with contextlib.suppress(RuntimeError):
+                self._on_put()
+
+    def newer(self, version: int) -> Result | None:
+        """The newest result above ``version``, without waiting."""
+        latest = self._latest
+        return latest if latest is not None and latest.version > version else None
+
+    def get(self, version: int, timeout: float | None = None) -> Result | None:
+        """Wait for a result above ``version``; None when closed (or timed out)."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._closed or self.newer(version) is not None, timeout=timeout
+            )
+            return self.newer(version)
+
+
+class Subscription:
+    """A callback fed by a thread of its own; ``cancel()`` stops it."""
+
+    def __init__(
+        self,
+        name: str,
+        callback: Callable[[Result], Any],
+        mailbox: Mailbox,
+        on_cancel: Callable[[Mailbox], None],
+    ) -> None:
+        self.name = name
+        self.errors = 0  # callbacks that raised
+        self._callback = callback
+        self._mailbox = mailbox
+        self._on_cancel = on_cancel
+        self._thread = threading.Thread(
+            target=self._run, name=f"duckflock-subscriber-{name}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def active(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        seen = 0
+        while (result := self._mailbox.get(seen)) is not None:
+            seen = result.version
+            try:
+                self._callback(result)
+            except Exception:
+                self.errors += 1
+                log.exception("subscriber of analysis %r raised; it stays subscribed", self.name)
+
+    def cancel(self, timeout: float | None = 5.0) -> None:
+        """Stop delivering results; waits (up to ``timeout`` seconds) for a running
+        callback unless called from it."""
+        timeout = seconds(timeout, "timeout")
+        self._mailbox.close()
+        self._on_cancel(self._mailbox)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+
+def async_mailbox() -> tuple[Mailbox, asyncio.Event]:
+    """A mailbox that wakes the running event loop's reader through an asyncio.Event."""
+    loop = asyncio.get_running_loop()
+    event = asyncio.Event()
+    return Mailbox(on_put=lambda: loop.call_soon_threadsafe(event.set)), event

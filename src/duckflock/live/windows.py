@@ -1,0 +1,327 @@
+"""Sliding windows over now(): per-bucket states, combined at each run's instant.
+
+``SELECT k, count(*) FROM t WHERE ts > now() - INTERVAL 5 MINUTE GROUP BY k`` cannot fold
+appended rows into one state: the rows it counts change as time passes. It can keep one
+state per (bucket of ``ts``, key) instead — the query without the window predicate,
+grouped also by ``time_bucket(width, ts)`` — which is an ordinary append-only state
+(:mod:`duckflock.live.plan.incremental`: appends fold in, retention deletes come out).
+
+Each run takes an instant T (``Result.now``) and computes the result a full run with
+``now()`` = T would give:
+
+- buckets that start inside the window (the predicate holds at their first instant)
+  are merged whole, by the query's own keys;
+- buckets whose every instant is before the window are dropped from the state (expired);
+- the one or two buckets the boundary cuts are recomputed from their rows in the table
+  (with the window predicate at T), inside the same pinned snapshot as the state, so the
+  boundary is exact.
+
+The window predicate must be one conjunct of the WHERE clause: a plain TIMESTAMP or
+TIMESTAMPTZ column compared (``>``/``>=``, or ``<``/``<=`` the other way round) with an
+expression of ``now()`` (``current_timestamp``…) and constants. A clock that goes back
+rebuilds the state (expired buckets would be needed again).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from duckflock.core.names import Identity, Resolver, quote
+from duckflock.core.syntax import table_parts, walk
+
+NOW = "__duckflock_now"  # where now() stood, in the rendered SQL
+_NOW_NAMES = {"now", "get_current_timestamp", "transaction_timestamp", "current_timestamp"}
+_FLIP = {
+    "COMPARE_GREATERTHAN": ">",
+    "COMPARE_GREATERTHANOREQUALTO": ">=",
+    "COMPARE_LESSTHAN": "<",
+    "COMPARE_LESSTHANOREQUALTO": "<=",
+}
+_TYPES = {"TIMESTAMP": "TIMESTAMP", "TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ"}
+BUCKETS = 64  # buckets per window length: the boundary recomputes ~1/64 of the window
+
+
+@dataclass(frozen=True)
+class Window:
+    """How a bucketed state becomes the windowed result at an instant."""
+
+    combine: Any  # incremental.Plan of the query without its window predicate
+    keys: int  # the query's own keys; the bucket is state column __k{keys}
+    inside: str  # over STATE: __in (bucket whole in the window), __live (not expired)
+    boundary: str  # the rows of the buckets the boundary cuts, from the table
+    column_type: str  # TIMESTAMP or TIMESTAMPTZ: the bucket's type, for literals
+    width: int  # microseconds per bucket
+    column: str  # the window column, in words
+
+
+def _is_now(node: dict[str, Any]) -> bool:
+    cls = node.get("class")
+    if cls == "FUNCTION":
+        return str(node.get("function_name", "")).lower() in _NOW_NAMES
+    if cls == "COLUMN_REF":  # the bare keyword current_timestamp parses as a column
+        names = node.get("column_names") or []
+        return len(names) == 1 and str(names[0]).lower() == "current_timestamp"
+    return False
+
+
+def _mentions_now(node: Any) -> bool:
+    return any(_is_now(sub) for sub in walk(node))
+
+
+def _conjuncts(node: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if node is None:
+        return []
+    if node.get("class") == "CONJUNCTION" and node.get("type") == "CONJUNCTION_AND":
+        return [part for child in node["children"] for part in _conjuncts(child)]
+    return [node]
+
+
+def _and(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return {
+        "class": "CONJUNCTION",
+        "type": "CONJUNCTION_AND",
+        "alias": "",
+        "query_location": 0,
+        "children": parts,
+    }
+
+
+def _placeholder(node: Any) -> Any:
+    """``node`` with every now() replaced by a column named NOW (rendered, then swapped
+    for the instant's literal)."""
+    if isinstance(node, dict):
+        if _is_now(node):
+            return {
+                "class": "COLUMN_REF",
+                "type": "COLUMN_REF",
+                "alias": "",
+                "query_location": 0,
+                "column_names": [NOW],
+            }
+        return {k: _placeholder(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_placeholder(v) for v in node]
+    return node
+
+
+def _constant_of_now(node: dict[str, Any], volatile: set[str]) -> bool:
+    """Whether ``node`` is built from now() and constants only."""
+    for sub in walk(node):
+        cls = sub.get("class")
+        if _is_now(sub):
+            continue
+        if cls == "COLUMN_REF" or cls in ("SUBQUERY", "WINDOW", "STAR", "PARAMETER"):
+            return False
+        if cls == "FUNCTION" and str(sub.get("function_name", "")).lower() in volatile:
+            return False
+    return True
+
+
+def sliding(
+    cursor: duckdb.DuckDBPyConnection,
+    node: dict[str, Any],
+    columns: tuple[str, ...],
+    types: tuple[str, ...],
+    plan_node: Callable[[dict[str, Any]], Any],
+    render: Callable[[dict[str, Any]], str],
+    volatile: set[str],
+) -> tuple[Any, Window] | None:
+    """(the bucketed Plan, its Window) for a sliding-window query, or None.
+
+    ``plan_node`` plans a SELECT node (raising for shapes it cannot), ``render`` turns
+    an expression node into SQL; both are the incremental planner's.
+    """
+    if node.get("type") != "SELECT_NODE":
+        return None
+    parts = _conjuncts(node.get("where_clause"))
+    windows = [part for part in parts if _mentions_now(part)]
+    if len(windows) != 1:
+        return None
+    where = windows[0]
+    op = _FLIP.get(str(where.get("type")))
+    if where.get("class") != "COMPARISON" or op is None:
+        return None
+    column, bound = where["left"], where["right"]
+    if op in ("<", "<="):  # B < ts is ts > B
+        column, bound, op = bound, column, {"<": ">", "<=": ">="}[op]
+    if column.get("class") != "COLUMN_REF" or _mentions_now(column):
+        return None
+    if not _constant_of_now(bound, volatile):
+        return None
+    if _mentions_now({k: v for k, v in node.items() if k != "where_clause"}):
+        return None  # now() in the output too: not a window
+    source = node.get("from_table") or {}
+    if source.get("type") != "BASE_TABLE":
+        return None
+    found = Resolver(cursor).lookup(table_parts(source))
+    if found is None or found.kind != "table":
+        return None
+    table: Identity = found.identity
+    alias = quote(source.get("alias") or source["table_name"])
+    column_sql = render(column)
+    bound_sql = render(_placeholder(bound))
+    try:
+        kind = str(
+            cursor.execute(f"SELECT {column_sql} FROM {table.sql} AS {alias} LIMIT 0").description[
+                0
+            ][1]
+        )
+        row = cursor.execute(
+            f"SELECT epoch_us(now()) - epoch_us(CAST(({bound_sql.replace(NOW, 'now()')}) "
+            "AS TIMESTAMPTZ))"
+        ).fetchone()
+    except duckdb.Error:
+        return None
+    column_type = _TYPES.get(kind.upper())
+    if column_type is None or row is None or not isinstance(row[0], int) or row[0] <= 0:
+        return None
+    width = max(1000, row[0] // BUCKETS)  # microseconds
+    interval = f"INTERVAL '{width} microseconds'"
+
+    rest = copy.deepcopy(node)
+    rest["where_clause"] = _and([part for part in parts if part is not where])
+    bucketed = copy.deepcopy(rest)
+    groups = list(bucketed.get("group_expressions") or [])
+    bucket = json.loads(json.dumps(_bucket_node(cursor, interval, column_sql)))
+    bucketed["group_expressions"] = [*groups, bucket]
+    bucketed["group_sets"] = [list(range(len(groups) + 1))]
+    combine = plan_node(rest)
+    plan = plan_node(bucketed)
+    n = len(groups)
+    whole, live = _flags(f"__k{n}", interval, width, op, bound_sql, column_type)
+    inside = f"SELECT *, {whole} AS __in, {live} AS __live FROM __duckflock_state"
+    cut = render(_placeholder(where))
+    start, _ = _flags(bucket_sql(interval, column_sql), interval, width, op, bound_sql, column_type)
+    boundary = (
+        f"SELECT * FROM {table.sql} AS {alias} WHERE ({cut}) "
+        f"AND NOT coalesce({start}, false) "
+        f"AND {column_sql} >= __duckflock_low AND {column_sql} < __duckflock_high"
+    )  # the last two in the column's own type: they prune row groups (zone maps)
+    window = Window(
+        combine=combine,
+        keys=n,
+        inside=inside,
+        boundary=boundary,
+        column_type=column_type,
+        width=width,
+        column=column_sql,
+    )
+    return plan, window
+
+
+def _flags(
+    bucket: str, interval: str, width: int, op: str, bound: str, column_type: str
+) -> tuple[str, str]:
+    """(the bucket is whole inside the window, it is not expired), in SQL.
+
+    A TIMESTAMP compares with now() through a cast to TIMESTAMPTZ in the session's time
+    zone, which is not monotonic: the local times a DST gap skips (02:30 on a spring-
+    forward day in New York) come out an hour later than 03:00. A bucket that spans a
+    jump is judged by neither end: never whole, and not expired until two days past
+    (no offset changes by more), so its rows are recomputed with the predicate itself.
+    """
+    inside = f"({bucket} {op} ({bound}))"
+    live = f"(({bucket} + {interval}) {op} ({bound}))"
+    if column_type != "TIMESTAMP":
+        return inside, live
+    # infinity, and ends out of TIMESTAMPTZ's range, are judged by their ends as before
+    steady = (
+        f"coalesce(NOT isfinite({bucket}) OR "
+        f"epoch_us(TRY_CAST(try({bucket} + {interval}) AS TIMESTAMPTZ)) "
+        f"- epoch_us(TRY_CAST({bucket} AS TIMESTAMPTZ)) = {width}, true)"
+    )
+    late = f"(try({bucket} + {interval} + INTERVAL 2 DAY) {op} ({bound}))"
+    return f"({inside} AND {steady})", f"({live} OR (NOT {steady} AND {late}))"
+
+
+def bucket_sql(interval: str, column_sql: str) -> str:
+    """The bucket of a row: ``time_bucket``, or the row's own instant where time_bucket
+    overflows (a TIMESTAMPTZ near the minimum: DuckDB subtracts its origin in INT64). A
+    bucket of one instant is still a bucket its rows are in: the flags hold for it."""
+    return f"coalesce(try(time_bucket({interval}, {column_sql})), {column_sql})"
+
+
+def _bucket_node(cursor: duckdb.DuckDBPyConnection, interval: str, column_sql: str) -> Any:
+    raw = cursor.execute(
+        "SELECT json_serialize_sql(?)", [f"SELECT {bucket_sql(interval, column_sql)}"]
+    ).fetchone()
+    assert raw is not None
+    return json.loads(raw[0])["statements"][0]["node"]["select_list"][0]
+
+
+def literal(instant: datetime) -> str:
+    """``instant`` (aware) as a TIMESTAMPTZ literal, exact to the microsecond."""
+    return f"CAST('{instant.astimezone(UTC).isoformat()}' AS TIMESTAMPTZ)"
+
+
+def at(sql: str, instant: datetime) -> str:
+    return sql.replace(NOW, literal(instant))
+
+
+def cut(
+    cursor: duckdb.DuckDBPyConnection,
+    window: Window,
+    state: pa.Table,
+    instant: datetime,
+    over: Callable[[str, pa.Table, pa.Table | None], pa.Table],
+    flagged: pa.Table | None = None,
+) -> tuple[pa.Table, pa.Table, pa.Table]:
+    """(the state without expired buckets, the buckets inside the window without their
+    bucket column, the table's rows of the buckets the boundary cuts) at ``instant``:
+    the window's result is ``window.combine`` folding those rows into those buckets.
+
+    ``over(sql, state, delta)`` runs SQL over Arrow tables named STATE and DELTA. Runs
+    inside the transaction the state's snapshot is pinned in. ``flagged``: the state
+    with its flags already (see :func:`flagging`).
+    """
+    if flagged is None:
+        flagged = over(at(window.inside, instant), state, None)
+    live = pc.fill_null(flagged["__live"], False)
+    whole = pc.fill_null(flagged["__in"], False)
+    kept = flagged.filter(live).drop_columns(["__in", "__live"])
+    bucket = f"__k{window.keys}"
+    inside = flagged.filter(whole).drop_columns(["__in", "__live", bucket])
+    cut = flagged.filter(pc.and_(live, pc.invert(whole)))[bucket]
+    if len(cut) and cut.null_count < len(cut):
+        low: datetime = pc.min(cut).as_py()
+        high: datetime = pc.max(cut).as_py() + timedelta(microseconds=window.width)
+        low_sql, high_sql = _typed(low, window.column_type), _typed(high, window.column_type)
+    else:
+        low_sql = high_sql = "NULL"  # no bucket is cut: no rows
+    rows = cursor.execute(
+        at(window.boundary, instant)
+        .replace("__duckflock_low", low_sql)
+        .replace("__duckflock_high", high_sql)
+    ).to_arrow_table()
+    return kept, inside, rows
+
+
+def flagging(window: Window, source: str) -> str:
+    """The flags query over the output of ``source`` (a fold's SQL) instead of the state:
+    one DuckDB query for both (each over Arrow input costs ~1 ms of fixed overhead)."""
+    return window.inside.replace("FROM __duckflock_state", f"FROM ({source})")
+
+
+def _typed(instant: datetime, column_type: str) -> str:
+    """A bucket start as a literal of the window column's own type."""
+    if column_type == "TIMESTAMPTZ":
+        return literal(instant)
+    return f"CAST('{instant.isoformat()}' AS TIMESTAMP)"
+
+
+def now() -> datetime:
+    """The instant a run computes its window at (microseconds, as DuckDB keeps them)."""
+    return datetime.now(UTC)
