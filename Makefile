@@ -34,6 +34,7 @@ system-deps:
 lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports --no-logo
 
 format: $(DEV)
 	$(BIN)/ruff format src tests benchmarks

@@ -16,7 +16,7 @@ import click
 from rich.live import Live
 
 from duckflock.cli import data, render, targets
-from duckflock.cli.data import FORMAT, LIMIT, TOKEN, _show
+from duckflock.cli.data import FORMAT, LIMIT, TOKEN, write_rows
 from duckflock.lake.connection import redact
 from duckflock.live.results import Result
 
@@ -164,7 +164,9 @@ def show(target: str, name: str, fmt: render.Format, limit: int, token: str | No
         out.print(render.result_view(result, out))
         return
     table = result.table
-    _show(iter(table.to_batches(max_chunksize=data.BATCH_ROWS)), table.schema, fmt, limit, started)
+    write_rows(
+        iter(table.to_batches(max_chunksize=data.BATCH_ROWS)), table.schema, fmt, limit, started
+    )
 
 
 @analysis.command("watch")

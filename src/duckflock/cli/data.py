@@ -45,7 +45,7 @@ LIMIT = click.option(
 _STATUS_COLUMNS: tuple[list[str], ...] = ([], ["Count"], ["Success"])
 
 
-def _show(
+def write_rows(
     batches: Iterator[pa.RecordBatch],
     schema: pa.Schema,
     fmt: render.Format,
@@ -118,12 +118,12 @@ def query(target: str, sql: str, fmt: render.Format, limit: int, token: str | No
             with render.working("querying the server…"):
                 fetched = remote.execute(sql)
             batches, schema, note = _remote(fetched)
-            _show(batches, schema, fmt, limit, started, note)
+            write_rows(batches, schema, fmt, limit, started, note)
         return
     with targets.database(target, read_only=True) as db:
         results = db.execute(sql)
         reader = repair_reader(results.to_arrow_reader(BATCH_ROWS), description_types(results))
-        _show(render.started(reader, "running…"), reader.schema, fmt, limit, started)
+        write_rows(render.started(reader, "running…"), reader.schema, fmt, limit, started)
 
 
 @click.command("sql")
@@ -151,17 +151,17 @@ def sql_command(
             with render.working("running on the server…"):
                 done = remote.run(statement)
             batches, schema, note = _remote(done)
-            _show(batches, schema, fmt, limit, started, note, statement)
+            write_rows(batches, schema, fmt, limit, started, note, statement)
         return
     with targets.database(target, read_only=False) as db:
         with render.working("running…"):
             results = db.execute(statement)
         if results.description is None:
-            _show(iter(()), pa.schema([]), fmt, limit, started, statement=statement)
+            write_rows(iter(()), pa.schema([]), fmt, limit, started, statement=statement)
             return
         reader = repair_reader(results.to_arrow_reader(BATCH_ROWS), description_types(results))
         batches = render.started(reader, "running…")
-        _show(batches, reader.schema, fmt, limit, started, statement=statement)
+        write_rows(batches, reader.schema, fmt, limit, started, statement=statement)
 
 
 def _tables(target: str, token: str | None) -> list[dict[str, Any]]:
