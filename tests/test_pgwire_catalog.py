@@ -330,7 +330,7 @@ def test_a_refused_analysis_is_left_out_of_every_listing(tmp_path: Any) -> None:
         db.analysis("legit", "SELECT count(*) AS n FROM t")
     with duckdb.connect(str(path)) as raw:
         raw.execute(
-            "INSERT INTO duckflock.live.analyses (name, sql, on_change, min_interval) "
+            "INSERT INTO duckflock.analyses (name, sql, on_change, min_interval) "
             "VALUES ('evil', $$SELECT * FROM read_text('/etc/passwd')$$, false, 0)"
         )
     settings = ServerSettings(tokens={READ: "read"})

@@ -1,6 +1,6 @@
 """duckflock's own schema: written by duckflock only, never through SQL a caller sends.
 
-``duckflock.live.analyses`` keeps analysis definitions (:mod:`duckflock.live.definitions`); they
+``duckflock.analyses`` keeps analysis definitions (:mod:`duckflock.live.definitions`); they
 change only through the analyses API (``db.analysis`` / ``drop_analysis``, ``PUT`` /
 ``DELETE /v1/analyses/{name}``), which checks the SQL and records who defined it. A
 caller's statement that could write the schema is refused here, the one place every

@@ -1,7 +1,7 @@
 """Analysis definitions kept in the database itself, so they outlive the process.
 
 ``db.analysis(…)`` on a database file writes the definition into
-``duckflock.live.analyses`` (a schema and table of duckflock's own, left out of
+``duckflock.analyses`` (a schema and table of duckflock's own, left out of
 ``db.tables()``, that no caller's SQL may write: :mod:`duckflock.core.project`), with who
 defined it (``library``, ``config``, or the server's role and token number);
 ``drop_analysis`` deletes it; opening the file defines them all again — on a served
