@@ -18,6 +18,7 @@ from duckflock import (
     ResultTimeoutError,
     UnknownAnalysisError,
 )
+from duckflock.live import internals
 
 EVENTS = "CREATE TABLE events (k VARCHAR, v INTEGER)"
 PER_K = "SELECT k, count(*) AS n, sum(v) AS s FROM events GROUP BY k ORDER BY k"
@@ -297,29 +298,31 @@ def test_waiting_for_a_version_follows_a_replacement_and_ends_on_drop(
     assert isinstance(outcome[-1], UnknownAnalysisError)
 
 
-def test_a_bug_in_a_refresh_is_recorded_and_the_thread_lives_on(
-    memdb: duckflock.Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from duckflock.live import refresh as refreshing
-    from duckflock.live.fold.arrow import ArrowPlan
+class _Buggy:
+    """A cursor every use of which fails as a bug would (not a DuckDB error)."""
 
+    def interrupt(self) -> None:  # the watchdog may interrupt it: nothing runs
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("injected bug")
+
+
+def test_a_bug_in_a_refresh_is_recorded_and_the_thread_lives_on(
+    memdb: duckflock.Database,
+) -> None:
     memdb.execute(EVENTS)
     memdb.analysis("per_k", PER_K)
     memdb.result("per_k", min_version=1, timeout=30)
-    real_split = refreshing.split
-
-    def broken(*args: Any) -> Any:
-        raise RuntimeError("injected bug")
-
-    real_fold = ArrowPlan.fold
-    monkeypatch.setattr(refreshing, "split", broken)  # the DuckDB path
-    monkeypatch.setattr(ArrowPlan, "fold", broken)  # the pyarrow path
+    run = internals.analysis(memdb, "per_k").state  # fault injection, on its own thread
+    real = run.cursor
+    run.fast = False  # the fold goes through the cursor (no pyarrow fast path)
+    run.cursor = _Buggy()  # type: ignore[assignment]
     memdb.insert("events", {"k": "a", "v": 1})
     failed = memdb.refresh("per_k", timeout=30)
     assert failed.error is not None
     assert "injected bug" in failed.error.message
-    monkeypatch.setattr(refreshing, "split", real_split)
-    monkeypatch.setattr(ArrowPlan, "fold", real_fold)
+    run.cursor = real
     memdb.insert("events", {"k": "b", "v": 2})
     healed = memdb.refresh("per_k", timeout=30)
     assert healed.error is None
