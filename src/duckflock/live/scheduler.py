@@ -25,8 +25,8 @@ write through duckflock taints the state, and the next refresh rebuilds it from 
 table (:mod:`duckflock.live.notices`). Writes that bypass the Database (another
 process, an explicit ``db.cursor()``) are not seen: use ``db.execute`` for them.
 
-Threads: the scheduler thread runs :meth:`Scheduler._run` (dispatch and watchdog); the
-analysis threads run :meth:`Scheduler._work`; API callers run the rest. All of them
+Threads: the scheduler thread runs the dispatch and watchdog loop here; the analysis
+threads run :class:`~duckflock.live.runs.Runs`; API callers run the rest. All of them
 take the registry's lock (:class:`~duckflock.live.registry.Registry`) for every
 :class:`~duckflock.live.record.Schedule`; a run's :class:`~duckflock.live.record.State`
 belongs to its analysis thread.
