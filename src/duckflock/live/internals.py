@@ -16,13 +16,14 @@ and so the layout behind it can change without rewriting them.
 from __future__ import annotations
 
 from duckflock.live import clock as clocks
+from duckflock.live import scheduler as schedulers
 from duckflock.live.record import Analysis
-from duckflock.live.scheduler import Scheduler, by_owner
+from duckflock.live.scheduler import Scheduler
 
 
 def scheduler(db: object) -> Scheduler:
     """The scheduler of ``db``; LookupError before its first analysis."""
-    found = by_owner.get(db)
+    found = schedulers.of(db)
     if found is None:
         raise LookupError("this database has no analyses yet: it has no scheduler")
     return found
@@ -36,6 +37,6 @@ def analysis(db: object, name: str) -> Analysis:
 def use_clock(db: object, clock: clocks.Clock) -> None:
     """Make ``db``'s analyses read ``clock``; only before its first analysis (the
     scheduler takes its clock when it is created)."""
-    if db in by_owner:
+    if schedulers.of(db) is not None:
         raise RuntimeError("use_clock() comes before the database's first analysis")
     clocks.assign(db, clock)

@@ -64,8 +64,15 @@ MAX_WORKERS = 64  # analysis threads per Database
 EVERY_FLOOR = 0.01  # seconds: a shorter interval is a busy loop, not a schedule
 TIMEOUT_FLOOR = 0.01  # seconds: the shortest time limit a run may have
 
-# the scheduler of each owner (a Database), for duckflock.live.internals
-by_owner: weakref.WeakKeyDictionary[object, Scheduler] = weakref.WeakKeyDictionary()
+# the scheduler of each owner (a Database), for duckflock.live.internals; weak both ways
+# (a scheduler's callbacks refer to its owner: a strong value would keep both alive)
+_by_owner: weakref.WeakKeyDictionary[object, weakref.ref[Scheduler]] = weakref.WeakKeyDictionary()
+
+
+def of(owner: object) -> Scheduler | None:
+    """The scheduler created for ``owner`` (a Database), if it has one."""
+    found = _by_owner.get(owner)
+    return None if found is None else found()
 
 
 class Scheduler:
@@ -120,7 +127,7 @@ class Scheduler:
         self._thread = threading.Thread(target=self._run, name="duckflock-scheduler", daemon=True)
         self._thread.start()
         if owner is not None:
-            by_owner[owner] = self
+            _by_owner[owner] = weakref.ref(self)
 
     # -- definitions -------------------------------------------------------------------
 
@@ -230,11 +237,6 @@ class Scheduler:
     def statuses(self) -> list[dict[str, Any]]:
         with self._registry.lock:
             return [a.status() for a in self._registry]
-
-    def names(self) -> list[str]:
-        """The analyses now defined, in definition order."""
-        with self._registry.lock:
-            return list(self._registry.analyses)
 
     def analysis(self, name: str) -> Analysis:
         """The record of ``name`` (UnknownAnalysisError): for :mod:`~duckflock.live.internals`."""
