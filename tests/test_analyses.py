@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import threading
 import time
 from typing import Any
@@ -18,6 +20,9 @@ from duckflock import (
     ResultTimeoutError,
     UnknownAnalysisError,
 )
+from duckflock.live import internals
+from duckflock.live.clock import SYSTEM
+from duckflock.live.results import Mode
 
 EVENTS = "CREATE TABLE events (k VARCHAR, v INTEGER)"
 PER_K = "SELECT k, count(*) AS n, sum(v) AS s FROM events GROUP BY k ORDER BY k"
@@ -297,30 +302,69 @@ def test_waiting_for_a_version_follows_a_replacement_and_ends_on_drop(
     assert isinstance(outcome[-1], UnknownAnalysisError)
 
 
-def test_a_bug_in_a_refresh_is_recorded_and_the_thread_lives_on(
-    memdb: duckflock.Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from duckflock.live import refresh as refreshing
-    from duckflock.live.fold.arrow import ArrowPlan
+class _Buggy:
+    """A cursor every use of which fails as a bug would (not a DuckDB error)."""
 
+    def interrupt(self) -> None:  # the watchdog may interrupt it: nothing runs
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError("injected bug")
+
+
+def test_a_bug_in_a_refresh_is_recorded_and_the_thread_lives_on(
+    memdb: duckflock.Database,
+) -> None:
     memdb.execute(EVENTS)
     memdb.analysis("per_k", PER_K)
     memdb.result("per_k", min_version=1, timeout=30)
-    real_split = refreshing.split
-
-    def broken(*args: Any) -> Any:
-        raise RuntimeError("injected bug")
-
-    real_fold = ArrowPlan.fold
-    monkeypatch.setattr(refreshing, "split", broken)  # the DuckDB path
-    monkeypatch.setattr(ArrowPlan, "fold", broken)  # the pyarrow path
+    run = internals.analysis(memdb, "per_k").state  # fault injection, on its own thread
+    real = run.cursor
+    run.fast = False  # the fold goes through the cursor (no pyarrow fast path)
+    run.cursor = _Buggy()  # type: ignore[assignment]
     memdb.insert("events", {"k": "a", "v": 1})
     failed = memdb.refresh("per_k", timeout=30)
     assert failed.error is not None
     assert "injected bug" in failed.error.message
-    monkeypatch.setattr(refreshing, "split", real_split)
-    monkeypatch.setattr(ArrowPlan, "fold", real_fold)
+    run.cursor = real
     memdb.insert("events", {"k": "b", "v": 2})
     healed = memdb.refresh("per_k", timeout=30)
     assert healed.error is None
     assert healed.rows() == [("a", 1, 1), ("b", 1, 2)]
+
+
+def test_the_internal_interface_reaches_analyses_without_private_names(
+    memdb: duckflock.Database,
+) -> None:
+    with pytest.raises(LookupError):  # no analysis yet: no scheduler
+        internals.scheduler(memdb)
+    memdb.execute(EVENTS)
+    memdb.analysis("per_k", PER_K)
+    result = memdb.result("per_k", min_version=1, timeout=30)
+    assert result is not None
+    analysis = internals.analysis(memdb, "per_k")
+    assert analysis.spec.sql == PER_K
+    assert analysis.schedule.result is result
+    assert analysis.state.shape.plan is not None  # incremental: a plan, a kept state
+    assert analysis.state.state is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):  # the definition is immutable
+        analysis.spec.sql = "SELECT 1"  # type: ignore[misc]
+    with pytest.raises(UnknownAnalysisError):
+        internals.analysis(memdb, "nope")
+    with pytest.raises(RuntimeError, match="before the database's first analysis"):
+        internals.use_clock(memdb, SYSTEM)  # the scheduler took its clock already
+
+
+def test_modes_are_an_enum_with_the_same_json_values(memdb: duckflock.Database) -> None:
+    memdb.execute(EVENTS)
+    memdb.analysis("per_k", PER_K)
+    memdb.analysis("plain", "SELECT count(*) AS n FROM events WHERE random() < 2")
+    for name in ("per_k", "plain"):
+        first = memdb.result(name, min_version=1, timeout=30)
+        assert first is not None and first.mode is Mode.FULL  # a state is built first
+    memdb.insert("events", {"k": "a", "v": 1})
+    assert memdb.refresh("per_k", timeout=30).mode is Mode.INCREMENTAL
+    assert memdb.refresh("plain", timeout=30).mode is Mode.FULL
+    modes = {s["name"]: s["mode"] for s in memdb.analyses()}
+    assert json.loads(json.dumps(modes)) == {"per_k": "incremental", "plain": "full"}
+    assert {m.value for m in Mode} == {"incremental", "full", "refused"}

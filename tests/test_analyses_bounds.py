@@ -16,6 +16,7 @@ import pytest
 
 import duckflock
 from duckflock import ClosedError, QueryTimeoutError, ResultTimeoutError, UnknownAnalysisError
+from duckflock.live import internals
 from duckflock.live.results import Mailbox
 
 RUNAWAY = "SELECT count(*) AS n FROM range(10000000000000::BIGINT)"
@@ -123,18 +124,17 @@ def test_an_interrupted_incremental_rebuild_rolls_back_and_the_writer_is_not_hel
     events.analysis("agg", PER_K, timeout=3.0)
     first = events.result("agg", min_version=1, timeout=30)
     assert first is not None and status(events, "agg")["incremental"]
-    scheduler = events._scheduler
-    assert scheduler is not None
-    analysis = scheduler._analyses["agg"]
-    shape = analysis.shape
+    analysis = internals.analysis(events, "agg")
+    run = analysis.state
+    shape = run.shape
     assert shape.plan is not None
     # the next rebuild's build query never ends by itself; the proxy says when it starts
     runaway_shape = dataclasses.replace(shape, plan=dataclasses.replace(shape.plan, build=RUNAWAY))
     building = threading.Event()
     events.execute("UPDATE events SET v = v + 10 WHERE k = 'a'")  # taints: rebuild next
-    analysis.cursor = _Spy(analysis.cursor, RUNAWAY, building)  # type: ignore[assignment]
-    analysis.shape = runaway_shape
-    analysis.reinspect = False  # keep the runaway plan (a write asks to plan the SQL again)
+    run.cursor = _Spy(run.cursor, RUNAWAY, building)  # type: ignore[assignment]
+    run.shape = runaway_shape
+    analysis.changes.reinspect = False  # keep the runaway plan (a write asks to plan again)
     outcome: list[duckflock.Result] = []
     refresher = threading.Thread(target=lambda: outcome.append(events.refresh("agg", timeout=60)))
     refresher.start()
@@ -146,7 +146,7 @@ def test_an_interrupted_incremental_rebuild_rolls_back_and_the_writer_is_not_hel
     (late,) = outcome
     assert isinstance(late.error, QueryTimeoutError)
     assert late.rows() == first.rows()
-    analysis.shape = shape
+    run.shape = shape
     healed = events.refresh("agg", timeout=60)  # same cursor: the transaction was rolled back
     assert healed.error is None and healed.mode == "full"
     assert healed.rows() == events.execute(PER_K).fetchall()
@@ -290,9 +290,8 @@ def test_refresh_right_after_a_result_waits_for_one_run_not_two(
     second run that nothing schedules."""
     events.analysis("x", COUNT)
     assert events.result("x", min_version=1, timeout=30) is not None
-    scheduler = events._scheduler
-    assert scheduler is not None
-    analysis = scheduler._analyses["x"]
+    scheduler = internals.scheduler(events)
+    schedule = internals.analysis(events, "x").schedule
     gate = threading.Event()
     blocked = threading.Event()
 
@@ -300,17 +299,17 @@ def test_refresh_right_after_a_result_waits_for_one_run_not_two(
         blocked.set()
         gate.wait(30)
 
-    gate.set()  # _attach delivers the current result on this thread: let it through
-    scheduler._attach("x", Mailbox(on_put=hold_the_worker))
+    gate.set()  # attach() delivers the current result on this thread: let it through
+    scheduler.readers.attach("x", Mailbox(on_put=hold_the_worker))
     blocked.clear()
     gate.clear()
     first = events.refresh("x", timeout=30)  # published; its thread is held now
-    assert blocked.wait(30) and analysis.running
+    assert blocked.wait(30) and schedule.running
     outcome: list[Any] = []
     refresher = threading.Thread(target=lambda: outcome.append(events.refresh("x", timeout=30)))
     refresher.start()
     deadline = time.monotonic() + 30
-    while not analysis.forced and refresher.is_alive() and time.monotonic() < deadline:
+    while not schedule.forced and refresher.is_alive() and time.monotonic() < deadline:
         threading.Event().wait(0.001)  # until refresh() has taken its target (a state)
     gate.set()
     refresher.join(60)
@@ -529,9 +528,9 @@ def test_concurrent_define_and_drop_never_leave_an_analysis_without_its_rows() -
         assert failures == []
         assert mismatches == []
         db.flush()
-        scheduler, writer = db._scheduler, db._writer
-        assert scheduler is not None and writer is not None
-        assert writer.capture == scheduler.capture()
+        writer = db._writer
+        assert writer is not None
+        assert writer.capture == internals.scheduler(db).capture()
         for item in db.analyses():
             assert item["incremental"]
             result = db.refresh(item["name"], timeout=60)

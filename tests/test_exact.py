@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import duckflock
+from duckflock.live import internals
 from duckflock.live.fold.averages import final_sql
 
 EXAMPLES = int(os.environ.get("DUCKFLOCK_PROPERTY_EXAMPLES", "25"))
@@ -209,8 +210,8 @@ def test_deleting_from_exact_sums_subtracts_without_the_table() -> None:
         db.insert("t", [{"g": 1, "n": 7, "d": Decimal("123456789012345.678")}])
         db.analysis("a", sql)
         db.refresh("a")
-        analysis = db._scheduler._analyses["a"]
-        assert analysis.shape.plan.retract.exact
+        analysis = internals.analysis(db, "a")
+        assert analysis.state.shape.plan.retract.exact
         db.execute("DELETE FROM t WHERE n = 7")
         result = db.refresh("a", timeout=60)
         assert "took out 1 deleted" in result.reason

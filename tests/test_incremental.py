@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 import duckflock
 from duckflock import ParserError, QueryError, RowRejectedError
 from duckflock.core.names import Identity
+from duckflock.live import internals
 from duckflock.live.plan.incremental import inspect
 
 TABLE = """CREATE SEQUENCE IF NOT EXISTS seq; CREATE TABLE t (
@@ -385,9 +386,7 @@ def test_keys_pyarrow_cannot_group_fold_in_duckdb() -> None:
         )
         assert first.error is None
         # a list key: pyarrow's equality and order are not DuckDB's, decided when planned
-        scheduler = db._scheduler
-        assert scheduler is not None
-        plan = scheduler._analyses["per_tags"].shape.plan
+        plan = internals.analysis(db, "per_tags").state.shape.plan
         assert plan is not None and plan.arrow is None
 
 

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import duckflock
+from duckflock.live import internals
 from duckflock.live.fold.retention import returning, selecting, target
 
 EXAMPLES = int(os.environ.get("DUCKFLOCK_RETENTION_EXAMPLES", "10"))
@@ -281,7 +282,7 @@ def test_a_temporary_table_of_the_same_name_is_not_mistaken(mdb: duckflock.Datab
 
 
 def test_more_rows_than_kept_between_refreshes_rebuild(mdb: duckflock.Database) -> None:
-    mdb._analyses()._max_delta_rows = 10
+    internals.scheduler(mdb).max_delta_rows = 10
     mdb.execute("DELETE FROM m WHERE n < 0")
     agree(mdb)
     assert all("full" in reason(mdb, name) for name in QUERIES)

@@ -16,7 +16,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import duckflock
+from duckflock.live import internals
 from duckflock.live.windows import literal
+
+
+class SteppedClock:
+    """A :class:`duckflock.live.clock.Clock` whose now() the test moves; due times and
+    deadlines (monotonic) stay real."""
+
+    def __init__(self, start: datetime) -> None:
+        self._now = start
+
+    def now(self) -> datetime:
+        return self._now
+
+    def step(self, by: timedelta) -> None:
+        self._now += by
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
 
 EXAMPLES = int(os.environ.get("DUCKFLOCK_WINDOW_EXAMPLES", "8"))
 QUERIES = {
@@ -62,9 +81,12 @@ def agree(db: duckflock.Database, names: dict[str, str] = QUERIES) -> None:
         assert normal(result.rows(), ordered) == normal(full, ordered), (name, reason(db, name))
 
 
-def rows_at(offsets: list[tuple[str | None, float, float | None]]) -> list[dict[str, Any]]:
-    """Rows whose timestamps are ``offset`` seconds from now (None: a NULL timestamp)."""
-    now = datetime.now(UTC)
+def rows_at(
+    offsets: list[tuple[str | None, float, float | None]], now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Rows whose timestamps are ``offset`` seconds from ``now`` (default: the real now;
+    None: a NULL timestamp)."""
+    now = datetime.now(UTC) if now is None else now
     out = []
     for key, value, offset in offsets:
         instant = None if offset is None else now + timedelta(seconds=offset)
@@ -137,26 +159,35 @@ def test_appends_and_deletes_agree_at_each_instant(wdb: duckflock.Database) -> N
         assert reason(wdb, name).startswith("incremental"), reason(wdb, name)
 
 
-def test_buckets_expire_as_the_window_moves(wdb: duckflock.Database) -> None:
+def test_buckets_expire_as_the_window_moves() -> None:
     sql = "SELECT k, count(*) AS c FROM w WHERE ts > now() - INTERVAL 1 SECOND GROUP BY k"
-    wdb.analysis("recent", sql)
-    wdb.insert("w", rows_at([("a", 1.0, -i / 100) for i in range(90)]))
-    first = wdb.refresh("recent")
-    assert first.rows() and first.now is not None
-    analysis = wdb._analyses()._analyses["recent"]
-    assert analysis.state is not None
-    buckets = analysis.state.num_rows
-    assert buckets > 10
-    deadline = time.monotonic() + 10
-    result = first
-    # refresh as time passes (no other thread to wait for: the clock is the subject)
-    while result.rows() and time.monotonic() < deadline:
-        result = wdb.refresh("recent")
-        assert result.now is not None and result.now >= first.now
-        full = wdb.execute(at(sql, result.now)).fetchall()
-        assert normal(result.rows(), False) == normal(full, False)
-    assert result.rows() == []
-    assert analysis.state is not None and analysis.state.num_rows < buckets
+    clock = SteppedClock(datetime.now(UTC))
+    db = duckflock.connect()
+    internals.use_clock(db, clock)  # the clock is the subject: the test moves it
+    try:
+        db.execute("SET TimeZone = 'UTC'")
+        db.execute(TABLE)
+        db.analysis("recent", sql)
+        db.insert("w", rows_at([("a", 1.0, -i / 100) for i in range(90)], clock.now()))
+        first = db.refresh("recent")
+        assert first.rows() and first.now == clock.now()
+        run = internals.analysis(db, "recent").state
+        assert run.state is not None
+        buckets = run.state.num_rows
+        assert buckets > 10
+        result = first
+        for _ in range(40):  # 2 s in steps of 50 ms: the 1 s window has moved past all
+            clock.step(timedelta(milliseconds=50))
+            result = db.refresh("recent")
+            assert result.now == clock.now()
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert normal(result.rows(), False) == normal(full, False)
+            if not result.rows():
+                break
+        assert result.rows() == []
+        assert run.state is not None and run.state.num_rows < buckets
+    finally:
+        db.close()
 
 
 def test_a_late_row_for_an_expired_bucket_stays_out(wdb: duckflock.Database) -> None:
@@ -168,15 +199,13 @@ def test_a_late_row_for_an_expired_bucket_stays_out(wdb: duckflock.Database) -> 
     agree(wdb, {"per_key": sql})
 
 
-def test_a_dst_gap_in_the_session_time_zone_keeps_timestamps_exact(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_dst_gap_in_the_session_time_zone_keeps_timestamps_exact() -> None:
     # a TIMESTAMP meets now() as local time: 02:59 on New York's spring-forward day
     # (a time that does not exist) casts to 07:59Z, after 03:00 (07:00Z). The bucket
     # holding both expired by its end while its 02:59 rows were still inside the window.
-    clock = [datetime(2026, 3, 8, 7, 30, tzinfo=UTC)]
-    monkeypatch.setattr("duckflock.live.windows.now", lambda: clock[0])
+    clock = SteppedClock(datetime(2026, 3, 8, 7, 30, tzinfo=UTC))
     db = duckflock.connect()
+    internals.use_clock(db, clock)
     try:
         db.execute("SET GLOBAL TimeZone = 'America/New_York'")
         db.execute("CREATE TABLE w (k INTEGER, ts TIMESTAMP)")
@@ -187,10 +216,11 @@ def test_a_dst_gap_in_the_session_time_zone_keeps_timestamps_exact(
         db.analysis("hour", sql)
         for _ in range(6):
             result = db.refresh("hour", timeout=60)
-            assert result.now is not None
+            assert result.now == clock.now()  # the window is at the test's instant
+            assert result.rows()
             full = db.execute(at(sql, result.now)).fetchall()
             assert sorted(result.rows()) == sorted(full), (result.now, result.reason)
-            clock[0] += timedelta(minutes=10)
+            clock.step(timedelta(minutes=10))
         assert result.mode == "incremental", result.reason
     finally:
         db.close()

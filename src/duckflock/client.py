@@ -24,7 +24,7 @@ import pyarrow as pa
 from duckflock.errors import ClosedError, DuckflockError, QueryError, TransportError, from_payload
 from duckflock.ingest.rows import as_arrow, ipc_bytes
 from duckflock.lake.connection import redact
-from duckflock.live.results import Result
+from duckflock.live.results import Mode, Result
 
 ARROW = "application/vnd.apache.arrow.stream"
 _ARROW_ABOVE = 1_000  # rows: list inserts this large (with uniform keys) go as Arrow
@@ -297,7 +297,7 @@ class Client:
             refreshed_at=datetime.fromisoformat(headers["x-duckflock-refreshed-at"]),
             duration=float(headers["x-duckflock-duration"]),
             watermark=int(headers["x-duckflock-watermark"]),
-            mode=headers["x-duckflock-mode"],
+            mode=Mode(headers["x-duckflock-mode"]),
             error=rebuilt if isinstance(rebuilt, QueryError) else None,
             now=datetime.fromisoformat(headers["x-duckflock-now"])
             if "x-duckflock-now" in headers
@@ -356,7 +356,7 @@ def _result_from_json(payload: dict[str, Any]) -> Result:
         refreshed_at=datetime.fromisoformat(payload["refreshed_at"]),
         duration=float(payload["duration"]),
         watermark=int(payload["watermark"]),
-        mode=str(payload["mode"]),
+        mode=Mode(payload["mode"]),
         error=rebuilt if isinstance(rebuilt, QueryError) else None,
         reason=str(payload.get("reason", "")),
         now=datetime.fromisoformat(payload["now"]) if payload.get("now") else None,

@@ -44,16 +44,16 @@ from duckflock.lake.connection import allowed_directories as lake_allowed
 from duckflock.lake.connection import prepare as prepare_lake
 from duckflock.lake.watch import LakeWatch
 from duckflock.live import definitions
-from duckflock.live.analyses import (
+from duckflock.live.fold import retention
+from duckflock.live.plan.plans import DISTINCT_LIMIT
+from duckflock.live.results import Result, Subscription
+from duckflock.live.scheduler import (
     DEFAULT_TIMEOUT,
     DEFAULT_WORKERS,
     MAX_WORKERS,
     TIMEOUT_FLOOR,
     Scheduler,
 )
-from duckflock.live.fold import retention
-from duckflock.live.plan.plans import DISTINCT_LIMIT
-from duckflock.live.results import Result, Subscription
 
 T = TypeVar("T")
 log = logging.getLogger("duckflock")
@@ -862,6 +862,7 @@ class Database:
                     max_concurrent=self._max_concurrent_analyses,
                     default_timeout=self._analysis_timeout,
                     distinct_limit=self._distinct_limit,
+                    owner=self,  # for duckflock.live.internals
                 )
             return self._scheduler
 

@@ -27,6 +27,7 @@ import duckdb
 
 from duckflock.core.names import quote
 from duckflock.core.project import ANALYSES, SCHEMA
+from duckflock.live.results import Mode
 
 LIBRARY = "library"  # who defined an analysis through the Python API
 UNKNOWN = "unknown"  # a row without provenance: older files, or edited offline
@@ -201,7 +202,7 @@ class Ledger:
 
     def annotate(self, statuses: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """``statuses`` with ``defined_by`` and ``refused`` (None), then one entry per
-        refused definition (``refused``: why; ``mode``: ``"refused"``)."""
+        refused definition (``refused``: why; ``mode``: :attr:`Mode.REFUSED`)."""
         with self._lock:
             by = dict(self._by)
             refused = list(self._refused.values())
@@ -222,7 +223,7 @@ class Ledger:
                     "duration": None,
                     "rows": None,
                     "error": reason,
-                    "mode": "refused",
+                    "mode": Mode.REFUSED,
                     "reason": reason,
                     "incremental": False,
                     "running": False,

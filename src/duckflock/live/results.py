@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
@@ -24,6 +25,14 @@ from duckflock.core.wide import python_rows
 from duckflock.errors import QueryError
 
 log = logging.getLogger("duckflock")
+
+
+class Mode(StrEnum):
+    """How an analysis ran (``Result.mode``, ``db.analyses()``, HTTP and the CLI)."""
+
+    INCREMENTAL = "incremental"  # the kept state with the new rows folded in
+    FULL = "full"  # the whole query, or the state rebuilt from the whole table
+    REFUSED = "refused"  # a kept definition that was not defined again (never runs)
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,7 @@ class Result:
     refreshed_at: datetime
     duration: float  # seconds the refresh took
     watermark: int  # writer commits (batches) the result reflects at least
-    mode: str  # "incremental" or "full"
+    mode: Mode  # INCREMENTAL or FULL
     error: QueryError | None = None  # set when the last run failed; table is the last good
     reason: str = ""  # why it ran in that mode (full: the first construct or event to blame)
     now: datetime | None = None  # a sliding window's instant: the value now() stood for

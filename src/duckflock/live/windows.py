@@ -29,6 +29,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 import duckdb
@@ -37,16 +38,48 @@ import pyarrow.compute as pc
 
 from duckflock.core.names import Identity, Resolver, quote
 from duckflock.core.syntax import table_parts, walk
+from duckflock.live.plan.plans import Plan
+
+# The planner's interface to this module (duckflock.live.plan.incremental implements it):
+# plan a SELECT node (raising NotIncremental, duckdb.Error or QueryError for a shape it
+# cannot plan), and render an expression node as SQL.
+PlanSelect = Callable[[dict[str, Any]], Plan]
+Render = Callable[[dict[str, Any]], str]
 
 NOW = "__duckflock_now"  # where now() stood, in the rendered SQL
 _NOW_NAMES = {"now", "get_current_timestamp", "transaction_timestamp", "current_timestamp"}
-_FLIP = {
-    "COMPARE_GREATERTHAN": ">",
-    "COMPARE_GREATERTHANOREQUALTO": ">=",
-    "COMPARE_LESSTHAN": "<",
-    "COMPARE_LESSTHANOREQUALTO": "<=",
+
+
+class Op(StrEnum):
+    """How the window column compares with its bound (as SQL)."""
+
+    AFTER = ">"
+    FROM = ">="
+    BEFORE = "<"
+    UNTIL = "<="
+
+    def flipped(self) -> Op:
+        """``B < ts`` is ``ts > B``."""
+        return {Op.BEFORE: Op.AFTER, Op.UNTIL: Op.FROM, Op.AFTER: Op.BEFORE, Op.FROM: Op.UNTIL}[
+            self
+        ]
+
+
+class Stamp(StrEnum):
+    """The window column's type (and the buckets'), as SQL literals are cast to it."""
+
+    TIMESTAMP = "TIMESTAMP"  # local time: meets now() through the session's time zone
+    TIMESTAMPTZ = "TIMESTAMPTZ"
+
+
+# DuckDB's comparison node types, and the column types a window may be over
+_OPS = {
+    "COMPARE_GREATERTHAN": Op.AFTER,
+    "COMPARE_GREATERTHANOREQUALTO": Op.FROM,
+    "COMPARE_LESSTHAN": Op.BEFORE,
+    "COMPARE_LESSTHANOREQUALTO": Op.UNTIL,
 }
-_TYPES = {"TIMESTAMP": "TIMESTAMP", "TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ"}
+_TYPES = {"TIMESTAMP": Stamp.TIMESTAMP, "TIMESTAMP WITH TIME ZONE": Stamp.TIMESTAMPTZ}
 BUCKETS = 64  # buckets per window length: the boundary recomputes ~1/64 of the window
 
 
@@ -54,11 +87,11 @@ BUCKETS = 64  # buckets per window length: the boundary recomputes ~1/64 of the 
 class Window:
     """How a bucketed state becomes the windowed result at an instant."""
 
-    combine: Any  # incremental.Plan of the query without its window predicate
+    combine: Plan  # the query without its window predicate
     keys: int  # the query's own keys; the bucket is state column __k{keys}
     inside: str  # over STATE: __in (bucket whole in the window), __live (not expired)
     boundary: str  # the rows of the buckets the boundary cuts, from the table
-    column_type: str  # TIMESTAMP or TIMESTAMPTZ: the bucket's type, for literals
+    column_type: Stamp  # the bucket's type, for literals
     width: int  # microseconds per bucket
     column: str  # the window column, in words
 
@@ -135,14 +168,15 @@ def sliding(
     node: dict[str, Any],
     columns: tuple[str, ...],
     types: tuple[str, ...],
-    plan_node: Callable[[dict[str, Any]], Any],
-    render: Callable[[dict[str, Any]], str],
+    plan_node: PlanSelect,
+    render: Render,
     volatile: set[str],
-) -> tuple[Any, Window] | None:
+) -> tuple[Plan, Window] | None:
     """(the bucketed Plan, its Window) for a sliding-window query, or None.
 
-    ``plan_node`` plans a SELECT node (raising for shapes it cannot), ``render`` turns
-    an expression node into SQL; both are the incremental planner's.
+    ``plan_node`` and ``render`` are the incremental planner's (:data:`PlanSelect`,
+    :data:`Render`); ``volatile``: the lower-case names of the functions DuckDB does not
+    call repeatable (a bound built from them is not a window).
     """
     if node.get("type") != "SELECT_NODE":
         return None
@@ -151,12 +185,12 @@ def sliding(
     if len(windows) != 1:
         return None
     where = windows[0]
-    op = _FLIP.get(str(where.get("type")))
+    op = _OPS.get(str(where.get("type")))
     if where.get("class") != "COMPARISON" or op is None:
         return None
     column, bound = where["left"], where["right"]
-    if op in ("<", "<="):  # B < ts is ts > B
-        column, bound, op = bound, column, {"<": ">", "<=": ">="}[op]
+    if op in (Op.BEFORE, Op.UNTIL):  # B < ts is ts > B
+        column, bound, op = bound, column, op.flipped()
     if column.get("class") != "COLUMN_REF" or _mentions_now(column):
         return None
     if not _constant_of_now(bound, volatile):
@@ -223,7 +257,7 @@ def sliding(
 
 
 def _flags(
-    bucket: str, interval: str, width: int, op: str, bound: str, column_type: str
+    bucket: str, interval: str, width: int, op: Op, bound: str, column_type: Stamp
 ) -> tuple[str, str]:
     """(the bucket is whole inside the window, it is not expired), in SQL.
 
@@ -235,7 +269,7 @@ def _flags(
     """
     inside = f"({bucket} {op} ({bound}))"
     live = f"(({bucket} + {interval}) {op} ({bound}))"
-    if column_type != "TIMESTAMP":
+    if column_type is not Stamp.TIMESTAMP:
         return inside, live
     # infinity, and ends out of TIMESTAMPTZ's range, are judged by their ends as before
     steady = (
@@ -315,13 +349,8 @@ def flagging(window: Window, source: str) -> str:
     return window.inside.replace("FROM __duckflock_state", f"FROM ({source})")
 
 
-def _typed(instant: datetime, column_type: str) -> str:
+def _typed(instant: datetime, column_type: Stamp) -> str:
     """A bucket start as a literal of the window column's own type."""
-    if column_type == "TIMESTAMPTZ":
+    if column_type is Stamp.TIMESTAMPTZ:
         return literal(instant)
     return f"CAST('{instant.isoformat()}' AS TIMESTAMP)"
-
-
-def now() -> datetime:
-    """The instant a run computes its window at (microseconds, as DuckDB keeps them)."""
-    return datetime.now(UTC)

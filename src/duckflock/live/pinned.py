@@ -1,0 +1,198 @@
+"""Refresh steps that read the table at exactly the data the state describes.
+
+Each runs in a transaction whose snapshot is pinned while no commit can land: under the
+writer's commit lock, the transaction's first access to the table (``plan.pin``: DuckDB
+takes a snapshot there, not at BEGIN) and the hand-over of the deltas happen together.
+:func:`pinned` is that pattern, once; :class:`Pinned` holds the three steps using it —
+a rebuild from the whole table, bringing a state up to date where subtraction cannot
+(min/max, NaN, a window's boundary buckets), and the fold of a join.
+
+An interrupt (time limit, drop, close) lands in a query inside the transaction: DuckDB
+aborts it, and ROLLBACK leaves the cursor ready for the next run. The commit lock is
+held only while the snapshot is pinned (one LIMIT 0 scan).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import duckdb
+import pyarrow as pa
+
+from duckflock.live import windows
+from duckflock.live.clock import Clock
+from duckflock.live.fold.query import over_arrow
+from duckflock.live.fold.retention import retract
+from duckflock.live.plan.plans import DELTA, STATE, Plan, split
+from duckflock.live.record import Analysis
+from duckflock.live.steps import combined, fold_in, outputs
+
+T = TypeVar("T")
+
+FAILED = "the last refresh failed: the state is rebuilt"
+
+
+@contextlib.contextmanager
+def pinned(
+    cursor: duckdb.DuckDBPyConnection,
+    pin: str,
+    commit_lock: threading.Lock,
+    take: Callable[[], T],
+) -> Iterator[T]:
+    """A transaction on ``cursor`` whose snapshot is pinned (``pin``) under
+    ``commit_lock``, together with ``take()`` (the deltas, a flag…), whose value it
+    gives. COMMIT when the block ends, ROLLBACK when it raises."""
+    cursor.execute("BEGIN TRANSACTION")
+    try:
+        with commit_lock:
+            cursor.execute(pin).fetchall()
+            taken = take()
+        yield taken
+        cursor.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            cursor.execute("ROLLBACK")
+        raise
+
+
+class _Changed(Exception):
+    """A joined table was written since the state was taken: roll back, rebuild."""
+
+
+class Pinned:
+    """The pinned steps of the refresher. Stateless; called on analysis threads."""
+
+    def __init__(
+        self,
+        lock: threading.Lock,
+        commit_lock: Callable[[], threading.Lock],
+        committed_seq: Callable[[], int],
+        clock: Clock,
+    ) -> None:
+        self._lock = lock  # the registry's: guards each analysis's Changes
+        self._commit_lock = commit_lock
+        self._committed_seq = committed_seq
+        self._clock = clock
+
+    def _taint(self, analysis: Analysis, why: str = FAILED) -> None:
+        with self._lock:
+            analysis.changes.taint(why)
+
+    def rebuild(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, pa.Table, int]:
+        """State, result and watermark from the whole table; from here on the deltas
+        are collected for this state."""
+
+        def start() -> int:
+            watermark = self._committed_seq()
+            with self._lock:
+                changes = analysis.changes
+                changes.tainted = None
+                changes.collecting = True
+                changes.clear()
+                changes.delta_watermark = watermark
+            return watermark
+
+        cursor = analysis.state.cursor
+        try:
+            with pinned(cursor, plan.pin, self._commit_lock(), start) as watermark:
+                analysis.check()
+                state, table = split(plan, cursor.execute(plan.build).to_arrow_table())
+        except BaseException:
+            self._taint(analysis)
+            raise
+        return state, table, watermark
+
+    def update(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int, int, int]:
+        """Bring the state up to date with the deltas taken at the pin: groups that
+        subtraction cannot settle (min/max, NaN) and a window's boundary buckets are
+        computed from the table at exactly the data the state then describes.
+        (result, watermark, rows folded in, rows taken out)."""
+
+        def take() -> tuple[list[pa.Table], list[pa.Table], int]:
+            with self._lock:
+                return analysis.changes.take()
+
+        run = analysis.state
+        window = run.shape.window
+        cursor = run.cursor
+        try:
+            with pinned(cursor, plan.pin, self._commit_lock(), take) as taken:
+                deltas, removed, watermark = taken
+                analysis.check()
+                state = run.state
+                assert state is not None
+                appended = sum(d.num_rows for d in deltas)
+                # instants never go back: expired buckets would be needed again
+                now = self._clock.now()
+                instant = max(now, run.window_now or now)
+                flagged = None
+                if window is not None and deltas and not removed:
+                    # fold and flag the buckets in one query
+                    sql = windows.at(windows.flagging(window, plan.refresh), instant)
+                    flagged = over_arrow(cursor, sql, state, pa.concat_tables(deltas)).select(
+                        [*plan.state_columns, "__in", "__live"]
+                    )
+                elif deltas:
+                    state, _ = fold_in(analysis, plan, state, pa.concat_tables(deltas))
+                gone = pa.concat_tables(removed) if removed else None
+                if gone is not None:
+                    assert plan.retract is not None
+                    analysis.check()
+                    state = retract(
+                        cursor, plan.retract, state, gone, plan.arrow if run.fast else None
+                    )
+                analysis.check()
+                if window is None:
+                    assert gone is not None
+                    # the outputs (HAVING, ORDER BY, LIMIT) of the new state: no rows folded
+                    table = outputs(analysis, plan, state, gone.slice(0, 0))
+                else:
+                    state, inside, rows = windows.cut(
+                        cursor,
+                        window,
+                        state,
+                        instant,
+                        lambda q, s, d: over_arrow(cursor, q, s, d),
+                        flagged,
+                    )
+                    table = combined(cursor, window.combine, inside, rows)
+                    run.window_now = instant
+        except BaseException:
+            self._taint(analysis)
+            raise
+        run.state, run.last_table = state, table
+        return table, watermark, appended, 0 if gone is None else gone.num_rows
+
+    def joined_fold(
+        self, analysis: Analysis, plan: Plan, state: pa.Table, delta: pa.Table
+    ) -> tuple[pa.Table, pa.Table] | None:
+        """The fold of a join, reading the joined tables as they were when the state
+        was taken, after checking that none of them was written since (None if one
+        was: the state is tainted, the caller rebuilds)."""
+
+        def changed() -> bool:
+            # every commit so far has been announced (the notices run under this lock)
+            with self._lock:
+                return analysis.changes.tainted is not None
+
+        cursor = analysis.state.cursor
+        try:
+            with pinned(cursor, plan.pin, self._commit_lock(), changed) as stale:
+                if stale:
+                    raise _Changed
+                analysis.check()
+                # registered, not found by a replacement scan: a failed lookup (scans
+                # off in the config) would abort the transaction before the fallback
+                cursor.register(STATE, state)
+                cursor.register(DELTA, delta)
+                try:
+                    return split(plan, cursor.execute(plan.refresh).to_arrow_table())
+                finally:
+                    for name in (STATE, DELTA):
+                        with contextlib.suppress(duckdb.Error):
+                            cursor.unregister(name)
+        except _Changed:
+            return None

@@ -1,0 +1,193 @@
+"""The analysis threads and the runs in progress: dispatch, watchdog, publish.
+
+The scheduler thread (:mod:`duckflock.live.scheduler`) decides which analysis runs when
+and calls :meth:`Runs.dispatch`; one of the ``duckflock-analysis-N`` threads runs it
+through the :class:`~duckflock.live.refresh.Refresher` and publishes the result to the
+analysis's readers. :meth:`Runs.watch` is the watchdog: the scheduler thread calls it
+on each look, and it interrupts every run past its deadline, again and again until the
+run ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+import duckdb
+import pyarrow as pa
+
+from duckflock.errors import QueryError, QueryTimeoutError, translate
+from duckflock.live.clock import Clock
+from duckflock.live.record import Analysis, Cancelled, Stop
+from duckflock.live.refresh import Refresher
+from duckflock.live.registry import Registry
+from duckflock.live.results import Mode, Result, log
+
+REINTERRUPT = 0.05  # seconds between interrupts of a run that has not stopped yet
+
+
+def interrupt(analysis: Analysis) -> None:
+    """Interrupt the query ``analysis``'s cursor is running, if any (any thread)."""
+    with contextlib.suppress(duckdb.Error):  # the run ended and closed it meanwhile
+        analysis.state.cursor.interrupt()
+
+
+class Runs:
+    """The pool of analysis threads. ``running`` and ``busy`` are guarded by the
+    registry's lock; the threads are started here and stopped by :meth:`stop`."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        refresher: Refresher,
+        clock: Clock,
+        *,
+        committed_seq: Callable[[], int],
+        new_cursor: Callable[[], duckdb.DuckDBPyConnection],
+        close_cursor: Callable[[duckdb.DuckDBPyConnection], None],
+        max_concurrent: int,
+    ) -> None:
+        self._registry = registry
+        self._refresher = refresher
+        self._clock = clock
+        self._committed_seq = committed_seq
+        self._new_cursor = new_cursor
+        self._close_cursor = close_cursor
+        self.max_concurrent = max_concurrent
+        self.running: set[Analysis] = set()  # dispatched and not finished, dropped or not
+        self.busy = 0
+        self._jobs: queue.SimpleQueue[Analysis | None] = queue.SimpleQueue()
+        self._workers = [
+            threading.Thread(target=self._work, name=f"duckflock-analysis-{i}", daemon=True)
+            for i in range(max_concurrent)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    @property
+    def full(self) -> bool:
+        """Every analysis thread has a run (caller holds the lock)."""
+        return self.busy >= self.max_concurrent
+
+    def dispatch(self, analysis: Analysis, now: float) -> None:
+        """Hand ``analysis`` to an analysis thread; the caller holds the lock."""
+        schedule = analysis.schedule
+        schedule.running = True
+        schedule.last_started = now
+        schedule.dirty_at = None
+        schedule.forced = False
+        schedule.runs += 1
+        schedule.stop = None
+        schedule.deadline = now + analysis.spec.timeout
+        self.busy += 1
+        self.running.add(analysis)
+        self._jobs.put(analysis)
+
+    def watch(self, now: float) -> float:
+        """Interrupt each run past its deadline; when to look again. Holds the lock."""
+        wake = float("inf")
+        for analysis in self.running:
+            schedule = analysis.schedule
+            if now >= schedule.deadline:
+                if schedule.stop is None:
+                    schedule.stop = Stop.TIMEOUT
+                interrupt(analysis)
+                schedule.deadline = now + REINTERRUPT
+            wake = min(wake, schedule.deadline)
+        return wake
+
+    def _work(self) -> None:
+        registry = self._registry
+        while (analysis := self._jobs.get()) is not None:
+            try:
+                self._refresh(analysis)
+            finally:
+                with registry.lock:
+                    schedule = analysis.schedule
+                    schedule.running = False
+                    self.busy -= 1
+                    self.running.discard(analysis)
+                    if schedule.dropped:
+                        self._close_cursor(analysis.state.cursor)
+                    elif schedule.stale_cursor:
+                        schedule.stale_cursor = False
+                        analysis.state.cursor = self._new_cursor()
+                    registry.wake.notify_all()  # the scheduler thread, and close()
+
+    def _refresh(self, analysis: Analysis) -> None:
+        spec = analysis.spec
+        started = time.perf_counter()
+        error: QueryError | None = None
+        table: pa.Table | None = None
+        try:
+            table, watermark = self._refresher.run(analysis)
+        except Cancelled:
+            watermark = self._committed_seq()
+        except duckdb.Error as exc:
+            error = translate(exc, sql=spec.sql)
+            watermark = self._committed_seq()
+        except QueryError as exc:
+            error, watermark = exc, self._committed_seq()
+        except Exception as exc:  # a bug must not kill the analysis thread: record it
+            log.exception("refreshing analysis %r failed", spec.name)
+            error = QueryError(f"refresh failed: {type(exc).__name__}: {exc}", sql=spec.sql)
+            watermark = self._committed_seq()
+        duration = time.perf_counter() - started
+        with self._registry.lock:
+            stop = analysis.schedule.stop
+        if stop is Stop.TIMEOUT:
+            if table is None:  # a run that finished as its time ran out keeps its table
+                error = QueryTimeoutError(
+                    f"analysis {spec.name!r} ran past its time limit of "
+                    f"{spec.timeout:g} s and was interrupted",
+                    sql=spec.sql,
+                )
+        elif stop is not None:
+            return  # dropped, replaced or closing: its result is nobody's
+        self._publish(analysis, table, error, duration, watermark)
+
+    def _publish(
+        self,
+        analysis: Analysis,
+        table: pa.Table | None,
+        error: QueryError | None,
+        duration: float,
+        watermark: int,
+    ) -> None:
+        registry, schedule, run = self._registry, analysis.schedule, analysis.state
+        with registry.lock:
+            if schedule.dropped and registry.analyses.get(analysis.name) is not analysis:
+                return  # replaced or dropped while it ran
+            if table is None:
+                previous = schedule.result
+                table = previous.table if previous is not None else pa.table({})
+            schedule.version += 1
+            schedule.published_run = schedule.runs  # no other run starts while one runs
+            result = Result(
+                name=analysis.name,
+                table=table,
+                version=schedule.version,
+                refreshed_at=self._clock.now(),
+                duration=duration,
+                watermark=watermark,
+                mode=run.mode or Mode.FULL,
+                error=error,
+                reason=run.reason or run.shape.reason,
+                now=run.window_now if run.shape.window is not None else None,
+            )
+            schedule.result = result
+            mailboxes = list(schedule.mailboxes)
+            registry.published.notify_all()
+        for mailbox in mailboxes:
+            mailbox.put(result)
+
+    def stop(self, deadline: float) -> None:
+        """End the analysis threads (after their runs), waiting until ``deadline``
+        (``time.monotonic()`` seconds: waits are in real time) at most."""
+        for _ in self._workers:
+            self._jobs.put(None)
+        for thread in self._workers:
+            thread.join(max(0.0, deadline - time.monotonic()))

@@ -1,0 +1,75 @@
+"""The fold steps a refresh is made of: pyarrow for plain shapes, DuckDB otherwise.
+
+Used by :mod:`duckflock.live.refresh` and :mod:`duckflock.live.pinned`; each runs on the
+analysis thread of the run, on the analysis's own cursor, and reads and writes only the
+run's :class:`~duckflock.live.record.State` (``fast``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import duckdb
+import pyarrow as pa
+
+from duckflock.live.fold.query import over_arrow
+from duckflock.live.plan.plans import Plan, split
+from duckflock.live.record import Analysis
+from duckflock.live.results import log
+
+
+def arrow_fold(
+    analysis: Analysis, plan: Plan, state: pa.Table | None, delta: pa.Table
+) -> tuple[pa.Table, pa.Table] | None:
+    """The pyarrow fast path for plain shapes; None where it does not apply.
+
+    A column type pyarrow cannot group or aggregate turns it off for this analysis:
+    DuckDB does the refresh instead, then and from then on.
+    """
+    run = analysis.state
+    if plan.arrow is None or not run.fast or state is None:
+        return None
+    if plan.arrow.has_nan(state, delta):
+        # pyarrow skips NaN in min/max and sorts it apart; DuckDB ranks it above every
+        # number and groups it: from the first NaN on, DuckDB folds this analysis
+        run.fast = False
+        return None
+    try:
+        return plan.arrow.fold(state, delta)
+    except (pa.ArrowException, TypeError, ValueError):
+        log.warning("analysis %r: pyarrow cannot fold it; DuckDB will", analysis.name)
+        run.fast = False
+        return None
+
+
+def fold_in(
+    analysis: Analysis, plan: Plan, state: pa.Table | None, delta: pa.Table
+) -> tuple[pa.Table, pa.Table]:
+    """(state, result) with the appended rows ``delta`` folded in (not a join: its
+    deletes rebuild, and a window reads one table)."""
+    assert not plan.joined
+    folded = arrow_fold(analysis, plan, state, delta)
+    if folded is None:
+        analysis.check()
+        assert state is not None
+        folded = split(plan, over_arrow(analysis.state.cursor, plan.refresh, state, delta))
+    return folded
+
+
+def outputs(analysis: Analysis, plan: Plan, state: pa.Table, empty: pa.Table) -> pa.Table:
+    """The result (HAVING, ORDER BY, LIMIT) of ``state``: pyarrow for plain shapes,
+    else a DuckDB fold of no rows (``empty``: the source table's columns)."""
+    if plan.arrow is not None and analysis.state.fast and not plan.arrow.has_nan(state, empty):
+        return plan.arrow.result(state)
+    return split(plan, over_arrow(analysis.state.cursor, plan.refresh, state, empty))[1]
+
+
+def combined(
+    cursor: duckdb.DuckDBPyConnection, plan: Plan, inside: pa.Table, rows: pa.Table
+) -> pa.Table:
+    """A window's result: its buckets inside the window merged by the query's own keys,
+    with the rows of the cut buckets folded in (pyarrow for plain shapes)."""
+    if plan.arrow is not None and not plan.arrow.has_nan(inside, rows):
+        with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
+            return plan.arrow.fold(inside, rows)[1]
+    return split(plan, over_arrow(cursor, plan.refresh, inside, rows))[1]

@@ -1,0 +1,117 @@
+"""Reading analyses: the latest result, waiting for a version, watch and subscribe.
+
+Every reader has a :class:`~duckflock.live.results.Mailbox` of its own, attached to the
+analysis's :class:`~duckflock.live.record.Schedule` under the registry's lock; the
+scheduler puts each published result into every mailbox of the analysis. A slow reader
+skips versions and never slows the scheduler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from duckflock.core.checks import count, seconds
+from duckflock.live.record import Analysis
+from duckflock.live.registry import Registry
+from duckflock.live.results import Mailbox, Result, Subscription, async_mailbox
+
+
+class Readers:
+    """The readers of one scheduler's analyses. Any thread calls it; the subscriptions
+    (for ``close()``) are guarded by the registry's lock."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._subscriptions: dict[Mailbox, Subscription] = {}
+
+    def result(
+        self, name: str, min_version: int | None = None, timeout: float | None = None
+    ) -> Result | None:
+        """The latest result; with ``min_version``, wait for a result at least that new.
+
+        Waiting follows the name: after a replacement only the replacement's results
+        count (its versions continue the old numbers). Ends early on drop or close.
+        """
+        wanted = None if min_version is None else count(min_version, "min_version")
+        limit = seconds(timeout, "timeout")
+        registry = self._registry
+        with registry.lock:
+            analysis = registry.get(name)
+            if wanted is None:
+                return analysis.schedule.result
+
+            def reached(current: Analysis) -> bool:
+                result = current.schedule.result
+                return result is not None and result.version >= wanted
+
+            return registry.wait(name, reached, limit, f"version {wanted} or later")
+
+    def attach(self, name: str, mailbox: Mailbox) -> None:
+        """Deliver ``name``'s results to ``mailbox``: the current one (if any) at once,
+        on this thread, then each new version."""
+        registry = self._registry
+        with registry.lock:
+            registry.check_open()
+            schedule = registry.get(name).schedule
+            schedule.mailboxes.add(mailbox)
+            if schedule.result is not None:
+                mailbox.put(schedule.result)
+
+    def detach(self, mailbox: Mailbox) -> None:
+        with self._registry.lock:
+            for analysis in self._registry:
+                analysis.schedule.mailboxes.discard(mailbox)
+
+    def watch(self, name: str) -> Iterator[Result]:
+        """The current result (if any), then each new version; ends on drop or close."""
+        mailbox = Mailbox()
+        self.attach(name, mailbox)
+        return self._iterate(mailbox)
+
+    def _iterate(self, mailbox: Mailbox) -> Iterator[Result]:
+        try:
+            seen = 0
+            while (result := mailbox.get(seen)) is not None:
+                seen = result.version
+                yield result
+        finally:
+            self.detach(mailbox)
+
+    async def watch_async(self, name: str) -> AsyncIterator[Result]:
+        """``watch`` for asyncio: ``async for result in db.watch_async(name)``."""
+        mailbox, event = async_mailbox()
+        self.attach(name, mailbox)
+        try:
+            seen = 0
+            while True:
+                result = mailbox.newer(seen)
+                if result is not None:
+                    seen = result.version
+                    yield result
+                    continue
+                if mailbox.closed:
+                    return
+                await event.wait()
+                event.clear()
+        finally:
+            self.detach(mailbox)
+
+    def subscribe(self, name: str, callback: Callable[[Result], Any]) -> Subscription:
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        mailbox = Mailbox()
+        self.attach(name, mailbox)
+        subscription = Subscription(name, callback, mailbox, self._unsubscribe)
+        with self._registry.lock:
+            self._subscriptions[mailbox] = subscription
+        return subscription
+
+    def _unsubscribe(self, mailbox: Mailbox) -> None:
+        self.detach(mailbox)
+        with self._registry.lock:
+            self._subscriptions.pop(mailbox, None)
+
+    def subscriptions(self) -> list[Subscription]:
+        """The subscriptions not cancelled yet (caller holds the registry's lock)."""
+        return list(self._subscriptions.values())
