@@ -29,6 +29,7 @@ import duckflock
 from duckflock.errors import ConversionError, RowRejectedError, StorageError
 from duckflock.ingest import appends
 from duckflock.ingest import rows as rows_module
+from duckflock.ingest.intake import Intake
 
 SCALE = max(1, int(os.environ.get("DUCKFLOCK_FAULT_SCALE", "1")))
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -341,21 +342,21 @@ def test_a_raising_callback_is_logged_and_the_batch_still_finishes(
 ) -> None:
     db = duckflock.connect()
     db.execute("CREATE TABLE t (n INTEGER)")
-    receipts = []
+    intake = Intake(db.cursor())  # the ingest wing's entry, as Database.insert uses it
+    calls = []
     for n in range(10):
-        receipt = duckflock.Receipt(None)
-        receipt = db._receipt("t", {"n": n}, None)
+        call = intake.call("t", {"n": n}, None)
         if n == 3:
 
             def boom() -> None:
                 raise ValueError("callback bug")
 
-            receipt._on_done = boom
-        receipts.append(receipt)
-    writer = db._ingest()
-    for receipt in receipts:
-        writer.submit(receipt, None, wait=True)
-    assert all(r.wait(30) == 1 for r in receipts)
+            call.on_done = boom
+        calls.append(call)
+    writer = db.writer()
+    for call in calls:
+        writer.submit(call, None, wait=True)
+    assert all(c.wait(30) == 1 for c in calls)
     assert any("completion callback failed" in r.message for r in caplog.records)
     db.insert("t", {"n": 11}, timeout=30)
     assert db.execute("SELECT count(*) FROM t").fetchone() == (11,)
@@ -425,7 +426,7 @@ def test_an_invalidated_database_is_reopened_and_failing_reopens_are_retried(
     db = duckflock.connect(tmp_path / "reopen.duckdb")
     db.execute("CREATE TABLE t (n INTEGER)")
     db.insert("t", {"n": 0})
-    real_attempt, real_reopen = appends.attempt, db._reopen
+    real_attempt = appends.attempt
     invalidate = threading.Event()
     refusals = [2]  # reopen fails this many times first
 
@@ -437,14 +438,13 @@ def test_an_invalidated_database_is_reopened_and_failing_reopens_are_retried(
             )
         return real_attempt(cursor, groups, **kwargs)
 
-    def reopen() -> None:
-        if refusals[0] > 0:
+    def refuse_reopen(at: str) -> None:
+        if at == "reopen" and refusals[0] > 0:
             refusals[0] -= 1
             raise OSError("still no space")
-        real_reopen()
 
     monkeypatch.setattr(appends, "attempt", fatal)
-    monkeypatch.setattr(db._ingest(), "_reopen", reopen)
+    db.writer().fault_hook = refuse_reopen
     invalidate.set()
     with pytest.raises(StorageError, match="invalidated"):
         db.insert("t", {"n": 1}, timeout=30)

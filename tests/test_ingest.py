@@ -24,8 +24,8 @@ from duckflock import (
     SchemaMismatchError,
     StorageError,
     UnknownTableError,
-    appends,
 )
+from duckflock.ingest import appends
 
 EVENTS = """CREATE TABLE events (
     thread INTEGER NOT NULL,
@@ -591,16 +591,16 @@ def test_a_receipt_finished_while_its_waiter_takes_the_guard_returns() -> None:
     """The writer may finish a receipt between wait()'s first look and its guard: then
     nothing was parked, and wait() returns (was: AttributeError on None, found by the
     differential tester's wait=False inserts)."""
-    from duckflock.ingest.receipts import Receipt
+    from duckflock.ingest.receipts import Call
 
-    receipt = Receipt(None, nrows=3)
+    call = Call(None, nrows=3)
 
-    class FinishingGuard:  # the writer finishes the receipt as the guard is taken
+    class FinishingGuard:  # the writer finishes the call as the guard is taken
         def __enter__(self) -> None:
-            receipt._finished = True
+            call.finished = True
 
         def __exit__(self, *exc: object) -> None:
             return None
 
-    receipt._guard = FinishingGuard()  # type: ignore[assignment]
-    assert receipt.wait(1) == 3
+    call.guard = FinishingGuard()
+    assert call.wait(1) == 3

@@ -37,7 +37,7 @@ from duckflock.errors import (
     RowRejectedError,
     translate,
 )
-from duckflock.ingest.receipts import Receipt
+from duckflock.ingest.receipts import Call
 from duckflock.ingest.rows import Part
 from duckflock.ingest.schema import TableSchema
 
@@ -181,7 +181,7 @@ class Group:
             self.arrows.append(part.arrow)
 
 
-def plan(receipts: Sequence[Receipt], capture: frozenset[Identity] = frozenset()) -> list[Group]:
+def plan(receipts: Sequence[Call], capture: frozenset[Identity] = frozenset()) -> list[Group]:
     """Group the calls' rows into statements, keeping each table's rows in order.
 
     Rows join the latest group of their table when the column list and kind match;
@@ -192,19 +192,19 @@ def plan(receipts: Sequence[Receipt], capture: frozenset[Identity] = frozenset()
     groups: list[Group] = []
     latest: dict[str, Group] = {}
     for receipt in receipts:
-        schema = receipt._schema
+        schema = receipt.target
         assert schema is not None
         key = schema.sql_name
         group = latest.get(key)
-        row = receipt._row
+        row = receipt.row
         if row is not None:
-            if group is not None and group.rows is not None and group.columns == receipt._columns:
+            if group is not None and group.rows is not None and group.columns == receipt.columns:
                 group.rows.append(row)
             else:
-                group = latest[key] = Group(schema, receipt._columns, rows=[row])
+                group = latest[key] = Group(schema, receipt.columns, rows=[row])
                 groups.append(group)
             continue
-        for part in receipt._parts or ():
+        for part in receipt.parts or ():
             if group is not None and group.takes(part):
                 group.add(part)
             else:
@@ -394,7 +394,7 @@ class Committer:
         # spent); None: never
         self.retry = retry
 
-    def commit_batch(self, receipts: list[Receipt]) -> bool:
+    def commit_batch(self, receipts: list[Call]) -> bool:
         """Commit ``receipts``; mark each committed, or give it its own error.
 
         Returns True when the whole batch went in at once. Raises
@@ -408,18 +408,18 @@ class Committer:
         if self.retry is not None and self.retry.conflict(failure):
             # a real conflict (the retries are spent), not the rows' fault: no bisecting
             for receipt in receipts:
-                receipt._error = ConflictError(
+                receipt.failure = ConflictError(
                     f"rows for {receipt.table!r} not committed: the lake kept conflicting "
                     f"after retries: {failure}"
                 )
             return False
         if len(receipts) == 1:
-            receipts[0]._error = self._rejection(receipts[0], failure)
+            receipts[0].failure = self._rejection(receipts[0], failure)
         else:
             self._isolate(receipts)
         return False
 
-    def _attempt(self, receipts: list[Receipt]) -> BaseException | None:
+    def _attempt(self, receipts: list[Call]) -> BaseException | None:
         """Commit ``receipts`` together; mark them committed, or return the rows' fault.
 
         With ``retry`` (a lake), each commit carries a tag: after a storage failure the
@@ -461,11 +461,11 @@ class Committer:
             time.sleep(pause)
 
     @staticmethod
-    def _mark(receipts: list[Receipt]) -> None:
+    def _mark(receipts: list[Call]) -> None:
         for receipt in receipts:
-            receipt._committed = True
+            receipt.committed = True
 
-    def _isolate(self, receipts: list[Receipt]) -> None:
+    def _isolate(self, receipts: list[Call]) -> None:
         """Bisect calls whose joint commit failed: commit the halves that go in cleanly,
         and give each call that fails alone its own error. At most 2n-1 attempts."""
         middle = len(receipts) // 2
@@ -474,11 +474,11 @@ class Committer:
             if fault is None:
                 continue
             if len(half) == 1:
-                half[0]._error = self._rejection(half[0], fault)
+                half[0].failure = self._rejection(half[0], fault)
             else:
                 self._isolate(half)
 
-    def _rejection(self, receipt: Receipt, failure: BaseException) -> RowRejectedError:
+    def _rejection(self, receipt: Call, failure: BaseException) -> RowRejectedError:
         try:
             return _rejection(self.cursor, receipt, failure, self.on_schema_change)
         except StorageFailure:
@@ -492,7 +492,7 @@ class Committer:
 
 def _rejection(
     cursor: duckdb.DuckDBPyConnection,
-    receipt: Receipt,
+    receipt: Call,
     failure: BaseException,
     on_schema_change: Callable[[], None] | None,
 ) -> RowRejectedError:
@@ -502,13 +502,13 @@ def _rejection(
     ):
         on_schema_change()  # the table changed under the writer: re-read it next time
     row_index = 0
-    if receipt._nrows > 1:
+    if receipt.nrows > 1:
         # the smallest prefix of the call that fails ends with the offending row
-        low, high = 1, receipt._nrows
+        low, high = 1, receipt.nrows
         while low < high:
             middle = (low + high) // 2
-            head = [p for p in (part.head(middle) for part in receipt.parts()) if p]
-            trial = Receipt(receipt._schema, parts=head, nrows=middle)
+            head = [p for p in (part.head(middle) for part in receipt.all_parts()) if p]
+            trial = Call(receipt.target, parts=head, nrows=middle)
             fault = attempt(cursor, plan([trial]), commit=False)
             if fault is not None:
                 high, failure = middle, fault
@@ -568,7 +568,7 @@ def column_in(message: str) -> str | None:
 
 def _culprit(
     cursor: duckdb.DuckDBPyConnection,
-    receipt: Receipt,
+    receipt: Call,
     failure: BaseException,
     row: dict[str, Any] | None,
 ) -> str | None:
@@ -577,14 +577,14 @@ def _culprit(
     named = column_in(str(failure))
     if named is not None:
         return named
-    if row is None or receipt._schema is None:
+    if row is None or receipt.target is None:
         return None
     try:
         types = dict(
             cursor.execute(
                 "SELECT lower(column_name), data_type FROM duckdb_columns() "
                 "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
-                list(receipt._schema.identity),
+                list(receipt.target.identity),
             ).fetchall()
         )
         for column, value in row.items():
@@ -617,10 +617,10 @@ def _encoding_error(value: str) -> UnicodeEncodeError | None:
     return None
 
 
-def _row_at(receipt: Receipt, row_index: int) -> tuple[dict[str, Any] | None, str | None]:
+def _row_at(receipt: Call, row_index: int) -> tuple[dict[str, Any] | None, str | None]:
     """The call's row ``row_index`` as a dict, and the first column whose value cannot
     even be read back (an Arrow string holding invalid UTF-8), if any."""
-    for part in receipt.parts():
+    for part in receipt.all_parts():
         for position in range(len(part)):
             if part.index_of(position) == row_index:
                 if part.arrow is None:

@@ -47,7 +47,7 @@ from duckflock.errors import (
     WriterBrokenError,
 )
 from duckflock.ingest.appends import Committer, StorageFailure
-from duckflock.ingest.receipts import Receipt
+from duckflock.ingest.receipts import Call
 
 if TYPE_CHECKING:
     from duckflock.lake.connection import Retry
@@ -92,6 +92,10 @@ class IngestStats:
         return dict(self.__dict__)
 
 
+def _no_fault(point: str) -> None:
+    """The fault hook's default: nothing (tests raise at ``point``)."""
+
+
 def _percentiles(samples: Sequence[float]) -> dict[str, float]:
     if not samples:
         return {}
@@ -133,12 +137,15 @@ class Writer:
         # closes every cursor and reopens the database after DuckDB invalidated it
         # (None: it cannot be reopened, e.g. in memory)
         self._reopen = reopen
+        # the test seam: called at named points of the write path ("reopen": before the
+        # database is reopened); a test raises there to simulate a fault
+        self.fault_hook: Callable[[str], None] = _no_fault
         self._needs_reopen = False  # written by the writer thread only
         # held around each commit and its notice: whoever holds it sees no commit happen
         # (analyses take it to pin a snapshot that lines up with the commit notices)
         self.commit_lock = commit_lock or threading.Lock()
         self.committed_seq = 0  # batches finished so far; written under commit_lock
-        self._inbox: queue.SimpleQueue[Receipt | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
         # guards _big_rows, _closing, _exited, _broken, every receipt's finish() against
         # a late wait(), and _held_rows decreases (with _has_room, which wakes producers
         # waiting for room)
@@ -150,8 +157,8 @@ class Writer:
         self._closing = False
         self._exited = False
         self._broken: BaseException | None = None
-        self._current: list[Receipt] = []  # the batch being committed
-        self._current_markers: list[Receipt] = []  # flush markers riding on it
+        self._current: list[Call] = []  # the batch being committed
+        self._current_markers: list[Call] = []  # flush markers riding on it
         # guards the counters and samples below; written by the writer thread only
         self._stats_lock = threading.Lock()
         self._rows_committed = 0
@@ -170,16 +177,16 @@ class Writer:
 
     # -- producers ---------------------------------------------------------------------
 
-    def submit(self, receipt: Receipt, timeout: float | None, *, wait: bool) -> Receipt:
+    def submit(self, receipt: Call, timeout: float | None, *, wait: bool) -> Call:
         """Queue one call. A full queue blocks (QueueFullError after ``timeout``)."""
         if self._closing or self._broken is not None:
             self._refuse()
         if (
-            receipt._nrows > 1
+            receipt.nrows > 1
             or self._inbox.qsize() + self._big_rows + self._held_rows >= self.max_queued_rows
         ):
             self._admit(receipt, timeout)
-        receipt._guard = self._lock
+        receipt.guard = self._lock
         if wait:
             receipt.park()  # before the put, so the writer cannot finish it unseen
         self._inbox.put(receipt)
@@ -190,9 +197,9 @@ class Writer:
     def _queued(self) -> int:
         return self._inbox.qsize() + self._big_rows + self._held_rows
 
-    def _admit(self, receipt: Receipt, timeout: float | None) -> None:
+    def _admit(self, receipt: Call, timeout: float | None) -> None:
         """The locked path: wait for room, and count a multi-row call's rows."""
-        nrows = receipt._nrows
+        nrows = receipt.nrows
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while (queued := self._queued()) + nrows > self.max_queued_rows and queued > 0:
@@ -220,8 +227,8 @@ class Writer:
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every call accepted so far is committed (or failed)."""
-        marker = Receipt(None, nrows=0)
-        marker._guard = self._lock
+        marker = Call(None, nrows=0)
+        marker.guard = self._lock
         marker.park()
         self._inbox.put(marker)  # finished only after everything queued before it
         if self._closing or self._broken is not None:
@@ -293,27 +300,27 @@ class Writer:
         except BaseException as exc:  # a bug in the loop itself: fail everyone waiting
             self._break(exc)
 
-    def _commit_guarded(self, receipts: list[Receipt], rows: int) -> None:
+    def _commit_guarded(self, receipts: list[Call], rows: int) -> None:
         """Commit one batch; whatever goes wrong fails this batch's calls, not the writer."""
         try:
             self._commit(receipts, rows)
         except Exception as exc:  # a bug: log it, fail the batch's open calls, go on
             logging.getLogger("duckflock").exception("the writer failed a batch")
             for receipt in receipts:
-                if receipt._error is None and not receipt._committed:
+                if receipt.open:
                     error = IngestError(f"the writer failed this batch (a bug): {exc!r}")
                     error.__cause__ = exc
-                    receipt._error = error
+                    receipt.failure = error
 
-    def _gather(self) -> tuple[list[Receipt], list[Receipt], int, bool]:
+    def _gather(self) -> tuple[list[Call], list[Call], int, bool]:
         """The next batch: block for one call, then take what the inbox holds.
 
         Returns the calls, the flush markers among them, their row count, and whether
         close() was seen.
         """
         inbox = self._inbox
-        receipts: list[Receipt] = self._current
-        markers: list[Receipt] = self._current_markers
+        receipts: list[Call] = self._current
+        markers: list[Call] = self._current_markers
         rows = 0
         urgent = False
         deadline = 0.0
@@ -322,18 +329,18 @@ class Writer:
         while True:
             if item is _CLOSE:
                 return receipts, markers, rows, True
-            if item._schema is None:
+            if item.target is None:
                 markers.append(item)
                 urgent = True
             else:
                 receipts.append(item)
-                n = item._nrows
+                n = item.nrows
                 rows += n
                 self._held_rows += n
                 if n > 1:
                     with self._lock:
                         self._big_rows -= n
-                if item._waiter is not None or item._on_done is not None:
+                if item.urgent:
                     urgent = True  # somebody waits for this one: no lingering
                 if rows >= self.max_batch_rows:
                     break
@@ -366,7 +373,7 @@ class Writer:
             self._peak = queued
         return receipts, markers, rows, False
 
-    def _commit(self, receipts: list[Receipt], rows: int) -> None:
+    def _commit(self, receipts: list[Call], rows: int) -> None:
         started = time.perf_counter()
         whole = False
         failure: StorageFailure | None = None
@@ -377,14 +384,14 @@ class Writer:
         except StorageFailure as exc:
             failure = exc
             for receipt in receipts:
-                if receipt._error is None and not receipt._committed:
+                if receipt.open:
                     error = StorageError(f"commit into {receipt.table!r} failed: {exc}")
                     error.__cause__ = exc.__cause__
-                    receipt._error = error
+                    receipt.failure = error
         committed, rejected = rows, 0
         if not whole:  # some calls failed: count them one by one
-            committed = sum(r._nrows for r in receipts if r._committed)
-            rejected = sum(1 for r in receipts if not r._committed)
+            committed = sum(r.nrows for r in receipts if r.committed)
+            rejected = sum(1 for r in receipts if not r.committed)
         with self._stats_lock:
             self._rows_committed += committed
             self._calls_rejected += rejected
@@ -415,6 +422,7 @@ class Writer:
         with self._stats_lock:
             self._state = "recovering"
         try:
+            self.fault_hook("reopen")
             self._reopen()
             self._committer.cursor = self._new_cursor()
         except Exception as exc:
@@ -429,7 +437,7 @@ class Writer:
             self._state = "ok"
         logging.getLogger("duckflock").warning("the database was reopened after a fault")
 
-    def _finish(self, receipts: list[Receipt], markers: list[Receipt], rows: int) -> None:
+    def _finish(self, receipts: list[Call], markers: list[Call], rows: int) -> None:
         with self._lock:
             for receipt in receipts:
                 receipt.finish()
@@ -440,12 +448,12 @@ class Writer:
         self._current = []
         self._current_markers = []
 
-    def _notify(self, receipts: list[Receipt]) -> None:
+    def _notify(self, receipts: list[Call]) -> None:
         """Tell the listener which tables changed, with the captured stored rows."""
         stored, self._committer.stored = self._committer.stored, []
         if self._on_commit is None or not receipts:
             return
-        tables = {r._schema.key for r in receipts if r._committed and r._schema is not None}
+        tables = {r.target.key for r in receipts if r.committed and r.target is not None}
         if tables:
             try:
                 self._on_commit(self.committed_seq, tables, stored)
@@ -467,8 +475,8 @@ class Writer:
                 return
             if item is _CLOSE:
                 continue
-            if item._schema is not None:
-                item._error = error
+            if item.target is not None:
+                item.failure = error
             item.finish()
 
     def _break(self, exc: BaseException) -> None:
@@ -477,10 +485,10 @@ class Writer:
             self._broken = exc
             self._exited = True
             for receipt in self._current:
-                if receipt._error is None and not receipt._committed:
+                if receipt.open:
                     error = WriterBrokenError(f"the writer died before committing: {exc!r}")
                     error.__cause__ = exc
-                    receipt._error = error
+                    receipt.failure = error
                 receipt.finish()
             for marker in self._current_markers:
                 marker.finish()
