@@ -20,6 +20,7 @@ from duckflock.core.syntax import (
     READ,
     SESSION,
     WRITE,
+    StatementKind,
     catalog_only,
     classify,
     data_only,
@@ -102,7 +103,7 @@ class Statements(Base):
         finally:
             life.leave()
 
-    def _before(self, sql: str) -> str:
+    def _before(self, sql: str) -> StatementKind:
         """Classify ``sql`` (DuckDB's parser); drop cached schemas if it may change them.
         A statement that would write duckflock's own schema is refused here."""
         project.check_statement(sql)
@@ -112,7 +113,9 @@ class Statements(Base):
         return kind
 
     @staticmethod
-    def _resolving(slot: Slot, cursor: duckdb.DuckDBPyConnection, kind: str, sql: str) -> None:
+    def _resolving(
+        slot: Slot, cursor: duckdb.DuckDBPyConnection, kind: StatementKind, sql: str
+    ) -> None:
         """Before a write on a cursor whose search path a SET or USE changed: refused
         while duckflock's own schema is on it (:func:`project.check_search_path`)."""
         if kind == SESSION:
@@ -123,7 +126,7 @@ class Statements(Base):
                 slot.resolving = False  # clean now; the next SET or USE asks again
 
     @contextlib.contextmanager
-    def _watching(self, sql: str, kind: str, via: str) -> Iterator[Watched]:
+    def _watching(self, sql: str, kind: StatementKind, via: str) -> Iterator[Watched]:
         """Around a statement: what it changed decides which analyses rebuild. A SET
         that changes a global setting of :mod:`duckflock.core.effects` rebuilds all; DDL
         rebuilds those reading what it changed in the catalog; any other write taints

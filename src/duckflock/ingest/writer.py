@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import enum
 import itertools
 import logging
 import queue
@@ -65,6 +66,15 @@ _CLOSE = None  # the inbox sentinel
 CommitListener = Callable[[int, set[Identity], list[tuple[Identity, pa.Table]]], None]
 
 
+class WriterState(enum.StrEnum):
+    """The write path's health, as ``Database.stats().state`` reports it."""
+
+    OK = "ok"
+    # the last commit failed on storage, or reopening failed: the next batch tries again
+    FAILED = "failed"
+    RECOVERING = "recovering"  # reopening an invalidated database now
+
+
 @dataclass(frozen=True)
 class IngestStats:
     """A snapshot of the write path (see ``Database.stats``)."""
@@ -80,10 +90,7 @@ class IngestStats:
     # cumulative counts per COMMIT_BUCKETS bound (then +Inf), and the sum in seconds
     commit_histogram: tuple[int, ...] = ()
     commit_seconds: float = 0.0
-    # the write path's health: "ok"; "failed" (the last commit failed on storage, or
-    # the database could not be reopened: the next batch tries again); "recovering"
-    # (reopening an invalidated database now)
-    state: str = "ok"
+    state: WriterState = WriterState.OK  # the write path's health
     storage_failures: int = 0  # batches whose commit failed on storage
     reopens: int = 0  # times the database was reopened after DuckDB invalidated it
     last_storage_error: str | None = None
@@ -168,7 +175,7 @@ class Writer:
         self._commit_ms: deque[float] = deque(maxlen=_SAMPLES)
         self._commit_counts = [0] * (len(COMMIT_BUCKETS) + 1)
         self._commit_seconds = 0.0
-        self._state = "ok"
+        self._state = WriterState.OK
         self._storage_failures = 0
         self._reopens = 0
         self._last_storage_error: str | None = None
@@ -405,9 +412,9 @@ class Writer:
             if failure is not None:
                 self._storage_failures += 1
                 self._last_storage_error = str(failure)
-                self._state = "failed"
-            elif self._state != "ok":
-                self._state = "ok"
+                self._state = WriterState.FAILED
+            elif self._state != WriterState.OK:
+                self._state = WriterState.OK
         if failure is not None and (failure.invalidated or failure.committed):
             # DuckDB gave up on the instance: reopen now, so the next batch finds it
             # ready (and again before each batch while reopening fails)
@@ -420,21 +427,21 @@ class Writer:
         if self._reopen is None:
             raise StorageFailure("the database was invalidated and cannot be reopened")
         with self._stats_lock:
-            self._state = "recovering"
+            self._state = WriterState.RECOVERING
         try:
             self.fault_hook("reopen")
             self._reopen()
             self._committer.cursor = self._new_cursor()
         except Exception as exc:
             with self._stats_lock:
-                self._state = "failed"
+                self._state = WriterState.FAILED
                 self._last_storage_error = f"reopening the database failed: {exc}"
             logging.getLogger("duckflock").warning("reopening the database failed: %s", exc)
             raise StorageFailure(f"the database could not be reopened: {exc}") from exc
         self._needs_reopen = False
         with self._stats_lock:
             self._reopens += 1
-            self._state = "ok"
+            self._state = WriterState.OK
         logging.getLogger("duckflock").warning("the database was reopened after a fault")
 
     def _finish(self, receipts: list[Call], markers: list[Call], rows: int) -> None:
