@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import duckflock
 from duckflock.errors import ConversionError, RowRejectedError, StorageError
-from duckflock.ingest import appends
+from duckflock.ingest import appends, storage
 from duckflock.ingest import rows as rows_module
 from duckflock.ingest.intake import Intake
 
@@ -382,7 +382,7 @@ def test_a_storage_failure_fails_its_batch_with_storage_error(
                 'TransactionContext Error: Failed to commit: Could not write file "x": '
                 "No space left on device"
             )
-            raise appends.StorageFailure(str(exc)) from exc
+            raise storage.StorageFailure(str(exc)) from exc
         return real(cursor, groups, **kwargs)
 
     monkeypatch.setattr(appends, "attempt", flaky)
@@ -404,17 +404,17 @@ def test_a_storage_failure_fails_its_batch_with_storage_error(
 def test_storage_faults_are_told_from_row_faults() -> None:
     import duckdb
 
-    assert appends.storage_fault(duckdb.IOException("IO Error: could not write"))
-    assert appends.storage_fault(duckdb.FatalException("FATAL Error: invalidated"))
-    assert appends.storage_fault(
+    assert storage.storage_fault(duckdb.IOException("IO Error: could not write"))
+    assert storage.storage_fault(duckdb.FatalException("FATAL Error: invalidated"))
+    assert storage.storage_fault(
         duckdb.TransactionException(
             'TransactionContext Error: Failed to commit: Could not write file "a": File too large'
         )
     )
-    assert not appends.storage_fault(duckdb.TransactionException("Conflict on tuple deletion!"))
-    assert not appends.storage_fault(duckdb.ConstraintException("NOT NULL constraint failed"))
-    assert not appends.storage_fault(RuntimeError("Unable to cast Python instance"))
-    assert not appends.storage_fault(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"))
+    assert not storage.storage_fault(duckdb.TransactionException("Conflict on tuple deletion!"))
+    assert not storage.storage_fault(duckdb.ConstraintException("NOT NULL constraint failed"))
+    assert not storage.storage_fault(RuntimeError("Unable to cast Python instance"))
+    assert not storage.storage_fault(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"))
 
 
 def test_an_invalidated_database_is_reopened_and_failing_reopens_are_retried(
@@ -433,7 +433,7 @@ def test_an_invalidated_database_is_reopened_and_failing_reopens_are_retried(
     def fatal(cursor: Any, groups: Any, **kwargs: Any) -> BaseException | None:
         if invalidate.is_set() and kwargs.get("commit"):
             invalidate.clear()
-            raise appends.StorageFailure(
+            raise storage.StorageFailure(
                 "FATAL Error: database has been invalidated", invalidated=True
             )
         return real_attempt(cursor, groups, **kwargs)

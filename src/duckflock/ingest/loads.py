@@ -21,8 +21,8 @@ from duckflock.core import project
 from duckflock.core.names import quote
 from duckflock.core.transactions import rollback_quietly
 from duckflock.errors import QueryError, RowRejectedError
-from duckflock.ingest.appends import column_in
 from duckflock.ingest.files import Chunk
+from duckflock.ingest.rejections import column_in
 
 T = TypeVar("T")
 

@@ -47,8 +47,9 @@ from duckflock.errors import (
     StorageError,
     WriterBrokenError,
 )
-from duckflock.ingest.appends import Committer, StorageFailure
+from duckflock.ingest.appends import Committer
 from duckflock.ingest.receipts import Call
+from duckflock.ingest.storage import StorageFailure
 
 if TYPE_CHECKING:
     from duckflock.lake.connection import Retry
