@@ -18,7 +18,8 @@ from duckflock.core.checks import flag, seconds
 from duckflock.database.base import Base
 from duckflock.errors import IngestError, IngestTimeoutError, QueueFullError
 from duckflock.ingest.receipts import Receipt
-from duckflock.ingest.writer import IngestStats, Writer
+from duckflock.ingest.stats import IngestStats
+from duckflock.ingest.writer import Writer
 from duckflock.lake.connection import Retry
 
 

@@ -21,18 +21,13 @@ overshoot the bound by at most one row each.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import enum
-import itertools
 import logging
 import queue
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
@@ -49,6 +44,10 @@ from duckflock.errors import (
 )
 from duckflock.ingest.appends import Committer
 from duckflock.ingest.receipts import Call
+
+# COMMIT_BUCKETS re-exported: server/metrics.py still imports it from here
+from duckflock.ingest.stats import COMMIT_BUCKETS as COMMIT_BUCKETS
+from duckflock.ingest.stats import Counters, IngestStats
 from duckflock.ingest.storage import StorageFailure
 
 if TYPE_CHECKING:
@@ -59,62 +58,13 @@ if TYPE_CHECKING:
 # cost each of them a GIL round trip (measured: 150k rows/s without, 380k with).
 LINGER_SECONDS = 0.01
 LINGER_ROWS = 20_000
-_SAMPLES = 4096  # batch sizes and commit latencies kept for percentiles
-# upper bounds (seconds) of the commit-latency histogram exported as metrics
-COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _CLOSE = None  # the inbox sentinel
 # told, after each commit, its sequence number, the tables it changed and captured rows
 CommitListener = Callable[[int, set[Identity], list[tuple[Identity, pa.Table]]], None]
 
 
-class WriterState(enum.StrEnum):
-    """The write path's health, as ``Database.stats().state`` reports it."""
-
-    OK = "ok"
-    # the last commit failed on storage, or reopening failed: the next batch tries again
-    FAILED = "failed"
-    RECOVERING = "recovering"  # reopening an invalidated database now
-
-
-@dataclass(frozen=True)
-class IngestStats:
-    """A snapshot of the write path (see ``Database.stats``)."""
-
-    rows_committed: int
-    batches_committed: int
-    calls_rejected: int
-    rows_queued: int
-    rows_queued_peak: int
-    max_queued_rows: int
-    batch_rows: dict[str, float]
-    commit_ms: dict[str, float]
-    # cumulative counts per COMMIT_BUCKETS bound (then +Inf), and the sum in seconds
-    commit_histogram: tuple[int, ...] = ()
-    commit_seconds: float = 0.0
-    state: WriterState = WriterState.OK  # the write path's health
-    storage_failures: int = 0  # batches whose commit failed on storage
-    reopens: int = 0  # times the database was reopened after DuckDB invalidated it
-    last_storage_error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
 def _no_fault(point: str) -> None:
     """The fault hook's default: nothing (tests raise at ``point``)."""
-
-
-def _percentiles(samples: Sequence[float]) -> dict[str, float]:
-    if not samples:
-        return {}
-    ordered = sorted(samples)
-    last = len(ordered) - 1
-    return {
-        "p50": ordered[last // 2],
-        "p90": ordered[(last * 9) // 10],
-        "p99": ordered[(last * 99) // 100],
-        "max": ordered[last],
-    }
 
 
 class Writer:
@@ -167,19 +117,7 @@ class Writer:
         self._broken: BaseException | None = None
         self._current: list[Call] = []  # the batch being committed
         self._current_markers: list[Call] = []  # flush markers riding on it
-        # guards the counters and samples below; written by the writer thread only
-        self._stats_lock = threading.Lock()
-        self._rows_committed = 0
-        self._batches_committed = 0
-        self._calls_rejected = 0
-        self._batch_rows: deque[float] = deque(maxlen=_SAMPLES)
-        self._commit_ms: deque[float] = deque(maxlen=_SAMPLES)
-        self._commit_counts = [0] * (len(COMMIT_BUCKETS) + 1)
-        self._commit_seconds = 0.0
-        self._state = WriterState.OK
-        self._storage_failures = 0
-        self._reopens = 0
-        self._last_storage_error: str | None = None
+        self._counters = Counters()  # the figures stats() reports
         self._thread = threading.Thread(target=self._run, name="duckflock-writer", daemon=True)
         self._thread.start()
 
@@ -270,23 +208,7 @@ class Writer:
 
     def stats(self) -> IngestStats:
         queued = self._queued()
-        with self._stats_lock:
-            return IngestStats(
-                rows_committed=self._rows_committed,
-                batches_committed=self._batches_committed,
-                calls_rejected=self._calls_rejected,
-                rows_queued=queued,
-                rows_queued_peak=max(self._peak, queued),
-                max_queued_rows=self.max_queued_rows,
-                batch_rows=_percentiles(self._batch_rows),
-                commit_ms=_percentiles(self._commit_ms),
-                commit_histogram=tuple(itertools.accumulate(self._commit_counts)),
-                commit_seconds=self._commit_seconds,
-                state=self._state,
-                storage_failures=self._storage_failures,
-                reopens=self._reopens,
-                last_storage_error=self._last_storage_error,
-            )
+        return self._counters.snapshot(queued, max(self._peak, queued), self.max_queued_rows)
 
     # -- the writer thread -------------------------------------------------------------
 
@@ -400,22 +322,13 @@ class Writer:
         if not whole:  # some calls failed: count them one by one
             committed = sum(r.nrows for r in receipts if r.committed)
             rejected = sum(1 for r in receipts if not r.committed)
-        with self._stats_lock:
-            self._rows_committed += committed
-            self._calls_rejected += rejected
-            if committed:
-                self._batches_committed += 1
-            self._batch_rows.append(rows)
-            seconds = time.perf_counter() - started
-            self._commit_ms.append(seconds * 1000)
-            self._commit_counts[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
-            self._commit_seconds += seconds
-            if failure is not None:
-                self._storage_failures += 1
-                self._last_storage_error = str(failure)
-                self._state = WriterState.FAILED
-            elif self._state != WriterState.OK:
-                self._state = WriterState.OK
+        self._counters.batch(
+            rows,
+            committed,
+            rejected,
+            time.perf_counter() - started,
+            None if failure is None else str(failure),
+        )
         if failure is not None and (failure.invalidated or failure.committed):
             # DuckDB gave up on the instance: reopen now, so the next batch finds it
             # ready (and again before each batch while reopening fails)
@@ -427,22 +340,17 @@ class Writer:
         """Reopen the invalidated database and take a fresh cursor on it."""
         if self._reopen is None:
             raise StorageFailure("the database was invalidated and cannot be reopened")
-        with self._stats_lock:
-            self._state = WriterState.RECOVERING
+        self._counters.recovering()
         try:
             self.fault_hook("reopen")
             self._reopen()
             self._committer.cursor = self._new_cursor()
         except Exception as exc:
-            with self._stats_lock:
-                self._state = WriterState.FAILED
-                self._last_storage_error = f"reopening the database failed: {exc}"
+            self._counters.reopen_failed(f"reopening the database failed: {exc}")
             logging.getLogger("duckflock").warning("reopening the database failed: %s", exc)
             raise StorageFailure(f"the database could not be reopened: {exc}") from exc
         self._needs_reopen = False
-        with self._stats_lock:
-            self._reopens += 1
-            self._state = WriterState.OK
+        self._counters.reopened()
         logging.getLogger("duckflock").warning("the database was reopened after a fault")
 
     def _finish(self, receipts: list[Call], markers: list[Call], rows: int) -> None:
