@@ -239,6 +239,7 @@ def attempt(
     commit: bool,
     stored: list[tuple[Identity, pa.Table]] | None = None,
     begin: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    fault: Callable[[str], None] | None = None,
 ) -> BaseException | None:
     """Append ``groups`` atomically; commit or roll back. Returns the rows' fault, if any.
 
@@ -248,10 +249,13 @@ def attempt(
     not the rows' fault. Never sends COMMIT after a failed statement (DuckDB would answer
     it quietly and roll back). Rows of captured groups are added to ``stored`` once
     committed. ``begin`` runs first inside the transaction (a lake tags the commit),
-    and forces one.
+    and forces one. ``fault("commit")`` (the committer's test seam) runs first when
+    committing: what it raises is classified as a statement's error would be.
     """
     kept: list[tuple[Identity, pa.Table]] = []
     try:
+        if commit and fault is not None:
+            fault("commit")
         if commit and len(groups) == 1 and begin is None:
             table = append(cursor, groups[0], autocommit=True)
             if table is not None:
@@ -278,6 +282,10 @@ def attempt(
         raise StorageFailure(str(exc), committed=durable, invalidated=invalidated(exc)) from exc
 
 
+def no_fault(point: str) -> None:
+    """The fault hook's default: nothing (tests raise at ``point``)."""
+
+
 class Committer:
     """Commits batches on one cursor; what it stores for captured tables it collects."""
 
@@ -294,6 +302,8 @@ class Committer:
         # when a failed commit is tried again (a lake: catalog away, conflict retries
         # spent); None: never
         self.retry = retry
+        # the test seam, called at "batch", "commit" and "reopen" (see Writer.fault_hook)
+        self.fault_hook: Callable[[str], None] = no_fault
 
     def commit_batch(self, receipts: list[Call]) -> bool:
         """Commit ``receipts``; mark each committed, or give it its own error.
@@ -338,6 +348,7 @@ class Committer:
                     commit=True,
                     stored=self.stored,
                     begin=None if retry is None else retry.tagger(tag),
+                    fault=self.fault_hook,
                 )
             except StorageFailure as exc:
                 if exc.committed or retry is None or tag is None:

@@ -63,10 +63,6 @@ _CLOSE = None  # the inbox sentinel
 CommitListener = Callable[[int, set[Identity], list[tuple[Identity, pa.Table]]], None]
 
 
-def _no_fault(point: str) -> None:
-    """The fault hook's default: nothing (tests raise at ``point``)."""
-
-
 class Writer:
     """The write path of one Database: the inbox and the writer thread."""
 
@@ -95,9 +91,6 @@ class Writer:
         # closes every cursor and reopens the database after DuckDB invalidated it
         # (None: it cannot be reopened, e.g. in memory)
         self._reopen = reopen
-        # the test seam: called at named points of the write path ("reopen": before the
-        # database is reopened); a test raises there to simulate a fault
-        self.fault_hook: Callable[[str], None] = _no_fault
         self._needs_reopen = False  # written by the writer thread only
         # held around each commit and its notice: whoever holds it sees no commit happen
         # (analyses take it to pin a snapshot that lines up with the commit notices)
@@ -198,6 +191,19 @@ class Writer:
             self._thread.join(timeout)
 
     @property
+    def fault_hook(self) -> Callable[[str], None]:
+        """The write path's test seam (the committer's): called on the writer thread at
+        "batch" (a batch was taken, before its commit), "commit" (before each commit
+        attempt, inside it: what the hook raises is classified as DuckDB's error would
+        be — a row fault, a conflict or a storage fault) and "reopen" (before reopening
+        an invalidated database). A test blocks there to hold the writer, or raises."""
+        return self._committer.fault_hook
+
+    @fault_hook.setter
+    def fault_hook(self, hook: Callable[[str], None]) -> None:
+        self._committer.fault_hook = hook
+
+    @property
     def capture(self) -> frozenset[Identity]:
         """Tables whose stored rows are handed to ``on_commit`` (incremental analyses)."""
         return self._committer.capture
@@ -233,6 +239,7 @@ class Writer:
     def _commit_guarded(self, receipts: list[Call], rows: int) -> None:
         """Commit one batch; whatever goes wrong fails this batch's calls, not the writer."""
         try:
+            self._committer.fault_hook("batch")
             self._commit(receipts, rows)
         except Exception as exc:  # a bug: log it, fail the batch's open calls, go on
             logging.getLogger("duckflock").exception("the writer failed a batch")
@@ -342,7 +349,7 @@ class Writer:
             raise StorageFailure("the database was invalidated and cannot be reopened")
         self._counters.recovering()
         try:
-            self.fault_hook("reopen")
+            self._committer.fault_hook("reopen")
             self._reopen()
             self._committer.cursor = self._new_cursor()
         except Exception as exc:
