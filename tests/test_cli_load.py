@@ -177,8 +177,8 @@ def test_csv_values_are_null_only_where_duckdbs_read_csv_says(
 def test_load_never_writes_duckflocks_own_schema(tmp_path: Path) -> None:
     path = tmp_path / "own.duckdb"
     with duckflock.connect(path) as db:
-        db.analysis("q", "SELECT 1 AS x")  # makes duckflock.live.analyses
-    before = rows_of(path, "SELECT * FROM duckflock.live.analyses")
+        db.analysis("q", "SELECT 1 AS x")  # makes duckflock.analyses
+    before = rows_of(path, "SELECT * FROM duckflock.analyses")
     ab = tmp_path / "ab.csv"
     ab.write_text("a,b\n1,2\n")
     for table in ("duckflock.evil", '"DuckFlock".x', "DUCKFLOCK.analyses", "own.duckflock.y"):
@@ -189,14 +189,14 @@ def test_load_never_writes_duckflocks_own_schema(tmp_path: Path) -> None:
             assert "Traceback" not in run.stderr
     schemas = "SELECT DISTINCT table_schema, table_name FROM information_schema.tables"
     assert rows_of(path, schemas) == [("duckflock", "analyses")]
-    assert rows_of(path, "SELECT * FROM duckflock.live.analyses") == before
+    assert rows_of(path, "SELECT * FROM duckflock.analyses") == before
     # the library's all-or-nothing insert asks the same rule, for a table that exists too
     with duckflock.connect(path) as db:
         chunk = next(loading.chunks_of(str(ab), "csv", 10))
         for create in ('CREATE TABLE "duckflock"."z" (a BIGINT, b BIGINT)', None):
             with pytest.raises(duckflock.QueryRefusedError, match="duckflock's own"):
                 insert_all(db, '"duckflock"."analyses"', [chunk], create=create)
-    assert rows_of(path, "SELECT * FROM duckflock.live.analyses") == before
+    assert rows_of(path, "SELECT * FROM duckflock.analyses") == before
 
 
 def test_a_line_that_is_not_utf8_is_a_bad_line(tmp_path: Path) -> None:

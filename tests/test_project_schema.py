@@ -1,4 +1,4 @@
-"""duckflock's own schema (``duckflock.live.analyses``) is written only through the analyses API.
+"""duckflock's own schema (``duckflock.analyses``) is written only through the analyses API.
 
 No SQL surface writes it — ``db.execute``/``executemany``/``sql``/``insert``, the HTTP
 rows route, ``POST /v1/sql`` and the Postgres port, for every role — whatever the
@@ -41,7 +41,7 @@ def _kept(path: Path) -> list[tuple[Any, ...]]:
     """The definitions table, read with plain DuckDB (the file must be closed)."""
     with duckdb.connect(str(path), read_only=True) as raw:
         return raw.execute(
-            "SELECT name, sql, defined_by FROM duckflock.live.analyses ORDER BY name"
+            "SELECT name, sql, defined_by FROM duckflock.analyses ORDER BY name"
         ).fetchall()
 
 
@@ -63,53 +63,53 @@ def kept(tmp_path: Path) -> Iterator[duckflock.Database]:
 # -- no SQL surface writes the schema -------------------------------------------------
 
 REFUSED = [
-    f"INSERT INTO duckflock.live.analyses {COLUMNS} VALUES {ROW}",
+    f"INSERT INTO duckflock.analyses {COLUMNS} VALUES {ROW}",
     f'INSERT INTO "duckflock"."analyses" {COLUMNS} VALUES {ROW}',
     f"INSERT INTO DUCKFLOCK.ANALYSES {COLUMNS} VALUES {ROW}",
     f'INSERT INTO "DuckFlock".analyses {COLUMNS} VALUES {ROW}',
-    f"INSERT INTO kept.duckflock.live.analyses {COLUMNS} VALUES {ROW}",
+    f"INSERT INTO kept.duckflock.analyses {COLUMNS} VALUES {ROW}",
     f"INSERT INTO duckflock/* a comment */.analyses {COLUMNS} VALUES {ROW}",
-    f"INSERT INTO duckflock.live.analyses {COLUMNS} SELECT * FROM (VALUES {ROW})",
-    f"WITH h AS (SELECT * FROM (VALUES {ROW})) INSERT INTO duckflock.live.analyses SELECT * FROM h",
-    f"INSERT OR REPLACE INTO duckflock.live.analyses {COLUMNS} VALUES {ROW}",
-    f"UPDATE duckflock.live.analyses SET sql = $${HOSTILE}$$",
-    "DELETE FROM duckflock.live.analyses",
-    "ALTER TABLE duckflock.live.analyses ADD COLUMN extra INTEGER",
-    "ALTER TABLE duckflock.live.analyses RENAME TO gone",
-    "DROP TABLE duckflock.live.analyses",
+    f"INSERT INTO duckflock.analyses {COLUMNS} SELECT * FROM (VALUES {ROW})",
+    f"WITH h AS (SELECT * FROM (VALUES {ROW})) INSERT INTO duckflock.analyses SELECT * FROM h",
+    f"INSERT OR REPLACE INTO duckflock.analyses {COLUMNS} VALUES {ROW}",
+    f"UPDATE duckflock.analyses SET sql = $${HOSTILE}$$",
+    "DELETE FROM duckflock.analyses",
+    "ALTER TABLE duckflock.analyses ADD COLUMN extra INTEGER",
+    "ALTER TABLE duckflock.analyses RENAME TO gone",
+    "DROP TABLE duckflock.analyses",
     "DROP SCHEMA duckflock CASCADE",
-    "TRUNCATE duckflock.live.analyses",
-    "COPY duckflock.live.analyses FROM '/dev/null'",
-    "CREATE OR REPLACE TABLE duckflock.live.analyses AS SELECT 1 AS name",
+    "TRUNCATE duckflock.analyses",
+    "COPY duckflock.analyses FROM '/dev/null'",
+    "CREATE OR REPLACE TABLE duckflock.analyses AS SELECT 1 AS name",
     "CREATE TABLE duckflock.extra (x INTEGER)",
-    "CREATE VIEW over_it AS SELECT * FROM duckflock.live.analyses",
+    "CREATE VIEW over_it AS SELECT * FROM duckflock.analyses",
     "USE duckflock",
     "USE kept.duckflock",
-    f"PREPARE sneaky AS INSERT INTO duckflock.live.analyses {COLUMNS} VALUES {ROW}",
-    f"SELECT 1; INSERT INTO duckflock.live.analyses {COLUMNS} VALUES {ROW}",
+    f"PREPARE sneaky AS INSERT INTO duckflock.analyses {COLUMNS} VALUES {ROW}",
+    f"SELECT 1; INSERT INTO duckflock.analyses {COLUMNS} VALUES {ROW}",
     f"SET schema = 'duck' || 'flock'; INSERT INTO analyses {COLUMNS} VALUES {ROW}",
     f"SET search_path = 'duckflock'; INSERT INTO analyses {COLUMNS} VALUES {ROW}",
-    f"EXPLAIN ANALYZE INSERT INTO duckflock.live.analyses {COLUMNS} VALUES {ROW}",
+    f"EXPLAIN ANALYZE INSERT INTO duckflock.analyses {COLUMNS} VALUES {ROW}",
 ]
 
 
 def _refused(exc: pytest.ExceptionInfo[BaseException]) -> None:
     message = str(exc.value)
-    assert "duckflock.live.analyses" in message and "analyses API" in message, message
+    assert "duckflock.analyses" in message and "analyses API" in message, message
 
 
 @pytest.mark.parametrize("sql", REFUSED)
 def test_no_statement_writes_the_project_schema(
     kept: duckflock.Database, sql: str, tmp_path: Path
 ) -> None:
-    before = kept.execute("SELECT * FROM duckflock.live.analyses").fetchall()
+    before = kept.execute("SELECT * FROM duckflock.analyses").fetchall()
     for run in (kept.execute, kept.sql):
         with pytest.raises(duckflock.QueryRefusedError) as refused:
             run(sql)
         _refused(refused)
     with pytest.raises(duckflock.QueryRefusedError):
         kept.executemany(sql, [])
-    assert kept.execute("SELECT * FROM duckflock.live.analyses").fetchall() == before
+    assert kept.execute("SELECT * FROM duckflock.analyses").fetchall() == before
     assert kept.execute("SELECT current_schema()").fetchone() == ("main",)
     assert [a["name"] for a in kept.analyses()] == ["legit"]
 
@@ -140,11 +140,11 @@ def test_a_write_while_the_schema_is_on_the_search_path_is_refused(
         with pytest.raises(duckflock.CatalogError) as missing:  # resolves as before
             run(insert)
         assert not isinstance(missing.value, duckflock.QueryRefusedError)
-    assert kept.execute("SELECT count(*) FROM duckflock.live.analyses").fetchone() == (1,)
+    assert kept.execute("SELECT count(*) FROM duckflock.analyses").fetchone() == (1,)
 
 
 @pytest.mark.parametrize(
-    "name", ["duckflock.live.analyses", '"duckflock"."analyses"', "DUCKFLOCK.Analyses"]
+    "name", ["duckflock.analyses", '"duckflock"."analyses"', "DUCKFLOCK.Analyses"]
 )
 def test_insert_resolves_the_target_and_refuses_the_schema(
     kept: duckflock.Database, name: str
@@ -153,14 +153,14 @@ def test_insert_resolves_the_target_and_refuses_the_schema(
     with pytest.raises(duckflock.QueryRefusedError) as refused:
         kept.insert(name, row)
     _refused(refused)
-    assert kept.execute("SELECT count(*) FROM duckflock.live.analyses").fetchone() == (1,)
+    assert kept.execute("SELECT count(*) FROM duckflock.analyses").fetchone() == (1,)
 
 
 def test_reads_strings_and_other_schemas_are_untouched(kept: duckflock.Database) -> None:
     # reading is not writing; a value or comment that spells the name is not a name
-    assert kept.execute("SELECT name FROM duckflock.live.analyses").fetchall() == [("legit",)]
+    assert kept.execute("SELECT name FROM duckflock.analyses").fetchall() == [("legit",)]
     kept.execute("CREATE TABLE notes (note VARCHAR)")
-    kept.execute("INSERT INTO notes VALUES ('duckflock.live.analyses') -- duckflock")
+    kept.execute("INSERT INTO notes VALUES ('duckflock.analyses') -- duckflock")
     kept.execute("CREATE SCHEMA duckflock_extra")  # a longer name is another schema
     lookalike = '"duckflo\u0441k"'  # a Cyrillic es for the c: another schema
     kept.execute(f"CREATE SCHEMA {lookalike}")
@@ -197,7 +197,7 @@ def test_a_spelling_is_refused_exactly_when_duckdb_binds_it_to_the_schema(spelli
     with duckflock.connect() as db:
         raw = db.cursor()
         raw.execute("CREATE SCHEMA duckflock")
-        raw.execute("CREATE TABLE duckflock.live.analyses (name VARCHAR, sql VARCHAR)")
+        raw.execute("CREATE TABLE duckflock.analyses (name VARCHAR, sql VARCHAR)")
         try:
             raw.execute(f"SELECT count(*) FROM {spelling}").fetchall()
             binds = True  # DuckDB, the oracle: this spelling is the table
@@ -213,7 +213,7 @@ def test_a_spelling_is_refused_exactly_when_duckdb_binds_it_to_the_schema(spelli
             with pytest.raises(duckflock.CatalogError) as missing:
                 db.execute(statement)
             assert not isinstance(missing.value, duckflock.QueryRefusedError)
-        assert raw.execute("SELECT count(*) FROM duckflock.live.analyses").fetchone() == (0,)
+        assert raw.execute("SELECT count(*) FROM duckflock.analyses").fetchone() == (0,)
 
 
 # -- who defined it; kept definitions pass the guard on start --------------------------
@@ -241,10 +241,10 @@ def test_a_file_from_before_provenance_restores(tmp_path: Path) -> None:
     path = tmp_path / "old.duckdb"
     _edit_offline(
         path,
-        "CREATE SCHEMA duckflock; CREATE TABLE duckflock.live.analyses (name VARCHAR PRIMARY "
+        "CREATE SCHEMA duckflock; CREATE TABLE duckflock.analyses (name VARCHAR PRIMARY "
         "KEY, sql VARCHAR NOT NULL, every DOUBLE, on_change BOOLEAN NOT NULL, min_interval "
         "DOUBLE NOT NULL, timeout DOUBLE, params JSON, defined_at TIMESTAMP DEFAULT "
-        "current_timestamp); INSERT INTO duckflock.live.analyses (name, sql, on_change, "
+        "current_timestamp); INSERT INTO duckflock.analyses (name, sql, on_change, "
         "min_interval) VALUES ('old', 'SELECT 7 AS seven', false, 0.1)",
     )
     with duckflock.connect(path) as db:
@@ -260,10 +260,10 @@ def test_rows_that_are_not_definitions_are_refused_and_a_broken_table_stops_the_
     path = tmp_path / "odd.duckdb"
     _edit_offline(
         path,
-        "CREATE SCHEMA duckflock; CREATE TABLE duckflock.live.analyses (name VARCHAR, sql "
+        "CREATE SCHEMA duckflock; CREATE TABLE duckflock.analyses (name VARCHAR, sql "
         "VARCHAR, every DOUBLE, on_change BOOLEAN, min_interval DOUBLE, timeout DOUBLE, "
         "params VARCHAR, defined_at TIMESTAMP, defined_by VARCHAR); "
-        "INSERT INTO duckflock.live.analyses VALUES "
+        "INSERT INTO duckflock.analyses VALUES "
         "('no_sql', NULL, NULL, false, 0, NULL, NULL, NULL, 'me'), "
         "('bad_params', 'SELECT 1 AS one', NULL, false, 0, NULL, '{oops', NULL, NULL), "
         "('bad_interval', 'SELECT 1 AS one', NULL, false, -1, NULL, NULL, NULL, NULL)",
@@ -275,7 +275,7 @@ def test_rows_that_are_not_definitions_are_refused_and_a_broken_table_stops_the_
         for name in refused:
             db.drop_analysis(name)
         assert db.analyses() == []
-    _edit_offline(path, "ALTER TABLE duckflock.live.analyses DROP COLUMN sql")
+    _edit_offline(path, "ALTER TABLE duckflock.analyses DROP COLUMN sql")
     with pytest.raises(duckflock.OpenError, match="restore_analyses=False"):
         duckflock.connect(path)
     with duckflock.connect(path, restore_analyses=False) as db:
@@ -287,7 +287,7 @@ def test_an_offline_edited_definition_gets_no_further_than_the_guard(tmp_path: P
     with duckflock.connect(path) as db:
         db.execute("CREATE TABLE t (v INTEGER)")
         db.analysis("legit", "SELECT count(*) AS n FROM t")
-    _edit_offline(path, f"INSERT INTO duckflock.live.analyses {COLUMNS} VALUES {ROW}")
+    _edit_offline(path, f"INSERT INTO duckflock.analyses {COLUMNS} VALUES {ROW}")
     settings_ = ServerSettings(tokens={READ: "read", ADMIN: "admin"})
     db, app = prepare(str(path), settings_, None, "127.0.0.1")
     with db, TestClient(app) as http:
@@ -387,32 +387,32 @@ def test_a_served_database_refuses_every_role_and_runs_only_guarded_definitions(
             assert put.status_code == 201, put.text
         row = {"name": "hostile", "sql": HOSTILE, "on_change": False, "min_interval": 0}
         with _http(server, WRITE) as writer:
-            for name in ("duckflock.live.analyses", '"DUCKFLOCK"."analyses"'):
+            for name in ("duckflock.analyses", '"DUCKFLOCK"."analyses"'):
                 response = writer.post(f"/v1/tables/{name}/rows", json=[row])
                 assert response.status_code == 403, response.text
                 error = response.json()["error"]
                 assert error["type"] == "QueryRefusedError"
-                assert "duckflock.live.analyses" in error["message"]
+                assert "duckflock.analyses" in error["message"]
         with _http(server, ADMIN) as admin:
-            for sql in (f"INSERT INTO duckflock.live.analyses {COLUMNS} VALUES {ROW}", REFUSED[7]):
+            for sql in (f"INSERT INTO duckflock.analyses {COLUMNS} VALUES {ROW}", REFUSED[7]):
                 response = admin.post("/v1/sql", json={"sql": sql})
                 assert response.status_code == 403, response.text
                 assert "analyses API" in response.json()["error"]["message"]
-        insert = f"INSERT INTO duckflock.live.analyses {COLUMNS} VALUES {ROW}"
+        insert = f"INSERT INTO duckflock.analyses {COLUMNS} VALUES {ROW}"
         for token in (WRITE, ADMIN):
-            for sql in (insert, insert.replace("duckflock.live.analyses", '"DuckFlock".analyses')):
+            for sql in (insert, insert.replace("duckflock.analyses", '"DuckFlock".analyses')):
                 with _pg(pg_port, token) as conn, pytest.raises(psycopg.Error) as refused:
                     conn.execute(sql)
                 assert pgclients.sqlstate(refused.value) == "42501"
-                assert "duckflock.live.analyses" in str(refused.value)
+                assert "duckflock.analyses" in str(refused.value)
         with _pg(pg_port, ADMIN) as conn, pytest.raises(psycopg.Error):
-            conn.execute("UPDATE duckflock.live.analyses SET sql = 'SELECT 1'")
+            conn.execute("UPDATE duckflock.analyses SET sql = 'SELECT 1'")
     finally:
         assert server.stop() == 0
     assert [name for name, _, _ in _kept(path)] == ["legit"]  # nothing got in
 
     # what the guard could not stop at the door: the file edited offline
-    _edit_offline(path, f"INSERT INTO duckflock.live.analyses {COLUMNS} VALUES {ROW}")
+    _edit_offline(path, f"INSERT INTO duckflock.analyses {COLUMNS} VALUES {ROW}")
     server = _serve(path, pg_port := free_port())
     try:
         with _http(server, READ) as reader:

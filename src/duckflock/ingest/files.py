@@ -15,6 +15,7 @@ A table that does not exist yet takes the schema DuckDB infers from the file
 from __future__ import annotations
 
 import csv
+import enum
 import io
 import json
 import re
@@ -31,14 +32,31 @@ import pyarrow.parquet as pq
 
 from duckflock.core.names import quote
 
+
+class FileFormat(enum.StrEnum):
+    """The formats ``duckflock load`` reads (``--format`` takes their values)."""
+
+    CSV = "csv"  # and TSV, told by its extension
+    PARQUET = "parquet"
+    NDJSON = "ndjson"
+
+    @classmethod
+    def named(cls, kind: str) -> FileFormat:
+        """``kind`` as a format; ValueError naming the choices."""
+        try:
+            return cls(kind)
+        except ValueError:
+            raise ValueError(f"unknown format {kind!r}: csv, parquet or ndjson") from None
+
+
 FORMATS = {
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".ndjson": "ndjson",
-    ".jsonl": "ndjson",
-    ".json": "ndjson",
+    ".csv": FileFormat.CSV,
+    ".tsv": FileFormat.CSV,
+    ".parquet": FileFormat.PARQUET,
+    ".pq": FileFormat.PARQUET,
+    ".ndjson": FileFormat.NDJSON,
+    ".jsonl": FileFormat.NDJSON,
+    ".json": FileFormat.NDJSON,
 }
 COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 
@@ -127,7 +145,7 @@ def compression(path: str) -> str | None:
     return COMPRESSIONS.get(Path(path).suffix.lower())
 
 
-def file_format(path: str) -> str:
+def file_format(path: str) -> FileFormat:
     """The format named by ``path``'s extension (before any .gz/.zst)."""
     name = Path(path)
     if compression(path):
@@ -173,7 +191,8 @@ def chunks_of(
     """
     if rows < 1:
         raise ValueError("chunks need at least one row")
-    if kind == "parquet":
+    kind = FileFormat.named(kind)
+    if kind == FileFormat.PARQUET:
         if compression(path):
             raise ValueError("a Parquet file compresses itself: give the .parquet file")
         parquet = pq.ParquetFile(path)
@@ -185,15 +204,13 @@ def chunks_of(
             done += batch.num_rows
             yield Chunk(pa.Table.from_batches([batch]), first, None, size * done // total)
         return
-    if kind not in ("csv", "ndjson"):
-        raise ValueError(f"unknown format {kind!r}: csv, parquet or ndjson")
     if rejects is not None:
         yield from _lenient(path, kind, rows, rejects)
         return
     raw, stream = _open(path)
     done = 0
     try:
-        if kind == "csv":
+        if kind == FileFormat.CSV:
             header = csv_header(path)
             reader = pa_csv.open_csv(
                 stream,
@@ -223,14 +240,16 @@ Record = tuple[int, str, "list[str] | dict[str, Any] | BadLine"]  # (line, text,
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")
 
 
-def _records(path: str, kind: str) -> Iterator[tuple[list[str] | None, Record, int]]:
+def _records(path: str, kind: FileFormat) -> Iterator[tuple[list[str] | None, Record, int]]:
     """(the CSV header, record, bytes read) for each data record; a record of the wrong
     width is a :class:`BadLine`."""
     raw, stream = _open(path)
     try:
         # a byte that is not UTF-8 reads as a lone surrogate, found below: its line is bad
         text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
-        records = _csv_records(text, _delimiter(path)) if kind == "csv" else _json_records(text)
+        records = (
+            _csv_records(text, _delimiter(path)) if kind == FileFormat.CSV else _json_records(text)
+        )
         header: list[str] | None = None
         for line, raw_text, value in records:
             not_utf8 = _NOT_UTF8.search(raw_text)
@@ -238,7 +257,7 @@ def _records(path: str, kind: str) -> Iterator[tuple[list[str] | None, Record, i
                 data = raw_text.encode("utf-8", "surrogateescape")
                 at = len(raw_text[: not_utf8.start()].encode("utf-8", "surrogateescape"))
                 reason = f"not UTF-8: byte 0x{data[at]:02x} at byte {at + 1} of the line"
-                if header is None and kind == "csv":
+                if header is None and kind == FileFormat.CSV:
                     raise BadFileError(path, line, f"the header is {reason}")
                 # the text as valid UTF-8 still: each bad byte written \xff
                 value = BadLine(line, reason, data.decode("utf-8", "backslashreplace"))
@@ -255,7 +274,7 @@ def _records(path: str, kind: str) -> Iterator[tuple[list[str] | None, Record, i
         raw.close()
 
 
-def _first_bad(path: str, kind: str, skip: int) -> BadLine | None:
+def _first_bad(path: str, kind: FileFormat, skip: int) -> BadLine | None:
     """The first bad line after ``skip`` good rows."""
     done = 0
     for _, (_, _, value), _ in _records(path, kind):
@@ -268,7 +287,7 @@ def _first_bad(path: str, kind: str, skip: int) -> BadLine | None:
 
 
 def _lenient(
-    path: str, kind: str, rows: int, rejects: Callable[[BadLine], None]
+    path: str, kind: FileFormat, rows: int, rejects: Callable[[BadLine], None]
 ) -> Iterator[Chunk]:
     """Chunks read record by record (exact lines and texts); bad lines to ``rejects``."""
     pending: list[Record] = []
@@ -387,19 +406,18 @@ def inferred_columns(path: str, kind: str) -> tuple[list[tuple[str, str]], list[
     timestamps only: a CSV whose dates DuckDB's sniffer read in another form
     (``01/02/2024``) keeps those columns as VARCHAR rather than fail on every row.
     """
+    kind = FileFormat.named(kind)
     reader = {
         # a bad line (too few fields) must not make the sniffer read one column
-        "csv": "read_csv(?, ignore_errors = true)",
-        "ndjson": "read_json(?, format = 'newline_delimited')",
-        "parquet": "read_parquet(?)",
-    }.get(kind)
-    if reader is None:
-        raise ValueError(f"unknown format {kind!r}: csv, parquet or ndjson")
+        FileFormat.CSV: "read_csv(?, ignore_errors = true)",
+        FileFormat.NDJSON: "read_json(?, format = 'newline_delimited')",
+        FileFormat.PARQUET: "read_parquet(?)",
+    }[kind]
     notes = []
     with duckdb.connect() as con:
         described = con.execute(f"DESCRIBE SELECT * FROM {reader}", [path]).fetchall()
         columns = [(str(row[0]), str(row[1])) for row in described]
-        if kind == "csv":
+        if kind == FileFormat.CSV:
             sniffed = con.execute(
                 "SELECT DateFormat, TimestampFormat FROM sniff_csv(?)", [path]
             ).fetchone()
