@@ -82,7 +82,7 @@ class Group:
             self.arrows.append(part.arrow)
 
 
-def plan(receipts: Sequence[Call], capture: frozenset[Identity] = frozenset()) -> list[Group]:
+def plan(calls: Sequence[Call], capture: frozenset[Identity] = frozenset()) -> list[Group]:
     """Group the calls' rows into statements, keeping each table's rows in order.
 
     Rows join the latest group of their table when the column list and kind match;
@@ -92,20 +92,20 @@ def plan(receipts: Sequence[Call], capture: frozenset[Identity] = frozenset()) -
     """
     groups: list[Group] = []
     latest: dict[str, Group] = {}
-    for receipt in receipts:
-        schema = receipt.target
+    for call in calls:
+        schema = call.target
         assert schema is not None
         key = schema.sql_name
         group = latest.get(key)
-        row = receipt.row
+        row = call.row
         if row is not None:
-            if group is not None and group.rows is not None and group.columns == receipt.columns:
+            if group is not None and group.rows is not None and group.columns == call.columns:
                 group.rows.append(row)
             else:
-                group = latest[key] = Group(schema, receipt.columns, rows=[row])
+                group = latest[key] = Group(schema, call.columns, rows=[row])
                 groups.append(group)
             continue
-        for part in receipt.parts or ():
+        for part in call.parts or ():
             if group is not None and group.takes(part):
                 group.add(part)
             else:
@@ -305,33 +305,33 @@ class Committer:
         # the test seam, called at "batch", "commit" and "reopen" (see Writer.fault_hook)
         self.fault_hook: Callable[[str], None] = no_fault
 
-    def commit_batch(self, receipts: list[Call]) -> bool:
-        """Commit ``receipts``; mark each committed, or give it its own error.
+    def commit_batch(self, calls: list[Call]) -> bool:
+        """Commit ``calls``; mark each committed, or give it its own error.
 
         Returns True when the whole batch went in at once. Raises
         :class:`StorageFailure` when the storage fails; calls committed before that
         (or by the failing commit itself, when DuckDB says it is durable) stay marked
         committed.
         """
-        failure = self._attempt(receipts)
+        failure = self._attempt(calls)
         if failure is None:
             return True
         if self.retry is not None and self.retry.conflict(failure):
             # a real conflict (the retries are spent), not the rows' fault: no bisecting
-            for receipt in receipts:
-                receipt.failure = ConflictError(
-                    f"rows for {receipt.table!r} not committed: the lake kept conflicting "
+            for call in calls:
+                call.failure = ConflictError(
+                    f"rows for {call.table!r} not committed: the lake kept conflicting "
                     f"after retries: {failure}"
                 )
             return False
-        if len(receipts) == 1:
-            receipts[0].failure = self._rejection(receipts[0], failure)
+        if len(calls) == 1:
+            calls[0].failure = self._rejection(calls[0], failure)
         else:
-            self._isolate(receipts)
+            self._isolate(calls)
         return False
 
-    def _attempt(self, receipts: list[Call]) -> BaseException | None:
-        """Commit ``receipts`` together; mark them committed, or return the rows' fault.
+    def _attempt(self, calls: list[Call]) -> BaseException | None:
+        """Commit ``calls`` together; mark them committed, or return the rows' fault.
 
         With ``retry`` (a lake), each commit carries a tag: after a storage failure the
         catalog is asked whether the tag landed (a commit whose answer was lost), and
@@ -344,7 +344,7 @@ class Committer:
             try:
                 failure = attempt(
                     self.cursor,
-                    plan(receipts, self.capture),
+                    plan(calls, self.capture),
                     commit=True,
                     stored=self.stored,
                     begin=None if retry is None else retry.tagger(tag),
@@ -353,18 +353,18 @@ class Committer:
             except StorageFailure as exc:
                 if exc.committed or retry is None or tag is None:
                     if exc.committed:
-                        self._mark(receipts)
+                        self._mark(calls)
                     raise
                 landed = retry.landed(self.cursor, tag, started)
                 if landed:
-                    self._mark(receipts)
+                    self._mark(calls)
                     return None
                 pause = None if landed is None else retry.delay(exc, tries, started)
                 if pause is None:
                     raise
             else:
                 if failure is None:
-                    self._mark(receipts)
+                    self._mark(calls)
                     return None
                 pause = None if retry is None else retry.delay(failure, tries, started)
                 if pause is None:
@@ -373,15 +373,15 @@ class Committer:
             time.sleep(pause)
 
     @staticmethod
-    def _mark(receipts: list[Call]) -> None:
-        for receipt in receipts:
-            receipt.committed = True
+    def _mark(calls: list[Call]) -> None:
+        for call in calls:
+            call.committed = True
 
-    def _isolate(self, receipts: list[Call]) -> None:
+    def _isolate(self, calls: list[Call]) -> None:
         """Bisect calls whose joint commit failed: commit the halves that go in cleanly,
         and give each call that fails alone its own error. At most 2n-1 attempts."""
-        middle = len(receipts) // 2
-        for half in (receipts[:middle], receipts[middle:]):
+        middle = len(calls) // 2
+        for half in (calls[:middle], calls[middle:]):
             fault = self._attempt(half)
             if fault is None:
                 continue
@@ -390,11 +390,11 @@ class Committer:
             else:
                 self._isolate(half)
 
-    def _rejection(self, receipt: Call, failure: BaseException) -> RowRejectedError:
+    def _rejection(self, call: Call, failure: BaseException) -> RowRejectedError:
         try:
             return rejection(
                 self.cursor,
-                receipt,
+                call,
                 failure,
                 self.on_schema_change,
                 lambda trial: attempt(self.cursor, plan([trial]), commit=False),
@@ -404,5 +404,5 @@ class Committer:
         except Exception as exc:  # describing the row failed too: still the call's error
             logging.getLogger("duckflock").debug("could not narrow a rejection", exc_info=exc)
             return RowRejectedError(
-                table=receipt.table, cause=cause(failure), row_index=None, row=None
+                table=call.table, cause=cause(failure), row_index=None, row=None
             )

@@ -22,7 +22,7 @@ from duckflock.ingest.storage import StorageFailure, invalidated, storage_fault
 
 def rejection(
     cursor: duckdb.DuckDBPyConnection,
-    receipt: Call,
+    call: Call,
     failure: BaseException,
     on_schema_change: Callable[[], None] | None,
     try_alone: Callable[[Call], BaseException | None],
@@ -33,19 +33,19 @@ def rejection(
     ):
         on_schema_change()  # the table changed under the writer: re-read it next time
     row_index = 0
-    if receipt.nrows > 1:
+    if call.nrows > 1:
         # the smallest prefix of the call that fails ends with the offending row
-        low, high = 1, receipt.nrows
+        low, high = 1, call.nrows
         while low < high:
             middle = (low + high) // 2
-            head = [p for p in (part.head(middle) for part in receipt.all_parts()) if p]
-            fault = try_alone(Call(receipt.target, parts=head, nrows=middle))
+            head = [p for p in (part.head(middle) for part in call.all_parts()) if p]
+            fault = try_alone(Call(call.target, parts=head, nrows=middle))
             if fault is not None:
                 high, failure = middle, fault
             else:
                 low = middle + 1
         row_index = low - 1
-    row, column = _row_at(receipt, row_index)
+    row, column = _row_at(call, row_index)
     if column is None and not isinstance(failure, duckdb.Error) and row is not None:
         column = _unbindable(cursor, row)
         value = None if column is None else row.get(column)
@@ -53,11 +53,11 @@ def rejection(
             failure = _encoding_error(value) or failure
     if column is None:
         try:
-            column = _culprit(cursor, receipt, failure, row)
+            column = _culprit(cursor, call, failure, row)
         except Exception:  # only context for the message: never fail the rejection
             column = None
     return RowRejectedError(
-        table=receipt.table,
+        table=call.table,
         cause=cause(failure),
         row_index=row_index,
         row=row,
@@ -98,7 +98,7 @@ def column_in(message: str) -> str | None:
 
 def _culprit(
     cursor: duckdb.DuckDBPyConnection,
-    receipt: Call,
+    call: Call,
     failure: BaseException,
     row: dict[str, Any] | None,
 ) -> str | None:
@@ -107,14 +107,14 @@ def _culprit(
     named = column_in(str(failure))
     if named is not None:
         return named
-    if row is None or receipt.target is None:
+    if row is None or call.target is None:
         return None
     try:
         types = dict(
             cursor.execute(
                 "SELECT lower(column_name), data_type FROM duckdb_columns() "
                 "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
-                list(receipt.target.identity),
+                list(call.target.identity),
             ).fetchall()
         )
         for column, value in row.items():
@@ -147,10 +147,10 @@ def _encoding_error(value: str) -> UnicodeEncodeError | None:
     return None
 
 
-def _row_at(receipt: Call, row_index: int) -> tuple[dict[str, Any] | None, str | None]:
+def _row_at(call: Call, row_index: int) -> tuple[dict[str, Any] | None, str | None]:
     """The call's row ``row_index`` as a dict, and the first column whose value cannot
     even be read back (an Arrow string holding invalid UTF-8), if any."""
-    for part in receipt.all_parts():
+    for part in call.all_parts():
         for position in range(len(part)):
             if part.index_of(position) == row_index:
                 if part.arrow is None:

@@ -1,8 +1,8 @@
 """The write path: a bounded inbox, one writer thread, group commit.
 
-Producers put their receipt into an inbox (``queue.SimpleQueue``: a C-level put, no
+Producers put their call into an inbox (``queue.SimpleQueue``: a C-level put, no
 Python lock, so producer threads never queue up behind one another) and, when they wait,
-park on the receipt's own lock. The writer thread takes everything the inbox holds (up
+park on the call's own lock. The writer thread takes everything the inbox holds (up
 to ``max_batch_rows``), appends it with one statement per table and column list (see
 :mod:`duckflock.ingest.appends`), commits, and then wakes every caller of the batch at once.
 
@@ -97,7 +97,7 @@ class Writer:
         self.commit_lock = commit_lock or threading.Lock()
         self.committed_seq = 0  # batches finished so far; written under commit_lock
         self._inbox: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
-        # guards _big_rows, _closing, _exited, _broken, every receipt's finish() against
+        # guards _big_rows, _closing, _exited, _broken, every call's finish() against
         # a late wait(), and _held_rows decreases (with _has_room, which wakes producers
         # waiting for room)
         self._lock = threading.Lock()
@@ -116,29 +116,29 @@ class Writer:
 
     # -- producers ---------------------------------------------------------------------
 
-    def submit(self, receipt: Call, timeout: float | None, *, wait: bool) -> Call:
+    def submit(self, call: Call, timeout: float | None, *, wait: bool) -> Call:
         """Queue one call. A full queue blocks (QueueFullError after ``timeout``)."""
         if self._closing or self._broken is not None:
             self._refuse()
         if (
-            receipt.nrows > 1
+            call.nrows > 1
             or self._inbox.qsize() + self._big_rows + self._held_rows >= self.max_queued_rows
         ):
-            self._admit(receipt, timeout)
-        receipt.guard = self._lock
+            self._admit(call, timeout)
+        call.guard = self._lock
         if wait:
-            receipt.park()  # before the put, so the writer cannot finish it unseen
-        self._inbox.put(receipt)
+            call.park()  # before the put, so the writer cannot finish it unseen
+        self._inbox.put(call)
         if self._closing or self._broken is not None:
             self._reclaim()  # the writer may have gone: fail what it will never take
-        return receipt
+        return call
 
     def _queued(self) -> int:
         return self._inbox.qsize() + self._big_rows + self._held_rows
 
-    def _admit(self, receipt: Call, timeout: float | None) -> None:
+    def _admit(self, call: Call, timeout: float | None) -> None:
         """The locked path: wait for room, and count a multi-row call's rows."""
-        nrows = receipt.nrows
+        nrows = call.nrows
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while (queued := self._queued()) + nrows > self.max_queued_rows and queued > 0:
@@ -148,7 +148,7 @@ class Writer:
                 if remaining is not None and remaining <= 0:
                     raise QueueFullError(
                         f"ingest queue full ({queued:,} of {self.max_queued_rows:,} rows) for "
-                        f"{timeout} s; {nrows:,} rows for {receipt.table!r} not accepted"
+                        f"{timeout} s; {nrows:,} rows for {call.table!r} not accepted"
                     )
                 self._has_room.wait(remaining)
             if nrows > 1:
@@ -221,13 +221,13 @@ class Writer:
     def _run(self) -> None:
         try:
             while True:
-                receipts, markers, rows, stop = self._gather()
+                calls, markers, rows, stop = self._gather()
                 with self.commit_lock:
-                    if receipts:
-                        self._commit_guarded(receipts, rows)
+                    if calls:
+                        self._commit_guarded(calls, rows)
                     self.committed_seq += 1
-                    self._notify(receipts)
-                    self._finish(receipts, markers, rows)
+                    self._notify(calls)
+                    self._finish(calls, markers, rows)
                 if stop:
                     break
             with self._lock:
@@ -236,18 +236,18 @@ class Writer:
         except BaseException as exc:  # a bug in the loop itself: fail everyone waiting
             self._break(exc)
 
-    def _commit_guarded(self, receipts: list[Call], rows: int) -> None:
+    def _commit_guarded(self, calls: list[Call], rows: int) -> None:
         """Commit one batch; whatever goes wrong fails this batch's calls, not the writer."""
         try:
             self._committer.fault_hook("batch")
-            self._commit(receipts, rows)
+            self._commit(calls, rows)
         except Exception as exc:  # a bug: log it, fail the batch's open calls, go on
             logging.getLogger("duckflock").exception("the writer failed a batch")
-            for receipt in receipts:
-                if receipt.open:
+            for call in calls:
+                if call.open:
                     error = IngestError(f"the writer failed this batch (a bug): {exc!r}")
                     error.__cause__ = exc
-                    receipt.failure = error
+                    call.failure = error
 
     def _gather(self) -> tuple[list[Call], list[Call], int, bool]:
         """The next batch: block for one call, then take what the inbox holds.
@@ -256,7 +256,7 @@ class Writer:
         close() was seen.
         """
         inbox = self._inbox
-        receipts: list[Call] = self._current
+        calls: list[Call] = self._current
         markers: list[Call] = self._current_markers
         rows = 0
         urgent = False
@@ -265,12 +265,12 @@ class Writer:
         item = inbox.get()
         while True:
             if item is _CLOSE:
-                return receipts, markers, rows, True
+                return calls, markers, rows, True
             if item.target is None:
                 markers.append(item)
                 urgent = True
             else:
-                receipts.append(item)
+                calls.append(item)
                 n = item.nrows
                 rows += n
                 self._held_rows += n
@@ -308,27 +308,27 @@ class Writer:
         queued = self._queued()
         if queued > self._peak:
             self._peak = queued
-        return receipts, markers, rows, False
+        return calls, markers, rows, False
 
-    def _commit(self, receipts: list[Call], rows: int) -> None:
+    def _commit(self, calls: list[Call], rows: int) -> None:
         started = time.perf_counter()
         whole = False
         failure: StorageFailure | None = None
         try:
             if self._needs_reopen:
                 self._recover()
-            whole = self._committer.commit_batch(receipts)
+            whole = self._committer.commit_batch(calls)
         except StorageFailure as exc:
             failure = exc
-            for receipt in receipts:
-                if receipt.open:
-                    error = StorageError(f"commit into {receipt.table!r} failed: {exc}")
+            for call in calls:
+                if call.open:
+                    error = StorageError(f"commit into {call.table!r} failed: {exc}")
                     error.__cause__ = exc.__cause__
-                    receipt.failure = error
+                    call.failure = error
         committed, rejected = rows, 0
         if not whole:  # some calls failed: count them one by one
-            committed = sum(r.nrows for r in receipts if r.committed)
-            rejected = sum(1 for r in receipts if not r.committed)
+            committed = sum(r.nrows for r in calls if r.committed)
+            rejected = sum(1 for r in calls if not r.committed)
         self._counters.batch(
             rows,
             committed,
@@ -360,10 +360,10 @@ class Writer:
         self._counters.reopened()
         logging.getLogger("duckflock").warning("the database was reopened after a fault")
 
-    def _finish(self, receipts: list[Call], markers: list[Call], rows: int) -> None:
+    def _finish(self, calls: list[Call], markers: list[Call], rows: int) -> None:
         with self._lock:
-            for receipt in receipts:
-                receipt.finish()
+            for call in calls:
+                call.finish()
             for marker in markers:
                 marker.finish()
             self._held_rows -= rows
@@ -371,12 +371,12 @@ class Writer:
         self._current = []
         self._current_markers = []
 
-    def _notify(self, receipts: list[Call]) -> None:
+    def _notify(self, calls: list[Call]) -> None:
         """Tell the listener which tables changed, with the captured stored rows."""
         stored, self._committer.stored = self._committer.stored, []
-        if self._on_commit is None or not receipts:
+        if self._on_commit is None or not calls:
             return
-        tables = {r.target.key for r in receipts if r.committed and r.target is not None}
+        tables = {r.target.key for r in calls if r.committed and r.target is not None}
         if tables:
             try:
                 self._on_commit(self.committed_seq, tables, stored)
@@ -407,12 +407,12 @@ class Writer:
         with self._lock:
             self._broken = exc
             self._exited = True
-            for receipt in self._current:
-                if receipt.open:
+            for call in self._current:
+                if call.open:
                     error = WriterBrokenError(f"the writer died before committing: {exc!r}")
                     error.__cause__ = exc
-                    receipt.failure = error
-                receipt.finish()
+                    call.failure = error
+                call.finish()
             for marker in self._current_markers:
                 marker.finish()
             self._current = []
