@@ -19,9 +19,9 @@ from typing import Any
 from duckflock.core import effects
 from duckflock.core.checks import count, flag, seconds
 from duckflock.core.cursors import CursorPool
+from duckflock.core.faults import no_fault
 from duckflock.core.lifecycle import Lifecycle
 from duckflock.database.analyses import Analyses
-from duckflock.database.base import no_fault
 from duckflock.database.inserts import Inserts
 from duckflock.database.lake import Lake
 from duckflock.database.statements import Statements

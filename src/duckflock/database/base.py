@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -23,6 +22,7 @@ import duckdb
 
 from duckflock.core import effects
 from duckflock.core.cursors import CursorPool
+from duckflock.core.faults import FaultHook
 from duckflock.core.lifecycle import Lifecycle
 from duckflock.core.names import Identity
 from duckflock.core.opening import open_connection
@@ -37,10 +37,6 @@ from duckflock.live.analyses import Scheduler
 CLOSE_GRACE = 5.0  # seconds close() lets running statements finish before interrupting
 
 
-def no_fault(point: str) -> None:
-    """The fault hook's default: nothing (tests raise at ``point``)."""
-
-
 class Base:
     """The state of one Database. Set up by ``Database.__init__``."""
 
@@ -51,7 +47,7 @@ class Base:
     # retention's "deleted", "committed", "handed"), and before the capture set the
     # analyses publish reaches the writer ("capture"); a test raises there to simulate a
     # Ctrl-C, or waits to widen a race (the writer has its own: Writer.fault_hook)
-    fault_hook: Callable[[str], None]
+    fault_hook: FaultHook
     _shown: str  # what messages and repr() show: a lake's password redacted
     _config: dict[str, Any]
     _data_path: str | os.PathLike[str] | None

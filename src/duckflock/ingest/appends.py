@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
+from duckflock.core.faults import FaultHook, no_fault
 from duckflock.core.names import Identity, quote
 from duckflock.core.transactions import rollback_quietly
 from duckflock.errors import ConflictError, RowRejectedError
@@ -239,7 +240,7 @@ def attempt(
     commit: bool,
     stored: list[tuple[Identity, pa.Table]] | None = None,
     begin: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
-    fault: Callable[[str], None] | None = None,
+    fault: FaultHook | None = None,
 ) -> BaseException | None:
     """Append ``groups`` atomically; commit or roll back. Returns the rows' fault, if any.
 
@@ -282,10 +283,6 @@ def attempt(
         raise StorageFailure(str(exc), committed=durable, invalidated=invalidated(exc)) from exc
 
 
-def no_fault(point: str) -> None:
-    """The fault hook's default: nothing (tests raise at ``point``)."""
-
-
 class Committer:
     """Commits batches on one cursor; what it stores for captured tables it collects."""
 
@@ -303,7 +300,7 @@ class Committer:
         # spent); None: never
         self.retry = retry
         # the test seam, called at "batch", "commit" and "reopen" (see Writer.fault_hook)
-        self.fault_hook: Callable[[str], None] = no_fault
+        self.fault_hook: FaultHook = no_fault
 
     def commit_batch(self, calls: list[Call]) -> bool:
         """Commit ``calls``; mark each committed, or give it its own error.

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
+from duckflock.core.faults import FaultHook
 from duckflock.core.names import Identity
 from duckflock.errors import (
     ClosedError,
@@ -191,7 +192,7 @@ class Writer:
             self._thread.join(timeout)
 
     @property
-    def fault_hook(self) -> Callable[[str], None]:
+    def fault_hook(self) -> FaultHook:
         """The write path's test seam (the committer's): called on the writer thread at
         "batch" (a batch was taken, before its commit), "commit" (before each commit
         attempt, inside it: what the hook raises is classified as DuckDB's error would
@@ -200,7 +201,7 @@ class Writer:
         return self._committer.fault_hook
 
     @fault_hook.setter
-    def fault_hook(self, hook: Callable[[str], None]) -> None:
+    def fault_hook(self, hook: FaultHook) -> None:
         self._committer.fault_hook = hook
 
     @property
