@@ -43,7 +43,7 @@ from duckflock.errors import (
     StorageError,
     WriterBrokenError,
 )
-from duckflock.ingest.appends import Committer
+from duckflock.ingest.committer import Committer
 from duckflock.ingest.receipts import Call
 
 # COMMIT_BUCKETS re-exported: server/metrics.py still imports it from here
