@@ -460,16 +460,14 @@ def test_concurrent_define_and_drop_never_leave_an_analysis_without_its_rows() -
     with duckflock.connect(max_concurrent_analyses=2) as db:
         db.execute(EVENTS)
         db.execute("CREATE TABLE other (x INTEGER)")
-        publish = db._on_capture_change
 
-        def slow_publish(tables: frozenset[str]) -> None:
+        def slow_publish(at: str) -> None:
             # not synchronisation: a delay in the churning thread's publishes widens the
             # window in which its older capture set could overwrite a newer one
-            if threading.current_thread().name == "churn":
+            if at == "capture" and threading.current_thread().name == "churn":
                 time.sleep(0.003)
-            publish(tables)
 
-        db._on_capture_change = slow_publish  # type: ignore[method-assign]
+        db.fault_hook = slow_publish
         rounds = ROUNDS
         start = threading.Barrier(3)
         done = threading.Event()
@@ -528,7 +526,7 @@ def test_concurrent_define_and_drop_never_leave_an_analysis_without_its_rows() -
         assert failures == []
         assert mismatches == []
         db.flush()
-        writer = db._writer
+        writer = db.writer()
         assert writer is not None
         assert writer.capture == internals.scheduler(db).capture()
         for item in db.analyses():
@@ -547,7 +545,7 @@ def test_rows_the_writer_did_not_hand_over_make_the_state_rebuild(
     events.result("agg", min_version=1, timeout=30)
     events.insert("events", {"k": "a", "v": 2})
     assert events.refresh("agg", timeout=30).mode == "incremental"
-    writer = events._writer
+    writer = events.writer()
     assert writer is not None
     writer.capture = frozenset()  # as a stale publish would leave it
     events.insert("events", {"k": "b", "v": 5})

@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import psutil
@@ -44,17 +45,18 @@ def test_execute_returns_duckdb_results_in_every_shape(db: duckflock.Database) -
 
 
 def test_each_thread_gets_its_own_reused_cursor(memdb: duckflock.Database) -> None:
-    seen: dict[str, list[int]] = {}
+    """A variable set by one statement is seen by the thread's next (its cursor is
+    reused) and by no other thread (each has a cursor of its own)."""
+    seen: dict[str, list[Any]] = {}
     barrier = threading.Barrier(4)
 
     def work(name: str) -> None:
         barrier.wait()  # all four alive at once, so no cursor can be reused across them
+        memdb.execute("SET VARIABLE mine = ?", [name])
+        barrier.wait()  # every thread has set its own before any reads
         ids = []
-        for sql in ("SELECT 1", "SELECT 2"):
-            results = memdb.execute(sql)
-            ids.append(id(results._cursor))  # the DuckDB cursor behind the results
-            results.fetchall()  # read to the end: the cursor goes back to its thread
-            del results
+        for _ in range(2):
+            ids.append(memdb.execute("SELECT getvariable('mine')").fetchone())
         seen[name] = ids
         barrier.wait()
 
@@ -63,8 +65,8 @@ def test_each_thread_gets_its_own_reused_cursor(memdb: duckflock.Database) -> No
         thread.start()
     for thread in threads:
         thread.join()
-    assert all(a == b for a, b in seen.values()), "a thread's cursor must be reused"
-    assert len({ids[0] for ids in seen.values()}) == 4, "threads must not share a cursor"
+    assert all(ids == [(name,), (name,)] for name, ids in seen.items()), seen
+    assert len(seen) == 4
 
 
 def test_cursors_of_ended_threads_are_released() -> None:

@@ -27,8 +27,11 @@ from hypothesis import strategies as st
 
 import duckflock
 from duckflock.errors import ConversionError, RowRejectedError, StorageError
-from duckflock.ingest import appends
-from duckflock.ingest import rows as rows_module
+from duckflock.ingest import storage
+from duckflock.ingest.intake import Intake
+from duckflock.ingest.receipts import Call
+from duckflock.ingest.rows import Part
+from duckflock.ingest.schema import SchemaCache
 
 SCALE = max(1, int(os.environ.get("DUCKFLOCK_FAULT_SCALE", "1")))
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -261,15 +264,17 @@ def test_invalid_utf8_in_arrow_is_refused_in_the_caller(nrows: int) -> None:
 
 @pytest.mark.parametrize("nrows", [1, 5, 2000])
 def test_invalid_utf8_that_reaches_the_writer_fails_alone_naming_row_and_column(
-    nrows: int, monkeypatch: pytest.MonkeyPatch
+    nrows: int,
 ) -> None:
-    """The writer is safe without the caller's check too (it is skipped here)."""
-    monkeypatch.setattr(rows_module, "_validate", lambda schema, arrow: None)
+    """The writer is safe without the caller's check too: the call is made here as the
+    intake would make it, minus the check, and handed to the writer directly."""
     db = duckflock.connect()
     db.execute("CREATE TABLE t (id INTEGER, s VARCHAR)")
     at = nrows // 2
+    table = SchemaCache(db.cursor()).get("t")
     good = db.insert("t", {"id": -1, "s": "good"}, wait=False)
-    rejected = db.insert("t", _bad_table(nrows, at), wait=False)
+    rejected = Call(table, parts=[Part(table.columns, arrow=_bad_table(nrows, at))], nrows=nrows)
+    db.writer().submit(rejected, None, wait=False)
     after = db.insert("t", {"id": -2, "s": "after"}, wait=False)
     with pytest.raises(RowRejectedError) as caught:
         rejected.wait(30)
@@ -304,7 +309,7 @@ def test_a_lone_surrogate_fails_its_call_only() -> None:
     db.close()
 
 
-def test_a_closed_event_loop_cannot_stop_the_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_closed_event_loop_cannot_stop_the_writer() -> None:
     """insert_async whose loop closed while the insert was pending: its wake-up callback
     fails in the writer; the writer logs it and goes on, nobody is left hanging."""
     db = duckflock.connect()
@@ -312,14 +317,13 @@ def test_a_closed_event_loop_cannot_stop_the_writer(monkeypatch: pytest.MonkeyPa
     db.insert("t", {"n": 0})
     taken = threading.Event()
     release = threading.Event()
-    real = appends.Committer.commit_batch
 
-    def gated(self: appends.Committer, receipts: list[Any]) -> bool:
-        taken.set()
-        assert release.wait(30)
-        return real(self, receipts)
+    def gated(at: str) -> None:
+        if at == "batch":
+            taken.set()
+            assert release.wait(30)
 
-    monkeypatch.setattr(appends.Committer, "commit_batch", gated)
+    db.writer().fault_hook = gated
 
     async def abandoned() -> None:
         task = asyncio.ensure_future(db.insert_async("t", {"n": 1}))
@@ -341,50 +345,45 @@ def test_a_raising_callback_is_logged_and_the_batch_still_finishes(
 ) -> None:
     db = duckflock.connect()
     db.execute("CREATE TABLE t (n INTEGER)")
-    receipts = []
+    intake = Intake(db.cursor())  # the ingest wing's entry, as Database.insert uses it
+    calls = []
     for n in range(10):
-        receipt = duckflock.Receipt(None)
-        receipt = db._receipt("t", {"n": n}, None)
+        call = intake.call("t", {"n": n}, None)
         if n == 3:
 
             def boom() -> None:
                 raise ValueError("callback bug")
 
-            receipt._on_done = boom
-        receipts.append(receipt)
-    writer = db._ingest()
-    for receipt in receipts:
-        writer.submit(receipt, None, wait=True)
-    assert all(r.wait(30) == 1 for r in receipts)
+            call.on_done = boom
+        calls.append(call)
+    writer = db.writer()
+    for call in calls:
+        writer.submit(call, None, wait=True)
+    assert all(c.wait(30) == 1 for c in calls)
     assert any("completion callback failed" in r.message for r in caplog.records)
     db.insert("t", {"n": 11}, timeout=30)
     assert db.execute("SELECT count(*) FROM t").fetchone() == (11,)
     db.close()
 
 
-def test_a_storage_failure_fails_its_batch_with_storage_error(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_storage_failure_fails_its_batch_with_storage_error() -> None:
     """A commit the storage refuses: its callers get StorageError (never a
     RowRejectedError), the state says so, and the next batch commits again."""
     db = duckflock.connect()
     db.execute("CREATE TABLE t (n INTEGER)")
     db.insert("t", {"n": 0})
-    real = appends.attempt
     fail = threading.Event()
 
-    def flaky(cursor: Any, groups: Any, **kwargs: Any) -> BaseException | None:
-        if fail.is_set() and kwargs.get("commit"):
+    def flaky(at: str) -> None:
+        if fail.is_set() and at == "commit":
             import duckdb
 
-            exc = duckdb.TransactionException(
+            raise duckdb.TransactionException(
                 'TransactionContext Error: Failed to commit: Could not write file "x": '
                 "No space left on device"
             )
-            raise appends.StorageFailure(str(exc)) from exc
-        return real(cursor, groups, **kwargs)
 
-    monkeypatch.setattr(appends, "attempt", flaky)
+    db.writer().fault_hook = flaky
     fail.set()
     receipts = [db.insert("t", {"n": n}, wait=False) for n in range(1, 6)]
     for receipt in receipts:
@@ -403,21 +402,21 @@ def test_a_storage_failure_fails_its_batch_with_storage_error(
 def test_storage_faults_are_told_from_row_faults() -> None:
     import duckdb
 
-    assert appends.storage_fault(duckdb.IOException("IO Error: could not write"))
-    assert appends.storage_fault(duckdb.FatalException("FATAL Error: invalidated"))
-    assert appends.storage_fault(
+    assert storage.storage_fault(duckdb.IOException("IO Error: could not write"))
+    assert storage.storage_fault(duckdb.FatalException("FATAL Error: invalidated"))
+    assert storage.storage_fault(
         duckdb.TransactionException(
             'TransactionContext Error: Failed to commit: Could not write file "a": File too large'
         )
     )
-    assert not appends.storage_fault(duckdb.TransactionException("Conflict on tuple deletion!"))
-    assert not appends.storage_fault(duckdb.ConstraintException("NOT NULL constraint failed"))
-    assert not appends.storage_fault(RuntimeError("Unable to cast Python instance"))
-    assert not appends.storage_fault(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"))
+    assert not storage.storage_fault(duckdb.TransactionException("Conflict on tuple deletion!"))
+    assert not storage.storage_fault(duckdb.ConstraintException("NOT NULL constraint failed"))
+    assert not storage.storage_fault(RuntimeError("Unable to cast Python instance"))
+    assert not storage.storage_fault(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"))
 
 
 def test_an_invalidated_database_is_reopened_and_failing_reopens_are_retried(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     """DuckDB invalidated the instance (simulated): the batch gets StorageError, the
     writer reopens the file; while reopening fails, each batch fails fast with
@@ -425,26 +424,20 @@ def test_an_invalidated_database_is_reopened_and_failing_reopens_are_retried(
     db = duckflock.connect(tmp_path / "reopen.duckdb")
     db.execute("CREATE TABLE t (n INTEGER)")
     db.insert("t", {"n": 0})
-    real_attempt, real_reopen = appends.attempt, db._reopen
     invalidate = threading.Event()
     refusals = [2]  # reopen fails this many times first
 
-    def fatal(cursor: Any, groups: Any, **kwargs: Any) -> BaseException | None:
-        if invalidate.is_set() and kwargs.get("commit"):
-            invalidate.clear()
-            raise appends.StorageFailure(
-                "FATAL Error: database has been invalidated", invalidated=True
-            )
-        return real_attempt(cursor, groups, **kwargs)
+    def faults(at: str) -> None:
+        import duckdb
 
-    def reopen() -> None:
-        if refusals[0] > 0:
+        if at == "commit" and invalidate.is_set():
+            invalidate.clear()
+            raise duckdb.FatalException("FATAL Error: database has been invalidated")
+        if at == "reopen" and refusals[0] > 0:
             refusals[0] -= 1
             raise OSError("still no space")
-        real_reopen()
 
-    monkeypatch.setattr(appends, "attempt", fatal)
-    monkeypatch.setattr(db._ingest(), "_reopen", reopen)
+    db.writer().fault_hook = faults
     invalidate.set()
     with pytest.raises(StorageError, match="invalidated"):
         db.insert("t", {"n": 1}, timeout=30)

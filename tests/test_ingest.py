@@ -24,7 +24,6 @@ from duckflock import (
     SchemaMismatchError,
     StorageError,
     UnknownTableError,
-    appends,
 )
 
 EVENTS = """CREATE TABLE events (
@@ -67,19 +66,19 @@ def per_thread_order_holds(db: duckflock.Database) -> bool:
 
 
 class WriterGate:
-    """Holds the writer before each commit until opened; counts batches that reached it."""
+    """Holds the writer before each commit until opened (through its fault hook, at
+    "batch"); tells when a batch reached it."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, db: duckflock.Database) -> None:
         self.open = threading.Event()
         self.reached = threading.Event()
-        real = appends.Committer.commit_batch
 
-        def gated(committer: appends.Committer, receipts: Any) -> bool:
-            self.reached.set()
-            assert self.open.wait(30), "test never opened the gate"
-            return real(committer, receipts)
+        def gated(at: str) -> None:
+            if at == "batch":
+                self.reached.set()
+                assert self.open.wait(30), "test never opened the gate"
 
-        monkeypatch.setattr(appends.Committer, "commit_batch", gated)
+        db.writer().fault_hook = gated
 
 
 @pytest.fixture
@@ -373,19 +372,20 @@ def test_mixed_key_sets_in_one_call_name_the_right_row(memdb: duckflock.Database
 
 
 def test_storage_failure_fails_the_whole_batch(
-    memdb: duckflock.Database, monkeypatch: pytest.MonkeyPatch
+    memdb: duckflock.Database,
 ) -> None:
     memdb.execute(EVENTS)
     memdb.insert("events", {"thread": 0, "seq": 0})
 
-    def disk_full(cursor: Any, group: Any, **kwargs: Any) -> None:
-        raise duckdb.IOException("IO Error: No space left on device")
+    def disk_full(at: str) -> None:
+        if at == "commit":
+            raise duckdb.IOException("IO Error: No space left on device")
 
-    monkeypatch.setattr(appends, "append", disk_full)
+    memdb.writer().fault_hook = disk_full
     with pytest.raises(StorageError, match="No space left") as info:
         memdb.insert("events", {"thread": 0, "seq": 1})
     assert isinstance(info.value.__cause__, duckdb.IOException)
-    monkeypatch.undo()
+    memdb.writer().fault_hook = lambda at: None
     memdb.insert("events", {"thread": 0, "seq": 2})  # the writer lives on
     assert memdb.execute("SELECT seq FROM events ORDER BY seq").fetchall() == [(0,), (2,)]
 
@@ -393,10 +393,10 @@ def test_storage_failure_fails_the_whole_batch(
 # -- back-pressure, close, writer death ------------------------------------------------
 
 
-def test_full_queue_blocks_then_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_full_queue_blocks_then_times_out() -> None:
     db = duckflock.connect(max_queued_rows=100)
     db.execute(EVENTS)
-    gate = WriterGate(monkeypatch)
+    gate = WriterGate(db)
     first = db.insert("events", {"thread": 0, "seq": 0}, wait=False)
     assert gate.reached.wait(30)  # the writer holds that row, stuck before its commit
     accepted = [first]
@@ -431,11 +431,11 @@ def test_memory_stays_bounded_when_producers_outrun_the_writer() -> None:
     db.close()
 
 
-def test_close_commits_what_was_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_close_commits_what_was_accepted(tmp_path: Path) -> None:
     path = tmp_path / "close.duckdb"
     db = duckflock.connect(path, max_queued_rows=500)
     db.execute(EVENTS)
-    gate = WriterGate(monkeypatch)
+    gate = WriterGate(db)
     receipts = [db.insert("events", {"thread": 0, "seq": s}, wait=False) for s in range(500)]
     assert gate.reached.wait(30)
     closer = threading.Thread(target=db.close)
@@ -457,13 +457,11 @@ def test_close_commits_what_was_accepted(tmp_path: Path, monkeypatch: pytest.Mon
         )
 
 
-def test_a_writer_bug_fails_its_batch_and_the_writer_goes_on(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_writer_bug_fails_its_batch_and_the_writer_goes_on() -> None:
     db = duckflock.connect()
     db.execute(EVENTS)
     db.insert("events", {"thread": 0, "seq": 0})
-    gate = WriterGate(monkeypatch)
+    gate = WriterGate(db)
     waiting: list[BaseException] = []
     lock = threading.Lock()
     blocked = threading.Barrier(9)
@@ -483,10 +481,11 @@ def test_a_writer_bug_fails_its_batch_and_the_writer_goes_on(
     blocked.wait()
     assert gate.reached.wait(30)
 
-    def explode(committer: appends.Committer, receipts: Any) -> None:
-        raise RuntimeError("injected writer bug")
+    def explode(at: str) -> None:
+        if at == "batch":
+            raise RuntimeError("injected writer bug")
 
-    monkeypatch.setattr(appends.Committer, "commit_batch", explode)
+    db.writer().fault_hook = explode
     gate.open.set()  # the gated call proceeds into the real commit...
     for thread in threads:
         thread.join(30)
@@ -500,7 +499,7 @@ def test_a_writer_bug_fails_its_batch_and_the_writer_goes_on(
         for seq in range(2, 100):  # the first of these may still meet the real commit
             db.insert("events", {"thread": 0, "seq": seq}, timeout=30)
     db.flush(timeout=30)  # the writer is alive
-    monkeypatch.undo()
+    db.writer().fault_hook = lambda at: None
     db.insert("events", {"thread": 0, "seq": 1000}, timeout=30)
     assert db.execute("SELECT count(*) FROM events WHERE seq = 1000").fetchone() == (1,)
     db.close()
@@ -546,12 +545,12 @@ def test_insert_async_awaits_the_commit_and_raises_the_calls_error() -> None:
         assert db.execute("SELECT count(*) FROM readings").fetchone() == (3,)
 
 
-def test_insert_async_waits_for_room_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_insert_async_waits_for_room_off_the_event_loop() -> None:
     import asyncio
 
     db = duckflock.connect(max_queued_rows=10)
     db.execute(EVENTS)
-    gate = WriterGate(monkeypatch)
+    gate = WriterGate(db)
     first = db.insert("events", [{"thread": 0, "seq": s} for s in range(10)], wait=False)
     assert gate.reached.wait(30)
 
@@ -591,16 +590,16 @@ def test_a_receipt_finished_while_its_waiter_takes_the_guard_returns() -> None:
     """The writer may finish a receipt between wait()'s first look and its guard: then
     nothing was parked, and wait() returns (was: AttributeError on None, found by the
     differential tester's wait=False inserts)."""
-    from duckflock.ingest.receipts import Receipt
+    from duckflock.ingest.receipts import Call
 
-    receipt = Receipt(None, nrows=3)
+    call = Call(None, nrows=3)
 
-    class FinishingGuard:  # the writer finishes the receipt as the guard is taken
+    class FinishingGuard:  # the writer finishes the call as the guard is taken
         def __enter__(self) -> None:
-            receipt._finished = True
+            call.finished = True
 
         def __exit__(self, *exc: object) -> None:
             return None
 
-    receipt._guard = FinishingGuard()  # type: ignore[assignment]
-    assert receipt.wait(1) == 3
+    call.guard = FinishingGuard()
+    assert call.wait(1) == 3

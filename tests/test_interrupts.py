@@ -1,6 +1,6 @@
 """Ctrl-C between a write's commit and its hand-over to the analyses leaves none wrong.
 
-The Database's fault seam (``db._fault``) is called at named points of a statement's
+The Database's fault seam (``db.fault_hook``) is called at named points of a statement's
 run; raising KeyboardInterrupt there is what a Ctrl-C at that instant does. After it, every
 analysis must still equal a full run of its SQL.
 """
@@ -54,10 +54,10 @@ def _all_equal(db: duckflock.Database) -> None:
 @pytest.mark.parametrize("point", ["deleted", "committed", "handed", "ran"])
 def test_a_retention_delete_interrupted_anywhere(db: duckflock.Database, point: str) -> None:
     before = db.execute("SELECT count(*) FROM t WHERE v >= 5").fetchone()
-    db._fault = _interrupt_at(point)  # type: ignore[assignment]
+    db.fault_hook = _interrupt_at(point)
     with pytest.raises(KeyboardInterrupt):
         db.execute("DELETE FROM t WHERE v >= 5")
-    db._fault = lambda at: None
+    db.fault_hook = lambda at: None
     after = db.execute("SELECT count(*) FROM t WHERE v >= 5").fetchone()
     assert after == (before if point == "deleted" else (0,))  # before COMMIT: undone
     _all_equal(db)
@@ -73,16 +73,16 @@ def test_a_retention_delete_interrupted_anywhere(db: duckflock.Database, point: 
     ],
 )
 def test_a_write_interrupted_after_it_ran(db: duckflock.Database, sql: str) -> None:
-    db._fault = _interrupt_at("ran")  # type: ignore[assignment]
+    db.fault_hook = _interrupt_at("ran")
     with pytest.raises(KeyboardInterrupt):
         db.execute(sql)
-    db._fault = lambda at: None
+    db.fault_hook = lambda at: None
     _all_equal(db)
 
 
 def test_a_write_through_sql_interrupted_after_it_ran(db: duckflock.Database) -> None:
-    db._fault = _interrupt_at("ran")  # type: ignore[assignment]
+    db.fault_hook = _interrupt_at("ran")
     with pytest.raises(KeyboardInterrupt):
         db.sql("UPDATE t SET v = -v WHERE k = 'a'")
-    db._fault = lambda at: None
+    db.fault_hook = lambda at: None
     _all_equal(db)

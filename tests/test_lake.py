@@ -20,7 +20,6 @@ import pyarrow as pa
 import pytest
 
 import duckflock
-from duckflock.ingest import appends
 from duckflock.lake import connection as lake_module
 
 SCALE = float(os.environ.get("DUCKFLOCK_LAKE_SCALE", "1"))
@@ -281,28 +280,24 @@ def _conflict() -> duckdb.TransactionException:
     return duckdb.TransactionException("Transaction conflict: another commit changed events")
 
 
-def test_a_conflict_is_retried_then_raised_as_conflict_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_conflict_is_retried_then_raised_as_conflict_error(tmp_path: Path) -> None:
     target = f"ducklake:{tmp_path / 'meta.ducklake'}"
-    real = appends.attempt
     failures = {"left": 2}
 
-    def flaky(*args: Any, **kwargs: Any) -> BaseException | None:
-        if kwargs.get("commit") and failures["left"] > 0:
+    def flaky(at: str) -> None:
+        if at == "commit" and failures["left"] > 0:
             failures["left"] -= 1
-            return _conflict()
-        return real(*args, **kwargs)
+            raise _conflict()
 
     with duckflock.connect(target, data_path=str(tmp_path / "data")) as db:
         db.execute("CREATE TABLE t (a INTEGER)")
-        monkeypatch.setattr(appends, "attempt", flaky)
+        db.writer().fault_hook = flaky
         db.insert("t", {"a": 1})  # two conflicts, then it commits
         assert failures["left"] == 0
         failures["left"] = 1_000  # conflicts that never end
         with pytest.raises(duckflock.ConflictError, match="kept conflicting"):
             db.insert("t", {"a": 2}, timeout=60)
-        monkeypatch.setattr(appends, "attempt", real)
+        failures["left"] = 0
         db.insert("t", {"a": 3})  # the writer goes on
         assert db.execute("SELECT a FROM t ORDER BY a").fetchall() == [(1,), (3,)]
 

@@ -47,7 +47,7 @@ from duckflock.errors import (
     WriterBrokenError,
 )
 from duckflock.ingest.receipts import Receipt
-from duckflock.ingest.writer import IngestStats
+from duckflock.ingest.stats import IngestStats
 from duckflock.lake.connection import LakeOptions
 from duckflock.live.results import Result, Subscription
 

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
 from duckflock.core.cursors import Slot
+from duckflock.core.lifecycle import Lifecycle
 from duckflock.core.wide import python_rows, repair
-
-if TYPE_CHECKING:
-    from duckflock.database import Database
 
 # what a result offers; anything else (execute, cursor, query, begin…) would run SQL
 # past duckflock and is refused
@@ -62,10 +60,10 @@ class Results:
     __slots__ = (
         "__weakref__",
         "_cursor",
-        "_db",
         "_description",
         "_drained",
         "_kept",
+        "_life",
         "_reader",
         "_slot",
         "_spare",
@@ -76,14 +74,14 @@ class Results:
 
     def __init__(
         self,
-        db: Database,
+        life: Lifecycle,
         slot: Slot,
         cursor: duckdb.DuckDBPyConnection,
         sql: str,
         *,
         spare: bool = False,
     ) -> None:
-        self._db = db
+        self._life = life  # the Database's: its closing, and what fetches count as
         self._slot = slot
         self._cursor = cursor
         self._sql = sql
@@ -133,7 +131,7 @@ class Results:
             and self.pending
             and self._reader is None  # (pending: no later statement settled it)
             and slot.owner == threading.get_ident()
-            and not self._db.closed
+            and not self._life.closed
         ):
             # finish a result read partly, when little is left: its transaction ends
             try:
@@ -160,19 +158,19 @@ class Results:
         attribute = getattr(self._cursor, name)
         if not callable(attribute):
             return attribute
-        db, sql = self._db, self._sql
+        life, sql = self._life, self._sql
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if self._kept is not None or self._stale:  # settled since it was looked up
                 return getattr(self, name)(*args, **kwargs)
-            db._enter()
+            life.enter()
             try:
                 self._touched = True
                 value = attribute(*args, **kwargs)
             except duckdb.Error as exc:
-                raise db._fail(exc, sql) from exc
+                raise life.fail(exc, sql) from exc
             finally:
-                db._leave()
+                life.leave()
             if name in _DRAINING or (name in ("fetchone", "fetchmany") and not value):
                 self._drained = True
             elif name in _HANDING_OFF:

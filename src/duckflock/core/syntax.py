@@ -15,6 +15,7 @@ Two questions decide whether cached schemas and incremental states stay valid:
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import re
@@ -26,7 +27,16 @@ import duckdb
 from duckflock.core.names import Identity, Resolver, parse_prefix
 from duckflock.errors import ParserError, QueryError
 
-READ, SESSION, WRITE = "read", "session", "write"
+
+class StatementKind(enum.StrEnum):
+    """What running a statement may change (:func:`classify`)."""
+
+    READ = "read"  # nothing: a query, EXPLAIN of one, BEGIN, ROLLBACK
+    SESSION = "session"  # settings: names may resolve differently afterwards
+    WRITE = "write"  # data or the catalog
+
+
+READ, SESSION, WRITE = StatementKind.READ, StatementKind.SESSION, StatementKind.WRITE
 
 _SESSION_TYPES = {duckdb.StatementType.SET}
 # table functions that read tables named by a string (or a serialized query)
@@ -34,7 +44,7 @@ _DYNAMIC_READERS = {"query", "query_table", "json_execute_serialized_sql"}
 
 
 @functools.lru_cache(maxsize=4096)
-def classify(sql: str) -> str:
+def classify(sql: str) -> StatementKind:
     """``WRITE`` if any statement in ``sql`` may change data or the catalog, ``SESSION``
     if one changes settings (names may resolve differently), else ``READ``.
 

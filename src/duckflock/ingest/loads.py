@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -21,11 +21,21 @@ from duckflock.core import project
 from duckflock.core.names import quote
 from duckflock.core.transactions import rollback_quietly
 from duckflock.errors import QueryError, RowRejectedError
-from duckflock.ingest.appends import column_in
 from duckflock.ingest.files import Chunk
+from duckflock.ingest.rejections import column_in
 
-if TYPE_CHECKING:
-    from duckflock.database import Database
+T = TypeVar("T")
+
+
+class Transactional(Protocol):
+    """What a load needs of the database (``duckflock.Database`` is one): a transaction
+    that counts as a statement and tells the analyses it committed, and a cursor of its
+    own for the rolled-back search of a refused row."""
+
+    def transaction(self, fn: Callable[..., T], /, *args: Any, retries: int = ...) -> T: ...
+
+    def cursor(self) -> duckdb.DuckDBPyConnection: ...
+
 
 _VIEW = "__duckflock_load"
 # the view's columns are the file's, so a cast error names the file's column
@@ -55,7 +65,7 @@ def _append(cursor: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> No
 
 
 def insert_all(
-    db: Database,
+    db: Transactional,
     table: str,
     chunks: Iterable[Chunk],
     *,
@@ -109,7 +119,7 @@ def insert_all(
         raise ChunkRejectedError(chunk, rejected) from None
 
 
-def _first_refused(db: Database, table: str, create: str | None, chunk: Chunk) -> int | None:
+def _first_refused(db: Transactional, table: str, create: str | None, chunk: Chunk) -> int | None:
     """The first row of ``chunk`` that fails on its own (prefix search, rolled back);
     None when the chunk alone goes in (the conflict is with an earlier chunk)."""
 

@@ -1,6 +1,7 @@
-"""Receipt: one insert call on its way through the writer, and how its caller waits.
+"""One insert call on its way through the writer (:class:`Call`), and its public face,
+the :class:`Receipt` its caller waits on.
 
-A receipt is the only object made per call (never one per row): a single row rides on it
+A call is the only object made per insert (never one per row): a single row rides on it
 as a tuple, anything larger as :class:`~duckflock.ingest.rows.Part` objects. A caller that
 waits parks on a lock of its own, which the writer releases once the call's batch is
 committed; no woken caller re-acquires a shared lock, so fifty callers wake without
@@ -10,7 +11,6 @@ queueing behind one another.
 from __future__ import annotations
 
 import logging
-import threading
 from _thread import allocate_lock
 from collections.abc import Callable
 from typing import Any
@@ -22,65 +22,85 @@ from duckflock.ingest.schema import TableSchema
 _log = logging.getLogger("duckflock")
 
 
-class Receipt:
-    """The outcome of one ``insert`` call: wait for its commit, or ask whether it is done."""
+class Call:
+    """One insert call as the write path sees it: the ingest wing's internal record.
+
+    Owner: the caller's thread until :meth:`duckflock.ingest.writer.Writer.submit`
+    queues it; then the writer thread, which sets ``committed`` and ``failure`` and,
+    under ``guard`` (the writer's lock), calls :meth:`finish`. ``on_done`` is set before
+    queueing (``insert_async``); ``waiter`` by :meth:`park`.
+    """
 
     __slots__ = (
-        "_columns",
-        "_committed",
-        "_error",
-        "_finished",
-        "_guard",
-        "_nrows",
-        "_on_done",
-        "_parts",
-        "_row",
-        "_schema",
-        "_waiter",
+        "columns",
+        "committed",
+        "failure",
+        "finished",
+        "guard",
+        "nrows",
+        "on_done",
+        "parts",
+        "row",
+        "target",
+        "waiter",
     )
 
     def __init__(
         self,
-        schema: TableSchema | None,
+        target: TableSchema | None,
         *,
         columns: tuple[str, ...] = (),
         row: tuple[Any, ...] | None = None,
         parts: list[Part] | None = None,
         nrows: int = 1,
     ) -> None:
-        self._schema = schema  # None: a call without rows, or a flush marker
-        self._columns = columns
-        self._row = row
-        self._parts = parts
-        self._nrows = 1 if row is not None else nrows
-        self._committed = False
-        self._error: BaseException | None = None
-        # set by the writer under _guard (the writer's lock); _waiter is released then
-        self._finished = False
-        self._guard: threading.Lock | None = None
-        self._waiter: Any = None
-        self._on_done: Callable[[], object] | None = None
+        self.target = target  # the resolved table; None: a flush marker
+        self.columns = columns  # a single row's canonical columns
+        self.row = row  # a single row (the hot path), else None and ``parts``
+        self.parts = parts
+        self.nrows = 1 if row is not None else nrows
+        self.committed = False  # set by the writer once its rows are committed
+        self.failure: BaseException | None = None  # the call's error, set by the writer
+        self.finished = False  # committed or failed: set under ``guard`` by finish()
+        self.guard: Any = None  # the writer's lock, set when queued
+        self.waiter: Any = None  # the caller's own lock, released by finish()
+        self.on_done: Callable[[], object] | None = None  # told once finished
 
     @classmethod
-    def empty(cls, schema: TableSchema | None = None) -> Receipt:
-        """The receipt of a call with no rows (into ``schema``'s table): done at once."""
-        receipt = cls(schema, nrows=0)
-        receipt._finished = True
-        return receipt
+    def empty(cls, target: TableSchema | None = None) -> Call:
+        """A call with no rows (into ``target``): finished at once."""
+        call = cls(target, nrows=0)
+        call.finished = True
+        return call
+
+    @property
+    def table(self) -> str:
+        """The table as the caller named it ("" for a flush marker)."""
+        return "" if self.target is None else self.target.name
+
+    @property
+    def open(self) -> bool:
+        """Neither committed nor failed yet: what a writer's failure may still fail."""
+        return self.failure is None and not self.committed
+
+    @property
+    def urgent(self) -> bool:
+        """Somebody waits for it: the writer does not linger over its batch."""
+        return self.waiter is not None or self.on_done is not None
 
     def park(self) -> None:
-        """Prepare to wait: called before the receipt is queued, so no wake-up is lost."""
+        """Prepare to wait: called before the call is queued, so no wake-up is lost."""
         waiter = allocate_lock()
         waiter.acquire()
-        self._waiter = waiter
+        self.waiter = waiter
 
     def finish(self) -> None:
-        """Mark done and wake the waiting caller; the writer holds ``_guard``."""
-        self._finished = True
-        waiter = self._waiter
+        """Mark done and wake the waiting caller; the writer holds ``guard``."""
+        self.finished = True
+        waiter = self.waiter
         if waiter is not None:
             waiter.release()
-        callback = self._on_done  # set before queueing by Database.insert_async
+        callback = self.on_done
         if callback is not None:
             try:
                 callback()  # quick and non-blocking (loop.call_soon_threadsafe)
@@ -89,59 +109,74 @@ class Receipt:
                 # that closed while its insert was pending raises RuntimeError here
                 _log.warning("an insert's completion callback failed", exc_info=True)
 
-    def parts(self) -> list[Part]:
+    def all_parts(self) -> list[Part]:
         """The call's rows as parts (a single row becomes a one-row part)."""
-        if self._parts is None:
-            assert self._row is not None
-            return [Part(self._columns, rows=[self._row])]
-        return self._parts
-
-    @property
-    def rows(self) -> int:
-        """How many rows the call carried."""
-        return self._nrows
-
-    @property
-    def table(self) -> str:
-        """The table the rows go to ("" for a call without rows)."""
-        return "" if self._schema is None else self._schema.name
-
-    @property
-    def done(self) -> bool:
-        """True once the call's rows are committed, or it failed."""
-        return self._finished
-
-    @property
-    def error(self) -> BaseException | None:
-        """The call's error once done (None while pending or when committed)."""
-        return self._error if self._finished else None
+        if self.parts is None:
+            assert self.row is not None
+            return [Part(self.columns, rows=[self.row])]
+        return self.parts
 
     def wait(self, timeout: float | None = None) -> int:
         """Block until committed and return the row count; raise the call's error."""
-        if not self._finished:
-            waiter = self._waiter
+        if not self.finished:
+            waiter = self.waiter
             if waiter is None:
-                guard = self._guard
-                assert guard is not None, "a receipt is waited on only after it is queued"
+                guard = self.guard
+                assert guard is not None, "a call is waited on only after it is queued"
                 with guard:
-                    if not self._finished and self._waiter is None:
+                    if not self.finished and self.waiter is None:
                         self.park()
-                    waiter = self._waiter
+                    waiter = self.waiter
             # finished between the first look and the guard: nothing was parked
             if waiter is None:
-                assert self._finished
+                assert self.finished
             elif not waiter.acquire(timeout=-1 if timeout is None else timeout):
-                if not self._finished:
+                if not self.finished:
                     raise IngestTimeoutError(
-                        f"{self._nrows} rows for {self.table!r} were accepted but not "
+                        f"{self.nrows} rows for {self.table!r} were accepted but not "
                         f"committed within {timeout} s; they may still commit"
                     )
             else:
                 waiter.release()  # let later wait() calls through too
-        if self._error is not None:
-            raise self._error
-        return self._nrows
+        if self.failure is not None:
+            raise self.failure
+        return self.nrows
+
+
+class Receipt:
+    """The outcome of one ``insert`` call: wait for its commit, or ask whether it is done."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+
+    @property
+    def rows(self) -> int:
+        """How many rows the call carried."""
+        return self._call.nrows
+
+    @property
+    def table(self) -> str:
+        """The table the rows go to ("" for a call without rows)."""
+        return self._call.table
+
+    @property
+    def done(self) -> bool:
+        """True once the call's rows are committed, or it failed."""
+        return self._call.finished
+
+    @property
+    def error(self) -> BaseException | None:
+        """The call's error once done (None while pending or when committed)."""
+        call = self._call
+        return call.failure if call.finished else None
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until committed and return the row count; raise the call's error."""
+        return self._call.wait(timeout)
 
     def __repr__(self) -> str:
-        state = "pending" if not self._finished else ("failed" if self._error else "committed")
-        return f"<Receipt {self._nrows} rows into {self.table!r} {state}>"
+        call = self._call
+        state = "pending" if not call.finished else ("failed" if call.failure else "committed")
+        return f"<Receipt {call.nrows} rows into {call.table!r} {state}>"

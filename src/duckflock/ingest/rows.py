@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from duckflock.errors import ConversionError, RowRejectedError, SchemaMismatchError
-from duckflock.ingest.schema import SchemaCache, TableSchema
+from duckflock.ingest.schema import TableSchema, Target
 
 
 class Part:
@@ -67,43 +67,36 @@ class Part:
 
 
 def to_parts(
-    cache: SchemaCache,
-    table: str,
-    data: Any,
-    columns: Sequence[str] | None = None,
-) -> tuple[TableSchema, list[Part], int]:
-    """Check ``data`` against the table and split it into parts; returns the row count."""
-    if not isinstance(table, str):
-        raise TypeError(f"table must be a str, not {type(table).__name__}")
+    target: Target, data: Any, columns: Sequence[str] | None = None
+) -> tuple[list[Part], int]:
+    """Check ``data`` against the call's resolved table and split it into parts; returns
+    them and the row count (``target.schema`` is the schema they were checked against)."""
     if isinstance(data, dict):
         if columns is not None:
             raise ValueError("columns= applies to tuple rows; a dict row names its own")
-        schema, names = cache.resolve(table, data)
-        return schema, [Part(names, rows=[tuple(data.values())])], 1
+        names = target.columns(data)
+        return [Part(names, rows=[tuple(data.values())])], 1
     if isinstance(data, tuple):
-        schema, names = _tuple_columns(cache, table, columns)
-        _check_width(schema, names, data, 0)
-        return schema, [Part(names, rows=[data])], 1
+        names = _tuple_columns(target, columns)
+        _check_width(target.schema, names, data, 0)
+        return [Part(names, rows=[data])], 1
     arrow = as_arrow(data)
     if arrow is not None:
-        return _arrow_parts(cache, table, arrow, columns)
+        return _arrow_parts(target, arrow, columns)
     if isinstance(data, str | bytes | bytearray) or not isinstance(data, Iterable):
         raise TypeError(
             "insert takes a dict or tuple (one row), an iterable of them, a DataFrame or "
             f"an Arrow table, not {type(data).__name__}"
         )
-    return _row_parts(cache, table, list(data), columns)
+    return _row_parts(target, list(data), columns)
 
 
-def _tuple_columns(
-    cache: SchemaCache, table: str, columns: Sequence[str] | None
-) -> tuple[TableSchema, tuple[str, ...]]:
+def _tuple_columns(target: Target, columns: Sequence[str] | None) -> tuple[str, ...]:
     if columns is None:
-        schema = cache.get(table)
-        return schema, schema.columns
+        return target.schema.columns
     if isinstance(columns, str):
         raise TypeError("columns must be a sequence of names, not a str")
-    return cache.resolve(table, columns)
+    return target.columns(columns)
 
 
 def _check_width(schema: TableSchema, names: tuple[str, ...], row: Sequence[Any], i: int) -> None:
@@ -116,29 +109,27 @@ def _check_width(schema: TableSchema, names: tuple[str, ...], row: Sequence[Any]
 
 
 def _row_parts(
-    cache: SchemaCache, table: str, rows: list[Any], columns: Sequence[str] | None
-) -> tuple[TableSchema, list[Part], int]:
+    target: Target, rows: list[Any], columns: Sequence[str] | None
+) -> tuple[list[Part], int]:
     if not rows:
-        return cache.get(table), [], 0
+        return [], 0
     if all(isinstance(row, dict) for row in rows):
         if columns is not None:
             raise ValueError("columns= applies to tuple rows; dict rows name their own")
-        return _dict_parts(cache, table, rows)
-    schema, names = _tuple_columns(cache, table, columns)
+        return _dict_parts(target, rows)
+    names = _tuple_columns(target, columns)
     tuples: list[tuple[Any, ...]] = []
     for i, row in enumerate(rows):
         if not isinstance(row, tuple | list):
             raise TypeError(
                 f"row {i} is a {type(row).__name__}; rows must all be dicts or all tuples/lists"
             )
-        _check_width(schema, names, row, i)
+        _check_width(target.schema, names, row, i)
         tuples.append(tuple(row))
-    return schema, [Part(names, rows=tuples)], len(tuples)
+    return [Part(names, rows=tuples)], len(tuples)
 
 
-def _dict_parts(
-    cache: SchemaCache, table: str, rows: list[dict[str, Any]]
-) -> tuple[TableSchema, list[Part], int]:
+def _dict_parts(target: Target, rows: list[dict[str, Any]]) -> tuple[list[Part], int]:
     groups: dict[tuple[str, ...], tuple[list[tuple[Any, ...]], list[int]]] = {}
     for i, row in enumerate(rows):
         key = tuple(row)
@@ -147,12 +138,11 @@ def _dict_parts(
             group = groups[key] = ([], [])
         group[0].append(tuple(row.values()))
         group[1].append(i)
-    schema = cache.get(table)
     parts = []
     for key, (values, indices) in groups.items():
-        schema, names = cache.resolve(table, key)
+        names = target.columns(key)
         parts.append(Part(names, rows=values, indices=None if len(groups) == 1 else indices))
-    return schema, parts, len(rows)
+    return parts, len(rows)
 
 
 def as_arrow(data: Any) -> pa.Table | None:
@@ -170,23 +160,23 @@ def as_arrow(data: Any) -> pa.Table | None:
 
 
 def _arrow_parts(
-    cache: SchemaCache, table: str, arrow: pa.Table, columns: Sequence[str] | None
-) -> tuple[TableSchema, list[Part], int]:
+    target: Target, arrow: pa.Table, columns: Sequence[str] | None
+) -> tuple[list[Part], int]:
     names = list(arrow.column_names)
     if columns is not None:
         if len(columns) != len(names):
             raise SchemaMismatchError(
                 f"columns= names {len(columns)} columns but the data has {len(names)}",
-                table=table,
+                table=target.name,
             )
         names = list(columns)
-    schema, canonical = cache.resolve(table, names)
+    canonical = target.columns(names)
     if list(canonical) != arrow.column_names:
         arrow = arrow.rename_columns(list(canonical))
     if arrow.num_rows == 0:
-        return schema, [], 0
-    _validate(schema, arrow)
-    return schema, [Part(canonical, arrow=arrow)], int(arrow.num_rows)
+        return [], 0
+    _validate(target.schema, arrow)
+    return [Part(canonical, arrow=arrow)], int(arrow.num_rows)
 
 
 def _validate(schema: TableSchema, arrow: pa.Table) -> None:

@@ -9,7 +9,7 @@ fresh schema before it is reported, so DDL from elsewhere cannot cause a false e
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import duckdb
@@ -74,6 +74,39 @@ class TableSchema:
         return f"column named twice in an insert into {self.name!r}: {key}"
 
 
+class Target:
+    """The table of one insert call, resolved once: the schema the call's columns are
+    checked against, read again (``refresh``) at most when a column is not found in it
+    (DDL from elsewhere may have changed the table since it was cached)."""
+
+    __slots__ = ("_refresh", "schema")
+
+    def __init__(self, schema: TableSchema, refresh: Callable[[], TableSchema]) -> None:
+        self.schema = schema
+        self._refresh = refresh
+
+    @property
+    def name(self) -> str:
+        """The table as the caller named it."""
+        return self.schema.name
+
+    def columns(self, names: Iterable[str]) -> tuple[str, ...]:
+        """The canonical column names for ``names``, or SchemaMismatchError."""
+        key = tuple(names)
+        found = self.schema.resolve(key)
+        if found is None:
+            self.schema = self._refresh()  # the table may have changed behind our back
+            found = self.schema.resolve(key)
+            if found is None:
+                unknown = [n for n in key if str(n).lower() not in self.schema.by_lower]
+                raise SchemaMismatchError(
+                    self.schema.explain_mismatch(key),
+                    table=self.schema.name,
+                    column=str(unknown[0]) if unknown else None,
+                )
+        return found
+
+
 class SchemaCache:
     """Table name -> :class:`TableSchema`, filled on demand, emptied after DDL."""
 
@@ -114,22 +147,10 @@ class SchemaCache:
             self._tables[table] = schema
         return schema
 
-    def resolve(self, table: str, names: Iterable[str]) -> tuple[TableSchema, tuple[str, ...]]:
-        """The schema and canonical columns for an insert, or SchemaMismatchError."""
-        schema = self.get(table)
-        key = tuple(names)
-        found = schema.resolve(key)
-        if found is None:
-            schema = self.refresh(table)  # the table may have changed behind our back
-            found = schema.resolve(key)
-            if found is None:
-                unknown = [n for n in key if str(n).lower() not in schema.by_lower]
-                raise SchemaMismatchError(
-                    schema.explain_mismatch(key),
-                    table=table,
-                    column=str(unknown[0]) if unknown else None,
-                )
-        return schema, found
+    def target(self, table: str, schema: TableSchema | None = None) -> Target:
+        """``table`` resolved for one insert call: ``schema`` when the caller just got
+        it from :meth:`get`, else the cached one."""
+        return Target(schema or self.get(table), lambda: self.refresh(table))
 
     def invalidate(self) -> None:
         with self._lock:

@@ -1,8 +1,8 @@
 """The write path: a bounded inbox, one writer thread, group commit.
 
-Producers put their receipt into an inbox (``queue.SimpleQueue``: a C-level put, no
+Producers put their call into an inbox (``queue.SimpleQueue``: a C-level put, no
 Python lock, so producer threads never queue up behind one another) and, when they wait,
-park on the receipt's own lock. The writer thread takes everything the inbox holds (up
+park on the call's own lock. The writer thread takes everything the inbox holds (up
 to ``max_batch_rows``), appends it with one statement per table and column list (see
 :mod:`duckflock.ingest.appends`), commits, and then wakes every caller of the batch at once.
 
@@ -21,21 +21,18 @@ overshoot the bound by at most one row each.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import itertools
 import logging
 import queue
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
 
+from duckflock.core.faults import FaultHook
 from duckflock.core.names import Identity
 from duckflock.errors import (
     ClosedError,
@@ -46,8 +43,13 @@ from duckflock.errors import (
     StorageError,
     WriterBrokenError,
 )
-from duckflock.ingest.appends import Committer, StorageFailure
-from duckflock.ingest.receipts import Receipt
+from duckflock.ingest.committer import Committer
+from duckflock.ingest.receipts import Call
+
+# COMMIT_BUCKETS re-exported: server/metrics.py still imports it from here
+from duckflock.ingest.stats import COMMIT_BUCKETS as COMMIT_BUCKETS
+from duckflock.ingest.stats import Counters, IngestStats
+from duckflock.ingest.storage import StorageFailure
 
 if TYPE_CHECKING:
     from duckflock.lake.connection import Retry
@@ -57,52 +59,9 @@ if TYPE_CHECKING:
 # cost each of them a GIL round trip (measured: 150k rows/s without, 380k with).
 LINGER_SECONDS = 0.01
 LINGER_ROWS = 20_000
-_SAMPLES = 4096  # batch sizes and commit latencies kept for percentiles
-# upper bounds (seconds) of the commit-latency histogram exported as metrics
-COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _CLOSE = None  # the inbox sentinel
 # told, after each commit, its sequence number, the tables it changed and captured rows
 CommitListener = Callable[[int, set[Identity], list[tuple[Identity, pa.Table]]], None]
-
-
-@dataclass(frozen=True)
-class IngestStats:
-    """A snapshot of the write path (see ``Database.stats``)."""
-
-    rows_committed: int
-    batches_committed: int
-    calls_rejected: int
-    rows_queued: int
-    rows_queued_peak: int
-    max_queued_rows: int
-    batch_rows: dict[str, float]
-    commit_ms: dict[str, float]
-    # cumulative counts per COMMIT_BUCKETS bound (then +Inf), and the sum in seconds
-    commit_histogram: tuple[int, ...] = ()
-    commit_seconds: float = 0.0
-    # the write path's health: "ok"; "failed" (the last commit failed on storage, or
-    # the database could not be reopened: the next batch tries again); "recovering"
-    # (reopening an invalidated database now)
-    state: str = "ok"
-    storage_failures: int = 0  # batches whose commit failed on storage
-    reopens: int = 0  # times the database was reopened after DuckDB invalidated it
-    last_storage_error: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def _percentiles(samples: Sequence[float]) -> dict[str, float]:
-    if not samples:
-        return {}
-    ordered = sorted(samples)
-    last = len(ordered) - 1
-    return {
-        "p50": ordered[last // 2],
-        "p90": ordered[(last * 9) // 10],
-        "p99": ordered[(last * 99) // 100],
-        "max": ordered[last],
-    }
 
 
 class Writer:
@@ -138,8 +97,8 @@ class Writer:
         # (analyses take it to pin a snapshot that lines up with the commit notices)
         self.commit_lock = commit_lock or threading.Lock()
         self.committed_seq = 0  # batches finished so far; written under commit_lock
-        self._inbox: queue.SimpleQueue[Receipt | None] = queue.SimpleQueue()
-        # guards _big_rows, _closing, _exited, _broken, every receipt's finish() against
+        self._inbox: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
+        # guards _big_rows, _closing, _exited, _broken, every call's finish() against
         # a late wait(), and _held_rows decreases (with _has_room, which wakes producers
         # waiting for room)
         self._lock = threading.Lock()
@@ -150,49 +109,37 @@ class Writer:
         self._closing = False
         self._exited = False
         self._broken: BaseException | None = None
-        self._current: list[Receipt] = []  # the batch being committed
-        self._current_markers: list[Receipt] = []  # flush markers riding on it
-        # guards the counters and samples below; written by the writer thread only
-        self._stats_lock = threading.Lock()
-        self._rows_committed = 0
-        self._batches_committed = 0
-        self._calls_rejected = 0
-        self._batch_rows: deque[float] = deque(maxlen=_SAMPLES)
-        self._commit_ms: deque[float] = deque(maxlen=_SAMPLES)
-        self._commit_counts = [0] * (len(COMMIT_BUCKETS) + 1)
-        self._commit_seconds = 0.0
-        self._state = "ok"
-        self._storage_failures = 0
-        self._reopens = 0
-        self._last_storage_error: str | None = None
+        self._current: list[Call] = []  # the batch being committed
+        self._current_markers: list[Call] = []  # flush markers riding on it
+        self._counters = Counters()  # the figures stats() reports
         self._thread = threading.Thread(target=self._run, name="duckflock-writer", daemon=True)
         self._thread.start()
 
     # -- producers ---------------------------------------------------------------------
 
-    def submit(self, receipt: Receipt, timeout: float | None, *, wait: bool) -> Receipt:
+    def submit(self, call: Call, timeout: float | None, *, wait: bool) -> Call:
         """Queue one call. A full queue blocks (QueueFullError after ``timeout``)."""
         if self._closing or self._broken is not None:
             self._refuse()
         if (
-            receipt._nrows > 1
+            call.nrows > 1
             or self._inbox.qsize() + self._big_rows + self._held_rows >= self.max_queued_rows
         ):
-            self._admit(receipt, timeout)
-        receipt._guard = self._lock
+            self._admit(call, timeout)
+        call.guard = self._lock
         if wait:
-            receipt.park()  # before the put, so the writer cannot finish it unseen
-        self._inbox.put(receipt)
+            call.park()  # before the put, so the writer cannot finish it unseen
+        self._inbox.put(call)
         if self._closing or self._broken is not None:
             self._reclaim()  # the writer may have gone: fail what it will never take
-        return receipt
+        return call
 
     def _queued(self) -> int:
         return self._inbox.qsize() + self._big_rows + self._held_rows
 
-    def _admit(self, receipt: Receipt, timeout: float | None) -> None:
+    def _admit(self, call: Call, timeout: float | None) -> None:
         """The locked path: wait for room, and count a multi-row call's rows."""
-        nrows = receipt._nrows
+        nrows = call.nrows
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while (queued := self._queued()) + nrows > self.max_queued_rows and queued > 0:
@@ -202,7 +149,7 @@ class Writer:
                 if remaining is not None and remaining <= 0:
                     raise QueueFullError(
                         f"ingest queue full ({queued:,} of {self.max_queued_rows:,} rows) for "
-                        f"{timeout} s; {nrows:,} rows for {receipt.table!r} not accepted"
+                        f"{timeout} s; {nrows:,} rows for {call.table!r} not accepted"
                     )
                 self._has_room.wait(remaining)
             if nrows > 1:
@@ -220,8 +167,8 @@ class Writer:
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every call accepted so far is committed (or failed)."""
-        marker = Receipt(None, nrows=0)
-        marker._guard = self._lock
+        marker = Call(None, nrows=0)
+        marker.guard = self._lock
         marker.park()
         self._inbox.put(marker)  # finished only after everything queued before it
         if self._closing or self._broken is not None:
@@ -245,6 +192,19 @@ class Writer:
             self._thread.join(timeout)
 
     @property
+    def fault_hook(self) -> FaultHook:
+        """The write path's test seam (the committer's): called on the writer thread at
+        "batch" (a batch was taken, before its commit), "commit" (before each commit
+        attempt, inside it: what the hook raises is classified as DuckDB's error would
+        be — a row fault, a conflict or a storage fault) and "reopen" (before reopening
+        an invalidated database). A test blocks there to hold the writer, or raises."""
+        return self._committer.fault_hook
+
+    @fault_hook.setter
+    def fault_hook(self, hook: FaultHook) -> None:
+        self._committer.fault_hook = hook
+
+    @property
     def capture(self) -> frozenset[Identity]:
         """Tables whose stored rows are handed to ``on_commit`` (incremental analyses)."""
         return self._committer.capture
@@ -255,36 +215,20 @@ class Writer:
 
     def stats(self) -> IngestStats:
         queued = self._queued()
-        with self._stats_lock:
-            return IngestStats(
-                rows_committed=self._rows_committed,
-                batches_committed=self._batches_committed,
-                calls_rejected=self._calls_rejected,
-                rows_queued=queued,
-                rows_queued_peak=max(self._peak, queued),
-                max_queued_rows=self.max_queued_rows,
-                batch_rows=_percentiles(self._batch_rows),
-                commit_ms=_percentiles(self._commit_ms),
-                commit_histogram=tuple(itertools.accumulate(self._commit_counts)),
-                commit_seconds=self._commit_seconds,
-                state=self._state,
-                storage_failures=self._storage_failures,
-                reopens=self._reopens,
-                last_storage_error=self._last_storage_error,
-            )
+        return self._counters.snapshot(queued, max(self._peak, queued), self.max_queued_rows)
 
     # -- the writer thread -------------------------------------------------------------
 
     def _run(self) -> None:
         try:
             while True:
-                receipts, markers, rows, stop = self._gather()
+                calls, markers, rows, stop = self._gather()
                 with self.commit_lock:
-                    if receipts:
-                        self._commit_guarded(receipts, rows)
+                    if calls:
+                        self._commit_guarded(calls, rows)
                     self.committed_seq += 1
-                    self._notify(receipts)
-                    self._finish(receipts, markers, rows)
+                    self._notify(calls)
+                    self._finish(calls, markers, rows)
                 if stop:
                     break
             with self._lock:
@@ -293,27 +237,28 @@ class Writer:
         except BaseException as exc:  # a bug in the loop itself: fail everyone waiting
             self._break(exc)
 
-    def _commit_guarded(self, receipts: list[Receipt], rows: int) -> None:
+    def _commit_guarded(self, calls: list[Call], rows: int) -> None:
         """Commit one batch; whatever goes wrong fails this batch's calls, not the writer."""
         try:
-            self._commit(receipts, rows)
+            self._committer.fault_hook("batch")
+            self._commit(calls, rows)
         except Exception as exc:  # a bug: log it, fail the batch's open calls, go on
             logging.getLogger("duckflock").exception("the writer failed a batch")
-            for receipt in receipts:
-                if receipt._error is None and not receipt._committed:
+            for call in calls:
+                if call.open:
                     error = IngestError(f"the writer failed this batch (a bug): {exc!r}")
                     error.__cause__ = exc
-                    receipt._error = error
+                    call.failure = error
 
-    def _gather(self) -> tuple[list[Receipt], list[Receipt], int, bool]:
+    def _gather(self) -> tuple[list[Call], list[Call], int, bool]:
         """The next batch: block for one call, then take what the inbox holds.
 
         Returns the calls, the flush markers among them, their row count, and whether
         close() was seen.
         """
         inbox = self._inbox
-        receipts: list[Receipt] = self._current
-        markers: list[Receipt] = self._current_markers
+        calls: list[Call] = self._current
+        markers: list[Call] = self._current_markers
         rows = 0
         urgent = False
         deadline = 0.0
@@ -321,19 +266,19 @@ class Writer:
         item = inbox.get()
         while True:
             if item is _CLOSE:
-                return receipts, markers, rows, True
-            if item._schema is None:
+                return calls, markers, rows, True
+            if item.target is None:
                 markers.append(item)
                 urgent = True
             else:
-                receipts.append(item)
-                n = item._nrows
+                calls.append(item)
+                n = item.nrows
                 rows += n
                 self._held_rows += n
                 if n > 1:
                     with self._lock:
                         self._big_rows -= n
-                if item._waiter is not None or item._on_done is not None:
+                if item.urgent:
                     urgent = True  # somebody waits for this one: no lingering
                 if rows >= self.max_batch_rows:
                     break
@@ -364,43 +309,34 @@ class Writer:
         queued = self._queued()
         if queued > self._peak:
             self._peak = queued
-        return receipts, markers, rows, False
+        return calls, markers, rows, False
 
-    def _commit(self, receipts: list[Receipt], rows: int) -> None:
+    def _commit(self, calls: list[Call], rows: int) -> None:
         started = time.perf_counter()
         whole = False
         failure: StorageFailure | None = None
         try:
             if self._needs_reopen:
                 self._recover()
-            whole = self._committer.commit_batch(receipts)
+            whole = self._committer.commit_batch(calls)
         except StorageFailure as exc:
             failure = exc
-            for receipt in receipts:
-                if receipt._error is None and not receipt._committed:
-                    error = StorageError(f"commit into {receipt.table!r} failed: {exc}")
+            for call in calls:
+                if call.open:
+                    error = StorageError(f"commit into {call.table!r} failed: {exc}")
                     error.__cause__ = exc.__cause__
-                    receipt._error = error
+                    call.failure = error
         committed, rejected = rows, 0
         if not whole:  # some calls failed: count them one by one
-            committed = sum(r._nrows for r in receipts if r._committed)
-            rejected = sum(1 for r in receipts if not r._committed)
-        with self._stats_lock:
-            self._rows_committed += committed
-            self._calls_rejected += rejected
-            if committed:
-                self._batches_committed += 1
-            self._batch_rows.append(rows)
-            seconds = time.perf_counter() - started
-            self._commit_ms.append(seconds * 1000)
-            self._commit_counts[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
-            self._commit_seconds += seconds
-            if failure is not None:
-                self._storage_failures += 1
-                self._last_storage_error = str(failure)
-                self._state = "failed"
-            elif self._state != "ok":
-                self._state = "ok"
+            committed = sum(r.nrows for r in calls if r.committed)
+            rejected = sum(1 for r in calls if not r.committed)
+        self._counters.batch(
+            rows,
+            committed,
+            rejected,
+            time.perf_counter() - started,
+            None if failure is None else str(failure),
+        )
         if failure is not None and (failure.invalidated or failure.committed):
             # DuckDB gave up on the instance: reopen now, so the next batch finds it
             # ready (and again before each batch while reopening fails)
@@ -412,27 +348,23 @@ class Writer:
         """Reopen the invalidated database and take a fresh cursor on it."""
         if self._reopen is None:
             raise StorageFailure("the database was invalidated and cannot be reopened")
-        with self._stats_lock:
-            self._state = "recovering"
+        self._counters.recovering()
         try:
+            self._committer.fault_hook("reopen")
             self._reopen()
             self._committer.cursor = self._new_cursor()
         except Exception as exc:
-            with self._stats_lock:
-                self._state = "failed"
-                self._last_storage_error = f"reopening the database failed: {exc}"
+            self._counters.reopen_failed(f"reopening the database failed: {exc}")
             logging.getLogger("duckflock").warning("reopening the database failed: %s", exc)
             raise StorageFailure(f"the database could not be reopened: {exc}") from exc
         self._needs_reopen = False
-        with self._stats_lock:
-            self._reopens += 1
-            self._state = "ok"
+        self._counters.reopened()
         logging.getLogger("duckflock").warning("the database was reopened after a fault")
 
-    def _finish(self, receipts: list[Receipt], markers: list[Receipt], rows: int) -> None:
+    def _finish(self, calls: list[Call], markers: list[Call], rows: int) -> None:
         with self._lock:
-            for receipt in receipts:
-                receipt.finish()
+            for call in calls:
+                call.finish()
             for marker in markers:
                 marker.finish()
             self._held_rows -= rows
@@ -440,12 +372,12 @@ class Writer:
         self._current = []
         self._current_markers = []
 
-    def _notify(self, receipts: list[Receipt]) -> None:
+    def _notify(self, calls: list[Call]) -> None:
         """Tell the listener which tables changed, with the captured stored rows."""
         stored, self._committer.stored = self._committer.stored, []
-        if self._on_commit is None or not receipts:
+        if self._on_commit is None or not calls:
             return
-        tables = {r._schema.key for r in receipts if r._committed and r._schema is not None}
+        tables = {r.target.key for r in calls if r.committed and r.target is not None}
         if tables:
             try:
                 self._on_commit(self.committed_seq, tables, stored)
@@ -467,8 +399,8 @@ class Writer:
                 return
             if item is _CLOSE:
                 continue
-            if item._schema is not None:
-                item._error = error
+            if item.target is not None:
+                item.failure = error
             item.finish()
 
     def _break(self, exc: BaseException) -> None:
@@ -476,12 +408,12 @@ class Writer:
         with self._lock:
             self._broken = exc
             self._exited = True
-            for receipt in self._current:
-                if receipt._error is None and not receipt._committed:
+            for call in self._current:
+                if call.open:
                     error = WriterBrokenError(f"the writer died before committing: {exc!r}")
                     error.__cause__ = exc
-                    receipt._error = error
-                receipt.finish()
+                    call.failure = error
+                call.finish()
             for marker in self._current_markers:
                 marker.finish()
             self._current = []

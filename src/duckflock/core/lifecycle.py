@@ -1,0 +1,91 @@
+"""Open, closing, closed: the life of a Database, and the statements it waits for.
+
+Every statement, fetch and bookkeeping call is bracketed by :meth:`Lifecycle.enter` and
+:meth:`Lifecycle.leave` (or :meth:`Lifecycle.running`): once the Database is closed they
+raise :class:`ClosedError`, and ``close()`` waits (:meth:`Lifecycle.drain`) until the
+statements already running have left. The Database owns one; the results it hands out
+(:class:`duckflock.core.statements.Results`) hold it rather than the Database, so the
+arrows point down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from duckflock.errors import ClosedError, translate
+
+
+class Lifecycle:
+    """Whether a Database is closed, and how many of its statements are running.
+
+    Any thread calls it. ``guard`` (a condition) guards ``closed`` and the running count;
+    the Database also holds it while it starts its writer or scheduler, so neither is
+    started after close() began.
+    """
+
+    def __init__(self, shown: str) -> None:
+        self.shown = shown  # the database as messages name it (a lake's password redacted)
+        self.guard = threading.Condition()
+        self._closed = False
+        self._active = 0
+
+    @property
+    def closed(self) -> bool:
+        """True once close() began; never False again."""
+        return self._closed
+
+    def closed_error(self, how: str = "is closed") -> ClosedError:
+        """The error for a use of the closed database."""
+        return ClosedError(f"database {self.shown!r} {how}")
+
+    def check(self) -> None:
+        """Raise :class:`ClosedError` if closed."""
+        if self._closed:
+            raise self.closed_error()
+
+    def enter(self) -> None:
+        """A statement starts: counted until :meth:`leave`; ClosedError if closed."""
+        with self.guard:
+            if self._closed:
+                raise self.closed_error()
+            self._active += 1
+
+    def leave(self) -> None:
+        """A statement counted by :meth:`enter` is over."""
+        with self.guard:
+            self._active -= 1
+            if self._active == 0 and self._closed:
+                self.guard.notify_all()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Count a statement as running (close() waits for it); ClosedError if closed."""
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
+    def fail(self, exc: BaseException, sql: str | None, params: Any = None) -> Exception:
+        """The error to raise for DuckDB's ``exc``: ClosedError when close() interrupted
+        the statement, else the translated error."""
+        if self._closed:
+            return self.closed_error("was closed during the call")
+        return translate(exc, sql=sql, params=params)
+
+    def close(self) -> bool:
+        """Mark closed; False when it was already (close() is idempotent). Call
+        ``guard``-free: it takes the guard itself."""
+        with self.guard:
+            if self._closed:
+                return False
+            self._closed = True
+            return True
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until no statement runs (at most ``timeout`` seconds); False if some do."""
+        with self.guard:
+            return self.guard.wait_for(lambda: self._active == 0, timeout=timeout)

@@ -1,0 +1,157 @@
+"""The insert verbs of a Database: ``insert``, ``insert_async``, ``flush``, ``stats``,
+and the writer they start on first use.
+
+A call's table is resolved once, by the :class:`~duckflock.ingest.intake.Intake`, into
+a :class:`~duckflock.ingest.receipts.Call` the writer commits; the caller gets the
+call's :class:`~duckflock.ingest.receipts.Receipt`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from duckflock.core.checks import flag, seconds
+from duckflock.database.base import Base
+from duckflock.errors import IngestError, IngestTimeoutError, QueueFullError
+from duckflock.ingest.receipts import Receipt
+from duckflock.ingest.stats import IngestStats
+from duckflock.ingest.writer import Writer
+from duckflock.lake.connection import Retry
+
+
+class Inserts(Base):
+    """Appending rows through the group-commit writer."""
+
+    def insert(
+        self,
+        table: str,
+        data: Any,
+        *,
+        columns: Sequence[str] | None = None,
+        wait: bool = True,
+        timeout: float | None = None,
+    ) -> Receipt:
+        """Append rows to ``table`` through the group-commit writer.
+
+        ``data`` is one row (a dict, or a tuple in table or ``columns`` order), an
+        iterable of rows, a pandas or polars DataFrame, or a pyarrow Table/RecordBatch.
+        Columns left out take their DEFAULT. One call is all-or-nothing.
+
+        With ``wait=True`` (the default) this returns once the rows are committed
+        (durable); otherwise it returns at once and the :class:`Receipt` tells when. A
+        full queue blocks the caller, or raises :class:`QueueFullError` after
+        ``timeout`` seconds (which also bounds the wait for the commit).
+        """
+        self._life.check()
+        timeout = seconds(timeout, "timeout")
+        wait = flag(wait, "wait")
+        started = None if timeout is None else time.monotonic()
+        call = self._intake.call(table, data, columns)
+        if call.finished:  # a call without rows
+            return Receipt(call)
+        writer = self._writer or self.writer()
+        writer.submit(call, timeout, wait=wait)
+        if wait:
+            if started is not None and timeout is not None:
+                timeout = max(0.0, timeout - (time.monotonic() - started))
+            call.wait(timeout)
+        return Receipt(call)
+
+    async def insert_async(
+        self,
+        table: str,
+        data: Any,
+        *,
+        columns: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> Receipt:
+        """``insert`` for asyncio code: awaits the commit without holding a thread.
+
+        Checking and queueing take microseconds on the event loop; only when the queue is
+        full does the wait for room move to the loop's default executor.
+        """
+        self._life.check()
+        timeout = seconds(timeout, "timeout")
+        call = self._intake.call(table, data, columns)
+        if call.finished:  # a call without rows
+            return Receipt(call)
+        loop = asyncio.get_running_loop()
+        committed = loop.create_future()
+
+        def settle() -> None:
+            if not committed.done():
+                committed.set_result(None)
+
+        def wake() -> None:
+            # a loop that closed (its asyncio.run gave up) raises: nobody is waiting
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle)
+
+        # set before queueing: the writer treats a call someone awaits as urgent
+        call.on_done = wake
+        writer = self._writer or self.writer()
+        try:
+            writer.submit(call, 0, wait=False)
+        except QueueFullError:
+            await loop.run_in_executor(None, lambda: writer.submit(call, timeout, wait=False))
+        try:
+            await asyncio.wait_for(committed, timeout)
+        except TimeoutError:
+            raise IngestTimeoutError(
+                f"{call.nrows} rows for {call.table!r} were accepted but not committed "
+                f"within {timeout} s; they may still commit"
+            ) from None
+        call.wait(0)  # done: returns, or raises the call's own error
+        return Receipt(call)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every insert accepted so far is committed (or has failed)."""
+        timeout = seconds(timeout, "timeout")
+        writer = self._writer
+        if writer is not None:
+            writer.flush(timeout)
+        else:
+            self._life.check()
+
+    def stats(self) -> IngestStats:
+        """Rows and batches committed, rows queued, batch size and commit percentiles,
+        and the write path's health: ``state`` ("ok", "recovering" or "failed"),
+        ``storage_failures``, ``reopens`` and ``last_storage_error``."""
+        writer = self._writer
+        if writer is None:
+            return IngestStats(0, 0, 0, 0, 0, self._max_queued_rows, {}, {})
+        return writer.stats()
+
+    def writer(self) -> Writer:
+        """The write path (started on first use): a documented internal interface, for
+        tests that submit :class:`~duckflock.ingest.receipts.Call` objects or set the
+        writer's fault hook (:attr:`Writer.fault_hook`). ClosedError once closed;
+        IngestError on a read-only database."""
+        writer = self._writer
+        if writer is not None:
+            return writer
+        with self._life.guard:
+            self._life.check()
+            if self.read_only:
+                raise IngestError(f"database {self._shown!r} is open read-only")
+            if self._writer is None:
+                self._writer = Writer(
+                    self._cursors.new,
+                    max_queued_rows=self._max_queued_rows,
+                    max_batch_rows=self._max_batch_rows,
+                    on_commit=self._on_commit,
+                    # through self: _reopen replaces the intake
+                    on_schema_change=lambda: self._intake.invalidate(),
+                    commit_lock=self._commit_lock,
+                    reopen=self._reopen,
+                    retry=Retry(self._lake_options.retry_seconds) if self.is_lake else None,
+                )
+                if self._scheduler is not None:
+                    # under the scheduler's lock: a concurrent define or drop cannot
+                    # publish in between and be overwritten by this older set
+                    self._scheduler.publish_capture()
+            return self._writer

@@ -1,0 +1,149 @@
+"""The committer: commits a batch of calls on the writer's cursor, and when the rows are
+at fault bisects the batch, commits every half that goes in cleanly and gives each call
+that fails on its own its :class:`RowRejectedError`
+(:mod:`duckflock.ingest.rejections`). On a lake, a commit whose answer was lost is
+asked after, and a failed one tried again (:class:`duckflock.lake.connection.Retry`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import duckdb
+import pyarrow as pa
+
+from duckflock.core.faults import FaultHook, no_fault
+from duckflock.core.names import Identity
+from duckflock.errors import ConflictError, RowRejectedError
+from duckflock.ingest.appends import attempt, plan
+from duckflock.ingest.receipts import Call
+from duckflock.ingest.rejections import cause, rejection
+from duckflock.ingest.storage import StorageFailure
+
+if TYPE_CHECKING:
+    from duckflock.lake.connection import Retry
+
+
+class Committer:
+    """Commits batches on one cursor; what it stores for captured tables it collects."""
+
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        on_schema_change: Callable[[], None] | None = None,
+        retry: Retry | None = None,
+    ) -> None:
+        self.cursor = cursor
+        self.on_schema_change = on_schema_change
+        self.capture: frozenset[Identity] = frozenset()
+        self.stored: list[tuple[Identity, pa.Table]] = []
+        # when a failed commit is tried again (a lake: catalog away, conflict retries
+        # spent); None: never
+        self.retry = retry
+        # the test seam, called at "batch", "commit" and "reopen" (see Writer.fault_hook)
+        self.fault_hook: FaultHook = no_fault
+
+    def commit_batch(self, calls: list[Call]) -> bool:
+        """Commit ``calls``; mark each committed, or give it its own error.
+
+        Returns True when the whole batch went in at once. Raises
+        :class:`StorageFailure` when the storage fails; calls committed before that
+        (or by the failing commit itself, when DuckDB says it is durable) stay marked
+        committed.
+        """
+        failure = self._attempt(calls)
+        if failure is None:
+            return True
+        if self.retry is not None and self.retry.conflict(failure):
+            # a real conflict (the retries are spent), not the rows' fault: no bisecting
+            for call in calls:
+                call.failure = ConflictError(
+                    f"rows for {call.table!r} not committed: the lake kept conflicting "
+                    f"after retries: {failure}"
+                )
+            return False
+        if len(calls) == 1:
+            calls[0].failure = self._rejection(calls[0], failure)
+        else:
+            self._isolate(calls)
+        return False
+
+    def _attempt(self, calls: list[Call]) -> BaseException | None:
+        """Commit ``calls`` together; mark them committed, or return the rows' fault.
+
+        With ``retry`` (a lake), each commit carries a tag: after a storage failure the
+        catalog is asked whether the tag landed (a commit whose answer was lost), and
+        if not the batch is tried again until ``retry`` gives up."""
+        retry = self.retry
+        tag = retry.new_tag() if retry is not None else None
+        started = time.monotonic()
+        tries = 0
+        while True:
+            try:
+                failure = attempt(
+                    self.cursor,
+                    plan(calls, self.capture),
+                    commit=True,
+                    stored=self.stored,
+                    begin=None if retry is None else retry.tagger(tag),
+                    fault=self.fault_hook,
+                )
+            except StorageFailure as exc:
+                if exc.committed or retry is None or tag is None:
+                    if exc.committed:
+                        self._mark(calls)
+                    raise
+                landed = retry.landed(self.cursor, tag, started)
+                if landed:
+                    self._mark(calls)
+                    return None
+                pause = None if landed is None else retry.delay(exc, tries, started)
+                if pause is None:
+                    raise
+            else:
+                if failure is None:
+                    self._mark(calls)
+                    return None
+                pause = None if retry is None else retry.delay(failure, tries, started)
+                if pause is None:
+                    return failure
+            tries += 1
+            time.sleep(pause)
+
+    @staticmethod
+    def _mark(calls: list[Call]) -> None:
+        for call in calls:
+            call.committed = True
+
+    def _isolate(self, calls: list[Call]) -> None:
+        """Bisect calls whose joint commit failed: commit the halves that go in cleanly,
+        and give each call that fails alone its own error. At most 2n-1 attempts."""
+        middle = len(calls) // 2
+        for half in (calls[:middle], calls[middle:]):
+            fault = self._attempt(half)
+            if fault is None:
+                continue
+            if len(half) == 1:
+                half[0].failure = self._rejection(half[0], fault)
+            else:
+                self._isolate(half)
+
+    def _rejection(self, call: Call, failure: BaseException) -> RowRejectedError:
+        try:
+            return rejection(
+                self.cursor,
+                call,
+                failure,
+                self.on_schema_change,
+                lambda trial: attempt(self.cursor, plan([trial]), commit=False),
+            )
+        except StorageFailure:
+            raise
+        except Exception as exc:  # describing the row failed too: still the call's error
+            logging.getLogger("duckflock").debug("could not narrow a rejection", exc_info=exc)
+            return RowRejectedError(
+                table=call.table, cause=cause(failure), row_index=None, row=None
+            )
