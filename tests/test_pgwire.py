@@ -658,3 +658,30 @@ def test_a_client_killed_mid_result_leaves_the_server_serving(pg: Served, client
     _until(lambda: not pg.server.guard._running and pg.db.open_cursors <= cursors + 1)
     with pgclients.connect(client, pg.port, READ) as conn:
         assert conn.query("SELECT count(*) FROM kinds") == [(2,)]
+
+
+def test_every_error_class_declares_a_known_sqlstate_and_the_port_sends_it() -> None:
+    """The SQLSTATE lives on the error class (beside ``http_status``); the port's
+    mapping reads it, and psycopg knows every code (a typo would be a made-up class)."""
+    import inspect
+
+    from duckflock import errors
+    from duckflock.server.pgwire.messages import sqlstate
+
+    classes = [
+        cls
+        for cls in vars(errors).values()
+        if inspect.isclass(cls) and issubclass(cls, errors.DuckflockError)
+    ]
+    assert len(classes) > 30
+    for cls in classes:
+        assert psycopg.errors.lookup(cls.sqlstate).__name__, cls
+        exc = cls.__new__(cls)
+        if isinstance(exc, errors.RowRejectedError):
+            exc.cause = None
+        assert sqlstate(exc) == cls.sqlstate, cls
+    assert errors.QueryTimeoutError.sqlstate == "57014"
+    assert errors.ServerBusyError.sqlstate == "53300"
+    rejected = errors.RowRejectedError.__new__(errors.RowRejectedError)
+    rejected.cause = errors.ConversionError("bad")
+    assert sqlstate(rejected) == "22P02"  # the row's own fault, not 23000

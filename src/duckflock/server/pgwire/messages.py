@@ -3,7 +3,8 @@
 Every message after start-up is a type byte, a 4-byte length (itself included) and a
 body; the start-up packet has no type byte. A frame over :data:`MAX_MESSAGE` bytes is
 refused before it is read, so a client cannot make the server buffer gigabytes.
-Errors map onto SQLSTATE codes by duckflock error class (:func:`sqlstate`).
+Errors map onto SQLSTATE codes by the ``sqlstate`` each duckflock error class declares
+(:func:`sqlstate`).
 """
 
 from __future__ import annotations
@@ -13,27 +14,7 @@ import struct
 import time
 from collections.abc import Iterable
 
-from duckflock.errors import (
-    AuthenticationError,
-    BindError,
-    CatalogError,
-    ClosedError,
-    ConflictError,
-    ConstraintError,
-    ConversionError,
-    DuckflockError,
-    ForbiddenError,
-    IngestError,
-    ParserError,
-    QueryRefusedError,
-    QueryTimeoutError,
-    QueueFullError,
-    RowRejectedError,
-    ServerBusyError,
-    TransactionError,
-    UnknownAnalysisError,
-    UnknownTableError,
-)
+from duckflock.errors import DuckflockError, RowRejectedError
 from duckflock.server.pgwire.types import OutOfRange
 
 MAX_MESSAGE = 64 * 2**20  # bytes of one client message (a Bind's parameters, a long query)
@@ -180,29 +161,6 @@ def error(text: str, code: str, severity: str = "ERROR") -> bytes:
     return message(b"E", fields + b"M" + cstr(text) + b"\x00")
 
 
-# most specific class first: the first match wins
-_CODES: list[tuple[type[BaseException], str]] = [
-    (AuthenticationError, "28P01"),  # invalid_password
-    (ForbiddenError, "42501"),  # insufficient_privilege
-    (QueryRefusedError, "42501"),
-    (QueryTimeoutError, "57014"),  # query_canceled
-    (UnknownTableError, "42P01"),  # undefined_table
-    (UnknownAnalysisError, "42P01"),
-    (CatalogError, "42P01"),
-    (ParserError, "42601"),  # syntax_error
-    (BindError, "42804"),  # datatype_mismatch
-    (ConversionError, "22P02"),  # invalid_text_representation
-    (ConstraintError, "23000"),  # integrity_constraint_violation
-    (RowRejectedError, "23000"),
-    (ConflictError, "40001"),  # serialization_failure
-    (TransactionError, "25000"),  # invalid_transaction_state
-    (ServerBusyError, "53300"),  # too_many_connections
-    (QueueFullError, "53000"),  # insufficient_resources
-    (ClosedError, "57P01"),  # admin_shutdown
-    (IngestError, "58000"),  # system_error
-]
-
-
 class LimitExceeded(ValueError):
     """A per-connection limit was reached (prepared statements, portals)."""
 
@@ -216,10 +174,7 @@ def sqlstate(exc: BaseException) -> str:
     if isinstance(exc, RowRejectedError) and isinstance(exc.cause, DuckflockError):
         return sqlstate(exc.cause)  # the row's own fault: a conversion, a constraint
     if isinstance(exc, DuckflockError):
-        for cls, code in _CODES:
-            if isinstance(exc, cls):
-                return code
-        return "42000" if exc.http_status < 500 else "XX000"
+        return exc.sqlstate  # declared on the class (duckflock.errors)
     if isinstance(exc, ValueError | TypeError):
         return "22023"  # invalid_parameter_value
     return "XX000"
