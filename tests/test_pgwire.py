@@ -587,7 +587,7 @@ def test_the_http_lockdown_probes_are_refused_here_too(pg: Served, token: str, s
 # writes that name duckflock's own schema anywhere: POST /v1/sql refuses them
 # (project.check_statement), so the Postgres port's INSERT path must too
 SCHEMA_NAMING_INSERTS = [
-    "INSERT INTO events SELECT name, 1 FROM duckflock.live.analyses",
+    "INSERT INTO events SELECT name, 1 FROM duckflock.analyses",
     "INSERT INTO events SELECT 1 AS duckflock, 2",
 ]
 

@@ -330,7 +330,7 @@ def test_a_refused_analysis_is_left_out_of_every_listing(tmp_path: Any) -> None:
         db.analysis("legit", "SELECT count(*) AS n FROM t")
     with duckdb.connect(str(path)) as raw:
         raw.execute(
-            "INSERT INTO duckflock.live.analyses (name, sql, on_change, min_interval) "
+            "INSERT INTO duckflock.analyses (name, sql, on_change, min_interval) "
             "VALUES ('evil', $$SELECT * FROM read_text('/etc/passwd')$$, false, 0)"
         )
     settings = ServerSettings(tokens={READ: "read"})
@@ -360,8 +360,15 @@ def test_a_refused_analysis_is_left_out_of_every_listing(tmp_path: Any) -> None:
             engine.dispose()
 
 
-def test_the_wires_array_types_are_the_type_tables() -> None:
-    assert {oid: types.PG_TYPES[oid].array for oid in types.ARRAY_OF} == types.ARRAY_OF
+def test_every_type_a_result_column_can_hold_has_its_array_type() -> None:
+    dumped = {oid for oid, adapter in types.ADAPTERS.items() if adapter.dump_text}
+    assert set(types.ARRAY_OF) == dumped
+    assert all(types.PG_TYPES[oid].array == types.ARRAY_OF[oid] for oid in dumped)
+    assert {types.column_type(t).oid for t in ("INTEGER[]", "DATE[]", "UUID[]")} == {
+        types.ARRAY_OF[types.Oid.INT4],
+        types.ARRAY_OF[types.Oid.DATE],
+        types.ARRAY_OF[types.Oid.UUID],
+    }
 
 
 def test_analysis_columns_are_in_information_schema(served: Served) -> None:

@@ -238,18 +238,14 @@ def parameter_count(sql: str) -> int:
 _CASTS = {
     name: oid for oid, kind in types.PG_TYPES.items() for name in (kind.name, kind.spelled)
 } | {
-    "int": types.INT4,
-    "double": types.FLOAT8,
-    "float": types.FLOAT8,
-    "decimal": types.NUMERIC,
-    "blob": types.BYTEA,
+    "int": types.Oid.INT4,
+    "double": types.Oid.FLOAT8,
+    "float": types.Oid.FLOAT8,
+    "decimal": types.Oid.NUMERIC,
+    "blob": types.Oid.BYTEA,
 }
 # element OID -> array OID, for the arrays a parameter can be read as
-_ARRAY_CASTS = {
-    oid: kind.array
-    for oid, kind in types.PG_TYPES.items()
-    if oid in types.ARRAY_OF or oid in (types.OID, types.VARCHAR)
-}
+_ARRAY_CASTS = {element: array for array, element in types.PARAMETER_ARRAYS.items()}
 
 
 def parameter_types(sql: str, given: list[int]) -> list[int]:
@@ -262,7 +258,7 @@ def parameter_types(sql: str, given: list[int]) -> list[int]:
         if 0 <= index < count and found[index] == 0:
             oid = _CASTS.get(name.lower(), 0)
             found[index] = _ARRAY_CASTS.get(oid, 0) if array else oid
-    return [oid or 25 for oid in found]
+    return [oid or types.Oid.TEXT for oid in found]
 
 
 def split(sql: str) -> list[str]:
