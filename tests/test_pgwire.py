@@ -29,8 +29,9 @@ from starlette.testclient import TestClient
 
 import duckflock
 import pgclients
-from duckflock.server.app import ServerSettings, create_app
+from duckflock.server.http.app import create_app
 from duckflock.server.pgwire import PgServer, PgSettings
+from duckflock.server.settings import ServerSettings
 from pgclients import CLIENTS
 
 READ, WRITE, ADMIN = "read-token-0123456789", "write-token-0123456789", "admin-token-0123456789"

@@ -25,9 +25,9 @@ from starlette.testclient import TestClient
 
 import duckflock
 import pgclients
-from duckflock.server.app import ServerSettings
 from duckflock.server.pgwire import PgServer, PgSettings, catalog, types
 from duckflock.server.serve import prepare
+from duckflock.server.settings import ServerSettings
 
 READ = "catalog-read-token-0123456789"
 # spelled so that DuckDB and PostgreSQL both take it, with the same meaning

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 import duckflock
 import pgclients
-from duckflock.server.app import ServerSettings
 from duckflock.server.pgwire import PgServer, PgSettings
 from duckflock.server.pgwire.types import numeric_binary
+from duckflock.server.settings import ServerSettings
 
 
 @pytest.fixture(scope="module")

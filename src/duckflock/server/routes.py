@@ -2,7 +2,7 @@
 that serves it, its request body and its answers.
 
 Everything else is made from :data:`ROUTES`: the Starlette router and each route's role
-check (:func:`duckflock.server.app.create_app`), the paths that need no token (the auth
+check (:func:`duckflock.server.http.app.create_app`), the paths that need no token (the auth
 middleware's), the role map the docs show (:func:`roles`) and the OpenAPI document
 (:mod:`.openapi`). A test checks that nothing names a route anywhere else.
 """
@@ -94,7 +94,7 @@ class Route:
     method: str
     path: str
     role: Role | None
-    handler: str  # the name of the :class:`~duckflock.server.app.HttpApi` method
+    handler: str  # the name of the :class:`~duckflock.server.http.api.HttpApi` method
     summary: str
     responses: Mapping[str, Any]
     body: Mapping[str, Any] | None = None  # media type -> schema

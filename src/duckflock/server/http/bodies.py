@@ -20,7 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from duckflock.errors import PayloadTooLargeError, RequestError, UnsupportedMediaTypeError
-from duckflock.server import formats, render
+from duckflock.server import formats
+from duckflock.server.http import render
 from duckflock.server.limits import ByteBudget, Slots
 from duckflock.server.settings import ServerSettings
 
