@@ -445,7 +445,7 @@ def test_the_time_limit_and_cancel_stop_a_query_with_57014(pg: Served) -> None:
         # cancel_safe: the old cancel() keeps the GIL while it waits, and this server
         # runs in the same process
         canceller = threading.Thread(
-            target=lambda: (_until(lambda: bool(pg.server.guard._running)), conn.cancel_safe())
+            target=lambda: (_until(lambda: pg.server.guard.running > 0), conn.cancel_safe())
         )
         canceller.start()
         started = time.monotonic()
@@ -470,7 +470,7 @@ def test_a_client_leaving_mid_result_frees_its_query(pg: Served) -> None:
             for _ in stream:
                 pass
         conn.close()
-    _until(lambda: not pg.server.guard._running and pg.db.open_cursors <= cursors + 1)
+    _until(lambda: pg.server.guard.running == 0 and pg.db.open_cursors <= cursors + 1)
     with pgclients.connect("psycopg", pg.port, READ) as conn:
         assert conn.query("SELECT count(*) FROM kinds") == [(2,)]
 
@@ -649,14 +649,14 @@ def test_a_client_killed_mid_result_leaves_the_server_serving(pg: Served, client
     child = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline() == "connected\n"
-        _until(lambda: bool(pg.server.guard._running) or child.poll() is not None)
+        _until(lambda: pg.server.guard.running > 0 or child.poll() is not None)
         child.kill()  # mid-result: 150 MB the client was still reading
     finally:
         child.kill()
         child.wait(30)
         if child.stdout is not None:
             child.stdout.close()
-    _until(lambda: not pg.server.guard._running and pg.db.open_cursors <= cursors + 1)
+    _until(lambda: pg.server.guard.running == 0 and pg.db.open_cursors <= cursors + 1)
     with pgclients.connect(client, pg.port, READ) as conn:
         assert conn.query("SELECT count(*) FROM kinds") == [(2,)]
 
