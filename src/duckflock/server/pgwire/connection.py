@@ -15,9 +15,12 @@ from duckflock.errors import (
     DuckflockError,
 )
 from duckflock.server.pgwire import compat, extended, running, startup
+from duckflock.server.pgwire.compat import Kind
 from duckflock.server.pgwire.messages import (
+    Backend,
     Body,
     Disconnected,
+    Frontend,
     ProtocolError,
     error,
     message,
@@ -52,31 +55,35 @@ def serve(session: Session) -> None:
 def loop(session: Session) -> None:
     """Messages until the client says goodbye (Terminate) or breaks the protocol."""
     handlers: dict[bytes, Callable[[Session, bytes], None]] = {
-        b"Q": on_query,
-        b"P": extended.on_parse,
-        b"B": extended.on_bind,
-        b"D": extended.on_describe,
-        b"E": extended.on_execute,
-        b"C": extended.on_close,
-        b"H": lambda session, body: session.flush(),
+        Frontend.QUERY: on_query,
+        Frontend.PARSE: extended.on_parse,
+        Frontend.BIND: extended.on_bind,
+        Frontend.DESCRIBE: extended.on_describe,
+        Frontend.EXECUTE: extended.on_execute,
+        Frontend.CLOSE: extended.on_close,
+        Frontend.FLUSH: lambda session, body: session.flush(),
     }
     while True:
         session.wait_for_client()
         kind, body = session.reader.message()
         log.debug("pg session %d: %r %d bytes", session.pid, kind, len(body))
-        if kind == b"X":
+        if kind == Frontend.TERMINATE:
             return
-        if kind == b"S":
+        if kind == Frontend.SYNC:
             session.skipping = False
             session.close_portals()
             session.ready_for_query()
             continue
         handler = handlers.get(kind)
         if handler is None:
-            if kind in (b"d", b"c", b"f"):  # copy-in data after a refused COPY FROM
+            if kind in (
+                Frontend.COPY_DATA,
+                Frontend.COPY_DONE,
+                Frontend.COPY_FAIL,
+            ):  # copy-in data after a refused COPY FROM
                 continue
             raise ProtocolError(f"unknown message type {kind!r}")
-        if session.skipping and kind != b"Q":
+        if session.skipping and kind != Frontend.QUERY:
             continue
         try:
             handler(session, body)
@@ -86,7 +93,7 @@ def loop(session: Session) -> None:
             if isinstance(exc, OSError) and not isinstance(exc, DuckflockError):
                 raise  # the socket failed (QueryTimeoutError is an OSError too)
             session.fail(exc)
-            if kind == b"Q":
+            if kind == Frontend.QUERY:
                 session.ready_for_query()
             else:  # sent now, as PostgreSQL does: a client may wait for it before Sync
                 session.skipping = True
@@ -99,10 +106,10 @@ def on_query(session: Session, body: bytes) -> None:
     log.debug("pg session %d: query %r", session.pid, sql)
     for part in compat.split(sql):
         statement = compat.classify(part)
-        if statement.kind == "empty":
-            session.send(message(b"I"))
+        if statement.kind == Kind.EMPTY:
+            session.send(message(Backend.EMPTY_QUERY))
             continue
-        if statement.kind == "copy":
+        if statement.kind == Kind.COPY:
             running.copy_out(session, statement, [])
             continue
         portal = Portal(Prepared(statement, []), [], [0])

@@ -10,8 +10,10 @@ from duckflock.errors import (
     QueryError,
 )
 from duckflock.server.pgwire import compat, running, types
+from duckflock.server.pgwire.compat import Kind
 from duckflock.server.pgwire.encode import RowEncoder
 from duckflock.server.pgwire.messages import (
+    Backend,
     Body,
     LimitExceeded,
     message,
@@ -46,7 +48,7 @@ def on_parse(session: Session, body: bytes) -> None:
         )
     types_of = compat.parameter_types(parts[0], given)
     session.prepared[name] = Prepared(statement, types_of, len(body))
-    session.send(message(b"1"))
+    session.send(message(Backend.PARSE_COMPLETE))
 
 
 def on_bind(session: Session, body: bytes) -> None:
@@ -65,7 +67,7 @@ def on_bind(session: Session, body: bytes) -> None:
     for i in range(count):
         size = fields.int32()
         data = None if size == -1 else fields.raw(size)
-        params.append(types.decode_param(oids[i], param_formats[i] == 1, data))
+        params.append(types.decode_param(oids[i], param_formats[i] == types.Format.BINARY, data))
     formats = [fields.int16() for _ in range(fields.int16())]
     session.close_portal(portal_name)
     session.check_held(len(body), None)
@@ -75,7 +77,7 @@ def on_bind(session: Session, body: bytes) -> None:
             "(a Close message, or end the transaction) first"
         )
     session.portals[portal_name] = Portal(prepared, params, formats, size=len(body))
-    session.send(message(b"2"))
+    session.send(message(Backend.BIND_COMPLETE))
 
 
 def on_describe(session: Session, body: bytes) -> None:
@@ -86,10 +88,15 @@ def on_describe(session: Session, body: bytes) -> None:
         if prepared is None:
             raise QueryError(f"prepared statement {name!r} does not exist")
         oids = prepared.param_types
-        session.send(message(b"t", _I2.pack(len(oids)) + b"".join(_I4.pack(o) for o in oids)))
+        session.send(
+            message(
+                Backend.PARAMETER_DESCRIPTION,
+                _I2.pack(len(oids)) + b"".join(_I4.pack(o) for o in oids),
+            )
+        )
         columns = describe_statement(session, prepared)
         if columns is None:
-            session.send(message(b"n"))
+            session.send(message(Backend.NO_DATA))
         else:
             encoder = RowEncoder(columns[1], [0])
             session.send(running.describe_columns(columns[0], encoder))
@@ -97,28 +104,28 @@ def on_describe(session: Session, body: bytes) -> None:
     portal = session.portals.get(name)
     if portal is None:
         raise QueryError(f"portal {name!r} does not exist")
-    if portal.prepared.statement.kind == "copy":
-        session.send(message(b"n"))
+    if portal.prepared.statement.kind == Kind.COPY:
+        session.send(message(Backend.NO_DATA))
         return
     running.open_portal(session, portal)
     assert portal.outcome is not None
     if portal.outcome.names is None:
-        session.send(message(b"n"))
+        session.send(message(Backend.NO_DATA))
     else:
         session.send(running.describe_rows(session, portal))
 
 
 def describe_statement(session: Session, prepared: Prepared) -> tuple[list[str], list[str]] | None:
     statement = prepared.statement
-    if statement.kind == "show" and (
+    if statement.kind == Kind.SHOW and (
         statement.name in session.settings or statement.name in compat.SHOW_ONLY
     ):
         return [statement.name], ["VARCHAR"]
-    if statement.kind == "show":
+    if statement.kind == Kind.SHOW:
         return session.server.executor.describe(
             statement.sql, 0, session.role, client=session.client
         )
-    if statement.kind != "sql":
+    if statement.kind != Kind.SQL:
         return None
     count = len(prepared.param_types)
     return session.server.executor.describe(
@@ -133,10 +140,10 @@ def on_execute(session: Session, body: bytes) -> None:
     if portal is None:
         raise QueryError(f"portal {name!r} does not exist")
     statement = portal.prepared.statement
-    if statement.kind == "empty":
-        session.send(message(b"I"))
+    if statement.kind == Kind.EMPTY:
+        session.send(message(Backend.EMPTY_QUERY))
         return
-    if statement.kind == "copy":
+    if statement.kind == Kind.COPY:
         running.copy_out(session, statement, portal.params)
         return
     running.open_portal(session, portal)
@@ -150,4 +157,4 @@ def on_close(session: Session, body: bytes) -> None:
         session.prepared.pop(name, None)
     else:
         session.close_portal(name)
-    session.send(message(b"3"))
+    session.send(message(Backend.CLOSE_COMPLETE))

@@ -13,6 +13,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterable
+from enum import Enum
 
 from duckflock.errors import DuckflockError, RowRejectedError
 from duckflock.server.pgwire.types import OutOfRange
@@ -119,7 +120,50 @@ class Body:
         return value
 
 
-def message(kind: bytes, body: bytes = b"") -> bytes:
+class Frontend(bytes, Enum):
+    """The type byte of each message a client sends after start-up."""
+
+    QUERY = b"Q"
+    PARSE = b"P"
+    BIND = b"B"
+    DESCRIBE = b"D"
+    EXECUTE = b"E"
+    CLOSE = b"C"
+    FLUSH = b"H"
+    SYNC = b"S"
+    TERMINATE = b"X"
+    PASSWORD = b"p"  # a password, or a SASL message
+    COPY_DATA = b"d"
+    COPY_DONE = b"c"
+    COPY_FAIL = b"f"
+
+
+class Backend(bytes, Enum):
+    """The type byte of each message this server sends."""
+
+    AUTHENTICATION = b"R"
+    BACKEND_KEY_DATA = b"K"
+    PARAMETER_STATUS = b"S"
+    READY_FOR_QUERY = b"Z"
+    PARSE_COMPLETE = b"1"
+    BIND_COMPLETE = b"2"
+    CLOSE_COMPLETE = b"3"
+    PARAMETER_DESCRIPTION = b"t"
+    NO_DATA = b"n"
+    ROW_DESCRIPTION = b"T"
+    DATA_ROW = b"D"
+    EMPTY_QUERY = b"I"
+    PORTAL_SUSPENDED = b"s"
+    COMMAND_COMPLETE = b"C"
+    COPY_OUT_RESPONSE = b"H"
+    COPY_DATA = b"d"
+    COPY_DONE = b"c"
+    NOTIFICATION = b"A"
+    NOTICE = b"N"
+    ERROR = b"E"
+
+
+def message(kind: Backend, body: bytes = b"") -> bytes:
     return kind + _I4.pack(len(body) + 4) + body
 
 
@@ -128,15 +172,15 @@ def cstr(text: str) -> bytes:
 
 
 def parameter_status(name: str, value: str) -> bytes:
-    return message(b"S", cstr(name) + cstr(value))
+    return message(Backend.PARAMETER_STATUS, cstr(name) + cstr(value))
 
 
 def ready(status: bytes) -> bytes:
-    return message(b"Z", status)
+    return message(Backend.READY_FOR_QUERY, status)
 
 
 def command_complete(tag: str) -> bytes:
-    return message(b"C", cstr(tag))
+    return message(Backend.COMMAND_COMPLETE, cstr(tag))
 
 
 def row_description(columns: Iterable[tuple[str, int, int, int]]) -> bytes:
@@ -144,21 +188,21 @@ def row_description(columns: Iterable[tuple[str, int, int, int]]) -> bytes:
     parts = []
     for name, oid, size, fmt in columns:
         parts.append(cstr(name) + struct.pack("!ihihih", 0, 0, oid, size, -1, fmt))
-    return message(b"T", _I2.pack(len(parts)) + b"".join(parts))
+    return message(Backend.ROW_DESCRIPTION, _I2.pack(len(parts)) + b"".join(parts))
 
 
 def notification(pid: int, channel: str, payload: str) -> bytes:
-    return message(b"A", _I4.pack(pid) + cstr(channel) + cstr(payload))
+    return message(Backend.NOTIFICATION, _I4.pack(pid) + cstr(channel) + cstr(payload))
 
 
 def notice(text: str, code: str = "01000") -> bytes:
     fields = b"SWARNING\x00VWARNING\x00C" + cstr(code) + b"M" + cstr(text)
-    return message(b"N", fields + b"\x00")
+    return message(Backend.NOTICE, fields + b"\x00")
 
 
 def error(text: str, code: str, severity: str = "ERROR") -> bytes:
     fields = b"S" + cstr(severity) + b"V" + cstr(severity) + b"C" + cstr(code)
-    return message(b"E", fields + b"M" + cstr(text) + b"\x00")
+    return message(Backend.ERROR, fields + b"M" + cstr(text) + b"\x00")
 
 
 class LimitExceeded(ValueError):

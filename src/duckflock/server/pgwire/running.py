@@ -16,10 +16,11 @@ from duckflock.errors import (
     ServerBusyError,
 )
 from duckflock.server.pgwire import compat
-from duckflock.server.pgwire.compat import Statement
+from duckflock.server.pgwire.compat import Kind, Statement
 from duckflock.server.pgwire.encode import COPY_SIGNATURE, COPY_TRAILER, RowEncoder, copy_data
-from duckflock.server.pgwire.execute import CopyPlan, Outcome, copy_plan
+from duckflock.server.pgwire.execute import CopyFormat, CopyPlan, Outcome, copy_plan
 from duckflock.server.pgwire.messages import (
+    Backend,
     LimitExceeded,
     command_complete,
     message,
@@ -33,6 +34,7 @@ from duckflock.server.pgwire.session import (
     Portal,
     Session,
 )
+from duckflock.server.pgwire.types import Format
 
 _I2 = struct.Struct("!h")
 
@@ -62,11 +64,11 @@ def open_portal(session: Session, portal: Portal) -> None:
 
 def run_statement(session: Session, statement: Statement, params: list[Any]) -> Outcome:
     kind, executor = statement.kind, session.server.executor
-    if kind == "tx":
+    if kind == Kind.TX:
         return transaction(session, statement.tag)
-    if kind == "set":
+    if kind == Kind.SET:
         return set_setting(session, statement)
-    if kind == "show":
+    if kind == Kind.SHOW:
         name = statement.name
         value = session.settings.get(name, compat.SHOW_ONLY.get(name))
         if value is None:  # not a setting: DuckDB's SHOW <table>
@@ -74,21 +76,21 @@ def run_statement(session: Session, statement: Statement, params: list[Any]) -> 
                 statement.sql, params, session.role, session.running_on, client=session.client
             )
         return Outcome.table("SHOW", pa.table({name: [value]}), ["VARCHAR"])
-    if kind == "listen":
+    if kind == Kind.LISTEN:
         session.channels.listen(statement.name, session.pid)
         return Outcome("LISTEN")
-    if kind == "unlisten":
+    if kind == Kind.UNLISTEN:
         session.channels.unlisten(statement.name)
         return Outcome("UNLISTEN")
-    if kind == "notify":
+    if kind == Kind.NOTIFY:
         raise QueryError("NOTIFY is not supported: channels are analyses, notified on refresh")
-    if kind in ("discard", "deallocate"):
-        if kind == "deallocate" and statement.sql.split()[-1].upper() == "ALL":
+    if kind in (Kind.DISCARD, Kind.DEALLOCATE):
+        if kind == Kind.DEALLOCATE and statement.sql.split()[-1].upper() == "ALL":
             session.prepared.clear()  # compat names it "", like the unnamed statement
-        elif kind == "deallocate":
+        elif kind == Kind.DEALLOCATE:
             session.prepared.pop(statement.name, None)
         return Outcome(statement.tag)
-    if kind == "insert":
+    if kind == Kind.INSERT:
         outcome = executor.insert(statement.sql, params, session.role, client=session.client)
     else:
         outcome = executor.run(
@@ -143,7 +145,7 @@ def describe_rows(session: Session, portal: Portal) -> bytes:
 
 
 def describe_columns(names: list[str], encoder: RowEncoder) -> bytes:
-    formats = encoder.formats if len(encoder.formats) == len(names) else [0] * len(names)
+    formats = encoder.formats if len(encoder.formats) == len(names) else [Format.TEXT] * len(names)
     return row_description(
         (name, c.oid, c.size, f) for name, c, f in zip(names, encoder.columns, formats, strict=True)
     )
@@ -193,7 +195,7 @@ def _send_rows(session: Session, portal: Portal, limit: int) -> None:
             portal.pending = None
             break
         if limit and sent >= limit:
-            session.send(message(b"s"))
+            session.send(message(Backend.PORTAL_SUSPENDED))
             return
     portal.done = True
     for text in portal.notes:
@@ -217,11 +219,11 @@ def _copy_out(session: Session, plan: CopyPlan, params: list[Any]) -> None:
     )
     try:
         assert outcome.duck_types is not None and outcome.names is not None
-        binary = plan.format == "binary"
-        encoder = RowEncoder(outcome.duck_types, [1 if binary else 0])
+        binary = plan.format == CopyFormat.BINARY
+        encoder = RowEncoder(outcome.duck_types, [Format.BINARY if binary else Format.TEXT])
         count = len(outcome.names)
         head = struct.pack("!bh", int(binary), count) + _I2.pack(int(binary)) * count
-        session.send(message(b"H", head))
+        session.send(message(Backend.COPY_OUT_RESPONSE, head))
         # the binary header travels with the first rows, as PostgreSQL sends it
         # (ADBC's reader expects a row right after the header in the same message)
         prefix = COPY_SIGNATURE if binary else b""
@@ -229,10 +231,10 @@ def _copy_out(session: Session, plan: CopyPlan, params: list[Any]) -> None:
         header = outcome.names if plan.header else None
         while (batch := outcome.next_batch()) is not None:
             batch = batch.slice(0, max(session.server.row_cap - rows, 0))
-            if plan.format == "binary":
+            if plan.format == CopyFormat.BINARY:
                 data = encoder.copy_binary(batch, prefix) if batch.num_rows else b""
                 prefix = prefix if not data else b""
-            elif plan.format == "csv":
+            elif plan.format == CopyFormat.CSV:
                 data = copy_data(encoder.copy_csv(batch, header))
                 header = None
             else:
@@ -244,7 +246,7 @@ def _copy_out(session: Session, plan: CopyPlan, params: list[Any]) -> None:
                 break  # the same caps as a SELECT's (the byte cap: whole batches)
         if binary:
             session.send(copy_data(prefix + COPY_TRAILER))
-        session.send(message(b"c"))
+        session.send(message(Backend.COPY_DONE))
         if sent > session.server.byte_cap:
             session.send(notice(f"the result was cut at the {session.server.byte_cap:,}-byte cap"))
         session.send(command_complete(f"COPY {rows}"))

@@ -30,6 +30,7 @@ from duckflock.errors import (
     QueryError,
     QueryTimeoutError,
 )
+from duckflock.server.auth import Role
 from duckflock.server.pgwire import compat
 from duckflock.server.pgwire.channels import Channels
 from duckflock.server.pgwire.compat import Statement
@@ -99,7 +100,7 @@ class Session:
         self.peer = _peer(sock) or "unknown"  # the address: back-off, caps, client name
         self.pid = 0
         self.secret = secrets.randbits(31)
-        self.role = "read"
+        self.role: str = Role.READ
         self.token: int | None = None  # which token authenticated (its index), at login
         self.client = ""  # the service's name for this client (address and token), at login
         self.user = ""

@@ -11,6 +11,7 @@ import time
 from duckflock.errors import (
     AuthenticationError,
 )
+from duckflock.server.auth import Role
 from duckflock.server.backoff import Door, Refused
 from duckflock.server.pgwire import compat
 from duckflock.server.pgwire.messages import (
@@ -19,7 +20,9 @@ from duckflock.server.pgwire.messages import (
     MAX_AUTH_MESSAGE,
     PROTOCOL_3,
     SSL_REQUEST,
+    Backend,
     Body,
+    Frontend,
     ProtocolError,
     Reader,
     cstr,
@@ -91,10 +94,10 @@ def startup(session: Session) -> bool:
     session.pid = session.server.register(session)
     session.reader.deadline = None
     session.sock.settimeout(None)
-    session.send(message(b"R", _I4.pack(0)))
+    session.send(message(Backend.AUTHENTICATION, _I4.pack(0)))
     for name in compat.STARTUP_REPORTED:
         session.send(parameter_status(name, session.settings[name]))
-    session.send(message(b"K", struct.pack("!ii", session.pid, session.secret)))
+    session.send(message(Backend.BACKEND_KEY_DATA, struct.pack("!ii", session.pid, session.secret)))
     session.ready_for_query()
     return True
 
@@ -103,12 +106,12 @@ def authenticate(session: Session) -> str | None:
     """The role the client's password (a token) gives, or None."""
     server = session.server
     if not server.tokens:
-        return "admin"  # tokenless: the server listens on loopback only
+        return Role.ADMIN  # tokenless: the server listens on loopback only
     if server.cleartext and isinstance(session.sock, ssl.SSLSocket):
-        session.send(message(b"R", _I4.pack(3)))
+        session.send(message(Backend.AUTHENTICATION, _I4.pack(3)))
         session.flush()
         kind, body = session.reader.message(MAX_AUTH_MESSAGE)
-        if kind != b"p":
+        if kind != Frontend.PASSWORD:
             raise ProtocolError("expected a password message")
         password = body.rstrip(b"\x00").decode("utf-8", "replace")
         wait_out_backoff(session, password)
@@ -119,10 +122,10 @@ def authenticate(session: Session) -> str | None:
         session.token = match[0]
         return match[1]
     exchange = server.scram.exchange()
-    session.send(message(b"R", _I4.pack(10) + cstr(MECHANISM) + b"\x00"))
+    session.send(message(Backend.AUTHENTICATION, _I4.pack(10) + cstr(MECHANISM) + b"\x00"))
     session.flush()
     kind, body = session.reader.message(MAX_AUTH_MESSAGE)
-    if kind != b"p":
+    if kind != Frontend.PASSWORD:
         raise ProtocolError("expected a SASL initial response")
     fields = Body(body)
     if fields.string() != MECHANISM:
@@ -132,10 +135,10 @@ def authenticate(session: Session) -> str | None:
         challenge = exchange.server_first(first)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(str(exc)) from None
-    session.send(message(b"R", _I4.pack(11) + challenge))
+    session.send(message(Backend.AUTHENTICATION, _I4.pack(11) + challenge))
     session.flush()
     kind, body = session.reader.message(MAX_AUTH_MESSAGE)
-    if kind != b"p":
+    if kind != Frontend.PASSWORD:
         raise ProtocolError("expected a SASL response")
     wait_out_backoff(session, None)  # SCRAM never shows the token: per address only
     outcome = exchange.server_final(body)
@@ -144,7 +147,7 @@ def authenticate(session: Session) -> str | None:
         return None
     role, final = outcome
     session.token = exchange.token
-    session.send(message(b"R", _I4.pack(12) + final))
+    session.send(message(Backend.AUTHENTICATION, _I4.pack(12) + final))
     return role
 
 
