@@ -57,7 +57,7 @@ def error_payload(exc: DuckflockError) -> dict[str, Any]:
 def json_response(
     payload: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    return Response(formats.dumps(payload), status, headers, media_type=formats.JSON)
+    return Response(formats.dumps(payload), status, headers, media_type=formats.MediaType.JSON)
 
 
 STATUS_TYPES = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLargeError"}
