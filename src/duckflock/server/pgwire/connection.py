@@ -11,9 +11,7 @@ import logging
 import ssl
 from collections.abc import Callable
 
-from duckflock.errors import (
-    DuckflockError,
-)
+from duckflock.errors import DuckflockError
 from duckflock.server.pgwire import compat, extended, running, startup
 from duckflock.server.pgwire.compat import Kind
 from duckflock.server.pgwire.messages import (
@@ -25,11 +23,7 @@ from duckflock.server.pgwire.messages import (
     error,
     message,
 )
-from duckflock.server.pgwire.session import (
-    Portal,
-    Prepared,
-    Session,
-)
+from duckflock.server.pgwire.session import Portal, Prepared, Session
 
 log = logging.getLogger("duckflock.pgwire")
 

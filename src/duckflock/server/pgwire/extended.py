@@ -6,25 +6,12 @@ from __future__ import annotations
 import logging
 import struct
 
-from duckflock.errors import (
-    QueryError,
-)
+from duckflock.errors import QueryError
 from duckflock.server.pgwire import compat, running, types
 from duckflock.server.pgwire.compat import Kind
 from duckflock.server.pgwire.encode import RowEncoder
-from duckflock.server.pgwire.messages import (
-    Backend,
-    Body,
-    LimitExceeded,
-    message,
-)
-from duckflock.server.pgwire.session import (
-    MAX_PORTALS,
-    MAX_PREPARED,
-    Portal,
-    Prepared,
-    Session,
-)
+from duckflock.server.pgwire.messages import Backend, Body, LimitExceeded, message
+from duckflock.server.pgwire.session import MAX_PORTALS, MAX_PREPARED, Portal, Prepared, Session
 
 log = logging.getLogger("duckflock.pgwire")
 _I2, _I4 = struct.Struct("!h"), struct.Struct("!i")

@@ -10,11 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from duckflock.errors import (
-    QueryError,
-    QueryTimeoutError,
-    ServerBusyError,
-)
+from duckflock.errors import QueryError, QueryTimeoutError, ServerBusyError
 from duckflock.server.pgwire import compat
 from duckflock.server.pgwire.compat import Kind, Statement
 from duckflock.server.pgwire.encode import COPY_SIGNATURE, COPY_TRAILER, RowEncoder, copy_data
@@ -28,12 +24,7 @@ from duckflock.server.pgwire.messages import (
     parameter_status,
     row_description,
 )
-from duckflock.server.pgwire.session import (
-    MAX_SETTING_TEXT,
-    MAX_SETTINGS,
-    Portal,
-    Session,
-)
+from duckflock.server.pgwire.session import MAX_SETTING_TEXT, MAX_SETTINGS, Portal, Session
 from duckflock.server.pgwire.types import Format
 
 _I2 = struct.Struct("!h")

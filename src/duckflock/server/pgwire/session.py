@@ -25,11 +25,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from duckflock.errors import (
-    DuckflockError,
-    QueryError,
-    QueryTimeoutError,
-)
+from duckflock.errors import DuckflockError, QueryError, QueryTimeoutError
 from duckflock.server.auth import Role
 from duckflock.server.pgwire import compat
 from duckflock.server.pgwire.channels import Channels

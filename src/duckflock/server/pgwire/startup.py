@@ -8,9 +8,7 @@ import ssl
 import struct
 import time
 
-from duckflock.errors import (
-    AuthenticationError,
-)
+from duckflock.errors import AuthenticationError
 from duckflock.server.auth import Role
 from duckflock.server.backoff import Door, Refused
 from duckflock.server.pgwire import compat
@@ -31,9 +29,7 @@ from duckflock.server.pgwire.messages import (
     parameter_status,
 )
 from duckflock.server.pgwire.scram import MECHANISM
-from duckflock.server.pgwire.session import (
-    Session,
-)
+from duckflock.server.pgwire.session import Session
 
 _I4 = struct.Struct("!i")
 
