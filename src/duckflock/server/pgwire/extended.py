@@ -41,9 +41,7 @@ def on_parse(session: Session, body: bytes) -> None:
 def on_bind(session: Session, body: bytes) -> None:
     fields = Body(body)
     portal_name, name = fields.string(), fields.string()
-    prepared = session.prepared.get(name)
-    if prepared is None:
-        raise QueryError(f"prepared statement {name!r} does not exist")
+    prepared = _prepared(session, name)
     param_formats = [fields.int16() for _ in range(fields.int16())]
     count = fields.int16()
     if len(param_formats) == 1:
@@ -71,9 +69,7 @@ def on_describe(session: Session, body: bytes) -> None:
     fields = Body(body)
     what, name = fields.raw(1), fields.string()
     if what == b"S":
-        prepared = session.prepared.get(name)
-        if prepared is None:
-            raise QueryError(f"prepared statement {name!r} does not exist")
+        prepared = _prepared(session, name)
         oids = prepared.param_types
         session.send(
             message(
@@ -88,9 +84,7 @@ def on_describe(session: Session, body: bytes) -> None:
             encoder = RowEncoder(columns[1], [0])
             session.send(running.describe_columns(columns[0], encoder))
         return
-    portal = session.portals.get(name)
-    if portal is None:
-        raise QueryError(f"portal {name!r} does not exist")
+    portal = _portal(session, name)
     if portal.prepared.statement.kind == Kind.COPY:
         session.send(message(Backend.NO_DATA))
         return
@@ -123,9 +117,7 @@ def describe_statement(session: Session, prepared: Prepared) -> tuple[list[str],
 def on_execute(session: Session, body: bytes) -> None:
     fields = Body(body)
     name, limit = fields.string(), fields.int32()
-    portal = session.portals.get(name)
-    if portal is None:
-        raise QueryError(f"portal {name!r} does not exist")
+    portal = _portal(session, name)
     statement = portal.prepared.statement
     if statement.kind == Kind.EMPTY:
         session.send(message(Backend.EMPTY_QUERY))
@@ -145,3 +137,17 @@ def on_close(session: Session, body: bytes) -> None:
     else:
         session.close_portal(name)
     session.send(message(Backend.CLOSE_COMPLETE))
+
+
+def _prepared(session: Session, name: str) -> Prepared:
+    found = session.prepared.get(name)
+    if found is None:
+        raise QueryError(f"prepared statement {name!r} does not exist")
+    return found
+
+
+def _portal(session: Session, name: str) -> Portal:
+    found = session.portals.get(name)
+    if found is None:
+        raise QueryError(f"portal {name!r} does not exist")
+    return found
