@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import duckflock
@@ -91,6 +92,12 @@ class ServerProcess:
 
     def client(self, **kwargs: Any) -> duckflock.Client:
         return duckflock.Client(self.url, token=self.token, **kwargs)
+
+    def http(self, **kwargs: Any) -> httpx.Client:
+        """A plain HTTP client on the server's URL, with its token: for what the Client
+        does not send (metrics, raw bodies)."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30, **kwargs)
 
     def output(self) -> str:
         if not self.log.closed:

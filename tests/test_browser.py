@@ -495,10 +495,10 @@ def test_dashboard_with_a_token(tmp_path: Path, browser: Any) -> None:
 
 def test_scales_names_and_formats_in_the_page(browser: Any) -> None:
     """The page's own functions, on cases the end-to-end tests do not reach."""
-    from duckflock.server.app import _dashboard_html
+    from duckflock.server.http.api import dashboard_html
 
     page = browser.new_page(locale="en-US")
-    page.set_content(_dashboard_html())  # no server: the page only goes offline
+    page.set_content(dashboard_html())  # no server: the page only goes offline
 
     def js(expression: str) -> Any:
         return page.evaluate(expression)

@@ -29,8 +29,9 @@ from starlette.testclient import TestClient
 
 import duckflock
 import pgclients
-from duckflock.server.app import ServerSettings, create_app
+from duckflock.server.http.app import create_app
 from duckflock.server.pgwire import PgServer, PgSettings
+from duckflock.server.settings import ServerSettings
 from pgclients import CLIENTS
 
 READ, WRITE, ADMIN = "read-token-0123456789", "write-token-0123456789", "admin-token-0123456789"
@@ -444,7 +445,7 @@ def test_the_time_limit_and_cancel_stop_a_query_with_57014(pg: Served) -> None:
         # cancel_safe: the old cancel() keeps the GIL while it waits, and this server
         # runs in the same process
         canceller = threading.Thread(
-            target=lambda: (_until(lambda: bool(pg.server.guard._running)), conn.cancel_safe())
+            target=lambda: (_until(lambda: pg.server.guard.running > 0), conn.cancel_safe())
         )
         canceller.start()
         started = time.monotonic()
@@ -469,7 +470,7 @@ def test_a_client_leaving_mid_result_frees_its_query(pg: Served) -> None:
             for _ in stream:
                 pass
         conn.close()
-    _until(lambda: not pg.server.guard._running and pg.db.open_cursors <= cursors + 1)
+    _until(lambda: pg.server.guard.running == 0 and pg.db.open_cursors <= cursors + 1)
     with pgclients.connect("psycopg", pg.port, READ) as conn:
         assert conn.query("SELECT count(*) FROM kinds") == [(2,)]
 
@@ -648,13 +649,40 @@ def test_a_client_killed_mid_result_leaves_the_server_serving(pg: Served, client
     child = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout is not None and child.stdout.readline() == "connected\n"
-        _until(lambda: bool(pg.server.guard._running) or child.poll() is not None)
+        _until(lambda: pg.server.guard.running > 0 or child.poll() is not None)
         child.kill()  # mid-result: 150 MB the client was still reading
     finally:
         child.kill()
         child.wait(30)
         if child.stdout is not None:
             child.stdout.close()
-    _until(lambda: not pg.server.guard._running and pg.db.open_cursors <= cursors + 1)
+    _until(lambda: pg.server.guard.running == 0 and pg.db.open_cursors <= cursors + 1)
     with pgclients.connect(client, pg.port, READ) as conn:
         assert conn.query("SELECT count(*) FROM kinds") == [(2,)]
+
+
+def test_every_error_class_declares_a_known_sqlstate_and_the_port_sends_it() -> None:
+    """The SQLSTATE lives on the error class (beside ``http_status``); the port's
+    mapping reads it, and psycopg knows every code (a typo would be a made-up class)."""
+    import inspect
+
+    from duckflock import errors
+    from duckflock.server.pgwire.messages import sqlstate
+
+    classes = [
+        cls
+        for cls in vars(errors).values()
+        if inspect.isclass(cls) and issubclass(cls, errors.DuckflockError)
+    ]
+    assert len(classes) > 30
+    for cls in classes:
+        assert psycopg.errors.lookup(cls.sqlstate).__name__, cls
+        exc = cls.__new__(cls)
+        if isinstance(exc, errors.RowRejectedError):
+            exc.cause = None
+        assert sqlstate(exc) == cls.sqlstate, cls
+    assert errors.QueryTimeoutError.sqlstate == "57014"
+    assert errors.ServerBusyError.sqlstate == "53300"
+    rejected = errors.RowRejectedError.__new__(errors.RowRejectedError)
+    rejected.cause = errors.ConversionError("bad")
+    assert sqlstate(rejected) == "22P02"  # the row's own fault, not 23000

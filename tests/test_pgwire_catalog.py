@@ -25,9 +25,9 @@ from starlette.testclient import TestClient
 
 import duckflock
 import pgclients
-from duckflock.server.app import ServerSettings
 from duckflock.server.pgwire import PgServer, PgSettings, catalog, types
 from duckflock.server.serve import prepare
+from duckflock.server.settings import ServerSettings
 
 READ = "catalog-read-token-0123456789"
 # spelled so that DuckDB and PostgreSQL both take it, with the same meaning
@@ -360,8 +360,15 @@ def test_a_refused_analysis_is_left_out_of_every_listing(tmp_path: Any) -> None:
             engine.dispose()
 
 
-def test_the_wires_array_types_are_the_type_tables() -> None:
-    assert {oid: types.PG_TYPES[oid].array for oid in types.ARRAY_OF} == types.ARRAY_OF
+def test_every_type_a_result_column_can_hold_has_its_array_type() -> None:
+    dumped = {oid for oid, adapter in types.ADAPTERS.items() if adapter.dump_text}
+    assert set(types.ARRAY_OF) == dumped
+    assert all(types.PG_TYPES[oid].array == types.ARRAY_OF[oid] for oid in dumped)
+    assert {types.column_type(t).oid for t in ("INTEGER[]", "DATE[]", "UUID[]")} == {
+        types.ARRAY_OF[types.Oid.INT4],
+        types.ARRAY_OF[types.Oid.DATE],
+        types.ARRAY_OF[types.Oid.UUID],
+    }
 
 
 def test_analysis_columns_are_in_information_schema(served: Served) -> None:

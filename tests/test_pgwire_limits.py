@@ -18,10 +18,10 @@ import pytest
 
 import duckflock
 import pgclients
-from duckflock.server.app import ServerSettings
 from duckflock.server.pgwire import PgServer, PgSettings, types
 from duckflock.server.pgwire.compat import rewrite, split
 from duckflock.server.pgwire.scram import ScramKeys
+from duckflock.server.settings import ServerSettings
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ import trustme
 import duckflock
 import pgclients
 from conftest import ServerProcess, free_port
-from duckflock.server.app import ServerSettings
 from duckflock.server.pgwire import PgServer, PgSettings
+from duckflock.server.settings import ServerSettings
 
 READ, ADMIN = "serve-read-token-0123456789", "serve-admin-token-0123456789"
 CONFIG = """

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 
 import duckflock
 import pgclients
-from duckflock.server.app import ServerSettings
 from duckflock.server.pgwire import PgServer, PgSettings
 from duckflock.server.pgwire.types import numeric_binary
+from duckflock.server.settings import ServerSettings
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +214,27 @@ def test_values_python_cannot_hold_arrive_as_postgresql_sends_them(conns: Any) -
             assert row[:4] == ("24:00:00", ["24:00:00"], ["infinity"], ["-infinity"])
         assert json.loads(row[4]) == {"d": "infinity", "t": "24:00:00"}, binary
         assert row[5] == [decimal.Decimal("1.5")], binary
+
+
+def test_the_type_table_is_psycopgs() -> None:
+    """The one type table (name, OID, array OID) agrees with psycopg's own
+    (``psycopg.postgres.types``, generated from PostgreSQL's catalog); ``unknown``, which
+    psycopg leaves out, is the one exception."""
+    from psycopg.postgres import types as known
+
+    from duckflock.server.pgwire import types
+
+    for oid, kind in types.PG_TYPES.items():
+        theirs = known.get(int(oid))
+        if oid == types.Oid.UNKNOWN:
+            assert theirs is None
+            continue
+        assert theirs is not None, kind
+        assert (theirs.name.strip('"'), theirs.array_oid, theirs.regtype) == (
+            kind.name,
+            kind.array,
+            kind.spelled,
+        )
+    # each OID appears once, and every adapter is for a type of the table
+    assert len({int(oid) for oid in types.PG_TYPES}) == len(types.PG_TYPES)
+    assert set(types.ADAPTERS) - {types.Oid.UNSPECIFIED} <= set(types.PG_TYPES)

@@ -40,7 +40,8 @@ def test_ingest_query_and_watch_over_http(server: ServerProcess) -> None:
             client.execute("COPY events TO 'stolen.csv'")
         with pytest.raises(duckflock.QueryRefusedError):
             client.execute(f"SELECT * FROM read_blob('{server.database}')")
-        metrics = client._http.get("/metrics").text
+        with server.http() as http:
+            metrics = http.get("/metrics").text
         assert "duckflock_rows_committed_total 10.0" in metrics
 
 
@@ -115,11 +116,11 @@ def test_four_producer_processes_and_a_watcher(server: ServerProcess) -> None:
 
 
 def test_sigterm_commits_what_was_accepted_and_exits_zero(server: ServerProcess) -> None:
-    with server.client() as client:
+    with server.http() as http:
         accepted = 0
         for start in range(0, 20_000, 1_000):
             rows = pa.table({"p": [7] * 1_000, "i": list(range(start, start + 1_000))})
-            response = client._http.post(
+            response = http.post(
                 "/v1/tables/events/rows?wait=false",
                 content=_arrow(rows),
                 headers={"Content-Type": "application/vnd.apache.arrow.stream"},

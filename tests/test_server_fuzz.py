@@ -57,8 +57,8 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path: Path) -> No
             check=False,
             cwd=tmp_path,
         )
-        with server.client() as client:
-            metrics = client._http.get("/metrics").text
+        with server.http() as http:
+            metrics = http.get("/metrics").text
     finally:
         assert server.stop() == 0
     counted = [(status, float(n)) for status, n in re.findall(PATTERN, metrics)]

@@ -535,11 +535,11 @@ def test_a_client_leaving_mid_body_is_not_a_500(served: ServerProcess) -> None:
                 b"POST /v1/tables/events/rows HTTP/1.1\r\nHost: localhost\r\n"
                 b'Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n[{"p": 1'
             )
-    with served.client() as client:
+    with served.client() as client, served.http() as http:
         client.health()
         deadline = time.monotonic() + 10
         while True:
-            metrics = client._http.get("/metrics").text
+            metrics = http.get("/metrics").text
             if 'status="499"' in metrics or time.monotonic() > deadline:
                 break
     assert 'status="500"' not in metrics

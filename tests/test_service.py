@@ -167,7 +167,7 @@ def test_the_route_table_makes_the_router_the_role_checks_and_the_openapi_paths(
 
     from duckflock.server import create_app
     from duckflock.server.auth import ROLES, Role
-    from duckflock.server.openapi import document
+    from duckflock.server.http.openapi import document
 
     table = {(r.method, r.path) for r in ROUTES}
     assert len(table) == len(ROUTES)  # no route twice

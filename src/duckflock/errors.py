@@ -45,8 +45,10 @@ Programmer mistakes (a non-string SQL, a negative timeout, an unsupported insert
 ``TypeError`` / ``ValueError``. Every class carries ``http_status``: the server renders
 any of them as ``{"error": {"type": <class name>, "message": …, <fields>}}`` with that
 status, and the client raises the same class again (:func:`from_payload`), so embedded
-and remote code catch the same things. DuckDB's own exceptions are translated at the boundary by
-:func:`translate`, always ``raise … from exc`` so the original stays on ``__cause__``.
+and remote code catch the same things. Every class also carries ``sqlstate``, the
+PostgreSQL error code the Postgres port sends for it (a subclass inherits its parent's).
+DuckDB's own exceptions are translated at the boundary by :func:`translate`, always
+``raise … from exc`` so the original stays on ``__cause__``.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ class DuckflockError(Exception):
     """Root of every error duckflock raises."""
 
     http_status = 500
+    sqlstate = "XX000"  # internal_error
 
     def fields(self) -> dict[str, Any]:
         """The context worth sending over HTTP (JSON-serialisable)."""
@@ -110,6 +113,7 @@ class ClosedError(DuckflockError):
     """The Database was closed; it cannot be used any more."""
 
     http_status = 503
+    sqlstate = "57P01"  # admin_shutdown
 
 
 class OpenError(DuckflockError):
@@ -146,6 +150,7 @@ class QueryError(DuckflockError):
     """DuckDB refused or failed a statement. ``.sql`` holds the statement's text."""
 
     http_status = 400
+    sqlstate = "42000"  # syntax_error_or_access_rule_violation
 
     def __init__(self, message: str, *, sql: str | None = None, params: Any = None) -> None:
         super().__init__(message)
@@ -166,6 +171,8 @@ class QueryError(DuckflockError):
 class CatalogError(QueryError):
     """An unknown table, column, function or schema."""
 
+    sqlstate = "42P01"  # undefined_table
+
 
 class UnknownTableError(CatalogError):
     """The table named in an insert does not exist."""
@@ -183,41 +190,53 @@ class UnknownTableError(CatalogError):
 class ParserError(QueryError):
     """The SQL does not parse."""
 
+    sqlstate = "42601"  # syntax_error
+
 
 class BindError(QueryError):
     """The statement parses but cannot be bound: wrong parameter count or types."""
 
+    sqlstate = "42804"  # datatype_mismatch
+
 
 class ConstraintError(QueryError):
     """A NOT NULL, CHECK, PRIMARY KEY/UNIQUE or FOREIGN KEY constraint failed."""
+
+    sqlstate = "23000"  # integrity_constraint_violation
 
 
 class ConversionError(QueryError):
     """A value cannot be converted to the column's type."""
 
     http_status = 422
+    sqlstate = "22P02"  # invalid_text_representation
 
 
 class QueryRefusedError(QueryError):
     """The server's query endpoint runs one read-only SELECT; this is something else."""
 
     http_status = 403
+    sqlstate = "42501"  # insufficient_privilege
 
 
 class QueryTimeoutError(QueryError, TimeoutError):
     """The query ran past its time limit and was interrupted."""
 
     http_status = 504
+    sqlstate = "57014"  # query_canceled
 
 
 class TransactionError(QueryError):
     """The transaction could not be committed."""
+
+    sqlstate = "25000"  # invalid_transaction_state
 
 
 class ConflictError(TransactionError):
     """A write-write conflict persisted through every retry."""
 
     http_status = 409
+    sqlstate = "40001"  # serialization_failure
 
 
 class TransactionAbortedError(TransactionError):
@@ -232,30 +251,35 @@ class TransportError(DuckflockError, ConnectionError):
     """The client could not reach the server, or the connection broke."""
 
     http_status = 502
+    sqlstate = "XX000"  # internal_error
 
 
 class RequestError(DuckflockError):
     """An HTTP request was malformed: the message carries the parser's words."""
 
     http_status = 400
+    sqlstate = "42000"  # syntax_error_or_access_rule_violation
 
 
 class AuthenticationError(RequestError):
     """The bearer token is missing or wrong."""
 
     http_status = 401
+    sqlstate = "28P01"  # invalid_password
 
 
 class ForbiddenError(RequestError):
     """The token is valid but its role may not do this (or the Host header is refused)."""
 
     http_status = 403
+    sqlstate = "42501"  # insufficient_privilege
 
 
 class ServerBusyError(DuckflockError):
     """The server's concurrency or memory limits stayed full; retry after a while."""
 
     http_status = 503
+    sqlstate = "53300"  # too_many_connections
 
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
         super().__init__(message)
@@ -281,12 +305,14 @@ class AnalysisError(DuckflockError):
     """A live analysis could not be found or waited for."""
 
     http_status = 400
+    sqlstate = "42000"  # syntax_error_or_access_rule_violation
 
 
 class UnknownAnalysisError(AnalysisError, KeyError):
     """No analysis has this name."""
 
     http_status = 404
+    sqlstate = "42P01"  # undefined_table
 
     def __init__(self, name: str) -> None:
         super().__init__(f"no analysis named {name!r}")
@@ -303,12 +329,14 @@ class ResultTimeoutError(AnalysisError, TimeoutError):
     """No result of the wanted version arrived within the timeout."""
 
     http_status = 504
+    sqlstate = "XX000"  # internal_error
 
 
 class IngestError(DuckflockError):
     """The write path could not take or commit rows."""
 
     http_status = 422
+    sqlstate = "58000"  # system_error
 
 
 class SchemaMismatchError(IngestError, ValueError):
@@ -330,6 +358,8 @@ class RowRejectedError(IngestError):
     could not be narrowed down), ``.row`` the row as a dict, ``.cause`` the translated
     DuckDB error (a :class:`ConstraintError`, :class:`ConversionError`, …).
     """
+
+    sqlstate = "23000"  # integrity_constraint_violation
 
     def __init__(
         self,
@@ -364,6 +394,7 @@ class QueueFullError(IngestError, TimeoutError):
     """The bounded ingest queue stayed full for longer than the caller's timeout."""
 
     http_status = 503
+    sqlstate = "53000"  # insufficient_resources
 
 
 class IngestTimeoutError(IngestError, TimeoutError):

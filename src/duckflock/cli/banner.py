@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from duckflock.server.app import ServerSettings
     from duckflock.server.pgwire import PgSettings
+    from duckflock.server.settings import ServerSettings
 
 PG_USER = "duckflock"  # any user name is accepted; the password is a token
 

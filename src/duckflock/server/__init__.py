@@ -13,8 +13,8 @@ from duckflock._extras import require
 from duckflock.server.settings import ServerSettings
 
 if TYPE_CHECKING:
-    from duckflock.server.app import create_app
     from duckflock.server.guard import QueryGuard
+    from duckflock.server.http.app import create_app
 
 __all__ = ["QueryGuard", "ServerSettings", "create_app"]
 
@@ -25,6 +25,7 @@ def __getattr__(name: str) -> Any:
     require(
         "server", "duckflock.server", "starlette", "uvicorn", "sse_starlette", "prometheus_client"
     )
-    from duckflock.server import app, guard
+    from duckflock.server import guard
+    from duckflock.server.http import app
 
     return {"create_app": app.create_app, "QueryGuard": guard.QueryGuard}[name]

@@ -43,10 +43,10 @@ class Role(StrEnum):
 ROLES = tuple(Role)
 MIN_TOKEN_LENGTH = 16
 # environment variables read by ``duckflock serve`` (DUCKFLOCK_TOKEN is ``--token``: admin)
-ROLE_ENV = {
-    "read": "DUCKFLOCK_READ_TOKEN",
-    "write": "DUCKFLOCK_WRITE_TOKEN",
-    "admin": "DUCKFLOCK_ADMIN_TOKEN",
+ROLE_ENV: dict[str, str] = {
+    Role.READ: "DUCKFLOCK_READ_TOKEN",
+    Role.WRITE: "DUCKFLOCK_WRITE_TOKEN",
+    Role.ADMIN: "DUCKFLOCK_ADMIN_TOKEN",
 }
 
 
@@ -177,7 +177,7 @@ class AuthMiddleware:
         elif not self.tokens:
             host = next((v for k, v in scope["headers"] if k == b"host"), b"")
             if is_loopback_host(host.decode("latin-1")):
-                scope["duckflock.role"] = "admin"  # tokenless: loopback only, everything
+                scope["duckflock.role"] = Role.ADMIN  # tokenless: loopback only, everything
                 scope["duckflock.principal"] = "admin (no token, loopback)"
             else:
                 error = ForbiddenError(

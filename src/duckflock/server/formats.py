@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import re
+from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
@@ -17,25 +18,35 @@ from duckflock.ingest.files import csv_convert_options
 from duckflock.live.results import Result
 from duckflock.server import values
 
-JSON = "application/json"
-NDJSON = "application/x-ndjson"
-CSV = "text/csv"
-ARROW = "application/vnd.apache.arrow.stream"
-PARQUET = "application/vnd.apache.parquet"  # IANA-registered in 2024
+
+class MediaType(StrEnum):
+    """The media types the HTTP API reads (Content-Type) and writes (Accept)."""
+
+    JSON = "application/json"
+    NDJSON = "application/x-ndjson"
+    CSV = "text/csv"
+    ARROW = "application/vnd.apache.arrow.stream"
+    PARQUET = "application/vnd.apache.parquet"  # IANA-registered in 2024; answers only
+
+
 # what an ingest body may be (Content-Type); answers may also be Parquet (Accept)
 _ALIASES = {
-    "application/json": JSON,
-    "application/x-ndjson": NDJSON,
-    "application/ndjson": NDJSON,
-    "application/jsonlines": NDJSON,
-    "text/csv": CSV,
-    "application/vnd.apache.arrow.stream": ARROW,
-    "application/x-arrow": ARROW,
+    "application/json": MediaType.JSON,
+    "application/x-ndjson": MediaType.NDJSON,
+    "application/ndjson": MediaType.NDJSON,
+    "application/jsonlines": MediaType.NDJSON,
+    "text/csv": MediaType.CSV,
+    "application/vnd.apache.arrow.stream": MediaType.ARROW,
+    "application/x-arrow": MediaType.ARROW,
 }
-_ANSWER_ALIASES = {**_ALIASES, PARQUET: PARQUET, "application/x-parquet": PARQUET}
+_ANSWER_ALIASES = {
+    **_ALIASES,
+    MediaType.PARQUET: MediaType.PARQUET,
+    "application/x-parquet": MediaType.PARQUET,
+}
 
 
-def media_type(header: str | None, default: str | None = None) -> str | None:
+def media_type(header: str | None, default: MediaType | None = None) -> MediaType | None:
     """The canonical media type an Accept header asks for (its first known entry)."""
     if not header:
         return default
@@ -48,7 +59,7 @@ def media_type(header: str | None, default: str | None = None) -> str | None:
     return None
 
 
-def content_type(header: str | None) -> str | None:
+def content_type(header: str | None) -> MediaType | None:
     """The canonical media type of a Content-Type header, or None.
 
     Strict on purpose: a Content-Type names exactly one type, so
@@ -74,11 +85,11 @@ def parse_rows(
     if kind is None:
         raise UnsupportedMediaTypeError(
             f"cannot ingest Content-Type {content_type_header!r}; "
-            f"use {JSON}, {NDJSON}, {CSV} or {ARROW}"
+            f"use {MediaType.JSON}, {MediaType.NDJSON}, {MediaType.CSV} or {MediaType.ARROW}"
         )
     if not body.strip():
         raise RequestError("the request body is empty")
-    if kind == JSON:
+    if kind == MediaType.JSON:
         # up to 1 MiB json.loads is fastest (milliseconds); beyond, parse element by element
         chunked = len(body) > _CHUNKED_ABOVE and body.lstrip()[:1] == b"["
         data = _json_array(body) if chunked else loads(body, "JSON")
@@ -89,7 +100,7 @@ def parse_rows(
         if any(not isinstance(row, dict | list) for row in data):
             raise RequestError("each row in a JSON array is an object or an array")
         return [tuple(row) if isinstance(row, list) else row for row in data]
-    if kind == NDJSON:
+    if kind == MediaType.NDJSON:
         rows = []
         for number, line in enumerate(body.splitlines(), start=1):
             if not line.strip():
@@ -99,7 +110,7 @@ def parse_rows(
                 raise RequestError(f"NDJSON line {number} is not a JSON object")
             rows.append(row)
         return rows
-    if kind == CSV:
+    if kind == MediaType.CSV:
         return _csv(body)
     try:
         source = pa.BufferReader(body)

@@ -182,6 +182,11 @@ class QueryGuard:
         self._running: weakref.WeakSet[RunningQuery] = weakref.WeakSet()
         self._secrets = _secrets_of(db)
 
+    @property
+    def running(self) -> int:
+        """How many queries run now, on either port (each until its outcome is closed)."""
+        return len(self._running)
+
     def check(self, sql: str) -> None:
         """Raise QueryRefusedError unless ``sql`` is exactly one read-only SELECT."""
         if not isinstance(sql, str) or not sql.strip():

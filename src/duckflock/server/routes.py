@@ -2,7 +2,7 @@
 that serves it, its request body and its answers.
 
 Everything else is made from :data:`ROUTES`: the Starlette router and each route's role
-check (:func:`duckflock.server.app.create_app`), the paths that need no token (the auth
+check (:func:`duckflock.server.http.app.create_app`), the paths that need no token (the auth
 middleware's), the role map the docs show (:func:`roles`) and the OpenAPI document
 (:mod:`.openapi`). A test checks that nothing names a route anywhere else.
 """
@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from duckflock.server.auth import Role
-from duckflock.server.formats import ARROW, CSV, JSON, NDJSON, PARQUET
+from duckflock.server.formats import MediaType
 
 _PARAMS = {"oneOf": [{"type": "array"}, {"type": "object"}, {"type": "null"}]}
 _SECONDS = {
     "oneOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 86400}, {"type": "null"}]
 }
 SQL_BODY = {
-    JSON: {
+    MediaType.JSON: {
         "schema": {
             "type": "object",
             "required": ["sql"],
@@ -30,7 +30,7 @@ SQL_BODY = {
     }
 }
 ANALYSIS_BODY = {
-    JSON: {
+    MediaType.JSON: {
         "schema": {
             "type": "object",
             "required": ["sql"],
@@ -47,7 +47,7 @@ ANALYSIS_BODY = {
     }
 }
 INGEST_BODY = {
-    JSON: {
+    MediaType.JSON: {
         "schema": {
             "oneOf": [
                 {"type": "object"},
@@ -55,9 +55,9 @@ INGEST_BODY = {
             ]
         }
     },
-    NDJSON: {"schema": {"type": "string"}},
-    CSV: {"schema": {"type": "string"}},
-    ARROW: {"schema": {"type": "string", "format": "binary"}},
+    MediaType.NDJSON: {"schema": {"type": "string"}},
+    MediaType.CSV: {"schema": {"type": "string"}},
+    MediaType.ARROW: {"schema": {"type": "string", "format": "binary"}},
 }
 _INGESTED = {
     "type": "object",
@@ -72,15 +72,15 @@ ROWS = {
     "description": "Rows: JSON (columns, types, rows, truncated), NDJSON, CSV, Arrow or "
     "Parquet by Accept",
     "content": {
-        JSON: {"schema": {"$ref": "#/components/schemas/Rows"}},
-        NDJSON: {"schema": {"type": "string"}},
-        CSV: {"schema": {"type": "string"}},
-        ARROW: {"schema": {"type": "string", "format": "binary"}},
-        PARQUET: {"schema": {"type": "string", "format": "binary"}},
+        MediaType.JSON: {"schema": {"$ref": "#/components/schemas/Rows"}},
+        MediaType.NDJSON: {"schema": {"type": "string"}},
+        MediaType.CSV: {"schema": {"type": "string"}},
+        MediaType.ARROW: {"schema": {"type": "string", "format": "binary"}},
+        MediaType.PARQUET: {"schema": {"type": "string", "format": "binary"}},
     },
 }
-_ANY_JSON = {"description": "OK", "content": {JSON: {"schema": {}}}}
-_OBJECT = {JSON: {"schema": {"type": "object"}}}
+_ANY_JSON = {"description": "OK", "content": {MediaType.JSON: {"schema": {}}}}
+_OBJECT = {MediaType.JSON: {"schema": {"type": "object"}}}
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,10 @@ class Route:
     method: str
     path: str
     role: Role | None
-    handler: str  # the name of the :class:`~duckflock.server.app.HttpApi` method
+    handler: str  # the name of the :class:`~duckflock.server.http.api.HttpApi` method
     summary: str
     responses: Mapping[str, Any]
-    body: Mapping[str, Any] | None = None  # media type -> schema
+    body: Mapping[MediaType, Any] | None = None  # media type -> schema
     query: tuple[Mapping[str, Any], ...] = ()
     accept: bool = False
     waits: bool = False
@@ -149,8 +149,8 @@ ROUTES: tuple[Route, ...] = (
         "ingest",
         "Insert rows; answers after the commit (202 at once with wait=false)",
         {
-            "200": {"description": "Committed", "content": {JSON: {"schema": _INGESTED}}},
-            "202": {"description": "Accepted", "content": {JSON: {"schema": _INGESTED}}},
+            "200": {"description": "Committed", "content": {MediaType.JSON: {"schema": _INGESTED}}},
+            "202": {"description": "Accepted", "content": {MediaType.JSON: {"schema": _INGESTED}}},
         },
         body=INGEST_BODY,
         query=(
@@ -201,7 +201,7 @@ ROUTES: tuple[Route, ...] = (
         Role.ADMIN,
         "define_analysis",
         "Define or replace an analysis (checked by the query guard)",
-        {"201": {"description": "Defined", "content": {JSON: {"schema": {}}}}},
+        {"201": {"description": "Defined", "content": {MediaType.JSON: {"schema": {}}}}},
         body=ANALYSIS_BODY,
         errors=("404", "422", "504"),
     ),

@@ -35,9 +35,9 @@ import uvicorn
 from duckflock.database import Database, connect
 from duckflock.errors import DuckflockError
 from duckflock.server import redaction
-from duckflock.server.app import create_app
 from duckflock.server.auth import tokens_from_config
 from duckflock.server.connections import http_protocol
+from duckflock.server.http.app import create_app
 from duckflock.server.pgwire import PgServer
 from duckflock.server.policy import bounded_seconds
 from duckflock.server.service import Service

@@ -4,7 +4,8 @@
 ``'infinity'::DATE``, ``'-infinity'::TIMESTAMP``, the year 290000) and JSON has no
 NaN or Infinity, so each column is converted on its own: the fast path first, and a
 column that fails it is converted value by value from the raw integers, rendered the
-way DuckDB prints them (``infinity``, ``290000-01-01 00:00:00``).
+way DuckDB prints them (``infinity``, ``290000-01-01 00:00:00``) by the calendar both
+protocols share (:mod:`duckflock.server.temporal`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-_INT32_MAX = 2**31 - 1
-_INT64_MAX = 2**63 - 1
-_PER_UNIT = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+from duckflock.server import temporal
 
 
 def plain(value: Any) -> Any:
@@ -70,7 +69,7 @@ def _slow(array: pa.Array) -> list[Any]:
     if pa.types.is_date32(kind):
         return [_date(v) for v in array.view(pa.int32()).to_pylist()]
     if pa.types.is_timestamp(kind):
-        per_second = _PER_UNIT[kind.unit]
+        per_second = temporal.TICKS_PER_SECOND[kind.unit]
         suffix = "+00:00" if kind.tz is not None else ""
         return [_timestamp(v, per_second, suffix) for v in array.view(pa.int64()).to_pylist()]
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
@@ -94,53 +93,12 @@ def _slow(array: pa.Array) -> list[Any]:
     return out
 
 
-def _civil(days: int) -> tuple[int, int, int]:
-    """Proleptic Gregorian (year, month, day) of a day count since 1970-01-01 (any range)."""
-    days += 719_468
-    era = (days if days >= 0 else days - 146_096) // 146_097
-    doe = days - era * 146_097
-    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    day = doy - (153 * mp + 2) // 5 + 1
-    month = mp + 3 if mp < 10 else mp - 9
-    return yoe + era * 400 + (month <= 2), month, day
-
-
-def _ymd(days: int) -> str:
-    year, month, day = _civil(days)
-    if year <= 0:  # DuckDB prints 1 BC as "0001-… (BC)"
-        return f"{1 - year:04d}-{month:02d}-{day:02d} (BC)"
-    return f"{year:04d}-{month:02d}-{day:02d}"
-
-
 def _date(days: int | None) -> str | None:
-    if days is None:
-        return None
-    if days == _INT32_MAX:
-        return "infinity"
-    if days == -_INT32_MAX:
-        return "-infinity"
-    return _ymd(days)
+    return None if days is None else temporal.duckdb_date(days)
 
 
 def _timestamp(ticks: int | None, per_second: int, suffix: str) -> str | None:
-    if ticks is None:
-        return None
-    if ticks == _INT64_MAX:
-        return "infinity"
-    if ticks == -_INT64_MAX:
-        return "-infinity"
-    seconds, fraction = divmod(ticks, per_second)
-    days, rest = divmod(seconds, 86_400)
-    text = _ymd(days)
-    clock = f"{rest // 3600:02d}:{rest // 60 % 60:02d}:{rest % 60:02d}"
-    if fraction:
-        digits = len(str(per_second)) - 1
-        clock += "." + f"{fraction:0{digits}d}".rstrip("0")
-    if text.endswith(" (BC)"):
-        return f"{text[:-5]}T{clock}{suffix} (BC)"
-    return f"{text}T{clock}{suffix}"
+    return None if ticks is None else temporal.duckdb_timestamp(ticks, per_second, suffix)
 
 
 def rows(batch: pa.RecordBatch | pa.Table) -> list[list[Any]]:

@@ -47,7 +47,7 @@ def catalog_type(duck_type: str) -> tuple[int, int]:
     """``(atttypid, atttypmod)`` of a column of DuckDB type ``duck_type``."""
     element = duck_type.removesuffix("[]")
     if element == "VARCHAR":  # travels as text; PostgreSQL's unbounded VARCHAR
-        oid = types.VARCHAR if element == duck_type else types.PG_TYPES[types.VARCHAR].array
+        oid = types.Oid.VARCHAR if element == duck_type else types.PG_TYPES[types.Oid.VARCHAR].array
     else:
         oid = types.column_type(duck_type).oid
     decimal = re.fullmatch(r"DECIMAL\((\d+),\s*(\d+)\)", element)

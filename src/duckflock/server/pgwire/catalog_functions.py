@@ -46,7 +46,7 @@ FUNCTIONS: list[tuple[str, str]] = [
         + _lookup("duckflock_pg_types", "oid", "type_oid", "spelled")
         + " || CASE WHEN "
         + _lookup("duckflock_pg_types", "oid", "type_oid", "coalesce(nullif(typelem, 0), oid)")
-        + f" = {types.NUMERIC} AND typmod >= 4 THEN '(' || ((typmod - 4) >> 16) || ',' "
+        + f" = {types.Oid.NUMERIC} AND typmod >= 4 THEN '(' || ((typmod - 4) >> 16) || ',' "
         "|| ((typmod - 4) & 65535) || ')' ELSE '' END || CASE WHEN "
         + _lookup("duckflock_pg_types", "oid", "type_oid", "typelem <> 0")
         + " THEN '[]' ELSE '' END",

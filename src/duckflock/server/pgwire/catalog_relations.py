@@ -28,14 +28,14 @@ def _type_rows() -> str:
     """pg_type's rows, from :data:`types.PG_TYPES`: each type and its array type."""
     rows = []
     for oid, kind in types.PG_TYPES.items():
+        spelled = kind.spelled.replace("'", "''")
         rows.append(
-            f"({oid}, '{kind.name}', '{kind.spelled.replace(chr(39), chr(39) * 2)}', "
-            f"'{kind.receive}', 0, {kind.array}, {types.TYPE_SIZE.get(oid, -1)})"
+            f"({oid}, '{kind.name}', '{spelled}', '{kind.receive}', 0, {kind.array}, "
+            f"{kind.size}, '{kind.category}')"
         )
         if kind.array:
             rows.append(
-                f"({kind.array}, '_{kind.name}', '{kind.spelled.replace(chr(39), chr(39) * 2)}', "
-                f"'array_recv', {oid}, 0, -1)"
+                f"({kind.array}, '_{kind.name}', '{spelled}', 'array_recv', {oid}, 0, -1, 'A')"
             )
     return ", ".join(rows)
 
@@ -45,19 +45,6 @@ def _oid(base: int, *parts: str) -> str:
     return f"({base} + hash(concat_ws('.', {', '.join(parts)})) % {SPAN})::BIGINT"
 
 
-_CATEGORY = {  # pg_type.typcategory; U (user-defined) for the rest
-    "N": (types.INT2, types.INT4, types.INT8, types.FLOAT4, types.FLOAT8, types.NUMERIC, types.OID),
-    "S": (types.TEXT, types.VARCHAR, types.BPCHAR, types.NAME),
-    "B": (types.BOOL,),
-    "D": (types.DATE, types.TIME, types.TIMESTAMP, types.TIMESTAMPTZ, types.TIMETZ),
-    "T": (types.INTERVAL,),
-    "Z": (types.CHAR,),
-    "X": (types.UNKNOWN,),
-}
-_CATEGORY_SQL = " ".join(
-    f"WHEN t.oid IN ({', '.join(map(str, oids))}) THEN '{letter}'"
-    for letter, oids in _CATEGORY.items()
-)
 _MINE = f"database_name = current_database() AND schema_name <> '{OWN_SCHEMA}'"
 
 # (name, statement): in dependency order; each is created when a query names it (or
@@ -67,7 +54,7 @@ RELATIONS: list[tuple[str, str]] = [
         "duckflock_pg_types",
         "CREATE TEMP TABLE duckflock_pg_types AS SELECT * FROM (VALUES "
         + _type_rows()
-        + ") AS t(oid, typname, spelled, typreceive, typelem, typarray, typlen)",
+        + ") AS t(oid, typname, spelled, typreceive, typelem, typarray, typlen, typcategory)",
     ),
     (
         "duckflock_namespaces",
@@ -205,13 +192,13 @@ RELATIONS: list[tuple[str, str]] = [
         "CREATE TEMP VIEW pg_type AS SELECT t.oid, typname, "
         "(SELECT oid FROM duckflock_namespaces WHERE nspname = 'pg_catalog') AS typnamespace, "
         f"{OWNER} AS typowner, typlen::SMALLINT AS typlen, typlen > 0 AS typbyval, "
-        f"'b' AS typtype, CASE WHEN typelem <> 0 THEN 'A' {_CATEGORY_SQL} ELSE 'U' END "
-        "AS typcategory, false AS typispreferred, true AS typisdefined, ',' AS typdelim, "
+        "'b' AS typtype, typcategory, false AS typispreferred, true AS typisdefined, "
+        "',' AS typdelim, "
         "0 AS typrelid, 0 AS typsubscript, typelem, typarray, typname || 'in' AS typinput, "
         "typname || 'out' AS typoutput, typreceive, typname || 'send' AS typsend, "
         "0 AS typmodin, 0 AS typmodout, 0 AS typanalyze, 'i' AS typalign, 'p' AS typstorage, "
         "false AS typnotnull, 0 AS typbasetype, -1 AS typtypmod, 0 AS typndims, "
-        "CASE WHEN t.oid IN (25, 1043, 1042, 19) THEN 100 ELSE 0 END AS typcollation, "
+        "CASE WHEN typcategory = 'S' THEN 100 ELSE 0 END AS typcollation, "
         "NULL::VARCHAR AS typdefaultbin, NULL::VARCHAR AS typdefault, "
         "NULL::VARCHAR[] AS typacl FROM duckflock_pg_types AS t",
     ),

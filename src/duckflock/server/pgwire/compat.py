@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 import duckdb
 
@@ -53,11 +54,28 @@ _NAME = r'"(?:[^"]|"")*"|[A-Za-z_][\w$]*'
 _COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
 
 
+class Kind(StrEnum):
+    """What handles a statement: the session itself, or DuckDB (through the executor)."""
+
+    EMPTY = "empty"  # nothing but comments: EmptyQueryResponse
+    TX = "tx"  # BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE: accepted, nothing to do
+    SET = "set"  # SET, RESET of a session setting
+    SHOW = "show"  # SHOW of a session setting (or DuckDB's SHOW <table>)
+    LISTEN = "listen"
+    UNLISTEN = "unlisten"
+    NOTIFY = "notify"  # refused: channels are analyses
+    DISCARD = "discard"
+    DEALLOCATE = "deallocate"
+    COPY = "copy"  # COPY … TO STDOUT
+    INSERT = "insert"  # through the writer, acknowledged after commit
+    SQL = "sql"  # anything else: DuckDB runs it
+
+
 @dataclass(frozen=True)
 class Statement:
     """One statement of a query string, sorted by what handles it."""
 
-    kind: str  # empty tx set show listen unlisten notify discard deallocate copy insert sql
+    kind: Kind
     sql: str
     tag: str = ""
     name: str = ""  # a setting's, channel's or prepared statement's name
@@ -78,50 +96,50 @@ def classify(sql: str) -> Statement:
     """What ``sql`` (one statement) is, for the session to dispatch."""
     body = sql[_COMMENTS.match(sql).end() :].strip().rstrip(";").strip()  # type: ignore[union-attr]
     if not body:
-        return Statement("empty", body)
+        return Statement(Kind.EMPTY, body)
     words = [w.upper() for w in _words(body)]
     first = words[0]
     if first in ("BEGIN", "START"):
-        return Statement("tx", body, "BEGIN")
+        return Statement(Kind.TX, body, "BEGIN")
     if first in ("COMMIT", "END"):
-        return Statement("tx", body, "COMMIT")
+        return Statement(Kind.TX, body, "COMMIT")
     if first in ("ROLLBACK", "ABORT"):
-        return Statement("tx", body, "ROLLBACK")
+        return Statement(Kind.TX, body, "ROLLBACK")
     if first in ("SAVEPOINT", "RELEASE"):
-        return Statement("tx", body, first)
+        return Statement(Kind.TX, body, first)
     if first == "SET":
         match = re.fullmatch(
             rf"SET\s+(?:SESSION\s+|LOCAL\s+)?({_NAME})\s*(?:=|\s+TO\s+)\s*(.*)", body, re.S | re.I
         )
         if match:
             value = match.group(2).strip().strip("'")
-            return Statement("set", body, "SET", unquote(match.group(1)), value)
-        return Statement("set", body, "SET")  # SET TRANSACTION …, SET TIME ZONE …: no-ops
+            return Statement(Kind.SET, body, "SET", unquote(match.group(1)), value)
+        return Statement(Kind.SET, body, "SET")  # SET TRANSACTION …, SET TIME ZONE …: no-ops
     if first == "RESET":
-        return Statement("set", body, "RESET", unquote(words[1]) if len(words) > 1 else "all")
+        return Statement(Kind.SET, body, "RESET", unquote(words[1]) if len(words) > 1 else "all")
     if first == "SHOW":
         rest = body[4:].strip()
         if re.fullmatch(r"TRANSACTION\s+ISOLATION\s+LEVEL", rest, re.I):
-            return Statement("show", body, "SHOW", "transaction_isolation")
+            return Statement(Kind.SHOW, body, "SHOW", "transaction_isolation")
         if re.fullmatch(_NAME, rest) and unquote(rest).lower() not in ("tables", "databases"):
             # a setting, or (when the session has no such setting) DuckDB's SHOW <table>
-            return Statement("show", body, "SHOW", setting_name(unquote(rest)))
-        return Statement("sql", body)  # DuckDB's SHOW TABLES, SHOW ALL TABLES
+            return Statement(Kind.SHOW, body, "SHOW", setting_name(unquote(rest)))
+        return Statement(Kind.SQL, body)  # DuckDB's SHOW TABLES, SHOW ALL TABLES
     if first in ("LISTEN", "UNLISTEN", "NOTIFY"):
         match = re.fullmatch(rf"\w+\s+({_NAME}|\*)(?:\s*,\s*'.*')?", body, re.S)
         if not match:
             raise ValueError(f"{first} needs a channel name: {first} analysis_name")
-        return Statement(first.lower(), body, first, unquote(match.group(1)))
+        return Statement(Kind(first.lower()), body, first, unquote(match.group(1)))
     if first in ("DISCARD",):
-        return Statement("discard", body, f"DISCARD {words[1] if len(words) > 1 else 'ALL'}")
+        return Statement(Kind.DISCARD, body, f"DISCARD {words[1] if len(words) > 1 else 'ALL'}")
     if first == "DEALLOCATE":
         name = words[-1] if len(words) > 1 else ""
-        return Statement("deallocate", body, "DEALLOCATE", "" if name == "ALL" else name)
+        return Statement(Kind.DEALLOCATE, body, "DEALLOCATE", "" if name == "ALL" else name)
     if first == "COPY":
-        return Statement("copy", body, "COPY")
+        return Statement(Kind.COPY, body, "COPY")
     if first == "INSERT":
-        return Statement("insert", body, "INSERT")
-    return Statement("sql", rewrite(body))
+        return Statement(Kind.INSERT, body, "INSERT")
+    return Statement(Kind.SQL, rewrite(body))
 
 
 _KNOWN = {k.lower(): k for k in (*DEFAULT_SETTINGS, *SHOW_ONLY)}
@@ -238,18 +256,14 @@ def parameter_count(sql: str) -> int:
 _CASTS = {
     name: oid for oid, kind in types.PG_TYPES.items() for name in (kind.name, kind.spelled)
 } | {
-    "int": types.INT4,
-    "double": types.FLOAT8,
-    "float": types.FLOAT8,
-    "decimal": types.NUMERIC,
-    "blob": types.BYTEA,
+    "int": types.Oid.INT4,
+    "double": types.Oid.FLOAT8,
+    "float": types.Oid.FLOAT8,
+    "decimal": types.Oid.NUMERIC,
+    "blob": types.Oid.BYTEA,
 }
 # element OID -> array OID, for the arrays a parameter can be read as
-_ARRAY_CASTS = {
-    oid: kind.array
-    for oid, kind in types.PG_TYPES.items()
-    if oid in types.ARRAY_OF or oid in (types.OID, types.VARCHAR)
-}
+_ARRAY_CASTS = {element: array for array, element in types.PARAMETER_ARRAYS.items()}
 
 
 def parameter_types(sql: str, given: list[int]) -> list[int]:
@@ -262,7 +276,7 @@ def parameter_types(sql: str, given: list[int]) -> list[int]:
         if 0 <= index < count and found[index] == 0:
             oid = _CASTS.get(name.lower(), 0)
             found[index] = _ARRAY_CASTS.get(oid, 0) if array else oid
-    return [oid or 25 for oid in found]
+    return [oid or types.Oid.TEXT for oid in found]
 
 
 def split(sql: str) -> list[str]:

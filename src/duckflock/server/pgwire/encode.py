@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 import pyarrow as pa
 
 from duckflock.server.pgwire import types
-from duckflock.server.pgwire.messages import message
+from duckflock.server.pgwire.messages import Backend, message
 
 _I2, _I4 = struct.Struct("!h"), struct.Struct("!i")
 _NULL = b"\xff\xff\xff\xff"
@@ -27,15 +27,13 @@ class RowEncoder:
         if len(formats) == 1:
             formats = list(formats) * count
         elif not formats:
-            formats = [0] * count
+            formats = [types.Format.TEXT] * count
         if len(formats) != count:
             raise ValueError(f"{len(formats)} result format codes for {count} columns")
-        if any(f not in (0, 1) for f in formats):
+        if any(f not in tuple(types.Format) for f in formats):
             raise ValueError("result format codes must be 0 (text) or 1 (binary)")
-        self.formats = list(formats)
-        self.encoders = [
-            c.binary if f == 1 else c.text for c, f in zip(self.columns, self.formats, strict=True)
-        ]
+        self.formats = [types.Format(f) for f in formats]
+        self.encoders = [c.encoder(f) for c, f in zip(self.columns, self.formats, strict=True)]
 
     def _values(self, batch: pa.RecordBatch) -> list[list[bytes | None]]:
         """Each column's encoded values (None for NULL)."""
@@ -68,7 +66,7 @@ class RowEncoder:
     def _column_cells(
         column: pa.Array, duck_type: str, kind: types.ColumnType, fmt: int, encode: types.Encoder
     ) -> list[bytes]:
-        fast = types.encoded_by_arrow(column, kind.oid, fmt == 1)
+        fast = types.encoded_by_arrow(column, kind.oid, fmt == types.Format.BINARY)
         if fast is not None:
             return [_NULL if e is None else _I4.pack(len(e)) + e for e in fast]
         values = types.column_values(column, duck_type)
@@ -81,12 +79,12 @@ class RowEncoder:
         """One DataRow message per row of ``batch``."""
         columns = self._cells(batch)
         if not columns:
-            return (b"D" + _I4.pack(6) + _I2.pack(0)) * int(batch.num_rows)
+            return (Backend.DATA_ROW + _I4.pack(6) + _I2.pack(0)) * int(batch.num_rows)
         head = _I2.pack(batch.num_columns)
         join = b"".join
         pack = _I4.pack
         rows: map[bytes] = map(join, zip(*columns, strict=True))
-        return join([b"D" + pack(len(body) + 6) + head + body for body in rows])
+        return join([Backend.DATA_ROW + pack(len(body) + 6) + head + body for body in rows])
 
     def copy_binary(self, batch: pa.RecordBatch, prefix: bytes = b"") -> bytes:
         """CopyData messages, one per row as PostgreSQL sends them (ADBC's reader takes
@@ -99,7 +97,7 @@ class RowEncoder:
             for value in row:
                 fields.append(_NULL if value is None else _I4.pack(len(value)) + value)
             body = b"".join(fields)
-            parts.append(b"d" + _I4.pack(len(body) + 4) + body)
+            parts.append(Backend.COPY_DATA + _I4.pack(len(body) + 4) + body)
         return b"".join(parts)
 
     def copy_text(self, batch: pa.RecordBatch) -> bytes:
@@ -141,4 +139,4 @@ def _field(value: bytes) -> bytes:
 
 
 def copy_data(data: bytes) -> bytes:
-    return message(b"d", data)
+    return message(Backend.COPY_DATA, data)

@@ -18,6 +18,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import duckdb
@@ -28,7 +29,7 @@ from duckflock.core.names import Resolver
 from duckflock.core.syntax import walk
 from duckflock.core.wide import readable
 from duckflock.errors import AnalysisError, ParserError, QueryRefusedError, translate
-from duckflock.server.auth import allows
+from duckflock.server.auth import Role, allows
 from duckflock.server.limits import Release
 from duckflock.server.pgwire import catalog
 from duckflock.server.pgwire.catalog_relations import ANALYSES_SCHEMA
@@ -70,10 +71,18 @@ _COPY = re.compile(
 )
 
 
+class CopyFormat(StrEnum):
+    """The formats of ``COPY … TO STDOUT`` this port writes."""
+
+    TEXT = "text"
+    CSV = "csv"
+    BINARY = "binary"
+
+
 @dataclass(frozen=True)
 class CopyPlan:
     query: str
-    format: str  # text, csv or binary
+    format: CopyFormat
     header: bool
 
 
@@ -86,9 +95,9 @@ def copy_plan(sql: str) -> CopyPlan:
     options = match.group(4).lower()
     found = re.search(r"format\s*'?(\w+)", options)
     kind = found.group(1) if found else ("csv" if re.search(r"\bcsv\b", options) else "text")
-    if kind not in ("text", "csv", "binary"):
+    if kind not in tuple(CopyFormat):
         raise QueryRefusedError(f"COPY format {kind!r} is not supported", sql=sql)
-    return CopyPlan(query, kind, bool(re.search(r"\bheader\b(?!\s+false)", options)))
+    return CopyPlan(query, CopyFormat(kind), bool(re.search(r"\bheader\b(?!\s+false)", options)))
 
 
 _CREATE_MODIFIERS = {"OR", "REPLACE", "TEMP", "TEMPORARY", "UNIQUE", "PERSISTENT"}
@@ -241,7 +250,7 @@ class Executor:
         """A statement of the ``sql`` kind: SELECT for everyone, the rest for admin."""
         if self.is_select(sql):
             return self.select(sql, params, client=client, on_cursor=on_cursor)
-        if not allows(role, "admin"):
+        if not allows(role, Role.ADMIN):
             raise QueryRefusedError(
                 "this port runs SELECT for the read role, and INSERT for the write role; "
                 "other statements need the admin role",
@@ -282,14 +291,14 @@ class Executor:
         project.check_statement(sql)  # duckflock's own schema: through the analyses API only
         match = _INSERT.fullmatch(sql)
         if match is None or _NOT_APPEND.search(match.group(3)):
-            if allows(role, "admin"):
+            if allows(role, Role.ADMIN):
                 return self.statement(sql, params, client=client)
             raise QueryRefusedError(
                 "the write role may INSERT INTO table [(columns)] VALUES … or SELECT …; "
                 "RETURNING, ON CONFLICT and other statements need the admin role",
                 sql=sql,
             )
-        if not allows(role, "write"):
+        if not allows(role, Role.WRITE):
             raise QueryRefusedError("INSERT needs a token with the write role", sql=sql)
         target, columns, source = match.group(1), match.group(2), match.group(3)
         release = self._slot(client)  # its SELECT runs like any other query

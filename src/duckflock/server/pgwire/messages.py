@@ -3,7 +3,8 @@
 Every message after start-up is a type byte, a 4-byte length (itself included) and a
 body; the start-up packet has no type byte. A frame over :data:`MAX_MESSAGE` bytes is
 refused before it is read, so a client cannot make the server buffer gigabytes.
-Errors map onto SQLSTATE codes by duckflock error class (:func:`sqlstate`).
+Errors map onto SQLSTATE codes by the ``sqlstate`` each duckflock error class declares
+(:func:`sqlstate`).
 """
 
 from __future__ import annotations
@@ -12,28 +13,9 @@ import socket
 import struct
 import time
 from collections.abc import Iterable
+from enum import Enum
 
-from duckflock.errors import (
-    AuthenticationError,
-    BindError,
-    CatalogError,
-    ClosedError,
-    ConflictError,
-    ConstraintError,
-    ConversionError,
-    DuckflockError,
-    ForbiddenError,
-    IngestError,
-    ParserError,
-    QueryRefusedError,
-    QueryTimeoutError,
-    QueueFullError,
-    RowRejectedError,
-    ServerBusyError,
-    TransactionError,
-    UnknownAnalysisError,
-    UnknownTableError,
-)
+from duckflock.errors import DuckflockError, RowRejectedError
 from duckflock.server.pgwire.types import OutOfRange
 
 MAX_MESSAGE = 64 * 2**20  # bytes of one client message (a Bind's parameters, a long query)
@@ -138,7 +120,50 @@ class Body:
         return value
 
 
-def message(kind: bytes, body: bytes = b"") -> bytes:
+class Frontend(bytes, Enum):
+    """The type byte of each message a client sends after start-up."""
+
+    QUERY = b"Q"
+    PARSE = b"P"
+    BIND = b"B"
+    DESCRIBE = b"D"
+    EXECUTE = b"E"
+    CLOSE = b"C"
+    FLUSH = b"H"
+    SYNC = b"S"
+    TERMINATE = b"X"
+    PASSWORD = b"p"  # a password, or a SASL message
+    COPY_DATA = b"d"
+    COPY_DONE = b"c"
+    COPY_FAIL = b"f"
+
+
+class Backend(bytes, Enum):
+    """The type byte of each message this server sends."""
+
+    AUTHENTICATION = b"R"
+    BACKEND_KEY_DATA = b"K"
+    PARAMETER_STATUS = b"S"
+    READY_FOR_QUERY = b"Z"
+    PARSE_COMPLETE = b"1"
+    BIND_COMPLETE = b"2"
+    CLOSE_COMPLETE = b"3"
+    PARAMETER_DESCRIPTION = b"t"
+    NO_DATA = b"n"
+    ROW_DESCRIPTION = b"T"
+    DATA_ROW = b"D"
+    EMPTY_QUERY = b"I"
+    PORTAL_SUSPENDED = b"s"
+    COMMAND_COMPLETE = b"C"
+    COPY_OUT_RESPONSE = b"H"
+    COPY_DATA = b"d"
+    COPY_DONE = b"c"
+    NOTIFICATION = b"A"
+    NOTICE = b"N"
+    ERROR = b"E"
+
+
+def message(kind: Backend, body: bytes = b"") -> bytes:
     return kind + _I4.pack(len(body) + 4) + body
 
 
@@ -147,15 +172,15 @@ def cstr(text: str) -> bytes:
 
 
 def parameter_status(name: str, value: str) -> bytes:
-    return message(b"S", cstr(name) + cstr(value))
+    return message(Backend.PARAMETER_STATUS, cstr(name) + cstr(value))
 
 
 def ready(status: bytes) -> bytes:
-    return message(b"Z", status)
+    return message(Backend.READY_FOR_QUERY, status)
 
 
 def command_complete(tag: str) -> bytes:
-    return message(b"C", cstr(tag))
+    return message(Backend.COMMAND_COMPLETE, cstr(tag))
 
 
 def row_description(columns: Iterable[tuple[str, int, int, int]]) -> bytes:
@@ -163,44 +188,21 @@ def row_description(columns: Iterable[tuple[str, int, int, int]]) -> bytes:
     parts = []
     for name, oid, size, fmt in columns:
         parts.append(cstr(name) + struct.pack("!ihihih", 0, 0, oid, size, -1, fmt))
-    return message(b"T", _I2.pack(len(parts)) + b"".join(parts))
+    return message(Backend.ROW_DESCRIPTION, _I2.pack(len(parts)) + b"".join(parts))
 
 
 def notification(pid: int, channel: str, payload: str) -> bytes:
-    return message(b"A", _I4.pack(pid) + cstr(channel) + cstr(payload))
+    return message(Backend.NOTIFICATION, _I4.pack(pid) + cstr(channel) + cstr(payload))
 
 
 def notice(text: str, code: str = "01000") -> bytes:
     fields = b"SWARNING\x00VWARNING\x00C" + cstr(code) + b"M" + cstr(text)
-    return message(b"N", fields + b"\x00")
+    return message(Backend.NOTICE, fields + b"\x00")
 
 
 def error(text: str, code: str, severity: str = "ERROR") -> bytes:
     fields = b"S" + cstr(severity) + b"V" + cstr(severity) + b"C" + cstr(code)
-    return message(b"E", fields + b"M" + cstr(text) + b"\x00")
-
-
-# most specific class first: the first match wins
-_CODES: list[tuple[type[BaseException], str]] = [
-    (AuthenticationError, "28P01"),  # invalid_password
-    (ForbiddenError, "42501"),  # insufficient_privilege
-    (QueryRefusedError, "42501"),
-    (QueryTimeoutError, "57014"),  # query_canceled
-    (UnknownTableError, "42P01"),  # undefined_table
-    (UnknownAnalysisError, "42P01"),
-    (CatalogError, "42P01"),
-    (ParserError, "42601"),  # syntax_error
-    (BindError, "42804"),  # datatype_mismatch
-    (ConversionError, "22P02"),  # invalid_text_representation
-    (ConstraintError, "23000"),  # integrity_constraint_violation
-    (RowRejectedError, "23000"),
-    (ConflictError, "40001"),  # serialization_failure
-    (TransactionError, "25000"),  # invalid_transaction_state
-    (ServerBusyError, "53300"),  # too_many_connections
-    (QueueFullError, "53000"),  # insufficient_resources
-    (ClosedError, "57P01"),  # admin_shutdown
-    (IngestError, "58000"),  # system_error
-]
+    return message(Backend.ERROR, fields + b"M" + cstr(text) + b"\x00")
 
 
 class LimitExceeded(ValueError):
@@ -216,10 +218,7 @@ def sqlstate(exc: BaseException) -> str:
     if isinstance(exc, RowRejectedError) and isinstance(exc.cause, DuckflockError):
         return sqlstate(exc.cause)  # the row's own fault: a conversion, a constraint
     if isinstance(exc, DuckflockError):
-        for cls, code in _CODES:
-            if isinstance(exc, cls):
-                return code
-        return "42000" if exc.http_status < 500 else "XX000"
+        return exc.sqlstate  # declared on the class (duckflock.errors)
     if isinstance(exc, ValueError | TypeError):
         return "22023"  # invalid_parameter_value
     return "XX000"

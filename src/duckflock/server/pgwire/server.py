@@ -22,7 +22,9 @@ import time
 
 from duckflock.database import Database
 from duckflock.server.connections import PeerLimit
+from duckflock.server.pgwire import connection
 from duckflock.server.pgwire.execute import Executor
+from duckflock.server.pgwire.host import Cancellable
 from duckflock.server.pgwire.messages import (
     CANCEL_REQUEST,
     GSS_REQUEST,
@@ -80,7 +82,7 @@ class PgServer:
             self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.tls.load_cert_chain(pg.certfile, pg.keyfile)
         self._lock = threading.Lock()  # guards _sessions, _connections, _next_pid
-        self._sessions: dict[int, Session] = {}  # authenticated, by backend pid
+        self._sessions: dict[int, Cancellable] = {}  # authenticated, by backend pid
         self._connections: dict[threading.Thread, socket.socket] = {}
         self._starting: dict[threading.Thread, str] = {}  # in start-up: the peer's address
         self._logged_in: dict[threading.Thread, str] = {}  # past start-up: counted in peers
@@ -176,7 +178,7 @@ class PgServer:
 
     def _serve(self, sock: socket.socket) -> None:
         try:
-            Session(self, sock).serve()
+            connection.serve(Session(self, sock))
         except Exception:  # the session's own handlers report to the client
             log.exception("Postgres connection failed")
         finally:
@@ -203,13 +205,13 @@ class PgServer:
             self._logged_in[thread] = peer
             return None
 
-    def register(self, session: Session) -> int:
+    def register(self, session: Cancellable) -> int:
         with self._lock:
             self._next_pid += 1
             self._sessions[self._next_pid] = session
             return self._next_pid
 
-    def unregister(self, session: Session) -> None:
+    def unregister(self, session: Cancellable) -> None:
         with self._lock:
             if self._sessions.get(session.pid) is session:
                 del self._sessions[session.pid]

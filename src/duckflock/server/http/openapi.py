@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from duckflock import __version__
-from duckflock.server.formats import JSON
+from duckflock.server.formats import MediaType
 from duckflock.server.routes import ROUTES, ROWS, Route
 from duckflock.server.settings import ServerSettings
 
@@ -31,7 +31,7 @@ _ERROR_SCHEMA = {
 }
 _ERROR = {
     "description": 'Error: {"error": {"type": <duckflock error class>, "message": …, …}}',
-    "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+    "content": {MediaType.JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
 }
 _ROWS_SCHEMA = {
     "type": "object",

@@ -20,7 +20,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from duckflock.errors import PayloadTooLargeError, RequestError, UnsupportedMediaTypeError
-from duckflock.server import formats, render
+from duckflock.server import formats
+from duckflock.server.http import render
 from duckflock.server.limits import ByteBudget, Slots
 from duckflock.server.settings import ServerSettings
 
@@ -81,7 +82,7 @@ class Bodies:
 
     async def json_object(self, request: Request) -> dict[str, Any]:
         """A JSON object body (a query, an analysis definition), within its limit."""
-        self.require_type(request, formats.JSON)
+        self.require_type(request, formats.MediaType.JSON)
         limit = self.settings.max_request_json
         async with self.budget.hold(self.size(request, limit) * 20):
             body = await self.read(request, limit)
@@ -92,9 +93,15 @@ class Bodies:
 
     def ingest_kind(self, request: Request) -> tuple[str, int]:
         """The media type of an ingest body and its byte limit (JSON's is lower)."""
-        kind = self.require_type(request, formats.JSON, formats.NDJSON, formats.CSV, formats.ARROW)
+        kind = self.require_type(
+            request,
+            formats.MediaType.JSON,
+            formats.MediaType.NDJSON,
+            formats.MediaType.CSV,
+            formats.MediaType.ARROW,
+        )
         settings = self.settings
-        textual = kind in (formats.JSON, formats.NDJSON)
+        textual = kind in (formats.MediaType.JSON, formats.MediaType.NDJSON)
         limit = min(settings.max_json_body, settings.max_body) if textual else settings.max_body
         return kind, limit
 
@@ -103,7 +110,7 @@ class Bodies:
     ) -> contextlib.AbstractAsyncContextManager[None]:
         """The budget an ingest body holds until its rows are queued: the body and what
         parsing makes of it."""
-        textual = kind in (formats.JSON, formats.NDJSON)
+        textual = kind in (formats.MediaType.JSON, formats.MediaType.NDJSON)
         return self.budget.hold(self.size(request, limit) * (40 if textual else 3))
 
 
@@ -120,7 +127,10 @@ async def stream(
 ) -> Response:
     """Run ``open_source`` in a thread, then stream its batches within the caps.
     ``close_source`` and the slot are released when the stream ends, whatever way."""
-    kind = formats.media_type(request.headers.get("accept"), formats.JSON) or formats.JSON
+    kind = (
+        formats.media_type(request.headers.get("accept"), formats.MediaType.JSON)
+        or formats.MediaType.JSON
+    )
     stack = contextlib.AsyncExitStack()
     try:
         if slot is not None:

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 
 from duckflock.errors import DuckflockError, RequestError
 from duckflock.server import values
-from duckflock.server.formats import ARROW, CSV, JSON, NDJSON, PARQUET
+from duckflock.server.formats import MediaType
 
 PREFETCH_BYTES = 256 * 1024  # encoded before the status line goes out
 TRUNCATED_KEY = "duckflock.truncated"
@@ -69,7 +69,7 @@ def _dump(value: Any) -> str:
 
 
 class JsonEncoder(_Text):
-    media_type = JSON
+    media_type = MediaType.JSON
 
     def start(self) -> bytes:
         head = {
@@ -94,7 +94,7 @@ class JsonEncoder(_Text):
 
 
 class NdjsonEncoder(_Text):
-    media_type = NDJSON
+    media_type = MediaType.NDJSON
 
     def start(self) -> bytes:
         return b""
@@ -112,7 +112,7 @@ class NdjsonEncoder(_Text):
 
 
 class CsvEncoder(_Text):
-    media_type = CSV
+    media_type = MediaType.CSV
 
     def _line(self, cells: list[Any]) -> bytes:
         sink = io.StringIO()
@@ -189,7 +189,7 @@ class _Binary:
 class ArrowEncoder(_Binary):
     """Arrow IPC stream, one record batch per message."""
 
-    media_type = ARROW
+    media_type = MediaType.ARROW
 
     def __init__(self, schema: pa.Schema) -> None:
         super().__init__(schema)
@@ -208,7 +208,7 @@ class ArrowEncoder(_Binary):
 class ParquetEncoder(_Binary):
     """A Parquet file, one row group per record batch, streamed as it is written."""
 
-    media_type = PARQUET
+    media_type = MediaType.PARQUET
 
     def __init__(self, schema: pa.Schema) -> None:
         super().__init__(schema)
@@ -217,7 +217,7 @@ class ParquetEncoder(_Binary):
         except (pa.ArrowNotImplementedError, pa.ArrowInvalid) as exc:
             raise RequestError(
                 f"this result cannot be written as Parquet ({exc}); ask for Arrow "
-                f"({ARROW}) or CSV, or cast the column in the SQL"
+                f"({MediaType.ARROW}) or CSV, or cast the column in the SQL"
             ) from exc
 
     def _write(self, batch: pa.RecordBatch) -> None:
@@ -233,13 +233,13 @@ Encoder = JsonEncoder | NdjsonEncoder | CsvEncoder | ArrowEncoder | ParquetEncod
 
 
 def encoder_for(kind: str, schema: pa.Schema, head: dict[str, Any] | None = None) -> Encoder:
-    if kind == PARQUET:
+    if kind == MediaType.PARQUET:
         return ParquetEncoder(schema)
-    if kind == ARROW:
+    if kind == MediaType.ARROW:
         return ArrowEncoder(schema)
-    if kind == CSV:
+    if kind == MediaType.CSV:
         return CsvEncoder(schema)
-    if kind == NDJSON:
+    if kind == MediaType.NDJSON:
         return NdjsonEncoder(schema)
     return JsonEncoder(schema, head)
 

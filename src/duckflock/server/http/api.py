@@ -1,13 +1,14 @@
-"""The HTTP skin over the serving service: routes parse, ask it, render.
+"""The HTTP handlers over the serving service: each parses, asks it, renders.
 
-The policy — tokens and roles, the statement guard, query slots shared with the
-Postgres port, deadlines and caps — is the :class:`~.service.Service`'s; the routes
-are the route table's (:mod:`.routes`). What is HTTP's own lives here: request bodies
-(parsed in worker threads within a memory budget, :mod:`.bodies`), streamed results
-(:mod:`.render`), long polls and event streams, each analysis's recent versions kept for
-the dashboard (:mod:`.history`), and the one function that renders every
-error as ``{"error": {"type": …, "message": …, …}}`` with the status its class carries;
-nothing reaches the client as a dropped connection.
+The policy (tokens and roles, the statement guard, query slots shared with the
+Postgres port, deadlines and caps) is the :class:`~duckflock.server.service.Service`'s;
+the routes are the route table's (:mod:`duckflock.server.routes`), assembled into the
+app by :mod:`.app`. What is HTTP's own lives here: request bodies (parsed in worker
+threads within a memory budget, :mod:`.bodies`), streamed results (:mod:`.render`), long
+polls and event streams, each analysis's recent versions kept for the dashboard
+(:mod:`duckflock.server.history`), and the one function that renders every error as
+``{"error": {"type": …, "message": …, …}}`` with the status its class carries; nothing
+reaches the client as a dropped connection.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from importlib import resources
 from typing import Any
@@ -23,18 +24,13 @@ from typing import Any
 import pyarrow as pa
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette.sse import EventSourceResponse
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
 
-from duckflock.database import Database
 from duckflock.errors import (
     ClosedError,
     DuckflockError,
-    ForbiddenError,
     QueryError,
     RequestError,
     ResultTimeoutError,
@@ -42,17 +38,14 @@ from duckflock.errors import (
     UnknownAnalysisError,
 )
 from duckflock.live.results import Result
-from duckflock.server import formats, openapi, policy
-from duckflock.server.auth import AuthMiddleware, allows
-from duckflock.server.bodies import INLINE_BODY, Bodies, stream
-from duckflock.server.edge import Edge
+from duckflock.server import formats, policy
 from duckflock.server.history import Feeder, History, catch_up, history_table
+from duckflock.server.http import openapi
+from duckflock.server.http.bodies import INLINE_BODY, Bodies, stream
 from duckflock.server.limits import Slots
-from duckflock.server.routes import PUBLIC_PATHS, ROUTES
 from duckflock.server.service import Service
-from duckflock.server.settings import ServerSettings
 
-__all__ = ["HttpApi", "ServerSettings", "create_app", "error_payload"]
+__all__ = ["HttpApi", "error_payload", "json_response"]
 
 
 def error_payload(exc: DuckflockError) -> dict[str, Any]:
@@ -61,14 +54,16 @@ def error_payload(exc: DuckflockError) -> dict[str, Any]:
     return {"error": {"type": type(exc).__name__, "message": message, **fields}}
 
 
-def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(formats.dumps(payload), status, headers, media_type=formats.JSON)
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(formats.dumps(payload), status, headers, media_type=formats.MediaType.JSON)
 
 
-_STATUS_TYPES = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLargeError"}
+STATUS_TYPES = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLargeError"}
 
 
-def _dashboard_html() -> str:
+def dashboard_html() -> str:
     static = resources.files("duckflock.server") / "static"
     page = (static / "index.html").read_text()
     return page.replace("/*STYLE*/", (static / "style.css").read_text()).replace(
@@ -113,7 +108,7 @@ class HttpApi:
         self.service = service
         self.db = service.db
         self.settings = settings = service.settings
-        self.dashboard = _dashboard_html()
+        self.dashboard = dashboard_html()
         self.waits = Slots(
             total=settings.waits,
             per_client=settings.waits_per_client,
@@ -147,7 +142,7 @@ class HttpApi:
         extra = dict(headers or {})
         if isinstance(exc, ServerBusyError):
             extra["Retry-After"] = str(exc.retry_after)
-        return _json(payload, exc.http_status, extra)
+        return json_response(payload, exc.http_status, extra)
 
     def _deadline(self, request: Request) -> float:
         return self.service.deadline(request.scope.get("duckflock.arrived"))
@@ -159,12 +154,12 @@ class HttpApi:
 
     async def health(self, request: Request) -> Response:
         payload = await run_in_threadpool(self.service.health)
-        return _json(payload, 200 if payload["status"] == "ok" else 503)
+        return json_response(payload, 200 if payload["status"] == "ok" else 503)
 
     # -- read ----------------------------------------------------------------------------------
 
     async def spec(self, request: Request) -> Response:
-        return _json(openapi.document(self.settings))
+        return json_response(openapi.document(self.settings))
 
     async def prometheus(self, request: Request) -> Response:
         body = await run_in_threadpool(generate_latest, self.service.metrics.registry)
@@ -172,14 +167,14 @@ class HttpApi:
 
     async def tables(self, request: Request) -> Response:
         async with self.service.hold_slot(_client(request), self._deadline(request)):
-            return _json(await run_in_threadpool(self.db.tables))
+            return json_response(await run_in_threadpool(self.db.tables))
 
     async def stats(self, request: Request) -> Response:
         figures = (await run_in_threadpool(self.db.stats)).as_dict()
         lake = self.db.lake_state()
         if lake is not None:  # a DuckLake: its snapshot id and maintenance state
             figures["lake"] = lake
-        return _json(figures)
+        return json_response(figures)
 
     async def query(self, request: Request) -> Response:
         sql, params = policy.sql_and_params(await self.bodies.json_object(request))
@@ -204,7 +199,7 @@ class HttpApi:
         )
 
     async def analyses(self, request: Request) -> Response:
-        return _json(await run_in_threadpool(self.db.analyses))
+        return json_response(await run_in_threadpool(self.db.analyses))
 
     async def result(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -335,7 +330,7 @@ class HttpApi:
         except (TypeError, ValueError, UnicodeError) as exc:  # the shape of the rows, in words
             raise RequestError(str(exc)) from exc
         payload = {"table": table, "rows": receipt.rows, "committed": wait}
-        return _json(payload, 200 if wait else 202)
+        return json_response(payload, 200 if wait else 202)
 
     # -- admin ---------------------------------------------------------------------------------
 
@@ -369,111 +364,10 @@ class HttpApi:
                 partial(self.service.define_analysis, name, options, defined_by=who)
             )
         self.feeder.follow(name)
-        return _json(status, 201)
+        return json_response(status, 201)
 
     async def drop_analysis(self, request: Request) -> Response:
         await run_in_threadpool(self.db.drop_analysis, request.path_params["name"])
         return Response(status_code=204)
 
     # -- the router ----------------------------------------------------------------------------
-
-    def routes(self) -> list[Route]:
-        """The Starlette routes of the route table, each handler behind its role check;
-        one Starlette route per path (a 405's Allow header names all its methods)."""
-        checked = bool(self.service.tokens)
-        by_path: dict[str, dict[str, Endpoint]] = {}
-        for spec in ROUTES:
-            endpoint: Endpoint = getattr(self, spec.handler)
-            if spec.role is not None:
-                endpoint = _needs(spec.role, endpoint, checked)
-            by_path.setdefault(spec.path, {})[spec.method] = endpoint
-        return [
-            Route(path, _by_method(endpoints), methods=list(endpoints))
-            for path, endpoints in by_path.items()
-        ]
-
-
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def _by_method(endpoints: dict[str, Endpoint]) -> Endpoint:
-    if len(endpoints) == 1:
-        return next(iter(endpoints.values()))
-
-    async def dispatch(request: Request) -> Response:
-        return await endpoints[request.method](request)
-
-    return dispatch
-
-
-def _needs(role: str, endpoint: Endpoint, checked: bool) -> Endpoint:
-    """``endpoint`` behind the check that the caller's role is at least ``role`` (a
-    tokenless server, loopback only, lets everything through)."""
-
-    async def guarded(request: Request) -> Response:
-        if checked and not allows(request.scope.get("duckflock.role"), role):
-            raise ForbiddenError(f"this needs a token with the {role!r} role")
-        return await endpoint(request)
-
-    guarded.__name__ = endpoint.__name__
-    return guarded
-
-
-def create_app(
-    db: Database,
-    settings: ServerSettings | None = None,
-    *,
-    service: Service | None = None,
-    on_shutdown: Callable[[], None] | None = None,
-) -> Starlette:
-    """The ASGI app serving ``db`` over ``service`` (the serving service it shares with
-    the Postgres port; made from ``db`` and ``settings`` when not given). ``on_shutdown``
-    runs (in a thread) when it stops; ``app.state.begin_shutdown()`` begins the service's
-    shutdown: running queries are interrupted and waits end, on every protocol."""
-    if service is None:
-        service = Service(db, settings)
-    elif service.db is not db or (settings is not None and settings != service.settings):
-        raise ValueError("create_app: the service serves another database or settings")
-    api = HttpApi(service)
-
-    async def on_duckflock_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, DuckflockError)
-        return api.render_error(exc)
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        kind = _STATUS_TYPES.get(exc.status_code, "HTTPError")
-        body = {"error": {"type": kind, "message": exc.detail}}
-        return _json(body, exc.status_code, dict(exc.headers or {}))
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        api.feeder.start()
-        yield
-        service.stop()  # first: running queries are interrupted, waits end
-        await api.feeder.stop()
-        if on_shutdown is not None:
-            await run_in_threadpool(on_shutdown)
-
-    app = Starlette(
-        routes=api.routes(),
-        exception_handlers={DuckflockError: on_duckflock_error, HTTPException: on_http_error},
-        lifespan=lifespan,
-    )
-    app.add_middleware(
-        AuthMiddleware,
-        tokens=service.tokens,
-        render=api.render_error,
-        public=PUBLIC_PATHS,
-        client_key=service.client_key,
-        backoff=service.backoff,
-    )
-    app.add_middleware(Edge, metrics=service.metrics, render=api.render_error)
-    app.state.db = db
-    app.state.service = service
-    app.state.metrics = service.metrics
-    app.state.guard = service.guard
-    app.state.begin_shutdown = service.stop
-    app.state.slots = service.queries
-    app.state.history = api.kept
-    return app

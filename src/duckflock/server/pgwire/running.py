@@ -1,0 +1,246 @@
+"""Running one statement of a session (a portal) and sending what it gives: rows
+(DataRow, within the server's row and byte caps), COPY data, settings, transaction
+tags."""
+
+from __future__ import annotations
+
+import struct
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from duckflock.errors import QueryError, QueryTimeoutError, ServerBusyError
+from duckflock.server.pgwire import compat
+from duckflock.server.pgwire.compat import Kind, Statement
+from duckflock.server.pgwire.encode import COPY_SIGNATURE, COPY_TRAILER, RowEncoder, copy_data
+from duckflock.server.pgwire.execute import CopyFormat, CopyPlan, Outcome, copy_plan
+from duckflock.server.pgwire.messages import (
+    Backend,
+    LimitExceeded,
+    command_complete,
+    message,
+    notice,
+    parameter_status,
+    row_description,
+)
+from duckflock.server.pgwire.session import MAX_SETTING_TEXT, MAX_SETTINGS, Portal, Session
+from duckflock.server.pgwire.types import Format
+
+_I2 = struct.Struct("!h")
+
+
+def open_portal(session: Session, portal: Portal) -> None:
+    if portal.expired:
+        raise QueryTimeoutError(
+            f"the query ran past its {session.server.executor.timeout:g} s limit while its "
+            "portal was suspended, and was stopped",
+            sql=portal.prepared.statement.sql,
+        )
+    if portal.outcome is not None:
+        return
+    if len(session.held_portals()) >= session.server.per_client:
+        raise ServerBusyError(
+            f"this connection holds {session.server.per_client} suspended results already "
+            "(each takes a query slot): read them to the end, close them, or Sync",
+            retry_after=1,
+        )
+    session.cancelled = False
+    portal.deadline = time.monotonic() + session.server.executor.timeout
+    portal.outcome = run_statement(session, portal.prepared.statement, portal.params)
+    if portal.outcome.names is not None:
+        assert portal.outcome.duck_types is not None
+        portal.encoder = RowEncoder(portal.outcome.duck_types, portal.formats)
+
+
+def run_statement(session: Session, statement: Statement, params: list[Any]) -> Outcome:
+    kind, executor = statement.kind, session.server.executor
+    if kind == Kind.TX:
+        return transaction(session, statement.tag)
+    if kind == Kind.SET:
+        return set_setting(session, statement)
+    if kind == Kind.SHOW:
+        name = statement.name
+        value = session.settings.get(name, compat.SHOW_ONLY.get(name))
+        if value is None:  # not a setting: DuckDB's SHOW <table>
+            return executor.run(
+                statement.sql, params, session.role, session.running_on, client=session.client
+            )
+        return Outcome.table("SHOW", pa.table({name: [value]}), ["VARCHAR"])
+    if kind == Kind.LISTEN:
+        session.channels.listen(statement.name, session.pid)
+        return Outcome("LISTEN")
+    if kind == Kind.UNLISTEN:
+        session.channels.unlisten(statement.name)
+        return Outcome("UNLISTEN")
+    if kind == Kind.NOTIFY:
+        raise QueryError("NOTIFY is not supported: channels are analyses, notified on refresh")
+    if kind in (Kind.DISCARD, Kind.DEALLOCATE):
+        if kind == Kind.DEALLOCATE and statement.sql.split()[-1].upper() == "ALL":
+            session.prepared.clear()  # compat names it "", like the unnamed statement
+        elif kind == Kind.DEALLOCATE:
+            session.prepared.pop(statement.name, None)
+        return Outcome(statement.tag)
+    if kind == Kind.INSERT:
+        outcome = executor.insert(statement.sql, params, session.role, client=session.client)
+    else:
+        outcome = executor.run(
+            statement.sql, params, session.role, session.running_on, client=session.client
+        )
+    if outcome.names is None or not outcome.tag.startswith("SELECT"):
+        session.committed_in_tx += session.in_tx  # a write: committed already
+    return outcome
+
+
+def transaction(session: Session, tag: str) -> Outcome:
+    """BEGIN/COMMIT/ROLLBACK: accepted, and nothing to do, since every statement
+    commits on its own; a ROLLBACK after writes says that it undid none."""
+    if tag == "ROLLBACK" and session.committed_in_tx:
+        session.send(
+            notice(
+                f"ROLLBACK undid nothing: duckflock committed each of the "
+                f"{session.committed_in_tx} writing statement(s) of this transaction on its own",
+                "25000",
+            )
+        )
+    if tag in ("COMMIT", "ROLLBACK") or (tag == "BEGIN" and not session.in_tx):
+        session.committed_in_tx = 0
+    session.in_tx = tag == "BEGIN" or (session.in_tx and tag not in ("COMMIT", "ROLLBACK"))
+    return Outcome(tag)
+
+
+def set_setting(session: Session, statement: Statement) -> Outcome:
+    """SET/RESET of a session setting, within :data:`MAX_SETTINGS` settings of at
+    most :data:`MAX_SETTING_TEXT` characters (they were unbounded)."""
+    if statement.tag != "RESET" and statement.name:
+        name = compat.setting_name(statement.name)
+        if max(len(name), len(statement.value)) > MAX_SETTING_TEXT:
+            raise LimitExceeded(
+                f"a setting's name and value may have {MAX_SETTING_TEXT:,} characters each"
+            )
+        added = len(session.settings) - len(compat.DEFAULT_SETTINGS)
+        if name not in session.settings and added >= MAX_SETTINGS:
+            raise LimitExceeded(
+                f"this connection has set {MAX_SETTINGS} settings of its own, the most it "
+                "may: RESET some first"
+            )
+    for name in compat.apply_setting(session.settings, statement):
+        session.send(parameter_status(name, session.settings[name]))
+    return Outcome(statement.tag)
+
+
+def describe_rows(session: Session, portal: Portal) -> bytes:
+    assert portal.outcome is not None and portal.outcome.names is not None
+    assert portal.encoder is not None
+    return describe_columns(portal.outcome.names, portal.encoder)
+
+
+def describe_columns(names: list[str], encoder: RowEncoder) -> bytes:
+    formats = encoder.formats if len(encoder.formats) == len(names) else [Format.TEXT] * len(names)
+    return row_description(
+        (name, c.oid, c.size, f) for name, c, f in zip(names, encoder.columns, formats, strict=True)
+    )
+
+
+def send_rows(session: Session, portal: Portal, limit: int) -> None:
+    """Up to ``limit`` rows (0: all) of the portal, then CommandComplete or
+    PortalSuspended; the server's row and byte caps end a result early with a
+    warning."""
+    session.sending_until = portal.deadline
+    try:
+        _send_rows(session, portal, limit)
+    finally:
+        session.sending_until = None
+
+
+def _send_rows(session: Session, portal: Portal, limit: int) -> None:
+    outcome = portal.outcome
+    assert outcome is not None
+    if outcome.names is None or portal.done:
+        session.send(command_complete(outcome.tag))
+        return
+    encoder = portal.encoder
+    assert encoder is not None
+    server = session.server
+    sent = 0
+    while True:
+        batch = portal.pending if portal.pending is not None else outcome.next_batch()
+        portal.pending = None
+        if batch is None:
+            break
+        room = server.row_cap - portal.rows
+        if batch.num_rows > room:
+            batch = batch.slice(0, room)
+            portal.notes.append(f"the result was cut at the {server.row_cap:,}-row cap")
+        if limit and sent + batch.num_rows > limit:
+            portal.pending = batch.slice(limit - sent)
+            batch = batch.slice(0, limit - sent)
+        data = encoder.data_rows(batch)
+        portal.rows += batch.num_rows
+        portal.bytes += len(data)
+        sent += batch.num_rows
+        session.send(data)
+        if portal.bytes > server.byte_cap:
+            portal.notes.append(f"the result was cut at the {server.byte_cap:,}-byte cap")
+        if portal.notes:
+            portal.pending = None
+            break
+        if limit and sent >= limit:
+            session.send(message(Backend.PORTAL_SUSPENDED))
+            return
+    portal.done = True
+    for text in portal.notes:
+        session.send(notice(text))
+    session.send(command_complete(f"SELECT {portal.rows}"))
+    session.close_outcome(portal)
+
+
+def copy_out(session: Session, statement: Statement, params: list[Any]) -> None:
+    plan = copy_plan(statement.sql)
+    session.sending_until = time.monotonic() + session.server.executor.timeout
+    try:
+        _copy_out(session, plan, params)
+    finally:
+        session.sending_until = None
+
+
+def _copy_out(session: Session, plan: CopyPlan, params: list[Any]) -> None:
+    outcome = session.server.executor.select(
+        plan.query, params, client=session.client, on_cursor=session.running_on
+    )
+    try:
+        assert outcome.duck_types is not None and outcome.names is not None
+        binary = plan.format == CopyFormat.BINARY
+        encoder = RowEncoder(outcome.duck_types, [Format.BINARY if binary else Format.TEXT])
+        count = len(outcome.names)
+        head = struct.pack("!bh", int(binary), count) + _I2.pack(int(binary)) * count
+        session.send(message(Backend.COPY_OUT_RESPONSE, head))
+        # the binary header travels with the first rows, as PostgreSQL sends it
+        # (ADBC's reader expects a row right after the header in the same message)
+        prefix = COPY_SIGNATURE if binary else b""
+        rows = sent = 0
+        header = outcome.names if plan.header else None
+        while (batch := outcome.next_batch()) is not None:
+            batch = batch.slice(0, max(session.server.row_cap - rows, 0))
+            if plan.format == CopyFormat.BINARY:
+                data = encoder.copy_binary(batch, prefix) if batch.num_rows else b""
+                prefix = prefix if not data else b""
+            elif plan.format == CopyFormat.CSV:
+                data = copy_data(encoder.copy_csv(batch, header))
+                header = None
+            else:
+                data = copy_data(encoder.copy_text(batch))
+            session.send(data)
+            rows += batch.num_rows
+            sent += len(data)
+            if rows >= session.server.row_cap or sent > session.server.byte_cap:
+                break  # the same caps as a SELECT's (the byte cap: whole batches)
+        if binary:
+            session.send(copy_data(prefix + COPY_TRAILER))
+        session.send(message(Backend.COPY_DONE))
+        if sent > session.server.byte_cap:
+            session.send(notice(f"the result was cut at the {session.server.byte_cap:,}-byte cap"))
+        session.send(command_complete(f"COPY {rows}"))
+    finally:
+        session.cursor = None
+        outcome.close()

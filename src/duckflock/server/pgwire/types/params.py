@@ -1,0 +1,49 @@
+"""Bind parameters: text or binary, with the OID the client chose, as the Python values
+DuckDB binds (text of a type without a text loader stays a string, which DuckDB casts
+where it is used)."""
+
+from __future__ import annotations
+
+import decimal
+import struct
+from typing import Any
+
+from duckflock.server.pgwire.types import array
+from duckflock.server.pgwire.types.registry import ADAPTERS, PARAMETER_ARRAYS
+
+
+def _binary(oid: int, data: bytes) -> Any:
+    if oid in PARAMETER_ARRAYS:
+        return array.load_binary(data, _binary)
+    adapter = ADAPTERS.get(oid)
+    if adapter is None or adapter.load_binary is None:
+        raise ValueError(
+            f"binary parameters of type OID {oid} are not supported; send them as text"
+        )
+    return adapter.load_binary(data)
+
+
+def _text(oid: int, text: str) -> Any:
+    if oid in PARAMETER_ARRAYS:
+        element = PARAMETER_ARRAYS[oid]
+        return array.load_text(text, lambda item: _text(element, item))
+    adapter = ADAPTERS.get(oid)
+    if adapter is None or adapter.load_text is None:
+        return text  # dates, times, uuids, json, unknown: DuckDB casts the string where used
+    return adapter.load_text(text)
+
+
+def decode_param(oid: int, binary: bool, data: bytes | None) -> Any:
+    """One Bind parameter as a Python value (ValueError when it cannot be read)."""
+    if data is None:
+        return None
+    try:
+        return _binary(oid, data) if binary else _text(oid, data.decode())
+    except (
+        struct.error,
+        UnicodeDecodeError,
+        decimal.InvalidOperation,
+        IndexError,
+        OverflowError,
+    ) as exc:
+        raise ValueError(f"cannot read a parameter of type OID {oid}: {exc}") from None
