@@ -33,6 +33,7 @@ import pyarrow as pa
 from duckflock import __version__
 from duckflock.database import Database
 from duckflock.errors import DuckflockError, RequestError
+from duckflock.ingest.stats import WriterState
 from duckflock.server.auth import Tokens
 from duckflock.server.backoff import Backoff
 from duckflock.server.guard import QueryGuard, QueryOutcome, RunningQuery, run_statement
@@ -230,7 +231,7 @@ def ingest_state(db: Database, *, thorough: bool = False) -> str | None:
         return "the database is closed"
     if thorough:
         stats = db.stats()
-        if stats.state != "ok":
+        if stats.state is not WriterState.OK:
             why = f": {stats.last_storage_error}" if stats.last_storage_error else ""
             return f"the write path is {stats.state}{why}"
     writer = getattr(db, "_writer", None)  # the library has no public word for these yet
