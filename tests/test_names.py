@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 import duckflock
 from duckflock import UnknownTableError
-from duckflock.core.names import Identity, parse, quote
+from duckflock.core.names import Identity
 from duckflock.core.syntax import READ, SESSION, WRITE, classify, view_query
+from duckflock.sql import quote_ident, split_name
 
 
 def test_a_table_name_cannot_inject_sql(memdb: duckflock.Database) -> None:
@@ -220,13 +221,13 @@ def test_view_text_is_read_with_quotes_respected() -> None:
 )
 @settings(max_examples=200, deadline=None)
 def test_quoted_names_parse_back_to_their_parts(parts: list[str]) -> None:
-    assert parse(".".join(quote(p) for p in parts)) == tuple(parts)
+    assert split_name(".".join(quote_ident(p) for p in parts)) == tuple(parts)
 
 
 @pytest.mark.parametrize("bad", ["", "a..b", '"open', 'a"b.c', "a.b.c.d", '"t" x', "."])
 def test_malformed_names_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - each message names the problem
-        parse(bad)
+        split_name(bad)
 
 
 def test_identity_quotes_every_part() -> None:

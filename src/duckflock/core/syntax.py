@@ -23,8 +23,9 @@ from typing import Any, NamedTuple
 
 import duckdb
 
-from duckflock.core.names import Identity, Resolver, parse_prefix
+from duckflock.core.names import Identity, Resolver
 from duckflock.errors import ParserError, QueryError
+from duckflock.sql import name_end, paren_end
 
 READ, SESSION, WRITE = "read", "session", "write"
 
@@ -261,45 +262,19 @@ def view_query(create: str) -> str | None:
     )
     if head is None:
         return None
-    rest = parse_prefix(create, head.end())
+    rest = name_end(create, head.end())
     if rest is None:
         return None
     i = rest
     while i < len(create) and create[i].isspace():
         i += 1
     if i < len(create) and create[i] == "(":  # column aliases: quoted or bare names
-        i = _skip_parenthesised(create, i)
-        if i < 0:
+        end = paren_end(create, i)
+        if end is None:
             return None
+        i = end
     tail = re.match(r"\s*AS\s+(.*?);?\s*\Z", create[i:], re.IGNORECASE | re.DOTALL)
     return tail.group(1) if tail else None
-
-
-def _skip_parenthesised(text: str, i: int) -> int:
-    """The index after the ``)`` closing the ``(`` at ``i`` (quotes respected), or -1."""
-    depth = 0
-    while i < len(text):
-        char = text[i]
-        if char == '"':
-            end = i + 1
-            while True:
-                end = text.find('"', end)
-                if end < 0:
-                    return -1
-                if end + 1 < len(text) and text[end + 1] == '"':
-                    end += 2
-                    continue
-                break
-            i = end + 1
-            continue
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return -1
 
 
 def _macros(cursor: duckdb.DuckDBPyConnection, functions: set[str]) -> bool:
