@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
-from duckflock.core.names import Identity, quote
+from duckflock.core.names import Identity
 from duckflock.core.transactions import rollback_quietly
 from duckflock.errors import (
     ConflictError,
@@ -40,6 +40,7 @@ from duckflock.errors import (
 from duckflock.ingest.receipts import Receipt
 from duckflock.ingest.rows import Part
 from duckflock.ingest.schema import TableSchema
+from duckflock.sql import quote_ident
 
 if TYPE_CHECKING:
     from duckflock.lake.connection import Retry
@@ -241,7 +242,7 @@ def append(
         ]
         kept = [t for t in stored if t is not None]
         return pa.concat_tables(kept) if kept else None
-    columns = ", ".join(quote(c) for c in group.columns)
+    columns = ", ".join(quote_ident(c) for c in group.columns)
     if group.rows is not None:
         rows = group.rows
         width = len(group.columns)

@@ -35,8 +35,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.core.names import Identity, Resolver, quote
+from duckflock.core.names import Identity, Resolver
 from duckflock.core.syntax import table_parts, walk
+from duckflock.sql import quote_ident
 
 NOW = "__duckflock_now"  # where now() stood, in the rendered SQL
 _NOW_NAMES = {"now", "get_current_timestamp", "transaction_timestamp", "current_timestamp"}
@@ -170,7 +171,7 @@ def sliding(
     if found is None or found.kind != "table":
         return None
     table: Identity = found.identity
-    alias = quote(source.get("alias") or source["table_name"])
+    alias = quote_ident(source.get("alias") or source["table_name"])
     column_sql = render(column)
     bound_sql = render(_placeholder(bound))
     try:
