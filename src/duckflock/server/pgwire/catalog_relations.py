@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from duckflock.core.project import SCHEMA as OWN_SCHEMA
 from duckflock.server.pgwire import types
+from duckflock.sql import quote_literal
 
 ANALYSES_SCHEMA = "analyses"
 # OIDs duckflock makes up: each range 2**27 wide, all below 2**31 (clients read int4)
@@ -29,12 +30,12 @@ def _type_rows() -> str:
     rows = []
     for oid, kind in types.PG_TYPES.items():
         rows.append(
-            f"({oid}, '{kind.name}', '{kind.spelled.replace(chr(39), chr(39) * 2)}', "
+            f"({oid}, '{kind.name}', {quote_literal(kind.spelled)}, "
             f"'{kind.receive}', 0, {kind.array}, {types.TYPE_SIZE.get(oid, -1)})"
         )
         if kind.array:
             rows.append(
-                f"({kind.array}, '_{kind.name}', '{kind.spelled.replace(chr(39), chr(39) * 2)}', "
+                f"({kind.array}, '_{kind.name}', {quote_literal(kind.spelled)}, "
                 f"'array_recv', {oid}, 0, -1)"
             )
     return ", ".join(rows)
