@@ -18,6 +18,7 @@ import duckdb
 from duckflock import __version__
 from duckflock.server.pgwire import catalog, types
 from duckflock.server.pgwire.clients import describe_query
+from duckflock.sql import IDENT, LexError, read_ident, split_statements, tokens
 
 SERVER_VERSION = "15.0"
 VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (duckflock {__version__}, DuckDB {duckdb.__version__})"
@@ -49,7 +50,6 @@ SHOW_ONLY = {
 }
 STARTUP_REPORTED = tuple(DEFAULT_SETTINGS)
 
-_NAME = r'"(?:[^"]|"")*"|[A-Za-z_][\w$]*'
 _COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
 
 
@@ -65,9 +65,14 @@ class Statement:
 
 
 def unquote(name: str) -> str:
-    if name.startswith('"') and name.endswith('"') and len(name) >= 2:
-        return name[1:-1].replace('""', '"')
-    return name.lower()
+    """A setting's, channel's or column's name as written: quoted as it stands, bare in
+    lower case (PostgreSQL folds bare names). LexError for a malformed quoted name."""
+    if not name.startswith('"'):
+        return name.lower()
+    value, end = read_ident(name)
+    if end != len(name):
+        raise LexError(name, "has text after a quoted name", end)
+    return value
 
 
 def _words(sql: str) -> list[str]:
@@ -91,7 +96,7 @@ def classify(sql: str) -> Statement:
         return Statement("tx", body, first)
     if first == "SET":
         match = re.fullmatch(
-            rf"SET\s+(?:SESSION\s+|LOCAL\s+)?({_NAME})\s*(?:=|\s+TO\s+)\s*(.*)", body, re.S | re.I
+            rf"SET\s+(?:SESSION\s+|LOCAL\s+)?({IDENT})\s*(?:=|\s+TO\s+)\s*(.*)", body, re.S | re.I
         )
         if match:
             value = match.group(2).strip().strip("'")
@@ -103,12 +108,12 @@ def classify(sql: str) -> Statement:
         rest = body[4:].strip()
         if re.fullmatch(r"TRANSACTION\s+ISOLATION\s+LEVEL", rest, re.I):
             return Statement("show", body, "SHOW", "transaction_isolation")
-        if re.fullmatch(_NAME, rest) and unquote(rest).lower() not in ("tables", "databases"):
+        if re.fullmatch(IDENT, rest) and unquote(rest).lower() not in ("tables", "databases"):
             # a setting, or (when the session has no such setting) DuckDB's SHOW <table>
             return Statement("show", body, "SHOW", setting_name(unquote(rest)))
         return Statement("sql", body)  # DuckDB's SHOW TABLES, SHOW ALL TABLES
     if first in ("LISTEN", "UNLISTEN", "NOTIFY"):
-        match = re.fullmatch(rf"\w+\s+({_NAME}|\*)(?:\s*,\s*'.*')?", body, re.S)
+        match = re.fullmatch(rf"\w+\s+({IDENT}|\*)(?:\s*,\s*'.*')?", body, re.S)
         if not match:
             raise ValueError(f"{first} needs a channel name: {first} analysis_name")
         return Statement(first.lower(), body, first, unquote(match.group(1)))
@@ -228,10 +233,18 @@ def _rewrite_code(sql: str) -> str:
 
 
 def parameter_count(sql: str) -> int:
-    """The highest ``$n`` in ``sql``, outside string literals and quoted names."""
-    bare = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "''", sql)
-    found = [int(n) for n in re.findall(r"\$(\d+)", bare)]
-    return max(found, default=0)
+    """The highest ``$n`` in ``sql``, outside string literals, quoted names and comments
+    (DuckDB's scanner reads ``$n`` as one operator token)."""
+    try:
+        found = tokens(sql)
+    except LexError:
+        return 0  # DuckDB cannot read it either, and says why when it runs
+    numbers = (
+        re.match(r"\$(\d+)", token.text)
+        for token in found
+        if token.kind == duckdb.token_type.operator
+    )
+    return max((int(number.group(1)) for number in numbers if number), default=0)
 
 
 # a cast's type name -> OID: PostgreSQL's names and spellings (types.PG_TYPES), and DuckDB's
@@ -272,21 +285,15 @@ def split(sql: str) -> list[str]:
         return [sql]
     first = classify_word(sql)
     if first in ("LISTEN", "UNLISTEN", "NOTIFY", "SET", "SHOW", "RESET", "DISCARD"):
-        # DuckDB's parser knows none of these: split at each ; outside quotes
-        parts, at = [], 0
-        for token in _SEMICOLONS.finditer(sql):
-            if token.group(0) == ";":
-                parts.append(sql[at : token.start()])
-                at = token.end()
-        parts.append(sql[at:])
-        return [part for part in parts if part.strip()] or [sql]
+        # DuckDB's parser knows none of these: split at its scanner's ; tokens
+        try:
+            return split_statements(sql) or [sql]
+        except LexError:
+            return [sql]
     try:
         return [s.query for s in duckdb.extract_statements(sql)] or [sql]
     except duckdb.Error:
         return [sql]
-
-
-_SEMICOLONS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|;")
 
 
 def classify_word(sql: str) -> str:
