@@ -11,6 +11,8 @@ module refuses cannot slip through another.
   :func:`name_end` — where such a name that starts inside longer text ends,
   :func:`read_ident` — the one identifier at a position;
 - :func:`tokens` — DuckDB's tokens with offsets in characters (DuckDB counts bytes),
+  :func:`quoted_spans` — where its string literals and quoted names are,
+  :func:`skip_blank` — where the first token starts (after space and comments),
   :func:`split_statements` — statements split at DuckDB's ``;`` tokens, for text
   DuckDB's parser does not know (PostgreSQL's ``LISTEN``, ``SHOW``…; for DuckDB's own
   SQL, ``duckdb.extract_statements`` is the oracle).
@@ -36,11 +38,13 @@ __all__ = [
     "display_ident",
     "name_end",
     "paren_end",
+    "quoted_spans",
     "quote_ident",
     "quote_literal",
     "quote_qualified",
     "read_ident",
     "split_name",
+    "skip_blank",
     "split_statements",
     "tokens",
 ]
@@ -281,3 +285,51 @@ def split_statements(sql: str) -> list[str]:
             at = token.start + 1
     parts.append(sql[at:])
     return [part for part in parts if part.strip()]
+
+
+def skip_blank(sql: str) -> int:
+    """Where the first token of ``sql`` starts, after white space and comments
+    (``len(sql)`` when there is none)."""
+    found = tokens(sql)
+    return found[0].start if found else len(sql)
+
+
+_DOLLAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
+_PREFIX = re.compile(r"[A-Za-z]*'")  # E'…', X'…', B'…'
+
+
+def _literal_end(sql: str, start: int) -> int:
+    """The index after the string literal DuckDB's scanner found at ``start``."""
+    dollar = _DOLLAR.match(sql, start)
+    if dollar is not None:
+        close = sql.find(dollar.group(0), dollar.end())
+        if close < 0:
+            raise LexError(sql, "has an unclosed dollar-quoted string", start)
+        return close + len(dollar.group(0))
+    prefix = _PREFIX.match(sql, start)
+    if prefix is None:
+        raise LexError(sql, "has no string literal", start)
+    quote = prefix.end() - 1
+    if sql[start:quote].lower() != "e":
+        return _quoted_end(sql, quote, "'")
+    at = quote + 1  # E'…': a backslash escapes the next character
+    while at < len(sql):
+        if sql[at] == "\\" or sql.startswith("''", at):
+            at += 2
+        elif sql[at] == "'":
+            return at + 1
+        else:
+            at += 1
+    raise LexError(sql, "has an unclosed quoted string", start)
+
+
+def quoted_spans(sql: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of every string literal and quoted name in ``sql``, in order, as
+    DuckDB's scanner finds them: text that is data, not code."""
+    spans = []
+    for token in tokens(sql):
+        if token.kind == duckdb.token_type.string_const:
+            spans.append((token.start, _literal_end(sql, token.start)))
+        elif token.text.startswith('"'):
+            spans.append((token.start, _quoted_end(sql, token.start, '"')))
+    return spans

@@ -18,7 +18,15 @@ import duckdb
 from duckflock import __version__
 from duckflock.server.pgwire import catalog, types
 from duckflock.server.pgwire.clients import describe_query
-from duckflock.sql import IDENT, LexError, read_ident, split_statements, tokens
+from duckflock.sql import (
+    IDENT,
+    LexError,
+    quoted_spans,
+    read_ident,
+    skip_blank,
+    split_statements,
+    tokens,
+)
 
 SERVER_VERSION = "15.0"
 VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (duckflock {__version__}, DuckDB {duckdb.__version__})"
@@ -50,8 +58,6 @@ SHOW_ONLY = {
 }
 STARTUP_REPORTED = tuple(DEFAULT_SETTINGS)
 
-_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
-
 
 @dataclass(frozen=True)
 class Statement:
@@ -81,7 +87,7 @@ def _words(sql: str) -> list[str]:
 
 def classify(sql: str) -> Statement:
     """What ``sql`` (one statement) is, for the session to dispatch."""
-    body = sql[_COMMENTS.match(sql).end() :].strip().rstrip(";").strip()  # type: ignore[union-attr]
+    body = sql[skip_blank(sql) :].strip().rstrip(";").strip()
     if not body:
         return Statement("empty", body)
     words = [w.upper() for w in _words(body)]
@@ -208,22 +214,26 @@ def rewrite(sql: str) -> str:
     ):
         return sql
     sql = _OID_LITERAL.sub(r"\1", sql)  # '16409'::regclass: the number
+    try:
+        spans = quoted_spans(sql)
+    except LexError:
+        return sql  # DuckDB cannot read it either, and says why
     parts, at = [], 0
-    for quoted in _QUOTED.finditer(sql):  # the client's literals and names stay as sent
-        code, literal = _rewrite_code(sql[at : quoted.start()]), quoted.group(0)
+    for start, end in spans:  # the client's literals and names stay as sent
+        literal = sql[start:end]
+        if literal == '"default"':
+            continue  # COLLATE "default": rewritten with the code around it
+        code = _rewrite_code(sql[at:start])
         if _MATCH_OPERATOR.search(code) and literal.startswith("'"):
             # PostgreSQL's ~ finds the pattern anywhere; DuckDB's must match it all
             literal = "'(?s).*(?:" + literal[1:-1] + ").*'"
         parts += [code, literal]
-        at = quoted.end()
+        at = end
     return "".join([*parts, _rewrite_code(sql[at:])])
 
 
 _OID_LITERAL = re.compile(r"'(\d+)'\s*::\s*(?:pg_catalog\.)?regclass\b", re.I)
 _MATCH_OPERATOR = re.compile(r"(?<![~!])!?~\s*$")
-
-
-_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?!default\")(?:[^\"]|\"\")*\"")  # COLLATE "default"
 
 
 def _rewrite_code(sql: str) -> str:
@@ -297,5 +307,8 @@ def split(sql: str) -> list[str]:
 
 
 def classify_word(sql: str) -> str:
-    body = sql[_COMMENTS.match(sql).end() :]  # type: ignore[union-attr]
+    try:
+        body = sql[skip_blank(sql) :]
+    except LexError:
+        return ""  # split() leaves such text whole, and DuckDB refuses it
     return body.split(None, 1)[0].upper() if body.strip() else ""
