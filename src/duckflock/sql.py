@@ -9,7 +9,8 @@ module refuses cannot slip through another.
 - :func:`quote_ident` / :func:`quote_qualified` / :func:`quote_literal` — text as SQL;
 - :func:`split_name` — ``catalog.schema.name`` (quoted or bare parts) into its parts,
   :func:`name_end` — where such a name that starts inside longer text ends,
-  :func:`read_ident` — the one identifier at a position;
+  :func:`read_ident` / :func:`read_string` — the one identifier / string literal at a
+  position;
 - :func:`tokens` — DuckDB's tokens with offsets in characters (DuckDB counts bytes),
   :func:`quoted_spans` — where its string literals and quoted names are,
   :func:`skip_blank` — where the first token starts (after space and comments),
@@ -43,6 +44,7 @@ __all__ = [
     "quote_literal",
     "quote_qualified",
     "read_ident",
+    "read_string",
     "split_name",
     "skip_blank",
     "split_statements",
@@ -147,6 +149,15 @@ def read_ident(text: str, start: int = 0) -> tuple[str, int]:
     if found is None:
         raise LexError(text, "has no name", start)
     return found.group(0), found.end()
+
+
+def read_string(text: str, start: int = 0) -> tuple[str, int]:
+    """The string literal at ``text[start]`` (``'it''s'`` is ``it's``) and the index
+    after it. LexError when there is none, or it is not closed."""
+    if not text.startswith("'", start):
+        raise LexError(text, "has no string literal", start)
+    end = _quoted_end(text, start, "'")
+    return text[start + 1 : end - 1].replace("''", "'"), end
 
 
 def _scan(text: str, at: int, stop: str) -> tuple[tuple[str, ...], int]:

@@ -10,6 +10,7 @@ through the same guard as any query.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from duckflock.sql import (
     LexError,
     quoted_spans,
     read_ident,
+    read_string,
     skip_blank,
     split_statements,
     tokens,
@@ -81,6 +83,17 @@ def unquote(name: str) -> str:
     return value
 
 
+def _setting_value(text: str) -> str:
+    """A SET's value: one string literal's text, else the value as written (a number,
+    a word, a list)."""
+    if text.startswith("'"):
+        with contextlib.suppress(LexError):
+            value, end = read_string(text)
+            if end == len(text):
+                return value
+    return text
+
+
 def _words(sql: str) -> list[str]:
     return sql.split(None, 3)
 
@@ -105,7 +118,7 @@ def classify(sql: str) -> Statement:
             rf"SET\s+(?:SESSION\s+|LOCAL\s+)?({IDENT})\s*(?:=|\s+TO\s+)\s*(.*)", body, re.S | re.I
         )
         if match:
-            value = match.group(2).strip().strip("'")
+            value = _setting_value(match.group(2).strip())
             return Statement("set", body, "SET", unquote(match.group(1)), value)
         return Statement("set", body, "SET")  # SET TRANSACTION …, SET TIME ZONE …: no-ops
     if first == "RESET":
