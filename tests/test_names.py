@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import duckflock
 from duckflock import UnknownTableError
 from duckflock.core.names import Identity
-from duckflock.core.syntax import READ, SESSION, WRITE, classify, view_query
+from duckflock.core.syntax import READ, SESSION, WRITE, catalog_only, classify, view_query
 from duckflock.sql import quote_ident, split_name
 
 
@@ -196,6 +196,10 @@ def test_a_kept_result_reads_its_own_rows(memdb: duckflock.Database) -> None:
         ("EXPLAIN ANALYZE DELETE FROM t", WRITE),
         ("EXPLAIN /* x */ ANALYZE DELETE FROM t", WRITE),
         ("EXPLAIN DELETE FROM t", WRITE),
+        ("-- why\nEXPLAIN SELECT 1", READ),  # read by DuckDB's scanner: comments skipped
+        ("/* a;b */ BEGIN", READ),
+        ("/* a */ ROLLBACK", READ),
+        ("-- x\nEXPLAIN /* y */ DELETE FROM t", WRITE),
         ("WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a", WRITE),
         ("CALL checkpoint()", WRITE),
         ("PRAGMA table_info('t')", READ),
@@ -206,6 +210,20 @@ def test_a_kept_result_reads_its_own_rows(memdb: duckflock.Database) -> None:
 )
 def test_statements_are_classified_by_the_parser(sql: str, kind: str) -> None:
     assert classify(sql) == kind
+
+
+@pytest.mark.parametrize(
+    ("sql", "only"),
+    [
+        ("CHECKPOINT", True),
+        ("/* nightly */ FORCE CHECKPOINT;", True),
+        ("CHECKPOINT other_db", False),
+        ("CREATE TABLE x (a INTEGER); -- c\nCHECKPOINT", True),
+        ("CALL checkpoint(); DELETE FROM t", False),
+    ],
+)
+def test_checkpoints_are_catalog_only_whatever_comments_surround_them(sql: str, only: bool) -> None:
+    assert catalog_only(sql) is only
 
 
 def test_view_text_is_read_with_quotes_respected() -> None:
