@@ -33,6 +33,7 @@ import duckdb
 
 __all__ = [
     "IDENT",
+    "MAX_PARTS",
     "LexError",
     "Token",
     "check_text",
@@ -61,6 +62,8 @@ IDENT = r'"(?:[^"]|"")*"|' + _BARE_PATTERN
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # a dotted name's parts: catalog.schema.name
 MAX_PARTS = 3
+# how much of the text an error message quotes
+_SHOWN = 200
 
 
 class LexError(ValueError):
@@ -69,7 +72,8 @@ class LexError(ValueError):
 
     def __init__(self, text: str, reason: str, position: int | None = None) -> None:
         where = "" if position is None else f" at position {position}"
-        super().__init__(f"{text!r} {reason}{where}")
+        shown = text if len(text) <= _SHOWN else text[: _SHOWN - 1] + "…"
+        super().__init__(f"{shown!r} {reason}{where}")
         self.text = text
         self.reason = reason
         self.position = position
