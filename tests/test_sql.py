@@ -48,7 +48,7 @@ def _made_table(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> tuple
     qualified = sql.quote_qualified([schema, name])
     con.execute(f"CREATE OR REPLACE TABLE {qualified} ({sql.quote_ident(name)} INTEGER)")
     rows = con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()
-    column = con.execute(f"SELECT * FROM {qualified}").description[0][0]  # type: ignore[index]
+    column = con.execute(f"SELECT * FROM {qualified}").description[0][0]
     con.execute(f"DROP TABLE {qualified}")
     assert len(rows) == 1  # the one table made here
     assert column == name
@@ -59,7 +59,7 @@ def _made_table(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> tuple
 @pytest.mark.parametrize("name", WEIRD)
 def test_weird_names_round_trip_through_duckdb(con: duckdb.DuckDBPyConnection, name: str) -> None:
     assert _made_table(con, name, name) == (name, name)
-    assert con.execute(f"SELECT 1 AS {sql.quote_ident(name)}").description[0][0] == name  # type: ignore[index]
+    assert con.execute(f"SELECT 1 AS {sql.quote_ident(name)}").description[0][0] == name
 
 
 @given(name=names)
@@ -67,7 +67,7 @@ def test_weird_names_round_trip_through_duckdb(con: duckdb.DuckDBPyConnection, n
 def test_a_quoted_name_is_read_back_by_duckdb_as_itself(name: str) -> None:
     con = duckdb.connect()
     try:
-        assert con.execute(f"SELECT 1 AS {sql.quote_ident(name)}").description[0][0] == name  # type: ignore[index]
+        assert con.execute(f"SELECT 1 AS {sql.quote_ident(name)}").description[0][0] == name
         assert _made_table(con, "s", name) == ("s", name)
     finally:
         con.close()
@@ -181,6 +181,35 @@ _PIECES = st.sampled_from(
         'SELECT [1, 2][1] AS "x;"',
     ]
 )
+
+
+_TRICKY = ";'\"$-/*\n aé🦆"
+_QUIET = ";'\" aé🦆"  # nothing that could end a comment or a dollar quote
+
+
+@st.composite
+def _generated(draw: st.DrawFn) -> str:
+    """A SELECT with ; and quotes inside literals, names and comments."""
+    value = draw(st.text(alphabet=_TRICKY, max_size=8))
+    alias = draw(st.text(alphabet=_TRICKY, min_size=1, max_size=8))
+    quiet = draw(st.text(alphabet=_QUIET, max_size=8))
+    form = draw(st.integers(0, 3))
+    if form == 0:
+        return f"SELECT {sql.quote_literal(value)} AS {sql.quote_ident(alias)}"
+    if form == 1:
+        return f"SELECT $${quiet}$$ /* {quiet} */"
+    if form == 2:
+        return f"-- {quiet}\nSELECT 1 AS {sql.quote_ident(alias)}"
+    return f"SELECT {sql.quote_ident(alias)} FROM (SELECT 1 AS {sql.quote_ident(alias)})"
+
+
+@given(st.lists(_generated(), min_size=1, max_size=4), st.sampled_from([";", ";\n "]))
+@settings(max_examples=200, deadline=None)
+def test_generated_statements_split_as_duckdb_splits_them(pieces: list[str], glue: str) -> None:
+    text = glue.join(pieces)
+    expected = [s.query.strip() for s in duckdb.extract_statements(text)]
+    assert [part.strip() for part in sql.split_statements(text)] == expected
+    assert len(expected) == len(pieces)
 
 
 @given(st.lists(_PIECES, min_size=1, max_size=5), st.sampled_from([";", " ; ", ";\n", ";;"]))
