@@ -269,7 +269,8 @@ class Token(NamedTuple):
 
 def tokens(sql: str) -> list[Token]:
     """DuckDB's tokens of ``sql`` (comments are not tokens; text after an unclosed quote
-    is dropped, as DuckDB's scanner does), with offsets in characters."""
+    is dropped, as DuckDB's scanner does), with offsets in characters: DuckDB's are
+    UTF-8 bytes (as its syntax tree's ``query_location``, duckdb/duckdb#22818)."""
     check_text(sql, "SQL")
     found = duckdb.tokenize(sql)
     if sql.isascii():
@@ -280,11 +281,13 @@ def tokens(sql: str) -> list[Token]:
         for index, char in enumerate(sql):
             byte_to_char[size] = index
             size += len(char.encode("utf-8"))
+        byte_to_char[size] = len(sql)
         starts = [byte_to_char[start] for start, _ in found]
     ends = [*starts[1:], len(sql)]
     return [
         Token(start, kind, sql[start:end])
         for start, end, (_, kind) in zip(starts, ends, found, strict=True)
+        if start < len(sql)  # DuckDB 2.0 adds a token past the end (duckdb/duckdb#24742)
     ]
 
 
