@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 import duckflock
 from duckflock import UnknownTableError
-from duckflock.core.names import Identity, parse, quote
-from duckflock.core.syntax import READ, SESSION, WRITE, classify, view_query
+from duckflock.core.names import Identity
+from duckflock.core.syntax import READ, SESSION, WRITE, catalog_only, classify, view_query
+from duckflock.sql import quote_ident, split_name
 
 
 def test_a_table_name_cannot_inject_sql(memdb: duckflock.Database) -> None:
@@ -195,6 +196,10 @@ def test_a_kept_result_reads_its_own_rows(memdb: duckflock.Database) -> None:
         ("EXPLAIN ANALYZE DELETE FROM t", WRITE),
         ("EXPLAIN /* x */ ANALYZE DELETE FROM t", WRITE),
         ("EXPLAIN DELETE FROM t", WRITE),
+        ("-- why\nEXPLAIN SELECT 1", READ),  # read by DuckDB's scanner: comments skipped
+        ("/* a;b */ BEGIN", READ),
+        ("/* a */ ROLLBACK", READ),
+        ("-- x\nEXPLAIN /* y */ DELETE FROM t", WRITE),
         ("WITH a AS (SELECT 1) INSERT INTO t SELECT * FROM a", WRITE),
         ("CALL checkpoint()", WRITE),
         ("PRAGMA table_info('t')", READ),
@@ -205,6 +210,20 @@ def test_a_kept_result_reads_its_own_rows(memdb: duckflock.Database) -> None:
 )
 def test_statements_are_classified_by_the_parser(sql: str, kind: str) -> None:
     assert classify(sql) == kind
+
+
+@pytest.mark.parametrize(
+    ("sql", "only"),
+    [
+        ("CHECKPOINT", True),
+        ("/* nightly */ FORCE CHECKPOINT;", True),
+        ("CHECKPOINT other_db", False),
+        ("CREATE TABLE x (a INTEGER); -- c\nCHECKPOINT", True),
+        ("CALL checkpoint(); DELETE FROM t", False),
+    ],
+)
+def test_checkpoints_are_catalog_only_whatever_comments_surround_them(sql: str, only: bool) -> None:
+    assert catalog_only(sql) is only
 
 
 def test_view_text_is_read_with_quotes_respected() -> None:
@@ -220,13 +239,13 @@ def test_view_text_is_read_with_quotes_respected() -> None:
 )
 @settings(max_examples=200, deadline=None)
 def test_quoted_names_parse_back_to_their_parts(parts: list[str]) -> None:
-    assert parse(".".join(quote(p) for p in parts)) == tuple(parts)
+    assert split_name(".".join(quote_ident(p) for p in parts)) == tuple(parts)
 
 
 @pytest.mark.parametrize("bad", ["", "a..b", '"open', 'a"b.c', "a.b.c.d", '"t" x', "."])
 def test_malformed_names_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - each message names the problem
-        parse(bad)
+        split_name(bad)
 
 
 def test_identity_quotes_every_part() -> None:

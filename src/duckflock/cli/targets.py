@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from duckflock.core import names
+from duckflock import sql
 from duckflock.database import Database, connect
 from duckflock.errors import OpenError
 
@@ -59,12 +59,12 @@ def client(url: str, token: str | None) -> Iterator[Client]:
 def table_name(name: str) -> tuple[str, str]:
     """The TABLE argument as (quoted SQL for CREATE TABLE, its parts in lower case).
 
-    Parsed and quoted by the identity layer (:mod:`duckflock.core.names`), the one place
-    that turns a caller's name into SQL; a name it refuses is a usage error.
+    Split and quoted by :mod:`duckflock.sql`, the one place that turns a caller's name
+    into SQL; a name it refuses is a usage error.
     """
     try:
-        parts = names.parse(name)
-        quoted = ".".join(names.quote(part) for part in parts)
+        parts = sql.split_name(name)
+        quoted = sql.quote_qualified(parts)
     except (TypeError, ValueError) as exc:
         raise click.BadParameter(str(exc), param_hint="TABLE") from None
     return quoted, ".".join(part.lower() for part in parts)
@@ -73,6 +73,6 @@ def table_name(name: str) -> tuple[str, str]:
 def same_table(listed: str, wanted: str) -> bool:
     """Whether a name from ``tables()`` is the table whose lower-cased parts are ``wanted``."""
     try:
-        return ".".join(part.lower() for part in names.parse(listed)) == wanted
+        return ".".join(part.lower() for part in sql.split_name(listed)) == wanted
     except ValueError:
         return False

@@ -1,13 +1,14 @@
 """Names from callers, resolved against DuckDB's catalog and quoted in one place.
 
 A table name a caller hands duckflock (``db.insert("events", …)``, an analysis's
-``FROM other.events``) is data, never SQL. :func:`parse` splits it into at most three
-parts (``catalog.schema.name``; double quotes protect dots and quotes, ``""`` is a quote);
-:class:`Resolver` looks the parts up in ``duckdb_tables()`` and ``duckdb_views()`` the
-way DuckDB's binder would, and returns an :class:`Identity` — the catalog's own spelling
-of ``(catalog, schema, name)``. :func:`quote` is the one function that turns a name into
-SQL, and the same identity keys the schema cache, the writer's capture set, commit
-notices and analyses, so ``main.events`` and ``other.events`` are never confused.
+``FROM other.events``) is data, never SQL. :func:`duckflock.sql.split_name` splits it
+into at most three parts (``catalog.schema.name``; double quotes protect dots and
+quotes, ``""`` is a quote); :class:`Resolver` looks the parts up in ``duckdb_tables()``
+and ``duckdb_views()`` the way DuckDB's binder would, and returns an :class:`Identity` —
+the catalog's own spelling of ``(catalog, schema, name)``. :mod:`duckflock.sql` is the one
+place that turns a name into SQL, and the same identity keys the schema cache, the
+writer's capture set, commit notices and analyses, so ``main.events`` and
+``other.events`` are never confused.
 
 A string that is a table's name as it stands (``a"b``, ``my.table``) is found as such
 first; anything that is neither that nor a well-formed qualified name is refused before
@@ -16,12 +17,12 @@ it reaches SQL.
 
 from __future__ import annotations
 
-import re
 from typing import NamedTuple
 
 import duckdb
 
 from duckflock.errors import UnknownTableError
+from duckflock.sql import LexError, check_text, display_ident, quote_qualified, split_name
 
 
 class Identity(NamedTuple):
@@ -34,7 +35,7 @@ class Identity(NamedTuple):
     @property
     def sql(self) -> str:
         """The fully qualified, quoted name: safe to put into SQL."""
-        return f"{quote(self.catalog)}.{quote(self.schema)}.{quote(self.name)}"
+        return quote_qualified(self)
 
     def display(self, catalog: str | None = None) -> str:
         """A short name that resolves back to this identity (``events``, ``other.events``)."""
@@ -45,15 +46,7 @@ class Identity(NamedTuple):
             parts.insert(0, self.catalog)
         if len(parts) == 1:
             return self.name
-        return ".".join(_display_part(part) for part in parts)
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False  # a lone surrogate: no table can have it in its name
-    return True
+        return ".".join(display_ident(part) for part in parts)
 
 
 class Resolved(NamedTuple):
@@ -62,81 +55,6 @@ class Resolved(NamedTuple):
     identity: Identity
     kind: str
     sql: str | None
-
-
-def quote(name: str) -> str:
-    """``name`` as a quoted SQL identifier. Every identifier duckflock writes goes here."""
-    if not isinstance(name, str):
-        raise TypeError(f"a name must be a str, not {type(name).__name__}")
-    if "\x00" in name:
-        raise ValueError("a name cannot contain a NUL character")
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _display_part(part: str) -> str:
-    return part if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part) else quote(part)
-
-
-def parse(text: str) -> tuple[str, ...]:
-    """Split ``catalog.schema.name`` (1 to 3 parts) into its parts.
-
-    A part is either bare (no dot, no quote, not empty; surrounding spaces dropped) or
-    double-quoted, where ``""`` stands for one quote. Raises ValueError for anything else.
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"a table name must be a str, not {type(text).__name__}")
-    parts, end = _scan(text, 0, stop=".")
-    if end != len(text):
-        raise ValueError(f"{text!r} has text after a quoted name")
-    return parts
-
-
-def parse_prefix(text: str, start: int) -> int | None:
-    """Where the qualified name that starts ``text[start:]`` ends (as DuckDB renders
-    names: bare parts end at white space or a parenthesis), or None."""
-    try:
-        _, end = _scan(text, start, stop=". \t\n\r(")
-    except ValueError:
-        return None
-    return end
-
-
-def _scan(text: str, i: int, *, stop: str) -> tuple[tuple[str, ...], int]:
-    parts: list[str] = []
-    n = len(text)
-    while True:
-        if i < n and text[i] == '"':
-            chars: list[str] = []
-            i += 1
-            while True:
-                end = text.find('"', i)
-                if end < 0:
-                    raise ValueError(f"{text!r} has an unclosed quote")
-                chars.append(text[i:end])
-                if end + 1 < n and text[end + 1] == '"':
-                    chars.append('"')
-                    i = end + 2
-                    continue
-                i = end + 1
-                break
-            part = "".join(chars)
-        else:
-            end = i
-            while end < n and text[end] not in stop:
-                end += 1
-            part = text[i:end].strip()
-            if '"' in part:
-                raise ValueError(f"{text!r} has a quote inside a bare name")
-            i = end
-        if not part:
-            raise ValueError(f"{text!r} has an empty name part")
-        parts.append(part)
-        if i == n or text[i] != ".":
-            break
-        i += 1
-    if len(parts) > 3:
-        raise ValueError(f"{text!r} has more than three parts (catalog.schema.name)")
-    return tuple(parts), i
 
 
 # tables and views of every attached database (temporary ones belong to one cursor)
@@ -205,14 +123,18 @@ class Resolver:
         """The table or view a caller's ``text`` names; UnknownTableError otherwise."""
         if not isinstance(text, str):
             raise TypeError(f"a table name must be a str, not {type(text).__name__}")
-        if not text or "\x00" in text or not _encodable(text):
+        try:
+            check_text(text, "a table name")  # a NUL or a lone surrogate: no table has it
+        except LexError as exc:
+            raise UnknownTableError(text, f"{text!r} is not a valid table name: {exc}") from None
+        if not text:
             raise UnknownTableError(text, f"{text!r} is not a valid table name")
         literal = self.lookup((text,))  # a name that is a table's name as it stands
         if literal is not None:
             return literal
         try:
-            parts = parse(text)
-        except ValueError as exc:
+            parts = split_name(text)
+        except LexError as exc:
             raise UnknownTableError(text, f"{text!r} is not a valid table name: {exc}") from None
         found = self.lookup(parts)
         if found is None:

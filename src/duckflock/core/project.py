@@ -33,6 +33,7 @@ import duckdb
 from duckflock.core.names import Identity
 from duckflock.core.syntax import READ, SESSION, classify
 from duckflock.errors import QueryRefusedError
+from duckflock.sql import LexError, tokens
 
 SCHEMA = "duckflock"
 ANALYSES = "analyses"
@@ -45,8 +46,6 @@ _USE_API = (
 )
 # settings that change where unqualified names resolve
 _RESOLVING = re.compile(r"\A\s*USE\b|\bschema\b|\bsearch_path\b", re.IGNORECASE)
-# a bare identifier as DuckDB's scanner reads one (ident_start, then ident_cont)
-_BARE = re.compile(r"[A-Za-z_\x80-\U0010ffff][A-Za-z_0-9$\x80-\U0010ffff]*")
 
 
 def is_schema(name: str) -> bool:
@@ -117,31 +116,10 @@ def names_schema(sql: str) -> bool:
     """True when an identifier of ``sql`` (by DuckDB's scanner) names duckflock's schema."""
     if SCHEMA not in sql.lower():  # fast path: the text cannot spell it
         return False
-    data = sql.encode("utf-8", "surrogatepass")
-    tokens = duckdb.tokenize(sql)
-    for i, (start, kind) in enumerate(tokens):
-        if kind != duckdb.token_type.identifier:
-            continue
-        end = tokens[i + 1][0] if i + 1 < len(tokens) else len(data)
-        if is_schema(_identifier(data[start:end].decode("utf-8", "replace"))):
-            return True
-    return False
-
-
-def _identifier(chunk: str) -> str:
-    """The name an identifier token's text stands for (what follows it is ignored)."""
-    if chunk.startswith('"'):
-        end = 1
-        parts = []
-        while True:
-            close = chunk.find('"', end)
-            if close < 0:
-                return chunk[1:]
-            parts.append(chunk[end:close])
-            if chunk.startswith('"', close + 1):
-                parts.append('"')
-                end = close + 2
-                continue
-            return "".join(parts)
-    found = _BARE.match(chunk)
-    return found.group(0) if found else chunk.strip()
+    try:
+        found = tokens(sql)
+    except LexError:
+        return True  # a NUL (DuckDB reads up to it) or a lone surrogate: refuse, unread
+    return any(
+        token.kind == duckdb.token_type.identifier and is_schema(token.name) for token in found
+    )

@@ -24,8 +24,9 @@ from typing import Any, NamedTuple
 
 import duckdb
 
-from duckflock.core.names import Identity, Resolver, parse_prefix
+from duckflock.core.names import Identity, Resolver
 from duckflock.errors import ParserError, QueryError
+from duckflock.sql import LexError, name_end, paren_end, tokens
 
 
 class StatementKind(enum.StrEnum):
@@ -113,8 +114,17 @@ def data_only(sql: str) -> bool:
     return bool(statements) and all(s.type in _DATA_TYPES for s in statements)
 
 
+def _words(query: str) -> list[str]:
+    """The words of ``query`` as DuckDB's scanner reads them (comments left out, ""
+    for a token that is not a word); [] for text it cannot read."""
+    try:
+        return [token.word for token in tokens(query) if not token.is_semicolon]
+    except LexError:
+        return []
+
+
 def _is_checkpoint(query: str) -> bool:
-    return re.fullmatch(r"\s*(FORCE\s+)?CHECKPOINT\s*;?\s*", query, re.IGNORECASE) is not None
+    return _words(query) in (["checkpoint"], ["force", "checkpoint"])
 
 
 def said(sql: str, limit: int = 80) -> str:
@@ -124,17 +134,20 @@ def said(sql: str, limit: int = 80) -> str:
 
 
 def _opens_or_undoes(query: str) -> bool:
-    return re.match(r"\s*(BEGIN|START|ROLLBACK|ABORT)\b", query, re.IGNORECASE) is not None
+    return _words(query)[:1] in (["begin"], ["start"], ["rollback"], ["abort"])
 
 
 def _explains_a_read(query: str) -> bool:
     """``EXPLAIN <select>`` reads; ``EXPLAIN ANALYZE <anything>`` runs it, and anything
     that is not plainly ``EXPLAIN`` + one SELECT counts as a write."""
-    found = re.match(r"\s*EXPLAIN\s+(.*)\Z", query, re.IGNORECASE | re.DOTALL)
-    if found is None:
+    try:
+        found = tokens(query)
+    except LexError:
+        return False
+    if len(found) < 2 or found[0].word != "explain":
         return False
     try:
-        inner = duckdb.extract_statements(found.group(1))
+        inner = duckdb.extract_statements(query[found[1].start :])
     except duckdb.Error:
         return False  # EXPLAIN ANALYZE …, EXPLAIN (options) …: assume it runs
     return len(inner) == 1 and inner[0].type == duckdb.StatementType.SELECT
@@ -165,7 +178,7 @@ def _kinds(sql: str) -> str:
         return f"{len(statements)} statements"
     kind = statements[0].type.name
     if kind == "SELECT":  # PRAGMA and friends are rewritten to SELECT by the parser
-        kind = sql.split(None, 1)[0].upper()
+        kind = (_words(sql) or ["this"])[0].upper() or "this"
     return f"a {kind} statement"
 
 
@@ -271,45 +284,19 @@ def view_query(create: str) -> str | None:
     )
     if head is None:
         return None
-    rest = parse_prefix(create, head.end())
+    rest = name_end(create, head.end())
     if rest is None:
         return None
     i = rest
     while i < len(create) and create[i].isspace():
         i += 1
     if i < len(create) and create[i] == "(":  # column aliases: quoted or bare names
-        i = _skip_parenthesised(create, i)
-        if i < 0:
+        end = paren_end(create, i)
+        if end is None:
             return None
+        i = end
     tail = re.match(r"\s*AS\s+(.*?);?\s*\Z", create[i:], re.IGNORECASE | re.DOTALL)
     return tail.group(1) if tail else None
-
-
-def _skip_parenthesised(text: str, i: int) -> int:
-    """The index after the ``)`` closing the ``(`` at ``i`` (quotes respected), or -1."""
-    depth = 0
-    while i < len(text):
-        char = text[i]
-        if char == '"':
-            end = i + 1
-            while True:
-                end = text.find('"', end)
-                if end < 0:
-                    return -1
-                if end + 1 < len(text) and text[end + 1] == '"':
-                    end += 2
-                    continue
-                break
-            i = end + 1
-            continue
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return -1
 
 
 def _macros(cursor: duckdb.DuckDBPyConnection, functions: set[str]) -> bool:

@@ -25,12 +25,13 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.core.faults import FaultHook
-from duckflock.core.names import Identity, quote
+from duckflock.core.names import Identity
 from duckflock.core.transactions import rollback_quietly
 from duckflock.ingest.receipts import Call
 from duckflock.ingest.rows import Part
 from duckflock.ingest.schema import TableSchema
 from duckflock.ingest.storage import DURABLE_WORDS, StorageFailure, invalidated, storage_fault
+from duckflock.sql import quote_ident
 
 if TYPE_CHECKING:
     pass
@@ -137,7 +138,7 @@ def append(
         ]
         kept = [t for t in stored if t is not None]
         return pa.concat_tables(kept) if kept else None
-    columns = ", ".join(quote(c) for c in group.columns)
+    columns = ", ".join(quote_ident(c) for c in group.columns)
     if group.rows is not None:
         rows = group.rows
         width = len(group.columns)

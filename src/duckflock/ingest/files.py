@@ -26,8 +26,6 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from duckflock.core.names import quote
-
 # Chunk, BadLine and BadFileError are part of this module's face (``duckflock load``
 # reads them here), defined with the exact reading that shares them
 from duckflock.ingest.lines import (
@@ -41,6 +39,7 @@ from duckflock.ingest.lines import (
 from duckflock.ingest.lines import BadFileError as BadFileError
 from duckflock.ingest.lines import BadLine as BadLine
 from duckflock.ingest.lines import Chunk as Chunk
+from duckflock.sql import quote_ident
 
 
 class FileFormat(enum.StrEnum):
@@ -241,8 +240,10 @@ def create_table_sql(
             f"--pk {missing[0]!r} is not a column of the file; its columns are "
             f"{', '.join(name for name, _ in columns)}"
         )
-    parts = [f"{quote(name)} {kind}" for name, kind in columns]
+    parts = [f"{quote_ident(name)} {kind}" for name, kind in columns]
     if primary_key:
-        parts.append(f"PRIMARY KEY ({', '.join(quote(known[k.lower()]) for k in primary_key)})")
+        parts.append(
+            f"PRIMARY KEY ({', '.join(quote_ident(known[k.lower()]) for k in primary_key)})"
+        )
     verb = "CREATE OR REPLACE TABLE" if replace else "CREATE TABLE"
     return f"{verb} {quoted_name} ({', '.join(parts)})"

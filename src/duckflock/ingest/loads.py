@@ -18,11 +18,11 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.core import project
-from duckflock.core.names import quote
 from duckflock.core.transactions import rollback_quietly
 from duckflock.errors import QueryError, RowRejectedError
 from duckflock.ingest.files import Chunk
 from duckflock.ingest.rejections import column_in
+from duckflock.sql import quote_ident
 
 T = TypeVar("T")
 
@@ -54,7 +54,7 @@ class ChunkRejectedError(Exception):
 
 
 def _append(cursor: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> None:
-    columns = ", ".join(quote(name) for name in data.column_names)
+    columns = ", ".join(quote_ident(name) for name in data.column_names)
     sql = f"INSERT INTO {table} ({columns}) SELECT * FROM {_VIEW}"
     project.check_statement(sql)  # the raw cursor asks nothing: duckflock's schema is not written
     cursor.register(_VIEW, data)

@@ -37,6 +37,7 @@ from typing import Any
 import duckdb
 
 from duckflock.errors import OpenError
+from duckflock.sql import quote_literal
 
 PREFIX = "ducklake:"
 _SETTING = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -157,10 +158,6 @@ def extension_path(module: str, name: str) -> str:
     return str(found)
 
 
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def open_lake(
     target: str,
     *,
@@ -177,15 +174,15 @@ def open_lake(
         raise ValueError(f"config {config!r} is refused by DuckDB: {exc}") from exc
     try:
         for path in paths:
-            connection.execute(f"LOAD {_literal(path)}")
+            connection.execute(f"LOAD {quote_literal(path)}")
         for name, value in options.settings.items():
-            connection.execute(f"SET {name} = {_literal(str(value))}")
+            connection.execute(f"SET {name} = {quote_literal(str(value))}")
         attach = [f"DATA_INLINING_ROW_LIMIT {int(options.inline_rows)}"]
         if data_path is not None:
-            attach.append(f"DATA_PATH {_literal(os.fspath(data_path))}")
+            attach.append(f"DATA_PATH {quote_literal(os.fspath(data_path))}")
         if read_only:
             attach.append("READ_ONLY")
-        connection.execute(f"ATTACH {_literal(target)} AS {CATALOG} ({', '.join(attach)})")
+        connection.execute(f"ATTACH {quote_literal(target)} AS {CATALOG} ({', '.join(attach)})")
         connection.execute(f"USE {CATALOG}")
     except duckdb.Error as exc:
         connection.close()
@@ -338,4 +335,4 @@ def allowed_directories(cursor: duckdb.DuckDBPyConnection) -> list[str]:
         ).fetchall()
         for (schema,) in schemas:
             os.makedirs(os.path.join(data_path, str(schema)), exist_ok=True)
-    return [f"SET allowed_directories = [{_literal(data_path)}]"]
+    return [f"SET allowed_directories = [{quote_literal(data_path)}]"]

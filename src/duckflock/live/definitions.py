@@ -25,15 +25,15 @@ from typing import Any
 
 import duckdb
 
-from duckflock.core.names import quote
 from duckflock.core.project import ANALYSES, SCHEMA
 from duckflock.live.results import Mode
+from duckflock.sql import quote_ident
 
 LIBRARY = "library"  # who defined an analysis through the Python API
 UNKNOWN = "unknown"  # a row without provenance: older files, or edited offline
-_TABLE = f"{quote(SCHEMA)}.{quote(ANALYSES)}"
+_TABLE = f"{quote_ident(SCHEMA)}.{quote_ident(ANALYSES)}"
 _CREATE = (
-    f"CREATE SCHEMA IF NOT EXISTS {quote(SCHEMA)}",
+    f"CREATE SCHEMA IF NOT EXISTS {quote_ident(SCHEMA)}",
     f"CREATE TABLE IF NOT EXISTS {_TABLE} ("
     "name VARCHAR PRIMARY KEY, sql VARCHAR NOT NULL, every DOUBLE, "
     "on_change BOOLEAN NOT NULL, min_interval DOUBLE NOT NULL, timeout DOUBLE, "

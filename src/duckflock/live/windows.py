@@ -36,9 +36,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.core.names import Identity, Resolver, quote
+from duckflock.core.names import Identity, Resolver
 from duckflock.core.syntax import table_parts, walk
 from duckflock.live.plan.plans import Plan
+from duckflock.sql import quote_ident
 
 # The planner's interface to this module (duckflock.live.plan.incremental implements it):
 # plan a SELECT node (raising NotIncremental, duckdb.Error or QueryError for a shape it
@@ -204,7 +205,7 @@ def sliding(
     if found is None or found.kind != "table":
         return None
     table: Identity = found.identity
-    alias = quote(source.get("alias") or source["table_name"])
+    alias = quote_ident(source.get("alias") or source["table_name"])
     column_sql = render(column)
     bound_sql = render(_placeholder(bound))
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pyarrow as pa
 
-from duckflock.core.names import quote
+from duckflock.sql import quote_ident
 
 
 def over_arrow(
@@ -87,7 +87,9 @@ def typed(relation: str, columns: list[str], lost: dict[str, str], like: str = "
     original table), unioned with its empty result, whose collations the union's column
     types then keep (a VARCHAR COLLATE NOCASE key groups 'a' with 'A' again)."""
     select = ", ".join(
-        f"{cast_back(quote(name), lost[name])} AS {quote(name)}" if name in lost else quote(name)
+        f"{cast_back(quote_ident(name), lost[name])} AS {quote_ident(name)}"
+        if name in lost
+        else quote_ident(name)
         for name in columns
     )
     body = f"SELECT {select} FROM {relation}" if lost else f"SELECT * FROM {relation}"

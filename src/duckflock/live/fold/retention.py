@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from duckflock.core.names import Identity, Resolver
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.states import Partial
+from duckflock.sql import LexError, Token, tokens
 
 KEYS = "__duckflock_keys"
 _BATCH = 65_536
@@ -61,13 +61,13 @@ def target(sql: str) -> tuple[str, ...] | None:
     found = _delete_keyword(sql)
     if found is None:
         return None
-    tokens, at = found
-    if at + 2 >= len(tokens) or _word(sql, tokens[at + 1][0]) != "from":
+    scanned, at = found
+    if at + 2 >= len(scanned) or scanned[at + 1].word != "from":
         return None
     at += 2
-    if _word(sql, tokens[at][0]) == "only" and tokens[at][1] == duckdb.token_type.keyword:
+    if scanned[at].word == "only" and scanned[at].kind == duckdb.token_type.keyword:
         at += 1  # DELETE FROM ONLY t: t
-    return _name(sql, tokens, at)
+    return _name(scanned, at)
 
 
 _UNREPEATABLE = {"random", "uuid", "gen_random_uuid", "uuidv4", "uuidv7", "nextval", "setseed"}
@@ -90,29 +90,29 @@ def selecting(sql: str, cursor: duckdb.DuckDBPyConnection | None = None) -> str 
     found = _delete_keyword(sql)
     if found is None:
         return None
-    tokens, at = found
-    words = {_word(sql, position) for position, _ in tokens}
+    scanned, at = found
+    words = {token.word for token in scanned}
     # FROM-first subqueries: (FROM t …); not IS DISTINCT FROM, extract(year FROM ts)
     from_first = any(
-        sql.startswith("(", before) and _word(sql, position) == "from"
-        for (before, _), (position, _) in itertools.pairwise(tokens)
+        before.text.startswith("(") and token.word == "from"
+        for before, token in itertools.pairwise(scanned)
     )
     if from_first or words & (_UNREPEATABLE | _SUBQUERY):
         return None
-    if cursor is not None and _volatile(cursor, sql, tokens):
+    if cursor is not None and _volatile(cursor, scanned):
         return None
-    position = tokens[at][0]
+    position = scanned[at].start
     return sql[:position] + "SELECT *" + sql[position + len("delete") :]
 
 
-def _volatile(cursor: duckdb.DuckDBPyConnection, sql: str, tokens: list[tuple[int, Any]]) -> bool:
+def _volatile(cursor: duckdb.DuckDBPyConnection, scanned: list[Token]) -> bool:
     """Whether a word of ``sql`` names a volatile function or a user's macro (its body
     is not checked). Table functions and macros come with a FROM: a subquery already."""
     names = sorted(
         {
-            _plain(sql, position)
-            for (position, _), (after, _) in itertools.pairwise(tokens)
-            if sql.startswith("(", after)  # a call: the catalogue costs ~10 ms to ask
+            token.name
+            for token, after in itertools.pairwise(scanned)
+            if after.text.startswith("(")  # a call: the catalogue costs ~10 ms to ask
         }
         - {""}
     )
@@ -130,65 +130,40 @@ def _volatile(cursor: duckdb.DuckDBPyConnection, sql: str, tokens: list[tuple[in
     return row is None or bool(row[0])
 
 
-def _plain(sql: str, position: int) -> str:
-    """The name a token at ``position`` spells (quoted or not), else ""."""
-    if sql[position] == '"':
-        match = re.match(r'"((?:[^"]|"")*)"', sql[position:])
-        return match.group(1).replace('""', '"') if match else ""
-    match = _BARE.match(sql, position)
-    return match.group(0) if match else ""
-
-
-def _delete_keyword(sql: str) -> tuple[list[tuple[int, Any]], int] | None:
+def _delete_keyword(sql: str) -> tuple[list[Token], int] | None:
     """The tokens of ``sql`` and the index of its top-level DELETE keyword, when ``sql``
     is one DELETE statement without RETURNING."""
     try:
         statements = duckdb.extract_statements(sql)
-        tokens = duckdb.tokenize(sql)
-    except duckdb.Error:
+        scanned = tokens(sql)
+    except (duckdb.Error, LexError):
         return None
     if len(statements) != 1 or statements[0].type != duckdb.StatementType.DELETE:
         return None
     depth = 0
     found: int | None = None
-    for i, (position, kind) in enumerate(tokens):
-        word = _word(sql, position)
-        if kind == duckdb.token_type.operator:
-            depth += sql.count("(", position, position + 1) - sql.count(")", position, position + 1)
-        elif kind == duckdb.token_type.keyword and word == "returning":
+    for i, token in enumerate(scanned):
+        if token.kind == duckdb.token_type.operator:
+            depth += token.text.startswith("(") - token.text.startswith(")")
+        elif token.kind == duckdb.token_type.keyword and token.word == "returning":
             return None  # its caller wants its own rows back
-        elif kind == duckdb.token_type.keyword and word == "delete" and depth == 0:
+        elif token.kind == duckdb.token_type.keyword and token.word == "delete" and depth == 0:
             found = i
-    return None if found is None else (tokens, found)
+    return None if found is None else (scanned, found)
 
 
-def _word(sql: str, position: int) -> str:
-    match = re.match(r"[A-Za-z_]+", sql[position:])
-    return match.group(0).lower() if match else ""
-
-
-_BARE = re.compile(r"[A-Za-z_\u0080-\U0010ffff][\w$\u0080-\U0010ffff]*")
-
-
-def _name(sql: str, tokens: list[tuple[int, Any]], i: int) -> tuple[str, ...] | None:
+def _name(scanned: list[Token], i: int) -> tuple[str, ...] | None:
     """A dotted name of up to three parts starting at token ``i``."""
     parts: list[str] = []
     # unreserved keywords name tables too (data, value, name, type, day, session…)
     kinds = (duckdb.token_type.identifier, duckdb.token_type.keyword)
-    while i < len(tokens) and tokens[i][1] in kinds:
-        position = tokens[i][0]
-        if sql[position] == '"':
-            match = re.match(r'"((?:[^"]|"")*)"', sql[position:])
-            if match is None:
-                return None
-            parts.append(match.group(1).replace('""', '"'))
-        else:
-            match = _BARE.match(sql, position)
-            if match is None:
-                return None
-            parts.append(match.group(0))
+    while i < len(scanned) and scanned[i].kind in kinds:
+        name = scanned[i].name
+        if not name:
+            return None
+        parts.append(name)
         i += 1
-        if i < len(tokens) and sql[tokens[i][0]] == "." and i + 1 < len(tokens):
+        if i < len(scanned) and scanned[i].text.startswith(".") and i + 1 < len(scanned):
             i += 1
             continue
         break
@@ -198,12 +173,12 @@ def _name(sql: str, tokens: list[tuple[int, Any]], i: int) -> tuple[str, ...] | 
 def returning(sql: str) -> str:
     """``sql`` with ``RETURNING *``: before any trailing semicolons (and what follows
     them), on a line of its own (a trailing ``--`` comment would swallow it otherwise)."""
-    tokens = duckdb.tokenize(sql)
-    end = len(tokens)
-    while end and sql.startswith(";", tokens[end - 1][0]):
+    scanned = tokens(sql)
+    end = len(scanned)
+    while end and scanned[end - 1].is_semicolon:
         end -= 1
-    if end < len(tokens):
-        sql = sql[: tokens[end][0]]
+    if end < len(scanned):
+        sql = sql[: scanned[end].start]
     return sql.rstrip() + "\nRETURNING *"
 
 

@@ -47,7 +47,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from duckflock.core.names import Identity, quote
+from duckflock.core.names import Identity
 from duckflock.core.syntax import Reads, parse, reads, walk
 from duckflock.errors import BindError, QueryError, translate
 from duckflock.live.fold.arrow import ArrowPlan, Output
@@ -57,6 +57,7 @@ from duckflock.live.fold.states import Aggregate, NotIncremental, Slots, plan_ag
 from duckflock.live.plan.plans import DELTA, DISTINCT_LIMIT, STATE, Plan
 from duckflock.live.plan.sources import sources
 from duckflock.live.windows import Window, sliding
+from duckflock.sql import quote_ident
 
 # the new rows, scanned so that no filter is pushed into the Arrow scan: pyarrow compares
 # NaN as unordered, DuckDB as greater than every number (WHERE v > 0 must keep NaN rows)
@@ -555,7 +556,9 @@ class _Planner:
         for column in compared:
             if kind(column) not in _ARROW_COMPARES:
                 return False
-            if kind(column) == "VARCHAR" and self._collated(quote(str(column)), self._source.sql):
+            if kind(column) == "VARCHAR" and self._collated(
+                quote_ident(str(column)), self._source.sql
+            ):
                 return False
         return True
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from duckflock.core.project import SCHEMA as OWN_SCHEMA
 from duckflock.server.pgwire import types
+from duckflock.sql import quote_literal
 
 ANALYSES_SCHEMA = "analyses"
 # OIDs duckflock makes up: each range 2**27 wide, all below 2**31 (clients read int4)
@@ -28,14 +29,14 @@ def _type_rows() -> str:
     """pg_type's rows, from :data:`types.PG_TYPES`: each type and its array type."""
     rows = []
     for oid, kind in types.PG_TYPES.items():
-        spelled = kind.spelled.replace("'", "''")
         rows.append(
-            f"({oid}, '{kind.name}', '{spelled}', '{kind.receive}', 0, {kind.array}, "
-            f"{kind.size}, '{kind.category}')"
+            f"({oid}, '{kind.name}', {quote_literal(kind.spelled)}, '{kind.receive}', 0, "
+            f"{kind.array}, {kind.size}, '{kind.category}')"
         )
         if kind.array:
             rows.append(
-                f"({kind.array}, '_{kind.name}', '{spelled}', 'array_recv', {oid}, 0, -1, 'A')"
+                f"({kind.array}, '_{kind.name}', {quote_literal(kind.spelled)}, "
+                f"'array_recv', {oid}, 0, -1, 'A')"
             )
     return ", ".join(rows)
 

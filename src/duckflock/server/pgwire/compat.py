@@ -10,6 +10,7 @@ through the same guard as any query.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -19,6 +20,16 @@ import duckdb
 from duckflock import __version__
 from duckflock.server.pgwire import catalog, types
 from duckflock.server.pgwire.clients import describe_query
+from duckflock.sql import (
+    IDENT,
+    LexError,
+    quoted_spans,
+    read_ident,
+    read_string,
+    skip_blank,
+    split_statements,
+    tokens,
+)
 
 SERVER_VERSION = "15.0"
 VERSION_TEXT = f"PostgreSQL {SERVER_VERSION} (duckflock {__version__}, DuckDB {duckdb.__version__})"
@@ -50,9 +61,6 @@ SHOW_ONLY = {
 }
 STARTUP_REPORTED = tuple(DEFAULT_SETTINGS)
 
-_NAME = r'"(?:[^"]|"")*"|[A-Za-z_][\w$]*'
-_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
-
 
 class Kind(StrEnum):
     """What handles a statement: the session itself, or DuckDB (through the executor)."""
@@ -83,9 +91,25 @@ class Statement:
 
 
 def unquote(name: str) -> str:
-    if name.startswith('"') and name.endswith('"') and len(name) >= 2:
-        return name[1:-1].replace('""', '"')
-    return name.lower()
+    """A setting's, channel's or column's name as written: quoted as it stands, bare in
+    lower case (PostgreSQL folds bare names). LexError for a malformed quoted name."""
+    if not name.startswith('"'):
+        return name.lower()
+    value, end = read_ident(name)
+    if end != len(name):
+        raise LexError(name, "has text after a quoted name", end)
+    return value
+
+
+def _setting_value(text: str) -> str:
+    """A SET's value: one string literal's text, else the value as written (a number,
+    a word, a list)."""
+    if text.startswith("'"):
+        with contextlib.suppress(LexError):
+            value, end = read_string(text)
+            if end == len(text):
+                return value
+    return text
 
 
 def _words(sql: str) -> list[str]:
@@ -94,7 +118,7 @@ def _words(sql: str) -> list[str]:
 
 def classify(sql: str) -> Statement:
     """What ``sql`` (one statement) is, for the session to dispatch."""
-    body = sql[_COMMENTS.match(sql).end() :].strip().rstrip(";").strip()  # type: ignore[union-attr]
+    body = sql[skip_blank(sql) :].strip().rstrip(";").strip()
     if not body:
         return Statement(Kind.EMPTY, body)
     words = [w.upper() for w in _words(body)]
@@ -109,10 +133,10 @@ def classify(sql: str) -> Statement:
         return Statement(Kind.TX, body, first)
     if first == "SET":
         match = re.fullmatch(
-            rf"SET\s+(?:SESSION\s+|LOCAL\s+)?({_NAME})\s*(?:=|\s+TO\s+)\s*(.*)", body, re.S | re.I
+            rf"SET\s+(?:SESSION\s+|LOCAL\s+)?({IDENT})\s*(?:=|\s+TO\s+)\s*(.*)", body, re.S | re.I
         )
         if match:
-            value = match.group(2).strip().strip("'")
+            value = _setting_value(match.group(2).strip())
             return Statement(Kind.SET, body, "SET", unquote(match.group(1)), value)
         return Statement(Kind.SET, body, "SET")  # SET TRANSACTION …, SET TIME ZONE …: no-ops
     if first == "RESET":
@@ -121,12 +145,12 @@ def classify(sql: str) -> Statement:
         rest = body[4:].strip()
         if re.fullmatch(r"TRANSACTION\s+ISOLATION\s+LEVEL", rest, re.I):
             return Statement(Kind.SHOW, body, "SHOW", "transaction_isolation")
-        if re.fullmatch(_NAME, rest) and unquote(rest).lower() not in ("tables", "databases"):
+        if re.fullmatch(IDENT, rest) and unquote(rest).lower() not in ("tables", "databases"):
             # a setting, or (when the session has no such setting) DuckDB's SHOW <table>
             return Statement(Kind.SHOW, body, "SHOW", setting_name(unquote(rest)))
         return Statement(Kind.SQL, body)  # DuckDB's SHOW TABLES, SHOW ALL TABLES
     if first in ("LISTEN", "UNLISTEN", "NOTIFY"):
-        match = re.fullmatch(rf"\w+\s+({_NAME}|\*)(?:\s*,\s*'.*')?", body, re.S)
+        match = re.fullmatch(rf"\w+\s+({IDENT}|\*)(?:\s*,\s*'.*')?", body, re.S)
         if not match:
             raise ValueError(f"{first} needs a channel name: {first} analysis_name")
         return Statement(Kind(first.lower()), body, first, unquote(match.group(1)))
@@ -221,22 +245,26 @@ def rewrite(sql: str) -> str:
     ):
         return sql
     sql = _OID_LITERAL.sub(r"\1", sql)  # '16409'::regclass: the number
+    try:
+        spans = quoted_spans(sql)
+    except LexError:
+        return sql  # DuckDB cannot read it either, and says why
     parts, at = [], 0
-    for quoted in _QUOTED.finditer(sql):  # the client's literals and names stay as sent
-        code, literal = _rewrite_code(sql[at : quoted.start()]), quoted.group(0)
+    for start, end in spans:  # the client's literals and names stay as sent
+        literal = sql[start:end]
+        if literal == '"default"':
+            continue  # COLLATE "default": rewritten with the code around it
+        code = _rewrite_code(sql[at:start])
         if _MATCH_OPERATOR.search(code) and literal.startswith("'"):
             # PostgreSQL's ~ finds the pattern anywhere; DuckDB's must match it all
             literal = "'(?s).*(?:" + literal[1:-1] + ").*'"
         parts += [code, literal]
-        at = quoted.end()
+        at = end
     return "".join([*parts, _rewrite_code(sql[at:])])
 
 
 _OID_LITERAL = re.compile(r"'(\d+)'\s*::\s*(?:pg_catalog\.)?regclass\b", re.I)
 _MATCH_OPERATOR = re.compile(r"(?<![~!])!?~\s*$")
-
-
-_QUOTED = re.compile(r"'(?:[^']|'')*'|\"(?!default\")(?:[^\"]|\"\")*\"")  # COLLATE "default"
 
 
 def _rewrite_code(sql: str) -> str:
@@ -246,10 +274,18 @@ def _rewrite_code(sql: str) -> str:
 
 
 def parameter_count(sql: str) -> int:
-    """The highest ``$n`` in ``sql``, outside string literals and quoted names."""
-    bare = re.sub(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"", "''", sql)
-    found = [int(n) for n in re.findall(r"\$(\d+)", bare)]
-    return max(found, default=0)
+    """The highest ``$n`` in ``sql``, outside string literals, quoted names and comments
+    (DuckDB's scanner reads ``$n`` as one operator token)."""
+    try:
+        found = tokens(sql)
+    except LexError:
+        return 0  # DuckDB cannot read it either, and says why when it runs
+    numbers = (
+        re.match(r"\$(\d+)", token.text)
+        for token in found
+        if token.kind == duckdb.token_type.operator
+    )
+    return max((int(number.group(1)) for number in numbers if number), default=0)
 
 
 # a cast's type name -> OID: PostgreSQL's names and spellings (types.PG_TYPES), and DuckDB's
@@ -286,23 +322,20 @@ def split(sql: str) -> list[str]:
         return [sql]
     first = classify_word(sql)
     if first in ("LISTEN", "UNLISTEN", "NOTIFY", "SET", "SHOW", "RESET", "DISCARD"):
-        # DuckDB's parser knows none of these: split at each ; outside quotes
-        parts, at = [], 0
-        for token in _SEMICOLONS.finditer(sql):
-            if token.group(0) == ";":
-                parts.append(sql[at : token.start()])
-                at = token.end()
-        parts.append(sql[at:])
-        return [part for part in parts if part.strip()] or [sql]
+        # DuckDB's parser knows none of these: split at its scanner's ; tokens
+        try:
+            return split_statements(sql) or [sql]
+        except LexError:
+            return [sql]
     try:
         return [s.query for s in duckdb.extract_statements(sql)] or [sql]
     except duckdb.Error:
         return [sql]
 
 
-_SEMICOLONS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|;")
-
-
 def classify_word(sql: str) -> str:
-    body = sql[_COMMENTS.match(sql).end() :]  # type: ignore[union-attr]
+    try:
+        body = sql[skip_blank(sql) :]
+    except LexError:
+        return ""  # split() leaves such text whole, and DuckDB refuses it
     return body.split(None, 1)[0].upper() if body.strip() else ""

@@ -33,8 +33,9 @@ from duckflock.server.auth import Role, allows
 from duckflock.server.limits import Release
 from duckflock.server.pgwire import catalog
 from duckflock.server.pgwire.catalog_relations import ANALYSES_SCHEMA
-from duckflock.server.pgwire.compat import _NAME, unquote
+from duckflock.server.pgwire.compat import unquote
 from duckflock.server.service import Service
+from duckflock.sql import IDENT
 
 
 def _nothing() -> None:
@@ -58,15 +59,15 @@ class Outcome:
 
 
 _INSERT = re.compile(
-    rf"INSERT\s+INTO\s+((?:{_NAME})(?:\s*\.\s*(?:{_NAME})){{0,2}})\s*"
-    rf"(?:\(\s*((?:{_NAME})(?:\s*,\s*(?:{_NAME}))*)\s*\))?\s*"
+    rf"INSERT\s+INTO\s+((?:{IDENT})(?:\s*\.\s*(?:{IDENT})){{0,2}})\s*"
+    rf"(?:\(\s*((?:{IDENT})(?:\s*,\s*(?:{IDENT}))*)\s*\))?\s*"
     r"((?:VALUES|SELECT|WITH|FROM|TABLE)\b.*)",
     re.S | re.I,
 )
 _NOT_APPEND = re.compile(r"\b(RETURNING|ON\s+CONFLICT|OR\s+REPLACE|OR\s+IGNORE)\b", re.I)
 _COPY = re.compile(
-    rf"COPY\s+(?:\((.*)\)|((?:{_NAME})(?:\s*\.\s*(?:{_NAME})){{0,2}})"
-    rf"(?:\s*\(\s*((?:{_NAME})(?:\s*,\s*(?:{_NAME}))*)\s*\))?)\s+TO\s+STDOUT\b\s*(.*)",
+    rf"COPY\s+(?:\((.*)\)|((?:{IDENT})(?:\s*\.\s*(?:{IDENT})){{0,2}})"
+    rf"(?:\s*\(\s*((?:{IDENT})(?:\s*,\s*(?:{IDENT}))*)\s*\))?)\s+TO\s+STDOUT\b\s*(.*)",
     re.S | re.I,
 )
 
@@ -311,7 +312,7 @@ class Executor:
                 f"one INSERT may add at most {self.guard.row_cap:,} rows", sql=sql
             )
         table = outcome.table
-        names = [unquote(c.strip()) for c in columns.split(",")] if columns else None
+        names = [unquote(c) for c in re.findall(IDENT, columns)] if columns else None
         if names is None:
             names = self._columns(target)[: table.num_columns]
         if len(names) != table.num_columns:
