@@ -62,7 +62,7 @@ _LAZY = {"Client", "RemoteResults"}
 def __getattr__(name: str) -> _Any:
     """``duckflock.Client`` imports the HTTP client (httpx) only when first asked for."""
     if name in _LAZY:
-        from duckflock._extras import missing
+        from duckflock.extras import missing
 
         try:
             from duckflock import client

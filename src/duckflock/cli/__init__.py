@@ -7,7 +7,7 @@ they are programs of the command line, not part of the embedded library.
 
 from __future__ import annotations
 
-from duckflock._extras import require
+from duckflock.extras import require
 
 require("cli", "the duckflock command", "click", "rich")
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from duckflock import __version__
-from duckflock._extras import require
+from duckflock.extras import require
 from duckflock.cli import analysis, banner, data, load, render
 from duckflock.cli.bench import Figure, Sizes, format_figure, run, summary
 from duckflock.cli.demo import next_steps, program_name, run_demo, run_live_demo

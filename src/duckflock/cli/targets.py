@@ -46,7 +46,7 @@ def database(path: str, *, read_only: bool, restore: bool = False) -> Iterator[D
 @contextmanager
 def client(url: str, token: str | None) -> Iterator[Client]:
     """A Client for ``url``; the [client] extra is named when httpx is missing."""
-    from duckflock._extras import missing
+    from duckflock.extras import missing
 
     try:
         from duckflock.client import Client

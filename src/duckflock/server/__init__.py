@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from duckflock._extras import require
+from duckflock.extras import require
 from duckflock.server.settings import ServerSettings
 
 if TYPE_CHECKING:
