@@ -338,6 +338,8 @@ class Refresher:
         else a DuckDB fold of no rows (``empty``: the source table's columns)."""
         if plan.arrow is not None and analysis.fast and not plan.arrow.has_nan(state, empty):
             return plan.arrow.result(state)
+        if plan.finish:  # the state is merged already: its outputs alone
+            return split(plan, over_arrow(analysis.cursor, plan.finish, state))[1]
         return split(plan, over_arrow(analysis.cursor, plan.refresh, state, empty))[1]
 
     def _windowed(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int]:
@@ -467,14 +469,18 @@ class Refresher:
         cursor = analysis.cursor
         cursor.execute("BEGIN TRANSACTION")
         try:
+            with self._lock:
+                # cleared before the snapshot is pinned, not after: a write outside
+                # db.insert takes no commit lock, and its taint landing between the two
+                # would be lost with its rows missing from the state
+                analysis.tainted = None
             with self._commit_lock():
                 # pin the snapshot while no commit can land: DuckDB takes it at the
                 # transaction's first access to the database (BEGIN and SELECT 1 do not)
                 cursor.execute(plan.pin).fetchall()
                 watermark = self._committed_seq()
                 with self._lock:
-                    analysis.tainted = None
-                    analysis.collecting = True
+                    analysis.collecting = analysis.tainted is None
                     analysis.deltas, analysis.delta_rows = [], 0
                     analysis.removed, analysis.removed_rows = [], 0
                     analysis.delta_watermark = watermark
