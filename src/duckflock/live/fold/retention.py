@@ -387,6 +387,10 @@ class Retraction:
     rows: int = 0  # the count(*) partial
     floating: frozenset[int] = frozenset()  # FLOAT/DOUBLE sum partials: recomputed
     forms: bool = False  # a key's equal values differ in form: touched groups recomputed
+    # for pyarrow: the source column of each key, and of each partial (None: count(*));
+    # None when a key or an argument is more than a column, or the query has a WHERE
+    key_columns: tuple[str, ...] | None = None
+    sources: tuple[str | None, ...] | None = None
 
     @property
     def exact(self) -> bool:
@@ -406,6 +410,7 @@ def retraction(
     deltas: str = "__duckflock_delta",
     floating: frozenset[int] = frozenset(),
     forms: bool = False,
+    plain: tuple[tuple[str, ...], tuple[str | None, ...]] | None = None,
 ) -> Retraction | None:
     """The queries that retract deleted rows, or None where a partial cannot take them
     (those deletes rebuild the state).
@@ -415,7 +420,9 @@ def retraction(
     ``deleted_partials`` the query of the partials of the rows in ``delta``. With
     ``forms`` (a key whose equal values differ in form: -0.0 and 0.0, '30 days' and
     '720 hours', 'a' and 'A' under NOCASE) every group deleted rows touch is recomputed:
-    it shows the form of its first row, which may be gone.
+    it shows the form of its first row, which may be gone. ``plain``: the source
+    columns of the keys and of the partials (None for count(*)), when all are plain
+    columns and there is no WHERE (the pyarrow path of :func:`retract`).
     """
     kinds: list[tuple[str, str]] = []  # (kind, SQL): a sum finds its count by SQL
     for partial in partials:
@@ -485,6 +492,8 @@ def retraction(
         rows=rows,
         floating=floating,
         forms=forms,
+        key_columns=plain[0] if plain is not None else None,
+        sources=plain[1] if plain is not None else None,
     )
 
 
@@ -505,14 +514,21 @@ def retract(
     (see :class:`duckflock.live.refresh.Refresher`); with ``settle=False`` there is no
     such transaction, and None says one is needed.
 
-    With ``arrow`` (a plain shape, see :mod:`duckflock.live.fold.arrow`) pyarrow aggregates the
-    deleted rows (DuckDB takes ~10x longer over Arrow input), unless NaN is about, where
-    the two disagree.
+    Where the state's keys and partials are plain columns (``retraction.sources``),
+    pyarrow aggregates the deleted rows and subtracts them (a DuckDB query over Arrow
+    input costs ~10x longer): always for an exact retraction (counts and exact sums,
+    grouped by keys pyarrow and DuckDB group alike: not floating, collated or interval
+    keys, which make a retraction inexact); with min/max or floating sums only for a
+    plain shape (``arrow``, :mod:`duckflock.live.fold.arrow`) without NaN, where the two
+    disagree. Anything pyarrow refuses (a nested key, a sum that overflows) goes to
+    DuckDB's query.
     """
     out = None
-    if arrow is not None and not arrow.has_nan(state, deleted):
+    if retraction.sources is not None and (
+        retraction.exact or (arrow is not None and not arrow.has_nan(state, deleted))
+    ):
         with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
-            partials = _arrow_partials(arrow, deleted, state.schema)
+            partials = _arrow_partials(retraction, deleted, state.schema)
             out = _arrow_subtract(retraction, state, partials)
     if out is None:
         out = over_arrow(cursor, retraction.subtract, state, deleted, None)
@@ -531,28 +547,34 @@ def retract(
     return pa.concat_tables([_conform(kept, state.schema), _conform(recomputed, state.schema)])
 
 
-def _arrow_partials(arrow: ArrowPlan, rows: pa.Table, schema: pa.Schema) -> pa.Table:
-    """The partials of ``rows`` per group, as the state's columns (what ArrowPlan.fold
-    computes for new rows, before it merges them). A partial asked twice (avg's sum
-    beside a sum of the same column) is aggregated once."""
+def _arrow_partials(retraction: Retraction, rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The partials of ``rows`` per group, as the state's columns (what the state's
+    build computes), in pyarrow. Sums of integers and decimals are exact: summed as
+    ``decimal256(76, s)`` (no overflow below 10^38 rows of 38-digit values), then cast
+    back with a check (:func:`_exact_sum`). A partial asked twice (avg's sum beside a
+    sum of the same column) is aggregated once."""
+    assert retraction.sources is not None and retraction.key_columns is not None
+    named: dict[str, str] = {str(n).lower(): str(n) for n in rows.column_names}  # as bound
+
+    def named_as(column: str) -> str:
+        if column.lower() not in named:
+            raise TypeError(f"no column {column!r} among the deleted rows'")
+        return named[column.lower()]
+
     aggregations: list[tuple[Any, ...]] = []
     index: dict[tuple[str, str], int] = {}  # (kind, source) -> aggregation
     picks: list[int] = []
-    for i, (kind, column) in enumerate(arrow.partials):
-        source = column if column is not None else (arrow.keys[0] if arrow.keys else None)
-        if source is None:  # count(*) without keys: any column counts every row
-            source = rows.column_names[0]
+    for i, (kind, column) in enumerate(zip(retraction.kinds, retraction.sources, strict=True)):
+        source = named_as(column) if column is not None else rows.column_names[0]  # count(*)
+        if column is None:
+            kind = "count_all"
         if (kind, source) not in index:
             values = rows[source]
             name = source
-            if kind == "sum" and pa.types.is_integer(values.type):
-                name = f"__s{i}"  # exact, like DuckDB's HUGEINT
-                rows = rows.append_column(name, pc.cast(values, pa.decimal128(38, 0)))
-            elif (
-                kind == "sum"
-                and pa.types.is_floating(values.type)
-                and (values.type != pa.float64())
-            ):
+            if kind == "sum" and not pa.types.is_floating(values.type):
+                name = f"__s{i}"
+                rows = rows.append_column(name, pc.cast(values, _wide(values.type)))
+            elif kind == "sum" and values.type != pa.float64():
                 name = f"__s{i}"  # DuckDB sums FLOAT as DOUBLE
                 rows = rows.append_column(name, pc.cast(values, pa.float64()))
             if kind == "count_all":
@@ -563,7 +585,7 @@ def _arrow_partials(arrow: ArrowPlan, rows: pa.Table, schema: pa.Schema) -> pa.T
                 aggregations.append((name, kind))
             index[(kind, source)] = len(aggregations) - 1
         picks.append(index[(kind, source)])
-    keys = list(arrow.keys)
+    keys = [named_as(column) for column in retraction.key_columns]
     grouped = rows.group_by(keys, use_threads=False).aggregate(aggregations)
     names = grouped.column_names
     width = len(aggregations)
@@ -572,23 +594,48 @@ def _arrow_partials(arrow: ArrowPlan, rows: pa.Table, schema: pa.Schema) -> pa.T
     else:
         key_columns, values_at = grouped.columns[width:], 0
     columns = list(key_columns) + [grouped.column(values_at + pick) for pick in picks]
-    return _conform(pa.Table.from_arrays(columns, names=schema.names), schema)
+    kinds = [field.type for field in schema]
+    for i, kind in enumerate(retraction.kinds):  # exact sums stay decimal256 until the end
+        at = retraction.keys + i
+        if kind == "sum" and pa.types.is_decimal(kinds[at]):
+            kinds[at] = _wide(kinds[at])
+    return pa.Table.from_arrays(
+        [c if c.type == t else pc.cast(c, t) for c, t in zip(columns, kinds, strict=True)],
+        names=schema.names,
+    )
+
+
+def _wide(kind: pa.DataType) -> pa.DataType:
+    """The type an exact sum of ``kind`` (an integer or a decimal) is computed in:
+    ``decimal256(76, scale)``, wide enough that adding and subtracting cannot overflow."""
+    if pa.types.is_integer(kind):
+        return pa.decimal256(76, 0)
+    if pa.types.is_decimal(kind):
+        return pa.decimal256(76, kind.scale)
+    raise TypeError(f"no exact sum of {kind} here")  # the caller asks DuckDB instead
 
 
 def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table) -> pa.Table:
     """What ``retraction.subtract`` computes, in pyarrow (a DuckDB query over Arrow input
-    costs milliseconds of fixed overhead; this, a fraction of one). No NaN here (the
-    caller checked): pyarrow and DuckDB agree on the rest.
+    costs milliseconds of fixed overhead; this, a fraction of one). The caller checked
+    that pyarrow and DuckDB agree on what is compared here (no NaN; see :func:`retract`).
 
     The state and the negated partials of the deleted rows are summed per group; min/max
     partials of the deleted rows go to columns of their own (``__g…``) to be compared
-    with the group's. Null keys group together, as in DuckDB.
+    with the group's. Null keys group together, as in DuckDB. Exact sums are computed
+    in ``decimal256`` and cast back to the state's type with a check: a sum that no
+    longer fits raises (``ArrowInvalid``), and DuckDB's query then says what it says.
     """
     keys = [f"__k{i}" for i in range(retraction.keys)]
     n = len(retraction.kinds)
     gone_columns = {}
+    mine_columns = {}
     for i, kind in enumerate(retraction.kinds):
         column = partials[f"__p{i}"]
+        own = state[f"__p{i}"]
+        if kind == "sum" and pa.types.is_decimal(own.type):
+            own = pc.cast(own, column.type)  # the wide type of _arrow_partials
+        mine_columns[f"__p{i}"] = own
         gone_columns[f"__g{i}"] = column
         if kind in ("count", "sum"):
             gone_columns[f"__p{i}"] = pc.negate(column)
@@ -597,7 +644,7 @@ def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table)
     gone = pa.table(
         {**{k: partials[k] for k in keys}, **{f"__p{i}": gone_columns[f"__p{i}"] for i in range(n)}}
     )
-    mine = state.select(keys + [f"__p{i}" for i in range(n)])
+    mine = pa.table({**{k: state[k] for k in keys}, **mine_columns})
     for i in range(n):
         mine = mine.append_column(f"__g{i}", pa.nulls(mine.num_rows, partials[f"__p{i}"].type))
         gone = gone.append_column(f"__g{i}", gone_columns[f"__g{i}"])
@@ -630,7 +677,8 @@ def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table)
     table = table.append_column("__again", again)
     if keys:  # a group with no rows left is gone; a global aggregate keeps its row
         table = table.filter(pc.greater(table[f"__p{retraction.rows}"], 0))
-    return table
+    # back to the state's types: checked (a decimal that no longer fits raises)
+    return _conform(table, pa.schema([*state.schema, pa.field("__again", pa.bool_())]))
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -53,7 +53,13 @@ from duckflock.errors import BindError, QueryError, translate
 from duckflock.live.fold.arrow import ArrowPlan, Output
 from duckflock.live.fold.query import lost_types, typed
 from duckflock.live.fold.retention import KEYS, hidden_partials, retraction
-from duckflock.live.fold.states import Aggregate, NotIncremental, Slots, plan_aggregate
+from duckflock.live.fold.states import (
+    Aggregate,
+    NotIncremental,
+    Partial,
+    Slots,
+    plan_aggregate,
+)
 from duckflock.live.plan.plans import DELTA, DISTINCT_LIMIT, STATE, Plan
 from duckflock.live.plan.sources import sources
 from duckflock.live.windows import Window, sliding
@@ -665,6 +671,7 @@ class _Planner:
             pin=f"SELECT 1 FROM {self._source.sql} LIMIT 0",
             build=with_outputs(partial_over(self._from_build)),
             refresh=with_outputs(merge_sql),
+            finish=with_outputs(f"SELECT {', '.join(state_names)} FROM {state}"),
             state_columns=tuple(key_names + [f"__p{i}" for i in range(len(partials))]),
             outputs=self._columns,
             filtered=having is not None,
@@ -685,7 +692,24 @@ class _Planner:
                 deltas=typed(DELTA, state_names, state_lost),
                 floating=floating,
                 forms=bool(forms),
+                plain=self._plain_columns(where, groups, partials),
             ),
+        )
+
+    @staticmethod
+    def _plain_columns(
+        where: dict[str, Any] | None, groups: list[dict[str, Any]], partials: list[Partial]
+    ) -> tuple[tuple[str, ...], tuple[str | None, ...]] | None:
+        """The source columns of the keys and of the partials (None: count(*)), when
+        each is a plain column and there is no WHERE: retention's pyarrow path."""
+        keys = [_plain_column(g) for g in groups]
+        sources = [partial.spec[1] for partial in partials]
+        if where is not None or any(not isinstance(k, str) for k in keys):
+            return None
+        if any(s is not None and not isinstance(s, str) for s in sources):
+            return None
+        return tuple(str(k) for k in keys), tuple(
+            s if isinstance(s, str) else None for s in sources
         )
 
     def _probe(self, plan: Plan) -> None:
