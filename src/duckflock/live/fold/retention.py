@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from duckflock.core.names import Identity, Resolver
-from duckflock.live.fold.arrow import ArrowPlan
+from duckflock.live.fold.arrow import ArrowPlan, exact_sum_type, exact_terms
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.states import Partial
 
@@ -549,10 +549,10 @@ def retract(
 
 def _arrow_partials(retraction: Retraction, rows: pa.Table, schema: pa.Schema) -> pa.Table:
     """The partials of ``rows`` per group, as the state's columns (what the state's
-    build computes), in pyarrow. Sums of integers and decimals are exact: summed as
-    ``decimal256(76, s)`` (no overflow below 10^38 rows of 38-digit values), then cast
-    back with a check (:func:`_exact_sum`). A partial asked twice (avg's sum beside a
-    sum of the same column) is aggregated once."""
+    build computes), in pyarrow. Sums of integers and decimals are exact: summed in a
+    type that cannot overflow (``arrow.exact_terms``), then widened to ``decimal256``
+    for the subtraction, which goes back to the state's type with a check. A partial
+    asked twice (avg's sum beside a sum of the same column) is aggregated once."""
     assert retraction.sources is not None and retraction.key_columns is not None
     named: dict[str, str] = {str(n).lower(): str(n) for n in rows.column_names}  # as bound
 
@@ -573,7 +573,7 @@ def _arrow_partials(retraction: Retraction, rows: pa.Table, schema: pa.Schema) -
             name = source
             if kind == "sum" and not pa.types.is_floating(values.type):
                 name = f"__s{i}"
-                rows = rows.append_column(name, pc.cast(values, _wide(values.type)))
+                rows = rows.append_column(name, exact_terms(values))
             elif kind == "sum" and values.type != pa.float64():
                 name = f"__s{i}"  # DuckDB sums FLOAT as DOUBLE
                 rows = rows.append_column(name, pc.cast(values, pa.float64()))
@@ -598,21 +598,11 @@ def _arrow_partials(retraction: Retraction, rows: pa.Table, schema: pa.Schema) -
     for i, kind in enumerate(retraction.kinds):  # exact sums stay decimal256 until the end
         at = retraction.keys + i
         if kind == "sum" and pa.types.is_decimal(kinds[at]):
-            kinds[at] = _wide(kinds[at])
+            kinds[at] = exact_sum_type(kinds[at])
     return pa.Table.from_arrays(
         [c if c.type == t else pc.cast(c, t) for c, t in zip(columns, kinds, strict=True)],
         names=schema.names,
     )
-
-
-def _wide(kind: pa.DataType) -> pa.DataType:
-    """The type an exact sum of ``kind`` (an integer or a decimal) is computed in:
-    ``decimal256(76, scale)``, wide enough that adding and subtracting cannot overflow."""
-    if pa.types.is_integer(kind):
-        return pa.decimal256(76, 0)
-    if pa.types.is_decimal(kind):
-        return pa.decimal256(76, kind.scale)
-    raise TypeError(f"no exact sum of {kind} here")  # the caller asks DuckDB instead
 
 
 def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table) -> pa.Table:

@@ -51,6 +51,7 @@ from duckflock.core.names import Identity, quote
 from duckflock.core.syntax import Reads, parse, reads, walk
 from duckflock.errors import BindError, QueryError, translate
 from duckflock.live.fold.arrow import ArrowPlan, Output
+from duckflock.live.fold.averages import divided_in_long_double, long_double_bits
 from duckflock.live.fold.query import lost_types, typed
 from duckflock.live.fold.retention import KEYS, hidden_partials, retraction
 from duckflock.live.fold.states import (
@@ -465,6 +466,11 @@ class _Planner:
             last = len(self._slots.partials) - 1
             if "finalize(" not in final:  # a floating sum: pyarrow divides as DuckDB does
                 self._outputs[canonical] = Output("avg", last - 1, last)
+            elif divided_in_long_double(self._type(args[0])):
+                # an integer's: divided as DuckDB's avg divides, once DuckDB said how
+                bits = long_double_bits(self._cursor)
+                if bits is not None:
+                    self._outputs[canonical] = Output("exact_avg", last - 1, last, bits)
         self._finals[canonical] = final
         return final
 
@@ -552,8 +558,13 @@ class _Planner:
         def kind(column: str | bool | None) -> str:
             return types.get(str(column).lower(), "") if isinstance(column, str) else ""
 
-        wide = ("HUGEINT", "UHUGEINT", "DECIMAL", "VARINT", "BIGNUM")  # pyarrow: none
-        if any(aggregate == "sum" and kind(column).startswith(wide) for aggregate, column in specs):
+        # exact sums: integers and DECIMAL(<=18) in decimal256, checked back (arrow.py);
+        # 128-bit sums never fold incrementally (a full run raises on overflow)
+        wide = ("HUGEINT", "UHUGEINT", "VARINT", "BIGNUM")
+        if any(
+            aggregate == "sum" and (kind(column).startswith(wide) or _wide_decimal(kind(column)))
+            for aggregate, column in specs
+        ):
             return False
         # keys and min/max: only types whose equality and order pyarrow shares with
         # DuckDB (not ENUM, nested, DECIMAL, INTERVAL, UUID…; not collated strings)
