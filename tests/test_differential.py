@@ -43,7 +43,7 @@ import pytest
 
 import duckflock
 from duckflock.core.wide import description_types, repair
-from ties import equal_but_for_ties
+from ties import equal_but_for_ties, exact_column
 
 STEPS = int(os.environ.get("DUCKFLOCK_DIFF_STEPS", "15"))
 SEEDS = int(os.environ.get("DUCKFLOCK_DIFF_SEEDS", "2"))
@@ -285,34 +285,11 @@ class Row:
 # -- comparison ---------------------------------------------------------------------------
 
 
-def _canon_value(value: Any) -> Any:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else value.hex()
-    if isinstance(value, decimal.Decimal):
-        return ("dec", str(value))
-    if isinstance(value, list):
-        return tuple(_canon_value(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _canon_value(v)) for k, v in value.items()))
-    return value
-
-
-def _canon_column(column: pa.ChunkedArray) -> list[Any]:
-    kind = column.type
-    if pa.types.is_timestamp(kind) or pa.types.is_date64(kind) or pa.types.is_time64(kind):
-        return column.cast(pa.int64()).to_pylist()
-    if pa.types.is_date32(kind) or pa.types.is_time32(kind):
-        return column.cast(pa.int32()).to_pylist()
-    if pa.types.is_duration(kind):
-        return column.cast(pa.int64()).to_pylist()
-    return [_canon_value(v) for v in column.to_pylist()]
-
-
 def canon(table: pa.Table) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Column types (a timestamp's zone label aside: the values are instants) and the
     rows, every value in a form that compares exactly."""
     types = [re.sub(r", tz=.*\]", ", tz]", str(t)) for t in table.schema.types]
-    columns = [_canon_column(c) for c in table.columns]
+    columns = [exact_column(c) for c in table.columns]
     rows = list(zip(*columns, strict=True)) if columns else []
     return types, sorted(rows, key=repr)
 

@@ -20,6 +20,7 @@ empty result).
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 from typing import Any
@@ -109,22 +110,31 @@ def _several_forms(kind: pa.DataType) -> bool:
     return False
 
 
-def _exact(value: Any) -> Any:
+def exact_value(value: Any) -> Any:
+    """A Python value in a form that compares exactly (floats by their bits, NaN as
+    one value, decimals by their text)."""
     if isinstance(value, float):
         return "nan" if math.isnan(value) else value.hex()
+    if isinstance(value, decimal.Decimal):
+        return ("dec", str(value))
     if isinstance(value, list):
-        return tuple(_exact(v) for v in value)
+        return tuple(exact_value(v) for v in value)
     if isinstance(value, dict):
-        return tuple(sorted((k, _exact(v)) for k, v in value.items()))
+        return tuple(sorted((k, exact_value(v)) for k, v in value.items()))
     return value
 
 
-def _exact_column(column: pa.ChunkedArray) -> list[Any]:
+def exact_column(column: pa.ChunkedArray) -> list[Any]:
+    """A column's values as :func:`exact_value` (temporal ones as their integers: no
+    Python datetime holds DuckDB's infinity or the year 294000)."""
     kind = column.type
-    if pa.types.is_temporal(kind) and not pa.types.is_interval(kind):
-        width = pa.int32() if pa.types.is_date32(kind) or pa.types.is_time32(kind) else pa.int64()
-        return column.cast(width).to_pylist()
-    return [_exact(v) for v in column.to_pylist()]
+    if pa.types.is_timestamp(kind) or pa.types.is_date64(kind) or pa.types.is_time64(kind):
+        return column.cast(pa.int64()).to_pylist()
+    if pa.types.is_date32(kind) or pa.types.is_time32(kind):
+        return column.cast(pa.int32()).to_pylist()
+    if pa.types.is_duration(kind):
+        return column.cast(pa.int64()).to_pylist()
+    return [exact_value(v) for v in column.to_pylist()]
 
 
 def equal_but_for_ties(
@@ -142,7 +152,7 @@ def equal_but_for_ties(
     strict = [i for i in range(got.num_columns) if i not in loose]
 
     def prepared(table: pa.Table) -> pa.Table:
-        exact = [_exact_column(table.column(i)) for i in strict]
+        exact = [exact_column(table.column(i)) for i in strict]
         keys = [repr(row) for row in zip(*exact, strict=True)] if strict else []
         columns = {f"__c{i}": table.column(i) for i in loose}
         columns["__s"] = pa.array(keys or [""] * table.num_rows, pa.string())
