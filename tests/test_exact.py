@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import duckflock
-from duckflock.live.fold.arrow import ArrowPlan, Output
+from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
 from duckflock.live.fold.averages import (
     _SPLITTING,
     divided_in_long_double,
@@ -365,7 +365,11 @@ def test_an_exact_sum_past_38_digits_raises_in_pyarrow() -> None:
     plan = ArrowPlan(
         keys=("k",),
         partials=(("count_all", None), ("sum", "v")),
-        outputs=(Output("key", 0), Output("partial", 0), Output("partial", 1)),
+        outputs=(
+            Output(OutputKind.KEY, 0),
+            Output(OutputKind.PARTIAL, 0),
+            Output(OutputKind.PARTIAL, 1),
+        ),
         names=("k", "n", "s"),
         schema=pa.schema([("k", pa.int32()), ("n", pa.int64()), ("s", pa.decimal128(38, 2))]),
         order=(),

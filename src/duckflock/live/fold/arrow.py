@@ -12,6 +12,7 @@ columns and types are the ones DuckDB's build query gives, so both paths share i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
@@ -22,12 +23,21 @@ from duckflock.live.fold.averages import Inexact, quotient
 _MERGE = {"count_all": "sum", "count": "sum", "sum": "sum", "min": "min", "max": "max"}
 
 
+class OutputKind(StrEnum):
+    """What an output column of the pyarrow path is computed from."""
+
+    KEY = "key"  # a group key
+    PARTIAL = "partial"  # a partial as it is (count, sum, min, max)
+    AVG = "avg"  # a FLOAT or DOUBLE sum over a count, divided in doubles
+    EXACT_AVG = "exact_avg"  # an integer's exact sum over a count, divided as DuckDB does
+
+
 @dataclass(frozen=True)
 class Output:
     """One output column: a key, a partial, or an average of two partials (a FLOAT or
     DOUBLE sum over a count: an exact sum's avg is DuckDB's to finalise)."""
 
-    kind: str  # "key", "partial", "avg" or "exact_avg"
+    kind: OutputKind
     index: int  # key or partial index (for avg: the sum's)
     count: int = -1  # for avg: the count's partial index
     bits: int = 0  # for exact_avg: DuckDB's long double significand (averages.py)
@@ -107,11 +117,11 @@ class ArrowPlan:
     def result(self, state: pa.Table) -> pa.Table:
         arrays = []
         for output, field in zip(self.outputs, self.schema, strict=True):
-            if output.kind == "key":
+            if output.kind is OutputKind.KEY:
                 value = state[f"__k{output.index}"]
-            elif output.kind == "partial":
+            elif output.kind is OutputKind.PARTIAL:
                 value = state[f"__p{output.index}"]
-            elif output.kind == "exact_avg":
+            elif output.kind is OutputKind.EXACT_AVG:
                 value = _exact_avg(state, output)
             else:
                 total = pc.cast(state[f"__p{output.index}"], pa.float64())

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import duckdb
@@ -45,17 +46,27 @@ KEYS = "__duckflock_keys"
 
 # -- the plan: hidden partials and the SQL of a retraction ------------------------------
 
+
 # what each partial kind (states.Partial.spec[0]) is to a delete: subtracted, or its
 # group recomputed when the deleted rows reached its extreme (bool_and is a min of
 # booleans, bool_or a max); other kinds (distinct sets, sketches, winners) rebuild
+class Retracts(StrEnum):
+    """What a partial is to a delete (its value is pyarrow's merge aggregate's name)."""
+
+    COUNT = "count"  # subtracted
+    SUM = "sum"  # subtracted (exact), or its touched groups recomputed (floating)
+    MIN = "min"  # its group recomputed when the deleted rows reached it
+    MAX = "max"
+
+
 _RETRACTS = {
-    "count_all": "count",
-    "count": "count",
-    "sum": "sum",
-    "min": "min",
-    "max": "max",
-    "bool_and": "min",
-    "bool_or": "max",
+    "count_all": Retracts.COUNT,
+    "count": Retracts.COUNT,
+    "sum": Retracts.SUM,
+    "min": Retracts.MIN,
+    "max": Retracts.MAX,
+    "bool_and": Retracts.MIN,
+    "bool_or": Retracts.MAX,
 }
 
 
@@ -94,7 +105,7 @@ class Retraction:
     recompute: str  # over the source table and KEYS: the partials of those groups
     keys: int  # how many key columns the state has
     recompute_all: str = ""  # recompute's query for every group (no KEYS to join)
-    kinds: tuple[str, ...] = ()  # count / sum / min / max, per partial
+    kinds: tuple[Retracts, ...] = ()  # per partial
     counts: tuple[int, ...] = ()  # per sum partial: its count(x) partial (else -1)
     rows: int = 0  # the count(*) partial
     floating: frozenset[int] = frozenset()  # FLOAT/DOUBLE sum partials: recomputed
@@ -108,7 +119,11 @@ class Retraction:
     def exact(self) -> bool:
         """Whether subtraction alone settles every group (no min/max, no float sum, no
         key of several forms)."""
-        return not self.floating and not self.forms and not {"min", "max"} & set(self.kinds)
+        return (
+            not self.floating
+            and not self.forms
+            and not {Retracts.MIN, Retracts.MAX} & set(self.kinds)
+        )
 
 
 def retraction(
@@ -136,7 +151,7 @@ def retraction(
     columns of the keys and of the partials (None for count(*)), when all are plain
     columns and there is no WHERE (the pyarrow path of :func:`retract`).
     """
-    kinds: list[tuple[str, str]] = []  # (kind, SQL): a sum finds its count by SQL
+    kinds: list[tuple[Retracts, str]] = []  # (kind, SQL): a sum finds its count by SQL
     for partial in partials:
         kind = _RETRACTS.get(partial.spec[0])
         if kind is None:
@@ -150,9 +165,9 @@ def retraction(
     again: list[str] = []
     for i, (kind, arg) in enumerate(kinds):
         mine, gone = f"s.__p{i}", f"g.__p{i}"
-        if kind == "count":
+        if kind is Retracts.COUNT:
             columns.append(f"{mine} - coalesce({gone}, 0) AS __p{i}")
-        elif kind == "sum":
+        elif kind is Retracts.SUM:
             count = _count_of(arg)
             if count not in sqls:
                 return None
@@ -168,7 +183,7 @@ def retraction(
                 again.append(f"({gone} IS NOT NULL)")
         else:  # min / max: recompute the group when its extreme may have gone
             columns.append(f"{mine} AS __p{i}")
-            compare = "<=" if kind == "min" else ">="
+            compare = "<=" if kind is Retracts.MIN else ">="
             again.append(f"({gone} IS NOT NULL AND {gone} {compare} {mine})")
     if forms:
         again.append(f"(g.__p{rows} IS NOT NULL)")
@@ -199,7 +214,7 @@ def retraction(
         keys=len(keys),
         kinds=tuple(kind for kind, _ in kinds),
         counts=tuple(
-            sqls.index(str(_count_of(sql))) if kind == "sum" else -1 for kind, sql in kinds
+            sqls.index(str(_count_of(sql))) if kind is Retracts.SUM else -1 for kind, sql in kinds
         ),
         rows=rows,
         floating=floating,
@@ -276,10 +291,9 @@ def _arrow_partials(retraction: Retraction, rows: pa.Table, schema: pa.Schema) -
     aggregations: list[tuple[Any, ...]] = []
     index: dict[tuple[str, str], int] = {}  # (kind, source) -> aggregation
     picks: list[int] = []
-    for i, (kind, column) in enumerate(zip(retraction.kinds, retraction.sources, strict=True)):
+    for i, (retracts, column) in enumerate(zip(retraction.kinds, retraction.sources, strict=True)):
         source = named_as(column) if column is not None else rows.column_names[0]  # count(*)
-        if column is None:
-            kind = "count_all"
+        kind = "count_all" if column is None else str(retracts)  # pyarrow's aggregate
         if (kind, source) not in index:
             values = rows[source]
             name = source
@@ -309,7 +323,7 @@ def _arrow_partials(retraction: Retraction, rows: pa.Table, schema: pa.Schema) -
     kinds = [field.type for field in schema]
     for i, kind in enumerate(retraction.kinds):  # exact sums stay decimal256 until the end
         at = retraction.keys + i
-        if kind == "sum" and pa.types.is_decimal(kinds[at]):
+        if kind is Retracts.SUM and pa.types.is_decimal(kinds[at]):
             kinds[at] = exact_sum_type(kinds[at])
     return pa.Table.from_arrays(
         [c if c.type == t else pc.cast(c, t) for c, t in zip(columns, kinds, strict=True)],
@@ -335,11 +349,11 @@ def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table)
     for i, kind in enumerate(retraction.kinds):
         column = partials[f"__p{i}"]
         own = state[f"__p{i}"]
-        if kind == "sum" and pa.types.is_decimal(own.type):
+        if kind is Retracts.SUM and pa.types.is_decimal(own.type):
             own = pc.cast(own, column.type)  # the wide type of _arrow_partials
         mine_columns[f"__p{i}"] = own
         gone_columns[f"__g{i}"] = column
-        if kind in ("count", "sum"):
+        if kind in (Retracts.COUNT, Retracts.SUM):
             gone_columns[f"__p{i}"] = pc.negate(column)
         else:
             gone_columns[f"__p{i}"] = pa.nulls(len(column), column.type)
@@ -353,7 +367,7 @@ def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table)
     both = pa.concat_tables([_conform(mine, gone.schema), gone])
     aggregations: list[tuple[Any, ...]] = []
     for i, kind in enumerate(retraction.kinds):
-        merge = "sum" if kind in ("count", "sum") else kind
+        merge = "sum" if kind in (Retracts.COUNT, Retracts.SUM) else str(kind)
         aggregations.append((f"__p{i}", merge))
         aggregations.append((f"__g{i}", merge))
     grouped = both.group_by(keys, use_threads=False).aggregate(aggregations)
@@ -364,13 +378,13 @@ def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table)
     out: dict[str, Any] = {k: grouped[k] for k in keys}
     for i, kind in enumerate(retraction.kinds):
         value, deleted = column[f"__p{i}"], column[f"__g{i}"]
-        if kind == "sum":
+        if kind is Retracts.SUM:
             count = column[f"__p{retraction.counts[i]}"]
             value = pc.if_else(pc.equal(count, 0), pa.scalar(None, value.type), value)
             if pa.types.is_floating(value.type):  # not exact: recompute (see retraction)
                 again = pc.or_(again, pc.is_valid(deleted))
-        elif kind in ("min", "max"):
-            reached = pc.less_equal if kind == "min" else pc.greater_equal
+        elif kind in (Retracts.MIN, Retracts.MAX):
+            reached = pc.less_equal if kind is Retracts.MIN else pc.greater_equal
             hit = pc.fill_null(reached(deleted, value), True)
             again = pc.or_(again, pc.and_(pc.is_valid(deleted), hit))
         out[f"__p{i}"] = value

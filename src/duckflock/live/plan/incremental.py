@@ -50,7 +50,7 @@ import pyarrow as pa
 from duckflock.core.names import Identity, quote
 from duckflock.core.syntax import Reads, parse, reads, walk
 from duckflock.errors import BindError, QueryError, translate
-from duckflock.live.fold.arrow import ArrowPlan, Output
+from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
 from duckflock.live.fold.averages import divided_in_long_double, long_double_bits
 from duckflock.live.fold.query import lost_types, typed
 from duckflock.live.fold.retention import KEYS, hidden_partials, retraction
@@ -461,16 +461,16 @@ class _Planner:
             + (" FILTER" if condition is not None else "")
         )
         if partial is not None:
-            self._outputs[canonical] = Output("partial", partial)
+            self._outputs[canonical] = Output(OutputKind.PARTIAL, partial)
         elif name in ("avg", "mean") and condition is None:
             last = len(self._slots.partials) - 1
             if "finalize(" not in final:  # a floating sum: pyarrow divides as DuckDB does
-                self._outputs[canonical] = Output("avg", last - 1, last)
+                self._outputs[canonical] = Output(OutputKind.AVG, last - 1, last)
             elif divided_in_long_double(self._type(args[0])):
                 # an integer's: divided as DuckDB's avg divides, once DuckDB said how
                 bits = long_double_bits(self._cursor)
                 if bits is not None:
-                    self._outputs[canonical] = Output("exact_avg", last - 1, last, bits)
+                    self._outputs[canonical] = Output(OutputKind.EXACT_AVG, last - 1, last, bits)
         self._finals[canonical] = final
         return final
 
@@ -506,7 +506,7 @@ class _Planner:
         for item in self._node.get("select_list") or []:  # the query's own, not rewritten
             canonical = _canonical(item)
             if canonical in self._keys:
-                outputs.append(Output("key", self._keys[canonical]))
+                outputs.append(Output(OutputKind.KEY, self._keys[canonical]))
             elif canonical in self._outputs:
                 outputs.append(self._outputs[canonical])
             else:
