@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from duckflock import sql
-from duckflock.live.fold import retention
+from duckflock.live.fold import capture
 from duckflock.server.pgwire import compat
 from duckflock.sql import LexError
 
@@ -256,7 +256,7 @@ def test_catalog_rewrites_leave_literals_and_names_as_sent() -> None:
 )
 def test_a_delete_after_non_ascii_text_names_its_table(text: str, parts: tuple[str, ...]) -> None:
     # retention read DuckDB's byte offsets as characters: after an é they were off by one
-    assert retention.target(text) == parts
+    assert capture.target(text) == parts
 
 
 # -- one lexer: no other module of the package reads or writes SQL text by hand ---------
