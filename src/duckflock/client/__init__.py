@@ -3,7 +3,8 @@
 Errors come back as the same classes the embedded Database raises (the server sends the
 class name; :func:`duckflock.errors.from_payload` rebuilds it), so code catches the same
 things either way. Large inserts travel as Arrow IPC in chunks; each chunk is one
-atomic request.
+atomic request, with an ``Idempotency-Key`` of its own, so the client can send it again
+after a failure without storing it twice (:mod:`.retries`, docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from urllib.parse import quote
 import httpx
 import pyarrow as pa
 
+from duckflock.client.retries import DEFAULT_RETRIES, DEFAULT_TOTAL, Retries
 from duckflock.errors import ClosedError, DuckflockError, QueryError, TransportError, from_payload
+from duckflock.ingest.keys import HEADER as IDEMPOTENCY_KEY
+from duckflock.ingest.keys import check_key
 from duckflock.ingest.rows import as_arrow, ipc_bytes
 from duckflock.lake.connection import redact
 from duckflock.live.results import Mode, Result
@@ -72,9 +76,19 @@ class Client:
         timeout: float = 120.0,
         transport: httpx.BaseTransport | None = None,
         http: httpx.Client | None = None,
+        retries: int = DEFAULT_RETRIES,
+        retry_seconds: float = DEFAULT_TOTAL,
     ) -> None:
         """``transport`` swaps the network (tests); ``http`` brings a ready httpx.Client
-        (e.g. Starlette's TestClient) whose base URL is used instead of ``url``."""
+        (e.g. Starlette's TestClient) whose base URL is used instead of ``url``.
+
+        A request the server could not answer (connection refused or broken, a
+        ``timeout``, a 503) is tried up to ``retries`` more times (0: never) within
+        ``retry_seconds``, with exponential back-off and jitter, honouring
+        ``Retry-After``: reads, inserts (each request carries an ``Idempotency-Key``)
+        and ``analysis``; other writes only when they never reached the server."""
+        # the retry policy (public: a test moves its ``sleep`` seam)
+        self.retries = Retries(retries, retry_seconds)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
         self._shown = redact(self.url)  # in errors and repr: a user:password@ hidden
@@ -109,11 +123,19 @@ class Client:
     def __repr__(self) -> str:
         return f"<duckflock.Client {self._shown} {'closed' if self._closed else 'open'}>"
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, harmless: bool | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """One request, tried again as :class:`Retries` says; ``harmless`` (default: a
+        GET or PUT) says a repeat cannot do the work twice."""
         if self._closed:
             raise ClosedError("the client is closed")
+        if harmless is None:
+            harmless = method in ("GET", "PUT")
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self.retries.run(
+                lambda: self._http.request(method, path, **kwargs), harmless=harmless
+            )
         except httpx.TransportError as exc:
             raise TransportError(f"cannot reach {self._shown}: {redact(str(exc))}") from exc
         except UnicodeEncodeError as exc:  # a lone surrogate in the SQL, params or a name
@@ -154,14 +176,21 @@ class Client:
         columns: Sequence[str] | None = None,
         wait: bool = True,
         chunk_rows: int = 100_000,
+        idempotency_key: str | None = None,
     ) -> int:
         """Insert rows (same shapes as ``Database.insert``); returns how many were sent.
 
         One call is atomic when it fits in one request; larger Arrow data goes in
-        ``chunk_rows`` chunks, each committed on its own.
+        ``chunk_rows`` chunks, each committed on its own. Each request carries an
+        ``Idempotency-Key``: ``idempotency_key`` (with ``#<chunk number>`` appended when
+        there are several chunks), or a random one; the same key sent again writes
+        nothing, so a request is retried safely, and a caller that sends the same key
+        again after a failure (``duckflock load`` does) stores the rows once.
         """
         if not isinstance(table, str):
             raise TypeError(f"table must be a str, not {type(table).__name__}")
+        base = check_key(idempotency_key) or uuid.uuid4().hex
+        keys = _Keys(base)
         suffix = "" if wait else "?wait=false"
         path = f"/v1/tables/{_segment(table)}/rows{suffix}"
         arrow = as_arrow(data)
@@ -171,22 +200,31 @@ class Client:
             if uniform and len(rows) >= _ARROW_ABOVE and len({tuple(r) for r in rows}) == 1:
                 arrow = pa.Table.from_pylist(rows)
             else:
-                for start in range(0, len(rows), chunk_rows):
+                starts = range(0, len(rows), chunk_rows)
+                keys.of(len(starts) - 1, len(starts))  # a key too long: before sending
+                for index, start in enumerate(starts):
                     self._request(
                         "POST",
                         path,
+                        harmless=True,
                         content=_json_rows(rows[start : start + chunk_rows]),
-                        headers={"Content-Type": "application/json"},
+                        headers={
+                            "Content-Type": "application/json",
+                            IDEMPOTENCY_KEY: keys.of(index, len(starts)),
+                        },
                     )
                 return len(rows)
         elif columns is not None:
             arrow = arrow.rename_columns(list(columns))
-        for batch in arrow.to_batches(max_chunksize=chunk_rows):
+        batches = arrow.to_batches(max_chunksize=chunk_rows)
+        keys.of(len(batches) - 1, len(batches))  # a key too long: before sending
+        for index, batch in enumerate(batches):
             self._request(
                 "POST",
                 path,
+                harmless=True,
                 content=ipc_bytes(pa.Table.from_batches([batch])),
-                headers={"Content-Type": ARROW},
+                headers={"Content-Type": ARROW, IDEMPOTENCY_KEY: keys.of(index, len(batches))},
             )
         return int(arrow.num_rows)
 
@@ -215,6 +253,7 @@ class Client:
         response = self._request(
             "POST",
             "/v1/query",
+            harmless=True,
             json={"sql": sql, "params": params},
             headers={"Accept": ARROW},
         )
@@ -361,6 +400,20 @@ def _result_from_json(payload: dict[str, Any]) -> Result:
         reason=str(payload.get("reason", "")),
         now=datetime.fromisoformat(payload["now"]) if payload.get("now") else None,
     )
+
+
+class _Keys:
+    """The idempotency key of each request of one insert: the base alone for one
+    request, ``base#n`` for request ``n`` of several."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def of(self, index: int, total: int) -> str:
+        if total == 1:
+            return self.base
+        key = f"{self.base}#{index}"
+        return check_key(key, "idempotency_key with its chunk number") or key
 
 
 def _read_arrow(data: bytes) -> tuple[pa.Table, bool]:
