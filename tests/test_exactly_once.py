@@ -17,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 import duckflock
+from conftest import ServerProcess, free_port
 from duckflock.server.serve import KILL_AFTER_COMMITS
-from tests.conftest import ServerProcess, free_port
 
 CYCLES = int(os.environ.get("DUCKFLOCK_ONCE_CYCLES", "10"))
 CLIENTS = 3
