@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -23,6 +25,7 @@ from duckflock.server.serve import KILL_AFTER_COMMITS
 CYCLES = int(os.environ.get("DUCKFLOCK_ONCE_CYCLES", "10"))
 CLIENTS = 3
 ROWS_PER_BATCH = 5
+LOAD = [sys.executable, "-m", "duckflock", "load"]
 
 
 class Sender(threading.Thread):
@@ -144,3 +147,49 @@ def test_keyed_batches_land_exactly_once_across_kill_9_cycles(tmp_path: Path) ->
     assert by_hook >= CYCLES // 2 and len(acknowledged) >= CYCLES
     # a batch stored but not acknowledged can only be each sender's last, in flight at stop
     assert set(stored) - acknowledged <= {f"c{s.number}-b{len(s.acknowledged)}" for s in senders}
+
+
+def test_a_load_run_again_after_a_failure_resumes_without_duplicating_rows(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "load.duckdb"
+    with duckflock.connect(str(path)) as db:
+        db.execute("CREATE TABLE events (id INTEGER, note VARCHAR)")
+    data = tmp_path / "events.csv"
+    data.write_text("id,note\n" + "".join(f"{i},n{i}\n" for i in range(1000)))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [*LOAD, url, "events", str(data), "--chunked", "--chunk-rows", "100"]
+    # the server dies right after its third commit (before that chunk's reply); the load
+    # keeps retrying the chunk, and is then killed too: a load that failed half-way
+    server = _start(path, port, 3)
+    assert server is not None
+    load = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        server.process.wait(60)
+        assert server.process.returncode == -signal.SIGKILL, server.output()
+    finally:
+        load.kill()
+        load.wait(30)
+        server.log.close()
+    with duckflock.connect(str(path)) as db:
+        assert db.sql("SELECT count(*) FROM events").fetchone() == (300,)  # 3 chunks in
+    server = _start(path, port, None)
+    assert server is not None
+    try:
+        again = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        assert again.returncode == 0, again.stderr
+        with server.client() as client:
+            counts = client.execute(
+                "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM events"
+            ).fetchall()
+        assert counts == [(1000, 1000, 0, 999)]  # the first 300 rows are not in twice
+        # the same load once more changes nothing; --again loads it again
+        assert subprocess.run(command, capture_output=True, timeout=120).returncode == 0
+        assert (
+            subprocess.run([*command, "--again"], capture_output=True, timeout=120).returncode == 0
+        )
+        with server.client() as client:
+            assert client.execute("SELECT count(*) FROM events").fetchall() == [(2000,)]
+    finally:
+        server.stop()
