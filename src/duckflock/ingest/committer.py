@@ -66,19 +66,12 @@ class Committer:
             raise StorageFailure(
                 f"looking up idempotency keys failed: {exc}", invalidated=invalidated(exc)
             ) from exc
-        if len(writing) != len(calls):
-            if writing:
-                self.commit_batch(writing)
-            self.keys.settle(repeats)
-            self._prune(writing)
-            return False
-        whole = self._commit(calls)
-        self._prune(calls)
-        return whole
-
-    def _prune(self, calls: list[Call]) -> None:
-        if any(call.key is not None and call.committed for call in calls):
-            self.keys.prune(self.cursor)
+        if writing is calls:  # no keys in the batch
+            return self._commit(calls)
+        whole = self._commit(writing) if writing else False
+        self.keys.settle(repeats)
+        self.keys.prune(self.cursor)
+        return whole and len(writing) == len(calls)
 
     def _commit(self, calls: list[Call]) -> bool:
         failure = self._attempt(calls)

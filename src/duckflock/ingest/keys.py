@@ -182,7 +182,8 @@ class KeyBook:
         """Split a batch: the calls to write, and the repeats of a call of this batch
         (``(repeat, first)``, settled by :meth:`settle` after the commit). Calls whose
         key is committed are replays, marked committed here; a key with other content
-        gets its :class:`KeyReusedError`."""
+        gets its :class:`KeyReusedError`. A batch without keys comes back as it is
+        (the same list)."""
         keys = [call.key for call in calls if call.key is not None]
         if not keys:
             return calls, []
