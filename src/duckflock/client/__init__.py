@@ -13,7 +13,7 @@ import datetime as dt
 import decimal
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -189,8 +189,6 @@ class Client:
         """
         if not isinstance(table, str):
             raise TypeError(f"table must be a str, not {type(table).__name__}")
-        base = check_key(idempotency_key) or uuid.uuid4().hex
-        keys = _Keys(base)
         suffix = "" if wait else "?wait=false"
         path = f"/v1/tables/{_segment(table)}/rows{suffix}"
         arrow = as_arrow(data)
@@ -200,33 +198,43 @@ class Client:
             if uniform and len(rows) >= _ARROW_ABOVE and len({tuple(r) for r in rows}) == 1:
                 arrow = pa.Table.from_pylist(rows)
             else:
-                starts = range(0, len(rows), chunk_rows)
-                keys.of(len(starts) - 1, len(starts))  # a key too long: before sending
-                for index, start in enumerate(starts):
-                    self._request(
-                        "POST",
-                        path,
-                        harmless=True,
-                        content=_json_rows(rows[start : start + chunk_rows]),
-                        headers={
-                            "Content-Type": "application/json",
-                            IDEMPOTENCY_KEY: keys.of(index, len(starts)),
-                        },
-                    )
+                chunks = [rows[s : s + chunk_rows] for s in range(0, len(rows), chunk_rows)]
+                self._post(path, chunks, _json_rows, "application/json", idempotency_key)
                 return len(rows)
         elif columns is not None:
             arrow = arrow.rename_columns(list(columns))
         batches = arrow.to_batches(max_chunksize=chunk_rows)
-        keys.of(len(batches) - 1, len(batches))  # a key too long: before sending
-        for index, batch in enumerate(batches):
+        self._post(
+            path,
+            batches,
+            lambda batch: ipc_bytes(pa.Table.from_batches([batch])),
+            ARROW,
+            idempotency_key,
+        )
+        return int(arrow.num_rows)
+
+    def _post(
+        self,
+        path: str,
+        chunks: Sequence[Any],
+        encode: Callable[[Any], bytes],
+        content_type: str,
+        key: str | None,
+    ) -> None:
+        """Each chunk as one request with a key of its own: ``key`` for a single chunk,
+        ``key#n`` for chunk ``n`` of several (a random key when ``key`` is None)."""
+        base = check_key(key) or uuid.uuid4().hex
+        keyed = [base] if len(chunks) == 1 else [f"{base}#{n}" for n in range(len(chunks))]
+        if keyed:  # a key too long with its chunk number: refused before anything is sent
+            check_key(keyed[-1], "idempotency_key with its chunk number")
+        for chunk, chunk_key in zip(chunks, keyed, strict=True):
             self._request(
                 "POST",
                 path,
                 harmless=True,
-                content=ipc_bytes(pa.Table.from_batches([batch])),
-                headers={"Content-Type": ARROW, IDEMPOTENCY_KEY: keys.of(index, len(batches))},
+                content=encode(chunk),
+                headers={"Content-Type": content_type, IDEMPOTENCY_KEY: chunk_key},
             )
-        return int(arrow.num_rows)
 
     @staticmethod
     def _rows(data: Any, columns: Sequence[str] | None) -> list[Any]:
@@ -400,20 +408,6 @@ def _result_from_json(payload: dict[str, Any]) -> Result:
         reason=str(payload.get("reason", "")),
         now=datetime.fromisoformat(payload["now"]) if payload.get("now") else None,
     )
-
-
-class _Keys:
-    """The idempotency key of each request of one insert: the base alone for one
-    request, ``base#n`` for request ``n`` of several."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-
-    def of(self, index: int, total: int) -> str:
-        if total == 1:
-            return self.base
-        key = f"{self.base}#{index}"
-        return check_key(key, "idempotency_key with its chunk number") or key
 
 
 def _read_arrow(data: bytes) -> tuple[pa.Table, bool]:

@@ -196,22 +196,18 @@ class KeyBook:
             if key is None:
                 writing.append(call)
                 continue
-            recorded = known.get(key)
-            if recorded is not None:
-                if recorded.digest != call.digest:
-                    call.failure = reused(key, call.table)
-                else:
-                    call.replay(recorded.rows, recorded.committed_at)
-                continue
-            earlier = first.get(key)
-            if earlier is not None:
-                if earlier.digest != call.digest:
-                    call.failure = reused(key, call.table)
-                else:
-                    repeats.append((call, earlier))
-                continue
-            first[key] = call
-            writing.append(call)
+            recorded, earlier = known.get(key), first.get(key)
+            seen = recorded.digest if recorded else earlier.digest if earlier else None
+            if seen is None:
+                first[key] = call
+                writing.append(call)
+            elif seen != call.digest:
+                call.failure = reused(key, call.table)
+            elif recorded is not None:
+                call.replay(recorded.rows, recorded.committed_at)
+            else:
+                assert earlier is not None
+                repeats.append((call, earlier))
         return writing, repeats
 
     @staticmethod
