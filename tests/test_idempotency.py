@@ -211,3 +211,9 @@ def test_insert_async_takes_a_key_too(memdb: duckflock.Database) -> None:
     first, again = asyncio.run(both())
     assert not first.replayed and again.replayed
     assert _count(memdb) == 1
+
+
+def test_the_keys_table_is_not_listed_among_the_tables(memdb: duckflock.Database) -> None:
+    memdb.execute("CREATE TABLE t (a INTEGER)")
+    memdb.insert("t", [(1,)], idempotency_key="k")
+    assert [table["name"] for table in memdb.tables()] == ["t"]
