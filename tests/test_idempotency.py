@@ -4,6 +4,7 @@ once (ingest/keys.py, docs/delivery.md)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 import time
 from pathlib import Path
@@ -34,6 +35,7 @@ def test_a_repeat_of_a_committed_key_writes_nothing_and_returns_the_first_facts(
     assert (first.replayed, again.replayed) == (False, True)
     assert again.rows == first.rows == 2
     assert again.committed_at == first.committed_at is not None
+    assert again.committed_at.utcoffset() == dt.timedelta(0)  # in UTC, whatever TimeZone
     assert again.key == "batch-1"
     assert _count(keyed) == 2
     # Arrow and DataFrames too; a key names one batch, whatever its table's shape

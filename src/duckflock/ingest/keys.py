@@ -173,7 +173,7 @@ class KeyBook:
                 chunk,
             ).fetchall()
             for key, table, nrows, sha, at in rows:
-                found[key] = Recorded(table, int(nrows), sha, at)
+                found[key] = Recorded(table, int(nrows), sha, at.astimezone(dt.UTC))
         return found
 
     def screen(
