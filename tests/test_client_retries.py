@@ -18,13 +18,16 @@ import duckflock
 from conftest import free_port
 from duckflock.server.http.app import create_app
 from duckflock.server.http.openapi import document
+from duckflock.server.service import Service
+from duckflock.server.settings import ServerSettings
 
 
 class Uvicorn:
     """``create_app(db)`` served by uvicorn in a thread, on 127.0.0.1."""
 
-    def __init__(self, db: duckflock.Database, port: int) -> None:
-        config = uvicorn.Config(create_app(db), host="127.0.0.1", port=port, log_level="warning")
+    def __init__(self, db: duckflock.Database, port: int, app: Any = None) -> None:
+        app = app if app is not None else create_app(db)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
@@ -113,6 +116,30 @@ def test_a_timeout_after_the_commit_is_retried_with_the_same_key_and_not_stored_
     assert arrived.is_set()
     assert _count(db) == 2
     assert db.sql("SELECT count(*), sum(rows) FROM duckflock.batches").fetchone() == (1, 2)
+
+
+def test_a_busy_servers_503_is_retried_after_its_retry_after(
+    keyed_db: duckflock.Database,
+) -> None:
+    settings = ServerSettings(concurrency=1, per_client=1, queue_timeout=0.1)
+    service = Service(keyed_db, settings)
+    port = free_port()
+    running = Uvicorn(keyed_db, port, create_app(keyed_db, settings, service=service))
+    release = service.take_slot("someone else")  # the one query slot: taken
+    pauses: list[float] = []
+
+    def sleep(pause: float) -> None:  # the 503 came: the slot frees up meanwhile
+        pauses.append(pause)
+        release()
+
+    client = duckflock.Client(f"http://127.0.0.1:{port}", retries=3)
+    client.retries.sleep = sleep
+    try:
+        assert client.execute("SELECT 42").fetchone() == (42,)
+    finally:
+        client.close()
+        running.stop()
+    assert len(pauses) == 1 and pauses[0] >= 1.0  # the server's Retry-After: 1
 
 
 def test_the_header_replays_the_first_reply(served: tuple[duckflock.Database, str]) -> None:
