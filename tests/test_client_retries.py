@@ -158,6 +158,8 @@ def test_the_header_replays_the_first_reply(served: tuple[duckflock.Database, st
         assert other.status_code == 422
         assert other.json()["error"]["type"] == "KeyReusedError"
         assert other.json()["error"]["key"] == "k1"
+        sql = http.post("/v1/sql", json={"sql": "DELETE FROM t"}, headers={"Idempotency-Key": "k9"})
+        assert sql.status_code == 400 and "takes no Idempotency-Key" in sql.text
         long = http.post("/v1/tables/t/rows", json=body, headers={"Idempotency-Key": "k" * 201})
         assert long.status_code == 400 and "1 to 200" in long.json()["error"]["message"]
         # Arrow bodies go through the worker-thread path: keyed the same

@@ -345,6 +345,12 @@ class HttpApi:
         # DDL and DML (`duckflock sql URL …`, admin role): a transaction of its own, so the
         # library sees the write (cached schemas, incremental states) and the deadline
         # interrupts the statement like a query's
+        if IDEMPOTENCY_KEY in request.headers:  # refused, not ignored: no false promise
+            raise RequestError(
+                f"POST /v1/sql takes no {IDEMPOTENCY_KEY} (a statement is not recorded "
+                "under a key, so a repeat would run again): make the statement idempotent, "
+                "or send rows to POST /v1/tables/{table}/rows, which takes one"
+            )
         sql, params = policy.sql_and_params(await self.bodies.json_object(request))
         deadline = self._deadline(request)
         batches: list[pa.RecordBatch] = []
