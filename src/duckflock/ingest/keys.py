@@ -54,6 +54,7 @@ DEFAULT_WINDOW = 86_400.0  # a day
 MAX_WINDOW = 30 * 86_400.0
 DEFAULT_MAX_KEYS = 1_000_000
 PRUNE_BATCH = 10_000  # keys deleted per pruning, at most
+PRUNE_EVERY = 1.0  # seconds between looks for keys past the window
 TABLE = f"{quote(SCHEMA)}.{quote(BATCHES)}"
 
 _log = logging.getLogger("duckflock")
@@ -145,7 +146,11 @@ class KeyBook:
         # the wall clock keys are stamped and expired by: a test's seam
         self.clock = clock
         self._ready = False
-        self._pending: list[tuple[str, str, int, str, float]] = []
+        # how many keys the table may hold now (None: not counted yet), and when the
+        # window is next looked at (by ``clock``): pruning costs a scan, so it runs when
+        # the count may be over ``max_keys``, or once per PRUNE_EVERY seconds
+        self._count: int | None = None
+        self._next_look = 0.0
 
     def ensure(self, cursor: duckdb.DuckDBPyConnection) -> None:
         """Create the table on first use."""
@@ -228,22 +233,31 @@ class KeyBook:
         def record(cursor: duckdb.DuckDBPyConnection) -> None:
             now = self.clock()
             at = dt.datetime.fromtimestamp(now, dt.UTC)
+            values: list[object] = []
             for call in keyed:
                 call.committed_at = at
-            cursor.executemany(
-                f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?, ?)",
-                [(c.key, c.table, c.nrows, c.digest, at) for c in keyed],
-            )
+                values.extend((call.key, call.table, call.nrows, call.digest, at))
+            marks = ", ".join(["(?, ?, ?, ?, ?)"] * len(keyed))
+            cursor.execute(f"INSERT INTO {TABLE} VALUES {marks}", values)
+            if self._count is not None:
+                self._count += len(keyed)
 
         return record
 
     def prune(self, cursor: duckdb.DuckDBPyConnection) -> int:
         """Delete at most :data:`PRUNE_BATCH` keys past the window or the count; how
-        many went. A failure is logged: the next batch tries again."""
+        many went. Looks only when the count may be over ``max_keys`` or
+        :data:`PRUNE_EVERY` seconds passed (by ``clock``). A failure is logged: a later
+        batch tries again."""
         if not self._ready:
             return 0
+        now = self.clock()
+        over = self._count is None or self._count > self.max_keys
+        if not over and now < self._next_look:
+            return 0
+        self._next_look = now + PRUNE_EVERY
         try:
-            cutoff = dt.datetime.fromtimestamp(self.clock() - self.window, dt.UTC)
+            cutoff = dt.datetime.fromtimestamp(now - self.window, dt.UTC)
             row = cursor.execute(
                 f"SELECT count(*), count(*) FILTER (WHERE committed_at < ?) FROM {TABLE}",
                 [cutoff],
@@ -251,6 +265,7 @@ class KeyBook:
             assert row is not None
             total, expired = int(row[0]), int(row[1])
             doomed = min(PRUNE_BATCH, max(expired, total - self.max_keys))
+            self._count = total - max(doomed, 0)
             if doomed <= 0:
                 return 0
             cursor.execute(
@@ -259,6 +274,7 @@ class KeyBook:
             )
             return doomed
         except duckdb.Error:
+            self._count = None  # not known: counted again next time
             _log.warning("pruning idempotency keys failed", exc_info=True)
             return 0
 
