@@ -20,9 +20,10 @@ body, or the same Python values, give the same digest; equal rows spelt differen
 dict row against a tuple row, ints against floats) are other content.
 
 Keys are kept at least ``window`` seconds after their commit (default a day), and at
-most ``max_keys`` of them: after each batch that recorded keys, the oldest past either
-bound are deleted, at most :data:`PRUNE_BATCH` at a time, so the table stays bounded and
-no commit waits long for the pruning. A key pruned is forgotten: sent again, its rows are
+most ``max_keys`` of them: after a batch that recorded keys, the oldest past either
+bound are deleted, at most :data:`PRUNE_BATCH` at a time (:meth:`KeyBook.prune`: the
+window is looked at once per :data:`PRUNE_EVERY` seconds, the count as soon as it may be
+over), so the table stays bounded and no commit waits long for the pruning. A key pruned is forgotten: sent again, its rows are
 written again.
 """
 
