@@ -23,8 +23,8 @@ Keys are kept at least ``window`` seconds after their commit (default a day), an
 most ``max_keys`` of them: after a batch that recorded keys, the oldest past either
 bound are deleted, at most :data:`PRUNE_BATCH` at a time (:meth:`KeyBook.prune`: the
 window is looked at once per :data:`PRUNE_EVERY` seconds, the count as soon as it may be
-over), so the table stays bounded and no commit waits long for the pruning. A key pruned is forgotten: sent again, its rows are
-written again.
+over), so the table stays bounded and no commit waits long for the pruning. A key
+pruned is forgotten: sent again, its rows are written again.
 """
 
 from __future__ import annotations
