@@ -26,6 +26,7 @@ def test_public_names_are_pinned() -> None:
         "IngestError",
         "IngestStats",
         "IngestTimeoutError",
+        "KeyReusedError",
         "LakeOptions",
         "OpenError",
         "ParserError",

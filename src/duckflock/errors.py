@@ -35,6 +35,7 @@
           ├── SchemaMismatchError   unknown column or wrong row width, found before queueing
           ├── RowRejectedError      DuckDB rejected a row of this call (.table, .row_index,
           │                         .row, .cause); other callers' rows were committed
+          ├── KeyReusedError        an idempotency key came again with other rows (.key)
           ├── QueueFullError        the bounded ingest queue stayed full past the timeout
           ├── IngestTimeoutError    waiting for the commit took longer than the timeout
           ├── StorageError          the commit itself failed (I/O, disk full): nothing in the
@@ -74,6 +75,7 @@ __all__ = [
     "ForbiddenError",
     "IngestError",
     "IngestTimeoutError",
+    "KeyReusedError",
     "ParserError",
     "PayloadTooLargeError",
     "QueryError",
@@ -388,6 +390,22 @@ class RowRejectedError(IngestError):
             "reason": self.cause.message,
             "cause": type(self.cause).__name__,
         }
+
+
+class KeyReusedError(IngestError):
+    """An idempotency key came again with different rows (or another table): the key
+    names one batch only. Nothing of this call was written; ``.key`` is the key."""
+
+    http_status = 422
+    sqlstate = "23505"  # unique_violation
+
+    def __init__(self, message: str, *, key: str, table: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.table = table
+
+    def fields(self) -> dict[str, Any]:
+        return {"key": self.key, "table": self.table}
 
 
 class QueueFullError(IngestError, TimeoutError):

@@ -5,6 +5,12 @@ All or nothing by default: on a file, every chunk goes in one transaction (with 
 request, which commits atomically. ``--rejects`` keeps the good rows and writes each bad
 line with its reason; ``--chunked`` commits chunk by chunk (for files too large for one
 request to a server).
+
+Into an existing table, each commit (the whole file, or each ``--chunked`` chunk) carries
+an idempotency key made from the file's content, the table, the format and the chunk
+size (:mod:`.resume`): running the same load again — to resume one that failed half-way
+— skips what was committed and loads the rest, so no row is stored twice (keys are kept
+a day by default: docs/delivery.md). ``--again`` loads the file again anyway.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import click
 import pyarrow as pa
@@ -29,7 +35,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from duckflock.cli import rejects, render, targets
+from duckflock.cli import rejects, render, resume, targets
 from duckflock.cli.data import TOKEN
 from duckflock.core import project
 from duckflock.errors import DuckflockError, RowRejectedError
@@ -50,6 +56,13 @@ class _Job:
     ddl: str | None
     rejects_path: str | None
     chunked: bool
+    key: str | None = None  # the load's idempotency key; None: none (--rejects)
+
+    def key_of(self, chunk: int | None) -> str | None:
+        """The idempotency key of chunk number ``chunk`` (None: the whole file)."""
+        if self.key is None:
+            return None
+        return f"{self.key}:{'all' if chunk is None else chunk}"
 
     @property
     def all_or_nothing(self) -> bool:
@@ -60,6 +73,14 @@ class _Job:
 
 
 Insert = rejects.Insert
+
+
+class KeyedInsert(Protocol):
+    """Inserts a chunk's rows under an idempotency key (None: without one)."""
+
+    def __call__(self, chunk: pa.Table, key: str | None = None) -> int: ...
+
+
 Advance = Callable[[loading.Chunk, int], None]
 ONE_REQUEST_BYTES = 64 * 2**20  # a server's default --max-body: one atomic request at most
 NOTHING_LOADED = "nothing was loaded: {table} is as it was"
@@ -117,6 +138,12 @@ KEEP_GOING = "--rejects FILE loads the good rows and writes the bad lines there"
     type=click.IntRange(min=1),
     help="Rows read (and, with --chunked or --rejects, committed) at a time.",
 )
+@click.option(
+    "--again",
+    is_flag=True,
+    help="Load the file again even if this same load committed it before (without it, "
+    "running a load again resumes it: what was committed is skipped).",
+)
 @TOKEN
 def load(
     target: str,
@@ -129,6 +156,7 @@ def load(
     rejects_path: str | None,
     chunked: bool,
     chunk_rows: int,
+    again: bool,
     token: str | None,
 ) -> None:
     """Load FILE (CSV, TSV, Parquet or NDJSON; .gz/.zst too; - for stdin) into TABLE.
@@ -141,6 +169,10 @@ def load(
     by chunk. On a server, all or nothing means one request (64 MiB of Arrow at most);
     larger files need --chunked or --rejects. As in DuckDB's read_csv, only an empty
     CSV field is NULL (NaN, NULL, N/A are values); a line that is not UTF-8 is a bad line.
+
+    Into an existing TABLE, each commit carries a key made from the file's content: the
+    same load run again (after a failure half-way, say) skips what it committed before
+    and loads the rest, so no row is stored twice; --again loads it all again.
 
     \b
     duckflock load events.duckdb readings readings.csv.gz --pk id
@@ -162,13 +194,15 @@ def load(
             with targets.client(target, token) as remote:
                 exists = any(targets.same_table(t["name"], wanted) for t in remote.tables())
                 ddl = _ddl(path, kind, table, target, name, exists, create, replace, primary_key)
-                job = _Job(path, kind, table, name, chunk_rows, ddl, rejects_path, chunked)
+                key = resume.key(path, kind, name, chunk_rows, ddl, rejects_path, again)
+                job = _Job(path, kind, table, name, chunk_rows, ddl, rejects_path, chunked, key)
                 loaded = _remote(remote, job)
         else:
             with targets.database(target, read_only=False) as db:
                 exists = any(targets.same_table(t["name"], wanted) for t in db.tables())
                 ddl = _ddl(path, kind, table, target, name, exists, create, replace, primary_key)
-                job = _Job(path, kind, table, name, chunk_rows, ddl, rejects_path, chunked)
+                key = resume.key(path, kind, name, chunk_rows, ddl, rejects_path, again)
+                job = _Job(path, kind, table, name, chunk_rows, ddl, rejects_path, chunked, key)
                 loaded = _local(db, job)
     render.console(stderr=True).print(f"loaded {loaded:,} rows from {shown} into {table}")
 
@@ -280,12 +314,18 @@ def _local(db: Any, job: _Job) -> int:
             raise click.ClickException(f"{exc}\n{_nothing(job.table)}") from None
     if job.ddl is not None:
         db.execute(job.ddl)
-    return _stepwise(lambda chunk: int(db.insert(job.table, chunk).rows), job)
+
+    def insert(chunk: pa.Table, key: str | None = None) -> int:
+        return int(db.insert(job.table, chunk, idempotency_key=key).rows)
+
+    return _stepwise(insert, job)
 
 
 def _remote(remote: Any, job: _Job) -> int:
-    def insert(chunk: pa.Table) -> int:
-        return int(remote.insert(job.table, chunk, chunk_rows=max(1, chunk.num_rows)))
+    def insert(chunk: pa.Table, key: str | None = None) -> int:
+        return int(
+            remote.insert(job.table, chunk, chunk_rows=max(1, chunk.num_rows), idempotency_key=key)
+        )
 
     if job.ddl is not None and not job.all_or_nothing:
         remote.run(job.ddl)
@@ -301,7 +341,7 @@ def _remote(remote: Any, job: _Job) -> int:
         return 0
     try:
         with render.working(f"sending {whole.table.num_rows:,} rows in one request…"):
-            return insert(whole.table)
+            return insert(whole.table, job.key_of(None))
     except RowRejectedError as exc:
         if job.ddl is not None and "REPLACE" not in job.ddl:  # the table this load made
             remote.run(f"DROP TABLE IF EXISTS {job.name}")
@@ -344,7 +384,7 @@ def _joined(parts: list[list[Any] | None]) -> list[Any] | None:
     return [item for p in parts for item in p or []]
 
 
-def _stepwise(insert: Insert, job: _Job) -> int:
+def _stepwise(insert: KeyedInsert, job: _Job) -> int:
     """Chunk by chunk, each committed on its own; with ``--rejects``, a refused row is
     written there and the rest of its chunk goes on."""
     table, created = job.table, job.ddl is not None
@@ -352,9 +392,9 @@ def _stepwise(insert: Insert, job: _Job) -> int:
     chunk: loading.Chunk | None = None
     with rejects.rejects_file(job.rejects_path) as reject, _progress(job.path, table) as advance:
         try:
-            for chunk in job.chunks(reject):
+            for number, chunk in enumerate(job.chunks(reject)):
                 if reject is None:
-                    loaded += insert(chunk.table)
+                    loaded += insert(chunk.table, job.key_of(number))
                 else:
                     loaded += rejects.insert_keeping(insert, chunk, reject)
                     reject.flush()

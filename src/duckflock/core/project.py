@@ -2,7 +2,9 @@
 
 ``duckflock.analyses`` keeps analysis definitions (:mod:`duckflock.live.definitions`); they
 change only through the analyses API (``db.analysis`` / ``drop_analysis``, ``PUT`` /
-``DELETE /v1/analyses/{name}``), which checks the SQL and records who defined it. A
+``DELETE /v1/analyses/{name}``), which checks the SQL and records who defined it.
+``duckflock.batches`` keeps the idempotency keys of committed keyed inserts
+(:mod:`duckflock.ingest.keys`), written by the writer in the same commit as the rows. A
 caller's statement that could write the schema is refused here, the one place every
 surface asks — ``db.execute``, ``executemany``, ``sql``, ``db.insert``, the server's
 ``POST /v1/sql`` and the Postgres port:
@@ -37,6 +39,7 @@ from duckflock.sql import LexError, tokens
 
 SCHEMA = "duckflock"
 ANALYSES = "analyses"
+BATCHES = "batches"  # idempotency keys of committed inserts (duckflock.ingest.keys)
 WHERE = f"{SCHEMA}.{ANALYSES}"
 
 _USE_API = (

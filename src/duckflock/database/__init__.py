@@ -26,6 +26,7 @@ from duckflock.database.inserts import Inserts
 from duckflock.database.lake import Lake
 from duckflock.database.statements import Statements
 from duckflock.ingest.intake import Intake
+from duckflock.ingest.keys import DEFAULT_MAX_KEYS, DEFAULT_WINDOW, check_max_keys, check_window
 from duckflock.lake.connection import LakeOptions, is_lake, redact
 from duckflock.lake.connection import prepare as prepare_lake
 from duckflock.lake.watch import LakeWatch
@@ -71,6 +72,8 @@ class Database(Statements, Inserts, Analyses, Lake):
         distinct_limit: int = DISTINCT_LIMIT,
         data_path: str | os.PathLike[str] | None = None,
         lake: LakeOptions | None = None,
+        idempotency_window: float = DEFAULT_WINDOW,
+        max_idempotency_keys: int = DEFAULT_MAX_KEYS,
     ) -> None:
         restore = flag(restore_analyses, "restore_analyses")
         self._distinct_limit = count(distinct_limit, "distinct_limit")
@@ -85,6 +88,8 @@ class Database(Statements, Inserts, Analyses, Lake):
         self.read_only = read_only
         self._max_queued_rows = max_queued_rows
         self._max_batch_rows = max_batch_rows
+        self._idempotency_window = check_window(idempotency_window)
+        self._max_idempotency_keys = check_max_keys(max_idempotency_keys)
         self._max_concurrent_analyses = workers
         self._analysis_timeout = limit
         self._config = dict(config or {})
@@ -138,6 +143,8 @@ def connect(
     distinct_limit: int = DISTINCT_LIMIT,
     data_path: str | Path | None = None,
     lake: LakeOptions | None = None,
+    idempotency_window: float = DEFAULT_WINDOW,
+    max_idempotency_keys: int = DEFAULT_MAX_KEYS,
 ) -> Database:
     """Open (or create) a DuckDB database for use from many threads.
 
@@ -160,6 +167,10 @@ def connect(
     keeps the catalog in a DuckDB file (one process). ``lake`` tunes inlining, the
     snapshot polling, maintenance and retries (:class:`LakeOptions`). Needs
     ``pip install 'duckflock[lake]'``.
+
+    ``insert(…, idempotency_key=…)`` keys are kept ``idempotency_window`` seconds after
+    their commit (1 s to 30 days, default a day), and ``max_idempotency_keys`` of them
+    at most (default 1,000,000): docs/delivery.md.
     """
     return Database(
         database,
@@ -173,4 +184,6 @@ def connect(
         distinct_limit=distinct_limit,
         data_path=data_path,
         lake=lake,
+        idempotency_window=idempotency_window,
+        max_idempotency_keys=max_idempotency_keys,
     )

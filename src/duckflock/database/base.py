@@ -54,6 +54,8 @@ class Base:
     _lake_options: LakeOptions
     _max_queued_rows: int
     _max_batch_rows: int
+    _idempotency_window: float  # seconds an idempotency key is kept (ingest/keys.py)
+    _max_idempotency_keys: int
     _max_concurrent_analyses: int
     _analysis_timeout: float
     _distinct_limit: int

@@ -17,7 +17,8 @@ from typing import Any
 from duckflock.core.checks import flag, seconds
 from duckflock.database.base import Base
 from duckflock.errors import IngestError, IngestTimeoutError, QueueFullError
-from duckflock.ingest.receipts import Receipt
+from duckflock.ingest.keys import KeyBook, check_key, digest
+from duckflock.ingest.receipts import Call, Receipt
 from duckflock.ingest.stats import IngestStats
 from duckflock.ingest.writer import Writer
 from duckflock.lake.connection import Retry
@@ -34,6 +35,7 @@ class Inserts(Base):
         columns: Sequence[str] | None = None,
         wait: bool = True,
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> Receipt:
         """Append rows to ``table`` through the group-commit writer.
 
@@ -45,12 +47,18 @@ class Inserts(Base):
         (durable); otherwise it returns at once and the :class:`Receipt` tells when. A
         full queue blocks the caller, or raises :class:`QueueFullError` after
         ``timeout`` seconds (which also bounds the wait for the commit).
+
+        ``idempotency_key`` (a str of 1 to 200 characters) names the batch: it is
+        recorded in the same commit as the rows, and a later call with the same key and
+        the same rows writes nothing and returns the first call's facts
+        (``Receipt.replayed``); with other rows it raises :class:`KeyReusedError`. Keys
+        are kept ``idempotency_window`` seconds (``connect``; docs/delivery.md).
         """
         self._life.check()
         timeout = seconds(timeout, "timeout")
         wait = flag(wait, "wait")
         started = None if timeout is None else time.monotonic()
-        call = self._intake.call(table, data, columns)
+        call = self._keyed(self._intake.call(table, data, columns), idempotency_key)
         if call.finished:  # a call without rows
             return Receipt(call)
         writer = self._writer or self.writer()
@@ -68,6 +76,7 @@ class Inserts(Base):
         *,
         columns: Sequence[str] | None = None,
         timeout: float | None = None,
+        idempotency_key: str | None = None,
     ) -> Receipt:
         """``insert`` for asyncio code: awaits the commit without holding a thread.
 
@@ -76,7 +85,7 @@ class Inserts(Base):
         """
         self._life.check()
         timeout = seconds(timeout, "timeout")
-        call = self._intake.call(table, data, columns)
+        call = self._keyed(self._intake.call(table, data, columns), idempotency_key)
         if call.finished:  # a call without rows
             return Receipt(call)
         loop = asyncio.get_running_loop()
@@ -107,6 +116,15 @@ class Inserts(Base):
             ) from None
         call.wait(0)  # done: returns, or raises the call's own error
         return Receipt(call)
+
+    @staticmethod
+    def _keyed(call: Call, key: object) -> Call:
+        """``call`` with its idempotency key and content digest (checked first)."""
+        checked = check_key(key)
+        if checked is not None and not call.finished:
+            call.key = checked
+            call.digest = digest(call)
+        return call
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every insert accepted so far is committed (or has failed)."""
@@ -149,6 +167,11 @@ class Inserts(Base):
                     commit_lock=self._commit_lock,
                     reopen=self._reopen,
                     retry=Retry(self._lake_options.retry_seconds) if self.is_lake else None,
+                    keys=KeyBook(
+                        window=self._idempotency_window,
+                        max_keys=self._max_idempotency_keys,
+                        lake=self.is_lake,
+                    ),
                 )
                 if self._scheduler is not None:
                     # under the scheduler's lock: a concurrent define or drop cannot

@@ -214,9 +214,9 @@ class Statements(Base):
             "SELECT database_name, schema_name, table_name, current_database() "
             "FROM duckdb_tables() "
             "WHERE NOT internal AND NOT temporary AND database_name = current_database() "
-            "AND NOT (schema_name = ? AND table_name = 'analyses') "  # duckflock's own
+            "AND NOT (schema_name = ? AND table_name IN (?, ?)) "  # duckflock's own
             "ORDER BY schema_name, table_name",
-            [project.SCHEMA],
+            [project.SCHEMA, project.ANALYSES, project.BATCHES],
         ).fetchall()
         tables = []
         for catalog, schema, table, current in listing:

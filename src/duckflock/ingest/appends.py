@@ -235,6 +235,7 @@ def attempt(
     commit: bool,
     stored: list[tuple[Identity, pa.Table]] | None = None,
     begin: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    record: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     fault: FaultHook | None = None,
 ) -> BaseException | None:
     """Append ``groups`` atomically; commit or roll back. Returns the rows' fault, if any.
@@ -245,14 +246,16 @@ def attempt(
     not the rows' fault. Never sends COMMIT after a failed statement (DuckDB would answer
     it quietly and roll back). Rows of captured groups are added to ``stored`` once
     committed. ``begin`` runs first inside the transaction (a lake tags the commit),
-    and forces one. ``fault("commit")`` (the committer's test seam) runs first when
-    committing: what it raises is classified as a statement's error would be.
+    and forces one; ``record`` runs last inside it when committing (the batch's
+    idempotency keys: :mod:`duckflock.ingest.keys`), and forces one too.
+    ``fault("commit")`` (the committer's test seam) runs first when committing: what it
+    raises is classified as a statement's error would be.
     """
     kept: list[tuple[Identity, pa.Table]] = []
     try:
         if commit and fault is not None:
             fault("commit")
-        if commit and len(groups) == 1 and begin is None:
+        if commit and len(groups) == 1 and begin is None and record is None:
             table = append(cursor, groups[0], autocommit=True)
             if table is not None:
                 kept.append((groups[0].schema.key, table))
@@ -264,6 +267,8 @@ def attempt(
                 table = append(cursor, group)
                 if table is not None:
                     kept.append((group.schema.key, table))
+            if record is not None and commit:
+                record(cursor)
             cursor.execute("COMMIT" if commit else "ROLLBACK")
         if commit and stored is not None:
             stored.extend(kept)

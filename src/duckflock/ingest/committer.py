@@ -19,9 +19,10 @@ from duckflock.core.faults import FaultHook, no_fault
 from duckflock.core.names import Identity
 from duckflock.errors import ConflictError, RowRejectedError
 from duckflock.ingest.appends import attempt, plan
+from duckflock.ingest.keys import KeyBook
 from duckflock.ingest.receipts import Call
 from duckflock.ingest.rejections import cause, rejection
-from duckflock.ingest.storage import StorageFailure
+from duckflock.ingest.storage import StorageFailure, invalidated
 
 if TYPE_CHECKING:
     from duckflock.lake.connection import Retry
@@ -35,15 +36,19 @@ class Committer:
         cursor: duckdb.DuckDBPyConnection,
         on_schema_change: Callable[[], None] | None = None,
         retry: Retry | None = None,
+        keys: KeyBook | None = None,
     ) -> None:
         self.cursor = cursor
+        # the idempotency keys: screened before each commit, recorded in it
+        self.keys = keys or KeyBook(lake=retry is not None)
         self.on_schema_change = on_schema_change
         self.capture: frozenset[Identity] = frozenset()
         self.stored: list[tuple[Identity, pa.Table]] = []
         # when a failed commit is tried again (a lake: catalog away, conflict retries
         # spent); None: never
         self.retry = retry
-        # the test seam, called at "batch", "commit" and "reopen" (see Writer.fault_hook)
+        # the test seam, called at "batch", "commit", "committed" and "reopen" (see
+        # Writer.fault_hook)
         self.fault_hook: FaultHook = no_fault
 
     def commit_batch(self, calls: list[Call]) -> bool:
@@ -52,8 +57,23 @@ class Committer:
         Returns True when the whole batch went in at once. Raises
         :class:`StorageFailure` when the storage fails; calls committed before that
         (or by the failing commit itself, when DuckDB says it is durable) stay marked
-        committed.
+        committed. Keyed calls are screened first (:meth:`KeyBook.screen`): a replay
+        writes nothing, and the batch does not count as whole.
         """
+        try:
+            writing, repeats = self.keys.screen(self.cursor, calls)
+        except Exception as exc:  # the lookup failed: nothing of the batch is written
+            raise StorageFailure(
+                f"looking up idempotency keys failed: {exc}", invalidated=invalidated(exc)
+            ) from exc
+        if writing is calls:  # no keys in the batch
+            return self._commit(calls)
+        whole = self._commit(writing) if writing else False
+        self.keys.settle(repeats)
+        self.keys.prune(self.cursor)
+        return whole and len(writing) == len(calls)
+
+    def _commit(self, calls: list[Call]) -> bool:
         failure = self._attempt(calls)
         if failure is None:
             return True
@@ -89,6 +109,7 @@ class Committer:
                     commit=True,
                     stored=self.stored,
                     begin=None if retry is None else retry.tagger(tag),
+                    record=self.keys.recorder(calls),
                     fault=self.fault_hook,
                 )
             except StorageFailure as exc:
@@ -106,6 +127,7 @@ class Committer:
             else:
                 if failure is None:
                     self._mark(calls)
+                    self.fault_hook("committed")  # durable, and nobody told yet
                     return None
                 pause = None if retry is None else retry.delay(failure, tries, started)
                 if pause is None:

@@ -10,6 +10,7 @@ queueing behind one another.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from _thread import allocate_lock
 from collections.abc import Callable
@@ -28,18 +29,24 @@ class Call:
     Owner: the caller's thread until :meth:`duckflock.ingest.writer.Writer.submit`
     queues it; then the writer thread, which sets ``committed`` and ``failure`` and,
     under ``guard`` (the writer's lock), calls :meth:`finish`. ``on_done`` is set before
-    queueing (``insert_async``); ``waiter`` by :meth:`park`.
+    queueing (``insert_async``); ``waiter`` by :meth:`park`. A keyed call (``key``,
+    with its content's ``digest``: :mod:`duckflock.ingest.keys`) gets ``committed_at``
+    from the writer, and ``replayed`` when its key was committed before.
     """
 
     __slots__ = (
         "columns",
         "committed",
+        "committed_at",
+        "digest",
         "failure",
         "finished",
         "guard",
+        "key",
         "nrows",
         "on_done",
         "parts",
+        "replayed",
         "row",
         "target",
         "waiter",
@@ -65,6 +72,17 @@ class Call:
         self.guard: Any = None  # the writer's lock, set when queued
         self.waiter: Any = None  # the caller's own lock, released by finish()
         self.on_done: Callable[[], object] | None = None  # told once finished
+        self.key: str | None = None  # the idempotency key, if any
+        self.digest = ""  # the content's digest, for a keyed call
+        self.committed_at: dt.datetime | None = None  # a keyed call's commit time
+        self.replayed = False  # the key was committed before: nothing was written
+
+    def replay(self, rows: int, committed_at: dt.datetime | None) -> None:
+        """The key was committed before (or earlier in this batch): take its facts."""
+        self.nrows = rows
+        self.committed_at = committed_at
+        self.replayed = True
+        self.committed = True
 
     @classmethod
     def empty(cls, target: TableSchema | None = None) -> Call:
@@ -162,6 +180,23 @@ class Receipt:
         return self._call.table
 
     @property
+    def key(self) -> str | None:
+        """The call's idempotency key (None: the call had none)."""
+        return self._call.key
+
+    @property
+    def replayed(self) -> bool:
+        """True when the key was committed before: this call wrote nothing, and
+        ``rows`` and ``committed_at`` are the first call's."""
+        return self._call.replayed
+
+    @property
+    def committed_at(self) -> dt.datetime | None:
+        """When a keyed call's rows were committed (UTC); None for a call without a
+        key, or before the commit."""
+        return self._call.committed_at
+
+    @property
     def done(self) -> bool:
         """True once the call's rows are committed, or it failed."""
         return self._call.finished
@@ -179,4 +214,6 @@ class Receipt:
     def __repr__(self) -> str:
         call = self._call
         state = "pending" if not call.finished else ("failed" if call.failure else "committed")
+        if call.replayed:
+            state = "replayed"
         return f"<Receipt {call.nrows} rows into {call.table!r} {state}>"

@@ -44,6 +44,7 @@ from duckflock.errors import (
     WriterBrokenError,
 )
 from duckflock.ingest.committer import Committer
+from duckflock.ingest.keys import KeyBook
 from duckflock.ingest.receipts import Call
 
 # COMMIT_BUCKETS re-exported: server/metrics.py still imports it from here
@@ -79,6 +80,7 @@ class Writer:
         commit_lock: threading.Lock | None = None,
         reopen: Callable[[], None] | None = None,
         retry: Retry | None = None,
+        keys: KeyBook | None = None,
     ) -> None:
         if max_queued_rows < 1 or max_batch_rows < 1:
             raise ValueError("max_queued_rows and max_batch_rows must be >= 1")
@@ -88,7 +90,7 @@ class Writer:
         self._linger_rows = min(LINGER_ROWS, max(1, max_queued_rows // 2))
         self._on_commit = on_commit
         self._new_cursor = new_cursor
-        self._committer = Committer(new_cursor(), on_schema_change, retry)
+        self._committer = Committer(new_cursor(), on_schema_change, retry, keys)
         # closes every cursor and reopens the database after DuckDB invalidated it
         # (None: it cannot be reopened, e.g. in memory)
         self._reopen = reopen
@@ -196,13 +198,20 @@ class Writer:
         """The write path's test seam (the committer's): called on the writer thread at
         "batch" (a batch was taken, before its commit), "commit" (before each commit
         attempt, inside it: what the hook raises is classified as DuckDB's error would
-        be — a row fault, a conflict or a storage fault) and "reopen" (before reopening
-        an invalidated database). A test blocks there to hold the writer, or raises."""
+        be — a row fault, a conflict or a storage fault), "committed" (a commit is
+        durable and its callers are not told yet) and "reopen" (before reopening an
+        invalidated database). A test blocks there to hold the writer, or raises."""
         return self._committer.fault_hook
 
     @fault_hook.setter
     def fault_hook(self, hook: FaultHook) -> None:
         self._committer.fault_hook = hook
+
+    @property
+    def keys(self) -> KeyBook:
+        """The idempotency keys (:mod:`duckflock.ingest.keys`): a documented internal
+        interface, for tests that move its ``clock``."""
+        return self._committer.keys
 
     @property
     def capture(self) -> frozenset[Identity]:
@@ -328,8 +337,8 @@ class Writer:
                     call.failure = error
         committed, rejected = rows, 0
         if not whole:  # some calls failed: count them one by one
-            committed = sum(r.nrows for r in calls if r.committed)
-            rejected = sum(1 for r in calls if not r.committed)
+            committed = sum(r.nrows for r in calls if r.committed and not r.replayed)
+            rejected = sum(1 for r in calls if not r.committed)  # replays: neither
         self._counters.batch(
             rows,
             committed,

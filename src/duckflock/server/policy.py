@@ -11,6 +11,7 @@ from typing import Any
 
 from duckflock.core import checks
 from duckflock.errors import RequestError
+from duckflock.ingest.keys import check_key
 from duckflock.server.formats import check_text
 
 MAX_SECONDS = 86_400.0  # one day: the longest interval or limit anything may name
@@ -53,6 +54,12 @@ def flag(raw: str | None, name: str, *, default: bool) -> bool:
     if raw.lower() in _FALSE:
         return False
     raise RequestError(f"query parameter {name}={raw!r} must be true or false")
+
+
+def idempotency_key(raw: str | None) -> str | None:
+    """The ``Idempotency-Key`` header, checked as ``db.insert`` checks a key (400 if not)."""
+    key: str | None = _request(check_key, raw, "the Idempotency-Key header")
+    return key
 
 
 def _whole(raw: str | None, name: str, low: int, high: int, bounds: str) -> int | None:

@@ -89,7 +89,9 @@ class Route:
     format its Accept header asks for; ``waits``: takes ``?timeout=`` up to the server's
     ``max_wait``; ``bounds``: query parameter -> the :class:`~.settings.ServerSettings`
     field that is its maximum (the handler checks it against the same field);
-    ``documented`` False: left out of the OpenAPI document."""
+    ``documented`` False: left out of the OpenAPI document; ``idempotent``: takes an
+    ``Idempotency-Key`` header (:mod:`duckflock.ingest.keys`), and answers a repeat of a
+    committed key with the first reply and ``Idempotent-Replayed: true``."""
 
     method: str
     path: str
@@ -104,6 +106,7 @@ class Route:
     bounds: Mapping[str, str] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
     documented: bool = True
+    idempotent: bool = False
 
 
 ROUTES: tuple[Route, ...] = (
@@ -162,6 +165,7 @@ ROUTES: tuple[Route, ...] = (
             },
         ),
         errors=("404", "422", "504"),
+        idempotent=True,
     ),
     Route(
         "POST",

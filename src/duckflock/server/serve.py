@@ -133,6 +133,27 @@ class Shutdown:
         self.error: str | None = None
 
 
+KILL_AFTER_COMMITS = "DUCKFLOCK_TEST_KILL_AFTER_COMMITS"
+
+
+def _kill_after_commits(db: Database) -> None:
+    """The fault tests' seam (tests/test_exactly_once.py): with ``$KILL_AFTER_COMMITS``
+    = N, the process kills itself (SIGKILL) right after its Nth commit is durable and
+    before any caller is told — the window an exactly-once ingest must survive."""
+    raw = os.environ.get(KILL_AFTER_COMMITS)
+    if not raw:
+        return
+    left = [int(raw)]
+
+    def hook(point: str) -> None:
+        if point == "committed":
+            left[0] -= 1
+            if left[0] <= 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    db.writer().fault_hook = hook
+
+
 def prepare(
     database: str,
     settings: ServerSettings,
@@ -157,6 +178,7 @@ def prepare(
     # kept analyses are defined only once the lockdown holds and each passed the same
     # statement guard as PUT /v1/analyses: the file may have been edited offline
     db = connect(database, restore_analyses=False)
+    _kill_after_commits(db)
     outcome = Shutdown(shutdown_timeout)
     pg_server = None
     try:

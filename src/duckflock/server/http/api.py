@@ -37,6 +37,8 @@ from duckflock.errors import (
     ServerBusyError,
     UnknownAnalysisError,
 )
+from duckflock.ingest.keys import HEADER as IDEMPOTENCY_KEY
+from duckflock.ingest.keys import REPLAYED
 from duckflock.live.results import Result
 from duckflock.server import formats, policy
 from duckflock.server.history import Feeder, History, catch_up, history_table
@@ -297,6 +299,7 @@ class HttpApi:
         if reason is not None:
             raise ClosedError(f"ingest is not accepted now: {reason}")
         content_type = request.headers.get("content-type")
+        key = policy.idempotency_key(request.headers.get(IDEMPOTENCY_KEY))
         timeout = self.settings.ingest_timeout
         db = self.db
         try:
@@ -313,7 +316,9 @@ class HttpApi:
                         parsed = formats.parse_rows(body, content_type)
                         if wait and isinstance(parsed, pa.Table):
                             return parsed  # columnar: queued on the loop in microseconds
-                        return db.insert(table, parsed, wait=False, timeout=timeout)
+                        return db.insert(
+                            table, parsed, wait=False, timeout=timeout, idempotency_key=key
+                        )
 
                     async with self.bodies.parsing.hold(_client(request)):
                         outcome = await run_in_threadpool(parse_and_queue)
@@ -322,7 +327,7 @@ class HttpApi:
                     )
                 body = b""  # the parsed rows are queued: let the bytes go
             if receipt is None:
-                receipt = await db.insert_async(table, rows, timeout=timeout)
+                receipt = await db.insert_async(table, rows, timeout=timeout, idempotency_key=key)
             elif wait:
                 await run_in_threadpool(receipt.wait, timeout)
         except DuckflockError:
@@ -330,6 +335,8 @@ class HttpApi:
         except (TypeError, ValueError, UnicodeError) as exc:  # the shape of the rows, in words
             raise RequestError(str(exc)) from exc
         payload = {"table": table, "rows": receipt.rows, "committed": wait}
+        if receipt.replayed:  # a repeat of a committed key: the first call's reply
+            return json_response(payload, 200, {REPLAYED: "true"})
         return json_response(payload, 200 if wait else 202)
 
     # -- admin ---------------------------------------------------------------------------------
@@ -338,6 +345,12 @@ class HttpApi:
         # DDL and DML (`duckflock sql URL …`, admin role): a transaction of its own, so the
         # library sees the write (cached schemas, incremental states) and the deadline
         # interrupts the statement like a query's
+        if IDEMPOTENCY_KEY in request.headers:  # refused, not ignored: no false promise
+            raise RequestError(
+                f"POST /v1/sql takes no {IDEMPOTENCY_KEY} (a statement is not recorded "
+                "under a key, so a repeat would run again): make the statement idempotent, "
+                "or send rows to POST /v1/tables/{table}/rows, which takes one"
+            )
         sql, params = policy.sql_and_params(await self.bodies.json_object(request))
         deadline = self._deadline(request)
         batches: list[pa.RecordBatch] = []

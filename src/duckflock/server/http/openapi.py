@@ -14,6 +14,8 @@ import re
 from typing import Any
 
 from duckflock import __version__
+from duckflock.ingest.keys import HEADER as IDEMPOTENCY_KEY
+from duckflock.ingest.keys import MAX_KEY_CHARS, REPLAYED
 from duckflock.server.formats import MediaType
 from duckflock.server.routes import ROUTES, ROWS, Route
 from duckflock.server.settings import ServerSettings
@@ -65,6 +67,18 @@ def _parameters(route: Route, settings: ServerSettings) -> list[dict[str, Any]]:
         if bound is not None:  # its maximum is this server's setting
             parameter["schema"] = {**parameter["schema"], "maximum": getattr(settings, bound)}
         found.append(parameter)
+    if route.idempotent:
+        found.append(
+            {
+                "name": IDEMPOTENCY_KEY,
+                "in": "header",
+                "required": False,
+                "description": "Names this batch: a repeat of a committed key writes nothing "
+                f"and gets the first reply with `{REPLAYED}: true`; the same key with other "
+                "rows is refused (422 KeyReusedError). Kept a day by default.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS},
+            }
+        )
     if route.waits:
         found.append(
             {
@@ -87,6 +101,17 @@ def operation(route: Route, settings: ServerSettings) -> dict[str, Any]:
         op["description"] = f"Needs a token with the `{route.role}` role (or none on loopback)."
         op["x-duckflock-role"] = str(route.role)
         errors = ("401", "403", *errors)
+    if route.idempotent and "200" in op["responses"]:
+        op["responses"]["200"] = {
+            **op["responses"]["200"],
+            "headers": {
+                REPLAYED: {
+                    "description": "`true` when this answers a repeat of a committed "
+                    f"{IDEMPOTENCY_KEY}: nothing was written",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            },
+        }
     parameters = _parameters(route, settings)
     if parameters:
         op["parameters"] = parameters

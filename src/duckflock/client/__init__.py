@@ -3,7 +3,8 @@
 Errors come back as the same classes the embedded Database raises (the server sends the
 class name; :func:`duckflock.errors.from_payload` rebuilds it), so code catches the same
 things either way. Large inserts travel as Arrow IPC in chunks; each chunk is one
-atomic request.
+atomic request, with an ``Idempotency-Key`` of its own, so the client can send it again
+after a failure without storing it twice (:mod:`.retries`, docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import datetime as dt
 import decimal
 import json
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -21,7 +22,10 @@ from urllib.parse import quote
 import httpx
 import pyarrow as pa
 
+from duckflock.client.retries import DEFAULT_RETRIES, DEFAULT_TOTAL, Retries
 from duckflock.errors import ClosedError, DuckflockError, QueryError, TransportError, from_payload
+from duckflock.ingest.keys import HEADER as IDEMPOTENCY_KEY
+from duckflock.ingest.keys import check_key
 from duckflock.ingest.rows import as_arrow, ipc_bytes
 from duckflock.lake.connection import redact
 from duckflock.live.results import Mode, Result
@@ -72,9 +76,19 @@ class Client:
         timeout: float = 120.0,
         transport: httpx.BaseTransport | None = None,
         http: httpx.Client | None = None,
+        retries: int = DEFAULT_RETRIES,
+        retry_seconds: float = DEFAULT_TOTAL,
     ) -> None:
         """``transport`` swaps the network (tests); ``http`` brings a ready httpx.Client
-        (e.g. Starlette's TestClient) whose base URL is used instead of ``url``."""
+        (e.g. Starlette's TestClient) whose base URL is used instead of ``url``.
+
+        A request the server could not answer (connection refused or broken, a
+        ``timeout``, a 503) is tried up to ``retries`` more times (0: never) within
+        ``retry_seconds``, with exponential back-off and jitter, honouring
+        ``Retry-After``: reads, inserts (each request carries an ``Idempotency-Key``)
+        and ``analysis``; other writes only when they never reached the server."""
+        # the retry policy (public: a test moves its ``sleep`` seam)
+        self.retries = Retries(retries, retry_seconds)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
         self._shown = redact(self.url)  # in errors and repr: a user:password@ hidden
@@ -109,11 +123,19 @@ class Client:
     def __repr__(self) -> str:
         return f"<duckflock.Client {self._shown} {'closed' if self._closed else 'open'}>"
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _request(
+        self, method: str, path: str, *, harmless: bool | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """One request, tried again as :class:`Retries` says; ``harmless`` (default: a
+        GET or PUT) says a repeat cannot do the work twice."""
         if self._closed:
             raise ClosedError("the client is closed")
+        if harmless is None:
+            harmless = method in ("GET", "PUT")
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self.retries.run(
+                lambda: self._http.request(method, path, **kwargs), harmless=harmless
+            )
         except httpx.TransportError as exc:
             raise TransportError(f"cannot reach {self._shown}: {redact(str(exc))}") from exc
         except UnicodeEncodeError as exc:  # a lone surrogate in the SQL, params or a name
@@ -154,11 +176,16 @@ class Client:
         columns: Sequence[str] | None = None,
         wait: bool = True,
         chunk_rows: int = 100_000,
+        idempotency_key: str | None = None,
     ) -> int:
         """Insert rows (same shapes as ``Database.insert``); returns how many were sent.
 
         One call is atomic when it fits in one request; larger Arrow data goes in
-        ``chunk_rows`` chunks, each committed on its own.
+        ``chunk_rows`` chunks, each committed on its own. Each request carries an
+        ``Idempotency-Key``: ``idempotency_key`` (with ``#<chunk number>`` appended when
+        there are several chunks), or a random one; the same key sent again writes
+        nothing, so a request is retried safely, and a caller that sends the same key
+        again after a failure (``duckflock load`` does) stores the rows once.
         """
         if not isinstance(table, str):
             raise TypeError(f"table must be a str, not {type(table).__name__}")
@@ -171,24 +198,43 @@ class Client:
             if uniform and len(rows) >= _ARROW_ABOVE and len({tuple(r) for r in rows}) == 1:
                 arrow = pa.Table.from_pylist(rows)
             else:
-                for start in range(0, len(rows), chunk_rows):
-                    self._request(
-                        "POST",
-                        path,
-                        content=_json_rows(rows[start : start + chunk_rows]),
-                        headers={"Content-Type": "application/json"},
-                    )
+                chunks = [rows[s : s + chunk_rows] for s in range(0, len(rows), chunk_rows)]
+                self._post(path, chunks, _json_rows, "application/json", idempotency_key)
                 return len(rows)
         elif columns is not None:
             arrow = arrow.rename_columns(list(columns))
-        for batch in arrow.to_batches(max_chunksize=chunk_rows):
+        batches = arrow.to_batches(max_chunksize=chunk_rows)
+        self._post(
+            path,
+            batches,
+            lambda batch: ipc_bytes(pa.Table.from_batches([batch])),
+            ARROW,
+            idempotency_key,
+        )
+        return int(arrow.num_rows)
+
+    def _post(
+        self,
+        path: str,
+        chunks: Sequence[Any],
+        encode: Callable[[Any], bytes],
+        content_type: str,
+        key: str | None,
+    ) -> None:
+        """Each chunk as one request with a key of its own: ``key`` for a single chunk,
+        ``key#n`` for chunk ``n`` of several (a random key when ``key`` is None)."""
+        base = check_key(key) or uuid.uuid4().hex
+        keyed = [base] if len(chunks) == 1 else [f"{base}#{n}" for n in range(len(chunks))]
+        if keyed:  # a key too long with its chunk number: refused before anything is sent
+            check_key(keyed[-1], "idempotency_key with its chunk number")
+        for chunk, chunk_key in zip(chunks, keyed, strict=True):
             self._request(
                 "POST",
                 path,
-                content=ipc_bytes(pa.Table.from_batches([batch])),
-                headers={"Content-Type": ARROW},
+                harmless=True,
+                content=encode(chunk),
+                headers={"Content-Type": content_type, IDEMPOTENCY_KEY: chunk_key},
             )
-        return int(arrow.num_rows)
 
     @staticmethod
     def _rows(data: Any, columns: Sequence[str] | None) -> list[Any]:
@@ -215,6 +261,7 @@ class Client:
         response = self._request(
             "POST",
             "/v1/query",
+            harmless=True,
             json={"sql": sql, "params": params},
             headers={"Accept": ARROW},
         )

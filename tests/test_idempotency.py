@@ -1,0 +1,221 @@
+"""Idempotent inserts: ``db.insert(…, idempotency_key=…)`` writes a keyed batch at most
+once (ingest/keys.py, docs/delivery.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import duckflock
+
+
+def _count(db: duckflock.Database, table: str = "t") -> int:
+    row = db.sql(f"SELECT count(*) FROM {table}").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.fixture
+def keyed(db: duckflock.Database) -> duckflock.Database:
+    db.execute("CREATE TABLE t (a INTEGER, b VARCHAR)")
+    return db
+
+
+def test_a_repeat_of_a_committed_key_writes_nothing_and_returns_the_first_facts(
+    keyed: duckflock.Database,
+) -> None:
+    first = keyed.insert("t", [(1, "x"), (2, "y")], idempotency_key="batch-1")
+    again = keyed.insert("t", [(1, "x"), (2, "y")], idempotency_key="batch-1")
+    assert (first.replayed, again.replayed) == (False, True)
+    assert again.rows == first.rows == 2
+    assert again.committed_at == first.committed_at is not None
+    assert again.committed_at.utcoffset() == dt.timedelta(0)  # in UTC, whatever TimeZone
+    assert again.key == "batch-1"
+    assert _count(keyed) == 2
+    # Arrow and DataFrames too; a key names one batch, whatever its table's shape
+    table = pa.table({"a": [3, 4, 5], "b": ["p", "q", "r"]})
+    keyed.insert("t", table, idempotency_key="batch-2")
+    assert keyed.insert("t", table.to_pandas(), idempotency_key="batch-3").rows == 3
+    assert keyed.insert("t", table, idempotency_key="batch-2").replayed
+    assert _count(keyed) == 8
+    # an unkeyed insert is never deduplicated
+    keyed.insert("t", [(1, "x"), (2, "y")])
+    assert _count(keyed) == 10
+
+
+def test_a_key_is_recorded_in_the_projects_schema_which_callers_cannot_write(
+    keyed: duckflock.Database,
+) -> None:
+    keyed.insert("t", {"a": 1, "b": "x"}, idempotency_key="k")
+    rows = keyed.sql("SELECT key, table_name, rows FROM duckflock.batches").fetchall()
+    assert rows == [("k", "t", 1)]
+    with pytest.raises(duckflock.QueryRefusedError):
+        keyed.execute("DELETE FROM duckflock.batches")
+    with pytest.raises(duckflock.QueryRefusedError):
+        keyed.insert("duckflock.batches", {"key": "x"})
+
+
+def test_other_rows_under_a_used_key_are_refused_with_a_typed_error(
+    keyed: duckflock.Database,
+) -> None:
+    keyed.insert("t", [(1, "x")], idempotency_key="k")
+    with pytest.raises(duckflock.KeyReusedError) as info:
+        keyed.insert("t", [(1, "other")], idempotency_key="k")
+    assert info.value.key == "k" and info.value.http_status == 422
+    keyed.execute("CREATE TABLE u (a INTEGER, b VARCHAR)")
+    with pytest.raises(duckflock.KeyReusedError):
+        keyed.insert("u", [(1, "x")], idempotency_key="k")  # same rows, another table
+    assert _count(keyed) == 1 and _count(keyed, "u") == 0
+
+
+def test_a_repeat_while_the_first_is_in_flight_waits_for_it(keyed: duckflock.Database) -> None:
+    writer = keyed.writer()
+    held, release = threading.Event(), threading.Event()
+
+    def hold(point: str) -> None:
+        if point == "batch" and not release.is_set():
+            held.set()
+            assert release.wait(30)
+
+    writer.fault_hook = hold
+    first = keyed.insert("t", [(1, "x")], idempotency_key="k", wait=False)
+    assert held.wait(30)  # the writer holds the first call's batch, not committed yet
+    outcome: list[duckflock.Receipt] = []
+    repeat = threading.Thread(
+        target=lambda: outcome.append(keyed.insert("t", [(1, "x")], idempotency_key="k"))
+    )
+    repeat.start()
+    # both repeats of one batch also queued behind it: in the same next batch
+    twin_a = keyed.insert("t", [(2, "y")], idempotency_key="twin", wait=False)
+    twin_b = keyed.insert("t", [(2, "y")], idempotency_key="twin", wait=False)
+    odd = keyed.insert("t", [(3, "z")], idempotency_key="twin", wait=False)
+    assert not first.done
+    release.set()
+    repeat.join(30)
+    assert first.wait(30) == 1 and not first.replayed
+    assert outcome and outcome[0].replayed and outcome[0].committed_at == first.committed_at
+    twin_a.wait(30)
+    twin_b.wait(30)
+    assert [twin_a.replayed, twin_b.replayed] == [False, True]
+    with pytest.raises(duckflock.KeyReusedError):
+        odd.wait(30)
+    assert sorted(keyed.sql("SELECT a FROM t").fetchall()) == [(1,), (2,)]
+
+
+def test_a_failed_insert_records_no_key(keyed: duckflock.Database) -> None:
+    keyed.execute("CREATE TABLE strict (a INTEGER NOT NULL)")
+    with pytest.raises(duckflock.RowRejectedError):
+        keyed.insert("strict", [{"a": None}], idempotency_key="k")
+    assert keyed.sql("SELECT count(*) FROM duckflock.batches").fetchone() == (0,)
+    keyed.insert("strict", [{"a": 1}], idempotency_key="k")  # not used: written
+    assert _count(keyed, "strict") == 1
+
+
+def test_keys_survive_a_restart(tmp_path: Path) -> None:
+    path = str(tmp_path / "keys.duckdb")
+    with duckflock.connect(path) as db:
+        db.execute("CREATE TABLE t (a INTEGER)")
+        first = db.insert("t", [(1,), (2,)], idempotency_key="k")
+    with duckflock.connect(path) as db:
+        again = db.insert("t", [(1,), (2,)], idempotency_key="k")
+        assert again.replayed and again.committed_at == first.committed_at
+        assert _count(db) == 2
+
+
+def test_keys_expire_after_the_window_and_are_pruned(tmp_path: Path) -> None:
+    with duckflock.connect(str(tmp_path / "e.duckdb"), idempotency_window=60) as db:
+        db.execute("CREATE TABLE t (a INTEGER)")
+        db.insert("t", [(1,)], idempotency_key="old")
+        keys = db.writer().keys
+        assert keys.window == 60
+        later = time.time() + 120
+        keys.clock = lambda: later  # two minutes on: "old" is past the window
+        db.insert("t", [(2,)], idempotency_key="new")  # its commit prunes
+        kept = db.sql("SELECT key FROM duckflock.batches").fetchall()
+        assert kept == [("new",)]
+        assert not db.insert("t", [(1,)], idempotency_key="old").replayed  # forgotten
+        assert _count(db) == 3
+
+
+def test_the_keys_table_stays_bounded_by_count(memdb: duckflock.Database) -> None:
+    with duckflock.connect(max_idempotency_keys=1000) as db:
+        db.execute("CREATE TABLE t (a INTEGER)")
+        receipts = [
+            db.insert("t", [(i,)], idempotency_key=f"k{i}", wait=False) for i in range(1300)
+        ]
+        for receipt in receipts:
+            receipt.wait(60)
+        db.insert("t", [(-1,)], idempotency_key="last")  # a batch of its own: it prunes
+        row = db.sql("SELECT count(*), min(key) FROM duckflock.batches").fetchone()
+        assert row is not None and row[0] == 1000
+        oldest_kept = db.sql(
+            "SELECT count(*) FROM duckflock.batches WHERE key IN ('k0', 'k299')"
+        ).fetchone()
+        assert oldest_kept == (0,)  # the oldest went first
+
+
+@pytest.mark.parametrize(
+    ("key", "error", "words"),
+    [
+        (b"k", TypeError, "must be a str, not bytes"),
+        (7, TypeError, "must be a str, not int"),
+        ("", ValueError, "1 to 200 characters, not 0"),
+        ("x" * 201, ValueError, "1 to 200 characters, not 201"),
+        ("a\x00b", ValueError, "NUL character (at index 1)"),
+        ("a\ud800", ValueError, "lone surrogate"),
+    ],
+)
+def test_hostile_keys_are_refused_before_anything_is_queued(
+    memdb: duckflock.Database, key: object, error: type[Exception], words: str
+) -> None:
+    memdb.execute("CREATE TABLE t (a INTEGER)")
+    with pytest.raises(error, match=words.replace("(", r"\(").replace(")", r"\)")):
+        memdb.insert("t", [(1,)], idempotency_key=key)  # type: ignore[arg-type]
+    assert _count(memdb) == 0
+
+
+def test_keys_that_look_like_sql_or_are_long_are_just_keys(memdb: duckflock.Database) -> None:
+    memdb.execute("CREATE TABLE t (a INTEGER)")
+    for key in ["x" * 200, "'; DROP TABLE t; --", "ключ-🔑", "%s?$1"]:
+        assert not memdb.insert("t", [(1,)], idempotency_key=key).replayed
+        assert memdb.insert("t", [(1,)], idempotency_key=key).replayed
+    assert _count(memdb) == 4
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"idempotency_window": 0}, ValueError),
+        ({"idempotency_window": float("nan")}, ValueError),
+        ({"idempotency_window": "1d"}, TypeError),
+        ({"max_idempotency_keys": 10}, ValueError),
+        ({"max_idempotency_keys": 1.5}, TypeError),
+    ],
+)
+def test_the_window_and_bound_are_checked(options: dict[str, object], error: type) -> None:
+    with pytest.raises(error):
+        duckflock.connect(**options)  # type: ignore[arg-type]
+
+
+def test_insert_async_takes_a_key_too(memdb: duckflock.Database) -> None:
+    memdb.execute("CREATE TABLE t (a INTEGER)")
+
+    async def both() -> tuple[duckflock.Receipt, duckflock.Receipt]:
+        first = await memdb.insert_async("t", [(1,)], idempotency_key="k")
+        return first, await memdb.insert_async("t", [(1,)], idempotency_key="k")
+
+    first, again = asyncio.run(both())
+    assert not first.replayed and again.replayed
+    assert _count(memdb) == 1
+
+
+def test_the_keys_table_is_not_listed_among_the_tables(memdb: duckflock.Database) -> None:
+    memdb.execute("CREATE TABLE t (a INTEGER)")
+    memdb.insert("t", [(1,)], idempotency_key="k")
+    assert [table["name"] for table in memdb.tables()] == ["t"]
