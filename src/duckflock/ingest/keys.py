@@ -41,9 +41,9 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.core.checks import count, seconds
-from duckflock.core.names import quote
 from duckflock.core.project import BATCHES, SCHEMA
 from duckflock.errors import KeyReusedError
+from duckflock.sql import quote_ident, quote_qualified
 
 if TYPE_CHECKING:
     from duckflock.ingest.receipts import Call
@@ -56,7 +56,7 @@ MAX_WINDOW = 30 * 86_400.0
 DEFAULT_MAX_KEYS = 1_000_000
 PRUNE_BATCH = 10_000  # keys deleted per pruning, at most
 PRUNE_EVERY = 1.0  # seconds between looks for keys past the window
-TABLE = f"{quote(SCHEMA)}.{quote(BATCHES)}"
+TABLE = quote_qualified((SCHEMA, BATCHES))
 
 _log = logging.getLogger("duckflock")
 
@@ -158,7 +158,7 @@ class KeyBook:
         if self._ready:
             return
         key = "key VARCHAR NOT NULL" if self.lake else "key VARCHAR PRIMARY KEY"
-        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(SCHEMA)}")
+        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(SCHEMA)}")
         cursor.execute(
             f"CREATE TABLE IF NOT EXISTS {TABLE} ({key}, table_name VARCHAR NOT NULL, "
             "rows BIGINT NOT NULL, digest VARCHAR NOT NULL, "
