@@ -1,0 +1,160 @@
+"""Whether a planned shape can fold through pyarrow (:mod:`duckflock.live.fold.arrow`)
+instead of DuckDB, and the :class:`ArrowPlan` that does it: only where pyarrow computes
+exactly what DuckDB would for the columns' types."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from duckflock.core.names import Identity
+from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
+from duckflock.live.plan.aggregates import is_wide
+from duckflock.live.plan.trees import canonical, constant, plain_column
+from duckflock.sql import quote_ident
+
+# column types whose equality and order pyarrow shares with DuckDB (floats: checked for
+# NaN and -0.0 on every fold, see ArrowPlan.has_nan)
+_ARROW_COMPARES = {
+    "BOOLEAN",
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "FLOAT",
+    "DOUBLE",
+    "VARCHAR",
+    "DATE",
+    "TIME",
+    "TIMESTAMP",
+    "TIMESTAMP_S",
+    "TIMESTAMP_MS",
+    "TIMESTAMP_NS",
+    "TIMESTAMP WITH TIME ZONE",
+}
+
+
+def collated(cursor: duckdb.DuckDBPyConnection, expr: str, relation: str) -> bool:
+    """Whether DuckDB compares ``expr`` (a VARCHAR over ``relation``) other than
+    byte by byte: a collation of its own, or the default_collation. DuckDB decides,
+    over strings that every collation it has would merge (case, accents, composed
+    forms); anything it will not compare with strings counts as collated."""
+    probe = ["a", "A", "\u00e9", "e", "e\u0301"]
+    try:
+        row = cursor.execute(
+            f"SELECT count(*) FROM (SELECT __x FROM (SELECT * FROM (SELECT ({expr}) "
+            f"AS __x FROM {relation} LIMIT 0) UNION ALL SELECT unnest(?::VARCHAR[])) "
+            "GROUP BY __x)",
+            [probe],
+        ).fetchone()
+    except duckdb.Error:
+        return True
+    return row is None or row[0] != len(probe)
+
+
+def arrow_plan(
+    cursor: duckdb.DuckDBPyConnection,
+    node: dict[str, Any],
+    *,
+    source: Identity,
+    columns: tuple[str, ...],
+    schema: pa.Schema | None,
+    keys: Mapping[str, int],
+    outputs: Mapping[str, Output],
+    specs: Sequence[tuple[str, str | bool | None]],
+    groups: list[dict[str, Any]],
+    plain: bool,
+    offset: int,
+    limit: int | None,
+) -> ArrowPlan | None:
+    """The pyarrow fast path for the SELECT ``node`` over ``source``, when the shape is
+    plain enough (None otherwise). ``keys``: canonical group expression -> key index;
+    ``outputs``: canonical aggregate -> its pyarrow output; ``specs``: the partials'
+    (kind, column); ``plain``: no WHERE, HAVING or join."""
+    if not plain or schema is None:
+        return None
+    key_columns = [plain_column(g) for g in groups]
+    if any(k is False for k in key_columns) or any(column is False for _, column in specs):
+        return None
+    if not _agrees(cursor, source, specs, key_columns):
+        return None
+    shown = []
+    for item in node.get("select_list") or []:  # the query's own, not rewritten
+        found = canonical(item)
+        if found in keys:
+            shown.append(Output(OutputKind.KEY, keys[found]))
+        elif found in outputs:
+            shown.append(outputs[found])
+        else:
+            return None  # an expression over aggregates or keys: DuckDB computes it
+    order = []
+    names = [name.lower() for name in columns]
+    for modifier in node.get("modifiers") or []:
+        for item in modifier.get("orders", []) if modifier["type"] == "ORDER_MODIFIER" else []:
+            if item.get("null_order") not in ("ORDER_DEFAULT", "NULLS LAST"):
+                return None
+            expr = item["expression"]
+            if expr.get("class") == "CONSTANT":
+                index = constant(expr, "an ORDER BY position") - 1
+            elif expr.get("class") == "COLUMN_REF" and len(expr["column_names"]) == 1:
+                name = expr["column_names"][0].lower()
+                if name not in names or names.count(name) > 1:
+                    return None
+                index = names.index(name)
+            else:
+                return None
+            order.append((index, item["type"] == "DESCENDING"))
+    return ArrowPlan(
+        keys=tuple(str(k) for k in key_columns),
+        partials=tuple(
+            (kind, column if isinstance(column, str) else None) for kind, column in specs
+        ),
+        outputs=tuple(shown),
+        names=columns,
+        schema=schema,
+        order=tuple(order),
+        offset=offset,
+        limit=limit,
+    )
+
+
+def _agrees(
+    cursor: duckdb.DuckDBPyConnection,
+    source: Identity,
+    specs: Sequence[tuple[str, str | bool | None]],
+    keys: list[str | bool],
+) -> bool:
+    """Whether pyarrow computes what DuckDB does for these columns' types: not for
+    sums of 128-bit or decimal columns (DuckDB raises on overflow, pyarrow's
+    decimal128 does not). NaN, where they differ too, is checked on each fold
+    (``ArrowPlan.has_nan``)."""
+    rows = cursor.execute(
+        "SELECT lower(column_name), data_type FROM duckdb_columns() "
+        "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+        list(source),
+    ).fetchall()
+    types = {name: str(kind).upper() for name, kind in rows}
+
+    def kind(column: str | bool | None) -> str:
+        return types.get(str(column).lower(), "") if isinstance(column, str) else ""
+
+    # exact sums: integers and DECIMAL(<=18) in decimal256, checked back (arrow.py);
+    # 128-bit sums never fold incrementally (a full run raises on overflow)
+    if any(aggregate == "sum" and is_wide(kind(column)) for aggregate, column in specs):
+        return False
+    # keys and min/max: only types whose equality and order pyarrow shares with
+    # DuckDB (not ENUM, nested, DECIMAL, INTERVAL, UUID…; not collated strings)
+    compared = [k for k in keys] + [c for a, c in specs if a in ("min", "max")]
+    for column in compared:
+        if kind(column) not in _ARROW_COMPARES:
+            return False
+        if kind(column) == "VARCHAR" and collated(cursor, quote_ident(str(column)), source.sql):
+            return False
+    return True

@@ -1,0 +1,242 @@
+"""The queries a planned shape runs, generated once: ``build`` (the state from the
+whole table), ``refresh`` (the state merged with the new rows' partials), ``finish``
+(the outputs over a kept state) and the retention ``retract`` plan, each computing the
+query's outputs, HAVING flag and ORDER BY rank per state row (:class:`Plan`)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import duckdb
+
+from duckflock.core.names import Identity
+from duckflock.live.fold.arrow import ArrowPlan
+from duckflock.live.fold.query import lost_types, typed
+from duckflock.live.fold.retention import KEYS, hidden_partials, retraction
+from duckflock.live.fold.states import NotIncremental, Partial, Slots
+from duckflock.live.plan.arrowpath import collated
+from duckflock.live.plan.plans import DELTA, STATE, Plan
+from duckflock.live.plan.trees import Renderer, plain_column
+
+# ORDER BY terms over the given outputs, with the constant OFFSET and LIMIT
+Modifiers = Callable[[list[str]], tuple[str, int, int | None]]
+# the pyarrow fast path for the given OFFSET and LIMIT (None: none fits)
+ArrowFor = Callable[[int, int | None], ArrowPlan | None]
+
+
+class Queries:
+    """Generates and probes the queries of one shape whose fact table is ``source``,
+    over the FROM clause rendered over the whole table (``from_build``) and over the new
+    rows (``from_delta``)."""
+
+    def __init__(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        renderer: Renderer,
+        *,
+        source: Identity,
+        from_build: str,
+        from_delta: str,
+        columns: tuple[str, ...],
+        types: tuple[str, ...],
+    ) -> None:
+        self._cursor = cursor
+        self._sql = renderer.sql
+        self._source = source
+        self._from_build = from_build
+        self._from_delta = from_delta
+        self._columns = columns
+        self._types = types
+        self._delta_build = ""  # the state and outputs of the new rows alone (to probe)
+
+    def assemble(
+        self,
+        slots: Slots,
+        *,
+        joined: bool,
+        where: dict[str, Any] | None,
+        groups: list[dict[str, Any]],
+        select: list[dict[str, Any]],
+        having: dict[str, Any] | None,
+        modifiers: Modifiers,
+        arrow: ArrowFor,
+    ) -> Plan:
+        """The plan's queries: ``groups`` are the keys, ``select`` and ``having`` the
+        outputs and filter rewritten over the state."""
+        # retention deletes (duckflock.live.fold.retention): a hidden count(*) and a count(x)
+        # beside each sum(x), when every partial can take deletes
+        hidden = hidden_partials(slots.partials) if not joined else None
+        for sql, merge, spec in hidden or []:
+            slots.add(sql, _merged_by(merge), spec)
+        partials = slots.partials
+        keys_sql = [self._sql(g) for g in groups]
+        keys = [f"{sql} AS __k{i}" for i, sql in enumerate(keys_sql)]
+        columns = [f"{partial.sql} AS __p{i}" for i, partial in enumerate(partials)]
+        where_sql = f" WHERE {self._sql(where)}" if where is not None else ""
+        group_sql = " GROUP BY " + ", ".join(self._sql(g) for g in groups) if groups else ""
+
+        def partial_over(relation: str) -> str:
+            return f"SELECT {', '.join(keys + columns)} FROM {relation}{where_sql}{group_sql}"
+
+        key_names = [f"__k{i}" for i in range(len(groups))]
+        state_names = key_names + [f"__p{i}" for i in range(len(partials))]
+        try:
+            with self._empty_delta():
+                # the state comes back from Arrow: its columns cast back to their own types
+                state_types = self._cursor.sql(partial_over(self._from_delta)).types
+                state_lost = lost_types(self._cursor, partial_over(self._from_delta))
+        except duckdb.Error as exc:
+            raise _not_running(exc) from exc
+        state = typed(STATE, state_names, state_lost)
+        floating = frozenset(
+            i
+            for i, kind in enumerate(state_types[len(key_names) :])
+            if str(kind) in ("FLOAT", "DOUBLE")
+        )
+        merged = [
+            (
+                _tie_kept(i, partial.spec[0])
+                if partial.spec[0] in ("min", "max") and _several_forms(str(kind))
+                else partial.merge
+            )
+            + f" AS __p{i}"
+            for (i, partial), kind in zip(
+                enumerate(partials), state_types[len(key_names) :], strict=True
+            )
+        ]
+        # a key whose equal values differ (-0.0 and 0.0, 'a' and 'A' under NOCASE): the
+        # group keeps the value seen first, the state's, as a scan in order does (and a
+        # delete recomputes the groups it touches: the next row's form shows)
+        forms = frozenset(
+            i
+            for i, (kind, key) in enumerate(zip(state_types, keys_sql, strict=False))
+            if _several_forms(str(kind))
+            and (str(kind) != "VARCHAR" or collated(self._cursor, key, self._from_build))
+        )
+        shown = [
+            f"arg_min({name}, __d) AS {name}" if i in forms else name
+            for i, name in enumerate(key_names)
+        ]
+        # __d tells the kept state's row of a group (0) from the new rows' (1): merges
+        # that keep a winner let the older rows win a tie, as a scan in order does
+        merge_sql = (
+            f"SELECT {', '.join(shown + merged)} FROM "
+            f"(SELECT *, 0 AS __d FROM {state} UNION ALL "
+            f"SELECT *, 1 AS __d FROM ({partial_over(self._from_delta)}))"
+            + (f" GROUP BY {', '.join(key_names)}" if key_names else "")
+        )
+        outputs = [
+            f"CAST({self._sql(expr)} AS {kind})"
+            for expr, kind in zip(select, self._types, strict=True)
+        ]
+        extras = [f"{sql} AS __o{i}" for i, sql in enumerate(outputs)]
+        if having is not None:
+            extras.append(f"({self._sql(having)}) AS __keep")
+        order, offset, limit = modifiers(outputs)
+        if order:
+            extras.append(f"row_number() OVER (ORDER BY {order}) AS __rank")
+
+        def with_outputs(state_sql: str) -> str:
+            return f"WITH __merged AS ({state_sql}) SELECT *, {', '.join(extras)} FROM __merged"
+
+        self._delta_build = with_outputs(partial_over(self._from_delta))
+        return Plan(
+            table=self._source,
+            pin=f"SELECT 1 FROM {self._source.sql} LIMIT 0",
+            build=with_outputs(partial_over(self._from_build)),
+            refresh=with_outputs(merge_sql),
+            finish=with_outputs(f"SELECT {', '.join(state_names)} FROM {state}"),
+            state_columns=tuple(key_names + [f"__p{i}" for i in range(len(partials))]),
+            outputs=self._columns,
+            filtered=having is not None,
+            ordered=bool(order),
+            offset=offset,
+            limit=limit,
+            arrow=arrow(offset, limit),
+            retract=None
+            if hidden is None
+            else retraction(
+                source_sql=self._from_build,
+                keys=[self._sql(g) for g in groups],
+                partials=partials,
+                where_sql=where_sql,
+                deleted_partials=partial_over(self._from_delta),
+                state=state,
+                keys_relation=typed(KEYS, key_names, state_lost),
+                deltas=typed(DELTA, state_names, state_lost),
+                floating=floating,
+                forms=bool(forms),
+                plain=_plain_columns(where, groups, partials),
+            ),
+        )
+
+    def probe(self, plan: Plan) -> None:
+        """Run the refresh once over no rows: SQL that binds over the table but not over
+        the new rows (a column named ``schema.table.column``) or a merge DuckDB refuses
+        would otherwise fail every refresh; here it makes the analysis run in full."""
+        cursor = self._cursor
+        try:
+            with self._empty_delta():
+                try:
+                    state = cursor.execute(self._delta_build).to_arrow_table()
+                    cursor.register(STATE, state.select(list(plan.state_columns)))
+                    cursor.execute(plan.refresh).fetchall()
+                finally:
+                    with contextlib.suppress(duckdb.Error):
+                        cursor.unregister(STATE)
+        except duckdb.Error as exc:
+            raise _not_running(exc) from exc
+
+    @contextlib.contextmanager
+    def _empty_delta(self) -> Iterator[None]:
+        """The new rows registered as none of the fact table's (to bind and probe)."""
+        cursor = self._cursor
+        empty = cursor.execute(f"SELECT * FROM {self._source.sql} LIMIT 0").to_arrow_table()
+        cursor.register(DELTA, empty)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(duckdb.Error):
+                cursor.unregister(DELTA)
+
+
+def _plain_columns(
+    where: dict[str, Any] | None, groups: list[dict[str, Any]], partials: list[Partial]
+) -> tuple[tuple[str, ...], tuple[str | None, ...]] | None:
+    """The source columns of the keys and of the partials (None: count(*)), when
+    each is a plain column and there is no WHERE: retention's pyarrow path."""
+    keys = [plain_column(g) for g in groups]
+    sources = [partial.spec[1] for partial in partials]
+    if where is not None or any(not isinstance(k, str) for k in keys):
+        return None
+    if any(s is not None and not isinstance(s, str) for s in sources):
+        return None
+    return tuple(str(k) for k in keys), tuple(s if isinstance(s, str) else None for s in sources)
+
+
+def _several_forms(kind: str) -> bool:
+    """Whether equal values of DuckDB type ``kind`` can differ in form: floating
+    (-0.0 = 0.0), strings (collations) and intervals ('1 day' = '24 hours'), alone or
+    nested."""
+    return any(word in kind for word in ("FLOAT", "DOUBLE", "VARCHAR", "INTERVAL"))
+
+
+def _tie_kept(index: int, kind: str) -> str:
+    """The merge of a min/max partial whose equal values differ in form (-0.0 and 0.0,
+    'a' and 'A' under NOCASE): on a tie the kept state's value stays, as the first one
+    a scan in order sees does (a plain min over the union picks either)."""
+    name = f"__p{index}"
+    old, new = (f"{kind}({name}) FILTER (WHERE __d = {d})" for d in (0, 1))
+    beats = "<" if kind == "min" else ">"
+    return f"CASE WHEN {new} {beats} {old} THEN {new} ELSE coalesce({old}, {new}) END"
+
+
+def _not_running(exc: duckdb.Error) -> NotIncremental:
+    message = str(exc).splitlines()[0]
+    return NotIncremental(f"its refresh over new rows does not run ({message})")
+
+
+def _merged_by(aggregate: str) -> Callable[[str], str]:
+    return lambda partial: f"{aggregate}({partial})"
