@@ -31,6 +31,7 @@ from duckflock.live.fold.averages import (
     long_double_bits,
     quotient,
 )
+from duckflock.live.fold.states import PartialKind
 from ties import equal_but_for_ties
 
 EXAMPLES = int(os.environ.get("DUCKFLOCK_PROPERTY_EXAMPLES", "25"))
@@ -365,7 +366,7 @@ def test_an_exact_sum_past_38_digits_raises_in_pyarrow() -> None:
     DuckDB, which raises its own overflow error), never wraps."""
     plan = ArrowPlan(
         keys=("k",),
-        partials=(("count_all", None), ("sum", "v")),
+        partials=((PartialKind.COUNT_ALL, None), (PartialKind.SUM, "v")),
         outputs=(
             Output(OutputKind.KEY, 0),
             Output(OutputKind.PARTIAL, 0),

@@ -17,6 +17,7 @@ it reaches SQL.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import NamedTuple
 
 import duckdb
@@ -49,11 +50,18 @@ class Identity(NamedTuple):
         return ".".join(display_ident(part) for part in parts)
 
 
+class RelationKind(StrEnum):
+    """What a name resolves to (the value is the catalogue query's label)."""
+
+    TABLE = "table"
+    VIEW = "view"
+
+
 class Resolved(NamedTuple):
-    """What a name resolved to: its identity, ``"table"`` or ``"view"``, a view's SQL."""
+    """What a name resolved to: its identity, a table or a view, a view's SQL."""
 
     identity: Identity
-    kind: str
+    kind: RelationKind
     sql: str | None
 
 
@@ -81,7 +89,7 @@ class Resolver:
 
     def candidates(self, name: str) -> list[Resolved]:
         rows = self._cursor.execute(_CATALOG_SQL, {"name": name}).fetchall()
-        return [Resolved(Identity(c, s, n), kind, sql) for c, s, n, kind, sql in rows]
+        return [Resolved(Identity(c, s, n), RelationKind(kind), sql) for c, s, n, kind, sql in rows]
 
     def lookup(
         self, parts: tuple[str, ...], *, near: tuple[str, str] | None = None
@@ -144,7 +152,7 @@ class Resolver:
     def table(self, text: str) -> Identity:
         """The base table ``text`` names (a view is refused: it cannot take rows)."""
         resolved = self.resolve(text)
-        if resolved.kind != "table":
+        if resolved.kind is not RelationKind.TABLE:
             raise UnknownTableError(
                 text, f"{text!r} is a view, not a table: insert into the table it reads"
             )

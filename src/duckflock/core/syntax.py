@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 import duckdb
 
-from duckflock.core.names import Identity, Resolver
+from duckflock.core.names import Identity, RelationKind, Resolver
 from duckflock.errors import ParserError, QueryError
 from duckflock.sql import LexError, name_end, paren_end, tokens
 
@@ -241,7 +241,7 @@ def _reads_into(
             found = resolver.lookup(table_parts(node), near=near)
             if found is None:
                 continue
-            if found.kind == "table":
+            if found.kind is RelationKind.TABLE:
                 tables.add(found.identity)
             elif found.identity not in views:
                 views.add(found.identity)

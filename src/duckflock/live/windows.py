@@ -36,7 +36,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.core.names import Identity, Resolver
+from duckflock.core.names import Identity, RelationKind, Resolver
 from duckflock.core.syntax import table_parts, walk
 from duckflock.live.plan.plans import Plan
 from duckflock.sql import quote_ident
@@ -202,7 +202,7 @@ def sliding(
     if source.get("type") != "BASE_TABLE":
         return None
     found = Resolver(cursor).lookup(table_parts(source))
-    if found is None or found.kind != "table":
+    if found is None or found.kind is not RelationKind.TABLE:
         return None
     table: Identity = found.identity
     alias = quote_ident(source.get("alias") or source["table_name"])

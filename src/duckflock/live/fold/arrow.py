@@ -19,8 +19,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from duckflock.live.fold.averages import Inexact, quotient
+from duckflock.live.fold.states import PartialKind
 
-_MERGE = {"count_all": "sum", "count": "sum", "sum": "sum", "min": "min", "max": "max"}
+_MERGE = {
+    PartialKind.COUNT_ALL: "sum",
+    PartialKind.COUNT: "sum",
+    PartialKind.SUM: "sum",
+    PartialKind.MIN: "min",
+    PartialKind.MAX: "max",
+}
 
 
 class OutputKind(StrEnum):
@@ -46,7 +53,7 @@ class Output:
 @dataclass(frozen=True)
 class ArrowPlan:
     keys: tuple[str, ...]  # source column of each __k{i}
-    partials: tuple[tuple[str, str | None], ...]  # (count_all/count/sum/min/max, column)
+    partials: tuple[tuple[PartialKind, str | None], ...]  # (one of ARROW_KINDS, column)
     outputs: tuple[Output, ...]
     names: tuple[str, ...]  # the full query's column names
     schema: pa.Schema  # the full query's Arrow types
@@ -76,29 +83,35 @@ class ArrowPlan:
             if source is None:  # count(*) without keys: any column counts every row
                 source = delta.column_names[0]
             values = delta[source]
-            if kind == "sum" and (
+            if kind is PartialKind.SUM and (
                 pa.types.is_integer(values.type) or pa.types.is_decimal(values.type)
             ):
                 source = f"__s{i}"  # exact, like DuckDB's HUGEINT and DECIMAL(38, s)
                 extra[source] = exact_terms(values)
             elif (
-                kind == "sum" and pa.types.is_floating(values.type) and values.type != pa.float64()
+                kind is PartialKind.SUM
+                and pa.types.is_floating(values.type)
+                and values.type != pa.float64()
             ):
                 source = f"__s{i}"  # DuckDB sums FLOAT as DOUBLE
                 extra[source] = pc.cast(values, pa.float64())
-            if kind == "count_all":
+            if kind is PartialKind.COUNT_ALL:
                 aggregations.append((source, "count", pc.CountOptions(mode="all")))
-            elif kind == "count":
+            elif kind is PartialKind.COUNT:
                 aggregations.append((source, "count", pc.CountOptions(mode="only_valid")))
             else:
-                aggregations.append((source, kind))
+                aggregations.append((source, _MERGE[kind]))
         rows = delta
         for name, values in extra.items():
             rows = rows.append_column(name, values)
         # exact sums merge in decimal256, then go back to the state's decimal128 with a
         # check: a sum past 38 digits raises (the caller then folds in DuckDB, which
         # raises its own overflow error) instead of wrapping silently
-        sums = {len(self.keys) + i for i, (kind, _) in enumerate(self.partials) if kind == "sum"}
+        sums = {
+            len(self.keys) + i
+            for i, (kind, _) in enumerate(self.partials)
+            if kind is PartialKind.SUM
+        }
         wide = pa.schema(
             [
                 field.with_type(exact_sum_type(field.type))

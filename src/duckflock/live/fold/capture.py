@@ -25,7 +25,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from duckflock.core.names import Identity, Resolver
+from duckflock.core.names import Identity, RelationKind, Resolver
 from duckflock.sql import LexError, Token, tokens
 
 _BATCH = 65_536
@@ -173,7 +173,7 @@ def resolve(cursor: duckdb.DuckDBPyConnection, parts: tuple[str, ...]) -> Identi
         found = Resolver(cursor).lookup(parts)
     except duckdb.Error:  # e.g. the cursor's transaction is aborted: run it plainly
         return None
-    return found.identity if found is not None and found.kind == "table" else None
+    return found.identity if found is not None and found.kind is RelationKind.TABLE else None
 
 
 def delete(

@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 
 from duckflock.live.fold.arrow import ArrowPlan, exact_sum_type, exact_terms
 from duckflock.live.fold.query import over_arrow
-from duckflock.live.fold.states import Partial
+from duckflock.live.fold.states import Partial, PartialKind, Spec
 
 KEYS = "__duckflock_keys"
 
@@ -60,13 +60,13 @@ class Retracts(StrEnum):
 
 
 _RETRACTS = {
-    "count_all": Retracts.COUNT,
-    "count": Retracts.COUNT,
-    "sum": Retracts.SUM,
-    "min": Retracts.MIN,
-    "max": Retracts.MAX,
-    "bool_and": Retracts.MIN,
-    "bool_or": Retracts.MAX,
+    PartialKind.COUNT_ALL: Retracts.COUNT,
+    PartialKind.COUNT: Retracts.COUNT,
+    PartialKind.SUM: Retracts.SUM,
+    PartialKind.MIN: Retracts.MIN,
+    PartialKind.MAX: Retracts.MAX,
+    PartialKind.BOOL_AND: Retracts.MIN,
+    PartialKind.BOOL_OR: Retracts.MAX,
 }
 
 
@@ -75,23 +75,21 @@ def _count_of(sql: str) -> str | None:
     return "count" + sql[len("sum") :] if sql.startswith("sum(") else None
 
 
-def hidden_partials(
-    partials: list[Partial],
-) -> list[tuple[str, str, tuple[str, str | bool | None]]] | None:
+def hidden_partials(partials: list[Partial]) -> list[tuple[str, str, Spec]] | None:
     """The partials a state needs beside ``partials`` to take deletes: a count(*), and a
     count(x) for each sum(x) — as (SQL, merge aggregate, pyarrow spec), to add to the
     plan. None: a partial cannot take deletes (the state rebuilds on one anyway)."""
     if any(partial.spec[0] not in _RETRACTS for partial in partials):
         return None
     have = {partial.sql for partial in partials}
-    extra: list[tuple[str, str, tuple[str, str | bool | None]]] = []
+    extra: list[tuple[str, str, Spec]] = []
     if "count(*)" not in have:
-        extra.append(("count(*)", "sum", ("count_all", None)))
+        extra.append(("count(*)", "sum", (PartialKind.COUNT_ALL, None)))
         have.add("count(*)")
     for partial in partials:
-        count = _count_of(partial.sql) if partial.spec[0] == "sum" else None
+        count = _count_of(partial.sql) if partial.spec[0] is PartialKind.SUM else None
         if count is not None and count not in have:
-            extra.append((count, "sum", ("count", partial.spec[1])))
+            extra.append((count, "sum", (PartialKind.COUNT, partial.spec[1])))
             have.add(count)
     return extra
 
@@ -289,28 +287,29 @@ def _arrow_partials(retraction: Retraction, rows: pa.Table, schema: pa.Schema) -
         return named[column.lower()]
 
     aggregations: list[tuple[Any, ...]] = []
-    index: dict[tuple[str, str], int] = {}  # (kind, source) -> aggregation
+    index: dict[tuple[PartialKind, str], int] = {}  # (partial, source) -> aggregation
     picks: list[int] = []
     for i, (retracts, column) in enumerate(zip(retraction.kinds, retraction.sources, strict=True)):
         source = named_as(column) if column is not None else rows.column_names[0]  # count(*)
-        kind = "count_all" if column is None else str(retracts)  # pyarrow's aggregate
-        if (kind, source) not in index:
+        # pyarrow's aggregate (a Retracts value names one)
+        partial = PartialKind.COUNT_ALL if column is None else PartialKind(str(retracts))
+        if (partial, source) not in index:
             values = rows[source]
             name = source
-            if kind == "sum" and not pa.types.is_floating(values.type):
+            if partial is PartialKind.SUM and not pa.types.is_floating(values.type):
                 name = f"__s{i}"
                 rows = rows.append_column(name, exact_terms(values))
-            elif kind == "sum" and values.type != pa.float64():
+            elif partial is PartialKind.SUM and values.type != pa.float64():
                 name = f"__s{i}"  # DuckDB sums FLOAT as DOUBLE
                 rows = rows.append_column(name, pc.cast(values, pa.float64()))
-            if kind == "count_all":
+            if partial is PartialKind.COUNT_ALL:
                 aggregations.append((name, "count", pc.CountOptions(mode="all")))
-            elif kind == "count":
+            elif partial is PartialKind.COUNT:
                 aggregations.append((name, "count", pc.CountOptions(mode="only_valid")))
             else:
-                aggregations.append((name, kind))
-            index[(kind, source)] = len(aggregations) - 1
-        picks.append(index[(kind, source)])
+                aggregations.append((name, str(partial)))
+            index[(partial, source)] = len(aggregations) - 1
+        picks.append(index[(partial, source)])
     keys = [named_as(column) for column in retraction.key_columns]
     grouped = rows.group_by(keys, use_threads=False).aggregate(aggregations)
     names = grouped.column_names

@@ -42,17 +42,48 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from duckflock.live.fold.averages import Inexact, final_sql
 
-ARROW_KINDS = {"count_all", "count", "sum", "min", "max"}  # what arrowfold can merge
+
+class PartialKind(StrEnum):
+    """What a partial holds. Where it is one, the value is the name of the SQL and
+    pyarrow aggregate that merges it (count_all and count merge by sum)."""
+
+    COUNT_ALL = "count_all"  # count(*)
+    COUNT = "count"
+    SUM = "sum"
+    MIN = "min"
+    MAX = "max"
+    BOOL_AND = "bool_and"
+    BOOL_OR = "bool_or"
+    SET = "set"  # a group's distinct values as a list (count(DISTINCT …))
+    PICK = "pick"  # a winner's value (arg_max/arg_min, ordered first/last)
+    KEY = "key"  # the winner's ordering key
+    SEEN = "seen"  # how many rows a group had (ordered first/last)
+    SKETCH = "sketch"  # approx_count_distinct's exported HyperLogLog state
+
+
+# what arrowfold can merge
+ARROW_KINDS = {
+    PartialKind.COUNT_ALL,
+    PartialKind.COUNT,
+    PartialKind.SUM,
+    PartialKind.MIN,
+    PartialKind.MAX,
+}
+
+# a partial's kind and, for the pyarrow path, its source column (None: count(*); False:
+# not a plain column, or not a kind the pyarrow path merges)
+Spec = tuple[PartialKind, str | bool | None]
 
 
 @dataclass(frozen=True)
 class Partial:
     sql: str  # over source rows
     merge: str  # over the union of the state's and the new rows' partials
-    spec: tuple[str, str | bool | None]  # for the pyarrow path: (kind, column); False: none
+    spec: Spec
 
 
 @dataclass
@@ -80,9 +111,7 @@ class Slots:
         self.partials: list[Partial] = []
         self.sets: list[str] = []  # partials holding distinct-value lists
 
-    def add(
-        self, sql: str, merge: Callable[[str], str], spec: tuple[str, str | bool | None]
-    ) -> str:
+    def add(self, sql: str, merge: Callable[[str], str], spec: Spec) -> str:
         name = f"__p{len(self.partials)}"
         self.partials.append(Partial(sql, merge(name), spec))
         return name
@@ -128,12 +157,12 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
     if len(agg.args) != expected.get(name, 1):
         raise NotIncremental(f"{name}() takes {len(agg.args)} arguments")
 
-    def spec(kind: str, column: str | bool | None) -> tuple[str, str | bool | None]:
+    def spec(kind: PartialKind, column: str | bool | None) -> Spec:
         return (kind, column) if arrow_ok and kind in ARROW_KINDS else (kind, False)
 
     if name == "count_star":
         out = slots.add(
-            _filtered("count(*)", where), lambda p: f"sum({p})", spec("count_all", None)
+            _filtered("count(*)", where), lambda p: f"sum({p})", spec(PartialKind.COUNT_ALL, None)
         )
         return out, len(slots.partials) - 1
     arg = agg.args[0]
@@ -167,7 +196,7 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
                 f"({arg}) IS NOT NULL" + (f" AND ({where})" if where else ""),
             ),
             union,
-            ("set", False),
+            (PartialKind.SET, False),
         )
         slots.sets.append(values)
         return f"coalesce(len({values}), 0)", None
@@ -175,15 +204,21 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
         # DISTINCT changes nothing for min, max, bool_and and bool_or
         merge = "sum" if name == "count" else name
         out = slots.add(
-            _filtered(f"{name}({arg})", where), lambda p: f"{merge}({p})", spec(name, agg.plain[0])
+            _filtered(f"{name}({arg})", where),
+            lambda p: f"{merge}({p})",
+            spec(PartialKind(name), agg.plain[0]),
         )
         return out, len(slots.partials) - 1
     if name in ("avg", "mean"):
         total = slots.add(
-            _filtered(f"sum({arg})", where), lambda p: f"sum({p})", spec("sum", agg.plain[0])
+            _filtered(f"sum({arg})", where),
+            lambda p: f"sum({p})",
+            spec(PartialKind.SUM, agg.plain[0]),
         )
         count = slots.add(
-            _filtered(f"count({arg})", where), lambda p: f"sum({p})", spec("count", agg.plain[0])
+            _filtered(f"count({arg})", where),
+            lambda p: f"sum({p})",
+            spec(PartialKind.COUNT, agg.plain[0]),
         )
         try:
             exact = final_sql(total, count, agg.arg_type())
@@ -206,7 +241,7 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
             f"CAST(combine(combine({empty}, first({p}) FILTER (WHERE __d = 0)), "
             f"first({p}) FILTER (WHERE __d = 1)) AS BLOB)"
         ),
-        ("sketch", False),
+        (PartialKind.SKETCH, False),
     )
     return f"finalize(combine({empty}, {sketch}))", None
 
@@ -234,8 +269,8 @@ def _arg_extreme(agg: Aggregate, slots: Slots) -> str:
             f"WHEN {new_key} {beats} {old_key} THEN {new} ELSE {old} END"
         )
 
-    slots.add(_filtered(f"{pick}({value}, {key})", where), merge, ("pick", False))
-    slots.add(_filtered(f"{extreme}({key})", where), merge, ("key", False))
+    slots.add(_filtered(f"{pick}({value}, {key})", where), merge, (PartialKind.PICK, False))
+    slots.add(_filtered(f"{extreme}({key})", where), merge, (PartialKind.KEY, False))
     return value_slot
 
 
@@ -256,12 +291,12 @@ def _ordered_pick(agg: Aggregate, slots: Slots) -> str:
     winner = slots.add(
         _filtered(f"{agg.name}({value} ORDER BY {order})", agg.filter),
         lambda p: f"{agg.name}({p} ORDER BY {merge_order}, {tie}) FILTER (WHERE {seen})",
-        ("pick", False),
+        (PartialKind.PICK, False),
     )
     slots.add(
         _filtered(f"{agg.name}({key} ORDER BY {order})", agg.filter),
         lambda p: f"{agg.name}({p} ORDER BY {merge_order}, {tie}) FILTER (WHERE {seen})",
-        ("key", False),
+        (PartialKind.KEY, False),
     )
-    slots.add(_filtered("count(*)", agg.filter), lambda p: f"sum({p})", ("seen", False))
+    slots.add(_filtered("count(*)", agg.filter), lambda p: f"sum({p})", (PartialKind.SEEN, False))
     return winner

@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from duckflock.core.names import Identity
 from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
+from duckflock.live.fold.states import PartialKind, Spec
 from duckflock.live.plan.aggregates import is_wide
 from duckflock.live.plan.trees import canonical, constant, plain_column
 from duckflock.sql import quote_ident
@@ -68,7 +69,7 @@ def arrow_plan(
     schema: pa.Schema | None,
     keys: Mapping[str, int],
     outputs: Mapping[str, Output],
-    specs: Sequence[tuple[str, str | bool | None]],
+    specs: Sequence[Spec],
     groups: list[dict[str, Any]],
     plain: bool,
     offset: int,
@@ -128,7 +129,7 @@ def arrow_plan(
 def _agrees(
     cursor: duckdb.DuckDBPyConnection,
     source: Identity,
-    specs: Sequence[tuple[str, str | bool | None]],
+    specs: Sequence[Spec],
     keys: list[str | bool],
 ) -> bool:
     """Whether pyarrow computes what DuckDB does for these columns' types: not for
@@ -147,11 +148,11 @@ def _agrees(
 
     # exact sums: integers and DECIMAL(<=18) in decimal256, checked back (arrow.py);
     # 128-bit sums never fold incrementally (a full run raises on overflow)
-    if any(aggregate == "sum" and is_wide(kind(column)) for aggregate, column in specs):
+    if any(aggregate is PartialKind.SUM and is_wide(kind(column)) for aggregate, column in specs):
         return False
     # keys and min/max: only types whose equality and order pyarrow shares with
     # DuckDB (not ENUM, nested, DECIMAL, INTERVAL, UUID…; not collated strings)
-    compared = [k for k in keys] + [c for a, c in specs if a in ("min", "max")]
+    compared = [k for k in keys] + [c for a, c in specs if a in (PartialKind.MIN, PartialKind.MAX)]
     for column in compared:
         if kind(column) not in _ARROW_COMPARES:
             return False

@@ -51,14 +51,24 @@ import pyarrow as pa
 from duckflock.core.names import Identity
 from duckflock.core.syntax import Reads, parse, reads
 from duckflock.errors import QueryError, translate
-from duckflock.live.fold.states import NotIncremental
+from duckflock.live.fold.states import NotIncremental, PartialKind
 from duckflock.live.plan.planner import Planner
 from duckflock.live.plan.plans import DISTINCT_LIMIT, Plan
 from duckflock.live.windows import Window, sliding
 
 # partial kinds whose merge takes any number of a group's state rows (a window merges
 # its buckets by the query's keys); pick/key/sketch merge one old row with one new
-_MANY_ROWS = {"count_all", "count", "sum", "min", "max", "bool_and", "bool_or", "set", "seen"}
+_MANY_ROWS = {
+    PartialKind.COUNT_ALL,
+    PartialKind.COUNT,
+    PartialKind.SUM,
+    PartialKind.MIN,
+    PartialKind.MAX,
+    PartialKind.BOOL_AND,
+    PartialKind.BOOL_OR,
+    PartialKind.SET,
+    PartialKind.SEEN,
+}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from duckflock.core.names import Identity
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.query import lost_types, typed
 from duckflock.live.fold.retention import KEYS, hidden_partials, retraction
-from duckflock.live.fold.states import NotIncremental, Partial, Slots
+from duckflock.live.fold.states import NotIncremental, Partial, PartialKind, Slots
 from duckflock.live.plan.arrowpath import collated
 from duckflock.live.plan.plans import DELTA, STATE, Plan
 from duckflock.live.plan.trees import Renderer, plain_column
@@ -98,7 +98,8 @@ class Queries:
         merged = [
             (
                 _tie_kept(i, partial.spec[0])
-                if partial.spec[0] in ("min", "max") and _several_forms(str(kind))
+                if partial.spec[0] in (PartialKind.MIN, PartialKind.MAX)
+                and _several_forms(str(kind))
                 else partial.merge
             )
             + f" AS __p{i}"
@@ -223,13 +224,13 @@ def _several_forms(kind: str) -> bool:
     return any(word in kind for word in ("FLOAT", "DOUBLE", "VARCHAR", "INTERVAL"))
 
 
-def _tie_kept(index: int, kind: str) -> str:
+def _tie_kept(index: int, kind: PartialKind) -> str:
     """The merge of a min/max partial whose equal values differ in form (-0.0 and 0.0,
     'a' and 'A' under NOCASE): on a tie the kept state's value stays, as the first one
     a scan in order sees does (a plain min over the union picks either)."""
     name = f"__p{index}"
     old, new = (f"{kind}({name}) FILTER (WHERE __d = {d})" for d in (0, 1))
-    beats = "<" if kind == "min" else ">"
+    beats = "<" if kind is PartialKind.MIN else ">"
     return f"CASE WHEN {new} {beats} {old} THEN {new} ELSE coalesce({old}, {new}) END"
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import duckdb
 
-from duckflock.core.names import Identity, Resolver
+from duckflock.core.names import Identity, RelationKind, Resolver
 from duckflock.core.syntax import parse, reads, table_parts
 from duckflock.live.fold.states import NotIncremental
 
@@ -64,7 +64,7 @@ def sources(
         kind = str(node.get("type", "nothing")).lower().replace("_", " ")
         raise NotIncremental(f"it reads from a {kind}, not a table")
     found = Resolver(cursor).lookup(table_parts(node))
-    if found is None or found.kind != "table":
+    if found is None or found.kind is not RelationKind.TABLE:
         raise NotIncremental("it reads a view, not a table, first in FROM")
     fact = found.identity
     if fact in joined:
@@ -123,7 +123,7 @@ def _dimension(
     found = Resolver(cursor).lookup(table_parts(node))
     if found is None:
         raise NotIncremental("it joins a table the catalog does not know")
-    if found.kind == "table":
+    if found.kind is RelationKind.TABLE:
         joined.add(found.identity)
         return
     read = reads(cursor, parse(cursor, f"SELECT 1 FROM {found.identity.sql}"))
