@@ -282,7 +282,7 @@ def test_a_temporary_table_of_the_same_name_is_not_mistaken(mdb: duckflock.Datab
 
 
 def test_more_rows_than_kept_between_refreshes_rebuild(mdb: duckflock.Database) -> None:
-    internals.scheduler(mdb).max_delta_rows = 10
+    internals.scheduler(mdb).notices.max_delta_rows = 10
     mdb.execute("DELETE FROM m WHERE n < 0")
     agree(mdb)
     assert all("full" in reason(mdb, name) for name in QUERIES)

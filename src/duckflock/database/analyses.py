@@ -188,7 +188,7 @@ class Analyses(Base):
         until then, the drop of the analysis or close()). After a replacement only the
         replacement's results count.
         """
-        return self._analyses().result(name, min_version, timeout)
+        return self._analyses().readers.result(name, min_version, timeout)
 
     def refresh(self, name: str, *, timeout: float | None = None) -> Result:
         """Run ``name`` now and return the result, which reflects every commit made
@@ -205,11 +205,11 @@ class Analyses(Base):
         A slow reader skips to the newest version. Ends when the analysis is dropped or
         the Database closes.
         """
-        return self._analyses().watch(name)
+        return self._analyses().readers.watch(name)
 
     def watch_async(self, name: str) -> AsyncIterator[Result]:
         """``watch`` for asyncio code: ``async for result in db.watch_async(name)``."""
-        return self._analyses().watch_async(name)
+        return self._analyses().readers.watch_async(name)
 
     def subscribe(self, name: str, callback: Callable[[Result], Any]) -> Subscription:
         """Call ``callback(result)`` for each new version, on a thread of its own.
@@ -217,7 +217,7 @@ class Analyses(Base):
         A callback that raises is logged and stays subscribed; a slow one skips
         versions. ``.cancel()`` the returned subscription to stop.
         """
-        return self._analyses().subscribe(name, callback)
+        return self._analyses().readers.subscribe(name, callback)
 
     def _analyses(self) -> Scheduler:
         self._life.check()

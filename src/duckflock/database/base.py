@@ -110,7 +110,7 @@ class Base:
         self._effects = effects.Watch(self._cursors.new)
         scheduler = self._scheduler
         if scheduler is not None:
-            scheduler.on_reopen()  # new cursors; incremental states rebuilt
+            scheduler.notices.reopen()  # new cursors; incremental states rebuilt
 
     @property
     def closed(self) -> bool:
@@ -168,7 +168,7 @@ class Base:
         ``replan``: it may have changed the catalog too."""
         scheduler = self._scheduler
         if scheduler is not None:
-            scheduler.on_raw_write(why, replan=replan)
+            scheduler.notices.raw_write(why, replan=replan)
 
     def _on_commit(
         self, seq: int, tables: set[Identity], stored: list[tuple[Identity, Any]]
@@ -177,9 +177,9 @@ class Base:
         if scheduler is None:
             return
         try:
-            scheduler.on_commit(seq, tables, stored)
+            scheduler.notices.commit(seq, tables, stored)
         except Exception:
-            scheduler.on_lost_notice()  # rebuild incremental states rather than miss rows
+            scheduler.notices.lost()  # rebuild incremental states rather than miss rows
             raise
 
     def _on_lake_change(self) -> None:
@@ -187,7 +187,7 @@ class Base:
         stale, and incremental states miss rows this process did not write."""
         scheduler = self._scheduler
         if scheduler is not None:
-            scheduler.on_raw_write("a process committed into the lake")
+            scheduler.notices.raw_write("a process committed into the lake", replan=True)
 
     def _committed_seq(self) -> int:
         writer = self._writer

@@ -164,11 +164,11 @@ class Statements(Base):
     ) -> None:
         changed = effects.changed_settings(settings, self._effects.settings())
         if changed:
-            scheduler.on_raw_write(f"{said(sql)} changed {', '.join(changed)}")
+            scheduler.notices.raw_write(f"{said(sql)} changed {', '.join(changed)}", replan=True)
         if objects is not None:
             gone = effects.changed_objects(objects, self._effects.catalog())
             if gone:
-                scheduler.on_catalog_change(gone, f"{said(sql)} changed the catalog")
+                scheduler.notices.catalog_change(gone, f"{said(sql)} changed the catalog")
 
     def sql(self, query: str, params: Sequence[Any] | dict[str, Any] | None = None) -> Any:
         """A lazy DuckDB relation for ``query`` on this thread's cursor.
@@ -324,15 +324,15 @@ class Statements(Base):
         if scheduler is None or parts is None:
             return False
         table = capture.resolve(cursor, parts)
-        if table is None or not scheduler.retains(table):
+        if table is None or not scheduler.notices.retains(table):
             return False
 
         def committed(rows: Any) -> None:  # under the commit lock, after the COMMIT
             try:
-                scheduler.on_delete(table, rows)
+                scheduler.notices.delete(table, rows)
             except Exception:  # the DELETE did commit: the caller's call succeeded
                 log.exception("handing a DELETE's rows to the analyses failed")
-                scheduler.on_lost_notice()  # rebuild incremental states rather than drift
+                scheduler.notices.lost()  # rebuild incremental states rather than drift
 
         deleted = capture.delete(
             cursor,
@@ -341,8 +341,8 @@ class Statements(Base):
             columns=capture.table_columns(cursor, table),
             commit_lock=self._commit_lock,
             committed=committed,
-            lost=lambda: scheduler.on_delete(table, None),
-            limit=scheduler.max_delta_rows,
+            lost=lambda: scheduler.notices.delete(table, None),
+            limit=scheduler.notices.max_delta_rows,
             fault=self.fault_hook,
         )
         return deleted is not None

@@ -38,11 +38,10 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from duckflock.core.checks import seconds
 from duckflock.core.names import Identity
@@ -54,7 +53,7 @@ from duckflock.live.plan.plans import DISTINCT_LIMIT
 from duckflock.live.record import Analysis, Changes, Schedule, Spec, State, Stop
 from duckflock.live.refresh import Refresher
 from duckflock.live.registry import Registry
-from duckflock.live.results import Result, Subscription
+from duckflock.live.results import Result
 from duckflock.live.runs import REINTERRUPT, Runs, interrupt
 from duckflock.live.subscriptions import Readers
 
@@ -282,62 +281,11 @@ class Scheduler:
         """Who reads the results (``attach`` a mailbox of one's own)."""
         return self._readers
 
-    # the readers (subscriptions.py) and the change notices (notices.py), as the
-    # Database calls them
-
-    def result(
-        self, name: str, min_version: int | None = None, timeout: float | None = None
-    ) -> Result | None:
-        return self._readers.result(name, min_version, timeout)
-
-    def watch(self, name: str) -> Iterator[Result]:
-        return self._readers.watch(name)
-
-    def watch_async(self, name: str) -> AsyncIterator[Result]:
-        return self._readers.watch_async(name)
-
-    def subscribe(self, name: str, callback: Callable[[Result], Any]) -> Subscription:
-        return self._readers.subscribe(name, callback)
-
-    def on_commit(
-        self, seq: int, tables: set[Identity], stored: list[tuple[Identity, pa.Table]]
-    ) -> None:
-        """The writer committed rows into ``tables`` (called under its commit lock)."""
-        self._notices.commit(seq, tables, stored)
-
-    def on_delete(self, table: Identity, rows: pa.Table | None) -> None:
-        """A DELETE through the Database committed ``rows`` out of ``table`` (None: they
-        were not captured). Called under the commit lock, like :meth:`on_commit`."""
-        self._notices.delete(table, rows)
-
-    def on_lost_notice(self) -> None:
-        self._notices.lost()
-
-    def on_reopen(self) -> None:
-        self._notices.reopen()
-
-    def on_catalog_change(self, changed: frozenset[Identity], why: str) -> None:
-        self._notices.catalog_change(changed, why)
-
-    def on_raw_write(
-        self,
-        why: str = "a write outside db.insert (UPDATE, DELETE, raw INSERT)",
-        *,
-        replan: bool = True,
-    ) -> None:
-        self._notices.raw_write(why, replan=replan)
-
-    def retains(self, table: Identity) -> bool:
-        return self._notices.retains(table)
-
     @property
-    def max_delta_rows(self) -> int:
-        """Rows an incremental analysis keeps between refreshes before it rebuilds."""
-        return self._notices.max_delta_rows
-
-    @max_delta_rows.setter
-    def max_delta_rows(self, rows: int) -> None:
-        self._notices.max_delta_rows = rows
+    def notices(self) -> Notices:
+        """Where the Database reports writes: commits and deletes through it (called
+        under its commit lock), raw writes, catalog changes, lost notices, reopening."""
+        return self._notices
 
     # -- the scheduler thread: dispatch and watchdog -----------------------------------
 
