@@ -21,7 +21,6 @@ overshoot the bound by at most one row each.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -40,9 +39,9 @@ from duckflock.errors import (
     IngestError,
     IngestTimeoutError,
     QueueFullError,
-    StorageError,
     WriterBrokenError,
 )
+from duckflock.ingest.batches import Batches
 from duckflock.ingest.committer import Committer
 from duckflock.ingest.keys import KeyBook
 from duckflock.ingest.receipts import Call
@@ -50,7 +49,6 @@ from duckflock.ingest.receipts import Call
 # COMMIT_BUCKETS re-exported: server/metrics.py still imports it from here
 from duckflock.ingest.stats import COMMIT_BUCKETS as COMMIT_BUCKETS
 from duckflock.ingest.stats import Counters, IngestStats
-from duckflock.ingest.storage import StorageFailure
 
 if TYPE_CHECKING:
     from duckflock.lake.connection import Retry
@@ -89,12 +87,7 @@ class Writer:
         # stop gathering well before producers would block on a full queue
         self._linger_rows = min(LINGER_ROWS, max(1, max_queued_rows // 2))
         self._on_commit = on_commit
-        self._new_cursor = new_cursor
         self._committer = Committer(new_cursor(), on_schema_change, retry, keys)
-        # closes every cursor and reopens the database after DuckDB invalidated it
-        # (None: it cannot be reopened, e.g. in memory)
-        self._reopen = reopen
-        self._needs_reopen = False  # written by the writer thread only
         # held around each commit and its notice: whoever holds it sees no commit happen
         # (analyses take it to pin a snapshot that lines up with the commit notices)
         self.commit_lock = commit_lock or threading.Lock()
@@ -114,6 +107,7 @@ class Writer:
         self._current: list[Call] = []  # the batch being committed
         self._current_markers: list[Call] = []  # flush markers riding on it
         self._counters = Counters()  # the figures stats() reports
+        self._batches = Batches(self._committer, self._counters, new_cursor, reopen)
         self._thread = threading.Thread(target=self._run, name="duckflock-writer", daemon=True)
         self._thread.start()
 
@@ -250,7 +244,7 @@ class Writer:
         """Commit one batch; whatever goes wrong fails this batch's calls, not the writer."""
         try:
             self._committer.fault_hook("batch")
-            self._commit(calls, rows)
+            self._batches.commit(calls, rows)
         except Exception as exc:  # a bug: log it, fail the batch's open calls, go on
             logging.getLogger("duckflock").exception("the writer failed a batch")
             for call in calls:
@@ -319,56 +313,6 @@ class Writer:
         if queued > self._peak:
             self._peak = queued
         return calls, markers, rows, False
-
-    def _commit(self, calls: list[Call], rows: int) -> None:
-        started = time.perf_counter()
-        whole = False
-        failure: StorageFailure | None = None
-        try:
-            if self._needs_reopen:
-                self._recover()
-            whole = self._committer.commit_batch(calls)
-        except StorageFailure as exc:
-            failure = exc
-            for call in calls:
-                if call.open:
-                    error = StorageError(f"commit into {call.table!r} failed: {exc}")
-                    error.__cause__ = exc.__cause__
-                    call.failure = error
-        committed, rejected = rows, 0
-        if not whole:  # some calls failed: count them one by one
-            committed = sum(r.nrows for r in calls if r.committed and not r.replayed)
-            rejected = sum(1 for r in calls if not r.committed)  # replays: neither
-        self._counters.batch(
-            rows,
-            committed,
-            rejected,
-            time.perf_counter() - started,
-            None if failure is None else str(failure),
-        )
-        if failure is not None and (failure.invalidated or failure.committed):
-            # DuckDB gave up on the instance: reopen now, so the next batch finds it
-            # ready (and again before each batch while reopening fails)
-            self._needs_reopen = True
-            with contextlib.suppress(StorageFailure):  # "failed": the next batch retries
-                self._recover()
-
-    def _recover(self) -> None:
-        """Reopen the invalidated database and take a fresh cursor on it."""
-        if self._reopen is None:
-            raise StorageFailure("the database was invalidated and cannot be reopened")
-        self._counters.recovering()
-        try:
-            self._committer.fault_hook("reopen")
-            self._reopen()
-            self._committer.cursor = self._new_cursor()
-        except Exception as exc:
-            self._counters.reopen_failed(f"reopening the database failed: {exc}")
-            logging.getLogger("duckflock").warning("reopening the database failed: %s", exc)
-            raise StorageFailure(f"the database could not be reopened: {exc}") from exc
-        self._needs_reopen = False
-        self._counters.reopened()
-        logging.getLogger("duckflock").warning("the database was reopened after a fault")
 
     def _finish(self, calls: list[Call], markers: list[Call], rows: int) -> None:
         with self._lock:

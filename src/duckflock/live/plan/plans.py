@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from duckflock.core.names import Identity
 from duckflock.live.fold.arrow import ArrowPlan
-from duckflock.live.fold.retention import Retraction
+from duckflock.live.fold.retraction import Retraction
 
 STATE = "__duckflock_state"  # the kept state, as the refresh query names it
 DELTA = "__duckflock_delta"  # the newly appended rows

@@ -14,7 +14,7 @@ import duckdb
 from duckflock.core.names import Identity
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.query import lost_types, typed
-from duckflock.live.fold.retention import KEYS, hidden_partials, retraction
+from duckflock.live.fold.retraction import KEYS, hidden_partials, retraction
 from duckflock.live.fold.states import NotIncremental, Partial, PartialKind, Slots
 from duckflock.live.plan.arrowpath import collated
 from duckflock.live.plan.plans import DELTA, STATE, Plan
