@@ -69,7 +69,7 @@ def _chunk(round_: int, rows: int) -> pa.Table:
     )
 
 
-def _same(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
+def same_rows(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
     a, b = sorted(a, key=repr), sorted(b, key=repr)
     return len(a) == len(b) and all(
         (math.isclose(x, y, rel_tol=1e-9) if isinstance(x, float) else x == y)
@@ -111,7 +111,7 @@ def shape_figures(workdir: Path, rows: int) -> dict[str, tuple[float, float, str
                 expected = db.execute(sql).fetchall()
                 full[name].append(time.perf_counter() - started)
                 assert result.error is None, (name, result.error)
-                assert _same(result.rows(), expected), f"{name}: incremental != full"
+                assert same_rows(result.rows(), expected), f"{name}: incremental != full"
     return {
         name: (statistics.median(wall[name]), statistics.median(full[name]), "/".join(modes[name]))
         for name in SHAPES
