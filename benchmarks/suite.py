@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -53,9 +54,13 @@ def run_step(name: str, args: list[str], timeout: float) -> str | None:
     print(f"[{name}] {' '.join(command[1:])}", flush=True)
     started = time.monotonic()
     lines: list[str] = []
-    with subprocess.Popen(
-        command, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as process:
+    # stderr (servers' banners, peers' logs) is shown only when the step fails
+    with (
+        tempfile.TemporaryFile("w+") as errors,
+        subprocess.Popen(
+            command, cwd=HERE, stdout=subprocess.PIPE, stderr=errors, text=True
+        ) as process,
+    ):
         assert process.stdout is not None
         for line in process.stdout:
             lines.append(line)
@@ -65,6 +70,10 @@ def run_step(name: str, args: list[str], timeout: float) -> str | None:
                 process.kill()
                 print(f"[{name}] killed after {timeout:.0f} s", flush=True)
         code = process.wait()
+        if code != 0:
+            errors.seek(0)
+            for line in errors.read().splitlines()[-40:]:
+                print(f"[{name}] {line}", flush=True)
     print(f"[{name}] exit {code} after {time.monotonic() - started:.0f} s", flush=True)
     return "".join(lines)
 
@@ -180,7 +189,11 @@ def peer_rows(text: str | None) -> list[Row]:
         if "ratio" not in row:
             rows.append((figure, row["status"], target, None))
             continue
-        measured = f"{row['ratio']:.2f}x ({row['status']})"
+        key = "round_ms" if "round_ms" in row["duckflock"] else "rows_per_s"
+        measured = (
+            f"{row['ratio']:.2f}x (duckflock {row['duckflock'][key]:,.1f}, "
+            f"{row['peer']} {row['theirs'][key]:,.1f}; {row['status']})"
+        )
         met = row["ratio"] >= 3 if row["peer"] == "Pathway" else None
         rows.append((figure, measured, target, met))
     return rows
@@ -240,9 +253,9 @@ def main(argv: list[str]) -> None:
     print()
     print("| figure | measured | target | |")
     print("| --- | --- | --- | --- |")
-    verdicts = {True: "met", False: "**missed**", None: "not measured"}
     for figure, measured, target, met in rows:
-        print(f"| {figure} | {measured} | {target} | {verdicts[met]} |")
+        verdict = "met" if met else "**missed**" if met is False else ""
+        print(f"| {figure} | {measured} | {target} | {verdict} |")
     if outputs.get("changes"):
         print("\nbenchmarks/changes.py printed (not part of the table):")
         print(outputs["changes"])
