@@ -16,12 +16,12 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
-import threading
 import time
 
 import pyarrow as pa
 from chdb import session
 
+from duckflock.cli.bench import run_threads
 from peer_rows import BANDS, report, rows, totals
 
 CHUNK = 10_000
@@ -74,21 +74,12 @@ def acks(threads: int, per_thread: int) -> None:
         sess = session.Session(folder)
         for statement in SETUP:
             sess.query(statement)
-        barrier = threading.Barrier(threads + 1)
 
         def work(t: int) -> None:
-            barrier.wait()
             for k, v in rows(per_thread, t * per_thread):
                 sess.query(f"INSERT INTO events VALUES ({k}, {v!r})")
 
-        workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
-        for worker in workers:
-            worker.start()
-        barrier.wait()
-        started = time.perf_counter()
-        for worker in workers:
-            worker.join()
-        elapsed = time.perf_counter() - started
+        elapsed = run_threads(threads, work, "peer")
         by_k = fresh(sess, BY_K)
         sess.close()
     report(rows_per_s=threads * per_thread / elapsed, **totals(by_k))

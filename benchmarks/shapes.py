@@ -18,16 +18,13 @@ The last line, ``figures: {json}``, carries every median for benchmarks/suite.py
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pyarrow as pa
 
-import duckflock
-from analyses import same_rows
+from analyses import NEW_ROWS, ROUNDS, chunk, shape_figures
 from retention import retention_figures, window_figures
 
 SHAPES = {
@@ -48,8 +45,6 @@ SHAPES = {
     "dimension join": "SELECT s.site, count(*) AS n, avg(t.v) AS mean FROM t "
     "JOIN sensors AS s USING (sensor) GROUP BY s.site",
 }
-ROUNDS = 5
-NEW_ROWS = 10_000
 TABLE = (
     "CREATE TABLE t AS SELECT (range % 50)::INTEGER AS k, random() * 100 AS v, "
     "TIMESTAMP '2026-01-01' + to_microseconds(range * 1000) AS ts, "
@@ -59,50 +54,9 @@ TABLE = (
 START_US = 1_767_225_600_000_000  # TIMESTAMP '2026-01-01' in microseconds since the epoch
 
 
-def chunk(start: int) -> pa.Table:
-    """NEW_ROWS rows continuing the table's series from row number ``start``."""
-    ids = range(start, start + NEW_ROWS)
-    return pa.table(
-        {
-            "k": pa.array([i % 50 for i in ids], pa.int32()),
-            "v": [float(i % 997) / 10 for i in ids],
-            "ts": pa.array([START_US + i * 1000 for i in ids], pa.timestamp("us")),
-            "sensor": [f"s{i % 50}" for i in ids],
-            "user_id": pa.array([(i * 7) % 1000 for i in ids], pa.int32()),
-            "ok": [i % 3 != 0 for i in ids],
-        }
-    )
-
-
-def shape_figures(workdir: Path, rows: int) -> dict[str, tuple[float, float]]:
-    """Per shape: median refresh (wall) and median full re-run, in milliseconds."""
-    with duckflock.connect(workdir / f"shapes_{rows}.duckdb") as db:
-        db.execute(TABLE.format(rows=rows))
-        db.execute(
-            "CREATE TABLE sensors AS SELECT 's' || range AS sensor, 'site' || (range % 5) AS site "
-            "FROM range(50)"
-        )
-        db.execute("CHECKPOINT")
-        for name, sql in SHAPES.items():
-            db.analysis(name, sql)
-            db.result(name, min_version=1, timeout=600)  # the first refresh builds the state
-        wall: dict[str, list[float]] = {name: [] for name in SHAPES}
-        full: dict[str, list[float]] = {name: [] for name in SHAPES}
-        for round_ in range(ROUNDS):
-            db.insert("t", chunk(rows + round_ * NEW_ROWS))
-            for name, sql in SHAPES.items():
-                started = time.perf_counter()
-                result = db.refresh(name)
-                wall[name].append(time.perf_counter() - started)
-                started = time.perf_counter()
-                expected = db.execute(sql).fetchall()
-                full[name].append(time.perf_counter() - started)
-                assert result.error is None, (name, result.error)
-                assert same_rows(result.rows(), expected), f"{name}: incremental != full"
-    return {
-        name: (statistics.median(wall[name]) * 1000, statistics.median(full[name]) * 1000)
-        for name in SHAPES
-    }
+def series(round_: int, rows: int) -> pa.Table:
+    """Round ``round_``'s new rows, continuing the table's one-row-per-millisecond series."""
+    return chunk(round_, rows, step_us=1000, start_us=START_US)
 
 
 def sizes_from(argv: list[str]) -> list[int]:
@@ -117,8 +71,10 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
         workdir = Path(tmp)
         for rows in sizes:
-            for name, cell in shape_figures(workdir, rows).items():
-                figures.setdefault(name, {})[rows] = cell
+            for name, (refresh, full, _mode) in shape_figures(
+                workdir, rows, SHAPES, TABLE, series
+            ).items():
+                figures.setdefault(name, {})[rows] = (refresh * 1000, full * 1000)
             for shape in ("exact", "double"):
                 inc, _own, full, _captured, _plain = retention_figures(workdir, rows, shape)
                 figures.setdefault(f"retention 1% ({shape})", {})[rows] = (inc * 1000, full * 1000)
