@@ -11,7 +11,12 @@ HUGEINT/UHUGEINT, huge and tiny doubles, timestamps at DST changes and at the ex
 
 After each step every analysis is refreshed and its result compared with the full run
 of its SQL (a sliding window's at its ``Result.now``) with no tolerance: column types,
-and every value (floats by their bits). Sums are of values that add exactly in any order
+and every value (floats by their bits) — except where SQL leaves the choice among equal
+values open: a value a choosing aggregate (min, max, first, last, arg_max …) or a group
+key shows is compared by DuckDB's equality when the bit-exact comparison fails
+(``-0.0``/``0.0``, ``'30 days'``/``'1 month'``, ``'a'``/``'A'`` under NOCASE: DuckDB's
+own choice follows storage order, and a CHECKPOINT rewrites stored values into one equal
+form); see ``tests/ties.py``. Sums are of values that add exactly in any order
 (small dyadic doubles, integers, decimals); float cancellation has tests of its own.
 
 ``DUCKFLOCK_DIFF_STEPS`` (default 15) sets the steps per seed, ``DUCKFLOCK_DIFF_SEEDS``
@@ -38,6 +43,7 @@ import pytest
 
 import duckflock
 from duckflock.core.wide import description_types, repair
+from ties import equal_but_for_ties, exact_column
 
 STEPS = int(os.environ.get("DUCKFLOCK_DIFF_STEPS", "15"))
 SEEDS = int(os.environ.get("DUCKFLOCK_DIFF_SEEDS", "2"))
@@ -80,6 +86,16 @@ BENCHMARK = {
     "FROM f GROUP BY sensor",
     "sliding window": "SELECT k, count(*) AS n, sum(x) AS s, min(x) AS lo, max(x) AS hi "
     "FROM w WHERE ts > now() - INTERVAL 1 HOUR GROUP BY k",
+    # benchmarks/retention.py's own shapes: exact sums subtracted, double sums recomputed
+    "retention exact": "SELECT sensor, count(*) AS n, sum(n) AS si, sum(d) AS sd, "
+    "avg(n) AS a, sum(nb) AS sb, sum(h) AS sh, avg(d) AS ad FROM f GROUP BY sensor",
+    "retention double": "SELECT sensor, count(*) AS n, sum(v) AS s, avg(v) AS a FROM f "
+    "GROUP BY sensor",
+    # the exact sums and avg pyarrow folds and retracts (BIGINT sums past 2^64: DuckDB's)
+    "retention exact plain": "SELECT sensor, count(*) AS n, sum(n) AS si, sum(g) AS sg, "
+    "avg(n) AS a, avg(nb) AS ab, sum(nb) AS sb, avg(g) AS ag FROM f GROUP BY sensor",
+    "retention window": "SELECT k, count(*) AS n, sum(x) AS s, avg(x) AS a FROM w "
+    "WHERE ts > now() - INTERVAL 5 MINUTE GROUP BY k",
 }
 # tests/test_incremental.py's shapes (t is f, x is big)
 INCREMENTAL = {
@@ -148,12 +164,6 @@ EXOTIC = {
     "WHERE ts > now() - INTERVAL 2 HOUR GROUP BY k",
 }
 SHAPES = {**BENCHMARK, **INCREMENTAL, **EXOTIC}
-
-# Shapes whose incremental result differs from DuckDB's only because the fold groups,
-# orders or adds with other semantics than DuckDB's (key equality of -0.0, NaN,
-# collations and intervals; ENUM ordering; float subtraction on retention deletes; avg of
-# integers and decimals computed in doubles). Their mismatches are counted, not failed.
-# Delete entries as the fold work lands: the tester then holds them too.
 
 
 # -- values ------------------------------------------------------------------------------
@@ -275,34 +285,11 @@ class Row:
 # -- comparison ---------------------------------------------------------------------------
 
 
-def _canon_value(value: Any) -> Any:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else value.hex()
-    if isinstance(value, decimal.Decimal):
-        return ("dec", str(value))
-    if isinstance(value, list):
-        return tuple(_canon_value(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _canon_value(v)) for k, v in value.items()))
-    return value
-
-
-def _canon_column(column: pa.ChunkedArray) -> list[Any]:
-    kind = column.type
-    if pa.types.is_timestamp(kind) or pa.types.is_date64(kind) or pa.types.is_time64(kind):
-        return column.cast(pa.int64()).to_pylist()
-    if pa.types.is_date32(kind) or pa.types.is_time32(kind):
-        return column.cast(pa.int32()).to_pylist()
-    if pa.types.is_duration(kind):
-        return column.cast(pa.int64()).to_pylist()
-    return [_canon_value(v) for v in column.to_pylist()]
-
-
 def canon(table: pa.Table) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Column types (a timestamp's zone label aside: the values are instants) and the
     rows, every value in a form that compares exactly."""
     types = [re.sub(r", tz=.*\]", ", tz]", str(t)) for t in table.schema.types]
-    columns = [_canon_column(c) for c in table.columns]
+    columns = [exact_column(c) for c in table.columns]
     rows = list(zip(*columns, strict=True)) if columns else []
     return types, sorted(rows, key=repr)
 
@@ -310,6 +297,7 @@ def canon(table: pa.Table) -> tuple[list[str], list[tuple[Any, ...]]]:
 @dataclass
 class Tally:
     comparisons: int = 0
+    ties: int = 0  # equal by DuckDB's equality only, in choosing columns (tests/ties.py)
     mismatches: list[str] = field(default_factory=list)
 
 
@@ -322,10 +310,12 @@ class Workload:
         self.seed = seed
         self.tally = tally
         self.db = duckflock.connect(config={"threads": 1})  # tiny tables: no thread overhead
+        self.oracle = duckdb.connect()  # the same tables, empty: the types of ties
         self.seq = 0
         self.junk = 0
         for statement in SCHEMA:
             self.db.execute(statement)
+            self.oracle.execute(statement)
         self.db.execute("SET GLOBAL TimeZone = 'America/New_York'")
         for name, sql in SHAPES.items():
             self.db.analysis(name, sql)
@@ -333,6 +323,7 @@ class Workload:
 
     def close(self) -> None:
         self.db.close()
+        self.oracle.close()
 
     # values
     def row(self) -> Row:
@@ -582,6 +573,7 @@ class Workload:
             result = self.db.refresh(name, timeout=60)
             if result.now is not None:
                 sql = sql.replace("now()", f"CAST('{result.now.isoformat()}' AS TIMESTAMPTZ)")
+            full: pa.Table | None = None
             try:
                 cursor = self.db.execute(sql)
                 full = repair(cursor.to_arrow_table(), description_types(cursor))
@@ -596,6 +588,14 @@ class Workload:
             self.tally.comparisons += 1
             if got == expected:
                 continue
+            if (
+                full is not None
+                and result.error is None
+                and got[0] == expected[0]
+                and equal_but_for_ties(self.oracle, sql, result.table, full)
+            ):
+                self.tally.ties += 1
+                continue
             mismatch = (
                 f"seed {self.seed} after {self.log[-3:]} shape {name!r} ({result.mode}: "
                 f"{result.reason}; error {result.error}):\n  incremental {got}\n  full "
@@ -605,8 +605,8 @@ class Workload:
             self.tally.mismatches.append(mismatch)
 
 
-# about 0.1 s per comparison on a loaded machine
-@pytest.mark.timeout(max(300, STEPS * SEEDS * len(SHAPES) // 5))
+# about 0.1 s per comparison on a loaded machine, up to 0.5 s on a very loaded one
+@pytest.mark.timeout(max(300, STEPS * SEEDS * len(SHAPES) // 2))
 def test_every_analysis_equals_a_full_run_after_every_write() -> None:
     tally = Tally()
     for seed in range(FIRST_SEED, FIRST_SEED + SEEDS):
@@ -620,12 +620,13 @@ def test_every_analysis_equals_a_full_run_after_every_write() -> None:
             workload.close()
         print(
             f"\nseed {seed}: {tally.comparisons} comparisons so far, "
-            f"{len(tally.mismatches)} mismatches",
+            f"{len(tally.mismatches)} mismatches, {tally.ties} equal only by ties",
             flush=True,
         )
     print(
         f"\ndifferential: {tally.comparisons} comparisons over {len(SHAPES)} shapes, "
-        f"{SEEDS} seeds x {STEPS} steps; {len(tally.mismatches)} mismatches"
+        f"{SEEDS} seeds x {STEPS} steps; {len(tally.mismatches)} mismatches; "
+        f"{tally.ties} equal only by DuckDB's equality in choosing columns"
     )
     assert not tally.mismatches, "\n".join(tally.mismatches[:10])
 
@@ -650,3 +651,105 @@ def test_float_cancellation_on_retention(path: str) -> None:
         cursor = db.execute(sql)
         same = canon(result.table) == canon(cursor.to_arrow_table())
         assert same, (result.rows(), db.execute(sql).fetchall())
+
+
+TIES_SCHEMA = (
+    "CREATE TABLE t (g INTEGER, seq BIGINT, v DOUBLE, c VARCHAR COLLATE NOCASE, s VARCHAR)"
+)
+
+
+@pytest.mark.parametrize(
+    ("sql", "got", "expected", "equal"),
+    [
+        # a choosing aggregate over equal values of two forms: DuckDB's equality
+        ("SELECT g, min(v) AS m FROM t GROUP BY g", (1, -0.0), (1, 0.0), True),
+        ("SELECT g, arg_max(v, seq) AS m FROM t GROUP BY g", (1, 0.0), (1, -0.0), True),
+        ("SELECT g, first(c ORDER BY seq) AS m FROM t GROUP BY g", (1, "a"), (1, "A"), True),
+        ("SELECT max(c) AS m, count(*) AS n FROM t", ("A", 2), ("a", 2), True),
+        # a group key shows one of its rows' values
+        ("SELECT v, count(*) AS n FROM t GROUP BY v", (-0.0, 3), (0.0, 3), True),
+        # not equal: other values, no collation, an aggregate that computes, another column
+        ("SELECT g, min(v) AS m FROM t GROUP BY g", (1, 1.0), (1, 0.0), False),
+        ("SELECT g, min(s) AS m FROM t GROUP BY g", (1, "a"), (1, "A"), False),
+        ("SELECT g, sum(v) AS m FROM t GROUP BY g", (1, -0.0), (1, 0.0), False),
+        ("SELECT max(c) AS m, count(*) AS n FROM t", ("A", 2), ("a", 3), False),
+        ("SELECT g, min(v) AS m FROM t GROUP BY g", (2, -0.0), (1, 0.0), False),
+    ],
+)
+def test_ties_compare_by_duckdbs_equality_and_nothing_else(
+    sql: str, got: tuple[Any, ...], expected: tuple[Any, ...], equal: bool
+) -> None:
+    oracle = duckdb.connect()
+    oracle.execute(TIES_SCHEMA)
+    names = [f"c{i}" for i in range(len(got))]
+    a = pa.table({n: [value] for n, value in zip(names, got, strict=True)})
+    b = pa.table({n: [value] for n, value in zip(names, expected, strict=True)})
+    assert equal_but_for_ties(oracle, sql, a, b) is equal
+
+
+def test_a_checkpoint_rewrites_equal_values_and_ties_still_compare_equal() -> None:
+    """DuckDB's CHECKPOINT stores a segment of equal doubles in one form: the -0.0 row
+    reads back as 0.0, so the full run changes while no row changed. The live result
+    keeps the form it folded: equal by DuckDB's equality, not by bits."""
+    sql = "SELECT g, min(v) AS lo, arg_max(v, seq) AS top, count(*) AS n FROM t GROUP BY g"
+    oracle = duckdb.connect()
+    oracle.execute(TIES_SCHEMA)
+    with duckflock.connect() as db:
+        db.execute(TIES_SCHEMA)
+        db.analysis("ties", sql)
+        db.insert("t", [{"g": 1, "seq": 1, "v": 0.0}, {"g": 1, "seq": 2, "v": -0.0}])
+        result = db.refresh("ties")
+        db.execute("CHECKPOINT")
+        result = db.refresh("ties")
+        full = db.execute(sql).to_arrow_table()
+        assert canon(result.table) != canon(full)  # the full run's form changed
+        assert equal_but_for_ties(oracle, sql, result.table, full)
+
+
+@pytest.mark.parametrize("minutes", [5, 60])
+@pytest.mark.parametrize("column", ["ts", "tz"])
+def test_a_window_with_rows_past_the_year_9999_keeps_refreshing(minutes: int, column: str) -> None:
+    """A bucket the window's boundary cuts may lie past the year 9999 (294000, near
+    DuckDB's last timestamp) or at infinity: its bounds stay epoch microseconds (no
+    Python datetime holds them). Before: ``OverflowError: date value out of range`` on
+    every refresh of a 5-minute window (found by the tester's "retention window")."""
+    sql = (
+        f"SELECT k, count(*) AS n, sum(x) AS s, avg(x) AS a, min(x) AS lo FROM w "
+        f"WHERE {column} > now() - INTERVAL {minutes} MINUTE GROUP BY k"
+    )
+    far = [
+        ("'294000-01-01'", "'290000-01-01 00:00:00+00'"),
+        ("'infinity'", "'infinity'"),
+        ("'-infinity'", "'-infinity'"),
+    ]
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE w (k VARCHAR, x DOUBLE, ts TIMESTAMP, tz TIMESTAMPTZ)")
+        db.analysis("far", sql)
+        for i, (ts, tz) in enumerate(far):
+            db.execute(
+                f"INSERT INTO w VALUES ('a', {i}, now()::TIMESTAMP, now()), "
+                f"('b', 1.5, {ts}::TIMESTAMP, {tz}::TIMESTAMPTZ), "
+                f"('c', 2.5, (now() - INTERVAL 1 MINUTE)::TIMESTAMP, now() - INTERVAL 1 MINUTE)"
+            )
+            result = db.refresh("far", timeout=60)
+            assert result.error is None, result.error
+            assert result.now is not None
+            instant = f"CAST('{result.now.isoformat()}' AS TIMESTAMPTZ)"
+            cursor = db.execute(sql.replace("now()", instant))
+            assert canon(result.table) == canon(cursor.to_arrow_table()), (ts, result.reason)
+
+
+def test_a_raw_write_while_the_first_state_is_built_is_not_lost() -> None:
+    """A write through ``db.execute`` takes no commit lock: its taint may land while a
+    rebuild pins its snapshot. Before, the rebuild cleared the taint after the pin, so
+    a write landing between the two was lost: the next refresh folded 0 rows and missed
+    it (3 to 8 trials in 40, found by the tester). Each trial defines an analysis (its
+    first build starts at once) and inserts at once."""
+    sql = "SELECT k, count(*) AS n FROM w GROUP BY k"
+    for _ in range(60):
+        with duckflock.connect() as db:
+            db.execute("CREATE TABLE w (k VARCHAR, x DOUBLE)")
+            db.analysis("a", sql)
+            db.execute("INSERT INTO w VALUES ('a', 1)")
+            result = db.refresh("a", timeout=60)
+            assert result.rows() == db.execute(sql).fetchall(), result.reason

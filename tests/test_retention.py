@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import duckflock
 from duckflock.live import internals
-from duckflock.live.fold.retention import returning, selecting, target
+from duckflock.live.fold.capture import returning, selecting, target
 
 EXAMPLES = int(os.environ.get("DUCKFLOCK_RETENTION_EXAMPLES", "10"))
 TABLE = "CREATE TABLE m (k VARCHAR, g INTEGER, x DOUBLE, n INTEGER)"

@@ -11,13 +11,13 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from duckflock import __version__
-from duckflock.extras import require
 from duckflock.cli import analysis, banner, data, load, render
 from duckflock.cli.bench import Figure, Sizes, format_figure, run, summary
 from duckflock.cli.demo import next_steps, program_name, run_demo, run_live_demo
 from duckflock.cli.hints import next_step
 from duckflock.database import connect
 from duckflock.errors import DuckflockError
+from duckflock.extras import require
 from duckflock.live.results import Result
 from duckflock.server.settings import ListenSettings, PgSettings, ServerSettings, flagged
 

@@ -28,7 +28,7 @@ from duckflock.core.syntax import (
 )
 from duckflock.database.base import Base
 from duckflock.lake.connection import allowed_directories as lake_allowed
-from duckflock.live.fold import retention
+from duckflock.live.fold import capture
 from duckflock.live.scheduler import Scheduler
 
 T = TypeVar("T")
@@ -317,13 +317,13 @@ class Statements(Base):
 
     def _delete(self, cursor: duckdb.DuckDBPyConnection, sql: str, params: Any) -> bool:
         """Run ``sql`` capturing its deleted rows for incremental analyses, if it is a
-        DELETE they can take (:mod:`duckflock.live.fold.retention`); False: run it plainly."""
+        DELETE they can take (:mod:`duckflock.live.fold.capture`); False: run it plainly."""
         scheduler = self._scheduler
         # a lake's analyses rebuild on its snapshot poller (other processes delete too)
-        parts = retention.target(sql) if scheduler is not None and self._lake is None else None
+        parts = capture.target(sql) if scheduler is not None and self._lake is None else None
         if scheduler is None or parts is None:
             return False
-        table = retention.resolve(cursor, parts)
+        table = capture.resolve(cursor, parts)
         if table is None or not scheduler.retains(table):
             return False
 
@@ -334,11 +334,11 @@ class Statements(Base):
                 log.exception("handing a DELETE's rows to the analyses failed")
                 scheduler.on_lost_notice()  # rebuild incremental states rather than drift
 
-        deleted = retention.delete(
+        deleted = capture.delete(
             cursor,
             sql,
             params,
-            columns=retention.table_columns(cursor, table),
+            columns=capture.table_columns(cursor, table),
             commit_lock=self._commit_lock,
             committed=committed,
             lost=lambda: scheduler.on_delete(table, None),

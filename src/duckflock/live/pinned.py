@@ -89,13 +89,17 @@ class Pinned:
             watermark = self._committed_seq()
             with self._lock:
                 changes = analysis.changes
-                changes.tainted = None
-                changes.collecting = True
+                changes.collecting = changes.tainted is None
                 changes.clear()
                 changes.delta_watermark = watermark
             return watermark
 
         cursor = analysis.state.cursor
+        with self._lock:
+            # cleared before the snapshot is pinned, not after: a write outside db.insert
+            # takes no commit lock, and its taint landing between the two would be lost
+            # with its rows missing from the state
+            analysis.changes.tainted = None
         try:
             with pinned(cursor, plan.pin, self._commit_lock(), start) as watermark:
                 analysis.check()

@@ -60,7 +60,10 @@ def outputs(analysis: Analysis, plan: Plan, state: pa.Table, empty: pa.Table) ->
     """The result (HAVING, ORDER BY, LIMIT) of ``state``: pyarrow for plain shapes,
     else a DuckDB fold of no rows (``empty``: the source table's columns)."""
     if plan.arrow is not None and analysis.state.fast and not plan.arrow.has_nan(state, empty):
-        return plan.arrow.result(state)
+        with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
+            return plan.arrow.result(state)  # (not a large state's exact averages)
+    if plan.finish:  # the state is merged already: its outputs alone
+        return split(plan, over_arrow(analysis.state.cursor, plan.finish, state))[1]
     return split(plan, over_arrow(analysis.state.cursor, plan.refresh, state, empty))[1]
 
 

@@ -28,7 +28,7 @@ import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -331,9 +331,10 @@ def cut(
     inside = flagged.filter(whole).drop_columns(["__in", "__live", bucket])
     cut = flagged.filter(pc.and_(live, pc.invert(whole)))[bucket]
     if len(cut) and cut.null_count < len(cut):
-        low: datetime = pc.min(cut).as_py()
-        high: datetime = pc.max(cut).as_py() + timedelta(microseconds=window.width)
-        low_sql, high_sql = _typed(low, window.column_type), _typed(high, window.column_type)
+        # epoch microseconds, not datetimes: a bucket past the year 9999 has none
+        micros = pc.cast(pc.cast(cut, pa.timestamp("us", cut.type.tz)), pa.int64())
+        low, high = pc.min(micros).as_py(), pc.max(micros).as_py() + window.width
+        low_sql, high_sql = _epoch(low, window.column_type), _epoch(high, window.column_type)
     else:
         low_sql = high_sql = "NULL"  # no bucket is cut: no rows
     rows = cursor.execute(
@@ -350,8 +351,13 @@ def flagging(window: Window, source: str) -> str:
     return window.inside.replace("FROM __duckflock_state", f"FROM ({source})")
 
 
-def _typed(instant: datetime, column_type: Stamp) -> str:
-    """A bucket start as a literal of the window column's own type."""
-    if column_type is Stamp.TIMESTAMPTZ:
-        return literal(instant)
-    return f"CAST('{instant.isoformat()}' AS TIMESTAMP)"
+def _epoch(micros: int, column_type: Stamp) -> str:
+    """A bucket bound (microseconds since the epoch) as a value of the window column's
+    type; past DuckDB's last finite timestamp, infinity."""
+    if micros >= _INFINITY:
+        return f"CAST('infinity' AS {column_type})"
+    function = "make_timestamptz" if column_type is Stamp.TIMESTAMPTZ else "make_timestamp"
+    return f"{function}(CAST({micros} AS BIGINT))"
+
+
+_INFINITY = 2**63 - 1  # DuckDB's timestamp infinity, as Arrow carries it

@@ -21,7 +21,11 @@ scales up to 6, groups of up to 9·10^11 and 1.8·10^13 rows; wider scales run i
 
 from __future__ import annotations
 
+import math
+import random
 import re
+
+import duckdb
 
 _INTEGERS = {
     # argument type: (the avg overload whose state it fills, bytes of its sum)
@@ -74,3 +78,93 @@ def _little_endian(sql: str, width: int) -> str:
     DuckDB's to_hex gives a negative number's full width)."""
     digits = f"lpad(to_hex({sql}), {2 * width}, '0')"
     return f"array_to_string(list_reverse(regexp_extract_all({digits}, '..')), '')"
+
+
+# -- the same division in Python, for the pyarrow fast path -------------------------------
+#
+# DuckDB's avg of an integer (not SMALLINT) divides ``long double(sum) / long double(count)``
+# and rounds the quotient to a double: two roundings, the first to the significand of the
+# platform's ``long double`` (64 bits on x86-64, 113 on aarch64 Linux, 53 where it is a
+# double). Python integers round exactly, so the division is reproduced bit for bit once
+# the width is known; DuckDB is asked which width it uses (:func:`long_double_bits`).
+# Only sums below 2^64 in magnitude and counts below 2^53, which both convert to ``long double``
+# exactly (larger sums take several roundings in DuckDB's hugeint cast: those go to DuckDB).
+
+# sums and counts whose quotients 64 and 53 bits round differently (found by a search
+# over random ones, about one in 2,000; tests/test_exact.py checks they still split)
+SPLITTING = (
+    (-3506188481146959567, 699621),
+    (2238726102243525723, 258566),
+    (3574289346616037679, 364882),
+    (-1239555541141383368, 108740),
+    (4093312794802079694, 71776),
+    (-2980786009457544773, 679358),
+    (-2510622839713595414, 375680),
+    (-2802248003512015713, 570758),
+)
+_bits: dict[str, int | None] = {}
+
+
+def divided_in_long_double(kind: str) -> bool:
+    """Whether DuckDB's avg of integer type ``kind`` divides a hugeint sum in ``long
+    double`` (every integer type but SMALLINT, whose sum is a BIGINT divided in doubles)."""
+    found = _INTEGERS.get(kind.upper())
+    return found is not None and found[1] == 16
+
+
+def quotient(total: int, count: int, bits: int) -> float:
+    """``total / count`` rounded to ``bits`` significant bits, then to a double (both to
+    nearest, ties to even), as a ``long double`` division assigned to a double is.
+    Raises :class:`Inexact` outside the exact conversions (see above)."""
+    if not (abs(total) < 2**64 and 0 < count < 2**53):
+        raise Inexact(f"avg of a sum of {total} over {count} rows: DuckDB's hugeint cast")
+    if total == 0:
+        return 0.0
+    sign = -1 if total < 0 else 1
+    num, den = abs(total), count
+    # 2^e <= num/den < 2^(e+1)
+    e = num.bit_length() - den.bit_length()
+    if (num << max(0, -e)) < (den << max(0, e)):
+        e -= 1
+    shift = bits - 1 - e  # the significand: num/den * 2^shift, in [2^(bits-1), 2^bits)
+    scaled_num, scaled_den = (num << shift, den) if shift >= 0 else (num, den << -shift)
+    significand, rest = divmod(scaled_num, scaled_den)
+    if 2 * rest > scaled_den or (2 * rest == scaled_den and significand & 1):
+        significand += 1
+    # float() of an int rounds to nearest, ties to even: the second rounding; scaling
+    # by a power of two is exact (no such average is subnormal)
+    return sign * math.ldexp(float(significand), -shift)
+
+
+def long_double_bits(cursor: duckdb.DuckDBPyConnection) -> int | None:
+    """The significand width DuckDB's avg divides with (see above), from its own answers;
+    None when no width explains every answer (pyarrow then leaves such averages to
+    DuckDB). Asked once per process, over sums and counts whose quotients the widths
+    round differently (:data:`SPLITTING`) and random ones. Below 2^64 / 2^53,
+    113 bits always round as 53 do (a quotient is at least 1/count from a halfway point),
+    so 53 stands for both."""
+    if "bits" in _bits:
+        return _bits["bits"]
+    rng = random.Random(19)
+    totals = [t for t, _ in SPLITTING] + [rng.randrange(-(2**62), 2**62) for _ in range(56)]
+    counts = [c for _, c in SPLITTING] + [rng.randrange(1, 2**40) for _ in range(56)]
+    finalised = final_sql("t", "c", "BIGINT")
+    try:
+        rows = cursor.execute(
+            f"SELECT {finalised} FROM (SELECT unnest(?::HUGEINT[]) AS t, unnest(?::BIGINT[]) AS c)",
+            [totals, counts],
+        ).fetchall()
+    except duckdb.Error:
+        rows = []
+    answers = [row[0] for row in rows]
+    fits = [
+        bits
+        for bits in (64, 53)
+        if len(answers) == len(totals)
+        and all(
+            quotient(t, c, bits).hex() == a.hex()
+            for t, c, a in zip(totals, counts, answers, strict=True)
+        )
+    ]
+    _bits["bits"] = fits[0] if len(fits) == 1 else None
+    return _bits["bits"]

@@ -1,11 +1,8 @@
 """Retention deletes: subtract the rows a DELETE removed from incremental states.
 
-A ``DELETE`` run through ``db.execute`` (one statement, autocommitted) on a table that
-incremental analyses read is run as ``BEGIN; DELETE … RETURNING *; COMMIT``, the COMMIT
-under the writer's commit lock. The deleted rows are handed to the scheduler under that
-lock too, so they are ordered against db.insert commits and against the snapshot an
-analysis pins when it (re)builds, exactly as appended rows are: a row deleted after a
-state's snapshot is subtracted from it, one deleted before is not in it.
+The rows come from the write path (:mod:`duckflock.live.fold.capture`), ordered against
+db.insert commits and against the snapshot an analysis pins when it (re)builds: a row
+deleted after a state's snapshot is subtracted from it, one deleted before is not in it.
 
 A refresh then folds the appended rows in as usual and *retracts* the deleted ones:
 
@@ -33,292 +30,43 @@ that table rebuild from the whole table.
 from __future__ import annotations
 
 import contextlib
-import itertools
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.core.names import Identity, Resolver
-from duckflock.live.fold.arrow import ArrowPlan
+from duckflock.live.fold.arrow import ArrowPlan, exact_sum_type, exact_terms
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.states import Partial
-from duckflock.sql import LexError, Token, tokens
 
 KEYS = "__duckflock_keys"
-_BATCH = 65_536
-
-# -- the write path: which statements are captured, and how -----------------------------
-
-
-def target(sql: str) -> tuple[str, ...] | None:
-    """The name parts of the table ``sql`` deletes from, when ``sql`` is exactly one
-    ``DELETE`` (WITH-prefixed or not) without a RETURNING of its own; else None."""
-    found = _delete_keyword(sql)
-    if found is None:
-        return None
-    scanned, at = found
-    if at + 2 >= len(scanned) or scanned[at + 1].word != "from":
-        return None
-    at += 2
-    if scanned[at].word == "only" and scanned[at].kind == duckdb.token_type.keyword:
-        at += 1  # DELETE FROM ONLY t: t
-    return _name(scanned, at)
-
-
-_UNREPEATABLE = {"random", "uuid", "gen_random_uuid", "uuidv4", "uuidv7", "nextval", "setseed"}
-# a subquery (or CTE) may sample, LIMIT without an order, or read a view or table macro
-# that does: the SELECT and the DELETE could then pick as many rows but not the same ones
-_SUBQUERY = {"select", "sample", "tablesample", "limit", "using"}
-
-
-def selecting(sql: str, cursor: duckdb.DuckDBPyConnection | None = None) -> str | None:
-    """The SELECT of the rows the DELETE ``sql`` deletes (same parameters), or None.
-
-    ``[WITH …] DELETE FROM t [AS a] [WHERE …]`` becomes ``[WITH …] SELECT * FROM t …``;
-    run in the DELETE's transaction just before it, it reads the very rows it deletes.
-    That costs a scan of those rows; ``RETURNING *`` fetches them one by one from
-    storage, ~15x slower. Only for a predicate sure to pick the same rows twice: not for
-    ``USING`` (a join), subqueries and CTEs, or calls that may differ between runs
-    (volatile functions and, with ``cursor``, a user's macros, whose bodies are not
-    checked).
-    """
-    found = _delete_keyword(sql)
-    if found is None:
-        return None
-    scanned, at = found
-    words = {token.word for token in scanned}
-    # FROM-first subqueries: (FROM t …); not IS DISTINCT FROM, extract(year FROM ts)
-    from_first = any(
-        before.text.startswith("(") and token.word == "from"
-        for before, token in itertools.pairwise(scanned)
-    )
-    if from_first or words & (_UNREPEATABLE | _SUBQUERY):
-        return None
-    if cursor is not None and _volatile(cursor, scanned):
-        return None
-    position = scanned[at].start
-    return sql[:position] + "SELECT *" + sql[position + len("delete") :]
-
-
-def _volatile(cursor: duckdb.DuckDBPyConnection, scanned: list[Token]) -> bool:
-    """Whether a word of ``sql`` names a volatile function or a user's macro (its body
-    is not checked). Table functions and macros come with a FROM: a subquery already."""
-    names = sorted(
-        {
-            token.name
-            for token, after in itertools.pairwise(scanned)
-            if after.text.startswith("(")  # a call: the catalogue costs ~10 ms to ask
-        }
-        - {""}
-    )
-    if not names:
-        return False
-    try:
-        row = cursor.execute(
-            "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) IN "
-            "(SELECT lower(unnest(?))) "
-            "AND (stability = 'VOLATILE' OR (function_type = 'macro' AND NOT internal))",
-            [names],
-        ).fetchone()
-    except duckdb.Error:
-        return True
-    return row is None or bool(row[0])
-
-
-def _delete_keyword(sql: str) -> tuple[list[Token], int] | None:
-    """The tokens of ``sql`` and the index of its top-level DELETE keyword, when ``sql``
-    is one DELETE statement without RETURNING."""
-    try:
-        statements = duckdb.extract_statements(sql)
-        scanned = tokens(sql)
-    except (duckdb.Error, LexError):
-        return None
-    if len(statements) != 1 or statements[0].type != duckdb.StatementType.DELETE:
-        return None
-    depth = 0
-    found: int | None = None
-    for i, token in enumerate(scanned):
-        if token.kind == duckdb.token_type.operator:
-            depth += token.text.startswith("(") - token.text.startswith(")")
-        elif token.kind == duckdb.token_type.keyword and token.word == "returning":
-            return None  # its caller wants its own rows back
-        elif token.kind == duckdb.token_type.keyword and token.word == "delete" and depth == 0:
-            found = i
-    return None if found is None else (scanned, found)
-
-
-def _name(scanned: list[Token], i: int) -> tuple[str, ...] | None:
-    """A dotted name of up to three parts starting at token ``i``."""
-    parts: list[str] = []
-    # unreserved keywords name tables too (data, value, name, type, day, session…)
-    kinds = (duckdb.token_type.identifier, duckdb.token_type.keyword)
-    while i < len(scanned) and scanned[i].kind in kinds:
-        name = scanned[i].name
-        if not name:
-            return None
-        parts.append(name)
-        i += 1
-        if i < len(scanned) and scanned[i].text.startswith(".") and i + 1 < len(scanned):
-            i += 1
-            continue
-        break
-    return tuple(parts) if 1 <= len(parts) <= 3 else None
-
-
-def returning(sql: str) -> str:
-    """``sql`` with ``RETURNING *``: before any trailing semicolons (and what follows
-    them), on a line of its own (a trailing ``--`` comment would swallow it otherwise)."""
-    scanned = tokens(sql)
-    end = len(scanned)
-    while end and scanned[end - 1].is_semicolon:
-        end -= 1
-    if end < len(scanned):
-        sql = sql[: scanned[end].start]
-    return sql.rstrip() + "\nRETURNING *"
-
-
-def resolve(cursor: duckdb.DuckDBPyConnection, parts: tuple[str, ...]) -> Identity | None:
-    """The base table ``parts`` names on ``cursor``, as its DELETE binds it; None when
-    unsure (a temporary table of that name shadows the catalog's, or it is not a table)."""
-    try:
-        shadow = cursor.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND lower(table_name) = lower(?)",
-            [parts[-1]],
-        ).fetchone()
-        if shadow is None or shadow[0]:
-            return None
-        found = Resolver(cursor).lookup(parts)
-    except duckdb.Error:  # e.g. the cursor's transaction is aborted: run it plainly
-        return None
-    return found.identity if found is not None and found.kind == "table" else None
-
-
-def delete(
-    cursor: duckdb.DuckDBPyConnection,
-    sql: str,
-    params: Any,
-    *,
-    columns: list[str],
-    commit_lock: threading.Lock,
-    committed: Callable[[pa.Table | None], None],
-    lost: Callable[[], None],
-    limit: int,
-    fault: Callable[[str], None] = lambda point: None,
-) -> int | None:
-    """Run the DELETE ``sql`` capturing its rows; the number deleted, or None when it did
-    not run because the cursor is inside a transaction of its caller's.
-
-    ``committed`` gets the deleted rows (None: more than ``limit`` of them, or not the
-    table's columns) under ``commit_lock``, right after the COMMIT. Anything raised from
-    the COMMIT until they are handed over (a Ctrl-C between the two) calls ``lost``
-    first, still under the lock: the analyses rebuild rather than keep the deleted rows.
-    ``fault(point)`` is a test's seam ("deleted", "committed", "handed").
-    """
-    if _in_transaction(cursor):
-        return None  # the caller's own transaction: it may yet roll back
-    cursor.execute("BEGIN TRANSACTION")
-    try:
-        rows, deleted = _capture(cursor, sql, params, limit)
-        if deleted < 0:
-            return None  # rolled back: nothing ran
-        if rows is not None and [name.lower() for name in rows.schema.names] != columns:
-            rows = None
-        fault("deleted")
-        with commit_lock:
-            try:
-                cursor.execute("COMMIT")
-                fault("committed")
-                committed(rows)
-            except BaseException:
-                lost()  # committed or not: rebuilding is right either way
-                raise
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            cursor.execute("ROLLBACK")
-        raise
-    fault("handed")
-    # what a plain DELETE answers: one row, the number of rows deleted
-    cursor.execute('SELECT CAST(? AS BIGINT) AS "Count"', [deleted])
-    return deleted
-
-
-def _capture(
-    cursor: duckdb.DuckDBPyConnection, sql: str, params: Any, limit: int
-) -> tuple[pa.Table | None, int]:
-    """Delete, inside the open transaction: (the deleted rows or None, how many).
-    -1 rows: the statement did not run and the transaction was rolled back."""
-    select = selecting(sql, cursor)
-    if select is not None:
-        try:
-            rows, seen = _read(cursor.execute(select, params).to_arrow_reader(_BATCH), limit)
-        except duckdb.Error:
-            # not a SELECT after all (it aborted the transaction): let the DELETE speak
-            cursor.execute("ROLLBACK")
-            cursor.execute("BEGIN TRANSACTION")
-        else:
-            counted = cursor.execute(sql, params).fetchone()
-            deleted = int(counted[0]) if counted else -1
-            # same snapshot, same rows: a different count means it did not hold
-            return (rows if deleted == seen else None), deleted
-    try:
-        result = cursor.execute(returning(sql), params)
-    except duckdb.ParserException:
-        # RETURNING did not fit where it was put: run the statement as it was
-        with contextlib.suppress(duckdb.Error):
-            cursor.execute("ROLLBACK")
-        return None, -1
-    return _read(result.to_arrow_reader(_BATCH), limit)
-
-
-def _read(reader: pa.RecordBatchReader, limit: int) -> tuple[pa.Table | None, int]:
-    """(the rows, or None past ``limit`` of them; how many)."""
-    batches: list[pa.RecordBatch] = []
-    seen = 0
-    for batch in reader:
-        seen += batch.num_rows
-        if seen <= limit:
-            batches.append(batch)
-    if seen > limit:
-        return None, seen
-    return pa.Table.from_batches(batches, schema=reader.schema), seen
-
-
-def _in_transaction(cursor: duckdb.DuckDBPyConnection) -> bool:
-    """Whether ``cursor`` is inside an explicit transaction. (A failed BEGIN would say
-    so too, but it aborts the caller's transaction.) Autocommit gives each statement a
-    transaction of its own; an explicit one keeps its id."""
-    first = cursor.execute("SELECT txid_current()").fetchone()
-    second = cursor.execute("SELECT txid_current()").fetchone()
-    return first == second
-
-
-def table_columns(cursor: duckdb.DuckDBPyConnection, table: Identity) -> list[str]:
-    rows = cursor.execute(
-        "SELECT lower(column_name) FROM duckdb_columns() "
-        "WHERE database_name = ? AND schema_name = ? AND table_name = ? ORDER BY column_index",
-        list(table),
-    ).fetchall()
-    return [str(name) for (name,) in rows]
-
 
 # -- the plan: hidden partials and the SQL of a retraction ------------------------------
+
 
 # what each partial kind (states.Partial.spec[0]) is to a delete: subtracted, or its
 # group recomputed when the deleted rows reached its extreme (bool_and is a min of
 # booleans, bool_or a max); other kinds (distinct sets, sketches, winners) rebuild
+class Retracts(StrEnum):
+    """What a partial is to a delete (its value is pyarrow's merge aggregate's name)."""
+
+    COUNT = "count"  # subtracted
+    SUM = "sum"  # subtracted (exact), or its touched groups recomputed (floating)
+    MIN = "min"  # its group recomputed when the deleted rows reached it
+    MAX = "max"
+
+
 _RETRACTS = {
-    "count_all": "count",
-    "count": "count",
-    "sum": "sum",
-    "min": "min",
-    "max": "max",
-    "bool_and": "min",
-    "bool_or": "max",
+    "count_all": Retracts.COUNT,
+    "count": Retracts.COUNT,
+    "sum": Retracts.SUM,
+    "min": Retracts.MIN,
+    "max": Retracts.MAX,
+    "bool_and": Retracts.MIN,
+    "bool_or": Retracts.MAX,
 }
 
 
@@ -357,17 +105,25 @@ class Retraction:
     recompute: str  # over the source table and KEYS: the partials of those groups
     keys: int  # how many key columns the state has
     recompute_all: str = ""  # recompute's query for every group (no KEYS to join)
-    kinds: tuple[str, ...] = ()  # count / sum / min / max, per partial
+    kinds: tuple[Retracts, ...] = ()  # per partial
     counts: tuple[int, ...] = ()  # per sum partial: its count(x) partial (else -1)
     rows: int = 0  # the count(*) partial
     floating: frozenset[int] = frozenset()  # FLOAT/DOUBLE sum partials: recomputed
     forms: bool = False  # a key's equal values differ in form: touched groups recomputed
+    # for pyarrow: the source column of each key, and of each partial (None: count(*));
+    # None when a key or an argument is more than a column, or the query has a WHERE
+    key_columns: tuple[str, ...] | None = None
+    sources: tuple[str | None, ...] | None = None
 
     @property
     def exact(self) -> bool:
         """Whether subtraction alone settles every group (no min/max, no float sum, no
         key of several forms)."""
-        return not self.floating and not self.forms and not {"min", "max"} & set(self.kinds)
+        return (
+            not self.floating
+            and not self.forms
+            and not {Retracts.MIN, Retracts.MAX} & set(self.kinds)
+        )
 
 
 def retraction(
@@ -381,6 +137,7 @@ def retraction(
     deltas: str = "__duckflock_delta",
     floating: frozenset[int] = frozenset(),
     forms: bool = False,
+    plain: tuple[tuple[str, ...], tuple[str | None, ...]] | None = None,
 ) -> Retraction | None:
     """The queries that retract deleted rows, or None where a partial cannot take them
     (those deletes rebuild the state).
@@ -390,9 +147,11 @@ def retraction(
     ``deleted_partials`` the query of the partials of the rows in ``delta``. With
     ``forms`` (a key whose equal values differ in form: -0.0 and 0.0, '30 days' and
     '720 hours', 'a' and 'A' under NOCASE) every group deleted rows touch is recomputed:
-    it shows the form of its first row, which may be gone.
+    it shows the form of its first row, which may be gone. ``plain``: the source
+    columns of the keys and of the partials (None for count(*)), when all are plain
+    columns and there is no WHERE (the pyarrow path of :func:`retract`).
     """
-    kinds: list[tuple[str, str]] = []  # (kind, SQL): a sum finds its count by SQL
+    kinds: list[tuple[Retracts, str]] = []  # (kind, SQL): a sum finds its count by SQL
     for partial in partials:
         kind = _RETRACTS.get(partial.spec[0])
         if kind is None:
@@ -406,9 +165,9 @@ def retraction(
     again: list[str] = []
     for i, (kind, arg) in enumerate(kinds):
         mine, gone = f"s.__p{i}", f"g.__p{i}"
-        if kind == "count":
+        if kind is Retracts.COUNT:
             columns.append(f"{mine} - coalesce({gone}, 0) AS __p{i}")
-        elif kind == "sum":
+        elif kind is Retracts.SUM:
             count = _count_of(arg)
             if count not in sqls:
                 return None
@@ -424,7 +183,7 @@ def retraction(
                 again.append(f"({gone} IS NOT NULL)")
         else:  # min / max: recompute the group when its extreme may have gone
             columns.append(f"{mine} AS __p{i}")
-            compare = "<=" if kind == "min" else ">="
+            compare = "<=" if kind is Retracts.MIN else ">="
             again.append(f"({gone} IS NOT NULL AND {gone} {compare} {mine})")
     if forms:
         again.append(f"(g.__p{rows} IS NOT NULL)")
@@ -455,11 +214,13 @@ def retraction(
         keys=len(keys),
         kinds=tuple(kind for kind, _ in kinds),
         counts=tuple(
-            sqls.index(str(_count_of(sql))) if kind == "sum" else -1 for kind, sql in kinds
+            sqls.index(str(_count_of(sql))) if kind is Retracts.SUM else -1 for kind, sql in kinds
         ),
         rows=rows,
         floating=floating,
         forms=forms,
+        key_columns=plain[0] if plain is not None else None,
+        sources=plain[1] if plain is not None else None,
     )
 
 
@@ -480,14 +241,21 @@ def retract(
     (see :class:`duckflock.live.refresh.Refresher`); with ``settle=False`` there is no
     such transaction, and None says one is needed.
 
-    With ``arrow`` (a plain shape, see :mod:`duckflock.live.fold.arrow`) pyarrow aggregates the
-    deleted rows (DuckDB takes ~10x longer over Arrow input), unless NaN is about, where
-    the two disagree.
+    Where the state's keys and partials are plain columns (``retraction.sources``),
+    pyarrow aggregates the deleted rows and subtracts them (a DuckDB query over Arrow
+    input costs ~10x longer): always for an exact retraction (counts and exact sums,
+    grouped by keys pyarrow and DuckDB group alike: not floating, collated or interval
+    keys, which make a retraction inexact); with min/max or floating sums only for a
+    plain shape (``arrow``, :mod:`duckflock.live.fold.arrow`) without NaN, where the two
+    disagree. Anything pyarrow refuses (a nested key, a sum that overflows) goes to
+    DuckDB's query.
     """
     out = None
-    if arrow is not None and not arrow.has_nan(state, deleted):
+    if retraction.sources is not None and (
+        retraction.exact or (arrow is not None and not arrow.has_nan(state, deleted))
+    ):
         with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
-            partials = _arrow_partials(arrow, deleted, state.schema)
+            partials = _arrow_partials(retraction, deleted, state.schema)
             out = _arrow_subtract(retraction, state, partials)
     if out is None:
         out = over_arrow(cursor, retraction.subtract, state, deleted, None)
@@ -506,28 +274,33 @@ def retract(
     return pa.concat_tables([_conform(kept, state.schema), _conform(recomputed, state.schema)])
 
 
-def _arrow_partials(arrow: ArrowPlan, rows: pa.Table, schema: pa.Schema) -> pa.Table:
-    """The partials of ``rows`` per group, as the state's columns (what ArrowPlan.fold
-    computes for new rows, before it merges them). A partial asked twice (avg's sum
-    beside a sum of the same column) is aggregated once."""
+def _arrow_partials(retraction: Retraction, rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The partials of ``rows`` per group, as the state's columns (what the state's
+    build computes), in pyarrow. Sums of integers and decimals are exact: summed in a
+    type that cannot overflow (``arrow.exact_terms``), then widened to ``decimal256``
+    for the subtraction, which goes back to the state's type with a check. A partial
+    asked twice (avg's sum beside a sum of the same column) is aggregated once."""
+    assert retraction.sources is not None and retraction.key_columns is not None
+    named: dict[str, str] = {str(n).lower(): str(n) for n in rows.column_names}  # as bound
+
+    def named_as(column: str) -> str:
+        if column.lower() not in named:
+            raise TypeError(f"no column {column!r} among the deleted rows'")
+        return named[column.lower()]
+
     aggregations: list[tuple[Any, ...]] = []
     index: dict[tuple[str, str], int] = {}  # (kind, source) -> aggregation
     picks: list[int] = []
-    for i, (kind, column) in enumerate(arrow.partials):
-        source = column if column is not None else (arrow.keys[0] if arrow.keys else None)
-        if source is None:  # count(*) without keys: any column counts every row
-            source = rows.column_names[0]
+    for i, (retracts, column) in enumerate(zip(retraction.kinds, retraction.sources, strict=True)):
+        source = named_as(column) if column is not None else rows.column_names[0]  # count(*)
+        kind = "count_all" if column is None else str(retracts)  # pyarrow's aggregate
         if (kind, source) not in index:
             values = rows[source]
             name = source
-            if kind == "sum" and pa.types.is_integer(values.type):
-                name = f"__s{i}"  # exact, like DuckDB's HUGEINT
-                rows = rows.append_column(name, pc.cast(values, pa.decimal128(38, 0)))
-            elif (
-                kind == "sum"
-                and pa.types.is_floating(values.type)
-                and (values.type != pa.float64())
-            ):
+            if kind == "sum" and not pa.types.is_floating(values.type):
+                name = f"__s{i}"
+                rows = rows.append_column(name, exact_terms(values))
+            elif kind == "sum" and values.type != pa.float64():
                 name = f"__s{i}"  # DuckDB sums FLOAT as DOUBLE
                 rows = rows.append_column(name, pc.cast(values, pa.float64()))
             if kind == "count_all":
@@ -538,7 +311,7 @@ def _arrow_partials(arrow: ArrowPlan, rows: pa.Table, schema: pa.Schema) -> pa.T
                 aggregations.append((name, kind))
             index[(kind, source)] = len(aggregations) - 1
         picks.append(index[(kind, source)])
-    keys = list(arrow.keys)
+    keys = [named_as(column) for column in retraction.key_columns]
     grouped = rows.group_by(keys, use_threads=False).aggregate(aggregations)
     names = grouped.column_names
     width = len(aggregations)
@@ -547,39 +320,54 @@ def _arrow_partials(arrow: ArrowPlan, rows: pa.Table, schema: pa.Schema) -> pa.T
     else:
         key_columns, values_at = grouped.columns[width:], 0
     columns = list(key_columns) + [grouped.column(values_at + pick) for pick in picks]
-    return _conform(pa.Table.from_arrays(columns, names=schema.names), schema)
+    kinds = [field.type for field in schema]
+    for i, kind in enumerate(retraction.kinds):  # exact sums stay decimal256 until the end
+        at = retraction.keys + i
+        if kind is Retracts.SUM and pa.types.is_decimal(kinds[at]):
+            kinds[at] = exact_sum_type(kinds[at])
+    return pa.Table.from_arrays(
+        [c if c.type == t else pc.cast(c, t) for c, t in zip(columns, kinds, strict=True)],
+        names=schema.names,
+    )
 
 
 def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table) -> pa.Table:
     """What ``retraction.subtract`` computes, in pyarrow (a DuckDB query over Arrow input
-    costs milliseconds of fixed overhead; this, a fraction of one). No NaN here (the
-    caller checked): pyarrow and DuckDB agree on the rest.
+    costs milliseconds of fixed overhead; this, a fraction of one). The caller checked
+    that pyarrow and DuckDB agree on what is compared here (no NaN; see :func:`retract`).
 
     The state and the negated partials of the deleted rows are summed per group; min/max
     partials of the deleted rows go to columns of their own (``__g…``) to be compared
-    with the group's. Null keys group together, as in DuckDB.
+    with the group's. Null keys group together, as in DuckDB. Exact sums are computed
+    in ``decimal256`` and cast back to the state's type with a check: a sum that no
+    longer fits raises (``ArrowInvalid``), and DuckDB's query then says what it says.
     """
     keys = [f"__k{i}" for i in range(retraction.keys)]
     n = len(retraction.kinds)
     gone_columns = {}
+    mine_columns = {}
     for i, kind in enumerate(retraction.kinds):
         column = partials[f"__p{i}"]
+        own = state[f"__p{i}"]
+        if kind is Retracts.SUM and pa.types.is_decimal(own.type):
+            own = pc.cast(own, column.type)  # the wide type of _arrow_partials
+        mine_columns[f"__p{i}"] = own
         gone_columns[f"__g{i}"] = column
-        if kind in ("count", "sum"):
+        if kind in (Retracts.COUNT, Retracts.SUM):
             gone_columns[f"__p{i}"] = pc.negate(column)
         else:
             gone_columns[f"__p{i}"] = pa.nulls(len(column), column.type)
     gone = pa.table(
         {**{k: partials[k] for k in keys}, **{f"__p{i}": gone_columns[f"__p{i}"] for i in range(n)}}
     )
-    mine = state.select(keys + [f"__p{i}" for i in range(n)])
+    mine = pa.table({**{k: state[k] for k in keys}, **mine_columns})
     for i in range(n):
         mine = mine.append_column(f"__g{i}", pa.nulls(mine.num_rows, partials[f"__p{i}"].type))
         gone = gone.append_column(f"__g{i}", gone_columns[f"__g{i}"])
     both = pa.concat_tables([_conform(mine, gone.schema), gone])
     aggregations: list[tuple[Any, ...]] = []
     for i, kind in enumerate(retraction.kinds):
-        merge = "sum" if kind in ("count", "sum") else kind
+        merge = "sum" if kind in (Retracts.COUNT, Retracts.SUM) else str(kind)
         aggregations.append((f"__p{i}", merge))
         aggregations.append((f"__g{i}", merge))
     grouped = both.group_by(keys, use_threads=False).aggregate(aggregations)
@@ -590,13 +378,13 @@ def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table)
     out: dict[str, Any] = {k: grouped[k] for k in keys}
     for i, kind in enumerate(retraction.kinds):
         value, deleted = column[f"__p{i}"], column[f"__g{i}"]
-        if kind == "sum":
+        if kind is Retracts.SUM:
             count = column[f"__p{retraction.counts[i]}"]
             value = pc.if_else(pc.equal(count, 0), pa.scalar(None, value.type), value)
             if pa.types.is_floating(value.type):  # not exact: recompute (see retraction)
                 again = pc.or_(again, pc.is_valid(deleted))
-        elif kind in ("min", "max"):
-            reached = pc.less_equal if kind == "min" else pc.greater_equal
+        elif kind in (Retracts.MIN, Retracts.MAX):
+            reached = pc.less_equal if kind is Retracts.MIN else pc.greater_equal
             hit = pc.fill_null(reached(deleted, value), True)
             again = pc.or_(again, pc.and_(pc.is_valid(deleted), hit))
         out[f"__p{i}"] = value
@@ -605,7 +393,8 @@ def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table)
     table = table.append_column("__again", again)
     if keys:  # a group with no rows left is gone; a global aggregate keeps its row
         table = table.filter(pc.greater(table[f"__p{retraction.rows}"], 0))
-    return table
+    # back to the state's types: checked (a decimal that no longer fits raises)
+    return _conform(table, pa.schema([*state.schema, pa.field("__again", pa.bool_())]))
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -50,10 +50,17 @@ import pyarrow as pa
 from duckflock.core.names import Identity
 from duckflock.core.syntax import Reads, parse, reads, walk
 from duckflock.errors import BindError, QueryError, translate
-from duckflock.live.fold.arrow import ArrowPlan, Output
+from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
+from duckflock.live.fold.averages import divided_in_long_double, long_double_bits
 from duckflock.live.fold.query import lost_types, typed
 from duckflock.live.fold.retention import KEYS, hidden_partials, retraction
-from duckflock.live.fold.states import Aggregate, NotIncremental, Slots, plan_aggregate
+from duckflock.live.fold.states import (
+    Aggregate,
+    NotIncremental,
+    Partial,
+    Slots,
+    plan_aggregate,
+)
 from duckflock.live.plan.plans import DELTA, DISTINCT_LIMIT, STATE, Plan
 from duckflock.live.plan.sources import sources
 from duckflock.live.windows import Window, sliding
@@ -455,11 +462,16 @@ class _Planner:
             + (" FILTER" if condition is not None else "")
         )
         if partial is not None:
-            self._outputs[canonical] = Output("partial", partial)
+            self._outputs[canonical] = Output(OutputKind.PARTIAL, partial)
         elif name in ("avg", "mean") and condition is None:
             last = len(self._slots.partials) - 1
             if "finalize(" not in final:  # a floating sum: pyarrow divides as DuckDB does
-                self._outputs[canonical] = Output("avg", last - 1, last)
+                self._outputs[canonical] = Output(OutputKind.AVG, last - 1, last)
+            elif divided_in_long_double(self._type(args[0])):
+                # an integer's: divided as DuckDB's avg divides, once DuckDB said how
+                bits = long_double_bits(self._cursor)
+                if bits is not None:
+                    self._outputs[canonical] = Output(OutputKind.EXACT_AVG, last - 1, last, bits)
         self._finals[canonical] = final
         return final
 
@@ -495,7 +507,7 @@ class _Planner:
         for item in self._node.get("select_list") or []:  # the query's own, not rewritten
             canonical = _canonical(item)
             if canonical in self._keys:
-                outputs.append(Output("key", self._keys[canonical]))
+                outputs.append(Output(OutputKind.KEY, self._keys[canonical]))
             elif canonical in self._outputs:
                 outputs.append(self._outputs[canonical])
             else:
@@ -547,8 +559,13 @@ class _Planner:
         def kind(column: str | bool | None) -> str:
             return types.get(str(column).lower(), "") if isinstance(column, str) else ""
 
-        wide = ("HUGEINT", "UHUGEINT", "DECIMAL", "VARINT", "BIGNUM")  # pyarrow: none
-        if any(aggregate == "sum" and kind(column).startswith(wide) for aggregate, column in specs):
+        # exact sums: integers and DECIMAL(<=18) in decimal256, checked back (arrow.py);
+        # 128-bit sums never fold incrementally (a full run raises on overflow)
+        wide = ("HUGEINT", "UHUGEINT", "VARINT", "BIGNUM")
+        if any(
+            aggregate == "sum" and (kind(column).startswith(wide) or _wide_decimal(kind(column)))
+            for aggregate, column in specs
+        ):
             return False
         # keys and min/max: only types whose equality and order pyarrow shares with
         # DuckDB (not ENUM, nested, DECIMAL, INTERVAL, UUID…; not collated strings)
@@ -668,6 +685,7 @@ class _Planner:
             pin=f"SELECT 1 FROM {self._source.sql} LIMIT 0",
             build=with_outputs(partial_over(self._from_build)),
             refresh=with_outputs(merge_sql),
+            finish=with_outputs(f"SELECT {', '.join(state_names)} FROM {state}"),
             state_columns=tuple(key_names + [f"__p{i}" for i in range(len(partials))]),
             outputs=self._columns,
             filtered=having is not None,
@@ -688,7 +706,24 @@ class _Planner:
                 deltas=typed(DELTA, state_names, state_lost),
                 floating=floating,
                 forms=bool(forms),
+                plain=self._plain_columns(where, groups, partials),
             ),
+        )
+
+    @staticmethod
+    def _plain_columns(
+        where: dict[str, Any] | None, groups: list[dict[str, Any]], partials: list[Partial]
+    ) -> tuple[tuple[str, ...], tuple[str | None, ...]] | None:
+        """The source columns of the keys and of the partials (None: count(*)), when
+        each is a plain column and there is no WHERE: retention's pyarrow path."""
+        keys = [_plain_column(g) for g in groups]
+        sources = [partial.spec[1] for partial in partials]
+        if where is not None or any(not isinstance(k, str) for k in keys):
+            return None
+        if any(s is not None and not isinstance(s, str) for s in sources):
+            return None
+        return tuple(str(k) for k in keys), tuple(
+            s if isinstance(s, str) else None for s in sources
         )
 
     def _probe(self, plan: Plan) -> None:

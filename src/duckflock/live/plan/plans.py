@@ -47,6 +47,7 @@ class Plan:
     distinct_limit: int = DISTINCT_LIMIT  # values those may hold in all, then: full
     joined: frozenset[Identity] = frozenset()  # dimension tables: a write rebuilds
     retract: Retraction | None = None  # how deleted rows leave the state (retention.py)
+    finish: str = ""  # the outputs of STATE alone, already merged (one Arrow scan, no GROUP BY)
 
     def oversized(self, state: pa.Table) -> str | None:
         """Why the state is too big to keep (its distinct sets), or None."""
