@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,14 +63,18 @@ def run_step(name: str, args: list[str], timeout: float) -> str | None:
         ) as process,
     ):
         assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-            if not line.startswith("figures: "):
-                print(f"[{name}] {line}", end="", flush=True)
-            if time.monotonic() - started > timeout:
-                process.kill()
-                print(f"[{name}] killed after {timeout:.0f} s", flush=True)
-        code = process.wait()
+        deadline = threading.Timer(timeout, process.kill)  # a silent, stuck step too
+        deadline.start()
+        try:
+            for line in process.stdout:
+                lines.append(line)
+                if not line.startswith("figures: "):
+                    print(f"[{name}] {line}", end="", flush=True)
+            code = process.wait()
+        finally:
+            deadline.cancel()
+        if time.monotonic() - started >= timeout:
+            print(f"[{name}] killed after {timeout:.0f} s", flush=True)
         if code != 0:
             errors.seek(0)
             for line in errors.read().splitlines()[-40:]:
