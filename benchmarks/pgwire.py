@@ -6,13 +6,20 @@ One real `duckflock serve --pg-port` process, in the same run:
 (a) queries per second of a small aggregate (10,000 rows, GROUP BY) from 4 client
     processes: psycopg (prepared, binary) over the Postgres port vs duckflock.Client
     (Arrow) over HTTP;
-(b) rows per second of a 1,000,000-row, 3-column result to one client: psycopg text and
-    binary, ADBC (COPY binary into Arrow) over the Postgres port vs the HTTP Arrow endpoint.
+(b) rows per second of a 1,000,000-row result (BIGINT, DOUBLE, VARCHAR, TIMESTAMP,
+    BOOLEAN) to one client: psycopg text and binary (fetchall), psycopg COPY ... TO STDOUT
+    in text, CSV and binary (the raw COPY data), ADBC (COPY binary into Arrow) over the
+    Postgres port vs the HTTP Arrow endpoint, each with its ratio to HTTP Arrow;
+(c) the server's encoder alone, in this process, over the same rows: DataRow messages
+    (text and binary) and COPY data, whole columns at once vs the per-value reference.
+
+``--bulk`` runs (b) and (c) only; the load average is printed next to the figures.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import socket
 import subprocess
 import sys
@@ -29,13 +36,20 @@ import duckflock
 CLIENTS = 4
 BIG_ROWS = 1_000_000
 SMALL = "SELECT p, count(*) AS n, avg(i) AS mean FROM small GROUP BY p ORDER BY p"
-BIG = "SELECT p, i, note FROM big"
+BIG = "SELECT i, x, note, at, flag FROM big"
+BIG_TABLE = (
+    "CREATE TABLE IF NOT EXISTS big AS SELECT range::BIGINT AS i,"
+    " (range * 1.25 - 7.5)::DOUBLE AS x, 'note ' || range AS note,"
+    " TIMESTAMP '2026-01-01' + range * INTERVAL 1 SECOND"
+    " + (range % 1000) * INTERVAL 1 MILLISECOND AS at, range % 3 = 0 AS flag"
+    f" FROM range({BIG_ROWS})"
+)
 CONFIG = f"""
 [[tables]]
 sql = "CREATE TABLE IF NOT EXISTS small AS SELECT (range % 16)::INTEGER AS p, range::INTEGER AS i FROM range(10000)"
 
 [[tables]]
-sql = "CREATE TABLE IF NOT EXISTS big AS SELECT (range % 16)::INTEGER AS p, range::INTEGER AS i, 'note ' || range AS note FROM range({BIG_ROWS})"
+sql = "{BIG_TABLE}"
 """  # noqa: E501
 
 
@@ -119,24 +133,72 @@ def start_server(path: Path) -> tuple[subprocess.Popen[bytes], str, int]:
     raise RuntimeError("server did not start")
 
 
+def _load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def encoder_alone() -> None:
+    """(c): the encoder over the benchmark's rows in this process, no network."""
+    import duckdb
+
+    from duckflock.server.pgwire.encode import RowEncoder
+    from duckflock.server.pgwire.reference import PerValueEncoder
+
+    con = duckdb.connect()
+    con.execute(BIG_TABLE)
+    cursor = con.execute(BIG)
+    duck_types = [str(d[1]) for d in cursor.description or []]
+    batches = cursor.to_arrow_reader(2048).read_all().to_batches(max_chunksize=2048)
+    sample = batches[: len(batches) // 10]  # the per-value reference is slow: 10%
+    for name, fmt, call in (
+        ("DataRow text", 0, lambda e, b: e.data_rows(b)),
+        ("DataRow binary", 1, lambda e, b: e.data_rows(b)),
+        ("COPY text", 0, lambda e, b: e.copy_text(b)),
+        ("COPY csv", 0, lambda e, b: e.copy_csv(b, None)),
+        ("COPY binary", 1, lambda e, b: e.copy_binary(b)),
+    ):
+        rates = []
+        for encoder, part in ((RowEncoder, batches), (PerValueEncoder, sample)):
+            coder = encoder(duck_types, [fmt])
+            started = time.perf_counter()
+            for batch in part:
+                call(coder, batch)
+            rates.append(sum(b.num_rows for b in part) / (time.perf_counter() - started))
+        print(
+            f"(c) encoder alone, {name:15s} columnar {rates[0]:>12,.0f} rows/s | per value "
+            f"{rates[1]:>10,.0f} rows/s | {rates[0] / rates[1]:5.1f}x | {_load()}",
+            flush=True,
+        )
+
+
 def main(argv: list[str]) -> None:
     quick = "--quick" in argv
+    bulk = "--bulk" in argv
     seconds = 2.0 if quick else 8.0
     with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
         proc, url, pg_port = start_server(Path(tmp) / "served.duckdb")
         try:
-            pg_qps = queries_per_second(_pg_client, pg_port, seconds)
-            http_qps = queries_per_second(_http_client, url, seconds)
-            print(
-                f"(a) small aggregate, {CLIENTS} client processes: postgres "
-                f"{pg_qps:>7,.0f} queries/s | http {http_qps:>7,.0f} queries/s | "
-                f"ratio {pg_qps / http_qps:4.2f}",
-                flush=True,
-            )
+            if not bulk:
+                pg_qps = queries_per_second(_pg_client, pg_port, seconds)
+                http_qps = queries_per_second(_http_client, url, seconds)
+                print(
+                    f"(a) small aggregate, {CLIENTS} client processes: postgres "
+                    f"{pg_qps:>7,.0f} queries/s | http {http_qps:>7,.0f} queries/s | "
+                    f"ratio {pg_qps / http_qps:4.2f}",
+                    flush=True,
+                )
 
             def psycopg_rows(binary: bool) -> int:
                 with psycopg.connect(_dsn(pg_port), autocommit=True) as conn:
                     return len(conn.cursor(binary=binary).execute(BIG).fetchall())
+
+            def copy_rows(form: str) -> int:
+                with psycopg.connect(_dsn(pg_port), autocommit=True) as conn:
+                    cursor = conn.cursor()
+                    with cursor.copy(f"COPY ({BIG}) TO STDOUT {form}") as copy:
+                        for _ in copy:
+                            pass  # the raw COPY data, as a loader would stream it on
+                    return cursor.rowcount
 
             def adbc_rows() -> int:
                 import adbc_driver_postgresql.dbapi as adbc
@@ -151,21 +213,28 @@ def main(argv: list[str]) -> None:
                     return int(client.query(BIG).num_rows)
 
             figures = {
+                "http arrow (Client.query)": rows_per_second(http_rows),
                 "postgres text (psycopg)": rows_per_second(lambda: psycopg_rows(False)),
                 "postgres binary (psycopg)": rows_per_second(lambda: psycopg_rows(True)),
+                "postgres COPY text (psycopg)": rows_per_second(lambda: copy_rows("")),
+                "postgres COPY csv (psycopg)": rows_per_second(lambda: copy_rows("(FORMAT CSV)")),
+                "postgres COPY binary (psycopg)": rows_per_second(
+                    lambda: copy_rows("(FORMAT BINARY)")
+                ),
                 "postgres COPY binary (ADBC)": rows_per_second(adbc_rows),
-                "http arrow (Client.query)": rows_per_second(http_rows),
+                "http arrow again": rows_per_second(http_rows),
             }
             baseline = figures["http arrow (Client.query)"]
             for label, rate in figures.items():
                 print(
-                    f"(b) {BIG_ROWS:,}-row result, {label:28s} {rate:>12,.0f} rows/s | "
-                    f"ratio to http arrow {rate / baseline:5.2f}",
+                    f"(b) {BIG_ROWS:,}-row result, {label:30s} {rate:>12,.0f} rows/s | "
+                    f"ratio to http arrow {rate / baseline:5.2f} | {_load()}",
                     flush=True,
                 )
         finally:
             proc.terminate()
             proc.wait(60)
+    encoder_alone()
 
 
 if __name__ == "__main__":
