@@ -36,12 +36,12 @@ import duckflock
 CLIENTS = 4
 BIG_ROWS = 1_000_000
 SMALL = "SELECT p, count(*) AS n, avg(i) AS mean FROM small GROUP BY p ORDER BY p"
-BIG = "SELECT i, x, note, at, flag FROM big"
+BIG = "SELECT i, x, note, ts, flag FROM big"
 BIG_TABLE = (
     "CREATE TABLE IF NOT EXISTS big AS SELECT range::BIGINT AS i,"
     " (range * 1.25 - 7.5)::DOUBLE AS x, 'note ' || range AS note,"
     " TIMESTAMP '2026-01-01' + range * INTERVAL 1 SECOND"
-    " + (range % 1000) * INTERVAL 1 MILLISECOND AS at, range % 3 = 0 AS flag"
+    " + (range % 1000) * INTERVAL 1 MILLISECOND AS ts, range % 3 = 0 AS flag"
     f" FROM range({BIG_ROWS})"
 )
 CONFIG = f"""
@@ -105,12 +105,14 @@ def queries_per_second(target: Callable[..., None], where: Any, seconds: float) 
     return total / elapsed
 
 
-def rows_per_second(fetch: Callable[[], int]) -> float:
-    started = time.perf_counter()
+def rows_per_second(fetch: Callable[[], int]) -> tuple[float, float]:
+    """Rows per second of ``fetch``, and the share of its time this (client) process
+    spent on its own CPU (the rest: waiting for the server)."""
+    started, cpu = time.perf_counter(), time.process_time()
     rows = fetch()
     elapsed = time.perf_counter() - started
     assert rows == BIG_ROWS, rows
-    return rows / elapsed
+    return rows / elapsed, (time.process_time() - cpu) / elapsed
 
 
 def start_server(path: Path) -> tuple[subprocess.Popen[bytes], str, int]:
@@ -165,10 +167,11 @@ def encoder_alone() -> None:
                 call(coder, batch)
             rates.append(sum(b.num_rows for b in part) / (time.perf_counter() - started))
         print(
-            f"(c) encoder alone, {name:15s} columnar {rates[0]:>12,.0f} rows/s | per value "
-            f"{rates[1]:>10,.0f} rows/s | {rates[0] / rates[1]:5.1f}x | {_load()}",
+            f"(c) encoder alone, {name:15s} columnar {rates[0]:>10,.0f} rows/s | per value "
+            f"{rates[1]:>8,.0f} rows/s | {rates[0] / rates[1]:5.1f}x",
             flush=True,
         )
+    print(f"(c) {_load()}", flush=True)
 
 
 def main(argv: list[str]) -> None:
@@ -224,11 +227,12 @@ def main(argv: list[str]) -> None:
                 "postgres COPY binary (ADBC)": rows_per_second(adbc_rows),
                 "http arrow again": rows_per_second(http_rows),
             }
-            baseline = figures["http arrow (Client.query)"]
-            for label, rate in figures.items():
+            baseline = figures["http arrow (Client.query)"][0]
+            print(f"(b) {_load()}", flush=True)
+            for label, (rate, client) in figures.items():
                 print(
-                    f"(b) {BIG_ROWS:,}-row result, {label:30s} {rate:>12,.0f} rows/s | "
-                    f"ratio to http arrow {rate / baseline:5.2f} | {_load()}",
+                    f"(b) {BIG_ROWS:,}-row result, {label:30s} {rate:>10,.0f} rows/s | "
+                    f"ratio to http arrow {rate / baseline:5.2f} | client CPU {client:4.0%}",
                     flush=True,
                 )
         finally:

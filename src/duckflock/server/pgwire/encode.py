@@ -20,6 +20,23 @@ from duckflock.server.pgwire.messages import Backend, message
 from duckflock.server.pgwire.types.columnar import encode_column
 
 _I2, _I4 = struct.Struct("!h"), struct.Struct("!i")
+# types whose whole-column text is never empty and holds no character COPY escapes or
+# CSV quotes (digits, signs, points, colons, dashes, spaces, letters)
+_PLAIN = {
+    types.Oid.BOOL,
+    types.Oid.INT2,
+    types.Oid.INT4,
+    types.Oid.INT8,
+    types.Oid.FLOAT4,
+    types.Oid.FLOAT8,
+    types.Oid.NUMERIC,
+    types.Oid.DATE,
+    types.Oid.TIME,
+    types.Oid.TIMESTAMP,
+    types.Oid.TIMESTAMPTZ,
+    types.Oid.INTERVAL,
+    types.Oid.UUID,
+}
 COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + _I4.pack(0) + _I4.pack(0)
 COPY_TRAILER = _I2.pack(-1)
 
@@ -51,19 +68,28 @@ class RowEncoder:
 
     def wire_values(self, batch: pa.RecordBatch) -> list[pa.Array]:
         """Each column's values in wire form, as an Arrow binary array (NULL: null)."""
-        out = []
+        return self._wire(batch)[0]
+
+    def _wire(self, batch: pa.RecordBatch) -> tuple[list[pa.Array], list[bool]]:
+        """Each column's wire values, and whether its text is plain (never empty, no
+        character COPY escapes or CSV quotes)."""
+        out, plain = [], []
         for index, (name, column) in enumerate(zip(batch.schema.names, batch.columns, strict=True)):
             with naming(name):
-                out.append(self._wire_column(index, column))
-        return out
+                values, whole = self._wire_column(index, column)
+            out.append(values)
+            plain.append(whole and self.columns[index].oid in _PLAIN)
+        return out, plain
 
-    def _wire_column(self, index: int, column: pa.Array) -> pa.Array:
+    def _wire_column(self, index: int, column: pa.Array) -> tuple[pa.Array, bool]:
         def some(rows: pa.Array) -> list[bytes | None]:
             return self.per_value(index, rows)
 
         oid, fmt = self.columns[index].oid, self.formats[index]
         encoded = encode_column(column, oid, fmt, some)
-        return encoded if encoded is not None else pa.array(some(column), pa.binary())
+        if encoded is None:
+            return pa.array(some(column), pa.binary()), False
+        return encoded, True
 
     def data_rows(self, batch: pa.RecordBatch) -> bytes:
         """One DataRow message per row of ``batch``."""
@@ -84,17 +110,17 @@ class RowEncoder:
     def copy_text(self, batch: pa.RecordBatch) -> bytes:
         if not batch.num_columns:
             return b"\n" * int(batch.num_rows)
-        return framing.copy_text(self.wire_values(batch))
+        return framing.copy_text(*self._wire(batch))
 
     def copy_csv(self, batch: pa.RecordBatch, header: list[str] | None) -> bytes:
         """CSV as PostgreSQL writes it: NULL is an empty field, an empty string is ``""``."""
         head = b""
         if header is not None:  # a line of one row, quoted as the rows are
             names = [pa.array([name.encode()], pa.binary()) for name in header]
-            head = framing.copy_csv(names) if names else b"\n"
+            head = framing.copy_csv(names, [False] * len(names)) if names else b"\n"
         if not batch.num_columns:
             return head + b"\n" * int(batch.num_rows)
-        return head + framing.copy_csv(self.wire_values(batch))
+        return head + framing.copy_csv(*self._wire(batch))
 
 
 @contextlib.contextmanager

@@ -18,6 +18,15 @@ _NULL_CELL = np.frombuffer(b"\xff\xff\xff\xff", np.uint8)
 _LIMIT = 2**31 - 1  # a binary array's int32 offsets; past it, large_binary
 
 
+def _as_binary(values: pa.Array) -> pa.Array:
+    """``values`` as a binary array (int32 offsets), without a copy where it can."""
+    if values.type == pa.binary():
+        return values
+    if values.type == pa.string():
+        return values.view(pa.binary())
+    return values.cast(pa.binary())
+
+
 def _lengths(values: pa.Array) -> np.ndarray:
     """Each value's byte length (int64; a NULL's is 0)."""
     offsets = np.frombuffer(values.buffers()[1], np.int32)
@@ -39,7 +48,7 @@ def _binary(rows: np.ndarray) -> pa.Array:
 def _cells(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
     """A column's DataRow fields (Int32 length then the bytes; -1 and none for NULL),
     and each field's size."""
-    values = values.cast(pa.binary())
+    values = _as_binary(values)
     lengths = _lengths(values)
     count = len(values)
     prefix = lengths.astype(">i4")
@@ -97,18 +106,21 @@ def messages(kind: bytes, columns: Sequence[pa.Array], prefix: bytes = b"") -> b
 
 def _escaped(values: pa.Array) -> pa.Array:
     """Text COPY's escapes: backslash, tab, newline and carriage return."""
-    for char, escape in ((b"\\", b"\\\\"), (b"\t", b"\\t"), (b"\n", b"\\n"), (b"\r", b"\\r")):
-        if pc.any(pc.match_substring(values, char.decode())).as_py():
-            values = pc.replace_substring(values, char.decode(), escape.decode())
+    if not pc.any(pc.match_substring_regex(values, r"[\\\t\n\r]")).as_py():
+        return values
+    for char, escape in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
+        values = pc.replace_substring(values, char, escape)
     return values
 
 
 def _quoted(values: pa.Array) -> pa.Array:
     """CSV's fields as PostgreSQL writes them: quoted when empty or holding a comma,
     quote, newline or carriage return (NULL stays null: an empty field)."""
-    needs = pc.equal(pc.binary_length(values), 0)
-    for char in (",", '"', "\n", "\r"):
-        needs = pc.or_(needs, pc.match_substring(values, char))
+    needs = pc.or_(
+        pc.equal(pc.binary_length(values), 0), pc.match_substring_regex(values, '[,"\\n\\r]')
+    )
+    if not pc.any(needs).as_py():
+        return values
     quoted = pc.binary_join_element_wise(b'"', pc.replace_substring(values, '"', '""'), b'"', b"")
     return pc.if_else(needs, quoted, values)
 
@@ -121,15 +133,15 @@ def _lines(fields: Sequence[pa.Array], separator: bytes, null: bytes) -> bytes:
     return _contents(_join([line, pa.scalar(b"\n", line.type)], total))
 
 
-def copy_text(columns: Sequence[pa.Array]) -> bytes:
-    """Text COPY lines: tab-separated, ``\\N`` for NULL, escaped."""
-    if not columns:
-        return b""
-    return _lines([_escaped(c.cast(pa.binary())) for c in columns], b"\t", b"\\N")
+def copy_text(columns: Sequence[pa.Array], plain: Sequence[bool]) -> bytes:
+    """Text COPY lines: tab-separated, ``\\N`` for NULL, escaped (``plain`` columns
+    hold no character to escape: numbers, dates, times)."""
+    fields = [c if p else _escaped(c) for c, p in zip(map(_as_binary, columns), plain, strict=True)]
+    return _lines(fields, b"\t", b"\\N")
 
 
-def copy_csv(columns: Sequence[pa.Array]) -> bytes:
-    """CSV COPY lines: comma-separated, NULL an empty field, ``""`` an empty string."""
-    if not columns:
-        return b""
-    return _lines([_quoted(c.cast(pa.binary())) for c in columns], b",", b"")
+def copy_csv(columns: Sequence[pa.Array], plain: Sequence[bool]) -> bytes:
+    """CSV COPY lines: comma-separated, NULL an empty field, ``""`` an empty string
+    (``plain`` columns hold no empty text and no character to quote)."""
+    fields = [c if p else _quoted(c) for c, p in zip(map(_as_binary, columns), plain, strict=True)]
+    return _lines(fields, b",", b"")

@@ -45,7 +45,7 @@ def encode_column(column: pa.Array, oid: int, fmt: Format, per_value: PerValue) 
     binary = fmt == Format.BINARY
     if oid in (Oid.TEXT, Oid.JSON) or (oid == Oid.UUID and not binary):
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-            return column.cast(pa.large_binary() if pa.types.is_large_string(kind) else pa.binary())
+            return _utf8(column)
         return None
     if oid in _WIDTHS or (oid == Oid.NUMERIC and not binary):
         return _integers(column, oid, binary, per_value)
@@ -110,7 +110,16 @@ def _blank(column: pa.Array, special: np.ndarray) -> pa.Array:
 
 
 def _utf8(strings: pa.Array) -> pa.Array:
-    return strings.cast(pa.binary())
+    """Text as bytes: the same buffers (a cast would copy them)."""
+    return strings.view(
+        pa.large_binary() if pa.types.is_large_string(strings.type) else pa.binary()
+    )
+
+
+def _dtype(kind: pa.DataType) -> str:
+    """The numpy dtype of an Arrow integer or floating type."""
+    letter = "f" if pa.types.is_floating(kind) else "i" if pa.types.is_signed_integer(kind) else "u"
+    return f"{letter}{kind.bit_width // 8}"
 
 
 # -- families --------------------------------------------------------------------------------
@@ -128,11 +137,11 @@ def _integers(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> 
         return None
     if not binary:
         return _utf8(column.cast(pa.string()))
-    return _fixed(_numbers(column, column.type.to_pandas_dtype()).astype(_WIDTHS[oid]), column)
+    return _fixed(_numbers(column, _dtype(column.type)).astype(_WIDTHS[oid]), column)
 
 
 def _floats(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> pa.Array:
-    numbers = _numbers(column, column.type.to_pandas_dtype())
+    numbers = _numbers(column, _dtype(column.type))
     if binary:
         return _fixed(numbers.astype(">f4" if oid == Oid.FLOAT4 else ">f8"), column)
     # Python's repr, as the per-value dumper spells them: Arrow spells the same shortest
@@ -179,10 +188,10 @@ def _timestamps(column: pa.Array, binary: bool, per_value: PerValue) -> pa.Array
         values = _fixed(since_2000.astype(">i8"), micros)
     else:
         # Arrow: 2024-01-02 03:04:05.500000; PostgreSQL: 2024-01-02 03:04:05.5
-        text = pc.replace_substring_regex(micros.cast(pa.string()), r"\.?0+$", "")
+        text = _fraction_trimmed(micros, partial=True)
         if kind.tz is not None:  # sent in UTC, which Arrow holds
-            text = pc.binary_join_element_wise(text, "+00", "")
-        values = _utf8(text)
+            text = pc.binary_join_element_wise(text, b"+00", b"")
+        values = text
     return _patch(values, special, column, per_value)
 
 
@@ -193,8 +202,30 @@ def _times(column: pa.Array, binary: bool, per_value: PerValue) -> pa.Array:
     special = (micros < 0) | (micros >= temporal.MICROS_PER_DAY)  # 24:00:00
     if column.null_count:
         special &= pc.is_valid(column).to_numpy(zero_copy_only=False)
-    text = pc.replace_substring_regex(_blank(column, special).cast(pa.string()), r"\.000000$", "")
-    return _patch(_utf8(text), special, column, per_value)
+    text = _fraction_trimmed(_blank(column, special), partial=False)
+    return _patch(text, special, column, per_value)
+
+
+def _fraction_trimmed(moments: pa.Array, partial: bool) -> pa.Array:
+    """Timestamps or times of day (microseconds) as Arrow spells them, with the six
+    digits of their fraction trimmed: all of it when zero, and (``partial``) its
+    trailing zeros otherwise (``10:00:00.500000`` -> ``10:00:00.5``, as PostgreSQL
+    spells timestamps; Python's ``time.isoformat`` keeps the six digits)."""
+    text = _utf8(pc.fill_null(moments, 0).cast(pa.string()))  # one width: years 1 to 9999
+    offsets = _offsets(text)
+    width = int(offsets[1] - offsets[0]) if len(text) else 0
+    if (np.diff(offsets) != width).any():  # not one width after all: Arrow's regex
+        pattern = r"\.?0+$" if partial else r"\.000000$"
+        trimmed = pc.replace_substring_regex(moments.cast(pa.string()), pattern, "")
+        return _utf8(trimmed)
+    data = np.frombuffer(text.buffers()[2] or b"", np.uint8)[offsets[0] : offsets[-1]]
+    table = data.reshape(len(text), width)
+    zeros = np.cumprod(table[:, :-7:-1] == ord("0"), axis=1).sum(axis=1)
+    drop = np.where(zeros == 6, 7, zeros if partial else 0)
+    kept = np.arange(width) < (width - drop)[:, None]
+    ends = np.concatenate([[0], np.cumsum(width - drop)]).astype(np.int32)
+    buffers = [_validity(moments), pa.py_buffer(ends), pa.py_buffer(table[kept])]
+    return pa.Array.from_buffers(pa.binary(), len(text), buffers, null_count=moments.null_count)
 
 
 def _intervals(column: pa.Array, binary: bool) -> pa.Array:
@@ -227,7 +258,7 @@ def _intervals(column: pa.Array, binary: bool) -> pa.Array:
 
 def _hex(column: pa.Array) -> pa.Array:
     """bytea's text form, ``\\x`` and two hex digits a byte, for a whole column."""
-    offsets = _numbers_offsets(column)
+    offsets = _offsets(column)
     data = np.frombuffer(column.buffers()[2] or b"", np.uint8)[offsets[0] : offsets[-1]]
     digits = _HEX[data].reshape(-1)
     rebased = (offsets - offsets[0]) * 2
@@ -240,6 +271,7 @@ def _hex(column: pa.Array) -> pa.Array:
     return pc.binary_join_element_wise(pa.scalar(b"\\x", pa.binary()), hexed, b"")
 
 
-def _numbers_offsets(column: pa.Array) -> np.ndarray:
+def _offsets(column: pa.Array) -> np.ndarray:
+    """A binary or string column's offsets (int64), from its own offset on."""
     offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)
     return offsets[column.offset : column.offset + len(column) + 1].astype(np.int64)
