@@ -145,13 +145,16 @@ def encoder_alone() -> None:
 
     from duckflock.server.pgwire.encode import RowEncoder
     from duckflock.server.pgwire.reference import PerValueEncoder
+    from duckflock.server.pgwire.running import GATHER_ROWS
 
     con = duckdb.connect()
     con.execute(BIG_TABLE)
     cursor = con.execute(BIG)
     duck_types = [str(d[1]) for d in cursor.description or []]
-    batches = cursor.to_arrow_reader(2048).read_all().to_batches(max_chunksize=2048)
-    sample = batches[: len(batches) // 10]  # the per-value reference is slow: 10%
+    # in the groups the server encodes (running.GATHER_ROWS)
+    table = cursor.to_arrow_reader(2048).read_all().combine_chunks()
+    batches = table.to_batches(max_chunksize=GATHER_ROWS)
+    sample = [table.slice(0, BIG_ROWS // 10).combine_chunks().to_batches()[0]]  # it is slow
     for name, fmt, call in (
         ("DataRow text", 0, lambda e, b: e.data_rows(b)),
         ("DataRow binary", 1, lambda e, b: e.data_rows(b)),

@@ -9,12 +9,12 @@ The lengths and headers are numpy arrays, the concatenation Arrow's
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_NULL_CELL = np.frombuffer(b"\xff\xff\xff\xff", np.uint8)
 _LIMIT = 2**31 - 1  # a binary array's int32 offsets; past it, large_binary
 
 
@@ -45,9 +45,19 @@ def _binary(rows: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), count, [None, pa.py_buffer(offsets), data])
 
 
-def _cells(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
-    """A column's DataRow fields (Int32 length then the bytes; -1 and none for NULL),
-    and each field's size."""
+@dataclass
+class _Field:
+    """One column's DataRow fields: the Int32 lengths (-1: NULL) as a (rows, 4) block,
+    then either the values' bytes as a (rows, width) block (all of one width, no NULL)
+    or the values themselves (a binary array)."""
+
+    head: np.ndarray
+    fixed: np.ndarray | None
+    values: pa.Array
+    sizes: np.ndarray  # each field's bytes, its length included
+
+
+def _field(values: pa.Array) -> _Field:
     values = _as_binary(values)
     lengths = _lengths(values)
     count = len(values)
@@ -56,13 +66,11 @@ def _cells(values: pa.Array) -> tuple[pa.Array, np.ndarray]:
         prefix[~pc.is_valid(values).to_numpy(zero_copy_only=False)] = -1
     head = prefix.view(np.uint8).reshape(count, 4)
     width = int(lengths[0]) if count else 0
-    if not values.null_count and width and (lengths == width).all():  # fixed width: numpy
-        offsets = np.frombuffer(values.buffers()[1], np.int32)[values.offset]
-        data = np.frombuffer(values.buffers()[2], np.uint8, count * width, int(offsets))
-        cells = _binary(np.hstack([head, data.reshape(count, width)]))
-        return cells, np.full(count, 4 + width, np.int64)
-    cells = pc.binary_join_element_wise(_binary(head), values, b"", null_handling="skip")
-    return cells, lengths + 4
+    if not values.null_count and width and (lengths == width).all():
+        start = int(np.frombuffer(values.buffers()[1], np.int32)[values.offset])
+        data = np.frombuffer(values.buffers()[2], np.uint8, count * width, start)
+        return _Field(head, data.reshape(count, width), values, lengths + 4)
+    return _Field(head, None, values, lengths + 4)
 
 
 def _contents(joined: pa.Array) -> bytes:
@@ -86,18 +94,35 @@ def _join(parts: Sequence[pa.Array | pa.Scalar], total: int, **options: object) 
 def messages(kind: bytes, columns: Sequence[pa.Array], prefix: bytes = b"") -> bytes:
     """One message of type ``kind`` a row: Int32 length, Int16 column count, then each
     column's field (DataRow, and binary COPY's CopyData). ``prefix`` (binary COPY's file
-    header) leads the first message's body."""
+    header) leads the first message's body.
+
+    Runs of fixed-width parts (the message header, each length, values of one width)
+    are joined side by side by numpy; Arrow's element-wise join then puts them and the
+    variable-width values together, one call for the whole batch."""
     count = len(columns[0])
-    fields = [_cells(column) for column in columns]
+    fields = [_field(column) for column in columns]
     sizes = np.full(count, 6, np.int64)
-    for _, size in fields:
-        sizes += size
+    for field in fields:
+        sizes += field.sizes
     head = np.empty((count, 7), np.uint8)
     head[:, 0] = kind[0]
     head[:, 1:5] = sizes.astype(">i4").view(np.uint8).reshape(count, 4)
     head[:, 5:7] = np.frombuffer(len(columns).to_bytes(2, "big"), np.uint8)
-    total = int(sizes.sum()) + count
-    data = _contents(_join([_binary(head), *(cells for cells, _ in fields)], total))
+    pieces: list[pa.Array] = []
+    run = [head]
+    for field in fields:
+        run.append(field.head)
+        if field.fixed is not None:
+            run.append(field.fixed)
+        else:
+            pieces += [_binary(np.hstack(run)), field.values]
+            run = []
+    if not pieces:  # every value of a fixed width: one numpy block
+        data = np.hstack(run).tobytes()
+    else:
+        if run:
+            pieces.append(_binary(np.hstack(run)))
+        data = _contents(_join(pieces, int(sizes.sum()) + count, null_handling="skip"))
     if not prefix or not count:
         return data
     first = int(sizes[0]) + len(prefix)
