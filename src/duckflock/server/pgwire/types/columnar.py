@@ -151,13 +151,21 @@ def _floats(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> pa
     with np.errstate(invalid="ignore"):
         size = np.abs(doubles)
         special = ~((size >= 1e-4) & (size < 1e10) | (size == 0))
+    with np.errstate(invalid="ignore"):  # Arrow spells 100, repr 100.0
+        integral = (doubles == np.trunc(doubles)) & ~special
     if column.null_count:
-        special &= pc.is_valid(column).to_numpy(zero_copy_only=False)
-    blanked = _blank(column, special).cast(pa.float64())
-    text = blanked.cast(pa.string())
-    integral = pc.invert(pc.match_substring(text, "."))
-    text = pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text)
-    return _patch(_utf8(text), special, column, per_value)
+        valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
+        special &= valid
+        integral &= valid
+    blanked = _blank(column, special)
+    if blanked.type != pa.float64():
+        blanked = blanked.cast(pa.float64())
+    text = _utf8(blanked.cast(pa.string()))
+    if integral.any():
+        mask = pa.array(integral)
+        whole = pc.binary_join_element_wise(text.filter(mask), b".0", b"")
+        text = pc.replace_with_mask(text, mask, whole)
+    return _patch(text, special, column, per_value)
 
 
 def _dates(column: pa.Array, binary: bool, per_value: PerValue) -> pa.Array:
@@ -182,7 +190,11 @@ def _timestamps(column: pa.Array, binary: bool, per_value: PerValue) -> pa.Array
     if column.null_count:
         special &= pc.is_valid(column).to_numpy(zero_copy_only=False)
     # microseconds, as the per-value path has them (nanoseconds: Arrow's cast, toward zero)
-    micros = _blank(column, special).cast(pa.timestamp("us"), safe=False)
+    micros = _blank(column, special)
+    if kind.unit == "us":  # the same numbers: a view, not a copying cast
+        micros = micros.view(pa.timestamp("us"))
+    else:
+        micros = micros.cast(pa.timestamp("us"), safe=False)
     if binary:
         since_2000 = _numbers(micros, "int64") - _MICROS_1970_TO_2000
         values = _fixed(since_2000.astype(">i8"), micros)
