@@ -232,7 +232,8 @@ def _fraction_trimmed(moments: pa.Array, partial: bool) -> pa.Array:
         return _utf8(trimmed)
     data = np.frombuffer(text.buffers()[2] or b"", np.uint8)[offsets[0] : offsets[-1]]
     table = data.reshape(len(text), width)
-    zeros = np.cumprod(table[:, :-7:-1] == ord("0"), axis=1).sum(axis=1)
+    fraction = _numbers(moments, "int64") % 1_000_000
+    zeros = sum((fraction % 10**digits == 0).astype(np.int64) for digits in range(1, 7))
     drop = np.where(zeros == 6, 7, zeros if partial else 0)
     kept = np.arange(width) < (width - drop)[:, None]
     ends = np.concatenate([[0], np.cumsum(width - drop)]).astype(np.int32)
