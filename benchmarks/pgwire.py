@@ -27,9 +27,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 import duckflock
@@ -106,14 +108,24 @@ def queries_per_second(target: Callable[..., None], where: Any, seconds: float) 
     return total / elapsed
 
 
-def rows_per_second(fetch: Callable[[], int]) -> tuple[float, float]:
-    """Rows per second of ``fetch``, and the share of its time this (client) process
-    spent on its own CPU (the rest: waiting for the server)."""
+@dataclass(frozen=True)
+class Fetch:
+    """One fetch of the big result: its rate, and the CPU seconds each side spent on it
+    (on a busy machine the rate follows the CPU both sides need)."""
+
+    rate: float
+    client_cpu: float
+    server_cpu: float
+
+
+def rows_per_second(fetch: Callable[[], int], server: psutil.Process) -> Fetch:
     started, cpu = time.perf_counter(), time.process_time()
+    served = sum(server.cpu_times()[:2])
     rows = fetch()
     elapsed = time.perf_counter() - started
     assert rows == BIG_ROWS, rows
-    return rows / elapsed, (time.process_time() - cpu) / elapsed
+    client = time.process_time() - cpu
+    return Fetch(rows / elapsed, client, sum(server.cpu_times()[:2]) - served)
 
 
 def start_server(path: Path) -> tuple[subprocess.Popen[bytes], str, int]:
@@ -185,6 +197,7 @@ def main(argv: list[str]) -> None:
     seconds = 2.0 if quick else 8.0
     with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
         proc, url, pg_port = start_server(Path(tmp) / "served.duckdb")
+        server = psutil.Process(proc.pid)
         try:
             if not bulk:
                 pg_qps = queries_per_second(_pg_client, pg_port, seconds)
@@ -233,12 +246,13 @@ def main(argv: list[str]) -> None:
             for round_ in range(rounds):
                 print(f"(b) round {round_ + 1}, {_load()}", flush=True)
                 for label, fetch in forms.items():
-                    http, _ = rows_per_second(http_rows)
-                    rate, client = rows_per_second(fetch)
+                    http = rows_per_second(http_rows, server)
+                    pg = rows_per_second(fetch, server)
                     print(
-                        f"(b) {BIG_ROWS:,} rows, postgres {label:29s} {rate:>10,.0f} rows/s | "
-                        f"http arrow {http:>10,.0f} rows/s | ratio {rate / http:4.2f} | "
-                        f"client CPU {client:4.0%}",
+                        f"(b) {BIG_ROWS:,} rows, postgres {label:29s} {pg.rate:>10,.0f} rows/s | "
+                        f"http arrow {http.rate:>10,.0f} rows/s | ratio {pg.rate / http.rate:4.2f} "
+                        f"| CPU s server/client: postgres {pg.server_cpu:.2f}/{pg.client_cpu:.2f}, "
+                        f"http {http.server_cpu:.2f}/{http.client_cpu:.2f}",
                         flush=True,
                     )
         finally:
