@@ -236,6 +236,7 @@ class Analyses(Base):
                     max_concurrent=self._max_concurrent_analyses,
                     default_timeout=self._analysis_timeout,
                     distinct_limit=self._distinct_limit,
+                    keep_changes=self._keep_changes,
                     owner=self,  # for duckflock.live.internals
                 )
             return self._scheduler

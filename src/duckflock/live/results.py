@@ -23,6 +23,7 @@ import pyarrow as pa
 from duckflock.core.checks import seconds
 from duckflock.core.wide import python_rows
 from duckflock.errors import QueryError
+from duckflock.live.changes import Change, signed
 
 log = logging.getLogger("duckflock")
 
@@ -49,6 +50,15 @@ class Result:
     error: QueryError | None = None  # set when the last run failed; table is the last good
     reason: str = ""  # why it ran in that mode (full: the first construct or event to blame)
     now: datetime | None = None  # a sliding window's instant: the value now() stood for
+    change: Change | None = None  # what changed since the previous version (see changes())
+
+    def changes(self) -> Change:
+        """What changed since the previous version: the rows with ``__diff`` +1 / -1 and
+        the version they are relative to (``since``); a snapshot (all +1) for a first
+        version, a replaced analysis or changed columns (see :mod:`duckflock.live.changes`)."""
+        if self.change is not None:
+            return self.change
+        return Change(self.name, 0, self.version, signed(self.table, 1), True, "")
 
     def df(self) -> Any:
         """The table as a pandas DataFrame (needs pandas)."""
