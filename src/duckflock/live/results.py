@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -136,15 +136,19 @@ class Subscription:
     def __init__(
         self,
         name: str,
-        callback: Callable[[Result], Any],
+        callback: Callable[[Any], Any],
         mailbox: Mailbox,
         on_cancel: Callable[[Mailbox], None],
+        items: Iterator[Any] | None = None,
     ) -> None:
+        """``items``: what to call ``callback`` with (default: each newest result in
+        ``mailbox``); it must end once ``mailbox`` is closed."""
         self.name = name
         self.errors = 0  # callbacks that raised
         self._callback = callback
         self._mailbox = mailbox
         self._on_cancel = on_cancel
+        self._items = items if items is not None else self._results()
         self._thread = threading.Thread(
             target=self._run, name=f"duckflock-subscriber-{name}", daemon=True
         )
@@ -154,12 +158,16 @@ class Subscription:
     def active(self) -> bool:
         return self._thread.is_alive()
 
-    def _run(self) -> None:
+    def _results(self) -> Iterator[Result]:
         seen = 0
         while (result := self._mailbox.get(seen)) is not None:
             seen = result.version
+            yield result
+
+    def _run(self) -> None:
+        for item in self._items:
             try:
-                self._callback(result)
+                self._callback(item)
             except Exception:
                 self.errors += 1
                 log.exception("subscriber of analysis %r raised; it stays subscribed", self.name)

@@ -301,8 +301,10 @@ class Scheduler:
     def watch_async(self, name: str) -> AsyncIterator[Result]:
         return self._readers.watch_async(name)
 
-    def subscribe(self, name: str, callback: Callable[[Result], Any]) -> Subscription:
-        return self._readers.subscribe(name, callback)
+    def subscribe(
+        self, name: str, callback: Callable[[Any], Any], *, changes: bool = False
+    ) -> Subscription:
+        return self._readers.subscribe(name, callback, changes=changes)
 
     def on_commit(
         self, seq: int, tables: set[Identity], stored: list[tuple[Identity, pa.Table]]
