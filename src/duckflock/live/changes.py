@@ -33,7 +33,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from duckflock.core.wide import python_rows
+from duckflock.core.wide import python_rows, readable
 from duckflock.live.fold.query import over_arrow
 
 DIFF = "__diff"  # the column of +1 / -1
@@ -84,8 +84,9 @@ class Touched:
 
 
 def _plain(table: pa.Table) -> pa.Table:
-    # positional names: a result may repeat a name, or use one the SQL below does
-    return table.rename_columns([f"c{i}" for i in range(table.num_columns)])
+    # positional names: a result may repeat a name, or use one the SQL below does; a
+    # repaired UHUGEINT (decimal256) as its text, which DuckDB can scan
+    return readable(table).rename_columns([f"c{i}" for i in range(table.num_columns)])
 
 
 def _same_columns(old: pa.Table, new: pa.Table) -> bool:
