@@ -163,17 +163,29 @@ class ChangeLog:
         return [change for change in self._kept if change.version > version]
 
     def resume_point(self, since: int | str | None) -> int | None:
-        """The version to continue after, from ``since`` (a version of this history, or a
-        change's ``id``); None: start with a snapshot."""
-        if since is None:
-            return None
-        if isinstance(since, bool) or not isinstance(since, int | str):
-            raise TypeError(f"since must be a version (int) or a change id (str), not {since!r}")
-        if isinstance(since, int):
-            if since < 0:
-                raise ValueError(f"since must be a version >= 0, not {since}")
+        """The version to continue after, from ``since`` (see :func:`checked_since`);
+        None: start with a snapshot (a change id of another lineage too)."""
+        since = checked_since(since)
+        if since is None or isinstance(since, int):
             return since
-        lineage, dot, number = since.rpartition(".")
-        if not dot or not number.isdigit():
-            raise ValueError(f"since must be a change id like 'ab12cd34.7', not {since!r}")
+        lineage, _, number = since.rpartition(".")
         return int(number) if lineage == self.lineage else None
+
+
+def checked_since(since: int | str | None) -> int | str | None:
+    """``since`` as a version (an int >= 0, or its digits) or a change's ``id``
+    (``lineage.version``); ValueError/TypeError naming what is wrong."""
+    if since is None:
+        return None
+    if isinstance(since, bool) or not isinstance(since, int | str):
+        raise TypeError(f"since must be a version (int) or a change id (str), not {since!r}")
+    if isinstance(since, str) and since.isdigit() and since.isascii():
+        since = int(since)
+    if isinstance(since, int):
+        if since < 0:
+            raise ValueError(f"since must be a version >= 0, not {since}")
+        return since
+    lineage, dot, number = since.rpartition(".")
+    if not dot or not lineage or not number.isdigit() or not number.isascii():
+        raise ValueError(f"since must be a version or a change id like 'ab12cd34.7', not {since!r}")
+    return since
