@@ -5,6 +5,8 @@ id the server no longer keeps (too old, or from before a restart) gets a snapsho
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,3 +164,32 @@ def test_a_restarted_server_sends_a_snapshot_first(tmp_path: Path) -> None:
                 next(client.changes("per_p", since="not an id"))
     finally:
         server.stop()
+
+
+def test_cli_watch_changes_writes_one_json_line_per_version(server: ServerProcess) -> None:
+    with server.client() as client:
+        client.analysis("per_p", SQL, on_change=True, min_interval=0)
+        client.insert("events", [{"p": 1, "i": 1}, {"p": 2, "i": 2}])
+        first = client.result("per_p", min_version=1, timeout=30)
+    command = [sys.executable, "-m", "duckflock", "analysis", "watch", server.url, "per_p"]
+    watcher = subprocess.Popen(
+        [*command, "--changes", "--versions", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        snapshot = json.loads(watcher.stdout.readline())
+        assert snapshot["snapshot"] is True and snapshot["version"] >= first.version
+        assert snapshot["columns"] == ["p", "n", "s", "__diff"]
+        with server.client() as client:
+            client.insert("events", [{"p": 2, "i": 40}])
+        out, err = watcher.communicate(timeout=60)
+    finally:
+        watcher.kill()
+    assert watcher.returncode == 0, err
+    change = json.loads(out)
+    assert change["since"] == snapshot["version"] and change["snapshot"] is False
+    # the group p=2 changed: its old row out, its new one in; p=1 untouched
+    assert sorted(change["rows"]) == [[2, 1, 2, -1], [2, 2, 42, 1]]
