@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import itertools
+import threading
 from typing import Any
 
 import duckdb
@@ -23,6 +25,14 @@ from duckflock.core.wide import readable
 from test_differential import SCHEMA, SHAPES
 
 DIFF = "__diff"
+# full-mode analyses (no incremental plan): duplicates, windows, non-mergeable aggregates
+FULL = {
+    "full rows": "SELECT k, g, v FROM f WHERE g IS DISTINCT FROM 0",
+    "full window": "SELECT k, seq, row_number() OVER (PARTITION BY k ORDER BY seq) AS r FROM f",
+    "full median": "SELECT k, median(n) AS m, list(g ORDER BY seq) AS gs FROM f GROUP BY k",
+    "full distinct": "SELECT DISTINCT e, ok FROM f",
+}
+ALL = {**SHAPES, **FULL}
 
 KEYS = st.sampled_from([None, "", "a", "A", "b", "é", "zz"])
 DOUBLES = st.sampled_from([None, 0.0, -0.0, 1.5, -2.25, float("nan"), float("inf"), 1e300])
@@ -116,8 +126,10 @@ def same_rows(a: pa.Table, b: pa.Table) -> bool:
 def _setup(db: duckflock.Database) -> None:
     for statement in SCHEMA:
         db.execute(statement)
-    for name, sql in SHAPES.items():
+    for name, sql in ALL.items():
         db.analysis(name, sql)
+    statuses = {status["name"]: status for status in db.analyses()}
+    assert not any(statuses[name]["incremental"] for name in FULL)
 
 
 @pytest.mark.timeout(900)  # ~60 analyses refreshed per step, on a shared machine
@@ -134,7 +146,6 @@ def test_changes_applied_to_the_first_snapshot_give_every_version(
     with duckflock.connect(keep_changes=4) as db:
         _setup(db)
         held: dict[str, tuple[int, pa.Table]] = {}
-        incremental_changes = 0
         seq = 0
         for step, (kind, arg) in enumerate([("insert", []), *steps]):
             if kind == "insert":
@@ -161,7 +172,7 @@ def test_changes_applied_to_the_first_snapshot_give_every_version(
                 db.execute("DELETE FROM f WHERE g IS NOT DISTINCT FROM ?", [arg])
             else:
                 db.execute("UPDATE f SET v = v + 1 WHERE g IS NOT DISTINCT FROM ?", [arg])
-            for name in SHAPES:
+            for name in ALL:
                 result = db.refresh(name)
                 assert result.error is None, (name, result.error)
                 since = held[name][0] if name in held else None
@@ -171,12 +182,78 @@ def test_changes_applied_to_the_first_snapshot_give_every_version(
                     else:
                         assert change.since == since, (name, change, since)
                         assert not change.snapshot, (name, change)
-                        if result.mode == "incremental":
-                            incremental_changes += 1
                     current = held[name][1] if name in held else change.table.slice(0, 0)
                     held[name] = (change.version, apply(current, change))
                     since = change.version
                 version, rows = held[name]
                 assert version == result.version, (name, step)
                 assert same_rows(rows, result.table), (name, step, result.reason)
-        assert incremental_changes > 0
+
+
+def _counting(db: duckflock.Database) -> None:
+    db.execute("CREATE TABLE t (g INTEGER, v INTEGER)")
+    db.analysis("per_g", "SELECT g, count(*) AS n, sum(v) AS s FROM t GROUP BY g")
+
+
+def test_kept_changes_are_bounded_and_older_readers_get_a_snapshot() -> None:
+    with duckflock.connect(keep_changes=2) as db:
+        _counting(db)
+        versions = []
+        for i in range(5):
+            db.insert("t", [(i % 2, i)], wait=True)
+            versions.append(db.refresh("per_g").version)
+        kept = list(db.changes("per_g", since=versions[-3], timeout=0))
+        assert [(c.since, c.version, c.snapshot) for c in kept] == [
+            (versions[-3], versions[-2], False),
+            (versions[-2], versions[-1], False),
+        ]
+        (older,) = db.changes("per_g", since=versions[-4], timeout=0)
+        assert older.snapshot and older.version == versions[-1]
+        assert same_rows(older.table.drop_columns([DIFF]), db.result("per_g").table)
+        assert list(db.changes("per_g", since=versions[-1], timeout=0)) == []
+        (ahead,) = db.changes("per_g", since=versions[-1] + 5, timeout=0)
+        assert ahead.snapshot  # a version this history never had
+    with pytest.raises(ValueError, match="keep_changes"):
+        duckflock.connect(keep_changes=-1)
+
+
+@pytest.mark.parametrize(
+    ("since", "error"),
+    [(-1, ValueError), ("nope", ValueError), ("ab.x", ValueError), (1.5, TypeError)],
+)
+def test_since_is_checked(since: Any, error: type[Exception]) -> None:
+    with duckflock.connect() as db:
+        _counting(db)
+        with pytest.raises(error, match="since"):
+            db.changes("per_g", since=since)
+
+
+def test_a_slow_subscriber_gets_every_change_in_order() -> None:
+    with duckflock.connect() as db:
+        _counting(db)
+        db.refresh("per_g")
+        release, arrived = threading.Event(), threading.Condition()
+        got: list[Change] = []
+
+        def slow(change: Change) -> None:
+            release.wait(30)
+            with arrived:
+                got.append(change)
+                arrived.notify_all()
+
+        subscription = db.subscribe("per_g", slow, changes=True)
+        for i in range(6):
+            db.insert("t", [(i % 3, i)], wait=True)
+            last = db.refresh("per_g")
+        release.set()
+        with arrived:
+            assert arrived.wait_for(
+                lambda: bool(got) and got[-1].version == last.version, timeout=30
+            )
+        subscription.cancel()
+        assert got[0].snapshot
+        assert all(b.since == a.version and not b.snapshot for a, b in itertools.pairwise(got))
+        held = got[0].table.slice(0, 0).drop_columns([DIFF])
+        for change in got:
+            held = apply(held, change)
+        assert same_rows(held, last.table)

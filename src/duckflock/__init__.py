@@ -78,11 +78,11 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "Change",
     "AnalysisError",
     "AuthenticationError",
     "BindError",
     "CatalogError",
+    "Change",
     "Client",
     "ClosedError",
     "ConflictError",

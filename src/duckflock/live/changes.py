@@ -32,6 +32,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from duckflock.core.wide import python_rows, readable
 from duckflock.live.fold.query import over_arrow
@@ -109,6 +110,10 @@ def difference(
     nothing = touched is not None and touched.keys.num_rows == 0
     if old is new or new.num_columns == 0 or nothing:
         return signed(new.slice(0, 0), 1), False
+    if touched is not None:
+        narrowed = _narrowed(old, new, touched)
+        if narrowed is not None:  # the rows of (at least) the touched groups
+            old, new, touched = *narrowed, None
     width = new.num_columns
     columns = ", ".join(f"c{i}" for i in range(width))
     where = ""
@@ -132,6 +137,43 @@ def difference(
     except (pa.ArrowException, ValueError, TypeError):
         # a type that does not come back from DuckDB as it went in: send the whole result
         return signed(new, 1), True
+
+
+def _narrowed(old: pa.Table, new: pa.Table, touched: Touched) -> tuple[pa.Table, pa.Table] | None:
+    """``old`` and ``new`` cut down to the rows whose key values each occur among the
+    touched ones, with pyarrow's ``is_in`` (a superset of the touched groups' rows: an
+    untouched group in it is equal in both and drops out of the difference). None where
+    pyarrow's equality may not be DuckDB's (floats: NaN, -0.0; anything but integers,
+    text, dates and times), or the types differ: DuckDB then picks the rows."""
+    masks: list[tuple[pa.ChunkedArray, pa.ChunkedArray]] = []
+    for i, position in enumerate(touched.positions):
+        kind = new.schema.field(position).type
+        if not _exact_equality(kind) or touched.keys.column(i).type != kind:
+            return None
+        values = pc.unique(touched.keys.column(i))
+        masks.append(
+            (
+                pc.is_in(old.column(position), value_set=values, skip_nulls=False),
+                pc.is_in(new.column(position), value_set=values, skip_nulls=False),
+            )
+        )
+    keep_old, keep_new = masks[0]
+    for in_old, in_new in masks[1:]:
+        keep_old, keep_new = pc.and_(keep_old, in_old), pc.and_(keep_new, in_new)
+    return old.filter(keep_old), new.filter(keep_new)
+
+
+def _exact_equality(kind: pa.DataType) -> bool:
+    """Whether pyarrow's equality of ``kind`` is DuckDB's (no collation travels in
+    Arrow: a collated key never gets here, its plan folds in DuckDB)."""
+    return bool(
+        pa.types.is_integer(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_timestamp(kind)
+    )
 
 
 class ChangeLog:
