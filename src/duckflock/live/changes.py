@@ -113,7 +113,11 @@ def difference(
     if touched is not None:
         narrowed = _narrowed(old, new, touched)
         if narrowed is not None:  # the rows of (at least) the touched groups
-            old, new, touched = *narrowed, None
+            old, new = narrowed
+            paired = _unpaired(old, new, touched.positions)
+            if paired is not None:
+                return paired, False
+            touched = None  # DuckDB compares the narrowed rows
     width = new.num_columns
     columns = ", ".join(f"c{i}" for i in range(width))
     where = ""
@@ -161,6 +165,36 @@ def _narrowed(old: pa.Table, new: pa.Table, touched: Touched) -> tuple[pa.Table,
     for in_old, in_new in masks[1:]:
         keep_old, keep_new = pc.and_(keep_old, in_old), pc.and_(keep_new, in_new)
     return old.filter(keep_old), new.filter(keep_new)
+
+
+def _unpaired(old: pa.Table, new: pa.Table, positions: tuple[int, ...]) -> pa.Table | None:
+    """The narrowed ``old`` rows at -1 and ``new`` rows at +1, but for each group whose
+    row is the same in both — a few rows, compared in Python, no query. Python's
+    equality of two values of one column type implies DuckDB's, so nothing DuckDB tells
+    apart is dropped; where Python tells apart what DuckDB does not (NaN is not NaN in
+    Python) the group comes as a -1 and a +1 of equal rows: still exact once applied.
+    None where a value has no Python form or a key repeats: DuckDB compares them."""
+    try:
+        before = list(zip(*(column.to_pylist() for column in old.columns), strict=True))
+        after = list(zip(*(column.to_pylist() for column in new.columns), strict=True))
+    except (ValueError, OverflowError, pa.ArrowException):
+        return None
+    at: dict[tuple[Any, ...], int] = {}
+    for i, row in enumerate(before):
+        key = tuple(row[p] for p in positions)
+        if key in at:
+            return None
+        at[key] = i
+    gone = set(range(len(before)))
+    added = []
+    for j, row in enumerate(after):
+        found = at.pop(tuple(row[p] for p in positions), None)
+        if found is not None and before[found] == row:
+            gone.discard(found)
+        else:
+            added.append(j)
+    removed = signed(old.take(pa.array(sorted(gone), pa.int64())), -1)
+    return pa.concat_tables([removed, signed(new.take(pa.array(added, pa.int64())), 1)])
 
 
 def _exact_equality(kind: pa.DataType) -> bool:

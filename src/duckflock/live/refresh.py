@@ -103,6 +103,9 @@ class Refresher:
         except duckdb.Error as exc:
             log.warning("analysis %r: its changes are a snapshot: %s", analysis.name, exc)
             return signed(table, 1), True
+        except Exception:  # a bug must not kill the analysis thread: the whole result
+            log.exception("analysis %r: computing its changes failed", analysis.name)
+            return signed(table, 1), True
 
     def _run(self, analysis: Analysis) -> tuple[pa.Table, int]:
         analysis.state.touched = None  # set by the runs that know which groups changed
