@@ -13,8 +13,9 @@ or a history too short to resume from).
 DuckDB computes each difference (:func:`difference`) on the analysis's own cursor when a
 version is published. For the incremental shapes whose groups are the result's rows
 (the pyarrow-planned ``GROUP BY`` without ``LIMIT``) the refresh hands over the keys its
-new and deleted rows touched; only the rows of those groups are compared, so the cost
-follows the changed groups rather than the result's size.
+new and deleted rows touched; pyarrow picks those groups' rows (``is_in``, where its key
+equality is DuckDB's) and Python pairs them up, so the cost follows the changed groups
+rather than the result's size (one vectorised pass over the result aside).
 
 Each analysis keeps the changes of its last versions in a :class:`ChangeLog`, bounded by
 versions (``connect(keep_changes=…)``) and by rows (:data:`KEEP_ROWS`); a reader further

@@ -177,22 +177,7 @@ class Readers:
         """``changes`` for asyncio (catching up is a lookup under the registry's lock:
         no query runs)."""
         seen = self._resume_point(name, since)
-        mailbox, event = async_mailbox()
-        self.attach(name, mailbox)
-        try:
-            at = 0
-            while True:
-                result = mailbox.newer(at)
-                if result is not None:
-                    at = result.version
-                    for change in self._catch_up(name, seen, result):
-                        seen = change.version
-                        at = max(at, seen)
-                        yield change
-                    continue
-                if mailbox.closed:
-                    return
-                await event.wait()
-                event.clear()
-        finally:
-            self.detach(mailbox)
+        async for result in self.watch_async(name):
+            for change in self._catch_up(name, seen, result):
+                seen = change.version
+                yield change
