@@ -193,3 +193,26 @@ def test_cli_watch_changes_writes_one_json_line_per_version(server: ServerProces
     assert change["since"] == snapshot["version"] and change["snapshot"] is False
     # the group p=2 changed: its old row out, its new one in; p=1 untouched
     assert sorted(change["rows"]) == [[2, 1, 2, -1], [2, 2, 42, 1]]
+
+
+def test_a_change_over_the_byte_cap_comes_as_the_result_at_its_version(tmp_path: Path) -> None:
+    database = tmp_path / "capped.duckdb"
+    with duckflock.connect(database) as db:
+        db.execute("CREATE TABLE events (p INTEGER, i INTEGER)")
+    server = ServerProcess(database, "--byte-cap", "2000")
+    try:
+        with server.client() as client:
+            client.analysis("per_p", SQL, on_change=True, min_interval=0)
+            watcher = client.changes("per_p")
+            first = next(watcher)
+            assert first.snapshot and first.table.num_rows == 0
+            client.insert("events", [{"p": p, "i": p} for p in range(400)])  # a big change
+            change = next(watcher)
+            while change.table.num_rows == 0:  # an empty version published before the rows
+                change = next(watcher)
+            assert change.snapshot  # fetched from /result: whole, not a change
+            rows = sorted(tuple(r.values())[:3] for r in change.table.to_pylist())
+            assert rows == truth(client)
+            watcher.close()
+    finally:
+        server.stop()

@@ -324,21 +324,27 @@ class Client:
         ``reconnects`` times in a row) with ``Last-Event-ID`` set to the last change
         seen: the server resumes after it, or sends a snapshot when it no longer keeps
         what came since (it restarted, or the reader fell too far behind). A change too
-        big for the server's byte cap comes as the result at that version, as a snapshot.
+        big for the server's byte cap comes as the result at that version or later, as a
+        snapshot (a result itself over the cap cannot be followed: raise ``--byte-cap``).
         Values travel as JSON (NaN and infinities as null)."""
         if not isinstance(reconnects, int) or isinstance(reconnects, bool) or reconnects < 0:
             raise ValueError(f"reconnects must be an int >= 0, not {reconnects!r}")
         last = None if since is None else str(since)
         failures = 0
+        held = 0  # the version what was yielded reaches (a fetched result may be ahead)
         while True:
             headers = {} if last is None else {"Last-Event-ID": last}
             try:
-                for event, _, data in self._events(name, {"changes": "1"}, headers):
+                for event, ident, data in self._events(name, {"changes": "1"}, headers):
                     if event != "change":
                         continue
                     failures = 0
-                    change = self._change_from_json(name, json.loads(data))
-                    last = change.id
+                    payload = json.loads(data)
+                    if not payload["snapshot"] and int(payload["version"]) <= held:
+                        last = ident  # already in the result fetched for a truncated one
+                        continue
+                    change = self._change_from_json(name, payload)
+                    last, held = ident, change.version
                     yield change
                 return  # the server ended the stream: the analysis was dropped or it stopped
             except TransportError:
