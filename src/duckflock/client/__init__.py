@@ -28,6 +28,7 @@ from duckflock.ingest.keys import HEADER as IDEMPOTENCY_KEY
 from duckflock.ingest.keys import check_key
 from duckflock.ingest.rows import as_arrow, ipc_bytes
 from duckflock.lake.connection import redact
+from duckflock.live.changes import DIFF, Change, signed
 from duckflock.live.results import Mode, Result
 
 ARROW = "application/vnd.apache.arrow.stream"
@@ -351,33 +352,102 @@ class Client:
             else None,
         )
 
-    def watch(self, name: str) -> Iterator[Result]:
-        """Each new version as the server pushes it (server-sent events)."""
+    def watch(self, name: str, *, changes: bool = False) -> Iterator[Any]:
+        """Each new version as the server pushes it (server-sent events); with
+        ``changes=True`` each :class:`~duckflock.Change` instead (see :meth:`changes`)."""
+        if changes:
+            yield from self.changes(name)
+            return
+        for event, _, data in self._events(name, {}, {}):
+            if event == "result":
+                yield _result_from_json(json.loads(data))
+
+    def changes(
+        self, name: str, *, since: int | str | None = None, reconnects: int = 3
+    ) -> Iterator[Change]:
+        """What changed, version by version (``GET …/events?changes=1``): a snapshot
+        first (unless ``since`` — a version or a change id — is still kept on the
+        server), then each change. A broken stream is opened again (up to
+        ``reconnects`` times in a row) with ``Last-Event-ID`` set to the last change
+        seen: the server resumes after it, or sends a snapshot when it no longer keeps
+        what came since (it restarted, or the reader fell too far behind). A change too
+        big for the server's byte cap comes as the result at that version or later, as a
+        snapshot (a result itself over the cap cannot be followed: raise ``--byte-cap``).
+        Values travel as JSON (NaN and infinities as null)."""
+        if not isinstance(reconnects, int) or isinstance(reconnects, bool) or reconnects < 0:
+            raise ValueError(f"reconnects must be an int >= 0, not {reconnects!r}")
+        last = None if since is None else str(since)
+        failures = 0
+        held = 0  # the version what was yielded reaches (a fetched result may be ahead)
+        while True:
+            headers = {} if last is None else {"Last-Event-ID": last}
+            try:
+                for event, ident, data in self._events(name, {"changes": "1"}, headers):
+                    if event != "change":
+                        continue
+                    failures = 0
+                    payload = json.loads(data)
+                    if not payload["snapshot"] and int(payload["version"]) <= held:
+                        last = ident  # already in the result fetched for a truncated one
+                        continue
+                    change = self._change_from_json(name, payload)
+                    last, held = ident, change.version
+                    yield change
+                return  # the server ended the stream: the analysis was dropped or it stopped
+            except TransportError:
+                failures += 1
+                if failures > reconnects:
+                    raise
+
+    def _change_from_json(self, name: str, payload: dict[str, Any]) -> Change:
+        lineage = str(payload["id"]).rpartition(".")[0]
+        if payload.get("truncated"):
+            result = self.result(name, min_version=int(payload["version"]))
+            table = signed(result.table, 1)
+            return Change(name, int(payload["since"]), result.version, table, True, lineage)
+        columns, rows = payload["columns"], payload["rows"]
+        data = {c: [row[i] for row in rows] for i, c in enumerate(columns[:-1])}
+        data[DIFF] = pa.array([row[-1] for row in rows], pa.int8())
+        return Change(
+            name,
+            int(payload["since"]),
+            int(payload["version"]),
+            pa.table(data),
+            bool(payload["snapshot"]),
+            lineage,
+        )
+
+    def _events(
+        self, name: str, params: dict[str, str], headers: dict[str, str]
+    ) -> Iterator[tuple[str, str, str]]:
+        """(event, id, data) of ``name``'s event stream."""
         if self._closed:
             raise ClosedError("the client is closed")
         try:
             with self._http.stream(
-                "GET", f"/v1/analyses/{_segment(name)}/events", timeout=httpx.Timeout(60, read=60)
+                "GET",
+                f"/v1/analyses/{_segment(name)}/events",
+                params=params,
+                headers=headers,
+                timeout=httpx.Timeout(60, read=60),
             ) as response:
                 if response.status_code >= 400:
                     response.read()
                     _raise_for(response)
-                for event, data in _sse(response.iter_lines()):
-                    if event == "result":
-                        yield _result_from_json(json.loads(data))
+                yield from _sse(response.iter_lines())
         except httpx.TransportError as exc:
             raise TransportError(
                 f"the event stream from {self._shown} broke: {redact(str(exc))}"
             ) from exc
 
 
-def _sse(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
-    """(event, data) pairs of a server-sent event stream (comments and pings skipped)."""
-    event, data = "message", list[str]()
+def _sse(lines: Iterator[str]) -> Iterator[tuple[str, str, str]]:
+    """(event, id, data) of a server-sent event stream (comments and pings skipped)."""
+    event, ident, data = "message", "", list[str]()
     for line in lines:
         if not line:
             if data:
-                yield event, "\n".join(data)
+                yield event, ident, "\n".join(data)
             event, data = "message", []
         elif line.startswith(":"):
             continue
@@ -386,6 +456,8 @@ def _sse(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
             value = value[1:] if value.startswith(" ") else value
             if field == "event":
                 event = value
+            elif field == "id":
+                ident = value
             elif field == "data":
                 data.append(value)
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -23,6 +23,7 @@ import pyarrow as pa
 from duckflock.core.checks import seconds
 from duckflock.core.wide import python_rows
 from duckflock.errors import QueryError
+from duckflock.live.changes import Change, signed
 
 log = logging.getLogger("duckflock")
 
@@ -49,6 +50,15 @@ class Result:
     error: QueryError | None = None  # set when the last run failed; table is the last good
     reason: str = ""  # why it ran in that mode (full: the first construct or event to blame)
     now: datetime | None = None  # a sliding window's instant: the value now() stood for
+    change: Change | None = None  # what changed since the previous version (see changes())
+
+    def changes(self) -> Change:
+        """What changed since the previous version: the rows with ``__diff`` +1 / -1 and
+        the version they are relative to (``since``); a snapshot (all +1) for a first
+        version, a replaced analysis or changed columns (see :mod:`duckflock.live.changes`)."""
+        if self.change is not None:
+            return self.change
+        return Change(self.name, 0, self.version, signed(self.table, 1), True, "")
 
     def df(self) -> Any:
         """The table as a pandas DataFrame (needs pandas)."""
@@ -126,15 +136,19 @@ class Subscription:
     def __init__(
         self,
         name: str,
-        callback: Callable[[Result], Any],
+        callback: Callable[[Any], Any],
         mailbox: Mailbox,
         on_cancel: Callable[[Mailbox], None],
+        items: Iterator[Any] | None = None,
     ) -> None:
+        """``items``: what to call ``callback`` with (default: each newest result in
+        ``mailbox``); it must end once ``mailbox`` is closed."""
         self.name = name
         self.errors = 0  # callbacks that raised
         self._callback = callback
         self._mailbox = mailbox
         self._on_cancel = on_cancel
+        self._items = items if items is not None else self._results()
         self._thread = threading.Thread(
             target=self._run, name=f"duckflock-subscriber-{name}", daemon=True
         )
@@ -144,12 +158,16 @@ class Subscription:
     def active(self) -> bool:
         return self._thread.is_alive()
 
-    def _run(self) -> None:
+    def _results(self) -> Iterator[Result]:
         seen = 0
         while (result := self._mailbox.get(seen)) is not None:
             seen = result.version
+            yield result
+
+    def _run(self) -> None:
+        for item in self._items:
             try:
-                self._callback(result)
+                self._callback(item)
             except Exception:
                 self.errors += 1
                 log.exception("subscriber of analysis %r raised; it stays subscribed", self.name)
