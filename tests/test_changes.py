@@ -145,6 +145,8 @@ def test_changes_applied_to_the_first_snapshot_give_every_version(
 ) -> None:
     with duckflock.connect(keep_changes=4) as db:
         _setup(db)
+        # followed throughout (as a dashboard would): every version's change is kept
+        followers = [db.subscribe(name, lambda change: None, changes=True) for name in ALL]
         held: dict[str, tuple[int, pa.Table]] = {}
         seq = 0
         for step, (kind, arg) in enumerate([("insert", []), *steps]):
@@ -188,6 +190,8 @@ def test_changes_applied_to_the_first_snapshot_give_every_version(
                 version, rows = held[name]
                 assert version == result.version, (name, step)
                 assert same_rows(rows, result.table), (name, step, result.reason)
+        for follower in followers:
+            follower.cancel()
 
 
 def _counting(db: duckflock.Database) -> None:
@@ -257,3 +261,34 @@ def test_a_slow_subscriber_gets_every_change_in_order() -> None:
         for change in got:
             held = apply(held, change)
         assert same_rows(held, last.table)
+
+
+def test_unfollowed_changes_are_computed_when_asked_and_readers_resume_with_a_snapshot() -> None:
+    """Nobody follows the changes of a full-mode analysis: a refresh does not pay for a
+    comparison of the whole result; Result.changes() computes it when asked (equal to
+    what a follower gets), and a reader resuming across such a version gets a snapshot."""
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE t (g INTEGER, v INTEGER)")
+        # ORDER BY … LIMIT: a full run each time (nothing tells which groups changed)
+        sql = "SELECT g, count(*) AS n FROM t GROUP BY g ORDER BY g LIMIT 100"
+        db.analysis("top", sql)
+        db.insert("t", [(g % 5, g) for g in range(50)], wait=True)
+        first = db.refresh("top")
+        db.insert("t", [(1, 0), (7, 0)], wait=True)
+        second = db.refresh("top")
+        assert second.change is None  # not computed at publish: nobody followed
+        change = second.changes()
+        assert change.since == first.version and change.version == second.version
+        assert not change.snapshot
+        assert sorted(change.rows()) == sorted([(1, 10, -1), (1, 11, 1), (7, 1, 1)])
+        assert second.changes() is change  # once
+        # a reader resuming from before that version: a snapshot first
+        resumed = next(iter(db.changes("top", since=first.version, timeout=0)))
+        assert resumed.snapshot and resumed.version == second.version
+        # followed from now on: computed at publish, and the reader resumes without one
+        followed = db.changes("top", since=second.version, timeout=30)
+        db.insert("t", [(2, 0)], wait=True)
+        third = db.refresh("top")
+        got = next(iter(followed))
+        assert third.change is not None and got.since == second.version and not got.snapshot
+        assert sorted(got.rows()) == sorted([(2, 10, -1), (2, 11, 1)])

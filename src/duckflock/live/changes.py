@@ -230,6 +230,13 @@ class ChangeLog:
         while self._kept and (len(self._kept) > self.versions or self._held > self.rows):
             self._held -= self._kept.popleft().table.num_rows
 
+    def gap(self, version: int) -> None:
+        """Version ``version`` was published without its change (nobody followed): the
+        changes kept so far cannot lead past it, and a reader resumes with a snapshot."""
+        self.version = version
+        self._kept.clear()
+        self._held = 0
+
     def since(self, version: int) -> list[Change] | None:
         """The changes after ``version`` up to the newest, or None when they are not all
         kept (or ``version`` is not one of this history's)."""

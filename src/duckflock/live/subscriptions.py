@@ -79,9 +79,10 @@ class Readers:
         finally:
             self.detach(mailbox)
 
-    async def watch_async(self, name: str) -> AsyncIterator[Result]:
-        """``watch`` for asyncio: ``async for result in db.watch_async(name)``."""
-        mailbox, event = async_mailbox()
+    async def watch_async(self, name: str, *, changes: bool = False) -> AsyncIterator[Result]:
+        """``watch`` for asyncio: ``async for result in db.watch_async(name)``
+        (``changes``: its reader follows the changes, see :meth:`changes_async`)."""
+        mailbox, event = async_mailbox(follows_changes=changes)
         self.attach(name, mailbox)
         try:
             seen = 0
@@ -107,7 +108,7 @@ class Readers:
             raise TypeError("callback must be callable")
         if not isinstance(changes, bool):
             raise TypeError(f"changes must be True or False, not {changes!r}")
-        mailbox = Mailbox()
+        mailbox = Mailbox(follows_changes=changes)
         self.attach(name, mailbox)
         items = self._follow(name, mailbox, None, None) if changes else None
         subscription = Subscription(name, callback, mailbox, self._unsubscribe, items)
@@ -134,7 +135,7 @@ class Readers:
         longer kept. Ends on drop, close, or ``timeout`` seconds without a new version."""
         limit = seconds(timeout, "timeout")
         seen = self._resume_point(name, since)
-        mailbox = Mailbox()
+        mailbox = Mailbox(follows_changes=True)
         self.attach(name, mailbox)
         return self._follow(name, mailbox, seen, limit)
 
@@ -177,7 +178,7 @@ class Readers:
         """``changes`` for asyncio (catching up is a lookup under the registry's lock:
         no query runs)."""
         seen = self._resume_point(name, since)
-        async for result in self.watch_async(name):
+        async for result in self.watch_async(name, changes=True):
             for change in self._catch_up(name, seen, result):
                 seen = change.version
                 yield change
