@@ -201,7 +201,7 @@ def watch(target: str, name: str, versions: int, changes: bool, token: str | Non
     seen = 0
     with _live(target, token) as live:
         if changes:
-            from duckflock.server.http.api import change_event
+            from duckflock.server.formats import change_event
 
             for change in live.changes(name):
                 click.echo(change_event(change, byte_cap=sys.maxsize))

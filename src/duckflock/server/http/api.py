@@ -39,7 +39,7 @@ from duckflock.errors import (
 )
 from duckflock.ingest.keys import HEADER as IDEMPOTENCY_KEY
 from duckflock.ingest.keys import REPLAYED
-from duckflock.live.changes import Change, checked_since
+from duckflock.live.changes import checked_since
 from duckflock.live.results import Result
 from duckflock.server import formats, policy
 from duckflock.server.history import Feeder, History, catch_up, history_table
@@ -306,7 +306,9 @@ class HttpApi:
         async for change in self.db.changes_async(name, since=since):
             if self.stopping:
                 return
-            data = await run_in_threadpool(change_event, change, self.settings.query_byte_cap)
+            data = await run_in_threadpool(
+                formats.change_event, change, self.settings.query_byte_cap
+            )
             yield {"event": "change", "id": change.id, "data": data}
 
     # -- write ---------------------------------------------------------------------------------
@@ -402,24 +404,3 @@ class HttpApi:
     async def drop_analysis(self, request: Request) -> Response:
         await run_in_threadpool(self.db.drop_analysis, request.path_params["name"])
         return Response(status_code=204)
-
-    # -- the router ----------------------------------------------------------------------------
-
-
-def change_event(change: Change, byte_cap: int) -> str:
-    """One change event's data: its fields, columns and rows (the last column is
-    ``__diff``), or — over ``byte_cap`` — no rows and ``"truncated": true`` (fetch the
-    result at that version instead, then resume after it)."""
-    head = {
-        "name": change.name,
-        "id": change.id,
-        "since": change.since,
-        "version": change.version,
-        "snapshot": change.snapshot,
-    }
-    text = formats.dumps({**head, **formats.table_json(change.table)})
-    if len(text) > byte_cap:
-        text = formats.dumps(
-            {**head, "columns": change.table.column_names, "rows": [], "truncated": True}
-        )
-    return text.decode()
