@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +55,16 @@ ROUNDS = 5
 NEW_ROWS = 10_000
 
 
-def _chunk(round_: int, rows: int) -> pa.Table:
+def chunk(round_: int, rows: int, step_us: int = 1, start_us: int = 86_400_000_000) -> pa.Table:
+    """Round ``round_``'s NEW_ROWS rows after a ``rows``-row table; row ``i``'s ``ts`` is
+    ``start_us + i * step_us`` microseconds after the epoch."""
     start = rows + round_ * NEW_ROWS
     ids = range(start, start + NEW_ROWS)
     return pa.table(
         {
             "k": pa.array([i % 50 for i in ids], pa.int32()),
             "v": [float(i % 997) / 10 for i in ids],
-            "ts": pa.array([86_400_000_000 + i for i in ids], pa.timestamp("us")),
+            "ts": pa.array([start_us + i * step_us for i in ids], pa.timestamp("us")),
             "sensor": [f"s{i % 50}" for i in ids],
             "user_id": pa.array([(i * 7) % 1000 for i in ids], pa.int32()),
             "ok": [i % 3 != 0 for i in ids],
@@ -69,7 +72,7 @@ def _chunk(round_: int, rows: int) -> pa.Table:
     )
 
 
-def _same(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
+def same_rows(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
     a, b = sorted(a, key=repr), sorted(b, key=repr)
     return len(a) == len(b) and all(
         (math.isclose(x, y, rel_tol=1e-9) if isinstance(x, float) else x == y)
@@ -78,31 +81,41 @@ def _same(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
     )
 
 
-def shape_figures(workdir: Path, rows: int) -> dict[str, tuple[float, float, str]]:
+TABLE = (
+    "CREATE TABLE t AS SELECT (range % 50)::INTEGER AS k, random() * 100 AS v, "
+    "TIMESTAMP '2026-01-01' + to_microseconds((range * 86400000000 // "
+    "{rows})::BIGINT) AS ts, 's' || (range % 50) AS sensor, "
+    "((range * 7) % 1000)::INTEGER AS user_id, range % 3 <> 0 AS ok FROM range({rows})"
+)
+
+
+def shape_figures(
+    workdir: Path,
+    rows: int,
+    shapes: dict[str, str] = SHAPES,
+    table: str = TABLE,
+    new_rows: Callable[[int, int], pa.Table] = chunk,
+) -> dict[str, tuple[float, float, str]]:
     """Per shape: median incremental refresh (wall) and median full re-run, seconds,
-    and the mode the refreshes ran in."""
+    and the mode the refreshes ran in. ``table`` (formatted with ``rows``) makes the
+    fact table ``t``; ``new_rows(round, rows)`` gives each round's new rows."""
     path = workdir / f"t_{rows}.duckdb"
     with duckflock.connect(path) as db:
-        db.execute(
-            "CREATE TABLE t AS SELECT (range % 50)::INTEGER AS k, random() * 100 AS v, "
-            "TIMESTAMP '2026-01-01' + to_microseconds((range * 86400000000 // "
-            f"{rows})::BIGINT) AS ts, 's' || (range % 50) AS sensor, "
-            f"((range * 7) % 1000)::INTEGER AS user_id, range % 3 <> 0 AS ok FROM range({rows})"
-        )
+        db.execute(table.format(rows=rows))
         db.execute(
             "CREATE TABLE sensors AS SELECT 's' || range AS sensor, 'site' || (range % 5) AS site "
             "FROM range(50)"
         )
         db.execute("CHECKPOINT")
-        for name, sql in SHAPES.items():
+        for name, sql in shapes.items():
             db.analysis(name, sql)
             db.result(name, min_version=1, timeout=600)  # the first refresh builds the state
-        wall: dict[str, list[float]] = {name: [] for name in SHAPES}
-        full: dict[str, list[float]] = {name: [] for name in SHAPES}
-        modes: dict[str, set[str]] = {name: set() for name in SHAPES}
+        wall: dict[str, list[float]] = {name: [] for name in shapes}
+        full: dict[str, list[float]] = {name: [] for name in shapes}
+        modes: dict[str, set[str]] = {name: set() for name in shapes}
         for round_ in range(ROUNDS):
-            db.insert("t", _chunk(round_, rows))
-            for name, sql in SHAPES.items():
+            db.insert("t", new_rows(round_, rows))
+            for name, sql in shapes.items():
                 started = time.perf_counter()
                 result = db.refresh(name)
                 wall[name].append(time.perf_counter() - started)
@@ -111,10 +124,10 @@ def shape_figures(workdir: Path, rows: int) -> dict[str, tuple[float, float, str
                 expected = db.execute(sql).fetchall()
                 full[name].append(time.perf_counter() - started)
                 assert result.error is None, (name, result.error)
-                assert _same(result.rows(), expected), f"{name}: incremental != full"
+                assert same_rows(result.rows(), expected), f"{name}: incremental != full"
     return {
         name: (statistics.median(wall[name]), statistics.median(full[name]), "/".join(modes[name]))
-        for name in SHAPES
+        for name in shapes
     }
 
 

@@ -6,22 +6,32 @@ One real `duckflock serve --pg-port` process, in the same run:
 (a) queries per second of a small aggregate (10,000 rows, GROUP BY) from 4 client
     processes: psycopg (prepared, binary) over the Postgres port vs duckflock.Client
     (Arrow) over HTTP;
-(b) rows per second of a 1,000,000-row, 3-column result to one client: psycopg text and
-    binary, ADBC (COPY binary into Arrow) over the Postgres port vs the HTTP Arrow endpoint.
+(b) rows per second of a 1,000,000-row result (BIGINT, DOUBLE, VARCHAR, TIMESTAMP,
+    BOOLEAN) to one client: psycopg text and binary (fetchall), psycopg COPY ... TO STDOUT
+    in text, CSV and binary (the raw COPY data), ADBC (COPY binary into Arrow) over the
+    Postgres port vs the HTTP Arrow endpoint, each with its ratio to HTTP Arrow;
+(c) the server's encoder alone, in this process, over the same rows: DataRow messages
+    (text and binary) and COPY data, whole columns at once vs the per-value reference.
+
+``--bulk`` runs (b) and (c) only, ``--rounds N`` repeats (b); the load average is
+printed next to the figures.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg
 
 import duckflock
@@ -29,13 +39,20 @@ import duckflock
 CLIENTS = 4
 BIG_ROWS = 1_000_000
 SMALL = "SELECT p, count(*) AS n, avg(i) AS mean FROM small GROUP BY p ORDER BY p"
-BIG = "SELECT p, i, note FROM big"
+BIG = "SELECT i, x, note, ts, flag FROM big"
+BIG_TABLE = (
+    "CREATE TABLE IF NOT EXISTS big AS SELECT range::BIGINT AS i,"
+    " (range * 1.25 - 7.5)::DOUBLE AS x, 'note ' || range AS note,"
+    " TIMESTAMP '2026-01-01' + range * INTERVAL 1 SECOND"
+    " + (range % 1000) * INTERVAL 1 MILLISECOND AS ts, range % 3 = 0 AS flag"
+    f" FROM range({BIG_ROWS})"
+)
 CONFIG = f"""
 [[tables]]
 sql = "CREATE TABLE IF NOT EXISTS small AS SELECT (range % 16)::INTEGER AS p, range::INTEGER AS i FROM range(10000)"
 
 [[tables]]
-sql = "CREATE TABLE IF NOT EXISTS big AS SELECT (range % 16)::INTEGER AS p, range::INTEGER AS i, 'note ' || range AS note FROM range({BIG_ROWS})"
+sql = "{BIG_TABLE}"
 """  # noqa: E501
 
 
@@ -91,12 +108,24 @@ def queries_per_second(target: Callable[..., None], where: Any, seconds: float) 
     return total / elapsed
 
 
-def rows_per_second(fetch: Callable[[], int]) -> float:
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class Fetch:
+    """One fetch of the big result: its rate, and the CPU seconds each side spent on it
+    (on a busy machine the rate follows the CPU both sides need)."""
+
+    rate: float
+    client_cpu: float
+    server_cpu: float
+
+
+def rows_per_second(fetch: Callable[[], int], server: psutil.Process) -> Fetch:
+    started, cpu = time.perf_counter(), time.process_time()
+    served = sum(server.cpu_times()[:2])
     rows = fetch()
     elapsed = time.perf_counter() - started
     assert rows == BIG_ROWS, rows
-    return rows / elapsed
+    client = time.process_time() - cpu
+    return Fetch(rows / elapsed, client, sum(server.cpu_times()[:2]) - served)
 
 
 def start_server(path: Path) -> tuple[subprocess.Popen[bytes], str, int]:
@@ -119,24 +148,78 @@ def start_server(path: Path) -> tuple[subprocess.Popen[bytes], str, int]:
     raise RuntimeError("server did not start")
 
 
+def _load() -> str:
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def encoder_alone() -> None:
+    """(c): the encoder over the benchmark's rows in this process, no network."""
+    import duckdb
+
+    from duckflock.server.pgwire.encode import RowEncoder
+    from duckflock.server.pgwire.reference import PerValueEncoder
+    from duckflock.server.pgwire.running import GATHER_ROWS
+
+    con = duckdb.connect()
+    con.execute(BIG_TABLE)
+    cursor = con.execute(BIG)
+    duck_types = [str(d[1]) for d in cursor.description or []]
+    # in the groups the server encodes (running.GATHER_ROWS)
+    table = cursor.to_arrow_reader(2048).read_all().combine_chunks()
+    batches = table.to_batches(max_chunksize=GATHER_ROWS)
+    sample = [table.slice(0, BIG_ROWS // 10).combine_chunks().to_batches()[0]]  # it is slow
+    for name, fmt, call in (
+        ("DataRow text", 0, lambda e, b: e.data_rows(b)),
+        ("DataRow binary", 1, lambda e, b: e.data_rows(b)),
+        ("COPY text", 0, lambda e, b: e.copy_text(b)),
+        ("COPY csv", 0, lambda e, b: e.copy_csv(b, None)),
+        ("COPY binary", 1, lambda e, b: e.copy_binary(b)),
+    ):
+        rates = []
+        for encoder, part in ((RowEncoder, batches), (PerValueEncoder, sample)):
+            coder = encoder(duck_types, [fmt])
+            started = time.perf_counter()
+            for batch in part:
+                call(coder, batch)
+            rates.append(sum(b.num_rows for b in part) / (time.perf_counter() - started))
+        print(
+            f"(c) encoder alone, {name:15s} columnar {rates[0]:>10,.0f} rows/s | per value "
+            f"{rates[1]:>8,.0f} rows/s | {rates[0] / rates[1]:5.1f}x",
+            flush=True,
+        )
+    print(f"(c) {_load()}", flush=True)
+
+
 def main(argv: list[str]) -> None:
     quick = "--quick" in argv
+    bulk = "--bulk" in argv
+    rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 1
     seconds = 2.0 if quick else 8.0
     with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
         proc, url, pg_port = start_server(Path(tmp) / "served.duckdb")
+        server = psutil.Process(proc.pid)
         try:
-            pg_qps = queries_per_second(_pg_client, pg_port, seconds)
-            http_qps = queries_per_second(_http_client, url, seconds)
-            print(
-                f"(a) small aggregate, {CLIENTS} client processes: postgres "
-                f"{pg_qps:>7,.0f} queries/s | http {http_qps:>7,.0f} queries/s | "
-                f"ratio {pg_qps / http_qps:4.2f}",
-                flush=True,
-            )
+            if not bulk:
+                pg_qps = queries_per_second(_pg_client, pg_port, seconds)
+                http_qps = queries_per_second(_http_client, url, seconds)
+                print(
+                    f"(a) small aggregate, {CLIENTS} client processes: postgres "
+                    f"{pg_qps:>7,.0f} queries/s | http {http_qps:>7,.0f} queries/s | "
+                    f"ratio {pg_qps / http_qps:4.2f}",
+                    flush=True,
+                )
 
             def psycopg_rows(binary: bool) -> int:
                 with psycopg.connect(_dsn(pg_port), autocommit=True) as conn:
                     return len(conn.cursor(binary=binary).execute(BIG).fetchall())
+
+            def copy_rows(form: str) -> int:
+                with psycopg.connect(_dsn(pg_port), autocommit=True) as conn:
+                    cursor = conn.cursor()
+                    with cursor.copy(f"COPY ({BIG}) TO STDOUT {form}") as copy:
+                        for _ in copy:
+                            pass  # the raw COPY data, as a loader would stream it on
+                    return cursor.rowcount
 
             def adbc_rows() -> int:
                 import adbc_driver_postgresql.dbapi as adbc
@@ -150,22 +233,32 @@ def main(argv: list[str]) -> None:
                 with duckflock.Client(url, timeout=300) as client:
                     return int(client.query(BIG).num_rows)
 
-            figures = {
-                "postgres text (psycopg)": rows_per_second(lambda: psycopg_rows(False)),
-                "postgres binary (psycopg)": rows_per_second(lambda: psycopg_rows(True)),
-                "postgres COPY binary (ADBC)": rows_per_second(adbc_rows),
-                "http arrow (Client.query)": rows_per_second(http_rows),
+            forms: dict[str, Callable[[], int]] = {
+                "text (psycopg fetchall)": lambda: psycopg_rows(False),
+                "binary (psycopg fetchall)": lambda: psycopg_rows(True),
+                "COPY text (psycopg)": lambda: copy_rows(""),
+                "COPY csv (psycopg)": lambda: copy_rows("(FORMAT CSV)"),
+                "COPY binary (psycopg)": lambda: copy_rows("(FORMAT BINARY)"),
+                "COPY binary (ADBC, to Arrow)": adbc_rows,
             }
-            baseline = figures["http arrow (Client.query)"]
-            for label, rate in figures.items():
-                print(
-                    f"(b) {BIG_ROWS:,}-row result, {label:28s} {rate:>12,.0f} rows/s | "
-                    f"ratio to http arrow {rate / baseline:5.2f}",
-                    flush=True,
-                )
+            # each form right after an HTTP Arrow fetch of the same rows: on a shared
+            # machine the load moves within seconds, so each ratio is taken side by side
+            for round_ in range(rounds):
+                print(f"(b) round {round_ + 1}, {_load()}", flush=True)
+                for label, fetch in forms.items():
+                    http = rows_per_second(http_rows, server)
+                    pg = rows_per_second(fetch, server)
+                    print(
+                        f"(b) {BIG_ROWS:,} rows, postgres {label:29s} {pg.rate:>10,.0f} rows/s | "
+                        f"http arrow {http.rate:>10,.0f} rows/s | ratio {pg.rate / http.rate:4.2f} "
+                        f"| CPU s server/client: postgres {pg.server_cpu:.2f}/{pg.client_cpu:.2f}, "
+                        f"http {http.server_cpu:.2f}/{http.client_cpu:.2f}",
+                        flush=True,
+                    )
         finally:
             proc.terminate()
             proc.wait(60)
+    encoder_alone()
 
 
 if __name__ == "__main__":

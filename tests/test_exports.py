@@ -14,6 +14,7 @@ def test_public_names_are_pinned() -> None:
         "AuthenticationError",
         "BindError",
         "CatalogError",
+        "Change",
         "Client",
         "ClosedError",
         "ConflictError",

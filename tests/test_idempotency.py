@@ -219,3 +219,16 @@ def test_the_keys_table_is_not_listed_among_the_tables(memdb: duckflock.Database
     memdb.execute("CREATE TABLE t (a INTEGER)")
     memdb.insert("t", [(1,)], idempotency_key="k")
     assert [table["name"] for table in memdb.tables()] == ["t"]
+
+
+def test_a_keyed_insert_leaves_no_transaction_open_to_stop_a_checkpoint(tmp_path: Path) -> None:
+    """The writer's key bookkeeping reads its results whole: a result left unread kept
+    the writer's cursor in a transaction, and every later CHECKPOINT (a server's
+    shutdown too) failed with "other write transactions are active" once a definition
+    was kept."""
+    with duckflock.connect(tmp_path / "k.duckdb") as db:
+        db.execute("CREATE TABLE readings (id BIGINT, value DOUBLE)")
+        db.insert("readings", [{"id": 1, "value": 1.0}], idempotency_key="k1")
+        db.analysis("total", "SELECT sum(value) AS total FROM readings", wait=True)
+        db.execute("CHECKPOINT")
+        assert db.execute("SELECT count(*) FROM readings").fetchone() == (1,)

@@ -50,6 +50,7 @@ from duckflock.errors import (
 from duckflock.ingest.receipts import Receipt
 from duckflock.ingest.stats import IngestStats
 from duckflock.lake.connection import LakeOptions
+from duckflock.live.changes import Change
 from duckflock.live.results import Result, Subscription
 
 if _TYPE_CHECKING:  # imported on first use: the HTTP client is the [client] extra
@@ -82,6 +83,7 @@ __all__ = [
     "AuthenticationError",
     "BindError",
     "CatalogError",
+    "Change",
     "Client",
     "ClosedError",
     "ConflictError",

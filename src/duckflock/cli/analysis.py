@@ -7,6 +7,7 @@ in it and defined again when the file is opened).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -178,17 +179,36 @@ def show(target: str, name: str, fmt: render.Format, limit: int, token: str | No
     type=click.IntRange(min=0),
     help="Stop after this many versions (0: until Ctrl-C).",
 )
+@click.option(
+    "--changes",
+    "changes",
+    is_flag=True,
+    help="Write what changed, one JSON line per version (rows with __diff +1/-1; a "
+    "snapshot first), instead of the whole result.",
+)
 @TOKEN
-def watch(target: str, name: str, versions: int, token: str | None) -> None:
+def watch(target: str, name: str, versions: int, changes: bool, token: str | None) -> None:
     """Show NAME's result refreshing live, in place, until Ctrl-C (or --versions).
 
     On a terminal the rows that fit it are redrawn as each version lands; into a pipe,
     each version is written after the last. On a database file nothing else can write
     while this holds it, so only --every refreshes it: watch a server instead.
+
+    With --changes each version is one line of JSON: id, since, version, snapshot,
+    columns and rows (the last column __diff: +1 added, -1 removed).
     """
     out = render.console()
     seen = 0
     with _live(target, token) as live:
+        if changes:
+            from duckflock.server.formats import change_event
+
+            for change in live.changes(name):
+                click.echo(change_event(change, byte_cap=sys.maxsize))
+                seen += 1
+                if seen == versions:
+                    return
+            return
         stream = live.watch(name)
         if not out.is_terminal:
             for result in stream:

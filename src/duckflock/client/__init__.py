@@ -9,60 +9,38 @@ after a failure without storing it twice (:mod:`.retries`, docs/delivery.md).
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import pyarrow as pa
 
 from duckflock.client.retries import DEFAULT_RETRIES, DEFAULT_TOTAL, Retries
-from duckflock.errors import ClosedError, DuckflockError, QueryError, TransportError, from_payload
+from duckflock.client.wire import (
+    ARROW,
+    RemoteResults,
+    json_or_empty,
+    json_ready_rows,
+    json_rows,
+    raise_for,
+    read_arrow,
+    result_from_json,
+    segment,
+    sse,
+)
+from duckflock.errors import ClosedError, QueryError, TransportError, from_payload
 from duckflock.ingest.keys import HEADER as IDEMPOTENCY_KEY
 from duckflock.ingest.keys import check_key
 from duckflock.ingest.rows import as_arrow, ipc_bytes
 from duckflock.lake.connection import redact
+from duckflock.live.changes import DIFF, Change, signed
 from duckflock.live.results import Mode, Result
 
-ARROW = "application/vnd.apache.arrow.stream"
 _ARROW_ABOVE = 1_000  # rows: list inserts this large (with uniform keys) go as Arrow
-
-
-class RemoteResults:
-    """A query's rows, fetched: the DuckDB-style accessors over an Arrow table."""
-
-    def __init__(self, table: pa.Table, truncated: bool) -> None:
-        self.table = table
-        self.truncated = truncated  # the server's row cap cut the result short
-
-    @property
-    def description(self) -> list[tuple[str, str]]:
-        return [(field.name, str(field.type)) for field in self.table.schema]
-
-    def fetchall(self) -> list[tuple[Any, ...]]:
-        columns = [column.to_pylist() for column in self.table.columns]
-        return list(zip(*columns, strict=True)) if columns else []
-
-    def fetchone(self) -> tuple[Any, ...] | None:
-        rows = self.table.slice(0, 1)
-        return self.__class__(rows, False).fetchall()[0] if rows.num_rows else None
-
-    def arrow(self) -> pa.Table:
-        return self.table
-
-    def df(self) -> Any:
-        return self.table.to_pandas()
-
-    def pl(self) -> Any:
-        import polars
-
-        return polars.from_arrow(self.table)
 
 
 class Client:
@@ -143,7 +121,7 @@ class Client:
                 f"the request holds a lone surrogate ({exc.object[exc.start]!r}): it is not "
                 "valid text"
             ) from None
-        _raise_for(response)
+        raise_for(response)
         return response
 
     # -- verbs -------------------------------------------------------------------------
@@ -157,9 +135,9 @@ class Client:
             response = self._http.get("/v1/health")
         except httpx.TransportError as exc:
             raise TransportError(f"cannot reach {self._shown}: {redact(str(exc))}") from exc
-        if response.status_code == 503 and "status" in _json_or_empty(response):
+        if response.status_code == 503 and "status" in json_or_empty(response):
             return dict(response.json())
-        _raise_for(response)
+        raise_for(response)
         return dict(response.json())
 
     def tables(self) -> list[dict[str, Any]]:
@@ -190,16 +168,16 @@ class Client:
         if not isinstance(table, str):
             raise TypeError(f"table must be a str, not {type(table).__name__}")
         suffix = "" if wait else "?wait=false"
-        path = f"/v1/tables/{_segment(table)}/rows{suffix}"
+        path = f"/v1/tables/{segment(table)}/rows{suffix}"
         arrow = as_arrow(data)
         if arrow is None:
-            rows = self._rows(data, columns)
+            rows = json_ready_rows(data, columns)
             uniform = rows and all(isinstance(r, dict) for r in rows)
             if uniform and len(rows) >= _ARROW_ABOVE and len({tuple(r) for r in rows}) == 1:
                 arrow = pa.Table.from_pylist(rows)
             else:
                 chunks = [rows[s : s + chunk_rows] for s in range(0, len(rows), chunk_rows)]
-                self._post(path, chunks, _json_rows, "application/json", idempotency_key)
+                self._post(path, chunks, json_rows, "application/json", idempotency_key)
                 return len(rows)
         elif columns is not None:
             arrow = arrow.rename_columns(list(columns))
@@ -236,24 +214,6 @@ class Client:
                 headers={"Content-Type": content_type, IDEMPOTENCY_KEY: chunk_key},
             )
 
-    @staticmethod
-    def _rows(data: Any, columns: Sequence[str] | None) -> list[Any]:
-        if isinstance(data, dict | tuple):
-            data = [data]
-        elif isinstance(data, str | bytes) or not isinstance(data, Iterable):
-            raise TypeError(
-                "insert takes a dict or tuple (one row), an iterable of them, a DataFrame "
-                f"or an Arrow table, not {type(data).__name__}"
-            )
-        rows = list(data)
-        if columns is not None:
-            names = list(columns)
-            return [
-                dict(zip(names, row, strict=True)) if not isinstance(row, dict) else row
-                for row in rows
-            ]
-        return [list(row) if isinstance(row, tuple) else row for row in rows]
-
     def execute(
         self, sql: str, params: Sequence[Any] | dict[str, Any] | None = None
     ) -> RemoteResults:
@@ -265,7 +225,7 @@ class Client:
             json={"sql": sql, "params": params},
             headers={"Accept": ARROW},
         )
-        table, truncated = _read_arrow(response.content)
+        table, truncated = read_arrow(response.content)
         return RemoteResults(
             table, truncated or response.headers.get("x-duckflock-truncated") == "true"
         )
@@ -317,10 +277,10 @@ class Client:
         }
         if timeout is not None:
             body["timeout"] = timeout
-        return dict(self._request("PUT", f"/v1/analyses/{_segment(name)}", json=body).json())
+        return dict(self._request("PUT", f"/v1/analyses/{segment(name)}", json=body).json())
 
     def drop_analysis(self, name: str) -> None:
-        self._request("DELETE", f"/v1/analyses/{_segment(name)}")
+        self._request("DELETE", f"/v1/analyses/{segment(name)}")
 
     def result(
         self, name: str, *, min_version: int | None = None, timeout: float | None = None
@@ -332,14 +292,14 @@ class Client:
         if timeout is not None:
             params["timeout"] = timeout
         response = self._request(
-            "GET", f"/v1/analyses/{_segment(name)}/result", params=params, headers={"Accept": ARROW}
+            "GET", f"/v1/analyses/{segment(name)}/result", params=params, headers={"Accept": ARROW}
         )
         headers = response.headers
         error = headers.get("x-duckflock-error")
         rebuilt = from_payload(json.loads(error)) if error else None
         return Result(
             name=name,
-            table=_read_arrow(response.content)[0],
+            table=read_arrow(response.content)[0],
             version=int(headers["x-duckflock-version"]),
             refreshed_at=datetime.fromisoformat(headers["x-duckflock-refreshed-at"]),
             duration=float(headers["x-duckflock-duration"]),
@@ -351,134 +311,93 @@ class Client:
             else None,
         )
 
-    def watch(self, name: str) -> Iterator[Result]:
-        """Each new version as the server pushes it (server-sent events)."""
+    def watch(self, name: str, *, changes: bool = False) -> Iterator[Any]:
+        """Each new version as the server pushes it (server-sent events); with
+        ``changes=True`` each :class:`~duckflock.Change` instead (see :meth:`changes`)."""
+        if changes:
+            yield from self.changes(name)
+            return
+        for event, _, data in self._events(name, {}, {}):
+            if event == "result":
+                yield result_from_json(json.loads(data))
+
+    def changes(
+        self, name: str, *, since: int | str | None = None, reconnects: int = 3
+    ) -> Iterator[Change]:
+        """What changed, version by version (``GET …/events?changes=1``): a snapshot
+        first (unless ``since`` — a version or a change id — is still kept on the
+        server), then each change. A broken stream is opened again (up to
+        ``reconnects`` times in a row) with ``Last-Event-ID`` set to the last change
+        seen: the server resumes after it, or sends a snapshot when it no longer keeps
+        what came since (it restarted, or the reader fell too far behind). A change too
+        big for the server's byte cap comes as the result at that version or later, as a
+        snapshot (a result itself over the cap cannot be followed: raise ``--byte-cap``).
+        Values travel as JSON (NaN and infinities as null)."""
+        if not isinstance(reconnects, int) or isinstance(reconnects, bool) or reconnects < 0:
+            raise ValueError(f"reconnects must be an int >= 0, not {reconnects!r}")
+        last = None if since is None else str(since)
+        failures = 0
+        held = 0  # the version what was yielded reaches (a fetched result may be ahead)
+        while True:
+            headers = {} if last is None else {"Last-Event-ID": last}
+            try:
+                for event, ident, data in self._events(name, {"changes": "1"}, headers):
+                    if event != "change":
+                        continue
+                    failures = 0
+                    payload = json.loads(data)
+                    if not payload["snapshot"] and int(payload["version"]) <= held:
+                        last = ident  # already in the result fetched for a truncated one
+                        continue
+                    change = self._change_from_json(name, payload)
+                    last, held = ident, change.version
+                    yield change
+                return  # the server ended the stream: the analysis was dropped or it stopped
+            except TransportError:
+                failures += 1
+                if failures > reconnects:
+                    raise
+
+    def _change_from_json(self, name: str, payload: dict[str, Any]) -> Change:
+        lineage = str(payload["id"]).rpartition(".")[0]
+        if payload.get("truncated"):
+            result = self.result(name, min_version=int(payload["version"]))
+            table = signed(result.table, 1)
+            return Change(name, int(payload["since"]), result.version, table, True, lineage)
+        columns, rows = payload["columns"], payload["rows"]
+        data = {c: [row[i] for row in rows] for i, c in enumerate(columns[:-1])}
+        data[DIFF] = pa.array([row[-1] for row in rows], pa.int8())
+        return Change(
+            name,
+            int(payload["since"]),
+            int(payload["version"]),
+            pa.table(data),
+            bool(payload["snapshot"]),
+            lineage,
+        )
+
+    def _events(
+        self, name: str, params: dict[str, str], headers: dict[str, str]
+    ) -> Iterator[tuple[str, str, str]]:
+        """(event, id, data) of ``name``'s event stream."""
         if self._closed:
             raise ClosedError("the client is closed")
         try:
             with self._http.stream(
-                "GET", f"/v1/analyses/{_segment(name)}/events", timeout=httpx.Timeout(60, read=60)
+                "GET",
+                f"/v1/analyses/{segment(name)}/events",
+                params=params,
+                headers=headers,
+                timeout=httpx.Timeout(60, read=60),
             ) as response:
                 if response.status_code >= 400:
                     response.read()
-                    _raise_for(response)
-                for event, data in _sse(response.iter_lines()):
-                    if event == "result":
-                        yield _result_from_json(json.loads(data))
+                    raise_for(response)
+                yield from sse(response.iter_lines())
         except httpx.TransportError as exc:
             raise TransportError(
                 f"the event stream from {self._shown} broke: {redact(str(exc))}"
             ) from exc
 
 
-def _sse(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
-    """(event, data) pairs of a server-sent event stream (comments and pings skipped)."""
-    event, data = "message", list[str]()
-    for line in lines:
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = "message", []
-        elif line.startswith(":"):
-            continue
-        else:
-            field, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if field == "event":
-                event = value
-            elif field == "data":
-                data.append(value)
-
-
-def _result_from_json(payload: dict[str, Any]) -> Result:
-    columns = payload["columns"]
-    rows = payload["rows"]
-    table = pa.table({c: [row[i] for row in rows] for i, c in enumerate(columns)})
-    error = payload.get("error")
-    rebuilt = from_payload(error) if error else None
-    return Result(
-        name=payload["name"],
-        table=table,
-        version=int(payload["version"]),
-        refreshed_at=datetime.fromisoformat(payload["refreshed_at"]),
-        duration=float(payload["duration"]),
-        watermark=int(payload["watermark"]),
-        mode=Mode(payload["mode"]),
-        error=rebuilt if isinstance(rebuilt, QueryError) else None,
-        reason=str(payload.get("reason", "")),
-        now=datetime.fromisoformat(payload["now"]) if payload.get("now") else None,
-    )
-
-
-def _read_arrow(data: bytes) -> tuple[pa.Table, bool]:
-    """An Arrow IPC stream from the server, and whether it was cut short (its last,
-    empty batch then carries ``duckflock.truncated``; a cut made by an error raises)."""
-    reader = pa.ipc.open_stream(data)
-    batches = []
-    truncated = False
-    while True:
-        try:
-            batch, metadata = reader.read_next_batch_with_custom_metadata()
-        except StopIteration:
-            break
-        marker = metadata.get(b"duckflock.truncated") if metadata else None
-        if marker is not None:
-            truncated = True
-            details = json.loads(marker)
-            if details.get("reason") == "error" and details.get("error"):
-                raise from_payload(details["error"])
-            continue
-        batches.append(batch)
-    return pa.Table.from_batches(batches, schema=reader.schema), truncated
-
-
-def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
-    try:
-        payload = response.json()
-    except ValueError:
-        return {}
-    return payload if isinstance(payload, dict) else {}
-
-
-def _raise_for(response: httpx.Response) -> None:
-    if response.status_code < 400:
-        return
-    try:
-        payload = response.json()["error"]
-    except (ValueError, KeyError, TypeError):
-        raise DuckflockError(
-            f"HTTP {response.status_code} from the server: {response.text[:200]}"
-        ) from None
-    raise from_payload(payload)
-
-
 __all__ = ["Client", "RemoteResults"]
-
-
-def _segment(name: str) -> str:
-    """A table or analysis name as one URL path segment (``?``, ``#``, ``%`` escaped)."""
-    return quote(name, safe="")
-
-
-def _plain(value: Any) -> Any:
-    """JSON for values json cannot write: text DuckDB casts to the column's type."""
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return f"{value.total_seconds()} seconds"
-    if isinstance(value, decimal.Decimal | uuid.UUID):
-        return str(value)
-    raise TypeError(
-        f"a {type(value).__name__} value cannot be sent as JSON; pass the rows as an Arrow "
-        "table or a DataFrame instead"
-    )
-
-
-def _json_rows(rows: list[Any]) -> bytes:
-    try:
-        return json.dumps(rows, default=_plain, allow_nan=False).encode()
-    except ValueError:
-        raise ValueError(
-            "NaN and infinities cannot be sent as JSON; pass the rows as an Arrow table or "
-            "a DataFrame instead"
-        ) from None

@@ -31,6 +31,7 @@ from duckflock.lake.connection import LakeOptions, is_lake, redact
 from duckflock.lake.connection import prepare as prepare_lake
 from duckflock.lake.watch import LakeWatch
 from duckflock.live import definitions
+from duckflock.live.changes import KEEP_CHANGES
 from duckflock.live.plan.plans import DISTINCT_LIMIT
 from duckflock.live.scheduler import DEFAULT_TIMEOUT, DEFAULT_WORKERS, MAX_WORKERS, TIMEOUT_FLOOR
 
@@ -70,6 +71,7 @@ class Database(Statements, Inserts, Analyses, Lake):
         analysis_timeout: float = DEFAULT_TIMEOUT,
         restore_analyses: bool = True,
         distinct_limit: int = DISTINCT_LIMIT,
+        keep_changes: int = KEEP_CHANGES,
         data_path: str | os.PathLike[str] | None = None,
         lake: LakeOptions | None = None,
         idempotency_window: float = DEFAULT_WINDOW,
@@ -77,6 +79,7 @@ class Database(Statements, Inserts, Analyses, Lake):
     ) -> None:
         restore = flag(restore_analyses, "restore_analyses")
         self._distinct_limit = count(distinct_limit, "distinct_limit")
+        self._keep_changes = count(keep_changes, "keep_changes")
         workers = count(
             max_concurrent_analyses, "max_concurrent_analyses", minimum=1, maximum=MAX_WORKERS
         )
@@ -141,6 +144,7 @@ def connect(
     analysis_timeout: float = DEFAULT_TIMEOUT,
     restore_analyses: bool = True,
     distinct_limit: int = DISTINCT_LIMIT,
+    keep_changes: int = KEEP_CHANGES,
     data_path: str | Path | None = None,
     lake: LakeOptions | None = None,
     idempotency_window: float = DEFAULT_WINDOW,
@@ -160,6 +164,8 @@ def connect(
     at once, unless ``restore_analyses=False`` (for one-off work on the file). An
     incremental analysis with ``count(DISTINCT …)`` keeps each group's distinct values:
     beyond ``distinct_limit`` values in all (default 1,000,000) it runs in full instead.
+    Each analysis keeps the changes of its last ``keep_changes`` versions (default 64,
+    and 1,000,000 changed rows at most) for :meth:`Database.changes` readers that resume.
 
     ``"ducklake:postgres:dbname=… host=…"`` opens a DuckLake with its catalog in
     PostgreSQL and its Parquet files under ``data_path`` (needed when the lake is new),
@@ -182,6 +188,7 @@ def connect(
         analysis_timeout=analysis_timeout,
         restore_analyses=restore_analyses,
         distinct_limit=distinct_limit,
+        keep_changes=keep_changes,
         data_path=data_path,
         lake=lake,
         idempotency_window=idempotency_window,

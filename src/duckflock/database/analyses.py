@@ -17,6 +17,7 @@ from duckflock.core.checks import flag, text, texts
 from duckflock.database.base import Base
 from duckflock.errors import DuckflockError, OpenError, QueryError
 from duckflock.live import definitions
+from duckflock.live.changes import Change
 from duckflock.live.results import Result, Subscription
 from duckflock.live.scheduler import Scheduler
 
@@ -211,13 +212,38 @@ class Analyses(Base):
         """``watch`` for asyncio code: ``async for result in db.watch_async(name)``."""
         return self._analyses().readers.watch_async(name)
 
-    def subscribe(self, name: str, callback: Callable[[Result], Any]) -> Subscription:
+    def subscribe(
+        self, name: str, callback: Callable[[Any], Any], *, changes: bool = False
+    ) -> Subscription:
         """Call ``callback(result)`` for each new version, on a thread of its own.
 
         A callback that raises is logged and stays subscribed; a slow one skips
-        versions. ``.cancel()`` the returned subscription to stop.
+        versions. ``.cancel()`` the returned subscription to stop. With ``changes=True``
+        the callback gets a :class:`Change` per version instead (a snapshot first; a
+        slow one gets every change while they are kept, then a snapshot), as
+        :meth:`changes` yields them.
         """
-        return self._analyses().readers.subscribe(name, callback)
+        return self._analyses().readers.subscribe(name, callback, changes=changes)
+
+    def changes(
+        self, name: str, *, since: int | str | None = None, timeout: float | None = None
+    ) -> Iterator[Change]:
+        """Iterate over what changed, version by version: each :class:`Change` holds the
+        rows with ``__diff`` +1 (added) / -1 (removed) since the version before.
+
+        ``since``: a version, or a change's ``id`` (``"lineage.version"``, valid across
+        reconnects but not across a restart or a replacement). The first item is a
+        snapshot (``snapshot=True``: the whole result, replace what you hold) when
+        ``since`` is None, or when the changes after it are no longer kept
+        (``connect(keep_changes=…)``, default 64 versions) or belong to another run.
+        Ends when the analysis is dropped, the Database closes, or ``timeout`` seconds
+        pass without a new version (None: no limit).
+        """
+        return self._analyses().readers.changes(name, since, timeout)
+
+    def changes_async(self, name: str, *, since: int | str | None = None) -> AsyncIterator[Change]:
+        """``changes`` for asyncio code: ``async for change in db.changes_async(name)``."""
+        return self._analyses().readers.changes_async(name, since)
 
     def _analyses(self) -> Scheduler:
         self._life.check()
@@ -236,6 +262,7 @@ class Analyses(Base):
                     max_concurrent=self._max_concurrent_analyses,
                     default_timeout=self._analysis_timeout,
                     distinct_limit=self._distinct_limit,
+                    keep_changes=self._keep_changes,
                     owner=self,  # for duckflock.live.internals
                 )
             return self._scheduler

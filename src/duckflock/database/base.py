@@ -59,6 +59,7 @@ class Base:
     _max_concurrent_analyses: int
     _analysis_timeout: float
     _distinct_limit: int
+    _keep_changes: int  # versions of changes each analysis keeps
     _replayed: list[str]  # settings to apply again if the file is reopened
     _life: Lifecycle  # closed or not, statements running; its guard also guards
     _writer: Writer | None  # started on the first insert (under _life.guard)

@@ -259,11 +259,13 @@ class KeyBook:
         self._next_look = now + PRUNE_EVERY
         try:
             cutoff = dt.datetime.fromtimestamp(now - self.window, dt.UTC)
-            row = cursor.execute(
+            # fetchall, not fetchone: a result left unread keeps the writer's cursor in
+            # a transaction while it idles, and DuckDB then refuses every CHECKPOINT
+            # once another connection changed the catalog ("other write transactions")
+            (row,) = cursor.execute(
                 f"SELECT count(*), count(*) FILTER (WHERE committed_at < ?) FROM {TABLE}",
                 [cutoff],
-            ).fetchone()
-            assert row is not None
+            ).fetchall()
             total, expired = int(row[0]), int(row[1])
             doomed = min(PRUNE_BATCH, max(expired, total - self.max_keys))
             self._count = total - max(doomed, 0)

@@ -121,8 +121,9 @@ def _culprit(
             kind = types.get(str(column).lower())
             if value is None or kind is None:
                 continue
-            ok = cursor.execute(f"SELECT TRY_CAST(? AS {kind}) IS NOT NULL", [value]).fetchone()
-            if ok is not None and not ok[0]:
+            # read whole (fetchall): the writer's cursor must not idle inside a transaction
+            ok = cursor.execute(f"SELECT TRY_CAST(? AS {kind}) IS NOT NULL", [value]).fetchall()
+            if ok and not ok[0][0]:
                 return str(column)
     except (duckdb.Error, TypeError, ValueError):
         return None  # only context for the message: never fail the rejection over it

@@ -30,6 +30,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from duckflock.live.changes import ChangeLog, Touched
 from duckflock.live.plan.incremental import Shape
 from duckflock.live.results import Mailbox, Mode, Result
 
@@ -80,6 +81,7 @@ class Schedule:
     result: Result | None = None
     published_run: int = 0
     mailboxes: set[Mailbox] = field(default_factory=set)
+    history: ChangeLog = field(default_factory=ChangeLog)  # the last versions' changes
 
     def due_at(self, spec: Spec) -> float | None:
         """When the analysis should next run (monotonic seconds), or None."""
@@ -149,6 +151,7 @@ class State:
     last_table: pa.Table | None = None  # the result the state gave: reused when nothing new
     window_now: datetime | None = None  # the instant the last window result is at
     fast: bool = True  # the pyarrow fold may be used (see Plan.arrow)
+    touched: Touched | None = None  # the groups the last run changed (None: any)
     mode: Mode | None = None  # how the last run ran, and why
     reason: str = ""
 

@@ -19,9 +19,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import duckdb
 import pyarrow as pa
 
 from duckflock.core.wide import description_types, named_types, repair
+from duckflock.live.changes import Touched, difference, signed
 from duckflock.live.clock import Clock
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.retention import retract
@@ -29,10 +31,36 @@ from duckflock.live.pinned import FAILED, Pinned
 from duckflock.live.plan.incremental import inspect
 from duckflock.live.plan.plans import DISTINCT_LIMIT, Plan, split
 from duckflock.live.record import Analysis
-from duckflock.live.results import Mode
+from duckflock.live.results import Mode, Result, log
 from duckflock.live.steps import arrow_fold, fold_in, outputs
 
 FIRST = "first refresh: the state is built from the whole table"
+
+
+def touched(plan: Plan, rows: list[pa.Table]) -> Touched | None:
+    """The groups ``rows`` (appended or deleted) fall in, as values of the result's key
+    columns; None where a row of the result is not one group's alone (no pyarrow plan,
+    a key not in the result, LIMIT/OFFSET)."""
+    arrow = plan.arrow
+    if not rows:
+        return Touched((), pa.table({}))  # nothing new: nothing changed
+    if arrow is None or arrow.offset or arrow.limit is not None or not arrow.keys:
+        return None
+    positions = []
+    for i in range(len(arrow.keys)):
+        at = [j for j, out in enumerate(arrow.outputs) if out.kind == "key" and out.index == i]
+        if not at:
+            return None
+        positions.append(at[0])
+    names = [f"k{i}" for i in range(len(arrow.keys))]
+    try:
+        keys = pa.concat_tables(
+            [r.select(list(arrow.keys)).rename_columns(names) for r in rows],
+            promote_options="permissive",
+        )
+    except (pa.ArrowException, KeyError):
+        return None
+    return Touched(tuple(positions), keys)
 
 
 class Refresher:
@@ -63,7 +91,24 @@ class Refresher:
             table = repair(table, named_types(shape.types))
         return table, watermark
 
+    def difference(
+        self, analysis: Analysis, previous: Result | None, table: pa.Table
+    ) -> tuple[pa.Table, bool]:
+        """The rows of ``table`` that changed since ``previous`` (see
+        :func:`duckflock.live.changes.difference`), on the analysis's cursor; the whole
+        table as a snapshot when DuckDB cannot compare them."""
+        old = None if previous is None else previous.table
+        try:
+            return difference(analysis.state.cursor, old, table, analysis.state.touched)
+        except duckdb.Error as exc:
+            log.warning("analysis %r: its changes are a snapshot: %s", analysis.name, exc)
+            return signed(table, 1), True
+        except Exception:  # a bug must not kill the analysis thread: the whole result
+            log.exception("analysis %r: computing its changes failed", analysis.name)
+            return signed(table, 1), True
+
     def _run(self, analysis: Analysis) -> tuple[pa.Table, int]:
+        analysis.state.touched = None  # set by the runs that know which groups changed
         analysis.check()
         if analysis.changes.reinspect:
             self._reinspect(analysis)
@@ -156,6 +201,7 @@ class Refresher:
                     with self._lock:
                         changes.taint(FAILED)
                     raise
+            run.touched = touched(plan, deltas)
             run.mode = Mode.INCREMENTAL
             what = run.shape.reason.removeprefix("incremental: ")
             rows = sum(d.num_rows for d in deltas)
@@ -218,6 +264,7 @@ class Refresher:
             if settled is not None:
                 table = outputs(analysis, plan, settled, gone.slice(0, 0))
                 run.state, run.last_table = settled, table
+                run.touched = touched(plan, [*deltas, *removed])
                 return table, watermark, appended, gone.num_rows
         except BaseException:
             with self._lock:

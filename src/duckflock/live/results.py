@@ -12,19 +12,22 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from duckflock.core.checks import seconds
 from duckflock.core.wide import python_rows
 from duckflock.errors import QueryError
+from duckflock.live.changes import Change, difference, signed
 
 log = logging.getLogger("duckflock")
+_LAZY = threading.Lock()  # computes a change not computed at publish, once
 
 
 class Mode(StrEnum):
@@ -37,7 +40,9 @@ class Mode(StrEnum):
 
 @dataclass(frozen=True)
 class Result:
-    """One version of an analysis's output. Reading it never runs a query."""
+    """One version of an analysis's output. Reading it never runs a query — except
+    :meth:`changes` of a version published while nobody followed the analysis's changes
+    (one DuckDB comparison with the previous version, once)."""
 
     name: str
     table: pa.Table
@@ -49,6 +54,28 @@ class Result:
     error: QueryError | None = None  # set when the last run failed; table is the last good
     reason: str = ""  # why it ran in that mode (full: the first construct or event to blame)
     now: datetime | None = None  # a sliding window's instant: the value now() stood for
+    change: Change | None = None  # what changed since the previous version (see changes())
+    # the previous version's table, kept only when ``change`` was not computed at publish
+    previous: pa.Table | None = field(default=None, repr=False, compare=False)
+
+    def changes(self) -> Change:
+        """What changed since the previous version: the rows with ``__diff`` +1 / -1 and
+        the version they are relative to (``since``); a snapshot (all +1) for a first
+        version, a replaced analysis or changed columns (see :mod:`duckflock.live.changes`)."""
+        if self.change is not None:
+            return self.change
+        if self.previous is None:
+            return Change(self.name, 0, self.version, signed(self.table, 1), True, "")
+        # published while nobody followed the analysis's changes: computed now, once
+        with _LAZY:
+            if self.change is None:
+                with duckdb.connect() as scratch:
+                    table, snapshot = difference(scratch, self.previous, self.table)
+                change = Change(self.name, self.version - 1, self.version, table, snapshot, "")
+                object.__setattr__(self, "change", change)
+                object.__setattr__(self, "previous", None)
+        assert self.change is not None
+        return self.change
 
     def df(self) -> Any:
         """The table as a pandas DataFrame (needs pandas)."""
@@ -75,7 +102,12 @@ class Result:
 class Mailbox:
     """One reader's view of an analysis: the newest result, and whether it ended."""
 
-    def __init__(self, on_put: Callable[[], object] | None = None) -> None:
+    def __init__(
+        self, on_put: Callable[[], object] | None = None, *, follows_changes: bool = False
+    ) -> None:
+        # whether its reader takes changes: while no mailbox of an analysis does, a
+        # refresh computes its change only where that is cheap (see Result.changes)
+        self.follows_changes = follows_changes
         # guards _latest and _closed
         self._cond = threading.Condition()
         self._latest: Result | None = None
@@ -126,15 +158,19 @@ class Subscription:
     def __init__(
         self,
         name: str,
-        callback: Callable[[Result], Any],
+        callback: Callable[[Any], Any],
         mailbox: Mailbox,
         on_cancel: Callable[[Mailbox], None],
+        items: Iterator[Any] | None = None,
     ) -> None:
+        """``items``: what to call ``callback`` with (default: each newest result in
+        ``mailbox``); it must end once ``mailbox`` is closed."""
         self.name = name
         self.errors = 0  # callbacks that raised
         self._callback = callback
         self._mailbox = mailbox
         self._on_cancel = on_cancel
+        self._items = items if items is not None else self._results()
         self._thread = threading.Thread(
             target=self._run, name=f"duckflock-subscriber-{name}", daemon=True
         )
@@ -144,12 +180,16 @@ class Subscription:
     def active(self) -> bool:
         return self._thread.is_alive()
 
-    def _run(self) -> None:
+    def _results(self) -> Iterator[Result]:
         seen = 0
         while (result := self._mailbox.get(seen)) is not None:
             seen = result.version
+            yield result
+
+    def _run(self) -> None:
+        for item in self._items:
             try:
-                self._callback(result)
+                self._callback(item)
             except Exception:
                 self.errors += 1
                 log.exception("subscriber of analysis %r raised; it stays subscribed", self.name)
@@ -164,8 +204,9 @@ class Subscription:
             self._thread.join(timeout)
 
 
-def async_mailbox() -> tuple[Mailbox, asyncio.Event]:
+def async_mailbox(follows_changes: bool = False) -> tuple[Mailbox, asyncio.Event]:
     """A mailbox that wakes the running event loop's reader through an asyncio.Event."""
     loop = asyncio.get_running_loop()
     event = asyncio.Event()
-    return Mailbox(on_put=lambda: loop.call_soon_threadsafe(event.set)), event
+    on_put = lambda: loop.call_soon_threadsafe(event.set)  # noqa: E731
+    return Mailbox(on_put=on_put, follows_changes=follows_changes), event

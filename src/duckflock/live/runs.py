@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.errors import QueryError, QueryTimeoutError, translate
+from duckflock.live.changes import Change, signed
 from duckflock.live.clock import Clock
 from duckflock.live.record import Analysis, Cancelled, Stop
 from duckflock.live.refresh import Refresher
@@ -138,6 +139,8 @@ class Runs:
         duration = time.perf_counter() - started
         with self._registry.lock:
             stop = analysis.schedule.stop
+            previous = analysis.schedule.result
+            followed = any(box.follows_changes for box in analysis.schedule.mailboxes)
         if stop is Stop.TIMEOUT:
             if table is None:  # a run that finished as its time ran out keeps its table
                 error = QueryTimeoutError(
@@ -147,7 +150,16 @@ class Runs:
                 )
         elif stop is not None:
             return  # dropped, replaced or closing: its result is nobody's
-        self._publish(analysis, table, error, duration, watermark)
+        # a change costs a comparison of the whole result unless the refresh knows the
+        # groups it touched: computed here only when cheap or followed (db.changes,
+        # subscribe(changes=True), the SSE change stream); else Result.changes() later
+        cheap = previous is None or analysis.state.touched is not None
+        diff = (
+            self._refresher.difference(analysis, previous, table)
+            if table is not None and (followed or cheap)
+            else None
+        )
+        self._publish(analysis, table, error, duration, watermark, diff)
 
     def _publish(
         self,
@@ -156,15 +168,33 @@ class Runs:
         error: QueryError | None,
         duration: float,
         watermark: int,
+        diff: tuple[pa.Table, bool] | None,
     ) -> None:
+        """Make the new version, keep its change, hand it to the readers. ``diff``: the
+        rows that changed since the published result (None with a ``table``: not
+        computed — nobody follows the changes; the history has a gap there and the
+        result computes its change when asked)."""
         registry, schedule, run = self._registry, analysis.schedule, analysis.state
         with registry.lock:
             if schedule.dropped and registry.analyses.get(analysis.name) is not analysis:
                 return  # replaced or dropped while it ran
+            previous = schedule.result
+            later: pa.Table | None = None  # the table a lazily computed change starts from
             if table is None:
-                previous = schedule.result
                 table = previous.table if previous is not None else pa.table({})
+                diff = (signed(table.slice(0, 0), 1), previous is None)
+            since = schedule.version
             schedule.version += 1
+            change: Change | None = None
+            if diff is not None:
+                change = Change(
+                    analysis.name, since, schedule.version, *diff, schedule.history.lineage
+                )
+                schedule.history.add(change)
+            else:
+                assert previous is not None
+                later = previous.table
+                schedule.history.gap(schedule.version)
             schedule.published_run = schedule.runs  # no other run starts while one runs
             result = Result(
                 name=analysis.name,
@@ -177,6 +207,8 @@ class Runs:
                 error=error,
                 reason=run.reason or run.shape.reason,
                 now=run.window_now if run.shape.window is not None else None,
+                change=change,
+                previous=later,
             )
             schedule.result = result
             mailboxes = list(schedule.mailboxes)

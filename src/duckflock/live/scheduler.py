@@ -47,6 +47,7 @@ from duckflock.core.checks import seconds
 from duckflock.core.names import Identity
 from duckflock.errors import ClosedError
 from duckflock.live import clock as clocks
+from duckflock.live.changes import KEEP_CHANGES, ChangeLog
 from duckflock.live.notices import Notices
 from duckflock.live.plan.incremental import inspect
 from duckflock.live.plan.plans import DISTINCT_LIMIT
@@ -93,10 +94,12 @@ class Scheduler:
         default_timeout: float = DEFAULT_TIMEOUT,
         max_delta_rows: int = 2_000_000,
         distinct_limit: int = DISTINCT_LIMIT,
+        keep_changes: int = KEEP_CHANGES,
         owner: object = None,
         clock: clocks.Clock | None = None,
     ) -> None:
         self._distinct_limit = distinct_limit
+        self._keep_changes = keep_changes
         self._default_timeout = default_timeout  # both checked by Database (connect)
         self._new_cursor = new_cursor
         self._close_cursor = close_cursor
@@ -162,7 +165,9 @@ class Scheduler:
             raise
         limit = self._default_timeout if timeout is None else timeout
         spec = Spec(name, sql, params, every, on_change, interval, limit)
-        analysis = Analysis(spec, Schedule(), Changes(), State(shape, cursor))
+        analysis = Analysis(
+            spec, Schedule(history=ChangeLog(self._keep_changes)), Changes(), State(shape, cursor)
+        )
         registry = self._registry
         with registry.lock:
             if registry.stopping:

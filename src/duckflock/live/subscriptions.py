@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from duckflock.core.checks import count, seconds
+from duckflock.live.changes import Change, signed
 from duckflock.live.record import Analysis
 from duckflock.live.registry import Registry
 from duckflock.live.results import Mailbox, Result, Subscription, async_mailbox
@@ -78,9 +79,10 @@ class Readers:
         finally:
             self.detach(mailbox)
 
-    async def watch_async(self, name: str) -> AsyncIterator[Result]:
-        """``watch`` for asyncio: ``async for result in db.watch_async(name)``."""
-        mailbox, event = async_mailbox()
+    async def watch_async(self, name: str, *, changes: bool = False) -> AsyncIterator[Result]:
+        """``watch`` for asyncio: ``async for result in db.watch_async(name)``
+        (``changes``: its reader follows the changes, see :meth:`changes_async`)."""
+        mailbox, event = async_mailbox(follows_changes=changes)
         self.attach(name, mailbox)
         try:
             seen = 0
@@ -97,12 +99,19 @@ class Readers:
         finally:
             self.detach(mailbox)
 
-    def subscribe(self, name: str, callback: Callable[[Result], Any]) -> Subscription:
+    def subscribe(
+        self, name: str, callback: Callable[[Any], Any], *, changes: bool = False
+    ) -> Subscription:
+        """Call ``callback`` with each new result — or, with ``changes``, with each
+        :class:`~duckflock.live.changes.Change` (a snapshot first)."""
         if not callable(callback):
             raise TypeError("callback must be callable")
-        mailbox = Mailbox()
+        if not isinstance(changes, bool):
+            raise TypeError(f"changes must be True or False, not {changes!r}")
+        mailbox = Mailbox(follows_changes=changes)
         self.attach(name, mailbox)
-        subscription = Subscription(name, callback, mailbox, self._unsubscribe)
+        items = self._follow(name, mailbox, None, None) if changes else None
+        subscription = Subscription(name, callback, mailbox, self._unsubscribe, items)
         with self._registry.lock:
             self._subscriptions[mailbox] = subscription
         return subscription
@@ -115,3 +124,61 @@ class Readers:
     def subscriptions(self) -> list[Subscription]:
         """The subscriptions not cancelled yet (caller holds the registry's lock)."""
         return list(self._subscriptions.values())
+
+    # -- changes ----------------------------------------------------------------------------
+
+    def changes(
+        self, name: str, since: int | str | None = None, timeout: float | None = None
+    ) -> Iterator[Change]:
+        """Each change after ``since`` (a version, or a change's ``id``), then each new
+        one as it lands; a snapshot first when ``since`` is None or its changes are no
+        longer kept. Ends on drop, close, or ``timeout`` seconds without a new version."""
+        limit = seconds(timeout, "timeout")
+        seen = self._resume_point(name, since)
+        mailbox = Mailbox(follows_changes=True)
+        self.attach(name, mailbox)
+        return self._follow(name, mailbox, seen, limit)
+
+    def _resume_point(self, name: str, since: int | str | None) -> int | None:
+        with self._registry.lock:
+            return self._registry.get(name).schedule.history.resume_point(since)
+
+    def _catch_up(self, name: str, seen: int | None, result: Result) -> list[Change]:
+        """The kept changes after ``seen``; a snapshot of ``result`` when they are not all
+        kept (or ``seen`` is None)."""
+        with self._registry.lock:
+            analysis = self._registry.analyses.get(name)
+            if analysis is None:
+                return []  # dropped: its mailbox is closed too
+            history = analysis.schedule.history
+            found = None if seen is None else history.since(seen)
+            lineage = history.lineage
+        if found is not None:
+            return found
+        table = signed(result.table, 1)
+        return [Change(name, seen or 0, result.version, table, True, lineage)]
+
+    def _follow(
+        self, name: str, mailbox: Mailbox, seen: int | None, timeout: float | None
+    ) -> Iterator[Change]:
+        try:
+            at = 0  # the newest version taken from the mailbox
+            while (result := mailbox.get(at, timeout)) is not None:
+                at = result.version
+                for change in self._catch_up(name, seen, result):
+                    seen = change.version
+                    at = max(at, seen)
+                    yield change
+        finally:
+            self.detach(mailbox)
+
+    async def changes_async(
+        self, name: str, since: int | str | None = None
+    ) -> AsyncIterator[Change]:
+        """``changes`` for asyncio (catching up is a lookup under the registry's lock:
+        no query runs)."""
+        seen = self._resume_point(name, since)
+        async for result in self.watch_async(name, changes=True):
+            for change in self._catch_up(name, seen, result):
+                seen = change.version
+                yield change

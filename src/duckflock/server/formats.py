@@ -15,6 +15,7 @@ import pyarrow.csv as pa_csv
 
 from duckflock.errors import RequestError, UnsupportedMediaTypeError
 from duckflock.ingest.files import csv_convert_options
+from duckflock.live.changes import Change
 from duckflock.live.results import Result
 from duckflock.server import values
 
@@ -267,3 +268,20 @@ def dumps(payload: Any) -> bytes:
             values.clean(payload), default=values.plain, separators=(",", ":"), allow_nan=False
         )
     return text.encode()
+
+
+def change_event(change: Change, byte_cap: int) -> str:
+    """One change event's data: its fields, columns and rows (the last column is
+    ``__diff``), or — over ``byte_cap`` — no rows and ``"truncated": true`` (fetch the
+    result at that version instead, then resume after it)."""
+    head = {
+        "name": change.name,
+        "id": change.id,
+        "since": change.since,
+        "version": change.version,
+        "snapshot": change.snapshot,
+    }
+    text = dumps({**head, **table_json(change.table)})
+    if len(text) > byte_cap:
+        text = dumps({**head, "columns": change.table.column_names, "rows": [], "truncated": True})
+    return text.decode()

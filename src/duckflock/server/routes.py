@@ -262,14 +262,30 @@ ROUTES: tuple[Route, ...] = (
         "/v1/analyses/{name}/events",
         Role.READ,
         "events",
-        "Server-sent events: each new version as JSON",
+        "Server-sent events: each new version as JSON (event result), or with changes=1 "
+        "what changed (event change, id lineage.version: a Last-Event-ID header or since= "
+        "resumes after it, a snapshot first when that is no longer kept)",
         {
             "200": {
                 "description": "An event stream",
                 "content": {"text/event-stream": {"schema": {"type": "string"}}},
             }
         },
-        errors=("404",),
+        query=(
+            {
+                "name": "changes",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "boolean"},
+            },
+            {
+                "name": "since",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string"},
+            },
+        ),
+        errors=("400", "404"),
     ),
 )
 

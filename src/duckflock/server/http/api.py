@@ -39,6 +39,7 @@ from duckflock.errors import (
 )
 from duckflock.ingest.keys import HEADER as IDEMPOTENCY_KEY
 from duckflock.ingest.keys import REPLAYED
+from duckflock.live.changes import checked_since
 from duckflock.live.results import Result
 from duckflock.server import formats, policy
 from duckflock.server.history import Feeder, History, catch_up, history_table
@@ -276,7 +277,15 @@ class HttpApi:
 
     async def events(self, request: Request) -> Response:
         name = request.path_params["name"]
+        changes = policy.flag(request.query_params.get("changes"), "changes", default=False)
+        raw = request.headers.get("last-event-id") or request.query_params.get("since")
+        try:
+            since = checked_since(raw)
+        except ValueError as exc:
+            raise RequestError(f"Last-Event-ID / since: {exc}") from None
         await run_in_threadpool(self.db.result, name)  # 404 now for an unknown analysis
+        if changes:
+            return EventSourceResponse(self._change_feed(name, since), ping=15)
 
         async def feed() -> AsyncIterator[dict[str, str]]:
             async for found in self.db.watch_async(name):
@@ -288,6 +297,19 @@ class HttpApi:
                 yield {"event": "result", "id": str(found.version), "data": data}
 
         return EventSourceResponse(feed(), ping=15)
+
+    async def _change_feed(
+        self, name: str, since: int | str | None
+    ) -> AsyncIterator[dict[str, str]]:
+        """Each change as an event ``change`` with ``id: lineage.version``: a reconnecting
+        EventSource resumes after it (a snapshot first when that is no longer kept)."""
+        async for change in self.db.changes_async(name, since=since):
+            if self.stopping:
+                return
+            data = await run_in_threadpool(
+                formats.change_event, change, self.settings.query_byte_cap
+            )
+            yield {"event": "change", "id": change.id, "data": data}
 
     # -- write ---------------------------------------------------------------------------------
 
@@ -382,5 +404,3 @@ class HttpApi:
     async def drop_analysis(self, request: Request) -> Response:
         await run_in_threadpool(self.db.drop_analysis, request.path_params["name"])
         return Response(status_code=204)
-
-    # -- the router ----------------------------------------------------------------------------

@@ -1,4 +1,11 @@
-"""Result batches as DataRow messages or COPY data, in text or binary form."""
+"""Result batches as DataRow messages or COPY data, in text or binary form.
+
+Each column is encoded at once (:func:`.types.columnar.encode_column`: Arrow casts and
+numpy), and each batch framed at once (:mod:`.framing`); a column whose type has no
+whole-column form is encoded value by value by its type's dumpers, the same dumpers
+:class:`.reference.PerValueEncoder` (the per-row reference a differential test compares
+with) uses for every column.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +15,28 @@ from collections.abc import Iterator, Sequence
 
 import pyarrow as pa
 
-from duckflock.server.pgwire import types
+from duckflock.server.pgwire import framing, types
 from duckflock.server.pgwire.messages import Backend, message
+from duckflock.server.pgwire.types.columnar import encode_column
 
 _I2, _I4 = struct.Struct("!h"), struct.Struct("!i")
-_NULL = b"\xff\xff\xff\xff"
+# types whose whole-column text is never empty and holds no character COPY escapes or
+# CSV quotes (digits, signs, points, colons, dashes, spaces, letters)
+_PLAIN = {
+    types.Oid.BOOL,
+    types.Oid.INT2,
+    types.Oid.INT4,
+    types.Oid.INT8,
+    types.Oid.FLOAT4,
+    types.Oid.FLOAT8,
+    types.Oid.NUMERIC,
+    types.Oid.DATE,
+    types.Oid.TIME,
+    types.Oid.TIMESTAMP,
+    types.Oid.TIMESTAMPTZ,
+    types.Oid.INTERVAL,
+    types.Oid.UUID,
+}
 COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + _I4.pack(0) + _I4.pack(0)
 COPY_TRAILER = _I2.pack(-1)
 
@@ -35,107 +59,77 @@ class RowEncoder:
         self.formats = [types.Format(f) for f in formats]
         self.encoders = [c.encoder(f) for c, f in zip(self.columns, self.formats, strict=True)]
 
-    def _values(self, batch: pa.RecordBatch) -> list[list[bytes | None]]:
-        """Each column's encoded values (None for NULL)."""
-        out = []
-        for name, column, duck_type, encode in zip(
-            batch.schema.names, batch.columns, self.duck_types, self.encoders, strict=True
-        ):
-            with _naming(name):
-                values = types.column_values(column, duck_type)
-                out.append([None if v is None else encode(v) for v in values])
-        return out
+    def per_value(self, index: int, column: pa.Array) -> list[bytes | None]:
+        """Column ``index``'s values encoded one by one by its type's dumper (None:
+        NULL)."""
+        encode = self.encoders[index]
+        values = types.column_values(column, self.duck_types[index])
+        return [None if v is None else encode(v) for v in values]
 
-    def _cells(self, batch: pa.RecordBatch) -> list[list[bytes]]:
-        """Each column's values as DataRow fields: a length, then the bytes (-1: NULL)."""
-        out = []
-        for name, column, duck_type, kind, fmt, encode in zip(
-            batch.schema.names,
-            batch.columns,
-            self.duck_types,
-            self.columns,
-            self.formats,
-            self.encoders,
-            strict=True,
-        ):
-            with _naming(name):
-                out.append(self._column_cells(column, duck_type, kind, fmt, encode))
-        return out
+    def wire_values(self, batch: pa.RecordBatch) -> list[pa.Array]:
+        """Each column's values in wire form, as an Arrow binary array (NULL: null)."""
+        return self._wire(batch)[0]
 
-    @staticmethod
-    def _column_cells(
-        column: pa.Array, duck_type: str, kind: types.ColumnType, fmt: int, encode: types.Encoder
-    ) -> list[bytes]:
-        fast = types.encoded_by_arrow(column, kind.oid, fmt == types.Format.BINARY)
-        if fast is not None:
-            return [_NULL if e is None else _I4.pack(len(e)) + e for e in fast]
-        values = types.column_values(column, duck_type)
-        if column.null_count == 0:
-            encoded = [encode(v) for v in values]
-            return [_I4.pack(len(e)) + e for e in encoded]
-        return [_NULL if v is None else _field(encode(v)) for v in values]
+    def _wire(self, batch: pa.RecordBatch) -> tuple[list[pa.Array], list[bool]]:
+        """Each column's wire values, and whether its text is plain (never empty, no
+        character COPY escapes or CSV quotes)."""
+        out, plain = [], []
+        for index, (name, column) in enumerate(zip(batch.schema.names, batch.columns, strict=True)):
+            with naming(name):
+                values, whole = self._wire_column(index, column)
+            out.append(values)
+            plain.append(whole and self.columns[index].oid in _PLAIN)
+        return out, plain
+
+    def _wire_column(self, index: int, column: pa.Array) -> tuple[pa.Array, bool]:
+        def some(rows: pa.Array) -> list[bytes | None]:
+            return self.per_value(index, rows)
+
+        oid, fmt = self.columns[index].oid, self.formats[index]
+        encoded = encode_column(column, oid, fmt, some)
+        if encoded is None:
+            return pa.array(some(column), pa.binary()), False
+        return encoded, True
 
     def data_rows(self, batch: pa.RecordBatch) -> bytes:
         """One DataRow message per row of ``batch``."""
-        columns = self._cells(batch)
-        if not columns:
+        if not batch.num_columns:
             return (Backend.DATA_ROW + _I4.pack(6) + _I2.pack(0)) * int(batch.num_rows)
-        head = _I2.pack(batch.num_columns)
-        join = b"".join
-        pack = _I4.pack
-        rows: map[bytes] = map(join, zip(*columns, strict=True))
-        return join([Backend.DATA_ROW + pack(len(body) + 6) + head + body for body in rows])
+        return framing.messages(Backend.DATA_ROW, self.wire_values(batch))
 
     def copy_binary(self, batch: pa.RecordBatch, prefix: bytes = b"") -> bytes:
         """CopyData messages, one per row as PostgreSQL sends them (ADBC's reader takes
         one row from each message); ``prefix`` (the file header) leads the first."""
-        head = _I2.pack(batch.num_columns)
-        parts = []
-        for row in zip(*self._values(batch), strict=True):
-            fields = [prefix, head]
-            prefix = b""
-            for value in row:
-                fields.append(_NULL if value is None else _I4.pack(len(value)) + value)
-            body = b"".join(fields)
-            parts.append(Backend.COPY_DATA + _I4.pack(len(body) + 4) + body)
-        return b"".join(parts)
+        if not batch.num_columns:
+            body = prefix + _I2.pack(0)
+            first = Backend.COPY_DATA + _I4.pack(len(body) + 4) + body
+            rest = (Backend.COPY_DATA + _I4.pack(6) + _I2.pack(0)) * (int(batch.num_rows) - 1)
+            return first + rest if batch.num_rows else b""
+        return framing.messages(Backend.COPY_DATA, self.wire_values(batch), prefix)
 
     def copy_text(self, batch: pa.RecordBatch) -> bytes:
-        lines = []
-        for row in zip(*self._values(batch), strict=True):
-            fields = [b"\\N" if v is None else v.replace(b"\\", b"\\\\") for v in row]
-            fields = [
-                f.replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
-                for f in fields
-            ]
-            lines.append(b"\t".join(fields) + b"\n")
-        return b"".join(lines)
+        if not batch.num_columns:
+            return b"\n" * int(batch.num_rows)
+        return framing.copy_text(*self._wire(batch))
 
     def copy_csv(self, batch: pa.RecordBatch, header: list[str] | None) -> bytes:
         """CSV as PostgreSQL writes it: NULL is an empty field, an empty string is ``""``."""
-        lines = [b",".join(_csv_field(n.encode()) for n in header)] if header is not None else []
-        for row in zip(*self._values(batch), strict=True):
-            lines.append(b",".join(b"" if v is None else _csv_field(v) for v in row))
-        return b"".join(line + b"\n" for line in lines)
+        head = b""
+        if header is not None:  # a line of one row, quoted as the rows are
+            names = [pa.array([name.encode()], pa.binary()) for name in header]
+            head = framing.copy_csv(names, [False] * len(names)) if names else b"\n"
+        if not batch.num_columns:
+            return head + b"\n" * int(batch.num_rows)
+        return head + framing.copy_csv(*self._wire(batch))
 
 
 @contextlib.contextmanager
-def _naming(column: str) -> Iterator[None]:
+def naming(column: str) -> Iterator[None]:
     """A value PostgreSQL cannot carry names its column (22008, never XX000)."""
     try:
         yield
     except types.OutOfRange as exc:
         raise types.OutOfRange(f'column "{column}": {exc}') from None
-
-
-def _csv_field(value: bytes) -> bytes:
-    if value and not any(c in value for c in (b",", b'"', b"\n", b"\r")):
-        return value
-    return b'"' + value.replace(b'"', b'""') + b'"'
-
-
-def _field(value: bytes) -> bytes:
-    return _I4.pack(len(value)) + value
 
 
 def copy_data(data: bytes) -> bytes:

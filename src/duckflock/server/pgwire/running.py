@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -28,6 +29,22 @@ from duckflock.server.pgwire.session import MAX_SETTING_TEXT, MAX_SETTINGS, Port
 from duckflock.server.pgwire.types import Format
 
 _I2 = struct.Struct("!h")
+# rows encoded at once: DuckDB hands over 2,048 at a time, and each of the encoder's
+# Arrow and numpy calls has a fixed cost, so they go in groups of this many
+GATHER_ROWS = 32_768
+
+
+def gathered(next_batch: Callable[[], pa.RecordBatch | None]) -> pa.RecordBatch | None:
+    """The next batches of a result as one, up to about :data:`GATHER_ROWS` rows (None
+    at the end)."""
+    batch = next_batch()
+    if batch is None or batch.num_rows >= GATHER_ROWS:
+        return batch
+    parts, rows = [batch], batch.num_rows
+    while rows < GATHER_ROWS and (more := next_batch()) is not None:
+        parts.append(more)
+        rows += more.num_rows
+    return pa.concat_batches(parts) if len(parts) > 1 else batch
 
 
 def open_portal(session: Session, portal: Portal) -> None:
@@ -164,7 +181,7 @@ def _send_rows(session: Session, portal: Portal, limit: int) -> None:
     server = session.server
     sent = 0
     while True:
-        batch = portal.pending if portal.pending is not None else outcome.next_batch()
+        batch = portal.pending if portal.pending is not None else gathered(outcome.next_batch)
         portal.pending = None
         if batch is None:
             break
@@ -220,7 +237,7 @@ def _copy_out(session: Session, plan: CopyPlan, params: list[Any]) -> None:
         prefix = COPY_SIGNATURE if binary else b""
         rows = sent = 0
         header = outcome.names if plan.header else None
-        while (batch := outcome.next_batch()) is not None:
+        while (batch := gathered(outcome.next_batch)) is not None:
             batch = batch.slice(0, max(session.server.row_cap - rows, 0))
             if plan.format == CopyFormat.BINARY:
                 data = encoder.copy_binary(batch, prefix) if batch.num_rows else b""

@@ -22,7 +22,6 @@ from duckflock.server.pgwire.types.columns import (
     ColumnType,
     column_type,
     column_values,
-    encoded_by_arrow,
 )
 from duckflock.server.pgwire.types.datetime import OutOfRange
 from duckflock.server.pgwire.types.numeric import numeric_binary
@@ -45,6 +44,5 @@ __all__ = [
     "column_type",
     "column_values",
     "decode_param",
-    "encoded_by_arrow",
     "numeric_binary",
 ]

@@ -96,25 +96,6 @@ def column_type(duck_type: str) -> ColumnType:
     return ColumnType(Oid.TEXT, -1, as_json_text, as_json_text)
 
 
-_ARROW_TEXT = {Oid.INT2, Oid.INT4, Oid.INT8, Oid.TEXT, Oid.JSON, Oid.UUID}  # Arrow spells these
-
-
-def encoded_by_arrow(
-    column: pa.Array | pa.ChunkedArray, oid: int, binary: bool
-) -> list[bytes | None] | None:
-    """The column's values in wire form, cast by Arrow in one call instead of one Python
-    call per value; None when this type needs the Python encoders."""
-    if oid not in _ARROW_TEXT or (binary and oid not in (Oid.TEXT, Oid.JSON)):
-        return None
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
-    if not (pa.types.is_integer(column.type) or pa.types.is_string(column.type)):
-        return None
-    if not pa.types.is_string(column.type):
-        column = column.cast(pa.string())
-    return column.cast(pa.binary()).to_pylist()  # type: ignore[no-any-return]
-
-
 def column_values(column: pa.Array | pa.ChunkedArray, duck_type: str) -> list[Any]:
     """The Python values of one Arrow column (dictionary-encoded ENUMs as strings)."""
     if pa.types.is_dictionary(column.type):

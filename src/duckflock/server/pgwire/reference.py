@@ -1,0 +1,75 @@
+"""The per-value encoder: every value through its type's dumper, every row framed in
+Python. It is what :class:`.encode.RowEncoder` did before columns were encoded at once,
+kept as the reference the differential test (``tests/test_pgwire_columnar.py``) compares
+the whole-column encoders with, byte for byte; the server does not use it."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from duckflock.server.pgwire.encode import RowEncoder, naming
+from duckflock.server.pgwire.messages import Backend
+from duckflock.server.pgwire.types.adapt import I2, I4
+
+_NULL = b"\xff\xff\xff\xff"
+
+
+class PerValueEncoder(RowEncoder):
+    """:class:`.encode.RowEncoder`'s output, one value and one row at a time."""
+
+    def values(self, batch: pa.RecordBatch) -> list[list[bytes | None]]:
+        """Each column's encoded values (None for NULL)."""
+        out = []
+        for index, (name, column) in enumerate(zip(batch.schema.names, batch.columns, strict=True)):
+            with naming(name):
+                out.append(self.per_value(index, column))
+        return out
+
+    def _rows(self, kind: bytes, batch: pa.RecordBatch, prefix: bytes) -> bytes:
+        head = I2.pack(batch.num_columns)
+        parts = []
+        for row in zip(*self.values(batch), strict=True):
+            fields = [prefix, head]
+            prefix = b""
+            for value in row:
+                fields.append(_NULL if value is None else I4.pack(len(value)) + value)
+            body = b"".join(fields)
+            parts.append(kind + I4.pack(len(body) + 4) + body)
+        return b"".join(parts)
+
+    def data_rows(self, batch: pa.RecordBatch) -> bytes:
+        if not batch.num_columns:
+            return super().data_rows(batch)
+        return self._rows(Backend.DATA_ROW, batch, b"")
+
+    def copy_binary(self, batch: pa.RecordBatch, prefix: bytes = b"") -> bytes:
+        if not batch.num_columns:
+            return super().copy_binary(batch, prefix)
+        return self._rows(Backend.COPY_DATA, batch, prefix)
+
+    def copy_text(self, batch: pa.RecordBatch) -> bytes:
+        lines = []
+        for row in zip(*self.values(batch), strict=True):
+            fields = [b"\\N" if v is None else v.replace(b"\\", b"\\\\") for v in row]
+            fields = [
+                f.replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+                for f in fields
+            ]
+            lines.append(b"\t".join(fields) + b"\n")
+        return b"".join(lines) if batch.num_columns else b"\n" * batch.num_rows
+
+    def copy_csv(self, batch: pa.RecordBatch, header: list[str] | None) -> bytes:
+        lines = [b",".join(csv_field(n.encode()) for n in header)] if header is not None else []
+        for row in zip(*self.values(batch), strict=True):
+            lines.append(b",".join(b"" if v is None else csv_field(v) for v in row))
+        if not batch.num_columns:
+            lines += [b""] * batch.num_rows
+        return b"".join(line + b"\n" for line in lines)
+
+
+def csv_field(value: bytes) -> bytes:
+    """One CSV field as PostgreSQL writes it: quoted when empty or holding a comma, a
+    quote, a newline or a carriage return."""
+    if value and not any(c in value for c in (b",", b'"', b"\n", b"\r")):
+        return value
+    return b'"' + value.replace(b'"', b'""') + b'"'

@@ -1,0 +1,290 @@
+"""Whole result columns in wire form at once: a few Arrow casts and numpy operations per
+column instead of one Python call per value.
+
+:func:`encode_column` gives one Arrow column's values in text or binary form as an Arrow
+binary array (NULL stays null), spelled byte for byte as the per-value dumpers of the
+family modules spell them (a differential test holds the two together). Rows those
+spellings cannot be computed for at once (infinities, years before 1 or past 9999, a
+time of 24:00:00, floats Arrow spells in another notation than Python's ``repr``) are
+handed to ``per_value``: the per-value dumpers, for those rows only. A column whose type
+has no whole-column form here gives None, and the caller encodes it value by value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from duckflock.server import temporal
+from duckflock.server.pgwire.types.adapt import Format
+from duckflock.server.pgwire.types.table import Oid
+
+# some rows of a column -> their wire values, encoded one by one (None: NULL)
+PerValue = Callable[[pa.Array], list[bytes | None]]
+
+_MICROS_1970_TO_2000 = temporal.DAYS_1970_TO_2000 * temporal.MICROS_PER_DAY
+# what Python's date and datetime hold (years 1 to 9999), in days and seconds since 1970
+_FIRST_DAY, _LAST_DAY = -719_162, 2_932_896
+_FIRST_SECOND, _END_SECOND = _FIRST_DAY * 86_400, (_LAST_DAY + 1) * 86_400
+_WIDTHS: dict[int, str] = {Oid.INT2: ">i2", Oid.INT4: ">i4", Oid.INT8: ">i8"}
+_HEX = np.frombuffer(b"".join(b"%02x" % i for i in range(256)), np.uint8).reshape(256, 2)
+_INTERVAL = np.dtype([("months", "<i4"), ("days", "<i4"), ("nanos", "<i8")])
+_INTERVAL_WIRE = np.dtype([("micros", ">i8"), ("days", ">i4"), ("months", ">i4")])
+
+
+def encode_column(column: pa.Array, oid: int, fmt: Format, per_value: PerValue) -> pa.Array | None:
+    """``column``'s wire values (a binary array, NULL as null), or None when its type is
+    encoded value by value."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        column = column.cast(kind.value_type)
+        kind = column.type
+    binary = fmt == Format.BINARY
+    if oid in (Oid.TEXT, Oid.JSON) or (oid == Oid.UUID and not binary):
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return _utf8(column)
+        return None
+    if oid in _WIDTHS or (oid == Oid.NUMERIC and not binary):
+        return _integers(column, oid, binary, per_value)
+    if oid in (Oid.FLOAT4, Oid.FLOAT8) and pa.types.is_floating(kind):
+        return _floats(column, oid, binary, per_value)
+    if oid == Oid.BOOL and pa.types.is_boolean(kind):
+        true, false = (b"\x01", b"\x00") if binary else (b"t", b"f")
+        return pc.if_else(column, pa.scalar(true, pa.binary()), pa.scalar(false, pa.binary()))
+    if oid == Oid.DATE and pa.types.is_date32(kind):
+        return _dates(column, binary, per_value)
+    if oid in (Oid.TIMESTAMP, Oid.TIMESTAMPTZ) and pa.types.is_timestamp(kind):
+        return _timestamps(column, binary, per_value)
+    if oid == Oid.TIME and pa.types.is_time64(kind) and kind.unit == "us":
+        return _times(column, binary, per_value)
+    if oid == Oid.INTERVAL and kind == pa.month_day_nano_interval():
+        return _intervals(column, binary)
+    if oid == Oid.BYTEA and pa.types.is_binary(kind):
+        return column if binary else _hex(column)
+    return None
+
+
+# -- building blocks -------------------------------------------------------------------------
+
+
+def _numbers(column: pa.Array, dtype: str) -> np.ndarray:
+    """The values buffer of a fixed-width column as numpy (nulls hold anything)."""
+    data = np.frombuffer(column.buffers()[1], dtype=dtype)
+    return data[column.offset : column.offset + len(column)]
+
+
+def _validity(column: pa.Array) -> pa.Buffer | None:
+    return None if column.null_count == 0 else pc.is_valid(column).buffers()[1]
+
+
+def _fixed(values: np.ndarray, column: pa.Array) -> pa.Array:
+    """Fixed-width wire values (big-endian numpy values) as a binary array, with
+    ``column``'s nulls."""
+    count, width = len(values), values.dtype.itemsize
+    offsets = np.arange(0, (count + 1) * width, width, dtype=np.int32)
+    data = np.ascontiguousarray(values).view(np.uint8)
+    buffers = [_validity(column), pa.py_buffer(offsets), pa.py_buffer(data)]
+    return pa.Array.from_buffers(pa.binary(), count, buffers, null_count=column.null_count)
+
+
+def _patch(
+    values: pa.Array, special: np.ndarray, column: pa.Array, per_value: PerValue
+) -> pa.Array:
+    """``values`` with the ``special`` rows encoded one by one instead."""
+    if not special.any():
+        return values
+    mask = pa.array(special)
+    encoded = per_value(column.filter(mask))
+    return pc.replace_with_mask(values, mask, pa.array(encoded, values.type))
+
+
+def _blank(column: pa.Array, special: np.ndarray) -> pa.Array:
+    """``column`` with the ``special`` rows null (Arrow cannot spell them; they are
+    patched in afterwards)."""
+    if not special.any():
+        return column
+    return pc.if_else(pa.array(special), pa.scalar(None, column.type), column)
+
+
+def _utf8(strings: pa.Array) -> pa.Array:
+    """Text as bytes: the same buffers (a cast would copy them)."""
+    return strings.view(
+        pa.large_binary() if pa.types.is_large_string(strings.type) else pa.binary()
+    )
+
+
+def _dtype(kind: pa.DataType) -> str:
+    """The numpy dtype of an Arrow integer or floating type."""
+    letter = "f" if pa.types.is_floating(kind) else "i" if pa.types.is_signed_integer(kind) else "u"
+    return f"{letter}{kind.bit_width // 8}"
+
+
+# -- families --------------------------------------------------------------------------------
+
+
+def _integers(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> pa.Array | None:
+    """Integers (text or binary); numeric's text of integers and decimals (Arrow spells
+    decimals as ``format(Decimal, "f")`` does, but for scientific notation below 1e-6:
+    those rows go one by one)."""
+    if pa.types.is_decimal(column.type) and not binary:
+        text = column.cast(pa.string())
+        special = pc.fill_null(pc.match_substring(text, "E"), False)
+        return _patch(_utf8(text), special.to_numpy(zero_copy_only=False), column, per_value)
+    if not pa.types.is_integer(column.type):
+        return None
+    if not binary:
+        return _utf8(column.cast(pa.string()))
+    return _fixed(_numbers(column, _dtype(column.type)).astype(_WIDTHS[oid]), column)
+
+
+def _floats(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> pa.Array:
+    numbers = _numbers(column, _dtype(column.type))
+    if binary:
+        return _fixed(numbers.astype(">f4" if oid == Oid.FLOAT4 else ">f8"), column)
+    # Python's repr, as the per-value dumper spells them: Arrow spells the same shortest
+    # digits in the same notation from 1e-4 to 1e10, without repr's ".0" on integral
+    # values; the rest (and NaN, the infinities) go one by one
+    doubles = numbers.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        size = np.abs(doubles)
+        special = ~((size >= 1e-4) & (size < 1e10) | (size == 0))
+    with np.errstate(invalid="ignore"):  # Arrow spells 100, repr 100.0
+        integral = (doubles == np.trunc(doubles)) & ~special
+    if column.null_count:
+        valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
+        special &= valid
+        integral &= valid
+    blanked = _blank(column, special)
+    if blanked.type != pa.float64():
+        blanked = blanked.cast(pa.float64())
+    text = _utf8(blanked.cast(pa.string()))
+    if integral.any():
+        mask = pa.array(integral)
+        whole = pc.binary_join_element_wise(text.filter(mask), b".0", b"")
+        text = pc.replace_with_mask(text, mask, whole)
+    return _patch(text, special, column, per_value)
+
+
+def _dates(column: pa.Array, binary: bool, per_value: PerValue) -> pa.Array:
+    days = _numbers(column, "int32")
+    special = (days < _FIRST_DAY) | (days > _LAST_DAY)
+    if column.null_count:
+        special &= pc.is_valid(column).to_numpy(zero_copy_only=False)
+    if binary:
+        values = _fixed((days.astype(np.int64) - temporal.DAYS_1970_TO_2000).astype(">i4"), column)
+    else:
+        values = _utf8(_blank(column, special).cast(pa.string()))
+    return _patch(values, special, column, per_value)
+
+
+def _timestamps(column: pa.Array, binary: bool, per_value: PerValue) -> pa.Array:
+    kind = column.type
+    ticks = _numbers(column, "int64")
+    per_second = temporal.TICKS_PER_SECOND[kind.unit]
+    low = max(_FIRST_SECOND * per_second, -temporal.TIMESTAMP_INFINITY + 1)
+    high = min(_END_SECOND * per_second - 1, temporal.TIMESTAMP_INFINITY - 1)
+    special = (ticks < low) | (ticks > high)  # and the infinities, the int64 extremes
+    if column.null_count:
+        special &= pc.is_valid(column).to_numpy(zero_copy_only=False)
+    # microseconds, as the per-value path has them (nanoseconds: Arrow's cast, toward zero)
+    micros = _blank(column, special)
+    if kind.unit == "us":  # the same numbers: a view, not a copying cast
+        micros = micros.view(pa.timestamp("us"))
+    else:
+        micros = micros.cast(pa.timestamp("us"), safe=False)
+    if binary:
+        since_2000 = _numbers(micros, "int64") - _MICROS_1970_TO_2000
+        values = _fixed(since_2000.astype(">i8"), micros)
+    else:
+        # Arrow: 2024-01-02 03:04:05.500000; PostgreSQL: 2024-01-02 03:04:05.5
+        text = _fraction_trimmed(micros, partial=True)
+        if kind.tz is not None:  # sent in UTC, which Arrow holds
+            text = pc.binary_join_element_wise(text, b"+00", b"")
+        values = text
+    return _patch(values, special, column, per_value)
+
+
+def _times(column: pa.Array, binary: bool, per_value: PerValue) -> pa.Array:
+    micros = _numbers(column, "int64")
+    if binary:
+        return _fixed(micros.astype(">i8"), column)
+    special = (micros < 0) | (micros >= temporal.MICROS_PER_DAY)  # 24:00:00
+    if column.null_count:
+        special &= pc.is_valid(column).to_numpy(zero_copy_only=False)
+    text = _fraction_trimmed(_blank(column, special), partial=False)
+    return _patch(text, special, column, per_value)
+
+
+def _fraction_trimmed(moments: pa.Array, partial: bool) -> pa.Array:
+    """Timestamps or times of day (microseconds) as Arrow spells them, with the six
+    digits of their fraction trimmed: all of it when zero, and (``partial``) its
+    trailing zeros otherwise (``10:00:00.500000`` -> ``10:00:00.5``, as PostgreSQL
+    spells timestamps; Python's ``time.isoformat`` keeps the six digits)."""
+    text = _utf8(pc.fill_null(moments, 0).cast(pa.string()))  # one width: years 1 to 9999
+    offsets = _offsets(text)
+    width = int(offsets[1] - offsets[0]) if len(text) else 0
+    if (np.diff(offsets) != width).any():  # not one width after all: Arrow's regex
+        pattern = r"\.?0+$" if partial else r"\.000000$"
+        trimmed = pc.replace_substring_regex(moments.cast(pa.string()), pattern, "")
+        return _utf8(trimmed)
+    data = np.frombuffer(text.buffers()[2] or b"", np.uint8)[offsets[0] : offsets[-1]]
+    table = data.reshape(len(text), width)
+    fraction = _numbers(moments, "int64") % 1_000_000
+    zeros = sum((fraction % 10**digits == 0).astype(np.int64) for digits in range(1, 7))
+    drop = np.where(zeros == 6, 7, zeros if partial else 0)
+    kept = np.arange(width) < (width - drop)[:, None]
+    ends = np.concatenate([[0], np.cumsum(width - drop)]).astype(np.int32)
+    buffers = [_validity(moments), pa.py_buffer(ends), pa.py_buffer(table[kept])]
+    return pa.Array.from_buffers(pa.binary(), len(text), buffers, null_count=moments.null_count)
+
+
+def _intervals(column: pa.Array, binary: bool) -> pa.Array:
+    parts = np.frombuffer(column.buffers()[1], dtype=_INTERVAL)
+    parts = parts[column.offset : column.offset + len(column)]
+    micros = parts["nanos"] // 1000  # toward minus infinity, as Python's // does
+    if binary:
+        wire = np.empty(len(parts), dtype=_INTERVAL_WIRE)
+        wire["micros"], wire["days"], wire["months"] = micros, parts["days"], parts["months"]
+        return _fixed(wire.view("V16"), column)
+    # {months} mons {days} days [-]HH:MM:SS[.ffffff]
+    seconds, fraction = np.divmod(np.abs(micros), 1_000_000)
+    valid = pc.is_valid(column)
+
+    def digits(numbers: np.ndarray, width: int = 0) -> pa.Array:
+        text = pa.array(numbers).cast(pa.string())
+        return pc.utf8_lpad(text, width, "0") if width else text
+
+    hours = pc.binary_join_element_wise(
+        digits(seconds // 3600, 2), digits(seconds // 60 % 60, 2), digits(seconds % 60, 2), ":"
+    )
+    clock = pc.binary_join_element_wise(pc.if_else(pa.array(micros < 0), "-", ""), hours, "")
+    point = pc.binary_join_element_wise(".", digits(fraction, 6), "")
+    tail = pc.if_else(pa.array(fraction != 0), point, "")
+    text = pc.binary_join_element_wise(
+        digits(parts["months"]), " mons ", digits(parts["days"]), " days ", clock, tail, ""
+    )
+    return _utf8(pc.if_else(valid, text, pa.scalar(None, pa.string())))
+
+
+def _hex(column: pa.Array) -> pa.Array:
+    """bytea's text form, ``\\x`` and two hex digits a byte, for a whole column."""
+    offsets = _offsets(column)
+    data = np.frombuffer(column.buffers()[2] or b"", np.uint8)[offsets[0] : offsets[-1]]
+    digits = _HEX[data].reshape(-1)
+    rebased = (offsets - offsets[0]) * 2
+    hexed = pa.Array.from_buffers(
+        pa.binary(),
+        len(column),
+        [_validity(column), pa.py_buffer(rebased.astype(np.int32)), pa.py_buffer(digits)],
+        null_count=column.null_count,
+    )
+    return pc.binary_join_element_wise(pa.scalar(b"\\x", pa.binary()), hexed, b"")
+
+
+def _offsets(column: pa.Array) -> np.ndarray:
+    """A binary or string column's offsets (int64), from its own offset on."""
+    offsets = np.frombuffer(column.buffers()[1], dtype=np.int32)
+    return offsets[column.offset : column.offset + len(column) + 1].astype(np.int64)
