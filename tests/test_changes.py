@@ -202,10 +202,12 @@ def _counting(db: duckflock.Database) -> None:
 def test_kept_changes_are_bounded_and_older_readers_get_a_snapshot() -> None:
     with duckflock.connect(keep_changes=2) as db:
         _counting(db)
+        follower = db.subscribe("per_g", lambda change: None, changes=True)  # kept: followed
         versions = []
         for i in range(5):
             db.insert("t", [(i % 2, i)], wait=True)
             versions.append(db.refresh("per_g").version)
+        follower.cancel()
         kept = list(db.changes("per_g", since=versions[-3], timeout=0))
         assert [(c.since, c.version, c.snapshot) for c in kept] == [
             (versions[-3], versions[-2], False),

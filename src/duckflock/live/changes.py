@@ -220,6 +220,9 @@ class ChangeLog:
         self.versions = versions
         self.rows = rows
         self.version = 0  # the newest version added
+        # changes are computed up to this version: a reader of changes pushes it on, so
+        # one who reconnects within ``versions`` versions resumes without a snapshot
+        self.follow_until = 0
         self._kept: deque[Change] = deque()
         self._held = 0
 
@@ -229,6 +232,14 @@ class ChangeLog:
         self._held += change.table.num_rows
         while self._kept and (len(self._kept) > self.versions or self._held > self.rows):
             self._held -= self._kept.popleft().table.num_rows
+
+    def followed(self, version: int, reader: bool) -> bool:
+        """Whether the version after ``version`` gets its change computed at publish:
+        while a reader of changes is attached, and for ``versions`` versions after the
+        last one left (what a reconnecting reader could still resume from)."""
+        if reader:
+            self.follow_until = version + 1 + self.versions
+        return version < self.follow_until
 
     def gap(self, version: int) -> None:
         """Version ``version`` was published without its change (nobody followed): the

@@ -25,6 +25,7 @@ import pyarrow as pa
 from duckflock.core.wide import description_types, named_types, repair
 from duckflock.live.changes import Touched, difference, signed
 from duckflock.live.clock import Clock
+from duckflock.live.fold.arrow import OutputKind
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.retention import retract
 from duckflock.live.pinned import FAILED, Pinned
@@ -48,7 +49,11 @@ def touched(plan: Plan, rows: list[pa.Table]) -> Touched | None:
         return None
     positions = []
     for i in range(len(arrow.keys)):
-        at = [j for j, out in enumerate(arrow.outputs) if out.kind == "key" and out.index == i]
+        at = [
+            j
+            for j, out in enumerate(arrow.outputs)
+            if out.kind is OutputKind.KEY and out.index == i
+        ]
         if not at:
             return None
         positions.append(at[0])

@@ -24,7 +24,7 @@ import pyarrow as pa
 from duckflock.core.checks import seconds
 from duckflock.core.wide import python_rows
 from duckflock.errors import QueryError
-from duckflock.live.changes import Change, difference, signed
+from duckflock.live.changes import Change, Touched, difference, signed
 
 log = logging.getLogger("duckflock")
 _LAZY = threading.Lock()  # computes a change not computed at publish, once
@@ -57,6 +57,7 @@ class Result:
     change: Change | None = None  # what changed since the previous version (see changes())
     # the previous version's table, kept only when ``change`` was not computed at publish
     previous: pa.Table | None = field(default=None, repr=False, compare=False)
+    touched: Touched | None = field(default=None, repr=False, compare=False)
 
     def changes(self) -> Change:
         """What changed since the previous version: the rows with ``__diff`` +1 / -1 and
@@ -70,10 +71,11 @@ class Result:
         with _LAZY:
             if self.change is None:
                 with duckdb.connect() as scratch:
-                    table, snapshot = difference(scratch, self.previous, self.table)
+                    table, snapshot = difference(scratch, self.previous, self.table, self.touched)
                 change = Change(self.name, self.version - 1, self.version, table, snapshot, "")
                 object.__setattr__(self, "change", change)
                 object.__setattr__(self, "previous", None)
+                object.__setattr__(self, "touched", None)
         assert self.change is not None
         return self.change
 

@@ -20,7 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.errors import QueryError, QueryTimeoutError, translate
-from duckflock.live.changes import Change, signed
+from duckflock.live.changes import Change, Touched, signed
 from duckflock.live.clock import Clock
 from duckflock.live.record import Analysis, Cancelled, Stop
 from duckflock.live.refresh import Refresher
@@ -140,7 +140,10 @@ class Runs:
         with self._registry.lock:
             stop = analysis.schedule.stop
             previous = analysis.schedule.result
-            followed = any(box.follows_changes for box in analysis.schedule.mailboxes)
+            followed = analysis.schedule.history.followed(
+                analysis.schedule.version,
+                any(box.follows_changes for box in analysis.schedule.mailboxes),
+            )
         if stop is Stop.TIMEOUT:
             if table is None:  # a run that finished as its time ran out keeps its table
                 error = QueryTimeoutError(
@@ -150,13 +153,12 @@ class Runs:
                 )
         elif stop is not None:
             return  # dropped, replaced or closing: its result is nobody's
-        # a change costs a comparison of the whole result unless the refresh knows the
-        # groups it touched: computed here only when cheap or followed (db.changes,
-        # subscribe(changes=True), the SSE change stream); else Result.changes() later
-        cheap = previous is None or analysis.state.touched is not None
+        # a change is computed here only for a reader of changes (db.changes,
+        # subscribe(changes=True), the SSE change stream): else Result.changes() computes
+        # it when asked, and a refresh nobody follows pays nothing for it
         diff = (
             self._refresher.difference(analysis, previous, table)
-            if table is not None and (followed or cheap)
+            if table is not None and (followed or previous is None)
             else None
         )
         self._publish(analysis, table, error, duration, watermark, diff)
@@ -180,6 +182,7 @@ class Runs:
                 return  # replaced or dropped while it ran
             previous = schedule.result
             later: pa.Table | None = None  # the table a lazily computed change starts from
+            touched: Touched | None = None  # and the groups the run changed (if known)
             if table is None:
                 table = previous.table if previous is not None else pa.table({})
                 diff = (signed(table.slice(0, 0), 1), previous is None)
@@ -194,6 +197,7 @@ class Runs:
             else:
                 assert previous is not None
                 later = previous.table
+                touched = run.touched
                 schedule.history.gap(schedule.version)
             schedule.published_run = schedule.runs  # no other run starts while one runs
             result = Result(
@@ -209,6 +213,7 @@ class Runs:
                 now=run.window_now if run.shape.window is not None else None,
                 change=change,
                 previous=later,
+                touched=touched,
             )
             schedule.result = result
             mailboxes = list(schedule.mailboxes)
