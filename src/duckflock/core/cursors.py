@@ -200,3 +200,13 @@ class CursorPool:
             self._explicit.clear()
         for cursor in cursors:
             cursor.close()
+
+
+def first_row(result: Any) -> tuple[Any, ...] | None:
+    """The first row of ``result`` (a DuckDB cursor after ``execute``, or a
+    :class:`~duckflock.core.statements.Results`), read whole: ``fetchone()`` leaves the
+    rest unread, and a cursor idling with an unread result keeps its autocommit
+    transaction open — DuckDB then refuses every CHECKPOINT ("other write transactions
+    are active") once another connection changed the catalog. For one-row queries."""
+    rows = result.fetchall()
+    return tuple(rows[0]) if rows else None

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import duckdb
 
+from duckflock.core.cursors import first_row
 from duckflock.errors import UnknownTableError
 from duckflock.sql import LexError, check_text, display_ident, quote_qualified, split_name
 
@@ -83,7 +84,7 @@ class Resolver:
 
     def defaults(self) -> tuple[str, str]:
         """This cursor's current catalog and schema."""
-        row = self._cursor.execute("SELECT current_database(), current_schema()").fetchone()
+        row = first_row(self._cursor.execute("SELECT current_database(), current_schema()"))
         assert row is not None
         return str(row[0]), str(row[1])
 

@@ -32,6 +32,7 @@ import re
 
 import duckdb
 
+from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity
 from duckflock.core.syntax import READ, SESSION, classify
 from duckflock.errors import QueryRefusedError
@@ -73,7 +74,7 @@ def check_search_path(cursor: duckdb.DuckDBPyConnection, sql: str) -> None:
     """QueryRefusedError when duckflock's schema is on ``cursor``'s search path (its
     current schema included), where an unqualified name in ``sql`` (a write) could
     resolve to it. Asked of DuckDB, once after each SET or USE that may move it."""
-    row = cursor.execute("SELECT current_schemas(false)").fetchone()
+    row = first_row(cursor.execute("SELECT current_schemas(false)"))
     if row is None or not any(is_schema(str(name)) for name in row[0] or ()):
         return
     raise QueryRefusedError(

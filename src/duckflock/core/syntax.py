@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import duckdb
 
+from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity, RelationKind, Resolver
 from duckflock.errors import ParserError, QueryError
 from duckflock.sql import LexError, name_end, paren_end, tokens
@@ -155,7 +156,7 @@ def _explains_a_read(query: str) -> bool:
 
 def parse(cursor: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
     """The syntax tree of one SELECT statement (QueryError for anything else)."""
-    raw = cursor.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    raw = first_row(cursor.execute("SELECT json_serialize_sql(?)", [sql]))
     tree: dict[str, Any] = json.loads(raw[0] if raw else "{}")
     if tree.get("error"):
         message = tree.get("error_message", "cannot parse")
@@ -303,10 +304,12 @@ def _macros(cursor: duckdb.DuckDBPyConnection, functions: set[str]) -> bool:
     """True when any of ``functions`` is a macro (its body may read any table)."""
     if not functions:
         return False
-    row = cursor.execute(
-        "SELECT count(*) FROM duckdb_functions() "
-        "WHERE function_type IN ('macro', 'table_macro') AND lower(function_name) IN "
-        "(SELECT unnest(?::VARCHAR[]))",
-        [sorted(functions)],
-    ).fetchone()
+    row = first_row(
+        cursor.execute(
+            "SELECT count(*) FROM duckdb_functions() "
+            "WHERE function_type IN ('macro', 'table_macro') AND lower(function_name) IN "
+            "(SELECT unnest(?::VARCHAR[]))",
+            [sorted(functions)],
+        )
+    )
     return bool(row and row[0])

@@ -13,7 +13,7 @@ import duckdb
 
 from duckflock.core import effects, project, transactions
 from duckflock.core.checks import text, texts
-from duckflock.core.cursors import Slot
+from duckflock.core.cursors import Slot, first_row
 from duckflock.core.names import Identity
 from duckflock.core.statements import Results
 from duckflock.core.syntax import (
@@ -227,7 +227,7 @@ class Statements(Base):
                 "ORDER BY column_index",
                 list(identity),
             ).fetchall()
-            count = self.execute(f"SELECT count(*) FROM {identity.sql}").fetchone()
+            count = first_row(self.execute(f"SELECT count(*) FROM {identity.sql}"))
             tables.append(
                 {
                     "name": identity.display(current),

@@ -26,6 +26,8 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from duckflock.core.cursors import first_row
+
 # Chunk, BadLine and BadFileError are part of this module's face (``duckflock load``
 # reads them here), defined with the exact reading that shares them
 from duckflock.ingest.lines import (
@@ -208,9 +210,9 @@ def inferred_columns(path: str, kind: str) -> tuple[list[tuple[str, str]], list[
         described = con.execute(f"DESCRIBE SELECT * FROM {reader}", [path]).fetchall()
         columns = [(str(row[0]), str(row[1])) for row in described]
         if kind == FileFormat.CSV:
-            sniffed = con.execute(
-                "SELECT DateFormat, TimestampFormat FROM sniff_csv(?)", [path]
-            ).fetchone()
+            sniffed = first_row(
+                con.execute("SELECT DateFormat, TimestampFormat FROM sniff_csv(?)", [path])
+            )
             dates, stamps = sniffed if sniffed else (None, None)
             for kept, form in (("DATE", dates), ("TIMESTAMP", stamps)):
                 if form is None or form in _ISO_DATES | _ISO_TIMESTAMPS:

@@ -36,6 +36,7 @@ from typing import Any
 
 import duckdb
 
+from duckflock.core.cursors import first_row
 from duckflock.errors import OpenError
 from duckflock.sql import quote_literal
 
@@ -256,11 +257,13 @@ class Retry:
         attempt = 0
         while True:
             try:
-                row = cursor.execute(
-                    f"SELECT count(*) FROM {CATALOG}.snapshots() "
-                    "WHERE author = ? AND commit_message = ?",
-                    [self.AUTHOR, tag],
-                ).fetchone()
+                row = first_row(
+                    cursor.execute(
+                        f"SELECT count(*) FROM {CATALOG}.snapshots() "
+                        "WHERE author = ? AND commit_message = ?",
+                        [self.AUTHOR, tag],
+                    )
+                )
                 return bool(row and row[0])
             except duckdb.Error as exc:
                 with contextlib.suppress(duckdb.Error):
@@ -295,7 +298,7 @@ class Retry:
 
 def snapshot_id(cursor: duckdb.DuckDBPyConnection) -> int | None:
     """The lake's latest snapshot id, read from the catalog now."""
-    row = cursor.execute(f"SELECT id FROM ducklake_current_snapshot('{CATALOG}')").fetchone()
+    row = first_row(cursor.execute(f"SELECT id FROM ducklake_current_snapshot('{CATALOG}')"))
     return None if row is None or row[0] is None else int(row[0])
 
 
@@ -308,10 +311,12 @@ def data_files(cursor: duckdb.DuckDBPyConnection) -> int:
     total = 0
     for schema, table in tables:
         with contextlib.suppress(duckdb.Error):  # a table dropped in between
-            row = cursor.execute(
-                f"SELECT count(*) FROM ducklake_list_files('{CATALOG}', ?, schema => ?)",
-                [table, schema],
-            ).fetchone()
+            row = first_row(
+                cursor.execute(
+                    f"SELECT count(*) FROM ducklake_list_files('{CATALOG}', ?, schema => ?)",
+                    [table, schema],
+                )
+            )
             total += int(row[0]) if row else 0
     return total
 
@@ -323,9 +328,11 @@ def allowed_directories(cursor: duckdb.DuckDBPyConnection) -> list[str]:
     DuckLake creates one folder level, not two (checked on 1.5.5): each schema's folder
     under the data path is made now, so a table's first file can make its own.
     """
-    row = cursor.execute(
-        f"SELECT value FROM ducklake_options('{CATALOG}') WHERE option_name = 'data_path'"
-    ).fetchone()
+    row = first_row(
+        cursor.execute(
+            f"SELECT value FROM ducklake_options('{CATALOG}') WHERE option_name = 'data_path'"
+        )
+    )
     if row is None or not row[0]:
         return []
     data_path = str(row[0])

@@ -36,6 +36,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity, RelationKind, Resolver
 from duckflock.core.syntax import table_parts, walk
 from duckflock.live.plan.plans import Plan
@@ -214,10 +215,12 @@ def sliding(
                 0
             ][1]
         )
-        row = cursor.execute(
-            f"SELECT epoch_us(now()) - epoch_us(CAST(({bound_sql.replace(NOW, 'now()')}) "
-            "AS TIMESTAMPTZ))"
-        ).fetchone()
+        row = first_row(
+            cursor.execute(
+                f"SELECT epoch_us(now()) - epoch_us(CAST(({bound_sql.replace(NOW, 'now()')}) "
+                "AS TIMESTAMPTZ))"
+            )
+        )
     except duckdb.Error:
         return None
     column_type = _TYPES.get(kind.upper())
@@ -290,9 +293,11 @@ def bucket_sql(interval: str, column_sql: str) -> str:
 
 
 def _bucket_node(cursor: duckdb.DuckDBPyConnection, interval: str, column_sql: str) -> Any:
-    raw = cursor.execute(
-        "SELECT json_serialize_sql(?)", [f"SELECT {bucket_sql(interval, column_sql)}"]
-    ).fetchone()
+    raw = first_row(
+        cursor.execute(
+            "SELECT json_serialize_sql(?)", [f"SELECT {bucket_sql(interval, column_sql)}"]
+        )
+    )
     assert raw is not None
     return json.loads(raw[0])["statements"][0]["node"]["select_list"][0]
 

@@ -26,6 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.core import project
+from duckflock.core.cursors import first_row
 from duckflock.core.names import Resolver
 from duckflock.core.syntax import table_parts, walk
 from duckflock.core.wide import description_types, repair, repair_schema
@@ -205,7 +206,7 @@ class QueryGuard:
                 f"{kind.name} statements are not allowed: the query endpoint is read-only",
                 sql=sql,
             )
-        row = self.db.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        row = first_row(self.db.execute("SELECT json_serialize_sql(?)", [sql]))
         tree = json.loads(row[0] if row else "{}")
         if tree.get("error"):
             raise QueryRefusedError(
@@ -291,7 +292,7 @@ def _secrets_of(db: Database) -> list[str]:
         absolute = os.path.abspath(db.path)
         found |= {absolute, os.path.dirname(absolute)}
     try:
-        row = db.execute("SELECT current_setting('temp_directory')").fetchone()
+        row = first_row(db.execute("SELECT current_setting('temp_directory')"))
         if row and row[0]:
             found |= {str(row[0]), os.path.abspath(str(row[0]))}
     except DuckflockError:

@@ -25,6 +25,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity, RelationKind, Resolver
 from duckflock.sql import LexError, Token, tokens
 
@@ -97,12 +98,14 @@ def _volatile(cursor: duckdb.DuckDBPyConnection, scanned: list[Token]) -> bool:
     if not names:
         return False
     try:
-        row = cursor.execute(
-            "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) IN "
-            "(SELECT lower(unnest(?))) "
-            "AND (stability = 'VOLATILE' OR (function_type = 'macro' AND NOT internal))",
-            [names],
-        ).fetchone()
+        row = first_row(
+            cursor.execute(
+                "SELECT count(*) FROM duckdb_functions() WHERE lower(function_name) IN "
+                "(SELECT lower(unnest(?))) "
+                "AND (stability = 'VOLATILE' OR (function_type = 'macro' AND NOT internal))",
+                [names],
+            )
+        )
     except duckdb.Error:
         return True
     return row is None or bool(row[0])
@@ -164,10 +167,13 @@ def resolve(cursor: duckdb.DuckDBPyConnection, parts: tuple[str, ...]) -> Identi
     """The base table ``parts`` names on ``cursor``, as its DELETE binds it; None when
     unsure (a temporary table of that name shadows the catalog's, or it is not a table)."""
     try:
-        shadow = cursor.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND lower(table_name) = lower(?)",
-            [parts[-1]],
-        ).fetchone()
+        shadow = first_row(
+            cursor.execute(
+                "SELECT count(*) FROM duckdb_tables() "
+                "WHERE temporary AND lower(table_name) = lower(?)",
+                [parts[-1]],
+            )
+        )
         if shadow is None or shadow[0]:
             return None
         found = Resolver(cursor).lookup(parts)
@@ -239,7 +245,7 @@ def _capture(
             cursor.execute("ROLLBACK")
             cursor.execute("BEGIN TRANSACTION")
         else:
-            counted = cursor.execute(sql, params).fetchone()
+            counted = first_row(cursor.execute(sql, params))
             deleted = int(counted[0]) if counted else -1
             # same snapshot, same rows: a different count means it did not hold
             return (rows if deleted == seen else None), deleted
@@ -270,8 +276,8 @@ def _in_transaction(cursor: duckdb.DuckDBPyConnection) -> bool:
     """Whether ``cursor`` is inside an explicit transaction. (A failed BEGIN would say
     so too, but it aborts the caller's transaction.) Autocommit gives each statement a
     transaction of its own; an explicit one keeps its id."""
-    first = cursor.execute("SELECT txid_current()").fetchone()
-    second = cursor.execute("SELECT txid_current()").fetchone()
+    first = first_row(cursor.execute("SELECT txid_current()"))
+    second = first_row(cursor.execute("SELECT txid_current()"))
     return first == second
 
 

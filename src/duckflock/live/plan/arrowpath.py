@@ -10,6 +10,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity
 from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
 from duckflock.live.fold.states import PartialKind, Spec
@@ -49,12 +50,14 @@ def collated(cursor: duckdb.DuckDBPyConnection, expr: str, relation: str) -> boo
     forms); anything it will not compare with strings counts as collated."""
     probe = ["a", "A", "\u00e9", "e", "e\u0301"]
     try:
-        row = cursor.execute(
-            f"SELECT count(*) FROM (SELECT __x FROM (SELECT * FROM (SELECT ({expr}) "
-            f"AS __x FROM {relation} LIMIT 0) UNION ALL SELECT unnest(?::VARCHAR[])) "
-            "GROUP BY __x)",
-            [probe],
-        ).fetchone()
+        row = first_row(
+            cursor.execute(
+                f"SELECT count(*) FROM (SELECT __x FROM (SELECT * FROM (SELECT ({expr}) "
+                f"AS __x FROM {relation} LIMIT 0) UNION ALL SELECT unnest(?::VARCHAR[])) "
+                "GROUP BY __x)",
+                [probe],
+            )
+        )
     except duckdb.Error:
         return True
     return row is None or row[0] != len(probe)

@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 
+from duckflock.core.cursors import first_row
 from duckflock.core.syntax import parse
 from duckflock.errors import BindError
 from duckflock.live.fold.states import NotIncremental
@@ -78,9 +79,9 @@ class Renderer:
 
     def render(self, tree: dict[str, Any], prefix: str) -> str:
         """SQL text of a syntax tree, less ``prefix`` (which it must start with)."""
-        row = self._cursor.execute(
-            "SELECT json_deserialize_sql(?::JSON)", [json.dumps(tree)]
-        ).fetchone()
+        row = first_row(
+            self._cursor.execute("SELECT json_deserialize_sql(?::JSON)", [json.dumps(tree)])
+        )
         if not row or not isinstance(row[0], str) or not row[0].startswith(prefix):
             raise BindError("cannot render an expression of the analysis")
         return row[0][len(prefix) :]

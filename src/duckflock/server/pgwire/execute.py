@@ -25,6 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.core import project
+from duckflock.core.cursors import first_row
 from duckflock.core.names import Resolver
 from duckflock.core.syntax import walk
 from duckflock.core.wide import readable
@@ -144,7 +145,7 @@ class Executor:
         """``sql`` with each ``analyses.<name>`` replaced by a name registered for it."""
         if ANALYSES_SCHEMA not in sql.lower():
             return sql, {}
-        row = self.db.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        row = first_row(self.db.execute("SELECT json_serialize_sql(?)", [sql]))
         tree = json.loads(row[0] if row else "{}")
         if tree.get("error"):
             return sql, {}
@@ -171,7 +172,7 @@ class Executor:
                 node["alias"] = str(result.name)
         if not tables:
             return sql, {}
-        row = self.db.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchone()
+        row = first_row(self.db.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]))
         return str(row[0]) if row else sql, tables
 
     def select(
