@@ -5,6 +5,7 @@ id the server no longer keeps (too old, or from before a restart) gets a snapsho
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -216,3 +217,26 @@ def test_a_change_over_the_byte_cap_comes_as_the_result_at_its_version(tmp_path:
             watcher.close()
     finally:
         server.stop()
+
+
+def test_non_finite_doubles_reach_the_clients_change_and_watch_streams(
+    server: ServerProcess,
+) -> None:
+    """±Infinity travels in the JSON as "Infinity"/"-Infinity" (NaN as null: JSON has no
+    NaN, docs/http-api.md): Client.changes and Client.watch rebuild the column as DOUBLE
+    instead of failing on a string in a float column."""
+    with server.client() as client, server.http() as http:
+        made = http.post("/v1/sql", json={"sql": "CREATE TABLE nn (g DOUBLE, v INTEGER)"})
+        assert made.status_code == 200, made.text
+        client.analysis("per_g", "SELECT g, count(*) AS n FROM nn GROUP BY g", on_change=True)
+        rows = "('inf', 1), ('-inf', 1), (1.5, 1), (NULL, 1)"
+        added = http.post("/v1/sql", json={"sql": f"INSERT INTO nn VALUES {rows}"})
+        assert added.status_code == 200, added.text
+        want = {(math.inf, 1), (-math.inf, 1), (1.5, 1), (None, 1)}
+        for change in client.changes("per_g"):
+            assert change.table.schema.field("g").type == pa.float64()
+            if {row[:2] for row in change.rows()} == want:
+                break
+        for result in client.watch("per_g"):
+            if set(result.rows()) == want:
+                break

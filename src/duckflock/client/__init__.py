@@ -31,6 +31,7 @@ from duckflock.client.wire import (
     result_from_json,
     segment,
     sse,
+    table_from_json,
 )
 from duckflock.errors import ClosedError, QueryError, TransportError, from_payload
 from duckflock.ingest.keys import HEADER as IDEMPOTENCY_KEY
@@ -364,14 +365,13 @@ class Client:
             result = self.result(name, min_version=int(payload["version"]))
             table = signed(result.table, 1)
             return Change(name, int(payload["since"]), result.version, table, True, lineage)
-        columns, rows = payload["columns"], payload["rows"]
-        data = {c: [row[i] for row in rows] for i, c in enumerate(columns[:-1])}
-        data[DIFF] = pa.array([row[-1] for row in rows], pa.int8())
+        table = table_from_json(payload, len(payload["columns"]) - 1)
+        diff = pa.array([row[-1] for row in payload["rows"]], pa.int8())
         return Change(
             name,
             int(payload["since"]),
             int(payload["version"]),
-            pa.table(data),
+            table.append_column(DIFF, diff),
             bool(payload["snapshot"]),
             lineage,
         )

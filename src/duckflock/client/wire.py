@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import math
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -73,10 +74,35 @@ def sse(lines: Iterator[str]) -> Iterator[tuple[str, str, str]]:
                 data.append(value)
 
 
-def result_from_json(payload: dict[str, Any]) -> Result:
-    columns = payload["columns"]
+# how the server's JSON spells the floats JSON has no number for (docs/http-api.md)
+_NON_FINITE = {"Infinity": math.inf, "-Infinity": -math.inf, "NaN": math.nan}
+
+
+def column_from_json(values: list[Any], type_name: str | None) -> pa.Array:
+    """One column of a JSON table: floats with their ±Infinity spelled back (NaN
+    arrives as null: JSON has none), other values as pyarrow reads them."""
+    if type_name in ("double", "float", "halffloat"):
+        values = [_NON_FINITE.get(v, v) if isinstance(v, str) else v for v in values]
+        return pa.array(values, pa.float64())
+    return pa.array(values)
+
+
+def table_from_json(payload: dict[str, Any], width: int | None = None) -> pa.Table:
+    """The first ``width`` columns (all: None) of a JSON table (``columns``, ``types``,
+    ``rows``)."""
+    columns = payload["columns"][:width]
+    types = list(payload.get("types") or [None] * len(columns))
     rows = payload["rows"]
-    table = pa.table({c: [row[i] for row in rows] for i, c in enumerate(columns)})
+    return pa.table(
+        {
+            c: column_from_json([row[i] for row in rows], types[i] if i < len(types) else None)
+            for i, c in enumerate(columns)
+        }
+    )
+
+
+def result_from_json(payload: dict[str, Any]) -> Result:
+    table = table_from_json(payload)
     error = payload.get("error")
     rebuilt = from_payload(error) if error else None
     return Result(
