@@ -223,3 +223,23 @@ def test_a_line_that_is_not_utf8_is_a_bad_line(tmp_path: Path) -> None:
         assert rows_of(path, "SELECT id, name FROM t") == [(4, "d")]  # not 'c\ufffd\ufffd'
         with duckflock.connect(path) as db:
             db.execute("DELETE FROM t")
+
+
+def test_loading_the_same_file_again_into_a_database_file_writes_nothing(tmp_path: Path) -> None:
+    """An all-or-nothing load records its key (the file's hash, format, table and chunk
+    size) in the same transaction as its rows, as the server path and --chunked do: run
+    again, it finds the key and writes nothing; another file loads."""
+    path = make_db(tmp_path / "again.duckdb")
+    part = tmp_path / "part.csv"
+    part.write_text("p,i,note\n8,1,a\n8,2,b\n8,3,c\n")
+    count = "SELECT count(*) FROM events WHERE p = 8"
+    for _ in range(2):
+        run = cli_run("load", str(path), "events", str(part))
+        assert run.returncode == 0, run.stderr
+        assert rows_of(path, count) == [(3,)]
+    other = tmp_path / "other.csv"
+    other.write_text("p,i,note\n8,4,d\n")
+    assert cli_run("load", str(path), "events", str(other)).returncode == 0
+    assert rows_of(path, count) == [(4,)]
+    assert cli_run("load", str(path), "events", str(part), "--again").returncode == 0
+    assert rows_of(path, count) == [(7,)]

@@ -94,7 +94,14 @@ def into_database(db: Any, job: Job) -> int:
     if job.all_or_nothing:
         try:
             with progress_bar(job.path, job.table) as advance:
-                return insert_all(db, job.name, job.chunks(), create=job.ddl, on_chunk=advance)
+                return insert_all(
+                    db,
+                    job.name,
+                    job.chunks(),
+                    create=job.ddl,
+                    on_chunk=advance,
+                    key=job.key_of(None),
+                )
         except ChunkRejectedError as exc:
             raise _rejected(exc.chunk, exc.error, job.table) from None
         except loading.BadFileError as exc:

@@ -129,6 +129,32 @@ class Recorded:
     committed_at: dt.datetime
 
 
+def ensure_table(cursor: duckdb.DuckDBPyConnection, lake: bool = False) -> None:
+    """Create the keys' table when missing (DuckLake has no PRIMARY KEY)."""
+    key = "key VARCHAR NOT NULL" if lake else "key VARCHAR PRIMARY KEY"
+    cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(SCHEMA)}")
+    cursor.execute(
+        f"CREATE TABLE IF NOT EXISTS {TABLE} ({key}, table_name VARCHAR NOT NULL, "
+        "rows BIGINT NOT NULL, digest VARCHAR NOT NULL, "
+        "committed_at TIMESTAMP WITH TIME ZONE NOT NULL)"
+    )
+
+
+def loaded(cursor: duckdb.DuckDBPyConnection, key: str) -> int | None:
+    """Inside a load's transaction: the rows of the load ``key`` names if it committed
+    already (None: it did not). A file load's key already says what was loaded (the
+    file's hash, format, table and chunk size), so it is its own digest."""
+    ensure_table(cursor)
+    rows = cursor.execute(f"SELECT rows FROM {TABLE} WHERE key = ?", [key]).fetchall()
+    return int(rows[0][0]) if rows else None
+
+
+def record_load(cursor: duckdb.DuckDBPyConnection, key: str, table: str, rows: int) -> None:
+    """Inside a load's transaction: record ``key`` with the rows it loaded."""
+    at = dt.datetime.now(dt.UTC)
+    cursor.execute(f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?, ?)", [key, table, rows, key, at])
+
+
 class KeyBook:
     """The writer's idempotency keys: screened before each commit, recorded in it,
     pruned after it. Used by the writer thread only (its cursor)."""
@@ -157,13 +183,7 @@ class KeyBook:
         """Create the table on first use."""
         if self._ready:
             return
-        key = "key VARCHAR NOT NULL" if self.lake else "key VARCHAR PRIMARY KEY"
-        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(SCHEMA)}")
-        cursor.execute(
-            f"CREATE TABLE IF NOT EXISTS {TABLE} ({key}, table_name VARCHAR NOT NULL, "
-            "rows BIGINT NOT NULL, digest VARCHAR NOT NULL, "
-            "committed_at TIMESTAMP WITH TIME ZONE NOT NULL)"
-        )
+        ensure_table(cursor, self.lake)
         self._ready = True
 
     def lookup(self, cursor: duckdb.DuckDBPyConnection, keys: list[str]) -> dict[str, Recorded]:

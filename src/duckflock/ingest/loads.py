@@ -20,6 +20,7 @@ import pyarrow as pa
 from duckflock.core import project
 from duckflock.core.transactions import rollback_quietly
 from duckflock.errors import QueryError, RowRejectedError
+from duckflock.ingest import keys
 from duckflock.ingest.files import Chunk
 from duckflock.ingest.rejections import column_in
 from duckflock.sql import quote_ident
@@ -71,6 +72,7 @@ def insert_all(
     *,
     create: str | None = None,
     on_chunk: Callable[[Chunk, int], None] | None = None,
+    key: str | None = None,
 ) -> int:
     """Append every chunk to ``table`` (quoted SQL) in one transaction, after ``create``
     (DDL making the table) when given; the rows appended. ``on_chunk(chunk, rows so
@@ -83,6 +85,8 @@ def insert_all(
     failed: list[tuple[Chunk, duckdb.Error]] = []
 
     def load(cursor: duckdb.DuckDBPyConnection) -> int:
+        if key is not None and (done := keys.loaded(cursor, key)) is not None:
+            return done  # this very load committed before: nothing is written again
         if create is not None:
             cursor.execute(create)
         total = 0
@@ -95,6 +99,8 @@ def insert_all(
             total += chunk.table.num_rows
             if on_chunk is not None:
                 on_chunk(chunk, total)
+        if key is not None:
+            keys.record_load(cursor, key, table, total)  # in the same commit as the rows
         return total
 
     try:
