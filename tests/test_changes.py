@@ -225,7 +225,16 @@ def test_kept_changes_are_bounded_and_older_readers_get_a_snapshot() -> None:
 
 @pytest.mark.parametrize(
     ("since", "error"),
-    [(-1, ValueError), ("nope", ValueError), ("ab.x", ValueError), (1.5, TypeError)],
+    [
+        (-1, ValueError),
+        ("nope", ValueError),
+        ("ab.x", ValueError),
+        (1.5, TypeError),
+        (2**63, ValueError),  # past any version: was accepted and echoed as a snapshot's since
+        ("9" * 5000, ValueError),  # was Python's own "Exceeds the limit (4300 digits)"
+        ("ab." + "9" * 30, ValueError),
+        ("x" * 10_000, ValueError),  # not echoed back whole
+    ],
 )
 def test_since_is_checked(since: Any, error: type[Exception]) -> None:
     with duckflock.connect() as db:

@@ -41,6 +41,8 @@ from duckflock.live.fold.query import over_arrow
 DIFF = "__diff"  # the column of +1 / -1
 KEEP_CHANGES = 64  # versions of changes kept per analysis (connect(keep_changes=…))
 KEEP_ROWS = 1_000_000  # changed rows kept per analysis in all, at most
+MAX_VERSION = 2**63 - 1  # a version number, at most (as DuckDB's BIGINT)
+MAX_ID = 64  # characters of a change id (``lineage.version``: 8 + 1 + 19), at most
 
 
 @dataclass(frozen=True)
@@ -274,13 +276,20 @@ def checked_since(since: int | str | None) -> int | str | None:
         return None
     if isinstance(since, bool) or not isinstance(since, int | str):
         raise TypeError(f"since must be a version (int) or a change id (str), not {since!r}")
+    if isinstance(since, str) and len(since) > MAX_ID:
+        raise ValueError(
+            f"since is {len(since):,} characters long; a change id has at most {MAX_ID}"
+        )
     if isinstance(since, str) and since.isdigit() and since.isascii():
         since = int(since)
     if isinstance(since, int):
-        if since < 0:
-            raise ValueError(f"since must be a version >= 0, not {since}")
+        if not 0 <= since <= MAX_VERSION:
+            raise ValueError(f"since must be a version from 0 to {MAX_VERSION}, not {since}")
         return since
     lineage, dot, number = since.rpartition(".")
     if not dot or not lineage or not number.isdigit() or not number.isascii():
-        raise ValueError(f"since must be a version or a change id like 'ab12cd34.7', not {since!r}")
+        shown = since if since.isprintable() and since.isascii() else ascii(since)
+        raise ValueError(f"since must be a version or a change id like 'ab12cd34.7', not {shown!r}")
+    if int(number) > MAX_VERSION:
+        raise ValueError(f"since's version must be at most {MAX_VERSION}, not {number}")
     return since
