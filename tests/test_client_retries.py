@@ -162,6 +162,11 @@ def test_the_header_replays_the_first_reply(served: tuple[duckflock.Database, st
         assert sql.status_code == 400 and "takes no Idempotency-Key" in sql.text
         long = http.post("/v1/tables/t/rows", json=body, headers={"Idempotency-Key": "k" * 201})
         assert long.status_code == 400 and "1 to 200" in long.json()["error"]["message"]
+        # a header is read as Latin-1: UTF-8 'clé' would be another key ('clÃ©'), so refused
+        latin = http.post(
+            "/v1/tables/t/rows", json=body, headers={"Idempotency-Key": "clé".encode()}
+        )
+        assert latin.status_code == 400 and "printable ASCII" in latin.text
         # Arrow bodies go through the worker-thread path: keyed the same
         table = pa.table({"a": pa.array([5], pa.int32()), "b": ["q"]})
         sink = pa.BufferOutputStream()
@@ -277,3 +282,14 @@ def test_chunks_carry_keys_of_their_own() -> None:
 def test_the_retry_options_are_checked(options: dict[str, Any], error: type) -> None:
     with pytest.raises(error):
         duckflock.Client("http://127.0.0.1:1", **options)
+
+
+@pytest.mark.parametrize(("key", "shown"), [("clé", "'é'"), ("日本", "'日'"), ("a\nb", "'\\n'")])
+def test_keys_a_header_cannot_carry_are_refused_before_sending(key: str, shown: str) -> None:
+    """Not "a lone surrogate" (a UnicodeEncodeError of httpx's, misread) nor a transport
+    error ("Illegal header value"): the key's own fault, named, and nothing sent."""
+    client, sent = _client([])
+    with client, pytest.raises(ValueError, match="printable ASCII") as raised:
+        client.insert("t", [{"a": 1}], idempotency_key=key)
+    assert shown in str(raised.value)
+    assert sent == []

@@ -35,7 +35,7 @@ from duckflock.client.wire import (
 )
 from duckflock.errors import ClosedError, QueryError, TransportError, from_payload
 from duckflock.ingest.keys import HEADER as IDEMPOTENCY_KEY
-from duckflock.ingest.keys import check_key
+from duckflock.ingest.keys import check_header_key
 from duckflock.ingest.rows import as_arrow, ipc_bytes
 from duckflock.lake.connection import redact
 from duckflock.live.changes import DIFF, Change, signed
@@ -202,10 +202,10 @@ class Client:
     ) -> None:
         """Each chunk as one request with a key of its own: ``key`` for a single chunk,
         ``key#n`` for chunk ``n`` of several (a random key when ``key`` is None)."""
-        base = check_key(key) or uuid.uuid4().hex
+        base = check_header_key(key) or uuid.uuid4().hex
         keyed = [base] if len(chunks) == 1 else [f"{base}#{n}" for n in range(len(chunks))]
         if keyed:  # a key too long with its chunk number: refused before anything is sent
-            check_key(keyed[-1], "idempotency_key with its chunk number")
+            check_header_key(keyed[-1], "idempotency_key with its chunk number")
         for chunk, chunk_key in zip(chunks, keyed, strict=True):
             self._request(
                 "POST",

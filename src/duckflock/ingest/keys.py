@@ -82,6 +82,24 @@ def check_key(key: object, name: str = "idempotency_key") -> str | None:
     return key
 
 
+def check_header_key(key: object, name: str = "idempotency_key") -> str | None:
+    """:func:`check_key`, and what an HTTP header can carry unchanged: printable ASCII
+    without leading or trailing spaces (HTTP reads other bytes as Latin-1, so 'clé' sent
+    as UTF-8 would arrive as another key)."""
+    checked = check_key(key, name)
+    if checked is None:
+        return None
+    bad = next((c for c in checked if not (c.isascii() and c.isprintable())), None)
+    if bad is not None:
+        raise ValueError(
+            f"{name} holds {bad!r} (at index {checked.index(bad)}): over HTTP a key is "
+            "printable ASCII"
+        )
+    if checked != checked.strip():
+        raise ValueError(f"{name} starts or ends with a space, which HTTP drops")
+    return checked
+
+
 def check_window(window: object) -> float:
     """How long keys are kept, in seconds: 1 s to 30 days."""
     checked = seconds(window, "idempotency_window", minimum=1.0, maximum=MAX_WINDOW, optional=False)

@@ -11,7 +11,7 @@ from typing import Any
 
 from duckflock.core import checks
 from duckflock.errors import RequestError
-from duckflock.ingest.keys import check_key
+from duckflock.ingest.keys import check_header_key
 from duckflock.server.formats import check_text
 
 MAX_SECONDS = 86_400.0  # one day: the longest interval or limit anything may name
@@ -58,7 +58,7 @@ def flag(raw: str | None, name: str, *, default: bool) -> bool:
 
 def idempotency_key(raw: str | None) -> str | None:
     """The ``Idempotency-Key`` header, checked as ``db.insert`` checks a key (400 if not)."""
-    key: str | None = _request(check_key, raw, "the Idempotency-Key header")
+    key: str | None = _request(check_header_key, raw, "the Idempotency-Key header")
     return key
 
 
