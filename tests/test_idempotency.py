@@ -232,3 +232,29 @@ def test_a_keyed_insert_leaves_no_transaction_open_to_stop_a_checkpoint(tmp_path
         db.analysis("total", "SELECT sum(value) AS total FROM readings", wait=True)
         db.execute("CHECKPOINT")
         assert db.execute("SELECT count(*) FROM readings").fetchone() == (1,)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM duckflock.batches",
+        'SELECT key FROM "DuckFlock".batches',
+        "SELECT * FROM (SELECT digest FROM duckflock.batches) AS d",
+        "WITH k AS (SELECT * FROM duckflock.BATCHES) SELECT count(*) FROM k",
+    ],
+)
+def test_the_keys_are_not_readable_through_the_servers_queries(tmp_path: Path, sql: str) -> None:
+    """duckflock.batches holds every client's keys and their rows' digests: the query
+    guard of both ports refuses to read it (as the schema rule refuses to write it); a
+    table of the caller's own named batches stays readable."""
+    from duckflock.errors import QueryRefusedError
+    from duckflock.server.guard import QueryGuard
+
+    with duckflock.connect(tmp_path / "k.duckdb") as db:
+        db.execute("CREATE TABLE t (a INTEGER)")
+        db.execute("CREATE TABLE batches (a INTEGER)")
+        db.insert("t", [(1,)], idempotency_key="secret-key", wait=True)
+        guard = QueryGuard(db)
+        with pytest.raises(QueryRefusedError, match="not readable"):
+            guard.check(sql)
+        guard.check("SELECT * FROM batches")  # main.batches: the caller's own

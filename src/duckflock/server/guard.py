@@ -224,10 +224,26 @@ class QueryGuard:
                     raise QueryRefusedError(f"reading files ({name!r}) is not allowed", sql=sql)
                 if name.lower() in _DENIED_FUNCTIONS:
                     raise QueryRefusedError(f"{name} is not allowed here", sql=sql)
+                if name.lower() == project.BATCHES and self._is_keys_table(node):
+                    raise QueryRefusedError(
+                        f"{project.SCHEMA}.{project.BATCHES} holds every client's idempotency "
+                        "keys and their rows' digests: it is not readable through queries",
+                        sql=sql,
+                    )
             elif node.get("class") == "FUNCTION":
                 name = str(node.get("function_name", "")).lower()
                 if name in _DENIED_SCALARS:
                     raise QueryRefusedError(f"{name}() is not allowed here", sql=sql)
+
+    def _is_keys_table(self, node: dict[str, Any]) -> bool:
+        """Whether a table reference named like it is duckflock's table of idempotency
+        keys (asked of the catalog only for that name)."""
+        cursor = self.db.cursor()
+        try:
+            found = Resolver(cursor).lookup(table_parts(node))
+        finally:
+            cursor.close()
+        return found is not None and project.is_schema(found.identity.schema)
 
     def _is_table(self, node: dict[str, Any]) -> bool:
         """True when a name that looks like a file is a table or view of the catalog
