@@ -56,6 +56,8 @@ class Readers:
             registry.check_open()
             schedule = registry.get(name).schedule
             schedule.mailboxes.add(mailbox)
+            if mailbox.follows_changes:  # changes are computed from here on, and a while after
+                schedule.history.followed(schedule.version, True)
             if schedule.result is not None:
                 mailbox.put(schedule.result)
 
