@@ -32,18 +32,21 @@ _I2 = struct.Struct("!h")
 # rows encoded at once: DuckDB hands over 2,048 at a time, and each of the encoder's
 # Arrow and numpy calls has a fixed cost, so they go in groups of this many
 GATHER_ROWS = 32_768
+GATHER_BYTES = 1 << 20  # and at most about this much Arrow data
 
 
 def gathered(next_batch: Callable[[], pa.RecordBatch | None]) -> pa.RecordBatch | None:
-    """The next batches of a result as one, up to about :data:`GATHER_ROWS` rows (None
-    at the end)."""
+    """The next batches of a result as one, up to about :data:`GATHER_ROWS` rows and
+    :data:`GATHER_BYTES` (None at the end): the byte cap is checked between groups, so a
+    group of wide rows must stay small (COPY of 1 KB rows ran 30 MB past a 1 MB cap)."""
     batch = next_batch()
-    if batch is None or batch.num_rows >= GATHER_ROWS:
+    if batch is None or batch.num_rows >= GATHER_ROWS or batch.nbytes >= GATHER_BYTES:
         return batch
-    parts, rows = [batch], batch.num_rows
-    while rows < GATHER_ROWS and (more := next_batch()) is not None:
+    parts, rows, size = [batch], batch.num_rows, batch.nbytes
+    while rows < GATHER_ROWS and size < GATHER_BYTES and (more := next_batch()) is not None:
         parts.append(more)
         rows += more.num_rows
+        size += more.nbytes
     return pa.concat_batches(parts) if len(parts) > 1 else batch
 
 
