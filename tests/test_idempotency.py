@@ -8,7 +8,9 @@ import datetime as dt
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -258,3 +260,32 @@ def test_the_keys_are_not_readable_through_the_servers_queries(tmp_path: Path, s
         with pytest.raises(QueryRefusedError, match="not readable"):
             guard.check(sql)
         guard.check("SELECT * FROM batches")  # main.batches: the caller's own
+
+
+def test_creating_the_keys_table_tries_again_after_another_process_made_it() -> None:
+    """Two servers on one lake take their first keyed insert at the same moment: the
+    loser's CREATE fails with a write conflict (seen in tests/test_lake_serve.py, which
+    then failed a commit with StorageError); it tries again and finds the table made."""
+    from duckflock.ingest import keys
+
+    con = duckdb.connect()
+    creates: list[str] = []
+
+    class Racing:
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql.startswith("CREATE TABLE"):
+                creates.append(sql)
+                if len(creates) == 1:
+                    con.execute(sql)  # the other process commits it first
+                    raise duckdb.TransactionException(
+                        'Failed to commit: table "batches" has been created by another '
+                        "transaction already"
+                    )
+            return con.execute(sql, *args)
+
+    keys.ensure_table(Racing(), tries=keys.ENSURE_TRIES)  # type: ignore[arg-type]
+    assert len(creates) == 2
+    assert con.execute(f"SELECT count(*) FROM {keys.TABLE}").fetchone() == (0,)
+    with pytest.raises(duckdb.TransactionException):
+        creates.clear()
+        keys.ensure_table(Racing(), tries=1)  # type: ignore[arg-type]

@@ -147,15 +147,26 @@ class Recorded:
     committed_at: dt.datetime
 
 
-def ensure_table(cursor: duckdb.DuckDBPyConnection, lake: bool = False) -> None:
-    """Create the keys' table when missing (DuckLake has no PRIMARY KEY)."""
+ENSURE_TRIES = 5  # creating the table, against other processes on one lake
+
+
+def ensure_table(cursor: duckdb.DuckDBPyConnection, lake: bool = False, tries: int = 1) -> None:
+    """Create the keys' table when missing (DuckLake has no PRIMARY KEY). In autocommit
+    mode ``tries`` > 1 tries again after a write conflict: two processes on one lake
+    creating it at the same moment (the loser's CREATE fails, and then finds it made)."""
     key = "key VARCHAR NOT NULL" if lake else "key VARCHAR PRIMARY KEY"
-    cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(SCHEMA)}")
-    cursor.execute(
-        f"CREATE TABLE IF NOT EXISTS {TABLE} ({key}, table_name VARCHAR NOT NULL, "
-        "rows BIGINT NOT NULL, digest VARCHAR NOT NULL, "
-        "committed_at TIMESTAMP WITH TIME ZONE NOT NULL)"
-    )
+    for attempt in range(1, tries + 1):
+        try:
+            cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(SCHEMA)}")
+            cursor.execute(
+                f"CREATE TABLE IF NOT EXISTS {TABLE} ({key}, table_name VARCHAR NOT NULL, "
+                "rows BIGINT NOT NULL, digest VARCHAR NOT NULL, "
+                "committed_at TIMESTAMP WITH TIME ZONE NOT NULL)"
+            )
+            return
+        except duckdb.TransactionException:
+            if attempt == tries:
+                raise
 
 
 def loaded(cursor: duckdb.DuckDBPyConnection, key: str) -> int | None:
@@ -201,7 +212,7 @@ class KeyBook:
         """Create the table on first use."""
         if self._ready:
             return
-        ensure_table(cursor, self.lake)
+        ensure_table(cursor, self.lake, tries=ENSURE_TRIES)
         self._ready = True
 
     def lookup(self, cursor: duckdb.DuckDBPyConnection, keys: list[str]) -> dict[str, Recorded]:
