@@ -26,7 +26,7 @@ import pyarrow as pa
 import duckflock
 from duckflock.live.changes import Touched, difference
 from duckflock.server import formats
-from duckflock.server.http.api import change_event
+from duckflock.server.formats import change_event
 
 SQL = "SELECT g, count(*) AS n, sum(v) AS total, max(v) AS hi FROM t GROUP BY g"
 CAP = sys.maxsize
