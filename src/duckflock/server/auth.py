@@ -178,7 +178,7 @@ class AuthMiddleware:
             host = next((v for k, v in scope["headers"] if k == b"host"), b"")
             if is_loopback_host(host.decode("latin-1")):
                 scope["duckflock.role"] = Role.ADMIN  # tokenless: loopback only, everything
-                scope["duckflock.principal"] = "admin (no token, loopback)"
+                scope["duckflock.principal"] = f"{Role.ADMIN} (no token, loopback)"
             else:
                 error = ForbiddenError(
                     "this server has no token, so it answers only requests addressed to a "

@@ -165,9 +165,11 @@ class ServerSettings:
 
     def all_tokens(self) -> dict[str, str]:
         """Every token with its role (``token`` is an admin's)."""
+        from duckflock.server.auth import Role
+
         found = dict(self.tokens)
         if self.token is not None:
-            found[self.token] = "admin"
+            found[self.token] = Role.ADMIN
         return found
 
 
