@@ -38,8 +38,10 @@ def _lengths(values: pa.Array) -> np.ndarray:
 
 
 def _binary(rows: np.ndarray) -> pa.Array:
-    """A 2-D uint8 array as a binary array, one row each."""
-    count, width = rows.shape
+    """A 1-D array of fixed-size records (or a 2-D uint8 array) as a binary array, one
+    record (row) each."""
+    count = len(rows)
+    width = rows.dtype.itemsize if rows.ndim == 1 else rows.shape[1] * rows.dtype.itemsize
     offsets = np.arange(0, (count + 1) * width, width, dtype=np.int32)
     data = pa.py_buffer(np.ascontiguousarray(rows))
     return pa.Array.from_buffers(pa.binary(), count, [None, pa.py_buffer(offsets), data])
@@ -47,11 +49,11 @@ def _binary(rows: np.ndarray) -> pa.Array:
 
 @dataclass
 class _Field:
-    """One column's DataRow fields: the Int32 lengths (-1: NULL) as a (rows, 4) block,
-    then either the values' bytes as a (rows, width) block (all of one width, no NULL)
-    or the values themselves (a binary array)."""
+    """One column's DataRow fields: the Int32 lengths (-1: NULL), then either the
+    values' bytes as a (rows, width) block (all of one width, no NULL) or the values
+    themselves (a binary array)."""
 
-    head: np.ndarray
+    prefix: np.ndarray
     fixed: np.ndarray | None
     values: pa.Array
     sizes: np.ndarray  # each field's bytes, its length included
@@ -61,16 +63,36 @@ def _field(values: pa.Array) -> _Field:
     values = _as_binary(values)
     lengths = _lengths(values)
     count = len(values)
-    prefix = lengths.astype(">i4")
+    prefix = lengths
     if values.null_count:
+        prefix = lengths.copy()
         prefix[~pc.is_valid(values).to_numpy(zero_copy_only=False)] = -1
-    head = prefix.view(np.uint8).reshape(count, 4)
     width = int(lengths[0]) if count else 0
     if not values.null_count and width and (lengths == width).all():
         start = int(np.frombuffer(values.buffers()[1], np.int32)[values.offset])
         data = np.frombuffer(values.buffers()[2], np.uint8, count * width, start)
-        return _Field(head, data.reshape(count, width), values, lengths + 4)
-    return _Field(head, None, values, lengths + 4)
+        return _Field(prefix, data.reshape(count, width), values, lengths + 4)
+    return _Field(prefix, None, values, lengths + 4)
+
+
+class _Run:
+    """Fixed-width parts of each row side by side (a message header, lengths, values of
+    one width): one numpy record a row, each part written into it by one assignment
+    (which turns it big-endian on the way) instead of stacked from copies."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[str, np.dtype, np.ndarray | int]] = []
+
+    def add(self, dtype: str | tuple[str, int], values: np.ndarray | int) -> None:
+        self.parts.append((f"f{len(self.parts)}", np.dtype(dtype), values))
+
+    def rows(self, count: int) -> pa.Array:
+        layout = np.dtype([(name, dtype) for name, dtype, _ in self.parts])
+        records = np.empty(count, layout)
+        for name, _, values in self.parts:
+            records[name] = values
+        self.parts = []
+        return _binary(records)
 
 
 def _contents(joined: pa.Array) -> bytes:
@@ -104,24 +126,22 @@ def messages(kind: bytes, columns: Sequence[pa.Array], prefix: bytes = b"") -> b
     sizes = np.full(count, 6, np.int64)
     for field in fields:
         sizes += field.sizes
-    head = np.empty((count, 7), np.uint8)
-    head[:, 0] = kind[0]
-    head[:, 1:5] = sizes.astype(">i4").view(np.uint8).reshape(count, 4)
-    head[:, 5:7] = np.frombuffer(len(columns).to_bytes(2, "big"), np.uint8)
+    run = _Run()
+    run.add("u1", kind[0])
+    run.add(">i4", sizes)
+    run.add(">i2", len(columns))
     pieces: list[pa.Array] = []
-    run = [head]
     for field in fields:
-        run.append(field.head)
+        run.add(">i4", field.prefix)
         if field.fixed is not None:
-            run.append(field.fixed)
+            run.add(("u1", field.fixed.shape[1]), field.fixed)
         else:
-            pieces += [_binary(np.hstack(run)), field.values]
-            run = []
+            pieces += [run.rows(count), field.values]
     if not pieces:  # every value of a fixed width: one numpy block
-        data = np.hstack(run).tobytes()
+        data = _contents(run.rows(count))
     else:
-        if run:
-            pieces.append(_binary(np.hstack(run)))
+        if run.parts:
+            pieces.append(run.rows(count))
         data = _contents(_join(pieces, int(sizes.sum()) + count, null_handling="skip"))
     if not prefix or not count:
         return data
