@@ -230,15 +230,21 @@ def _fraction_trimmed(moments: pa.Array, partial: bool) -> pa.Array:
         pattern = r"\.?0+$" if partial else r"\.000000$"
         trimmed = pc.replace_substring_regex(moments.cast(pa.string()), pattern, "")
         return _utf8(trimmed)
-    data = np.frombuffer(text.buffers()[2] or b"", np.uint8)[offsets[0] : offsets[-1]]
-    table = data.reshape(len(text), width)
-    fraction = _numbers(moments, "int64") % 1_000_000
-    zeros = sum((fraction % 10**digits == 0).astype(np.int64) for digits in range(1, 7))
-    drop = np.where(zeros == 6, 7, zeros if partial else 0)
-    kept = np.arange(width) < (width - drop)[:, None]
-    ends = np.concatenate([[0], np.cumsum(width - drop)]).astype(np.int32)
-    buffers = [_validity(moments), pa.py_buffer(ends), pa.py_buffer(table[kept])]
-    return pa.Array.from_buffers(pa.binary(), len(text), buffers, null_count=moments.null_count)
+    # the one point is the fraction's: these trims touch nothing else
+    text = text.view(pa.string())
+    if partial:  # its trailing zeros, then the point when nothing is left after it
+        trimmed = pc.ascii_rtrim(pc.ascii_rtrim(text, "0"), ".")
+    else:
+        trimmed = pc.replace_substring(text, ".000000", "")
+    return _with_nulls(_utf8(trimmed), moments)
+
+
+def _with_nulls(values: pa.Array, column: pa.Array) -> pa.Array:
+    """``values`` (a binary array without nulls) with ``column``'s nulls."""
+    if not column.null_count:
+        return values
+    buffers = [_validity(column), *values.buffers()[1:]]
+    return pa.Array.from_buffers(values.type, len(values), buffers, null_count=column.null_count)
 
 
 def _intervals(column: pa.Array, binary: bool) -> pa.Array:
