@@ -149,9 +149,29 @@ def messages(kind: bytes, columns: Sequence[pa.Array], prefix: bytes = b"") -> b
     return data[:1] + first.to_bytes(4, "big") + prefix + data[5:]
 
 
+def _holds(values: pa.Array, chars: bytes) -> bool:
+    """Whether a value of ``values`` (binary) may hold a byte of ``chars`` (ASCII: never
+    inside a UTF-8 sequence): one numpy scan of the bytes, not a regex a value."""
+    offsets = np.frombuffer(values.buffers()[1], np.int32)
+    start, end = offsets[[values.offset, values.offset + len(values)]]
+    data = np.frombuffer(values.buffers()[2] or b"", np.uint8)[start:end]
+    found = np.zeros(len(data), bool)
+    for char in chars:
+        found |= data == char
+    return bool(found.any())
+
+
+def _empty(values: pa.Array) -> bool:
+    """Whether a value (not NULL) of ``values`` is empty."""
+    empty = _lengths(values) == 0
+    if values.null_count:
+        empty &= pc.is_valid(values).to_numpy(zero_copy_only=False)
+    return bool(empty.any())
+
+
 def _escaped(values: pa.Array) -> pa.Array:
     """Text COPY's escapes: backslash, tab, newline and carriage return."""
-    if not pc.any(pc.match_substring_regex(values, r"[\\\t\n\r]")).as_py():
+    if not _holds(values, b"\\\t\n\r"):
         return values
     for char, escape in (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")):
         values = pc.replace_substring(values, char, escape)
@@ -161,6 +181,8 @@ def _escaped(values: pa.Array) -> pa.Array:
 def _quoted(values: pa.Array) -> pa.Array:
     """CSV's fields as PostgreSQL writes them: quoted when empty or holding a comma,
     quote, newline or carriage return (NULL stays null: an empty field)."""
+    if not _holds(values, b',"\n\r') and not _empty(values):
+        return values
     needs = pc.or_(
         pc.equal(pc.binary_length(values), 0), pc.match_substring_regex(values, '[,"\\n\\r]')
     )
