@@ -8,7 +8,6 @@ imports the session and never the other way round.
 from __future__ import annotations
 
 import ssl
-from concurrent.futures import Executor as Threads
 from typing import Protocol
 
 from duckflock.database import Database
@@ -47,7 +46,6 @@ class Host(Protocol):
     per_client: int  # suspended results one connection may hold
     row_cap: int
     byte_cap: int
-    encoding: Threads  # the threads results are encoded on (pipeline.py)
 
     def established(self) -> str | None:
         """The calling session's start-up is done; a refusal's text when it may not stay."""

@@ -7,13 +7,12 @@ from __future__ import annotations
 import struct
 import time
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import pyarrow as pa
 
 from duckflock.errors import QueryError, QueryTimeoutError, ServerBusyError
-from duckflock.server.pgwire import compat, pipeline
+from duckflock.server.pgwire import compat
 from duckflock.server.pgwire.compat import Kind, Statement
 from duckflock.server.pgwire.encode import COPY_SIGNATURE, COPY_TRAILER, RowEncoder, copy_data
 from duckflock.server.pgwire.execute import CopyFormat, CopyPlan, Outcome, copy_plan
@@ -180,67 +179,20 @@ def _send_rows(session: Session, portal: Portal, limit: int) -> None:
     if outcome.names is None or portal.done:
         session.send(command_complete(outcome.tag))
         return
-    if limit and not _send_some(session, portal, limit):
-        return  # suspended
-    if not limit:
-        _send_all(session, portal)
-    portal.done = True
-    for text in portal.notes:
-        session.send(notice(text))
-    session.send(command_complete(f"SELECT {portal.rows}"))
-    session.close_outcome(portal)
-
-
-def _send_all(session: Session, portal: Portal) -> None:
-    """Every row (within the caps), encoded ahead on the server's encoding threads
-    while the rows before are sent."""
-    outcome, encoder, server = portal.outcome, portal.encoder, session.server
-    assert outcome is not None and encoder is not None
-    fetched, jobs, cut = portal.rows, 0, -1  # cut: the job the row cap cut
-
-    def next_job() -> pipeline.Job | None:
-        nonlocal fetched, jobs, cut
-        batch = portal.pending if portal.pending is not None else gathered(outcome.next_batch)
-        portal.pending = None
-        if cut >= 0:  # cut by the row cap: no more
-            return None
-        if batch is None:
-            return None
-        if batch.num_rows > server.row_cap - fetched:
-            batch, cut = batch.slice(0, server.row_cap - fetched), jobs
-        fetched += batch.num_rows
-        jobs += 1
-        return batch.num_rows, partial(encoder.data_rows, batch)
-
-    for job, (rows, data) in enumerate(
-        pipeline.encoded(server.encoding, next_job, portal.deadline)
-    ):
-        portal.rows += rows
-        portal.bytes += len(data)
-        session.send(data)
-        if job == cut:
-            portal.notes.append(f"the result was cut at the {server.row_cap:,}-row cap")
-        if portal.bytes > server.byte_cap:
-            portal.notes.append(f"the result was cut at the {server.byte_cap:,}-byte cap")
-            break
-
-
-def _send_some(session: Session, portal: Portal, limit: int) -> bool:
-    """Up to ``limit`` rows, then PortalSuspended (False) unless the result ended or
-    was cut (True)."""
-    outcome, encoder, server = portal.outcome, portal.encoder, session.server
-    assert outcome is not None and encoder is not None
+    encoder = portal.encoder
+    assert encoder is not None
+    server = session.server
     sent = 0
     while True:
         batch = portal.pending if portal.pending is not None else gathered(outcome.next_batch)
         portal.pending = None
         if batch is None:
-            return True
+            break
         room = server.row_cap - portal.rows
         if batch.num_rows > room:
             batch = batch.slice(0, room)
             portal.notes.append(f"the result was cut at the {server.row_cap:,}-row cap")
-        if sent + batch.num_rows > limit:
+        if limit and sent + batch.num_rows > limit:
             portal.pending = batch.slice(limit - sent)
             batch = batch.slice(0, limit - sent)
         data = encoder.data_rows(batch)
@@ -252,10 +204,15 @@ def _send_some(session: Session, portal: Portal, limit: int) -> bool:
             portal.notes.append(f"the result was cut at the {server.byte_cap:,}-byte cap")
         if portal.notes:
             portal.pending = None
-            return True
-        if sent >= limit:
+            break
+        if limit and sent >= limit:
             session.send(message(Backend.PORTAL_SUSPENDED))
-            return False
+            return
+    portal.done = True
+    for text in portal.notes:
+        session.send(notice(text))
+    session.send(command_complete(f"SELECT {portal.rows}"))
+    session.close_outcome(portal)
 
 
 def copy_out(session: Session, statement: Statement, params: list[Any]) -> None:
@@ -281,33 +238,22 @@ def _copy_out(session: Session, plan: CopyPlan, params: list[Any]) -> None:
         # the binary header travels with the first rows, as PostgreSQL sends it
         # (ADBC's reader expects a row right after the header in the same message)
         prefix = COPY_SIGNATURE if binary else b""
-        fetched = rows = sent = 0
+        rows = sent = 0
         header = outcome.names if plan.header else None
-        cap = session.server.row_cap
-
-        def next_job() -> pipeline.Job | None:
-            nonlocal prefix, fetched, header
-            batch = gathered(outcome.next_batch) if fetched < cap else None
-            if batch is None:
-                return None
-            batch = batch.slice(0, cap - fetched)
-            fetched += batch.num_rows
+        while (batch := gathered(outcome.next_batch)) is not None:
+            batch = batch.slice(0, max(session.server.row_cap - rows, 0))
             if plan.format == CopyFormat.BINARY:
-                if not batch.num_rows:
-                    return 0, lambda: b""
-                first, prefix = prefix, b""
-                return batch.num_rows, partial(encoder.copy_binary, batch, first)
-            if plan.format == CopyFormat.CSV:
-                names, header = header, None
-                return batch.num_rows, lambda: copy_data(encoder.copy_csv(batch, names))
-            return batch.num_rows, lambda: copy_data(encoder.copy_text(batch))
-
-        deadline = session.sending_until or time.monotonic()
-        for count, data in pipeline.encoded(session.server.encoding, next_job, deadline):
+                data = encoder.copy_binary(batch, prefix) if batch.num_rows else b""
+                prefix = prefix if not data else b""
+            elif plan.format == CopyFormat.CSV:
+                data = copy_data(encoder.copy_csv(batch, header))
+                header = None
+            else:
+                data = copy_data(encoder.copy_text(batch))
             session.send(data)
-            rows += count
+            rows += batch.num_rows
             sent += len(data)
-            if sent > session.server.byte_cap:
+            if rows >= session.server.row_cap or sent > session.server.byte_cap:
                 break  # the same caps as a SELECT's (the byte cap: whole batches)
         if binary:
             session.send(copy_data(prefix + COPY_TRAILER))

@@ -22,7 +22,7 @@ import time
 
 from duckflock.database import Database
 from duckflock.server.connections import PeerLimit
-from duckflock.server.pgwire import connection, pipeline
+from duckflock.server.pgwire import connection
 from duckflock.server.pgwire.execute import Executor
 from duckflock.server.pgwire.host import Cancellable
 from duckflock.server.pgwire.messages import (
@@ -72,7 +72,6 @@ class PgServer:
         self.row_cap = settings.query_row_cap
         self.per_client = settings.per_client  # suspended results one connection may hold
         self.byte_cap = settings.query_byte_cap
-        self.encoding = pipeline.encoding_threads()
         self.tokens = service.tokens
         self.scram = ScramKeys(settings.all_tokens())
         self.cleartext = pg.cleartext
@@ -246,4 +245,3 @@ class PgServer:
             self._acceptor.join(timeout)
         for thread in connections:
             thread.join(timeout / max(len(connections), 1))
-        self.encoding.shutdown(wait=False, cancel_futures=True)  # each job is one batch
