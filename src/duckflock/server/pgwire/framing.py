@@ -3,7 +3,8 @@ lines, from each column's wire values (:func:`.types.columnar.encode_column`, an
 binary array with NULL as null).
 
 The lengths and headers are numpy arrays, the concatenation Arrow's
-``binary_join_element_wise``: no Python call per row or per value.
+``binary_join_element_wise`` (COPY lines) or ``take`` (messages): no Python call per row
+or per value.
 """
 
 from __future__ import annotations
@@ -113,14 +114,25 @@ def _join(parts: Sequence[pa.Array | pa.Scalar], total: int, **options: object) 
     return pc.binary_join_element_wise(*parts, separator, **options)
 
 
+def _interleaved(parts: Sequence[pa.Array], total: int) -> pa.Array:
+    """Each row's parts back to back, row after row (a NULL part adds nothing): the
+    parts made one array and taken in that order, which costs Arrow less than its
+    element-wise join does (0.05 against 0.08 CPU s for 1M rows of nine parts)."""
+    if total >= _LIMIT:
+        parts = [p.cast(pa.large_binary()) for p in parts]
+    count = len(parts[0])
+    order = np.arange(len(parts)) * count + np.arange(count)[:, None]
+    return pa.concat_arrays(parts).take(order.reshape(-1))
+
+
 def messages(kind: bytes, columns: Sequence[pa.Array], prefix: bytes = b"") -> bytes:
     """One message of type ``kind`` a row: Int32 length, Int16 column count, then each
     column's field (DataRow, and binary COPY's CopyData). ``prefix`` (binary COPY's file
     header) leads the first message's body.
 
     Runs of fixed-width parts (the message header, each length, values of one width)
-    are joined side by side by numpy; Arrow's element-wise join then puts them and the
-    variable-width values together, one call for the whole batch."""
+    are written side by side by numpy; one Arrow take then puts them and the
+    variable-width values together, for the whole batch."""
     count = len(columns[0])
     fields = [_field(column) for column in columns]
     sizes = np.full(count, 6, np.int64)
@@ -142,7 +154,7 @@ def messages(kind: bytes, columns: Sequence[pa.Array], prefix: bytes = b"") -> b
     else:
         if run.parts:
             pieces.append(run.rows(count))
-        data = _contents(_join(pieces, int(sizes.sum()) + count, null_handling="skip"))
+        data = _contents(_interleaved(pieces, int(sizes.sum()) + count))
     if not prefix or not count:
         return data
     first = int(sizes[0]) + len(prefix)
