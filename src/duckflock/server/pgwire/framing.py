@@ -9,6 +9,7 @@ or per value.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -120,9 +121,17 @@ def _interleaved(parts: Sequence[pa.Array], total: int) -> pa.Array:
     element-wise join does (0.05 against 0.08 CPU s for 1M rows of nine parts)."""
     if total >= _LIMIT:
         parts = [p.cast(pa.large_binary()) for p in parts]
-    count = len(parts[0])
-    order = np.arange(len(parts)) * count + np.arange(count)[:, None]
-    return pa.concat_arrays(parts).take(order.reshape(-1))
+    return pa.concat_arrays(parts).take(_order(len(parts[0]), len(parts)))
+
+
+@functools.lru_cache(maxsize=4)  # most batches have one size: 32,768 rows, 1.2 MB for 9 parts
+def _order(count: int, parts: int) -> pa.Array:
+    """Part after part of row after row, in an array holding ``parts`` arrays of
+    ``count`` values each, one after the other."""
+    kind = "int32" if count * parts < _LIMIT else "int64"
+    starts: np.ndarray = np.arange(parts, dtype=kind) * count
+    order = starts + np.arange(count, dtype=kind)[:, None]
+    return pa.array(order.reshape(-1))
 
 
 def messages(kind: bytes, columns: Sequence[pa.Array], prefix: bytes = b"") -> bytes:
