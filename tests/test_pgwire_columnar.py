@@ -249,3 +249,18 @@ def test_timestamps_and_times_are_spelled_as_postgresql_spells_them(postgres: An
     assert list(zip(*(c.to_pylist() for c in got), strict=True)) == [
         (a.encode(), b.encode()) for a, b in expected
     ]
+
+
+def test_a_batch_too_big_for_the_kept_row_orders_frames_as_its_parts_do() -> None:
+    """A batch whose row order is not kept (more than a million parts) gives the bytes
+    its slices give, each framed with a kept order."""
+    con = duckdb.connect()
+    rows = 300_000  # 4 parts a row (two runs of lengths, two texts): 1.2M
+    sql = (
+        "SELECT 'n' || range AS a, CASE WHEN range % 7 = 0 THEN NULL ELSE range END AS b"
+        f" FROM range({rows})"
+    )
+    batch = con.execute(sql).to_arrow_table().combine_chunks().to_batches()[0]
+    encoder = RowEncoder(["VARCHAR", "BIGINT"], [Format.TEXT])
+    parts = [batch.slice(start, 30_000) for start in range(0, rows, 30_000)]
+    assert encoder.data_rows(batch) == b"".join(encoder.data_rows(part) for part in parts)

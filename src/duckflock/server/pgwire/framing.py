@@ -121,10 +121,17 @@ def _interleaved(parts: Sequence[pa.Array], total: int) -> pa.Array:
     element-wise join does (0.05 against 0.08 CPU s for 1M rows of nine parts)."""
     if total >= _LIMIT:
         parts = [p.cast(pa.large_binary()) for p in parts]
-    return pa.concat_arrays(parts).take(_order(len(parts[0]), len(parts)))
+    count = len(parts[0])
+    order = _order if count * len(parts) <= _CACHED else _order.__wrapped__
+    return pa.concat_arrays(parts).take(order(count, len(parts)))
 
 
-@functools.lru_cache(maxsize=4)  # most batches have one size: 32,768 rows, 1.2 MB for 9 parts
+# most batches of a result have one size (32,768 rows: 1.2 MB of order for nine parts);
+# orders of a very wide result's batches are not kept
+_CACHED = 1 << 20
+
+
+@functools.lru_cache(maxsize=4)
 def _order(count: int, parts: int) -> pa.Array:
     """Part after part of row after row, in an array holding ``parts`` arrays of
     ``count`` values each, one after the other."""
