@@ -11,10 +11,15 @@ One real `duckflock serve --pg-port` process, in the same run:
     in text, CSV and binary (the raw COPY data), ADBC (COPY binary into Arrow) over the
     Postgres port vs the HTTP Arrow endpoint, each with its ratio to HTTP Arrow;
 (c) the server's encoder alone, in this process, over the same rows: DataRow messages
-    (text and binary) and COPY data, whole columns at once vs the per-value reference.
+    (text and binary) and COPY data, whole columns at once vs the per-value reference;
+(d) with ``--postgres``: the same rows from a real PostgreSQL server (Debian's, started
+    as the lake tests start it) read by the same psycopg, the ceiling "as fast as
+    PostgreSQL" sets (for ``fetchall()``, psycopg building Python objects after every
+    row has arrived: printed as "fetchall() alone", here and in (b)).
 
-``--bulk`` runs (b) and (c) only, ``--rounds N`` repeats (b); the load average is
-printed next to the figures.
+``--bulk`` runs (b) and (c) only, ``--rounds N`` repeats (b) (and (d)); the load
+average is printed next to the figures. (b) ends with the median round's ratio of each
+form, the lines ``benchmarks/suite.py`` reads.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +158,79 @@ def _load() -> str:
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+CONVERSION: dict[str, float] = {}  # CPU seconds of the last fetchall() alone (rows received)
+
+
+def _fetchall(conn: psycopg.Connection[Any], binary: bool) -> int:
+    """The big result with ``fetchall()``; the CPU time ``fetchall()`` alone took (psycopg
+    has every row by then: what is left is building the Python objects) is kept in
+    :data:`CONVERSION`."""
+    cursor = conn.cursor(binary=binary).execute(BIG)
+    started = time.process_time()
+    rows = len(cursor.fetchall())
+    CONVERSION["last"] = time.process_time() - started
+    return rows
+
+
+def _copy(conn: psycopg.Connection[Any], form: str) -> int:
+    cursor = conn.cursor()
+    with cursor.copy(f"COPY ({BIG}) TO STDOUT {form}") as copy:
+        for _ in copy:
+            pass  # the raw COPY data, as a loader would stream it on
+    return cursor.rowcount
+
+
+def real_postgres(rounds: int) -> None:
+    """(d) The same rows from a real PostgreSQL server (Debian's, as the lake tests
+    start it: tests/pgcluster.py) over TCP on 127.0.0.1, read by the same psycopg: what
+    "as fast as PostgreSQL" gives, and the client's share of it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from pgcluster import Cluster
+
+    port = _free_port()
+
+    class TcpCluster(Cluster):
+        def start(self) -> None:
+            os.environ["PGPORT"] = str(port)  # pg_ctl, createdb and the socket's name
+            options = f"-k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+            self._run(
+                "pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start"
+            )
+
+    load = (
+        "CREATE TABLE big AS SELECT g::BIGINT AS i, (g * 1.25 - 7.5)::float8 AS x,"
+        " 'note ' || g AS note, TIMESTAMP '2026-01-01' + g * INTERVAL '1 second'"
+        " + (g % 1000) * INTERVAL '1 millisecond' AS ts, g % 3 = 0 AS flag"
+        f" FROM generate_series(0, {BIG_ROWS - 1}) g"
+    )
+    dsn = f"host=127.0.0.1 port={port} user=postgres dbname=lake sslmode=disable"
+    forms: dict[str, Callable[[psycopg.Connection[Any]], int]] = {
+        "text (psycopg fetchall)": lambda conn: _fetchall(conn, False),
+        "binary (psycopg fetchall)": lambda conn: _fetchall(conn, True),
+        "COPY text (psycopg)": lambda conn: _copy(conn, ""),
+        "COPY csv (psycopg)": lambda conn: _copy(conn, "(FORMAT CSV)"),
+        "COPY binary (psycopg)": lambda conn: _copy(conn, "(FORMAT BINARY)"),
+    }
+    with TcpCluster():
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(load)
+            conn.execute("VACUUM ANALYZE big")
+            version = conn.info.server_version
+        for round_ in range(rounds):
+            print(f"(d) real PostgreSQL {version // 10000}, round {round_ + 1}, {_load()}")
+            for label, fetch in forms.items():
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    backend = psutil.Process(conn.info.backend_pid)
+                    result = rows_per_second(partial(fetch, conn), backend)
+                converting = CONVERSION.pop("last", None)
+                print(
+                    f"(d) {BIG_ROWS:,} rows, real PostgreSQL {label:29s} {result.rate:>10,.0f} "
+                    f"rows/s | CPU s server/client {result.server_cpu:.2f}/{result.client_cpu:.2f}"
+                    + ("" if converting is None else f" | fetchall() alone {converting:.2f} CPU s"),
+                    flush=True,
+                )
+
+
 def encoder_alone() -> None:
     """(c): the encoder over the benchmark's rows in this process, no network."""
     import duckdb
@@ -175,16 +254,18 @@ def encoder_alone() -> None:
         ("COPY csv", 0, lambda e, b: e.copy_csv(b, None)),
         ("COPY binary", 1, lambda e, b: e.copy_binary(b)),
     ):
-        rates = []
+        rates, cpu = [], 0.0
         for encoder, part in ((RowEncoder, batches), (PerValueEncoder, sample)):
             coder = encoder(duck_types, [fmt])
-            started = time.perf_counter()
+            started, used = time.perf_counter(), time.process_time()
             for batch in part:
                 call(coder, batch)
             rates.append(sum(b.num_rows for b in part) / (time.perf_counter() - started))
+            cpu = cpu or time.process_time() - used  # the columnar encoder's, all rows
         print(
-            f"(c) encoder alone, {name:15s} columnar {rates[0]:>10,.0f} rows/s | per value "
-            f"{rates[1]:>8,.0f} rows/s | {rates[0] / rates[1]:5.1f}x",
+            f"(c) encoder alone, {name:15s} columnar {rates[0]:>10,.0f} rows/s "
+            f"({cpu:.2f} CPU s) | per value {rates[1]:>8,.0f} rows/s | "
+            f"{rates[0] / rates[1]:5.1f}x",
             flush=True,
         )
     print(f"(c) {_load()}", flush=True)
@@ -211,15 +292,11 @@ def main(argv: list[str]) -> None:
 
             def psycopg_rows(binary: bool) -> int:
                 with psycopg.connect(_dsn(pg_port), autocommit=True) as conn:
-                    return len(conn.cursor(binary=binary).execute(BIG).fetchall())
+                    return _fetchall(conn, binary)
 
             def copy_rows(form: str) -> int:
                 with psycopg.connect(_dsn(pg_port), autocommit=True) as conn:
-                    cursor = conn.cursor()
-                    with cursor.copy(f"COPY ({BIG}) TO STDOUT {form}") as copy:
-                        for _ in copy:
-                            pass  # the raw COPY data, as a loader would stream it on
-                    return cursor.rowcount
+                    return _copy(conn, form)
 
             def adbc_rows() -> int:
                 import adbc_driver_postgresql.dbapi as adbc
@@ -243,21 +320,38 @@ def main(argv: list[str]) -> None:
             }
             # each form right after an HTTP Arrow fetch of the same rows: on a shared
             # machine the load moves within seconds, so each ratio is taken side by side
+            ratios: dict[str, list[tuple[float, float]]] = {label: [] for label in forms}
             for round_ in range(rounds):
                 print(f"(b) round {round_ + 1}, {_load()}", flush=True)
                 for label, fetch in forms.items():
                     http = rows_per_second(http_rows, server)
                     pg = rows_per_second(fetch, server)
+                    ratios[label].append((pg.rate / http.rate, pg.rate))
+                    converting = CONVERSION.pop("last", None)
                     print(
                         f"(b) {BIG_ROWS:,} rows, postgres {label:29s} {pg.rate:>10,.0f} rows/s | "
                         f"http arrow {http.rate:>10,.0f} rows/s | ratio {pg.rate / http.rate:4.2f} "
                         f"| CPU s server/client: postgres {pg.server_cpu:.2f}/{pg.client_cpu:.2f}, "
-                        f"http {http.server_cpu:.2f}/{http.client_cpu:.2f}",
+                        f"http {http.server_cpu:.2f}/{http.client_cpu:.2f}"
+                        + (
+                            ""
+                            if converting is None
+                            else f" | fetchall() alone {converting:.2f} CPU s"
+                        ),
                         flush=True,
                     )
+            for label, taken in ratios.items():  # the median round's (what suite.py reads)
+                ratio, rate = sorted(taken)[len(taken) // 2]
+                print(
+                    f"(b) {BIG_ROWS:,}-row result, postgres {label:29s} {rate:>10,.0f} rows/s "
+                    f"| ratio to http arrow {ratio:4.2f}",
+                    flush=True,
+                )
         finally:
             proc.terminate()
             proc.wait(60)
+    if "--postgres" in argv:
+        real_postgres(rounds)
     encoder_alone()
 
 

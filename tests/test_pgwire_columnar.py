@@ -18,8 +18,10 @@ import random
 import struct
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import duckdb
+import psycopg
 import pyarrow as pa
 import pytest
 
@@ -213,3 +215,52 @@ def test_zero_columns_and_empty_batches() -> None:
         assert new.copy_text(batch) == old.copy_text(batch)
         assert new.copy_csv(batch, []) == old.copy_csv(batch, [])
         assert new.copy_binary(batch, COPY_SIGNATURE) == old.copy_binary(batch, COPY_SIGNATURE)
+
+
+MOMENTS = [
+    "2026-01-01 00:00:00",
+    "2026-01-01 10:20:30",
+    "2000-10-10 10:10:10.1",
+    "2026-01-01 00:00:00.5",
+    "2026-01-01 00:00:00.05",
+    "2026-01-01 00:00:00.000001",
+    "2026-01-01 00:00:00.100000",
+    "1999-12-31 23:59:59.999990",
+    "0001-01-01 00:00:00",
+    "9999-12-31 23:59:59.999999",
+]
+
+
+def test_timestamps_and_times_are_spelled_as_postgresql_spells_them(postgres: Any) -> None:
+    """Trimming the fraction's zeros (Arrow's rtrim on the whole column) drops no digit
+    of the seconds: each value's text is real PostgreSQL's, byte for byte."""
+    con = duckdb.connect()
+    values = pa.table({"v": MOMENTS})
+    con.register("moments", values)
+    table = con.execute(
+        "SELECT v::TIMESTAMP AS ts, v::TIMESTAMP::TIME AS t FROM moments"
+    ).to_arrow_table()
+    got = RowEncoder(["TIMESTAMP", "TIME"], [Format.TEXT]).wire_values(table.to_batches()[0])
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        expected = conn.execute(
+            "SELECT v::timestamp::text, v::timestamp::time::text FROM unnest(%s::text[]) v",
+            [MOMENTS],
+        ).fetchall()
+    assert list(zip(*(c.to_pylist() for c in got), strict=True)) == [
+        (a.encode(), b.encode()) for a, b in expected
+    ]
+
+
+def test_a_batch_too_big_for_the_kept_row_orders_frames_as_its_parts_do() -> None:
+    """A batch whose row order is not kept (more than a million parts) gives the bytes
+    its slices give, each framed with a kept order."""
+    con = duckdb.connect()
+    rows = 300_000  # 4 parts a row (two runs of lengths, two texts): 1.2M
+    sql = (
+        "SELECT 'n' || range AS a, CASE WHEN range % 7 = 0 THEN NULL ELSE range END AS b"
+        f" FROM range({rows})"
+    )
+    batch = con.execute(sql).to_arrow_table().combine_chunks().to_batches()[0]
+    encoder = RowEncoder(["VARCHAR", "BIGINT"], [Format.TEXT])
+    parts = [batch.slice(start, 30_000) for start in range(0, rows, 30_000)]
+    assert encoder.data_rows(batch) == b"".join(encoder.data_rows(part) for part in parts)

@@ -200,7 +200,7 @@ def _timestamps(column: pa.Array, binary: bool, per_value: PerValue) -> pa.Array
         values = _fixed(since_2000.astype(">i8"), micros)
     else:
         # Arrow: 2024-01-02 03:04:05.500000; PostgreSQL: 2024-01-02 03:04:05.5
-        text = _fraction_trimmed(micros, partial=True)
+        text = _fraction_trimmed(micros)
         if kind.tz is not None:  # sent in UTC, which Arrow holds
             text = pc.binary_join_element_wise(text, b"+00", b"")
         values = text
@@ -214,31 +214,32 @@ def _times(column: pa.Array, binary: bool, per_value: PerValue) -> pa.Array:
     special = (micros < 0) | (micros >= temporal.MICROS_PER_DAY)  # 24:00:00
     if column.null_count:
         special &= pc.is_valid(column).to_numpy(zero_copy_only=False)
-    text = _fraction_trimmed(_blank(column, special), partial=False)
+    text = _fraction_trimmed(_blank(column, special))
     return _patch(text, special, column, per_value)
 
 
-def _fraction_trimmed(moments: pa.Array, partial: bool) -> pa.Array:
-    """Timestamps or times of day (microseconds) as Arrow spells them, with the six
-    digits of their fraction trimmed: all of it when zero, and (``partial``) its
-    trailing zeros otherwise (``10:00:00.500000`` -> ``10:00:00.5``, as PostgreSQL
-    spells timestamps; Python's ``time.isoformat`` keeps the six digits)."""
+def _fraction_trimmed(moments: pa.Array) -> pa.Array:
+    """Timestamps or times of day (microseconds) as Arrow spells them, with their
+    fraction's trailing zeros trimmed, and its point when nothing is left after it
+    (``10:00:00.500000`` -> ``10:00:00.5``, ``10:00:00.000000`` -> ``10:00:00``), as
+    PostgreSQL spells them."""
     text = _utf8(pc.fill_null(moments, 0).cast(pa.string()))  # one width: years 1 to 9999
     offsets = _offsets(text)
     width = int(offsets[1] - offsets[0]) if len(text) else 0
     if (np.diff(offsets) != width).any():  # not one width after all: Arrow's regex
-        pattern = r"\.?0+$" if partial else r"\.000000$"
-        trimmed = pc.replace_substring_regex(moments.cast(pa.string()), pattern, "")
+        trimmed = pc.replace_substring_regex(moments.cast(pa.string()), r"\.?0+$", "")
         return _utf8(trimmed)
-    data = np.frombuffer(text.buffers()[2] or b"", np.uint8)[offsets[0] : offsets[-1]]
-    table = data.reshape(len(text), width)
-    fraction = _numbers(moments, "int64") % 1_000_000
-    zeros = sum((fraction % 10**digits == 0).astype(np.int64) for digits in range(1, 7))
-    drop = np.where(zeros == 6, 7, zeros if partial else 0)
-    kept = np.arange(width) < (width - drop)[:, None]
-    ends = np.concatenate([[0], np.cumsum(width - drop)]).astype(np.int32)
-    buffers = [_validity(moments), pa.py_buffer(ends), pa.py_buffer(table[kept])]
-    return pa.Array.from_buffers(pa.binary(), len(text), buffers, null_count=moments.null_count)
+    # one width: each has the point and six digits, and the point is the only one
+    trimmed = pc.ascii_rtrim(pc.ascii_rtrim(text.view(pa.string()), "0"), ".")
+    return _with_nulls(_utf8(trimmed), moments)
+
+
+def _with_nulls(values: pa.Array, column: pa.Array) -> pa.Array:
+    """``values`` (a binary array without nulls) with ``column``'s nulls."""
+    if not column.null_count:
+        return values
+    buffers = [_validity(column), *values.buffers()[1:]]
+    return pa.Array.from_buffers(values.type, len(values), buffers, null_count=column.null_count)
 
 
 def _intervals(column: pa.Array, binary: bool) -> pa.Array:

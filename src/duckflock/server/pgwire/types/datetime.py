@@ -38,7 +38,7 @@ class Clock:
     def __str__(self) -> str:
         seconds, micro = divmod(self.micros, 1_000_000)
         text = f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-        return f"{text}.{micro:06d}" if micro else text
+        return f"{text}.{micro:06d}".rstrip("0") if micro else text  # .5, as PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,10 @@ def _days_since_2000(value: Any) -> int:
 
 
 def _time_text(value: Any) -> bytes:
-    return str(value).encode() if isinstance(value, Clock) else value.isoformat().encode()
+    if isinstance(value, Clock):
+        return str(value).encode()
+    text: bytes = value.isoformat().encode()
+    return text.rstrip(b"0") if value.microsecond else text  # .5, as PostgreSQL
 
 
 def _time_binary(value: Any) -> bytes:
