@@ -155,7 +155,7 @@ def pgwire_rows(text: str | None) -> list[Row]:
     rows: list[Row] = []
     target = "≥ 50% of HTTP Arrow"
     for label, rows_s, ratio in re.findall(
-        r"^\(b\) [\d,]+ rows, (.+?)\s+([\d,]+) rows/s \| http arrow.*\| ratio ([\d.]+)",
+        r"^\(b\) [\d,]+-row result, (.+?)\s+([\d,]+) rows/s.*ratio to http arrow\s+([\d.]+)",
         text or "",
         re.MULTILINE,
     ):
