@@ -48,6 +48,7 @@ from duckflock.core.names import Identity
 from duckflock.errors import ClosedError
 from duckflock.live import clock as clocks
 from duckflock.live.changes import KEEP_CHANGES, ChangeLog
+from duckflock.live.lakefeed import LakeFeed
 from duckflock.live.notices import Notices
 from duckflock.live.plan.incremental import inspect
 from duckflock.live.plan.plans import DISTINCT_LIMIT
@@ -97,6 +98,7 @@ class Scheduler:
         keep_changes: int = KEEP_CHANGES,
         owner: object = None,
         clock: clocks.Clock | None = None,
+        lake: str | None = None,
     ) -> None:
         self._distinct_limit = distinct_limit
         self._keep_changes = keep_changes
@@ -107,7 +109,11 @@ class Scheduler:
         self._clock = clocks.of(owner) if clock is None else clock
         self._registry = registry = Registry()
         self._next_wake = math.inf  # when the waiting scheduler thread wakes by itself
-        self._notices = Notices(registry, self._clock, new_cursor, max_delta_rows)
+        self._notices = Notices(registry, self._clock, new_cursor, max_delta_rows, lake)
+        # on a lake (its catalog's name), incremental analyses refresh from its feed
+        feed = None
+        if lake is not None:
+            feed = LakeFeed(lake, registry.lock, commit_lock, committed_seq, max_delta_rows)
         self._readers = Readers(registry)
         refresher = Refresher(
             registry.lock,
@@ -116,6 +122,7 @@ class Scheduler:
             self._clock,
             on_new_shape=self.publish_capture,
             distinct_limit=distinct_limit,
+            lake=feed,
         )
         self._runs = Runs(
             registry,
