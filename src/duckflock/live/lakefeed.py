@@ -75,13 +75,13 @@ class LakeFeed:
         lock: threading.Lock,
         commit_lock: Callable[[], threading.Lock],
         committed_seq: Callable[[], int],
-        max_rows: int,
+        max_rows: Callable[[], int],
     ) -> None:
         self.catalog = catalog
         self._lock = lock  # the registry's: guards each analysis's Changes
         self._commit_lock = commit_lock
         self._committed_seq = committed_seq
-        self._max_rows = max_rows  # rows one refresh folds, then: rebuild
+        self._max_rows = max_rows  # rows one refresh folds, then: rebuild (the notices')
 
     def describes(self, shape: Shape) -> bool:
         """Whether the feed sees every write to the tables ``shape`` reads."""
@@ -114,7 +114,7 @@ class LakeFeed:
                 if why is None and end != run.snapshot:
                     assert run.snapshot is not None
                     found = feed.between(
-                        cursor, plan.table, plan.joined, run.snapshot, end, self._max_rows
+                        cursor, plan.table, plan.joined, run.snapshot, end, self._max_rows()
                     )
                     if isinstance(found, feed.Gap):
                         if found.replan:

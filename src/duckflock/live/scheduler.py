@@ -113,7 +113,10 @@ class Scheduler:
         # on a lake (its catalog's name), incremental analyses refresh from its feed
         feed = None
         if lake is not None:
-            feed = LakeFeed(lake, registry.lock, commit_lock, committed_seq, max_delta_rows)
+            notices = self._notices
+            feed = LakeFeed(
+                lake, registry.lock, commit_lock, committed_seq, lambda: notices.max_delta_rows
+            )
         self._readers = Readers(registry)
         refresher = Refresher(
             registry.lock,
