@@ -36,12 +36,15 @@ import pyarrow as pa
 
 from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity
+from duckflock.sql import quote_literal
 
 # change kinds that only add or remove rows of the tables they name (by id)
 DATA_KINDS = frozenset(
     {"tables_inserted_into", "tables_deleted_from", "inlined_insert", "inlined_delete"}
 )
+_INSERT_KINDS = frozenset({"tables_inserted_into", "inlined_insert"})
 _DELETE_KINDS = frozenset({"tables_deleted_from", "inlined_delete"})
+_LAST = 2**63 - 1  # no end: up to the latest snapshot
 # words of a change kind that reshapes the catalog: the query is planned again
 _CATALOG_WORDS = ("created", "dropped", "altered", "renamed", "comment")
 
@@ -83,50 +86,69 @@ def between(
     table: Identity,
     joined: frozenset[Identity],
     start: int,
-    end: int,
+    end: int | None,
     limit: int,
 ) -> Feed | Gap:
-    """What ``table`` gained and lost after snapshot ``start`` up to ``end`` (``start <
-    end``), or the :class:`Gap` that stops it; ``joined``: tables the state read too
-    (a write to one is a gap); more than ``limit`` rows in all is a gap too. Run it in
-    the transaction that reads the table at ``end``."""
+    """What ``table`` gained and lost after snapshot ``start`` up to ``end`` (None: the
+    latest), or the :class:`Gap` that stops it; ``joined``: tables the state read too
+    (a write to one is a gap); more than ``limit`` rows in all is a gap too. Inside a
+    transaction, ``end`` is the snapshot it reads; outside, each statement is its own
+    transaction and the snapshot ids pin what they read."""
     catalog = table.catalog
     snapshots = cursor.execute(
         "SELECT snapshot_id, changes FROM ducklake_snapshots(?) "
         "WHERE snapshot_id BETWEEN ? AND ? ORDER BY snapshot_id",
-        [catalog, start, end],
+        [catalog, start, _LAST if end is None else end],
     ).fetchall()
     if not snapshots or snapshots[0][0] != start:
         return Gap(f"the lake's snapshot {start} was expired")
+    end = int(snapshots[-1][0])
     kinds: list[tuple[int, str, set[str]]] = []
     for snapshot, changes in snapshots[1:]:
         for kind, touched in (changes or {}).items():
             if any(word in kind for word in _CATALOG_WORDS):
                 return Gap(f"snapshot {snapshot} changed the lake's catalog ({kind})", True)
             kinds.append((snapshot, kind, {str(i) for i in touched or ()}))
-    if joined or any(kind not in DATA_KINDS for _, kind, _ in kinds):
-        # the ids of the tables the state read (the snapshots name tables by id)
-        ids = _table_ids(cursor, catalog, {table, *joined})
-        others = {i for i, t in ids.items() if t != table}
-        for snapshot, kind, touched in kinds:
-            hit = sorted(
-                {ids[i].display() for i in touched & (others if kind in DATA_KINDS else ids.keys())}
-            )
-            if hit and kind in DATA_KINDS:
-                return Gap(f"snapshot {snapshot} wrote the joined {', '.join(hit)}")
-            if hit:
-                return Gap(f"snapshot {snapshot} rewrote the files of {', '.join(hit)} ({kind})")
-    args = [catalog, table.schema, table.name, start + 1, end]
-    inserted = _rows(cursor, "ducklake_table_insertions", args, limit)
-    if inserted is None:
-        return Gap(f"over {limit:,} rows changed in the lake between refreshes")
-    if any(kind in _DELETE_KINDS for _, kind, _ in kinds):
-        deleted = _rows(cursor, "ducklake_table_deletions", args, limit - inserted.num_rows)
-        if deleted is None:
+    if kinds and (joined or any(kind not in DATA_KINDS for _, kind, _ in kinds)):
+        gap = _touched(cursor, table, joined, kinds)
+        if gap is not None:
+            return gap
+    found = {kind for _, kind, _ in kinds}
+    empty = pa.table({})
+    inserted = deleted = empty
+    name = ", ".join(quote_literal(part) for part in (catalog, table.schema, table.name))
+    args = f"{name}, {start + 1}, {end}"
+    if found & _INSERT_KINDS:
+        read = _rows(cursor, f"ducklake_table_insertions({args})", limit)
+        if read is None:
             return Gap(f"over {limit:,} rows changed in the lake between refreshes")
-    else:  # no snapshot in the range deleted anything, from any table
-        deleted = inserted.slice(0, 0)
+        inserted = read
+    if found & _DELETE_KINDS:
+        read = _rows(cursor, f"ducklake_table_deletions({args})", limit - inserted.num_rows)
+        if read is None:
+            return Gap(f"over {limit:,} rows changed in the lake between refreshes")
+        deleted = read
     return Feed(start, end, inserted, deleted)
+
+
+def _touched(
+    cursor: duckdb.DuckDBPyConnection,
+    table: Identity,
+    joined: frozenset[Identity],
+    kinds: list[tuple[int, str, set[str]]],
+) -> Gap | None:
+    """The gap in ``kinds`` (snapshot, change kind, table ids): rows written into a
+    joined table, or files of the table or a joined one rewritten by maintenance."""
+    ids = _table_ids(cursor, table.catalog, {table, *joined})
+    others = {i for i, t in ids.items() if t != table}
+    for snapshot, kind, touched in kinds:
+        data = kind in DATA_KINDS
+        hit = sorted({ids[i].display() for i in touched & (others if data else ids.keys())})
+        if hit and data:
+            return Gap(f"snapshot {snapshot} wrote the joined {', '.join(hit)}")
+        if hit:
+            return Gap(f"snapshot {snapshot} rewrote the files of {', '.join(hit)} ({kind})")
+    return None
 
 
 def _table_ids(
@@ -144,12 +166,11 @@ def _table_ids(
     }
 
 
-def _rows(
-    cursor: duckdb.DuckDBPyConnection, function: str, args: list[object], limit: int
-) -> pa.Table | None:
-    """The rows of the feed function (None: more than ``limit``), read in batches so
-    that a bulk load between two refreshes is never held whole."""
-    reader = cursor.execute(f"SELECT * FROM {function}(?, ?, ?, ?, ?)", args).to_arrow_reader()
+def _rows(cursor: duckdb.DuckDBPyConnection, call: str, limit: int) -> pa.Table | None:
+    """The rows of the feed function ``call`` (None: more than ``limit``), read in
+    batches so that a bulk load between two refreshes is never held whole. (Its
+    arguments are literals: the table function binds them at once.)"""
+    reader = cursor.execute(f"SELECT * FROM {call}").to_arrow_reader()
     batches, rows = [], 0
     for batch in reader:
         rows += batch.num_rows

@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import duckdb
 import pyarrow as pa
 
 from duckflock.lake import feed
@@ -89,7 +90,12 @@ class LakeFeed:
 
     def refresh(self, analysis: Analysis, plan: Plan) -> Fed | None:
         """Bring the state to the lake's latest snapshot; None: the lake's catalog
-        changed, the query is to be planned again (``reinspect`` is set) and run again."""
+        changed, the query is to be planned again (``reinspect`` is set) and run again.
+
+        The feed is read first without a transaction (its snapshot ids pin what it
+        reads): appended rows and exact retractions need nothing else. A fold that
+        reads the table (a join, a min/max whose extreme was deleted) and a rebuild run
+        in one transaction, which reads the feed again at the snapshot it pins."""
         run, changes = analysis.state, analysis.changes
         with self._lock:
             why = changes.tainted
@@ -98,45 +104,23 @@ class LakeFeed:
             if why is not None:
                 # cleared before the snapshot is pinned: a taint landing after is kept
                 changes.tainted = None
-
-        def start() -> int:
-            watermark = self._committed_seq()
-            with self._lock:
-                changes.collecting = changes.tainted is None
-                changes.clear()  # the writer's notices carry no rows on a lake
-            return watermark
-
-        cursor = run.cursor
         try:
-            with pinned(cursor, plan.pin, self._commit_lock(), start) as watermark:
-                end = feed.current(cursor, self.catalog)
-                got: feed.Feed | None = None
-                if why is None and end != run.snapshot:
-                    assert run.snapshot is not None
-                    found = feed.between(
-                        cursor, plan.table, plan.joined, run.snapshot, end, self._max_rows()
-                    )
-                    if isinstance(found, feed.Gap):
-                        if found.replan:
-                            raise _Replan(found.reason)
-                        why = found.reason
-                    elif found.deleted.num_rows and (plan.retract is None or plan.joined):
-                        why = (
-                            f"rows were deleted from {plan.table.display()} in the lake, "
-                            "which this query cannot take out one by one"
-                        )
-                    else:
-                        got = found
-                analysis.check()
-                if why is not None:
-                    state, table = split(plan, cursor.execute(plan.build).to_arrow_table())
-                    fed = Fed(state, table, watermark, f"full: {why}", True, [])
-                elif got is None:
+            if why is None:
+                assert run.snapshot is not None
+                watermark = self._committed_seq()  # those commits are in what it reads
+                found = self._read(analysis, plan, run.snapshot, None)
+                if isinstance(found, str):
+                    why = found
+                elif found.end == run.snapshot:
                     assert run.state is not None and run.last_table is not None
-                    reason = f"incremental: the lake is still at snapshot {end}"
-                    fed = Fed(run.state, run.last_table, watermark, reason, False, [])
+                    reason = f"incremental: the lake is still at snapshot {found.end}"
+                    return Fed(run.state, run.last_table, watermark, reason, False, [])
                 else:
-                    fed = self._fold(analysis, plan, got, watermark)
+                    fed = self._fold(analysis, plan, found, watermark, settle=False)
+                    if fed is not None:
+                        run.snapshot = found.end
+                        return fed
+            return self._pinned(analysis, plan, why)
         except _Replan as exc:
             with self._lock:
                 changes.reinspect = True
@@ -146,16 +130,74 @@ class LakeFeed:
             with self._lock:
                 changes.taint(FAILED)
             raise
+
+    def _read(self, analysis: Analysis, plan: Plan, start: int, end: int | None) -> feed.Feed | str:
+        """The feed from ``start`` (to ``end``, None: the latest), or why it cannot be
+        folded; raises :class:`_Replan` when the lake's catalog changed."""
+        try:
+            found = feed.between(
+                analysis.state.cursor, plan.table, plan.joined, start, end, self._max_rows()
+            )
+        except duckdb.Error as exc:
+            # in a transaction the error aborted it; interrupted: not the feed's fault
+            if end is not None or analysis.schedule.stop is not None:
+                raise
+            # a snapshot expired between two of its reads, a file gone: from the table
+            return f"the lake's change feed could not be read ({str(exc).splitlines()[0]})"
+        if isinstance(found, feed.Gap):
+            if found.replan:
+                raise _Replan(found.reason)
+            return found.reason
+        if found.deleted.num_rows and (plan.retract is None or plan.joined):
+            return (
+                f"rows were deleted from {plan.table.display()} in the lake, "
+                "which this query cannot take out one by one"
+            )
+        return found
+
+    def _pinned(self, analysis: Analysis, plan: Plan, why: str | None) -> Fed:
+        """The refresh in one transaction: the feed to the snapshot it pins, folded
+        (reading the table where a fold needs it), or the state rebuilt (``why``)."""
+        run, changes = analysis.state, analysis.changes
+
+        def start() -> int:
+            watermark = self._committed_seq()
+            with self._lock:
+                changes.collecting = changes.tainted is None
+                changes.clear()  # the writer's notices carry no rows on a lake
+            return watermark
+
+        cursor = run.cursor
+        with pinned(cursor, plan.pin, self._commit_lock(), start) as watermark:
+            end = feed.current(cursor, self.catalog)
+            fed = None
+            if why is None:
+                assert run.snapshot is not None
+                found = self._read(analysis, plan, run.snapshot, end)
+                if isinstance(found, str):
+                    why = found
+                else:
+                    fed = self._fold(analysis, plan, found, watermark, settle=True)
+            if fed is None:
+                analysis.check()
+                state, table = split(plan, cursor.execute(plan.build).to_arrow_table())
+                fed = Fed(state, table, watermark, f"full: {why}", True, [])
         run.snapshot = end
         return fed
 
-    def _fold(self, analysis: Analysis, plan: Plan, got: feed.Feed, watermark: int) -> Fed:
-        """The feed's rows in and out of the state, in the pinned transaction."""
+    def _fold(
+        self, analysis: Analysis, plan: Plan, got: feed.Feed, watermark: int, *, settle: bool
+    ) -> Fed | None:
+        """The feed's rows in and out of the state; ``settle``: in the transaction
+        pinned at the feed's end, where the table may be read (else None says a fold
+        needs it)."""
         run = analysis.state
         state, table = run.state, run.last_table
         assert state is not None and table is not None
         inserted, deleted = got.inserted, got.deleted
         if inserted.num_rows:
+            if plan.joined and not settle:
+                return None  # the join reads the joined tables, as of the feed's end
             if plan.joined:
                 state, table = joined_refresh(run.cursor, plan, state, inserted)
             else:
@@ -164,7 +206,10 @@ class LakeFeed:
             assert plan.retract is not None
             analysis.check()
             arrow = plan.arrow if run.fast else None
-            state = retract(run.cursor, plan.retract, state, deleted, arrow)
+            taken = retract(run.cursor, plan.retract, state, deleted, arrow, settle=settle)
+            if taken is None:
+                return None
+            state = taken
             table = outputs(analysis, plan, state, deleted.slice(0, 0))
         reason = (
             f"incremental: snapshots {got.start}→{got.end} of the lake: folded in "
