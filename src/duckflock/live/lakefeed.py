@@ -5,10 +5,11 @@ and other processes commit without telling this one, so an incremental analysis 
 tables are all in the lake keeps, beside its state, the snapshot that state describes
 (``State.snapshot``). A refresh opens one transaction and, in it:
 
-1. pins the table (DuckLake fixes the transaction's snapshot at its first read) and
-   reads that snapshot's id: every later read of the run sees exactly that data;
-2. asks the lake what the table gained and lost since the state's snapshot
+1. lists the lake's snapshots since the state's (DuckLake fixes the transaction's
+   snapshot at its first read, so the last one listed is what every later read of the
+   run sees) and asks what the table gained and lost in them
    (:func:`duckflock.lake.feed.between`);
+2. when nothing changed, keeps the last result as it is;
 3. folds the inserted rows into the state through the same steps as the rows the writer
    hands over on a plain database (:func:`~duckflock.live.steps.fold_in`, or the join's
    refresh query), and takes the deleted ones out through the retention path
@@ -25,6 +26,7 @@ A sliding window over a lake rebuilds whenever the lake moved.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +36,7 @@ import pyarrow as pa
 
 from duckflock.lake import feed
 from duckflock.live.fold.retention import retract
-from duckflock.live.pinned import FAILED, FIRST, joined_refresh, pinned
+from duckflock.live.pinned import FAILED, FIRST, joined_refresh
 from duckflock.live.plan.incremental import Shape
 from duckflock.live.plan.plans import Plan, split
 from duckflock.live.record import Analysis
@@ -74,13 +76,11 @@ class LakeFeed:
         self,
         catalog: str,
         lock: threading.Lock,
-        commit_lock: Callable[[], threading.Lock],
         committed_seq: Callable[[], int],
         max_rows: Callable[[], int],
     ) -> None:
         self.catalog = catalog
         self._lock = lock  # the registry's: guards each analysis's Changes
-        self._commit_lock = commit_lock
         self._committed_seq = committed_seq
         self._max_rows = max_rows  # rows one refresh folds, then: rebuild (the notices')
 
@@ -92,58 +92,64 @@ class LakeFeed:
         """Bring the state to the lake's latest snapshot; None: the lake's catalog
         changed, the query is to be planned again (``reinspect`` is set) and run again.
 
-        The feed is read first without a transaction (its snapshot ids pin what it
-        reads): appended rows and exact retractions need nothing else. A fold that
-        reads the table (a join, a min/max whose extreme was deleted) and a rebuild run
-        in one transaction, which reads the feed again at the snapshot it pins."""
+        One transaction: its first read (the snapshots since the state's, or the
+        current one for a rebuild) fixes the snapshot DuckLake reads for all the others,
+        so the feed, a fold that reads the table (a join, a min/max whose extreme was
+        deleted) and a rebuild all see the same data."""
         run, changes = analysis.state, analysis.changes
         with self._lock:
             why = changes.tainted
             if why is None and (run.state is None or run.snapshot is None):
                 why = FIRST
             if why is not None:
-                # cleared before the snapshot is pinned: a taint landing after is kept
+                # cleared before the snapshot is taken: a taint landing after is kept
                 changes.tainted = None
+            changes.collecting = True
+            changes.clear()  # the writer's notices carry no rows on a lake
+        watermark = self._committed_seq()  # those commits are in what the run reads
+        cursor = run.cursor
+        cursor.execute("BEGIN TRANSACTION")
         try:
-            if why is None:
-                assert run.snapshot is not None
-                watermark = self._committed_seq()  # those commits are in what it reads
-                found = self._read(analysis, plan, run.snapshot, None)
-                if isinstance(found, str):
-                    why = found
-                elif found.end == run.snapshot:
-                    assert run.state is not None and run.last_table is not None
-                    reason = f"incremental: the lake is still at snapshot {found.end}"
-                    return Fed(run.state, run.last_table, watermark, reason, False, [])
-                else:
-                    fed = self._fold(analysis, plan, found, watermark, settle=False)
-                    if fed is not None:
-                        run.snapshot = found.end
-                        return fed
-            return self._pinned(analysis, plan, why)
-        except _Replan as exc:
+            fed, end = self._run(analysis, plan, why, watermark)
+            cursor.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(duckdb.Error):
+                cursor.execute("ROLLBACK")
             with self._lock:
-                changes.reinspect = True
-                changes.taint(str(exc))
-            return None
-        except BaseException:
-            with self._lock:
-                changes.taint(FAILED)
+                if isinstance(exc, _Replan):
+                    changes.reinspect = True
+                changes.taint(str(exc) if isinstance(exc, _Replan) else FAILED)
+            if isinstance(exc, _Replan):
+                return None
             raise
+        run.snapshot = end
+        return fed
 
-    def _read(self, analysis: Analysis, plan: Plan, start: int, end: int | None) -> feed.Feed | str:
-        """The feed from ``start`` (to ``end``, None: the latest), or why it cannot be
+    def _run(
+        self, analysis: Analysis, plan: Plan, why: str | None, watermark: int
+    ) -> tuple[Fed, int]:
+        """The refresh, in its transaction: (what it gives, the snapshot it read)."""
+        run, cursor = analysis.state, analysis.state.cursor
+        if why is None:
+            assert run.snapshot is not None
+            found = self._read(plan, cursor, run.snapshot)
+            if isinstance(found, str):
+                why = found
+            elif found.end == run.snapshot:
+                assert run.state is not None and run.last_table is not None
+                reason = f"incremental: the lake is still at snapshot {found.end}"
+                return Fed(run.state, run.last_table, watermark, reason, False, []), found.end
+            else:
+                return self._fold(analysis, plan, found, watermark), found.end
+        end = feed.current(cursor, self.catalog)  # the first read: the snapshot is fixed
+        analysis.check()
+        state, table = split(plan, cursor.execute(plan.build).to_arrow_table())
+        return Fed(state, table, watermark, f"full: {why}", True, []), end
+
+    def _read(self, plan: Plan, cursor: duckdb.DuckDBPyConnection, start: int) -> feed.Feed | str:
+        """The feed from ``start`` to the transaction's snapshot, or why it cannot be
         folded; raises :class:`_Replan` when the lake's catalog changed."""
-        try:
-            found = feed.between(
-                analysis.state.cursor, plan.table, plan.joined, start, end, self._max_rows()
-            )
-        except duckdb.Error as exc:
-            # in a transaction the error aborted it; interrupted: not the feed's fault
-            if end is not None or analysis.schedule.stop is not None:
-                raise
-            # a snapshot expired between two of its reads, a file gone: from the table
-            return f"the lake's change feed could not be read ({str(exc).splitlines()[0]})"
+        found = feed.between(cursor, plan.table, plan.joined, start, None, self._max_rows())
         if isinstance(found, feed.Gap):
             if found.replan:
                 raise _Replan(found.reason)
@@ -155,49 +161,14 @@ class LakeFeed:
             )
         return found
 
-    def _pinned(self, analysis: Analysis, plan: Plan, why: str | None) -> Fed:
-        """The refresh in one transaction: the feed to the snapshot it pins, folded
-        (reading the table where a fold needs it), or the state rebuilt (``why``)."""
-        run, changes = analysis.state, analysis.changes
-
-        def start() -> int:
-            watermark = self._committed_seq()
-            with self._lock:
-                changes.collecting = changes.tainted is None
-                changes.clear()  # the writer's notices carry no rows on a lake
-            return watermark
-
-        cursor = run.cursor
-        with pinned(cursor, plan.pin, self._commit_lock(), start) as watermark:
-            end = feed.current(cursor, self.catalog)
-            fed = None
-            if why is None:
-                assert run.snapshot is not None
-                found = self._read(analysis, plan, run.snapshot, end)
-                if isinstance(found, str):
-                    why = found
-                else:
-                    fed = self._fold(analysis, plan, found, watermark, settle=True)
-            if fed is None:
-                analysis.check()
-                state, table = split(plan, cursor.execute(plan.build).to_arrow_table())
-                fed = Fed(state, table, watermark, f"full: {why}", True, [])
-        run.snapshot = end
-        return fed
-
-    def _fold(
-        self, analysis: Analysis, plan: Plan, got: feed.Feed, watermark: int, *, settle: bool
-    ) -> Fed | None:
-        """The feed's rows in and out of the state; ``settle``: in the transaction
-        pinned at the feed's end, where the table may be read (else None says a fold
-        needs it)."""
+    def _fold(self, analysis: Analysis, plan: Plan, got: feed.Feed, watermark: int) -> Fed:
+        """The feed's rows in and out of the state, in the transaction that reads the
+        table at the feed's end (a join's fold and min/max settling read it)."""
         run = analysis.state
         state, table = run.state, run.last_table
         assert state is not None and table is not None
         inserted, deleted = got.inserted, got.deleted
         if inserted.num_rows:
-            if plan.joined and not settle:
-                return None  # the join reads the joined tables, as of the feed's end
             if plan.joined:
                 state, table = joined_refresh(run.cursor, plan, state, inserted)
             else:
@@ -206,10 +177,7 @@ class LakeFeed:
             assert plan.retract is not None
             analysis.check()
             arrow = plan.arrow if run.fast else None
-            taken = retract(run.cursor, plan.retract, state, deleted, arrow, settle=settle)
-            if taken is None:
-                return None
-            state = taken
+            state = retract(run.cursor, plan.retract, state, deleted, arrow)
             table = outputs(analysis, plan, state, deleted.slice(0, 0))
         reason = (
             f"incremental: snapshots {got.start}→{got.end} of the lake: folded in "

@@ -114,9 +114,7 @@ class Scheduler:
         feed = None
         if lake is not None:
             notices = self._notices
-            feed = LakeFeed(
-                lake, registry.lock, commit_lock, committed_seq, lambda: notices.max_delta_rows
-            )
+            feed = LakeFeed(lake, registry.lock, committed_seq, lambda: notices.max_delta_rows)
         self._readers = Readers(registry)
         refresher = Refresher(
             registry.lock,
