@@ -23,7 +23,9 @@ into the kept state. A DELETE through ``db.execute`` hands over the rows it dele
 (:mod:`duckflock.live.fold.retention`), which a refresh takes out of the state. Any other
 write through duckflock taints the state, and the next refresh rebuilds it from the whole
 table (:mod:`duckflock.live.notices`). Writes that bypass the Database (another
-process, an explicit ``db.cursor()``) are not seen: use ``db.execute`` for them.
+process, an explicit ``db.cursor()``) are not seen: use ``db.execute`` for them. On a
+DuckLake (``lake``) every write is a snapshot, and analyses of lake tables read their
+rows from its change feed instead (:mod:`duckflock.live.lakefeed`).
 
 Threads: the scheduler thread runs the dispatch and watchdog loop here; the analysis
 threads run :class:`~duckflock.live.runs.Runs`; API callers run the rest. All of them
