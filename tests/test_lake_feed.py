@@ -24,7 +24,9 @@ import pyarrow as pa
 import pytest
 
 import duckflock
+from duckflock.lake.feed import entries
 from duckflock.live import internals
+from duckflock.live.windows import literal
 
 SEEDS = int(os.environ.get("DUCKFLOCK_LAKE_FEED_SEEDS", "2"))
 STEPS = int(os.environ.get("DUCKFLOCK_LAKE_FEED_STEPS", "25"))
@@ -353,6 +355,35 @@ def test_nothing_new_keeps_the_result(lake: Any) -> None:
     again = check(db, "sums")
     assert again.mode == "incremental" and "still at snapshot" in again.reason
     assert again.rows() == first.rows()
+
+
+def test_a_sliding_window_over_a_lake_rebuilds_when_the_lake_moved(lake: Any) -> None:
+    db, other = lake
+    db.execute("CREATE TABLE w (g INTEGER, ts TIMESTAMP)")
+    sql = "SELECT g, count(*) AS c FROM w WHERE ts > now() - INTERVAL 1 HOUR GROUP BY g"
+    db.analysis("recent", sql)
+    assert db.refresh("recent").rows() == []
+    other.run("INSERT INTO w SELECT i % 3, now()::TIMESTAMP FROM range(10) t(i)")
+    result = db.refresh("recent")
+    assert result.mode == "full" and "the lake moved" in result.reason, result.reason
+    assert result.now is not None
+    expected = db.execute(sql.replace("now()", literal(result.now))).fetchall()
+    assert sorted(result.rows()) == sorted(expected) and len(expected) == 3
+    again = db.refresh("recent")  # the lake did not move: the window is cut, not rebuilt
+    assert again.mode == "incremental", again.reason
+
+
+def test_a_snapshots_changes_are_read_as_duckdb_lists_them() -> None:
+    assert entries("inlined_insert:1,deleted_from_table:12") == [
+        ("inlined_insert", "1"),
+        ("deleted_from_table", "12"),
+    ]
+    # a created object is named, quoted: its name may hold commas and quotes
+    assert entries('created_table:"main"."a,""b",inlined_insert:3') == [
+        ("created_table", '"main"."a,""b"'),
+        ("inlined_insert", "3"),
+    ]
+    assert entries("") == []
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
