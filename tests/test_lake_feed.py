@@ -213,6 +213,9 @@ def test_refreshes_equal_a_full_run_at_their_snapshot(lake: Any, seed: int) -> N
             db.insert("events", rows)
             if rng.random() < 0.5:
                 db.execute("DELETE FROM events WHERE s = 'mine' AND v % 3 = 0")
+        if rng.random() < 0.1:  # maintenance between two refreshes: a gap, rebuilt
+            report = db.maintain(rng.choice([["flush"], ["merge"], ["flush", "merge"], ["expire"]]))
+            assert not report["errors"], report
         for name in rng.sample(list(SHAPES), rng.randint(1, len(SHAPES))):
             modes[name].add(str(check(db, name).mode))
     # the feed was used, not only full runs (every shape folds inserts in)
