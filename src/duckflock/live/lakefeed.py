@@ -108,8 +108,8 @@ class LakeFeed:
             changes.clear()  # the writer's notices carry no rows on a lake
         watermark = self._committed_seq()  # those commits are in what the run reads
         cursor = run.cursor
-        cursor.execute("BEGIN TRANSACTION")
-        try:
+        try:  # a failure anywhere rebuilds next time (the taint cleared above is not lost)
+            cursor.execute("BEGIN TRANSACTION")
             fed, end = self._run(analysis, plan, why, watermark)
             cursor.execute("COMMIT")
         except BaseException as exc:
