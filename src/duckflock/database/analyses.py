@@ -16,6 +16,7 @@ from duckflock.core import project
 from duckflock.core.checks import flag, text, texts
 from duckflock.database.base import Base
 from duckflock.errors import DuckflockError, OpenError, QueryError
+from duckflock.lake.connection import CATALOG
 from duckflock.live import definitions
 from duckflock.live.changes import Change
 from duckflock.live.results import Result, Subscription
@@ -264,5 +265,6 @@ class Analyses(Base):
                     distinct_limit=self._distinct_limit,
                     keep_changes=self._keep_changes,
                     owner=self,  # for duckflock.live.internals
+                    lake=CATALOG if self.is_lake else None,
                 )
             return self._scheduler

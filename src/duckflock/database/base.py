@@ -185,10 +185,10 @@ class Base:
 
     def _on_lake_change(self) -> None:
         """The lake's snapshot moved (any process committed): every analysis may be
-        stale, and incremental states miss rows this process did not write."""
+        stale; incremental ones read what changed from the lake's feed."""
         scheduler = self._scheduler
         if scheduler is not None:
-            scheduler.notices.raw_write("a process committed into the lake", replan=True)
+            scheduler.notices.lake_moved()
 
     def _committed_seq(self) -> int:
         writer = self._writer
@@ -199,5 +199,5 @@ class Base:
         writer = self._writer
         if writer is not None:
             # DuckLake refuses INSERT … RETURNING, and other processes' rows are never
-            # handed over anyway: on a lake, analyses refresh in full
+            # handed over anyway: on a lake, analyses read rows from its change feed
             writer.capture = frozenset() if self.is_lake else tables

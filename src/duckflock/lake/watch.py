@@ -2,8 +2,9 @@
 
 Other processes commit into the lake without telling this one, so
 ``duckflock-lake-poll`` reads the catalog's latest snapshot id every ``poll_interval``
-seconds and, when it moved, tells the Database (which marks every analysis's tables
-changed: ``on_change`` analyses refresh, incremental states rebuild from the table).
+seconds and, when it moved, tells the Database (every analysis becomes dirty:
+``on_change`` analyses refresh; incremental ones read what changed from the lake's
+change feed, :mod:`duckflock.lake.feed`).
 
 Every commit is a snapshot, and without data inlining a Parquet file, so
 ``duckflock-lake-maintenance`` runs the configured steps every ``maintenance_interval``

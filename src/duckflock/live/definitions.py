@@ -227,6 +227,7 @@ class Ledger:
                     "reason": reason,
                     "incremental": False,
                     "running": False,
+                    "lake_snapshot": None,
                     "defined_by": kept.defined_by,
                     "refused": reason,
                 }

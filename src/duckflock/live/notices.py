@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from duckflock.core.names import Identity
 from duckflock.live.clock import Clock
+from duckflock.live.lakefeed import fed
 from duckflock.live.record import Analysis
 from duckflock.live.registry import Registry
 
@@ -41,7 +42,10 @@ class Notices:
         clock: Clock,
         new_cursor: Callable[[], duckdb.DuckDBPyConnection],
         max_delta_rows: int,
+        lake: str | None = None,
     ) -> None:
+        # the lake's catalog (None: not a lake): its analyses' rows come from its feed
+        self.lake = lake
         self._registry = registry
         self._clock = clock
         self._new_cursor = new_cursor
@@ -74,6 +78,8 @@ class Notices:
             plan, changes = analysis.state.shape.plan, analysis.changes
             if plan is None or not changes.collecting or changes.tainted:
                 return
+            if fed(self.lake, analysis.state.shape):
+                return  # the lake's feed has the rows: its next refresh reads them
             if not plan.joined.isdisjoint(tables):
                 # new dimension rows would join the fact rows already folded in
                 changed = sorted(t.display() for t in plan.joined & tables)
@@ -149,8 +155,30 @@ class Notices:
 
     def raw_write(self, why: str, *, replan: bool) -> None:
         """A write that did not go through db.insert: every incremental state is stale;
-        ``replan``: it may have changed the catalog, so each analysis plans again."""
-        self.fan_out(_every, self._replanning(why) if replan else self._tainting(why))
+        ``replan``: it may have changed the catalog, so each analysis plans again. (Rows
+        written into a lake are in its feed: those analyses' states are not stale.)"""
+        if replan:
+            self.fan_out(_every, self._replanning(why))
+            return
+        taint = self._tainting(why)
+
+        def unless_fed(analysis: Analysis) -> None:
+            if not fed(self.lake, analysis.state.shape):
+                taint(analysis)
+
+        self.fan_out(_every, unless_fed)
+
+    def lake_moved(self) -> None:
+        """The lake's snapshot moved (any process committed): every analysis may be
+        stale; those the feed describes read what changed at their next refresh, the
+        others plan again and rebuild."""
+        replan = self._replanning("a process committed into the lake")
+
+        def moved(analysis: Analysis) -> None:
+            if not fed(self.lake, analysis.state.shape):
+                replan(analysis)
+
+        self.fan_out(_every, moved)
 
     @staticmethod
     def _tainting(why: str) -> Effect:

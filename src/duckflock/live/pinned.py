@@ -33,6 +33,7 @@ from duckflock.live.steps import combined, fold_in, outputs
 T = TypeVar("T")
 
 FAILED = "the last refresh failed: the state is rebuilt"
+FIRST = "first refresh: the state is built from the whole table"
 
 
 @contextlib.contextmanager
@@ -56,6 +57,22 @@ def pinned(
         with contextlib.suppress(duckdb.Error):
             cursor.execute("ROLLBACK")
         raise
+
+
+def joined_refresh(
+    cursor: duckdb.DuckDBPyConnection, plan: Plan, state: pa.Table, delta: pa.Table
+) -> tuple[pa.Table, pa.Table]:
+    """The fold of a join's new fact rows, in the caller's pinned transaction."""
+    # registered, not found by a replacement scan: a failed lookup (scans off in the
+    # config) would abort the transaction before the fallback
+    cursor.register(STATE, state)
+    cursor.register(DELTA, delta)
+    try:
+        return split(plan, cursor.execute(plan.refresh).to_arrow_table())
+    finally:
+        for name in (STATE, DELTA):
+            with contextlib.suppress(duckdb.Error):
+                cursor.unregister(name)
 
 
 class _Changed(Exception):
@@ -188,15 +205,6 @@ class Pinned:
                 if stale:
                     raise _Changed
                 analysis.check()
-                # registered, not found by a replacement scan: a failed lookup (scans
-                # off in the config) would abort the transaction before the fallback
-                cursor.register(STATE, state)
-                cursor.register(DELTA, delta)
-                try:
-                    return split(plan, cursor.execute(plan.refresh).to_arrow_table())
-                finally:
-                    for name in (STATE, DELTA):
-                        with contextlib.suppress(duckdb.Error):
-                            cursor.unregister(name)
+                return joined_refresh(cursor, plan, state, delta)
         except _Changed:
             return None

@@ -152,6 +152,7 @@ class State:
     window_now: datetime | None = None  # the instant the last window result is at
     fast: bool = True  # the pyarrow fold may be used (see Plan.arrow)
     touched: Touched | None = None  # the groups the last run changed (None: any)
+    snapshot: int | None = None  # on a lake: the snapshot the state describes
     mode: Mode | None = None  # how the last run ran, and why
     reason: str = ""
 
@@ -198,4 +199,5 @@ class Analysis:
             "reason": state.reason or shape.reason,
             "incremental": shape.plan is not None,
             "running": schedule.running,
+            "lake_snapshot": state.snapshot,
         }

@@ -28,14 +28,13 @@ from duckflock.live.clock import Clock
 from duckflock.live.fold.arrow import OutputKind
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.retention import retract
-from duckflock.live.pinned import FAILED, Pinned
+from duckflock.live.lakefeed import LakeFeed
+from duckflock.live.pinned import FAILED, FIRST, Pinned
 from duckflock.live.plan.incremental import inspect
 from duckflock.live.plan.plans import DISTINCT_LIMIT, Plan, split
 from duckflock.live.record import Analysis
 from duckflock.live.results import Mode, Result, log
 from duckflock.live.steps import arrow_fold, fold_in, outputs
-
-FIRST = "first refresh: the state is built from the whole table"
 
 
 def touched(plan: Plan, rows: list[pa.Table]) -> Touched | None:
@@ -81,7 +80,9 @@ class Refresher:
         clock: Clock,
         on_new_shape: Callable[[], None] = lambda: None,
         distinct_limit: int = DISTINCT_LIMIT,
+        lake: LakeFeed | None = None,
     ) -> None:
+        self._lake = lake  # a lake's change feed: its analyses refresh from it
         self._distinct_limit = distinct_limit
         self._lock = lock  # the registry's
         self._committed_seq = committed_seq
@@ -119,6 +120,10 @@ class Refresher:
             self._reinspect(analysis)
         run, spec = analysis.state, analysis.spec
         plan = run.shape.plan
+        if self._lake is not None and plan is not None and self._lake.describes(run.shape):
+            if run.shape.window is None:
+                return self._fed(analysis, plan)
+            self._lake.window(analysis)
         if plan is not None and run.shape.window is not None:
             return self._windowed(analysis, plan)
         if plan is not None:
@@ -212,6 +217,25 @@ class Refresher:
             rows = sum(d.num_rows for d in deltas)
             run.reason = f"incremental: folded in {rows:,} rows; {what}"
         assert table is not None and state is not None
+        return self._keep(analysis, plan, state, table, watermark)
+
+    def _fed(self, analysis: Analysis, plan: Plan) -> tuple[pa.Table, int]:
+        """An analysis of lake tables: refreshed from the lake's change feed."""
+        assert self._lake is not None
+        fed = self._lake.refresh(analysis, plan)
+        if fed is None:  # the lake's catalog changed: plan again, then run
+            return self._run(analysis)
+        run = analysis.state
+        run.mode = Mode.FULL if fed.full else Mode.INCREMENTAL
+        run.reason = fed.reason
+        run.touched = None if fed.full else touched(plan, [r for r in fed.rows if r.num_rows])
+        return self._keep(analysis, plan, fed.state, fed.table, fed.watermark)
+
+    def _keep(
+        self, analysis: Analysis, plan: Plan, state: pa.Table, table: pa.Table, watermark: int
+    ) -> tuple[pa.Table, int]:
+        """Keep the new state, unless it grew too big to keep (then the next runs are full)."""
+        run, changes = analysis.state, analysis.changes
         too_big = plan.oversized(state)
         if too_big is not None:  # this result is right; the next runs are full
             with self._lock:

@@ -23,7 +23,9 @@ into the kept state. A DELETE through ``db.execute`` hands over the rows it dele
 (:mod:`duckflock.live.fold.retention`), which a refresh takes out of the state. Any other
 write through duckflock taints the state, and the next refresh rebuilds it from the whole
 table (:mod:`duckflock.live.notices`). Writes that bypass the Database (another
-process, an explicit ``db.cursor()``) are not seen: use ``db.execute`` for them.
+process, an explicit ``db.cursor()``) are not seen: use ``db.execute`` for them. On a
+DuckLake (``lake``) every write is a snapshot, and analyses of lake tables read their
+rows from its change feed instead (:mod:`duckflock.live.lakefeed`).
 
 Threads: the scheduler thread runs the dispatch and watchdog loop here; the analysis
 threads run :class:`~duckflock.live.runs.Runs`; API callers run the rest. All of them
@@ -48,6 +50,7 @@ from duckflock.core.names import Identity
 from duckflock.errors import ClosedError
 from duckflock.live import clock as clocks
 from duckflock.live.changes import KEEP_CHANGES, ChangeLog
+from duckflock.live.lakefeed import LakeFeed
 from duckflock.live.notices import Notices
 from duckflock.live.plan.incremental import inspect
 from duckflock.live.plan.plans import DISTINCT_LIMIT
@@ -97,6 +100,7 @@ class Scheduler:
         keep_changes: int = KEEP_CHANGES,
         owner: object = None,
         clock: clocks.Clock | None = None,
+        lake: str | None = None,
     ) -> None:
         self._distinct_limit = distinct_limit
         self._keep_changes = keep_changes
@@ -107,7 +111,12 @@ class Scheduler:
         self._clock = clocks.of(owner) if clock is None else clock
         self._registry = registry = Registry()
         self._next_wake = math.inf  # when the waiting scheduler thread wakes by itself
-        self._notices = Notices(registry, self._clock, new_cursor, max_delta_rows)
+        self._notices = Notices(registry, self._clock, new_cursor, max_delta_rows, lake)
+        # on a lake (its catalog's name), incremental analyses refresh from its feed
+        feed = None
+        if lake is not None:
+            notices = self._notices
+            feed = LakeFeed(lake, registry.lock, committed_seq, lambda: notices.max_delta_rows)
         self._readers = Readers(registry)
         refresher = Refresher(
             registry.lock,
@@ -116,6 +125,7 @@ class Scheduler:
             self._clock,
             on_new_shape=self.publish_capture,
             distinct_limit=distinct_limit,
+            lake=feed,
         )
         self._runs = Runs(
             registry,

@@ -1,0 +1,174 @@
+"""An analysis on a DuckLake table: the refresh from the lake's change feed vs a full run.
+
+Run: .venv/bin/python benchmarks/lake_analyses.py [--large] [--rows N] [--rounds N]
+
+Starts a throw-away PostgreSQL (Debian's, as the tests do: tests/pgcluster.py) for the
+catalog, with Parquet files in a temporary folder, and fills a lake table with N rows
+(1M; ``--large`` 20M). This process defines a group-by over it (50 groups). Each round,
+ANOTHER process (this script with ``--child``: plain DuckDB with the ducklake extension)
+appends 10,000 rows in one commit; then this process times ``db.refresh`` (wall: the
+feed read in one transaction and folded into the state) and a full run of the same SQL,
+and checks the two agree. Then one round where the other process deletes 10,000 rows
+(taken out of the state by retraction). Medians over the rounds.
+
+The last line, ``figures: {json}``, carries the medians for benchmarks/suite.py:
+``{"rows": N, "refresh_ms": …, "full_ms": …, "ratio": …, "delete_refresh_ms": …,
+"delete_full_ms": …}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import duckflock  # noqa: E402
+
+NEW_ROWS = 10_000
+GROUPS = 50
+SQL = "SELECT k, count(*) AS n, sum(v) AS total, min(v) AS lo, max(v) AS hi FROM t GROUP BY k"
+TABLE = (
+    "CREATE TABLE t AS SELECT (range % {groups})::INTEGER AS k, "
+    "(range * 7919) % 100000 AS v, 's' || (range % 97) AS s FROM range({rows})"
+)
+APPEND = (
+    "INSERT INTO t SELECT (range % {groups})::INTEGER, (range * 7919) % 100000, "
+    "'s' || (range % 97) FROM range({start}, {end})"
+)
+
+
+def child(target: str, data: str) -> None:
+    """The other process: run each SQL line of stdin, answer with the lake's snapshot."""
+    from duckflock.lake.connection import LakeOptions, open_lake, snapshot_id
+
+    options = LakeOptions(maintenance_interval=None)
+    con = open_lake(target, data_path=data, options=options, read_only=False, config={})
+    for line in sys.stdin:
+        con.execute(line)
+        print(snapshot_id(con), flush=True)
+    con.close()
+
+
+class Other:
+    def __init__(self, target: str, data: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--child", target, data],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def run(self, sql: str) -> int:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(sql.replace("\n", " ") + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit("the writing process died")
+        return int(line)
+
+    def close(self) -> None:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+        self.process.stdout.close()
+
+
+def timed(fn: object) -> tuple[float, object]:
+    started = time.perf_counter()
+    out = fn()  # type: ignore[operator]
+    return (time.perf_counter() - started) * 1000, out
+
+
+def measure(rows: int, rounds: int) -> dict[str, float]:
+    from pgcluster import Cluster
+
+    with Cluster() as cluster, tempfile.TemporaryDirectory() as tmp:
+        target = "ducklake:postgres:" + cluster.create_database("lake_analyses")
+        data = str(Path(tmp) / "data")
+        options = duckflock.LakeOptions(maintenance_interval=None)
+        with duckflock.connect(target, data_path=data, lake=options) as db:
+            started = time.perf_counter()
+            db.execute(TABLE.format(groups=GROUPS, rows=rows))
+            print(f"lake table t: {rows:,} rows in {time.perf_counter() - started:.1f} s")
+            db.analysis("per_k", SQL)
+            first = db.refresh("per_k")
+            print(f"first refresh ({first.mode}): {first.duration * 1000:.0f} ms")
+            other = Other(target, data)
+            try:
+                refreshes, fulls = [], []
+                for round_ in range(rounds):
+                    start = rows + round_ * NEW_ROWS
+                    other.run(APPEND.format(groups=GROUPS, start=start, end=start + NEW_ROWS))
+                    ms, result = timed(lambda: db.refresh("per_k"))
+                    full_ms, full = timed(lambda: db.sql(SQL).to_arrow_table())
+                    check(result, full, "append")
+                    refreshes.append(ms)
+                    fulls.append(full_ms)
+                    print(
+                        f"round {round_}: refresh {ms:.2f} ms ({result.mode}), full "
+                        f"{full_ms:.1f} ms: {full_ms / ms:.0f}x"
+                    )
+                # one delete of 10,000 rows by the other process: retraction
+                # values in the middle: no group loses its min or max, subtraction alone
+                low, high = 40_000, 40_000 + NEW_ROWS * 100_000 // rows - 1
+                other.run(f"DELETE FROM t WHERE v BETWEEN {low} AND {high}")
+                delete_ms, result = timed(lambda: db.refresh("per_k"))
+                delete_full, full = timed(lambda: db.sql(SQL).to_arrow_table())
+                check(result, full, "delete")
+                print(f"delete: refresh {delete_ms:.2f} ms ({result.reason})")
+                print(f"        full {delete_full:.1f} ms")
+            finally:
+                other.close()
+    refresh, full_run = statistics.median(refreshes), statistics.median(fulls)
+    return {
+        "rows": rows,
+        "refresh_ms": round(refresh, 3),
+        "full_ms": round(full_run, 3),
+        "ratio": round(full_run / refresh, 1),
+        "delete_refresh_ms": round(delete_ms, 3),
+        "delete_full_ms": round(delete_full, 3),
+    }
+
+
+def check(result: duckflock.Result, full: object, what: str) -> None:
+    """The refresh must equal the full run (as multisets of rows)."""
+    import pyarrow as pa
+
+    assert isinstance(full, pa.Table)
+    if result.error is not None or result.mode != "incremental":
+        raise SystemExit(f"{what}: the refresh was {result.mode}: {result.reason} {result.error}")
+    mine = sorted(map(repr, result.table.to_pylist()))
+    theirs = sorted(map(repr, full.to_pylist()))
+    if mine != theirs:
+        raise SystemExit(f"{what}: the refresh and the full run differ")
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--child"]:
+        child(argv[1], argv[2])
+        return
+    rows = 20_000_000 if "--large" in argv else 1_000_000
+    if "--rows" in argv:
+        rows = int(argv[argv.index("--rows") + 1])
+    rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 5
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    figures = measure(rows, rounds)
+    print(
+        f"lake analysis at {rows:,} rows: refresh after {NEW_ROWS:,} rows appended by "
+        f"another process {figures['refresh_ms']:.2f} ms vs full {figures['full_ms']:.1f} ms "
+        f"= {figures['ratio']:.0f}x (target >= 50x at 20M); load before {load}"
+    )
+    print("figures: " + json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,391 @@
+"""Analyses over a DuckLake table refresh from the lake's change feed (lake/feed.py,
+live/lakefeed.py), through a real PostgreSQL catalog (tests/pgcluster.py).
+
+A SECOND process — this file run as a script: plain DuckDB with the ducklake extension,
+no duckflock — writes into the lake (inserts, deletes, updates, DDL) while this one
+refreshes; every result must equal the same SQL run in full on the lake at the snapshot
+the analysis says it reflects (``db.analyses()``'s ``lake_snapshot``), asked of DuckDB
+with ``AT (VERSION => …)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+import duckflock
+from duckflock.lake.feed import entries
+from duckflock.live import internals
+from duckflock.live.windows import literal
+
+SEEDS = int(os.environ.get("DUCKFLOCK_LAKE_FEED_SEEDS", "2"))
+STEPS = int(os.environ.get("DUCKFLOCK_LAKE_FEED_STEPS", "25"))
+_lakes = iter(range(1_000_000))
+
+# the analyses, over ``{events}`` and ``{dims}`` (the oracle time-travels both)
+SHAPES = {
+    # exact retraction: counts and integer sums are subtracted
+    "sums": "SELECT g, count(*) AS n, sum(v) AS s, count(x) AS cx, avg(v) AS mean "
+    "FROM {events} GROUP BY g",
+    # min/max: a group whose extreme was deleted is recomputed from the table, at the
+    # snapshot the feed was read at
+    "extremes": "SELECT g, min(v) AS lo, max(v) AS hi, max(s) AS top FROM {events} "
+    "WHERE v > 3 GROUP BY g HAVING count(*) > 1",
+    # no retraction: deletes rebuild, inserts fold
+    "distinct": "SELECT g, count(DISTINCT s) AS kinds FROM {events} GROUP BY g",
+    # a join: its dimension's writes rebuild, fact inserts fold
+    "joined": "SELECT d.label, count(*) AS n, sum(e.v) AS s FROM {events} AS e "
+    "JOIN {dims} AS d ON e.g = d.g GROUP BY d.label",
+    "total": "SELECT count(*) AS n, sum(v) AS s, min(v) AS lo FROM {events}",
+}
+
+
+# -- the second process ----------------------------------------------------------------
+
+
+def _child() -> None:
+    """Run SQL sent as JSON lines on stdin against the lake; answer each line with the
+    lake's snapshot after it (``burst``: many statements, one answer at the end)."""
+    from duckflock.lake.connection import LakeOptions, open_lake, snapshot_id
+
+    target, data = sys.argv[2], sys.argv[3]
+    con = open_lake(target, data_path=data, options=LakeOptions(), read_only=False, config={})
+    for line in sys.stdin:
+        message = json.loads(line)
+        try:
+            for sql in message.get("burst", [message.get("sql")]):
+                con.execute(sql)
+            answer: dict[str, Any] = {"snapshot": snapshot_id(con)}
+        except Exception as exc:
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(answer), flush=True)
+    con.close()
+
+
+class Other:
+    """The second process writing into the lake."""
+
+    def __init__(self, target: str, data: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--child", target, str(data)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def send(self, **message: Any) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(message) + "\n")
+        self.process.stdin.flush()
+
+    def answer(self) -> int:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        assert line, "the writer process died"
+        answer = json.loads(line)
+        assert "error" not in answer, answer["error"]
+        return int(answer["snapshot"])
+
+    def run(self, *sqls: str) -> int:
+        """Run ``sqls`` in the other process; the lake's snapshot after them."""
+        self.send(burst=list(sqls))
+        return self.answer()
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+# -- fixtures --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lake(postgres: Any, tmp_path: Path) -> Any:
+    """A lake of its own with ``events`` and ``dims``, the Database (no background
+    maintenance, so the tests decide when files are rewritten) and the other process."""
+    dsn = postgres.create_database(f"feed_{os.getpid()}_{next(_lakes)}")
+    target, data = f"ducklake:postgres:{dsn}", tmp_path / "lake-data"
+    options = duckflock.LakeOptions(maintenance_interval=None, expire_older_than="0 seconds")
+    db = duckflock.connect(target, data_path=str(data), lake=options)
+    db.execute("CREATE TABLE events (g INTEGER, v BIGINT, x DOUBLE, s VARCHAR)")
+    db.execute("CREATE TABLE dims (g INTEGER, label VARCHAR)")
+    db.execute("INSERT INTO dims VALUES (0, 'zero'), (1, 'odd'), (2, 'even'), (3, 'odd')")
+    db.execute(
+        "INSERT INTO events SELECT i % 5, i, CASE WHEN i % 7 = 0 THEN NULL ELSE i / 2 END, "
+        "'s' || (i % 11) FROM range(3000) t(i)"
+    )
+    other = Other(target, data)
+    try:
+        yield db, other
+    finally:
+        other.close()
+        db.close()
+
+
+def define(db: duckflock.Database, *names: str) -> None:
+    for name in names:
+        db.analysis(name, SHAPES[name].format(events="events", dims="dims"))
+
+
+def snapshot_of(db: duckflock.Database, name: str) -> int:
+    (row,) = [a for a in db.analyses() if a["name"] == name]
+    assert row["lake_snapshot"] is not None
+    return int(row["lake_snapshot"])
+
+
+def rows(table: pa.Table) -> list[str]:
+    """A table's rows as a sorted list (a multiset: results have no order)."""
+    return sorted(repr(tuple(row.values())) for row in table.to_pylist())
+
+
+def check(db: duckflock.Database, name: str) -> duckflock.Result:
+    """Refresh ``name`` and compare it with DuckDB's full run at its snapshot."""
+    result = db.refresh(name)
+    assert result.error is None, result.error
+    at = snapshot_of(db, name)
+    travel = f"AT (VERSION => {at})"
+    sql = SHAPES[name].format(events=f"(FROM events {travel})", dims=f"(FROM dims {travel})")
+    expected = db.sql(sql).to_arrow_table()
+    assert result.table.column_names == expected.column_names
+    assert rows(result.table) == rows(expected), (
+        name,
+        at,
+        result.reason,
+    )
+    return result
+
+
+# -- the differential test -------------------------------------------------------------
+
+
+def _writes(rng: random.Random, low: int) -> list[str]:
+    """One random batch of writes to the lake (as SQL)."""
+    kind = rng.choice(["insert", "insert", "delete", "update", "mixed", "dims"])
+    start = rng.randrange(low, low + 100_000)
+    inserts = (
+        f"INSERT INTO events SELECT i % {rng.randint(1, 7)}, i, "
+        f"CASE WHEN i % 5 = 0 THEN NULL ELSE i / 4 END, 's' || (i % {rng.randint(2, 13)}) "
+        f"FROM range({start}, {start + rng.choice([1, 3, 40, 1500])}) t(i)"
+    )
+    mod, rest = rng.randint(2, 40), rng.randint(0, 1)
+    deletes = f"DELETE FROM events WHERE v % {mod} = {rest} AND g = {rng.randint(0, 6)}"
+    updates = (
+        f"UPDATE events SET v = v + {rng.randint(1, 9)}, s = 'u' || g "
+        f"WHERE v % {mod} = {rest} AND g = {rng.randint(0, 6)}"
+    )
+    if kind == "insert":
+        return [inserts]
+    if kind == "delete":
+        return [deletes]
+    if kind == "update":
+        return [updates]
+    if kind == "dims":
+        return [f"INSERT INTO dims VALUES ({rng.randint(0, 6)}, 'l{rng.randint(0, 2)}')"]
+    return [inserts, deletes, updates]  # three snapshots between two refreshes
+
+
+@pytest.mark.parametrize("seed", range(SEEDS))
+def test_refreshes_equal_a_full_run_at_their_snapshot(lake: Any, seed: int) -> None:
+    db, other = lake
+    rng = random.Random(seed)
+    define(db, *SHAPES)
+    for name in SHAPES:
+        check(db, name)
+    modes: dict[str, set[str]] = {name: set() for name in SHAPES}
+    for step in range(STEPS):
+        for _ in range(rng.randint(1, 3)):
+            other.run(*_writes(rng, step * 200_000))
+        if rng.random() < 0.3:  # this process writes too: the writer and db.execute
+            rows = [(rng.randint(0, 6), rng.randint(0, 10**6), 1.5, "mine") for _ in range(20)]
+            db.insert("events", rows)
+            if rng.random() < 0.5:
+                db.execute("DELETE FROM events WHERE s = 'mine' AND v % 3 = 0")
+        if rng.random() < 0.1:  # maintenance between two refreshes: a gap, rebuilt
+            report = db.maintain(rng.choice([["flush"], ["merge"], ["flush", "merge"], ["expire"]]))
+            assert not report["errors"], report
+        for name in rng.sample(list(SHAPES), rng.randint(1, len(SHAPES))):
+            modes[name].add(str(check(db, name).mode))
+    # the feed was used, not only full runs (every shape folds inserts in)
+    for name in ("sums", "extremes", "total"):
+        assert "incremental" in modes[name], (name, modes[name])
+
+
+def test_refreshes_while_another_process_writes(lake: Any) -> None:
+    """Writes land during the refreshes: each result is the lake at one snapshot."""
+    db, other = lake
+    define(db, "sums", "extremes")
+    rng = random.Random(7)
+    batches = [_writes(rng, i * 200_000) for i in range(30)]
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for batch in batches:
+                other.run(*batch)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    seen: set[str] = set()
+    refreshes = 0
+    while not done.is_set() or refreshes < 2:
+        for name in ("sums", "extremes"):
+            seen.add(str(check(db, name).mode))
+        refreshes += 1
+    writer.join(60)
+    assert "incremental" in seen
+
+
+# -- what the feed folds, and what rebuilds --------------------------------------------
+
+
+def test_another_process_inserts_fold_in_and_the_watch_refreshes(lake: Any) -> None:
+    db, other = lake
+    db.analysis("total", SHAPES["total"].format(events="events"), on_change=True, min_interval=0)
+    first = check(db, "total")
+    assert first.mode == "full" and "first refresh" in first.reason
+    results: queue.Queue[duckflock.Result] = queue.Queue()
+    subscription = db.subscribe("total", results.put)
+    snapshot = other.run("INSERT INTO events VALUES (1, 10000000, 1.0, 'far')")
+    # the poller sees the new snapshot and the analysis refreshes by itself
+    result = results.get(timeout=30)
+    while result.rows()[0][0] != 3001:
+        result = results.get(timeout=30)
+    subscription.cancel()
+    assert result.mode == "incremental", result.reason
+    assert "folded in 1 rows" in result.reason and f"→{snapshot}" in result.reason
+    assert snapshot_of(db, "total") >= snapshot
+
+
+def test_deletes_and_updates_are_taken_out(lake: Any) -> None:
+    db, other = lake
+    define(db, "sums", "extremes")
+    check(db, "sums"), check(db, "extremes")
+    other.run("DELETE FROM events WHERE v < 100", "UPDATE events SET v = -v WHERE v = 2999")
+    for name in ("sums", "extremes"):
+        result = check(db, name)
+        assert result.mode == "incremental", result.reason
+        assert "took out 101 deleted" in result.reason, result.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "why"),
+    [
+        # a shape without retraction: deletes rebuild it
+        ("distinct", "DELETE FROM events WHERE v = 5", "cannot take out"),
+        # new dimension rows would join the fact rows already folded in
+        ("joined", "INSERT INTO dims VALUES (4, 'four')", "wrote the joined dims"),
+    ],
+)
+def test_what_a_shape_cannot_fold_rebuilds(lake: Any, name: str, write: str, why: str) -> None:
+    db, other = lake
+    define(db, name)
+    check(db, name)
+    other.run("INSERT INTO events VALUES (2, 5, 1.0, 'new')")
+    assert check(db, name).mode == "incremental"  # inserts fold
+    other.run(write)
+    result = check(db, name)
+    assert result.mode == "full" and why in result.reason, result.reason
+
+
+def test_expired_snapshots_rebuild(lake: Any) -> None:
+    db, other = lake
+    define(db, "sums")
+    check(db, "sums")
+    other.run("INSERT INTO events VALUES (1, 5, 1.0, 'new')")
+    report = db.maintain(["expire"])
+    assert not report["errors"], report
+    result = check(db, "sums")
+    assert result.mode == "full" and "expired" in result.reason, result.reason
+
+
+def test_maintenance_that_rewrites_files_rebuilds(lake: Any) -> None:
+    db, other = lake
+    define(db, "sums")
+    check(db, "sums")
+    other.run("INSERT INTO events VALUES (1, 5, 1.0, 'new')")  # inlined
+    report = db.maintain(["flush"])
+    assert not report["errors"], report
+    result = check(db, "sums")
+    assert result.mode == "full" and "rewrote the files of events" in result.reason
+    other.run("INSERT INTO events VALUES (1, 6, 1.0, 'new')")
+    assert check(db, "sums").mode == "incremental"  # and from there on, the feed again
+
+
+def test_a_schema_change_in_another_process_plans_again(lake: Any) -> None:
+    db, other = lake
+    define(db, "sums")
+    check(db, "sums")
+    other.run("ALTER TABLE events ADD COLUMN w INTEGER")
+    result = check(db, "sums")
+    assert result.mode == "full" and "changed the lake's catalog" in result.reason
+    other.run("INSERT INTO events VALUES (1, 5, 1, 'x', 7)")  # the new column too
+    assert check(db, "sums").mode == "incremental"
+
+
+def test_more_changed_rows_than_kept_rebuild(lake: Any) -> None:
+    db, other = lake
+    define(db, "sums")
+    check(db, "sums")
+    internals.scheduler(db).notices.max_delta_rows = 100
+    other.run("INSERT INTO events SELECT 1, i, 1, 'bulk' FROM range(101) t(i)")
+    result = check(db, "sums")
+    assert result.mode == "full" and "over 100 rows changed" in result.reason
+    other.run("INSERT INTO events SELECT 1, i, 1, 'bulk' FROM range(100) t(i)")
+    assert check(db, "sums").mode == "incremental"
+
+
+def test_nothing_new_keeps_the_result(lake: Any) -> None:
+    db, _ = lake
+    define(db, "sums")
+    first = check(db, "sums")
+    again = check(db, "sums")
+    assert again.mode == "incremental" and "still at snapshot" in again.reason
+    assert again.rows() == first.rows()
+
+
+def test_a_sliding_window_over_a_lake_rebuilds_when_the_lake_moved(lake: Any) -> None:
+    db, other = lake
+    db.execute("CREATE TABLE w (g INTEGER, ts TIMESTAMP)")
+    sql = "SELECT g, count(*) AS c FROM w WHERE ts > now() - INTERVAL 1 HOUR GROUP BY g"
+    db.analysis("recent", sql)
+    assert db.refresh("recent").rows() == []
+    other.run("INSERT INTO w SELECT i % 3, now()::TIMESTAMP FROM range(10) t(i)")
+    result = db.refresh("recent")
+    assert result.mode == "full" and "the lake moved" in result.reason, result.reason
+    assert result.now is not None
+    expected = db.execute(sql.replace("now()", literal(result.now))).fetchall()
+    assert sorted(result.rows()) == sorted(expected) and len(expected) == 3
+    again = db.refresh("recent")  # the lake did not move: the window is cut, not rebuilt
+    assert again.mode == "incremental", again.reason
+
+
+def test_a_snapshots_changes_are_read_as_duckdb_lists_them() -> None:
+    assert entries("inlined_insert:1,deleted_from_table:12") == [
+        ("inlined_insert", "1"),
+        ("deleted_from_table", "12"),
+    ]
+    # a created object is named, quoted: its name may hold commas and quotes
+    assert entries('created_table:"main"."a,""b",inlined_insert:3') == [
+        ("created_table", '"main"."a,""b"'),
+        ("inlined_insert", "3"),
+    ]
+    assert entries("") == []
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
+    _child()
