@@ -189,3 +189,13 @@ def test_the_wait_for_woken_callers_is_bounded() -> None:
     assert receipt.rows == 1
     assert db.execute("SELECT count(*) FROM t").fetchone() == (2,)
     db.close()
+
+
+def test_a_single_row_call_is_the_call_the_constructor_makes() -> None:
+    """Call.single (the intake's hot path) sets every slot as Call(...) does."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (n INTEGER)")
+    schema = SchemaCache(con.cursor()).get("t")
+    made, quick = Call(schema, columns=("n",), row=(1,)), Call.single(schema, ("n",), (1,))
+    for slot in Call.__slots__:
+        assert getattr(quick, slot) == getattr(made, slot), slot

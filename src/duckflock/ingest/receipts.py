@@ -89,6 +89,18 @@ class Call:
         self.committed = True
 
     @classmethod
+    def single(cls, target: TableSchema, columns: tuple[str, ...], row: tuple[Any, ...]) -> Call:
+        """``Call(target, columns=columns, row=row)`` for the hot path: the same slots,
+        set without parsing keywords (half the cost, per insert of one row)."""
+        call = cls.__new__(cls)
+        call.target, call.columns, call.row, call.parts, call.nrows = target, columns, row, None, 1
+        call.committed = call.finished = call.replayed = False
+        call.failure = call.guard = call.waiter = call.on_done = call.key = None
+        call.committed_at = call.back = None
+        call.digest = ""
+        return call
+
+    @classmethod
     def empty(cls, target: TableSchema | None = None) -> Call:
         """A call with no rows (into ``target``): finished at once."""
         call = cls(target, nrows=0)
