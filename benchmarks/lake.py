@@ -5,10 +5,12 @@ Run: .venv/bin/python benchmarks/lake.py [--quick]
 Starts a throw-away PostgreSQL (Debian's, as the tests do: tests/pgcluster.py) for the
 catalog, with Parquet files in a temporary folder. Each figure is rows committed per
 second of wall time, from the moment every writer process is connected and told to go to
-the moment the last one has its rows acknowledged: single rows (``db.insert(row,
+the moment the last one reports its rows acknowledged (its ``done`` line: closing the
+database and leaving the process are not ingest): single rows (``db.insert(row,
 wait=False)``, then ``flush()``) and 10,000-row chunks (Arrow, each acknowledged). The
 embedded single-file figure is measured in the same run the same way (one process, a
-DuckDB file), and the issue's target is the 4-process chunk figure over it (>= 50%).
+DuckDB file, as many rows as the 4 lake writers together), and the issue's target is the
+4-process chunk figure over it (>= 80%).
 Last, the data files of the 4-process chunk lake before and after ``db.maintain()``.
 """
 
@@ -52,10 +54,15 @@ def writers(target: str, count: int, rows: int, mode: str) -> float:
         assert process.stdin is not None
         process.stdin.write("go\n")
         process.stdin.flush()
+    for process in processes:  # each prints "done <seconds>" once its rows are acknowledged
+        assert process.stdout is not None
+        done = process.stdout.readline()
+        assert done.startswith("done"), done
+    seconds = time.perf_counter() - started
     for process in processes:
         process.communicate(timeout=600)
         assert process.returncode == 0
-    return count * rows / (time.perf_counter() - started)
+    return count * rows / seconds
 
 
 def fresh(kind: str, cluster: Cluster, folder: Path, name: str) -> str:
@@ -77,8 +84,9 @@ def main(argv: list[str]) -> None:
     chunk_rows = 50_000 if quick else 200_000
     with Cluster() as cluster, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        # one process writes what the 4 lake writers write together: the same work
         embedded = {
-            mode: writers(fresh("file", cluster, folder, f"file_{mode}"), 1, rows, mode)
+            mode: writers(fresh("file", cluster, folder, f"file_{mode}"), 1, 4 * rows, mode)
             for mode, rows in (("rows", single_rows), ("chunks", chunk_rows))
         }
         print(f"{'writers':>8} {'single rows/s':>15} {'chunk rows/s':>15}")
@@ -97,7 +105,7 @@ def main(argv: list[str]) -> None:
         ratio = figures[4][1] / embedded["chunks"]
         print(
             f"4-process lake chunk ingest / embedded single-file chunk ingest: {ratio:.0%} "
-            f"(target >= 50%: {'met' if ratio >= 0.5 else 'missed'})"
+            f"(target >= 80%: {'met' if ratio >= 0.8 else 'missed'})"
         )
         with duckflock.connect(
             chunk_lake, lake=duckflock.LakeOptions(maintenance_interval=None)

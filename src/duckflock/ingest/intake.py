@@ -43,7 +43,7 @@ class Intake:
             # the hot path, one dict row: one dict lookup when the keys were seen before
             names = schema.checked.get(tuple(data))
             if names is not None:
-                return Call(schema, columns=names, row=tuple(data.values()))
+                return Call.single(schema, names, tuple(data.values()))
         elif type(data) is tuple and not isinstance(columns, str):
             # the hot path, one tuple row: the column list is resolved once per schema,
             # then found again by one dict lookup (as for dict rows above)
@@ -53,7 +53,7 @@ class Intake:
                 columns = columns if type(columns) is tuple else tuple(columns)
                 resolved = schema.checked.get(columns)
             if resolved is not None and len(resolved) == len(data):
-                return Call(schema, columns=resolved, row=data)
+                return Call.single(schema, resolved, data)
             # columns not seen yet, or a row of the wrong width: the general path
         target = self._schemas.target(table, schema)
         parts, nrows = to_parts(target, data, columns)

@@ -35,6 +35,7 @@ class Call:
     """
 
     __slots__ = (
+        "back",
         "columns",
         "committed",
         "committed_at",
@@ -76,6 +77,9 @@ class Call:
         self.digest = ""  # the content's digest, for a keyed call
         self.committed_at: dt.datetime | None = None  # a keyed call's commit time
         self.replayed = False  # the key was committed before: nothing was written
+        # the writer's tally of the callers it woke: a woken caller appends to it once
+        # it runs again (see Writer._gather), None while nobody was woken
+        self.back: list[None] | None = None
 
     def replay(self, rows: int, committed_at: dt.datetime | None) -> None:
         """The key was committed before (or earlier in this batch): take its facts."""
@@ -83,6 +87,18 @@ class Call:
         self.committed_at = committed_at
         self.replayed = True
         self.committed = True
+
+    @classmethod
+    def single(cls, target: TableSchema, columns: tuple[str, ...], row: tuple[Any, ...]) -> Call:
+        """``Call(target, columns=columns, row=row)`` for the hot path: the same slots,
+        set without parsing keywords (half the cost, per insert of one row)."""
+        call = cls.__new__(cls)
+        call.target, call.columns, call.row, call.parts, call.nrows = target, columns, row, None, 1
+        call.committed = call.finished = call.replayed = False
+        call.failure = call.guard = call.waiter = call.on_done = call.key = None
+        call.committed_at = call.back = None
+        call.digest = ""
+        return call
 
     @classmethod
     def empty(cls, target: TableSchema | None = None) -> Call:
@@ -156,6 +172,10 @@ class Call:
                     )
             else:
                 waiter.release()  # let later wait() calls through too
+        back = self.back
+        if back is not None:  # woken by the writer, and running again: it need not wait
+            self.back = None
+            back.append(None)
         if self.failure is not None:
             raise self.failure
         return self.nrows

@@ -1,0 +1,201 @@
+"""The acknowledged single-row path: how a batch of single-row calls is appended, and
+how the writer gathers a batch while callers it woke are still on their way back."""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+import duckdb
+import pytest
+
+import duckflock
+from duckflock.ingest import appends, writer
+from duckflock.ingest.appends import Group, append, plan
+from duckflock.ingest.receipts import Call
+from duckflock.ingest.rows import Part
+from duckflock.ingest.schema import SchemaCache
+
+
+class Recording:
+    """A DuckDB cursor that notes each statement's parameters."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self.cursor = cursor
+        self.params: list[Any] = []
+
+    def execute(self, sql: str, params: Any = None) -> duckdb.DuckDBPyConnection:
+        self.params.append(params)
+        return self.cursor.execute(sql, params)
+
+
+def test_a_batch_of_single_rows_binds_one_list_per_column() -> None:
+    """50 single-row calls go in as one statement with one parameter per column (a
+    50-tuple VALUES statement bound 100 parameters, and parsing and planning it was most
+    of the writer's CPU per batch); a multi-row call of the same rows keeps VALUES."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (name VARCHAR, n BIGINT, made TIMESTAMP DEFAULT now())")
+    schema = SchemaCache(con.cursor()).get("t")
+    singles = [Call(schema, columns=("name", "n"), row=(f"w{i}", i)) for i in range(50)]
+    recording = Recording(con.cursor())
+    append(recording, plan(singles)[0])  # type: ignore[arg-type]
+    assert [len(p) for p in recording.params] == [2]
+    assert con.execute("SELECT count(*), sum(n) FROM t").fetchone() == (50, sum(range(50)))
+    rows = [(f"w{i}", i) for i in range(50)]
+    many = Call(schema, parts=[Part(("name", "n"), rows=rows)], nrows=50)
+    recording.params.clear()
+    append(recording, plan([many])[0])  # type: ignore[arg-type]
+    assert [len(p) for p in recording.params] == [100]
+
+
+TYPES = [
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "DOUBLE",
+    "REAL",
+    "DECIMAL(6, 2)",
+    "VARCHAR",
+    "BOOLEAN",
+    "DATE",
+    "TIMESTAMP",
+    "TIMESTAMPTZ",
+    "INTERVAL",
+    "UUID",
+    "BLOB",
+    "INTEGER[]",
+    "STRUCT(a INTEGER)",
+    "ENUM('red', 'green')",
+]
+VALUES: list[list[Any]] = [
+    ["1", "abc"],
+    ["12", None],
+    ["2024-01-02", "2024-01-02 03:04:05"],
+    ["[1, 2]", "{'a': 1}"],
+    ["red", "green"],
+    ["true", "0"],
+    ["", "3.5"],
+    ["1 day", "00000000-0000-0000-0000-000000000001"],
+    ["\x00nul", "é"],
+    [0, -1],
+    [2**31, 7],
+    [2**63 - 1, -(2**63)],
+    [300, None],
+    [1.5, -0.0],
+    [math.nan, math.inf],
+    [1e300, 2.675],
+    [True, False],
+    [None, True],
+]
+
+
+def _outcome(con: duckdb.DuckDBPyConnection, kind: str, group: Group) -> Any:
+    con.execute(f"CREATE OR REPLACE TABLE t (c {kind})")
+    group.schema = SchemaCache(con.cursor()).get("t")
+    try:
+        append(con, group)
+    except Exception:
+        return "refused"
+    return con.execute("SELECT c::VARCHAR FROM t ORDER BY rowid").fetchall()
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_unnested_rows_are_stored_as_values_stores_them(kind: str) -> None:
+    """DuckDB's VALUES path is the oracle: for every column type and plain Python value,
+    the unnested batch stores the same values, and refuses what VALUES refuses (a refused
+    batch is bisected down to single rows, which go through VALUES)."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (c INTEGER)")
+    schema = SchemaCache(con.cursor()).get("t")
+    for values in VALUES:
+        rows = [(v,) for v in values]
+        unnested = _outcome(con, kind, Group(schema, ("c",), rows=list(rows), singles=True))
+        valued = _outcome(con, kind, Group(schema, ("c",), rows=list(rows)))
+        assert unnested == valued, (kind, values)
+
+
+def test_mixed_or_wide_columns_keep_values() -> None:
+    """Columns of mixed Python types, only NULLs, ints past BIGINT or other types are
+    bound value by value, as before."""
+    rows_of = {
+        "mixed": [(1,), ("2",)],
+        "nulls": [(None,), (None,)],
+        "huge": [(2**64,), (1,)],
+        "bool and int": [(True,), (1,)],
+        "nan": [(1.5,), (math.nan,)],
+    }
+    for name, rows in rows_of.items():
+        assert appends._lists(rows, 1) is None, name
+    assert appends._lists([("a", 1), (None, None)], 2) == [["a", None], [1, None]]
+
+
+# -- gathering a batch while woken callers come back --------------------------------
+
+
+def _held_first_batch(db: duckflock.Database) -> tuple[threading.Event, threading.Event]:
+    """Hold the writer at its first batch; report every later batch."""
+    release, later = threading.Event(), threading.Event()
+    seen = [0]
+
+    def hook(at: str) -> None:
+        if at == "batch":
+            seen[0] += 1
+            if seen[0] == 1:
+                assert release.wait(30)
+            else:
+                later.set()
+
+    db.writer().fault_hook = hook
+    return release, later
+
+
+def test_a_waited_batch_waits_for_woken_callers_that_have_not_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a commit the writer seals the next waited-for batch only once every
+    caller it woke has run again: fifty callers wake one after another behind the GIL,
+    and most hand in their next row at once (without this, a third of them missed each
+    batch and waited a whole extra commit)."""
+    monkeypatch.setattr(writer, "STRAGGLER_SECONDS", 30.0)
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER)")
+    release, later = _held_first_batch(db)
+    schema = SchemaCache(db.cursor()).get("t")
+    woken = Call(schema, columns=("n",), row=(1,))
+    db.writer().submit(woken, None, wait=True)  # parked: its caller has not run yet
+    release.set()
+    db.flush(30)  # the first batch is committed, its caller woken
+    waited = Call(schema, columns=("n",), row=(2,))
+    db.writer().submit(waited, None, wait=True)
+    assert not later.wait(0.3), "the batch was sealed before the woken caller ran"
+    assert woken.wait(5) == 1  # the woken caller runs again
+    assert later.wait(30) and waited.wait(30) == 1
+    assert db.execute("SELECT count(*) FROM t").fetchone() == (2,)
+    db.close()
+
+
+def test_the_wait_for_woken_callers_is_bounded() -> None:
+    """A woken caller that never runs again delays the next batch by at most
+    STRAGGLER_SECONDS."""
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER)")
+    schema = SchemaCache(db.cursor()).get("t")
+    never = Call(schema, columns=("n",), row=(1,))
+    db.writer().submit(never, None, wait=True)
+    db.flush(30)
+    receipt = db.insert("t", {"n": 2}, timeout=5)
+    assert receipt.rows == 1
+    assert db.execute("SELECT count(*) FROM t").fetchone() == (2,)
+    db.close()
+
+
+def test_a_single_row_call_is_the_call_the_constructor_makes() -> None:
+    """Call.single (the intake's hot path) sets every slot as Call(...) does."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (n INTEGER)")
+    schema = SchemaCache(con.cursor()).get("t")
+    made, quick = Call(schema, columns=("n",), row=(1,)), Call.single(schema, ("n",), (1,))
+    for slot in Call.__slots__:
+        assert getattr(quick, slot) == getattr(made, slot), slot
