@@ -16,6 +16,7 @@ which this refuses.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -125,6 +126,7 @@ def allows(role: str | None, needed: str) -> bool:
     return role is not None and ROLES.index(role) >= ROLES.index(needed)
 
 
+@functools.lru_cache(maxsize=256)  # every request of a tokenless server asks: a few µs
 def is_loopback_host(host: str) -> bool:
     """A Host header (with or without port) that names this machine's loopback."""
     name = host.strip().lower()
