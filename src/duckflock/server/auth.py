@@ -16,6 +16,7 @@ which this refuses.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -125,8 +126,22 @@ def allows(role: str | None, needed: str) -> bool:
     return role is not None and ROLES.index(role) >= ROLES.index(needed)
 
 
+_CACHED_HOST = 64  # characters: the answers for short Host headers are kept (256 of them)
+
+
 def is_loopback_host(host: str) -> bool:
     """A Host header (with or without port) that names this machine's loopback."""
+    if len(host) <= _CACHED_HOST:  # every request of a tokenless server asks
+        return _loopback_host_cached(host)
+    return _loopback_host(host)
+
+
+@functools.lru_cache(maxsize=256)
+def _loopback_host_cached(host: str) -> bool:
+    return _loopback_host(host)
+
+
+def _loopback_host(host: str) -> bool:
     name = host.strip().lower()
     if name.startswith("["):  # [::1]:8765
         name = name[1 : name.find("]")] if "]" in name else name

@@ -7,7 +7,9 @@ request, or sends its headers a byte at a time, kept its socket for good), a cap
 their size (httptools buffers a header line however long it grows: 60 MB of one
 header was held per connection), a cap on open connections and a cap per address;
 :func:`http_protocol` adds the four to its httptools protocol, closing what is over a
-cap at once.
+cap at once. It also sends a response's head with the first piece of its body in one
+write (uvicorn writes them apart: two ``send`` calls and two wake-ups of the client per
+answer, a tenth of the event loop's time on one-row ingest).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
+from typing import Any, cast
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -49,6 +52,37 @@ class PeerLimit:
             return self._open[peer]
 
 
+class _CycleTransport:
+    """What one request's cycle writes through: its first write (the response head, or
+    a ``100 Continue``) is held by the protocol until the next write, the response's end
+    or the end of this turn of the loop, whichever comes first; the rest goes on at
+    once, after whatever is held. Everything else is the connection's transport."""
+
+    __slots__ = ("_first", "_protocol", "_transport")
+
+    def __init__(self, protocol: Any, transport: asyncio.Transport) -> None:
+        self._protocol = protocol
+        self._transport = transport
+        self._first = True
+
+    def write(self, data: bytes) -> None:
+        if self._first:
+            self._first = False
+            self._protocol.hold(data)
+        else:
+            self._protocol.send_after_held(data)
+
+    def close(self) -> None:
+        self._protocol.flush_held()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 def http_protocol(
     *,
     header_timeout: float,
@@ -68,6 +102,25 @@ def http_protocol(
         # bytes received since the last request ended (or the connection opened) while its
         # successor's headers are incomplete; None while a request's body is being read
         _header_bytes: int | None = 0
+        # a response head waiting to go out with its body (one write): see _CycleTransport
+        _held: bytes | None = None
+
+        def hold(self, data: bytes) -> None:
+            self.flush_held()
+            self._held = data
+            self.loop.call_soon(self.flush_held)  # a body that is slow to come
+
+        def send_after_held(self, data: bytes) -> None:
+            held, self._held = self._held, None
+            if held is None:
+                self.transport.write(data)
+            else:
+                self.transport.writelines((held, data))
+
+        def flush_held(self) -> None:
+            held, self._held = self._held, None
+            if held is not None and not self.transport.is_closing():
+                self.transport.write(held)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -101,6 +154,7 @@ def http_protocol(
             written: it would be cut into) and close."""
             if self.transport.is_closing():
                 return
+            self.flush_held()
             if self.cycle is None or self.cycle.response_complete:
                 self.transport.write(
                     b"HTTP/1.1 %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
@@ -141,18 +195,29 @@ def http_protocol(
         def on_headers_complete(self) -> None:
             self._disarm()
             self._header_bytes = None
+            before = self.cycle
             super().on_headers_complete()
+            if self.cycle is not before:  # a new request (not an upgrade): not yet run
+                self.cycle.transport = cast(
+                    asyncio.Transport, _CycleTransport(self, self.transport)
+                )
+
+        def send_400_response(self, msg: str) -> None:
+            self.flush_held()
+            super().send_400_response(msg)
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
             self._header_bytes = 0
 
         def on_response_complete(self) -> None:
+            self.flush_held()  # a head without a body (HEAD, 204, 304) goes out now
             super().on_response_complete()
             self._disarm()  # the keep-alive timeout takes over until the next request
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            self._held = None
             if self._peer is not None:
                 peers.leave(self._peer)
                 self._peer = None

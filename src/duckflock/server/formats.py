@@ -259,14 +259,16 @@ def result_json(result: Result) -> dict[str, Any]:
     return {**result_json_head(result), **table_json(result.table)}
 
 
+# one encoder for every answer (json.dumps with options builds a new one per call)
+_ENCODER = json.JSONEncoder(default=values.plain, separators=(",", ":"), allow_nan=False)
+
+
 def dumps(payload: Any) -> bytes:
     """Strict JSON (never NaN or Infinity: a non-finite float becomes null)."""
     try:
-        text = json.dumps(payload, default=values.plain, separators=(",", ":"), allow_nan=False)
+        text = _ENCODER.encode(payload)
     except ValueError:
-        text = json.dumps(
-            values.clean(payload), default=values.plain, separators=(",", ":"), allow_nan=False
-        )
+        text = _ENCODER.encode(values.clean(payload))
     return text.encode()
 
 

@@ -241,6 +241,9 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+_UNCOUNTED: contextlib.nullcontext[None] = contextlib.nullcontext()  # reusable, async too
+
+
 class ByteBudget:
     """Bytes of request bodies (weighted by parse cost) the server holds at once
     (HTTP only: the event loop's)."""
@@ -252,12 +255,17 @@ class ByteBudget:
         self.used = 0
         self._freed: asyncio.Condition | None = None
 
-    @contextlib.asynccontextmanager
-    async def hold(self, size: int) -> AsyncIterator[None]:
+    def hold(self, size: int) -> contextlib.AbstractAsyncContextManager[None]:
+        """``size`` bytes held while in the block (waiting for room, within the queue
+        timeout); a body at most ``free_below`` is not counted (no bookkeeping at all:
+        the one-row ingest path takes this every request)."""
         size = min(size, self.total)  # one body alone may always use the whole budget
         if size <= self.free_below:  # small bodies: not worth the bookkeeping
-            yield
-            return
+            return _UNCOUNTED
+        return self._counted(size)
+
+    @contextlib.asynccontextmanager
+    async def _counted(self, size: int) -> AsyncIterator[None]:
         if self._freed is None:
             self._freed = asyncio.Condition()
         async with self._freed:

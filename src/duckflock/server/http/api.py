@@ -315,7 +315,9 @@ class HttpApi:
 
     async def ingest(self, request: Request) -> Response:
         table = request.path_params["table"]
-        wait = policy.flag(request.query_params.get("wait"), "wait", default=True)
+        # no query string (the usual case): no parser built for it
+        raw_wait = request.query_params.get("wait") if request.scope.get("query_string") else None
+        wait = policy.flag(raw_wait, "wait", default=True)
         kind, limit = self.bodies.ingest_kind(request)
         reason = self.service.ingest_refusal()
         if reason is not None:

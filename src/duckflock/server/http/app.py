@@ -12,7 +12,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from duckflock.database import Database
 from duckflock.errors import DuckflockError, ForbiddenError
@@ -52,6 +53,38 @@ def _needs(role: str, endpoint: Endpoint, checked: bool) -> Endpoint:
     return guarded
 
 
+class HotRoutes:
+    """The route table's ``hot`` routes, dispatched ahead of Starlette's exception layer
+    and router: the same endpoint behind the same role check, and the same rendering of
+    a :class:`DuckflockError`, without the router's walk over every route's pattern and
+    the per-request wrappers around it (what else escapes goes to the edge's 500, as
+    from the router). Sits inside the auth and edge middleware, so both still apply."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        hot: list[tuple[Route, Endpoint]],
+        render: Callable[[DuckflockError], Response],
+    ) -> None:
+        self.app = app
+        self.hot = hot
+        self.render = render
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route, endpoint in self.hot:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child, route=route)  # what the router leaves for the edge
+                    try:
+                        response = await endpoint(Request(scope, receive, send))
+                    except DuckflockError as exc:
+                        response = self.render(exc)
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     db: Database,
     settings: ServerSettings | None = None,
@@ -88,11 +121,13 @@ def create_app(
         if on_shutdown is not None:
             await run_in_threadpool(on_shutdown)
 
+    routes, hot = _routes(api)
     app = Starlette(
-        routes=starlette_routes(api),
+        routes=routes,
         exception_handlers={DuckflockError: on_duckflock_error, HTTPException: on_http_error},
         lifespan=lifespan,
     )
+    app.add_middleware(HotRoutes, hot=hot, render=api.render_error)
     app.add_middleware(
         AuthMiddleware,
         tokens=service.tokens,
@@ -115,6 +150,13 @@ def create_app(
 def starlette_routes(api: HttpApi) -> list[Route]:
     """The Starlette routes of the route table, each handler behind its role check;
     one Starlette route per path (a 405's Allow header names all its methods)."""
+    return _routes(api)[0]
+
+
+def _routes(api: HttpApi) -> tuple[list[Route], list[tuple[Route, Endpoint]]]:
+    """The Starlette routes, and the hot ones' (route, endpoint) for :class:`HotRoutes`
+    (a hot route's path serves that one method: another method reaches the router,
+    which answers 405)."""
     checked = bool(api.service.tokens)
     by_path: dict[str, dict[str, Endpoint]] = {}
     for spec in ROUTES:
@@ -122,7 +164,11 @@ def starlette_routes(api: HttpApi) -> list[Route]:
         if spec.role is not None:
             endpoint = _needs(spec.role, endpoint, checked)
         by_path.setdefault(spec.path, {})[spec.method] = endpoint
-    return [
-        Route(path, _by_method(endpoints), methods=list(endpoints))
+    routes = {
+        path: Route(path, _by_method(endpoints), methods=list(endpoints))
         for path, endpoints in by_path.items()
-    ]
+    }
+    hot = [(routes[s.path], by_path[s.path][s.method]) for s in ROUTES if s.hot]
+    if any(len(routes[route.path].methods or ()) > 1 for route, _ in hot):
+        raise ValueError("a hot route's path serves one method")
+    return list(routes.values()), hot

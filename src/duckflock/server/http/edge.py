@@ -19,6 +19,7 @@ from duckflock.errors import DuckflockError
 from duckflock.server.metrics import Metrics
 
 log = logging.getLogger("duckflock.server")
+_COUNTERS_KEPT = 1024  # request counters kept at hand (the rest are looked up each time)
 
 
 class Edge:
@@ -31,6 +32,9 @@ class Edge:
         self.app = app
         self.metrics = metrics
         self.render = render
+        # (method, route, status) -> its counter: labels() takes a lock and builds the
+        # key each time; bounded (methods, route templates and statuses are few)
+        self._counters: dict[tuple[str, str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,4 +68,13 @@ class Edge:
         finally:
             # the router leaves the matched route in the scope
             route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], route, str(status or 499)).inc()
+            self._count(scope["method"], route, str(status or 499))
+
+    def _count(self, method: str, route: str, status: str) -> None:
+        key = (method, route, status)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self.metrics.requests.labels(method, route, status)
+            if len(self._counters) < _COUNTERS_KEPT:
+                self._counters[key] = counter
+        counter.inc()
