@@ -563,3 +563,21 @@ def test_malformed_messages_from_every_role_end_cleanly(served: ServerProcess, r
                 pass  # the server closed it after saying why
     with pgclients.connect("psycopg", _pg(served), ROLES[role]) as client:
         assert client.query("SELECT 7") == [(7,)]
+
+
+def test_a_forwarded_for_header_does_not_choose_the_address(served: ServerProcess) -> None:
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default: any local process (or a
+    # remote client through a proxy that passes the header on) could name a new address
+    # each try and never be slowed. The server keys the back-off on the socket's peer.
+    spoofed = "10.66.66.66"
+    mine = "failed authentication over http from 127.0.0.1"
+    before = served.output().count(mine)
+    with httpx.Client(base_url=served.url, timeout=30) as http:
+        headers = {"Authorization": "Bearer guess-0123456789abcdef", "X-Forwarded-For": spoofed}
+        assert http.get("/v1/tables", headers=headers).status_code == 401
+    deadline = time.monotonic() + 10
+    while served.output().count(mine) == before and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the child's log, bounded: not synchronisation of ours
+    log = served.output()
+    assert spoofed not in log
+    assert log.count(mine) == before + 1

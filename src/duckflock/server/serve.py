@@ -294,6 +294,10 @@ def serve(
             per_peer=max_connections_per_peer,
         ),
         timeout_keep_alive=5,
+        # the peer is the socket's: X-Forwarded-For (trusted from 127.0.0.1 by uvicorn's
+        # default) would let any local process, or a client whose proxy passes the header
+        # on, pick a new address each try and escape the back-off and per-peer limits
+        proxy_headers=False,
         timeout_graceful_shutdown=max(1, int(shutdown_timeout // 3)),
     )
     # uvicorn's handlers exist now: every one of them hides secrets, the known tokens too
