@@ -1,0 +1,103 @@
+"""The touched-groups fold: a refresh that merges only the groups the new rows land in.
+
+A refresh after 10,000 new rows changes a handful of groups (the new rows of a time
+series land in ~10 second-buckets), yet merging the whole state with the new rows'
+partials re-aggregates every group: its cost follows the number of groups, not the new
+rows. Where the plan has a ``touch`` query (:mod:`duckflock.live.plan.queries`), a
+refresh instead
+
+1. runs it over the state — with its row positions (``__r``) — and the new rows: DuckDB
+   computes the new rows' partials, finds the state rows of the same groups by a semi
+   join (DuckDB decides key equality) and merges only those, giving for each touched
+   group its merged partials, its outputs (``__o…``, ``__keep``) and the state row it
+   replaces (``__r``; NULL for a new group);
+2. splices those rows into the state and into the kept outputs (:class:`Kept`: the
+   outputs of every state row, aligned with it), with pyarrow: unchanged groups are
+   copied, not re-aggregated;
+3. reads the result from the kept outputs (HAVING is a filter of ``__keep``).
+
+The first refresh after a rebuild runs the whole-state ``refresh`` query once, which
+gives every group's outputs to keep. A plan with ORDER BY, OFFSET or LIMIT has no
+``touch`` query (a rank depends on every group), nor one whose keys have several forms
+(-0.0 and 0.0, collations: the kept state's value must win, see queries.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from duckflock.live.fold.query import over_arrow
+
+ROW = "__r"  # a state row's position, given to the touch query and returned by it
+CHUNKS = 16  # past this many chunks, the kept state and outputs are made contiguous
+
+
+@dataclass(frozen=True)
+class Kept:
+    """The outputs of each row of ``state``, aligned with it, and what the last fold
+    merged. Valid only for that very table: any other step that replaces the state
+    (rebuild, retention, window, the pyarrow fold) leaves it behind, and the next
+    refresh runs the whole-state query again."""
+
+    state: pa.Table
+    outputs: pa.Table  # __o… (and __keep, with HAVING) per state row
+    merged: int = -1  # kept state rows the last touch query merged (-1: the whole state)
+
+
+def output_columns(outputs: int, filtered: bool) -> list[str]:
+    """The columns of the outputs of ``outputs`` output columns, and HAVING's flag."""
+    return [f"__o{i}" for i in range(outputs)] + (["__keep"] if filtered else [])
+
+
+def touched(
+    cursor: duckdb.DuckDBPyConnection,
+    sql: str,
+    kept: Kept,
+    delta: pa.Table,
+    state_columns: tuple[str, ...],
+) -> Kept | None:
+    """The kept state and outputs with ``delta`` folded into the groups it touches by
+    the touch query ``sql``; None where its rows do not fit the kept tables' types
+    (the whole-state query then decides)."""
+    state, outputs = kept.state, kept.outputs
+    positions = pc.subtract(
+        pc.cumulative_sum(pa.repeat(pa.scalar(1, pa.int64()), state.num_rows)), 1
+    )
+    merged = over_arrow(cursor, sql, state.append_column(ROW, positions), delta)
+    replaced = pc.drop_null(merged[ROW])
+    try:
+        new_rows = _conform(merged.select(list(state_columns)), state.schema)
+        new_outputs = _conform(merged.select(outputs.column_names), outputs.schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if len(replaced):
+        unchanged = pc.invert(pc.is_in(positions, value_set=replaced.combine_chunks()))
+        state, outputs = state.filter(unchanged), outputs.filter(unchanged)
+    state = pa.concat_tables([state, new_rows])
+    outputs = pa.concat_tables([outputs, new_outputs])
+    if state.num_columns and state.column(0).num_chunks > CHUNKS:
+        state, outputs = state.combine_chunks(), outputs.combine_chunks()
+    return Kept(state, outputs, len(replaced))
+
+
+def result(outputs: pa.Table, names: tuple[str, ...], filtered: bool) -> pa.Table:
+    """The result from every group's outputs (a plan with a touch query has no ORDER BY,
+    OFFSET or LIMIT: HAVING is the only step)."""
+    if filtered:
+        outputs = outputs.filter(pc.fill_null(outputs["__keep"], False))
+    table = outputs.select([f"__o{i}" for i in range(len(names))])
+    return table.rename_columns(list(names))
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` under ``schema``'s names and types (a safe cast: a value that does not
+    fit raises)."""
+    arrays = [
+        column if column.type == field.type else pc.cast(column, field.type)
+        for column, field in zip(table.columns, schema, strict=True)
+    ]
+    return pa.Table.from_arrays(arrays, schema=schema)
