@@ -70,8 +70,9 @@ def touched(
     merged = over_arrow(cursor, sql, state.append_column(ROW, positions), delta)
     replaced = pc.drop_null(merged[ROW])
     try:
-        new_rows = _conform(merged.select(list(state_columns)), state.schema)
-        new_outputs = _conform(merged.select(outputs.column_names), outputs.schema)
+        # a safe cast: a value that does not fit raises
+        new_rows = merged.select(list(state_columns)).cast(state.schema)
+        new_outputs = merged.select(outputs.column_names).cast(outputs.schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if len(replaced):
@@ -91,13 +92,3 @@ def result(outputs: pa.Table, names: tuple[str, ...], filtered: bool) -> pa.Tabl
         outputs = outputs.filter(pc.fill_null(outputs["__keep"], False))
     table = outputs.select([f"__o{i}" for i in range(len(names))])
     return table.rename_columns(list(names))
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` under ``schema``'s names and types (a safe cast: a value that does not
-    fit raises)."""
-    arrays = [
-        column if column.type == field.type else pc.cast(column, field.type)
-        for column, field in zip(table.columns, schema, strict=True)
-    ]
-    return pa.Table.from_arrays(arrays, schema=schema)
