@@ -47,12 +47,12 @@ def merge_fold(
     analysis: Analysis, plan: Plan, state: pa.Table, delta: pa.Table
 ) -> tuple[pa.Table, pa.Table]:
     """(state, result) with ``delta`` folded in by DuckDB: only the groups it touches
-    where the plan has a touch query and the kept outputs belong to ``state``
-    (:mod:`duckflock.live.fold.touch`), else the whole state (then keeping every
+    where the plan has a touch query, the kept outputs belong to ``state`` and it has
+    enough groups (:mod:`duckflock.live.fold.touch`), else the whole state (then keeping every
     group's outputs for the next fold)."""
     run = analysis.state
     kept = run.kept
-    if plan.touch and kept is not None and kept.state is state:
+    if plan.touch and kept is not None and touch.applies(kept, state):
         folded = touch.touched(run.cursor, plan.touch, kept, delta, plan.state_columns)
         if folded is not None:
             run.kept = folded
