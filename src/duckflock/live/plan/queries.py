@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
 from duckflock.core.names import Identity
 from duckflock.live.fold.arrow import ArrowPlan
@@ -150,7 +149,8 @@ class Queries:
             new_partials = partial_over(self._from_delta)
             touch = with_outputs(_touch_sql(state_rows, new_partials, key_names, shown + merged))
         self._delta_build = with_outputs(partial_over(self._from_delta))
-        if touch and not self._binds(touch, state_names):
+        typed_state = [(n, str(k)) for n, k in zip(state_names, state_types, strict=True)]
+        if touch and not self._binds(touch, typed_state):
             touch = ""
         return Plan(
             table=self._source,
@@ -200,17 +200,20 @@ class Queries:
         except duckdb.Error as exc:
             raise _not_running(exc) from exc
 
-    def _binds(self, touch: str, state_names: list[str]) -> bool:
-        """Whether the touch query runs over no rows (else the whole-state refresh does
-        every fold: a missed optimisation, never a wrong result)."""
+    def _binds(self, touch: str, state: list[tuple[str, str]]) -> bool:
+        """Whether the touch query binds over an empty state of the ``state`` columns
+        (name, DuckDB type) and no new rows (else the whole-state refresh does every
+        fold: a missed optimisation, never a wrong result). Bound, not run: its merges
+        and outputs are the refresh's, which :meth:`probe` runs."""
         cursor = self._cursor
+        columns = ", ".join(f"CAST(NULL AS {kind}) AS {name}" for name, kind in state)
         try:
+            empty = cursor.execute(f"SELECT {columns}, CAST(NULL AS BIGINT) AS {ROW} LIMIT 0")
+            rows = empty.to_arrow_table()
             with self._empty_delta():
-                state = cursor.execute(self._delta_build).to_arrow_table().select(state_names)
-                rows = state.append_column(ROW, pa.array([], pa.int64()))
                 cursor.register(STATE, rows)
                 try:
-                    cursor.execute(touch).fetchall()
+                    cursor.sql(touch)  # binds it
                 finally:
                     with contextlib.suppress(duckdb.Error):
                         cursor.unregister(STATE)
