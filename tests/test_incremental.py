@@ -18,6 +18,7 @@ import duckflock
 from duckflock import ParserError, QueryError, RowRejectedError
 from duckflock.core.names import Identity
 from duckflock.live import internals
+from duckflock.live.fold import touch
 from duckflock.live.plan.incremental import inspect
 
 TABLE = """CREATE SEQUENCE IF NOT EXISTS seq; CREATE TABLE t (
@@ -531,3 +532,42 @@ def test_ties_keep_the_older_row_as_a_scan_of_a_small_table_does() -> None:
         result = db.refresh("ties")
         assert result.mode == "incremental"
         assert result.rows() == db.execute(sql).fetchall() == [("a", 1, 1, 1, 1), ("b", 1, 1, 1, 1)]
+
+
+def test_a_refresh_merges_only_the_groups_the_new_rows_land_in() -> None:
+    """Issue 21: a DuckDB-planned refresh merges the state rows of the groups its new
+    rows land in, not every group (the seam: ``State.kept.merged``, the kept state rows
+    the last touch query merged), and its result stays a full run's: HAVING flips both
+    ways, a new group, a NULL key, count(DISTINCT …), a sketch and a winner."""
+    sql = (
+        "SELECT g % 100000 AS b, count(*) AS c, sum(n) AS s, count(DISTINCT k) AS d, "
+        "approx_count_distinct(k) AS a, arg_max(v, seq) AS latest FROM t "
+        "GROUP BY 1 HAVING count(*) % 2 = 0"
+    )
+
+    def rows(first: int, count: int, groups: list[int | None]) -> list[dict[str, Any]]:
+        return [
+            {"k": f"k{i % 7}", "g": groups[i % len(groups)], "n": i, "v": float(i), "seq": i}
+            for i in range(first, first + count)
+        ]
+
+    with duckflock.connect() as db:
+        db.execute(TABLE)
+        groups = touch.GROUPS + 500  # enough for the touch query to apply
+        db.insert("t", rows(0, groups * 2, list(range(groups))))  # 2 rows per group
+        db.analysis("buckets", sql)
+        db.refresh("buckets")  # the state is built
+        kept = internals.analysis(db, "buckets").state
+        rounds: list[tuple[list[int | None], int]] = [
+            ([5, 6, 7], -1),  # the first fold after a build merges the whole state
+            ([5, 9], 2),  # two groups of thousands (group 5's HAVING flips back to true…)
+            ([5, None, -3], 1),  # …and to false; a NULL key and a new group: 1 merged
+            ([None, -3, 11], 3),  # the NULL group and the new one are kept rows now
+        ]
+        for first, (landing, merged) in enumerate(rounds, start=1):
+            db.insert("t", rows(first * 1_000_000, len(landing), landing))
+            result = db.refresh("buckets")
+            assert result.error is None and result.mode == "incremental"
+            assert kept.kept is not None and kept.kept.merged == merged
+            assert sorted(result.rows(), key=repr) == sorted(db.execute(sql).fetchall(), key=repr)
+        assert kept.state is not None and kept.state.num_rows == groups + 2

@@ -31,6 +31,7 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.live.changes import ChangeLog, Touched
+from duckflock.live.fold.touch import Kept
 from duckflock.live.plan.incremental import Shape
 from duckflock.live.results import Mailbox, Mode, Result
 
@@ -153,6 +154,7 @@ class State:
     fast: bool = True  # the pyarrow fold may be used (see Plan.arrow)
     touched: Touched | None = None  # the groups the last run changed (None: any)
     snapshot: int | None = None  # on a lake: the snapshot the state describes
+    kept: Kept | None = None  # every group's outputs, for folds of touched groups
     mode: Mode | None = None  # how the last run ran, and why
     reason: str = ""
 

@@ -26,15 +26,14 @@ from duckflock.core.wide import description_types, named_types, repair
 from duckflock.live.changes import Touched, difference, signed
 from duckflock.live.clock import Clock
 from duckflock.live.fold.arrow import OutputKind
-from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.retention import retract
 from duckflock.live.lakefeed import LakeFeed
 from duckflock.live.pinned import FAILED, FIRST, Pinned
 from duckflock.live.plan.incremental import inspect
-from duckflock.live.plan.plans import DISTINCT_LIMIT, Plan, split
+from duckflock.live.plan.plans import DISTINCT_LIMIT, Plan
 from duckflock.live.record import Analysis
 from duckflock.live.results import Mode, Result, log
-from duckflock.live.steps import arrow_fold, fold_in, outputs
+from duckflock.live.steps import arrow_fold, fold_in, merge_fold, outputs
 
 
 def touched(plan: Plan, rows: list[pa.Table]) -> Touched | None:
@@ -202,7 +201,7 @@ class Refresher:
                         if plan.joined:
                             folded = self._pinned.joined_fold(analysis, plan, state, delta)
                         else:
-                            folded = split(plan, over_arrow(run.cursor, plan.refresh, state, delta))
+                            folded = merge_fold(analysis, plan, state, delta)
                     if folded is None:  # a joined table changed meanwhile: rebuild
                         return self._incremental(analysis, plan)
                     state, table = folded

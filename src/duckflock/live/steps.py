@@ -12,6 +12,7 @@ import contextlib
 import duckdb
 import pyarrow as pa
 
+from duckflock.live.fold import touch
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.plan.plans import Plan, split
 from duckflock.live.record import Analysis
@@ -42,6 +43,27 @@ def arrow_fold(
         return None
 
 
+def merge_fold(
+    analysis: Analysis, plan: Plan, state: pa.Table, delta: pa.Table
+) -> tuple[pa.Table, pa.Table]:
+    """(state, result) with ``delta`` folded in by DuckDB: only the groups it touches
+    where the plan has a touch query, the kept outputs belong to ``state`` and it has
+    enough groups (:mod:`duckflock.live.fold.touch`), else the whole state (then keeping every
+    group's outputs for the next fold)."""
+    run = analysis.state
+    kept = run.kept
+    if plan.touch and kept is not None and touch.applies(kept, state):
+        folded = touch.touched(run.cursor, plan.touch, kept, delta, plan.state_columns)
+        if folded is not None:
+            run.kept = folded
+            return folded.state, touch.result(folded.outputs, plan.outputs, plan.filtered)
+    merged = over_arrow(run.cursor, plan.refresh, state, delta)
+    new_state, table = split(plan, merged)
+    columns = touch.output_columns(len(plan.outputs), plan.filtered)
+    run.kept = touch.Kept(new_state, merged.select(columns)) if plan.touch else None
+    return new_state, table
+
+
 def fold_in(
     analysis: Analysis, plan: Plan, state: pa.Table | None, delta: pa.Table
 ) -> tuple[pa.Table, pa.Table]:
@@ -52,7 +74,7 @@ def fold_in(
     if folded is None:
         analysis.check()
         assert state is not None
-        folded = split(plan, over_arrow(analysis.state.cursor, plan.refresh, state, delta))
+        folded = merge_fold(analysis, plan, state, delta)
     return folded
 
 

@@ -48,6 +48,9 @@ class Plan:
     joined: frozenset[Identity] = frozenset()  # dimension tables: a write rebuilds
     retract: Retraction | None = None  # how deleted rows leave the state (retention.py)
     finish: str = ""  # the outputs of STATE alone, already merged (one Arrow scan, no GROUP BY)
+    # the merge of only the groups DELTA lands in, with STATE's row positions
+    # (duckflock.live.fold.touch); "" where a rank or a key's form needs every group
+    touch: str = ""
 
     def oversized(self, state: pa.Table) -> str | None:
         """Why the state is too big to keep (its distinct sets), or None."""

@@ -16,6 +16,7 @@ from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.query import lost_types, typed
 from duckflock.live.fold.retraction import KEYS, hidden_partials, retraction
 from duckflock.live.fold.states import NotIncremental, Partial, PartialKind, Slots
+from duckflock.live.fold.touch import ROW
 from duckflock.live.plan.arrowpath import collated
 from duckflock.live.plan.plans import DELTA, STATE, Plan
 from duckflock.live.plan.trees import Renderer, plain_column
@@ -142,13 +143,22 @@ class Queries:
         def with_outputs(state_sql: str) -> str:
             return f"WITH __merged AS ({state_sql}) SELECT *, {', '.join(extras)} FROM __merged"
 
+        touch = ""
+        if key_names and not order and not offset and limit is None and not forms and not joined:
+            state_rows = typed(STATE, [*state_names, ROW], state_lost)
+            new_partials = partial_over(self._from_delta)
+            touch = with_outputs(_touch_sql(state_rows, new_partials, key_names, shown + merged))
         self._delta_build = with_outputs(partial_over(self._from_delta))
+        typed_state = [(n, str(k)) for n, k in zip(state_names, state_types, strict=True)]
+        if touch and not self._binds(touch, typed_state):
+            touch = ""
         return Plan(
             table=self._source,
             pin=f"SELECT 1 FROM {self._source.sql} LIMIT 0",
             build=with_outputs(partial_over(self._from_build)),
             refresh=with_outputs(merge_sql),
             finish=with_outputs(f"SELECT {', '.join(state_names)} FROM {state}"),
+            touch=touch,
             state_columns=tuple(key_names + [f"__p{i}" for i in range(len(partials))]),
             outputs=self._columns,
             filtered=having is not None,
@@ -190,6 +200,27 @@ class Queries:
         except duckdb.Error as exc:
             raise _not_running(exc) from exc
 
+    def _binds(self, touch: str, state: list[tuple[str, str]]) -> bool:
+        """Whether the touch query binds over an empty state of the ``state`` columns
+        (name, DuckDB type) and no new rows (else the whole-state refresh does every
+        fold: a missed optimisation, never a wrong result). Bound, not run: its merges
+        and outputs are the refresh's, which :meth:`probe` runs."""
+        cursor = self._cursor
+        columns = ", ".join(f"CAST(NULL AS {kind}) AS {name}" for name, kind in state)
+        try:
+            empty = cursor.execute(f"SELECT {columns}, CAST(NULL AS BIGINT) AS {ROW} LIMIT 0")
+            rows = empty.to_arrow_table()
+            with self._empty_delta():
+                cursor.register(STATE, rows)
+                try:
+                    cursor.sql(touch)  # binds it
+                finally:
+                    with contextlib.suppress(duckdb.Error):
+                        cursor.unregister(STATE)
+        except duckdb.Error:
+            return False
+        return True
+
     @contextlib.contextmanager
     def _empty_delta(self) -> Iterator[None]:
         """The new rows registered as none of the fact table's (to bind and probe)."""
@@ -201,6 +232,21 @@ class Queries:
         finally:
             with contextlib.suppress(duckdb.Error):
                 cursor.unregister(DELTA)
+
+
+def _touch_sql(state: str, delta: str, keys: list[str], merged: list[str]) -> str:
+    """The merge of the groups the new rows (``delta``: their partials) land in with
+    the state rows of the same keys, found by a semi join (DuckDB's key equality,
+    NULL keys equal), each with the state row it replaces (``__r``, NULL: a new group);
+    see :mod:`duckflock.live.fold.touch`."""
+    on = " AND ".join(f"__s.{k} IS NOT DISTINCT FROM __n.{k}" for k in keys)
+    return (
+        f"WITH __n AS MATERIALIZED ({delta}) "
+        f"SELECT {', '.join(merged)}, min({ROW}) AS {ROW} FROM ("
+        f"SELECT __s.*, 0 AS __d FROM {state} AS __s SEMI JOIN __n ON {on} "
+        f"UNION ALL SELECT *, CAST(NULL AS BIGINT) AS {ROW}, 1 AS __d FROM __n) "
+        f"GROUP BY {', '.join(keys)}"
+    )
 
 
 def _plain_columns(
