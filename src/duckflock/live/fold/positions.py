@@ -1,0 +1,98 @@
+"""Merging the new rows' partials into a pyarrow state by position, group by group.
+
+A refresh's new rows touch few of the state's groups, and usually only groups the state
+has already. Rather than grouping the whole state again with the partials (a hash
+aggregation over every group), :func:`merge_touched` finds each touched group's row in
+the state by its key, merges the two rows' partials column by column (a count or sum
+adds, a min or max keeps the smaller or larger), appends the groups the state had not
+seen, and keeps every untouched group's row as it is: as zero-copy slices of the old
+state when the touched rows are few (:data:`MAX_SLICES`), else copied by one filter —
+never aggregated again. Used by :meth:`duckflock.live.fold.arrow.ArrowPlan.merge` for
+one key column and partials in the state's own types (not exact sums, which merge in
+``decimal256`` with an overflow check); anything else groups the two tables.
+
+The state's row order is not the query's (an ORDER BY is applied to the result), so
+moving the touched groups to the end changes nothing a reader sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from duckflock.live.fold.states import PartialKind
+
+MAX_SLICES = 32  # touched groups past which the untouched rows are copied by a filter
+MAX_CHUNKS = 64  # chunks past which the state is made one chunk again
+
+
+def merge_touched(
+    state: pa.Table, partial: pa.Table, kinds: Sequence[PartialKind]
+) -> pa.Table | None:
+    """The state with ``partial`` merged in; None where this cannot merge them (the
+    caller groups the two tables then). ``state`` and ``partial`` have the same schema:
+    the key ``__k0`` (unique in each), then one partial per ``kinds``."""
+    if state.schema != partial.schema or state.num_columns != len(kinds) + 1:
+        return None
+    at = pc.index_in(partial.column(0), value_set=state.column(0))  # null matches null
+    fresh = None
+    if at.null_count:  # groups the state had not seen: their partials are their state
+        seen = pc.is_valid(at)
+        fresh = partial.filter(pc.invert(seen))
+        partial, at = partial.filter(seen), at.filter(seen)
+    if partial.num_rows == 0:
+        return _compact(pa.concat_tables([state, fresh])) if fresh is not None else state
+    old = state.take(at)
+    try:
+        columns = [partial.column(0)] + [
+            _combine(kind, old.column(i + 1), partial.column(i + 1)) for i, kind in enumerate(kinds)
+        ]
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError):  # no element-wise merge
+        return None
+    merged = pa.Table.from_arrays(columns, schema=state.schema)
+    kept = _untouched(state, at, partial.column(0))
+    return _compact(pa.concat_tables([t for t in (kept, merged, fresh) if t is not None]))
+
+
+def _combine(
+    kind: PartialKind, old: pa.ChunkedArray, new: pa.ChunkedArray
+) -> pa.ChunkedArray | pa.Array:
+    """One partial of the touched groups: the state's ``old`` merged with ``new``."""
+    if kind in (PartialKind.COUNT_ALL, PartialKind.COUNT):
+        return pc.add(old, new)  # counts are never null
+    if kind is PartialKind.SUM:  # a sum of no values is null: the other side then
+        return pc.coalesce(pc.add(old, new), old, new)
+    if kind is PartialKind.MIN:
+        return pc.min_element_wise(old, new)  # skipping nulls, as min does
+    if kind is PartialKind.MAX:
+        return pc.max_element_wise(old, new)
+    raise pa.ArrowNotImplementedError(f"no element-wise merge of {kind}")
+
+
+def _untouched(
+    state: pa.Table, at: pa.ChunkedArray | pa.Array, keys: pa.ChunkedArray
+) -> pa.Table | None:
+    """The state's rows other than those at positions ``at`` (the groups ``keys``):
+    zero-copy slices between them when they are few, else one filter. None when every
+    row is touched."""
+    if len(at) == state.num_rows:
+        return None  # every group (keys are unique in both tables)
+    if len(at) <= MAX_SLICES:
+        slices, start = [], 0
+        for position in sorted(at.to_pylist()):
+            if position > start:
+                slices.append(state.slice(start, position - start))
+            start = position + 1
+        if start < state.num_rows:
+            slices.append(state.slice(start))
+        return pa.concat_tables(slices) if slices else None
+    return state.filter(pc.invert(pc.is_in(state.column(0), value_set=keys)))
+
+
+def _compact(state: pa.Table) -> pa.Table:
+    """``state`` as one chunk per column once it has many (slices add chunks)."""
+    if state.num_rows and state.column(0).num_chunks > MAX_CHUNKS:
+        return state.combine_chunks()
+    return state
