@@ -2,14 +2,15 @@
 
 A refresh's new rows touch few of the state's groups, and usually only groups the state
 has already. Rather than grouping the whole state again with the partials (a hash
-aggregation over every group), :func:`merge_touched` finds each touched group's row in
-the state by its key, merges the two rows' partials column by column (a count or sum
-adds, a min or max keeps the smaller or larger), appends the groups the state had not
-seen, and keeps every untouched group's row as it is: as zero-copy slices of the old
-state when the touched rows are few (:data:`MAX_SLICES`), else copied by one filter —
-never aggregated again. Used by :meth:`duckflock.live.fold.arrow.ArrowPlan.merge` for
-one key column and partials in the state's own types (not exact sums, which merge in
-``decimal256`` with an overflow check); anything else groups the two tables.
+aggregation over every group), :func:`merge_touched` looks each state row's key up
+among the touched groups' keys (only those are hashed; each state row is one probe),
+merges the two rows' partials column by column (a count or sum adds, a min or max keeps
+the smaller or larger), appends the groups the state had not seen, and keeps every
+untouched group's row as it is: as zero-copy slices of the old state when the touched
+rows are few (:data:`MAX_SLICES`), else copied by one filter — never aggregated again.
+Used by :meth:`duckflock.live.fold.arrow.ArrowPlan.merge` for one key column and
+partials in the state's own types (not exact sums, which merge in ``decimal256`` with
+an overflow check); anything else groups the two tables.
 
 The state's row order is not the query's (an ORDER BY is applied to the result), so
 moving the touched groups to the end changes nothing a reader sees.
@@ -33,27 +34,31 @@ def merge_touched(
 ) -> pa.Table | None:
     """The state with ``partial`` merged in; None where this cannot merge them (the
     caller groups the two tables then). ``state`` and ``partial`` have the same schema:
-    the key ``__k0`` (unique in each), then one partial per ``kinds``."""
+    the key ``__k0`` (unique in each), then one partial per ``kinds``.
+
+    Only the touched groups' keys are hashed: each state row looks its key up among
+    them (a probe per state row, no aggregation)."""
     if state.schema != partial.schema or state.num_columns != len(kinds) + 1:
         return None
-    at = pc.index_in(partial.column(0), value_set=state.column(0))  # null matches null
-    fresh = None
-    if at.null_count:  # groups the state had not seen: their partials are their state
-        seen = pc.is_valid(at)
-        fresh = partial.filter(pc.invert(seen))
-        partial, at = partial.filter(seen), at.filter(seen)
-    if partial.num_rows == 0:
-        return _compact(pa.concat_tables([state, fresh])) if fresh is not None else state
-    old = state.take(at)
+    at = pc.index_in(state.column(0), value_set=partial.column(0))  # null matches null
+    matched = len(at) - at.null_count
+    if matched == 0:  # only new groups: their partials are their state
+        return _compact(pa.concat_tables([state, partial]))
+    touched = None if matched == state.num_rows else pc.is_valid(at)
+    old = state if touched is None else state.filter(touched)
+    new = partial.take(at if touched is None else at.filter(touched))
     try:
-        columns = [partial.column(0)] + [
-            _combine(kind, old.column(i + 1), partial.column(i + 1)) for i, kind in enumerate(kinds)
+        columns = [old.column(0)] + [
+            _combine(kind, old.column(i + 1), new.column(i + 1)) for i, kind in enumerate(kinds)
         ]
     except (pa.ArrowNotImplementedError, pa.ArrowTypeError):  # no element-wise merge
         return None
-    merged = pa.Table.from_arrays(columns, schema=state.schema)
-    kept = _untouched(state, at, partial.column(0))
-    return _compact(pa.concat_tables([t for t in (kept, merged, fresh) if t is not None]))
+    parts = [] if touched is None else [_untouched(state, touched, matched)]
+    parts.append(pa.Table.from_arrays(columns, schema=state.schema))
+    if matched < partial.num_rows:  # and groups the state had not seen
+        seen = pc.is_in(partial.column(0), value_set=old.column(0))
+        parts.append(partial.filter(pc.invert(seen)))
+    return _compact(pa.concat_tables(parts))
 
 
 def _combine(
@@ -71,24 +76,19 @@ def _combine(
     raise pa.ArrowNotImplementedError(f"no element-wise merge of {kind}")
 
 
-def _untouched(
-    state: pa.Table, at: pa.ChunkedArray | pa.Array, keys: pa.ChunkedArray
-) -> pa.Table | None:
-    """The state's rows other than those at positions ``at`` (the groups ``keys``):
-    zero-copy slices between them when they are few, else one filter. None when every
-    row is touched."""
-    if len(at) == state.num_rows:
-        return None  # every group (keys are unique in both tables)
-    if len(at) <= MAX_SLICES:
-        slices, start = [], 0
-        for position in sorted(at.to_pylist()):
-            if position > start:
-                slices.append(state.slice(start, position - start))
-            start = position + 1
-        if start < state.num_rows:
-            slices.append(state.slice(start))
-        return pa.concat_tables(slices) if slices else None
-    return state.filter(pc.invert(pc.is_in(state.column(0), value_set=keys)))
+def _untouched(state: pa.Table, touched: pa.Array | pa.ChunkedArray, count: int) -> pa.Table:
+    """The state's rows other than the ``count`` ones ``touched`` marks: zero-copy
+    slices between them when they are few, else one filter."""
+    if count > MAX_SLICES:
+        return state.filter(pc.invert(touched))
+    slices, start = [], 0
+    for position in pc.indices_nonzero(touched).to_pylist():
+        if position > start:
+            slices.append(state.slice(start, position - start))
+        start = position + 1
+    if start < state.num_rows:
+        slices.append(state.slice(start))
+    return pa.concat_tables(slices) if slices else state.slice(0, 0)
 
 
 def _compact(state: pa.Table) -> pa.Table:
