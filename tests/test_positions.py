@@ -115,3 +115,26 @@ def test_a_partial_kind_without_an_elementwise_merge_is_declined() -> None:
     merged = positions.merge_touched(booleans, booleans.slice(1), [PartialKind.MIN])
     if merged is not None:  # pyarrow merges booleans element-wise, or declines
         assert merged.num_rows == 2
+
+
+def test_exact_sums_merge_by_position() -> None:
+    """A BIGINT's sum (DuckDB's HUGEINT: a decimal in the state) merges by position too,
+    in 256 bits and back with a check: the untouched groups stay where they were, and
+    the sums and averages are DuckDB's. (Past 38 digits the check raises:
+    tests/test_exact.py, test_an_exact_sum_past_38_digits_raises_in_pyarrow.)"""
+    db = duckflock.connect()
+    sql = "SELECT k, count(*) AS n, sum(v) AS s, avg(v) AS mean FROM t GROUP BY k"
+    db.execute("CREATE TABLE t (k INTEGER, v BIGINT)")
+    db.execute("INSERT INTO t SELECT range % 500, range * 1000000007 FROM range(5000)")
+    db.analysis("s", sql, on_change=False)
+    assert db.result("s", min_version=1, timeout=60) is not None
+    run = internals.analysis(db, "s").state
+    before = run.state
+    assert before is not None and pa.types.is_decimal(before.column(2).type)
+    big = 2**62
+    db.insert("t", [(1, 7), (2, -9), (2, None), (600, 1), (3, big), (3, big), (3, big)])
+    result = db.refresh("s", timeout=60)
+    assert result.mode == "incremental", result.reason
+    assert exact(result.table) == exact(db.execute(sql).to_arrow_table())
+    assert run.state is not None and in_buffers(run.state, buffers(before)) == 497
+    db.close()

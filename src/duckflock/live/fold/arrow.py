@@ -11,6 +11,7 @@ columns and types are the ones DuckDB's build query gives, so both paths share i
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from enum import StrEnum
@@ -117,9 +118,13 @@ class ArrowPlan:
         # check: a sum past 38 digits raises (the caller then folds in DuckDB, which
         # raises its own overflow error) instead of wrapping silently
         wide = self.wide(state.schema)
-        if wide is None and len(self.keys) == 1:  # the touched groups, by position
+        if len(self.keys) == 1:  # the touched groups, by position
+            narrow = partial
+            if wide is not None:  # exact sums: one refresh's partials fit the state's type
+                with contextlib.suppress(pa.ArrowInvalid):  # else they group below
+                    narrow = _conform(partial, state.schema)
             kinds = [kind for kind, _ in self.partials]
-            merged = merge_touched(state, partial, kinds)
+            merged = merge_touched(state, narrow, kinds)
             if merged is not None:
                 return merged, self.result(merged)
         both = pa.concat_tables([state if wide is None else _conform(state, wide), partial])

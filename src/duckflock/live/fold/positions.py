@@ -8,9 +8,9 @@ merges the two rows' partials column by column (a count or sum adds, a min or ma
 the smaller or larger), appends the groups the state had not seen, and keeps every
 untouched group's row as it is: as zero-copy slices of the old state when the touched
 rows are few (:data:`MAX_SLICES`), else copied by one filter — never aggregated again.
-Used by :meth:`duckflock.live.fold.arrow.ArrowPlan.merge` for one key column and
-partials in the state's own types (not exact sums, which merge in ``decimal256`` with
-an overflow check); anything else groups the two tables.
+Used by :meth:`duckflock.live.fold.arrow.ArrowPlan.merge` for one key column (exact
+sums add in ``decimal256`` and go back with an overflow check); more keys group the two
+tables.
 
 The state's row order is not the query's (an ORDER BY is applied to the result), so
 moving the touched groups to the end changes nothing a reader sees.
@@ -67,6 +67,12 @@ def _combine(
     """One partial of the touched groups: the state's ``old`` merged with ``new``."""
     if kind in (PartialKind.COUNT_ALL, PartialKind.COUNT):
         return pc.add(old, new)  # counts are never null
+    if kind is PartialKind.SUM and pa.types.is_decimal(old.type):
+        # an exact sum: added in 256 bits, back to the state's type with a check (past
+        # 38 digits it raises, and DuckDB folds instead: it raises its own error)
+        wide = pa.decimal256(old.type.precision, old.type.scale)
+        total = pc.cast(pc.add(pc.cast(old, wide), pc.cast(new, wide)), old.type)
+        return pc.coalesce(total, old, new)
     if kind is PartialKind.SUM:  # a sum of no values is null: the other side then
         return pc.coalesce(pc.add(old, new), old, new)
     if kind is PartialKind.MIN:
