@@ -102,23 +102,28 @@ class ArrowPlan:
             width + i for i, (kind, _) in enumerate(self.partials) if kind is PartialKind.SUM
         )
 
-    def fold(self, state: pa.Table, delta: pa.Table) -> tuple[pa.Table, pa.Table]:
+    def fold(
+        self, state: pa.Table, delta: pa.Table, *, unique: bool = True
+    ) -> tuple[pa.Table, pa.Table]:
         """(new state, result) from the state and the newly stored rows: the new rows'
         partials, one row per group they touch (:meth:`partials_of`), merged into the
-        state's (:meth:`merge`)."""
-        return self.merge(state, self.partials_of(delta, state.schema))
+        state's (:meth:`merge`). ``unique``: the state has one row per group (not a
+        window's buckets, several per group: those are grouped)."""
+        return self.merge(state, self.partials_of(delta, state.schema), unique=unique)
 
-    def merge(self, state: pa.Table, partial: pa.Table) -> tuple[pa.Table, pa.Table]:
+    def merge(
+        self, state: pa.Table, partial: pa.Table, *, unique: bool = True
+    ) -> tuple[pa.Table, pa.Table]:
         """(new state, result) from the state and ``partial``, a table of partials in
         the state's (or the exact sums' wide) schema: by position where one key column
-        holds the groups (:func:`~duckflock.live.fold.positions.merge_touched`: the
-        untouched groups are neither aggregated nor, mostly, copied), else by grouping
-        the two tables."""
+        holds the groups and the state has one row per group (``unique``:
+        :func:`~duckflock.live.fold.positions.merge_touched`: the untouched groups are
+        neither aggregated nor, mostly, copied), else by grouping the two tables."""
         # exact sums merge in decimal256, then go back to the state's decimal128 with a
         # check: a sum past 38 digits raises (the caller then folds in DuckDB, which
         # raises its own overflow error) instead of wrapping silently
         wide = self.wide(state.schema)
-        if len(self.keys) == 1:  # the touched groups, by position
+        if unique and len(self.keys) == 1:  # the touched groups, by position
             narrow = partial
             if wide is not None:  # exact sums: one refresh's partials fit the state's type
                 with contextlib.suppress(pa.ArrowInvalid):  # else they group below
