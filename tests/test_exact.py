@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import duckflock
 from duckflock.live import internals
-from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
+from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind, unlike_duckdb
 from duckflock.live.fold.averages import (
     SPLITTING,
     divided_in_long_double,
@@ -358,6 +358,22 @@ def test_the_probes_tell_the_widths_apart() -> None:
         assert quotient(total, count, 64) != quotient(total, count, 53)
     with duckdb.connect() as con:
         assert long_double_bits(con) in (53, 64)
+
+
+@pytest.mark.parametrize("kind", [pa.float32(), pa.float64()])
+def test_nan_and_negative_zero_are_found_wherever_they_hide(kind: pa.DataType) -> None:
+    """The pyarrow fold's check (``unlike_duckdb``) sums a column to find NaN: a NaN
+    beside both infinities (whose sum is NaN too), a negative NaN and -0.0 among nulls
+    are each found; infinities alone are not NaN, and an empty column holds nothing."""
+    nan, inf = math.nan, math.inf
+    negative_nan = pa.array([-nan], pa.float64()).cast(kind)
+    assert math.copysign(1.0, negative_nan[0].as_py()) < 0
+    found = [[1.0, nan], [inf, -inf, nan], [None, -0.0], [inf, -0.0, -inf]]
+    for values in found:
+        assert unlike_duckdb(pa.array(values, kind)), values
+    assert unlike_duckdb(pa.concat_arrays([pa.array([1.0], kind), negative_nan]))
+    for values in [[], [None], [inf, -inf], [0.0, 1.0, -2.5], [-inf, None]]:
+        assert not unlike_duckdb(pa.array(values, kind)), values
 
 
 def test_an_exact_sum_past_38_digits_raises_in_pyarrow() -> None:

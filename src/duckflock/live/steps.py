@@ -96,5 +96,5 @@ def combined(
     with the rows of the cut buckets folded in (pyarrow for plain shapes)."""
     if plan.arrow is not None and not plan.arrow.has_nan(inside, rows):
         with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
-            return plan.arrow.fold(inside, rows)[1]
+            return plan.arrow.fold(inside, rows, unique=False)[1]  # buckets: grouped
     return split(plan, over_arrow(cursor, plan.refresh, inside, rows))[1]

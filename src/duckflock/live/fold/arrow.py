@@ -11,14 +11,18 @@ columns and types are the ones DuckDB's build query gives, so both paths share i
 
 from __future__ import annotations
 
+import contextlib
+import math
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from duckflock.live.fold.averages import Inexact, quotient
+from duckflock.live.fold.positions import merge_touched
 from duckflock.live.fold.states import PartialKind
 
 _MERGE = {
@@ -64,70 +68,151 @@ class ArrowPlan:
     def has_nan(self, state: pa.Table, delta: pa.Table) -> bool:
         """Whether a floating column the fold reads holds NaN or -0.0 (the new rows' keys
         and arguments, the state's keys and partials): there pyarrow and DuckDB differ
-        (DuckDB groups NaN with NaN and -0.0 with 0.0, ranks NaN above every number)."""
-        used = {column for column in self.keys} | {c for _, c in self.partials if c}
-        columns = [delta[name] for name in used if name in delta.column_names]
-        columns += list(state.columns)
-        return any(
-            pa.types.is_floating(column.type)
-            and (pc.any(pc.is_nan(column)).as_py() or _signed_zero(column))
-            for column in columns
+        (DuckDB groups NaN with NaN and -0.0 with 0.0, ranks NaN above every number).
+        The columns of one type are checked together (:func:`unlike_duckdb`)."""
+        names = delta.column_names
+        columns = [delta[name] for name in self.read if name in names]
+        columns += state.columns
+        by_type: dict[pa.DataType, list[pa.Array]] = {}
+        for column in columns:
+            if pa.types.is_floating(column.type) and column.num_chunks:
+                by_type.setdefault(column.type, []).extend(column.chunks)
+        return any(unlike_duckdb(pa.concat_arrays(chunks)) for chunks in by_type.values())
+
+    @cached_property
+    def read(self) -> frozenset[str]:
+        """The new rows' columns the fold reads: the keys and the partials' arguments."""
+        return frozenset(self.keys) | {column for _, column in self.partials if column}
+
+    @cached_property
+    def key_names(self) -> list[str]:
+        """The state's key columns."""
+        return [f"__k{i}" for i in range(len(self.keys))]
+
+    @cached_property
+    def merges(self) -> list[tuple[str, str]]:
+        """How the state's partials merge with the new rows' (``__p{i}``, aggregate)."""
+        return [(f"__p{i}", _MERGE[kind]) for i, (kind, _) in enumerate(self.partials)]
+
+    @cached_property
+    def sums(self) -> frozenset[int]:
+        """The state's columns (positions) that hold sums."""
+        width = len(self.keys)
+        return frozenset(
+            width + i for i, (kind, _) in enumerate(self.partials) if kind is PartialKind.SUM
         )
 
-    def fold(self, state: pa.Table, delta: pa.Table) -> tuple[pa.Table, pa.Table]:
-        """(new state, result) from the state and the newly stored rows."""
-        aggregations: list[tuple[Any, ...]] = []
-        extra: dict[str, pa.ChunkedArray] = {}
-        for i, (kind, column) in enumerate(self.partials):
-            source = column if column is not None else (self.keys[0] if self.keys else None)
-            if source is None:  # count(*) without keys: any column counts every row
-                source = delta.column_names[0]
-            values = delta[source]
-            if kind is PartialKind.SUM and (
-                pa.types.is_integer(values.type) or pa.types.is_decimal(values.type)
-            ):
-                source = f"__s{i}"  # exact, like DuckDB's HUGEINT and DECIMAL(38, s)
-                extra[source] = exact_terms(values)
-            elif (
-                kind is PartialKind.SUM
-                and pa.types.is_floating(values.type)
-                and values.type != pa.float64()
-            ):
-                source = f"__s{i}"  # DuckDB sums FLOAT as DOUBLE
-                extra[source] = pc.cast(values, pa.float64())
-            if kind is PartialKind.COUNT_ALL:
-                aggregations.append((source, "count", pc.CountOptions(mode="all")))
-            elif kind is PartialKind.COUNT:
-                aggregations.append((source, "count", pc.CountOptions(mode="only_valid")))
-            else:
-                aggregations.append((source, _MERGE[kind]))
-        rows = delta
-        for name, values in extra.items():
-            rows = rows.append_column(name, values)
+    def fold(
+        self, state: pa.Table, delta: pa.Table, *, unique: bool = True
+    ) -> tuple[pa.Table, pa.Table]:
+        """(new state, result) from the state and the newly stored rows: the new rows'
+        partials, one row per group they touch (:meth:`partials_of`), merged into the
+        state's (:meth:`merge`). ``unique``: the state has one row per group (not a
+        window's buckets, several per group: those are grouped)."""
+        return self.merge(state, self.partials_of(delta, state.schema), unique=unique)
+
+    def merge(
+        self, state: pa.Table, partial: pa.Table, *, unique: bool = True
+    ) -> tuple[pa.Table, pa.Table]:
+        """(new state, result) from the state and ``partial``, a table of partials in
+        the state's (or the exact sums' wide) schema: by position where one key column
+        holds the groups and the state has one row per group (``unique``:
+        :func:`~duckflock.live.fold.positions.merge_touched`: the untouched groups are
+        neither aggregated nor, mostly, copied), else by grouping the two tables."""
         # exact sums merge in decimal256, then go back to the state's decimal128 with a
         # check: a sum past 38 digits raises (the caller then folds in DuckDB, which
         # raises its own overflow error) instead of wrapping silently
-        sums = {
-            len(self.keys) + i
-            for i, (kind, _) in enumerate(self.partials)
-            if kind is PartialKind.SUM
-        }
-        wide = pa.schema(
-            [
-                field.with_type(exact_sum_type(field.type))
-                if at in sums and pa.types.is_decimal(field.type)
-                else field
-                for at, field in enumerate(state.schema)
-            ]
-        )
-        partial = _conform(_aggregate(rows, list(self.keys), aggregations), wide)
-        merges = [(f"__p{i}", _MERGE[kind]) for i, (kind, _) in enumerate(self.partials)]
-        keys = [f"__k{i}" for i in range(len(self.keys))]
-        both = pa.concat_tables([_conform(state, wide), partial])
-        merged = _conform(_aggregate(both, keys, merges), state.schema)
+        wide = self.wide(state.schema)
+        if unique and len(self.keys) == 1:  # the touched groups, by position
+            narrow = partial
+            if wide is not None:  # exact sums: one refresh's partials fit the state's type
+                with contextlib.suppress(pa.ArrowInvalid):  # else they group below
+                    narrow = _conform(partial, state.schema)
+            kinds = [kind for kind, _ in self.partials]
+            merged = merge_touched(state, narrow, kinds)
+            if merged is not None:
+                return merged, self.result(merged)
+        both = pa.concat_tables([state if wide is None else _conform(state, wide), partial])
+        merged = _conform(_aggregate(both, self.key_names, self.merges), state.schema)
         return merged, self.result(merged)
 
+    def wide(self, schema: pa.Schema) -> pa.Schema | None:
+        """``schema`` with its exact sums widened to :func:`exact_sum_type`; None when it
+        holds no decimal sum (the partials merge in the state's types)."""
+        if not any(pa.types.is_decimal(schema.field(at).type) for at in self.sums):
+            return None
+        return pa.schema(
+            [
+                field.with_type(exact_sum_type(field.type))
+                if at in self.sums and pa.types.is_decimal(field.type)
+                else field
+                for at, field in enumerate(schema)
+            ]
+        )
+
+    def partials_of(self, delta: pa.Table, schema: pa.Schema) -> pa.Table:
+        """The partials of the rows ``delta``, one row per group they touch, in the
+        state's ``schema`` (exact sums widened: :meth:`wide`). A partial asked twice
+        (an avg's sum beside a sum of the same column) is aggregated once, and so is a
+        count of a column without nulls beside count(*)."""
+        aggregations: list[tuple[Any, ...]] = []
+        found: dict[tuple[PartialKind, str], int] = {}  # (partial, source) -> aggregation
+        picks: list[int] = []
+        rows = delta
+        anyone = self.keys[0] if self.keys else delta.column_names[0]  # for count(*)
+        for i, (kind, column) in enumerate(self.partials):
+            source = column if column is not None else anyone
+            if kind is PartialKind.COUNT and not delta[source].null_count:
+                kind, source = PartialKind.COUNT_ALL, anyone  # the same count as count(*)
+            at = found.get((kind, source))
+            if at is None:
+                at = found[(kind, source)] = len(aggregations)
+                aggregation = self._aggregation(i, kind, delta[source], source)
+                if aggregation[0] != source:  # a sum over other terms
+                    rows = rows.append_column(aggregation[0], self._terms(delta[source]))
+                aggregations.append(aggregation)
+            picks.append(at)
+        grouped = _aggregate(rows, list(self.keys), aggregations)
+        width = len(self.keys)
+        columns = grouped.columns
+        chosen = columns[:width] + [columns[width + at] for at in picks]
+        return _conform(
+            pa.Table.from_arrays(
+                chosen, names=grouped.column_names[:width] + [f"__p{i}" for i in range(len(picks))]
+            ),
+            self.wide(schema) or schema,
+        )
+
+    @staticmethod
+    def _terms(values: pa.ChunkedArray) -> pa.ChunkedArray:
+        """What a sum of ``values`` adds up: exact terms for integers and decimals (like
+        DuckDB's HUGEINT and DECIMAL(38, s)), doubles for FLOAT (DuckDB sums FLOAT as
+        DOUBLE)."""
+        if pa.types.is_floating(values.type):
+            return pc.cast(values, pa.float64())
+        return exact_terms(values)
+
+    @staticmethod
+    def _aggregation(
+        i: int, kind: PartialKind, values: pa.ChunkedArray, source: str
+    ) -> tuple[Any, ...]:
+        """pyarrow's aggregation for partial ``i`` of the new rows (``values``, the
+        column ``source``): (column, function[, options]), the column an added one
+        (``__s{i}``) where a sum needs other terms (:meth:`_terms`)."""
+        if kind is PartialKind.SUM and (
+            pa.types.is_integer(values.type)
+            or pa.types.is_decimal(values.type)
+            or (pa.types.is_floating(values.type) and values.type != pa.float64())
+        ):
+            source = f"__s{i}"
+        if kind is PartialKind.COUNT_ALL:
+            return (source, "count", pc.CountOptions(mode="all"))
+        if kind is PartialKind.COUNT:
+            return (source, "count", pc.CountOptions(mode="only_valid"))
+        return (source, _MERGE[kind])
+
     def result(self, state: pa.Table) -> pa.Table:
+        """The query's result from a state: its outputs, ordered and sliced."""
         arrays = []
         for output, field in zip(self.outputs, self.schema, strict=True):
             if output.kind is OutputKind.KEY:
@@ -137,23 +222,25 @@ class ArrowPlan:
             elif output.kind is OutputKind.EXACT_AVG:
                 value = _exact_avg(state, output)
             else:
-                total = pc.cast(state[f"__p{output.index}"], pa.float64())
-                count = pc.cast(state[f"__p{output.count}"], pa.float64())
+                total = _as(state[f"__p{output.index}"], pa.float64())
+                count = _as(state[f"__p{output.count}"], pa.float64())
                 value = pc.if_else(pc.equal(count, 0), None, pc.divide(total, count))
-            arrays.append(pc.cast(value, field.type))
-        names = [f"__o{i}" for i in range(len(arrays))]  # output names may repeat
-        table = pa.Table.from_arrays(arrays, names=names)
+            arrays.append(_as(value, field.type))
+        table = pa.Table.from_arrays(arrays, names=list(self.names))  # names may repeat
         if self.order:
+            ordered = pa.Table.from_arrays(
+                [arrays[i] for i, _ in self.order], names=[f"__o{i}" for i, _ in self.order]
+            )
             indices = pc.sort_indices(
-                table,
+                ordered,
                 sort_keys=[
-                    (names[i], "descending" if desc else "ascending") for i, desc in self.order
+                    (f"__o{i}", "descending" if desc else "ascending") for i, desc in self.order
                 ],
             )  # nulls last, pyarrow's default and DuckDB's for either direction
             table = table.take(indices)
         if self.offset or self.limit is not None:
             table = table.slice(self.offset, self.limit)
-        return table.rename_columns(list(self.names))
+        return table
 
 
 EXACT_AVG_ROWS = 10_000  # past this, a Python loop over the groups costs more than DuckDB
@@ -212,13 +299,21 @@ def exact_sum_type(kind: pa.DataType) -> pa.DataType:
     raise TypeError(f"no exact sum of {kind}")
 
 
-def _signed_zero(column: pa.ChunkedArray) -> bool:
-    """Whether a floating column holds -0.0 (its sign bit set on a zero)."""
-    bits = {2: pa.int16(), 4: pa.int32(), 8: pa.int64()}[column.type.byte_width]
-    lowest = -(1 << (bits.bit_width - 1))
-    return any(
-        pc.any(pc.equal(chunk.view(bits), lowest)).as_py() for chunk in column.chunks if len(chunk)
-    )
+def unlike_duckdb(values: pa.Array) -> bool:
+    """Whether floating ``values`` hold NaN or -0.0, in two passes: a NaN makes the sum
+    NaN (so do infinities of both signs: then each value is looked at), and -0.0's bits
+    are the smallest signed integer of its width (no other float's are)."""
+    total = pc.sum(values).as_py()
+    if total is not None and math.isnan(total) and pc.any(pc.is_nan(values)).as_py():
+        return True
+    bits = {2: pa.int16(), 4: pa.int32(), 8: pa.int64()}[values.type.byte_width]
+    lowest = pc.min(values.view(bits)).as_py()
+    return lowest is not None and lowest == -(1 << (bits.bit_width - 1))
+
+
+def _as(values: pa.ChunkedArray | pa.Array, kind: pa.DataType) -> pa.ChunkedArray | pa.Array:
+    """``values`` cast to ``kind`` (as they are when they have that type)."""
+    return values if values.type == kind else pc.cast(values, kind)
 
 
 def _aggregate(table: pa.Table, keys: list[str], aggregations: list[tuple[Any, ...]]) -> pa.Table:
@@ -234,8 +329,7 @@ def _aggregate(table: pa.Table, keys: list[str], aggregations: list[tuple[Any, .
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table``'s columns, in order, under ``schema``'s names and types."""
-    arrays = [
-        column if column.type == field.type else pc.cast(column, field.type)
-        for column, field in zip(table.columns, schema, strict=True)
-    ]
+    if table.schema == schema:
+        return table
+    arrays = [_as(column, field.type) for column, field in zip(table.columns, schema, strict=True)]
     return pa.Table.from_arrays(arrays, schema=schema)
