@@ -5,7 +5,7 @@ column instead of one Python call per value.
 binary array (NULL stays null), spelled byte for byte as the per-value dumpers of the
 family modules spell them (a differential test holds the two together). Rows those
 spellings cannot be computed for at once (infinities, years before 1 or past 9999, a
-time of 24:00:00, floats Arrow spells in another notation than Python's ``repr``) are
+time of 24:00:00, floats Arrow spells in another notation than PostgreSQL) are
 handed to ``per_value``: the per-value dumpers, for those rows only. A column whose type
 has no whole-column form here gives None, and the caller encodes it value by value.
 """
@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from duckflock.server import temporal
 from duckflock.server.pgwire.types.adapt import Format
+from duckflock.server.pgwire.types.numeric import FIXED_BELOW_EXPONENT, FIXED_FROM_EXPONENT
 from duckflock.server.pgwire.types.table import Oid
 
 # some rows of a column -> their wire values, encoded one by one (None: NULL)
@@ -141,30 +142,40 @@ def _integers(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> 
 
 
 def _floats(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> pa.Array:
-    numbers = _numbers(column, _dtype(column.type))
+    # float4 in float32 (its shortest digits are float32's), float8 in float64
+    width = pa.float32() if oid == Oid.FLOAT4 else pa.float64()
+    if column.type != width:
+        column = column.cast(width)
+    numbers = _numbers(column, _dtype(width))
     if binary:
         return _fixed(numbers.astype(">f4" if oid == Oid.FLOAT4 else ">f8"), column)
-    # Python's repr, as the per-value dumper spells them: Arrow spells the same shortest
-    # digits in the same notation from 1e-4 to 1e10, without repr's ".0" on integral
-    # values; the rest (and NaN, the infinities) go one by one
-    doubles = numbers.astype(np.float64)
+    # PostgreSQL's text (numeric.float_text): Arrow's cast spells the same shortest
+    # digits, in fixed notation from 1e-4 (PostgreSQL's too) to 1e10 (PostgreSQL's:
+    # 1e15, float4 1e6), in the same exponent notation past 1e10 and below 1e-10 (below
+    # that, one exponent digit: 1e-7). Rows where they differ go one by one; but
+    # float8's integral values from 1e10 to 1e15 (epoch milliseconds) are their integer.
+    one = numbers.dtype.type
+    fixed_low, arrow_high = one(10.0**FIXED_FROM_EXPONENT), one(1e10)
+    fixed_high = one(10.0 ** FIXED_BELOW_EXPONENT[oid])
     with np.errstate(invalid="ignore"):
-        size = np.abs(doubles)
-        special = ~((size >= 1e-4) & (size < 1e10) | (size == 0))
-    with np.errstate(invalid="ignore"):  # Arrow spells 100, repr 100.0
-        integral = (doubles == np.trunc(doubles)) & ~special
+        size = np.abs(numbers)
+        agreed = (
+            (size == 0)
+            | (size >= fixed_low) & (size < min(fixed_high, arrow_high))
+            | (size < one(1e-10))
+            | (size >= max(fixed_high, arrow_high)) & (size != np.inf)
+        )
+        integral = (size >= arrow_high) & (size < fixed_high) & (numbers == np.trunc(numbers))
+    special = ~agreed & ~integral  # and NaN
     if column.null_count:
         valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
         special &= valid
         integral &= valid
-    blanked = _blank(column, special)
-    if blanked.type != pa.float64():
-        blanked = blanked.cast(pa.float64())
-    text = _utf8(blanked.cast(pa.string()))
+    text = _utf8(_blank(column, special | integral).cast(pa.string()))
     if integral.any():
         mask = pa.array(integral)
-        whole = pc.binary_join_element_wise(text.filter(mask), b".0", b"")
-        text = pc.replace_with_mask(text, mask, whole)
+        whole = pa.array(numbers[integral].astype(np.int64)).cast(pa.string())
+        text = pc.replace_with_mask(text, mask, _utf8(whole))
     return _patch(text, special, column, per_value)
 
 
@@ -250,24 +261,37 @@ def _intervals(column: pa.Array, binary: bool) -> pa.Array:
         wire = np.empty(len(parts), dtype=_INTERVAL_WIRE)
         wire["micros"], wire["days"], wire["months"] = micros, parts["days"], parts["months"]
         return _fixed(wire.view("V16"), column)
-    # {months} mons {days} days [-]HH:MM:SS[.ffffff]
+    # PostgreSQL's text (datetime.interval_text): its shown parts joined by spaces
+    months = parts["months"].astype(np.int64)
+    years = np.abs(months) // 12 * np.sign(months)  # toward zero, as interval_fields
+    fields = ((years, "year"), (months - years * 12, "mon"), (parts["days"], "day"))
+    shown: list[pa.Array] = []
+    before = np.zeros(len(parts), dtype=bool)  # the last field shown is negative
+    for value, unit in fields:
+        plus = pa.array(np.where(before & (value > 0), "+", ""))
+        plural = pa.array(np.where(value == 1, "", "s"))
+        text = pc.binary_join_element_wise(plus, _digits(value), f" {unit}", plural, "")
+        shown.append(pc.if_else(pa.array(value != 0), text, pa.scalar(None, pa.string())))
+        before = np.where(value != 0, value < 0, before)
+    empty = (months == 0) & (parts["days"] == 0)
     seconds, fraction = np.divmod(np.abs(micros), 1_000_000)
-    valid = pc.is_valid(column)
-
-    def digits(numbers: np.ndarray, width: int = 0) -> pa.Array:
-        text = pa.array(numbers).cast(pa.string())
-        return pc.utf8_lpad(text, width, "0") if width else text
-
-    hours = pc.binary_join_element_wise(
-        digits(seconds // 3600, 2), digits(seconds // 60 % 60, 2), digits(seconds % 60, 2), ":"
+    sign = pa.array(np.where(micros < 0, "-", np.where(before, "+", "")))
+    clock = pc.binary_join_element_wise(
+        _digits(seconds // 3600, 2), _digits(seconds // 60 % 60, 2), _digits(seconds % 60, 2), ":"
     )
-    clock = pc.binary_join_element_wise(pc.if_else(pa.array(micros < 0), "-", ""), hours, "")
-    point = pc.binary_join_element_wise(".", digits(fraction, 6), "")
-    tail = pc.if_else(pa.array(fraction != 0), point, "")
-    text = pc.binary_join_element_wise(
-        digits(parts["months"]), " mons ", digits(parts["days"]), " days ", clock, tail, ""
+    point = pc.utf8_rtrim(pc.binary_join_element_wise(".", _digits(fraction, 6), ""), "0")
+    clock = pc.binary_join_element_wise(
+        sign, clock, pc.if_else(pa.array(fraction != 0), point, ""), ""
     )
-    return _utf8(pc.if_else(valid, text, pa.scalar(None, pa.string())))
+    shown.append(pc.if_else(pa.array((micros != 0) | empty), clock, pa.scalar(None, pa.string())))
+    text = pc.binary_join_element_wise(*shown, " ", null_handling="skip")
+    return _utf8(pc.if_else(pc.is_valid(column), text, pa.scalar(None, pa.string())))
+
+
+def _digits(numbers: np.ndarray, width: int = 0) -> pa.Array:
+    """Integers as decimal text, zero-padded to ``width``."""
+    text = pa.array(numbers).cast(pa.string())
+    return pc.utf8_lpad(text, width, "0") if width else text
 
 
 def _hex(column: pa.Array) -> pa.Array:

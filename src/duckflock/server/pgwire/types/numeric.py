@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import decimal
+import math
 import struct
 from typing import Any
+
+import numpy as np
 
 from duckflock.server.pgwire.types.adapt import I2, I4, I8, Adapter
 from duckflock.server.pgwire.types.table import Oid
@@ -16,12 +19,54 @@ def _int_text(value: Any) -> bytes:
     return str(value).encode()
 
 
-def _float_text(value: float) -> bytes:
-    if value != value:
+# PostgreSQL's float4out/float8out (extra_float_digits 1, its default since 12): the
+# shortest digits that read back as the same float4/float8 (Ryu), in fixed notation when
+# the first digit's decimal exponent is from -4 up to (not including) this, else as
+# 1.5e+15 / 1e-05 (a sign and at least two exponent digits, as C's %e)
+FIXED_BELOW_EXPONENT: dict[int, int] = {Oid.FLOAT4: 6, Oid.FLOAT8: 15}
+FIXED_FROM_EXPONENT = -4
+
+
+def _shortest(value: float, oid: int) -> tuple[str, int]:
+    """The shortest digits of a finite ``value`` > 0 read back as ``oid``'s float (as
+    Python's repr and numpy's float32 str give them), and the first one's exponent."""
+    text = str(np.float32(value)) if oid == Oid.FLOAT4 else repr(value)
+    if "e" in text:
+        mantissa, exponent = text.split("e")
+        return mantissa.replace(".", ""), int(exponent)
+    whole, fraction = text.split(".")
+    if whole != "0":
+        return (whole + fraction).rstrip("0"), len(whole) - 1
+    digits = fraction.lstrip("0")
+    return digits.rstrip("0"), len(digits) - len(fraction) - 1
+
+
+def float_text(value: float, oid: int) -> bytes:
+    """A float4 or float8 as PostgreSQL's text spells it (``100``, ``1e+15``, ``-0``,
+    ``0.1`` for float4's 0.1, ``NaN``, ``-Infinity``)."""
+    if math.isnan(value):
         return b"NaN"
-    if value in (float("inf"), float("-inf")):
+    if math.isinf(value):
         return b"Infinity" if value > 0 else b"-Infinity"
-    return repr(value).encode()
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return f"{sign}0".encode()
+    digits, exponent = _shortest(abs(value), oid)
+    if not FIXED_FROM_EXPONENT <= exponent < FIXED_BELOW_EXPONENT[oid]:
+        head = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{sign}{head}e{exponent:+03d}".encode()
+    if exponent < 0:
+        return f"{sign}0.{'0' * (-exponent - 1)}{digits}".encode()
+    whole, fraction = digits[: exponent + 1].ljust(exponent + 1, "0"), digits[exponent + 1 :]
+    return f"{sign}{whole}.{fraction}".encode() if fraction else f"{sign}{whole}".encode()
+
+
+def _float4_text(value: float) -> bytes:
+    return float_text(value, Oid.FLOAT4)
+
+
+def _float8_text(value: float) -> bytes:
+    return float_text(value, Oid.FLOAT8)
 
 
 def _numeric_text(value: Any) -> bytes:
@@ -81,7 +126,7 @@ ADAPTERS = (
     Adapter(Oid.INT4, _int_text, I4.pack, int, _unpacker(I4)),
     Adapter(Oid.INT8, _int_text, I8.pack, int, _unpacker(I8)),
     Adapter(Oid.OID, load_text=int, load_binary=_unpacker(I4)),
-    Adapter(Oid.FLOAT4, _float_text, _F4.pack, float, _unpacker(_F4)),
-    Adapter(Oid.FLOAT8, _float_text, _F8.pack, float, _unpacker(_F8)),
+    Adapter(Oid.FLOAT4, _float4_text, _F4.pack, float, _unpacker(_F4)),
+    Adapter(Oid.FLOAT8, _float8_text, _F8.pack, float, _unpacker(_F8)),
     Adapter(Oid.NUMERIC, _numeric_text, numeric_binary, decimal.Decimal, _numeric_from_binary),
 )
