@@ -20,7 +20,11 @@ import pyarrow.compute as pc
 
 from duckflock.server import temporal
 from duckflock.server.pgwire.types.adapt import Format
-from duckflock.server.pgwire.types.numeric import FIXED_BELOW_EXPONENT, FIXED_FROM_EXPONENT
+from duckflock.server.pgwire.types.numeric import (
+    FIXED_BELOW_EXPONENT,
+    FIXED_FROM_EXPONENT,
+    ROUND_BOUNDS_FROM,
+)
 from duckflock.server.pgwire.types.table import Oid
 
 # some rows of a column -> their wire values, encoded one by one (None: NULL)
@@ -152,8 +156,10 @@ def _floats(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> pa
     # PostgreSQL's text (numeric.float_text): Arrow's cast spells the same shortest
     # digits, in fixed notation from 1e-4 (PostgreSQL's too) to 1e10 (PostgreSQL's:
     # 1e15, float4 1e6), in the same exponent notation past 1e10 and below 1e-10 (below
-    # that, one exponent digit: 1e-7). Rows where they differ go one by one; but
-    # float8's integral values from 1e10 to 1e15 (epoch milliseconds) are their integer.
+    # that, one exponent digit: 1e-7). Rows where they differ go one by one, and those
+    # from 2^53 (float4 2^24) on, where Arrow's digits can be a rounding bound, which
+    # PostgreSQL's are not; but float8's integral values from 1e10 to 1e15 (epoch
+    # milliseconds) are their integer.
     one = numbers.dtype.type
     fixed_low, arrow_high = one(10.0**FIXED_FROM_EXPONENT), one(1e10)
     fixed_high = one(10.0 ** FIXED_BELOW_EXPONENT[oid])
@@ -163,7 +169,7 @@ def _floats(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> pa
             (size == 0)
             | (size >= fixed_low) & (size < min(fixed_high, arrow_high))
             | (size < one(1e-10))
-            | (size >= max(fixed_high, arrow_high)) & (size != np.inf)
+            | (size >= max(fixed_high, arrow_high)) & (size < one(ROUND_BOUNDS_FROM[oid]))
         )
         integral = (size >= arrow_high) & (size < fixed_high) & (numbers == np.trunc(numbers))
     special = ~agreed & ~integral  # and NaN

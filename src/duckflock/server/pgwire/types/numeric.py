@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import decimal
+import fractions
 import math
 import struct
 from typing import Any
@@ -27,18 +28,45 @@ FIXED_BELOW_EXPONENT: dict[int, int] = {Oid.FLOAT4: 6, Oid.FLOAT8: 15}
 FIXED_FROM_EXPONENT = -4
 
 
+# From here on every float4/float8 is an integer whose rounding bounds (half a unit
+# either side) can be decimals as short as its shortest digits: 2^24 and 2^53. Below,
+# a bound is a binary fraction with more digits than any shortest digits have.
+ROUND_BOUNDS_FROM: dict[int, float] = {Oid.FLOAT4: 2.0**24, Oid.FLOAT8: 2.0**53}
+_MOST_DIGITS: dict[int, int] = {Oid.FLOAT4: 9, Oid.FLOAT8: 17}
+_MANTISSA_BITS: dict[int, int] = {Oid.FLOAT4: 24, Oid.FLOAT8: 53}
+
+
 def _shortest(value: float, oid: int) -> tuple[str, int]:
-    """The shortest digits of a finite ``value`` > 0 read back as ``oid``'s float (as
-    Python's repr and numpy's float32 str give them), and the first one's exponent."""
+    """The shortest digits of a finite ``value`` > 0 strictly between its rounding
+    bounds as ``oid``'s float, and the first one's exponent.
+
+    Python's repr and numpy's float32 str give the shortest digits; but where those are
+    a bound itself (which reads back as ``value`` by ties-to-even), PostgreSQL's Ryu
+    takes the shortest digits strictly inside: 2.003485544858745e+16 (a bound) is
+    -2.0034855448587448e+16 there."""
     text = str(np.float32(value)) if oid == Oid.FLOAT4 else repr(value)
+    if value >= ROUND_BOUNDS_FROM[oid] and not _inside(text, value, oid):
+        for count in range(len(text.replace(".", "").split("e")[0]), _MOST_DIGITS[oid] + 1):
+            text = f"{value:.{count - 1}e}"
+            if _inside(text, value, oid):
+                break
     if "e" in text:
         mantissa, exponent = text.split("e")
-        return mantissa.replace(".", ""), int(exponent)
+        return mantissa.replace(".", "").rstrip("0") or "0", int(exponent)
     whole, fraction = text.split(".")
     if whole != "0":
         return (whole + fraction).rstrip("0"), len(whole) - 1
     digits = fraction.lstrip("0")
     return digits.rstrip("0"), len(digits) - len(fraction) - 1
+
+
+def _inside(text: str, value: float, oid: int) -> bool:
+    """Whether the decimal ``text`` is strictly between ``value``'s rounding bounds."""
+    exact, decimal_ = fractions.Fraction(value), fractions.Fraction(text)
+    mantissa, exponent = math.frexp(value)  # a normal value: 0.5 <= mantissa < 1
+    gap = fractions.Fraction(2) ** (exponent - _MANTISSA_BITS[oid])
+    below = gap / 4 if mantissa == 0.5 else gap / 2  # a power of two: a finer step below
+    return exact - below < decimal_ < exact + gap / 2
 
 
 def float_text(value: float, oid: int) -> bytes:
