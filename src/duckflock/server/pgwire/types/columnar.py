@@ -23,7 +23,7 @@ from duckflock.server.pgwire.types.adapt import Format
 from duckflock.server.pgwire.types.numeric import (
     FIXED_BELOW_EXPONENT,
     FIXED_FROM_EXPONENT,
-    ROUND_BOUNDS_FROM,
+    bound_candidates,
 )
 from duckflock.server.pgwire.types.table import Oid
 
@@ -157,9 +157,8 @@ def _floats(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> pa
     # digits, in fixed notation from 1e-4 (PostgreSQL's too) to 1e10 (PostgreSQL's:
     # 1e15, float4 1e6), in the same exponent notation past 1e10 and below 1e-10 (below
     # that, one exponent digit: 1e-7). Rows where they differ go one by one, and those
-    # from 2^53 (float4 2^24) on, where Arrow's digits can be a rounding bound, which
-    # PostgreSQL's are not; but float8's integral values from 1e10 to 1e15 (epoch
-    # milliseconds) are their integer.
+    # whose Arrow digits may be a rounding bound (PostgreSQL's never are); but float8's
+    # integral values from 1e10 to 1e15 (epoch milliseconds) are their integer.
     one = numbers.dtype.type
     fixed_low, arrow_high = one(10.0**FIXED_FROM_EXPONENT), one(1e10)
     fixed_high = one(10.0 ** FIXED_BELOW_EXPONENT[oid])
@@ -169,8 +168,8 @@ def _floats(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> pa
             (size == 0)
             | (size >= fixed_low) & (size < min(fixed_high, arrow_high))
             | (size < one(1e-10))
-            | (size >= max(fixed_high, arrow_high)) & (size < one(ROUND_BOUNDS_FROM[oid]))
-        )
+            | (size >= max(fixed_high, arrow_high)) & (size != np.inf)
+        ) & ~bound_candidates(numbers, oid)
         integral = (size >= arrow_high) & (size < fixed_high) & (numbers == np.trunc(numbers))
     special = ~agreed & ~integral  # and NaN
     if column.null_count:

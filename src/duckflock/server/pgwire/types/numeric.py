@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import decimal
-import fractions
 import math
 import struct
 from typing import Any
@@ -61,12 +60,44 @@ def _shortest(value: float, oid: int) -> tuple[str, int]:
 
 
 def _inside(text: str, value: float, oid: int) -> bool:
-    """Whether the decimal ``text`` is strictly between ``value``'s rounding bounds."""
-    exact, decimal_ = fractions.Fraction(value), fractions.Fraction(text)
+    """Whether the decimal ``text`` is strictly between the rounding bounds of
+    ``value`` (an integer: at least ROUND_BOUNDS_FROM), in quarters of a unit."""
     mantissa, exponent = math.frexp(value)  # a normal value: 0.5 <= mantissa < 1
-    gap = fractions.Fraction(2) ** (exponent - _MANTISSA_BITS[oid])
-    below = gap / 4 if mantissa == 0.5 else gap / 2  # a power of two: a finer step below
-    return exact - below < decimal_ < exact + gap / 2
+    gap = 1 << (exponent - _MANTISSA_BITS[oid])  # at least 2
+    below = gap if mantissa == 0.5 else 2 * gap  # a power of two: a finer step below
+    exact = 4 * int(value)
+    digits, _, power = text.partition("e")
+    whole, _, fraction = digits.partition(".")
+    scale = int(power or 0) - len(fraction)
+    number = int(whole + fraction)
+    if scale < 0:  # a fraction: inside unless it is a quarter's multiple on a bound
+        quarters, rest = divmod(4 * number, 10**-scale)
+        return bool(rest) or exact - below < quarters < exact + 2 * gap
+    return exact - below < 4 * number * 10**scale < exact + 2 * gap
+
+
+def bound_candidates(numbers: np.ndarray, oid: int) -> np.ndarray:
+    """Which of ``numbers`` (oid's floats) may have a rounding bound as their shortest
+    digits (Arrow's cast, Python's repr), which PostgreSQL's are not: a necessary
+    condition, for the columnar path to send only those rows one by one.
+
+    A value at least ROUND_BOUNDS_FROM is ``m * 2^q`` (``m`` the integer mantissa), its
+    bounds ``(2m ± 1) * 2^(q-1)`` (``4m - 1`` below a power of two). Between them lie
+    about ``2^q`` (at least 3/4 of it): a multiple of every ``10^k < 0.75 * 2^q``, so a
+    bound can be shorter only when its odd factor has at least ``k`` factors five."""
+    bits = _MANTISSA_BITS[oid]
+    with np.errstate(invalid="ignore"):  # NaN (signalling ones too)
+        size = np.abs(numbers.astype(np.float64))
+        big = (size >= ROUND_BOUNDS_FROM[oid]) & np.isfinite(size)
+    fraction, exponent = np.frexp(np.where(big, size, 1.0))
+    m = np.ldexp(fraction, bits).astype(np.int64)
+    q = exponent.astype(np.int64) - bits
+    fives = np.floor(q * math.log10(2) + math.log10(0.75) - 1e-9).astype(np.int64)
+    most = int(math.log(2.0 ** (bits + 1), 5))  # more fives than an odd factor holds
+    divisor = 5 ** np.clip(fives, 0, most)
+    down = np.where(m == 1 << (bits - 1), 4 * m - 1, 2 * m - 1)
+    found = ((2 * m + 1) % divisor == 0) | (down % divisor == 0)
+    return big & (fives <= most) & found  # type: ignore[no-any-return]
 
 
 def float_text(value: float, oid: int) -> bytes:
