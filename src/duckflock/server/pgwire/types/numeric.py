@@ -73,7 +73,7 @@ def _inside(text: str, value: float, oid: int) -> bool:
     if scale < 0:  # a fraction: inside unless it is a quarter's multiple on a bound
         quarters, rest = divmod(4 * number, 10**-scale)
         return bool(rest) or exact - below < quarters < exact + 2 * gap
-    return exact - below < 4 * number * 10**scale < exact + 2 * gap
+    return bool(exact - below < 4 * number * 10**scale < exact + 2 * gap)
 
 
 def bound_candidates(numbers: np.ndarray, oid: int) -> np.ndarray:
