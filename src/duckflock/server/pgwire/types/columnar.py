@@ -273,14 +273,16 @@ def _intervals(column: pa.Array, binary: bool) -> pa.Array:
     shown: list[pa.Array] = []
     before = np.zeros(len(parts), dtype=bool)  # the last field shown is negative
     for value, unit in fields:
-        plus = pa.array(np.where(before & (value > 0), "+", ""))
-        plural = pa.array(np.where(value == 1, "", "s"))
+        if not value.any():  # a field no row shows (no months, say)
+            continue
+        plus = pc.if_else(pa.array(before & (value > 0)), "+", "")
+        plural = pc.if_else(pa.array(value == 1), "", "s")
         text = pc.binary_join_element_wise(plus, _digits(value), f" {unit}", plural, "")
         shown.append(pc.if_else(pa.array(value != 0), text, pa.scalar(None, pa.string())))
         before = np.where(value != 0, value < 0, before)
     empty = (months == 0) & (parts["days"] == 0)
     seconds, fraction = np.divmod(np.abs(micros), 1_000_000)
-    sign = pa.array(np.where(micros < 0, "-", np.where(before, "+", "")))
+    sign = pc.if_else(pa.array(micros < 0), "-", pc.if_else(pa.array(before), "+", ""))
     clock = pc.binary_join_element_wise(
         _digits(seconds // 3600, 2), _digits(seconds // 60 % 60, 2), _digits(seconds % 60, 2), ":"
     )
