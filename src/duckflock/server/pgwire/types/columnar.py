@@ -154,34 +154,72 @@ def _floats(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> pa
     if binary:
         return _fixed(numbers.astype(">f4" if oid == Oid.FLOAT4 else ">f8"), column)
     # PostgreSQL's text (numeric.float_text): Arrow's cast spells the same shortest
-    # digits, in fixed notation from 1e-4 (PostgreSQL's too) to 1e10 (PostgreSQL's:
-    # 1e15, float4 1e6), in the same exponent notation past 1e10 and below 1e-10 (below
-    # that, one exponent digit: 1e-7). Rows where they differ go one by one, and those
-    # whose Arrow digits may be a rounding bound (PostgreSQL's never are); but float8's
-    # integral values from 1e10 to 1e15 (epoch milliseconds) are their integer.
+    # digits, in fixed notation from 1e-6 to 1e10 (PostgreSQL's: 1e-4 to 1e15, float4
+    # 1e6), in exponent notation else (one exponent digit down to 1e-9; PostgreSQL at
+    # least two). Where the notations differ the regular expressions of _RESPELL turn
+    # one into the other; float8's integral values from 1e10 to 1e15 (epoch
+    # milliseconds) are their integer; NaN, the infinities and the rows whose Arrow
+    # digits may be a rounding bound (PostgreSQL's never are) go one by one.
     one = numbers.dtype.type
-    fixed_low, arrow_high = one(10.0**FIXED_FROM_EXPONENT), one(1e10)
-    fixed_high = one(10.0 ** FIXED_BELOW_EXPONENT[oid])
+    fixed_low, fixed_high = one(10.0**FIXED_FROM_EXPONENT), one(10.0 ** FIXED_BELOW_EXPONENT[oid])
+    arrow_high, short_exponent = one(1e10), one(1e-10)
     with np.errstate(invalid="ignore"):
         size = np.abs(numbers)
-        agreed = (
-            (size == 0)
-            | (size >= fixed_low) & (size < min(fixed_high, arrow_high))
-            | (size < one(1e-10))
-            | (size >= max(fixed_high, arrow_high)) & (size != np.inf)
-        ) & ~bound_candidates(numbers, oid)
+        special = ~np.isfinite(numbers) | bound_candidates(numbers, oid)
         integral = (size >= arrow_high) & (size < fixed_high) & (numbers == np.trunc(numbers))
-    special = ~agreed & ~integral  # and NaN
+        respelled = (
+            ~special
+            & ~integral
+            & (
+                (size >= short_exponent) & (size < fixed_low)  # 1e-05 (Arrow 0.00001, 1e-7)
+                | (size >= fixed_high) & (size < arrow_high)  # float4's 1.6777216e+07
+                | (size >= arrow_high) & (size < fixed_high)  # float8's 12345678901.5
+            )
+        )
+        # the first digit's decimal exponent (the powers of ten in the float's own type)
+        exponent = np.searchsorted(_POWERS.astype(numbers.dtype), size, side="right") - 11
     if column.null_count:
         valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
         special &= valid
         integral &= valid
-    text = _utf8(_blank(column, special | integral).cast(pa.string()))
+    text = _blank(column, special | integral).cast(pa.string())
+    if respelled.any():
+        for power in np.unique(exponent[respelled]):
+            mask = pa.array(respelled & (exponent == power))
+            part = text.filter(mask)
+            for pattern, replacement in _respelling(int(power)):
+                part = pc.replace_substring_regex(part, pattern, replacement)
+            text = pc.replace_with_mask(text, mask, part)
     if integral.any():
         mask = pa.array(integral)
         whole = pa.array(numbers[integral].astype(np.int64)).cast(pa.string())
-        text = pc.replace_with_mask(text, mask, _utf8(whole))
-    return _patch(text, special, column, per_value)
+        text = pc.replace_with_mask(text, mask, whole)
+    return _patch(_utf8(text), special, column, per_value)
+
+
+_POWERS = np.array([float(f"1e{power}") for power in range(-10, 16)])  # 1e-10 .. 1e15
+
+
+def _respelling(power: int) -> list[tuple[str, str]]:
+    """Regular expressions turning Arrow's text of a float whose first digit's exponent
+    is ``power`` into PostgreSQL's, where their notations differ (a row is matched by
+    one of them): 1.5e-7 -> 1.5e-07; 0.0000123 -> 1.23e-05; float4's 16777216 ->
+    1.6777216e+07 (then the mantissa's trailing zeros and point go: 1.0000000e+07 ->
+    1e+07); float8's 1.23456789015e+10 -> 12345678901.5."""
+    if power <= -7:
+        return [(r"e-(\d)$", r"e-0\1")]
+    if power < 0:
+        zeros = "0" * (-power - 1)
+        return [
+            (rf"^(-?)0\.{zeros}(\d)$", rf"\1\2e{power:+03d}"),
+            (rf"^(-?)0\.{zeros}(\d)(\d+)$", rf"\1\2.\3e{power:+03d}"),
+        ]
+    if power < 10:
+        return [
+            (rf"^(-?)(\d)(\d{{{power}}})(?:\.(\d+))?$", rf"\1\2.\3\4e{power:+03d}"),
+            (r"\.?0+e", "e"),
+        ]
+    return [(rf"^(-?)(\d)\.(\d{{{power}}})(\d+)e\+{power}$", r"\1\2\3.\4")]
 
 
 def _dates(column: pa.Array, binary: bool, per_value: PerValue) -> pa.Array:
