@@ -84,7 +84,8 @@ def bound_candidates(numbers: np.ndarray, oid: int) -> np.ndarray:
     A value at least ROUND_BOUNDS_FROM is ``m * 2^q`` (``m`` the integer mantissa), its
     bounds ``(2m ± 1) * 2^(q-1)`` (``4m - 1`` below a power of two). Between them lie
     about ``2^q`` (at least 3/4 of it): a multiple of every ``10^k < 0.75 * 2^q``, so a
-    bound can be shorter only when its odd factor has at least ``k`` factors five."""
+    bound can be shorter only when its odd factor has at least ``k`` factors five (and
+    one at least: a bound without a trailing zero is never shorter than the value)."""
     bits = _MANTISSA_BITS[oid]
     with np.errstate(invalid="ignore"):  # NaN (signalling ones too)
         size = np.abs(numbers.astype(np.float64))
@@ -94,7 +95,7 @@ def bound_candidates(numbers: np.ndarray, oid: int) -> np.ndarray:
     q = exponent.astype(np.int64) - bits
     fives = np.floor(q * math.log10(2) + math.log10(0.75) - 1e-9).astype(np.int64)
     most = int(math.log(2.0 ** (bits + 1), 5))  # more fives than an odd factor holds
-    divisor = 5 ** np.clip(fives, 0, most)
+    divisor = 5 ** np.clip(fives, 1, most)
     down = np.where(m == 1 << (bits - 1), 4 * m - 1, 2 * m - 1)
     found = ((2 * m + 1) % divisor == 0) | (down % divisor == 0)
     return big & (fives <= most) & found  # type: ignore[no-any-return]
