@@ -5,7 +5,7 @@ column instead of one Python call per value.
 binary array (NULL stays null), spelled byte for byte as the per-value dumpers of the
 family modules spell them (a differential test holds the two together). Rows those
 spellings cannot be computed for at once (infinities, years before 1 or past 9999, a
-time of 24:00:00, floats Arrow spells in another notation than Python's ``repr``) are
+time of 24:00:00, floats Arrow spells in another notation than PostgreSQL) are
 handed to ``per_value``: the per-value dumpers, for those rows only. A column whose type
 has no whole-column form here gives None, and the caller encodes it value by value.
 """
@@ -20,6 +20,11 @@ import pyarrow.compute as pc
 
 from duckflock.server import temporal
 from duckflock.server.pgwire.types.adapt import Format
+from duckflock.server.pgwire.types.numeric import (
+    FIXED_BELOW_EXPONENT,
+    FIXED_FROM_EXPONENT,
+    bound_candidates,
+)
 from duckflock.server.pgwire.types.table import Oid
 
 # some rows of a column -> their wire values, encoded one by one (None: NULL)
@@ -141,31 +146,80 @@ def _integers(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> 
 
 
 def _floats(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> pa.Array:
-    numbers = _numbers(column, _dtype(column.type))
+    # float4 in float32 (its shortest digits are float32's), float8 in float64
+    width = pa.float32() if oid == Oid.FLOAT4 else pa.float64()
+    if column.type != width:
+        column = column.cast(width)
+    numbers = _numbers(column, _dtype(width))
     if binary:
         return _fixed(numbers.astype(">f4" if oid == Oid.FLOAT4 else ">f8"), column)
-    # Python's repr, as the per-value dumper spells them: Arrow spells the same shortest
-    # digits in the same notation from 1e-4 to 1e10, without repr's ".0" on integral
-    # values; the rest (and NaN, the infinities) go one by one
-    doubles = numbers.astype(np.float64)
+    # PostgreSQL's text (numeric.float_text): Arrow's cast spells the same shortest
+    # digits, in fixed notation from 1e-6 to 1e10 (PostgreSQL's: 1e-4 to 1e15, float4
+    # 1e6), in exponent notation else (one exponent digit down to 1e-9; PostgreSQL at
+    # least two). Where the notations differ the regular expressions of _RESPELL turn
+    # one into the other; float8's integral values from 1e10 to 1e15 (epoch
+    # milliseconds) are their integer; NaN, the infinities and the rows whose Arrow
+    # digits may be a rounding bound (PostgreSQL's never are) go one by one.
+    one = numbers.dtype.type
+    fixed_low, fixed_high = one(10.0**FIXED_FROM_EXPONENT), one(10.0 ** FIXED_BELOW_EXPONENT[oid])
+    arrow_high, short_exponent = one(1e10), one(1e-10)
     with np.errstate(invalid="ignore"):
-        size = np.abs(doubles)
-        special = ~((size >= 1e-4) & (size < 1e10) | (size == 0))
-    with np.errstate(invalid="ignore"):  # Arrow spells 100, repr 100.0
-        integral = (doubles == np.trunc(doubles)) & ~special
+        size = np.abs(numbers)
+        special = ~np.isfinite(numbers) | bound_candidates(numbers, oid)
+        integral = (size >= arrow_high) & (size < fixed_high) & (numbers == np.trunc(numbers))
+        respelled = (
+            ~special
+            & ~integral
+            & (
+                (size >= short_exponent) & (size < fixed_low)  # 1e-05 (Arrow 0.00001, 1e-7)
+                | (size >= fixed_high) & (size < arrow_high)  # float4's 1.6777216e+07
+                | (size >= arrow_high) & (size < fixed_high)  # float8's 12345678901.5
+            )
+        )
+        # the first digit's decimal exponent (the powers of ten in the float's own type)
+        exponent = np.searchsorted(_POWERS.astype(numbers.dtype), size, side="right") - 11
     if column.null_count:
         valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
         special &= valid
         integral &= valid
-    blanked = _blank(column, special)
-    if blanked.type != pa.float64():
-        blanked = blanked.cast(pa.float64())
-    text = _utf8(blanked.cast(pa.string()))
+    text = _blank(column, special | integral).cast(pa.string())
+    if respelled.any():
+        for power in np.unique(exponent[respelled]):
+            mask = pa.array(respelled & (exponent == power))
+            part = text.filter(mask)
+            for pattern, replacement in _respelling(int(power)):
+                part = pc.replace_substring_regex(part, pattern, replacement)
+            text = pc.replace_with_mask(text, mask, part)
     if integral.any():
         mask = pa.array(integral)
-        whole = pc.binary_join_element_wise(text.filter(mask), b".0", b"")
+        whole = pa.array(numbers[integral].astype(np.int64)).cast(pa.string())
         text = pc.replace_with_mask(text, mask, whole)
-    return _patch(text, special, column, per_value)
+    return _patch(_utf8(text), special, column, per_value)
+
+
+_POWERS = np.array([float(f"1e{power}") for power in range(-10, 16)])  # 1e-10 .. 1e15
+
+
+def _respelling(power: int) -> list[tuple[str, str]]:
+    """Regular expressions turning Arrow's text of a float whose first digit's exponent
+    is ``power`` into PostgreSQL's, where their notations differ (a row is matched by
+    one of them): 1.5e-7 -> 1.5e-07; 0.0000123 -> 1.23e-05; float4's 16777216 ->
+    1.6777216e+07 (then the mantissa's trailing zeros and point go: 1.0000000e+07 ->
+    1e+07); float8's 1.23456789015e+10 -> 12345678901.5."""
+    if power <= -7:
+        return [(r"e-(\d)$", r"e-0\1")]
+    if power < 0:
+        zeros = "0" * (-power - 1)
+        return [
+            (rf"^(-?)0\.{zeros}(\d)$", rf"\1\2e{power:+03d}"),
+            (rf"^(-?)0\.{zeros}(\d)(\d+)$", rf"\1\2.\3e{power:+03d}"),
+        ]
+    if power < 10:
+        return [
+            (rf"^(-?)(\d)(\d{{{power}}})(?:\.(\d+))?$", rf"\1\2.\3\4e{power:+03d}"),
+            (r"\.?0+e", "e"),
+        ]
+    return [(rf"^(-?)(\d)\.(\d{{{power}}})(\d+)e\+{power}$", r"\1\2\3.\4")]
 
 
 def _dates(column: pa.Array, binary: bool, per_value: PerValue) -> pa.Array:
@@ -250,24 +304,39 @@ def _intervals(column: pa.Array, binary: bool) -> pa.Array:
         wire = np.empty(len(parts), dtype=_INTERVAL_WIRE)
         wire["micros"], wire["days"], wire["months"] = micros, parts["days"], parts["months"]
         return _fixed(wire.view("V16"), column)
-    # {months} mons {days} days [-]HH:MM:SS[.ffffff]
+    # PostgreSQL's text (datetime.interval_text): its shown parts joined by spaces
+    months = parts["months"].astype(np.int64)
+    years = np.abs(months) // 12 * np.sign(months)  # toward zero, as interval_fields
+    fields = ((years, "year"), (months - years * 12, "mon"), (parts["days"], "day"))
+    shown: list[pa.Array] = []
+    before = np.zeros(len(parts), dtype=bool)  # the last field shown is negative
+    for value, unit in fields:
+        if not value.any():  # a field no row shows (no months, say)
+            continue
+        plus = pc.if_else(pa.array(before & (value > 0)), "+", "")
+        plural = pc.if_else(pa.array(value == 1), "", "s")
+        text = pc.binary_join_element_wise(plus, _digits(value), f" {unit}", plural, "")
+        shown.append(pc.if_else(pa.array(value != 0), text, pa.scalar(None, pa.string())))
+        before = np.where(value != 0, value < 0, before)
+    empty = (months == 0) & (parts["days"] == 0)
     seconds, fraction = np.divmod(np.abs(micros), 1_000_000)
-    valid = pc.is_valid(column)
-
-    def digits(numbers: np.ndarray, width: int = 0) -> pa.Array:
-        text = pa.array(numbers).cast(pa.string())
-        return pc.utf8_lpad(text, width, "0") if width else text
-
-    hours = pc.binary_join_element_wise(
-        digits(seconds // 3600, 2), digits(seconds // 60 % 60, 2), digits(seconds % 60, 2), ":"
+    sign = pc.if_else(pa.array(micros < 0), "-", pc.if_else(pa.array(before), "+", ""))
+    clock = pc.binary_join_element_wise(
+        _digits(seconds // 3600, 2), _digits(seconds // 60 % 60, 2), _digits(seconds % 60, 2), ":"
     )
-    clock = pc.binary_join_element_wise(pc.if_else(pa.array(micros < 0), "-", ""), hours, "")
-    point = pc.binary_join_element_wise(".", digits(fraction, 6), "")
-    tail = pc.if_else(pa.array(fraction != 0), point, "")
-    text = pc.binary_join_element_wise(
-        digits(parts["months"]), " mons ", digits(parts["days"]), " days ", clock, tail, ""
+    point = pc.utf8_rtrim(pc.binary_join_element_wise(".", _digits(fraction, 6), ""), "0")
+    clock = pc.binary_join_element_wise(
+        sign, clock, pc.if_else(pa.array(fraction != 0), point, ""), ""
     )
-    return _utf8(pc.if_else(valid, text, pa.scalar(None, pa.string())))
+    shown.append(pc.if_else(pa.array((micros != 0) | empty), clock, pa.scalar(None, pa.string())))
+    text = pc.binary_join_element_wise(*shown, " ", null_handling="skip")
+    return _utf8(pc.if_else(pc.is_valid(column), text, pa.scalar(None, pa.string())))
+
+
+def _digits(numbers: np.ndarray, width: int = 0) -> pa.Array:
+    """Integers as decimal text, zero-padded to ``width``."""
+    text = pa.array(numbers).cast(pa.string())
+    return pc.utf8_lpad(text, width, "0") if width else text
 
 
 def _hex(column: pa.Array) -> pa.Array:

@@ -106,15 +106,37 @@ def _interval_parts(value: Any) -> tuple[int, int, int]:
     return int(value.months), int(value.days), int(value.nanoseconds) // 1000
 
 
+def interval_fields(months: int) -> tuple[int, int]:
+    """Years and months of a month count, each with its sign (C's division, toward
+    zero, as PostgreSQL's interval2tm: -13 months is -1 years -1 mons)."""
+    years = abs(months) // 12 * (-1 if months < 0 else 1)
+    return years, months - years * 12
+
+
+def interval_text(months: int, days: int, micros: int) -> str:
+    """An interval as PostgreSQL's text spells it with its default IntervalStyle
+    ``postgres`` (EncodeInterval): ``1 year 2 mons 3 days 04:05:06.5``, ``-1 days
+    +02:00:00``, ``00:00:00``. Each nonzero field is shown, plural unless 1; a positive
+    field after a negative one is signed ``+``; the clock is shown when it is not zero
+    or nothing else is."""
+    parts: list[str] = []
+    before = False  # the last field shown is negative
+    years, months = interval_fields(months)
+    for value, unit in ((years, "year"), (months, "mon"), (days, "day")):
+        if value:
+            plus = "+" if before and value > 0 else ""
+            parts.append(f"{plus}{value} {unit}{'' if value == 1 else 's'}")
+            before = value < 0
+    if micros or not parts:
+        sign = "-" if micros < 0 else "+" if before else ""
+        seconds, micro = divmod(abs(micros), 1_000_000)
+        clock = f"{sign}{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        parts.append(f"{clock}.{micro:06d}".rstrip("0") if micro else clock)
+    return " ".join(parts)
+
+
 def _interval_text(value: Any) -> bytes:
-    months, days, micros = _interval_parts(value)
-    sign = "-" if micros < 0 else ""
-    micros = abs(micros)
-    seconds, micro = divmod(micros, 1_000_000)
-    clock = f"{sign}{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-    if micro:
-        clock += f".{micro:06d}"
-    return f"{months} mons {days} days {clock}".encode()
+    return interval_text(*_interval_parts(value)).encode()
 
 
 def _micros_since_2000(value: Any) -> int:

@@ -1,0 +1,181 @@
+"""Differential test against a real PostgreSQL: the Postgres port spells float4, float8
+and interval values in text (DataRow, COPY text and CSV) byte for byte as PostgreSQL 15
+spells the same values (hypothesis; DUCKFLOCK_PG_EXAMPLES examples, 60 by default).
+
+Each value travels as text both sides parse exactly (Python's repr of a float, an
+interval's months, days and microseconds); the port's bytes are read raw from psycopg's
+result (``pgresult.get_value``), PostgreSQL's are its own ``::text``. The per-value
+dumpers (``float_text``, ``interval_text``) are held to the same bytes; the columnar
+encoder is held to the per-value dumpers by test_pgwire_columnar.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import duckflock
+import pgclients
+from duckflock.server.pgwire import PgServer, PgSettings
+from duckflock.server.pgwire.types.datetime import interval_text
+from duckflock.server.pgwire.types.numeric import float_text
+from duckflock.server.pgwire.types.table import Oid
+from duckflock.server.settings import ServerSettings
+
+FAST = settings(max_examples=int(os.environ.get("DUCKFLOCK_PG_EXAMPLES", "60")), deadline=None)
+
+
+def _f32(value: float) -> float:
+    return float(struct.unpack("!f", struct.pack("!f", value))[0])
+
+
+def _around(value: float, f32: bool = False) -> list[float]:
+    """``value`` and its neighbours (as float4 when ``f32``)."""
+    if not f32:
+        return [math.nextafter(value, 0), value, math.nextafter(value, math.inf)]
+    (bits,) = struct.unpack("!I", struct.pack("!f", value))
+    return [_f32(struct.unpack("!f", struct.pack("!I", bits + step))[0]) for step in (-1, 0, 1)]
+
+
+# the thresholds of both notations (PostgreSQL's and Arrow's), 17 digits, the extremes
+EDGES8 = [
+    0.0,
+    -0.0,
+    math.inf,
+    -math.inf,
+    math.nan,
+    5e-324,
+    2.2250738585072014e-308,
+    1.7976931348623157e308,
+    0.1,
+    100.0,
+    0.30000000000000004,
+    123456789012345.67,
+    1e15 + 0.125,
+    9999999999.5,
+    -1 / 3,
+    *(x for edge in (1e15, 1e16, 1e-4, 1e10, 1e-10, 1e-7, 1e6, 1e21, 1e22) for x in _around(edge)),
+]
+EDGES4 = [
+    0.0,
+    -0.0,
+    math.inf,
+    -math.inf,
+    math.nan,
+    _f32(1.4e-45),
+    _f32(3.4028235e38),
+    _f32(0.1),
+    _f32(16777216.0),
+    _f32(123456.7),
+    *(x for edge in (1e6, 1e-4, 1e10, 1e-10, 1e-7, 1e15) for x in _around(_f32(edge), True)),
+]
+MICROS = 10**14
+INTERVAL = st.tuples(
+    st.integers(-(10**5), 10**5) | st.sampled_from([0, 1, -1, 11, 12, -12, -13, 25]),
+    st.integers(-(10**6), 10**6) | st.sampled_from([0, 1, -1]),
+    st.integers(-MICROS, MICROS) | st.sampled_from([0, 1, -1, 500_000, -3_600_000_000]),
+)
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[psycopg.Connection[Any]]:
+    db = duckflock.connect()
+    db.lock_down()
+    server = PgServer(db, ServerSettings(), PgSettings(port=0)).start()  # tokenless: loopback
+    try:
+        with psycopg.connect(pgclients.dsn(server.port, "x"), autocommit=True) as conn:
+            yield conn
+    finally:
+        server.stop()
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def real(postgres: Any) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        yield conn
+
+
+def _raw(conn: psycopg.Connection[Any], sql: str, params: Any = None) -> list[bytes]:
+    """The first column's text as the server sent it."""
+    cursor = conn.execute(sql, params)
+    result = cursor.pgresult
+    assert result is not None
+    return [bytes(result.get_value(row, 0) or b"NULL") for row in range(result.ntuples)]
+
+
+def _spelled(texts: list[str], duck: str, pg: str, port: Any, real: Any) -> list[bytes]:
+    """The port's text of each value (as DuckDB's ``duck`` type), asserted equal to
+    PostgreSQL's (as ``pg``)."""
+    rows = ", ".join(f"({i}, '{text}')" for i, text in enumerate(texts))
+    ours = _raw(port, f"SELECT CAST(v AS {duck}) FROM (VALUES {rows}) t(i, v) ORDER BY i")
+    sql = f"SELECT v::{pg}::text FROM unnest(%s::text[]) WITH ORDINALITY t(v, n) ORDER BY n"
+    theirs = _raw(real, sql, [texts])
+    assert ours == theirs, [
+        (t, a, b) for t, a, b in zip(texts, ours, theirs, strict=False) if a != b
+    ]
+    return ours
+
+
+def _interval_literal(months: int, days: int, micros: int) -> str:
+    return f"{months} months {days} days {micros} microseconds"
+
+
+@FAST
+@given(
+    st.lists(st.floats(width=64), min_size=1, max_size=40),
+    st.lists(st.floats(width=32), min_size=1, max_size=40),
+)
+@example(EDGES8, EDGES4)
+def test_floats_are_spelled_as_postgresql_spells_them(
+    port: Any, real: Any, doubles: list[float], singles: list[float]
+) -> None:
+    for values, duck, pg, oid in (
+        (doubles, "DOUBLE", "float8", Oid.FLOAT8),
+        (singles, "FLOAT", "float4", Oid.FLOAT4),
+    ):
+        spelled = _spelled([repr(v) for v in values], duck, pg, port, real)
+        assert spelled == [float_text(v, oid) for v in values]
+
+
+@FAST
+@given(st.lists(INTERVAL, min_size=1, max_size=40))
+@example([(0, 0, 0), (14, 3, 14_706_500_000), (0, -1, 7_200_000_000), (-13, 0, 0), (-11, 5, 0)])
+def test_intervals_are_spelled_as_postgresql_spells_them(
+    port: Any, real: Any, values: list[tuple[int, int, int]]
+) -> None:
+    texts = [_interval_literal(*value) for value in values]
+    spelled = _spelled(texts, "INTERVAL", "interval", port, real)
+    assert spelled == [interval_text(*value).encode() for value in values]
+
+
+def test_copy_text_and_csv_spell_them_as_postgresql(port: Any, real: Any) -> None:
+    """COPY's text and CSV carry the same spellings as PostgreSQL's COPY."""
+    intervals = itertools.cycle([(-13, 2, -1), (0, 0, 0), (1, -1, 3_600_000_000)])
+    singles = itertools.cycle(EDGES4)
+    texts = [(repr(d), repr(next(singles)), _interval_literal(*next(intervals))) for d in EDGES8]
+    rows = ", ".join(f"({n}, '{d}', '{s}', '{i}')" for n, (d, s, i) in enumerate(texts))
+    ours_sql = (
+        "COPY (SELECT CAST(d AS DOUBLE), CAST(s AS FLOAT), CAST(i AS INTERVAL) "
+        f"FROM (VALUES {rows}) t(n, d, s, i) ORDER BY n) TO STDOUT"
+    )
+    theirs_sql = (
+        "COPY (SELECT d::float8, s::float4, i::interval "
+        f"FROM (VALUES {rows}) t(n, d, s, i) ORDER BY n) TO STDOUT"
+    )
+    for options in ("", " WITH (FORMAT csv)"):
+        copied = []
+        for conn, sql in ((port, ours_sql), (real, theirs_sql)):
+            with conn.cursor().copy(sql + options) as copy:
+                copied.append(b"".join(bytes(block) for block in copy))
+        assert copied[0] == copied[1], options
+        assert b"1e+15" in copied[0] and b"-1 years -1 mons +2 days" in copied[0]
