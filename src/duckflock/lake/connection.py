@@ -128,9 +128,9 @@ class LakeOptions:
 # another writer (every commit of several busy writers does: its catalog transaction
 # spans the Parquet write). DuckLake sleeps ``wait * uniform(0.5, 1) * backoff**i``
 # before retry i; its defaults (100 ms, 1.5, 10 tries) spent most of a 10,000-row
-# chunk's commit asleep with 4 writers (benchmarks/lake.py: BENCHMARKS.md). From 5 ms,
-# the first retries come at once and the later ones still back off: 20 tries wait up to
-# ~30 s in all, more patient than the defaults' ~11 s. ``LakeOptions.settings`` wins.
+# chunk's commit asleep with 4 writers (benchmarks/lake.py). From 5 ms,
+# the first retries come at once and the later ones still back off: 20 tries sleep at most
+# ~33 s in all, more patient than the defaults' ~11 s. ``LakeOptions.settings`` wins.
 RETRY_SETTINGS: dict[str, Any] = {
     "ducklake_retry_wait_ms": 5,
     "ducklake_retry_backoff": 1.5,
