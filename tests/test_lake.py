@@ -108,8 +108,8 @@ def test_a_bad_row_fails_alone_on_a_lake(tmp_path: Path) -> None:
 
 
 def test_lake_commit_retries_start_at_once_and_settings_override_them(tmp_path: Path) -> None:
-    # DuckLake's own defaults (first retry after 50-100 ms) left 4 writers' chunk commits
-    # mostly asleep; duckflock sets its own at open, and LakeOptions.settings wins
+    # DuckLake's own defaults sleep 50-100 ms before retrying a commit that lost the race
+    # for the next snapshot; duckflock sets its own at open, and LakeOptions.settings wins
     names = list(lake_module.RETRY_SETTINGS)
     query = "SELECT " + ", ".join(f"current_setting('{name}')" for name in names)
     target = f"ducklake:{tmp_path / 'meta.ducklake'}"

@@ -125,12 +125,14 @@ class LakeOptions:
 
 
 # DuckLake's own retries of a commit that lost the race for the next snapshot id to
-# another writer (every commit of several busy writers does: its catalog transaction
-# spans the Parquet write). DuckLake sleeps ``wait * uniform(0.5, 1) * backoff**i``
-# before retry i; its defaults (100 ms, 1.5, 10 tries) spent most of a 10,000-row
-# chunk's commit asleep with 4 writers (benchmarks/lake.py). From 5 ms,
-# the first retries come at once and the later ones still back off: 20 tries sleep at most
-# ~33 s in all, more patient than the defaults' ~11 s. ``LakeOptions.settings`` wins.
+# another writer (its catalog transaction spans the Parquet write, so with 4 busy
+# writers about half the commits lose once: 27-32 snapshot inserts per 20 commits,
+# measured). DuckLake sleeps ``wait * uniform(0.5, 1) * backoff**i`` before retry i;
+# its defaults (100 ms, 1.5, 10 tries) put 50-100 ms of sleep on each lost race, which
+# small commits felt most: 4 processes of single rows went from 9-28k to 23-74k rows/s
+# (benchmarks/lake.py --quick, interleaved). From 5 ms the first retries come at once
+# and later ones still back off: 20 tries sleep at most ~33 s in all, more patient than
+# the defaults' ~11 s. ``LakeOptions.settings`` wins.
 RETRY_SETTINGS: dict[str, Any] = {
     "ducklake_retry_wait_ms": 5,
     "ducklake_retry_backoff": 1.5,
