@@ -107,6 +107,23 @@ def test_a_bad_row_fails_alone_on_a_lake(tmp_path: Path) -> None:
         assert db.execute("SELECT a FROM t").fetchall() == [(1,)]
 
 
+def test_lake_commit_retries_start_at_once_and_settings_override_them(tmp_path: Path) -> None:
+    # DuckLake's own defaults sleep 50-100 ms before retrying a commit that lost the race
+    # for the next snapshot; duckflock sets its own at open, and LakeOptions.settings wins
+    names = list(lake_module.RETRY_SETTINGS)
+    query = "SELECT " + ", ".join(f"current_setting('{name}')" for name in names)
+    target = f"ducklake:{tmp_path / 'meta.ducklake'}"
+    with duckflock.connect(target, data_path=str(tmp_path / "data")) as db:
+        row = db.execute(query).fetchone()
+        assert row is not None
+        assert row == tuple(lake_module.RETRY_SETTINGS.values())
+        assert row[names.index("ducklake_retry_wait_ms")] < 100  # not DuckLake's default
+    options = duckflock.LakeOptions(settings={"ducklake_retry_wait_ms": 250})
+    with duckflock.connect(target, lake=options) as db:
+        wait = db.execute("SELECT current_setting('ducklake_retry_wait_ms')").fetchone()
+        assert wait == (250,)
+
+
 def test_a_missing_extra_is_named() -> None:
     # the lookup connect() makes for each extension wheel, asked of a module that is not
     # installed (no patching: the real import machinery answers)
