@@ -7,7 +7,8 @@ Inserts rows ``(worker, k)`` for k in 0..ROWS-1 into ``events``. MODE ``rows``: 
 ``db.insert`` (waiting for each). With ACKS, each acknowledged chunk appends ``first last``
 to that file (fsynced) and a failed call ``ERR <type> <first> <message>``: what the kill -9
 and outage tests compare with the lake. Prints ``done <seconds>``. With LAKE_WRITER_GO set,
-prints ``ready`` once connected and starts at the next line on stdin (the benchmark).
+commits one warm-up row ``(worker, -1)``, prints ``ready`` and starts at the next line on
+stdin (the benchmark: steady-state rates, not a process's first insert).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def main() -> None:
     else:  # the embedded single-file baseline of benchmarks/lake.py
         db = duckflock.connect(target)
     if os.environ.get("LAKE_WRITER_GO"):  # the benchmark starts every writer at once
+        # warmed up as a long-running writer is: the table resolved, the writer started
+        # and one commit made (row k = -1, not counted), so the timed rows are steady state
+        db.insert("events", (w, -1))
         print("ready", flush=True)
         sys.stdin.readline()
     acks = open(acks_path, "a", buffering=1) if acks_path else None  # noqa: SIM115
