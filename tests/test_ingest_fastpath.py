@@ -68,6 +68,7 @@ TYPES = [
     "INTEGER[]",
     "STRUCT(a INTEGER)",
     "ENUM('red', 'green')",
+    "BIT",  # an int's cast keeps its width: INTEGER (32 bits) or BIGINT (64)
 ]
 VALUES: list[list[Any]] = [
     ["1", "abc"],
@@ -82,6 +83,8 @@ VALUES: list[list[Any]] = [
     [0, -1],
     [2**31, 7],
     [2**63 - 1, -(2**63)],
+    [2**40, 1],  # a BIGINT and an INTEGER
+    [-(2**31), 2**31],
     [300, None],
     [1.5, -0.0],
     [math.nan, math.inf],
@@ -124,6 +127,7 @@ def test_mixed_or_wide_columns_keep_values() -> None:
         "nulls": [(None,), (None,)],
         "huge": [(2**64,), (1,)],
         "bool and int": [(True,), (1,)],
+        "INTEGER and BIGINT": [(1,), (2**31,)],
         "nan": [(1.5,), (math.nan,)],
     }
     for name, rows in rows_of.items():

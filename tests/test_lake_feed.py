@@ -374,6 +374,21 @@ def test_a_sliding_window_over_a_lake_rebuilds_when_the_lake_moved(lake: Any) ->
     assert again.mode == "incremental", again.reason
 
 
+def test_an_analysis_no_longer_incremental_reports_no_lake_snapshot(lake: Any) -> None:
+    """Another process widens a summed column to HUGEINT (a sum DuckDB checks for
+    overflow: the shape runs in full from then on): ``lake_snapshot`` is None, as
+    analyses() documents for an analysis that keeps no state, not the snapshot the
+    dropped state described (it stayed there while results moved on)."""
+    db, other = lake
+    define(db, "sums")
+    check(db, "sums")
+    other.run("ALTER TABLE events ALTER v TYPE HUGEINT", "INSERT INTO events VALUES (1, 5, 1, 'x')")
+    result = db.refresh("sums")
+    assert result.error is None and result.mode == "full", result.reason
+    (row,) = [a for a in db.analyses() if a["name"] == "sums"]
+    assert row["incremental"] is False and row["lake_snapshot"] is None
+
+
 def test_a_snapshots_changes_are_read_as_duckdb_lists_them() -> None:
     assert entries("inlined_insert:1,deleted_from_table:12") == [
         ("inlined_insert", "1"),

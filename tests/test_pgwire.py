@@ -435,6 +435,26 @@ def test_the_row_cap_cuts_a_result_with_a_warning(pg: Served) -> None:
     assert any("row cap" in n for n in notices), notices
 
 
+@pytest.mark.parametrize("options", ["", "(FORMAT csv)", "(FORMAT binary)"])
+def test_the_row_cap_cuts_a_copy_with_a_warning(pg: Served, options: str) -> None:
+    """COPY TO STDOUT (ADBC's path) is cut at the row cap with the SELECT's warning (it
+    was cut silently); a result of exactly the cap is whole, and warns of nothing."""
+    notices: list[str] = []
+    with psycopg.connect(pgclients.dsn(pg.port, READ), autocommit=True) as conn:
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        for asked in (ROW_CAP + 1, ROW_CAP):
+            notices.clear()
+            cursor = conn.cursor()
+            with cursor.copy(
+                f"COPY (SELECT range FROM range({asked})) TO STDOUT {options}"
+            ) as copy:
+                for _ in copy:  # read to its end
+                    pass
+            assert cursor.rowcount == ROW_CAP
+            cut = [n for n in notices if "row cap" in n]
+            assert len(cut) == (asked > ROW_CAP), (asked, notices)
+
+
 def test_the_time_limit_and_cancel_stop_a_query_with_57014(pg: Served) -> None:
     slow = "SELECT count(*) FROM range(100000000) a, range(1000000) b"
     with psycopg.connect(pgclients.dsn(pg.port, READ), autocommit=True) as conn:

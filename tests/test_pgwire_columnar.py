@@ -264,3 +264,28 @@ def test_a_batch_too_big_for_the_kept_row_orders_frames_as_its_parts_do() -> Non
     encoder = RowEncoder(["VARCHAR", "BIGINT"], [Format.TEXT])
     parts = [batch.slice(start, 30_000) for start in range(0, rows, 30_000)]
     assert encoder.data_rows(batch) == b"".join(encoder.data_rows(part) for part in parts)
+
+
+def test_a_lone_end_of_data_marker_is_quoted_in_csv_as_postgresql_quotes_it(
+    postgres: Any,
+) -> None:
+    """A value (or a header name) ``\\.`` of a one-column CSV COPY is quoted, as
+    PostgreSQL quotes it: unquoted, alone on its line, it ends the data of the COPY FROM
+    that reads the file back (the rows after it were lost); beside another column it is
+    left as it is, as PostgreSQL leaves it."""
+    values = ["\\.", "a", "\\.x", None, ""]
+    with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+        for names in (["\\."], ["\\.", "b"]):
+            columns = ", ".join(f'v AS "{name}"' for name in names)
+            sql = f"SELECT {columns} FROM unnest(%s::text[]) WITH ORDINALITY AS u(v, i)"
+            sql += " ORDER BY i"
+            copied = b""
+            with conn.cursor().copy(
+                f"COPY ({sql}) TO STDOUT (FORMAT csv, HEADER)", [values]
+            ) as copy:
+                for chunk in copy:
+                    copied += bytes(chunk)
+            batch = pa.record_batch([pa.array(values, pa.string())] * len(names), names=names)
+            kinds = ["VARCHAR"] * len(names)
+            for encoder in (RowEncoder, PerValueEncoder):
+                assert encoder(kinds, [Format.TEXT]).copy_csv(batch, names) == copied, names

@@ -618,7 +618,7 @@ def test_the_rows_route_is_served_ahead_of_the_router(db: duckflock.Database) ->
         as_writer = {"Authorization": f"Bearer {writer}"}
         answer = http.post("/v1/tables/events/rows", json={"k": "a"}, headers=as_writer)
         assert answer.json() == {"table": "events", "rows": 1, "committed": True}
-        error_of(
+        forbidden = error_of(
             http.post(
                 "/v1/tables/events/rows",
                 json={"k": "b"},
@@ -627,6 +627,8 @@ def test_the_rows_route_is_served_ahead_of_the_router(db: duckflock.Database) ->
             403,
             "ForbiddenError",
         )
+        # the role by its name, as the dashboard's messages spell it (was the enum's repr)
+        assert forbidden["message"] == "this needs a token with the write role"
         error_of(http.post("/v1/tables/events/rows", json={"k": "c"}), 401, "AuthenticationError")
         error_of(
             http.post("/v1/tables/nope/rows", json={"k": "d"}, headers=as_writer),

@@ -51,6 +51,9 @@ UNNEST_MAX_ROWS = 1_000
 # floats but NaN (tests/test_ingest_fastpath.py compares the two for every column type)
 _LISTED_TYPES = frozenset({str, int, float, bool})
 _BIGINT = (-(2**63), 2**63 - 1)
+# a lone int parameter is an INTEGER when it fits one, else a BIGINT, and a list of them
+# is all BIGINT once one does not fit: the width shows where a cast keeps it (BIT)
+_INTEGER = (-(2**31), 2**31 - 1)
 BATCH_VIEW = "__duckflock_batch"
 
 
@@ -243,8 +246,12 @@ def _lists(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]] | None:
             return None
         if kind is int:
             ints = [v for v in values if v is not None]
-            if min(ints) < _BIGINT[0] or max(ints) > _BIGINT[1]:
+            low, high = min(ints), max(ints)
+            if low < _BIGINT[0] or high > _BIGINT[1]:
                 return None
+            wide = low < _INTEGER[0] or high > _INTEGER[1]
+            if wide and any(_INTEGER[0] <= v <= _INTEGER[1] for v in ints):
+                return None  # INTEGERs and BIGINTs: bound value by value, each its width
         elif kind is float and any(v != v for v in values):
             return None  # a NaN in a list parameter becomes NULL (a VALUES one stays NaN)
         lists.append(values)

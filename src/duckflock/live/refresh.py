@@ -156,6 +156,7 @@ class Refresher:
             old = run.shape
             run.shape = shape
             run.state = None
+            run.snapshot = None  # the lake snapshot that state described
             run.fast = True
             if shape.plan is not None:
                 changes.taint(changes.tainted or "the table changed: the state is rebuilt")

@@ -46,7 +46,7 @@ def _needs(role: str, endpoint: Endpoint, checked: bool) -> Endpoint:
 
     async def guarded(request: Request) -> Response:
         if checked and not allows(request.scope.get("duckflock.role"), role):
-            raise ForbiddenError(f"this needs a token with the {role!r} role")
+            raise ForbiddenError(f"this needs a token with the {role} role")
         return await endpoint(request)
 
     guarded.__name__ = endpoint.__name__

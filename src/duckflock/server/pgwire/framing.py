@@ -206,14 +206,23 @@ def _escaped(values: pa.Array) -> pa.Array:
     return values
 
 
-def _quoted(values: pa.Array) -> pa.Array:
+# a line of just this ends the data of a COPY FROM in CSV: PostgreSQL quotes a value that
+# would make one (a row of one column)
+END_OF_DATA = b"\\."
+
+
+def _quoted(values: pa.Array, alone: bool) -> pa.Array:
     """CSV's fields as PostgreSQL writes them: quoted when empty or holding a comma,
-    quote, newline or carriage return (NULL stays null: an empty field)."""
-    if not _holds(values, b',"\n\r') and not _empty(values):
+    quote, newline or carriage return (NULL stays null: an empty field), and (``alone``:
+    the only column) when ``\\.``, which alone on a line ends a COPY FROM's data."""
+    marker = alone and _holds(values, b"\\")
+    if not marker and not _holds(values, b',"\n\r') and not _empty(values):
         return values
     needs = pc.or_(
         pc.equal(pc.binary_length(values), 0), pc.match_substring_regex(values, '[,"\\n\\r]')
     )
+    if marker:
+        needs = pc.or_(needs, pc.equal(values, pa.scalar(END_OF_DATA, values.type)))
     if not pc.any(needs).as_py():
         return values
     quoted = pc.binary_join_element_wise(b'"', pc.replace_substring(values, '"', '""'), b'"', b"")
@@ -238,5 +247,7 @@ def copy_text(columns: Sequence[pa.Array], plain: Sequence[bool]) -> bytes:
 def copy_csv(columns: Sequence[pa.Array], plain: Sequence[bool]) -> bytes:
     """CSV COPY lines: comma-separated, NULL an empty field, ``""`` an empty string
     (``plain`` columns hold no empty text and no character to quote)."""
-    fields = [c if p else _quoted(c) for c, p in zip(map(_as_binary, columns), plain, strict=True)]
+    alone = len(columns) == 1
+    pairs = zip(map(_as_binary, columns), plain, strict=True)
+    fields = [c if p else _quoted(c, alone) for c, p in pairs]
     return _lines(fields, b",", b"")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from duckflock.server.pgwire import framing
 from duckflock.server.pgwire.encode import RowEncoder, naming
 from duckflock.server.pgwire.messages import Backend
 from duckflock.server.pgwire.types.adapt import I2, I4
@@ -59,17 +60,22 @@ class PerValueEncoder(RowEncoder):
         return b"".join(lines) if batch.num_columns else b"\n" * batch.num_rows
 
     def copy_csv(self, batch: pa.RecordBatch, header: list[str] | None) -> bytes:
-        lines = [b",".join(csv_field(n.encode()) for n in header)] if header is not None else []
+        alone = batch.num_columns == 1
+        lines = []
+        if header is not None:
+            lines.append(b",".join(csv_field(n.encode(), alone) for n in header))
         for row in zip(*self.values(batch), strict=True):
-            lines.append(b",".join(b"" if v is None else csv_field(v) for v in row))
+            lines.append(b",".join(b"" if v is None else csv_field(v, alone) for v in row))
         if not batch.num_columns:
             lines += [b""] * batch.num_rows
         return b"".join(line + b"\n" for line in lines)
 
 
-def csv_field(value: bytes) -> bytes:
+def csv_field(value: bytes, alone: bool = False) -> bytes:
     """One CSV field as PostgreSQL writes it: quoted when empty or holding a comma, a
-    quote, a newline or a carriage return."""
-    if value and not any(c in value for c in (b",", b'"', b"\n", b"\r")):
+    quote, a newline or a carriage return, and (``alone``: the only column) when it is
+    the end-of-data marker ``\\.``."""
+    plain = value and not any(c in value for c in (b",", b'"', b"\n", b"\r"))
+    if plain and not (alone and value == framing.END_OF_DATA):
         return value
     return b'"' + value.replace(b'"', b'""') + b'"'

@@ -240,8 +240,14 @@ def _copy_out(session: Session, plan: CopyPlan, params: list[Any]) -> None:
         prefix = COPY_SIGNATURE if binary else b""
         rows = sent = 0
         header = outcome.names if plan.header else None
+        row_cap, byte_cap = session.server.row_cap, session.server.byte_cap
+        notes: list[str] = []
         while (batch := gathered(outcome.next_batch)) is not None:
-            batch = batch.slice(0, max(session.server.row_cap - rows, 0))
+            if batch.num_rows > row_cap - rows:  # the same caps and notices as a SELECT's
+                batch = batch.slice(0, row_cap - rows)
+                notes.append(f"the result was cut at the {row_cap:,}-row cap")
+                if not batch.num_rows:
+                    break
             if plan.format == CopyFormat.BINARY:
                 data = encoder.copy_binary(batch, prefix) if batch.num_rows else b""
                 prefix = prefix if not data else b""
@@ -253,13 +259,15 @@ def _copy_out(session: Session, plan: CopyPlan, params: list[Any]) -> None:
             session.send(data)
             rows += batch.num_rows
             sent += len(data)
-            if rows >= session.server.row_cap or sent > session.server.byte_cap:
-                break  # the same caps as a SELECT's (the byte cap: whole batches)
+            if sent > byte_cap:  # whole batches, as a SELECT's
+                notes.append(f"the result was cut at the {byte_cap:,}-byte cap")
+            if notes:
+                break
         if binary:
             session.send(copy_data(prefix + COPY_TRAILER))
         session.send(message(Backend.COPY_DONE))
-        if sent > session.server.byte_cap:
-            session.send(notice(f"the result was cut at the {session.server.byte_cap:,}-byte cap"))
+        for text in notes:
+            session.send(notice(text))
         session.send(command_complete(f"COPY {rows}"))
     finally:
         session.cursor = None
