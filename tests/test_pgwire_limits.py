@@ -426,3 +426,31 @@ def test_per_connection_caps_error_echo_and_command_tags(db: duckflock.Database)
             }
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("how", ["select", "copy"])
+def test_wide_rows_are_cut_at_the_row_that_crosses_the_byte_cap(
+    db: duckflock.Database, how: str
+) -> None:
+    # 300 values of 100 KB arrive from DuckDB as one batch: the cap was checked only
+    # after the whole batch was encoded and sent (300 values of 1 MB: 300 MB sent past a
+    # 64 MiB cap, 1.1 GB more memory in the server)
+    settings = ServerSettings(query_byte_cap=1_000_000)
+    server = PgServer(db, settings, PgSettings(port=0)).start()
+    query = "SELECT repeat('x', 100000) AS v FROM range(300)"
+    try:
+        with psycopg.connect(pgclients.dsn(server.port, ""), autocommit=True) as conn:
+            notes: list[str] = []
+            conn.add_notice_handler(lambda diag: notes.append(diag.message_primary or ""))
+            if how == "select":
+                received = [len(v) for (v,) in conn.execute(query).fetchall()]
+            else:
+                with conn.cursor().copy(f"COPY ({query}) TO STDOUT") as copy:
+                    received = [len(line) for line in b"".join(copy).splitlines()]
+            # whole rows, the one that crossed 1 MB the last
+            assert received == [100_000] * len(received)
+            assert 10 <= len(received) <= 11, len(received)
+            assert any("byte cap" in note for note in notes), notes
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        server.stop()

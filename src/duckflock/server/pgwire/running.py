@@ -9,7 +9,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from duckflock.errors import QueryError, QueryTimeoutError, ServerBusyError
 from duckflock.server.pgwire import compat
@@ -48,6 +50,23 @@ def gathered(next_batch: Callable[[], pa.RecordBatch | None]) -> pa.RecordBatch 
         rows += more.num_rows
         size += more.nbytes
     return pa.concat_batches(parts) if len(parts) > 1 else batch
+
+
+def fitting(batch: pa.RecordBatch, room: int) -> pa.RecordBatch:
+    """The first rows of ``batch`` up to the one whose data crosses ``room`` bytes (at
+    least one row): the byte cap is checked after each send, and a group of very wide
+    rows (300 values of 1 MB) must not be encoded and sent whole past it."""
+    if batch.nbytes <= room or batch.num_rows <= 1:
+        return batch
+    sizes = np.zeros(batch.num_rows, dtype=np.int64)
+    for column in batch.columns:
+        if pa.types.is_binary(column.type) or pa.types.is_string(column.type):
+            lengths = pc.binary_length(column).fill_null(0)
+            sizes += lengths.to_numpy(zero_copy_only=False).astype(np.int64)
+        else:  # fixed-width or nested: its share of the column's buffers
+            sizes += max(1, column.nbytes // batch.num_rows)
+    crossing = int(np.searchsorted(np.cumsum(sizes), room, side="right"))
+    return batch.slice(0, min(batch.num_rows, crossing + 1))
 
 
 def open_portal(session: Session, portal: Portal) -> None:
@@ -192,8 +211,13 @@ def _send_rows(session: Session, portal: Portal, limit: int) -> None:
         if batch.num_rows > room:
             batch = batch.slice(0, room)
             portal.notes.append(f"the result was cut at the {server.row_cap:,}-row cap")
+        fitted = fitting(batch, server.byte_cap - portal.bytes)
+        if fitted.num_rows < batch.num_rows:  # sent next, unless these cross the cap
+            portal.pending, batch = batch.slice(fitted.num_rows), fitted
         if limit and sent + batch.num_rows > limit:
-            portal.pending = batch.slice(limit - sent)
+            rest = batch.slice(limit - sent)
+            pending = portal.pending
+            portal.pending = rest if pending is None else pa.concat_batches([rest, pending])
             batch = batch.slice(0, limit - sent)
         data = encoder.data_rows(batch)
         portal.rows += batch.num_rows
@@ -202,8 +226,8 @@ def _send_rows(session: Session, portal: Portal, limit: int) -> None:
         session.send(data)
         if portal.bytes > server.byte_cap:
             portal.notes.append(f"the result was cut at the {server.byte_cap:,}-byte cap")
-        if portal.notes:
-            portal.pending = None
+        if portal.notes and (portal.pending is None or portal.bytes > server.byte_cap):
+            portal.pending = None  # (rows cut before the byte cap but within it still go)
             break
         if limit and sent >= limit:
             session.send(message(Backend.PORTAL_SUSPENDED))
@@ -242,12 +266,19 @@ def _copy_out(session: Session, plan: CopyPlan, params: list[Any]) -> None:
         header = outcome.names if plan.header else None
         row_cap, byte_cap = session.server.row_cap, session.server.byte_cap
         notes: list[str] = []
-        while (batch := gathered(outcome.next_batch)) is not None:
+        pending: pa.RecordBatch | None = None  # rows of a batch cut before the byte cap
+        while (
+            batch := pending if pending is not None else gathered(outcome.next_batch)
+        ) is not None:
+            pending = None
             if batch.num_rows > row_cap - rows:  # the same caps and notices as a SELECT's
                 batch = batch.slice(0, row_cap - rows)
                 notes.append(f"the result was cut at the {row_cap:,}-row cap")
                 if not batch.num_rows:
                     break
+            fitted = fitting(batch, byte_cap - sent)
+            if fitted.num_rows < batch.num_rows:  # sent next, unless these cross the cap
+                pending, batch = batch.slice(fitted.num_rows), fitted
             if plan.format == CopyFormat.BINARY:
                 data = encoder.copy_binary(batch, prefix) if batch.num_rows else b""
                 prefix = prefix if not data else b""
@@ -259,9 +290,9 @@ def _copy_out(session: Session, plan: CopyPlan, params: list[Any]) -> None:
             session.send(data)
             rows += batch.num_rows
             sent += len(data)
-            if sent > byte_cap:  # whole batches, as a SELECT's
+            if sent > byte_cap:  # cut at the row that crossed it, as a SELECT's
                 notes.append(f"the result was cut at the {byte_cap:,}-byte cap")
-            if notes:
+            if notes and (pending is None or sent > byte_cap):
                 break
         if binary:
             session.send(copy_data(prefix + COPY_TRAILER))
