@@ -25,8 +25,12 @@ import duckflock
 ROUNDS = max(1, int(os.environ.get("DUCKFLOCK_FAULT_SCALE", "1")))
 
 CHILD = r"""
-import json, os, resource, signal, sys
+import faulthandler, json, os, resource, signal, sys
 import duckflock
+
+# a run stuck past the parent's limit leaves every thread's stack in the failure (one
+# CI run in many timed out here once, and its stacks were lost with the killed child)
+faulthandler.dump_traceback_later(100, exit=True)
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 path, mode, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
