@@ -179,3 +179,61 @@ def test_copy_text_and_csv_spell_them_as_postgresql(port: Any, real: Any) -> Non
                 copied.append(b"".join(bytes(block) for block in copy))
         assert copied[0] == copied[1], options
         assert b"1e+15" in copied[0] and b"-1 years -1 mons +2 days" in copied[0]
+
+
+# one array per element type, with the characters and spellings that decide quoting
+ARRAYS = [
+    (
+        "['a', 'b c', '', 'NULL', 'null', 'x\"y', 'back\\slash', '{}', 'a,b', NULL]",
+        "VARCHAR[]",
+        "ARRAY['a', 'b c', '', 'NULL', 'null', 'x\"y', 'back\\slash', '{}', 'a,b', NULL]::text[]",
+    ),
+    (
+        "[DATE '2024-01-02', DATE '1999-12-31', NULL]",
+        "DATE[]",
+        "ARRAY[DATE '2024-01-02', DATE '1999-12-31', NULL]",
+    ),
+    (
+        "[TIME '04:05:06', TIME '04:05:06.5', NULL]",
+        "TIME[]",
+        "ARRAY[TIME '04:05:06', TIME '04:05:06.5', NULL]",
+    ),
+    (
+        "[TIMESTAMP '2024-01-02 03:04:05.25', NULL]",
+        "TIMESTAMP[]",
+        "ARRAY[TIMESTAMP '2024-01-02 03:04:05.25', NULL]",
+    ),
+    (
+        "[INTERVAL 1 DAY, INTERVAL 90 MINUTE, INTERVAL 0 SECOND]",
+        "INTERVAL[]",
+        "ARRAY[INTERVAL '1 day', INTERVAL '90 minutes', INTERVAL '0 seconds']",
+    ),
+    ("['\\x01'::BLOB, ''::BLOB]", "BLOB[]", "ARRAY['\\x01'::bytea, ''::bytea]"),
+    (
+        "['6ba7b810-9dad-11d1-80b4-00c04fd430c8'::UUID]",
+        "UUID[]",
+        "ARRAY['6ba7b810-9dad-11d1-80b4-00c04fd430c8'::uuid]",
+    ),
+    ("[true, false, NULL]", "BOOLEAN[]", "ARRAY[true, false, NULL]"),
+    (
+        "[1.5, '-0'::DOUBLE, 'nan'::DOUBLE, 'inf'::DOUBLE]",
+        "DOUBLE[]",
+        "ARRAY[1.5, '-0'::float8, 'nan'::float8, 'inf'::float8]",
+    ),
+    ("[]::INTEGER[]", "INTEGER[]", "ARRAY[]::integer[]"),
+    ("[]::VARCHAR[]", "VARCHAR[]", "ARRAY[]::text[]"),
+]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+@pytest.mark.parametrize(("duck", "kind", "pg"), ARRAYS, ids=[kind for _, kind, _ in ARRAYS])
+def test_arrays_are_sent_as_postgresql_sends_them(
+    port: Any, real: Any, duck: str, kind: str, pg: str, binary: bool
+) -> None:
+    """An array's elements are quoted only where PostgreSQL's array_out quotes them (empty,
+    NULL's spelling, whitespace or one of ``{},"\\``), and an empty array is sent as
+    PostgreSQL sends it (``{}``; in binary, no dimensions)."""
+    ours = port.execute(f"SELECT CAST({duck} AS {kind})", binary=binary).pgresult
+    theirs = real.execute(f"SELECT {pg}", binary=binary).pgresult
+    assert ours is not None and theirs is not None
+    assert bytes(ours.get_value(0, 0) or b"") == bytes(theirs.get_value(0, 0) or b"")

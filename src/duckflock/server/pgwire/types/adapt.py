@@ -40,7 +40,6 @@ class Adapter:
     load_text: Callable[[str], Any] | None = None
     # a binary parameter -> Python; None: refused (the client can send it as text)
     load_binary: Callable[[bytes], Any] | None = None
-    quoted: bool = False  # inside an array's text form, always in double quotes
 
     def dumper(self, fmt: Format) -> Encoder:
         """The dumper for ``fmt`` (KeyError when this type has no dumper)."""

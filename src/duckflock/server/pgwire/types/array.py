@@ -11,21 +11,27 @@ from typing import Any
 from duckflock.server.pgwire.types.adapt import I4, Encoder
 from duckflock.server.pgwire.types.bool import SPACE
 
+# PostgreSQL's array_out quotes an element that is empty, spells NULL, or holds
+# whitespace or one of {},"\\ -- whatever its type
+_NEEDS_QUOTES = re.compile(rb'[{},"\\\s]')
 
-def dump_text(values: list[Any], encode: Encoder, quoted: bool) -> bytes:
+
+def dump_text(values: list[Any], encode: Encoder) -> bytes:
     parts = []
     for value in values:
         if value is None:
             parts.append(b"NULL")
             continue
         text = encode(value)
-        if quoted or not text or re.search(rb'[{},"\\\s]', text) or text.upper() == b"NULL":
+        if not text or _NEEDS_QUOTES.search(text) or text.upper() == b"NULL":
             text = b'"' + text.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
         parts.append(text)
     return b"{" + b",".join(parts) + b"}"
 
 
 def dump_binary(values: list[Any], element: int, encode: Encoder) -> bytes:
+    if not values:  # PostgreSQL sends an empty array with no dimensions
+        return struct.pack("!iii", 0, 0, element)
     has_null = any(v is None for v in values)
     out = [struct.pack("!iiiii", 1, int(has_null), element, len(values), 1)]
     for value in values:

@@ -16,4 +16,4 @@ def _load_text(text: str) -> bytes:
     return bytes.fromhex(text[2:]) if text.startswith("\\x") else text.encode()
 
 
-ADAPTERS = (Adapter(Oid.BYTEA, _dump_text, bytes, _load_text, bytes, quoted=True),)
+ADAPTERS = (Adapter(Oid.BYTEA, _dump_text, bytes, _load_text, bytes),)

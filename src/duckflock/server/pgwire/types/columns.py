@@ -89,7 +89,7 @@ def column_type(duck_type: str) -> ColumnType:
         return ColumnType(
             ARRAY_OF[inner],
             -1,
-            lambda v: array.dump_text(v, text_of, adapter.quoted),
+            lambda v: array.dump_text(v, text_of),
             lambda v: array.dump_binary(v, inner, binary_of),
         )
     # no PostgreSQL match: JSON text that any client can read

@@ -205,22 +205,18 @@ ADAPTERS = (
         _date_text,
         lambda v: I4.pack(_days_since_2000(v)),
         load_binary=_load_date,
-        quoted=True,
     ),
-    Adapter(Oid.TIME, _time_text, _time_binary, quoted=True),
+    Adapter(Oid.TIME, _time_text, _time_binary),
     *(
         Adapter(
             oid,
             _timestamp_text,
             lambda v: I8.pack(_micros_since_2000(v)),
             load_binary=_timestamp_loader(epoch),
-            quoted=True,
         )
         for oid, epoch in ((Oid.TIMESTAMP, _EPOCH), (Oid.TIMESTAMPTZ, _EPOCH_TZ))
     ),
-    Adapter(
-        Oid.INTERVAL, _interval_text, _interval_binary, load_binary=_load_interval, quoted=True
-    ),
+    Adapter(Oid.INTERVAL, _interval_text, _interval_binary, load_binary=_load_interval),
 )
 
 # -- from Arrow ------------------------------------------------------------------------------

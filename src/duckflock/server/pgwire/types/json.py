@@ -36,6 +36,6 @@ def _load_binary(data: bytes) -> str:
 
 
 ADAPTERS = (
-    Adapter(Oid.JSON, _dump, _dump, load_binary=_load_binary, quoted=True),
+    Adapter(Oid.JSON, _dump, _dump, load_binary=_load_binary),
     Adapter(Oid.JSONB, load_binary=lambda data: data[1:].decode()),  # a version byte, then text
 )

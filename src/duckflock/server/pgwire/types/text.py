@@ -17,7 +17,7 @@ def _load_binary(data: bytes) -> str:
 
 
 ADAPTERS = (
-    Adapter(Oid.TEXT, dump_text, dump_text, load_binary=_load_binary, quoted=True),
+    Adapter(Oid.TEXT, dump_text, dump_text, load_binary=_load_binary),
     *(
         Adapter(oid, load_binary=_load_binary)
         for oid in (Oid.VARCHAR, Oid.BPCHAR, Oid.NAME, Oid.CHAR, Oid.UNKNOWN, Oid.UNSPECIFIED)

@@ -13,6 +13,5 @@ ADAPTERS = (
         dump_text=lambda v: str(v).encode(),
         dump_binary=lambda v: uuid.UUID(str(v)).bytes,
         load_binary=lambda data: str(uuid.UUID(bytes=bytes(data))),
-        quoted=True,
     ),
 )
