@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from typing import Any
 
 import duckdb
@@ -164,7 +163,7 @@ def test_a_waited_batch_waits_for_woken_callers_that_have_not_run(
     and most hand in their next row at once (without this, a third of them missed each
     batch and waited a whole extra commit)."""
     monkeypatch.setattr(batches, "STRAGGLER_SECONDS", 30.0)
-    monkeypatch.setattr(batches, "STRAGGLER_MAX_SECONDS", 30.0)
+    monkeypatch.setattr(batches, "FORGET_SECONDS", 30.0)
     db = duckflock.connect()
     db.execute("CREATE TABLE t (n INTEGER)")
     release, later = _held_first_batch(db)
@@ -191,7 +190,7 @@ def test_callers_an_earlier_commit_woke_still_hold_the_next_batch(
     small commit sealed it alone again and again while the many of a large one were
     still coming back, and the rows split into two groups that took turns."""
     monkeypatch.setattr(batches, "STRAGGLER_SECONDS", 30.0)
-    monkeypatch.setattr(batches, "STRAGGLER_MAX_SECONDS", 30.0)
+    monkeypatch.setattr(batches, "FORGET_SECONDS", 30.0)
     db = duckflock.connect()
     db.execute("CREATE TABLE t (n INTEGER)")
     release = threading.Event()
@@ -221,31 +220,6 @@ def test_callers_an_earlier_commit_woke_still_hold_the_next_batch(
     assert sealed[2].wait(30) and waited.wait(30) == 1 and unwaited.wait(30) == 1
     assert db.execute("SELECT count(*) FROM t").fetchone() == (3,)
     db.close()
-
-
-def test_the_wait_for_woken_callers_follows_the_last_commit_within_bounds() -> None:
-    """How long a batch may wait for stragglers is the last commit's duration (a
-    caller that misses the batch waits about that long more), but never below
-    STRAGGLER_SECONDS nor above STRAGGLER_MAX_SECONDS."""
-    con = duckdb.connect()
-    con.execute("CREATE TABLE t (n INTEGER)")
-    schema = SchemaCache(con.cursor()).get("t")
-    woken = batches.Woken()
-    for held in (0.0, 0.003, 0.05):
-        call = Call(schema, columns=("n",), row=(1,))
-        call.park()
-        woken.sealed()
-        time.sleep(held)  # stands for the commit's duration (what is measured)
-        before = time.monotonic()
-        woken.wake([call])  # the commit is done: its caller wakes
-        until = woken.deadline()
-        after = time.monotonic()
-        assert call.wait(0) == 1
-        assert until - before >= max(
-            batches.STRAGGLER_SECONDS, min(held, batches.STRAGGLER_MAX_SECONDS)
-        )
-        assert until - after <= batches.STRAGGLER_MAX_SECONDS
-    con.close()
 
 
 def test_the_wait_for_woken_callers_is_bounded() -> None:

@@ -23,14 +23,13 @@ from duckflock.ingest.storage import StorageFailure
 # A batch somebody waits for is sealed once the inbox is empty, except while callers that
 # recent commits woke have not run again (they wait for the GIL behind each other, and
 # most hand in their next row at once): then it waits for them, looking every
-# STRAGGLER_POLL seconds, for as long as the last commit took (a caller that misses the
-# batch waits about that long more), but at least STRAGGLER_SECONDS and at most
-# STRAGGLER_MAX_SECONDS. Measured with 50 threads x one acknowledged row: without
-# waiting a third of them missed each batch and waited a whole extra commit; with a
-# fixed 1 ms on a loaded machine, batches split into groups that took turns.
+# STRAGGLER_POLL seconds, for at most STRAGGLER_SECONDS. Measured with 50 threads x one
+# acknowledged row: without it a third of them missed each batch and waited a whole
+# extra commit. A commit's callers still away after FORGET_SECONDS are not waited for
+# any more (they timed out, or went on to other work).
 STRAGGLER_SECONDS = 0.001
-STRAGGLER_MAX_SECONDS = 0.005
 STRAGGLER_POLL = 0.0001
+FORGET_SECONDS = 0.005
 # commits whose woken callers are still awaited, at most (older ones are forgotten)
 _TALLIES = 64
 
@@ -45,19 +44,13 @@ class Woken:
     are counted across commits, not only the last one: while the callers of a large
     commit are still coming back one by one, a small commit of the few that came back
     first must not be sealed alone, or the rows split into two groups that take turns.
-    A tally older than the longest wait is forgotten (its callers timed out or went
+    A tally older than FORGET_SECONDS is forgotten (its callers timed out or went
     elsewhere).
     """
 
     def __init__(self) -> None:
         # (the list woken callers append to, how many were woken, when)
         self._tallies: deque[tuple[list[None], int, float]] = deque(maxlen=_TALLIES)
-        self._sealed = 0.0  # when the batch being committed was sealed
-        self._bound = STRAGGLER_SECONDS  # how long the next batch may wait for stragglers
-
-    def sealed(self) -> None:
-        """A batch was sealed: its commit starts now."""
-        self._sealed = time.monotonic()
 
     def wake(self, calls: list[Call]) -> None:
         """Finish ``calls`` (waking their callers), counting the callers woken."""
@@ -68,24 +61,22 @@ class Woken:
                 call.back = back
                 woken += 1
             call.finish()
-        now = time.monotonic()
         if woken:
-            self._tallies.append((back, woken, now))
-            took = now - self._sealed
-            self._bound = min(max(took, STRAGGLER_SECONDS), STRAGGLER_MAX_SECONDS)
+            self._tallies.append((back, woken, time.monotonic()))
 
     def away(self, now: float) -> int:
-        """Woken callers that have not run again (woken within STRAGGLER_MAX_SECONDS)."""
+        """Woken callers that have not run again (woken within FORGET_SECONDS)."""
         tallies = self._tallies
         while tallies and (
-            len(tallies[0][0]) >= tallies[0][1] or now - tallies[0][2] > STRAGGLER_MAX_SECONDS
+            len(tallies[0][0]) >= tallies[0][1] or now - tallies[0][2] > FORGET_SECONDS
         ):
             tallies.popleft()
         return sum(woken - len(back) for back, woken, _ in tallies)
 
-    def deadline(self) -> float:
+    @staticmethod
+    def deadline() -> float:
         """Until when the batch being gathered may wait for stragglers."""
-        return time.monotonic() + self._bound
+        return time.monotonic() + STRAGGLER_SECONDS
 
     def settle(self, until: float) -> bool:
         """Sleep while woken callers have not all run again (until ``until``); True

@@ -227,7 +227,6 @@ class Writer:
         try:
             while True:
                 calls, markers, rows, stop = self._gather()
-                self._woken.sealed()
                 with self.commit_lock:
                     if calls:
                         self._commit_guarded(calls, rows)
