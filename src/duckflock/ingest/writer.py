@@ -302,12 +302,10 @@ class Writer:
                 if urgent and not self._closing:
                     if not straggle_until:
                         straggle_until = self._woken.deadline()
-                    if self._woken.settle(straggle_until):
-                        try:
-                            item = inbox.get_nowait()
-                            continue
-                        except queue.Empty:
-                            pass
+                    came, late = self._woken.straggler(inbox, straggle_until)
+                    if came:
+                        item = late
+                        continue
                 if urgent or rows >= self._linger_rows or self._closing:
                     break
                 if not deadline:
