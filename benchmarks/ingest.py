@@ -1,23 +1,54 @@
 """Ingest benchmark: the guide's pattern vs duckflock (also `duckflock bench ingest`).
 
-Run: .venv/bin/python benchmarks/ingest.py [--quick]
+Run: .venv/bin/python benchmarks/ingest.py [--quick] [--closed-loop]
 Prints every figure, its ratio to the guide's pattern (a) measured in the same run, and
-the issue's targets.
+the issue's targets. ``--closed-loop`` runs only the guide's pattern and the closed loop
+(50 threads, each inserting one acknowledged row at a time) and prints their ratio and
+ack latencies: the quick way to compare two checkouts (``PYTHONPATH=<checkout>/src``).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
-from duckflock.cli.bench import Figure, Sizes, format_figure, run, summary
+from duckflock.cli.bench import (
+    Figure,
+    Sizes,
+    closed_loop,
+    format_figure,
+    guide_pattern,
+    run,
+    summary,
+)
+from duckflock.cli.bench import _workdir as workdir
 
 
 def show(figure: Figure, baseline: Figure | None) -> None:
     print(format_figure(figure, baseline), flush=True)
 
 
+def closed_loop_only(sizes: Sizes, writers: int = 50) -> None:
+    """The guide's pattern and the closed loop, side by side in this process."""
+    with workdir() as directory:
+        guide = guide_pattern(directory, writers, sizes.guide_rows_per_thread)
+        show(guide, None)
+        loop = closed_loop(directory, writers, sizes.closed_loop_rows_per_thread)
+        show(loop, guide)
+    load = os.getloadavg()[0]
+    print(
+        f"closed loop b / a = {loop.rate / guide.rate:.1f}x, p50 ack "
+        f"{loop.extra['p50_ms']:.2f} ms, p99 ack {loop.extra['p99_ms']:.2f} ms "
+        f"(load average {load:.1f})",
+        flush=True,
+    )
+
+
 def main(argv: list[str]) -> None:
     sizes = Sizes.quick() if "--quick" in argv else Sizes()
+    if "--closed-loop" in argv:
+        closed_loop_only(sizes)
+        return
     results = run(sizes, report=show)
     for line in summary(results):
         print(line)

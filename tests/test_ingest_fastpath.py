@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 import duckflock
-from duckflock.ingest import appends, writer
+from duckflock.ingest import appends, batches
 from duckflock.ingest.appends import Group, append, plan
 from duckflock.ingest.receipts import Call
 from duckflock.ingest.rows import Part
@@ -162,7 +162,8 @@ def test_a_waited_batch_waits_for_woken_callers_that_have_not_run(
     caller it woke has run again: fifty callers wake one after another behind the GIL,
     and most hand in their next row at once (without this, a third of them missed each
     batch and waited a whole extra commit)."""
-    monkeypatch.setattr(writer, "STRAGGLER_SECONDS", 30.0)
+    monkeypatch.setattr(batches, "STRAGGLER_SECONDS", 30.0)
+    monkeypatch.setattr(batches, "FORGET_SECONDS", 30.0)
     db = duckflock.connect()
     db.execute("CREATE TABLE t (n INTEGER)")
     release, later = _held_first_batch(db)
@@ -177,6 +178,47 @@ def test_a_waited_batch_waits_for_woken_callers_that_have_not_run(
     assert woken.wait(5) == 1  # the woken caller runs again
     assert later.wait(30) and waited.wait(30) == 1
     assert db.execute("SELECT count(*) FROM t").fetchone() == (2,)
+    db.close()
+
+
+def test_callers_an_earlier_commit_woke_still_hold_the_next_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Woken callers are counted across commits: a commit in between (here of a row
+    nobody waits for) does not make the writer forget a caller of the commit before it
+    that has not run yet. Counting only the last commit's callers, the few callers of a
+    small commit sealed it alone again and again while the many of a large one were
+    still coming back, and the rows split into two groups that took turns."""
+    monkeypatch.setattr(batches, "STRAGGLER_SECONDS", 30.0)
+    monkeypatch.setattr(batches, "FORGET_SECONDS", 30.0)
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER)")
+    release = threading.Event()
+    sealed = [threading.Event() for _ in range(3)]
+    count = [0]
+
+    def hook(at: str) -> None:
+        if at == "batch":
+            count[0] += 1
+            if count[0] <= len(sealed):
+                sealed[count[0] - 1].set()
+            if count[0] == 1:
+                assert release.wait(30)
+
+    db.writer().fault_hook = hook
+    schema = SchemaCache(db.cursor()).get("t")
+    woken = Call(schema, columns=("n",), row=(1,))
+    db.writer().submit(woken, None, wait=True)  # parked: its caller does not run yet
+    assert sealed[0].wait(30)
+    release.set()  # the first commit wakes the caller, which stays away
+    unwaited = db.insert("t", {"n": 2}, wait=False)  # a commit that wakes nobody
+    assert sealed[1].wait(30)
+    waited = Call(schema, columns=("n",), row=(3,))
+    db.writer().submit(waited, None, wait=True)
+    assert not sealed[2].wait(0.3), "the batch was sealed before the woken caller ran"
+    assert woken.wait(5) == 1  # the caller the first commit woke runs again
+    assert sealed[2].wait(30) and waited.wait(30) == 1 and unwaited.wait(30) == 1
+    assert db.execute("SELECT count(*) FROM t").fetchone() == (3,)
     db.close()
 
 

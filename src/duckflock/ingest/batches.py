@@ -1,13 +1,16 @@
-"""One batch's commit on the writer thread (:mod:`duckflock.ingest.writer`): through the
-committer, counted for the writer's stats, and, when DuckDB invalidated the database,
-the database reopened (before the next batch, and again before each batch while
-reopening fails)."""
+"""The writer's batches (:mod:`duckflock.ingest.writer`): when one is sealed
+(:class:`Woken`: not while callers recent commits woke are still on their way back), and
+its commit (:class:`Batches`): through the committer, counted for the writer's stats,
+and, when DuckDB invalidated the database, the database reopened (before the next batch,
+and again before each batch while reopening fails)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import time
+from collections import deque
 from collections.abc import Callable
 
 import duckdb
@@ -17,6 +20,79 @@ from duckflock.ingest.committer import Committer
 from duckflock.ingest.receipts import Call
 from duckflock.ingest.stats import Counters
 from duckflock.ingest.storage import StorageFailure
+
+# A batch somebody waits for is sealed once the inbox is empty, except while callers that
+# recent commits woke have not run again (they wait for the GIL behind each other, and
+# most hand in their next row at once): then it waits for them, polling every
+# STRAGGLER_POLL seconds, for at most STRAGGLER_SECONDS. Measured with 50 threads x one
+# acknowledged row: without it a third of them missed each batch and waited a whole
+# extra commit. A commit's callers still away after FORGET_SECONDS are not waited for
+# any more (they timed out, or went on to other work).
+STRAGGLER_SECONDS = 0.001
+STRAGGLER_POLL = 0.0001
+FORGET_SECONDS = 0.005
+# commits whose woken callers are still awaited, at most (older ones are forgotten)
+_TALLIES = 64
+
+
+class Woken:
+    """The callers recent commits woke, and how many of them have run again.
+
+    Owner: the writer thread, which records each commit's woken callers (:meth:`wake`,
+    under the writer's lock) and asks, while gathering a batch, whether any are still on
+    their way (:meth:`straggler`). A woken caller appends to its commit's tally from its
+    own thread once it runs again (``Call.back``; ``list.append`` is atomic). Callers
+    are counted across commits, not only the last one: while the callers of a large
+    commit are still coming back one by one, a small commit of the few that came back
+    first must not be sealed alone, or the rows split into two groups that take turns.
+    A tally older than FORGET_SECONDS is forgotten (its callers timed out or went
+    elsewhere).
+    """
+
+    def __init__(self) -> None:
+        # (the list woken callers append to, how many were woken, when)
+        self._tallies: deque[tuple[list[None], int, float]] = deque(maxlen=_TALLIES)
+
+    def wake(self, calls: list[Call]) -> None:
+        """Finish ``calls`` (waking their callers), counting the callers woken."""
+        back: list[None] = []
+        woken = 0
+        for call in calls:
+            if call.waiter is not None:
+                call.back = back
+                woken += 1
+            call.finish()
+        if woken:
+            self._tallies.append((back, woken, time.monotonic()))
+
+    def away(self, now: float) -> int:
+        """Woken callers that have not run again (woken within FORGET_SECONDS)."""
+        tallies = self._tallies
+        while tallies and (
+            len(tallies[0][0]) >= tallies[0][1] or now - tallies[0][2] > FORGET_SECONDS
+        ):
+            tallies.popleft()
+        return sum(woken - len(back) for back, woken, _ in tallies)
+
+    @staticmethod
+    def deadline() -> float:
+        """Until when the batch being gathered may wait for stragglers."""
+        return time.monotonic() + STRAGGLER_SECONDS
+
+    def straggler(
+        self, inbox: queue.SimpleQueue[Call | None], until: float
+    ) -> tuple[bool, Call | None]:
+        """While woken callers have not all run again (until ``until``): whether a
+        call came, and the call (None: the inbox's close sentinel). Waiting on the
+        inbox, not sleeping: measured with 50 threads, sleeping in 0.1 ms steps
+        brought them back later (0.91-1.15 ms) than being woken by each call (0.82-0.91)."""
+        inbox_get = inbox.get
+        while (now := time.monotonic()) < until and self.away(now):
+            try:
+                return True, inbox_get(timeout=STRAGGLER_POLL)
+            except queue.Empty:
+                continue
+        return False, None
 
 
 class Batches:

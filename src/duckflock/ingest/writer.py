@@ -41,7 +41,7 @@ from duckflock.errors import (
     QueueFullError,
     WriterBrokenError,
 )
-from duckflock.ingest.batches import Batches
+from duckflock.ingest.batches import Batches, Woken
 from duckflock.ingest.committer import Committer
 from duckflock.ingest.keys import KeyBook
 from duckflock.ingest.receipts import Call
@@ -58,13 +58,6 @@ if TYPE_CHECKING:
 # cost each of them a GIL round trip (measured: 150k rows/s without, 380k with).
 LINGER_SECONDS = 0.01
 LINGER_ROWS = 20_000
-# A batch somebody waits for is sealed once the inbox is empty, except while callers
-# the last commit woke have not run yet (they wait for the GIL behind each other, and
-# most hand in their next row at once): then it waits for them, polling every
-# STRAGGLER_POLL seconds, for at most STRAGGLER_SECONDS. Measured with 50 threads x one
-# acknowledged row: a third of them missed each batch and waited a whole extra commit.
-STRAGGLER_SECONDS = 0.001
-STRAGGLER_POLL = 0.0001
 _CLOSE = None  # the inbox sentinel
 # told, after each commit, its sequence number, the tables it changed and captured rows
 CommitListener = Callable[[int, set[Identity], list[tuple[Identity, pa.Table]]], None]
@@ -113,9 +106,7 @@ class Writer:
         self._broken: BaseException | None = None
         self._current: list[Call] = []  # the batch being committed
         self._current_markers: list[Call] = []  # flush markers riding on it
-        # the callers the last commit woke, and the tally they append to once running
-        self._woken = 0
-        self._back: list[None] = []
+        self._woken = Woken()  # the callers recent commits woke, until they run again
         self._counters = Counters()  # the figures stats() reports
         self._batches = Batches(self._committer, self._counters, new_cursor, reopen)
         self._thread = threading.Thread(target=self._run, name="duckflock-writer", daemon=True)
@@ -310,8 +301,8 @@ class Writer:
                         pass
                 if urgent and not self._closing:
                     if not straggle_until:
-                        straggle_until = time.monotonic() + STRAGGLER_SECONDS
-                    came, late = self._straggler(straggle_until)
+                        straggle_until = self._woken.deadline()
+                    came, late = self._woken.straggler(inbox, straggle_until)
                     if came:
                         item = late
                         continue
@@ -331,28 +322,9 @@ class Writer:
             self._peak = queued
         return calls, markers, rows, False
 
-    def _straggler(self, until: float) -> tuple[bool, Call | None]:
-        """While callers the last commit woke have not all run again (until ``until``):
-        whether a call came, and the call."""
-        inbox = self._inbox
-        while len(self._back) < self._woken and time.monotonic() < until:
-            try:
-                return True, inbox.get(timeout=STRAGGLER_POLL)
-            except queue.Empty:
-                continue
-        return False, None
-
     def _finish(self, calls: list[Call], markers: list[Call], rows: int) -> None:
-        back: list[None] = []
-        woken = 0
         with self._lock:
-            for call in calls:
-                if call.waiter is not None:
-                    call.back = back
-                    woken += 1
-                call.finish()
-            if calls:  # a batch of flush markers alone keeps the last tally
-                self._back, self._woken = back, woken
+            self._woken.wake(calls)
             for marker in markers:
                 marker.finish()
             self._held_rows -= rows
