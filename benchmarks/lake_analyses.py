@@ -115,7 +115,7 @@ def measure(rows: int, rounds: int) -> dict[str, float]:
                     fulls.append(full_ms)
                     print(
                         f"round {round_}: refresh {ms:.2f} ms ({result.mode}), full "
-                        f"{full_ms:.1f} ms: {full_ms / ms:.0f}x"
+                        f"{full_ms:.1f} ms: {full_ms / ms:.0f}x; {result.reason}"
                     )
                 # one delete of 10,000 rows by the other process: retraction
                 # values in the middle: no group loses its min or max, subtraction alone
