@@ -35,6 +35,7 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.lake import feed
+from duckflock.lake import listing as catalog_tables
 from duckflock.live.fold.retention import retract
 from duckflock.live.pinned import FAILED, FIRST, joined_refresh
 from duckflock.live.plan.incremental import Shape
@@ -83,7 +84,7 @@ class LakeFeed:
         self._lock = lock  # the registry's: guards each analysis's Changes
         self._committed_seq = committed_seq
         self._max_rows = max_rows  # rows one refresh folds, then: rebuild (the notices')
-        self.tables = feed.Catalog(catalog)  # the catalog's tables, read directly
+        self.tables = catalog_tables.Catalog(catalog)  # the catalog's tables, read directly
 
     def describes(self, shape: Shape) -> bool:
         """Whether the feed sees every write to the tables ``shape`` reads."""
@@ -115,6 +116,8 @@ class LakeFeed:
                 assert run.snapshot is not None
                 listing = self.tables.listing(cursor, plan.table, run.snapshot)
                 quick = self._quick(analysis, plan, listing, watermark)
+                if quick is None and listing is not None:
+                    why = catalog_tables.costly(listing, self._max_rows())
             if quick is not None:
                 fed, end = quick
             else:
@@ -137,7 +140,7 @@ class LakeFeed:
         return fed
 
     def _quick(
-        self, analysis: Analysis, plan: Plan, listing: feed.Listing | None, watermark: int
+        self, analysis: Analysis, plan: Plan, listing: catalog_tables.Listing | None, watermark: int
     ) -> tuple[Fed, int] | None:
         """The refresh from one read of the catalog, without a DuckLake transaction:
         nothing new, or new Parquet files of a known schema; None: the transaction's."""
