@@ -148,7 +148,7 @@ class Catalog:
             start=int(start),
         )
         rows = cursor.execute(
-            "SELECT * FROM postgres_query(?, ?)", [_METADATA.format(self.catalog), sql]
+            "SELECT * FROM system.main.postgres_query(?, ?)", [_METADATA.format(self.catalog), sql]
         ).fetchall()
         with self._lock:
             self.queries += 1
@@ -190,7 +190,7 @@ class Catalog:
         found: tuple[str, str] | None = None
         try:
             schemas = cursor.execute(
-                "SELECT * FROM postgres_query(?, ?)",
+                "SELECT * FROM system.main.postgres_query(?, ?)",
                 [
                     _METADATA.format(self.catalog),
                     "SELECT table_schema FROM information_schema.tables "
