@@ -36,7 +36,18 @@ from duckflock.lake.feed import DATA_KINDS, Feed, Gap, entries
 from duckflock.sql import quote_ident, quote_literal
 
 _METADATA = "__ducklake_metadata_{}"
+# qualified: looked up in the cursor's default catalog (the lake), the function would
+# begin a DuckLake transaction (a snapshot query) for nothing
+_QUERY = "SELECT * FROM system.main.postgres_query(?, ?)"
 _PARTS = ("changes", "latest", "schema", "table", "file", "deleted from", "table size")
+_TOUCHED = """
+SELECT coalesce(sum(file_size_bytes), 0)::bigint AS size,
+       coalesce(sum(record_count), 0)::bigint AS n
+  FROM {m}.ducklake_data_file WHERE table_id = {table} AND data_file_id IN (
+    SELECT data_file_id FROM {m}.ducklake_delete_file
+      WHERE table_id = {table} AND begin_snapshot > {start}
+    UNION SELECT file_id FROM {m}.{inlined} WHERE begin_snapshot > {start})
+"""
 _LISTING = """
 WITH target AS (
   SELECT t.table_id, s.path AS schema_path, s.path_is_relative AS schema_relative,
@@ -99,25 +110,6 @@ class Listing:
         )
 
 
-def costly(listing: Listing, limit: int) -> str | None:
-    """Why a rebuild reads less than the feed's deleted rows would, or None.
-
-    DuckLake finds a deleted row's values by reading its whole data file (every column:
-    1M-20M rows in one file, a 10,000-row DELETE took 3x a full run), where a full run
-    reads only the columns the query needs. Rebuild when the files that gained deletes
-    hold more rows than one refresh folds (``limit``) and over a third of the table's
-    bytes, by the sizes the catalog keeps."""
-    rows, size = listing.deleted_from
-    if not listing.kinds() <= DATA_KINDS:  # the transaction's feed read decides those
-        return None
-    if rows <= limit or size * 3 <= listing.size[1]:
-        return None
-    return (
-        f"rows were deleted from files holding {rows:,} of the table's {listing.size[0]:,} "
-        f"rows ({size:,} of {listing.size[1]:,} bytes): rebuilding reads less"
-    )
-
-
 class Catalog:
     """Reads a PostgreSQL-backed lake's catalog tables directly (see above). One per
     lake, shared by the analysis threads."""
@@ -147,12 +139,44 @@ class Catalog:
             name=quote_literal(table.name),
             start=int(start),
         )
-        rows = cursor.execute(
-            "SELECT * FROM system.main.postgres_query(?, ?)", [_METADATA.format(self.catalog), sql]
-        ).fetchall()
+        rows = cursor.execute(_QUERY, [_METADATA.format(self.catalog), sql]).fetchall()
         with self._lock:
             self.queries += 1
         return self._parse(start, rows, where[1])
+
+    def costly(self, cursor: duckdb.DuckDBPyConnection, listing: Listing, limit: int) -> str | None:
+        """Why a rebuild reads less than the feed's deleted rows would, or None.
+
+        DuckLake finds a deleted row's values by reading its whole data file (every
+        column: a 10,000-row DELETE from 20M rows in one file took 3x a full run), where
+        a full run reads only the columns the query needs. Rebuild when the files that
+        gained deletes hold more rows than one refresh folds (``limit``) and over a third
+        of the table's bytes, by the sizes the catalog keeps. Small deletes are kept in
+        the catalog (``inlined_delete``): their files are asked for in a second statement,
+        only for a table big enough to matter."""
+        kinds = listing.kinds()
+        if listing.table_id is None or not kinds <= DATA_KINDS or listing.size[0] <= limit:
+            return None
+        rows, size = listing.deleted_from
+        if "inlined_delete" in kinds and self._where is not None:
+            sql = _TOUCHED.format(
+                m=quote_ident(self._where[0]),
+                table=int(listing.table_id),
+                start=int(listing.start),
+                inlined=quote_ident(f"ducklake_inlined_delete_{int(listing.table_id)}"),
+            )
+            try:
+                row = first_row(cursor.execute(_QUERY, [_METADATA.format(self.catalog), sql]))
+            except duckdb.Error:  # no such table: the transaction's read decides
+                return None
+            size, rows = (int(row[0]), int(row[1])) if row else (size, rows)
+        if rows <= limit or size * 3 <= listing.size[1]:
+            return None
+        return (
+            f"rows were deleted from files holding {rows:,} of the table's "
+            f"{listing.size[0]:,} rows ({size:,} of {listing.size[1]:,} bytes): "
+            "rebuilding reads less"
+        )
 
     def _parse(self, start: int, rows: list[tuple[Any, ...]], data_path: str) -> Listing | None:
         parts: dict[int, list[tuple[Any, ...]]] = {i: [] for i in range(len(_PARTS))}
@@ -190,7 +214,7 @@ class Catalog:
         found: tuple[str, str] | None = None
         try:
             schemas = cursor.execute(
-                "SELECT * FROM system.main.postgres_query(?, ?)",
+                _QUERY,
                 [
                     _METADATA.format(self.catalog),
                     "SELECT table_schema FROM information_schema.tables "

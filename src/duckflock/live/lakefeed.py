@@ -117,7 +117,7 @@ class LakeFeed:
                 listing = self.tables.listing(cursor, plan.table, run.snapshot)
                 quick = self._quick(analysis, plan, listing, watermark)
                 if quick is None and listing is not None:
-                    why = catalog_tables.costly(listing, self._max_rows())
+                    why = self.tables.costly(cursor, listing, self._max_rows())
             if quick is not None:
                 fed, end = quick
             else:
