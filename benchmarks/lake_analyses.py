@@ -126,7 +126,7 @@ def measure(rows: int, rounds: int) -> dict[str, float]:
                 delete_full, full = timed(lambda: db.sql(SQL).to_arrow_table())
                 # a rebuild when the files holding the deleted rows are most of the table
                 check(result, full, "delete", rebuild="rebuilding reads less")
-                print(f"delete: refresh {delete_ms:.2f} ms ({result.mode}: {result.reason})")
+                print(f"delete: refresh {delete_ms:.2f} ms ({result.reason})")
                 print(f"        full {delete_full:.1f} ms")
             finally:
                 other.close()

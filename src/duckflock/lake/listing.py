@@ -36,6 +36,7 @@ from duckflock.lake.feed import DATA_KINDS, Feed, Gap, entries
 from duckflock.sql import quote_ident, quote_literal
 
 _METADATA = "__ducklake_metadata_{}"
+_THREADED = 200_000  # rows in a file from which pyarrow's threads help reading it
 # qualified: looked up in the cursor's default catalog (the lake), the function would
 # begin a DuckLake transaction (a snapshot query) for nothing
 _QUERY = "SELECT * FROM system.main.postgres_query(?, ?)"
@@ -258,11 +259,12 @@ class Catalog:
         if sum(rows for _, rows in listing.files) > limit:
             return Gap(f"over {limit:,} rows changed in the lake between refreshes")
         try:
-            parts = [pq.read_table(path, columns=columns.names) for path, _ in listing.files]
+            parts = [_read(path, columns.names, rows) for path, rows in listing.files]
         except (OSError, pa.ArrowException, KeyError):
             return None  # a file or a column not where the catalog says: DuckLake decides
-        for part in parts:
-            if [f.type for f in part.schema] != [f.type for f in columns]:
+        wanted = [(f.name, f.type) for f in columns]
+        for part in parts:  # (a column missing from a file is left out, not an error)
+            if [(f.name, f.type) for f in part.schema] != wanted:
                 return None
         read = [pa.Table.from_arrays(part.columns, schema=columns) for part in parts]
         return Feed(
@@ -272,3 +274,10 @@ class Catalog:
             columns.empty_table(),
             f"{len(read)} new Parquet file(s), listed by one catalog query",
         )
+
+
+def _read(path: str, columns: list[str], rows: int) -> pa.Table:
+    """A Parquet file's ``columns``: ParquetFile.read, not read_table (the datasets
+    layer doubled a 10,000-row file's 0.5 ms), on this thread below ``_THREADED`` rows."""
+    with pq.ParquetFile(path) as file:
+        return file.read(columns=columns, use_threads=rows > _THREADED)
