@@ -537,3 +537,34 @@ def test_deletes_in_files_holding_most_of_the_table_rebuild(lake: Any) -> None:
     other.run("DELETE FROM events WHERE v % 2 = 0")
     result = check(db, "sums")
     assert result.mode == "full" and "rebuilding reads less" in result.reason, result.reason
+
+
+def test_appended_files_of_many_types_read_directly_equal_a_full_run(lake: Any) -> None:
+    db, other = lake
+    db.execute(
+        "CREATE TABLE wide (g INTEGER, d DATE, ts TIMESTAMP, tz TIMESTAMPTZ, "
+        "dec DECIMAL(18, 3), b BOOLEAN, u UBIGINT, f REAL, t VARCHAR, l INTEGER[])"
+    )
+    sql = (
+        "SELECT g, count(*) AS n, sum(dec) AS sd, min(ts) AS t0, max(d) AS d1, max(tz) AS z, "
+        "count(*) FILTER (WHERE b) AS yes, sum(u) AS su, max(t) AS top, "
+        "sum(len(l)) AS items, count(f) AS cf FROM wide GROUP BY g"
+    )
+    db.analysis("wide", sql)
+    insert = (
+        "INSERT INTO wide SELECT i % 4, DATE '2024-01-01' + (i % 30)::INTEGER, "
+        "TIMESTAMP '2024-01-01' + to_seconds(i), TIMESTAMPTZ '2024-01-01 00:00:00+00' "
+        "+ to_seconds(i), (i / 7)::DECIMAL(18, 3), i % 3 = 0, i::UBIGINT, i / 3, "
+        "'w' || (i % 13), [i, i + 1] FROM range({}, {}) t(i)"
+    )
+    results = []
+    for start in (0, 2_000, 4_000):  # over inline_rows: Parquet files
+        other.run(insert.format(start, start + 1_500))
+        result = db.refresh("wide")
+        assert result.error is None, result.error
+        at = snapshot_of(db, "wide")
+        expected = db.sql(sql.replace("FROM wide", f"FROM wide AT (VERSION => {at})"))
+        assert rows(result.table) == rows(expected.to_arrow_table()), result.reason
+        results.append(result)
+    # built, then learned through DuckLake, then read straight from the file
+    assert "new Parquet file" in results[2].reason, results[2].reason

@@ -262,11 +262,12 @@ class Catalog:
             parts = [_read(path, columns.names, rows) for path, rows in listing.files]
         except (OSError, pa.ArrowException, KeyError):
             return None  # a file or a column not where the catalog says: DuckLake decides
-        wanted = [(f.name, f.type) for f in columns]
         for part in parts:  # (a column missing from a file is left out, not an error)
-            if [(f.name, f.type) for f in part.schema] != wanted:
+            if part.schema.names != columns.names or not all(
+                _same(got.type, want.type) for got, want in zip(part.schema, columns, strict=True)
+            ):
                 return None
-        read = [pa.Table.from_arrays(part.columns, schema=columns) for part in parts]
+        read = [part.cast(columns) for part in parts]
         return Feed(
             listing.start,
             listing.end,
@@ -281,3 +282,18 @@ def _read(path: str, columns: list[str], rows: int) -> pa.Table:
     layer doubled a 10,000-row file's 0.5 ms), on this thread below ``_THREADED`` rows."""
     with pq.ParquetFile(path) as file:
         return file.read(columns=columns, use_threads=rows > _THREADED)
+
+
+def _same(got: pa.DataType, want: pa.DataType) -> bool:
+    """Whether a file's column type is DuckLake's: equal, or a time stamp with a time
+    zone either way (Parquet keeps UTC instants; DuckDB labels them with the session's
+    zone, the file reader with "UTC": the same values)."""
+    if got == want:
+        return True
+    return (
+        pa.types.is_timestamp(got)
+        and pa.types.is_timestamp(want)
+        and got.unit == want.unit
+        and got.tz is not None
+        and want.tz is not None
+    )
