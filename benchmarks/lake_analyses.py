@@ -8,7 +8,10 @@ catalog, with Parquet files in a temporary folder, and fills a lake table with N
 ANOTHER process (this script with ``--child``: plain DuckDB with the ducklake extension)
 appends 10,000 rows in one commit; then this process times ``db.refresh`` (wall: the
 feed read in one transaction and folded into the state) and a full run of the same SQL,
-and checks the two agree. Then one round where the other process deletes 10,000 rows
+and checks the two agree. (Round 0 reads through DuckLake's functions, which teaches
+the refresh the table's column types; later rounds read the new Parquet file straight
+after one catalog query: duckflock.lake.listing. Each line prints the reason.)
+Then one round where the other process deletes 10,000 rows
 (taken out of the state by retraction; or rebuilt, when the files holding the deleted
 rows are most of the table: DuckLake reads them whole). Medians over the rounds.
 
