@@ -14,6 +14,7 @@ import json
 import os
 import queue
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -151,9 +152,10 @@ def rows(table: pa.Table) -> list[str]:
     return sorted(repr(tuple(row.values())) for row in table.to_pylist())
 
 
-def check(db: duckflock.Database, name: str) -> duckflock.Result:
-    """Refresh ``name`` and compare it with DuckDB's full run at its snapshot."""
-    result = db.refresh(name)
+def check(db: duckflock.Database, name: str, result: duckflock.Result | None = None) -> Any:
+    """Refresh ``name`` (or take its refresh ``result``) and compare it with DuckDB's
+    full run at its snapshot."""
+    result = db.refresh(name) if result is None else result
     assert result.error is None, result.error
     at = snapshot_of(db, name)
     travel = f"AT (VERSION => {at})"
@@ -404,3 +406,165 @@ def test_a_snapshots_changes_are_read_as_duckdb_lists_them() -> None:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--child"]:
     _child()
+
+
+# -- the refresh's catalog reads, counted in PostgreSQL's own log ----------------------
+
+
+class Logged:
+    """A lake whose PostgreSQL database logs every statement (``log_statement`` set on
+    that database only, before any connection), read back from the server's log."""
+
+    def __init__(self, postgres: Any, tmp_path: Path) -> None:
+        import psycopg
+
+        name = f"logged_{os.getpid()}_{next(_lakes)}"
+        dsn = postgres.create_database(name)
+        with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+            admin.execute(f"ALTER DATABASE {name} SET log_statement = 'all'")
+        self.log = Path(postgres.log)
+        target, data = f"ducklake:postgres:{dsn}", tmp_path / "logged-data"
+        # the poller looks once, at start, then not for an hour: the log is the refresh's
+        options = duckflock.LakeOptions(maintenance_interval=None, poll_interval=3600)
+        self.db = duckflock.connect(target, data_path=str(data), lake=options)
+        self.db.execute("CREATE TABLE events (g INTEGER, v BIGINT, x DOUBLE, s VARCHAR)")
+        self.db.execute("CREATE TABLE dims (g INTEGER, label VARCHAR)")
+        self.db.execute(
+            "INSERT INTO events SELECT i % 5, i, i / 2, 's' || (i % 11) FROM range(3000) t(i)"
+        )
+        self.other = Other(target, data)
+        self.other.run("SELECT 1")  # its answer: it attached the lake, and is idle now
+        deadline = threading.Event()
+        for _ in range(3000):  # the poller's first look, at most 30 s
+            state = self.db.lake_state()
+            if state is not None and state["polls"] >= 1:
+                break
+            deadline.wait(0.01)
+        else:
+            raise AssertionError("the lake poller never polled")
+
+    def statements(self, fn: Any) -> tuple[Any, list[str]]:
+        """What ``fn()`` returns, and the statements PostgreSQL logged meanwhile."""
+        start = self.log.stat().st_size
+        out = fn()
+        with self.log.open(errors="replace") as log:
+            log.seek(start)
+            text = log.read()
+        # an entry starts with its timestamp; a statement's own lines follow it
+        entries = re.split(r"\n(?=\d{4}-\d\d-\d\d )", text)
+        return out, [entry for entry in entries if " statement: " in entry]
+
+    def close(self) -> None:
+        self.other.close()
+        self.db.close()
+
+
+@pytest.fixture
+def logged(postgres: Any, tmp_path: Path) -> Any:
+    lake = Logged(postgres, tmp_path)
+    try:
+        yield lake
+    finally:
+        lake.close()
+
+
+def _catalog_reads(logged: list[str]) -> list[str]:
+    """The logged statements that read DuckLake's tables (not the pool's SELECT 1,
+    BEGIN, COMMIT or DISCARD ALL)."""
+    return [line for line in logged if "ducklake_" in line]
+
+
+def test_a_refresh_with_nothing_new_reads_the_catalog_once_without_a_transaction(
+    logged: Logged,
+) -> None:
+    db = logged.db
+    define(db, "sums")
+    first = check(db, "sums")
+    check(db, "sums")  # the first look also finds the catalog's schema and data path
+    again, statements = logged.statements(lambda: db.refresh("sums"))
+    check(db, "sums", again)
+    assert again.mode == "incremental" and "still at snapshot" in again.reason
+    assert again.rows() == first.rows()
+    reads = _catalog_reads(statements)
+    # one statement: the listing; no DuckLake transaction (snapshot, stats, files)
+    assert len(reads) == 1 and "WITH target AS" in reads[0], statements
+    assert len(statements) <= 6, statements  # and the pool's SELECT 1, BEGIN, COMMIT …
+
+
+def test_appended_files_are_read_from_one_catalog_statement(logged: Logged) -> None:
+    db, other = logged.db, logged.other
+    define(db, "sums", "total")
+    check(db, "sums")
+    check(db, "total")
+    files = "INSERT INTO events SELECT i % 7, i, i / 3, 's' || (i % 5) FROM range({}, {}) t(i)"
+    other.run(files.format(10_000, 11_500))  # over inline_rows: a Parquet file
+    learned = check(db, "sums")  # DuckLake's read: the columns' types are learned
+    assert learned.mode == "incremental" and "DuckLake's change feed" in learned.reason
+    other.run(files.format(20_000, 21_200), files.format(30_000, 32_000))
+    result, statements = logged.statements(lambda: db.refresh("sums"))
+    check(db, "sums", result)
+    assert result.mode == "incremental", result.reason
+    assert "2 new Parquet file(s)" in result.reason and "3,200 rows" in result.reason
+    reads = _catalog_reads(statements)
+    assert len(reads) == 1 and "WITH target AS" in reads[0], statements
+    # the other analysis of the same table: the same schema version, already learned
+    assert "3 new Parquet file(s)" in check(db, "total").reason
+    # the files it resolved are the ones DuckLake lists
+    from duckflock.lake.listing import Catalog
+
+    cursor = db.cursor()
+    plan = internals.analysis(db, "sums").state.shape.plan
+    assert plan is not None
+    listing = Catalog("lake").listing(cursor, plan.table, 0)
+    assert listing is not None
+    files = cursor.execute("SELECT data_file FROM ducklake_list_files('lake', 'events')")
+    listed = {path for (path,) in files.fetchall()}
+    assert len(listing.files) == 4 and {path for path, _ in listing.files} <= listed
+
+
+def test_deletes_in_files_holding_most_of_the_table_rebuild(lake: Any) -> None:
+    db, other = lake
+    define(db, "sums")
+    check(db, "sums")
+    other.run("DELETE FROM events WHERE v % 1000 = 7")  # in the 3,000-row file
+    assert check(db, "sums").mode == "incremental"  # 3,000 rows: read them
+    internals.scheduler(db).notices.max_delta_rows = 100
+    other.run("DELETE FROM events WHERE v % 1000 = 8")  # kept in the catalog (inlined)
+    result = check(db, "sums")
+    assert result.mode == "full" and "rebuilding reads less" in result.reason, result.reason
+    assert "files holding 3,000" in result.reason
+    # over DuckLake's inlining limit: a delete file rather than rows in the catalog
+    other.run("DELETE FROM events WHERE v % 2 = 0")
+    result = check(db, "sums")
+    assert result.mode == "full" and "rebuilding reads less" in result.reason, result.reason
+
+
+def test_appended_files_of_many_types_read_directly_equal_a_full_run(lake: Any) -> None:
+    db, other = lake
+    db.execute(
+        "CREATE TABLE wide (g INTEGER, d DATE, ts TIMESTAMP, tz TIMESTAMPTZ, "
+        "dec DECIMAL(18, 3), b BOOLEAN, u UBIGINT, f REAL, t VARCHAR, l INTEGER[])"
+    )
+    sql = (
+        "SELECT g, count(*) AS n, sum(dec) AS sd, min(ts) AS t0, max(d) AS d1, max(tz) AS z, "
+        "count(*) FILTER (WHERE b) AS yes, sum(u) AS su, max(t) AS top, "
+        "sum(len(l)) AS items, count(f) AS cf FROM wide GROUP BY g"
+    )
+    db.analysis("wide", sql)
+    insert = (
+        "INSERT INTO wide SELECT i % 4, DATE '2024-01-01' + (i % 30)::INTEGER, "
+        "TIMESTAMP '2024-01-01' + to_seconds(i), TIMESTAMPTZ '2024-01-01 00:00:00+00' "
+        "+ to_seconds(i), (i / 7)::DECIMAL(18, 3), i % 3 = 0, i::UBIGINT, i / 3, "
+        "'w' || (i % 13), [i, i + 1] FROM range({}, {}) t(i)"
+    )
+    results = []
+    for start in (0, 2_000, 4_000):  # over inline_rows: Parquet files
+        other.run(insert.format(start, start + 1_500))
+        result = db.refresh("wide")
+        assert result.error is None, result.error
+        at = snapshot_of(db, "wide")
+        expected = db.sql(sql.replace("FROM wide", f"FROM wide AT (VERSION => {at})"))
+        assert rows(result.table) == rows(expected.to_arrow_table()), result.reason
+        results.append(result)
+    # built, then learned through DuckLake, then read straight from the file
+    assert "new Parquet file" in results[2].reason, results[2].reason

@@ -58,6 +58,7 @@ class Feed:
     end: int  # the snapshot the rows bring it to
     inserted: pa.Table
     deleted: pa.Table
+    source: str = "DuckLake's change feed"  # where the rows were read
 
 
 @dataclass(frozen=True)

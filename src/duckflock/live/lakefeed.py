@@ -35,6 +35,7 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.lake import feed
+from duckflock.lake import listing as catalog_tables
 from duckflock.live.fold.retention import retract
 from duckflock.live.pinned import FAILED, FIRST, joined_refresh
 from duckflock.live.plan.incremental import Shape
@@ -83,6 +84,7 @@ class LakeFeed:
         self._lock = lock  # the registry's: guards each analysis's Changes
         self._committed_seq = committed_seq
         self._max_rows = max_rows  # rows one refresh folds, then: rebuild (the notices')
+        self.tables = catalog_tables.Catalog(catalog)  # the catalog's tables, read directly
 
     def describes(self, shape: Shape) -> bool:
         """Whether the feed sees every write to the tables ``shape`` reads."""
@@ -109,9 +111,21 @@ class LakeFeed:
         watermark = self._committed_seq()  # those commits are in what the run reads
         cursor = run.cursor
         try:  # a failure anywhere rebuilds next time (the taint cleared above is not lost)
-            cursor.execute("BEGIN TRANSACTION")
-            fed, end = self._run(analysis, plan, why, watermark)
-            cursor.execute("COMMIT")
+            listing = quick = None
+            if why is None and not plan.joined:  # a join's fold reads at the snapshot
+                assert run.snapshot is not None
+                listing = self.tables.listing(cursor, plan.table, run.snapshot)
+                quick = self._quick(analysis, plan, listing, watermark)
+                if quick is None and listing is not None:
+                    why = self.tables.costly(cursor, listing, self._max_rows())
+            if quick is not None:
+                fed, end = quick
+            else:
+                cursor.execute("BEGIN TRANSACTION")
+                fed, end, read = self._run(analysis, plan, why, watermark)
+                cursor.execute("COMMIT")
+                if listing is not None and read is not None:
+                    self.tables.learn(listing, read.inserted)
         except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
                 cursor.execute("ROLLBACK")
@@ -125,10 +139,33 @@ class LakeFeed:
         run.snapshot = end
         return fed
 
+    def _quick(
+        self, analysis: Analysis, plan: Plan, listing: catalog_tables.Listing | None, watermark: int
+    ) -> tuple[Fed, int] | None:
+        """The refresh from one read of the catalog, without a DuckLake transaction:
+        nothing new, or new Parquet files of a known schema; None: the transaction's."""
+        run = analysis.state
+        if listing is None:
+            return None
+        if listing.end == run.snapshot:
+            return self._still(analysis, watermark, listing.end), listing.end
+        got = self.tables.appended(listing, self._max_rows())
+        if not isinstance(got, feed.Feed):  # (a Gap: the transaction finds it too)
+            return None
+        return self._fold(analysis, plan, got, watermark), got.end
+
+    @staticmethod
+    def _still(analysis: Analysis, watermark: int, snapshot: int) -> Fed:
+        run = analysis.state
+        assert run.state is not None and run.last_table is not None
+        reason = f"incremental: the lake is still at snapshot {snapshot}"
+        return Fed(run.state, run.last_table, watermark, reason, False, [])
+
     def _run(
         self, analysis: Analysis, plan: Plan, why: str | None, watermark: int
-    ) -> tuple[Fed, int]:
-        """The refresh, in its transaction: (what it gives, the snapshot it read)."""
+    ) -> tuple[Fed, int, feed.Feed | None]:
+        """The refresh, in its transaction: (what it gives, the snapshot it read, the
+        feed it folded)."""
         run, cursor = analysis.state, analysis.state.cursor
         if why is None:
             assert run.snapshot is not None
@@ -136,15 +173,13 @@ class LakeFeed:
             if isinstance(found, str):
                 why = found
             elif found.end == run.snapshot:
-                assert run.state is not None and run.last_table is not None
-                reason = f"incremental: the lake is still at snapshot {found.end}"
-                return Fed(run.state, run.last_table, watermark, reason, False, []), found.end
+                return self._still(analysis, watermark, found.end), found.end, None
             else:
-                return self._fold(analysis, plan, found, watermark), found.end
+                return self._fold(analysis, plan, found, watermark), found.end, found
         end = feed.current(cursor, self.catalog)  # the first read: the snapshot is fixed
         analysis.check()
         state, table = split(plan, cursor.execute(plan.build).to_arrow_table())
-        return Fed(state, table, watermark, f"full: {why}", True, []), end
+        return Fed(state, table, watermark, f"full: {why}", True, []), end, None
 
     def _read(self, plan: Plan, cursor: duckdb.DuckDBPyConnection, start: int) -> feed.Feed | str:
         """The feed from ``start`` to the transaction's snapshot, or why it cannot be
@@ -181,7 +216,8 @@ class LakeFeed:
             table = outputs(analysis, plan, state, deleted.slice(0, 0))
         reason = (
             f"incremental: snapshots {got.start}→{got.end} of the lake: folded in "
-            f"{inserted.num_rows:,} rows, took out {deleted.num_rows:,} deleted"
+            f"{inserted.num_rows:,} rows, took out {deleted.num_rows:,} deleted "
+            f"({got.source})"
         )
         return Fed(state, table, watermark, reason, False, [inserted, deleted])
 
