@@ -23,10 +23,9 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.live.fold.states import PartialKind
+from duckflock.live.fold.states import MAX_CHUNKS, PartialKind
 
 MAX_SLICES = 32  # touched groups past which the untouched rows are copied by a filter
-MAX_CHUNKS = 64  # chunks past which the state is made one chunk again
 
 
 def merge_touched(
