@@ -1,6 +1,6 @@
 """Issue 21's shapes: the refresh after 10,000 new rows against a full re-run, per size.
 
-Run: .venv/bin/python benchmarks/shapes.py [--large] [--sizes 1000000,5000000]
+Run: .venv/bin/python benchmarks/shapes.py [--large] [--sizes 1000000,5000000] [--shapes-only]
 
 Sizes 1M and 5M rows (``--large`` adds 20M; ``--sizes`` replaces them). The table is
 generated inside DuckDB: one row per millisecond (so N rows make N/1,000 second-buckets
@@ -9,7 +9,8 @@ and N/60,000 minute-buckets), 50 groups ``k``, 50 sensors, 1,000 users, a 50-row
 appends 10,000 rows that continue the series (they land in ~10 second-buckets), then
 times each analysis's ``db.refresh`` (wall) and a full re-run of its SQL, and checks the
 two agree. Then the retention delete of 1% (both shapes of benchmarks/retention.py) and
-the sliding window, from benchmarks/retention.py, at the same sizes.
+the sliding window, from benchmarks/retention.py, at the same sizes (``--shapes-only`` leaves
+those out).
 
 The last line, ``figures: {json}``, carries every median for benchmarks/suite.py:
 ``{"sizes": [...], "shapes": {shape: {size: [refresh_ms, full_ms]}}}``.
@@ -75,6 +76,8 @@ def main(argv: list[str]) -> None:
                 workdir, rows, SHAPES, TABLE, series
             ).items():
                 figures.setdefault(name, {})[rows] = (refresh * 1000, full * 1000)
+            if "--shapes-only" in argv:
+                continue
             for shape in ("exact", "double"):
                 inc, _own, full, _captured, _plain = retention_figures(workdir, rows, shape)
                 figures.setdefault(f"retention 1% ({shape})", {})[rows] = (inc * 1000, full * 1000)

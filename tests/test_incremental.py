@@ -650,3 +650,29 @@ def test_a_planned_refresh_runs_one_query_over_the_new_rows_and_merges_the_rest_
         else:
             assert got[key] == row
     assert new_state.num_rows == len(expected)
+
+
+def test_a_nan_in_a_floating_partial_hands_the_row_by_row_fold_to_duckdb() -> None:
+    """pyarrow's min skips NaN and adds -0.0 as it is; DuckDB ranks NaN above every
+    number. The row-by-row fold (merges.py) folds while no floating partial holds one,
+    then hands the analysis to DuckDB (``State.fast``), and every result stays a full
+    run's: the NaN group, -0.0 and a new group."""
+    sql = "SELECT g % 3 AS b, min(v) AS lo, max(v) AS hi, sum(v) AS s, count(*) AS c FROM t GROUP BY 1"
+    with duckflock.connect() as db:
+        db.execute(TABLE)
+        db.insert("t", [{"k": "a", "g": i, "v": float(i)} for i in range(9)])
+        db.analysis("mins", sql)
+        db.refresh("mins")
+        run = internals.analysis(db, "mins").state
+        assert run.shape.plan is not None and run.shape.plan.merge is not None
+        for rows, fast in (
+            ([{"k": "a", "g": 1, "v": -5.0}, {"k": "a", "g": 7, "v": 2.5}], True),
+            ([{"k": "a", "g": 4, "v": math.nan}, {"k": "a", "g": 10, "v": -0.0}], False),
+            ([{"k": "a", "g": 5, "v": 1.0}, {"k": "a", "g": 30, "v": 0.0}], False),
+        ):
+            db.insert("t", rows)
+            result = db.refresh("mins")
+            assert result.error is None and result.mode == "incremental"
+            assert run.fast is fast
+            expected = db.execute(sql).fetchall()
+            assert sorted(map(repr, result.rows())) == sorted(map(repr, expected))

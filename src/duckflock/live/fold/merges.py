@@ -176,10 +176,13 @@ def _combined(merge: Merge, old: pa.Table, new: pa.Table) -> pa.Table:
     """The touched groups: ``old``'s rows (the state's) merged with ``new``'s, row by row."""
     width = merge.keys
     columns = list(old.columns[:width])
+    wins: dict[Pick, pa.ChunkedArray] = {}  # a winner's value and key share its rule
     for i, (kind, pick) in enumerate(zip(merge.kinds, merge.picks, strict=True)):
         a, b = old.column(width + i), new.column(width + i)
         if pick is not None:
-            columns.append(pc.if_else(_new_wins(pick, width, old, new), b, a))
+            if pick not in wins:
+                wins[pick] = _new_wins(pick, width, old, new)
+            columns.append(pc.if_else(wins[pick], b, a))
         else:
             columns.append(_combine(kind, a, b))
     return pa.Table.from_arrays(columns, schema=old.schema)
@@ -220,10 +223,12 @@ def _new_wins(pick: Pick, width: int, old: pa.Table, new: pa.Table) -> pa.Chunke
         has_old = pc.greater(old.column(width + pick.seen), 0)
         has_new = pc.greater(new.column(width + pick.seen), 0)
     ahead = (pc.greater if pick.descending else pc.less)(new_key, old_key)
-    # a NULL key against a value: ahead where NULLs come first
-    null_new = pc.and_(pc.is_null(new_key), pc.is_valid(old_key))
-    null_old = pc.and_(pc.is_valid(new_key), pc.is_null(old_key))
-    ahead = pc.if_else(
-        null_new, pick.nulls_first, pc.if_else(null_old, not pick.nulls_first, ahead)
-    )
-    return pc.and_(has_new, pc.or_(pc.invert(has_old), pc.fill_null(ahead, False)))
+    if old_key.null_count or new_key.null_count:
+        # a NULL key against a value: ahead where NULLs come first
+        null_new = pc.and_(pc.is_null(new_key), pc.is_valid(old_key))
+        null_old = pc.and_(pc.is_valid(new_key), pc.is_null(old_key))
+        ahead = pc.if_else(
+            null_new, pick.nulls_first, pc.if_else(null_old, not pick.nulls_first, ahead)
+        )
+        ahead = pc.fill_null(ahead, False)  # two NULL keys tie
+    return pc.and_(has_new, pc.or_(pc.invert(has_old), ahead))
