@@ -657,7 +657,10 @@ def test_a_nan_in_a_floating_partial_hands_the_row_by_row_fold_to_duckdb() -> No
     number. The row-by-row fold (merges.py) folds while no floating partial holds one,
     then hands the analysis to DuckDB (``State.fast``), and every result stays a full
     run's: the NaN group, -0.0 and a new group."""
-    sql = "SELECT g % 3 AS b, min(v) AS lo, max(v) AS hi, sum(v) AS s, count(*) AS c FROM t GROUP BY 1"
+    sql = (
+        "SELECT g % 3 AS b, min(v) AS lo, max(v) AS hi, sum(v) AS s, count(*) AS c "
+        "FROM t GROUP BY 1"
+    )
     with duckflock.connect() as db:
         db.execute(TABLE)
         db.insert("t", [{"k": "a", "g": i, "v": float(i)} for i in range(9)])
