@@ -9,7 +9,7 @@ group). Then pyarrow
 
 1. finds each new group's state row by its key values (``index_in``; several keys as
    one code per row): Arrow's equality, which is DuckDB's for the key types admitted
-   (:data:`EQUAL_IN_ARROW`: no floating, interval, collated or nested keys);
+   (:func:`equal_in_arrow`: no floating, interval, collated or nested keys);
 2. merges the two rows' partials as their SQL ``merge`` does: counts and sums add
    (exact sums in ``decimal256``, back with an overflow check), min/max keep the
    smaller/greater, bool_and/bool_or combine, and a winner (arg_max/arg_min, ordered
@@ -38,10 +38,11 @@ from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.states import MAX_CHUNKS, PartialKind, Pick
 
 # key types (DuckDB's names) whose equality Arrow's ``index_in`` shares: integers,
-# booleans, dates, times and timestamps (their stored value), decimals of one type,
-# bytes; VARCHAR only where not collated (the plan has a touch query: no key with
-# several forms). Not floating (-0.0 = 0.0, NaN), INTERVAL, ENUM, UUID, nested.
-EQUAL_IN_ARROW = frozenset(
+# booleans, dates, times and timestamps (their stored value), bytes, and DECIMAL (of
+# one type on both sides); VARCHAR only where not collated (the plan has a touch query:
+# no key with several forms). Not floating (-0.0 = 0.0, NaN), INTERVAL, ENUM, UUID,
+# HUGEINT (its Arrow form is lossy), nested.
+_EQUAL_IN_ARROW = frozenset(
     {
         "BOOLEAN",
         "TINYINT",
@@ -65,7 +66,18 @@ EQUAL_IN_ARROW = frozenset(
 )
 # partial types whose order pyarrow shares with DuckDB (min/max, a winner's ordering
 # key); floating ones only while no NaN or -0.0 is merged (checked on every fold)
-ORDERED_IN_ARROW = (EQUAL_IN_ARROW - {"BOOLEAN", "VARCHAR", "BLOB"}) | {"FLOAT", "DOUBLE"}
+_ORDERED_IN_ARROW = (_EQUAL_IN_ARROW - {"BOOLEAN", "VARCHAR", "BLOB"}) | {"FLOAT", "DOUBLE"}
+
+
+def equal_in_arrow(kind: str) -> bool:
+    """Whether values of DuckDB type ``kind`` are equal in Arrow where DuckDB says so."""
+    return kind in _EQUAL_IN_ARROW or kind.startswith("DECIMAL(")
+
+
+def ordered_in_arrow(kind: str) -> bool:
+    """Whether pyarrow orders values of DuckDB type ``kind`` as DuckDB does."""
+    return kind in _ORDERED_IN_ARROW or kind.startswith("DECIMAL(")
+
 
 _ADDED = (PartialKind.COUNT_ALL, PartialKind.COUNT, PartialKind.SEEN)
 ELEMENTWISE = frozenset(

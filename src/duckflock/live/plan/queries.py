@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from duckflock.core.names import Identity
 from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
-from duckflock.live.fold.merges import ELEMENTWISE, EQUAL_IN_ARROW, ORDERED_IN_ARROW, Merge
+from duckflock.live.fold.merges import ELEMENTWISE, Merge, equal_in_arrow, ordered_in_arrow
 from duckflock.live.fold.query import lost_types, typed
 from duckflock.live.fold.retraction import KEYS, hidden_partials, retraction
 from duckflock.live.fold.states import NotIncremental, Partial, PartialKind, Slots
@@ -205,17 +205,17 @@ class Queries:
         DuckDB, every partial merges element-wise and every output is a key, a partial
         or a floating average of the output's own type; else None."""
         kinds = [str(kind) for kind in state_types]
-        if any(kind not in EQUAL_IN_ARROW for kind in kinds[:keys]):
+        if not all(equal_in_arrow(kind) for kind in kinds[:keys]):
             return None
         types = kinds[keys:]
         for partial, kind in zip(partials, types, strict=True):
             what, pick = partial.spec[0], partial.pick
             if what not in ELEMENTWISE:
                 return None
-            if what in (PartialKind.MIN, PartialKind.MAX) and kind not in ORDERED_IN_ARROW:
+            if what in (PartialKind.MIN, PartialKind.MAX) and not ordered_in_arrow(kind):
                 return None
             if what in (PartialKind.PICK, PartialKind.KEY) and (
-                pick is None or types[pick.key] not in ORDERED_IN_ARROW
+                pick is None or not ordered_in_arrow(types[pick.key])
             ):
                 return None
         with self._empty_delta():
