@@ -34,54 +34,45 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from duckflock.live.fold.arrow import ArrowPlan, unlike_duckdb
+from duckflock.live.fold.positions import combine
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.states import MAX_CHUNKS, PartialKind, Pick
 
-# key types (DuckDB's names) whose equality Arrow's ``index_in`` shares: integers,
-# booleans, dates, times and timestamps (their stored value), bytes, and DECIMAL (of
-# one type on both sides); VARCHAR only where not collated (the plan has a touch query:
-# no key with several forms). Not floating (-0.0 = 0.0, NaN), INTERVAL, ENUM, UUID,
-# HUGEINT (its Arrow form is lossy), nested.
-_EQUAL_IN_ARROW = frozenset(
-    {
-        "BOOLEAN",
-        "TINYINT",
-        "SMALLINT",
-        "INTEGER",
-        "BIGINT",
-        "UTINYINT",
-        "USMALLINT",
-        "UINTEGER",
-        "UBIGINT",
-        "DATE",
-        "TIME",
-        "TIMESTAMP",
-        "TIMESTAMP_S",
-        "TIMESTAMP_MS",
-        "TIMESTAMP_NS",
-        "TIMESTAMP WITH TIME ZONE",
-        "VARCHAR",
-        "BLOB",
-    }
+# column types (DuckDB's names) whose equality and order pyarrow shares with DuckDB:
+# their stored values compare alike (floats only without NaN and -0.0, VARCHAR only
+# without a collation: each user checks those). Not INTERVAL, ENUM, UUID, HUGEINT (its
+# Arrow form is lossy), nested. Also the pyarrow path's (live/plan/arrowpath.py).
+ARROW_COMPARES = frozenset(
+    {"BOOLEAN", "TINYINT", "SMALLINT", "INTEGER", "BIGINT"}
+    | {"UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "FLOAT", "DOUBLE", "VARCHAR"}
+    | {"DATE", "TIME", "TIMESTAMP", "TIMESTAMP_S", "TIMESTAMP_MS", "TIMESTAMP_NS"}
+    | {"TIMESTAMP WITH TIME ZONE"}
 )
-# partial types whose order pyarrow shares with DuckDB (min/max, a winner's ordering
-# key); floating ones only while no NaN or -0.0 is merged (checked on every fold)
-_ORDERED_IN_ARROW = (_EQUAL_IN_ARROW - {"BOOLEAN", "VARCHAR", "BLOB"}) | {"FLOAT", "DOUBLE"}
+_FLOATING = frozenset({"FLOAT", "DOUBLE"})
 
 
 def equal_in_arrow(kind: str) -> bool:
-    """Whether values of DuckDB type ``kind`` are equal in Arrow where DuckDB says so."""
-    return kind in _EQUAL_IN_ARROW or kind.startswith("DECIMAL(")
+    """Whether Arrow's ``index_in`` finds values of DuckDB type ``kind`` equal exactly
+    where DuckDB does: not floating (-0.0 = 0.0); bytes and DECIMAL (one type on both
+    sides) too. A VARCHAR key reaches here only uncollated (a plan with a touch query
+    has no key with several forms)."""
+    return (kind in ARROW_COMPARES and kind not in _FLOATING) or _decimal_or(kind, "BLOB")
 
 
 def ordered_in_arrow(kind: str) -> bool:
-    """Whether pyarrow orders values of DuckDB type ``kind`` as DuckDB does."""
-    return kind in _ORDERED_IN_ARROW or kind.startswith("DECIMAL(")
+    """Whether pyarrow orders values of DuckDB type ``kind`` as DuckDB does (min/max, a
+    winner's ordering key): not strings (a collation may order them) nor booleans;
+    floating ones while no NaN or -0.0 is merged (checked on every fold)."""
+    return (kind in ARROW_COMPARES and kind not in ("BOOLEAN", "VARCHAR")) or _decimal_or(kind)
 
 
-_ADDED = (PartialKind.COUNT_ALL, PartialKind.COUNT, PartialKind.SEEN)
+def _decimal_or(kind: str, *also: str) -> bool:
+    return kind.startswith("DECIMAL(") or kind in also
+
+
 ELEMENTWISE = frozenset(
-    {*_ADDED, PartialKind.SUM, PartialKind.MIN, PartialKind.MAX}
+    {PartialKind.COUNT_ALL, PartialKind.COUNT, PartialKind.SEEN}
+    | {PartialKind.SUM, PartialKind.MIN, PartialKind.MAX}
     | {PartialKind.BOOL_AND, PartialKind.BOOL_OR, PartialKind.PICK, PartialKind.KEY}
 )
 
@@ -203,26 +194,15 @@ def _combined(merge: Merge, old: pa.Table, new: pa.Table) -> pa.Table:
 def _combine(
     kind: PartialKind, old: pa.ChunkedArray, new: pa.ChunkedArray
 ) -> pa.ChunkedArray | pa.Array:
-    """One partial (not a winner's) of the touched groups, merged."""
-    if kind in _ADDED:
-        return pc.add_checked(old, new)  # counts are never null
-    if kind is PartialKind.SUM and pa.types.is_decimal(old.type):
-        # an exact sum: added in 256 bits, back with a check (past it, DuckDB folds and
-        # raises its own error)
-        wide = pa.decimal256(old.type.precision, old.type.scale)
-        total = pc.cast(pc.add(pc.cast(old, wide), pc.cast(new, wide)), old.type)
-        return pc.coalesce(total, old, new)
-    if kind is PartialKind.SUM:  # a sum of no values is null: the other side then
-        return pc.coalesce(pc.add(old, new), old, new)
-    if kind is PartialKind.MIN:
-        return pc.min_element_wise(old, new)  # skipping nulls, as min does
-    if kind is PartialKind.MAX:
-        return pc.max_element_wise(old, new)
+    """One partial (not a winner's) of the touched groups, merged: counts, sums, min
+    and max as the plain shape merges them (:func:`positions.combine`)."""
+    if kind is PartialKind.SEEN:
+        return pc.add_checked(old, new)  # never null
     if kind is PartialKind.BOOL_AND:
-        return pc.coalesce(pc.and_(old, new), old, new)
+        return pc.coalesce(pc.and_(old, new), old, new)  # skipping nulls, as bool_and does
     if kind is PartialKind.BOOL_OR:
         return pc.coalesce(pc.or_(old, new), old, new)
-    raise pa.ArrowNotImplementedError(f"no element-wise merge of {kind}")
+    return combine(kind, old, new)
 
 
 def _new_wins(pick: Pick, width: int, old: pa.Table, new: pa.Table) -> pa.ChunkedArray:

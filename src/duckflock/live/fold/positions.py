@@ -81,6 +81,9 @@ def _combine(
     raise pa.ArrowNotImplementedError(f"no element-wise merge of {kind}")
 
 
+combine = _combine  # public: merges.py merges these kinds the same way
+
+
 def _untouched(state: pa.Table, touched: pa.Array | pa.ChunkedArray, count: int) -> pa.Table:
     """The state's rows other than the ``count`` ones ``touched`` marks: zero-copy
     slices between them when they are few, else one filter."""
