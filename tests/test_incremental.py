@@ -679,3 +679,39 @@ def test_a_nan_in_a_floating_partial_hands_the_row_by_row_fold_to_duckdb() -> No
             assert run.fast is fast
             expected = db.execute(sql).fetchall()
             assert sorted(map(repr, result.rows())) == sorted(map(repr, expected))
+
+
+@pytest.mark.parametrize(
+    ("order", "nulls"),
+    [("ASC", "NULLS_LAST"), ("DESC", "NULLS_FIRST"), ("ASC", "NULLS_FIRST_ON_ASC_LAST_ON_DESC")],
+)
+def test_first_and_last_follow_duckdbs_default_order_when_merged_row_by_row(
+    order: str, nulls: str
+) -> None:
+    """An aggregate's ORDER BY without a direction or NULLS order takes DuckDB's
+    defaults; the plan writes them in (aggregates.py), so the row-by-row merge (which
+    must know the order) and a full run agree, NULL ordering keys and ties included."""
+    sql = (
+        "SELECT g % 2 AS b, first(v ORDER BY ts) AS f, last(v ORDER BY ts) AS l, "
+        "first(n ORDER BY ts DESC) AS fd FROM t GROUP BY 1"
+    )
+    with duckflock.connect() as db:
+        db.execute(f"SET GLOBAL default_order = '{order}'")
+        db.execute(f"SET GLOBAL default_null_order = '{nulls}'")
+        db.execute(TABLE)
+        stamp = dt.datetime(2026, 1, 1)
+        db.insert("t", [{"k": "a", "g": i, "v": i, "n": i, "ts": stamp} for i in range(4)])
+        db.analysis("ends", sql)
+        db.refresh("ends")
+        run = internals.analysis(db, "ends").state
+        assert run.shape.plan is not None and run.shape.plan.merge is not None
+        for rows in (
+            [{"k": "a", "g": 0, "v": 10.0, "n": 10, "ts": None}],  # a NULL key
+            [{"k": "a", "g": 1, "v": 11.0, "n": 11, "ts": stamp}],  # a tie: older wins
+            [{"k": "a", "g": 0, "v": 12.0, "n": 12, "ts": stamp + dt.timedelta(days=1)}],
+            [{"k": "a", "g": 1, "v": 13.0, "n": 13, "ts": stamp - dt.timedelta(days=1)}],
+        ):
+            db.insert("t", rows)
+            result = db.refresh("ends")
+            assert result.error is None and run.fast
+            assert sorted(result.rows()) == sorted(db.execute(sql).fetchall())

@@ -131,8 +131,11 @@ class Aggregates:
         row = self._cursor.execute(
             "SELECT current_setting('default_order'), current_setting('default_null_order')"
         ).fetchone()
-        order, null_order = (str(value).upper() for value in row or ("", ""))
-        direction = direction or {"ASCENDING": "ASC", "DESCENDING": "DESC"}.get(order, "")
+        # spelt ASCENDING by default and ASC once SET; NULLS_LAST or NULLS LAST
+        order, null_order = (str(value).upper().replace(" ", "_") for value in row or ("", ""))
+        direction = direction or {"ASCENDING": "ASC", "DESCENDING": "DESC"}.get(order, order)
+        if direction not in ("ASC", "DESC"):
+            return "", ""
         ascending = direction == "ASC"
         nulls = nulls or {
             "NULLS_LAST": "NULLS LAST",
@@ -140,4 +143,4 @@ class Aggregates:
             "NULLS_FIRST_ON_ASC_LAST_ON_DESC": "NULLS FIRST" if ascending else "NULLS LAST",
             "NULLS_LAST_ON_ASC_FIRST_ON_DESC": "NULLS LAST" if ascending else "NULLS FIRST",
         }.get(null_order, "")
-        return direction, nulls if direction else ""
+        return direction, nulls
