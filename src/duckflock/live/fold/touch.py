@@ -16,6 +16,10 @@ refresh instead
    copied, not re-aggregated;
 3. reads the result from the kept outputs (HAVING is a filter of ``__keep``).
 
+A plan with a row-by-row merge (:mod:`duckflock.live.fold.merges`: one query over the
+new rows, no state scan) folds there first; this is where it hands a fold back to, and
+the path of shapes without one (HAVING, count(DISTINCT …), sketches, …).
+
 The first refresh after a rebuild runs the whole-state ``refresh`` query once, which
 gives every group's outputs to keep; so does every refresh of a state under
 :data:`GROUPS` groups, where merging them all costs no more. A plan with ORDER BY,
