@@ -1,6 +1,7 @@
 """Issue 21's shapes: the refresh after 10,000 new rows against a full re-run, per size.
 
-Run: .venv/bin/python benchmarks/shapes.py [--large] [--sizes 1000000,5000000]
+Run: .venv/bin/python benchmarks/shapes.py [--large] [--sizes 1000000,5000000] [--shapes-only]
+[--cpu]
 
 Sizes 1M and 5M rows (``--large`` adds 20M; ``--sizes`` replaces them). The table is
 generated inside DuckDB: one row per millisecond (so N rows make N/1,000 second-buckets
@@ -9,7 +10,9 @@ and N/60,000 minute-buckets), 50 groups ``k``, 50 sensors, 1,000 users, a 50-row
 appends 10,000 rows that continue the series (they land in ~10 second-buckets), then
 times each analysis's ``db.refresh`` (wall) and a full re-run of its SQL, and checks the
 two agree. Then the retention delete of 1% (both shapes of benchmarks/retention.py) and
-the sliding window, from benchmarks/retention.py, at the same sizes.
+the sliding window, from benchmarks/retention.py, at the same sizes (``--shapes-only`` leaves
+those out; ``--cpu`` times the shapes in CPU seconds of the process instead of wall
+time, for a loaded machine).
 
 The last line, ``figures: {json}``, carries every median for benchmarks/suite.py:
 ``{"sizes": [...], "shapes": {shape: {size: [refresh_ms, full_ms]}}}``.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -71,10 +75,13 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
         workdir = Path(tmp)
         for rows in sizes:
+            clock = time.process_time if "--cpu" in argv else time.perf_counter
             for name, (refresh, full, _mode) in shape_figures(
-                workdir, rows, SHAPES, TABLE, series
+                workdir, rows, SHAPES, TABLE, series, clock
             ).items():
                 figures.setdefault(name, {})[rows] = (refresh * 1000, full * 1000)
+            if "--shapes-only" in argv:
+                continue
             for shape in ("exact", "double"):
                 inc, _own, full, _captured, _plain = retention_figures(workdir, rows, shape)
                 figures.setdefault(f"retention 1% ({shape})", {})[rows] = (inc * 1000, full * 1000)

@@ -18,8 +18,9 @@ import duckflock
 from duckflock import ParserError, QueryError, RowRejectedError
 from duckflock.core.names import Identity
 from duckflock.live import internals
-from duckflock.live.fold import touch
+from duckflock.live.fold import merges, touch
 from duckflock.live.plan.incremental import inspect
+from duckflock.live.plan.plans import STATE as STATE_TABLE
 
 TABLE = """CREATE SEQUENCE IF NOT EXISTS seq; CREATE TABLE t (
     k VARCHAR NOT NULL,
@@ -571,3 +572,146 @@ def test_a_refresh_merges_only_the_groups_the_new_rows_land_in() -> None:
             assert kept.kept is not None and kept.kept.merged == merged
             assert sorted(result.rows(), key=repr) == sorted(db.execute(sql).fetchall(), key=repr)
         assert kept.state is not None and kept.state.num_rows == groups + 2
+
+
+class _Counting:
+    """A cursor that records the SQL of every query it runs (the seam for counting a
+    refresh's DuckDB queries). Its frame hides the caller's Arrow tables from DuckDB's
+    replacement scan, so ``over_arrow`` registers them: only the run that binds counts."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self._cursor = cursor
+        self.queries: list[str] = []
+
+    def execute(self, sql: str, *args: Any) -> duckdb.DuckDBPyConnection:
+        ran = self._cursor.execute(sql, *args)
+        self.queries.append(sql)
+        return ran
+
+    def register(self, name: str, table: Any) -> None:
+        self._cursor.register(name, table)
+
+    def unregister(self, name: str) -> None:
+        self._cursor.unregister(name)
+
+
+def test_a_planned_refresh_runs_one_query_over_the_new_rows_and_merges_the_rest_in_arrow() -> None:
+    """Issue 21: an expression key, WHERE, FILTER, bool_and, arg_max and ordered
+    first/last refresh by ONE DuckDB query that reads only the new rows (never the
+    state), then a pyarrow merge by position; untouched groups keep their rows as they
+    were (a planted partial survives: nothing re-aggregates them), touched groups and
+    new ones (a NULL key too) equal a full run's."""
+    sql = (
+        "SELECT g % 10 AS b, upper(k) AS uk, count(*) AS c, sum(n) AS s, "
+        "count(*) FILTER (WHERE v > 0) AS pos, bool_and(v > 0) AS allpos, "
+        "arg_max(v, seq) AS latest, first(v ORDER BY ts DESC NULLS FIRST) AS f, "
+        "last(n ORDER BY ts) AS l, avg(v) AS a FROM t WHERE n <> 7 GROUP BY 1, 2"
+    )
+    con = duckdb.connect()
+    con.execute(TABLE)
+    con.execute(
+        "INSERT INTO t (k, g, v, n, ts) SELECT 'k' || (i % 3), i, i - 40.5, i, "
+        "CASE WHEN i % 11 = 0 THEN NULL ELSE TIMESTAMP '2026-01-01' + to_seconds(i) END "
+        "FROM range(100) AS r(i)"
+    )
+    plan = inspect(con, sql).plan
+    assert plan is not None and plan.merge is not None
+    cursor = con.cursor()
+    state = cursor.execute(plan.build).to_arrow_table().select(list(plan.state_columns))
+    # plant a value in an untouched group (b = 9, 'K0'): a fold that re-aggregated it
+    # would lose it
+    planted = pa.compute.and_(
+        pa.compute.equal(state["__k0"], 9), pa.compute.equal(state["__k1"], "K0")
+    )
+    count = state.column_names.index("__p0")
+    state = state.set_column(
+        count, "__p0", pa.compute.if_else(planted, 1_000, state["__p0"]).cast(state["__p0"].type)
+    )
+    new = (
+        "SELECT k, g, v, n, ts, seq FROM (VALUES ('k1', 3, 1.5, 500, TIMESTAMP '2027-01-01'), "
+        "('k2', 13, -2.0, 501, NULL), ('k1', 23, 0.0, 502, TIMESTAMP '2025-01-01'), "
+        "('k3', NULL, 7.0, 503, TIMESTAMP '2026-06-01'), ('k0', 4, 9.0, 7, NULL)) "
+        "AS v(k, g, v, n, ts), (SELECT 1000 + range AS seq FROM range(1)) "
+    )
+    delta = con.execute(new).to_arrow_table()
+    counting = _Counting(cursor)
+    folded = merges.fold(counting, plan.merge, state, delta)  # type: ignore[arg-type]
+    assert folded is not None
+    assert len(counting.queries) == 1 and STATE_TABLE not in counting.queries[0]
+    new_state, result = folded
+    con.execute(f"INSERT INTO t (k, g, v, n, ts, seq) {new}")
+    expected = {row[:2]: row for row in con.execute(sql).fetchall()}
+    got = {row[:2]: row for row in (tuple(r.values()) for r in result.to_pylist())}
+    assert got.keys() == expected.keys()
+    for key, row in expected.items():
+        if key == (9, "K0"):
+            assert got[key][2] == 1_000  # the planted partial, untouched
+            assert got[key][3:] == row[3:]
+        else:
+            assert got[key] == row
+    assert new_state.num_rows == len(expected)
+
+
+def test_a_nan_in_a_floating_partial_hands_the_row_by_row_fold_to_duckdb() -> None:
+    """pyarrow's min skips NaN and adds -0.0 as it is; DuckDB ranks NaN above every
+    number. The row-by-row fold (merges.py) folds while no floating partial holds one,
+    then hands the analysis to DuckDB (``State.fast``), and every result stays a full
+    run's: the NaN group, -0.0 and a new group."""
+    sql = (
+        "SELECT g % 3 AS b, min(v) AS lo, max(v) AS hi, sum(v) AS s, count(*) AS c "
+        "FROM t GROUP BY 1"
+    )
+    with duckflock.connect() as db:
+        db.execute(TABLE)
+        db.insert("t", [{"k": "a", "g": i, "v": float(i)} for i in range(9)])
+        db.analysis("mins", sql)
+        db.refresh("mins")
+        run = internals.analysis(db, "mins").state
+        assert run.shape.plan is not None and run.shape.plan.merge is not None
+        for rows, fast in (
+            ([{"k": "a", "g": 1, "v": -5.0}, {"k": "a", "g": 7, "v": 2.5}], True),
+            ([{"k": "a", "g": 4, "v": math.nan}, {"k": "a", "g": 10, "v": -0.0}], False),
+            ([{"k": "a", "g": 5, "v": 1.0}, {"k": "a", "g": 30, "v": 0.0}], False),
+        ):
+            db.insert("t", rows)
+            result = db.refresh("mins")
+            assert result.error is None and result.mode == "incremental"
+            assert run.fast is fast
+            expected = db.execute(sql).fetchall()
+            assert sorted(map(repr, result.rows())) == sorted(map(repr, expected))
+
+
+@pytest.mark.parametrize(
+    ("order", "nulls"),
+    [("ASC", "NULLS_LAST"), ("DESC", "NULLS_FIRST"), ("ASC", "NULLS_FIRST_ON_ASC_LAST_ON_DESC")],
+)
+def test_first_and_last_follow_duckdbs_default_order_when_merged_row_by_row(
+    order: str, nulls: str
+) -> None:
+    """An aggregate's ORDER BY without a direction or NULLS order takes DuckDB's
+    defaults; the plan writes them in (aggregates.py), so the row-by-row merge (which
+    must know the order) and a full run agree, NULL ordering keys and ties included."""
+    sql = (
+        "SELECT g % 2 AS b, first(v ORDER BY ts) AS f, last(v ORDER BY ts) AS l, "
+        "first(n ORDER BY ts DESC) AS fd FROM t GROUP BY 1"
+    )
+    with duckflock.connect() as db:
+        db.execute(f"SET GLOBAL default_order = '{order}'")
+        db.execute(f"SET GLOBAL default_null_order = '{nulls}'")
+        db.execute(TABLE)
+        stamp = dt.datetime(2026, 1, 1)
+        db.insert("t", [{"k": "a", "g": i, "v": i, "n": i, "ts": stamp} for i in range(4)])
+        db.analysis("ends", sql)
+        db.refresh("ends")
+        run = internals.analysis(db, "ends").state
+        assert run.shape.plan is not None and run.shape.plan.merge is not None
+        for rows in (
+            [{"k": "a", "g": 0, "v": 10.0, "n": 10, "ts": None}],  # a NULL key
+            [{"k": "a", "g": 1, "v": 11.0, "n": 11, "ts": stamp}],  # a tie: older wins
+            [{"k": "a", "g": 0, "v": 12.0, "n": 12, "ts": stamp + dt.timedelta(days=1)}],
+            [{"k": "a", "g": 1, "v": 13.0, "n": 13, "ts": stamp - dt.timedelta(days=1)}],
+        ):
+            db.insert("t", rows)
+            result = db.refresh("ends")
+            assert result.error is None and run.fast
+            assert sorted(result.rows()) == sorted(db.execute(sql).fetchall())

@@ -12,7 +12,7 @@ import contextlib
 import duckdb
 import pyarrow as pa
 
-from duckflock.live.fold import touch
+from duckflock.live.fold import merges, touch
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.plan.plans import Plan, split
 from duckflock.live.record import Analysis
@@ -51,6 +51,12 @@ def merge_fold(
     enough groups (:mod:`duckflock.live.fold.touch`), else the whole state (then keeping every
     group's outputs for the next fold)."""
     run = analysis.state
+    if plan.merge is not None and run.fast:  # one query, merged row by row
+        merged = merges.fold(run.cursor, plan.merge, state, delta)
+        if merged is not None:
+            run.kept = None
+            return merged
+        run.fast = False  # a NaN, -0.0 or overflow: DuckDB folds from now on
     kept = run.kept
     if plan.touch and kept is not None and touch.applies(kept, state):
         folded = touch.touched(run.cursor, plan.touch, kept, delta, plan.state_columns)

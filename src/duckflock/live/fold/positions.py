@@ -23,10 +23,9 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.live.fold.states import PartialKind
+from duckflock.live.fold.states import MAX_CHUNKS, PartialKind
 
 MAX_SLICES = 32  # touched groups past which the untouched rows are copied by a filter
-MAX_CHUNKS = 64  # chunks past which the state is made one chunk again
 
 
 def merge_touched(
@@ -80,6 +79,9 @@ def _combine(
     if kind is PartialKind.MAX:
         return pc.max_element_wise(old, new)
     raise pa.ArrowNotImplementedError(f"no element-wise merge of {kind}")
+
+
+combine = _combine  # public: merges.py merges these kinds the same way
 
 
 def _untouched(state: pa.Table, touched: pa.Array | pa.ChunkedArray, count: int) -> pa.Table:

@@ -46,6 +46,10 @@ from enum import StrEnum
 
 from duckflock.live.fold.averages import Inexact, final_sql
 
+# chunks past which a kept state (and its outputs) is made one chunk again: each fold
+# that splices touched groups into it adds chunks (positions.py, touch.py, merges.py)
+MAX_CHUNKS = 64
+
 
 class PartialKind(StrEnum):
     """What a partial holds. Where it is one, the value is the name of the SQL and
@@ -80,10 +84,26 @@ Spec = tuple[PartialKind, str | bool | None]
 
 
 @dataclass(frozen=True)
+class Pick:
+    """How a winner's partial (PICK or KEY) merges row by row, as its ``merge`` SQL
+    does: the candidate whose ordering key (partial ``key``) comes first in the order
+    wins, the kept state's (older rows) on a tie. ``seen``: the partial counting a
+    group's rows (ordered first/last: a candidate exists where it is > 0); -1 for
+    arg_max/arg_min, whose candidate exists where its key is not NULL. ``descending``:
+    the greater key comes first; ``nulls_first``: a NULL key comes before every value."""
+
+    key: int
+    seen: int = -1
+    descending: bool = True
+    nulls_first: bool = False
+
+
+@dataclass(frozen=True)
 class Partial:
     sql: str  # over source rows
     merge: str  # over the union of the state's and the new rows' partials
     spec: Spec
+    pick: Pick | None = None  # PICK/KEY: the row-by-row form of ``merge``
 
 
 @dataclass
@@ -111,9 +131,11 @@ class Slots:
         self.partials: list[Partial] = []
         self.sets: list[str] = []  # partials holding distinct-value lists
 
-    def add(self, sql: str, merge: Callable[[str], str], spec: Spec) -> str:
+    def add(
+        self, sql: str, merge: Callable[[str], str], spec: Spec, pick: Pick | None = None
+    ) -> str:
         name = f"__p{len(self.partials)}"
-        self.partials.append(Partial(sql, merge(name), spec))
+        self.partials.append(Partial(sql, merge(name), spec, pick))
         return name
 
 
@@ -269,8 +291,9 @@ def _arg_extreme(agg: Aggregate, slots: Slots) -> str:
             f"WHEN {new_key} {beats} {old_key} THEN {new} ELSE {old} END"
         )
 
-    slots.add(_filtered(f"{pick}({value}, {key})", where), merge, (PartialKind.PICK, False))
-    slots.add(_filtered(f"{extreme}({key})", where), merge, (PartialKind.KEY, False))
+    rule = Pick(first + 1, descending=biggest)
+    slots.add(_filtered(f"{pick}({value}, {key})", where), merge, (PartialKind.PICK, False), rule)
+    slots.add(_filtered(f"{extreme}({key})", where), merge, (PartialKind.KEY, False), rule)
     return value_slot
 
 
@@ -288,15 +311,24 @@ def _ordered_pick(agg: Aggregate, slots: Slots) -> str:
     # on a tie the state's candidate (older rows) wins, for last as for first: DuckDB's
     # last(v ORDER BY o) returns the first row it saw among those tied for last
     tie = "__d" if agg.name == "first" else "__d DESC"
+    # the row-by-row rule, where the planner made the order explicit (aggregates.py):
+    # last's winner is first's under the reversed order
+    rule = None
+    if direction and nulls:
+        descending = (direction == "DESC") != (agg.name == "last")
+        nulls_first = (nulls == "NULLS FIRST") != (agg.name == "last")
+        rule = Pick(first + 1, first + 2, descending, nulls_first)
     winner = slots.add(
         _filtered(f"{agg.name}({value} ORDER BY {order})", agg.filter),
         lambda p: f"{agg.name}({p} ORDER BY {merge_order}, {tie}) FILTER (WHERE {seen})",
         (PartialKind.PICK, False),
+        rule,
     )
     slots.add(
         _filtered(f"{agg.name}({key} ORDER BY {order})", agg.filter),
         lambda p: f"{agg.name}({p} ORDER BY {merge_order}, {tie}) FILTER (WHERE {seen})",
         (PartialKind.KEY, False),
+        rule,
     )
     slots.add(_filtered("count(*)", agg.filter), lambda p: f"sum({p})", (PartialKind.SEEN, False))
     return winner

@@ -16,6 +16,10 @@ refresh instead
    copied, not re-aggregated;
 3. reads the result from the kept outputs (HAVING is a filter of ``__keep``).
 
+A plan with a row-by-row merge (:mod:`duckflock.live.fold.merges`: one query over the
+new rows, no state scan) folds there first; this is where it hands a fold back to, and
+the path of shapes without one (HAVING, count(DISTINCT …), sketches, …).
+
 The first refresh after a rebuild runs the whole-state ``refresh`` query once, which
 gives every group's outputs to keep; so does every refresh of a state under
 :data:`GROUPS` groups, where merging them all costs no more. A plan with ORDER BY,
@@ -33,9 +37,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from duckflock.live.fold.query import over_arrow
+from duckflock.live.fold.states import MAX_CHUNKS
 
 ROW = "__r"  # a state row's position, given to the touch query and returned by it
-CHUNKS = 16  # past this many chunks, the kept state and outputs are made contiguous
 # below this many groups, merging the whole state costs no more than the touch query's
 # own fixed cost (its semi join and CTE plan): measured crossover ~2,000 groups (CPU,
 # one query each, 10,000 new rows of date_trunc('second') over 1,000/2,000/5,000 groups:
@@ -93,7 +97,7 @@ def touched(
         state, outputs = state.filter(unchanged), outputs.filter(unchanged)
     state = pa.concat_tables([state, new_rows])
     outputs = pa.concat_tables([outputs, new_outputs])
-    if state.num_columns and state.column(0).num_chunks > CHUNKS:
+    if state.num_columns and state.column(0).num_chunks > MAX_CHUNKS:
         state, outputs = state.combine_chunks(), outputs.combine_chunks()
     return Kept(state, outputs, len(replaced))
 

@@ -86,6 +86,7 @@ class Aggregates:
                     orders[0].get("null_order", ""), ""
                 ),
             )
+            order = (order[0], *self._explicit(order[1], order[2]))
         if name in ("sum", "avg", "mean") and args and is_wide(self._type_of(args[0])):
             raise NotIncremental(
                 f"{name}() of a 128-bit or decimal value: a full run raises on overflow, "
@@ -119,3 +120,27 @@ class Aggregates:
                     self.outputs[canonical] = Output(OutputKind.EXACT_AVG, last - 1, last, bits)
         self._finals[canonical] = final
         return final
+
+    def _explicit(self, direction: str, nulls: str) -> tuple[str, str]:
+        """An aggregate's ORDER BY direction and NULLS order with DuckDB's defaults
+        (``default_order``, ``default_null_order``, as they stand now) filled in, so that
+        every merge of the analysis orders alike (and the row-by-row merges of
+        :mod:`duckflock.live.fold.merges` know the order); "" where not known."""
+        if direction and nulls:
+            return direction, nulls
+        row = self._cursor.execute(
+            "SELECT current_setting('default_order'), current_setting('default_null_order')"
+        ).fetchone()
+        # spelt ASCENDING by default and ASC once SET; NULLS_LAST or NULLS LAST
+        order, null_order = (str(value).upper().replace(" ", "_") for value in row or ("", ""))
+        direction = direction or {"ASCENDING": "ASC", "DESCENDING": "DESC"}.get(order, order)
+        if direction not in ("ASC", "DESC"):
+            return "", ""
+        ascending = direction == "ASC"
+        nulls = nulls or {
+            "NULLS_LAST": "NULLS LAST",
+            "NULLS_FIRST": "NULLS FIRST",
+            "NULLS_FIRST_ON_ASC_LAST_ON_DESC": "NULLS FIRST" if ascending else "NULLS LAST",
+            "NULLS_LAST_ON_ASC_FIRST_ON_DESC": "NULLS LAST" if ascending else "NULLS FIRST",
+        }.get(null_order, "")
+        return direction, nulls

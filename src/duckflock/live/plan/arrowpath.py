@@ -13,6 +13,7 @@ import pyarrow as pa
 from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity
 from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
+from duckflock.live.fold.merges import ARROW_COMPARES
 from duckflock.live.fold.states import PartialKind, Spec
 from duckflock.live.plan.aggregates import is_wide
 from duckflock.live.plan.trees import canonical, constant, plain_column
@@ -20,27 +21,7 @@ from duckflock.sql import quote_ident
 
 # column types whose equality and order pyarrow shares with DuckDB (floats: checked for
 # NaN and -0.0 on every fold, see ArrowPlan.has_nan)
-_ARROW_COMPARES = {
-    "BOOLEAN",
-    "TINYINT",
-    "SMALLINT",
-    "INTEGER",
-    "BIGINT",
-    "UTINYINT",
-    "USMALLINT",
-    "UINTEGER",
-    "UBIGINT",
-    "FLOAT",
-    "DOUBLE",
-    "VARCHAR",
-    "DATE",
-    "TIME",
-    "TIMESTAMP",
-    "TIMESTAMP_S",
-    "TIMESTAMP_MS",
-    "TIMESTAMP_NS",
-    "TIMESTAMP WITH TIME ZONE",
-}
+_ARROW_COMPARES = ARROW_COMPARES
 
 
 def collated(cursor: duckdb.DuckDBPyConnection, expr: str, relation: str) -> bool:

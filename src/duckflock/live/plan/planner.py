@@ -25,12 +25,13 @@ from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.query import lost_types, typed
 from duckflock.live.fold.states import NotIncremental, Slots
 from duckflock.live.plan.aggregates import Aggregates
-from duckflock.live.plan.arrowpath import arrow_plan
+from duckflock.live.plan.arrowpath import arrow_plan, collated
 from duckflock.live.plan.functions import ROW_LOCAL_CLASSES, Functions
 from duckflock.live.plan.plans import DELTA, DISTINCT_LIMIT, Plan
 from duckflock.live.plan.queries import Queries
 from duckflock.live.plan.sources import sources
 from duckflock.live.plan.trees import Renderer, canonical, column_ref, constant
+from duckflock.sql import quote_ident
 
 # the new rows, scanned so that no filter is pushed into the Arrow scan: pyarrow compares
 # NaN as unordered, DuckDB as greater than every number (WHERE v > 0 must keep NaN rows)
@@ -98,8 +99,15 @@ class Planner:
         # after the FROM clause is rendered: DuckDB does not serialise a cast to ENUM
         whole = f"SELECT * FROM {found.fact.sql}"
         lost = lost_types(self._cursor, whole)
-        names = [str(name) for name in self._cursor.sql(f"{whole} LIMIT 0").columns]
-        new = typed(_DELTA_ROWS, names, lost, like=whole)
+        empty = self._cursor.sql(f"{whole} LIMIT 0")
+        names = [str(name) for name in empty.columns]
+        # the union with the table's own empty rows carries collations over; where no
+        # column has one, it would only cost every refresh's query its planning
+        collates = any(
+            "VARCHAR" in str(kind) and collated(self._cursor, quote_ident(name), f"({whole})")
+            for name, kind in zip(names, empty.types, strict=True)
+        )
+        new = typed(_DELTA_ROWS, names, lost, like=whole if collates else "")
         found = dataclasses.replace(found, new=re.sub(rf'"?{_NEW}"?', lambda _: new, found.new))
         self._source, self._joined = found.fact, set(found.joined)
         fact = found.fact_node

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 
 from duckflock.core.names import Identity
 from duckflock.live.fold.arrow import ArrowPlan
+from duckflock.live.fold.merges import Merge
 from duckflock.live.fold.retraction import Retraction
 
 STATE = "__duckflock_state"  # the kept state, as the refresh query names it
@@ -51,6 +52,9 @@ class Plan:
     # the merge of only the groups DELTA lands in, with STATE's row positions
     # (duckflock.live.fold.touch); "" where a rank or a key's form needs every group
     touch: str = ""
+    # one query over DELTA, then a row-by-row merge in pyarrow (duckflock.live.fold.merges);
+    # None where a partial, key or output has no such merge
+    merge: Merge | None = None
 
     def oversized(self, state: pa.Table) -> str | None:
         """Why the state is too big to keep (its distinct sets), or None."""

@@ -6,13 +6,16 @@ query's outputs, HAVING flag and ORDER BY rank per state row (:class:`Plan`)."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from duckflock.core.names import Identity
-from duckflock.live.fold.arrow import ArrowPlan
+from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
+from duckflock.live.fold.merges import ELEMENTWISE, Merge, equal_in_arrow, ordered_in_arrow
 from duckflock.live.fold.query import lost_types, typed
 from duckflock.live.fold.retraction import KEYS, hidden_partials, retraction
 from duckflock.live.fold.states import NotIncremental, Partial, PartialKind, Slots
@@ -152,6 +155,11 @@ class Queries:
         typed_state = [(n, str(k)) for n, k in zip(state_names, state_types, strict=True)]
         if touch and not self._binds(touch, typed_state):
             touch = ""
+        row_by_row = None
+        if touch and having is None:
+            row_by_row = self._merge(
+                partial_over(self._from_delta), partials, len(key_names), state_types, select
+            )
         return Plan(
             table=self._source,
             pin=f"SELECT 1 FROM {self._source.sql} LIMIT 0",
@@ -159,6 +167,7 @@ class Queries:
             refresh=with_outputs(merge_sql),
             finish=with_outputs(f"SELECT {', '.join(state_names)} FROM {state}"),
             touch=touch,
+            merge=row_by_row,
             state_columns=tuple(key_names + [f"__p{i}" for i in range(len(partials))]),
             outputs=self._columns,
             filtered=having is not None,
@@ -182,6 +191,69 @@ class Queries:
                 plain=_plain_columns(where, groups, partials),
             ),
         )
+
+    def _merge(
+        self,
+        sql: str,
+        partials: list[Partial],
+        keys: int,
+        state_types: list[Any],
+        select: list[dict[str, Any]],
+    ) -> Merge | None:
+        """The row-by-row refresh (:mod:`duckflock.live.fold.merges`) of a shape whose
+        partials over the new rows are ``sql``: where every key compares in Arrow as in
+        DuckDB, every partial merges element-wise and every output is a key, a partial
+        or a floating average of the output's own type; else None."""
+        kinds = [str(kind) for kind in state_types]
+        if not all(equal_in_arrow(kind) for kind in kinds[:keys]):
+            return None
+        types = kinds[keys:]
+        for partial, kind in zip(partials, types, strict=True):
+            what, pick = partial.spec[0], partial.pick
+            if what not in ELEMENTWISE:
+                return None
+            if what in (PartialKind.MIN, PartialKind.MAX) and not ordered_in_arrow(kind):
+                return None
+            if what in (PartialKind.PICK, PartialKind.KEY) and (
+                pick is None or not ordered_in_arrow(types[pick.key])
+            ):
+                return None
+        with self._empty_delta():
+            schema = self._cursor.sql(sql).limit(0).to_arrow_table().schema
+        outputs, fields = [], []
+        for expr, kind in zip(select, self._types, strict=True):
+            text = self._sql(expr)
+            column = re.fullmatch(r"__([kp])(\d+)", text)
+            average = re.fullmatch(r'\(__p(\d+) / "nullif"\(__p(\d+), 0\)\)', text)
+            if column is not None:
+                index = int(column.group(2))
+                if kinds[index if column.group(1) == "k" else keys + index] != kind:
+                    return None  # a cast: DuckDB's to make
+                shown = OutputKind.KEY if column.group(1) == "k" else OutputKind.PARTIAL
+                outputs.append(Output(shown, index))
+                fields.append(schema.field(text).type)
+            elif average is not None and kind == "DOUBLE":
+                total, count = int(average.group(1)), int(average.group(2))
+                if types[total] not in ("FLOAT", "DOUBLE"):
+                    return None
+                outputs.append(Output(OutputKind.AVG, total, count))
+                fields.append(pa.float64())
+            else:
+                return None
+        result = ArrowPlan(
+            keys=tuple(f"__k{i}" for i in range(keys)),
+            partials=(),
+            outputs=tuple(outputs),
+            names=self._columns,
+            schema=pa.schema([pa.field(f"__o{i}", kind) for i, kind in enumerate(fields)]),
+            order=(),
+            offset=0,
+            limit=None,
+        )
+        picks = tuple(partial.pick for partial in partials)
+        kinds_of = tuple(partial.spec[0] for partial in partials)
+        merge = Merge(sql, keys, kinds_of, picks, result)
+        return merge if merge.admits(schema) else None
 
     def probe(self, plan: Plan) -> None:
         """Run the refresh once over no rows: SQL that binds over the table but not over
