@@ -15,6 +15,7 @@ import pytest
 import duckflock
 from duckflock import ClosedError, QueryTimeoutError, UnknownAnalysisError
 from duckflock.live import internals
+from duckflock.live.clock import SYSTEM
 
 EVENTS = "CREATE TABLE events (k VARCHAR, v INTEGER)"
 PER_K = "SELECT k, count(*) AS n, sum(v) AS s FROM events GROUP BY k ORDER BY k"
@@ -38,6 +39,22 @@ class _Threads:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._cursor, name)
+
+
+class _Looks:
+    """The real clock, counting the scheduler thread's looks (it reads monotonic() once
+    each time it wakes)."""
+
+    def __init__(self) -> None:
+        self.looks = 0
+
+    def now(self) -> Any:
+        return SYSTEM.now()
+
+    def monotonic(self) -> float:
+        if threading.current_thread().name == "duckflock-scheduler":
+            self.looks += 1
+        return SYSTEM.monotonic()
 
 
 @pytest.fixture
@@ -127,3 +144,31 @@ def test_close_or_drop_interrupts_a_run_on_a_callers_thread(
     if ending == "drop":  # the caller's run counted as running: the others still run
         events.analysis("again", PER_K)
         assert events.refresh("again").error is None
+
+
+def test_commits_and_refreshes_of_on_demand_analyses_leave_the_scheduler_thread_asleep() -> None:
+    clock = _Looks()
+    with duckflock.connect() as db:
+        internals.use_clock(db, clock)
+        db.execute(EVENTS)
+        db.analysis("per_k", PER_K)  # on demand: no interval, no on_change
+        assert db.refresh("per_k").error is None
+        before = clock.looks
+        for i in range(20):
+            db.insert("events", {"k": "a", "v": i})
+            assert db.refresh("per_k").rows() == db.execute(PER_K).fetchall()
+        # it has nothing to do with them (it wakes by itself at the time limit, 60 s):
+        # waking it cost each commit and each refresh a thread switch
+        assert clock.looks - before <= 2
+        # while an on_change analysis is woken by the commits it reads, and an analysis
+        # that became due while refresh() ran it is handed out when the run ends
+        db.analysis("live", PER_K, on_change=True, min_interval=0)
+        first = db.result("live", min_version=1, timeout=30)
+        assert first is not None
+        db.insert("events", {"k": "b", "v": 1})
+        later = db.result("live", min_version=first.version + 1, timeout=30)
+        assert later is not None and later.rows() == db.execute(PER_K).fetchall()
+        db.analysis("tick", "SELECT count(*) AS n FROM events", every=0.05)
+        assert db.refresh("tick").error is None
+        ticked = db.result("tick", min_version=db.refresh("tick").version + 2, timeout=30)
+        assert ticked is not None and ticked.rows() == [(21,)]

@@ -127,6 +127,7 @@ class Runs:
         with registry.lock:
             schedule = analysis.schedule
             schedule.running = False
+            was_full = self.full
             self.busy -= 1
             self.running.discard(analysis)
             if schedule.dropped:
@@ -134,7 +135,12 @@ class Runs:
             elif schedule.stale_cursor:
                 schedule.stale_cursor = False
                 analysis.state.cursor = self._new_cursor()
-            registry.wake.notify_all()  # the scheduler thread, and close()
+            # the scheduler thread (and close()) looks again only where it may have work:
+            # a run it could not hand out while every thread was busy, this analysis due
+            # again (an interval, a commit or refresh() while it ran), or close() waiting.
+            # Waking it after every run cost a refresh a thread switch and a GIL hand-off.
+            if was_full or registry.stopping or schedule.due_at(analysis.spec) is not None:
+                registry.wake.notify_all()
 
     def _refresh(self, analysis: Analysis) -> None:
         spec = analysis.spec
