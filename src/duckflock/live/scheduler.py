@@ -260,7 +260,9 @@ class Scheduler:
     # -- results -----------------------------------------------------------------------
 
     def refresh(self, name: str, timeout: float | None = None) -> Result:
-        """Run ``name`` now (after any run in progress) and return its new result.
+        """Run ``name`` now (after any run in progress) and return its new result: on
+        this thread when there is no ``timeout`` and a run may start at once
+        (:meth:`Runs.run_here`), else on an analysis thread.
 
         Without a timeout the wait is still bounded: by the analysis's own time limit
         (its run is interrupted then) and those of the runs queued before it.
