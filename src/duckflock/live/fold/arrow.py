@@ -201,12 +201,7 @@ class ArrowPlan:
         chosen = columns[:width] + [
             _field(columns[width + at], name) if name else columns[width + at] for at, name in picks
         ]
-        return _conform(
-            pa.Table.from_arrays(
-                chosen, names=grouped.column_names[:width] + [f"__p{i}" for i in range(len(picks))]
-            ),
-            self.wide(schema) or schema,
-        )
+        return _typed(chosen, self.wide(schema) or schema)
 
     @staticmethod
     def _terms(values: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -364,5 +359,10 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table``'s columns, in order, under ``schema``'s names and types."""
     if table.schema == schema:
         return table
-    arrays = [_as(column, field.type) for column, field in zip(table.columns, schema, strict=True)]
+    return _typed(table.columns, schema)
+
+
+def _typed(columns: list[pa.ChunkedArray], schema: pa.Schema) -> pa.Table:
+    """A table of ``columns``, in order, under ``schema``'s names and types."""
+    arrays = [_as(column, field.type) for column, field in zip(columns, schema, strict=True)]
     return pa.Table.from_arrays(arrays, schema=schema)
