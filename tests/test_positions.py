@@ -85,6 +85,26 @@ def test_new_groups_null_keys_and_null_values_merge_as_duckdb_does(
         assert exact(result.table) == exact(grouped.execute(SQL).to_arrow_table())
 
 
+def test_an_aggregate_asked_twice_is_merged_once(grouped: duckflock.Database) -> None:
+    """avg(v) keeps a sum and a count of v beside sum(v) and count(v): the state's two
+    columns hold the same values, so the touched rows are merged once and kept twice."""
+    run = internals.analysis(grouped, "g").state
+    assert run.shape.plan is not None and run.shape.plan.arrow is not None
+    partials = run.shape.plan.arrow.partials
+    twins = [(partials.index(p), i) for i, p in enumerate(partials) if partials.index(p) < i]
+    assert len(twins) == 2  # avg's sum and count
+    grouped.insert("t", [(5, 1.5), (6, None), (6, 2.0)])
+    result = grouped.refresh("g", timeout=60)
+    assert result.mode == "incremental", result.reason
+    assert exact(result.table) == exact(grouped.execute(SQL).to_arrow_table())
+    state = run.state
+    assert state is not None
+    for first, twin in twins:  # the last chunk: the touched groups, merged
+        merged = state.column(1 + first).chunks[-1]
+        assert len(merged) == 2
+        assert merged.buffers()[1].address == state.column(1 + twin).chunks[-1].buffers()[1].address
+
+
 def test_many_touched_groups_merge_by_one_filter(grouped: duckflock.Database) -> None:
     touched = positions.MAX_SLICES + 40
     grouped.insert("t", [(k * 7, float(k)) for k in range(touched)])

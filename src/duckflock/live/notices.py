@@ -53,16 +53,20 @@ class Notices:
 
     def fan_out(self, which: Callable[[Analysis], bool], effect: Effect) -> None:
         """The one notification loop: each analysis ``which`` selects becomes dirty and
-        gets ``effect`` (under the lock); then the scheduler thread looks again."""
+        gets ``effect`` (under the lock); then the scheduler thread looks again, if an
+        ``on_change`` analysis became due."""
         now = self._clock.monotonic()
         registry = self._registry
         with registry.lock:
+            due = False  # an on_change analysis became due: the scheduler thread looks
             for analysis in registry:
                 if not which(analysis):
                     continue
                 analysis.schedule.mark_dirty(analysis.spec, now)
+                due = due or analysis.spec.on_change
                 effect(analysis)
-            registry.wake.notify()
+            if due:  # (no other analysis's due time moved: waking it would cost a switch)
+                registry.wake.notify()
 
     def _bounded(self, analysis: Analysis) -> None:
         changes, limit = analysis.changes, self.max_delta_rows

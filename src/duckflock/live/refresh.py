@@ -57,9 +57,11 @@ def touched(plan: Plan, rows: list[pa.Table]) -> Touched | None:
         positions.append(at[0])
     names = [f"k{i}" for i in range(len(arrow.keys))]
     try:
-        keys = pa.concat_tables(
-            [r.select(list(arrow.keys)).rename_columns(names) for r in rows],
-            promote_options="permissive",
+        tables = [r.select(list(arrow.keys)).rename_columns(names) for r in rows]
+        keys = (
+            tables[0]
+            if len(tables) == 1
+            else pa.concat_tables(tables, promote_options="permissive")
         )
     except (pa.ArrowException, KeyError):
         return None
@@ -189,7 +191,7 @@ class Refresher:
             state, table = run.state, run.last_table
             if deltas:
                 try:
-                    delta = pa.concat_tables(deltas)
+                    delta = deltas[0] if len(deltas) == 1 else pa.concat_tables(deltas)
                 except pa.ArrowInvalid:  # the table changed shape: start over
                     with self._lock:
                         changes.taint("the table's columns changed")

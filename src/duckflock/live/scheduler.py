@@ -260,13 +260,16 @@ class Scheduler:
     # -- results -----------------------------------------------------------------------
 
     def refresh(self, name: str, timeout: float | None = None) -> Result:
-        """Run ``name`` now (after any run in progress) and return its new result.
+        """Run ``name`` now (after any run in progress) and return its new result: on
+        this thread when there is no ``timeout`` and a run may start at once
+        (:meth:`Runs.run_here`), else on an analysis thread.
 
         Without a timeout the wait is still bounded: by the analysis's own time limit
         (its run is interrupted then) and those of the runs queued before it.
         """
         limit = seconds(timeout, "timeout")
         registry, runs = self._registry, self._runs
+        here = False  # whether this thread runs it (Runs.run_here)
         with registry.lock:
             registry.check_open()
             analysis = registry.get(name)
@@ -276,19 +279,25 @@ class Scheduler:
             # already have published while its thread is still finishing)
             target = schedule.runs + 1
             if not schedule.running and not runs.full:
-                runs.dispatch(analysis, self._clock.monotonic())  # straight to a worker
+                # straight to a worker; or, with no limit of the caller's own to keep, to
+                # this thread, which would only wait for the run
+                here = limit is None
+                runs.dispatch(analysis, self._clock.monotonic(), here=here)
                 if schedule.deadline < self._next_wake:
                     registry.wake.notify()  # the watchdog must know the new deadline (rare)
             else:
                 schedule.forced = True
                 registry.wake.notify()
+        if here:
+            runs.run_here(analysis)
 
-            def fresh(current: Analysis) -> bool:
-                if current.schedule.result is None:
-                    return False
-                # a replacement defined after this call ran after it, whatever its version
-                return current is not analysis or current.schedule.published_run >= target
+        def fresh(current: Analysis) -> bool:
+            if current.schedule.result is None:
+                return False
+            # a replacement defined after this call ran after it, whatever its version
+            return current is not analysis or current.schedule.published_run >= target
 
+        with registry.lock:
             return registry.wait(name, fresh, limit, "a run started after refresh()")
 
     @property

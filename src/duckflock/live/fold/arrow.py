@@ -95,6 +95,24 @@ class ArrowPlan:
         return [(f"__p{i}", _MERGE[kind]) for i, (kind, _) in enumerate(self.partials)]
 
     @cached_property
+    def bounded(self) -> frozenset[str]:
+        """The columns with both a min and a max partial: one min_max aggregates both."""
+        kinds: dict[str, set[PartialKind]] = {}
+        for kind, column in self.partials:
+            if column is not None:
+                kinds.setdefault(column, set()).add(kind)
+        return frozenset(
+            column for column, found in kinds.items() if {PartialKind.MIN, PartialKind.MAX} <= found
+        )
+
+    @cached_property
+    def twins(self) -> tuple[int, ...]:
+        """Per partial, the first partial that is the same aggregate of the same column
+        (an avg's sum beside a sum): the two columns hold the same values (DuckDB's
+        build computes such an aggregate once; the folds merge it once)."""
+        return tuple(self.partials.index(partial) for partial in self.partials)
+
+    @cached_property
     def sums(self) -> frozenset[int]:
         """The state's columns (positions) that hold sums."""
         width = len(self.keys)
@@ -129,7 +147,7 @@ class ArrowPlan:
                 with contextlib.suppress(pa.ArrowInvalid):  # else they group below
                     narrow = _conform(partial, state.schema)
             kinds = [kind for kind, _ in self.partials]
-            merged = merge_touched(state, narrow, kinds)
+            merged = merge_touched(state, narrow, kinds, self.twins)
             if merged is not None:
                 return merged, self.result(merged)
         both = pa.concat_tables([state if wide is None else _conform(state, wide), partial])
@@ -156,32 +174,34 @@ class ArrowPlan:
         (an avg's sum beside a sum of the same column) is aggregated once, and so is a
         count of a column without nulls beside count(*)."""
         aggregations: list[tuple[Any, ...]] = []
-        found: dict[tuple[PartialKind, str], int] = {}  # (partial, source) -> aggregation
-        picks: list[int] = []
+        # (partial, source) -> aggregation; a min and a max of one column: one min_max
+        found: dict[tuple[PartialKind | str, str], int] = {}
+        picks: list[tuple[int, str]] = []  # (aggregation, its struct field or "")
         rows = delta
         anyone = self.keys[0] if self.keys else delta.column_names[0]  # for count(*)
         for i, (kind, column) in enumerate(self.partials):
             source = column if column is not None else anyone
             if kind is PartialKind.COUNT and not delta[source].null_count:
                 kind, source = PartialKind.COUNT_ALL, anyone  # the same count as count(*)
-            at = found.get((kind, source))
+            both = kind in (PartialKind.MIN, PartialKind.MAX) and source in self.bounded
+            at = found.get(("min_max" if both else kind, source))
             if at is None:
-                at = found[(kind, source)] = len(aggregations)
-                aggregation = self._aggregation(i, kind, delta[source], source)
+                at = found["min_max" if both else kind, source] = len(aggregations)
+                if both:
+                    aggregation: tuple[Any, ...] = (source, "min_max")
+                else:
+                    aggregation = self._aggregation(i, kind, delta[source], source)
                 if aggregation[0] != source:  # a sum over other terms
                     rows = rows.append_column(aggregation[0], self._terms(delta[source]))
                 aggregations.append(aggregation)
-            picks.append(at)
+            picks.append((at, _MERGE[kind] if both else ""))
         grouped = _aggregate(rows, list(self.keys), aggregations)
         width = len(self.keys)
         columns = grouped.columns
-        chosen = columns[:width] + [columns[width + at] for at in picks]
-        return _conform(
-            pa.Table.from_arrays(
-                chosen, names=grouped.column_names[:width] + [f"__p{i}" for i in range(len(picks))]
-            ),
-            self.wide(schema) or schema,
-        )
+        chosen = columns[:width] + [
+            _field(columns[width + at], name) if name else columns[width + at] for at, name in picks
+        ]
+        return _typed(chosen, self.wide(schema) or schema)
 
     @staticmethod
     def _terms(values: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -214,17 +234,20 @@ class ArrowPlan:
     def result(self, state: pa.Table) -> pa.Table:
         """The query's result from a state: its outputs, ordered and sliced."""
         arrays = []
+        width = len(self.keys)  # the state's columns: the keys, then the partials
         for output, field in zip(self.outputs, self.schema, strict=True):
             if output.kind is OutputKind.KEY:
-                value = state[f"__k{output.index}"]
+                value = state.column(output.index)
             elif output.kind is OutputKind.PARTIAL:
-                value = state[f"__p{output.index}"]
+                value = state.column(width + output.index)
             elif output.kind is OutputKind.EXACT_AVG:
                 value = _exact_avg(state, output)
             else:
-                total = _as(state[f"__p{output.index}"], pa.float64())
-                count = _as(state[f"__p{output.count}"], pa.float64())
-                value = pc.if_else(pc.equal(count, 0), None, pc.divide(total, count))
+                # a group whose count is 0 has a null sum (a sum of no values): the
+                # quotient is null there, as DuckDB's avg (the count's int64 is divided
+                # as a double)
+                total = _as(state.column(width + output.index), pa.float64())
+                value = pc.divide(total, state.column(width + output.count))
             arrays.append(_as(value, field.type))
         table = pa.Table.from_arrays(arrays, names=list(self.names))  # names may repeat
         if self.order:
@@ -327,9 +350,19 @@ def _aggregate(table: pa.Table, keys: list[str], aggregations: list[tuple[Any, .
     return result.select(names[width:] + names[:width])
 
 
+def _field(column: pa.ChunkedArray, name: str) -> pa.ChunkedArray:
+    """The field ``name`` of a struct column (no kernel: each chunk's child array)."""
+    return pa.chunked_array([chunk.field(name) for chunk in column.chunks], column.type[name].type)
+
+
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table``'s columns, in order, under ``schema``'s names and types."""
     if table.schema == schema:
         return table
-    arrays = [_as(column, field.type) for column, field in zip(table.columns, schema, strict=True)]
+    return _typed(table.columns, schema)
+
+
+def _typed(columns: list[pa.ChunkedArray], schema: pa.Schema) -> pa.Table:
+    """A table of ``columns``, in order, under ``schema``'s names and types."""
+    arrays = [_as(column, field.type) for column, field in zip(columns, schema, strict=True)]
     return pa.Table.from_arrays(arrays, schema=schema)

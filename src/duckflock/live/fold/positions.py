@@ -29,11 +29,16 @@ MAX_SLICES = 32  # touched groups past which the untouched rows are copied by a 
 
 
 def merge_touched(
-    state: pa.Table, partial: pa.Table, kinds: Sequence[PartialKind]
+    state: pa.Table,
+    partial: pa.Table,
+    kinds: Sequence[PartialKind],
+    twins: Sequence[int] | None = None,
 ) -> pa.Table | None:
     """The state with ``partial`` merged in; None where this cannot merge them (the
     caller groups the two tables then). ``state`` and ``partial`` have the same schema:
-    the key ``__k0`` (unique in each), then one partial per ``kinds``.
+    the key ``__k0`` (unique in each), then one partial per ``kinds``. ``twins``: per
+    partial, the first partial equal to it (the same aggregate of the same column, as
+    an avg's sum beside a sum): merged once, and the merged column kept twice.
 
     Only the touched groups' keys are hashed: each state row looks its key up among
     them (a probe per state row, no aggregation)."""
@@ -46,10 +51,14 @@ def merge_touched(
     touched = None if matched == state.num_rows else pc.is_valid(at)
     old = state if touched is None else state.filter(touched)
     new = partial.take(at if touched is None else at.filter(touched))
+    columns = [old.column(0)]
     try:
-        columns = [old.column(0)] + [
-            _combine(kind, old.column(i + 1), new.column(i + 1)) for i, kind in enumerate(kinds)
-        ]
+        for i, kind in enumerate(kinds):
+            twin = i if twins is None else twins[i]
+            if twin < i:
+                columns.append(columns[twin + 1])
+            else:
+                columns.append(combine(kind, old.column(i + 1), new.column(i + 1)))
     except (pa.ArrowNotImplementedError, pa.ArrowTypeError):  # no element-wise merge
         return None
     parts = [] if touched is None else [_untouched(state, touched, matched)]
@@ -57,10 +66,10 @@ def merge_touched(
     if matched < partial.num_rows:  # and groups the state had not seen
         seen = pc.is_in(partial.column(0), value_set=old.column(0))
         parts.append(partial.filter(pc.invert(seen)))
-    return _compact(pa.concat_tables(parts))
+    return _compact(parts[0] if len(parts) == 1 else pa.concat_tables(parts))
 
 
-def _combine(
+def combine(
     kind: PartialKind, old: pa.ChunkedArray, new: pa.ChunkedArray
 ) -> pa.ChunkedArray | pa.Array:
     """One partial of the touched groups: the state's ``old`` merged with ``new``."""
@@ -71,9 +80,9 @@ def _combine(
         # 38 digits it raises, and DuckDB folds instead: it raises its own error)
         wide = pa.decimal256(old.type.precision, old.type.scale)
         total = pc.cast(pc.add(pc.cast(old, wide), pc.cast(new, wide)), old.type)
-        return pc.coalesce(total, old, new)
-    if kind is PartialKind.SUM:  # a sum of no values is null: the other side then
-        return pc.coalesce(pc.add(old, new), old, new)
+        return _either(total, old, new)
+    if kind is PartialKind.SUM:
+        return _either(pc.add(old, new), old, new)
     if kind is PartialKind.MIN:
         return pc.min_element_wise(old, new)  # skipping nulls, as min does
     if kind is PartialKind.MAX:
@@ -81,7 +90,14 @@ def _combine(
     raise pa.ArrowNotImplementedError(f"no element-wise merge of {kind}")
 
 
-combine = _combine  # public: merges.py merges these kinds the same way
+def _either(
+    total: pa.ChunkedArray | pa.Array, old: pa.ChunkedArray, new: pa.ChunkedArray
+) -> pa.ChunkedArray | pa.Array:
+    """Two sums added (``total``), where a sum of no values is null: the other side
+    then (no nulls on either side, the usual case: ``total`` as it is)."""
+    if not old.null_count and not new.null_count:
+        return total
+    return pc.coalesce(total, old, new)
 
 
 def _untouched(state: pa.Table, touched: pa.Array | pa.ChunkedArray, count: int) -> pa.Table:
