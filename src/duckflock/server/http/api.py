@@ -33,6 +33,7 @@ from duckflock.errors import (
     DuckflockError,
     QueryError,
     RequestError,
+    RequestTimeoutError,
     ResultTimeoutError,
     ServerBusyError,
     UnknownAnalysisError,
@@ -44,7 +45,7 @@ from duckflock.live.results import Result
 from duckflock.server import formats, policy
 from duckflock.server.history import Feeder, History, catch_up, history_table
 from duckflock.server.http import openapi
-from duckflock.server.http.bodies import INLINE_BODY, Bodies, stream
+from duckflock.server.http.bodies import INLINE_BODY, Bodies, query_param, stream
 from duckflock.server.limits import Slots
 from duckflock.server.service import Service
 
@@ -145,6 +146,8 @@ class HttpApi:
         extra = dict(headers or {})
         if isinstance(exc, ServerBusyError):
             extra["Retry-After"] = str(exc.retry_after)
+        elif isinstance(exc, RequestTimeoutError):  # the rest of its body is not read
+            extra["Connection"] = "close"
         return json_response(payload, exc.http_status, extra)
 
     def _deadline(self, request: Request) -> float:
@@ -206,9 +209,9 @@ class HttpApi:
 
     async def result(self, request: Request) -> Response:
         name = request.path_params["name"]
-        min_version = policy.min_version(request.query_params.get("min_version"))
+        min_version = policy.min_version(query_param(request, "min_version"))
         timeout = policy.wait_seconds(
-            request.query_params.get("timeout"),
+            query_param(request, "timeout"),
             self.settings.result_timeout,
             self.settings.max_wait,
         )
@@ -238,7 +241,7 @@ class HttpApi:
         # the last versions kept by this server (``history_results``), one table
         name = request.path_params["name"]
         cap = self.settings.history_results
-        last = policy.last_count(request.query_params.get("last"), cap)
+        last = policy.last_count(query_param(request, "last"), cap)
         await run_in_threadpool(catch_up, self.kept, partial(self.db.result, name))  # 404 here
         table, versions = await run_in_threadpool(history_table, self.kept.results(name), last)
         batches = iter(table.to_batches(max_chunksize=8192))
@@ -277,8 +280,8 @@ class HttpApi:
 
     async def events(self, request: Request) -> Response:
         name = request.path_params["name"]
-        changes = policy.flag(request.query_params.get("changes"), "changes", default=False)
-        raw = request.headers.get("last-event-id") or request.query_params.get("since")
+        changes = policy.flag(query_param(request, "changes"), "changes", default=False)
+        raw = request.headers.get("last-event-id") or query_param(request, "since")
         try:
             since = checked_since(raw)
         except ValueError as exc:
@@ -315,9 +318,7 @@ class HttpApi:
 
     async def ingest(self, request: Request) -> Response:
         table = request.path_params["table"]
-        # no query string (the usual case): no parser built for it
-        raw_wait = request.query_params.get("wait") if request.scope.get("query_string") else None
-        wait = policy.flag(raw_wait, "wait", default=True)
+        wait = policy.flag(query_param(request, "wait"), "wait", default=True)
         kind, limit = self.bodies.ingest_kind(request)
         reason = self.service.ingest_refusal()
         if reason is not None:

@@ -10,6 +10,7 @@ way it ends.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,7 +20,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from duckflock.errors import PayloadTooLargeError, RequestError, UnsupportedMediaTypeError
+from duckflock.errors import (
+    PayloadTooLargeError,
+    RequestError,
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+)
 from duckflock.server import formats
 from duckflock.server.http import render
 from duckflock.server.limits import ByteBudget, Slots
@@ -27,6 +33,17 @@ from duckflock.server.settings import ServerSettings
 
 _MiB = 2**20
 INLINE_BODY = 64 * 1024  # bytes: bodies up to this are parsed and queued on the event loop
+
+
+def query_param(request: Request, name: str) -> str | None:
+    """Query parameter ``name`` (None: absent); a RequestError (400) when it is given
+    more than once, rather than silently taking one of them."""
+    if not request.scope.get("query_string"):  # the usual case: no parser built for it
+        return None
+    found = request.query_params.getlist(name)
+    if len(found) > 1:
+        raise RequestError(f"query parameter {name} is given {len(found)} times; give it once")
+    return found[0] if found else None
 
 
 class Bodies:
@@ -69,15 +86,31 @@ class Bodies:
             raise PayloadTooLargeError(f"the body is {size:,} bytes; the limit is {limit:,}")
         return size
 
-    @staticmethod
-    async def read(request: Request, limit: int) -> bytes:
+    async def read(self, request: Request, limit: int) -> bytes:
+        """The body, at most ``limit`` bytes (413 past it), arriving in time: within
+        ``body_timeout`` seconds of the first read, one second more per ``min_body_rate``
+        bytes received — else :class:`RequestTimeoutError` (408), so a body dribbled a
+        byte at a time gives back the budget it holds (a deadline moved on as bytes come,
+        as Apache's mod_reqtimeout does)."""
+        grace, rate = self.settings.body_timeout, self.settings.min_body_rate
         chunks = []
         got = 0
-        async for chunk in request.stream():
-            got += len(chunk)
-            if got > limit:
-                raise PayloadTooLargeError(f"the body is over the {limit:,}-byte limit")
-            chunks.append(chunk)
+        started = asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout_at(started + grace) as deadline:
+                async for chunk in request.stream():
+                    got += len(chunk)
+                    if got > limit:
+                        raise PayloadTooLargeError(f"the body is over the {limit:,}-byte limit")
+                    chunks.append(chunk)
+                    deadline.reschedule(started + grace + got / rate)
+        except TimeoutError:
+            took = asyncio.get_running_loop().time() - started
+            raise RequestTimeoutError(
+                f"the request body came too slowly: {got:,} bytes in {took:.1f} s; the "
+                f"server waits {grace:g} s and one more per {rate:,} bytes received "
+                "(--body-timeout, --min-body-rate)"
+            ) from None
         return b"".join(chunks)
 
     async def json_object(self, request: Request) -> dict[str, Any]:
