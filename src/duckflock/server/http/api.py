@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from importlib import resources
@@ -44,8 +43,16 @@ from duckflock.live.changes import checked_since
 from duckflock.live.results import Result
 from duckflock.server import formats, policy
 from duckflock.server.history import Feeder, History, catch_up, history_table
-from duckflock.server.http import openapi
-from duckflock.server.http.bodies import INLINE_BODY, Bodies, query_param, stream
+from duckflock.server.http import openapi, render
+from duckflock.server.http.bodies import (
+    INLINE_BODY,
+    Bodies,
+    headers_once,
+    json_response,
+    query_param,
+    stream,
+    text,
+)
 from duckflock.server.limits import Slots
 from duckflock.server.service import Service
 
@@ -58,10 +65,7 @@ def error_payload(exc: DuckflockError) -> dict[str, Any]:
     return {"error": {"type": type(exc).__name__, "message": message, **fields}}
 
 
-def json_response(
-    payload: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(formats.dumps(payload), status, headers, media_type=formats.MediaType.JSON)
+_KEY_HEADER = IDEMPOTENCY_KEY.lower().encode()
 
 
 STATUS_TYPES = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLargeError"}
@@ -73,23 +77,6 @@ def dashboard_html() -> str:
     return page.replace("/*STYLE*/", (static / "style.css").read_text()).replace(
         "/*SCRIPT*/", (static / "app.js").read_text()
     )
-
-
-def _result_headers(result: Result) -> dict[str, str]:
-    headers = {
-        "X-Duckflock-Version": str(result.version),
-        "X-Duckflock-Refreshed-At": result.refreshed_at.isoformat(),
-        "X-Duckflock-Duration": f"{result.duration:.6f}",
-        "X-Duckflock-Watermark": str(result.watermark),
-        "X-Duckflock-Mode": result.mode,
-    }
-    if result.now is not None:  # a sliding window's instant
-        headers["X-Duckflock-Now"] = result.now.isoformat()
-    if result.error is not None:
-        headers["X-Duckflock-Error"] = json.dumps(
-            {"type": type(result.error).__name__, "message": result.error.message}
-        )
-    return headers
 
 
 def _client(request: Request) -> str:
@@ -233,7 +220,7 @@ class HttpApi:
             lambda: None,
             row_cap=None,
             byte_cap=self.settings.query_byte_cap,
-            headers=_result_headers(found),
+            headers=render.result_headers(found),
             head=formats.result_json_head(found),
         )
 
@@ -319,17 +306,19 @@ class HttpApi:
     async def ingest(self, request: Request) -> Response:
         table = request.path_params["table"]
         wait = policy.flag(query_param(request, "wait"), "wait", default=True)
-        kind, limit = self.bodies.ingest_kind(request)
+        headers = headers_once(request)
+        content_type = text(headers, b"content-type")
+        kind, limit = self.bodies.ingest_kind(request, content_type)
         reason = self.service.ingest_refusal()
         if reason is not None:
             raise ClosedError(f"ingest is not accepted now: {reason}")
-        content_type = request.headers.get("content-type")
-        key = policy.idempotency_key(request.headers.get(IDEMPOTENCY_KEY))
+        key = policy.idempotency_key(text(headers, _KEY_HEADER))
         timeout = self.settings.ingest_timeout
         db = self.db
         try:
             # the budget covers the body and what parsing makes of it, until queued
-            async with self.bodies.hold_ingest(request, kind, limit):
+            declared = text(headers, b"content-length")
+            async with self.bodies.hold_ingest(request, kind, limit, declared):
                 body = await self.bodies.read(request, limit)
                 if len(body) <= INLINE_BODY and wait:  # microseconds: no thread hop
                     rows = formats.parse_rows(body, content_type)

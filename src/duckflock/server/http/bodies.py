@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
 from duckflock.errors import (
@@ -46,6 +46,42 @@ def query_param(request: Request, name: str) -> str | None:
     return found[0] if found else None
 
 
+_JSON_TYPE = (b"content-type", formats.MediaType.JSON.encode())
+
+
+class JsonResponse(Response):
+    """A JSON answer, its header list written directly (Starlette's ``init_headers``
+    checks what a JSON body never needs: a tenth of the one-row ingest's handler)."""
+
+    media_type = formats.MediaType.JSON
+
+    def __init__(self, body: bytes, status: int, headers: dict[str, str] | None) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        raw = [(b"content-length", b"%d" % len(body)), _JSON_TYPE]
+        for name, value in (headers or {}).items():
+            raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        self.raw_headers = raw
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return JsonResponse(formats.dumps(payload), status, headers)
+
+
+def headers_once(request: Request) -> dict[bytes, bytes]:
+    """The request's headers by (lower-case) name, read in one pass; of a repeated name
+    the first, as Starlette's ``request.headers.get`` (which scans them per lookup)."""
+    return dict(reversed(request.scope["headers"]))
+
+
+def text(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
+
+
 class Bodies:
     """Request bodies of one app: the byte budget and the slots of large ingest parses.
 
@@ -68,8 +104,11 @@ class Bodies:
         return self.budget.used
 
     @staticmethod
-    def require_type(request: Request, *allowed: str) -> str:
-        header = request.headers.get("content-type")
+    def require_type(request: Request, *allowed: str, header: str | None = None) -> str:
+        """The media type of the body (``header``, else the request's Content-Type),
+        one of ``allowed`` (else 415)."""
+        if header is None:
+            header = request.headers.get("content-type")
         kind = formats.content_type(header)
         if kind not in allowed:
             raise UnsupportedMediaTypeError(
@@ -78,9 +117,11 @@ class Bodies:
         return kind
 
     @staticmethod
-    def size(request: Request, limit: int) -> int:
-        """The declared body size (or ``limit`` when not declared); 413 over ``limit``."""
-        declared = request.headers.get("content-length")
+    def size(request: Request, limit: int, declared: str | None = None) -> int:
+        """The declared body size (``declared``, else the request's Content-Length; or
+        ``limit`` when not declared); 413 over ``limit``."""
+        if declared is None:
+            declared = request.headers.get("content-length")
         size = int(declared) if declared is not None and declared.isdigit() else limit
         if size > limit:
             raise PayloadTooLargeError(f"the body is {size:,} bytes; the limit is {limit:,}")
@@ -93,16 +134,23 @@ class Bodies:
         byte at a time gives back the budget it holds (a deadline moved on as bytes come,
         as Apache's mod_reqtimeout does)."""
         grace, rate = self.settings.body_timeout, self.settings.min_body_rate
+        receive = request.receive  # not request.stream(): an async generator per request
         chunks = []
         got = 0
         started = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout_at(started + grace) as deadline:
-                async for chunk in request.stream():
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":  # http.disconnect
+                        raise ClientDisconnect
+                    chunk = message.get("body", b"")
                     got += len(chunk)
                     if got > limit:
                         raise PayloadTooLargeError(f"the body is over the {limit:,}-byte limit")
                     chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
                     deadline.reschedule(started + grace + got / rate)
         except TimeoutError:
             took = asyncio.get_running_loop().time() - started
@@ -111,7 +159,7 @@ class Bodies:
                 f"server waits {grace:g} s and one more per {rate:,} bytes received "
                 "(--body-timeout, --min-body-rate)"
             ) from None
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def json_object(self, request: Request) -> dict[str, Any]:
         """A JSON object body (a query, an analysis definition), within its limit."""
@@ -124,14 +172,16 @@ class Bodies:
             raise RequestError("the body must be a JSON object")
         return payload
 
-    def ingest_kind(self, request: Request) -> tuple[str, int]:
-        """The media type of an ingest body and its byte limit (JSON's is lower)."""
+    def ingest_kind(self, request: Request, header: str | None) -> tuple[str, int]:
+        """The media type of an ingest body (``header``: its Content-Type) and its byte
+        limit (JSON's is lower)."""
         kind = self.require_type(
             request,
             formats.MediaType.JSON,
             formats.MediaType.NDJSON,
             formats.MediaType.CSV,
             formats.MediaType.ARROW,
+            header=header,
         )
         settings = self.settings
         textual = kind in (formats.MediaType.JSON, formats.MediaType.NDJSON)
@@ -139,12 +189,12 @@ class Bodies:
         return kind, limit
 
     def hold_ingest(
-        self, request: Request, kind: str, limit: int
+        self, request: Request, kind: str, limit: int, declared: str | None
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        """The budget an ingest body holds until its rows are queued: the body and what
-        parsing makes of it."""
+        """The budget an ingest body (``declared``: its Content-Length) holds until its
+        rows are queued: the body and what parsing makes of it."""
         textual = kind in (formats.MediaType.JSON, formats.MediaType.NDJSON)
-        return self.budget.hold(self.size(request, limit) * (40 if textual else 3))
+        return self.budget.hold(self.size(request, limit, declared) * (40 if textual else 3))
 
 
 async def stream(
