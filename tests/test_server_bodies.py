@@ -233,3 +233,28 @@ def test_a_query_parameter_given_twice_is_refused(
     assert message == f"query parameter {name} is given 2 times; give it once"
     counted = local.post("/v1/query", json={"sql": "SELECT count(*) AS n FROM t"}).json()
     assert counted["rows"] == [[0]]  # the refused ingest wrote nothing
+
+
+def test_a_read_cancelled_from_above_stays_cancelled_and_the_clock_stops() -> None:
+    bodies = Bodies(ServerSettings(body_timeout=0.2, min_body_rate=1000))
+
+    async def run() -> None:
+        async def receive() -> dict[str, Any]:
+            await asyncio.get_running_loop().create_future()  # a body that never comes
+            raise AssertionError("unreachable")
+
+        request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+        reader = asyncio.ensure_future(bodies.read(request, 10**6))
+        await asyncio.sleep(0)  # the read has begun: its clock ticks
+        assert len(bodies.clock._reading) == 1 and bodies.clock._ticking
+        reader.cancel()  # a shutdown, say: not the clock's doing
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        assert not bodies.clock._reading
+        late = asyncio.ensure_future(bodies.read(request, 10**6))
+        with pytest.raises(duckflock.RequestTimeoutError):  # the clock's own cut
+            await late
+        assert not late.cancelled()
+
+    asyncio.run(run())
+    assert not bodies.clock._reading

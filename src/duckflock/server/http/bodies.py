@@ -28,7 +28,7 @@ from duckflock.errors import (
 )
 from duckflock.server import formats
 from duckflock.server.http import render
-from duckflock.server.limits import ByteBudget, Slots
+from duckflock.server.limits import BodyClock, ByteBudget, Slots
 from duckflock.server.settings import ServerSettings
 
 _MiB = 2**20
@@ -92,6 +92,7 @@ class Bodies:
         self.settings = settings
         # bodies under 64 KiB (weighted: a few MiB) are not counted: they come and go fast
         self.budget = ByteBudget(settings.body_budget, settings.queue_timeout, free_below=4 * _MiB)
+        self.clock = BodyClock(settings.body_timeout, settings.min_body_rate)
         self.parsing = Slots(
             total=settings.concurrency,
             per_client=settings.per_client,
@@ -130,35 +131,35 @@ class Bodies:
     async def read(self, request: Request, limit: int) -> bytes:
         """The body, at most ``limit`` bytes (413 past it), arriving in time: within
         ``body_timeout`` seconds of the first read, one second more per ``min_body_rate``
-        bytes received — else :class:`RequestTimeoutError` (408), so a body dribbled a
-        byte at a time gives back the budget it holds (a deadline moved on as bytes come,
-        as Apache's mod_reqtimeout does)."""
-        grace, rate = self.settings.body_timeout, self.settings.min_body_rate
+        bytes received (:class:`~.limits.BodyClock`) — else :class:`RequestTimeoutError`
+        (408), so a body dribbled a byte at a time gives back the budget it holds."""
         receive = request.receive  # not request.stream(): an async generator per request
         chunks = []
-        got = 0
-        started = asyncio.get_running_loop().time()
+        reading = self.clock.start()
         try:
-            async with asyncio.timeout_at(started + grace) as deadline:
-                while True:
-                    message = await receive()
-                    if message["type"] != "http.request":  # http.disconnect
-                        raise ClientDisconnect
-                    chunk = message.get("body", b"")
-                    got += len(chunk)
-                    if got > limit:
-                        raise PayloadTooLargeError(f"the body is over the {limit:,}-byte limit")
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-                    deadline.reschedule(started + grace + got / rate)
-        except TimeoutError:
-            took = asyncio.get_running_loop().time() - started
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # http.disconnect
+                    raise ClientDisconnect
+                chunk = message.get("body", b"")
+                reading.got += len(chunk)
+                if reading.got > limit:
+                    raise PayloadTooLargeError(f"the body is over the {limit:,}-byte limit")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        except asyncio.CancelledError:
+            if not reading.late:
+                raise
+            reading.task.uncancel()  # cancelled by the clock: not a cancellation from above
+            took = reading.loop.time() - reading.started
             raise RequestTimeoutError(
-                f"the request body came too slowly: {got:,} bytes in {took:.1f} s; the "
-                f"server waits {grace:g} s and one more per {rate:,} bytes received "
-                "(--body-timeout, --min-body-rate)"
+                f"the request body came too slowly: {reading.got:,} bytes in {took:.1f} s; "
+                f"the server waits {self.clock.grace:g} s and one more per "
+                f"{self.clock.rate:,} bytes received (--body-timeout, --min-body-rate)"
             ) from None
+        finally:
+            self.clock.end(reading)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def json_object(self, request: Request) -> dict[str, Any]:
