@@ -51,7 +51,7 @@ _JSON_TYPE = (b"content-type", formats.MediaType.JSON.encode())
 
 class JsonResponse(Response):
     """A JSON answer, its header list written directly (Starlette's ``init_headers``
-    checks what a JSON body never needs: a tenth of the one-row ingest's handler)."""
+    checks, per answer, what a JSON body never needs)."""
 
     media_type = formats.MediaType.JSON
 
