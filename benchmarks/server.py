@@ -1,6 +1,6 @@
 """Server benchmark: 4 client processes against a real `duckflock serve`, vs embedded.
 
-Run: .venv/bin/python benchmarks/server.py [--quick]
+Run: .venv/bin/python benchmarks/server.py [--quick] [--app]
 
 (a) one row per request, each waiting for its acknowledgement;
 (b) 1,000-row JSON batches;
@@ -10,11 +10,14 @@ same run. Targets on 2 cores: (a) >= 2,000 acknowledged requests/s; (c) >= 50% o
 embedded chunk ingest. (a') repeats (a) with lean stdlib clients and prints the server
 process's CPU time (user + system, psutil) per acknowledged request (target <= 0.2 ms),
 split into the event loop's thread and the others (the writer's commits, DuckDB's
-workers), with the rows each commit carried.
+workers), with the rows each commit carried. ``--app`` prints only the app's own share:
+the event-loop thread's CPU per one-row acked POST through ``create_app`` in process (no
+sockets, no uvicorn), the part of (a') that duckflock's handler code decides.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import multiprocessing as mp
 import socket
@@ -188,7 +191,56 @@ def _commits(url: str) -> int:
         return int(client.stats()["batches_committed"])
 
 
+async def _app_requests(app: Any, requests: int, concurrent: int) -> float:
+    """Event-loop thread CPU seconds per one-row acked POST sent straight to ``app``."""
+    body = b'{"p": 1, "i": 2}'
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]
+    headers.append((b"content-length", b"%d" % len(body)))
+    scope = {"type": "http", "http_version": "1.1", "method": "POST", "scheme": "http"}
+    scope.update(path="/v1/tables/events/rows", raw_path=b"/v1/tables/events/rows")
+    scope.update(query_string=b"", root_path="", headers=headers, client=("127.0.0.1", 1))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        assert message.get("status", 200) == 200, message
+
+    async def client(count: int) -> None:
+        for _ in range(count):
+            await app(dict(scope), receive, send)
+
+    await client(100)  # warm up
+    started = time.thread_time()
+    await asyncio.gather(*(client(requests // concurrent) for _ in range(concurrent)))
+    return (time.thread_time() - started) / requests
+
+
+def app_cpu(requests: int = 4_000, runs: int = 9) -> None:
+    from duckflock.server import create_app
+
+    with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
+        db = duckflock.connect(Path(tmp) / "app.duckdb")
+        db.execute(TABLE)
+        db.lock_down()
+        app = create_app(db)
+        try:  # uvicorn's loop, as the server runs
+            from uvloop import run
+        except ImportError:  # pragma: no cover - Windows
+            from asyncio import run
+        spent = sorted(run(_app_requests(app, requests, CLIENTS)) for _ in range(runs))
+        db.close()
+    print(
+        f"(app) one row per request, acked, {CLIENTS} coroutines straight to the app: "
+        f"event-loop CPU per request min {spent[0] * 1e6:.1f} us, "
+        f"median {spent[runs // 2] * 1e6:.1f} us ({runs} runs of {requests:,})"
+    )
+
+
 def main(argv: list[str]) -> None:
+    if "--app" in argv:
+        app_cpu()
+        return
     quick = "--quick" in argv
     shares = {"a": 200 if quick else 1_000, "b": 10 if quick else 50, "c": 1 if quick else 5}
     rows_per = {"a": 1, "b": 1_000, "c": 100_000}

@@ -39,6 +39,7 @@ def test_public_names_are_pinned() -> None:
         "Receipt",
         "RemoteResults",
         "RequestError",
+        "RequestTimeoutError",
         "Result",
         "ResultTimeoutError",
         "Results",

@@ -125,3 +125,53 @@ def test_a_head_whose_body_is_slow_leaves_at_once() -> None:
 
     wire = asyncio.run(_exchange(app, REQUEST, turns))
     assert wire.sent[1:] == [b"5\r\nevent\r\n", b"0\r\n\r\n"]  # chunked, in order
+
+
+def test_the_header_deadline_is_armed_only_while_headers_are_incomplete() -> None:
+    """A request whose headers come in one read takes no timer; the next request's
+    headers trickled on the same keep-alive connection still get 408 at the deadline."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(_start(length=2))
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def run() -> Wire:
+        protocol_class = http_protocol(
+            header_timeout=0.2, max_header_bytes=16_384, max_connections=10, per_peer=10
+        )
+        config = uvicorn.Config(app, lifespan="off", log_level="warning")
+        protocol: Any = protocol_class(  # type: ignore[call-arg]
+            config=config,
+            server_state=ServerState(),
+            app_state={},
+            _loop=asyncio.get_running_loop(),
+        )
+        closed = asyncio.get_running_loop().create_future()
+
+        class Watched(Wire):
+            def close(self) -> None:
+                super().close()
+                if not closed.done():
+                    closed.set_result(None)
+
+        wire = Watched()
+        wire.protocol = protocol
+        armed = []
+        arm = protocol._arm
+        protocol._arm = lambda: armed.append(1) or arm()
+        protocol.connection_made(wire)
+        assert protocol._header_timer is not None  # no request yet: the deadline runs
+        for _ in range(3):
+            protocol.data_received(REQUEST)
+            assert protocol._header_timer is None
+            await _settle(wire)
+        assert len(armed) == 1  # at the start only: whole headers in one read take no timer
+        assert len(wire.sent) == 3 and not closed.done()
+        protocol.data_received(REQUEST[:10])  # the 4th request's headers trickle
+        assert protocol._header_timer is not None
+        await asyncio.wait_for(closed, 10)  # closed at the 0.2 s deadline
+        protocol.connection_lost(None)
+        return wire
+
+    wire = asyncio.run(run())
+    assert wire.sent[-1].startswith(b"HTTP/1.1 408 Request Timeout"), wire.sent

@@ -25,6 +25,7 @@
      │    ├── AuthenticationError   missing or wrong bearer token (401)
      │    ├── ForbiddenError        the token's role may not do this, or a refused Host (403)
      │    ├── PayloadTooLargeError  the body is over the server's limit (413)
+     │    ├── RequestTimeoutError   the body came too slowly: past its deadline (408)
      │    └── UnsupportedMediaTypeError  no parser for that Content-Type (415)
      ├── ServerBusyError            the server's concurrency or memory limits are full (503,
      │                              .retry_after seconds)
@@ -83,6 +84,7 @@ __all__ = [
     "QueryTimeoutError",
     "QueueFullError",
     "RequestError",
+    "RequestTimeoutError",
     "ResultTimeoutError",
     "RowRejectedError",
     "SchemaMismatchError",
@@ -295,6 +297,14 @@ class PayloadTooLargeError(RequestError):
     """The request body is larger than the server accepts."""
 
     http_status = 413
+
+
+class RequestTimeoutError(RequestError, TimeoutError):
+    """The request body did not arrive within its deadline (the server's --body-timeout,
+    extended by one second per --min-body-rate bytes received)."""
+
+    http_status = 408
+    sqlstate = "57014"  # query_canceled
 
 
 class UnsupportedMediaTypeError(RequestError):

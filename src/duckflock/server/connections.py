@@ -91,7 +91,8 @@ def http_protocol(
     per_peer: int,
 ) -> type[HttpToolsProtocol]:
     """uvicorn's httptools protocol with a header deadline (armed as the connection
-    opens, so one that never sends a request is closed too), a cap on the bytes a
+    opens, so one that never sends a request is closed too, and when a request's
+    headers did not all come in one read: most do, and take no timer), a cap on the bytes a
     request's line and headers take (431 past it) and connection caps."""
     peers = PeerLimit(per_peer)
     max_header_bytes = positive_int(max_header_bytes, "max_header_bytes")
@@ -187,10 +188,8 @@ def http_protocol(
                     return  # refused (400), or upgraded to another protocol
             if data:  # the rest of a body (and perhaps the start of the next request)
                 super().data_received(data)
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._arm()
+            if self._header_bytes and self._header_timer is None:  # headers still to come
+                self._arm()
 
         def on_headers_complete(self) -> None:
             self._disarm()

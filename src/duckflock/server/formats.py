@@ -7,9 +7,11 @@ import csv
 import io
 import json
 import re
+import sys
 from enum import StrEnum
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
@@ -93,7 +95,7 @@ def parse_rows(
     if kind == MediaType.JSON:
         # up to 1 MiB json.loads is fastest (milliseconds); beyond, parse element by element
         chunked = len(body) > _CHUNKED_ABOVE and body.lstrip()[:1] == b"["
-        data = _json_array(body) if chunked else loads(body, "JSON")
+        data = _json_array(body) if chunked else loads(body, "JSON", rows=True)
         if isinstance(data, dict):
             return [data]
         if not isinstance(data, list):
@@ -106,7 +108,7 @@ def parse_rows(
         for number, line in enumerate(body.splitlines(), start=1):
             if not line.strip():
                 continue
-            row = loads(line, f"NDJSON on line {number}")
+            row = loads(line, f"NDJSON on line {number}", rows=True)
             if not isinstance(row, dict):
                 raise RequestError(f"NDJSON line {number} is not a JSON object")
             rows.append(row)
@@ -124,7 +126,36 @@ def parse_rows(
             )
     except (pa.ArrowInvalid, OSError) as exc:
         raise RequestError(f"malformed Arrow IPC stream: {exc}") from exc
+    unreadable = _unreadable(table.schema)
+    if unreadable is not None:
+        raise RequestError(unreadable)
     return table
+
+
+_SCANNER = duckdb.connect()  # asks DuckDB which Arrow types it reads (cursors per thread)
+_UNREADABLE: dict[pa.Schema, str | None] = {}  # schema -> why not readable; a bounded cache
+
+
+def _unreadable(schema: pa.Schema) -> str | None:
+    """Why DuckDB cannot read Arrow columns of ``schema`` (a halffloat, say: DuckDB has no
+    such type), naming the column; None when it can. DuckDB answers, once per schema."""
+    if schema in _UNREADABLE:
+        return _UNREADABLE[schema]
+    why = None
+    with _SCANNER.cursor() as scanner:
+        try:
+            scanner.from_arrow(schema.empty_table()).fetchall()
+        except duckdb.Error:
+            for spec in schema:
+                try:
+                    scanner.from_arrow(pa.schema([spec]).empty_table()).fetchall()
+                except duckdb.Error as exc:
+                    why = f"column {spec.name!r}: DuckDB cannot read Arrow type {spec.type} ({exc})"
+                    break
+    if len(_UNREADABLE) >= 256:
+        _UNREADABLE.clear()
+    _UNREADABLE[schema] = why
+    return why
 
 
 _DECODER = json.JSONDecoder()
@@ -163,16 +194,64 @@ def _json_array(body: bytes) -> list[Any]:
         raise RequestError(f"malformed JSON: {exc}") from exc
     except RecursionError:
         raise RequestError("malformed JSON: nested too deeply") from None
+    except ValueError:  # an integer past Python's digit limit, in this row
+        raise _too_long(text, position, "JSON", rows=True, row=len(rows)) from None
     if _SURROGATE_ESCAPE.search(body):
         check_text(rows, "JSON")
     return rows
+
+
+class _LongInt:
+    """A JSON integer past Python's digit limit, as the lenient decoder keeps it."""
+
+    def __init__(self, text: str) -> None:
+        self.digits = len(text.lstrip("-"))
+
+
+def _lenient_int(text: str) -> Any:
+    long = len(text) - text.startswith("-") > sys.get_int_max_str_digits()
+    return _LongInt(text) if long else int(text)
+
+
+_LENIENT = json.JSONDecoder(parse_int=_lenient_int)  # only once json gave up on one
+
+
+def _too_long(text: str, start: int, what: str, *, rows: bool, row: int | None = None) -> Any:
+    """A RequestError naming the integer of too many digits in the JSON value at
+    ``start`` of ``text`` (re-read keeping such integers), by row and column for rows
+    (``row``: the index of that value, when it is one row of an array)."""
+    path: list[int | str] = [] if row is None else [row]
+    stack: list[tuple[Any, list[int | str]]] = [(_LENIENT.raw_decode(text, start)[0], [])]
+    found = None
+    while stack and found is None:
+        item, at = stack.pop()
+        if isinstance(item, _LongInt):
+            found, path = item, path + at
+        elif isinstance(item, dict):
+            stack.extend((v, [*at, k]) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((v, [*at, i]) for i, v in reversed(list(enumerate(item))))
+    assert found is not None, "json refused an integer the lenient decoder took"
+    words = []
+    if rows and path and isinstance(path[0], int):
+        words.append(f"row {path.pop(0)}")
+    if rows and path:
+        step = path.pop(0)
+        words.append(f"column {step!r}" if isinstance(step, str) else f"value {step}")
+    if path:
+        words.append("at " + "".join(f"[{step!r}]" for step in path))
+    return RequestError(
+        f"malformed {what}: {', '.join(words) or 'the value'}: an integer of "
+        f"{found.digits:,} digits; JSON integers may have at most "
+        f"{sys.get_int_max_str_digits():,}"
+    )
 
 
 # a \uD800-\uDFFF escape: JSON allows it, Python decodes it, UTF-8 cannot hold it alone
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
-def loads(text: bytes, what: str) -> Any:
+def loads(text: bytes, what: str, *, rows: bool = False) -> Any:
     """JSON, or RequestError with the parser's message (too deep nesting and lone
     surrogates included)."""
     try:
@@ -181,6 +260,8 @@ def loads(text: bytes, what: str) -> Any:
         raise RequestError(f"malformed {what}: {exc}") from exc
     except RecursionError:
         raise RequestError(f"malformed {what}: nested too deeply") from None
+    except ValueError:  # an integer past Python's digit limit: say where
+        raise _too_long(text.decode(), 0, what, rows=rows) from None
     if _SURROGATE_ESCAPE.search(text):  # rare: then check every string for real
         check_text(value, what)
     return value

@@ -15,7 +15,9 @@ thread blocks in :meth:`Slots.take`. Both take from the same counts under one lo
 
 Request bodies take bytes from one budget before they are read, weighted by what
 parsing them costs (a JSON body becomes Python objects many times its size), so many
-big bodies at once wait (or get 503) instead of exhausting memory.
+big bodies at once wait (or get 503) instead of exhausting memory. A body being read
+has a deadline that grows with the bytes received (:class:`BodyClock`), so a body
+dribbled a byte at a time gives back what it holds of that budget.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from duckflock.errors import ServerBusyError
 
@@ -284,3 +287,60 @@ class ByteBudget:
             async with self._freed:
                 self.used -= size
                 self._freed.notify_all()
+
+
+class Reading:
+    """One body being read: its task, when it began, the bytes received so far, and
+    whether the clock found it late (then it cancelled the task)."""
+
+    __slots__ = ("got", "late", "loop", "started", "task")
+
+    def __init__(self, task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.task = task
+        self.loop = loop
+        self.started = loop.time()
+        self.got = 0
+        self.late = False
+
+
+class BodyClock:
+    """Deadlines of the bodies being read: ``grace`` seconds from the first read, one
+    more per ``rate`` bytes received (as Apache's mod_reqtimeout). One timer per event
+    loop checks them every ``tick`` while any is being read, and cancels the task of
+    each that is late (a timer per request cost more than the rest of reading a one-row
+    body); the reader turns that into its error (:meth:`Reading.late`).
+
+    Owner: the HTTP app's bodies; :meth:`start` and :meth:`end` on the event loop."""
+
+    def __init__(self, grace: float, rate: int) -> None:
+        self.grace = grace
+        self.rate = rate
+        self.tick = min(0.5, grace / 4)  # how late past its deadline a body may be cut
+        self._reading: set[Reading] = set()
+        self._ticking: set[asyncio.AbstractEventLoop] = set()  # loops with a timer armed
+
+    def start(self) -> Reading:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None, "a body is read in a task"
+        reading = Reading(task, loop)
+        self._reading.add(reading)
+        if loop not in self._ticking:  # the first read since this loop's reads all ended
+            self._ticking.add(loop)
+            loop.call_later(self.tick, self._check, loop)
+        return reading
+
+    def end(self, reading: Reading) -> None:
+        self._reading.discard(reading)
+
+    def _check(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        mine = [r for r in self._reading if r.loop is loop]
+        for reading in mine:
+            if not reading.late and now > reading.started + self.grace + reading.got / self.rate:
+                reading.late = True
+                reading.task.cancel()
+        if mine:
+            loop.call_later(self.tick, self._check, loop)
+        else:
+            self._ticking.discard(loop)

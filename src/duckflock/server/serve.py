@@ -31,6 +31,7 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.config import LOG_LEVELS
 
 from duckflock.database import Database, connect
 from duckflock.errors import DuckflockError
@@ -294,6 +295,9 @@ def serve(
             per_peer=max_connections_per_peer,
         ),
         timeout_keep_alive=5,
+        # the access log's arguments are built per request even when its level is off
+        access_log=LOG_LEVELS.get(log_level.lower(), logging.INFO) <= logging.INFO,
+        server_header=False,  # no "server: uvicorn" on every answer
         # the peer is the socket's: X-Forwarded-For (trusted from 127.0.0.1 by uvicorn's
         # default) would let any local process, or a client whose proxy passes the header
         # on, pick a new address each try and escape the back-off and per-peer limits

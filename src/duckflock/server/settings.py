@@ -115,6 +115,19 @@ class ServerSettings:
         flag="--queue-timeout",
         check=bounded_seconds,
     )
+    body_timeout: float = setting(
+        5.0,
+        "Seconds a request body may take to arrive, one more per --min-body-rate bytes "
+        "received (then 408, and the memory it reserved is free again).",
+        flag="--body-timeout",
+        check=bounded_seconds,
+    )
+    min_body_rate: int = setting(
+        _MiB,
+        "Bytes per second a request body must average past --body-timeout.",
+        flag="--min-body-rate",
+        check=positive_int,
+    )
     max_wait: float = setting(
         60.0,
         "Seconds a long poll (?timeout= of a result) may wait at most.",

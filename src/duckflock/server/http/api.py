@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Callable
 from functools import partial
 from importlib import resources
@@ -33,6 +32,7 @@ from duckflock.errors import (
     DuckflockError,
     QueryError,
     RequestError,
+    RequestTimeoutError,
     ResultTimeoutError,
     ServerBusyError,
     UnknownAnalysisError,
@@ -43,8 +43,16 @@ from duckflock.live.changes import checked_since
 from duckflock.live.results import Result
 from duckflock.server import formats, policy
 from duckflock.server.history import Feeder, History, catch_up, history_table
-from duckflock.server.http import openapi
-from duckflock.server.http.bodies import INLINE_BODY, Bodies, stream
+from duckflock.server.http import openapi, render
+from duckflock.server.http.bodies import (
+    INLINE_BODY,
+    Bodies,
+    headers_once,
+    json_response,
+    query_param,
+    stream,
+    text,
+)
 from duckflock.server.limits import Slots
 from duckflock.server.service import Service
 
@@ -57,10 +65,7 @@ def error_payload(exc: DuckflockError) -> dict[str, Any]:
     return {"error": {"type": type(exc).__name__, "message": message, **fields}}
 
 
-def json_response(
-    payload: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(formats.dumps(payload), status, headers, media_type=formats.MediaType.JSON)
+_KEY_HEADER = IDEMPOTENCY_KEY.lower().encode()
 
 
 STATUS_TYPES = {404: "NotFound", 405: "MethodNotAllowed", 413: "PayloadTooLargeError"}
@@ -72,23 +77,6 @@ def dashboard_html() -> str:
     return page.replace("/*STYLE*/", (static / "style.css").read_text()).replace(
         "/*SCRIPT*/", (static / "app.js").read_text()
     )
-
-
-def _result_headers(result: Result) -> dict[str, str]:
-    headers = {
-        "X-Duckflock-Version": str(result.version),
-        "X-Duckflock-Refreshed-At": result.refreshed_at.isoformat(),
-        "X-Duckflock-Duration": f"{result.duration:.6f}",
-        "X-Duckflock-Watermark": str(result.watermark),
-        "X-Duckflock-Mode": result.mode,
-    }
-    if result.now is not None:  # a sliding window's instant
-        headers["X-Duckflock-Now"] = result.now.isoformat()
-    if result.error is not None:
-        headers["X-Duckflock-Error"] = json.dumps(
-            {"type": type(result.error).__name__, "message": result.error.message}
-        )
-    return headers
 
 
 def _client(request: Request) -> str:
@@ -145,6 +133,8 @@ class HttpApi:
         extra = dict(headers or {})
         if isinstance(exc, ServerBusyError):
             extra["Retry-After"] = str(exc.retry_after)
+        elif isinstance(exc, RequestTimeoutError):  # the rest of its body is not read
+            extra["Connection"] = "close"
         return json_response(payload, exc.http_status, extra)
 
     def _deadline(self, request: Request) -> float:
@@ -206,9 +196,9 @@ class HttpApi:
 
     async def result(self, request: Request) -> Response:
         name = request.path_params["name"]
-        min_version = policy.min_version(request.query_params.get("min_version"))
+        min_version = policy.min_version(query_param(request, "min_version"))
         timeout = policy.wait_seconds(
-            request.query_params.get("timeout"),
+            query_param(request, "timeout"),
             self.settings.result_timeout,
             self.settings.max_wait,
         )
@@ -230,7 +220,7 @@ class HttpApi:
             lambda: None,
             row_cap=None,
             byte_cap=self.settings.query_byte_cap,
-            headers=_result_headers(found),
+            headers=render.result_headers(found),
             head=formats.result_json_head(found),
         )
 
@@ -238,7 +228,7 @@ class HttpApi:
         # the last versions kept by this server (``history_results``), one table
         name = request.path_params["name"]
         cap = self.settings.history_results
-        last = policy.last_count(request.query_params.get("last"), cap)
+        last = policy.last_count(query_param(request, "last"), cap)
         await run_in_threadpool(catch_up, self.kept, partial(self.db.result, name))  # 404 here
         table, versions = await run_in_threadpool(history_table, self.kept.results(name), last)
         batches = iter(table.to_batches(max_chunksize=8192))
@@ -277,8 +267,8 @@ class HttpApi:
 
     async def events(self, request: Request) -> Response:
         name = request.path_params["name"]
-        changes = policy.flag(request.query_params.get("changes"), "changes", default=False)
-        raw = request.headers.get("last-event-id") or request.query_params.get("since")
+        changes = policy.flag(query_param(request, "changes"), "changes", default=False)
+        raw = request.headers.get("last-event-id") or query_param(request, "since")
         try:
             since = checked_since(raw)
         except ValueError as exc:
@@ -315,20 +305,20 @@ class HttpApi:
 
     async def ingest(self, request: Request) -> Response:
         table = request.path_params["table"]
-        # no query string (the usual case): no parser built for it
-        raw_wait = request.query_params.get("wait") if request.scope.get("query_string") else None
-        wait = policy.flag(raw_wait, "wait", default=True)
-        kind, limit = self.bodies.ingest_kind(request)
+        wait = policy.flag(query_param(request, "wait"), "wait", default=True)
+        headers = headers_once(request)
+        content_type = text(headers, b"content-type")
+        kind, limit = self.bodies.ingest_kind(request, content_type)
         reason = self.service.ingest_refusal()
         if reason is not None:
             raise ClosedError(f"ingest is not accepted now: {reason}")
-        content_type = request.headers.get("content-type")
-        key = policy.idempotency_key(request.headers.get(IDEMPOTENCY_KEY))
+        key = policy.idempotency_key(text(headers, _KEY_HEADER))
         timeout = self.settings.ingest_timeout
         db = self.db
         try:
             # the budget covers the body and what parsing makes of it, until queued
-            async with self.bodies.hold_ingest(request, kind, limit):
+            declared = text(headers, b"content-length")
+            async with self.bodies.hold_ingest(request, kind, limit, declared):
                 body = await self.bodies.read(request, limit)
                 if len(body) <= INLINE_BODY and wait:  # microseconds: no thread hop
                     rows = formats.parse_rows(body, content_type)

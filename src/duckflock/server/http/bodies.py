@@ -10,23 +10,76 @@ way it ends.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pyarrow as pa
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
-from duckflock.errors import PayloadTooLargeError, RequestError, UnsupportedMediaTypeError
+from duckflock.errors import (
+    PayloadTooLargeError,
+    RequestError,
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+)
 from duckflock.server import formats
 from duckflock.server.http import render
-from duckflock.server.limits import ByteBudget, Slots
+from duckflock.server.limits import BodyClock, ByteBudget, Slots
 from duckflock.server.settings import ServerSettings
 
 _MiB = 2**20
 INLINE_BODY = 64 * 1024  # bytes: bodies up to this are parsed and queued on the event loop
+
+
+def query_param(request: Request, name: str) -> str | None:
+    """Query parameter ``name`` (None: absent); a RequestError (400) when it is given
+    more than once, rather than silently taking one of them."""
+    if not request.scope.get("query_string"):  # the usual case: no parser built for it
+        return None
+    found = request.query_params.getlist(name)
+    if len(found) > 1:
+        raise RequestError(f"query parameter {name} is given {len(found)} times; give it once")
+    return found[0] if found else None
+
+
+_JSON_TYPE = (b"content-type", formats.MediaType.JSON.encode())
+
+
+class JsonResponse(Response):
+    """A JSON answer, its header list written directly (Starlette's ``init_headers``
+    checks, per answer, what a JSON body never needs)."""
+
+    media_type = formats.MediaType.JSON
+
+    def __init__(self, body: bytes, status: int, headers: dict[str, str] | None) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        raw = [(b"content-length", b"%d" % len(body)), _JSON_TYPE]
+        for name, value in (headers or {}).items():
+            raw.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        self.raw_headers = raw
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return JsonResponse(formats.dumps(payload), status, headers)
+
+
+def headers_once(request: Request) -> dict[bytes, bytes]:
+    """The request's headers by (lower-case) name, read in one pass; of a repeated name
+    the first, as Starlette's ``request.headers.get`` (which scans them per lookup)."""
+    return dict(reversed(request.scope["headers"]))
+
+
+def text(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
 
 
 class Bodies:
@@ -39,6 +92,7 @@ class Bodies:
         self.settings = settings
         # bodies under 64 KiB (weighted: a few MiB) are not counted: they come and go fast
         self.budget = ByteBudget(settings.body_budget, settings.queue_timeout, free_below=4 * _MiB)
+        self.clock = BodyClock(settings.body_timeout, settings.min_body_rate)
         self.parsing = Slots(
             total=settings.concurrency,
             per_client=settings.per_client,
@@ -51,8 +105,11 @@ class Bodies:
         return self.budget.used
 
     @staticmethod
-    def require_type(request: Request, *allowed: str) -> str:
-        header = request.headers.get("content-type")
+    def require_type(request: Request, *allowed: str, header: str | None = None) -> str:
+        """The media type of the body (``header``, else the request's Content-Type),
+        one of ``allowed`` (else 415)."""
+        if header is None:
+            header = request.headers.get("content-type")
         kind = formats.content_type(header)
         if kind not in allowed:
             raise UnsupportedMediaTypeError(
@@ -61,24 +118,49 @@ class Bodies:
         return kind
 
     @staticmethod
-    def size(request: Request, limit: int) -> int:
-        """The declared body size (or ``limit`` when not declared); 413 over ``limit``."""
-        declared = request.headers.get("content-length")
+    def size(request: Request, limit: int, declared: str | None = None) -> int:
+        """The declared body size (``declared``, else the request's Content-Length; or
+        ``limit`` when not declared); 413 over ``limit``."""
+        if declared is None:
+            declared = request.headers.get("content-length")
         size = int(declared) if declared is not None and declared.isdigit() else limit
         if size > limit:
             raise PayloadTooLargeError(f"the body is {size:,} bytes; the limit is {limit:,}")
         return size
 
-    @staticmethod
-    async def read(request: Request, limit: int) -> bytes:
+    async def read(self, request: Request, limit: int) -> bytes:
+        """The body, at most ``limit`` bytes (413 past it), arriving in time: within
+        ``body_timeout`` seconds of the first read, one second more per ``min_body_rate``
+        bytes received (:class:`~.limits.BodyClock`) — else :class:`RequestTimeoutError`
+        (408), so a body dribbled a byte at a time gives back the budget it holds."""
+        receive = request.receive  # not request.stream(): an async generator per request
         chunks = []
-        got = 0
-        async for chunk in request.stream():
-            got += len(chunk)
-            if got > limit:
-                raise PayloadTooLargeError(f"the body is over the {limit:,}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        reading = self.clock.start()
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":  # http.disconnect
+                    raise ClientDisconnect
+                chunk = message.get("body", b"")
+                reading.got += len(chunk)
+                if reading.got > limit:
+                    raise PayloadTooLargeError(f"the body is over the {limit:,}-byte limit")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        except asyncio.CancelledError:
+            if not reading.late:
+                raise
+            reading.task.uncancel()  # cancelled by the clock: not a cancellation from above
+            took = reading.loop.time() - reading.started
+            raise RequestTimeoutError(
+                f"the request body came too slowly: {reading.got:,} bytes in {took:.1f} s; "
+                f"the server waits {self.clock.grace:g} s and one more per "
+                f"{self.clock.rate:,} bytes received (--body-timeout, --min-body-rate)"
+            ) from None
+        finally:
+            self.clock.end(reading)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def json_object(self, request: Request) -> dict[str, Any]:
         """A JSON object body (a query, an analysis definition), within its limit."""
@@ -91,14 +173,16 @@ class Bodies:
             raise RequestError("the body must be a JSON object")
         return payload
 
-    def ingest_kind(self, request: Request) -> tuple[str, int]:
-        """The media type of an ingest body and its byte limit (JSON's is lower)."""
+    def ingest_kind(self, request: Request, header: str | None) -> tuple[str, int]:
+        """The media type of an ingest body (``header``: its Content-Type) and its byte
+        limit (JSON's is lower)."""
         kind = self.require_type(
             request,
             formats.MediaType.JSON,
             formats.MediaType.NDJSON,
             formats.MediaType.CSV,
             formats.MediaType.ARROW,
+            header=header,
         )
         settings = self.settings
         textual = kind in (formats.MediaType.JSON, formats.MediaType.NDJSON)
@@ -106,12 +190,12 @@ class Bodies:
         return kind, limit
 
     def hold_ingest(
-        self, request: Request, kind: str, limit: int
+        self, request: Request, kind: str, limit: int, declared: str | None
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        """The budget an ingest body holds until its rows are queued: the body and what
-        parsing makes of it."""
+        """The budget an ingest body (``declared``: its Content-Length) holds until its
+        rows are queued: the body and what parsing makes of it."""
         textual = kind in (formats.MediaType.JSON, formats.MediaType.NDJSON)
-        return self.budget.hold(self.size(request, limit) * (40 if textual else 3))
+        return self.budget.hold(self.size(request, limit, declared) * (40 if textual else 3))
 
 
 async def stream(

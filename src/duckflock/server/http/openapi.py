@@ -117,7 +117,7 @@ def operation(route: Route, settings: ServerSettings) -> dict[str, Any]:
         op["parameters"] = parameters
     if route.body is not None:
         op["requestBody"] = {"required": True, "content": dict(route.body)}
-        errors = ("400", "413", "415", *errors)
+        errors = ("400", "408", "413", "415", *errors)
     for status in (*errors, "503"):
         op["responses"].setdefault(status, _ERROR)
     return op

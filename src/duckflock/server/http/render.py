@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from duckflock.errors import DuckflockError, RequestError
+from duckflock.live.results import Result
 from duckflock.server import values
 from duckflock.server.formats import MediaType
 
@@ -342,3 +343,21 @@ class Pump:
             if error is not None:
                 self.truncation["error"] = {"type": type(error).__name__, "message": str(error)}
         return self.encoder.end(self.truncation)
+
+
+def result_headers(result: Result) -> dict[str, str]:
+    """The HTTP headers that describe an analysis's result."""
+    headers = {
+        "X-Duckflock-Version": str(result.version),
+        "X-Duckflock-Refreshed-At": result.refreshed_at.isoformat(),
+        "X-Duckflock-Duration": f"{result.duration:.6f}",
+        "X-Duckflock-Watermark": str(result.watermark),
+        "X-Duckflock-Mode": result.mode,
+    }
+    if result.now is not None:  # a sliding window's instant
+        headers["X-Duckflock-Now"] = result.now.isoformat()
+    if result.error is not None:
+        headers["X-Duckflock-Error"] = json.dumps(
+            {"type": type(result.error).__name__, "message": result.error.message}
+        )
+    return headers

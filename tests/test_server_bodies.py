@@ -1,0 +1,260 @@
+"""Request bodies: read within a deadline that grows with the bytes received (a slow
+body gives back the memory budget it holds), and bad values in them named precisely."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import re
+import select
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import httpx
+import pyarrow as pa
+import pytest
+from starlette.requests import Request
+from starlette.testclient import TestClient
+
+import duckflock
+from conftest import ServerProcess
+from duckflock.server import ServerSettings, create_app
+from duckflock.server.http.bodies import Bodies
+
+JSON = {"Content-Type": "application/json"}
+
+
+def _held(http: httpx.Client) -> float:
+    """The weighted body bytes the server holds now (its /metrics gauge)."""
+    found = re.search(r"^duckflock_body_bytes_held (\S+)$", http.get("/metrics").text, re.M)
+    assert found is not None
+    return float(found.group(1))
+
+
+def _dribble(port: int, declared: int, answer: list[bytes], every: float = 0.05) -> None:
+    """A client declaring a ``declared``-byte JSON body and sending a byte every
+    ``every`` seconds until the server answers (for 30 s at most); the answer lands in
+    ``answer``."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            b"POST /v1/tables/events/rows HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n[" % declared
+        )
+        data = b""
+        ends = time.monotonic() + 30
+        while time.monotonic() < ends:
+            readable, _, _ = select.select([sock], [], [], every)  # the pause between bytes
+            if readable:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break  # the server closed the connection after its answer
+                data += chunk
+                continue
+            try:
+                sock.sendall(b" ")
+            except OSError:  # closed by the server: read what it said
+                continue
+        answer.append(data)
+
+
+def test_a_slow_body_is_cut_at_its_deadline_and_frees_the_budget(tmp_path: Path) -> None:
+    config = tmp_path / "duckflock.toml"
+    config.write_text('[[tables]]\nsql = "CREATE TABLE events (p INTEGER)"\n')
+    server = ServerProcess(
+        tmp_path / "slow.duckdb",
+        *("--config", str(config), "--queue-timeout", "8"),
+        *("--body-timeout", "1.5", "--min-body-rate", "65536"),
+    )
+    answer: list[bytes] = []
+    # 16 MB of JSON declared: weighted x40, it holds the whole 512 MiB body budget
+    slow = threading.Thread(target=_dribble, args=(server.port, 16_000_000, answer))
+    started = time.monotonic()
+    slow.start()
+    try:
+        with server.http() as http:
+            ends = time.monotonic() + 10
+            while _held(http) == 0 and time.monotonic() < ends:  # until its budget is taken
+                pass
+            assert _held(http) >= 2**29, "the slow body did not take the budget"
+            # a large body (weighted over the uncounted 4 MiB) waits for that budget: it
+            # gets it once the slow one is cut, well within its 8 s queue timeout
+            rows = [{"p": n} for n in range(20_000)]
+            response = http.post("/v1/tables/events/rows", content=json.dumps(rows), headers=JSON)
+            assert response.status_code == 200, response.text
+            assert response.json() == {"table": "events", "rows": 20_000, "committed": True}
+            slow.join(40)
+            assert _held(http) == 0
+        head, _, body = answer[0].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408"), answer
+        assert b"connection: close" in head.lower()
+        error = json.loads(body)["error"]
+        assert error["type"] == "RequestTimeoutError"
+        assert "--body-timeout" in error["message"] and "--min-body-rate" in error["message"]
+        assert time.monotonic() - started < 8  # cut at 1.5 s (a loaded machine: more)
+        with server.client() as client:
+            assert client.query("SELECT count(*) AS n FROM events").to_pylist() == [{"n": 20_000}]
+        # the client raises it again as its class
+        assert isinstance(duckflock.errors.from_payload(error), duckflock.RequestTimeoutError)
+    finally:
+        slow.join(40)
+        assert server.stop() == 0
+
+
+def _request(pieces: list[bytes], every: float) -> Request:
+    """A request whose body arrives in ``pieces``, one every ``every`` seconds."""
+    queue = list(pieces)
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(every)  # the sender's pace
+        piece = queue.pop(0)
+        return {"type": "http.request", "body": piece, "more_body": bool(queue)}
+
+    return Request({"type": "http", "method": "POST", "headers": []}, receive)
+
+
+@pytest.mark.parametrize(
+    ("pieces", "every", "cut"),
+    [
+        ([b"x" * 100] * 40, 0.02, False),  # 5,000 B/s for 0.8 s: past 0.2 s, above the rate
+        ([b"x"] * 40, 0.02, True),  # 50 B/s: cut near 0.2 s
+        ([b"x" * 100, b"x"], 0.5, True),  # one piece then silence: cut
+    ],
+)
+def test_the_body_deadline_grows_with_the_bytes_received(
+    pieces: list[bytes], every: float, cut: bool
+) -> None:
+    bodies = Bodies(ServerSettings(body_timeout=0.2, min_body_rate=1000))
+
+    async def read() -> bytes:
+        return await bodies.read(_request(pieces, every), 10**6)
+
+    if cut:
+        with pytest.raises(duckflock.RequestTimeoutError, match="came too slowly"):
+            asyncio.run(read())
+    else:
+        assert asyncio.run(read()) == b"".join(pieces)
+
+
+@pytest.fixture
+def local() -> Iterator[TestClient]:
+    db = duckflock.connect(":memory:")
+    db.execute("CREATE TABLE t (a BIGINT, h FLOAT, s VARCHAR)")
+    with TestClient(create_app(db), base_url="http://localhost") as http:
+        yield http
+    db.close()
+
+
+def _refused(response: httpx.Response) -> str:
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["type"] == "RequestError"
+    return str(error["message"])
+
+
+LONG = "9" * 5_000  # past Python's 4,300-digit limit for int(str)
+
+
+FILLER = '{"s": "' + "x" * 100 + '"},'  # 11,000 of these: over 1 MiB, parsed row by row
+
+
+@pytest.mark.parametrize(
+    ("route", "body", "kind", "where"),
+    [
+        ("rows", '[{"a": 1}, {"s": "x", "a": -LONG}]', "json", "JSON: row 1, column 'a'"),
+        ("rows", '{"a": LONG}', "json", "JSON: column 'a'"),
+        ("rows", "[[1, 2.5, LONG]]", "json", "JSON: row 0, value 2"),
+        ("rows", '{"a": 1}\n\n{"a": LONG}\n', "x-ndjson", "NDJSON on line 3: column 'a'"),
+        (
+            "rows",
+            '[FILLER{"a": {"b": [LONG]}}]',
+            "json",
+            "JSON: row 11000, column 'a', at ['b'][0]",
+        ),
+        ("query", '{"sql": "SELECT ?", "params": [LONG]}', "json", "JSON: at ['params'][0]"),
+    ],
+)
+def test_an_integer_of_too_many_digits_is_named_by_row_and_column(
+    local: TestClient, route: str, body: str, kind: str, where: str
+) -> None:
+    path = "/v1/tables/t/rows" if route == "rows" else "/v1/query"
+    headers = {"Content-Type": f"application/{kind}"}
+    body = body.replace("FILLER", FILLER * 11_000).replace("LONG", LONG)
+    message = _refused(local.post(path, content=body.encode(), headers=headers))
+    assert message == (
+        f"malformed {where}: an integer of 5,000 digits; JSON integers may have at most "
+        f"{sys.get_int_max_str_digits():,}"
+    )
+    assert local.post("/v1/tables/t/rows", json=[{"a": 1}]).status_code == 200
+
+
+def test_an_arrow_column_duckdb_cannot_read_is_named(local: TestClient) -> None:
+    half = pa.array([1.5, 2.5]).cast(pa.float16())
+    table = pa.table({"a": pa.array([1, 2], pa.int64()), "h": half})
+    with pytest.raises(duckdb.NotImplementedException) as refused:  # DuckDB's own verdict
+        duckdb.connect().from_arrow(table).fetchall()
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    arrow = {"Content-Type": "application/vnd.apache.arrow.stream"}
+    for _ in range(2):  # the second time from the cache
+        message = _refused(local.post("/v1/tables/t/rows", content=sink.getvalue(), headers=arrow))
+        assert message == (f"column 'h': DuckDB cannot read Arrow type halffloat ({refused.value})")
+    sink = io.BytesIO()
+    readable = table.set_column(1, "h", half.cast(pa.float32()))
+    with pa.ipc.new_stream(sink, readable.schema) as writer:
+        writer.write_table(readable)
+    response = local.post("/v1/tables/t/rows", content=sink.getvalue(), headers=arrow)
+    assert response.json() == {"table": "t", "rows": 2, "committed": True}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/tables/t/rows?wait=false&wait=true"),
+        ("POST", "/v1/tables/t/rows?wait=true&wait=true"),
+        ("GET", "/v1/analyses/n/result?timeout=1&timeout=2"),
+        ("GET", "/v1/analyses/n/history?last=1&last=1"),
+        ("GET", "/v1/analyses/n/events?changes=true&changes=false"),
+    ],
+)
+def test_a_query_parameter_given_twice_is_refused(
+    local: TestClient, method: str, path: str
+) -> None:
+    local.put("/v1/analyses/n", json={"sql": "SELECT count(*) AS n FROM t"})
+    name = path.split("?")[1].split("=")[0]
+    message = _refused(local.request(method, path, json=[{"a": 1}] if method == "POST" else None))
+    assert message == f"query parameter {name} is given 2 times; give it once"
+    counted = local.post("/v1/query", json={"sql": "SELECT count(*) AS n FROM t"}).json()
+    assert counted["rows"] == [[0]]  # the refused ingest wrote nothing
+
+
+def test_a_read_cancelled_from_above_stays_cancelled_and_the_clock_stops() -> None:
+    bodies = Bodies(ServerSettings(body_timeout=0.2, min_body_rate=1000))
+
+    async def run() -> None:
+        async def receive() -> dict[str, Any]:
+            await asyncio.get_running_loop().create_future()  # a body that never comes
+            raise AssertionError("unreachable")
+
+        request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+        reader = asyncio.ensure_future(bodies.read(request, 10**6))
+        await asyncio.sleep(0)  # the read has begun: its clock ticks
+        assert len(bodies.clock._reading) == 1 and bodies.clock._ticking
+        reader.cancel()  # a shutdown, say: not the clock's doing
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        assert not bodies.clock._reading
+        late = asyncio.ensure_future(bodies.read(request, 10**6))
+        with pytest.raises(duckflock.RequestTimeoutError):  # the clock's own cut
+            await late
+        assert not late.cancelled()
+
+    asyncio.run(run())
+    assert not bodies.clock._reading
