@@ -55,10 +55,21 @@ class Inserts(Base):
         are kept ``idempotency_window`` seconds (``connect``; docs/delivery.md).
         """
         self._life.check()
-        timeout = seconds(timeout, "timeout")
-        wait = flag(wait, "wait")
+        if timeout is not None or wait is not False:  # None and False need no check
+            timeout = seconds(timeout, "timeout")
+            wait = flag(wait, "wait")
         started = None if timeout is None else time.monotonic()
-        call = self._keyed(self._intake.call(table, data, columns), idempotency_key)
+        single = None
+        if not wait and idempotency_key is None:
+            # one row nobody waits for joins the writer's row buffer (ingest/bundles.py)
+            single = self._intake.single(table, data, columns)
+        if single is not None:
+            receipt = (self._writer or self.writer()).rows.add(*single)
+            if receipt is not None:
+                return receipt
+            call = Call.single(*single)  # the queue is full: it waits for room alone
+        else:
+            call = self._keyed(self._intake.call(table, data, columns), idempotency_key)
         if call.finished:  # a call without rows
             return Receipt(call)
         writer = self._writer or self.writer()
