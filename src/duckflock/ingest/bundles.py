@@ -190,7 +190,8 @@ class RowBuffer:
         # rows in bundles the writer has not taken yet, but their first (each bundle
         # counts as one call in the inbox)
         self.pending = 0
-        self._room = 0  # rows that may still be buffered before the queue is asked again
+        # ``pending`` at which the writer's queue is asked again whether there is room
+        self._recheck = 0
 
     def add(
         self, target: TableSchema, columns: tuple[str, ...], row: tuple[Any, ...]
@@ -198,51 +199,65 @@ class RowBuffer:
         """Buffer ``row`` for ``target``'s ``columns``; its receipt, or None when the
         queue is full (the caller then queues the row as a call of its own, which
         waits for room). Raises ClosedError/WriterBrokenError as ``submit`` does."""
-        with self._lock:
-            if self._room <= 0:
-                self._room = min(self._limit - self._queued(), ROOM_CHECK_ROWS)
-                if self._room <= 0:
-                    return None
+        lock = self._lock
+        lock.acquire()
+        try:
             bundle = self.open
             if (
-                bundle is None
-                or bundle.target is not target
-                or bundle.columns != columns
-                or bundle.finished
+                self.pending < self._recheck
+                and bundle is not None
+                and bundle.target is target
+                and bundle.columns == columns
+                and not bundle.finished
             ):
-                bundle = self._start(target, columns, row)
-                if bundle is None:
-                    self._room = 0
-                    return None
-                index = 0
-            else:
                 rows = bundle.rows
-                index = len(rows)
+                receipt: RowReceipt = _new(RowReceipt)
+                receipt._call = bundle
+                receipt._index = len(rows)
                 rows.append(row)
-                self.pending += 1  # the first row counts as the queued bundle itself
-            self._room -= 1
-            receipt: RowReceipt = _new(RowReceipt)
-            receipt._call = bundle
-            receipt._index = index
-            return receipt
+                self.pending += 1  # a bundle's first row counts as the queued call
+                return receipt
+            return self._start(target, columns, row)
+        finally:
+            lock.release()
 
     def _start(
         self, target: TableSchema, columns: tuple[str, ...], row: tuple[Any, ...]
-    ) -> Bundle | None:
-        """A new open bundle holding ``row``, queued; None when the queue is full. The
-        caller holds the lock, so the writer cannot seal it before it is counted."""
-        bundle = Bundle(target, columns, row, self)
-        # open before it is queued: a call queued meanwhile by a thread that goes on to
-        # buffer a row clears it again, so that row cannot land ahead of the call
-        self.open = bundle
-        try:
-            self._submit(bundle, 0, wait=False)  # never blocks under the lock
-        except BaseException as exc:
-            self.open = None
-            if isinstance(exc, QueueFullError):
-                return None
-            raise
-        return bundle
+    ) -> RowReceipt | None:
+        """``row``'s receipt after a look at the queue: in the open bundle, or in a new
+        one (queued); None when the queue is full. The caller holds the lock."""
+        room = self._limit - self._queued()
+        if room <= 0:
+            return None
+        self._recheck = self.pending + min(room, ROOM_CHECK_ROWS)
+        bundle = self.open
+        if (
+            bundle is not None
+            and bundle.target is target
+            and bundle.columns == columns
+            and not bundle.finished
+        ):
+            rows = bundle.rows
+            rows.append(row)
+            self.pending += 1
+            index = len(rows) - 1
+        else:
+            index = 0
+            bundle = Bundle(target, columns, row, self)
+            # open before it is queued: a call queued meanwhile by a thread that goes on
+            # to buffer a row clears it again, so that row cannot land ahead of the call
+            self.open = bundle
+            try:
+                self._submit(bundle, 0, wait=False)  # never blocks under the lock
+            except BaseException as exc:
+                self.open = None
+                if isinstance(exc, QueueFullError):
+                    return None
+                raise
+        receipt: RowReceipt = _new(RowReceipt)
+        receipt._call = bundle
+        receipt._index = index
+        return receipt
 
     def cut(self, call: Call) -> None:
         """The writer queued ``call``: unless it is the open bundle, that bundle takes no
@@ -260,4 +275,5 @@ class RowBuffer:
             n = len(bundle.rows)
             self.pending -= n - 1
             bundle.nrows = n
+            self._recheck = 0  # the next row asks the queue again
             return n
