@@ -229,7 +229,6 @@ class RowBuffer:
         room = self._limit - self._queued()
         if room <= 0:
             return None
-        self._recheck = self.pending + min(room, ROOM_CHECK_ROWS)
         bundle = self.open
         if (
             bundle is not None
@@ -254,6 +253,8 @@ class RowBuffer:
                 if isinstance(exc, QueueFullError):
                     return None
                 raise
+        # the rows this one left room for, before the queue is asked again
+        self._recheck = self.pending + min(room - 1, ROOM_CHECK_ROWS)
         receipt: RowReceipt = _new(RowReceipt)
         receipt._call = bundle
         receipt._index = index
