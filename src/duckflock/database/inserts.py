@@ -16,7 +16,7 @@ from typing import Any
 
 from duckflock.core.checks import flag, seconds
 from duckflock.database.base import Base
-from duckflock.errors import IngestError, IngestTimeoutError, QueueFullError
+from duckflock.errors import IngestError, IngestTimeoutError, QueryError, QueueFullError
 from duckflock.ingest.keys import KeyBook, check_key, digest
 from duckflock.ingest.receipts import Call, Receipt
 from duckflock.ingest.stats import IngestStats
@@ -60,16 +60,20 @@ class Inserts(Base):
             wait = flag(wait, "wait")
         started = None if timeout is None else time.monotonic()
         single = None
-        if not wait and idempotency_key is None:
-            # one row nobody waits for joins the writer's row buffer (ingest/bundles.py)
-            single = self._intake.single(table, data, columns)
-        if single is not None:
-            receipt = (self._writer or self.writer()).rows.add(*single)
-            if receipt is not None:
-                return receipt
-            call = Call.single(*single)  # the queue is full: it waits for room alone
-        else:
-            call = self._keyed(self._intake.call(table, data, columns), idempotency_key)
+        try:
+            if not wait and idempotency_key is None:
+                # one row nobody waits for joins the writer's row buffer (ingest/bundles.py)
+                single = self._intake.single(table, data, columns)
+            if single is not None:
+                receipt = (self._writer or self.writer()).rows.add(*single)
+                if receipt is not None:
+                    return receipt
+                call = Call.single(*single)  # the queue is full: it waits for room alone
+            else:
+                call = self._keyed(self._intake.call(table, data, columns), idempotency_key)
+        except QueryError:
+            self._life.check()  # closed under this call: ClosedError, not its cursor's
+            raise
         if call.finished:  # a call without rows
             return Receipt(call)
         writer = self._writer or self.writer()
@@ -96,7 +100,11 @@ class Inserts(Base):
         """
         self._life.check()
         timeout = seconds(timeout, "timeout")
-        call = self._keyed(self._intake.call(table, data, columns), idempotency_key)
+        try:
+            call = self._keyed(self._intake.call(table, data, columns), idempotency_key)
+        except QueryError:
+            self._life.check()  # closed under this call: ClosedError, not its cursor's
+            raise
         if call.finished:  # a call without rows
             return Receipt(call)
         loop = asyncio.get_running_loop()
