@@ -125,7 +125,7 @@ def test_buffered_rows_wait_in_one_bundle_while_the_writer_is_busy(
 def test_a_bad_row_among_buffered_rows_fails_alone_with_its_own_error(
     events: duckflock.Database,
 ) -> None:
-    threads, per_thread = 8, 300
+    threads, per_thread = 8, 100
     receipts: dict[tuple[int, int], duckflock.Receipt] = {}
 
     def bad(t: int, seq: int) -> bool:
