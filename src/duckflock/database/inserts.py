@@ -65,10 +65,11 @@ class Inserts(Base):
                 # one row nobody waits for joins the writer's row buffer (ingest/bundles.py)
                 single = self._intake.single(table, data, columns)
             if single is not None:
-                receipt = (self._writer or self.writer()).rows.add(*single)
+                target, names, row = single
+                receipt = (self._writer or self.writer()).rows.add(target, names, row)
                 if receipt is not None:
                     return receipt
-                call = Call.single(*single)  # the queue is full: it waits for room alone
+                call = Call.single(target, names, row)  # the queue is full: it waits alone
             else:
                 call = self._keyed(self._intake.call(table, data, columns), idempotency_key)
         except QueryError:

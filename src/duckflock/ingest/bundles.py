@@ -203,12 +203,13 @@ class RowBuffer:
         lock.acquire()
         try:
             bundle = self.open
+            # (a bundle failed unsealed, by a writer that stopped, is left to _start:
+            # rows joining it until then are told its error by their receipts)
             if (
                 self.pending < self._recheck
                 and bundle is not None
                 and bundle.target is target
-                and bundle.columns == columns
-                and not bundle.finished
+                and (bundle.columns is columns or bundle.columns == columns)
             ):
                 rows = bundle.rows
                 receipt: RowReceipt = _new(RowReceipt)
