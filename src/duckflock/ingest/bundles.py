@@ -17,8 +17,11 @@ keeps from being a call of its own:
   column list opens a new one: a thread's rows reach the writer in the order it
   inserted them, across tables and calls too.
 - **Bounded memory.** Rows in bundles the writer has not taken (``pending``) count in
-  the writer's queued rows. A row that finds the queue full is not buffered: it is
-  queued as a call of its own, which blocks for room (QueueFullError after its timeout).
+  the writer's queued rows; the buffer asks the writer for room once per
+  :data:`ROOM_CHECK_ROWS` rows, never for more than is left, so buffered rows alone
+  stop exactly at ``max_queued_rows`` (calls queued meanwhile may pass it by at most
+  that many). A row that finds the queue full is not buffered: it is queued as a call
+  of its own, which blocks for room (QueueFullError after its timeout).
 - **close() flushes.** The open bundle is in the inbox ahead of the close sentinel, and
   a bundle the writer has taken is closed to new rows, so every accepted row commits.
 """
