@@ -23,30 +23,12 @@ from duckflock import (
     RowRejectedError,
     StorageError,
 )
-from test_ingest import run_threads
+from test_ingest import WriterGate, run_threads
 
 EVENTS = """CREATE TABLE events (
     thread INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     v DOUBLE CHECK (v >= 0))"""
-
-
-class Gate:
-    """Holds the writer at "batch" (a batch taken, before its commit) while closed;
-    ``reached`` tells that a batch got there."""
-
-    def __init__(self, db: duckflock.Database, *, closed: bool = True) -> None:
-        self.go = threading.Event()
-        if not closed:
-            self.go.set()
-        self.reached = threading.Event()
-
-        def hook(at: str) -> None:
-            if at == "batch":
-                self.reached.set()
-                assert self.go.wait(60), "the test never opened the gate"
-
-        db.writer().fault_hook = hook
 
 
 def ordered(db: duckflock.Database) -> list[tuple[int, int]]:
@@ -99,7 +81,7 @@ def test_buffered_rows_wait_in_one_bundle_while_the_writer_is_busy(
     memdb: duckflock.Database,
 ) -> None:
     memdb.execute(EVENTS)
-    gate = Gate(memdb)
+    gate = WriterGate(memdb)
     memdb.insert("events", (0, 0, 1.0), wait=False)
     assert gate.reached.wait(30)  # the writer holds that row
     receipts = [memdb.insert("events", (0, seq, 1.0), wait=False) for seq in range(1, 1001)]
@@ -112,7 +94,7 @@ def test_buffered_rows_wait_in_one_bundle_while_the_writer_is_busy(
     with pytest.raises(IngestTimeoutError, match="a row for 'events'"):
         receipts[-1].wait(0.01)
     assert repr(receipts[0]) == "<Receipt 1 rows into 'events' pending>"
-    gate.go.set()
+    gate.open.set()
     assert receipts[-1].wait(30) == 1
     memdb.flush(timeout=30)
     assert ordered(memdb) == [(0, s) for s in range(1001)]
@@ -167,7 +149,7 @@ def test_a_call_queued_after_a_buffered_row_takes_its_place_in_line(
 ) -> None:
     memdb.execute(EVENTS)
     memdb.execute("CREATE TABLE other (x INTEGER)")
-    gate = Gate(memdb)
+    gate = WriterGate(memdb)
     memdb.insert("events", (0, 0, 1.0), wait=False)
     assert gate.reached.wait(30)  # the writer holds row 0; what follows queues up
     memdb.insert("events", (0, 1, 1.0), wait=False)  # opens a bundle
@@ -177,7 +159,7 @@ def test_a_call_queued_after_a_buffered_row_takes_its_place_in_line(
     memdb.insert("events", (0, 4, 1.0), wait=False)
     memdb.insert("events", (0, 5, 1.0), wait=False, idempotency_key="five")
     memdb.insert("events", (0, 6, 1.0), wait=False)
-    gate.go.set()
+    gate.open.set()
     memdb.flush(timeout=30)
     assert ordered(memdb) == [(0, s) for s in range(7)]
     assert memdb.execute("SELECT x FROM other").fetchall() == [(1,)]
@@ -188,7 +170,7 @@ def test_a_full_queue_blocks_buffered_rows_at_the_bound() -> None:
     db = duckflock.connect(max_queued_rows=bound)
     try:
         db.execute(EVENTS)
-        gate = Gate(db)
+        gate = WriterGate(db)
         db.insert("events", (99, 0, 1.0), wait=False)
         assert gate.reached.wait(30)  # the writer holds one row
         accepted: list[list[int]] = [[] for _ in range(8)]
@@ -204,7 +186,7 @@ def test_a_full_queue_blocks_buffered_rows_at_the_bound() -> None:
         assert taken + 1 == bound  # exactly the bound was taken in
         stats = db.stats()
         assert stats.rows_queued == bound and stats.rows_queued_peak <= bound
-        gate.go.set()
+        gate.open.set()
         db.flush(timeout=30)
         rows = set(ordered(db))
         assert rows == {(99, 0)} | {(t, s) for t in range(8) for s in accepted[t]}
@@ -300,7 +282,8 @@ class BufferedInserts(RuleBasedStateMachine):
         super().__init__()
         self.db = duckflock.connect()
         self.db.execute(EVENTS)
-        self.gate = Gate(self.db, closed=False)
+        self.gate = WriterGate(self.db)
+        self.gate.open.set()  # the writer runs until a rule holds it
         self.seq = 0
         self.good: list[tuple[int, int]] = []
         self.bad: dict[int, duckflock.Receipt] = {}
@@ -330,20 +313,20 @@ class BufferedInserts(RuleBasedStateMachine):
         self.keys += 1
         self.db.insert("events", self._next(True), wait=False, idempotency_key=f"k{self.keys}")
 
-    @precondition(lambda self: self.gate.go.is_set())
+    @precondition(lambda self: self.gate.open.is_set())
     @rule()
     def waited(self) -> None:
         self.db.insert("events", self._next(True))
 
     @rule()
     def hold(self) -> None:
-        self.gate.go.clear()
+        self.gate.open.clear()
 
     @rule()
     def release(self) -> None:
-        self.gate.go.set()
+        self.gate.open.set()
 
-    @precondition(lambda self: self.gate.go.is_set())
+    @precondition(lambda self: self.gate.open.is_set())
     @invariant()
     def table_is_the_good_rows_in_order(self) -> None:
         self.db.flush(timeout=60)
@@ -354,7 +337,7 @@ class BufferedInserts(RuleBasedStateMachine):
             assert error.row == {"thread": 0, "seq": seq, "v": -1.0}
 
     def teardown(self) -> None:
-        self.gate.go.set()
+        self.gate.open.set()
         self.db.close()
 
 
