@@ -23,7 +23,7 @@ from duckflock import (
     RowRejectedError,
     StorageError,
 )
-from test_ingest import WriterGate, run_threads
+from test_ingest import WriterGate, per_thread_order_holds, run_threads
 
 EVENTS = """CREATE TABLE events (
     thread INTEGER NOT NULL,
@@ -35,15 +35,6 @@ def ordered(db: duckflock.Database) -> list[tuple[int, int]]:
     return [
         (t, s) for t, s in db.execute("SELECT thread, seq FROM events ORDER BY rowid").fetchall()
     ]
-
-
-def in_thread_order(rows: list[tuple[int, int]]) -> bool:
-    last: dict[int, int] = {}
-    for thread, seq in rows:
-        if seq <= last.get(thread, -1):
-            return False
-        last[thread] = seq
-    return True
 
 
 @pytest.fixture
@@ -68,7 +59,7 @@ def test_many_producers_land_exactly_once_in_each_threads_order(
     rows = ordered(events)
     assert len(rows) == threads * per_thread
     assert set(rows) == {(t, s) for t in range(threads) for s in range(per_thread)}
-    assert in_thread_order(rows)
+    assert per_thread_order_holds(events)
     every = [r for mine in receipts for r in mine]
     assert all(r.done and r.error is None and r.rows == 1 for r in every)
     assert all(r.wait(0) == 1 for r in every)
@@ -123,7 +114,7 @@ def test_a_bad_row_among_buffered_rows_fails_alone_with_its_own_error(
     wanted = {key for key in receipts if not bad(*key)}
     rows = ordered(events)
     assert set(rows) == wanted and len(rows) == len(wanted)
-    assert in_thread_order(rows)
+    assert per_thread_order_holds(events)
     for (t, seq), receipt in receipts.items():
         assert receipt.done
         if (t, seq) in wanted:
@@ -231,8 +222,8 @@ def test_close_commits_every_buffered_row_it_accepted(tmp_path: Path) -> None:
     assert all(isinstance(r.error, ClosedError) for _, _, r in every if r.error is not None)
     with duckflock.connect(path) as again:
         rows = ordered(again)
+        assert per_thread_order_holds(again)
     assert len(rows) == len(committed) and set(rows) == committed
-    assert in_thread_order(rows)
 
 
 def test_a_storage_fault_while_a_bundle_is_split_fails_its_uncommitted_rows(
