@@ -46,7 +46,10 @@ class Inserts(Base):
         With ``wait=True`` (the default) this returns once the rows are committed
         (durable); otherwise it returns at once and the :class:`Receipt` tells when. A
         full queue blocks the caller, or raises :class:`QueueFullError` after
-        ``timeout`` seconds (which also bounds the wait for the commit).
+        ``timeout`` seconds (which also bounds the wait for the commit). One row with
+        ``wait=False`` and no key joins the writer's row buffer
+        (:mod:`duckflock.ingest.bundles`): many such rows are one call to the writer,
+        each with its own receipt and error.
 
         ``idempotency_key`` (a str of 1 to 200 characters) names the batch: it is
         recorded in the same commit as the rows, and a later call with the same key and
