@@ -26,10 +26,12 @@ class Schema(pw.Schema):
 def groupby(count: int) -> None:
     data = rows(count)
     started: list[float] = []
+    cpu: list[float] = []  # the process's CPU (every thread) from the first row on
 
     class Source(pw.io.python.ConnectorSubject):  # type: ignore[misc]
         def run(self) -> None:
             started.append(time.perf_counter())
+            cpu.append(time.process_time())
             for k, v in data:
                 self.next(k=k, v=v)
 
@@ -46,7 +48,8 @@ def groupby(count: int) -> None:
     pw.io.subscribe(result, on_change)
     pw.run(monitoring_level=pw.MonitoringLevel.NONE)
     elapsed = time.perf_counter() - started[0]
-    report(rows_per_s=count / elapsed, seconds=elapsed, **totals(latest))
+    cpu_us = (time.process_time() - cpu[0]) / count * 1e6
+    report(rows_per_s=count / elapsed, seconds=elapsed, cpu_us_per_row=cpu_us, **totals(latest))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Peer benchmarks: duckflock against Pathway and an embedded ClickHouse (chDB), each
 side in its own process on the same rows (benchmarks/peer_rows.py).
 
-Run: .venv/bin/python benchmarks/peers.py [--large]
+Run: .venv/bin/python benchmarks/peers.py [--large] [--only groupby,mv,acks]
 (the peers are the optional ``bench`` extra: ``pip install -e '.[bench]'``)
 
 1. Live group-by end to end vs Pathway: 500,000 rows pushed one by one from Python, the
@@ -59,10 +59,11 @@ def compare(
 
 def main(argv: list[str]) -> None:
     large = "--large" in argv
+    only = set(argv[argv.index("--only") + 1].split(",")) if "--only" in argv else None
     rows, rounds = 500_000, 20
     threads, per_thread = 8, 200 if large else 50
-    table = [
-        compare(
+    workloads = {
+        "groupby": lambda: compare(
             "live group-by end to end, 500k rows from Python (rows/s)",
             side("peer_duckflock.py", "groupby", rows),
             "Pathway",
@@ -71,7 +72,7 @@ def main(argv: list[str]) -> None:
             "groupby",
             rows,
         ),
-        compare(
+        "mv": lambda: compare(
             "insert 10k rows + read 2 fresh aggregates (ms per round)",
             side("peer_duckflock.py", "mv", rounds),
             "chDB",
@@ -80,7 +81,7 @@ def main(argv: list[str]) -> None:
             "mv",
             rounds,
         ),
-        compare(
+        "acks": lambda: compare(
             f"single-row acknowledged inserts, {threads} threads (rows/s)",
             side("peer_duckflock.py", "acks", threads, per_thread),
             "chDB",
@@ -90,7 +91,11 @@ def main(argv: list[str]) -> None:
             threads,
             per_thread,
         ),
-    ]
+    }
+    unknown = (only or set()) - set(workloads)
+    if unknown:
+        raise SystemExit(f"--only takes {','.join(workloads)}, not {','.join(sorted(unknown))}")
+    table = [run() for name, run in workloads.items() if only is None or name in only]
     print(f"{'workload':<60}{'peer':>9}{'duckflock':>14}{'peer':>14}{'ratio':>9}  status")
     for row in table:
         ours, theirs = row["duckflock"], row.get("theirs")
@@ -106,6 +111,13 @@ def main(argv: list[str]) -> None:
             f"{row['name']:<60}{row['peer']:>9}{mine}{theirs[key]:>14,.1f}{ratio:>8.2f}x  "
             f"{row['status']}"
         )
+        if "cpu_us_per_row" in ours and "cpu_us_per_row" in theirs:
+            # every thread's CPU per row: steadier than the rates on a busy machine
+            mine_cpu, their_cpu = ours["cpu_us_per_row"], theirs["cpu_us_per_row"]
+            print(
+                f"{'  CPU per row, every thread (us)':<60}{row['peer']:>9}{mine_cpu:>14,.2f}"
+                f"{their_cpu:>14,.2f}{their_cpu / mine_cpu:>8.2f}x"
+            )
     print("figures: " + json.dumps(table))
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from duckflock.core.checks import flag, seconds
 from duckflock.database.base import Base
-from duckflock.errors import IngestError, IngestTimeoutError, QueueFullError
+from duckflock.errors import IngestError, IngestTimeoutError, QueryError, QueueFullError
 from duckflock.ingest.keys import KeyBook, check_key, digest
 from duckflock.ingest.receipts import Call, Receipt
 from duckflock.ingest.stats import IngestStats
@@ -46,7 +46,10 @@ class Inserts(Base):
         With ``wait=True`` (the default) this returns once the rows are committed
         (durable); otherwise it returns at once and the :class:`Receipt` tells when. A
         full queue blocks the caller, or raises :class:`QueueFullError` after
-        ``timeout`` seconds (which also bounds the wait for the commit).
+        ``timeout`` seconds (which also bounds the wait for the commit). One row with
+        ``wait=False`` and no key joins the writer's row buffer
+        (:mod:`duckflock.ingest.bundles`): many such rows are one call to the writer,
+        each with its own receipt and error.
 
         ``idempotency_key`` (a str of 1 to 200 characters) names the batch: it is
         recorded in the same commit as the rows, and a later call with the same key and
@@ -55,10 +58,26 @@ class Inserts(Base):
         are kept ``idempotency_window`` seconds (``connect``; docs/delivery.md).
         """
         self._life.check()
-        timeout = seconds(timeout, "timeout")
-        wait = flag(wait, "wait")
+        if timeout is not None or wait is not False:  # None and False need no check
+            timeout = seconds(timeout, "timeout")
+            wait = flag(wait, "wait")
         started = None if timeout is None else time.monotonic()
-        call = self._keyed(self._intake.call(table, data, columns), idempotency_key)
+        single = None
+        try:
+            if not wait and idempotency_key is None:
+                # one row nobody waits for joins the writer's row buffer (ingest/bundles.py)
+                single = self._intake.single(table, data, columns)
+            if single is not None:
+                target, names, row = single
+                receipt = (self._writer or self.writer()).rows.add(target, names, row)
+                if receipt is not None:
+                    return receipt
+                call = Call.single(target, names, row)  # the queue is full: it waits alone
+            else:
+                call = self._keyed(self._intake.call(table, data, columns), idempotency_key)
+        except QueryError:
+            self._life.check()  # closed under this call: ClosedError, not its cursor's
+            raise
         if call.finished:  # a call without rows
             return Receipt(call)
         writer = self._writer or self.writer()
@@ -85,7 +104,11 @@ class Inserts(Base):
         """
         self._life.check()
         timeout = seconds(timeout, "timeout")
-        call = self._keyed(self._intake.call(table, data, columns), idempotency_key)
+        try:
+            call = self._keyed(self._intake.call(table, data, columns), idempotency_key)
+        except QueryError:
+            self._life.check()  # closed under this call: ClosedError, not its cursor's
+            raise
         if call.finished:  # a call without rows
             return Receipt(call)
         loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import duckdb
 
 from duckflock.errors import StorageError
+from duckflock.ingest.bundles import each_row
 from duckflock.ingest.committer import Committer
 from duckflock.ingest.receipts import Call
 from duckflock.ingest.stats import Counters
@@ -128,13 +129,14 @@ class Batches:
             whole = self._committer.commit_batch(calls)
         except StorageFailure as exc:
             failure = exc
-            for call in calls:
+            for call in each_row(calls):  # a split bundle: its rows not yet committed
                 if call.open:
                     error = StorageError(f"commit into {call.table!r} failed: {exc}")
                     error.__cause__ = exc.__cause__
                     call.failure = error
         committed, rejected = rows, 0
         if not whole:  # some calls failed: count them one by one
+            calls = each_row(calls)  # a split bundle's rows each count as a call
             committed = sum(r.nrows for r in calls if r.committed and not r.replayed)
             rejected = sum(1 for r in calls if not r.committed)  # replays: neither
         self._counters.batch(

@@ -19,6 +19,7 @@ from duckflock.core.faults import FaultHook, no_fault
 from duckflock.core.names import Identity
 from duckflock.errors import ConflictError, RowRejectedError
 from duckflock.ingest.appends import attempt, plan
+from duckflock.ingest.bundles import split
 from duckflock.ingest.keys import KeyBook
 from duckflock.ingest.receipts import Call
 from duckflock.ingest.rejections import cause, rejection
@@ -85,6 +86,7 @@ class Committer:
                     f"after retries: {failure}"
                 )
             return False
+        calls = split(calls)  # a bundle's buffered rows fail one by one (ingest/bundles.py)
         if len(calls) == 1:
             calls[0].failure = self._rejection(calls[0], failure)
         else:

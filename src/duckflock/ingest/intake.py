@@ -16,7 +16,7 @@ import duckdb
 
 from duckflock.ingest.receipts import Call
 from duckflock.ingest.rows import to_parts
-from duckflock.ingest.schema import SchemaCache
+from duckflock.ingest.schema import SchemaCache, TableSchema
 
 
 class Intake:
@@ -28,34 +28,47 @@ class Intake:
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
         self._schemas = SchemaCache(cursor)
+        self._tables = self._schemas.tables  # emptied in place, never replaced
 
     def invalidate(self) -> None:
         """Tables may have changed: read their schemas again on next use."""
         self._schemas.invalidate()
 
+    def single(
+        self, table: str, data: Any, columns: Sequence[str] | None
+    ) -> tuple[TableSchema, tuple[str, ...], tuple[Any, ...]] | None:
+        """``data`` as one row for ``table`` when it takes the hot path (a dict whose
+        keys, or a tuple whose columns and width, were seen before): the schema, the
+        row's canonical columns and the row; else None."""
+        if not isinstance(table, str):
+            raise TypeError(f"table must be a str, not {type(table).__name__}")
+        schema = self._tables.get(table) or self._schemas.refresh(table)
+        kind = type(data)
+        if kind is tuple and columns is None:
+            resolved: tuple[str, ...] | None = schema.columns
+        elif kind is dict and columns is None:
+            # one dict lookup when the keys were seen before
+            names = schema.checked.get(tuple(data))
+            return None if names is None else (schema, names, tuple(data.values()))
+        elif kind is tuple and not isinstance(columns, str):
+            # the column list is resolved once per schema, then found again by one dict
+            # lookup (as for dict rows above)
+            columns = columns if type(columns) is tuple else tuple(columns or ())
+            resolved = schema.checked.get(columns)
+        else:
+            return None
+        if resolved is not None and len(resolved) == len(data):
+            return schema, resolved, data
+        # columns not seen yet, or a row of the wrong width: the general path
+        return None
+
     def call(self, table: str, data: Any, columns: Sequence[str] | None) -> Call:
         """``data`` checked against ``table`` (in the caller) and wrapped for the writer;
         a call without rows comes back finished."""
-        if not isinstance(table, str):
-            raise TypeError(f"table must be a str, not {type(table).__name__}")
-        schema = self._schemas.get(table)
-        if type(data) is dict and columns is None:
-            # the hot path, one dict row: one dict lookup when the keys were seen before
-            names = schema.checked.get(tuple(data))
-            if names is not None:
-                return Call.single(schema, names, tuple(data.values()))
-        elif type(data) is tuple and not isinstance(columns, str):
-            # the hot path, one tuple row: the column list is resolved once per schema,
-            # then found again by one dict lookup (as for dict rows above)
-            if columns is None:
-                resolved: tuple[str, ...] | None = schema.columns
-            else:
-                columns = columns if type(columns) is tuple else tuple(columns)
-                resolved = schema.checked.get(columns)
-            if resolved is not None and len(resolved) == len(data):
-                return Call.single(schema, resolved, data)
-            # columns not seen yet, or a row of the wrong width: the general path
-        target = self._schemas.target(table, schema)
+        single = self.single(table, data, columns)
+        if single is not None:
+            return Call.single(*single)
+        target = self._schemas.target(table)
         parts, nrows = to_parts(target, data, columns)
         if nrows == 0:
             return Call.empty(target.schema)

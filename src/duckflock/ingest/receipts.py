@@ -52,6 +52,7 @@ class Call:
         "target",
         "waiter",
     )
+    bundled = False  # True for a bundle of buffered rows (ingest/bundles.py)
 
     def __init__(
         self,
@@ -99,6 +100,11 @@ class Call:
         call.committed_at = call.back = None
         call.digest = ""
         return call
+
+    def seal(self) -> int:
+        """The writer took the call from its inbox: its row count (a bundle of buffered
+        rows also stops taking rows here)."""
+        return self.nrows
 
     @classmethod
     def empty(cls, target: TableSchema | None = None) -> Call:

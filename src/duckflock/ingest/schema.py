@@ -115,12 +115,13 @@ class SchemaCache:
         # means; guarded by _query_lock (a DuckDB cursor serves one statement at a time)
         self._cursor = cursor
         self._query_lock = threading.Lock()
-        # guards _tables: filled from any producer thread, emptied after DDL
+        # guards writes to ``tables``: filled from any producer thread, emptied after
+        # DDL; read without it (one dict lookup: Intake's hot path)
         self._lock = threading.Lock()
-        self._tables: dict[str, TableSchema] = {}
+        self.tables: dict[str, TableSchema] = {}
 
     def get(self, table: str) -> TableSchema:
-        schema = self._tables.get(table)
+        schema = self.tables.get(table)
         if schema is not None:
             return schema
         return self.refresh(table)
@@ -144,7 +145,7 @@ class SchemaCache:
             by_lower={c.lower(): c for c in columns},
         )
         with self._lock:
-            self._tables[table] = schema
+            self.tables[table] = schema
         return schema
 
     def target(self, table: str, schema: TableSchema | None = None) -> Target:
@@ -154,4 +155,4 @@ class SchemaCache:
 
     def invalidate(self) -> None:
         with self._lock:
-            self._tables.clear()
+            self.tables.clear()

@@ -42,6 +42,7 @@ from duckflock.errors import (
     WriterBrokenError,
 )
 from duckflock.ingest.batches import Batches, Woken
+from duckflock.ingest.bundles import RowBuffer
 from duckflock.ingest.committer import Committer
 from duckflock.ingest.keys import KeyBook
 from duckflock.ingest.receipts import Call
@@ -93,6 +94,7 @@ class Writer:
         self.commit_lock = commit_lock or threading.Lock()
         self.committed_seq = 0  # batches finished so far; written under commit_lock
         self._inbox: queue.SimpleQueue[Call | None] = queue.SimpleQueue()
+        self.rows = RowBuffer(self.submit, self._queued, max_queued_rows)  # wait=False rows
         # guards _big_rows, _closing, _exited, _broken, every call's finish() against
         # a late wait(), and _held_rows decreases (with _has_room, which wakes producers
         # waiting for room)
@@ -118,21 +120,19 @@ class Writer:
         """Queue one call. A full queue blocks (QueueFullError after ``timeout``)."""
         if self._closing or self._broken is not None:
             self._refuse()
-        if (
-            call.nrows > 1
-            or self._inbox.qsize() + self._big_rows + self._held_rows >= self.max_queued_rows
-        ):
+        if call.nrows > 1 or self._queued() >= self.max_queued_rows:
             self._admit(call, timeout)
         call.guard = self._lock
         if wait:
             call.park()  # before the put, so the writer cannot finish it unseen
         self._inbox.put(call)
+        self.rows.cut(call)  # rows buffered from now on go behind this call
         if self._closing or self._broken is not None:
             self._reclaim()  # the writer may have gone: fail what it will never take
         return call
 
     def _queued(self) -> int:
-        return self._inbox.qsize() + self._big_rows + self._held_rows
+        return self._inbox.qsize() + self._big_rows + self._held_rows + self.rows.pending
 
     def _admit(self, call: Call, timeout: float | None) -> None:
         """The locked path: wait for room, and count a multi-row call's rows."""
@@ -276,10 +276,10 @@ class Writer:
                 urgent = True
             else:
                 calls.append(item)
-                n = item.nrows
+                n = item.seal()  # a bundle of buffered rows takes no more from here on
                 rows += n
                 self._held_rows += n
-                if n > 1:
+                if n > 1 and not item.bundled:
                     with self._lock:
                         self._big_rows -= n
                 if item.urgent:
