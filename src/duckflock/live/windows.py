@@ -81,6 +81,7 @@ _OPS = {
     "COMPARE_LESSTHAN": Op.BEFORE,
     "COMPARE_LESSTHANOREQUALTO": Op.UNTIL,
 }
+_SOURCE = "__duckflock_flagged"  # the state (or a fold's output) the flags are judged on
 _TYPES = {"TIMESTAMP": Stamp.TIMESTAMP, "TIMESTAMP WITH TIME ZONE": Stamp.TIMESTAMPTZ}
 BUCKETS = 64  # buckets per window length: the boundary recomputes ~1/64 of the window
 
@@ -91,8 +92,9 @@ class Window:
 
     combine: Plan  # the query without its window predicate
     keys: int  # the query's own keys; the bucket is state column __k{keys}
-    inside: str  # over STATE: __in (bucket whole in the window), __live (not expired)
+    inside: str  # over SOURCE: __in (bucket whole in the window), __live (not expired)
     boundary: str  # the rows of the buckets the boundary cuts, from the table
+    edge: str  # the same rows when no whole bucket lies between the cut ones (cheaper)
     column_type: Stamp  # the bucket's type, for literals
     width: int  # microseconds per bucket
     column: str  # the window column, in words
@@ -239,20 +241,29 @@ def sliding(
     combine = plan_node(rest)
     plan = plan_node(bucketed)
     n = len(groups)
-    whole, live = _flags(f"__k{n}", interval, width, op, bound_sql, column_type)
-    inside = f"SELECT *, {whole} AS __in, {live} AS __live FROM __duckflock_state"
+    key = f"__k{n}"
+    whole, live = _flags(key, interval, width, op, bound_sql, column_type)
+    # flags per distinct bucket (~65), not per state row (buckets × groups): judging a
+    # TIMESTAMP bucket casts it through the session's time zone, which costs per value
+    inside = (
+        f"WITH {_SOURCE} AS MATERIALIZED (SELECT * FROM __duckflock_state) "
+        f"SELECT {_SOURCE}.*, __f.__in, __f.__live FROM {_SOURCE} LEFT JOIN "
+        f"(SELECT {key}, {whole} AS __in, {live} AS __live FROM "
+        f"(SELECT DISTINCT {key} FROM {_SOURCE})) AS __f ON {_SOURCE}.{key} = __f.{key}"
+    )  # a NULL bucket matches nothing: its flags are NULL, as the expressions give it
     cut = render(_placeholder(where))
     start, _ = _flags(bucket_sql(interval, column_sql), interval, width, op, bound_sql, column_type)
-    boundary = (
-        f"SELECT * FROM {table.sql} AS {alias} WHERE ({cut}) "
-        f"AND NOT coalesce({start}, false) "
-        f"AND {column_sql} >= __duckflock_low AND {column_sql} < __duckflock_high"
-    )  # the last two in the column's own type: they prune row groups (zone maps)
+    rows = f"SELECT * FROM {table.sql} AS {alias} WHERE ({cut}) AND "
+    # in the column's own type: the span prunes row groups (zone maps)
+    span = f"{column_sql} >= __duckflock_low AND {column_sql} < __duckflock_high"
+    edge = rows + span
+    boundary = f"{rows}NOT coalesce({start}, false) AND {span}"
     window = Window(
         combine=combine,
         keys=n,
         inside=inside,
         boundary=boundary,
+        edge=edge,
         column_type=column_type,
         width=width,
         column=column_sql,
@@ -335,17 +346,21 @@ def cut(
     bucket = f"__k{window.keys}"
     inside = flagged.filter(whole).drop_columns(["__in", "__live", bucket])
     cut = flagged.filter(pc.and_(live, pc.invert(whole)))[bucket]
+    sql = window.boundary
     if len(cut) and cut.null_count < len(cut):
         # epoch microseconds, not datetimes: a bucket past the year 9999 has none
-        micros = pc.cast(pc.cast(cut, pa.timestamp("us", cut.type.tz)), pa.int64())
-        low, high = pc.min(micros).as_py(), pc.max(micros).as_py() + window.width
+        low, high = _span(cut)
+        high += window.width
         low_sql, high_sql = _epoch(low, window.column_type), _epoch(high, window.column_type)
+        wholes = flagged.filter(whole)[bucket]
+        if not len(wholes) or not _between(_micros(wholes), low, high):
+            # no whole bucket between the cut ones: every row in the span that the
+            # predicate keeps is a cut bucket's (an expired bucket's rows fail it)
+            sql = window.edge
     else:
         low_sql = high_sql = "NULL"  # no bucket is cut: no rows
     rows = cursor.execute(
-        at(window.boundary, instant)
-        .replace("__duckflock_low", low_sql)
-        .replace("__duckflock_high", high_sql)
+        at(sql, instant).replace("__duckflock_low", low_sql).replace("__duckflock_high", high_sql)
     ).to_arrow_table()
     return kept, inside, rows
 
@@ -353,7 +368,23 @@ def cut(
 def flagging(window: Window, source: str) -> str:
     """The flags query over the output of ``source`` (a fold's SQL) instead of the state:
     one DuckDB query for both (each over Arrow input costs ~1 ms of fixed overhead)."""
-    return window.inside.replace("FROM __duckflock_state", f"FROM ({source})")
+    return window.inside.replace("(SELECT * FROM __duckflock_state)", f"({source})", 1)
+
+
+def _micros(buckets: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.cast(pc.cast(buckets, pa.timestamp("us", buckets.type.tz)), pa.int64())
+
+
+def _span(buckets: pa.ChunkedArray) -> tuple[int, int]:
+    """The first and last of ``buckets`` (not all NULL), in epoch microseconds."""
+    bounds = pc.min_max(_micros(buckets))
+    return bounds["min"].as_py(), bounds["max"].as_py()
+
+
+def _between(micros: pa.ChunkedArray, low: int, high: int) -> bool:
+    """Whether any of ``micros`` lies in [low, high)."""
+    inside = pc.and_(pc.greater_equal(micros, low), pc.less(micros, high))
+    return bool(pc.any(inside).as_py())
 
 
 def _epoch(micros: int, column_type: Stamp) -> str:
