@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -38,7 +38,22 @@ import pyarrow.compute as pc
 
 from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity, RelationKind, Resolver
-from duckflock.core.syntax import table_parts, walk
+from duckflock.core.syntax import table_parts
+from duckflock.live.fold.arrow import ArrowPlan
+from duckflock.live.fold.query import over_arrow
+from duckflock.live.instants import (
+    NOW,
+    Stamp,
+    any_between,
+    bucket_micros,
+    bucket_span,
+    conjunction,
+    conjuncts,
+    constant_of_now,
+    epoch_literal,
+    mentions_now,
+    placeholder,
+)
 from duckflock.live.plan.plans import Plan
 from duckflock.sql import quote_ident
 
@@ -47,9 +62,6 @@ from duckflock.sql import quote_ident
 # cannot plan), and render an expression node as SQL.
 PlanSelect = Callable[[dict[str, Any]], Plan]
 Render = Callable[[dict[str, Any]], str]
-
-NOW = "__duckflock_now"  # where now() stood, in the rendered SQL
-_NOW_NAMES = {"now", "get_current_timestamp", "transaction_timestamp", "current_timestamp"}
 
 
 class Op(StrEnum):
@@ -65,13 +77,6 @@ class Op(StrEnum):
         return {Op.BEFORE: Op.AFTER, Op.UNTIL: Op.FROM, Op.AFTER: Op.BEFORE, Op.FROM: Op.UNTIL}[
             self
         ]
-
-
-class Stamp(StrEnum):
-    """The window column's type (and the buckets'), as SQL literals are cast to it."""
-
-    TIMESTAMP = "TIMESTAMP"  # local time: meets now() through the session's time zone
-    TIMESTAMPTZ = "TIMESTAMPTZ"
 
 
 # DuckDB's comparison node types, and the column types a window may be over
@@ -95,76 +100,11 @@ class Window:
     inside: str  # over SOURCE: __in (bucket whole in the window), __live (not expired)
     boundary: str  # the rows of the buckets the boundary cuts, from the table
     edge: str  # the same rows when no whole bucket lies between the cut ones (cheaper)
+    parts: str  # the new rows' partials per bucket, and every bucket's flags (see folded)
+    buckets: ArrowPlan | None  # how bucket partials merge in pyarrow (None: in DuckDB)
     column_type: Stamp  # the bucket's type, for literals
     width: int  # microseconds per bucket
     column: str  # the window column, in words
-
-
-def _is_now(node: dict[str, Any]) -> bool:
-    cls = node.get("class")
-    if cls == "FUNCTION":
-        return str(node.get("function_name", "")).lower() in _NOW_NAMES
-    if cls == "COLUMN_REF":  # the bare keyword current_timestamp parses as a column
-        names = node.get("column_names") or []
-        return len(names) == 1 and str(names[0]).lower() == "current_timestamp"
-    return False
-
-
-def _mentions_now(node: Any) -> bool:
-    return any(_is_now(sub) for sub in walk(node))
-
-
-def _conjuncts(node: dict[str, Any] | None) -> list[dict[str, Any]]:
-    if node is None:
-        return []
-    if node.get("class") == "CONJUNCTION" and node.get("type") == "CONJUNCTION_AND":
-        return [part for child in node["children"] for part in _conjuncts(child)]
-    return [node]
-
-
-def _and(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
-    if not parts:
-        return None
-    if len(parts) == 1:
-        return parts[0]
-    return {
-        "class": "CONJUNCTION",
-        "type": "CONJUNCTION_AND",
-        "alias": "",
-        "query_location": 0,
-        "children": parts,
-    }
-
-
-def _placeholder(node: Any) -> Any:
-    """``node`` with every now() replaced by a column named NOW (rendered, then swapped
-    for the instant's literal)."""
-    if isinstance(node, dict):
-        if _is_now(node):
-            return {
-                "class": "COLUMN_REF",
-                "type": "COLUMN_REF",
-                "alias": "",
-                "query_location": 0,
-                "column_names": [NOW],
-            }
-        return {k: _placeholder(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_placeholder(v) for v in node]
-    return node
-
-
-def _constant_of_now(node: dict[str, Any], volatile: set[str]) -> bool:
-    """Whether ``node`` is built from now() and constants only."""
-    for sub in walk(node):
-        cls = sub.get("class")
-        if _is_now(sub):
-            continue
-        if cls == "COLUMN_REF" or cls in ("SUBQUERY", "WINDOW", "STAR", "PARAMETER"):
-            return False
-        if cls == "FUNCTION" and str(sub.get("function_name", "")).lower() in volatile:
-            return False
-    return True
 
 
 def sliding(
@@ -184,8 +124,8 @@ def sliding(
     """
     if node.get("type") != "SELECT_NODE":
         return None
-    parts = _conjuncts(node.get("where_clause"))
-    windows = [part for part in parts if _mentions_now(part)]
+    parts = conjuncts(node.get("where_clause"))
+    windows = [part for part in parts if mentions_now(part)]
     if len(windows) != 1:
         return None
     where = windows[0]
@@ -195,11 +135,11 @@ def sliding(
     column, bound = where["left"], where["right"]
     if op in (Op.BEFORE, Op.UNTIL):  # B < ts is ts > B
         column, bound, op = bound, column, op.flipped()
-    if column.get("class") != "COLUMN_REF" or _mentions_now(column):
+    if column.get("class") != "COLUMN_REF" or mentions_now(column):
         return None
-    if not _constant_of_now(bound, volatile):
+    if not constant_of_now(bound, volatile):
         return None
-    if _mentions_now({k: v for k, v in node.items() if k != "where_clause"}):
+    if mentions_now({k: v for k, v in node.items() if k != "where_clause"}):
         return None  # now() in the output too: not a window
     source = node.get("from_table") or {}
     if source.get("type") != "BASE_TABLE":
@@ -210,7 +150,7 @@ def sliding(
     table: Identity = found.identity
     alias = quote_ident(source.get("alias") or source["table_name"])
     column_sql = render(column)
-    bound_sql = render(_placeholder(bound))
+    bound_sql = render(placeholder(bound))
     try:
         kind = str(
             cursor.execute(f"SELECT {column_sql} FROM {table.sql} AS {alias} LIMIT 0").description[
@@ -232,7 +172,7 @@ def sliding(
     interval = f"INTERVAL '{width} microseconds'"
 
     rest = copy.deepcopy(node)
-    rest["where_clause"] = _and([part for part in parts if part is not where])
+    rest["where_clause"] = conjunction([part for part in parts if part is not where])
     bucketed = copy.deepcopy(rest)
     groups = list(bucketed.get("group_expressions") or [])
     bucket = json.loads(json.dumps(_bucket_node(cursor, interval, column_sql)))
@@ -243,7 +183,7 @@ def sliding(
     n = len(groups)
     key = f"__k{n}"
     whole, live = _flags(key, interval, width, op, bound_sql, column_type)
-    # flags per distinct bucket (~65), not per state row (buckets × groups): judging a
+    # flags per distinct bucket (~65), not per state row (buckets times groups): judging a
     # TIMESTAMP bucket casts it through the session's time zone, which costs per value
     inside = (
         f"WITH {_SOURCE} AS MATERIALIZED (SELECT * FROM __duckflock_state) "
@@ -251,7 +191,7 @@ def sliding(
         f"(SELECT {key}, {whole} AS __in, {live} AS __live FROM "
         f"(SELECT DISTINCT {key} FROM {_SOURCE})) AS __f ON {_SOURCE}.{key} = __f.{key}"
     )  # a NULL bucket matches nothing: its flags are NULL, as the expressions give it
-    cut = render(_placeholder(where))
+    cut = render(placeholder(where))
     start, _ = _flags(bucket_sql(interval, column_sql), interval, width, op, bound_sql, column_type)
     rows = f"SELECT * FROM {table.sql} AS {alias} WHERE ({cut}) AND "
     # in the column's own type: the span prunes row groups (zone maps)
@@ -260,6 +200,8 @@ def sliding(
     boundary = f"{rows}NOT coalesce({start}, false) AND {span}"
     window = Window(
         combine=combine,
+        parts=_parts(plan, key, whole, live),
+        buckets=_buckets(plan, combine, column_sql),
         keys=n,
         inside=inside,
         boundary=boundary,
@@ -269,6 +211,42 @@ def sliding(
         column=column_sql,
     )
     return plan, window
+
+
+def _parts(plan: Plan, key: str, whole: str, live: str) -> str:
+    """The new rows' partials per bucket (DELTA's), then the flags of each bucket they
+    or the state's (KEYS) are in, marked __flags."""
+    columns = ", ".join(plan.state_columns)
+    return (
+        f"WITH __duckflock_parts AS MATERIALIZED ({plan.partials}), __duckflock_buckets AS "
+        f"(SELECT DISTINCT {key} FROM (SELECT {key} FROM __duckflock_parts "
+        f"UNION ALL SELECT {key} FROM __duckflock_keys)) "
+        f"SELECT {columns} FROM __duckflock_parts UNION ALL BY NAME "
+        f"SELECT {key}, {whole} AS __in, {live} AS __live, true AS __flags "
+        "FROM __duckflock_buckets"
+    )
+
+
+def _buckets(plan: Plan, combine: Plan, column_sql: str) -> ArrowPlan | None:
+    """The combined query's pyarrow merges with the bucket as one key more (no outputs:
+    the bucketed state is only merged), where the combined query has them."""
+    arrow = combine.arrow
+    if (
+        arrow is None
+        or not plan.partials
+        or len(plan.state_columns) != len(combine.state_columns) + 1
+    ):
+        return None
+    return replace(
+        arrow,
+        keys=(*arrow.keys, column_sql),
+        outputs=(),
+        names=(),
+        schema=pa.schema([]),
+        order=(),
+        offset=0,
+        limit=None,
+    )
 
 
 def _flags(
@@ -349,11 +327,14 @@ def cut(
     sql = window.boundary
     if len(cut) and cut.null_count < len(cut):
         # epoch microseconds, not datetimes: a bucket past the year 9999 has none
-        low, high = _span(cut)
+        low, high = bucket_span(cut)
         high += window.width
-        low_sql, high_sql = _epoch(low, window.column_type), _epoch(high, window.column_type)
+        low_sql, high_sql = (
+            epoch_literal(low, window.column_type),
+            epoch_literal(high, window.column_type),
+        )
         wholes = flagged.filter(whole)[bucket]
-        if not len(wholes) or not _between(_micros(wholes), low, high):
+        if not len(wholes) or not any_between(bucket_micros(wholes), low, high):
             # no whole bucket between the cut ones: every row in the span that the
             # predicate keeps is a cut bucket's (an expired bucket's rows fail it)
             sql = window.edge
@@ -365,35 +346,47 @@ def cut(
     return kept, inside, rows
 
 
+def folded(
+    cursor: duckdb.DuckDBPyConnection,
+    window: Window,
+    state: pa.Table,
+    delta: pa.Table,
+    instant: datetime,
+) -> pa.Table | None:
+    """The state with the new rows ``delta`` folded in and flagged at ``instant``, as
+    :func:`flagging`'s query gives it, with one DuckDB query over the new rows alone (their
+    partials per bucket, and the flags of each bucket) and the merge in pyarrow: the
+    state's buckets are not scanned by DuckDB. None where pyarrow could differ (no
+    pyarrow merges for the shape, NaN or -0.0, types it refuses): fold in DuckDB."""
+    arrow = window.buckets
+    if arrow is None:
+        return None
+    key = f"__k{window.keys}"
+    keys = pa.table({key: pc.unique(state[key])})
+    try:
+        out = over_arrow(cursor, at(window.parts, instant), state.slice(0, 0), delta, keys)
+        marked = pc.is_valid(out["__flags"])
+        flags = out.filter(marked)
+        schema = arrow.wide(state.schema) or state.schema
+        parts = pa.Table.from_arrays(
+            [
+                pc.cast(out[name].filter(pc.invert(marked)), field.type)
+                for name, field in zip(state.column_names, schema, strict=True)
+            ],
+            schema=schema,
+        )
+        if arrow.has_nan(state, delta) or arrow.has_nan(parts, delta.slice(0, 0)):
+            return None  # the new rows' keys and arguments, the state's and the partials
+        merged, _ = arrow.merge(state, parts, unique=False)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    where = pc.index_in(merged[key], value_set=flags[key].combine_chunks())
+    return merged.append_column("__in", pc.take(flags["__in"], where)).append_column(
+        "__live", pc.take(flags["__live"], where)
+    )
+
+
 def flagging(window: Window, source: str) -> str:
     """The flags query over the output of ``source`` (a fold's SQL) instead of the state:
     one DuckDB query for both (each over Arrow input costs ~1 ms of fixed overhead)."""
     return window.inside.replace("(SELECT * FROM __duckflock_state)", f"({source})", 1)
-
-
-def _micros(buckets: pa.ChunkedArray) -> pa.ChunkedArray:
-    return pc.cast(pc.cast(buckets, pa.timestamp("us", buckets.type.tz)), pa.int64())
-
-
-def _span(buckets: pa.ChunkedArray) -> tuple[int, int]:
-    """The first and last of ``buckets`` (not all NULL), in epoch microseconds."""
-    bounds = pc.min_max(_micros(buckets))
-    return bounds["min"].as_py(), bounds["max"].as_py()
-
-
-def _between(micros: pa.ChunkedArray, low: int, high: int) -> bool:
-    """Whether any of ``micros`` lies in [low, high)."""
-    inside = pc.and_(pc.greater_equal(micros, low), pc.less(micros, high))
-    return bool(pc.any(inside).as_py())
-
-
-def _epoch(micros: int, column_type: Stamp) -> str:
-    """A bucket bound (microseconds since the epoch) as a value of the window column's
-    type; past DuckDB's last finite timestamp, infinity."""
-    if micros >= _INFINITY:
-        return f"CAST('infinity' AS {column_type})"
-    function = "make_timestamptz" if column_type is Stamp.TIMESTAMPTZ else "make_timestamp"
-    return f"{function}(CAST({micros} AS BIGINT))"
-
-
-_INFINITY = 2**63 - 1  # DuckDB's timestamp infinity, as Arrow carries it

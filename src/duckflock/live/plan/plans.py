@@ -51,6 +51,7 @@ class Plan:
     # the merge of only the groups DELTA lands in, with STATE's row positions
     # (duckflock.live.fold.touch); "" where a rank or a key's form needs every group
     touch: str = ""
+    partials: str = ""  # the partials of DELTA's rows alone, one row per group (no outputs)
 
     def oversized(self, state: pa.Table) -> str | None:
         """Why the state is too big to keep (its distinct sets), or None."""

@@ -159,6 +159,7 @@ class Queries:
             refresh=with_outputs(merge_sql),
             finish=with_outputs(f"SELECT {', '.join(state_names)} FROM {state}"),
             touch=touch,
+            partials=partial_over(self._from_delta),
             state_columns=tuple(key_names + [f"__p{i}" for i in range(len(partials))]),
             outputs=self._columns,
             filtered=having is not None,
