@@ -156,7 +156,7 @@ class Pinned:
                     if flagged is None:  # fold and flag the buckets in one query
                         sql = windows.at(windows.flagging(window, plan.refresh), instant)
                         flagged = over_arrow(cursor, sql, state, delta).select(
-                            [*plan.state_columns, "__in", "__live"]
+                            [*plan.state_columns, "__in", "__live", "__local"]
                         )
                 elif deltas:
                     state, _ = fold_in(analysis, plan, state, pa.concat_tables(deltas))

@@ -100,6 +100,7 @@ class Window:
     inside: str  # over SOURCE: __in (bucket whole in the window), __live (not expired)
     boundary: str  # the rows of the buckets the boundary cuts, from the table
     edge: str  # the same rows when no whole bucket lies between the cut ones (cheaper)
+    local: str  # edge with a TIMESTAMP compared in local time: one steady cut bucket
     parts: str  # the new rows' partials per bucket, and every bucket's flags (see folded)
     buckets: ArrowPlan | None  # how bucket partials merge in pyarrow (None: in DuckDB)
     column_type: Stamp  # the bucket's type, for literals
@@ -183,12 +184,13 @@ def sliding(
     n = len(groups)
     key = f"__k{n}"
     whole, live = _flags(key, interval, width, op, bound_sql, column_type)
+    local = _steady(key, interval, width) if column_type is Stamp.TIMESTAMP else "false"
     # flags per distinct bucket (~65), not per state row (buckets times groups): judging a
     # TIMESTAMP bucket casts it through the session's time zone, which costs per value
     inside = (
         f"WITH {_SOURCE} AS MATERIALIZED (SELECT * FROM __duckflock_state) "
-        f"SELECT {_SOURCE}.*, __f.__in, __f.__live FROM {_SOURCE} LEFT JOIN "
-        f"(SELECT {key}, {whole} AS __in, {live} AS __live FROM "
+        f"SELECT {_SOURCE}.*, __f.__in, __f.__live, __f.__local FROM {_SOURCE} LEFT JOIN "
+        f"(SELECT {key}, {whole} AS __in, {live} AS __live, {local} AS __local FROM "
         f"(SELECT DISTINCT {key} FROM {_SOURCE})) AS __f ON {_SOURCE}.{key} = __f.{key}"
     )  # a NULL bucket matches nothing: its flags are NULL, as the expressions give it
     cut = render(placeholder(where))
@@ -197,15 +199,20 @@ def sliding(
     # in the column's own type: the span prunes row groups (zone maps)
     span = f"{column_sql} >= __duckflock_low AND {column_sql} < __duckflock_high"
     edge = rows + span
+    # within a steady bucket the session's offset is one: ts > B <=> ts > B in local
+    # time, a constant DuckDB prunes with (no per-row cast through the time zone)
+    local_rows = f"SELECT * FROM {table.sql} AS {alias} WHERE ({column_sql} {op} "
+    local_edge = f"{local_rows}CAST(({bound_sql}) AS TIMESTAMP)) AND {span}"
     boundary = f"{rows}NOT coalesce({start}, false) AND {span}"
     window = Window(
         combine=combine,
-        parts=_parts(plan, key, whole, live),
+        parts=_parts(plan, key, whole, live, local),
         buckets=_buckets(plan, combine, column_sql),
         keys=n,
         inside=inside,
         boundary=boundary,
         edge=edge,
+        local=local_edge if column_type is Stamp.TIMESTAMP else edge,
         column_type=column_type,
         width=width,
         column=column_sql,
@@ -213,7 +220,7 @@ def sliding(
     return plan, window
 
 
-def _parts(plan: Plan, key: str, whole: str, live: str) -> str:
+def _parts(plan: Plan, key: str, whole: str, live: str, local: str) -> str:
     """The new rows' partials per bucket (DELTA's), then the flags of each bucket they
     or the state's (KEYS) are in, marked __flags."""
     columns = ", ".join(plan.state_columns)
@@ -222,7 +229,8 @@ def _parts(plan: Plan, key: str, whole: str, live: str) -> str:
         f"(SELECT DISTINCT {key} FROM (SELECT {key} FROM __duckflock_parts "
         f"UNION ALL SELECT {key} FROM __duckflock_keys)) "
         f"SELECT {columns} FROM __duckflock_parts UNION ALL BY NAME "
-        f"SELECT {key}, {whole} AS __in, {live} AS __live, true AS __flags "
+        f"SELECT {key}, {whole} AS __in, {live} AS __live, {local} AS __local, "
+        "true AS __flags "
         "FROM __duckflock_buckets"
     )
 
@@ -274,6 +282,16 @@ def _flags(
     return f"({inside} AND {steady})", f"({live} OR (NOT {steady} AND {late}))"
 
 
+def _steady(bucket: str, interval: str, width: int) -> str:
+    """Whether a finite TIMESTAMP bucket meets the session's time zone at one offset
+    throughout (false where unknown): its rows compare with an instant in local time."""
+    return (
+        f"coalesce(isfinite({bucket}) AND "
+        f"epoch_us(TRY_CAST(try({bucket} + {interval}) AS TIMESTAMPTZ)) "
+        f"- epoch_us(TRY_CAST({bucket} AS TIMESTAMPTZ)) = {width}, false)"
+    )
+
+
 def bucket_sql(interval: str, column_sql: str) -> str:
     """The bucket of a row: ``time_bucket``, or the row's own instant where time_bucket
     overflows (a TIMESTAMPTZ near the minimum: DuckDB subtracts its origin in INT64). A
@@ -320,10 +338,12 @@ def cut(
         flagged = over(at(window.inside, instant), state, None)
     live = pc.fill_null(flagged["__live"], False)
     whole = pc.fill_null(flagged["__in"], False)
-    kept = flagged.filter(live).drop_columns(["__in", "__live"])
+    flags = ["__in", "__live", "__local"]
+    kept = flagged.filter(live).drop_columns(flags)
     bucket = f"__k{window.keys}"
-    inside = flagged.filter(whole).drop_columns(["__in", "__live", bucket])
-    cut = flagged.filter(pc.and_(live, pc.invert(whole)))[bucket]
+    inside = flagged.filter(whole).drop_columns([*flags, bucket])
+    edge = flagged.filter(pc.and_(live, pc.invert(whole)))
+    cut = edge[bucket]
     sql = window.boundary
     if len(cut) and cut.null_count < len(cut):
         # epoch microseconds, not datetimes: a bucket past the year 9999 has none
@@ -338,6 +358,8 @@ def cut(
             # no whole bucket between the cut ones: every row in the span that the
             # predicate keeps is a cut bucket's (an expired bucket's rows fail it)
             sql = window.edge
+            if low + window.width == high and pc.all(pc.fill_null(edge["__local"], False)).as_py():
+                sql = window.local  # one steady bucket is cut (the usual case)
     else:
         low_sql = high_sql = "NULL"  # no bucket is cut: no rows
     rows = cursor.execute(
@@ -381,9 +403,9 @@ def folded(
     except (pa.ArrowException, TypeError, ValueError):
         return None
     where = pc.index_in(merged[key], value_set=flags[key].combine_chunks())
-    return merged.append_column("__in", pc.take(flags["__in"], where)).append_column(
-        "__live", pc.take(flags["__live"], where)
-    )
+    for name in ("__in", "__live", "__local"):
+        merged = merged.append_column(name, pc.take(flags[name], where))
+    return merged
 
 
 def flagging(window: Window, source: str) -> str:
