@@ -84,6 +84,23 @@ def constant_of_now(node: dict[str, Any], volatile: set[str]) -> bool:
     return True
 
 
+def steady_sql(bucket: str, interval: str, width: int) -> str:
+    """Whether a finite TIMESTAMP bucket meets the session's time zone at one offset
+    throughout (false where unknown): its rows compare with an instant in local time."""
+    return (
+        f"coalesce(isfinite({bucket}) AND "
+        f"epoch_us(TRY_CAST(try({bucket} + {interval}) AS TIMESTAMPTZ)) "
+        f"- epoch_us(TRY_CAST({bucket} AS TIMESTAMPTZ)) = {width}, false)"
+    )
+
+
+def bucket_sql(interval: str, column_sql: str) -> str:
+    """The bucket of a row: ``time_bucket``, or the row's own instant where time_bucket
+    overflows (a TIMESTAMPTZ near the minimum: DuckDB subtracts its origin in INT64). A
+    bucket of one instant is still a bucket its rows are in: the flags hold for it."""
+    return f"coalesce(try(time_bucket({interval}, {column_sql})), {column_sql})"
+
+
 class Stamp(StrEnum):
     """The window column's type (and the buckets'), as SQL literals are cast to it."""
 

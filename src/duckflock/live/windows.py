@@ -16,6 +16,10 @@ Each run takes an instant T (``Result.now``) and computes the result a full run 
   (with the window predicate at T), inside the same pinned snapshot as the state, so the
   boundary is exact.
 
+A refresh after appends runs one DuckDB query over the new rows alone (their partials
+per bucket, and each bucket's flags at T) and merges them into the state in pyarrow
+(:func:`folded`), then one read of the cut bucket's rows (:func:`cut`).
+
 The window predicate must be one conjunct of the WHERE clause: a plain TIMESTAMP or
 TIMESTAMPTZ column compared (``>``/``>=``, or ``<``/``<=`` the other way round) with an
 expression of ``now()`` (``current_timestamp``…) and constants. A clock that goes back
@@ -47,12 +51,14 @@ from duckflock.live.instants import (
     any_between,
     bucket_micros,
     bucket_span,
+    bucket_sql,
     conjunction,
     conjuncts,
     constant_of_now,
     epoch_literal,
     mentions_now,
     placeholder,
+    steady_sql,
 )
 from duckflock.live.plan.plans import Plan
 from duckflock.sql import quote_ident
@@ -184,7 +190,7 @@ def sliding(
     n = len(groups)
     key = f"__k{n}"
     whole, live = _flags(key, interval, width, op, bound_sql, column_type)
-    local = _steady(key, interval, width) if column_type is Stamp.TIMESTAMP else "false"
+    local = steady_sql(key, interval, width) if column_type is Stamp.TIMESTAMP else "false"
     # flags per distinct bucket (~65), not per state row (buckets times groups): judging a
     # TIMESTAMP bucket casts it through the session's time zone, which costs per value
     inside = (
@@ -280,23 +286,6 @@ def _flags(
     )
     late = f"(try({bucket} + {interval} + INTERVAL 2 DAY) {op} ({bound}))"
     return f"({inside} AND {steady})", f"({live} OR (NOT {steady} AND {late}))"
-
-
-def _steady(bucket: str, interval: str, width: int) -> str:
-    """Whether a finite TIMESTAMP bucket meets the session's time zone at one offset
-    throughout (false where unknown): its rows compare with an instant in local time."""
-    return (
-        f"coalesce(isfinite({bucket}) AND "
-        f"epoch_us(TRY_CAST(try({bucket} + {interval}) AS TIMESTAMPTZ)) "
-        f"- epoch_us(TRY_CAST({bucket} AS TIMESTAMPTZ)) = {width}, false)"
-    )
-
-
-def bucket_sql(interval: str, column_sql: str) -> str:
-    """The bucket of a row: ``time_bucket``, or the row's own instant where time_bucket
-    overflows (a TIMESTAMPTZ near the minimum: DuckDB subtracts its origin in INT64). A
-    bucket of one instant is still a bucket its rows are in: the flags hold for it."""
-    return f"coalesce(try(time_bucket({interval}, {column_sql})), {column_sql})"
 
 
 def _bucket_node(cursor: duckdb.DuckDBPyConnection, interval: str, column_sql: str) -> Any:
