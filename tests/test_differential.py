@@ -96,6 +96,11 @@ BENCHMARK = {
     "avg(n) AS a, avg(nb) AS ab, sum(nb) AS sb, avg(g) AS ag FROM f GROUP BY sensor",
     "retention window": "SELECT k, count(*) AS n, sum(x) AS s, avg(x) AS a FROM w "
     "WHERE ts > now() - INTERVAL 5 MINUTE GROUP BY k",
+    # no floating partial: appends merge into the buckets in pyarrow (windows.folded)
+    "window counts": "SELECT k, count(*) AS n, min(ts) AS first, max(tz) AS last FROM w "
+    "WHERE ts > now() - INTERVAL 30 MINUTE GROUP BY k",
+    "window counts tz": "SELECT k, count(*) AS n, max(ts) AS last FROM w "
+    "WHERE tz >= now() - INTERVAL 2 HOUR GROUP BY k",
 }
 # tests/test_incremental.py's shapes (t is f, x is big)
 INCREMENTAL = {

@@ -10,13 +10,14 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import duckflock
-from duckflock.live import internals
+from duckflock.live import internals, windows
 from duckflock.live.windows import literal
 
 
@@ -48,6 +49,7 @@ QUERIES = {
     "zoned": "SELECT k, count(*) AS c, sum(v) AS s FROM w WHERE tz > now() - INTERVAL 6 SECOND "
     "GROUP BY k HAVING count(*) > 1",
 }
+NEW_YORK = ZoneInfo("America/New_York")
 TABLE = "CREATE TABLE w (k VARCHAR, v DOUBLE, ts TIMESTAMP, tz TIMESTAMPTZ)"
 
 
@@ -186,6 +188,74 @@ def test_buckets_expire_as_the_window_moves() -> None:
                 break
         assert result.rows() == []
         assert run.state is not None and run.state.num_rows < buckets
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("column", ["ts", "tz"])
+def test_appends_merge_into_the_buckets_in_pyarrow_and_agree(
+    column: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appended rows become partials per bucket in one DuckDB query over them alone and
+    merge into the bucketed state in pyarrow (windows.folded: DuckDB never scans the
+    state), the cut bucket's rows are read comparing in local time where its offset is
+    one; each refresh, as the window moves over the buckets, equals a full run."""
+    sql = (
+        "SELECT k, count(*) AS c, sum(v) AS s, min(v) AS lo, max(v) AS hi, avg(v) AS a "
+        f"FROM w WHERE {column} > now() - INTERVAL 3 SECOND GROUP BY k"
+    )
+    merged: list[bool] = []
+    folded = windows.folded
+
+    def seen(*args: Any) -> Any:
+        out = folded(*args)
+        merged.append(out is not None)
+        return out
+
+    monkeypatch.setattr(windows, "folded", seen)
+    reads: list[str] = []  # the cut bucket reads, before their instant is put in
+    instant_of = windows.at
+
+    def read(sql: str, instant: datetime) -> str:
+        if "__duckflock_low" in sql:
+            reads.append(sql)
+        return instant_of(sql, instant)
+
+    monkeypatch.setattr(windows, "at", read)
+    clock = SteppedClock(datetime.now(UTC))
+    db = duckflock.connect()
+    internals.use_clock(db, clock)
+    try:
+        db.execute("SET GLOBAL TimeZone = 'America/New_York'")
+        db.execute(TABLE)
+        db.analysis("recent", sql)
+        values = [0.5, -1.25, 3.0, 100.75, 2.0]  # dyadic: sums exact in any order
+        for round_ in range(12):
+            offsets = [-4.0 + i * 0.021 for i in range(215)]  # expired, cut, whole, ahead
+            keys = ["a", "b", None, "é"]
+            rows = rows_at(
+                [
+                    (keys[(round_ + i) % 4], values[(round_ * 3 + i) % 5], offset)
+                    for i, offset in enumerate(offsets)
+                ],
+                clock.now(),
+            )
+            for row in rows:  # ts in New York's local time
+                row["ts"] = row["tz"].astimezone(NEW_YORK).replace(tzinfo=None)
+            db.insert("w", rows)
+            result = db.refresh("recent")
+            assert result.now == clock.now()
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert sorted(result.rows(), key=repr) == sorted(full, key=repr), round_
+            clock.step(timedelta(milliseconds=450))
+        assert reason(db, "recent").startswith("incremental")
+        assert len(merged) >= 11 and all(merged), merged
+        # a TIMESTAMP's one steady cut bucket is read comparing in local time (no cast of
+        # each row through the zone); a TIMESTAMPTZ's compares as it is
+        window = internals.analysis(db, "recent").state.shape.window
+        assert window is not None
+        local = sum(sql == window.local for sql in reads)
+        assert local >= 6 if column == "ts" else window.local == window.edge, (local, reads)
     finally:
         db.close()
 

@@ -151,11 +151,13 @@ class Pinned:
                 instant = max(now, run.window_now or now)
                 flagged = None
                 if window is not None and deltas and not removed:
-                    # fold and flag the buckets in one query
-                    sql = windows.at(windows.flagging(window, plan.refresh), instant)
-                    flagged = over_arrow(cursor, sql, state, pa.concat_tables(deltas)).select(
-                        [*plan.state_columns, "__in", "__live"]
-                    )
+                    delta = pa.concat_tables(deltas)
+                    flagged = windows.folded(cursor, window, state, delta, instant)
+                    if flagged is None:  # fold and flag the buckets in one query
+                        sql = windows.at(windows.flagging(window, plan.refresh), instant)
+                        flagged = over_arrow(cursor, sql, state, delta).select(
+                            [*plan.state_columns, "__in", "__live", "__local"]
+                        )
                 elif deltas:
                     state, _ = fold_in(analysis, plan, state, pa.concat_tables(deltas))
                 gone = pa.concat_tables(removed) if removed else None

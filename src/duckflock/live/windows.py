@@ -16,6 +16,10 @@ Each run takes an instant T (``Result.now``) and computes the result a full run 
   (with the window predicate at T), inside the same pinned snapshot as the state, so the
   boundary is exact.
 
+A refresh after appends runs one DuckDB query over the new rows alone (their partials
+per bucket, and each bucket's flags at T) and merges them into the state in pyarrow
+(:func:`folded`), then one read of the cut bucket's rows (:func:`cut`).
+
 The window predicate must be one conjunct of the WHERE clause: a plain TIMESTAMP or
 TIMESTAMPTZ column compared (``>``/``>=``, or ``<``/``<=`` the other way round) with an
 expression of ``now()`` (``current_timestamp``…) and constants. A clock that goes back
@@ -27,7 +31,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -38,7 +42,24 @@ import pyarrow.compute as pc
 
 from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity, RelationKind, Resolver
-from duckflock.core.syntax import table_parts, walk
+from duckflock.core.syntax import table_parts
+from duckflock.live.fold.arrow import ArrowPlan
+from duckflock.live.fold.query import over_arrow
+from duckflock.live.instants import (
+    NOW,
+    Stamp,
+    any_between,
+    bucket_micros,
+    bucket_span,
+    bucket_sql,
+    conjunction,
+    conjuncts,
+    constant_of_now,
+    epoch_literal,
+    mentions_now,
+    placeholder,
+    steady_sql,
+)
 from duckflock.live.plan.plans import Plan
 from duckflock.sql import quote_ident
 
@@ -47,9 +68,6 @@ from duckflock.sql import quote_ident
 # cannot plan), and render an expression node as SQL.
 PlanSelect = Callable[[dict[str, Any]], Plan]
 Render = Callable[[dict[str, Any]], str]
-
-NOW = "__duckflock_now"  # where now() stood, in the rendered SQL
-_NOW_NAMES = {"now", "get_current_timestamp", "transaction_timestamp", "current_timestamp"}
 
 
 class Op(StrEnum):
@@ -67,13 +85,6 @@ class Op(StrEnum):
         ]
 
 
-class Stamp(StrEnum):
-    """The window column's type (and the buckets'), as SQL literals are cast to it."""
-
-    TIMESTAMP = "TIMESTAMP"  # local time: meets now() through the session's time zone
-    TIMESTAMPTZ = "TIMESTAMPTZ"
-
-
 # DuckDB's comparison node types, and the column types a window may be over
 _OPS = {
     "COMPARE_GREATERTHAN": Op.AFTER,
@@ -81,6 +92,7 @@ _OPS = {
     "COMPARE_LESSTHAN": Op.BEFORE,
     "COMPARE_LESSTHANOREQUALTO": Op.UNTIL,
 }
+_SOURCE = "__duckflock_flagged"  # the state (or a fold's output) the flags are judged on
 _TYPES = {"TIMESTAMP": Stamp.TIMESTAMP, "TIMESTAMP WITH TIME ZONE": Stamp.TIMESTAMPTZ}
 BUCKETS = 64  # buckets per window length: the boundary recomputes ~1/64 of the window
 
@@ -91,78 +103,15 @@ class Window:
 
     combine: Plan  # the query without its window predicate
     keys: int  # the query's own keys; the bucket is state column __k{keys}
-    inside: str  # over STATE: __in (bucket whole in the window), __live (not expired)
+    inside: str  # over SOURCE: __in (bucket whole in the window), __live (not expired)
     boundary: str  # the rows of the buckets the boundary cuts, from the table
+    edge: str  # the same rows when no whole bucket lies between the cut ones (cheaper)
+    local: str  # edge with a TIMESTAMP compared in local time: one steady cut bucket
+    parts: str  # the new rows' partials per bucket, and every bucket's flags (see folded)
+    buckets: ArrowPlan | None  # how bucket partials merge in pyarrow (None: in DuckDB)
     column_type: Stamp  # the bucket's type, for literals
     width: int  # microseconds per bucket
     column: str  # the window column, in words
-
-
-def _is_now(node: dict[str, Any]) -> bool:
-    cls = node.get("class")
-    if cls == "FUNCTION":
-        return str(node.get("function_name", "")).lower() in _NOW_NAMES
-    if cls == "COLUMN_REF":  # the bare keyword current_timestamp parses as a column
-        names = node.get("column_names") or []
-        return len(names) == 1 and str(names[0]).lower() == "current_timestamp"
-    return False
-
-
-def _mentions_now(node: Any) -> bool:
-    return any(_is_now(sub) for sub in walk(node))
-
-
-def _conjuncts(node: dict[str, Any] | None) -> list[dict[str, Any]]:
-    if node is None:
-        return []
-    if node.get("class") == "CONJUNCTION" and node.get("type") == "CONJUNCTION_AND":
-        return [part for child in node["children"] for part in _conjuncts(child)]
-    return [node]
-
-
-def _and(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
-    if not parts:
-        return None
-    if len(parts) == 1:
-        return parts[0]
-    return {
-        "class": "CONJUNCTION",
-        "type": "CONJUNCTION_AND",
-        "alias": "",
-        "query_location": 0,
-        "children": parts,
-    }
-
-
-def _placeholder(node: Any) -> Any:
-    """``node`` with every now() replaced by a column named NOW (rendered, then swapped
-    for the instant's literal)."""
-    if isinstance(node, dict):
-        if _is_now(node):
-            return {
-                "class": "COLUMN_REF",
-                "type": "COLUMN_REF",
-                "alias": "",
-                "query_location": 0,
-                "column_names": [NOW],
-            }
-        return {k: _placeholder(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_placeholder(v) for v in node]
-    return node
-
-
-def _constant_of_now(node: dict[str, Any], volatile: set[str]) -> bool:
-    """Whether ``node`` is built from now() and constants only."""
-    for sub in walk(node):
-        cls = sub.get("class")
-        if _is_now(sub):
-            continue
-        if cls == "COLUMN_REF" or cls in ("SUBQUERY", "WINDOW", "STAR", "PARAMETER"):
-            return False
-        if cls == "FUNCTION" and str(sub.get("function_name", "")).lower() in volatile:
-            return False
-    return True
 
 
 def sliding(
@@ -182,8 +131,8 @@ def sliding(
     """
     if node.get("type") != "SELECT_NODE":
         return None
-    parts = _conjuncts(node.get("where_clause"))
-    windows = [part for part in parts if _mentions_now(part)]
+    parts = conjuncts(node.get("where_clause"))
+    windows = [part for part in parts if mentions_now(part)]
     if len(windows) != 1:
         return None
     where = windows[0]
@@ -193,11 +142,11 @@ def sliding(
     column, bound = where["left"], where["right"]
     if op in (Op.BEFORE, Op.UNTIL):  # B < ts is ts > B
         column, bound, op = bound, column, op.flipped()
-    if column.get("class") != "COLUMN_REF" or _mentions_now(column):
+    if column.get("class") != "COLUMN_REF" or mentions_now(column):
         return None
-    if not _constant_of_now(bound, volatile):
+    if not constant_of_now(bound, volatile):
         return None
-    if _mentions_now({k: v for k, v in node.items() if k != "where_clause"}):
+    if mentions_now({k: v for k, v in node.items() if k != "where_clause"}):
         return None  # now() in the output too: not a window
     source = node.get("from_table") or {}
     if source.get("type") != "BASE_TABLE":
@@ -208,7 +157,7 @@ def sliding(
     table: Identity = found.identity
     alias = quote_ident(source.get("alias") or source["table_name"])
     column_sql = render(column)
-    bound_sql = render(_placeholder(bound))
+    bound_sql = render(placeholder(bound))
     try:
         kind = str(
             cursor.execute(f"SELECT {column_sql} FROM {table.sql} AS {alias} LIMIT 0").description[
@@ -230,7 +179,7 @@ def sliding(
     interval = f"INTERVAL '{width} microseconds'"
 
     rest = copy.deepcopy(node)
-    rest["where_clause"] = _and([part for part in parts if part is not where])
+    rest["where_clause"] = conjunction([part for part in parts if part is not where])
     bucketed = copy.deepcopy(rest)
     groups = list(bucketed.get("group_expressions") or [])
     bucket = json.loads(json.dumps(_bucket_node(cursor, interval, column_sql)))
@@ -239,25 +188,79 @@ def sliding(
     combine = plan_node(rest)
     plan = plan_node(bucketed)
     n = len(groups)
-    whole, live = _flags(f"__k{n}", interval, width, op, bound_sql, column_type)
-    inside = f"SELECT *, {whole} AS __in, {live} AS __live FROM __duckflock_state"
-    cut = render(_placeholder(where))
+    key = f"__k{n}"
+    whole, live = _flags(key, interval, width, op, bound_sql, column_type)
+    local = steady_sql(key, interval, width) if column_type is Stamp.TIMESTAMP else "false"
+    # flags per distinct bucket (~65), not per state row (buckets times groups): judging a
+    # TIMESTAMP bucket casts it through the session's time zone, which costs per value
+    inside = (
+        f"WITH {_SOURCE} AS MATERIALIZED (SELECT * FROM __duckflock_state) "
+        f"SELECT {_SOURCE}.*, __f.__in, __f.__live, __f.__local FROM {_SOURCE} LEFT JOIN "
+        f"(SELECT {key}, {whole} AS __in, {live} AS __live, {local} AS __local FROM "
+        f"(SELECT DISTINCT {key} FROM {_SOURCE})) AS __f ON {_SOURCE}.{key} = __f.{key}"
+    )  # a NULL bucket matches nothing: its flags are NULL, as the expressions give it
+    cut = render(placeholder(where))
     start, _ = _flags(bucket_sql(interval, column_sql), interval, width, op, bound_sql, column_type)
-    boundary = (
-        f"SELECT * FROM {table.sql} AS {alias} WHERE ({cut}) "
-        f"AND NOT coalesce({start}, false) "
-        f"AND {column_sql} >= __duckflock_low AND {column_sql} < __duckflock_high"
-    )  # the last two in the column's own type: they prune row groups (zone maps)
+    rows = f"SELECT * FROM {table.sql} AS {alias} WHERE ({cut}) AND "
+    # in the column's own type: the span prunes row groups (zone maps)
+    span = f"{column_sql} >= __duckflock_low AND {column_sql} < __duckflock_high"
+    edge = rows + span
+    # within a steady bucket the session's offset is one: ts > B <=> ts > B in local
+    # time, a constant DuckDB prunes with (no per-row cast through the time zone)
+    local_rows = f"SELECT * FROM {table.sql} AS {alias} WHERE ({column_sql} {op} "
+    local_edge = f"{local_rows}CAST(({bound_sql}) AS TIMESTAMP)) AND {span}"
+    boundary = f"{rows}NOT coalesce({start}, false) AND {span}"
     window = Window(
         combine=combine,
+        parts=_parts(plan, key, whole, live, local),
+        buckets=_buckets(plan, combine, column_sql),
         keys=n,
         inside=inside,
         boundary=boundary,
+        edge=edge,
+        local=local_edge if column_type is Stamp.TIMESTAMP else edge,
         column_type=column_type,
         width=width,
         column=column_sql,
     )
     return plan, window
+
+
+def _parts(plan: Plan, key: str, whole: str, live: str, local: str) -> str:
+    """The new rows' partials per bucket (DELTA's), then the flags of each bucket they
+    or the state's (KEYS) are in, marked __flags."""
+    columns = ", ".join(plan.state_columns)
+    return (
+        f"WITH __duckflock_parts AS MATERIALIZED ({plan.partials}), __duckflock_buckets AS "
+        f"(SELECT DISTINCT {key} FROM (SELECT {key} FROM __duckflock_parts "
+        f"UNION ALL SELECT {key} FROM __duckflock_keys)) "
+        f"SELECT {columns} FROM __duckflock_parts UNION ALL BY NAME "
+        f"SELECT {key}, {whole} AS __in, {live} AS __live, {local} AS __local, "
+        "true AS __flags "
+        "FROM __duckflock_buckets"
+    )
+
+
+def _buckets(plan: Plan, combine: Plan, column_sql: str) -> ArrowPlan | None:
+    """The combined query's pyarrow merges with the bucket as one key more (no outputs:
+    the bucketed state is only merged), where the combined query has them."""
+    arrow = combine.arrow
+    if (
+        arrow is None
+        or not plan.partials
+        or len(plan.state_columns) != len(combine.state_columns) + 1
+    ):
+        return None
+    return replace(
+        arrow,
+        keys=(*arrow.keys, column_sql),
+        outputs=(),
+        names=(),
+        schema=pa.schema([]),
+        order=(),
+        offset=0,
+        limit=None,
+    )
 
 
 def _flags(
@@ -283,13 +286,6 @@ def _flags(
     )
     late = f"(try({bucket} + {interval} + INTERVAL 2 DAY) {op} ({bound}))"
     return f"({inside} AND {steady})", f"({live} OR (NOT {steady} AND {late}))"
-
-
-def bucket_sql(interval: str, column_sql: str) -> str:
-    """The bucket of a row: ``time_bucket``, or the row's own instant where time_bucket
-    overflows (a TIMESTAMPTZ near the minimum: DuckDB subtracts its origin in INT64). A
-    bucket of one instant is still a bucket its rows are in: the flags hold for it."""
-    return f"coalesce(try(time_bucket({interval}, {column_sql})), {column_sql})"
 
 
 def _bucket_node(cursor: duckdb.DuckDBPyConnection, interval: str, column_sql: str) -> Any:
@@ -331,38 +327,77 @@ def cut(
         flagged = over(at(window.inside, instant), state, None)
     live = pc.fill_null(flagged["__live"], False)
     whole = pc.fill_null(flagged["__in"], False)
-    kept = flagged.filter(live).drop_columns(["__in", "__live"])
+    flags = ["__in", "__live", "__local"]
+    kept = flagged.filter(live).drop_columns(flags)
     bucket = f"__k{window.keys}"
-    inside = flagged.filter(whole).drop_columns(["__in", "__live", bucket])
-    cut = flagged.filter(pc.and_(live, pc.invert(whole)))[bucket]
+    inside = flagged.filter(whole).drop_columns([*flags, bucket])
+    edge = flagged.filter(pc.and_(live, pc.invert(whole)))
+    cut = edge[bucket]
+    sql = window.boundary
     if len(cut) and cut.null_count < len(cut):
         # epoch microseconds, not datetimes: a bucket past the year 9999 has none
-        micros = pc.cast(pc.cast(cut, pa.timestamp("us", cut.type.tz)), pa.int64())
-        low, high = pc.min(micros).as_py(), pc.max(micros).as_py() + window.width
-        low_sql, high_sql = _epoch(low, window.column_type), _epoch(high, window.column_type)
+        low, high = bucket_span(cut)
+        high += window.width
+        low_sql, high_sql = (
+            epoch_literal(low, window.column_type),
+            epoch_literal(high, window.column_type),
+        )
+        wholes = flagged.filter(whole)[bucket]
+        if not len(wholes) or not any_between(bucket_micros(wholes), low, high):
+            # no whole bucket between the cut ones: every row in the span that the
+            # predicate keeps is a cut bucket's (an expired bucket's rows fail it)
+            sql = window.edge
+            if low + window.width == high and pc.all(pc.fill_null(edge["__local"], False)).as_py():
+                sql = window.local  # one steady bucket is cut (the usual case)
     else:
         low_sql = high_sql = "NULL"  # no bucket is cut: no rows
     rows = cursor.execute(
-        at(window.boundary, instant)
-        .replace("__duckflock_low", low_sql)
-        .replace("__duckflock_high", high_sql)
+        at(sql, instant).replace("__duckflock_low", low_sql).replace("__duckflock_high", high_sql)
     ).to_arrow_table()
     return kept, inside, rows
+
+
+def folded(
+    cursor: duckdb.DuckDBPyConnection,
+    window: Window,
+    state: pa.Table,
+    delta: pa.Table,
+    instant: datetime,
+) -> pa.Table | None:
+    """The state with the new rows ``delta`` folded in and flagged at ``instant``, as
+    :func:`flagging`'s query gives it, with one DuckDB query over the new rows alone (their
+    partials per bucket, and the flags of each bucket) and the merge in pyarrow: the
+    state's buckets are not scanned by DuckDB. None where pyarrow could differ (no
+    pyarrow merges for the shape, NaN or -0.0, types it refuses): fold in DuckDB."""
+    arrow = window.buckets
+    if arrow is None:
+        return None
+    key = f"__k{window.keys}"
+    keys = pa.table({key: pc.unique(state[key])})
+    try:
+        out = over_arrow(cursor, at(window.parts, instant), state.slice(0, 0), delta, keys)
+        marked = pc.is_valid(out["__flags"])
+        flags = out.filter(marked)
+        schema = arrow.wide(state.schema) or state.schema
+        parts = pa.Table.from_arrays(
+            [
+                pc.cast(out[name].filter(pc.invert(marked)), field.type)
+                for name, field in zip(state.column_names, schema, strict=True)
+            ],
+            schema=schema,
+        )
+        if arrow.has_nan(state, delta) or arrow.has_nan(parts, delta.slice(0, 0)):
+            return None  # the new rows' keys and arguments, the state's and the partials
+        merged, _ = arrow.merge(state, parts, unique=False)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
+    where = pc.index_in(merged[key], value_set=flags[key].combine_chunks())
+    for name in ("__in", "__live", "__local"):
+        merged = merged.append_column(name, pc.take(flags[name], where))
+    return merged
 
 
 def flagging(window: Window, source: str) -> str:
     """The flags query over the output of ``source`` (a fold's SQL) instead of the state:
     one DuckDB query for both (each over Arrow input costs ~1 ms of fixed overhead)."""
-    return window.inside.replace("FROM __duckflock_state", f"FROM ({source})")
-
-
-def _epoch(micros: int, column_type: Stamp) -> str:
-    """A bucket bound (microseconds since the epoch) as a value of the window column's
-    type; past DuckDB's last finite timestamp, infinity."""
-    if micros >= _INFINITY:
-        return f"CAST('infinity' AS {column_type})"
-    function = "make_timestamptz" if column_type is Stamp.TIMESTAMPTZ else "make_timestamp"
-    return f"{function}(CAST({micros} AS BIGINT))"
-
-
-_INFINITY = 2**63 - 1  # DuckDB's timestamp infinity, as Arrow carries it
+    return window.inside.replace("(SELECT * FROM __duckflock_state)", f"({source})", 1)

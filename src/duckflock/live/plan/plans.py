@@ -55,6 +55,7 @@ class Plan:
     # one query over DELTA, then a row-by-row merge in pyarrow (duckflock.live.fold.merges);
     # None where a partial, key or output has no such merge
     merge: Merge | None = None
+    partials: str = ""  # the partials of DELTA's rows alone, one row per group (no outputs)
 
     def oversized(self, state: pa.Table) -> str | None:
         """Why the state is too big to keep (its distinct sets), or None."""

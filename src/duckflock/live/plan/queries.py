@@ -168,6 +168,7 @@ class Queries:
             finish=with_outputs(f"SELECT {', '.join(state_names)} FROM {state}"),
             touch=touch,
             merge=row_by_row,
+            partials=partial_over(self._from_delta),
             state_columns=tuple(key_names + [f"__p{i}" for i in range(len(partials))]),
             outputs=self._columns,
             filtered=having is not None,

@@ -1,0 +1,137 @@
+"""Instants for sliding windows (:mod:`duckflock.live.windows`): where now() stands in a
+parsed query (DuckDB's JSON syntax tree) — finding it, the WHERE clause's conjuncts, the
+tree with now() swapped for a placeholder column each run replaces with its instant —
+and buckets' instants as epoch microseconds and SQL literals."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from duckflock.core.syntax import walk
+
+NOW = "__duckflock_now"  # where now() stood, in the rendered SQL
+NOW_NAMES = {"now", "get_current_timestamp", "transaction_timestamp", "current_timestamp"}
+
+
+def is_now(node: dict[str, Any]) -> bool:
+    cls = node.get("class")
+    if cls == "FUNCTION":
+        return str(node.get("function_name", "")).lower() in NOW_NAMES
+    if cls == "COLUMN_REF":  # the bare keyword current_timestamp parses as a column
+        names = node.get("column_names") or []
+        return len(names) == 1 and str(names[0]).lower() == "current_timestamp"
+    return False
+
+
+def mentions_now(node: Any) -> bool:
+    return any(is_now(sub) for sub in walk(node))
+
+
+def conjuncts(node: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if node is None:
+        return []
+    if node.get("class") == "CONJUNCTION" and node.get("type") == "CONJUNCTION_AND":
+        return [part for child in node["children"] for part in conjuncts(child)]
+    return [node]
+
+
+def conjunction(parts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return {
+        "class": "CONJUNCTION",
+        "type": "CONJUNCTION_AND",
+        "alias": "",
+        "query_location": 0,
+        "children": parts,
+    }
+
+
+def placeholder(node: Any) -> Any:
+    """``node`` with every now() replaced by a column named NOW (rendered, then swapped
+    for the instant's literal)."""
+    if isinstance(node, dict):
+        if is_now(node):
+            return {
+                "class": "COLUMN_REF",
+                "type": "COLUMN_REF",
+                "alias": "",
+                "query_location": 0,
+                "column_names": [NOW],
+            }
+        return {k: placeholder(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [placeholder(v) for v in node]
+    return node
+
+
+def constant_of_now(node: dict[str, Any], volatile: set[str]) -> bool:
+    """Whether ``node`` is built from now() and constants only."""
+    for sub in walk(node):
+        cls = sub.get("class")
+        if is_now(sub):
+            continue
+        if cls == "COLUMN_REF" or cls in ("SUBQUERY", "WINDOW", "STAR", "PARAMETER"):
+            return False
+        if cls == "FUNCTION" and str(sub.get("function_name", "")).lower() in volatile:
+            return False
+    return True
+
+
+def steady_sql(bucket: str, interval: str, width: int) -> str:
+    """Whether a finite TIMESTAMP bucket meets the session's time zone at one offset
+    throughout (false where unknown): its rows compare with an instant in local time."""
+    return (
+        f"coalesce(isfinite({bucket}) AND "
+        f"epoch_us(TRY_CAST(try({bucket} + {interval}) AS TIMESTAMPTZ)) "
+        f"- epoch_us(TRY_CAST({bucket} AS TIMESTAMPTZ)) = {width}, false)"
+    )
+
+
+def bucket_sql(interval: str, column_sql: str) -> str:
+    """The bucket of a row: ``time_bucket``, or the row's own instant where time_bucket
+    overflows (a TIMESTAMPTZ near the minimum: DuckDB subtracts its origin in INT64). A
+    bucket of one instant is still a bucket its rows are in: the flags hold for it."""
+    return f"coalesce(try(time_bucket({interval}, {column_sql})), {column_sql})"
+
+
+class Stamp(StrEnum):
+    """The window column's type (and the buckets'), as SQL literals are cast to it."""
+
+    TIMESTAMP = "TIMESTAMP"  # local time: meets now() through the session's time zone
+    TIMESTAMPTZ = "TIMESTAMPTZ"
+
+
+def bucket_micros(buckets: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``buckets`` in epoch microseconds, not datetimes: a bucket past 9999 has none."""
+    return pc.cast(pc.cast(buckets, pa.timestamp("us", buckets.type.tz)), pa.int64())
+
+
+def bucket_span(buckets: pa.ChunkedArray) -> tuple[int, int]:
+    """The first and last of ``buckets`` (not all NULL), in epoch microseconds."""
+    bounds = pc.min_max(bucket_micros(buckets))
+    return bounds["min"].as_py(), bounds["max"].as_py()
+
+
+def any_between(micros: pa.ChunkedArray, low: int, high: int) -> bool:
+    """Whether any of ``micros`` lies in [low, high)."""
+    inside = pc.and_(pc.greater_equal(micros, low), pc.less(micros, high))
+    return bool(pc.any(inside).as_py())
+
+
+def epoch_literal(micros: int, column_type: Stamp) -> str:
+    """A bucket bound (microseconds since the epoch) as a value of the window column's
+    type; past DuckDB's last finite timestamp, infinity."""
+    if micros >= INFINITY:
+        return f"CAST('infinity' AS {column_type})"
+    function = "make_timestamptz" if column_type is Stamp.TIMESTAMPTZ else "make_timestamp"
+    return f"{function}(CAST({micros} AS BIGINT))"
+
+
+INFINITY = 2**63 - 1  # DuckDB's timestamp infinity, as Arrow carries it
