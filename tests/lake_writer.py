@@ -4,7 +4,10 @@
 
 Inserts rows ``(worker, k)`` for k in 0..ROWS-1 into ``events``. MODE ``rows``: one
 ``db.insert(..., wait=False)`` per row, then ``flush()``; ``chunks``: CHUNK rows per
-``db.insert`` (waiting for each). With ACKS, each acknowledged chunk appends ``first last``
+``db.insert`` (waiting for each); ``pipelined``: CHUNK rows per ``db.insert(...,
+wait=False)`` with up to ``DEPTH`` receipts in flight, each waited for in order (a
+producer that does not stop for each commit: the writer commits the chunks queued
+meanwhile together). With ACKS, each acknowledged chunk appends ``first last``
 to that file (fsynced) and a failed call ``ERR <type> <first> <message>``: what the kill -9
 and outage tests compare with the lake. Prints ``done <seconds>``. With LAKE_WRITER_GO set,
 commits one warm-up row ``(worker, -1)``, prints ``ready`` and starts at the next line on
@@ -16,10 +19,20 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import deque
 
 import pyarrow as pa
 
 import duckflock
+
+DEPTH = 4  # receipts in flight in the ``pipelined`` mode
+
+
+def rows_of(worker: int, first: int, end: int) -> pa.Table:
+    """Rows ``(worker, k)`` for k in first..end-1."""
+    return pa.table(
+        {"worker": pa.array([worker] * (end - first), pa.int32()), "k": range(first, end)}
+    )
 
 
 def main() -> None:
@@ -43,12 +56,19 @@ def main() -> None:
         for k in range(n):
             db.insert("events", (w, k), wait=False)
         db.flush()
+    elif mode == "pipelined":
+        pending: deque[duckflock.Receipt] = deque()
+        for first in range(0, n, size):
+            if len(pending) >= DEPTH:
+                pending.popleft().wait()
+            pending.append(db.insert("events", rows_of(w, first, min(n, first + size)), wait=False))
+        for receipt in pending:
+            receipt.wait()
     else:
         for first in range(0, n, size):
-            ks = list(range(first, min(n, first + size)))
-            batch = pa.table({"worker": pa.array([w] * len(ks), pa.int32()), "k": ks})
+            ks = range(first, min(n, first + size))
             try:
-                db.insert("events", batch)
+                db.insert("events", rows_of(w, first, ks[-1] + 1))
             except duckflock.DuckflockError as exc:
                 if acks is not None:
                     message = str(exc).splitlines()[0]
