@@ -7,11 +7,13 @@ Inserts rows ``(worker, k)`` for k in 0..ROWS-1 into ``events``. MODE ``rows``: 
 ``db.insert`` (waiting for each); ``pipelined``: CHUNK rows per ``db.insert(...,
 wait=False)`` with up to ``DEPTH`` receipts in flight, each waited for in order (a
 producer that does not stop for each commit: the writer commits the chunks queued
-meanwhile together). With ACKS, each acknowledged chunk appends ``first last``
-to that file (fsynced) and a failed call ``ERR <type> <first> <message>``: what the kill -9
-and outage tests compare with the lake. Prints ``done <seconds>``. With LAKE_WRITER_GO set,
-commits one warm-up row ``(worker, -1)``, prints ``ready`` and starts at the next line on
-stdin (the benchmark: steady-state rates, not a process's first insert).
+meanwhile together); ``serial``: as ``chunks``, with the lake's commit lock
+(``LakeOptions(serial_commits=...)``; a file target has none). With ACKS, each
+acknowledged chunk appends ``first last`` to that file (fsynced) and a failed call ``ERR
+<type> <first> <message>``: what the kill -9 and outage tests compare with the lake.
+Prints ``done <seconds>``. With LAKE_WRITER_GO set, commits one warm-up row ``(worker,
+-1)``, prints ``ready`` and starts at the next line on stdin (the benchmark: steady-
+state rates, not a process's first insert).
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ def main() -> None:
     acks_path = sys.argv[6] if len(sys.argv) > 6 else None
     w, n, size = int(worker), int(rows), int(chunk)
     if target.startswith("ducklake:"):
-        options = duckflock.LakeOptions(maintenance_interval=None, retry_seconds=60.0)
+        options = duckflock.LakeOptions(
+            maintenance_interval=None,
+            retry_seconds=60.0,
+            serial_commits=30.0 if mode == "serial" else None,
+        )
         db = duckflock.connect(target, lake=options)
     else:  # the embedded single-file baseline of benchmarks/lake.py
         db = duckflock.connect(target)
