@@ -21,7 +21,8 @@ commit that lost the race for the next snapshot id and was retried by DuckLake).
 Last, the data files of the 4-process chunk lake before and after ``db.maintain()``.
 
 ``--chunks-only`` measures only the embedded and 4-process chunk figures (and skips
-maintenance); ``--rounds N`` repeats them, printing each round and the medians.
+maintenance); ``--rounds N`` repeats them, printing each round and the medians;
+``--modes chunks,serial`` picks which.
 """
 
 from __future__ import annotations
@@ -127,9 +128,9 @@ def four(cluster: Cluster, folder: Path, name: str, rows: int, mode: str) -> flo
     return lake / embedded
 
 
-def chunks_only(cluster: Cluster, folder: Path, rows: int, rounds: int) -> None:
+def chunks_only(cluster: Cluster, folder: Path, rows: int, rounds: int, modes: str) -> None:
     """The embedded and 4-process figures only, ``rounds`` times, then the medians."""
-    ratios: dict[str, list[float]] = {"chunks": [], "serial": [], "pipelined": []}
+    ratios: dict[str, list[float]] = {mode: [] for mode in modes.split(",")}
     for round_ in range(rounds):
         for mode, ratio in ratios.items():
             ratio.append(four(cluster, folder, f"{mode}{round_}", rows, mode))
@@ -142,13 +143,16 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--chunks-only", action="store_true", help="only the 4-process ratio")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of --chunks-only")
+    parser.add_argument(
+        "--modes", default="chunks,serial,pipelined", help="the --chunks-only modes, in order"
+    )
     args = parser.parse_args(argv)
     single_rows = 5_000 if args.quick else 20_000
     chunk_rows = 50_000 if args.quick else 200_000
     with Cluster() as cluster, tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if args.chunks_only:
-            chunks_only(cluster, folder, chunk_rows, max(1, args.rounds))
+            chunks_only(cluster, folder, chunk_rows, max(1, args.rounds), args.modes)
             return
         # one process writes what the 4 lake writers write together: the same work
         embedded = {
