@@ -76,6 +76,9 @@ class CommitLock:
             self.missed += 1
             with contextlib.suppress(duckdb.Error):
                 self._cursor.execute("ROLLBACK")
+            # made again next time from the writer's cursor then (the database may have
+            # been reopened since: this one's connection is closed)
+            self._cursor = None
             return
         self._held = True
         self.taken += 1
