@@ -39,10 +39,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-import psycopg  # noqa: E402
-
 import duckflock  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
+from test_lake_lock import rollbacks  # noqa: E402
 
 WRITER = str(ROOT / "tests" / "lake_writer.py")
 CHUNK = 10_000
@@ -80,25 +79,11 @@ def writers(target: str, count: int, rows: int, mode: str) -> float:
     return count * rows / seconds
 
 
-def catalog_transactions(cluster: Cluster, target: str) -> int:
-    """PostgreSQL's rolled-back transactions in the lake's database so far (the pollers'
-    reads and the connection pool's checks make the committed count no measure)."""
-    dsn = target.removeprefix("ducklake:postgres:")
-    with psycopg.connect(dsn, autocommit=True) as pg:
-        pg.execute("SELECT pg_stat_clear_snapshot()")
-        row = pg.execute(
-            "SELECT xact_rollback FROM pg_stat_database WHERE datname = current_database()"
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def profiled(cluster: Cluster, target: str, count: int, rows: int, mode: str) -> tuple[float, str]:
+def profiled(target: str, count: int, rows: int, mode: str) -> tuple[float, str]:
     """Rows/s of ``count`` lake writers, and the run's catalog rollbacks per chunk."""
-    rolled_back = catalog_transactions(cluster, target)
-    rate = writers(target, count, rows, mode)
-    time.sleep(0.6)  # PostgreSQL's statistics reach pg_stat_database within 0.5 s
-    after = catalog_transactions(cluster, target)
+    rolled_back = rollbacks(target)
+    rate = writers(target, count, rows, mode)  # the writers have exited: their figures are in
+    after = rollbacks(target)
     commits = count * -(-rows // CHUNK)  # at most: a pipelined writer commits fewer
     return rate, f"{(after - rolled_back) / commits:.2f} catalog rollbacks per chunk"
 
@@ -119,7 +104,7 @@ def fresh(kind: str, cluster: Cluster, folder: Path, name: str) -> str:
 def four(cluster: Cluster, folder: Path, name: str, rows: int, mode: str) -> float:
     """Embedded vs 4 lake processes, ``mode`` chunks: prints the line, returns the ratio."""
     embedded = writers(fresh("file", cluster, folder, f"file_{name}"), 1, 4 * rows, mode)
-    lake, profile = profiled(cluster, fresh("lake", cluster, folder, name), 4, rows, mode)
+    lake, profile = profiled(fresh("lake", cluster, folder, name), 4, rows, mode)
     print(
         f"{mode:>9}: embedded {embedded:>11,.0f}, 4-process lake {lake:>11,.0f} rows/s = "
         f"{lake / embedded:.0%}  ({profile})",
