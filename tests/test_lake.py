@@ -187,13 +187,14 @@ def test_four_writer_processes_every_row_once_and_an_analysis_follows(
         assert state is not None and state["maintenance_runs"] >= 1
 
 
+@pytest.mark.parametrize("mode", ["chunks", "serial"])  # serial: the victim may hold the lock
 def test_kill_9_of_one_writer_keeps_what_it_acknowledged(
-    lake: tuple[str, Path], tmp_path: Path
+    lake: tuple[str, Path], tmp_path: Path, mode: str
 ) -> None:
     target, _ = lake
     rows = int(20_000 * SCALE)
     acks = [tmp_path / f"acks-{w}" for w in range(3)]
-    writers = [writer(target, w, rows, 200, "chunks", acks[w]) for w in range(3)]
+    writers = [writer(target, w, rows, 200, mode, acks[w]) for w in range(3)]
     victim = writers[0]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and victim.poll() is None:

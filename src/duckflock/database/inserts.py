@@ -189,7 +189,7 @@ class Inserts(Base):
                     on_schema_change=lambda: self._intake.invalidate(),
                     commit_lock=self._commit_lock,
                     reopen=self._reopen,
-                    retry=Retry(self._lake_options.retry_seconds) if self.is_lake else None,
+                    retry=Retry.of(self._lake_options) if self.is_lake else None,
                     keys=KeyBook(
                         window=self._idempotency_window,
                         max_keys=self._max_idempotency_keys,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -105,15 +106,16 @@ class Committer:
         tries = 0
         while True:
             try:
-                failure = attempt(
-                    self.cursor,
-                    plan(calls, self.capture),
-                    commit=True,
-                    stored=self.stored,
-                    begin=None if retry is None else retry.tagger(tag),
-                    record=self.keys.recorder(calls),
-                    fault=self.fault_hook,
-                )
+                with retry.window(tag) if retry and tag else nullcontext(None) as begin:
+                    failure = attempt(
+                        self.cursor,
+                        plan(calls, self.capture),
+                        commit=True,
+                        stored=self.stored,
+                        begin=begin,
+                        record=self.keys.recorder(calls),
+                        fault=self.fault_hook,
+                    )
             except StorageFailure as exc:
                 if exc.committed or retry is None or tag is None:
                     if exc.committed:

@@ -29,7 +29,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ import duckdb
 
 from duckflock.core.cursors import first_row
 from duckflock.errors import OpenError
+from duckflock.lake.lock import CommitLock
 from duckflock.sql import quote_literal
 
 PREFIX = "ducklake:"
@@ -82,6 +83,10 @@ class LakeOptions:
     cannot be reached, before its callers get a :class:`StorageError`.
     ``settings``: extra DuckDB settings, set at open; they override
     :data:`RETRY_SETTINGS` (how DuckLake retries a commit that lost a race).
+    ``serial_commits``: seconds a commit waits for the lake's commit lock (a PostgreSQL
+    advisory lock that every duckflock writer of the lake holds from the start of a
+    batch's transaction to its COMMIT, :class:`CommitLock`), after which it commits
+    without; None (the default): no lock, DuckLake's own retries settle the races.
     """
 
     inline_rows: int = 1000
@@ -91,6 +96,7 @@ class LakeOptions:
     expire_older_than: str = "1 hour"
     retry_seconds: float = 30.0
     settings: dict[str, Any] = field(default_factory=dict)
+    serial_commits: float | None = None
 
     def __post_init__(self) -> None:
         from duckflock.core.checks import count, seconds
@@ -102,6 +108,7 @@ class LakeOptions:
         seconds(self.poll_interval, "poll_interval", minimum=0.01, optional=False)
         seconds(self.maintenance_interval, "maintenance_interval", minimum=0.1)
         seconds(self.retry_seconds, "retry_seconds", optional=False)
+        seconds(self.serial_commits, "serial_commits", minimum=0.001)
         if not isinstance(self.maintenance, tuple | list) or not all(
             isinstance(step, str) for step in self.maintenance
         ):
@@ -208,6 +215,12 @@ def open_lake(
         raise OpenError(
             f"cannot open the lake {redact(target)!r}: {redact(str(exc))}", path=redact(target)
         ) from None
+    if options.serial_commits is not None and not CommitLock.possible(connection, CATALOG):
+        connection.close()
+        raise ValueError(
+            "serial_commits needs a lake whose catalog is in PostgreSQL "
+            f"('ducklake:postgres:…'), not {redact(target)!r}"
+        )
     return connection
 
 
@@ -249,23 +262,37 @@ class Retry:
     CONFLICT_ATTEMPTS = 5
     AUTHOR = "duckflock"
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, lock: CommitLock | None = None) -> None:
         self.seconds = seconds
         self.retries = 0  # batches tried again, for stats
+        self.lock = lock
+
+    @classmethod
+    def of(cls, options: LakeOptions) -> Retry:
+        """The writer's Retry for a lake opened with ``options``."""
+        wait = options.serial_commits
+        return cls(options.retry_seconds, None if wait is None else CommitLock(wait, CATALOG))
 
     @staticmethod
     def new_tag() -> str:
         return uuid.uuid4().hex
 
-    def tagger(self, tag: str | None) -> Callable[[duckdb.DuckDBPyConnection], None] | None:
-        """What runs first in the batch's transaction: its commit message."""
-        if tag is None:
-            return None
+    @contextlib.contextmanager
+    def window(self, tag: str) -> Iterator[Callable[[duckdb.DuckDBPyConnection], None]]:
+        """One attempt to commit the batch tagged ``tag``: yields what runs first in its
+        transaction (the commit lock, if any, then the commit message); the lock is
+        let go when the attempt ends, committed or not."""
 
         def begin(cursor: duckdb.DuckDBPyConnection) -> None:
+            if self.lock is not None:
+                self.lock.acquire(cursor)
             cursor.execute(f"CALL {CATALOG}.set_commit_message(?, ?)", [self.AUTHOR, tag])
 
-        return begin
+        try:
+            yield begin
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
     def landed(self, cursor: duckdb.DuckDBPyConnection, tag: str, started: float) -> bool | None:
         """Whether the commit tagged ``tag`` is in the lake; None when the catalog
