@@ -568,3 +568,31 @@ def test_appended_files_of_many_types_read_directly_equal_a_full_run(lake: Any) 
         results.append(result)
     # built, then learned through DuckLake, then read straight from the file
     assert "new Parquet file" in results[2].reason, results[2].reason
+
+
+@pytest.mark.parametrize(
+    "own",
+    [
+        "DELETE FROM events WHERE v >= {a} AND v % 2 = 0",
+        "UPDATE events SET v = -v, s = 'u' WHERE v >= {a} AND v % 3 = 0",
+    ],
+)
+def test_a_transaction_that_changes_its_own_new_file_is_read_whole(lake: Any, own: str) -> None:
+    """A transaction that writes a Parquet file and then deletes or updates some of its
+    own rows lists only ``inserted_into_table``: the file's delete file is at the same
+    snapshot. Neither the direct read of the file nor DuckLake's feed may fold the
+    deleted rows in."""
+    db, other = lake
+    define(db, "sums")
+    check(db, "sums")
+    files = "INSERT INTO events SELECT i % 7, i, i / 3, 's' || (i % 5) FROM range({}, {}) t(i)"
+    other.run(files.format(10_000, 11_500))  # a file: the columns are learned
+    check(db, "sums")
+    # the direct read's case: only files appended since the last refresh
+    other.run("BEGIN", files.format(20_000, 23_000), own.format(a=20_000), "COMMIT")
+    check(db, "sums")
+    # DuckLake's feed's case: an inlined insert in the same range takes that path
+    other.run("INSERT INTO events VALUES (1, 1, 1, 'i')")
+    other.run("BEGIN", files.format(30_000, 33_000), own.format(a=30_000), "COMMIT")
+    result = check(db, "sums")
+    assert "DuckLake's change feed" in result.reason, result.reason

@@ -67,7 +67,9 @@ UNION ALL SELECT 3, table_id, table_path, table_relative, NULL FROM target
 UNION ALL
 SELECT 4, f.begin_snapshot, f.path, f.path_is_relative,
        CASE WHEN f.encryption_key IS NULL AND f.mapping_id IS NULL AND f.partial_max IS NULL
-            AND f.file_format = 'parquet' THEN f.record_count ELSE -1 END
+            AND f.file_format = 'parquet' AND f.end_snapshot IS NULL AND NOT EXISTS (
+              SELECT 1 FROM {m}.ducklake_delete_file d WHERE d.data_file_id = f.data_file_id)
+            THEN f.record_count ELSE -1 END
   FROM {m}.ducklake_data_file f JOIN target USING (table_id)
   WHERE f.begin_snapshot > {start}
 UNION ALL
