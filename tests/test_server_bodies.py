@@ -258,3 +258,24 @@ def test_a_read_cancelled_from_above_stays_cancelled_and_the_clock_stops() -> No
 
     asyncio.run(run())
     assert not bodies.clock._reading
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'\xef\xbb\xbf{"sql": "SELECT 1", "x": LONG}',  # a UTF-8 byte order mark
+        '{"sql": "SELECT 1", "x": LONG}'.encode("utf-16-le"),  # json.loads detects it
+        b'{"sql": "SELECT 1", "y": "\xed\xa0\x80", "x": LONG}',  # an encoded surrogate
+    ],
+)
+def test_a_long_integer_in_a_body_json_decodes_its_own_way_is_a_400(
+    local: TestClient, body: bytes
+) -> None:
+    # json.loads reads these bytes; naming the integer read them as UTF-8 again (500)
+    digits = LONG.encode("utf-16-le") if body[1:2] == b"\x00" else LONG.encode()
+    marker = "LONG".encode("utf-16-le") if body[1:2] == b"\x00" else b"LONG"
+    message = _refused(local.post("/v1/query", content=body.replace(marker, digits), headers=JSON))
+    assert message == (
+        "malformed JSON: at ['x']: an integer of 5,000 digits; JSON integers may have at "
+        f"most {sys.get_int_max_str_digits():,}"
+    )

@@ -261,7 +261,9 @@ def loads(text: bytes, what: str, *, rows: bool = False) -> Any:
     except RecursionError:
         raise RequestError(f"malformed {what}: nested too deeply") from None
     except ValueError:  # an integer past Python's digit limit: say where
-        raise _too_long(text.decode(), 0, what, rows=rows) from None
+        # decoded as json.loads decoded it (a BOM, UTF-16/32, encoded surrogates)
+        decoded = text.decode(json.detect_encoding(text), "surrogatepass")
+        raise _too_long(decoded, 0, what, rows=rows) from None
     if _SURROGATE_ESCAPE.search(text):  # rare: then check every string for real
         check_text(value, what)
     return value
