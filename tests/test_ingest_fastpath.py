@@ -245,3 +245,24 @@ def test_a_single_row_call_is_the_call_the_constructor_makes() -> None:
     made, quick = Call(schema, columns=("n",), row=(1,)), Call.single(schema, ("n",), (1,))
     for slot in Call.__slots__:
         assert getattr(quick, slot) == getattr(made, slot), slot
+
+
+@pytest.mark.parametrize("text", ["1E+2", "1.5E+3", "-2E+1", "0E+5", "12E+7"])
+def test_a_decimal_with_a_positive_exponent_is_stored_as_its_value(text: str) -> None:
+    # duckdb 1.5.5 binds Decimal("1E+2") as 1 (duckdb-python issue 566): a few rows go
+    # as VALUES parameters, many through Arrow, and all must store the number itself
+    from decimal import Decimal
+
+    db = duckflock.connect(":memory:")
+    try:
+        db.execute("CREATE TABLE t (d DECIMAL(18, 2), l DECIMAL(18, 2)[], v DOUBLE)")
+        value = Decimal(text)
+        row = {"d": value, "l": [value], "v": value}
+        db.insert("t", row)
+        db.insert("t", row, wait=False).wait(30)
+        db.insert("t", [row] * (appends.VALUES_MAX_PARAMS + 1))
+        cast = f"'{text}'::DECIMAL(18, 2)"
+        expected = db.sql(f"SELECT {cast}, [{cast}], '{text}'::DOUBLE").fetchall()
+        assert db.sql("SELECT DISTINCT * FROM t").fetchall() == expected
+    finally:
+        db.close()
