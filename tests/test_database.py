@@ -410,3 +410,23 @@ def test_a_database_left_open_is_closed_cleanly_at_exit(tmp_path: Path) -> None:
         assert "terminate called" not in run.stderr
     with duckflock.connect(path) as db:
         assert db.execute("SELECT count(*) FROM t").fetchone() == (800,)
+
+
+def test_a_decimal_parameter_with_a_positive_exponent_keeps_its_value(
+    memdb: duckflock.Database,
+) -> None:
+    # duckdb 1.5.5 binds Decimal("1E+2") as 1 (duckdb-python issue 566); the oracle is
+    # DuckDB's cast of the same text
+    from decimal import Decimal
+
+    texts = ["1E+2", "1.5E+3", "-2E+1"]
+    expected = [memdb.execute(f"SELECT '{t}'::DECIMAL(12, 2)").fetchone() for t in texts]
+    sql = "SELECT ?::DECIMAL(12, 2)"
+    assert [memdb.execute(sql, [Decimal(t)]).fetchone() for t in texts] == expected
+    assert [memdb.sql(sql, [Decimal(t)]).fetchone() for t in texts] == expected
+    memdb.execute("CREATE TABLE d (x DECIMAL(12, 2), l DECIMAL(12, 2)[])")
+    memdb.executemany(
+        "INSERT INTO d VALUES ($x, $l)", [{"x": Decimal(t), "l": [Decimal(t)]} for t in texts]
+    )
+    stored = memdb.execute("SELECT x, l[1] FROM d ORDER BY rowid").fetchall()
+    assert stored == [(row[0], row[0]) for row in expected]

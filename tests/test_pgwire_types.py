@@ -238,3 +238,18 @@ def test_the_type_table_is_psycopgs() -> None:
     # each OID appears once, and every adapter is for a type of the table
     assert len({int(oid) for oid in types.PG_TYPES}) == len(types.PG_TYPES)
     assert set(types.ADAPTERS) - {types.Oid.UNSPECIFIED} <= set(types.PG_TYPES)
+
+
+@pytest.mark.parametrize("text", ["1E+2", "1.5E+3", "-7E+10", "0E+3"])
+def test_a_numeric_parameter_with_a_positive_exponent_keeps_its_value(
+    conns: Any, text: str
+) -> None:
+    # psycopg sends Decimal(100).normalize() as "1E+2"; duckdb 1.5.5 binds such a
+    # Decimal as its digits (1): the oracle is DuckDB's cast of the text
+    db, connections = conns
+    expected = db.execute(f"SELECT '{text}'::DECIMAL(18,6)").fetchone()
+    for binary, conn in connections.items():
+        got = conn.cursor(binary=binary).execute(
+            "SELECT %s::DECIMAL(18,6)", [decimal.Decimal(text)]
+        )
+        assert got.fetchone() == expected, binary

@@ -14,6 +14,7 @@ import duckdb
 from duckflock.core import effects, project, transactions
 from duckflock.core.checks import text, texts
 from duckflock.core.cursors import Slot, first_row
+from duckflock.core.decimals import bindable_params
 from duckflock.core.names import Identity
 from duckflock.core.statements import Results
 from duckflock.core.syntax import (
@@ -86,6 +87,12 @@ class Statements(Base):
                 kind = self._before(sql)
                 self._resolving(slot, cursor, kind, sql)
                 with self._watching(sql, kind, "db.execute") as watched:
+                    # a Decimal("1E+2") is bound as 1 otherwise (core/decimals.py)
+                    params = (
+                        [bindable_params(row) for row in params]
+                        if many
+                        else bindable_params(params)
+                    )
                     if many:
                         cursor.executemany(sql, params)
                     elif kind == WRITE and self._delete(cursor, sql, params):
@@ -189,7 +196,7 @@ class Statements(Base):
                 holder.settle()  # a statement that is not a query runs on the cursor now
             self._resolving(slot, slot.cursor, kind, query)
             with self._watching(query, kind, "db.sql"):
-                relation = slot.cursor.sql(query, params=params)
+                relation = slot.cursor.sql(query, params=bindable_params(params))
                 self.fault_hook("ran")
             return relation
         except duckdb.Error as exc:

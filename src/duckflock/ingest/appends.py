@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
+from duckflock.core.decimals import bindable_params
 from duckflock.core.faults import FaultHook
 from duckflock.core.names import Identity
 from duckflock.core.transactions import rollback_quietly
@@ -228,31 +229,9 @@ def _values(
     sql = f"INSERT INTO {table} ({columns}) VALUES " + ", ".join([one] * len(rows))
     returning = " RETURNING *" if group.capture else ""
     params = [value for row in rows for value in row]
-    if not _PLAIN.issuperset(map(type, params)):
-        params = [_bindable(value) for value in params]
+    params = bindable_params(params)  # a Decimal("1E+2") bound as 1 otherwise
     result = cursor.execute(sql + returning, params)
     return _stored(result, group)
-
-
-# parameter types DuckDB binds as they are (no Decimal inside: see _bindable)
-_PLAIN = frozenset({str, int, float, bool, type(None), bytes, dt.datetime, dt.date})
-
-
-def _bindable(value: Any) -> Any:
-    """``value`` as a parameter DuckDB binds to the same number: a Decimal with a
-    positive exponent (``Decimal("1E+2")``, what ``normalize()`` gives for 100) is bound
-    by duckdb 1.5.5 as its digits alone (1; duckdb-python issue 566), so it goes as the
-    equal Decimal of exponent 0, also inside lists and structs."""
-    kind = type(value)
-    if kind is decimal.Decimal:
-        if value.is_finite() and value.as_tuple().exponent > 0:
-            return decimal.Decimal(int(value))
-        return value
-    if kind is list or kind is tuple:
-        return kind(_bindable(item) for item in value)
-    if kind is dict:
-        return {key: _bindable(item) for key, item in value.items()}
-    return value
 
 
 def _lists(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]] | None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from duckflock.core.decimals import exact
 from duckflock.server.pgwire.types.adapt import I2, I4, I8, Adapter
 from duckflock.server.pgwire.types.table import Oid
 
@@ -165,6 +166,10 @@ def numeric_binary(value: Any) -> bytes:
     return head + struct.pack(f"!{len(groups)}H", *groups)
 
 
+def _numeric_from_text(text: str) -> decimal.Decimal:
+    return exact(decimal.Decimal(text))  # "1E+2" (psycopg's 100) bound as 100, not 1
+
+
 def _numeric_from_binary(data: bytes) -> decimal.Decimal:
     count, weight, sign, scale = struct.unpack_from("!hhHh", data)
     if sign == 0xC000:
@@ -174,7 +179,7 @@ def _numeric_from_binary(data: bytes) -> decimal.Decimal:
     for i, group in enumerate(groups):
         value += decimal.Decimal(group).scaleb(4 * (weight - i))
     value = value.quantize(decimal.Decimal(1).scaleb(-scale)) if scale else value
-    return -value if sign == 0x4000 else value
+    return exact(-value if sign == 0x4000 else value)
 
 
 def _unpacker(packer: struct.Struct) -> Any:
@@ -188,5 +193,5 @@ ADAPTERS = (
     Adapter(Oid.OID, load_text=int, load_binary=_unpacker(I4)),
     Adapter(Oid.FLOAT4, _float4_text, _F4.pack, float, _unpacker(_F4)),
     Adapter(Oid.FLOAT8, _float8_text, _F8.pack, float, _unpacker(_F8)),
-    Adapter(Oid.NUMERIC, _numeric_text, numeric_binary, decimal.Decimal, _numeric_from_binary),
+    Adapter(Oid.NUMERIC, _numeric_text, numeric_binary, _numeric_from_text, _numeric_from_binary),
 )
