@@ -5,6 +5,7 @@ its share of the queue bound, and its commit on close()."""
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -339,3 +340,26 @@ BufferedInserts.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 test_buffered_inserts_keep_order_and_errors = BufferedInserts.TestCase
+
+
+@pytest.mark.parametrize("wait", [True, False])
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [(-1, ValueError), (-5.0, ValueError), (math.nan, ValueError), ("1", TypeError)],
+)
+def test_a_receipts_wait_refuses_a_timeout_that_is_not_seconds(
+    wait: bool, timeout: Any, error: type[Exception]
+) -> None:
+    # -1 waited forever (threading's "no limit"), -5 and NaN raised threading's own
+    # ValueError, "1" a TypeError from deep inside; one buffered row and one call each
+    db = duckflock.connect(":memory:")
+    try:
+        db.execute("CREATE TABLE t (a INTEGER)")
+        gate = WriterGate(db)  # the row stays pending: the timeout is what is waited on
+        receipt = db.insert("t", [{"a": 1}] if wait else {"a": 1}, wait=False)
+        with pytest.raises(error, match="timeout must be a number of seconds"):
+            receipt.wait(timeout)
+        gate.open.set()
+        assert receipt.wait(30) == 1
+    finally:
+        db.close()

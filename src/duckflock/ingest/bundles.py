@@ -32,6 +32,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from duckflock.core.checks import seconds
 from duckflock.errors import IngestError, IngestTimeoutError, QueueFullError
 from duckflock.ingest.receipts import Call, Receipt
 from duckflock.ingest.rows import Part
@@ -142,6 +143,7 @@ class RowReceipt(Receipt):
         return call.outcome(self._index) if call.finished else None
 
     def wait(self, timeout: float | None = None) -> int:
+        timeout = seconds(timeout, "timeout")
         call = self._call
         try:
             call.wait(timeout)

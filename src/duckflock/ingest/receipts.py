@@ -16,6 +16,7 @@ from _thread import allocate_lock
 from collections.abc import Callable
 from typing import Any
 
+from duckflock.core.checks import seconds
 from duckflock.errors import IngestTimeoutError
 from duckflock.ingest.rows import Part
 from duckflock.ingest.schema import TableSchema
@@ -235,7 +236,7 @@ class Receipt:
 
     def wait(self, timeout: float | None = None) -> int:
         """Block until committed and return the row count; raise the call's error."""
-        return self._call.wait(timeout)
+        return self._call.wait(seconds(timeout, "timeout"))
 
     def __repr__(self) -> str:
         call = self._call
