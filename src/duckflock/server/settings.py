@@ -123,7 +123,7 @@ class ServerSettings:
         check=bounded_seconds,
     )
     min_body_rate: int = setting(
-        _MiB,
+        64 * 1024,  # 512 kbit/s: a slow uplink's upload passes, a dribble does not
         "Bytes per second a request body must average past --body-timeout.",
         flag="--min-body-rate",
         check=positive_int,
