@@ -15,6 +15,7 @@ process run, but a loaded machine still moves them.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -236,18 +237,43 @@ def load() -> str:
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
-def main(argv: list[str]) -> None:
-    large = "--large" in argv
-    only = argv[argv.index("--only") + 1].split(",") if "--only" in argv else list(STEPS)
-    unknown = set(only) - set(STEPS)
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/suite.py",
+        description=(
+            "Issue 21's table in one command: runs each benchmark script in its own "
+            "process and prints every ratio beside its target, met or missed."
+        ),
+    )
+    parser.add_argument(
+        "--large", action="store_true", help="20M-row tables and the full-size runs (long)"
+    )
+    parser.add_argument(
+        "--only",
+        type=lambda text: text.split(","),
+        default=list(STEPS),
+        metavar="STEP,...",
+        help=f"run only these steps (default: all of {', '.join(STEPS)})",
+    )
+    parser.add_argument(
+        "--sizes", metavar="N,N,...", help="table sizes for the shapes step (smoke: 20000,50000)"
+    )
+    args = parser.parse_args(argv)
+    unknown = set(args.only) - set(STEPS)
     if unknown:
-        raise SystemExit(f"unknown steps {sorted(unknown)}; the steps are {list(STEPS)}")
+        parser.error(f"unknown steps {sorted(unknown)}; the steps are {list(STEPS)}")
+    return args
+
+
+def main(argv: list[str]) -> None:
+    options = parse(argv)
+    large, only = options.large, options.only
     before = load()
     outputs: dict[str, str | None] = {}
     for name in only:
         args = STEPS[name][2] if large else STEPS[name][1]
-        if name == "shapes" and "--sizes" in argv:
-            args = [*args, "--sizes", argv[argv.index("--sizes") + 1]]
+        if name == "shapes" and options.sizes:
+            args = [*args, "--sizes", options.sizes]
         outputs[name] = run_step(name, args, timeout=7200 if large else 1200)
     rows: list[Row] = []
     for name in ("ingest", "shapes", "pgwire"):
