@@ -235,6 +235,41 @@ def test_a_query_parameter_given_twice_is_refused(
     assert counted["rows"] == [[0]]  # the refused ingest wrote nothing
 
 
+ADMIN_TOKEN = "admin-token-0123456789"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"access_token={ADMIN_TOKEN}&access_token=another-token-0123456789",
+        f"access_token={ADMIN_TOKEN}&access_token={ADMIN_TOKEN}",
+        "access_token=&access_token=",
+    ],
+)
+@pytest.mark.parametrize("bearer", [False, True])
+def test_an_access_token_given_twice_is_refused_like_any_repeated_parameter(
+    query: str, bearer: bool
+) -> None:
+    db = duckflock.connect(":memory:")
+    db.execute("CREATE TABLE t (a BIGINT)")
+    app = create_app(db, ServerSettings(token=ADMIN_TOKEN))
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"} if bearer else {}
+    with TestClient(app, base_url="http://localhost") as http:
+        for method, path in [("GET", "/v1/tables"), ("POST", "/v1/tables/t/rows")]:
+            body = [{"a": 1}] if method == "POST" else None
+            response = http.request(method, f"{path}?{query}", json=body, headers=headers)
+            message = _refused(response)
+            assert message == "query parameter access_token is given 2 times; give it once"
+            assert ADMIN_TOKEN not in response.text
+        once = http.get(f"/v1/tables?access_token={ADMIN_TOKEN}")  # given once: let in
+        assert once.status_code == 200, once.text
+        counted = http.post("/v1/query", json={"sql": "SELECT count(*) FROM t"}, headers=headers)
+        assert counted.status_code == (200 if bearer else 401)  # the refused ingest wrote nothing
+        if bearer:
+            assert counted.json()["rows"] == [[0]]
+    db.close()
+
+
 def test_a_read_cancelled_from_above_stays_cancelled_and_the_clock_stops() -> None:
     bodies = Bodies(ServerSettings(body_timeout=0.2, min_body_rate=1000))
 

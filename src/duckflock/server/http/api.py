@@ -49,10 +49,10 @@ from duckflock.server.http.bodies import (
     Bodies,
     headers_once,
     json_response,
-    query_param,
     stream,
     text,
 )
+from duckflock.server.http.params import query_param
 from duckflock.server.limits import Slots
 from duckflock.server.service import Service
 

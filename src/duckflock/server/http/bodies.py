@@ -35,17 +35,6 @@ _MiB = 2**20
 INLINE_BODY = 64 * 1024  # bytes: bodies up to this are parsed and queued on the event loop
 
 
-def query_param(request: Request, name: str) -> str | None:
-    """Query parameter ``name`` (None: absent); a RequestError (400) when it is given
-    more than once, rather than silently taking one of them."""
-    if not request.scope.get("query_string"):  # the usual case: no parser built for it
-        return None
-    found = request.query_params.getlist(name)
-    if len(found) > 1:
-        raise RequestError(f"query parameter {name} is given {len(found)} times; give it once")
-    return found[0] if found else None
-
-
 _JSON_TYPE = (b"content-type", formats.MediaType.JSON.encode())
 
 
