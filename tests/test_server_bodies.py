@@ -4,6 +4,7 @@ body gives back the memory budget it holds), and bad values in them named precis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import re
@@ -20,7 +21,7 @@ import duckdb
 import httpx
 import pyarrow as pa
 import pytest
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.testclient import TestClient
 
 import duckflock
@@ -107,6 +108,113 @@ def test_a_slow_body_is_cut_at_its_deadline_and_frees_the_budget(tmp_path: Path)
         assert server.stop() == 0
 
 
+BUDGET = ServerSettings().body_budget  # weighted bytes of bodies held at once
+JSON_WEIGHT = 40  # what a JSON byte counts in it (parsing it costs ~40x)
+FREE_BELOW = Bodies(ServerSettings()).budget.free_below  # held without being counted
+
+
+def _rows(first: int, count: int, width: int = 1000) -> bytes:
+    """``count`` JSON rows from ``first``, each with a ``width``-character string, as
+    the inside of an array (``, ``-separated, no brackets)."""
+    return ", ".join(f'{{"p": {n}, "s": "{"x" * width}"}}' for n in range(first, first + count))
+
+
+def _until(ends: float, ready: Any) -> None:
+    """Poll ``ready()`` (the server's own gauge) until true or ``ends``."""
+    while not ready() and time.monotonic() < ends:
+        pass
+
+
+def test_a_chunked_body_holds_what_arrived_so_others_are_not_refused(tmp_path: Path) -> None:
+    config = tmp_path / "duckflock.toml"
+    config.write_text('[[tables]]\nsql = "CREATE TABLE events (p INTEGER, s VARCHAR)"\n')
+    server = ServerProcess(
+        tmp_path / "chunked.duckdb",
+        *("--config", str(config), "--queue-timeout", "2", "--body-timeout", "120"),
+        *("--max-body", str(14_000_000)),
+    )
+    first = b"[" + _rows(0, 200).encode()  # ~200 KB: ~8 MB weighted, counted
+    more = b", " + _rows(200, 13_000).encode()  # ~13 MB more: the whole budget, weighted
+    assert len(first) * JSON_WEIGHT > FREE_BELOW
+    assert len(first + more) * JSON_WEIGHT > BUDGET
+    sent_first, go_on, sent_more, finish = (threading.Event() for _ in range(4))
+    answers: list[httpx.Response] = []
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: httpx sends it chunked
+        yield first
+        sent_first.set()
+        assert go_on.wait(60)
+        yield more
+        sent_more.set()
+        assert finish.wait(60)
+        yield b"]"
+
+    def upload() -> None:
+        with server.http() as http:
+            answers.append(http.post("/v1/tables/events/rows", content=chunked(), headers=JSON))
+
+    def other(http: httpx.Client) -> httpx.Response:
+        # ~260 KB declared: ~10 MB weighted, over the uncounted 4 MiB: it needs room
+        rows = [{"p": -n - 1, "s": "y" * 10} for n in range(10_000)]
+        return http.post("/v1/tables/events/rows", content=json.dumps(rows), headers=JSON)
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    try:
+        with server.http() as http:
+            assert sent_first.wait(60)
+            ends = time.monotonic() + 30
+            _until(ends, lambda: _held(http) == len(first) * JSON_WEIGHT)
+            # what arrived, weighted: not the whole --max-body share (the whole budget)
+            assert _held(http) == len(first) * JSON_WEIGHT
+            response = other(http)  # another client's upload meanwhile: room for it
+            assert response.status_code == 200, response.text
+            assert response.json() == {"table": "events", "rows": 10_000, "committed": True}
+            go_on.set()
+            assert sent_more.wait(60)
+            _until(ends, lambda: _held(http) == BUDGET)
+            assert _held(http) == BUDGET  # 13 MB arrived: the budget bounds it still
+            refused = other(http)  # no room now: the 503 of a full budget
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["type"] == "ServerBusyError"
+            assert "busy parsing other large bodies" in refused.json()["error"]["message"]
+            assert int(refused.headers["retry-after"]) >= 1
+            finish.set()
+            uploader.join(60)
+            assert answers[0].status_code == 200, answers[0].text
+            assert answers[0].json() == {"table": "events", "rows": 13_200, "committed": True}
+            assert _held(http) == 0  # given back on success
+            # a chunked body over its limit: the 413 it always got, and its share back
+            too_big = b"[" + _rows(0, 14_000).encode() + b"]"
+            response = http.post("/v1/tables/events/rows", content=iter([too_big]), headers=JSON)
+            assert response.status_code == 413, response.text
+            assert response.json()["error"] == {
+                "type": "PayloadTooLargeError",
+                "message": "the body is over the 14,000,000-byte limit",
+            }
+            _until(time.monotonic() + 30, lambda: _held(http) == 0)
+            assert _held(http) == 0
+            # a client leaving mid-body gives its share back too
+            with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                sock.sendall(
+                    b"POST /v1/tables/events/rows HTTP/1.1\r\nHost: localhost\r\n"
+                    b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"%x\r\n%s\r\n" % (len(first), first)
+                )
+                _until(time.monotonic() + 30, lambda: _held(http) == len(first) * JSON_WEIGHT)
+                assert _held(http) == len(first) * JSON_WEIGHT
+            _until(time.monotonic() + 30, lambda: _held(http) == 0)
+            assert _held(http) == 0
+        with server.client() as client:
+            counted = client.query("SELECT count(*) AS n FROM events").to_pylist()
+            assert counted == [{"n": 13_200 + 10_000}]
+    finally:
+        go_on.set()
+        finish.set()
+        uploader.join(60)
+        assert server.stop() == 0
+
+
 def _request(pieces: list[bytes], every: float) -> Request:
     """A request whose body arrives in ``pieces``, one every ``every`` seconds."""
     queue = list(pieces)
@@ -140,6 +248,69 @@ def test_the_body_deadline_grows_with_the_bytes_received(
             asyncio.run(read())
     else:
         assert asyncio.run(read()) == b"".join(pieces)
+
+
+@pytest.mark.parametrize(
+    "ending", ["complete", "too large", "client left", "too slow", "no room", "cancelled"]
+)
+def test_a_chunked_share_grows_with_the_body_and_is_given_back_however_it_ends(
+    ending: str,
+) -> None:
+    bodies = Bodies(ServerSettings(body_timeout=0.3, min_body_rate=10**9, queue_timeout=1.0))
+    budget = bodies.budget
+    piece = b"x" * 200_000  # weighted x40: 8 MB, over the uncounted 4 MiB
+    request = Request({"type": "http", "method": "POST", "headers": []})  # no length
+    assert Bodies.size(request, 10**9) is None  # chunked: nothing declared
+
+    async def run() -> None:
+        sent = 0
+        held: list[int] = []  # what the budget held each time the reader came back
+        never = asyncio.get_running_loop().create_future()
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            held.append(budget.used)
+            if sent == 3:
+                if ending in ("too slow", "cancelled"):
+                    await never  # the client (or the server's shutdown) decides
+                if ending == "client left":
+                    return {"type": "http.disconnect"}
+            sent += 1
+            return {"type": "http.request", "body": piece, "more_body": sent < 4}
+
+        request._receive = receive
+        limit = len(piece) * (3 if ending == "too large" else 4)
+        async with contextlib.AsyncExitStack() as stack:
+            if ending == "no room":  # another body holds the whole budget meanwhile
+                await stack.enter_async_context(budget.hold(budget.total))
+            async with bodies.hold(request, limit, 40) as share:
+                assert share is not None and share.held == 0
+                reader = asyncio.ensure_future(bodies.read(request, limit, share))
+                if ending == "cancelled":
+                    while sent < 3:
+                        await asyncio.sleep(0)
+                    reader.cancel()
+                body = await reader
+                assert body == piece * 4
+                assert budget.used == share.held == len(body) * 40
+        assert held == [0, *(n * len(piece) * 40 for n in range(1, 4))]
+
+    expected = {
+        "complete": None,
+        "too large": duckflock.PayloadTooLargeError,
+        "client left": ClientDisconnect,
+        "too slow": duckflock.RequestTimeoutError,
+        # waiting for room stops the clock: the body is not cut as too slow
+        "no room": duckflock.ServerBusyError,
+        "cancelled": asyncio.CancelledError,
+    }[ending]
+    if expected is None:
+        asyncio.run(run())
+    else:
+        with pytest.raises(expected):
+            asyncio.run(run())
+    assert budget.used == 0
+    assert not bodies.clock._reading
 
 
 @pytest.fixture
@@ -233,6 +404,41 @@ def test_a_query_parameter_given_twice_is_refused(
     assert message == f"query parameter {name} is given 2 times; give it once"
     counted = local.post("/v1/query", json={"sql": "SELECT count(*) AS n FROM t"}).json()
     assert counted["rows"] == [[0]]  # the refused ingest wrote nothing
+
+
+ADMIN_TOKEN = "admin-token-0123456789"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"access_token={ADMIN_TOKEN}&access_token=another-token-0123456789",
+        f"access_token={ADMIN_TOKEN}&access_token={ADMIN_TOKEN}",
+        "access_token=&access_token=",
+    ],
+)
+@pytest.mark.parametrize("bearer", [False, True])
+def test_an_access_token_given_twice_is_refused_like_any_repeated_parameter(
+    query: str, bearer: bool
+) -> None:
+    db = duckflock.connect(":memory:")
+    db.execute("CREATE TABLE t (a BIGINT)")
+    app = create_app(db, ServerSettings(token=ADMIN_TOKEN))
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"} if bearer else {}
+    with TestClient(app, base_url="http://localhost") as http:
+        for method, path in [("GET", "/v1/tables"), ("POST", "/v1/tables/t/rows")]:
+            body = [{"a": 1}] if method == "POST" else None
+            response = http.request(method, f"{path}?{query}", json=body, headers=headers)
+            message = _refused(response)
+            assert message == "query parameter access_token is given 2 times; give it once"
+            assert ADMIN_TOKEN not in response.text
+        once = http.get(f"/v1/tables?access_token={ADMIN_TOKEN}")  # given once: let in
+        assert once.status_code == 200, once.text
+        counted = http.post("/v1/query", json={"sql": "SELECT count(*) FROM t"}, headers=headers)
+        assert counted.status_code == (200 if bearer else 401)  # the refused ingest wrote nothing
+        if bearer:
+            assert counted.json()["rows"] == [[0]]
+    db.close()
 
 
 def test_a_read_cancelled_from_above_stays_cancelled_and_the_clock_stops() -> None:

@@ -29,8 +29,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from duckflock.errors import AuthenticationError, DuckflockError, ForbiddenError, ServerBusyError
+from duckflock.errors import (
+    AuthenticationError,
+    DuckflockError,
+    ForbiddenError,
+    RequestError,
+    ServerBusyError,
+)
 from duckflock.server.backoff import Backoff, Door, Refused
+from duckflock.server.http.params import query_param
 
 
 class Role(StrEnum):
@@ -203,11 +210,14 @@ class AuthMiddleware:
             request = Request(scope)
             given = request.headers.get("authorization", "")
             token = given[7:].strip() if given.lower().startswith("bearer ") else ""
-            token = token or request.query_params.get("access_token", "")
-            try:
+            match = None
+            try:  # ?access_token= given twice, bearer or not: any repeated parameter's 400
+                in_query = query_param(request, "access_token")
+                token = token or in_query or ""
                 match = await self.check(str(peer), token)
+            except RequestError as exc:
+                error = exc
             except Refused as exc:
-                match = None
                 error = ServerBusyError(str(exc), retry_after=math.ceil(exc.retry_after))
             if match is not None:
                 scope["duckflock.role"] = match[1]

@@ -4,10 +4,12 @@ results also as Parquet (an answer format only: ingest takes files through ``loa
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import re
 import sys
+import threading
 from enum import StrEnum
 from typing import Any
 
@@ -132,30 +134,35 @@ def parse_rows(
     return table
 
 
-_SCANNER = duckdb.connect()  # asks DuckDB which Arrow types it reads (cursors per thread)
-_UNREADABLE: dict[pa.Schema, str | None] = {}  # schema -> why not readable; a bounded cache
+_SCANNER = duckdb.connect()  # asks DuckDB which Arrow types it reads (a cursor per thread)
+_SCANNER_CURSORS = threading.local()  # .cursor: this thread's
+_SCANNER_LOCK = threading.Lock()  # taken to make a cursor of the shared connection
 
 
+def _scanner() -> duckdb.DuckDBPyConnection:
+    """This thread's cursor on :data:`_SCANNER`: a DuckDB connection is not thread-safe
+    (DuckDB's Python docs: a cursor per thread); it goes with its thread."""
+    cursor: duckdb.DuckDBPyConnection | None = getattr(_SCANNER_CURSORS, "cursor", None)
+    if cursor is None:
+        with _SCANNER_LOCK:
+            cursor = _SCANNER_CURSORS.cursor = _SCANNER.cursor()
+    return cursor
+
+
+@functools.lru_cache(maxsize=256)  # thread-safe: one lookup, never a KeyError mid-eviction
 def _unreadable(schema: pa.Schema) -> str | None:
     """Why DuckDB cannot read Arrow columns of ``schema`` (a halffloat, say: DuckDB has no
     such type), naming the column; None when it can. DuckDB answers, once per schema."""
-    if schema in _UNREADABLE:
-        return _UNREADABLE[schema]
-    why = None
-    with _SCANNER.cursor() as scanner:
-        try:
-            scanner.from_arrow(schema.empty_table()).fetchall()
-        except duckdb.Error:
-            for spec in schema:
-                try:
-                    scanner.from_arrow(pa.schema([spec]).empty_table()).fetchall()
-                except duckdb.Error as exc:
-                    why = f"column {spec.name!r}: DuckDB cannot read Arrow type {spec.type} ({exc})"
-                    break
-    if len(_UNREADABLE) >= 256:
-        _UNREADABLE.clear()
-    _UNREADABLE[schema] = why
-    return why
+    scanner = _scanner()
+    try:
+        scanner.from_arrow(schema.empty_table()).fetchall()
+    except duckdb.Error:
+        for spec in schema:
+            try:
+                scanner.from_arrow(pa.schema([spec]).empty_table()).fetchall()
+            except duckdb.Error as exc:
+                return f"column {spec.name!r}: DuckDB cannot read Arrow type {spec.type} ({exc})"
+    return None
 
 
 _DECODER = json.JSONDecoder()

@@ -13,11 +13,11 @@ One pool serves both protocols, so it is thread-safe and waits both ways: the HT
 awaits :meth:`Slots.hold` (a queued request holds no thread), a Postgres connection's
 thread blocks in :meth:`Slots.take`. Both take from the same counts under one lock.
 
-Request bodies take bytes from one budget before they are read, weighted by what
-parsing them costs (a JSON body becomes Python objects many times its size), so many
-big bodies at once wait (or get 503) instead of exhausting memory. A body being read
-has a deadline that grows with the bytes received (:class:`BodyClock`), so a body
-dribbled a byte at a time gives back what it holds of that budget.
+Request bodies take bytes from one budget, weighted by what parsing them costs (a JSON
+body becomes Python objects many times its size) — before they are read when their
+size is declared, as they arrive when not (chunked) — so many big bodies at once wait
+(or get 503) instead of exhausting memory. A body being read has a deadline that grows
+with the bytes received (:class:`BodyClock`): one dribbled gives back what it holds.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from duckflock.errors import ServerBusyError
@@ -248,8 +248,9 @@ _UNCOUNTED: contextlib.nullcontext[None] = contextlib.nullcontext()  # reusable,
 
 
 class ByteBudget:
-    """Bytes of request bodies (weighted by parse cost) the server holds at once
-    (HTTP only: the event loop's)."""
+    """Bytes of request bodies (weighted by parse cost) the server holds at once (HTTP
+    only: the event loop's): a body's declared size before it is read (:meth:`hold`), or
+    the bytes of one of unknown size (chunked) as they arrive (:meth:`share`)."""
 
     def __init__(self, total: int, queue_timeout: float, free_below: int = 0) -> None:
         self.total = total
@@ -258,17 +259,40 @@ class ByteBudget:
         self.used = 0
         self._freed: asyncio.Condition | None = None
 
+    def counted(self, size: int) -> int:
+        """What a body of ``size`` weighted bytes holds: at most the whole budget (one
+        body alone may always use it), nothing at most ``free_below`` (not worth the
+        bookkeeping: the one-row ingest path comes every request)."""
+        size = min(size, self.total)
+        return 0 if size <= self.free_below else size
+
     def hold(self, size: int) -> contextlib.AbstractAsyncContextManager[None]:
-        """``size`` bytes held while in the block (waiting for room, within the queue
-        timeout); a body at most ``free_below`` is not counted (no bookkeeping at all:
-        the one-row ingest path takes this every request)."""
-        size = min(size, self.total)  # one body alone may always use the whole budget
-        if size <= self.free_below:  # small bodies: not worth the bookkeeping
-            return _UNCOUNTED
-        return self._counted(size)
+        """:meth:`counted` of ``size`` bytes held while in the block (waiting for room
+        within the queue timeout); when that is nothing, no bookkeeping at all."""
+        size = self.counted(size)
+        return self._counted(size) if size else _UNCOUNTED
+
+    @contextlib.asynccontextmanager
+    async def share(self, weight: int) -> AsyncIterator[Share]:
+        """A :class:`Share`, empty, to grow with a body of unknown size (``weight``: the
+        times its bytes count); what it holds is given back however the block ends."""
+        share = Share(self, weight)
+        try:
+            yield share
+        finally:
+            if share.held:
+                await self._give(share.held)
 
     @contextlib.asynccontextmanager
     async def _counted(self, size: int) -> AsyncIterator[None]:
+        await self._take(size)
+        try:
+            yield
+        finally:
+            await self._give(size)
+
+    async def _take(self, size: int) -> None:
+        """Wait until ``size`` more bytes fit (within the queue timeout; else 503)."""
         if self._freed is None:
             self._freed = asyncio.Condition()
         async with self._freed:
@@ -281,19 +305,44 @@ class ByteBudget:
                     retry_after=max(1, math.ceil(self.queue_timeout / 4)),
                 ) from None
             self.used += size
-        try:
-            yield
-        finally:
-            async with self._freed:
-                self.used -= size
-                self._freed.notify_all()
+
+    async def _give(self, size: int) -> None:
+        assert self._freed is not None, "given back what was never taken"
+        async with self._freed:
+            self.used -= size
+            self._freed.notify_all()
+
+
+class Share:
+    """What one body of unknown size holds of a :class:`ByteBudget`: what ``weight`` times
+    the bytes received so far count (:meth:`ByteBudget.counted`), taken as they arrive.
+
+    Owner: the task reading the body; :meth:`ByteBudget.share` gives it back."""
+
+    __slots__ = ("budget", "held", "weight")
+
+    def __init__(self, budget: ByteBudget, weight: int) -> None:
+        self.budget = budget
+        self.weight = weight
+        self.held = 0  # weighted bytes taken from the budget
+
+    def short(self, got: int) -> bool:
+        """Whether ``got`` bytes received need more of the budget than is held."""
+        return self.budget.counted(got * self.weight) > self.held
+
+    async def grow(self, got: int) -> None:
+        """Hold what ``got`` bytes received need (room within the queue timeout, or 503)."""
+        need = self.budget.counted(got * self.weight)
+        if need > self.held:
+            await self.budget._take(need - self.held)
+            self.held = need
 
 
 class Reading:
     """One body being read: its task, when it began, the bytes received so far, and
     whether the clock found it late (then it cancelled the task)."""
 
-    __slots__ = ("got", "late", "loop", "started", "task")
+    __slots__ = ("got", "late", "loop", "paused", "started", "task")
 
     def __init__(self, task: asyncio.Task[Any], loop: asyncio.AbstractEventLoop) -> None:
         self.task = task
@@ -301,6 +350,7 @@ class Reading:
         self.started = loop.time()
         self.got = 0
         self.late = False
+        self.paused = False  # waiting for room in the budget: the clock stops
 
 
 class BodyClock:
@@ -333,11 +383,25 @@ class BodyClock:
     def end(self, reading: Reading) -> None:
         self._reading.discard(reading)
 
+    @contextlib.contextmanager
+    def paused(self, reading: Reading) -> Iterator[None]:
+        """The clock stops for ``reading`` in the block: it waits for the server, not the
+        client (room in the budget)."""
+        reading.paused = True
+        since = reading.loop.time()
+        try:
+            yield
+        finally:
+            reading.paused = False
+            reading.started += reading.loop.time() - since
+
     def _check(self, loop: asyncio.AbstractEventLoop) -> None:
         now = loop.time()
         mine = [r for r in self._reading if r.loop is loop]
         for reading in mine:
-            if not reading.late and now > reading.started + self.grace + reading.got / self.rate:
+            if reading.paused or reading.late:
+                continue
+            if now > reading.started + self.grace + reading.got / self.rate:
                 reading.late = True
                 reading.task.cancel()
         if mine:

@@ -49,10 +49,10 @@ from duckflock.server.http.bodies import (
     Bodies,
     headers_once,
     json_response,
-    query_param,
     stream,
     text,
 )
+from duckflock.server.http.params import query_param
 from duckflock.server.limits import Slots
 from duckflock.server.service import Service
 
@@ -318,8 +318,8 @@ class HttpApi:
         try:
             # the budget covers the body and what parsing makes of it, until queued
             declared = text(headers, b"content-length")
-            async with self.bodies.hold_ingest(request, kind, limit, declared):
-                body = await self.bodies.read(request, limit)
+            async with self.bodies.hold_ingest(request, kind, limit, declared) as share:
+                body = await self.bodies.read(request, limit, share)
                 if len(body) <= INLINE_BODY and wait:  # microseconds: no thread hop
                     rows = formats.parse_rows(body, content_type)
                     receipt = None

@@ -1,11 +1,11 @@
 """What HTTP requests bring and take away: bodies read within a memory budget, results
 streamed within the row and byte caps.
 
-A body takes bytes from one budget (:class:`~.limits.ByteBudget`) before it is read,
-weighted by what parsing it costs, and is refused with 413 past its limit (declared or
-counted). A result is opened in a worker thread and streamed batch by batch
-(:mod:`.render`); its query slot and cursor are released when the stream ends, whatever
-way it ends.
+A body takes bytes from one budget (:class:`~.limits.ByteBudget`), weighted by what
+parsing it costs: before it is read when its size is declared, as they arrive when not
+(chunked); it is refused with 413 past its limit (declared or counted). A result is
+opened in a worker thread and streamed batch by batch (:mod:`.render`); its query slot
+and cursor are released when the stream ends, whatever way it ends.
 """
 
 from __future__ import annotations
@@ -28,22 +28,11 @@ from duckflock.errors import (
 )
 from duckflock.server import formats
 from duckflock.server.http import render
-from duckflock.server.limits import BodyClock, ByteBudget, Slots
+from duckflock.server.limits import BodyClock, ByteBudget, Share, Slots
 from duckflock.server.settings import ServerSettings
 
 _MiB = 2**20
 INLINE_BODY = 64 * 1024  # bytes: bodies up to this are parsed and queued on the event loop
-
-
-def query_param(request: Request, name: str) -> str | None:
-    """Query parameter ``name`` (None: absent); a RequestError (400) when it is given
-    more than once, rather than silently taking one of them."""
-    if not request.scope.get("query_string"):  # the usual case: no parser built for it
-        return None
-    found = request.query_params.getlist(name)
-    if len(found) > 1:
-        raise RequestError(f"query parameter {name} is given {len(found)} times; give it once")
-    return found[0] if found else None
 
 
 _JSON_TYPE = (b"content-type", formats.MediaType.JSON.encode())
@@ -118,21 +107,37 @@ class Bodies:
         return kind
 
     @staticmethod
-    def size(request: Request, limit: int, declared: str | None = None) -> int:
-        """The declared body size (``declared``, else the request's Content-Length; or
-        ``limit`` when not declared); 413 over ``limit``."""
+    def size(request: Request, limit: int, declared: str | None = None) -> int | None:
+        """The declared body size (``declared``, else the request's Content-Length; None
+        when not declared: chunked); 413 over ``limit``."""
         if declared is None:
             declared = request.headers.get("content-length")
-        size = int(declared) if declared is not None and declared.isdigit() else limit
+        if declared is None or not declared.isdigit():
+            return None
+        size = int(declared)
         if size > limit:
             raise PayloadTooLargeError(f"the body is {size:,} bytes; the limit is {limit:,}")
         return size
 
-    async def read(self, request: Request, limit: int) -> bytes:
+    def hold(
+        self, request: Request, limit: int, weight: int, declared: str | None = None
+    ) -> contextlib.AbstractAsyncContextManager[Share | None]:
+        """The budget a body holds until what parsing makes of it is let go, ``weight``
+        times its bytes: a declared size (:meth:`size`) is taken before the body is read;
+        a body of no declared size (chunked) takes a :class:`~.limits.Share` that
+        :meth:`read` grows as the bytes arrive, so it holds what came, never its limit."""
+        size = self.size(request, limit, declared)
+        if size is None:
+            return self.budget.share(weight)
+        return self.budget.hold(size * weight)
+
+    async def read(self, request: Request, limit: int, share: Share | None = None) -> bytes:
         """The body, at most ``limit`` bytes (413 past it), arriving in time: within
         ``body_timeout`` seconds of the first read, one second more per ``min_body_rate``
         bytes received (:class:`~.limits.BodyClock`) — else :class:`RequestTimeoutError`
-        (408), so a body dribbled a byte at a time gives back the budget it holds."""
+        (408), so a body dribbled a byte at a time gives back the budget it holds.
+        ``share`` (a body of no declared size: :meth:`hold`) grows with the bytes
+        received; the clock stops while it waits for room."""
         receive = request.receive  # not request.stream(): an async generator per request
         chunks = []
         reading = self.clock.start()
@@ -145,6 +150,9 @@ class Bodies:
                 reading.got += len(chunk)
                 if reading.got > limit:
                     raise PayloadTooLargeError(f"the body is over the {limit:,}-byte limit")
+                if share is not None and share.short(reading.got):
+                    with self.clock.paused(reading):
+                        await share.grow(reading.got)
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     break
@@ -166,8 +174,8 @@ class Bodies:
         """A JSON object body (a query, an analysis definition), within its limit."""
         self.require_type(request, formats.MediaType.JSON)
         limit = self.settings.max_request_json
-        async with self.budget.hold(self.size(request, limit) * 20):
-            body = await self.read(request, limit)
+        async with self.hold(request, limit, 20) as share:
+            body = await self.read(request, limit, share)
         payload = formats.loads(body or b"{}", "JSON")
         if not isinstance(payload, dict):
             raise RequestError("the body must be a JSON object")
@@ -191,11 +199,11 @@ class Bodies:
 
     def hold_ingest(
         self, request: Request, kind: str, limit: int, declared: str | None
-    ) -> contextlib.AbstractAsyncContextManager[None]:
+    ) -> contextlib.AbstractAsyncContextManager[Share | None]:
         """The budget an ingest body (``declared``: its Content-Length) holds until its
-        rows are queued: the body and what parsing makes of it."""
+        rows are queued (:meth:`hold`): the body and what parsing makes of it."""
         textual = kind in (formats.MediaType.JSON, formats.MediaType.NDJSON)
-        return self.budget.hold(self.size(request, limit, declared) * (40 if textual else 3))
+        return self.hold(request, limit, 40 if textual else 3, declared)
 
 
 async def stream(
