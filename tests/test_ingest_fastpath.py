@@ -343,6 +343,45 @@ def test_the_writer_stops_waiting_at_the_deadline_and_forgets_old_tallies(
     assert woken.wait(batches.Woken.deadline() + 30) and not woken.pending
 
 
+def test_threads_that_miss_the_schema_cache_together_read_the_catalog_once() -> None:
+    """After a DDL empties the cache, the producers' first inserts all miss it: one
+    thread reads the table's schema and the others take that reading. Each read it in
+    turn before (under the cache's one query lock), so fifty producers' first rows went
+    in one after another over ~250 ms and their threads stayed out of step with each
+    other for the whole run (a ramp and a tail of small batches)."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (n INTEGER)")
+    cache = SchemaCache(con.cursor())
+    read = cache.refresh
+    reads: list[str] = []
+    second = threading.Event()
+
+    def counted(table: str) -> Any:
+        reads.append(table)
+        if len(reads) == 1:
+            second.wait(0.5)  # a second reading at the same time shows up here
+        else:
+            second.set()
+        return read(table)
+
+    cache.refresh = counted  # type: ignore[method-assign]
+    start = threading.Barrier(8)
+    got: list[Any] = []
+
+    def first_insert() -> None:
+        start.wait(30)
+        got.append(cache.get("t"))
+
+    threads = [threading.Thread(target=first_insert) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert reads == ["t"]
+    assert len(got) == 8 and all(schema is got[0] for schema in got)
+    assert got[0].columns == ("n",)
+
+
 def test_a_single_row_call_is_the_call_the_constructor_makes() -> None:
     """Call.single (the intake's hot path) sets every slot as Call(...) does."""
     con = duckdb.connect()
