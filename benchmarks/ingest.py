@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from duckflock.cli.bench import (
     Figure,
@@ -33,13 +34,15 @@ def closed_loop_only(sizes: Sizes, writers: int = 50) -> None:
     with workdir() as directory:
         guide = guide_pattern(directory, writers, sizes.guide_rows_per_thread)
         show(guide, None)
+        cpu = time.process_time()
         loop = closed_loop(directory, writers, sizes.closed_loop_rows_per_thread)
+        cpu = time.process_time() - cpu  # every thread's: callers, writer, DuckDB
         show(loop, guide)
     load = os.getloadavg()[0]
     print(
         f"closed loop b / a = {loop.rate / guide.rate:.1f}x, p50 ack "
-        f"{loop.extra['p50_ms']:.2f} ms, p99 ack {loop.extra['p99_ms']:.2f} ms "
-        f"(load average {load:.1f})",
+        f"{loop.extra['p50_ms']:.2f} ms, p99 ack {loop.extra['p99_ms']:.2f} ms, "
+        f"CPU {cpu / max(1, loop.rows) * 1e6:.0f} us per row (load average {load:.1f})",
         flush=True,
     )
 

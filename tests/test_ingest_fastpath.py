@@ -237,6 +237,151 @@ def test_the_wait_for_woken_callers_is_bounded() -> None:
     db.close()
 
 
+def test_calls_that_come_while_woken_callers_are_away_wait_in_the_inbox(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While callers a commit woke are on their way back, the writer sleeps until the
+    last is back (one wake-up) instead of taking each call as it comes in (fifty callers
+    then took turns with the writer for the GIL): a bundle of buffered rows queued
+    meanwhile is not taken, so it stays open to more rows."""
+    monkeypatch.setattr(batches, "STRAGGLER_SECONDS", 30.0)
+    monkeypatch.setattr(batches, "FORGET_SECONDS", 30.0)
+    waiting = threading.Event()
+    wait_for_callers = batches.Woken.wait
+
+    def noted(woken: batches.Woken, until: float) -> bool:
+        waiting.set()
+        return wait_for_callers(woken, until)
+
+    monkeypatch.setattr(batches.Woken, "wait", noted)
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER)")
+    db.insert("t", {"n": 0})  # the dict's keys seen: its rows take the row buffer
+    writer = db.writer()
+    sealed = threading.Event()
+    writer.fault_hook = lambda at: sealed.set() if at == "batch" else None
+    schema = SchemaCache(db.cursor()).get("t")
+    told = threading.Event()
+    woken = Call(schema, columns=("n",), row=(1,))
+    woken.on_done = told.set
+    writer.submit(woken, None, wait=True)  # parked: its caller does not run yet
+    assert told.wait(30)  # committed and woken
+    sealed.clear()
+    waiting.clear()
+    waited = Call(schema, columns=("n",), row=(2,))
+    writer.submit(waited, None, wait=True)
+    assert waiting.wait(30)  # the writer took it, found the inbox empty and sleeps
+    first = db.insert("t", {"n": 3}, wait=False)
+    bundle = writer.rows.open
+    assert bundle is not None
+    assert not sealed.wait(0.3), "the batch was sealed before the woken caller ran"
+    assert writer.rows.open is bundle, "the writer took the bundle while it waited"
+    second = db.insert("t", {"n": 4}, wait=False)
+    assert writer.rows.open is bundle
+    assert woken.wait(5) == 1  # the last woken caller is back: the writer goes on
+    assert sealed.wait(30) and waited.wait(30) == 1
+    assert first.wait(30) == 1 and second.wait(30) == 1
+    assert db.execute("SELECT count(*) FROM t").fetchone() == (5,)
+    db.close()
+
+
+def test_the_last_of_many_woken_callers_lets_the_writer_go_once() -> None:
+    """Fifty woken callers come back at once from their own threads: exactly one is
+    the last, the writer's wait ends, and nobody's wait fails (a second release of the
+    tally would raise in a caller)."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (n INTEGER)")
+    schema = SchemaCache(con.cursor()).get("t")
+    lock = threading.Lock()
+    calls = [Call(schema, columns=("n",), row=(i,)) for i in range(50)]
+    for call in calls:
+        call.guard = lock
+        call.park()
+    woken = batches.Woken()
+    with lock:
+        woken.wake(calls)
+    assert woken.pending
+    start = threading.Barrier(len(calls))
+    errors: list[BaseException] = []
+
+    def come_back(call: Call) -> None:
+        start.wait(30)
+        try:
+            call.wait(30)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=come_back, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    assert woken.wait(batches.Woken.deadline() + 30)
+    for thread in threads:
+        thread.join(30)
+    assert not errors and not woken.pending
+
+
+def test_the_writer_stops_waiting_at_the_deadline_and_forgets_old_tallies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A woken caller that never runs again holds the writer until the deadline only,
+    and its commit is forgotten after FORGET_SECONDS."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (n INTEGER)")
+    schema = SchemaCache(con.cursor()).get("t")
+    never, back = (Call(schema, columns=("n",), row=(i,)) for i in range(2))
+    lock = threading.Lock()
+    woken = batches.Woken()
+    for call in (never, back):
+        call.guard = lock
+        call.park()
+    with lock:
+        woken.wake([never, back])
+    assert back.wait(5) == 1
+    assert not woken.wait(batches.Woken.deadline())  # the deadline passes
+    assert woken.pending  # still awaited by the next batch, until forgotten
+    monkeypatch.setattr(batches, "FORGET_SECONDS", 0.0)
+    assert woken.wait(batches.Woken.deadline() + 30) and not woken.pending
+
+
+def test_threads_that_miss_the_schema_cache_together_read_the_catalog_once() -> None:
+    """After a DDL empties the cache, the producers' first inserts all miss it: one
+    thread reads the table's schema and the others take that reading. Each read it in
+    turn before (under the cache's one query lock), so fifty producers' first rows went
+    in one after another over ~250 ms and their threads stayed out of step with each
+    other for the whole run (a ramp and a tail of small batches)."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (n INTEGER)")
+    cache = SchemaCache(con.cursor())
+    read = cache.refresh
+    reads: list[str] = []
+    second = threading.Event()
+
+    def counted(table: str) -> Any:
+        reads.append(table)
+        if len(reads) == 1:
+            second.wait(0.5)  # a second reading at the same time shows up here
+        else:
+            second.set()
+        return read(table)
+
+    cache.refresh = counted  # type: ignore[method-assign]
+    start = threading.Barrier(8)
+    got: list[Any] = []
+
+    def first_insert() -> None:
+        start.wait(30)
+        got.append(cache.get("t"))
+
+    threads = [threading.Thread(target=first_insert) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert reads == ["t"]
+    assert len(got) == 8 and all(schema is got[0] for schema in got)
+    assert got[0].columns == ("n",)
+
+
 def test_a_single_row_call_is_the_call_the_constructor_makes() -> None:
     """Call.single (the intake's hot path) sets every slot as Call(...) does."""
     con = duckdb.connect()

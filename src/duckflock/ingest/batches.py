@@ -7,9 +7,10 @@ and again before each batch while reopening fails)."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
-import queue
 import time
+from _thread import allocate_lock
 from collections import deque
 from collections.abc import Callable
 
@@ -24,76 +25,94 @@ from duckflock.ingest.storage import StorageFailure
 
 # A batch somebody waits for is sealed once the inbox is empty, except while callers that
 # recent commits woke have not run again (they wait for the GIL behind each other, and
-# most hand in their next row at once): then it waits for them, polling every
-# STRAGGLER_POLL seconds, for at most STRAGGLER_SECONDS. Measured with 50 threads x one
-# acknowledged row: without it a third of them missed each batch and waited a whole
-# extra commit. A commit's callers still away after FORGET_SECONDS are not waited for
-# any more (they timed out, or went on to other work).
+# most hand in their next row at once): then it waits for them, for at most
+# STRAGGLER_SECONDS. Measured with 50 threads x one acknowledged row: without it a third
+# of them missed each batch and waited a whole extra commit. A commit's callers still
+# away after FORGET_SECONDS are not waited for any more (they timed out, or went on to
+# other work).
 STRAGGLER_SECONDS = 0.001
-STRAGGLER_POLL = 0.0001
 FORGET_SECONDS = 0.005
 # commits whose woken callers are still awaited, at most (older ones are forgotten)
 _TALLIES = 64
 
 
+class Tally:
+    """The callers one commit woke, counted as they run again.
+
+    Each woken caller calls :meth:`back` once from its own thread (``Call.back``); the
+    last one releases ``all_back``, which the writer waits on: one wake-up of the writer
+    per commit, not one per caller (waking it on every call that came in made fifty
+    callers take turns with the writer for the GIL). ``next()`` on an
+    :func:`itertools.count` is one C call, so exactly one caller sees the last number.
+    """
+
+    __slots__ = ("_count", "all_back", "at", "woken")
+
+    def __init__(self, woken: int) -> None:
+        self.woken = woken
+        self.at = time.monotonic()
+        self._count = itertools.count(1)
+        self.all_back = allocate_lock()
+        self.all_back.acquire()  # released by the last caller back
+
+    def back(self) -> None:
+        """One woken caller runs again (called once per caller, from its thread)."""
+        if next(self._count) == self.woken:
+            self.all_back.release()
+
+
 class Woken:
-    """The callers recent commits woke, and how many of them have run again.
+    """The callers recent commits woke, and whether they have all run again.
 
     Owner: the writer thread, which records each commit's woken callers (:meth:`wake`,
-    under the writer's lock) and asks, while gathering a batch, whether any are still on
-    their way (:meth:`straggler`). A woken caller appends to its commit's tally from its
-    own thread once it runs again (``Call.back``; ``list.append`` is atomic). Callers
-    are counted across commits, not only the last one: while the callers of a large
-    commit are still coming back one by one, a small commit of the few that came back
-    first must not be sealed alone, or the rows split into two groups that take turns.
-    A tally older than FORGET_SECONDS is forgotten (its callers timed out or went
-    elsewhere).
+    under the writer's lock) and, while gathering a batch, waits until they are back
+    (:meth:`wait`). Callers are counted across commits, not only the last one: while
+    the callers of a large commit are still coming back one by one, a small commit of
+    the few that came back first must not be sealed alone, or the rows split into two
+    groups that take turns. A tally older than FORGET_SECONDS is forgotten (its callers
+    timed out or went elsewhere).
     """
 
     def __init__(self) -> None:
-        # (the list woken callers append to, how many were woken, when)
-        self._tallies: deque[tuple[list[None], int, float]] = deque(maxlen=_TALLIES)
+        self._tallies: deque[Tally] = deque(maxlen=_TALLIES)
 
     def wake(self, calls: list[Call]) -> None:
         """Finish ``calls`` (waking their callers), counting the callers woken."""
-        back: list[None] = []
-        woken = 0
+        waiting = [call for call in calls if call.waiter is not None]
+        if waiting:
+            tally = Tally(len(waiting))
+            for call in waiting:
+                call.back = tally  # before finish(): the caller reports back after it
+            self._tallies.append(tally)
         for call in calls:
-            if call.waiter is not None:
-                call.back = back
-                woken += 1
             call.finish()
-        if woken:
-            self._tallies.append((back, woken, time.monotonic()))
 
-    def away(self, now: float) -> int:
-        """Woken callers that have not run again (woken within FORGET_SECONDS)."""
-        tallies = self._tallies
-        while tallies and (
-            len(tallies[0][0]) >= tallies[0][1] or now - tallies[0][2] > FORGET_SECONDS
-        ):
-            tallies.popleft()
-        return sum(woken - len(back) for back, woken, _ in tallies)
+    @property
+    def pending(self) -> bool:
+        """Whether callers recent commits woke may still be on their way back."""
+        return bool(self._tallies)
 
     @staticmethod
     def deadline() -> float:
         """Until when the batch being gathered may wait for stragglers."""
         return time.monotonic() + STRAGGLER_SECONDS
 
-    def straggler(
-        self, inbox: queue.SimpleQueue[Call | None], until: float
-    ) -> tuple[bool, Call | None]:
-        """While woken callers have not all run again (until ``until``): whether a
-        call came, and the call (None: the inbox's close sentinel). Waiting on the
-        inbox, not sleeping: measured with 50 threads, sleeping in 0.1 ms steps
-        brought them back later (0.91-1.15 ms) than being woken by each call (0.82-0.91)."""
-        inbox_get = inbox.get
-        while (now := time.monotonic()) < until and self.away(now):
-            try:
-                return True, inbox_get(timeout=STRAGGLER_POLL)
-            except queue.Empty:
+    def wait(self, until: float) -> bool:
+        """Wait, until ``until`` at most, for every caller recent commits woke to run
+        again; whether they all did."""
+        tallies = self._tallies
+        while tallies:
+            tally = tallies[0]
+            now = time.monotonic()
+            if now - tally.at > FORGET_SECONDS:
+                tallies.popleft()  # its callers timed out or went elsewhere
                 continue
-        return False, None
+            if not tally.all_back.acquire(False) and (
+                now >= until or not tally.all_back.acquire(timeout=until - now)
+            ):
+                return False
+            tallies.popleft()
+        return True
 
 
 class Batches:

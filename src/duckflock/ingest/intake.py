@@ -42,7 +42,7 @@ class Intake:
         row's canonical columns and the row; else None."""
         if not isinstance(table, str):
             raise TypeError(f"table must be a str, not {type(table).__name__}")
-        schema = self._tables.get(table) or self._schemas.refresh(table)
+        schema = self._tables.get(table) or self._schemas.get(table)
         kind = type(data)
         if kind is tuple and columns is None:
             resolved: tuple[str, ...] | None = schema.columns

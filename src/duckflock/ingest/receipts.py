@@ -14,12 +14,15 @@ import datetime as dt
 import logging
 from _thread import allocate_lock
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from duckflock.core.checks import seconds
 from duckflock.errors import IngestTimeoutError
 from duckflock.ingest.rows import Part
 from duckflock.ingest.schema import TableSchema
+
+if TYPE_CHECKING:
+    from duckflock.ingest.batches import Tally
 
 _log = logging.getLogger("duckflock")
 
@@ -79,9 +82,9 @@ class Call:
         self.digest = ""  # the content's digest, for a keyed call
         self.committed_at: dt.datetime | None = None  # a keyed call's commit time
         self.replayed = False  # the key was committed before: nothing was written
-        # the writer's tally of the callers it woke: a woken caller appends to it once
-        # it runs again (see Writer._gather), None while nobody was woken
-        self.back: list[None] | None = None
+        # the writer's tally of the callers its commit woke: a woken caller reports to it
+        # once it runs again (ingest/batches.py Woken), None while nobody was woken
+        self.back: Tally | None = None
 
     def replay(self, rows: int, committed_at: dt.datetime | None) -> None:
         """The key was committed before (or earlier in this batch): take its facts."""
@@ -182,7 +185,7 @@ class Call:
         back = self.back
         if back is not None:  # woken by the writer, and running again: it need not wait
             self.back = None
-            back.append(None)
+            back.back()
         if self.failure is not None:
             raise self.failure
         return self.nrows

@@ -119,12 +119,22 @@ class SchemaCache:
         # DDL; read without it (one dict lookup: Intake's hot path)
         self._lock = threading.Lock()
         self.tables: dict[str, TableSchema] = {}
+        # one reading of a table missing from the cache at a time: threads that miss it
+        # together (fifty producers after a DDL emptied the cache) wait for that reading
+        # instead of each reading the catalog in turn
+        self._fill_lock = threading.Lock()
 
     def get(self, table: str) -> TableSchema:
+        """``table``'s schema: the cached one, else read once for every thread that
+        asks meanwhile."""
         schema = self.tables.get(table)
         if schema is not None:
             return schema
-        return self.refresh(table)
+        with self._fill_lock:
+            schema = self.tables.get(table)  # read by the thread we waited for
+            if schema is not None:
+                return schema
+            return self.refresh(table)
 
     def refresh(self, table: str) -> TableSchema:
         if not isinstance(table, str):

@@ -265,8 +265,8 @@ class Writer:
         markers: list[Call] = self._current_markers
         rows = 0
         urgent = False
-        deadline = straggle_until = 0.0
-        yielded = False
+        deadline = 0.0
+        yielded = straggled = False
         item = inbox.get()
         while True:
             if item is _CLOSE:
@@ -289,9 +289,20 @@ class Writer:
             try:
                 item = inbox.get_nowait()
             except queue.Empty:
+                if urgent and not straggled and not self._closing and self._woken.pending:
+                    # callers recent commits woke are still on their way back: sleep until
+                    # the last is back (one wake-up, at most STRAGGLER_SECONDS), then take
+                    # what they handed in
+                    straggled = yielded = True
+                    self._woken.wait(self._woken.deadline())
+                    try:
+                        item = inbox.get_nowait()
+                        continue
+                    except queue.Empty:
+                        pass
                 if not yielded:
-                    # let producers that are runnable right now (woken by the last commit)
-                    # hand in their calls before this batch is sealed: one GIL yield
+                    # let producers that are runnable right now hand in their calls
+                    # before this batch is sealed: one GIL yield
                     yielded = True
                     time.sleep(0)
                     try:
@@ -299,13 +310,6 @@ class Writer:
                         continue
                     except queue.Empty:
                         pass
-                if urgent and not self._closing:
-                    if not straggle_until:
-                        straggle_until = self._woken.deadline()
-                    came, late = self._woken.straggler(inbox, straggle_until)
-                    if came:
-                        item = late
-                        continue
                 if urgent or rows >= self._linger_rows or self._closing:
                     break
                 if not deadline:
