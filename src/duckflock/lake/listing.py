@@ -33,13 +33,10 @@ import pyarrow.parquet as pq
 from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity
 from duckflock.lake.feed import DATA_KINDS, Feed, Gap, entries
+from duckflock.lake.session import Session
 from duckflock.sql import quote_ident, quote_literal
 
-_METADATA = "__ducklake_metadata_{}"
 _THREADED = 200_000  # rows in a file from which pyarrow's threads help reading it
-# qualified: looked up in the cursor's default catalog (the lake), the function would
-# begin a DuckLake transaction (a snapshot query) for nothing
-_QUERY = "SELECT * FROM system.main.postgres_query(?, ?)"
 _PARTS = ("changes", "latest", "schema", "table", "file", "deleted from", "table size")
 _TOUCHED = """
 SELECT coalesce(sum(file_size_bytes), 0)::bigint AS size,
@@ -126,6 +123,8 @@ class Catalog:
         self._usable = True  # False: not a PostgreSQL catalog, or remote storage
         self._columns: dict[tuple[int, int], pa.Schema] = {}  # (table id, version)
         self.queries = 0  # listings read (for tests: each is one PostgreSQL statement)
+        # the reads, on one connection kept out of the extension's pool
+        self.session = Session(catalog)
 
     def listing(
         self, cursor: duckdb.DuckDBPyConnection, table: Identity, start: int
@@ -142,7 +141,7 @@ class Catalog:
             name=quote_literal(table.name),
             start=int(start),
         )
-        rows = cursor.execute(_QUERY, [_METADATA.format(self.catalog), sql]).fetchall()
+        rows = self.session.query(cursor, sql)
         with self._lock:
             self.queries += 1
         return self._parse(start, rows, where[1])
@@ -169,10 +168,10 @@ class Catalog:
                 inlined=quote_ident(f"ducklake_inlined_delete_{int(listing.table_id)}"),
             )
             try:
-                row = first_row(cursor.execute(_QUERY, [_METADATA.format(self.catalog), sql]))
+                found = self.session.query(cursor, sql)
             except duckdb.Error:  # no such table: the transaction's read decides
                 return None
-            size, rows = (int(row[0]), int(row[1])) if row else (size, rows)
+            size, rows = (int(found[0][0]), int(found[0][1])) if found else (size, rows)
         if rows <= limit or size * 3 <= listing.size[1]:
             return None
         return (
@@ -216,14 +215,11 @@ class Catalog:
                 return self._where
         found: tuple[str, str] | None = None
         try:
-            schemas = cursor.execute(
-                _QUERY,
-                [
-                    _METADATA.format(self.catalog),
-                    "SELECT table_schema FROM information_schema.tables "
-                    "WHERE table_name = 'ducklake_snapshot_changes'",
-                ],
-            ).fetchall()
+            schemas = self.session.query(
+                cursor,
+                "SELECT table_schema FROM information_schema.tables "
+                "WHERE table_name = 'ducklake_snapshot_changes'",
+            )
             row = first_row(
                 cursor.execute(
                     "SELECT value FROM ducklake_options(?) WHERE option_name = 'data_path'",
