@@ -423,7 +423,9 @@ class Logged:
         with psycopg.connect(postgres.dsn, autocommit=True) as admin:
             admin.execute(f"ALTER DATABASE {name} SET log_statement = 'all'")
         self.log = Path(postgres.log)
+        self.dsn = dsn
         target, data = f"ducklake:postgres:{dsn}", tmp_path / "logged-data"
+        self.target, self.data = target, data
         # the poller looks once, at start, then not for an hour: the log is the refresh's
         options = duckflock.LakeOptions(maintenance_interval=None, poll_interval=3600)
         self.db = duckflock.connect(target, data_path=str(data), lake=options)
@@ -468,10 +470,7 @@ def logged(postgres: Any, tmp_path: Path) -> Any:
         lake.close()
 
 
-def _catalog_reads(logged: list[str]) -> list[str]:
-    """The logged statements that read DuckLake's tables (not the pool's SELECT 1,
-    BEGIN, COMMIT or DISCARD ALL)."""
-    return [line for line in logged if "ducklake_" in line]
+_LISTED = "SELECT 0 AS part"  # the catalog listing's first line (lake/listing.py)
 
 
 def test_a_refresh_with_nothing_new_reads_the_catalog_once_without_a_transaction(
@@ -485,10 +484,10 @@ def test_a_refresh_with_nothing_new_reads_the_catalog_once_without_a_transaction
     check(db, "sums", again)
     assert again.mode == "incremental" and "still at snapshot" in again.reason
     assert again.rows() == first.rows()
-    reads = _catalog_reads(statements)
-    # one statement: the listing; no DuckLake transaction (snapshot, stats, files)
-    assert len(reads) == 1 and "WITH target AS" in reads[0], statements
-    assert len(statements) <= 6, statements  # and the pool's SELECT 1, BEGIN, COMMIT …
+    # one statement: the listing; no DuckLake transaction (snapshot, stats, files), and
+    # not the connection pool's SELECT 1 / DISCARD ALL nor the extension's BEGIN / COMMIT
+    # around it (lake/session.py keeps one connection out of the pool)
+    assert len(statements) == 1 and _LISTED in statements[0], statements
 
 
 def test_appended_files_are_read_from_one_catalog_statement(logged: Logged) -> None:
@@ -505,8 +504,7 @@ def test_appended_files_are_read_from_one_catalog_statement(logged: Logged) -> N
     check(db, "sums", result)
     assert result.mode == "incremental", result.reason
     assert "2 new Parquet file(s)" in result.reason and "3,200 rows" in result.reason
-    reads = _catalog_reads(statements)
-    assert len(reads) == 1 and "WITH target AS" in reads[0], statements
+    assert len(statements) == 1 and _LISTED in statements[0], statements
     # the other analysis of the same table: the same schema version, already learned
     assert "3 new Parquet file(s)" in check(db, "total").reason
     # the files it resolved are the ones DuckLake lists
@@ -517,9 +515,23 @@ def test_appended_files_are_read_from_one_catalog_statement(logged: Logged) -> N
     assert plan is not None
     listing = Catalog("lake").listing(cursor, plan.table, 0)
     assert listing is not None
-    files = cursor.execute("SELECT data_file FROM ducklake_list_files('lake', 'events')")
-    listed = {path for (path,) in files.fetchall()}
+    found = cursor.execute("SELECT data_file FROM ducklake_list_files('lake', 'events')")
+    listed = {path for (path,) in found.fetchall()}
     assert len(listing.files) == 4 and {path for path, _ in listing.files} <= listed
+    # DDL elsewhere in the lake: a new schema version, so the table is looked up by
+    # name again (a second statement), once
+    other.run("CREATE TABLE elsewhere (a INTEGER)", files.format(40_000, 41_100))
+    result, statements = logged.statements(lambda: db.refresh("sums"))
+    check(db, "sums", result)
+    listed = [line for line in statements if _LISTED in line]
+    assert len(listed) == 2 and "WITH target AS" in listed[1], listed
+    assert "WITH target AS" not in listed[0] and result.mode == "full", result.reason
+    other.run(files.format(50_000, 51_100))
+    check(db, "sums")  # DuckLake's read: the columns at the new schema version
+    other.run(files.format(60_000, 61_100))
+    result, statements = logged.statements(lambda: db.refresh("sums"))
+    check(db, "sums", result)
+    assert len(statements) == 1 and "new Parquet file" in result.reason, result.reason
 
 
 def test_deletes_in_files_holding_most_of_the_table_rebuild(lake: Any) -> None:
@@ -596,3 +608,76 @@ def test_a_transaction_that_changes_its_own_new_file_is_read_whole(lake: Any, ow
     other.run("BEGIN", files.format(30_000, 33_000), own.format(a=30_000), "COMMIT")
     result = check(db, "sums")
     assert "DuckLake's change feed" in result.reason, result.reason
+
+
+def _listing_backends(dsn: str) -> list[int]:
+    """The PostgreSQL backends whose last statement was a catalog listing."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        found = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query LIKE '%0 AS part%' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(pid) for (pid,) in found]
+
+
+def test_the_kept_catalog_connection_is_replaced_when_it_dies(logged: Logged) -> None:
+    """The session's connection (lake/session.py) is killed between two refreshes, as
+    a catalog restart would: the next read fails on it, and is tried once on a fresh
+    one; the refresh stays incremental and equal to a full run."""
+    import psycopg
+
+    db, other = logged.db, logged.other
+    define(db, "sums")
+    check(db, "sums")
+    files = "INSERT INTO events SELECT i % 7, i, i / 3, 's' || (i % 5) FROM range({}, {}) t(i)"
+    other.run(files.format(10_000, 11_500))
+    check(db, "sums")  # learned through DuckLake's read
+    other.run(files.format(20_000, 21_500))
+    assert "new Parquet file" in check(db, "sums").reason  # on the kept connection
+    (pid,) = _listing_backends(logged.dsn)  # one kept connection, not one per read
+    with psycopg.connect(logged.dsn, autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
+    other.run(files.format(30_000, 31_500))
+    result = check(db, "sums")
+    assert result.mode == "incremental" and "new Parquet file" in result.reason, result.reason
+    (again,) = _listing_backends(logged.dsn)
+    assert again != pid
+
+
+def test_a_kept_session_is_renewed_and_a_read_only_lake_reads_without_one(
+    logged: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from duckflock.lake.session import Session
+
+    db, other = logged.db, logged.other
+    define(db, "sums")
+    check(db, "sums")
+    files = "INSERT INTO events SELECT i % 7, i, i / 3, 's' || (i % 5) FROM range({}, {}) t(i)"
+    other.run(files.format(10_000, 11_500))
+    check(db, "sums")
+    monkeypatch.setattr(Session, "RENEW", 0.0)  # every read in a new DuckDB transaction
+    other.run(files.format(20_000, 21_500))
+    result, statements = logged.statements(lambda: db.refresh("sums"))
+    check(db, "sums", result)
+    assert result.mode == "incremental" and "new Parquet file" in result.reason, result.reason
+    # the old session's connection went back to the pool (its reset), the new one read
+    assert any("DISCARD ALL" in line for line in statements), statements
+    assert sum(_LISTED in line for line in statements) == 1, statements
+    monkeypatch.undo()
+    # read-only: the extension refuses reads outside a transaction there, so each
+    # read is its own statement in the extension's transaction, as before
+    options = duckflock.LakeOptions(maintenance_interval=None, poll_interval=3600)
+    with duckflock.connect(
+        logged.target, data_path=str(logged.data), lake=options, read_only=True
+    ) as reader:
+        define(reader, "sums")
+        check(reader, "sums")
+        for start in (30_000, 40_000):
+            other.run(files.format(start, start + 1_500))
+            result, statements = logged.statements(lambda: reader.refresh("sums"))
+            check(reader, "sums", result)
+            assert result.mode == "incremental", result.reason
+        assert "new Parquet file" in result.reason, result.reason
+        assert any("REPEATABLE READ" in line for line in statements), statements

@@ -44,9 +44,9 @@ from duckflock.sql import name_end, quote_literal, quote_qualified
 # change kinds (``ducklake_snapshot_changes``) that only add or remove rows of the
 # table they name (by id)
 _INSERT_KINDS = frozenset({"inserted_into_table", "inlined_insert"})
-_DELETE_KINDS = frozenset({"deleted_from_table", "inlined_delete"})
-DATA_KINDS = _INSERT_KINDS | _DELETE_KINDS
-_FILE_INSERT = "inserted_into_table"  # may come with deletes of its own rows (between)
+DELETE_KINDS = frozenset({"deleted_from_table", "inlined_delete"})
+DATA_KINDS = _INSERT_KINDS | DELETE_KINDS
+FILE_INSERT = "inserted_into_table"  # may come with deletes of its own rows (between)
 # change kinds that reshape the catalog: the query is planned again
 _CATALOG_KINDS = ("created_", "dropped_", "altered_", "renamed_", "comment")
 
@@ -135,7 +135,7 @@ def between(
         inserted = read
     # a transaction that wrote a file and then deleted or updated some of its own rows
     # lists only its insert, the file's delete file at the same snapshot
-    if found & _DELETE_KINDS or _FILE_INSERT in found:
+    if found & DELETE_KINDS or FILE_INSERT in found:
         read = _rows(cursor, f"ducklake_table_deletions({args})", limit - inserted.num_rows)
         if read is None:
             return Gap(f"over {limit:,} rows changed in the lake between refreshes")

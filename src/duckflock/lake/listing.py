@@ -16,14 +16,18 @@ it: :meth:`Catalog.learn`), or not at all: inlined rows, deletes, encrypted or
 registered files, a schema version not yet read, a DuckDB-file catalog and remote
 storage go through DuckLake's functions.
 
-The same statement reports the sizes that decide whether deleted rows are worth
-reading one by one (:func:`costly`).
+The statement reaches PostgreSQL alone, on a connection kept out of the extension's
+pool (:mod:`duckflock.lake.session`), and names the table by the id it had at the
+lake's schema version (looked up by name once per version: PostgreSQL plans the
+statement in about half the time of one that joins the table's name in). Where rows
+were deleted, a second statement asks the sizes that decide whether they are worth
+reading one by one (:meth:`Catalog.costly`).
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import duckdb
@@ -32,15 +36,12 @@ import pyarrow.parquet as pq
 
 from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity
-from duckflock.lake.feed import DATA_KINDS, Feed, Gap, entries
+from duckflock.lake.feed import DATA_KINDS, DELETE_KINDS, FILE_INSERT, Feed, Gap, entries
+from duckflock.lake.session import Session
 from duckflock.sql import quote_ident, quote_literal
 
-_METADATA = "__ducklake_metadata_{}"
 _THREADED = 200_000  # rows in a file from which pyarrow's threads help reading it
-# qualified: looked up in the cursor's default catalog (the lake), the function would
-# begin a DuckLake transaction (a snapshot query) for nothing
-_QUERY = "SELECT * FROM system.main.postgres_query(?, ?)"
-_PARTS = ("changes", "latest", "schema", "table", "file", "deleted from", "table size")
+_PARTS = ("changes", "latest", "schema", "table", "file")
 _TOUCHED = """
 SELECT coalesce(sum(file_size_bytes), 0)::bigint AS size,
        coalesce(sum(record_count), 0)::bigint AS n
@@ -49,7 +50,35 @@ SELECT coalesce(sum(file_size_bytes), 0)::bigint AS size,
       WHERE table_id = {table} AND begin_snapshot > {start}
     UNION SELECT file_id FROM {m}.{inlined} WHERE begin_snapshot > {start})
 """
+# (rows, bytes) of the table, and of its data files that gained deletes since {start}
+_SIZES = """
+SELECT s.record_count, s.file_size_bytes, d.n, d.size FROM {m}.ducklake_table_stats s,
+  (SELECT coalesce(sum(record_count), 0)::bigint AS n,
+          coalesce(sum(file_size_bytes), 0)::bigint AS size FROM {m}.ducklake_data_file
+    WHERE data_file_id IN (SELECT data_file_id FROM {m}.ducklake_delete_file
+                           WHERE table_id = {table} AND begin_snapshot > {start})) d
+  WHERE s.table_id = {table}
+"""
+# the snapshots since {start}, the latest one, and the table's files added since; a
+# file is plain (its rows, else -1) when nothing of DuckLake's marks it otherwise, and
+# has no delete file: one that its own transaction deleted rows from is not read whole
 _LISTING = """
+SELECT 0 AS part, snapshot_id AS id, changes_made AS text, NULL::boolean AS flag,
+       NULL::bigint AS n FROM {m}.ducklake_snapshot_changes WHERE snapshot_id >= {start}
+UNION ALL
+SELECT 1, snapshot_id, NULL, NULL, schema_version FROM {m}.ducklake_snapshot
+  WHERE snapshot_id = (SELECT max(snapshot_id) FROM {m}.ducklake_snapshot)
+UNION ALL
+SELECT 4, f.begin_snapshot, f.path, f.path_is_relative,
+       CASE WHEN f.encryption_key IS NULL AND f.mapping_id IS NULL AND f.partial_max IS NULL
+            AND f.file_format = 'parquet' AND f.end_snapshot IS NULL AND NOT EXISTS (
+              SELECT 1 FROM {m}.ducklake_delete_file d WHERE d.data_file_id = f.data_file_id)
+            THEN f.record_count ELSE -1 END
+  FROM {m}.ducklake_data_file f
+  WHERE f.table_id IN ({table}) AND f.begin_snapshot > {start}
+"""
+# the same, finding the table by name first (its id and folders: parts 2 and 3)
+_FIND = """
 WITH target AS (
   SELECT t.table_id, s.path AS schema_path, s.path_is_relative AS schema_relative,
          t.path AS table_path, t.path_is_relative AS table_relative
@@ -57,30 +86,20 @@ WITH target AS (
   WHERE t.end_snapshot IS NULL AND s.end_snapshot IS NULL
     AND lower(s.schema_name) = lower({schema}) AND lower(t.table_name) = lower({name})
 )
-SELECT 0 AS part, snapshot_id AS id, changes_made AS text, NULL::boolean AS flag,
-       NULL::bigint AS n FROM {m}.ducklake_snapshot_changes WHERE snapshot_id >= {start}
-UNION ALL
-SELECT 1, snapshot_id, NULL, NULL, schema_version FROM {m}.ducklake_snapshot
-  WHERE snapshot_id = (SELECT max(snapshot_id) FROM {m}.ducklake_snapshot)
+{listing}
 UNION ALL SELECT 2, table_id, schema_path, schema_relative, NULL FROM target
 UNION ALL SELECT 3, table_id, table_path, table_relative, NULL FROM target
-UNION ALL
-SELECT 4, f.begin_snapshot, f.path, f.path_is_relative,
-       CASE WHEN f.encryption_key IS NULL AND f.mapping_id IS NULL AND f.partial_max IS NULL
-            AND f.file_format = 'parquet' AND f.end_snapshot IS NULL AND NOT EXISTS (
-              SELECT 1 FROM {m}.ducklake_delete_file d WHERE d.data_file_id = f.data_file_id)
-            THEN f.record_count ELSE -1 END
-  FROM {m}.ducklake_data_file f JOIN target USING (table_id)
-  WHERE f.begin_snapshot > {start}
-UNION ALL
-SELECT 5, coalesce(sum(file_size_bytes), 0)::bigint, NULL, NULL,
-       coalesce(sum(record_count), 0)::bigint FROM {m}.ducklake_data_file
-  WHERE data_file_id IN (SELECT data_file_id FROM {m}.ducklake_delete_file
-                         JOIN target USING (table_id) WHERE begin_snapshot > {start})
-UNION ALL
-SELECT 6, file_size_bytes, NULL, NULL, record_count FROM {m}.ducklake_table_stats
-  JOIN target USING (table_id)
 """
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where a table's files are, at one schema version of the lake (a table's id and
+    folders change only with the catalog: DDL makes a new schema version)."""
+
+    schema_version: int
+    table_id: int
+    folder: str
 
 
 @dataclass(frozen=True)
@@ -94,9 +113,6 @@ class Listing:
     table_id: int | None  # None: no such table now
     changes: tuple[tuple[int, str], ...]  # (snapshot, changes_made) from ``start`` on
     files: tuple[tuple[str, int], ...]  # (full path, rows); rows -1: not a plain file
-    # (rows, bytes) of the data files that gained deletes since ``start``, and of the table
-    deleted_from: tuple[int, int] = (0, 0)
-    size: tuple[int, int] = (0, 0)
 
     def kinds(self) -> set[str]:
         """The change kinds of the snapshots after ``start``."""
@@ -121,31 +137,60 @@ class Catalog:
 
     def __init__(self, catalog: str) -> None:
         self.catalog = catalog
-        self._lock = threading.Lock()  # guards the three below
+        self._lock = threading.Lock()  # guards the five below
         self._where: tuple[str, str] | None = None  # (the SQL's schema, the data path)
         self._usable = True  # False: not a PostgreSQL catalog, or remote storage
         self._columns: dict[tuple[int, int], pa.Schema] = {}  # (table id, version)
+        self._targets: dict[Identity, _Target] = {}  # where each table read is
         self.queries = 0  # listings read (for tests: each is one PostgreSQL statement)
+        # the reads, on one connection kept out of the extension's pool
+        self.session = Session(catalog)
 
     def listing(
         self, cursor: duckdb.DuckDBPyConnection, table: Identity, start: int
     ) -> Listing | None:
         """The catalog since snapshot ``start`` for ``table``, in one statement; None
-        where the catalog is not PostgreSQL's (or the lake's files are not local)."""
+        where the catalog is not PostgreSQL's (or the lake's files are not local).
+
+        The table's id and folders are looked up by name once per schema version and
+        then kept: a statement that finds the lake at another schema version is
+        followed by one that looks the table up again (after DDL: rare)."""
         where = self._locate(cursor)
         if where is None:
             return None
-        schema, _ = where
-        sql = _LISTING.format(
+        schema, data_path = where
+        with self._lock:
+            known = self._targets.get(table)
+        if known is not None:
+            sql = _LISTING.format(m=quote_ident(schema), start=int(start), table=known.table_id)
+            found = self._parse(start, self.session.query(cursor, sql), known)
+            if found is not None and found.schema_version == known.schema_version:
+                return self._counted(found)
+        listing = _LISTING.format(
+            m=quote_ident(schema), start=int(start), table="SELECT table_id FROM target"
+        )
+        sql = _FIND.format(
             m=quote_ident(schema),
             schema=quote_literal(table.schema),
             name=quote_literal(table.name),
-            start=int(start),
+            listing=listing,
         )
-        rows = cursor.execute(_QUERY, [_METADATA.format(self.catalog), sql]).fetchall()
+        rows = self.session.query(cursor, sql)
+        target = _target(rows, data_path)
+        found = self._parse(start, rows, target)
+        with self._lock:
+            if found is None or target is None:
+                self._targets.pop(table, None)
+            else:
+                if len(self._targets) >= self.KEPT:
+                    self._targets.clear()
+                self._targets[table] = replace(target, schema_version=found.schema_version)
+        return self._counted(found)
+
+    def _counted(self, listing: Listing | None) -> Listing | None:
         with self._lock:
             self.queries += 1
-        return self._parse(start, rows, where[1])
+        return listing
 
     def costly(self, cursor: duckdb.DuckDBPyConnection, listing: Listing, limit: int) -> str | None:
         """Why a rebuild reads less than the feed's deleted rows would, or None.
@@ -154,34 +199,47 @@ class Catalog:
         column: a 10,000-row DELETE from 20M rows in one file took 3x a full run), where
         a full run reads only the columns the query needs. Rebuild when the files that
         gained deletes hold more rows than one refresh folds (``limit``) and over a third
-        of the table's bytes, by the sizes the catalog keeps. Small deletes are kept in
-        the catalog (``inlined_delete``): their files are asked for in a second statement,
-        only for a table big enough to matter."""
+        of the table's bytes, by the sizes the catalog keeps (asked in a statement of
+        their own: only where rows were deleted, on the way to DuckLake's read). Small
+        deletes are kept in the catalog (``inlined_delete``): their files are asked for
+        in another statement, only for a table big enough to matter."""
         kinds = listing.kinds()
-        if listing.table_id is None or not kinds <= DATA_KINDS or listing.size[0] <= limit:
+        if listing.table_id is None or self._where is None or not kinds <= DATA_KINDS:
             return None
-        rows, size = listing.deleted_from
-        if "inlined_delete" in kinds and self._where is not None:
+        if not kinds & DELETE_KINDS and FILE_INSERT not in kinds:
+            return None  # (a file insert may come with deletes of its own rows)
+        m, table, start = quote_ident(self._where[0]), int(listing.table_id), int(listing.start)
+        try:
+            found = self.session.query(cursor, _SIZES.format(m=m, table=table, start=start))
+        except duckdb.Error:  # the catalog away: the transaction's read decides
+            return None
+        if len(found) != 1:
+            return None
+        total, total_size, rows, size = (int(value or 0) for value in found[0])
+        if total <= limit:
+            return None
+        if "inlined_delete" in kinds:
             sql = _TOUCHED.format(
-                m=quote_ident(self._where[0]),
-                table=int(listing.table_id),
-                start=int(listing.start),
-                inlined=quote_ident(f"ducklake_inlined_delete_{int(listing.table_id)}"),
+                m=m,
+                table=table,
+                start=start,
+                inlined=quote_ident(f"ducklake_inlined_delete_{table}"),
             )
             try:
-                row = first_row(cursor.execute(_QUERY, [_METADATA.format(self.catalog), sql]))
+                touched = self.session.query(cursor, sql)
             except duckdb.Error:  # no such table: the transaction's read decides
                 return None
-            size, rows = (int(row[0]), int(row[1])) if row else (size, rows)
-        if rows <= limit or size * 3 <= listing.size[1]:
+            size, rows = (int(touched[0][0]), int(touched[0][1])) if touched else (size, rows)
+        if rows <= limit or size * 3 <= total_size:
             return None
         return (
             f"rows were deleted from files holding {rows:,} of the table's "
-            f"{listing.size[0]:,} rows ({size:,} of {listing.size[1]:,} bytes): "
-            "rebuilding reads less"
+            f"{total:,} rows ({size:,} of {total_size:,} bytes): rebuilding reads less"
         )
 
-    def _parse(self, start: int, rows: list[tuple[Any, ...]], data_path: str) -> Listing | None:
+    def _parse(
+        self, start: int, rows: list[tuple[Any, ...]], target: _Target | None
+    ) -> Listing | None:
         parts: dict[int, list[tuple[Any, ...]]] = {i: [] for i in range(len(_PARTS))}
         for part, *rest in rows:
             parts[int(part)].append(tuple(rest))
@@ -189,24 +247,14 @@ class Catalog:
             return None
         end, schema_version = int(parts[1][0][0]), int(parts[1][0][3])
         changes = tuple(sorted((int(s), str(c or "")) for s, c, _, _ in parts[0]))
-        table_id: int | None = None
-        files: tuple[tuple[str, int], ...] = ()
-        if len(parts[2]) == 1 and len(parts[3]) == 1:
-            table_id = int(parts[2][0][0])
-            _, schema_path, schema_relative, _ = parts[2][0]
-            _, table_path, table_relative, _ = parts[3][0]
-            folder = (data_path + schema_path) if schema_relative else str(schema_path)
-            folder = (folder + table_path) if table_relative else str(table_path)
-            files = tuple(
-                ((folder + path) if relative else str(path), int(n))
-                for snapshot, path, relative, n in sorted(parts[4], key=lambda row: int(row[0]))
-                if int(snapshot) <= end
-            )
-        deleted_from = size = (0, 0)
-        if len(parts[5]) == 1 and len(parts[6]) == 1:
-            deleted_from = (int(parts[5][0][3] or 0), int(parts[5][0][0] or 0))
-            size = (int(parts[6][0][3] or 0), int(parts[6][0][0] or 0))
-        return Listing(start, end, schema_version, table_id, changes, files, deleted_from, size)
+        if target is None:
+            return Listing(start, end, schema_version, None, changes, ())
+        files = tuple(
+            ((target.folder + path) if relative else str(path), int(n))
+            for snapshot, path, relative, n in sorted(parts[4], key=lambda row: int(row[0]))
+            if int(snapshot) <= end
+        )
+        return Listing(start, end, schema_version, target.table_id, changes, files)
 
     def _locate(self, cursor: duckdb.DuckDBPyConnection) -> tuple[str, str] | None:
         """(the PostgreSQL schema of the catalog's tables, the local data path), asked
@@ -216,14 +264,11 @@ class Catalog:
                 return self._where
         found: tuple[str, str] | None = None
         try:
-            schemas = cursor.execute(
-                _QUERY,
-                [
-                    _METADATA.format(self.catalog),
-                    "SELECT table_schema FROM information_schema.tables "
-                    "WHERE table_name = 'ducklake_snapshot_changes'",
-                ],
-            ).fetchall()
+            schemas = self.session.query(
+                cursor,
+                "SELECT table_schema FROM information_schema.tables "
+                "WHERE table_name = 'ducklake_snapshot_changes'",
+            )
             row = first_row(
                 cursor.execute(
                     "SELECT value FROM ducklake_options(?) WHERE option_name = 'data_path'",
@@ -277,6 +322,20 @@ class Catalog:
             columns.empty_table(),
             f"{len(read)} new Parquet file(s), listed by one catalog query",
         )
+
+
+def _target(rows: list[tuple[Any, ...]], data_path: str) -> _Target | None:
+    """The table's id and folder from a :data:`_FIND` statement's parts 2 and 3
+    (its schema version is the listing's); None: no such table (or two)."""
+    schemas = [row[1:] for row in rows if int(row[0]) == 2]
+    tables = [row[1:] for row in rows if int(row[0]) == 3]
+    if len(schemas) != 1 or len(tables) != 1:
+        return None
+    table_id, schema_path, schema_relative, _ = schemas[0]
+    _, table_path, table_relative, _ = tables[0]
+    folder = (data_path + schema_path) if schema_relative else str(schema_path)
+    folder = (folder + table_path) if table_relative else str(table_path)
+    return _Target(-1, int(table_id), folder)
 
 
 def _read(path: str, columns: list[str], rows: int) -> pa.Table:

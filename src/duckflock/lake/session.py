@@ -1,0 +1,121 @@
+"""One connection to a lake's PostgreSQL catalog kept for the catalog reads of refreshes.
+
+``postgres_query`` on the metadata catalog DuckLake attached takes a connection from the
+postgres extension's pool when its DuckDB transaction starts and gives it back when it
+ends. With the read itself that is six PostgreSQL statements per read: the pool's health
+check (``SELECT 1``) on taking the connection and again on giving it back, ``DISCARD
+ALL``, and the extension's ``BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ`` and
+``COMMIT`` around the read (counted in the server's log: tests/test_lake_feed.py).
+
+A :class:`Session` keeps one DuckDB cursor in an open transaction that touches only the
+``system`` catalog and that PostgreSQL one, so the extension keeps its connection checked
+out, and runs each read with ``use_transaction => false``: the read is the only
+statement that reaches PostgreSQL, and one statement sees one snapshot of the catalog,
+as its own transaction did. (The extension still asks PostgreSQL to prepare and
+describe it before the ``COPY`` that reads it: three round trips, not eight.)
+
+The transaction is renewed after ``RENEW`` seconds, so no DuckDB transaction stays open
+for long, and after any error. A read that failed because the connection was gone (the
+catalog restarted, or the cursor the session came from was closed) is tried once more
+on a fresh one. Where the catalog is attached read-only (the extension refuses reads
+outside a transaction there), or while another thread holds the session, a read is its
+own DuckDB statement, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+import duckdb
+
+from duckflock.core.cursors import first_row
+from duckflock.lake.connection import unreachable
+
+_QUERY = "SELECT * FROM system.main.postgres_query(?, ?)"
+# qualified: looked up in the cursor's default catalog (the lake), the function would
+# begin a DuckLake transaction (a snapshot query) for nothing
+_PINNED = "SELECT * FROM system.main.postgres_query(?, ?, use_transaction => false)"
+
+
+METADATA = "__ducklake_metadata_{}"  # the catalog database DuckLake attaches for a lake
+
+
+class Session:
+    """Reads of the PostgreSQL catalog of the lake attached as ``lake`` on one kept
+    connection; shared by the analysis threads, one read at a time."""
+
+    RENEW = 30.0  # seconds one DuckDB transaction holds the connection, then a new one
+
+    def __init__(self, lake: str) -> None:
+        self.lake = lake
+        self.database = METADATA.format(lake)  # (hidden from duckdb_databases())
+        self._lock = threading.Lock()  # held for a read on the session's cursor
+        self._cursor: duckdb.DuckDBPyConnection | None = None
+        self._opened = 0.0
+        self._pinned: bool | None = None  # None: not asked yet; False: read-only catalog
+        self.opened = 0  # sessions begun (for tests)
+
+    def query(self, cursor: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
+        """The rows of PostgreSQL ``sql``; ``cursor``: the caller's, whose database
+        holds the catalog (the session's cursor is made from it)."""
+        if self._pinned is False or not self._lock.acquire(blocking=False):
+            return cursor.execute(_QUERY, [self.database, sql]).fetchall()
+        try:
+            for attempt in range(2):
+                session = self._session(cursor)
+                if session is None:
+                    return cursor.execute(_QUERY, [self.database, sql]).fetchall()
+                try:
+                    return session.execute(_PINNED, [self.database, sql]).fetchall()
+                except duckdb.Error as exc:
+                    self._end()
+                    gone = isinstance(exc, duckdb.ConnectionException) or unreachable(exc)
+                    if attempt or not gone:
+                        raise
+            raise AssertionError("unreachable")  # the loop returns or raises
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        """Give the connection back (a later read begins a new session)."""
+        with self._lock:
+            self._end()
+
+    def _session(self, cursor: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection | None:
+        """The session's cursor in its open transaction (under ``_lock``); None where
+        the catalog is attached read-only."""
+        if self._cursor is not None and time.monotonic() - self._opened < self.RENEW:
+            return self._cursor
+        self._end()
+        if self._pinned is None:
+            # DuckLake attaches its catalog read-only where the lake is
+            row = first_row(
+                cursor.execute(
+                    "SELECT readonly FROM duckdb_databases() WHERE database_name = ?",
+                    [self.lake],
+                )
+            )
+            self._pinned = row is not None and not row[0]
+        if not self._pinned:
+            return None
+        session = cursor.cursor()  # default catalog: memory, not the lake
+        try:
+            session.execute("BEGIN TRANSACTION")
+        except BaseException:
+            session.close()
+            raise
+        self._cursor, self._opened = session, time.monotonic()
+        self.opened += 1
+        return session
+
+    def _end(self) -> None:
+        """Close the session's cursor (rolling its transaction back gives the
+        connection back to the pool)."""
+        session, self._cursor = self._cursor, None
+        if session is not None:
+            # (an error: its database is already closed, and so is the connection)
+            with contextlib.suppress(duckdb.Error):
+                session.close()
