@@ -17,7 +17,12 @@ One real `duckflock serve --pg-port` process, in the same run:
     PostgreSQL" sets (for ``fetchall()``, psycopg building Python objects after every
     row has arrived: printed as "fetchall() alone", here and in (b)).
 
-``--bulk`` runs (b) and (c) only, ``--rounds N`` repeats (b) (and (d)); the load
+(e) with ``--client`` (``--client-only``: (e) alone): each Postgres form's client
+    reading the server's bytes of that fetch, recorded once and replayed by a process
+    doing nothing else (benchmarks/pgwire_replay.py), beside an HTTP Arrow fetch: the
+    ceiling of that client's ratio, which no server work can raise.
+
+``--bulk`` runs (b) and (c) only, ``--rounds N`` repeats (b) (and (d), (e)); the load
 average is printed next to the figures. (b) ends with the median round's ratio of each
 form, the lines ``benchmarks/suite.py`` reads.
 """
@@ -41,6 +46,7 @@ import psutil
 import psycopg
 
 import duckflock
+import pgwire_replay
 
 CLIENTS = 4
 BIG_ROWS = 1_000_000
@@ -231,6 +237,61 @@ def real_postgres(rounds: int) -> None:
                 )
 
 
+def _psycopg_rows(binary: bool, port: int) -> int:
+    with psycopg.connect(_dsn(port), autocommit=True) as conn:
+        return _fetchall(conn, binary)
+
+
+def _copy_rows(form: str, port: int) -> int:
+    with psycopg.connect(_dsn(port), autocommit=True) as conn:
+        return _copy(conn, form)
+
+
+def _adbc_rows(port: int) -> int:
+    import adbc_driver_postgresql.dbapi as adbc
+
+    uri = f"postgresql://bench:x@127.0.0.1:{port}/bench?sslmode=disable"
+    with adbc.connect(uri) as conn, conn.cursor() as cursor:
+        cursor.execute(BIG)
+        return int(cursor.fetch_arrow_table().num_rows)
+
+
+# each Postgres form of (b): a fetch of the big result from the server at a port
+FORMS: dict[str, Callable[[int], int]] = {
+    "text (psycopg fetchall)": partial(_psycopg_rows, False),
+    "binary (psycopg fetchall)": partial(_psycopg_rows, True),
+    "COPY text (psycopg)": partial(_copy_rows, ""),
+    "COPY csv (psycopg)": partial(_copy_rows, "(FORMAT CSV)"),
+    "COPY binary (psycopg)": partial(_copy_rows, "(FORMAT BINARY)"),
+    "COPY binary (ADBC, to Arrow)": _adbc_rows,
+}
+
+
+def client_alone(pg_port: int, rounds: int, http: Callable[[], int], server: Any) -> None:
+    """(e): each form's client against a replay of the server's recorded bytes (a process
+    doing nothing else: benchmarks/pgwire_replay.py), beside an HTTP Arrow fetch: the
+    ratio no server can beat with that client."""
+    for label, fetch in FORMS.items():
+        if fetch is _adbc_rows:  # it opens a second connection (a cancel) mid-fetch
+            continue
+        turns = pgwire_replay.record(fetch, pg_port)
+        with pgwire_replay.Replay(turns, rounds) as replay:
+            replayer = psutil.Process(replay.process.pid)
+            for _ in range(rounds):
+                arrow = rows_per_second(http, server)
+                alone = rows_per_second(partial(fetch, replay.port), replayer)
+                converting = CONVERSION.pop("last", None)
+                print(
+                    f"(e) {BIG_ROWS:,} rows, client alone {label:29s} {alone.rate:>10,.0f} rows/s "
+                    f"| http arrow {arrow.rate:>10,.0f} rows/s "
+                    f"| ceiling {alone.rate / arrow.rate:4.2f} "
+                    f"| client CPU s {alone.client_cpu:.2f}"
+                    + ("" if converting is None else f" | fetchall() alone {converting:.2f} CPU s"),
+                    flush=True,
+                )
+    print(f"(e) {_load()}", flush=True)
+
+
 def encoder_alone() -> None:
     """(c): the encoder over the benchmark's rows in this process, no network."""
     import duckdb
@@ -275,6 +336,8 @@ def main(argv: list[str]) -> None:
     quick = "--quick" in argv
     bulk = "--bulk" in argv
     rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 1
+    client, client_only = "--client" in argv, "--client-only" in argv
+    bulk = bulk or client_only
     seconds = 2.0 if quick else 8.0
     with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
         proc, url, pg_port = start_server(Path(tmp) / "served.duckdb")
@@ -290,38 +353,15 @@ def main(argv: list[str]) -> None:
                     flush=True,
                 )
 
-            def psycopg_rows(binary: bool) -> int:
-                with psycopg.connect(_dsn(pg_port), autocommit=True) as conn:
-                    return _fetchall(conn, binary)
-
-            def copy_rows(form: str) -> int:
-                with psycopg.connect(_dsn(pg_port), autocommit=True) as conn:
-                    return _copy(conn, form)
-
-            def adbc_rows() -> int:
-                import adbc_driver_postgresql.dbapi as adbc
-
-                uri = f"postgresql://bench:x@127.0.0.1:{pg_port}/bench?sslmode=disable"
-                with adbc.connect(uri) as conn, conn.cursor() as cursor:
-                    cursor.execute(BIG)
-                    return int(cursor.fetch_arrow_table().num_rows)
-
             def http_rows() -> int:
                 with duckflock.Client(url, timeout=300) as client:
                     return int(client.query(BIG).num_rows)
 
-            forms: dict[str, Callable[[], int]] = {
-                "text (psycopg fetchall)": lambda: psycopg_rows(False),
-                "binary (psycopg fetchall)": lambda: psycopg_rows(True),
-                "COPY text (psycopg)": lambda: copy_rows(""),
-                "COPY csv (psycopg)": lambda: copy_rows("(FORMAT CSV)"),
-                "COPY binary (psycopg)": lambda: copy_rows("(FORMAT BINARY)"),
-                "COPY binary (ADBC, to Arrow)": adbc_rows,
-            }
+            forms = {label: partial(fetch, pg_port) for label, fetch in FORMS.items()}
             # each form right after an HTTP Arrow fetch of the same rows: on a shared
             # machine the load moves within seconds, so each ratio is taken side by side
             ratios: dict[str, list[tuple[float, float]]] = {label: [] for label in forms}
-            for round_ in range(rounds):
+            for round_ in range(0 if client_only else rounds):
                 print(f"(b) round {round_ + 1}, {_load()}", flush=True)
                 for label, fetch in forms.items():
                     http = rows_per_second(http_rows, server)
@@ -341,18 +381,23 @@ def main(argv: list[str]) -> None:
                         flush=True,
                     )
             for label, taken in ratios.items():  # the median round's (what suite.py reads)
+                if not taken:
+                    continue
                 ratio, rate = sorted(taken)[len(taken) // 2]
                 print(
                     f"(b) {BIG_ROWS:,}-row result, postgres {label:29s} {rate:>10,.0f} rows/s "
                     f"| ratio to http arrow {ratio:4.2f}",
                     flush=True,
                 )
+            if client or client_only:
+                client_alone(pg_port, rounds, http_rows, server)
         finally:
             proc.terminate()
             proc.wait(60)
     if "--postgres" in argv:
         real_postgres(rounds)
-    encoder_alone()
+    if not client_only:
+        encoder_alone()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from text, so the values are the ones DuckDB holds.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import struct
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import duckdb
+import numpy as np
 import psycopg
 import pyarrow as pa
 import pytest
@@ -28,6 +30,8 @@ import pytest
 from duckflock.server.pgwire.encode import COPY_SIGNATURE, RowEncoder
 from duckflock.server.pgwire.reference import PerValueEncoder
 from duckflock.server.pgwire.types import Format, OutOfRange
+from duckflock.server.pgwire.types.numeric import ROUND_BOUNDS_FROM, bound_candidates
+from duckflock.server.pgwire.types.table import Oid
 
 SEED = int(os.environ.get("DUCKFLOCK_PG_SEED", "21"))
 ROWS = int(os.environ.get("DUCKFLOCK_PG_ROWS", "300"))
@@ -289,3 +293,22 @@ def test_a_lone_end_of_data_marker_is_quoted_in_csv_as_postgresql_quotes_it(
             kinds = ["VARCHAR"] * len(names)
             for encoder in (RowEncoder, PerValueEncoder):
                 assert encoder(kinds, [Format.TEXT]).copy_csv(batch, names) == copied, names
+
+
+@pytest.mark.parametrize("oid", [Oid.FLOAT4, Oid.FLOAT8])
+def test_rounding_bound_candidates_of_a_mixed_column_are_each_values_own(oid: int) -> None:
+    """The check runs only over the values at least ROUND_BOUNDS_FROM (the rest of a
+    column skips it): each row's answer is the one it gets alone, in any mix."""
+    rng = random.Random(SEED)
+    dtype = np.float32 if oid == Oid.FLOAT4 else np.float64
+    big = ROUND_BOUNDS_FROM[oid]
+    values = [big * rng.choice([1, 3, 5, 10, 125, 1e3, 1e10, 2.5]) for _ in range(60)]
+    # candidates: 1e23 (float8), 9e9 and 3e10 (float4)
+    known = [1e23, -1e23] if oid == Oid.FLOAT8 else [9e9, 3e10]
+    values += [rng.uniform(-1e6, 1e6) for _ in range(60)] + [math.nan, math.inf, *known]
+    rng.shuffle(values)
+    numbers = np.array(values, dtype)
+    alone = [bool(bound_candidates(numbers[i : i + 1], oid)[0]) for i in range(len(numbers))]
+    assert bound_candidates(numbers, oid).tolist() == alone
+    assert any(alone)  # some of the big values are candidates
+    assert not bound_candidates(np.array([1.5, -2.0, math.nan], dtype), oid).any()

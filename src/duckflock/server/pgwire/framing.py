@@ -2,9 +2,9 @@
 lines, from each column's wire values (:func:`.types.columnar.encode_column`, an Arrow
 binary array with NULL as null).
 
-The lengths and headers are numpy arrays, the concatenation Arrow's
-``binary_join_element_wise`` (COPY lines) or ``take`` (messages): no Python call per row
-or per value.
+The lengths and headers are numpy arrays, the concatenation one Arrow ``take`` over
+the parts made one array (messages and COPY lines alike): no Python call per row or
+per value.
 """
 
 from __future__ import annotations
@@ -105,14 +105,6 @@ def _contents(joined: pa.Array) -> bytes:
     bounds = np.frombuffer(offsets, kind)[[joined.offset, joined.offset + len(joined)]]
     data: bytes = joined.buffers()[2].slice(int(bounds[0]), int(bounds[1] - bounds[0])).to_pybytes()
     return data
-
-
-def _join(parts: Sequence[pa.Array | pa.Scalar], total: int, **options: object) -> pa.Array:
-    """Arrow's element-wise join, in large_binary when the result passes 2 GiB."""
-    if total >= _LIMIT:
-        parts = [p.cast(pa.large_binary()) for p in parts]
-    separator = options.pop("separator", b"")
-    return pc.binary_join_element_wise(*parts, separator, **options)
 
 
 def _interleaved(parts: Sequence[pa.Array], total: int) -> pa.Array:
@@ -230,11 +222,31 @@ def _quoted(values: pa.Array, alone: bool) -> pa.Array:
 
 
 def _lines(fields: Sequence[pa.Array], separator: bytes, null: bytes) -> bytes:
-    total = sum(int(pc.sum(pc.binary_length(f)).as_py() or 0) for f in fields)
-    total += len(fields[0]) * (len(fields) * (len(separator) + len(null)) + 1)
-    options = {"null_handling": "replace", "null_replacement": null, "separator": separator}
-    line = _join(fields, total, **options)
-    return _contents(_join([line, pa.scalar(b"\n", line.type)], total))
+    """Each row's fields (NULL: ``null``), ``separator`` between them and a newline
+    after, row after row: the fields and the two marks made one array and taken in that
+    order (0.07 against 0.09 CPU s for 1M rows of five fields by Arrow's element-wise
+    join of the fields, then of each line and its newline)."""
+    count, parts = len(fields[0]), len(fields)
+    filled = [f.fill_null(pa.scalar(null, f.type)) if f.null_count else f for f in fields]
+    total = sum(int(_lengths(f).sum()) for f in fields)
+    total += count * (parts * (len(separator) + len(null)) + 1)
+    arrays = [*filled, pa.array([separator, b"\n"], pa.binary())]
+    if total >= _LIMIT:
+        arrays = [a.cast(pa.large_binary()) for a in arrays]
+    order = _line_order if count * parts * 2 <= _CACHED else _line_order.__wrapped__
+    return _contents(pa.concat_arrays(arrays).take(order(count, parts)))
+
+
+@functools.lru_cache(maxsize=4)
+def _line_order(count: int, parts: int) -> pa.Array:
+    """Where each byte string of a line comes from, line after line, in an array holding
+    ``parts`` arrays of ``count`` fields each, then the separator and the newline."""
+    kind = "int32" if count * parts + 2 < _LIMIT else "int64"
+    order = np.empty((count, 2 * parts), kind)
+    order[:, 0::2] = np.arange(parts, dtype=kind) * count + np.arange(count, dtype=kind)[:, None]
+    order[:, 1::2] = parts * count  # the separator
+    order[:, -1] = parts * count + 1  # the newline
+    return pa.array(order.reshape(-1))
 
 
 def copy_text(columns: Sequence[pa.Array], plain: Sequence[bool]) -> bytes:

@@ -176,16 +176,18 @@ def _floats(column: pa.Array, oid: int, binary: bool, per_value: PerValue) -> pa
                 | (size >= arrow_high) & (size < fixed_high)  # float8's 12345678901.5
             )
         )
-        # the first digit's decimal exponent (the powers of ten in the float's own type)
-        exponent = np.searchsorted(_POWERS.astype(numbers.dtype), size, side="right") - 11
     if column.null_count:
         valid = pc.is_valid(column).to_numpy(zero_copy_only=False)
         special &= valid
         integral &= valid
     text = _blank(column, special | integral).cast(pa.string())
     if respelled.any():
+        # the first digit's decimal exponent (the powers of ten in the float's own type)
+        exponent = np.full(len(numbers), 99)
+        powers = _POWERS.astype(numbers.dtype)
+        exponent[respelled] = np.searchsorted(powers, size[respelled], side="right") - 11
         for power in np.unique(exponent[respelled]):
-            mask = pa.array(respelled & (exponent == power))
+            mask = pa.array(exponent == power)
             part = text.filter(mask)
             for pattern, replacement in _respelling(int(power)):
                 part = pc.replace_substring_regex(part, pattern, replacement)

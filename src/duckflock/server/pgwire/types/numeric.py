@@ -91,7 +91,16 @@ def bound_candidates(numbers: np.ndarray, oid: int) -> np.ndarray:
     with np.errstate(invalid="ignore"):  # NaN (signalling ones too)
         size = np.abs(numbers.astype(np.float64))
         big = (size >= ROUND_BOUNDS_FROM[oid]) & np.isfinite(size)
-    fraction, exponent = np.frexp(np.where(big, size, 1.0))
+    if not big.any():  # most columns: the mantissa arithmetic below costs as much as a cast
+        return big
+    found = np.zeros(len(big), bool)
+    found[big] = _bound_candidates(size[big], bits)
+    return found
+
+
+def _bound_candidates(size: np.ndarray, bits: int) -> np.ndarray:
+    """:func:`bound_candidates` of finite values at least ROUND_BOUNDS_FROM (float64)."""
+    fraction, exponent = np.frexp(size)
     m = np.ldexp(fraction, bits).astype(np.int64)
     q = exponent.astype(np.int64) - bits
     fives = np.floor(q * math.log10(2) + math.log10(0.75) - 1e-9).astype(np.int64)
@@ -99,7 +108,7 @@ def bound_candidates(numbers: np.ndarray, oid: int) -> np.ndarray:
     divisor = 5 ** np.clip(fives, 1, most)
     down = np.where(m == 1 << (bits - 1), 4 * m - 1, 2 * m - 1)
     found = ((2 * m + 1) % divisor == 0) | (down % divisor == 0)
-    return big & (fives <= most) & found  # type: ignore[no-any-return]
+    return (fives <= most) & found  # type: ignore[no-any-return]
 
 
 def float_text(value: float, oid: int) -> bytes:
