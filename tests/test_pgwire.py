@@ -314,6 +314,23 @@ def test_copy_to_stdout_in_text_csv_and_binary(pg: Served) -> None:
         assert rows == [(1, decimal.Decimal("-1234.500"), EXPECTED_KINDS[10])]
 
 
+def test_copy_sends_each_row_as_its_own_copydata_message(pg: Served) -> None:
+    """PostgreSQL sends a COPY's rows one CopyData message each, and psycopg's
+    ``Copy.rows()`` parses one row from each message: rows batched into one message
+    came back as the first row of each batch, the rest silently dropped."""
+    query = "SELECT range AS i, 'r' || range AS t FROM range(70000)"  # more than one batch
+    with psycopg.connect(pgclients.dsn(pg.port, READ), autocommit=True) as conn:
+        expected = conn.execute(query).fetchall()
+        cursor = conn.cursor()
+        with cursor.copy(f"COPY ({query}) TO STDOUT") as copy:
+            copy.set_types(["int8", "text"])
+            assert list(copy.rows()) == expected
+        with cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT csv, HEADER)") as copy:
+            blocks = [bytes(block) for block in copy]
+        assert blocks[0] == b"i,t\n"  # the header line, a message of its own
+        assert blocks[1:] == [f"{i},{t}\n".encode() for i, t in expected]
+
+
 # -- analyses: tables and LISTEN/NOTIFY -----------------------------------------------------------
 
 

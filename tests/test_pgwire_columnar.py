@@ -193,9 +193,12 @@ def test_columns_encode_as_the_per_value_path_does(duck_type: str, fmt: Format) 
                 got = columnar.copy_binary(part, COPY_SIGNATURE)
                 assert got == reference.copy_binary(part, COPY_SIGNATURE)
             else:
-                assert columnar.copy_text(part) == reference.copy_text(part)
                 header = ["x", 'a "b",c']
-                assert columnar.copy_csv(part, header) == reference.copy_csv(part, header)
+                for framed in (False, True):  # lines, and each line a CopyData message
+                    got = columnar.copy_text(part, framed)
+                    assert got == reference.copy_text(part, framed)
+                    got = columnar.copy_csv(part, header, framed)
+                    assert got == reference.copy_csv(part, header, framed)
             compared += part.num_rows
     assert compared >= ROWS // 2
 
@@ -216,8 +219,10 @@ def test_zero_columns_and_empty_batches() -> None:
     for batch in (empty, three):
         new, old = RowEncoder([], [0]), PerValueEncoder([], [0])
         assert new.data_rows(batch) == old.data_rows(batch)
-        assert new.copy_text(batch) == old.copy_text(batch)
-        assert new.copy_csv(batch, []) == old.copy_csv(batch, [])
+        for framed in (False, True):
+            assert new.copy_text(batch, framed) == old.copy_text(batch, framed)
+            assert new.copy_csv(batch, [], framed) == old.copy_csv(batch, [], framed)
+            assert new.copy_csv(batch, None, framed) == old.copy_csv(batch, None, framed)
         assert new.copy_binary(batch, COPY_SIGNATURE) == old.copy_binary(batch, COPY_SIGNATURE)
 
 

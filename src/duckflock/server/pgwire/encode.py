@@ -107,20 +107,35 @@ class RowEncoder:
             return first + rest if batch.num_rows else b""
         return framing.messages(Backend.COPY_DATA, self.wire_values(batch), prefix)
 
-    def copy_text(self, batch: pa.RecordBatch) -> bytes:
+    def copy_text(self, batch: pa.RecordBatch, framed: bool = False) -> bytes:
+        """Text COPY lines; ``framed``: each line its own CopyData message, as
+        PostgreSQL sends a COPY's rows (clients may read one row a message)."""
+        kind = Backend.COPY_DATA if framed else None
         if not batch.num_columns:
-            return b"\n" * int(batch.num_rows)
-        return framing.copy_text(*self._wire(batch))
+            return _bare_lines(int(batch.num_rows), kind)
+        return framing.copy_text(*self._wire(batch), kind or b"")
 
-    def copy_csv(self, batch: pa.RecordBatch, header: list[str] | None) -> bytes:
-        """CSV as PostgreSQL writes it: NULL is an empty field, an empty string is ``""``."""
+    def copy_csv(
+        self, batch: pa.RecordBatch, header: list[str] | None, framed: bool = False
+    ) -> bytes:
+        """CSV as PostgreSQL writes it: NULL is an empty field, an empty string is ``""``;
+        ``framed`` as :meth:`copy_text` (the header line a message of its own)."""
+        kind = Backend.COPY_DATA if framed else None
         head = b""
         if header is not None:  # a line of one row, quoted as the rows are
             names = [pa.array([name.encode()], pa.binary()) for name in header]
-            head = framing.copy_csv(names, [False] * len(names)) if names else b"\n"
+            plain = [False] * len(names)
+            head = framing.copy_csv(names, plain, kind or b"") if names else _bare_lines(1, kind)
         if not batch.num_columns:
-            return head + b"\n" * int(batch.num_rows)
-        return head + framing.copy_csv(*self._wire(batch))
+            return head + _bare_lines(int(batch.num_rows), kind)
+        return head + framing.copy_csv(*self._wire(batch), kind or b"")
+
+
+def _bare_lines(count: int, kind: Backend | None) -> bytes:
+    """``count`` lines of no field (a result of no columns), each a message of ``kind``
+    when given."""
+    line = b"\n"
+    return (message(kind, line) if kind else line) * count
 
 
 @contextlib.contextmanager

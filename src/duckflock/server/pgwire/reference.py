@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from duckflock.server.pgwire import framing
 from duckflock.server.pgwire.encode import RowEncoder, naming
-from duckflock.server.pgwire.messages import Backend
+from duckflock.server.pgwire.messages import Backend, message
 from duckflock.server.pgwire.types.adapt import I2, I4
 
 _NULL = b"\xff\xff\xff\xff"
@@ -48,7 +48,7 @@ class PerValueEncoder(RowEncoder):
             return super().copy_binary(batch, prefix)
         return self._rows(Backend.COPY_DATA, batch, prefix)
 
-    def copy_text(self, batch: pa.RecordBatch) -> bytes:
+    def copy_text(self, batch: pa.RecordBatch, framed: bool = False) -> bytes:
         lines = []
         for row in zip(*self.values(batch), strict=True):
             fields = [b"\\N" if v is None else v.replace(b"\\", b"\\\\") for v in row]
@@ -57,9 +57,12 @@ class PerValueEncoder(RowEncoder):
                 for f in fields
             ]
             lines.append(b"\t".join(fields) + b"\n")
-        return b"".join(lines) if batch.num_columns else b"\n" * batch.num_rows
+        lines = lines if batch.num_columns else [b"\n"] * batch.num_rows
+        return b"".join(message(Backend.COPY_DATA, line) if framed else line for line in lines)
 
-    def copy_csv(self, batch: pa.RecordBatch, header: list[str] | None) -> bytes:
+    def copy_csv(
+        self, batch: pa.RecordBatch, header: list[str] | None, framed: bool = False
+    ) -> bytes:
         alone = batch.num_columns == 1
         lines = []
         if header is not None:
@@ -68,7 +71,8 @@ class PerValueEncoder(RowEncoder):
             lines.append(b",".join(b"" if v is None else csv_field(v, alone) for v in row))
         if not batch.num_columns:
             lines += [b""] * batch.num_rows
-        return b"".join(line + b"\n" for line in lines)
+        ended = [line + b"\n" for line in lines]
+        return b"".join(message(Backend.COPY_DATA, line) if framed else line for line in ended)
 
 
 def csv_field(value: bytes, alone: bool = False) -> bytes:

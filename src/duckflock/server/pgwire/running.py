@@ -283,10 +283,10 @@ def _copy_out(session: Session, plan: CopyPlan, params: list[Any]) -> None:
                 data = encoder.copy_binary(batch, prefix) if batch.num_rows else b""
                 prefix = prefix if not data else b""
             elif plan.format == CopyFormat.CSV:
-                data = copy_data(encoder.copy_csv(batch, header))
+                data = encoder.copy_csv(batch, header, framed=True)
                 header = None
             else:
-                data = copy_data(encoder.copy_text(batch))
+                data = encoder.copy_text(batch, framed=True)
             session.send(data)
             rows += batch.num_rows
             sent += len(data)
