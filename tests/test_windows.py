@@ -351,3 +351,126 @@ def test_property_windows_equal_a_full_run_at_their_instant(steps: list[Any]) ->
             assert reason(db, name).startswith("incremental"), reason(db, name)
     finally:
         db.close()
+
+
+# -- refreshes that carry the cut bucket (live/marks.py) ----------------------------
+
+
+def _zoned_rows(round_: int, now: datetime) -> list[dict[str, Any]]:
+    """Rows over a 64-second window and around it (expired, cut, whole, ahead), ``ts`` in
+    New York's local time; dyadic values (sums exact in any order)."""
+    offsets = [-70.0 + i * 0.37 for i in range(200)]
+    keys = ["a", "b", None, "é"]
+    rows = rows_at(
+        [
+            (keys[(round_ + i) % 4], [0.5, -1.25, 3.0, 2.0][(round_ + i) % 4], offset)
+            for i, offset in enumerate(offsets)
+        ],
+        now,
+    )
+    for row in rows:
+        row["ts"] = row["tz"].astimezone(NEW_YORK).replace(tzinfo=None)
+    return rows
+
+
+@pytest.mark.parametrize("column", ["ts", "tz"])
+def test_appends_within_one_cut_bucket_read_nothing_and_agree(
+    column: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the instant stays in the bucket the boundary cut at the last refresh, a
+    refresh after appends neither reads the table nor opens a transaction: the bucket's
+    kept rows and the appended ones in its span are compared with the bound in pyarrow,
+    the buckets flagged from their marks. Each result equals a full run."""
+    sql = (
+        "SELECT k, count(*) AS c, sum(v) AS s, min(v) AS lo, max(v) AS hi, avg(v) AS a "
+        f"FROM w WHERE {column} > now() - INTERVAL 64 SECOND GROUP BY k"
+    )
+    reads: list[datetime] = []
+    cut = windows.cut
+
+    def counted(*args: Any) -> Any:
+        reads.append(args[3])
+        return cut(*args)
+
+    monkeypatch.setattr(windows, "cut", counted)
+    clock = SteppedClock(datetime(2026, 12, 7, 12, 0, 0, 300_000, tzinfo=UTC))
+    db = duckflock.connect()
+    internals.use_clock(db, clock)
+    try:
+        db.execute("SET GLOBAL TimeZone = 'America/New_York'")
+        db.execute(TABLE)
+        db.analysis("recent", sql)
+        db.insert("w", _zoned_rows(0, clock.now()))
+        db.refresh("recent")
+        first = len(reads)
+        for round_ in range(1, 13):
+            db.insert("w", _zoned_rows(round_, clock.now()))
+            result = db.refresh("recent")
+            assert result.now == clock.now()
+            assert result.mode == "incremental", result.reason
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert normal(result.rows(), False) == normal(full, False), round_
+            clock.step(timedelta(milliseconds=60))  # 1 s buckets: a crossing per ~16
+        # one read when the state was built, at most one more per bucket crossed
+        assert len(reads) - first <= 2, reads
+    finally:
+        db.close()
+
+
+def test_a_time_zone_change_is_not_carried_over() -> None:
+    """Marks and kept rows of a TIMESTAMP window are taken in the session's time zone:
+    after ``SET GLOBAL TimeZone`` (which rebuilds the state; the marks also record the
+    zone they were taken in) the refreshes that carry the cut bucket again still equal
+    a full run."""
+    sql = "SELECT k, count(*) AS c FROM w WHERE ts > now() - INTERVAL 64 SECOND GROUP BY k"
+    clock = SteppedClock(datetime(2026, 12, 7, 12, 0, 0, 300_000, tzinfo=UTC))
+    db = duckflock.connect()
+    internals.use_clock(db, clock)
+    try:
+        db.execute("SET GLOBAL TimeZone = 'America/New_York'")
+        db.execute(TABLE)
+        db.analysis("recent", sql)
+        for round_, zone in enumerate(["America/New_York"] * 3 + ["Asia/Kolkata"] * 3):
+            db.execute(f"SET GLOBAL TimeZone = '{zone}'")
+            db.insert("w", _zoned_rows(round_, clock.now()))
+            result = db.refresh("recent")
+            assert result.now is not None
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert sorted(result.rows(), key=repr) == sorted(full, key=repr), (round_, zone)
+            clock.step(timedelta(milliseconds=60))
+    finally:
+        db.close()
+
+
+@settings(max_examples=max(EXAMPLES, 20), deadline=None)
+@given(
+    micros=st.lists(
+        st.one_of(st.none(), st.integers(-(2**60) + 1, 2**60 - 1), st.integers(-(10**15), 10**16)),
+        min_size=1,
+        max_size=50,
+    ),
+    width=st.one_of(st.integers(1, 10**12), st.sampled_from([1000, 4_687_500, 86_400_000_000])),
+    zone=st.sampled_from(["UTC", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu"]),
+)
+def test_buckets_in_pyarrow_are_duckdbs_time_bucket(
+    micros: list[int | None], width: int, zone: str
+) -> None:
+    """``instants.bucket_of`` gives what the bucketed state's SQL gives (DuckDB's
+    time_bucket, ICU's for TIMESTAMPTZ), for TIMESTAMP and TIMESTAMPTZ in any zone."""
+    import duckdb
+    import pyarrow as pa
+
+    from duckflock.live.instants import bucket_of, bucket_sql
+
+    con = duckdb.connect()
+    con.execute(f"SET TimeZone = '{zone}'")
+    for kind in (pa.timestamp("us"), pa.timestamp("us", "UTC")):
+        rows = pa.table({"ts": pa.array(micros, pa.int64()).cast(kind)})
+        interval = f"INTERVAL '{width} microseconds'"
+        expected = con.execute(
+            f"SELECT {bucket_sql(interval, 'ts')} AS b FROM rows"
+        ).to_arrow_table()
+        got = bucket_of(rows["ts"], width, kind)
+        assert got is not None
+        # epoch microseconds: a bucket past the year 9999 has no datetime
+        assert got.cast(pa.int64()).to_pylist() == expected["b"].cast(pa.int64()).to_pylist()

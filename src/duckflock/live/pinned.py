@@ -17,18 +17,21 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from duckflock.live import windows
+from duckflock.live import marks, windows
 from duckflock.live.clock import Clock
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.retention import retract
+from duckflock.live.marks import Carried
 from duckflock.live.plan.plans import DELTA, STATE, Plan, split
-from duckflock.live.record import Analysis
+from duckflock.live.record import Analysis, State
 from duckflock.live.steps import combined, fold_in, outputs
+from duckflock.live.windows import Window
 
 T = TypeVar("T")
 
@@ -139,6 +142,10 @@ class Pinned:
         run = analysis.state
         window = run.shape.window
         cursor = run.cursor
+        if window is not None and window.marking is not None:
+            done = self._carry(analysis, window, window.marking)
+            if done is not None:
+                return done
         try:
             with pinned(cursor, plan.pin, self._commit_lock(), take) as taken:
                 deltas, removed, watermark = taken
@@ -173,7 +180,7 @@ class Pinned:
                     # the outputs (HAVING, ORDER BY, LIMIT) of the new state: no rows folded
                     table = outputs(analysis, plan, state, gone.slice(0, 0))
                 else:
-                    state, inside, rows = windows.cut(
+                    parts, rows = windows.cut(
                         cursor,
                         window,
                         state,
@@ -181,13 +188,101 @@ class Pinned:
                         lambda q, s, d: over_arrow(cursor, q, s, d),
                         flagged,
                     )
-                    table = combined(cursor, window.combine, inside, rows)
+                    state = parts.kept
+                    table = combined(cursor, window.combine, parts.inside, rows)
                     run.window_now = instant
+                    run.carried = self._leave(run, window, parts, rows, instant)
         except BaseException:
             self._taint(analysis)
             raise
         run.state, run.last_table = state, table
         return table, watermark, appended, 0 if gone is None else gone.num_rows
+
+    def _leave(
+        self, run: State, window: Window, parts: windows.Split, rows: pa.Table, instant: datetime
+    ) -> Carried | None:
+        """What a refresh that read the cut bucket leaves for the next (marks.py)."""
+        if window.marking is None or parts.span is None:
+            return None
+        bound = marks.bounds(run.cursor, windows.at(window.marking.bound, instant))
+        if bound is None:
+            return None
+        old = run.carried
+        kept = None if old is None or old.settings != bound.settings else old.marks
+        return Carried(parts.kept, kept, parts.span, rows, bound.settings)
+
+    def _carry(
+        self, analysis: Analysis, window: Window, marking: marks.Marking
+    ) -> tuple[pa.Table, int, int, int] | None:
+        """The refresh after appends alone without a transaction, where the last one left
+        the cut bucket's rows and the instant has not moved past it (marks.py): the new
+        rows' partials, one constant from DuckDB, the rest in pyarrow. None: the pinned
+        path (the deltas are put back)."""
+        run, changes = analysis.state, analysis.changes
+        carried = run.carried
+        if carried is None or carried.state is not run.state or window.buckets is None:
+            return None
+        with self._lock:
+            if changes.tainted is not None or changes.removed:
+                return None
+            deltas, _, watermark = changes.take()
+        try:
+            done = self._carried(analysis, window, marking, carried, deltas)
+        except BaseException:
+            self._taint(analysis)
+            raise
+        if done is None:
+            with self._lock:  # before whatever arrived since
+                if changes.tainted is None:
+                    changes.put_back(deltas, [])
+            return None
+        table = done
+        return table, watermark, sum(d.num_rows for d in deltas), 0
+
+    def _carried(
+        self,
+        analysis: Analysis,
+        window: Window,
+        marking: marks.Marking,
+        carried: Carried,
+        deltas: list[pa.Table],
+    ) -> pa.Table | None:
+        run = analysis.state
+        cursor = run.cursor
+        now = self._clock.now()
+        instant = max(now, run.window_now or now)
+        bound = marks.bounds(cursor, windows.at(marking.bound, instant))
+        if bound is None or bound.settings != carried.settings or carried.rows is None:
+            return None
+        state = run.state
+        assert state is not None
+        delta = None
+        if deltas:
+            delta = deltas[0] if len(deltas) == 1 else pa.concat_tables(deltas)
+            analysis.check()
+            assert window.buckets is not None
+            out = marks.partials(cursor, marking, window.buckets, window.width, state, delta)
+            state = windows.merged(cursor, window, state, delta, out)
+            if state is None:
+                return None
+        analysis.check()
+        known = marks.marked(cursor, marking, state, carried.marks)
+        if known is None:
+            return None
+        parts = windows.split(window, marks.flagged(marking, state, known, bound.compared), instant)
+        if parts.span is None:
+            return None
+        rows = (
+            carried.rows.slice(0, 0)
+            if parts.span == (0, 0)
+            else marks.carried(marking, carried, delta, parts.span, bound.local)
+        )
+        if rows is None:
+            return None
+        table = combined(cursor, window.combine, parts.inside, rows)
+        run.state, run.last_table, run.window_now = parts.kept, table, instant
+        run.carried = Carried(parts.kept, known, parts.span, rows, bound.settings)
+        return table
 
     def joined_fold(
         self, analysis: Analysis, plan: Plan, state: pa.Table, delta: pa.Table
