@@ -84,13 +84,15 @@ def constant_of_now(node: dict[str, Any], volatile: set[str]) -> bool:
     return True
 
 
-def steady_sql(bucket: str, interval: str, width: int) -> str:
+def steady_sql(bucket: str, interval: str, width: int, unknown: bool = False) -> str:
     """Whether a finite TIMESTAMP bucket meets the session's time zone at one offset
-    throughout (false where unknown): its rows compare with an instant in local time."""
+    throughout (``unknown`` where that cannot be said; an infinite bucket is steady when
+    ``unknown`` is true): its rows compare with an instant in local time."""
+    finite = f"NOT isfinite({bucket}) OR" if unknown else f"isfinite({bucket}) AND"
     return (
-        f"coalesce(isfinite({bucket}) AND "
+        f"coalesce({finite} "
         f"epoch_us(TRY_CAST(try({bucket} + {interval}) AS TIMESTAMPTZ)) "
-        f"- epoch_us(TRY_CAST({bucket} AS TIMESTAMPTZ)) = {width}, false)"
+        f"- epoch_us(TRY_CAST({bucket} AS TIMESTAMPTZ)) = {width}, {str(unknown).lower()})"
     )
 
 
@@ -132,11 +134,7 @@ def flags_sql(
     if column_type is not Stamp.TIMESTAMP:
         return inside, live
     # infinity, and ends out of TIMESTAMPTZ's range, are judged by their ends as before
-    steady = (
-        f"coalesce(NOT isfinite({bucket}) OR "
-        f"epoch_us(TRY_CAST(try({bucket} + {interval}) AS TIMESTAMPTZ)) "
-        f"- epoch_us(TRY_CAST({bucket} AS TIMESTAMPTZ)) = {width}, true)"
-    )
+    steady = steady_sql(bucket, interval, width, unknown=True)
     late = f"(try({bucket} + {interval} + INTERVAL 2 DAY) {op} ({bound}))"
     return f"({inside} AND {steady})", f"({live} OR (NOT {steady} AND {late}))"
 

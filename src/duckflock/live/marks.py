@@ -97,12 +97,8 @@ def marking(
     def instant(value: str) -> str:
         return f"epoch_us(TRY_CAST({value} AS {compared}))"
 
-    steady = (
-        f"coalesce(NOT isfinite({key}) OR {instant(f'try({key} + {interval})')} "
-        f"- {instant(key)} = {width}, true)"
-        if timestamp
-        else "true"
-    )
+    # the zone's offsets: as flags_sql judges them, whatever type the bound is
+    steady = steady_sql(key, interval, width, unknown=True) if timestamp else "true"
     local = steady_sql(key, interval, width) if timestamp else "false"
     marks = (
         f"SELECT {key}, {instant(key)} AS __s_in, {instant(f'try({key} + {interval})')} "
