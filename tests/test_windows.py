@@ -196,23 +196,23 @@ def test_buckets_expire_as_the_window_moves() -> None:
 def test_appends_merge_into_the_buckets_in_pyarrow_and_agree(
     column: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Appended rows become partials per bucket in one DuckDB query over them alone and
-    merge into the bucketed state in pyarrow (windows.folded: DuckDB never scans the
-    state), the cut bucket's rows are read comparing in local time where its offset is
+    """Appended rows become partials per bucket (pyarrow, or one DuckDB query over them
+    alone) and merge into the bucketed state in pyarrow (windows.merged: DuckDB never
+    scans the state), the cut bucket's rows are read comparing in local time where its offset is
     one; each refresh, as the window moves over the buckets, equals a full run."""
     sql = (
         "SELECT k, count(*) AS c, sum(v) AS s, min(v) AS lo, max(v) AS hi, avg(v) AS a "
         f"FROM w WHERE {column} > now() - INTERVAL 3 SECOND GROUP BY k"
     )
     merged: list[bool] = []
-    folded = windows.folded
+    merge = windows.merged  # the pyarrow merge, whoever flags the buckets after it
 
     def seen(*args: Any) -> Any:
-        out = folded(*args)
+        out = merge(*args)
         merged.append(out is not None)
         return out
 
-    monkeypatch.setattr(windows, "folded", seen)
+    monkeypatch.setattr(windows, "merged", seen)
     reads: list[str] = []  # the cut bucket reads, before their instant is put in
     instant_of = windows.at
 

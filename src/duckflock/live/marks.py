@@ -123,6 +123,7 @@ class Carried:
     span: tuple[int, int] | None  # the cut bucket's [low, high) in epoch us; (0, 0): none
     rows: pa.Table | None  # its rows the predicate kept at the last instant
     settings: str  # the session's, when marks and rows were taken (Bound.settings)
+    marking: Marking  # the window plan the marks are for (a new plan: new marks)
 
 
 def marked(

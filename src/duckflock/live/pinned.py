@@ -18,7 +18,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -76,6 +76,22 @@ def joined_refresh(
         for name in (STATE, DELTA):
             with contextlib.suppress(duckdb.Error):
                 cursor.unregister(name)
+
+
+class _Flagging(NamedTuple):
+    """A window's state flagged from its buckets' marks (:meth:`Pinned._flag`)."""
+
+    table: pa.Table  # the state, new rows folded in, with the flags windows.split reads
+    marks: pa.Table  # the marks of its buckets
+    bound: marks.Bound  # the bound it was flagged at
+
+
+def _prior(carried: Carried | None, marking: marks.Marking, bound: marks.Bound) -> pa.Table | None:
+    """The marks the last refresh left, where they hold for ``marking`` now (the same
+    window plan, the same time zone and calendar)."""
+    if carried is None or carried.marking is not marking or carried.settings != bound.settings:
+        return None
+    return carried.marks
 
 
 class _Changed(Exception):
@@ -156,17 +172,20 @@ class Pinned:
                 # instants never go back: expired buckets would be needed again
                 now = self._clock.now()
                 instant = max(now, run.window_now or now)
-                flagged = None
-                if window is not None and deltas and not removed:
-                    delta = pa.concat_tables(deltas)
+                flagged = flagging = None
+                delta = pa.concat_tables(deltas) if deltas else None
+                if window is not None and not removed and window.marking is not None:
+                    flagging = self._flag(analysis, window, window.marking, delta, instant)
+                    flagged = None if flagging is None else flagging.table
+                if window is not None and delta is not None and not removed and flagged is None:
                     flagged = windows.folded(cursor, window, state, delta, instant)
                     if flagged is None:  # fold and flag the buckets in one query
                         sql = windows.at(windows.flagging(window, plan.refresh), instant)
                         flagged = over_arrow(cursor, sql, state, delta).select(
                             [*plan.state_columns, "__in", "__live", "__local"]
                         )
-                elif deltas:
-                    state, _ = fold_in(analysis, plan, state, pa.concat_tables(deltas))
+                elif delta is not None and (window is None or removed):
+                    state, _ = fold_in(analysis, plan, state, delta)
                 gone = pa.concat_tables(removed) if removed else None
                 if gone is not None:
                     assert plan.retract is not None
@@ -191,7 +210,7 @@ class Pinned:
                     state = parts.kept
                     table = combined(cursor, window.combine, parts.inside, rows)
                     run.window_now = instant
-                    run.carried = self._leave(run, window, parts, rows, instant)
+                    run.carried = self._leave(run, window, parts, rows, instant, flagging)
         except BaseException:
             self._taint(analysis)
             raise
@@ -199,17 +218,59 @@ class Pinned:
         return table, watermark, appended, 0 if gone is None else gone.num_rows
 
     def _leave(
-        self, run: State, window: Window, parts: windows.Split, rows: pa.Table, instant: datetime
+        self,
+        run: State,
+        window: Window,
+        parts: windows.Split,
+        rows: pa.Table,
+        instant: datetime,
+        flagging: _Flagging | None,
     ) -> Carried | None:
         """What a refresh that read the cut bucket leaves for the next (marks.py)."""
-        if window.marking is None or parts.span is None:
+        marking = window.marking
+        if marking is None or parts.span is None:
             return None
-        bound = marks.bounds(run.cursor, windows.at(window.marking.bound, instant))
+        if flagging is not None:
+            known, settings = flagging.marks, flagging.bound.settings
+        else:
+            bound = marks.bounds(run.cursor, windows.at(marking.bound, instant))
+            if bound is None:
+                return None
+            known, settings = _prior(run.carried, marking, bound), bound.settings
+        return Carried(parts.kept, known, parts.span, rows, settings, marking)
+
+    def _flag(
+        self,
+        analysis: Analysis,
+        window: Window,
+        marking: marks.Marking,
+        delta: pa.Table | None,
+        instant: datetime,
+    ) -> _Flagging | None:
+        """The state with ``delta`` folded in and flagged at ``instant`` from its buckets'
+        marks (marks.py): the new rows' partials in pyarrow, one constant from DuckDB
+        (the bound), a DuckDB query only for buckets without marks yet. None where that
+        is not proven equal to the SQL flags (then DuckDB folds and flags)."""
+        run = analysis.state
+        cursor = run.cursor
+        state = run.state
+        assert state is not None
+        if window.buckets is None:
+            return None
+        bound = marks.bounds(cursor, windows.at(marking.bound, instant))
         if bound is None:
             return None
-        old = run.carried
-        kept = None if old is None or old.settings != bound.settings else old.marks
-        return Carried(parts.kept, kept, parts.span, rows, bound.settings)
+        if delta is not None:
+            analysis.check()
+            out = marks.partials(cursor, marking, window.buckets, window.width, state, delta)
+            state = windows.merged(cursor, window, state, delta, out)
+            if state is None:
+                return None
+        analysis.check()
+        known = marks.marked(cursor, marking, state, _prior(run.carried, marking, bound))
+        if known is None:
+            return None
+        return _Flagging(marks.flagged(marking, state, known, bound.compared), known, bound)
 
     def _carry(
         self, analysis: Analysis, window: Window, marking: marks.Marking
@@ -220,7 +281,7 @@ class Pinned:
         path (the deltas are put back)."""
         run, changes = analysis.state, analysis.changes
         carried = run.carried
-        if carried is None or carried.state is not run.state or window.buckets is None:
+        if carried is None or carried.state is not run.state or carried.rows is None:
             return None
         with self._lock:
             if changes.tainted is not None or changes.removed:
@@ -236,8 +297,7 @@ class Pinned:
                 if changes.tainted is None:
                     changes.put_back(deltas, [])
             return None
-        table = done
-        return table, watermark, sum(d.num_rows for d in deltas), 0
+        return done, watermark, sum(d.num_rows for d in deltas), 0
 
     def _carried(
         self,
@@ -248,40 +308,29 @@ class Pinned:
         deltas: list[pa.Table],
     ) -> pa.Table | None:
         run = analysis.state
-        cursor = run.cursor
         now = self._clock.now()
         instant = max(now, run.window_now or now)
-        bound = marks.bounds(cursor, windows.at(marking.bound, instant))
-        if bound is None or bound.settings != carried.settings or carried.rows is None:
-            return None
-        state = run.state
-        assert state is not None
         delta = None
         if deltas:
             delta = deltas[0] if len(deltas) == 1 else pa.concat_tables(deltas)
-            analysis.check()
-            assert window.buckets is not None
-            out = marks.partials(cursor, marking, window.buckets, window.width, state, delta)
-            state = windows.merged(cursor, window, state, delta, out)
-            if state is None:
-                return None
-        analysis.check()
-        known = marks.marked(cursor, marking, state, carried.marks)
-        if known is None:
+        flagging = self._flag(analysis, window, marking, delta, instant)
+        if flagging is None or flagging.bound.settings != carried.settings:
             return None
-        parts = windows.split(window, marks.flagged(marking, state, known, bound.compared), instant)
-        if parts.span is None:
+        parts = windows.split(window, flagging.table, instant)
+        if parts.span is None or carried.rows is None:
             return None
         rows = (
             carried.rows.slice(0, 0)
             if parts.span == (0, 0)
-            else marks.carried(marking, carried, delta, parts.span, bound.local)
+            else marks.carried(marking, carried, delta, parts.span, flagging.bound.local)
         )
         if rows is None:
             return None
-        table = combined(cursor, window.combine, parts.inside, rows)
+        table = combined(run.cursor, window.combine, parts.inside, rows)
         run.state, run.last_table, run.window_now = parts.kept, table, instant
-        run.carried = Carried(parts.kept, known, parts.span, rows, bound.settings)
+        run.carried = Carried(
+            parts.kept, flagging.marks, parts.span, rows, flagging.bound.settings, marking
+        )
         return table
 
     def joined_fold(
