@@ -474,3 +474,36 @@ def test_buckets_in_pyarrow_are_duckdbs_time_bucket(
         assert got is not None
         # epoch microseconds: a bucket past the year 9999 has no datetime
         assert got.cast(pa.int64()).to_pylist() == expected["b"].cast(pa.int64()).to_pylist()
+
+
+@pytest.mark.parametrize(
+    "bound",
+    ["now() - INTERVAL 1 HOUR", "CAST(now() AS TIMESTAMP) - INTERVAL 1 HOUR"],
+)
+def test_marks_across_a_dst_gap_for_either_bound_type(bound: str) -> None:
+    """Buckets flagged from their marks (a TIMESTAMPTZ bound meets a TIMESTAMP bucket
+    through the zone; a TIMESTAMP bound does not, but a bucket a jump cuts is still
+    judged by its rows), with appends every few minutes over New York's spring-forward
+    hour (rows inside the hour that does not exist too): each result equals a full
+    run."""
+    sql = f"SELECT k, count(*) AS c, max(ts) AS last FROM w WHERE ts > {bound} GROUP BY k"
+    clock = SteppedClock(datetime(2026, 3, 8, 6, 10, tzinfo=UTC))
+    db = duckflock.connect()
+    internals.use_clock(db, clock)
+    try:
+        db.execute("SET GLOBAL TimeZone = 'America/New_York'")
+        db.execute("CREATE TABLE w (k INTEGER, ts TIMESTAMP)")
+        start = datetime(2026, 3, 8, 0, 30)  # local, naive
+        db.insert("w", [(i % 2, start + timedelta(seconds=7 * i)) for i in range(2000)])
+        db.analysis("hour", sql)
+        for round_ in range(24):
+            local = clock.now().astimezone(NEW_YORK).replace(tzinfo=None)
+            db.insert("w", [(round_ % 3, local - timedelta(seconds=s)) for s in (1, 50, 3500)])
+            result = db.refresh("hour", timeout=60)
+            assert result.now == clock.now()
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert sorted(result.rows()) == sorted(full), (round_, result.now, result.reason)
+            clock.step(timedelta(minutes=7) if round_ % 2 else timedelta(seconds=3))
+        assert result.mode == "incremental", result.reason
+    finally:
+        db.close()
