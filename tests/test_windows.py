@@ -269,18 +269,26 @@ def test_a_late_row_for_an_expired_bucket_stays_out(wdb: duckflock.Database) -> 
     agree(wdb, {"per_key": sql})
 
 
+def _spring_forward(clock: SteppedClock) -> duckflock.Database:
+    """A database in New York's time zone on ``clock``, with a TIMESTAMP table ``w`` of
+    rows every 7 s from 00:30 local on its spring-forward day (through the hour that
+    does not exist)."""
+    db = duckflock.connect()
+    internals.use_clock(db, clock)
+    db.execute("SET GLOBAL TimeZone = 'America/New_York'")
+    db.execute("CREATE TABLE w (k INTEGER, ts TIMESTAMP)")
+    start = datetime(2026, 3, 8, 0, 30)  # local, naive
+    db.insert("w", [(i % 2, start + timedelta(seconds=7 * i)) for i in range(2000)])
+    return db
+
+
 def test_a_dst_gap_in_the_session_time_zone_keeps_timestamps_exact() -> None:
     # a TIMESTAMP meets now() as local time: 02:59 on New York's spring-forward day
     # (a time that does not exist) casts to 07:59Z, after 03:00 (07:00Z). The bucket
     # holding both expired by its end while its 02:59 rows were still inside the window.
     clock = SteppedClock(datetime(2026, 3, 8, 7, 30, tzinfo=UTC))
-    db = duckflock.connect()
-    internals.use_clock(db, clock)
+    db = _spring_forward(clock)
     try:
-        db.execute("SET GLOBAL TimeZone = 'America/New_York'")
-        db.execute("CREATE TABLE w (k INTEGER, ts TIMESTAMP)")
-        start = datetime(2026, 3, 8, 0, 30)  # local, naive
-        db.insert("w", [(i % 2, start + timedelta(seconds=7 * i)) for i in range(2000)])
         db.execute("INSERT INTO w VALUES (0, 'infinity'), (1, '-infinity')")  # no jump
         sql = "SELECT k, count(*) AS c FROM w WHERE ts > now() - INTERVAL 1 HOUR GROUP BY k"
         db.analysis("hour", sql)
@@ -373,6 +381,17 @@ def _zoned_rows(round_: int, now: datetime) -> list[dict[str, Any]]:
     return rows
 
 
+def _new_york(clock: SteppedClock, sql: str) -> duckflock.Database:
+    """A database in New York's time zone on ``clock``, the table ``w`` and the analysis
+    "recent" of ``sql``."""
+    db = duckflock.connect()
+    internals.use_clock(db, clock)
+    db.execute("SET GLOBAL TimeZone = 'America/New_York'")
+    db.execute(TABLE)
+    db.analysis("recent", sql)
+    return db
+
+
 @pytest.mark.parametrize("column", ["ts", "tz"])
 def test_appends_within_one_cut_bucket_read_nothing_and_agree(
     column: str, monkeypatch: pytest.MonkeyPatch
@@ -394,12 +413,8 @@ def test_appends_within_one_cut_bucket_read_nothing_and_agree(
 
     monkeypatch.setattr(windows, "cut", counted)
     clock = SteppedClock(datetime(2026, 12, 7, 12, 0, 0, 300_000, tzinfo=UTC))
-    db = duckflock.connect()
-    internals.use_clock(db, clock)
+    db = _new_york(clock, sql)
     try:
-        db.execute("SET GLOBAL TimeZone = 'America/New_York'")
-        db.execute(TABLE)
-        db.analysis("recent", sql)
         db.insert("w", _zoned_rows(0, clock.now()))
         db.refresh("recent")
         first = len(reads)
@@ -424,12 +439,8 @@ def test_a_time_zone_change_is_not_carried_over() -> None:
     a full run."""
     sql = "SELECT k, count(*) AS c FROM w WHERE ts > now() - INTERVAL 64 SECOND GROUP BY k"
     clock = SteppedClock(datetime(2026, 12, 7, 12, 0, 0, 300_000, tzinfo=UTC))
-    db = duckflock.connect()
-    internals.use_clock(db, clock)
+    db = _new_york(clock, sql)
     try:
-        db.execute("SET GLOBAL TimeZone = 'America/New_York'")
-        db.execute(TABLE)
-        db.analysis("recent", sql)
         for round_, zone in enumerate(["America/New_York"] * 3 + ["Asia/Kolkata"] * 3):
             db.execute(f"SET GLOBAL TimeZone = '{zone}'")
             db.insert("w", _zoned_rows(round_, clock.now()))
@@ -488,13 +499,8 @@ def test_marks_across_a_dst_gap_for_either_bound_type(bound: str) -> None:
     run."""
     sql = f"SELECT k, count(*) AS c, max(ts) AS last FROM w WHERE ts > {bound} GROUP BY k"
     clock = SteppedClock(datetime(2026, 3, 8, 6, 10, tzinfo=UTC))
-    db = duckflock.connect()
-    internals.use_clock(db, clock)
+    db = _spring_forward(clock)
     try:
-        db.execute("SET GLOBAL TimeZone = 'America/New_York'")
-        db.execute("CREATE TABLE w (k INTEGER, ts TIMESTAMP)")
-        start = datetime(2026, 3, 8, 0, 30)  # local, naive
-        db.insert("w", [(i % 2, start + timedelta(seconds=7 * i)) for i in range(2000)])
         db.analysis("hour", sql)
         for round_ in range(24):
             local = clock.now().astimezone(NEW_YORK).replace(tzinfo=None)
