@@ -29,7 +29,7 @@ from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.retention import retract
 from duckflock.live.marks import Carried
 from duckflock.live.plan.plans import DELTA, STATE, Plan, split
-from duckflock.live.record import Analysis, State
+from duckflock.live.record import Analysis
 from duckflock.live.steps import combined, fold_in, outputs
 from duckflock.live.windows import Window
 
@@ -210,34 +210,35 @@ class Pinned:
                     state = parts.kept
                     table = combined(cursor, window.combine, parts.inside, rows)
                     run.window_now = instant
-                    run.carried = self._leave(run, window, parts, rows, instant, flagging)
+                    run.carried = self._leave(window, parts, rows, flagging, run.carried)
         except BaseException:
             self._taint(analysis)
             raise
         run.state, run.last_table = state, table
         return table, watermark, appended, 0 if gone is None else gone.num_rows
 
+    @staticmethod
     def _leave(
-        self,
-        run: State,
         window: Window,
         parts: windows.Split,
         rows: pa.Table,
-        instant: datetime,
         flagging: _Flagging | None,
+        old: Carried | None,
     ) -> Carried | None:
-        """What a refresh that read the cut bucket leaves for the next (marks.py)."""
+        """What a refresh that read the cut bucket leaves for the next (marks.py): its
+        rows only where its buckets were flagged from their marks (not after a delete,
+        nor where DuckDB had to fold: NaN, a shape without pyarrow merges — the next run
+        would only find that again); the marks it had, in any case."""
         marking = window.marking
-        if marking is None or parts.span is None:
+        if marking is None:
             return None
-        if flagging is not None:
-            known, settings = flagging.marks, flagging.bound.settings
-        else:
-            bound = marks.bounds(run.cursor, windows.at(marking.bound, instant))
-            if bound is None:
+        if flagging is None or parts.span is None:
+            if old is None or old.marking is not marking:
                 return None
-            known, settings = _prior(run.carried, marking, bound), bound.settings
-        return Carried(parts.kept, known, parts.span, rows, settings, marking)
+            return Carried(parts.kept, old.marks, None, None, old.settings, marking)
+        return Carried(
+            parts.kept, flagging.marks, parts.span, rows, flagging.bound.settings, marking
+        )
 
     def _flag(
         self,
