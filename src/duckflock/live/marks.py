@@ -54,7 +54,8 @@ class Marking:
     """How a window's buckets are marked and flagged (see the module's docstring)."""
 
     marks: str  # over STATE (its bucket column, ``key``): each distinct bucket's marks
-    bound: str  # at NOW: the bound in the comparison's type and in local time (epoch us)
+    bound: str  # at NOW: the bound in the comparison's type and in local time (epoch
+    # microseconds), and the settings (Bound)
     partials: str  # the new rows' partials per bucket (over DELTA)
     key: str  # the bucket's state column
     name: str  # the window column's name in the table
@@ -106,10 +107,11 @@ def marking(
         f"{steady} AS __steady, {local} AS __local, isfinite({key}) AS __finite "
         f"FROM (SELECT DISTINCT {key} FROM __duckflock_state WHERE {key} IS NOT NULL)"
     )
-    local = column_type if compared is column_type else Stamp.TIMESTAMP
+    # the column's own type: a TIMESTAMP's local time, as Window.local compares
+    own = column_type if compared is column_type else Stamp.TIMESTAMP
     bound = (
         f"SELECT epoch_us(CAST(({bound_sql}) AS {compared})), "
-        f"epoch_us(CAST(({bound_sql}) AS {local})), {_SETTINGS}"
+        f"epoch_us(CAST(({bound_sql}) AS {own})), {_SETTINGS}"
     )
     return Marking(marks, bound, plan.partials, key, names[-1], op, column_type)
 
