@@ -513,3 +513,31 @@ def test_marks_across_a_dst_gap_for_either_bound_type(bound: str) -> None:
         assert result.mode == "incremental", result.reason
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("column", ["ts", "tz"])
+def test_a_bucket_folded_in_with_a_delete_gets_its_marks(column: str) -> None:
+    """A refresh that takes out deleted rows folds the appended ones in without marking
+    their buckets: the marks it keeps do not cover its state, and the next refresh asks
+    DuckDB for the new buckets' marks (a bucket without them would be judged expired
+    and dropped). Each result equals a full run."""
+    sql = (
+        "SELECT k, count(*) AS c, sum(v) AS s FROM w "
+        f"WHERE {column} > now() - INTERVAL 64 SECOND GROUP BY k"
+    )
+    clock = SteppedClock(datetime(2026, 12, 7, 12, 0, 0, 300_000, tzinfo=UTC))
+    db = _new_york(clock, sql)
+    try:
+        for round_ in range(8):
+            db.insert("w", _zoned_rows(round_, clock.now()))
+            if round_ % 3 == 1:  # a bucket ahead no later round's rows touch, and a delete
+                db.insert("w", _zoned_rows(round_, clock.now() + timedelta(seconds=110))[-1:])
+                db.execute("DELETE FROM w WHERE v < -1")
+            result = db.refresh("recent")
+            assert result.now is not None
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert normal(result.rows(), False) == normal(full, False), round_
+            clock.step(timedelta(milliseconds=60))
+        assert reason(db, "recent").startswith("incremental")
+    finally:
+        db.close()

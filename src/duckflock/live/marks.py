@@ -120,7 +120,7 @@ def marking(
 class Carried:
     """What one refresh of a window leaves for the next. Owner: the analysis thread."""
 
-    state: pa.Table  # the state these describe (a rebuilt one is another object)
+    state: pa.Table | None  # the state the marks cover, the rows describe (None: none)
     marks: pa.Table | None  # per bucket: the bucket column, then _MARKS
     span: tuple[int, int] | None  # the cut bucket's [low, high) in epoch us; (0, 0): none
     rows: pa.Table | None  # its rows the predicate kept at the last instant
@@ -129,11 +129,24 @@ class Carried:
 
 
 def marked(
-    cursor: duckdb.DuckDBPyConnection, marking: Marking, state: pa.Table, marks: pa.Table | None
+    cursor: duckdb.DuckDBPyConnection,
+    marking: Marking,
+    state: pa.Table,
+    marks: pa.Table | None,
+    fresh: pa.ChunkedArray | None = None,
 ) -> pa.Table | None:
-    """``marks`` with the marks of the state's buckets it lacks, from DuckDB; None where a
-    bucket's are not plain integers (infinity, an overflow: the SQL flags judge it)."""
+    """``marks`` with the marks of the state's buckets it lacks, from DuckDB, and without
+    those of buckets the state no longer has; None where a bucket's are not plain
+    integers (infinity, an overflow: the SQL flags judge it). ``fresh``: the only
+    buckets that may lack marks (the new rows', where ``marks`` covered the state before
+    them): when all have theirs, ``marks`` as they are (an expired bucket's stay until a
+    new bucket's are asked for: never more than one window's worth)."""
     key = marking.key
+    if marks is not None and fresh is not None:
+        values = marks[key].combine_chunks()
+        found = pc.is_in(fresh.drop_null(), value_set=values)
+        if pc.all(found, min_count=0).as_py():  # (none new: True)
+            return marks
     buckets = pc.unique(state[key].drop_null())
     if marks is not None:
         known = pc.is_in(buckets, value_set=marks[key].combine_chunks())

@@ -235,7 +235,8 @@ class Pinned:
         if flagging is None or parts.span is None:
             if old is None or old.marking is not marking:
                 return None
-            return Carried(parts.kept, old.marks, None, None, old.settings, marking)
+            # marks of an older state: the buckets folded in since may lack theirs
+            return Carried(None, old.marks, None, None, old.settings, marking)
         return Carried(
             parts.kept, flagging.marks, parts.span, rows, flagging.bound.settings, marking
         )
@@ -261,14 +262,19 @@ class Pinned:
         bound = marks.bounds(cursor, windows.at(marking.bound, instant))
         if bound is None:
             return None
+        prior = _prior(run.carried, marking, bound)
+        # where the marks cover the state, only the new rows' buckets may lack theirs
+        covered = prior is not None and run.carried is not None and run.carried.state is state
+        fresh = state[marking.key].slice(0, 0) if covered else None
         if delta is not None:
             analysis.check()
             out = marks.partials(cursor, marking, window.buckets, window.width, state, delta)
+            fresh = out[marking.key] if covered else None
             state = windows.merged(cursor, window, state, delta, out)
             if state is None:
                 return None
         analysis.check()
-        known = marks.marked(cursor, marking, state, _prior(run.carried, marking, bound))
+        known = marks.marked(cursor, marking, state, prior, fresh)
         if known is None:
             return None
         return _Flagging(marks.flagged(marking, state, known, bound.compared), known, bound)
