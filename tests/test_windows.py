@@ -541,3 +541,32 @@ def test_a_bucket_folded_in_with_a_delete_gets_its_marks(column: str) -> None:
         assert reason(db, "recent").startswith("incremental")
     finally:
         db.close()
+
+
+def test_the_carried_rows_stay_few_chunks() -> None:
+    """Each carried refresh with new rows in the cut bucket adds a chunk to its kept
+    rows: past MAX_CHUNKS they are made one again (as a state's are)."""
+    from duckflock.live.fold.states import MAX_CHUNKS
+
+    sql = "SELECT k, count(*) AS c FROM w WHERE tz > now() - INTERVAL 6400 SECOND GROUP BY k"
+    # 100 s buckets on the epoch's multiples of 100 s: the bound 10 s into one
+    clock = SteppedClock(datetime.fromtimestamp(1_780_000_010 + 6400, UTC))
+    db = _new_york(clock, sql)
+    try:
+        db.insert("w", _zoned_rows(0, clock.now()))
+        db.refresh("recent")
+        chunks = []
+        for round_ in range(MAX_CHUNKS + 10):  # the instant stays in the cut bucket
+            at_ = clock.now() - timedelta(seconds=6400 - 50)  # in the cut bucket, kept
+            db.insert("w", [{"k": "a", "v": 1.0, "ts": None, "tz": at_}])
+            result = db.refresh("recent")
+            assert result.now is not None
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert sorted(result.rows(), key=repr) == sorted(full, key=repr), round_
+            carried = internals.analysis(db, "recent").state.carried
+            assert carried is not None and carried.rows is not None
+            chunks.append(carried.rows.column(0).num_chunks)
+            clock.step(timedelta(milliseconds=1))
+        assert max(chunks) <= MAX_CHUNKS + 1 and max(chunks) > 10, str(chunks)
+    finally:
+        db.close()

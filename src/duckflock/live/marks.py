@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from duckflock.core.cursors import first_row
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.query import over_arrow
+from duckflock.live.fold.states import MAX_CHUNKS
 from duckflock.live.instants import NOW, Op, Stamp, bucket_micros, bucket_of, steady_sql
 from duckflock.live.plan.plans import Plan
 
@@ -221,7 +222,9 @@ def carried(
     at = _micros(rows, marking.name)
     if at is None:
         return None
-    return rows.filter(pc.fill_null(_COMPARE[marking.op](at, local), False))
+    left = rows.filter(pc.fill_null(_COMPARE[marking.op](at, local), False))
+    # one chunk more per run with new rows in the bucket: bounded, as a state's are
+    return left.combine_chunks() if left.column(0).num_chunks > MAX_CHUNKS else left
 
 
 def partials(
