@@ -196,23 +196,23 @@ def test_buckets_expire_as_the_window_moves() -> None:
 def test_appends_merge_into_the_buckets_in_pyarrow_and_agree(
     column: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Appended rows become partials per bucket in one DuckDB query over them alone and
-    merge into the bucketed state in pyarrow (windows.folded: DuckDB never scans the
-    state), the cut bucket's rows are read comparing in local time where its offset is
+    """Appended rows become partials per bucket (pyarrow, or one DuckDB query over them
+    alone) and merge into the bucketed state in pyarrow (windows.merged: DuckDB never
+    scans the state), the cut bucket's rows are read comparing in local time where its offset is
     one; each refresh, as the window moves over the buckets, equals a full run."""
     sql = (
         "SELECT k, count(*) AS c, sum(v) AS s, min(v) AS lo, max(v) AS hi, avg(v) AS a "
         f"FROM w WHERE {column} > now() - INTERVAL 3 SECOND GROUP BY k"
     )
     merged: list[bool] = []
-    folded = windows.folded
+    merge = windows.merged  # the pyarrow merge, whoever flags the buckets after it
 
     def seen(*args: Any) -> Any:
-        out = folded(*args)
+        out = merge(*args)
         merged.append(out is not None)
         return out
 
-    monkeypatch.setattr(windows, "folded", seen)
+    monkeypatch.setattr(windows, "merged", seen)
     reads: list[str] = []  # the cut bucket reads, before their instant is put in
     instant_of = windows.at
 
@@ -269,18 +269,26 @@ def test_a_late_row_for_an_expired_bucket_stays_out(wdb: duckflock.Database) -> 
     agree(wdb, {"per_key": sql})
 
 
+def _spring_forward(clock: SteppedClock) -> duckflock.Database:
+    """A database in New York's time zone on ``clock``, with a TIMESTAMP table ``w`` of
+    rows every 7 s from 00:30 local on its spring-forward day (through the hour that
+    does not exist)."""
+    db = duckflock.connect()
+    internals.use_clock(db, clock)
+    db.execute("SET GLOBAL TimeZone = 'America/New_York'")
+    db.execute("CREATE TABLE w (k INTEGER, ts TIMESTAMP)")
+    start = datetime(2026, 3, 8, 0, 30)  # local, naive
+    db.insert("w", [(i % 2, start + timedelta(seconds=7 * i)) for i in range(2000)])
+    return db
+
+
 def test_a_dst_gap_in_the_session_time_zone_keeps_timestamps_exact() -> None:
     # a TIMESTAMP meets now() as local time: 02:59 on New York's spring-forward day
     # (a time that does not exist) casts to 07:59Z, after 03:00 (07:00Z). The bucket
     # holding both expired by its end while its 02:59 rows were still inside the window.
     clock = SteppedClock(datetime(2026, 3, 8, 7, 30, tzinfo=UTC))
-    db = duckflock.connect()
-    internals.use_clock(db, clock)
+    db = _spring_forward(clock)
     try:
-        db.execute("SET GLOBAL TimeZone = 'America/New_York'")
-        db.execute("CREATE TABLE w (k INTEGER, ts TIMESTAMP)")
-        start = datetime(2026, 3, 8, 0, 30)  # local, naive
-        db.insert("w", [(i % 2, start + timedelta(seconds=7 * i)) for i in range(2000)])
         db.execute("INSERT INTO w VALUES (0, 'infinity'), (1, '-infinity')")  # no jump
         sql = "SELECT k, count(*) AS c FROM w WHERE ts > now() - INTERVAL 1 HOUR GROUP BY k"
         db.analysis("hour", sql)
@@ -349,5 +357,216 @@ def test_property_windows_equal_a_full_run_at_their_instant(steps: list[Any]) ->
         agree(db)
         for name in QUERIES:
             assert reason(db, name).startswith("incremental"), reason(db, name)
+    finally:
+        db.close()
+
+
+# -- refreshes that carry the cut bucket (live/marks.py) ----------------------------
+
+
+def _zoned_rows(round_: int, now: datetime) -> list[dict[str, Any]]:
+    """Rows over a 64-second window and around it (expired, cut, whole, ahead), ``ts`` in
+    New York's local time; dyadic values (sums exact in any order)."""
+    offsets = [-70.0 + i * 0.37 for i in range(200)]
+    keys = ["a", "b", None, "é"]
+    rows = rows_at(
+        [
+            (keys[(round_ + i) % 4], [0.5, -1.25, 3.0, 2.0][(round_ + i) % 4], offset)
+            for i, offset in enumerate(offsets)
+        ],
+        now,
+    )
+    for row in rows:
+        row["ts"] = row["tz"].astimezone(NEW_YORK).replace(tzinfo=None)
+    return rows
+
+
+def _new_york(clock: SteppedClock, sql: str) -> duckflock.Database:
+    """A database in New York's time zone on ``clock``, the table ``w`` and the analysis
+    "recent" of ``sql``."""
+    db = duckflock.connect()
+    internals.use_clock(db, clock)
+    db.execute("SET GLOBAL TimeZone = 'America/New_York'")
+    db.execute(TABLE)
+    db.analysis("recent", sql)
+    return db
+
+
+@pytest.mark.parametrize("column", ["ts", "tz"])
+def test_appends_within_one_cut_bucket_read_nothing_and_agree(
+    column: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the instant stays in the bucket the boundary cut at the last refresh, a
+    refresh after appends neither reads the table nor opens a transaction: the bucket's
+    kept rows and the appended ones in its span are compared with the bound in pyarrow,
+    the buckets flagged from their marks. Each result equals a full run."""
+    sql = (
+        "SELECT k, count(*) AS c, sum(v) AS s, min(v) AS lo, max(v) AS hi, avg(v) AS a "
+        f"FROM w WHERE {column} > now() - INTERVAL 64 SECOND GROUP BY k"
+    )
+    reads: list[datetime] = []
+    cut = windows.cut
+
+    def counted(*args: Any) -> Any:
+        reads.append(args[3])
+        return cut(*args)
+
+    monkeypatch.setattr(windows, "cut", counted)
+    clock = SteppedClock(datetime(2026, 12, 7, 12, 0, 0, 300_000, tzinfo=UTC))
+    db = _new_york(clock, sql)
+    try:
+        db.insert("w", _zoned_rows(0, clock.now()))
+        db.refresh("recent")
+        first = len(reads)
+        for round_ in range(1, 13):
+            db.insert("w", _zoned_rows(round_, clock.now()))
+            result = db.refresh("recent")
+            assert result.now == clock.now()
+            assert result.mode == "incremental", result.reason
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert normal(result.rows(), False) == normal(full, False), round_
+            clock.step(timedelta(milliseconds=60))  # 1 s buckets: a crossing per ~16
+        # one read when the state was built, at most one more per bucket crossed
+        assert len(reads) - first <= 2, reads
+    finally:
+        db.close()
+
+
+def test_a_time_zone_change_is_not_carried_over() -> None:
+    """Marks and kept rows of a TIMESTAMP window are taken in the session's time zone:
+    after ``SET GLOBAL TimeZone`` (which rebuilds the state; the marks also record the
+    zone they were taken in) the refreshes that carry the cut bucket again still equal
+    a full run."""
+    sql = "SELECT k, count(*) AS c FROM w WHERE ts > now() - INTERVAL 64 SECOND GROUP BY k"
+    clock = SteppedClock(datetime(2026, 12, 7, 12, 0, 0, 300_000, tzinfo=UTC))
+    db = _new_york(clock, sql)
+    try:
+        for round_, zone in enumerate(["America/New_York"] * 3 + ["Asia/Kolkata"] * 3):
+            db.execute(f"SET GLOBAL TimeZone = '{zone}'")
+            db.insert("w", _zoned_rows(round_, clock.now()))
+            result = db.refresh("recent")
+            assert result.now is not None
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert sorted(result.rows(), key=repr) == sorted(full, key=repr), (round_, zone)
+            clock.step(timedelta(milliseconds=60))
+    finally:
+        db.close()
+
+
+@settings(max_examples=max(EXAMPLES, 20), deadline=None)
+@given(
+    micros=st.lists(
+        st.one_of(st.none(), st.integers(-(2**60) + 1, 2**60 - 1), st.integers(-(10**15), 10**16)),
+        min_size=1,
+        max_size=50,
+    ),
+    width=st.one_of(st.integers(1, 10**12), st.sampled_from([1000, 4_687_500, 86_400_000_000])),
+    zone=st.sampled_from(["UTC", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu"]),
+)
+def test_buckets_in_pyarrow_are_duckdbs_time_bucket(
+    micros: list[int | None], width: int, zone: str
+) -> None:
+    """``instants.bucket_of`` gives what the bucketed state's SQL gives (DuckDB's
+    time_bucket, ICU's for TIMESTAMPTZ), for TIMESTAMP and TIMESTAMPTZ in any zone."""
+    import duckdb
+    import pyarrow as pa
+
+    from duckflock.live.instants import bucket_of, bucket_sql
+
+    con = duckdb.connect()
+    con.execute(f"SET TimeZone = '{zone}'")
+    for kind in (pa.timestamp("us"), pa.timestamp("us", "UTC")):
+        rows = pa.table({"ts": pa.array(micros, pa.int64()).cast(kind)})
+        interval = f"INTERVAL '{width} microseconds'"
+        expected = con.execute(
+            f"SELECT {bucket_sql(interval, 'ts')} AS b FROM rows"
+        ).to_arrow_table()
+        got = bucket_of(rows["ts"], width, kind)
+        assert got is not None
+        # epoch microseconds: a bucket past the year 9999 has no datetime
+        assert got.cast(pa.int64()).to_pylist() == expected["b"].cast(pa.int64()).to_pylist()
+
+
+@pytest.mark.parametrize(
+    "bound",
+    ["now() - INTERVAL 1 HOUR", "CAST(now() AS TIMESTAMP) - INTERVAL 1 HOUR"],
+)
+def test_marks_across_a_dst_gap_for_either_bound_type(bound: str) -> None:
+    """Buckets flagged from their marks (a TIMESTAMPTZ bound meets a TIMESTAMP bucket
+    through the zone; a TIMESTAMP bound does not, but a bucket a jump cuts is still
+    judged by its rows), with appends every few minutes over New York's spring-forward
+    hour (rows inside the hour that does not exist too): each result equals a full
+    run."""
+    sql = f"SELECT k, count(*) AS c, max(ts) AS last FROM w WHERE ts > {bound} GROUP BY k"
+    clock = SteppedClock(datetime(2026, 3, 8, 6, 10, tzinfo=UTC))
+    db = _spring_forward(clock)
+    try:
+        db.analysis("hour", sql)
+        for round_ in range(24):
+            local = clock.now().astimezone(NEW_YORK).replace(tzinfo=None)
+            db.insert("w", [(round_ % 3, local - timedelta(seconds=s)) for s in (1, 50, 3500)])
+            result = db.refresh("hour", timeout=60)
+            assert result.now == clock.now()
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert sorted(result.rows()) == sorted(full), (round_, result.now, result.reason)
+            clock.step(timedelta(minutes=7) if round_ % 2 else timedelta(seconds=3))
+        assert result.mode == "incremental", result.reason
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("column", ["ts", "tz"])
+def test_a_bucket_folded_in_with_a_delete_gets_its_marks(column: str) -> None:
+    """A refresh that takes out deleted rows folds the appended ones in without marking
+    their buckets: the marks it keeps do not cover its state, and the next refresh asks
+    DuckDB for the new buckets' marks (a bucket without them would be judged expired
+    and dropped). Each result equals a full run."""
+    sql = (
+        "SELECT k, count(*) AS c, sum(v) AS s FROM w "
+        f"WHERE {column} > now() - INTERVAL 64 SECOND GROUP BY k"
+    )
+    clock = SteppedClock(datetime(2026, 12, 7, 12, 0, 0, 300_000, tzinfo=UTC))
+    db = _new_york(clock, sql)
+    try:
+        for round_ in range(8):
+            db.insert("w", _zoned_rows(round_, clock.now()))
+            if round_ % 3 == 1:  # a bucket ahead no later round's rows touch, and a delete
+                db.insert("w", _zoned_rows(round_, clock.now() + timedelta(seconds=110))[-1:])
+                db.execute("DELETE FROM w WHERE v < -1")
+            result = db.refresh("recent")
+            assert result.now is not None
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert normal(result.rows(), False) == normal(full, False), round_
+            clock.step(timedelta(milliseconds=60))
+        assert reason(db, "recent").startswith("incremental")
+    finally:
+        db.close()
+
+
+def test_the_carried_rows_stay_few_chunks() -> None:
+    """Each carried refresh with new rows in the cut bucket adds a chunk to its kept
+    rows: past MAX_CHUNKS they are made one again (as a state's are)."""
+    from duckflock.live.fold.states import MAX_CHUNKS
+
+    sql = "SELECT k, count(*) AS c FROM w WHERE tz > now() - INTERVAL 6400 SECOND GROUP BY k"
+    # 100 s buckets on the epoch's multiples of 100 s: the bound 10 s into one
+    clock = SteppedClock(datetime.fromtimestamp(1_780_000_010 + 6400, UTC))
+    db = _new_york(clock, sql)
+    try:
+        db.insert("w", _zoned_rows(0, clock.now()))
+        db.refresh("recent")
+        chunks = []
+        for round_ in range(MAX_CHUNKS + 10):  # the instant stays in the cut bucket
+            at_ = clock.now() - timedelta(seconds=6400 - 50)  # in the cut bucket, kept
+            db.insert("w", [{"k": "a", "v": 1.0, "ts": None, "tz": at_}])
+            result = db.refresh("recent")
+            assert result.now is not None
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert sorted(result.rows(), key=repr) == sorted(full, key=repr), round_
+            carried = internals.analysis(db, "recent").state.carried
+            assert carried is not None and carried.rows is not None
+            chunks.append(carried.rows.column(0).num_chunks)
+            clock.step(timedelta(milliseconds=1))
+        assert max(chunks) <= MAX_CHUNKS + 1 and max(chunks) > 10, str(chunks)
     finally:
         db.close()

@@ -84,13 +84,15 @@ def constant_of_now(node: dict[str, Any], volatile: set[str]) -> bool:
     return True
 
 
-def steady_sql(bucket: str, interval: str, width: int) -> str:
+def steady_sql(bucket: str, interval: str, width: int, unknown: bool = False) -> str:
     """Whether a finite TIMESTAMP bucket meets the session's time zone at one offset
-    throughout (false where unknown): its rows compare with an instant in local time."""
+    throughout (``unknown`` where that cannot be said; an infinite bucket is steady when
+    ``unknown`` is true): its rows compare with an instant in local time."""
+    finite = f"NOT isfinite({bucket}) OR" if unknown else f"isfinite({bucket}) AND"
     return (
-        f"coalesce(isfinite({bucket}) AND "
+        f"coalesce({finite} "
         f"epoch_us(TRY_CAST(try({bucket} + {interval}) AS TIMESTAMPTZ)) "
-        f"- epoch_us(TRY_CAST({bucket} AS TIMESTAMPTZ)) = {width}, false)"
+        f"- epoch_us(TRY_CAST({bucket} AS TIMESTAMPTZ)) = {width}, {str(unknown).lower()})"
     )
 
 
@@ -99,6 +101,42 @@ def bucket_sql(interval: str, column_sql: str) -> str:
     overflows (a TIMESTAMPTZ near the minimum: DuckDB subtracts its origin in INT64). A
     bucket of one instant is still a bucket its rows are in: the flags hold for it."""
     return f"coalesce(try(time_bucket({interval}, {column_sql})), {column_sql})"
+
+
+class Op(StrEnum):
+    """How the window column compares with its bound (as SQL)."""
+
+    AFTER = ">"
+    FROM = ">="
+    BEFORE = "<"
+    UNTIL = "<="
+
+    def flipped(self) -> Op:
+        """``B < ts`` is ``ts > B``."""
+        return {Op.BEFORE: Op.AFTER, Op.UNTIL: Op.FROM, Op.AFTER: Op.BEFORE, Op.FROM: Op.UNTIL}[
+            self
+        ]
+
+
+def flags_sql(
+    bucket: str, interval: str, width: int, op: Op, bound: str, column_type: Stamp
+) -> tuple[str, str]:
+    """(the bucket is whole inside the window, it is not expired), in SQL.
+
+    A TIMESTAMP compares with now() through a cast to TIMESTAMPTZ in the session's time
+    zone, which is not monotonic: the local times a DST gap skips (02:30 on a spring-
+    forward day in New York) come out an hour later than 03:00. A bucket that spans a
+    jump is judged by neither end: never whole, and not expired until two days past
+    (no offset changes by more), so its rows are recomputed with the predicate itself.
+    """
+    inside = f"({bucket} {op} ({bound}))"
+    live = f"(({bucket} + {interval}) {op} ({bound}))"
+    if column_type is not Stamp.TIMESTAMP:
+        return inside, live
+    # infinity, and ends out of TIMESTAMPTZ's range, are judged by their ends as before
+    steady = steady_sql(bucket, interval, width, unknown=True)
+    late = f"(try({bucket} + {interval} + INTERVAL 2 DAY) {op} ({bound}))"
+    return f"({inside} AND {steady})", f"({live} OR (NOT {steady} AND {late}))"
 
 
 class Stamp(StrEnum):
@@ -135,3 +173,26 @@ def epoch_literal(micros: int, column_type: Stamp) -> str:
 
 
 INFINITY = 2**63 - 1  # DuckDB's timestamp infinity, as Arrow carries it
+# time_bucket's origin for widths in microseconds: 2000-01-03 00:00:00 (a Monday), UTC
+ORIGIN = 946_857_600_000_000
+SPAN = 2**60  # instants within this many microseconds of the epoch bucket as below
+
+
+def bucket_of(values: pa.ChunkedArray, width: int, kind: pa.DataType) -> pa.ChunkedArray | None:
+    """``coalesce(try(time_bucket(width µs, values)), values)`` (:func:`bucket_sql`) as
+    DuckDB computes it, for TIMESTAMP and TIMESTAMPTZ alike: the origin's instant
+    plus whole widths, floored (``WidthConvertibleToMicrosCommon``, DuckDB's and ICU's
+    time_bucket), in ``kind``. None where a value lies ``SPAN`` or more from the
+    epoch (infinity, and where DuckDB's own arithmetic could overflow)."""
+    micros = bucket_micros(values)
+    bounds = pc.min_max(micros)
+    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+    if low is not None and (low <= -SPAN or high >= SPAN):
+        return None
+    origin = ORIGIN % width
+    shift = -(-(2**62) // width) * width  # whole widths: the floor is a truncation
+    shifted = pc.add(pc.subtract(micros, origin), shift)
+    floored = pc.multiply(pc.divide(shifted, width), width)
+    return pc.cast(
+        pc.add(pc.subtract(floored, shift), origin), kind
+    )  # DuckDB's timestamp infinity, as Arrow carries it

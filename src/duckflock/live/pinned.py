@@ -17,18 +17,21 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from datetime import datetime
+from typing import NamedTuple, TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from duckflock.live import windows
+from duckflock.live import marks, windows
 from duckflock.live.clock import Clock
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.retention import retract
+from duckflock.live.marks import Carried
 from duckflock.live.plan.plans import DELTA, STATE, Plan, split
 from duckflock.live.record import Analysis
 from duckflock.live.steps import combined, fold_in, outputs
+from duckflock.live.windows import Window
 
 T = TypeVar("T")
 
@@ -73,6 +76,22 @@ def joined_refresh(
         for name in (STATE, DELTA):
             with contextlib.suppress(duckdb.Error):
                 cursor.unregister(name)
+
+
+class _Flagging(NamedTuple):
+    """A window's state flagged from its buckets' marks (:meth:`Pinned._flag`)."""
+
+    table: pa.Table  # the state, new rows folded in, with the flags windows.split reads
+    marks: pa.Table  # the marks of its buckets
+    bound: marks.Bound  # the bound it was flagged at
+
+
+def _prior(carried: Carried | None, marking: marks.Marking, bound: marks.Bound) -> pa.Table | None:
+    """The marks the last refresh left, where they hold for ``marking`` now (the same
+    window plan, the same time zone and calendar)."""
+    if carried is None or carried.marking is not marking or carried.settings != bound.settings:
+        return None
+    return carried.marks
 
 
 class _Changed(Exception):
@@ -139,6 +158,10 @@ class Pinned:
         run = analysis.state
         window = run.shape.window
         cursor = run.cursor
+        if window is not None and window.marking is not None:
+            done = self._carry(analysis, window, window.marking)
+            if done is not None:
+                return done
         try:
             with pinned(cursor, plan.pin, self._commit_lock(), take) as taken:
                 deltas, removed, watermark = taken
@@ -149,17 +172,20 @@ class Pinned:
                 # instants never go back: expired buckets would be needed again
                 now = self._clock.now()
                 instant = max(now, run.window_now or now)
-                flagged = None
-                if window is not None and deltas and not removed:
-                    delta = pa.concat_tables(deltas)
+                flagged = flagging = None
+                delta = pa.concat_tables(deltas) if deltas else None
+                if window is not None and not removed and window.marking is not None:
+                    flagging = self._flag(analysis, window, window.marking, delta, instant)
+                    flagged = None if flagging is None else flagging.table
+                if window is not None and delta is not None and not removed and flagged is None:
                     flagged = windows.folded(cursor, window, state, delta, instant)
                     if flagged is None:  # fold and flag the buckets in one query
                         sql = windows.at(windows.flagging(window, plan.refresh), instant)
                         flagged = over_arrow(cursor, sql, state, delta).select(
                             [*plan.state_columns, "__in", "__live", "__local"]
                         )
-                elif deltas:
-                    state, _ = fold_in(analysis, plan, state, pa.concat_tables(deltas))
+                elif delta is not None and (window is None or removed):
+                    state, _ = fold_in(analysis, plan, state, delta)
                 gone = pa.concat_tables(removed) if removed else None
                 if gone is not None:
                     assert plan.retract is not None
@@ -173,7 +199,7 @@ class Pinned:
                     # the outputs (HAVING, ORDER BY, LIMIT) of the new state: no rows folded
                     table = outputs(analysis, plan, state, gone.slice(0, 0))
                 else:
-                    state, inside, rows = windows.cut(
+                    parts, rows = windows.cut(
                         cursor,
                         window,
                         state,
@@ -181,13 +207,138 @@ class Pinned:
                         lambda q, s, d: over_arrow(cursor, q, s, d),
                         flagged,
                     )
-                    table = combined(cursor, window.combine, inside, rows)
+                    state = parts.kept
+                    table = combined(cursor, window.combine, parts.inside, rows)
                     run.window_now = instant
+                    run.carried = self._leave(window, parts, rows, flagging, run.carried)
         except BaseException:
             self._taint(analysis)
             raise
         run.state, run.last_table = state, table
         return table, watermark, appended, 0 if gone is None else gone.num_rows
+
+    @staticmethod
+    def _leave(
+        window: Window,
+        parts: windows.Split,
+        rows: pa.Table,
+        flagging: _Flagging | None,
+        old: Carried | None,
+    ) -> Carried | None:
+        """What a refresh that read the cut bucket leaves for the next (marks.py): its
+        rows only where its buckets were flagged from their marks (not after a delete,
+        nor where DuckDB had to fold: NaN, a shape without pyarrow merges — the next run
+        would only find that again); the marks it had, in any case."""
+        marking = window.marking
+        if marking is None:
+            return None
+        if flagging is None or parts.span is None:
+            if old is None or old.marking is not marking:
+                return None
+            # marks of an older state: the buckets folded in since may lack theirs
+            return Carried(None, old.marks, None, None, old.settings, marking)
+        return Carried(
+            parts.kept, flagging.marks, parts.span, rows, flagging.bound.settings, marking
+        )
+
+    def _flag(
+        self,
+        analysis: Analysis,
+        window: Window,
+        marking: marks.Marking,
+        delta: pa.Table | None,
+        instant: datetime,
+    ) -> _Flagging | None:
+        """The state with ``delta`` folded in and flagged at ``instant`` from its buckets'
+        marks (marks.py): the new rows' partials in pyarrow, one constant from DuckDB
+        (the bound), a DuckDB query only for buckets without marks yet. None where that
+        is not proven equal to the SQL flags (then DuckDB folds and flags)."""
+        run = analysis.state
+        cursor = run.cursor
+        state = run.state
+        assert state is not None
+        if window.buckets is None:
+            return None
+        bound = marks.bounds(cursor, windows.at(marking.bound, instant))
+        if bound is None:
+            return None
+        prior = _prior(run.carried, marking, bound)
+        # where the marks cover the state, only the new rows' buckets may lack theirs
+        covered = prior is not None and run.carried is not None and run.carried.state is state
+        fresh = state[marking.key].slice(0, 0) if covered else None
+        if delta is not None:
+            analysis.check()
+            out = marks.partials(cursor, marking, window.buckets, window.width, state, delta)
+            fresh = out[marking.key] if covered else None
+            state = windows.merged(cursor, window, state, delta, out)
+            if state is None:
+                return None
+        analysis.check()
+        known = marks.marked(cursor, marking, state, prior, fresh)
+        if known is None:
+            return None
+        return _Flagging(marks.flagged(marking, state, known, bound.compared), known, bound)
+
+    def _carry(
+        self, analysis: Analysis, window: Window, marking: marks.Marking
+    ) -> tuple[pa.Table, int, int, int] | None:
+        """The refresh after appends alone without a transaction, where the last one left
+        the cut bucket's rows and the instant has not moved past it (marks.py): the new
+        rows' partials, one constant from DuckDB, the rest in pyarrow. None: the pinned
+        path (the deltas are put back)."""
+        run, changes = analysis.state, analysis.changes
+        carried = run.carried
+        if carried is None or carried.state is not run.state or carried.rows is None:
+            return None
+        with self._lock:
+            if changes.tainted is not None or changes.removed:
+                return None
+            deltas, _, watermark = changes.take()
+        try:
+            done = self._carried(analysis, window, marking, carried, deltas)
+        except BaseException:
+            self._taint(analysis)
+            raise
+        if done is None:
+            with self._lock:  # before whatever arrived since
+                if changes.tainted is None:
+                    changes.put_back(deltas, [])
+            return None
+        return done, watermark, sum(d.num_rows for d in deltas), 0
+
+    def _carried(
+        self,
+        analysis: Analysis,
+        window: Window,
+        marking: marks.Marking,
+        carried: Carried,
+        deltas: list[pa.Table],
+    ) -> pa.Table | None:
+        run = analysis.state
+        now = self._clock.now()
+        instant = max(now, run.window_now or now)
+        delta = None
+        if deltas:
+            delta = deltas[0] if len(deltas) == 1 else pa.concat_tables(deltas)
+        flagging = self._flag(analysis, window, marking, delta, instant)
+        if flagging is None or flagging.bound.settings != carried.settings:
+            return None
+        parts = windows.split(window, flagging.table, instant)
+        if parts.span is None or carried.rows is None:
+            return None
+        rows = (
+            carried.rows.slice(0, 0)
+            if parts.span == (0, 0)
+            else marks.carried(marking, carried, delta, parts.span, flagging.bound.local)
+        )
+        if rows is None:
+            return None
+        table = combined(run.cursor, window.combine, parts.inside, rows)
+        run.state, run.last_table, run.window_now = parts.kept, table, instant
+        run.carried = Carried(
+            parts.kept, flagging.marks, parts.span, rows, flagging.bound.settings, marking
+        )
+        return table
 
     def joined_fold(
         self, analysis: Analysis, plan: Plan, state: pa.Table, delta: pa.Table

@@ -32,6 +32,7 @@ import pyarrow as pa
 
 from duckflock.live.changes import ChangeLog, Touched
 from duckflock.live.fold.touch import Kept
+from duckflock.live.marks import Carried
 from duckflock.live.plan.incremental import Shape
 from duckflock.live.results import Mailbox, Mode, Result
 
@@ -151,6 +152,7 @@ class State:
     state: pa.Table | None = None  # incremental: the kept partial aggregates
     last_table: pa.Table | None = None  # the result the state gave: reused when nothing new
     window_now: datetime | None = None  # the instant the last window result is at
+    carried: Carried | None = None  # what the last window refresh left for the next
     fast: bool = True  # the pyarrow fold may be used (see Plan.arrow)
     touched: Touched | None = None  # the groups the last run changed (None: any)
     snapshot: int | None = None  # on a lake: the snapshot the state describes

@@ -33,7 +33,6 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import duckdb
@@ -47,6 +46,7 @@ from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.instants import (
     NOW,
+    Op,
     Stamp,
     any_between,
     bucket_micros,
@@ -56,10 +56,12 @@ from duckflock.live.instants import (
     conjuncts,
     constant_of_now,
     epoch_literal,
+    flags_sql,
     mentions_now,
     placeholder,
     steady_sql,
 )
+from duckflock.live.marks import BUCKET, Marking, marking
 from duckflock.live.plan.plans import Plan
 from duckflock.sql import quote_ident
 
@@ -68,21 +70,6 @@ from duckflock.sql import quote_ident
 # cannot plan), and render an expression node as SQL.
 PlanSelect = Callable[[dict[str, Any]], Plan]
 Render = Callable[[dict[str, Any]], str]
-
-
-class Op(StrEnum):
-    """How the window column compares with its bound (as SQL)."""
-
-    AFTER = ">"
-    FROM = ">="
-    BEFORE = "<"
-    UNTIL = "<="
-
-    def flipped(self) -> Op:
-        """``B < ts`` is ``ts > B``."""
-        return {Op.BEFORE: Op.AFTER, Op.UNTIL: Op.FROM, Op.AFTER: Op.BEFORE, Op.FROM: Op.UNTIL}[
-            self
-        ]
 
 
 # DuckDB's comparison node types, and the column types a window may be over
@@ -112,6 +99,7 @@ class Window:
     column_type: Stamp  # the bucket's type, for literals
     width: int  # microseconds per bucket
     column: str  # the window column, in words
+    marking: Marking | None = None  # a refresh without DuckDB's flags or a read (marks.py)
 
 
 def sliding(
@@ -189,7 +177,7 @@ def sliding(
     plan = plan_node(bucketed)
     n = len(groups)
     key = f"__k{n}"
-    whole, live = _flags(key, interval, width, op, bound_sql, column_type)
+    whole, live = flags_sql(key, interval, width, op, bound_sql, column_type)
     local = steady_sql(key, interval, width) if column_type is Stamp.TIMESTAMP else "false"
     # flags per distinct bucket (~65), not per state row (buckets times groups): judging a
     # TIMESTAMP bucket casts it through the session's time zone, which costs per value
@@ -200,7 +188,9 @@ def sliding(
         f"(SELECT DISTINCT {key} FROM {_SOURCE})) AS __f ON {_SOURCE}.{key} = __f.{key}"
     )  # a NULL bucket matches nothing: its flags are NULL, as the expressions give it
     cut = render(placeholder(where))
-    start, _ = _flags(bucket_sql(interval, column_sql), interval, width, op, bound_sql, column_type)
+    start, _ = flags_sql(
+        bucket_sql(interval, column_sql), interval, width, op, bound_sql, column_type
+    )
     rows = f"SELECT * FROM {table.sql} AS {alias} WHERE ({cut}) AND "
     # in the column's own type: the span prunes row groups (zone maps)
     span = f"{column_sql} >= __duckflock_low AND {column_sql} < __duckflock_high"
@@ -222,6 +212,9 @@ def sliding(
         column_type=column_type,
         width=width,
         column=column_sql,
+        marking=marking(
+            cursor, column, source, (bound_sql, key, interval, width), op, column_type, plan
+        ),
     )
     return plan, window
 
@@ -253,7 +246,7 @@ def _buckets(plan: Plan, combine: Plan, column_sql: str) -> ArrowPlan | None:
         return None
     return replace(
         arrow,
-        keys=(*arrow.keys, column_sql),
+        keys=(*arrow.keys, BUCKET),  # the new rows' bucket, as marks.partials adds it
         outputs=(),
         names=(),
         schema=pa.schema([]),
@@ -261,31 +254,6 @@ def _buckets(plan: Plan, combine: Plan, column_sql: str) -> ArrowPlan | None:
         offset=0,
         limit=None,
     )
-
-
-def _flags(
-    bucket: str, interval: str, width: int, op: Op, bound: str, column_type: Stamp
-) -> tuple[str, str]:
-    """(the bucket is whole inside the window, it is not expired), in SQL.
-
-    A TIMESTAMP compares with now() through a cast to TIMESTAMPTZ in the session's time
-    zone, which is not monotonic: the local times a DST gap skips (02:30 on a spring-
-    forward day in New York) come out an hour later than 03:00. A bucket that spans a
-    jump is judged by neither end: never whole, and not expired until two days past
-    (no offset changes by more), so its rows are recomputed with the predicate itself.
-    """
-    inside = f"({bucket} {op} ({bound}))"
-    live = f"(({bucket} + {interval}) {op} ({bound}))"
-    if column_type is not Stamp.TIMESTAMP:
-        return inside, live
-    # infinity, and ends out of TIMESTAMPTZ's range, are judged by their ends as before
-    steady = (
-        f"coalesce(NOT isfinite({bucket}) OR "
-        f"epoch_us(TRY_CAST(try({bucket} + {interval}) AS TIMESTAMPTZ)) "
-        f"- epoch_us(TRY_CAST({bucket} AS TIMESTAMPTZ)) = {width}, true)"
-    )
-    late = f"(try({bucket} + {interval} + INTERVAL 2 DAY) {op} ({bound}))"
-    return f"({inside} AND {steady})", f"({live} OR (NOT {steady} AND {late}))"
 
 
 def _bucket_node(cursor: duckdb.DuckDBPyConnection, interval: str, column_sql: str) -> Any:
@@ -307,24 +275,20 @@ def at(sql: str, instant: datetime) -> str:
     return sql.replace(NOW, literal(instant))
 
 
-def cut(
-    cursor: duckdb.DuckDBPyConnection,
-    window: Window,
-    state: pa.Table,
-    instant: datetime,
-    over: Callable[[str, pa.Table, pa.Table | None], pa.Table],
-    flagged: pa.Table | None = None,
-) -> tuple[pa.Table, pa.Table, pa.Table]:
-    """(the state without expired buckets, the buckets inside the window without their
-    bucket column, the table's rows of the buckets the boundary cuts) at ``instant``:
-    the window's result is ``window.combine`` folding those rows into those buckets.
+@dataclass(frozen=True)
+class Split:
+    """A flagged state split at an instant (:func:`split`)."""
 
-    ``over(sql, state, delta)`` runs SQL over Arrow tables named STATE and DELTA. Runs
-    inside the transaction the state's snapshot is pinned in. ``flagged``: the state
-    with its flags already (see :func:`flagging`).
-    """
-    if flagged is None:
-        flagged = over(at(window.inside, instant), state, None)
+    kept: pa.Table  # the state without expired buckets
+    inside: pa.Table  # the buckets whole inside the window, without their bucket column
+    read: str  # the read of the cut buckets' rows, at the instant
+    span: tuple[int, int] | None  # one cut bucket read by ``local`` (or none: (0, 0))
+
+
+def split(window: Window, flagged: pa.Table, instant: datetime) -> Split:
+    """Split the state with its flags (:func:`flagging`, :func:`folded`) at ``instant``:
+    the window's result is ``window.combine`` folding the cut buckets' rows (``read``)
+    into the buckets inside it."""
     live = pc.fill_null(flagged["__live"], False)
     whole = pc.fill_null(flagged["__in"], False)
     flags = ["__in", "__live", "__local"]
@@ -334,6 +298,7 @@ def cut(
     edge = flagged.filter(pc.and_(live, pc.invert(whole)))
     cut = edge[bucket]
     sql = window.boundary
+    span: tuple[int, int] | None = None
     if len(cut) and cut.null_count < len(cut):
         # epoch microseconds, not datetimes: a bucket past the year 9999 has none
         low, high = bucket_span(cut)
@@ -347,14 +312,61 @@ def cut(
             # no whole bucket between the cut ones: every row in the span that the
             # predicate keeps is a cut bucket's (an expired bucket's rows fail it)
             sql = window.edge
-            if low + window.width == high and pc.all(pc.fill_null(edge["__local"], False)).as_py():
-                sql = window.local  # one steady bucket is cut (the usual case)
+            if low + window.width == high and (
+                window.column_type is Stamp.TIMESTAMPTZ
+                or pc.all(pc.fill_null(edge["__local"], False)).as_py()
+            ):
+                sql, span = window.local, (low, high)  # one steady bucket (the usual case)
     else:
         low_sql = high_sql = "NULL"  # no bucket is cut: no rows
-    rows = cursor.execute(
-        at(sql, instant).replace("__duckflock_low", low_sql).replace("__duckflock_high", high_sql)
-    ).to_arrow_table()
-    return kept, inside, rows
+        span = (0, 0)
+    read = at(sql, instant).replace("__duckflock_low", low_sql)
+    return Split(kept, inside, read.replace("__duckflock_high", high_sql), span)
+
+
+def cut(
+    cursor: duckdb.DuckDBPyConnection,
+    window: Window,
+    state: pa.Table,
+    instant: datetime,
+    over: Callable[[str, pa.Table, pa.Table | None], pa.Table],
+    flagged: pa.Table | None = None,
+) -> tuple[Split, pa.Table]:
+    """The state split at ``instant`` (:func:`split`) and the cut buckets' rows, read
+    from the table. ``over(sql, state, delta)`` runs SQL over Arrow tables named STATE
+    and DELTA. Runs inside the transaction the state's snapshot is pinned in.
+    ``flagged``: the state with its flags already (see :func:`flagging`)."""
+    if flagged is None:
+        flagged = over(at(window.inside, instant), state, None)
+    parts = split(window, flagged, instant)
+    return parts, cursor.execute(parts.read).to_arrow_table()
+
+
+def merged(
+    cursor: duckdb.DuckDBPyConnection,
+    window: Window,
+    state: pa.Table,
+    delta: pa.Table,
+    out: pa.Table,
+) -> pa.Table | None:
+    """The state with ``out``'s partials of the new rows ``delta`` merged in, in pyarrow;
+    None where pyarrow could differ from DuckDB (NaN, -0.0, types it refuses)."""
+    arrow = window.buckets
+    assert arrow is not None
+    schema = arrow.wide(state.schema) or state.schema
+    try:
+        parts = pa.Table.from_arrays(
+            [
+                pc.cast(out[name], field.type)
+                for name, field in zip(state.column_names, schema, strict=True)
+            ],
+            schema=schema,
+        )
+        if arrow.has_nan(state, delta) or arrow.has_nan(parts, delta.slice(0, 0)):
+            return None  # the new rows' keys and arguments, the state's and the partials
+        return arrow.merge(state, parts, unique=False)[0]
+    except (pa.ArrowException, TypeError, ValueError):
+        return None
 
 
 def folded(
@@ -369,32 +381,23 @@ def folded(
     partials per bucket, and the flags of each bucket) and the merge in pyarrow: the
     state's buckets are not scanned by DuckDB. None where pyarrow could differ (no
     pyarrow merges for the shape, NaN or -0.0, types it refuses): fold in DuckDB."""
-    arrow = window.buckets
-    if arrow is None:
+    if window.buckets is None:
         return None
     key = f"__k{window.keys}"
     keys = pa.table({key: pc.unique(state[key])})
     try:
         out = over_arrow(cursor, at(window.parts, instant), state.slice(0, 0), delta, keys)
-        marked = pc.is_valid(out["__flags"])
-        flags = out.filter(marked)
-        schema = arrow.wide(state.schema) or state.schema
-        parts = pa.Table.from_arrays(
-            [
-                pc.cast(out[name].filter(pc.invert(marked)), field.type)
-                for name, field in zip(state.column_names, schema, strict=True)
-            ],
-            schema=schema,
-        )
-        if arrow.has_nan(state, delta) or arrow.has_nan(parts, delta.slice(0, 0)):
-            return None  # the new rows' keys and arguments, the state's and the partials
-        merged, _ = arrow.merge(state, parts, unique=False)
     except (pa.ArrowException, TypeError, ValueError):
         return None
-    where = pc.index_in(merged[key], value_set=flags[key].combine_chunks())
+    marked = pc.is_valid(out["__flags"])
+    flags = out.filter(marked)
+    new = merged(cursor, window, state, delta, out.filter(pc.invert(marked)))
+    if new is None:
+        return None
+    where = pc.index_in(new[key], value_set=flags[key].combine_chunks())
     for name in ("__in", "__live", "__local"):
-        merged = merged.append_column(name, pc.take(flags[name], where))
-    return merged
+        new = new.append_column(name, pc.take(flags[name], where))
+    return new
 
 
 def flagging(window: Window, source: str) -> str:

@@ -115,6 +115,8 @@ def _arrow_partials(retraction: Retraction, rows: pa.Table, schema: pa.Schema) -
         source = named_as(column) if column is not None else rows.column_names[0]  # count(*)
         # pyarrow's aggregate (a Retracts value names one)
         partial = PartialKind.COUNT_ALL if column is None else PartialKind(str(retracts))
+        if partial is PartialKind.COUNT and not rows[source].null_count:
+            partial, source = PartialKind.COUNT_ALL, rows.column_names[0]  # count(*)'s
         if (partial, source) not in index:
             values = rows[source]
             name = source
@@ -165,6 +167,16 @@ def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table)
     """
     keys = [f"__k{i}" for i in range(retraction.keys)]
     n = len(retraction.kinds)
+    # the deleted rows' own partials, beside the merged ones: where a min or max may have
+    # gone, a floating sum was touched, or the first row's form may be gone
+    seen = {
+        i
+        for i, kind in enumerate(retraction.kinds)
+        if kind in (Retracts.MIN, Retracts.MAX)
+        or (kind is Retracts.SUM and pa.types.is_floating(state[f"__p{i}"].type))
+    } | set(retraction.floating)
+    if retraction.forms:
+        seen.add(retraction.rows)
     gone_columns = {}
     mine_columns = {}
     for i, kind in enumerate(retraction.kinds):
@@ -182,7 +194,7 @@ def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table)
         {**{k: partials[k] for k in keys}, **{f"__p{i}": gone_columns[f"__p{i}"] for i in range(n)}}
     )
     mine = pa.table({**{k: state[k] for k in keys}, **mine_columns})
-    for i in range(n):
+    for i in sorted(seen):
         mine = mine.append_column(f"__g{i}", pa.nulls(mine.num_rows, partials[f"__p{i}"].type))
         gone = gone.append_column(f"__g{i}", gone_columns[f"__g{i}"])
     both = pa.concat_tables([_conform(mine, gone.schema), gone])
@@ -190,7 +202,8 @@ def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table)
     for i, kind in enumerate(retraction.kinds):
         merge = "sum" if kind in (Retracts.COUNT, Retracts.SUM) else str(kind)
         aggregations.append((f"__p{i}", merge))
-        aggregations.append((f"__g{i}", merge))
+        if i in seen:
+            aggregations.append((f"__g{i}", merge))
     grouped = both.group_by(keys, use_threads=False).aggregate(aggregations)
     column = {name: grouped[f"{name}_{merge}"] for name, merge in aggregations}
     again = pa.array([False] * grouped.num_rows)
@@ -198,7 +211,7 @@ def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table)
         again = pc.is_valid(column[f"__g{retraction.rows}"])
     out: dict[str, Any] = {k: grouped[k] for k in keys}
     for i, kind in enumerate(retraction.kinds):
-        value, deleted = column[f"__p{i}"], column[f"__g{i}"]
+        value, deleted = column[f"__p{i}"], column.get(f"__g{i}", pa.nulls(len(again)))
         if kind is Retracts.SUM:
             count = column[f"__p{retraction.counts[i]}"]
             value = pc.if_else(pc.equal(count, 0), pa.scalar(None, value.type), value)
