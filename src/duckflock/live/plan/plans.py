@@ -15,10 +15,10 @@ import pyarrow.compute as pc
 from duckflock.core.names import Identity
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.merges import Merge
+from duckflock.live.fold.query import DELTA as DELTA  # the newly appended rows
 from duckflock.live.fold.retraction import Retraction
 
 STATE = "__duckflock_state"  # the kept state, as the refresh query names it
-DELTA = "__duckflock_delta"  # the newly appended rows
 DISTINCT_LIMIT = 1_000_000  # distinct values kept in all groups' sets, at most
 
 

@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.core.names import Identity
+from duckflock.live.fold import detached
 from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
 from duckflock.live.fold.merges import ELEMENTWISE, Merge, equal_in_arrow, ordered_in_arrow
 from duckflock.live.fold.query import lost_types, typed
@@ -219,8 +220,10 @@ class Queries:
                 pick is None or not ordered_in_arrow(types[pick.key])
             ):
                 return None
-        with self._empty_delta():
+        with self._empty_delta() as empty:
             schema = self._cursor.sql(sql).limit(0).to_arrow_table().schema
+            bound = [str(kind) for kind in self._cursor.sql(sql).types]
+        on = detached.settings_for(self._cursor, sql, empty, bound)  # a DuckDB of its own
         outputs, fields = [], []
         for expr, kind in zip(select, self._types, strict=True):
             text = self._sql(expr)
@@ -253,7 +256,7 @@ class Queries:
         )
         picks = tuple(partial.pick for partial in partials)
         kinds_of = tuple(partial.spec[0] for partial in partials)
-        merge = Merge(sql, keys, kinds_of, picks, result)
+        merge = Merge(sql, keys, kinds_of, picks, result, on)
         return merge if merge.admits(schema) else None
 
     def probe(self, plan: Plan) -> None:
@@ -295,13 +298,13 @@ class Queries:
         return True
 
     @contextlib.contextmanager
-    def _empty_delta(self) -> Iterator[None]:
+    def _empty_delta(self) -> Iterator[pa.Table]:
         """The new rows registered as none of the fact table's (to bind and probe)."""
         cursor = self._cursor
         empty = cursor.execute(f"SELECT * FROM {self._source.sql} LIMIT 0").to_arrow_table()
         cursor.register(DELTA, empty)
         try:
-            yield
+            yield empty
         finally:
             with contextlib.suppress(duckdb.Error):
                 cursor.unregister(DELTA)
