@@ -85,6 +85,30 @@ def test_the_row_by_row_query_runs_detached_not_on_the_database() -> None:
 
 
 @pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT g, count(DISTINCT k) AS dk, approx_count_distinct(n) AS an FROM t GROUP BY g",
+        "SELECT k, count(*) AS c FROM t GROUP BY k HAVING count(*) > 40",
+    ],
+)
+def test_the_whole_state_and_touch_queries_run_detached(sql: str) -> None:
+    """Shapes without a row-by-row merge (distinct sets, sketches, HAVING) fold by the
+    refresh or touch query over the state and the new rows: detached too."""
+    with duckflock.connect() as db:
+        db.execute(TABLE)
+        db.insert("t", rows(0, 100))
+        db.analysis("sets", sql)
+        db.refresh("sets")
+        plan = internals.analysis(db, "sets").state.shape.plan
+        assert plan is not None and plan.merge is None and plan.detached == ()
+        run = internals.analysis(db, "sets").state
+        counting = _Counting(run.cursor)
+        run.cursor = counting  # type: ignore[assignment]
+        refreshes_equal_full_runs(db, "sets", sql)
+        assert counting.queries == []
+
+
+@pytest.mark.parametrize(
     ("setting", "value", "sql"),
     [
         (
@@ -98,6 +122,11 @@ def test_the_row_by_row_query_runs_detached_not_on_the_database() -> None:
             "SELECT hour(tz) AS h, count(*) AS n, max(ts) AS last FROM t GROUP BY 1",
         ),
         ("integer_division", "true", "SELECT g, sum(n / 2) AS s FROM t GROUP BY g"),
+        (  # the whole-state query's
+            "TimeZone",
+            "America/New_York",
+            "SELECT date_trunc('day', tz) AS day, count(DISTINCT g) AS dg FROM t GROUP BY 1",
+        ),
     ],
 )
 def test_the_detached_instance_takes_the_databases_result_settings(
@@ -111,7 +140,10 @@ def test_the_detached_instance_takes_the_databases_result_settings(
         db.insert("t", rows(0, 100))
         db.analysis("zoned", sql)
         db.refresh("zoned")
-        assert (setting, value) in merge_of(db, "zoned").detached
+        plan = internals.analysis(db, "zoned").state.shape.plan
+        assert plan is not None and plan.detached is not None
+        assert (setting, value) in plan.detached
+        assert plan.merge is None or plan.merge.detached == plan.detached
         refreshes_equal_full_runs(db, "zoned", sql)
 
 
@@ -137,12 +169,7 @@ def test_a_query_calling_the_databases_own_function_is_not_detached(own: str, ca
 
     def settings(key: str) -> detached.Settings | None:
         sql = f"SELECT {key} AS key, count(*) AS c FROM {DELTA} GROUP BY 1"
-        con.register(DELTA, empty)
-        try:
-            bound = [str(kind) for kind in con.sql(sql).types]
-        finally:
-            con.unregister(DELTA)
-        return detached.settings_for(con, sql, empty, bound)
+        return detached.settings_for(con, [(sql, {DELTA: empty})])
 
     assert settings(call) is None
     assert settings("lower(k)") == ()  # a built-in the database has not shadowed

@@ -28,13 +28,15 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
 
 from duckflock.core.effects import SETTINGS, Effect
 from duckflock.core.syntax import parse, walk
-from duckflock.live.fold.query import DELTA, over_arrow
+from duckflock.errors import QueryError
+from duckflock.live.fold.query import over_arrow
 from duckflock.sql import quote_ident, quote_literal
 
 Settings = tuple[tuple[str, str], ...]  # (name, value): the RESULTS settings to set
@@ -95,11 +97,10 @@ def cursor(settings: Settings) -> duckdb.DuckDBPyConnection | None:
 
 
 def settings_for(
-    database: duckdb.DuckDBPyConnection, sql: str, delta: pa.Table, types: list[str]
+    database: duckdb.DuckDBPyConnection, queries: Sequence[tuple[str, Mapping[str, pa.Table]]]
 ) -> Settings | None:
-    """The settings under which ``sql`` (a query over the new rows ``delta``, here
-    none, whose columns have DuckDB ``types`` on the database) may run detached; None
-    where it may not (above)."""
+    """The settings under which every query of ``queries`` (SQL over the named Arrow
+    tables, here empty) may run detached; None where one may not (above)."""
     try:
         own = {
             str(name).lower()
@@ -109,6 +110,7 @@ def settings_for(
         }
         called = {
             str(node.get("function_name", "")).lower()
+            for sql, _ in queries
             for node in walk(parse(database, sql))
             if node.get("class") == "FUNCTION"
         }
@@ -126,28 +128,42 @@ def settings_for(
         detached = cursor(settings)
         if detached is None:
             return None
-        got = _types(detached, sql, delta)
-    except duckdb.Error:
+        for sql, tables in queries:
+            if _types(detached, sql, tables) != _types(database, sql, tables):
+                return None
+    except (duckdb.Error, QueryError):  # (a query json_serialize_sql cannot write out)
         return None
-    return settings if got == types else None
+    return settings
 
 
-def _types(cursor: duckdb.DuckDBPyConnection, sql: str, delta: pa.Table) -> list[str]:
-    """The column types of ``sql`` over ``delta`` on ``cursor`` (bound, not run)."""
-    cursor.register(DELTA, delta)
+def _types(
+    cursor: duckdb.DuckDBPyConnection, sql: str, tables: Mapping[str, pa.Table]
+) -> list[str]:
+    """The column types of ``sql`` over ``tables`` on ``cursor`` (bound, not run)."""
     try:
+        for name, table in tables.items():
+            cursor.register(name, table)
         return [str(kind) for kind in cursor.sql(sql).types]
     finally:
-        with contextlib.suppress(duckdb.Error):
-            cursor.unregister(DELTA)
+        for name in tables:
+            with contextlib.suppress(duckdb.Error):
+                cursor.unregister(name)
+
+
+def fitting(
+    settings: Settings | None, fallback: duckdb.DuckDBPyConnection, *tables: pa.Table
+) -> duckdb.DuckDBPyConnection:
+    """The cursor a fold query over ``tables`` runs on: the detached instance's for
+    ``settings`` (None: not detachable), unless the tables hold more than :data:`BYTES`
+    (then ``fallback``, the analysis's cursor, which the time limit interrupts)."""
+    if settings is None or sum(table.nbytes for table in tables) > BYTES:
+        return fallback
+    found = cursor(settings)
+    return found if found is not None else fallback
 
 
 def run(
     settings: Settings, fallback: duckdb.DuckDBPyConnection, sql: str, delta: pa.Table
 ) -> pa.Table:
-    """``sql`` over the new rows ``delta`` on the detached instance (on ``fallback``,
-    the analysis's cursor, where that cannot be opened, and for more than :data:`BYTES` of
-    new rows: the scheduler's time limit interrupts that cursor)."""
-    detached = cursor(settings) if delta.nbytes <= BYTES else None
-    empty = delta.slice(0, 0)
-    return over_arrow(detached if detached is not None else fallback, sql, empty, delta)
+    """``sql`` over the new rows ``delta`` on the detached instance (:func:`fitting`)."""
+    return over_arrow(fitting(settings, fallback, delta), sql, delta.slice(0, 0), delta)

@@ -222,8 +222,7 @@ class Queries:
                 return None
         with self._empty_delta() as empty:
             schema = self._cursor.sql(sql).limit(0).to_arrow_table().schema
-            bound = [str(kind) for kind in self._cursor.sql(sql).types]
-        on = detached.settings_for(self._cursor, sql, empty, bound)  # a DuckDB of its own
+        on = detached.settings_for(self._cursor, [(sql, {DELTA: empty})])  # its own DuckDB
         outputs, fields = [], []
         for expr, kind in zip(select, self._types, strict=True):
             text = self._sql(expr)
@@ -259,22 +258,33 @@ class Queries:
         merge = Merge(sql, keys, kinds_of, picks, result, on)
         return merge if merge.admits(schema) else None
 
-    def probe(self, plan: Plan) -> None:
+    def probe(self, plan: Plan) -> detached.Settings | None:
         """Run the refresh once over no rows: SQL that binds over the table but not over
         the new rows (a column named ``schema.table.column``) or a merge DuckDB refuses
-        would otherwise fail every refresh; here it makes the analysis run in full."""
+        would otherwise fail every refresh; here it makes the analysis run in full.
+        Returns the settings its refresh and touch queries run detached under (None:
+        on the analysis's cursor): :mod:`duckflock.live.fold.detached`."""
         cursor = self._cursor
         try:
-            with self._empty_delta():
+            with self._empty_delta() as empty:
                 try:
                     state = cursor.execute(self._delta_build).to_arrow_table()
-                    cursor.register(STATE, state.select(list(plan.state_columns)))
+                    state = state.select(list(plan.state_columns))
+                    cursor.register(STATE, state)
                     cursor.execute(plan.refresh).fetchall()
                 finally:
                     with contextlib.suppress(duckdb.Error):
                         cursor.unregister(STATE)
         except duckdb.Error as exc:
             raise _not_running(exc) from exc
+        # the refresh and touch queries read only Arrow tables: a DuckDB of their own
+        queries: list[tuple[str, dict[str, pa.Table]]] = [
+            (plan.refresh, {STATE: state, DELTA: empty})
+        ]
+        if plan.touch:
+            rows = state.append_column(ROW, pa.array([], pa.int64()))
+            queries.append((plan.touch, {STATE: rows, DELTA: empty}))
+        return detached.settings_for(cursor, queries)
 
     def _binds(self, touch: str, state: list[tuple[str, str]]) -> bool:
         """Whether the touch query binds over an empty state of the ``state`` columns
