@@ -61,50 +61,32 @@ def refreshes_equal_full_runs(db: duckflock.Database, name: str, sql: str) -> No
         assert sorted(result.rows(), key=repr) == sorted(db.execute(sql).fetchall(), key=repr)
 
 
-def merge_of(db: duckflock.Database, name: str) -> Any:
-    plan = internals.analysis(db, name).state.shape.plan
-    assert plan is not None and plan.merge is not None
-    return plan.merge
-
-
-def test_the_row_by_row_query_runs_detached_not_on_the_database() -> None:
-    """Issue 21: the fold query of expression keys, FILTER, bool_and, arg_max and
-    first runs on the detached instance: the analysis's cursor (the database's) runs
-    no query in a refresh, and every result equals a full run."""
-    with duckflock.connect() as db:
-        db.execute(TABLE)
-        db.insert("t", rows(0, 100))
-        db.analysis("shape", SHAPE)
-        db.refresh("shape")
-        assert merge_of(db, "shape").detached == ()  # the database's settings: defaults
-        run = internals.analysis(db, "shape").state
-        counting = _Counting(run.cursor)
-        run.cursor = counting  # type: ignore[assignment]
-        refreshes_equal_full_runs(db, "shape", SHAPE)
-        assert counting.queries == []
-
-
 @pytest.mark.parametrize(
     "sql",
     [
+        SHAPE,  # the row-by-row merge's query over the new rows
+        # no row-by-row merge: the whole-state and touch queries over state and new rows
         "SELECT g, count(DISTINCT k) AS dk, approx_count_distinct(n) AS an FROM t GROUP BY g",
         "SELECT k, count(*) AS c FROM t GROUP BY k HAVING count(*) > 40",
     ],
 )
-def test_the_whole_state_and_touch_queries_run_detached(sql: str) -> None:
-    """Shapes without a row-by-row merge (distinct sets, sketches, HAVING) fold by the
-    refresh or touch query over the state and the new rows: detached too."""
+def test_the_fold_queries_run_detached_not_on_the_database(sql: str) -> None:
+    """Issue 21: the fold queries (expression keys, FILTER, bool_and, arg_max, first;
+    distinct sets, sketches, HAVING) run on the detached instance: the analysis's cursor
+    (the database's) runs no query in a refresh, and every result equals a full run."""
     with duckflock.connect() as db:
         db.execute(TABLE)
         db.insert("t", rows(0, 100))
-        db.analysis("sets", sql)
-        db.refresh("sets")
-        plan = internals.analysis(db, "sets").state.shape.plan
-        assert plan is not None and plan.merge is None and plan.detached == ()
-        run = internals.analysis(db, "sets").state
+        db.analysis("shape", sql)
+        db.refresh("shape")
+        plan = internals.analysis(db, "shape").state.shape.plan
+        assert plan is not None and plan.detached == ()  # the database's settings: defaults
+        assert (plan.merge is not None) == (sql == SHAPE)
+        assert plan.merge is None or plan.merge.detached == ()
+        run = internals.analysis(db, "shape").state
         counting = _Counting(run.cursor)
         run.cursor = counting  # type: ignore[assignment]
-        refreshes_equal_full_runs(db, "sets", sql)
+        refreshes_equal_full_runs(db, "shape", sql)
         assert counting.queries == []
 
 
