@@ -1,7 +1,7 @@
 """Issue 21's shapes: the refresh after 10,000 new rows against a full re-run, per size.
 
 Run: .venv/bin/python benchmarks/shapes.py [--large] [--sizes 1000000,5000000] [--shapes-only]
-[--cpu]
+[--cpu] [--only 'date_trunc second,time_bucket minute']
 
 Sizes 1M and 5M rows (``--large`` adds 20M; ``--sizes`` replaces them). The table is
 generated inside DuckDB: one row per millisecond (so N rows make N/1,000 second-buckets
@@ -12,7 +12,8 @@ times each analysis's ``db.refresh`` (wall) and a full re-run of its SQL, and ch
 two agree. Then the retention delete of 1% (both shapes of benchmarks/retention.py) and
 the sliding window, from benchmarks/retention.py, at the same sizes (``--shapes-only`` leaves
 those out; ``--cpu`` times the shapes in CPU seconds of the process instead of wall
-time, for a loaded machine).
+time, for a loaded machine; ``--only`` times the named shapes alone, and implies
+``--shapes-only``).
 
 The last line, ``figures: {json}``, carries every median for benchmarks/suite.py:
 ``{"sizes": [...], "shapes": {shape: {size: [refresh_ms, full_ms]}}}``.
@@ -69,18 +70,29 @@ def sizes_from(argv: list[str]) -> list[int]:
     return [1_000_000, 5_000_000, 20_000_000] if "--large" in argv else [1_000_000, 5_000_000]
 
 
+def shapes_from(argv: list[str]) -> dict[str, str]:
+    if "--only" not in argv:
+        return SHAPES
+    names = [name.strip() for name in argv[argv.index("--only") + 1].split(",")]
+    unknown = [name for name in names if name not in SHAPES]
+    if unknown:
+        raise SystemExit(f"--only: no shape {unknown[0]!r} (shapes: {', '.join(SHAPES)})")
+    return {name: SHAPES[name] for name in names}
+
+
 def main(argv: list[str]) -> None:
     sizes = sizes_from(argv)
+    shapes = shapes_from(argv)
     figures: dict[str, dict[int, tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
         workdir = Path(tmp)
         for rows in sizes:
             clock = time.process_time if "--cpu" in argv else time.perf_counter
             for name, (refresh, full, _mode) in shape_figures(
-                workdir, rows, SHAPES, TABLE, series, clock
+                workdir, rows, shapes, TABLE, series, clock
             ).items():
                 figures.setdefault(name, {})[rows] = (refresh * 1000, full * 1000)
-            if "--shapes-only" in argv:
+            if "--shapes-only" in argv or "--only" in argv:
                 continue
             for shape in ("exact", "double"):
                 inc, _own, full, _captured, _plain = retention_figures(workdir, rows, shape)

@@ -321,6 +321,10 @@ def test_a_bug_in_a_refresh_is_recorded_and_the_thread_lives_on(
     run = internals.analysis(memdb, "per_k").state  # fault injection, on its own thread
     real = run.cursor
     run.fast = False  # the fold goes through the cursor (no pyarrow fast path)
+    assert run.shape.plan is not None  # nor a detached DuckDB (live/fold/detached.py)
+    run.shape = dataclasses.replace(
+        run.shape, plan=dataclasses.replace(run.shape.plan, detached=None)
+    )
     run.cursor = _Buggy()  # type: ignore[assignment]
     memdb.insert("events", {"k": "a", "v": 1})
     failed = memdb.refresh("per_k", timeout=30)

@@ -158,6 +158,12 @@ EXOTIC = {
     "WHERE tz BETWEEN TIMESTAMPTZ '2000-01-01' AND TIMESTAMPTZ '2100-01-01' GROUP BY 1",
     "zoned hour bucket": "SELECT time_bucket(INTERVAL '1 hour', tz) AS hour, count(*) AS n "
     "FROM f WHERE tz BETWEEN TIMESTAMPTZ '2000-01-01' AND TIMESTAMPTZ '2100-01-01' GROUP BY 1",
+    # time buckets of a TIMESTAMP that pyarrow computes (live/fold/buckets.py): days and
+    # ISO weeks before 1970, at the extremes and at infinity; a width from another origin
+    "day and week buckets": "SELECT date_trunc('day', ts) AS day, date_trunc('week', ts) "
+    "AS week, count(*) AS n, sum(g) AS s, max(v) AS hi FROM f GROUP BY 1, 2",
+    "odd bucket width": "SELECT time_bucket(INTERVAL '90 seconds', ts) AS b, count(*) AS n, "
+    "min(ts) AS lo, avg(v) AS a FROM f GROUP BY 1",
     "huge and tiny": "SELECT k, min(big) AS lo, max(big) AS hi, arg_min(seq, big) AS at "
     "FROM f GROUP BY k",
     "view": "SELECT k, count(*) AS n, sum(n) AS s FROM fv GROUP BY k",

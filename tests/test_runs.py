@@ -5,6 +5,7 @@ running analyses stay right."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -80,7 +81,12 @@ def test_a_refresh_without_a_limit_runs_on_the_callers_thread(
 ) -> None:
     events.analysis("per_k", PER_K)
     assert events.result("per_k", min_version=1, timeout=30) is not None
-    internals.analysis(events, "per_k").state.fast = False  # the fold runs SQL: seen
+    run = internals.analysis(events, "per_k").state
+    run.fast = False  # the fold runs SQL: seen
+    assert run.shape.plan is not None  # on the analysis's cursor, not a detached DuckDB
+    run.shape = dataclasses.replace(
+        run.shape, plan=dataclasses.replace(run.shape.plan, detached=None)
+    )
     recorder = spy(events, "per_k")
     events.insert("events", {"k": "a", "v": 1})
     mine = events.refresh("per_k")

@@ -57,7 +57,7 @@ def touched(plan: Plan, rows: list[pa.Table]) -> Touched | None:
         positions.append(at[0])
     names = [f"k{i}" for i in range(len(arrow.keys))]
     try:
-        tables = [r.select(list(arrow.keys)).rename_columns(names) for r in rows]
+        tables = [pa.Table.from_arrays(arrow.key_columns(r), names=names) for r in rows]
         keys = (
             tables[0]
             if len(tables) == 1

@@ -12,7 +12,7 @@ import contextlib
 import duckdb
 import pyarrow as pa
 
-from duckflock.live.fold import merges, touch
+from duckflock.live.fold import detached, merges, touch
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.plan.plans import Plan, split
 from duckflock.live.record import Analysis
@@ -58,12 +58,13 @@ def merge_fold(
             return merged
         run.fast = False  # a NaN, -0.0 or overflow: DuckDB folds from now on
     kept = run.kept
+    cursor = detached.fitting(plan.detached, run.cursor, state, delta)  # (fold/detached.py)
     if plan.touch and kept is not None and touch.applies(kept, state):
-        folded = touch.touched(run.cursor, plan.touch, kept, delta, plan.state_columns)
+        folded = touch.touched(cursor, plan.touch, kept, delta, plan.state_columns)
         if folded is not None:
             run.kept = folded
             return folded.state, touch.result(folded.outputs, plan.outputs, plan.filtered)
-    merged = over_arrow(run.cursor, plan.refresh, state, delta)
+    merged = over_arrow(cursor, plan.refresh, state, delta)
     new_state, table = split(plan, merged)
     columns = touch.output_columns(len(plan.outputs), plan.filtered)
     run.kept = touch.Kept(new_state, merged.select(columns)) if plan.touch else None

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from duckflock.live.fold.averages import Inexact, quotient
+from duckflock.live.fold.buckets import Bucket
 from duckflock.live.fold.positions import merge_touched
 from duckflock.live.fold.states import PartialKind
 
@@ -64,6 +65,8 @@ class ArrowPlan:
     order: tuple[tuple[int, bool], ...]  # (output index, descending)
     offset: int
     limit: int | None
+    # keys that are a time bucket of their column (key index, bucket): live/fold/buckets.py
+    buckets: tuple[tuple[int, Bucket], ...] = ()
 
     def has_nan(self, state: pa.Table, delta: pa.Table) -> bool:
         """Whether a floating column the fold reads holds NaN or -0.0 (the new rows' keys
@@ -83,6 +86,14 @@ class ArrowPlan:
     def read(self) -> frozenset[str]:
         """The new rows' columns the fold reads: the keys and the partials' arguments."""
         return frozenset(self.keys) | {column for _, column in self.partials if column}
+
+    def key_columns(self, rows: pa.Table) -> list[pa.ChunkedArray]:
+        """The key values of the source ``rows`` (a bucketed key's bucket of its column;
+        ArrowInvalid for a timestamp pyarrow leaves to DuckDB)."""
+        columns = [rows[name] for name in self.keys]
+        for i, bucket in self.buckets:
+            columns[i] = bucket.of(columns[i])
+        return columns
 
     @cached_property
     def key_names(self) -> list[str]:
@@ -179,6 +190,12 @@ class ArrowPlan:
         picks: list[tuple[int, str]] = []  # (aggregation, its struct field or "")
         rows = delta
         anyone = self.keys[0] if self.keys else delta.column_names[0]  # for count(*)
+        grouping = list(self.keys)
+        if self.buckets:  # bucketed keys grouped by their buckets (as added columns)
+            values = self.key_columns(delta)
+            for i, _ in self.buckets:
+                grouping[i] = f"__b{i}"
+                rows = rows.append_column(grouping[i], values[i])
         for i, (kind, column) in enumerate(self.partials):
             source = column if column is not None else anyone
             if kind is PartialKind.COUNT and not delta[source].null_count:
@@ -195,7 +212,7 @@ class ArrowPlan:
                     rows = rows.append_column(aggregation[0], self._terms(delta[source]))
                 aggregations.append(aggregation)
             picks.append((at, _MERGE[kind] if both else ""))
-        grouped = _aggregate(rows, list(self.keys), aggregations)
+        grouped = _aggregate(rows, grouping, aggregations)
         width = len(self.keys)
         columns = grouped.columns
         chosen = columns[:width] + [

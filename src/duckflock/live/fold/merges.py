@@ -33,6 +33,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from duckflock.live.fold import detached
 from duckflock.live.fold.arrow import ArrowPlan, unlike_duckdb
 from duckflock.live.fold.positions import combine
 from duckflock.live.fold.query import over_arrow
@@ -86,6 +87,9 @@ class Merge:
     kinds: tuple[PartialKind, ...]  # each partial's
     picks: tuple[Pick | None, ...]  # a winner's rule, per partial
     outputs: ArrowPlan  # the result from the state (only its outputs are used)
+    # the settings ``partials`` runs under on a detached instance (None: on the
+    # analysis's cursor): live/fold/detached.py
+    detached: detached.Settings | None = None
 
     def admits(self, schema: pa.Schema) -> bool:
         """Whether pyarrow has every kernel a fold of a state of ``schema`` calls
@@ -104,7 +108,10 @@ def fold(
 ) -> tuple[pa.Table, pa.Table] | None:
     """(state, result) with the appended rows ``delta`` folded in by one DuckDB query
     and pyarrow; None where pyarrow cannot fold them as DuckDB would (DuckDB then does)."""
-    new = over_arrow(cursor, merge.partials, state, delta)
+    if merge.detached is not None:
+        new = detached.run(merge.detached, cursor, merge.partials, delta)
+    else:
+        new = over_arrow(cursor, merge.partials, state, delta)
     try:
         new = new.cast(state.schema)  # a safe cast: a value that does not fit raises
         folded = merged(merge, state, new)

@@ -7,6 +7,8 @@ import pyarrow as pa
 
 from duckflock.sql import quote_ident
 
+DELTA = "__duckflock_delta"  # the newly appended rows, as the fold queries name them
+
 
 def over_arrow(
     cursor: duckdb.DuckDBPyConnection,

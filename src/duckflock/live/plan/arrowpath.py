@@ -13,9 +13,11 @@ import pyarrow as pa
 from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity
 from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
+from duckflock.live.fold.buckets import Bucket
 from duckflock.live.fold.merges import ARROW_COMPARES
 from duckflock.live.fold.states import PartialKind, Spec
 from duckflock.live.plan.aggregates import is_wide
+from duckflock.live.plan.bucketing import bucketed
 from duckflock.live.plan.trees import canonical, constant, plain_column
 from duckflock.sql import quote_ident
 
@@ -65,10 +67,17 @@ def arrow_plan(
     (kind, column); ``plain``: no WHERE, HAVING or join."""
     if not plain or schema is None:
         return None
+    types = _column_types(cursor, source)
     key_columns = [plain_column(g) for g in groups]
+    buckets: list[tuple[int, Bucket]] = []
+    for i, group in enumerate(groups):  # a time bucket of a TIMESTAMP column: pyarrow's too
+        timed = bucketed(cursor, group, types) if key_columns[i] is False else None
+        if timed is not None:
+            key_columns[i] = timed[0]
+            buckets.append((i, timed[1]))
     if any(k is False for k in key_columns) or any(column is False for _, column in specs):
         return None
-    if not _agrees(cursor, source, specs, key_columns):
+    if not _agrees(cursor, source, types, specs, key_columns):
         return None
     shown = []
     for item in node.get("select_list") or []:  # the query's own, not rewritten
@@ -107,25 +116,31 @@ def arrow_plan(
         order=tuple(order),
         offset=offset,
         limit=limit,
+        buckets=tuple(buckets),
     )
+
+
+def _column_types(cursor: duckdb.DuckDBPyConnection, source: Identity) -> dict[str, str]:
+    """The DuckDB type of each column of ``source``, by lower-case name."""
+    rows = cursor.execute(
+        "SELECT lower(column_name), data_type FROM duckdb_columns() "
+        "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+        list(source),
+    ).fetchall()
+    return {name: str(kind).upper() for name, kind in rows}
 
 
 def _agrees(
     cursor: duckdb.DuckDBPyConnection,
     source: Identity,
+    types: dict[str, str],
     specs: Sequence[Spec],
     keys: list[str | bool],
 ) -> bool:
     """Whether pyarrow computes what DuckDB does for these columns' types: not for
     sums of 128-bit or decimal columns (DuckDB raises on overflow, pyarrow's
     decimal128 does not). NaN, where they differ too, is checked on each fold
-    (``ArrowPlan.has_nan``)."""
-    rows = cursor.execute(
-        "SELECT lower(column_name), data_type FROM duckdb_columns() "
-        "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
-        list(source),
-    ).fetchall()
-    types = {name: str(kind).upper() for name, kind in rows}
+    (``ArrowPlan.has_nan``); ``types``: :func:`_column_types`."""
 
     def kind(column: str | bool | None) -> str:
         return types.get(str(column).lower(), "") if isinstance(column, str) else ""

@@ -180,9 +180,10 @@ class Planner:
             modifiers=self._modifiers,
             arrow=arrow,
         )
-        queries.probe(plan)
+        on = queries.probe(plan)
         return dataclasses.replace(
             plan,
+            detached=on,
             sets=tuple(self.slots.sets),
             distinct_limit=distinct_limit,
             joined=frozenset(self._joined),

@@ -14,11 +14,12 @@ import pyarrow.compute as pc
 
 from duckflock.core.names import Identity
 from duckflock.live.fold.arrow import ArrowPlan
+from duckflock.live.fold.detached import Settings
 from duckflock.live.fold.merges import Merge
+from duckflock.live.fold.query import DELTA as DELTA  # the newly appended rows
 from duckflock.live.fold.retraction import Retraction
 
 STATE = "__duckflock_state"  # the kept state, as the refresh query names it
-DELTA = "__duckflock_delta"  # the newly appended rows
 DISTINCT_LIMIT = 1_000_000  # distinct values kept in all groups' sets, at most
 
 
@@ -56,6 +57,9 @@ class Plan:
     # None where a partial, key or output has no such merge
     merge: Merge | None = None
     partials: str = ""  # the partials of DELTA's rows alone, one row per group (no outputs)
+    # the settings ``refresh`` and ``touch`` run under on a detached instance (None: on
+    # the analysis's cursor): duckflock.live.fold.detached
+    detached: Settings | None = None
 
     def oversized(self, state: pa.Table) -> str | None:
         """Why the state is too big to keep (its distinct sets), or None."""

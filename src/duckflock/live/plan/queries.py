@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.core.names import Identity
+from duckflock.live.fold import detached
 from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
 from duckflock.live.fold.merges import ELEMENTWISE, Merge, equal_in_arrow, ordered_in_arrow
 from duckflock.live.fold.query import lost_types, typed
@@ -219,8 +220,9 @@ class Queries:
                 pick is None or not ordered_in_arrow(types[pick.key])
             ):
                 return None
-        with self._empty_delta():
+        with self._empty_delta() as empty:
             schema = self._cursor.sql(sql).limit(0).to_arrow_table().schema
+        on = detached.settings_for(self._cursor, [(sql, {DELTA: empty})])  # its own DuckDB
         outputs, fields = [], []
         for expr, kind in zip(select, self._types, strict=True):
             text = self._sql(expr)
@@ -253,25 +255,36 @@ class Queries:
         )
         picks = tuple(partial.pick for partial in partials)
         kinds_of = tuple(partial.spec[0] for partial in partials)
-        merge = Merge(sql, keys, kinds_of, picks, result)
+        merge = Merge(sql, keys, kinds_of, picks, result, on)
         return merge if merge.admits(schema) else None
 
-    def probe(self, plan: Plan) -> None:
+    def probe(self, plan: Plan) -> detached.Settings | None:
         """Run the refresh once over no rows: SQL that binds over the table but not over
         the new rows (a column named ``schema.table.column``) or a merge DuckDB refuses
-        would otherwise fail every refresh; here it makes the analysis run in full."""
+        would otherwise fail every refresh; here it makes the analysis run in full.
+        Returns the settings its refresh and touch queries run detached under (None:
+        on the analysis's cursor): :mod:`duckflock.live.fold.detached`."""
         cursor = self._cursor
         try:
-            with self._empty_delta():
+            with self._empty_delta() as empty:
                 try:
                     state = cursor.execute(self._delta_build).to_arrow_table()
-                    cursor.register(STATE, state.select(list(plan.state_columns)))
+                    state = state.select(list(plan.state_columns))
+                    cursor.register(STATE, state)
                     cursor.execute(plan.refresh).fetchall()
                 finally:
                     with contextlib.suppress(duckdb.Error):
                         cursor.unregister(STATE)
         except duckdb.Error as exc:
             raise _not_running(exc) from exc
+        # the refresh and touch queries read only Arrow tables: a DuckDB of their own
+        queries: list[tuple[str, dict[str, pa.Table]]] = [
+            (plan.refresh, {STATE: state, DELTA: empty})
+        ]
+        if plan.touch:
+            rows = state.append_column(ROW, pa.array([], pa.int64()))
+            queries.append((plan.touch, {STATE: rows, DELTA: empty}))
+        return detached.settings_for(cursor, queries)
 
     def _binds(self, touch: str, state: list[tuple[str, str]]) -> bool:
         """Whether the touch query binds over an empty state of the ``state`` columns
@@ -295,13 +308,13 @@ class Queries:
         return True
 
     @contextlib.contextmanager
-    def _empty_delta(self) -> Iterator[None]:
+    def _empty_delta(self) -> Iterator[pa.Table]:
         """The new rows registered as none of the fact table's (to bind and probe)."""
         cursor = self._cursor
         empty = cursor.execute(f"SELECT * FROM {self._source.sql} LIMIT 0").to_arrow_table()
         cursor.register(DELTA, empty)
         try:
-            yield
+            yield empty
         finally:
             with contextlib.suppress(duckdb.Error):
                 cursor.unregister(DELTA)

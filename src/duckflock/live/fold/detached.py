@@ -1,0 +1,169 @@
+"""A DuckDB of its own for the fold queries that read only Arrow tables.
+
+A fold query of a planned shape (:mod:`duckflock.live.fold.merges`: the new rows' keys
+and partials) reads nothing of the database but the Arrow tables handed to it. On the
+database's own instance each such query pays for its worker threads (hand-offs of a
+10,000-row scan) and shares that instance's scheduler with the writer and every other
+query: ~2.4 ms where the same query costs ~1.3 ms on an in-memory instance with
+``threads = 1`` (the calling thread runs it).
+
+So such a query runs on a *detached* in-memory instance — one per distinct set of
+result-changing settings (:data:`duckflock.core.effects.SETTINGS`, ``RESULTS``), each
+with the database's values of those settings set once when it is opened and
+``threads = 1`` — on a cursor of the calling thread's own. The planner
+(:func:`settings_for`) detaches a query only where that cannot change its answer:
+
+- no function it calls is one of the database's own (a macro, possibly shadowing a
+  built-in such as ``date_trunc``; a Python UDF does not bind on the instance at all);
+- it binds on the detached instance and gives the same column types as on the
+  database's.
+
+A change of a ``RESULTS`` setting or of the catalog makes every analysis plan again
+(:mod:`duckflock.core.effects`), so the settings a plan took stay the database's. A fold
+of more than :data:`BYTES` of new rows runs on the analysis's cursor, which the scheduler's
+time limit interrupts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Mapping, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from duckflock.core.effects import SETTINGS, Effect
+from duckflock.core.syntax import parse, walk
+from duckflock.errors import QueryError
+from duckflock.live.fold.query import over_arrow
+from duckflock.sql import quote_ident, quote_literal
+
+Settings = tuple[tuple[str, str], ...]  # (name, value): the RESULTS settings to set
+
+_RESULTS = sorted(name for name, effect in SETTINGS.items() if effect is Effect.RESULTS)
+_SETTINGS_SQL = (
+    "SELECT name, value FROM duckdb_settings() WHERE name IN (SELECT unnest(?::VARCHAR[]))"
+)
+# bytes of Arrow input at most per detached query: the scheduler interrupts a run past
+# its time limit through the analysis's cursor, not this one, so a detached query stays
+# short (milliseconds: 10,000 new rows of six columns are ~0.4 MB); more input runs on
+# the analysis's cursor (and the database's threads)
+BYTES = 8 << 20
+_INSTANCES = 8  # distinct settings at most (past it, fold queries stay on the database)
+_lock = threading.Lock()  # guards _instances
+_instances: dict[Settings, duckdb.DuckDBPyConnection] = {}
+_local = threading.local()  # per thread: {settings: cursor}
+
+
+def _values(cursor: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    rows = cursor.execute(_SETTINGS_SQL, [_RESULTS]).fetchall()
+    return {str(name): str(value) for name, value in rows}
+
+
+def _instance(settings: Settings) -> duckdb.DuckDBPyConnection | None:
+    """The detached instance for ``settings`` (opened on first use); None past
+    :data:`_INSTANCES` or where DuckDB refuses one of the settings."""
+    with _lock:
+        found = _instances.get(settings)
+        if found is not None or len(_instances) >= _INSTANCES:
+            return found
+        con = duckdb.connect(":memory:", config={"threads": 1})
+        try:
+            for name, value in settings:
+                con.execute(f"SET GLOBAL {quote_ident(name)} = {quote_literal(value)}")
+            if dict(settings) != {k: v for k, v in _values(con).items() if k in dict(settings)}:
+                con.close()
+                return None
+        except duckdb.Error:
+            con.close()
+            return None
+        _instances[settings] = con
+        return con
+
+
+def cursor(settings: Settings) -> duckdb.DuckDBPyConnection | None:
+    """The calling thread's cursor on the detached instance for ``settings``."""
+    mine: dict[Settings, duckdb.DuckDBPyConnection] | None = getattr(_local, "cursors", None)
+    if mine is None:
+        mine = _local.cursors = {}
+    found = mine.get(settings)
+    if found is None:
+        instance = _instance(settings)
+        if instance is None:
+            return None
+        found = mine[settings] = instance.cursor()
+    return found
+
+
+def settings_for(
+    database: duckdb.DuckDBPyConnection, queries: Sequence[tuple[str, Mapping[str, pa.Table]]]
+) -> Settings | None:
+    """The settings under which every query of ``queries`` (SQL over the named Arrow
+    tables, here empty) may run detached; None where one may not (above)."""
+    try:
+        own = {
+            str(name).lower()
+            for (name,) in database.execute(
+                "SELECT DISTINCT function_name FROM duckdb_functions() WHERE NOT internal"
+            ).fetchall()
+        }
+        called = {
+            str(node.get("function_name", "")).lower()
+            for sql, _ in queries
+            for node in walk(parse(database, sql))
+            if node.get("class") == "FUNCTION"
+        }
+        if own & called:
+            return None
+        fresh = duckdb.connect(":memory:")
+        try:
+            defaults = _values(fresh)
+        finally:
+            fresh.close()
+        wanted = _values(database)
+        settings = tuple(
+            sorted((name, value) for name, value in wanted.items() if defaults.get(name) != value)
+        )
+        detached = cursor(settings)
+        if detached is None:
+            return None
+        for sql, tables in queries:
+            if _types(detached, sql, tables) != _types(database, sql, tables):
+                return None
+    except (duckdb.Error, QueryError):  # (a query json_serialize_sql cannot write out)
+        return None
+    return settings
+
+
+def _types(
+    cursor: duckdb.DuckDBPyConnection, sql: str, tables: Mapping[str, pa.Table]
+) -> list[str]:
+    """The column types of ``sql`` over ``tables`` on ``cursor`` (bound, not run)."""
+    try:
+        for name, table in tables.items():
+            cursor.register(name, table)
+        return [str(kind) for kind in cursor.sql(sql).types]
+    finally:
+        for name in tables:
+            with contextlib.suppress(duckdb.Error):
+                cursor.unregister(name)
+
+
+def fitting(
+    settings: Settings | None, fallback: duckdb.DuckDBPyConnection, *tables: pa.Table
+) -> duckdb.DuckDBPyConnection:
+    """The cursor a fold query over ``tables`` runs on: the detached instance's for
+    ``settings`` (None: not detachable), unless the tables hold more than :data:`BYTES`
+    (then ``fallback``, the analysis's cursor, which the time limit interrupts)."""
+    if settings is None or sum(table.nbytes for table in tables) > BYTES:
+        return fallback
+    found = cursor(settings)
+    return found if found is not None else fallback
+
+
+def run(
+    settings: Settings, fallback: duckdb.DuckDBPyConnection, sql: str, delta: pa.Table
+) -> pa.Table:
+    """``sql`` over the new rows ``delta`` on the detached instance (:func:`fitting`)."""
+    return over_arrow(fitting(settings, fallback, delta), sql, delta.slice(0, 0), delta)
