@@ -586,6 +586,25 @@ def test_big_batches_accept_what_small_ones_do(memdb: duckflock.Database) -> Non
     assert total == (1003, sum(range(1000)) + 3, 2**100 + 999)
 
 
+def test_a_bool_among_numbers_is_stored_as_duckdb_casts_it_whatever_the_batch_size(
+    memdb: duckflock.Database,
+) -> None:
+    """A bool among ints and floats (found by test_faults_ingest's fuzzer): VALUES binds
+    it as a BOOLEAN, which DuckDB casts to 0 or 1; a batch too big for VALUES spelled it
+    'False', which no number column takes, so the same row failed in a big batch only."""
+    memdb.execute("CREATE TABLE mixed (n INTEGER, x DOUBLE, t VARCHAR)")
+    rows = [(i, float(i), f"r{i}") for i in range(300)]
+    rows[0] = (False, True, "first")
+    rows[7] = (True, 2.5, "seventh")
+    memdb.insert("mixed", rows)  # 900 values: past VALUES, the Arrow path
+    memdb.insert("mixed", rows[:8])  # 24 values: the VALUES path
+    stored = memdb.execute("SELECT n, x, t FROM mixed ORDER BY t, n").fetchall()
+    oracle = duckdb.connect()
+    oracle.execute("CREATE TABLE mixed (n INTEGER, x DOUBLE, t VARCHAR)")
+    oracle.executemany("INSERT INTO mixed VALUES (?, ?, ?)", rows + rows[:8])
+    assert stored == oracle.execute("SELECT n, x, t FROM mixed ORDER BY t, n").fetchall()
+
+
 def test_a_receipt_finished_while_its_waiter_takes_the_guard_returns() -> None:
     """The writer may finish a receipt between wait()'s first look and its guard: then
     nothing was parked, and wait() returns (was: AttributeError on None, found by the

@@ -275,7 +275,9 @@ def _column(values: list[Any]) -> pa.Array:
     try:
         return pa.array(values)
     except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError):
-        if all(v is None or isinstance(v, _TEXTABLE) for v in values):
+        # a bool among other types is not text: VALUES binds it as a BOOLEAN, which
+        # DuckDB casts to 0/1 for a number column, where 'False' fails to cast
+        if all(v is None or (isinstance(v, _TEXTABLE) and type(v) is not bool) for v in values):
             return pa.array([None if v is None else str(v) for v in values], pa.string())
         raise
 
