@@ -586,23 +586,25 @@ def test_big_batches_accept_what_small_ones_do(memdb: duckflock.Database) -> Non
     assert total == (1003, sum(range(1000)) + 3, 2**100 + 999)
 
 
-def test_a_bool_among_numbers_is_stored_as_duckdb_casts_it_whatever_the_batch_size(
+def test_values_arrow_cannot_type_are_stored_as_duckdb_casts_them_whatever_the_batch_size(
     memdb: duckflock.Database,
 ) -> None:
-    """A bool among ints and floats (found by test_faults_ingest's fuzzer): VALUES binds
-    it as a BOOLEAN, which DuckDB casts to 0 or 1; a batch too big for VALUES spelled it
-    'False', which no number column takes, so the same row failed in a big batch only."""
-    memdb.execute("CREATE TABLE mixed (n INTEGER, x DOUBLE, t VARCHAR)")
-    rows = [(i, float(i), f"r{i}") for i in range(300)]
-    rows[0] = (False, True, "first")
-    rows[7] = (True, 2.5, "seventh")
-    memdb.insert("mixed", rows)  # 900 values: past VALUES, the Arrow path
-    memdb.insert("mixed", rows[:8])  # 24 values: the VALUES path
-    stored = memdb.execute("SELECT n, x, t FROM mixed ORDER BY t, n").fetchall()
+    """A bool among ints and floats, a timedelta past Arrow's microseconds (both found
+    by test_faults_ingest's fuzzer): VALUES binds them as a BOOLEAN (cast to 0 or 1) and
+    an INTERVAL; a batch too big for VALUES spelled them as text, 'False' and
+    '106751992 days, 0:00:00', which DuckDB does not cast, so the same row failed in a
+    big batch only."""
+    memdb.execute("CREATE TABLE mixed (n INTEGER, x DOUBLE, t VARCHAR, iv INTERVAL)")
+    rows = [(i, float(i), f"r{i}", dt.timedelta(seconds=i)) for i in range(300)]
+    rows[0] = (False, True, "first", dt.timedelta(days=106751992))
+    rows[7] = (True, 2.5, "seventh", dt.timedelta(days=-1, seconds=5))
+    memdb.insert("mixed", rows)  # 1,200 values: past VALUES, the Arrow path
+    memdb.insert("mixed", rows[:8])  # 32 values: the VALUES path
+    order = "SELECT * FROM mixed ORDER BY t, n"
     oracle = duckdb.connect()
-    oracle.execute("CREATE TABLE mixed (n INTEGER, x DOUBLE, t VARCHAR)")
-    oracle.executemany("INSERT INTO mixed VALUES (?, ?, ?)", rows + rows[:8])
-    assert stored == oracle.execute("SELECT n, x, t FROM mixed ORDER BY t, n").fetchall()
+    oracle.execute("CREATE TABLE mixed (n INTEGER, x DOUBLE, t VARCHAR, iv INTERVAL)")
+    oracle.executemany("INSERT INTO mixed VALUES (?, ?, ?, ?)", rows + rows[:8])
+    assert memdb.execute(order).fetchall() == oracle.execute(order).fetchall()
 
 
 def test_a_receipt_finished_while_its_waiter_takes_the_guard_returns() -> None:
