@@ -485,3 +485,50 @@ def test_a_long_integer_in_a_body_json_decodes_its_own_way_is_a_400(
         "malformed JSON: at ['x']: an integer of 5,000 digits; JSON integers may have at "
         f"most {sys.get_int_max_str_digits():,}"
     )
+
+
+def test_two_chunked_bodies_waiting_for_each_others_room_do_not_both_fail() -> None:
+    """Two chunked bodies, each alone within the budget, that together pass it: each
+    holds what arrived and waits for the other's room, which only comes back when the
+    other ends. Both waited out the queue timeout and both got 503 (before chunked
+    bodies grew their share, the first took the whole budget and went through): the one
+    that finds every other holder waiting too is refused at once, so the other goes on."""
+    bodies = Bodies(ServerSettings(body_timeout=60, min_body_rate=1, queue_timeout=30.0))
+    budget = bodies.budget
+    piece = b"x" * (budget.total // 40 // 3 + 1)  # weighted x40: over a third of the budget
+
+    def request(pieces: int, arrived: asyncio.Event, go: asyncio.Event) -> Request:
+        sent = 0
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent == 1:
+                arrived.set()
+                await go.wait()
+            sent += 1
+            return {"type": "http.request", "body": piece, "more_body": sent < pieces}
+
+        made = Request({"type": "http", "method": "POST", "headers": []})  # chunked
+        made._receive = receive
+        return made
+
+    async def upload(made: Request) -> bytes:
+        async with bodies.hold(made, 10**9, 40) as share:
+            return await bodies.read(made, 10**9, share)
+
+    async def run() -> list[Any]:
+        go = asyncio.Event()
+        arrived = [asyncio.Event(), asyncio.Event()]
+        uploads = [asyncio.ensure_future(upload(request(2, a, go))) for a in arrived]
+        for event in arrived:
+            await event.wait()  # each holds a third and more: the two can't both grow
+        go.set()
+        async with asyncio.timeout(10):  # well within the 30 s queue timeout
+            return await asyncio.gather(*uploads, return_exceptions=True)
+
+    started = time.monotonic()
+    outcomes = asyncio.run(run())
+    assert time.monotonic() - started < 10
+    assert sorted(type(o).__name__ for o in outcomes) == ["ServerBusyError", "bytes"]
+    assert [o for o in outcomes if isinstance(o, bytes)] == [piece * 2]
+    assert budget.used == 0
