@@ -382,6 +382,43 @@ def test_threads_that_miss_the_schema_cache_together_read_the_catalog_once() -> 
     assert got[0].columns == ("n",)
 
 
+def test_a_schema_read_before_a_ddl_is_not_kept_after_it() -> None:
+    """A reading of the catalog that a DDL and its invalidation overtake is not stored:
+    it was, and every later insert was checked against the dropped table's columns
+    until the next DDL (a tuple in the old column order went into the new columns)."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (a INTEGER, b INTEGER)")
+    read, go = threading.Event(), threading.Event()
+
+    class Slow:  # the cache's cursor, paused after it read the columns
+        def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+            self.cursor = cursor
+
+        def execute(self, sql: str, params: Any = None) -> Any:
+            result = self.cursor.execute(sql, params)
+            if "column_name" in sql and not go.is_set():
+                read.set()
+                assert go.wait(30)
+            return result
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.cursor, name)
+
+    cache = SchemaCache(Slow(con.cursor()))  # type: ignore[arg-type]
+    reader = threading.Thread(target=cache.get, args=("t",))
+    reader.start()
+    assert read.wait(30)
+    con.execute("DROP TABLE t")
+    con.execute("CREATE TABLE t (b INTEGER, a INTEGER)")
+    cache.invalidate()  # as the database does after the DDL
+    go.set()
+    reader.join(30)
+    expected = tuple(
+        name for (name,) in con.execute("SELECT name FROM pragma_table_info('t')").fetchall()
+    )
+    assert cache.get("t").columns == expected == ("b", "a")
+
+
 def test_a_single_row_call_is_the_call_the_constructor_makes() -> None:
     """Call.single (the intake's hot path) sets every slot as Call(...) does."""
     con = duckdb.connect()
