@@ -532,3 +532,63 @@ def test_two_chunked_bodies_waiting_for_each_others_room_do_not_both_fail() -> N
     assert sorted(type(o).__name__ for o in outcomes) == ["ServerBusyError", "bytes"]
     assert [o for o in outcomes if isinstance(o, bytes)] == [piece * 2]
     assert budget.used == 0
+
+
+def test_two_chunked_uploads_over_a_third_of_the_budget_each_one_goes_through(
+    tmp_path: Path,
+) -> None:
+    """The same over a real uvicorn: two chunked JSON uploads whose first halves hold
+    over a third of the budget each; their second halves arrive together. One is
+    committed, the other refused with 503 well before the queue timeout, and the budget
+    is all given back (both were refused after the 20 s timeout)."""
+    config = tmp_path / "duckflock.toml"
+    config.write_text('[[tables]]\nsql = "CREATE TABLE events (p INTEGER, s VARCHAR)"\n')
+    server = ServerProcess(
+        tmp_path / "two.duckdb",
+        *("--config", str(config), "--queue-timeout", "20", "--body-timeout", "120"),
+        *("--max-body", str(14_000_000)),
+    )
+    count = BUDGET // JSON_WEIGHT // 3 // 1010 + 1  # rows of ~1010 bytes: over a third
+    halves = [
+        (
+            b"[" + _rows(n * 2 * count, count).encode(),
+            b", " + _rows((n * 2 + 1) * count, count).encode() + b"]",
+        )
+        for n in range(2)
+    ]
+    assert all(len(first) * JSON_WEIGHT > BUDGET // 3 for first, _ in halves)
+    socks: list[socket.socket] = []
+    try:
+        with server.http() as http:
+            held = 0
+            for first, _ in halves:
+                sock = socket.create_connection(("127.0.0.1", server.port))
+                socks.append(sock)
+                sock.sendall(
+                    b"POST /v1/tables/events/rows HTTP/1.1\r\nHost: localhost\r\n"
+                    b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"%x\r\n%s\r\n" % (len(first), first)
+                )
+                held += len(first) * JSON_WEIGHT
+                _until(time.monotonic() + 30, lambda held=held: _held(http) == held)
+                assert _held(http) == held
+            started = time.monotonic()
+            for sock, (_, second) in zip(socks, halves, strict=True):
+                with contextlib.suppress(OSError):  # the refused one may be closed
+                    sock.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(second), second))
+            statuses = []
+            for sock in socks:
+                sock.settimeout(30)
+                head = sock.recv(65536).split(b"\r\n", 1)[0]
+                statuses.append(int(head.split()[1]))
+            assert time.monotonic() - started < 15
+            assert sorted(statuses) == [200, 503], statuses
+            _until(time.monotonic() + 30, lambda: _held(http) == 0)
+            assert _held(http) == 0
+        with server.client() as client:
+            counted = client.query("SELECT count(*) AS n FROM events").to_pylist()
+            assert counted == [{"n": 2 * count}]
+    finally:
+        for sock in socks:
+            sock.close()
+        assert server.stop() == 0
