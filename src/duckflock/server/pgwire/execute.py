@@ -96,7 +96,11 @@ def copy_plan(sql: str) -> CopyPlan:
     query = match.group(1) or f"SELECT {match.group(3) or '*'} FROM {match.group(2)}"
     options = match.group(4).lower()
     found = re.search(r"format\s*'?(\w+)", options)
-    kind = found.group(1) if found else ("csv" if re.search(r"\bcsv\b", options) else "text")
+    legacy = re.search(r"\b(csv|binary)\b", options)  # COPY's old syntax: WITH CSV, BINARY
+    kind = found.group(1) if found else (legacy.group(1) if legacy else "text")
+    for option in ("format", "header"):
+        if len(re.findall(rf"\b{option}\b", options)) > 1:
+            raise QueryRefusedError(f"COPY option {option!r} is given more than once", sql=sql)
     if kind not in tuple(CopyFormat):
         raise QueryRefusedError(f"COPY format {kind!r} is not supported", sql=sql)
     ignored = _COPY_UNSUPPORTED.search(options)
