@@ -419,6 +419,28 @@ def test_a_schema_read_before_a_ddl_is_not_kept_after_it() -> None:
     assert cache.get("t").columns == expected == ("b", "a")
 
 
+def test_an_insert_whose_table_is_dropped_before_its_commit_names_the_table() -> None:
+    """A call checked against a table that a DROP removes before the writer commits it
+    gets the UnknownTableError (404) an insert into a missing table gets, not a
+    RowRejectedError (422) blaming its row 0 for the table's absence."""
+    db = duckflock.connect()
+    try:
+        db.execute("CREATE TABLE t (a INTEGER, b VARCHAR)")
+        db.insert("t", {"a": 1, "b": "x"})  # the writer is running
+        writer = db._writer
+        assert writer is not None
+        with writer.commit_lock:  # no commit happens meanwhile
+            receipt = db.insert("t", [{"a": 2, "b": "y"}, {"a": 3, "b": "z"}], wait=False)
+            db.execute("DROP TABLE t")
+        with pytest.raises(duckflock.UnknownTableError) as caught:
+            receipt.wait(30)
+        assert caught.value.table == "t" and "does not exist" in str(caught.value)
+        with pytest.raises(duckflock.UnknownTableError):  # the same as a call made now
+            db.insert("t", {"a": 4, "b": "w"})
+    finally:
+        db.close()
+
+
 def test_a_single_row_call_is_the_call_the_constructor_makes() -> None:
     """Call.single (the intake's hot path) sets every slot as Call(...) does."""
     con = duckdb.connect()
