@@ -382,6 +382,65 @@ def test_threads_that_miss_the_schema_cache_together_read_the_catalog_once() -> 
     assert got[0].columns == ("n",)
 
 
+def test_a_schema_read_before_a_ddl_is_not_kept_after_it() -> None:
+    """A reading of the catalog that a DDL and its invalidation overtake is not stored:
+    it was, and every later insert was checked against the dropped table's columns
+    until the next DDL (a tuple in the old column order went into the new columns)."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (a INTEGER, b INTEGER)")
+    read, go = threading.Event(), threading.Event()
+
+    class Slow:  # the cache's cursor, paused after it read the columns
+        def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+            self.cursor = cursor
+
+        def execute(self, sql: str, params: Any = None) -> Any:
+            result = self.cursor.execute(sql, params)
+            if "column_name" in sql and not go.is_set():
+                read.set()
+                assert go.wait(30)
+            return result
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.cursor, name)
+
+    cache = SchemaCache(Slow(con.cursor()))  # type: ignore[arg-type]
+    reader = threading.Thread(target=cache.get, args=("t",))
+    reader.start()
+    assert read.wait(30)
+    con.execute("DROP TABLE t")
+    con.execute("CREATE TABLE t (b INTEGER, a INTEGER)")
+    cache.invalidate()  # as the database does after the DDL
+    go.set()
+    reader.join(30)
+    expected = tuple(
+        name for (name,) in con.execute("SELECT name FROM pragma_table_info('t')").fetchall()
+    )
+    assert cache.get("t").columns == expected == ("b", "a")
+
+
+def test_an_insert_whose_table_is_dropped_before_its_commit_names_the_table() -> None:
+    """A call checked against a table that a DROP removes before the writer commits it
+    gets the UnknownTableError (404) an insert into a missing table gets, not a
+    RowRejectedError (422) blaming its row 0 for the table's absence."""
+    db = duckflock.connect()
+    try:
+        db.execute("CREATE TABLE t (a INTEGER, b VARCHAR)")
+        db.insert("t", {"a": 1, "b": "x"})  # the writer is running
+        writer = db._writer
+        assert writer is not None
+        with writer.commit_lock:  # no commit happens meanwhile
+            receipt = db.insert("t", [{"a": 2, "b": "y"}, {"a": 3, "b": "z"}], wait=False)
+            db.execute("DROP TABLE t")
+        with pytest.raises(duckflock.UnknownTableError) as caught:
+            receipt.wait(30)
+        assert caught.value.table == "t" and "does not exist" in str(caught.value)
+        with pytest.raises(duckflock.UnknownTableError):  # the same as a call made now
+            db.insert("t", {"a": 4, "b": "w"})
+    finally:
+        db.close()
+
+
 def test_a_single_row_call_is_the_call_the_constructor_makes() -> None:
     """Call.single (the intake's hot path) sets every slot as Call(...) does."""
     con = duckdb.connect()

@@ -195,8 +195,8 @@ def test_columns_encode_as_the_per_value_path_does(duck_type: str, fmt: Format) 
             else:
                 header = ["x", 'a "b",c']
                 for framed in (False, True):  # lines, and each line a CopyData message
-                    got = columnar.copy_text(part, framed)
-                    assert got == reference.copy_text(part, framed)
+                    got = columnar.copy_text(part, framed=framed)
+                    assert got == reference.copy_text(part, framed=framed)
                     got = columnar.copy_csv(part, header, framed)
                     assert got == reference.copy_csv(part, header, framed)
             compared += part.num_rows
@@ -220,7 +220,7 @@ def test_zero_columns_and_empty_batches() -> None:
         new, old = RowEncoder([], [0]), PerValueEncoder([], [0])
         assert new.data_rows(batch) == old.data_rows(batch)
         for framed in (False, True):
-            assert new.copy_text(batch, framed) == old.copy_text(batch, framed)
+            assert new.copy_text(batch, framed=framed) == old.copy_text(batch, framed=framed)
             assert new.copy_csv(batch, [], framed) == old.copy_csv(batch, [], framed)
             assert new.copy_csv(batch, None, framed) == old.copy_csv(batch, None, framed)
         assert new.copy_binary(batch, COPY_SIGNATURE) == old.copy_binary(batch, COPY_SIGNATURE)

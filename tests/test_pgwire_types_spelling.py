@@ -306,3 +306,50 @@ def test_bulk_copy_is_sent_as_postgresql_sends_it(port: Any, bulk_real: Any, opt
             copied.append(b"".join(bytes(block) for block in copy))
     assert copied[0] == copied[1]
     assert b"\\." in copied[0] or "binary" in options  # the rows arrived
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        " (FORMAT text, HEADER)",
+        " (HEADER true)",
+        " (FORMAT csv, HEADER off)",
+        " (FORMAT csv, HEADER 0)",
+        " WITH CSV HEADER",
+        " (FORMAT text, HEADER false)",
+        " BINARY",
+        " WITH BINARY",
+    ],
+)
+def test_copy_header_is_written_as_postgresql_writes_it(
+    port: Any, bulk_real: Any, options: str
+) -> None:
+    """HEADER in text COPY (PostgreSQL 15 writes the names, escaped as values, a line
+    of their own), HEADER's boolean spellings (off, 0) and the old syntax's ``BINARY``:
+    the header was written only for CSV, ``HEADER off`` wrote one, and ``BINARY`` gave
+    text."""
+    sql = f'COPY (SELECT note AS "a\tb", i FROM bulk ORDER BY n) TO STDOUT{options}'
+    copied = []
+    for conn in (port, bulk_real):
+        with conn.cursor().copy(sql) as copy:
+            copied.append([bytes(block) for block in copy])
+    assert copied[0] == copied[1]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        " (FORMAT csv, HEADER, HEADER)",
+        " (FORMAT text, FORMAT csv)",
+        " (DELIMITER '|')",
+        " WITH CSV FORCE QUOTE *",
+        " (FORMAT csv, NULL 'x')",
+        " (HEADER match)",
+    ],
+)
+def test_copy_options_that_change_the_bytes_are_refused(port: Any, options: str) -> None:
+    """An option the port would not honour is refused by name, not ignored: ``DELIMITER
+    '|'`` wrote tab-separated lines, as if it had not been given."""
+    sql = f"COPY (SELECT 1 AS x) TO STDOUT{options}"
+    with pytest.raises(psycopg.errors.Error, match="COPY"), port.cursor().copy(sql) as copy:
+        list(copy)

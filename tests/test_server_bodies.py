@@ -485,3 +485,110 @@ def test_a_long_integer_in_a_body_json_decodes_its_own_way_is_a_400(
         "malformed JSON: at ['x']: an integer of 5,000 digits; JSON integers may have at "
         f"most {sys.get_int_max_str_digits():,}"
     )
+
+
+def test_two_chunked_bodies_waiting_for_each_others_room_do_not_both_fail() -> None:
+    """Two chunked bodies, each alone within the budget, that together pass it: each
+    holds what arrived and waits for the other's room, which only comes back when the
+    other ends. Both waited out the queue timeout and both got 503 (before chunked
+    bodies grew their share, the first took the whole budget and went through): the one
+    that finds every other holder waiting too is refused at once, so the other goes on."""
+    bodies = Bodies(ServerSettings(body_timeout=60, min_body_rate=1, queue_timeout=30.0))
+    budget = bodies.budget
+    piece = b"x" * (budget.total // 40 // 3 + 1)  # weighted x40: over a third of the budget
+
+    def request(pieces: int, arrived: asyncio.Event, go: asyncio.Event) -> Request:
+        sent = 0
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent == 1:
+                arrived.set()
+                await go.wait()
+            sent += 1
+            return {"type": "http.request", "body": piece, "more_body": sent < pieces}
+
+        made = Request({"type": "http", "method": "POST", "headers": []})  # chunked
+        made._receive = receive
+        return made
+
+    async def upload(made: Request) -> bytes:
+        async with bodies.hold(made, 10**9, 40) as share:
+            return await bodies.read(made, 10**9, share)
+
+    async def run() -> list[Any]:
+        go = asyncio.Event()
+        arrived = [asyncio.Event(), asyncio.Event()]
+        uploads = [asyncio.ensure_future(upload(request(2, a, go))) for a in arrived]
+        for event in arrived:
+            await event.wait()  # each holds a third and more: the two can't both grow
+        go.set()
+        async with asyncio.timeout(10):  # well within the 30 s queue timeout
+            return await asyncio.gather(*uploads, return_exceptions=True)
+
+    started = time.monotonic()
+    outcomes = asyncio.run(run())
+    assert time.monotonic() - started < 10
+    assert sorted(type(o).__name__ for o in outcomes) == ["ServerBusyError", "bytes"]
+    assert [o for o in outcomes if isinstance(o, bytes)] == [piece * 2]
+    assert budget.used == 0
+
+
+def test_two_chunked_uploads_over_a_third_of_the_budget_each_one_goes_through(
+    tmp_path: Path,
+) -> None:
+    """The same over a real uvicorn: two chunked JSON uploads whose first halves hold
+    over a third of the budget each; their second halves arrive together. One is
+    committed, the other refused with 503 well before the queue timeout, and the budget
+    is all given back (both were refused after the 20 s timeout)."""
+    config = tmp_path / "duckflock.toml"
+    config.write_text('[[tables]]\nsql = "CREATE TABLE events (p INTEGER, s VARCHAR)"\n')
+    server = ServerProcess(
+        tmp_path / "two.duckdb",
+        *("--config", str(config), "--queue-timeout", "20", "--body-timeout", "120"),
+        *("--max-body", str(14_000_000)),
+    )
+    count = BUDGET // JSON_WEIGHT // 3 // 1010 + 1  # rows of ~1010 bytes: over a third
+    halves = [
+        (
+            b"[" + _rows(n * 2 * count, count).encode(),
+            b", " + _rows((n * 2 + 1) * count, count).encode() + b"]",
+        )
+        for n in range(2)
+    ]
+    assert all(len(first) * JSON_WEIGHT > BUDGET // 3 for first, _ in halves)
+    socks: list[socket.socket] = []
+    try:
+        with server.http() as http:
+            held = 0
+            for first, _ in halves:
+                sock = socket.create_connection(("127.0.0.1", server.port))
+                socks.append(sock)
+                sock.sendall(
+                    b"POST /v1/tables/events/rows HTTP/1.1\r\nHost: localhost\r\n"
+                    b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"%x\r\n%s\r\n" % (len(first), first)
+                )
+                held += len(first) * JSON_WEIGHT
+                _until(time.monotonic() + 30, lambda held=held: _held(http) == held)
+                assert _held(http) == held
+            started = time.monotonic()
+            for sock, (_, second) in zip(socks, halves, strict=True):
+                with contextlib.suppress(OSError):  # the refused one may be closed
+                    sock.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(second), second))
+            statuses = []
+            for sock in socks:
+                sock.settimeout(30)
+                head = sock.recv(65536).split(b"\r\n", 1)[0]
+                statuses.append(int(head.split()[1]))
+            assert time.monotonic() - started < 15
+            assert sorted(statuses) == [200, 503], statuses
+            _until(time.monotonic() + 30, lambda: _held(http) == 0)
+            assert _held(http) == 0
+        with server.client() as client:
+            counted = client.query("SELECT count(*) AS n FROM events").to_pylist()
+            assert counted == [{"n": 2 * count}]
+    finally:
+        for sock in socks:
+            sock.close()
+        assert server.stop() == 0

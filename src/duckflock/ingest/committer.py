@@ -17,8 +17,8 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.core.faults import FaultHook, no_fault
-from duckflock.core.names import Identity
-from duckflock.errors import ConflictError, RowRejectedError
+from duckflock.core.names import Identity, Resolver
+from duckflock.errors import ConflictError, RowRejectedError, UnknownTableError
 from duckflock.ingest.appends import attempt, plan
 from duckflock.ingest.bundles import split
 from duckflock.ingest.keys import KeyBook
@@ -139,6 +139,21 @@ class Committer:
             tries += 1
             time.sleep(pause)
 
+    def _gone(self, call: Call) -> UnknownTableError | None:
+        """The error of a call whose table no longer exists (dropped after the call was
+        checked against it, before its commit); None while it does."""
+        if call.target is None:
+            return None
+        try:
+            Resolver(self.cursor).table(call.target.sql_name)
+        except UnknownTableError:
+            return UnknownTableError(
+                call.table, f"table {call.table!r} does not exist (dropped after the insert)"
+            )
+        except Exception:  # only to name the error better: never fail the rejection
+            return None
+        return None
+
     @staticmethod
     def _mark(calls: list[Call]) -> None:
         for call in calls:
@@ -157,7 +172,15 @@ class Committer:
             else:
                 self._isolate(half)
 
-    def _rejection(self, call: Call, failure: BaseException) -> RowRejectedError:
+    def _rejection(
+        self, call: Call, failure: BaseException
+    ) -> RowRejectedError | UnknownTableError:
+        if isinstance(failure, duckdb.CatalogException):
+            gone = self._gone(call)
+            if gone is not None:  # not a row's fault: the table went away meanwhile
+                if self.on_schema_change is not None:
+                    self.on_schema_change()
+                return gone
         try:
             return rejection(
                 self.cursor,

@@ -123,6 +123,8 @@ class SchemaCache:
         # together (fifty producers after a DDL emptied the cache) wait for that reading
         # instead of each reading the catalog in turn
         self._fill_lock = threading.Lock()
+        # invalidations so far (under _lock): a reading that one overtook is not stored
+        self._generation = 0
 
     def get(self, table: str) -> TableSchema:
         """``table``'s schema: the cached one, else read once for every thread that
@@ -139,6 +141,7 @@ class SchemaCache:
     def refresh(self, table: str) -> TableSchema:
         if not isinstance(table, str):
             raise TypeError(f"table must be a str, not {type(table).__name__}")
+        generation = self._generation
         try:
             with self._query_lock:
                 identity = Resolver(self._cursor).table(table)
@@ -155,7 +158,8 @@ class SchemaCache:
             by_lower={c.lower(): c for c in columns},
         )
         with self._lock:
-            self.tables[table] = schema
+            if generation == self._generation:  # else a DDL may have made it stale
+                self.tables[table] = schema
         return schema
 
     def target(self, table: str, schema: TableSchema | None = None) -> Target:
@@ -165,4 +169,5 @@ class SchemaCache:
 
     def invalidate(self) -> None:
         with self._lock:
+            self._generation += 1
             self.tables.clear()

@@ -257,6 +257,7 @@ class ByteBudget:
         self.free_below = free_below
         self.queue_timeout = queue_timeout
         self.used = 0
+        self.stalled = 0  # of ``used``: what shares waiting for room hold (Share.grow)
         self._freed: asyncio.Condition | None = None
 
     def counted(self, size: int) -> int:
@@ -291,20 +292,38 @@ class ByteBudget:
         finally:
             await self._give(size)
 
-    async def _take(self, size: int) -> None:
-        """Wait until ``size`` more bytes fit (within the queue timeout; else 503)."""
+    async def _take(self, size: int, share: Share | None = None) -> None:
+        """Wait until ``size`` more bytes fit (within the queue timeout; else 503). A
+        ``share`` waiting while all the rest of what is held is held by shares waiting
+        too gets the 503 at once, and gives back its room: none of them could give room
+        back before one ends (bodies of unknown size, each alone within the budget,
+        together past it), so they all waited out the queue timeout."""
         if self._freed is None:
             self._freed = asyncio.Condition()
+        stalled = share.held if share is not None else 0
+        busy = ServerBusyError(
+            "the server is busy parsing other large bodies; retry later",
+            retry_after=max(1, math.ceil(self.queue_timeout / 4)),
+        )
         async with self._freed:
+            self.stalled += stalled
             try:
                 async with asyncio.timeout(self.queue_timeout):
-                    await self._freed.wait_for(lambda: self.used + size <= self.total)
+                    await self._freed.wait_for(lambda: self._fits(size) or self._stuck(share))
             except TimeoutError:
-                raise ServerBusyError(
-                    "the server is busy parsing other large bodies; retry later",
-                    retry_after=max(1, math.ceil(self.queue_timeout / 4)),
-                ) from None
+                raise busy from None
+            finally:
+                self.stalled -= stalled
+            if not self._fits(size):  # stuck: this one ends so the others can go on
+                raise busy
             self.used += size
+
+    def _fits(self, size: int) -> bool:
+        return self.used + size <= self.total
+
+    def _stuck(self, share: Share | None) -> bool:
+        """Whether everything held is held by shares waiting for room (``share`` one)."""
+        return share is not None and self.used <= self.stalled
 
     async def _give(self, size: int) -> None:
         assert self._freed is not None, "given back what was never taken"
@@ -334,7 +353,7 @@ class Share:
         """Hold what ``got`` bytes received need (room within the queue timeout, or 503)."""
         need = self.budget.counted(got * self.weight)
         if need > self.held:
-            await self.budget._take(need - self.held)
+            await self.budget._take(need - self.held, self)
             self.held = need
 
 

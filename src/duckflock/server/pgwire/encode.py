@@ -107,13 +107,21 @@ class RowEncoder:
             return first + rest if batch.num_rows else b""
         return framing.messages(Backend.COPY_DATA, self.wire_values(batch), prefix)
 
-    def copy_text(self, batch: pa.RecordBatch, framed: bool = False) -> bytes:
-        """Text COPY lines; ``framed``: each line its own CopyData message, as
-        PostgreSQL sends a COPY's rows (clients may read one row a message)."""
+    def copy_text(
+        self, batch: pa.RecordBatch, header: list[str] | None = None, framed: bool = False
+    ) -> bytes:
+        """Text COPY lines, after a ``header`` line of the names (escaped as the values
+        are) when given; ``framed``: each line its own CopyData message, as PostgreSQL
+        sends a COPY's rows (clients may read one row a message)."""
         kind = Backend.COPY_DATA if framed else None
+        head = b""
+        if header is not None:
+            names = [pa.array([name.encode()], pa.binary()) for name in header]
+            plain = [False] * len(names)
+            head = framing.copy_text(names, plain, kind or b"") if names else _bare_lines(1, kind)
         if not batch.num_columns:
-            return _bare_lines(int(batch.num_rows), kind)
-        return framing.copy_text(*self._wire(batch), kind or b"")
+            return head + _bare_lines(int(batch.num_rows), kind)
+        return head + framing.copy_text(*self._wire(batch), kind or b"")
 
     def copy_csv(
         self, batch: pa.RecordBatch, header: list[str] | None, framed: bool = False

@@ -96,10 +96,28 @@ def copy_plan(sql: str) -> CopyPlan:
     query = match.group(1) or f"SELECT {match.group(3) or '*'} FROM {match.group(2)}"
     options = match.group(4).lower()
     found = re.search(r"format\s*'?(\w+)", options)
-    kind = found.group(1) if found else ("csv" if re.search(r"\bcsv\b", options) else "text")
+    legacy = re.search(r"\b(csv|binary)\b", options)  # COPY's old syntax: WITH CSV, BINARY
+    kind = found.group(1) if found else (legacy.group(1) if legacy else "text")
+    for option in ("format", "header"):
+        if len(re.findall(rf"\b{option}\b", options)) > 1:
+            raise QueryRefusedError(f"COPY option {option!r} is given more than once", sql=sql)
     if kind not in tuple(CopyFormat):
         raise QueryRefusedError(f"COPY format {kind!r} is not supported", sql=sql)
-    return CopyPlan(query, CopyFormat(kind), bool(re.search(r"\bheader\b(?!\s+false)", options)))
+    ignored = _COPY_UNSUPPORTED.search(options)
+    if ignored:  # written as asked or refused: never silently in another shape
+        raise QueryRefusedError(f"COPY option {ignored.group(1)!r} is not supported", sql=sql)
+    header = _COPY_HEADER.search(options)
+    value = (header.group(1) or "true") if header else "false"
+    if value not in _COPY_BOOLEANS:
+        raise QueryRefusedError(f"COPY TO's HEADER takes a boolean, not {value!r}", sql=sql)
+    return CopyPlan(query, CopyFormat(kind), _COPY_BOOLEANS[value])
+
+
+# PostgreSQL's spellings of a COPY option's boolean (HEADER alone is true)
+_COPY_BOOLEANS = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
+_COPY_HEADER = re.compile(r"\bheader\b(?:\s+'?(\w+)'?)?")
+# options that would change the bytes written (delimiter, NULL spelling, quoting, encoding)
+_COPY_UNSUPPORTED = re.compile(r"\b(delimiter|null|quote|escape|force|encoding|default)\b")
 
 
 _CREATE_MODIFIERS = {"OR", "REPLACE", "TEMP", "TEMPORARY", "UNIQUE", "PERSISTENT"}

@@ -48,16 +48,16 @@ class PerValueEncoder(RowEncoder):
             return super().copy_binary(batch, prefix)
         return self._rows(Backend.COPY_DATA, batch, prefix)
 
-    def copy_text(self, batch: pa.RecordBatch, framed: bool = False) -> bytes:
+    def copy_text(
+        self, batch: pa.RecordBatch, header: list[str] | None = None, framed: bool = False
+    ) -> bytes:
         lines = []
+        if header is not None:
+            lines.append(b"\t".join(_text_field(n.encode()) for n in header) + b"\n")
         for row in zip(*self.values(batch), strict=True):
-            fields = [b"\\N" if v is None else v.replace(b"\\", b"\\\\") for v in row]
-            fields = [
-                f.replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
-                for f in fields
-            ]
-            lines.append(b"\t".join(fields) + b"\n")
-        lines = lines if batch.num_columns else [b"\n"] * batch.num_rows
+            lines.append(b"\t".join(b"\\N" if v is None else _text_field(v) for v in row) + b"\n")
+        if not batch.num_columns:
+            lines += [b"\n"] * batch.num_rows
         return b"".join(message(Backend.COPY_DATA, line) if framed else line for line in lines)
 
     def copy_csv(
@@ -73,6 +73,13 @@ class PerValueEncoder(RowEncoder):
             lines += [b""] * batch.num_rows
         ended = [line + b"\n" for line in lines]
         return b"".join(message(Backend.COPY_DATA, line) if framed else line for line in ended)
+
+
+def _text_field(value: bytes) -> bytes:
+    """One text COPY field as PostgreSQL writes it: backslash, tab, newline and carriage
+    return escaped."""
+    value = value.replace(b"\\", b"\\\\")
+    return value.replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
 
 
 def csv_field(value: bytes, alone: bool = False) -> bytes:

@@ -286,7 +286,8 @@ def _copy_out(session: Session, plan: CopyPlan, params: list[Any]) -> None:
                 data = encoder.copy_csv(batch, header, framed=True)
                 header = None
             else:
-                data = encoder.copy_text(batch, framed=True)
+                data = encoder.copy_text(batch, header, framed=True)
+                header = None
             session.send(data)
             rows += batch.num_rows
             sent += len(data)
