@@ -1,7 +1,7 @@
 """What HTTP requests bring and take away: bodies read within a memory budget, results
 streamed within the row and byte caps.
 
-A body takes bytes from one budget (:class:`~.limits.ByteBudget`), weighted by what
+A body takes bytes from one budget (:class:`~.budget.ByteBudget`), weighted by what
 parsing it costs: before it is read when its size is declared, as they arrive when not
 (chunked); it is refused with 413 past its limit (declared or counted). A result is
 opened in a worker thread and streamed batch by batch (:mod:`.render`); its query slot
@@ -27,8 +27,9 @@ from duckflock.errors import (
     UnsupportedMediaTypeError,
 )
 from duckflock.server import formats
+from duckflock.server.budget import BodyClock, ByteBudget, Share
 from duckflock.server.http import render
-from duckflock.server.limits import BodyClock, ByteBudget, Share, Slots
+from duckflock.server.limits import Slots
 from duckflock.server.settings import ServerSettings
 
 _MiB = 2**20
@@ -124,7 +125,7 @@ class Bodies:
     ) -> contextlib.AbstractAsyncContextManager[Share | None]:
         """The budget a body holds until what parsing makes of it is let go, ``weight``
         times its bytes: a declared size (:meth:`size`) is taken before the body is read;
-        a body of no declared size (chunked) takes a :class:`~.limits.Share` that
+        a body of no declared size (chunked) takes a :class:`~.budget.Share` that
         :meth:`read` grows as the bytes arrive, so it holds what came, never its limit."""
         size = self.size(request, limit, declared)
         if size is None:
@@ -134,7 +135,7 @@ class Bodies:
     async def read(self, request: Request, limit: int, share: Share | None = None) -> bytes:
         """The body, at most ``limit`` bytes (413 past it), arriving in time: within
         ``body_timeout`` seconds of the first read, one second more per ``min_body_rate``
-        bytes received (:class:`~.limits.BodyClock`) — else :class:`RequestTimeoutError`
+        bytes received (:class:`~.budget.BodyClock`) — else :class:`RequestTimeoutError`
         (408), so a body dribbled a byte at a time gives back the budget it holds.
         ``share`` (a body of no declared size: :meth:`hold`) grows with the bytes
         received; the clock stops while it waits for room."""
