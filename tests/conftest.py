@@ -75,7 +75,11 @@ class ServerProcess:
         self.process = subprocess.Popen(
             command, stdout=self.log, stderr=subprocess.STDOUT, env=environ
         )
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:  # never seen ready: stopped here, its log closed (the
+            self.stop()  # caller has no object to stop; an open log is a ResourceWarning)
+            raise
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -188,3 +189,12 @@ def test_analyses_defined_over_http_survive_a_restart(tmp_path: Path) -> None:
             assert client.analyses() == []
     finally:
         assert third.stop() == 0
+
+
+def test_a_server_that_exits_before_it_is_ready_leaves_no_file_open(tmp_path: Path) -> None:
+    """The harness's own hygiene: a server that dies before it is seen ready (a kill-9
+    cycle's self-kill, a bad flag) is stopped and its log closed where it is found, not
+    left to the garbage collector's ResourceWarning in a later test (a CI run failed so)."""
+    with pytest.raises(RuntimeError, match="exited early"):
+        ServerProcess(tmp_path / "early.duckdb", "--no-such-flag")
+    gc.collect()  # an unclosed log's ResourceWarning would be raised here
