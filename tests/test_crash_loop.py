@@ -33,6 +33,8 @@ import pyarrow as pa
 import duckflock
 
 path, logdir, cycle, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+if sys.stdin.readline() != "go\n":  # started ahead, while the cycle before ran: not needed
+    sys.exit(0)
 db = duckflock.connect(path)
 db.execute("CREATE TABLE IF NOT EXISTS t (batch BIGINT, i INTEGER)")
 db.analysis("rows", "SELECT count(*) AS n, count(DISTINCT batch) AS b FROM t", every=0.05)
@@ -102,59 +104,73 @@ def test_kill_9_loses_no_acknowledged_row_and_tears_no_batch(tmp_path: Path) -> 
     totals |= {"unexpected": 0, "torn": 0}
     checked = 0
     started = time.monotonic()
-    for cycle in range(1, CYCLES + 1):
-        child = subprocess.Popen(
+
+    def start(cycle: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
             [sys.executable, "-c", CHILD, str(path), str(logdir), str(cycle), str(cycle)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
-        assert child.stdout is not None
-        ready = child.stdout.readline()
-        assert ready.strip() == "ready", child.communicate(timeout=30)[1][-3000:]
-        # a random moment: mid-batch, mid-commit, mid-checkpoint, mid-analysis
-        time.sleep(rng.uniform(0.05, 0.8))
-        child.send_signal(signal.SIGKILL)
-        child.communicate(timeout=30)
-        assert child.returncode == -signal.SIGKILL
-        cycle_submitted, cycle_acked = _read_logs(logdir, cycle)
-        submitted |= cycle_submitted
-        acked |= cycle_acked
-        with duckflock.connect(path) as db:
-            # this cycle's batches in detail; earlier cycles by their total (checked before)
-            present = {
-                batch: (rows, distinct, low, high)
-                for batch, rows, distinct, low, high in db.execute(
-                    "SELECT batch, count(*), count(DISTINCT i), min(i), max(i) FROM t "
-                    "WHERE batch >= ? GROUP BY 1",
-                    [cycle * 10**9],
-                ).fetchall()
-            }
-            total = db.execute("SELECT count(*) FROM t").fetchone()
-        assert total is not None
-        for batch in cycle_acked:
-            n = submitted[batch]
-            got = present.get(batch)
-            if got is None:
-                totals["lost"] += 1
-            elif got[0] > n:
-                totals["duplicated"] += 1
-            elif got != (n, n, 0, n - 1):
-                totals["torn"] += 1
-        for batch, (rows, distinct, low, high) in present.items():
-            size = cycle_submitted.get(batch)
-            if size is None:
-                totals["unexpected"] += 1
-            elif (rows, distinct, low, high) != (size, size, 0, size - 1):
-                totals["torn" if rows <= size else "duplicated"] += 1
-        checked += sum(rows for rows, *_ in present.values())
-        # nothing of earlier cycles was lost, doubled or added since they were checked
-        assert total[0] == checked, (total[0], checked)
-        totals["cycles"] = cycle
-        totals["acked_batches"] = len(acked)
-        totals["rows_checked"] = checked
-        assert totals["lost"] == totals["duplicated"] == 0, totals
-        assert totals["unexpected"] == totals["torn"] == 0, totals
+
+    # each child is started one cycle ahead and imports while the cycle before runs; it
+    # opens the database only when told to go, after the cycle before was checked
+    upcoming = start(1)
+    try:
+        for cycle in range(1, CYCLES + 1):
+            child, upcoming = upcoming, start(cycle + 1)
+            assert child.stdin is not None and child.stdout is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            ready = child.stdout.readline()
+            assert ready.strip() == "ready", child.communicate(timeout=30)[1][-3000:]
+            # a random moment: mid-batch, mid-commit, mid-checkpoint, mid-analysis
+            time.sleep(rng.uniform(0.05, 0.8))
+            child.send_signal(signal.SIGKILL)
+            child.communicate(timeout=30)
+            assert child.returncode == -signal.SIGKILL
+            cycle_submitted, cycle_acked = _read_logs(logdir, cycle)
+            submitted |= cycle_submitted
+            acked |= cycle_acked
+            with duckflock.connect(path) as db:
+                # this cycle's batches in detail; earlier cycles by their total (checked before)
+                present = {
+                    batch: (rows, distinct, low, high)
+                    for batch, rows, distinct, low, high in db.execute(
+                        "SELECT batch, count(*), count(DISTINCT i), min(i), max(i) FROM t "
+                        "WHERE batch >= ? GROUP BY 1",
+                        [cycle * 10**9],
+                    ).fetchall()
+                }
+                total = db.execute("SELECT count(*) FROM t").fetchone()
+            assert total is not None
+            for batch in cycle_acked:
+                n = submitted[batch]
+                got = present.get(batch)
+                if got is None:
+                    totals["lost"] += 1
+                elif got[0] > n:
+                    totals["duplicated"] += 1
+                elif got != (n, n, 0, n - 1):
+                    totals["torn"] += 1
+            for batch, (rows, distinct, low, high) in present.items():
+                size = cycle_submitted.get(batch)
+                if size is None:
+                    totals["unexpected"] += 1
+                elif (rows, distinct, low, high) != (size, size, 0, size - 1):
+                    totals["torn" if rows <= size else "duplicated"] += 1
+            checked += sum(rows for rows, *_ in present.values())
+            # nothing of earlier cycles was lost, doubled or added since they were checked
+            assert total[0] == checked, (total[0], checked)
+            totals["cycles"] = cycle
+            totals["acked_batches"] = len(acked)
+            totals["rows_checked"] = checked
+            assert totals["lost"] == totals["duplicated"] == 0, totals
+            assert totals["unexpected"] == totals["torn"] == 0, totals
+    finally:  # the child started ahead: told not to go, it exits without opening
+        upcoming.communicate(input="", timeout=60)
+    assert upcoming.returncode == 0
     totals["seconds"] = round(time.monotonic() - started, 1)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "crash-loop.json").write_text(json.dumps(totals, indent=1))
