@@ -37,9 +37,11 @@ def events(db: duckflock.Database) -> duckflock.Database:
 def test_interval_trigger_fires_repeatedly(events: duckflock.Database) -> None:
     events.analysis("tick", "SELECT count(*) AS n FROM events", every=0.02)
     first = events.result("tick", min_version=1, timeout=30)
-    third = events.result("tick", min_version=3, timeout=30)
-    assert first is not None and third is not None
-    assert third.version >= 3
+    assert first is not None
+    # two runs after the first one seen (under load, the first seen may be the third run)
+    third = events.result("tick", min_version=first.version + 2, timeout=30)
+    assert third is not None
+    assert third.version >= first.version + 2
     assert third.refreshed_at > first.refreshed_at
     assert third.duration >= 0
 
