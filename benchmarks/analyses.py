@@ -17,6 +17,7 @@ Run: .venv/bin/python benchmarks/analyses.py [--quick] [--large] [--workers] [--
 
 from __future__ import annotations
 
+import argparse
 import math
 import statistics
 import sys
@@ -29,6 +30,7 @@ from typing import Any
 import pyarrow as pa
 
 import duckflock
+import options
 from duckflock.cli.bench import streaming
 
 SQL = "SELECT k, count(*), sum(v), min(v), max(v), avg(v) FROM t GROUP BY k"
@@ -134,10 +136,20 @@ def shape_figures(
     }
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = options.parser(__doc__, "analyses.py")
+    parser.add_argument("--quick", action="store_true", help="200k and 1M rows, fewer rows")
+    parser.add_argument("--large", action="store_true", help="add a 20M-row table")
+    parser.add_argument("--workers", action="store_true", help="also 1, 2 and 4 threads")
+    parser.add_argument("--shapes-only", action="store_true", help="only the shapes table")
+    return parser.parse_args(argv)
+
+
 def main(argv: list[str]) -> None:
-    quick = "--quick" in argv
+    args = parse(argv)
+    quick = args.quick
     sizes = [200_000, 1_000_000] if quick else [1_000_000, 5_000_000]
-    if "--large" in argv:
+    if args.large:
         sizes.append(20_000_000)
     with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
         workdir = Path(tmp)
@@ -156,7 +168,7 @@ def main(argv: list[str]) -> None:
                 cells += f"{wall * 1000:>9.2f} /{full * 1000:>8.1f} ({full / wall:>5.0f}x)"
             flat = figures[large][name][0] / figures[small][name][0]
             print(f"{name:<20}{cells}{flat:>7.2f}x  {figures[large][name][2]}", flush=True)
-        if "--shapes-only" in argv:
+        if args.shapes_only:
             return
 
         per_thread = 5_000 if quick else 60_000
@@ -178,9 +190,9 @@ def main(argv: list[str]) -> None:
 
         import retention  # benchmarks/retention.py: retention deletes, sliding windows
 
-        retention.main(argv)
+        retention.main(["--quick"] if quick else [])
 
-        if "--workers" in argv:
+        if args.workers:
             rates: dict[int, list[float]] = {1: [], 2: [], 4: []}
             for _ in range(5):
                 for workers in rates:

@@ -14,7 +14,6 @@ A ``GROUP BY g`` analysis over G groups (2,000 / 20,000 / 200,000); each round i
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import statistics
@@ -24,6 +23,7 @@ import time
 import pyarrow as pa
 
 import duckflock
+import options
 from duckflock.live.changes import Touched, difference
 from duckflock.server import formats
 from duckflock.server.formats import change_event
@@ -86,18 +86,24 @@ def run(groups: int, rounds: int, rows: int = 10_000, touched: int = 50) -> dict
         }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--groups", default="2000,20000,200000")
-    args = parser.parse_args()
+def main(argv: list[str]) -> None:
+    parser = options.parser(__doc__, "changes.py")
+    parser.add_argument("--rounds", type=options.positive_int, default=5, help="rounds per size")
+    parser.add_argument(
+        "--groups",
+        type=options.positive_ints,
+        default=[2000, 20000, 200000],
+        metavar="N,N,...",
+        help="the analysis's group counts",
+    )
+    args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     print(f"{os.cpu_count()} CPUs, load average {load:.1f}; 10,000 rows into 50 groups a round")
     print(
         f"{'groups':>8} {'change B':>9} {'snapshot B':>11} {'ratio':>7} "
         f"{'change ms':>10} {'full diff ms':>13} {'push ms chg/snap':>17} {'refresh ms':>11}"
     )
-    for groups in (int(g) for g in args.groups.split(",")):
+    for groups in args.groups:
         r = run(groups, args.rounds)
         print(
             f"{groups:>8,} {r['change_bytes']:>9,.0f} {r['snapshot_bytes']:>11,.0f} "
@@ -108,4 +114,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

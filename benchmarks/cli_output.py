@@ -18,6 +18,8 @@ from pathlib import Path
 
 import duckdb
 
+import options
+
 SQL = "SELECT * FROM readings"
 TABLE = (
     "CREATE TABLE readings AS SELECT range AS id, 's' || (range % 100) AS sensor, "
@@ -26,8 +28,10 @@ TABLE = (
 )
 
 
-def main() -> None:
-    rows = int(sys.argv[1]) if len(sys.argv) > 1 else 2_700_000
+def main(argv: list[str]) -> None:
+    parser = options.parser(__doc__, "cli_output.py")
+    parser.add_argument("rows", nargs="?", type=options.positive_int, default=2_700_000)
+    rows = parser.parse_args(argv).rows
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bench.duckdb"
         with duckdb.connect(str(path)) as con:
@@ -53,4 +57,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

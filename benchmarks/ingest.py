@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+import options
 from duckflock.cli.bench import (
     Figure,
     Sizes,
@@ -48,8 +49,12 @@ def closed_loop_only(sizes: Sizes, writers: int = 50) -> None:
 
 
 def main(argv: list[str]) -> None:
-    sizes = Sizes.quick() if "--quick" in argv else Sizes()
-    if "--closed-loop" in argv:
+    parser = options.parser(__doc__, "ingest.py")
+    parser.add_argument("--quick", action="store_true", help="fewer rows (a smoke run)")
+    parser.add_argument("--closed-loop", action="store_true", help="(a) and the closed loop only")
+    args = parser.parse_args(argv)
+    sizes = Sizes.quick() if args.quick else Sizes()
+    if args.closed_loop:
         closed_loop_only(sizes)
         return
     results = run(sizes, report=show)

@@ -27,7 +27,6 @@ maintenance); ``--rounds N`` repeats them, printing each round and the medians;
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -40,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import duckflock  # noqa: E402
+import options  # noqa: E402
 from pgcluster import Cluster  # noqa: E402
 from test_lake_lock import rollbacks  # noqa: E402
 
@@ -124,10 +124,12 @@ def chunks_only(cluster: Cluster, folder: Path, rows: int, rounds: int, modes: s
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = options.parser(__doc__, "lake.py")
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument("--chunks-only", action="store_true", help="only the 4-process ratio")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds of --chunks-only")
+    parser.add_argument(
+        "--rounds", type=options.positive_int, default=1, help="rounds of --chunks-only"
+    )
     parser.add_argument(
         "--modes", default="chunks,serial,pipelined", help="the --chunks-only modes, in order"
     )

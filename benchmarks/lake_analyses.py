@@ -24,6 +24,7 @@ The last line, ``figures: {json}``, carries the medians for benchmarks/suite.py:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -38,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import duckflock  # noqa: E402
+import options  # noqa: E402
 
 NEW_ROWS = 10_000
 GROUPS = 50
@@ -180,13 +182,17 @@ def check(result: duckflock.Result, full: object, what: str, rebuild: str = "") 
 
 
 def main(argv: list[str]) -> None:
-    if argv[:1] == ["--child"]:
-        child(argv[1], argv[2])
+    parser = options.parser(__doc__, "lake_analyses.py")
+    parser.add_argument("--large", action="store_true", help="20M rows")
+    parser.add_argument("--rows", type=options.positive_int, help="the lake table's rows")
+    parser.add_argument("--rounds", type=options.positive_int, default=5, help="append rounds")
+    parser.add_argument("--child", nargs=2, metavar=("TARGET", "DATA"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(*args.child)
         return
-    rows = 20_000_000 if "--large" in argv else 1_000_000
-    if "--rows" in argv:
-        rows = int(argv[argv.index("--rows") + 1])
-    rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 5
+    rows = args.rows or (20_000_000 if args.large else 1_000_000)
+    rounds = args.rounds
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     figures = measure(rows, rounds)
     print(

@@ -21,6 +21,7 @@ import time
 import pyarrow as pa
 from chdb import session
 
+import options
 from duckflock.cli.bench import run_threads
 from peer_rows import BANDS, report, rows, totals
 
@@ -86,8 +87,6 @@ def acks(threads: int, per_thread: int) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "mv":
-        mv(int(sys.argv[2]))
-    else:
-        assert sys.argv[1] == "acks", sys.argv
-        acks(int(sys.argv[2]), int(sys.argv[3]))
+    workloads = {"mv": ("ROUNDS",), "acks": ("THREADS", "ROWS_PER_THREAD")}
+    name, numbers = options.workload(__doc__, "peer_chdb.py", workloads, sys.argv[1:])
+    {"mv": mv, "acks": acks}[name](*numbers)

@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 
 import duckflock
+import options
 from duckflock.cli.bench import run_threads
 from peer_rows import BANDS, report, rows, totals
 
@@ -102,10 +103,6 @@ def acks(threads: int, per_thread: int) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "groupby":
-        groupby(int(sys.argv[2]))
-    elif sys.argv[1] == "mv":
-        mv(int(sys.argv[2]))
-    else:
-        assert sys.argv[1] == "acks", sys.argv
-        acks(int(sys.argv[2]), int(sys.argv[3]))
+    workloads = {"groupby": ("ROWS",), "mv": ("ROUNDS",), "acks": ("THREADS", "ROWS_PER_THREAD")}
+    name, numbers = options.workload(__doc__, "peer_duckflock.py", workloads, sys.argv[1:])
+    {"groupby": groupby, "mv": mv, "acks": acks}[name](*numbers)

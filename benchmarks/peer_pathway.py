@@ -15,6 +15,7 @@ import time
 
 import pathway as pw
 
+import options
 from peer_rows import report, rows, totals
 
 
@@ -53,5 +54,5 @@ def groupby(count: int) -> None:
 
 
 if __name__ == "__main__":
-    assert sys.argv[1] == "groupby", sys.argv
-    groupby(int(sys.argv[2]))
+    _, (count,) = options.workload(__doc__, "peer_pathway.py", {"groupby": ("ROWS",)}, sys.argv[1:])
+    groupby(count)

@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import options
+
 HERE = Path(__file__).resolve().parent
 TOTALS = ("groups", "count", "sum")
 
@@ -58,8 +60,11 @@ def compare(
 
 
 def main(argv: list[str]) -> None:
-    large = "--large" in argv
-    only = set(argv[argv.index("--only") + 1].split(",")) if "--only" in argv else None
+    parser = options.parser(__doc__, "peers.py")
+    parser.add_argument("--large", action="store_true", help="more acknowledged inserts")
+    parser.add_argument("--only", type=options.names, metavar="NAME,...", help="some workloads")
+    args = parser.parse_args(argv)
+    large, only = args.large, None if args.only is None else set(args.only)
     rows, rounds = 500_000, 20
     threads, per_thread = 8, 200 if large else 50
     workloads = {

@@ -46,6 +46,7 @@ import psutil
 import psycopg
 
 import duckflock
+import options
 import pgwire_replay
 
 CLIENTS = 4
@@ -333,10 +334,16 @@ def encoder_alone() -> None:
 
 
 def main(argv: list[str]) -> None:
-    quick = "--quick" in argv
-    bulk = "--bulk" in argv
-    rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 1
-    client, client_only = "--client" in argv, "--client-only" in argv
+    parser = options.parser(__doc__, "pgwire.py")
+    parser.add_argument("--quick", action="store_true", help="shorter (a)")
+    parser.add_argument("--bulk", action="store_true", help="(b) and (c) only")
+    parser.add_argument("--rounds", type=options.positive_int, default=1, help="rounds of (b)")
+    parser.add_argument("--client", action="store_true", help="add (e)")
+    parser.add_argument("--client-only", action="store_true", help="(e) alone")
+    parser.add_argument("--postgres", action="store_true", help="add (d)")
+    args = parser.parse_args(argv)
+    quick, bulk, rounds = args.quick, args.bulk, args.rounds
+    client, client_only = args.client, args.client_only
     bulk = bulk or client_only
     seconds = 2.0 if quick else 8.0
     with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
@@ -394,7 +401,7 @@ def main(argv: list[str]) -> None:
         finally:
             proc.terminate()
             proc.wait(60)
-    if "--postgres" in argv:
+    if args.postgres:
         real_postgres(rounds)
     if not client_only:
         encoder_alone()

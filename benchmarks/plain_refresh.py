@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import duckflock
+import options
 from shapes import SHAPES, TABLE, series
 
 
@@ -46,8 +47,11 @@ def figures(rows: int, rounds: int) -> tuple[list[float], list[float]]:
 
 
 def main(argv: list[str]) -> None:
-    rows = int(argv[0]) if argv else 1_000_000
-    rounds = int(argv[1]) if len(argv) > 1 else 40
+    parser = options.parser(__doc__, "plain_refresh.py")
+    parser.add_argument("rows", nargs="?", type=options.positive_int, default=1_000_000)
+    parser.add_argument("rounds", nargs="?", type=options.positive_int, default=40)
+    args = parser.parse_args(argv)
+    rows, rounds = args.rows, args.rounds
     refreshes, fulls = figures(rows, rounds)
     refresh, full = statistics.median(refreshes), statistics.median(fulls)
     print(

@@ -29,6 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 
 import duckflock
+import options
 from duckflock.live.windows import literal
 
 RETAIN = {
@@ -151,7 +152,9 @@ def window_rounds(workdir: Path, rows: int) -> tuple[list[float], list[float], l
 
 
 def main(argv: list[str]) -> None:
-    quick = "--quick" in argv
+    parser = options.parser(__doc__, "retention.py")
+    parser.add_argument("--quick", action="store_true", help="200k and 1M rows")
+    quick = parser.parse_args(argv).quick
     sizes = [200_000, 1_000_000] if quick else [1_000_000, 5_000_000]
     if os.environ.get("DUCKFLOCK_BENCH_20M"):
         sizes.append(20_000_000)

@@ -33,6 +33,7 @@ import psutil
 import pyarrow as pa
 
 import duckflock
+import options
 from duckflock.cli.bench import run_threads
 
 TABLE = "CREATE TABLE IF NOT EXISTS events (p INTEGER, i INTEGER, note VARCHAR)"
@@ -238,10 +239,14 @@ def app_cpu(requests: int = 4_000, runs: int = 9) -> None:
 
 
 def main(argv: list[str]) -> None:
-    if "--app" in argv:
+    parser = options.parser(__doc__, "server.py")
+    parser.add_argument("--quick", action="store_true", help="fewer requests")
+    parser.add_argument("--app", action="store_true", help="only the app's CPU share")
+    args = parser.parse_args(argv)
+    if args.app:
         app_cpu()
         return
-    quick = "--quick" in argv
+    quick = args.quick
     shares = {"a": 200 if quick else 1_000, "b": 10 if quick else 50, "c": 1 if quick else 5}
     rows_per = {"a": 1, "b": 1_000, "c": 100_000}
     labels = {

@@ -21,6 +21,7 @@ The last line, ``figures: {json}``, carries every median for benchmarks/suite.py
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+import options
 from analyses import NEW_ROWS, ROUNDS, chunk, shape_figures
 from retention import retention_figures, window_figures
 
@@ -64,35 +66,38 @@ def series(round_: int, rows: int) -> pa.Table:
     return chunk(round_, rows, step_us=1000, start_us=START_US)
 
 
-def sizes_from(argv: list[str]) -> list[int]:
-    if "--sizes" in argv:
-        return [int(size) for size in argv[argv.index("--sizes") + 1].split(",")]
-    return [1_000_000, 5_000_000, 20_000_000] if "--large" in argv else [1_000_000, 5_000_000]
-
-
-def shapes_from(argv: list[str]) -> dict[str, str]:
-    if "--only" not in argv:
-        return SHAPES
-    names = [name.strip() for name in argv[argv.index("--only") + 1].split(",")]
-    unknown = [name for name in names if name not in SHAPES]
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = options.parser(__doc__, "shapes.py")
+    parser.add_argument("--large", action="store_true", help="add a 20M-row table")
+    parser.add_argument(
+        "--sizes", type=options.positive_ints, metavar="N,N,...", help="the tables' row counts"
+    )
+    parser.add_argument("--only", type=options.names, metavar="SHAPE,...", help="these shapes")
+    parser.add_argument("--cpu", action="store_true", help="time process CPU, not wall")
+    parser.add_argument("--shapes-only", action="store_true", help="no retention or window")
+    args = parser.parse_args(argv)
+    if args.sizes is None:
+        args.sizes = [1_000_000, 5_000_000, 20_000_000] if args.large else [1_000_000, 5_000_000]
+    unknown = [name for name in args.only or () if name not in SHAPES]
     if unknown:
-        raise SystemExit(f"--only: no shape {unknown[0]!r} (shapes: {', '.join(SHAPES)})")
-    return {name: SHAPES[name] for name in names}
+        parser.error(f"--only: no shape {unknown[0]!r} (shapes: {', '.join(SHAPES)})")
+    return args
 
 
 def main(argv: list[str]) -> None:
-    sizes = sizes_from(argv)
-    shapes = shapes_from(argv)
+    args = parse(argv)
+    sizes = args.sizes
+    shapes = SHAPES if args.only is None else {name: SHAPES[name] for name in args.only}
     figures: dict[str, dict[int, tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
         workdir = Path(tmp)
         for rows in sizes:
-            clock = time.process_time if "--cpu" in argv else time.perf_counter
+            clock = time.process_time if args.cpu else time.perf_counter
             for name, (refresh, full, _mode) in shape_figures(
                 workdir, rows, shapes, TABLE, series, clock
             ).items():
                 figures.setdefault(name, {})[rows] = (refresh * 1000, full * 1000)
-            if "--shapes-only" in argv or "--only" in argv:
+            if args.shapes_only or args.only is not None:
                 continue
             for shape in ("exact", "double"):
                 inc, _own, full, _captured, _plain = retention_figures(workdir, rows, shape)

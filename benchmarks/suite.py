@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import options
+
 HERE = Path(__file__).resolve().parent
 
 # step: script, arguments for the quick set, arguments for --large
@@ -238,13 +240,7 @@ def load() -> str:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="benchmarks/suite.py",
-        description=(
-            "Issue 21's table in one command: runs each benchmark script in its own "
-            "process and prints every ratio beside its target, met or missed."
-        ),
-    )
+    parser = options.parser(__doc__, "suite.py")
     parser.add_argument(
         "--large", action="store_true", help="20M-row tables and the full-size runs (long)"
     )
@@ -256,7 +252,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help=f"run only these steps (default: all of {', '.join(STEPS)})",
     )
     parser.add_argument(
-        "--sizes", metavar="N,N,...", help="table sizes for the shapes step (smoke: 20000,50000)"
+        "--sizes",
+        type=options.positive_ints,
+        metavar="N,N,...",
+        help="table sizes for the shapes step (smoke: 20000,50000)",
     )
     args = parser.parse_args(argv)
     unknown = set(args.only) - set(STEPS)
@@ -266,14 +265,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> None:
-    options = parse(argv)
-    large, only = options.large, options.only
+    chosen = parse(argv)
+    large, only = chosen.large, chosen.only
     before = load()
     outputs: dict[str, str | None] = {}
     for name in only:
         args = STEPS[name][2] if large else STEPS[name][1]
-        if name == "shapes" and options.sizes:
-            args = [*args, "--sizes", options.sizes]
+        if name == "shapes" and chosen.sizes:
+            args = [*args, "--sizes", ",".join(map(str, chosen.sizes))]
         outputs[name] = run_step(name, args, timeout=7200 if large else 1200)
     rows: list[Row] = []
     for name in ("ingest", "shapes", "pgwire"):

@@ -10,15 +10,18 @@ acknowledged 10,000-row Arrow chunks. Compare with another checkout by running i
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 
 import pyarrow as pa
 
 import duckflock
+import options
 
 
-def main() -> None:
+def main(argv: list[str]) -> None:
+    options.parser(__doc__, "writer_cpu.py").parse_args(argv)  # no options: --help
     with tempfile.TemporaryDirectory() as directory:
         db = duckflock.connect(os.path.join(directory, "cpu.duckdb"))
         db.execute("CREATE TABLE t (thread_name VARCHAR, n INTEGER)")
@@ -47,4 +50,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

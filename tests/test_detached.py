@@ -195,3 +195,42 @@ def test_many_new_rows_fold_on_the_analysis_cursor_which_a_time_limit_interrupts
         assert result.mode == "incremental", result.reason
         assert sorted(result.rows(), key=repr) == sorted(db.execute(SHAPE).fetchall(), key=repr)
         assert counting.queries
+
+
+def test_the_instances_close_with_the_last_database_using_them() -> None:
+    """Each distinct set of settings opens an instance (8 at most): those no open
+    database's plans run under are closed when a database closes, so databases opened
+    and closed one after another, each under other settings, never run out of them, and
+    none is left open once the last database closes."""
+    # databases other tests left open (none, unless one leaks): their instances stay
+    left, _ = detached.in_use()
+    sql = "SELECT date_trunc('day', tz) AS day, count(*) AS n, sum(v) AS s FROM t GROUP BY 1"
+    zones = ["America/New_York", "Asia/Kathmandu", "Europe/Paris", "Asia/Tokyo"]
+    zones += ["Australia/Sydney", "America/Lima", "Africa/Cairo", "Europe/Moscow"]
+    zones += ["Pacific/Auckland"]
+    assert len(zones) > detached._INSTANCES
+    with duckflock.connect() as keeper:  # one database open throughout
+        keeper.execute(TABLE)
+        keeper.insert("t", rows(0, 20))
+        keeper.analysis("kept", sql, wait=True)
+        for zone in zones:
+            with duckflock.connect() as db:
+                db.execute(f"SET GLOBAL TimeZone = '{zone}'")
+                db.execute(TABLE)
+                db.insert("t", rows(0, 20))
+                db.analysis("zoned", sql, wait=True)
+                plan = internals.analysis(db, "zoned").state.shape.plan
+                assert plan is not None and plan.detached is not None, zone  # not run out
+                assert ("TimeZone", zone) in plan.detached
+                assert detached.in_use()[0] == left + 2
+            # the keeper's instance stays open; this one's closed with its database
+            assert detached.in_use()[0] == left + 1
+            assert left or detached.in_use() == (1, 1), zone
+        refreshes_equal_full_runs(keeper, "kept", sql)  # its instance still serves it
+    assert left or detached.in_use() == (0, 0)
+    with duckflock.connect() as db:  # a database after them opens an instance again
+        db.execute(TABLE)
+        db.analysis("again", sql)
+        refreshes_equal_full_runs(db, "again", sql)
+        assert left or detached.in_use() == (1, 1)
+    assert left or detached.in_use() == (0, 0)

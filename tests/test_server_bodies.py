@@ -26,7 +26,7 @@ from starlette.testclient import TestClient
 
 import duckflock
 from conftest import ServerProcess
-from duckflock.server import ServerSettings, create_app
+from duckflock.server import ServerSettings, create_app, formats
 from duckflock.server.http.bodies import Bodies
 
 JSON = {"Content-Type": "application/json"}
@@ -109,7 +109,7 @@ def test_a_slow_body_is_cut_at_its_deadline_and_frees_the_budget(tmp_path: Path)
 
 
 BUDGET = ServerSettings().body_budget  # weighted bytes of bodies held at once
-JSON_WEIGHT = 40  # what a JSON byte counts in it (parsing it costs ~40x)
+JSON_WEIGHT = ServerSettings().text_body_weight  # what a JSON ingest byte counts in it
 FREE_BELOW = Bodies(ServerSettings()).budget.free_below  # held without being counted
 
 
@@ -213,6 +213,83 @@ def test_a_chunked_body_holds_what_arrived_so_others_are_not_refused(tmp_path: P
         finish.set()
         uploader.join(60)
         assert server.stop() == 0
+
+
+def test_the_body_budget_is_a_serve_flag(tmp_path: Path) -> None:
+    """``--body-budget`` bounds what bodies hold: one alone holds all of it at most, and
+    another finds no room (503 after ``--queue-timeout``)."""
+    config = tmp_path / "duckflock.toml"
+    config.write_text('[[tables]]\nsql = "CREATE TABLE events (p INTEGER, s VARCHAR)"\n')
+    budget = 5_000_000
+    server = ServerProcess(
+        tmp_path / "budget.duckdb",
+        *("--config", str(config), "--body-budget", str(budget)),
+        *("--queue-timeout", "1", "--body-timeout", "120"),
+    )
+    first = b"[" + _rows(0, 200).encode()  # ~200 KB: ~8 MB weighted, past the budget
+    assert FREE_BELOW < budget < len(first) * JSON_WEIGHT < BUDGET
+    sent, finish = threading.Event(), threading.Event()
+    answers: list[httpx.Response] = []
+
+    def chunked() -> Iterator[bytes]:
+        yield first
+        sent.set()
+        assert finish.wait(60)
+        yield b"]"
+
+    def upload() -> None:
+        with server.http() as http:
+            answers.append(http.post("/v1/tables/events/rows", content=chunked(), headers=JSON))
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    try:
+        with server.http() as http:
+            assert sent.wait(60)
+            _until(time.monotonic() + 30, lambda: _held(http) == budget)
+            assert _held(http) == budget  # the flag's, not the default's 512 MiB
+            rows = [{"p": -n - 1, "s": "y" * 10} for n in range(10_000)]  # ~10 MB weighted
+            refused = http.post("/v1/tables/events/rows", content=json.dumps(rows), headers=JSON)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["type"] == "ServerBusyError"
+            finish.set()
+            uploader.join(60)
+            assert answers[0].status_code == 200, answers[0].text
+            assert _held(http) == 0
+    finally:
+        finish.set()
+        uploader.join(60)
+        assert server.stop() == 0
+
+
+def test_a_query_body_holds_its_budget_until_it_is_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The weight of a JSON query body stands for what parsing it makes: it is held
+    while ``formats.loads`` runs, and given back after."""
+    settings = ServerSettings()
+    bodies = Bodies(settings)
+    body = json.dumps({"sql": "SELECT 1", "padding": "x" * 300_000}).encode()
+    weighted = len(body) * settings.query_body_weight
+    assert settings.body_free_below < weighted < settings.body_budget  # counted, whole
+    held: list[int] = []
+    loads = formats.loads
+
+    def parsing(text: bytes, what: str, **options: Any) -> Any:
+        held.append(bodies.used)
+        return loads(text, what, **options)
+
+    monkeypatch.setattr(formats, "loads", parsing)
+    pieces = [body[:100_000], body[100_000:]]
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+
+    async def receive() -> dict[str, Any]:
+        piece = pieces.pop(0)
+        return {"type": "http.request", "body": piece, "more_body": bool(pieces)}
+
+    request = Request({"type": "http", "method": "POST", "headers": headers}, receive)
+    payload = asyncio.run(bodies.json_object(request))
+    assert payload["sql"] == "SELECT 1"
+    assert held == [weighted]
+    assert bodies.used == 0
 
 
 def _request(pieces: list[bytes], every: float) -> Request:

@@ -19,7 +19,7 @@ import enum
 import functools
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import duckdb
@@ -154,17 +154,50 @@ def _explains_a_read(query: str) -> bool:
     return len(inner) == 1 and inner[0].type == duckdb.StatementType.SELECT
 
 
+_SERIALIZE = "SELECT json_serialize_sql(?)"
+# the settings DuckDB's parser reads (its ParserOptions): a query parsed apart is parsed
+# under the caller's values of them
+_PARSER_SETTINGS = ("preserve_identifier_case", "integer_division", "max_expression_depth")
+
+
+def tree(execute: Callable[[str, list[Any]], Any], sql: str) -> dict[str, Any]:
+    """``json_serialize_sql(sql)`` as read: the syntax tree, or ``{"error": true, …}``.
+
+    ``execute`` runs a statement on the caller's connection (a cursor's or a Database's
+    ``execute``). DuckDB writes the tree in the format of the instance's
+    ``storage_compatibility_version`` (a GLOBAL setting: the database file's format;
+    v0.10.2 unless the file is newer), which cannot carry a type whose parameters are
+    expressions: an ENUM inside a STRUCT, LIST, MAP or UNION (``CAST(x AS STRUCT(a
+    ENUM('p', 'q')))``: "Cannot serialize non-constant type parameter"). Such a query
+    is parsed apart, on an in-memory instance writing the newest format under the
+    caller's parser settings: parsing reads no catalog, so it parses the same there.
+    """
+    raw = first_row(execute(_SERIALIZE, [sql]))
+    found: dict[str, Any] = json.loads(raw[0] if raw else "{}")
+    if found.get("error_type") != "serialization":
+        return found
+    values = execute(
+        "SELECT name, value FROM duckdb_settings() WHERE name IN (SELECT unnest(?::VARCHAR[]))",
+        [list(_PARSER_SETTINGS)],
+    ).fetchall()
+    config: dict[str, Any] = {"storage_compatibility_version": "latest", "threads": 1}
+    config.update({str(name): str(value) for name, value in values})
+    with duckdb.connect(":memory:", config=config) as apart:
+        raw = first_row(apart.execute(_SERIALIZE, [sql]))
+    apart_tree: dict[str, Any] = json.loads(raw[0] if raw else "{}")
+    return apart_tree
+
+
 def parse(cursor: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
     """The syntax tree of one SELECT statement (QueryError for anything else)."""
-    raw = first_row(cursor.execute("SELECT json_serialize_sql(?)", [sql]))
-    tree: dict[str, Any] = json.loads(raw[0] if raw else "{}")
-    if tree.get("error"):
-        message = tree.get("error_message", "cannot parse")
-        if tree.get("error_type") == "parser":
+    found = tree(cursor.execute, sql)
+    if found.get("error"):
+        message = found.get("error_message", "cannot parse")
+        if found.get("error_type") == "parser":
             raise ParserError(f"Parser Error: {message}", sql=sql)
-    if tree.get("error") or len(tree["statements"]) != 1:
+    if found.get("error") or len(found["statements"]) != 1:
         raise QueryError(f"an analysis must be one SELECT statement, not {_kinds(sql)}", sql=sql)
-    return tree
+    return found
 
 
 def _kinds(sql: str) -> str:

@@ -107,6 +107,16 @@ class Target:
         return found
 
 
+class _Fill:
+    """The reading of one table's schema that threads missing it wait for together."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # held by the thread reading the table
+        self.users = 0  # threads reading or waiting (under SchemaCache._lock)
+
+
 class SchemaCache:
     """Table name -> :class:`TableSchema`, filled on demand, emptied after DDL."""
 
@@ -115,14 +125,16 @@ class SchemaCache:
         # means; guarded by _query_lock (a DuckDB cursor serves one statement at a time)
         self._cursor = cursor
         self._query_lock = threading.Lock()
-        # guards writes to ``tables``: filled from any producer thread, emptied after
-        # DDL; read without it (one dict lookup: Intake's hot path)
+        # guards writes to ``tables`` and ``_fills``: filled from any producer thread,
+        # emptied after DDL; ``tables`` is read without it (one dict lookup: Intake's
+        # hot path)
         self._lock = threading.Lock()
         self.tables: dict[str, TableSchema] = {}
         # one reading of a table missing from the cache at a time: threads that miss it
         # together (fifty producers after a DDL emptied the cache) wait for that reading
-        # instead of each reading the catalog in turn
-        self._fill_lock = threading.Lock()
+        # instead of each reading the catalog in turn; threads missing other tables do
+        # not wait for it. An entry lives while a thread reads or waits (bounded by them)
+        self._fills: dict[str, _Fill] = {}
         # invalidations so far (under _lock): a reading that one overtook is not stored
         self._generation = 0
 
@@ -132,16 +144,36 @@ class SchemaCache:
         schema = self.tables.get(table)
         if schema is not None:
             return schema
-        with self._fill_lock:
-            schema = self.tables.get(table)  # read by the thread we waited for
-            if schema is not None:
-                return schema
-            return self.refresh(table)
+        with self._lock:
+            fill = self._fills.get(table)
+            if fill is None:
+                fill = self._fills[table] = _Fill()
+            fill.users += 1
+        try:
+            with fill.lock:
+                schema = self.tables.get(table)  # read by the thread we waited for
+                if schema is not None:
+                    return schema
+                return self.refresh(table)
+        finally:
+            with self._lock:
+                fill.users -= 1
+                if not fill.users:
+                    del self._fills[table]
 
     def refresh(self, table: str) -> TableSchema:
+        """``table``'s schema read from the catalog now, and cached unless a DDL
+        (:meth:`invalidate`) came while it was read."""
         if not isinstance(table, str):
             raise TypeError(f"table must be a str, not {type(table).__name__}")
         generation = self._generation
+        schema = self._read(table)
+        with self._lock:
+            if generation == self._generation:  # else a DDL may have made it stale
+                self.tables[table] = schema
+        return schema
+
+    def _read(self, table: str) -> TableSchema:
         try:
             with self._query_lock:
                 identity = Resolver(self._cursor).table(table)
@@ -150,17 +182,13 @@ class SchemaCache:
             raise translate(exc) from exc
         project.check_table(identity)  # never cached: every insert into it is refused
         columns = tuple(str(row[0]) for row in rows)
-        schema = TableSchema(
+        return TableSchema(
             name=table,
             identity=identity,
             sql_name=identity.sql,
             columns=columns,
             by_lower={c.lower(): c for c in columns},
         )
-        with self._lock:
-            if generation == self._generation:  # else a DDL may have made it stale
-                self.tables[table] = schema
-        return schema
 
     def target(self, table: str, schema: TableSchema | None = None) -> Target:
         """``table`` resolved for one insert call: ``schema`` when the caller just got

@@ -50,6 +50,7 @@ from duckflock.core.names import Identity
 from duckflock.errors import ClosedError
 from duckflock.live import clock as clocks
 from duckflock.live.changes import KEEP_CHANGES, ChangeLog
+from duckflock.live.fold import detached
 from duckflock.live.lakefeed import LakeFeed
 from duckflock.live.notices import Notices
 from duckflock.live.plan.incremental import inspect
@@ -137,9 +138,23 @@ class Scheduler:
             max_concurrent=max_concurrent,
         )
         self._thread = threading.Thread(target=self._run, name="duckflock-scheduler", daemon=True)
+        detached.attach(self)  # the fold queries' instances: closed after their last user
         self._thread.start()
         if owner is not None:
             _by_owner[owner] = weakref.ref(self)
+
+    def detached_settings(self) -> set[detached.Settings]:
+        """The settings its analyses' fold queries run under off the database
+        (:mod:`duckflock.live.fold.detached`, which closes the instances no one uses)."""
+        found: set[detached.Settings] = set()
+        with self._registry.lock:
+            for analysis in self._registry:
+                plan = analysis.state.shape.plan
+                if plan is not None and plan.detached is not None:
+                    found.add(plan.detached)
+                if plan is not None and plan.merge is not None and plan.merge.detached is not None:
+                    found.add(plan.merge.detached)
+        return found
 
     # -- definitions -------------------------------------------------------------------
 
@@ -377,3 +392,4 @@ class Scheduler:
                 mailbox.close()
         for subscription in subscriptions:
             subscription.cancel(max(0.0, deadline - time.monotonic()))
+        detached.detach(self)

@@ -13,7 +13,6 @@ where the database lives (``duckdb_databases``, ``duckdb_settings``,
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -29,6 +28,7 @@ from duckflock.core import project
 from duckflock.core.cursors import first_row
 from duckflock.core.names import Resolver
 from duckflock.core.syntax import table_parts, walk
+from duckflock.core.syntax import tree as syntax_tree
 from duckflock.core.wide import description_types, repair, repair_schema
 from duckflock.database import Database
 from duckflock.errors import (
@@ -206,8 +206,7 @@ class QueryGuard:
                 f"{kind.name} statements are not allowed: the query endpoint is read-only",
                 sql=sql,
             )
-        row = first_row(self.db.execute("SELECT json_serialize_sql(?)", [sql]))
-        tree = json.loads(row[0] if row else "{}")
+        tree = syntax_tree(self.db.execute, sql)  # (a nested ENUM parsed apart)
         if tree.get("error"):
             raise QueryRefusedError(
                 "only plain SELECT queries are allowed (not PRAGMA, EXPLAIN or SET)", sql=sql

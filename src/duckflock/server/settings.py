@@ -128,6 +128,14 @@ class ServerSettings:
         flag="--min-body-rate",
         check=positive_int,
     )
+    body_budget: int = setting(
+        512 * _MiB,
+        "Bytes of request bodies being read and parsed at once, each byte counted times "
+        "what parsing it costs (JSON most, Arrow least); a body with no room waits "
+        "--queue-timeout, then 503.",
+        flag="--body-budget",
+        check=positive_int,
+    )
     max_wait: float = setting(
         60.0,
         "Seconds a long poll (?timeout= of a result) may wait at most.",
@@ -163,8 +171,20 @@ class ServerSettings:
     )
     waits: int = setting(256, "long polls waiting at once", check=positive_int)
     waits_per_client: int = setting(32, "of which one client may hold", check=positive_int)
-    body_budget: int = setting(
-        512 * _MiB, "weighted bytes of bodies being read/parsed at once", check=positive_int
+    body_free_below: int = setting(
+        4 * _MiB,
+        "weighted bytes a body may hold without being counted in body_budget (the small "
+        "bodies of the one-row ingest path come and go fast: not worth the bookkeeping)",
+        check=positive_int,
+    )
+    query_body_weight: int = setting(
+        20, "what a byte of a query or analysis definition (JSON) counts", check=positive_int
+    )
+    text_body_weight: int = setting(
+        40, "what a byte of a JSON or NDJSON ingest body counts", check=positive_int
+    )
+    binary_body_weight: int = setting(
+        3, "what a byte of a CSV or Arrow ingest body counts", check=positive_int
     )
     min_every: float = setting(
         0.05, "seconds: the shortest analysis interval accepted over HTTP", check=bounded_seconds

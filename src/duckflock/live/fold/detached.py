@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -51,9 +53,50 @@ _SETTINGS_SQL = (
 # the analysis's cursor (and the database's threads)
 BYTES = 8 << 20
 _INSTANCES = 8  # distinct settings at most (past it, fold queries stay on the database)
-_lock = threading.Lock()  # guards _instances
+_lock = threading.Lock()  # guards _instances and _users
 _instances: dict[Settings, duckdb.DuckDBPyConnection] = {}
-_local = threading.local()  # per thread: {settings: cursor}
+_local = threading.local()  # per thread: {settings: (instance, cursor)}
+
+
+class User(Protocol):
+    """A database's runner of fold queries (its scheduler), between :func:`attach` and
+    :func:`detach`: it says which settings its plans run fold queries under."""
+
+    def detached_settings(self) -> set[Settings]: ...
+
+
+# the open databases' users of the instances: when one detaches, every instance that
+# none of the others' plans runs under is closed (its memory given back)
+_users: weakref.WeakSet[User] = weakref.WeakSet()
+
+
+def attach(user: User) -> None:
+    """``user`` (a database's scheduler) may run fold queries here from now on."""
+    with _lock:
+        _users.add(user)
+
+
+def detach(user: User) -> None:
+    """``user`` is closing: close the instances no other user's plans run under. An
+    instance closed under a plan made meanwhile is opened again on its next use."""
+    with _lock:
+        _users.discard(user)
+        others = list(_users)
+    wanted: set[Settings] = set()
+    for other in others:  # (outside _lock: each takes its own registry's lock)
+        wanted |= other.detached_settings()
+    with _lock:
+        closing = [settings for settings in _instances if settings not in wanted]
+        instances = [_instances.pop(settings) for settings in closing]
+    for con in instances:  # its cursors, each thread's, close with it
+        with contextlib.suppress(duckdb.Error):
+            con.close()
+
+
+def in_use() -> tuple[int, int]:
+    """How many databases use the detached instances, and how many are open now."""
+    with _lock:
+        return len(_users), len(_instances)
 
 
 def _values(cursor: duckdb.DuckDBPyConnection) -> dict[str, str]:
@@ -84,16 +127,19 @@ def _instance(settings: Settings) -> duckdb.DuckDBPyConnection | None:
 
 def cursor(settings: Settings) -> duckdb.DuckDBPyConnection | None:
     """The calling thread's cursor on the detached instance for ``settings``."""
-    mine: dict[Settings, duckdb.DuckDBPyConnection] | None = getattr(_local, "cursors", None)
+    mine: dict[Settings, tuple[duckdb.DuckDBPyConnection, duckdb.DuckDBPyConnection]] | None
+    mine = getattr(_local, "cursors", None)
     if mine is None:
         mine = _local.cursors = {}
     found = mine.get(settings)
-    if found is None:
+    # (one read of the dict: a cursor of an instance closed since (detach) is dropped)
+    if found is None or _instances.get(settings) is not found[0]:
         instance = _instance(settings)
         if instance is None:
+            mine.pop(settings, None)
             return None
-        found = mine[settings] = instance.cursor()
-    return found
+        found = mine[settings] = (instance, instance.cursor())
+    return found[1]
 
 
 def settings_for(

@@ -32,7 +32,6 @@ from duckflock.server.http import render
 from duckflock.server.limits import Slots
 from duckflock.server.settings import ServerSettings
 
-_MiB = 2**20
 INLINE_BODY = 64 * 1024  # bytes: bodies up to this are parsed and queued on the event loop
 
 
@@ -80,8 +79,9 @@ class Bodies:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        # bodies under 64 KiB (weighted: a few MiB) are not counted: they come and go fast
-        self.budget = ByteBudget(settings.body_budget, settings.queue_timeout, free_below=4 * _MiB)
+        self.budget = ByteBudget(
+            settings.body_budget, settings.queue_timeout, free_below=settings.body_free_below
+        )
         self.clock = BodyClock(settings.body_timeout, settings.min_body_rate)
         self.parsing = Slots(
             total=settings.concurrency,
@@ -175,9 +175,10 @@ class Bodies:
         """A JSON object body (a query, an analysis definition), within its limit."""
         self.require_type(request, formats.MediaType.JSON)
         limit = self.settings.max_request_json
-        async with self.hold(request, limit, 20) as share:
+        # held until parsed: the weight covers the objects parsing makes, not the bytes
+        async with self.hold(request, limit, self.settings.query_body_weight) as share:
             body = await self.read(request, limit, share)
-        payload = formats.loads(body or b"{}", "JSON")
+            payload = formats.loads(body or b"{}", "JSON")
         if not isinstance(payload, dict):
             raise RequestError("the body must be a JSON object")
         return payload
@@ -204,7 +205,9 @@ class Bodies:
         """The budget an ingest body (``declared``: its Content-Length) holds until its
         rows are queued (:meth:`hold`): the body and what parsing makes of it."""
         textual = kind in (formats.MediaType.JSON, formats.MediaType.NDJSON)
-        return self.hold(request, limit, 40 if textual else 3, declared)
+        settings = self.settings
+        weight = settings.text_body_weight if textual else settings.binary_body_weight
+        return self.hold(request, limit, weight, declared)
 
 
 async def stream(

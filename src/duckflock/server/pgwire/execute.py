@@ -27,6 +27,7 @@ import pyarrow as pa
 from duckflock.core import project
 from duckflock.core.cursors import first_row
 from duckflock.core.names import Resolver
+from duckflock.core.syntax import tree as syntax_tree
 from duckflock.core.syntax import walk
 from duckflock.core.wide import readable
 from duckflock.errors import AnalysisError, ParserError, QueryRefusedError, translate
@@ -163,8 +164,7 @@ class Executor:
         """``sql`` with each ``analyses.<name>`` replaced by a name registered for it."""
         if ANALYSES_SCHEMA not in sql.lower():
             return sql, {}
-        row = first_row(self.db.execute("SELECT json_serialize_sql(?)", [sql]))
-        tree = json.loads(row[0] if row else "{}")
+        tree = syntax_tree(self.db.execute, sql)  # (a nested ENUM parsed apart)
         if tree.get("error"):
             return sql, {}
         tables: dict[str, pa.Table] = {}
