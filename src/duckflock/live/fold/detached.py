@@ -27,6 +27,7 @@ time limit interrupts.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -99,6 +100,17 @@ def in_use() -> tuple[int, int]:
         return len(_users), len(_instances)
 
 
+@functools.cache
+def _defaults() -> dict[str, str]:
+    """The result settings' values on a new instance: read once a process (an instance
+    opened for it cost about as much as the rest of :func:`settings_for`)."""
+    fresh = duckdb.connect(":memory:")
+    try:
+        return _values(fresh)
+    finally:
+        fresh.close()
+
+
 def _values(cursor: duckdb.DuckDBPyConnection) -> dict[str, str]:
     rows = cursor.execute(_SETTINGS_SQL, [_RESULTS]).fetchall()
     return {str(name): str(value) for name, value in rows}
@@ -162,11 +174,7 @@ def settings_for(
         }
         if own & called:
             return None
-        fresh = duckdb.connect(":memory:")
-        try:
-            defaults = _values(fresh)
-        finally:
-            fresh.close()
+        defaults = _defaults()
         wanted = _values(database)
         settings = tuple(
             sorted((name, value) for name, value in wanted.items() if defaults.get(name) != value)
