@@ -289,3 +289,18 @@ def test_creating_the_keys_table_tries_again_after_another_process_made_it() -> 
     with pytest.raises(duckdb.TransactionException):
         creates.clear()
         keys.ensure_table(Racing(), tries=1)  # type: ignore[arg-type]
+
+
+def test_the_same_row_under_the_same_key_is_a_replay_whichever_path_it_took(
+    keyed: duckflock.Database,
+) -> None:
+    """A dict row whose keys are not cached yet goes in as a one-row part; once they
+    are, as a single row (Intake.single): both digest the same, so a retry is a replay,
+    not a KeyReusedError (it was, when the first call was the first with those keys)."""
+    first = keyed.insert("t", {"a": 1, "b": "x"}, idempotency_key="row-1")  # keys unseen
+    again = keyed.insert("t", {"a": 1, "b": "x"}, idempotency_key="row-1")  # keys cached
+    listed = keyed.insert("t", [{"a": 1, "b": "x"}], idempotency_key="row-1")
+    assert (first.replayed, again.replayed, listed.replayed) == (False, True, True)
+    assert _count(keyed) == 1
+    with pytest.raises(duckflock.KeyReusedError):
+        keyed.insert("t", {"a": 2, "b": "x"}, idempotency_key="row-1")

@@ -470,3 +470,76 @@ def test_a_decimal_with_a_positive_exponent_is_stored_as_its_value(text: str) ->
         assert db.sql("SELECT DISTINCT * FROM t").fetchall() == expected
     finally:
         db.close()
+
+
+def _called(schema: Any, n: int, told: threading.Event | None = None) -> Call:
+    """A call acknowledged through a callback, as ``insert_async`` makes them."""
+    call = Call(schema, columns=("n",), row=(n,))
+    call.on_done = (told or threading.Event()).set
+    return call
+
+
+def _held_writer(db: duckflock.Database) -> tuple[Any, Any, threading.Event]:
+    """The writer held at its first batch (one callback call, row 0), its table's schema
+    and the event that lets it go on."""
+    held, release = threading.Event(), threading.Event()
+
+    def hook(at: str) -> None:
+        if at == "batch" and not release.is_set():
+            held.set()
+            assert release.wait(30)
+
+    writer = db.writer()
+    writer.fault_hook = hook
+    schema = SchemaCache(db.cursor()).get("t")
+    writer.submit(_called(schema, 0), None, wait=False)
+    assert held.wait(30)
+    return writer, schema, release
+
+
+def test_a_batch_of_callback_calls_waits_a_hair_for_as_many_as_recent_batches_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Callers acked by callback (the server's requests) cannot say they are on their way
+    back: once a batch carried two of them, a batch with one waits (at most
+    CALLBACK_WINDOW_SECONDS) for a second, and both go in one commit."""
+    monkeypatch.setattr(batches, "CALLBACK_WINDOW_SECONDS", 30.0)
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER)")
+    writer, schema, release = _held_writer(db)
+    pair = [_called(schema, 1), _called(schema, 2)]
+    for call in pair:
+        writer.submit(call, None, wait=False)  # queued behind the held batch: one batch
+    release.set()
+    db.flush(30)
+    assert all(call.committed for call in pair)
+    before = db.stats().batches_committed
+    told = threading.Event()
+    alone = _called(schema, 3, told)
+    writer.submit(alone, None, wait=False)
+    assert not told.wait(0.3), "a lone callback call was sealed while two were expected"
+    second = _called(schema, 4)
+    writer.submit(second, None, wait=False)
+    assert told.wait(30)
+    db.flush(30)
+    assert db.stats().batches_committed == before + 1  # the two went in one commit
+    assert db.execute("SELECT count(*) FROM t").fetchone() == (5,)
+    db.close()
+
+
+def test_the_wait_for_more_callback_calls_is_bounded() -> None:
+    """A batch expecting more callback calls than come is committed after at most
+    CALLBACK_WINDOW_SECONDS."""
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER)")
+    writer, schema, release = _held_writer(db)
+    for n in (1, 2, 3):
+        writer.submit(_called(schema, n), None, wait=False)
+    release.set()
+    db.flush(30)
+    told = threading.Event()
+    writer.submit(_called(schema, 4, told), None, wait=False)
+    assert told.wait(5)  # alone, after the window
+    db.flush(5)
+    assert db.execute("SELECT count(*) FROM t").fetchone() == (5,)
+    db.close()

@@ -119,6 +119,53 @@ def test_ingest_in_every_content_type(http: TestClient, db: duckflock.Database) 
     }
 
 
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"k": "fine", "v": 1},
+        {"k": "fine"},
+        {"k": None, "v": 1},  # NOT NULL
+        {"k": "x", "v": "not a number"},
+        {"k": "x", "v": 2**40},  # out of INTEGER's range
+        {"k": "x", "nope": 1},  # an unknown column
+        {"K": "case", "V": 3},  # names resolve case-insensitively
+        {},
+    ],
+)
+def test_one_object_and_a_one_row_array_get_the_same_answer(
+    http: TestClient, db: duckflock.Database, row: dict[str, Any]
+) -> None:
+    """A one-object body takes the single-row path (Intake.single, once its keys are
+    known); a one-row array the general one: the same status, answer and rows, for good
+    rows and refused ones, whether the keys are new or cached."""
+    rows = "/v1/tables/events/rows"
+    answers = []
+    for body in (row, [row], row, [row]):
+        response = http.post(rows, json=body)
+        answers.append((response.status_code, response.json()))
+    assert answers[0] == answers[1] == answers[2] == answers[3], answers
+    stored = db.execute("SELECT k, v FROM events ORDER BY k").fetchall()
+    assert len(stored) == (4 if answers[0][0] == 200 else 0), stored
+    assert len(set(stored)) <= 1
+
+
+def test_a_keyed_one_row_body_replays_in_either_form(
+    http: TestClient, db: duckflock.Database
+) -> None:
+    rows = "/v1/tables/events/rows"
+    headers = {"Idempotency-Key": "one-row"}
+    first = http.post(rows, json={"k": "a", "v": 1}, headers=headers)
+    again = http.post(rows, json={"k": "a", "v": 1}, headers=headers)
+    listed = http.post(rows, json=[{"k": "a", "v": 1}], headers=headers)
+    assert first.status_code == again.status_code == listed.status_code == 200
+    assert "Idempotent-Replayed" not in first.headers
+    assert again.headers["Idempotent-Replayed"] == listed.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == listed.json() == first.json()
+    assert count(db) == 1
+    other = http.post(rows, json={"k": "b", "v": 1}, headers=headers)
+    error_of(other, 422, "KeyReusedError")
+
+
 def test_ingest_errors_have_their_status_and_shape(
     http: TestClient, db: duckflock.Database
 ) -> None:
@@ -640,10 +687,18 @@ def test_the_rows_route_is_served_ahead_of_the_router(db: duckflock.Database) ->
             415,
             "UnsupportedMediaTypeError",
         )
+        # each path's match is kept: its own table, whatever path came before
+        again = http.post("/v1/tables/events/rows", json={"k": "e"}, headers=as_writer)
+        assert again.json()["table"] == "events"
+        error_of(
+            http.post("/v1/tables/nope/rows", json={"k": "f"}, headers=as_writer),
+            404,
+            "UnknownTableError",
+        )
         # not a hot method: the router, which no longer knows the path
         assert http.get("/v1/tables/events/rows", headers=as_writer).status_code == 404
         text = http.get("/metrics", headers={"Authorization": f"Bearer {reader}"}).text
-    assert db.execute("SELECT list(k) FROM events").fetchone() == (["a"],)
+    assert db.execute("SELECT list(k ORDER BY k) FROM events").fetchone() == (["a", "e"],)
     for status in ("200", "403", "404", "415"):
         assert (
             f'duckflock_http_requests_total{{method="POST",route="{rows_path}",status="{status}"}}'

@@ -41,7 +41,7 @@ from duckflock.errors import (
     QueueFullError,
     WriterBrokenError,
 )
-from duckflock.ingest.batches import Batches, Woken
+from duckflock.ingest.batches import Batches, Callbacks, Woken
 from duckflock.ingest.bundles import RowBuffer
 from duckflock.ingest.committer import Committer
 from duckflock.ingest.keys import KeyBook
@@ -109,6 +109,7 @@ class Writer:
         self._current: list[Call] = []  # the batch being committed
         self._current_markers: list[Call] = []  # flush markers riding on it
         self._woken = Woken()  # the callers recent commits woke, until they run again
+        self._callbacks = Callbacks()  # how many callback-acked calls recent batches held
         self._counters = Counters()  # the figures stats() reports
         self._batches = Batches(self._committer, self._counters, new_cursor, reopen)
         self._thread = threading.Thread(target=self._run, name="duckflock-writer", daemon=True)
@@ -263,9 +264,9 @@ class Writer:
         inbox = self._inbox
         calls: list[Call] = self._current
         markers: list[Call] = self._current_markers
-        rows = 0
+        rows = called = 0
         urgent = False
-        deadline = 0.0
+        deadline = window = 0.0
         yielded = straggled = False
         item = inbox.get()
         while True:
@@ -284,6 +285,7 @@ class Writer:
                         self._big_rows -= n
                 if item.urgent:
                     urgent = True  # somebody waits for this one: no lingering
+                    called += item.on_done is not None
                 if rows >= self.max_batch_rows:
                     break
             try:
@@ -310,6 +312,17 @@ class Writer:
                         continue
                     except queue.Empty:
                         pass
+                if self._callbacks.expects_more(called) and not markers and not self._closing:
+                    # callers acked by callback (the server's clients) sent fewer rows
+                    # than recent batches held: wait a hair for the rest (batches.py)
+                    window = window or self._callbacks.deadline()
+                    remaining = window - time.monotonic()
+                    if remaining > 0:
+                        try:
+                            item = inbox.get(timeout=remaining)
+                            continue
+                        except queue.Empty:
+                            pass
                 if urgent or rows >= self._linger_rows or self._closing:
                     break
                 if not deadline:
@@ -321,6 +334,7 @@ class Writer:
                     item = inbox.get(timeout=remaining)
                 except queue.Empty:
                     break
+        self._callbacks.seen(called)
         queued = self._queued()
         if queued > self._peak:
             self._peak = queued

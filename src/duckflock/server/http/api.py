@@ -322,6 +322,8 @@ class HttpApi:
                 body = await self.bodies.read(request, limit, share)
                 if len(body) <= INLINE_BODY and wait:  # microseconds: no thread hop
                     rows = formats.parse_rows(body, content_type)
+                    if type(rows) is list and len(rows) == 1 and type(rows[0]) is dict:
+                        rows = rows[0]  # one object: the single-row path (Intake.single)
                     receipt = None
                 else:
                     # parsing a big body, and checking rows that are not Arrow, take a

@@ -28,6 +28,7 @@ __all__ = ["ServerSettings", "create_app", "starlette_routes"]
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+_PATHS_KEPT = 1024  # request paths whose hot-route match HotRoutes keeps
 
 
 def _by_method(endpoints: dict[str, Endpoint]) -> Endpoint:
@@ -69,19 +70,40 @@ class HotRoutes:
         self.app = app
         self.hot = hot
         self.render = render
+        # (method, root path, path) -> the hot route it fully matches with its child scope
+        # (None: none does), as Route.matches found it: a regex match and the path
+        # parameters' conversion less per request; bounded (further paths are matched
+        # each time)
+        self._found: dict[tuple[str, str, str], tuple[Route, Endpoint, Scope] | None] = {}
+
+    def _match(self, scope: Scope) -> tuple[Route, Endpoint, Scope] | None:
+        key = (scope["method"], scope.get("root_path", ""), scope["path"])
+        if key in self._found and "path_params" not in scope:
+            return self._found[key]
+        found = None
+        for route, endpoint in self.hot:
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                found = route, endpoint, child
+                break
+        if len(self._found) < _PATHS_KEPT and "path_params" not in scope:
+            self._found[key] = found
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            for route, endpoint in self.hot:
-                match, child = route.matches(scope)
-                if match is Match.FULL:
-                    scope.update(child, route=route)  # what the router leaves for the edge
-                    try:
-                        response = await endpoint(Request(scope, receive, send))
-                    except DuckflockError as exc:
-                        response = self.render(exc)
-                    await response(scope, receive, send)
-                    return
+            found = self._match(scope)
+            if found is not None:
+                route, endpoint, child = found
+                # what the router leaves (the edge reads the route); params copied, as
+                # Route.matches makes them per request
+                scope.update(child, path_params=dict(child["path_params"]), route=route)
+                try:
+                    response = await endpoint(Request(scope, receive, send))
+                except DuckflockError as exc:
+                    response = self.render(exc)
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
