@@ -6,18 +6,24 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import duckdb
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import duckflock
-from duckflock.live import internals, windows
+from duckflock.live import bucketmerge, internals, marks, windows
+from duckflock.live.fold.arrow import ArrowPlan
+from duckflock.live.fold.states import PartialKind
+from duckflock.live.instants import NOW
 from duckflock.live.windows import literal
 
 
@@ -197,7 +203,7 @@ def test_appends_merge_into_the_buckets_in_pyarrow_and_agree(
     column: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Appended rows become partials per bucket (pyarrow, or one DuckDB query over them
-    alone) and merge into the bucketed state in pyarrow (windows.merged: DuckDB never
+    alone) and merge into the bucketed state in pyarrow (bucketmerge.merged: DuckDB never
     scans the state), the cut bucket's rows are read comparing in local time where its offset is
     one; each refresh, as the window moves over the buckets, equals a full run."""
     sql = (
@@ -205,14 +211,14 @@ def test_appends_merge_into_the_buckets_in_pyarrow_and_agree(
         f"FROM w WHERE {column} > now() - INTERVAL 3 SECOND GROUP BY k"
     )
     merged: list[bool] = []
-    merge = windows.merged  # the pyarrow merge, whoever flags the buckets after it
+    merge = bucketmerge.merged  # the pyarrow merge, whoever flags the buckets after it
 
     def seen(*args: Any) -> Any:
         out = merge(*args)
         merged.append(out is not None)
         return out
 
-    monkeypatch.setattr(windows, "merged", seen)
+    monkeypatch.setattr(bucketmerge, "merged", seen)
     reads: list[str] = []  # the cut bucket reads, before their instant is put in
     instant_of = windows.at
 
@@ -570,3 +576,86 @@ def test_the_carried_rows_stay_few_chunks() -> None:
         assert max(chunks) <= MAX_CHUNKS + 1 and max(chunks) > 10, str(chunks)
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("column", ["ts", "tz"])
+def test_a_bound_of_now_minus_a_duration_is_taken_from_the_instant(
+    column: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``now() - INTERVAL 64 SECOND`` is proven ``now()`` minus 64,000,000 µs (marks.shift_of):
+    refreshes that carry the state take the bound from the instant, no query, its local
+    time (a TIMESTAMP's) from the cut bucket's offset. Across New York's fall-back hour,
+    every result equals a full run; a bound with a day in it is not shifted."""
+    sql = (
+        "SELECT k, count(*) AS c, sum(v) AS s, min(v) AS lo "
+        f"FROM w WHERE {column} > now() - INTERVAL 64 SECOND GROUP BY k"
+    )
+    asked: list[str] = []
+    bounds = marks.bounds
+
+    def counted(cursor: Any, sql: str) -> Any:
+        asked.append(sql)
+        return bounds(cursor, sql)
+
+    monkeypatch.setattr(marks, "bounds", counted)
+    # 2026-11-01 06:00 UTC, inside the window: New York's clocks go back from 02:00 to 01:00
+    clock = SteppedClock(datetime(2026, 11, 1, 6, 0, 30, 300_000, tzinfo=UTC))
+    db = _new_york(clock, sql)
+    try:
+        db.insert("w", _zoned_rows(0, clock.now()))
+        db.refresh("recent")
+        first = len(asked)
+        for round_ in range(1, 13):
+            db.insert("w", _zoned_rows(round_, clock.now()))
+            result = db.refresh("recent")
+            assert result.now == clock.now() and result.mode == "incremental", result.reason
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert normal(result.rows(), False) == normal(full, False), round_
+            clock.step(timedelta(milliseconds=60))
+        assert len(asked) == first, asked  # (none after the state was built)
+        cursor = duckdb.connect()
+        for step, shift in (
+            ("INTERVAL 64 SECOND", 64_000_000),
+            ("INTERVAL '-90 seconds 3 microseconds'", -89_999_997),
+            ("INTERVAL 30 HOUR", 108_000_000_000),
+            ("INTERVAL 1 DAY", None),
+            ("INTERVAL 1 MONTH", None),
+        ):
+            assert marks.shift_of(cursor, f"{NOW} - {step}", step) == shift, step
+    finally:
+        db.close()
+
+
+def test_merging_by_position_equals_grouping() -> None:
+    """bucketmerge.by_position gives the rows ``group_by`` gives (NULL keys match
+    NULL), whatever the keys and which groups the partials touch."""
+    arrow = ArrowPlan(
+        keys=("k", "__b"),
+        partials=((PartialKind.COUNT_ALL, None), (PartialKind.SUM, "v"), (PartialKind.MIN, "v")),
+        outputs=(),
+        names=(),
+        schema=pa.schema([]),
+        order=(),
+        offset=0,
+        limit=None,
+    )
+    rng = random.Random(7)
+    for _ in range(20):
+
+        def table(n: int) -> pa.Table:
+            pairs = rng.sample([(k, b) for k in ["a", "b", None, "é"] for b in [None, 1, 2, 3]], n)
+            return pa.table(
+                {
+                    "__k0": pa.array([k for k, _ in pairs], pa.string()),
+                    "__k1": pa.array([b for _, b in pairs], pa.int64()),
+                    "__p0": pa.array([rng.randint(1, 9) for _ in pairs], pa.int64()),
+                    "__p1": pa.array([rng.choice([1.5, None, -2.0]) for _ in pairs]),
+                    "__p2": pa.array([rng.choice([0.5, None, 3.0]) for _ in pairs]),
+                }
+            )
+
+        state, parts = table(rng.randint(1, 16)), table(rng.randint(1, 16))
+        found = bucketmerge.by_position(arrow, state, parts)
+        assert found is not None
+        grouped = arrow.merge(state, parts, unique=False)[0]
+        assert sorted(found.to_pylist(), key=repr) == sorted(grouped.to_pylist(), key=repr)

@@ -71,6 +71,21 @@ def placeholder(node: Any) -> Any:
     return node
 
 
+def moved(node: dict[str, Any]) -> dict[str, Any] | None:
+    """The constant X of a bound ``now() - X`` or ``now() + X`` (X without now()), or
+    None: another form (see :func:`duckflock.live.marks.shift_of`)."""
+    children = node.get("children") or []
+    if (
+        node.get("class") != "FUNCTION"
+        or node.get("function_name") not in ("-", "+")
+        or len(children) != 2
+        or not is_now(children[0])
+        or mentions_now(children[1])
+    ):
+        return None
+    return dict(children[1])
+
+
 def constant_of_now(node: dict[str, Any], volatile: set[str]) -> bool:
     """Whether ``node`` is built from now() and constants only."""
     for sub in walk(node):

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import duckdb
@@ -47,6 +48,7 @@ BUCKET = "__duckflock_bucket"  # the new rows' bucket, in pyarrow (see partials)
 _COMPARE = {Op.AFTER: pc.greater, Op.FROM: pc.greater_equal}
 # the bound's type as DuckDB names it, for the column types it meets without a cast of
 # its own (a TIMESTAMP column is cast to TIMESTAMPTZ to meet a TIMESTAMPTZ bound)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BOUNDS = {"TIMESTAMP WITH TIME ZONE": Stamp.TIMESTAMPTZ, "TIMESTAMP": Stamp.TIMESTAMP}
 
 
@@ -62,6 +64,7 @@ class Marking:
     name: str  # the window column's name in the table
     op: Op  # AFTER or FROM (the column on the left)
     column_type: Stamp
+    shift: int | None = None  # the bound is now() minus this many µs (shift_of), or None
 
 
 def marking(
@@ -72,6 +75,7 @@ def marking(
     op: Op,
     column_type: Stamp,
     plan: Plan,
+    step: str | None = None,
 ) -> Marking | None:
     """The marking of a window over ``column`` (a column node of the parsed query, over
     the table ``source``): ``bucketing`` is (its bound's SQL with NOW in it, the state's
@@ -114,7 +118,48 @@ def marking(
         f"SELECT epoch_us(CAST(({bound_sql}) AS {compared})), "
         f"epoch_us(CAST(({bound_sql}) AS {own})), {_SETTINGS}"
     )
-    return Marking(marks, bound, plan.partials, key, names[-1], op, column_type)
+    shift = None
+    if step is not None and compared is Stamp.TIMESTAMPTZ:
+        shift = shift_of(cursor, bound_sql, step)
+    return Marking(marks, bound, plan.partials, key, names[-1], op, column_type, shift)
+
+
+# instants the bound is probed at (shift_of): hourly, at a sub-second offset, over the
+# 400 days around today (the session zone's transitions both ways), and every
+# ~89 days from 1970 to 2100
+_PROBES = (
+    "SELECT unnest(generate_series(now() - INTERVAL 200 DAY, now() + INTERVAL 200 DAY, "
+    "to_microseconds(3599999987))) AS {now} UNION ALL "
+    "SELECT unnest(generate_series(TIMESTAMPTZ '1970-01-01 00:00:00.123457+00', "
+    "TIMESTAMPTZ '2100-01-01 00:00:00+00', to_microseconds(7689600000001)))"
+)
+
+
+def shift_of(cursor: duckdb.DuckDBPyConnection, bound_sql: str, step: str) -> int | None:
+    """µs d such that the bound (a TIMESTAMPTZ ``now() ± X``, ``step`` X's SQL) is
+    ``now()`` minus d at every instant, or None. DuckDB proves it for this bound: X is
+    an INTERVAL of no years, months or days (ICU moves an instant by those through the
+    calendar; the rest it adds to the instant's microseconds), and the bound's value at
+    every probe instant (:data:`_PROBES`) is the instant minus one d. A run then takes
+    the bound from its instant without a query."""
+    try:
+        row = first_row(
+            cursor.execute(
+                f"SELECT typeof({step}) = 'INTERVAL' AND datepart('year', {step}) = 0 AND "
+                f"datepart('month', {step}) = 0 AND datepart('day', {step}) = 0"
+            )
+        )
+        if row is None or row[0] is not True:
+            return None
+        found = cursor.execute(
+            f"SELECT DISTINCT epoch_us({NOW}) - epoch_us(CAST(({bound_sql}) AS TIMESTAMPTZ)) "
+            f"FROM ({_PROBES.format(now=NOW)})"
+        ).fetchall()
+    except duckdb.Error:
+        return None
+    if len(found) != 1 or not isinstance(found[0][0], int):
+        return None
+    return int(found[0][0])
 
 
 @dataclass(frozen=True)
@@ -172,8 +217,35 @@ class Bound(NamedTuple):
     """The bound at an instant (:attr:`Marking.bound`), in epoch microseconds."""
 
     compared: int  # in the comparison's type
-    local: int  # in the window column's type (a TIMESTAMP's: local time)
+    local: int | None  # in the window column's type (a TIMESTAMP's: local time; None:
+    # from the cut bucket's marks, see local_of)
     settings: str  # the session's time zone and calendar
+
+
+def shifted(marking: Marking, instant: datetime, settings: str) -> Bound | None:
+    """The bound at ``instant`` without a query, where DuckDB proved it ``now()`` minus
+    a constant (:attr:`Marking.shift`); its local time from the cut bucket's marks
+    (:func:`local_of`). ``settings``: those the state's marks were taken under (a
+    RESULTS setting's change rebuilds the state: a new state is never shifted)."""
+    if marking.shift is None:
+        return None
+    at = (instant - _EPOCH) // timedelta(microseconds=1) - marking.shift
+    local = at if marking.column_type is Stamp.TIMESTAMPTZ else None
+    return Bound(at, local, settings)
+
+
+def local_of(marking: Marking, marks: pa.Table, span: tuple[int, int], bound: Bound) -> int | None:
+    """The bound in the window column's local time (a TIMESTAMP's), where it lies in the
+    one steady bucket ``span`` the boundary cuts (windows.split's span): the bucket's
+    offset (its local start minus its instant, ``__s_in``), one throughout it, added to
+    the bound's instant — what ``CAST(bound AS TIMESTAMP)`` gives there."""
+    if bound.local is not None:
+        return bound.local
+    at = pc.index_in(pa.array([span[0]], pa.int64()), bucket_micros(marks[marking.key]))[0]
+    if not at.is_valid:
+        return None
+    start = marks["__s_in"][at.as_py()].as_py()
+    return None if start is None else bound.compared + span[0] - start
 
 
 def bounds(cursor: duckdb.DuckDBPyConnection, sql: str) -> Bound | None:
@@ -253,3 +325,11 @@ def _micros(rows: pa.Table, name: str) -> pa.ChunkedArray | None:
     if len(found) != 1 or not pa.types.is_timestamp(rows[found[0]].type):
         return None
     return bucket_micros(rows[found[0]])
+
+
+def prior(carried: Carried | None, marking: Marking, settings: str) -> pa.Table | None:
+    """The marks the last refresh left, where they hold for ``marking`` now (the same
+    window plan, the same time zone and calendar: ``settings``)."""
+    if carried is None or carried.marking is not marking or carried.settings != settings:
+        return None
+    return carried.marks

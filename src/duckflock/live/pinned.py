@@ -16,19 +16,22 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import NamedTuple, TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from duckflock.live import marks, windows
+from duckflock.live import bucketmerge, joins, marks, windows
 from duckflock.live.clock import Clock
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.retention import retract
+from duckflock.live.joins import joined_refresh as joined_refresh  # (lakefeed's)
 from duckflock.live.marks import Carried
-from duckflock.live.plan.plans import DELTA, STATE, Plan, split
+from duckflock.live.plan.plans import Plan, split
 from duckflock.live.record import Analysis
 from duckflock.live.steps import combined, fold_in, outputs
 from duckflock.live.windows import Window
@@ -62,36 +65,22 @@ def pinned(
         raise
 
 
-def joined_refresh(
-    cursor: duckdb.DuckDBPyConnection, plan: Plan, state: pa.Table, delta: pa.Table
-) -> tuple[pa.Table, pa.Table]:
-    """The fold of a join's new fact rows, in the caller's pinned transaction."""
-    # registered, not found by a replacement scan: a failed lookup (scans off in the
-    # config) would abort the transaction before the fallback
-    cursor.register(STATE, state)
-    cursor.register(DELTA, delta)
-    try:
-        return split(plan, cursor.execute(plan.refresh).to_arrow_table())
-    finally:
-        for name in (STATE, DELTA):
-            with contextlib.suppress(duckdb.Error):
-                cursor.unregister(name)
-
-
 class _Flagging(NamedTuple):
     """A window's state flagged from its buckets' marks (:meth:`Pinned._flag`)."""
 
     table: pa.Table  # the state, new rows folded in, with the flags windows.split reads
     marks: pa.Table  # the marks of its buckets
     bound: marks.Bound  # the bound it was flagged at
+    state: pa.Table  # the state, new rows folded in (without the flags)
 
 
-def _prior(carried: Carried | None, marking: marks.Marking, bound: marks.Bound) -> pa.Table | None:
-    """The marks the last refresh left, where they hold for ``marking`` now (the same
-    window plan, the same time zone and calendar)."""
-    if carried is None or carried.marking is not marking or carried.settings != bound.settings:
-        return None
-    return carried.marks
+class _Partway(NamedTuple):
+    """A carried refresh that found the instant in another bucket (:meth:`Pinned._carry`):
+    the rows it took are folded into ``flagging.state``; the pinned path reads from there."""
+
+    flagging: _Flagging
+    instant: datetime  # the instant it was flagged at
+    rows: int  # the rows it folded in
 
 
 class _Changed(Exception):
@@ -112,6 +101,10 @@ class Pinned:
         self._commit_lock = commit_lock
         self._committed_seq = committed_seq
         self._clock = clock
+        # per analysis: whether its join folds detached, on which copy (joins.py)
+        self._dimensions: weakref.WeakKeyDictionary[Analysis, joins.Joined] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _taint(self, analysis: Analysis, why: str = FAILED) -> None:
         with self._lock:
@@ -158,24 +151,36 @@ class Pinned:
         run = analysis.state
         window = run.shape.window
         cursor = run.cursor
+        partway = None
         if window is not None and window.marking is not None:
             done = self._carry(analysis, window, window.marking)
-            if done is not None:
+            if isinstance(done, _Partway):
+                partway = done  # its rows are folded in: the read below starts there
+            elif done is not None:
                 return done
         try:
             with pinned(cursor, plan.pin, self._commit_lock(), take) as taken:
                 deltas, removed, watermark = taken
                 analysis.check()
-                state = run.state
+                state = run.state if partway is None else partway.flagging.state
                 assert state is not None
-                appended = sum(d.num_rows for d in deltas)
+                appended = sum(d.num_rows for d in deltas) + (partway.rows if partway else 0)
                 # instants never go back: expired buckets would be needed again
                 now = self._clock.now()
                 instant = max(now, run.window_now or now)
                 flagged = flagging = None
                 delta = pa.concat_tables(deltas) if deltas else None
-                if window is not None and not removed and window.marking is not None:
-                    flagging = self._flag(analysis, window, window.marking, delta, instant)
+                if partway is not None and not removed:
+                    instant = partway.instant  # flagged there: the same bound, marks
+                    flagging = partway.flagging
+                    if delta is not None:
+                        assert window is not None and window.marking is not None
+                        flagging = self._flag(
+                            analysis, window, window.marking, state, delta, instant, flagging
+                        )
+                    flagged = None if flagging is None else flagging.table
+                elif window is not None and not removed and window.marking is not None:
+                    flagging = self._flag(analysis, window, window.marking, state, delta, instant)
                     flagged = None if flagging is None else flagging.table
                 if window is not None and delta is not None and not removed and flagged is None:
                     flagged = windows.folded(cursor, window, state, delta, instant)
@@ -246,46 +251,61 @@ class Pinned:
         analysis: Analysis,
         window: Window,
         marking: marks.Marking,
+        state: pa.Table,
         delta: pa.Table | None,
         instant: datetime,
+        again: _Flagging | None = None,
     ) -> _Flagging | None:
-        """The state with ``delta`` folded in and flagged at ``instant`` from its buckets'
-        marks (marks.py): the new rows' partials in pyarrow, one constant from DuckDB
-        (the bound), a DuckDB query only for buckets without marks yet. None where that
-        is not proven equal to the SQL flags (then DuckDB folds and flags)."""
+        """``state`` with ``delta`` folded in and flagged at ``instant`` from its buckets'
+        marks (marks.py): the new rows' partials in pyarrow, the bound (from the instant
+        where DuckDB proved it ``now()`` minus a constant, else one constant query), a
+        DuckDB query only for buckets without marks yet. ``again``: ``state``'s own
+        flagging at ``instant`` (its bound and marks hold). None where that is not proven
+        equal to the SQL flags (then DuckDB folds and flags)."""
         run = analysis.state
         cursor = run.cursor
-        state = run.state
-        assert state is not None
         if window.buckets is None:
             return None
-        bound = marks.bounds(cursor, windows.at(marking.bound, instant))
-        if bound is None:
-            return None
-        prior = _prior(run.carried, marking, bound)
-        # where the marks cover the state, only the new rows' buckets may lack theirs
-        covered = prior is not None and run.carried is not None and run.carried.state is state
+        carried = run.carried
+        if again is not None:
+            bound, prior, covered = again.bound, again.marks, True
+        else:
+            # the shift holds under the settings the carried state's marks were taken in
+            ours = carried is not None and carried.marking is marking and carried.state is state
+            shifted = None
+            if ours and carried is not None:
+                shifted = marks.shifted(marking, instant, carried.settings)
+            found = shifted or marks.bounds(cursor, windows.at(marking.bound, instant))
+            if found is None:
+                return None
+            bound = found
+            prior = marks.prior(carried, marking, bound.settings)
+            # where the marks cover the state, only the new rows' buckets may lack theirs
+            covered = prior is not None and ours
         fresh = state[marking.key].slice(0, 0) if covered else None
         if delta is not None:
             analysis.check()
             out = marks.partials(cursor, marking, window.buckets, window.width, state, delta)
             fresh = out[marking.key] if covered else None
-            state = windows.merged(cursor, window, state, delta, out)
-            if state is None:
+            merged = bucketmerge.merged(window.buckets, state, delta, out)
+            if merged is None:
                 return None
+            state = merged
         analysis.check()
         known = marks.marked(cursor, marking, state, prior, fresh)
         if known is None:
             return None
-        return _Flagging(marks.flagged(marking, state, known, bound.compared), known, bound)
+        return _Flagging(marks.flagged(marking, state, known, bound.compared), known, bound, state)
 
     def _carry(
         self, analysis: Analysis, window: Window, marking: marks.Marking
-    ) -> tuple[pa.Table, int, int, int] | None:
+    ) -> tuple[pa.Table, int, int, int] | _Partway | None:
         """The refresh after appends alone without a transaction, where the last one left
         the cut bucket's rows and the instant has not moved past it (marks.py): the new
-        rows' partials, one constant from DuckDB, the rest in pyarrow. None: the pinned
-        path (the deltas are put back)."""
+        rows' partials, one constant from DuckDB (or none), the rest in pyarrow. None:
+        the pinned path (the deltas are put back); a :class:`_Partway`: the pinned path
+        from the state with the taken rows folded in and flagged (the instant crossed
+        into another bucket: its rows are read)."""
         run, changes = analysis.state, analysis.changes
         carried = run.carried
         if carried is None or carried.state is not run.state or carried.rows is None:
@@ -304,6 +324,8 @@ class Pinned:
                 if changes.tainted is None:
                     changes.put_back(deltas, [])
             return None
+        if isinstance(done, _Partway):
+            return done
         return done, watermark, sum(d.num_rows for d in deltas), 0
 
     def _carried(
@@ -313,26 +335,30 @@ class Pinned:
         marking: marks.Marking,
         carried: Carried,
         deltas: list[pa.Table],
-    ) -> pa.Table | None:
+    ) -> pa.Table | _Partway | None:
         run = analysis.state
         now = self._clock.now()
         instant = max(now, run.window_now or now)
         delta = None
         if deltas:
             delta = deltas[0] if len(deltas) == 1 else pa.concat_tables(deltas)
-        flagging = self._flag(analysis, window, marking, delta, instant)
+        assert run.state is not None
+        flagging = self._flag(analysis, window, marking, run.state, delta, instant)
         if flagging is None or flagging.bound.settings != carried.settings:
             return None
+        partway = _Partway(flagging, instant, sum(d.num_rows for d in deltas))
         parts = windows.split(window, flagging.table, instant)
         if parts.span is None or carried.rows is None:
-            return None
-        rows = (
-            carried.rows.slice(0, 0)
-            if parts.span == (0, 0)
-            else marks.carried(marking, carried, delta, parts.span, flagging.bound.local)
-        )
+            return partway
+        rows = None
+        if parts.span == (0, 0):
+            rows = carried.rows.slice(0, 0)
+        else:
+            local = marks.local_of(marking, flagging.marks, parts.span, flagging.bound)
+            if local is not None:
+                rows = marks.carried(marking, carried, delta, parts.span, local)
         if rows is None:
-            return None
+            return partway
         table = combined(run.cursor, window.combine, parts.inside, rows)
         run.state, run.last_table, run.window_now = parts.kept, table, instant
         run.carried = Carried(
@@ -345,7 +371,8 @@ class Pinned:
     ) -> tuple[pa.Table, pa.Table] | None:
         """The fold of a join, reading the joined tables as they were when the state
         was taken, after checking that none of them was written since (None if one
-        was: the state is tainted, the caller rebuilds)."""
+        was: the state is tainted, the caller rebuilds). Detached over the copy of their
+        rows the last fold of this state took, where it has one (joins.py)."""
 
         def changed() -> bool:
             # every commit so far has been announced (the notices run under this lock)
@@ -353,11 +380,30 @@ class Pinned:
                 return analysis.changes.tainted is not None
 
         cursor = analysis.state.cursor
+        kept = self._dimensions.get(analysis)
+        if kept is not None and kept.plan is not plan:
+            kept = None
+        copy = None if kept is None else kept.dimensions
+        if kept is not None and copy is not None and copy.state is state:
+            if changed():  # a joined table was written: its copy is stale
+                return None
+            analysis.check()
+            done = joins.fold(copy, cursor, state, delta)
+            if done is not None:
+                self._dimensions[analysis] = replace(kept, dimensions=replace(copy, state=done[0]))
+                return done
         try:
             with pinned(cursor, plan.pin, self._commit_lock(), changed) as stale:
                 if stale:
                     raise _Changed
                 analysis.check()
-                return joined_refresh(cursor, plan, state, delta)
+                folded = joined_refresh(cursor, plan, state, delta)
+                if kept is None:  # once per plan
+                    kept = joins.Joined(plan, joins.allowed(cursor, plan, state, delta))
+                if kept.settings is not None:
+                    copied = joins.copied(cursor, plan, folded[0], kept.settings)
+                    kept = replace(kept, dimensions=copied)
+                self._dimensions[analysis] = kept
+                return folded
         except _Changed:
             return None

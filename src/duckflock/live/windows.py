@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity, RelationKind, Resolver
 from duckflock.core.syntax import table_parts
+from duckflock.live import bucketmerge
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.instants import (
@@ -58,6 +59,7 @@ from duckflock.live.instants import (
     epoch_literal,
     flags_sql,
     mentions_now,
+    moved,
     placeholder,
     steady_sql,
 )
@@ -213,7 +215,14 @@ def sliding(
         width=width,
         column=column_sql,
         marking=marking(
-            cursor, column, source, (bound_sql, key, interval, width), op, column_type, plan
+            cursor,
+            column,
+            source,
+            (bound_sql, key, interval, width),
+            op,
+            column_type,
+            plan,
+            None if moved(bound) is None else render(placeholder(moved(bound))),
         ),
     )
     return plan, window
@@ -342,33 +351,6 @@ def cut(
     return parts, cursor.execute(parts.read).to_arrow_table()
 
 
-def merged(
-    cursor: duckdb.DuckDBPyConnection,
-    window: Window,
-    state: pa.Table,
-    delta: pa.Table,
-    out: pa.Table,
-) -> pa.Table | None:
-    """The state with ``out``'s partials of the new rows ``delta`` merged in, in pyarrow;
-    None where pyarrow could differ from DuckDB (NaN, -0.0, types it refuses)."""
-    arrow = window.buckets
-    assert arrow is not None
-    schema = arrow.wide(state.schema) or state.schema
-    try:
-        parts = pa.Table.from_arrays(
-            [
-                pc.cast(out[name], field.type)
-                for name, field in zip(state.column_names, schema, strict=True)
-            ],
-            schema=schema,
-        )
-        if arrow.has_nan(state, delta) or arrow.has_nan(parts, delta.slice(0, 0)):
-            return None  # the new rows' keys and arguments, the state's and the partials
-        return arrow.merge(state, parts, unique=False)[0]
-    except (pa.ArrowException, TypeError, ValueError):
-        return None
-
-
 def folded(
     cursor: duckdb.DuckDBPyConnection,
     window: Window,
@@ -391,7 +373,7 @@ def folded(
         return None
     marked = pc.is_valid(out["__flags"])
     flags = out.filter(marked)
-    new = merged(cursor, window, state, delta, out.filter(pc.invert(marked)))
+    new = bucketmerge.merged(window.buckets, state, delta, out.filter(pc.invert(marked)))
     if new is None:
         return None
     where = pc.index_in(new[key], value_set=flags[key].combine_chunks())
