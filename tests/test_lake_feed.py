@@ -681,3 +681,133 @@ def test_a_kept_session_is_renewed_and_a_read_only_lake_reads_without_one(
             assert result.mode == "incremental", result.reason
         assert "new Parquet file" in result.reason, result.reason
         assert any("REPEATABLE READ" in line for line in statements), statements
+
+
+def test_a_repeated_listing_is_prepared_once_and_a_state_behind_its_window_is_read_whole(
+    logged: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing a refresh repeats reads the last ``Catalog.WINDOW`` snapshots with
+    the same text every time, bound once (lake/session.py); a state further behind is
+    listed by a second statement naming its snapshot. Either way: one file's rows each."""
+    from duckflock.lake.listing import Catalog
+    from duckflock.lake.session import Session
+
+    prepared: list[str] = []
+    original = Session._prepare
+
+    def counted(self: Session, session: Any, sql: str) -> str:
+        name = original(self, session, sql)
+        if name not in prepared:
+            prepared.append(name)
+        return name
+
+    monkeypatch.setattr(Session, "_prepare", counted)
+    monkeypatch.setattr(Catalog, "WINDOW", 2)
+    db, other = logged.db, logged.other
+    define(db, "sums")
+    check(db, "sums")
+    files = "INSERT INTO events SELECT i % 7, i, i / 3, 's' || (i % 5) FROM range({}, {}) t(i)"
+    other.run(files.format(10_000, 11_500))
+    check(db, "sums")  # learned through DuckLake's read
+    for start in (20_000, 30_000):  # in the window: one statement, prepared once
+        other.run(files.format(start, start + 1_500))
+        result, statements = logged.statements(lambda: db.refresh("sums"))
+        check(db, "sums", result)
+        assert "1 new Parquet file(s)" in result.reason, result.reason
+        assert len(statements) == 1 and _LISTED in statements[0], statements
+    assert len(prepared) == 1, prepared
+    # three snapshots on: out of the window, so the state's own snapshot is named
+    for start in (40_000, 50_000, 60_000):
+        other.run(files.format(start, start + 1_100))
+    result, statements = logged.statements(lambda: db.refresh("sums"))
+    check(db, "sums", result)
+    assert "3 new Parquet file(s)" in result.reason and "3,300 rows" in result.reason
+    assert sum(_LISTED in line for line in statements) == 2, statements
+    assert len(prepared) == 1, prepared
+
+
+def test_the_poller_reads_the_latest_snapshot_in_one_statement(
+    postgres: Any, tmp_path: Path
+) -> None:
+    """The snapshot poller (lake/watch.py) looks on a catalog connection of its own: one
+    statement a look, not a DuckLake transaction with the pool's checks around it."""
+    import psycopg
+
+    name = f"polled_{os.getpid()}_{next(_lakes)}"
+    dsn = postgres.create_database(name)
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} SET log_statement = 'all'")
+    log = Path(postgres.log)
+    options = duckflock.LakeOptions(maintenance_interval=None, poll_interval=0.02)
+    with duckflock.connect(
+        f"ducklake:postgres:{dsn}", data_path=str(tmp_path / "polled"), lake=options
+    ) as db:
+        db.execute("CREATE TABLE t (a INTEGER)")
+
+        def polls() -> int:
+            state = db.lake_state()
+            assert state is not None and state["poll_error"] is None, state
+            return int(state["polls"])
+
+        waited = threading.Event()
+        for _ in range(3000):
+            if polls() >= 2:
+                break
+            waited.wait(0.01)
+        start, before = log.stat().st_size, polls()
+        for _ in range(3000):
+            if polls() >= before + 5:
+                break
+            waited.wait(0.01)
+        looked, end = polls() - before, log.stat().st_size
+        db.execute("INSERT INTO t VALUES (1)")
+        for _ in range(3000):  # the poller sees the insert's snapshot
+            state = db.lake_state()
+            assert state is not None
+            if state["changes"] >= 1:
+                break
+            waited.wait(0.01)
+        else:
+            raise AssertionError("the poller never saw the new snapshot")
+    with log.open(errors="replace") as file:
+        file.seek(start)
+        text = file.read(end - start)
+    entries = re.split(r"\n(?=\d{4}-\d\d-\d\d )", text)
+    statements = [entry for entry in entries if " statement: " in entry]
+    # each look one statement on the poller's kept connection: no BEGIN, COMMIT, the
+    # pool's SELECT 1 or DISCARD ALL around it (a look in flight at either end aside)
+    assert looked >= 5 and len(statements) >= looked - 1, (looked, statements)
+    assert all("max(snapshot_id)" in entry for entry in statements), statements
+
+
+def test_a_new_file_is_read_for_the_columns_the_query_names(
+    logged: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Parquet file read straight (lake/listing.py) is read for the columns the
+    analysis's syntax tree names (qualified or not; ``count(*)`` names none). Each
+    result equals a full run at its snapshot."""
+    from duckflock.lake import listing
+
+    read: list[tuple[str, ...]] = []
+    original = listing._read
+
+    def recorded(path: str, columns: list[str], rows: int) -> Any:
+        read.append(tuple(columns))
+        return original(path, columns, rows)
+
+    monkeypatch.setattr(listing, "_read", recorded)
+    db, other = logged.db, logged.other
+    SHAPES["aliased"] = "SELECT e.s, count(*) AS n FROM {events} AS e GROUP BY e.s"
+    SHAPES["rows"] = "SELECT count(*) AS n FROM {events}"
+    try:
+        define(db, "sums", "total", "aliased", "rows")
+        files = "INSERT INTO events SELECT i % 7, i, i / 3, 's' || (i % 5) FROM range({}, {}) t(i)"
+        for start in (10_000, 20_000):  # the first is read through DuckLake: types learned
+            other.run(files.format(start, start + 1_500))
+            read.clear()
+            results = [check(db, name) for name in ("sums", "total", "aliased", "rows")]
+        for result in results:
+            assert "new Parquet file" in result.reason, result.reason
+        assert read == [("g", "v", "x"), ("v",), ("s",), ("g",)], read
+    finally:
+        del SHAPES["aliased"], SHAPES["rows"]

@@ -11,8 +11,11 @@ A :class:`Session` keeps one DuckDB cursor in an open transaction that touches o
 ``system`` catalog and that PostgreSQL one, so the extension keeps its connection checked
 out, and runs each read with ``use_transaction => false``: the read is the only
 statement that reaches PostgreSQL, and one statement sees one snapshot of the catalog,
-as its own transaction did. (The extension still asks PostgreSQL to prepare and
-describe it before the ``COPY`` that reads it: three round trips, not eight.)
+as its own transaction did. (The extension asks PostgreSQL to prepare and describe a
+statement when DuckDB binds it, before the ``COPY`` that reads it: three round trips.
+A read the caller repeats with the same text, ``query(…, prepared=True)``, is bound
+once per session -- a DuckDB ``PREPARE`` -- and each ``EXECUTE`` is the ``COPY`` alone:
+one round trip, 0.23 vs 0.41 ms at best, 0.5 vs 3.9 ms median at load 16.)
 
 The transaction is renewed after ``RENEW`` seconds, so no DuckDB transaction stays open
 for long, and after any error. A read that failed because the connection was gone (the
@@ -33,6 +36,7 @@ import duckdb
 
 from duckflock.core.cursors import first_row
 from duckflock.lake.connection import unreachable
+from duckflock.sql import quote_literal
 
 _QUERY = "SELECT * FROM system.main.postgres_query(?, ?)"
 # qualified: looked up in the cursor's default catalog (the lake), the function would
@@ -48,6 +52,7 @@ class Session:
     connection; shared by the analysis threads, one read at a time."""
 
     RENEW = 30.0  # seconds one DuckDB transaction holds the connection, then a new one
+    KEPT = 16  # prepared reads per session, then the oldest is let go
 
     def __init__(self, lake: str) -> None:
         self.lake = lake
@@ -56,11 +61,16 @@ class Session:
         self._cursor: duckdb.DuckDBPyConnection | None = None
         self._opened = 0.0
         self._pinned: bool | None = None  # None: not asked yet; False: read-only catalog
+        self._prepared: dict[str, str] = {}  # sql -> its DuckDB prepared statement's name
+        self._names = 0  # prepared statements named so far (each name used once)
         self.opened = 0  # sessions begun (for tests)
 
-    def query(self, cursor: duckdb.DuckDBPyConnection, sql: str) -> list[tuple[Any, ...]]:
+    def query(
+        self, cursor: duckdb.DuckDBPyConnection, sql: str, *, prepared: bool = False
+    ) -> list[tuple[Any, ...]]:
         """The rows of PostgreSQL ``sql``; ``cursor``: the caller's, whose database
-        holds the catalog (the session's cursor is made from it)."""
+        holds the catalog (the session's cursor is made from it). ``prepared``: the
+        same text will be read again: bind it once for the session."""
         if self._pinned is False or not self._lock.acquire(blocking=False):
             return cursor.execute(_QUERY, [self.database, sql]).fetchall()
         try:
@@ -69,6 +79,8 @@ class Session:
                 if session is None:
                     return cursor.execute(_QUERY, [self.database, sql]).fetchall()
                 try:
+                    if prepared:
+                        return session.execute(f"EXECUTE {self._prepare(session, sql)}").fetchall()
                     return session.execute(_PINNED, [self.database, sql]).fetchall()
                 except duckdb.Error as exc:
                     self._end()
@@ -78,6 +90,23 @@ class Session:
             raise AssertionError("unreachable")  # the loop returns or raises
         finally:
             self._lock.release()
+
+    def _prepare(self, session: duckdb.DuckDBPyConnection, sql: str) -> str:
+        """The name of ``sql``'s prepared read on ``session`` (under ``_lock``)."""
+        name = self._prepared.get(sql)
+        if name is not None:
+            return name
+        if len(self._prepared) >= self.KEPT:
+            oldest = next(iter(self._prepared))
+            session.execute(f"DEALLOCATE {self._prepared.pop(oldest)}")
+        self._names += 1
+        name = f"duckflock_catalog_{self._names}"
+        session.execute(
+            f"PREPARE {name} AS SELECT * FROM system.main.postgres_query("
+            f"{quote_literal(self.database)}, {quote_literal(sql)}, use_transaction => false)"
+        )
+        self._prepared[sql] = name
+        return name
 
     def close(self) -> None:
         """Give the connection back (a later read begins a new session)."""
@@ -115,6 +144,7 @@ class Session:
         """Close the session's cursor (rolling its transaction back gives the
         connection back to the pool)."""
         session, self._cursor = self._cursor, None
+        self._prepared.clear()  # (a cursor's prepared statements go with it)
         if session is not None:
             # (an error: its database is already closed, and so is the connection)
             with contextlib.suppress(duckdb.Error):

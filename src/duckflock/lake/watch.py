@@ -25,7 +25,15 @@ from typing import Any
 
 import duckdb
 
-from duckflock.lake.connection import STEPS, LakeOptions, data_files, redact, snapshot_id
+from duckflock.lake.connection import (
+    CATALOG,
+    STEPS,
+    LakeOptions,
+    data_files,
+    redact,
+    snapshot_id,
+)
+from duckflock.lake.listing import Catalog
 
 log = logging.getLogger("duckflock")
 _JOIN = 10.0  # seconds close() waits for each thread
@@ -72,12 +80,23 @@ class LakeWatch:
     # -- polling -----------------------------------------------------------------------
 
     def _poll(self) -> None:
+        # its own kept catalog connection (the analyses' reads have theirs), where the
+        # catalog is PostgreSQL's: one statement a look, not a DuckLake transaction's six
+        catalog = Catalog(CATALOG)
+        try:
+            self._poll_with(catalog)
+        finally:
+            catalog.session.close()
+
+    def _poll_with(self, catalog: Catalog) -> None:
         cursor: duckdb.DuckDBPyConnection | None = None
         while not self._stop.is_set():
             try:
                 if cursor is None:
                     cursor = self._new_cursor()
-                latest = snapshot_id(cursor)
+                latest = catalog.latest(cursor)
+                if latest is None:
+                    latest = snapshot_id(cursor)
                 with self._lock:
                     moved = self.snapshot is not None and latest != self.snapshot
                     self.snapshot = latest

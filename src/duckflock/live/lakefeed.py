@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
+from duckflock.core.syntax import parse, walk
 from duckflock.lake import feed
 from duckflock.lake import listing as catalog_tables
 from duckflock.live.fold.retention import retract
@@ -85,6 +86,9 @@ class LakeFeed:
         self._committed_seq = committed_seq
         self._max_rows = max_rows  # rows one refresh folds, then: rebuild (the notices')
         self.tables = catalog_tables.Catalog(catalog)  # the catalog's tables, read directly
+        # (plan, the column names its query names) per plan: a new file's other columns
+        # are not read (None: every column); guarded by the registry's lock
+        self._named: dict[int, tuple[Plan, frozenset[str] | None]] = {}
 
     def describes(self, shape: Shape) -> bool:
         """Whether the feed sees every write to the tables ``shape`` reads."""
@@ -149,10 +153,51 @@ class LakeFeed:
             return None
         if listing.end == run.snapshot:
             return self._still(analysis, watermark, listing.end), listing.end
-        got = self.tables.appended(listing, self._max_rows())
+        named = self._names(analysis, plan)
+        got = self.tables.appended(listing, self._max_rows(), named)
         if not isinstance(got, feed.Feed):  # (a Gap: the transaction finds it too)
             return None
-        return self._fold(analysis, plan, got, watermark), got.end
+        try:
+            return self._fold(analysis, plan, got, watermark), got.end
+        except (duckdb.BinderException, KeyError):
+            if named is None:
+                raise
+            with self._lock:  # a column the syntax tree did not show: read them all
+                self._named[id(plan)] = (plan, None)
+            return None
+
+    def _names(self, analysis: Analysis, plan: Plan) -> frozenset[str] | None:
+        """The names (lower case) the analysis's query gives its columns and their
+        qualifiers; None where it may read a column it does not name: ``*``,
+        ``COLUMNS(…)``, a positional or whole-row reference, a view."""
+        with self._lock:
+            known = self._named.get(id(plan))
+        if known is not None and known[0] is plan:
+            return known[1]
+        names: frozenset[str] | None = None
+        if not analysis.state.shape.reads.views:
+            tree = parse(analysis.state.cursor, analysis.spec.sql)
+            nodes = list(walk(tree))
+            tables = {
+                str(node.get(key) or "").lower()
+                for node in nodes
+                if node.get("type") == "BASE_TABLE"
+                for key in ("table_name", "alias")
+            }
+            refs = [
+                [str(part).lower() for part in node.get("column_names") or ()]
+                for node in nodes
+                if node.get("class") == "COLUMN_REF"
+            ]
+            if not any(
+                node.get("class") in ("STAR", "POSITIONAL_REFERENCE") for node in nodes
+            ) and not any(len(ref) == 1 and ref[0] in tables for ref in refs):
+                names = frozenset(part for ref in refs for part in ref)
+        with self._lock:
+            if len(self._named) >= 256:
+                self._named.clear()
+            self._named[id(plan)] = (plan, names)
+        return names
 
     @staticmethod
     def _still(analysis: Analysis, watermark: int, snapshot: int) -> Fed:
