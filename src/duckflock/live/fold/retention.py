@@ -116,7 +116,9 @@ def retract(
 # id(rows) -> (a weak reference to rows, {grouping: partials}); an entry leaves with its
 # rows (weakref.finalize), so an id is never another table's while it is here
 _PREPARED: dict[int, tuple[weakref.ref[pa.Table], dict[tuple[Any, ...], pa.Table]]] = {}
-_PREPARED_LOCK = threading.Lock()  # guards _PREPARED: DELETE callers write, refreshes read
+# guards _PREPARED: DELETE callers write, refreshes read; reentrant, as a collection
+# inside a hold may run a finalizer (_forget) on the same thread
+_PREPARED_LOCK = threading.RLock()
 
 
 def _grouping(retraction: Retraction) -> tuple[Any, ...]:
