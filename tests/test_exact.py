@@ -30,6 +30,7 @@ from duckflock.live.fold.averages import (
     final_sql,
     long_double_bits,
     quotient,
+    quotients,
 )
 from duckflock.live.fold.states import PartialKind
 from ties import equal_but_for_ties
@@ -349,6 +350,39 @@ def test_avg_divided_in_python_is_bit_equal_to_duckdbs_avg(data: st.DataObject, 
             quotient(total, count, bits)
         return
     assert quotient(total, count, bits).hex() == row[0].hex(), (kind, values)
+
+
+@settings(max_examples=EXAMPLES * 4, deadline=None)
+@given(
+    groups=st.lists(
+        st.tuples(
+            st.one_of(
+                st.none(),
+                st.integers(-(2**63), 2**63 - 1),
+                st.integers(2**63, 2**64 - 1),  # past int64: one by one
+                st.sampled_from([0, 1, -1, 2**63 - 1, -(2**63)]),
+            ),
+            st.one_of(st.none(), st.integers(0, 2**53 - 1), st.sampled_from([0, 1, 3])),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_quotients_of_a_state_are_quotient_of_each_group(groups: list[Any]) -> None:
+    """The avgs of a whole state at once (``quotients``: numpy's ``long double`` where it
+    is DuckDB's width) are ``quotient`` of each group, bit for bit, with None where the
+    count is 0 or the sum NULL; the splitting probes too."""
+    groups = groups + [(t, c) for t, c in SPLITTING]
+    with duckdb.connect() as con:
+        bits = long_double_bits(con)
+    assert bits is not None
+    totals = pa.chunked_array([pa.array([t for t, _ in groups], pa.decimal128(38, 0))])
+    counts = pa.chunked_array([pa.array([c for _, c in groups], pa.int64())])
+    got = quotients(totals, counts, bits).to_pylist()
+    expected = [None if not c or t is None else quotient(t, c, bits) for t, c in groups]
+    assert [None if g is None else g.hex() for g in got] == [
+        None if e is None else e.hex() for e in expected
+    ]
 
 
 def test_the_probes_tell_the_widths_apart() -> None:

@@ -433,3 +433,98 @@ def test_plain_shapes_subtract_in_pyarrow(
     assert subtracts == []
     agree(mdb, {"where_having": QUERIES["where_having"]})  # a WHERE: DuckDB subtracts
     assert len(subtracts) == 1
+
+
+def test_a_deletes_partials_are_aggregated_when_it_is_captured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The DELETE's caller aggregates the deleted rows per group (``retention.prepare``):
+    the refresh subtracts those partials without grouping the rows again, bit for bit
+    what a full run gives — a whole group gone, NULL keys, a group that comes back, and
+    two DELETEs between refreshes (their partials subtracted together)."""
+    import duckflock.live.fold.retention as retention
+
+    grouped = retention._grouped
+    calls: list[str] = []
+
+    def spy(retraction: Any, rows: Any) -> Any:
+        calls.append(threading.current_thread().name)
+        return grouped(retraction, rows)
+
+    monkeypatch.setattr(retention, "_grouped", spy)
+    sql = "SELECT k, count(*) AS c, count(n) AS cn, sum(n) AS s, avg(n) AS a FROM t GROUP BY k"
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE t (k INTEGER, n BIGINT)")
+        keys = [None, 1, 2, 3]
+        db.insert("t", [{"k": keys[i % 4], "n": i if i % 5 else None} for i in range(80)])
+        db.analysis("a", sql)
+        db.refresh("a")
+        assert internals.analysis(db, "a").state.shape.plan.retract.exact
+        steps: list[Any] = [
+            ["DELETE FROM t WHERE n < 10"],
+            ["DELETE FROM t WHERE k IS NULL AND n > 40"],
+            ["DELETE FROM t WHERE k = 3"],  # the whole group
+            [{"k": 3, "n": 5}, {"k": None, "n": None}],  # it comes back
+            ["DELETE FROM t WHERE n > 70", "DELETE FROM t WHERE k = 2 AND n < 50"],
+        ]
+        for step in steps:
+            calls.clear()
+            if isinstance(step[0], str):
+                for delete in step:
+                    db.execute(delete)
+            else:
+                db.insert("t", step)
+            captured = list(calls)
+            result = db.refresh("a", timeout=60)
+            assert result.mode == "incremental", result.reason
+            full = db.execute(sql).to_arrow_table()
+            assert sorted(map(repr, result.table.to_pylist())) == sorted(
+                map(repr, full.to_pylist())
+            ), step
+            if isinstance(step[0], str):
+                assert len(captured) == len(step)  # once per DELETE, as it was captured
+                assert calls == captured  # and not again by the refresh
+
+
+def test_a_deleted_group_the_state_lacks_is_subtracted_by_grouping() -> None:
+    """Subtracting by position needs every deleted group in the state; a group it lacks
+    (a state that does not describe the rows) goes to the grouping subtraction, as
+    before."""
+    import duckflock.live.fold.retention as retention
+
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE t (k INTEGER, n BIGINT)")
+        db.insert("t", [{"k": i % 3, "n": i} for i in range(9)])
+        db.analysis("a", "SELECT k, count(*) AS c, sum(n) AS s FROM t GROUP BY k")
+        db.refresh("a")
+        analysis = internals.analysis(db, "a")
+        plan, state = analysis.state.shape.plan, analysis.state.state
+        gone = db.execute("SELECT * FROM t WHERE k = 1 UNION ALL SELECT 7, 5").to_arrow_table()
+        partials = retention._arrow_partials(plan.retract, gone, state.schema)
+        assert retention._subtract_by_position(plan.retract, state, partials) is None
+        out = retention.retract(analysis.state.cursor, plan.retract, state, gone, settle=False)
+        assert out is not None
+        # group 1 lost its every row, group 7 was never there: neither is left
+        assert sorted(out["__k0"].to_pylist()) == [0, 2]
+
+
+def test_prepared_partials_leave_with_their_rows() -> None:
+    """What a DELETE's caller aggregated is kept only while its rows live."""
+    import gc
+
+    import duckflock.live.fold.retention as retention
+
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE t (k INTEGER, n BIGINT)")
+        db.insert("t", [{"k": i % 3, "n": i} for i in range(9)])
+        db.analysis("a", "SELECT k, count(*) AS c, sum(n) AS s FROM t GROUP BY k")
+        db.refresh("a")
+        retraction = internals.analysis(db, "a").state.shape.plan.retract
+        rows = db.execute("SELECT * FROM t WHERE k = 1").to_arrow_table()
+        key = id(rows)
+        retention.prepare(rows, [retraction])
+        assert retention._prepared(retraction, rows) is not None
+        assert key in retention._PREPARED
+        del rows
+        gc.collect()
+        assert key not in retention._PREPARED

@@ -29,7 +29,7 @@ from duckflock.core.syntax import (
 )
 from duckflock.database.base import Base
 from duckflock.lake.connection import allowed_directories as lake_allowed
-from duckflock.live.fold import capture
+from duckflock.live.fold import capture, retention
 from duckflock.live.scheduler import Scheduler
 
 T = TypeVar("T")
@@ -333,6 +333,7 @@ class Statements(Base):
         table = capture.resolve(cursor, parts)
         if table is None or not scheduler.notices.retains(table):
             return False
+        retractions = scheduler.notices.retractions(table)
 
         def committed(rows: Any) -> None:  # under the commit lock, after the COMMIT
             try:
@@ -350,6 +351,7 @@ class Statements(Base):
             committed=committed,
             lost=lambda: scheduler.notices.delete(table, None),
             limit=scheduler.notices.max_delta_rows,
+            prepare=lambda rows: retention.prepare(rows, retractions),
             fault=self.fault_hook,
         )
         return deleted is not None

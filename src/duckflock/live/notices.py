@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from duckflock.core.names import Identity
 from duckflock.live.clock import Clock
+from duckflock.live.fold.retraction import Retraction
 from duckflock.live.lakefeed import fed
 from duckflock.live.record import Analysis
 from duckflock.live.registry import Registry
@@ -201,6 +202,17 @@ class Notices:
             taint(analysis)
 
         return replan
+
+    def retractions(self, table: Identity) -> list[Retraction]:
+        """The retraction plans of the incremental analyses that read ``table``."""
+        with self._registry.lock:
+            return [
+                a.state.shape.plan.retract
+                for a in self._registry
+                if a.state.shape.plan is not None
+                and a.state.shape.plan.table == table
+                and a.state.shape.plan.retract is not None
+            ]
 
     def retains(self, table: Identity) -> bool:
         """Whether an incremental analysis reads ``table`` (its deletes are worth capturing)."""

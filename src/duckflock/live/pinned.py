@@ -196,7 +196,7 @@ class Pinned:
                     assert plan.retract is not None
                     analysis.check()
                     state = retract(
-                        cursor, plan.retract, state, gone, plan.arrow if run.fast else None
+                        cursor, plan.retract, state, removed, plan.arrow if run.fast else None
                     )
                 analysis.check()
                 if window is None:

@@ -291,7 +291,7 @@ class Refresher:
                 state, _ = fold_in(analysis, plan, state, pa.concat_tables(deltas))
             analysis.check()
             arrow = plan.arrow if run.fast else None
-            settled = retract(run.cursor, plan.retract, state, gone, arrow, settle=False)
+            settled = retract(run.cursor, plan.retract, state, removed, arrow, settle=False)
             if settled is not None:
                 table = outputs(analysis, plan, settled, gone.slice(0, 0))
                 run.state, run.last_table = settled, table

@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.live.fold.averages import Inexact, quotient
+from duckflock.live.fold.averages import Inexact, quotients
 from duckflock.live.fold.buckets import Bucket
 from duckflock.live.fold.positions import merge_touched
 from duckflock.live.fold.states import PartialKind
@@ -297,16 +297,10 @@ def _exact_avg(state: pa.Table, output: Output) -> pa.Array:
     cannot, and DuckDB computes the result instead)."""
     if not exact_avg_fits(state.num_rows):
         raise TypeError(f"{state.num_rows:,} groups: DuckDB finalises their averages")
-    totals = state[f"__p{output.index}"].to_pylist()
-    counts = state[f"__p{output.count}"].to_pylist()
     try:
-        values = [
-            None if not count or total is None else quotient(int(total), count, output.bits)
-            for total, count in zip(totals, counts, strict=True)
-        ]
+        return quotients(state[f"__p{output.index}"], state[f"__p{output.count}"], output.bits)
     except Inexact as exc:
         raise TypeError(str(exc)) from exc
-    return pa.array(values, pa.float64())
 
 
 def exact_terms(values: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -21,11 +21,15 @@ scales up to 6, groups of up to 9·10^11 and 1.8·10^13 rows; wider scales run i
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import re
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 _INTEGERS = {
     # argument type: (the avg overload whose state it fills, bytes of its sum)
@@ -134,6 +138,39 @@ def quotient(total: int, count: int, bits: int) -> float:
     # float() of an int rounds to nearest, ties to even: the second rounding; scaling
     # by a power of two is exact (no such average is subnormal)
     return sign * math.ldexp(float(significand), -shift)
+
+
+# numpy's longdouble is x87's 80-bit type on x86-64 Linux: a 64-bit significand, and
+# its division rounds to nearest, ties to even, like the C++ DuckDB was built from
+_NUMPY_LONG_DOUBLE_BITS = np.finfo(np.longdouble).nmant + 1
+
+
+def quotients(totals: pa.ChunkedArray, counts: pa.ChunkedArray, bits: int) -> pa.Array:
+    """:func:`quotient` of each group (None where the count is 0 or the total null), as
+    doubles. When numpy's ``long double`` has DuckDB's width and every total fits an
+    int64 (then it converts to ``long double`` exactly), numpy divides them all at once,
+    as DuckDB does; else one :func:`quotient` per group. Raises :class:`Inexact` where
+    :func:`quotient` does."""
+    wide = pa.types.is_decimal(totals.type) or pa.types.is_integer(totals.type)
+    if bits == _NUMPY_LONG_DOUBLE_BITS == 64 and wide:
+        with contextlib.suppress(pa.ArrowInvalid):  # a total past int64: one by one
+            whole = pc.fill_null(pc.cast(totals, pa.int64()), 0)
+            many = pc.fill_null(pc.cast(counts, pa.int64()), 0)
+            largest = pc.max(many).as_py() or 0
+            if largest >= 2**53:
+                raise Inexact(f"avg over {largest} rows: DuckDB's hugeint cast")
+            absent = pc.invert(pc.and_(pc.is_valid(totals), pc.greater(many, 0))).to_numpy()
+            num = whole.to_numpy().astype(np.longdouble)
+            den = np.maximum(many.to_numpy(), 1).astype(np.longdouble)
+            values = (num / den).astype(np.float64)
+            return pa.array(values, pa.float64(), mask=absent)
+    return pa.array(
+        [
+            None if not count or total is None else quotient(int(total), count, bits)
+            for total, count in zip(totals.to_pylist(), counts.to_pylist(), strict=True)
+        ],
+        pa.float64(),
+    )
 
 
 def long_double_bits(cursor: duckdb.DuckDBPyConnection) -> int | None:

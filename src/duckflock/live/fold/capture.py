@@ -192,6 +192,7 @@ def delete(
     committed: Callable[[pa.Table | None], None],
     lost: Callable[[], None],
     limit: int,
+    prepare: Callable[[pa.Table], None] = lambda rows: None,
     fault: Callable[[str], None] = lambda point: None,
 ) -> int | None:
     """Run the DELETE ``sql`` capturing its rows; the number deleted, or None when it did
@@ -201,6 +202,8 @@ def delete(
     table's columns) under ``commit_lock``, right after the COMMIT. Anything raised from
     the COMMIT until they are handed over (a Ctrl-C between the two) calls ``lost``
     first, still under the lock: the analyses rebuild rather than keep the deleted rows.
+    ``prepare`` gets them before the lock is taken (the analyses' partials of them are
+    aggregated there, on this thread: :func:`duckflock.live.fold.retention.prepare`).
     ``fault(point)`` is a test's seam ("deleted", "committed", "handed").
     """
     if _in_transaction(cursor):
@@ -212,6 +215,8 @@ def delete(
             return None  # rolled back: nothing ran
         if rows is not None and [name.lower() for name in rows.schema.names] != columns:
             rows = None
+        if rows is not None:
+            prepare(rows)
         fault("deleted")
         with commit_lock:
             try:

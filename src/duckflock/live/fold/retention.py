@@ -33,6 +33,9 @@ them, or their pyarrow equivalent, on each refresh.
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
+from collections.abc import Iterable
 from typing import Any
 
 import duckdb
@@ -51,12 +54,13 @@ def retract(
     cursor: duckdb.DuckDBPyConnection,
     retraction: Retraction,
     state: pa.Table,
-    deleted: pa.Table,
+    deleted: pa.Table | list[pa.Table],
     arrow: ArrowPlan | None = None,
     *,
     settle: bool = True,
 ) -> pa.Table | None:
-    """``state`` without ``deleted``'s rows. Groups that subtraction cannot settle are
+    """``state`` without ``deleted``'s rows (a table, or the tables of several DELETEs in
+    order). Groups that subtraction cannot settle are
     recomputed on ``cursor``, inside the transaction whose snapshot matches the state
     (see :class:`duckflock.live.refresh.Refresher`); with ``settle=False`` there is no
     such transaction, and None says one is needed.
@@ -68,17 +72,30 @@ def retract(
     keys, which make a retraction inexact); with min/max or floating sums only for a
     plain shape (``arrow``, :mod:`duckflock.live.fold.arrow`) without NaN, where the two
     disagree. Anything pyarrow refuses (a nested key, a sum that overflows) goes to
-    DuckDB's query.
+    DuckDB's query. The deleted rows' partials are usually aggregated already, when
+    their DELETE captured them (:func:`prepare`).
     """
+    pieces = deleted if isinstance(deleted, list) else [deleted]
+    whole: list[pa.Table] = []  # the deleted rows in one table, made when asked for
+
+    def rows() -> pa.Table:
+        if not whole:
+            whole.append(pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces))
+        return whole[0]
+
     out = None
     if retraction.sources is not None and (
-        retraction.exact or (arrow is not None and not arrow.has_nan(state, deleted))
+        retraction.exact or (arrow is not None and not arrow.has_nan(state, rows()))
     ):
         with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
-            partials = _arrow_partials(retraction, deleted, state.schema)
-            out = _arrow_subtract(retraction, state, partials)
+            partials = [_arrow_partials(retraction, piece, state.schema) for piece in pieces]
+            if len(partials) == 1 and retraction.exact:
+                settled = _subtract_by_position(retraction, state, partials[0])
+                if settled is not None:
+                    return settled  # every group settled
+            out = _arrow_subtract(retraction, state, pa.concat_tables(partials))
     if out is None:
-        out = over_arrow(cursor, retraction.subtract, state, deleted, None)
+        out = over_arrow(cursor, retraction.subtract, state, rows(), None)
     again = pc.fill_null(out["__again"], True)
     kept = out.filter(pc.invert(again)).drop_columns(["__again"])
     if not pc.any(again).as_py():
@@ -90,16 +107,82 @@ def retract(
         # every group (a DELETE of the oldest rows, say): one scan, no join of the keys
         return _conform(over_arrow(cursor, retraction.recompute_all, state), state.schema)
     keys = flagged.select([f"__k{i}" for i in range(retraction.keys)])
-    recomputed = over_arrow(cursor, retraction.recompute, state, deleted, keys)
+    recomputed = over_arrow(cursor, retraction.recompute, state, rows(), keys)
     return pa.concat_tables([_conform(kept, state.schema), _conform(recomputed, state.schema)])
+
+
+# -- the deleted rows' partials, aggregated when their DELETE captured them ------------
+#
+# id(rows) -> (a weak reference to rows, {grouping: partials}); an entry leaves with its
+# rows (weakref.finalize), so an id is never another table's while it is here
+_PREPARED: dict[int, tuple[weakref.ref[pa.Table], dict[tuple[Any, ...], pa.Table]]] = {}
+# guards _PREPARED: DELETE callers write, refreshes read; reentrant, as a collection
+# inside a hold may run a finalizer (_forget) on the same thread
+_PREPARED_LOCK = threading.RLock()
+
+
+def _grouping(retraction: Retraction) -> tuple[Any, ...]:
+    """What a retraction's grouped partials depend on (analyses alike share them)."""
+    return (retraction.key_columns, retraction.sources, retraction.kinds)
+
+
+def prepare(rows: pa.Table, retractions: Iterable[Retraction]) -> None:
+    """Aggregate the rows a DELETE captured, per group, for each of ``retractions`` that
+    pyarrow subtracts (the plans of the analyses reading the table), on the DELETE's
+    caller's thread before its commit: a refresh then subtracts as many partials as the
+    rows touch groups, whatever the number of rows deleted. Where this fails, or a plan
+    changed meanwhile, the refresh aggregates the rows itself (the same function)."""
+    done: dict[tuple[Any, ...], pa.Table] = {}
+    for retraction in retractions:
+        grouping = _grouping(retraction)
+        if retraction.sources is None or grouping in done:
+            continue
+        with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
+            done[grouping] = _grouped(retraction, rows)
+    if not done:
+        return
+    with _PREPARED_LOCK:
+        _PREPARED[id(rows)] = (weakref.ref(rows), done)
+    weakref.finalize(rows, _forget, id(rows))
+
+
+def _forget(key: int) -> None:
+    with _PREPARED_LOCK:
+        _PREPARED.pop(key, None)
+
+
+def _prepared(retraction: Retraction, rows: pa.Table) -> pa.Table | None:
+    with _PREPARED_LOCK:
+        found = _PREPARED.get(id(rows))
+    if found is None or found[0]() is not rows:
+        return None
+    return found[1].get(_grouping(retraction))
 
 
 def _arrow_partials(retraction: Retraction, rows: pa.Table, schema: pa.Schema) -> pa.Table:
     """The partials of ``rows`` per group, as the state's columns (what the state's
-    build computes), in pyarrow. Sums of integers and decimals are exact: summed in a
-    type that cannot overflow (``arrow.exact_terms``), then widened to ``decimal256``
-    for the subtraction, which goes back to the state's type with a check. A partial
-    asked twice (avg's sum beside a sum of the same column) is aggregated once."""
+    build computes), in pyarrow: :func:`_grouped` (or what :func:`prepare` kept of it),
+    in the state's types — but exact sums widened to ``decimal256`` for the subtraction,
+    which goes back to the state's type with a check."""
+    grouped = _prepared(retraction, rows)
+    if grouped is None:
+        grouped = _grouped(retraction, rows)
+    kinds = [field.type for field in schema]
+    for i, kind in enumerate(retraction.kinds):  # exact sums stay decimal256 until the end
+        at = retraction.keys + i
+        if kind is Retracts.SUM and pa.types.is_decimal(kinds[at]):
+            kinds[at] = exact_sum_type(kinds[at])
+    return pa.Table.from_arrays(
+        [c if c.type == t else pc.cast(c, t) for c, t in zip(grouped.columns, kinds, strict=True)],
+        names=schema.names,
+    )
+
+
+def _grouped(retraction: Retraction, rows: pa.Table) -> pa.Table:
+    """The partials of ``rows`` per group: the keys, then one column per partial, in
+    the types pyarrow summed them in. Sums of integers and decimals are exact: summed in
+    a type that cannot overflow (``arrow.exact_terms``). A partial asked twice (avg's
+    sum beside a sum of the same column) is aggregated once."""
     assert retraction.sources is not None and retraction.key_columns is not None
     named: dict[str, str] = {str(n).lower(): str(n) for n in rows.column_names}  # as bound
 
@@ -143,15 +226,40 @@ def _arrow_partials(retraction: Retraction, rows: pa.Table, schema: pa.Schema) -
     else:
         key_columns, values_at = grouped.columns[width:], 0
     columns = list(key_columns) + [grouped.column(values_at + pick) for pick in picks]
-    kinds = [field.type for field in schema]
-    for i, kind in enumerate(retraction.kinds):  # exact sums stay decimal256 until the end
-        at = retraction.keys + i
-        if kind is Retracts.SUM and pa.types.is_decimal(kinds[at]):
-            kinds[at] = exact_sum_type(kinds[at])
-    return pa.Table.from_arrays(
-        [c if c.type == t else pc.cast(c, t) for c, t in zip(columns, kinds, strict=True)],
-        names=schema.names,
-    )
+    return pa.Table.from_arrays(columns, names=[f"__c{i}" for i in range(len(columns))])
+
+
+def _subtract_by_position(
+    retraction: Retraction, state: pa.Table, partials: pa.Table
+) -> pa.Table | None:
+    """The new state, as :func:`_arrow_subtract` computes it for an exact retraction with
+    one key (every group settled), by looking each state group up among the deleted
+    rows' groups (both hold each group once) instead of grouping the two again; None
+    where that does not apply (a deleted group the state lacks: :func:`_arrow_subtract`
+    says what it says)."""
+    if retraction.keys != 1 or not retraction.exact:
+        return None
+    found = partials["__k0"].combine_chunks()
+    at = pc.index_in(state["__k0"], value_set=found, skip_nulls=False)
+    if at.null_count != state.num_rows - partials.num_rows:
+        return None  # a deleted group not in the state
+    n = len(retraction.kinds)
+    out: dict[str, Any] = {"__k0": state["__k0"]}
+    for i in range(n):
+        own, gone = state[f"__p{i}"], partials[f"__p{i}"].take(at)
+        if pa.types.is_decimal(own.type):  # one digit short of decimal256's 76: no overflow
+            wide = pa.decimal256(75, own.type.scale)
+            own, gone = pc.cast(own, wide), pc.cast(gone, wide)
+        elif gone.type != own.type:
+            gone = pc.cast(gone, own.type)
+        out[f"__p{i}"] = pc.subtract_checked(own, pc.fill_null(gone, pa.scalar(0, gone.type)))
+    for i, kind in enumerate(retraction.kinds):
+        if kind is Retracts.SUM:  # a sum whose values are all gone is NULL
+            value, count = out[f"__p{i}"], out[f"__p{retraction.counts[i]}"]
+            out[f"__p{i}"] = pc.if_else(pc.equal(count, 0), pa.scalar(None, value.type), value)
+    table = pa.table(out)
+    table = table.filter(pc.greater(table[f"__p{retraction.rows}"], 0))
+    return _conform(table, state.schema)  # checked: a decimal that no longer fits raises
 
 
 def _arrow_subtract(retraction: Retraction, state: pa.Table, partials: pa.Table) -> pa.Table:
