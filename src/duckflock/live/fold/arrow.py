@@ -222,12 +222,7 @@ class ArrowPlan:
 
     @staticmethod
     def _terms(values: pa.ChunkedArray) -> pa.ChunkedArray:
-        """What a sum of ``values`` adds up: exact terms for integers and decimals (like
-        DuckDB's HUGEINT and DECIMAL(38, s)), doubles for FLOAT (DuckDB sums FLOAT as
-        DOUBLE)."""
-        if pa.types.is_floating(values.type):
-            return pc.cast(values, pa.float64())
-        return exact_terms(values)
+        return sum_terms(values)
 
     @staticmethod
     def _aggregation(
@@ -307,6 +302,15 @@ def _exact_avg(state: pa.Table, output: Output) -> pa.Array:
     except Inexact as exc:
         raise TypeError(str(exc)) from exc
     return pa.array(values, pa.float64())
+
+
+def sum_terms(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """What a sum of ``values`` adds up: exact terms for integers and decimals (like
+    DuckDB's HUGEINT and DECIMAL(38, s)), doubles for FLOAT (DuckDB sums FLOAT as
+    DOUBLE)."""
+    if pa.types.is_floating(values.type):
+        return pc.cast(values, pa.float64())
+    return exact_terms(values)
 
 
 def exact_terms(values: pa.ChunkedArray) -> pa.ChunkedArray:
