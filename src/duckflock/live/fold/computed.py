@@ -42,6 +42,10 @@ class Aggregate:
     function: str
     argument: Expression | None
     filter: Expression | None
+    # arg_max/arg_min: the ordering key; the argument of the first row (in the new
+    # rows' order) whose key is the greatest/least wins, as DuckDB's single-threaded
+    # scan keeps the first it sees on a tie
+    by: Expression | None = None
 
 
 # pyarrow's grouped aggregation for each SQL aggregate, with its options
@@ -53,8 +57,11 @@ _FUNCTIONS: dict[str, tuple[str, Any]] = {
     "max": ("max", None),
     "bool_and": ("all", pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)),
     "bool_or": ("any", pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)),
+    "arg_max": ("min", None),  # of the candidates' ranks (Computed.partials)
+    "arg_min": ("min", None),
 }
 FUNCTIONS = frozenset(_FUNCTIONS)
+TIES = "first"  # arg_max/arg_min: of rows with equal keys, the first in the new rows wins
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,8 @@ class Computed:
         names = [f"__k{i}" for i in range(len(self.keys))]
         columns = [_array(key(rows), count) for key in self.keys]
         aggregations: list[tuple[Any, ...]] = []
+        # arg_max/arg_min's: (argument, each row's rank)
+        picked: dict[int, tuple[pa.ChunkedArray | pa.Array, pa.Array]] = {}
         for i, aggregate in enumerate(self.aggregates):
             if aggregate.argument is None:  # count(*): a value on every counted row
                 values: Value = pa.repeat(pa.scalar(True), count)
@@ -89,6 +98,10 @@ class Computed:
                 values = pc.if_else(_true(aggregate.filter(rows), count), values, None)
             if aggregate.function == "sum":
                 values = sum_terms(values)
+            if aggregate.by is not None:
+                ranks, candidates = _ranks(aggregate, rows, count, values)
+                picked[i] = (values, ranks)
+                values = candidates
             function, options = _FUNCTIONS[aggregate.function]
             names.append(f"__a{i}")
             columns.append(values)
@@ -100,10 +113,29 @@ class Computed:
         if set(ordered) != set(grouped.column_names):  # another pyarrow's names
             raise Refused(f"pyarrow named the aggregates {grouped.column_names}")
         arrays = [grouped[name] for name in ordered]
+        for i, (values, ranks) in picked.items():  # a group's least rank: its winner's row
+            winner = pc.subtract(arrays[len(keys) + i], pa.scalar(1, pa.uint64()))
+            arrays[len(keys) + i] = pc.take(values, pc.take(pc.sort_indices(ranks), winner))
         return pa.Table.from_arrays(
             [pc.cast(array, field.type) for array, field in zip(arrays, schema, strict=True)],
             schema=schema,
         )
+
+
+def _ranks(
+    aggregate: Aggregate, rows: pa.Table, count: int, values: pa.ChunkedArray | pa.Array
+) -> tuple[pa.Array, pa.Array]:
+    """Per row, its place (1…) in the order of arg_max/arg_min's key that puts the
+    winner first, ties in the rows' order; and the same, NULL but on candidate rows
+    (FILTER true, neither key nor argument ``values`` NULL: DuckDB skips those)."""
+    assert aggregate.by is not None
+    key = _array(aggregate.by(rows), count)
+    if isinstance(key, pa.ChunkedArray):
+        key = key.combine_chunks()
+    order = "descending" if aggregate.function == "arg_max" else "ascending"
+    ranks = pc.rank(key, sort_keys=order, tiebreaker=TIES)  # NULLs last
+    candidate = pc.and_(pc.is_valid(key), pc.is_valid(values))  # (values: FILTER applied)
+    return ranks, pc.if_else(candidate, ranks, None)
 
 
 def _array(value: Value, count: int) -> pa.ChunkedArray | pa.Array:

@@ -240,7 +240,7 @@ class _Compiler:
             or node.get("distinct")
             or node.get("export_state")
             or (node.get("order_bys") or {}).get("orders")
-            or len(children) != (0 if name == "count_star" else 1)
+            or len(children) != {"count_star": 0, "arg_max": 2, "arg_min": 2}.get(name, 1)
         ):
             raise _Unknown(name)
         filtered = node.get("filter")
@@ -248,6 +248,7 @@ class _Compiler:
             function=name,
             argument=self.expression(children[0]) if children else None,
             filter=self.expression(filtered) if filtered else None,
+            by=self.expression(children[1]) if len(children) == 2 else None,
         )
 
     def expression(self, node: dict[str, Any]) -> Expression:
