@@ -23,7 +23,8 @@ from typing import Any, TypeAlias
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.live.fold.arrow import sum_terms, unlike_duckdb
+from duckflock.live.fold.arrow import sum_terms
+from duckflock.live.fold.nans import unlike_duckdb
 
 # an expression over the new rows: an array per row, or a scalar (a constant)
 Value: TypeAlias = pa.ChunkedArray | pa.Array | pa.Scalar

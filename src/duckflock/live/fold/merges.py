@@ -34,8 +34,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from duckflock.live.fold import detached
-from duckflock.live.fold.arrow import ArrowPlan, unlike_duckdb
+from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.computed import Computed, Refused
+from duckflock.live.fold.nans import unlike_duckdb
 from duckflock.live.fold.positions import combine
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.states import MAX_CHUNKS, PartialKind, Pick
