@@ -112,6 +112,13 @@ INCREMENTAL = {
     "expressions": "SELECT upper(k) AS uk, g % 2 AS parity, sum(n) * 2 + count(*) AS x, "
     "avg(v) - min(v) AS spread FROM f GROUP BY upper(k), g % 2 ORDER BY uk, parity",
     "global": "SELECT count(*) AS c, sum(v) AS s, min(k) AS first_k, avg(n) AS an FROM f",
+    # keys, WHERE and FILTER in pyarrow (live/fold/computed.py): NaN, -0.0 and
+    # non-ASCII batches go to DuckDB's query
+    "computed": "SELECT lower(sensor) AS s, g % 3 AS band, count(*) FILTER (WHERE ok OR v > 1) "
+    "AS c, bool_or(n = 7) AS seven, max(seq + 1) FILTER (WHERE NOT ok) AS last, sum(n) AS sn "
+    "FROM f WHERE g IS NOT NULL AND n - 1 < 2 * 100 GROUP BY 1, 2",
+    "computed text": "SELECT upper(k) AS uk, count(*) FILTER (WHERE g >= 1) AS c, "
+    "min(v) FILTER (WHERE v <> 2) AS lo FROM f GROUP BY upper(k)",
     "plain_ordered": "SELECT k, g, count(*) AS c, max(v) AS m, min(k) AS lo FROM f "
     "GROUP BY k, g ORDER BY c DESC, k, g LIMIT 4",
     "plain_global": "SELECT count(*), sum(n), avg(v), max(k) FROM f",

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 import duckflock
 from duckflock.live import internals
-from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind, unlike_duckdb
+from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
 from duckflock.live.fold.averages import (
     SPLITTING,
     divided_in_long_double,
@@ -32,6 +32,7 @@ from duckflock.live.fold.averages import (
     quotient,
     quotients,
 )
+from duckflock.live.fold.nans import unlike_duckdb
 from duckflock.live.fold.states import PartialKind
 from ties import equal_but_for_ties
 

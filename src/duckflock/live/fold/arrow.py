@@ -12,7 +12,7 @@ columns and types are the ones DuckDB's build query gives, so both paths share i
 from __future__ import annotations
 
 import contextlib
-import math
+import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from duckflock.live.fold.averages import Inexact, quotients
 from duckflock.live.fold.buckets import Bucket
+from duckflock.live.fold.nans import Clean, unlike_duckdb
 from duckflock.live.fold.positions import merge_touched
 from duckflock.live.fold.states import PartialKind
 
@@ -67,6 +68,8 @@ class ArrowPlan:
     limit: int | None
     # keys that are a time bucket of their column (key index, bucket): live/fold/buckets.py
     buckets: tuple[tuple[int, Bucket], ...] = ()
+    # the floating state chunks the last has_nan found free of NaN and -0.0
+    _clean: Clean = dataclasses.field(default_factory=Clean, compare=False, hash=False, repr=False)
 
     def has_nan(self, state: pa.Table, delta: pa.Table) -> bool:
         """Whether a floating column the fold reads holds NaN or -0.0 (the new rows' keys
@@ -74,13 +77,23 @@ class ArrowPlan:
         (DuckDB groups NaN with NaN and -0.0 with 0.0, ranks NaN above every number).
         The columns of one type are checked together (:func:`unlike_duckdb`)."""
         names = delta.column_names
-        columns = [delta[name] for name in self.read if name in names]
-        columns += state.columns
         by_type: dict[pa.DataType, list[pa.Array]] = {}
-        for column in columns:
-            if pa.types.is_floating(column.type) and column.num_chunks:
+        for column in [delta[name] for name in self.read if name in names]:
+            if pa.types.is_floating(column.type):
                 by_type.setdefault(column.type, []).extend(column.chunks)
-        return any(unlike_duckdb(pa.concat_arrays(chunks)) for chunks in by_type.values())
+        checked: list[pa.Array] = []  # the state's chunks, each clean or checked below
+        for column in state.columns:
+            if pa.types.is_floating(column.type):
+                for chunk in column.chunks:
+                    checked.append(chunk)
+                    if not self._clean.holds(chunk):
+                        by_type.setdefault(column.type, []).append(chunk)
+        found = any(
+            unlike_duckdb(pa.concat_arrays(chunks)) for chunks in by_type.values() if chunks
+        )
+        if not found:  # a kept state's untouched rows are slices of these: not checked again
+            self._clean.keep(checked)
+        return found
 
     @cached_property
     def read(self) -> frozenset[str]:
@@ -222,12 +235,7 @@ class ArrowPlan:
 
     @staticmethod
     def _terms(values: pa.ChunkedArray) -> pa.ChunkedArray:
-        """What a sum of ``values`` adds up: exact terms for integers and decimals (like
-        DuckDB's HUGEINT and DECIMAL(38, s)), doubles for FLOAT (DuckDB sums FLOAT as
-        DOUBLE)."""
-        if pa.types.is_floating(values.type):
-            return pc.cast(values, pa.float64())
-        return exact_terms(values)
+        return sum_terms(values)
 
     @staticmethod
     def _aggregation(
@@ -303,6 +311,15 @@ def _exact_avg(state: pa.Table, output: Output) -> pa.Array:
         raise TypeError(str(exc)) from exc
 
 
+def sum_terms(values: pa.ChunkedArray) -> pa.ChunkedArray:
+    """What a sum of ``values`` adds up: exact terms for integers and decimals (like
+    DuckDB's HUGEINT and DECIMAL(38, s)), doubles for FLOAT (DuckDB sums FLOAT as
+    DOUBLE)."""
+    if pa.types.is_floating(values.type):
+        return pc.cast(values, pa.float64())
+    return exact_terms(values)
+
+
 def exact_terms(values: pa.ChunkedArray) -> pa.ChunkedArray:
     """``values`` (integers or decimals) in a type whose grouped sum cannot overflow:
     int64 while the count times the largest magnitude stays below 2^63 (the common
@@ -331,18 +348,6 @@ def exact_sum_type(kind: pa.DataType) -> pa.DataType:
     if pa.types.is_decimal(kind):
         return pa.decimal256(76, kind.scale)
     raise TypeError(f"no exact sum of {kind}")
-
-
-def unlike_duckdb(values: pa.Array) -> bool:
-    """Whether floating ``values`` hold NaN or -0.0, in two passes: a NaN makes the sum
-    NaN (so do infinities of both signs: then each value is looked at), and -0.0's bits
-    are the smallest signed integer of its width (no other float's are)."""
-    total = pc.sum(values).as_py()
-    if total is not None and math.isnan(total) and pc.any(pc.is_nan(values)).as_py():
-        return True
-    bits = {2: pa.int16(), 4: pa.int32(), 8: pa.int64()}[values.type.byte_width]
-    lowest = pc.min(values.view(bits)).as_py()
-    return lowest is not None and lowest == -(1 << (bits.bit_width - 1))
 
 
 def _as(values: pa.ChunkedArray | pa.Array, kind: pa.DataType) -> pa.ChunkedArray | pa.Array:

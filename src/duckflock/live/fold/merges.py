@@ -34,7 +34,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from duckflock.live.fold import detached
-from duckflock.live.fold.arrow import ArrowPlan, unlike_duckdb
+from duckflock.live.fold.arrow import ArrowPlan
+from duckflock.live.fold.computed import Computed, Refused
+from duckflock.live.fold.nans import unlike_duckdb
 from duckflock.live.fold.positions import combine
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.states import MAX_CHUNKS, PartialKind, Pick
@@ -90,6 +92,8 @@ class Merge:
     # the settings ``partials`` runs under on a detached instance (None: on the
     # analysis's cursor): live/fold/detached.py
     detached: detached.Settings | None = None
+    # the same partials as a pyarrow program, admitted by probes (live/plan/computing.py)
+    computed: Computed | None = None
 
     def admits(self, schema: pa.Schema) -> bool:
         """Whether pyarrow has every kernel a fold of a state of ``schema`` calls
@@ -108,9 +112,10 @@ def fold(
 ) -> tuple[pa.Table, pa.Table] | None:
     """(state, result) with the appended rows ``delta`` folded in by one DuckDB query
     and pyarrow; None where pyarrow cannot fold them as DuckDB would (DuckDB then does)."""
-    if merge.detached is not None:
+    new = _computed(merge, state.schema, delta)
+    if new is None and merge.detached is not None:
         new = detached.run(merge.detached, cursor, merge.partials, delta)
-    else:
+    elif new is None:
         new = over_arrow(cursor, merge.partials, state, delta)
     try:
         new = new.cast(state.schema)  # a safe cast: a value that does not fit raises
@@ -119,6 +124,17 @@ def fold(
             return None
         return folded, merge.outputs.result(folded)
     except (pa.ArrowException, TypeError, ValueError):
+        return None
+
+
+def _computed(merge: Merge, schema: pa.Schema, delta: pa.Table) -> pa.Table | None:
+    """The new rows' partials by the shape's pyarrow program; None where it has none or
+    this batch is DuckDB's to compute (live/fold/computed.py)."""
+    if merge.computed is None:
+        return None
+    try:
+        return merge.computed.partials(delta, schema)
+    except (Refused, pa.ArrowException, TypeError, ValueError):
         return None
 
 

@@ -67,7 +67,7 @@ def arrow_plan(
     (kind, column); ``plain``: no WHERE, HAVING or join."""
     if not plain or schema is None:
         return None
-    types = _column_types(cursor, source)
+    types = column_types(cursor, source)
     key_columns = [plain_column(g) for g in groups]
     buckets: list[tuple[int, Bucket]] = []
     for i, group in enumerate(groups):  # a time bucket of a TIMESTAMP column: pyarrow's too
@@ -120,7 +120,7 @@ def arrow_plan(
     )
 
 
-def _column_types(cursor: duckdb.DuckDBPyConnection, source: Identity) -> dict[str, str]:
+def column_types(cursor: duckdb.DuckDBPyConnection, source: Identity) -> dict[str, str]:
     """The DuckDB type of each column of ``source``, by lower-case name."""
     rows = cursor.execute(
         "SELECT lower(column_name), data_type FROM duckdb_columns() "

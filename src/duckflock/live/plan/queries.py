@@ -16,12 +16,14 @@ import pyarrow as pa
 from duckflock.core.names import Identity
 from duckflock.live.fold import detached
 from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
+from duckflock.live.fold.computed import Computed
 from duckflock.live.fold.merges import ELEMENTWISE, Merge, equal_in_arrow, ordered_in_arrow
-from duckflock.live.fold.query import lost_types, typed
+from duckflock.live.fold.query import lost_types, over_arrow, typed
 from duckflock.live.fold.retraction import KEYS, hidden_partials, retraction
 from duckflock.live.fold.states import NotIncremental, Partial, PartialKind, Slots
 from duckflock.live.fold.touch import ROW
-from duckflock.live.plan.arrowpath import collated
+from duckflock.live.plan.arrowpath import collated, column_types
+from duckflock.live.plan.computing import computed
 from duckflock.live.plan.plans import DELTA, STATE, Plan
 from duckflock.live.plan.trees import Renderer, plain_column
 
@@ -255,8 +257,25 @@ class Queries:
         )
         picks = tuple(partial.pick for partial in partials)
         kinds_of = tuple(partial.spec[0] for partial in partials)
-        merge = Merge(sql, keys, kinds_of, picks, result, on)
+        program = self._computed(sql, schema, on)
+        merge = Merge(sql, keys, kinds_of, picks, result, on, program)
         return merge if merge.admits(schema) else None
+
+    def _computed(
+        self, sql: str, schema: pa.Schema, on: detached.Settings | None
+    ) -> Computed | None:
+        """The partials query ``sql`` as a pyarrow program, admitted over probe rows
+        against DuckDB running ``sql`` where the refresh runs it (computing.py)."""
+        cursor = self._cursor
+
+        def oracle(rows: pa.Table) -> pa.Table:
+            if on is not None:
+                return detached.run(on, cursor, sql, rows)
+            return over_arrow(cursor, sql, rows.slice(0, 0), rows)
+
+        with self._empty_delta() as empty:
+            source = empty.schema
+        return computed(cursor, sql, schema, source, column_types(cursor, self._source), oracle)
 
     def probe(self, plan: Plan) -> detached.Settings | None:
         """Run the refresh once over no rows: SQL that binds over the table but not over
