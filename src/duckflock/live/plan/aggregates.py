@@ -18,6 +18,10 @@ from duckflock.live.plan.trees import Renderer, plain_column
 # 128-bit integer types: their sums overflow where DuckDB checks
 _WIDE_INTEGERS = ("HUGEINT", "UHUGEINT", "VARINT", "BIGNUM")
 
+# winners by an ordering key: DuckDB 1.5.5's arg_max(v, INTERVAL '1 month') beats '40
+# days' (and '1 month -40 days' beats '0 days'): a merge by > would keep the other
+_WINNERS = frozenset({"arg_max", "arg_min", "max_by", "min_by"})
+
 # checks that an expression is row-local (raising NotIncremental naming where it stands)
 RowLocal = Callable[[dict[str, Any], str], None]
 
@@ -91,6 +95,12 @@ class Aggregates:
             raise NotIncremental(
                 f"{name}() of a 128-bit or decimal value: a full run raises on overflow, "
                 "merging partial sums would not"
+            )
+        if name in _WINNERS and len(args) == 2 and "INTERVAL" in self._type_of(args[1]):
+            raise NotIncremental(
+                f"{name}() ordered by an INTERVAL: it compares months, days and "
+                "microseconds in turn where > compares them normalized, so winners kept "
+                "apart would not merge to a full run's"
             )
         aggregate = Aggregate(
             name=name,
