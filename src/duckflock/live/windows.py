@@ -249,6 +249,7 @@ def _buckets(plan: Plan, combine: Plan, column_sql: str) -> ArrowPlan | None:
     arrow = combine.arrow
     if (
         arrow is None
+        or arrow.sets  # distinct lists merge by position only (positions.py)
         or not plan.partials
         or len(plan.state_columns) != len(combine.state_columns) + 1
     ):

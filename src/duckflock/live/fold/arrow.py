@@ -21,6 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from duckflock.live.fold import sets
 from duckflock.live.fold.averages import Inexact, quotients
 from duckflock.live.fold.buckets import Bucket
 from duckflock.live.fold.nans import Clean, unlike_duckdb
@@ -43,6 +44,7 @@ class OutputKind(StrEnum):
     PARTIAL = "partial"  # a partial as it is (count, sum, min, max)
     AVG = "avg"  # a FLOAT or DOUBLE sum over a count, divided in doubles
     EXACT_AVG = "exact_avg"  # an integer's exact sum over a count, divided as DuckDB does
+    LENGTH = "length"  # count(DISTINCT …): its SET partial's length (fold/sets.py)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,12 @@ class ArrowPlan:
         for i, bucket in self.buckets:
             columns[i] = bucket.of(columns[i])
         return columns
+
+    @cached_property
+    def sets(self) -> bool:
+        """Whether a partial is a SET (count(DISTINCT …)): those merge by position only,
+        one key column and one state row per group (:func:`merge_touched`)."""
+        return any(kind is PartialKind.SET for kind, _ in self.partials)
 
     @cached_property
     def key_names(self) -> list[str]:
@@ -174,6 +182,8 @@ class ArrowPlan:
             merged = merge_touched(state, narrow, kinds, self.twins)
             if merged is not None:
                 return merged, self.result(merged)
+        if self.sets:  # the caller folds in DuckDB
+            raise TypeError("distinct lists merge by position only")
         both = pa.concat_tables([state if wide is None else _conform(state, wide), partial])
         merged = _conform(_aggregate(both, self.key_names, self.merges), state.schema)
         return merged, self.result(merged)
@@ -250,6 +260,8 @@ class ArrowPlan:
             or (pa.types.is_floating(values.type) and values.type != pa.float64())
         ):
             source = f"__s{i}"
+        if kind is PartialKind.SET:
+            return (source, *sets.AGGREGATION)
         if kind is PartialKind.COUNT_ALL:
             return (source, "count", pc.CountOptions(mode="all"))
         if kind is PartialKind.COUNT:
@@ -265,6 +277,8 @@ class ArrowPlan:
                 value = state.column(output.index)
             elif output.kind is OutputKind.PARTIAL:
                 value = state.column(width + output.index)
+            elif output.kind is OutputKind.LENGTH:
+                value = sets.length(state.column(width + output.index))
             elif output.kind is OutputKind.EXACT_AVG:
                 value = _exact_avg(state, output)
             else:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from duckflock.live.fold import sets
 from duckflock.live.fold.states import MAX_CHUNKS, PartialKind
 
 MAX_SLICES = 32  # touched groups past which the untouched rows are copied by a filter
@@ -87,6 +88,8 @@ def combine(
         return pc.min_element_wise(old, new)  # skipping nulls, as min does
     if kind is PartialKind.MAX:
         return pc.max_element_wise(old, new)
+    if kind is PartialKind.SET:
+        return sets.union(old, new)
     raise pa.ArrowNotImplementedError(f"no element-wise merge of {kind}")
 
 

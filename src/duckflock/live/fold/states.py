@@ -218,7 +218,7 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
                 f"({arg}) IS NOT NULL" + (f" AND ({where})" if where else ""),
             ),
             union,
-            (PartialKind.SET, False),
+            (PartialKind.SET, agg.plain[0] if arrow_ok else False),  # arrowpath admits
         )
         slots.sets.append(values)
         return f"coalesce(len({values}), 0)", None

@@ -119,6 +119,9 @@ class Aggregates:
         )
         if partial is not None:
             self.outputs[canonical] = Output(OutputKind.PARTIAL, partial)
+        elif name == "count" and aggregate.distinct and condition is None:
+            # its distinct list's length (the SET partial just added)
+            self.outputs[canonical] = Output(OutputKind.LENGTH, len(self.slots.partials) - 1)
         elif name in ("avg", "mean") and condition is None:
             last = len(self.slots.partials) - 1
             if "finalize(" not in final:  # a floating sum: pyarrow divides as DuckDB does

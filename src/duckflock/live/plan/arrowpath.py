@@ -14,7 +14,7 @@ from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity
 from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
 from duckflock.live.fold.buckets import Bucket
-from duckflock.live.fold.merges import ARROW_COMPARES
+from duckflock.live.fold.merges import ARROW_COMPARES, equal_in_arrow
 from duckflock.live.fold.states import PartialKind, Spec
 from duckflock.live.plan.aggregates import is_wide
 from duckflock.live.plan.bucketing import bucketed
@@ -152,8 +152,13 @@ def _agrees(
     # keys and min/max: only types whose equality and order pyarrow shares with
     # DuckDB (not ENUM, nested, DECIMAL, INTERVAL, UUID…; not collated strings)
     compared = [k for k in keys] + [c for a, c in specs if a in (PartialKind.MIN, PartialKind.MAX)]
-    for column in compared:
-        if kind(column) not in _ARROW_COMPARES:
+    # count(DISTINCT …)'s lists: one key (they merge by position, fold/positions.py) and
+    # an argument whose Arrow equality is DuckDB's (not floats, INTERVAL, nested…)
+    distinct = [c for a, c in specs if a is PartialKind.SET]
+    if distinct and (len(keys) != 1 or not all(equal_in_arrow(kind(c)) for c in distinct)):
+        return False
+    for column in compared + distinct:
+        if kind(column) not in _ARROW_COMPARES and column not in distinct:
             return False
         if kind(column) == "VARCHAR" and collated(cursor, quote_ident(str(column)), source.sql):
             return False
