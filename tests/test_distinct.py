@@ -13,7 +13,7 @@ import pytest
 
 import duckflock
 from duckflock.live import internals, steps
-from duckflock.live.fold import detached, merges, query, touch
+from duckflock.live.fold import detached, merges, query, sets, touch
 from duckflock.live.plan.incremental import inspect
 
 TABLE = "CREATE TABLE t (k VARCHAR, g INTEGER, u BIGINT, s VARCHAR, d DATE, v INTEGER)"
@@ -134,3 +134,16 @@ def test_count_distinct_folds_in_pyarrow_only_where_arrow_equality_is_duckdbs(
     ):
         plan = inspect(con.cursor(), other).plan
         assert plan is None or plan.arrow is None
+
+
+def test_the_union_skips_values_a_null_list_still_spans() -> None:
+    """A NULL list may span values in its array (offsets apart): none of them count."""
+    lists = pa.ListArray.from_arrays(
+        pa.array([0, 2, 4, 5, 5]),
+        pa.array([1, 2, 3, 4, 5]),
+        mask=pa.array([False, True, False, True]),
+    )
+    old = pa.chunked_array([lists.slice(0, 2), lists.slice(2)])
+    new = pa.chunked_array([pa.array([[9], [9], None, [1, 1]], pa.list_(pa.int64()))])
+    assert sets.union(old, new).to_pylist() == [[1, 2, 9], [9], [5], [1]]
+    assert sets.length(pa.chunked_array([lists])).to_pylist() == [2, 0, 1, 0]

@@ -23,13 +23,28 @@ def union(old: pa.ChunkedArray, new: pa.ChunkedArray) -> pa.Array:
     for column in (old, new):
         start = 0  # the chunk's first row
         for chunk in column.chunks:
-            parents.append(pc.add(pc.list_parent_indices(chunk).cast(pa.int64()), start))
-            values.append(pc.list_flatten(chunk).cast(old.type.value_type))
+            parent, value = _exploded(chunk)
+            parents.append(pc.add(parent, start))
+            values.append(value.cast(old.type.value_type))
             start += len(chunk)
     exploded = pa.table({"__r": pa.concat_arrays(parents), "__v": pa.concat_arrays(values)})
     grouped = exploded.group_by("__r", use_threads=False).aggregate([("__v", *AGGREGATION)])
     at = pc.index_in(pa.array(range(rows), pa.int64()), value_set=grouped["__r"])
     return grouped["__v_distinct"].combine_chunks().take(at).cast(old.type)
+
+
+def _exploded(lists: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(row, value) of every value in ``lists`` (a slice too): ``list_parent_indices``
+    counts the values a NULL list may still span, ``list_flatten`` does not, so both
+    come from the offsets' range and the NULL lists' values are dropped."""
+    parent = pc.list_parent_indices(lists).cast(pa.int64())
+    offsets = lists.offsets
+    first = offsets[0].as_py() if len(offsets) else 0
+    value = lists.values.slice(first, len(parent))
+    if lists.null_count:
+        keep = pc.is_valid(lists).take(parent)
+        return parent.filter(keep), value.filter(keep)
+    return parent, value
 
 
 def length(values: pa.ChunkedArray) -> pa.ChunkedArray:
