@@ -161,6 +161,9 @@ EXOTIC = {
     "temporal": "SELECT g, min(ts) AS lt, max(ts) AS ht, min(tz) AS lz, max(tz) AS hz, "
     "min(iv) AS li, max(iv) AS hi, count(DISTINCT ts) AS dt FROM f GROUP BY g",
     "interval key": "SELECT iv, count(*) AS n FROM f GROUP BY iv",
+    "distinct mixed": "SELECT g, count(DISTINCT sensor) AS ds, count(DISTINCT d) AS dd, "
+    "count(DISTINCT tz) AS dz, count(DISTINCT n) AS dn, count(*) AS c, sum(n) AS sn, "
+    "min(nb) AS lo FROM f GROUP BY g ORDER BY ds DESC, g",
     "zoned day": "SELECT date_trunc('day', tz) AS day, count(*) AS n, max(v) AS m FROM f "
     "WHERE tz BETWEEN TIMESTAMPTZ '2000-01-01' AND TIMESTAMPTZ '2100-01-01' GROUP BY 1",
     "zoned hour bucket": "SELECT time_bucket(INTERVAL '1 hour', tz) AS hour, count(*) AS n "
