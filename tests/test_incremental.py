@@ -720,3 +720,21 @@ def test_first_and_last_follow_duckdbs_default_order_when_merged_row_by_row(
             result = db.refresh("ends")
             assert result.error is None and run.fast
             assert sorted(result.rows()) == sorted(db.execute(sql).fetchall())
+
+
+def test_columns_named_in_another_case_than_the_tables_fold_in_pyarrow() -> None:
+    """The query names ``"V"`` as ``v`` and ``G`` as ``g``: the pyarrow path reads each
+    column by the table's spelling (it looked the rows up by the query's, a KeyError:
+    every other refresh failed and left the result behind)."""
+    sql = 'SELECT g, count(*) AS n, sum(v) AS s, min(V) AS lo, max("w") AS hi FROM t GROUP BY g'
+    with duckflock.connect() as db:
+        db.execute('CREATE TABLE t ("G" INTEGER, "V" BIGINT, W DOUBLE)')
+        db.analysis("a", sql)
+        db.refresh("a")
+        assert internals.analysis(db, "a").state.shape.plan.arrow is not None
+        for round_ in range(3):
+            db.insert("t", [(i % 3, i + round_, i / 2) for i in range(10)])
+            result = db.refresh("a")
+            assert result.error is None, result.error
+            assert result.mode == "incremental", result.reason
+            assert sorted(result.rows()) == sorted(db.execute(sql).fetchall()), round_
