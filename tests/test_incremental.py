@@ -738,3 +738,22 @@ def test_columns_named_in_another_case_than_the_tables_fold_in_pyarrow() -> None
             assert result.error is None, result.error
             assert result.mode == "incremental", result.reason
             assert sorted(result.rows()) == sorted(db.execute(sql).fetchall()), round_
+
+
+@pytest.mark.parametrize(
+    ("kind", "values"), [("TIMETZ", ["10:00:00+02", "08:00:00+00"]), ("BIT", ["0101", "1"])]
+)
+def test_a_type_whose_values_arrow_does_not_keep_runs_in_full(kind: str, values: list[str]) -> None:
+    """New rows travel as Arrow: a TIMETZ's offset and a BIT's length do not survive it
+    (DuckDB exports TIME and BLOB), so their groups came out as other values. DuckDB's
+    own trip of probe values decides; such a query runs in full, equal to itself."""
+    sql = "SELECT g::VARCHAR AS g, count(*) AS n FROM t GROUP BY g"
+    with duckflock.connect() as db:
+        db.execute(f"CREATE TABLE t (g {kind}, v INTEGER)")
+        db.analysis("a", sql)
+        db.refresh("a")
+        db.insert("t", [(values[0], 1), (values[1], 2)])
+        result = db.refresh("a")
+        assert result.error is None, result.error
+        assert sorted(result.rows()) == sorted(db.execute(sql).fetchall())
+        assert "do not survive Arrow" in result.reason, result.reason
