@@ -304,3 +304,30 @@ def test_the_same_row_under_the_same_key_is_a_replay_whichever_path_it_took(
     assert _count(keyed) == 1
     with pytest.raises(duckflock.KeyReusedError):
         keyed.insert("t", {"a": 2, "b": "x"}, idempotency_key="row-1")
+
+
+def test_a_single_row_keyed_before_it_digested_as_a_part_replays(
+    keyed: duckflock.Database,
+) -> None:
+    """A key recorded by the single-row path's earlier digest (the repr of the columns
+    and the row, before the row digested as its one-row part) is the same content: a
+    retry after an upgrade replays it; other rows under it are still refused."""
+    import hashlib
+
+    from duckflock.ingest import keys
+
+    digest = hashlib.sha256()
+    digest.update(repr(keyed._intake.call("t", (1, "x"), None).target.key).encode())
+    digest.update(repr((("a", "b"), (1, "x"))).encode())
+    at = dt.datetime.now(dt.UTC)
+    cursor = keyed.cursor()
+    keys.ensure_table(cursor)
+    cursor.execute(
+        f"INSERT INTO {keys.TABLE} VALUES ('old', 't', 1, ?, ?)", [digest.hexdigest(), at]
+    )
+    cursor.close()
+    for row in ({"a": 1, "b": "x"}, (1, "x"), [(1, "x")]):
+        assert keyed.insert("t", row, idempotency_key="old").replayed
+    with pytest.raises(duckflock.KeyReusedError):
+        keyed.insert("t", {"a": 2, "b": "x"}, idempotency_key="old")
+    assert _count(keyed) == 0

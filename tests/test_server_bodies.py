@@ -292,6 +292,27 @@ def test_a_query_body_holds_its_budget_until_it_is_parsed(monkeypatch: pytest.Mo
     assert bodies.used == 0
 
 
+def test_a_budget_under_the_uncounted_size_still_bounds_large_bodies() -> None:
+    """``--body-budget`` below ``body_free_below`` (4 MiB): a small body is still not
+    counted, a large one holds the whole budget (before, the size was clamped to the
+    budget first, came out under the free size, and no body was ever counted)."""
+    settings = ServerSettings(body_budget=1_000_000, queue_timeout=0.05)
+    budget = Bodies(settings).budget
+    assert settings.body_budget < settings.body_free_below
+    assert budget.counted(settings.body_free_below) == 0
+    assert budget.counted(64 * 2**20) == settings.body_budget
+
+    async def two() -> None:
+        async with budget.hold(64 * 2**20):
+            assert budget.used == settings.body_budget
+            with pytest.raises(duckflock.ServerBusyError):  # no room for a second one
+                async with budget.hold(64 * 2**20):
+                    pass
+        assert budget.used == 0
+
+    asyncio.run(two())
+
+
 def _request(pieces: list[bytes], every: float) -> Request:
     """A request whose body arrives in ``pieces``, one every ``every`` seconds."""
     queue = list(pieces)

@@ -123,11 +123,17 @@ def fold(
 ) -> tuple[pa.Table, pa.Table] | None:
     """(state, result) with the new fact rows ``delta`` folded in, on the detached
     instance; None past :data:`~duckflock.live.fold.detached.BYTES` of input (the
-    analysis's cursor then, in the pinned transaction: the time limit interrupts it)."""
+    analysis's cursor then, in the pinned transaction: the time limit interrupts it),
+    or where the instance holding the copy was closed (the pinned fold copies again)."""
     if detached.fitting(dimensions.settings, fallback, state, delta) is fallback:
         return None
     plan = dimensions.plan
-    return split(plan, over_arrow(dimensions.cursor, plan.refresh, state, delta))
+    try:
+        return split(plan, over_arrow(dimensions.cursor, plan.refresh, state, delta))
+    except duckdb.ConnectionException:
+        # another Database closed, and detached.detach closed the instances no open
+        # database's plans name (a copy's settings are not among them)
+        return None
 
 
 def joined_refresh(

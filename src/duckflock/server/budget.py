@@ -38,9 +38,9 @@ class ByteBudget:
     def counted(self, size: int) -> int:
         """What a body of ``size`` weighted bytes holds: at most the whole budget (one
         body alone may always use it), nothing at most ``free_below`` (not worth the
-        bookkeeping: the one-row ingest path comes every request)."""
-        size = min(size, self.total)
-        return 0 if size <= self.free_below else size
+        bookkeeping: the one-row ingest path comes every request). Free below by its own
+        size, not by the clamped one: a budget under ``free_below`` still counts bodies."""
+        return 0 if size <= self.free_below else min(size, self.total)
 
     def hold(self, size: int) -> contextlib.AbstractAsyncContextManager[None]:
         """:meth:`counted` of ``size`` bytes held while in the block (waiting for room

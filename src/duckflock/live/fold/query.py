@@ -65,6 +65,39 @@ def lost_types(cursor: duckdb.DuckDBPyConnection, sql: str) -> dict[str, str]:
     }
 
 
+# text DuckDB casts to the types whose values the trip through Arrow may lose (a TIMETZ's
+# offset, a BIT's length), one at least of each such type: see kept()
+_PROBES = [
+    "10:00:00.5+02:30", "23:59:59-11", "0101", "1", "-1", "0", "x",
+    "2020-01-01 00:00:00+02", "170141183460469231731687303715884105727",
+    "0b4b3b8e-6c4f-4f8e-9d2e-3d2f1c0b9a88",
+]  # fmt: skip
+
+
+def kept(cursor: duckdb.DuckDBPyConnection, kind: str) -> bool:
+    """Whether values of ``kind`` (a type :func:`lost_types` found) come back as they
+    were from Arrow through :func:`cast_back`, not only their type: DuckDB decides over
+    the probe texts that cast to it (TIMETZ exports as TIME, its offset gone; BIT as
+    BLOB, read back as other bits)."""
+    cast = f"TRY_CAST(p AS {kind})"
+    try:
+        exported = cursor.execute(
+            f"SELECT {cast} AS v, CAST({cast} AS VARCHAR) AS s FROM unnest(?::VARCHAR[]) t(p)",
+            [_PROBES],
+        ).to_arrow_table()
+        cursor.register("__duckflock_probe", exported)
+        try:
+            rows = cursor.execute(
+                f"SELECT count(*) FROM __duckflock_probe WHERE "
+                f"CAST({cast_back('v', kind)} AS VARCHAR) IS DISTINCT FROM s"
+            ).fetchall()
+        finally:
+            cursor.unregister("__duckflock_probe")
+    except duckdb.Error:
+        return False
+    return rows == [(0,)]
+
+
 # DuckDB exports UHUGEINT as decimal128(38, 0) holding the same 128 bits (see wide.py):
 # read back, a value of 2**127 or more is negative, and a plain cast to UHUGEINT fails
 _HALF = 2**127

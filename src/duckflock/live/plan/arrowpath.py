@@ -77,6 +77,14 @@ def arrow_plan(
             buckets.append((i, timed[1]))
     if any(k is False for k in key_columns) or any(column is False for _, column in specs):
         return None
+    # the columns as the table spells them: the query may name "V" as v, and pyarrow
+    # finds a column of the rows by its exact name
+    spelled = _spelled(cursor, source)
+    named = [str(k) for k in key_columns] + [c for _, c in specs if isinstance(c, str)]
+    if any(name.lower() not in spelled for name in named):
+        return None
+    key_columns = [spelled[str(k).lower()] for k in key_columns]
+    specs = [(kind, spelled[c.lower()] if isinstance(c, str) else c) for kind, c in specs]
     if not _agrees(cursor, source, types, specs, key_columns):
         return None
     shown = []
@@ -128,6 +136,16 @@ def column_types(cursor: duckdb.DuckDBPyConnection, source: Identity) -> dict[st
         list(source),
     ).fetchall()
     return {name: str(kind).upper() for name, kind in rows}
+
+
+def _spelled(cursor: duckdb.DuckDBPyConnection, source: Identity) -> dict[str, str]:
+    """Each column of ``source`` as the table spells it, by lower-case name."""
+    rows = cursor.execute(
+        "SELECT lower(column_name), column_name FROM duckdb_columns() "
+        "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
+        list(source),
+    ).fetchall()
+    return {str(lower): str(name) for lower, name in rows}
 
 
 def _agrees(

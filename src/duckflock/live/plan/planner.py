@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from duckflock.core.names import Identity
 from duckflock.live.fold.arrow import ArrowPlan
-from duckflock.live.fold.query import lost_types, typed
+from duckflock.live.fold.query import kept, lost_types, typed
 from duckflock.live.fold.states import NotIncremental, Slots
 from duckflock.live.plan.aggregates import Aggregates
 from duckflock.live.plan.arrowpath import arrow_plan, collated
@@ -99,6 +99,9 @@ class Planner:
         # after the FROM clause is rendered: DuckDB does not serialise a cast to ENUM
         whole = f"SELECT * FROM {found.fact.sql}"
         lost = lost_types(self._cursor, whole)
+        for name, kind in lost.items():
+            if not kept(self._cursor, kind):
+                raise NotIncremental(f"the values of {name} ({kind}) do not survive Arrow")
         empty = self._cursor.sql(f"{whole} LIMIT 0")
         names = [str(name) for name in empty.columns]
         # the union with the table's own empty rows carries collations over; where no
