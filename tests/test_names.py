@@ -381,3 +381,31 @@ def test_a_cast_to_a_nested_enum_is_parsed_and_refreshed(
     from duckflock.server.guard import QueryGuard
 
     QueryGuard(memdb).check(sql)
+
+
+def test_queries_parsed_apart_share_one_kept_instance_per_parser_settings(
+    memdb: duckflock.Database,
+) -> None:
+    """A nested-ENUM query parses on an in-memory instance of its own: kept per parser
+    settings, not opened per query (one per query cost ~28 ms of CPU to anyone who can
+    send the query endpoint SQL); other parser settings get another."""
+    from duckflock.core import syntax
+
+    sql = "SELECT Kk, max(CAST({'e': e} AS STRUCT(e ENUM('x', 'y')))) FROM t GROUP BY Kk"
+
+    def tree() -> dict[str, object]:
+        return syntax.tree(memdb.execute, sql)
+
+    syntax._apart.cache_clear()
+    first = tree()
+    for _ in range(5):
+        assert tree() == first
+    info = syntax._apart.cache_info()
+    assert (info.misses, info.hits, info.currsize) == (1, 5, 1)
+    memdb.execute("SET preserve_identifier_case = false")
+    try:
+        lowered = tree()
+    finally:
+        memdb.execute("RESET preserve_identifier_case")
+    assert syntax._apart.cache_info().currsize == 2
+    assert lowered["statements"] and syntax._apart.cache_info().misses == 2
