@@ -21,6 +21,11 @@ _WIDE_INTEGERS = ("HUGEINT", "UHUGEINT", "VARINT", "BIGNUM")
 # winners by an ordering key: DuckDB 1.5.5's arg_max(v, INTERVAL '1 month') beats '40
 # days' (and '1 month -40 days' beats '0 days'): a merge by > would keep the other
 _WINNERS = frozenset({"arg_max", "arg_min", "max_by", "min_by"})
+# the ordering types (alone or nested) where they differ: INTERVAL (months, days,
+# microseconds in turn vs normalized) and TIME WITH TIME ZONE (local time vs UTC); pairs
+# of values of every other type (numbers with NaN and -0.0, strings, BLOB, BIT, ENUM,
+# lists, structs, times and timestamps, VARINT) pick as > orders them
+_WINNER_UNLIKE = ("INTERVAL", "TIME WITH TIME ZONE")
 
 # checks that an expression is row-local (raising NotIncremental naming where it stands)
 RowLocal = Callable[[dict[str, Any], str], None]
@@ -96,11 +101,11 @@ class Aggregates:
                 f"{name}() of a 128-bit or decimal value: a full run raises on overflow, "
                 "merging partial sums would not"
             )
-        if name in _WINNERS and len(args) == 2 and "INTERVAL" in self._type_of(args[1]):
+        unlike = [t for t in _WINNER_UNLIKE if args[1:] and t in self._type_of(args[-1])]
+        if name in _WINNERS and len(args) == 2 and unlike:
             raise NotIncremental(
-                f"{name}() ordered by an INTERVAL: it compares months, days and "
-                "microseconds in turn where > compares them normalized, so winners kept "
-                "apart would not merge to a full run's"
+                f"{name}() ordered by an {unlike[0]}: it orders them otherwise than > "
+                "does, so winners kept apart would not merge to a full run's"
             )
         aggregate = Aggregate(
             name=name,
