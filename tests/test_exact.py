@@ -36,7 +36,7 @@ from duckflock.live.fold.nans import unlike_duckdb
 from duckflock.live.fold.states import PartialKind
 from ties import equal_but_for_ties
 
-EXAMPLES = int(os.environ.get("DUCKFLOCK_PROPERTY_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("DUCKFLOCK_PROPERTY_EXAMPLES", "12"))
 
 
 def rows(table: pa.Table, ordered: bool = False) -> list[str]:

@@ -144,7 +144,7 @@ def same(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]], ordered: bool) -> b
     return True
 
 
-EXAMPLES = int(os.environ.get("DUCKFLOCK_PROPERTY_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("DUCKFLOCK_PROPERTY_EXAMPLES", "12"))
 # the shapes before issue 13, and those it added: two runs, each within the time limit
 FIRST = list(QUERIES)[: list(QUERIES).index("seconds")]
 GROUPS = {"first": FIRST, "issue13": [name for name in QUERIES if name not in FIRST]}

@@ -29,7 +29,7 @@ from duckflock.lake.feed import entries
 from duckflock.live import internals
 from duckflock.live.windows import literal
 
-SEEDS = int(os.environ.get("DUCKFLOCK_LAKE_FEED_SEEDS", "2"))
+SEEDS = int(os.environ.get("DUCKFLOCK_LAKE_FEED_SEEDS", "1"))
 STEPS = int(os.environ.get("DUCKFLOCK_LAKE_FEED_STEPS", "25"))
 _lakes = iter(range(1_000_000))
 

@@ -35,7 +35,7 @@ from hypothesis.stateful import (
 import duckflock
 from duckflock import DuckflockError
 
-EXAMPLES = int(os.environ.get("DUCKFLOCK_MODEL_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("DUCKFLOCK_MODEL_EXAMPLES", "12"))
 STEPS = int(os.environ.get("DUCKFLOCK_MODEL_STEPS", "30"))
 
 QUERIES = [

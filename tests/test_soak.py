@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-SECONDS = float(os.environ.get("DUCKFLOCK_SOAK_SECONDS", "30"))
+SECONDS = float(os.environ.get("DUCKFLOCK_SOAK_SECONDS", "20"))
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 CHILD = r"""
