@@ -3,7 +3,7 @@ flat after warm-up, the WAL stays bounded (checkpoints happen), and the p99
 acknowledgement latency is reported (printed, and written to test-artifacts/soak.json).
 
 It runs in a child process, so its RSS is the write path's and nothing else's.
-``DUCKFLOCK_SOAK_SECONDS`` sets the duration (default 30, the CI size: the
+``DUCKFLOCK_SOAK_SECONDS`` sets the duration (default 20, the CI size: the
 first 20 % is warm-up, then 48 RSS samples; 600 for a long run).
 """
 
