@@ -454,3 +454,54 @@ def test_wide_rows_are_cut_at_the_row_that_crosses_the_byte_cap(
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         server.stop()
+
+
+def test_malformed_text_over_the_wire_gets_a_precise_error(db: duckflock.Database) -> None:
+    """Quoted names and array parameters that are not well formed, and bytes that are not
+    UTF-8: each an error naming the problem and where (the session goes on), a query
+    string that is not UTF-8 the one fatal one (its message cannot be read)."""
+    server = PgServer(db, ServerSettings(), PgSettings(port=0)).start()
+    ready = b"Z\x00\x00\x00\x05I"
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw:
+            options = b"user\x00u\x00\x00"
+            raw.sendall(struct.pack("!ii", 8 + len(options), 196608) + options)
+            _read_until(raw, ready)
+
+            def array_parameter(value: bytes) -> bytes:
+                raw.sendall(
+                    _message(
+                        b"P", b"\x00SELECT $1::VARCHAR[]\x00\x00\x01" + struct.pack("!i", 1009)
+                    )
+                    + _message(
+                        b"B",
+                        b"\x00\x00\x00\x00\x00\x01"
+                        + struct.pack("!i", len(value))
+                        + value
+                        + b"\x00\x00",
+                    )
+                    + _message(b"E", b"\x00\x00\x00\x00\x00")
+                    + _message(b"S")
+                )
+                return _read_until(raw, ready)
+
+            def query(sql: bytes) -> bytes:
+                raw.sendall(_message(b"Q", sql + b"\x00"))
+                return _read_until(raw, ready)
+
+            assert b'{"a\\"b",NULL}' in array_parameter(b'{"a\\"b",NULL}')
+            assert b"unclosed quoted array element at position 1" in array_parameter(b'{"open')
+            assert b"empty array element at position 3" in array_parameter(b"{a,,b}")
+            assert b"byte 0xff in position 2" in array_parameter(b'{"\xff"}')
+            # a lone surrogate has no UTF-8 form: its would-be bytes are not UTF-8
+            assert b"byte 0xed in position 2" in array_parameter(b'{"\xed\xa0\x80"}')
+            assert b"empty quoted name at position 0" in query(b'LISTEN ""')
+            assert b"unclosed quoted identifier at position 7" in query(b'LISTEN "open')
+            assert b"unclosed quoted identifier at position 4" in query(b'SET "x = 1')
+            assert b"unclosed quoted string at position 8" in query(b"SET x = 'open")
+            assert b"no analysis named 'a\"b'" in query(b'LISTEN "a""b"')
+            raw.sendall(_message(b"Q", b"SELECT '\xff'\x00"))
+            answer = raw.recv(4096)
+            assert b"FATAL" in answer and b"not UTF-8: byte ff at 8" in answer, answer
+    finally:
+        server.stop()

@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 import duckflock
 import pgclients
 from duckflock.server.pgwire import PgServer, PgSettings
-from duckflock.server.pgwire.types import numeric_binary
+from duckflock.server.pgwire.types import array, numeric_binary
 from duckflock.server.settings import ServerSettings
+from duckflock.sql import LexError
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +254,37 @@ def test_a_numeric_parameter_with_a_positive_exponent_keeps_its_value(
             "SELECT %s::DECIMAL(18,6)", [decimal.Decimal(text)]
         )
         assert got.fetchone() == expected, binary
+
+
+@pytest.mark.parametrize(
+    ("text", "values"),
+    [
+        ('{"a\\"b","c\\\\d",NULL,"NULL",""}', ['a"b', "c\\d", None, "NULL", ""]),
+        ('{ "}" , b c ,"{"}', ["}", "b c", "{"]),
+        ("{ }", []),
+    ],
+)
+def test_array_text_is_read_as_postgresql_writes_it(text: str, values: list[str | None]) -> None:
+    assert array.load_text(text, str) == values
+    written = array.dump_text(values, str.encode).decode()
+    assert array.load_text(written, str) == values
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "position"),
+    [
+        ('{"open}', "unclosed quoted array element", 1),
+        ('{"a\\}', "unclosed quoted array element", 1),  # the backslash takes the quote
+        ("{a,,b}", "empty array element", 3),
+        ("{a,}", "empty array element", 3),
+        ('{"a"x}', "text after a quoted array element", 4),
+        ('{a"b}', "quote inside an unquoted array element", 1),
+        ("{a,b", "no closing }", 4),
+        ("{a}x", "text after its closing }", 3),
+        ("a,b", "does not start with {", 0),
+    ],
+)
+def test_malformed_array_text_gets_a_precise_error(text: str, reason: str, position: int) -> None:
+    with pytest.raises(LexError, match=reason) as caught:
+        array.load_text(text, str)
+    assert caught.value.position == position

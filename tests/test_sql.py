@@ -154,6 +154,49 @@ def test_unclosed_quotes_are_errors_not_guesses() -> None:
     assert sql.paren_end('("open)', 0) is None
 
 
+@pytest.mark.parametrize(
+    ("text", "quoting", "value", "end"),
+    [
+        ('"a""b" x', sql.Quoting.DOUBLED, 'a"b', 6),
+        ('""""', sql.Quoting.DOUBLED, '"', 4),
+        ('"a\\"b\\\\" x', sql.Quoting.BACKSLASH, 'a"b\\', 8),
+        ('"\\x"', sql.Quoting.BACKSLASH, "x", 4),
+        ('""', sql.Quoting.BACKSLASH, "", 2),
+    ],
+)
+def test_one_reader_for_quoted_text(text: str, quoting: sql.Quoting, value: str, end: int) -> None:
+    assert sql.read_quoted(text, 0, '"', quoting) == (value, end)
+    assert sql.read_quoted(sql.quote_bytes(value.encode(), quoting).decode(), 0, '"', quoting) == (
+        value,
+        len(sql.quote_bytes(value.encode(), quoting)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "mark", "quoting"),
+    [
+        ('x "a""', '"', sql.Quoting.DOUBLED),
+        ('x "a\\"', '"', sql.Quoting.BACKSLASH),  # the backslash takes the would-be close
+        ('x "a\\', '"', sql.Quoting.BACKSLASH),  # a backslash at the very end
+        ("x 'a\\'", "'", sql.Quoting.EITHER),  # E'a\'
+    ],
+)
+def test_an_unclosed_quote_is_an_error_at_its_opening(
+    text: str, mark: str, quoting: sql.Quoting
+) -> None:
+    with pytest.raises(LexError, match="unclosed quoted thing at position 2"):
+        sql.read_quoted(text, 2, mark, quoting, "thing")
+    kind = "identifier" if mark == '"' else "string"
+    with pytest.raises(LexError, match=f"unclosed quoted {kind} at position 2"):
+        sql.read_quoted(text, 2, mark, quoting)
+
+
+def test_escaped_string_literals_are_one_span() -> None:
+    text = "SELECT E'a\\'b''c', 'd''e' AS \"f\"\"g\""
+    spans = [text[start:end] for start, end in sql.quoted_spans(text)]
+    assert spans == ["E'a\\'b''c'", "'d''e'", '"f""g"']
+
+
 def test_tokens_count_characters_where_duckdb_counts_bytes() -> None:
     text = "/* é */ DELETE FROM \"tü\" WHERE x = 'ü' -- 🦆\n; SELECT 1"
     found = sql.tokens(text)
@@ -271,9 +314,6 @@ _FORBIDDEN_TEXT = (
 )
 _FORBIDDEN_REPLACES = {('"', '""'), ("'", "''"), ('""', '"'), ("''", "'")}
 _QUOTES = ('"', "'")
-# not SQL: PostgreSQL's array text format ({1,"a b"}), read where the Postgres port
-# decodes parameters
-_NOT_SQL = {"server/pgwire/types/array.py"}
 
 
 def _is_quote(node: ast.AST) -> bool:
@@ -302,7 +342,7 @@ def _violations(path: Path) -> Iterator[str]:
                 args and _is_quote(args[0])
             ):
                 yield f"{where}: a hand-written quote scanner ({ast.unparse(node)})"
-        elif isinstance(node, ast.Compare) and not path.as_posix().endswith(tuple(_NOT_SQL)):
+        elif isinstance(node, ast.Compare):
             sides = [node.left, *node.comparators]
             if any(map(_is_quote, sides)) and any(isinstance(n, ast.Subscript) for n in sides):
                 yield f"{where}: a character loop over quotes ({ast.unparse(node)})"

@@ -10,7 +10,7 @@ module refuses cannot slip through another.
 - :func:`split_name` — ``catalog.schema.name`` (quoted or bare parts) into its parts,
   :func:`name_end` — where such a name that starts inside longer text ends,
   :func:`read_ident` / :func:`read_string` — the one identifier / string literal at a
-  position;
+  position, :func:`read_quoted` — quoted text of any :class:`Quoting` (CSV, arrays);
 - :func:`tokens` — DuckDB's tokens with offsets in characters (DuckDB counts bytes),
   :func:`quoted_spans` — where its string literals and quoted names are,
   :func:`skip_blank` — where the first token starts (after space and comments),
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from enum import Enum
 from typing import NamedTuple
 
 import duckdb
@@ -36,15 +37,19 @@ __all__ = [
     "MAX_PARTS",
     "LexError",
     "Token",
+    "check_closed",
     "check_text",
     "display_ident",
     "name_end",
     "paren_end",
+    "Quoting",
     "quoted_spans",
+    "quote_bytes",
     "quote_ident",
     "quote_literal",
     "quote_qualified",
     "read_ident",
+    "read_quoted",
     "read_string",
     "split_name",
     "skip_blank",
@@ -58,6 +63,12 @@ _BARE_PATTERN = r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*"
 _BARE = re.compile(_BARE_PATTERN)
 # one identifier, quoted (``""`` is a quote) or bare: for patterns that match statements
 IDENT = r'"(?:[^"]|"")*"|' + _BARE_PATTERN
+# a backslash and the character it escapes (PostgreSQL's array text)
+_BACKSLASHED = re.compile(r"\\(.)", re.S)
+# where a quote or a comment opens (a block comment left open: just "/*")
+_OPENING = re.compile(
+    r"""--[^\n]*|/\*(?:.*?\*/)?|[EeXxBb]?'|"|\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$""", re.S
+)
 # a name shown without quotes (messages, displays): plain ASCII words only
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # a dotted name's parts: catalog.schema.name
@@ -126,26 +137,66 @@ def display_ident(part: str) -> str:
 # -- names --------------------------------------------------------------------------------
 
 
-def _quoted_end(text: str, start: int, mark: str) -> int:
-    """The index after the quote closing the one at ``start`` (a doubled quote is one)."""
+class Quoting(Enum):
+    """How a quote stands inside quoted text."""
+
+    DOUBLED = "doubled"  # SQL names and strings, CSV: ``""`` is one ``"``
+    BACKSLASH = "backslash"  # PostgreSQL's array text: ``\\x`` is ``x``
+    EITHER = "either"  # E'…' strings: both
+
+
+def _quoted_end(
+    text: str, start: int, mark: str, quoting: Quoting = Quoting.DOUBLED, what: str = ""
+) -> int:
+    """The index after the quote closing the one at ``start`` (LexError, naming ``what``
+    is quoted, when it is not closed): the one scanner of quoted text."""
+    doubled = quoting is not Quoting.BACKSLASH
     at = start + 1
     while True:
         close = text.find(mark, at)
+        if quoting is not Quoting.DOUBLED:  # a backslash before it escapes the next one
+            slash = text.find("\\", at, len(text) if close < 0 else close)
+            if slash >= 0:
+                at = slash + 2
+                continue
         if close < 0:
-            kind = "identifier" if mark == '"' else "string"
-            raise LexError(text, f"has an unclosed quoted {kind}", start)
-        if text.startswith(mark, close + 1):
+            what = what or ("identifier" if mark == '"' else "string")
+            raise LexError(text, f"has an unclosed quoted {what}", start)
+        if doubled and text.startswith(mark, close + 1):
             at = close + 2
             continue
         return close + 1
+
+
+def read_quoted(
+    text: str, start: int, mark: str = '"', quoting: Quoting = Quoting.DOUBLED, what: str = ""
+) -> tuple[str, int]:
+    """The text quoted by ``mark`` at ``text[start]``, its escapes undone (EITHER: as
+    written), and the index after it. LexError when there is no such quote or it is not
+    closed (``what``: the thing quoted, in the message)."""
+    if not text.startswith(mark, start):
+        raise LexError(text, f"has no {mark} here", start)
+    end = _quoted_end(text, start, mark, quoting, what)
+    inner = text[start + 1 : end - 1]
+    if quoting is Quoting.DOUBLED:
+        return inner.replace(mark * 2, mark), end
+    return _BACKSLASHED.sub(r"\1", inner) if quoting is Quoting.BACKSLASH else inner, end
+
+
+def quote_bytes(value: bytes, quoting: Quoting, mark: bytes = b'"') -> bytes:
+    """``value`` in ``mark`` quotes, a quote inside doubled (:attr:`Quoting.DOUBLED`:
+    CSV) or after a backslash, as is a backslash (:attr:`Quoting.BACKSLASH`: PostgreSQL's
+    array text) — bytes, as they go over the wire."""
+    if quoting is Quoting.DOUBLED:
+        return mark + value.replace(mark, mark * 2) + mark
+    return mark + value.replace(b"\\", b"\\\\").replace(mark, b"\\" + mark) + mark
 
 
 def read_ident(text: str, start: int = 0) -> tuple[str, int]:
     """The identifier at ``text[start]`` — quoted (``"a""b"`` is ``a"b``) or bare, as
     DuckDB's scanner reads it — and the index after it. LexError when there is none."""
     if text.startswith('"', start):
-        end = _quoted_end(text, start, '"')
-        name = text[start + 1 : end - 1].replace('""', '"')
+        name, end = read_quoted(text, start)
         if not name:
             raise LexError(text, "has an empty quoted name", start)
         return name, end
@@ -160,8 +211,7 @@ def read_string(text: str, start: int = 0) -> tuple[str, int]:
     after it. LexError when there is none, or it is not closed."""
     if not text.startswith("'", start):
         raise LexError(text, "has no string literal", start)
-    end = _quoted_end(text, start, "'")
-    return text[start + 1 : end - 1].replace("''", "'"), end
+    return read_quoted(text, start, "'")
 
 
 def _scan(text: str, at: int, stop: str) -> tuple[tuple[str, ...], int]:
@@ -328,17 +378,24 @@ def _literal_end(sql: str, start: int) -> int:
     if prefix is None:
         raise LexError(sql, "has no string literal", start)
     quote = prefix.end() - 1
-    if sql[start:quote].lower() != "e":
-        return _quoted_end(sql, quote, "'")
-    at = quote + 1  # E'…': a backslash escapes the next character
-    while at < len(sql):
-        if sql[at] == "\\" or sql.startswith("''", at):
-            at += 2
-        elif sql[at] == "'":
-            return at + 1
+    escaped = sql[start:quote].lower() == "e"  # E'…': a backslash escapes the next character
+    return _quoted_end(sql, quote, "'", Quoting.EITHER if escaped else Quoting.DOUBLED)
+
+
+def check_closed(sql: str) -> str:
+    """``sql`` when each of its quotes and block comments is closed; else LexError at the
+    unclosed one. DuckDB's scanner silently drops the text after an unclosed quote, so a
+    command read by hand (``SET "x = 1``) would otherwise pass as something else."""
+    at = 0
+    while (found := _OPENING.search(sql, at)) is not None:
+        mark, at = found.group(0), found.start()
+        if mark == "/*":
+            raise LexError(sql, "has an unclosed comment", at)
+        if mark[0] in "-/":
+            at = found.end()
         else:
-            at += 1
-    raise LexError(sql, "has an unclosed quoted string", start)
+            at = _quoted_end(sql, at, mark) if mark == '"' else _literal_end(sql, at)
+    return sql
 
 
 def quoted_spans(sql: str) -> list[tuple[int, int]]:

@@ -23,6 +23,7 @@ from duckflock.server.pgwire.clients import describe_query
 from duckflock.sql import (
     IDENT,
     LexError,
+    check_closed,
     quoted_spans,
     read_ident,
     read_string,
@@ -116,6 +117,10 @@ def _words(sql: str) -> list[str]:
     return sql.split(None, 3)
 
 
+# commands read here rather than by DuckDB's parser
+_READ_BY_HAND = ("SET", "RESET", "SHOW", "LISTEN", "UNLISTEN", "NOTIFY", "DEALLOCATE")
+
+
 def classify(sql: str) -> Statement:
     """What ``sql`` (one statement) is, for the session to dispatch."""
     body = sql[skip_blank(sql) :].strip().rstrip(";").strip()
@@ -123,6 +128,8 @@ def classify(sql: str) -> Statement:
         return Statement(Kind.EMPTY, body)
     words = [w.upper() for w in _words(body)]
     first = words[0]
+    if first in _READ_BY_HAND:
+        check_closed(body)  # an unclosed quote: an error where it opens, not a guess
     if first in ("BEGIN", "START"):
         return Statement(Kind.TX, body, "BEGIN")
     if first in ("COMMIT", "END"):

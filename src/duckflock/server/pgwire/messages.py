@@ -107,8 +107,11 @@ class Body:
             raise ProtocolError("a string field has no terminating zero byte")
         try:
             text = self.data[self.at : end].decode("utf-8")
-        except UnicodeDecodeError:
-            raise ProtocolError("a string field is not UTF-8") from None
+        except UnicodeDecodeError as exc:
+            bad = exc.object[exc.start : exc.end].hex(" ")
+            raise ProtocolError(
+                f"a string field is not UTF-8: byte {bad} at {exc.start} ({exc.reason})"
+            ) from None
         self.at = end + 1
         return text
 

@@ -11,6 +11,7 @@ from duckflock.server.pgwire import framing
 from duckflock.server.pgwire.encode import RowEncoder, naming
 from duckflock.server.pgwire.messages import Backend, message
 from duckflock.server.pgwire.types.adapt import I2, I4
+from duckflock.sql import Quoting, quote_bytes
 
 _NULL = b"\xff\xff\xff\xff"
 
@@ -89,4 +90,4 @@ def csv_field(value: bytes, alone: bool = False) -> bytes:
     plain = value and not any(c in value for c in (b",", b'"', b"\n", b"\r"))
     if plain and not (alone and value == framing.END_OF_DATA):
         return value
-    return b'"' + value.replace(b'"', b'""') + b'"'
+    return quote_bytes(value, Quoting.DOUBLED)

@@ -10,6 +10,7 @@ from typing import Any
 
 from duckflock.server.pgwire.types.adapt import I4, Encoder
 from duckflock.server.pgwire.types.bool import SPACE
+from duckflock.sql import LexError, Quoting, quote_bytes, read_quoted
 
 # PostgreSQL's array_out quotes an element that is empty, spells NULL, or holds
 # whitespace or one of {},"\\ -- whatever its type
@@ -24,7 +25,7 @@ def dump_text(values: list[Any], encode: Encoder) -> bytes:
             continue
         text = encode(value)
         if not text or _NEEDS_QUOTES.search(text) or text.upper() == b"NULL":
-            text = b'"' + text.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+            text = quote_bytes(text, Quoting.BACKSLASH)
         parts.append(text)
     return b"{" + b",".join(parts) + b"}"
 
@@ -64,33 +65,48 @@ def load_binary(data: bytes, load_element: Callable[[int, bytes], Any]) -> list[
     return values
 
 
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at] in SPACE:
+        at += 1
+    return at
+
+
+_ELEMENT_END = re.compile(r"[,}]")
+
+
 def load_text(text: str, load_element: Callable[[str], Any]) -> list[Any]:
-    """A one-dimensional array literal (``{1,NULL,"a b"}``), each element read by
-    ``load_element``."""
+    """A one-dimensional array literal (``{1,NULL,"a b"}``; in quotes a backslash escapes
+    the next character), each element read by ``load_element``. LexError, naming where,
+    for an unclosed quote or brace, an empty element or text beside a quoted one."""
     text = text.strip(SPACE)
-    if not (text.startswith("{") and text.endswith("}")):
-        raise ValueError(f"{text!r} is not an array literal")
+    if not text.startswith("{"):
+        raise LexError(text, "is not an array literal: it does not start with {", 0)
     values: list[Any] = []
-    at, end = 1, len(text) - 1
-    while at < end:
-        if text[at] == '"':
-            at += 1
-            chars = []
-            while text[at] != '"':
-                if text[at] == "\\":
-                    at += 1
-                chars.append(text[at])
-                at += 1
-            values.append(load_element("".join(chars)))
-            at += 1
+    at = _skip_space(text, 1)
+    if text.startswith("}", at):
+        at += 1  # {} or { }
+    while at < len(text) and text[at - 1] != "}":
+        at = _skip_space(text, at)
+        if text.startswith('"', at):
+            item, at = read_quoted(text, at, '"', Quoting.BACKSLASH, "array element")
+            values.append(load_element(item))
+            at = _skip_space(text, at)
+            if at < len(text) and text[at] not in ",}":
+                raise LexError(text, "has text after a quoted array element", at)
         else:
-            comma = text.find(",", at)
-            comma = end if comma < 0 else comma
-            item = text[at:comma].strip(SPACE)
+            found = _ELEMENT_END.search(text, at)
+            stop = len(text) if found is None else found.start()
+            item = text[at:stop].strip(SPACE)
             if "{" in item:
                 raise ValueError("only one-dimensional array parameters are supported")
+            if not item:
+                raise LexError(text, "has an empty array element", at)
+            if '"' in item:  # at: where the element starts
+                raise LexError(text, "has a quote inside an unquoted array element", at)
             values.append(None if item.upper() == "NULL" else load_element(item))
-            at = comma
-        if at < end and text[at] == ",":
-            at += 1
+            at = stop
+        at += 1  # past the comma or the closing brace
+    if at != len(text) or text[-1] != "}":
+        reason = "has text after its closing }" if at < len(text) else "has no closing }"
+        raise LexError(text, reason, min(at, len(text)))
     return values
