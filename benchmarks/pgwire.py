@@ -22,6 +22,9 @@ One real `duckflock serve --pg-port` process, in the same run:
     doing nothing else (benchmarks/pgwire_replay.py), beside an HTTP Arrow fetch: the
     ceiling of that client's ratio, which no server work can raise.
 
+(f) with ``--raw`` (alone): each form read by a client that only reads the bytes, beside
+    HTTP Arrow read so (benchmarks/pgwire_raw.py): the server's own rate and CPU.
+
 ``--bulk`` runs (b) and (c) only, ``--rounds N`` repeats (b) (and (d), (e)); the load
 average is printed next to the figures. (b) ends with the median round's ratio of each
 form, the lines ``benchmarks/suite.py`` reads.
@@ -47,6 +50,7 @@ import psycopg
 
 import duckflock
 import options
+import pgwire_raw
 import pgwire_replay
 
 CLIENTS = 4
@@ -341,10 +345,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--client", action="store_true", help="add (e)")
     parser.add_argument("--client-only", action="store_true", help="(e) alone")
     parser.add_argument("--postgres", action="store_true", help="add (d)")
+    parser.add_argument("--raw", action="store_true", help="(f) alone: clients that only read")
     args = parser.parse_args(argv)
     quick, bulk, rounds = args.quick, args.bulk, args.rounds
     client, client_only = args.client, args.client_only
-    bulk = bulk or client_only
+    bulk = bulk or client_only or args.raw
     seconds = 2.0 if quick else 8.0
     with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
         proc, url, pg_port = start_server(Path(tmp) / "served.duckdb")
@@ -368,7 +373,11 @@ def main(argv: list[str]) -> None:
             # each form right after an HTTP Arrow fetch of the same rows: on a shared
             # machine the load moves within seconds, so each ratio is taken side by side
             ratios: dict[str, list[tuple[float, float]]] = {label: [] for label in forms}
-            for round_ in range(0 if client_only else rounds):
+            if args.raw:
+                raw_http = partial(pgwire_raw.raw_http_rows, url, BIG, BIG_ROWS)
+                measured = partial(rows_per_second, server=server)
+                pgwire_raw.port_alone(pg_port, raw_http, rounds, measured, BIG)
+            for round_ in range(0 if client_only or args.raw else rounds):
                 print(f"(b) round {round_ + 1}, {_load()}", flush=True)
                 for label, fetch in forms.items():
                     http = rows_per_second(http_rows, server)
@@ -403,7 +412,7 @@ def main(argv: list[str]) -> None:
             proc.wait(60)
     if args.postgres:
         real_postgres(rounds)
-    if not client_only:
+    if not (client_only or args.raw):
         encoder_alone()
 
 
