@@ -108,9 +108,9 @@ class Body:
         try:
             text = self.data[self.at : end].decode("utf-8")
         except UnicodeDecodeError as exc:
-            bad = exc.object[exc.start : exc.end].hex(" ")
-            raise ProtocolError(
-                f"a string field is not UTF-8: byte {bad} at {exc.start} ({exc.reason})"
+            raise ProtocolError(  # spelled as the CLI and the loaders spell it
+                f"a string field is not UTF-8: byte 0x{exc.object[exc.start]:02x} at byte "
+                f"{exc.start + 1} of the field"
             ) from None
         self.at = end + 1
         return text
