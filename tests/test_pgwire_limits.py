@@ -458,8 +458,8 @@ def test_wide_rows_are_cut_at_the_row_that_crosses_the_byte_cap(
 
 def test_malformed_text_over_the_wire_gets_a_precise_error(db: duckflock.Database) -> None:
     """Quoted names and array parameters that are not well formed, and bytes that are not
-    UTF-8: each an error naming the problem and where (the session goes on), a query
-    string that is not UTF-8 the one fatal one (its message cannot be read)."""
+    UTF-8: each an error naming the problem and where, and the session goes on; a query
+    string that is not UTF-8 too (PostgreSQL's 22021: the message's bounds were read)."""
     server = PgServer(db, ServerSettings(), PgSettings(port=0)).start()
     ready = b"Z\x00\x00\x00\x05I"
     try:
@@ -500,10 +500,13 @@ def test_malformed_text_over_the_wire_gets_a_precise_error(db: duckflock.Databas
             assert b"unclosed quoted identifier at position 4" in query(b'SET "x = 1')
             assert b"unclosed quoted string at position 8" in query(b"SET x = 'open")
             assert b"no analysis named 'a\"b'" in query(b'LISTEN "a""b"')
-            raw.sendall(_message(b"Q", b"SELECT '\xff'\x00"))
-            answer = raw.recv(4096)
-            assert (
-                b"FATAL" in answer and b"not UTF-8: byte 0xff at byte 9 of the field" in answer
-            ), answer
+            answer = query(b"SELECT '\xff'")
+            assert b"ERROR" in answer and b"C22021" in answer, answer
+            assert b"not UTF-8: byte 0xff at byte 9 of the field" in answer, answer
+            # in the extended protocol too, skipping to the Sync; then the session goes on
+            raw.sendall(_message(b"P", b"\x00SELECT '\xfe'\x00\x00\x00") + _message(b"S"))
+            answer = _read_until(raw, ready)
+            assert b"C22021" in answer and b"byte 0xfe at byte 9" in answer, answer
+            assert b"42" in query(b"SELECT 42")
     finally:
         server.stop()

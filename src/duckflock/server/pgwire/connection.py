@@ -19,6 +19,7 @@ from duckflock.server.pgwire.messages import (
     Body,
     Disconnected,
     Frontend,
+    NotUtf8,
     ProtocolError,
     error,
     message,
@@ -81,17 +82,25 @@ def loop(session: Session) -> None:
             continue
         try:
             handler(session, body)
+        except NotUtf8 as exc:  # the message was whole: an ERROR, as PostgreSQL's
+            failed(session, kind, exc)
         except (Disconnected, ProtocolError):
             raise
         except Exception as exc:
             if isinstance(exc, OSError) and not isinstance(exc, DuckflockError):
                 raise  # the socket failed (QueryTimeoutError is an OSError too)
-            session.fail(exc)
-            if kind == Frontend.QUERY:
-                session.ready_for_query()
-            else:  # sent now, as PostgreSQL does: a client may wait for it before Sync
-                session.skipping = True
-                session.flush()
+            failed(session, kind, exc)
+
+
+def failed(session: Session, kind: bytes, exc: Exception) -> None:
+    """A message's error: the simple Query is ready for the next; the extended
+    protocol skips to the next Sync."""
+    session.fail(exc)
+    if kind == Frontend.QUERY:
+        session.ready_for_query()
+    else:  # sent now, as PostgreSQL does: a client may wait for it before Sync
+        session.skipping = True
+        session.flush()
 
 
 def on_query(session: Session, body: bytes) -> None:

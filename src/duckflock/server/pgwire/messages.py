@@ -108,7 +108,7 @@ class Body:
         try:
             text = self.data[self.at : end].decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ProtocolError(  # spelled as the CLI and the loaders spell it
+            raise NotUtf8(  # spelled as the CLI and the loaders spell it
                 f"a string field is not UTF-8: byte 0x{exc.object[exc.start]:02x} at byte "
                 f"{exc.start + 1} of the field"
             ) from None
@@ -208,6 +208,12 @@ def error(text: str, code: str, severity: str = "ERROR") -> bytes:
     return message(Backend.ERROR, fields + b"M" + cstr(text) + b"\x00")
 
 
+class NotUtf8(ProtocolError, ValueError):
+    """A whole message whose string field is not UTF-8: after start-up an ERROR
+    (PostgreSQL's 22021, character_not_in_repertoire) and the session goes on, as the
+    message's bounds were read; during start-up a protocol violation like any other."""
+
+
 class LimitExceeded(ValueError):
     """A per-connection limit was reached (prepared statements, portals)."""
 
@@ -216,6 +222,8 @@ def sqlstate(exc: BaseException) -> str:
     """The SQLSTATE code for a duckflock error (XX000, internal_error, when unknown)."""
     if isinstance(exc, LimitExceeded):
         return "54000"  # program_limit_exceeded
+    if isinstance(exc, NotUtf8):
+        return "22021"  # character_not_in_repertoire
     if isinstance(exc, OutOfRange):
         return "22008"  # datetime_field_overflow
     if isinstance(exc, RowRejectedError) and isinstance(exc.cause, DuckflockError):
