@@ -314,3 +314,11 @@ def test_unfollowed_changes_are_computed_when_asked_and_readers_resume_with_a_sn
         got = next(iter(followed))
         assert third.change is not None and got.since == second.version and not got.snapshot
         assert sorted(got.rows()) == sorted([(2, 10, -1), (2, 11, 1)])
+        # a group-by without LIMIT keeps the new rows' key columns, not the touched
+        # groups' table, until its change is asked for: the same rows come out
+        db.analysis("per_g", "SELECT g, count(*) AS n FROM t GROUP BY g")
+        db.refresh("per_g")
+        db.insert("t", [(3, 0), (8, 0)], wait=True)
+        grouped = db.refresh("per_g")
+        assert grouped.mode == "incremental" and grouped.change is None
+        assert sorted(grouped.changes().rows()) == sorted([(3, 10, -1), (3, 11, 1), (8, 1, 1)])

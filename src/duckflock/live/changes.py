@@ -27,7 +27,9 @@ other rows), so event ids are ``lineage.version``.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,13 +80,28 @@ def signed(table: pa.Table, sign: int) -> pa.Table:
     return table.append_column(DIFF, pa.array([sign] * table.num_rows, pa.int8()))
 
 
-@dataclass(frozen=True)
 class Touched:
     """The groups one refresh changed: ``keys`` (columns named ``k0…``) holds the values
-    of the result's columns at ``positions`` for every new or deleted row."""
+    of the result's columns at ``positions`` for every new or deleted row; None where
+    they cannot be had (then every row is compared). Given as a table, or as a function
+    that makes it: a refresh nobody takes the changes of never builds it."""
 
-    positions: tuple[int, ...]
-    keys: pa.Table
+    def __init__(
+        self, positions: tuple[int, ...], keys: pa.Table | Callable[[], pa.Table | None]
+    ) -> None:
+        self.positions = positions
+        self._make = keys if callable(keys) else None
+        self._keys = None if callable(keys) else keys
+        self._lock = threading.Lock()  # guards the one call of _make (readers' threads)
+
+    @property
+    def keys(self) -> pa.Table | None:
+        make = self._make
+        if make is not None:
+            with self._lock:
+                if self._make is not None:
+                    self._keys, self._make = make(), None
+        return self._keys
 
 
 def _plain(table: pa.Table) -> pa.Table:
@@ -110,7 +127,10 @@ def difference(
     """
     if old is None or not _same_columns(old, new):
         return signed(new, 1), True
-    nothing = touched is not None and touched.keys.num_rows == 0
+    keys = None if touched is None else touched.keys
+    if keys is None:
+        touched = None
+    nothing = keys is not None and keys.num_rows == 0
     if old is new or new.num_columns == 0 or nothing:
         return signed(new.slice(0, 0), 1), False
     if touched is not None:
@@ -120,7 +140,7 @@ def difference(
             paired = _unpaired(old, new, touched.positions)
             if paired is not None:
                 return paired, False
-            touched = None  # DuckDB compares the narrowed rows
+            touched = keys = None  # DuckDB compares the narrowed rows
     width = new.num_columns
     columns = ", ".join(f"c{i}" for i in range(width))
     where = ""
@@ -134,9 +154,8 @@ def difference(
         f"SELECT {columns}, CAST(1 AS TINYINT) AS {DIFF} FROM (FROM n EXCEPT ALL FROM o) "
         f"UNION ALL SELECT {columns}, CAST(-1 AS TINYINT) FROM (FROM o EXCEPT ALL FROM n)"
     )
-    keys = None
-    if touched is not None:
-        keys = touched.keys.rename_columns([f"k{i}" for i in range(touched.keys.num_columns)])
+    if keys is not None:
+        keys = keys.rename_columns([f"k{i}" for i in range(keys.num_columns)])
     found = over_arrow(cursor, sql, _plain(old), _plain(new), keys)
     target = new.schema.append(pa.field(DIFF, pa.int8()))
     try:
@@ -153,11 +172,13 @@ def _narrowed(old: pa.Table, new: pa.Table, touched: Touched) -> tuple[pa.Table,
     pyarrow's equality may not be DuckDB's (floats: NaN, -0.0; anything but integers,
     text, dates and times), or the types differ: DuckDB then picks the rows."""
     masks: list[tuple[pa.ChunkedArray, pa.ChunkedArray]] = []
+    keys = touched.keys
+    assert keys is not None
     for i, position in enumerate(touched.positions):
         kind = new.schema.field(position).type
-        if not _exact_equality(kind) or touched.keys.column(i).type != kind:
+        if not _exact_equality(kind) or keys.column(i).type != kind:
             return None
-        values = pc.unique(touched.keys.column(i))
+        values = pc.unique(keys.column(i))
         masks.append(
             (
                 pc.is_in(old.column(position), value_set=values, skip_nulls=False),

@@ -39,7 +39,8 @@ from duckflock.live.steps import arrow_fold, fold_in, merge_fold, outputs
 def touched(plan: Plan, rows: list[pa.Table]) -> Touched | None:
     """The groups ``rows`` (appended or deleted) fall in, as values of the result's key
     columns; None where a row of the result is not one group's alone (no pyarrow plan,
-    a key not in the result, LIMIT/OFFSET)."""
+    a key not in the result, LIMIT/OFFSET). Their table is built when first read: only
+    a reader of changes needs it (the rows' key columns are kept until then)."""
     arrow = plan.arrow
     if not rows:
         return Touched((), pa.table({}))  # nothing new: nothing changed
@@ -55,16 +56,21 @@ def touched(plan: Plan, rows: list[pa.Table]) -> Touched | None:
         if not at:
             return None
         positions.append(at[0])
-    names = [f"k{i}" for i in range(len(arrow.keys))]
     try:
-        tables = [pa.Table.from_arrays(arrow.key_columns(r), names=names) for r in rows]
-        keys = (
-            tables[0]
-            if len(tables) == 1
-            else pa.concat_tables(tables, promote_options="permissive")
-        )
-    except (pa.ArrowException, KeyError):
+        sources = [[r[name] for name in arrow.keys] for r in rows]
+    except KeyError:
         return None
+
+    def keys() -> pa.Table | None:
+        names = [f"k{i}" for i in range(len(positions))]
+        try:
+            tables = [pa.Table.from_arrays(arrow.bucketed(s), names=names) for s in sources]
+            if len(tables) == 1:
+                return tables[0]
+            return pa.concat_tables(tables, promote_options="permissive")
+        except pa.ArrowException:
+            return None
+
     return Touched(tuple(positions), keys)
 
 

@@ -105,7 +105,11 @@ class ArrowPlan:
     def key_columns(self, rows: pa.Table) -> list[pa.ChunkedArray]:
         """The key values of the source ``rows`` (a bucketed key's bucket of its column;
         ArrowInvalid for a timestamp pyarrow leaves to DuckDB)."""
-        columns = [rows[name] for name in self.keys]
+        return self.bucketed([rows[name] for name in self.keys])
+
+    def bucketed(self, sources: list[pa.ChunkedArray]) -> list[pa.ChunkedArray]:
+        """The key values from each key's source column (:meth:`key_columns`)."""
+        columns = list(sources)
         for i, bucket in self.buckets:
             columns[i] = bucket.of(columns[i])
         return columns
