@@ -296,6 +296,7 @@ def attempt(
     begin: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     record: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     fault: FaultHook | None = None,
+    lone: duckdb.DuckDBPyConnection | None = None,
 ) -> BaseException | None:
     """Append ``groups`` atomically; commit or roll back. Returns the rows' fault, if any.
 
@@ -308,13 +309,16 @@ def attempt(
     and forces one; ``record`` runs last inside it when committing (the batch's
     idempotency keys: :mod:`duckflock.ingest.keys`), and forces one too.
     ``fault("commit")`` (the committer's test seam) runs first when committing: what it
-    raises is classified as a statement's error would be.
+    raises is classified as a statement's error would be. ``lone``, when given, is the
+    cursor that runs the one autocommitted statement (the committer's, without the
+    optimizer).
     """
     kept: list[tuple[Identity, pa.Table]] = []
     try:
         if commit and fault is not None:
             fault("commit")
         if commit and len(groups) == 1 and begin is None and record is None:
+            cursor = lone or cursor  # the except below probes the cursor that ran
             table = append(cursor, groups[0], autocommit=True)
             if table is not None:
                 kept.append((groups[0].schema.key, table))

@@ -14,8 +14,6 @@ from _thread import allocate_lock
 from collections import deque
 from collections.abc import Callable
 
-import duckdb
-
 from duckflock.errors import StorageError
 from duckflock.ingest.bundles import each_row
 from duckflock.ingest.committer import Committer
@@ -158,20 +156,18 @@ class Batches:
     """Commits the writer's batches; used by the writer thread only.
 
     ``reopen`` closes every cursor and reopens the database after DuckDB invalidated it
-    (None: it cannot be reopened, e.g. in memory); ``new_cursor`` then gives the
-    committer its fresh cursor.
+    (None: it cannot be reopened, e.g. in memory); the committer then takes fresh
+    cursors.
     """
 
     def __init__(
         self,
         committer: Committer,
         counters: Counters,
-        new_cursor: Callable[[], duckdb.DuckDBPyConnection],
         reopen: Callable[[], None] | None,
     ) -> None:
         self._committer = committer
         self._counters = counters
-        self._new_cursor = new_cursor
         self._reopen = reopen
         self._needs_reopen = False
 
@@ -219,7 +215,7 @@ class Batches:
         try:
             self._committer.fault_hook("reopen")
             self._reopen()
-            self._committer.cursor = self._new_cursor()
+            self._committer.renew()
         except Exception as exc:
             self._counters.reopen_failed(f"reopening the database failed: {exc}")
             logging.getLogger("duckflock").warning("reopening the database failed: %s", exc)

@@ -35,12 +35,16 @@ class Committer:
 
     def __init__(
         self,
-        cursor: duckdb.DuckDBPyConnection,
+        new_cursor: Callable[[], duckdb.DuckDBPyConnection],
         on_schema_change: Callable[[], None] | None = None,
         retry: Retry | None = None,
         keys: KeyBook | None = None,
     ) -> None:
-        self.cursor = cursor
+        self._new_cursor = new_cursor
+        self.cursor = self.lone = new_cursor()
+        self._lone_apart = retry is None  # a lake's commits are transactions: never lone
+        if self._lone_apart:
+            self.lone = self._unoptimized()
         # the idempotency keys: screened before each commit, recorded in it
         self.keys = keys or KeyBook(lake=retry is not None)
         self.on_schema_change = on_schema_change
@@ -52,6 +56,28 @@ class Committer:
         # the test seam, called at "batch", "commit", "committed" and "reopen" (see
         # Writer.fault_hook)
         self.fault_hook: FaultHook = no_fault
+
+    def _unoptimized(self) -> duckdb.DuckDBPyConnection:
+        """The cursor of the batch that is one autocommitted statement (no keys, no
+        lake): DuckDB's optimizer off. Its passes cost 0.1-0.17 ms of CPU per statement
+        (a quarter to a third of the statement's, BENCHMARKS.md round 5: the commit's
+        WAL write and fsync are the rest of a commit) and have nothing to do in
+        an INSERT of bound lists, VALUES or an Arrow scan (no filter, join or aggregate
+        to push down or reorder). Statements that read (the keys' lookups, rejections,
+        a lake's catalog) stay on ``cursor``, where filters reach the indexes."""
+        cursor = self._new_cursor()
+        try:
+            cursor.execute("PRAGMA disable_optimizer")
+        except BaseException:
+            cursor.close()
+            raise
+        return cursor
+
+    def renew(self) -> None:
+        """Take fresh cursors (the database was reopened: the old ones are closed)."""
+        self.cursor = self.lone = self._new_cursor()
+        if self._lone_apart:
+            self.lone = self._unoptimized()
 
     def commit_batch(self, calls: list[Call]) -> bool:
         """Commit ``calls``; mark each committed, or give it its own error.
@@ -115,6 +141,7 @@ class Committer:
                         begin=begin,
                         record=self.keys.recorder(calls),
                         fault=self.fault_hook,
+                        lone=self.lone,
                     )
             except StorageFailure as exc:
                 if exc.committed or retry is None or tag is None:

@@ -88,7 +88,7 @@ class Writer:
         # stop gathering well before producers would block on a full queue
         self._linger_rows = min(LINGER_ROWS, max(1, max_queued_rows // 2))
         self._on_commit = on_commit
-        self._committer = Committer(new_cursor(), on_schema_change, retry, keys)
+        self._committer = Committer(new_cursor, on_schema_change, retry, keys)
         # held around each commit and its notice: whoever holds it sees no commit happen
         # (analyses take it to pin a snapshot that lines up with the commit notices)
         self.commit_lock = commit_lock or threading.Lock()
@@ -111,7 +111,7 @@ class Writer:
         self._woken = Woken()  # the callers recent commits woke, until they run again
         self._callbacks = Callbacks()  # how many callback-acked calls recent batches held
         self._counters = Counters()  # the figures stats() reports
-        self._batches = Batches(self._committer, self._counters, new_cursor, reopen)
+        self._batches = Batches(self._committer, self._counters, reopen)
         self._thread = threading.Thread(target=self._run, name="duckflock-writer", daemon=True)
         self._thread.start()
 
