@@ -184,7 +184,13 @@ class Scheduler:
         assert interval is not None
         cursor = self._new_cursor()
         try:
-            shape = inspect(cursor, sql, params=params, distinct_limit=self._distinct_limit)
+            shape = inspect(
+                cursor,
+                sql,
+                params=params,
+                distinct_limit=self._distinct_limit,
+                catalogue=self._notices.catalogue,
+            )
         except BaseException:
             self._close_cursor(cursor)
             raise

@@ -64,6 +64,7 @@ class Renderer:
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
         self._cursor = cursor
+        self._template: dict[str, Any] | None = None  # the tree of ``SELECT 1``, parsed once
 
     def parse_expr(self, sql: str) -> dict[str, Any]:
         """The syntax tree of the expression ``sql``."""
@@ -73,8 +74,12 @@ class Renderer:
 
     def sql(self, expr: dict[str, Any]) -> str:
         """SQL text of the expression node ``expr`` (its alias left out)."""
-        template = parse(self._cursor, "SELECT 1")
-        template["statements"][0]["node"]["select_list"] = [dict(expr, alias="")]
+        if self._template is None:
+            self._template = parse(self._cursor, "SELECT 1")
+        node = dict(self._template["statements"][0]["node"], select_list=[dict(expr, alias="")])
+        template = dict(
+            self._template, statements=[dict(self._template["statements"][0], node=node)]
+        )
         return self.render(template, "SELECT ")
 
     def render(self, tree: dict[str, Any], prefix: str) -> str:
