@@ -763,7 +763,8 @@ def test_the_function_catalogue_kept_between_definitions_is_read_again_when_it_c
     """A definition keeps DuckDB's function catalogue for the next (functions.Catalogue):
     a macro that shadows a built-in the kept reading calls repeatable (the detached
     instance would fold with the built-in: 2.0 where a full run gives -1.0), and a
-    Python UDF made on a raw cursor, are seen by the next definition."""
+    Python UDF made on a raw cursor, are seen by the next definition; an analysis that
+    calls the shadowed name plans again (Notices.catalog_change)."""
     sql = "SELECT k, sum(abs(v)) AS s FROM t GROUP BY k"
     with duckflock.connect() as db:
         db.execute("CREATE TABLE t (k INT, v DOUBLE)")
@@ -781,3 +782,7 @@ def test_the_function_catalogue_kept_between_definitions_is_read_again_when_it_c
         )
         db.insert("t", [{"k": 1, "v": -2.0}])
         assert db.refresh("after").rows() == db.execute(sql).fetchall() == [(1, -1.0)]
+        # and the analysis defined before the macro plans again (it folded 2.0)
+        assert db.refresh("before").rows() == [(1, -1.0)]
+        before = internals.analysis(db, "before").state.shape
+        assert "abs(), which is not repeatable" in before.reason

@@ -147,8 +147,9 @@ class Notices:
 
     def catalog_change(self, changed: frozenset[Identity], why: str) -> None:
         """DDL created, dropped or redefined ``changed``: the analyses that read one of
-        them, or a name one of them has (a new object may shadow what they read), plan
-        again and rebuild; the others keep their states."""
+        them, or a name one of them has (a new object may shadow what they read), or call
+        a function of such a name (a macro may shadow it), plan again and rebuild; the
+        others keep their states."""
         self.catalogue.changed()
         names = {identity.name.lower() for identity in changed}
 
@@ -159,6 +160,7 @@ class Notices:
                 reads.any_table
                 or not objects.isdisjoint(changed)
                 or not names.isdisjoint(o.name.lower() for o in objects)
+                or not names.isdisjoint(reads.called)  # a macro that shadows a function it calls
             )
 
         self.fan_out(reads_it, self._replanning(why))

@@ -127,6 +127,7 @@ class Scheduler:
             on_new_shape=self.publish_capture,
             distinct_limit=distinct_limit,
             lake=feed,
+            catalogue=self._notices.catalogue,
         )
         self._runs = Runs(
             registry,
