@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,8 @@ import httpx
 import pytest
 
 import duckflock
+from duckflock.live import steps
+from duckflock.live.fold import detached, merges, query, touch
 
 
 @pytest.fixture(params=["memory", "file"])
@@ -31,6 +33,26 @@ def memdb() -> Iterator[duckflock.Database]:
     database = duckflock.connect()
     yield database
     database.close()
+
+
+@pytest.fixture
+def fold_queries(monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[str]]:
+    """Call it to start counting: the list of every DuckDB query a refresh's fold runs
+    from then on (each goes through ``over_arrow``); a pyarrow fold runs none."""
+
+    def start() -> list[str]:
+        queries: list[str] = []
+        real = query.over_arrow
+
+        def counted(cursor: Any, sql: str, *tables: Any) -> Any:
+            queries.append(sql)
+            return real(cursor, sql, *tables)
+
+        for module in (steps, merges, detached, touch):
+            monkeypatch.setattr(module, "over_arrow", counted)
+        return queries
+
+    return start
 
 
 def free_port() -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -13,8 +14,7 @@ import pyarrow as pa
 import pytest
 
 import duckflock
-from duckflock.live import internals, steps
-from duckflock.live.fold import detached, merges, query, touch
+from duckflock.live import internals
 from duckflock.live.fold.buckets import INFINITY, LIMIT, PROBES, TIMESTAMP
 from duckflock.live.plan.bucketing import bucketed
 from duckflock.live.plan.incremental import inspect
@@ -138,7 +138,7 @@ ROWS = (
 
 @pytest.mark.parametrize("name", BUCKETED)
 def test_a_bucketed_refresh_runs_no_duckdb_query_and_equals_a_full_run(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str, fold_queries: Callable[[], list[str]]
 ) -> None:
     """Issue 21: date_trunc('second') and time_bucket(minute) of a TIMESTAMP fold in
     pyarrow alone (the plain shape's path): no DuckDB query per refresh, and each result
@@ -152,15 +152,7 @@ def test_a_bucketed_refresh_runs_no_duckdb_query_and_equals_a_full_run(
         run = internals.analysis(db, name).state
         plan = run.shape.plan
         assert plan is not None and plan.arrow is not None and plan.arrow.buckets
-        queries: list[str] = []  # every DuckDB query a fold runs goes through over_arrow
-        real = query.over_arrow
-
-        def counted(cursor: duckdb.DuckDBPyConnection, sql: str, *tables: Any) -> pa.Table:
-            queries.append(sql)
-            return real(cursor, sql, *tables)
-
-        for module in (steps, merges, detached, touch):
-            monkeypatch.setattr(module, "over_arrow", counted)
+        queries = fold_queries()  # every DuckDB query a fold runs from here on
         batches: list[list[dict[str, Any]]] = [
             [{"ts": "1969-12-31 23:59:58.999999", "v": 5, "x": 1.5}],
             [{"ts": None, "v": 6, "x": 2.0}, {"ts": "infinity", "v": 7, "x": 0.25}],

@@ -5,6 +5,7 @@ handed to DuckDB's fold and back without a difference."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -12,8 +13,8 @@ import pyarrow as pa
 import pytest
 
 import duckflock
-from duckflock.live import internals, steps
-from duckflock.live.fold import detached, merges, query, sets, touch
+from duckflock.live import internals
+from duckflock.live.fold import sets
 from duckflock.live.plan.incremental import inspect
 
 TABLE = "CREATE TABLE t (k VARCHAR, g INTEGER, u BIGINT, s VARCHAR, d DATE, v INTEGER)"
@@ -51,7 +52,7 @@ def _same(db: duckflock.Database, name: str, sql: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(DISTINCT))
 def test_count_distinct_folds_in_pyarrow_alone_and_equals_a_full_run(
-    name: str, monkeypatch: pytest.MonkeyPatch
+    name: str, fold_queries: Callable[[], list[str]]
 ) -> None:
     sql = DISTINCT[name]
     rng = random.Random(name)
@@ -63,15 +64,7 @@ def test_count_distinct_folds_in_pyarrow_alone_and_equals_a_full_run(
         run = internals.analysis(db, name).state
         plan = run.shape.plan
         assert plan is not None and plan.arrow is not None and plan.arrow.sets
-        queries: list[str] = []  # every DuckDB query a fold runs goes through over_arrow
-        real = query.over_arrow
-
-        def counted(cursor: duckdb.DuckDBPyConnection, sql: str, *tables: Any) -> pa.Table:
-            queries.append(sql)
-            return real(cursor, sql, *tables)
-
-        for module in (steps, merges, detached, touch):
-            monkeypatch.setattr(module, "over_arrow", counted)
+        queries = fold_queries()  # every DuckDB query a fold runs from here on
         for size in (1, 5, 0, 40, 3):
             if size:
                 db.insert("t", _rows(rng, size))

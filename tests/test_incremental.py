@@ -757,3 +757,32 @@ def test_a_type_whose_values_arrow_does_not_keep_runs_in_full(kind: str, values:
         assert result.error is None, result.error
         assert sorted(result.rows()) == sorted(db.execute(sql).fetchall())
         assert "do not survive Arrow" in result.reason, result.reason
+
+
+def test_the_function_catalogue_kept_between_definitions_is_read_again_when_it_changes() -> None:
+    """A definition keeps DuckDB's function catalogue for the next (functions.Catalogue):
+    a macro that shadows a built-in the kept reading calls repeatable (the detached
+    instance would fold with the built-in: 2.0 where a full run gives -1.0), and a
+    Python UDF made on a raw cursor, are seen by the next definition; an analysis that
+    calls the shadowed name plans again (Notices.catalog_change)."""
+    sql = "SELECT k, sum(abs(v)) AS s FROM t GROUP BY k"
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE t (k INT, v DOUBLE)")
+        db.analysis("before", sql)
+        assert internals.analysis(db, "before").state.shape.plan is not None
+        db.execute("CREATE MACRO abs(x) AS x + 1")
+        db.analysis("after", sql)
+        assert (
+            "abs(), which is not repeatable" in internals.analysis(db, "after").state.shape.reason
+        )
+        db.cursor().create_function("jitter", lambda x: x, ["DOUBLE"], "DOUBLE", side_effects=True)
+        db.analysis("udf", "SELECT k, sum(jitter(v)) AS s FROM t GROUP BY k")
+        assert (
+            "jitter(), which is not repeatable" in internals.analysis(db, "udf").state.shape.reason
+        )
+        db.insert("t", [{"k": 1, "v": -2.0}])
+        assert db.refresh("after").rows() == db.execute(sql).fetchall() == [(1, -1.0)]
+        # and the analysis defined before the macro plans again (it folded 2.0)
+        assert db.refresh("before").rows() == [(1, -1.0)]
+        before = internals.analysis(db, "before").state.shape
+        assert "abs(), which is not repeatable" in before.reason

@@ -252,18 +252,27 @@ class Reads(NamedTuple):
     tables: frozenset[Identity]
     any_table: bool  # it reads tables the syntax tree does not name (query(), macros)
     views: frozenset[Identity]  # the views it reads through
+    called: frozenset[str] = frozenset()  # the functions it calls (lower case), views' too
 
     def touches(self, changed: set[Identity] | frozenset[Identity]) -> bool:
         return self.any_table or not self.tables.isdisjoint(changed)
 
 
-def reads(cursor: duckdb.DuckDBPyConnection, tree: dict[str, Any]) -> Reads:
-    """The tables the query in ``tree`` reads, resolved as DuckDB binds them."""
+def reads(
+    cursor: duckdb.DuckDBPyConnection,
+    tree: dict[str, Any],
+    macros: frozenset[str] | None = None,
+) -> Reads:
+    """The tables the query in ``tree`` reads, resolved as DuckDB binds them.
+
+    ``macros``: the lower-case names of the macros the catalog holds, when the caller
+    has read them already (else they are asked of ``duckdb_functions()``)."""
     resolver = Resolver(cursor)
     tables: set[Identity] = set()
     views: set[Identity] = set()
-    dynamic = _reads_into(cursor, resolver, tree, None, tables, views, depth=0)
-    return Reads(frozenset(tables), dynamic, frozenset(views))
+    called: set[str] = set()
+    dynamic = _reads_into(cursor, resolver, tree, None, tables, views, 0, (macros, called))
+    return Reads(frozenset(tables), dynamic, frozenset(views), frozenset(called))
 
 
 _MAX_VIEW_DEPTH = 32
@@ -277,7 +286,9 @@ def _reads_into(
     tables: set[Identity],
     views: set[Identity],
     depth: int,
+    macros: tuple[frozenset[str] | None, set[str]],
 ) -> bool:
+    """``macros``: the catalogue's macros (None: ask it), and the names called so far."""
     if depth > _MAX_VIEW_DEPTH:
         return True  # views nested this deep: do not guess, refresh on every commit
     dynamic = False
@@ -292,13 +303,16 @@ def _reads_into(
                 tables.add(found.identity)
             elif found.identity not in views:
                 views.add(found.identity)
-                dynamic |= _view_reads(cursor, resolver, found, tables, views, depth)
+                dynamic |= _view_reads(cursor, resolver, found, tables, views, depth, macros)
         elif node.get("type") == "TABLE_FUNCTION" or node.get("class") == "FUNCTION":
             function = node.get("function") or node
             name = str(function.get("function_name", "")).lower()
             if name:
                 functions.add(name)
-    if functions & _DYNAMIC_READERS or _macros(cursor, functions):
+    known, called = macros
+    called |= functions
+    called_macro = functions & known if known is not None else _macros(cursor, functions)
+    if functions & _DYNAMIC_READERS or called_macro:
         dynamic = True
     return dynamic
 
@@ -310,6 +324,7 @@ def _view_reads(
     tables: set[Identity],
     views: set[Identity],
     depth: int,
+    macros: tuple[frozenset[str] | None, set[str]],
 ) -> bool:
     query = view_query(view.sql or "")
     if query is None:
@@ -319,7 +334,7 @@ def _view_reads(
     except QueryError:
         return True
     near = (view.identity.catalog, view.identity.schema)
-    return _reads_into(cursor, resolver, tree, near, tables, views, depth + 1)
+    return _reads_into(cursor, resolver, tree, near, tables, views, depth + 1, macros)
 
 
 def view_query(create: str) -> str | None:

@@ -23,6 +23,7 @@ from duckflock.core.names import Identity
 from duckflock.live.clock import Clock
 from duckflock.live.fold.retraction import Retraction
 from duckflock.live.lakefeed import fed
+from duckflock.live.plan.functions import Catalogue
 from duckflock.live.record import Analysis
 from duckflock.live.registry import Registry
 
@@ -51,6 +52,7 @@ class Notices:
         self._clock = clock
         self._new_cursor = new_cursor
         self.max_delta_rows = max_delta_rows  # rows kept between refreshes, then: rebuild
+        self.catalogue = Catalogue()  # the function catalogue kept between definitions
 
     def fan_out(self, which: Callable[[Analysis], bool], effect: Effect) -> None:
         """The one notification loop: each analysis ``which`` selects becomes dirty and
@@ -131,6 +133,8 @@ class Notices:
         """The database was reopened: every cursor belonged to the old instance, and
         rows captured for incremental states may be lost with it."""
 
+        self.catalogue.changed()
+
         def renew(analysis: Analysis) -> None:
             analysis.changes.reinspect = True
             if analysis.schedule.running:
@@ -143,8 +147,10 @@ class Notices:
 
     def catalog_change(self, changed: frozenset[Identity], why: str) -> None:
         """DDL created, dropped or redefined ``changed``: the analyses that read one of
-        them, or a name one of them has (a new object may shadow what they read), plan
-        again and rebuild; the others keep their states."""
+        them, or a name one of them has (a new object may shadow what they read), or call
+        a function of such a name (a macro may shadow it), plan again and rebuild; the
+        others keep their states."""
+        self.catalogue.changed()
         names = {identity.name.lower() for identity in changed}
 
         def reads_it(analysis: Analysis) -> bool:
@@ -154,6 +160,7 @@ class Notices:
                 reads.any_table
                 or not objects.isdisjoint(changed)
                 or not names.isdisjoint(o.name.lower() for o in objects)
+                or not names.isdisjoint(reads.called)  # a macro that shadows a function it calls
             )
 
         self.fan_out(reads_it, self._replanning(why))
@@ -163,6 +170,7 @@ class Notices:
         ``replan``: it may have changed the catalog, so each analysis plans again. (Rows
         written into a lake are in its feed: those analyses' states are not stale.)"""
         if replan:
+            self.catalogue.changed()
             self.fan_out(_every, self._replanning(why))
             return
         taint = self._tainting(why)
@@ -177,6 +185,7 @@ class Notices:
         """The lake's snapshot moved (any process committed): every analysis may be
         stale; those the feed describes read what changed at their next refresh, the
         others plan again and rebuild."""
+        self.catalogue.changed()
         replan = self._replanning("a process committed into the lake")
 
         def moved(analysis: Analysis) -> None:

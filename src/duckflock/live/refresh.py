@@ -29,6 +29,7 @@ from duckflock.live.fold.arrow import OutputKind
 from duckflock.live.fold.retention import retract
 from duckflock.live.lakefeed import LakeFeed
 from duckflock.live.pinned import FAILED, FIRST, Pinned
+from duckflock.live.plan.functions import Catalogue
 from duckflock.live.plan.incremental import inspect
 from duckflock.live.plan.plans import DISTINCT_LIMIT, Plan
 from duckflock.live.record import Analysis
@@ -88,8 +89,10 @@ class Refresher:
         on_new_shape: Callable[[], None] = lambda: None,
         distinct_limit: int = DISTINCT_LIMIT,
         lake: LakeFeed | None = None,
+        catalogue: Catalogue | None = None,
     ) -> None:
         self._lake = lake  # a lake's change feed: its analyses refresh from it
+        self._catalogue = catalogue  # the function catalogue kept between plans
         self._distinct_limit = distinct_limit
         self._lock = lock  # the registry's
         self._committed_seq = committed_seq
@@ -155,6 +158,7 @@ class Refresher:
                 analysis.spec.sql,
                 params=analysis.spec.params,
                 distinct_limit=self._distinct_limit,
+                catalogue=self._catalogue,
             )
         except BaseException:
             with self._lock:

@@ -127,6 +127,7 @@ class Scheduler:
             on_new_shape=self.publish_capture,
             distinct_limit=distinct_limit,
             lake=feed,
+            catalogue=self._notices.catalogue,
         )
         self._runs = Runs(
             registry,
@@ -184,7 +185,13 @@ class Scheduler:
         assert interval is not None
         cursor = self._new_cursor()
         try:
-            shape = inspect(cursor, sql, params=params, distinct_limit=self._distinct_limit)
+            shape = inspect(
+                cursor,
+                sql,
+                params=params,
+                distinct_limit=self._distinct_limit,
+                catalogue=self._notices.catalogue,
+            )
         except BaseException:
             self._close_cursor(cursor)
             raise

@@ -39,7 +39,7 @@ import pyarrow as pa
 from duckflock.core.effects import SETTINGS, Effect
 from duckflock.core.syntax import parse, walk
 from duckflock.errors import QueryError
-from duckflock.live.fold.query import over_arrow
+from duckflock.live.fold.query import arrow_types, over_arrow
 from duckflock.sql import quote_ident, quote_literal
 
 Settings = tuple[tuple[str, str], ...]  # (name, value): the RESULTS settings to set
@@ -160,25 +160,31 @@ def cursor(settings: Settings) -> duckdb.DuckDBPyConnection | None:
 
 
 def settings_for(
-    database: duckdb.DuckDBPyConnection, queries: Sequence[tuple[str, Mapping[str, pa.Table]]]
+    database: duckdb.DuckDBPyConnection,
+    queries: Sequence[tuple[str, Mapping[str, pa.Table]]],
+    own: frozenset[str] | None = None,
 ) -> Settings | None:
     """The settings under which every query of ``queries`` (SQL over the named Arrow
-    tables, here empty) may run detached; None where one may not (above)."""
+    tables, here empty) may run detached; None where one may not (above). ``own``: the
+    lower-case names of the database's own functions (not built in), when the caller
+    read them already (a scan of ``duckdb_functions()`` costs ~17 ms)."""
     try:
-        own = {
-            str(name).lower()
-            for (name,) in database.execute(
-                "SELECT DISTINCT function_name FROM duckdb_functions() WHERE NOT internal"
-            ).fetchall()
-        }
-        called = {
-            str(node.get("function_name", "")).lower()
-            for sql, _ in queries
-            for node in walk(parse(database, sql))
-            if node.get("class") == "FUNCTION"
-        }
-        if own & called:
-            return None
+        if own is None:
+            own = frozenset(
+                str(name).lower()
+                for (name,) in database.execute(
+                    "SELECT DISTINCT function_name FROM duckdb_functions() WHERE NOT internal"
+                ).fetchall()
+            )
+        if own:  # (none: no query can call one, and parsing them costs ~1 ms each)
+            called = {
+                str(node.get("function_name", "")).lower()
+                for sql, _ in queries
+                for node in walk(parse(database, sql))
+                if node.get("class") == "FUNCTION"
+            }
+            if own & called:
+                return None
         defaults = _defaults()
         wanted = _values(database)
         settings = tuple(
@@ -188,25 +194,11 @@ def settings_for(
         if detached is None:
             return None
         for sql, tables in queries:
-            if _types(detached, sql, tables) != _types(database, sql, tables):
+            if arrow_types(detached, sql, tables) != arrow_types(database, sql, tables):
                 return None
     except (duckdb.Error, QueryError):  # (a query json_serialize_sql cannot write out)
         return None
     return settings
-
-
-def _types(
-    cursor: duckdb.DuckDBPyConnection, sql: str, tables: Mapping[str, pa.Table]
-) -> list[str]:
-    """The column types of ``sql`` over ``tables`` on ``cursor`` (bound, not run)."""
-    try:
-        for name, table in tables.items():
-            cursor.register(name, table)
-        return [str(kind) for kind in cursor.sql(sql).types]
-    finally:
-        for name in tables:
-            with contextlib.suppress(duckdb.Error):
-                cursor.unregister(name)
 
 
 def fitting(

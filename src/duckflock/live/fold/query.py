@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
+
 import duckdb
 import pyarrow as pa
 
@@ -39,6 +42,38 @@ def over_arrow(
             return cursor.execute(sql).to_arrow_table()
         finally:
             for name in present:
+                cursor.unregister(name)
+
+
+def arrow_types(
+    cursor: duckdb.DuckDBPyConnection, sql: str, tables: Mapping[str, pa.Table]
+) -> list[str]:
+    """The column types of ``sql`` over the named Arrow ``tables``, bound, not run.
+
+    Tables named as :func:`over_arrow` names them are found by DuckDB's replacement
+    scan among this frame's locals: a definition binds a dozen such probes, and a
+    register + unregister pair costs ~1 ms of CPU each. Other names, or every table
+    where replacement scans are switched off, are registered.
+    """
+    if set(tables) <= {"__duckflock_state", "__duckflock_delta", "__duckflock_keys"}:
+        # (locals the replacement scan finds; an absent one stays unbound)
+        if "__duckflock_state" in tables:
+            __duckflock_state = tables["__duckflock_state"]
+        if "__duckflock_delta" in tables:
+            __duckflock_delta = tables["__duckflock_delta"]
+        if "__duckflock_keys" in tables:
+            __duckflock_keys = tables["__duckflock_keys"]
+        try:
+            return [str(kind) for kind in cursor.sql(sql).types]
+        except duckdb.CatalogException:
+            pass  # replacement scans are off: registered below
+    try:
+        for name, table in tables.items():
+            cursor.register(name, table)
+        return [str(kind) for kind in cursor.sql(sql).types]
+    finally:
+        for name in tables:
+            with contextlib.suppress(duckdb.Error):
                 cursor.unregister(name)
 
 

@@ -4,6 +4,7 @@ and whether an expression is row-local (computed from one row alone)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import duckdb
@@ -33,19 +34,36 @@ MISLABELLED = ("current_localtimestamp", "current_localtime", "getvariable", "cu
 class Functions:
     """Every function name DuckDB knows: whether all its overloads are repeatable, and
     whether any is an aggregate (a name DuckDB does not list counts as a repeatable
-    scalar: DuckDB refuses it when it binds)."""
+    scalar: DuckDB refuses it when it binds); which are macros (their bodies may read
+    any table) and which are the database's own (not built in).
+
+    One scan of ``duckdb_functions()`` (~17 ms of CPU: it lists every overload of every
+    built-in) answers all of a definition's questions: read it once, after the query
+    bound (binding may autoload an extension), and hand it down."""
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        rows = cursor.execute(
+            "SELECT lower(function_name), "
+            "bool_and(coalesce(stability = 'CONSISTENT', false)), "
+            "bool_or(function_type = 'aggregate'), "
+            "bool_or(function_type IN ('macro', 'table_macro')), "
+            "bool_or(NOT internal) FROM duckdb_functions() GROUP BY 1"
+        ).fetchall()
         self._table: dict[str, tuple[bool, bool]] = {
             str(name): (bool(repeatable), bool(aggregate))
-            for name, repeatable, aggregate in cursor.execute(
-                "SELECT lower(function_name), "
-                "bool_and(coalesce(stability = 'CONSISTENT', false)), "
-                "bool_or(function_type = 'aggregate') FROM duckdb_functions() GROUP BY 1"
-            ).fetchall()
+            for name, repeatable, aggregate, _, _ in rows
         }
+        # the lower-case names of macros, and of the functions that are not built in
+        self.macros = frozenset(str(row[0]) for row in rows if row[3])
+        self.own = frozenset(str(row[0]) for row in rows if row[4])
+        self.absent: frozenset[str] = frozenset()  # names called that this reading lacked
         for name in MISLABELLED:  # the catalogue calls them CONSISTENT; they are not
             self._table[name] = (False, self._table.get(name, (False, False))[1])
+
+    def lists(self, names: frozenset[str]) -> bool:
+        """Whether this reading knows every one of ``names`` (lower case), or found it
+        absent when it was made."""
+        return all(name in self._table or name in self.absent for name in names)
 
     def repeatable(self, name: str) -> bool:
         """Whether the function ``name`` (lower case) gives the same answer every time."""
@@ -85,3 +103,49 @@ class Functions:
                         f"{where} reads {'.'.join(parts)}, which is not a column "
                         "(a special value such as current_timestamp is not repeatable)"
                     )
+
+
+_LOADED = "SELECT extension_name FROM duckdb_extensions() WHERE loaded ORDER BY 1"
+
+
+class Catalogue:
+    """The function catalogue as one database's analyses last read it, kept between
+    definitions: its scan is most of a definition's CPU.
+
+    Owner: the scheduler's :class:`~duckflock.live.notices.Notices`, which calls
+    :meth:`changed` whenever analyses plan again — DDL that changed a table, view or
+    macro, ATTACH, LOAD, a result setting, the lake moved, the database reopened — so
+    what makes a plan stale drops this too. A defining thread calls :meth:`functions`.
+    The reading is made again, besides, where the loaded extensions differ (an
+    autoloaded one may add overloads to a name it lists), and where a query calls a
+    name it does not list: the query bound, so the name is in the catalogue now (a
+    Python UDF or a macro made on a raw cursor, which duckflock does not see).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards _epoch and _kept
+        self._epoch = 0  # how often the catalogue may have changed
+        self._kept: tuple[int, tuple[str, ...], Functions] | None = None
+
+    def changed(self) -> None:
+        """The catalogue may have changed: the next definition reads it again."""
+        with self._lock:
+            self._epoch += 1
+            self._kept = None
+
+    def functions(
+        self, cursor: duckdb.DuckDBPyConnection, called: frozenset[str] = frozenset()
+    ) -> Functions:
+        """The catalogue as read on ``cursor``: the kept reading while it is current
+        and lists ``called`` (the lower-case names a query calls), else a new one."""
+        loaded = tuple(str(name) for (name,) in cursor.execute(_LOADED).fetchall())
+        with self._lock:
+            epoch, kept = self._epoch, self._kept
+        if kept is not None and kept[:2] == (epoch, loaded) and kept[2].lists(called):
+            return kept[2]
+        fresh = Functions(cursor)
+        fresh.absent = frozenset(name for name in called if not fresh.lists(frozenset([name])))
+        with self._lock:
+            if self._epoch == epoch:  # (else it changed meanwhile: not kept)
+                self._kept = (epoch, loaded, fresh)
+        return fresh

@@ -52,6 +52,7 @@ from duckflock.core.names import Identity
 from duckflock.core.syntax import Reads, parse, reads
 from duckflock.errors import QueryError, translate
 from duckflock.live.fold.states import NotIncremental, PartialKind
+from duckflock.live.plan.functions import Catalogue, Functions
 from duckflock.live.plan.planner import Planner
 from duckflock.live.plan.plans import DISTINCT_LIMIT, Plan
 from duckflock.live.windows import Window, sliding
@@ -98,8 +99,10 @@ def inspect(
     *,
     params: Any = None,
     distinct_limit: int = DISTINCT_LIMIT,
+    catalogue: Catalogue | None = None,
 ) -> Shape:
-    """Parse and bind ``sql``; raise for bad SQL or unknown tables; plan if possible."""
+    """Parse and bind ``sql``; raise for bad SQL or unknown tables; plan if possible.
+    ``catalogue``: the database's function catalogue as kept between definitions."""
     tree = parse(cursor, sql)
     if tree["statements"][0]["node"].get("type") is None:
         raise QueryError("an analysis must be a SELECT statement", sql=sql)
@@ -113,15 +116,20 @@ def inspect(
             schema = relation.limit(0).to_arrow_table().schema
     except duckdb.Error as exc:
         raise translate(exc, sql=sql, params=params) from exc
-    read = reads(cursor, tree)
+    # DuckDB's function catalogue, read once (after the bind: it may autoload an extension)
+    functions = Functions(cursor) if catalogue is None else catalogue.functions(cursor)
+    read = reads(cursor, tree, functions.macros)
+    if catalogue is not None and not functions.lists(read.called):
+        functions = catalogue.functions(cursor, read.called)  # a name made since: read again
+        read = reads(cursor, tree, functions.macros)
     if params is not None:
         return Shape(read, columns, None, "full: the query takes parameters", types)
-    planner = Planner(cursor, tree["statements"][0]["node"], columns, types, schema)
+    node = tree["statements"][0]["node"]
+    planner = Planner(cursor, node, columns, types, schema, functions)
     try:
         plan = planner.plan(distinct_limit)
     except NotIncremental as why:
-        node = tree["statements"][0]["node"]
-        windowed = _sliding(cursor, node, columns, types, schema, distinct_limit)
+        windowed = _sliding(cursor, node, columns, types, schema, distinct_limit, functions)
         if windowed is None:
             return Shape(read, columns, None, f"full: {why}", types)
         plan, window = windowed
@@ -137,19 +145,20 @@ def _sliding(
     types: tuple[str, ...],
     schema: pa.Schema | None,
     distinct_limit: int,
+    functions: Functions,
 ) -> tuple[Plan, Window] | None:
     """A sliding window over now() (duckflock.live.windows), planned with this planner."""
 
     def plan_node(select: dict[str, Any]) -> Plan:
-        planner = Planner(cursor, select, columns, types, schema)
+        planner = Planner(cursor, select, columns, types, schema, functions)
         plan = planner.plan(distinct_limit)
         kinds = {partial.spec[0] for partial in planner.slots.partials}
         if not kinds <= _MANY_ROWS:  # the window's buckets of a group merge at once
             raise NotIncremental("a window over an aggregate kept as a winner or sketch")
         return plan
 
-    planner = Planner(cursor, node, columns, types)
-    volatile = planner.functions.volatile()
+    planner = Planner(cursor, node, columns, types, functions=functions)
+    volatile = functions.volatile()
     try:
         return sliding(cursor, node, columns, types, plan_node, planner.sql, volatile)
     except (NotIncremental, duckdb.Error, QueryError):

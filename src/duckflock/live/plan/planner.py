@@ -51,6 +51,7 @@ class Planner:
         columns: tuple[str, ...],
         types: tuple[str, ...],
         schema: pa.Schema | None = None,
+        functions: Functions | None = None,
     ) -> None:
         self._cursor = cursor
         self._node = node
@@ -60,7 +61,8 @@ class Planner:
         self._schema = schema
         self._joined: set[Identity] = set()
         self._renderer = Renderer(cursor)
-        self.functions = Functions(cursor)  # DuckDB's catalogue: repeatable, aggregate
+        # DuckDB's catalogue (repeatable, aggregate, macros): the definition's one reading
+        self.functions = functions if functions is not None else Functions(cursor)
         self._aggregates = Aggregates(cursor, self._renderer, self._row_local, self._type)
 
     @property
@@ -93,7 +95,13 @@ class Planner:
             raise NotIncremental("not a plain SELECT (set operation or VALUES)")
         if node.get("cte_map", {}).get("map"):
             raise NotIncremental("the query uses a WITH clause")
-        found = sources(self._cursor, node.get("from_table") or {}, _NEW, self._renderer.render)
+        found = sources(
+            self._cursor,
+            node.get("from_table") or {},
+            _NEW,
+            self._renderer.render,
+            self.functions.macros,
+        )
         # the new rows as the fact table's own types (ENUM, collations…), so that keys,
         # filters and orderings over them follow DuckDB's equality and order. Put in
         # after the FROM clause is rendered: DuckDB does not serialise a cast to ENUM
@@ -154,6 +162,7 @@ class Planner:
             from_delta=found.new,
             columns=self._columns,
             types=self._types,
+            own=self.functions.own,
         )
         plain = where is None and final_having is None and not self._joined
 

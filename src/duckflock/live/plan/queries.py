@@ -18,7 +18,7 @@ from duckflock.live.fold import detached
 from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
 from duckflock.live.fold.computed import Computed
 from duckflock.live.fold.merges import ELEMENTWISE, Merge, equal_in_arrow, ordered_in_arrow
-from duckflock.live.fold.query import lost_types, over_arrow, typed
+from duckflock.live.fold.query import arrow_types, lost_types, over_arrow, typed
 from duckflock.live.fold.retraction import KEYS, hidden_partials, retraction
 from duckflock.live.fold.states import NotIncremental, Partial, PartialKind, Slots
 from duckflock.live.fold.touch import ROW
@@ -48,8 +48,10 @@ class Queries:
         from_delta: str,
         columns: tuple[str, ...],
         types: tuple[str, ...],
+        own: frozenset[str] | None = None,
     ) -> None:
         self._cursor = cursor
+        self._own = own  # the database's own functions (detached.settings_for)
         self._sql = renderer.sql
         self._source = source
         self._from_build = from_build
@@ -57,6 +59,7 @@ class Queries:
         self._columns = columns
         self._types = types
         self._delta_build = ""  # the state and outputs of the new rows alone (to probe)
+        self._no_rows: pa.Table | None = None  # none of the fact table's rows (_empty)
 
     def assemble(
         self,
@@ -222,9 +225,9 @@ class Queries:
                 pick is None or not ordered_in_arrow(types[pick.key])
             ):
                 return None
-        with self._empty_delta() as empty:
-            schema = self._cursor.sql(sql).limit(0).to_arrow_table().schema
-        on = detached.settings_for(self._cursor, [(sql, {DELTA: empty})])  # its own DuckDB
+        empty = self._empty()
+        schema = over_arrow(self._cursor, f"SELECT * FROM ({sql}) LIMIT 0", empty, empty).schema
+        on = detached.settings_for(self._cursor, [(sql, {DELTA: empty})], self._own)
         outputs, fields = [], []
         for expr, kind in zip(select, self._types, strict=True):
             text = self._sql(expr)
@@ -273,8 +276,7 @@ class Queries:
                 return detached.run(on, cursor, sql, rows)
             return over_arrow(cursor, sql, rows.slice(0, 0), rows)
 
-        with self._empty_delta() as empty:
-            source = empty.schema
+        source = self._empty().schema
         return computed(cursor, sql, schema, source, column_types(cursor, self._source), oracle)
 
     def probe(self, plan: Plan) -> detached.Settings | None:
@@ -284,16 +286,11 @@ class Queries:
         Returns the settings its refresh and touch queries run detached under (None:
         on the analysis's cursor): :mod:`duckflock.live.fold.detached`."""
         cursor = self._cursor
+        empty = self._empty()
         try:
-            with self._empty_delta() as empty:
-                try:
-                    state = cursor.execute(self._delta_build).to_arrow_table()
-                    state = state.select(list(plan.state_columns))
-                    cursor.register(STATE, state)
-                    cursor.execute(plan.refresh).fetchall()
-                finally:
-                    with contextlib.suppress(duckdb.Error):
-                        cursor.unregister(STATE)
+            state = over_arrow(cursor, self._delta_build, empty, empty)
+            state = state.select(list(plan.state_columns))
+            over_arrow(cursor, plan.refresh, state, empty)
         except duckdb.Error as exc:
             raise _not_running(exc) from exc
         # the refresh and touch queries read only Arrow tables: a DuckDB of their own
@@ -303,7 +300,7 @@ class Queries:
         if plan.touch:
             rows = state.append_column(ROW, pa.array([], pa.int64()))
             queries.append((plan.touch, {STATE: rows, DELTA: empty}))
-        return detached.settings_for(cursor, queries)
+        return detached.settings_for(cursor, queries, self._own)
 
     def _binds(self, touch: str, state: list[tuple[str, str]]) -> bool:
         """Whether the touch query binds over an empty state of the ``state`` columns
@@ -315,22 +312,23 @@ class Queries:
         try:
             empty = cursor.execute(f"SELECT {columns}, CAST(NULL AS BIGINT) AS {ROW} LIMIT 0")
             rows = empty.to_arrow_table()
-            with self._empty_delta():
-                cursor.register(STATE, rows)
-                try:
-                    cursor.sql(touch)  # binds it
-                finally:
-                    with contextlib.suppress(duckdb.Error):
-                        cursor.unregister(STATE)
+            arrow_types(cursor, touch, {STATE: rows, DELTA: self._empty()})  # binds it
         except duckdb.Error:
             return False
         return True
+
+    def _empty(self) -> pa.Table:
+        """None of the fact table's rows, as Arrow (read once: every probe binds over it)."""
+        if self._no_rows is None:
+            sql = f"SELECT * FROM {self._source.sql} LIMIT 0"
+            self._no_rows = self._cursor.execute(sql).to_arrow_table()
+        return self._no_rows
 
     @contextlib.contextmanager
     def _empty_delta(self) -> Iterator[pa.Table]:
         """The new rows registered as none of the fact table's (to bind and probe)."""
         cursor = self._cursor
-        empty = cursor.execute(f"SELECT * FROM {self._source.sql} LIMIT 0").to_arrow_table()
+        empty = self._empty()
         cursor.register(DELTA, empty)
         try:
             yield empty

@@ -41,10 +41,12 @@ def sources(
     source: dict[str, Any],
     delta: str,
     render: Callable[[dict[str, Any], str], str],
+    macros: frozenset[str] | None = None,
 ) -> Sources:
     """The fact table and dimensions of ``source`` (a FROM clause's syntax tree), the new
     rows being the relation ``delta`` (SQL); ``render(tree, prefix)`` turns a
-    statement's tree into SQL less ``prefix``."""
+    statement's tree into SQL less ``prefix``; ``macros``: the catalog's macros, as
+    :func:`duckflock.core.syntax.reads` takes them."""
     joined: set[Identity] = set()
     conditions: list[dict[str, Any]] = []
     node = source
@@ -56,7 +58,7 @@ def sources(
                 "(only INNER, LEFT, SEMI and ANTI joins to the leftmost table refresh "
                 "incrementally)"
             )
-        _dimension(cursor, node["right"], joined, conditions)
+        _dimension(cursor, node["right"], joined, conditions, macros)
         if node.get("condition") is not None:
             conditions.append(node["condition"])
         node = node["left"]
@@ -105,6 +107,7 @@ def _dimension(
     node: dict[str, Any],
     joined: set[Identity],
     conditions: list[dict[str, Any]],
+    macros: frozenset[str] | None,
 ) -> None:
     """A joined side: tables and views only (a write to any of them rebuilds)."""
     if node.get("type") == "JOIN":
@@ -112,8 +115,8 @@ def _dimension(
             raise NotIncremental(f"it uses {node.get('ref_type')} JOIN")
         if node.get("condition") is not None:
             conditions.append(node["condition"])
-        _dimension(cursor, node["left"], joined, conditions)
-        _dimension(cursor, node["right"], joined, conditions)
+        _dimension(cursor, node["left"], joined, conditions, macros)
+        _dimension(cursor, node["right"], joined, conditions, macros)
         return
     if node.get("type") != "BASE_TABLE":
         kind = str(node.get("type", "nothing")).lower().replace("_", " ")
@@ -126,7 +129,7 @@ def _dimension(
     if found.kind is RelationKind.TABLE:
         joined.add(found.identity)
         return
-    read = reads(cursor, parse(cursor, f"SELECT 1 FROM {found.identity.sql}"))
+    read = reads(cursor, parse(cursor, f"SELECT 1 FROM {found.identity.sql}"), macros)
     if read.any_table:
         raise NotIncremental(f"it joins {found.identity.display()}, which may read any table")
     joined |= read.tables

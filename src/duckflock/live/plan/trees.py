@@ -64,6 +64,8 @@ class Renderer:
 
     def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
         self._cursor = cursor
+        self._template: dict[str, Any] | None = None  # the tree of ``SELECT 1``, parsed once
+        self._rendered: dict[str, str] = {}  # a tree's JSON -> DuckDB's SQL text of it
 
     def parse_expr(self, sql: str) -> dict[str, Any]:
         """The syntax tree of the expression ``sql``."""
@@ -73,15 +75,23 @@ class Renderer:
 
     def sql(self, expr: dict[str, Any]) -> str:
         """SQL text of the expression node ``expr`` (its alias left out)."""
-        template = parse(self._cursor, "SELECT 1")
-        template["statements"][0]["node"]["select_list"] = [dict(expr, alias="")]
+        if self._template is None:
+            self._template = parse(self._cursor, "SELECT 1")
+        node = dict(self._template["statements"][0]["node"], select_list=[dict(expr, alias="")])
+        template = dict(
+            self._template, statements=[dict(self._template["statements"][0], node=node)]
+        )
         return self.render(template, "SELECT ")
 
     def render(self, tree: dict[str, Any], prefix: str) -> str:
         """SQL text of a syntax tree, less ``prefix`` (which it must start with)."""
-        row = first_row(
-            self._cursor.execute("SELECT json_deserialize_sql(?::JSON)", [json.dumps(tree)])
-        )
-        if not row or not isinstance(row[0], str) or not row[0].startswith(prefix):
+        text = json.dumps(tree)
+        found = self._rendered.get(text)
+        if found is None:  # (a plan renders its keys several times: once each here)
+            row = first_row(self._cursor.execute("SELECT json_deserialize_sql(?::JSON)", [text]))
+            if not row or not isinstance(row[0], str):
+                raise BindError("cannot render an expression of the analysis")
+            found = self._rendered[text] = row[0]
+        if not found.startswith(prefix):
             raise BindError("cannot render an expression of the analysis")
-        return row[0][len(prefix) :]
+        return found[len(prefix) :]
