@@ -21,7 +21,7 @@ from duckflock.live import internals
 from duckflock.live.fold import computed, detached, merges
 from duckflock.live.fold.computed import Refused
 from duckflock.live.fold.query import over_arrow
-from duckflock.live.plan import computing
+from duckflock.live.plan import computing, probes
 
 TABLE = "CREATE TABLE t (k INTEGER, v DOUBLE, ok BOOLEAN, sensor VARCHAR, n BIGINT)"
 SHAPES = {
@@ -258,3 +258,18 @@ def test_any_batches_equal_a_full_run(batches: list[list[dict[str, Any]]]) -> No
                 got = "error" if result.error is not None else _exact(result.rows())
                 assert got == expected, (name, rows)
 
+
+def test_duckdb_says_which_ordering_types_pick_as_compared() -> None:
+    """arg_max/arg_min's winners merge by > only where DuckDB's own pick over probe
+    pairs agrees (live/plan/probes.py): INTERVAL (months, days, µs in turn) and TIME
+    WITH TIME ZONE (local time) do not, alone or nested; numbers, strings, times and an
+    ENUM do. Without the interval probe values, INTERVAL would pass: the probe decides."""
+    con = duckdb.connect()
+    con.execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
+    unlike = ["INTERVAL", "TIME WITH TIME ZONE", "STRUCT(i INTERVAL)", "INTERVAL[]"]
+    like = ["BIGINT", "DOUBLE", "VARCHAR", "TIMESTAMP", "TIMESTAMPTZ", "DECIMAL(38,4)", "mood"]
+    for kind in unlike + like:
+        assert probes.picks_as_compared(con, kind) is (kind in like), kind
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(probes, "PAIRED", ["1 month", "0 days", "1", "2"])
+        assert probes.picks_as_compared(con, "INTERVAL")
