@@ -21,7 +21,7 @@ from duckflock.live import internals
 from duckflock.live.fold import computed, detached, merges
 from duckflock.live.fold.computed import Refused
 from duckflock.live.fold.query import over_arrow
-from duckflock.live.plan import computing
+from duckflock.live.plan import computing, probes
 
 TABLE = "CREATE TABLE t (k INTEGER, v DOUBLE, ok BOOLEAN, sensor VARCHAR, n BIGINT)"
 SHAPES = {
@@ -34,6 +34,9 @@ SHAPES = {
     "where and arithmetic": "SELECT lower(sensor) AS s, count(*) AS c, max(n + 1) AS hi, "
     "bool_or(k = 2 OR ok IS NULL) AS odd, min(n) FILTER (WHERE v < 1 AND k <> 0) AS lo "
     "FROM t WHERE k IS NOT NULL AND n * 2 > -100 GROUP BY lower(sensor)",
+    "first and last": "SELECT k % 3 AS band, first(v ORDER BY n) AS fv, "
+    "last(sensor ORDER BY n DESC NULLS FIRST) AS ls, first(n ORDER BY v) FILTER (WHERE ok) "
+    "AS fn FROM t GROUP BY k % 3",
 }
 PARTIALS = (
     "SELECT upper(sensor) AS __k0, (k % 5) AS __k1, sum(v) AS __p0, count(*) AS __p1 "
@@ -82,6 +85,44 @@ def test_arg_max_is_admitted_with_duckdbs_tie_rule_only() -> None:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(computed, "TIES", "last")
         assert _admit(sql) is None
+
+
+ORDERED = PARTIALS.replace(
+    "sum(v) AS __p0, count(*) AS __p1",
+    "first(k ORDER BY n ASC NULLS LAST) AS __p0, last(v ORDER BY n DESC NULLS FIRST) AS __p1, "
+    "first(sensor ORDER BY v DESC NULLS FIRST) AS __p2, "
+    "last(n ORDER BY n ASC NULLS LAST) FILTER (WHERE ok) AS __p3, count(*) AS __p4",
+)
+
+
+def test_first_and_last_are_admitted_with_duckdbs_order_only() -> None:
+    """Ordered first/last over probe rows with no tie in a group (NULL keys and NULL
+    values among them): a program that reverses the order or moves the NULL keys is
+    not admitted; a batch with a tie in a group is refused (DuckDB's query takes it),
+    one with equal keys in different groups is not."""
+    assert _admit(ORDERED) is not None
+    real = computing.Aggregate
+    for wrong in ("descending", "nulls_first"):
+
+        def flipped(wrong: str = wrong, **fields: Any) -> computed.Aggregate:
+            if fields.get("order"):
+                fields[wrong] = not fields[wrong]
+            return real(**fields)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(computing, "Aggregate", flipped)
+            assert _admit(ORDERED) is None
+    program = _admit(ORDERED)
+    assert program is not None
+    con = duckdb.connect()
+    con.execute(TABLE)
+    schema = con.sql(ORDERED.replace("__duckflock_delta", "t")).limit(0).to_arrow_table().schema
+    rows = con.execute("SELECT * FROM t LIMIT 0").to_arrow_table().schema
+    apart = {"k": [1, 2], "v": [1.0, 2.0], "ok": [True] * 2, "sensor": ["a"] * 2, "n": [5, 5]}
+    assert program.partials(pa.table(apart).cast(rows), schema).num_rows == 2
+    for tie in ({"k": [1, 6]}, {"k": [1, 6], "n": [None, None]}):
+        with pytest.raises(Refused):
+            program.partials(pa.table(apart | tie).cast(rows), schema)
 
 
 @pytest.mark.parametrize(
@@ -216,3 +257,19 @@ def test_any_batches_equal_a_full_run(batches: list[list[dict[str, Any]]]) -> No
                     expected = "error"
                 got = "error" if result.error is not None else _exact(result.rows())
                 assert got == expected, (name, rows)
+
+
+def test_duckdb_says_which_ordering_types_pick_as_compared() -> None:
+    """arg_max/arg_min's winners merge by > only where DuckDB's own pick over probe
+    pairs agrees (live/plan/probes.py): INTERVAL (months, days, µs in turn) and TIME
+    WITH TIME ZONE (local time) do not, alone or nested; numbers, strings, times and an
+    ENUM do. Without the interval probe values, INTERVAL would pass: the probe decides."""
+    con = duckdb.connect()
+    con.execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
+    unlike = ["INTERVAL", "TIME WITH TIME ZONE", "STRUCT(i INTERVAL)", "INTERVAL[]"]
+    like = ["BIGINT", "DOUBLE", "VARCHAR", "TIMESTAMP", "TIMESTAMPTZ", "DECIMAL(38,4)", "mood"]
+    for kind in unlike + like:
+        assert probes.picks_as_compared(con, kind) is (kind in like), kind
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(probes, "PAIRED", ["1 month", "0 days", "1", "2"])
+        assert probes.picks_as_compared(con, "INTERVAL")

@@ -133,7 +133,10 @@ INCREMENTAL = {
     "max_by(ts, seq) AS ts, min_by(n, seq) AS n FROM f GROUP BY k",
     "ordered": "SELECT g, first(big ORDER BY seq) AS f, "
     "last(k ORDER BY seq DESC NULLS FIRST) AS l, first(n ORDER BY seq DESC) AS fn, "
-    "last(v ORDER BY seq) FILTER (WHERE v > 0) AS lv FROM f GROUP BY g",
+    "last(v ORDER BY seq) FILTER (WHERE v > 0) AS lv, "
+    # pyarrow's pick where no two rows of a group tie on the key (n repeats and is NULL;
+    # ts is NULL, at the extremes and infinite), DuckDB's for a batch with a tie
+    "first(k ORDER BY n NULLS FIRST) AS fk, last(seq ORDER BY ts DESC) AS ls FROM f GROUP BY g",
     "filters": "SELECT upper(k) AS uk, bool_and(v > 0) AS allpos, "
     "bool_or(g = 1) FILTER (WHERE n > 0) AS any1, count(*) FILTER (WHERE g IS NULL) AS nog, "
     "avg(n) FILTER (WHERE v < 0) AS an, arg_max(k, seq) FILTER (WHERE g > 0) AS top "

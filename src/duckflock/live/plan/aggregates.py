@@ -13,19 +13,17 @@ import duckdb
 from duckflock.live.fold.arrow import Output, OutputKind
 from duckflock.live.fold.averages import divided_in_long_double, long_double_bits
 from duckflock.live.fold.states import Aggregate, NotIncremental, Slots, plan_aggregate
+from duckflock.live.plan.probes import picks_as_compared
 from duckflock.live.plan.trees import Renderer, plain_column
 
 # 128-bit integer types: their sums overflow where DuckDB checks
 _WIDE_INTEGERS = ("HUGEINT", "UHUGEINT", "VARINT", "BIGNUM")
 
-# winners by an ordering key: DuckDB 1.5.5's arg_max(v, INTERVAL '1 month') beats '40
-# days' (and '1 month -40 days' beats '0 days'): a merge by > would keep the other
+# winners by an ordering key, merged by > (<): only where DuckDB's own pick over probe
+# pairs of the key's type is >'s (probes.picks_as_compared). DuckDB 1.5.5's
+# arg_max(v, INTERVAL '1 month') beats '40 days' (months, days, microseconds in turn,
+# where > normalizes) and TIME WITH TIME ZONE picks by local time, > by UTC
 _WINNERS = frozenset({"arg_max", "arg_min", "max_by", "min_by"})
-# the ordering types (alone or nested) where they differ: INTERVAL (months, days,
-# microseconds in turn vs normalized) and TIME WITH TIME ZONE (local time vs UTC); pairs
-# of values of every other type (numbers with NaN and -0.0, strings, BLOB, BIT, ENUM,
-# lists, structs, times and timestamps, VARINT) pick as > orders them
-_WINNER_UNLIKE = ("INTERVAL", "TIME WITH TIME ZONE")
 
 # checks that an expression is row-local (raising NotIncremental naming where it stands)
 RowLocal = Callable[[dict[str, Any], str], None]
@@ -64,6 +62,7 @@ class Aggregates:
         self.kinds: list[str] = []  # the aggregates used, for the reason
         # for the pyarrow fast path: each aggregate's output in terms of partials
         self.outputs: dict[str, Output] = {}
+        self._picks: dict[str, bool] = {}  # ordering type -> picks_as_compared
 
     def final(self, expr: dict[str, Any], canonical: str) -> str:
         """The final SQL (over the state's partials) of the aggregate call ``expr``,
@@ -101,11 +100,11 @@ class Aggregates:
                 f"{name}() of a 128-bit or decimal value: a full run raises on overflow, "
                 "merging partial sums would not"
             )
-        unlike = [t for t in _WINNER_UNLIKE if args[1:] and t in self._type_of(args[-1])]
-        if name in _WINNERS and len(args) == 2 and unlike:
+        if name in _WINNERS and len(args) == 2 and not self._compared(args[1]):
             raise NotIncremental(
-                f"{name}() ordered by an {unlike[0]}: it orders them otherwise than > "
-                "does, so winners kept apart would not merge to a full run's"
+                f"{name}() ordered by {self._type_of(args[1])}: DuckDB picks among those "
+                "otherwise than > orders them, so winners kept apart would not merge to a "
+                "full run's"
             )
         aggregate = Aggregate(
             name=name,
@@ -138,6 +137,14 @@ class Aggregates:
                     self.outputs[canonical] = Output(OutputKind.EXACT_AVG, last - 1, last, bits)
         self._finals[canonical] = final
         return final
+
+    def _compared(self, key: str) -> bool:
+        """Whether DuckDB's arg_max/arg_min pick by the SQL ``key``'s type as > and <
+        order it (asked once per type: :func:`probes.picks_as_compared`)."""
+        kind = self._type_of(key)
+        if kind not in self._picks:
+            self._picks[kind] = picks_as_compared(self._cursor, kind)
+        return self._picks[kind]
 
     def _explicit(self, direction: str, nulls: str) -> tuple[str, str]:
         """An aggregate's ORDER BY direction and NULLS order with DuckDB's defaults

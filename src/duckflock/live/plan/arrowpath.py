@@ -67,7 +67,8 @@ def arrow_plan(
     (kind, column); ``plain``: no WHERE, HAVING or join."""
     if not plain or schema is None:
         return None
-    types = column_types(cursor, source)
+    described = _columns(cursor, source)
+    types = {lower: kind for lower, (_, kind) in described.items()}
     key_columns = [plain_column(g) for g in groups]
     buckets: list[tuple[int, Bucket]] = []
     for i, group in enumerate(groups):  # a time bucket of a TIMESTAMP column: pyarrow's too
@@ -79,7 +80,7 @@ def arrow_plan(
         return None
     # the columns as the table spells them: the query may name "V" as v, and pyarrow
     # finds a column of the rows by its exact name
-    spelled = _spelled(cursor, source)
+    spelled = {lower: name for lower, (name, _) in described.items()}
     named = [str(k) for k in key_columns] + [c for _, c in specs if isinstance(c, str)]
     if any(name.lower() not in spelled for name in named):
         return None
@@ -130,22 +131,18 @@ def arrow_plan(
 
 def column_types(cursor: duckdb.DuckDBPyConnection, source: Identity) -> dict[str, str]:
     """The DuckDB type of each column of ``source``, by lower-case name."""
+    return {lower: kind for lower, (_, kind) in _columns(cursor, source).items()}
+
+
+def _columns(cursor: duckdb.DuckDBPyConnection, source: Identity) -> dict[str, tuple[str, str]]:
+    """Each column of ``source`` as the table spells it and its DuckDB type, by
+    lower-case name."""
     rows = cursor.execute(
-        "SELECT lower(column_name), data_type FROM duckdb_columns() "
+        "SELECT lower(column_name), column_name, data_type FROM duckdb_columns() "
         "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
         list(source),
     ).fetchall()
-    return {name: str(kind).upper() for name, kind in rows}
-
-
-def _spelled(cursor: duckdb.DuckDBPyConnection, source: Identity) -> dict[str, str]:
-    """Each column of ``source`` as the table spells it, by lower-case name."""
-    rows = cursor.execute(
-        "SELECT lower(column_name), column_name FROM duckdb_columns() "
-        "WHERE database_name = ? AND schema_name = ? AND table_name = ?",
-        list(source),
-    ).fetchall()
-    return {str(lower): str(name) for lower, name in rows}
+    return {str(lower): (str(name), str(kind).upper()) for lower, name, kind in rows}
 
 
 def _agrees(
@@ -158,7 +155,7 @@ def _agrees(
     """Whether pyarrow computes what DuckDB does for these columns' types: not for
     sums of 128-bit or decimal columns (DuckDB raises on overflow, pyarrow's
     decimal128 does not). NaN, where they differ too, is checked on each fold
-    (``ArrowPlan.has_nan``); ``types``: :func:`_column_types`."""
+    (``ArrowPlan.has_nan``); ``types``: :func:`column_types`."""
 
     def kind(column: str | bool | None) -> str:
         return types.get(str(column).lower(), "") if isinstance(column, str) else ""

@@ -23,9 +23,18 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.live.fold.computed import FUNCTIONS, Aggregate, Computed, Expression, Refused, Value
+from duckflock.live.fold.computed import (
+    FUNCTIONS,
+    ORDERED,
+    Aggregate,
+    Computed,
+    Expression,
+    Refused,
+    Value,
+)
 from duckflock.live.fold.query import DELTA
 from duckflock.live.plan.probes import PROBED, probe_rows, same
+from duckflock.live.plan.trees import canonical
 
 _CONSTANTS = {"INTEGER": pa.int32(), "BIGINT": pa.int64(), "VARCHAR": pa.string()}
 _CONSTANTS |= {"BOOLEAN": pa.bool_(), "DOUBLE": pa.float64(), "TINYINT": pa.int8()}
@@ -41,6 +50,8 @@ _COMPARE = {
 _ARITHMETIC = {"+": pc.add_checked, "-": pc.subtract_checked, "*": pc.multiply_checked}
 _CASES = {"upper": pc.ascii_upper, "ucase": pc.ascii_upper}
 _CASES |= {"lower": pc.ascii_lower, "lcase": pc.ascii_lower}
+_DIRECTIONS = ("ASCENDING", "DESCENDING")
+_NULLS = ("NULLS FIRST", "NULLS LAST")
 
 
 class _Unknown(Exception):
@@ -67,7 +78,8 @@ def computed(
         program = _compile(node, source, types, read)
         # over values at the ends of their types, an overflow must raise on both sides
         for ends in (False, True):
-            rows = probe_rows(source, types, read, ends=ends)
+            # no tie on a first/last's ORDER BY in a group: such a batch is refused
+            rows = program.untied(probe_rows(source, types, read, ends=ends))
             try:
                 want = oracle(rows)
             except duckdb.Error:
@@ -234,21 +246,41 @@ class _Compiler:
     def aggregate(self, node: dict[str, Any]) -> Aggregate:
         name = str(node.get("function_name", "")).lower()
         children = node.get("children") or []
+        orders = (node.get("order_bys") or {}).get("orders") or []
         if (
             node.get("class") != "FUNCTION"
             or name not in FUNCTIONS
             or node.get("distinct")
             or node.get("export_state")
-            or (node.get("order_bys") or {}).get("orders")
+            or len(orders) != (name in ORDERED)
             or len(children) != {"count_star": 0, "arg_max": 2, "arg_min": 2}.get(name, 1)
         ):
             raise _Unknown(name)
         filtered = node.get("filter")
+        argument = self.expression(children[0]) if children else None
+        where = self.expression(filtered) if filtered else None
+        if orders:  # first/last(v ORDER BY o): the planner spelt out the order
+            (order,) = orders
+            direction = order.get("type")
+            nulls = str(order.get("null_order", "")).replace("_", " ")
+            if direction not in _DIRECTIONS or nulls not in _NULLS:
+                raise _Unknown(f"{name} ordered {direction} {nulls}")
+            return Aggregate(
+                function=name,
+                argument=argument,
+                filter=where,
+                by=self.expression(order["expression"]),
+                descending=direction == "DESCENDING",
+                nulls_first=nulls == "NULLS FIRST",
+                order=canonical(order["expression"]),
+            )
         return Aggregate(
             function=name,
-            argument=self.expression(children[0]) if children else None,
-            filter=self.expression(filtered) if filtered else None,
+            argument=argument,
+            filter=where,
             by=self.expression(children[1]) if len(children) == 2 else None,
+            descending=name == "arg_max",
+            order=canonical(children[1]) if len(children) == 2 else "",
         )
 
     def expression(self, node: dict[str, Any]) -> Expression:
