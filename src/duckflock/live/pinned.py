@@ -270,7 +270,7 @@ class Pinned:
             ours = carried is not None and carried.marking is marking and carried.state is state
             shifted = None
             if ours and carried is not None:
-                shifted = marks.shifted(marking, instant, carried.settings)
+                shifted = marks.shifted(cursor, marking, instant, carried.settings)
             found = shifted or marks.bounds(cursor, windows.at(marking.bound, instant))
             if found is None:
                 return None
