@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import duckdb
 import pytest
 
 import duckflock
 from duckflock.live import joins
+from duckflock.live.fold import merges
 
 FACTS = "CREATE TABLE f (k INTEGER, g VARCHAR, v DOUBLE)"
 SQL = (
@@ -106,11 +108,28 @@ def test_a_detached_join_matches_keys_as_duckdb_does(kind: str, keys: list[Any])
         db.close()
 
 
-def test_a_join_folds_on_after_another_database_closes() -> None:
+def test_a_join_folds_on_after_another_database_closes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Closing a Database closes the detached instances no other open database's plans
-    name, the one holding a join's copy of its dimensions among them: the join's next
-    fold copies again (it failed: 'Connection already closed!')."""
+    name: a join's copy of its dimensions is among the settings its database names, so
+    its folds stay on the copy (the copy's instance was closed, and the next fold copied
+    again). Each fold reads only the new rows (merges.fold), not the whole state."""
     sql = "SELECT d.site, count(*) AS n, sum(f.v) AS s FROM f JOIN d ON f.g = d.g GROUP BY d.site"
+    folds: list[bool] = []
+    rowwise: list[bool] = []
+    fold, by_rows = joins.fold, merges.fold
+
+    def counted(*args: Any) -> Any:
+        done = fold(*args)
+        folds.append(done is not None)
+        return done
+
+    def merged(*args: Any) -> Any:
+        done = by_rows(*args)
+        rowwise.append(done is not None)
+        return done
+
+    monkeypatch.setattr(joins, "fold", counted)
+    monkeypatch.setattr(merges, "fold", merged)
     db, other = duckflock.connect(), duckflock.connect()
     try:
         other.execute("CREATE TABLE t (k INTEGER)")
@@ -128,6 +147,46 @@ def test_a_join_folds_on_after_another_database_closes() -> None:
             result = db.refresh("joined")
             assert result.error is None, (round_, result.error)
             assert sorted(result.rows()) == sorted(db.execute(sql).fetchall()), round_
+        # round 0 folds in the pinned transaction (and copies); 1-3 on the copy; each
+        # merges the new rows' partials into the state by key
+        assert folds == [True] * 3, folds
+        assert rowwise == [True] * 4, rowwise
     finally:
         other.close()
         db.close()
+
+
+def test_a_joins_copy_is_closed_with_its_analysis(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The detached cursor holding a join's copy is closed when the analysis is
+    dropped and when its database closes (not left to the garbage collector)."""
+    sql = "SELECT d.site, count(*) AS n FROM f JOIN d ON f.g = d.g GROUP BY d.site"
+    copies: list[joins.Dimensions | None] = []
+    copied = joins.copied
+
+    def kept(*args: Any) -> Any:
+        copies.append(copied(*args))
+        return copies[-1]
+
+    monkeypatch.setattr(joins, "copied", kept)
+    db = duckflock.connect()
+    try:
+        db.execute("CREATE TABLE f (g VARCHAR, v INTEGER)")
+        db.execute("CREATE TABLE d (g VARCHAR, site VARCHAR)")
+        db.execute("INSERT INTO d VALUES ('a', 'A'), ('b', 'B')")
+        for name in ("dropped", "closed"):
+            db.analysis(name, sql)
+            db.refresh(name)
+            db.insert("f", [("a", 1), ("b", 2)])
+            db.refresh(name)  # the pinned fold: copies
+        cursors = [copy.cursor for copy in copies if copy is not None]
+        assert len(cursors) == 2, copies
+        for cursor in cursors:
+            cursor.execute("SELECT 1")  # open
+        db.drop_analysis("dropped")
+        with pytest.raises(duckdb.ConnectionException):
+            cursors[0].execute("SELECT 1")
+        cursors[1].execute("SELECT 1")
+    finally:
+        db.close()
+    with pytest.raises(duckdb.ConnectionException):
+        cursors[1].execute("SELECT 1")

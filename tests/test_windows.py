@@ -459,6 +459,30 @@ def test_a_time_zone_change_is_not_carried_over() -> None:
         db.close()
 
 
+def test_a_time_zone_set_before_its_notice_is_not_carried_over() -> None:
+    """A global ``SET TimeZone`` takes effect before the notice that rebuilds the state
+    (here it never comes: the zone is set on the analysis's own cursor). A refresh in
+    between that carries the cut bucket finds the session's zone changed (the bound's
+    settings are asked even where the bound is shifted from the instant) and reads as
+    a full run in the new zone does."""
+    sql = "SELECT k, count(*) AS c FROM w WHERE ts > now() - INTERVAL 64 SECOND GROUP BY k"
+    clock = SteppedClock(datetime(2026, 12, 7, 12, 0, 0, 300_000, tzinfo=UTC))
+    db = _new_york(clock, sql)
+    try:
+        for round_ in range(4):
+            if round_ == 2:
+                cursor = internals.analysis(db, "recent").state.cursor
+                cursor.execute("SET GLOBAL TimeZone = 'Asia/Kolkata'")
+            db.insert("w", _zoned_rows(round_, clock.now()))
+            result = db.refresh("recent")
+            assert result.now is not None and result.error is None, result.error
+            full = db.execute(at(sql, result.now)).fetchall()
+            assert sorted(result.rows(), key=repr) == sorted(full, key=repr), round_
+            clock.step(timedelta(milliseconds=60))
+    finally:
+        db.close()
+
+
 @settings(max_examples=max(EXAMPLES, 20), deadline=None)
 @given(
     micros=st.lists(

@@ -15,18 +15,32 @@ the query names by its bare name (a view, a qualified name: it does not bind det
 column declared with a collation (the copy would compare without it), a column type the
 Arrow copy does not give back, a function of the database's own, or more than
 :data:`~duckflock.live.fold.detached.BYTES` of rows.
+
+Where the plan has a row-by-row merge (``plan.merge``: keys Arrow compares as DuckDB
+does, partials that merge element-wise, no HAVING or ORDER BY) and its partials query
+gives the same types detached, the fold reads only the new rows: their join with the
+copies, grouped (DuckDB), merged into the state by key (:mod:`duckflock.live.fold.merges`)
+— no scan of the whole state. A NaN, -0.0 or overflow hands that fold (and the later
+ones of the copy) to the whole-state ``refresh`` query.
+
+A copy's cursor is closed when the analysis is dropped, its database closes or a new
+copy replaces it (:meth:`Dimensions.close`); its settings are among those the database
+reports to the detached instances, so another database's close leaves it open.
 """
 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+import threading
+import weakref
+from dataclasses import dataclass, replace
 
 import duckdb
 import pyarrow as pa
 
 from duckflock.core.cursors import first_row
-from duckflock.live.fold import detached
+from duckflock.live.fold import detached, merges
+from duckflock.live.fold.merges import Merge
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.plan.plans import DELTA, STATE, Plan, split
 
@@ -45,6 +59,12 @@ class Dimensions:
     settings: detached.Settings
     # a cursor of the detached instance's own, the tables registered on it once
     cursor: duckdb.DuckDBPyConnection
+    merge: Merge | None  # the row-by-row fold's plan, while it holds (module docstring)
+
+    def close(self) -> None:
+        """Close the copy's cursor (its tables' registrations go with it)."""
+        with contextlib.suppress(duckdb.Error):
+            self.cursor.close()
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,13 +75,31 @@ class Joined:
     plan: Plan
     settings: detached.Settings | None  # None: the fold stays in the transaction
     dimensions: Dimensions | None = None
+    merge: Merge | None = None  # plan.merge, where its partials run detached alike
 
 
 def allowed(
     cursor: duckdb.DuckDBPyConnection, plan: Plan, state: pa.Table, delta: pa.Table
+) -> Joined:
+    """Whether ``plan``'s fold may run on the detached instance over copies of its
+    dimension tables (module docstring), asked in the caller's transaction: the
+    instance's settings (None: it may not) and the row-by-row merge it may run there."""
+    settings = _settings(cursor, plan, state, delta)
+    merge = plan.merge
+    if settings is not None and merge is not None:
+        tables = {
+            i.name: cursor.execute(f"SELECT * FROM {i.sql} LIMIT 0").to_arrow_table()
+            for i in plan.joined
+        }
+        partials = [(merge.partials, {DELTA: delta.slice(0, 0), **tables})]
+        if detached.settings_for(cursor, partials) != settings:
+            merge = None
+    return Joined(plan, settings, merge=merge)
+
+
+def _settings(
+    cursor: duckdb.DuckDBPyConnection, plan: Plan, state: pa.Table, delta: pa.Table
 ) -> detached.Settings | None:
-    """The detached instance's settings where ``plan``'s fold may run there over copies
-    of its dimension tables (module docstring), in the caller's transaction; else None."""
     names = [identity.name for identity in plan.joined]
     if not names or len({name.lower() for name in names}) != len(names):
         return None
@@ -88,12 +126,12 @@ def allowed(
     return settings
 
 
-def copied(
-    cursor: duckdb.DuckDBPyConnection, plan: Plan, state: pa.Table, settings: detached.Settings
-) -> Dimensions | None:
+def copied(cursor: duckdb.DuckDBPyConnection, joined: Joined, state: pa.Table) -> Dimensions | None:
     """The dimension rows as Arrow, read in the caller's pinned transaction (the snapshot
     ``state`` describes), registered on a detached cursor of their own; None past
     :data:`~duckflock.live.fold.detached.BYTES`."""
+    plan, settings = joined.plan, joined.settings
+    assert settings is not None
     shared = detached.cursor(settings)
     if shared is None:
         return None
@@ -105,7 +143,7 @@ def copied(
     mine = shared.cursor()
     for name, table in tables.items():
         mine.register(name, table)
-    return Dimensions(plan, state, tables, settings, mine)
+    return Dimensions(plan, state, tables, settings, mine, joined.merge)
 
 
 def _types(cursor: duckdb.DuckDBPyConnection, table: pa.Table) -> list[str]:
@@ -120,33 +158,89 @@ def _types(cursor: duckdb.DuckDBPyConnection, table: pa.Table) -> list[str]:
 
 def fold(
     dimensions: Dimensions, fallback: duckdb.DuckDBPyConnection, state: pa.Table, delta: pa.Table
-) -> tuple[pa.Table, pa.Table] | None:
+) -> tuple[tuple[pa.Table, pa.Table], Dimensions] | None:
     """(state, result) with the new fact rows ``delta`` folded in, on the detached
-    instance; None past :data:`~duckflock.live.fold.detached.BYTES` of input (the
-    analysis's cursor then, in the pinned transaction: the time limit interrupts it),
-    or where the instance holding the copy was closed (the pinned fold copies again)."""
+    instance, and the copy that holds for that state; None past
+    :data:`~duckflock.live.fold.detached.BYTES` of input (the analysis's cursor then,
+    in the pinned transaction: the time limit interrupts it), or where the instance
+    holding the copy was closed (the pinned fold copies again)."""
     if detached.fitting(dimensions.settings, fallback, state, delta) is fallback:
         return None
-    plan = dimensions.plan
+    plan, merge = dimensions.plan, dimensions.merge
     try:
-        return split(plan, over_arrow(dimensions.cursor, plan.refresh, state, delta))
+        done = None if merge is None else merges.fold(dimensions.cursor, merge, state, delta)
+        if done is None:  # no row-by-row merge, or one pyarrow would not merge as DuckDB
+            done = split(plan, over_arrow(dimensions.cursor, plan.refresh, state, delta))
+            merge = None
     except duckdb.ConnectionException:
-        # another Database closed, and detached.detach closed the instances no open
-        # database's plans name (a copy's settings are not among them)
+        # the instance was closed (an interrupted close): copy again
         return None
+    return done, replace(dimensions, state=done[0], merge=merge)
 
 
 def joined_refresh(
-    cursor: duckdb.DuckDBPyConnection, plan: Plan, state: pa.Table, delta: pa.Table
+    cursor: duckdb.DuckDBPyConnection,
+    plan: Plan,
+    state: pa.Table,
+    delta: pa.Table,
+    merge: Merge | None = None,
 ) -> tuple[pa.Table, pa.Table]:
-    """The fold of a join's new fact rows, in the caller's pinned transaction."""
+    """The fold of a join's new fact rows, in the caller's pinned transaction: row by
+    row where ``merge`` is given and merges them as DuckDB would, else the whole-state
+    query. (A caller that gave ``merge`` tells which by the state's schema.)"""
     # registered, not found by a replacement scan: a failed lookup (scans off in the
     # config) would abort the transaction before the fallback
     cursor.register(STATE, state)
     cursor.register(DELTA, delta)
     try:
+        done = None if merge is None else merges.fold(cursor, merge, state, delta)
+        if done is not None:
+            return done
         return split(plan, cursor.execute(plan.refresh).to_arrow_table())
     finally:
         for name in (STATE, DELTA):
             with contextlib.suppress(duckdb.Error):
                 cursor.unregister(name)
+
+
+class Copies:
+    """Each analysis's :class:`Joined` (its plan's, with the copy its state was folded
+    with), by analysis. Owner: the refresher's :class:`~duckflock.live.pinned.Pinned`;
+    a run reads and replaces its own analysis's, the scheduler forgets an analysis
+    dropped or closed (its copy's cursor closed then) and asks which settings the copies
+    hold (:meth:`settings`, reported to :mod:`~duckflock.live.fold.detached`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards _joined (runs write, the scheduler reads)
+        self._joined: weakref.WeakKeyDictionary[object, Joined] = weakref.WeakKeyDictionary()
+
+    def get(self, analysis: object, plan: Plan) -> Joined | None:
+        with self._lock:
+            found = self._joined.get(analysis)
+        return found if found is not None and found.plan is plan else None
+
+    def put(self, analysis: object, joined: Joined) -> None:
+        """Keep ``joined`` for ``analysis``; a copy it replaces is closed."""
+        with self._lock:
+            old = self._joined.get(analysis)
+            self._joined[analysis] = joined
+        _close_unless(old, joined.dimensions)
+
+    def forget(self, analysis: object) -> None:
+        """``analysis`` is dropped or its database closes: close its copy."""
+        with self._lock:
+            old = self._joined.pop(analysis, None)
+        _close_unless(old, None)
+
+    def settings(self) -> set[detached.Settings]:
+        """The settings of the detached instances holding copies."""
+        with self._lock:
+            kept = list(self._joined.values())
+        return {j.dimensions.settings for j in kept if j.dimensions is not None}
+
+
+def _close_unless(old: Joined | None, kept: Dimensions | None) -> None:
+    if old is None or old.dimensions is None:
+        return
+    if kept is None or kept.cursor is not old.dimensions.cursor:
+        old.dimensions.close()

@@ -222,12 +222,18 @@ class Bound(NamedTuple):
     settings: str  # the session's time zone and calendar
 
 
-def shifted(marking: Marking, instant: datetime, settings: str) -> Bound | None:
-    """The bound at ``instant`` without a query, where DuckDB proved it ``now()`` minus
-    a constant (:attr:`Marking.shift`); its local time from the cut bucket's marks
-    (:func:`local_of`). ``settings``: those the state's marks were taken under (a
-    RESULTS setting's change rebuilds the state: a new state is never shifted)."""
+def shifted(
+    cursor: duckdb.DuckDBPyConnection, marking: Marking, instant: datetime, settings: str
+) -> Bound | None:
+    """The bound at ``instant`` without computing it, where DuckDB proved it ``now()``
+    minus a constant (:attr:`Marking.shift`); its local time from the cut bucket's marks
+    (:func:`local_of`). ``settings``: those the state's marks were taken under, asked
+    again (one constant query): a global ``SET TimeZone`` lands before the notice that
+    rebuilds the state, and a refresh in between must not answer in the old zone."""
     if marking.shift is None:
+        return None
+    row = first_row(cursor.execute(f"SELECT {_SETTINGS}"))
+    if row is None or str(row[0]) != settings:
         return None
     at = (instant - _EPOCH) // timedelta(microseconds=1) - marking.shift
     local = at if marking.column_type is Stamp.TIMESTAMPTZ else None

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -101,10 +100,7 @@ class Pinned:
         self._commit_lock = commit_lock
         self._committed_seq = committed_seq
         self._clock = clock
-        # per analysis: whether its join folds detached, on which copy (joins.py)
-        self._dimensions: weakref.WeakKeyDictionary[Analysis, joins.Joined] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.copies = joins.Copies()  # per analysis: whether its join folds detached, on which copy
 
     def _taint(self, analysis: Analysis, why: str = FAILED) -> None:
         with self._lock:
@@ -274,7 +270,7 @@ class Pinned:
             ours = carried is not None and carried.marking is marking and carried.state is state
             shifted = None
             if ours and carried is not None:
-                shifted = marks.shifted(marking, instant, carried.settings)
+                shifted = marks.shifted(cursor, marking, instant, carried.settings)
             found = shifted or marks.bounds(cursor, windows.at(marking.bound, instant))
             if found is None:
                 return None
@@ -380,9 +376,7 @@ class Pinned:
                 return analysis.changes.tainted is not None
 
         cursor = analysis.state.cursor
-        kept = self._dimensions.get(analysis)
-        if kept is not None and kept.plan is not plan:
-            kept = None
+        kept = self.copies.get(analysis, plan)
         copy = None if kept is None else kept.dimensions
         if kept is not None and copy is not None and copy.state is state:
             if changed():  # a joined table was written: its copy is stale
@@ -390,20 +384,21 @@ class Pinned:
             analysis.check()
             done = joins.fold(copy, cursor, state, delta)
             if done is not None:
-                self._dimensions[analysis] = replace(kept, dimensions=replace(copy, state=done[0]))
-                return done
+                self.copies.put(analysis, replace(kept, dimensions=done[1]))
+                return done[0]
         try:
             with pinned(cursor, plan.pin, self._commit_lock(), changed) as stale:
                 if stale:
                     raise _Changed
                 analysis.check()
-                folded = joined_refresh(cursor, plan, state, delta)
                 if kept is None:  # once per plan
-                    kept = joins.Joined(plan, joins.allowed(cursor, plan, state, delta))
+                    kept = joins.allowed(cursor, plan, state, delta)
+                folded = joined_refresh(cursor, plan, state, delta, kept.merge)
+                if folded[0].schema != state.schema:  # the whole-state query's types
+                    kept = replace(kept, merge=None)
                 if kept.settings is not None:
-                    copied = joins.copied(cursor, plan, folded[0], kept.settings)
-                    kept = replace(kept, dimensions=copied)
-                self._dimensions[analysis] = kept
+                    kept = replace(kept, dimensions=joins.copied(cursor, kept, folded[0]))
+                self.copies.put(analysis, kept)
                 return folded
         except _Changed:
             return None

@@ -98,6 +98,7 @@ class Refresher:
         self._committed_seq = committed_seq
         self._on_new_shape = on_new_shape  # publishes the capture set again
         self._pinned = Pinned(lock, commit_lock, committed_seq, clock)
+        self.copies = self._pinned.copies  # joins' copies of their dimensions (joins.py)
 
     def run(self, analysis: Analysis) -> tuple[pa.Table, int]:
         """The new result table and the writer commits it reflects at least."""

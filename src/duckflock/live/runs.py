@@ -132,6 +132,7 @@ class Runs:
             self.running.discard(analysis)
             if schedule.dropped:
                 self._close_cursor(analysis.state.cursor)
+                self._refresher.copies.forget(analysis)
             elif schedule.stale_cursor:
                 schedule.stale_cursor = False
                 analysis.state.cursor = self._new_cursor()

@@ -129,6 +129,7 @@ class Scheduler:
             lake=feed,
             catalogue=self._notices.catalogue,
         )
+        self._copies = refresher.copies  # closed with their analysis (joins.py)
         self._runs = Runs(
             registry,
             refresher,
@@ -155,7 +156,7 @@ class Scheduler:
                     found.add(plan.detached)
                 if plan is not None and plan.merge is not None and plan.merge.detached is not None:
                     found.add(plan.merge.detached)
-        return found
+        return found | self._copies.settings()
 
     # -- definitions -------------------------------------------------------------------
 
@@ -237,6 +238,7 @@ class Scheduler:
             self._cancel(analysis, why)
         else:
             self._close_cursor(analysis.state.cursor)
+            self._copies.forget(analysis)
 
     def _cancel(self, analysis: Analysis, why: Stop) -> None:
         """Stop the run of ``analysis`` now; the watchdog repeats it. Holds the lock."""
@@ -394,6 +396,7 @@ class Scheduler:
             for analysis in analyses:
                 if not analysis.schedule.running:  # a run that outlived the bound closes its own
                     self._close_cursor(analysis.state.cursor)
+                    self._copies.forget(analysis)
         for analysis in analyses:
             for mailbox in list(analysis.schedule.mailboxes):
                 mailbox.close()

@@ -153,7 +153,8 @@ class Queries:
             return f"WITH __merged AS ({state_sql}) SELECT *, {', '.join(extras)} FROM __merged"
 
         touch = ""
-        if key_names and not order and not offset and limit is None and not forms and not joined:
+        by_keys = bool(key_names) and not order and not offset and limit is None and not forms
+        if by_keys and not joined:
             state_rows = typed(STATE, [*state_names, ROW], state_lost)
             new_partials = partial_over(self._from_delta)
             touch = with_outputs(_touch_sql(state_rows, new_partials, key_names, shown + merged))
@@ -162,9 +163,15 @@ class Queries:
         if touch and not self._binds(touch, typed_state):
             touch = ""
         row_by_row = None
-        if touch and having is None:
+        # a join's too: its fold runs it over a copy of the dimensions (live/joins.py)
+        if (touch or (joined and by_keys)) and having is None:
             row_by_row = self._merge(
-                partial_over(self._from_delta), partials, len(key_names), state_types, select
+                partial_over(self._from_delta),
+                partials,
+                len(key_names),
+                state_types,
+                select,
+                joined=joined,
             )
         return Plan(
             table=self._source,
@@ -206,11 +213,14 @@ class Queries:
         keys: int,
         state_types: list[Any],
         select: list[dict[str, Any]],
+        *,
+        joined: bool,
     ) -> Merge | None:
         """The row-by-row refresh (:mod:`duckflock.live.fold.merges`) of a shape whose
         partials over the new rows are ``sql``: where every key compares in Arrow as in
         DuckDB, every partial merges element-wise and every output is a key, a partial
-        or a floating average of the output's own type; else None."""
+        or a floating average of the output's own type; else None. A join's reads its
+        dimensions: no detached settings nor pyarrow program of its own."""
         kinds = [str(kind) for kind in state_types]
         if not all(equal_in_arrow(kind) for kind in kinds[:keys]):
             return None
@@ -227,7 +237,11 @@ class Queries:
                 return None
         empty = self._empty()
         schema = over_arrow(self._cursor, f"SELECT * FROM ({sql}) LIMIT 0", empty, empty).schema
-        on = detached.settings_for(self._cursor, [(sql, {DELTA: empty})], self._own)
+        on = (
+            None
+            if joined
+            else detached.settings_for(self._cursor, [(sql, {DELTA: empty})], self._own)
+        )
         outputs, fields = [], []
         for expr, kind in zip(select, self._types, strict=True):
             text = self._sql(expr)
@@ -260,7 +274,7 @@ class Queries:
         )
         picks = tuple(partial.pick for partial in partials)
         kinds_of = tuple(partial.spec[0] for partial in partials)
-        program = self._computed(sql, schema, on)
+        program = None if joined else self._computed(sql, schema, on)
         merge = Merge(sql, keys, kinds_of, picks, result, on, program)
         return merge if merge.admits(schema) else None
 
