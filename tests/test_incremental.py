@@ -787,3 +787,17 @@ def test_the_function_catalogue_kept_between_definitions_is_read_again_when_it_c
         assert db.refresh("before").rows() == [(1, -1.0)]
         before = internals.analysis(db, "before").state.shape
         assert "abs(), which is not repeatable" in before.reason
+
+
+def test_analyses_are_defined_where_external_access_is_off() -> None:
+    """A served database has external access off: duckdb_extensions() cannot list the
+    extension directory then, and the kept catalogue must not need it (it raised a
+    PermissionException on every definition over HTTP)."""
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE t (k INT, v DOUBLE)")
+        db.execute("SET enable_external_access = false")
+        db.analysis("first", "SELECT k, sum(v) AS s FROM t GROUP BY k")
+        db.analysis("second", "SELECT k, max(v) AS m FROM t GROUP BY k")
+        db.insert("t", [{"k": 1, "v": 2.5}])
+        assert db.refresh("first").rows() == [(1, 2.5)]
+        assert db.refresh("second").mode == "incremental"

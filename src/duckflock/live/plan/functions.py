@@ -106,6 +106,18 @@ class Functions:
 
 
 _LOADED = "SELECT extension_name FROM duckdb_extensions() WHERE loaded ORDER BY 1"
+# what stands for the loaded extensions where external access is off (a served
+# database): duckdb_extensions() cannot list the extension directory then, and no
+# extension can be loaded either ("Loading external extensions is disabled"), nor can
+# access be turned back on while the database runs: the set stays as it is
+_FIXED = ("(external access off: no extension can be loaded)",)
+
+
+def _loaded(cursor: duckdb.DuckDBPyConnection) -> tuple[str, ...]:
+    try:
+        return tuple(str(name) for (name,) in cursor.execute(_LOADED).fetchall())
+    except duckdb.PermissionException:
+        return _FIXED
 
 
 class Catalogue:
@@ -138,7 +150,7 @@ class Catalogue:
     ) -> Functions:
         """The catalogue as read on ``cursor``: the kept reading while it is current
         and lists ``called`` (the lower-case names a query calls), else a new one."""
-        loaded = tuple(str(name) for (name,) in cursor.execute(_LOADED).fetchall())
+        loaded = _loaded(cursor)
         with self._lock:
             epoch, kept = self._epoch, self._kept
         if kept is not None and kept[:2] == (epoch, loaded) and kept[2].lists(called):
