@@ -262,6 +262,11 @@ def test_a_numeric_parameter_with_a_positive_exponent_keeps_its_value(
         ('{"a\\"b","c\\\\d",NULL,"NULL",""}', ['a"b', "c\\d", None, "NULL", ""]),
         ('{ "}" , b c ,"{"}', ["}", "b c", "{"]),
         ("{ }", []),
+        # out of quotes too a backslash escapes (as PostgreSQL 15 reads each of these)
+        ("{a\\,b,c}", ["a,b", "c"]),
+        ('{\\",x\\}}', ['"', "x}"]),
+        ("{ a\\  , b\\c }", ["a ", "bc"]),
+        ("{\\NULL,nuLL,\\ }", ["NULL", None, " "]),
     ],
 )
 def test_array_text_is_read_as_postgresql_writes_it(text: str, values: list[str | None]) -> None:
@@ -282,6 +287,7 @@ def test_array_text_is_read_as_postgresql_writes_it(text: str, values: list[str 
         ("{a,b", "no closing }", 4),
         ("{a}x", "text after its closing }", 3),
         ("a,b", "does not start with {", 0),
+        ("{a\\", "backslash at its end", 2),
     ],
 )
 def test_malformed_array_text_gets_a_precise_error(text: str, reason: str, position: int) -> None:
