@@ -191,6 +191,30 @@ def test_an_unclosed_quote_is_an_error_at_its_opening(
         sql.read_quoted(text, 2, mark, quoting)
 
 
+# pieces of a select list: literals, names and comments, closed or not, that one
+# reader might see closed and another open (nested comments, "$" and E in bare names)
+_CLOSABLE = [
+    "'a'", "'it''s'", "'\\'", "E'\\''", "E'\\\\'", "e'a''b'", "$$x'$$", "$t$a$$b$t$",
+    '"a""b"', "a$b$", "xe", "b'01'", "x'ff'", "'--'", "'/*'", '"*/"', "/* a */", "/**/",
+    "/* /* */ ' */", "/* $$ */", "-- '\n", "'open", "E'\\'", '"open', "$$open", "$t$open$$",
+    "/* open", "/* /* */",
+]  # fmt: skip
+
+
+@given(st.lists(st.sampled_from(_CLOSABLE), min_size=1, max_size=4))
+@settings(max_examples=300, deadline=None)
+def test_a_quote_or_comment_is_closed_where_duckdbs_parser_says(pieces: list[str]) -> None:
+    text = "SELECT 1" + "".join(p if p[0] in "/-" else f", {p}" for p in pieces)
+    try:
+        duckdb.extract_statements(text)
+    except duckdb.ParserException as exc:  # another syntax error may come first
+        if "unterminated" in str(exc):
+            with pytest.raises(LexError, match="unclosed"):
+                sql.check_closed(text)
+        return
+    assert sql.check_closed(text) == text
+
+
 def test_escaped_string_literals_are_one_span() -> None:
     text = "SELECT E'a\\'b''c', 'd''e' AS \"f\"\"g\""
     spans = [text[start:end] for start, end in sql.quoted_spans(text)]

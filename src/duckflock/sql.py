@@ -65,10 +65,9 @@ _BARE = re.compile(_BARE_PATTERN)
 IDENT = r'"(?:[^"]|"")*"|' + _BARE_PATTERN
 # a backslash and the character it escapes (PostgreSQL's array text)
 _BACKSLASHED = re.compile(r"\\(.)", re.S)
-# where a quote or a comment opens (a block comment left open: just "/*")
-_OPENING = re.compile(
-    r"""--[^\n]*|/\*(?:.*?\*/)?|[EeXxBb]?'|"|\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$""", re.S
-)
+# where a quote, a comment or a bare name opens; inside block comments (DuckDB nests them)
+_OPENING = re.compile(r"""--[^\n]*|/\*|[EeXxBb]?'|"|\$(?:[A-Za-z_]\w*)?\$|""" + _BARE_PATTERN)
+_NESTED = re.compile(r"/\*|\*/")
 # a name shown without quotes (messages, displays): plain ASCII words only
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # a dotted name's parts: catalog.schema.name
@@ -266,8 +265,7 @@ def name_end(text: str, start: int) -> int | None:
 def paren_end(text: str, start: int) -> int | None:
     """The index after the ``)`` closing the ``(`` at ``start`` (quoted names and strings
     respected), or None when it is not closed."""
-    depth = 0
-    at = start
+    depth, at = 0, start
     while at < len(text):
         char = text[at]
         if char in "\"'":
@@ -386,15 +384,17 @@ def check_closed(sql: str) -> str:
     """``sql`` when each of its quotes and block comments is closed; else LexError at the
     unclosed one. DuckDB's scanner silently drops the text after an unclosed quote, so a
     command read by hand (``SET "x = 1``) would otherwise pass as something else."""
-    at = 0
-    while (found := _OPENING.search(sql, at)) is not None:
-        mark, at = found.group(0), found.start()
-        if mark == "/*":
-            raise LexError(sql, "has an unclosed comment", at)
-        if mark[0] in "-/":
-            at = found.end()
-        else:
-            at = _quoted_end(sql, at, mark) if mark == '"' else _literal_end(sql, at)
+    at, depth, comment = 0, 0, 0
+    while (found := (_NESTED if depth else _OPENING).search(sql, at)) is not None:
+        mark, start, at = found.group(0), found.start(), found.end()
+        if mark in ("/*", "*/"):
+            comment, depth = comment if depth else start, depth + (1 if mark == "/*" else -1)
+        elif mark == '"':
+            at = _quoted_end(sql, start, mark)
+        elif mark[0] in "$'" or mark[1:] == "'":  # not a line comment, nor a bare name
+            at = _literal_end(sql, start)
+    if depth:
+        raise LexError(sql, "has an unclosed comment", comment)
     return sql
 
 
