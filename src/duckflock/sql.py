@@ -149,10 +149,10 @@ def _quoted_end(
 ) -> int:
     """The index after the quote closing the one at ``start`` (LexError, naming ``what``
     is quoted, when it is not closed): the one scanner of quoted text."""
-    doubled = quoting is not Quoting.BACKSLASH
-    at = start + 1
+    at, close = start + 1, start
     while True:
-        close = text.find(mark, at)
+        if 0 <= close < at:  # found again only when passed: one scan, not one per escape
+            close = text.find(mark, at)
         if quoting is not Quoting.DOUBLED:  # a backslash before it escapes the next one
             slash = text.find("\\", at, len(text) if close < 0 else close)
             if slash >= 0:
@@ -161,7 +161,7 @@ def _quoted_end(
         if close < 0:
             what = what or ("identifier" if mark == '"' else "string")
             raise LexError(text, f"has an unclosed quoted {what}", start)
-        if doubled and text.startswith(mark, close + 1):
+        if quoting is not Quoting.BACKSLASH and text.startswith(mark, close + 1):
             at = close + 2
             continue
         return close + 1
@@ -179,7 +179,7 @@ def read_quoted(
     inner = text[start + 1 : end - 1]
     if quoting is Quoting.DOUBLED:
         return inner.replace(mark * 2, mark), end
-    return _BACKSLASHED.sub(r"\1", inner) if quoting is Quoting.BACKSLASH else inner, end
+    return "".join(_BACKSLASHED.split(inner)) if quoting is Quoting.BACKSLASH else inner, end
 
 
 def quote_bytes(value: bytes, quoting: Quoting, mark: bytes = b'"') -> bytes:
