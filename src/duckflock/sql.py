@@ -65,8 +65,9 @@ _BARE = re.compile(_BARE_PATTERN)
 IDENT = r'"(?:[^"]|"")*"|' + _BARE_PATTERN
 # a backslash and the character it escapes (PostgreSQL's array text)
 _BACKSLASHED = re.compile(r"\\(.)", re.S)
-# where a quote, a comment or a bare name opens; inside block comments (DuckDB nests them)
-_OPENING = re.compile(r"""--[^\n]*|/\*|[EeXxBb]?'|"|\$(?:[A-Za-z_]\w*)?\$|""" + _BARE_PATTERN)
+# a dollar quote's tag; where a quote, comment or bare name opens; /* and */ (they nest)
+_DOLLAR = re.compile(r"\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
+_OPENING = re.compile(rf"""--[^\n]*|/\*|[EeXxBb]?'|"|{_DOLLAR.pattern}|{_BARE_PATTERN}""")
 _NESTED = re.compile(r"/\*|\*/")
 # a name shown without quotes (messages, displays): plain ASCII words only
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -360,7 +361,6 @@ def skip_blank(sql: str) -> int:
     return found[0].start if found else len(sql)
 
 
-_DOLLAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 _PREFIX = re.compile(r"[A-Za-z]*'")  # E'…', X'…', B'…'
 
 
