@@ -65,6 +65,8 @@ _BARE = re.compile(_BARE_PATTERN)
 IDENT = r'"(?:[^"]|"")*"|' + _BARE_PATTERN
 # a backslash and the character it escapes (PostgreSQL's array text)
 _BACKSLASHED = re.compile(r"\\(.)", re.S)
+# escaped text up to a quote (possessive: no state kept per escape)
+_ESCAPED = {mark: re.compile(rf"(?:[^\\{mark}]|\\.)*+", re.S) for mark in "\"'"}
 # a dollar quote's tag; where a quote, comment or bare name opens; /* and */ (they nest)
 _DOLLAR = re.compile(r"\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
 _OPENING = re.compile(rf"""--[^\n]*|/\*|[EeXxBb]?'|"|{_DOLLAR.pattern}|{_BARE_PATTERN}""")
@@ -150,15 +152,12 @@ def _quoted_end(
 ) -> int:
     """The index after the quote closing the one at ``start`` (LexError, naming ``what``
     is quoted, when it is not closed): the one scanner of quoted text."""
-    at, close = start + 1, start
+    at = start + 1
     while True:
-        if 0 <= close < at:  # found again only when passed: one scan, not one per escape
-            close = text.find(mark, at)
-        if quoting is not Quoting.DOUBLED:  # a backslash before it escapes the next one
-            slash = text.find("\\", at, len(text) if close < 0 else close)
-            if slash >= 0:
-                at = slash + 2
-                continue
+        if quoting is not Quoting.DOUBLED:  # past what backslashes escape, in one C scan
+            found = _ESCAPED[mark].match(text, at)
+            at = at if found is None else found.end()  # (never None: it matches "")
+        close = text.find(mark, at)
         if close < 0:
             what = what or ("identifier" if mark == '"' else "string")
             raise LexError(text, f"has an unclosed quoted {what}", start)
