@@ -62,7 +62,7 @@ __all__ = [
 _BARE_PATTERN = r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*"
 _BARE = re.compile(_BARE_PATTERN)
 # one identifier, quoted (``""`` is a quote) or bare: for patterns that match statements
-IDENT = r'"(?:[^"]|"")*"|' + _BARE_PATTERN
+IDENT = r'"(?:[^"]|"")*+"|' + _BARE_PATTERN
 # a backslash and the character it escapes (PostgreSQL's array text)
 _BACKSLASHED = re.compile(r"\\(.)", re.S)
 # escaped text up to a quote (possessive: no state kept per escape)
