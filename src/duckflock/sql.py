@@ -62,13 +62,15 @@ __all__ = [
 _BARE_PATTERN = r"[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_$\x80-\U0010ffff]*"
 _BARE = re.compile(_BARE_PATTERN)
 # one identifier, quoted (``""`` is a quote) or bare: for patterns that match statements
-IDENT = r'"(?:[^"]|"")*"|' + _BARE_PATTERN
+IDENT = r'"(?:[^"]|"")*+"|' + _BARE_PATTERN
 # a backslash and the character it escapes (PostgreSQL's array text)
 _BACKSLASHED = re.compile(r"\\(.)", re.S)
-# where a quote or a comment opens (a block comment left open: just "/*")
-_OPENING = re.compile(
-    r"""--[^\n]*|/\*(?:.*?\*/)?|[EeXxBb]?'|"|\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$""", re.S
-)
+# escaped text up to a quote (possessive: no state kept per escape)
+_ESCAPED = {mark: re.compile(rf"(?:[^\\{mark}]|\\.)*+", re.S) for mark in "\"'"}
+# a dollar quote's tag; where a quote, comment or bare name opens; /* and */ (they nest)
+_DOLLAR = re.compile(r"\$(?:[A-Za-z_\x80-\U0010ffff][A-Za-z0-9_\x80-\U0010ffff]*)?\$")
+_OPENING = re.compile(rf"""--[^\n]*|/\*|[EeXxBb]?'|"|{_DOLLAR.pattern}|{_BARE_PATTERN}""")
+_NESTED = re.compile(r"/\*|\*/")
 # a name shown without quotes (messages, displays): plain ASCII words only
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # a dotted name's parts: catalog.schema.name
@@ -150,19 +152,16 @@ def _quoted_end(
 ) -> int:
     """The index after the quote closing the one at ``start`` (LexError, naming ``what``
     is quoted, when it is not closed): the one scanner of quoted text."""
-    doubled = quoting is not Quoting.BACKSLASH
     at = start + 1
     while True:
+        if quoting is not Quoting.DOUBLED:  # past what backslashes escape, in one C scan
+            found = _ESCAPED[mark].match(text, at)
+            at = at if found is None else found.end()  # (never None: it matches "")
         close = text.find(mark, at)
-        if quoting is not Quoting.DOUBLED:  # a backslash before it escapes the next one
-            slash = text.find("\\", at, len(text) if close < 0 else close)
-            if slash >= 0:
-                at = slash + 2
-                continue
         if close < 0:
             what = what or ("identifier" if mark == '"' else "string")
             raise LexError(text, f"has an unclosed quoted {what}", start)
-        if doubled and text.startswith(mark, close + 1):
+        if quoting is not Quoting.BACKSLASH and text.startswith(mark, close + 1):
             at = close + 2
             continue
         return close + 1
@@ -180,7 +179,7 @@ def read_quoted(
     inner = text[start + 1 : end - 1]
     if quoting is Quoting.DOUBLED:
         return inner.replace(mark * 2, mark), end
-    return _BACKSLASHED.sub(r"\1", inner) if quoting is Quoting.BACKSLASH else inner, end
+    return "".join(_BACKSLASHED.split(inner)) if quoting is Quoting.BACKSLASH else inner, end
 
 
 def quote_bytes(value: bytes, quoting: Quoting, mark: bytes = b'"') -> bytes:
@@ -266,8 +265,7 @@ def name_end(text: str, start: int) -> int | None:
 def paren_end(text: str, start: int) -> int | None:
     """The index after the ``)`` closing the ``(`` at ``start`` (quoted names and strings
     respected), or None when it is not closed."""
-    depth = 0
-    at = start
+    depth, at = 0, start
     while at < len(text):
         char = text[at]
         if char in "\"'":
@@ -362,7 +360,6 @@ def skip_blank(sql: str) -> int:
     return found[0].start if found else len(sql)
 
 
-_DOLLAR = re.compile(r"\$(?:[A-Za-z_][A-Za-z0-9_]*)?\$")
 _PREFIX = re.compile(r"[A-Za-z]*'")  # E'…', X'…', B'…'
 
 
@@ -386,15 +383,17 @@ def check_closed(sql: str) -> str:
     """``sql`` when each of its quotes and block comments is closed; else LexError at the
     unclosed one. DuckDB's scanner silently drops the text after an unclosed quote, so a
     command read by hand (``SET "x = 1``) would otherwise pass as something else."""
-    at = 0
-    while (found := _OPENING.search(sql, at)) is not None:
-        mark, at = found.group(0), found.start()
-        if mark == "/*":
-            raise LexError(sql, "has an unclosed comment", at)
-        if mark[0] in "-/":
-            at = found.end()
-        else:
-            at = _quoted_end(sql, at, mark) if mark == '"' else _literal_end(sql, at)
+    at, depth, comment = 0, 0, 0
+    while (found := (_NESTED if depth else _OPENING).search(sql, at)) is not None:
+        mark, start, at = found.group(0), found.start(), found.end()
+        if mark in ("/*", "*/"):
+            comment, depth = comment if depth else start, depth + (1 if mark == "/*" else -1)
+        elif mark == '"':
+            at = _quoted_end(sql, start, mark)
+        elif mark[0] in "$'" or mark[1:] == "'":  # not a line comment, nor a bare name
+            at = _literal_end(sql, start)
+    if depth:
+        raise LexError(sql, "has an unclosed comment", comment)
     return sql
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from enum import Enum
 
 from duckflock.errors import DuckflockError, RowRejectedError
+from duckflock.server.pgwire.types import NotUtf8 as TextNotUtf8
 from duckflock.server.pgwire.types import OutOfRange
 
 MAX_MESSAGE = 64 * 2**20  # bytes of one client message (a Bind's parameters, a long query)
@@ -108,10 +109,7 @@ class Body:
         try:
             text = self.data[self.at : end].decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise NotUtf8(  # spelled as the CLI and the loaders spell it
-                f"a string field is not UTF-8: byte 0x{exc.object[exc.start]:02x} at byte "
-                f"{exc.start + 1} of the field"
-            ) from None
+            raise NotUtf8.of(exc, "a string field", "field") from None
         self.at = end + 1
         return text
 
@@ -208,7 +206,7 @@ def error(text: str, code: str, severity: str = "ERROR") -> bytes:
     return message(Backend.ERROR, fields + b"M" + cstr(text) + b"\x00")
 
 
-class NotUtf8(ProtocolError, ValueError):
+class NotUtf8(ProtocolError, TextNotUtf8):
     """A whole message whose string field is not UTF-8: after start-up an ERROR
     (PostgreSQL's 22021, character_not_in_repertoire) and the session goes on, as the
     message's bounds were read; during start-up a protocol violation like any other."""
@@ -222,7 +220,7 @@ def sqlstate(exc: BaseException) -> str:
     """The SQLSTATE code for a duckflock error (XX000, internal_error, when unknown)."""
     if isinstance(exc, LimitExceeded):
         return "54000"  # program_limit_exceeded
-    if isinstance(exc, NotUtf8):
+    if isinstance(exc, TextNotUtf8):  # a message's field or a parameter
         return "22021"  # character_not_in_repertoire
     if isinstance(exc, OutOfRange):
         return "22008"  # datetime_field_overflow

@@ -25,7 +25,7 @@ from duckflock.server.pgwire.types.columns import (
 )
 from duckflock.server.pgwire.types.datetime import OutOfRange
 from duckflock.server.pgwire.types.numeric import numeric_binary
-from duckflock.server.pgwire.types.params import decode_param
+from duckflock.server.pgwire.types.params import NotUtf8, decode_param
 from duckflock.server.pgwire.types.registry import ADAPTERS, ARRAY_OF, PARAMETER_ARRAYS
 from duckflock.server.pgwire.types.table import PG_TYPES, Oid, PgType
 
@@ -38,6 +38,7 @@ __all__ = [
     "ColumnType",
     "Encoder",
     "Format",
+    "NotUtf8",
     "Oid",
     "OutOfRange",
     "PgType",

@@ -33,15 +33,27 @@ def _text(oid: int, text: str) -> Any:
     return adapter.load_text(text)
 
 
+class NotUtf8(ValueError):
+    """Text from a client that is not UTF-8: PostgreSQL's 22021 (character_not_in_repertoire)."""
+
+    @classmethod
+    def of(cls, exc: UnicodeDecodeError, what: str, unit: str) -> NotUtf8:
+        """``what`` (a string field) is not UTF-8, spelled as the CLI and the loaders
+        spell it: the byte and where it is in the ``unit`` (the field)."""
+        byte = f"byte 0x{exc.object[exc.start]:02x} at byte {exc.start + 1} of the {unit}"
+        return cls(f"{what} is not UTF-8: {byte}")
+
+
 def decode_param(oid: int, binary: bool, data: bytes | None) -> Any:
     """One Bind parameter as a Python value (ValueError when it cannot be read)."""
     if data is None:
         return None
     try:
         return _binary(oid, data) if binary else _text(oid, data.decode())
+    except UnicodeDecodeError as exc:
+        raise NotUtf8.of(exc, f"a parameter of type OID {oid}", "parameter") from None
     except (
         struct.error,
-        UnicodeDecodeError,
         decimal.InvalidOperation,
         IndexError,
         OverflowError,
