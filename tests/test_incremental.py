@@ -787,3 +787,23 @@ def test_the_function_catalogue_kept_between_definitions_is_read_again_when_it_c
         assert db.refresh("before").rows() == [(1, -1.0)]
         before = internals.analysis(db, "before").state.shape
         assert "abs(), which is not repeatable" in before.reason
+
+
+def test_a_macro_made_on_a_raw_cursor_under_a_listed_name_is_seen_by_the_next_definition() -> None:
+    """db.cursor() is a raw DuckDB cursor: DDL there reaches no notice. A macro made on
+    it that shadows a built-in the kept catalogue lists (abs: repeatable, no table read)
+    was planned with the kept reading and folded abs(v) = v + count(other) once per row
+    (13 where a full run gives 25); the catalogue is read again once a raw cursor exists."""
+    sql = "SELECT g, sum(abs(v)) AS s FROM t GROUP BY g"
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE t (g INT, v INT)")
+        db.execute("CREATE TABLE other (x INT)")
+        db.analysis("warm", sql)  # keeps the catalogue: abs is the built-in
+        db.cursor().execute("CREATE MACRO abs(x) AS x + (SELECT count(*) FROM other)")
+        db.analysis("a", sql)
+        for i in range(3):
+            db.insert("other", {"x": i})
+            db.insert("t", {"g": 1, "v": 5})
+            result = db.refresh("a", timeout=60)
+            assert result.error is None, result.error
+            assert [tuple(map(int, row)) for row in result.rows()] == db.execute(sql).fetchall()
