@@ -801,3 +801,23 @@ def test_analyses_are_defined_where_external_access_is_off() -> None:
         db.insert("t", [{"k": 1, "v": 2.5}])
         assert db.refresh("first").rows() == [(1, 2.5)]
         assert db.refresh("second").mode == "incremental"
+
+
+def test_a_macro_made_on_a_raw_cursor_under_a_listed_name_is_seen_by_the_next_definition() -> None:
+    """db.cursor() is a raw DuckDB cursor: DDL there reaches no notice. A macro made on
+    it that shadows a built-in the kept catalogue lists (abs: repeatable, no table read)
+    was planned with the kept reading and folded abs(v) = v + count(other) once per row
+    (13 where a full run gives 25); the catalogue is read again once a raw cursor exists."""
+    sql = "SELECT g, sum(abs(v)) AS s FROM t GROUP BY g"
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE t (g INT, v INT)")
+        db.execute("CREATE TABLE other (x INT)")
+        db.analysis("warm", sql)  # keeps the catalogue: abs is the built-in
+        db.cursor().execute("CREATE MACRO abs(x) AS x + (SELECT count(*) FROM other)")
+        db.analysis("a", sql)
+        for i in range(3):
+            db.insert("other", {"x": i})
+            db.insert("t", {"g": 1, "v": 5})
+            result = db.refresh("a", timeout=60)
+            assert result.error is None, result.error
+            assert [tuple(map(int, row)) for row in result.rows()] == db.execute(sql).fetchall()

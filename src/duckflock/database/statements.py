@@ -211,6 +211,10 @@ class Statements(Base):
         Database closes any left open).
         """
         with self._life.running():
+            self._raw_cursor = True  # its DDL reaches no notice: see Catalogue.unwatched
+            scheduler = self._scheduler
+            if scheduler is not None:
+                scheduler.notices.catalogue.unwatched()
             return self._cursors.new()
 
     def tables(self) -> list[dict[str, Any]]:

@@ -138,6 +138,16 @@ class Catalogue:
         self._lock = threading.Lock()  # guards _epoch and _kept
         self._epoch = 0  # how often the catalogue may have changed
         self._kept: tuple[int, tuple[str, ...], Functions] | None = None
+        self._watched = True  # no DDL runs where no notice sees it (see unwatched)
+
+    def unwatched(self) -> None:
+        """DDL may run from now on where no notice sees it (a raw cursor the Database
+        handed out): a macro made there under a name the kept reading lists (one that
+        shadows a built-in, or replaces a macro) changes what the name means, so every
+        definition reads the catalogue again, as each did before it was kept."""
+        with self._lock:
+            self._watched = False
+            self._kept = None
 
     def changed(self) -> None:
         """The catalogue may have changed: the next definition reads it again."""
@@ -152,7 +162,7 @@ class Catalogue:
         and lists ``called`` (the lower-case names a query calls), else a new one."""
         loaded = _loaded(cursor)
         with self._lock:
-            epoch, kept = self._epoch, self._kept
+            epoch, kept = self._epoch, self._kept if self._watched else None
         if kept is not None and kept[:2] == (epoch, loaded) and kept[2].lists(called):
             return kept[2]
         fresh = Functions(cursor)
