@@ -13,13 +13,19 @@ and checks the two agree, and counts the statements PostgreSQL logged during the
 functions, which teaches the refresh the table's column types; later rounds read the
 new Parquet file straight after one catalog query: duckflock.lake.listing. Each line
 prints the reason.)
+``--direct``: odd rounds read the catalog through psycopg (a dev dependency, not the
+library's: the figure for a direct PostgreSQL client behind ``lake.session.Session``),
+even rounds as the library does; both medians are printed, measured interleaved.
 Then one round where the other process deletes 10,000 rows
 (taken out of the state by retraction; or rebuilt, when the files holding the deleted
 rows are most of the table: DuckLake reads them whole). Medians over the rounds.
 
 The last line, ``figures: {json}``, carries the medians for benchmarks/suite.py:
 ``{"rows": N, "refresh_ms": …, "refresh_best_ms": …, "full_ms": …, "ratio": …, "statements": …,
-"delete_refresh_ms": …, "delete_full_ms": …}`` (statements: the median per refresh).
+"delete_refresh_ms": …, "delete_full_ms": …, "refresh_cpu_ms": …}`` (statements: the median
+per refresh; refresh_cpu_ms: this process's CPU time per refresh, median; with
+``--direct``, ``direct_refresh_ms`` and ``direct_cpu_ms`` too, and the others are the
+library's rounds).
 """
 
 from __future__ import annotations
@@ -97,11 +103,34 @@ def timed(fn: object) -> tuple[float, object]:
     return (time.perf_counter() - started) * 1000, out
 
 
-def measure(rows: int, rounds: int) -> dict[str, float]:
+class Direct:
+    """The lake's catalog reads through psycopg while ``on`` (Session.query replaced:
+    the same SQL, one autocommit statement, prepared where the library prepares it)."""
+
+    def __init__(self, dsn: str) -> None:
+        import psycopg
+
+        from duckflock.lake import session
+
+        self.on = False
+        connection = psycopg.connect(dsn, autocommit=True)
+        library = session.Session.query
+
+        def query(self_: object, cursor: object, sql: str, *, prepared: bool = False) -> object:
+            if not self.on:
+                return library(self_, cursor, sql, prepared=prepared)  # type: ignore[arg-type]
+            return [tuple(row) for row in connection.execute(sql, prepare=prepared).fetchall()]
+
+        session.Session.query = query  # type: ignore[assignment,method-assign]
+
+
+def measure(rows: int, rounds: int, direct: bool = False) -> dict[str, float]:
     from pgcluster import Cluster
 
     with Cluster() as cluster, tempfile.TemporaryDirectory() as tmp:
-        target = "ducklake:postgres:" + cluster.create_database("lake_analyses")
+        dsn = cluster.create_database("lake_analyses")
+        target = "ducklake:postgres:" + dsn
+        client = Direct(dsn) if direct else None
         logging = "ALTER DATABASE lake_analyses SET log_statement = 'all'"
         psql = [str(cluster.bin / "psql"), "-q", cluster.dsn, "-c", logging]
         subprocess.run(psql, check=True, capture_output=True, timeout=60)
@@ -116,13 +145,26 @@ def measure(rows: int, rounds: int) -> dict[str, float]:
             print(f"first refresh ({first.mode}): {first.duration * 1000:.0f} ms")
             other = Other(target, data)
             try:
-                refreshes, fulls, counts = [], [], []
-                for round_ in range(rounds):
+                refreshes, fulls, counts, cpus = [], [], [], []
+                directs: list[tuple[float, float]] = []  # (ms, cpu ms)
+                for round_ in range(rounds * (2 if direct else 1)):
                     start = rows + round_ * NEW_ROWS
                     other.run(APPEND.format(groups=GROUPS, start=start, end=start + NEW_ROWS))
                     at = cluster.log.stat().st_size
+                    if client is not None:
+                        client.on = round_ % 2 == 1
+                    cpu = time.process_time()
                     ms, result = timed(lambda: db.refresh("per_k"))
+                    cpu = (time.process_time() - cpu) * 1000
+                    if client is not None and client.on:
+                        client.on = False
+                        directs.append((ms, cpu))
+                        full_ms, full = timed(lambda: db.sql(SQL).to_arrow_table())
+                        check(result, full, "append")
+                        print(f"round {round_}: refresh {ms:.2f} ms, psycopg catalog reads")
+                        continue
                     counts.append(statements(cluster.log, at))
+                    cpus.append(cpu)
                     full_ms, full = timed(lambda: db.sql(SQL).to_arrow_table())
                     check(result, full, "append")
                     refreshes.append(ms)
@@ -154,7 +196,15 @@ def measure(rows: int, rounds: int) -> dict[str, float]:
         "statements": statistics.median(counts[1:] or counts),  # round 0: DuckLake's read
         "delete_refresh_ms": round(delete_ms, 3),
         "delete_full_ms": round(delete_full, 3),
-    }
+        "refresh_cpu_ms": round(statistics.median(cpus[1:] or cpus), 3),
+    } | (
+        {
+            "direct_refresh_ms": round(statistics.median(ms for ms, _ in directs), 3),
+            "direct_cpu_ms": round(statistics.median(cpu for _, cpu in directs), 3),
+        }
+        if directs
+        else {}
+    )
 
 
 def statements(log: Path, start: int) -> int:
@@ -186,6 +236,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--large", action="store_true", help="20M rows")
     parser.add_argument("--rows", type=options.positive_int, help="the lake table's rows")
     parser.add_argument("--rounds", type=options.positive_int, default=5, help="append rounds")
+    parser.add_argument(
+        "--direct", action="store_true", help="odd rounds: catalog reads through psycopg"
+    )
     parser.add_argument("--child", nargs=2, metavar=("TARGET", "DATA"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -194,13 +247,20 @@ def main(argv: list[str]) -> None:
     rows = args.rows or (20_000_000 if args.large else 1_000_000)
     rounds = args.rounds
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    figures = measure(rows, rounds)
+    figures = measure(rows, rounds, args.direct)
     print(
         f"lake analysis at {rows:,} rows: refresh after {NEW_ROWS:,} rows appended by "
         f"another process {figures['refresh_ms']:.2f} ms vs full {figures['full_ms']:.1f} ms "
         f"= {figures['ratio']:.0f}x (target >= 50x at 20M), {figures['statements']:g} PostgreSQL "
         f"statement(s) per refresh; load before {load}"
     )
+    if "direct_refresh_ms" in figures:
+        direct = figures["direct_refresh_ms"]
+        print(
+            f"with psycopg for the catalog reads (interleaved rounds): {direct:.2f} ms = "
+            f"{figures['full_ms'] / direct:.0f}x; CPU per refresh {figures['direct_cpu_ms']:.2f} "
+            f"vs {figures['refresh_cpu_ms']:.2f} ms"
+        )
     print("figures: " + json.dumps(figures))
 
 
