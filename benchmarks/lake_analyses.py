@@ -14,8 +14,8 @@ functions, which teaches the refresh the table's column types; later rounds read
 new Parquet file straight after one catalog query: duckflock.lake.listing. Each line
 prints the reason.)
 ``--direct``: odd rounds read the catalog through psycopg (a dev dependency, not the
-library's: the figure for a direct PostgreSQL client behind ``lake.session.Session``),
-even rounds as the library does; both medians are printed, measured interleaved.
+library's: ``Session.DIRECT``, lake/direct.py), even rounds through DuckDB's postgres
+extension; both medians are printed, measured interleaved.
 Then one round where the other process deletes 10,000 rows
 (taken out of the state by retraction; or rebuilt, when the files holding the deleted
 rows are most of the table: DuckLake reads them whole). Medians over the rounds.
@@ -104,24 +104,22 @@ def timed(fn: object) -> tuple[float, object]:
 
 
 class Direct:
-    """The lake's catalog reads through psycopg while ``on`` (Session.query replaced:
-    the same SQL, one autocommit statement, prepared where the library prepares it)."""
+    """The lake's catalog reads over psycopg (lake/direct.py) while ``on``."""
 
     def __init__(self, dsn: str) -> None:
-        import psycopg
+        del dsn  # (the library finds it: the lake's path)
 
-        from duckflock.lake import session
+    @property
+    def on(self) -> bool:
+        from duckflock.lake.session import Session
 
-        self.on = False
-        connection = psycopg.connect(dsn, autocommit=True)
-        library = session.Session.query
+        return Session.DIRECT
 
-        def query(self_: object, cursor: object, sql: str, *, prepared: bool = False) -> object:
-            if not self.on:
-                return library(self_, cursor, sql, prepared=prepared)  # type: ignore[arg-type]
-            return [tuple(row) for row in connection.execute(sql, prepare=prepared).fetchall()]
+    @on.setter
+    def on(self, value: bool) -> None:
+        from duckflock.lake.session import Session
 
-        session.Session.query = query  # type: ignore[assignment,method-assign]
+        Session.DIRECT = value
 
 
 def measure(rows: int, rounds: int, direct: bool = False) -> dict[str, float]:

@@ -23,6 +23,10 @@ catalog restarted, or the cursor the session came from was closed) is tried once
 on a fresh one. Where the catalog is attached read-only (the extension refuses reads
 outside a transaction there), or while another thread holds the session, a read is its
 own DuckDB statement, as before.
+
+With ``Session.DIRECT`` set and psycopg installed, reads go over a PostgreSQL connection
+of the session's own instead (:mod:`duckflock.lake.direct`: a quarter of the CPU), and
+through the extension where that connection cannot be had or fails.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from typing import Any
 import duckdb
 
 from duckflock.core.cursors import first_row
+from duckflock.lake import direct as directly
 from duckflock.lake.connection import unreachable
 from duckflock.sql import quote_literal
 
@@ -53,6 +58,7 @@ class Session:
 
     RENEW = 30.0  # seconds one DuckDB transaction holds the connection, then a new one
     KEPT = 16  # prepared reads per session, then the oldest is let go
+    DIRECT = False  # reads over psycopg where it is installed (lake/direct.py): opt-in
 
     def __init__(self, lake: str) -> None:
         self.lake = lake
@@ -64,6 +70,10 @@ class Session:
         self._prepared: dict[str, str] = {}  # sql -> its DuckDB prepared statement's name
         self._names = 0  # prepared statements named so far (each name used once)
         self.opened = 0  # sessions begun (for tests)
+        self._direct: directly.Direct | None = None
+        self._direct_at = 0.0  # monotonic time from which a direct connection is tried
+        self._direct_lock = threading.Lock()  # held while one is opened
+        self.direct_reads = 0  # reads answered by it (for tests)
 
     def query(
         self, cursor: duckdb.DuckDBPyConnection, sql: str, *, prepared: bool = False
@@ -71,6 +81,22 @@ class Session:
         """The rows of PostgreSQL ``sql``; ``cursor``: the caller's, whose database
         holds the catalog (the session's cursor is made from it). ``prepared``: the
         same text will be read again: bind it once for the session."""
+        if self.DIRECT:
+            direct = self._direct or self._open_direct(cursor)
+            if direct is not None:
+                try:
+                    rows = direct.query(sql, prepared=prepared)
+                except directly.Direct.Failed:
+                    self._drop_direct(direct)
+                else:
+                    self.direct_reads += 1
+                    return rows
+        return self._query(cursor, sql, prepared=prepared)
+
+    def _query(
+        self, cursor: duckdb.DuckDBPyConnection, sql: str, *, prepared: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """:meth:`query` through the postgres extension."""
         if self._pinned is False or not self._lock.acquire(blocking=False):
             return cursor.execute(_QUERY, [self.database, sql]).fetchall()
         try:
@@ -108,10 +134,53 @@ class Session:
         self._prepared[sql] = name
         return name
 
+    def _open_direct(self, cursor: duckdb.DuckDBPyConnection) -> directly.Direct | None:
+        """A direct connection to the catalog the extension reads, or None (then not
+        tried again for ``RENEW`` seconds); one thread opens it, the others meanwhile
+        read through the extension."""
+        if time.monotonic() < self._direct_at or not self._direct_lock.acquire(blocking=False):
+            return None
+        try:
+            if self._direct is not None:
+                return self._direct
+            self._direct_at = time.monotonic() + self.RENEW
+            dsn = directly.dsn_of(cursor, self.lake) if directly.available() else None
+            if dsn is None:
+                return None
+            try:
+                direct = directly.Direct(dsn)
+            except directly.Direct.Failed:
+                return None
+            try:
+                same = direct.query(directly.IDENTITY) == self._query(cursor, directly.IDENTITY)
+            except (directly.Direct.Failed, duckdb.Error):
+                same = False
+            if not same:  # another server or database than the extension's
+                direct.close()
+                return None
+            with self._lock:  # the extension's connection back to its pool
+                self._end()
+            self._direct = direct
+            return direct
+        finally:
+            self._direct_lock.release()
+
+    def _drop_direct(self, direct: directly.Direct) -> None:
+        """Close a direct connection that failed; a new one is tried at once (a
+        catalog restart), then, if that fails too, after ``RENEW`` seconds."""
+        with self._direct_lock:
+            if self._direct is direct:
+                self._direct, self._direct_at = None, 0.0
+        direct.close()
+
     def close(self) -> None:
         """Give the connection back (a later read begins a new session)."""
         with self._lock:
             self._end()
+        with self._direct_lock:
+            direct, self._direct = self._direct, None
+        if direct is not None:
+            direct.close()
 
     def _session(self, cursor: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection | None:
         """The session's cursor in its open transaction (under ``_lock``); None where

@@ -1,0 +1,134 @@
+"""The lake's catalog reads over psycopg (lake/direct.py, ``Session.DIRECT``): the same
+refreshes as through the postgres extension, on the same database or not at all."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import duckflock
+
+from duckflock.lake import direct as directly
+from duckflock.lake.session import Session
+from test_lake_feed import Logged, _lakes, check, define, logged  # noqa: F401 (a fixture)
+
+FILES = "INSERT INTO events SELECT i % 7, i, i / 3, 's' || (i % 5) FROM range({}, {}) t(i)"
+
+
+@pytest.fixture
+def sessions(monkeypatch: pytest.MonkeyPatch) -> list[Session]:
+    """Every Session made while the test runs, reading directly."""
+    made: list[Session] = []
+    original = Session.__init__
+
+    def init(self: Session, lake: str) -> None:
+        original(self, lake)
+        made.append(self)
+
+    monkeypatch.setattr(Session, "__init__", init)
+    monkeypatch.setattr(Session, "DIRECT", True)
+    return made
+
+
+def _direct_reads(sessions: list[Session]) -> int:
+    return sum(session.direct_reads for session in sessions)
+
+
+def _appends(logged: Logged, *starts: int) -> None:
+    logged.other.run(*(FILES.format(start, start + 1_500) for start in starts))
+
+
+def test_catalog_reads_go_over_psycopg_and_equal_a_full_run(
+    logged: Logged, sessions: list[Session]
+) -> None:
+    db = logged.db
+    define(db, "sums")
+    check(db, "sums")
+    _appends(logged, 10_000)
+    check(db, "sums")  # DuckLake's read: the columns' types are learned
+    for start in (20_000, 30_000):
+        _appends(logged, start)
+        before = _direct_reads(sessions)
+        result, statements = logged.statements(lambda: db.refresh("sums"))
+        check(db, "sums", result)
+        assert result.mode == "incremental" and "new Parquet file" in result.reason
+        assert _direct_reads(sessions) == before + 1
+        # not through the extension: no COPY, no pool checks
+        assert not any("COPY" in line or "SELECT 1" in line for line in statements), statements
+
+
+def test_a_direct_connection_to_another_database_is_not_used(
+    logged: Logged,
+    sessions: list[Session],
+    postgres: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A connection string that reaches another database than the extension's (as a
+    secret's settings could) is refused: the reads stay the extension's, and right."""
+    elsewhere = postgres.create_database(f"elsewhere_{os.getpid()}_{next(_lakes)}")
+    # another lake's catalog there, with a table of the same name: reads would succeed
+    options = duckflock.LakeOptions(maintenance_interval=None, poll_interval=3600)
+    target, data = f"ducklake:postgres:{elsewhere}", str(tmp_path / "elsewhere")
+    with duckflock.connect(target, data_path=data, lake=options) as other_lake:
+        other_lake.execute("CREATE TABLE events (g INTEGER, v BIGINT, x DOUBLE, s VARCHAR)")
+        for _ in range(3):
+            other_lake.execute("INSERT INTO events SELECT 1, i, 0, 's' FROM range(2000) t(i)")
+    sessions.clear()  # (that lake's own, which read it directly)
+    monkeypatch.setattr(directly, "dsn_of", lambda cursor, lake: elsewhere)
+    db = logged.db
+    define(db, "sums")  # (its refreshes' Session is made here)
+    check(db, "sums")
+    for start in (10_000, 20_000):
+        _appends(logged, start)
+        result = check(db, "sums")
+        assert result.mode == "incremental", result.reason
+    assert "new Parquet file" in result.reason
+    assert sessions and _direct_reads(sessions) == 0
+
+
+def test_without_psycopg_the_extension_reads(
+    logged: Logged, sessions: list[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(directly, "available", lambda: False)
+    db = logged.db
+    define(db, "sums")
+    check(db, "sums")
+    for start in (10_000, 20_000):
+        _appends(logged, start)
+        assert check(db, "sums").mode == "incremental"
+    assert _direct_reads(sessions) == 0
+
+
+def test_a_killed_direct_connection_is_read_around_then_replaced(
+    logged: Logged, sessions: list[Session]
+) -> None:
+    """The direct connection dies (a catalog restart): that read goes through the
+    extension, the next one over a new direct connection; every refresh stays right."""
+    import psycopg
+
+    db = logged.db
+    define(db, "sums")
+    check(db, "sums")
+    _appends(logged, 10_000)
+    check(db, "sums")
+    _appends(logged, 20_000)
+    assert "new Parquet file" in check(db, "sums").reason
+    (used,) = [s for s in sessions if s._direct is not None and s.direct_reads]
+    assert used._direct is not None
+    pid = used._direct._connection.info.backend_pid
+    with psycopg.connect(logged.dsn, autocommit=True) as admin:
+        assert admin.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
+    before = used.direct_reads
+    _appends(logged, 30_000)
+    result = check(db, "sums")
+    assert result.mode == "incremental" and "new Parquet file" in result.reason, result.reason
+    assert used.direct_reads == before  # read through the extension
+    _appends(logged, 40_000)
+    result = check(db, "sums")
+    assert "new Parquet file" in result.reason, result.reason
+    assert used.direct_reads == before + 1 and used._direct is not None
+    assert used._direct._connection.info.backend_pid != pid
