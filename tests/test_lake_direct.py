@@ -4,18 +4,28 @@ refreshes as through the postgres extension, on the same database or not at all.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import duckflock
-
 from duckflock.lake import direct as directly
 from duckflock.lake.session import Session
-from test_lake_feed import Logged, _lakes, check, define, logged  # noqa: F401 (a fixture)
+from test_lake_feed import Logged, _lakes, check, define
 
 FILES = "INSERT INTO events SELECT i % 7, i, i / 3, 's' || (i % 5) FROM range({}, {}) t(i)"
+
+
+@pytest.fixture
+def logged(postgres: Any, tmp_path: Path) -> Iterator[Logged]:
+    """test_lake_feed's lake whose catalog logs every statement."""
+    lake = Logged(postgres, tmp_path)
+    try:
+        yield lake
+    finally:
+        lake.close()
 
 
 @pytest.fixture
