@@ -187,23 +187,26 @@ def measure(rows: int, rounds: int, direct: bool = False) -> dict[str, float]:
             finally:
                 other.close()
     refresh, full_run = statistics.median(refreshes), statistics.median(fulls)
-    return {
-        "rows": rows,
-        "refresh_ms": round(refresh, 3),
-        "refresh_best_ms": round(min(refreshes[1:] or refreshes), 3),  # (under load)
-        "full_ms": round(full_run, 3),
-        "ratio": round(full_run / refresh, 1),
-        "statements": statistics.median(counts[1:] or counts),  # round 0: DuckLake's read
-        "delete_refresh_ms": round(delete_ms, 3),
-        "delete_full_ms": round(delete_full, 3),
-        "refresh_cpu_ms": round(statistics.median(cpus[1:] or cpus), 3),
-    } | (
+    return (
         {
-            "direct_refresh_ms": round(statistics.median(ms for ms, _ in directs), 3),
-            "direct_cpu_ms": round(statistics.median(cpu for _, cpu in directs), 3),
+            "rows": rows,
+            "refresh_ms": round(refresh, 3),
+            "refresh_best_ms": round(min(refreshes[1:] or refreshes), 3),  # (under load)
+            "full_ms": round(full_run, 3),
+            "ratio": round(full_run / refresh, 1),
+            "statements": statistics.median(counts[1:] or counts),  # round 0: DuckLake's read
+            "delete_refresh_ms": round(delete_ms, 3),
+            "delete_full_ms": round(delete_full, 3),
+            "refresh_cpu_ms": round(statistics.median(cpus[1:] or cpus), 3),
         }
-        if directs
-        else {}
+        | (
+            {
+                "direct_refresh_ms": round(statistics.median(ms for ms, _ in directs), 3),
+                "direct_cpu_ms": round(statistics.median(cpu for _, cpu in directs), 3),
+            }
+            if directs
+            else {}
+        )
     )
 
 
