@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -275,14 +276,27 @@ def bounds(cursor: duckdb.DuckDBPyConnection, sql: str, epoch: int | None) -> Bo
 def flagged(marking: Marking, state: pa.Table, marks: pa.Table, bound: int) -> pa.Table:
     """``state`` with the flags :func:`duckflock.live.windows.cut` splits it by, at the
     instant whose bound is ``bound``: ``flags_sql``'s, computed from the marks."""
-    compare = _COMPARE[marking.op]
-    steady = marks["__steady"]
-    inside = pc.and_kleene(compare(marks["__s_in"], bound), steady)
-    late = pc.and_kleene(pc.invert(steady), compare(marks["__s_late"], bound))
-    live = pc.or_kleene(compare(marks["__s_live"], bound), late)
+
+    # per bucket (~65), in numpy: the marks are plain integers (see marked); a flag the
+    # SQL leaves NULL (an unknown offset) is false, as split reads it
+    def true(values: pa.ChunkedArray) -> np.ndarray:
+        return np.asarray(values.fill_null(False).to_numpy(), bool)
+
+    def after(name: str) -> np.ndarray:
+        at = marks[name].to_numpy()
+        return np.asarray(at > bound if marking.op is Op.AFTER else at >= bound, bool)
+
+    steady, unsteady = true(marks["__steady"]), true(pc.invert(marks["__steady"]))
+    per_bucket = {
+        "__in": after("__s_in") & steady,
+        "__live": after("__s_live") | (unsteady & after("__s_late")),
+        "__local": true(marks["__local"]),
+    }
     where = pc.index_in(state[marking.key], value_set=marks[marking.key].combine_chunks())
-    for name, values in (("__in", inside), ("__live", live), ("__local", marks["__local"])):
-        state = state.append_column(name, pc.take(values, where))
+    found = np.asarray(where.is_valid().to_numpy(zero_copy_only=False), bool)
+    at = where.fill_null(0).to_numpy(zero_copy_only=False)
+    for name, values in per_bucket.items():  # a row of no bucket (NULL): no flag
+        state = state.append_column(name, pa.array(values[at] & found))
     return state
 
 
