@@ -92,6 +92,61 @@ def test_a_global_time_zone_rebuilds_zoned_buckets(zoned: duckflock.Database, pa
     assert _same(zoned, "zoned", ZONED)
 
 
+def _racing(path: str, db: duckflock.Database, sql: str, between: Callable[[], None]) -> None:
+    """Run ``sql`` through ``path`` with ``between()`` after it ran, before its notice."""
+    if path == "transaction":
+        db.transaction(lambda cursor: (cursor.execute(sql), between()))
+        return
+    done: list[bool] = []
+
+    def hook(point: str) -> None:
+        if point == "ran" and not done:
+            done.append(True)
+            between()
+
+    db.fault_hook = hook
+    try:
+        db.execute(sql) if path == "execute" else db.sql(sql)
+    finally:
+        db.fault_hook = lambda point: None
+
+
+@pytest.mark.parametrize("path", ["execute", "sql", "transaction"])
+def test_a_global_time_zone_is_seen_by_a_refresh_before_its_notice(
+    zoned: duckflock.Database, path: str
+) -> None:
+    """A ``SET GLOBAL TimeZone`` lands before the notice that rebuilds the analyses: a
+    refresh in between (rows inserted meanwhile) must not fold them into the state of
+    the old zone. The settings epoch moved before the statement ran, so the refresh
+    reads the settings, finds the zone changed and rebuilds: the full run's result."""
+    seen: list[Any] = []
+
+    def between() -> None:
+        zoned.insert("t", {"k": "a", "tz": dt.datetime(2026, 1, 1, 20, tzinfo=dt.UTC)})
+        seen.append(zoned.refresh("zoned"))
+
+    _racing(path, zoned, "SET GLOBAL TimeZone = 'Asia/Kathmandu'", between)
+    (result,) = seen
+    assert result.error is None and result.mode == "full", result.reason
+    full = zoned.execute(ZONED).fetchall()
+    assert sorted(result.rows(), key=repr) == sorted(full, key=repr)
+    assert _same(zoned, "zoned", ZONED)
+
+
+def test_the_settings_epoch_moves_around_what_may_set() -> None:
+    """The statements that move the epoch: SET, RESET, PRAGMA, LOAD, USE, CALL…;
+    queries, rows, DDL, transactions and CHECKPOINT do not."""
+    from duckflock.core.syntax import may_set
+
+    for sql in ("SET TimeZone = 'UTC'", "RESET GLOBAL TimeZone", "PRAGMA enable_profiling",
+                "PRAGMA threads = 2", "LOAD icu", "USE memory", "CALL pragma_version()",
+                "EXPLAIN ANALYZE SELECT 1", "SELECT 1; SET threads = 1"):  # fmt: skip
+        assert may_set(sql), sql
+    for sql in ("SELECT 1", "INSERT INTO t VALUES (1)", "CREATE TABLE u (a INT)", "BEGIN",
+                "CHECKPOINT", "EXPLAIN SELECT 1", "DELETE FROM t", "not sql"):  # fmt: skip
+        assert not may_set(sql), sql
+
+
 def test_a_session_time_zone_is_the_callers_only(zoned: duckflock.Database) -> None:
     zoned.execute("SET TimeZone = 'Asia/Kathmandu'")  # this thread's cursor only
     assert zoned.refresh("zoned").mode == "incremental"

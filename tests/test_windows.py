@@ -459,26 +459,99 @@ def test_a_time_zone_change_is_not_carried_over() -> None:
         db.close()
 
 
-def test_a_time_zone_set_before_its_notice_is_not_carried_over() -> None:
-    """A global ``SET TimeZone`` takes effect before the notice that rebuilds the state
-    (here it never comes: the zone is set on the analysis's own cursor). A refresh in
-    between that carries the cut bucket finds the session's zone changed (the bound's
-    settings are asked even where the bound is shifted from the instant) and reads as
-    a full run in the new zone does."""
+def test_a_time_zone_set_unseen_is_not_carried_over() -> None:
+    """A global ``SET TimeZone`` on a raw cursor (``db.cursor()``) reaches no notice nor
+    the settings epoch: from the moment a raw cursor is out, a refresh that carries the
+    cut bucket asks the session's settings again (the bound's, even where it is shifted
+    from the instant) and reads as a full run in the new zone does."""
     sql = "SELECT k, count(*) AS c FROM w WHERE ts > now() - INTERVAL 64 SECOND GROUP BY k"
     clock = SteppedClock(datetime(2026, 12, 7, 12, 0, 0, 300_000, tzinfo=UTC))
     db = _new_york(clock, sql)
     try:
         for round_ in range(4):
             if round_ == 2:
-                cursor = internals.analysis(db, "recent").state.cursor
-                cursor.execute("SET GLOBAL TimeZone = 'Asia/Kolkata'")
+                with db.cursor() as cursor:
+                    cursor.execute("SET GLOBAL TimeZone = 'Asia/Kolkata'")
             db.insert("w", _zoned_rows(round_, clock.now()))
             result = db.refresh("recent")
             assert result.now is not None and result.error is None, result.error
             full = db.execute(at(sql, result.now)).fetchall()
             assert sorted(result.rows(), key=repr) == sorted(full, key=repr), round_
             clock.step(timedelta(milliseconds=60))
+    finally:
+        db.close()
+
+
+def test_a_time_zone_set_before_its_notice_is_not_carried_over() -> None:
+    """A global ``SET TimeZone`` through the Database lands before the notice that
+    rebuilds the state; a refresh in between (here: at the statement's ``ran`` fault
+    point) finds the settings epoch moved, asks the settings again and answers as a full
+    run in the new zone does."""
+    sql = "SELECT k, count(*) AS c FROM w WHERE ts > now() - INTERVAL 64 SECOND GROUP BY k"
+    clock = SteppedClock(datetime(2026, 12, 7, 12, 0, 0, 300_000, tzinfo=UTC))
+    db = _new_york(clock, sql)
+    seen: list[Any] = []
+
+    def between(point: str) -> None:
+        if point == "ran" and not seen:
+            db.insert("w", _zoned_rows(9, clock.now()))
+            seen.append(db.refresh("recent"))
+
+    try:
+        for round_ in range(3):
+            db.insert("w", _zoned_rows(round_, clock.now()))
+            assert db.refresh("recent").mode == "incremental"
+            clock.step(timedelta(milliseconds=60))
+        db.fault_hook = between
+        db.execute("SET GLOBAL TimeZone = 'Asia/Kolkata'")
+        db.fault_hook = lambda point: None
+        (result,) = seen
+        assert result.now is not None and result.error is None, result.error
+        full = db.execute(at(sql, result.now)).fetchall()
+        assert sorted(result.rows(), key=repr) == sorted(full, key=repr)
+    finally:
+        db.close()
+
+
+def test_the_settings_are_asked_again_only_when_they_may_have_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A refresh that carries the cut bucket takes the bound from the instant and asks
+    DuckDB nothing while the settings epoch stays (no statement that may set ran); once
+    after a statement moved it; at every refresh once a raw cursor is out, until
+    ``lock_down`` locks the configuration. Each result equals a full run."""
+    sql = "SELECT k, count(*) AS c FROM w WHERE ts > now() - INTERVAL 64 SECOND GROUP BY k"
+    asked: list[Any] = []
+    first_row = marks.first_row
+
+    def counted(found: Any) -> Any:
+        asked.append(found)
+        return first_row(found)
+
+    clock = SteppedClock(datetime(2026, 12, 7, 12, 0, 0, 300_000, tzinfo=UTC))
+    db = _new_york(clock, sql)
+
+    def asks() -> int:
+        before = len(asked)
+        db.insert("w", _zoned_rows(len(asked), clock.now()))
+        result = db.refresh("recent")
+        assert result.now is not None and result.mode == "incremental", result.reason
+        full = db.execute(at(sql, result.now)).fetchall()
+        assert sorted(result.rows(), key=repr) == sorted(full, key=repr)
+        clock.step(timedelta(milliseconds=60))
+        return len(asked) - before
+
+    try:
+        for _ in range(2):  # the state built, the cut bucket carried
+            asks()
+        monkeypatch.setattr(marks, "first_row", counted)
+        assert [asks() for _ in range(3)] == [0, 0, 0]
+        db.execute("SET TimeZone = 'America/New_York'")  # the caller's session: it moves
+        assert [asks() for _ in range(3)] == [1, 0, 0]
+        db.cursor().close()
+        assert [asks() for _ in range(3)] == [1, 1, 1]
+        db.lock_down()
+        assert [asks() for _ in range(3)] == [1, 0, 0]
     finally:
         db.close()
 
@@ -617,9 +690,9 @@ def test_a_bound_of_now_minus_a_duration_is_taken_from_the_instant(
     asked: list[str] = []
     bounds = marks.bounds
 
-    def counted(cursor: Any, sql: str) -> Any:
+    def counted(cursor: Any, sql: str, epoch: int | None) -> Any:
         asked.append(sql)
-        return bounds(cursor, sql)
+        return bounds(cursor, sql, epoch)
 
     monkeypatch.setattr(marks, "bounds", counted)
     # 2026-11-01 06:00 UTC, inside the window: New York's clocks go back from 02:00 to 01:00

@@ -12,6 +12,9 @@ catalog. Two questions, both answered by asking DuckDB on a cursor of this modul
   storage, logging, extensions, security)? A change of a ``RESULTS`` setting's global
   value makes every analysis run again and rebuild its incremental state. A DuckDB
   upgrade that adds a setting fails ``tests/test_effects.py`` until it is decided here.
+- :class:`Epoch` — a count the Database moves around every statement that may change a
+  setting, so that what an analysis read of the settings (a window's time zone, the
+  values a state was built under) is read again only when it moved.
 - :func:`Watch.catalog` — the tables, views and macros, each by identity with its oid
   and definition: DDL rebuilds only the analyses that read what changed (or a new
   object of the same name, which may shadow it).
@@ -19,8 +22,9 @@ catalog. Two questions, both answered by asking DuckDB on a cursor of this modul
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -117,6 +121,71 @@ WHERE function_type IN ('macro', 'table_macro') AND NOT internal
 """
 
 Catalog = dict[Identity, tuple[int, str]]
+_WATCHED = sorted(name for name, effect in SETTINGS.items() if effect is Effect.RESULTS)
+
+
+def values(cursor: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """The value on ``cursor`` of every setting that changes results."""
+    rows = cursor.execute(_SETTINGS_SQL, [_WATCHED]).fetchall()
+    return {str(name): str(value) for name, value in rows}
+
+
+class Epoch:
+    """How often the settings may have changed: what was read of them at one value
+    holds while the value stays (a reading is taken after reading the value).
+
+    The Database moves it before a statement that may change a setting runs
+    (:func:`duckflock.core.syntax.may_set`: a global ``SET`` lands before the notice
+    that rebuilds the analyses, and a refresh in between must not trust an older
+    reading) and again after it (a reading taken while it ran is not trusted either).
+    Where settings may change unseen — a raw cursor was handed out — :meth:`current`
+    is None (read them every time), unless DuckDB's configuration is locked.
+
+    Owner: the Database (it moves it); analysis threads read it. Any thread.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # guards the three below
+        self._value = 0
+        self._watched = True  # False: settings may change where no statement is seen
+        self._locked = False  # lock_configuration is on: no setting changes any more
+
+    def current(self) -> int | None:
+        """The epoch now; None where settings may change unseen."""
+        with self._lock:
+            return self._value if self._watched or self._locked else None
+
+    def value(self) -> int:
+        """The epoch now, moved only by the statements the Database sees."""
+        with self._lock:
+            return self._value
+
+    def move(self) -> None:
+        with self._lock:
+            self._value += 1
+
+    @contextlib.contextmanager
+    def changing(self, may: bool = True) -> Iterator[None]:
+        """Around a statement that ``may`` change a setting: moved before and after."""
+        if not may:
+            yield
+            return
+        self.move()
+        try:
+            yield
+        finally:
+            self.move()
+
+    def unwatched(self) -> None:
+        """Settings may change from now on where no statement is seen (a raw cursor)."""
+        with self._lock:
+            self._watched = False
+
+    def lock(self) -> None:
+        """DuckDB's configuration is locked (``lock_configuration``): no setting changes."""
+        with self._lock:
+            self._value += 1
+            self._locked = True
 
 
 class Watch:
@@ -130,20 +199,20 @@ class Watch:
         self._new_cursor = new_cursor
         self._cursor: duckdb.DuckDBPyConnection | None = None  # opened on first use
         self._lock = threading.Lock()  # guards _cursor and the statements on it
-        self._watched = sorted(
-            name for name, effect in SETTINGS.items() if effect is Effect.RESULTS
-        )
 
-    def _run(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    def _open(self) -> duckdb.DuckDBPyConnection:
+        if self._cursor is None:
+            self._cursor = self._new_cursor()
+        return self._cursor
+
+    def _run(self, sql: str) -> list[tuple[Any, ...]]:
         with self._lock:
-            if self._cursor is None:
-                self._cursor = self._new_cursor()
-            return self._cursor.execute(sql, params).fetchall()
+            return self._open().execute(sql).fetchall()
 
     def settings(self) -> dict[str, str]:
         """The global value of every setting that changes results."""
-        rows = self._run(_SETTINGS_SQL, [self._watched])
-        return {str(name): str(value) for name, value in rows}
+        with self._lock:
+            return values(self._open())
 
     def catalog(self) -> Catalog:
         """Every table, view and macro by identity: (oid, definition)."""

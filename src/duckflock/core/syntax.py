@@ -116,6 +116,35 @@ def data_only(sql: str) -> bool:
     return bool(statements) and all(s.type in _DATA_TYPES for s in statements)
 
 
+# statements that change no setting, global or of the session (SET, RESET, PRAGMA,
+# USE, LOAD, CALL, EXECUTE, ATTACH… may: an extension or a database brings its own)
+_SETTLED_TYPES = {
+    *_DATA_TYPES,
+    *_CATALOG_TYPES,
+    duckdb.StatementType.TRANSACTION,
+    duckdb.StatementType.COPY,
+    duckdb.StatementType.EXPORT,
+    duckdb.StatementType.VACUUM,
+    duckdb.StatementType.PREPARE,
+}
+
+
+@functools.lru_cache(maxsize=4096)
+def may_set(sql: str) -> bool:
+    """Whether a statement in ``sql`` may change a setting (see
+    :class:`duckflock.core.effects.Epoch`); SQL that does not parse does not run."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return False
+    return not all(
+        s.type in _SETTLED_TYPES
+        or (s.type == duckdb.StatementType.CALL and _is_checkpoint(s.query))
+        or (s.type == duckdb.StatementType.EXPLAIN and _explains_a_read(s.query))
+        for s in statements
+    )
+
+
 def _words(query: str) -> list[str]:
     """The words of ``query`` as DuckDB's scanner reads them (comments left out, ""
     for a token that is not a word); [] for text it cannot read."""

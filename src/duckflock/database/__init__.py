@@ -115,6 +115,7 @@ class Database(Statements, Inserts, Analyses, Lake):
         self._intake = Intake(self._cursors.new())
         self.fault_hook = no_fault
         self._effects = effects.Watch(self._cursors.new)
+        self._settings = effects.Epoch()
         self._commit_lock = threading.Lock()
         self._lake = None
         if self.is_lake:

@@ -266,6 +266,7 @@ class Analyses(Base):
                     keep_changes=self._keep_changes,
                     owner=self,  # for duckflock.live.internals
                     lake=CATALOG if self.is_lake else None,
+                    settings=self._settings,
                 )
                 if self._raw_cursor:  # (read after the scheduler is set: see cursor())
                     self._scheduler.notices.catalogue.unwatched()

@@ -69,6 +69,7 @@ class Base:
     _cursors: CursorPool
     _intake: Intake  # names of tables to insert into, resolved on a cursor of its own
     _effects: effects.Watch  # global settings and the catalog, read around SET and DDL
+    _settings: effects.Epoch  # moved around every statement that may change a setting
     # held by the writer around each commit and its notice; exists before the writer so
     # that an analysis pinning a snapshot never races the writer's creation
     _commit_lock: threading.Lock
@@ -110,6 +111,7 @@ class Base:
         # the intake's own cursor was closed with the rest: a new one, new cursor
         self._intake = Intake(self._cursors.new())
         self._effects = effects.Watch(self._cursors.new)
+        self._settings.move()  # the new instance's settings are the configuration's
         scheduler = self._scheduler
         if scheduler is not None:
             scheduler.notices.reopen()  # new cursors; incremental states rebuilt

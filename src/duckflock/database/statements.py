@@ -25,6 +25,7 @@ from duckflock.core.syntax import (
     catalog_only,
     classify,
     data_only,
+    may_set,
     said,
 )
 from duckflock.database.base import Base
@@ -141,7 +142,13 @@ class Statements(Base):
 
         The check runs in ``finally``, even when the statement failed or was
         interrupted (Ctrl-C) after its commit: part of it may have run, and no analysis
-        may be left believing nothing changed."""
+        may be left believing nothing changed. The settings epoch moves before and
+        after a statement that may change a setting (:class:`effects.Epoch`)."""
+        with self._settings.changing(may_set(sql)), self._watched(sql, kind, via) as watched:
+            yield watched
+
+    @contextlib.contextmanager
+    def _watched(self, sql: str, kind: StatementKind, via: str) -> Iterator[Watched]:
         watched = Watched()
         scheduler = self._scheduler
         if scheduler is None or kind == READ:
@@ -212,6 +219,7 @@ class Statements(Base):
         """
         with self._life.running():
             self._raw_cursor = True  # its DDL reaches no notice: see Catalogue.unwatched
+            self._settings.unwatched()  # nor its SET: see effects.Epoch
             scheduler = self._scheduler
             if scheduler is not None:
                 scheduler.notices.catalogue.unwatched()
@@ -270,6 +278,7 @@ class Statements(Base):
         ):
             self.execute(statement)
             self._replayed.append(statement)  # a reopened connection gets them again
+        self._settings.lock()  # no setting changes from here on, whatever the cursor
 
     # -- transactions ------------------------------------------------------------------
 
@@ -304,16 +313,17 @@ class Statements(Base):
         # a SET GLOBAL inside holds whether or not the transaction commits
         settings = self._effects.settings() if scheduler is not None else None
         try:
-            return transactions.run(
-                cursor,
-                fn,
-                args,
-                kwargs,
-                retries=retries,
-                running=self._life.running,
-                committed=self._committed,
-                fail=self._life.fail,
-            )
+            with self._settings.changing():  # fn may run a SET GLOBAL on its cursor
+                return transactions.run(
+                    cursor,
+                    fn,
+                    args,
+                    kwargs,
+                    retries=retries,
+                    running=self._life.running,
+                    committed=self._committed,
+                    fail=self._life.fail,
+                )
         finally:
             self._cursors.forget(cursor)
             if scheduler is not None and settings is not None:

@@ -166,18 +166,6 @@ def bucket_micros(buckets: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.cast(pc.cast(buckets, pa.timestamp("us", buckets.type.tz)), pa.int64())
 
 
-def bucket_span(buckets: pa.ChunkedArray) -> tuple[int, int]:
-    """The first and last of ``buckets`` (not all NULL), in epoch microseconds."""
-    bounds = pc.min_max(bucket_micros(buckets))
-    return bounds["min"].as_py(), bounds["max"].as_py()
-
-
-def any_between(micros: pa.ChunkedArray, low: int, high: int) -> bool:
-    """Whether any of ``micros`` lies in [low, high)."""
-    inside = pc.and_(pc.greater_equal(micros, low), pc.less(micros, high))
-    return bool(pc.any(inside).as_py())
-
-
 def epoch_literal(micros: int, column_type: Stamp) -> str:
     """A bucket bound (microseconds since the epoch) as a value of the window column's
     type; past DuckDB's last finite timestamp, infinity."""

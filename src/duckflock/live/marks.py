@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -172,6 +173,7 @@ class Carried:
     rows: pa.Table | None  # its rows the predicate kept at the last instant
     settings: str  # the session's, when marks and rows were taken (Bound.settings)
     marking: Marking  # the window plan the marks are for (a new plan: new marks)
+    epoch: int | None = None  # the settings epoch ``settings`` were read at (Bound.epoch)
 
 
 def marked(
@@ -220,24 +222,32 @@ class Bound(NamedTuple):
     local: int | None  # in the window column's type (a TIMESTAMP's: local time; None:
     # from the cut bucket's marks, see local_of)
     settings: str  # the session's time zone and calendar
+    epoch: int | None = None  # the settings epoch read before them (effects.Epoch)
 
 
 def shifted(
-    cursor: duckdb.DuckDBPyConnection, marking: Marking, instant: datetime, settings: str
+    cursor: duckdb.DuckDBPyConnection,
+    marking: Marking,
+    instant: datetime,
+    carried: Carried,
+    epoch: int | None,
 ) -> Bound | None:
     """The bound at ``instant`` without computing it, where DuckDB proved it ``now()``
     minus a constant (:attr:`Marking.shift`); its local time from the cut bucket's marks
-    (:func:`local_of`). ``settings``: those the state's marks were taken under, asked
-    again (one constant query): a global ``SET TimeZone`` lands before the notice that
-    rebuilds the state, and a refresh in between must not answer in the old zone."""
+    (:func:`local_of`). The settings the carried marks were taken under hold while the
+    settings epoch (``epoch``, read before) is the one they were read at; else they are
+    asked again (one constant query): a global ``SET TimeZone`` lands before the notice
+    that rebuilds the state, and a refresh in between must not answer in the old zone."""
     if marking.shift is None:
         return None
-    row = first_row(cursor.execute(f"SELECT {_SETTINGS}"))
-    if row is None or str(row[0]) != settings:
-        return None
+    settings = carried.settings
+    if epoch is None or epoch != carried.epoch:
+        row = first_row(cursor.execute(f"SELECT {_SETTINGS}"))
+        if row is None or str(row[0]) != settings:
+            return None
     at = (instant - _EPOCH) // timedelta(microseconds=1) - marking.shift
     local = at if marking.column_type is Stamp.TIMESTAMPTZ else None
-    return Bound(at, local, settings)
+    return Bound(at, local, settings, epoch)
 
 
 def local_of(marking: Marking, marks: pa.Table, span: tuple[int, int], bound: Bound) -> int | None:
@@ -254,25 +264,39 @@ def local_of(marking: Marking, marks: pa.Table, span: tuple[int, int], bound: Bo
     return None if start is None else bound.compared + span[0] - start
 
 
-def bounds(cursor: duckdb.DuckDBPyConnection, sql: str) -> Bound | None:
-    """The bound, from ``Marking.bound`` at an instant (``sql``); None if NULL."""
+def bounds(cursor: duckdb.DuckDBPyConnection, sql: str, epoch: int | None) -> Bound | None:
+    """The bound, from ``Marking.bound`` at an instant (``sql``), read at the settings
+    epoch ``epoch``; None if NULL."""
     row = first_row(cursor.execute(sql))
     if row is None or not isinstance(row[0], int) or not isinstance(row[1], int):
         return None
-    return Bound(row[0], row[1], str(row[2]))
+    return Bound(row[0], row[1], str(row[2]), epoch)
 
 
 def flagged(marking: Marking, state: pa.Table, marks: pa.Table, bound: int) -> pa.Table:
     """``state`` with the flags :func:`duckflock.live.windows.cut` splits it by, at the
     instant whose bound is ``bound``: ``flags_sql``'s, computed from the marks."""
-    compare = _COMPARE[marking.op]
-    steady = marks["__steady"]
-    inside = pc.and_kleene(compare(marks["__s_in"], bound), steady)
-    late = pc.and_kleene(pc.invert(steady), compare(marks["__s_late"], bound))
-    live = pc.or_kleene(compare(marks["__s_live"], bound), late)
+
+    # per bucket (~65), in numpy: the marks are plain integers (see marked); a flag the
+    # SQL leaves NULL (an unknown offset) is false, as split reads it
+    def true(values: pa.ChunkedArray) -> np.ndarray:
+        return np.asarray(values.fill_null(False).to_numpy(), bool)
+
+    def after(name: str) -> np.ndarray:
+        at = marks[name].to_numpy()
+        return np.asarray(at > bound if marking.op is Op.AFTER else at >= bound, bool)
+
+    steady, unsteady = true(marks["__steady"]), true(pc.invert(marks["__steady"]))
+    per_bucket = {
+        "__in": after("__s_in") & steady,
+        "__live": after("__s_live") | (unsteady & after("__s_late")),
+        "__local": true(marks["__local"]),
+    }
     where = pc.index_in(state[marking.key], value_set=marks[marking.key].combine_chunks())
-    for name, values in (("__in", inside), ("__live", live), ("__local", marks["__local"])):
-        state = state.append_column(name, pc.take(values, where))
+    found = np.asarray(where.is_valid().to_numpy(zero_copy_only=False), bool)
+    at = where.fill_null(0).to_numpy(zero_copy_only=False)
+    for name, values in per_bucket.items():  # a row of no bucket (NULL): no flag
+        state = state.append_column(name, pa.array(values[at] & found))
     return state
 
 

@@ -24,6 +24,7 @@ from typing import NamedTuple, TypeVar
 import duckdb
 import pyarrow as pa
 
+from duckflock.core.effects import Epoch
 from duckflock.live import bucketmerge, joins, marks, windows
 from duckflock.live.clock import Clock
 from duckflock.live.fold.query import over_arrow
@@ -95,8 +96,10 @@ class Pinned:
         commit_lock: Callable[[], threading.Lock],
         committed_seq: Callable[[], int],
         clock: Clock,
+        settings: Epoch,  # the Database's settings epoch (a window's time zone)
     ) -> None:
         self._lock = lock  # the registry's: guards each analysis's Changes
+        self._settings = settings
         self._commit_lock = commit_lock
         self._committed_seq = committed_seq
         self._clock = clock
@@ -237,9 +240,10 @@ class Pinned:
             if old is None or old.marking is not marking:
                 return None
             # marks of an older state: the buckets folded in since may lack theirs
-            return Carried(None, old.marks, None, None, old.settings, marking)
+            return Carried(None, old.marks, None, None, old.settings, marking, old.epoch)
+        bound = flagging.bound
         return Carried(
-            parts.kept, flagging.marks, parts.span, rows, flagging.bound.settings, marking
+            parts.kept, flagging.marks, parts.span, rows, bound.settings, marking, bound.epoch
         )
 
     def _flag(
@@ -268,10 +272,11 @@ class Pinned:
         else:
             # the shift holds under the settings the carried state's marks were taken in
             ours = carried is not None and carried.marking is marking and carried.state is state
+            epoch = self._settings.current()  # before the settings are read
             shifted = None
             if ours and carried is not None:
-                shifted = marks.shifted(cursor, marking, instant, carried.settings)
-            found = shifted or marks.bounds(cursor, windows.at(marking.bound, instant))
+                shifted = marks.shifted(cursor, marking, instant, carried, epoch)
+            found = shifted or marks.bounds(cursor, windows.at(marking.bound, instant), epoch)
             if found is None:
                 return None
             bound = found
@@ -357,8 +362,9 @@ class Pinned:
             return partway
         table = combined(run.cursor, window.combine, parts.inside, rows)
         run.state, run.last_table, run.window_now = parts.kept, table, instant
+        bound = flagging.bound
         run.carried = Carried(
-            parts.kept, flagging.marks, parts.span, rows, flagging.bound.settings, marking
+            parts.kept, flagging.marks, parts.span, rows, bound.settings, marking, bound.epoch
         )
         return table
 

@@ -156,6 +156,9 @@ class State:
     fast: bool = True  # the pyarrow fold may be used (see Plan.arrow)
     touched: Touched | None = None  # the groups the last run changed (None: any)
     snapshot: int | None = None  # on a lake: the snapshot the state describes
+    # the result settings the state is built under, read at this settings epoch
+    settings: dict[str, str] | None = None
+    settings_epoch: int | None = None
     kept: Kept | None = None  # every group's outputs, for folds of touched groups
     mode: Mode | None = None  # how the last run ran, and why
     reason: str = ""

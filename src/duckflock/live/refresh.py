@@ -22,6 +22,7 @@ from collections.abc import Callable
 import duckdb
 import pyarrow as pa
 
+from duckflock.core.effects import Epoch, changed_settings, values
 from duckflock.core.wide import description_types, named_types, repair
 from duckflock.live.changes import Touched, difference, signed
 from duckflock.live.clock import Clock
@@ -90,6 +91,7 @@ class Refresher:
         distinct_limit: int = DISTINCT_LIMIT,
         lake: LakeFeed | None = None,
         catalogue: Catalogue | None = None,
+        settings: Epoch | None = None,
     ) -> None:
         self._lake = lake  # a lake's change feed: its analyses refresh from it
         self._catalogue = catalogue  # the function catalogue kept between plans
@@ -97,7 +99,11 @@ class Refresher:
         self._lock = lock  # the registry's
         self._committed_seq = committed_seq
         self._on_new_shape = on_new_shape  # publishes the capture set again
-        self._pinned = Pinned(lock, commit_lock, committed_seq, clock)
+        if settings is None:  # nothing moves it: read the settings at every run
+            settings = Epoch()
+            settings.unwatched()
+        self._settings = settings
+        self._pinned = Pinned(lock, commit_lock, committed_seq, clock, settings)
         self.copies = self._pinned.copies  # joins' copies of their dimensions (joins.py)
 
     def run(self, analysis: Analysis) -> tuple[pa.Table, int]:
@@ -127,6 +133,8 @@ class Refresher:
     def _run(self, analysis: Analysis) -> tuple[pa.Table, int]:
         analysis.state.touched = None  # set by the runs that know which groups changed
         analysis.check()
+        if analysis.state.shape.plan is not None:
+            self._settled(analysis)
         if analysis.changes.reinspect:
             self._reinspect(analysis)
         run, spec = analysis.state, analysis.spec
@@ -143,6 +151,24 @@ class Refresher:
         run.mode, run.reason = Mode.FULL, run.shape.reason
         cursor = run.cursor.execute(spec.sql, spec.params)
         return repair(cursor.to_arrow_table(), description_types(cursor)), watermark
+
+    def _settled(self, analysis: Analysis) -> None:
+        """Plan again and rebuild a state whose result settings (a time zone, a
+        collation…) changed since it was built, where the settings epoch moved
+        (:class:`~duckflock.core.effects.Epoch`): the notice of a global ``SET`` comes
+        after it lands, and a fold in between would mix two zones. (A change made on a
+        raw cursor is not looked for, as its writes are not.)"""
+        run = analysis.state
+        epoch = self._settings.value()
+        if epoch == run.settings_epoch:
+            return
+        now = values(run.cursor)  # after the epoch: a change after it moves it again
+        if run.settings is not None and now != run.settings:
+            why = f"{', '.join(changed_settings(run.settings, now))} changed"
+            with self._lock:
+                analysis.changes.reinspect = True
+                analysis.changes.taint(why)
+        run.settings, run.settings_epoch = now, epoch
 
     def _reinspect(self, analysis: Analysis) -> None:
         """Plan the SQL again after a write outside db.insert: DDL may have changed a

@@ -46,6 +46,7 @@ from typing import Any
 import duckdb
 
 from duckflock.core.checks import seconds
+from duckflock.core.effects import Epoch
 from duckflock.core.names import Identity
 from duckflock.errors import ClosedError
 from duckflock.live import clock as clocks
@@ -102,6 +103,7 @@ class Scheduler:
         owner: object = None,
         clock: clocks.Clock | None = None,
         lake: str | None = None,
+        settings: Epoch | None = None,  # the Database's (None: read settings every run)
     ) -> None:
         self._distinct_limit = distinct_limit
         self._keep_changes = keep_changes
@@ -128,6 +130,7 @@ class Scheduler:
             distinct_limit=distinct_limit,
             lake=feed,
             catalogue=self._notices.catalogue,
+            settings=settings,
         )
         self._copies = refresher.copies  # closed with their analysis (joins.py)
         self._runs = Runs(

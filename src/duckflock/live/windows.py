@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -49,9 +50,7 @@ from duckflock.live.instants import (
     NOW,
     Op,
     Stamp,
-    any_between,
     bucket_micros,
-    bucket_span,
     bucket_sql,
     conjunction,
     conjuncts,
@@ -299,32 +298,38 @@ def split(window: Window, flagged: pa.Table, instant: datetime) -> Split:
     """Split the state with its flags (:func:`flagging`, :func:`folded`) at ``instant``:
     the window's result is ``window.combine`` folding the cut buckets' rows (``read``)
     into the buckets inside it."""
-    live = pc.fill_null(flagged["__live"], False)
-    whole = pc.fill_null(flagged["__in"], False)
-    flags = ["__in", "__live", "__local"]
-    kept = flagged.filter(live).drop_columns(flags)
+
+    def true(name: str) -> np.ndarray:  # (a NULL flag is false)
+        return np.asarray(flagged[name].fill_null(False).to_numpy(), bool)
+
+    # the flags and the buckets in numpy: one pass each, no filter of the whole table
+    # but for the two tables kept
+    live, whole, local = true("__live"), true("__in"), true("__local")
+    state = flagged.drop_columns(["__in", "__live", "__local"])
+    kept = state if live.all() else state.filter(pa.array(live))
     bucket = f"__k{window.keys}"
-    inside = flagged.filter(whole).drop_columns([*flags, bucket])
-    edge = flagged.filter(pc.and_(live, pc.invert(whole)))
-    cut = edge[bucket]
+    inside = state.drop_columns([bucket]).filter(pa.array(whole))
+    # epoch microseconds, not datetimes: a bucket past the year 9999 has none
+    micros = bucket_micros(state[bucket])
+    valid = np.asarray(micros.is_valid().to_numpy(), bool)
+    values = micros.fill_null(0).to_numpy()
+    edge = live & ~whole
+    cut = values[edge & valid]
     sql = window.boundary
     span: tuple[int, int] | None = None
-    if len(cut) and cut.null_count < len(cut):
-        # epoch microseconds, not datetimes: a bucket past the year 9999 has none
-        low, high = bucket_span(cut)
-        high += window.width
+    if len(cut):
+        low, high = int(cut.min()), int(cut.max()) + window.width
         low_sql, high_sql = (
             epoch_literal(low, window.column_type),
             epoch_literal(high, window.column_type),
         )
-        wholes = flagged.filter(whole)[bucket]
-        if not len(wholes) or not any_between(bucket_micros(wholes), low, high):
+        wholes = values[whole & valid]
+        if not np.any((wholes >= low) & (wholes < high)):
             # no whole bucket between the cut ones: every row in the span that the
             # predicate keeps is a cut bucket's (an expired bucket's rows fail it)
             sql = window.edge
             if low + window.width == high and (
-                window.column_type is Stamp.TIMESTAMPTZ
-                or pc.all(pc.fill_null(edge["__local"], False)).as_py()
+                window.column_type is Stamp.TIMESTAMPTZ or local[edge].all()
             ):
                 sql, span = window.local, (low, high)  # one steady bucket (the usual case)
     else:
