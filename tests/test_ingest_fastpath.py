@@ -543,3 +543,78 @@ def test_the_wait_for_more_callback_calls_is_bounded() -> None:
     db.flush(5)
     assert db.execute("SELECT count(*) FROM t").fetchone() == (5,)
     db.close()
+
+
+# -- waking the callers of a commit one after another ----------------------------------
+
+
+def _one_held_batch(db: duckflock.Database, count: int) -> tuple[threading.Event, list[Call]]:
+    """``count`` parked calls queued while the writer is held at the batch before
+    theirs, so they are committed together once the returned event is set."""
+    release, reached = threading.Event(), threading.Event()
+
+    def hook(at: str) -> None:
+        if at == "batch" and not reached.is_set():
+            reached.set()
+            assert release.wait(30)
+
+    db.writer().fault_hook = hook
+    held = db.insert("t", {"n": 0}, wait=False)
+    assert reached.wait(30)  # the writer holds the batch of ``held``
+    schema = SchemaCache(db.cursor()).get("t")
+    calls = [Call(schema, columns=("n",), row=(i,)) for i in range(1, count + 1)]
+    for call in calls:
+        db.writer().submit(call, None, wait=True)  # parked: their callers not run yet
+    assert held.done is False
+    return release, calls
+
+
+def test_the_callers_of_a_commit_wake_one_another() -> None:
+    """The writer wakes only the first caller of a commit; each woken caller wakes the
+    next as it runs again (waking all fifty itself, the writer released fifty locks
+    under the GIL, each waking a thread that could only queue for it)."""
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER)")
+    release, calls = _one_held_batch(db, 3)
+    release.set()
+    db.flush(30)
+    assert all(call.finished for call in calls)
+    assert [call.waiter.locked() for call in calls] == [False, True, True]
+    assert calls[0].wait(5) == 1
+    assert [call.waiter.locked() for call in calls] == [False, False, True]
+    assert calls[1].wait(5) == 1 and calls[2].wait(5) == 1
+    assert db.execute("SELECT count(*) FROM t").fetchone() == (4,)
+    db.close()
+
+
+def test_a_caller_that_stopped_waiting_is_woken_by_the_writer() -> None:
+    """A caller whose wait timed out before the commit is no link of the chain: the
+    writer wakes it itself, and its successor is woken by the caller before it."""
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER)")
+    release, calls = _one_held_batch(db, 3)
+    with pytest.raises(duckflock.IngestTimeoutError):
+        calls[1].wait(0.01)
+    release.set()
+    db.flush(30)
+    assert [call.waiter.locked() for call in calls] == [False, False, True]
+    assert calls[0].wait(5) == 1
+    assert not calls[2].waiter.locked()
+    assert calls[1].wait(5) == 1 and calls[2].wait(5) == 1
+    db.close()
+
+
+def test_a_chain_a_caller_never_passes_on_is_finished_by_the_writer() -> None:
+    """A woken caller that never runs wait() (interrupted between its submit and its
+    wait) does not leave the callers after it waiting: the writer wakes them once the
+    commit's callers are forgotten (FORGET_SECONDS), though no other call comes in."""
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER)")
+    release, (first, never, last) = _one_held_batch(db, 3)
+    release.set()
+    assert first.wait(10) == 1  # wakes ``never``, which does not pass it on
+    # as the caller of ``last``, blocked in wait() since before the commit, waits
+    assert last.waiter.acquire(timeout=10), "the caller after the stalled one never woke"
+    last.waiter.release()
+    assert last.wait(10) == 1 and never.finished
+    db.close()

@@ -41,7 +41,7 @@ from duckflock.errors import (
     QueueFullError,
     WriterBrokenError,
 )
-from duckflock.ingest.batches import Batches, Callbacks, Woken
+from duckflock.ingest.batches import FORGET_SECONDS, Batches, Callbacks, Woken
 from duckflock.ingest.bundles import RowBuffer
 from duckflock.ingest.committer import Committer
 from duckflock.ingest.keys import KeyBook
@@ -268,7 +268,7 @@ class Writer:
         urgent = False
         deadline = window = 0.0
         yielded = straggled = False
-        item = inbox.get()
+        item = self._first()
         while True:
             if item is _CLOSE:
                 return calls, markers, rows, True
@@ -339,6 +339,18 @@ class Writer:
         if queued > self._peak:
             self._peak = queued
         return calls, markers, rows, False
+
+    def _first(self) -> Call | None:
+        """The first item of the next batch. While callers recent commits woke are
+        awaited, the wait is cut in FORGET_SECONDS slices: a relay a caller never
+        passed on (Relay) is finished here, not left waiting for the next insert."""
+        woken = self._woken
+        while woken.pending:
+            try:
+                return self._inbox.get(timeout=FORGET_SECONDS)
+            except queue.Empty:
+                woken.wait(time.monotonic())  # forgets the old tallies (waking stalls)
+        return self._inbox.get()
 
     def _finish(self, calls: list[Call], markers: list[Call], rows: int) -> None:
         with self._lock:
