@@ -569,10 +569,11 @@ def _one_held_batch(db: duckflock.Database, count: int) -> tuple[threading.Event
     return release, calls
 
 
-def test_the_callers_of_a_commit_wake_one_another() -> None:
+def test_the_callers_of_a_commit_wake_one_another(monkeypatch: pytest.MonkeyPatch) -> None:
     """The writer wakes only the first caller of a commit; each woken caller wakes the
     next as it runs again (waking all fifty itself, the writer released fifty locks
     under the GIL, each waking a thread that could only queue for it)."""
+    monkeypatch.setattr(batches, "FORGET_SECONDS", 30.0)  # no stalled chain here
     db = duckflock.connect()
     db.execute("CREATE TABLE t (n INTEGER)")
     release, calls = _one_held_batch(db, 3)
@@ -587,9 +588,12 @@ def test_the_callers_of_a_commit_wake_one_another() -> None:
     db.close()
 
 
-def test_a_caller_that_stopped_waiting_is_woken_by_the_writer() -> None:
+def test_a_caller_that_stopped_waiting_is_woken_by_the_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A caller whose wait timed out before the commit is no link of the chain: the
     writer wakes it itself, and its successor is woken by the caller before it."""
+    monkeypatch.setattr(batches, "FORGET_SECONDS", 30.0)  # no stalled chain here
     db = duckflock.connect()
     db.execute("CREATE TABLE t (n INTEGER)")
     release, calls = _one_held_batch(db, 3)
