@@ -570,21 +570,22 @@ def _one_held_batch(db: duckflock.Database, count: int) -> tuple[threading.Event
 
 
 def test_the_callers_of_a_commit_wake_one_another(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The writer wakes only the first caller of a commit; each woken caller wakes the
-    next as it runs again (waking all fifty itself, the writer released fifty locks
-    under the GIL, each waking a thread that could only queue for it)."""
+    """The writer wakes only the first RELAY_AHEAD callers of a commit; each woken
+    caller wakes the next as it runs again (waking all fifty itself, the writer released
+    fifty locks under the GIL, each waking a thread that could only queue for it)."""
     monkeypatch.setattr(batches, "FORGET_SECONDS", 30.0)  # no stalled chain here
+    ahead = batches.RELAY_AHEAD
     db = duckflock.connect()
     db.execute("CREATE TABLE t (n INTEGER)")
-    release, calls = _one_held_batch(db, 3)
+    release, calls = _one_held_batch(db, ahead + 2)
     release.set()
     db.flush(30)
     assert all(call.finished for call in calls)
-    assert [call.waiter.locked() for call in calls] == [False, True, True]
+    assert [call.waiter.locked() for call in calls] == [False] * ahead + [True, True]
     assert calls[0].wait(5) == 1
-    assert [call.waiter.locked() for call in calls] == [False, False, True]
-    assert calls[1].wait(5) == 1 and calls[2].wait(5) == 1
-    assert db.execute("SELECT count(*) FROM t").fetchone() == (4,)
+    assert [call.waiter.locked() for call in calls] == [False] * (ahead + 1) + [True]
+    assert all(call.wait(5) == 1 for call in calls)
+    assert db.execute("SELECT count(*) FROM t").fetchone() == (len(calls) + 1,)
     db.close()
 
 
@@ -592,28 +593,34 @@ def test_a_caller_that_stopped_waiting_is_woken_by_the_writer(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A caller whose wait timed out before the commit is no link of the chain: the
-    writer wakes it itself, and its successor is woken by the caller before it."""
+    writer wakes it itself, besides the first RELAY_AHEAD of the chain."""
     monkeypatch.setattr(batches, "FORGET_SECONDS", 30.0)  # no stalled chain here
+    ahead = batches.RELAY_AHEAD
     db = duckflock.connect()
     db.execute("CREATE TABLE t (n INTEGER)")
-    release, calls = _one_held_batch(db, 3)
+    release, calls = _one_held_batch(db, ahead + 2)
     with pytest.raises(duckflock.IngestTimeoutError):
-        calls[1].wait(0.01)
+        calls[ahead].wait(0.01)  # the first the writer would not wake
     release.set()
     db.flush(30)
-    assert [call.waiter.locked() for call in calls] == [False, False, True]
+    chain = [call for call in calls if call is not calls[ahead]]
+    assert not calls[ahead].waiter.locked()
+    assert [call.waiter.locked() for call in chain] == [False] * ahead + [True]
     assert calls[0].wait(5) == 1
-    assert not calls[2].waiter.locked()
-    assert calls[1].wait(5) == 1 and calls[2].wait(5) == 1
+    assert not chain[-1].waiter.locked()
+    assert all(call.wait(5) == 1 for call in calls)
     db.close()
 
 
-def test_a_chain_a_caller_never_passes_on_is_finished_by_the_writer() -> None:
+def test_a_chain_a_caller_never_passes_on_is_finished_by_the_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A woken caller that never runs wait() (interrupted between its submit and its
     wait) does not leave the callers after it waiting: the writer wakes them once the
     commit's callers are forgotten (FORGET_SECONDS), though no other call comes in."""
     db = duckflock.connect()
     db.execute("CREATE TABLE t (n INTEGER)")
+    monkeypatch.setattr(batches, "RELAY_AHEAD", 1)
     release, (first, never, last) = _one_held_batch(db, 3)
     release.set()
     assert first.wait(10) == 1  # wakes ``never``, which does not pass it on

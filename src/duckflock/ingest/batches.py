@@ -30,6 +30,10 @@ from duckflock.ingest.storage import StorageFailure
 # other work).
 STRAGGLER_SECONDS = 0.001
 FORGET_SECONDS = 0.005
+# How many callers of a commit are awake at once while they wake one another (Relay):
+# each woken caller wakes the next, so a caller's wake-up (a thread the kernel has to
+# schedule) overlaps with the work of the RELAY_AHEAD - 1 before it.
+RELAY_AHEAD = 2
 # commits whose woken callers are still awaited, at most (older ones are forgotten)
 _TALLIES = 64
 # A batch of calls acknowledged through a callback (``insert_async``: the server's
@@ -135,6 +139,9 @@ class Woken:
         first = chain[0] if chain else None
         for call in calls:
             call.finish(wake=call.relay is None or call is first)
+        if tally.relay is not None:
+            for _ in range(RELAY_AHEAD - 1):
+                tally.relay.next()
 
     @property
     def pending(self) -> bool:
