@@ -3,9 +3,10 @@ the :class:`Receipt` its caller waits on.
 
 A call is the only object made per insert (never one per row): a single row rides on it
 as a tuple, anything larger as :class:`~duckflock.ingest.rows.Part` objects. A caller that
-waits parks on a lock of its own, which the writer releases once the call's batch is
-committed; no woken caller re-acquires a shared lock, so fifty callers wake without
-queueing behind one another.
+waits parks on a lock of its own, released once the call's batch is committed (by the
+writer for the first callers of a commit, then by each woken caller for the next:
+:class:`~duckflock.ingest.batches.Relay`); no woken caller re-acquires a shared lock,
+so fifty callers wake without queueing behind one another.
 """
 
 from __future__ import annotations
