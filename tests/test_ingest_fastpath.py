@@ -629,3 +629,23 @@ def test_a_chain_a_caller_never_passes_on_is_finished_by_the_writer(
     last.waiter.release()
     assert last.wait(10) == 1 and never.finished
     db.close()
+
+
+def test_a_slow_chain_is_woken_by_the_writer_when_it_seals_the_next_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Callers of a commit not all back when the writer seals the next batch (after
+    STRAGGLER_SECONDS) are woken by the writer: a chain of fifty on a busy machine adds
+    up fifty late wake-ups."""
+    monkeypatch.setattr(batches, "FORGET_SECONDS", 30.0)  # not the stalled-chain path
+    monkeypatch.setattr(batches, "RELAY_AHEAD", 1)
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER)")
+    release, calls = _one_held_batch(db, 3)
+    release.set()
+    db.flush(30)
+    assert [call.waiter.locked() for call in calls] == [False, True, True]
+    db.insert("t", {"n": 9}, timeout=30)  # a batch sealed while calls[1:] are away
+    assert not calls[1].waiter.locked() and not calls[2].waiter.locked()
+    assert all(call.wait(5) == 1 for call in calls)
+    db.close()

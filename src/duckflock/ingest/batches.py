@@ -75,13 +75,15 @@ class Tally:
 class Relay:
     """The callers one commit finished, woken one after another.
 
-    The writer wakes the first itself; each woken caller wakes the next as it runs
-    again (``Call.wait``), so the writer goes back to gathering at once instead of
-    releasing fifty locks under the GIL (each release woke a thread that only queued
+    The writer wakes the first RELAY_AHEAD itself; each woken caller wakes the next as
+    it runs again (``Call.wait``), so the writer goes back to gathering at once instead
+    of releasing fifty locks under the GIL (each release woke a thread that only queued
     for the GIL the writer held, and took the writer's core from it). ``popleft`` is
-    one C call, so each caller is woken exactly once, whoever pops it. When the chain
-    stalls (a caller interrupted before it waited), the writer wakes the rest itself
-    (:meth:`flush`) once the commit's tally is forgotten, after FORGET_SECONDS.
+    one C call, so each caller is woken exactly once, whoever pops it. The writer wakes
+    the rest itself (:meth:`flush`) when they are not all back by the time it seals
+    the next batch (a busy machine schedules each woken thread late, and a chain adds
+    those delays up), or when the chain stalls (a caller interrupted before it waited:
+    once the commit's tally is forgotten, after FORGET_SECONDS).
     """
 
     __slots__ = ("_rest",)
@@ -168,6 +170,9 @@ class Woken:
             if not tally.all_back.acquire(False) and (
                 now >= until or not tally.all_back.acquire(timeout=until - now)
             ):
+                for late in tallies:  # slow chains (a busy machine): wake the rest here
+                    if late.relay is not None:
+                        late.relay.flush()
                 return False
             tallies.popleft()
         return True
