@@ -415,6 +415,33 @@ def test_storage_faults_are_told_from_row_faults() -> None:
     assert not storage.storage_fault(UnicodeDecodeError("utf-8", b"\xff", 0, 1, "bad"))
 
 
+def test_renewing_the_committer_closes_its_old_cursors() -> None:
+    """After a reopen the committer takes fresh cursors and closes the old ones (the
+    plain and the optimizer-off one): none is left holding the old instance, whoever
+    made them (here a factory that does not close them itself)."""
+    import duckdb
+
+    from duckflock.ingest.committer import Committer
+
+    connection = duckdb.connect()
+    made: list[duckdb.DuckDBPyConnection] = []
+
+    def new_cursor() -> duckdb.DuckDBPyConnection:
+        made.append(connection.cursor())
+        return made[-1]
+
+    committer = Committer(new_cursor)
+    old = list(made)
+    assert len(old) == 2  # the statement cursor and the lone one
+    committer.renew()
+    for cursor in old:
+        with pytest.raises(duckdb.ConnectionException):
+            cursor.execute("SELECT 1")
+    assert committer.cursor.execute("SELECT 1").fetchone() == (1,)
+    assert committer.lone.execute("SELECT 2").fetchone() == (2,)
+    connection.close()
+
+
 def test_an_invalidated_database_is_reopened_and_failing_reopens_are_retried(
     tmp_path: Path,
 ) -> None:

@@ -543,3 +543,109 @@ def test_the_wait_for_more_callback_calls_is_bounded() -> None:
     db.flush(5)
     assert db.execute("SELECT count(*) FROM t").fetchone() == (5,)
     db.close()
+
+
+# -- waking the callers of a commit one after another ----------------------------------
+
+
+def _one_held_batch(db: duckflock.Database, count: int) -> tuple[threading.Event, list[Call]]:
+    """``count`` parked calls queued while the writer is held at the batch before
+    theirs, so they are committed together once the returned event is set."""
+    release, reached = threading.Event(), threading.Event()
+
+    def hook(at: str) -> None:
+        if at == "batch" and not reached.is_set():
+            reached.set()
+            assert release.wait(30)
+
+    db.writer().fault_hook = hook
+    held = db.insert("t", {"n": 0}, wait=False)
+    assert reached.wait(30)  # the writer holds the batch of ``held``
+    schema = SchemaCache(db.cursor()).get("t")
+    calls = [Call(schema, columns=("n",), row=(i,)) for i in range(1, count + 1)]
+    for call in calls:
+        db.writer().submit(call, None, wait=True)  # parked: their callers not run yet
+    assert held.done is False
+    return release, calls
+
+
+def test_the_callers_of_a_commit_wake_one_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer wakes only the first RELAY_AHEAD callers of a commit; each woken
+    caller wakes the next as it runs again (waking all fifty itself, the writer released
+    fifty locks under the GIL, each waking a thread that could only queue for it)."""
+    monkeypatch.setattr(batches, "FORGET_SECONDS", 30.0)  # no stalled chain here
+    ahead = batches.RELAY_AHEAD
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER)")
+    release, calls = _one_held_batch(db, ahead + 2)
+    release.set()
+    db.flush(30)
+    assert all(call.finished for call in calls)
+    assert [call.waiter.locked() for call in calls] == [False] * ahead + [True, True]
+    assert calls[0].wait(5) == 1
+    assert [call.waiter.locked() for call in calls] == [False] * (ahead + 1) + [True]
+    assert all(call.wait(5) == 1 for call in calls)
+    assert db.execute("SELECT count(*) FROM t").fetchone() == (len(calls) + 1,)
+    db.close()
+
+
+def test_a_caller_that_stopped_waiting_is_woken_by_the_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A caller whose wait timed out before the commit is no link of the chain: the
+    writer wakes it itself, besides the first RELAY_AHEAD of the chain."""
+    monkeypatch.setattr(batches, "FORGET_SECONDS", 30.0)  # no stalled chain here
+    ahead = batches.RELAY_AHEAD
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER)")
+    release, calls = _one_held_batch(db, ahead + 2)
+    with pytest.raises(duckflock.IngestTimeoutError):
+        calls[ahead].wait(0.01)  # the first the writer would not wake
+    release.set()
+    db.flush(30)
+    chain = [call for call in calls if call is not calls[ahead]]
+    assert not calls[ahead].waiter.locked()
+    assert [call.waiter.locked() for call in chain] == [False] * ahead + [True]
+    assert calls[0].wait(5) == 1
+    assert not chain[-1].waiter.locked()
+    assert all(call.wait(5) == 1 for call in calls)
+    db.close()
+
+
+def test_a_chain_a_caller_never_passes_on_is_finished_by_the_writer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A woken caller that never runs wait() (interrupted between its submit and its
+    wait) does not leave the callers after it waiting: the writer wakes them once the
+    commit's callers are forgotten (FORGET_SECONDS), though no other call comes in."""
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER)")
+    monkeypatch.setattr(batches, "RELAY_AHEAD", 1)
+    release, (first, never, last) = _one_held_batch(db, 3)
+    release.set()
+    assert first.wait(10) == 1  # wakes ``never``, which does not pass it on
+    # as the caller of ``last``, blocked in wait() since before the commit, waits
+    assert last.waiter.acquire(timeout=10), "the caller after the stalled one never woke"
+    last.waiter.release()
+    assert last.wait(10) == 1 and never.finished
+    db.close()
+
+
+def test_a_slow_chain_is_woken_by_the_writer_when_it_seals_the_next_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Callers of a commit not all back when the writer seals the next batch (after
+    STRAGGLER_SECONDS) are woken by the writer: a chain of fifty on a busy machine adds
+    up fifty late wake-ups."""
+    monkeypatch.setattr(batches, "FORGET_SECONDS", 30.0)  # not the stalled-chain path
+    monkeypatch.setattr(batches, "RELAY_AHEAD", 1)
+    db = duckflock.connect()
+    db.execute("CREATE TABLE t (n INTEGER)")
+    release, calls = _one_held_batch(db, 3)
+    release.set()
+    db.flush(30)
+    assert [call.waiter.locked() for call in calls] == [False, True, True]
+    db.insert("t", {"n": 9}, timeout=30)  # a batch sealed while calls[1:] are away
+    assert not calls[1].waiter.locked() and not calls[2].waiter.locked()
+    assert all(call.wait(5) == 1 for call in calls)
+    db.close()

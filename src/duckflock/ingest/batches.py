@@ -30,6 +30,10 @@ from duckflock.ingest.storage import StorageFailure
 # other work).
 STRAGGLER_SECONDS = 0.001
 FORGET_SECONDS = 0.005
+# How many callers of a commit are awake at once while they wake one another (Relay):
+# each woken caller wakes the next, so a caller's wake-up (a thread the kernel has to
+# schedule) overlaps with the work of the RELAY_AHEAD - 1 before it.
+RELAY_AHEAD = 2
 # commits whose woken callers are still awaited, at most (older ones are forgotten)
 _TALLIES = 64
 # A batch of calls acknowledged through a callback (``insert_async``: the server's
@@ -52,7 +56,7 @@ class Tally:
     :func:`itertools.count` is one C call, so exactly one caller sees the last number.
     """
 
-    __slots__ = ("_count", "all_back", "at", "woken")
+    __slots__ = ("_count", "all_back", "at", "relay", "woken")
 
     def __init__(self, woken: int) -> None:
         self.woken = woken
@@ -60,11 +64,45 @@ class Tally:
         self._count = itertools.count(1)
         self.all_back = allocate_lock()
         self.all_back.acquire()  # released by the last caller back
+        self.relay: Relay | None = None  # how its callers wake one another
 
     def back(self) -> None:
         """One woken caller runs again (called once per caller, from its thread)."""
         if next(self._count) == self.woken:
             self.all_back.release()
+
+
+class Relay:
+    """The callers one commit finished, woken one after another.
+
+    The writer wakes the first RELAY_AHEAD itself; each woken caller wakes the next as
+    it runs again (``Call.wait``), so the writer goes back to gathering at once instead
+    of releasing fifty locks under the GIL (each release woke a thread that only queued
+    for the GIL the writer held, and took the writer's core from it). ``popleft`` is
+    one C call, so each caller is woken exactly once, whoever pops it. The writer wakes
+    the rest itself (:meth:`flush`) when they are not all back by the time it seals
+    the next batch (a busy machine schedules each woken thread late, and a chain adds
+    those delays up), or when the chain stalls (a caller interrupted before it waited:
+    once the commit's tally is forgotten, after FORGET_SECONDS).
+    """
+
+    __slots__ = ("_rest",)
+
+    def __init__(self, rest: list[Call]) -> None:
+        self._rest = deque(rest)
+
+    def next(self) -> None:
+        """Wake the next caller of the chain, if one is left (any thread)."""
+        try:
+            call = self._rest.popleft()
+        except IndexError:
+            return
+        call.waiter.release()
+
+    def flush(self) -> None:
+        """Wake every caller of the chain not woken yet."""
+        while self._rest:
+            self.next()
 
 
 class Woken:
@@ -85,13 +123,27 @@ class Woken:
     def wake(self, calls: list[Call]) -> None:
         """Finish ``calls`` (waking their callers), counting the callers woken."""
         waiting = [call for call in calls if call.waiter is not None]
-        if waiting:
-            tally = Tally(len(waiting))
-            for call in waiting:
-                call.back = tally  # before finish(): the caller reports back after it
-            self._tallies.append(tally)
+        if not waiting:
+            for call in calls:
+                call.finish()
+            return
+        tally = Tally(len(waiting))
+        for call in waiting:
+            call.back = tally  # before finish(): the caller reports back after it
+        self._tallies.append(tally)
+        # callers still waiting wake one another (Relay); the first, and those that
+        # stopped waiting (their wait() timed out), are woken here
+        chain = [call for call in waiting if not call.left]
+        if len(chain) > 1:
+            relay = tally.relay = Relay(chain[1:])
+            for call in chain:
+                call.relay = relay
+        first = chain[0] if chain else None
         for call in calls:
-            call.finish()
+            call.finish(wake=call.relay is None or call is first)
+        if tally.relay is not None:
+            for _ in range(RELAY_AHEAD - 1):
+                tally.relay.next()
 
     @property
     def pending(self) -> bool:
@@ -112,10 +164,15 @@ class Woken:
             now = time.monotonic()
             if now - tally.at > FORGET_SECONDS:
                 tallies.popleft()  # its callers timed out or went elsewhere
+                if tally.relay is not None:
+                    tally.relay.flush()  # a stalled chain: wake the rest here
                 continue
             if not tally.all_back.acquire(False) and (
                 now >= until or not tally.all_back.acquire(timeout=until - now)
             ):
+                for late in tallies:  # slow chains (a busy machine): wake the rest here
+                    if late.relay is not None:
+                        late.relay.flush()
                 return False
             tallies.popleft()
         return True

@@ -7,6 +7,7 @@ asked after, and a failed one tried again (:class:`duckflock.lake.connection.Ret
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -74,7 +75,12 @@ class Committer:
         return cursor
 
     def renew(self) -> None:
-        """Take fresh cursors (the database was reopened: the old ones are closed)."""
+        """Close the cursors and take fresh ones (the database was reopened). The old
+        ones are closed first: they hold the instance DuckDB gave up on, and one left
+        open would keep it (and its file) alive until the committer is collected."""
+        for cursor in {id(c): c for c in (self.cursor, self.lone)}.values():
+            with contextlib.suppress(Exception):  # closed with the old instance already
+                cursor.close()
         self.cursor = self.lone = self._new_cursor()
         if self._lone_apart:
             self.lone = self._unoptimized()

@@ -3,9 +3,10 @@ the :class:`Receipt` its caller waits on.
 
 A call is the only object made per insert (never one per row): a single row rides on it
 as a tuple, anything larger as :class:`~duckflock.ingest.rows.Part` objects. A caller that
-waits parks on a lock of its own, which the writer releases once the call's batch is
-committed; no woken caller re-acquires a shared lock, so fifty callers wake without
-queueing behind one another.
+waits parks on a lock of its own, released once the call's batch is committed (by the
+writer for the first callers of a commit, then by each woken caller for the next:
+:class:`~duckflock.ingest.batches.Relay`); no woken caller re-acquires a shared lock,
+so fifty callers wake without queueing behind one another.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from duckflock.ingest.rows import Part
 from duckflock.ingest.schema import TableSchema
 
 if TYPE_CHECKING:
-    from duckflock.ingest.batches import Tally
+    from duckflock.ingest.batches import Relay, Tally
 
 _log = logging.getLogger("duckflock")
 
@@ -48,9 +49,11 @@ class Call:
         "finished",
         "guard",
         "key",
+        "left",
         "nrows",
         "on_done",
         "parts",
+        "relay",
         "replayed",
         "row",
         "target",
@@ -85,6 +88,10 @@ class Call:
         # the writer's tally of the callers its commit woke: a woken caller reports to it
         # once it runs again (ingest/batches.py Woken), None while nobody was woken
         self.back: Tally | None = None
+        # the callers of the same commit still to wake, one after another: set with
+        # ``back`` (ingest/batches.py Woken); ``left``: the caller stopped waiting first
+        self.relay: Relay | None = None
+        self.left = False
 
     def replay(self, rows: int, committed_at: dt.datetime | None) -> None:
         """The key was committed before (or earlier in this batch): take its facts."""
@@ -101,7 +108,8 @@ class Call:
         call.target, call.columns, call.row, call.parts, call.nrows = target, columns, row, None, 1
         call.committed = call.finished = call.replayed = False
         call.failure = call.guard = call.waiter = call.on_done = call.key = None
-        call.committed_at = call.back = None
+        call.committed_at = call.back = call.relay = None
+        call.left = False
         call.digest = ""
         return call
 
@@ -138,11 +146,12 @@ class Call:
         waiter.acquire()
         self.waiter = waiter
 
-    def finish(self) -> None:
-        """Mark done and wake the waiting caller; the writer holds ``guard``."""
+    def finish(self, *, wake: bool = True) -> None:
+        """Mark done and wake the waiting caller (unless ``wake`` is False: the caller
+        woken before it in a relay wakes it); the writer holds ``guard``."""
         self.finished = True
         waiter = self.waiter
-        if waiter is not None:
+        if waiter is not None and wake:
             waiter.release()
         callback = self.on_done
         if callback is not None:
@@ -162,26 +171,20 @@ class Call:
 
     def wait(self, timeout: float | None = None) -> int:
         """Block until committed and return the row count; raise the call's error."""
-        if not self.finished:
-            waiter = self.waiter
-            if waiter is None:
-                guard = self.guard
-                assert guard is not None, "a call is waited on only after it is queued"
-                with guard:
-                    if not self.finished and self.waiter is None:
-                        self.park()
-                    waiter = self.waiter
-            # finished between the first look and the guard: nothing was parked
-            if waiter is None:
-                assert self.finished
-            elif not waiter.acquire(timeout=-1 if timeout is None else timeout):
-                if not self.finished:
-                    raise IngestTimeoutError(
-                        f"{self.nrows} rows for {self.table!r} were accepted but not "
-                        f"committed within {timeout} s; they may still commit"
-                    )
-            else:
-                waiter.release()  # let later wait() calls through too
+        try:
+            if not self.finished:
+                self._block(timeout)
+        except BaseException:  # timed out, or interrupted: not waiting any more
+            guard = self.guard
+            if guard is not None:
+                with guard:  # the writer relays only to callers still waiting
+                    self.left = self.left or not self.finished
+            raise
+        finally:
+            relay = self.relay
+            if relay is not None and self.finished:  # woken: wake the next one
+                self.relay = None
+                relay.next()
         back = self.back
         if back is not None:  # woken by the writer, and running again: it need not wait
             self.back = None
@@ -189,6 +192,28 @@ class Call:
         if self.failure is not None:
             raise self.failure
         return self.nrows
+
+    def _block(self, timeout: float | None) -> None:
+        """Wait on the call's own lock until the writer finished it."""
+        waiter = self.waiter
+        if waiter is None:
+            guard = self.guard
+            assert guard is not None, "a call is waited on only after it is queued"
+            with guard:
+                if not self.finished and self.waiter is None:
+                    self.park()
+                waiter = self.waiter
+        # finished between the first look and the guard: nothing was parked
+        if waiter is None:
+            assert self.finished
+        elif not waiter.acquire(timeout=-1 if timeout is None else timeout):
+            if not self.finished:
+                raise IngestTimeoutError(
+                    f"{self.nrows} rows for {self.table!r} were accepted but not "
+                    f"committed within {timeout} s; they may still commit"
+                )
+        else:
+            waiter.release()  # let later wait() calls through too
 
 
 class Receipt:

@@ -4,7 +4,8 @@ Producers put their call into an inbox (``queue.SimpleQueue``: a C-level put, no
 Python lock, so producer threads never queue up behind one another) and, when they wait,
 park on the call's own lock. The writer thread takes everything the inbox holds (up
 to ``max_batch_rows``), appends it with one statement per table and column list (see
-:mod:`duckflock.ingest.appends`), commits, and then wakes every caller of the batch at once.
+:mod:`duckflock.ingest.appends`), commits, and then wakes the batch's callers: the first
+few itself, the rest one another (:class:`~duckflock.ingest.batches.Relay`).
 
 One writer thread, on purpose: for small batches what limits throughput here is the GIL,
 not the commit. Each DuckDB call releases it and winning it back from fifty busy producer
@@ -41,7 +42,7 @@ from duckflock.errors import (
     QueueFullError,
     WriterBrokenError,
 )
-from duckflock.ingest.batches import Batches, Callbacks, Woken
+from duckflock.ingest.batches import FORGET_SECONDS, Batches, Callbacks, Woken
 from duckflock.ingest.bundles import RowBuffer
 from duckflock.ingest.committer import Committer
 from duckflock.ingest.keys import KeyBook
@@ -268,7 +269,7 @@ class Writer:
         urgent = False
         deadline = window = 0.0
         yielded = straggled = False
-        item = inbox.get()
+        item = self._first()
         while True:
             if item is _CLOSE:
                 return calls, markers, rows, True
@@ -292,9 +293,8 @@ class Writer:
                 item = inbox.get_nowait()
             except queue.Empty:
                 if urgent and not straggled and not self._closing and self._woken.pending:
-                    # callers recent commits woke are still on their way back: sleep until
-                    # the last is back (one wake-up, at most STRAGGLER_SECONDS), then take
-                    # what they handed in
+                    # callers recent commits woke are on their way back: sleep until the
+                    # last is back (at most STRAGGLER_SECONDS), then take what they handed in
                     straggled = yielded = True
                     self._woken.wait(self._woken.deadline())
                     try:
@@ -339,6 +339,16 @@ class Writer:
         if queued > self._peak:
             self._peak = queued
         return calls, markers, rows, False
+
+    def _first(self) -> Call | None:
+        """The next batch's first item; while woken callers are awaited, waited for in
+        FORGET_SECONDS slices, so a relay nobody passed on is finished (Woken.wait)."""
+        while self._woken.pending:
+            try:
+                return self._inbox.get(timeout=FORGET_SECONDS)
+            except queue.Empty:
+                self._woken.wait(time.monotonic())  # forgets the old tallies
+        return self._inbox.get()
 
     def _finish(self, calls: list[Call], markers: list[Call], rows: int) -> None:
         with self._lock:
