@@ -5,8 +5,8 @@ statement: it wakes DuckDB's worker threads, binds, runs the ``COPY`` and conver
 rows, ~1 ms of this process's CPU for one small statement. The same statement sent by
 psycopg costs 0.04 ms of CPU (0.07 ms wall) in a loop and 0.3 ms (0.65 ms wall) between
 refreshes, against 1.4 ms (5 ms wall) through DuckDB, at load 6 on 2 cores. psycopg is
-not one of the library's dependencies (the dev extra's), so :class:`Direct` is used only
-where it is importable and asked for (``Session.DIRECT``), for lakes whose target names
+in the ``lake`` extra, not a dependency of the library, so :class:`Direct` is used only
+where it is importable (and ``Session.DIRECT`` is left on), for lakes whose target names
 the catalog's connection string (``ducklake:postgres:<dsn>``: DuckDB shows it as the
 lake's path) and whose direct connection reaches the same database the extension reads:
 checked once, by asking both for the database's name and its server's start time.

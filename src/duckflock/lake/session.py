@@ -24,9 +24,10 @@ on a fresh one. Where the catalog is attached read-only (the extension refuses r
 outside a transaction there), or while another thread holds the session, a read is its
 own DuckDB statement, as before.
 
-With ``Session.DIRECT`` set and psycopg installed, reads go over a PostgreSQL connection
-of the session's own instead (:mod:`duckflock.lake.direct`: a quarter of the CPU), and
-through the extension where that connection cannot be had or fails.
+Where psycopg is installed (it is in the ``lake`` extra; ``Session.DIRECT = False`` turns
+this off), reads go over a PostgreSQL connection of the session's own instead
+(:mod:`duckflock.lake.direct`: a quarter of the CPU), and through the extension where that
+connection cannot be had or fails.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ class Session:
 
     RENEW = 30.0  # seconds one DuckDB transaction holds the connection, then a new one
     KEPT = 16  # prepared reads per session, then the oldest is let go
-    DIRECT = False  # reads over psycopg where it is installed (lake/direct.py): opt-in
+    DIRECT = True  # reads over psycopg where it is installed (lake/direct.py; the lake extra)
 
     def __init__(self, lake: str) -> None:
         self.lake = lake
