@@ -40,8 +40,10 @@ import pyarrow as pa
 
 from duckflock.core.cursors import first_row
 from duckflock.live.fold import detached, merges
+from duckflock.live.fold.lookup import Join, looked_up
 from duckflock.live.fold.merges import Merge
 from duckflock.live.fold.query import over_arrow
+from duckflock.live.plan import joining
 from duckflock.live.plan.plans import DELTA, STATE, Plan, split
 
 _TABLE = (
@@ -76,6 +78,7 @@ class Joined:
     settings: detached.Settings | None  # None: the fold stays in the transaction
     dimensions: Dimensions | None = None
     merge: Merge | None = None  # plan.merge, where its partials run detached alike
+    join: Join | None = None  # its partials as a pyarrow lookup (live/fold/lookup.py)
 
 
 def allowed(
@@ -85,7 +88,7 @@ def allowed(
     dimension tables (module docstring), asked in the caller's transaction: the
     instance's settings (None: it may not) and the row-by-row merge it may run there."""
     settings = _settings(cursor, plan, state, delta)
-    merge = plan.merge
+    merge, join = plan.merge, None
     if settings is not None and merge is not None:
         tables = {
             i.name: cursor.execute(f"SELECT * FROM {i.sql} LIMIT 0").to_arrow_table()
@@ -94,7 +97,11 @@ def allowed(
         partials = [(merge.partials, {DELTA: delta.slice(0, 0), **tables})]
         if detached.settings_for(cursor, partials) != settings:
             merge = None
-    return Joined(plan, settings, merge=merge)
+        elif len(plan.joined) == 1:
+            (dimension,) = plan.joined
+            empty = (state.slice(0, 0), delta.slice(0, 0), tables[dimension.name])
+            join = joining.admitted(cursor, merge.partials, plan.table, dimension, empty, settings)
+    return Joined(plan, settings, merge=merge, join=join)
 
 
 def _settings(
@@ -143,7 +150,11 @@ def copied(cursor: duckdb.DuckDBPyConnection, joined: Joined, state: pa.Table) -
     mine = shared.cursor()
     for name, table in tables.items():
         mine.register(name, table)
-    return Dimensions(plan, state, tables, settings, mine, joined.merge)
+    merge = joined.merge
+    lookup = None if len(tables) != 1 else looked_up(joined.join, *tables.values())
+    if merge is not None and lookup is not None:
+        merge = replace(merge, computed=lookup)  # the partials in pyarrow (lookup.py)
+    return Dimensions(plan, state, tables, settings, mine, merge)
 
 
 def _types(cursor: duckdb.DuckDBPyConnection, table: pa.Table) -> list[str]:
