@@ -30,8 +30,9 @@ from duckflock.live.fold.computed import Computed
 class Join:
     """How a plan's new rows join its dimension (admitted once per plan)."""
 
-    program: Computed  # the partials over the joined rows (fact columns, then taken)
+    program: Computed  # the partials over the joined rows (``read``, then ``taken``)
     fact_key: str  # the new rows' column of the equality
+    read: tuple[str, ...]  # the new rows' columns the joined rows carry (the key first)
     dimension_key: str  # the dimension's
     taken: tuple[str, ...]  # the dimension's columns the joined rows carry
     left: bool  # LEFT JOIN: a row that joins nothing keeps NULLs
@@ -45,9 +46,11 @@ class Lookup:
     dimension: pa.Table
 
     def joined(self, delta: pa.Table) -> pa.Table:
-        """The new rows ``delta``, each with its dimension row's :attr:`Join.taken`
-        columns (an INNER join drops those that join none)."""
+        """The new rows ``delta`` (their :attr:`Join.read` columns), each with its
+        dimension row's :attr:`Join.taken` columns (an INNER join drops those that join
+        none)."""
         join = self.join
+        delta = delta.select(list(join.read))
         keys = self.dimension[join.dimension_key]
         at = pc.index_in(delta[join.fact_key], value_set=keys, skip_nulls=True)
         if not join.left:

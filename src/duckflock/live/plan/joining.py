@@ -103,12 +103,14 @@ def _join(
             return None
     names = {field.name.lower(): field.name for field in rows}
     taken = tuple(names[name] for name in sorted(read) if name in dims and name not in facts)
-    flat = pa.schema([*fact, *(rows.field(name) for name in taken)])
+    key = next(field for field in fact if field.name.lower() == keys[0])
+    carried = [key, *(field for field in fact if field.name.lower() in read - {keys[0]})]
+    flat = pa.schema([*carried, *(rows.field(name) for name in taken)])
     program = compiled(node, flat, facts | {name.lower(): dims[name.lower()] for name in taken})
     if any(aggregate.by is not None for aggregate in program.aggregates):
         return None  # a winner among joined rows: which DuckDB sees first is its own
-    fact_names = {field.name.lower(): field.name for field in fact}
-    return Join(program, fact_names[keys[0]], names[keys[1]], taken, left=not inner)
+    read_names = tuple(field.name for field in carried)
+    return Join(program, key.name, read_names, names[keys[1]], taken, left=not inner)
 
 
 def _keys(source: dict[str, Any], aliases: tuple[str, str]) -> tuple[str, str] | None:
