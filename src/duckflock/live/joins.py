@@ -19,8 +19,10 @@ Arrow copy does not give back, a function of the database's own, or more than
 Where the plan has a row-by-row merge (``plan.merge``: keys Arrow compares as DuckDB
 does, partials that merge element-wise, no HAVING or ORDER BY) and its partials query
 gives the same types detached, the fold reads only the new rows: their join with the
-copies, grouped (DuckDB), merged into the state by key (:mod:`duckflock.live.fold.merges`)
-— no scan of the whole state. A NaN, -0.0 or overflow hands that fold (and the later
+copies, grouped (DuckDB; or a pyarrow lookup and program where
+:mod:`duckflock.live.plan.joining` admitted one and the copy's keys are unique:
+:mod:`duckflock.live.fold.lookup`), merged into the state by key
+(:mod:`duckflock.live.fold.merges`) — no scan of the whole state. A NaN, -0.0 or overflow hands that fold (and the later
 ones of the copy) to the whole-state ``refresh`` query.
 
 A copy's cursor is closed when the analysis is dropped, its database closes or a new
