@@ -22,8 +22,9 @@ gives the same types detached, the fold reads only the new rows: their join with
 copies, grouped (DuckDB; or a pyarrow lookup and program where
 :mod:`duckflock.live.plan.joining` admitted one and the copy's keys are unique:
 :mod:`duckflock.live.fold.lookup`), merged into the state by key
-(:mod:`duckflock.live.fold.merges`) — no scan of the whole state. A NaN, -0.0 or overflow hands that fold (and the later
-ones of the copy) to the whole-state ``refresh`` query.
+(:mod:`duckflock.live.fold.merges`) — no scan of the whole state. A NaN, -0.0 or
+overflow hands that fold (and the later ones of the copy) to the whole-state ``refresh``
+query.
 
 A copy's cursor is closed when the analysis is dropped, its database closes or a new
 copy replaces it (:meth:`Dimensions.close`); its settings are among those the database
