@@ -5,6 +5,8 @@ otherwise (a key twice in the dimension, a column both sides have, other key typ
 
 from __future__ import annotations
 
+import os
+import random
 from typing import Any
 
 import pytest
@@ -15,6 +17,7 @@ from duckflock.live.fold import lookup
 FACTS = "CREATE TABLE f (k INTEGER, g VARCHAR, n BIGINT)"
 DIMENSION = "CREATE TABLE d (g VARCHAR, site VARCHAR, w INTEGER)"
 UNIQUE = "INSERT INTO d VALUES ('a', 'n', 1), ('b', 's', 2), (NULL, 'z', 3), ('c', NULL, 4)"
+STEPS = int(os.environ.get("DUCKFLOCK_LOOKUP_STEPS", "30"))
 KEYS = ["a", "b", "A", None, "c", "é", "x"]  # 'A', 'é', 'x' join nothing; NULL neither
 
 
@@ -142,5 +145,61 @@ def test_a_join_the_lookup_could_get_wrong_stays_duckdbs(
         db.execute(UNIQUE)
         _refreshes(db, sql, range(4))
         assert looked.count(50) == 0, looked
+    finally:
+        db.close()
+
+
+RANDOM_SHAPES = {
+    "inner on": "SELECT d.site, count(*) AS c, sum(f.n) AS s, min(d.w) AS lo FROM f "
+    "JOIN d ON f.g = d.g GROUP BY d.site",
+    "inner using": "SELECT g, count(*) AS c, max(n) AS hi FROM f JOIN d USING (g) GROUP BY g",
+    "left where": "SELECT site, count(*) AS c, sum(w) AS sw FROM f LEFT JOIN d ON f.g = d.g "
+    "WHERE f.n > 0 OR d.w IS NULL GROUP BY site",
+}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_facts_and_dimension_writes_equal_full_runs(seed: int, looked: list[int]) -> None:
+    """Random new rows (NULL keys, keys the dimension lacks) between random dimension
+    writes (a key added, maybe twice, a site moved, rows deleted): every refresh of every
+    shape is a full run's, and the lookup folds some of them."""
+    rng = random.Random(seed)
+    keys = ["a", "b", "c", "A", "é", None]
+    db = duckflock.connect()
+    try:
+        db.execute("CREATE TABLE f (k INTEGER, g VARCHAR, n BIGINT, b BOOLEAN, i SMALLINT)")
+        db.execute(DIMENSION)
+        db.execute(UNIQUE)
+        for name, sql in RANDOM_SHAPES.items():
+            db.analysis(name, sql)
+            db.refresh(name)
+        for step in range(STEPS):
+            if rng.random() < 0.2:
+                db.execute(
+                    rng.choice(
+                        [
+                            f"INSERT INTO d VALUES ('{rng.choice('abcx')}', 'new', {step})",
+                            "UPDATE d SET site = site || '+' WHERE g = 'b'",
+                            "DELETE FROM d WHERE site = 'new' OR w = 3",
+                        ]
+                    )
+                )
+            rows = [
+                (
+                    i,
+                    rng.choice(keys),
+                    rng.randint(-5, 5),
+                    rng.choice([None, True]),
+                    i,
+                )
+                for i in range(rng.randint(1, 40))
+            ]
+            db.insert("f", rows)
+            for name, sql in RANDOM_SHAPES.items():
+                result = db.refresh(name)
+                assert result.error is None, result.error
+                full = db.execute(sql).fetchall()
+                assert sorted(result.rows(), key=repr) == sorted(full, key=repr), (seed, step)
+        assert any(count != 211 for count in looked), looked
     finally:
         db.close()

@@ -85,7 +85,6 @@ def _join(
         or str(right.get("table_name", "")).lower() != dimension.name.lower()
         or any(right.get(part) for part in ("schema_name", "catalog_name", "sample"))
         or any(right.get(part) for part in ("at_clause", "column_name_alias"))
-        or not new_rows(left, fact.names, read | set(facts))
     ):
         return None
     aliases = (str(left.get("alias", "")), str(right.get("alias") or dimension.name))
@@ -93,6 +92,8 @@ def _join(
     inner = source["join_type"] == "INNER"
     keys = _keys(source, aliases)
     if keys is None or keys[0] not in facts or keys[1] not in dims:
+        return None
+    if not new_rows(left, fact.names, read | {keys[0]}):  # (each read column as it is)
         return None
     kind = facts[keys[0]]
     if kind != dims[keys[1]] or not equal_in_arrow(kind) or kind not in PROBED:
