@@ -19,9 +19,12 @@ Arrow copy does not give back, a function of the database's own, or more than
 Where the plan has a row-by-row merge (``plan.merge``: keys Arrow compares as DuckDB
 does, partials that merge element-wise, no HAVING or ORDER BY) and its partials query
 gives the same types detached, the fold reads only the new rows: their join with the
-copies, grouped (DuckDB), merged into the state by key (:mod:`duckflock.live.fold.merges`)
-— no scan of the whole state. A NaN, -0.0 or overflow hands that fold (and the later
-ones of the copy) to the whole-state ``refresh`` query.
+copies, grouped (DuckDB; or a pyarrow lookup and program where
+:mod:`duckflock.live.plan.joining` admitted one and the copy's keys are unique:
+:mod:`duckflock.live.fold.lookup`), merged into the state by key
+(:mod:`duckflock.live.fold.merges`) — no scan of the whole state. A NaN, -0.0 or
+overflow hands that fold (and the later ones of the copy) to the whole-state ``refresh``
+query.
 
 A copy's cursor is closed when the analysis is dropped, its database closes or a new
 copy replaces it (:meth:`Dimensions.close`); its settings are among those the database
@@ -40,8 +43,10 @@ import pyarrow as pa
 
 from duckflock.core.cursors import first_row
 from duckflock.live.fold import detached, merges
+from duckflock.live.fold.lookup import Join, looked_up
 from duckflock.live.fold.merges import Merge
 from duckflock.live.fold.query import over_arrow
+from duckflock.live.plan import joining
 from duckflock.live.plan.plans import DELTA, STATE, Plan, split
 
 _TABLE = (
@@ -76,6 +81,7 @@ class Joined:
     settings: detached.Settings | None  # None: the fold stays in the transaction
     dimensions: Dimensions | None = None
     merge: Merge | None = None  # plan.merge, where its partials run detached alike
+    join: Join | None = None  # its partials as a pyarrow lookup (live/fold/lookup.py)
 
 
 def allowed(
@@ -85,7 +91,7 @@ def allowed(
     dimension tables (module docstring), asked in the caller's transaction: the
     instance's settings (None: it may not) and the row-by-row merge it may run there."""
     settings = _settings(cursor, plan, state, delta)
-    merge = plan.merge
+    merge, join = plan.merge, None
     if settings is not None and merge is not None:
         tables = {
             i.name: cursor.execute(f"SELECT * FROM {i.sql} LIMIT 0").to_arrow_table()
@@ -94,7 +100,11 @@ def allowed(
         partials = [(merge.partials, {DELTA: delta.slice(0, 0), **tables})]
         if detached.settings_for(cursor, partials) != settings:
             merge = None
-    return Joined(plan, settings, merge=merge)
+        elif len(plan.joined) == 1:
+            (dimension,) = plan.joined
+            empty = (state.slice(0, 0), delta.slice(0, 0), tables[dimension.name])
+            join = joining.admitted(cursor, merge.partials, plan.table, dimension, empty, settings)
+    return Joined(plan, settings, merge=merge, join=join)
 
 
 def _settings(
@@ -143,7 +153,11 @@ def copied(cursor: duckdb.DuckDBPyConnection, joined: Joined, state: pa.Table) -
     mine = shared.cursor()
     for name, table in tables.items():
         mine.register(name, table)
-    return Dimensions(plan, state, tables, settings, mine, joined.merge)
+    merge = joined.merge
+    lookup = None if len(tables) != 1 else looked_up(joined.join, *tables.values())
+    if merge is not None and lookup is not None:
+        merge = replace(merge, computed=lookup)  # the partials in pyarrow (lookup.py)
+    return Dimensions(plan, state, tables, settings, mine, merge)
 
 
 def _types(cursor: duckdb.DuckDBPyConnection, table: pa.Table) -> list[str]:

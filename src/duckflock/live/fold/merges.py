@@ -28,6 +28,7 @@ sum past its type, a type a kernel refuses), :func:`fold` returns None and DuckD
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import duckdb
 import pyarrow as pa
@@ -35,7 +36,7 @@ import pyarrow.compute as pc
 
 from duckflock.live.fold import detached
 from duckflock.live.fold.arrow import ArrowPlan
-from duckflock.live.fold.computed import Computed, Refused
+from duckflock.live.fold.computed import Refused
 from duckflock.live.fold.nans import unlike_duckdb
 from duckflock.live.fold.positions import combine
 from duckflock.live.fold.query import over_arrow
@@ -73,6 +74,14 @@ def _decimal_or(kind: str, *also: str) -> bool:
     return kind.startswith("DECIMAL(") or kind in also
 
 
+class Program(Protocol):
+    """The new rows' partials computed without DuckDB: a
+    :class:`~duckflock.live.fold.computed.Computed` program, or a join's
+    :class:`~duckflock.live.fold.lookup.Lookup`."""
+
+    def partials(self, delta: pa.Table, schema: pa.Schema) -> pa.Table: ...
+
+
 ELEMENTWISE = frozenset(
     {PartialKind.COUNT_ALL, PartialKind.COUNT, PartialKind.SEEN}
     | {PartialKind.SUM, PartialKind.MIN, PartialKind.MAX}
@@ -92,8 +101,9 @@ class Merge:
     # the settings ``partials`` runs under on a detached instance (None: on the
     # analysis's cursor): live/fold/detached.py
     detached: detached.Settings | None = None
-    # the same partials as a pyarrow program, admitted by probes (live/plan/computing.py)
-    computed: Computed | None = None
+    # the same partials as a pyarrow program, admitted by probes (live/plan/computing.py,
+    # a join's: live/plan/joining.py)
+    computed: Program | None = None
 
     def admits(self, schema: pa.Schema) -> bool:
         """Whether pyarrow has every kernel a fold of a state of ``schema`` calls

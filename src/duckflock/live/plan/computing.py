@@ -113,8 +113,35 @@ def program_reads(node: Any) -> set[str]:
     return found
 
 
+def compiled(node: dict[str, Any], source: pa.Schema, types: dict[str, str]) -> Computed:
+    """The program of a partials query's SELECT ``node`` whose FROM clause its caller
+    proved gives rows of ``source`` (a join's, joined in pyarrow first:
+    :mod:`duckflock.live.plan.joining`), not probed: the caller probes it. Raises
+    :class:`ValueError` where a node is one this module does not compile."""
+    read = program_reads({key: node.get(key) for key in ("select_list", "where_clause")})
+    try:
+        return _compile(node, source, types, read, relation=False)
+    except _Unknown as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def new_rows(relation: dict[str, Any], names: list[str], read: set[str]) -> bool:
+    """Whether ``relation`` (a FROM clause's syntax tree) is the new rows themselves
+    (:func:`_as_they_are`)."""
+    try:
+        _as_they_are(relation, names, read)
+    except _Unknown:
+        return False
+    return True
+
+
 def _compile(
-    node: dict[str, Any], source: pa.Schema, types: dict[str, str], read: set[str]
+    node: dict[str, Any],
+    source: pa.Schema,
+    types: dict[str, str],
+    read: set[str],
+    *,
+    relation: bool = True,
 ) -> Computed:
     if node.get("type") != "SELECT_NODE" or node.get("having") or node.get("qualify"):
         raise _Unknown("not a plain SELECT")
@@ -128,7 +155,8 @@ def _compile(
         )
     ):
         raise _Unknown("modifiers")
-    _as_they_are(node.get("from_table") or {}, source.names, read)
+    if relation:  # (else the caller checked the FROM clause)
+        _as_they_are(node.get("from_table") or {}, source.names, read)
     names = {name.lower(): name for name in source.names}
     compiler = _Compiler(names, types)
     keys, aggregates = [], []
