@@ -545,6 +545,38 @@ def test_insert_async_awaits_the_commit_and_raises_the_calls_error() -> None:
         assert db.execute("SELECT count(*) FROM readings").fetchone() == (3,)
 
 
+def test_insert_async_times_out_or_is_cancelled_and_its_rows_still_commit() -> None:
+    """Past its timeout insert_async raises IngestTimeoutError; a cancelled caller gets
+    CancelledError; either way the accepted rows commit. An answered call leaves no
+    timer behind on the loop."""
+    import asyncio
+
+    async def main(db: duckflock.Database, gate: WriterGate) -> list[str]:
+        seen = []
+        with pytest.raises(duckflock.IngestTimeoutError, match="may still commit"):
+            await db.insert_async("events", {"thread": 0, "seq": 0}, timeout=0.05)
+        seen.append("timed out")
+        task = asyncio.ensure_future(db.insert_async("events", {"thread": 0, "seq": 1}))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        seen.append("cancelled")
+        gate.open.set()
+        await db.insert_async("events", {"thread": 0, "seq": 2}, timeout=30)
+        loop = asyncio.get_running_loop()
+        pending = [h for h in getattr(loop, "_scheduled", []) if not h.cancelled()]
+        assert pending == [], pending  # the 30 s deadline's timer went with the answer
+        return seen
+
+    with duckflock.connect() as db:
+        db.execute(EVENTS)
+        gate = WriterGate(db)
+        assert asyncio.run(main(db, gate)) == ["timed out", "cancelled"]
+        db.flush()
+        assert db.execute("SELECT list(seq ORDER BY seq) FROM events").fetchone() == ([0, 1, 2],)
+
+
 def test_insert_async_waits_for_room_off_the_event_loop() -> None:
     import asyncio
 

@@ -685,6 +685,24 @@ def test_a_bug_is_a_500_with_the_error_body_and_is_not_re_raised() -> None:
             assert 'status="500"' in http.get("/metrics").text
 
 
+def test_the_edge_is_the_outermost_layer_and_a_bug_in_it_still_reaches_uvicorn() -> None:
+    """Starlette's own error layer is left out (the edge answers every escaped error);
+    what escapes the edge itself propagates, so uvicorn answers 500 as that layer did."""
+    from starlette.testclient import TestClient
+
+    from duckflock.server import ServerSettings, create_app
+    from duckflock.server.http.edge import Edge
+
+    with duckflock.connect() as db:
+        app = create_app(db, ServerSettings())
+        assert isinstance(app.build_middleware_stack(), Edge)
+        with TestClient(app, base_url="http://localhost") as http:
+            assert http.get("/v1/health").status_code == 200
+            app.state.metrics.requests = None  # the edge's counting of a new label fails
+            with pytest.raises(AttributeError):
+                http.get("/v1/nowhere")
+
+
 def test_a_shutdown_that_cannot_commit_is_reported(tmp_path: Path) -> None:
     from starlette.testclient import TestClient
 

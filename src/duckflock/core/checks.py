@@ -24,15 +24,21 @@ def seconds(
     """``value`` as seconds, or TypeError/ValueError saying what is accepted."""
     if value is None and optional:
         return None
-    accepted = f"a number of seconds from {minimum:g} to {maximum:g}" + (
-        " (or None for no limit)" if optional else ""
-    )
     if isinstance(value, bool) or not isinstance(value, int | float):
+        accepted = _accepted(minimum, maximum, optional)
         raise TypeError(f"{name} must be {accepted}, not {type(value).__name__} {value!r}")
     number = float(value)
     if not math.isfinite(number) or not minimum <= number <= maximum:
-        raise ValueError(f"{name} must be {accepted}, not {value!r}")
+        raise ValueError(f"{name} must be {_accepted(minimum, maximum, optional)}, not {value!r}")
     return number
+
+
+def _accepted(minimum: float, maximum: float, optional: bool) -> str:
+    """What :func:`seconds` accepts, in words (built only for its errors: every insert
+    checks its timeout)."""
+    return f"a number of seconds from {minimum:g} to {maximum:g}" + (
+        " (or None for no limit)" if optional else ""
+    )
 
 
 def flag(value: object, name: str) -> bool:

@@ -130,13 +130,19 @@ class Inserts(Base):
             writer.submit(call, 0, wait=False)
         except QueueFullError:
             await loop.run_in_executor(None, lambda: writer.submit(call, timeout, wait=False))
+        # a timer that fails the future, not asyncio.wait_for (a second future, a task
+        # wrapper and callbacks per call): cancelling the caller cancels ``committed``
+        expiry = None if timeout is None else loop.call_later(timeout, expire, committed)
         try:
-            await asyncio.wait_for(committed, timeout)
+            await committed
         except TimeoutError:
             raise IngestTimeoutError(
                 f"{call.nrows} rows for {call.table!r} were accepted but not committed "
                 f"within {timeout} s; they may still commit"
             ) from None
+        finally:
+            if expiry is not None:
+                expiry.cancel()
         call.wait(0)  # done: returns, or raises the call's own error
         return Receipt(call)
 
@@ -201,3 +207,9 @@ class Inserts(Base):
                     # publish in between and be overwritten by this older set
                     self._scheduler.publish_capture()
             return self._writer
+
+
+def expire(committed: asyncio.Future[None]) -> None:
+    """``insert_async``'s deadline: its wait for the commit ends in TimeoutError."""
+    if not committed.done():
+        committed.set_exception(TimeoutError())

@@ -64,6 +64,7 @@ def media_type(header: str | None, default: MediaType | None = None) -> MediaTyp
     return None
 
 
+@functools.lru_cache(maxsize=64)  # parsed twice per ingest, and clients send a few values
 def content_type(header: str | None) -> MediaType | None:
     """The canonical media type of a Content-Type header, or None.
 

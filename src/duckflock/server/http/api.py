@@ -47,7 +47,9 @@ from duckflock.server.http import openapi, render
 from duckflock.server.http.bodies import (
     INLINE_BODY,
     Bodies,
+    JsonResponse,
     headers_once,
+    ingest_answer,
     json_response,
     stream,
     text,
@@ -350,10 +352,10 @@ class HttpApi:
             raise
         except (TypeError, ValueError, UnicodeError) as exc:  # the shape of the rows, in words
             raise RequestError(str(exc)) from exc
-        payload = {"table": table, "rows": receipt.rows, "committed": wait}
+        answer = ingest_answer(table, receipt.rows, wait)
         if receipt.replayed:  # a repeat of a committed key: the first call's reply
-            return json_response(payload, 200, {REPLAYED: "true"})
-        return json_response(payload, 200 if wait else 202)
+            return JsonResponse(answer, 200, {REPLAYED: "true"})
+        return JsonResponse(answer, 200 if wait else 202, None)
 
     # -- admin ---------------------------------------------------------------------------------
 

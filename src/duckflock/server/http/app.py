@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
@@ -107,6 +108,17 @@ class HotRoutes:
         await self.app(scope, receive, send)
 
 
+class App(Starlette):
+    """Starlette without its outermost ``ServerErrorMiddleware`` (two calls and a send
+    wrapper per request): :class:`~.edge.Edge`, outermost now, already turns whatever
+    escapes into a 500 and keeps the connection; what escapes the edge itself reaches
+    uvicorn, which answers 500 as that layer did."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return stack.app if isinstance(stack, ServerErrorMiddleware) else stack
+
+
 def create_app(
     db: Database,
     settings: ServerSettings | None = None,
@@ -144,7 +156,7 @@ def create_app(
             await run_in_threadpool(on_shutdown)
 
     routes, hot = _routes(api)
-    app = Starlette(
+    app = App(
         routes=routes,
         exception_handlers={DuckflockError: on_duckflock_error, HTTPException: on_http_error},
         lifespan=lifespan,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -58,6 +59,13 @@ def json_response(
     payload: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     return JsonResponse(formats.dumps(payload), status, headers)
+
+
+@functools.lru_cache(maxsize=1024)
+def ingest_answer(table: str, rows: int, committed: bool) -> bytes:
+    """The JSON body of an ingest's answer, encoded once per (table, rows, committed):
+    one-row ingest answers the same bytes each time."""
+    return formats.dumps({"table": table, "rows": rows, "committed": committed})
 
 
 def headers_once(request: Request) -> dict[bytes, bytes]:
