@@ -58,6 +58,9 @@ SCHEMA = [
     "CREATE TABLE sensors (sensor VARCHAR, site VARCHAR)",
     "CREATE TABLE w (k VARCHAR, x DOUBLE, ts TIMESTAMP, tz TIMESTAMPTZ)",
     "CREATE TABLE empty (k VARCHAR, v DOUBLE)",
+    # a fact table without collated or ENUM columns, so its joins fold detached by a
+    # lookup (live/fold/lookup.py): f's NOCASE column keeps its joins on DuckDB's query
+    "CREATE TABLE j (seq BIGINT, g INTEGER, v DOUBLE, n BIGINT, sensor VARCHAR)",
     "CREATE VIEW fv AS SELECT * FROM f WHERE g > 0",
     "INSERT INTO dim VALUES (1, 'n'), (2, 's'), (-1, NULL), (NULL, 'x')",
     "INSERT INTO sensors SELECT 's' || range, 'site' || (range % 3) FROM range(6)",
@@ -148,6 +151,11 @@ INCREMENTAL = {
     "GROUP BY d.site",
     "left_joined": "SELECT f.k, count(site) AS c, count(DISTINCT site) AS ds "
     "FROM f LEFT JOIN dim USING (g) GROUP BY f.k ORDER BY f.k",
+    # sensors' keys stay unique (a lookup); dim's repeat once a step adds one (the query)
+    "lookup": "SELECT s.site, count(*) AS n, sum(j.n) AS s, min(j.v) AS lo, max(j.v) AS hi "
+    "FROM j JOIN sensors AS s USING (sensor) GROUP BY s.site",
+    "lookup left": "SELECT d.site, count(*) AS c, sum(j.n) AS s, min(j.v) AS lo "
+    "FROM j LEFT JOIN dim AS d ON j.g = d.g GROUP BY d.site",
 }
 # the exotic types, one concern each
 EXOTIC = {
@@ -422,6 +430,7 @@ class Workload:
             ("begin commit", self.begin_commit, 2),
             ("begin rollback", self.begin_rollback, 1),
             ("dimension", self.dimension, 2),
+            ("joined facts", self.joined_facts, 5),
             ("ddl", self.ddl, 2),
             ("view", self.view, 1),
             ("set timezone", self.set_timezone, 1),
@@ -547,6 +556,17 @@ class Workload:
                 f"UPDATE sensors SET site = 'site{self.rng.randint(0, 3)}' "
                 f"WHERE sensor = 's{self.rng.randint(0, 6)}'"
             )
+
+    def joined_facts(self) -> None:
+        if self.rng.random() < 0.15:
+            where = self.rng.choice(
+                [f"seq % {self.rng.randint(2, 7)} = 0", "isnan(v) OR v < 0", "g IS NULL"]
+            )
+            self.db.execute(f"DELETE FROM j WHERE {where}")
+            return
+        columns = ("seq", "g", "v", "n", "sensor")
+        rows = self.python_rows(self.rng.randint(1, 12))
+        self.db.insert("j", [{c: r[c] for c in columns} for r in rows])
 
     def ddl(self) -> None:
         self.junk += 1
