@@ -430,3 +430,20 @@ def test_a_decimal_parameter_with_a_positive_exponent_keeps_its_value(
     )
     stored = memdb.execute("SELECT x, l[1] FROM d ORDER BY rowid").fetchall()
     assert stored == [(row[0], row[0]) for row in expected]
+
+
+def test_a_raw_cursor_is_one_flag_of_the_cursor_pool_that_the_catalogue_asks() -> None:
+    """db.cursor() hands out a raw cursor: the CursorPool alone records it
+    (``raw_handed_out``), and the function catalogue kept between definitions asks it,
+    whether the raw cursor came before the first analysis or after."""
+    sql = "SELECT g, sum(abs(v)) AS s FROM t GROUP BY g"
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE t (g INT, v INT)")
+        assert db._cursors.raw_handed_out is False
+        raw = db.cursor()  # before the scheduler exists
+        assert db._cursors.raw_handed_out is True
+        db.analysis("warm", sql)
+        raw.execute("CREATE MACRO abs(x) AS x + 100")  # shadows the built-in
+        db.analysis("a", sql)
+        db.insert("t", {"g": 1, "v": 5})
+        assert db.refresh("a", timeout=60).rows() == db.execute(sql).fetchall() == [(1, 105)]

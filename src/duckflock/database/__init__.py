@@ -108,7 +108,6 @@ class Database(Statements, Inserts, Analyses, Lake):
         self._life = Lifecycle(self._shown)
         self._writer = None
         self._scheduler = None
-        self._raw_cursor = False
         self._connection = self._open()
         self._cursors = CursorPool(self._connection, prepare_lake if self.is_lake else None)
         # names resolve on a cursor of their own: no caller's USE or SET changes them

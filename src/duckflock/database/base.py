@@ -64,7 +64,6 @@ class Base:
     _life: Lifecycle  # closed or not, statements running; its guard also guards
     _writer: Writer | None  # started on the first insert (under _life.guard)
     _scheduler: Scheduler | None  # started on the first analysis (under _life.guard)
-    _raw_cursor: bool  # whether db.cursor() handed one out (DDL the notices do not see)
     _connection: duckdb.DuckDBPyConnection
     _cursors: CursorPool
     _intake: Intake  # names of tables to insert into, resolved on a cursor of its own

@@ -211,11 +211,7 @@ class Statements(Base):
         Database closes any left open).
         """
         with self._life.running():
-            self._raw_cursor = True  # its DDL reaches no notice: see Catalogue.unwatched
-            scheduler = self._scheduler
-            if scheduler is not None:
-                scheduler.notices.catalogue.unwatched()
-            return self._cursors.new()
+            return self._cursors.raw()  # its DDL reaches no notice: CursorPool.raw
 
     def tables(self) -> list[dict[str, Any]]:
         """Every table of the current database: its ``name`` as ``insert`` takes it, its

@@ -102,6 +102,7 @@ class Scheduler:
         owner: object = None,
         clock: clocks.Clock | None = None,
         lake: str | None = None,
+        raw_handed_out: Callable[[], bool] = lambda: False,
     ) -> None:
         self._distinct_limit = distinct_limit
         self._keep_changes = keep_changes
@@ -112,7 +113,9 @@ class Scheduler:
         self._clock = clocks.of(owner) if clock is None else clock
         self._registry = registry = Registry()
         self._next_wake = math.inf  # when the waiting scheduler thread wakes by itself
-        self._notices = Notices(registry, self._clock, new_cursor, max_delta_rows, lake)
+        self._notices = Notices(
+            registry, self._clock, new_cursor, max_delta_rows, lake, raw_handed_out
+        )
         # on a lake (its catalog's name), incremental analyses refresh from its feed
         feed = None
         if lake is not None:
