@@ -129,7 +129,8 @@ class Watch:
     def __init__(self, new_cursor: Callable[[], duckdb.DuckDBPyConnection]) -> None:
         self._new_cursor = new_cursor
         self._cursor: duckdb.DuckDBPyConnection | None = None  # opened on first use
-        self._lock = threading.Lock()  # guards _cursor and the statements on it
+        self._lock = threading.Lock()  # guards _cursor, the statements on it and _kept
+        self._kept: Catalog | None = None  # the last catalog() reading (see catalog)
         self._watched = sorted(
             name for name, effect in SETTINGS.items() if effect is Effect.RESULTS
         )
@@ -145,12 +146,26 @@ class Watch:
         rows = self._run(_SETTINGS_SQL, [self._watched])
         return {str(name): str(value) for name, value in rows}
 
-    def catalog(self) -> Catalog:
-        """Every table, view and macro by identity: (oid, definition)."""
-        return {
+    def catalog(self, *, kept: bool = False) -> Catalog:
+        """Every table, view and macro by identity: (oid, definition), read now; with
+        ``kept``, the last reading where there is one (no scan).
+
+        The kept reading serves as the "before" of the next DDL, so a DDL scans the
+        catalog once (after it) instead of twice. It is right however old it is: the
+        "after" is read once the statement ran, so a change the kept reading misses (a
+        raw cursor's DDL, or another thread's DDL whose "after" was stored first) shows
+        as this statement's too (one replan more), never one less."""
+        if kept:
+            with self._lock:
+                if self._kept is not None:
+                    return self._kept
+        reading = {
             Identity(str(c), str(s), str(n)): (int(oid), str(sql))
             for c, s, n, oid, sql in self._run(_CATALOG_SQL)
         }
+        with self._lock:
+            self._kept = reading
+        return reading
 
 
 def changed_settings(before: dict[str, str], after: dict[str, str]) -> list[str]:

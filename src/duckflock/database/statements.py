@@ -156,7 +156,7 @@ class Statements(Base):
                     self._wrote(f"{said(sql)} through {via}", replan=not data_only(sql))
             return
         settings = self._effects.settings()
-        objects = self._effects.catalog() if catalog else None
+        objects = self._effects.catalog(kept=True) if catalog else None
         try:
             yield watched
         finally:
