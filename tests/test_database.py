@@ -447,3 +447,28 @@ def test_a_raw_cursor_is_one_flag_of_the_cursor_pool_that_the_catalogue_asks() -
         db.analysis("a", sql)
         db.insert("t", {"g": 1, "v": 5})
         assert db.refresh("a", timeout=60).rows() == db.execute(sql).fetchall() == [(1, 105)]
+
+
+def test_a_second_database_on_an_open_file_is_refused(tmp_path: Path) -> None:
+    """DuckDB shares one instance per file within a process, but each Database sees
+    only its own commits and DDL: a second one on the same file (by any spelling of
+    its path) would plan against a stale catalogue and never refresh on the first
+    one's rows, so it is refused with a typed error; once the first closes, it opens."""
+    path = tmp_path / "one.duckdb"
+    first = duckflock.connect(path)
+    for spelling in (path, tmp_path / "." / "one.duckdb", os.path.relpath(path)):
+        with pytest.raises(duckflock.AlreadyOpenError, match="of this process has it open"):
+            duckflock.connect(spelling)
+        with pytest.raises(duckflock.AlreadyOpenError):
+            duckflock.connect(spelling, read_only=True)
+    with duckflock.connect(), duckflock.connect():  # private in-memory ones: each its own
+        pass
+    first.close()
+    with duckflock.connect(path) as second:
+        assert second.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_named_in_memory_database_is_one_per_process() -> None:
+    with duckflock.connect(":memory:shared"):
+        with pytest.raises(duckflock.AlreadyOpenError):
+            duckflock.connect(":memory:shared")

@@ -16,7 +16,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from duckflock.core import effects
+from duckflock.core import effects, opening
 from duckflock.core.checks import count, flag, seconds
 from duckflock.core.cursors import CursorPool
 from duckflock.core.faults import no_fault
@@ -108,7 +108,13 @@ class Database(Statements, Inserts, Analyses, Lake):
         self._life = Lifecycle(self._shown)
         self._writer = None
         self._scheduler = None
-        self._connection = self._open()
+        if not self.is_lake:  # (a lake's DuckDB is in memory: the catalog is shared)
+            opening.claim(self.path, self, self._shown)
+        try:
+            self._connection = self._open()
+        except BaseException:
+            opening.release(self.path, self)
+            raise
         self._cursors = CursorPool(self._connection, prepare_lake if self.is_lake else None)
         # names resolve on a cursor of their own: no caller's USE or SET changes them
         self._intake = Intake(self._cursors.new())

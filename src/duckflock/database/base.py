@@ -20,12 +20,11 @@ from typing import Any, Self
 
 import duckdb
 
-from duckflock.core import effects
+from duckflock.core import effects, opening
 from duckflock.core.cursors import CursorPool
 from duckflock.core.faults import FaultHook
 from duckflock.core.lifecycle import Lifecycle
 from duckflock.core.names import Identity
-from duckflock.core.opening import open_connection
 from duckflock.errors import StorageError
 from duckflock.ingest.intake import Intake
 from duckflock.ingest.writer import Writer
@@ -85,7 +84,7 @@ class Base:
                 read_only=self.read_only,
                 config=self._config,
             )
-        return open_connection(self.path, read_only=self.read_only, config=self._config)
+        return opening.open_connection(self.path, read_only=self.read_only, config=self._config)
 
     def _reopen(self) -> None:
         """DuckDB invalidated the database (a checkpoint failed on a full disk): close
@@ -140,6 +139,7 @@ class Base:
             self._connection.interrupt()
         self._cursors.close_all()
         self._connection.close()
+        opening.release(self.path, self)  # another Database may open the file now
 
     def __enter__(self) -> Self:
         return self
