@@ -259,8 +259,11 @@ class TransactionAbortedError(TransactionError):
     """A statement failed inside the transaction, so DuckDB rolled the whole of it back.
 
     DuckDB answers COMMIT of such a transaction without error (and rolls back); duckflock
-    raises this instead of reporting success.
+    raises this instead of reporting success. The Postgres port raises it too, for a
+    statement sent after a failed one inside BEGIN, until COMMIT or ROLLBACK.
     """
+
+    sqlstate = "25P02"  # in_failed_sql_transaction
 
 
 class TransportError(DuckflockError, ConnectionError):
