@@ -469,6 +469,5 @@ def test_a_second_database_on_an_open_file_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_named_in_memory_database_is_one_per_process() -> None:
-    with duckflock.connect(":memory:shared"):
-        with pytest.raises(duckflock.AlreadyOpenError):
-            duckflock.connect(":memory:shared")
+    with duckflock.connect(":memory:shared"), pytest.raises(duckflock.AlreadyOpenError):
+        duckflock.connect(":memory:shared")
