@@ -126,20 +126,22 @@ class Base:
         """
         if not self._life.close():
             return
-        # no writer or scheduler starts once closed (both start under the guard)
-        writer, scheduler = self._writer, self._scheduler
-        if self._lake is not None:
-            self._lake.close()  # interrupts a maintenance run
-        if scheduler is not None:
-            # first: interrupting analyses frees the cores for the writer's last commits
-            scheduler.close()  # ends watchers and subscriptions cleanly
-        if writer is not None:
-            writer.close()  # commits everything accepted before close()
-        if not self._life.drain(CLOSE_GRACE):
-            self._connection.interrupt()
-        self._cursors.close_all()
-        self._connection.close()
-        opening.release(self.path, self)  # another Database may open the file now
+        try:
+            # no writer or scheduler starts once closed (both start under the guard)
+            writer, scheduler = self._writer, self._scheduler
+            if self._lake is not None:
+                self._lake.close()  # interrupts a maintenance run
+            if scheduler is not None:
+                # first: interrupting analyses frees the cores for the writer's last commits
+                scheduler.close()  # ends watchers and subscriptions cleanly
+            if writer is not None:
+                writer.close()  # commits everything accepted before close()
+            if not self._life.drain(CLOSE_GRACE):
+                self._connection.interrupt()
+            self._cursors.close_all()
+            self._connection.close()
+        finally:
+            opening.release(self.path, self)  # another Database may open the file now
 
     def __enter__(self) -> Self:
         return self
