@@ -430,3 +430,44 @@ def test_a_decimal_parameter_with_a_positive_exponent_keeps_its_value(
     )
     stored = memdb.execute("SELECT x, l[1] FROM d ORDER BY rowid").fetchall()
     assert stored == [(row[0], row[0]) for row in expected]
+
+
+def test_a_raw_cursor_is_one_flag_of_the_cursor_pool_that_the_catalogue_asks() -> None:
+    """db.cursor() hands out a raw cursor: the CursorPool alone records it
+    (``raw_handed_out``), and the function catalogue kept between definitions asks it,
+    whether the raw cursor came before the first analysis or after."""
+    sql = "SELECT g, sum(abs(v)) AS s FROM t GROUP BY g"
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE t (g INT, v INT)")
+        assert db._cursors.raw_handed_out is False
+        raw = db.cursor()  # before the scheduler exists
+        assert db._cursors.raw_handed_out is True
+        db.analysis("warm", sql)
+        raw.execute("CREATE MACRO abs(x) AS x + 100")  # shadows the built-in
+        db.analysis("a", sql)
+        db.insert("t", {"g": 1, "v": 5})
+        assert db.refresh("a", timeout=60).rows() == db.execute(sql).fetchall() == [(1, 105)]
+
+
+def test_a_second_database_on_an_open_file_is_refused(tmp_path: Path) -> None:
+    """DuckDB shares one instance per file within a process, but each Database sees
+    only its own commits and DDL: a second one on the same file (by any spelling of
+    its path) would plan against a stale catalogue and never refresh on the first
+    one's rows, so it is refused with a typed error; once the first closes, it opens."""
+    path = tmp_path / "one.duckdb"
+    first = duckflock.connect(path)
+    for spelling in (path, tmp_path / "." / "one.duckdb", os.path.relpath(path)):
+        with pytest.raises(duckflock.AlreadyOpenError, match="of this process has it open"):
+            duckflock.connect(spelling)
+        with pytest.raises(duckflock.AlreadyOpenError):
+            duckflock.connect(spelling, read_only=True)
+    with duckflock.connect(), duckflock.connect():  # private in-memory ones: each its own
+        pass
+    first.close()
+    with duckflock.connect(path) as second:
+        assert second.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_named_in_memory_database_is_one_per_process() -> None:
+    with duckflock.connect(":memory:shared"), pytest.raises(duckflock.AlreadyOpenError):
+        duckflock.connect(":memory:shared")

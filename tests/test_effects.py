@@ -262,3 +262,36 @@ def test_dropping_and_recreating_a_table_rebuilds_its_readers(two: duckflock.Dat
     result = two.refresh("on_t")
     assert result.error is None and result.rows() == [("q", 5)]
     assert two.refresh("on_u").mode == "incremental"
+
+
+class _Counting:
+    """A cursor that counts the catalog scans run on it (effects.Watch's seam)."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self.cursor = cursor
+        self.scans = 0
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        self.scans += "duckdb_functions()" in sql
+        return self.cursor.execute(sql, params)
+
+
+def test_a_ddl_scans_the_catalog_once(two: duckflock.Database) -> None:
+    """The catalog read after one DDL is the "before" of the next: one scan of
+    duckdb_functions() per DDL (two before), and a change made where no notice sees it
+    (a raw cursor) still rebuilds its readers at the next DDL."""
+    from duckflock.core import effects
+
+    counting: list[_Counting] = []
+
+    def new_cursor() -> Any:
+        counting.append(_Counting(two._cursors.new()))
+        return counting[-1]
+
+    two._effects = effects.Watch(new_cursor)
+    for i in range(3):
+        two.execute(f"CREATE TABLE other{i} (x INT)")
+    assert counting[0].scans == 4  # the first DDL's before, then one after each
+    two.cursor().execute("ALTER TABLE u ADD COLUMN extra INTEGER")  # no notice sees it
+    two.execute("CREATE TABLE other9 (x INT)")
+    assert _modes(two) == {"on_t": "incremental", "on_u": "full", "on_st": "incremental"}

@@ -10,6 +10,7 @@ from duckflock import errors
 
 def test_public_names_are_pinned() -> None:
     assert set(duckflock.__all__) == {
+        "AlreadyOpenError",
         "AnalysisError",
         "AuthenticationError",
         "BindError",

@@ -668,6 +668,40 @@ def test_settings_and_transactions_are_the_sessions_own(pg: Served) -> None:
     assert pg.db.execute("SELECT current_setting('threads')").fetchone() == threads
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "SELEC 1",  # DuckDB's parser
+        "NOTIFY somewhere",  # refused by duckflock before DuckDB sees it
+        f"SET application_name = '{'y' * 100_000}'",  # duckflock's limit on a setting
+        "SELECT * FROM no_such_table",  # refused by DuckDB
+    ],
+    ids=["parser", "notify", "setting", "table"],
+)
+def test_a_failed_statement_aborts_the_transaction_until_it_ends(pg: Served, bad: str) -> None:
+    """As in PostgreSQL: after any error inside BEGIN — duckflock's own checks as well
+    as DuckDB's — every statement gets 25P02 until ROLLBACK (or COMMIT, which answers
+    ROLLBACK); both the simple and the extended protocol."""
+    with psycopg.connect(pgclients.dsn(pg.port, ADMIN)) as conn:  # psycopg sends BEGIN
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.Error) as failed:
+            conn.execute(bad)
+        assert not isinstance(failed.value, psycopg.errors.InFailedSqlTransaction)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        for extended in (False, True):
+            with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+                conn.execute("SELECT 1", prepare=extended)
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.cursor().copy("COPY (SELECT 1) TO STDOUT").__enter__()
+        conn.rollback()
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+        with pytest.raises(psycopg.Error):
+            conn.execute(bad)
+        conn.commit()  # COMMIT of a failed block: PostgreSQL rolls back
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.execute("SELECT 3").fetchone() == (3,)
+
+
 KILLED_CLIENT = """
 import sys
 sys.path.insert(0, sys.argv[1])

@@ -276,6 +276,28 @@ def test_array_text_is_read_as_postgresql_writes_it(text: str, values: list[str 
     assert array.load_text(written, str) == values
 
 
+@given(st.text(alphabet=" \t\nNULnulx,1é", max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_a_plain_array_is_split_as_the_reader_reads_it(inner: str) -> None:
+    """Elements neither quoted nor escaped are split on commas at once (a million of
+    them took seconds of regex work); the reader, which a quoted element forces, reads
+    the same values, or refuses the same text."""
+
+    def read(text: str) -> list[str | None] | str:
+        try:
+            return array.load_text(text, str)
+        except LexError as exc:
+            return str(exc)
+
+    plain, forced = read("{" + inner + "}"), read("{" + inner + ',"q"}')
+    if plain == []:  # {}: nothing to compare with
+        assert inner.strip(" \t\n") == ""
+    elif isinstance(plain, list):
+        assert forced == [*plain, "q"]
+    else:
+        assert isinstance(forced, str)
+
+
 def test_a_long_unquoted_array_element_is_read_without_a_copy_per_character() -> None:
     """1 MB in one element took 122 MB (a tuple per character; a 64 MB Bind: gigabytes)."""
     text = "{" + "a" * 1_000_000 + "}"

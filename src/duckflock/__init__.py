@@ -12,6 +12,7 @@ from typing import Any as _Any
 from duckflock.core.statements import Results
 from duckflock.database import Database, connect
 from duckflock.errors import (
+    AlreadyOpenError,
     AnalysisError,
     AuthenticationError,
     BindError,
@@ -80,6 +81,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AlreadyOpenError",
     "AnalysisError",
     "AuthenticationError",
     "BindError",

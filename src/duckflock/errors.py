@@ -6,7 +6,8 @@
      ├── ClosedError                the Database (or Client) was closed; nothing more can be done
      ├── OpenError                  connect() could not open the database file (.path): a
      │    │                         missing folder, no permission, held by another process
-     │    └── DatabaseDamagedError  a damaged WAL or file; the message names it and the way out
+     │    ├── DatabaseDamagedError  a damaged WAL or file; the message names it and the way out
+     │    └── AlreadyOpenError      another Database of this process has the file open
      ├── QueryError                 DuckDB refused or failed a statement (.sql, .params)
      │    ├── CatalogError          unknown table, column, function or schema
      │    │    └── UnknownTableError   insert into a table that does not exist (.table)
@@ -62,6 +63,7 @@ from typing import Any
 import duckdb
 
 __all__ = [
+    "AlreadyOpenError",
     "AnalysisError",
     "AuthenticationError",
     "BindError",
@@ -131,6 +133,16 @@ class OpenError(DuckflockError):
 
     def fields(self) -> dict[str, Any]:
         return {"path": self.path}
+
+
+class AlreadyOpenError(OpenError):
+    """Another open Database of this process has the same file (``.path``).
+
+    DuckDB shares one instance per file within a process, so both would write the same
+    data, but each Database's notices, caches and analyses see only its own statements:
+    the other's commits and DDL would leave them stale. Use the one Database (it is
+    safe from any thread), or close it first.
+    """
 
 
 class DatabaseDamagedError(OpenError):
@@ -247,8 +259,11 @@ class TransactionAbortedError(TransactionError):
     """A statement failed inside the transaction, so DuckDB rolled the whole of it back.
 
     DuckDB answers COMMIT of such a transaction without error (and rolls back); duckflock
-    raises this instead of reporting success.
+    raises this instead of reporting success. The Postgres port raises it too, for a
+    statement sent after a failed one inside BEGIN, until COMMIT or ROLLBACK.
     """
+
+    sqlstate = "25P02"  # in_failed_sql_transaction
 
 
 class TransportError(DuckflockError, ConnectionError):

@@ -93,6 +93,7 @@ class CursorPool:
         self._explicit: weakref.WeakSet[duckdb.DuckDBPyConnection] = weakref.WeakSet()
         self._closed = False
         self._generation = 0  # bumped by reconnect: older thread slots are stale
+        self._raw_handed_out = False  # set once by raw(), never cleared
 
     def _slot(self) -> Slot:
         slot: Slot | None = getattr(self._local, "slot", None)
@@ -142,6 +143,24 @@ class CursorPool:
             cursor = self._cursor()
             self._explicit.add(cursor)
             return cursor
+
+    def raw(self) -> duckdb.DuckDBPyConnection:
+        """A new cursor handed to the caller (``db.cursor()``), closed like :meth:`new`'s.
+
+        What runs on it (DDL, macros, SET) reaches no duckflock notice, so from now on
+        :attr:`raw_handed_out` is true: whatever duckflock keeps between statements
+        because it saw every change (the catalogue of :mod:`duckflock.live.plan.functions`)
+        is read again instead.
+        """
+        cursor = self.new()
+        self._raw_handed_out = True  # (a bool store: atomic; readers take no lock)
+        return cursor
+
+    @property
+    def raw_handed_out(self) -> bool:
+        """Whether :meth:`raw` ever handed out a cursor: the one answer to "may the
+        database have changed where duckflock does not see it?" (stays true)."""
+        return self._raw_handed_out
 
     def forget(self, cursor: duckdb.DuckDBPyConnection) -> None:
         """Close a cursor from :meth:`new`."""

@@ -144,16 +144,18 @@ class Epoch:
     Owner: the Database (it moves it); analysis threads read it. Any thread.
     """
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()  # guards the three below
+    def __init__(self, unseen: Callable[[], bool] = lambda: False) -> None:
+        self._lock = threading.Lock()  # guards the two below
         self._value = 0
-        self._watched = True  # False: settings may change where no statement is seen
         self._locked = False  # lock_configuration is on: no setting changes any more
+        # True: settings may change where no statement is seen (the Database's
+        # CursorPool.raw_handed_out: a raw cursor is out)
+        self._unseen = unseen
 
     def current(self) -> int | None:
         """The epoch now; None where settings may change unseen."""
         with self._lock:
-            return self._value if self._watched or self._locked else None
+            return self._value if self._locked or not self._unseen() else None
 
     def value(self) -> int:
         """The epoch now, moved only by the statements the Database sees."""
@@ -176,11 +178,6 @@ class Epoch:
         finally:
             self.move()
 
-    def unwatched(self) -> None:
-        """Settings may change from now on where no statement is seen (a raw cursor)."""
-        with self._lock:
-            self._watched = False
-
     def lock(self) -> None:
         """DuckDB's configuration is locked (``lock_configuration``): no setting changes."""
         with self._lock:
@@ -198,7 +195,8 @@ class Watch:
     def __init__(self, new_cursor: Callable[[], duckdb.DuckDBPyConnection]) -> None:
         self._new_cursor = new_cursor
         self._cursor: duckdb.DuckDBPyConnection | None = None  # opened on first use
-        self._lock = threading.Lock()  # guards _cursor and the statements on it
+        self._lock = threading.Lock()  # guards _cursor, the statements on it and _kept
+        self._kept: Catalog | None = None  # the last catalog() reading (see catalog)
 
     def _open(self) -> duckdb.DuckDBPyConnection:
         if self._cursor is None:
@@ -214,12 +212,26 @@ class Watch:
         with self._lock:
             return values(self._open())
 
-    def catalog(self) -> Catalog:
-        """Every table, view and macro by identity: (oid, definition)."""
-        return {
+    def catalog(self, *, kept: bool = False) -> Catalog:
+        """Every table, view and macro by identity: (oid, definition), read now; with
+        ``kept``, the last reading where there is one (no scan).
+
+        The kept reading serves as the "before" of the next DDL, so a DDL scans the
+        catalog once (after it) instead of twice. It is right however old it is: the
+        "after" is read once the statement ran, so a change the kept reading misses (a
+        raw cursor's DDL, or another thread's DDL whose "after" was stored first) shows
+        as this statement's too (one replan more), never one less."""
+        if kept:
+            with self._lock:
+                if self._kept is not None:
+                    return self._kept
+        reading = {
             Identity(str(c), str(s), str(n)): (int(oid), str(sql))
             for c, s, n, oid, sql in self._run(_CATALOG_SQL)
         }
+        with self._lock:
+            self._kept = reading
+        return reading
 
 
 def changed_settings(before: dict[str, str], after: dict[str, str]) -> list[str]:

@@ -2,11 +2,56 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import weakref
 from typing import Any
 
 import duckdb
 
-from duckflock.errors import DatabaseDamagedError, OpenError
+from duckflock.errors import AlreadyOpenError, DatabaseDamagedError, OpenError
+
+# the open Databases by the key DuckDB's instance cache shares an instance by: a second
+# Database on the same file would share the first one's data but not its notices
+_HOLDERS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_HOLDERS_LOCK = threading.Lock()  # guards _HOLDERS
+
+
+def _shared_key(path: str) -> str | None:
+    """What DuckDB shares one instance of per process for ``path`` (None: a private
+    in-memory database). A named in-memory database (``:memory:name``) is shared too."""
+    if path in ("", ":memory:"):
+        return None
+    if path.startswith(":memory:"):
+        return path
+    return os.path.realpath(path)
+
+
+def claim(path: str, holder: object, shown: str) -> None:
+    """Record that ``holder`` (a Database) opens ``path``; :class:`AlreadyOpenError`
+    if another open one has it (one that was dropped unclosed has let it go)."""
+    key = _shared_key(path)
+    if key is None:
+        return
+    with _HOLDERS_LOCK:
+        other = _HOLDERS.get(key)
+        if other is not None and other is not holder:
+            raise AlreadyOpenError(
+                f"cannot open database {shown!r}: {other!r} of this process has it open. "
+                "DuckDB would share that one's data, but each Database sees only its own "
+                "commits and DDL, so the analyses and caches of both would go stale: use "
+                "that Database from every thread (it is made for that), or close it first",
+                path=path,
+            )
+        _HOLDERS[key] = holder
+
+
+def release(path: str, holder: object) -> None:
+    """``holder`` closed ``path``: another Database may open it."""
+    key = _shared_key(path)
+    with _HOLDERS_LOCK:
+        if key is not None and _HOLDERS.get(key) is holder:
+            del _HOLDERS[key]
 
 
 def open_connection(

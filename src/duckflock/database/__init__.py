@@ -16,7 +16,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from duckflock.core import effects
+from duckflock.core import effects, opening
 from duckflock.core.checks import count, flag, seconds
 from duckflock.core.cursors import CursorPool
 from duckflock.core.faults import no_fault
@@ -108,14 +108,20 @@ class Database(Statements, Inserts, Analyses, Lake):
         self._life = Lifecycle(self._shown)
         self._writer = None
         self._scheduler = None
-        self._raw_cursor = False
-        self._connection = self._open()
+        if not self.is_lake:  # (a lake's DuckDB is in memory: the catalog is shared)
+            opening.claim(self.path, self, self._shown)
+        try:
+            self._connection = self._open()
+        except BaseException:
+            opening.release(self.path, self)
+            raise
         self._cursors = CursorPool(self._connection, prepare_lake if self.is_lake else None)
         # names resolve on a cursor of their own: no caller's USE or SET changes them
         self._intake = Intake(self._cursors.new())
         self.fault_hook = no_fault
         self._effects = effects.Watch(self._cursors.new)
-        self._settings = effects.Epoch()
+        # (a raw cursor's SET is unseen: the one flag of "a raw cursor is out")
+        self._settings = effects.Epoch(lambda: self._cursors.raw_handed_out)
         self._commit_lock = threading.Lock()
         self._lake = None
         if self.is_lake:

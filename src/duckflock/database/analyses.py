@@ -267,7 +267,6 @@ class Analyses(Base):
                     owner=self,  # for duckflock.live.internals
                     lake=CATALOG if self.is_lake else None,
                     settings=self._settings,
+                    raw_handed_out=lambda: self._cursors.raw_handed_out,
                 )
-                if self._raw_cursor:  # (read after the scheduler is set: see cursor())
-                    self._scheduler.notices.catalogue.unwatched()
             return self._scheduler

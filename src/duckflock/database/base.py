@@ -20,12 +20,11 @@ from typing import Any, Self
 
 import duckdb
 
-from duckflock.core import effects
+from duckflock.core import effects, opening
 from duckflock.core.cursors import CursorPool
 from duckflock.core.faults import FaultHook
 from duckflock.core.lifecycle import Lifecycle
 from duckflock.core.names import Identity
-from duckflock.core.opening import open_connection
 from duckflock.errors import StorageError
 from duckflock.ingest.intake import Intake
 from duckflock.ingest.writer import Writer
@@ -64,7 +63,6 @@ class Base:
     _life: Lifecycle  # closed or not, statements running; its guard also guards
     _writer: Writer | None  # started on the first insert (under _life.guard)
     _scheduler: Scheduler | None  # started on the first analysis (under _life.guard)
-    _raw_cursor: bool  # whether db.cursor() handed one out (DDL the notices do not see)
     _connection: duckdb.DuckDBPyConnection
     _cursors: CursorPool
     _intake: Intake  # names of tables to insert into, resolved on a cursor of its own
@@ -87,7 +85,7 @@ class Base:
                 read_only=self.read_only,
                 config=self._config,
             )
-        return open_connection(self.path, read_only=self.read_only, config=self._config)
+        return opening.open_connection(self.path, read_only=self.read_only, config=self._config)
 
     def _reopen(self) -> None:
         """DuckDB invalidated the database (a checkpoint failed on a full disk): close
@@ -130,19 +128,22 @@ class Base:
         """
         if not self._life.close():
             return
-        # no writer or scheduler starts once closed (both start under the guard)
-        writer, scheduler = self._writer, self._scheduler
-        if self._lake is not None:
-            self._lake.close()  # interrupts a maintenance run
-        if scheduler is not None:
-            # first: interrupting analyses frees the cores for the writer's last commits
-            scheduler.close()  # ends watchers and subscriptions cleanly
-        if writer is not None:
-            writer.close()  # commits everything accepted before close()
-        if not self._life.drain(CLOSE_GRACE):
-            self._connection.interrupt()
-        self._cursors.close_all()
-        self._connection.close()
+        try:
+            # no writer or scheduler starts once closed (both start under the guard)
+            writer, scheduler = self._writer, self._scheduler
+            if self._lake is not None:
+                self._lake.close()  # interrupts a maintenance run
+            if scheduler is not None:
+                # first: interrupting analyses frees the cores for the writer's last commits
+                scheduler.close()  # ends watchers and subscriptions cleanly
+            if writer is not None:
+                writer.close()  # commits everything accepted before close()
+            if not self._life.drain(CLOSE_GRACE):
+                self._connection.interrupt()
+            self._cursors.close_all()
+            self._connection.close()
+        finally:
+            opening.release(self.path, self)  # another Database may open the file now
 
     def __enter__(self) -> Self:
         return self

@@ -163,7 +163,7 @@ class Statements(Base):
                     self._wrote(f"{said(sql)} through {via}", replan=not data_only(sql))
             return
         settings = self._effects.settings()
-        objects = self._effects.catalog() if catalog else None
+        objects = self._effects.catalog(kept=True) if catalog else None
         try:
             yield watched
         finally:
@@ -218,12 +218,7 @@ class Statements(Base):
         Database closes any left open).
         """
         with self._life.running():
-            self._raw_cursor = True  # its DDL reaches no notice: see Catalogue.unwatched
-            self._settings.unwatched()  # nor its SET: see effects.Epoch
-            scheduler = self._scheduler
-            if scheduler is not None:
-                scheduler.notices.catalogue.unwatched()
-            return self._cursors.new()
+            return self._cursors.raw()  # its DDL reaches no notice: CursorPool.raw
 
     def tables(self) -> list[dict[str, Any]]:
         """Every table of the current database: its ``name`` as ``insert`` takes it, its

@@ -45,6 +45,7 @@ class Notices:
         new_cursor: Callable[[], duckdb.DuckDBPyConnection],
         max_delta_rows: int,
         lake: str | None = None,
+        raw_handed_out: Callable[[], bool] = lambda: False,
     ) -> None:
         # the lake's catalog (None: not a lake): its analyses' rows come from its feed
         self.lake = lake
@@ -52,7 +53,9 @@ class Notices:
         self._clock = clock
         self._new_cursor = new_cursor
         self.max_delta_rows = max_delta_rows  # rows kept between refreshes, then: rebuild
-        self.catalogue = Catalogue()  # the function catalogue kept between definitions
+        # the function catalogue kept between definitions; ``raw_handed_out`` is the
+        # Database's CursorPool.raw_handed_out (DDL may run where no notice sees it)
+        self.catalogue = Catalogue(raw_handed_out)
 
     def fan_out(self, which: Callable[[Analysis], bool], effect: Effect) -> None:
         """The one notification loop: each analysis ``which`` selects becomes dirty and

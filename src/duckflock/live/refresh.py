@@ -100,8 +100,7 @@ class Refresher:
         self._committed_seq = committed_seq
         self._on_new_shape = on_new_shape  # publishes the capture set again
         if settings is None:  # nothing moves it: read the settings at every run
-            settings = Epoch()
-            settings.unwatched()
+            settings = Epoch(unseen=lambda: True)
         self._settings = settings
         self._pinned = Pinned(lock, commit_lock, committed_seq, clock, settings)
         self.copies = self._pinned.copies  # joins' copies of their dimensions (joins.py)

@@ -104,6 +104,7 @@ class Scheduler:
         clock: clocks.Clock | None = None,
         lake: str | None = None,
         settings: Epoch | None = None,  # the Database's (None: read settings every run)
+        raw_handed_out: Callable[[], bool] = lambda: False,
     ) -> None:
         self._distinct_limit = distinct_limit
         self._keep_changes = keep_changes
@@ -114,11 +115,12 @@ class Scheduler:
         self._clock = clocks.of(owner) if clock is None else clock
         self._registry = registry = Registry()
         self._next_wake = math.inf  # when the waiting scheduler thread wakes by itself
-        self._notices = Notices(registry, self._clock, new_cursor, max_delta_rows, lake)
+        self._notices = notices = Notices(
+            registry, self._clock, new_cursor, max_delta_rows, lake, raw_handed_out
+        )
         # on a lake (its catalog's name), incremental analyses refresh from its feed
         feed = None
         if lake is not None:
-            notices = self._notices
             feed = LakeFeed(lake, registry.lock, committed_seq, lambda: notices.max_delta_rows)
         self._readers = Readers(registry)
         refresher = Refresher(

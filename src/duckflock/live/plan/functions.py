@@ -5,6 +5,7 @@ and whether an expression is row-local (computed from one row alone)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -134,20 +135,15 @@ class Catalogue:
     Python UDF or a macro made on a raw cursor, which duckflock does not see).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, raw_handed_out: Callable[[], bool] = lambda: False) -> None:
         self._lock = threading.Lock()  # guards _epoch and _kept
         self._epoch = 0  # how often the catalogue may have changed
         self._kept: tuple[int, tuple[str, ...], Functions] | None = None
-        self._watched = True  # no DDL runs where no notice sees it (see unwatched)
-
-    def unwatched(self) -> None:
-        """DDL may run from now on where no notice sees it (a raw cursor the Database
-        handed out): a macro made there under a name the kept reading lists (one that
-        shadows a built-in, or replaces a macro) changes what the name means, so every
-        definition reads the catalogue again, as each did before it was kept."""
-        with self._lock:
-            self._watched = False
-            self._kept = None
+        # asked of the Database's CursorPool, which owns the answer: once a raw cursor
+        # was handed out, DDL may run where no notice sees it (a macro made there under
+        # a name the kept reading lists, shadowing a built-in or replacing a macro,
+        # changes what the name means), so every definition reads the catalogue again
+        self._raw_handed_out = raw_handed_out
 
     def changed(self) -> None:
         """The catalogue may have changed: the next definition reads it again."""
@@ -162,7 +158,7 @@ class Catalogue:
         and lists ``called`` (the lower-case names a query calls), else a new one."""
         loaded = _loaded(cursor)
         with self._lock:
-            epoch, kept = self._epoch, self._kept if self._watched else None
+            epoch, kept = self._epoch, None if self._raw_handed_out() else self._kept
         if kept is not None and kept[:2] == (epoch, loaded) and kept[2].lists(called):
             return kept[2]
         fresh = Functions(cursor)

@@ -93,6 +93,7 @@ def open_portal(session: Session, portal: Portal) -> None:
 
 
 def run_statement(session: Session, statement: Statement, params: list[Any]) -> Outcome:
+    session.admit(statement)
     kind, executor = statement.kind, session.server.executor
     if kind == Kind.TX:
         return transaction(session, statement.tag)
@@ -144,6 +145,9 @@ def transaction(session: Session, tag: str) -> Outcome:
         )
     if tag in ("COMMIT", "ROLLBACK") or (tag == "BEGIN" and not session.in_tx):
         session.committed_in_tx = 0
+    if tag == "COMMIT" and session.aborted:
+        tag = "ROLLBACK"  # (PostgreSQL's answer to COMMIT of a failed block)
+    session.aborted = False
     session.in_tx = tag == "BEGIN" or (session.in_tx and tag not in ("COMMIT", "ROLLBACK"))
     return Outcome(tag)
 
@@ -240,6 +244,7 @@ def _send_rows(session: Session, portal: Portal, limit: int) -> None:
 
 
 def copy_out(session: Session, statement: Statement, params: list[Any]) -> None:
+    session.admit(statement)
     plan = copy_plan(statement.sql)
     session.sending_until = time.monotonic() + session.server.executor.timeout
     try:

@@ -25,7 +25,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from duckflock.errors import DuckflockError, QueryError, QueryTimeoutError
+from duckflock.errors import DuckflockError, QueryError, QueryTimeoutError, TransactionAbortedError
 from duckflock.server.auth import Role
 from duckflock.server.pgwire import compat
 from duckflock.server.pgwire.channels import Channels
@@ -104,6 +104,10 @@ class Session:
         self.prepared: dict[str, Prepared] = {}
         self.portals: dict[str, Portal] = {}
         self.in_tx = False
+        # a statement failed inside BEGIN: every other one is refused (25P02) until
+        # COMMIT or ROLLBACK ends the block, as PostgreSQL does; set by fail(), the one
+        # way every error of a message goes (duckflock's own checks as well as DuckDB's)
+        self.aborted = False
         self.committed_in_tx = 0  # writing statements since BEGIN (each committed at once)
         self.skipping = False  # an extended-protocol error: ignore messages until Sync
         self.out: list[bytes] = []
@@ -156,7 +160,7 @@ class Session:
     def ready_for_query(self) -> None:
         for note in self.channels.take():
             self.send(note)
-        self.send(ready(b"T" if self.in_tx else b"I"))
+        self.send(ready(b"E" if self.aborted else b"T" if self.in_tx else b"I"))
         self.flush()
 
     # -- start-up -------------------------------------------------------------------------------
@@ -165,8 +169,18 @@ class Session:
         log.debug("pg session %d: error %r", self.pid, exc)
         if not isinstance(exc, DuckflockError | ValueError | TypeError):
             log.exception("pg session %d: unexpected error", self.pid)
+        self.aborted = self.in_tx
         self.close_portals()
         self.send_error(exc)
+
+    def admit(self, statement: Statement) -> None:
+        """After a failed statement inside BEGIN, only COMMIT or ROLLBACK runs."""
+        if self.aborted and statement.tag not in ("COMMIT", "ROLLBACK"):
+            raise TransactionAbortedError(
+                "current transaction is aborted, commands ignored until end of transaction "
+                "block (a statement of it failed: ROLLBACK)",
+                sql=statement.sql,
+            )
 
     # -- simple query ---------------------------------------------------------------------------
 

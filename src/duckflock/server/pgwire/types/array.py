@@ -98,6 +98,21 @@ def _unquoted(text: str, at: int) -> tuple[str | None, int]:
     return (None if len(parts) == 1 and item.upper() == "NULL" else item), stop
 
 
+_SPECIAL = re.compile(r'[{}"\\]')  # what the reader below is needed for, inside the braces
+
+
+def _plain(text: str) -> list[str] | None:
+    """The elements of ``text`` (``{…}``, stripped) when none is quoted or escaped, none
+    is empty and none nests: the commas split it, each element without its surrounding
+    space, as the reader below reads it (one ``str.split``, not a regex per element:
+    a million-element parameter). None: the reader decides, and names any error."""
+    inner = text[1:-1]
+    if not text.endswith("}") or _SPECIAL.search(inner) or not inner.strip(SPACE):
+        return None
+    items = [item.strip(SPACE) for item in inner.split(",")]
+    return None if "" in items else items
+
+
 def load_text(text: str, load_element: Callable[[str], Any]) -> list[Any]:
     """A one-dimensional array literal (``{1,NULL,"a b"}``; in or out of quotes a
     backslash escapes the next character), each element read by ``load_element``.
@@ -106,6 +121,9 @@ def load_text(text: str, load_element: Callable[[str], Any]) -> list[Any]:
     text = text.strip(SPACE)
     if not text.startswith("{"):
         raise LexError(text, "is not an array literal: it does not start with {", 0)
+    plain = _plain(text)
+    if plain is not None:
+        return [None if item.upper() == "NULL" else load_element(item) for item in plain]
     values: list[Any] = []
     at = _skip_space(text, 1)
     if text.startswith("}", at):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import decimal
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from duckflock.server.pgwire.types import array
@@ -23,14 +24,24 @@ def _binary(oid: int, data: bytes) -> Any:
     return adapter.load_binary(data)
 
 
-def _text(oid: int, text: str) -> Any:
+def _same(text: str) -> str:
+    return text  # dates, times, uuids, json, unknown: DuckDB casts the string where used
+
+
+def _text_loader(oid: int) -> Callable[[str], Any]:
+    """What reads a text parameter of type ``oid`` (found once for all of an array's
+    elements, not once per element)."""
     if oid in PARAMETER_ARRAYS:
-        element = PARAMETER_ARRAYS[oid]
-        return array.load_text(text, lambda item: _text(element, item))
+        element = _text_loader(PARAMETER_ARRAYS[oid])
+        return lambda text: array.load_text(text, element)
     adapter = ADAPTERS.get(oid)
     if adapter is None or adapter.load_text is None:
-        return text  # dates, times, uuids, json, unknown: DuckDB casts the string where used
-    return adapter.load_text(text)
+        return _same
+    return adapter.load_text
+
+
+def _text(oid: int, text: str) -> Any:
+    return _text_loader(oid)(text)
 
 
 class NotUtf8(ValueError):
