@@ -196,7 +196,7 @@ def test_sketches_merge_and_count_as_duckdb_does(values: str) -> None:
 def test_a_sketch_numpy_cannot_read_is_refused() -> None:
     """NULL, another length or a register past Q + 1: ValueError, and DuckDB folds."""
     for bad in ([None], [b"\x00" * 63], [bytes([sketches.Q + 2]) * sketches.M]):
-        with pytest.raises(ValueError, match="sketch|register"):
+        with pytest.raises(ValueError, match=r"sketch|register"):
             sketches.count(pa.array(bad, pa.binary()))
     assert sketches.counted("finalize(combine((SELECT x), __p0)) + 1") is None
 

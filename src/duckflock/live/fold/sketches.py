@@ -183,4 +183,4 @@ def _agrees(con: duckdb.DuckDBPyConnection) -> bool:
     counted = con.execute(
         f"SELECT finalize(combine({_EMPTY}, b)) AS n FROM __duckflock_sketches"
     ).to_arrow_table()
-    return count(__duckflock_sketches["b"]).to_pylist() == counted["n"].to_pylist()
+    return bool(count(__duckflock_sketches["b"]).to_pylist() == counted["n"].to_pylist())
