@@ -248,3 +248,56 @@ def test_approx_count_distinct_merges_row_by_row_and_equals_a_full_run(
         assert sorted(rebuilt.rows(), key=repr) == sorted(db.execute(APPROX).fetchall(), key=repr)
         db.insert("t", rows(9))
         _same(db, "a", APPROX)
+
+
+@pytest.mark.parametrize(
+    "kind", ["TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "UINTEGER", "UBIGINT"]
+)
+def test_numpy_sketches_of_integers_are_duckdbs(kind: str) -> None:
+    """DuckDB's hash of each integer (its bits zero-extended: -1 is not 2**64 - 1) and
+    InsertElement's register and rank, per group, against DuckDB's exported sketches:
+    the ends of the type, negatives, NULLs, repeats."""
+    con = duckdb.connect()
+    bits = {"TINY": 8, "SMAL": 16, "INTE": 32, "BIGI": 64}[kind.removeprefix("U")[:4]]
+    top = 2 ** (bits - 1)
+    ends = [0, 1, 2, 63, 64, 127, top - 1]
+    ends += [2 * top - 1] if kind.startswith("U") else [-1, -top]
+    values = (
+        f"SELECT range % 7 AS g, TRY_CAST(CASE WHEN range % 11 = 0 THEN NULL "
+        f"WHEN range % 5 = 0 THEN (CAST({ends} AS HUGEINT[]))[range % {len(ends)} + 1] "
+        f"ELSE range * 2654435761 % {top} END AS {kind}) "
+        f"AS x FROM range(5000)"
+    )
+    want = _sketches(con, values)
+    rows = con.execute(f"SELECT g, x FROM ({values})").to_arrow_table()
+    __duckflock_state = pa.table({"g": rows["g"], "c": sketches.codes(rows["x"])})
+    lists = con.execute(
+        "SELECT g, list(DISTINCT c) FILTER (WHERE c IS NOT NULL) AS l "
+        "FROM __duckflock_state GROUP BY g ORDER BY g"
+    ).to_arrow_table()
+    assert sketches.gathered(lists["l"]).equals(want["b"].combine_chunks())
+
+
+def test_integer_approx_count_distinct_runs_no_query(
+    fold_queries: Callable[[], list[str]],
+) -> None:
+    """With integer arguments the new rows' sketches are numpy's too (admitted by the
+    partials' probes): no DuckDB query per refresh, equal to a full run through NULLs,
+    groups whose values the state has seen, and a group that is new."""
+    sql = "SELECT k, approx_count_distinct(u) AS au, count(*) AS n FROM t GROUP BY k"
+    rng = random.Random(21)
+    with duckflock.connect() as db:
+        db.execute(TABLE)
+        db.insert("t", _rows(rng, 60))
+        db.analysis("a", sql)
+        db.result("a", min_version=1, timeout=30)
+        run = internals.analysis(db, "a").state
+        merge = run.shape.plan.merge if run.shape.plan is not None else None
+        assert merge is not None and merge.computed is not None
+        queries = fold_queries()
+        for size in (5, 1, 40, 12):
+            db.insert("t", _rows(rng, size))
+            _same(db, "a", sql)
+        db.insert("t", [{"k": "new", "u": 2**40}, {"k": None, "u": -(2**62)}])
+        _same(db, "a", sql)
+        assert queries == []

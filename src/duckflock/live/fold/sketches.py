@@ -27,6 +27,7 @@ import re
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 M = 64  # registers (P = 6 bits of the hash pick one)
 Q = 64 - 6  # a register holds 0 … Q + 1
@@ -90,6 +91,51 @@ def sketches(values: np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(
         pa.binary(), rows, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
     )
+
+
+# DuckDB's hash of an integer (MurmurHash64 of its bits, zero-extended to 64: hash(-1)
+# of an INTEGER is that of 0xFFFFFFFF; a TINYINT or SMALLINT is an INTEGER's first), as
+# hash() and approx_count_distinct compute it (measured: tests/test_distinct.py)
+_MURMUR = np.uint64(0xD6E8FEB86659FD93)
+_UNSIGNED = {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}
+
+
+def codes(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Per value, the register DuckDB's ``InsertElement`` raises and to what, as
+    ``register * M + rank`` (NULL stays NULL: DuckDB skips it): the hash's low 6 bits
+    pick the register; the rank is 1 + the trailing zeros of the rest, capped at Q + 1.
+    Integers only (TypeError otherwise); admitted by the partials' probes
+    (live/plan/computing.py) against DuckDB's sketches of the same rows."""
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    if not pa.types.is_integer(array.type):
+        raise TypeError(f"no hash of {array.type} here")
+    width = array.type.bit_width
+    bits = np.frombuffer(array.buffers()[1], _UNSIGNED[width], len(array), array.offset)
+    if width < 32 and pa.types.is_signed_integer(array.type):  # as an INTEGER's bits
+        bits = bits.view(f"int{width}").astype(np.int32).view(np.uint32)
+    h = bits.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        h ^= h >> np.uint64(32)
+        h *= _MURMUR
+        h ^= h >> np.uint64(32)
+        h *= _MURMUR
+        h ^= h >> np.uint64(32)
+    register = (h & np.uint64(M - 1)).astype(np.uint16)
+    rest = (h >> np.uint64(6)) | np.uint64(1 << Q)
+    lowest = rest & (~rest + np.uint64(1))  # the lowest set bit, a power of two
+    rank = np.frexp(lowest.astype(np.float64))[1].astype(np.uint16)  # its exponent + 1
+    mask = None if not array.null_count else pc.is_null(array).to_numpy(zero_copy_only=False)
+    return pa.array(register * M + rank, pa.uint16(), mask=mask)
+
+
+def gathered(lists: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """Per group, the sketch of its :func:`codes` (a list of them, each at most once)."""
+    array = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
+    parents = pc.list_parent_indices(array).to_numpy()
+    flat = pc.list_flatten(array).to_numpy().astype(np.int64)
+    out = np.zeros(len(array) * M, np.uint8)
+    np.maximum.at(out, parents * M + flat // M, (flat % M).astype(np.uint8))
+    return sketches(out.reshape(len(array), M))
 
 
 def merge(old: pa.ChunkedArray | pa.Array, new: pa.ChunkedArray | pa.Array) -> pa.Array:
