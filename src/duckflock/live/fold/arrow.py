@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.live.fold import sets
+from duckflock.live.fold import sets, sketches
 from duckflock.live.fold.averages import Inexact, quotients
 from duckflock.live.fold.buckets import Bucket
 from duckflock.live.fold.nans import Clean, unlike_duckdb
@@ -45,6 +45,7 @@ class OutputKind(StrEnum):
     AVG = "avg"  # a FLOAT or DOUBLE sum over a count, divided in doubles
     EXACT_AVG = "exact_avg"  # an integer's exact sum over a count, divided as DuckDB does
     LENGTH = "length"  # count(DISTINCT …): its SET partial's length (fold/sets.py)
+    COUNT = "count"  # approx_count_distinct: its SKETCH partial's count (fold/sketches.py)
 
 
 @dataclass(frozen=True)
@@ -283,6 +284,8 @@ class ArrowPlan:
                 value = state.column(width + output.index)
             elif output.kind is OutputKind.LENGTH:
                 value = sets.length(state.column(width + output.index))
+            elif output.kind is OutputKind.COUNT:
+                value = sketches.count(state.column(width + output.index))
             elif output.kind is OutputKind.EXACT_AVG:
                 value = _exact_avg(state, output)
             else:

@@ -25,6 +25,7 @@ from typing import Any, TypeAlias
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from duckflock.live.fold import sketches
 from duckflock.live.fold.arrow import sum_terms
 from duckflock.live.fold.nans import unlike_duckdb
 
@@ -40,8 +41,8 @@ class Refused(Exception):
 @dataclass(frozen=True)
 class Aggregate:
     """One partial: ``function`` (count_star, count, sum, min, max, bool_and, bool_or,
-    arg_max, arg_min, first, last) of ``argument`` (None for count_star) over the rows
-    where ``filter`` is true."""
+    arg_max, arg_min, first, last; approx_count_distinct: its exported sketch, of an
+    integer) of ``argument`` (None for count_star) over the rows where ``filter`` is true."""
 
     function: str
     argument: Expression | None
@@ -71,6 +72,8 @@ _FUNCTIONS: dict[str, tuple[str, Any]] = {
     "arg_min": ("min", None),
     "first": ("min", None),  # the least rank in its ORDER BY
     "last": ("max", None),  # the greatest (no tie: one row has it)
+    # its EXPORT_STATE: each value's (register, rank) once per group (fold/sketches.py)
+    "approx_count_distinct": ("distinct", pc.CountOptions(mode="only_valid")),
 }
 FUNCTIONS = frozenset(_FUNCTIONS)
 ORDERED = frozenset({"first", "last"})  # a batch with a tie in their ORDER BY is refused
@@ -122,6 +125,8 @@ class Computed:
                 values = pc.if_else(chosen, values, None)
             if aggregate.function == "sum":
                 values = sum_terms(values)
+            if aggregate.function == "approx_count_distinct":
+                values = sketches.codes(values)
             function, options = _FUNCTIONS[aggregate.function]
             names.append(f"__a{i}")
             columns.append(values)
@@ -136,6 +141,9 @@ class Computed:
         for i, (values, by_rank) in picked.items():  # a group's winning rank: its row
             winner = pc.subtract(arrays[len(keys) + i], pa.scalar(1, pa.uint64()))
             arrays[len(keys) + i] = pc.take(values, pc.take(by_rank, winner))
+        for i, aggregate in enumerate(self.aggregates):
+            if aggregate.function == "approx_count_distinct":
+                arrays[len(keys) + i] = sketches.gathered(arrays[len(keys) + i])
         return pa.Table.from_arrays(
             [pc.cast(array, field.type) for array, field in zip(arrays, schema, strict=True)],
             schema=schema,

@@ -14,11 +14,13 @@ group). Then pyarrow
    (exact sums in ``decimal256``, back with an overflow check), min/max keep the
    smaller/greater, bool_and/bool_or combine, and a winner (arg_max/arg_min, ordered
    first/last: :class:`~duckflock.live.fold.states.Pick`) is the new row's where its
-   ordering key comes strictly first, else the kept state's (older rows win ties);
+   ordering key comes strictly first, else the kept state's (older rows win ties), and
+   approx_count_distinct's sketches keep each register's maximum (fold/sketches.py);
 3. splices: the untouched groups' rows are kept (one filter, no aggregation), the
    touched ones replaced, new groups appended;
-4. reads the result off the state (outputs that are a key, a partial or a floating
-   average, each already of the query's type: :meth:`ArrowPlan.result`).
+4. reads the result off the state (outputs that are a key, a partial, a floating
+   average or a sketch's count, each already of the query's type:
+   :meth:`ArrowPlan.result`).
 
 Where a fold cannot be proven equal to DuckDB's (a NaN or -0.0 in a floating partial, a
 sum past its type, a type a kernel refuses), :func:`fold` returns None and DuckDB folds
@@ -34,7 +36,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.live.fold import detached
+from duckflock.live.fold import detached, sketches
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.computed import Refused
 from duckflock.live.fold.nans import unlike_duckdb
@@ -86,6 +88,7 @@ ELEMENTWISE = frozenset(
     {PartialKind.COUNT_ALL, PartialKind.COUNT, PartialKind.SEEN}
     | {PartialKind.SUM, PartialKind.MIN, PartialKind.MAX}
     | {PartialKind.BOOL_AND, PartialKind.BOOL_OR, PartialKind.PICK, PartialKind.KEY}
+    | {PartialKind.SKETCH}  # registers' maxima, admitted by probes (fold/sketches.py)
 )
 
 
@@ -107,7 +110,10 @@ class Merge:
 
     def admits(self, schema: pa.Schema) -> bool:
         """Whether pyarrow has every kernel a fold of a state of ``schema`` calls
-        (asked once, over no rows: kernels are chosen by type)."""
+        (asked once, over no rows: kernels are chosen by type), and, for sketches,
+        whether numpy merges and counts them as DuckDB does (:func:`sketches.agrees`)."""
+        if PartialKind.SKETCH in self.kinds and not sketches.agrees():
+            return False
         empty = schema.empty_table()
         try:
             _combined(self, empty, empty)
@@ -231,6 +237,8 @@ def _combine(
     and max as the plain shape merges them (:func:`positions.combine`)."""
     if kind is PartialKind.SEEN:
         return pc.add_checked(old, new)  # never null
+    if kind is PartialKind.SKETCH:
+        return sketches.merge(old, new)
     if kind is PartialKind.BOOL_AND:
         return pc.coalesce(pc.and_(old, new), old, new)  # skipping nulls, as bool_and does
     if kind is PartialKind.BOOL_OR:

@@ -272,12 +272,16 @@ class _Compiler:
         self.floating: set[str] = set()
 
     def aggregate(self, node: dict[str, Any]) -> Aggregate:
+        if _sketch(node):  # CAST(approx_count_distinct(x) EXPORT_STATE AS BLOB)
+            counted = self.expression(node["child"]["children"][0])
+            return Aggregate(function="approx_count_distinct", argument=counted, filter=None)
         name = str(node.get("function_name", "")).lower()
         children = node.get("children") or []
         orders = (node.get("order_bys") or {}).get("orders") or []
         if (
             node.get("class") != "FUNCTION"
             or name not in FUNCTIONS
+            or name == "approx_count_distinct"  # only its state, above
             or node.get("distinct")
             or node.get("export_state")
             or len(orders) != (name in ORDERED)
@@ -378,6 +382,22 @@ class _Compiler:
             left, right = children
             return lambda rows: _remainder(*_typed(left(rows), right(rows)))
         raise _Unknown(name)
+
+
+def _sketch(node: dict[str, Any]) -> bool:
+    child = node.get("child") or {}
+    return (
+        node.get("class") == "CAST"
+        and (node.get("cast_type") or {}).get("id") == "BLOB"
+        and not node.get("try_cast")
+        and child.get("class") == "FUNCTION"
+        and str(child.get("function_name", "")).lower() == "approx_count_distinct"
+        and bool(child.get("export_state"))
+        and len(child.get("children") or []) == 1
+        and not child.get("filter")
+        and not child.get("distinct")
+        and not (child.get("order_bys") or {}).get("orders")
+    )
 
 
 def _remainder(left: Value, right: Value) -> Value:

@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.core.names import Identity
-from duckflock.live.fold import detached
+from duckflock.live.fold import detached, sketches
 from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
 from duckflock.live.fold.computed import Computed
 from duckflock.live.fold.merges import ELEMENTWISE, Merge, equal_in_arrow, ordered_in_arrow
@@ -247,6 +247,7 @@ class Queries:
             text = self._sql(expr)
             column = re.fullmatch(r"__([kp])(\d+)", text)
             average = re.fullmatch(r'\(__p(\d+) / "nullif"\(__p(\d+), 0\)\)', text)
+            sketch = sketches.counted(text) if kind == "BIGINT" else None
             if column is not None:
                 index = int(column.group(2))
                 if kinds[index if column.group(1) == "k" else keys + index] != kind:
@@ -260,6 +261,9 @@ class Queries:
                     return None
                 outputs.append(Output(OutputKind.AVG, total, count))
                 fields.append(pa.float64())
+            elif sketch is not None and partials[sketch].spec[0] is PartialKind.SKETCH:
+                outputs.append(Output(OutputKind.COUNT, sketch))
+                fields.append(pa.int64())
             else:
                 return None
         result = ArrowPlan(
