@@ -21,7 +21,7 @@ from duckflock.live import internals
 from duckflock.live.fold import computed, detached, merges
 from duckflock.live.fold.computed import Refused
 from duckflock.live.fold.query import over_arrow
-from duckflock.live.plan import computing, probes
+from duckflock.live.plan import compiler, computing, probes
 
 TABLE = "CREATE TABLE t (k INTEGER, v DOUBLE, ok BOOLEAN, sensor VARCHAR, n BIGINT)"
 SHAPES = {
@@ -62,18 +62,18 @@ def test_a_program_is_admitted_only_where_duckdb_computed_the_same() -> None:
     """The probe can fail: pyarrow's lower() for upper(), or a floor remainder for
     DuckDB's truncated one, gives other partials over the probe rows."""
     assert _admit() is not None
-    wrong = dict(computing._CASES, upper=pc.ascii_lower)
+    wrong = dict(compiler._CASES, upper=pc.ascii_lower)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(computing, "_CASES", wrong)
+        patch.setattr(compiler, "_CASES", wrong)
         assert _admit() is None
 
-    truncated = computing._remainder
+    truncated = compiler._remainder
 
     def floored(left: Any, right: Any) -> Any:  # Python's %: the divisor's sign
         return pc.abs(truncated(left, right))
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(computing, "_remainder", floored)
+        patch.setattr(compiler, "_remainder", floored)
         assert _admit() is None
 
 
@@ -101,7 +101,7 @@ def test_first_and_last_are_admitted_with_duckdbs_order_only() -> None:
     not admitted; a batch with a tie in a group is refused (DuckDB's query takes it),
     one with equal keys in different groups is not."""
     assert _admit(ORDERED) is not None
-    real = computing.Aggregate
+    real = compiler.Aggregate
     for wrong in ("descending", "nulls_first"):
 
         def flipped(wrong: str = wrong, **fields: Any) -> computed.Aggregate:
@@ -110,7 +110,7 @@ def test_first_and_last_are_admitted_with_duckdbs_order_only() -> None:
             return real(**fields)
 
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(computing, "Aggregate", flipped)
+            patch.setattr(compiler, "Aggregate", flipped)
             assert _admit(ORDERED) is None
     program = _admit(ORDERED)
     assert program is not None
