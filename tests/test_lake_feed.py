@@ -673,6 +673,7 @@ def test_a_kept_session_is_renewed_and_a_read_only_lake_reads_without_one(
     assert any("DISCARD ALL" in line for line in statements), statements
     assert sum(_LISTED in line for line in statements) == 1, statements
     monkeypatch.undo()
+    monkeypatch.setattr(Session, "DIRECT", False)  # (undone above) the extension's path
     # read-only: the extension refuses reads outside a transaction there, so each
     # read is its own statement in the extension's transaction, as before
     options = duckflock.LakeOptions(maintenance_interval=None, poll_interval=3600)
@@ -734,11 +735,14 @@ def test_a_repeated_listing_is_prepared_once_and_a_state_behind_its_window_is_re
 
 
 def test_the_poller_reads_the_latest_snapshot_in_one_statement(
-    postgres: Any, tmp_path: Path
+    postgres: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The snapshot poller (lake/watch.py) looks on a catalog connection of its own: one
-    statement a look, not a DuckLake transaction with the pool's checks around it."""
+    statement a look, not a DuckLake transaction with the pool's checks around it (the
+    extension's path: psycopg's prepared reads log as ``execute``)."""
     import psycopg
+
+    monkeypatch.setattr(Session, "DIRECT", False)
 
     name = f"polled_{os.getpid()}_{next(_lakes)}"
     dsn = postgres.create_database(name)
