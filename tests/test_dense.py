@@ -110,7 +110,7 @@ def test_inf_minus_inf_is_merged_and_not_vouched_clean() -> None:
 def test_a_plain_refresh_folds_in_numpy_and_checks_only_the_new_rows() -> None:
     sql = "SELECT k, count(*) AS n, sum(v) AS s, min(v) AS lo FROM t GROUP BY k"
     with duckflock.connect() as db:
-        db.execute("CREATE TABLE t AS SELECT range % 7 AS k, (range * 0.25)::DOUBLE AS v FROM range(100)")
+        db.execute("CREATE TABLE t AS SELECT range % 7 AS k, range / 4 AS v FROM range(100)")
         db.analysis("a", sql)
         db.result("a", min_version=1, timeout=30)
         run = internals.analysis(db, "a").state
