@@ -52,13 +52,14 @@ def fold(
     groups = state.num_rows
     if not 0 < groups <= MAX_GROUPS or not len(key) or key.type != state.schema.field(0).type:
         return None
-    found = pc.index_in(key, value_set=state.column(0))  # null matches null, as GROUP BY
+    keys = single(state.column(0))  # one array: a chunked value set is joined per call
+    found = pc.index_in(single(key), value_set=keys)  # null matches null, as GROUP BY
     if found.null_count:  # a group the state has not seen
         return None
     at = found.to_numpy()
     counts = np.bincount(at, minlength=groups)
     rows = _Rows(delta, at, counts)
-    columns: list[pa.ChunkedArray | pa.Array] = [state.column(0)]
+    columns: list[pa.ChunkedArray | pa.Array] = [keys]
     clean = True
     for i, (kind, name) in enumerate(partials):
         old = state.column(i + 1)
@@ -87,7 +88,7 @@ class _Rows:
 
     def array(self, name: str) -> np.ndarray:
         if name not in self._arrays:
-            self._arrays[name] = self.delta[name].to_numpy()
+            self._arrays[name] = _numpy(self.delta[name])
         return self._arrays[name]
 
 
@@ -95,24 +96,36 @@ def _merged(
     kind: PartialKind, old: pa.ChunkedArray, name: str | None, rows: _Rows
 ) -> np.ndarray | None:
     """One partial's merged values per state row, or None where numpy does not merge it."""
-    kept: np.ndarray = old.to_numpy()
+    argument = None if name is None else rows.delta.schema.field(name).type
     if kind in (PartialKind.COUNT_ALL, PartialKind.COUNT):  # no NULL among the values
-        return kept + rows.counts if kept.dtype == np.int64 else None
-    if name is None or not _numeric(argument := rows.delta.schema.field(name).type):
+        return _numpy(old) + rows.counts if old.type == pa.int64() else None
+    if name is None or argument is None or not _numeric(argument):
         return None
     if kind is PartialKind.SUM:
-        if not pa.types.is_floating(argument) or kept.dtype != np.float64:
+        if not pa.types.is_floating(argument) or old.type != pa.float64():
             return None  # an exact sum: positions.combine adds it in decimal256
         weights = rows.array(name).astype(np.float64)  # FLOAT sums as DOUBLE (sum_terms)
+        kept = _numpy(old)
         total = kept + np.bincount(rows.at, weights, minlength=len(kept))
         merged: np.ndarray = np.where(rows.counts > 0, total, kept)
         return merged
     if kind in (PartialKind.MIN, PartialKind.MAX) and argument == old.type:
-        merged = kept.copy()
+        merged = _numpy(old).copy()
         extreme = np.minimum if kind is PartialKind.MIN else np.maximum
         extreme.at(merged, rows.at, rows.array(name))
         return merged
     return None
+
+
+def _numpy(column: pa.ChunkedArray) -> np.ndarray:
+    """A column of numbers without NULLs as a numpy array."""
+    array: np.ndarray = single(column).to_numpy(zero_copy_only=False)
+    return array
+
+
+def single(column: pa.ChunkedArray) -> pa.Array:
+    """``column`` as one array (its only chunk, as it is)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _numeric(kind: pa.DataType) -> bool:
