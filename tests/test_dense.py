@@ -117,7 +117,7 @@ def test_a_plain_refresh_folds_in_numpy_and_checks_only_the_new_rows() -> None:
         plan = run.shape.plan
         assert plan is not None and plan.arrow is not None
         for step in range(3):
-            db.insert("t", [{"k": step, "v": 0.5 * step}, {"k": 6, "v": -1.5}])
+            db.insert("t", [{"k": i % 7, "v": 0.5 * step - i} for i in range(10)])
             result = db.refresh("a")
             assert result.mode == "incremental"
             assert sorted(result.rows()) == sorted(db.execute(sql).fetchall())

@@ -160,8 +160,8 @@ class ArrowPlan:
         state's (:meth:`merge`). ``unique``: the state has one row per group (not a
         window's buckets, several per group: those are grouped). One key column over a
         small state merges in numpy, ungrouped, where it can (:mod:`.dense`)."""
-        if unique and len(self.keys) == 1:
-            key = self.key_columns(delta)[0]
+        if unique and len(self.keys) == 1 and not self.buckets:  # (new buckets: grouped)
+            key = delta[self.keys[0]]
             folded = dense.fold(state, key, delta, self.partials, self.twins)
             if folded is not None:
                 if folded[1]:  # all of it checked: has_nan does not look at it again

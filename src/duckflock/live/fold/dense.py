@@ -4,7 +4,8 @@ Each pyarrow kernel a refresh calls costs tens of microseconds cold (its dispatc
 options, an Acero plan for ``group_by``), more than its work over 10,000 rows; a numpy
 call costs a few. Where the plain shape's state has one key column and at most
 :data:`MAX_GROUPS` groups, and the new rows only touch groups it has, :func:`fold`
-merges them without grouping them first:
+merges them without grouping them first (not past as many groups as new rows, nor for
+a time bucket's key: its new rows mostly open new buckets):
 
 1. each new row's key is looked up among the state's (``index_in``: the same
    equality ``merge_touched`` uses; a row whose group is new makes it decline);
@@ -32,7 +33,8 @@ import pyarrow.compute as pc
 
 from duckflock.live.fold.states import PartialKind
 
-# groups past which the state's columns are not copied whole (merge_touched splices)
+# groups past which the state's columns are not copied whole (merge_touched splices);
+# nor past the new rows' count: each fold costs O(groups)
 MAX_GROUPS = 1 << 16
 
 
@@ -50,7 +52,7 @@ def fold(
     rest: no other NaN or -0.0 can arise). None where this does not apply (the caller
     groups and merges then)."""
     groups = state.num_rows
-    if not 0 < groups <= MAX_GROUPS or not len(key) or key.type != state.schema.field(0).type:
+    if not 0 < groups <= min(MAX_GROUPS, len(key)) or key.type != state.schema.field(0).type:
         return None
     keys = single(state.column(0))  # one array: a chunked value set is joined per call
     found = pc.index_in(single(key), value_set=keys)  # null matches null, as GROUP BY
