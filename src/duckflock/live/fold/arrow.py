@@ -70,7 +70,7 @@ class ArrowPlan:
     limit: int | None
     # keys that are a time bucket of their column (key index, bucket): live/fold/buckets.py
     buckets: tuple[tuple[int, Bucket], ...] = ()
-    # the floating state chunks the last has_nan found free of NaN and -0.0
+    # the state chunks (or a whole state: dense.py) found free of NaN and -0.0
     _clean: Clean = dataclasses.field(default_factory=Clean, compare=False, hash=False, repr=False)
 
     def has_nan(self, state: pa.Table, delta: pa.Table) -> bool:
