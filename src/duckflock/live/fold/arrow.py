@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.live.fold import sets, sketches
+from duckflock.live.fold import dense, sets, sketches
 from duckflock.live.fold.averages import Inexact, quotients
 from duckflock.live.fold.buckets import Bucket
 from duckflock.live.fold.nans import Clean, unlike_duckdb
@@ -71,30 +71,26 @@ class ArrowPlan:
     limit: int | None
     # keys that are a time bucket of their column (key index, bucket): live/fold/buckets.py
     buckets: tuple[tuple[int, Bucket], ...] = ()
-    # the floating state chunks the last has_nan found free of NaN and -0.0
+    # the state chunks (or a whole state: dense.py) found free of NaN and -0.0
     _clean: Clean = dataclasses.field(default_factory=Clean, compare=False, hash=False, repr=False)
 
     def has_nan(self, state: pa.Table, delta: pa.Table) -> bool:
         """Whether a floating column the fold reads holds NaN or -0.0 (the new rows' keys
         and arguments, the state's keys and partials): there pyarrow and DuckDB differ
         (DuckDB groups NaN with NaN and -0.0 with 0.0, ranks NaN above every number).
-        The columns of one type are checked together (:func:`unlike_duckdb`)."""
+        Each chunk is checked by :func:`unlike_duckdb` (others than floats at once), the
+        state's unless clean (:class:`Clean`)."""
         names = delta.column_names
-        by_type: dict[pa.DataType, list[pa.Array]] = {}
-        for column in [delta[name] for name in self.read if name in names]:
-            if pa.types.is_floating(column.type):
-                by_type.setdefault(column.type, []).extend(column.chunks)
+        chunks = [chunk for name in self.read if name in names for chunk in delta[name].chunks]
         checked: list[pa.Array] = []  # the state's chunks, each clean or checked below
-        for column in state.columns:
+        for column in [] if self._clean.vouched(state) else state.columns:
             if pa.types.is_floating(column.type):
                 for chunk in column.chunks:
                     checked.append(chunk)
                     if not self._clean.holds(chunk):
-                        by_type.setdefault(column.type, []).append(chunk)
-        found = any(
-            unlike_duckdb(pa.concat_arrays(chunks)) for chunks in by_type.values() if chunks
-        )
-        if not found:  # a kept state's untouched rows are slices of these: not checked again
+                        chunks.append(chunk)
+        found = any(unlike_duckdb(chunk) for chunk in chunks)
+        if not found and checked:  # a kept state's untouched rows are slices of these
             self._clean.keep(checked)
         return found
 
@@ -163,7 +159,15 @@ class ArrowPlan:
         """(new state, result) from the state and the newly stored rows: the new rows'
         partials, one row per group they touch (:meth:`partials_of`), merged into the
         state's (:meth:`merge`). ``unique``: the state has one row per group (not a
-        window's buckets, several per group: those are grouped)."""
+        window's buckets, several per group: those are grouped). One key column over a
+        small state merges in numpy, ungrouped, where it can (:mod:`.dense`)."""
+        if unique and len(self.keys) == 1 and not self.buckets:  # (new buckets: grouped)
+            key = delta[self.keys[0]]
+            folded = dense.fold(state, key, delta, self.partials, self.twins)
+            if folded is not None:
+                if folded[1]:  # all of it checked: has_nan does not look at it again
+                    self._clean.vouch(folded[0])
+                return folded[0], self.result(folded[0])
         return self.merge(state, self.partials_of(delta, state.schema), unique=unique)
 
     def merge(
