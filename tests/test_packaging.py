@@ -141,12 +141,14 @@ def test_core_dependencies_are_duckdb_and_pyarrow_and_extras_hold_the_rest() -> 
     )
     assert {"click", "rich", "httpx"} == _requirement_names(extras["cli"])
     assert extras["all"] == ["duckflock[client,server,cli,pandas,polars,lake]"]
-    # the DuckLake extensions' wheels, for exactly the pinned DuckDB
+    # the DuckLake extensions' wheels, for exactly the pinned DuckDB, and psycopg for the
+    # catalog's reads between refreshes (lake/direct.py)
     duckdb_pin = next(r for r in project["dependencies"] if r.startswith("duckdb"))
     version = duckdb_pin.split("==")[1]
     assert sorted(extras["lake"]) == [
         f"duckdb-extension-ducklake=={version}",
         f"duckdb-extension-postgres-scanner=={version}",
+        "psycopg[binary]>=3.2,<4",
     ]
     assert "duckflock[all]" in extras["dev"]
 

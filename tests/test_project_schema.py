@@ -223,7 +223,7 @@ def test_definitions_record_who_defined_them(tmp_path: Path) -> None:
     path = tmp_path / "who.duckdb"
     with duckflock.connect(path) as db:
         db.analysis("mine", "SELECT 1 AS one")
-        db, app = prepare(str(path), ServerSettings(token=ADMIN), None, "127.0.0.1")
+    db, app = prepare(str(path), ServerSettings(token=ADMIN), None, "127.0.0.1")
     with db, TestClient(app) as http:
         headers = {"Authorization": f"Bearer {ADMIN}"}
         put = http.put("/v1/analyses/theirs", json={"sql": "SELECT 2 AS two"}, headers=headers)
