@@ -1,0 +1,34 @@
+"""Inputs found by attacking round 6's fast paths (numpy folds, sketches, the lookup
+join, the settings epoch): each live result equals the same SQL run in full."""
+
+from __future__ import annotations
+
+import pytest
+
+import duckflock
+
+
+def _equal_to_full(db: duckflock.Database, sql: str) -> None:
+    result = db.refresh("a")
+    assert result.error is None, result.error
+    assert sorted(result.rows(), key=repr) == sorted(db.execute(sql).fetchall(), key=repr)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT k, approx_count_distinct(x) AS a FROM t GROUP BY k",
+        "SELECT k, count(*) FILTER (x > 0) AS c FROM t GROUP BY k",
+        "SELECT k + 1 AS k1, max(x) AS m FROM t GROUP BY k + 1",
+    ],
+)
+def test_a_program_reading_a_ubigint_column_plans_and_folds(sql: str) -> None:
+    """The probe rows reach UBIGINT's top (past a signed 64-bit integer): planning such a
+    program raised OverflowError out of ``db.analysis``."""
+    db = duckflock.connect(config={"threads": 1})
+    db.execute("CREATE TABLE t (k INTEGER, x UBIGINT)")
+    db.analysis("a", sql)
+    for rows in ([(1, 2**64 - 1), (2, 0)], [(1, 5), (None, 2**63)]):
+        db.insert("t", rows)
+        _equal_to_full(db, sql)
+    db.close()
