@@ -3,9 +3,11 @@ join, the settings epoch): each live result equals the same SQL run in full."""
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 
 import duckflock
+from duckflock.live.fold import sketches
 
 
 def _equal_to_full(db: duckflock.Database, sql: str) -> None:
@@ -32,3 +34,11 @@ def test_a_program_reading_a_ubigint_column_plans_and_folds(sql: str) -> None:
         db.insert("t", rows)
         _equal_to_full(db, sql)
     db.close()
+
+
+@pytest.mark.parametrize("kind", [pa.int16(), pa.int32(), pa.int64(), pa.uint32(), pa.uint64()])
+def test_the_codes_of_a_sliced_array_are_its_values(kind: pa.DataType) -> None:
+    """An array that starts past its buffer's first value (a slice) hashes its own values,
+    not those at the start of the buffer."""
+    values = pa.array(range(100), kind)
+    assert sketches.codes(values.slice(10, 5)).equals(sketches.codes(values).slice(10, 5))
