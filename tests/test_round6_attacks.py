@@ -42,3 +42,35 @@ def test_the_codes_of_a_sliced_array_are_its_values(kind: pa.DataType) -> None:
     not those at the start of the buffer."""
     values = pa.array(range(100), kind)
     assert sketches.codes(values.slice(10, 5)).equals(sketches.codes(values).slice(10, 5))
+
+
+@pytest.mark.parametrize(
+    ("sql", "setting"),
+    [
+        (
+            "SELECT date_trunc('day', tz) AS d, count(*) AS c FROM w GROUP BY 1",
+            "SET GLOBAL TimeZone = 'Pacific/Chatham'",
+        ),
+        ("SELECT s, count(*) AS c FROM w GROUP BY s", "SET GLOBAL default_collation = 'nocase'"),
+    ],
+)
+@pytest.mark.parametrize("closed", [True, False])
+def test_a_global_set_on_a_raw_cursor_rebuilds_the_state(
+    sql: str, setting: str, closed: bool
+) -> None:
+    """A raw cursor may change settings where the Database does not see it: while one has
+    been handed out, every refresh reads the settings (the epoch alone is not trusted),
+    as the window's bound does."""
+    db = duckflock.connect(config={"threads": 1})
+    db.execute("CREATE TABLE w (tz TIMESTAMPTZ, s VARCHAR)")
+    db.analysis("a", sql)
+    rows = [("2026-01-01 10:00:00+00", "a"), ("2026-01-01 23:00:00+00", "A")]
+    db.insert("w", [{"tz": tz, "s": s} for tz, s in rows])
+    _equal_to_full(db, sql)
+    cursor = db.cursor()
+    cursor.execute(setting)
+    if closed:
+        cursor.close()
+    db.insert("w", [{"tz": tz, "s": s} for tz, s in rows])
+    _equal_to_full(db, sql)
+    db.close()
