@@ -155,11 +155,12 @@ class Refresher:
         """Plan again and rebuild a state whose result settings (a time zone, a
         collation…) changed since it was built, where the settings epoch moved
         (:class:`~duckflock.core.effects.Epoch`): the notice of a global ``SET`` comes
-        after it lands, and a fold in between would mix two zones. (A change made on a
-        raw cursor is not looked for, as its writes are not.)"""
+        after it lands, and a fold in between would mix two zones. Once a raw cursor was
+        handed out, a change may land unseen: the settings are read every time, as the
+        window's bound reads them (:meth:`Epoch.current <duckflock.core.effects.Epoch.current>`)."""
         run = analysis.state
-        epoch = self._settings.value()
-        if epoch == run.settings_epoch:
+        epoch = self._settings.current()
+        if epoch is not None and epoch == run.settings_epoch:
             return
         now = values(run.cursor)  # after the epoch: a change after it moves it again
         if run.settings is not None and now != run.settings:

@@ -110,7 +110,10 @@ def codes(values: pa.ChunkedArray | pa.Array) -> pa.Array:
     if not pa.types.is_integer(array.type):
         raise TypeError(f"no hash of {array.type} here")
     width = array.type.bit_width
-    bits = np.frombuffer(array.buffers()[1], _UNSIGNED[width], len(array), array.offset)
+    # frombuffer's offset is in bytes, an array's in values
+    bits = np.frombuffer(
+        array.buffers()[1], _UNSIGNED[width], len(array), array.offset * width // 8
+    )
     if width < 32 and pa.types.is_signed_integer(array.type):  # as an INTEGER's bits
         bits = bits.view(f"int{width}").astype(np.int32).view(np.uint32)
     h = bits.astype(np.uint64)
