@@ -471,3 +471,39 @@ def test_a_second_database_on_an_open_file_is_refused(tmp_path: Path) -> None:
 def test_a_named_in_memory_database_is_one_per_process() -> None:
     with duckflock.connect(":memory:shared"), pytest.raises(duckflock.AlreadyOpenError):
         duckflock.connect(":memory:shared")
+
+
+def test_a_closed_database_lets_its_file_go_though_its_path_now_leads_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim is let go by what it was taken on: a relative path read from another
+    working directory, or a symlink retargeted since, must not keep the file claimed."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    first = duckflock.connect("one.duckdb")
+    monkeypatch.chdir(tmp_path / "b")
+    first.close()
+    with duckflock.connect(tmp_path / "a" / "one.duckdb") as second:
+        assert second.execute("SELECT 1").fetchone() == (1,)
+    link = tmp_path / "link.duckdb"
+    link.symlink_to(tmp_path / "a" / "one.duckdb")
+    first = duckflock.connect(link)
+    link.unlink()
+    link.symlink_to(tmp_path / "elsewhere.duckdb")
+    first.close()
+    with duckflock.connect(tmp_path / "a" / "one.duckdb") as second:
+        assert second.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_hard_link_to_an_open_file_is_refused(tmp_path: Path) -> None:
+    """A hard link is another path to the same file: DuckDB would open a second
+    instance on it (each with its own cache and WAL), so it is refused like a symlink."""
+    path = tmp_path / "one.duckdb"
+    with duckflock.connect(path) as first:
+        first.execute("CREATE TABLE t(x INTEGER)")
+    os.link(path, tmp_path / "two.duckdb")
+    with duckflock.connect(path), pytest.raises(duckflock.AlreadyOpenError):
+        duckflock.connect(tmp_path / "two.duckdb")
+    with duckflock.connect(tmp_path / "two.duckdb") as second:  # the first one closed
+        assert second.execute("SELECT count(*) FROM t").fetchone() == (0,)

@@ -757,3 +757,24 @@ def test_every_error_class_declares_a_known_sqlstate_and_the_port_sends_it() -> 
     rejected = errors.RowRejectedError.__new__(errors.RowRejectedError)
     rejected.cause = errors.ConversionError("bad")
     assert sqlstate(rejected) == "22P02"  # the row's own fault, not 23000
+
+
+def test_rollback_to_savepoint_recovers_a_failed_block_and_keeps_it(pg: Served) -> None:
+    """ROLLBACK TO SAVEPOINT is how a client recovers from an error inside BEGIN
+    (psycopg's nested transaction() does it): the block goes on, it is not ended."""
+    with psycopg.connect(pgclients.dsn(pg.port, ADMIN)) as conn:
+        with conn.transaction():
+            conn.execute("SELECT 1")
+            with pytest.raises(psycopg.Error), conn.transaction():
+                conn.execute("SELECT * FROM no_such_table")
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+            assert conn.execute("SELECT 2").fetchone() == (2,)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        conn.execute("BEGIN")
+        with pytest.raises(psycopg.Error):
+            conn.execute("SELECT * FROM no_such_table")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("RELEASE SAVEPOINT nowhere")  # (PostgreSQL refuses it too)
+        conn.execute("ROLLBACK TO SAVEPOINT somewhere")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        conn.execute("ROLLBACK")

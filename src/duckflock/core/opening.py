@@ -13,44 +13,54 @@ from duckflock.errors import AlreadyOpenError, DatabaseDamagedError, OpenError
 
 # the open Databases by the key DuckDB's instance cache shares an instance by: a second
 # Database on the same file would share the first one's data but not its notices
-_HOLDERS: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_HOLDERS: weakref.WeakValueDictionary[object, Any] = weakref.WeakValueDictionary()
 _HOLDERS_LOCK = threading.Lock()  # guards _HOLDERS
 
 
-def _shared_key(path: str) -> str | None:
-    """What DuckDB shares one instance of per process for ``path`` (None: a private
-    in-memory database). A named in-memory database (``:memory:name``) is shared too."""
+def _shared_keys(path: str) -> tuple[object, ...]:
+    """What DuckDB shares one instance of per process for ``path`` (none: a private
+    in-memory database). A named in-memory database (``:memory:name``) is shared too; a
+    file is known by its real path and, once it exists, by its device and inode (a hard
+    link is another path to it, on which DuckDB would open a second instance)."""
     if path in ("", ":memory:"):
-        return None
+        return ()
     if path.startswith(":memory:"):
-        return path
-    return os.path.realpath(path)
+        return (path,)
+    real = os.path.realpath(path)
+    try:
+        found = os.stat(real)
+    except OSError:  # not made yet: DuckDB creates it
+        return (real,)
+    return (real, (found.st_dev, found.st_ino))
 
 
 def claim(path: str, holder: object, shown: str) -> None:
     """Record that ``holder`` (a Database) opens ``path``; :class:`AlreadyOpenError`
-    if another open one has it (one that was dropped unclosed has let it go)."""
-    key = _shared_key(path)
-    if key is None:
-        return
+    if another open one has it (one that was dropped unclosed has let it go). Called
+    again once the file is open, it adds the file's inode to what ``holder`` holds."""
+    keys = _shared_keys(path)
     with _HOLDERS_LOCK:
-        other = _HOLDERS.get(key)
-        if other is not None and other is not holder:
-            raise AlreadyOpenError(
-                f"cannot open database {shown!r}: {other!r} of this process has it open. "
-                "DuckDB would share that one's data, but each Database sees only its own "
-                "commits and DDL, so the analyses and caches of both would go stale: use "
-                "that Database from every thread (it is made for that), or close it first",
-                path=path,
-            )
-        _HOLDERS[key] = holder
+        for key in keys:
+            other = _HOLDERS.get(key)
+            if other is not None and other is not holder:
+                raise AlreadyOpenError(
+                    f"cannot open database {shown!r}: {other!r} of this process has it "
+                    "open. DuckDB would share that one's data, but each Database sees only "
+                    "its own commits and DDL, so the analyses and caches of both would go "
+                    "stale: use that Database from every thread (it is made for that), or "
+                    "close it first",
+                    path=path,
+                )
+        for key in keys:
+            _HOLDERS[key] = holder
 
 
-def release(path: str, holder: object) -> None:
-    """``holder`` closed ``path``: another Database may open it."""
-    key = _shared_key(path)
+def release(holder: object) -> None:
+    """``holder`` closed: another Database may open its file. What it holds is let go
+    as it was claimed (its path may lead elsewhere by now: a relative path read from
+    another working directory, a retargeted symlink)."""
     with _HOLDERS_LOCK:
-        if key is not None and _HOLDERS.get(key) is holder:
+        for key in [key for key, held in _HOLDERS.items() if held is holder]:
             del _HOLDERS[key]
 
 

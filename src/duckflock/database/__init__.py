@@ -113,8 +113,15 @@ class Database(Statements, Inserts, Analyses, Lake):
         try:
             self._connection = self._open()
         except BaseException:
-            opening.release(self.path, self)
+            opening.release(self)
             raise
+        if not self.is_lake:
+            try:  # the file exists now: its inode is claimed too (a hard link to it)
+                opening.claim(self.path, self, self._shown)
+            except BaseException:
+                self._connection.close()
+                opening.release(self)
+                raise
         self._cursors = CursorPool(self._connection, prepare_lake if self.is_lake else None)
         # names resolve on a cursor of their own: no caller's USE or SET changes them
         self._intake = Intake(self._cursors.new())

@@ -143,7 +143,7 @@ class Base:
             self._cursors.close_all()
             self._connection.close()
         finally:
-            opening.release(self.path, self)  # another Database may open the file now
+            opening.release(self)  # another Database may open the file now
 
     def __enter__(self) -> Self:
         return self

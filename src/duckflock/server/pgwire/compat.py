@@ -135,7 +135,9 @@ def classify(sql: str) -> Statement:
     if first in ("COMMIT", "END"):
         return Statement(Kind.TX, body, "COMMIT")
     if first in ("ROLLBACK", "ABORT"):
-        return Statement(Kind.TX, body, "ROLLBACK")
+        # ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name: the block goes on (name set)
+        to = "TO" in words[1:3] and first == "ROLLBACK"
+        return Statement(Kind.TX, body, "ROLLBACK", words[-1].lower() if to else "")
     if first in ("SAVEPOINT", "RELEASE"):
         return Statement(Kind.TX, body, first)
     if first == "SET":

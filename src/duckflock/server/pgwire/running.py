@@ -96,7 +96,7 @@ def run_statement(session: Session, statement: Statement, params: list[Any]) -> 
     session.admit(statement)
     kind, executor = statement.kind, session.server.executor
     if kind == Kind.TX:
-        return transaction(session, statement.tag)
+        return transaction(session, statement.tag, to_savepoint=bool(statement.name))
     if kind == Kind.SET:
         return set_setting(session, statement)
     if kind == Kind.SHOW:
@@ -132,9 +132,12 @@ def run_statement(session: Session, statement: Statement, params: list[Any]) -> 
     return outcome
 
 
-def transaction(session: Session, tag: str) -> Outcome:
+def transaction(session: Session, tag: str, *, to_savepoint: bool = False) -> Outcome:
     """BEGIN/COMMIT/ROLLBACK: accepted, and nothing to do, since every statement
-    commits on its own; a ROLLBACK after writes says that it undid none."""
+    commits on its own; a ROLLBACK after writes says that it undid none. ROLLBACK TO
+    SAVEPOINT ends a failed block's abort but not the block (PostgreSQL's recovery)."""
+    if to_savepoint and not session.in_tx:
+        raise QueryError("ROLLBACK TO SAVEPOINT can only be used in transaction blocks")
     if tag == "ROLLBACK" and session.committed_in_tx:
         session.send(
             notice(
@@ -143,6 +146,9 @@ def transaction(session: Session, tag: str) -> Outcome:
                 "25000",
             )
         )
+    if to_savepoint:
+        session.aborted = False
+        return Outcome(tag)
     if tag in ("COMMIT", "ROLLBACK") or (tag == "BEGIN" and not session.in_tx):
         session.committed_in_tx = 0
     if tag == "COMMIT" and session.aborted:
