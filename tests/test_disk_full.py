@@ -31,6 +31,7 @@ import duckflock
 # a run stuck past the parent's limit leaves every thread's stack in the failure (one
 # CI run in many timed out here once, and its stacks were lost with the killed child)
 faulthandler.dump_traceback_later(100, exit=True)
+faulthandler.enable()  # a crash in DuckDB's code leaves the Python stacks too
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 path, mode, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
