@@ -107,8 +107,12 @@ SETTINGS: dict[str, Effect] = {
     **{name: Effect.RESULTS for name in _RESULTS},
 }
 
-_SETTINGS_SQL = (
-    "SELECT name, value FROM duckdb_settings() WHERE name IN (SELECT unnest(?::VARCHAR[]))"
+# system.main: on a lake the default catalog is DuckLake's, where an unqualified table
+# function is looked for first, and that lookup begins a DuckLake transaction (six
+# catalog statements a read, where a refresh reads them every run)
+SETTINGS_SQL = (
+    "SELECT name, value FROM system.main.duckdb_settings() "
+    "WHERE name IN (SELECT unnest(?::VARCHAR[]))"
 )
 _CATALOG_SQL = """
 SELECT database_name, schema_name, table_name, table_oid, sql FROM duckdb_tables()
@@ -126,7 +130,7 @@ _WATCHED = sorted(name for name, effect in SETTINGS.items() if effect is Effect.
 
 def values(cursor: duckdb.DuckDBPyConnection) -> dict[str, str]:
     """The value on ``cursor`` of every setting that changes results."""
-    rows = cursor.execute(_SETTINGS_SQL, [_WATCHED]).fetchall()
+    rows = cursor.execute(SETTINGS_SQL, [_WATCHED]).fetchall()
     return {str(name): str(value) for name, value in rows}
 
 

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import duckdb
 
 from duckflock.core.cursors import first_row
+from duckflock.core.effects import SETTINGS_SQL
 from duckflock.core.names import Identity, RelationKind, Resolver
 from duckflock.errors import ParserError, QueryError
 from duckflock.sql import LexError, name_end, paren_end, tokens
@@ -206,10 +207,7 @@ def tree(execute: Callable[[str, list[Any]], Any], sql: str) -> dict[str, Any]:
     found: dict[str, Any] = json.loads(raw[0] if raw else "{}")
     if found.get("error_type") != "serialization":
         return found
-    values = execute(
-        "SELECT name, value FROM duckdb_settings() WHERE name IN (SELECT unnest(?::VARCHAR[]))",
-        [list(_PARSER_SETTINGS)],
-    ).fetchall()
+    values = execute(SETTINGS_SQL, [list(_PARSER_SETTINGS)]).fetchall()
     settings = tuple(sorted((str(name), str(value)) for name, value in values))
     with _apart_lock:
         raw = first_row(_apart(settings).execute(_SERIALIZE, [sql]))

@@ -36,7 +36,7 @@ from typing import Protocol
 import duckdb
 import pyarrow as pa
 
-from duckflock.core.effects import SETTINGS, Effect
+from duckflock.core.effects import values
 from duckflock.core.syntax import parse, walk
 from duckflock.errors import QueryError
 from duckflock.live.fold.query import arrow_types, over_arrow
@@ -44,10 +44,6 @@ from duckflock.sql import quote_ident, quote_literal
 
 Settings = tuple[tuple[str, str], ...]  # (name, value): the RESULTS settings to set
 
-_RESULTS = sorted(name for name, effect in SETTINGS.items() if effect is Effect.RESULTS)
-_SETTINGS_SQL = (
-    "SELECT name, value FROM duckdb_settings() WHERE name IN (SELECT unnest(?::VARCHAR[]))"
-)
 # bytes of Arrow input at most per detached query: the scheduler interrupts a run past
 # its time limit through the analysis's cursor, not this one, so a detached query stays
 # short (milliseconds: 10,000 new rows of six columns are ~0.4 MB); more input runs on
@@ -106,14 +102,9 @@ def _defaults() -> dict[str, str]:
     opened for it cost about as much as the rest of :func:`settings_for`)."""
     fresh = duckdb.connect(":memory:")
     try:
-        return _values(fresh)
+        return values(fresh)
     finally:
         fresh.close()
-
-
-def _values(cursor: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    rows = cursor.execute(_SETTINGS_SQL, [_RESULTS]).fetchall()
-    return {str(name): str(value) for name, value in rows}
 
 
 def _instance(settings: Settings) -> duckdb.DuckDBPyConnection | None:
@@ -132,7 +123,7 @@ def _instance(settings: Settings) -> duckdb.DuckDBPyConnection | None:
             con.execute("SET GLOBAL disabled_optimizers = 'join_filter_pushdown'")
             for name, value in settings:
                 con.execute(f"SET GLOBAL {quote_ident(name)} = {quote_literal(value)}")
-            if dict(settings) != {k: v for k, v in _values(con).items() if k in dict(settings)}:
+            if dict(settings) != {k: v for k, v in values(con).items() if k in dict(settings)}:
                 con.close()
                 return None
         except duckdb.Error:
@@ -186,7 +177,7 @@ def settings_for(
             if own & called:
                 return None
         defaults = _defaults()
-        wanted = _values(database)
+        wanted = values(database)
         settings = tuple(
             sorted((name, value) for name, value in wanted.items() if defaults.get(name) != value)
         )
