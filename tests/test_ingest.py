@@ -607,6 +607,47 @@ def test_insert_async_waits_for_room_off_the_event_loop() -> None:
     db.close()
 
 
+def test_insert_async_waits_for_room_and_the_commit_within_one_timeout() -> None:
+    """``timeout`` bounds the wait for room and the wait for the commit together: a
+    call admitted late gets what is left of it, not a fresh ``timeout`` (it could wait
+    up to twice as long)."""
+    import asyncio
+
+    db = duckflock.connect(max_queued_rows=10)
+    db.execute(EVENTS)
+    room, held = threading.Event(), threading.Event()
+    batches = 0
+
+    def hook(at: str) -> None:
+        nonlocal batches
+        if at == "batch":
+            batches += 1
+            assert (room if batches == 1 else held).wait(30), "never let go"
+
+    db.writer().fault_hook = hook
+    first = db.insert("events", [{"thread": 0, "seq": s} for s in range(10)], wait=False)
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        loop.call_later(0.6, room.set)  # room after 0.6 s of the 1 s; the commit held
+        with pytest.raises(duckflock.IngestTimeoutError, match="may still commit"):
+            await db.insert_async("events", {"thread": 1, "seq": 0}, timeout=1.0)
+        return loop.time() - started
+
+    try:
+        elapsed = asyncio.run(main())
+    finally:
+        room.set()
+        held.set()
+    assert batches == 2  # admitted, taken by the writer, held uncommitted
+    assert elapsed < 1.5, elapsed  # before: 0.6 s for room, then a full 1 s more
+    first.wait(30)
+    db.flush(30)
+    assert db.execute("SELECT count(*) FROM events").fetchone() == (11,)  # it committed
+    db.close()
+
+
 def test_big_batches_accept_what_small_ones_do(memdb: duckflock.Database) -> None:
     """Values beyond Arrow's inferred types (HUGEINT ints, ints mixed with numeric text)
     are accepted whatever the batch size, as DuckDB's VALUES path accepts them."""

@@ -100,7 +100,8 @@ class Inserts(Base):
         """``insert`` for asyncio code: awaits the commit without holding a thread.
 
         Checking and queueing take microseconds on the event loop; only when the queue is
-        full does the wait for room move to the loop's default executor.
+        full does the wait for room move to the loop's default executor. ``timeout``
+        bounds both waits together: the wait for room, then the commit's.
         """
         self._life.check()
         timeout = seconds(timeout, "timeout")
@@ -112,6 +113,9 @@ class Inserts(Base):
         if call.finished:  # a call without rows
             return Receipt(call)
         loop = asyncio.get_running_loop()
+        # one deadline for the wait for room and the wait for the commit together, as
+        # ``insert`` has: the commit's timer gets what the wait for room left of it
+        deadline = None if timeout is None else loop.time() + timeout
         committed = loop.create_future()
 
         def settle() -> None:
@@ -132,14 +136,15 @@ class Inserts(Base):
             await loop.run_in_executor(None, lambda: writer.submit(call, timeout, wait=False))
         # a timer that fails the future, not asyncio.wait_for (a second future, a task
         # wrapper and callbacks per call): cancelling the caller cancels ``committed``
-        expiry = None if timeout is None else loop.call_later(timeout, expire, committed)
+        expiry = None if deadline is None else loop.call_at(deadline, expire, committed)
         try:
             await committed
         except TimeoutError:
-            raise IngestTimeoutError(
-                f"{call.nrows} rows for {call.table!r} were accepted but not committed "
-                f"within {timeout} s; they may still commit"
-            ) from None
+            if not call.finished:  # finished as the deadline fell: its own outcome below
+                raise IngestTimeoutError(
+                    f"{call.nrows} rows for {call.table!r} were accepted but not committed "
+                    f"within {timeout} s; they may still commit"
+                ) from None
         finally:
             if expiry is not None:
                 expiry.cancel()
