@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from typing import Any
 
 import duckdb
@@ -314,7 +315,7 @@ def test_the_last_of_many_woken_callers_lets_the_writer_go_once() -> None:
     threads = [threading.Thread(target=come_back, args=(call,)) for call in calls]
     for thread in threads:
         thread.start()
-    assert woken.wait(batches.Woken.deadline() + 30)
+    assert woken.wait(woken.deadline() + 30)
     for thread in threads:
         thread.join(30)
     assert not errors and not woken.pending
@@ -337,10 +338,46 @@ def test_the_writer_stops_waiting_at_the_deadline_and_forgets_old_tallies(
     with lock:
         woken.wake([never, back])
     assert back.wait(5) == 1
-    assert not woken.wait(batches.Woken.deadline())  # the deadline passes
+    assert not woken.wait(woken.deadline())  # the deadline passes
     assert woken.pending  # still awaited by the next batch, until forgotten
     monkeypatch.setattr(batches, "FORGET_SECONDS", 0.0)
-    assert woken.wait(batches.Woken.deadline() + 30) and not woken.pending
+    assert woken.wait(woken.deadline() + 30) and not woken.pending
+
+
+def test_the_wait_for_stragglers_follows_recent_waits_within_its_bounds() -> None:
+    """Twice the median of the recent waits, never under STRAGGLER_SECONDS nor over
+    STRAGGLER_MAX_SECONDS: callers that usually take 0.9 ms to come back get 1.8 ms
+    (a fixed 1 ms expired in one batch of eight or so, and the callers still away
+    waited a second commit)."""
+    woken = batches.Woken()
+
+    def allows(span: float) -> bool:
+        before = time.monotonic()
+        deadline = woken.deadline()
+        after = time.monotonic()
+        return deadline - after - 1e-9 <= span <= deadline - before + 1e-9
+
+    low, high = batches.STRAGGLER_SECONDS, batches.STRAGGLER_MAX_SECONDS
+    assert allows(low)  # nothing waited yet: the floor
+    for _ in range(40):
+        woken.waited(0.0009)
+    assert allows(0.0018)
+    for _ in range(15):
+        woken.waited(0.05)  # a minority of slow waits leaves the median alone
+    assert allows(0.0018)
+    for _ in range(40):
+        woken.waited(0.05)
+    assert allows(high)  # the cap
+    for _ in range(40):
+        woken.waited(0.0)
+    assert allows(low)
+    for _ in range(40):
+        woken.waited(0.0009)
+    assert woken.wait(time.monotonic() + 1)  # nothing pending: back at once ...
+    assert allows(0.0018)  # ... one wait of ~0 among 32 moves nothing
+    for _ in range(20):
+        woken.wait(time.monotonic() + 1)
+    assert allows(low)  # most waits ~0: the floor again
 
 
 def test_threads_that_miss_the_schema_cache_together_read_the_catalog_once() -> None:

@@ -30,6 +30,13 @@ from duckflock.ingest.storage import StorageFailure
 # other work).
 STRAGGLER_SECONDS = 0.001
 FORGET_SECONDS = 0.005
+# The wait for stragglers follows the machine: twice the median of the last _WAITS waits
+# (an expired one counts as its deadline), between STRAGGLER_SECONDS and
+# STRAGGLER_MAX_SECONDS. Fifty callers take 0.7-1 ms to come back on an idle 2-core
+# machine, so a fixed 1 ms expired in 10-15% of the batches: the callers still away
+# missed the commit and waited two (BENCHMARKS.md, round 7: the p99 ack).
+STRAGGLER_MAX_SECONDS = 0.003
+_WAITS = 32
 # How many callers of a commit are awake at once while they wake one another (Relay):
 # each woken caller wakes the next, so a caller's wake-up (a thread the kernel has to
 # schedule) overlaps with the work of the RELAY_AHEAD - 1 before it.
@@ -119,6 +126,7 @@ class Woken:
 
     def __init__(self) -> None:
         self._tallies: deque[Tally] = deque(maxlen=_TALLIES)
+        self._waits: deque[float] = deque([0.0], maxlen=_WAITS)  # recent waits, seconds
 
     def wake(self, calls: list[Call]) -> None:
         """Finish ``calls`` (waking their callers), counting the callers woken."""
@@ -150,14 +158,27 @@ class Woken:
         """Whether callers recent commits woke may still be on their way back."""
         return bool(self._tallies)
 
-    @staticmethod
-    def deadline() -> float:
-        """Until when the batch being gathered may wait for stragglers."""
-        return time.monotonic() + STRAGGLER_SECONDS
+    def deadline(self) -> float:
+        """Until when the batch being gathered may wait for stragglers: twice the
+        median of the recent waits, within STRAGGLER_SECONDS..STRAGGLER_MAX_SECONDS."""
+        waits = sorted(self._waits)
+        usual = 2 * waits[len(waits) // 2]
+        return time.monotonic() + max(STRAGGLER_SECONDS, min(STRAGGLER_MAX_SECONDS, usual))
+
+    def waited(self, seconds: float) -> None:
+        """One wait for stragglers took ``seconds`` (its deadline when it expired)."""
+        self._waits.append(seconds)
 
     def wait(self, until: float) -> bool:
         """Wait, until ``until`` at most, for every caller recent commits woke to run
-        again; whether they all did."""
+        again; whether they all did. A wait with time to spare is recorded."""
+        started = time.monotonic()
+        back = self._wait(until)
+        if until > started:
+            self.waited(min(time.monotonic(), until) - started)
+        return back
+
+    def _wait(self, until: float) -> bool:
         tallies = self._tallies
         while tallies:
             tally = tallies[0]

@@ -294,7 +294,7 @@ class Writer:
             except queue.Empty:
                 if urgent and not straggled and not self._closing and self._woken.pending:
                     # callers recent commits woke are on their way back: sleep until the
-                    # last is back (at most STRAGGLER_SECONDS), then take what they handed in
+                    # last is back (Woken.deadline: 1-3 ms), then take what they handed in
                     straggled = yielded = True
                     self._woken.wait(self._woken.deadline())
                     try:
