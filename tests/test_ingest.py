@@ -615,13 +615,15 @@ def test_insert_async_waits_for_room_and_the_commit_within_one_timeout() -> None
 
     db = duckflock.connect(max_queued_rows=10)
     db.execute(EVENTS)
-    room, held = threading.Event(), threading.Event()
+    room, taken, held = threading.Event(), threading.Event(), threading.Event()
     batches = 0
 
     def hook(at: str) -> None:
         nonlocal batches
         if at == "batch":
             batches += 1
+            if batches > 1:
+                taken.set()
             assert (room if batches == 1 else held).wait(30), "never let go"
 
     db.writer().fault_hook = hook
@@ -637,10 +639,10 @@ def test_insert_async_waits_for_room_and_the_commit_within_one_timeout() -> None
 
     try:
         elapsed = asyncio.run(main())
+        assert taken.wait(30)  # it was admitted and taken by the writer
     finally:
         room.set()
         held.set()
-    assert batches == 2  # admitted, taken by the writer, held uncommitted
     assert elapsed < 1.5, elapsed  # before: 0.6 s for room, then a full 1 s more
     first.wait(30)
     db.flush(30)
