@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from duckflock.core.cursors import first_row
+from duckflock.live.fold import coded
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.states import MAX_CHUNKS
@@ -292,9 +293,12 @@ def flagged(marking: Marking, state: pa.Table, marks: pa.Table, bound: int) -> p
         "__live": after("__s_live") | (unsteady & after("__s_late")),
         "__local": true(marks["__local"]),
     }
-    where = pc.index_in(state[marking.key], value_set=marks[marking.key].combine_chunks())
-    found = np.asarray(where.is_valid().to_numpy(zero_copy_only=False), bool)
-    at = where.fill_null(0).to_numpy(zero_copy_only=False)
+    looked = coded.look_up(state[marking.key], marks[marking.key])
+    if looked is None:
+        where = pc.index_in(state[marking.key], value_set=marks[marking.key].combine_chunks())
+        found = np.asarray(where.is_valid().to_numpy(zero_copy_only=False), bool)
+        looked = where.fill_null(0).to_numpy(zero_copy_only=False), found
+    at, found = looked
     for name, values in per_bucket.items():  # a row of no bucket (NULL): no flag
         state = state.append_column(name, pa.array(values[at] & found))
     return state
@@ -345,7 +349,9 @@ def partials(
         with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
             bucket = bucket_of(delta[found[0]], width, state[marking.key].type)
             if bucket is not None:
-                return arrow.partials_of(delta.append_column(BUCKET, bucket), state.schema)
+                rows = delta.append_column(BUCKET, bucket)
+                fast = coded.partials(arrow, rows, state.schema)  # integer keys: numpy
+                return arrow.partials_of(rows, state.schema) if fast is None else fast
     return over_arrow(cursor, marking.partials, state.slice(0, 0), delta)
 
 
