@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 from duckflock.live.fold import coded
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.positions import merge_touched
-from duckflock.live.fold.states import MAX_CHUNKS
 
+_CHUNKS = 4  # chunks past which a merged state is made one again (by_bucket)
 _CODES = 1 << 62  # distinct (key…, bucket) combinations a code can hold
 
 
@@ -71,7 +71,8 @@ def by_bucket(arrow: ArrowPlan, state: pa.Table, parts: pa.Table) -> pa.Table | 
     if merged is None or not start:
         return merged
     both = pa.concat_tables([state.slice(0, start), merged])
-    return both.combine_chunks() if both.column(0).num_chunks > MAX_CHUNKS else both
+    # few chunks: each consumer (the NaN check, the flags, the combine) pays per chunk
+    return both.combine_chunks() if both.column(0).num_chunks > _CHUNKS else both
 
 
 def by_position(arrow: ArrowPlan, state: pa.Table, parts: pa.Table) -> pa.Table | None:

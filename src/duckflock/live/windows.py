@@ -44,6 +44,7 @@ from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity, RelationKind, Resolver
 from duckflock.core.syntax import table_parts
 from duckflock.live import bucketmerge
+from duckflock.live.fold import coded
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.instants import (
@@ -306,9 +307,9 @@ def split(window: Window, flagged: pa.Table, instant: datetime) -> Split:
     # but for the two tables kept
     live, whole, local = true("__live"), true("__in"), true("__local")
     state = flagged.drop_columns(["__in", "__live", "__local"])
-    kept = state if live.all() else _rows(state, live)
+    kept = state if live.all() else coded.rows(state, live)
     bucket = f"__k{window.keys}"
-    inside = _rows(state.drop_columns([bucket]), whole)
+    inside = coded.rows(state.drop_columns([bucket]), whole)
     # epoch microseconds, not datetimes: a bucket past the year 9999 has none
     micros = bucket_micros(state[bucket])
     valid = np.asarray(micros.is_valid().to_numpy(), bool)
@@ -337,17 +338,6 @@ def split(window: Window, flagged: pa.Table, instant: datetime) -> Split:
         span = (0, 0)
     read = at(sql, instant).replace("__duckflock_low", low_sql)
     return Split(kept, inside, read.replace("__duckflock_high", high_sql), span)
-
-
-def _rows(table: pa.Table, keep: np.ndarray) -> pa.Table:
-    """The rows of ``table`` that ``keep`` marks: a zero-copy slice where they are one
-    run (a state ordered by bucket: bucketmerge.by_bucket), else a filter."""
-    at = np.flatnonzero(keep)
-    if not len(at):
-        return table.slice(0, 0)
-    if int(at[-1]) - int(at[0]) + 1 == len(at):
-        return table.slice(int(at[0]), len(at))
-    return table.filter(pa.array(keep))
 
 
 def cut(

@@ -248,6 +248,24 @@ def _as(column: pa.ChunkedArray | pa.Array, kind: pa.DataType) -> pa.ChunkedArra
     return column if column.type == kind else column.cast(kind)
 
 
+def rows(table: pa.Table, keep: np.ndarray) -> pa.Table:
+    """The rows of ``table`` that ``keep`` marks: a zero-copy slice where they are one
+    run (a state ordered by bucket, rows ordered by time), else a filter."""
+    at = np.flatnonzero(keep)
+    if not len(at):
+        return table.slice(0, 0)
+    if int(at[-1]) - int(at[0]) + 1 == len(at):
+        return table.slice(int(at[0]), len(at))
+    return table.filter(pa.array(keep))
+
+
+def instants(column: pa.ChunkedArray) -> np.ndarray | None:
+    """A microsecond timestamp column without NULL as int64 numpy (else None)."""
+    if not pa.types.is_timestamp(column.type) or column.type.unit != "us":
+        return None
+    return integers(column)
+
+
 def look_up(
     values: pa.ChunkedArray, value_set: pa.ChunkedArray
 ) -> tuple[np.ndarray, np.ndarray] | None:
