@@ -192,6 +192,9 @@ def marked(
     new bucket's are asked for: never more than one window's worth)."""
     key = marking.key
     if marks is not None and fresh is not None:
+        looked = coded.look_up(fresh, marks[key])  # (integers without NULL: in numpy)
+        if looked is not None and looked[1].all():
+            return marks
         values = marks[key].combine_chunks()
         found = pc.is_in(fresh.drop_null(), value_set=values)
         if pc.all(found, min_count=0).as_py():  # (none new: True)

@@ -301,7 +301,10 @@ def split(window: Window, flagged: pa.Table, instant: datetime) -> Split:
     into the buckets inside it."""
 
     def true(name: str) -> np.ndarray:  # (a NULL flag is false)
-        return np.asarray(flagged[name].fill_null(False).to_numpy(), bool)
+        column = flagged[name]
+        return np.asarray(
+            (column.fill_null(False) if column.null_count else column).to_numpy(), bool
+        )
 
     # the flags and the buckets in numpy: one pass each, no filter of the whole table
     # but for the two tables kept
@@ -311,9 +314,12 @@ def split(window: Window, flagged: pa.Table, instant: datetime) -> Split:
     bucket = f"__k{window.keys}"
     inside = coded.rows(state.drop_columns([bucket]), whole)
     # epoch microseconds, not datetimes: a bucket past the year 9999 has none
-    micros = bucket_micros(state[bucket])
-    valid = np.asarray(micros.is_valid().to_numpy(), bool)
-    values = micros.fill_null(0).to_numpy()
+    values = coded.instants(state[bucket])  # (no NULL: all valid)
+    valid = np.ones(state.num_rows, bool)
+    if values is None:
+        micros = bucket_micros(state[bucket])
+        valid = np.asarray(micros.is_valid().to_numpy(), bool)
+        values = micros.fill_null(0).to_numpy()
     edge = live & ~whole
     cut = values[edge & valid]
     sql = window.boundary
