@@ -16,19 +16,9 @@ from duckflock.live.fold import coded
 from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
 from duckflock.live.fold.states import PartialKind
 from duckflock.live.plan.probes import same
+from test_dense import PARTIALS  # the partials of every kind the numpy folds take
 
 K = PartialKind
-PARTIALS = (
-    (K.COUNT_ALL, None),
-    (K.SUM, "v"),
-    (K.MIN, "v"),
-    (K.MAX, "v"),
-    (K.SUM, "v"),  # an avg's sum beside the sum: computed once
-    (K.COUNT, "v"),
-    (K.SUM, "f"),  # FLOAT, summed as DOUBLE
-    (K.MIN, "f"),
-    (K.MAX, "n"),
-)
 TYPES = [pa.int64()] + [pa.float64()] * 4 + [pa.int64(), pa.float64(), pa.float32(), pa.int64()]
 WIDTH = 4_687_500  # a window of 5 minutes in 64 buckets
 STAMP = pa.timestamp("us")

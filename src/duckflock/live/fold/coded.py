@@ -6,8 +6,8 @@ the buckets inside the window with the cut bucket's rows by the query's keys. Ea
 pyarrow hash kernel costs tens of microseconds cold (an Acero plan per ``group_by``,
 ``unique`` and ``index_in`` per key column), more than its work over a few thousand
 rows. Where every key column holds integers without NULL (integer types, TIMESTAMP,
-DATE, TIME, INTERVAL-less durations: their values are equal exactly where their
-integers are), each row's group is one integer computed in numpy — per column its
+DATE, TIME, durations: their values are equal exactly where their integers
+are), each row's group is one integer computed in numpy — per column its
 distance from the smallest value, in steps (a time bucket's width, where every value is
 a multiple of it from there), mixed into one code (:class:`Coding`) — and the
 aggregates are ``numpy.bincount``/``ufunc.at`` over those codes.
@@ -20,8 +20,9 @@ grouping their concatenation. Integer counts add exactly; min/max do not depend 
 order (the caller has found no NaN or -0.0: ``ArrowPlan.has_nan``). It declines (None)
 where a key is not such an integer column, a value is NULL, a sum is exact (integers,
 decimals) or the codes would not fit in 62 bits. The groups come out in code order, not
-pyarrow's first-seen order: a state's or an unordered result's row order is no one's
-to rely on (an ORDER BY sorts the result).
+pyarrow's first-seen order (a window's state: by bucket first, so that a merge can
+leave its older buckets as they are): a state's or an unordered result's row order is
+no one's to rely on (an ORDER BY sorts the result).
 """
 
 from __future__ import annotations
@@ -215,8 +216,8 @@ def grouped(
     code = np.concatenate([found.encode(table) for table in coded])
     bins, codes = _groups(code, found.total)
     count = found.total if codes is None else len(codes)
-    rows = np.bincount(bins, minlength=count)
-    present = np.flatnonzero(rows)
+    members = np.bincount(bins, minlength=count)
+    present = np.flatnonzero(members)
     width = len(keys[0])
     decoded = found.decode(present if codes is None else codes[present])
     order = [first, *range(first), *range(first + 1, width)]  # the coded columns' keys
