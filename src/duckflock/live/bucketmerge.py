@@ -15,12 +15,15 @@ pyarrow plan, after ``has_nan``).
 
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from duckflock.live.fold import coded
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.positions import merge_touched
 
+_CHUNKS = 4  # chunks past which a merged state is made one again (by_bucket)
 _CODES = 1 << 62  # distinct (key…, bucket) combinations a code can hold
 
 
@@ -39,12 +42,37 @@ def merged(arrow: ArrowPlan, state: pa.Table, delta: pa.Table, out: pa.Table) ->
         if arrow.has_nan(state, delta) or arrow.has_nan(parts, delta.slice(0, 0)):
             return None  # the new rows' keys and arguments, the state's and the partials
         if schema == state.schema:
-            found = by_position(arrow, state, parts)
+            found = by_bucket(arrow, state, parts)
+            if found is None:
+                found = by_position(arrow, state, parts)
             if found is not None:
                 return found
         return arrow.merge(state, parts, unique=False)[0]
     except (pa.ArrowException, TypeError, ValueError):
         return None
+
+
+def by_bucket(arrow: ArrowPlan, state: pa.Table, parts: pa.Table) -> pa.Table | None:
+    """``parts`` merged into ``state`` in numpy (:mod:`~duckflock.live.fold.coded`), the
+    result ordered by bucket (the last key) first: where ``state`` is so ordered, only its
+    rows from the new rows' first bucket on are merged, the rest kept as they are (a
+    zero-copy slice). None where the keys are not integers (then :func:`by_position`)."""
+    last = len(arrow.keys) - 1
+    if not parts.num_rows or last < 0:
+        return None
+    buckets = coded.integers(state.column(last))
+    new = coded.integers(parts.column(last))
+    if buckets is None or new is None:
+        return None
+    start = 0
+    if len(buckets) and not np.any(buckets[1:] < buckets[:-1]):  # ordered by bucket
+        start = int(np.searchsorted(buckets, new.min(), "left"))
+    merged = coded.merged(arrow, [state.slice(start), parts], first=last)
+    if merged is None or not start:
+        return merged
+    both = pa.concat_tables([state.slice(0, start), merged])
+    # few chunks: each consumer (the NaN check, the flags, the combine) pays per chunk
+    return both.combine_chunks() if both.column(0).num_chunks > _CHUNKS else both
 
 
 def by_position(arrow: ArrowPlan, state: pa.Table, parts: pa.Table) -> pa.Table | None:

@@ -12,7 +12,7 @@ import contextlib
 import duckdb
 import pyarrow as pa
 
-from duckflock.live.fold import detached, merges, touch
+from duckflock.live.fold import coded, detached, merges, touch
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.plan.plans import Plan, split
 from duckflock.live.record import Analysis
@@ -103,5 +103,8 @@ def combined(
     with the rows of the cut buckets folded in (pyarrow for plain shapes)."""
     if plan.arrow is not None and not plan.arrow.has_nan(inside, rows):
         with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
+            merged = coded.combined(plan.arrow, inside, rows)  # integer keys: in numpy
+            if merged is not None:
+                return plan.arrow.result(merged)
             return plan.arrow.fold(inside, rows, unique=False)[1]  # buckets: grouped
     return split(plan, over_arrow(cursor, plan.refresh, inside, rows))[1]

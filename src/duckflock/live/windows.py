@@ -44,6 +44,7 @@ from duckflock.core.cursors import first_row
 from duckflock.core.names import Identity, RelationKind, Resolver
 from duckflock.core.syntax import table_parts
 from duckflock.live import bucketmerge
+from duckflock.live.fold import coded
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.instants import (
@@ -300,19 +301,25 @@ def split(window: Window, flagged: pa.Table, instant: datetime) -> Split:
     into the buckets inside it."""
 
     def true(name: str) -> np.ndarray:  # (a NULL flag is false)
-        return np.asarray(flagged[name].fill_null(False).to_numpy(), bool)
+        column = flagged[name]
+        return np.asarray(
+            (column.fill_null(False) if column.null_count else column).to_numpy(), bool
+        )
 
     # the flags and the buckets in numpy: one pass each, no filter of the whole table
     # but for the two tables kept
     live, whole, local = true("__live"), true("__in"), true("__local")
     state = flagged.drop_columns(["__in", "__live", "__local"])
-    kept = state if live.all() else state.filter(pa.array(live))
+    kept = state if live.all() else coded.rows(state, live)
     bucket = f"__k{window.keys}"
-    inside = state.drop_columns([bucket]).filter(pa.array(whole))
+    inside = coded.rows(state.drop_columns([bucket]), whole)
     # epoch microseconds, not datetimes: a bucket past the year 9999 has none
-    micros = bucket_micros(state[bucket])
-    valid = np.asarray(micros.is_valid().to_numpy(), bool)
-    values = micros.fill_null(0).to_numpy()
+    values = coded.instants(state[bucket])  # (no NULL: all valid)
+    valid = np.ones(state.num_rows, bool)
+    if values is None:
+        micros = bucket_micros(state[bucket])
+        valid = np.asarray(micros.is_valid().to_numpy(), bool)
+        values = micros.fill_null(0).to_numpy()
     edge = live & ~whole
     cut = values[edge & valid]
     sql = window.boundary
