@@ -75,6 +75,7 @@ class ArrowPlan:
     # state's keys' lookup table (dense.py); the sketches last counted (sketches.py)
     _clean: Clean = dataclasses.field(default_factory=Clean, compare=False, hash=False, repr=False)
     _keys: dense.KeyIndex = dataclasses.field(default_factory=dense.KeyIndex, compare=False)
+    _counts: sketches.Counted = dataclasses.field(default_factory=sketches.Counted, compare=False)
 
     def has_nan(self, state: pa.Table, delta: pa.Table) -> bool:
         """Whether a floating column the fold reads holds NaN or -0.0 (the new rows' keys
@@ -287,7 +288,7 @@ class ArrowPlan:
             elif output.kind is OutputKind.LENGTH:
                 value = sets.length(state.column(width + output.index))
             elif output.kind is OutputKind.COUNT:
-                value = sketches.count(state.column(width + output.index))
+                value = self._counts.count(state.column(width + output.index), output.index)
             elif output.kind is OutputKind.EXACT_AVG:
                 value = _exact_avg(state, output)
             else:
