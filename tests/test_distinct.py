@@ -211,6 +211,10 @@ def test_counts_are_kept_for_the_sketches_whose_registers_did_not_change(
     for table in (old, new, new, more):
         assert counted.count(table["b"], 3).to_pylist() == table["n"].to_pylist()
     assert rows == [6, 1, 8]  # all; group 5; none; all (other registers at every row)
+    monkeypatch.setattr(sketches.Counted, "KEPT", 7)  # too many to keep: counted each time
+    for table in (more, more, more):
+        assert counted.count(table["b"], 3).to_pylist() == table["n"].to_pylist()
+    assert rows == [6, 1, 8, 8, 8]  # (the kept ones answer once more, then are let go)
     # a histogram with gaps (values 0, 1, 9, 59) counted by the full loop of Q steps
     regs = sketches.registers(more["b"])
     regs[:, :4] = [[0, 1, 9, sketches.Q + 1]] * len(regs)

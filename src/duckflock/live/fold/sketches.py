@@ -156,6 +156,8 @@ class Counted:
     on its registers alone, so a refresh counts only the sketches whose registers differ
     from the ones at the same row last time (a merge keeps the touched groups' order)."""
 
+    KEPT = 1 << 16  # sketches past which none are kept (their registers: 64 bytes each)
+
     def __init__(self) -> None:
         self._last: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -173,7 +175,10 @@ class Counted:
             counts[:kept] = last[1][:kept]
             if changed.any():
                 counts[changed] = _counts(regs[changed])
-        self._last[output] = (regs, counts)
+        if len(regs) <= self.KEPT:
+            self._last[output] = (regs, counts)
+        else:
+            self._last.pop(output, None)
         return pa.array(counts, pa.int64())
 
 
