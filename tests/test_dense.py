@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 import duckflock
@@ -62,7 +63,7 @@ def test_the_numpy_fold_equals_grouping_then_merging_bit_for_bit(seed: int) -> N
     state = plan.partials_of(_rows(rng, 5_000, 40), SCHEMA)
     for _ in range(3):
         delta = _rows(rng, 3_000, 40)
-        folded = dense.fold(state, delta["k"], delta, PARTIALS, plan.twins)
+        folded = dense.fold(state, delta["k"], delta, PARTIALS, plan.twins, plan._keys)
         assert folded is not None and folded[1]
         grouped = plan.merge(state, plan.partials_of(delta, SCHEMA))[0]
         assert same(grouped, folded[0], SCHEMA)
@@ -75,6 +76,7 @@ def test_it_declines_new_groups_nulls_and_exact_sums() -> None:
     state = plan.partials_of(_rows(rng, 1_000, 10), SCHEMA)
     fresh = _rows(rng, 100, 11)  # group 10 is new
     assert dense.fold(state, fresh["k"], fresh, PARTIALS, plan.twins) is None
+    assert dense.fold(state, fresh["k"], fresh, PARTIALS, plan.twins, dense.KeyIndex()) is None
     nulls = _rows(rng, 100, 10)
     nulls = nulls.set_column(1, "v", pa.array([None, *nulls["v"].to_pylist()[1:]], pa.float64()))
     assert dense.fold(state, nulls["k"], nulls, PARTIALS, plan.twins) is None
@@ -122,6 +124,35 @@ def test_a_plain_refresh_folds_in_numpy_and_checks_only_the_new_rows() -> None:
             assert result.mode == "incremental"
             assert sorted(result.rows()) == sorted(db.execute(sql).fetchall())
             assert plan.arrow._clean.vouched(run.state)  # merged in numpy, found clean
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [getattr(pa, f"{sign}int{bits}")() for sign in ("", "u") for bits in (8, 16, 32, 64)],
+)
+def test_the_key_index_finds_what_index_in_finds(kind: pa.DataType) -> None:
+    info = np.iinfo(kind.to_pandas_dtype())
+    rng = np.random.default_rng(kind.bit_width)
+    for low in sorted({int(info.min), -5 if info.min else 0, int(info.max) - 40}):
+        keys = pa.array([low + int(i) for i in rng.permutation(40)], kind)
+        # the keys, their neighbours and the type's ends: wrapped offsets fall past the table
+        near = [*range(low - 3, low + 44), int(info.min), int(info.max), 0]
+        inside = [value for value in near if info.min <= value <= info.max]
+        new = pa.array([inside[i] for i in rng.integers(0, len(inside), 500)], kind)
+        index = dense.KeyIndex()
+        found = index.positions(keys, new)
+        assert found is not None
+        expected = pc.index_in(new, value_set=keys).fill_null(len(keys))
+        assert found.tolist() == expected.to_pylist(), (kind, low)
+        table = index._built
+        assert index.positions(keys.slice(0), new) is not None and index._built is table  # kept
+    wide = pa.array([0, dense.MAX_SPAN], pa.int64())
+    assert dense.KeyIndex().positions(wide, pa.array([0], pa.int64())) is None
+    assert dense.KeyIndex().positions(pa.array([0, 1]), pa.array([0, None])) is None
+    assert dense.KeyIndex().positions(pa.array(["a"]), pa.array(["a"])) is None
+    index = dense.KeyIndex()
+    assert index.positions(pa.array([3, 4]), pa.array([4])).tolist() == [1]
+    assert index.positions(pa.array([4, 3]), pa.array([4])).tolist() == [0]  # other keys: built
 
 
 @pytest.mark.parametrize(

@@ -193,6 +193,43 @@ def test_sketches_merge_and_count_as_duckdb_does(values: str) -> None:
     assert both["ab"].combine_chunks().equals(sketches.merge(evens, odds))
 
 
+def test_counts_are_kept_for_the_sketches_whose_registers_did_not_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kept count is the count of the same registers; only changed or added rows are
+    counted again, and the skipped steps of an unused register value change no bit."""
+    con = duckdb.connect()
+    values = (
+        "SELECT range % 6 AS g, CASE WHEN range % 6 = 5 THEN range ELSE range * 7 % 300 END AS x"
+    )
+    old = _sketches(con, f"{values} FROM range(3000)")
+    new = _sketches(con, f"{values} FROM range(5400)")
+    more = _sketches(con, "SELECT range % 8 AS g, range AS x FROM range(64000)")
+    counted, rows = sketches.Counted(), []
+    inner = sketches._counts
+    monkeypatch.setattr(sketches, "_counts", lambda regs: rows.append(len(regs)) or inner(regs))
+    for table in (old, new, new, more):
+        assert counted.count(table["b"], 3).to_pylist() == table["n"].to_pylist()
+    assert rows == [6, 1, 8]  # all; group 5; none; all (other registers at every row)
+    monkeypatch.setattr(sketches.Counted, "KEPT", 7)  # too many to keep: counted each time
+    for table in (more, more, more):
+        assert counted.count(table["b"], 3).to_pylist() == table["n"].to_pylist()
+    assert rows == [6, 1, 8, 8, 8]  # (the kept ones answer once more, then are let go)
+    # a histogram with gaps (values 0, 1, 9, 59) counted by the full loop of Q steps
+    regs = sketches.registers(more["b"])
+    regs[:, :4] = [[0, 1, 9, sketches.Q + 1]] * len(regs)
+    c = [[list(row).count(v) for v in range(sketches.Q + 2)] for row in regs.tolist()]
+    expected = []
+    for row in c:
+        z = float(sketches._TAU[row[sketches.Q]])
+        for k in range(sketches.Q, 0, -1):
+            z = (z + row[k]) * 0.5
+        z += float(sketches._SIGMA[row[0]])
+        estimate = sketches.ALPHA * sketches.M * sketches.M / z
+        expected.append(math.floor(estimate) + (estimate - math.floor(estimate) >= 0.5))
+    assert inner(regs).tolist() == expected
+
+
 def test_a_sketch_numpy_cannot_read_is_refused() -> None:
     """NULL, another length or a register past Q + 1: ValueError, and DuckDB folds."""
     for bad in ([None], [b"\x00" * 63], [bytes([sketches.Q + 2]) * sketches.M]):

@@ -126,21 +126,33 @@ def between(
     found = {kind for _, kind, _ in kinds}
     empty = pa.table({})
     inserted = deleted = empty
-    name = ", ".join(quote_literal(part) for part in (catalog, table.schema, table.name))
-    args = f"{name}, {start + 1}, {end}"
     if found & _INSERT_KINDS:
-        read = _rows(cursor, f"ducklake_table_insertions({args})", limit)
+        read = _rows(cursor, _call("insertions", table, start + 1, end), limit)
         if read is None:
             return Gap(f"over {limit:,} rows changed in the lake between refreshes")
         inserted = read
     # a transaction that wrote a file and then deleted or updated some of its own rows
     # lists only its insert, the file's delete file at the same snapshot
     if found & DELETE_KINDS or FILE_INSERT in found:
-        read = _rows(cursor, f"ducklake_table_deletions({args})", limit - inserted.num_rows)
+        read = _rows(cursor, _call("deletions", table, start + 1, end), limit - inserted.num_rows)
         if read is None:
             return Gap(f"over {limit:,} rows changed in the lake between refreshes")
         deleted = read
     return Feed(start, end, inserted, deleted)
+
+
+def inserted_columns(cursor: duckdb.DuckDBPyConnection, table: Identity, end: int) -> pa.Schema:
+    """The columns and Arrow types the feed's inserted rows of ``table`` have at the
+    snapshot the cursor reads (``end``, the latest: each is checked): no rows asked."""
+    call = _call("insertions", table, end, end)
+    return cursor.execute(f"SELECT * FROM {call} LIMIT 0").to_arrow_table().schema
+
+
+def _call(kind: str, table: Identity, first: int, last: int) -> str:
+    """DuckLake's ``ducklake_table_{kind}`` of ``table`` over snapshots first … last
+    (literal arguments: the table function binds them at once)."""
+    name = ", ".join(quote_literal(part) for part in (table.catalog, table.schema, table.name))
+    return f"ducklake_table_{kind}({name}, {int(first)}, {int(last)})"
 
 
 def entries(changes: str) -> list[tuple[str, str]]:

@@ -325,6 +325,12 @@ class Catalog:
                 self._columns.clear()
             self._columns[(listing.table_id, listing.schema_version)] = rows.schema
 
+    def knows(self, table: Identity) -> bool:
+        """Whether ``table``'s columns are known at the schema version last listed."""
+        with self._lock:
+            known = self._targets.get(table)
+            return known is not None and (known.table_id, known.schema_version) in self._columns
+
     def appended(
         self, listing: Listing, limit: int, named: frozenset[str] | None = None
     ) -> Feed | Gap | None:

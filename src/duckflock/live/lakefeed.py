@@ -130,6 +130,8 @@ class LakeFeed:
                 cursor.execute("COMMIT")
                 if listing is not None and read is not None:
                     self.tables.learn(listing, read.inserted)
+                if fed.full and not plan.joined and not self.tables.knows(plan.table):
+                    self._prime(analysis, plan, end)
         except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
                 cursor.execute("ROLLBACK")
@@ -225,6 +227,24 @@ class LakeFeed:
         analysis.check()
         state, table = split(plan, cursor.execute(plan.build).to_arrow_table())
         return Fed(state, table, watermark, f"full: {why}", True, []), end, None
+
+    def _prime(self, analysis: Analysis, plan: Plan, end: int) -> None:
+        """After a build at snapshot ``end``: what the next refresh's quick path
+        (:meth:`_quick`) would otherwise pay for first -- the catalog located and its
+        connection opened, the table found, the feed's columns learned for the schema
+        version (read after the build, kept where the lake is still at ``end`` after
+        the read: then they were read there), the repeated listing prepared, the
+        query's column names read -- so that the first refresh after a definition
+        costs what later ones do. A failure leaves it to that refresh."""
+        cursor = analysis.state.cursor
+        with contextlib.suppress(duckdb.Error):
+            if self.tables.listing(cursor, plan.table, end) is None:
+                return  # (not a PostgreSQL catalog: no quick path)
+            columns = feed.inserted_columns(cursor, plan.table, end)
+            listing = self.tables.listing(cursor, plan.table, end)  # (now prepared)
+            if listing is not None and listing.end == end:  # (so the columns' snapshot)
+                self.tables.learn(listing, columns.empty_table())
+            self._names(analysis, plan)
 
     def _read(self, plan: Plan, cursor: duckdb.DuckDBPyConnection, start: int) -> feed.Feed | str:
         """The feed from ``start`` to the transaction's snapshot, or why it cannot be

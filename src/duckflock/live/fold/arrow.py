@@ -71,8 +71,11 @@ class ArrowPlan:
     limit: int | None
     # keys that are a time bucket of their column (key index, bucket): live/fold/buckets.py
     buckets: tuple[tuple[int, Bucket], ...] = ()
-    # the state chunks (or a whole state: dense.py) found free of NaN and -0.0
+    # the state chunks (or a whole state: dense.py) found free of NaN and -0.0; the
+    # state's keys' lookup table (dense.py); the sketches last counted (sketches.py)
     _clean: Clean = dataclasses.field(default_factory=Clean, compare=False, hash=False, repr=False)
+    _keys: dense.KeyIndex = dataclasses.field(default_factory=dense.KeyIndex, compare=False)
+    _counts: sketches.Counted = dataclasses.field(default_factory=sketches.Counted, compare=False)
 
     def has_nan(self, state: pa.Table, delta: pa.Table) -> bool:
         """Whether a floating column the fold reads holds NaN or -0.0 (the new rows' keys
@@ -163,7 +166,7 @@ class ArrowPlan:
         small state merges in numpy, ungrouped, where it can (:mod:`.dense`)."""
         if unique and len(self.keys) == 1 and not self.buckets:  # (new buckets: grouped)
             key = delta[self.keys[0]]
-            folded = dense.fold(state, key, delta, self.partials, self.twins)
+            folded = dense.fold(state, key, delta, self.partials, self.twins, self._keys)
             if folded is not None:
                 if folded[1]:  # all of it checked: has_nan does not look at it again
                     self._clean.vouch(folded[0])
@@ -241,7 +244,7 @@ class ArrowPlan:
                 else:
                     aggregation = self._aggregation(i, kind, delta[source], source)
                 if aggregation[0] != source:  # a sum over other terms
-                    rows = rows.append_column(aggregation[0], self._terms(delta[source]))
+                    rows = rows.append_column(aggregation[0], sum_terms(delta[source]))
                 aggregations.append(aggregation)
             picks.append((at, _MERGE[kind] if both else ""))
         grouped = _aggregate(rows, grouping, aggregations)
@@ -253,16 +256,12 @@ class ArrowPlan:
         return _typed(chosen, self.wide(schema) or schema)
 
     @staticmethod
-    def _terms(values: pa.ChunkedArray) -> pa.ChunkedArray:
-        return sum_terms(values)
-
-    @staticmethod
     def _aggregation(
         i: int, kind: PartialKind, values: pa.ChunkedArray, source: str
     ) -> tuple[Any, ...]:
         """pyarrow's aggregation for partial ``i`` of the new rows (``values``, the
         column ``source``): (column, function[, options]), the column an added one
-        (``__s{i}``) where a sum needs other terms (:meth:`_terms`)."""
+        (``__s{i}``) where a sum needs other terms (:func:`sum_terms`)."""
         if kind is PartialKind.SUM and (
             pa.types.is_integer(values.type)
             or pa.types.is_decimal(values.type)
@@ -289,7 +288,7 @@ class ArrowPlan:
             elif output.kind is OutputKind.LENGTH:
                 value = sets.length(state.column(width + output.index))
             elif output.kind is OutputKind.COUNT:
-                value = sketches.count(state.column(width + output.index))
+                value = self._counts.count(state.column(width + output.index), output.index)
             elif output.kind is OutputKind.EXACT_AVG:
                 value = _exact_avg(state, output)
             else:

@@ -7,8 +7,9 @@ call costs a few. Where the plain shape's state has one key column and at most
 merges them without grouping them first (not past as many groups as new rows, nor for
 a time bucket's key: its new rows mostly open new buckets):
 
-1. each new row's key is looked up among the state's (``index_in``: the same
-   equality ``merge_touched`` uses; a row whose group is new makes it decline);
+1. each new row's key is looked up among the state's (a row whose group is new makes
+   it decline): integer keys without NULL in a table kept between refreshes
+   (:class:`KeyIndex`), others by ``index_in`` (the equality ``merge_touched`` uses);
 2. per state row, ``numpy.bincount`` counts the new rows and adds up their floating
    values, ``numpy.minimum.at``/``maximum.at`` fold their min/max into the state's,
    and the merged partials replace the state's columns (untouched groups keep theirs).
@@ -44,23 +45,28 @@ def fold(
     delta: pa.Table,
     partials: Sequence[tuple[PartialKind, str | None]],
     twins: Sequence[int],
+    index: KeyIndex | None = None,
 ) -> tuple[pa.Table, bool] | None:
     """``state`` (the key ``__k0``, unique, then one partial per ``partials``) with the new
     rows ``delta`` merged in: their ``key`` values and, per partial, its kind and the
-    column it reads (None: count(*)); ``twins`` as :func:`merge_touched` takes them. And
-    whether the merged floating partials are free of NaN (the caller has checked the
-    rest: no other NaN or -0.0 can arise). None where this does not apply (the caller
-    groups and merges then)."""
+    column it reads (None: count(*)); ``twins`` as :func:`merge_touched` takes them;
+    ``index``: the state's keys' lookup table, kept by the caller. And whether the merged
+    floating partials are free of NaN (the caller has checked the rest: no other NaN or
+    -0.0 can arise). None where this does not apply (the caller groups and merges then)."""
     groups = state.num_rows
     if not 0 < groups <= min(MAX_GROUPS, len(key)) or key.type != state.schema.field(0).type:
         return None
     keys = single(state.column(0))  # one array: a chunked value set is joined per call
-    found = pc.index_in(single(key), value_set=keys)  # null matches null, as GROUP BY
-    if found.null_count:  # a group the state has not seen
+    at = None if index is None else index.positions(keys, single(key))
+    if at is None:
+        found = pc.index_in(single(key), value_set=keys)  # null matches null, as GROUP BY
+        if found.null_count:  # a group the state has not seen
+            return None
+        at = found.to_numpy()
+    counts = np.bincount(at, minlength=groups + 1)  # position ``groups``: not a state key
+    if counts[groups]:
         return None
-    at = found.to_numpy()
-    counts = np.bincount(at, minlength=groups)
-    rows = _Rows(delta, at, counts)
+    rows = _Rows(delta, at, counts[:groups])
     columns: list[pa.ChunkedArray | pa.Array] = [keys]
     clean = True
     for i, (kind, name) in enumerate(partials):
@@ -78,6 +84,60 @@ def fold(
             clean = clean and not np.isnan(merged).any()
         columns.append(pa.array(merged, type=old.type))
     return pa.Table.from_arrays(columns, schema=state.schema), clean
+
+
+MAX_SPAN = 1 << 18  # integer keys spread wider than this are looked up by index_in
+
+
+class KeyIndex:
+    """The state's integer keys as a table from ``key - low`` to the key's position
+    (the state's group count where no key has that value), built once per key column
+    and kept while the state keeps that column (a refresh whose rows touch only known
+    groups keeps it; the column is held, so its buffer's address is not reused)."""
+
+    def __init__(self) -> None:
+        # (the keys, their lowest value, the table, with the state's group count last)
+        self._built: tuple[pa.Array, int, np.ndarray | None] | None = None
+
+    def positions(self, keys: pa.Array, new: pa.Array) -> np.ndarray | None:
+        """Per value of ``new``, its position among the unique ``keys`` (of the same
+        type), or ``len(keys)`` where no key has it; None where ``keys`` or ``new`` are
+        not integers free of NULL, or ``keys`` spread past :data:`MAX_SPAN`."""
+        if new.null_count or not pa.types.is_integer(new.type):
+            return None
+        low, table = self._table(keys)
+        if table is None:
+            return None
+        values = new.to_numpy()
+        width = values.dtype.itemsize
+        offsets = (values - values.dtype.type(low) if low else values).view(f"u{width}")
+        if width == 8:  # (take casts 64-bit unsigned indices to signed: bound them first)
+            offsets = np.minimum(offsets, len(table) - 1)
+        found: np.ndarray = table.take(offsets, mode="clip")  # wrapped below low: past it
+        return found
+
+    def _table(self, keys: pa.Array) -> tuple[int, np.ndarray | None]:
+        built = self._built
+        if built is not None and _same(built[0], keys):
+            return built[1], built[2]
+        low, table = 0, None
+        if not keys.null_count and pa.types.is_integer(keys.type):
+            values = keys.to_numpy()
+            low, high = int(values.min()), int(values.max())
+            if high - low < MAX_SPAN:
+                table = np.full(high - low + 2, len(values), np.intp)
+                offsets = (values - values.dtype.type(low)).astype(np.intp)  # < MAX_SPAN
+                table[offsets] = np.arange(len(values))
+        self._built = (keys, low, table)
+        return low, table
+
+
+def _same(held: pa.Array, keys: pa.Array) -> bool:
+    """Whether ``keys`` are the values of ``held`` (kept alive: the same buffer, offset,
+    length and type hold the same values)."""
+    if held.type != keys.type or held.offset != keys.offset or len(held) != len(keys):
+        return False
+    return bool(held.buffers()[1].address == keys.buffers()[1].address)
 
 
 class _Rows:

@@ -148,23 +148,69 @@ def merge(old: pa.ChunkedArray | pa.Array, new: pa.ChunkedArray | pa.Array) -> p
 
 def count(values: pa.ChunkedArray | pa.Array) -> pa.Array:
     """``approx_count_distinct`` of each sketch (DuckDB's ``finalize``), as BIGINT."""
-    regs = registers(values).astype(np.int64)
+    return pa.array(_counts(registers(values)), pa.int64())
+
+
+class Counted:
+    """Per output, the sketches last counted and their counts: a sketch's count depends
+    on its registers alone, so a refresh counts only the sketches whose registers differ
+    from the ones at the same row last time (a merge keeps the touched groups' order)."""
+
+    KEPT = 1 << 16  # sketches past which none are kept (their registers: 64 bytes each)
+
+    def __init__(self) -> None:
+        self._last: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def count(self, values: pa.ChunkedArray | pa.Array, output: int) -> pa.Array:
+        """:func:`count` of ``values``, the sketches of output ``output``."""
+        regs = registers(values)
+        last = self._last.get(output)
+        if last is None:
+            counts = _counts(regs)
+        else:
+            kept = min(len(regs), len(last[0]))
+            changed = np.ones(len(regs), bool)
+            changed[:kept] = (regs[:kept] != last[0][:kept]).any(axis=1)
+            counts = np.empty(len(regs), np.int64)  # (the kept counts are never written)
+            counts[:kept] = last[1][:kept]
+            if changed.any():
+                counts[changed] = _counts(regs[changed])
+        if len(regs) <= self.KEPT:
+            self._last[output] = (regs, counts)
+        else:
+            self._last.pop(output, None)
+        return pa.array(counts, pa.int64())
+
+
+def _counts(registers: np.ndarray) -> np.ndarray:
+    """:func:`count` of each row of ``registers``."""
+    regs = registers.astype(np.int64)
     rows = len(regs)
     if not rows:
-        return pa.array([], pa.int64())
+        return np.empty(0, np.int64)
     # c[v]: how many of a sketch's registers hold v (a row of Q + 2 per sketch)
     where = regs + (Q + 2) * np.arange(rows, dtype=np.int64)[:, None]
     c = np.bincount(where.ravel(), minlength=rows * (Q + 2)).reshape(rows, Q + 2)
     z = _TAU[c[:, Q]]
-    for k in range(Q, 0, -1):
-        z = (z + c[:, k]) * 0.5
+    # a step whose c[k] is 0 in every sketch only halves z (z + 0 is z): such runs are
+    # one product by a power of two, exact as each halving (z is 0 or far from subnormal)
+    halvings = 0
+    held: list[bool] = np.any(c[:, Q:0:-1], axis=0).tolist()  # per k from Q down to 1
+    for k, held_k in zip(range(Q, 0, -1), held, strict=True):
+        if held_k:
+            z = (z * 0.5**halvings + c[:, k]) * 0.5 if halvings else (z + c[:, k]) * 0.5
+            halvings = 0
+        else:
+            halvings += 1
+    z = z * 0.5**halvings
     z = z + _SIGMA[c[:, 0]]
     with np.errstate(divide="ignore"):
         estimate = (ALPHA * M * M) / z  # an empty sketch: z is infinite, the count 0
     if not np.isfinite(estimate).all():  # z = 0: every register at Q or past it
         raise ValueError("a sketch DuckDB's count leaves undefined")
     whole = np.floor(estimate)  # llroundl: halves away from zero (all are >= 0)
-    return pa.array((whole + (estimate - whole >= 0.5)).astype(np.int64), pa.int64())
+    counted: np.ndarray = (whole + (estimate - whole >= 0.5)).astype(np.int64)
+    return counted
 
 
 # approx_count_distinct's output over its SKETCH partial, as fold/states.py writes it
