@@ -123,6 +123,31 @@ def test_subtraction_in_int64s_is_integer_arithmetic(
     assert got.num_rows == len(expected)
 
 
+def test_the_next_subtraction_from_the_state_it_made_is_the_same_as_from_a_copy() -> None:
+    """The state a subtraction made keeps its matrix for the next one (not read again):
+    from it, or from an equal table read afresh, the next result is the same — NULL
+    sums and an emptied group included."""
+    state = _table([1, 2, 3], [(3, 2, 10), (2, 0, None), (4, 4, -(2**62))], 2, pa.int32())
+    first = _table([3, 1], [(1, 1, 5), (2, 2, 10)], 2, pa.int32())
+    second = _table([1, 3], [(1, 0, None), (2, 2, 7)], 2, pa.int32())
+    made = unscaled.subtract(state, first, KINDS, COUNTS, 0)
+    assert made is not None
+    assert made.to_pylist() == [
+        {"__k0": 1, "__p0": 1, "__p1": 0, "__p2": None},
+        {"__k0": 2, "__p0": 2, "__p1": 0, "__p2": None},
+        {"__k0": 3, "__p0": 3, "__p1": 3, "__p2": Decimal(-(2**62) - 5).scaleb(-2)},
+    ]
+    again = unscaled.subtract(made, second, KINDS, COUNTS, 0)  # from the kept matrix
+    copy = pa.Table.from_pylist(made.to_pylist(), schema=made.schema)
+    fresh = unscaled.subtract(copy, second, KINDS, COUNTS, 0)  # read from the table
+    assert again is not None and fresh is not None
+    assert again.equals(fresh)
+    assert again.to_pylist() == [
+        {"__k0": 2, "__p0": 2, "__p1": 0, "__p2": None},
+        {"__k0": 3, "__p0": 1, "__p1": 1, "__p2": Decimal(-(2**62) - 12).scaleb(-2)},
+    ]
+
+
 def test_words_read_and_build_decimals_and_int64s() -> None:
     """A ``decimal128`` value's unscaled integer is its low word where the high word
     only extends its sign; built back, the words are the same values; a value past a

@@ -14,6 +14,7 @@ sum whose nulls are not its count's zeros) returns None, and the caller subtract
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,7 +48,10 @@ def subtract(
     # each partial's count: a sum's count(x), a count itself (a zero stays a zero)
     of = np.array([counts[i] if kind is Retracts.SUM else i for i, kind in enumerate(kinds)])
     sums = np.array([kind is Retracts.SUM for kind in kinds])
-    mine, gone = _matrix(state, of, sums), _matrix(grouped, of, sums)
+    made = _MADE  # the state this made last, and its matrix: not read again
+    reused = made is not None and made[0]() is state and made[1] == tuple(of)
+    mine = (made[2], made[3]) if made is not None and reused else _matrix(state, of, sums)
+    gone = _matrix(grouped, of, sums)
     if mine is None or gone is None or mine[1] != gone[1]:
         return None  # another type, a value past int64, a scale that differs
     a, b = mine[0], gone[0]
@@ -67,7 +71,25 @@ def subtract(
         if array is None:
             return None
         arrays.append(array)
-    return pa.Table.from_arrays(arrays, schema=state.schema)
+    out = pa.Table.from_arrays(arrays, schema=state.schema)
+    _remember(out, tuple(of), np.where(sums[:, None] & ~valid, 0, new), mine[1])
+    return out
+
+
+# the table subtract made last, with its partials as _matrix reads them (a NULL sum as
+# 0), for what they depend on (each partial's count): the next DELETE's refresh of the
+# same analysis starts from that table and need not read it. One slot, replaced whole
+# (several analyses only take turns in it); the table is held weakly, so an entry is
+# never another table's.
+_MADE: tuple[weakref.ref[pa.Table], tuple[int, ...], np.ndarray, tuple[int, ...]] | None = None
+
+
+def _remember(
+    table: pa.Table, of: tuple[int, ...], matrix: np.ndarray, scales: tuple[int, ...]
+) -> None:
+    global _MADE
+    matrix.flags.writeable = False
+    _MADE = (weakref.ref(table), of, matrix, scales)
 
 
 def _positions(mine: pa.Array, theirs: pa.Array) -> np.ndarray | slice | None:
