@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from duckflock.live.fold.words import one, valid, words
+
 _INTEGERS = {
     # argument type: (the avg overload whose state it fills, bytes of its sum)
     "TINYINT": ("BIGINT", 16),
@@ -153,6 +155,9 @@ def quotients(totals: pa.ChunkedArray, counts: pa.ChunkedArray, bits: int) -> pa
     :func:`quotient` does."""
     wide = pa.types.is_decimal(totals.type) or pa.types.is_integer(totals.type)
     if bits == _NUMPY_LONG_DOUBLE_BITS == 64 and wide:
+        read = _in_numpy(totals, counts)  # int64s and decimal128s: read as they are
+        if read is not None:
+            return read
         with contextlib.suppress(pa.ArrowInvalid):  # a total past int64: one by one
             whole = pc.fill_null(pc.cast(totals, pa.int64()), 0)
             many = pc.fill_null(pc.cast(counts, pa.int64()), 0)
@@ -171,6 +176,27 @@ def quotients(totals: pa.ChunkedArray, counts: pa.ChunkedArray, bits: int) -> pa
         ],
         pa.float64(),
     )
+
+
+def _in_numpy(totals: pa.ChunkedArray, counts: pa.ChunkedArray) -> pa.Array | None:
+    """:func:`quotients` for int64 or ``decimal128(p, 0)`` totals and int64 counts
+    that fit an int64, from their buffers (:mod:`duckflock.live.fold.words`), with
+    numpy's 64-bit ``long double``; None for anything else (the casts then decide)."""
+    total, count = one(totals), one(counts)
+    whole, many = words(total), words(count)
+    if whole is None or many is None or whole[2] or many[2]:
+        return None
+    has_total, has_count = valid(total), valid(count)
+    if not ((whole[1] | ~has_total).all() and (many[1] | ~has_count).all()):
+        return None  # a value past int64
+    rows = np.where(has_count, many[0], 0)
+    largest = int(rows.max(initial=0))
+    if largest >= 2**53:
+        raise Inexact(f"avg over {largest} rows: DuckDB's hugeint cast")
+    present = has_total & (rows > 0)
+    num = np.where(present, whole[0], 0).astype(np.longdouble)
+    den = np.maximum(rows, 1).astype(np.longdouble)
+    return pa.array((num / den).astype(np.float64), pa.float64(), mask=~present)
 
 
 def long_double_bits(cursor: duckdb.DuckDBPyConnection) -> int | None:

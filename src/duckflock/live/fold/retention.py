@@ -42,6 +42,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from duckflock.live.fold import unscaled
 from duckflock.live.fold.arrow import ArrowPlan, exact_sum_type, exact_terms
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.retraction import Retraction, Retracts
@@ -88,7 +89,17 @@ def retract(
         retraction.exact or (arrow is not None and not arrow.has_nan(state, rows()))
     ):
         with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
-            partials = [_arrow_partials(retraction, piece, state.schema) for piece in pieces]
+            grouped = [_partials_of(retraction, piece) for piece in pieces]
+            if len(grouped) == 1 and retraction.exact and retraction.keys == 1:
+                settled = unscaled.subtract(
+                    state, grouped[0], retraction.kinds, retraction.counts, retraction.rows
+                )
+                if settled is not None:
+                    return settled  # every group settled, in int64s
+            partials = [
+                _arrow_partials(retraction, piece, state.schema, done)
+                for piece, done in zip(pieces, grouped, strict=True)
+            ]
             if len(partials) == 1 and retraction.exact:
                 settled = _subtract_by_position(retraction, state, partials[0])
                 if settled is not None:
@@ -159,14 +170,21 @@ def _prepared(retraction: Retraction, rows: pa.Table) -> pa.Table | None:
     return found[1].get(_grouping(retraction))
 
 
-def _arrow_partials(retraction: Retraction, rows: pa.Table, schema: pa.Schema) -> pa.Table:
-    """The partials of ``rows`` per group, as the state's columns (what the state's
-    build computes), in pyarrow: :func:`_grouped` (or what :func:`prepare` kept of it),
-    in the state's types — but exact sums widened to ``decimal256`` for the subtraction,
-    which goes back to the state's type with a check."""
+def _partials_of(retraction: Retraction, rows: pa.Table) -> pa.Table:
+    """:func:`_grouped` of ``rows``, or what :func:`prepare` kept of it."""
     grouped = _prepared(retraction, rows)
+    return _grouped(retraction, rows) if grouped is None else grouped
+
+
+def _arrow_partials(
+    retraction: Retraction, rows: pa.Table, schema: pa.Schema, grouped: pa.Table | None = None
+) -> pa.Table:
+    """The partials of ``rows`` per group (``grouped``, else :func:`_partials_of`), as
+    the state's columns (what the state's build computes), in the state's types — but
+    exact sums widened to ``decimal256`` for the subtraction, which goes back to the
+    state's type with a check."""
     if grouped is None:
-        grouped = _grouped(retraction, rows)
+        grouped = _partials_of(retraction, rows)
     kinds = [field.type for field in schema]
     for i, kind in enumerate(retraction.kinds):  # exact sums stay decimal256 until the end
         at = retraction.keys + i
