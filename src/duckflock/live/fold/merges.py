@@ -36,9 +36,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.live.fold import detached, sketches
+from duckflock.live.fold import aligned, detached, sketches
 from duckflock.live.fold.arrow import ArrowPlan
-from duckflock.live.fold.computed import Refused
+from duckflock.live.fold.computed import Computed, Refused
 from duckflock.live.fold.nans import unlike_duckdb
 from duckflock.live.fold.positions import combine
 from duckflock.live.fold.query import over_arrow
@@ -127,7 +127,12 @@ def fold(
     cursor: duckdb.DuckDBPyConnection, merge: Merge, state: pa.Table, delta: pa.Table
 ) -> tuple[pa.Table, pa.Table] | None:
     """(state, result) with the appended rows ``delta`` folded in by one DuckDB query
-    and pyarrow; None where pyarrow cannot fold them as DuckDB would (DuckDB then does)."""
+    and pyarrow; None where pyarrow cannot fold them as DuckDB would (DuckDB then does).
+    A computed program over a small state merges its partials aligned to the state's
+    rows, ungrouped (:mod:`.aligned`), where it can."""
+    folded = _aligned(merge, state, delta)
+    if folded is not None:
+        return folded, merge.outputs.result(folded)
     new = _computed(merge, state.schema, delta)
     if new is None and merge.detached is not None:
         new = detached.run(merge.detached, cursor, merge.partials, delta)
@@ -140,6 +145,20 @@ def fold(
             return None
         return folded, merge.outputs.result(folded)
     except (pa.ArrowException, TypeError, ValueError):
+        return None
+
+
+def _aligned(merge: Merge, state: pa.Table, delta: pa.Table) -> pa.Table | None:
+    """``state`` with the new rows merged in by :func:`aligned.partials`; None where it
+    does not apply (the grouped path then runs)."""
+    if not isinstance(merge.computed, Computed):
+        return None
+    try:
+        new = aligned.partials(merge.computed, state, merge.keys, delta)
+        if new is None or _unlike(state, merge.keys) or _unlike(new, merge.keys):
+            return None
+        return _combined(merge, state, new)
+    except (Refused, pa.ArrowException, TypeError, ValueError):
         return None
 
 
