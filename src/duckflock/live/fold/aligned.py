@@ -58,8 +58,11 @@ def partials(program: Computed, state: pa.Table, keys: int, delta: pa.Table) -> 
     groups = state.num_rows
     if not 0 < groups <= min(MAX_GROUPS, delta.num_rows):
         return None
-    if any(aggregate.function not in FOLDED for aggregate in program.aggregates):
-        return None
+    for i, aggregate in enumerate(program.aggregates):
+        if aggregate.function not in FOLDED:
+            return None
+        if aggregate.function == "sum" and state.schema.field(keys + i).type != pa.float64():
+            return None  # an exact sum (HUGEINT, DECIMAL): grouped, merged in decimal256
     rows = program.selected(delta)
     count = rows.num_rows
     values = [

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 from duckflock.live.fold import aligned, detached, sketches
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.computed import Computed, Refused
+from duckflock.live.fold.lookup import Lookup
 from duckflock.live.fold.nans import unlike_duckdb
 from duckflock.live.fold.positions import combine
 from duckflock.live.fold.query import over_arrow
@@ -130,10 +131,13 @@ def fold(
     and pyarrow; None where pyarrow cannot fold them as DuckDB would (DuckDB then does).
     A computed program over a small state merges its partials aligned to the state's
     rows, ungrouped (:mod:`.aligned`), where it can."""
-    folded = _aligned(merge, state, delta)
-    if folded is not None:
-        return folded, merge.outputs.result(folded)
-    new = _computed(merge, state.schema, delta)
+    new = None
+    program, rows = _program(merge, delta)
+    if program is not None:
+        folded = _aligned(merge, program, state, rows)
+        if folded is not None:
+            return folded, merge.outputs.result(folded)
+        new = _computed(program, state.schema, rows)
     if new is None and merge.detached is not None:
         new = detached.run(merge.detached, cursor, merge.partials, delta)
     elif new is None:
@@ -148,13 +152,25 @@ def fold(
         return None
 
 
-def _aligned(merge: Merge, state: pa.Table, delta: pa.Table) -> pa.Table | None:
-    """``state`` with the new rows merged in by :func:`aligned.partials`; None where it
-    does not apply (the grouped path then runs)."""
-    if not isinstance(merge.computed, Computed):
+def _program(merge: Merge, delta: pa.Table) -> tuple[Program | None, pa.Table]:
+    """The shape's pyarrow program and the rows it reads: a join's program reads the
+    new rows joined with its dimension copy (joined once per fold)."""
+    found = merge.computed
+    if not isinstance(found, Lookup):
+        return found, delta
+    try:
+        return found.join.program, found.joined(delta)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None, delta
+
+
+def _aligned(merge: Merge, program: Program, state: pa.Table, rows: pa.Table) -> pa.Table | None:
+    """``state`` with the new ``rows`` merged in by :func:`aligned.partials`; None where
+    it does not apply (the grouped path then runs)."""
+    if not isinstance(program, Computed):
         return None
     try:
-        new = aligned.partials(merge.computed, state, merge.keys, delta)
+        new = aligned.partials(program, state, merge.keys, rows)
         if new is None or _unlike(state, merge.keys) or _unlike(new, merge.keys):
             return None
         return _combined(merge, state, new)
@@ -162,13 +178,11 @@ def _aligned(merge: Merge, state: pa.Table, delta: pa.Table) -> pa.Table | None:
         return None
 
 
-def _computed(merge: Merge, schema: pa.Schema, delta: pa.Table) -> pa.Table | None:
-    """The new rows' partials by the shape's pyarrow program; None where it has none or
-    this batch is DuckDB's to compute (live/fold/computed.py)."""
-    if merge.computed is None:
-        return None
+def _computed(program: Program, schema: pa.Schema, rows: pa.Table) -> pa.Table | None:
+    """The new rows' partials by the shape's pyarrow program; None where this batch is
+    DuckDB's to compute (live/fold/computed.py)."""
     try:
-        return merge.computed.partials(delta, schema)
+        return program.partials(rows, schema)
     except (Refused, pa.ArrowException, TypeError, ValueError):
         return None
 
