@@ -100,8 +100,10 @@ def _positions(state: Sequence[pa.Array], new: Sequence[pa.Array]) -> np.ndarray
         first = pc.index_in(column, value_set=column).to_numpy()  # its first equal row
         own = own * groups + first
         code = code * groups + found.to_numpy()
-    row = np.full(groups ** len(state), -1, np.int64)  # the state's codes are distinct
+    row = np.full(groups ** len(state), -1, np.int64)
     row[own] = np.arange(groups)
+    if not bool((row[own] == np.arange(groups)).all()):  # two state rows of one group
+        return None
     at = row[code]
     return None if bool((at < 0).any()) else at
 
