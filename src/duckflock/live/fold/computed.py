@@ -93,15 +93,10 @@ class Computed:
         """The new rows' keys and partials, one row per group, in ``schema`` (the
         state's). Raises :class:`Refused` (or a pyarrow error) where DuckDB computes
         this batch instead."""
-        for name in self.floating:
-            if any(unlike_duckdb(chunk) for chunk in delta[name].chunks):
-                raise Refused(f"NaN or -0.0 in {name}")
-        rows = delta
-        if self.where is not None:
-            rows = rows.filter(_true(self.where(rows), rows.num_rows))
+        rows = self.selected(delta)
         count = rows.num_rows
         names = [f"__k{i}" for i in range(len(self.keys))]
-        columns = [_array(key(rows), count) for key in self.keys]
+        columns = [each_row(key(rows), count) for key in self.keys]
         aggregations: list[tuple[Any, ...]] = []
         # arg_max/arg_min/first/last's: (argument, the rows in their order's)
         picked: dict[int, tuple[pa.ChunkedArray | pa.Array, pa.Array]] = {}
@@ -110,8 +105,8 @@ class Computed:
             if aggregate.argument is None:  # count(*): a value on every counted row
                 values: Value = pa.repeat(pa.scalar(True), count)
             else:
-                values = _array(aggregate.argument(rows), count)
-            chosen = None if aggregate.filter is None else _true(aggregate.filter(rows), count)
+                values = each_row(aggregate.argument(rows), count)
+            chosen = None if aggregate.filter is None else true(aggregate.filter(rows), count)
             if aggregate.by is not None:
                 ordering = (aggregate.order, aggregate.descending, aggregate.nulls_first)
                 if ordering not in orders:
@@ -149,13 +144,23 @@ class Computed:
             schema=schema,
         )
 
+    def selected(self, delta: pa.Table) -> pa.Table:
+        """The rows of ``delta`` its WHERE keeps; :class:`Refused` where a floating
+        column it reads holds NaN or -0.0."""
+        for name in self.floating:
+            if any(unlike_duckdb(chunk) for chunk in delta[name].chunks):
+                raise Refused(f"NaN or -0.0 in {name}")
+        if self.where is None:
+            return delta
+        return delta.filter(true(self.where(delta), delta.num_rows))
+
     def untied(self, rows: pa.Table) -> pa.Table:
         """``rows`` without those that tie an earlier one on a first/last's ORDER BY
         within their group: probe rows that :meth:`partials` does not refuse."""
         for by in {a.order: a.by for a in self.aggregates if a.function in ORDERED}.values():
             assert by is not None
             count = rows.num_rows
-            columns = [_array(key(rows), count) for key in (*self.keys, by)]
+            columns = [each_row(key(rows), count) for key in (*self.keys, by)]
             names = [f"__c{i}" for i in range(len(columns))]
             index = pa.array(range(count), pa.int64())
             table = pa.Table.from_arrays([*columns, index], names=[*names, "__i"])
@@ -170,7 +175,7 @@ class _Ranked:
 
     def __init__(self, aggregate: Aggregate, rows: pa.Table, count: int) -> None:
         assert aggregate.by is not None
-        key = _array(aggregate.by(rows), count)
+        key = each_row(aggregate.by(rows), count)
         self.key = key.combine_chunks() if isinstance(key, pa.ChunkedArray) else key
         order = "descending" if aggregate.descending else "ascending"
         nulls = "at_start" if aggregate.nulls_first else "at_end"
@@ -210,13 +215,13 @@ class _Ranked:
         return self._tied
 
 
-def _array(value: Value, count: int) -> pa.ChunkedArray | pa.Array:
+def each_row(value: Value, count: int) -> pa.ChunkedArray | pa.Array:
     """``value`` as one value per row (a constant repeated)."""
     if isinstance(value, pa.Scalar):
         return pa.repeat(value, count)
     return value
 
 
-def _true(value: Value, count: int) -> pa.ChunkedArray | pa.Array:
+def true(value: Value, count: int) -> pa.ChunkedArray | pa.Array:
     """Where a condition is true (NULL: not), as WHERE and FILTER read it."""
-    return pc.fill_null(_array(value, count), False)
+    return pc.fill_null(each_row(value, count), False)

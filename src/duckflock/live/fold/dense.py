@@ -32,6 +32,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from duckflock.live.fold import sets
+from duckflock.live.fold.physical import single
 from duckflock.live.fold.states import PartialKind
 
 # groups past which the state's columns are not copied whole (merge_touched splices);
@@ -73,6 +75,13 @@ def fold(
         old = state.column(i + 1)
         if twins[i] < i:
             columns.append(columns[twins[i] + 1])
+            continue
+        if kind is PartialKind.SET:  # count(DISTINCT …)'s lists (NULLs left out)
+            assert name is not None
+            lists = sets.folded(old, at, delta[name])
+            if lists is None:
+                return None
+            columns.append(lists)
             continue
         if old.null_count or (name is not None and delta[name].null_count):
             return None
@@ -183,11 +192,6 @@ def _numpy(column: pa.ChunkedArray) -> np.ndarray:
     """A column of numbers without NULLs as a numpy array."""
     array: np.ndarray = single(column).to_numpy(zero_copy_only=False)
     return array
-
-
-def single(column: pa.ChunkedArray) -> pa.Array:
-    """``column`` as one array (its only chunk, as it is)."""
-    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
 
 
 def _numeric(kind: pa.DataType) -> bool:

@@ -36,9 +36,10 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.live.fold import detached, sketches
+from duckflock.live.fold import aligned, detached, sketches
 from duckflock.live.fold.arrow import ArrowPlan
-from duckflock.live.fold.computed import Refused
+from duckflock.live.fold.computed import Computed, Refused
+from duckflock.live.fold.lookup import Lookup
 from duckflock.live.fold.nans import unlike_duckdb
 from duckflock.live.fold.positions import combine
 from duckflock.live.fold.query import over_arrow
@@ -127,8 +128,16 @@ def fold(
     cursor: duckdb.DuckDBPyConnection, merge: Merge, state: pa.Table, delta: pa.Table
 ) -> tuple[pa.Table, pa.Table] | None:
     """(state, result) with the appended rows ``delta`` folded in by one DuckDB query
-    and pyarrow; None where pyarrow cannot fold them as DuckDB would (DuckDB then does)."""
-    new = _computed(merge, state.schema, delta)
+    and pyarrow; None where pyarrow cannot fold them as DuckDB would (DuckDB then does).
+    A computed program over a small state merges its partials aligned to the state's
+    rows, ungrouped (:mod:`.aligned`), where it can."""
+    new = None
+    program, rows = _program(merge, delta)
+    if program is not None:
+        folded = _aligned(merge, program, state, rows)
+        if folded is not None:
+            return folded, merge.outputs.result(folded)
+        new = _computed(program, state.schema, rows)
     if new is None and merge.detached is not None:
         new = detached.run(merge.detached, cursor, merge.partials, delta)
     elif new is None:
@@ -143,13 +152,37 @@ def fold(
         return None
 
 
-def _computed(merge: Merge, schema: pa.Schema, delta: pa.Table) -> pa.Table | None:
-    """The new rows' partials by the shape's pyarrow program; None where it has none or
-    this batch is DuckDB's to compute (live/fold/computed.py)."""
-    if merge.computed is None:
+def _program(merge: Merge, delta: pa.Table) -> tuple[Program | None, pa.Table]:
+    """The shape's pyarrow program and the rows it reads: a join's program reads the
+    new rows joined with its dimension copy (joined once per fold)."""
+    found = merge.computed
+    if not isinstance(found, Lookup):
+        return found, delta
+    try:
+        return found.join.program, found.joined(delta)
+    except (pa.ArrowException, TypeError, ValueError):
+        return None, delta
+
+
+def _aligned(merge: Merge, program: Program, state: pa.Table, rows: pa.Table) -> pa.Table | None:
+    """``state`` with the new ``rows`` merged in by :func:`aligned.partials`; None where
+    it does not apply (the grouped path then runs)."""
+    if not isinstance(program, Computed):
         return None
     try:
-        return merge.computed.partials(delta, schema)
+        new = aligned.partials(program, state, merge.keys, rows)
+        if new is None or _unlike(state, merge.keys) or _unlike(new, merge.keys):
+            return None
+        return _combined(merge, state, new)
+    except (Refused, pa.ArrowException, TypeError, ValueError):
+        return None
+
+
+def _computed(program: Program, schema: pa.Schema, rows: pa.Table) -> pa.Table | None:
+    """The new rows' partials by the shape's pyarrow program; None where this batch is
+    DuckDB's to compute (live/fold/computed.py)."""
+    try:
+        return program.partials(rows, schema)
     except (Refused, pa.ArrowException, TypeError, ValueError):
         return None
 
