@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from duckflock.live.fold.arrow import ArrowPlan
-from duckflock.live.fold.dense import single
+from duckflock.live.fold.physical import single
 from duckflock.live.fold.states import PartialKind
 
 _SPAN = 1 << 62  # codes below this: no int64 step below overflows
