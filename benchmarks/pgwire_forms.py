@@ -8,9 +8,10 @@
 - ``Cursor.fetchmany(N)`` after ``execute()``: the whole result arrives first (libpq),
   then it is converted N rows at a time;
 - ``Copy.rows()`` after ``Copy.set_types()``: binary COPY parsed into Python values;
-- ``Copy`` read block by block (``for data in copy``, the documented raw read), the
-  blocks joined and parsed by ``pyarrow.csv`` into an Arrow table: the same end
-  product as the HTTP Arrow fetch it is compared with.
+- ``Copy`` read block by block (``for data in copy``, the documented raw read) into a
+  ``BytesIO``, then parsed by ``pyarrow.csv`` into an Arrow table: the same end
+  product as the HTTP Arrow fetch it is compared with (``b"".join(copy)`` costs 3x:
+  each block a ``memoryview`` kept alive until the join).
 
 (Server-side cursors, ``conn.cursor(name=...)``, need ``DECLARE ... CURSOR``, which the
 port does not run.)
@@ -18,6 +19,7 @@ port does not run.)
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -62,10 +64,12 @@ def _copy_rows(sql: str, conn: psycopg.Connection[Any]) -> int:
 
 
 def _copy_arrow(sql: str, conn: psycopg.Connection[Any]) -> int:
+    data = io.BytesIO()  # block by block, as the documentation writes to a file
     with conn.cursor().copy(f"COPY ({sql}) TO STDOUT (FORMAT CSV)") as copy:
-        data = b"".join(copy)
+        for block in copy:
+            data.write(block)
     table = pcsv.read_csv(
-        pa.py_buffer(data),
+        pa.py_buffer(data.getbuffer()),
         read_options=pcsv.ReadOptions(column_names=list(COLUMNS)),
         convert_options=pcsv.ConvertOptions(
             column_types=COLUMNS, true_values=["t"], false_values=["f"]
