@@ -9,7 +9,9 @@ One real `duckflock serve --pg-port` process, in the same run:
 (b) rows per second of a 1,000,000-row result (BIGINT, DOUBLE, VARCHAR, TIMESTAMP,
     BOOLEAN) to one client: psycopg text and binary (fetchall), psycopg COPY ... TO STDOUT
     in text, CSV and binary (the raw COPY data), ADBC (COPY binary into Arrow) over the
-    Postgres port vs the HTTP Arrow endpoint, each with its ratio to HTTP Arrow;
+    Postgres port vs the HTTP Arrow endpoint, each with its ratio to HTTP Arrow; then
+    psycopg's documented fast reads (benchmarks/pgwire_forms.py: stream in chunks,
+    fetchmany, binary COPY rows(), COPY CSV parsed into Arrow by pyarrow);
 (c) the server's encoder alone, in this process, over the same rows: DataRow messages
     (text and binary) and COPY data, whole columns at once vs the per-value reference;
 (d) with ``--postgres``: the same rows from a real PostgreSQL server (Debian's, started
@@ -50,6 +52,7 @@ import psycopg
 
 import duckflock
 import options
+import pgwire_forms
 import pgwire_raw
 import pgwire_replay
 
@@ -269,6 +272,8 @@ FORMS: dict[str, Callable[[int], int]] = {
     "COPY csv (psycopg)": partial(_copy_rows, "(FORMAT CSV)"),
     "COPY binary (psycopg)": partial(_copy_rows, "(FORMAT BINARY)"),
     "COPY binary (ADBC, to Arrow)": _adbc_rows,
+    # psycopg's documented fast reads (stream, fetchmany, COPY rows() and into Arrow)
+    **pgwire_forms.forms(BIG, _dsn),
 }
 
 

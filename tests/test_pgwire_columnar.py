@@ -27,7 +27,14 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from duckflock.server.pgwire.encode import COPY_SIGNATURE, RowEncoder
+from duckflock.server.pgwire.encode import (
+    COPY_SIGNATURE,
+    DUCKDB_ROWS,
+    GATHER_BYTES,
+    GATHER_ROWS,
+    RowEncoder,
+    batch_rows,
+)
 from duckflock.server.pgwire.reference import PerValueEncoder
 from duckflock.server.pgwire.types import Format, OutOfRange
 from duckflock.server.pgwire.types.numeric import ROUND_BOUNDS_FROM, bound_candidates
@@ -317,3 +324,16 @@ def test_rounding_bound_candidates_of_a_mixed_column_are_each_values_own(oid: in
     assert bound_candidates(numbers, oid).tolist() == alone
     assert any(alone)  # some of the big values are candidates
     assert not bound_candidates(np.array([1.5, -2.0, math.nan], dtype), oid).any()
+
+
+def test_duckdb_batches_are_sized_from_a_fixed_width_row() -> None:
+    """A result of fixed-width columns is read from DuckDB in the encoder's groups (no
+    gathering); one with a column of any size (text, numeric, lists) in DuckDB's
+    vectors, and never fewer rows than those."""
+    assert batch_rows(["BIGINT", "DOUBLE", "TIMESTAMP", "BOOLEAN"]) == GATHER_ROWS
+    for kinds in (["BIGINT", "VARCHAR"], ["DECIMAL(18,3)"], ["INTEGER[]"], [], ["BLOB"]):
+        assert batch_rows(kinds) == DUCKDB_ROWS, kinds
+    wide = batch_rows(["BIGINT"] * 20)  # 160 bytes a row
+    assert DUCKDB_ROWS < wide < GATHER_ROWS and wide * 160 <= GATHER_BYTES
+    assert wide % DUCKDB_ROWS == 0
+    assert batch_rows(["BIGINT"] * 300) == DUCKDB_ROWS

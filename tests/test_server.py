@@ -704,3 +704,26 @@ def test_the_rows_route_is_served_ahead_of_the_router(db: duckflock.Database) ->
             f'duckflock_http_requests_total{{method="POST",route="{rows_path}",status="{status}"}}'
             in text
         )
+
+
+def test_a_query_reads_batches_of_the_size_its_column_types_give() -> None:
+    """``batch_rows`` may be a function of the result's DuckDB type names (the Postgres
+    port sizes DuckDB's batches so): it is asked once, before the first batch."""
+    seen: list[list[str]] = []
+
+    def rows(types: list[str]) -> int:
+        seen.append(types)
+        return 4096
+
+    with duckflock.connect() as db:
+        running = QueryGuard(db).open(
+            "SELECT range::BIGINT AS i, 'x' AS s FROM range(10000)", batch_rows=rows
+        )
+        sizes = []
+        try:
+            while (batch := running.next_batch()) is not None:
+                sizes.append(batch.num_rows)
+        finally:
+            running.close()
+    assert seen == [["BIGINT", "VARCHAR"]]
+    assert max(sizes) == 4096 and sum(sizes) == 10000

@@ -78,6 +78,11 @@ _DENIED_FUNCTIONS = {
 _DENIED_SCALARS = {"nextval", "setval", "getenv", "current_setting", "write_log"}
 
 
+# the rows of each batch DuckDB hands over: a number, or a function of the result's
+# column types (DuckDB's names) giving one
+BatchRows = int | Callable[[list[str]], int]
+
+
 class RunningQuery:
     """One checked query on a cursor of its own, read batch by batch until ``close()``."""
 
@@ -87,7 +92,7 @@ class RunningQuery:
         sql: str,
         params: Any,
         deadline: float,
-        batch_rows: int,
+        batch_rows: BatchRows,
         prepare: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> None:
         self.guard = guard
@@ -106,8 +111,11 @@ class RunningQuery:
                 raise duckdb.InterruptException("deadline passed before the query started")
             if prepare is not None:  # e.g. the Postgres port registers analysis results
                 prepare(self.cursor)
-            self.reader = self.cursor.execute(sql, params).to_arrow_reader(batch_rows)
+            result = self.cursor.execute(sql, params)
             self._types = description_types(self.cursor)  # UHUGEINT, BIGNUM: see wide.py
+            if not isinstance(batch_rows, int):  # chosen from the result's column types
+                batch_rows = batch_rows([str(kind) for kind in self._types])
+            self.reader = result.to_arrow_reader(batch_rows)
             self.schema: pa.Schema = repair_schema(self.reader.schema, self._types)
         except BaseException as exc:
             self.close()
@@ -259,11 +267,13 @@ class QueryGuard:
         params: Any = None,
         *,
         deadline: float | None = None,
-        batch_rows: int = 2048,
+        batch_rows: BatchRows = 2048,
         prepare: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
     ) -> RunningQuery:
         """Check ``sql``, then start it; the caller reads batches and closes it.
-        ``prepare`` runs on the query's own cursor first (to register Arrow tables)."""
+        ``prepare`` runs on the query's own cursor first (to register Arrow tables);
+        ``batch_rows``: the rows of each batch, or a function of the result's DuckDB
+        type names giving them."""
         self.check(sql)
         if deadline is None:
             deadline = time.monotonic() + self.timeout

@@ -36,7 +36,13 @@ from duckflock.errors import DuckflockError, RequestError
 from duckflock.ingest.stats import WriterState
 from duckflock.server.auth import Tokens
 from duckflock.server.backoff import Backoff
-from duckflock.server.guard import QueryGuard, QueryOutcome, RunningQuery, run_statement
+from duckflock.server.guard import (
+    BatchRows,
+    QueryGuard,
+    QueryOutcome,
+    RunningQuery,
+    run_statement,
+)
 from duckflock.server.limits import Release, Slots
 from duckflock.server.metrics import Metrics
 from duckflock.server.policy import analysis_options
@@ -121,9 +127,12 @@ class Service:
         params: Any,
         deadline: float,
         prepare: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+        batch_rows: BatchRows = 2048,
     ) -> RunningQuery:
         """One guarded SELECT, started; the caller reads its batches and closes it."""
-        return self.guard.open(sql, params, deadline=deadline, prepare=prepare)
+        return self.guard.open(
+            sql, params, deadline=deadline, prepare=prepare, batch_rows=batch_rows
+        )
 
     def run_query(self, sql: str, params: Any, deadline: float | None = None) -> QueryOutcome:
         """One guarded SELECT run to the end, at most the row cap."""

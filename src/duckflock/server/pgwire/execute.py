@@ -36,6 +36,7 @@ from duckflock.server.limits import Release
 from duckflock.server.pgwire import catalog
 from duckflock.server.pgwire.catalog_relations import ANALYSES_SCHEMA
 from duckflock.server.pgwire.compat import unquote
+from duckflock.server.pgwire.encode import batch_rows
 from duckflock.server.service import Service
 from duckflock.sql import IDENT
 
@@ -216,7 +217,9 @@ class Executor:
         release = self._slot(client)
         try:
             deadline = self.service.deadline()
-            running = self.service.open_query(sql, params or None, deadline, register)
+            running = self.service.open_query(
+                sql, params or None, deadline, register, batch_rows=batch_rows
+            )
         except BaseException:
             release()
             raise

@@ -16,7 +16,14 @@ import pyarrow.compute as pc
 from duckflock.errors import QueryError, QueryTimeoutError, ServerBusyError
 from duckflock.server.pgwire import compat
 from duckflock.server.pgwire.compat import Kind, Statement
-from duckflock.server.pgwire.encode import COPY_SIGNATURE, COPY_TRAILER, RowEncoder, copy_data
+from duckflock.server.pgwire.encode import (
+    COPY_SIGNATURE,
+    COPY_TRAILER,
+    GATHER_BYTES,
+    GATHER_ROWS,
+    RowEncoder,
+    copy_data,
+)
 from duckflock.server.pgwire.execute import CopyFormat, CopyPlan, Outcome, copy_plan
 from duckflock.server.pgwire.messages import (
     Backend,
@@ -31,10 +38,6 @@ from duckflock.server.pgwire.session import MAX_SETTING_TEXT, MAX_SETTINGS, Port
 from duckflock.server.pgwire.types import Format
 
 _I2 = struct.Struct("!h")
-# rows encoded at once: DuckDB hands over 2,048 at a time, and each of the encoder's
-# Arrow and numpy calls has a fixed cost, so they go in groups of this many
-GATHER_ROWS = 32_768
-GATHER_BYTES = 1 << 20  # and at most about this much Arrow data
 
 
 def gathered(next_batch: Callable[[], pa.RecordBatch | None]) -> pa.RecordBatch | None:

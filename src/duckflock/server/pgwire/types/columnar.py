@@ -57,8 +57,7 @@ def encode_column(column: pa.Array, oid: int, fmt: Format, per_value: PerValue) 
     if oid in (Oid.FLOAT4, Oid.FLOAT8) and pa.types.is_floating(kind):
         return _floats(column, oid, binary, per_value)
     if oid == Oid.BOOL and pa.types.is_boolean(kind):
-        true, false = (b"\x01", b"\x00") if binary else (b"t", b"f")
-        return pc.if_else(column, pa.scalar(true, pa.binary()), pa.scalar(false, pa.binary()))
+        return _booleans(column, binary)
     if oid == Oid.DATE and pa.types.is_date32(kind):
         return _dates(column, binary, per_value)
     if oid in (Oid.TIMESTAMP, Oid.TIMESTAMPTZ) and pa.types.is_timestamp(kind):
@@ -222,6 +221,15 @@ def _respelling(power: int) -> list[tuple[str, str]]:
             (r"\.?0+e", "e"),
         ]
     return [(rf"^(-?)(\d)\.(\d{{{power}}})(\d+)e\+{power}$", r"\1\2\3.\4")]
+
+
+def _booleans(column: pa.Array, binary: bool) -> pa.Array:
+    """One byte a value: 1 and 0 in binary, ``t`` and ``f`` in text (the bits unpacked
+    by numpy: about half the CPU of Arrow's ``if_else`` on binary scalars)."""
+    bits = np.unpackbits(np.frombuffer(column.buffers()[1], np.uint8), bitorder="little")
+    bits = bits[column.offset : column.offset + len(column)]
+    values = bits if binary else np.where(bits, np.uint8(ord("t")), np.uint8(ord("f")))
+    return _fixed(values, column)
 
 
 def _dates(column: pa.Array, binary: bool, per_value: PerValue) -> pa.Array:
