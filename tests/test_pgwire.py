@@ -426,6 +426,9 @@ def test_insert_tags_parameters_and_bad_rows(pg: Served) -> None:
         assert cursor.execute("SELECT count(*) FROM events WHERE name = 'many'").fetchone() == (5,)
     assert pg.db.execute("SELECT count(*) FROM events WHERE name = 'bad'").fetchone() == (0,)
     assert pg.db.execute("SELECT count(*) FROM events WHERE name = 'kept'").fetchone() == (1,)
+    # the port's queries and look-ups (the columns of an INSERT without a list) ran on
+    # duckflock's own cursors: the served database still trusts its kept catalogue
+    assert pg.db._cursors.raw_handed_out is False
 
 
 def test_the_admin_role_runs_ddl_and_dml(pg: Served) -> None:

@@ -343,7 +343,7 @@ class Executor:
         return Outcome(f"INSERT 0 {receipt.rows}")
 
     def _columns(self, target: str) -> list[str]:
-        cursor = self.db.cursor()
+        cursor = self.db.own_cursor()
         try:
             identity = Resolver(cursor).table(target)
             rows = cursor.execute(
