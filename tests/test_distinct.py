@@ -301,3 +301,33 @@ def test_integer_approx_count_distinct_runs_no_query(
         db.insert("t", [{"k": "new", "u": 2**40}, {"k": None, "u": -(2**62)}])
         _same(db, "a", sql)
         assert queries == []
+
+
+def test_a_filtered_approx_count_distinct_is_incremental_and_equals_a_full_run() -> None:
+    """``approx_count_distinct(x) FILTER (WHERE …)`` exports its filtered sketch (the
+    EXPORT_STATE after the FILTER): incremental, and equal to a full run through groups
+    whose every row the filter drops, then some it keeps, and a delete."""
+    sql = (
+        "SELECT k, approx_count_distinct(u) FILTER (WHERE v > 0) AS au, "
+        "approx_count_distinct(s) FILTER (WHERE v < 0 AND u IS NOT NULL) AS a_s, "
+        "count(*) AS n FROM t GROUP BY k"
+    )
+    rng = random.Random(11)
+    with duckflock.connect() as db:
+        db.execute(TABLE)
+        db.insert("t", _rows(rng, 40) + [{"k": "none", "u": 1, "s": "x", "v": 0}])
+        db.analysis("a", sql)
+        db.result("a", min_version=1, timeout=30)
+        assert internals.analysis(db, "a").state.shape.plan is not None
+        for size in (5, 1, 30, 0):
+            if size:
+                db.insert("t", _rows(rng, size))
+            _same(db, "a", sql)
+        db.insert("t", [{"k": "none", "u": 2, "s": "y", "v": 3}])  # the filter keeps one
+        _same(db, "a", sql)
+        db.execute("DELETE FROM t WHERE u = 3")  # a sketch cannot retract: rebuilt
+        rebuilt = db.refresh("a")
+        assert rebuilt.error is None
+        assert sorted(rebuilt.rows(), key=repr) == sorted(db.execute(sql).fetchall(), key=repr)
+        db.insert("t", _rows(rng, 9))
+        _same(db, "a", sql)
