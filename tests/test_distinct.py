@@ -315,7 +315,7 @@ def test_a_filtered_approx_count_distinct_is_incremental_and_equals_a_full_run()
     rng = random.Random(11)
     with duckflock.connect() as db:
         db.execute(TABLE)
-        db.insert("t", _rows(rng, 40) + [{"k": "none", "u": 1, "s": "x", "v": 0}])
+        db.insert("t", [*_rows(rng, 40), {"k": "none", "u": 1, "s": "x", "v": 0}])
         db.analysis("a", sql)
         db.result("a", min_version=1, timeout=30)
         assert internals.analysis(db, "a").state.shape.plan is not None

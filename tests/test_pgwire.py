@@ -431,6 +431,24 @@ def test_insert_tags_parameters_and_bad_rows(pg: Served) -> None:
     assert pg.db._cursors.raw_handed_out is False
 
 
+def test_a_list_of_strings_inserts_into_an_array_column(pg: Served) -> None:
+    """psycopg sends a ``list[str]`` parameter as text of unknown type (``{a,"b c"}``):
+    bound for an array column it is read as PostgreSQL reads it there, an array."""
+    pg.db.execute("CREATE TABLE tagged (name VARCHAR, tags VARCHAR[], n INTEGER[])")
+    rows = [
+        ("one", ["a", "b c", None, 'q"x', "{}"], [1, 2]),
+        ("two", [], None),
+        ("{not an array}", None, [3]),  # a plain text column keeps its braces
+    ]
+    with psycopg.connect(pgclients.dsn(pg.port, WRITE), autocommit=True) as conn:
+        for binary in (False, True):
+            cursor = conn.cursor(binary=binary)
+            cursor.executemany("INSERT INTO tagged VALUES (%s, %s, %s)", rows)
+            cursor.execute("INSERT INTO tagged (tags, name) VALUES (%s, 'named')", [["z"]])
+    got = pg.db.execute("SELECT name, tags, n FROM tagged ORDER BY rowid").fetchall()
+    assert got == [*rows, ("named", ["z"], None)] * 2
+
+
 def test_the_admin_role_runs_ddl_and_dml(pg: Served) -> None:
     with psycopg.connect(pgclients.dsn(pg.port, ADMIN), autocommit=True) as conn:
         conn.execute("CREATE TABLE scratch (x INTEGER)")
