@@ -4,9 +4,10 @@ handed to DuckDB's fold and back without a difference."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import duckdb
@@ -46,6 +47,18 @@ def _rows(rng: random.Random, count: int) -> list[dict[str, Any]]:
     ]
 
 
+@contextlib.contextmanager
+def _analysed(name: str, sql: str, rows: list[dict[str, Any]]) -> Iterator[duckflock.Database]:
+    """An in-memory database whose table ``t`` (TABLE) holds ``rows``, with the analysis
+    ``name`` over it defined and its first result in."""
+    with duckflock.connect() as db:
+        db.execute(TABLE)
+        db.insert("t", rows)
+        db.analysis(name, sql)
+        db.result(name, min_version=1, timeout=30)
+        yield db
+
+
 def _same(db: duckflock.Database, name: str, sql: str) -> None:
     result = db.refresh(name)
     assert result.error is None and result.mode == "incremental", result.reason
@@ -58,11 +71,7 @@ def test_count_distinct_folds_in_pyarrow_alone_and_equals_a_full_run(
 ) -> None:
     sql = DISTINCT[name]
     rng = random.Random(name)
-    with duckflock.connect() as db:
-        db.execute(TABLE)
-        db.insert("t", _rows(rng, 30))
-        db.analysis(name, sql)
-        db.result(name, min_version=1, timeout=30)
+    with _analysed(name, sql, _rows(rng, 30)) as db:
         run = internals.analysis(db, name).state
         plan = run.shape.plan
         assert plan is not None and plan.arrow is not None and plan.arrow.sets
@@ -86,11 +95,7 @@ def test_count_distinct_folds_in_pyarrow_alone_and_equals_a_full_run(
 def test_count_distinct_with_deletes_equals_a_full_run() -> None:
     sql = DISTINCT["mixed"]
     rng = random.Random(7)
-    with duckflock.connect() as db:
-        db.execute(TABLE)
-        db.insert("t", _rows(rng, 30))
-        db.analysis("d", sql)
-        db.result("d", min_version=1, timeout=30)
+    with _analysed("d", sql, _rows(rng, 30)) as db:
         for step in range(4):
             db.insert("t", _rows(rng, 8))
             db.execute("DELETE FROM t WHERE u = ? OR k IS NULL", [step])
@@ -286,11 +291,7 @@ def test_integer_approx_count_distinct_runs_no_query(
     groups whose values the state has seen, and a group that is new."""
     sql = "SELECT k, approx_count_distinct(u) AS au, count(*) AS n FROM t GROUP BY k"
     rng = random.Random(21)
-    with duckflock.connect() as db:
-        db.execute(TABLE)
-        db.insert("t", _rows(rng, 60))
-        db.analysis("a", sql)
-        db.result("a", min_version=1, timeout=30)
+    with _analysed("a", sql, _rows(rng, 60)) as db:
         run = internals.analysis(db, "a").state
         merge = run.shape.plan.merge if run.shape.plan is not None else None
         assert merge is not None and merge.computed is not None
@@ -313,11 +314,7 @@ def test_a_filtered_approx_count_distinct_is_incremental_and_equals_a_full_run()
         "count(*) AS n FROM t GROUP BY k"
     )
     rng = random.Random(11)
-    with duckflock.connect() as db:
-        db.execute(TABLE)
-        db.insert("t", [*_rows(rng, 40), {"k": "none", "u": 1, "s": "x", "v": 0}])
-        db.analysis("a", sql)
-        db.result("a", min_version=1, timeout=30)
+    with _analysed("a", sql, [*_rows(rng, 40), {"k": "none", "u": 1, "s": "x", "v": 0}]) as db:
         assert internals.analysis(db, "a").state.shape.plan is not None
         for size in (5, 1, 30, 0):
             if size:
