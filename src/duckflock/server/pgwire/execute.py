@@ -346,16 +346,19 @@ class Executor:
 
     def _arrays(self, target: str, table: pa.Table) -> pa.Table:
         """Array literals in text bound for array columns, as lists (types/array.py)."""
-        found = {
-            i: lists
+        texts = [
+            i
             for i, column in enumerate(table.columns)
-            if pa.types.is_string(column.type) and (lists := array.literals(column)) is not None
-        }
-        if found:
+            if pa.types.is_string(column.type) and array.braced(column)
+        ]
+        if texts:
             kinds = {name.lower(): kind for name, kind in self._columns(target)}
-            for i, lists in found.items():
+            for i in texts:
                 name = table.column_names[i]
-                if kinds.get(name.lower(), "").endswith("]"):
+                if not kinds.get(name.lower(), "").endswith("]"):
+                    continue
+                lists = array.literals(table.column(i))
+                if lists is not None:
                     table = table.set_column(i, name, lists)
         return table
 
