@@ -18,11 +18,13 @@ Run: .venv/bin/python benchmarks/retention.py [--quick]
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -57,6 +59,40 @@ def _table(db: duckflock.Database, rows: int, span_us: int, exact: bool = False)
         f"FROM range({rows})"
     )
     db.execute("CHECKPOINT")
+
+
+@contextlib.contextmanager
+def window_database(path: Path, rows: int) -> Iterator[duckflock.Database]:
+    """A database at ``path`` with the window's table (``rows`` over the last hour) and
+    its analysis, the first result in."""
+    with duckflock.connect(path) as db:
+        _table(db, rows, 3_600_000_000)
+        db.analysis("window", WINDOW)
+        db.result("window", min_version=1, timeout=600)
+        yield db
+
+
+def new_rows() -> pa.Table:
+    """One round's 10,000 new rows of the window's table, stamped now."""
+    now = datetime.now()
+    return pa.table(
+        {
+            "k": pa.array([i % 50 for i in range(10_000)], pa.int32()),
+            "v": [1.5] * 10_000,
+            "ts": [now - timedelta(microseconds=i) for i in range(10_000)],
+        }
+    )
+
+
+def window_full(db: duckflock.Database, result: duckflock.Result) -> float:
+    """The seconds of a full run of the window at ``result``'s instant, whose rows it
+    checks ``result`` against (incremental)."""
+    assert result.mode == "incremental" and result.now is not None, result.reason
+    started = time.perf_counter()
+    expected = db.execute(WINDOW.replace("now()", literal(result.now))).fetchall()
+    spent = time.perf_counter() - started
+    assert sorted(r[:2] for r in result.rows()) == sorted(r[:2] for r in expected)
+    return spent
 
 
 def retention_figures(
@@ -122,32 +158,15 @@ def window_rounds(workdir: Path, rows: int) -> tuple[list[float], list[float], l
     thread), full re-run (s). A refresh whose instant moved into a new bucket since the
     last one reads the cut bucket from the table (in a pinned transaction); the others
     carry it (live/marks.py): the slowest round is usually such a read."""
-    path = workdir / f"w_{rows}.duckdb"
-    with duckflock.connect(path) as db:
-        _table(db, rows, 3_600_000_000)
-        db.analysis("window", WINDOW)
-        db.result("window", min_version=1, timeout=600)
+    with window_database(workdir / f"w_{rows}.duckdb", rows) as db:
         incremental, reported, full = [], [], []
         for _ in range(ROUNDS):
-            now = datetime.now()
-            chunk = pa.table(
-                {
-                    "k": pa.array([i % 50 for i in range(10_000)], pa.int32()),
-                    "v": [1.5] * 10_000,
-                    "ts": [now - timedelta(microseconds=i) for i in range(10_000)],
-                }
-            )
-            db.insert("t", chunk)
+            db.insert("t", new_rows())
             started = time.perf_counter()
             result = db.refresh("window")
             incremental.append(time.perf_counter() - started)
             reported.append(result.duration)
-            assert result.mode == "incremental" and result.now is not None, result.mode
-            sql = WINDOW.replace("now()", literal(result.now))
-            started = time.perf_counter()
-            expected = db.execute(sql).fetchall()
-            full.append(time.perf_counter() - started)
-            assert sorted(r[:2] for r in result.rows()) == sorted(r[:2] for r in expected)
+            full.append(window_full(db, result))
     return incremental, reported, full
 
 

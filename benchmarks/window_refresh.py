@@ -17,43 +17,28 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
 from pathlib import Path
 
-import pyarrow as pa
-
-import duckflock
 import options
-from duckflock.live.windows import literal
-from retention import WINDOW, _table
+from retention import new_rows, window_database, window_full
 
 
 def rounds(rows: int, count: int) -> tuple[list[float], list[float], list[float]]:
     """Per round: refresh wall and CPU (s); full runs (s), every fifth round."""
     with (
         tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp,
-        duckflock.connect(Path(tmp) / "w.duckdb") as db,
+        window_database(Path(tmp) / "w.duckdb", rows) as db,
     ):
-        _table(db, rows, 3_600_000_000)
-        db.analysis("window", WINDOW)
-        db.result("window", min_version=1, timeout=600)
-        keys = pa.array([i % 50 for i in range(10_000)], pa.int32())
         wall, cpu, full = [], [], []
         for i in range(count):
-            now = datetime.now()
-            ts = [now - timedelta(microseconds=j) for j in range(10_000)]
-            db.insert("t", pa.table({"k": keys, "v": [1.5] * 10_000, "ts": ts}))
+            db.insert("t", new_rows())
             spent, started = time.process_time(), time.perf_counter()
             result = db.refresh("window")
             wall.append(time.perf_counter() - started)
             cpu.append(time.process_time() - spent)
-            assert result.mode == "incremental" and result.now is not None, result.reason
+            assert result.mode == "incremental", result.reason
             if i % 5 == 0:
-                started = time.perf_counter()
-                expected = db.execute(WINDOW.replace("now()", literal(result.now))).fetchall()
-                full.append(time.perf_counter() - started)
-                got = sorted(r[:2] for r in result.rows())
-                assert got == sorted(r[:2] for r in expected)
+                full.append(window_full(db, result))
     return wall, cpu, full
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -507,3 +508,28 @@ def test_a_hard_link_to_an_open_file_is_refused(tmp_path: Path) -> None:
         duckflock.connect(tmp_path / "two.duckdb")
     with duckflock.connect(tmp_path / "two.duckdb") as second:  # the first one closed
         assert second.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_a_dropped_database_is_collected_and_its_threads_end(tmp_path: Path) -> None:
+    """A Database dropped unclosed, after it inserted, defined an analysis and handed
+    the writer rows nobody waits for: its threads hold it only weakly, so it is
+    collected; its writer commits what it accepted and its threads end; the file opens
+    again in the same process."""
+    path = tmp_path / "dropped.duckdb"
+    before = set(threading.enumerate())
+    db = duckflock.connect(path)
+    db.execute("CREATE TABLE t (v INTEGER)")
+    db.insert("t", [{"v": 1}, {"v": 2}])
+    db.analysis("n", "SELECT count(*) FROM t", on_change=True, wait=True)
+    db.insert("t", [{"v": 3}], wait=False)
+    threads = [t for t in set(threading.enumerate()) - before if t.name != "duckflock-reaper"]
+    assert {t.name for t in threads} >= {"duckflock-writer", "duckflock-scheduler"}
+    dropped = weakref.ref(db)
+    del db
+    gc.collect()
+    assert dropped() is None
+    for thread in threads:
+        thread.join(timeout=10)
+        assert not thread.is_alive(), thread.name
+    with duckflock.connect(path) as again:
+        assert again.execute("SELECT sum(v) FROM t").fetchone() == (6,)

@@ -142,3 +142,24 @@ def test_a_killed_direct_connection_is_read_around_then_replaced(
     assert "new Parquet file" in result.reason, result.reason
     assert used.direct_reads == before + 1 and used._direct is not None
     assert used._direct._connection.info.backend_pid != pid
+
+
+def test_a_read_past_its_bound_fails_for_the_extension_to_answer(
+    postgres: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A direct read that the catalog does not answer within ``READ_TIMEOUT`` fails
+    (Direct.Failed: the Session reads through the extension, as after any failure)
+    instead of holding the refresh: the server ends a slow statement, and the
+    connection asks the kernel to end one whose server stopped answering."""
+    monkeypatch.setattr(directly.Direct, "READ_TIMEOUT", 0.3)
+    direct = directly.Direct(postgres.dsn)
+    try:
+        with pytest.raises(directly.Direct.Failed, match="QueryCanceled"):
+            direct.query("SELECT pg_sleep(30)")
+        assert direct.query("SELECT 1") == [(1,)]  # the connection goes on
+        settings = direct.query("SELECT current_setting('statement_timeout')")
+        assert settings == [("300ms",)]
+        used = direct._connection.info.get_parameters()
+        assert used["keepalives"] == "1" and used["tcp_user_timeout"] == "300"
+    finally:
+        direct.close()

@@ -5,8 +5,10 @@ otherwise (a key twice in the dimension, a column both sides have, other key typ
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,6 +25,23 @@ KEYS = ["a", "b", "A", None, "c", "é", "x"]  # 'A', 'é', 'x' join nothing; NUL
 
 def _rows(round_: int) -> list[tuple[Any, ...]]:
     return [(i, KEYS[(round_ + i) % len(KEYS)], (i * 7) % 11 - 3) for i in range(50)]
+
+
+@contextlib.contextmanager
+def _tables(dimension: str = DIMENSION, facts: str = FACTS) -> Iterator[duckflock.Database]:
+    """An in-memory database with the fact table, the dimension and its unique rows."""
+    with duckflock.connect() as db:
+        db.execute(facts)
+        db.execute(dimension)
+        db.execute(UNIQUE)
+        yield db
+
+
+@pytest.fixture
+def tables() -> Iterator[duckflock.Database]:
+    """:func:`_tables` with the usual dimension."""
+    with _tables() as db:
+        yield db
 
 
 @pytest.fixture
@@ -66,57 +85,42 @@ def _refreshes(db: duckflock.Database, sql: str, rounds: range, **between: str) 
         "AS x JOIN d ON d.g = x.g WHERE f.n > -2 OR w = 4 GROUP BY 1",
     ],
 )
-def test_a_lookup_join_equals_a_full_run(sql: str, looked: list[int]) -> None:
+def test_a_lookup_join_equals_a_full_run(
+    sql: str, looked: list[int], tables: duckflock.Database
+) -> None:
     """INNER and LEFT, ON and USING, NULL keys on both sides, keys the dimension lacks, a
     WHERE and a FILTER over both sides' columns: the lookup folds (after the first,
     pinned fold) and each result is a full run's."""
     sql = sql.replace("f.k", "x.k").replace("f.n", "x.n") if " AS x " in sql else sql
-    db = duckflock.connect()
-    try:
-        db.execute(FACTS)
-        db.execute(DIMENSION)
-        db.execute(UNIQUE)
-        _refreshes(db, sql, range(6))
-        assert looked.count(50) == 5, looked
-    finally:
-        db.close()
+    _refreshes(tables, sql, range(6))
+    assert looked.count(50) == 5, looked
 
 
-def test_a_dimension_key_twice_joins_by_duckdb_until_it_is_once(looked: list[int]) -> None:
+def test_a_dimension_key_twice_joins_by_duckdb_until_it_is_once(
+    looked: list[int], tables: duckflock.Database
+) -> None:
     """A key twice in the dimension gives a fact row two joined rows (DuckDB's query
     folds); a write to the dimension rebuilds, and the new copy's keys decide again."""
     sql = "SELECT d.site, count(*) AS c, sum(f.n) AS s FROM f JOIN d ON f.g = d.g GROUP BY d.site"
-    db = duckflock.connect()
-    try:
-        db.execute(FACTS)
-        db.execute(DIMENSION)
-        db.execute(UNIQUE)
-        db.execute("INSERT INTO d VALUES ('a', 'dup', 9)")
-        _refreshes(db, sql, range(4))
-        assert looked.count(50) == 0, looked
-        _refreshes(db, sql, range(4, 8), **{"5": "DELETE FROM d WHERE site = 'dup'"})
-        # the rebuild at 5, the pinned fold (which copies) at 6: the lookup at 7
-        assert looked.count(50) == 1, looked
-    finally:
-        db.close()
+    tables.execute("INSERT INTO d VALUES ('a', 'dup', 9)")
+    _refreshes(tables, sql, range(4))
+    assert looked.count(50) == 0, looked
+    _refreshes(tables, sql, range(4, 8), **{"5": "DELETE FROM d WHERE site = 'dup'"})
+    # the rebuild at 5, the pinned fold (which copies) at 6: the lookup at 7
+    assert looked.count(50) == 1, looked
 
 
-def test_a_dimension_changed_between_refreshes_is_looked_up_anew(looked: list[int]) -> None:
+def test_a_dimension_changed_between_refreshes_is_looked_up_anew(
+    looked: list[int], tables: duckflock.Database
+) -> None:
     """An UPDATE of a dimension row rebuilds, and the later lookups join the new copy."""
     sql = "SELECT d.site, count(*) AS c, sum(f.n) AS s FROM f JOIN d ON f.g = d.g GROUP BY d.site"
-    db = duckflock.connect()
-    try:
-        db.execute(FACTS)
-        db.execute(DIMENSION)
-        db.execute(UNIQUE)
-        changes = {
-            "3": "UPDATE d SET site = 'moved' WHERE g = 'b'",
-            "6": "UPDATE d SET g = 'x' WHERE g = 'a'",
-        }
-        _refreshes(db, sql, range(9), **changes)
-        assert looked.count(50) == 4, looked  # at 1-2, 5 and 8
-    finally:
-        db.close()
+    changes = {
+        "3": "UPDATE d SET site = 'moved' WHERE g = 'b'",
+        "6": "UPDATE d SET g = 'x' WHERE g = 'a'",
+    }
+    _refreshes(tables, sql, range(9), **changes)
+    assert looked.count(50) == 4, looked  # at 1-2, 5 and 8
 
 
 @pytest.mark.parametrize(
@@ -138,15 +142,9 @@ def test_a_dimension_changed_between_refreshes_is_looked_up_anew(looked: list[in
 def test_a_join_the_lookup_could_get_wrong_stays_duckdbs(
     dimension: str, sql: str, looked: list[int]
 ) -> None:
-    db = duckflock.connect()
-    try:
-        db.execute(FACTS)
-        db.execute(dimension)
-        db.execute(UNIQUE)
+    with _tables(dimension) as db:
         _refreshes(db, sql, range(4))
         assert looked.count(50) == 0, looked
-    finally:
-        db.close()
 
 
 RANDOM_SHAPES = {
@@ -165,11 +163,8 @@ def test_random_facts_and_dimension_writes_equal_full_runs(seed: int, looked: li
     shape is a full run's, and the lookup folds some of them."""
     rng = random.Random(seed)
     keys = ["a", "b", "c", "A", "é", None]
-    db = duckflock.connect()
-    try:
-        db.execute("CREATE TABLE f (k INTEGER, g VARCHAR, n BIGINT, b BOOLEAN, i SMALLINT)")
-        db.execute(DIMENSION)
-        db.execute(UNIQUE)
+    facts = "CREATE TABLE f (k INTEGER, g VARCHAR, n BIGINT, b BOOLEAN, i SMALLINT)"
+    with _tables(facts=facts) as db:
         for name, sql in RANDOM_SHAPES.items():
             db.analysis(name, sql)
             db.refresh(name)
@@ -201,5 +196,3 @@ def test_random_facts_and_dimension_writes_equal_full_runs(seed: int, looked: li
                 full = db.execute(sql).fetchall()
                 assert sorted(result.rows(), key=repr) == sorted(full, key=repr), (seed, step)
         assert any(count != 211 for count in looked), looked
-    finally:
-        db.close()

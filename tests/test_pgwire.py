@@ -426,6 +426,27 @@ def test_insert_tags_parameters_and_bad_rows(pg: Served) -> None:
         assert cursor.execute("SELECT count(*) FROM events WHERE name = 'many'").fetchone() == (5,)
     assert pg.db.execute("SELECT count(*) FROM events WHERE name = 'bad'").fetchone() == (0,)
     assert pg.db.execute("SELECT count(*) FROM events WHERE name = 'kept'").fetchone() == (1,)
+    # the port's queries and look-ups (the columns of an INSERT without a list) ran on
+    # duckflock's own cursors: the served database still trusts its kept catalogue
+    assert pg.db._cursors.raw_handed_out is False
+
+
+def test_a_list_of_strings_inserts_into_an_array_column(pg: Served) -> None:
+    """psycopg sends a ``list[str]`` parameter as text of unknown type (``{a,"b c"}``):
+    bound for an array column it is read as PostgreSQL reads it there, an array."""
+    pg.db.execute("CREATE TABLE tagged (name VARCHAR, tags VARCHAR[], n INTEGER[])")
+    rows = [
+        ("one", ["a", "b c", None, 'q"x', "{}"], [1, 2]),
+        ("two", [], None),
+        ("{not an array}", None, [3]),  # a plain text column keeps its braces
+    ]
+    with psycopg.connect(pgclients.dsn(pg.port, WRITE), autocommit=True) as conn:
+        for binary in (False, True):
+            cursor = conn.cursor(binary=binary)
+            cursor.executemany("INSERT INTO tagged VALUES (%s, %s, %s)", rows)
+            cursor.execute("INSERT INTO tagged (tags, name) VALUES (%s, 'named')", [["z"]])
+    got = pg.db.execute("SELECT name, tags, n FROM tagged ORDER BY rowid").fetchall()
+    assert got == [*rows, ("named", ["z"], None)] * 2
 
 
 def test_the_admin_role_runs_ddl_and_dml(pg: Served) -> None:

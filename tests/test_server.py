@@ -727,3 +727,20 @@ def test_a_query_reads_batches_of_the_size_its_column_types_give() -> None:
             running.close()
     assert seen == [["BIGINT", "VARCHAR"]]
     assert max(sizes) == 4096 and sum(sizes) == 10000
+
+
+def test_served_queries_leave_the_catalogue_trusted(db: duckflock.Database) -> None:
+    """The server's queries and catalog look-ups run on duckflock's own cursors, not on
+    raw ones (``db.cursor()``): a served database keeps trusting its kept catalogue and
+    settings (``CursorPool.raw_handed_out`` stays unset)."""
+    db.execute('CREATE TABLE "a.b" (x INTEGER)')
+    db.insert("a.b", {"x": 1}, idempotency_key="once")  # makes duckflock.batches
+    with make_client(db) as http:
+        for sql in ["SELECT count(*) FROM events", 'SELECT x FROM "a.b"']:
+            assert http.post("/v1/query", json={"sql": sql}).status_code == 200
+        error_of(
+            http.post("/v1/query", json={"sql": "FROM duckflock.batches"}),
+            403,
+            "QueryRefusedError",
+        )
+    assert db._cursors.raw_handed_out is False

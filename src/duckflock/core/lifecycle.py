@@ -11,8 +11,11 @@ arrows point down.
 from __future__ import annotations
 
 import contextlib
+import logging
+import queue
 import threading
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from duckflock.errors import ClosedError, translate
@@ -31,6 +34,25 @@ class Lifecycle:
         self.guard = threading.Condition()
         self._closed = False
         self._active = 0
+        self._on_drop: list[Callable[[], None]] = []  # see drop_with
+
+    def drop_with(self, owner: object, close: Callable[[], None]) -> None:
+        """Run ``close`` (a writer's, scheduler's or lake watch's) once ``owner`` (the
+        Database, which its threads hold only :func:`weakly`) is collected unclosed.
+        Closers run last-added first, on the reaper thread: the collector may run a
+        finalizer on any thread holding any lock, so the finalizer only hands them over
+        (``SimpleQueue.put`` is safe there). Called before the thread starts."""
+        if not self._on_drop:
+            _start_reaper()
+            weakref.finalize(owner, _DROPPED.put, self._dropped).atexit = False
+        self._on_drop.append(close)
+
+    def _dropped(self) -> None:
+        for close in reversed(self._on_drop):
+            try:
+                close()
+            except Exception:  # one failing closer does not keep the others' threads
+                logging.getLogger("duckflock").exception("closing a dropped database failed")
 
     @property
     def closed(self) -> bool:
@@ -89,3 +111,36 @@ class Lifecycle:
         """Wait until no statement runs (at most ``timeout`` seconds); False if some do."""
         with self.guard:
             return self.guard.wait_for(lambda: self._active == 0, timeout=timeout)
+
+
+def weakly(method: Callable[..., Any]) -> Callable[..., Any]:
+    """``method`` (a bound method of a Database) called through a weak reference, for
+    the callbacks a Database hands its threads: a thread that holds one does not keep a
+    dropped Database alive (:meth:`Lifecycle.drop_with` stops the thread). Once the
+    Database is gone, a call does nothing."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        bound = ref()
+        return None if bound is None else bound(*args, **kwargs)
+
+    return call
+
+
+# what the finalizers of dropped Databases hand the reaper thread
+_DROPPED: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+_REAPER_LOCK = threading.Lock()  # guards _reaper
+_reaper: threading.Thread | None = None
+
+
+def _start_reaper() -> None:
+    global _reaper
+    with _REAPER_LOCK:
+        if _reaper is None:
+            _reaper = threading.Thread(target=_reap, name="duckflock-reaper", daemon=True)
+            _reaper.start()
+
+
+def _reap() -> None:
+    while True:
+        _DROPPED.get()()

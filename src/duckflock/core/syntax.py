@@ -48,6 +48,16 @@ _DYNAMIC_READERS = {"query", "query_table", "json_execute_serialized_sql"}
 
 
 @functools.lru_cache(maxsize=4096)
+def _statements(sql: str) -> tuple[duckdb.Statement, ...] | None:
+    """The statements of ``sql`` as DuckDB's parser splits and types them (None: it does
+    not parse), parsed once for the predicates below that ask of the same text."""
+    try:
+        return tuple(duckdb.extract_statements(sql))
+    except duckdb.Error:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
 def classify(sql: str) -> StatementKind:
     """``WRITE`` if any statement in ``sql`` may change data or the catalog, ``SESSION``
     if one changes settings (names may resolve differently), else ``READ``.
@@ -55,9 +65,8 @@ def classify(sql: str) -> StatementKind:
     SQL that does not parse is ``READ``: it will not run either, and the caller
     reports DuckDB's parse error.
     """
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error:
+    statements = _statements(sql)
+    if statements is None:
         return READ
     kind = READ
     for statement in statements:
@@ -87,14 +96,11 @@ _CATALOG_TYPES = {
 def catalog_only(sql: str) -> bool:
     """Whether every statement in ``sql`` is CREATE, DROP, ALTER or CHECKPOINT: writes
     whose whole effect shows in the catalog (a table created AS SELECT is new)."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error:
-        return False
+    statements = _statements(sql)
     return bool(statements) and all(
         s.type in _CATALOG_TYPES
         or (s.type == duckdb.StatementType.CALL and _is_checkpoint(s.query))
-        for s in statements
+        for s in statements or ()
     )
 
 
@@ -110,11 +116,8 @@ _DATA_TYPES = {
 def data_only(sql: str) -> bool:
     """Whether ``sql`` only reads and writes rows (SELECT, INSERT, UPDATE, DELETE): the
     catalog is as it was, so no analysis needs planning again."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error:
-        return False
-    return bool(statements) and all(s.type in _DATA_TYPES for s in statements)
+    statements = _statements(sql)
+    return bool(statements) and all(s.type in _DATA_TYPES for s in statements or ())
 
 
 # statements that change no setting, global or of the session (SET, RESET, PRAGMA,
@@ -134,11 +137,8 @@ _SETTLED_TYPES = {
 def may_set(sql: str) -> bool:
     """Whether a statement in ``sql`` may change a setting (see
     :class:`duckflock.core.effects.Epoch`); SQL that does not parse does not run."""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error:
-        return False
-    return not all(
+    statements = _statements(sql)
+    return statements is not None and not all(
         s.type in _SETTLED_TYPES
         or (s.type == duckdb.StatementType.CALL and _is_checkpoint(s.query))
         or (s.type == duckdb.StatementType.EXPLAIN and _explains_a_read(s.query))
@@ -242,9 +242,8 @@ def parse(cursor: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
 
 def _kinds(sql: str) -> str:
     """What ``sql`` holds, in words: ``a DELETE statement``, ``3 statements``…"""
-    try:
-        statements = duckdb.extract_statements(sql)
-    except duckdb.Error:
+    statements = _statements(sql)
+    if statements is None:
         return "this"
     if not statements:
         return "an empty string"

@@ -20,7 +20,7 @@ from duckflock.core import effects, opening
 from duckflock.core.checks import count, flag, seconds
 from duckflock.core.cursors import CursorPool
 from duckflock.core.faults import no_fault
-from duckflock.core.lifecycle import Lifecycle
+from duckflock.core.lifecycle import Lifecycle, weakly
 from duckflock.database.analyses import Analyses
 from duckflock.database.inserts import Inserts
 from duckflock.database.lake import Lake
@@ -122,22 +122,25 @@ class Database(Statements, Inserts, Analyses, Lake):
                 self._connection.close()
                 opening.release(self)
                 raise
-        self._cursors = CursorPool(self._connection, prepare_lake if self.is_lake else None)
+        self._cursors = cursors = CursorPool(
+            self._connection, prepare_lake if self.is_lake else None
+        )
         # names resolve on a cursor of their own: no caller's USE or SET changes them
         self._intake = Intake(self._cursors.new())
         self.fault_hook = no_fault
         self._effects = effects.Watch(self._cursors.new)
         # (a raw cursor's SET is unseen: the one flag of "a raw cursor is out")
-        self._settings = effects.Epoch(lambda: self._cursors.raw_handed_out)
+        self._settings = effects.Epoch(lambda: cursors.raw_handed_out)
         self._commit_lock = threading.Lock()
         self._lake = None
         if self.is_lake:
             self._lake = LakeWatch(
                 self._cursors.new,
                 self._lake_options,
-                self._on_lake_change,
+                weakly(self._on_lake_change),  # its threads hold this Database weakly
                 maintain=not read_only,
             )
+            self._life.drop_with(self, self._lake.close)
         self._ledger = definitions.Ledger()
         _OPEN.add(self)
         if restore:

@@ -14,6 +14,7 @@ import duckdb
 
 from duckflock.core import project
 from duckflock.core.checks import flag, text, texts
+from duckflock.core.lifecycle import weakly
 from duckflock.database.base import Base
 from duckflock.errors import DuckflockError, OpenError, QueryError
 from duckflock.lake.connection import CATALOG
@@ -254,12 +255,14 @@ class Analyses(Base):
         with self._life.guard:
             self._life.check()
             if self._scheduler is None:
+                # its threads hold this Database weakly, as the writer's do
+                lock, cursors = self._commit_lock, self._cursors
                 self._scheduler = Scheduler(
-                    new_cursor=self._cursors.new,
-                    close_cursor=self._cursors.forget,
-                    commit_lock=lambda: self._commit_lock,
-                    committed_seq=self._committed_seq,
-                    on_capture_change=self._on_capture_change,
+                    new_cursor=cursors.new,
+                    close_cursor=cursors.forget,
+                    commit_lock=lambda: lock,
+                    committed_seq=weakly(self._committed_seq),
+                    on_capture_change=weakly(self._on_capture_change),
                     max_concurrent=self._max_concurrent_analyses,
                     default_timeout=self._analysis_timeout,
                     distinct_limit=self._distinct_limit,
@@ -267,6 +270,7 @@ class Analyses(Base):
                     owner=self,  # for duckflock.live.internals
                     lake=CATALOG if self.is_lake else None,
                     settings=self._settings,
-                    raw_handed_out=lambda: self._cursors.raw_handed_out,
+                    raw_handed_out=lambda: cursors.raw_handed_out,
                 )
+                self._life.drop_with(self, self._scheduler.close)
             return self._scheduler

@@ -187,6 +187,10 @@ class Base:
             scheduler.notices.lost()  # rebuild incremental states rather than miss rows
             raise
 
+    def _schema_changed(self) -> None:
+        """The writer saw a table's columns change: names resolve again."""
+        self._intake.invalidate()  # through self: _reopen replaces the intake
+
     def _on_lake_change(self) -> None:
         """The lake's snapshot moved (any process committed): every analysis may be
         stale; incremental ones read what changed from the lake's feed."""

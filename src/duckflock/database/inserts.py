@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from duckflock.core.checks import flag, seconds
+from duckflock.core.lifecycle import weakly
 from duckflock.database.base import Base
 from duckflock.errors import IngestError, IngestTimeoutError, QueryError, QueueFullError
 from duckflock.ingest.keys import KeyBook, check_key, digest
@@ -191,15 +192,16 @@ class Inserts(Base):
             if self.read_only:
                 raise IngestError(f"database {self._shown!r} is open read-only")
             if self._writer is None:
+                # the writer's thread holds this Database weakly: one dropped unclosed
+                # is collected, then its writer closed (Lifecycle.drop_with)
                 self._writer = Writer(
                     self._cursors.new,
                     max_queued_rows=self._max_queued_rows,
                     max_batch_rows=self._max_batch_rows,
-                    on_commit=self._on_commit,
-                    # through self: _reopen replaces the intake
-                    on_schema_change=lambda: self._intake.invalidate(),
+                    on_commit=weakly(self._on_commit),
+                    on_schema_change=weakly(self._schema_changed),
                     commit_lock=self._commit_lock,
-                    reopen=self._reopen,
+                    reopen=weakly(self._reopen),
                     retry=Retry.of(self._lake_options) if self.is_lake else None,
                     keys=KeyBook(
                         window=self._idempotency_window,
@@ -207,6 +209,7 @@ class Inserts(Base):
                         lake=self.is_lake,
                     ),
                 )
+                self._life.drop_with(self, self._writer.close)
                 if self._scheduler is not None:
                     # under the scheduler's lock: a concurrent define or drop cannot
                     # publish in between and be overwritten by this older set

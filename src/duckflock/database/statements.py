@@ -220,6 +220,14 @@ class Statements(Base):
         with self._life.running():
             return self._cursors.raw()  # its DDL reaches no notice: CursorPool.raw
 
+    def own_cursor(self) -> duckdb.DuckDBPyConnection:
+        """A dedicated cursor for duckflock's own statements that change nothing (the
+        server's checked SELECTs and catalog look-ups): unlike :meth:`cursor`, it leaves
+        ``CursorPool.raw_handed_out`` unset, so the kept catalogue and settings stay
+        trusted. A documented internal interface; ``close()`` it when done."""
+        with self._life.running():
+            return self._cursors.new()
+
     def tables(self) -> list[dict[str, Any]]:
         """Every table of the current database: its ``name`` as ``insert`` takes it, its
         ``catalog``, ``schema`` and ``table`` as the catalog spells them, its columns

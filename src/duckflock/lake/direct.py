@@ -10,10 +10,11 @@ where it is importable (and ``Session.DIRECT`` is left on), for lakes whose targ
 the catalog's connection string (``ducklake:postgres:<dsn>``: DuckDB shows it as the
 lake's path) and whose direct connection reaches the same database the extension reads:
 checked once, by asking both for the database's name and its server's start time.
-Anything else -- a secret in place of the connection string, a
-password the extension found elsewhere, a failed connection -- leaves the reads to the
-extension. Each read is one autocommit statement (one snapshot of the catalog, as the
-extension's read without a transaction), prepared by PostgreSQL where repeated.
+Anything else -- a secret in place of the connection string, a password the extension
+found elsewhere, a failed connection, a read past ``Direct.READ_TIMEOUT`` -- leaves the
+reads to the extension. Each read is one autocommit statement (one snapshot of the
+catalog, as the extension's read without a transaction), prepared by PostgreSQL where
+repeated.
 """
 
 from __future__ import annotations
@@ -58,21 +59,36 @@ class Direct:
         """The direct read failed: the caller reads through the extension instead."""
 
     CONNECT_TIMEOUT = 5  # seconds
+    # seconds one read may take: a read past it fails (and goes through the extension)
+    # rather than hold the refresh. The server ends a slow statement (statement_timeout:
+    # a lock wait, an overloaded catalog); the kernel a connection whose server no
+    # longer answers (TCP keepalives; data unacknowledged: tcp_user_timeout)
+    READ_TIMEOUT = 10.0
 
     def __init__(self, dsn: str) -> None:
         import psycopg
 
         self._errors: tuple[type[BaseException], ...] = (psycopg.Error,)
         self._lock = threading.Lock()
+        bound = max(1, round(self.READ_TIMEOUT * 1000))  # milliseconds
+        dead: dict[str, Any] = {"keepalives": 1, "keepalives_idle": max(1, bound // 2000)}
+        dead |= {"keepalives_interval": 1, "keepalives_count": 2}
+        if psycopg.pq.version() >= 120000:  # libpq 12 knows tcp_user_timeout
+            dead["tcp_user_timeout"] = bound
         try:
             self._connection = psycopg.connect(
-                dsn, autocommit=True, connect_timeout=self.CONNECT_TIMEOUT
+                dsn, autocommit=True, connect_timeout=self.CONNECT_TIMEOUT, **dead
             )
         except psycopg.Error as exc:
             # (psycopg's message may quote the connection string: not chained)
             raise self.Failed(type(exc).__name__) from None
         # closed when dropped too (a Session is not closed with its database)
         weakref.finalize(self, self._connection.close)
+        try:  # a SET, not the startup's options (a pooler such as PgBouncer refuses those)
+            self._connection.execute(f"SET statement_timeout = {bound}")
+        except psycopg.Error as exc:
+            self.close()
+            raise self.Failed(type(exc).__name__) from None
 
     def query(self, sql: str, *, prepared: bool = False) -> list[tuple[Any, ...]]:
         """The rows of ``sql``, one statement (``prepared``: PostgreSQL keeps its plan)."""

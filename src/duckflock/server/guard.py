@@ -98,7 +98,7 @@ class RunningQuery:
         self.guard = guard
         self.sql = sql
         self.params = params
-        self.cursor = guard.db.cursor()
+        self.cursor = guard.db.own_cursor()
         self._closed = False
         self.timer = threading.Timer(max(deadline - time.monotonic(), 0.0), self.cursor.interrupt)
         self.timer.daemon = True
@@ -167,7 +167,7 @@ class RunningQuery:
                 # that would keep CHECKPOINT from running: release it before the cursor
                 reader.close()
                 del self.reader
-            self.cursor.close()  # db.cursor() tracks it weakly: closed and dropped here
+            self.cursor.close()  # db.own_cursor() tracks it weakly: closed and dropped here
         except duckdb.Error:
             pass  # the database closed first: nothing left to free
 
@@ -245,7 +245,7 @@ class QueryGuard:
     def _is_keys_table(self, node: dict[str, Any]) -> bool:
         """Whether a table reference named like it is duckflock's table of idempotency
         keys (asked of the catalog only for that name)."""
-        cursor = self.db.cursor()
+        cursor = self.db.own_cursor()
         try:
             found = Resolver(cursor).lookup(table_parts(node))
         finally:
@@ -255,7 +255,7 @@ class QueryGuard:
     def _is_table(self, node: dict[str, Any]) -> bool:
         """True when a name that looks like a file is a table or view of the catalog
         (``main."a.b"``): only then may it be read."""
-        cursor = self.db.cursor()
+        cursor = self.db.own_cursor()
         try:
             return Resolver(cursor).lookup(table_parts(node)) is not None
         finally:

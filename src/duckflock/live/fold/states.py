@@ -258,7 +258,8 @@ def plan_aggregate(agg: Aggregate, slots: Slots) -> tuple[str, int | None]:
     # the outputs query into an aggregate): combine() needs a state first, BLOB second
     empty = f"(SELECT approx_count_distinct(CAST(NULL AS {agg.arg_type()})) EXPORT_STATE)"
     sketch = slots.add(
-        f"CAST({_filtered(f'approx_count_distinct({arg}) EXPORT_STATE', where)} AS BLOB)",
+        # EXPORT_STATE goes after the FILTER (before it, DuckDB's parser refuses it)
+        f"CAST({_filtered(f'approx_count_distinct({arg})', where)} EXPORT_STATE AS BLOB)",
         lambda p: (
             f"CAST(combine(combine({empty}, first({p}) FILTER (WHERE __d = 0)), "
             f"first({p}) FILTER (WHERE __d = 1)) AS BLOB)"

@@ -37,6 +37,7 @@ from duckflock.server.pgwire import catalog
 from duckflock.server.pgwire.catalog_relations import ANALYSES_SCHEMA
 from duckflock.server.pgwire.compat import unquote
 from duckflock.server.pgwire.encode import batch_rows
+from duckflock.server.pgwire.types import array
 from duckflock.server.service import Service
 from duckflock.sql import IDENT
 
@@ -336,24 +337,44 @@ class Executor:
         table = outcome.table
         names = [unquote(c) for c in re.findall(IDENT, columns)] if columns else None
         if names is None:
-            names = self._columns(target)[: table.num_columns]
+            names = [name for name, _ in self._columns(target)][: table.num_columns]
         if len(names) != table.num_columns:
             raise QueryRefusedError(
                 f"INSERT names {len(names)} columns but gives {table.num_columns} values",
                 sql=sql,
             )
-        receipt = self.db.insert(target, table.rename_columns(names), timeout=self.ingest_timeout)
+        table = self._arrays(target, table.rename_columns(names))
+        receipt = self.db.insert(target, table, timeout=self.ingest_timeout)
         return Outcome(f"INSERT 0 {receipt.rows}")
 
-    def _columns(self, target: str) -> list[str]:
-        cursor = self.db.cursor()
+    def _arrays(self, target: str, table: pa.Table) -> pa.Table:
+        """Array literals in text bound for array columns, as lists (types/array.py)."""
+        texts = [
+            i
+            for i, column in enumerate(table.columns)
+            if pa.types.is_string(column.type) and array.braced(column)
+        ]
+        if texts:
+            kinds = {name.lower(): kind for name, kind in self._columns(target)}
+            for i in texts:
+                name = table.column_names[i]
+                if not kinds.get(name.lower(), "").endswith("]"):
+                    continue
+                lists = array.literals(table.column(i))
+                if lists is not None:
+                    table = table.set_column(i, name, lists)
+        return table
+
+    def _columns(self, target: str) -> list[tuple[str, str]]:
+        """Each column of ``target``: its name and type, in order."""
+        cursor = self.db.own_cursor()
         try:
             identity = Resolver(cursor).table(target)
             rows = cursor.execute(
-                "SELECT column_name FROM duckdb_columns() WHERE database_name = ? "
+                "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = ? "
                 "AND schema_name = ? AND table_name = ? ORDER BY column_index",
                 list(identity),
             ).fetchall()
         finally:
             cursor.close()
-        return [str(r[0]) for r in rows]
+        return [(str(name), str(kind)) for name, kind in rows]

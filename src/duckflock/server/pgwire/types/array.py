@@ -8,6 +8,9 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from duckflock.server.pgwire.types.adapt import I4, Encoder
 from duckflock.server.pgwire.types.bool import SPACE
 from duckflock.sql import LexError, Quoting, quote_bytes, read_quoted
@@ -144,3 +147,21 @@ def load_text(text: str, load_element: Callable[[str], Any]) -> list[Any]:
         reason = "has text after its closing }" if at < len(text) else "has no closing }"
         raise LexError(text, reason, min(at, len(text)))
     return values
+
+
+def braced(column: pa.ChunkedArray) -> bool:
+    """Whether a value of the text ``column`` starts with ``{`` (may be an array literal)."""
+    return bool(pc.any(pc.starts_with(pc.utf8_trim_whitespace(column), "{")).as_py())
+
+
+def literals(column: pa.ChunkedArray) -> pa.Array | None:
+    """A text column bound for an array column, read as PostgreSQL reads text there: a
+    client's array parameter of unknown type (psycopg sends ``list[str]`` so) arrives as
+    an array literal, ``{a,NULL,"b c"}``. Its values as lists of their elements' text
+    (DuckDB casts them into the column's type); None when a value is not one (DuckDB
+    then reads it as its own ``[a, b]`` text, or says why it cannot)."""
+    try:
+        lists = [None if t is None else load_text(t, str) for t in column.to_pylist()]
+    except ValueError:  # (LexError too) not one: DuckDB's error names it
+        return None
+    return pa.array(lists, pa.list_(pa.string()))
