@@ -259,7 +259,8 @@ def _too_long(text: str, start: int, what: str, *, rows: bool, row: int | None =
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
-_SCAN_ONCE = json.JSONDecoder().scan_once  # json.loads's own scanner (C), per value
+# json.loads's own scanner (C), one value per call (typeshed leaves the attribute out)
+_SCAN_ONCE = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
 def _one_object(text: bytes) -> Any:
