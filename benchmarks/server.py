@@ -1,6 +1,6 @@
 """Server benchmark: 4 client processes against a real `duckflock serve`, vs embedded.
 
-Run: .venv/bin/python benchmarks/server.py [--quick] [--app]
+Run: .venv/bin/python benchmarks/server.py [--quick] [--app | --protocol]
 
 (a) one row per request, each waiting for its acknowledgement;
 (b) 1,000-row JSON batches;
@@ -12,7 +12,10 @@ process's CPU time (user + system, psutil) per acknowledged request (target <= 0
 split into the event loop's thread and the others (the writer's commits, DuckDB's
 workers), with the rows each commit carried. ``--app`` prints only the app's own share:
 the event-loop thread's CPU per one-row acked POST through ``create_app`` in process (no
-sockets, no uvicorn), the part of (a') that duckflock's handler code decides.
+sockets, no uvicorn), the part of (a') that duckflock's handler code decides;
+``--protocol`` the same requests fed as bytes to the server's HTTP protocol (uvicorn's
+httptools one as ``serve`` extends it) in process: the app plus uvicorn's cycle, without
+the kernel's share.
 """
 
 from __future__ import annotations

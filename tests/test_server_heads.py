@@ -13,7 +13,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.server import ServerState
 
-from duckflock.server.connections import _Cycle, _Heads, http_protocol
+from duckflock.server.connections import Heads, HeadsCycle, http_protocol
 
 DATE = [(b"date", b"Tue, 08 Dec 2026 00:00:00 GMT")]
 REQUEST = b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n"
@@ -52,7 +52,7 @@ class Wire(asyncio.Transport):
         pass
 
 
-def _cycle(kept: _Heads | None, wire: Wire, method: str = "POST") -> RequestResponseCycle:
+def _cycle(kept: Heads | None, wire: Wire, method: str = "POST") -> RequestResponseCycle:
     cycle = RequestResponseCycle(
         scope={"method": method},  # type: ignore[typeddict-item]
         transport=wire,
@@ -68,7 +68,7 @@ def _cycle(kept: _Heads | None, wire: Wire, method: str = "POST") -> RequestResp
     )
     if kept is not None:
 
-        class Kept(_Cycle):
+        class Kept(HeadsCycle):
             heads = kept
 
         cycle.__class__ = Kept
@@ -94,7 +94,7 @@ def test_a_kept_head_is_the_head_uvicorn_writes(status: int, headers: Any) -> No
     cycle state as uvicorn's own ``send``."""
 
     async def run() -> None:
-        kept = _Heads()
+        kept = Heads()
         for method in ("POST", "POST", "HEAD"):
             theirs, ours = Wire(), Wire()
             reference, cycle = _cycle(None, theirs, method), _cycle(kept, ours, method)
@@ -112,13 +112,13 @@ def test_a_head_uvicorn_refuses_is_refused_alike() -> None:
         bad = {"type": "http.response.start", "status": 200, "headers": [(b"x", b"a\nb")]}
         bad["headers"].append((b"content-length", b"0"))
         with pytest.raises(RuntimeError, match="Invalid HTTP header value"):
-            await _cycle(_Heads(), Wire()).send(bad)
+            await _cycle(Heads(), Wire()).send(bad)
 
     asyncio.run(run())
 
 
 def test_a_head_is_rendered_again_when_the_date_changes() -> None:
-    kept = _Heads()
+    kept = Heads()
     headers = [(b"content-length", b"0")]
     first = kept.get(DATE, 200, headers)
     assert first is not None and first is kept.get(DATE, 200, headers)

@@ -1,4 +1,4 @@
-"""A one-object JSON body parsed by json's scanner directly (``formats._one_object``):
+"""A one-object JSON body parsed by json's scanner directly (``formats.one_object``):
 the value ``json.loads`` gives, or no fast answer (``json.loads`` then parses, or says
 why not)."""
 
@@ -10,7 +10,7 @@ import pytest
 
 from duckflock.errors import RequestError
 from duckflock.server import formats
-from duckflock.server.formats import _one_object, loads
+from duckflock.server.formats import loads, one_object
 
 BODIES = [
     b'{"p": 1, "i": 2}',
@@ -42,7 +42,7 @@ def _outcome(body: bytes) -> str:
 
 @pytest.mark.parametrize("body", BODIES, ids=range(len(BODIES)))
 def test_one_object_is_what_json_loads_gives(body: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
-    fast = _one_object(body)
+    fast = one_object(body)
     try:
         expected: object = json.loads(body)
     except (ValueError, RecursionError):
@@ -50,5 +50,5 @@ def test_one_object_is_what_json_loads_gives(body: bytes, monkeypatch: pytest.Mo
     else:
         assert fast is None or repr(fast) == repr(expected)
     with_fast = _outcome(body)
-    monkeypatch.setattr(formats, "_one_object", lambda text: None)
+    monkeypatch.setattr(formats, "one_object", lambda text: None)
     assert with_fast == _outcome(body)  # value or error, as without the fast path

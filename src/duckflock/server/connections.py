@@ -10,7 +10,7 @@ header was held per connection), a cap on open connections and a cap per address
 cap at once. It also sends a response's head with the first piece of its body in one
 write (uvicorn writes them apart: two ``send`` calls and two wake-ups of the client per
 answer, a tenth of the event loop's time on one-row ingest), renders a response head
-once per (status, headers) and second (:class:`_Heads`: uvicorn checks and lowers every
+once per (status, headers) and second (:class:`Heads`: uvicorn checks and lowers every
 header of every answer) and keeps one keep-alive timer per connection, re-armed when it
 fires, instead of arming and cancelling one per request.
 """
@@ -92,10 +92,10 @@ class _CycleTransport:
         return getattr(self._transport, name)
 
 
-_HEADS_KEPT = 256  # response heads _Heads keeps per second (further ones are rendered)
+_HEADS_KEPT = 256  # response heads Heads keeps per second (further ones are rendered)
 
 
-class _Heads:
+class Heads:
     """Response heads as uvicorn's cycle writes them (its status line, its default
     headers — the date — then the app's, each name lower-cased), rendered once per
     (status, headers) while the default headers stay the same list (uvicorn makes a new
@@ -148,11 +148,11 @@ class _Heads:
         return b"".join(content), length
 
 
-class _Cycle(RequestResponseCycle):
-    """uvicorn's request-response cycle, whose response head comes from :class:`_Heads`
+class HeadsCycle(RequestResponseCycle):
+    """uvicorn's request-response cycle, whose response head comes from :class:`Heads`
     when it is one of the kept kind (keep-alive, not HEAD, no access log)."""
 
-    heads: _Heads
+    heads: Heads
 
     async def send(self, message: Any) -> None:
         if (
@@ -189,8 +189,8 @@ def http_protocol(
     peers = PeerLimit(per_peer)
     max_header_bytes = positive_int(max_header_bytes, "max_header_bytes")
 
-    class Cycle(_Cycle):
-        heads = _Heads()
+    class Cycle(HeadsCycle):
+        heads = Heads()
 
     class Protocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None

@@ -263,7 +263,7 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _SCAN_ONCE = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 
 
-def _one_object(text: bytes) -> Any:
+def one_object(text: bytes) -> Any:
     """``json.loads(text)`` for a body that is one UTF-8 object with nothing around it
     (a one-row ingest): its scanner called directly, without ``json.loads``'s encoding
     detection (a ``{`` then a non-zero byte is UTF-8 to it) and whitespace matches; None
@@ -283,7 +283,7 @@ def loads(text: bytes, what: str, *, rows: bool = False) -> Any:
     """JSON, or RequestError with the parser's message (too deep nesting and lone
     surrogates included)."""
     try:
-        value = _one_object(text)
+        value = one_object(text)
         if value is None:
             value = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
