@@ -14,42 +14,10 @@ from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.server import ServerState
 
 from duckflock.server.connections import Heads, HeadsCycle, http_protocol
+from test_server_connections import Wire
 
 DATE = [(b"date", b"Tue, 08 Dec 2026 00:00:00 GMT")]
 REQUEST = b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n"
-
-
-class Wire(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent: list[bytes] = []
-        self.closed = False
-        self.protocol: Any = None
-
-    def get_protocol(self) -> Any:
-        return self.protocol
-
-    def write(self, data: Any) -> None:
-        self.sent.append(bytes(data))
-
-    def writelines(self, list_of_data: Any) -> None:
-        self.sent.append(b"".join(list_of_data))
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        peers = {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8765)}
-        return peers.get(name, default)
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def _cycle(kept: Heads | None, wire: Wire, method: str = "POST") -> RequestResponseCycle:
