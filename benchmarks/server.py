@@ -1,6 +1,6 @@
 """Server benchmark: 4 client processes against a real `duckflock serve`, vs embedded.
 
-Run: .venv/bin/python benchmarks/server.py [--quick] [--app]
+Run: .venv/bin/python benchmarks/server.py [--quick] [--app | --protocol]
 
 (a) one row per request, each waiting for its acknowledgement;
 (b) 1,000-row JSON batches;
@@ -12,7 +12,10 @@ process's CPU time (user + system, psutil) per acknowledged request (target <= 0
 split into the event loop's thread and the others (the writer's commits, DuckDB's
 workers), with the rows each commit carried. ``--app`` prints only the app's own share:
 the event-loop thread's CPU per one-row acked POST through ``create_app`` in process (no
-sockets, no uvicorn), the part of (a') that duckflock's handler code decides.
+sockets, no uvicorn), the part of (a') that duckflock's handler code decides;
+``--protocol`` the same requests fed as bytes to the server's HTTP protocol (uvicorn's
+httptools one as ``serve`` extends it) in process: the app plus uvicorn's cycle, without
+the kernel's share.
 """
 
 from __future__ import annotations
@@ -217,7 +220,91 @@ async def _app_requests(app: Any, requests: int, concurrent: int) -> float:
     return (time.thread_time() - started) / requests
 
 
-def app_cpu(requests: int = 4_000, runs: int = 9) -> None:
+class _Wire:
+    """A connection's transport without a socket: what the protocol writes ends the
+    request's wait once the answer's body (a JSON object) is out."""
+
+    def __init__(self, peer: int) -> None:
+        self.protocol: Any = None
+        self.answered: asyncio.Future[None] | None = None
+        self.closing = False
+        self.extra = {"peername": ("127.0.0.1", peer), "sockname": ("127.0.0.1", 8765)}
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.extra.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        assert data.startswith(b"HTTP/1.1 200") or not data.startswith(b"HTTP"), data
+        if data.endswith(b"}") and self.answered is not None:
+            self.answered.set_result(None)
+
+    def writelines(self, chunks: Any) -> None:
+        self.write(b"".join(chunks))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_protocol(self) -> Any:
+        return self.protocol
+
+
+async def _protocol_requests(app: Any, requests: int, concurrent: int) -> float:
+    """Event-loop thread CPU seconds per one-row acked POST fed, as a lean client's
+    bytes, to the server's HTTP protocol (uvicorn's httptools one, as ``serve`` extends
+    it) over ``app``: HTTP parsing, uvicorn's cycle and the app, without the kernel."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from duckflock.server.connections import http_protocol
+
+    body = b'{"p": 1, "i": 2}'
+    request = (
+        b"POST /v1/tables/events/rows HTTP/1.1\r\nHost: 127.0.0.1:8765\r\n"
+        b"Accept-Encoding: identity\r\nContent-Length: %d\r\n"
+        b"Content-Type: application/json\r\n\r\n%s" % (len(body), body)
+    )
+    loop = asyncio.get_running_loop()
+    protocol_class = http_protocol(
+        header_timeout=10, max_header_bytes=65536, max_connections=100, per_peer=100
+    )
+    config = uvicorn.Config(
+        app,
+        http=protocol_class,
+        lifespan="off",
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
+    config.load()
+    state = ServerState()
+    state.default_headers = [(b"date", b"Mon, 07 Dec 2026 23:50:00 GMT")]
+
+    async def client(peer: int, count: int) -> None:
+        wire = _Wire(peer)
+        wire.protocol = protocol = protocol_class(config, state, {}, loop)
+        protocol.connection_made(wire)
+        for _ in range(count):
+            wire.answered = loop.create_future()
+            protocol.data_received(request)
+            await wire.answered
+        protocol.connection_lost(None)
+
+    await client(0, 100)  # warm up
+    started = time.thread_time()
+    await asyncio.gather(*(client(p, requests // concurrent) for p in range(concurrent)))
+    return (time.thread_time() - started) / requests
+
+
+def app_cpu(requests: int = 4_000, runs: int = 9, protocol: bool = False) -> None:
     from duckflock.server import create_app
 
     with tempfile.TemporaryDirectory(prefix="duckflock-bench-") as tmp:
@@ -229,11 +316,13 @@ def app_cpu(requests: int = 4_000, runs: int = 9) -> None:
             from uvloop import run
         except ImportError:  # pragma: no cover - Windows
             from asyncio import run
-        spent = sorted(run(_app_requests(app, requests, CLIENTS)) for _ in range(runs))
+        measure = _protocol_requests if protocol else _app_requests
+        spent = sorted(run(measure(app, requests, CLIENTS)) for _ in range(runs))
         db.close()
+    what = "through the HTTP protocol" if protocol else "straight to the app"
     print(
-        f"(app) one row per request, acked, {CLIENTS} coroutines straight to the app: "
-        f"event-loop CPU per request min {spent[0] * 1e6:.1f} us, "
+        f"({'protocol' if protocol else 'app'}) one row per request, acked, {CLIENTS} "
+        f"coroutines {what}: event-loop CPU per request min {spent[0] * 1e6:.1f} us, "
         f"median {spent[runs // 2] * 1e6:.1f} us ({runs} runs of {requests:,})"
     )
 
@@ -242,9 +331,12 @@ def main(argv: list[str]) -> None:
     parser = options.parser(__doc__, "server.py")
     parser.add_argument("--quick", action="store_true", help="fewer requests")
     parser.add_argument("--app", action="store_true", help="only the app's CPU share")
+    parser.add_argument(
+        "--protocol", action="store_true", help="the app and the HTTP protocol's CPU share"
+    )
     args = parser.parse_args(argv)
-    if args.app:
-        app_cpu()
+    if args.app or args.protocol:
+        app_cpu(protocol=args.protocol)
         return
     quick = args.quick
     shares = {"a": 200 if quick else 1_000, "b": 10 if quick else 50, "c": 1 if quick else 5}

@@ -49,6 +49,9 @@ class Role(StrEnum):
 
 
 ROLES = tuple(Role)
+# who a tokenless server's requests are, as analyses record their definer (a StrEnum
+# formatted once, not per request)
+LOOPBACK_PRINCIPAL = f"{Role.ADMIN} (no token, loopback)"
 MIN_TOKEN_LENGTH = 16
 # environment variables read by ``duckflock serve`` (DUCKFLOCK_TOKEN is ``--token``: admin)
 ROLE_ENV: dict[str, str] = {
@@ -200,7 +203,7 @@ class AuthMiddleware:
             host = next((v for k, v in scope["headers"] if k == b"host"), b"")
             if is_loopback_host(host.decode("latin-1")):
                 scope["duckflock.role"] = Role.ADMIN  # tokenless: loopback only, everything
-                scope["duckflock.principal"] = f"{Role.ADMIN} (no token, loopback)"
+                scope["duckflock.principal"] = LOOPBACK_PRINCIPAL
             else:
                 error = ForbiddenError(
                     "this server has no token, so it answers only requests addressed to a "

@@ -9,7 +9,10 @@ header was held per connection), a cap on open connections and a cap per address
 :func:`http_protocol` adds the four to its httptools protocol, closing what is over a
 cap at once. It also sends a response's head with the first piece of its body in one
 write (uvicorn writes them apart: two ``send`` calls and two wake-ups of the client per
-answer, a tenth of the event loop's time on one-row ingest).
+answer, a tenth of the event loop's time on one-row ingest), renders a response head
+once per (status, headers) and second (:class:`Heads`: uvicorn checks and lowers every
+header of every answer) and keeps one keep-alive timer per connection, re-armed when it
+fires, instead of arming and cancelling one per request.
 """
 
 from __future__ import annotations
@@ -19,7 +22,13 @@ import threading
 from collections import Counter
 from typing import Any, cast
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from duckflock.server.policy import positive_int
 
@@ -83,6 +92,89 @@ class _CycleTransport:
         return getattr(self._transport, name)
 
 
+_HEADS_KEPT = 256  # response heads Heads keeps per second (further ones are rendered)
+
+
+class Heads:
+    """Response heads as uvicorn's cycle writes them (its status line, its default
+    headers — the date — then the app's, each name lower-cased), rendered once per
+    (status, headers) while the default headers stay the same list (uvicorn makes a new
+    one each second, for the date). Only heads with one ``content-length`` and no
+    ``transfer-encoding`` or ``connection`` header are kept: for those uvicorn's only
+    other effect is the body's expected length; the rest, and every header its checks
+    refuse, go through uvicorn's own ``send``."""
+
+    def __init__(self) -> None:
+        self._defaults: object = None
+        self._kept: dict[tuple[Any, ...], tuple[bytes, int] | None] = {}
+
+    def get(self, defaults: list[tuple[bytes, bytes]], status: int, headers: Any) -> Any:
+        """(head, content length), or None: uvicorn's ``send`` renders this one."""
+        if defaults is not self._defaults:
+            self._defaults = defaults
+            self._kept = {}
+        try:
+            key = (status, *headers)
+            return self._kept[key]
+        except KeyError:
+            pass
+        except TypeError:  # headers as lists, not tuples: not kept
+            return None
+        found = self._render(defaults, status, key[1:])
+        if len(self._kept) < _HEADS_KEPT:
+            self._kept[key] = found
+        return found
+
+    @staticmethod
+    def _render(
+        defaults: list[tuple[bytes, bytes]], status: int, headers: tuple[Any, ...]
+    ) -> tuple[bytes, int] | None:
+        content = [STATUS_LINE[status]]
+        length = None
+        for name, value in (*defaults, *headers):
+            if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
+                return None  # uvicorn raises its own error
+            name = name.lower()
+            if name in (b"transfer-encoding", b"connection") or (
+                name == b"content-length" and length is not None
+            ):
+                return None
+            if name == b"content-length":
+                length = int(value.decode())
+            content.extend((name, b": ", value, b"\r\n"))
+        if length is None:
+            return None  # chunked: uvicorn decides
+        content.append(b"\r\n")
+        return b"".join(content), length
+
+
+class HeadsCycle(RequestResponseCycle):
+    """uvicorn's request-response cycle, whose response head comes from :class:`Heads`
+    when it is one of the kept kind (keep-alive, not HEAD, no access log)."""
+
+    heads: Heads
+
+    async def send(self, message: Any) -> None:
+        if (
+            not self.response_started
+            and message["type"] == "http.response.start"
+            and self.keep_alive
+            and not self.access_log
+            and not self.disconnected
+            and not self.flow.write_paused
+            and self.scope["method"] != "HEAD"
+        ):
+            found = self.heads.get(self.default_headers, message["status"], message["headers"])
+            if found is not None:
+                self.response_started = True
+                self.waiting_for_100_continue = False
+                self.chunked_encoding = False
+                head, self.expected_content_length = found
+                self.transport.write(head)
+                return
+        await super().send(message)
+
+
 def http_protocol(
     *,
     header_timeout: float,
@@ -97,9 +189,15 @@ def http_protocol(
     peers = PeerLimit(per_peer)
     max_header_bytes = positive_int(max_header_bytes, "max_header_bytes")
 
+    class Cycle(HeadsCycle):
+        heads = Heads()
+
     class Protocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
         _peer: str | None = None
+        # since when (loop time) the connection has waited for its next request; None
+        # while a request is being served (the keep-alive timer then does nothing)
+        _idle_since: float | None = None
         # bytes received since the last request ended (or the connection opened) while its
         # successor's headers are incomplete; None while a request's body is being read
         _header_bytes: int | None = 0
@@ -197,6 +295,7 @@ def http_protocol(
             before = self.cycle
             super().on_headers_complete()
             if self.cycle is not before:  # a new request (not an upgrade): not yet run
+                self.cycle.__class__ = Cycle
                 self.cycle.transport = cast(
                     asyncio.Transport, _CycleTransport(self, self.transport)
                 )
@@ -211,12 +310,45 @@ def http_protocol(
 
         def on_response_complete(self) -> None:
             self.flush_held()  # a head without a body (HEAD, 204, 304) goes out now
-            super().on_response_complete()
+            # uvicorn's, but the keep-alive timer is armed once per connection (_idle)
+            self.server_state.total_requests += 1
+            if not self.transport.is_closing():
+                self.flow.resume_reading()
+                if self.pipeline:  # pipelined requests: the next one starts
+                    cycle, app = self.pipeline.pop()
+                    self._start_asgi_task(cycle, app)
+                else:
+                    self._idle()
             self._disarm()  # the keep-alive timeout takes over until the next request
+
+        def _unset_keepalive_if_required(self) -> None:
+            self._idle_since = None  # busy: the keep-alive timer, if armed, lets it be
+
+        def _idle(self) -> None:
+            """Waiting for the next request, at most ``timeout_keep_alive`` seconds."""
+            self._idle_since = self.loop.time()
+            if self.timeout_keep_alive_task is None:
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self._keep_alive_ends
+                )
+
+        def _keep_alive_ends(self) -> None:
+            self.timeout_keep_alive_task = None
+            if self._idle_since is None:
+                return  # serving a request: its response arms the timer again
+            left = self._idle_since + self.timeout_keep_alive - self.loop.time()
+            if left > 0:  # requests came and went since it was armed
+                self.timeout_keep_alive_task = self.loop.call_later(left, self._keep_alive_ends)
+            else:
+                self.timeout_keep_alive_handler()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             self._held = None
+            self._idle_since = None
+            if self.timeout_keep_alive_task is not None:
+                self.timeout_keep_alive_task.cancel()
+                self.timeout_keep_alive_task = None
             if self._peer is not None:
                 peers.leave(self._peer)
                 self._peer = None

@@ -259,11 +259,33 @@ def _too_long(text: str, start: int, what: str, *, rows: bool, row: int | None =
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
+# json.loads's own scanner (C), one value per call (typeshed leaves the attribute out)
+_SCAN_ONCE = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def one_object(text: bytes) -> Any:
+    """``json.loads(text)`` for a body that is one UTF-8 object with nothing around it
+    (a one-row ingest): its scanner called directly, without ``json.loads``'s encoding
+    detection (a ``{`` then a non-zero byte is UTF-8 to it) and whitespace matches; None
+    for anything else, or for whatever the scanner refuses (``json.loads`` then parses,
+    or says why not, as ever)."""
+    if text[:1] != b"{" or text[-1:] != b"}" or text[1:2] == b"\x00":
+        return None
+    try:
+        decoded = text.decode("utf-8", "surrogatepass")  # as json.loads decodes it
+        value, end = _SCAN_ONCE(decoded, 0)
+    except (StopIteration, ValueError, RecursionError):  # UnicodeDecodeError included
+        return None
+    return value if end == len(decoded) else None
+
+
 def loads(text: bytes, what: str, *, rows: bool = False) -> Any:
     """JSON, or RequestError with the parser's message (too deep nesting and lone
     surrogates included)."""
     try:
-        value = json.loads(text)
+        value = one_object(text)
+        if value is None:
+            value = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"malformed {what}: {exc}") from exc
     except RecursionError:
