@@ -136,7 +136,8 @@ _reaper: threading.Thread | None = None
 def _start_reaper() -> None:
     global _reaper
     with _REAPER_LOCK:
-        if _reaper is None:
+        # not alive: a child after fork inherits the parent's Thread, not its thread
+        if _reaper is None or not _reaper.is_alive():
             _reaper = threading.Thread(target=_reap, name="duckflock-reaper", daemon=True)
             _reaper.start()
 
