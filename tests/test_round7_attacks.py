@@ -40,3 +40,26 @@ def test_a_dropped_database_is_reaped_where_the_reaper_thread_is_gone(
         assert not thread.is_alive(), thread.name
     with duckflock.connect(path) as again:
         assert again.execute("SELECT sum(v) FROM t").fetchone() == (3,)
+
+
+@pytest.mark.parametrize(
+    ("kind", "keys"),
+    [("TINYINT", [-100, -54, 0, 1, 50]), ("SMALLINT", [-30000, 24466, 0, 30000])],
+)
+def test_narrow_integer_keys_spread_past_half_their_type_are_looked_up_right(
+    kind: str, keys: list[int]
+) -> None:
+    """KeyIndex (live/fold/dense.py) numbered the state's keys by ``key - low`` in the
+    key's own type: a TINYINT spread past 127 (SMALLINT past 32,767) wrapped, so one
+    key's rows were counted into another's group (here ``keys[1]``'s into the last's)."""
+    with duckflock.connect() as db:
+        db.execute(f"CREATE TABLE t (k {kind}, v DOUBLE)")
+        db.insert("t", [{"k": k, "v": 1.0} for k in keys])
+        sql = "SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k"
+        db.analysis("a", sql)
+        db.result("a", min_version=1, timeout=30)
+        for _ in range(2):
+            db.insert("t", [{"k": k, "v": 1.0} for k in keys[:-1] * 3])  # known groups
+            result = db.refresh("a")
+            assert result.mode == "incremental", result.reason
+            assert sorted(result.rows()) == sorted(db.execute(sql).fetchall())
