@@ -63,3 +63,19 @@ def test_narrow_integer_keys_spread_past_half_their_type_are_looked_up_right(
             result = db.refresh("a")
             assert result.mode == "incremental", result.reason
             assert sorted(result.rows()) == sorted(db.execute(sql).fetchall())
+
+
+def test_a_sliding_window_without_group_by_refreshes() -> None:
+    """A window over ``now()`` with no GROUP BY: its buckets inside the window have no
+    key column left, and the numpy combine (live/fold/coded.py) indexed the first key
+    column of none (IndexError: every refresh after the first insert failed)."""
+    sql = "SELECT count(*) AS n, sum(v) AS s FROM t WHERE ts > now() - INTERVAL 1 HOUR"
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE t (ts TIMESTAMP, v DOUBLE)")
+        db.analysis("recent", sql)
+        for n in (3, 2):
+            db.execute("INSERT INTO t SELECT now()::TIMESTAMP, 1.0 FROM range(?)", [n])
+            result = db.refresh("recent", timeout=30)
+            assert result.error is None, result.error
+            full = db.execute(sql.replace("now()", "?::TIMESTAMPTZ"), [result.now]).fetchall()
+            assert result.rows() == full
