@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import threading
 import weakref
 from pathlib import Path
@@ -79,3 +81,31 @@ def test_a_sliding_window_without_group_by_refreshes() -> None:
             assert result.error is None, result.error
             full = db.execute(sql.replace("now()", "?::TIMESTAMPTZ"), [result.now]).fetchall()
             assert result.rows() == full
+
+
+def test_a_database_dropped_just_before_exit_loses_nothing_and_does_not_abort(
+    tmp_path: Path,
+) -> None:
+    """``del db`` as a script's last line: the reaper (a daemon thread) was still
+    closing its writer when the interpreter tore down, so DuckDB aborted the process
+    ("terminate called without an active exception") and every row insert(wait=False)
+    had accepted was lost. Exit now waits for the closes the reaper was handed."""
+    script = (
+        "import sys, duckflock\n"
+        "db = duckflock.connect(sys.argv[1])\n"
+        "db.execute('CREATE TABLE IF NOT EXISTS t (x INTEGER)')\n"
+        "db.analysis('a', 'SELECT count(*) FROM t', on_change=True, persist=False)\n"
+        "for i in range(100):\n"
+        "    db.insert('t', [{'x': i}] * 50, wait=False)\n"
+        "del db\n"
+    )
+    path = tmp_path / "dropped-at-exit.duckdb"
+    for _ in range(2):
+        run = subprocess.run(
+            [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert run.returncode == 0, run.stderr
+        assert "terminate called" not in run.stderr
+        assert "Traceback" not in run.stderr
+    with duckflock.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM t").fetchone() == (10_000,)

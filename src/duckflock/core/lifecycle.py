@@ -145,3 +145,22 @@ def _start_reaper() -> None:
 def _reap() -> None:
     while True:
         _DROPPED.get()()
+
+
+def reaped() -> None:
+    """Return once the closers of the Databases dropped so far have run: at exit, the
+    interpreter must not tear down DuckDB's objects under a reaper mid-close (DuckDB
+    aborts the process, and the rows the writer had accepted are lost). Without a
+    living reaper (none started, or a forked child's) they run on this thread."""
+    with _REAPER_LOCK:
+        alive = _reaper is not None and _reaper.is_alive()
+    if alive:
+        done = threading.Event()
+        _DROPPED.put(done.set)
+        done.wait()
+        return
+    while True:
+        try:
+            _DROPPED.get_nowait()()
+        except queue.Empty:
+            return

@@ -20,7 +20,7 @@ from duckflock.core import effects, opening
 from duckflock.core.checks import count, flag, seconds
 from duckflock.core.cursors import CursorPool
 from duckflock.core.faults import no_fault
-from duckflock.core.lifecycle import Lifecycle, weakly
+from duckflock.core.lifecycle import Lifecycle, reaped, weakly
 from duckflock.database.analyses import Analyses
 from duckflock.database.inserts import Inserts
 from duckflock.database.lake import Lake
@@ -48,6 +48,7 @@ def _close_at_exit() -> None:
     for db in list(_OPEN):
         with contextlib.suppress(Exception):
             db.close()
+    reaped()  # and those dropped unclosed: their closes handed to the reaper
 
 
 class Database(Statements, Inserts, Analyses, Lake):
