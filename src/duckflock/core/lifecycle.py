@@ -35,6 +35,12 @@ class Lifecycle:
         self._closed = False
         self._active = 0
         self._on_drop: list[Callable[[], None]] = []  # see drop_with
+        self._owner: weakref.ref[object] | None = None  # the Database, once drop_with ran
+        self._reaped = threading.Event()  # set once a dropped Database's closers ran
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<duckflock.Database {self.shown!r} {state}>"
 
     def drop_with(self, owner: object, close: Callable[[], None]) -> None:
         """Run ``close`` (a writer's, scheduler's or lake watch's) once ``owner`` (the
@@ -43,16 +49,28 @@ class Lifecycle:
         finalizer on any thread holding any lock, so the finalizer only hands them over
         (``SimpleQueue.put`` is safe there). Called before the thread starts."""
         if not self._on_drop:
+            self._owner = weakref.ref(owner)
             _start_reaper()
             weakref.finalize(owner, _DROPPED.put, self._dropped).atexit = False
         self._on_drop.append(close)
 
     def _dropped(self) -> None:
-        for close in reversed(self._on_drop):
-            try:
-                close()
-            except Exception:  # one failing closer does not keep the others' threads
-                logging.getLogger("duckflock").exception("closing a dropped database failed")
+        try:
+            for close in reversed(self._on_drop):
+                try:
+                    close()
+                except Exception:  # one failing closer does not keep the others' threads
+                    logging.getLogger("duckflock").exception("closing a dropped database failed")
+        finally:
+            self._reaped.set()
+
+    def holds(self, timeout: float) -> bool:
+        """Whether its Database still holds its file: open, or dropped unclosed with
+        its closers (its writer still committing what it accepted) not all run after
+        waiting ``timeout`` seconds for them."""
+        if self._owner is None or self._owner() is not None:
+            return True
+        return not self._reaped.wait(timeout)
 
     @property
     def closed(self) -> bool:
@@ -136,7 +154,8 @@ _reaper: threading.Thread | None = None
 def _start_reaper() -> None:
     global _reaper
     with _REAPER_LOCK:
-        if _reaper is None:
+        # not alive: a child after fork inherits the parent's Thread, not its thread
+        if _reaper is None or not _reaper.is_alive():
             _reaper = threading.Thread(target=_reap, name="duckflock-reaper", daemon=True)
             _reaper.start()
 
@@ -144,3 +163,22 @@ def _start_reaper() -> None:
 def _reap() -> None:
     while True:
         _DROPPED.get()()
+
+
+def reaped() -> None:
+    """Return once the closers of the Databases dropped so far have run: at exit, the
+    interpreter must not tear down DuckDB's objects under a reaper mid-close (DuckDB
+    aborts the process, and the rows the writer had accepted are lost). Without a
+    living reaper (none started, or a forked child's) they run on this thread."""
+    with _REAPER_LOCK:
+        alive = _reaper is not None and _reaper.is_alive()
+    if alive:
+        done = threading.Event()
+        _DROPPED.put(done.set)
+        done.wait()
+        return
+    while True:
+        try:
+            _DROPPED.get_nowait()()
+        except queue.Empty:
+            return

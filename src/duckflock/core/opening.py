@@ -9,12 +9,14 @@ from typing import Any
 
 import duckdb
 
+from duckflock.core.lifecycle import Lifecycle
 from duckflock.errors import AlreadyOpenError, DatabaseDamagedError, OpenError
 
 # the open Databases by the key DuckDB's instance cache shares an instance by: a second
 # Database on the same file would share the first one's data but not its notices
 _HOLDERS: weakref.WeakValueDictionary[object, Any] = weakref.WeakValueDictionary()
 _HOLDERS_LOCK = threading.Lock()  # guards _HOLDERS
+REAPED_SECONDS = 60.0  # the wait for a dropped Database's writer to commit what it took
 
 
 def _shared_keys(path: str) -> tuple[object, ...]:
@@ -35,24 +37,32 @@ def _shared_keys(path: str) -> tuple[object, ...]:
 
 
 def claim(path: str, holder: object, shown: str) -> None:
-    """Record that ``holder`` (a Database) opens ``path``; :class:`AlreadyOpenError`
-    if another open one has it (one that was dropped unclosed has let it go). Called
-    again once the file is open, it adds the file's inode to what ``holder`` holds."""
+    """Record that ``holder`` (a Database's :class:`Lifecycle`) opens ``path``;
+    :class:`AlreadyOpenError` if another open one has it. One dropped unclosed holds it
+    until the reaper has closed its writer (waited for, :data:`REAPED_SECONDS` at most):
+    its commits would be unseen by the new one. Called again once the file is open, it
+    adds the file's inode to what ``holder`` holds."""
     keys = _shared_keys(path)
-    with _HOLDERS_LOCK:
-        for key in keys:
-            other = _HOLDERS.get(key)
-            if other is not None and other is not holder:
-                raise AlreadyOpenError(
-                    f"cannot open database {shown!r}: {other!r} of this process has it "
-                    "open. DuckDB would share that one's data, but each Database sees only "
-                    "its own commits and DDL, so the analyses and caches of both would go "
-                    "stale: use that Database from every thread (it is made for that), or "
-                    "close it first",
-                    path=path,
-                )
-        for key in keys:
-            _HOLDERS[key] = holder
+    while True:
+        with _HOLDERS_LOCK:
+            others = [_HOLDERS.get(key) for key in keys]
+            other = next((o for o in others if o is not None and o is not holder), None)
+            if other is None:
+                for key in keys:
+                    _HOLDERS[key] = holder
+                return
+        if not isinstance(other, Lifecycle) or other.holds(REAPED_SECONDS):
+            raise AlreadyOpenError(
+                f"cannot open database {shown!r}: {other!r} of this process has it "
+                "open. DuckDB would share that one's data, but each Database sees only "
+                "its own commits and DDL, so the analyses and caches of both would go "
+                "stale: use that Database from every thread (it is made for that), or "
+                "close it first",
+                path=path,
+            )
+        with _HOLDERS_LOCK:  # its closers ran: it holds nothing (it may be alive still)
+            for key in [key for key, held in _HOLDERS.items() if held is other]:
+                del _HOLDERS[key]
 
 
 def release(holder: object) -> None:

@@ -20,7 +20,7 @@ from duckflock.core import effects, opening
 from duckflock.core.checks import count, flag, seconds
 from duckflock.core.cursors import CursorPool
 from duckflock.core.faults import no_fault
-from duckflock.core.lifecycle import Lifecycle, weakly
+from duckflock.core.lifecycle import Lifecycle, reaped, weakly
 from duckflock.database.analyses import Analyses
 from duckflock.database.inserts import Inserts
 from duckflock.database.lake import Lake
@@ -48,6 +48,7 @@ def _close_at_exit() -> None:
     for db in list(_OPEN):
         with contextlib.suppress(Exception):
             db.close()
+    reaped()  # and those dropped unclosed: their closes handed to the reaper
 
 
 class Database(Statements, Inserts, Analyses, Lake):
@@ -109,18 +110,18 @@ class Database(Statements, Inserts, Analyses, Lake):
         self._writer = None
         self._scheduler = None
         if not self.is_lake:  # (a lake's DuckDB is in memory: the catalog is shared)
-            opening.claim(self.path, self, self._shown)
+            opening.claim(self.path, self._life, self._shown)
         try:
             self._connection = self._open()
         except BaseException:
-            opening.release(self)
+            opening.release(self._life)
             raise
         if not self.is_lake:
             try:  # the file exists now: its inode is claimed too (a hard link to it)
-                opening.claim(self.path, self, self._shown)
+                opening.claim(self.path, self._life, self._shown)
             except BaseException:
                 self._connection.close()
-                opening.release(self)
+                opening.release(self._life)
                 raise
         self._cursors = cursors = CursorPool(
             self._connection, prepare_lake if self.is_lake else None

@@ -143,7 +143,7 @@ class Base:
             self._cursors.close_all()
             self._connection.close()
         finally:
-            opening.release(self)  # another Database may open the file now
+            opening.release(self._life)  # another Database may open the file now
 
     def __enter__(self) -> Self:
         return self
@@ -157,8 +157,7 @@ class Base:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._life.closed else "open"
-        return f"<duckflock.Database {self._shown!r} {state}>"
+        return repr(self._life)
 
     @property
     def open_cursors(self) -> int:

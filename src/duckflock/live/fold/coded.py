@@ -203,6 +203,8 @@ def grouped(
     count(*)'s. ``twins``: per aggregate, the first equal one (computed once). None where
     this does not apply (module docstring). ``first``: the key column whose value is the
     code's most significant digit (the rows come out ordered by it first)."""
+    if not keys or not len(keys[0]):  # no key column (a window without GROUP BY)
+        return None
     coded: list[list[np.ndarray]] = []
     for table in keys:
         ordered = (*table[first : first + 1], *table[:first], *table[first + 1 :])

@@ -132,6 +132,8 @@ class KeyIndex:
         low, table = 0, None
         if not keys.null_count and pa.types.is_integer(keys.type):
             values = keys.to_numpy()
+            if values.dtype.itemsize < 8:  # key - low in the key's type wraps past its half
+                values = values.astype(np.int64)
             low, high = int(values.min()), int(values.max())
             if high - low < MAX_SPAN:
                 table = np.full(high - low + 2, len(values), np.intp)
