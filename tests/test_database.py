@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 import duckflock
+from dropped import assert_collected, run_cleanly, started_since
 from duckflock import (
     BindError,
     CatalogError,
@@ -403,12 +404,7 @@ def test_a_database_left_open_is_closed_cleanly_at_exit(tmp_path: Path) -> None:
         "db.insert('t', [{'x': i} for i in range(100)], wait=False)\n"
     )
     path = tmp_path / "left-open.duckdb"
-    for _ in range(8):
-        run = subprocess.run(
-            [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60
-        )
-        assert run.returncode == 0, run.stderr
-        assert "terminate called" not in run.stderr
+    run_cleanly(script, path, times=8)
     with duckflock.connect(path) as db:
         assert db.execute("SELECT count(*) FROM t").fetchone() == (800,)
 
@@ -522,14 +518,10 @@ def test_a_dropped_database_is_collected_and_its_threads_end(tmp_path: Path) -> 
     db.insert("t", [{"v": 1}, {"v": 2}])
     db.analysis("n", "SELECT count(*) FROM t", on_change=True, wait=True)
     db.insert("t", [{"v": 3}], wait=False)
-    threads = [t for t in set(threading.enumerate()) - before if t.name != "duckflock-reaper"]
+    threads = started_since(before)
     assert {t.name for t in threads} >= {"duckflock-writer", "duckflock-scheduler"}
     dropped = weakref.ref(db)
     del db
-    gc.collect()
-    assert dropped() is None
-    for thread in threads:
-        thread.join(timeout=10)
-        assert not thread.is_alive(), thread.name
+    assert_collected(dropped, threads)
     with duckflock.connect(path) as again:
         assert again.execute("SELECT sum(v) FROM t").fetchone() == (6,)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-import subprocess
-import sys
 import threading
 import weakref
 from pathlib import Path
@@ -12,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import duckflock
+from dropped import assert_collected, run_cleanly, started_since
 from duckflock.core import lifecycle
 
 
@@ -31,15 +29,11 @@ def test_a_dropped_database_is_reaped_where_the_reaper_thread_is_gone(
     db.execute("CREATE TABLE t (v INTEGER)")
     db.insert("t", [{"v": 1}])
     db.insert("t", [{"v": 2}], wait=False)
-    threads = [t for t in set(threading.enumerate()) - before if t.name != "duckflock-reaper"]
+    threads = started_since(before)
     assert "duckflock-writer" in {t.name for t in threads}
     dropped = weakref.ref(db)
     del db
-    gc.collect()
-    assert dropped() is None
-    for thread in threads:
-        thread.join(timeout=10)
-        assert not thread.is_alive(), thread.name
+    assert_collected(dropped, threads)
     with duckflock.connect(path) as again:
         assert again.execute("SELECT sum(v) FROM t").fetchone() == (3,)
 
@@ -100,13 +94,7 @@ def test_a_database_dropped_just_before_exit_loses_nothing_and_does_not_abort(
         "del db\n"
     )
     path = tmp_path / "dropped-at-exit.duckdb"
-    for _ in range(2):
-        run = subprocess.run(
-            [sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=60
-        )
-        assert run.returncode == 0, run.stderr
-        assert "terminate called" not in run.stderr
-        assert "Traceback" not in run.stderr
+    run_cleanly(script, path, times=2)
     with duckflock.connect(path) as db:
         assert db.execute("SELECT count(*) FROM t").fetchone() == (10_000,)
 
