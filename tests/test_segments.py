@@ -99,13 +99,13 @@ def test_a_delete_reads_back_only_the_segments_it_cut(
 def test_appended_rows_join_their_segments(db: duckflock.Database, counted: dict[str, int]) -> None:
     db.execute("DELETE FROM t WHERE ts < ?", [at(100)])
     agree(db)
-    late = [{"k": 1, "v": 2.5, "ts": at(130)}, {"k": 9, "v": 0.5, "ts": at(4000)}]
+    late = [{"k": 1, "v": 100.5, "ts": at(130)}, {"k": 9, "v": 0.5, "ts": at(4000)}]
     later = [{"k": 9, "v": None, "ts": at(6000)}, {"k": 2, "v": 1.0, "ts": None}]
     early = [{"k": 3, "v": 4.0, "ts": at(-50)}, {"k": 9, "v": 8.0, "ts": at(150)}]
     for rows, second in [(late, 200), (later, 210), (early, 160), ([], 3000)]:
         db.insert("t", rows)
         agree(db)  # appended: folded and added to their segments
-        db.execute("DELETE FROM t WHERE ts < ? OR v = 2.5", [at(second)])
+        db.execute("DELETE FROM t WHERE ts < ? OR v = 100.5", [at(second)])
         agree(db)
     assert counted["build"] == 1 and counted["settled"] == 4
     db.execute("DELETE FROM t WHERE ts IS NULL OR k = 9")
@@ -151,3 +151,17 @@ def test_segments_of_another_state_are_cut_afresh(
     db.execute("DELETE FROM t WHERE ts < ?", [at(2500)])
     agree(db)
     assert counted["build"] >= 2
+
+
+def test_a_delete_across_the_segments_recomputes_and_stops_keeping_them(
+    db: duckflock.Database, counted: dict[str, int]
+) -> None:
+    """Rows deleted out of the column's order cut every segment: reading them all back
+    would cost more than recomputing the groups, which is done, from then on."""
+    db.execute("DELETE FROM t WHERE ts < ?", [at(100)])
+    agree(db)
+    db.execute("DELETE FROM t WHERE k = 3 AND v > 2")
+    agree(db)
+    db.execute("DELETE FROM t WHERE ts < ?", [at(700)])
+    agree(db)
+    assert counted == {"build": 1, "settled": 0, "cells": 0}

@@ -116,8 +116,7 @@ def retract(
     if not settle:
         return None
     if slot is not None:  # floating sums from the segments they are kept in, if any
-        done = segments.retracting(cursor, retraction, slot.kept, state, out, pieces)
-        slot.kept = None
+        done = segments.retracting(cursor, retraction, slot, state, out, pieces)
         if done is not None:
             settled, slot.kept = _conform(done[0], state.schema), done[1]
             if slot.kept is not None:

@@ -34,7 +34,8 @@ import pyarrow.compute as pc
 from duckflock.live.fold.retraction import Retraction, Retracts
 from duckflock.sql import quote_ident
 
-_CELLS = 1 << 20  # at most groups x segments kept
+_CELLS = 1 << 18  # at most groups x segments kept (each cell 8 bytes a matrix)
+_MOST_CUT = 4  # segments a delete may cut (each is read back by a query of its own)
 _ROWS_PER_SEGMENT = 32_768  # about one fourth of a DuckDB row group
 _LARGEST = 16 * _ROWS_PER_SEGMENT  # a cell past this is cut afresh at the next delete
 _MOST = 1 << 62  # |value - low| beyond this: no segments (no int64 overflow)
@@ -152,6 +153,12 @@ class Slot:
     """Where an analysis keeps its segments between refreshes (``State.segments``)."""
 
     kept: Segments | None = None
+    scattered: bool = False  # a delete cut too many segments: no segments from then on
+
+
+class _Scattered(Exception):
+    """A delete cut more than ``_MOST_CUT`` segments (its rows are not in the
+    column's order): reading them back would cost more than recomputing the groups."""
 
 
 def _column(rows: pa.Schema, keys: tuple[str, ...]) -> tuple[str, bool] | None:
@@ -292,6 +299,8 @@ def settle(
         return None
     touched = gone.any(axis=0)
     cut = [int(c) for c in np.flatnonzero(touched & (left > 0).any(axis=0))]
+    if len(cut) > _MOST_CUT:
+        raise _Scattered
     emptied = touched & ~(left > 0).any(axis=0)
     segments.rows = left
     for i in segments.sums:
@@ -337,20 +346,28 @@ def _totals(retraction: Retraction, segments: Segments, out: pa.Table) -> pa.Tab
 def retracting(
     cursor: duckdb.DuckDBPyConnection,
     retraction: Retraction,
-    kept: Segments | None,
+    slot: Slot,
     state: pa.Table,
     out: pa.Table,
     pieces: list[pa.Table],
 ) -> tuple[pa.Table, Segments | None] | None:
-    """:func:`settle` with ``kept`` where it describes ``state``, else with segments
-    built now; None where neither settles (the caller recomputes, the segments go)."""
-    if not applies(retraction) or pc.sum(out[f"__p{retraction.rows}"]).as_py() is None:
+    """:func:`settle` with the slot's segments where they describe ``state``, else with
+    segments built now; None where neither settles (the caller recomputes the groups;
+    the slot's segments go)."""
+    kept, slot.kept = slot.kept, None
+    if slot.scattered or not applies(retraction):
+        return None
+    if pc.sum(out[f"__p{retraction.rows}"]).as_py() is None:
         return None
     if pc.sum(out[f"__p{retraction.rows}"]).as_py() < 2 * _ROWS_PER_SEGMENT:
         return None  # a small table: its groups are recomputed at little cost
     with contextlib.suppress(pa.ArrowException, TypeError, ValueError, KeyError):
         if kept is not None and kept.describes(state):
-            done = settle(cursor, retraction, kept, out, pieces)
+            try:
+                done = settle(cursor, retraction, kept, out, pieces)
+            except _Scattered:
+                slot.scattered = True
+                return None
             if done is not None and kept.rows.sum(axis=0).max() > _LARGEST:
                 return done, None  # a cell grew (appended rows): cut afresh next time
             if done is not None:
