@@ -194,9 +194,8 @@ class Pinned:
                 if gone is not None:
                     assert plan.retract is not None
                     analysis.check()
-                    state = retract(
-                        cursor, plan.retract, state, removed, plan.arrow if run.fast else None
-                    )
+                    arrow = plan.arrow if run.fast else None
+                    state = retract(cursor, plan.retract, state, removed, arrow, run.segments)
                 analysis.check()
                 if window is None:
                     assert gone is not None

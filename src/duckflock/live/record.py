@@ -31,6 +31,7 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.live.changes import ChangeLog, Touched
+from duckflock.live.fold.segments import Slot
 from duckflock.live.fold.touch import Kept
 from duckflock.live.marks import Carried
 from duckflock.live.plan.incremental import Shape
@@ -160,6 +161,7 @@ class State:
     settings: dict[str, str] | None = None
     settings_epoch: int | None = None
     kept: Kept | None = None  # every group's outputs, for folds of touched groups
+    segments: Slot = field(default_factory=Slot)  # floating sums per segment (retention)
     mode: Mode | None = None  # how the last run ran, and why
     reason: str = ""
 

@@ -8,11 +8,12 @@ run's :class:`~duckflock.live.record.State` (``fast``).
 from __future__ import annotations
 
 import contextlib
+import weakref
 
 import duckdb
 import pyarrow as pa
 
-from duckflock.live.fold import coded, detached, merges, touch
+from duckflock.live.fold import coded, detached, merges, segments, touch
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.plan.plans import Plan, split
 from duckflock.live.record import Analysis
@@ -36,11 +37,18 @@ def arrow_fold(
         run.fast = False
         return None
     try:
-        return plan.arrow.fold(state, delta)
+        folded = plan.arrow.fold(state, delta)
     except (pa.ArrowException, TypeError, ValueError):
         log.warning("analysis %r: pyarrow cannot fold it; DuckDB will", analysis.name)
         run.fast = False
         return None
+    kept = run.segments.kept  # floating sums per segment: the new rows added to theirs
+    if kept is not None:
+        retraction = plan.retract if state is not None and kept.describes(state) else None
+        adds = retraction is not None and segments.appended(kept, retraction, delta)
+        run.segments.kept = kept if adds else None
+        kept.state = weakref.ref(folded[0])
+    return folded
 
 
 def merge_fold(

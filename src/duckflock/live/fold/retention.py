@@ -42,7 +42,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.live.fold import unscaled
+from duckflock.live.fold import segments, unscaled
 from duckflock.live.fold.arrow import ArrowPlan, exact_sum_type, exact_terms
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.retraction import Retraction, Retracts
@@ -57,6 +57,7 @@ def retract(
     state: pa.Table,
     deleted: pa.Table | list[pa.Table],
     arrow: ArrowPlan | None = None,
+    slot: segments.Slot | None = None,
     *,
     settle: bool = True,
 ) -> pa.Table | None:
@@ -64,7 +65,8 @@ def retract(
     order). Groups that subtraction cannot settle are
     recomputed on ``cursor``, inside the transaction whose snapshot matches the state
     (see :class:`duckflock.live.refresh.Refresher`); with ``settle=False`` there is no
-    such transaction, and None says one is needed.
+    such transaction, and None says one is needed. Floating sums kept per segment
+    (``slot``, :mod:`duckflock.live.fold.segments`) re-read only the segments cut.
 
     Where the state's keys and partials are plain columns (``retraction.sources``),
     pyarrow aggregates the deleted rows and subtracts them (a DuckDB query over Arrow
@@ -113,6 +115,13 @@ def retract(
         return _conform(kept, state.schema)
     if not settle:
         return None
+    if slot is not None:  # floating sums from the segments they are kept in, if any
+        done = segments.retracting(cursor, retraction, slot, state, out, pieces)
+        if done is not None:
+            settled, slot.kept = _conform(done[0], state.schema), done[1]
+            if slot.kept is not None:
+                slot.kept.state = weakref.ref(settled)
+            return settled
     flagged = out.filter(again)
     if flagged.num_rows == out.num_rows and retraction.recompute_all:
         # every group (a DELETE of the oldest rows, say): one scan, no join of the keys

@@ -78,6 +78,11 @@ class Retraction:
     # None when a key or an argument is more than a column, or the query has a WHERE
     key_columns: tuple[str, ...] | None = None
     sources: tuple[str | None, ...] | None = None
+    # the FROM, the SELECT list (keys, then partials) and the GROUP BY of the recompute,
+    # when ``sources`` is given (for floating sums kept per segment: fold/segments.py)
+    source: str = ""
+    select: str = ""
+    group: str = ""
 
     @property
     def exact(self) -> bool:
@@ -186,4 +191,7 @@ def retraction(
         forms=forms,
         key_columns=plain[0] if plain is not None else None,
         sources=plain[1] if plain is not None else None,
+        source=source_sql if plain is not None and keys and not where_sql else "",
+        select=", ".join(select),
+        group=", ".join(keys),
     )
