@@ -301,7 +301,7 @@ def carried(
                 return None
             new = new.select(rows.column_names).cast(rows.schema)
             rows = pa.concat_tables([rows, new])
-    times = _column(rows, marking.name)
+    times = column_of(rows, marking.name)
     fast = None if times is None else coded.instants(times)
     if fast is not None:  # in numpy: one comparison, a slice where the rows are in order
         after = fast > local if marking.op is Op.AFTER else fast >= local
@@ -340,11 +340,11 @@ def buckets_of(
 ) -> pa.ChunkedArray | None:
     """The bucket of each new row (:func:`~duckflock.live.instants.bucket_of`, in the
     state's bucket type ``kind``; None where not proven: the SQL buckets them)."""
-    column = _column(delta, marking.name)
+    column = column_of(delta, marking.name)
     return None if column is None else bucket_of(column, width, kind)
 
 
-def _column(rows: pa.Table, name: str) -> pa.ChunkedArray | None:
+def column_of(rows: pa.Table, name: str) -> pa.ChunkedArray | None:
     """The window column of ``rows`` (None: not one such TIMESTAMP column)."""
     found = [column for column in rows.column_names if column.lower() == name.lower()]
     if len(found) != 1 or not pa.types.is_timestamp(rows[found[0]].type):
@@ -354,13 +354,13 @@ def _column(rows: pa.Table, name: str) -> pa.ChunkedArray | None:
 
 def _micros(rows: pa.Table, name: str) -> pa.ChunkedArray | None:
     """The window column of ``rows`` in epoch microseconds (None: not one such column)."""
-    column = _column(rows, name)
+    column = column_of(rows, name)
     return None if column is None else bucket_micros(column)
 
 
 def _within(rows: pa.Table, name: str, low: int, high: int) -> pa.Table | None:
     """The ``rows`` whose window column lies in [low, high) µs (None: no such column)."""
-    column = _column(rows, name)
+    column = column_of(rows, name)
     if column is None:
         return None
     fast = coded.instants(column)

@@ -22,11 +22,10 @@ import pyarrow as pa
 
 from duckflock.live import bucketflags, marks, windows
 from duckflock.live.fold import coded, slots
+from duckflock.live.instants import ORIGIN, bucket_numbers
 from duckflock.live.marks import Carried
 from duckflock.live.steps import combined
 from duckflock.live.windows import Window
-
-_NONE = pa.table({})  # no state to check for NaN (has_nan's first argument)
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def _arrays(window: Window, carried: Carried, state: pa.Table) -> slots.Slots | 
         return found
     if window.buckets is None:
         return None
-    return slots.build(window.buckets, state, window.width)
+    return slots.build(window.buckets, state, window.width, ORIGIN % window.width)
 
 
 def refreshed(
@@ -94,11 +93,13 @@ def refreshed(
     kind = state.schema.field(window.keys).type
     found, fresh = None, np.zeros(0, np.int64)
     if delta is not None and delta.num_rows:
-        buckets = marks.buckets_of(marking, window.width, kind, delta)
-        values = None if buckets is None else coded.instants(buckets)
-        if values is None or arrays.arrow.has_nan(_NONE, delta):
+        # each row's bucket as instants.bucket_of gives it (µs timestamps, no NULL)
+        column = marks.column_of(delta, marking.name)
+        stamps = None if column is None or kind.unit != "us" else coded.instants(column)
+        numbers = None if stamps is None else bucket_numbers(stamps, window.width)
+        if numbers is None:  # (NaN and -0.0 in what is summed: slots.added declines)
             return None
-        found = slots.added(arrays, delta, values)
+        found = slots.added(arrays, delta, numbers)
         if found is None:
             return None
         fresh = slots.starts(arrays, slots.used(arrays, found, new=True))
@@ -147,9 +148,7 @@ def refreshed(
     plan = window.combine
     assert plan.arrow is not None  # (window.buckets is its)
     schema = state.schema.remove(window.keys)
-    merged = None
-    if not plan.arrow.has_nan(_NONE, rows):
-        merged = slots.combined(arrays, inside, rows, schema)
+    merged = slots.combined(arrays, inside, rows, schema)  # (NaN: None, as added)
     if merged is None:
         table = combined(cursor, plan, slots.table(arrays, inside, bucket=False), rows)
     else:

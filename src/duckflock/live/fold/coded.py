@@ -142,8 +142,8 @@ def _groups(code: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray | None
 
 def typed(values: np.ndarray, kind: pa.DataType) -> pa.Array:
     """int64 ``values`` (:func:`integers`' view) back as an array of ``kind``."""
-    if pa.types.is_signed_integer(kind):
-        return pa.array(values, pa.int64()).cast(kind)  # (each value was one of kind's)
+    if pa.types.is_signed_integer(kind):  # (each value was one of kind's: no kernel)
+        return pa.array(values.astype(kind.to_pandas_dtype(), copy=False), kind)
     if pa.types.is_date32(kind) or pa.types.is_time32(kind):
         return pa.array(values.astype(np.int32), pa.int32()).view(kind)
     return pa.array(values, pa.int64()).view(kind)

@@ -74,12 +74,15 @@ def _kinds(arrow: ArrowPlan, schema: pa.Schema) -> bool:
 
 
 def _unlike(values: np.ndarray) -> bool:
-    """NaN or -0.0 among float ``values`` (where grouping and DuckDB part)."""
-    return bool(np.isnan(values).any() or (values.view(np.int64) == np.iinfo(np.int64).min).any())
+    """NaN or -0.0 among float ``values`` (where grouping and DuckDB part): -0.0's bits
+    are the smallest signed integer of its width (nans.unlike_duckdb)."""
+    bits = np.dtype(f"i{values.dtype.itemsize}")
+    return bool(np.isnan(values).any() or (values.view(bits) == np.iinfo(bits).min).any())
 
 
-def build(arrow: ArrowPlan, state: pa.Table, width: int) -> Slots | None:
-    """The arrays of ``state`` (ordered or not), or None where they do not apply."""
+def build(arrow: ArrowPlan, state: pa.Table, width: int, origin: int) -> Slots | None:
+    """The arrays of ``state`` (ordered or not), its buckets starting ``origin`` µs past
+    multiples of ``width``; None where they do not apply."""
     keys = len(arrow.keys) - 1
     if (
         keys < 1
@@ -96,7 +99,6 @@ def build(arrow: ArrowPlan, state: pa.Table, width: int) -> Slots | None:
     if int(buckets.min()) <= -_FAR or int(buckets.max()) >= _FAR:
         return None  # (infinity: the table path)
     found = coded.coding([[column for column in columns if column is not None]])
-    origin = int(buckets[0]) % width if len(buckets) else 0
     numbers = _numbers(buckets, width, origin)
     if found is None or numbers is None:
         return None
@@ -169,7 +171,8 @@ def partials(
 ) -> tuple[np.ndarray, list[np.ndarray | None]] | None:
     """Per cell (``bins``, each < count) of ``rows``: how many rows, and each partial
     (None: a twin's) as :func:`coded.grouped` computes it; None where it does not apply
-    (a NULL argument, a sum of integers)."""
+    (a NULL argument, a sum of integers, NaN or -0.0 summed: has_nan's refusal, for the
+    only floating columns read here)."""
     members = np.bincount(bins, minlength=count)
     values: list[np.ndarray | None] = []
     for i, (kind, column) in enumerate(arrow.partials):
@@ -183,8 +186,10 @@ def partials(
         elif given is None or not pa.types.is_floating(given.type):
             return None
         else:
-            numbers = single(given).to_numpy(zero_copy_only=False).astype(np.float64)
-            values.append(np.bincount(bins, numbers, minlength=count))
+            numbers = single(given).to_numpy(zero_copy_only=False)
+            if _unlike(numbers):
+                return None
+            values.append(np.bincount(bins, numbers.astype(np.float64), minlength=count))
     return members, values
 
 
@@ -208,14 +213,14 @@ def _moved(
     return slots.first + start, move(slots.rows), moved
 
 
-def added(slots: Slots, delta: pa.Table, buckets: np.ndarray) -> Added | None:
-    """The new rows ``delta`` (each in the bucket ``buckets`` gives, µs) merged into the
-    block of slots they land in; None where the arrays cannot hold them (a key outside
-    the coding, a bucket before the first slot or too far on, NULLs, NaN)."""
+def added(slots: Slots, delta: pa.Table, numbers: np.ndarray) -> Added | None:
+    """The new rows ``delta`` (each in the bucket ``numbers`` gives, widths from the
+    origin) merged into the block of slots they land in; None where the arrays cannot
+    hold them (a key outside the coding, a bucket before the first slot or too far on,
+    NULLs, NaN)."""
     arrow = slots.arrow
-    numbers = _numbers(buckets, slots.width, slots.origin)
     code = codes(slots, keys_of(arrow, delta))
-    if numbers is None or code is None or not len(numbers):
+    if code is None or not len(numbers):
         return None
     low, high = int(numbers.min()) - slots.first, int(numbers.max()) - slots.first
     if low < 0:
