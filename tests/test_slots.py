@@ -15,7 +15,7 @@ import pytest
 
 import duckflock
 from duckflock.live import bucketmerge, internals, sliding
-from duckflock.live.fold import coded, slots
+from duckflock.live.fold import coded, physical, slots
 from duckflock.live.fold.arrow import ArrowPlan, Output, OutputKind
 from duckflock.live.fold.states import PartialKind
 from duckflock.live.plan.probes import same
@@ -175,3 +175,21 @@ def _stamps_at(now: datetime, offsets: list[float]) -> list[dict[str, Any]]:
 
 def literal_at(sql: str, instant: datetime) -> str:
     return sql.replace("now()", literal(instant))
+
+
+def test_an_average_divided_in_numpy_is_pyarrows_divide() -> None:
+    rng = np.random.default_rng(8)
+    totals = rng.standard_normal(2_000) * 10.0 ** rng.integers(-300, 300, 2_000)
+    totals[:4] = [np.inf, -np.inf, 0.0, 1.0]
+    counts = rng.integers(0, 2**53, 2_000)
+    counts[:6] = [1, 3, 7, 0, 0, 0]
+    total, count = pa.array(totals), pa.array(counts, pa.int64())
+    want = pc.divide(total, count)
+    got = physical.divided(total, count)
+    assert np.array_equal(
+        got.to_numpy().view(np.int64), want.to_numpy().view(np.int64)
+    )  # bit for bit, NaN and signs included
+    holes = pa.array([1.0, None]), pa.array([2, 3], pa.int64())
+    assert physical.divided(*holes).to_pylist() == [0.5, None]
+    with pytest.raises(pa.ArrowInvalid):  # as Arrow's: a count past 2^53 is not rounded
+        physical.divided(pa.array([1.0]), pa.array([2**53 + 1], pa.int64()))
