@@ -34,15 +34,13 @@ class _Marks:
     the marks are the same table (a new bucket's marks: another)."""
 
     table: pa.Table
-    starts: np.ndarray  # the buckets' starts (µs), ascending
+    starts: np.ndarray  # the buckets' starts (µs), ascending (at least one)
     order: np.ndarray  # each one's row in the table
     columns: dict[str, np.ndarray]  # bucketflags.columns
 
     def find(self, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per bucket start: its row in the table, and whether it has one."""
-        at = np.minimum(np.searchsorted(self.starts, starts), max(len(self.starts) - 1, 0))
-        if not len(self.starts):
-            return at, np.zeros(len(starts), bool)
+        at = np.minimum(np.searchsorted(self.starts, starts), len(self.starts) - 1)
         return self.order[at], self.starts[at] == starts
 
 
@@ -51,8 +49,8 @@ def _view(arrays: slots.Slots, table: pa.Table, key: str) -> _Marks | None:
     if isinstance(kept, _Marks) and kept.table is table:
         return kept  # (the arrays' owner's: this module keeps only _Marks there)
     starts = coded.instants(table[key])
-    if starts is None:
-        return None
+    if starts is None or not len(starts):
+        return None  # (no marks: the table path asks for them)
     order = np.argsort(starts, kind="stable")
     view = _Marks(table, starts[order], order, bucketflags.columns(table))
     arrays.marks = view

@@ -33,7 +33,7 @@ from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.physical import single
 from duckflock.live.fold.states import PartialKind
 
-CELLS = 1 << 20  # slots x groups per array at most
+CELLS = 1 << 18  # slots x groups per array at most (2 MiB of int64 or double)
 SPARE = 16  # slots kept past the last bucket, for the buckets to come
 _COUNTS = (PartialKind.COUNT_ALL, PartialKind.COUNT)
 _FAR = 1 << 62  # µs from the epoch: buckets past it stay in the table path
