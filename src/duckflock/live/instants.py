@@ -190,10 +190,10 @@ def bucket_of(values: pa.ChunkedArray, width: int, kind: pa.DataType) -> pa.Chun
     epoch (infinity, and where DuckDB's own arithmetic could overflow)."""
     if _plain(values, kind):  # in numpy: one pass each, no pyarrow kernels
         us = np.concatenate([chunk.view(pa.int64()).to_numpy() for chunk in values.chunks])
-        if len(us) and (int(us.min()) <= -SPAN or int(us.max()) >= SPAN):
+        numbers = bucket_numbers(us, width)
+        if numbers is None:
             return None
-        origin = ORIGIN % width  # (floor division: the floor, as the shift below gives)
-        floored = (us - origin) // width * width + origin
+        floored = numbers * width + ORIGIN % width
         return pa.chunked_array([pa.array(floored, pa.int64()).view(kind)])
     micros = bucket_micros(values)
     bounds = pc.min_max(micros)
@@ -207,6 +207,15 @@ def bucket_of(values: pa.ChunkedArray, width: int, kind: pa.DataType) -> pa.Chun
     return pc.cast(
         pc.add(pc.subtract(floored, shift), origin), kind
     )  # DuckDB's timestamp infinity, as Arrow carries it
+
+
+def bucket_numbers(us: np.ndarray, width: int) -> np.ndarray | None:
+    """Per microsecond timestamp ``us``, its bucket's number of widths from the origin's
+    (:func:`bucket_of`'s floor: the bucket starts at that many widths past
+    ``ORIGIN % width``); None where a value lies ``SPAN`` or more from the epoch."""
+    if len(us) and (int(us.min()) <= -SPAN or int(us.max()) >= SPAN):
+        return None
+    return (us - ORIGIN % width) // width  # (floor division: the floor, as below)
 
 
 def _plain(values: pa.ChunkedArray, kind: pa.DataType) -> bool:

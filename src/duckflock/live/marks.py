@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -38,6 +37,7 @@ from duckflock.core.cursors import first_row
 from duckflock.live.fold import coded
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.query import over_arrow
+from duckflock.live.fold.slots import Slots
 from duckflock.live.fold.states import MAX_CHUNKS
 from duckflock.live.instants import NOW, Op, Stamp, bucket_micros, bucket_of, steady_sql
 from duckflock.live.plan.plans import Plan
@@ -175,6 +175,7 @@ class Carried:
     settings: str  # the session's, when marks and rows were taken (Bound.settings)
     marking: Marking  # the window plan the marks are for (a new plan: new marks)
     epoch: int | None = None  # the settings epoch ``settings`` were read at (Bound.epoch)
+    slots: Slots | None = None  # the state as arrays, where it has them (fold/slots.py)
 
 
 def marked(
@@ -254,17 +255,21 @@ def shifted(
     return Bound(at, local, settings, epoch)
 
 
-def local_of(marking: Marking, marks: pa.Table, span: tuple[int, int], bound: Bound) -> int | None:
+def local_of(
+    marking: Marking, marks: pa.Table, span: tuple[int, int], bound: Bound, start: int | None = None
+) -> int | None:
     """The bound in the window column's local time (a TIMESTAMP's), where it lies in the
     one steady bucket ``span`` the boundary cuts (windows.split's span): the bucket's
-    offset (its local start minus its instant, ``__s_in``), one throughout it, added to
-    the bound's instant — what ``CAST(bound AS TIMESTAMP)`` gives there."""
+    offset (its local start minus its instant, ``__s_in``: ``start`` where the caller
+    has it), one throughout it, added to the bound's instant — what
+    ``CAST(bound AS TIMESTAMP)`` gives there."""
     if bound.local is not None:
         return bound.local
-    at = pc.index_in(pa.array([span[0]], pa.int64()), bucket_micros(marks[marking.key]))[0]
-    if not at.is_valid:
-        return None
-    start = marks["__s_in"][at.as_py()].as_py()
+    if start is None:
+        at = pc.index_in(pa.array([span[0]], pa.int64()), bucket_micros(marks[marking.key]))[0]
+        if not at.is_valid:
+            return None
+        start = marks["__s_in"][at.as_py()].as_py()
     return None if start is None else bound.compared + span[0] - start
 
 
@@ -275,36 +280,6 @@ def bounds(cursor: duckdb.DuckDBPyConnection, sql: str, epoch: int | None) -> Bo
     if row is None or not isinstance(row[0], int) or not isinstance(row[1], int):
         return None
     return Bound(row[0], row[1], str(row[2]), epoch)
-
-
-def flagged(marking: Marking, state: pa.Table, marks: pa.Table, bound: int) -> pa.Table:
-    """``state`` with the flags :func:`duckflock.live.windows.cut` splits it by, at the
-    instant whose bound is ``bound``: ``flags_sql``'s, computed from the marks."""
-
-    # per bucket (~65), in numpy: the marks are plain integers (see marked); a flag the
-    # SQL leaves NULL (an unknown offset) is false, as split reads it
-    def true(values: pa.ChunkedArray) -> np.ndarray:
-        return np.asarray(values.fill_null(False).to_numpy(), bool)
-
-    def after(name: str) -> np.ndarray:
-        at = marks[name].to_numpy()
-        return np.asarray(at > bound if marking.op is Op.AFTER else at >= bound, bool)
-
-    steady, unsteady = true(marks["__steady"]), true(pc.invert(marks["__steady"]))
-    per_bucket = {
-        "__in": after("__s_in") & steady,
-        "__live": after("__s_live") | (unsteady & after("__s_late")),
-        "__local": true(marks["__local"]),
-    }
-    looked = coded.look_up(state[marking.key], marks[marking.key])
-    if looked is None:
-        where = pc.index_in(state[marking.key], value_set=marks[marking.key].combine_chunks())
-        found = np.asarray(where.is_valid().to_numpy(zero_copy_only=False), bool)
-        looked = where.fill_null(0).to_numpy(zero_copy_only=False), found
-    at, found = looked
-    for name, values in per_bucket.items():  # a row of no bucket (NULL): no flag
-        state = state.append_column(name, pa.array(values[at] & found))
-    return state
 
 
 def carried(
@@ -326,7 +301,7 @@ def carried(
                 return None
             new = new.select(rows.column_names).cast(rows.schema)
             rows = pa.concat_tables([rows, new])
-    times = _column(rows, marking.name)
+    times = column_of(rows, marking.name)
     fast = None if times is None else coded.instants(times)
     if fast is not None:  # in numpy: one comparison, a slice where the rows are in order
         after = fast > local if marking.op is Op.AFTER else fast >= local
@@ -351,18 +326,25 @@ def partials(
     """The new rows' partials per (key, bucket), as the state's columns: in pyarrow where
     the bucket is proven (:func:`~duckflock.live.instants.bucket_of`) and the shape has
     pyarrow merges (``arrow``, the bucketed ones), else DuckDB's query over them."""
-    found = [column for column in delta.column_names if column.lower() == marking.name.lower()]
-    if len(found) == 1 and pa.types.is_timestamp(delta[found[0]].type):
-        with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
-            bucket = bucket_of(delta[found[0]], width, state[marking.key].type)
-            if bucket is not None:
-                rows = delta.append_column(BUCKET, bucket)
-                fast = coded.partials(arrow, rows, state.schema)  # integer keys: numpy
-                return arrow.partials_of(rows, state.schema) if fast is None else fast
+    with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
+        bucket = buckets_of(marking, width, state[marking.key].type, delta)
+        if bucket is not None:
+            rows = delta.append_column(BUCKET, bucket)
+            fast = coded.partials(arrow, rows, state.schema)  # integer keys: numpy
+            return arrow.partials_of(rows, state.schema) if fast is None else fast
     return over_arrow(cursor, marking.partials, state.slice(0, 0), delta)
 
 
-def _column(rows: pa.Table, name: str) -> pa.ChunkedArray | None:
+def buckets_of(
+    marking: Marking, width: int, kind: pa.DataType, delta: pa.Table
+) -> pa.ChunkedArray | None:
+    """The bucket of each new row (:func:`~duckflock.live.instants.bucket_of`, in the
+    state's bucket type ``kind``; None where not proven: the SQL buckets them)."""
+    column = column_of(delta, marking.name)
+    return None if column is None else bucket_of(column, width, kind)
+
+
+def column_of(rows: pa.Table, name: str) -> pa.ChunkedArray | None:
     """The window column of ``rows`` (None: not one such TIMESTAMP column)."""
     found = [column for column in rows.column_names if column.lower() == name.lower()]
     if len(found) != 1 or not pa.types.is_timestamp(rows[found[0]].type):
@@ -372,13 +354,13 @@ def _column(rows: pa.Table, name: str) -> pa.ChunkedArray | None:
 
 def _micros(rows: pa.Table, name: str) -> pa.ChunkedArray | None:
     """The window column of ``rows`` in epoch microseconds (None: not one such column)."""
-    column = _column(rows, name)
+    column = column_of(rows, name)
     return None if column is None else bucket_micros(column)
 
 
 def _within(rows: pa.Table, name: str, low: int, high: int) -> pa.Table | None:
     """The ``rows`` whose window column lies in [low, high) µs (None: no such column)."""
-    column = _column(rows, name)
+    column = column_of(rows, name)
     if column is None:
         return None
     fast = coded.instants(column)

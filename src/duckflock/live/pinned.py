@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.core.effects import Epoch
-from duckflock.live import bucketmerge, joins, marks, windows
+from duckflock.live import bucketflags, bucketmerge, joins, marks, sliding, windows
 from duckflock.live.clock import Clock
 from duckflock.live.fold.query import over_arrow
 from duckflock.live.fold.retention import retract
@@ -213,37 +213,13 @@ class Pinned:
                     state = parts.kept
                     table = combined(cursor, window.combine, parts.inside, rows)
                     run.window_now = instant
-                    run.carried = self._leave(window, parts, rows, flagging, run.carried)
+                    found = None if flagging is None else (flagging.marks, flagging.bound)
+                    run.carried = sliding.leave(window, parts, rows, found, run.carried)
         except BaseException:
             self._taint(analysis)
             raise
         run.state, run.last_table = state, table
         return table, watermark, appended, 0 if gone is None else gone.num_rows
-
-    @staticmethod
-    def _leave(
-        window: Window,
-        parts: windows.Split,
-        rows: pa.Table,
-        flagging: _Flagging | None,
-        old: Carried | None,
-    ) -> Carried | None:
-        """What a refresh that read the cut bucket leaves for the next (marks.py): its
-        rows only where its buckets were flagged from their marks (not after a delete,
-        nor where DuckDB had to fold: NaN, a shape without pyarrow merges — the next run
-        would only find that again); the marks it had, in any case."""
-        marking = window.marking
-        if marking is None:
-            return None
-        if flagging is None or parts.span is None:
-            if old is None or old.marking is not marking:
-                return None
-            # marks of an older state: the buckets folded in since may lack theirs
-            return Carried(None, old.marks, None, None, old.settings, marking, old.epoch)
-        bound = flagging.bound
-        return Carried(
-            parts.kept, flagging.marks, parts.span, rows, bound.settings, marking, bound.epoch
-        )
 
     def _flag(
         self,
@@ -295,7 +271,9 @@ class Pinned:
         known = marks.marked(cursor, marking, state, prior, fresh)
         if known is None:
             return None
-        return _Flagging(marks.flagged(marking, state, known, bound.compared), known, bound, state)
+        return _Flagging(
+            bucketflags.flagged(marking, state, known, bound.compared), known, bound, state
+        )
 
     def _carry(
         self, analysis: Analysis, window: Window, marking: marks.Marking
@@ -343,6 +321,13 @@ class Pinned:
         if deltas:
             delta = deltas[0] if len(deltas) == 1 else pa.concat_tables(deltas)
         assert run.state is not None
+        analysis.check()
+        epoch = self._settings.current()  # (before the settings are read)
+        fast = sliding.refreshed(run.cursor, window, carried, run.state, delta, instant, epoch)
+        if fast is not None:  # over the state's arrays
+            run.state, run.last_table, run.carried = fast
+            run.window_now = instant
+            return fast[1]
         flagging = self._flag(analysis, window, marking, run.state, delta, instant)
         if flagging is None or flagging.bound.settings != carried.settings:
             return None

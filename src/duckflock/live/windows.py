@@ -16,9 +16,9 @@ Each run takes an instant T (``Result.now``) and computes the result a full run 
   (with the window predicate at T), inside the same pinned snapshot as the state, so the
   boundary is exact.
 
-A refresh after appends runs one DuckDB query over the new rows alone (their partials
-per bucket, and each bucket's flags at T) and merges them into the state in pyarrow
-(:func:`folded`), then one read of the cut bucket's rows (:func:`cut`).
+A refresh after appends folds the new rows' partials per bucket in (:func:`folded`;
+marks.py carries the buckets' flags and the cut bucket's rows, sliding.py the state as
+dense arrays), then reads the cut bucket's rows (:func:`cut`).
 
 The window predicate must be one conjunct of the WHERE clause: a plain TIMESTAMP or
 TIMESTAMPTZ column compared (``>``/``>=``, or ``<``/``<=`` the other way round) with an
@@ -83,6 +83,7 @@ _OPS = {
 }
 _SOURCE = "__duckflock_flagged"  # the state (or a fold's output) the flags are judged on
 _TYPES = {"TIMESTAMP": Stamp.TIMESTAMP, "TIMESTAMP WITH TIME ZONE": Stamp.TIMESTAMPTZ}
+Span = tuple[int, int] | None  # [low, high) µs of the one cut bucket (see split)
 BUCKETS = 64  # buckets per window length: the boundary recomputes ~1/64 of the window
 
 
@@ -292,7 +293,7 @@ class Split:
     kept: pa.Table  # the state without expired buckets
     inside: pa.Table  # the buckets whole inside the window, without their bucket column
     read: str  # the read of the cut buckets' rows, at the instant
-    span: tuple[int, int] | None  # one cut bucket read by ``local`` (or none: (0, 0))
+    span: Span  # one cut bucket read by ``local`` (or none: (0, 0))
 
 
 def split(window: Window, flagged: pa.Table, instant: datetime) -> Split:
@@ -320,30 +321,36 @@ def split(window: Window, flagged: pa.Table, instant: datetime) -> Split:
         micros = bucket_micros(state[bucket])
         valid = np.asarray(micros.is_valid().to_numpy(), bool)
         values = micros.fill_null(0).to_numpy()
-    edge = live & ~whole
-    cut = values[edge & valid]
-    sql = window.boundary
-    span: tuple[int, int] | None = None
-    if len(cut):
-        low, high = int(cut.min()), int(cut.max()) + window.width
-        low_sql, high_sql = (
-            epoch_literal(low, window.column_type),
-            epoch_literal(high, window.column_type),
-        )
-        wholes = values[whole & valid]
-        if not np.any((wholes >= low) & (wholes < high)):
-            # no whole bucket between the cut ones: every row in the span that the
-            # predicate keeps is a cut bucket's (an expired bucket's rows fail it)
-            sql = window.edge
-            if low + window.width == high and (
-                window.column_type is Stamp.TIMESTAMPTZ or local[edge].all()
-            ):
-                sql, span = window.local, (low, high)  # one steady bucket (the usual case)
-    else:
-        low_sql = high_sql = "NULL"  # no bucket is cut: no rows
-        span = (0, 0)
+    sql, cut, span = cutting(window, values[valid], live[valid], whole[valid], local[valid])
+    low_sql = high_sql = "NULL"  # no bucket is cut: no rows
+    if cut is not None:
+        low_sql, high_sql = (epoch_literal(us, window.column_type) for us in cut)
     read = at(sql, instant).replace("__duckflock_low", low_sql)
     return Split(kept, inside, read.replace("__duckflock_high", high_sql), span)
+
+
+def cutting(window: Window, values: np.ndarray, *flags: np.ndarray) -> tuple[str, Span, Span]:
+    """The read of the cut buckets' rows (NOW, the span's bounds in it), the span [low,
+    high) µs (None: no bucket is cut) and the one steady bucket it reads by ``local``
+    (None: another read; (0, 0): none), from the state's buckets (``values``, epoch µs;
+    per row or per bucket alike) and their flags (live, whole, local)."""
+    live, whole, local = flags
+    edge = live & ~whole
+    cut = values[edge]
+    if not len(cut):
+        return window.boundary, None, (0, 0)
+    sql, span = window.boundary, None
+    low, high = int(cut.min()), int(cut.max()) + window.width
+    wholes = values[whole]
+    if not np.any((wholes >= low) & (wholes < high)):
+        # no whole bucket between the cut ones: every row in the span that the
+        # predicate keeps is a cut bucket's (an expired bucket's rows fail it)
+        sql = window.edge
+        if low + window.width == high and (
+            window.column_type is Stamp.TIMESTAMPTZ or local[edge].all()
+        ):
+            sql, span = window.local, (low, high)  # one steady bucket (the usual case)
+    return sql, (low, high), span
 
 
 def cut(

@@ -25,6 +25,7 @@ from duckflock.live.fold import dense, sets, sketches
 from duckflock.live.fold.averages import Inexact, quotients
 from duckflock.live.fold.buckets import Bucket
 from duckflock.live.fold.nans import Clean, unlike_duckdb
+from duckflock.live.fold.physical import divided
 from duckflock.live.fold.positions import merge_touched
 from duckflock.live.fold.states import PartialKind
 
@@ -296,7 +297,7 @@ class ArrowPlan:
                 # quotient is null there, as DuckDB's avg (the count's int64 is divided
                 # as a double)
                 total = _as(state.column(width + output.index), pa.float64())
-                value = pc.divide(total, state.column(width + output.count))
+                value = divided(total, state.column(width + output.count))
             arrays.append(_as(value, field.type))
         table = pa.Table.from_arrays(arrays, names=list(self.names))  # names may repeat
         if self.order:

@@ -140,10 +140,10 @@ def _groups(code: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray | None
     return inverse.reshape(-1), found
 
 
-def _typed(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+def typed(values: np.ndarray, kind: pa.DataType) -> pa.Array:
     """int64 ``values`` (:func:`integers`' view) back as an array of ``kind``."""
-    if pa.types.is_signed_integer(kind):
-        return pa.array(values, pa.int64()).cast(kind)  # (each value was one of kind's)
+    if pa.types.is_signed_integer(kind):  # (each value was one of kind's: no kernel)
+        return pa.array(values.astype(kind.to_pandas_dtype(), copy=False), kind)
     if pa.types.is_date32(kind) or pa.types.is_time32(kind):
         return pa.array(values.astype(np.int32), pa.int32()).view(kind)
     return pa.array(values, pa.int64()).view(kind)
@@ -225,7 +225,7 @@ def grouped(
     order = [first, *range(first), *range(first + 1, width)]  # the coded columns' keys
     columns: list[pa.Array | pa.ChunkedArray] = [pa.array([])] * width
     for digits, i in zip(decoded, order, strict=True):
-        columns[i] = _as(_typed(digits, keys[0][i].type), schema.field(i).type)
+        columns[i] = cast(typed(digits, keys[0][i].type), schema.field(i).type)
     for i, kind in enumerate(kinds):
         if twins[i] < i:
             columns.append(columns[width + twins[i]])
@@ -247,7 +247,7 @@ def grouped(
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def _as(column: pa.ChunkedArray | pa.Array, kind: pa.DataType) -> pa.ChunkedArray | pa.Array:
+def cast(column: pa.ChunkedArray | pa.Array, kind: pa.DataType) -> pa.ChunkedArray | pa.Array:
     return column if column.type == kind else column.cast(kind)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def single(column: pa.ChunkedArray | pa.Array) -> pa.Array:
@@ -36,3 +37,22 @@ def typed(numbers: np.ndarray, has: np.ndarray, kind: pa.DataType) -> pa.Array:
     """``numbers`` as an array of ``kind`` (their physical type's), NULL where not ``has``."""
     validity = None if has.all() else pa.py_buffer(np.packbits(has, bitorder="little"))
     return pa.Array.from_buffers(kind, len(numbers), [validity, pa.py_buffer(numbers)])
+
+
+def divided(
+    total: pa.ChunkedArray | pa.Array, count: pa.ChunkedArray | pa.Array
+) -> pa.ChunkedArray | pa.Array:
+    """``pc.divide(total, count)`` of a double and an integer column: the count as a
+    double, then IEEE division, NULL where either is — in numpy where neither holds a
+    NULL and every count is a double exactly (the same bits, without a kernel)."""
+    if total.null_count or count.null_count or total.type != pa.float64():
+        return pc.divide(total, count)
+    counts = single(count).to_numpy()
+    if len(counts) and max(-int(counts.min()), int(counts.max())) > _EXACT:
+        return pc.divide(total, count)  # (Arrow refuses to round such a count)
+    with np.errstate(divide="ignore", invalid="ignore"):  # (x/0: inf or NaN, as Arrow's)
+        quotient = single(total).to_numpy() / counts.astype(np.float64)
+    return pa.array(quotient, pa.float64())
+
+
+_EXACT = 2**53  # integers up to this size are doubles exactly
