@@ -189,11 +189,7 @@ def _fetchall(conn: psycopg.Connection[Any], binary: bool) -> int:
 
 
 def _copy(conn: psycopg.Connection[Any], form: str) -> int:
-    cursor = conn.cursor()
-    with cursor.copy(f"COPY ({BIG}) TO STDOUT {form}") as copy:
-        for _ in copy:
-            pass  # the raw COPY data, as a loader would stream it on
-    return cursor.rowcount
+    return pgwire_forms.copy_blocks(BIG, form, conn)
 
 
 def real_postgres(rounds: int) -> None:

@@ -74,7 +74,8 @@ def _batched(read: Callable[[psycopg.Connection[Any]], int], conn: psycopg.Conne
     return read(conn)
 
 
-def _copy_blocks(sql: str, form: str, conn: psycopg.Connection[Any]) -> int:
+def copy_blocks(sql: str, form: str, conn: psycopg.Connection[Any]) -> int:
+    """``COPY (sql) TO STDOUT form`` read block by block, the data dropped; its rows."""
     cursor = conn.cursor()
     with cursor.copy(f"COPY ({sql}) TO STDOUT {form}") as copy:
         for _ in copy:
@@ -111,11 +112,9 @@ def forms(sql: str, dsn: Callable[[int], str]) -> dict[str, Callable[[int], int]
         "COPY binary (psycopg rows())": partial(_copy_rows, sql),
         "COPY csv (psycopg, to Arrow)": partial(_copy_arrow, sql),
         # the same block reads with a batch a CopyData message (SET duckflock.copy_messages)
-        "COPY text (batch msgs)": partial(_batched, partial(_copy_blocks, sql, "")),
-        "COPY csv (batch msgs)": partial(_batched, partial(_copy_blocks, sql, "(FORMAT CSV)")),
-        "COPY binary (batch msgs)": partial(
-            _batched, partial(_copy_blocks, sql, "(FORMAT BINARY)")
-        ),
+        "COPY text (batch msgs)": partial(_batched, partial(copy_blocks, sql, "")),
+        "COPY csv (batch msgs)": partial(_batched, partial(copy_blocks, sql, "(FORMAT CSV)")),
+        "COPY binary (batch msgs)": partial(_batched, partial(copy_blocks, sql, "(FORMAT BINARY)")),
         "COPY csv to Arrow (batch msgs)": partial(_batched, partial(_copy_arrow, sql)),
     }
     return {label: partial(connected, read) for label, read in reads.items()}
