@@ -708,6 +708,11 @@ def test_settings_and_transactions_are_the_sessions_own(pg: Served) -> None:
             conn.execute("SHOW threads")
         conn.execute("SET application_name = 'probe'")
         assert conn.execute("SHOW application_name").fetchone() == ("probe",)
+        conn.execute("SET myapp.tag TO 'x y'")  # a custom setting, as PostgreSQL keeps it
+        assert conn.execute("SHOW myapp.tag").fetchone() == ("x y",)
+        conn.execute("RESET myapp.tag")
+        with pytest.raises(psycopg.Error):  # gone: no such setting (nor table)
+            conn.execute("SHOW myapp.tag")
         assert conn.execute("SHOW TRANSACTION ISOLATION LEVEL").fetchone() == ("read committed",)
         conn.execute("BEGIN TRANSACTION")
         conn.execute("ROLLBACK")
