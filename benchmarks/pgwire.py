@@ -11,7 +11,9 @@ One real `duckflock serve --pg-port` process, in the same run:
     in text, CSV and binary (the raw COPY data), ADBC (COPY binary into Arrow) over the
     Postgres port vs the HTTP Arrow endpoint, each with its ratio to HTTP Arrow; then
     psycopg's documented fast reads (benchmarks/pgwire_forms.py: stream in chunks,
-    fetchmany, binary COPY rows(), COPY CSV parsed into Arrow by pyarrow);
+    fetchmany, binary COPY rows(), COPY CSV parsed into Arrow by pyarrow), and the COPY
+    block reads again after ``SET duckflock.copy_messages = batch`` ("batch msgs": a
+    CopyData message a batch, duckflock's opt-in, instead of PostgreSQL's one a row);
 (c) the server's encoder alone, in this process, over the same rows: DataRow messages
     (text and binary) and COPY data, whole columns at once vs the per-value reference;
 (d) with ``--postgres``: the same rows from a real PostgreSQL server (Debian's, started
@@ -187,11 +189,7 @@ def _fetchall(conn: psycopg.Connection[Any], binary: bool) -> int:
 
 
 def _copy(conn: psycopg.Connection[Any], form: str) -> int:
-    cursor = conn.cursor()
-    with cursor.copy(f"COPY ({BIG}) TO STDOUT {form}") as copy:
-        for _ in copy:
-            pass  # the raw COPY data, as a loader would stream it on
-    return cursor.rowcount
+    return pgwire_forms.copy_blocks(BIG, form, conn)
 
 
 def real_postgres(rounds: int) -> None:

@@ -13,6 +13,11 @@
   product as the HTTP Arrow fetch it is compared with (``b"".join(copy)`` costs 3x:
   each block a ``memoryview`` kept alive until the join).
 
+The same block-by-block COPY reads again after ``SET duckflock.copy_messages = batch``
+(duckflock's opt-in, labelled "batch msgs"): the server sends one CopyData message a
+batch of up to 32,768 rows instead of PostgreSQL's one a row, so psycopg's loop runs once
+a batch; ``Copy.rows()`` needs one row a message and is not read so.
+
 (Server-side cursors, ``conn.cursor(name=...)``, need ``DECLARE ... CURSOR``, which the
 port does not run.)
 """
@@ -63,6 +68,21 @@ def _copy_rows(sql: str, conn: psycopg.Connection[Any]) -> int:
     return rows
 
 
+def _batched(read: Callable[[psycopg.Connection[Any]], int], conn: psycopg.Connection[Any]) -> int:
+    """``read`` with COPY's data sent a batch a CopyData message (duckflock's opt-in)."""
+    conn.execute("SET duckflock.copy_messages = batch")
+    return read(conn)
+
+
+def copy_blocks(sql: str, form: str, conn: psycopg.Connection[Any]) -> int:
+    """``COPY (sql) TO STDOUT form`` read block by block, the data dropped; its rows."""
+    cursor = conn.cursor()
+    with cursor.copy(f"COPY ({sql}) TO STDOUT {form}") as copy:
+        for _ in copy:
+            pass  # the raw COPY data, as a loader would stream it on
+    return cursor.rowcount
+
+
 def _copy_arrow(sql: str, conn: psycopg.Connection[Any]) -> int:
     data = io.BytesIO()  # block by block, as the documentation writes to a file
     with conn.cursor().copy(f"COPY ({sql}) TO STDOUT (FORMAT CSV)") as copy:
@@ -91,5 +111,10 @@ def forms(sql: str, dsn: Callable[[int], str]) -> dict[str, Callable[[int], int]
         "binary (psycopg fetchmany)": partial(_fetchmany, sql, True),
         "COPY binary (psycopg rows())": partial(_copy_rows, sql),
         "COPY csv (psycopg, to Arrow)": partial(_copy_arrow, sql),
+        # the same block reads with a batch a CopyData message (SET duckflock.copy_messages)
+        "COPY text (batch msgs)": partial(_batched, partial(copy_blocks, sql, "")),
+        "COPY csv (batch msgs)": partial(_batched, partial(copy_blocks, sql, "(FORMAT CSV)")),
+        "COPY binary (batch msgs)": partial(_batched, partial(copy_blocks, sql, "(FORMAT BINARY)")),
+        "COPY csv to Arrow (batch msgs)": partial(_batched, partial(_copy_arrow, sql)),
     }
     return {label: partial(connected, read) for label, read in reads.items()}

@@ -24,6 +24,7 @@ READY = b"Z\x00\x00\x00\x05I"  # ReadyForQuery, idle
 _TAG = re.compile(rb"C\x00\x00\x00.(?:SELECT|COPY) (\d+)\x00", re.S)
 _CHUNK = 1 << 20
 _EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # an Arrow IPC stream's end
+_BATCHED = "SET duckflock.copy_messages = batch"
 
 
 def _message(kind: bytes, body: bytes = b"") -> bytes:
@@ -102,6 +103,13 @@ def forms(sql: str) -> dict[str, Callable[[int], int]]:
         "COPY csv (raw socket)": partial(raw_rows, f"COPY ({sql}) TO STDOUT (FORMAT CSV)", False),
         "COPY binary (raw socket)": partial(
             raw_rows, f"COPY ({sql}) TO STDOUT (FORMAT BINARY)", False
+        ),
+        # a batch a CopyData message (duckflock's opt-in), set in the same simple query
+        "COPY text (raw, batch msgs)": partial(
+            raw_rows, f"{_BATCHED}; COPY ({sql}) TO STDOUT", False
+        ),
+        "COPY binary (raw, batch msgs)": partial(
+            raw_rows, f"{_BATCHED}; COPY ({sql}) TO STDOUT (FORMAT BINARY)", False
         ),
     }
 

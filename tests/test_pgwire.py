@@ -331,6 +331,33 @@ def test_copy_sends_each_row_as_its_own_copydata_message(pg: Served) -> None:
         assert blocks[1:] == [f"{i},{t}\n".encode() for i, t in expected]
 
 
+def test_copy_goes_a_batch_a_message_when_the_session_asks(pg: Served) -> None:
+    """``SET duckflock.copy_messages = batch``: one CopyData message a batch, so a raw
+    reader's loop runs once a batch, not a row; the bytes are those sent row by row, in
+    each format; another value is refused, and RESET gives one row a message back."""
+    query = "SELECT range AS i, 'r' || range AS t, range % 2 = 0 AS b FROM range(15000)"
+    forms = ["", "(FORMAT csv, HEADER)", "(FORMAT binary)"]
+    with psycopg.connect(pgclients.dsn(pg.port, READ), autocommit=True) as conn:
+        cursor = conn.cursor()
+
+        def blocks(options: str) -> list[bytes]:
+            with cursor.copy(f"COPY ({query}) TO STDOUT {options}") as copy:
+                return [bytes(block) for block in copy]
+
+        by_row = {options: blocks(options) for options in forms}
+        assert [len(by_row[f]) for f in forms] == [15000, 15001, 15001]  # binary: + trailer
+        conn.execute("SET duckflock.copy_messages = batch")
+        assert conn.execute("SHOW duckflock.copy_messages").fetchone() == ("batch",)
+        for options in forms:
+            batched = blocks(options)
+            assert 1 <= len(batched) <= 3, (options, len(batched))
+            assert b"".join(batched) == b"".join(by_row[options]), options
+        with pytest.raises(psycopg.Error, match="row, batch"):
+            conn.execute("SET duckflock.copy_messages = rows")
+        conn.execute("RESET duckflock.copy_messages")
+        assert len(blocks("")) == 15000
+
+
 # -- analyses: tables and LISTEN/NOTIFY -----------------------------------------------------------
 
 
@@ -681,6 +708,11 @@ def test_settings_and_transactions_are_the_sessions_own(pg: Served) -> None:
             conn.execute("SHOW threads")
         conn.execute("SET application_name = 'probe'")
         assert conn.execute("SHOW application_name").fetchone() == ("probe",)
+        conn.execute("SET myapp.tag TO 'x y'")  # a custom setting, as PostgreSQL keeps it
+        assert conn.execute("SHOW myapp.tag").fetchone() == ("x y",)
+        conn.execute("RESET myapp.tag")
+        with pytest.raises(psycopg.Error):  # gone: no such setting (nor table)
+            conn.execute("SHOW myapp.tag")
         assert conn.execute("SHOW TRANSACTION ISOLATION LEVEL").fetchone() == ("read committed",)
         conn.execute("BEGIN TRANSACTION")
         conn.execute("ROLLBACK")

@@ -197,8 +197,9 @@ def test_columns_encode_as_the_per_value_path_does(duck_type: str, fmt: Format) 
                 continue
             assert columnar.data_rows(part) == expected, (duck_type, fmt)
             if fmt == Format.BINARY:
-                got = columnar.copy_binary(part, COPY_SIGNATURE)
-                assert got == reference.copy_binary(part, COPY_SIGNATURE)
+                for framed in (True, False):  # a CopyData message a row, and bare rows
+                    got = columnar.copy_binary(part, COPY_SIGNATURE, framed)
+                    assert got == reference.copy_binary(part, COPY_SIGNATURE, framed)
             else:
                 header = ["x", 'a "b",c']
                 for framed in (False, True):  # lines, and each line a CopyData message
@@ -230,7 +231,9 @@ def test_zero_columns_and_empty_batches() -> None:
             assert new.copy_text(batch, framed=framed) == old.copy_text(batch, framed=framed)
             assert new.copy_csv(batch, [], framed) == old.copy_csv(batch, [], framed)
             assert new.copy_csv(batch, None, framed) == old.copy_csv(batch, None, framed)
-        assert new.copy_binary(batch, COPY_SIGNATURE) == old.copy_binary(batch, COPY_SIGNATURE)
+        for framed in (True, False):
+            got = new.copy_binary(batch, COPY_SIGNATURE, framed)
+            assert got == old.copy_binary(batch, COPY_SIGNATURE, framed)
 
 
 MOMENTS = [

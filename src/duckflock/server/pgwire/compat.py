@@ -61,6 +61,13 @@ SHOW_ONLY = {
     "extra_float_digits": "1",
 }
 STARTUP_REPORTED = tuple(DEFAULT_SETTINGS)
+# how COPY … TO STDOUT splits its data into CopyData messages: "row", one row a message
+# as PostgreSQL sends them (the protocol says so, and psycopg's Copy.rows() and ADBC's
+# reader parse one row from each message), or "batch", one message a batch of up to
+# 32,768 rows, for clients that read the data as a stream of bytes (psycopg's
+# ``for block in copy``, psql, pg_dump): their loop then runs once a batch, not a row
+COPY_MESSAGES = "duckflock.copy_messages"
+COPY_MESSAGE_KINDS = ("row", "batch")
 
 
 class Kind(StrEnum):
@@ -113,6 +120,16 @@ def _setting_value(text: str) -> str:
     return text
 
 
+# a setting's name: one identifier, or two joined by a point (PostgreSQL's custom
+# settings, such as duckflock.copy_messages)
+_SETTING = rf"({IDENT})(?:\s*\.\s*({IDENT}))?"
+
+
+def _setting(first: str, second: str | None) -> str:
+    """A setting's name from :data:`_SETTING`'s two parts, each unquoted."""
+    return unquote(first) if second is None else f"{unquote(first)}.{unquote(second)}"
+
+
 def _words(sql: str) -> list[str]:
     return sql.split(None, 3)
 
@@ -142,21 +159,26 @@ def classify(sql: str) -> Statement:
         return Statement(Kind.TX, body, first)
     if first == "SET":
         match = re.fullmatch(
-            rf"SET\s+(?:SESSION\s+|LOCAL\s+)?({IDENT})\s*(?:=|\s+TO\s+)\s*(.*)", body, re.S | re.I
+            rf"SET\s+(?:SESSION\s+|LOCAL\s+)?{_SETTING}\s*(?:=|\s+TO\s+)\s*(.*)", body, re.S | re.I
         )
         if match:
-            value = _setting_value(match.group(2).strip())
-            return Statement(Kind.SET, body, "SET", unquote(match.group(1)), value)
+            value = _setting_value(match.group(3).strip())
+            return Statement(Kind.SET, body, "SET", _setting(*match.group(1, 2)), value)
         return Statement(Kind.SET, body, "SET")  # SET TRANSACTION …, SET TIME ZONE …: no-ops
     if first == "RESET":
-        return Statement(Kind.SET, body, "RESET", unquote(words[1]) if len(words) > 1 else "all")
+        match = re.fullmatch(rf"RESET\s+{_SETTING}", body, re.S | re.I)
+        name = (
+            _setting(*match.group(1, 2)) if match else unquote(words[1]) if len(words) > 1 else ""
+        )
+        return Statement(Kind.SET, body, "RESET", name or "all")
     if first == "SHOW":
         rest = body[4:].strip()
         if re.fullmatch(r"TRANSACTION\s+ISOLATION\s+LEVEL", rest, re.I):
             return Statement(Kind.SHOW, body, "SHOW", "transaction_isolation")
-        if re.fullmatch(IDENT, rest) and unquote(rest).lower() not in ("tables", "databases"):
+        named = re.fullmatch(_SETTING, rest)
+        if named and _setting(*named.group(1, 2)).lower() not in ("tables", "databases"):
             # a setting, or (when the session has no such setting) DuckDB's SHOW <table>
-            return Statement(Kind.SHOW, body, "SHOW", setting_name(unquote(rest)))
+            return Statement(Kind.SHOW, body, "SHOW", setting_name(_setting(*named.group(1, 2))))
         return Statement(Kind.SQL, body)  # DuckDB's SHOW TABLES, SHOW ALL TABLES
     if first in ("LISTEN", "UNLISTEN", "NOTIFY"):
         match = re.fullmatch(rf"\w+\s+({IDENT}|\*)(?:\s*,\s*'.*')?", body, re.S)
@@ -201,6 +223,8 @@ def apply_setting(settings: dict[str, str], statement: Statement) -> list[str]:
         "UNICODE",
     ):
         raise ValueError("only client_encoding UTF8 is supported")
+    if name == COPY_MESSAGES and statement.value.lower() not in COPY_MESSAGE_KINDS:
+        raise ValueError(f"{COPY_MESSAGES} is one of {', '.join(COPY_MESSAGE_KINDS)}")
     if name not in _FIXED:
         settings[name] = statement.value  # a value duckflock reports but does not interpret
     return [name] if name in DEFAULT_SETTINGS else []

@@ -115,15 +115,19 @@ class RowEncoder:
             return (Backend.DATA_ROW + _I4.pack(6) + _I2.pack(0)) * int(batch.num_rows)
         return framing.messages(Backend.DATA_ROW, self.wire_values(batch))
 
-    def copy_binary(self, batch: pa.RecordBatch, prefix: bytes = b"") -> bytes:
+    def copy_binary(self, batch: pa.RecordBatch, prefix: bytes = b"", framed: bool = True) -> bytes:
         """CopyData messages, one per row as PostgreSQL sends them (ADBC's reader takes
-        one row from each message); ``prefix`` (the file header) leads the first."""
+        one row from each message); ``prefix`` (the file header) leads the first. Not
+        ``framed``: the rows (tuples) bare after ``prefix``, for one message."""
         if not batch.num_columns:
+            if not framed:
+                return prefix + _I2.pack(0) * int(batch.num_rows) if batch.num_rows else b""
             body = prefix + _I2.pack(0)
             first = Backend.COPY_DATA + _I4.pack(len(body) + 4) + body
             rest = (Backend.COPY_DATA + _I4.pack(6) + _I2.pack(0)) * (int(batch.num_rows) - 1)
             return first + rest if batch.num_rows else b""
-        return framing.messages(Backend.COPY_DATA, self.wire_values(batch), prefix)
+        kind = Backend.COPY_DATA if framed else b""
+        return framing.messages(kind, self.wire_values(batch), prefix)
 
     def copy_text(
         self, batch: pa.RecordBatch, header: list[str] | None = None, framed: bool = False

@@ -136,7 +136,8 @@ def _order(count: int, parts: int) -> pa.Array:
 def messages(kind: bytes, columns: Sequence[pa.Array], prefix: bytes = b"") -> bytes:
     """One message of type ``kind`` a row: Int32 length, Int16 column count, then each
     column's field (DataRow, and binary COPY's CopyData). ``prefix`` (binary COPY's file
-    header) leads the first message's body.
+    header) leads the first message's body. Without a ``kind``, the rows bare (binary
+    COPY's tuples, for one message of many rows), after ``prefix``.
 
     Runs of fixed-width parts (the message header, each length, values of one width)
     are written side by side by numpy; one Arrow take then puts them and the
@@ -147,8 +148,9 @@ def messages(kind: bytes, columns: Sequence[pa.Array], prefix: bytes = b"") -> b
     for field in fields:
         sizes += field.sizes
     run = _Run()
-    run.add("u1", kind[0])
-    run.add(">i4", sizes)
+    if kind:
+        run.add("u1", kind[0])
+        run.add(">i4", sizes)
     run.add(">i2", len(columns))
     pieces: list[pa.Array] = []
     for field in fields:
@@ -163,6 +165,8 @@ def messages(kind: bytes, columns: Sequence[pa.Array], prefix: bytes = b"") -> b
         if run.parts:
             pieces.append(run.rows(count))
         data = _contents(_interleaved(pieces, int(sizes.sum()) + count))
+    if not kind:
+        return prefix + data if count else b""
     if not prefix or not count:
         return data
     first = int(sizes[0]) + len(prefix)

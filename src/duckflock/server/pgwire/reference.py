@@ -36,7 +36,7 @@ class PerValueEncoder(RowEncoder):
             for value in row:
                 fields.append(_NULL if value is None else I4.pack(len(value)) + value)
             body = b"".join(fields)
-            parts.append(kind + I4.pack(len(body) + 4) + body)
+            parts.append(kind + I4.pack(len(body) + 4) + body if kind else body)
         return b"".join(parts)
 
     def data_rows(self, batch: pa.RecordBatch) -> bytes:
@@ -44,10 +44,10 @@ class PerValueEncoder(RowEncoder):
             return super().data_rows(batch)
         return self._rows(Backend.DATA_ROW, batch, b"")
 
-    def copy_binary(self, batch: pa.RecordBatch, prefix: bytes = b"") -> bytes:
+    def copy_binary(self, batch: pa.RecordBatch, prefix: bytes = b"", framed: bool = True) -> bytes:
         if not batch.num_columns:
-            return super().copy_binary(batch, prefix)
-        return self._rows(Backend.COPY_DATA, batch, prefix)
+            return super().copy_binary(batch, prefix, framed)
+        return self._rows(Backend.COPY_DATA if framed else b"", batch, prefix)
 
     def copy_text(
         self, batch: pa.RecordBatch, header: list[str] | None = None, framed: bool = False

@@ -276,6 +276,8 @@ def _copy_out(session: Session, plan: CopyPlan, params: list[Any]) -> None:
         # the binary header travels with the first rows, as PostgreSQL sends it
         # (ADBC's reader expects a row right after the header in the same message)
         prefix = COPY_SIGNATURE if binary else b""
+        # one CopyData a row (PostgreSQL's), or a batch (the session's opt-in)
+        framed = session.settings.get(compat.COPY_MESSAGES, "row").lower() != "batch"
         rows = sent = 0
         header = outcome.names if plan.header else None
         row_cap, byte_cap = session.server.row_cap, session.server.byte_cap
@@ -294,14 +296,16 @@ def _copy_out(session: Session, plan: CopyPlan, params: list[Any]) -> None:
             if fitted.num_rows < batch.num_rows:  # sent next, unless these cross the cap
                 pending, batch = batch.slice(fitted.num_rows), fitted
             if plan.format == CopyFormat.BINARY:
-                data = encoder.copy_binary(batch, prefix) if batch.num_rows else b""
+                data = encoder.copy_binary(batch, prefix, framed) if batch.num_rows else b""
                 prefix = prefix if not data else b""
             elif plan.format == CopyFormat.CSV:
-                data = encoder.copy_csv(batch, header, framed=True)
+                data = encoder.copy_csv(batch, header, framed)
                 header = None
             else:
-                data = encoder.copy_text(batch, header, framed=True)
+                data = encoder.copy_text(batch, header, framed)
                 header = None
+            if data and not framed:  # (never an empty CopyData: clients read it as the end)
+                data = copy_data(data)
             session.send(data)
             rows += batch.num_rows
             sent += len(data)
