@@ -54,6 +54,9 @@ class Compiler:
         self._names = names
         self._types = types
         self.floating: set[str] = set()
+        # each expression compiled once: one FILTER (or argument) written by several
+        # aggregates is one object, evaluated once per batch (fold/aligned.py)
+        self._compiled: dict[str, Expression] = {}
 
     def aggregate(self, node: dict[str, Any]) -> Aggregate:
         if _sketch(node):  # CAST(approx_count_distinct(x) EXPORT_STATE AS BLOB)
@@ -100,6 +103,12 @@ class Compiler:
         )
 
     def expression(self, node: dict[str, Any]) -> Expression:
+        text = canonical(node)
+        if text not in self._compiled:
+            self._compiled[text] = self._expression(node)
+        return self._compiled[text]
+
+    def _expression(self, node: dict[str, Any]) -> Expression:
         kind = node.get("class")
         if kind == "COLUMN_REF":
             return self._column(node)
