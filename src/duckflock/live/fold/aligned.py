@@ -25,7 +25,11 @@ The caller merges them with the state row by row, as it merges grouped partials
 its merge keeps the state's for. Where a step does not apply — a new group, exact
 (integer, decimal) sums, values numpy does not order as DuckDB does (strings,
 booleans as a min/max), NaN or -0.0 in a floating value it reads, ordered first/last,
-sketches — it returns None and the grouped path runs.
+sketches — it returns None and the grouped path runs. So it does where a floating
+partial would hold NaN (a sum of inf and -inf) or a winner NaN or -0.0: the caller
+need not check the partials it returns. A FILTER or argument several aggregates share
+is evaluated once per batch, and a floating column the WHERE-less program's NaN check
+read (:meth:`~duckflock.live.fold.computed.Computed.selected`) is not read again.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import pyarrow.compute as pc
 
 from duckflock.live.fold.computed import Aggregate, Computed, Expression, each_row, true
 from duckflock.live.fold.dense import MAX_GROUPS, KeyIndex
-from duckflock.live.fold.nans import unlike_duckdb
+from duckflock.live.fold.nans import Clean, unlike_duckdb
 from duckflock.live.fold.physical import numbers, single, typed
 
 # the aggregates :func:`partials` computes (others: None, the grouped path)
@@ -69,7 +73,7 @@ def partials(
     rows = program.selected(delta)
     count = rows.num_rows
     values = [
-        pc.cast(single(each_row(key(rows), count)), state.schema.field(i).type)
+        _as(single(each_row(key(rows), count)), state.schema.field(i).type)
         for i, key in enumerate(program.keys)
     ]
     at = _positions([single(state.column(i)) for i in range(keys)], values, index)
@@ -77,6 +81,8 @@ def partials(
         return None
     columns: list[pa.Array | pa.ChunkedArray] = list(state.columns[:keys])
     batch = _Batch(rows, count, at, groups)
+    if program.where is None:  # the rows themselves: selected() checked their floats
+        batch.checked.keep([c for name in program.floating for c in delta[name].chunks])
     for i, aggregate in enumerate(program.aggregates):
         kind = state.schema.field(keys + i).type
         column = _Partial(aggregate, batch).array()
@@ -129,6 +135,11 @@ class _Batch:
         self._values: dict[int, tuple[Expression, pa.Array]] = {}
         self._flags: dict[int, tuple[Expression, np.ndarray]] = {}
         self._tallies: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
+        self.checked = Clean()  # the new rows' chunks found free of NaN and -0.0
+
+    def unlike_duckdb(self, values: pa.Array) -> bool:
+        """:func:`~.nans.unlike_duckdb`, at once for a column checked already."""
+        return not self.checked.holds(values) and unlike_duckdb(values)
 
     def values(self, expression: Expression) -> pa.Array:
         """``expression``'s value per new row, as one array."""
@@ -183,7 +194,7 @@ class _Partial:
         if function in ("arg_max", "arg_min"):
             return self._winner(argument, kept)
         physical = numbers(argument)
-        if physical is None or unlike_duckdb(argument):
+        if physical is None or self.batch.unlike_duckdb(argument):
             return None
         has = self._tally(kept) > 0
         if function == "sum":  # DOUBLE sums (FLOAT as DOUBLE); exact ones are grouped
@@ -192,6 +203,8 @@ class _Partial:
             # a left-out row adds 0.0: a sum from 0.0 is never -0.0, so x + 0.0 is x
             weights = _where(kept, physical.astype(np.float64), 0.0)
             sums = np.bincount(self.at, weights, minlength=self.groups)
+            if np.isnan(sums).any():  # inf + -inf (from 0.0 a sum is never -0.0)
+                return None
             return pa.array(sums, pa.float64(), mask=~has)
         greatest = function == "max"
         extreme = _extreme(physical.dtype, greatest, self.groups)
@@ -217,7 +230,7 @@ class _Partial:
         assert self.aggregate.by is not None
         key = self.batch.values(self.aggregate.by)
         physical = numbers(key)
-        if physical is None or unlike_duckdb(key):
+        if physical is None or self.batch.unlike_duckdb(key):
             return None
         candidate = _and(kept, _valid(key))
         greatest = self.aggregate.function == "arg_max"
@@ -231,7 +244,8 @@ class _Partial:
         np.minimum.at(first, self.at, np.where(hit, np.arange(self.count), self.count))
         has = first < self.count
         taken = pa.array(np.where(has, first, 0), pa.int64(), mask=~has)
-        return argument.take(taken)
+        won = argument.take(taken)
+        return None if self.batch.unlike_duckdb(won) else won
 
     def _tally(self, kept: np.ndarray | None) -> np.ndarray:
         return self.batch.tally(kept)
@@ -281,3 +295,8 @@ def _extreme(dtype: np.dtype, greatest: bool, groups: int) -> np.ndarray:
     else:
         start = np.iinfo(dtype).min if greatest else np.iinfo(dtype).max
     return np.full(groups, start, dtype)
+
+
+def _as(values: pa.Array, kind: pa.DataType) -> pa.Array:
+    """``values`` cast to ``kind`` (as they are when they have that type)."""
+    return values if values.type == kind else pc.cast(values, kind)

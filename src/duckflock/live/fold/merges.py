@@ -174,7 +174,7 @@ def _aligned(merge: Merge, program: Program, state: pa.Table, rows: pa.Table) ->
         return None
     try:
         new = aligned.partials(program, state, merge.keys, rows, merge._keys)
-        if new is None or _unlike(state, merge.keys) or _unlike(new, merge.keys):
+        if new is None or _unlike(state, merge.keys):  # (new: checked by partials)
             return None
         return _combined(merge, state, new)
     except (Refused, pa.ArrowException, TypeError, ValueError):
