@@ -21,7 +21,7 @@ def unlike_duckdb(values: pa.Array) -> bool:
     bits, lowest = _SIGNED[data.dtype.itemsize]
     # two reductions, no temporary: a minimum is NaN where any value is (numpy's
     # propagates it), and only -0.0's bits are the least signed integer
-    return bool(np.isnan(data.min()) or data.view(bits).min() == lowest)
+    return bool(len(data) and (np.isnan(data.min()) or data.view(bits).min() == lowest))
 
 
 # per float width in bytes: the signed integer of that width, and its smallest value

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from duckflock.live.fold.dense import KeyIndex
 from duckflock.live.fold.retraction import Retracts
 from duckflock.live.fold.words import built, one, words
 
@@ -56,7 +57,9 @@ def subtract(
         return None  # another type, a value past int64, a scale that differs
     a, b = mine[0], gone[0]
     if isinstance(where, np.ndarray):  # in the state's order; untouched groups lose 0
-        b = np.concatenate([b, np.zeros((width, 1), np.int64)], axis=1)[:, where]
+        spread = np.zeros((width, state.num_rows), np.int64)
+        spread[:, where] = b
+        b = spread
     new = a - b
     if (((a ^ b) & (a ^ new)) < 0).any():
         return None  # int64 overflowed
@@ -93,34 +96,36 @@ def _remember(
 
 
 def _positions(mine: pa.Array, theirs: pa.Array) -> np.ndarray | slice | None:
-    """Where each of ``mine`` (the state's keys) is among ``theirs`` (the deleted rows'
-    groups), ``len(theirs)`` where it is not — or ``slice(None)`` when the two are the
-    same keys in the same order; None when one of ``theirs`` is not among ``mine``. Each
-    holds a key once. Integer keys without NULLs are looked up in numpy, others with
-    ``index_in`` (NULL keys match each other, as groups do)."""
-    n = len(theirs)
+    """Where each of ``theirs`` (the deleted rows' groups) is among ``mine`` (the
+    state's keys) — or ``slice(None)`` when the two are the same keys in the same order;
+    None when one of ``theirs`` is not among ``mine``. Each holds a key once. Integer
+    keys without NULLs are looked up in numpy (in a table kept while the state keeps its
+    keys: :class:`~duckflock.live.fold.dense.KeyIndex`), others with ``index_in`` (NULL
+    keys match each other, as groups do)."""
+    groups = len(mine)
     if (
         mine.type == theirs.type
         and pa.types.is_integer(mine.type)
         and not (mine.null_count or theirs.null_count)
     ):
         keys, wanted = mine.to_numpy(), theirs.to_numpy()
-        if len(keys) == n and (keys == wanted).all():
+        if groups == len(wanted) and (keys == wanted).all():
             return slice(None)
-        if n == 0:
-            return np.zeros(len(keys), np.intp)
-        order = np.argsort(wanted, kind="stable")
-        ranked = wanted[order]
-        at = np.minimum(np.searchsorted(ranked, keys), n - 1)
-        hit = ranked[at] == keys
-        if np.count_nonzero(hit) != n:
-            return None
-        return np.where(hit, order[at], n)
-    found = pc.index_in(mine, value_set=theirs, skip_nulls=False)
-    if found.null_count != len(mine) - n:
-        return None
-    positions: np.ndarray = pc.fill_null(found, n).to_numpy()
-    return positions
+        at = _KEYS.positions(mine, theirs) if groups else None
+        if at is None and groups:  # keys spread wide: by a sort
+            order = np.argsort(keys, kind="stable")
+            ranked = keys[order]
+            near = np.minimum(np.searchsorted(ranked, wanted), groups - 1)
+            at = np.where(ranked[near] == wanted, order[near], groups)
+        if at is None or (at == groups).any():
+            return None if len(wanted) else np.zeros(0, np.intp)
+        return at
+    found = pc.index_in(theirs, value_set=mine, skip_nulls=False)
+    return None if found.null_count else found.to_numpy()
+
+
+# the state's keys' lookup table: one slot (analyses that retract take turns in it)
+_KEYS = KeyIndex()
 
 
 def _matrix(
