@@ -46,13 +46,15 @@ def subtract(
     where = _positions(key, one(grouped.column(0)))
     if where is None:
         return None  # a deleted group the state lacks
-    # each partial's count: a sum's count(x), a count itself (a zero stays a zero)
-    of = np.array([counts[i] if kind is Retracts.SUM else i for i, kind in enumerate(kinds)])
-    sums = np.array([kind is Retracts.SUM for kind in kinds])
+    of, sums = _counted(kinds, counts)
     made = _MADE  # the state this made last, and its matrix: not read again
     reused = made is not None and made[0]() is state and made[1] == tuple(of)
     mine = (made[2], made[3]) if made is not None and reused else _matrix(state, of, sums)
-    gone = _matrix(grouped, of, sums)
+    ahead = _AHEAD.get(id(grouped))  # read by the DELETE's caller (read_ahead)
+    if ahead is not None and ahead[0]() is grouped and ahead[1] == tuple(of):
+        gone = ahead[2]
+    else:
+        gone = _matrix(grouped, of, sums)
     if mine is None or gone is None or mine[1] != gone[1]:
         return None  # another type, a value past int64, a scale that differs
     a, b = mine[0], gone[0]
@@ -77,6 +79,37 @@ def subtract(
     out = pa.Table.from_arrays(arrays, schema=state.schema)
     _remember(out, tuple(of), np.where(sums[:, None] & ~valid, 0, new), mine[1])
     return out
+
+
+def _counted(kinds: Sequence[Retracts], counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each partial's count (a sum's count(x), a count itself: a zero stays a zero),
+    and which partials are sums."""
+    of = np.array([counts[i] if kind is Retracts.SUM else i for i, kind in enumerate(kinds)])
+    return of, np.array([kind is Retracts.SUM for kind in kinds])
+
+
+def read_ahead(grouped: pa.Table, kinds: Sequence[Retracts], counts: Sequence[int]) -> None:
+    """Read the deleted rows' partials ``grouped`` as :func:`subtract` will, now: on the
+    DELETE's caller's thread (``retention.prepare``, which grouped them there), so that
+    the refresh does not. Kept while ``grouped`` lives (held weakly, as _MADE)."""
+    width = len(kinds)
+    if grouped.num_columns != width + 1 or any(k not in _SUBTRACTED for k in kinds):
+        return
+    of, sums = _counted(kinds, counts)
+    read = _matrix(grouped, of, sums)
+    if read is not None:
+        read[0].flags.writeable = False
+    _AHEAD[id(grouped)] = (weakref.ref(grouped), tuple(of), read)
+    weakref.finalize(grouped, _AHEAD.pop, id(grouped), None)
+
+
+_SUBTRACTED = (Retracts.COUNT, Retracts.SUM)
+# id(grouped) -> (grouped, held weakly; each partial's count; its matrix, or None where
+# it does not fit): an entry leaves with its table, so an id is never another table's
+_AHEAD: dict[
+    int,
+    tuple[weakref.ref[pa.Table], tuple[int, ...], tuple[np.ndarray, tuple[int, ...]] | None],
+] = {}
 
 
 # the table subtract made last, with its partials as _matrix reads them (a NULL sum as
