@@ -10,7 +10,7 @@ import pyarrow as pa
 
 import duckflock
 from duckflock.live import internals
-from duckflock.live.fold.nans import Clean
+from duckflock.live.fold.nans import Clean, unlike_duckdb
 
 
 def test_only_slices_of_held_clean_chunks_are_held() -> None:
@@ -22,6 +22,20 @@ def test_only_slices_of_held_clean_chunks_are_held() -> None:
     assert not clean.holds(pa.array([1.0, 2.0]))
     clean.keep([])
     assert not clean.holds(chunk.slice(1, 2))
+
+
+def test_nan_and_negative_zero_are_found_in_each_width_and_position() -> None:
+    """unlike_duckdb's two reductions: NaN (either sign) anywhere, -0.0 but not 0.0,
+    NULLs left out (all NULL: nothing to find)."""
+    for kind in (pa.float16(), pa.float32(), pa.float64()):
+        for value, found in ((math.nan, True), (-math.nan, True), (-0.0, True), (0.0, False)):
+            for at in (0, 2):
+                values = [1.0, -math.inf, math.inf]
+                values[at] = value
+                assert unlike_duckdb(pa.array(values, kind)) is found, (kind, value, at)
+        assert not unlike_duckdb(pa.array([None, None], kind))
+        assert unlike_duckdb(pa.array([None, -0.0], kind))
+    assert not unlike_duckdb(pa.array([1, 2]))
 
 
 def test_a_nan_a_fold_brings_into_a_kept_state_is_found() -> None:

@@ -4,6 +4,7 @@ decimal256 subtraction runs instead; through a Database, it is what a full run g
 
 from __future__ import annotations
 
+import gc
 import os
 from decimal import Decimal
 from typing import Any
@@ -146,6 +147,26 @@ def test_the_next_subtraction_from_the_state_it_made_is_the_same_as_from_a_copy(
         {"__k0": 2, "__p0": 2, "__p1": 0, "__p2": None},
         {"__k0": 3, "__p0": 1, "__p1": 1, "__p2": Decimal(-(2**62) - 12).scaleb(-2)},
     ]
+
+
+def test_partials_read_ahead_subtract_as_partials_read_then() -> None:
+    """The deleted rows' partials read by the DELETE's caller (``read_ahead``) give what
+    reading them in the refresh gives — a value past int64 too (None) — and the entry
+    leaves with the table."""
+    state = _table([1, 2, 3], [(3, 2, 10), (2, 0, None), (4, 4, -(2**62))], 2, pa.int32())
+    for rows in ([(1, 1, 5), (2, 2, 10)], [(1, 1, 2**64), (2, 2, 10)]):
+        gone = _table([3, 1], rows, 2, pa.int32())
+        copy = pa.Table.from_pylist(gone.to_pylist(), schema=gone.schema)
+        unscaled.read_ahead(gone, KINDS, COUNTS)
+        assert id(gone) in unscaled._AHEAD
+        ahead = unscaled.subtract(state, gone, KINDS, COUNTS, 0)
+        then = unscaled.subtract(state, copy, KINDS, COUNTS, 0)
+        assert (ahead is None) == (then is None) == (rows[0][2] == 2**64)
+        assert ahead is None or then is None or ahead.equals(then)
+        key = id(gone)
+        del gone
+        gc.collect()
+        assert key not in unscaled._AHEAD
 
 
 def test_words_read_and_build_decimals_and_int64s() -> None:

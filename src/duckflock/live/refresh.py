@@ -321,7 +321,7 @@ class Refresher:
             deltas, removed, watermark = changes.take()
         state = run.state
         assert state is not None
-        gone = pa.concat_tables(removed)
+        empty = removed[0].slice(0, 0)  # the source table's columns, for outputs
         appended = sum(d.num_rows for d in deltas)
         try:
             if deltas:
@@ -330,10 +330,10 @@ class Refresher:
             arrow = plan.arrow if run.fast else None
             settled = retract(run.cursor, plan.retract, state, removed, arrow, settle=False)
             if settled is not None:
-                table = outputs(analysis, plan, settled, gone.slice(0, 0))
+                table = outputs(analysis, plan, settled, empty)
                 run.state, run.last_table = settled, table
                 run.touched = touched(plan, [*deltas, *removed])
-                return table, watermark, appended, gone.num_rows
+                return table, watermark, appended, sum(r.num_rows for r in removed)
         except BaseException:
             with self._lock:
                 changes.taint(FAILED)

@@ -87,12 +87,12 @@ class ArrowPlan:
         names = delta.column_names
         chunks = [chunk for name in self.read if name in names for chunk in delta[name].chunks]
         checked: list[pa.Array] = []  # the state's chunks, each clean or checked below
-        for column in [] if self._clean.vouched(state) else state.columns:
-            if pa.types.is_floating(column.type):
-                for chunk in column.chunks:
-                    checked.append(chunk)
-                    if not self._clean.holds(chunk):
-                        chunks.append(chunk)
+        floating = [i for i, kind in enumerate(state.schema.types) if pa.types.is_floating(kind)]
+        for i in [] if not floating or self._clean.vouched(state) else floating:
+            for chunk in state.column(i).chunks:
+                checked.append(chunk)
+                if not self._clean.holds(chunk):
+                    chunks.append(chunk)
         found = any(unlike_duckdb(chunk) for chunk in chunks)
         if not found and checked:  # a kept state's untouched rows are slices of these
             self._clean.keep(checked)

@@ -186,6 +186,11 @@ def _in_numpy(totals: pa.ChunkedArray, counts: pa.ChunkedArray) -> pa.Array | No
     whole, many = words(total), words(count)
     if whole is None or many is None or whole[2] or many[2]:
         return None
+    if not (total.null_count or count.null_count) and whole[1].all() and many[1].all():
+        largest = int(many[0].max(initial=0))  # no NULL, every value an int64
+        if int(many[0].min(initial=1)) > 0 and largest < 2**53:  # every group has rows
+            num, den = whole[0].astype(np.longdouble), many[0].astype(np.longdouble)
+            return pa.array((num / den).astype(np.float64), pa.float64())
     has_total, has_count = valid(total), valid(count)
     if not ((whole[1] | ~has_total).all() and (many[1] | ~has_count).all()):
         return None  # a value past int64

@@ -224,4 +224,9 @@ def each_row(value: Value, count: int) -> pa.ChunkedArray | pa.Array:
 
 def true(value: Value, count: int) -> pa.ChunkedArray | pa.Array:
     """Where a condition is true (NULL: not), as WHERE and FILTER read it."""
-    return pc.fill_null(each_row(value, count), False)
+    values = each_row(value, count)
+    return (
+        values
+        if values.type == pa.bool_() and not values.null_count
+        else pc.fill_null(values, False)
+    )

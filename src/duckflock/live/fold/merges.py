@@ -29,7 +29,7 @@ sum past its type, a type a kernel refuses), :func:`fold` returns None and DuckD
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import duckdb
@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 from duckflock.live.fold import aligned, detached, sketches
 from duckflock.live.fold.arrow import ArrowPlan
 from duckflock.live.fold.computed import Computed, Refused
+from duckflock.live.fold.dense import KeyIndex
 from duckflock.live.fold.lookup import Lookup
 from duckflock.live.fold.nans import unlike_duckdb
 from duckflock.live.fold.positions import combine
@@ -108,6 +109,8 @@ class Merge:
     # the same partials as a pyarrow program, admitted by probes (live/plan/computing.py,
     # a join's: live/plan/joining.py)
     computed: Program | None = None
+    # the state's key's lookup table for the aligned path (one integer key: dense.py)
+    _keys: KeyIndex = field(default_factory=KeyIndex, compare=False, hash=False, repr=False)
 
     def admits(self, schema: pa.Schema) -> bool:
         """Whether pyarrow has every kernel a fold of a state of ``schema`` calls
@@ -170,8 +173,8 @@ def _aligned(merge: Merge, program: Program, state: pa.Table, rows: pa.Table) ->
     if not isinstance(program, Computed):
         return None
     try:
-        new = aligned.partials(program, state, merge.keys, rows)
-        if new is None or _unlike(state, merge.keys) or _unlike(new, merge.keys):
+        new = aligned.partials(program, state, merge.keys, rows, merge._keys)
+        if new is None or _unlike(state, merge.keys):  # (new: checked by partials)
             return None
         return _combined(merge, state, new)
     except (Refused, pa.ArrowException, TypeError, ValueError):

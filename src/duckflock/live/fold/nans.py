@@ -19,7 +19,9 @@ def unlike_duckdb(values: pa.Array) -> bool:
         values = pc.drop_null(values)
     data = values.to_numpy(zero_copy_only=False)
     bits, lowest = _SIGNED[data.dtype.itemsize]
-    return bool(np.isnan(data).any() or (data.view(bits) == lowest).any())
+    # two reductions, no temporary: a minimum is NaN where any value is (numpy's
+    # propagates it), and only -0.0's bits are the least signed integer
+    return bool(len(data) and (np.isnan(data.min()) or data.view(bits).min() == lowest))
 
 
 # per float width in bytes: the signed integer of that width, and its smallest value

@@ -159,6 +159,8 @@ def prepare(rows: pa.Table, retractions: Iterable[Retraction]) -> None:
             continue
         with contextlib.suppress(pa.ArrowException, TypeError, ValueError):
             done[grouping] = _grouped(retraction, rows)
+            if retraction.exact and retraction.keys == 1:  # subtracted in int64s
+                unscaled.read_ahead(done[grouping], retraction.kinds, retraction.counts)
     if not done:
         return
     with _PREPARED_LOCK:

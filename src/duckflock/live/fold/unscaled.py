@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from duckflock.live.fold.dense import KeyIndex
 from duckflock.live.fold.retraction import Retracts
 from duckflock.live.fold.words import built, one, words
 
@@ -45,18 +46,22 @@ def subtract(
     where = _positions(key, one(grouped.column(0)))
     if where is None:
         return None  # a deleted group the state lacks
-    # each partial's count: a sum's count(x), a count itself (a zero stays a zero)
-    of = np.array([counts[i] if kind is Retracts.SUM else i for i, kind in enumerate(kinds)])
-    sums = np.array([kind is Retracts.SUM for kind in kinds])
+    of, sums = _counted(kinds, counts)
     made = _MADE  # the state this made last, and its matrix: not read again
     reused = made is not None and made[0]() is state and made[1] == tuple(of)
     mine = (made[2], made[3]) if made is not None and reused else _matrix(state, of, sums)
-    gone = _matrix(grouped, of, sums)
+    ahead = _AHEAD.get(id(grouped))  # read by the DELETE's caller (read_ahead)
+    if ahead is not None and ahead[0]() is grouped and ahead[1] == tuple(of):
+        gone = ahead[2]
+    else:
+        gone = _matrix(grouped, of, sums)
     if mine is None or gone is None or mine[1] != gone[1]:
         return None  # another type, a value past int64, a scale that differs
     a, b = mine[0], gone[0]
     if isinstance(where, np.ndarray):  # in the state's order; untouched groups lose 0
-        b = np.concatenate([b, np.zeros((width, 1), np.int64)], axis=1)[:, where]
+        spread = np.zeros((width, state.num_rows), np.int64)
+        spread[:, where] = b
+        b = spread
     new = a - b
     if (((a ^ b) & (a ^ new)) < 0).any():
         return None  # int64 overflowed
@@ -76,6 +81,37 @@ def subtract(
     return out
 
 
+def _counted(kinds: Sequence[Retracts], counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Each partial's count (a sum's count(x), a count itself: a zero stays a zero),
+    and which partials are sums."""
+    of = np.array([counts[i] if kind is Retracts.SUM else i for i, kind in enumerate(kinds)])
+    return of, np.array([kind is Retracts.SUM for kind in kinds])
+
+
+def read_ahead(grouped: pa.Table, kinds: Sequence[Retracts], counts: Sequence[int]) -> None:
+    """Read the deleted rows' partials ``grouped`` as :func:`subtract` will, now: on the
+    DELETE's caller's thread (``retention.prepare``, which grouped them there), so that
+    the refresh does not. Kept while ``grouped`` lives (held weakly, as _MADE)."""
+    width = len(kinds)
+    if grouped.num_columns != width + 1 or any(k not in _SUBTRACTED for k in kinds):
+        return
+    of, sums = _counted(kinds, counts)
+    read = _matrix(grouped, of, sums)
+    if read is not None:
+        read[0].flags.writeable = False
+    _AHEAD[id(grouped)] = (weakref.ref(grouped), tuple(of), read)
+    weakref.finalize(grouped, _AHEAD.pop, id(grouped), None)
+
+
+_SUBTRACTED = (Retracts.COUNT, Retracts.SUM)
+# id(grouped) -> (grouped, held weakly; each partial's count; its matrix, or None where
+# it does not fit): an entry leaves with its table, so an id is never another table's
+_AHEAD: dict[
+    int,
+    tuple[weakref.ref[pa.Table], tuple[int, ...], tuple[np.ndarray, tuple[int, ...]] | None],
+] = {}
+
+
 # the table subtract made last, with its partials as _matrix reads them (a NULL sum as
 # 0), for what they depend on (each partial's count): the next DELETE's refresh of the
 # same analysis starts from that table and need not read it. One slot, replaced whole
@@ -93,34 +129,36 @@ def _remember(
 
 
 def _positions(mine: pa.Array, theirs: pa.Array) -> np.ndarray | slice | None:
-    """Where each of ``mine`` (the state's keys) is among ``theirs`` (the deleted rows'
-    groups), ``len(theirs)`` where it is not — or ``slice(None)`` when the two are the
-    same keys in the same order; None when one of ``theirs`` is not among ``mine``. Each
-    holds a key once. Integer keys without NULLs are looked up in numpy, others with
-    ``index_in`` (NULL keys match each other, as groups do)."""
-    n = len(theirs)
+    """Where each of ``theirs`` (the deleted rows' groups) is among ``mine`` (the
+    state's keys) — or ``slice(None)`` when the two are the same keys in the same order;
+    None when one of ``theirs`` is not among ``mine``. Each holds a key once. Integer
+    keys without NULLs are looked up in numpy (in a table kept while the state keeps its
+    keys: :class:`~duckflock.live.fold.dense.KeyIndex`), others with ``index_in`` (NULL
+    keys match each other, as groups do)."""
+    groups = len(mine)
     if (
         mine.type == theirs.type
         and pa.types.is_integer(mine.type)
         and not (mine.null_count or theirs.null_count)
     ):
         keys, wanted = mine.to_numpy(), theirs.to_numpy()
-        if len(keys) == n and (keys == wanted).all():
+        if groups == len(wanted) and (keys == wanted).all():
             return slice(None)
-        if n == 0:
-            return np.zeros(len(keys), np.intp)
-        order = np.argsort(wanted, kind="stable")
-        ranked = wanted[order]
-        at = np.minimum(np.searchsorted(ranked, keys), n - 1)
-        hit = ranked[at] == keys
-        if np.count_nonzero(hit) != n:
-            return None
-        return np.where(hit, order[at], n)
-    found = pc.index_in(mine, value_set=theirs, skip_nulls=False)
-    if found.null_count != len(mine) - n:
-        return None
-    positions: np.ndarray = pc.fill_null(found, n).to_numpy()
-    return positions
+        at = _KEYS.positions(mine, theirs) if groups else None
+        if at is None and groups:  # keys spread wide: by a sort
+            order = np.argsort(keys, kind="stable")
+            ranked = keys[order]
+            near = np.minimum(np.searchsorted(ranked, wanted), groups - 1)
+            at = np.where(ranked[near] == wanted, order[near], groups)
+        if at is None or (at == groups).any():
+            return None if len(wanted) else np.zeros(0, np.intp)
+        return at
+    found = pc.index_in(theirs, value_set=mine, skip_nulls=False)
+    return None if found.null_count else found.to_numpy()
+
+
+# the state's keys' lookup table: one slot (analyses that retract take turns in it)
+_KEYS = KeyIndex()
 
 
 def _matrix(

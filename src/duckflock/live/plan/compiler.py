@@ -54,6 +54,9 @@ class Compiler:
         self._names = names
         self._types = types
         self.floating: set[str] = set()
+        # each expression compiled once: one FILTER (or argument) written by several
+        # aggregates is one object, evaluated once per batch (fold/aligned.py)
+        self._compiled: dict[str, Expression] = {}
 
     def aggregate(self, node: dict[str, Any]) -> Aggregate:
         if _sketch(node):  # CAST(approx_count_distinct(x) EXPORT_STATE AS BLOB)
@@ -100,6 +103,12 @@ class Compiler:
         )
 
     def expression(self, node: dict[str, Any]) -> Expression:
+        text = canonical(node)
+        if text not in self._compiled:
+            self._compiled[text] = self._expression(node)
+        return self._compiled[text]
+
+    def _expression(self, node: dict[str, Any]) -> Expression:
         kind = node.get("class")
         if kind == "COLUMN_REF":
             return self._column(node)
@@ -196,12 +205,30 @@ def _remainder(left: Value, right: Value) -> Value:
 def _typed(left: Value, right: Value) -> tuple[Value, Value]:
     """A constant operand in its column operand's type (a safe cast; unsafe: refused)."""
     if isinstance(right, pa.Scalar) and not isinstance(left, pa.Scalar):
-        right = right.cast(left.type)
+        right = _cast(right, left.type)
     elif isinstance(left, pa.Scalar) and not isinstance(right, pa.Scalar):
-        left = left.cast(right.type)
+        left = _cast(left, right.type)
     if left.type != right.type:
         raise Refused(f"{left.type} against {right.type}")
     return left, right
+
+
+# (id of a constant, type) -> (the constant, held: its id is not reused; its cast): a
+# scalar's cast costs as much as a comparison of 10,000 values. Bounded: cleared when full
+_CASTS: dict[tuple[int, pa.DataType], tuple[pa.Scalar, pa.Scalar]] = {}
+_MAX_CASTS = 256
+
+
+def _cast(value: pa.Scalar, kind: pa.DataType) -> pa.Scalar:
+    """``value.cast(kind)``, kept for the next batch."""
+    found = _CASTS.get((id(value), kind))
+    if found is not None and found[0] is value:
+        return found[1]
+    cast = value.cast(kind)  # raises where it does not fit: never kept
+    if len(_CASTS) >= _MAX_CASTS:
+        _CASTS.clear()
+    _CASTS[(id(value), kind)] = (value, cast)
+    return cast
 
 
 def _constant(node: dict[str, Any]) -> pa.Scalar:
