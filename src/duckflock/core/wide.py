@@ -6,7 +6,10 @@ value of 2^127 or more reads back negative (``2^128 - 1`` is ``-1``). ``BIGNUM``
 as Arrow (HTTP formats, the Postgres port, ``Result.rows()``, analyses), so the repair is
 made once, on the Arrow data, using the column types DuckDB reports: ``UHUGEINT`` becomes
 ``decimal256(39, 0)`` with the wrapped values unwrapped, ``BIGNUM`` becomes its decimal
-text (Arrow has no integer that wide). Columns without these types are untouched.
+text (Arrow has no integer that wide). ``HUGEINT`` keeps DuckDB's ``decimal128(38, 0)``,
+which ``DECIMAL(38, 0)`` shares: a column holding either 128-bit integer is marked by its
+DuckDB type in the field's metadata (:data:`DUCK_TYPE`), so that :func:`python_rows`
+gives ``int`` as DuckDB's Python API does, not ``Decimal``. Other columns are untouched.
 """
 
 from __future__ import annotations
@@ -18,16 +21,27 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 UHUGEINT_ARROW = pa.decimal256(39, 0)
+DUCK_TYPE = b"duckflock.type"  # field metadata: the DuckDB type of a 128-bit integer column
 T = TypeVar("T", pa.RecordBatch, pa.Table)
 
 
-def _needs(duck: Any) -> bool:
+def _holds(duck: Any, kinds: tuple[str, ...]) -> bool:
     kind = getattr(duck, "id", "")
-    if kind in ("uhugeint", "bignum"):
+    if kind in kinds:
         return True
     if kind in ("list", "struct", "map", "array", "union"):
-        return any(_needs(child) for _, child in duck.children if hasattr(child, "id"))
+        return any(_holds(child, kinds) for _, child in duck.children if hasattr(child, "id"))
     return False
+
+
+def _needs(duck: Any) -> bool:
+    """Whether a column of DuckDB type ``duck`` has values to repair."""
+    return _holds(duck, ("uhugeint", "bignum"))
+
+
+def _marked(duck: Any) -> bool:
+    """Whether a column of DuckDB type ``duck`` is marked (:data:`DUCK_TYPE`)."""
+    return _holds(duck, ("hugeint", "uhugeint"))
 
 
 def _arrow_type(duck: Any, current: pa.DataType) -> pa.DataType:
@@ -92,15 +106,17 @@ def _value(duck: Any, value: Any) -> Any:
 
 def needs_repair(duck_types: list[Any]) -> bool:
     """Whether any column of these DuckDB types needs :func:`repair`."""
-    return any(_needs(duck) for duck in duck_types)
+    return any(_needs(duck) or _marked(duck) for duck in duck_types)
 
 
 def repair_schema(schema: pa.Schema, duck_types: list[Any]) -> pa.Schema:
     fields = []
     for index, field in enumerate(schema):
         duck = duck_types[index] if index < len(duck_types) else None
-        if duck is not None and _needs(duck):
-            field = pa.field(field.name, _arrow_type(duck, field.type), field.nullable)
+        if duck is not None and (_needs(duck) or _marked(duck)):
+            kind = _arrow_type(duck, field.type) if _needs(duck) else field.type
+            marks = {DUCK_TYPE: str(duck).encode()} if _marked(duck) else None
+            field = pa.field(field.name, kind, field.nullable, metadata=marks)
         fields.append(field)
     return pa.schema(fields, metadata=schema.metadata)
 
@@ -130,7 +146,7 @@ def description_types(cursor: Any) -> list[Any]:
 def named_types(names: tuple[str, ...] | list[str]) -> list[Any]:
     """DuckDB types parsed from their names (an analysis' shape keeps them as text);
     [] when none is wide, or a name does not parse (nothing is repaired then)."""
-    if not any("UHUGEINT" in name or "BIGNUM" in name for name in names):
+    if not any("HUGEINT" in name or "BIGNUM" in name for name in names):
         return []
     import duckdb
 
@@ -230,7 +246,45 @@ def column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     return out
 
 
+def _integers(duck: Any, value: Any) -> Any:
+    """``value`` (of DuckDB type ``duck``) with its 128-bit integers as ``int``."""
+    if value is None:
+        return None
+    kind = duck.id
+    if kind in ("hugeint", "uhugeint"):
+        return int(value)
+    if kind in ("list", "array"):
+        child = duck.children[0][1]
+        return [_integers(child, item) for item in value]
+    if kind == "map":
+        key, item = duck.children[0][1], duck.children[1][1]
+        return [(_integers(key, k), _integers(item, v)) for k, v in value]
+    if kind == "struct":
+        return {name: _integers(child, value.get(name)) for name, child in duck.children}
+    return value  # a union's value: its text (repair)
+
+
+def _marked_type(field: pa.Field) -> Any:
+    """The DuckDB type a field is marked with (:data:`DUCK_TYPE`), or None."""
+    name = (field.metadata or {}).get(DUCK_TYPE)
+    if name is None:
+        return None
+    import duckdb
+
+    try:
+        return duckdb.type(name.decode())
+    except duckdb.Error:
+        return None
+
+
 def python_rows(table: pa.Table) -> list[tuple[Any, ...]]:
-    """A table's rows as tuples of Python values (:func:`column_values`)."""
-    columns = [column_values(column) for column in table.columns]
+    """A table's rows as tuples of Python values (:func:`column_values`), a 128-bit
+    integer as ``int`` where its column is marked (:data:`DUCK_TYPE`)."""
+    columns = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        values = column_values(column)
+        duck = _marked_type(field)
+        if duck is not None:
+            values = [_integers(duck, value) for value in values]
+        columns.append(values)
     return list(zip(*columns, strict=True)) if columns else []
