@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import pyarrow as pa
 import pytest
 
 from duckflock.core import lifecycle
@@ -96,3 +97,56 @@ def test_result_rows_give_each_numeric_type_as_duckdbs_fetchall_does() -> None:
         assert _typed([row[:-1] for row in wide.changes().rows() if row[-1] == 1]) == _typed(
             expected
         )
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_time_24_00_from_arrow_is_inserted_as_duckdb_reads_it(unit: str) -> None:
+    """DuckDB's TIME runs to 24:00:00 inclusive (its own Arrow export holds 86,400 s),
+    pyarrow's full validation refuses it: ``db.insert`` of DuckDB's own Arrow export
+    was rejected. 24:00:00 goes in (read back as DuckDB's Python API gives it, the text
+    '24:00:00'); past it stays refused, naming the column."""
+    import duckdb
+
+    import duckflock
+    from duckflock.errors import RowRejectedError
+
+    kind = pa.time32(unit) if unit in ("s", "ms") else pa.time64(unit)
+    day = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[unit] * 86_400
+    good = pa.table({"t": pa.array([0, day, None], kind)})
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE x (t TIME)")
+        db.insert("x", good)
+        oracle = duckdb.connect()
+        oracle.execute("CREATE TABLE x (t TIME)")
+        oracle.execute("INSERT INTO x SELECT * FROM good")
+        sql = "SELECT t FROM x ORDER BY t"
+        assert db.execute(sql).fetchall() == oracle.execute(sql).fetchall()
+        assert db.execute(sql).fetchall()[1] == ("24:00:00",)
+        with pytest.raises(RowRejectedError, match=r"column 't'.*not within") as caught:
+            db.insert("x", pa.table({"t": pa.array([day, day + 1], kind)}))
+        assert caught.value.row_index == 1
+
+
+def test_time_24_00_reads_back_as_duckdb_gives_it_on_every_door() -> None:
+    """``Result.rows()`` and the HTTP JSON answer gave 24:00:00 as 00:00:00 (pyarrow's
+    ``to_pylist`` wraps it); an Arrow IPC body holding it was refused as malformed."""
+    from starlette.testclient import TestClient
+
+    import duckflock
+    from duckflock.ingest.rows import ipc_bytes
+    from duckflock.server import ServerSettings, create_app
+
+    sql = "SELECT t FROM x ORDER BY t"
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE x (t TIME)")
+        db.analysis("times", sql)
+        body = ipc_bytes(pa.table({"t": pa.array([86_400_000_000, 1], pa.time64("us"))}))
+        with TestClient(create_app(db, ServerSettings()), base_url="http://localhost") as http:
+            arrow = "application/vnd.apache.arrow.stream"
+            sent = http.post("/v1/tables/x/rows", content=body, headers={"Content-Type": arrow})
+            assert sent.status_code == 200, sent.text
+            answer = http.post("/v1/query", json={"sql": sql}).json()
+        expected = db.execute(sql).fetchall()
+        assert expected[1] == ("24:00:00",)
+        assert db.refresh("times").rows() == expected
+        assert answer["rows"] == [["00:00:00.000001"], ["24:00:00"]]

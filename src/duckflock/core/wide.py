@@ -228,16 +228,45 @@ def _as_duckdb_would(values: pa.Array) -> list[Any]:
         return [row[0] for row in _converter.from_arrow(table).fetchall()]
 
 
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def day_end(kind: pa.DataType) -> int:
+    """TIME '24:00:00' (DuckDB's last time of day; Python's ``time`` stops before it,
+    pyarrow's validation too) in the ticks of the Arrow time type ``kind``."""
+    return 86_400 * _PER_SECOND[kind.unit]
+
+
+def time_ticks(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
+    """An Arrow time column's raw integers (zero-copy)."""
+    width = pa.int64() if pa.types.is_time64(column.type) else pa.int32()
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    return pa.chunked_array([chunk.view(width) for chunk in chunks], width)
+
+
+def holds_day_end(column: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether a time column holds 24:00:00, which ``to_pylist`` gives as 00:00."""
+    if not pa.types.is_time(column.type) or len(column) == 0:
+        return False
+    import pyarrow.compute as pc
+
+    return bool(pc.max(time_ticks(column)).as_py() == day_end(column.type))
+
+
 def column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     """One column's values as Python objects, as DuckDB's Python API returns them."""
     try:
-        values: list[Any] = column.to_pylist()
-        return values
+        if not holds_day_end(column):  # else each '24:00:00' as DuckDB's text
+            values: list[Any] = column.to_pylist()
+            return values
     except (OverflowError, ValueError, pa.ArrowException):
         pass
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     out: list[Any] = []
     for chunk in chunks:
+        if holds_day_end(chunk):
+            out.extend(_as_duckdb_would(chunk))
+            continue
         for index, scalar in enumerate(chunk):
             try:
                 out.append(scalar.as_py())
