@@ -4,6 +4,7 @@ failed on main."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -150,3 +151,24 @@ def test_time_24_00_reads_back_as_duckdb_gives_it_on_every_door() -> None:
         assert expected[1] == ("24:00:00",)
         assert db.refresh("times").rows() == expected
         assert answer["rows"] == [["00:00:00.000001"], ["24:00:00"]]
+
+
+def test_a_refused_load_keeps_the_databases_kept_catalogue_trusted(tmp_path: Path) -> None:
+    """``duckflock load``'s search for the refused row (``ingest/loads._first_refused``)
+    took a raw ``db.cursor()``: from then on the Database distrusted what it keeps
+    between statements (its function catalogue, its settings), for the rest of its
+    life. The search changes nothing (rolled back): it takes ``own_cursor()``."""
+    import duckflock
+    from duckflock.ingest import files as loading
+    from duckflock.ingest.loads import ChunkRejectedError, insert_all
+
+    source = tmp_path / "bad.csv"
+    source.write_text("id,n\n1,1\n2,x\n3,3\n")
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE t (id INTEGER, n INTEGER)")
+        chunk = next(loading.chunks_of(str(source), "csv", 10))
+        with pytest.raises(ChunkRejectedError) as caught:
+            insert_all(db, "t", [chunk])
+        assert caught.value.error.row_index == 1
+        assert db.execute("SELECT count(*) FROM t").fetchone() == (0,)
+        assert not db._cursors.raw_handed_out
