@@ -15,6 +15,7 @@ gives ``int`` as DuckDB's Python API does, not ``Decimal``. Other columns are un
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -79,29 +80,40 @@ def bignum(data: bytes) -> int:
     return -value if negative else value
 
 
-def _value(duck: Any, value: Any) -> Any:
+def _walk(duck: Any, value: Any, leaf: Callable[[Any, Any], Any]) -> Any:
+    """``value`` (of DuckDB type ``duck``) rebuilt through its lists, maps and structs,
+    ``leaf(type, value)`` giving each other value that is not NULL."""
     if value is None:
         return None
+    kind = duck.id
+    if kind in ("list", "array"):
+        child = duck.children[0][1]
+        return [_walk(child, item, leaf) for item in value]
+    if kind == "map":
+        key, item = duck.children[0][1], duck.children[1][1]
+        return [(_walk(key, k, leaf), _walk(item, v, leaf)) for k, v in value]
+    if kind == "struct":
+        return {name: _walk(child, value.get(name), leaf) for name, child in duck.children}
+    return leaf(duck, value)
+
+
+def _repaired(duck: Any, value: Any) -> Any:
     kind = duck.id
     if kind == "uhugeint":
         # int arithmetic: Decimal's default context would round to 28 digits
         return Decimal(int(value) + 2**128) if value < 0 else value
     if kind == "bignum":
         return str(bignum(value)) if isinstance(value, bytes) else str(value)
-    if kind in ("list", "array"):
-        child = duck.children[0][1]
-        return [_value(child, item) for item in value]
-    if kind == "map":
-        key, item = duck.children[0][1], duck.children[1][1]
-        return [(_value(key, k), _value(item, v)) for k, v in value]
-    if kind == "struct":
-        return {name: _value(child, value.get(name)) for name, child in duck.children}
     if kind == "union":
         for _, child in duck.children[1:]:  # the value's own member is not known here
             if getattr(child, "id", "") in ("uhugeint", "bignum"):
                 return str(_value(child, value))
         return str(value)
     return value
+
+
+def _value(duck: Any, value: Any) -> Any:
+    return _walk(duck, value, _repaired)
 
 
 def needs_repair(duck_types: list[Any]) -> bool:
@@ -275,22 +287,9 @@ def column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     return out
 
 
-def _integers(duck: Any, value: Any) -> Any:
-    """``value`` (of DuckDB type ``duck``) with its 128-bit integers as ``int``."""
-    if value is None:
-        return None
-    kind = duck.id
-    if kind in ("hugeint", "uhugeint"):
-        return int(value)
-    if kind in ("list", "array"):
-        child = duck.children[0][1]
-        return [_integers(child, item) for item in value]
-    if kind == "map":
-        key, item = duck.children[0][1], duck.children[1][1]
-        return [(_integers(key, k), _integers(item, v)) for k, v in value]
-    if kind == "struct":
-        return {name: _integers(child, value.get(name)) for name, child in duck.children}
-    return value  # a union's value: its text (repair)
+def _as_int(duck: Any, value: Any) -> Any:
+    # a union's value is its text already (repair)
+    return int(value) if duck.id in ("hugeint", "uhugeint") else value
 
 
 def _marked_type(field: pa.Field) -> Any:
@@ -314,6 +313,6 @@ def python_rows(table: pa.Table) -> list[tuple[Any, ...]]:
         values = column_values(column)
         duck = _marked_type(field)
         if duck is not None:
-            values = [_integers(duck, value) for value in values]
+            values = [_walk(duck, value, _as_int) for value in values]
         columns.append(values)
     return list(zip(*columns, strict=True)) if columns else []
