@@ -14,6 +14,7 @@ gives ``int`` as DuckDB's Python API does, not ``Decimal``. Other columns are un
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from decimal import Decimal
@@ -157,15 +158,21 @@ def description_types(cursor: Any) -> list[Any]:
 
 def named_types(names: tuple[str, ...] | list[str]) -> list[Any]:
     """DuckDB types parsed from their names (an analysis' shape keeps them as text);
-    [] when none is wide, or a name does not parse (nothing is repaired then)."""
+    [] when none is wide, or a name does not parse (nothing is repaired then). Parsed
+    once per set of names (an analysis asks at every refresh)."""
     if not any("HUGEINT" in name or "BIGNUM" in name for name in names):
         return []
+    return list(_parsed(tuple(names)))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(names: tuple[str, ...]) -> tuple[Any, ...]:
     import duckdb
 
     try:
-        return [duckdb.type(name) for name in names]
+        return tuple(duckdb.type(name) for name in names)
     except duckdb.Error:
-        return []
+        return ()
 
 
 def _text_type(kind: pa.DataType) -> pa.DataType:
