@@ -48,9 +48,7 @@ from duckflock.ingest.bundles import RowBuffer
 from duckflock.ingest.committer import Committer
 from duckflock.ingest.keys import KeyBook
 from duckflock.ingest.receipts import Call
-
-# COMMIT_BUCKETS re-exported: server/metrics.py still imports it from here
-from duckflock.ingest.stats import COMMIT_BUCKETS as COMMIT_BUCKETS
+from duckflock.ingest.stats import COMMIT_BUCKETS as COMMIT_BUCKETS  # for server/metrics.py
 from duckflock.ingest.stats import Counters, IngestStats
 
 if TYPE_CHECKING:
