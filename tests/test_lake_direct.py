@@ -163,3 +163,35 @@ def test_a_read_past_its_bound_fails_for_the_extension_to_answer(
         assert used["keepalives"] == "1" and used["tcp_user_timeout"] == "300"
     finally:
         direct.close()
+
+
+def test_a_read_from_a_stopped_catalog_backend_fails_at_a_client_side_deadline(
+    postgres: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGSTOPped backend ends no statement (statement_timeout is the server's) and its
+    kernel still acknowledges data and answers keepalives: the read hung for good. The
+    connection is cut once a read runs twice ``READ_TIMEOUT`` (Direct.Failed)."""
+    import signal
+    import threading
+
+    monkeypatch.setattr(directly.Direct, "READ_TIMEOUT", 0.3)
+    direct = directly.Direct(postgres.dsn)
+    pid = direct.query("SELECT pg_backend_pid()")[0][0]
+    failed: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            direct.query("SELECT 1")
+        except directly.Direct.Failed as exc:
+            failed.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), "the read hung"
+        assert failed
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        direct.close()

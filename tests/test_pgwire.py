@@ -476,6 +476,31 @@ def test_a_list_of_strings_inserts_into_an_array_column(pg: Served) -> None:
     assert got == [*rows, ("named", ["z"], None)] * 2
 
 
+def test_a_list_of_strings_matches_with_any_and_all_as_in_postgresql(pg: Served) -> None:
+    """``col = ANY(%s)`` with a ``list[str]`` (psycopg: text of unknown type) failed
+    ("UNNEST not supported here"); PostgreSQL reads the parameter as an array there, as
+    after ``ALL`` and ``SOME``, and as ``%s::VARCHAR[]`` does. ``col = %s`` compares
+    text with the literal's text in PostgreSQL too: no row."""
+    pg.db.execute("CREATE TABLE picked (name VARCHAR, tags VARCHAR[])")
+    pg.db.execute("INSERT INTO picked VALUES ('a', ['x']), ('b c', ['y', 'z']), ('d', [])")
+    with psycopg.connect(pgclients.dsn(pg.port, WRITE), autocommit=True) as conn:
+        for binary in (False, True):
+            cursor = conn.cursor(binary=binary)
+            sql = "SELECT name FROM picked WHERE name {} ORDER BY name"
+            assert cursor.execute(sql.format("= ANY(%s)"), [["a", "b c"]]).fetchall() == [
+                ("a",),
+                ("b c",),
+            ]
+            assert cursor.execute(sql.format("<> all (%s)"), [["a"]]).fetchall() == [
+                ("b c",),
+                ("d",),
+            ]
+            assert cursor.execute(sql.format("= SOME ( %s )"), [[]]).fetchall() == []
+            assert cursor.execute(sql.format("= %s"), [["a"]]).fetchall() == []
+            tags = "SELECT name FROM picked WHERE tags = %s::VARCHAR[]"
+            assert cursor.execute(tags, [["y", "z"]]).fetchall() == [("b c",)]
+
+
 def test_the_admin_role_runs_ddl_and_dml(pg: Served) -> None:
     with psycopg.connect(pgclients.dsn(pg.port, ADMIN), autocommit=True) as conn:
         conn.execute("CREATE TABLE scratch (x INTEGER)")

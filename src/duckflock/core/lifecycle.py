@@ -20,6 +20,11 @@ from typing import Any
 
 from duckflock.errors import ClosedError, translate
 
+# seconds a writer's close waits for it to commit what it accepted; also how long a file
+# stays claimed by a dropped Database whose writer still drains (core/opening.py), and
+# how long exit waits for the closes of dropped Databases (reaped)
+CLOSE_SECONDS = 60.0
+
 
 class Lifecycle:
     """Whether a Database is closed, and how many of its statements are running.
@@ -168,14 +173,19 @@ def _reap() -> None:
 def reaped() -> None:
     """Return once the closers of the Databases dropped so far have run: at exit, the
     interpreter must not tear down DuckDB's objects under a reaper mid-close (DuckDB
-    aborts the process, and the rows the writer had accepted are lost). Without a
-    living reaper (none started, or a forked child's) they run on this thread."""
+    aborts the process, and the rows the writer had accepted are lost). Waits as long as
+    a writer's close does (:data:`CLOSE_SECONDS`): a close that hangs does not hang the
+    exit. Without a living reaper (none started, or a forked child's) they run on this
+    thread (each writer's close bounded by its own timeout)."""
     with _REAPER_LOCK:
         alive = _reaper is not None and _reaper.is_alive()
     if alive:
         done = threading.Event()
         _DROPPED.put(done.set)
-        done.wait()
+        if not done.wait(CLOSE_SECONDS):
+            logging.getLogger("duckflock").warning(
+                "exit: the closes of dropped databases did not finish within %s s", CLOSE_SECONDS
+            )
         return
     while True:
         try:

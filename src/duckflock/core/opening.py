@@ -9,14 +9,13 @@ from typing import Any
 
 import duckdb
 
-from duckflock.core.lifecycle import Lifecycle
+from duckflock.core.lifecycle import CLOSE_SECONDS, Lifecycle
 from duckflock.errors import AlreadyOpenError, DatabaseDamagedError, OpenError
 
 # the open Databases by the key DuckDB's instance cache shares an instance by: a second
 # Database on the same file would share the first one's data but not its notices
 _HOLDERS: weakref.WeakValueDictionary[object, Any] = weakref.WeakValueDictionary()
 _HOLDERS_LOCK = threading.Lock()  # guards _HOLDERS
-REAPED_SECONDS = 60.0  # the wait for a dropped Database's writer to commit what it took
 
 
 def _shared_keys(path: str) -> tuple[object, ...]:
@@ -39,7 +38,7 @@ def _shared_keys(path: str) -> tuple[object, ...]:
 def claim(path: str, holder: object, shown: str) -> None:
     """Record that ``holder`` (a Database's :class:`Lifecycle`) opens ``path``;
     :class:`AlreadyOpenError` if another open one has it. One dropped unclosed holds it
-    until the reaper has closed its writer (waited for, :data:`REAPED_SECONDS` at most):
+    until the reaper has closed its writer (waited for, ``CLOSE_SECONDS`` at most):
     its commits would be unseen by the new one. Called again once the file is open, it
     adds the file's inode to what ``holder`` holds."""
     keys = _shared_keys(path)
@@ -51,7 +50,7 @@ def claim(path: str, holder: object, shown: str) -> None:
                 for key in keys:
                     _HOLDERS[key] = holder
                 return
-        if not isinstance(other, Lifecycle) or other.holds(REAPED_SECONDS):
+        if not isinstance(other, Lifecycle) or other.holds(CLOSE_SECONDS):
             raise AlreadyOpenError(
                 f"cannot open database {shown!r}: {other!r} of this process has it "
                 "open. DuckDB would share that one's data, but each Database sees only "

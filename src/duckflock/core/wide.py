@@ -6,28 +6,44 @@ value of 2^127 or more reads back negative (``2^128 - 1`` is ``-1``). ``BIGNUM``
 as Arrow (HTTP formats, the Postgres port, ``Result.rows()``, analyses), so the repair is
 made once, on the Arrow data, using the column types DuckDB reports: ``UHUGEINT`` becomes
 ``decimal256(39, 0)`` with the wrapped values unwrapped, ``BIGNUM`` becomes its decimal
-text (Arrow has no integer that wide). Columns without these types are untouched.
+text (Arrow has no integer that wide). ``HUGEINT`` keeps DuckDB's ``decimal128(38, 0)``,
+which ``DECIMAL(38, 0)`` shares: a column holding either 128-bit integer is marked by its
+DuckDB type in the field's metadata (:data:`DUCK_TYPE`), so that :func:`python_rows`
+gives ``int`` as DuckDB's Python API does, not ``Decimal``. Other columns are untouched.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
 
 import pyarrow as pa
 
 UHUGEINT_ARROW = pa.decimal256(39, 0)
+DUCK_TYPE = b"duckflock.type"  # field metadata: the DuckDB type of a 128-bit integer column
 T = TypeVar("T", pa.RecordBatch, pa.Table)
 
 
-def _needs(duck: Any) -> bool:
+def _holds(duck: Any, kinds: tuple[str, ...]) -> bool:
     kind = getattr(duck, "id", "")
-    if kind in ("uhugeint", "bignum"):
+    if kind in kinds:
         return True
     if kind in ("list", "struct", "map", "array", "union"):
-        return any(_needs(child) for _, child in duck.children if hasattr(child, "id"))
+        return any(_holds(child, kinds) for _, child in duck.children if hasattr(child, "id"))
     return False
+
+
+def _needs(duck: Any) -> bool:
+    """Whether a column of DuckDB type ``duck`` has values to repair."""
+    return _holds(duck, ("uhugeint", "bignum"))
+
+
+def _marked(duck: Any) -> bool:
+    """Whether a column of DuckDB type ``duck`` is marked (:data:`DUCK_TYPE`)."""
+    return _holds(duck, ("hugeint", "uhugeint"))
 
 
 def _arrow_type(duck: Any, current: pa.DataType) -> pa.DataType:
@@ -65,23 +81,30 @@ def bignum(data: bytes) -> int:
     return -value if negative else value
 
 
-def _value(duck: Any, value: Any) -> Any:
+def _walk(duck: Any, value: Any, leaf: Callable[[Any, Any], Any]) -> Any:
+    """``value`` (of DuckDB type ``duck``) rebuilt through its lists, maps and structs,
+    ``leaf(type, value)`` giving each other value that is not NULL."""
     if value is None:
         return None
+    kind = duck.id
+    if kind in ("list", "array"):
+        child = duck.children[0][1]
+        return [_walk(child, item, leaf) for item in value]
+    if kind == "map":
+        key, item = duck.children[0][1], duck.children[1][1]
+        return [(_walk(key, k, leaf), _walk(item, v, leaf)) for k, v in value]
+    if kind == "struct":
+        return {name: _walk(child, value.get(name), leaf) for name, child in duck.children}
+    return leaf(duck, value)
+
+
+def _repaired(duck: Any, value: Any) -> Any:
     kind = duck.id
     if kind == "uhugeint":
         # int arithmetic: Decimal's default context would round to 28 digits
         return Decimal(int(value) + 2**128) if value < 0 else value
     if kind == "bignum":
         return str(bignum(value)) if isinstance(value, bytes) else str(value)
-    if kind in ("list", "array"):
-        child = duck.children[0][1]
-        return [_value(child, item) for item in value]
-    if kind == "map":
-        key, item = duck.children[0][1], duck.children[1][1]
-        return [(_value(key, k), _value(item, v)) for k, v in value]
-    if kind == "struct":
-        return {name: _value(child, value.get(name)) for name, child in duck.children}
     if kind == "union":
         for _, child in duck.children[1:]:  # the value's own member is not known here
             if getattr(child, "id", "") in ("uhugeint", "bignum"):
@@ -90,17 +113,23 @@ def _value(duck: Any, value: Any) -> Any:
     return value
 
 
+def _value(duck: Any, value: Any) -> Any:
+    return _walk(duck, value, _repaired)
+
+
 def needs_repair(duck_types: list[Any]) -> bool:
     """Whether any column of these DuckDB types needs :func:`repair`."""
-    return any(_needs(duck) for duck in duck_types)
+    return any(_needs(duck) or _marked(duck) for duck in duck_types)
 
 
 def repair_schema(schema: pa.Schema, duck_types: list[Any]) -> pa.Schema:
     fields = []
     for index, field in enumerate(schema):
         duck = duck_types[index] if index < len(duck_types) else None
-        if duck is not None and _needs(duck):
-            field = pa.field(field.name, _arrow_type(duck, field.type), field.nullable)
+        if duck is not None and (_needs(duck) or _marked(duck)):
+            kind = _arrow_type(duck, field.type) if _needs(duck) else field.type
+            marks = {DUCK_TYPE: str(duck).encode()} if _marked(duck) else None
+            field = pa.field(field.name, kind, field.nullable, metadata=marks)
         fields.append(field)
     return pa.schema(fields, metadata=schema.metadata)
 
@@ -129,15 +158,21 @@ def description_types(cursor: Any) -> list[Any]:
 
 def named_types(names: tuple[str, ...] | list[str]) -> list[Any]:
     """DuckDB types parsed from their names (an analysis' shape keeps them as text);
-    [] when none is wide, or a name does not parse (nothing is repaired then)."""
-    if not any("UHUGEINT" in name or "BIGNUM" in name for name in names):
+    [] when none is wide, or a name does not parse (nothing is repaired then). Parsed
+    once per set of names (an analysis asks at every refresh)."""
+    if not any("HUGEINT" in name or "BIGNUM" in name for name in names):
         return []
+    return list(_parsed(tuple(names)))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(names: tuple[str, ...]) -> tuple[Any, ...]:
     import duckdb
 
     try:
-        return [duckdb.type(name) for name in names]
+        return tuple(duckdb.type(name) for name in names)
     except duckdb.Error:
-        return []
+        return ()
 
 
 def _text_type(kind: pa.DataType) -> pa.DataType:
@@ -212,16 +247,45 @@ def _as_duckdb_would(values: pa.Array) -> list[Any]:
         return [row[0] for row in _converter.from_arrow(table).fetchall()]
 
 
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def day_end(kind: pa.DataType) -> int:
+    """TIME '24:00:00' (DuckDB's last time of day; Python's ``time`` stops before it,
+    pyarrow's validation too) in the ticks of the Arrow time type ``kind``."""
+    return 86_400 * _PER_SECOND[kind.unit]
+
+
+def time_ticks(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
+    """An Arrow time column's raw integers (zero-copy)."""
+    width = pa.int64() if pa.types.is_time64(column.type) else pa.int32()
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    return pa.chunked_array([chunk.view(width) for chunk in chunks], width)
+
+
+def holds_day_end(column: pa.ChunkedArray | pa.Array) -> bool:
+    """Whether a time column holds 24:00:00, which ``to_pylist`` gives as 00:00."""
+    if not pa.types.is_time(column.type) or len(column) == 0:
+        return False
+    import pyarrow.compute as pc
+
+    return bool(pc.max(time_ticks(column)).as_py() == day_end(column.type))
+
+
 def column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     """One column's values as Python objects, as DuckDB's Python API returns them."""
     try:
-        values: list[Any] = column.to_pylist()
-        return values
+        if not holds_day_end(column):  # else each '24:00:00' as DuckDB's text
+            values: list[Any] = column.to_pylist()
+            return values
     except (OverflowError, ValueError, pa.ArrowException):
         pass
     chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
     out: list[Any] = []
     for chunk in chunks:
+        if holds_day_end(chunk):
+            out.extend(_as_duckdb_would(chunk))
+            continue
         for index, scalar in enumerate(chunk):
             try:
                 out.append(scalar.as_py())
@@ -230,7 +294,32 @@ def column_values(column: pa.ChunkedArray | pa.Array) -> list[Any]:
     return out
 
 
+def _as_int(duck: Any, value: Any) -> Any:
+    # a union's value is its text already (repair)
+    return int(value) if duck.id in ("hugeint", "uhugeint") else value
+
+
+def _marked_type(field: pa.Field) -> Any:
+    """The DuckDB type a field is marked with (:data:`DUCK_TYPE`), or None."""
+    name = (field.metadata or {}).get(DUCK_TYPE)
+    if name is None:
+        return None
+    import duckdb
+
+    try:
+        return duckdb.type(name.decode())
+    except duckdb.Error:
+        return None
+
+
 def python_rows(table: pa.Table) -> list[tuple[Any, ...]]:
-    """A table's rows as tuples of Python values (:func:`column_values`)."""
-    columns = [column_values(column) for column in table.columns]
+    """A table's rows as tuples of Python values (:func:`column_values`), a 128-bit
+    integer as ``int`` where its column is marked (:data:`DUCK_TYPE`)."""
+    columns = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        values = column_values(column)
+        duck = _marked_type(field)
+        if duck is not None:
+            values = [_walk(duck, value, _as_int) for value in values]
+        columns.append(values)
     return list(zip(*columns, strict=True)) if columns else []

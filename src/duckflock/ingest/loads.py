@@ -31,11 +31,13 @@ T = TypeVar("T")
 class Transactional(Protocol):
     """What a load needs of the database (``duckflock.Database`` is one): a transaction
     that counts as a statement and tells the analyses it committed, and a cursor of its
-    own for the rolled-back search of a refused row."""
+    own for the rolled-back search of a refused row (``own_cursor``: the search changes
+    nothing, so the Database keeps trusting its kept catalogue and settings, which a
+    raw ``cursor()`` would end)."""
 
     def transaction(self, fn: Callable[..., T], /, *args: Any, retries: int = ...) -> T: ...
 
-    def cursor(self) -> duckdb.DuckDBPyConnection: ...
+    def own_cursor(self) -> duckdb.DuckDBPyConnection: ...
 
 
 _VIEW = "__duckflock_load"
@@ -141,7 +143,7 @@ def _first_refused(db: Transactional, table: str, create: str | None, chunk: Chu
             rollback_quietly(cursor)
         return False
 
-    cursor = db.cursor()
+    cursor = db.own_cursor()
     try:
         if not fails(chunk.table.num_rows):
             return None

@@ -14,7 +14,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from duckflock.core.wide import day_end, time_ticks
 from duckflock.errors import ConversionError, RowRejectedError, SchemaMismatchError
 from duckflock.ingest.schema import TableSchema, Target
 
@@ -188,22 +190,67 @@ def _validate(schema: TableSchema, arrow: pa.Table) -> None:
     against about 160 ms to insert them, and runs on the caller's thread.
     """
     try:
-        arrow.validate(full=True)
+        validate(arrow)
     except pa.ArrowException as exc:
         for name, column in zip(arrow.column_names, arrow.columns, strict=True):
             try:
-                column.validate(full=True)
+                _validate_column(column)
             except pa.ArrowException as bad:
-                raise _invalid(schema, column, name, bad) from bad
+                row = bad.row_index if isinstance(bad, PastMidnight) else None
+                raise _invalid(schema, column, name, bad, row) from None
         raise _invalid(schema, None, None, exc) from exc
 
 
+class PastMidnight(pa.ArrowInvalid):  # type: ignore[misc]
+    """A TIME value outside DuckDB's range, at ``row_index`` of its column."""
+
+    def __init__(self, message: str, row_index: int) -> None:
+        super().__init__(message)
+        self.row_index = row_index
+
+
+def validate(arrow: pa.Table) -> None:
+    """pyarrow's full validation (:class:`pyarrow.ArrowInvalid`), but a TIME may be
+    24:00:00, as in DuckDB (its own Arrow export of ``TIME '24:00:00'`` holds 86,400 s),
+    where pyarrow's range stops before."""
+    try:
+        arrow.validate(full=True)
+    except pa.ArrowException:
+        if not any(pa.types.is_time(column.type) for column in arrow.columns):
+            raise
+        arrow.validate()  # the table's shape; then each column, times to 24:00:00
+        for index, column in enumerate(arrow.columns):
+            try:
+                _validate_column(column)
+            except pa.ArrowInvalid as exc:
+                raise pa.ArrowInvalid(f"Column {index}: {exc}") from exc
+
+
+def _validate_column(column: pa.ChunkedArray) -> None:
+    if not pa.types.is_time(column.type):
+        column.validate(full=True)
+        return
+    column.validate()  # the buffers' sizes; the values' range is checked here
+    day, ticks = day_end(column.type), time_ticks(column)
+    bad = pc.or_(pc.less(ticks, 0), pc.greater(ticks, day))
+    if pc.any(bad).as_py():
+        row = pc.index(bad, True).as_py()
+        raise PastMidnight(
+            f"TIME value {ticks[row].as_py()} {column.type.unit} is not within DuckDB's "
+            f"range [0, {day}] {column.type.unit} (00:00:00 to 24:00:00)",
+            row,
+        )
+
+
 def _invalid(
-    schema: TableSchema, column: pa.ChunkedArray | None, name: str | None, exc: Exception
+    schema: TableSchema,
+    column: pa.ChunkedArray | None,
+    name: str | None,
+    exc: Exception,
+    row_index: int | None = None,
 ) -> RowRejectedError:
-    row_index = None
     found = re.search(r"In chunk (\d+):.* index (\d+)", str(exc))
-    if column is not None and found:
+    if column is not None and found and row_index is None:
         chunk, index = int(found.group(1)), int(found.group(2))
         row_index = sum(len(c) for c in column.chunks[:chunk]) + index
     return RowRejectedError(

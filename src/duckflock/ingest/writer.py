@@ -33,6 +33,7 @@ import duckdb
 import pyarrow as pa
 
 from duckflock.core.faults import FaultHook
+from duckflock.core.lifecycle import CLOSE_SECONDS
 from duckflock.core.names import Identity
 from duckflock.errors import (
     ClosedError,
@@ -47,9 +48,7 @@ from duckflock.ingest.bundles import RowBuffer
 from duckflock.ingest.committer import Committer
 from duckflock.ingest.keys import KeyBook
 from duckflock.ingest.receipts import Call
-
-# COMMIT_BUCKETS re-exported: server/metrics.py still imports it from here
-from duckflock.ingest.stats import COMMIT_BUCKETS as COMMIT_BUCKETS
+from duckflock.ingest.stats import COMMIT_BUCKETS as COMMIT_BUCKETS  # for server/metrics.py
 from duckflock.ingest.stats import Counters, IngestStats
 
 if TYPE_CHECKING:
@@ -179,7 +178,7 @@ class Writer:
         if self._broken is not None:
             raise WriterBrokenError(f"the writer died: {self._broken!r}") from self._broken
 
-    def close(self, timeout: float | None = 60.0) -> None:
+    def close(self, timeout: float | None = CLOSE_SECONDS) -> None:
         """Commit everything accepted, then stop the writer thread."""
         with self._lock:
             if self._closing:

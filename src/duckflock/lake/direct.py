@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
+import socket
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -62,7 +65,9 @@ class Direct:
     # seconds one read may take: a read past it fails (and goes through the extension)
     # rather than hold the refresh. The server ends a slow statement (statement_timeout:
     # a lock wait, an overloaded catalog); the kernel a connection whose server no
-    # longer answers (TCP keepalives; data unacknowledged: tcp_user_timeout)
+    # longer answers (TCP keepalives; data unacknowledged: tcp_user_timeout). A stopped
+    # backend (SIGSTOP) does neither, its kernel still answering: a watch thread cuts
+    # the connection (shuts its socket down) once a read runs twice this long.
     READ_TIMEOUT = 10.0
 
     def __init__(self, dsn: str) -> None:
@@ -84,6 +89,15 @@ class Direct:
             raise self.Failed(type(exc).__name__) from None
         # closed when dropped too (a Session is not closed with its database)
         weakref.finalize(self, self._connection.close)
+        self._since: float | None = None  # when the running read began (monotonic)
+        self._stop = threading.Event()
+        weakref.finalize(self, self._stop.set)
+        every = self.READ_TIMEOUT / 2
+        watch = threading.Thread(
+            target=_watch, args=(weakref.ref(self), self._stop, every), daemon=True
+        )
+        watch.name = "duckflock-catalog-watch"
+        watch.start()
         try:  # a SET, not the startup's options (a pooler such as PgBouncer refuses those)
             self._connection.execute(f"SET statement_timeout = {bound}")
         except psycopg.Error as exc:
@@ -93,12 +107,38 @@ class Direct:
     def query(self, sql: str, *, prepared: bool = False) -> list[tuple[Any, ...]]:
         """The rows of ``sql``, one statement (``prepared``: PostgreSQL keeps its plan)."""
         with self._lock:
+            self._since = time.monotonic()
             try:
                 rows = self._connection.execute(sql, prepare=prepared).fetchall()
             except self._errors as exc:
                 raise self.Failed(type(exc).__name__) from None
+            finally:
+                self._since = None
         return [tuple(row) for row in rows]
 
+    def overdue(self) -> None:
+        """Cut the connection if a read has run past twice ``READ_TIMEOUT`` (the watch
+        thread's check): its blocked read then fails at once."""
+        since = self._since
+        if since is None or time.monotonic() - since < 2 * self.READ_TIMEOUT:
+            return
+        with contextlib.suppress(OSError, *self._errors):
+            cut = socket.socket(fileno=os.dup(self._connection.fileno()))
+            with cut:
+                cut.shutdown(socket.SHUT_RDWR)  # the socket, not only this descriptor
+
     def close(self) -> None:
+        self._stop.set()
         with self._lock, contextlib.suppress(*self._errors):
             self._connection.close()
+
+
+def _watch(direct: weakref.ref[Direct], stop: threading.Event, every: float) -> None:
+    """Check ``direct``'s running read every ``every`` seconds, until it is closed or
+    dropped (held weakly: the thread keeps nothing alive)."""
+    while not stop.wait(every):
+        found = direct()
+        if found is None:
+            return
+        found.overdue()
+        del found

@@ -19,6 +19,7 @@ import pyarrow.csv as pa_csv
 
 from duckflock.errors import RequestError, UnsupportedMediaTypeError
 from duckflock.ingest.files import csv_convert_options
+from duckflock.ingest.rows import validate
 from duckflock.live.changes import Change
 from duckflock.live.results import Result
 from duckflock.server import values
@@ -121,7 +122,7 @@ def parse_rows(
     try:
         source = pa.BufferReader(body)
         table = pa.ipc.open_stream(source).read_all()
-        table.validate(full=True)  # invalid UTF-8 in a string column, bad offsets
+        validate(table)  # invalid UTF-8 in a string column, bad offsets
         if source.tell() != len(body):  # a second stream, or bytes after the end mark
             raise RequestError(
                 f"the body has {len(body) - source.tell():,} bytes after the Arrow IPC "

@@ -18,7 +18,9 @@ import uuid
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from duckflock.core.wide import day_end, holds_day_end, time_ticks
 from duckflock.server import temporal
 
 
@@ -57,9 +59,11 @@ def column(array: pa.Array | pa.ChunkedArray) -> list[Any]:
     if isinstance(array, pa.ChunkedArray):
         return [v for chunk in array.chunks for v in column(chunk)]
     try:
-        return [plain(v) for v in array.to_pylist()]
+        if not holds_day_end(array):  # else 24:00:00, which to_pylist gives as 00:00
+            return [plain(v) for v in array.to_pylist()]
     except (OverflowError, ValueError, pa.ArrowException):
-        return _slow(array)
+        pass
+    return _slow(array)
 
 
 def _slow(array: pa.Array) -> list[Any]:
@@ -72,6 +76,11 @@ def _slow(array: pa.Array) -> list[Any]:
         per_second = temporal.TICKS_PER_SECOND[kind.unit]
         suffix = "+00:00" if kind.tz is not None else ""
         return [_timestamp(v, per_second, suffix) for v in array.view(pa.int64()).to_pylist()]
+    if pa.types.is_time(kind):
+        day = day_end(kind)
+        values = array.to_pylist()
+        at_end = pc.equal(time_ticks(array), day).to_pylist()
+        return ["24:00:00" if end else plain(v) for v, end in zip(values, at_end, strict=True)]
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
         return [None if s.values is None else column(s.values) for s in array]
     if pa.types.is_struct(kind):

@@ -335,9 +335,15 @@ _CASTS = {
 _ARRAY_CASTS = {element: array for array, element in types.PARAMETER_ARRAYS.items()}
 
 
+# ``= ANY($1)``, ``<> ALL ($2)``: PostgreSQL reads a parameter of unknown type as an array
+_LISTED = re.compile(r"\b(?:ANY|ALL|SOME)\s*\(\s*\$(\d+)\s*\)", re.I)
+
+
 def parameter_types(sql: str, given: list[int]) -> list[int]:
     """Each parameter's type OID: the client's, else a cast's in the SQL (``$1::int``),
-    else text (which DuckDB casts where the value is used)."""
+    else text[] as the whole operand of ``ANY``/``ALL``/``SOME`` (psycopg sends a
+    ``list[str]`` as text of unknown type: ``{a,"b c"}``), else text (which DuckDB casts
+    where the value is used)."""
     count = max(parameter_count(sql), len(given))
     found = list(given) + [0] * (count - len(given))
     for number, name, array in re.findall(r"\$(\d+)\s*::\s*([A-Za-z_]\w*)(\[\])?", sql):
@@ -345,6 +351,10 @@ def parameter_types(sql: str, given: list[int]) -> list[int]:
         if 0 <= index < count and found[index] == 0:
             oid = _CASTS.get(name.lower(), 0)
             found[index] = _ARRAY_CASTS.get(oid, 0) if array else oid
+    for number in _LISTED.findall(sql):
+        index = int(number) - 1
+        if 0 <= index < count and found[index] == 0:
+            found[index] = _ARRAY_CASTS[types.Oid.TEXT]
     return [oid or types.Oid.TEXT for oid in found]
 
 
