@@ -344,6 +344,30 @@ def test_the_writer_stops_waiting_at_the_deadline_and_forgets_old_tallies(
     assert woken.wait(woken.deadline() + 30) and not woken.pending
 
 
+def test_a_caller_that_stopped_waiting_is_not_awaited() -> None:
+    """A caller whose wait() timed out before its commit may never run again: the next
+    batch does not wait for it (counted, it held every batch for the whole straggler
+    wait until its commit was forgotten), only for the callers still waiting."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (n INTEGER)")
+    schema = SchemaCache(con.cursor()).get("t")
+    gone, back = (Call(schema, columns=("n",), row=(i,)) for i in range(2))
+    lock = threading.Lock()
+    for call in (gone, back):
+        call.guard = lock
+        call.park()
+    with pytest.raises(duckflock.IngestTimeoutError):
+        gone.wait(0.001)  # its caller gives up before the commit
+    woken = batches.Woken()
+    with lock:
+        woken.wake([gone, back])
+    assert gone.finished
+    assert back.wait(5) == 1
+    started = time.monotonic()
+    assert woken.wait(started + 5)  # back at once: nobody else is awaited
+    assert time.monotonic() - started < 2 and not woken.pending
+
+
 def test_the_wait_for_stragglers_follows_recent_waits_within_its_bounds() -> None:
     """Twice the median of the recent waits, never under STRAGGLER_SECONDS nor over
     STRAGGLER_MAX_SECONDS: callers that usually take 0.9 ms to come back get 1.8 ms

@@ -130,23 +130,25 @@ class Woken:
 
     def wake(self, calls: list[Call]) -> None:
         """Finish ``calls`` (waking their callers), counting the callers woken."""
-        waiting = [call for call in calls if call.waiter is not None]
-        if not waiting:
+        # only callers still waiting are counted and relayed: one whose wait() timed
+        # out or was interrupted (``left``) may never run again, and counting it held
+        # every batch for the whole straggler wait until its commit was forgotten
+        chain = [call for call in calls if call.waiter is not None and not call.left]
+        if not chain:
             for call in calls:
                 call.finish()
             return
-        tally = Tally(len(waiting))
-        for call in waiting:
+        tally = Tally(len(chain))
+        for call in chain:
             call.back = tally  # before finish(): the caller reports back after it
         self._tallies.append(tally)
         # callers still waiting wake one another (Relay); the first, and those that
-        # stopped waiting (their wait() timed out), are woken here
-        chain = [call for call in waiting if not call.left]
+        # stopped waiting, are woken here
         if len(chain) > 1:
             relay = tally.relay = Relay(chain[1:])
             for call in chain:
                 call.relay = relay
-        first = chain[0] if chain else None
+        first = chain[0]
         for call in calls:
             call.finish(wake=call.relay is None or call is first)
         if tally.relay is not None:
