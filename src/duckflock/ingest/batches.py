@@ -17,7 +17,7 @@ from collections.abc import Callable
 from duckflock.errors import StorageError
 from duckflock.ingest.bundles import each_row
 from duckflock.ingest.committer import Committer
-from duckflock.ingest.receipts import Call
+from duckflock.ingest.receipts import Call, Settle, settle_all
 from duckflock.ingest.stats import Counters
 from duckflock.ingest.storage import StorageFailure
 
@@ -134,9 +134,12 @@ class Woken:
         # out or was interrupted (``left``) may never run again, and counting it held
         # every batch for the whole straggler wait until its commit was forgotten
         chain = [call for call in calls if call.waiter is not None and not call.left]
+        settles: list[Settle] = []  # awaited on event loops (insert_async)
         if not chain:
             for call in calls:
-                call.finish()
+                call.finish(settles=settles)
+            if settles:
+                settle_all(settles)  # one wake-up per loop, not one per call
             return
         tally = Tally(len(chain))
         for call in chain:
@@ -150,7 +153,9 @@ class Woken:
                 call.relay = relay
         first = chain[0]
         for call in calls:
-            call.finish(wake=call.relay is None or call is first)
+            call.finish(wake=call.relay is None or call is first, settles=settles)
+        if settles:
+            settle_all(settles)
         if tally.relay is not None:
             for _ in range(RELAY_AHEAD - 1):
                 tally.relay.next()
