@@ -3,6 +3,7 @@ how the writer gathers a batch while callers it woke are still on their way back
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -14,7 +15,7 @@ import pytest
 import duckflock
 from duckflock.ingest import appends, batches
 from duckflock.ingest.appends import Group, append, plan
-from duckflock.ingest.receipts import Call
+from duckflock.ingest.receipts import Call, Settle
 from duckflock.ingest.rows import Part
 from duckflock.ingest.schema import SchemaCache
 
@@ -342,6 +343,62 @@ def test_the_writer_stops_waiting_at_the_deadline_and_forgets_old_tallies(
     assert woken.pending  # still awaited by the next batch, until forgotten
     monkeypatch.setattr(batches, "FORGET_SECONDS", 0.0)
     assert woken.wait(woken.deadline() + 30) and not woken.pending
+
+
+def test_a_caller_that_stopped_waiting_is_not_awaited() -> None:
+    """A caller whose wait() timed out before its commit may never run again: the next
+    batch does not wait for it (counted, it held every batch for the whole straggler
+    wait until its commit was forgotten), only for the callers still waiting."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (n INTEGER)")
+    schema = SchemaCache(con.cursor()).get("t")
+    gone, back = (Call(schema, columns=("n",), row=(i,)) for i in range(2))
+    lock = threading.Lock()
+    for call in (gone, back):
+        call.guard = lock
+        call.park()
+    with pytest.raises(duckflock.IngestTimeoutError):
+        gone.wait(0.001)  # its caller gives up before the commit
+    woken = batches.Woken()
+    with lock:
+        woken.wake([gone, back])
+    assert gone.finished
+    assert back.wait(5) == 1
+    started = time.monotonic()
+    assert woken.wait(started + 5)  # back at once: nobody else is awaited
+    assert time.monotonic() - started < 2 and not woken.pending
+
+
+def test_the_async_calls_of_one_commit_wake_their_event_loop_once() -> None:
+    """``insert_async``'s calls finished by one commit hand their loop one callback for
+    all of them (one wake-up of the server's event loop per commit, not per request);
+    a loop that closed meanwhile is skipped, and the other loop's calls still settle."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (n INTEGER)")
+    schema = SchemaCache(con.cursor()).get("t")
+    handed: list[object] = []
+
+    class Counted(asyncio.SelectorEventLoop):
+        def call_soon_threadsafe(self, *args: Any, **kwargs: Any) -> Any:
+            handed.append(self)
+            return super().call_soon_threadsafe(*args, **kwargs)
+
+    loop, closed = Counted(), Counted()
+    futures = [loop.create_future() for _ in range(3)]
+    calls = [Call(schema, columns=("n",), row=(i,)) for i in range(5)]
+    for call, future in zip(calls, futures, strict=False):
+        call.on_done = Settle(loop, future)
+    calls[3].on_done = Settle(closed, closed.create_future())
+    closed.close()
+    lock = threading.Lock()
+    for call in calls:
+        call.guard = lock
+    with lock:
+        batches.Woken().wake(calls)
+    assert all(call.finished for call in calls)
+    assert handed == [loop, closed]  # one callback per loop, the closed one refused
+    loop.run_until_complete(asyncio.wait_for(asyncio.gather(*futures), 5))
+    loop.close()
 
 
 def test_the_wait_for_stragglers_follows_recent_waits_within_its_bounds() -> None:

@@ -9,7 +9,6 @@ call's :class:`~duckflock.ingest.receipts.Receipt`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,7 +18,7 @@ from duckflock.core.lifecycle import weakly
 from duckflock.database.base import Base
 from duckflock.errors import IngestError, IngestTimeoutError, QueryError, QueueFullError
 from duckflock.ingest.keys import KeyBook, check_key, digest
-from duckflock.ingest.receipts import Call, Receipt
+from duckflock.ingest.receipts import Call, Receipt, Settle
 from duckflock.ingest.stats import IngestStats
 from duckflock.ingest.writer import Writer
 from duckflock.lake.connection import Retry
@@ -117,19 +116,10 @@ class Inserts(Base):
         # one deadline for the wait for room and the wait for the commit together, as
         # ``insert`` has: the commit's timer gets what the wait for room left of it
         deadline = None if timeout is None else loop.time() + timeout
-        committed = loop.create_future()
-
-        def settle() -> None:
-            if not committed.done():
-                committed.set_result(None)
-
-        def wake() -> None:
-            # a loop that closed (its asyncio.run gave up) raises: nobody is waiting
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle)
-
-        # set before queueing: the writer treats a call someone awaits as urgent
-        call.on_done = wake
+        committed: asyncio.Future[None] = loop.create_future()
+        # set before queueing: the writer treats a call someone awaits as urgent; it
+        # wakes the loop once for all the calls of a commit awaited on it (Settle)
+        call.on_done = Settle(loop, committed)
         writer = self._writer or self.writer()
         try:
             writer.submit(call, 0, wait=False)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from duckflock.errors import StorageError
 from duckflock.ingest.bundles import each_row
 from duckflock.ingest.committer import Committer
-from duckflock.ingest.receipts import Call
+from duckflock.ingest.receipts import Call, Settle, settle_all
 from duckflock.ingest.stats import Counters
 from duckflock.ingest.storage import StorageFailure
 
@@ -130,25 +130,32 @@ class Woken:
 
     def wake(self, calls: list[Call]) -> None:
         """Finish ``calls`` (waking their callers), counting the callers woken."""
-        waiting = [call for call in calls if call.waiter is not None]
-        if not waiting:
+        # only callers still waiting are counted and relayed: one whose wait() timed
+        # out or was interrupted (``left``) may never run again, and counting it held
+        # every batch for the whole straggler wait until its commit was forgotten
+        chain = [call for call in calls if call.waiter is not None and not call.left]
+        settles: list[Settle] = []  # awaited on event loops (insert_async)
+        if not chain:
             for call in calls:
-                call.finish()
+                call.finish(settles=settles)
+            if settles:
+                settle_all(settles)  # one wake-up per loop, not one per call
             return
-        tally = Tally(len(waiting))
-        for call in waiting:
+        tally = Tally(len(chain))
+        for call in chain:
             call.back = tally  # before finish(): the caller reports back after it
         self._tallies.append(tally)
         # callers still waiting wake one another (Relay); the first, and those that
-        # stopped waiting (their wait() timed out), are woken here
-        chain = [call for call in waiting if not call.left]
+        # stopped waiting, are woken here
         if len(chain) > 1:
             relay = tally.relay = Relay(chain[1:])
             for call in chain:
                 call.relay = relay
-        first = chain[0] if chain else None
+        first = chain[0]
         for call in calls:
-            call.finish(wake=call.relay is None or call is first)
+            call.finish(wake=call.relay is None or call is first, settles=settles)
+        if settles:
+            settle_all(settles)
         if tally.relay is not None:
             for _ in range(RELAY_AHEAD - 1):
                 tally.relay.next()

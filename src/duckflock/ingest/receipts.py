@@ -11,6 +11,7 @@ so fifty callers wake without queueing behind one another.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from _thread import allocate_lock
@@ -146,15 +147,19 @@ class Call:
         waiter.acquire()
         self.waiter = waiter
 
-    def finish(self, *, wake: bool = True) -> None:
+    def finish(self, *, wake: bool = True, settles: list[Settle] | None = None) -> None:
         """Mark done and wake the waiting caller (unless ``wake`` is False: the caller
-        woken before it in a relay wakes it); the writer holds ``guard``."""
+        woken before it in a relay wakes it); the writer holds ``guard``. An ``on_done``
+        that is a :class:`Settle` joins ``settles`` when given (the writer then wakes
+        each event loop once for all of them: :func:`settle_all`)."""
         self.finished = True
         waiter = self.waiter
         if waiter is not None and wake:
             waiter.release()
         callback = self.on_done
-        if callback is not None:
+        if settles is not None and type(callback) is Settle:
+            settles.append(callback)
+        elif callback is not None:
             try:
                 callback()  # quick and non-blocking (loop.call_soon_threadsafe)
             except Exception:
@@ -214,6 +219,50 @@ class Call:
                 )
         else:
             waiter.release()  # let later wait() calls through too
+
+
+class Settle:
+    """``insert_async``'s ``on_done``: completes its future on its event loop. Called
+    alone it hands the loop one callback (``call_soon_threadsafe``); the writer hands
+    each loop one for all the calls a commit finished (:func:`settle_all`): one
+    wake-up of the loop per commit instead of one per request."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
+        self.loop = loop
+        self.future = future
+
+    def __call__(self) -> None:
+        settle_all([self])
+
+
+def settle_all(settles: list[Settle]) -> None:
+    """Complete the futures of ``settles``: one ``call_soon_threadsafe`` per event loop
+    (any thread). A loop that closed (its ``asyncio.run`` gave up) is skipped: nobody
+    waits on it."""
+    by_loop: dict[int, list[asyncio.Future[None]]] = {}
+    loops: list[asyncio.AbstractEventLoop] = []
+    for settle in settles:
+        futures = by_loop.get(id(settle.loop))
+        if futures is None:
+            futures = by_loop[id(settle.loop)] = []
+            loops.append(settle.loop)
+        futures.append(settle.future)
+    for loop in loops:
+        try:
+            loop.call_soon_threadsafe(_complete, by_loop[id(loop)])
+        except RuntimeError:
+            pass  # the loop closed while its inserts were pending
+        except Exception:  # never the writer's failure
+            _log.warning("waking an event loop failed", exc_info=True)
+
+
+def _complete(futures: list[asyncio.Future[None]]) -> None:
+    """On the loop: complete each future not done yet (cancelled or timed out)."""
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
 
 
 class Receipt:
