@@ -4,6 +4,7 @@ time commits into a lake whose catalog is in PostgreSQL."""
 from __future__ import annotations
 
 import contextlib
+import time
 
 import duckdb
 
@@ -44,6 +45,7 @@ class CommitLock:
     """
 
     KEY = 0x6475636B666C6B  # "duckflk": one lock per PostgreSQL database
+    RENEW = 30.0  # seconds after a failed try before the lock's own connection is tried again
 
     def __init__(self, wait: float, lake: str) -> None:
         self.wait = wait
@@ -52,7 +54,7 @@ class CommitLock:
         self._cursor: duckdb.DuckDBPyConnection | None = None
         self._held = False
         self._direct: directly.Direct | None = None
-        self._direct_tried = False  # asked once: psycopg, the dsn, the same database
+        self._direct_at = 0.0  # monotonic time from which a connection of its own is tried
         self.taken = 0  # commits under the lock, for stats
         self.missed = 0  # commits without it (timed out, or the catalog away)
 
@@ -72,8 +74,10 @@ class CommitLock:
         """Wait for the lock (at most ``wait`` seconds), on a cursor of ``writer``'s."""
         if self._cursor is None:
             self._cursor = writer.cursor()
-        if not self._direct_tried:
-            self._direct_tried = True
+        if self._direct is None and time.monotonic() >= self._direct_at:
+            # (not tried again for RENEW seconds if it cannot be had: psycopg missing, a
+            # secret for the dsn, another database, or the catalog away right now)
+            self._direct_at = time.monotonic() + self.RENEW
             self._direct = self._open_direct(self._cursor)
         if self._direct is not None:
             try:
@@ -139,7 +143,7 @@ class CommitLock:
         commit opens a new one."""
         if self._direct is not None:
             self._direct.close()
-        self._direct, self._direct_tried = None, False
+        self._direct, self._direct_at = None, 0.0
 
     def release(self) -> None:
         """Let the lock go (a no-op when not held)."""
