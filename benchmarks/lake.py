@@ -27,9 +27,9 @@ statement of the 4-process lake run in PostgreSQL (``log_min_duration_statement 
 it costs the server a little) and prints where a chunk's time goes: catalog transactions
 and round trips per chunk, PostgreSQL's own execution time per chunk, the median catalog
 transaction (BEGIN to COMMIT/ROLLBACK, wall time) and the share of the writers' time
-spent inside one. In ``serial`` the lock's own transaction is one of them (on another
-connection, overlapping DuckLake's: the share can pass 100%), and its wait for the lock
-counts as PostgreSQL executing.
+spent inside one. In ``serial`` the lock's wait counts as PostgreSQL executing; where the
+lock is the extension's transaction lock (no psycopg) that transaction is one of them too
+(on another connection, overlapping DuckLake's: the share can pass 100%).
 """
 
 from __future__ import annotations

@@ -89,3 +89,41 @@ def test_serial_commits_need_a_postgres_catalog(tmp_path: Path) -> None:
         duckflock.LakeOptions(serial_commits=0)
     with pytest.raises(TypeError, match="serial_commits"):
         duckflock.LakeOptions(serial_commits="1s")  # type: ignore[arg-type]
+
+
+def test_the_lock_is_a_session_lock_on_a_connection_of_its_own(
+    postgres: Any, tmp_path: Path
+) -> None:
+    # where psycopg reaches the catalog, the lock is pg_advisory_lock/unlock on its own
+    # connection (one round trip each), held by one writer at a time, let go by release
+    from duckflock.lake.connection import LakeOptions, open_lake
+
+    target, data = new_lake(postgres, tmp_path)
+    dsn = target.removeprefix("ducklake:postgres:")
+    held = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database())"
+    )
+    opened = [
+        open_lake(target, data_path=data, options=LakeOptions(), read_only=False, config={})
+        for _ in range(2)
+    ]
+    first, second = CommitLock(30.0, "lake"), CommitLock(0.2, "lake")
+    with psycopg.connect(dsn, autocommit=True) as pg:
+        first.acquire(opened[0])
+        assert first._direct is not None and first.taken == 1
+        assert pg.execute(held).fetchone() == (1,)
+        started = time.monotonic()
+        second.acquire(opened[1])  # waits its 0.2 s, then commits without the lock
+        assert time.monotonic() - started >= 0.2
+        assert (second.taken, second.missed) == (0, 1)
+        second.release()  # not held: nothing to let go
+        assert pg.execute(held).fetchone() == (1,)
+        first.release()
+        assert pg.execute(held).fetchone() == (0,)
+        second.acquire(opened[1])  # free now, on the connection kept after the wait
+        assert second.taken == 1 and second._direct is not None
+        second.release()
+        assert pg.execute(held).fetchone() == (0,)
+    for connection in opened:
+        connection.close()

@@ -4,9 +4,11 @@ time commits into a lake whose catalog is in PostgreSQL."""
 from __future__ import annotations
 
 import contextlib
+import time
 
 import duckdb
 
+from duckflock.lake import direct as directly
 from duckflock.sql import quote_literal
 
 
@@ -28,22 +30,31 @@ class CommitLock:
     to its COMMIT, this lock leaves nobody a race to lose, at the price of one writer's
     Parquet write at a time.
 
-    It is ``pg_advisory_xact_lock`` in a transaction of its own, on the catalog's
-    PostgreSQL database through DuckLake's own attachment of it (another cursor, so
-    another connection of its pool): COMMIT or ROLLBACK of that transaction lets it go,
-    and so does PostgreSQL when the process dies. It only orders commits; DuckLake's
-    conflict checks still decide them, so a writer that does not take it (another
-    program, a lock wait that timed out) is as safe as before. A wait longer than
-    ``wait`` seconds (``lock_timeout``), or any error taking it, commits without it.
+    Where psycopg is installed and reaches the database the extension reads (checked
+    once, as :mod:`duckflock.lake.direct`'s reads are), it is a session lock on a
+    connection of its own: ``pg_advisory_lock`` to take it, ``pg_advisory_unlock`` to
+    let it go, one round trip each. Else it is ``pg_advisory_xact_lock`` in a
+    transaction of its own, on the catalog's PostgreSQL database through DuckLake's own
+    attachment of it (another cursor, so another connection of its pool): a DuckDB
+    statement and ~6 PostgreSQL round trips per commit, COMMIT or ROLLBACK of that
+    transaction lets it go. Either way PostgreSQL lets it go when the process dies. It
+    only orders commits; DuckLake's conflict checks still decide them, so a writer that
+    does not take it (another program, a lock wait that timed out) is as safe as
+    before. A wait longer than ``wait`` seconds (``lock_timeout``), or any error
+    taking it, commits without it.
     """
 
     KEY = 0x6475636B666C6B  # "duckflk": one lock per PostgreSQL database
+    RENEW = 30.0  # seconds after a failed try before the lock's own connection is tried again
 
     def __init__(self, wait: float, lake: str) -> None:
         self.wait = wait
+        self.lake = lake
         self.metadata = metadata(lake)
         self._cursor: duckdb.DuckDBPyConnection | None = None
         self._held = False
+        self._direct: directly.Direct | None = None
+        self._direct_at = 0.0  # monotonic time from which a connection of its own is tried
         self.taken = 0  # commits under the lock, for stats
         self.missed = 0  # commits without it (timed out, or the catalog away)
 
@@ -63,6 +74,22 @@ class CommitLock:
         """Wait for the lock (at most ``wait`` seconds), on a cursor of ``writer``'s."""
         if self._cursor is None:
             self._cursor = writer.cursor()
+        if self._direct is None and time.monotonic() >= self._direct_at:
+            # (not tried again for RENEW seconds if it cannot be had: psycopg missing, a
+            # secret for the dsn, another database, or the catalog away right now)
+            self._direct_at = time.monotonic() + self.RENEW
+            self._direct = self._open_direct(self._cursor)
+        if self._direct is not None:
+            try:
+                self._direct.query(f"SELECT pg_advisory_lock({self.KEY})")
+            except directly.Direct.Failed as exc:
+                self.missed += 1
+                if str(exc) != "LockNotAvailable":  # not the wait: the connection failed
+                    self._drop_direct()
+                return
+            self._held = True
+            self.taken += 1
+            return
         sql = (
             f"SET LOCAL lock_timeout = '{max(1, round(self.wait * 1000))}ms'; "
             f"SELECT pg_advisory_xact_lock({self.KEY})"
@@ -83,11 +110,54 @@ class CommitLock:
         self._held = True
         self.taken += 1
 
+    def _open_direct(self, cursor: duckdb.DuckDBPyConnection) -> directly.Direct | None:
+        """A psycopg connection to the catalog's database, its lock wait bounded by
+        ``wait``; None where psycopg is missing, the catalog's connection string is not
+        the lake's path (a secret) or it reaches another database than the extension."""
+        dsn = directly.dsn_of(cursor, self.lake)
+        if not directly.available() or dsn is None:
+            return None
+        try:
+            direct = directly.Direct(dsn)
+        except directly.Direct.Failed:
+            return None
+        wait = max(1, round(self.wait * 1000))
+        identity = f"SELECT * FROM postgres_query({quote_literal(self.metadata)}, ?)"
+        try:
+            same = direct.query(directly.IDENTITY) == [
+                tuple(row) for row in cursor.execute(identity, [directly.IDENTITY]).fetchall()
+            ]
+            # the wait is the lock's bound; the connection's statement_timeout above it
+            direct.query(f"SELECT set_config('lock_timeout', '{wait}ms', false)")
+            timeout = wait + round(direct.READ_TIMEOUT * 1000)
+            direct.query(f"SELECT set_config('statement_timeout', '{timeout}ms', false)")
+        except (directly.Direct.Failed, duckdb.Error):
+            same = False
+        if not same:
+            direct.close()
+            return None
+        return direct
+
+    def _drop_direct(self) -> None:
+        """Close the lock's connection (PostgreSQL lets a lock it held go); the next
+        commit opens a new one."""
+        if self._direct is not None:
+            self._direct.close()
+        self._direct, self._direct_at = None, 0.0
+
     def release(self) -> None:
         """Let the lock go (a no-op when not held)."""
-        if not self._held or self._cursor is None:
+        if not self._held:
             return
         self._held = False
+        if self._direct is not None:
+            try:
+                self._direct.query(f"SELECT pg_advisory_unlock({self.KEY})")
+            except directly.Direct.Failed:  # whether it let go is unknown: end the session
+                self._drop_direct()
+            return
+        if self._cursor is None:
+            return
         try:
             self._cursor.execute("COMMIT")
         except duckdb.Error:  # the catalog went away: so did the lock
