@@ -26,6 +26,7 @@ import socket
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
@@ -131,6 +132,32 @@ class Direct:
         self._stop.set()
         with self._lock, contextlib.suppress(*self._errors):
             self._connection.close()
+
+
+def reaching(
+    cursor: duckdb.DuckDBPyConnection,
+    lake: str,
+    extension_reads: Callable[[str], list[tuple[Any, ...]]],
+) -> Direct | None:
+    """A direct connection to the database the extension reads (``extension_reads``
+    answers a query through it), or None: psycopg missing, the lake's path not the
+    catalog's connection string (a secret), the open failing, or another server or
+    database answering (:data:`IDENTITY` compared on both)."""
+    dsn = dsn_of(cursor, lake) if available() else None
+    if dsn is None:
+        return None
+    try:
+        direct = Direct(dsn)
+    except Direct.Failed:
+        return None
+    try:
+        same = direct.query(IDENTITY) == [tuple(row) for row in extension_reads(IDENTITY)]
+    except (Direct.Failed, duckdb.Error):
+        same = False
+    if not same:
+        direct.close()
+        return None
+    return direct
 
 
 def _watch(direct: weakref.ref[Direct], stop: threading.Event, every: float) -> None:

@@ -114,26 +114,19 @@ class CommitLock:
         """A psycopg connection to the catalog's database, its lock wait bounded by
         ``wait``; None where psycopg is missing, the catalog's connection string is not
         the lake's path (a secret) or it reaches another database than the extension."""
-        dsn = directly.dsn_of(cursor, self.lake)
-        if not directly.available() or dsn is None:
-            return None
-        try:
-            direct = directly.Direct(dsn)
-        except directly.Direct.Failed:
+        identity = f"SELECT * FROM postgres_query({quote_literal(self.metadata)}, ?)"
+        direct = directly.reaching(
+            cursor, self.lake, lambda sql: cursor.execute(identity, [sql]).fetchall()
+        )
+        if direct is None:
             return None
         wait = max(1, round(self.wait * 1000))
-        identity = f"SELECT * FROM postgres_query({quote_literal(self.metadata)}, ?)"
         try:
-            same = direct.query(directly.IDENTITY) == [
-                tuple(row) for row in cursor.execute(identity, [directly.IDENTITY]).fetchall()
-            ]
             # the wait is the lock's bound; the connection's statement_timeout above it
             direct.query(f"SELECT set_config('lock_timeout', '{wait}ms', false)")
             timeout = wait + round(direct.READ_TIMEOUT * 1000)
             direct.query(f"SELECT set_config('statement_timeout', '{timeout}ms', false)")
-        except (directly.Direct.Failed, duckdb.Error):
-            same = False
-        if not same:
+        except directly.Direct.Failed:
             direct.close()
             return None
         return direct

@@ -145,19 +145,8 @@ class Session:
             if self._direct is not None:
                 return self._direct
             self._direct_at = time.monotonic() + self.RENEW
-            dsn = directly.dsn_of(cursor, self.lake) if directly.available() else None
-            if dsn is None:
-                return None
-            try:
-                direct = directly.Direct(dsn)
-            except directly.Direct.Failed:
-                return None
-            try:
-                same = direct.query(directly.IDENTITY) == self._query(cursor, directly.IDENTITY)
-            except (directly.Direct.Failed, duckdb.Error):
-                same = False
-            if not same:  # another server or database than the extension's
-                direct.close()
+            direct = directly.reaching(cursor, self.lake, lambda sql: self._query(cursor, sql))
+            if direct is None:
                 return None
             with self._lock:  # the extension's connection back to its pool
                 self._end()
