@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import duckdb
+import pyarrow as pa
 import pytest
 
 import duckflock
+from duckflock.errors import RowRejectedError
 from duckflock.server import values
 
 NESTED = (
@@ -39,3 +43,26 @@ def test_a_nested_day_end_round_trips(kind: str) -> None:
         db.analysis("n", "SELECT v, count(*) AS c FROM n GROUP BY v")
         got = db.result("n", min_version=1, timeout=30).rows()
         assert got == db.execute("SELECT v, count(*) AS c FROM n GROUP BY v").fetchall()
+
+
+def _listed(ticks: list[int]) -> pa.Array:
+    times = pa.array(ticks, pa.int64()).view(pa.time64("us"))
+    return pa.ListArray.from_arrays(pa.array([0, len(ticks)], pa.int32()), times)
+
+
+def test_a_nested_day_end_is_accepted_from_arrow_and_past_it_refused() -> None:
+    """DuckDB's own Arrow export of [TIME '24:00:00'] was refused by db.insert (pyarrow's
+    range stops before 24:00); past 24:00 or below 0 inside a list stays refused."""
+    day = 86_400 * 10**6
+    with duckflock.connect() as db:
+        db.execute("CREATE TABLE n (l TIME[], s STRUCT(a TIME))")
+        struct = pa.StructArray.from_arrays(
+            [pa.array([day], pa.int64()).view(pa.time64("us"))], ["a"]
+        )
+        db.insert("n", pa.table({"l": _listed([day, 0]), "s": struct}))
+        assert db.execute("SELECT * FROM n").fetchall() == [
+            (["24:00:00", dt.time(0)], {"a": "24:00:00"})
+        ]
+        for bad in ([day + 1], [-1]):
+            with pytest.raises(RowRejectedError, match="column 'l'"):
+                db.insert("n", pa.table({"l": _listed(bad), "s": struct}))

@@ -263,7 +263,7 @@ def time_ticks(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
     return pa.chunked_array([chunk.view(width) for chunk in chunks], width)
 
 
-def _children(array: pa.Array) -> list[pa.Array]:
+def nested_children(array: pa.Array) -> list[pa.Array]:
     """The arrays a nested array's values are made of (unsliced: a superset)."""
     kind = array.type
     if pa.types.is_map(kind):
@@ -282,7 +282,7 @@ def holds_day_end(column: pa.ChunkedArray | pa.Array) -> bool:
         return False
     if not pa.types.is_time(column.type):
         chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-        return any(holds_day_end(child) for chunk in chunks for child in _children(chunk))
+        return any(holds_day_end(child) for chunk in chunks for child in nested_children(chunk))
     import pyarrow.compute as pc
 
     return bool(pc.max(time_ticks(column)).as_py() == day_end(column.type))
