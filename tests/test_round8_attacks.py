@@ -11,6 +11,7 @@ import pytest
 import duckflock
 from duckflock.errors import RowRejectedError
 from duckflock.server import values
+from duckflock.server.pgwire import compat
 
 NESTED = (
     "SELECT k, list(t ORDER BY t) AS l, {'a': max(t)} AS s, map([max(t)], [min(t)]) AS m "
@@ -66,3 +67,18 @@ def test_a_nested_day_end_is_accepted_from_arrow_and_past_it_refused() -> None:
         for bad in ([day + 1], [-1]):
             with pytest.raises(RowRejectedError, match="column 'l'"):
                 db.insert("n", pa.table({"l": _listed(bad), "s": struct}))
+
+
+@pytest.mark.parametrize("spelling", ["TO DEFAULT", "= default"])
+def test_set_to_default_resets_a_setting(spelling: str) -> None:
+    """PostgreSQL's SET x TO DEFAULT is RESET x: it was refused for
+    duckflock.copy_messages ("is one of row, batch") and kept as the text 'DEFAULT'
+    for others; a quoted 'DEFAULT' stays a value."""
+    settings = dict(compat.DEFAULT_SETTINGS)
+    for sql in ("SET duckflock.copy_messages = batch", "SET application_name = 'app'"):
+        compat.apply_setting(settings, compat.classify(sql))
+    for name in ("duckflock.copy_messages", "application_name"):
+        compat.apply_setting(settings, compat.classify(f"SET {name} {spelling}"))
+    assert settings == compat.DEFAULT_SETTINGS
+    compat.apply_setting(settings, compat.classify("SET application_name = 'DEFAULT'"))
+    assert settings["application_name"] == "DEFAULT"
