@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -10,6 +12,7 @@ import pytest
 
 import duckflock
 from duckflock.errors import RowRejectedError
+from duckflock.live.fold import segments
 from duckflock.server import values
 from duckflock.server.pgwire import compat
 
@@ -82,3 +85,40 @@ def test_set_to_default_resets_a_setting(spelling: str) -> None:
     assert settings == compat.DEFAULT_SETTINGS
     compat.apply_setting(settings, compat.classify("SET application_name = 'DEFAULT'"))
     assert settings["application_name"] == "DEFAULT"
+
+
+@pytest.mark.parametrize("order", ["ts", "__seg"])
+def test_a_column_named_like_the_segments_cell(
+    order: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A table with a column __seg: the segments' GROUP BY __seg bound the table's
+    column, not the cell, and DuckDB refused the query: each other refresh failed and
+    returned the result from before the DELETE; where __seg is the ordered column, its
+    values were grouped, not its cells, and the segments never agreed (recomputed)."""
+    monkeypatch.setattr(segments, "_ROWS_PER_SEGMENT", 250)
+    settled: list[bool] = []
+    settle = segments.settle
+
+    def counted(*args: Any) -> Any:
+        done = settle(*args)
+        settled.append(done is not None)
+        return done
+
+    monkeypatch.setattr(segments, "settle", counted)
+    sql = "SELECT k, count(*) AS n, sum(v) AS s, avg(v) AS a FROM t GROUP BY k"
+    stamp = ", TIMESTAMP '2026-01-01' + to_seconds(range) AS ts" if order == "ts" else ""
+    with duckflock.connect(tmp_path / "s.duckdb") as db:
+        db.execute(
+            "CREATE TABLE t AS SELECT (range % 7)::INTEGER AS k, "
+            f"((range % 64) * 0.25)::DOUBLE AS v, range::INTEGER AS __seg{stamp} FROM range(2000)"
+        )
+        db.analysis("r", sql)
+        db.result("r", min_version=1, timeout=60)
+        for cut in (100, 300, 900):
+            column = "ts" if order == "ts" else "__seg"
+            bound = f"TIMESTAMP '2026-01-01' + to_seconds({cut})" if order == "ts" else cut
+            db.execute(f"DELETE FROM t WHERE {column} < {bound}")
+            result = db.refresh("r", timeout=60)
+            assert result.mode == "incremental", result.reason
+            assert sorted(result.rows()) == sorted(db.execute(sql).fetchall())
+        assert settled == [True, True]  # the first delete builds them
