@@ -9,8 +9,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+from click.testing import CliRunner
 
 import duckflock
+from duckflock.cli import cli
 from duckflock.errors import RowRejectedError
 from duckflock.live.fold import segments
 from duckflock.server import values
@@ -122,3 +124,22 @@ def test_a_column_named_like_the_segments_cell(
             assert result.mode == "incremental", result.reason
             assert sorted(result.rows()) == sorted(db.execute(sql).fetchall())
         assert settled == [True, True]  # the first delete builds them
+
+
+def test_the_cli_shows_a_day_end(tmp_path: Path) -> None:
+    """duckflock query: the table format drew TIME '24:00:00' as 00:00:00 (nested too),
+    CSV wrote '<value out of range: 86400000000>'."""
+    path = tmp_path / "t.duckdb"
+    with duckdb.connect(str(path)) as made:
+        made.execute(f"CREATE TABLE t AS {TIMES} v(k, t)")
+    sql = "SELECT t, [t] AS l FROM t ORDER BY t"
+    shown = CliRunner().invoke(cli, ["query", str(path), sql])
+    assert shown.exit_code == 0 and shown.output.count("24:00:00") == 2, shown.output
+    assert "00:00:00 " not in shown.output.replace("24:00:00", "")
+    written = CliRunner().invoke(cli, ["query", str(path), sql, "--format", "csv"])
+    assert written.exit_code == 0, written.output
+    assert written.output.splitlines()[1:4] == [
+        '01:00:00.000000,"[""01:00:00""]"',
+        '02:00:00.000000,"[""02:00:00""]"',
+        '24:00:00.000000,"[""24:00:00""]"',
+    ]
