@@ -21,11 +21,13 @@ from typing import Any, BinaryIO
 import click
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 
+from duckflock.core.wide import column_values, day_end, holds_day_end, time_ticks
 from duckflock.live.results import Result
 
 _WIDE = 1 << 16  # columns a console writing into a pipe or file may use: "as wide as needed"
@@ -110,7 +112,7 @@ def table(
 
 
 def rows_of(batch: pa.RecordBatch | pa.Table) -> list[tuple[Any, ...]]:
-    columns = [column.to_pylist() for column in batch.columns]
+    columns = [column_values(column) for column in batch.columns]  # (TIME '24:00:00')
     return list(zip(*columns, strict=True)) if columns else []
 
 
@@ -135,14 +137,32 @@ def limited(batches: Iterator[pa.RecordBatch], limit: int) -> Iterator[pa.Record
 
 def _flat(batch: pa.RecordBatch) -> pa.RecordBatch:
     """``batch`` with lists, structs and maps as JSON text: pyarrow's CSV writer takes no
-    nested types (it raised ArrowInvalid, a traceback for ``--format csv``)."""
-    if not any(pa.types.is_nested(field.type) for field in batch.schema):
+    nested types (it raised ArrowInvalid, a traceback for ``--format csv``); a TIME column
+    holding 24:00:00 as text."""
+    if not any(
+        pa.types.is_nested(f.type) or holds_day_end(c)
+        for f, c in zip(batch.schema, batch.columns, strict=True)
+    ):
         return batch
     columns = [
-        _json_column(column) if pa.types.is_nested(column.type) else column
+        _json_column(column)
+        if pa.types.is_nested(column.type)
+        else _day_end(column)
+        if holds_day_end(column)
+        else column
         for column in batch.columns
     ]
     return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
+def _day_end(column: pa.Array) -> pa.Array:
+    """A TIME column holding 24:00:00 as text (pyarrow's CSV writer wrote '<value out of
+    range: …>' there), the other times as pyarrow writes them."""
+    digits = {"s": 0, "ms": 3, "us": 6, "ns": 9}[column.type.unit]
+    end = "24:00:00" + ("." + "0" * digits if digits else "")
+    at_end = pc.equal(time_ticks(column), day_end(column.type))
+    found = pc.if_else(at_end, pa.scalar(end), pc.cast(column, pa.string()))
+    return found.combine_chunks() if isinstance(found, pa.ChunkedArray) else found
 
 
 def _json_column(column: pa.Array) -> pa.Array:
@@ -155,7 +175,7 @@ def _json_column(column: pa.Array) -> pa.Array:
             value = {k if isinstance(k, str) else text(k): v for k, v in value}
         return json.dumps(value, default=text)
 
-    return pa.array([dump(v) for v in column.to_pylist()], pa.string())
+    return pa.array([dump(v) for v in column_values(column)], pa.string())
 
 
 class Format(StrEnum):

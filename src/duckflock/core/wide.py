@@ -263,10 +263,26 @@ def time_ticks(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
     return pa.chunked_array([chunk.view(width) for chunk in chunks], width)
 
 
+def nested_children(array: pa.Array) -> list[pa.Array]:
+    """The arrays a nested array's values are made of (unsliced: a superset)."""
+    kind = array.type
+    if pa.types.is_map(kind):
+        return [array.keys, array.items]
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return [array.values]
+    if pa.types.is_struct(kind):
+        return [array.field(i) for i in range(kind.num_fields)]
+    return []
+
+
 def holds_day_end(column: pa.ChunkedArray | pa.Array) -> bool:
-    """Whether a time column holds 24:00:00, which ``to_pylist`` gives as 00:00."""
-    if not pa.types.is_time(column.type) or len(column) == 0:
+    """Whether a time column, or a time inside a list, struct or map column, holds
+    24:00:00, which ``to_pylist`` gives as 00:00."""
+    if len(column) == 0:
         return False
+    if not pa.types.is_time(column.type):
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        return any(holds_day_end(child) for chunk in chunks for child in nested_children(chunk))
     import pyarrow.compute as pc
 
     return bool(pc.max(time_ticks(column)).as_py() == day_end(column.type))

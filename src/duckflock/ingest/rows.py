@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from duckflock.core.wide import day_end, time_ticks
+from duckflock.core.wide import day_end, nested_children, time_ticks
 from duckflock.errors import ConversionError, RowRejectedError, SchemaMismatchError
 from duckflock.ingest.schema import TableSchema, Target
 
@@ -216,7 +216,7 @@ def validate(arrow: pa.Table) -> None:
     try:
         arrow.validate(full=True)
     except pa.ArrowException:
-        if not any(pa.types.is_time(column.type) for column in arrow.columns):
+        if not any(_timed(column.type) for column in arrow.columns):
             raise
         arrow.validate()  # the table's shape; then each column, times to 24:00:00
         for index, column in enumerate(arrow.columns):
@@ -226,7 +226,24 @@ def validate(arrow: pa.Table) -> None:
                 raise pa.ArrowInvalid(f"Column {index}: {exc}") from exc
 
 
+def _timed(kind: pa.DataType) -> bool:
+    """Whether ``kind`` is a TIME or holds one (a list's, struct's or map's)."""
+    return pa.types.is_time(kind) or any(_timed(kind.field(i).type) for i in range(kind.num_fields))
+
+
 def _validate_column(column: pa.ChunkedArray) -> None:
+    if not pa.types.is_time(column.type) and _timed(column.type):
+        column.validate()  # the nesting's shape; then its children, times to 24:00:00
+        for chunk in column.chunks:
+            children = nested_children(chunk)
+            if not children:  # (a union's, a dictionary's: pyarrow's range)
+                chunk.validate(full=True)
+            for child in children:
+                try:  # (a child's index is not a row's)
+                    _validate_column(pa.chunked_array([child], child.type))
+                except PastMidnight as exc:
+                    raise pa.ArrowInvalid(str(exc)) from None
+        return
     if not pa.types.is_time(column.type):
         column.validate(full=True)
         return

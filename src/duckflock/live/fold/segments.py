@@ -223,9 +223,10 @@ def build(
         {i: empty.copy() for i in retraction.floating},
         {i: empty.astype(np.int64) for i in retraction.floating},
     )
+    cell = segments.bin_sql()  # grouped by itself: a table's own __seg column wins an alias
     whole = cursor.execute(
-        f"SELECT {retraction.select}, {segments.bin_sql()} AS __seg FROM {retraction.source} "
-        f"GROUP BY {retraction.group}, __seg"
+        f"SELECT {retraction.select}, {cell} AS __seg FROM {retraction.source} "
+        f"GROUP BY {retraction.group}, {cell}"
     ).to_arrow_table()
     segments.put(whole, retraction, add=False)
     return segments

@@ -161,6 +161,8 @@ def classify(sql: str) -> Statement:
         match = re.fullmatch(
             rf"SET\s+(?:SESSION\s+|LOCAL\s+)?{_SETTING}\s*(?:=|\s+TO\s+)\s*(.*)", body, re.S | re.I
         )
+        if match and match.group(3).strip().upper() == "DEFAULT":  # PostgreSQL's RESET
+            return Statement(Kind.SET, body, "RESET", _setting(*match.group(1, 2)))
         if match:
             value = _setting_value(match.group(3).strip())
             return Statement(Kind.SET, body, "SET", _setting(*match.group(1, 2)), value)

@@ -178,7 +178,7 @@ def set_setting(session: Session, statement: Statement) -> Outcome:
             )
     for name in compat.apply_setting(session.settings, statement):
         session.send(parameter_status(name, session.settings[name]))
-    return Outcome(statement.tag)
+    return Outcome(statement.sql.split(None, 1)[0].upper())  # SET x TO DEFAULT: SET
 
 
 def describe_rows(session: Session, portal: Portal) -> bytes:
