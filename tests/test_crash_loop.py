@@ -5,7 +5,7 @@ refreshing) and logs each batch id before submitting it and again after its
 acknowledgement; the parent SIGKILLs it at a random moment, reopens the database and
 checks: every acknowledged batch is present exactly once and whole, no row that was never
 submitted is there, and every batch is all-or-nothing. ``DUCKFLOCK_CRASH_CYCLES``
-(default 30, or 30 x ``DUCKFLOCK_FAULT_SCALE``) sets the number of cycles.
+(default 20, the CI size, or 20 x ``DUCKFLOCK_FAULT_SCALE``; 100 for a long run) sets the number of cycles.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 import duckflock
 
 SCALE = max(1, int(os.environ.get("DUCKFLOCK_FAULT_SCALE", "1")))
-CYCLES = int(os.environ.get("DUCKFLOCK_CRASH_CYCLES", str(30 * SCALE)))
+CYCLES = int(os.environ.get("DUCKFLOCK_CRASH_CYCLES", str(20 * SCALE)))
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 CHILD = r"""
