@@ -4,8 +4,9 @@ A child process ingests from several threads (batches of 1 to 150,000 rows, an a
 refreshing) and logs each batch id before submitting it and again after its
 acknowledgement; the parent SIGKILLs it at a random moment, reopens the database and
 checks: every acknowledged batch is present exactly once and whole, no row that was never
-submitted is there, and every batch is all-or-nothing. ``DUCKFLOCK_CRASH_CYCLES``
-(default 20, the CI size, or 20 x ``DUCKFLOCK_FAULT_SCALE``; 100 for a long run) sets the number of cycles.
+submitted is there, and every batch is all-or-nothing. ``DUCKFLOCK_CRASH_CYCLES`` sets
+the number of cycles (default 20, the CI size, or 20 x ``DUCKFLOCK_FAULT_SCALE``; 100 for
+a long run).
 """
 
 from __future__ import annotations
